@@ -1,0 +1,20 @@
+//! cyclerd's gRPC contracts, compiled at build time with protox (no system `protoc`).
+//!
+//! # Layout
+//! - [`ingest`]: `cyclerd.ingest.v1.Ingest/Upload`, the stream from a daemon's outbox to the hub.
+//! - [`control`]: `cyclerd.daemon.v1.Control`, the daemon's API for `cyclerctl` and lab tools.
+//! - [`FILE_DESCRIPTOR_SET`]: both contracts' descriptors, for gRPC reflection.
+
+/// `cyclerd.ingest.v1`: the hub's ingest stream.
+pub mod ingest {
+    tonic::include_proto!("cyclerd.ingest.v1");
+}
+
+/// `cyclerd.daemon.v1`: the daemon's control API.
+pub mod control {
+    tonic::include_proto!("cyclerd.daemon.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every contract, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/cyclerd_descriptor.bin"));
