@@ -1,0 +1,23 @@
+//! cyclerd: the acquisition daemon that runs next to the cyclers.
+//!
+//! # Layout
+//! - [`config`]: the lab configuration (TOML via `config`, `CYCLERD_*` overrides).
+//! - [`outbox`]: the SQLite outbox; one writer thread, one commit per batch, acked entries deleted.
+//! - [`runner`]: the stepped channel runner (engine + power stage + safety + sample batches).
+//! - [`uploader`]: the gRPC stream from the outbox to the hub (resume, pipelining, acks, backoff).
+//! - [`daemon`]: wires the above into a running daemon and its handle.
+//! - [`control`]: the `cyclerd.daemon.v1.Control` gRPC service used by `cyclerctl`.
+//! - [`demo`]: `cyclerd demo`: simulators, the daemon and an embedded hub in one process.
+//!
+//! The binaries `cyclerd` and `cyclerctl` are thin command-line shells over these modules.
+
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod demo;
+pub mod outbox;
+pub mod runner;
+pub mod uploader;
+
+pub use cyclerd_proto as proto;
+pub use daemon::{Daemon, Summary};

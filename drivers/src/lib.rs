@@ -1,0 +1,21 @@
+//! cyclerd's hardware side: the clock, the cell model, the power-stage trait and one folder per
+//! device family. Knows nothing about SQLite, gRPC or the hub.
+//!
+//! # Layout
+//! - [`clock`]: the only source of time; real, or scaled by a speed factor so a 20-hour protocol
+//!   runs in seconds through real sockets.
+//! - [`cell`]: an equivalent-circuit cell (OCV(SOC), series resistance, one RC pair, coulomb
+//!   counting, lumped thermal model) that backs every simulator.
+//! - [`stage`]: the [`stage::PowerStage`] trait a stepped channel drives, and its reading type.
+//! - [`ea_psb`]: Elektro-Automatik PSB bidirectional supplies over Modbus TCP: `wire` (register
+//!   table and scaling), `client` (the driver) and `sim` (a Modbus TCP server backed by a cell).
+//! - [`error`]: [`DriverError`], what a device or its link can do wrong.
+
+pub mod cell;
+pub mod clock;
+pub mod ea_psb;
+pub mod error;
+pub mod stage;
+
+pub use clock::Clock;
+pub use error::DriverError;

@@ -1,0 +1,153 @@
+//! `cyclerctl`: talks to a running cyclerd over its control API.
+
+use clap::{Parser, Subcommand};
+use cyclerd::proto::control::control_client::ControlClient;
+use cyclerd::proto::control::*;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(version, about = "cyclerctl: control a running cyclerd")]
+struct Cli {
+    /// The daemon's control address.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:50052", env = "CYCLERD_CONTROL")]
+    daemon: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The daemon, its uplink to the hub, and every channel.
+    Status,
+    /// A live line per channel: state, step, cycle, V, I, T.
+    Watch,
+    /// Start a protocol on a channel.
+    Start {
+        /// Channel id, DEVICE/N.
+        channel: String,
+        /// Protocol file (YAML).
+        #[arg(long)]
+        protocol: PathBuf,
+        /// Primary metadata as key=value (cell_id, operator, objective, chemistry,
+        /// nominal_capacity_ah are required).
+        #[arg(long = "meta", value_parser = parse_kv)]
+        meta: Vec<(String, String)>,
+    },
+    /// Stop the test on a channel (output off, recorded as stopped).
+    Stop {
+        channel: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cyclerctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect(address: &str) -> anyhow::Result<ControlClient<Channel>> {
+    ControlClient::connect(address.to_string()).await.map_err(|e| {
+        anyhow::anyhow!("cannot reach cyclerd at {address}: {e} (is it running? set --daemon)")
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut client = connect(&cli.daemon).await?;
+    match cli.command {
+        Command::Status => {
+            let s = client.get_status(GetStatusRequest {}).await?.into_inner();
+            println!("daemon   {} (store epoch {})", s.daemon_id, s.store_epoch);
+            println!(
+                "hub      {} {}",
+                s.hub_address,
+                if s.hub_connected { "connected" } else { "NOT CONNECTED" }
+            );
+            println!(
+                "outbox   {} entries waiting; {} samples acquired, {} acknowledged",
+                s.backlog_entries, s.samples_acquired, s.samples_acknowledged
+            );
+            for a in &s.alarms {
+                println!("ALARM    {a}");
+            }
+            for c in &s.channels {
+                println!("{}", channel_line(c));
+            }
+        }
+        Command::Watch => {
+            let mut stream = client.watch(WatchRequest {}).await?.into_inner();
+            let mut lines: BTreeMap<String, String> = BTreeMap::new();
+            let tty = std::io::stdout().is_terminal();
+            let mut out = std::io::stdout();
+            while let Some(snapshot) = stream.message().await? {
+                let line = channel_line(&snapshot);
+                if tty {
+                    // Redraw the block in place: one line per channel.
+                    let shown = lines.len();
+                    lines.insert(snapshot.channel_id.clone(), line);
+                    if shown > 0 {
+                        write!(out, "\x1b[{shown}A")?;
+                    }
+                    for l in lines.values() {
+                        writeln!(out, "\x1b[2K{l}")?;
+                    }
+                } else {
+                    writeln!(out, "{line}")?;
+                }
+                out.flush()?;
+            }
+        }
+        Command::Start { channel, protocol, meta } => {
+            let protocol_yaml = std::fs::read_to_string(&protocol)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", protocol.display()))?;
+            let metadata: HashMap<String, String> = meta.into_iter().collect();
+            let r = client
+                .start_test(StartTestRequest { channel_id: channel.clone(), protocol_yaml, metadata })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            println!("started test {} on {channel}", r.test_id);
+        }
+        Command::Stop { channel, reason } => {
+            client
+                .stop_test(StopTestRequest { channel_id: channel.clone(), reason })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+            println!("stopped {channel}");
+        }
+    }
+    Ok(())
+}
+
+fn channel_line(c: &ChannelSnapshot) -> String {
+    let t = if c.temperature_c.is_nan() {
+        "    -  ".to_string()
+    } else {
+        format!("{:5.1} °C", c.temperature_c)
+    };
+    let mut line = format!(
+        "{:<10} {:<9} step {:>3} cycle {:>3}  V {:7.4}  I {:+8.4} A  T {}  {}",
+        c.channel_id, c.state, c.step, c.cycle, c.voltage_v, c.current_a, t, c.step_description
+    );
+    if !c.reason.is_empty() {
+        line.push_str(&format!("  ({})", c.reason));
+    }
+    line
+}

@@ -1,0 +1,400 @@
+//! The daemon's configuration: a TOML file (through the `config` crate) with `CYCLERD_*`
+//! environment overrides (`CYCLERD_HUB__ADDRESS=...`).
+//!
+//! Every struct denies unknown keys, so a typo is an error naming the key rather than a
+//! silently ignored setting.
+
+use cyclerd_protocols::Safety;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration error, always naming where the problem is.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct ConfigError {
+    /// The file (or "built-in demo configuration").
+    pub origin: String,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    pub store: StoreSection,
+    pub hub: HubSection,
+    #[serde(default)]
+    pub control: ControlSection,
+    /// The lab's hard limits: apply to every channel; a protocol can only narrow them.
+    pub limits: Limits,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceConfig>,
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<ChannelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    /// Shown in the hub's listings; defaults to "cyclerd".
+    #[serde(default = "default_name")]
+    pub name: String,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        DaemonSection {
+            name: default_name(),
+        }
+    }
+}
+
+fn default_name() -> String {
+    "cyclerd".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// The SQLite outbox file; created with its directory if missing.
+    pub path: PathBuf,
+    /// Longest time an acquired sample waits in memory before it is committed (wall ms).
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+}
+
+fn default_commit_interval_ms() -> u64 {
+    250
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    /// gRPC address of the hub, e.g. "http://hub.lab:50051".
+    pub address: String,
+    /// Entries in flight before the uploader waits for acks.
+    #[serde(default = "default_window")]
+    pub window: usize,
+}
+
+fn default_window() -> usize {
+    256
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// Where the control API (cyclerctl) listens.
+    #[serde(default = "default_control_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        ControlSection {
+            listen: default_control_listen(),
+        }
+    }
+}
+
+fn default_control_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50052))
+}
+
+/// Hard limits, SI units.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub voltage_min: f64,
+    pub voltage_max: f64,
+    /// |I| max.
+    pub current_max: f64,
+    pub temperature_max: Option<f64>,
+}
+
+impl Limits {
+    pub fn to_safety(self) -> Safety {
+        Safety {
+            voltage_min: Some(self.voltage_min),
+            voltage_max: Some(self.voltage_max),
+            current_max: Some(self.current_max),
+            temperature_max: self.temperature_max,
+            capacity_max: None,
+        }
+    }
+
+    /// Per field, the stricter of the two.
+    pub fn stricter(self, other: &ChannelLimits) -> Limits {
+        Limits {
+            voltage_min: other.voltage_min.map_or(self.voltage_min, |v| v.max(self.voltage_min)),
+            voltage_max: other.voltage_max.map_or(self.voltage_max, |v| v.min(self.voltage_max)),
+            current_max: other.current_max.map_or(self.current_max, |v| v.min(self.current_max)),
+            temperature_max: match (self.temperature_max, other.temperature_max) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+}
+
+/// Optional per-channel narrowing of the lab limits.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelLimits {
+    pub voltage_min: Option<f64>,
+    pub voltage_max: Option<f64>,
+    pub current_max: Option<f64>,
+    pub temperature_max: Option<f64>,
+}
+
+/// Device families the daemon can drive.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum Family {
+    #[serde(rename = "ea-psb")]
+    EaPsb,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Names the device in channel ids (`NAME/N`).
+    pub name: String,
+    pub family: Family,
+    /// host:port of the device.
+    pub address: SocketAddr,
+    /// Modbus unit id.
+    #[serde(default = "default_unit")]
+    pub unit: u8,
+    /// Wall-time bound on one transaction.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Override the nominal ratings read from the device's type designation.
+    pub nominal_voltage: Option<f64>,
+    pub nominal_current: Option<f64>,
+    pub nominal_power: Option<f64>,
+}
+
+fn default_unit() -> u8 {
+    1
+}
+
+fn default_timeout_ms() -> u64 {
+    1000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// `DEVICE/N`.
+    pub id: String,
+    /// Interval between measurements, in the clock's (possibly simulated) seconds.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// After this long (wall ms) without a good reply, the test faults and the output is
+    /// switched off as soon as the device answers again.
+    #[serde(default = "default_comm_timeout_ms")]
+    pub comm_timeout_ms: u64,
+    #[serde(default)]
+    pub limits: ChannelLimits,
+}
+
+fn default_poll_interval_ms() -> u64 {
+    100
+}
+
+fn default_comm_timeout_ms() -> u64 {
+    5000
+}
+
+impl ChannelConfig {
+    /// The device part of `DEVICE/N`.
+    pub fn device_name(&self) -> &str {
+        self.id.split_once('/').map_or(self.id.as_str(), |(d, _)| d)
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `CYCLERD_*` overrides, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let fail = |message: String| ConfigError {
+            origin: origin.clone(),
+            message,
+        };
+        if !path.exists() {
+            return Err(fail(
+                "no such file (give the lab configuration with --config FILE; examples are in \
+                 deploy/)"
+                    .into(),
+            ));
+        }
+        let built = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("CYCLERD")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let config: Config = built.try_deserialize().map_err(|e| fail(e.to_string()))?;
+        config.validate(&origin)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no environment overrides), for built-in configurations and tests.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError {
+                origin: origin.into(),
+                message: e.to_string(),
+            })?;
+        let config: Config = built.try_deserialize().map_err(|e| ConfigError {
+            origin: origin.into(),
+            message: e.to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let fail = |message: String| {
+            Err(ConfigError {
+                origin: origin.into(),
+                message,
+            })
+        };
+        let l = &self.limits;
+        if !(l.voltage_min < l.voltage_max) {
+            return fail(format!(
+                "limits.voltage_min ({}) must be below limits.voltage_max ({})",
+                l.voltage_min, l.voltage_max
+            ));
+        }
+        if !(l.current_max > 0.0) {
+            return fail(format!("limits.current_max must be positive, not {}", l.current_max));
+        }
+        if self.store.commit_interval_ms == 0 {
+            return fail("store.commit_interval_ms must be at least 1".into());
+        }
+        if self.hub.window == 0 {
+            return fail("hub.window must be at least 1".into());
+        }
+        if !(self.hub.address.starts_with("http://") || self.hub.address.starts_with("https://")) {
+            return fail(format!(
+                "hub.address {:?} must start with http:// or https://",
+                self.hub.address
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            if d.name.is_empty() || d.name.contains('/') {
+                return fail(format!(
+                    "device[{i}].name {:?} must be non-empty and contain no '/'",
+                    d.name
+                ));
+            }
+            if !names.insert(d.name.as_str()) {
+                return fail(format!("device[{i}].name {:?} is used twice", d.name));
+            }
+        }
+        let mut ids = HashSet::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            let Some((device, n)) = c.id.split_once('/') else {
+                return fail(format!("channel[{i}].id {:?} must look like DEVICE/N", c.id));
+            };
+            if n.parse::<u32>().is_err() {
+                return fail(format!("channel[{i}].id {:?}: N must be a number", c.id));
+            }
+            if !names.contains(device) {
+                return fail(format!(
+                    "channel[{i}].id {:?} names device {device:?}, which no [[device]] defines",
+                    c.id
+                ));
+            }
+            if !ids.insert(c.id.as_str()) {
+                return fail(format!("channel[{i}].id {:?} is used twice", c.id));
+            }
+            if c.poll_interval_ms == 0 {
+                return fail(format!("channel[{i}].poll_interval_ms must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn device(&self, name: &str) -> Option<&DeviceConfig> {
+        self.devices.iter().find(|d| d.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [store]
+        path = "outbox.sqlite"
+        [hub]
+        address = "http://127.0.0.1:50051"
+        [limits]
+        voltage_min = 2.5
+        voltage_max = 4.25
+        current_max = 10.0
+        [[device]]
+        name = "psb1"
+        family = "ea-psb"
+        address = "127.0.0.1:502"
+        [[channel]]
+        id = "psb1/1"
+    "#;
+
+    #[test]
+    fn a_minimal_config_gets_sensible_defaults() {
+        let c = Config::from_toml(GOOD, "lab.toml").unwrap();
+        assert_eq!(c.store.commit_interval_ms, 250);
+        assert_eq!(c.channels[0].poll_interval_ms, 100);
+        assert_eq!(c.devices[0].unit, 1);
+        assert_eq!(c.control.listen.port(), 50052);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_file_and_key() {
+        let text = GOOD.replace("current_max = 10.0", "current_max = 10.0\ncurent = 3");
+        let e = Config::from_toml(&text, "lab.toml").unwrap_err().to_string();
+        assert!(e.starts_with("lab.toml:"), "{e}");
+        assert!(e.contains("curent"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error_naming_the_key() {
+        let text = GOOD.replace("voltage_max = 4.25", "voltage_max = \"high\"");
+        let e = Config::from_toml(&text, "lab.toml").unwrap_err().to_string();
+        assert!(e.contains("voltage_max"), "{e}");
+    }
+
+    #[test]
+    fn channel_on_an_undefined_device_is_refused() {
+        let text = GOOD.replace("id = \"psb1/1\"", "id = \"psb9/1\"");
+        let e = Config::from_toml(&text, "lab.toml").unwrap_err().to_string();
+        assert!(e.contains("channel[0].id") && e.contains("psb9"), "{e}");
+    }
+
+    #[test]
+    fn channel_limits_can_only_narrow_the_lab_limits() {
+        let c = Config::from_toml(GOOD, "lab.toml").unwrap();
+        let narrowed = c.limits.stricter(&ChannelLimits {
+            voltage_max: Some(4.5),
+            current_max: Some(2.0),
+            ..ChannelLimits::default()
+        });
+        assert_eq!(narrowed.voltage_max, 4.25);
+        assert_eq!(narrowed.current_max, 2.0);
+    }
+}

@@ -1,0 +1,294 @@
+//! Wiring: the outbox, the uploader, one runner per channel, and the handle the control API,
+//! `cyclerd run` and `cyclerd demo` use.
+
+use crate::config::{Config, DeviceConfig, Family};
+use crate::outbox::Outbox;
+use crate::proto::control::{ChannelSnapshot, Status};
+use crate::runner::{ChannelCmd, ChannelRunner, ChannelSpec, Shared, StartError, TestRequest};
+use crate::uploader::{self, UploaderConfig, UploaderStatus};
+use cyclerd_drivers::Clock;
+use cyclerd_drivers::ea_psb::{PsbClient, wire::Nominal};
+use cyclerd_protocols::Plan;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+/// Metadata a test cannot start without (DESIGN.md: "metadata are as important as performance
+/// data"). The protocol itself is the sixth item.
+pub const PRIMARY_METADATA: [&str; 5] =
+    ["cell_id", "operator", "objective", "chemistry", "nominal_capacity_ah"];
+
+/// A running daemon; cheap to clone.
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    shared: Shared,
+    /// One entry per configured channel, in id order.
+    channels: BTreeMap<String, ChannelHandle>,
+    uploader: Arc<UploaderStatus>,
+    /// Tells runners to end their tests and switch outputs off.
+    stop_runners: watch::Sender<bool>,
+    /// Tells the uploader to stop; sent only after the backlog drained (or the drain timed out).
+    stop_uploader: watch::Sender<bool>,
+    /// Runner and uploader tasks, awaited at shutdown.
+    tasks: Mutex<Option<(JoinSet<()>, tokio::task::JoinHandle<()>)>>,
+}
+
+struct ChannelHandle {
+    cmds: mpsc::Sender<ChannelCmd>,
+    live: watch::Receiver<ChannelSnapshot>,
+}
+
+/// Figures at the end of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub channels: usize,
+    pub samples_acquired: u64,
+    pub samples_acknowledged: u64,
+}
+
+impl Summary {
+    pub fn lost(&self) -> u64 {
+        self.samples_acquired.saturating_sub(self.samples_acknowledged)
+    }
+}
+
+impl Daemon {
+    /// Opens the store, connects every device (an unreachable one is an error naming it and its
+    /// address), and starts the uploader and the channel runners.
+    pub async fn start(config: Config, origin: &str, clock: Clock) -> anyhow::Result<Daemon> {
+        let outbox = Outbox::open(&config.store.path)?;
+        let shared = Shared {
+            clock,
+            outbox: outbox.clone(),
+            acquired: Arc::new(Default::default()),
+        };
+        let (stop_runners, runners_rx) = watch::channel(false);
+        let (stop_uploader, uploader_rx) = watch::channel(false);
+        let mut runners = JoinSet::new();
+        let mut channels = BTreeMap::new();
+        for (i, ch) in config.channels.iter().enumerate() {
+            let device = config
+                .device(ch.device_name())
+                .ok_or_else(|| anyhow::anyhow!("{origin}: channel[{i}] names an unknown device"))?;
+            let index = config.devices.iter().position(|d| d.name == device.name).unwrap_or(0);
+            let client = connect_device(device)
+                .await
+                .map_err(|e| anyhow::anyhow!("{origin}: device[{index}] {:?} at {}: {e}", device.name, device.address))?;
+            let spec = ChannelSpec {
+                id: ch.id.clone(),
+                poll_interval_s: ch.poll_interval_ms as f64 / 1000.0,
+                comm_timeout: Duration::from_millis(ch.comm_timeout_ms),
+                limits: config.limits.stricter(&ch.limits).to_safety(),
+                commit_interval: Duration::from_millis(config.store.commit_interval_ms),
+            };
+            let (live_tx, live) = watch::channel(ChannelSnapshot {
+                channel_id: ch.id.clone(),
+                state: "idle".into(),
+                temperature_c: f64::NAN,
+                ..Default::default()
+            });
+            let (cmds, cmd_rx) = mpsc::channel(16);
+            let runner = ChannelRunner::new(spec, client, shared.clone(), live_tx);
+            runners.spawn(runner.run(cmd_rx, runners_rx.clone()));
+            channels.insert(ch.id.clone(), ChannelHandle { cmds, live });
+        }
+        let status = Arc::new(UploaderStatus::default());
+        let uploader = tokio::spawn(uploader::run(
+            UploaderConfig {
+                hub_address: config.hub.address.clone(),
+                daemon_name: config.daemon.name.clone(),
+                window: config.hub.window,
+            },
+            outbox,
+            Arc::clone(&status),
+            uploader_rx,
+        ));
+        Ok(Daemon {
+            inner: Arc::new(Inner {
+                config,
+                shared,
+                channels,
+                uploader: status,
+                stop_runners,
+                stop_uploader,
+                tasks: Mutex::new(Some((runners, uploader))),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.inner.shared.outbox
+    }
+
+    /// Parses the protocol, checks the metadata, and starts the test on `channel_id`.
+    pub async fn start_test(
+        &self,
+        channel_id: &str,
+        protocol_yaml: &str,
+        origin: &str,
+        metadata: HashMap<String, String>,
+    ) -> Result<String, StartError> {
+        let handle = self
+            .inner
+            .channels
+            .get(channel_id)
+            .ok_or_else(|| StartError::NoSuchChannel(channel_id.into()))?;
+        let missing: Vec<String> = PRIMARY_METADATA
+            .iter()
+            .filter(|k| metadata.get(**k).is_none_or(|v| v.trim().is_empty()))
+            .map(|k| k.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(StartError::MissingMetadata(missing));
+        }
+        let plan = Plan::from_yaml(protocol_yaml, origin).map_err(|e| StartError::Protocol(e.to_string()))?;
+        let (reply, answer) = oneshot::channel();
+        let test = TestRequest {
+            plan,
+            source: protocol_yaml.into(),
+            metadata,
+        };
+        handle
+            .cmds
+            .send(ChannelCmd::Start { test, reply })
+            .await
+            .map_err(|_| StartError::ChannelGone(channel_id.into()))?;
+        answer.await.map_err(|_| StartError::ChannelGone(channel_id.into()))?
+    }
+
+    /// Stops the test on `channel_id`: output off, then recorded as stopped with `reason`.
+    pub async fn stop_test(&self, channel_id: &str, reason: &str) -> Result<(), StartError> {
+        let handle = self
+            .inner
+            .channels
+            .get(channel_id)
+            .ok_or_else(|| StartError::NoSuchChannel(channel_id.into()))?;
+        let (reply, answer) = oneshot::channel();
+        handle
+            .cmds
+            .send(ChannelCmd::Stop { reason: reason.into(), reply })
+            .await
+            .map_err(|_| StartError::ChannelGone(channel_id.into()))?;
+        answer.await.map_err(|_| StartError::ChannelGone(channel_id.into()))?
+    }
+
+    /// Every channel's latest snapshot, in id order.
+    pub fn snapshots(&self) -> Vec<ChannelSnapshot> {
+        self.inner.channels.values().map(|h| h.live.borrow().clone()).collect()
+    }
+
+    pub fn snapshot(&self, channel_id: &str) -> Option<ChannelSnapshot> {
+        self.inner.channels.get(channel_id).map(|h| h.live.borrow().clone())
+    }
+
+    /// Receivers that see every channel's changes, for Watch.
+    pub fn watchers(&self) -> Vec<watch::Receiver<ChannelSnapshot>> {
+        self.inner.channels.values().map(|h| h.live.clone()).collect()
+    }
+
+    pub fn status(&self) -> Status {
+        let outbox = self.outbox();
+        let stats = outbox.stats();
+        let mut alarms = Vec::new();
+        let dead = stats.dead_letters.load(Ordering::Acquire);
+        if dead > 0 {
+            alarms.push(format!("{dead} outbox entries were rejected by the hub (dead letters)"));
+        }
+        let uploader = &self.inner.uploader;
+        let connected = uploader.connected.load(Ordering::Acquire);
+        if !connected {
+            let last = uploader.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if !last.is_empty() {
+                alarms.push(format!("hub unreachable: {last}"));
+            }
+        }
+        Status {
+            daemon_id: outbox.identity().daemon_id.clone(),
+            store_epoch: outbox.identity().epoch,
+            hub_address: self.inner.config.hub.address.clone(),
+            hub_connected: connected,
+            backlog_entries: stats.backlog(),
+            samples_acquired: self.inner.shared.acquired.load(Ordering::Acquire),
+            samples_acknowledged: stats.samples_acked.load(Ordering::Acquire),
+            channels: self.snapshots(),
+            alarms,
+        }
+    }
+
+    /// Samples read from devices since this daemon started.
+    pub fn samples_acquired(&self) -> u64 {
+        self.inner.shared.acquired.load(Ordering::Acquire)
+    }
+
+    /// Whether every channel is done with its test (idle channels count as done).
+    pub fn all_channels_done(&self) -> bool {
+        self.inner.channels.values().all(|h| h.live.borrow().state != "running")
+    }
+
+    /// Waits until no channel runs a test.
+    pub async fn wait_all_done(&self) {
+        for h in self.inner.channels.values() {
+            let mut live = h.live.clone();
+            let _ = live.wait_for(|s| s.state != "running").await;
+        }
+    }
+
+    /// Shuts down: every output off (runners end their tests), everything queued committed,
+    /// then up to `drain` for the hub to acknowledge the backlog.
+    pub async fn shutdown(&self, drain: Duration) -> Summary {
+        let tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some((mut runners, uploader)) = tasks else {
+            return self.summary();
+        };
+        let _ = self.inner.stop_runners.send(true);
+        while runners.join_next().await.is_some() {}
+        let _ = self.outbox().flush().await;
+        let _ = self.outbox().caught_up(tokio::time::Instant::now() + drain).await;
+        let _ = self.inner.stop_uploader.send(true);
+        let _ = uploader.await;
+        self.summary()
+    }
+
+    pub fn summary(&self) -> Summary {
+        let stats = self.outbox().stats();
+        Summary {
+            channels: self.inner.channels.len(),
+            samples_acquired: stats.samples_appended.load(Ordering::Acquire),
+            samples_acknowledged: stats.samples_acked.load(Ordering::Acquire),
+        }
+    }
+}
+
+async fn connect_device(device: &DeviceConfig) -> Result<PsbClient, cyclerd_drivers::DriverError> {
+    match device.family {
+        Family::EaPsb => {
+            let nominal = match (device.nominal_voltage, device.nominal_current) {
+                (Some(v), Some(a)) => Some(Nominal {
+                    voltage_v: v,
+                    current_a: a,
+                    power_w: device.nominal_power.unwrap_or(v * a),
+                }),
+                _ => None,
+            };
+            PsbClient::connect(
+                device.address,
+                device.unit,
+                Duration::from_millis(device.timeout_ms),
+                nominal,
+            )
+            .await
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! `cyclerd demo`: a whole simulated lab in one process.
+//!
+//! N simulated EA PSB supplies (real Modbus TCP servers on loopback, each with a simulated cell),
+//! the daemon stepping them through a protocol, the outbox, the uploader and an embedded hub
+//! (real gRPC on loopback, SQLite storage), all on one scaled clock. It prints live progress and
+//! ends with a summary line that says whether every acquired sample reached the hub.
+
+use crate::config::Config;
+use crate::daemon::{Daemon, Summary};
+use cyclerd_drivers::Clock;
+use cyclerd_drivers::cell::{CellParams, Chemistry};
+use cyclerd_drivers::ea_psb::{PsbSim, SimHandle, sim::SimConfig};
+use cyclerd_protocols::Plan;
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The demo protocol shipped in `deploy/protocols/demo.yaml`, built in so the demo runs from
+/// any directory.
+pub const DEMO_PROTOCOL: &str = include_str!("../../deploy/protocols/demo.yaml");
+
+/// How long the hub gets to acknowledge the backlog after the protocols end.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Demo settings (the command-line flags).
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub channels: usize,
+    /// Simulated seconds per wall second.
+    pub speed: f64,
+    /// Stop after this much wall time even if protocols are still running.
+    pub wall_limit: Option<Duration>,
+    /// Protocol file; the built-in demo protocol if `None`.
+    pub protocol: Option<PathBuf>,
+    /// Where the outbox and hub databases go; a temporary directory if `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Where the control API listens (for `cyclerctl watch` in another terminal).
+    pub control: SocketAddr,
+    /// Print progress every this much wall time.
+    pub progress_every: Duration,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            channels: 4,
+            speed: 500.0,
+            wall_limit: None,
+            protocol: None,
+            data_dir: None,
+            control: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            progress_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A simulated lab: PSB simulators, the daemon stepping them, and an embedded hub, on one
+/// scaled clock. Used by `cyclerd demo`, the end-to-end tests and the benchmark.
+pub struct SimLab {
+    pub daemon: Daemon,
+    pub clock: Clock,
+    /// One simulator per channel, channel `psbK/1` on `sims[K-1]`.
+    pub sims: Vec<SimHandle>,
+    pub data_dir: PathBuf,
+    pub hub_addr: SocketAddr,
+    hub_stop: tokio::sync::oneshot::Sender<()>,
+    hub: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Keeps a temporary data directory alive as long as the lab.
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl SimLab {
+    /// Starts `channels` simulated channels whose cells have `capacity_ah` (each a little
+    /// different), the hub and the daemon. `data_dir` `None` means a temporary directory.
+    pub async fn start(
+        channels: usize,
+        capacity_ah: f64,
+        speed: f64,
+        data_dir: Option<PathBuf>,
+    ) -> anyhow::Result<SimLab> {
+        anyhow::ensure!(channels >= 1, "--channels must be at least 1");
+        anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be a positive number");
+        let (data_dir, temp) = match data_dir {
+            Some(d) => (d, None),
+            None => {
+                let t = tempfile::Builder::new().prefix("cyclerd-demo-").tempdir()?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        std::fs::create_dir_all(&data_dir)?;
+        let clock = Clock::scaled(speed);
+
+        let hub_store = cyclerhub::HubStore::open(data_dir.join("hub.sqlite"))?;
+        let hub_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let hub_addr = hub_listener.local_addr()?;
+        let (hub_stop, hub_stopped) = tokio::sync::oneshot::channel::<()>();
+        let hub = tokio::spawn(cyclerhub::server::run(hub_listener, hub_store, async {
+            let _ = hub_stopped.await;
+        }));
+
+        let mut sims = Vec::with_capacity(channels);
+        let mut devices = String::new();
+        for k in 0..channels {
+            let cell = CellParams {
+                initial_soc: 0.15 + 0.1 * (k % 4) as f64,
+                ..CellParams::new(Chemistry::Nmc, capacity_ah * (1.0 - 0.01 * (k % 5) as f64))
+            };
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let sim = PsbSim::spawn(
+                listener,
+                SimConfig::psb_10060_60(&format!("SIM{k:04}"), cell),
+                clock.clone(),
+            )?;
+            devices.push_str(&format!(
+                "[[device]]\nname = \"psb{n}\"\nfamily = \"ea-psb\"\naddress = \"{addr}\"\n\
+                 [[channel]]\nid = \"psb{n}/1\"\n",
+                n = k + 1,
+                addr = sim.addr()
+            ));
+            sims.push(sim);
+        }
+        let config_text = format!(
+            "[daemon]\nname = \"demo\"\n[store]\npath = {store:?}\n[hub]\naddress = \"http://{hub_addr}\"\n\
+             [limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\ntemperature_max = 60.0\n{devices}",
+            store = data_dir.join("outbox.sqlite").display().to_string(),
+        );
+        let config = Config::from_toml(&config_text, "built-in demo configuration")?;
+        let daemon = Daemon::start(config, "built-in demo configuration", clock.clone()).await?;
+        Ok(SimLab {
+            daemon,
+            clock,
+            sims,
+            data_dir,
+            hub_addr,
+            hub_stop,
+            hub,
+            _temp: temp,
+        })
+    }
+
+    pub fn channel_ids(&self) -> Vec<String> {
+        (1..=self.sims.len()).map(|n| format!("psb{n}/1")).collect()
+    }
+
+    pub fn hub_db(&self) -> PathBuf {
+        self.data_dir.join("hub.sqlite")
+    }
+
+    /// Starts `protocol` on every channel with demo metadata; returns the test ids.
+    pub async fn start_everywhere(&self, protocol: &str, origin: &str) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::with_capacity(self.sims.len());
+        for (k, channel) in self.channel_ids().iter().enumerate() {
+            let capacity = self.sims[k].capacity_ah();
+            let metadata: HashMap<String, String> = [
+                ("cell_id", format!("SIM-NMC-{:03}", k + 1)),
+                ("operator", "demo".into()),
+                ("owner", "cyclerd".into()),
+                ("objective", "demonstration of the cyclerd data path".into()),
+                ("chemistry", "NMC/graphite".into()),
+                ("nominal_capacity_ah", format!("{capacity:.3}")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            ids.push(self.daemon.start_test(channel, protocol, origin, metadata).await?);
+        }
+        Ok(ids)
+    }
+
+    /// Ends every test (outputs off), lets the hub catch up for at most `drain`, stops the
+    /// hub and returns the daemon's summary.
+    pub async fn stop(self, drain: Duration) -> anyhow::Result<(Summary, PathBuf, Option<tempfile::TempDir>)> {
+        let summary = self.daemon.shutdown(drain).await;
+        let _ = self.hub_stop.send(());
+        self.hub.await??;
+        Ok((summary, self.data_dir, self._temp))
+    }
+}
+
+/// Runs the demo, writing progress to `out`; returns the summary.
+pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::Result<Summary> {
+    let (protocol, origin) = match &options.protocol {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read protocol {}: {e}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (DEMO_PROTOCOL.to_string(), "deploy/protocols/demo.yaml".into()),
+    };
+    let plan = Plan::from_yaml(&protocol, &origin)?;
+    let capacity_ah = plan.capacity_ah.unwrap_or(2.5);
+    let lab = SimLab::start(options.channels, capacity_ah, options.speed, options.data_dir.clone()).await?;
+
+    // Control API, so `cyclerctl watch` works from another terminal.
+    let control_listener = match TcpListener::bind(options.control).await {
+        Ok(l) => l,
+        Err(_) => TcpListener::bind("127.0.0.1:0").await?,
+    };
+    let control_addr = control_listener.local_addr()?;
+    let (control_stop, control_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(crate::control::serve(lab.daemon.clone(), control_listener, async {
+        let _ = control_stopped.await;
+    }));
+
+    writeln!(
+        out,
+        "cyclerd demo: {n} simulated EA PSB 10060-60 channel(s) at {speed}x, protocol {name:?}\n\
+         data: {dir}{kept}\nhub: http://{hub}   control: http://{control_addr} \
+         (try: cyclerctl --daemon http://{control_addr} watch)",
+        n = options.channels,
+        speed = options.speed,
+        name = plan.name,
+        dir = lab.data_dir.display(),
+        kept = if options.data_dir.is_some() { "" } else { " (temporary; pass --data-dir to keep it)" },
+        hub = lab.hub_addr,
+    )?;
+    lab.start_everywhere(&protocol, &origin).await?;
+
+    let wall_start = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval(options.progress_every);
+    let deadline = options.wall_limit.map(|d| wall_start + d);
+    let daemon = lab.daemon.clone();
+    let clock = lab.clock.clone();
+    let done = daemon.wait_all_done();
+    tokio::pin!(done);
+    loop {
+        tokio::select! {
+            _ = &mut done => break,
+            _ = ticks.tick() => print_progress(&daemon, &clock, wall_start, out)?,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                writeln!(out, "--for limit reached: stopping every channel")?;
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                writeln!(out, "interrupted: stopping every channel")?;
+                break;
+            }
+        }
+    }
+    drop(done);
+    let (summary, _, _temp) = lab.stop(DRAIN).await?;
+    print_progress(&daemon, &clock, wall_start, out)?;
+    let _ = control_stop.send(());
+    writeln!(
+        out,
+        "summary: channels={} samples_acquired={} samples_acknowledged={} lost={}",
+        summary.channels,
+        summary.samples_acquired,
+        summary.samples_acknowledged,
+        summary.lost()
+    )?;
+    Ok(summary)
+}
+
+fn print_progress(
+    daemon: &Daemon,
+    clock: &Clock,
+    wall_start: tokio::time::Instant,
+    out: &mut (dyn Write + Send),
+) -> std::io::Result<()> {
+    let sim_s = clock.now();
+    writeln!(
+        out,
+        "[{:6.1} s wall | {} simulated]",
+        wall_start.elapsed().as_secs_f64(),
+        format_hms(sim_s)
+    )?;
+    for s in daemon.snapshots() {
+        writeln!(
+            out,
+            "  {:<8} {:<9} cycle {:>2} step {:>3} {:<28} V {:6.4}  I {:+7.3} A  Q+ {:6.3} Ah  Q- {:6.3} Ah  samples {}{}",
+            s.channel_id,
+            s.state,
+            s.cycle,
+            s.step,
+            truncate(&s.step_description, 28),
+            s.voltage_v,
+            s.current_a,
+            s.charge_capacity_ah,
+            s.discharge_capacity_ah,
+            s.samples,
+            if s.reason.is_empty() { String::new() } else { format!("  ({})", s.reason) },
+        )?;
+    }
+    let st = daemon.status();
+    writeln!(
+        out,
+        "  outbox: {} entries waiting, {} of {} samples acknowledged by the hub{}",
+        st.backlog_entries,
+        st.samples_acknowledged,
+        daemon.summary().samples_acquired,
+        if st.hub_connected { "" } else { " (hub not connected)" }
+    )
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn format_hms(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    format!("{}h{:02}m{:02}s", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Parses "90s", "5m", "2h", "1.5h" or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (examples: 90s, 5m, 2h)"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" => 1.0,
+        "m" | "min" => 60.0,
+        "h" | "hr" => 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {text:?} (use s, m or h)")),
+    };
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(format!("{text:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-3s").is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! The uploader: streams the outbox to the hub.
+//!
+//! Hello with (daemon_id, store_epoch) -> the hub's resume point -> entries pipelined from there,
+//! at most `window` in flight -> cumulative acks delete entries locally; rejections park them in
+//! the dead-letter table without stopping the stream. Any error ends the session; the next one
+//! starts after a jittered exponential backoff, forever.
+
+use crate::outbox::{Outbox, OutboxReader};
+use crate::proto::ingest::{
+    Hello, UploadRequest, ingest_client::IngestClient, upload_request, upload_response,
+};
+use rand::Rng;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long the hub may take to answer the hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the status API shows about the uplink.
+#[derive(Debug, Default)]
+pub struct UploaderStatus {
+    pub connected: AtomicBool,
+    pub last_error: Mutex<String>,
+}
+
+/// Uploader settings.
+#[derive(Debug, Clone)]
+pub struct UploaderConfig {
+    pub hub_address: String,
+    pub daemon_name: String,
+    /// Entries in flight before waiting for acks.
+    pub window: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot reach the hub: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("the hub refused the stream: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("outbox: {0}")]
+    Outbox(#[from] crate::outbox::OutboxError),
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(
+    config: UploaderConfig,
+    outbox: Outbox,
+    status: Arc<UploaderStatus>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let reader = match outbox.reader() {
+        Ok(r) => Arc::new(Mutex::new(r)),
+        Err(e) => {
+            tracing::error!("uploader cannot open the outbox for reading: {e}");
+            return;
+        }
+    };
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let result = tokio::select! {
+            r = session(&config, &outbox, &reader, &status) => r,
+            _ = shutdown.changed() => return,
+        };
+        status.connected.store(false, Ordering::Release);
+        match result {
+            Ok(progressed) => {
+                if progressed {
+                    backoff = BACKOFF_MIN;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("upload session ended: {e}");
+                *status.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+            }
+        }
+        // Full jitter: a lab's daemons do not reconnect in lockstep after a hub restart.
+        let wait = rand::rng().random_range(backoff / 2..=backoff);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn connect(address: &str) -> Result<IngestClient<Channel>, SessionError> {
+    let channel = Endpoint::from_shared(address.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    Ok(IngestClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20))
+}
+
+/// One stream; returns Ok(true) if it got any ack before ending.
+async fn session(
+    config: &UploaderConfig,
+    outbox: &Outbox,
+    reader: &Arc<Mutex<OutboxReader>>,
+    status: &UploaderStatus,
+) -> Result<bool, SessionError> {
+    let mut client = connect(&config.hub_address).await?;
+    let (tx, rx) = mpsc::channel::<UploadRequest>(config.window + 1);
+    let identity = outbox.identity();
+    let hello = UploadRequest {
+        msg: Some(upload_request::Msg::Hello(Hello {
+            daemon_id: identity.daemon_id.clone(),
+            store_epoch: identity.epoch,
+            daemon_name: config.daemon_name.clone(),
+        })),
+    };
+    tx.send(hello)
+        .await
+        .map_err(|_| SessionError::Protocol("stream closed before hello".into()))?;
+    let mut responses = client.upload(ReceiverStream::new(rx)).await?.into_inner();
+    let resume = match tokio::time::timeout(HELLO_TIMEOUT, responses.message()).await {
+        Err(_) => return Err(SessionError::Protocol("the hub did not answer the hello".into())),
+        Ok(reply) => match reply?.and_then(|r| r.msg) {
+            Some(upload_response::Msg::Resume(r)) => r.applied_up_to,
+            other => {
+                return Err(SessionError::Protocol(format!(
+                    "expected a resume point after hello, got {other:?}"
+                )));
+            }
+        },
+    };
+    status.connected.store(true, Ordering::Release);
+    let stats = Arc::clone(outbox.stats());
+    let local_acked = stats.acked.load(Ordering::Acquire);
+    if resume > local_acked {
+        // The hub applied entries whose acks we never saw (a cut during the last session).
+        outbox.ack(resume)?;
+    } else if resume < local_acked {
+        tracing::warn!(
+            "the hub's resume point {resume} is behind our acknowledged {local_acked}: the hub \
+             lost data it had acknowledged; entries up to {local_acked} are no longer here to resend"
+        );
+    }
+    let mut sent = resume.max(local_acked);
+    let mut in_flight: VecDeque<u64> = VecDeque::with_capacity(config.window);
+    let mut committed = outbox.committed();
+    let mut progressed = false;
+    loop {
+        // Fill the window.
+        while in_flight.len() < config.window && sent < *committed.borrow_and_update() {
+            let room = config.window - in_flight.len();
+            let reader = Arc::clone(reader);
+            let page = tokio::task::spawn_blocking(move || {
+                reader.lock().unwrap_or_else(|p| p.into_inner()).page_after(sent, room)
+            })
+            .await
+            .map_err(|e| SessionError::Protocol(format!("outbox reader panicked: {e}")))??;
+            if page.is_empty() {
+                break;
+            }
+            for item in page {
+                match item {
+                    Ok(stored) => {
+                        let id = stored.entry.id;
+                        let msg = UploadRequest {
+                            msg: Some(upload_request::Msg::Entry(stored.entry)),
+                        };
+                        if tx.send(msg).await.is_err() {
+                            return Err(SessionError::Protocol("the hub closed the stream".into()));
+                        }
+                        in_flight.push_back(id);
+                        sent = id;
+                    }
+                    Err((id, reason)) => {
+                        tracing::error!("outbox entry {id} parked: {reason}");
+                        outbox.park(id, reason)?;
+                        sent = id;
+                    }
+                }
+            }
+        }
+        let window_open = in_flight.len() < config.window;
+        tokio::select! {
+            reply = responses.message() => match reply?.and_then(|r| r.msg) {
+                Some(upload_response::Msg::Ack(ack)) => {
+                    outbox.ack(ack.up_to)?;
+                    while in_flight.front().is_some_and(|&id| id <= ack.up_to) {
+                        in_flight.pop_front();
+                    }
+                    progressed = true;
+                }
+                Some(upload_response::Msg::Rejection(r)) => {
+                    tracing::error!("the hub rejected entry {}: {}", r.entry_id, r.reason);
+                    outbox.park(r.entry_id, r.reason)?;
+                }
+                Some(upload_response::Msg::Resume(_)) => {
+                    return Err(SessionError::Protocol("unexpected second resume point".into()));
+                }
+                None => return Ok(progressed),
+            },
+            changed = committed.changed(), if window_open => {
+                if changed.is_err() {
+                    return Ok(progressed);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The PSB driver: a tokio-modbus TCP client.
+
+use super::wire::{self, Nominal, Round, coil, reg, state};
+use crate::DriverError;
+use crate::stage::{PowerStage, Reading};
+use cyclerd_protocols::Command;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_modbus::client::{Context, Reader, Writer, tcp};
+use tokio_modbus::slave::Slave;
+
+/// Who the device says it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub device_type: String,
+    pub manufacturer: String,
+    pub serial: String,
+}
+
+/// A connected PSB with its remote control taken.
+pub struct PsbClient {
+    ctx: Context,
+    /// Ratings every scaled register refers to; a wrong value scales every setpoint wrongly,
+    /// so it comes from the device's type designation unless the configuration overrides it.
+    nominal: Nominal,
+    identity: Identity,
+    /// Wall-time bound on each transaction; past it the link counts as lost.
+    timeout: Duration,
+}
+
+impl PsbClient {
+    /// Connects, identifies the device and takes remote control.
+    ///
+    /// `nominal_override` replaces the ratings parsed from the type designation (for firmware
+    /// that reports an unusual name); power defaults to volts x amps when not given.
+    pub async fn connect(
+        addr: SocketAddr,
+        unit: u8,
+        timeout: Duration,
+        nominal_override: Option<Nominal>,
+    ) -> Result<PsbClient, DriverError> {
+        let ctx = tokio::time::timeout(timeout, tcp::connect_slave(addr, Slave(unit)))
+            .await
+            .map_err(|_| DriverError::Timeout {
+                during: "connecting",
+                timeout_ms: timeout.as_millis() as u64,
+            })?
+            .map_err(|source| DriverError::Connect { addr, source })?;
+        let mut client = PsbClient {
+            ctx,
+            nominal: Nominal {
+                voltage_v: 0.0,
+                current_a: 0.0,
+                power_w: 0.0,
+            },
+            identity: Identity {
+                device_type: String::new(),
+                manufacturer: String::new(),
+                serial: String::new(),
+            },
+            timeout,
+        };
+        client.identity = client.read_identity().await?;
+        client.nominal = match nominal_override {
+            Some(n) => n,
+            None => {
+                let (v, a) =
+                    wire::nominal_from_type(&client.identity.device_type).ok_or_else(|| {
+                        DriverError::Identity(format!(
+                            "cannot read nominal ratings from device type {:?}; set \
+                             nominal_voltage and nominal_current for this device in the config",
+                            client.identity.device_type
+                        ))
+                    })?;
+                Nominal {
+                    voltage_v: v,
+                    current_a: a,
+                    power_w: v * a,
+                }
+            }
+        };
+        client.write_coil(coil::REMOTE, true, "taking remote control").await?;
+        Ok(client)
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn nominal(&self) -> Nominal {
+        self.nominal
+    }
+
+    async fn read_identity(&mut self) -> Result<Identity, DriverError> {
+        let mut strings = Vec::with_capacity(3);
+        for start in [reg::DEVICE_TYPE, reg::MANUFACTURER, reg::SERIAL] {
+            let regs = self
+                .read_registers(start, reg::STRING_REGS, "reading the identity")
+                .await?;
+            strings.push(wire::decode_string(&regs));
+        }
+        let serial = strings.pop().unwrap_or_default();
+        let manufacturer = strings.pop().unwrap_or_default();
+        let device_type = strings.pop().unwrap_or_default();
+        Ok(Identity {
+            device_type,
+            manufacturer,
+            serial,
+        })
+    }
+
+    async fn read_registers(
+        &mut self,
+        start: u16,
+        count: u16,
+        during: &'static str,
+    ) -> Result<Vec<u16>, DriverError> {
+        let reply = tokio::time::timeout(self.timeout, self.ctx.read_holding_registers(start, count))
+            .await;
+        let regs = flatten(reply, self.timeout, during)?;
+        if regs.len() != usize::from(count) {
+            return Err(DriverError::BadReply {
+                during,
+                message: format!("asked for {count} registers, got {}", regs.len()),
+            });
+        }
+        Ok(regs)
+    }
+
+    async fn write_registers(
+        &mut self,
+        start: u16,
+        words: &[u16],
+        during: &'static str,
+    ) -> Result<(), DriverError> {
+        let reply =
+            tokio::time::timeout(self.timeout, self.ctx.write_multiple_registers(start, words))
+                .await;
+        flatten(reply, self.timeout, during)
+    }
+
+    async fn write_coil(
+        &mut self,
+        addr: u16,
+        on: bool,
+        during: &'static str,
+    ) -> Result<(), DriverError> {
+        let reply = tokio::time::timeout(self.timeout, self.ctx.write_single_coil(addr, on)).await;
+        flatten(reply, self.timeout, during)
+    }
+
+    /// The setpoint block 498..=502 for a command, and whether the output should be on.
+    fn setpoints(&self, command: &Command) -> ([u16; reg::SETPOINT_BLOCK_LEN as usize], bool) {
+        let n = self.nominal;
+        let v = |x: f64, r| wire::to_raw(x, n.voltage_v, r);
+        let i = |x: f64| wire::to_raw(x, n.current_a, Round::Down);
+        let p = |x: f64| wire::to_raw(x, n.power_w, Round::Down);
+        let full = wire::FULL_SCALE;
+        // Block order: sink power, sink current, voltage, source current, source power.
+        match *command {
+            Command::Off => ([0, 0, 0, 0, 0], false),
+            Command::Current {
+                amps, voltage_max, ..
+            } if amps >= 0.0 => ([0, 0, v(voltage_max, Round::Down), i(amps), full], true),
+            Command::Current { amps, voltage_min, .. } => {
+                ([full, i(-amps), v(voltage_min, Round::Nearest), 0, 0], true)
+            }
+            Command::Voltage { volts, current_max } => (
+                [full, i(current_max), v(volts, Round::Nearest), i(current_max), full],
+                true,
+            ),
+            Command::Power {
+                watts, voltage_max, ..
+            } if watts >= 0.0 => ([0, 0, v(voltage_max, Round::Down), full, p(watts)], true),
+            Command::Power {
+                watts, voltage_min, ..
+            } => ([p(-watts), full, v(voltage_min, Round::Nearest), 0, 0], true),
+        }
+    }
+}
+
+impl PowerStage for PsbClient {
+    async fn read(&mut self) -> Result<Reading, DriverError> {
+        let during = "reading state and actual values";
+        let regs = self
+            .read_registers(reg::READ_BLOCK, reg::READ_BLOCK_LEN, during)
+            .await?;
+        let word = wire::state_word(regs[0], regs[1]);
+        let magnitude = wire::from_raw(regs[3], self.nominal.current_a);
+        Ok(Reading {
+            voltage_v: wire::from_raw(regs[2], self.nominal.voltage_v),
+            current_a: if word & state::SINK_MODE != 0 {
+                -magnitude
+            } else {
+                magnitude
+            },
+            temperature_c: None,
+            output_on: word & state::OUTPUT_ON != 0,
+            alarm: word & state::ALARM != 0,
+        })
+    }
+
+    async fn apply(&mut self, command: &Command) -> Result<(), DriverError> {
+        let (block, output) = self.setpoints(command);
+        if !output {
+            return self.output_off().await;
+        }
+        self.write_registers(reg::SETPOINT_BLOCK, &block, "writing setpoints")
+            .await?;
+        self.write_coil(coil::OUTPUT, true, "switching the output on")
+            .await
+    }
+
+    async fn output_off(&mut self) -> Result<(), DriverError> {
+        self.write_coil(coil::OUTPUT, false, "switching the output off")
+            .await
+    }
+}
+
+/// Folds the three layers of a timed Modbus reply (timeout, transport, exception) into one.
+fn flatten<T>(
+    reply: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+    during: &'static str,
+) -> Result<T, DriverError> {
+    match reply {
+        Err(_) => Err(DriverError::Timeout {
+            during,
+            timeout_ms: timeout.as_millis() as u64,
+        }),
+        Ok(Err(e)) => Err(DriverError::Link {
+            during,
+            message: e.to_string(),
+        }),
+        Ok(Ok(Err(code))) => Err(DriverError::Exception {
+            during,
+            code: format!("{code:?}"),
+        }),
+        Ok(Ok(Ok(v))) => Ok(v),
+    }
+}

@@ -1,0 +1,342 @@
+//! A simulated PSB: a Modbus TCP server with one cell on its terminals.
+//!
+//! It keeps the device's semantics that a driver depends on: setpoint writes need remote
+//! control, setpoints above 102 % are refused, the output regulates like a real bidirectional
+//! supply (source current limit, sink current limit and the voltage setpoint, so CC/CV crossover
+//! happens in the "device"), and actual values are quantised by the register scaling.
+
+use super::wire::{self, Nominal, coil, reg, state};
+use crate::Clock;
+use crate::cell::{Cell, CellParams};
+use std::future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_modbus::server::Service;
+use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
+use tokio_modbus::{ExceptionCode, Request, Response};
+
+/// Longest simulated interval integrated in one piece; keeps the CV law stable.
+const MAX_SUBSTEP_S: f64 = 0.5;
+
+/// What the simulated supply is.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Reported in registers 1-20; the driver derives the nominal ratings from it.
+    pub device_type: String,
+    pub serial: String,
+    pub nominal: Nominal,
+    pub cell: CellParams,
+}
+
+impl SimConfig {
+    /// A PSB 10060-60 (60 V, 60 A, 1500 W) with the given cell.
+    pub fn psb_10060_60(serial: &str, cell: CellParams) -> SimConfig {
+        SimConfig {
+            device_type: "PSB 10060-60".into(),
+            serial: serial.into(),
+            nominal: Nominal {
+                voltage_v: 60.0,
+                current_a: 60.0,
+                power_w: 1500.0,
+            },
+            cell,
+        }
+    }
+}
+
+struct SimState {
+    config: SimConfig,
+    clock: Clock,
+    cell: Cell,
+    /// Simulated time up to which the cell has been integrated.
+    integrated_to: f64,
+    remote: bool,
+    output: bool,
+    /// Setpoint block 498..=502, raw.
+    setpoints: [u16; reg::SETPOINT_BLOCK_LEN as usize],
+    /// Current flowing now, + = into the cell.
+    current_a: f64,
+    alarm: bool,
+    transactions: u64,
+}
+
+impl SimState {
+    fn set(&self, addr: u16) -> f64 {
+        let raw = self.setpoints[usize::from(addr - reg::SETPOINT_BLOCK)];
+        let n = self.config.nominal;
+        match addr {
+            reg::SET_VOLTAGE => wire::from_raw(raw, n.voltage_v),
+            reg::SET_CURRENT | reg::SET_SINK_CURRENT => wire::from_raw(raw, n.current_a),
+            _ => wire::from_raw(raw, n.power_w),
+        }
+    }
+
+    /// The current the regulation settles on now: what holds the voltage setpoint, clamped by
+    /// the source and sink current and power limits.
+    fn regulated_current(&self) -> f64 {
+        if !self.output || self.alarm {
+            return 0.0;
+        }
+        let wanted = self.cell.current_for_voltage(self.set(reg::SET_VOLTAGE));
+        let v = self.cell.terminal_voltage(wanted).max(0.1);
+        let source_max = self
+            .set(reg::SET_CURRENT)
+            .min(self.set(reg::SET_POWER) / v);
+        let sink_max = self
+            .set(reg::SET_SINK_CURRENT)
+            .min(self.set(reg::SET_SINK_POWER) / v);
+        wanted.clamp(-sink_max, source_max)
+    }
+
+    fn advance(&mut self) {
+        let now = self.clock.now();
+        while self.integrated_to < now {
+            let dt = (now - self.integrated_to).min(MAX_SUBSTEP_S);
+            self.current_a = self.regulated_current();
+            self.cell.step(self.current_a, dt);
+            self.integrated_to += dt;
+        }
+        self.current_a = self.regulated_current();
+    }
+
+    fn state_word(&self) -> u32 {
+        let mut word = 0;
+        if self.output {
+            word |= state::OUTPUT_ON;
+        }
+        if self.remote {
+            word |= state::REMOTE;
+        }
+        if self.alarm {
+            word |= state::ALARM;
+        }
+        if self.current_a < 0.0 {
+            word |= state::SINK_MODE;
+        }
+        word
+    }
+
+    fn read_register(&self, addr: u16) -> Result<u16, ExceptionCode> {
+        let n = self.config.nominal;
+        let string_at = |start: u16, s: &str| wire::encode_string(s, reg::STRING_REGS)[usize::from(addr - start)];
+        let in_string = |start: u16| (start..start + reg::STRING_REGS).contains(&addr);
+        Ok(match addr {
+            reg::DEVICE_CLASS => 0x0010,
+            _ if in_string(reg::DEVICE_TYPE) => string_at(reg::DEVICE_TYPE, &self.config.device_type),
+            _ if in_string(reg::MANUFACTURER) => string_at(reg::MANUFACTURER, "Elektro-Automatik (simulated)"),
+            _ if in_string(reg::SERIAL) => string_at(reg::SERIAL, &self.config.serial),
+            reg::SET_SINK_POWER..=reg::SET_POWER => {
+                self.setpoints[usize::from(addr - reg::SETPOINT_BLOCK)]
+            }
+            reg::STATE => (self.state_word() >> 16) as u16,
+            506 => self.state_word() as u16,
+            reg::ACTUAL_VOLTAGE => {
+                wire::to_raw(self.cell.terminal_voltage(self.current_a), n.voltage_v, wire::Round::Nearest)
+            }
+            reg::ACTUAL_CURRENT => wire::to_raw(self.current_a.abs(), n.current_a, wire::Round::Nearest),
+            reg::ACTUAL_POWER => {
+                let p = (self.cell.terminal_voltage(self.current_a) * self.current_a).abs();
+                wire::to_raw(p, n.power_w, wire::Round::Nearest)
+            }
+            _ => return Err(ExceptionCode::IllegalDataAddress),
+        })
+    }
+
+    fn handle(&mut self, req: Request<'static>) -> Result<Response, ExceptionCode> {
+        self.transactions += 1;
+        self.advance();
+        match req {
+            Request::ReadHoldingRegisters(start, count) => {
+                let end = start.checked_add(count).ok_or(ExceptionCode::IllegalDataAddress)?;
+                if count == 0 || count > 125 {
+                    return Err(ExceptionCode::IllegalDataValue);
+                }
+                let words = (start..end)
+                    .map(|a| self.read_register(a))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Response::ReadHoldingRegisters(words))
+            }
+            Request::WriteSingleCoil(addr, on) => {
+                match addr {
+                    coil::REMOTE => {
+                        self.remote = on;
+                        if !on {
+                            // Leaving remote control switches the output off, as the device does.
+                            self.output = false;
+                        }
+                    }
+                    coil::OUTPUT => {
+                        self.require_remote()?;
+                        self.output = on;
+                    }
+                    coil::UIR_MODE => self.require_remote()?,
+                    _ => return Err(ExceptionCode::IllegalDataAddress),
+                }
+                self.current_a = self.regulated_current();
+                Ok(Response::WriteSingleCoil(addr, on))
+            }
+            Request::WriteMultipleRegisters(start, words) => {
+                self.require_remote()?;
+                let end = start
+                    .checked_add(words.len() as u16)
+                    .ok_or(ExceptionCode::IllegalDataAddress)?;
+                if start < reg::SETPOINT_BLOCK || end > reg::SETPOINT_BLOCK + reg::SETPOINT_BLOCK_LEN {
+                    return Err(ExceptionCode::IllegalDataAddress);
+                }
+                if words.iter().any(|&w| w > wire::MAX_SETPOINT) {
+                    return Err(ExceptionCode::IllegalDataValue);
+                }
+                for (i, &w) in words.iter().enumerate() {
+                    self.setpoints[usize::from(start - reg::SETPOINT_BLOCK) + i] = w;
+                }
+                self.current_a = self.regulated_current();
+                Ok(Response::WriteMultipleRegisters(start, words.len() as u16))
+            }
+            Request::WriteSingleRegister(addr, word) => {
+                self.require_remote()?;
+                if !(reg::SET_SINK_POWER..=reg::SET_POWER).contains(&addr) {
+                    return Err(ExceptionCode::IllegalDataAddress);
+                }
+                if word > wire::MAX_SETPOINT {
+                    return Err(ExceptionCode::IllegalDataValue);
+                }
+                self.setpoints[usize::from(addr - reg::SETPOINT_BLOCK)] = word;
+                self.current_a = self.regulated_current();
+                Ok(Response::WriteSingleRegister(addr, word))
+            }
+            _ => Err(ExceptionCode::IllegalFunction),
+        }
+    }
+
+    fn require_remote(&self) -> Result<(), ExceptionCode> {
+        // A PSB under local (front panel) control refuses remote writes.
+        if self.remote {
+            Ok(())
+        } else {
+            Err(ExceptionCode::ServerDeviceFailure)
+        }
+    }
+}
+
+/// The Modbus service; one per connection, all sharing the device state.
+#[derive(Clone)]
+struct PsbService {
+    state: Arc<Mutex<SimState>>,
+}
+
+impl Service for PsbService {
+    type Request = Request<'static>;
+    type Response = Response;
+    type Exception = ExceptionCode;
+    type Future = future::Ready<Result<Response, ExceptionCode>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        future::ready(lock(&self.state).handle(req))
+    }
+}
+
+fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
+    // A panic while holding the lock cannot leave the state half-written in a way that matters
+    // for a simulator; keep serving.
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts simulated PSBs.
+pub struct PsbSim;
+
+impl PsbSim {
+    /// Serves a simulated PSB on `listener` until the returned handle is shut down or dropped.
+    pub fn spawn(listener: TcpListener, config: SimConfig, clock: Clock) -> io::Result<SimHandle> {
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(SimState {
+            cell: Cell::new(config.cell.clone()),
+            integrated_to: clock.now(),
+            config,
+            clock,
+            remote: false,
+            output: false,
+            setpoints: [0; reg::SETPOINT_BLOCK_LEN as usize],
+            current_a: 0.0,
+            alarm: false,
+            transactions: 0,
+        }));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let service = PsbService {
+            state: Arc::clone(&state),
+        };
+        tokio::spawn(async move {
+            let server = Server::new(listener);
+            let new_service = move |_addr: SocketAddr| Ok(Some(service.clone()));
+            let on_connected = move |stream, socket_addr| {
+                let new_service = new_service.clone();
+                async move { accept_tcp_connection(stream, socket_addr, new_service) }
+            };
+            let stop = async move {
+                let _ = stop_rx.await;
+            };
+            if let Err(e) = server
+                .serve_until(&on_connected, |e| tracing::debug!("psb sim connection: {e}"), stop)
+                .await
+            {
+                tracing::warn!("psb sim on {addr} stopped: {e}");
+            }
+        });
+        Ok(SimHandle {
+            addr,
+            state,
+            _stop: stop_tx,
+        })
+    }
+}
+
+/// A running simulator; dropping it stops the server.
+pub struct SimHandle {
+    addr: SocketAddr,
+    state: Arc<Mutex<SimState>>,
+    _stop: oneshot::Sender<()>,
+}
+
+/// What the simulated device shows from the outside, for tests and the demo.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimSnapshot {
+    pub voltage_v: f64,
+    pub current_a: f64,
+    pub soc: f64,
+    pub temperature_c: f64,
+    pub output_on: bool,
+    pub remote: bool,
+    pub transactions: u64,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn snapshot(&self) -> SimSnapshot {
+        let mut s = lock(&self.state);
+        s.advance();
+        SimSnapshot {
+            voltage_v: s.cell.terminal_voltage(s.current_a),
+            current_a: s.current_a,
+            soc: s.cell.soc(),
+            temperature_c: s.cell.temperature_c(),
+            output_on: s.output,
+            remote: s.remote,
+            transactions: s.transactions,
+        }
+    }
+
+    /// Capacity of the simulated cell at beginning of life.
+    pub fn capacity_ah(&self) -> f64 {
+        lock(&self.state).config.cell.capacity_ah
+    }
+
+    /// Raises or clears the device alarm (the output stage stops while it is raised).
+    pub fn set_alarm(&self, on: bool) {
+        lock(&self.state).alarm = on;
+    }
+}
