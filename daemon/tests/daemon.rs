@@ -1,0 +1,417 @@
+//! The daemon's parts through real SQLite files, real Modbus and gRPC sockets on loopback.
+
+use cyclerd::demo::SimLab;
+use cyclerd::outbox::Outbox;
+use cyclerd::proto::control::control_client::ControlClient;
+use cyclerd::proto::control::*;
+use cyclerd::proto::ingest::{Event, SampleBatch, TestRegistered, entry::Body};
+use cyclerd::uploader::{self, UploaderConfig, UploaderStatus};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn registered(test_id: &str) -> Body {
+    Body::TestRegistered(TestRegistered {
+        test_id: test_id.into(),
+        channel_id: "x/1".into(),
+        protocol_name: "p".into(),
+        ..Default::default()
+    })
+}
+
+fn samples(test_id: &str, first_seq: u64, n: usize) -> Body {
+    let col = |k: f64| (0..n).map(|i| k + i as f64).collect::<Vec<_>>();
+    Body::Samples(SampleBatch {
+        test_id: test_id.into(),
+        first_seq,
+        test_time_s: col(first_seq as f64),
+        unix_time_s: col(1.7e9),
+        voltage_v: col(3.0),
+        current_a: col(0.0),
+        cycle: vec![1; n],
+        step: vec![1; n],
+        charge_capacity_ah: col(0.0),
+        discharge_capacity_ah: col(0.0),
+        charge_energy_wh: col(0.0),
+        discharge_energy_wh: col(0.0),
+        temperature_c: Vec::new(),
+    })
+}
+
+fn deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + WAIT
+}
+
+mod outbox {
+    use super::*;
+
+    #[tokio::test]
+    async fn entries_survive_a_reopen_and_keep_the_store_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let first = Outbox::open(&path).unwrap();
+        first.append(registered("t")).unwrap();
+        first.append(samples("t", 0, 100)).unwrap();
+        first.flush().await.unwrap();
+        let identity = first.identity().clone();
+        drop(first);
+
+        let again = Outbox::open(&path).unwrap();
+        assert_eq!(again.identity(), &identity);
+        assert_eq!(again.stats().backlog(), 2);
+        let page = again.reader().unwrap().page_after(0, 10).unwrap();
+        assert_eq!(page.len(), 2);
+        let stored = page[1].as_ref().unwrap();
+        assert_eq!(stored.entry.id, 2);
+        assert_eq!(stored.samples, 100);
+    }
+
+    #[tokio::test]
+    async fn a_new_store_gets_a_new_identity() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let one = Outbox::open(&a.path().join("o.sqlite")).unwrap();
+        let two = Outbox::open(&b.path().join("o.sqlite")).unwrap();
+        assert_ne!(one.identity().daemon_id, two.identity().daemon_id);
+    }
+
+    #[tokio::test]
+    async fn acked_entries_are_deleted_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("o.sqlite")).unwrap();
+        outbox.append(registered("t")).unwrap();
+        outbox.append(samples("t", 0, 10)).unwrap();
+        outbox.append(samples("t", 10, 5)).unwrap();
+        outbox.flush().await.unwrap();
+        outbox.ack(2).unwrap();
+        outbox.flush().await.unwrap();
+        let stats = outbox.stats();
+        assert_eq!(stats.samples_acked.load(std::sync::atomic::Ordering::Acquire), 10);
+        assert_eq!(stats.backlog(), 1);
+        let page = outbox.reader().unwrap().page_after(0, 10).unwrap();
+        assert_eq!(page.len(), 1, "only the unacknowledged entry is left");
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_entry_is_reported_for_parking_and_does_not_hide_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.sqlite");
+        let outbox = Outbox::open(&path).unwrap();
+        outbox.append(registered("t")).unwrap();
+        outbox.append(samples("t", 0, 3)).unwrap();
+        outbox.append(samples("t", 3, 3)).unwrap();
+        outbox.flush().await.unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("UPDATE outbox SET body = x'00ff00' WHERE id = 2", [])
+            .unwrap();
+        let page = outbox.reader().unwrap().page_after(0, 10).unwrap();
+        assert!(page[0].is_ok());
+        assert!(matches!(&page[1], Err((2, reason)) if reason.contains("checksum")));
+        assert!(page[2].is_ok());
+        outbox.park(2, "corrupt".into()).unwrap();
+        outbox.flush().await.unwrap();
+        let dead: i64 = conn
+            .query_row("SELECT COUNT(*) FROM dead_letters WHERE id = 2", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(dead, 1);
+    }
+}
+
+mod uploader_and_hub {
+    use super::*;
+
+    async fn start_hub(
+        listener: TcpListener,
+        db: &std::path::Path,
+    ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+        let store = cyclerhub::HubStore::open(db).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(cyclerhub::server::run(listener, store, async {
+            let _ = stopped.await;
+        }));
+        (stop, task)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn uploader_resumes_after_a_hub_restart_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("hub.sqlite");
+        let outbox = Outbox::open(&dir.path().join("outbox.sqlite")).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_hub, hub) = start_hub(listener, &db).await;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let status = Arc::new(UploaderStatus::default());
+        let task = tokio::spawn(uploader::run(
+            UploaderConfig {
+                hub_address: format!("http://{addr}"),
+                daemon_name: "test".into(),
+                window: 4,
+            },
+            outbox.clone(),
+            Arc::clone(&status),
+            stop_rx,
+        ));
+        outbox.append(registered("t")).unwrap();
+        for k in 0..10 {
+            outbox.append(samples("t", k * 100, 100)).unwrap();
+        }
+        outbox.flush().await.unwrap();
+        assert!(outbox.caught_up(deadline()).await);
+
+        // The hub goes away; the daemon keeps acquiring.
+        let _ = stop_hub.send(());
+        hub.await.unwrap().unwrap();
+        for k in 10..20 {
+            outbox.append(samples("t", k * 100, 100)).unwrap();
+        }
+        outbox
+            .append(Body::Event(Event {
+                test_id: "t".into(),
+                kind: "info".into(),
+                message: "while the hub was down".into(),
+                ..Default::default()
+            }))
+            .unwrap();
+        outbox.flush().await.unwrap();
+        assert!(outbox.stats().backlog() > 0);
+
+        // Back on the same address; the uploader reconnects by itself.
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let (stop_hub, hub) = start_hub(listener, &db).await;
+        assert!(outbox.caught_up(deadline()).await, "the backlog drains after the hub returns");
+        let _ = stop.send(true);
+        task.await.unwrap();
+        let _ = stop_hub.send(());
+        hub.await.unwrap().unwrap();
+
+        let store = cyclerhub::HubStore::open(&db).unwrap();
+        let rows = store.samples("t").unwrap();
+        assert_eq!(rows.len(), 2000, "every sample exactly once");
+        assert!(rows.iter().enumerate().all(|(i, r)| r.seq == i as u64));
+        assert_eq!(store.events("t").unwrap().len(), 1);
+    }
+}
+
+mod control {
+    use super::*;
+    use tonic::Code;
+
+    const PROTOCOL: &str = r#"
+protocol: Long charge
+version: 1
+params:
+  capacity: 2.5 Ah
+safety:
+  voltage: [2.5 V, 4.25 V]
+  current: 5 A
+steps:
+  - "Charge at C/10 until 4.2 V"
+"#;
+
+    fn metadata() -> HashMap<String, String> {
+        [
+            ("cell_id", "C1"),
+            ("operator", "op"),
+            ("objective", "test"),
+            ("chemistry", "NMC"),
+            ("nominal_capacity_ah", "2.5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    async fn lab_with_control() -> (SimLab, ControlClient<tonic::transport::Channel>, tokio::sync::oneshot::Sender<()>) {
+        let lab = SimLab::start(1, 2.5, 10.0, None).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(cyclerd::control::serve(lab.daemon.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        let client = ControlClient::connect(format!("http://{addr}")).await.unwrap();
+        (lab, client, stop)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn start_without_primary_metadata_is_refused_naming_what_is_missing() {
+        let (lab, mut client, _stop) = lab_with_control().await;
+        let mut meta = metadata();
+        meta.remove("operator");
+        meta.remove("chemistry");
+        let err = client
+            .start_test(StartTestRequest {
+                channel_id: "psb1/1".into(),
+                protocol_yaml: PROTOCOL.into(),
+                metadata: meta,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("operator") && err.message().contains("chemistry"), "{}", err.message());
+        let err = client
+            .start_test(StartTestRequest {
+                channel_id: "psb9/1".into(),
+                protocol_yaml: PROTOCOL.into(),
+                metadata: metadata(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        lab.stop(Duration::from_secs(5)).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn started_test_is_watched_live_and_stop_switches_the_output_off() {
+        let (lab, mut client, _stop) = lab_with_control().await;
+        let started = client
+            .start_test(StartTestRequest {
+                channel_id: "psb1/1".into(),
+                protocol_yaml: PROTOCOL.into(),
+                metadata: metadata(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut watch = client.watch(WatchRequest {}).await.unwrap().into_inner();
+        let running = tokio::time::timeout(WAIT, async {
+            loop {
+                let s = watch.message().await.unwrap().unwrap();
+                if s.state == "running" && s.samples > 0 {
+                    return s;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(running.test_id, started.test_id);
+        assert!(running.current_a > 0.2, "charging at C/10: {running:?}");
+        assert!(lab.sims[0].snapshot().output_on);
+
+        let busy = client
+            .start_test(StartTestRequest {
+                channel_id: "psb1/1".into(),
+                protocol_yaml: PROTOCOL.into(),
+                metadata: metadata(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(busy.code(), Code::FailedPrecondition);
+
+        client
+            .stop_test(StopTestRequest { channel_id: "psb1/1".into(), reason: "operator check".into() })
+            .await
+            .unwrap();
+        let stopped = tokio::time::timeout(WAIT, async {
+            loop {
+                let s = watch.message().await.unwrap().unwrap();
+                if s.state == "stopped" {
+                    return s;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(stopped.reason, "operator check");
+        assert!(!lab.sims[0].snapshot().output_on, "stop leaves the output off");
+        let status = client.get_status(GetStatusRequest {}).await.unwrap().into_inner();
+        assert_eq!(status.channels.len(), 1);
+        let (summary, _, _tmp) = lab.stop(WAIT).await.unwrap();
+        assert_eq!(summary.lost(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_device_alarm_faults_the_test_and_leaves_the_output_off() {
+        let (lab, mut client, _stop) = lab_with_control().await;
+        client
+            .start_test(StartTestRequest {
+                channel_id: "psb1/1".into(),
+                protocol_yaml: PROTOCOL.into(),
+                metadata: metadata(),
+            })
+            .await
+            .unwrap();
+        let mut watch = client.watch(WatchRequest {}).await.unwrap().into_inner();
+        lab.sims[0].set_alarm(true);
+        let faulted = tokio::time::timeout(WAIT, async {
+            loop {
+                let s = watch.message().await.unwrap().unwrap();
+                if s.state == "faulted" {
+                    return s;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(faulted.reason.contains("alarm"), "{}", faulted.reason);
+        assert!(!lab.sims[0].snapshot().output_on);
+        lab.stop(WAIT).await.unwrap();
+    }
+}
+
+mod command_line {
+    use std::process::Command;
+
+    fn write(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+        let path = dir.join("lab.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn config(store: &std::path::Path, listen: &str, extra: &str) -> String {
+        format!(
+            "[store]\npath = {store:?}\n[hub]\naddress = \"http://127.0.0.1:9\"\n[control]\nlisten = \"{listen}\"\n\
+             [limits]\nvoltage_min = 2.5\nvoltage_max = 4.2\ncurrent_max = 5.0\n{extra}"
+        )
+    }
+
+    fn run(path: &std::path::Path) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_cyclerd"))
+            .args(["run", "--config"])
+            .arg(path)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    #[test]
+    fn a_port_in_use_is_an_error_naming_file_key_and_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let path = write(dir.path(), &config(&dir.path().join("o.sqlite"), &addr, ""));
+        let (ok, err) = run(&path);
+        assert!(!ok);
+        assert!(err.contains("lab.toml") && err.contains("control.listen") && err.contains(&addr), "{err}");
+    }
+
+    #[test]
+    fn an_unreachable_device_is_an_error_naming_the_device_and_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let extra = format!(
+            "[[device]]\nname = \"psb1\"\nfamily = \"ea-psb\"\naddress = \"{gone}\"\ntimeout_ms = 500\n[[channel]]\nid = \"psb1/1\"\n"
+        );
+        let path = write(dir.path(), &config(&dir.path().join("o.sqlite"), "127.0.0.1:0", &extra));
+        let (ok, err) = run(&path);
+        assert!(!ok);
+        assert!(err.contains("lab.toml") && err.contains("psb1") && err.contains(&gone.to_string()), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_or_wrong_type_is_an_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), &config(&dir.path().join("o.sqlite"), "127.0.0.1:0", "[[device]]\nname = \"d\"\nfamily = \"ea-psb\"\naddress = \"127.0.0.1:1\"\nbaud = 9600\n"));
+        let (ok, err) = run(&path);
+        assert!(!ok);
+        assert!(err.contains("lab.toml") && err.contains("baud"), "{err}");
+        let path = write(dir.path(), &config(&dir.path().join("o.sqlite"), "127.0.0.1:0", "").replace("current_max = 5.0", "current_max = \"lots\""));
+        let (ok, err) = run(&path);
+        assert!(!ok);
+        assert!(err.contains("current_max"), "{err}");
+    }
+}
