@@ -1,0 +1,52 @@
+//! cyclerd's protocol language: one protocol for any cycler.
+//!
+//! A protocol is a YAML document whose steps are PyBaMM experiment strings ("Charge at C/2
+//! until 4.2 V") grouped in `repeat` and `label` blocks, with parameters and safety limits.
+//! It compiles into a [`Plan`], a flat list of resolved steps in SI units (positive current =
+//! charge), which the [`Engine`] executes one measurement at a time.
+//!
+//! ```
+//! use cyclerd_protocols::{Engine, Measurement, Plan, Safety};
+//!
+//! let yaml = r#"
+//! protocol: Quick charge
+//! version: 1
+//! params: {capacity: 2.5 Ah}
+//! safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
+//! steps: ["Charge at C/2 until 4.2 V"]
+//! "#;
+//! let plan = Plan::from_yaml(yaml, "quick.yaml")?;
+//! let mut engine = Engine::new(plan, &Safety::default())?;
+//! engine.start(0.0);
+//! let m = Measurement { test_time_s: 1.0, voltage_v: 4.2, current_a: 1.25, temperature_c: None };
+//! assert!(engine.update(&m).outcome.is_some()); // 4.2 V reached: the single step ends the test
+//! # Ok::<(), cyclerd_protocols::ProtocolError>(())
+//! ```
+//!
+//! The crate does no I/O and reads no clock: everything is a pure function of its inputs, so
+//! protocols and the engine are cheap to test exhaustively.
+//!
+//! # Layout
+//!
+//! * [`units`]: numbers with units ("500mA", "2.5 Ah", "C/20") and durations ("30 minutes"),
+//!   converted to SI.
+//! * [`pybamm`]: the PyBaMM step-string grammar, with column-accurate errors.
+//! * `document` (private): the YAML document (`protocol`, `version`, `params`, `safety`,
+//!   `steps`) checked node by node and compiled into a plan; reached through
+//!   [`Plan::from_yaml`].
+//! * [`plan`]: the plan (IR) types, their JSON form and structural validation.
+//! * [`engine`]: the stepping state machine: measurement in, command out, checkpointable.
+//! * [`error`]: [`ProtocolError`], whose messages say what, where and what to do.
+
+mod document;
+pub mod engine;
+pub mod error;
+pub mod plan;
+pub mod pybamm;
+pub mod units;
+
+pub use engine::{
+    Command, Engine, EngineState, Measurement, Outcome, Phase, Status, StepSummary, Update,
+};
+pub use error::{ProtocolError, SourceLocation};
+pub use plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep, Safety, Termination};
