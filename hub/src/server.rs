@@ -1,0 +1,359 @@
+//! The hub's gRPC server: `cyclerd.ingest.v1.Ingest`, gRPC health and reflection.
+//!
+//! Each Upload stream gets its own task. The task waits for at least one entry, then takes
+//! whatever else is already decoded-ready on the stream (bounded by [`MAX_BATCH_ENTRIES`] and
+//! [`MAX_BATCH_BYTES`]), hands the batch to the store on a blocking thread (the store's writer
+//! mutex makes that ONE writer for all streams), and answers with the batch's Rejections and one
+//! cumulative Ack once the commit is done. While a batch commits, the HTTP/2 flow-control
+//! windows (raised well above the defaults) keep the daemon's bytes flowing into buffers.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use cyclerd_proto::ingest::ingest_server::{Ingest, IngestServer};
+use cyclerd_proto::ingest::{
+    Ack, Entry, Hello, ResumePoint, UploadRequest, UploadResponse, upload_request, upload_response,
+};
+use futures::{FutureExt as _, StreamExt as _};
+use prost::Message as _;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::store::{BatchOutcome, HubStore, error_chain};
+
+/// Most entries applied in one transaction: big enough to amortise the commit (an fsync with
+/// `synchronous=FULL`), small enough that acks keep coming.
+pub const MAX_BATCH_ENTRIES: usize = 4096;
+/// Most encoded bytes applied in one transaction, for the same reasons.
+pub const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Largest message accepted from a daemon: one entry may carry many samples after an outage.
+pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 << 20;
+/// HTTP/2 per-stream window: how much a daemon may send ahead while a batch commits.
+pub const INITIAL_STREAM_WINDOW: u32 = 8 << 20;
+/// HTTP/2 per-connection window.
+pub const INITIAL_CONNECTION_WINDOW: u32 = 32 << 20;
+
+/// Serves the hub on an already bound `listener` until `shutdown` completes, then stops taking
+/// connections, ends open upload streams with `UNAVAILABLE` (after committing and acking what
+/// they already received) and returns.
+///
+/// The caller binds, so tests can bind `127.0.0.1:0` and read the port before serving.
+pub async fn run(
+    listener: TcpListener,
+    store: HubStore,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|e| format!("? ({e})"), |a| a.to_string());
+    // Upload streams live as long as their daemons do; tonic's graceful shutdown would wait
+    // for them forever, so they watch this flag and end themselves.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+
+    let ingest = IngestServer::new(IngestService {
+        store,
+        stop: stop_rx,
+    })
+    .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<IngestServer<IngestService>>().await;
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cyclerd_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Only what this server serves: the descriptor set also holds the daemon's API.
+        .with_service_name("cyclerd.ingest.v1.Ingest")
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .build_v1()?;
+
+    tracing::info!(%addr, "cyclerhub serving");
+    Server::builder()
+        .initial_stream_window_size(INITIAL_STREAM_WINDOW)
+        .initial_connection_window_size(INITIAL_CONNECTION_WINDOW)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ingest)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
+        .await?;
+    tracing::info!("cyclerhub stopped");
+    Ok(())
+}
+
+/// The `cyclerd.ingest.v1.Ingest` service.
+#[derive(Clone)]
+struct IngestService {
+    /// Where entries are applied; shared by every stream (its writer is the single writer).
+    store: HubStore,
+    /// Becomes `true` when the server shuts down, so streams end instead of holding it open.
+    stop: watch::Receiver<bool>,
+}
+
+type ResponseTx = mpsc::Sender<Result<UploadResponse, Status>>;
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type UploadStream =
+        Pin<Box<dyn futures::Stream<Item = Result<UploadResponse, Status>> + Send + 'static>>;
+
+    async fn upload(
+        &self,
+        request: Request<Streaming<UploadRequest>>,
+    ) -> Result<Response<Self::UploadStream>, Status> {
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        // Small: acks are cumulative, so a slow reader only delays them, never loses any.
+        let (tx, rx) = mpsc::channel(64);
+        let session = Session {
+            store: self.store.clone(),
+            stop: self.stop.clone(),
+            tx,
+        };
+        // Answer headers at once and do the work in a task, so a client may open the stream
+        // before it has anything to send.
+        tokio::spawn(async move {
+            session.run(inbound, peer).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One Upload stream.
+struct Session {
+    /// The hub database.
+    store: HubStore,
+    /// Server shutdown flag.
+    stop: watch::Receiver<bool>,
+    /// Responses to the daemon.
+    tx: ResponseTx,
+}
+
+/// How the stream ended after the current batch: everything after it is not applied.
+enum End {
+    /// The daemon closed its side or went away.
+    Closed,
+    /// The daemon broke the protocol; tell it why.
+    Refused(Status),
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<UploadRequest>,
+        peer: Option<std::net::SocketAddr>,
+    ) {
+        let hello = tokio::select! {
+            biased;
+            _ = stopped(&mut self.stop) => {
+                let _ = self.tx.send(Err(shutting_down())).await;
+                return;
+            }
+            first = inbound.next() => match first {
+                Some(Ok(UploadRequest { msg: Some(upload_request::Msg::Hello(hello)) })) => hello,
+                Some(Ok(_)) => {
+                    let _ = self.tx.send(Err(Status::invalid_argument(
+                        "the first message of an Upload stream must be Hello{daemon_id, \
+                         store_epoch}; got something else",
+                    ))).await;
+                    return;
+                }
+                Some(Err(status)) => {
+                    tracing::debug!(?peer, %status, "upload stream failed before Hello");
+                    return;
+                }
+                None => return,
+            },
+        };
+        if hello.daemon_id.trim().is_empty() {
+            let _ = self
+                .tx
+                .send(Err(Status::invalid_argument("Hello.daemon_id is empty")))
+                .await;
+            return;
+        }
+
+        let applied_up_to = match self.hello(hello.clone()).await {
+            Ok(a) => a,
+            Err(status) => {
+                let _ = self.tx.send(Err(status)).await;
+                return;
+            }
+        };
+        tracing::info!(
+            ?peer,
+            daemon_id = hello.daemon_id,
+            store_epoch = hello.store_epoch,
+            name = hello.daemon_name,
+            applied_up_to,
+            "daemon connected"
+        );
+        if !self
+            .send(upload_response::Msg::Resume(ResumePoint { applied_up_to }))
+            .await
+        {
+            return;
+        }
+
+        let end = self.entries(&hello, &mut inbound).await;
+        match end {
+            End::Closed => tracing::info!(daemon_id = hello.daemon_id, "daemon disconnected"),
+            End::Refused(status) => {
+                tracing::warn!(daemon_id = hello.daemon_id, %status, "upload stream ended by the hub");
+                let _ = self.tx.send(Err(status)).await;
+            }
+        }
+    }
+
+    /// Receives, applies and acks entries until the stream ends.
+    async fn entries(&mut self, hello: &Hello, inbound: &mut Streaming<UploadRequest>) -> End {
+        let mut last_id: Option<u64> = None;
+        loop {
+            // Wait for one message (or shutdown), then take what else is ready right now.
+            let first = tokio::select! {
+                biased;
+                _ = stopped(&mut self.stop) => return End::Refused(shutting_down()),
+                m = inbound.next() => m,
+            };
+            let mut batch = Vec::new();
+            let mut bytes = 0usize;
+            let mut end = None;
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                match check(item, &mut last_id) {
+                    Ok(entry) => {
+                        bytes += entry.encoded_len();
+                        batch.push(entry);
+                    }
+                    Err(e) => {
+                        end = Some(e);
+                        break;
+                    }
+                }
+                if batch.len() >= MAX_BATCH_ENTRIES || bytes >= MAX_BATCH_BYTES {
+                    break;
+                }
+                // `next()` on a Stream is cancel safe: a message not ready now stays queued.
+                next = inbound.next().now_or_never();
+            }
+
+            if !batch.is_empty() {
+                match self.apply(hello, batch).await {
+                    Ok(outcome) => {
+                        if !self.respond(outcome).await {
+                            return End::Closed;
+                        }
+                    }
+                    Err(status) => return End::Refused(status),
+                }
+            }
+            if let Some(end) = end {
+                return end;
+            }
+        }
+    }
+
+    async fn hello(&self, hello: Hello) -> Result<u64, Status> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.hello(&hello))
+            .await
+            .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
+            .map_err(|e| Status::internal(format!("hub storage failed: {}", error_chain(&e))))
+    }
+
+    async fn apply(&self, hello: &Hello, batch: Vec<Entry>) -> Result<BatchOutcome, Status> {
+        let store = self.store.clone();
+        let daemon_id = hello.daemon_id.clone();
+        let epoch = hello.store_epoch;
+        tokio::task::spawn_blocking(move || store.apply_batch(&daemon_id, epoch, &batch))
+            .await
+            .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
+            .map_err(|e| {
+                let e = error_chain(&e);
+                tracing::error!(error = e, "applying a batch failed; nothing of it was kept");
+                Status::unavailable(format!("hub storage failed, retry later: {e}"))
+            })
+    }
+
+    /// Sends the batch's rejections, then its cumulative ack; `false` when the daemon is gone.
+    async fn respond(&self, outcome: BatchOutcome) -> bool {
+        for rejection in outcome.rejections {
+            if !self.send(upload_response::Msg::Rejection(rejection)).await {
+                return false;
+            }
+        }
+        self.send(upload_response::Msg::Ack(Ack {
+            up_to: outcome.up_to,
+        }))
+        .await
+    }
+
+    async fn send(&self, msg: upload_response::Msg) -> bool {
+        self.tx
+            .send(Ok(UploadResponse { msg: Some(msg) }))
+            .await
+            .is_ok()
+    }
+}
+
+/// Turns one stream item into an entry, or says how the stream ends.
+fn check(
+    item: Option<Result<UploadRequest, Status>>,
+    last_id: &mut Option<u64>,
+) -> Result<Entry, End> {
+    let entry = match item {
+        None => return Err(End::Closed),
+        Some(Err(status)) => {
+            tracing::debug!(%status, "upload stream ended with an error");
+            return Err(End::Closed);
+        }
+        Some(Ok(UploadRequest {
+            msg: Some(upload_request::Msg::Entry(entry)),
+        })) => entry,
+        Some(Ok(UploadRequest {
+            msg: Some(upload_request::Msg::Hello(_)),
+        })) => {
+            return Err(End::Refused(Status::invalid_argument(
+                "Hello may only be the first message of an Upload stream",
+            )));
+        }
+        Some(Ok(UploadRequest { msg: None })) => {
+            return Err(End::Refused(Status::invalid_argument(
+                "UploadRequest without a message",
+            )));
+        }
+    };
+    if let Some(prev) = *last_id
+        && entry.id <= prev
+    {
+        return Err(End::Refused(Status::invalid_argument(format!(
+            "entry ids must be strictly increasing in a stream: {} after {prev}",
+            entry.id
+        ))));
+    }
+    if i64::try_from(entry.id).is_err() {
+        return Err(End::Refused(Status::invalid_argument(format!(
+            "entry id {} is out of range (max 2^63-1)",
+            entry.id
+        ))));
+    }
+    *last_id = Some(entry.id);
+    Ok(entry)
+}
+
+/// Resolves once the server is shutting down (or is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("the hub is shutting down; reconnect later")
+}

@@ -1,0 +1,851 @@
+//! The hub through its real gRPC surface: a tonic client over loopback, a SQLite file in a
+//! temporary directory. Nothing sleeps: every wait is on a response, bounded by a timeout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cyclerd_proto::ingest::ingest_client::IngestClient;
+use cyclerd_proto::ingest::{
+    Entry, Event, Hello, Rejection, SampleBatch, TestEnded, TestRegistered, UploadRequest,
+    UploadResponse, entry::Body, upload_request, upload_response,
+};
+use cyclerhub::HubStore;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+/// Upper bound for any single wait; generous for a loaded CI machine.
+const WAIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+
+/// A hub served on 127.0.0.1:0 over a database in a temporary directory.
+struct Hub {
+    /// Where the hub listens (an ephemeral loopback port).
+    addr: SocketAddr,
+    /// A clone of the server's store, to check what was applied.
+    store: HubStore,
+    /// The database file, to reopen it or restart a hub on it.
+    db: PathBuf,
+    /// Completes the shutdown future given to `run`.
+    stop: Option<oneshot::Sender<()>>,
+    /// The running `server::run`, to see it return.
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Keeps the temporary directory alive as long as the hub.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Hub {
+    async fn start() -> Hub {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("hub.sqlite");
+        let mut hub = Hub::start_at(&db).await;
+        hub._dir = Some(dir);
+        hub
+    }
+
+    async fn start_at(db: &Path) -> Hub {
+        let store = HubStore::open(db).expect("open hub store");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(cyclerhub::server::run(
+            listener,
+            store.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Hub {
+            addr,
+            store,
+            db: db.to_path_buf(),
+            stop: Some(stop),
+            task: Some(task),
+            _dir: None,
+        }
+    }
+
+    /// Stops the server and waits for `run` to return.
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("server stops in time")
+                .expect("server task")
+                .expect("server returns Ok");
+        }
+    }
+
+    async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    async fn client(&self) -> IngestClient<tonic::transport::Channel> {
+        IngestClient::new(self.channel().await)
+    }
+
+    /// Opens an Upload stream and says Hello; returns the stream and the resume point.
+    async fn upload(&self, daemon_id: &str, epoch: u64) -> (Upload, u64) {
+        let mut up = self.open_stream().await;
+        up.send(UploadRequest {
+            msg: Some(upload_request::Msg::Hello(Hello {
+                daemon_id: daemon_id.into(),
+                store_epoch: epoch,
+                daemon_name: format!("bench of {daemon_id}"),
+            })),
+        })
+        .await;
+        match up.next().await {
+            upload_response::Msg::Resume(r) => (up, r.applied_up_to),
+            other => panic!("expected ResumePoint, got {other:?}"),
+        }
+    }
+
+    /// Opens an Upload stream without sending anything.
+    async fn open_stream(&self) -> Upload {
+        let (tx, rx) = mpsc::channel(1024);
+        let responses = self
+            .client()
+            .await
+            .upload(ReceiverStream::new(rx))
+            .await
+            .expect("upload call")
+            .into_inner();
+        Upload { tx, responses }
+    }
+}
+
+/// The client side of one Upload stream, as a daemon's uploader sees it.
+struct Upload {
+    /// Requests to the hub (Hello, entries); dropping it closes the request side.
+    tx: mpsc::Sender<UploadRequest>,
+    /// The hub's responses (ResumePoint, Acks, Rejections, then a status).
+    responses: Streaming<UploadResponse>,
+}
+
+impl Upload {
+    async fn send(&self, req: UploadRequest) {
+        self.tx.send(req).await.expect("request stream open");
+    }
+
+    async fn send_entries(&self, entries: impl IntoIterator<Item = Entry>) {
+        for e in entries {
+            self.send(UploadRequest {
+                msg: Some(upload_request::Msg::Entry(e)),
+            })
+            .await;
+        }
+    }
+
+    /// The next response; fails the test on a status, end of stream or timeout.
+    async fn next(&mut self) -> upload_response::Msg {
+        self.try_next()
+            .await
+            .expect("stream ok")
+            .expect("stream not ended")
+    }
+
+    async fn try_next(&mut self) -> Result<Option<upload_response::Msg>, tonic::Status> {
+        let r = tokio::time::timeout(WAIT, self.responses.message())
+            .await
+            .expect("hub answers in time")?;
+        Ok(r.map(|r| r.msg.expect("response has a message")))
+    }
+
+    /// Reads responses until an Ack covering `id`; returns the Rejections seen on the way.
+    async fn until_ack(&mut self, id: u64) -> Vec<Rejection> {
+        let mut rejections = Vec::new();
+        loop {
+            match self.next().await {
+                upload_response::Msg::Ack(a) if a.up_to >= id => return rejections,
+                upload_response::Msg::Ack(_) => {}
+                upload_response::Msg::Rejection(r) => rejections.push(r),
+                upload_response::Msg::Resume(r) => panic!("unexpected second ResumePoint {r:?}"),
+            }
+        }
+    }
+
+    /// Reads responses until the stream ends; returns the status it ended with.
+    async fn final_status(&mut self) -> tonic::Status {
+        loop {
+            match self.try_next().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry builders
+
+fn entry(id: u64, body: Body) -> Entry {
+    Entry {
+        id,
+        body: Some(body),
+    }
+}
+
+fn registered(id: u64, test_id: &str) -> Entry {
+    entry(
+        id,
+        Body::TestRegistered(TestRegistered {
+            test_id: test_id.into(),
+            channel_id: "psb1/1".into(),
+            metadata: HashMap::from([
+                ("cell_id".into(), "NMC-0042".into()),
+                ("operator".into(), "ada".into()),
+            ]),
+            protocol_name: "C/3 capacity check".into(),
+            protocol_source: "steps: [\"Charge at C/3 until 4.2 V\"]".into(),
+            plan_json: "{\"steps\":[]}".into(),
+            start_unix_s: 1_700_000_000.0,
+        }),
+    )
+}
+
+/// `n` samples of `test_id` from `first_seq`; with a temperature column when `temp`.
+fn batch(test_id: &str, first_seq: u64, n: usize, temp: bool) -> SampleBatch {
+    let seqs = (first_seq..first_seq + n as u64).map(|s| s as f64);
+    SampleBatch {
+        test_id: test_id.into(),
+        first_seq,
+        test_time_s: seqs.clone().collect(),
+        unix_time_s: seqs.clone().map(|s| 1_700_000_000.0 + s).collect(),
+        voltage_v: seqs.clone().map(|s| 3.7 + s * 1e-4).collect(),
+        current_a: vec![1.25; n],
+        cycle: vec![1; n],
+        step: vec![2; n],
+        charge_capacity_ah: seqs.clone().map(|s| s / 3600.0).collect(),
+        discharge_capacity_ah: vec![0.0; n],
+        charge_energy_wh: seqs.clone().map(|s| s * 3.7 / 3600.0).collect(),
+        discharge_energy_wh: vec![0.0; n],
+        temperature_c: if temp { vec![25.5; n] } else { Vec::new() },
+    }
+}
+
+fn samples(id: u64, test_id: &str, first_seq: u64, n: usize) -> Entry {
+    entry(id, Body::Samples(batch(test_id, first_seq, n, false)))
+}
+
+fn event(id: u64, test_id: &str, message: &str) -> Entry {
+    entry(
+        id,
+        Body::Event(Event {
+            test_id: test_id.into(),
+            unix_time_s: 1_700_000_010.0,
+            test_time_s: 10.0,
+            kind: "step".into(),
+            message: message.into(),
+            step: 2,
+            cycle: 1,
+        }),
+    )
+}
+
+fn ended(id: u64, test_id: &str, sample_count: u64) -> Entry {
+    entry(
+        id,
+        Body::TestEnded(TestEnded {
+            test_id: test_id.into(),
+            unix_time_s: 1_700_003_600.0,
+            outcome: "finished".into(),
+            reason: "protocol done".into(),
+            sample_count,
+        }),
+    )
+}
+
+/// A whole small test: register, 3 x 100 samples, an event, the end. Ids `base+1..=base+6`.
+fn whole_test(base: u64, test_id: &str) -> Vec<Entry> {
+    vec![
+        registered(base + 1, test_id),
+        samples(base + 2, test_id, 0, 100),
+        samples(base + 3, test_id, 100, 100),
+        event(base + 4, test_id, "step 2: charge"),
+        samples(base + 5, test_id, 200, 100),
+        ended(base + 6, test_id, 300),
+    ]
+}
+
+const T1: &str = "0190a0c0-0000-7000-8000-000000000001";
+const T2: &str = "0190a0c0-0000-7000-8000-000000000002";
+
+// ---------------------------------------------------------------------------------------------
+// Upload semantics
+
+#[tokio::test]
+async fn hello_returns_zero_resume_point_for_new_daemon() {
+    let mut hub = Hub::start().await;
+    let (_up, resume) = hub.upload("daemon-a", 1).await;
+    assert_eq!(resume, 0);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn entries_are_acked_after_commit_and_stored_once() {
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    up.send_entries(whole_test(0, T1)).await;
+    let rejections = up.until_ack(6).await;
+    assert!(rejections.is_empty(), "{rejections:?}");
+
+    // The ack came after the commit: everything is visible to a fresh reader right now.
+    let store = HubStore::open(&hub.db).expect("reopen");
+    assert_eq!(store.applied_up_to("daemon-a", 1).unwrap(), 6);
+    assert_eq!(store.sample_count(T1).unwrap(), 300);
+    let rows = store.samples(T1).unwrap();
+    assert_eq!(rows.len(), 300);
+    assert!(rows.iter().enumerate().all(|(i, s)| s.seq == i as u64));
+    assert_eq!(rows[150].voltage_v, 3.7 + 150.0 * 1e-4);
+    assert_eq!(rows[150].temperature_c, None);
+
+    let events = store.events(T1).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].message, "step 2: charge");
+
+    let tests = store.list_tests().unwrap();
+    assert_eq!(tests.len(), 1);
+    let t = &tests[0];
+    assert_eq!((t.test_id.as_str(), t.channel_id.as_str()), (T1, "psb1/1"));
+    assert_eq!(t.protocol_name, "C/3 capacity check");
+    assert_eq!(t.state(), "finished");
+    assert_eq!(t.sample_count, 300);
+    assert_eq!(t.expected_samples, Some(300));
+    assert_eq!(
+        t.metadata.get("cell_id").map(String::as_str),
+        Some("NMC-0042")
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn resent_entries_after_reconnect_are_not_duplicated() {
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 7).await;
+    up.send_entries(whole_test(0, T1)[..3].to_vec()).await;
+    up.until_ack(3).await;
+    drop(up);
+
+    // The daemon lost the ack and re-sends everything, plus what comes next.
+    let (mut up, resume) = hub.upload("daemon-a", 7).await;
+    assert_eq!(resume, 3);
+    up.send_entries(whole_test(0, T1)).await;
+    let rejections = up.until_ack(6).await;
+    assert!(rejections.is_empty(), "{rejections:?}");
+
+    assert_eq!(hub.store.sample_count(T1).unwrap(), 300);
+    assert_eq!(hub.store.samples(T1).unwrap().len(), 300);
+    assert_eq!(hub.store.events(T1).unwrap().len(), 1);
+    assert_eq!(hub.store.list_tests().unwrap().len(), 1);
+    assert_eq!(hub.store.applied_up_to("daemon-a", 7).unwrap(), 6);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn overlapping_samples_under_new_entry_ids_are_ignored_as_duplicates() {
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    up.send_entries([
+        registered(1, T1),
+        samples(2, T1, 0, 100),
+        // Backfill after a device gap overlapping what is already there.
+        samples(3, T1, 50, 100),
+    ])
+    .await;
+    assert!(up.until_ack(3).await.is_empty());
+    assert_eq!(hub.store.sample_count(T1).unwrap(), 150);
+    let seqs: Vec<u64> = hub
+        .store
+        .samples(T1)
+        .unwrap()
+        .iter()
+        .map(|s| s.seq)
+        .collect();
+    assert_eq!(seqs, (0..150).collect::<Vec<_>>());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn resume_point_is_kept_per_store_epoch() {
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    up.send_entries(whole_test(0, T1)[..5].to_vec()).await;
+    up.until_ack(5).await;
+    drop(up);
+
+    // The store was recreated: ids restart, and nothing is mistaken for a duplicate.
+    let (mut up, resume) = hub.upload("daemon-a", 2).await;
+    assert_eq!(resume, 0);
+    up.send_entries(whole_test(0, T2)[..2].to_vec()).await;
+    assert!(up.until_ack(2).await.is_empty());
+    drop(up);
+    assert_eq!(hub.store.sample_count(T2).unwrap(), 100);
+
+    let (_up, resume) = hub.upload("daemon-a", 1).await;
+    assert_eq!(resume, 5);
+    let (_up, resume) = hub.upload("daemon-a", 2).await;
+    assert_eq!(resume, 2);
+    let (_up, resume) = hub.upload("daemon-b", 1).await;
+    assert_eq!(resume, 0);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn resume_point_survives_a_hub_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.sqlite");
+    let mut hub = Hub::start_at(&db).await;
+    let (mut up, _) = hub.upload("daemon-a", 3).await;
+    up.send_entries(whole_test(0, T1)).await;
+    up.until_ack(6).await;
+    drop(up);
+    hub.shutdown().await;
+    drop(hub);
+
+    let mut hub = Hub::start_at(&db).await;
+    let (_up, resume) = hub.upload("daemon-a", 3).await;
+    assert_eq!(resume, 6);
+    assert_eq!(hub.store.sample_count(T1).unwrap(), 300);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_batch_is_rejected_and_does_not_block_later_entries() {
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+
+    let mut unequal = batch(T1, 100, 10, false);
+    unequal.voltage_v.pop();
+    let mut nan = batch(T1, 200, 10, false);
+    nan.current_a[3] = f64::NAN;
+    let mut wrong_temp = batch(T1, 300, 10, true);
+    wrong_temp.temperature_c.truncate(4);
+
+    up.send_entries([
+        registered(1, T1),
+        samples(2, T1, 0, 100),
+        entry(3, Body::Samples(unequal)),
+        samples(4, "no-such-test", 0, 10),
+        Entry { id: 5, body: None },
+        entry(6, Body::Samples(nan)),
+        entry(7, Body::Samples(wrong_temp)),
+        event(8, "no-such-test", "lost"),
+        ended(9, "no-such-test", 0),
+        samples(10, T1, 100, 100),
+        ended(11, T1, 200),
+    ])
+    .await;
+    let rejections = up.until_ack(11).await;
+    let rejected: Vec<u64> = rejections.iter().map(|r| r.entry_id).collect();
+    assert_eq!(rejected, [3, 4, 5, 6, 7, 8, 9]);
+    assert!(
+        rejections[0].reason.contains("unequal lengths"),
+        "{:?}",
+        rejections[0]
+    );
+    assert!(
+        rejections[1].reason.contains("unknown test"),
+        "{:?}",
+        rejections[1]
+    );
+    assert!(
+        rejections[2].reason.contains("no body"),
+        "{:?}",
+        rejections[2]
+    );
+    assert!(
+        rejections[3].reason.contains("non-finite current_a"),
+        "{:?}",
+        rejections[3]
+    );
+
+    // Later entries were applied; the rejected ones left no trace but their record.
+    assert_eq!(hub.store.sample_count(T1).unwrap(), 200);
+    assert_eq!(hub.store.test(T1).unwrap().unwrap().state(), "finished");
+    assert_eq!(hub.store.applied_up_to("daemon-a", 1).unwrap(), 11);
+    let recorded = hub.store.rejections().unwrap();
+    let recorded_ids: Vec<u64> = recorded.iter().map(|r| r.entry_id).collect();
+    assert_eq!(recorded_ids, [3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(recorded[1].test_id.as_deref(), Some("no-such-test"));
+    assert_eq!(recorded[2].kind, "none");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_daemon_cannot_write_another_daemons_test() {
+    let mut hub = Hub::start().await;
+    let (mut a, _) = hub.upload("daemon-a", 1).await;
+    a.send_entries([registered(1, T1)]).await;
+    a.until_ack(1).await;
+
+    let (mut b, _) = hub.upload("daemon-b", 1).await;
+    b.send_entries([registered(1, T1), samples(2, T1, 0, 10)])
+        .await;
+    let rejected: Vec<u64> = b.until_ack(2).await.iter().map(|r| r.entry_id).collect();
+    assert_eq!(rejected, [1, 2]);
+    assert_eq!(hub.store.sample_count(T1).unwrap(), 0);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn first_message_other_than_hello_is_refused() {
+    let mut hub = Hub::start().await;
+    let mut up = hub.open_stream().await;
+    up.send_entries([registered(1, T1)]).await;
+    let status = up.final_status().await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("Hello"), "{status:?}");
+    assert!(hub.store.list_tests().unwrap().is_empty());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn hello_with_empty_daemon_id_is_refused() {
+    let mut hub = Hub::start().await;
+    let up = hub.open_stream().await;
+    up.send(UploadRequest {
+        msg: Some(upload_request::Msg::Hello(Hello::default())),
+    })
+    .await;
+    let mut up = up;
+    assert_eq!(up.final_status().await.code(), tonic::Code::InvalidArgument);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn non_increasing_entry_ids_end_the_stream_after_applying_what_came_before() {
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    up.send_entries([
+        registered(1, T1),
+        samples(2, T1, 0, 10),
+        samples(2, T1, 10, 10),
+    ])
+    .await;
+    let status = up.final_status().await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("strictly increasing"),
+        "{status:?}"
+    );
+    assert_eq!(hub.store.applied_up_to("daemon-a", 1).unwrap(), 2);
+    assert_eq!(hub.store.sample_count(T1).unwrap(), 10);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn several_daemons_stream_at_once() {
+    let mut hub = Hub::start().await;
+    let mut tasks = Vec::new();
+    for d in 0..4u64 {
+        let (mut up, _) = hub.upload(&format!("daemon-{d}"), 1).await;
+        tasks.push(tokio::spawn(async move {
+            let test_id = format!("0190a0c0-0000-7000-8000-00000000010{d}");
+            let mut entries = vec![registered(1, &test_id)];
+            entries.extend((0..50).map(|i| samples(2 + i, &test_id, i * 200, 200)));
+            up.send_entries(entries).await;
+            assert!(up.until_ack(51).await.is_empty());
+            test_id
+        }));
+    }
+    for task in tasks {
+        let test_id = task.await.expect("daemon task");
+        assert_eq!(hub.store.sample_count(&test_id).unwrap(), 10_000);
+    }
+    assert_eq!(hub.store.list_tests().unwrap().len(), 4);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_and_returns() {
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    up.send_entries([registered(1, T1)]).await;
+    up.until_ack(1).await;
+    hub.shutdown().await; // would hang if the open stream kept the server alive
+    let status = up.final_status().await;
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+}
+
+#[tokio::test]
+async fn temperature_is_stored_and_missing_readings_are_null() {
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    let mut b = batch(T1, 0, 5, true);
+    b.temperature_c[2] = f64::NAN;
+    up.send_entries([registered(1, T1), entry(2, Body::Samples(b))])
+        .await;
+    assert!(up.until_ack(2).await.is_empty());
+    let temps: Vec<Option<f64>> = hub
+        .store
+        .samples(T1)
+        .unwrap()
+        .iter()
+        .map(|s| s.temperature_c)
+        .collect();
+    assert_eq!(
+        temps,
+        [Some(25.5), Some(25.5), None, Some(25.5), Some(25.5)]
+    );
+    hub.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health and reflection
+
+#[tokio::test]
+async fn health_reports_ingest_serving() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let mut hub = Hub::start().await;
+    let mut health = HealthClient::new(hub.channel().await);
+    let resp = health
+        .check(HealthCheckRequest {
+            service: "cyclerd.ingest.v1.Ingest".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.status(), ServingStatus::Serving);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn reflection_lists_the_ingest_service() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let mut hub = Hub::start().await;
+    let mut client = ServerReflectionClient::new(hub.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = tokio::time::timeout(WAIT, responses.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected reflection response {resp:?}");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"cyclerd.ingest.v1.Ingest"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    assert!(!names.contains(&"cyclerd.daemon.v1.Control"), "{names:?}");
+    hub.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export
+
+const BDF_HEADER: &str = "Test Time / s,Voltage / V,Current / A,Unix Time / s,Cycle Count / 1,\
+Step Count / 1,Charging Capacity / Ah,Discharging Capacity / Ah,Charging Energy / Wh,\
+Discharging Energy / Wh";
+
+#[tokio::test]
+async fn bdf_export_has_pinned_columns_and_one_row_per_sample() {
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    up.send_entries(whole_test(0, T1)).await;
+    up.until_ack(6).await;
+
+    let mut csv = Vec::new();
+    let rows = cyclerhub::export::write_bdf_csv(&hub.store, T1, &mut csv).unwrap();
+    assert_eq!(rows, 300);
+    let csv = String::from_utf8(csv).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], BDF_HEADER);
+    assert_eq!(lines.len(), 1 + 300);
+    // seq 0 and seq 3 in order, values as Display prints them, current positive (charging).
+    assert_eq!(lines[1], "0,3.7,1.25,1700000000,1,2,0,0,0,0");
+    assert_eq!(
+        lines[4],
+        format!(
+            "3,{},1.25,1700000003,1,2,{},0,{},0",
+            3.7 + 3.0 * 1e-4,
+            3.0 / 3600.0,
+            3.0 * 3.7 / 3600.0
+        )
+    );
+    assert!(lines[1..].iter().all(|l| l.split(',').count() == 10));
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn bdf_export_adds_temperature_column_only_when_a_sample_has_one() {
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    let mut some_temp = batch(T2, 0, 3, true);
+    some_temp.temperature_c[1] = f64::NAN;
+    up.send_entries([
+        registered(1, T1),
+        samples(2, T1, 0, 3),
+        registered(3, T2),
+        entry(4, Body::Samples(some_temp)),
+    ])
+    .await;
+    up.until_ack(4).await;
+
+    let mut csv = Vec::new();
+    cyclerhub::export::write_bdf_csv(&hub.store, T1, &mut csv).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    assert_eq!(csv.lines().next(), Some(BDF_HEADER));
+
+    let mut csv = Vec::new();
+    cyclerhub::export::write_bdf_csv(&hub.store, T2, &mut csv).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], format!("{BDF_HEADER},Ambient Temperature / degC"));
+    assert!(lines[1].ends_with(",25.5"));
+    assert!(lines[2].ends_with(",0,")); // missing reading: empty cell
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn bdf_export_of_unknown_test_is_an_error() {
+    let mut hub = Hub::start().await;
+    let err = cyclerhub::export::write_bdf_csv(&hub.store, "nope", Vec::new()).unwrap_err();
+    assert!(
+        err.to_string().contains("no test with id \"nope\""),
+        "{err}"
+    );
+    hub.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput (a measurement, not a timed assertion): `cargo test --release -p cyclerhub
+// --test ingest -- --ignored --nocapture`
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run explicitly with --release --ignored --nocapture"]
+async fn measure_ingest_throughput() {
+    const PER_ENTRY: usize = 1000;
+    const ENTRIES: u64 = 1000;
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    up.send_entries([registered(1, T1)]).await;
+    up.until_ack(1).await;
+
+    let entries: Vec<Entry> = (0..ENTRIES)
+        .map(|i| samples(2 + i, T1, i * PER_ENTRY as u64, PER_ENTRY))
+        .collect();
+    let started = Instant::now();
+    let sender = up.tx.clone();
+    let feed = tokio::spawn(async move {
+        for e in entries {
+            let req = UploadRequest {
+                msg: Some(upload_request::Msg::Entry(e)),
+            };
+            sender.send(req).await.expect("stream open");
+        }
+    });
+    up.until_ack(1 + ENTRIES).await;
+    let elapsed = started.elapsed();
+    feed.await.unwrap();
+    let n = ENTRIES * PER_ENTRY as u64;
+    assert_eq!(hub.store.sample_count(T1).unwrap(), n);
+    println!(
+        "ingest: {n} samples in {:.3} s = {:.0} samples/s over gRPC into SQLite",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64()
+    );
+
+    // The same store without gRPC in the same run, and a bare rusqlite insert loop: the
+    // ceiling the hub's apply path is measured against.
+    let dir = tempfile::tempdir().unwrap();
+    let direct = store_apply_rate(&dir.path().join("direct.sqlite"), n);
+    let raw = bare_insert_rate(&dir.path().join("raw.sqlite"), n);
+    println!(
+        "store apply without gRPC: {direct:.0} samples/s; bare single-row rusqlite loop: \
+         {raw:.0} samples/s; \
+         gRPC ingest / bare = {:.2}",
+        n as f64 / elapsed.as_secs_f64() / raw
+    );
+    hub.shutdown().await;
+}
+
+/// Samples/s of `HubStore::apply_batch` called directly, 100 entries per transaction.
+fn store_apply_rate(path: &Path, n: u64) -> f64 {
+    let store = HubStore::open(path).unwrap();
+    store.apply_batch("raw", 1, &[registered(1, T1)]).unwrap();
+    let entries: Vec<Entry> = (0..n / 1000)
+        .map(|i| samples(2 + i, T1, i * 1000, 1000))
+        .collect();
+    let started = Instant::now();
+    for chunk in entries.chunks(100) {
+        store.apply_batch("raw", 1, chunk).unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Samples/s of a plain single-row cached-statement insert loop into the same table shape, one
+/// transaction per 100k rows, same pragmas.
+fn bare_insert_rate(path: &Path, n: u64) -> f64 {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -65536;
+         CREATE TABLE samples (test_key INTEGER NOT NULL, seq INTEGER NOT NULL,
+            a REAL NOT NULL, b REAL NOT NULL, c REAL NOT NULL, d REAL NOT NULL,
+            e INTEGER NOT NULL, f INTEGER NOT NULL, g REAL NOT NULL, h REAL NOT NULL,
+            i REAL NOT NULL, j REAL NOT NULL, k REAL, PRIMARY KEY (test_key, seq)) WITHOUT ROWID;",
+    )
+    .unwrap();
+    let started = Instant::now();
+    for chunk in 0..n.div_ceil(100_000) {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO samples VALUES
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )
+                .unwrap();
+            for seq in chunk * 100_000..((chunk + 1) * 100_000).min(n) {
+                let x = seq as f64;
+                stmt.execute(rusqlite::params![
+                    1,
+                    seq as i64,
+                    x,
+                    x,
+                    3.7,
+                    1.25,
+                    1,
+                    2,
+                    x,
+                    0.0,
+                    x,
+                    0.0,
+                    None::<f64>
+                ])
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
