@@ -59,8 +59,20 @@ fn bare_rows(dir: &std::path::Path) -> f64 {
                 .unwrap();
             for i in 0..BATCH {
                 let x = i as f64;
-                stmt.execute(params![(b * BATCH + i) as i64, x, x, 3.7, 1.2, 1, 2, x, 0.0, x, 0.0])
-                    .unwrap();
+                stmt.execute(params![
+                    (b * BATCH + i) as i64,
+                    x,
+                    x,
+                    3.7,
+                    1.2,
+                    1,
+                    2,
+                    x,
+                    0.0,
+                    x,
+                    0.0
+                ])
+                .unwrap();
             }
         }
         tx.commit().unwrap();
@@ -143,14 +155,21 @@ async fn uploader_drain(dir: &std::path::Path, outbox: Outbox) -> f64 {
 }
 
 async fn end_to_end(channels: usize, wall: Duration) -> (f64, f64) {
-    let lab = cyclerd::demo::SimLab::start(channels, 2.5, 20_000.0, None).await.unwrap();
-    lab.start_everywhere(cyclerd::demo::DEMO_PROTOCOL, "demo.yaml").await.unwrap();
+    let lab = cyclerd::demo::SimLab::start(channels, 2.5, 20_000.0, None)
+        .await
+        .unwrap();
+    lab.start_everywhere(cyclerd::demo::DEMO_PROTOCOL, "demo.yaml")
+        .await
+        .unwrap();
     let start = Instant::now();
     tokio::time::sleep(wall).await;
     let (summary, _, _tmp) = lab.stop(Duration::from_secs(60)).await.unwrap();
     let elapsed = start.elapsed().as_secs_f64();
     assert_eq!(summary.lost(), 0);
-    (summary.samples_acknowledged as f64 / elapsed, summary.samples_acquired as f64)
+    (
+        summary.samples_acknowledged as f64 / elapsed,
+        summary.samples_acquired as f64,
+    )
 }
 
 fn main() {
@@ -158,13 +177,22 @@ fn main() {
         // `cargo test --benches` lists bench targets; nothing to list here.
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let rows = bare_rows(dir.path());
     let packed = bare_packed(dir.path());
     let (ingest, outbox) = rt.block_on(outbox_ingest(dir.path()));
-    println!("baseline  bare rusqlite, row per sample     {:>12.0} samples/s", rows);
-    println!("baseline  bare rusqlite, packed blobs       {:>12.0} samples/s", packed);
+    println!(
+        "baseline  bare rusqlite, row per sample     {:>12.0} samples/s",
+        rows
+    );
+    println!(
+        "baseline  bare rusqlite, packed blobs       {:>12.0} samples/s",
+        packed
+    );
     println!(
         "outbox    ingest (encode + CRC + commit)    {:>12.0} samples/s   ratio {:.2}x row-per-sample, {:.2} of packed",
         ingest,

@@ -130,9 +130,15 @@ impl Limits {
     /// Per field, the stricter of the two.
     pub fn stricter(self, other: &ChannelLimits) -> Limits {
         Limits {
-            voltage_min: other.voltage_min.map_or(self.voltage_min, |v| v.max(self.voltage_min)),
-            voltage_max: other.voltage_max.map_or(self.voltage_max, |v| v.min(self.voltage_max)),
-            current_max: other.current_max.map_or(self.current_max, |v| v.min(self.current_max)),
+            voltage_min: other
+                .voltage_min
+                .map_or(self.voltage_min, |v| v.max(self.voltage_min)),
+            voltage_max: other
+                .voltage_max
+                .map_or(self.voltage_max, |v| v.min(self.voltage_max)),
+            current_max: other
+                .current_max
+                .map_or(self.current_max, |v| v.min(self.current_max)),
             temperature_max: match (self.temperature_max, other.temperature_max) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -272,14 +278,17 @@ impl Config {
             })
         };
         let l = &self.limits;
-        if !(l.voltage_min < l.voltage_max) {
+        if l.voltage_min.is_nan() || l.voltage_max.is_nan() || l.voltage_min >= l.voltage_max {
             return fail(format!(
                 "limits.voltage_min ({}) must be below limits.voltage_max ({})",
                 l.voltage_min, l.voltage_max
             ));
         }
-        if !(l.current_max > 0.0) {
-            return fail(format!("limits.current_max must be positive, not {}", l.current_max));
+        if l.current_max.is_nan() || l.current_max <= 0.0 {
+            return fail(format!(
+                "limits.current_max must be positive, not {}",
+                l.current_max
+            ));
         }
         if self.store.commit_interval_ms == 0 {
             return fail("store.commit_interval_ms must be at least 1".into());
@@ -308,7 +317,10 @@ impl Config {
         let mut ids = HashSet::new();
         for (i, c) in self.channels.iter().enumerate() {
             let Some((device, n)) = c.id.split_once('/') else {
-                return fail(format!("channel[{i}].id {:?} must look like DEVICE/N", c.id));
+                return fail(format!(
+                    "channel[{i}].id {:?} must look like DEVICE/N",
+                    c.id
+                ));
             };
             if n.parse::<u32>().is_err() {
                 return fail(format!("channel[{i}].id {:?}: N must be a number", c.id));
@@ -367,7 +379,9 @@ mod tests {
     #[test]
     fn unknown_key_is_an_error_naming_file_and_key() {
         let text = GOOD.replace("current_max = 10.0", "current_max = 10.0\ncurent = 3");
-        let e = Config::from_toml(&text, "lab.toml").unwrap_err().to_string();
+        let e = Config::from_toml(&text, "lab.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("lab.toml:"), "{e}");
         assert!(e.contains("curent"), "{e}");
     }
@@ -375,14 +389,18 @@ mod tests {
     #[test]
     fn wrong_type_is_an_error_naming_the_key() {
         let text = GOOD.replace("voltage_max = 4.25", "voltage_max = \"high\"");
-        let e = Config::from_toml(&text, "lab.toml").unwrap_err().to_string();
+        let e = Config::from_toml(&text, "lab.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("voltage_max"), "{e}");
     }
 
     #[test]
     fn channel_on_an_undefined_device_is_refused() {
         let text = GOOD.replace("id = \"psb1/1\"", "id = \"psb9/1\"");
-        let e = Config::from_toml(&text, "lab.toml").unwrap_err().to_string();
+        let e = Config::from_toml(&text, "lab.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("channel[0].id") && e.contains("psb9"), "{e}");
     }
 
@@ -396,5 +414,26 @@ mod tests {
         });
         assert_eq!(narrowed.voltage_max, 4.25);
         assert_eq!(narrowed.current_max, 2.0);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn arbitrary_text_is_an_error_or_a_config_never_a_panic(text in "\\PC{0,200}") {
+                let _ = Config::from_toml(&text, "fuzz.toml");
+            }
+
+            #[test]
+            fn mutated_configs_never_panic(cut in 0usize..400, insert in "[a-z_=\"\\[\\]0-9. \n]{0,20}") {
+                let mut text = GOOD.to_string();
+                let at = cut.min(text.len());
+                let at = (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                text.insert_str(at, &insert);
+                let _ = Config::from_toml(&text, "fuzz.toml");
+            }
+        }
     }
 }

@@ -23,9 +23,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<ControlServer<ControlService>>()
-        .await;
+    health.set_serving::<ControlServer<ControlService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -129,6 +127,8 @@ impl Control for ControlService {
             Box::pin(WatchStream::new(rx).throttle(WATCH_PERIOD).map(Ok))
                 as Pin<Box<dyn Stream<Item = Result<ChannelSnapshot, GrpcStatus>> + Send>>
         });
-        Ok(Response::new(Box::pin(futures::stream::select_all(streams))))
+        Ok(Response::new(Box::pin(futures::stream::select_all(
+            streams,
+        ))))
     }
 }

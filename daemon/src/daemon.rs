@@ -18,8 +18,13 @@ use tokio::task::JoinSet;
 
 /// Metadata a test cannot start without (DESIGN.md: "metadata are as important as performance
 /// data"). The protocol itself is the sixth item.
-pub const PRIMARY_METADATA: [&str; 5] =
-    ["cell_id", "operator", "objective", "chemistry", "nominal_capacity_ah"];
+pub const PRIMARY_METADATA: [&str; 5] = [
+    "cell_id",
+    "operator",
+    "objective",
+    "chemistry",
+    "nominal_capacity_ah",
+];
 
 /// A running daemon; cheap to clone.
 #[derive(Clone)]
@@ -56,7 +61,8 @@ pub struct Summary {
 
 impl Summary {
     pub fn lost(&self) -> u64 {
-        self.samples_acquired.saturating_sub(self.samples_acknowledged)
+        self.samples_acquired
+            .saturating_sub(self.samples_acknowledged)
     }
 }
 
@@ -78,10 +84,18 @@ impl Daemon {
             let device = config
                 .device(ch.device_name())
                 .ok_or_else(|| anyhow::anyhow!("{origin}: channel[{i}] names an unknown device"))?;
-            let index = config.devices.iter().position(|d| d.name == device.name).unwrap_or(0);
-            let client = connect_device(device)
-                .await
-                .map_err(|e| anyhow::anyhow!("{origin}: device[{index}] {:?} at {}: {e}", device.name, device.address))?;
+            let index = config
+                .devices
+                .iter()
+                .position(|d| d.name == device.name)
+                .unwrap_or(0);
+            let client = connect_device(device).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "{origin}: device[{index}] {:?} at {}: {e}",
+                    device.name,
+                    device.address
+                )
+            })?;
             let spec = ChannelSpec {
                 id: ch.id.clone(),
                 poll_interval_s: ch.poll_interval_ms as f64 / 1000.0,
@@ -153,19 +167,22 @@ impl Daemon {
         if !missing.is_empty() {
             return Err(StartError::MissingMetadata(missing));
         }
-        let plan = Plan::from_yaml(protocol_yaml, origin).map_err(|e| StartError::Protocol(e.to_string()))?;
+        let plan = Plan::from_yaml(protocol_yaml, origin)
+            .map_err(|e| StartError::Protocol(e.to_string()))?;
         let (reply, answer) = oneshot::channel();
-        let test = TestRequest {
+        let test = Box::new(TestRequest {
             plan,
             source: protocol_yaml.into(),
             metadata,
-        };
+        });
         handle
             .cmds
             .send(ChannelCmd::Start { test, reply })
             .await
             .map_err(|_| StartError::ChannelGone(channel_id.into()))?;
-        answer.await.map_err(|_| StartError::ChannelGone(channel_id.into()))?
+        answer
+            .await
+            .map_err(|_| StartError::ChannelGone(channel_id.into()))?
     }
 
     /// Stops the test on `channel_id`: output off, then recorded as stopped with `reason`.
@@ -178,24 +195,40 @@ impl Daemon {
         let (reply, answer) = oneshot::channel();
         handle
             .cmds
-            .send(ChannelCmd::Stop { reason: reason.into(), reply })
+            .send(ChannelCmd::Stop {
+                reason: reason.into(),
+                reply,
+            })
             .await
             .map_err(|_| StartError::ChannelGone(channel_id.into()))?;
-        answer.await.map_err(|_| StartError::ChannelGone(channel_id.into()))?
+        answer
+            .await
+            .map_err(|_| StartError::ChannelGone(channel_id.into()))?
     }
 
     /// Every channel's latest snapshot, in id order.
     pub fn snapshots(&self) -> Vec<ChannelSnapshot> {
-        self.inner.channels.values().map(|h| h.live.borrow().clone()).collect()
+        self.inner
+            .channels
+            .values()
+            .map(|h| h.live.borrow().clone())
+            .collect()
     }
 
     pub fn snapshot(&self, channel_id: &str) -> Option<ChannelSnapshot> {
-        self.inner.channels.get(channel_id).map(|h| h.live.borrow().clone())
+        self.inner
+            .channels
+            .get(channel_id)
+            .map(|h| h.live.borrow().clone())
     }
 
     /// Receivers that see every channel's changes, for Watch.
     pub fn watchers(&self) -> Vec<watch::Receiver<ChannelSnapshot>> {
-        self.inner.channels.values().map(|h| h.live.clone()).collect()
+        self.inner
+            .channels
+            .values()
+            .map(|h| h.live.clone())
+            .collect()
     }
 
     pub fn status(&self) -> Status {
@@ -204,12 +237,18 @@ impl Daemon {
         let mut alarms = Vec::new();
         let dead = stats.dead_letters.load(Ordering::Acquire);
         if dead > 0 {
-            alarms.push(format!("{dead} outbox entries were rejected by the hub (dead letters)"));
+            alarms.push(format!(
+                "{dead} outbox entries were rejected by the hub (dead letters)"
+            ));
         }
         let uploader = &self.inner.uploader;
         let connected = uploader.connected.load(Ordering::Acquire);
         if !connected {
-            let last = uploader.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let last = uploader
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             if !last.is_empty() {
                 alarms.push(format!("hub unreachable: {last}"));
             }
@@ -234,7 +273,10 @@ impl Daemon {
 
     /// Whether every channel is done with its test (idle channels count as done).
     pub fn all_channels_done(&self) -> bool {
-        self.inner.channels.values().all(|h| h.live.borrow().state != "running")
+        self.inner
+            .channels
+            .values()
+            .all(|h| h.live.borrow().state != "running")
     }
 
     /// Waits until no channel runs a test.
@@ -248,14 +290,22 @@ impl Daemon {
     /// Shuts down: every output off (runners end their tests), everything queued committed,
     /// then up to `drain` for the hub to acknowledge the backlog.
     pub async fn shutdown(&self, drain: Duration) -> Summary {
-        let tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let tasks = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let Some((mut runners, uploader)) = tasks else {
             return self.summary();
         };
         let _ = self.inner.stop_runners.send(true);
         while runners.join_next().await.is_some() {}
         let _ = self.outbox().flush().await;
-        let _ = self.outbox().caught_up(tokio::time::Instant::now() + drain).await;
+        let _ = self
+            .outbox()
+            .caught_up(tokio::time::Instant::now() + drain)
+            .await;
         let _ = self.inner.stop_uploader.send(true);
         let _ = uploader.await;
         self.summary()

@@ -82,7 +82,10 @@ impl SimLab {
         data_dir: Option<PathBuf>,
     ) -> anyhow::Result<SimLab> {
         anyhow::ensure!(channels >= 1, "--channels must be at least 1");
-        anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be a positive number");
+        anyhow::ensure!(
+            speed.is_finite() && speed > 0.0,
+            "--speed must be a positive number"
+        );
         let (data_dir, temp) = match data_dir {
             Some(d) => (d, None),
             None => {
@@ -150,7 +153,11 @@ impl SimLab {
     }
 
     /// Starts `protocol` on every channel with demo metadata; returns the test ids.
-    pub async fn start_everywhere(&self, protocol: &str, origin: &str) -> anyhow::Result<Vec<String>> {
+    pub async fn start_everywhere(
+        &self,
+        protocol: &str,
+        origin: &str,
+    ) -> anyhow::Result<Vec<String>> {
         let mut ids = Vec::with_capacity(self.sims.len());
         for (k, channel) in self.channel_ids().iter().enumerate() {
             let capacity = self.sims[k].capacity_ah();
@@ -165,14 +172,21 @@ impl SimLab {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-            ids.push(self.daemon.start_test(channel, protocol, origin, metadata).await?);
+            ids.push(
+                self.daemon
+                    .start_test(channel, protocol, origin, metadata)
+                    .await?,
+            );
         }
         Ok(ids)
     }
 
     /// Ends every test (outputs off), lets the hub catch up for at most `drain`, stops the
     /// hub and returns the daemon's summary.
-    pub async fn stop(self, drain: Duration) -> anyhow::Result<(Summary, PathBuf, Option<tempfile::TempDir>)> {
+    pub async fn stop(
+        self,
+        drain: Duration,
+    ) -> anyhow::Result<(Summary, PathBuf, Option<tempfile::TempDir>)> {
         let summary = self.daemon.shutdown(drain).await;
         let _ = self.hub_stop.send(());
         self.hub.await??;
@@ -188,11 +202,20 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
                 .map_err(|e| anyhow::anyhow!("cannot read protocol {}: {e}", path.display()))?,
             path.display().to_string(),
         ),
-        None => (DEMO_PROTOCOL.to_string(), "deploy/protocols/demo.yaml".into()),
+        None => (
+            DEMO_PROTOCOL.to_string(),
+            "deploy/protocols/demo.yaml".into(),
+        ),
     };
     let plan = Plan::from_yaml(&protocol, &origin)?;
     let capacity_ah = plan.capacity_ah.unwrap_or(2.5);
-    let lab = SimLab::start(options.channels, capacity_ah, options.speed, options.data_dir.clone()).await?;
+    let lab = SimLab::start(
+        options.channels,
+        capacity_ah,
+        options.speed,
+        options.data_dir.clone(),
+    )
+    .await?;
 
     // Control API, so `cyclerctl watch` works from another terminal.
     let control_listener = match TcpListener::bind(options.control).await {
@@ -201,9 +224,13 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
     };
     let control_addr = control_listener.local_addr()?;
     let (control_stop, control_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(crate::control::serve(lab.daemon.clone(), control_listener, async {
-        let _ = control_stopped.await;
-    }));
+    tokio::spawn(crate::control::serve(
+        lab.daemon.clone(),
+        control_listener,
+        async {
+            let _ = control_stopped.await;
+        },
+    ));
 
     writeln!(
         out,
@@ -214,7 +241,11 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
         speed = options.speed,
         name = plan.name,
         dir = lab.data_dir.display(),
-        kept = if options.data_dir.is_some() { "" } else { " (temporary; pass --data-dir to keep it)" },
+        kept = if options.data_dir.is_some() {
+            ""
+        } else {
+            " (temporary; pass --data-dir to keep it)"
+        },
         hub = lab.hub_addr,
     )?;
     lab.start_everywhere(&protocol, &origin).await?;
@@ -240,7 +271,6 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
             }
         }
     }
-    drop(done);
     let (summary, _, _temp) = lab.stop(DRAIN).await?;
     print_progress(&daemon, &clock, wall_start, out)?;
     let _ = control_stop.send(());
@@ -282,7 +312,11 @@ fn print_progress(
             s.charge_capacity_ah,
             s.discharge_capacity_ah,
             s.samples,
-            if s.reason.is_empty() { String::new() } else { format!("  ({})", s.reason) },
+            if s.reason.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", s.reason)
+            },
         )?;
     }
     let st = daemon.status();
@@ -292,7 +326,11 @@ fn print_progress(
         st.backlog_entries,
         st.samples_acknowledged,
         daemon.summary().samples_acquired,
-        if st.hub_connected { "" } else { " (hub not connected)" }
+        if st.hub_connected {
+            ""
+        } else {
+            " (hub not connected)"
+        }
     )
 }
 
@@ -324,7 +362,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" | "sec" => 1.0,
         "m" | "min" => 60.0,
         "h" | "hr" => 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {text:?} (use s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?} (use s, m or h)"
+            ));
+        }
     };
     if !(value.is_finite() && value >= 0.0) {
         return Err(format!("{text:?} is not a duration"));

@@ -47,9 +47,18 @@ pub struct StoreIdentity {
 /// What is sent to the writer thread.
 enum WriteOp {
     /// An encoded `Entry` (id 0; the row id becomes its id) with its CRC-32.
-    Append { bytes: Vec<u8>, crc: u32, samples: u64 },
-    Ack { up_to: u64 },
-    Park { id: u64, reason: String },
+    Append {
+        bytes: Vec<u8>,
+        crc: u32,
+        samples: u64,
+    },
+    Ack {
+        up_to: u64,
+    },
+    Park {
+        id: u64,
+        reason: String,
+    },
     Flush(oneshot::Sender<()>),
 }
 
@@ -94,6 +103,19 @@ pub struct StoredEntry {
     pub samples: u64,
 }
 
+/// One row of a page: an entry to send, or one whose stored bytes are damaged.
+// Almost every item is an Entry; boxing it would add an allocation per entry for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum PageItem {
+    Entry(StoredEntry),
+    /// The row exists but its checksum or encoding is wrong; the caller parks it.
+    Corrupt {
+        id: u64,
+        reason: String,
+    },
+}
+
 /// The reading side for the uploader.
 pub struct OutboxReader {
     conn: Connection,
@@ -106,7 +128,8 @@ fn open_conn(path: &Path) -> Result<Connection, OutboxError> {
         source,
     };
     let conn = Connection::open(path).map_err(err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(err)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
@@ -170,7 +193,10 @@ impl Outbox {
             source,
         };
         conn.execute_batch(SCHEMA).map_err(err)?;
-        let identity = match (meta(&conn, "daemon_id").map_err(err)?, meta(&conn, "epoch").map_err(err)?) {
+        let identity = match (
+            meta(&conn, "daemon_id").map_err(err)?,
+            meta(&conn, "epoch").map_err(err)?,
+        ) {
             (Some(daemon_id), Some(epoch)) => StoreIdentity {
                 daemon_id,
                 epoch: epoch.parse().unwrap_or(0),
@@ -187,18 +213,29 @@ impl Outbox {
             }
         };
         let read_u64 = |key: &str| -> Result<u64, OutboxError> {
-            Ok(meta(&conn, key).map_err(err)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+            Ok(meta(&conn, key)
+                .map_err(err)?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0))
         };
         let stats = Arc::new(OutboxStats::default());
-        stats.acked.store(read_u64("acked_up_to")?, Ordering::Release);
-        stats.samples_acked.store(read_u64("samples_acked")?, Ordering::Release);
+        stats
+            .acked
+            .store(read_u64("acked_up_to")?, Ordering::Release);
+        stats
+            .samples_acked
+            .store(read_u64("samples_acked")?, Ordering::Release);
         let max_id: u64 = conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM outbox", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM outbox", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map_err(err)? as u64;
         let committed_id = max_id.max(stats.acked.load(Ordering::Acquire));
         stats.committed.store(committed_id, Ordering::Release);
         let pending_samples: i64 = conn
-            .query_row("SELECT COALESCE(SUM(samples), 0) FROM outbox", [], |r| r.get(0))
+            .query_row("SELECT COALESCE(SUM(samples), 0) FROM outbox", [], |r| {
+                r.get(0)
+            })
             .map_err(err)?;
         stats.samples_appended.store(
             stats.samples_acked.load(Ordering::Acquire) + pending_samples as u64,
@@ -286,7 +323,9 @@ impl Outbox {
         };
         let bytes = entry.encode_to_vec();
         let crc = crc32fast::hash(&bytes);
-        self.stats.samples_appended.fetch_add(samples, Ordering::AcqRel);
+        self.stats
+            .samples_appended
+            .fetch_add(samples, Ordering::AcqRel);
         self.tx
             .send(WriteOp::Append {
                 bytes,
@@ -298,18 +337,24 @@ impl Outbox {
 
     /// Records that the hub holds every entry up to `up_to`; those entries are deleted.
     pub fn ack(&self, up_to: u64) -> Result<(), OutboxError> {
-        self.tx.send(WriteOp::Ack { up_to }).map_err(|_| OutboxError::WriterGone)
+        self.tx
+            .send(WriteOp::Ack { up_to })
+            .map_err(|_| OutboxError::WriterGone)
     }
 
     /// Moves an entry the hub rejected to the dead-letter table.
     pub fn park(&self, id: u64, reason: String) -> Result<(), OutboxError> {
-        self.tx.send(WriteOp::Park { id, reason }).map_err(|_| OutboxError::WriterGone)
+        self.tx
+            .send(WriteOp::Park { id, reason })
+            .map_err(|_| OutboxError::WriterGone)
     }
 
     /// Waits until everything queued before this call is committed.
     pub async fn flush(&self) -> Result<(), OutboxError> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(WriteOp::Flush(done)).map_err(|_| OutboxError::WriterGone)?;
+        self.tx
+            .send(WriteOp::Flush(done))
+            .map_err(|_| OutboxError::WriterGone)?;
         wait.await.map_err(|_| OutboxError::WriterGone)
     }
 }
@@ -361,9 +406,8 @@ impl Writer {
         let mut acked_samples = 0u64;
         let mut parked = 0u64;
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO outbox (samples, body, crc) VALUES (?1, ?2, ?3)",
-            )?;
+            let mut insert =
+                tx.prepare_cached("INSERT INTO outbox (samples, body, crc) VALUES (?1, ?2, ?3)")?;
             for op in ops {
                 match op {
                     WriteOp::Append {
@@ -407,8 +451,11 @@ impl Writer {
         // Counters move only after the commit, so they never claim more than is on disk.
         if let Some(up_to) = acked {
             self.stats.acked.fetch_max(up_to, Ordering::AcqRel);
-            self.stats.samples_acked.fetch_add(acked_samples, Ordering::AcqRel);
-            self.acked.send_replace(self.stats.acked.load(Ordering::Acquire));
+            self.stats
+                .samples_acked
+                .fetch_add(acked_samples, Ordering::AcqRel);
+            self.acked
+                .send_replace(self.stats.acked.load(Ordering::Acquire));
         }
         self.stats.dead_letters.fetch_add(parked, Ordering::AcqRel);
         if let Some(id) = last_id {
@@ -420,13 +467,9 @@ impl Writer {
 }
 
 impl OutboxReader {
-    /// Up to `limit` entries with id > `after`, oldest first. An entry whose checksum does not
-    /// match is returned as `Err((id, reason))` in its place so the caller can park it.
-    pub fn page_after(
-        &mut self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<Result<StoredEntry, (u64, String)>>, OutboxError> {
+    /// Up to `limit` entries with id > `after`, oldest first. A damaged entry comes back as
+    /// [`PageItem::Corrupt`] in its place, so the caller can park it.
+    pub fn page_after(&mut self, after: u64, limit: usize) -> Result<Vec<PageItem>, OutboxError> {
         let err = |source| OutboxError::Sqlite {
             path: self.path.clone(),
             source,
@@ -451,15 +494,21 @@ impl OutboxReader {
         for row in rows {
             let (id, samples, body, crc) = row.map_err(err)?;
             if crc32fast::hash(&body) != crc {
-                page.push(Err((id, "checksum mismatch: the stored entry is corrupt".into())));
+                page.push(PageItem::Corrupt {
+                    id,
+                    reason: "checksum mismatch: the stored entry is corrupt".into(),
+                });
                 continue;
             }
             match Entry::decode(&body[..]) {
                 Ok(mut entry) => {
                     entry.id = id;
-                    page.push(Ok(StoredEntry { entry, samples }));
+                    page.push(PageItem::Entry(StoredEntry { entry, samples }));
                 }
-                Err(e) => page.push(Err((id, format!("stored entry does not decode: {e}")))),
+                Err(e) => page.push(PageItem::Corrupt {
+                    id,
+                    reason: format!("stored entry does not decode: {e}"),
+                }),
             }
         }
         Ok(page)

@@ -56,7 +56,7 @@ pub enum StartError {
 /// Requests to a channel task.
 pub enum ChannelCmd {
     Start {
-        test: TestRequest,
+        test: Box<TestRequest>,
         reply: oneshot::Sender<Result<String, StartError>>,
     },
     Stop {
@@ -111,7 +111,11 @@ impl<D: PowerStage> ChannelRunner<D> {
     }
 
     /// Serves commands until `shutdown` turns true; the output is off whenever no test runs.
-    pub async fn run(mut self, mut cmds: mpsc::Receiver<ChannelCmd>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<ChannelCmd>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         if let Err(e) = self.device.output_off().await {
             tracing::warn!(channel = %self.spec.id, "cannot switch output off at startup: {e}");
         }
@@ -136,7 +140,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                         };
                         let test_id = uuid::Uuid::now_v7().to_string();
                         let _ = reply.send(Ok(test_id.clone()));
-                        self.run_test(test_id, test, engine, &mut cmds, &mut shutdown).await;
+                        self.run_test(test_id, *test, engine, &mut cmds, &mut shutdown).await;
                     }
                 },
             }
@@ -180,9 +184,11 @@ impl<D: PowerStage> ChannelRunner<D> {
         self.step_event(&test_id, &engine, 0.0);
         let ending = 'test: {
             if let Err(e) = self.device.apply(&command).await {
-                break 'test self.fault(format!("cannot write the first setpoint: {e}")).await;
+                break 'test self
+                    .fault(format!("cannot write the first setpoint: {e}"))
+                    .await;
             }
-            let mut pacer = Pacer::new(clock.wall(self.spec.poll_interval_s));
+            let mut ticks = pacer(clock.wall(self.spec.poll_interval_s));
             let mut last_good = Instant::now();
             loop {
                 tokio::select! {
@@ -204,7 +210,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                             continue;
                         }
                     },
-                    _ = pacer.wait() => {}
+                    _ = ticks.tick() => {}
                 }
                 let reading = match self.device.read().await {
                     Ok(r) => {
@@ -213,10 +219,12 @@ impl<D: PowerStage> ChannelRunner<D> {
                     }
                     Err(e) => {
                         if last_good.elapsed() >= self.spec.comm_timeout {
-                            break 'test self.fault(format!(
-                                "lost communication for more than {} ms: {e}",
-                                self.spec.comm_timeout.as_millis()
-                            )).await;
+                            break 'test self
+                                .fault(format!(
+                                    "lost communication for more than {} ms: {e}",
+                                    self.spec.comm_timeout.as_millis()
+                                ))
+                                .await;
                         }
                         tracing::warn!(channel = %self.spec.id, "read failed, retrying: {e}");
                         continue;
@@ -262,13 +270,18 @@ impl<D: PowerStage> ChannelRunner<D> {
                     break 'test self.fault("the device reports an alarm".into()).await;
                 }
                 if !reading.output_on && command != Command::Off {
-                    break 'test self.fault("the device switched its output off by itself".into()).await;
+                    break 'test self
+                        .fault("the device switched its output off by itself".into())
+                        .await;
                 }
                 if let Some(outcome) = update.outcome {
                     break 'test match outcome {
                         Outcome::Finished => {
                             let _ = self.device.output_off().await;
-                            Ending { outcome: "finished", reason: String::new() }
+                            Ending {
+                                outcome: "finished",
+                                reason: String::new(),
+                            }
                         }
                         Outcome::Faulted(reason) => self.fault(reason).await,
                     };
@@ -294,7 +307,12 @@ impl<D: PowerStage> ChannelRunner<D> {
                 test_id: test_id.clone(),
                 unix_time_s: start_unix + now,
                 test_time_s: now,
-                kind: if ending.outcome == "faulted" { "alarm" } else { "state" }.into(),
+                kind: if ending.outcome == "faulted" {
+                    "alarm"
+                } else {
+                    "state"
+                }
+                .into(),
                 message: ending.reason.clone(),
                 step: engine.status().step_count,
                 cycle: engine.status().cycle,
@@ -319,14 +337,20 @@ impl<D: PowerStage> ChannelRunner<D> {
             tracing::error!(channel = %self.spec.id, "FAULT and cannot switch the output off: {e}");
         }
         tracing::warn!(channel = %self.spec.id, "test faulted: {reason}");
-        Ending { outcome: "faulted", reason }
+        Ending {
+            outcome: "faulted",
+            reason,
+        }
     }
 
     async fn safe_stop(&mut self, reason: &str) -> Ending {
         if let Err(e) = self.device.output_off().await {
             tracing::error!(channel = %self.spec.id, "cannot switch the output off: {e}");
         }
-        Ending { outcome: "stopped", reason: reason.into() }
+        Ending {
+            outcome: "stopped",
+            reason: reason.into(),
+        }
     }
 
     fn step_event(&self, test_id: &str, engine: &Engine, test_time_s: f64) {
@@ -362,32 +386,20 @@ impl<D: PowerStage> ChannelRunner<D> {
     }
 }
 
-/// Paces polls. Below the timer's 1 ms resolution (a fast simulated clock) polls run back to
-/// back, each taking as long as the device's round trip, so simulated time per poll stays as
-/// small as the link allows instead of jumping by whole timer ticks.
-enum Pacer {
-    Ticks(Interval),
-    BackToBack,
-}
-
-impl Pacer {
-    fn new(period: Duration) -> Pacer {
-        if period < Duration::from_millis(1) {
-            return Pacer::BackToBack;
-        }
-        let mut ticks = tokio::time::interval(period);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Pacer::Ticks(ticks)
-    }
-
-    async fn wait(&mut self) {
-        match self {
-            Pacer::Ticks(t) => {
-                t.tick().await;
-            }
-            Pacer::BackToBack => tokio::task::yield_now().await,
-        }
-    }
+/// Paces polls at the channel's interval of clock time.
+///
+/// On a fast simulated clock the interval can be shorter than the timer's 1 ms resolution; then
+/// missed ticks are made up in bursts, so the average poll rate still matches the configured one
+/// (and when the link cannot keep up, polls simply run back to back). At real speed a late poll
+/// delays the following ones instead of bunching them.
+fn pacer(period: Duration) -> Interval {
+    let mut ticks = tokio::time::interval(period.max(Duration::from_micros(1)));
+    ticks.set_missed_tick_behavior(if period < Duration::from_millis(1) {
+        MissedTickBehavior::Burst
+    } else {
+        MissedTickBehavior::Delay
+    });
+    ticks
 }
 
 /// One sample as the runner assembles it.

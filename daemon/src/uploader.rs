@@ -5,7 +5,7 @@
 //! the dead-letter table without stopping the stream. Any error ends the session; the next one
 //! starts after a jittered exponential backoff, forever.
 
-use crate::outbox::{Outbox, OutboxReader};
+use crate::outbox::{Outbox, OutboxReader, PageItem};
 use crate::proto::ingest::{
     Hello, UploadRequest, ingest_client::IngestClient, upload_request, upload_response,
 };
@@ -134,7 +134,11 @@ async fn session(
         .map_err(|_| SessionError::Protocol("stream closed before hello".into()))?;
     let mut responses = client.upload(ReceiverStream::new(rx)).await?.into_inner();
     let resume = match tokio::time::timeout(HELLO_TIMEOUT, responses.message()).await {
-        Err(_) => return Err(SessionError::Protocol("the hub did not answer the hello".into())),
+        Err(_) => {
+            return Err(SessionError::Protocol(
+                "the hub did not answer the hello".into(),
+            ));
+        }
         Ok(reply) => match reply?.and_then(|r| r.msg) {
             Some(upload_response::Msg::Resume(r)) => r.applied_up_to,
             other => {
@@ -166,7 +170,10 @@ async fn session(
             let room = config.window - in_flight.len();
             let reader = Arc::clone(reader);
             let page = tokio::task::spawn_blocking(move || {
-                reader.lock().unwrap_or_else(|p| p.into_inner()).page_after(sent, room)
+                reader
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .page_after(sent, room)
             })
             .await
             .map_err(|e| SessionError::Protocol(format!("outbox reader panicked: {e}")))??;
@@ -175,7 +182,7 @@ async fn session(
             }
             for item in page {
                 match item {
-                    Ok(stored) => {
+                    PageItem::Entry(stored) => {
                         let id = stored.entry.id;
                         let msg = UploadRequest {
                             msg: Some(upload_request::Msg::Entry(stored.entry)),
@@ -186,7 +193,7 @@ async fn session(
                         in_flight.push_back(id);
                         sent = id;
                     }
-                    Err((id, reason)) => {
+                    PageItem::Corrupt { id, reason } => {
                         tracing::error!("outbox entry {id} parked: {reason}");
                         outbox.park(id, reason)?;
                         sent = id;

@@ -1,7 +1,7 @@
 //! The daemon's parts through real SQLite files, real Modbus and gRPC sockets on loopback.
 
 use cyclerd::demo::SimLab;
-use cyclerd::outbox::Outbox;
+use cyclerd::outbox::{Outbox, PageItem};
 use cyclerd::proto::control::control_client::ControlClient;
 use cyclerd::proto::control::*;
 use cyclerd::proto::ingest::{Event, SampleBatch, TestRegistered, entry::Body};
@@ -64,7 +64,9 @@ mod outbox {
         assert_eq!(again.stats().backlog(), 2);
         let page = again.reader().unwrap().page_after(0, 10).unwrap();
         assert_eq!(page.len(), 2);
-        let stored = page[1].as_ref().unwrap();
+        let PageItem::Entry(stored) = &page[1] else {
+            panic!("entry 2 reads back intact: {:?}", page[1]);
+        };
         assert_eq!(stored.entry.id, 2);
         assert_eq!(stored.samples, 100);
     }
@@ -89,7 +91,12 @@ mod outbox {
         outbox.ack(2).unwrap();
         outbox.flush().await.unwrap();
         let stats = outbox.stats();
-        assert_eq!(stats.samples_acked.load(std::sync::atomic::Ordering::Acquire), 10);
+        assert_eq!(
+            stats
+                .samples_acked
+                .load(std::sync::atomic::Ordering::Acquire),
+            10
+        );
         assert_eq!(stats.backlog(), 1);
         let page = outbox.reader().unwrap().page_after(0, 10).unwrap();
         assert_eq!(page.len(), 1, "only the unacknowledged entry is left");
@@ -108,13 +115,17 @@ mod outbox {
         conn.execute("UPDATE outbox SET body = x'00ff00' WHERE id = 2", [])
             .unwrap();
         let page = outbox.reader().unwrap().page_after(0, 10).unwrap();
-        assert!(page[0].is_ok());
-        assert!(matches!(&page[1], Err((2, reason)) if reason.contains("checksum")));
-        assert!(page[2].is_ok());
+        assert!(matches!(page[0], PageItem::Entry(_)));
+        assert!(
+            matches!(&page[1], PageItem::Corrupt { id: 2, reason } if reason.contains("checksum"))
+        );
+        assert!(matches!(page[2], PageItem::Entry(_)));
         outbox.park(2, "corrupt".into()).unwrap();
         outbox.flush().await.unwrap();
         let dead: i64 = conn
-            .query_row("SELECT COUNT(*) FROM dead_letters WHERE id = 2", [], |r| r.get(0))
+            .query_row("SELECT COUNT(*) FROM dead_letters WHERE id = 2", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(dead, 1);
     }
@@ -126,7 +137,10 @@ mod uploader_and_hub {
     async fn start_hub(
         listener: TcpListener,
         db: &std::path::Path,
-    ) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
         let store = cyclerhub::HubStore::open(db).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(cyclerhub::server::run(listener, store, async {
@@ -182,7 +196,10 @@ mod uploader_and_hub {
         // Back on the same address; the uploader reconnects by itself.
         let listener = TcpListener::bind(addr).await.unwrap();
         let (stop_hub, hub) = start_hub(listener, &db).await;
-        assert!(outbox.caught_up(deadline()).await, "the backlog drains after the hub returns");
+        assert!(
+            outbox.caught_up(deadline()).await,
+            "the backlog drains after the hub returns"
+        );
         let _ = stop.send(true);
         task.await.unwrap();
         let _ = stop_hub.send(());
@@ -225,15 +242,25 @@ steps:
         .collect()
     }
 
-    async fn lab_with_control() -> (SimLab, ControlClient<tonic::transport::Channel>, tokio::sync::oneshot::Sender<()>) {
+    async fn lab_with_control() -> (
+        SimLab,
+        ControlClient<tonic::transport::Channel>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
         let lab = SimLab::start(1, 2.5, 10.0, None).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(cyclerd::control::serve(lab.daemon.clone(), listener, async {
-            let _ = stopped.await;
-        }));
-        let client = ControlClient::connect(format!("http://{addr}")).await.unwrap();
+        tokio::spawn(cyclerd::control::serve(
+            lab.daemon.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let client = ControlClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
         (lab, client, stop)
     }
 
@@ -252,7 +279,11 @@ steps:
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
-        assert!(err.message().contains("operator") && err.message().contains("chemistry"), "{}", err.message());
+        assert!(
+            err.message().contains("operator") && err.message().contains("chemistry"),
+            "{}",
+            err.message()
+        );
         let err = client
             .start_test(StartTestRequest {
                 channel_id: "psb9/1".into(),
@@ -303,7 +334,10 @@ steps:
         assert_eq!(busy.code(), Code::FailedPrecondition);
 
         client
-            .stop_test(StopTestRequest { channel_id: "psb1/1".into(), reason: "operator check".into() })
+            .stop_test(StopTestRequest {
+                channel_id: "psb1/1".into(),
+                reason: "operator check".into(),
+            })
             .await
             .unwrap();
         let stopped = tokio::time::timeout(WAIT, async {
@@ -317,8 +351,15 @@ steps:
         .await
         .unwrap();
         assert_eq!(stopped.reason, "operator check");
-        assert!(!lab.sims[0].snapshot().output_on, "stop leaves the output off");
-        let status = client.get_status(GetStatusRequest {}).await.unwrap().into_inner();
+        assert!(
+            !lab.sims[0].snapshot().output_on,
+            "stop leaves the output off"
+        );
+        let status = client
+            .get_status(GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(status.channels.len(), 1);
         let (summary, _, _tmp) = lab.stop(WAIT).await.unwrap();
         assert_eq!(summary.lost(), 0);
@@ -375,7 +416,10 @@ mod command_line {
             .arg(path)
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     #[test]
@@ -386,30 +430,53 @@ mod command_line {
         let path = write(dir.path(), &config(&dir.path().join("o.sqlite"), &addr, ""));
         let (ok, err) = run(&path);
         assert!(!ok);
-        assert!(err.contains("lab.toml") && err.contains("control.listen") && err.contains(&addr), "{err}");
+        assert!(
+            err.contains("lab.toml") && err.contains("control.listen") && err.contains(&addr),
+            "{err}"
+        );
     }
 
     #[test]
     fn an_unreachable_device_is_an_error_naming_the_device_and_address() {
         let dir = tempfile::tempdir().unwrap();
-        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let gone = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let extra = format!(
             "[[device]]\nname = \"psb1\"\nfamily = \"ea-psb\"\naddress = \"{gone}\"\ntimeout_ms = 500\n[[channel]]\nid = \"psb1/1\"\n"
         );
-        let path = write(dir.path(), &config(&dir.path().join("o.sqlite"), "127.0.0.1:0", &extra));
+        let path = write(
+            dir.path(),
+            &config(&dir.path().join("o.sqlite"), "127.0.0.1:0", &extra),
+        );
         let (ok, err) = run(&path);
         assert!(!ok);
-        assert!(err.contains("lab.toml") && err.contains("psb1") && err.contains(&gone.to_string()), "{err}");
+        assert!(
+            err.contains("lab.toml") && err.contains("psb1") && err.contains(&gone.to_string()),
+            "{err}"
+        );
     }
 
     #[test]
     fn an_unknown_key_or_wrong_type_is_an_error_naming_the_key() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), &config(&dir.path().join("o.sqlite"), "127.0.0.1:0", "[[device]]\nname = \"d\"\nfamily = \"ea-psb\"\naddress = \"127.0.0.1:1\"\nbaud = 9600\n"));
+        let path = write(
+            dir.path(),
+            &config(
+                &dir.path().join("o.sqlite"),
+                "127.0.0.1:0",
+                "[[device]]\nname = \"d\"\nfamily = \"ea-psb\"\naddress = \"127.0.0.1:1\"\nbaud = 9600\n",
+            ),
+        );
         let (ok, err) = run(&path);
         assert!(!ok);
         assert!(err.contains("lab.toml") && err.contains("baud"), "{err}");
-        let path = write(dir.path(), &config(&dir.path().join("o.sqlite"), "127.0.0.1:0", "").replace("current_max = 5.0", "current_max = \"lots\""));
+        let path = write(
+            dir.path(),
+            &config(&dir.path().join("o.sqlite"), "127.0.0.1:0", "")
+                .replace("current_max = 5.0", "current_max = \"lots\""),
+        );
         let (ok, err) = run(&path);
         assert!(!ok);
         assert!(err.contains("current_max"), "{err}");

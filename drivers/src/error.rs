@@ -10,7 +10,10 @@ pub enum DriverError {
         source: std::io::Error,
     },
     #[error("no reply from the device within {timeout_ms} ms while {during}")]
-    Timeout { during: &'static str, timeout_ms: u64 },
+    Timeout {
+        during: &'static str,
+        timeout_ms: u64,
+    },
     #[error("link to the device failed while {during}: {message}")]
     Link {
         during: &'static str,

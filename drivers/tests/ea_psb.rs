@@ -1,11 +1,11 @@
 //! The PSB driver against the PSB simulator, through a real Modbus TCP socket on loopback.
 
 use cyclerd_drivers::Clock;
+use cyclerd_drivers::DriverError;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::ea_psb::sim::SimConfig;
 use cyclerd_drivers::ea_psb::{PsbClient, PsbSim, SimHandle, wire};
 use cyclerd_drivers::stage::PowerStage;
-use cyclerd_drivers::DriverError;
 use cyclerd_protocols::Command;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -27,7 +27,9 @@ async fn sim(clock: &Clock, soc: f64) -> SimHandle {
 async fn client_identifies_the_device_and_takes_remote_control() {
     let clock = Clock::real();
     let sim = sim(&clock, 0.5).await;
-    let client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None).await.unwrap();
+    let client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None)
+        .await
+        .unwrap();
     assert_eq!(client.identity().device_type, "PSB 10060-60");
     assert_eq!(client.identity().serial, "T1");
     assert_eq!(client.nominal().voltage_v, 60.0);
@@ -44,22 +46,33 @@ async fn setpoint_writes_without_remote_control_are_refused() {
         .write_multiple_registers(wire::reg::SET_VOLTAGE, &[1000])
         .await
         .unwrap();
-    assert!(reply.is_err(), "a PSB in local mode refuses remote setpoints");
-    raw.write_single_coil(wire::coil::REMOTE, true).await.unwrap().unwrap();
+    assert!(
+        reply.is_err(),
+        "a PSB in local mode refuses remote setpoints"
+    );
+    raw.write_single_coil(wire::coil::REMOTE, true)
+        .await
+        .unwrap()
+        .unwrap();
     let too_high = raw
         .write_multiple_registers(wire::reg::SET_VOLTAGE, &[wire::MAX_SETPOINT + 1])
         .await
         .unwrap();
     assert!(too_high.is_err(), "setpoints above 102 % are refused");
     let unknown = raw.read_holding_registers(9999, 1).await.unwrap();
-    assert!(unknown.is_err(), "unknown registers answer with an exception");
+    assert!(
+        unknown.is_err(),
+        "unknown registers answer with an exception"
+    );
 }
 
 #[tokio::test]
 async fn charging_crosses_over_from_constant_current_to_constant_voltage() {
     let clock = Clock::manual();
     let sim = sim(&clock, 0.5).await;
-    let mut client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None).await.unwrap();
+    let mut client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None)
+        .await
+        .unwrap();
     client
         .apply(&Command::Voltage {
             volts: 4.1,
@@ -69,19 +82,30 @@ async fn charging_crosses_over_from_constant_current_to_constant_voltage() {
         .unwrap();
     let r = client.read().await.unwrap();
     assert!(r.output_on);
-    assert!((r.current_a - 2.5).abs() < 0.01, "CC phase at the current limit: {r:?}");
+    assert!(
+        (r.current_a - 2.5).abs() < 0.01,
+        "CC phase at the current limit: {r:?}"
+    );
     // Half an hour later the cell sits at the voltage setpoint with a tapering current.
     clock.advance(1800.0);
     let r = client.read().await.unwrap();
-    assert!((r.voltage_v - 4.1).abs() < 0.003, "CV phase holds the setpoint: {r:?}");
-    assert!(r.current_a > 0.01 && r.current_a < 2.4, "current tapers: {r:?}");
+    assert!(
+        (r.voltage_v - 4.1).abs() < 0.003,
+        "CV phase holds the setpoint: {r:?}"
+    );
+    assert!(
+        r.current_a > 0.01 && r.current_a < 2.4,
+        "current tapers: {r:?}"
+    );
 }
 
 #[tokio::test]
 async fn discharge_current_reads_back_negative() {
     let clock = Clock::manual();
     let sim = sim(&clock, 0.8).await;
-    let mut client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None).await.unwrap();
+    let mut client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None)
+        .await
+        .unwrap();
     client
         .apply(&Command::Current {
             amps: -1.25,
@@ -100,7 +124,9 @@ async fn discharge_current_reads_back_negative() {
 async fn output_off_stops_the_current_and_an_alarm_is_reported() {
     let clock = Clock::real();
     let sim = sim(&clock, 0.5).await;
-    let mut client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None).await.unwrap();
+    let mut client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None)
+        .await
+        .unwrap();
     client
         .apply(&Command::Current {
             amps: 1.0,
@@ -122,7 +148,10 @@ async fn an_unreachable_device_is_a_connect_error_naming_the_address() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let err = PsbClient::connect(addr, 1, TIMEOUT, None).await.err().unwrap();
+    let err = PsbClient::connect(addr, 1, TIMEOUT, None)
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, DriverError::Connect { .. }), "{err}");
     assert!(err.to_string().contains(&addr.to_string()));
     assert!(err.is_link_lost());

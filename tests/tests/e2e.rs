@@ -25,7 +25,12 @@ async fn four_channels_cycle_cccv_and_every_sample_reaches_the_hub_exactly_once(
     tokio::time::timeout(Duration::from_secs(600), lab.daemon.wait_all_done())
         .await
         .expect("the protocols finish");
-    let finished: Vec<_> = lab.daemon.snapshots().into_iter().map(|s| (s.state, s.reason)).collect();
+    let finished: Vec<_> = lab
+        .daemon
+        .snapshots()
+        .into_iter()
+        .map(|s| (s.state, s.reason))
+        .collect();
     let (summary, data_dir, _keep) = lab.stop(Duration::from_secs(60)).await.unwrap();
     for (state, reason) in &finished {
         assert_eq!(state, "finished", "a channel did not finish: {reason}");
@@ -36,13 +41,19 @@ async fn four_channels_cycle_cccv_and_every_sample_reaches_the_hub_exactly_once(
     let hub = HubStore::open(data_dir.join("hub.sqlite")).unwrap();
     let mut total = 0;
     for test_id in &tests {
-        let row = hub.test(test_id).unwrap().expect("the hub knows every test");
+        let row = hub
+            .test(test_id)
+            .unwrap()
+            .expect("the hub knows every test");
         assert_eq!(row.outcome.as_deref(), Some("finished"));
         let samples = hub.samples(test_id).unwrap();
         // Exactly once, contiguous from 0.
         assert_eq!(Some(samples.len() as u64), row.expected_samples);
         for (i, s) in samples.iter().enumerate() {
-            assert_eq!(s.seq, i as u64, "sequence numbers of {test_id} are contiguous");
+            assert_eq!(
+                s.seq, i as u64,
+                "sequence numbers of {test_id} are contiguous"
+            );
         }
         total += samples.len() as u64;
 
@@ -53,17 +64,33 @@ async fn four_channels_cycle_cccv_and_every_sample_reaches_the_hub_exactly_once(
             .filter(|e| e.kind == "step")
             .map(|e| (e.step, e.message))
             .collect();
-        assert_eq!(samples.iter().map(|s| s.cycle).max(), Some(3), "three cycles");
+        assert_eq!(
+            samples.iter().map(|s| s.cycle).max(),
+            Some(3),
+            "three cycles"
+        );
         check_cutoffs(test_id, &samples, &steps);
 
         let mut csv = Vec::new();
         cyclerhub::export::write_bdf_csv(&hub, test_id, &mut csv).unwrap();
         let text = String::from_utf8(csv).unwrap();
         let mut lines = text.lines();
-        assert!(lines.next().unwrap().starts_with("Test Time / s,Voltage / V,Current / A"));
-        assert_eq!(lines.count(), samples.len(), "BDF export has one row per sample");
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("Test Time / s,Voltage / V,Current / A")
+        );
+        assert_eq!(
+            lines.count(),
+            samples.len(),
+            "BDF export has one row per sample"
+        );
     }
-    assert_eq!(total, summary.samples_acquired, "the hub holds every acquired sample");
+    assert_eq!(
+        total, summary.samples_acquired,
+        "the hub holds every acquired sample"
+    );
 }
 
 /// Groups samples by step and checks where each step ended.
@@ -72,7 +99,10 @@ fn check_cutoffs(test_id: &str, samples: &[cyclerhub::SampleRow], steps: &HashMa
     let mut seen = HashMap::<&str, usize>::new();
     while i < samples.len() {
         let step = samples[i].step;
-        let end = samples[i..].iter().position(|s| s.step != step).map_or(samples.len(), |n| i + n);
+        let end = samples[i..]
+            .iter()
+            .position(|s| s.step != step)
+            .map_or(samples.len(), |n| i + n);
         let run = &samples[i..end];
         let description = steps.get(&step).map(String::as_str).unwrap_or("?");
         let last = run.last().unwrap();
@@ -81,18 +111,37 @@ fn check_cutoffs(test_id: &str, samples: &[cyclerhub::SampleRow], steps: &HashMa
             CC_CHARGE => {
                 // Terminates on the first poll at or above 4.2 V, and overshoots by no more
                 // than that poll's own rise.
-                assert!(last.voltage_v >= 4.2, "{test_id} step {step}: CC ended below 4.2 V");
+                assert!(
+                    last.voltage_v >= 4.2,
+                    "{test_id} step {step}: CC ended below 4.2 V"
+                );
                 let prev = before_last.last().map_or(last.voltage_v, |s| s.voltage_v);
-                assert!(before_last.iter().all(|s| s.voltage_v < 4.2), "{test_id} step {step}: CC passed 4.2 V without ending");
+                assert!(
+                    before_last.iter().all(|s| s.voltage_v < 4.2),
+                    "{test_id} step {step}: CC passed 4.2 V without ending"
+                );
                 assert!(last.voltage_v - 4.2 <= (last.voltage_v - prev).max(0.0) + 1e-9);
                 assert!(run.iter().all(|s| s.current_a >= 0.0));
             }
             CV_HOLD => {
-                assert!(last.current_a.abs() <= 0.125 + 1e-9, "{test_id} step {step}: CV ended at {} A", last.current_a);
-                assert!(before_last.iter().skip(1).all(|s| s.current_a.abs() > 0.125));
+                assert!(
+                    last.current_a.abs() <= 0.125 + 1e-9,
+                    "{test_id} step {step}: CV ended at {} A",
+                    last.current_a
+                );
+                assert!(
+                    before_last
+                        .iter()
+                        .skip(1)
+                        .all(|s| s.current_a.abs() > 0.125)
+                );
             }
             DISCHARGE => {
-                assert!(last.voltage_v <= 3.0, "{test_id} step {step}: discharge ended at {} V", last.voltage_v);
+                assert!(
+                    last.voltage_v <= 3.0,
+                    "{test_id} step {step}: discharge ended at {} V",
+                    last.voltage_v
+                );
                 assert!(before_last.iter().all(|s| s.voltage_v > 3.0));
                 assert!(run.iter().skip(1).all(|s| s.current_a < 0.0));
             }

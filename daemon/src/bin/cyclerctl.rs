@@ -13,7 +13,12 @@ use tonic::transport::Channel;
 #[command(version, about = "cyclerctl: control a running cyclerd")]
 struct Cli {
     /// The daemon's control address.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:50052", env = "CYCLERD_CONTROL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:50052",
+        env = "CYCLERD_CONTROL"
+    )]
     daemon: String,
     #[command(subcommand)]
     command: Command,
@@ -64,9 +69,20 @@ async fn main() -> ExitCode {
 }
 
 async fn connect(address: &str) -> anyhow::Result<ControlClient<Channel>> {
-    ControlClient::connect(address.to_string()).await.map_err(|e| {
-        anyhow::anyhow!("cannot reach cyclerd at {address}: {e} (is it running? set --daemon)")
-    })
+    ControlClient::connect(address.to_string())
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot reach cyclerd at {address}: {e} (is it running? set --daemon)")
+        })
+}
+
+/// Output piped into `head` or a closed terminal ends `watch` quietly.
+fn quiet_broken_pipe(result: std::io::Result<()>) -> anyhow::Result<bool> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -78,7 +94,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "hub      {} {}",
                 s.hub_address,
-                if s.hub_connected { "connected" } else { "NOT CONNECTED" }
+                if s.hub_connected {
+                    "connected"
+                } else {
+                    "NOT CONNECTED"
+                }
             );
             println!(
                 "outbox   {} entries waiting; {} samples acquired, {} acknowledged",
@@ -98,28 +118,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = std::io::stdout();
             while let Some(snapshot) = stream.message().await? {
                 let line = channel_line(&snapshot);
-                if tty {
+                let written = if tty {
                     // Redraw the block in place: one line per channel.
                     let shown = lines.len();
                     lines.insert(snapshot.channel_id.clone(), line);
-                    if shown > 0 {
-                        write!(out, "\x1b[{shown}A")?;
-                    }
+                    let mut block = if shown > 0 {
+                        format!("\x1b[{shown}A")
+                    } else {
+                        String::new()
+                    };
                     for l in lines.values() {
-                        writeln!(out, "\x1b[2K{l}")?;
+                        block.push_str(&format!("\x1b[2K{l}\n"));
                     }
+                    out.write_all(block.as_bytes()).and_then(|()| out.flush())
                 } else {
-                    writeln!(out, "{line}")?;
+                    writeln!(out, "{line}").and_then(|()| out.flush())
+                };
+                if !quiet_broken_pipe(written)? {
+                    break;
                 }
-                out.flush()?;
             }
         }
-        Command::Start { channel, protocol, meta } => {
+        Command::Start {
+            channel,
+            protocol,
+            meta,
+        } => {
             let protocol_yaml = std::fs::read_to_string(&protocol)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", protocol.display()))?;
             let metadata: HashMap<String, String> = meta.into_iter().collect();
             let r = client
-                .start_test(StartTestRequest { channel_id: channel.clone(), protocol_yaml, metadata })
+                .start_test(StartTestRequest {
+                    channel_id: channel.clone(),
+                    protocol_yaml,
+                    metadata,
+                })
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                 .into_inner();
@@ -127,7 +160,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stop { channel, reason } => {
             client
-                .stop_test(StopTestRequest { channel_id: channel.clone(), reason })
+                .stop_test(StopTestRequest {
+                    channel_id: channel.clone(),
+                    reason,
+                })
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
             println!("stopped {channel}");

@@ -51,7 +51,10 @@ enum Command {
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[tokio::main]
@@ -62,7 +65,14 @@ async fn main() -> ExitCode {
             init_logging("info");
             run(config).await.map(|()| ExitCode::SUCCESS)
         }
-        Command::Demo { channels, speed, wall_limit, protocol, data_dir, control } => {
+        Command::Demo {
+            channels,
+            speed,
+            wall_limit,
+            protocol,
+            data_dir,
+            control,
+        } => {
             init_logging("warn");
             let options = DemoOptions {
                 channels,
@@ -75,7 +85,11 @@ async fn main() -> ExitCode {
             };
             let mut stdout = std::io::stdout();
             demo::run(options, &mut stdout).await.map(|summary| {
-                if summary.lost() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                if summary.lost() == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
             })
         }
     };

@@ -79,7 +79,9 @@ impl PsbClient {
                 }
             }
         };
-        client.write_coil(coil::REMOTE, true, "taking remote control").await?;
+        client
+            .write_coil(coil::REMOTE, true, "taking remote control")
+            .await?;
         Ok(client)
     }
 
@@ -115,8 +117,8 @@ impl PsbClient {
         count: u16,
         during: &'static str,
     ) -> Result<Vec<u16>, DriverError> {
-        let reply = tokio::time::timeout(self.timeout, self.ctx.read_holding_registers(start, count))
-            .await;
+        let reply =
+            tokio::time::timeout(self.timeout, self.ctx.read_holding_registers(start, count)).await;
         let regs = flatten(reply, self.timeout, during)?;
         if regs.len() != usize::from(count) {
             return Err(DriverError::BadReply {
@@ -133,9 +135,11 @@ impl PsbClient {
         words: &[u16],
         during: &'static str,
     ) -> Result<(), DriverError> {
-        let reply =
-            tokio::time::timeout(self.timeout, self.ctx.write_multiple_registers(start, words))
-                .await;
+        let reply = tokio::time::timeout(
+            self.timeout,
+            self.ctx.write_multiple_registers(start, words),
+        )
+        .await;
         flatten(reply, self.timeout, during)
     }
 
@@ -162,11 +166,17 @@ impl PsbClient {
             Command::Current {
                 amps, voltage_max, ..
             } if amps >= 0.0 => ([0, 0, v(voltage_max, Round::Down), i(amps), full], true),
-            Command::Current { amps, voltage_min, .. } => {
-                ([full, i(-amps), v(voltage_min, Round::Nearest), 0, 0], true)
-            }
+            Command::Current {
+                amps, voltage_min, ..
+            } => ([full, i(-amps), v(voltage_min, Round::Nearest), 0, 0], true),
             Command::Voltage { volts, current_max } => (
-                [full, i(current_max), v(volts, Round::Nearest), i(current_max), full],
+                [
+                    full,
+                    i(current_max),
+                    v(volts, Round::Nearest),
+                    i(current_max),
+                    full,
+                ],
                 true,
             ),
             Command::Power {
@@ -174,7 +184,10 @@ impl PsbClient {
             } if watts >= 0.0 => ([0, 0, v(voltage_max, Round::Down), full, p(watts)], true),
             Command::Power {
                 watts, voltage_min, ..
-            } => ([p(-watts), full, v(voltage_min, Round::Nearest), 0, 0], true),
+            } => (
+                [p(-watts), full, v(voltage_min, Round::Nearest), 0, 0],
+                true,
+            ),
         }
     }
 }

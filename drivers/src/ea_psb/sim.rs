@@ -82,9 +82,7 @@ impl SimState {
         }
         let wanted = self.cell.current_for_voltage(self.set(reg::SET_VOLTAGE));
         let v = self.cell.terminal_voltage(wanted).max(0.1);
-        let source_max = self
-            .set(reg::SET_CURRENT)
-            .min(self.set(reg::SET_POWER) / v);
+        let source_max = self.set(reg::SET_CURRENT).min(self.set(reg::SET_POWER) / v);
         let sink_max = self
             .set(reg::SET_SINK_CURRENT)
             .min(self.set(reg::SET_SINK_POWER) / v);
@@ -121,22 +119,32 @@ impl SimState {
 
     fn read_register(&self, addr: u16) -> Result<u16, ExceptionCode> {
         let n = self.config.nominal;
-        let string_at = |start: u16, s: &str| wire::encode_string(s, reg::STRING_REGS)[usize::from(addr - start)];
+        let string_at = |start: u16, s: &str| {
+            wire::encode_string(s, reg::STRING_REGS)[usize::from(addr - start)]
+        };
         let in_string = |start: u16| (start..start + reg::STRING_REGS).contains(&addr);
         Ok(match addr {
             reg::DEVICE_CLASS => 0x0010,
-            _ if in_string(reg::DEVICE_TYPE) => string_at(reg::DEVICE_TYPE, &self.config.device_type),
-            _ if in_string(reg::MANUFACTURER) => string_at(reg::MANUFACTURER, "Elektro-Automatik (simulated)"),
+            _ if in_string(reg::DEVICE_TYPE) => {
+                string_at(reg::DEVICE_TYPE, &self.config.device_type)
+            }
+            _ if in_string(reg::MANUFACTURER) => {
+                string_at(reg::MANUFACTURER, "Elektro-Automatik (simulated)")
+            }
             _ if in_string(reg::SERIAL) => string_at(reg::SERIAL, &self.config.serial),
             reg::SET_SINK_POWER..=reg::SET_POWER => {
                 self.setpoints[usize::from(addr - reg::SETPOINT_BLOCK)]
             }
             reg::STATE => (self.state_word() >> 16) as u16,
             506 => self.state_word() as u16,
-            reg::ACTUAL_VOLTAGE => {
-                wire::to_raw(self.cell.terminal_voltage(self.current_a), n.voltage_v, wire::Round::Nearest)
+            reg::ACTUAL_VOLTAGE => wire::to_raw(
+                self.cell.terminal_voltage(self.current_a),
+                n.voltage_v,
+                wire::Round::Nearest,
+            ),
+            reg::ACTUAL_CURRENT => {
+                wire::to_raw(self.current_a.abs(), n.current_a, wire::Round::Nearest)
             }
-            reg::ACTUAL_CURRENT => wire::to_raw(self.current_a.abs(), n.current_a, wire::Round::Nearest),
             reg::ACTUAL_POWER => {
                 let p = (self.cell.terminal_voltage(self.current_a) * self.current_a).abs();
                 wire::to_raw(p, n.power_w, wire::Round::Nearest)
@@ -150,7 +158,9 @@ impl SimState {
         self.advance();
         match req {
             Request::ReadHoldingRegisters(start, count) => {
-                let end = start.checked_add(count).ok_or(ExceptionCode::IllegalDataAddress)?;
+                let end = start
+                    .checked_add(count)
+                    .ok_or(ExceptionCode::IllegalDataAddress)?;
                 if count == 0 || count > 125 {
                     return Err(ExceptionCode::IllegalDataValue);
                 }
@@ -183,7 +193,9 @@ impl SimState {
                 let end = start
                     .checked_add(words.len() as u16)
                     .ok_or(ExceptionCode::IllegalDataAddress)?;
-                if start < reg::SETPOINT_BLOCK || end > reg::SETPOINT_BLOCK + reg::SETPOINT_BLOCK_LEN {
+                if start < reg::SETPOINT_BLOCK
+                    || end > reg::SETPOINT_BLOCK + reg::SETPOINT_BLOCK_LEN
+                {
                     return Err(ExceptionCode::IllegalDataAddress);
                 }
                 if words.iter().any(|&w| w > wire::MAX_SETPOINT) {
@@ -278,7 +290,11 @@ impl PsbSim {
                 let _ = stop_rx.await;
             };
             if let Err(e) = server
-                .serve_until(&on_connected, |e| tracing::debug!("psb sim connection: {e}"), stop)
+                .serve_until(
+                    &on_connected,
+                    |e| tracing::debug!("psb sim connection: {e}"),
+                    stop,
+                )
                 .await
             {
                 tracing::warn!("psb sim on {addr} stopped: {e}");
