@@ -121,6 +121,33 @@ async fn outbox_ingest(dir: &std::path::Path) -> (f64, Outbox) {
     (SAMPLES as f64 / start.elapsed().as_secs_f64(), outbox)
 }
 
+/// The hub's apply path called directly (no gRPC), the same entries in 256-entry transactions.
+fn hub_apply(dir: &std::path::Path) -> f64 {
+    use cyclerd::proto::ingest::Entry;
+    let store = cyclerhub::HubStore::open(dir.join("hub-direct.sqlite")).unwrap();
+    let register = Entry {
+        id: 1,
+        body: Some(Body::TestRegistered(TestRegistered {
+            test_id: "bench".into(),
+            channel_id: "bench/1".into(),
+            protocol_name: "bench".into(),
+            ..Default::default()
+        })),
+    };
+    store.apply_batch("bench", 1, &[register]).unwrap();
+    let entries: Vec<Entry> = (0..SAMPLES / BATCH)
+        .map(|b| Entry {
+            id: 2 + b as u64,
+            body: Some(Body::Samples(batch("bench", (b * BATCH) as u64, BATCH))),
+        })
+        .collect();
+    let start = Instant::now();
+    for chunk in entries.chunks(256) {
+        store.apply_batch("bench", 1, chunk).unwrap();
+    }
+    SAMPLES as f64 / start.elapsed().as_secs_f64()
+}
+
 async fn uploader_drain(dir: &std::path::Path, outbox: Outbox) -> f64 {
     // The hub must know the test before it accepts its samples.
     let hub_store = cyclerhub::HubStore::open(dir.join("hub.sqlite")).unwrap();
@@ -198,6 +225,12 @@ fn main() {
         ingest,
         ingest / rows,
         ingest / packed
+    );
+    let direct = hub_apply(dir.path());
+    println!(
+        "hub       apply without gRPC                {:>12.0} samples/s   ratio {:.2} of the row-per-sample ceiling",
+        direct,
+        direct / rows
     );
     let drain = rt.block_on(uploader_drain(dir.path(), outbox));
     println!(

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cyclerd_proto::ingest::ingest_client::IngestClient;
 use cyclerd_proto::ingest::{
@@ -735,117 +735,4 @@ async fn bdf_export_of_unknown_test_is_an_error() {
         "{err}"
     );
     hub.shutdown().await;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Throughput (a measurement, not a timed assertion): `cargo test --release -p cyclerhub
-// --test ingest -- --ignored --nocapture`
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement; run explicitly with --release --ignored --nocapture"]
-async fn measure_ingest_throughput() {
-    const PER_ENTRY: usize = 1000;
-    const ENTRIES: u64 = 1000;
-    let mut hub = Hub::start().await;
-    let (mut up, _) = hub.upload("daemon-a", 1).await;
-    up.send_entries([registered(1, T1)]).await;
-    up.until_ack(1).await;
-
-    let entries: Vec<Entry> = (0..ENTRIES)
-        .map(|i| samples(2 + i, T1, i * PER_ENTRY as u64, PER_ENTRY))
-        .collect();
-    let started = Instant::now();
-    let sender = up.tx.clone();
-    let feed = tokio::spawn(async move {
-        for e in entries {
-            let req = UploadRequest {
-                msg: Some(upload_request::Msg::Entry(e)),
-            };
-            sender.send(req).await.expect("stream open");
-        }
-    });
-    up.until_ack(1 + ENTRIES).await;
-    let elapsed = started.elapsed();
-    feed.await.unwrap();
-    let n = ENTRIES * PER_ENTRY as u64;
-    assert_eq!(hub.store.sample_count(T1).unwrap(), n);
-    println!(
-        "ingest: {n} samples in {:.3} s = {:.0} samples/s over gRPC into SQLite",
-        elapsed.as_secs_f64(),
-        n as f64 / elapsed.as_secs_f64()
-    );
-
-    // The same store without gRPC in the same run, and a bare rusqlite insert loop: the
-    // ceiling the hub's apply path is measured against.
-    let dir = tempfile::tempdir().unwrap();
-    let direct = store_apply_rate(&dir.path().join("direct.sqlite"), n);
-    let raw = bare_insert_rate(&dir.path().join("raw.sqlite"), n);
-    println!(
-        "store apply without gRPC: {direct:.0} samples/s; bare single-row rusqlite loop: \
-         {raw:.0} samples/s; \
-         gRPC ingest / bare = {:.2}",
-        n as f64 / elapsed.as_secs_f64() / raw
-    );
-    hub.shutdown().await;
-}
-
-/// Samples/s of `HubStore::apply_batch` called directly, 100 entries per transaction.
-fn store_apply_rate(path: &Path, n: u64) -> f64 {
-    let store = HubStore::open(path).unwrap();
-    store.apply_batch("raw", 1, &[registered(1, T1)]).unwrap();
-    let entries: Vec<Entry> = (0..n / 1000)
-        .map(|i| samples(2 + i, T1, i * 1000, 1000))
-        .collect();
-    let started = Instant::now();
-    for chunk in entries.chunks(100) {
-        store.apply_batch("raw", 1, chunk).unwrap();
-    }
-    n as f64 / started.elapsed().as_secs_f64()
-}
-
-/// Samples/s of a plain single-row cached-statement insert loop into the same table shape, one
-/// transaction per 100k rows, same pragmas.
-fn bare_insert_rate(path: &Path, n: u64) -> f64 {
-    let mut conn = rusqlite::Connection::open(path).unwrap();
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA cache_size = -65536;
-         CREATE TABLE samples (test_key INTEGER NOT NULL, seq INTEGER NOT NULL,
-            a REAL NOT NULL, b REAL NOT NULL, c REAL NOT NULL, d REAL NOT NULL,
-            e INTEGER NOT NULL, f INTEGER NOT NULL, g REAL NOT NULL, h REAL NOT NULL,
-            i REAL NOT NULL, j REAL NOT NULL, k REAL, PRIMARY KEY (test_key, seq)) WITHOUT ROWID;",
-    )
-    .unwrap();
-    let started = Instant::now();
-    for chunk in 0..n.div_ceil(100_000) {
-        let tx = conn.transaction().unwrap();
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO samples VALUES
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                )
-                .unwrap();
-            for seq in chunk * 100_000..((chunk + 1) * 100_000).min(n) {
-                let x = seq as f64;
-                stmt.execute(rusqlite::params![
-                    1,
-                    seq as i64,
-                    x,
-                    x,
-                    3.7,
-                    1.25,
-                    1,
-                    2,
-                    x,
-                    0.0,
-                    x,
-                    0.0,
-                    None::<f64>
-                ])
-                .unwrap();
-            }
-        }
-        tx.commit().unwrap();
-    }
-    n as f64 / started.elapsed().as_secs_f64()
 }
