@@ -736,3 +736,80 @@ async fn bdf_export_of_unknown_test_is_an_error() {
     );
     hub.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input: whatever a peer sends, the store answers without panicking and loses nothing
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    /// Entries with arbitrary column lengths, values (NaN, infinities), ids and test ids.
+    fn arbitrary_entry() -> impl Strategy<Value = Entry> {
+        let value = prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            -5.0f64..5.0
+        ];
+        let column = proptest::collection::vec(value, 0..6);
+        let test_id = prop_oneof![Just(T1.to_string()), Just(T2.to_string()), "\\PC{0,8}"];
+        let samples = (
+            test_id.clone(),
+            any::<u64>(),
+            column.clone(),
+            column.clone(),
+            column,
+        )
+            .prop_map(|(test_id, first_seq, v, i, t)| {
+                let n = v.len();
+                let mut b = batch(&test_id, first_seq % 1000, n, false);
+                b.voltage_v = v;
+                b.current_a = i;
+                b.temperature_c = t;
+                Body::Samples(b)
+            });
+        let body = prop_oneof![
+            samples,
+            test_id
+                .clone()
+                .prop_map(|t| registered(0, &t).body.unwrap()),
+            test_id
+                .clone()
+                .prop_map(|t| event(0, &t, "x").body.unwrap()),
+            (test_id, any::<u64>()).prop_map(|(t, n)| ended(0, &t, n).body.unwrap()),
+        ];
+        (1u64..40, proptest::option::weighted(0.9, body)).prop_map(|(id, body)| Entry { id, body })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_entries_are_applied_or_rejected_and_never_lose_stored_samples(
+            entries in proptest::collection::vec(arbitrary_entry(), 0..12)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = HubStore::open(dir.path().join("hub.sqlite")).unwrap();
+            store.apply_batch("d", 1, &whole_test(100, T1)).unwrap();
+            let before = store.samples(T1).unwrap();
+            for chunk in entries.chunks(3) {
+                // Ids need not increase here: the store must cope with anything it is handed.
+                let _ = store.apply_batch("d", 1, chunk);
+            }
+            let after = store.samples(T1).unwrap();
+            prop_assert!(after.len() >= before.len());
+            prop_assert_eq!(&after[..before.len()], &before[..]);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_decode_into_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(entry) = Entry::decode(&bytes[..]) {
+                let dir = tempfile::tempdir().unwrap();
+                let store = HubStore::open(dir.path().join("hub.sqlite")).unwrap();
+                let _ = store.apply_batch("d", 1, &[entry]);
+            }
+        }
+    }
+}
