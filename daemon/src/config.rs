@@ -43,14 +43,34 @@ pub struct DaemonSection {
     /// Shown in the hub's listings; defaults to "cyclerd".
     #[serde(default = "default_name")]
     pub name: String,
+    /// The daemon's identity at the hub. Unset: a UUID made with the store. Set it to keep one
+    /// identity when the store is recreated (the hub then tells the histories apart by epoch).
+    pub id: Option<String>,
+    /// What to do with a stepped test that was running when the daemon stopped uncleanly.
+    #[serde(default)]
+    pub resume: ResumePolicy,
 }
 
 impl Default for DaemonSection {
     fn default() -> Self {
         DaemonSection {
             name: default_name(),
+            id: None,
+            resume: ResumePolicy::default(),
         }
     }
+}
+
+/// After a crash or power cut, every channel is first put in its safe state; then each
+/// interrupted stepped test is:
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumePolicy {
+    /// continued in the same step, with its elapsed time and capacity;
+    #[default]
+    Continue,
+    /// or ended as faulted.
+    Abort,
 }
 
 fn default_name() -> String {
@@ -65,6 +85,16 @@ pub struct StoreSection {
     /// Longest time an acquired sample waits in memory before it is committed (wall ms).
     #[serde(default = "default_commit_interval_ms")]
     pub commit_interval_ms: u64,
+    /// "full" (default): a committed sample survives a power cut. "normal": it survives a
+    /// crash of the daemon, and a power cut may lose the last second or so of commits.
+    #[serde(default)]
+    pub sync: crate::outbox::SyncMode,
+    /// Quota on data waiting for the hub; when reached, stepped channels pause at rest with
+    /// their output off until the hub has taken some of it. Unset: limited by the disk only.
+    pub max_bytes: Option<u64>,
+    /// Keep acknowledged entries this many seconds before deleting them (0: delete at once).
+    #[serde(default)]
+    pub keep_acked_s: u64,
 }
 
 fn default_commit_interval_ms() -> u64 {
@@ -223,6 +253,18 @@ impl ChannelConfig {
     }
 }
 
+impl StoreSection {
+    pub fn outbox_options(&self, daemon_id: Option<String>) -> crate::outbox::OutboxOptions {
+        crate::outbox::OutboxOptions {
+            path: self.path.clone(),
+            sync: self.sync,
+            max_bytes: self.max_bytes,
+            keep_acked: std::time::Duration::from_secs(self.keep_acked_s),
+            daemon_id,
+        }
+    }
+}
+
 impl Config {
     /// Reads `path`, applies `CYCLERD_*` overrides, and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -289,6 +331,17 @@ impl Config {
                 "limits.current_max must be positive, not {}",
                 l.current_max
             ));
+        }
+        if self.store.max_bytes == Some(0) {
+            return fail("store.max_bytes must be at least 1 (or left out for no quota)".into());
+        }
+        if self
+            .daemon
+            .id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return fail("daemon.id must not be empty (or left out to make one)".into());
         }
         if self.store.commit_interval_ms == 0 {
             return fail("store.commit_interval_ms must be at least 1".into());

@@ -2,7 +2,7 @@
 //! `cyclerd run` and `cyclerd demo` use.
 
 use crate::config::{Config, DeviceConfig, Family};
-use crate::outbox::Outbox;
+use crate::outbox::{Checkpoint, Outbox};
 use crate::proto::control::{ChannelSnapshot, Status};
 use crate::runner::{ChannelCmd, ChannelRunner, ChannelSpec, Shared, StartError, TestRequest};
 use crate::uploader::{self, UploaderConfig, UploaderStatus};
@@ -70,7 +70,16 @@ impl Daemon {
     /// Opens the store, connects every device (an unreachable one is an error naming it and its
     /// address), and starts the uploader and the channel runners.
     pub async fn start(config: Config, origin: &str, clock: Clock) -> anyhow::Result<Daemon> {
-        let outbox = Outbox::open(&config.store.path)?;
+        let outbox = Outbox::open_with(config.store.outbox_options(config.daemon.id.clone()))?;
+        for alarm in outbox.startup_alarms() {
+            tracing::error!("{alarm}");
+        }
+        let mut interrupted: HashMap<String, Checkpoint> = outbox
+            .reader()?
+            .checkpoints()?
+            .into_iter()
+            .map(|c| (c.channel_id.clone(), c))
+            .collect();
         let shared = Shared {
             clock,
             outbox: outbox.clone(),
@@ -111,8 +120,19 @@ impl Daemon {
             });
             let (cmds, cmd_rx) = mpsc::channel(16);
             let runner = ChannelRunner::new(spec, client, shared.clone(), live_tx);
-            runners.spawn(runner.run(cmd_rx, runners_rx.clone()));
+            let resume = interrupted
+                .remove(&ch.id)
+                .map(|c| (c, config.daemon.resume));
+            runners.spawn(runner.run(resume, cmd_rx, runners_rx.clone()));
             channels.insert(ch.id.clone(), ChannelHandle { cmds, live });
+        }
+        for (channel, c) in interrupted {
+            // Its channel is gone from the configuration: the test cannot continue anywhere.
+            tracing::error!(
+                "test {} was running on channel {channel}, which the configuration no longer has; \
+                 it stays interrupted until that channel is configured again",
+                c.test_id
+            );
         }
         let status = Arc::new(UploaderStatus::default());
         let uploader = tokio::spawn(uploader::run(
@@ -173,6 +193,7 @@ impl Daemon {
         let test = Box::new(TestRequest {
             plan,
             source: protocol_yaml.into(),
+            origin: origin.into(),
             metadata,
         });
         handle

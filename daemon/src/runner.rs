@@ -2,16 +2,19 @@
 //!
 //! Every poll it reads the power stage, feeds the measurement to the engine, writes the setpoint
 //! the engine returns when it changes, and appends the sample to a columnar batch that goes to
-//! the outbox when it is full or `commit_interval` old. Safety is the engine's first check on
-//! every poll; on any fault, on lost communication and on shutdown the output goes off first and
-//! the reason is recorded second.
+//! the outbox when it is full or `commit_interval` old, together with a checkpoint of the engine
+//! (same transaction), so a restarted daemon resumes exactly after the last committed sample.
+//! Safety is the engine's first check on every poll; on any fault, on lost communication and on
+//! shutdown the output goes off first and the reason is recorded second. When the outbox is full
+//! the channel pauses at rest, output off, and resumes when there is room again.
 
-use crate::outbox::Outbox;
+use crate::config::ResumePolicy;
+use crate::outbox::{Checkpoint, CheckpointOp, Outbox, Progress};
 use crate::proto::control::ChannelSnapshot;
 use crate::proto::ingest::{Event, SampleBatch, TestEnded, TestRegistered, entry::Body};
 use cyclerd_drivers::Clock;
-use cyclerd_drivers::stage::PowerStage;
-use cyclerd_protocols::{Command, Engine, Measurement, Outcome, Plan, Safety};
+use cyclerd_drivers::stage::{PowerStage, Reading};
+use cyclerd_protocols::{Command, Engine, EngineState, Measurement, Outcome, Plan, Safety};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +24,8 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 /// Samples per outbox entry before a batch is sent regardless of its age.
 pub const BATCH_SAMPLES: usize = 2048;
+/// How often a channel that lost its device tries again to switch the output off.
+const OFF_RETRY: Duration = Duration::from_secs(1);
 
 /// What a channel needs to know about itself.
 #[derive(Debug, Clone)]
@@ -69,6 +74,8 @@ pub enum ChannelCmd {
 pub struct TestRequest {
     pub plan: Plan,
     pub source: String,
+    /// Where the protocol came from, for messages.
+    pub origin: String,
     pub metadata: HashMap<String, String>,
 }
 
@@ -77,7 +84,7 @@ pub struct TestRequest {
 pub struct Shared {
     pub clock: Clock,
     pub outbox: Outbox,
-    /// Every sample read from any device; `cyclerd demo` compares it with what the hub acked.
+    /// Every sample read from any device since the daemon started.
     pub acquired: Arc<AtomicU64>,
 }
 
@@ -87,12 +94,40 @@ pub struct ChannelRunner<D> {
     device: D,
     shared: Shared,
     live: watch::Sender<ChannelSnapshot>,
+    /// The output could not be confirmed off (device unreachable): keep trying while idle.
+    output_unconfirmed: bool,
 }
 
 /// How a test ended, as recorded.
 struct Ending {
     outcome: &'static str,
     reason: String,
+}
+
+/// A test in progress on this channel.
+struct Run {
+    test_id: String,
+    engine: Engine,
+    batch: Batch,
+    /// Unix time (of the clock) at which the test started; test time counts from it.
+    start_unix_s: f64,
+    /// Test time spent paused or interrupted; the engine's clock leaves it out so steps keep
+    /// their elapsed time.
+    paused_s: f64,
+    /// The setpoint in force.
+    command: Command,
+}
+
+impl Run {
+    fn progress(&self, test_time_s: f64) -> Progress {
+        Progress {
+            engine_json: serde_json::to_string(&self.engine.checkpoint()).unwrap_or_default(),
+            next_seq: self.batch.next_seq,
+            test_time_s,
+            unix_s: self.start_unix_s + test_time_s,
+            paused_s: self.paused_s,
+        }
+    }
 }
 
 impl<D: PowerStage> ChannelRunner<D> {
@@ -107,24 +142,41 @@ impl<D: PowerStage> ChannelRunner<D> {
             device,
             shared,
             live,
+            output_unconfirmed: false,
         }
     }
 
-    /// Serves commands until `shutdown` turns true; the output is off whenever no test runs.
+    /// Puts the output in its safe state, resumes an interrupted test if there is one, then
+    /// serves commands until `shutdown` turns true. The output is off whenever no test runs.
     pub async fn run(
         mut self,
+        resume: Option<(Checkpoint, ResumePolicy)>,
         mut cmds: mpsc::Receiver<ChannelCmd>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        if let Err(e) = self.device.output_off().await {
-            tracing::warn!(channel = %self.spec.id, "cannot switch output off at startup: {e}");
+        self.switch_off("at startup").await;
+        if let Some((checkpoint, policy)) = resume {
+            self.resume(checkpoint, policy, &mut cmds, &mut shutdown)
+                .await;
         }
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            let retry_off = async {
+                if self.output_unconfirmed {
+                    tokio::time::sleep(OFF_RETRY).await
+                } else {
+                    std::future::pending().await
+                }
+            };
             tokio::select! {
                 _ = shutdown.changed() => break,
+                _ = retry_off => {
+                    if self.device.reconnect().await.is_ok() {
+                        self.switch_off("after regaining the device").await;
+                    }
+                }
                 cmd = cmds.recv() => match cmd {
                     None => break,
                     Some(ChannelCmd::Stop { reply, .. }) => {
@@ -140,53 +192,194 @@ impl<D: PowerStage> ChannelRunner<D> {
                         };
                         let test_id = uuid::Uuid::now_v7().to_string();
                         let _ = reply.send(Ok(test_id.clone()));
-                        self.run_test(test_id, *test, engine, &mut cmds, &mut shutdown).await;
+                        let run = self.begin(test_id, *test, engine);
+                        self.drive(run, &mut cmds, &mut shutdown).await;
                     }
                 },
             }
         }
-        if let Err(e) = self.device.output_off().await {
-            tracing::error!(channel = %self.spec.id, "cannot switch output off at shutdown: {e}");
+        self.switch_off("at shutdown").await;
+    }
+
+    async fn switch_off(&mut self, when: &str) {
+        match self.device.output_off().await {
+            Ok(()) => self.output_unconfirmed = false,
+            Err(e) => {
+                self.output_unconfirmed = true;
+                tracing::error!(channel = %self.spec.id, "cannot switch the output off {when}: {e}");
+            }
         }
     }
 
-    async fn run_test(
+    /// Registers a new test with the hub (through the outbox) and its first checkpoint.
+    fn begin(&mut self, test_id: String, test: TestRequest, mut engine: Engine) -> Run {
+        let clock = &self.shared.clock;
+        let start_unix_s = clock.unix_time_s();
+        let command = engine.start(0.0);
+        let run = Run {
+            test_id: test_id.clone(),
+            engine,
+            batch: Batch::new(&test_id, 0),
+            start_unix_s,
+            paused_s: 0.0,
+            command,
+        };
+        let checkpoint = Checkpoint {
+            test_id: test_id.clone(),
+            channel_id: self.spec.id.clone(),
+            protocol_source: test.source.clone(),
+            origin: test.origin,
+            metadata: test.metadata.clone(),
+            start_unix_s,
+            progress: run.progress(0.0),
+        };
+        self.append(
+            Body::TestRegistered(TestRegistered {
+                test_id: test_id.clone(),
+                channel_id: self.spec.id.clone(),
+                metadata: test.metadata,
+                protocol_name: test.plan.name.clone(),
+                plan_json: test.plan.to_json(),
+                protocol_source: test.source,
+                start_unix_s,
+            }),
+            Some(CheckpointOp::Begin(Box::new(checkpoint))),
+        );
+        self.live.send_modify(|s| {
+            s.state = "running".into();
+            s.test_id = test_id;
+            s.protocol_name = test.plan.name;
+            s.reason.clear();
+            s.samples = 0;
+        });
+        self.step_event(&run, 0.0);
+        run
+    }
+
+    /// Picks up a test that was running when the daemon stopped uncleanly.
+    async fn resume(
         &mut self,
-        test_id: String,
-        test: TestRequest,
-        mut engine: Engine,
+        cp: Checkpoint,
+        policy: ResumePolicy,
         cmds: &mut mpsc::Receiver<ChannelCmd>,
         shutdown: &mut watch::Receiver<bool>,
     ) {
         let clock = self.shared.clock.clone();
-        let t0 = clock.now();
-        let start_unix = clock.unix_time_s();
-        let protocol_name = test.plan.name.clone();
-        self.append(Body::TestRegistered(TestRegistered {
-            test_id: test_id.clone(),
-            channel_id: self.spec.id.clone(),
-            metadata: test.metadata,
-            protocol_name: protocol_name.clone(),
-            plan_json: test.plan.to_json(),
-            protocol_source: test.source,
-            start_unix_s: start_unix,
-        }));
+        let test_time_s = clock.unix_time_s() - cp.start_unix_s;
+        let gap_s = (test_time_s - cp.progress.test_time_s).max(0.0);
+        let restored = Plan::from_yaml(&cp.protocol_source, &cp.origin)
+            .map_err(|e| e.to_string())
+            .and_then(|plan| {
+                let state: EngineState =
+                    serde_json::from_str(&cp.progress.engine_json).map_err(|e| e.to_string())?;
+                Engine::restore(plan, &self.spec.limits, state).map_err(|e| e.to_string())
+            });
+        let engine = match (policy, restored) {
+            (ResumePolicy::Abort, _) => {
+                let why = format!("interrupted for {gap_s:.1} s and resume = \"abort\"");
+                return self.abandon(&cp, &why).await;
+            }
+            (ResumePolicy::Continue, Err(e)) => {
+                let why = format!("cannot restore its checkpoint: {e}");
+                return self.abandon(&cp, &why).await;
+            }
+            (ResumePolicy::Continue, Ok(engine)) => engine,
+        };
+        let run = Run {
+            test_id: cp.test_id.clone(),
+            engine,
+            batch: Batch::new(&cp.test_id, cp.progress.next_seq),
+            start_unix_s: cp.start_unix_s,
+            paused_s: cp.progress.paused_s + gap_s,
+            command: Command::Off,
+        };
+        let status = run.engine.status();
+        let message = format!(
+            "interrupted for {gap_s:.1} s (daemon restart); continuing step {} ({}) of cycle {}",
+            status.step_count, status.description, status.cycle
+        );
+        tracing::warn!(channel = %self.spec.id, test_id = %cp.test_id, "{message}");
+        let progress = run.progress(test_time_s);
+        self.append(
+            Body::Event(Event {
+                test_id: cp.test_id.clone(),
+                unix_time_s: cp.start_unix_s + test_time_s,
+                test_time_s,
+                kind: "interruption".into(),
+                message,
+                step: status.step_count,
+                cycle: status.cycle,
+            }),
+            Some(CheckpointOp::Progress {
+                test_id: cp.test_id.clone(),
+                progress,
+            }),
+        );
+        let plan_name = run.engine.plan().name.clone();
+        let (step, cycle, description) =
+            (status.step_count, status.cycle, status.description.clone());
+        let samples = run.batch.next_seq;
         self.live.send_modify(|s| {
             s.state = "running".into();
-            s.test_id = test_id.clone();
-            s.protocol_name = protocol_name;
+            s.test_id = cp.test_id.clone();
+            s.protocol_name = plan_name;
+            s.step = step;
+            s.cycle = cycle;
+            s.step_description = description;
+            s.samples = samples;
             s.reason.clear();
-            s.samples = 0;
         });
+        // The engine asks for its setpoint again on the first measurement; until then: off.
+        self.drive(run, cmds, shutdown).await;
+    }
 
-        let mut batch = Batch::new(&test_id);
-        let mut command = engine.start(0.0);
-        self.step_event(&test_id, &engine, 0.0);
+    /// Ends an interrupted test that will not be continued.
+    async fn abandon(&mut self, cp: &Checkpoint, why: &str) {
+        let reason = format!("not resumed after the daemon restarted: {why}");
+        tracing::warn!(channel = %self.spec.id, test_id = %cp.test_id, "{reason}");
+        let now = self.shared.clock.unix_time_s();
+        self.append(
+            Body::Event(Event {
+                test_id: cp.test_id.clone(),
+                unix_time_s: now,
+                test_time_s: now - cp.start_unix_s,
+                kind: "interruption".into(),
+                message: reason.clone(),
+                ..Default::default()
+            }),
+            None,
+        );
+        self.append(
+            Body::TestEnded(TestEnded {
+                test_id: cp.test_id.clone(),
+                unix_time_s: now,
+                outcome: "faulted".into(),
+                reason: reason.clone(),
+                sample_count: cp.progress.next_seq,
+            }),
+            Some(CheckpointOp::End {
+                test_id: cp.test_id.clone(),
+            }),
+        );
+        self.live.send_modify(|s| {
+            s.state = "faulted".into();
+            s.test_id = cp.test_id.clone();
+            s.reason = reason;
+        });
+    }
+
+    /// Polls until the test ends, is stopped, or the daemon shuts down.
+    async fn drive(
+        &mut self,
+        mut run: Run,
+        cmds: &mut mpsc::Receiver<ChannelCmd>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
+        let clock = self.shared.clock.clone();
+        let mut space = self.shared.outbox.space();
         let ending = 'test: {
-            if let Err(e) = self.device.apply(&command).await {
-                break 'test self
-                    .fault(format!("cannot write the first setpoint: {e}"))
-                    .await;
+            if let Err(e) = self.device.apply(&run.command).await {
+                break 'test self.fault(format!("cannot write the setpoint: {e}")).await;
             }
             let mut ticks = pacer(clock.wall(self.spec.poll_interval_s));
             let mut last_good = Instant::now();
@@ -205,12 +398,23 @@ impl<D: PowerStage> ChannelRunner<D> {
                         ChannelCmd::Start { reply, .. } => {
                             let _ = reply.send(Err(StartError::Busy {
                                 channel: self.spec.id.clone(),
-                                test_id: test_id.clone(),
+                                test_id: run.test_id.clone(),
                             }));
                             continue;
                         }
                     },
                     _ = ticks.tick() => {}
+                }
+                let has_room = *space.borrow_and_update();
+                if !has_room {
+                    if let Some(ending) = self
+                        .pause_for_space(&mut run, &mut space, cmds, shutdown)
+                        .await
+                    {
+                        break 'test ending;
+                    }
+                    last_good = Instant::now();
+                    continue;
                 }
                 let reading = match self.device.read().await {
                     Ok(r) => {
@@ -227,104 +431,186 @@ impl<D: PowerStage> ChannelRunner<D> {
                                 .await;
                         }
                         tracing::warn!(channel = %self.spec.id, "read failed, retrying: {e}");
+                        if e.is_link_lost()
+                            && let Err(e) = self.device.reconnect().await
+                        {
+                            tracing::warn!(channel = %self.spec.id, "reconnect failed: {e}");
+                        }
                         continue;
                     }
                 };
-                let test_time_s = clock.now() - t0;
-                let (step_before, cycle_before) = {
-                    let s = engine.status();
-                    (s.step_count, s.cycle)
-                };
-                let update = engine.update(&Measurement {
-                    test_time_s,
-                    voltage_v: reading.voltage_v,
-                    current_a: reading.current_a,
-                    temperature_c: reading.temperature_c,
-                });
-                let status = engine.status();
-                batch.push(Sample {
-                    test_time_s,
-                    unix_time_s: start_unix + test_time_s,
-                    voltage_v: reading.voltage_v,
-                    current_a: reading.current_a,
-                    cycle: cycle_before,
-                    step: step_before,
-                    charge_ah: status.charge_capacity_ah,
-                    discharge_ah: status.discharge_capacity_ah,
-                    charge_wh: status.charge_energy_wh,
-                    discharge_wh: status.discharge_energy_wh,
-                    temperature_c: reading.temperature_c,
-                });
-                self.shared.acquired.fetch_add(1, Ordering::Relaxed);
-                let samples = batch.next_seq;
-                self.live.send_modify(|s| {
-                    s.voltage_v = reading.voltage_v;
-                    s.current_a = reading.current_a;
-                    s.temperature_c = reading.temperature_c.unwrap_or(f64::NAN);
-                    s.test_time_s = test_time_s;
-                    s.charge_capacity_ah = status.charge_capacity_ah;
-                    s.discharge_capacity_ah = status.discharge_capacity_ah;
-                    s.samples = samples;
-                });
-                if reading.alarm {
-                    break 'test self.fault("the device reports an alarm".into()).await;
-                }
-                if !reading.output_on && command != Command::Off {
-                    break 'test self
-                        .fault("the device switched its output off by itself".into())
-                        .await;
-                }
-                if let Some(outcome) = update.outcome {
-                    break 'test match outcome {
-                        Outcome::Finished => {
-                            let _ = self.device.output_off().await;
-                            Ending {
-                                outcome: "finished",
-                                reason: String::new(),
-                            }
-                        }
-                        Outcome::Faulted(reason) => self.fault(reason).await,
-                    };
-                }
-                if update.step_changed {
-                    self.step_event(&test_id, &engine, test_time_s);
-                }
-                if update.command != command {
-                    command = update.command;
-                    if let Err(e) = self.device.apply(&command).await {
-                        break 'test self.fault(format!("cannot write a setpoint: {e}")).await;
-                    }
-                }
-                if batch.len() >= BATCH_SAMPLES || batch.age() >= self.spec.commit_interval {
-                    self.send_batch(&mut batch);
+                match self.step(&mut run, &reading).await {
+                    Ok(None) => {}
+                    Ok(Some(ending)) => break 'test ending,
+                    Err(reason) => break 'test self.fault(reason).await,
                 }
             }
         };
-        self.send_batch(&mut batch);
-        let now = clock.now() - t0;
-        if !ending.reason.is_empty() {
-            self.append(Body::Event(Event {
-                test_id: test_id.clone(),
-                unix_time_s: start_unix + now,
-                test_time_s: now,
-                kind: if ending.outcome == "faulted" {
-                    "alarm"
-                } else {
-                    "state"
-                }
-                .into(),
-                message: ending.reason.clone(),
-                step: engine.status().step_count,
-                cycle: engine.status().cycle,
-            }));
+        self.finish(run, ending);
+    }
+
+    /// One poll's worth of work after a good reading; `Ok(Some)` when the test ends.
+    async fn step(&mut self, run: &mut Run, reading: &Reading) -> Result<Option<Ending>, String> {
+        let clock = &self.shared.clock;
+        let test_time_s = clock.unix_time_s() - run.start_unix_s;
+        let (step_before, cycle_before) = {
+            let s = run.engine.status();
+            (s.step_count, s.cycle)
+        };
+        let update = run.engine.update(&Measurement {
+            test_time_s: test_time_s - run.paused_s,
+            voltage_v: reading.voltage_v,
+            current_a: reading.current_a,
+            temperature_c: reading.temperature_c,
+        });
+        let status = run.engine.status();
+        run.batch.push(Sample {
+            test_time_s,
+            unix_time_s: run.start_unix_s + test_time_s,
+            voltage_v: reading.voltage_v,
+            current_a: reading.current_a,
+            cycle: cycle_before,
+            step: step_before,
+            charge_ah: status.charge_capacity_ah,
+            discharge_ah: status.discharge_capacity_ah,
+            charge_wh: status.charge_energy_wh,
+            discharge_wh: status.discharge_energy_wh,
+            temperature_c: reading.temperature_c,
+        });
+        self.shared.acquired.fetch_add(1, Ordering::Relaxed);
+        let samples = run.batch.next_seq;
+        let (charge, discharge) = (status.charge_capacity_ah, status.discharge_capacity_ah);
+        self.live.send_modify(|s| {
+            s.voltage_v = reading.voltage_v;
+            s.current_a = reading.current_a;
+            s.temperature_c = reading.temperature_c.unwrap_or(f64::NAN);
+            s.test_time_s = test_time_s;
+            s.charge_capacity_ah = charge;
+            s.discharge_capacity_ah = discharge;
+            s.samples = samples;
+        });
+        if reading.alarm {
+            return Err("the device reports an alarm".into());
         }
-        self.append(Body::TestEnded(TestEnded {
-            test_id,
-            unix_time_s: start_unix + now,
-            outcome: ending.outcome.into(),
-            reason: ending.reason.clone(),
-            sample_count: batch.next_seq,
-        }));
+        if !reading.output_on && run.command != Command::Off {
+            return Err("the device switched its output off by itself".into());
+        }
+        if let Some(outcome) = update.outcome {
+            return match outcome {
+                Outcome::Finished => {
+                    self.switch_off("at the end of the protocol").await;
+                    Ok(Some(Ending {
+                        outcome: "finished",
+                        reason: String::new(),
+                    }))
+                }
+                Outcome::Faulted(reason) => Err(reason),
+            };
+        }
+        if update.step_changed {
+            self.send_batch(run, test_time_s);
+            self.step_event(run, test_time_s);
+        }
+        if update.command != run.command {
+            run.command = update.command;
+            if let Err(e) = self.device.apply(&run.command).await {
+                return Err(format!("cannot write a setpoint: {e}"));
+            }
+        }
+        if run.batch.len() >= BATCH_SAMPLES || run.batch.age() >= self.spec.commit_interval {
+            self.send_batch(run, test_time_s);
+        }
+        Ok(None)
+    }
+
+    /// The outbox is full: rest with the output off until there is room again.
+    async fn pause_for_space(
+        &mut self,
+        run: &mut Run,
+        space: &mut watch::Receiver<bool>,
+        cmds: &mut mpsc::Receiver<ChannelCmd>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Ending> {
+        self.switch_off("while the outbox is full").await;
+        let clock = self.shared.clock.clone();
+        let paused_at = clock.unix_time_s() - run.start_unix_s;
+        self.send_batch(run, paused_at);
+        self.event(run, paused_at, "state", "paused: the outbox is full (store.max_bytes or disk); output off until the hub takes the backlog".into());
+        self.live.send_modify(|s| {
+            s.state = "paused".into();
+            s.reason = "outbox full".into();
+        });
+        tracing::warn!(channel = %self.spec.id, "paused: the outbox is full");
+        let ending = loop {
+            tokio::select! {
+                _ = shutdown.changed() => break Some(self.safe_stop("the daemon shut down").await),
+                Some(cmd) = cmds.recv() => match cmd {
+                    ChannelCmd::Stop { reason, reply } => {
+                        let _ = reply.send(Ok(()));
+                        break Some(self.safe_stop(if reason.is_empty() { "stopped by the operator" } else { &reason }).await);
+                    }
+                    ChannelCmd::Start { reply, .. } => {
+                        let _ = reply.send(Err(StartError::Busy { channel: self.spec.id.clone(), test_id: run.test_id.clone() }));
+                    }
+                },
+                room = async { space.wait_for(|room| *room).await.is_ok() } => {
+                    if !room {
+                        break Some(self.safe_stop("the outbox writer stopped").await);
+                    }
+                    break None;
+                }
+            }
+        };
+        let resumed_at = clock.unix_time_s() - run.start_unix_s;
+        run.paused_s += resumed_at - paused_at;
+        if ending.is_none() {
+            self.event(
+                run,
+                resumed_at,
+                "state",
+                format!(
+                    "resumed after {:.1} s paused for outbox space",
+                    resumed_at - paused_at
+                ),
+            );
+            self.live.send_modify(|s| {
+                s.state = "running".into();
+                s.reason.clear();
+            });
+            if let Err(e) = self.device.apply(&run.command).await {
+                return Some(
+                    self.fault(format!("cannot write the setpoint after a pause: {e}"))
+                        .await,
+                );
+            }
+        }
+        ending
+    }
+
+    /// Records the end: last samples, why, and the end marker (which retires the checkpoint).
+    fn finish(&mut self, mut run: Run, ending: Ending) {
+        let now = self.shared.clock.unix_time_s() - run.start_unix_s;
+        self.send_batch(&mut run, now);
+        if !ending.reason.is_empty() {
+            let kind = if ending.outcome == "faulted" {
+                "alarm"
+            } else {
+                "state"
+            };
+            self.event(&run, now, kind, ending.reason.clone());
+        }
+        self.append(
+            Body::TestEnded(TestEnded {
+                test_id: run.test_id.clone(),
+                unix_time_s: run.start_unix_s + now,
+                outcome: ending.outcome.into(),
+                reason: ending.reason.clone(),
+                sample_count: run.batch.next_seq,
+            }),
+            Some(CheckpointOp::End {
+                test_id: run.test_id.clone(),
+            }),
+        );
         self.live.send_modify(|s| {
             s.state = ending.outcome.into();
             s.reason = ending.reason;
@@ -333,9 +619,7 @@ impl<D: PowerStage> ChannelRunner<D> {
 
     /// Output off, then the record: the order that protects the cell.
     async fn fault(&mut self, reason: String) -> Ending {
-        if let Err(e) = self.device.output_off().await {
-            tracing::error!(channel = %self.spec.id, "FAULT and cannot switch the output off: {e}");
-        }
+        self.switch_off("after a fault").await;
         tracing::warn!(channel = %self.spec.id, "test faulted: {reason}");
         Ending {
             outcome: "faulted",
@@ -344,26 +628,47 @@ impl<D: PowerStage> ChannelRunner<D> {
     }
 
     async fn safe_stop(&mut self, reason: &str) -> Ending {
-        if let Err(e) = self.device.output_off().await {
-            tracing::error!(channel = %self.spec.id, "cannot switch the output off: {e}");
-        }
+        self.switch_off("when stopping").await;
         Ending {
             outcome: "stopped",
             reason: reason.into(),
         }
     }
 
-    fn step_event(&self, test_id: &str, engine: &Engine, test_time_s: f64) {
-        let s = engine.status();
-        self.append(Body::Event(Event {
-            test_id: test_id.into(),
-            unix_time_s: self.shared.clock.unix_time_s(),
-            test_time_s,
-            kind: "step".into(),
-            message: s.description.clone(),
-            step: s.step_count,
-            cycle: s.cycle,
-        }));
+    fn event(&self, run: &Run, test_time_s: f64, kind: &str, message: String) {
+        let s = run.engine.status();
+        self.append(
+            Body::Event(Event {
+                test_id: run.test_id.clone(),
+                unix_time_s: run.start_unix_s + test_time_s,
+                test_time_s,
+                kind: kind.into(),
+                message,
+                step: s.step_count,
+                cycle: s.cycle,
+            }),
+            None,
+        );
+    }
+
+    /// A step began: recorded as an event that also checkpoints the engine.
+    fn step_event(&self, run: &Run, test_time_s: f64) {
+        let s = run.engine.status();
+        self.append(
+            Body::Event(Event {
+                test_id: run.test_id.clone(),
+                unix_time_s: run.start_unix_s + test_time_s,
+                test_time_s,
+                kind: "step".into(),
+                message: s.description.clone(),
+                step: s.step_count,
+                cycle: s.cycle,
+            }),
+            Some(CheckpointOp::Progress {
+                test_id: run.test_id.clone(),
+                progress: run.progress(test_time_s),
+            }),
+        );
         let (step, cycle, description) = (s.step_count, s.cycle, s.description.clone());
         self.live.send_modify(|snap| {
             snap.step = step;
@@ -372,14 +677,23 @@ impl<D: PowerStage> ChannelRunner<D> {
         });
     }
 
-    fn send_batch(&self, batch: &mut Batch) {
-        if let Some(body) = batch.take() {
-            self.append(Body::Samples(body));
+    /// Sends the batch with a checkpoint that accounts for exactly its samples.
+    fn send_batch(&self, run: &mut Run, test_time_s: f64) {
+        if let Some(body) = run.batch.take() {
+            let last = body.test_time_s.last().copied().unwrap_or(test_time_s);
+            let progress = run.progress(last);
+            self.append(
+                Body::Samples(body),
+                Some(CheckpointOp::Progress {
+                    test_id: run.test_id.clone(),
+                    progress,
+                }),
+            );
         }
     }
 
-    fn append(&self, body: Body) {
-        if let Err(e) = self.shared.outbox.append(body) {
+    fn append(&self, body: Body, checkpoint: Option<CheckpointOp>) {
+        if let Err(e) = self.shared.outbox.append_with(body, checkpoint) {
             // Only happens when the writer thread is gone, i.e. the daemon is going down.
             tracing::error!(channel = %self.spec.id, "cannot queue to the outbox: {e}");
         }
@@ -427,10 +741,10 @@ struct Batch {
 }
 
 impl Batch {
-    fn new(test_id: &str) -> Batch {
+    fn new(test_id: &str, next_seq: u64) -> Batch {
         Batch {
-            columns: Batch::empty(test_id, 0),
-            next_seq: 0,
+            columns: Batch::empty(test_id, next_seq),
+            next_seq,
             started: Instant::now(),
         }
     }

@@ -60,7 +60,7 @@ mod outbox {
         drop(first);
 
         let again = Outbox::open(&path).unwrap();
-        assert_eq!(again.identity(), &identity);
+        assert_eq!(again.identity(), identity);
         assert_eq!(again.stats().backlog(), 2);
         let page = again.reader().unwrap().page_after(0, 10).unwrap();
         assert_eq!(page.len(), 2);

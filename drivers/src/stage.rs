@@ -28,4 +28,7 @@ pub trait PowerStage: Send {
     fn apply(&mut self, command: &Command) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// Safe state: output off. Must be callable at any time, repeatedly.
     fn output_off(&mut self) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// Re-establishes a lost link (and whatever session state the device needs, such as remote
+    /// control), so polling can go on.
+    fn reconnect(&mut self) -> impl Future<Output = Result<(), DriverError>> + Send;
 }

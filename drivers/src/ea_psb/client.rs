@@ -20,6 +20,9 @@ pub struct Identity {
 /// A connected PSB with its remote control taken.
 pub struct PsbClient {
     ctx: Context,
+    /// Where the device is, for reconnecting.
+    addr: SocketAddr,
+    unit: u8,
     /// Ratings every scaled register refers to; a wrong value scales every setpoint wrongly,
     /// so it comes from the device's type designation unless the configuration overrides it.
     nominal: Nominal,
@@ -39,15 +42,11 @@ impl PsbClient {
         timeout: Duration,
         nominal_override: Option<Nominal>,
     ) -> Result<PsbClient, DriverError> {
-        let ctx = tokio::time::timeout(timeout, tcp::connect_slave(addr, Slave(unit)))
-            .await
-            .map_err(|_| DriverError::Timeout {
-                during: "connecting",
-                timeout_ms: timeout.as_millis() as u64,
-            })?
-            .map_err(|source| DriverError::Connect { addr, source })?;
+        let ctx = open(addr, unit, timeout).await?;
         let mut client = PsbClient {
             ctx,
+            addr,
+            unit,
             nominal: Nominal {
                 voltage_v: 0.0,
                 current_a: 0.0,
@@ -228,6 +227,29 @@ impl PowerStage for PsbClient {
         self.write_coil(coil::OUTPUT, false, "switching the output off")
             .await
     }
+
+    async fn reconnect(&mut self) -> Result<(), DriverError> {
+        self.ctx = open(self.addr, self.unit, self.timeout).await?;
+        let identity = self.read_identity().await?;
+        if identity.serial != self.identity.serial {
+            return Err(DriverError::Identity(format!(
+                "after reconnecting, {} answers with serial {:?}, not {:?}",
+                self.addr, identity.serial, self.identity.serial
+            )));
+        }
+        self.write_coil(coil::REMOTE, true, "taking remote control")
+            .await
+    }
+}
+
+async fn open(addr: SocketAddr, unit: u8, timeout: Duration) -> Result<Context, DriverError> {
+    tokio::time::timeout(timeout, tcp::connect_slave(addr, Slave(unit)))
+        .await
+        .map_err(|_| DriverError::Timeout {
+            during: "connecting",
+            timeout_ms: timeout.as_millis() as u64,
+        })?
+        .map_err(|source| DriverError::Connect { addr, source })
 }
 
 /// Folds the three layers of a timed Modbus reply (timeout, transport, exception) into one.

@@ -1,0 +1,516 @@
+//! The SQLite outbox: an append-only log of entries waiting for the hub.
+//!
+//! One writer thread owns the write connection and commits everything queued in one transaction
+//! (group commit), so producers never wait on the disk and the disk sees one commit per batch.
+//! Sample batches are one row each (many samples per row), stored as the encoded protobuf
+//! `Entry` the uploader sends, with a CRC-32 over it. Entries leave only after the hub
+//! acknowledged them (or `keep_acked` later). Stepped tests' checkpoints are written in the same
+//! transaction as the samples they account for.
+//!
+//! # Layout
+//! - [`schema`]: tables, pragmas, the sync modes.
+//! - `writer`: the writer thread (group commit, acks, parking, quota, vacuum).
+//! - `reader`: pages for the uploader, summaries and checkpoints for the daemon.
+
+mod reader;
+pub mod schema;
+mod writer;
+
+pub use reader::{OutboxReader, OutboxSummary, PageItem, StoredEntry};
+pub use schema::SyncMode;
+
+use crate::proto::ingest::{Entry, entry::Body};
+use prost::Message;
+use rusqlite::Connection;
+use schema::{meta, meta_u64, set_meta};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How many of the newest unacknowledged entries are checked at startup.
+const VERIFY_TAIL: i64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("outbox {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "outbox {path} was written by a newer cyclerd (schema {found}, this one knows {known}); \
+         upgrade cyclerd or point store.path elsewhere"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("the outbox writer has stopped")]
+    WriterGone,
+}
+
+/// How the store is opened.
+#[derive(Debug, Clone)]
+pub struct OutboxOptions {
+    pub path: PathBuf,
+    pub sync: SyncMode,
+    /// Quota on unacknowledged data; at or above it acquisition pauses (data is never dropped).
+    pub max_bytes: Option<u64>,
+    /// Keep acknowledged entries this long before deleting them (zero: delete at once).
+    pub keep_acked: Duration,
+    /// The daemon's configured identity; `None` makes one with a new store.
+    pub daemon_id: Option<String>,
+}
+
+impl OutboxOptions {
+    /// Defaults for `path`: full sync, no quota, delete on ack, identity made with the store.
+    pub fn new(path: &Path) -> OutboxOptions {
+        OutboxOptions {
+            path: path.to_path_buf(),
+            sync: SyncMode::Full,
+            max_bytes: None,
+            keep_acked: Duration::ZERO,
+            daemon_id: None,
+        }
+    }
+}
+
+/// The store's identity as the hub sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreIdentity {
+    pub daemon_id: String,
+    /// Changes whenever the store is created anew (or finds it is behind the hub), so ids that
+    /// start again from 1 are never taken for duplicates of an earlier history.
+    pub epoch: u64,
+}
+
+/// What a restarted daemon needs to resume a stepped test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub test_id: String,
+    pub channel_id: String,
+    /// The protocol document as started, and where it came from (for error messages).
+    pub protocol_source: String,
+    pub origin: String,
+    pub metadata: HashMap<String, String>,
+    pub start_unix_s: f64,
+    pub progress: Progress,
+}
+
+/// The part of a checkpoint that changes as the test runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// The engine's serialised state.
+    pub engine_json: String,
+    /// Sequence number the next sample gets: every sample below it is committed.
+    pub next_seq: u64,
+    /// Test time and unix time of the last committed sample.
+    pub test_time_s: f64,
+    pub unix_s: f64,
+    /// Time the test spent paused or interrupted, which the engine's clock leaves out.
+    pub paused_s: f64,
+}
+
+/// Checkpoint work riding along with an append, in the same transaction.
+#[derive(Debug, Clone)]
+pub enum CheckpointOp {
+    Begin(Box<Checkpoint>),
+    Progress { test_id: String, progress: Progress },
+    End { test_id: String },
+}
+
+/// What is sent to the writer thread.
+enum WriteOp {
+    /// An encoded `Entry` (id 0; the row id becomes its id) with its CRC-32.
+    Append {
+        bytes: Vec<u8>,
+        crc: u32,
+        samples: u64,
+        checkpoint: Option<CheckpointOp>,
+    },
+    Ack {
+        up_to: u64,
+    },
+    Park {
+        id: u64,
+        reason: String,
+    },
+    /// Moves every dead letter back into the queue with a new id; answers how many.
+    Requeue(oneshot::Sender<u64>),
+    /// Starts a new epoch; answers the new identity.
+    NewEpoch(oneshot::Sender<StoreIdentity>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Counters shared between the writer, the uploader and the status API.
+#[derive(Debug, Default)]
+pub struct OutboxStats {
+    /// Highest committed entry id.
+    pub committed: AtomicU64,
+    /// Highest id the hub acknowledged.
+    pub acked: AtomicU64,
+    /// Samples in acknowledged entries (since this store was created).
+    pub samples_acked: AtomicU64,
+    /// Samples appended (since this store was created).
+    pub samples_appended: AtomicU64,
+    /// Entries not yet acknowledged (nor parked).
+    pub pending_entries: AtomicU64,
+    /// Bytes of entries not yet acknowledged: what the quota limits.
+    pub pending_bytes: AtomicU64,
+    /// Entries parked in the dead-letter table.
+    pub dead_letters: AtomicU64,
+    /// The last commit failed (disk full, I/O error); the writer keeps retrying.
+    pub failing: AtomicBool,
+}
+
+impl OutboxStats {
+    /// Entries waiting for the hub.
+    pub fn backlog(&self) -> u64 {
+        self.pending_entries.load(Ordering::Acquire)
+    }
+}
+
+/// The producer side: cheap to clone, never blocks on the disk.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<WriteOp>,
+    stats: Arc<OutboxStats>,
+    committed: watch::Receiver<u64>,
+    acked: watch::Receiver<u64>,
+    /// `true` while there is room under the quota and the disk takes commits.
+    space: watch::Receiver<bool>,
+    identity: Arc<RwLock<StoreIdentity>>,
+    options: Arc<OutboxOptions>,
+    /// Problems found when the store was opened (quarantined entries), for the status API.
+    startup_alarms: Arc<Vec<String>>,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn open_conn(path: &Path, sync: SyncMode) -> Result<Connection, OutboxError> {
+    let conn = Connection::open(path).map_err(|source| OutboxError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    schema::configure(&conn, sync).map_err(|source| OutboxError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(conn)
+}
+
+impl Outbox {
+    /// Opens (or creates) the store with default options.
+    pub fn open(path: &Path) -> Result<Outbox, OutboxError> {
+        Outbox::open_with(OutboxOptions::new(path))
+    }
+
+    /// Opens (or creates) the store, verifies its newest entries, and starts the writer thread.
+    pub fn open_with(options: OutboxOptions) -> Result<Outbox, OutboxError> {
+        let path = options.path.clone();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OutboxError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let conn = open_conn(&path, options.sync)?;
+        let err = |source| OutboxError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if version > schema::VERSION {
+            return Err(OutboxError::TooNew {
+                path,
+                found: version,
+                known: schema::VERSION,
+            });
+        }
+        conn.execute_batch(schema::CREATE).map_err(err)?;
+        conn.execute_batch(&format!("PRAGMA user_version = {}", schema::VERSION))
+            .map_err(err)?;
+
+        let identity = load_identity(&conn, options.daemon_id.as_deref()).map_err(err)?;
+        let startup_alarms = verify_tail(&conn).map_err(err)?;
+        let stats = Arc::new(OutboxStats::default());
+        stats.acked.store(
+            meta_u64(&conn, "acked_up_to").map_err(err)?,
+            Ordering::Release,
+        );
+        stats.samples_acked.store(
+            meta_u64(&conn, "samples_acked").map_err(err)?,
+            Ordering::Release,
+        );
+        let (max_id, pending_entries, pending_samples, pending_bytes): (i64, i64, i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT COALESCE(MAX(id), 0) FROM outbox), COUNT(*),
+                        COALESCE(SUM(samples), 0), COALESCE(SUM(LENGTH(body)), 0)
+                 FROM outbox WHERE acked_unix_s IS NULL",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .map_err(err)?;
+        stats
+            .pending_entries
+            .store(pending_entries as u64, Ordering::Release);
+        let committed_id = (max_id as u64).max(stats.acked.load(Ordering::Acquire));
+        stats.committed.store(committed_id, Ordering::Release);
+        stats.samples_appended.store(
+            stats.samples_acked.load(Ordering::Acquire) + pending_samples as u64,
+            Ordering::Release,
+        );
+        stats
+            .pending_bytes
+            .store(pending_bytes as u64, Ordering::Release);
+        let dead: i64 = conn
+            .query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))
+            .map_err(err)?;
+        stats.dead_letters.store(dead as u64, Ordering::Release);
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (committed_tx, committed) = watch::channel(committed_id);
+        let (acked_tx, acked) = watch::channel(stats.acked.load(Ordering::Acquire));
+        let has_space = options
+            .max_bytes
+            .is_none_or(|max| (pending_bytes as u64) < max);
+        let (space_tx, space) = watch::channel(has_space);
+        let identity = Arc::new(RwLock::new(identity));
+        let options = Arc::new(options);
+        let writer = writer::Writer {
+            conn,
+            options: Arc::clone(&options),
+            stats: Arc::clone(&stats),
+            committed: committed_tx,
+            acked: acked_tx,
+            space: space_tx,
+            identity: Arc::clone(&identity),
+        };
+        std::thread::Builder::new()
+            .name("outbox-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| OutboxError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Outbox {
+            tx,
+            stats,
+            committed,
+            acked,
+            space,
+            identity,
+            options,
+            startup_alarms: Arc::new(startup_alarms),
+        })
+    }
+
+    pub fn identity(&self) -> StoreIdentity {
+        self.identity
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn stats(&self) -> &Arc<OutboxStats> {
+        &self.stats
+    }
+
+    pub fn options(&self) -> &OutboxOptions {
+        &self.options
+    }
+
+    pub fn startup_alarms(&self) -> &[String] {
+        &self.startup_alarms
+    }
+
+    /// Watches the highest committed id.
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    /// Watches whether there is room to acquire (quota not reached, disk taking commits).
+    pub fn space(&self) -> watch::Receiver<bool> {
+        self.space.clone()
+    }
+
+    /// Waits until every committed entry is acknowledged by the hub (or parked), or `deadline`
+    /// passes; returns whether it caught up.
+    pub async fn caught_up(&self, deadline: tokio::time::Instant) -> bool {
+        let mut acked = self.acked.clone();
+        loop {
+            acked.borrow_and_update();
+            if self.stats.backlog() == 0 {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, acked.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// A new reading connection (for the uploader and the status API).
+    pub fn reader(&self) -> Result<OutboxReader, OutboxError> {
+        Ok(OutboxReader::new(
+            open_conn(&self.options.path, self.options.sync)?,
+            self.options.path.clone(),
+        ))
+    }
+
+    /// Queues an entry; it is durable once [`Outbox::committed`] reaches past it. Encoding
+    /// happens here, on the producer's thread, to keep the single writer thread lean.
+    pub fn append(&self, body: Body) -> Result<(), OutboxError> {
+        self.append_with(body, None)
+    }
+
+    /// Queues an entry and, in the same transaction, a checkpoint change.
+    pub fn append_with(
+        &self,
+        body: Body,
+        checkpoint: Option<CheckpointOp>,
+    ) -> Result<(), OutboxError> {
+        let samples = match &body {
+            Body::Samples(b) => b.voltage_v.len() as u64,
+            _ => 0,
+        };
+        let bytes = Entry {
+            id: 0,
+            body: Some(body),
+        }
+        .encode_to_vec();
+        let crc = crc32fast::hash(&bytes);
+        self.stats
+            .samples_appended
+            .fetch_add(samples, Ordering::AcqRel);
+        self.send(WriteOp::Append {
+            bytes,
+            crc,
+            samples,
+            checkpoint,
+        })
+    }
+
+    fn send(&self, op: WriteOp) -> Result<(), OutboxError> {
+        self.tx.send(op).map_err(|_| OutboxError::WriterGone)
+    }
+
+    /// Records that the hub holds every entry up to `up_to`.
+    pub fn ack(&self, up_to: u64) -> Result<(), OutboxError> {
+        self.send(WriteOp::Ack { up_to })
+    }
+
+    /// Moves an entry to the dead-letter table (the hub rejected it, or it is corrupt).
+    pub fn park(&self, id: u64, reason: String) -> Result<(), OutboxError> {
+        self.send(WriteOp::Park { id, reason })
+    }
+
+    /// Puts every dead letter back in the queue (with new ids); returns how many.
+    pub async fn requeue_dead_letters(&self) -> Result<u64, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteOp::Requeue(reply))?;
+        answer.await.map_err(|_| OutboxError::WriterGone)
+    }
+
+    /// Starts a new store epoch (used when the hub holds entries this store no longer has).
+    pub async fn new_epoch(&self) -> Result<StoreIdentity, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(WriteOp::NewEpoch(reply))?;
+        answer.await.map_err(|_| OutboxError::WriterGone)
+    }
+
+    /// Waits until everything queued before this call is committed.
+    pub async fn flush(&self) -> Result<(), OutboxError> {
+        let (done, wait) = oneshot::channel();
+        self.send(WriteOp::Flush(done))?;
+        wait.await.map_err(|_| OutboxError::WriterGone)
+    }
+}
+
+fn load_identity(conn: &Connection, configured: Option<&str>) -> rusqlite::Result<StoreIdentity> {
+    let stored = meta(conn, "daemon_id")?;
+    let epoch = meta_u64(conn, "epoch")?;
+    match (stored, configured) {
+        (Some(id), None) if epoch > 0 => Ok(StoreIdentity {
+            daemon_id: id,
+            epoch,
+        }),
+        (Some(id), Some(want)) if id == want && epoch > 0 => Ok(StoreIdentity {
+            daemon_id: id,
+            epoch,
+        }),
+        (_, configured) => {
+            // A new store, or one that now belongs to another configured daemon id: a new
+            // history, with an epoch no earlier store of this daemon had.
+            let identity = StoreIdentity {
+                daemon_id: configured
+                    .map(str::to_string)
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                epoch: next_epoch(epoch),
+            };
+            set_meta(conn, "daemon_id", &identity.daemon_id)?;
+            set_meta(conn, "epoch", &identity.epoch.to_string())?;
+            Ok(identity)
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, and always above `previous`.
+fn next_epoch(previous: u64) -> u64 {
+    ((unix_now() * 1000.0) as u64).max(previous + 1)
+}
+
+/// Checks the newest unacknowledged entries' checksums and moves damaged ones to the
+/// dead-letter table, so the rest of the log keeps flowing. Returns one alarm per entry moved.
+fn verify_tail(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut bad = Vec::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT id, body, crc FROM outbox WHERE acked_unix_s IS NULL ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([VERIFY_TAIL], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, u32>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, body, crc) = row?;
+            if crc32fast::hash(&body) != crc || Entry::decode(&body[..]).is_err() {
+                bad.push(id);
+            }
+        }
+    }
+    let mut alarms = Vec::new();
+    for id in bad {
+        let reason = "corrupt at startup: checksum mismatch (quarantined)";
+        conn.execute(
+            "INSERT OR REPLACE INTO dead_letters (id, samples, body, crc, reason, parked_unix_s)
+             SELECT id, samples, body, crc, ?2, ?3 FROM outbox WHERE id = ?1",
+            rusqlite::params![id, reason, unix_now()],
+        )?;
+        conn.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+        tracing::error!("outbox entry {id} is corrupt; moved to the dead-letter table");
+        alarms.push(format!(
+            "outbox entry {id} was corrupt at startup and is quarantined in dead_letters"
+        ));
+    }
+    Ok(alarms)
+}

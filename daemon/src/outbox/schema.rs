@@ -1,0 +1,84 @@
+//! The outbox's SQLite schema and connection settings.
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// Schema version in `PRAGMA user_version`; a file from a newer daemon is refused.
+pub const VERSION: i64 = 1;
+
+/// `auto_vacuum` must be chosen before the first table exists: incremental, so the file shrinks
+/// as acknowledged entries are deleted, a few pages at a time.
+pub const CREATE: &str = "
+    PRAGMA auto_vacuum = INCREMENTAL;
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        samples INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        crc INTEGER NOT NULL,
+        created_unix_s REAL NOT NULL,
+        -- Set when the hub acknowledged the entry and store.keep_acked keeps it a while.
+        acked_unix_s REAL
+    );
+    CREATE INDEX IF NOT EXISTS outbox_acked ON outbox (acked_unix_s) WHERE acked_unix_s IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS dead_letters (
+        id INTEGER PRIMARY KEY,
+        samples INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        crc INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        parked_unix_s REAL NOT NULL
+    );
+    -- One row per stepped test in progress: what a restarted daemon needs to resume it. Written
+    -- in the same transaction as the samples it accounts for, so the two always agree.
+    CREATE TABLE IF NOT EXISTS checkpoints (
+        test_id TEXT PRIMARY KEY,
+        channel_id TEXT NOT NULL,
+        protocol_source TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        metadata_json TEXT NOT NULL,
+        start_unix_s REAL NOT NULL,
+        engine_json TEXT NOT NULL,
+        next_seq INTEGER NOT NULL,
+        test_time_s REAL NOT NULL,
+        unix_s REAL NOT NULL,
+        paused_s REAL NOT NULL
+    );
+";
+
+/// How hard a commit pushes data to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Every commit is on the disk before it counts: a power cut loses nothing committed.
+    #[default]
+    Full,
+    /// WAL commits are synced at checkpoints only: a power cut may lose the last commits
+    /// (never corrupts the file); a process crash loses nothing committed.
+    Normal,
+}
+
+pub fn configure(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(match sync {
+        SyncMode::Full => "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;",
+        SyncMode::Normal => "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+    })
+}
+
+pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )
+    .map(|_| ())
+}
+
+pub fn meta_u64(conn: &Connection, key: &str) -> rusqlite::Result<u64> {
+    Ok(meta(conn, key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
