@@ -115,6 +115,30 @@ impl Control for ControlService {
         Ok(Response::new(StopTestResponse {}))
     }
 
+    async fn get_outbox(
+        &self,
+        _: Request<GetOutboxRequest>,
+    ) -> Result<Response<OutboxStatus>, GrpcStatus> {
+        self.daemon
+            .outbox_status()
+            .await
+            .map(Response::new)
+            .map_err(|e| GrpcStatus::internal(format!("{e:#}")))
+    }
+
+    async fn retry_dead_letters(
+        &self,
+        _: Request<RetryDeadLettersRequest>,
+    ) -> Result<Response<RetryDeadLettersResponse>, GrpcStatus> {
+        let requeued = self
+            .daemon
+            .outbox()
+            .requeue_dead_letters()
+            .await
+            .map_err(|e| GrpcStatus::unavailable(e.to_string()))?;
+        Ok(Response::new(RetryDeadLettersResponse { requeued }))
+    }
+
     type WatchStream = SnapshotStream;
 
     async fn watch(

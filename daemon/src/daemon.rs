@@ -3,7 +3,7 @@
 
 use crate::config::{Config, DeviceConfig, Family};
 use crate::outbox::{Checkpoint, Outbox};
-use crate::proto::control::{ChannelSnapshot, Status};
+use crate::proto::control::{ChannelSnapshot, OutboxStatus, Status};
 use crate::runner::{ChannelCmd, ChannelRunner, ChannelSpec, Shared, StartError, TestRequest};
 use crate::uploader::{self, UploaderConfig, UploaderStatus};
 use cyclerd_drivers::Clock;
@@ -259,9 +259,22 @@ impl Daemon {
         let dead = stats.dead_letters.load(Ordering::Acquire);
         if dead > 0 {
             alarms.push(format!(
-                "{dead} outbox entries were rejected by the hub (dead letters)"
+                "{dead} outbox entries are parked as dead letters (see cyclerctl outbox; \
+                 cyclerctl outbox retry requeues them)"
             ));
         }
+        if stats.failing.load(Ordering::Acquire) {
+            alarms.push(
+                "the outbox cannot commit (disk full or I/O error): acquisition is paused".into(),
+            );
+        } else if !*outbox.space().borrow() {
+            alarms.push(format!(
+                "the outbox reached store.max_bytes ({} bytes waiting for the hub): stepped \
+                 channels are paused",
+                stats.pending_bytes.load(Ordering::Acquire)
+            ));
+        }
+        alarms.extend(outbox.startup_alarms().iter().cloned());
         let uploader = &self.inner.uploader;
         let connected = uploader.connected.load(Ordering::Acquire);
         if !connected {
@@ -287,24 +300,37 @@ impl Daemon {
         }
     }
 
+    /// The outbox's backlog, ages and dead letters.
+    pub async fn outbox_status(&self) -> anyhow::Result<OutboxStatus> {
+        let outbox = self.outbox().clone();
+        let summary = tokio::task::spawn_blocking(move || outbox.reader()?.summary()).await??;
+        let outbox = self.outbox();
+        Ok(OutboxStatus {
+            path: outbox.options().path.display().to_string(),
+            pending_entries: summary.pending_entries,
+            pending_samples: summary.pending_samples,
+            pending_bytes: summary.pending_bytes,
+            oldest_pending_age_s: summary.oldest_pending_age_s,
+            dead_letters: summary.dead_letters,
+            kept_acked: summary.kept_acked,
+            file_bytes: summary.file_bytes,
+            max_bytes: outbox.options().max_bytes.unwrap_or(0),
+            full: !*outbox.space().borrow(),
+        })
+    }
+
     /// Samples read from devices since this daemon started.
     pub fn samples_acquired(&self) -> u64 {
         self.inner.shared.acquired.load(Ordering::Acquire)
     }
 
-    /// Whether every channel is done with its test (idle channels count as done).
-    pub fn all_channels_done(&self) -> bool {
-        self.inner
-            .channels
-            .values()
-            .all(|h| h.live.borrow().state != "running")
-    }
-
-    /// Waits until no channel runs a test.
+    /// Waits until no channel runs a test (a paused test still runs).
     pub async fn wait_all_done(&self) {
         for h in self.inner.channels.values() {
             let mut live = h.live.clone();
-            let _ = live.wait_for(|s| s.state != "running").await;
+            let _ = live
+                .wait_for(|s| s.state != "running" && s.state != "paused")
+                .await;
         }
     }
 

@@ -57,6 +57,35 @@ impl Default for DemoOptions {
     }
 }
 
+/// How to build a [`SimLab`].
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    pub channels: usize,
+    /// Nominal capacity of the simulated cells (each differs a little).
+    pub capacity_ah: f64,
+    /// Simulated seconds per wall second.
+    pub speed: f64,
+    /// Where the outbox and hub databases go; a temporary directory if `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Use this hub instead of starting an embedded one.
+    pub hub_address: Option<SocketAddr>,
+    /// More lines for the `[store]` section (e.g. `max_bytes = 100000`).
+    pub extra_config: String,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions {
+            channels: 4,
+            capacity_ah: 2.5,
+            speed: 500.0,
+            data_dir: None,
+            hub_address: None,
+            extra_config: String::new(),
+        }
+    }
+}
+
 /// A simulated lab: PSB simulators, the daemon stepping them, and an embedded hub, on one
 /// scaled clock. Used by `cyclerd demo`, the end-to-end tests and the benchmark.
 pub struct SimLab {
@@ -67,7 +96,8 @@ pub struct SimLab {
     pub data_dir: PathBuf,
     pub hub_addr: SocketAddr,
     hub_stop: tokio::sync::oneshot::Sender<()>,
-    hub: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The embedded hub's task; `None` when the lab uses an external hub.
+    hub: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// Keeps a temporary data directory alive as long as the lab.
     _temp: Option<tempfile::TempDir>,
 }
@@ -81,6 +111,26 @@ impl SimLab {
         speed: f64,
         data_dir: Option<PathBuf>,
     ) -> anyhow::Result<SimLab> {
+        SimLab::start_with(LabOptions {
+            channels,
+            capacity_ah,
+            speed,
+            data_dir,
+            ..LabOptions::default()
+        })
+        .await
+    }
+
+    /// Starts a lab as `options` say (for tests that need an external hub or store settings).
+    pub async fn start_with(options: LabOptions) -> anyhow::Result<SimLab> {
+        let LabOptions {
+            channels,
+            capacity_ah,
+            speed,
+            data_dir,
+            hub_address,
+            extra_config,
+        } = options;
         anyhow::ensure!(channels >= 1, "--channels must be at least 1");
         anyhow::ensure!(
             speed.is_finite() && speed > 0.0,
@@ -96,13 +146,19 @@ impl SimLab {
         std::fs::create_dir_all(&data_dir)?;
         let clock = Clock::scaled(speed);
 
-        let hub_store = cyclerhub::HubStore::open(data_dir.join("hub.sqlite"))?;
-        let hub_listener = TcpListener::bind("127.0.0.1:0").await?;
-        let hub_addr = hub_listener.local_addr()?;
         let (hub_stop, hub_stopped) = tokio::sync::oneshot::channel::<()>();
-        let hub = tokio::spawn(cyclerhub::server::run(hub_listener, hub_store, async {
-            let _ = hub_stopped.await;
-        }));
+        let (hub_addr, hub) = match hub_address {
+            Some(addr) => (addr, None),
+            None => {
+                let hub_store = cyclerhub::HubStore::open(data_dir.join("hub.sqlite"))?;
+                let hub_listener = TcpListener::bind("127.0.0.1:0").await?;
+                let addr = hub_listener.local_addr()?;
+                let task = tokio::spawn(cyclerhub::server::run(hub_listener, hub_store, async {
+                    let _ = hub_stopped.await;
+                }));
+                (addr, Some(task))
+            }
+        };
 
         let mut sims = Vec::with_capacity(channels);
         let mut devices = String::new();
@@ -126,7 +182,7 @@ impl SimLab {
             sims.push(sim);
         }
         let config_text = format!(
-            "[daemon]\nname = \"demo\"\n[store]\npath = {store:?}\n[hub]\naddress = \"http://{hub_addr}\"\n\
+            "[daemon]\nname = \"demo\"\n[store]\npath = {store:?}\n{extra_config}\n[hub]\naddress = \"http://{hub_addr}\"\n\
              [limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\ntemperature_max = 60.0\n{devices}",
             store = data_dir.join("outbox.sqlite").display().to_string(),
         );
@@ -189,7 +245,9 @@ impl SimLab {
     ) -> anyhow::Result<(Summary, PathBuf, Option<tempfile::TempDir>)> {
         let summary = self.daemon.shutdown(drain).await;
         let _ = self.hub_stop.send(());
-        self.hub.await??;
+        if let Some(hub) = self.hub {
+            hub.await??;
+        }
         Ok((summary, self.data_dir, self._temp))
     }
 }

@@ -9,8 +9,11 @@
 //! - [`control`]: the `cyclerd.daemon.v1.Control` gRPC service used by `cyclerctl`.
 //! - [`demo`]: `cyclerd demo`: simulators, the daemon and an embedded hub in one process.
 //!
+//! - [`cli`]: the `cyclerd` command line; `src/bin/cyclerd.rs` just calls it.
+//!
 //! The binaries `cyclerd` and `cyclerctl` are thin command-line shells over these modules.
 
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -383,6 +383,8 @@ impl<D: PowerStage> ChannelRunner<D> {
             }
             let mut ticks = pacer(clock.wall(self.spec.poll_interval_s));
             let mut last_good = Instant::now();
+            // Test time at which the link went quiet, while it is.
+            let mut link_lost_at: Option<f64> = None;
             loop {
                 tokio::select! {
                     biased;
@@ -419,9 +421,24 @@ impl<D: PowerStage> ChannelRunner<D> {
                 let reading = match self.device.read().await {
                     Ok(r) => {
                         last_good = Instant::now();
+                        if let Some(since) = link_lost_at.take() {
+                            let now = clock.unix_time_s() - run.start_unix_s;
+                            self.event(
+                                &run,
+                                now,
+                                "link",
+                                format!("communication restored after {:.1} s", now - since),
+                            );
+                        }
                         r
                     }
                     Err(e) => {
+                        if link_lost_at.is_none() {
+                            let now = clock.unix_time_s() - run.start_unix_s;
+                            link_lost_at = Some(now);
+                            self.send_batch(&mut run, now);
+                            self.event(&run, now, "link", format!("communication lost: {e}"));
+                        }
                         if last_good.elapsed() >= self.spec.comm_timeout {
                             break 'test self
                                 .fault(format!(

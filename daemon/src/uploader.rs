@@ -22,6 +22,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long the hub may take to answer the hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest silence from the hub while entries are in flight before the stream counts as dead
+/// (HTTP/2 keepalive catches a dead peer; this catches a hub that is alive but stuck).
+const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the status API shows about the uplink.
 #[derive(Debug, Default)]
@@ -150,6 +153,17 @@ async fn session(
     };
     status.connected.store(true, Ordering::Release);
     let stats = Arc::clone(outbox.stats());
+    if resume > stats.committed.load(Ordering::Acquire) {
+        // The hub holds entries this store never committed (the store was restored from a
+        // backup or lost its tail): new entries would reuse those ids and be taken for
+        // duplicates. A new epoch starts a fresh history at the hub.
+        let identity = outbox.new_epoch().await?;
+        return Err(SessionError::Protocol(format!(
+            "the hub has applied up to entry {resume}, beyond this store's last entry; \
+             continuing under a new store epoch {}",
+            identity.epoch
+        )));
+    }
     let local_acked = stats.acked.load(Ordering::Acquire);
     if resume > local_acked {
         // The hub applied entries whose acks we never saw (a cut during the last session).
@@ -164,6 +178,7 @@ async fn session(
     let mut in_flight: VecDeque<u64> = VecDeque::with_capacity(config.window);
     let mut committed = outbox.committed();
     let mut progressed = false;
+    let mut last_reply = tokio::time::Instant::now();
     loop {
         // Fill the window.
         while in_flight.len() < config.window && sent < *committed.borrow_and_update() {
@@ -190,6 +205,10 @@ async fn session(
                         if tx.send(msg).await.is_err() {
                             return Err(SessionError::Protocol("the hub closed the stream".into()));
                         }
+                        if in_flight.is_empty() {
+                            // The ack clock starts with the first entry in flight.
+                            last_reply = tokio::time::Instant::now();
+                        }
                         in_flight.push_back(id);
                         sent = id;
                     }
@@ -202,24 +221,40 @@ async fn session(
             }
         }
         let window_open = in_flight.len() < config.window;
+        let ack_deadline = async {
+            if in_flight.is_empty() {
+                std::future::pending().await
+            } else {
+                tokio::time::sleep_until(last_reply + ACK_TIMEOUT).await
+            }
+        };
         tokio::select! {
-            reply = responses.message() => match reply?.and_then(|r| r.msg) {
-                Some(upload_response::Msg::Ack(ack)) => {
-                    outbox.ack(ack.up_to)?;
-                    while in_flight.front().is_some_and(|&id| id <= ack.up_to) {
-                        in_flight.pop_front();
+            _ = ack_deadline => {
+                return Err(SessionError::Protocol(format!(
+                    "no acknowledgement from the hub for {ACK_TIMEOUT:?} with {} entries in flight",
+                    in_flight.len()
+                )));
+            }
+            reply = responses.message() => {
+                last_reply = tokio::time::Instant::now();
+                match reply?.and_then(|r| r.msg) {
+                    Some(upload_response::Msg::Ack(ack)) => {
+                        outbox.ack(ack.up_to)?;
+                        while in_flight.front().is_some_and(|&id| id <= ack.up_to) {
+                            in_flight.pop_front();
+                        }
+                        progressed = true;
                     }
-                    progressed = true;
+                    Some(upload_response::Msg::Rejection(r)) => {
+                        tracing::error!("the hub rejected entry {}: {}", r.entry_id, r.reason);
+                        outbox.park(r.entry_id, r.reason)?;
+                    }
+                    Some(upload_response::Msg::Resume(_)) => {
+                        return Err(SessionError::Protocol("unexpected second resume point".into()));
+                    }
+                    None => return Ok(progressed),
                 }
-                Some(upload_response::Msg::Rejection(r)) => {
-                    tracing::error!("the hub rejected entry {}: {}", r.entry_id, r.reason);
-                    outbox.park(r.entry_id, r.reason)?;
-                }
-                Some(upload_response::Msg::Resume(_)) => {
-                    return Err(SessionError::Protocol("unexpected second resume point".into()));
-                }
-                None => return Ok(progressed),
-            },
+            }
             changed = committed.changed(), if window_open => {
                 if changed.is_err() {
                     return Ok(progressed);

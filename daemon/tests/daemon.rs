@@ -516,3 +516,6 @@ mod command_line {
         assert!(err.contains("current_max"), "{err}");
     }
 }
+
+#[path = "daemon/outbox_model.rs"]
+mod outbox_model;

@@ -58,6 +58,23 @@ impl Clock {
         }
     }
 
+    /// A scaled clock whose unix time is `anchor + (wall unix time - anchor) * speed`: every
+    /// process started with the same anchor and speed agrees on the time, so a daemon restarted
+    /// in a simulation continues its tests' time lines where they were.
+    pub fn anchored(speed: f64, anchor_unix_s: f64) -> Clock {
+        let clock = Clock::scaled(speed);
+        let wall_unix = clock.inner.origin_unix_s;
+        let speed = clock.inner.speed;
+        Clock {
+            inner: Arc::new(Inner {
+                origin: clock.inner.origin,
+                origin_unix_s: anchor_unix_s + (wall_unix - anchor_unix_s) * speed,
+                speed,
+                manual: None,
+            }),
+        }
+    }
+
     /// A clock that stands still until [`Clock::advance`] moves it.
     pub fn manual() -> Clock {
         let real = Clock::real();
@@ -147,6 +164,16 @@ mod tests {
             .await
             .expect("the sleeper wakes once the clock passes its deadline")
             .unwrap();
+    }
+
+    #[test]
+    fn anchored_clocks_agree_on_unix_time() {
+        let anchor = Clock::real().unix_time_s() - 10.0;
+        let a = Clock::anchored(100.0, anchor);
+        let b = Clock::anchored(100.0, anchor);
+        // Ten wall seconds after the anchor are a thousand simulated ones, for both.
+        assert!((a.unix_time_s() - (anchor + 1000.0)).abs() < 5.0);
+        assert!((a.unix_time_s() - b.unix_time_s()).abs() < 1.0);
     }
 
     #[test]

@@ -7,12 +7,21 @@ use cyclerd_drivers::ea_psb::sim::SimConfig;
 use cyclerd_drivers::ea_psb::{PsbClient, PsbSim, SimHandle, wire};
 use cyclerd_drivers::stage::PowerStage;
 use cyclerd_protocols::Command;
+use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_modbus::ExceptionCode;
 use tokio_modbus::client::{Reader, Writer, tcp};
 use tokio_modbus::slave::Slave;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bounds a wait, so a broken fault turns into a failed test rather than a hung one.
+async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within 10 s"))
+}
 
 async fn sim(clock: &Clock, soc: f64) -> SimHandle {
     let cell = CellParams {
@@ -155,4 +164,94 @@ async fn an_unreachable_device_is_a_connect_error_naming_the_address() {
     assert!(matches!(err, DriverError::Connect { .. }), "{err}");
     assert!(err.to_string().contains(&addr.to_string()));
     assert!(err.is_link_lost());
+}
+
+#[tokio::test]
+async fn a_cut_link_drops_connections_and_refuses_new_ones_until_restored() {
+    let clock = Clock::manual();
+    let sim = sim(&clock, 0.5).await;
+    let mut client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None)
+        .await
+        .unwrap();
+    client
+        .apply(&Command::Current {
+            amps: 2.5,
+            voltage_max: 4.2,
+            voltage_min: 2.5,
+        })
+        .await
+        .unwrap();
+    let soc_before = sim.snapshot().soc;
+
+    sim.cut_link();
+    // Closed by the device, not merely unanswered: a link error, well before the timeout.
+    let err = within("a read on a cut link", client.read())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DriverError::Link { .. }), "{err}");
+    assert!(err.is_link_lost());
+    let err = within("reconnecting to a cut link", client.reconnect())
+        .await
+        .unwrap_err();
+    assert!(err.is_link_lost(), "{err}");
+
+    // The supply keeps charging while it is off the network.
+    clock.advance(600.0);
+    let during = sim.snapshot();
+    assert!(during.output_on);
+    let expected = 2.5 * 600.0 / 3600.0 / sim.capacity_ah();
+    assert!(
+        (during.soc - soc_before - expected).abs() < 0.01,
+        "SOC went from {soc_before} to {} while cut",
+        during.soc
+    );
+
+    sim.restore_link();
+    within("reconnecting after the restore", client.reconnect())
+        .await
+        .unwrap();
+    let r = client.read().await.unwrap();
+    assert!(r.output_on, "{r:?}");
+    assert!((r.current_a - 2.5).abs() < 0.01, "{r:?}");
+    assert_eq!(sim.snapshot().soc, during.soc);
+}
+
+#[tokio::test]
+async fn delayed_replies_time_out_as_lost_links() {
+    let clock = Clock::manual();
+    let sim = sim(&clock, 0.5).await;
+    let timeout = Duration::from_millis(500);
+    let mut client = PsbClient::connect(sim.addr(), 1, timeout, None)
+        .await
+        .unwrap();
+
+    sim.set_reply_delay(Duration::from_secs(30));
+    let err = within("a delayed read", client.read()).await.unwrap_err();
+    assert!(matches!(err, DriverError::Timeout { .. }), "{err}");
+    assert!(err.is_link_lost());
+
+    sim.set_reply_delay(Duration::ZERO);
+    within("reconnecting", client.reconnect()).await.unwrap();
+    client.read().await.unwrap();
+}
+
+#[tokio::test]
+async fn injected_exceptions_are_reported_and_do_not_break_the_link() {
+    let clock = Clock::manual();
+    let sim = sim(&clock, 0.5).await;
+    let mut client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None)
+        .await
+        .unwrap();
+
+    sim.fail_next(2, ExceptionCode::ServerDeviceBusy);
+    for _ in 0..2 {
+        let err = client.read().await.unwrap_err();
+        assert!(
+            matches!(&err, DriverError::Exception { code, .. } if code.contains("ServerDeviceBusy")),
+            "{err}"
+        );
+        assert!(!err.is_link_lost());
+    }
+    let r = client.read().await.unwrap();
+    assert!(!r.output_on && !r.alarm, "{r:?}");
 }

@@ -17,9 +17,10 @@
 //!   what is ready and handing it to the single SQLite writer off the async executor), plus gRPC
 //!   health and reflection.
 //! - [`export`]: [`export::write_bdf_csv`], a test's samples as Battery Data Format CSV.
-//! - `src/main.rs`: the `cyclerhub` binary (`serve`, `tests`, `export`), the only place that
-//!   turns errors into `anyhow` messages for people.
+//! - [`cli`]: the `cyclerhub` command line (`serve`, `tests`, `export`), the only place that
+//!   turns errors into `anyhow` messages for people; `src/main.rs` just calls it.
 
+pub mod cli;
 pub mod export;
 pub mod server;
 pub mod store;

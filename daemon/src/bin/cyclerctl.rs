@@ -42,12 +42,23 @@ enum Command {
         #[arg(long = "meta", value_parser = parse_kv)]
         meta: Vec<(String, String)>,
     },
+    /// The outbox: backlog, oldest unacknowledged entry, dead letters.
+    Outbox {
+        #[command(subcommand)]
+        action: Option<OutboxAction>,
+    },
     /// Stop the test on a channel (output off, recorded as stopped).
     Stop {
         channel: String,
         #[arg(long, default_value = "")]
         reason: String,
     },
+}
+
+#[derive(Subcommand)]
+enum OutboxAction {
+    /// Put every dead letter back in the queue.
+    Retry,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -157,6 +168,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                 .into_inner();
             println!("started test {} on {channel}", r.test_id);
+        }
+        Command::Outbox { action: None } => {
+            let o = client.get_outbox(GetOutboxRequest {}).await?.into_inner();
+            println!("outbox        {}", o.path);
+            println!(
+                "backlog       {} entries, {} samples, {} bytes{}",
+                o.pending_entries,
+                o.pending_samples,
+                o.pending_bytes,
+                if o.max_bytes > 0 {
+                    format!(" (quota {} bytes)", o.max_bytes)
+                } else {
+                    String::new()
+                }
+            );
+            println!("oldest unacked {:.1} s", o.oldest_pending_age_s);
+            println!("dead letters  {}", o.dead_letters);
+            println!("kept acked    {}", o.kept_acked);
+            println!("file          {} bytes", o.file_bytes);
+            if o.full {
+                println!("ALARM         the outbox is full: stepped channels are paused");
+            }
+        }
+        Command::Outbox {
+            action: Some(OutboxAction::Retry),
+        } => {
+            let r = client
+                .retry_dead_letters(RetryDeadLettersRequest {})
+                .await?
+                .into_inner();
+            println!("requeued {} dead letters", r.requeued);
         }
         Command::Stop { channel, reason } => {
             client

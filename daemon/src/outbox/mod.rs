@@ -228,11 +228,17 @@ impl Outbox {
                 source,
             })?;
         }
-        let conn = open_conn(&path, options.sync)?;
         let err = |source| OutboxError::Sqlite {
             path: path.clone(),
             source,
         };
+        // Incremental auto-vacuum has to be chosen before anything is written to a new file, and
+        // switching to WAL (in `configure`) already writes its header: set it first. On an
+        // existing store this changes nothing.
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
+            .map_err(err)?;
+        schema::configure(&conn, options.sync).map_err(err)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(err)?;
@@ -343,6 +349,11 @@ impl Outbox {
     /// Watches the highest committed id.
     pub fn committed(&self) -> watch::Receiver<u64> {
         self.committed.clone()
+    }
+
+    /// Watches the highest acknowledged id (it also changes when entries are parked).
+    pub fn acked(&self) -> watch::Receiver<u64> {
+        self.acked.clone()
     }
 
     /// Watches whether there is room to acquire (quota not reached, disk taking commits).

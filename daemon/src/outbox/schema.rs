@@ -62,7 +62,9 @@ pub fn configure(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
     conn.execute_batch(match sync {
         SyncMode::Full => "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;",
         SyncMode::Normal => "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
-    })
+    })?;
+    // After a checkpoint the WAL is cut back to this size, so a drained backlog frees the disk.
+    conn.execute_batch("PRAGMA journal_size_limit = 16777216;")
 }
 
 pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {

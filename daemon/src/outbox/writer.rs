@@ -260,9 +260,14 @@ impl Writer {
                 .conn
                 .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
             if free > VACUUM_ABOVE_PAGES {
-                // Gives the free pages back so the file shrinks as the backlog drains.
-                self.conn
-                    .execute_batch(&format!("PRAGMA incremental_vacuum({free})"))?;
+                // Gives the free pages back so the file shrinks as the backlog drains. The pragma
+                // frees one page per row it steps, so it is stepped to the end (`execute_batch`
+                // would step it once: one page).
+                let mut vacuum = self
+                    .conn
+                    .prepare(&format!("PRAGMA incremental_vacuum({free})"))?;
+                let mut freed = vacuum.query([])?;
+                while freed.next()?.is_some() {}
             }
         }
         Ok(e)

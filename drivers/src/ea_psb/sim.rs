@@ -4,16 +4,23 @@
 //! control, setpoints above 102 % are refused, the output regulates like a real bidirectional
 //! supply (source current limit, sink current limit and the voltage setpoint, so CC/CV crossover
 //! happens in the "device"), and actual values are quantised by the register scaling.
+//!
+//! Faults are injected through the [`SimHandle`]: a cut link (every connection closes, new ones
+//! are closed on arrival, the cell keeps running), delayed replies and Modbus exceptions.
 
 use super::wire::{self, Nominal, coil, reg, state};
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
-use std::future;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
 use tokio_modbus::server::Service;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_modbus::{ExceptionCode, Request, Response};
@@ -61,6 +68,16 @@ struct SimState {
     current_a: f64,
     alarm: bool,
     transactions: u64,
+    faults: Faults,
+}
+
+/// Faults injected through the handle, for tests of the driver's and the daemon's error paths.
+struct Faults {
+    /// Wall time every reply waits before it goes out.
+    reply_delay: Duration,
+    /// How many of the next requests are answered with `exception` instead.
+    failing: u32,
+    exception: ExceptionCode,
 }
 
 impl SimState {
@@ -156,6 +173,10 @@ impl SimState {
     fn handle(&mut self, req: Request<'static>) -> Result<Response, ExceptionCode> {
         self.transactions += 1;
         self.advance();
+        if self.faults.failing > 0 {
+            self.faults.failing -= 1;
+            return Err(self.faults.exception);
+        }
         match req {
             Request::ReadHoldingRegisters(start, count) => {
                 let end = start
@@ -237,16 +258,103 @@ impl SimState {
 #[derive(Clone)]
 struct PsbService {
     state: Arc<Mutex<SimState>>,
+    /// Whether the link is up (see [`SimHandle::cut_link`]).
+    link: watch::Receiver<bool>,
 }
+
+type Reply = Result<Option<Response>, ExceptionCode>;
 
 impl Service for PsbService {
     type Request = Request<'static>;
-    type Response = Response;
+    /// `None` sends nothing: a reply still pending when the link is cut is lost with it.
+    type Response = Option<Response>;
     type Exception = ExceptionCode;
-    type Future = future::Ready<Result<Response, ExceptionCode>>;
+    type Future = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
     fn call(&self, req: Self::Request) -> Self::Future {
-        future::ready(lock(&self.state).handle(req))
+        let state = Arc::clone(&self.state);
+        let mut link = self.link.clone();
+        let delay = lock(&state).faults.reply_delay;
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = link.wait_for(|up| !up) => return Ok(None),
+                }
+            }
+            // Handled after the delay, as if the request arrived late: a write the client has
+            // given up on still takes effect, which is the hazard a slow link poses.
+            lock(&state).handle(req).map(Some)
+        })
+    }
+}
+
+/// A connection's stream that reads as closed once the link is cut. The server's connection
+/// task then ends and drops the socket, so the client sees the connection close even while it
+/// is silent, as when the cable is pulled (tokio-modbus owns those tasks, so they cannot be
+/// aborted from outside).
+struct LinkStream {
+    stream: TcpStream,
+    cut: Pin<Box<dyn Future<Output = ()> + Send>>,
+    is_cut: bool,
+}
+
+impl LinkStream {
+    fn new(stream: TcpStream, mut link: watch::Receiver<bool>) -> LinkStream {
+        LinkStream {
+            stream,
+            // A dropped sender (the handle is gone) counts as a cut too.
+            cut: Box::pin(async move {
+                let _ = link.wait_for(|up| !up).await;
+            }),
+            is_cut: false,
+        }
+    }
+
+    /// Whether the link has been cut; registers the task for the wake-up when it is not yet.
+    fn poll_cut(&mut self, cx: &mut Context<'_>) -> bool {
+        // The future is not polled again once it has completed.
+        if !self.is_cut && self.cut.as_mut().poll(cx).is_ready() {
+            self.is_cut = true;
+        }
+        self.is_cut
+    }
+}
+
+impl AsyncRead for LinkStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.poll_cut(cx) {
+            // End of stream, with nothing read.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LinkStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.poll_cut(cx) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
@@ -274,17 +382,34 @@ impl PsbSim {
             current_a: 0.0,
             alarm: false,
             transactions: 0,
+            faults: Faults {
+                reply_delay: Duration::ZERO,
+                failing: 0,
+                exception: ExceptionCode::ServerDeviceFailure,
+            },
         }));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (link_tx, link_rx) = watch::channel(true);
         let service = PsbService {
             state: Arc::clone(&state),
+            link: link_rx.clone(),
         };
         tokio::spawn(async move {
+            // The listener stays bound through a cut, so the device comes back on the same
+            // address; while cut, connections are accepted and closed at once.
             let server = Server::new(listener);
             let new_service = move |_addr: SocketAddr| Ok(Some(service.clone()));
-            let on_connected = move |stream, socket_addr| {
+            let on_connected = move |stream: TcpStream, socket_addr| {
                 let new_service = new_service.clone();
-                async move { accept_tcp_connection(stream, socket_addr, new_service) }
+                let link = link_rx.clone();
+                async move {
+                    if !*link.borrow() {
+                        // Dropping the stream closes it.
+                        return Ok(None);
+                    }
+                    Ok(accept_tcp_connection(stream, socket_addr, new_service)?
+                        .map(|(service, stream)| (service, LinkStream::new(stream, link))))
+                }
             };
             let stop = async move {
                 let _ = stop_rx.await;
@@ -303,6 +428,7 @@ impl PsbSim {
         Ok(SimHandle {
             addr,
             state,
+            link: link_tx,
             _stop: stop_tx,
         })
     }
@@ -312,6 +438,8 @@ impl PsbSim {
 pub struct SimHandle {
     addr: SocketAddr,
     state: Arc<Mutex<SimState>>,
+    /// Whether the device is on the network; connections watch it.
+    link: watch::Sender<bool>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -354,5 +482,29 @@ impl SimHandle {
     /// Raises or clears the device alarm (the output stage stops while it is raised).
     pub fn set_alarm(&self, on: bool) {
         lock(&self.state).alarm = on;
+    }
+
+    /// Takes the device off the network, as a pulled LAN cable does: open connections close
+    /// and new ones are closed on arrival. The output keeps running as it was (the simulated
+    /// PSB has no communication watchdog).
+    pub fn cut_link(&self) {
+        self.link.send_replace(false);
+    }
+
+    /// Puts the device back on the network, on the same address.
+    pub fn restore_link(&self) {
+        self.link.send_replace(true);
+    }
+
+    /// Delays every reply by `delay` of wall time (zero for none), for timeout tests.
+    pub fn set_reply_delay(&self, delay: Duration) {
+        lock(&self.state).faults.reply_delay = delay;
+    }
+
+    /// Answers the next `n` requests with the Modbus exception `code`.
+    pub fn fail_next(&self, n: u32, code: ExceptionCode) {
+        let mut s = lock(&self.state);
+        s.faults.failing = n;
+        s.faults.exception = code;
     }
 }

@@ -6,7 +6,7 @@ use cyclerhub::HubStore;
 use std::collections::HashMap;
 use std::time::Duration;
 
-const CCCV: &str = include_str!("../../deploy/protocols/cccv-3-cycles.yaml");
+const CCCV: &str = include_str!("../../../deploy/protocols/cccv-3-cycles.yaml");
 const SPEED: f64 = 2000.0;
 const CHANNELS: usize = 4;
 

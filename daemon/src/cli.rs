@@ -1,0 +1,179 @@
+//! The `cyclerd` command line (`run`, `demo`). A library module so that tests can run the real
+//! binary's code as a child process (and kill it).
+
+use crate::config::Config;
+use crate::demo::{self, DemoOptions};
+use crate::{Daemon, control};
+use clap::{Parser, Subcommand};
+use cyclerd_drivers::Clock;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(version, about = "cyclerd: battery cycler acquisition daemon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon with a lab configuration.
+    Run {
+        /// The lab configuration (TOML); see deploy/ for examples.
+        #[arg(long)]
+        config: PathBuf,
+        /// Simulation only: run the clock this many times faster than wall time.
+        #[arg(long, hide = true, default_value_t = 1.0)]
+        speed: f64,
+        /// Simulation only: the unix time at which the scaled clock equals wall time, so that
+        /// restarted daemons agree on the time (see Clock::anchored).
+        #[arg(long, hide = true)]
+        clock_anchor: Option<f64>,
+    },
+    /// Run a simulated lab, the daemon and an embedded hub in one process, live.
+    Demo {
+        /// Number of simulated channels.
+        #[arg(long, default_value_t = 4)]
+        channels: usize,
+        /// Simulated seconds per wall second.
+        #[arg(long, default_value_t = 500.0)]
+        speed: f64,
+        /// Stop after this much wall time (e.g. 30s, 5m).
+        #[arg(long = "for", value_parser = demo::parse_duration)]
+        wall_limit: Option<Duration>,
+        /// Protocol file (YAML); defaults to deploy/protocols/demo.yaml.
+        #[arg(long)]
+        protocol: Option<PathBuf>,
+        /// Directory for the outbox and hub databases; a temporary one by default.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Control API address (an ephemeral port is used if this one is taken).
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        control: SocketAddr,
+    },
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Parses the process arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run_command(cli)),
+        Err(e) => {
+            eprintln!("cyclerd: cannot start the async runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_command(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run {
+            config,
+            speed,
+            clock_anchor,
+        } => {
+            init_logging("info");
+            let clock = match clock_anchor {
+                Some(anchor) => Clock::anchored(speed, anchor),
+                None => Clock::scaled(speed),
+            };
+            run(config, clock).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            channels,
+            speed,
+            wall_limit,
+            protocol,
+            data_dir,
+            control,
+        } => {
+            init_logging("warn");
+            let options = DemoOptions {
+                channels,
+                speed,
+                wall_limit,
+                protocol,
+                data_dir,
+                control,
+                ..DemoOptions::default()
+            };
+            let mut stdout = std::io::stdout();
+            demo::run(options, &mut stdout).await.map(|summary| {
+                if summary.lost() == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            })
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("cyclerd: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+async fn run(path: PathBuf, clock: Clock) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    let origin = path.display().to_string();
+    let listen = config.control.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("{origin}: control.listen = {listen}: {e}"))?;
+    let daemon = Daemon::start(config, &origin, clock).await?;
+    tracing::info!(
+        daemon_id = %daemon.outbox().identity().daemon_id,
+        "cyclerd running; control API on {listen}"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(control::serve(daemon.clone(), listener, async {
+        let _ = stop_rx.await;
+    }));
+    shutdown_signal().await;
+    tracing::info!("shutting down: switching outputs off and flushing the outbox");
+    let summary = daemon.shutdown(Duration::from_secs(5)).await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    tracing::info!(
+        "stopped; {} samples not yet acknowledged by the hub stay in the outbox",
+        summary.lost()
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,11 @@
+//! End-to-end and fault-injection tests across crates: simulated devices on real sockets, the
+//! daemon (in process, or as a child process that gets killed), the outbox, real gRPC, the hub.
+//! One test binary; one module per concern.
+
+#[path = "all/e2e.rs"]
+mod e2e;
+#[cfg(unix)]
+#[path = "all/faults.rs"]
+mod faults;
+#[path = "all/harness.rs"]
+mod harness;

@@ -1,0 +1,497 @@
+//! Fault injection. Every test ends with the same check: the hub holds every sample the daemon
+//! acquired and committed, exactly once, numbered contiguously per test from 0.
+
+use super::harness::{self, Hub, Process, WAIT};
+use cyclerd::demo::{LabOptions, SimLab};
+use cyclerd::proto::control::GetStatusRequest;
+use cyclerd::proto::control::control_client::ControlClient;
+use cyclerd_drivers::Clock;
+use cyclerd_drivers::cell::{CellParams, Chemistry};
+use cyclerd_drivers::ea_psb::sim::SimConfig;
+use cyclerd_drivers::ea_psb::{PsbSim, SimHandle};
+use cyclerhub::HubStore;
+use rand::{Rng, SeedableRng};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::net::TcpListener;
+
+/// Two short cycles: long enough to be interrupted many times, short enough for CI.
+const PROTOCOL: &str = r#"
+protocol: Fault test cycling
+version: 1
+params:
+  capacity: 2.5 Ah
+safety:
+  voltage: [2.5 V, 4.25 V]
+  current: 7 A
+steps:
+  - "Rest for 2 minutes"
+  - repeat: 2
+    cycle: true
+    steps:
+      - "Charge at 2C until 4.1 V"
+      - "Rest for 5 minutes"
+      - "Discharge at 2C until 3.3 V"
+      - "Rest for 5 minutes"
+"#;
+
+const SPEED: f64 = 500.0;
+
+fn rng() -> rand::rngs::StdRng {
+    // Fixed seed: a failure replays the same kill points.
+    rand::rngs::StdRng::seed_from_u64(0x5eed_cafe)
+}
+
+/// The daemon as a child process (the real `cyclerd run`), simulators and hub in this process.
+struct ProcessLab {
+    dir: tempfile::TempDir,
+    hub: Hub,
+    _sims: Vec<SimHandle>,
+    config: PathBuf,
+    control: SocketAddr,
+    anchor: f64,
+    channels: Vec<String>,
+}
+
+impl ProcessLab {
+    async fn start(channels: usize) -> ProcessLab {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::start(&dir.path().join("hub.sqlite")).await;
+        let anchor = Clock::real().unix_time_s();
+        let clock = Clock::anchored(SPEED, anchor);
+        let control = harness::free_addr();
+        let mut sims = Vec::new();
+        let mut devices = String::new();
+        for k in 0..channels {
+            let cell = CellParams {
+                initial_soc: 0.3 + 0.1 * k as f64,
+                ..CellParams::new(Chemistry::Nmc, 2.5)
+            };
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let sim = PsbSim::spawn(
+                listener,
+                SimConfig::psb_10060_60(&format!("K{k}"), cell),
+                clock.clone(),
+            )
+            .unwrap();
+            devices.push_str(&format!(
+                "[[device]]\nname = \"psb{n}\"\nfamily = \"ea-psb\"\naddress = \"{a}\"\n[[channel]]\nid = \"psb{n}/1\"\n",
+                n = k + 1,
+                a = sim.addr()
+            ));
+            sims.push(sim);
+        }
+        let config = dir.path().join("lab.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[daemon]\nname = \"fault-test\"\nid = \"fault-test-daemon\"\nresume = \"continue\"\n\
+                 [store]\npath = {store:?}\ncommit_interval_ms = 50\n[hub]\naddress = \"http://{hub}\"\n\
+                 [control]\nlisten = \"{control}\"\n[limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\n{devices}",
+                store = dir.path().join("outbox.sqlite").display().to_string(),
+                hub = hub.addr,
+            ),
+        )
+        .unwrap();
+        ProcessLab {
+            hub,
+            _sims: sims,
+            config,
+            control,
+            anchor,
+            channels: (1..=channels).map(|n| format!("psb{n}/1")).collect(),
+            dir,
+        }
+    }
+
+    fn outbox(&self) -> PathBuf {
+        self.dir.path().join("outbox.sqlite")
+    }
+
+    /// Starts `cyclerd run` on the lab and waits until its control API is up.
+    async fn daemon(&self) -> (Process, ControlClient<tonic::transport::Channel>) {
+        let args = [
+            "run".to_string(),
+            "--config".into(),
+            self.config.display().to_string(),
+            "--speed".into(),
+            SPEED.to_string(),
+            "--clock-anchor".into(),
+            self.anchor.to_string(),
+        ];
+        let mut process = Process::spawn(env!("CARGO_BIN_EXE_cyclerd-under-test"), &args);
+        process.wait_for_line("cyclerd running").await;
+        let control = ControlClient::connect(format!("http://{}", self.control))
+            .await
+            .unwrap();
+        (process, control)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_killed_twenty_times_loses_and_duplicates_nothing() {
+    let lab = ProcessLab::start(2).await;
+    let (mut daemon, mut control) = lab.daemon().await;
+    let mut tests = Vec::new();
+    for channel in &lab.channels {
+        tests.push(harness::start_on(&mut control, channel, PROTOCOL).await);
+    }
+    let mut rng = rng();
+    for _ in 0..20 {
+        let now = harness::watch_until(&mut control, |s| {
+            s.channel_id == "psb1/1" && s.state == "running"
+        })
+        .await;
+        let target = now.samples + rng.random_range(500..2500);
+        harness::watch_until(&mut control, |s| {
+            s.channel_id == "psb1/1" && s.samples >= target
+        })
+        .await;
+        daemon.kill().await;
+        (daemon, control) = lab.daemon().await;
+    }
+    harness::wait_all_ended(&mut control, &lab.channels).await;
+    assert!(
+        daemon.terminate().await,
+        "a clean shutdown after the last restart"
+    );
+    assert_eq!(
+        harness::outbox_pending(&lab.outbox()),
+        0,
+        "the hub acknowledged everything"
+    );
+
+    harness::assert_every_sample_once(&lab.hub.db, &tests);
+    let hub = HubStore::open(&lab.hub.db).unwrap();
+    let first = hub.test(&tests[0]).unwrap().unwrap();
+    assert_eq!(first.outcome.as_deref(), Some("finished"), "{first:?}");
+    let interruptions = hub
+        .events(&tests[0])
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "interruption")
+        .count();
+    assert_eq!(interruptions, 20, "every restart is recorded with its gap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_killed_mid_commit_five_times_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.sqlite");
+    let addr = harness::free_addr();
+    let hub_args = [
+        "serve".to_string(),
+        "--db".into(),
+        db.display().to_string(),
+        "--listen".into(),
+        addr.to_string(),
+    ];
+    let spawn_hub = || async {
+        let mut hub = Process::spawn(env!("CARGO_BIN_EXE_cyclerhub-under-test"), &hub_args);
+        hub.wait_for_line("cyclerhub serving").await;
+        hub
+    };
+    let mut hub = spawn_hub().await;
+    let lab = SimLab::start_with(LabOptions {
+        channels: 2,
+        speed: SPEED,
+        data_dir: Some(dir.path().join("daemon")),
+        hub_address: Some(addr),
+        extra_config: "commit_interval_ms = 20".into(),
+        ..LabOptions::default()
+    })
+    .await
+    .unwrap();
+    let tests = lab
+        .start_everywhere(PROTOCOL, "fault protocol")
+        .await
+        .unwrap();
+    let mut acked = lab.daemon.outbox().acked();
+    let mut rng = rng();
+    for _ in 0..5 {
+        let target = *acked.borrow() + rng.random_range(20..80);
+        tokio::time::timeout(WAIT, acked.wait_for(|a| *a >= target))
+            .await
+            .unwrap()
+            .unwrap();
+        hub.kill().await;
+        hub = spawn_hub().await;
+    }
+    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+        .await
+        .unwrap();
+    let (summary, _, _) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0, "{summary:?}");
+    assert!(hub.terminate().await);
+    harness::assert_every_sample_once(&db, &tests);
+}
+
+/// A lab whose hub this test can stop and restart.
+async fn lab_with_own_hub(dir: &std::path::Path, extra: &str) -> (Hub, SimLab) {
+    let hub = Hub::start(&dir.join("hub.sqlite")).await;
+    let lab = SimLab::start_with(LabOptions {
+        channels: 2,
+        speed: SPEED,
+        data_dir: Some(dir.join("daemon")),
+        hub_address: Some(hub.addr),
+        extra_config: extra.into(),
+        ..LabOptions::default()
+    })
+    .await
+    .unwrap();
+    (hub, lab)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_down_for_ten_simulated_minutes_gets_the_backlog_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hub, lab) = lab_with_own_hub(dir.path(), "").await;
+    let tests = lab
+        .start_everywhere(PROTOCOL, "fault protocol")
+        .await
+        .unwrap();
+    let mut acked = lab.daemon.outbox().acked();
+    tokio::time::timeout(WAIT, acked.wait_for(|a| *a > 10))
+        .await
+        .unwrap()
+        .unwrap();
+    hub.stop().await;
+    lab.clock.sleep(600.0).await;
+    assert!(
+        lab.daemon.outbox().stats().backlog() > 0,
+        "data piled up while the hub was away"
+    );
+    hub.restart().await;
+    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+        .await
+        .unwrap();
+    let (summary, _, _keep) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0, "{summary:?}");
+    hub.stop().await;
+    harness::assert_every_sample_once(&hub.db, &tests);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_device_link_is_recorded_and_the_test_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hub, lab) = lab_with_own_hub(dir.path(), "").await;
+    let tests = lab
+        .start_everywhere(PROTOCOL, "fault protocol")
+        .await
+        .unwrap();
+    let mut live = lab.daemon.watchers().remove(0);
+    tokio::time::timeout(WAIT, live.wait_for(|s| s.samples > 500))
+        .await
+        .unwrap()
+        .unwrap();
+    lab.sims[0].cut_link();
+    // Shorter than the channel's communication timeout (5 s of wall time).
+    lab.clock.sleep(300.0).await;
+    lab.sims[0].restore_link();
+    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+        .await
+        .unwrap();
+    let states: Vec<String> = lab
+        .daemon
+        .snapshots()
+        .into_iter()
+        .map(|s| s.state)
+        .collect();
+    let (summary, _, _keep) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0, "{summary:?}");
+    assert_eq!(states, ["finished", "finished"]);
+    hub.stop().await;
+    harness::assert_every_sample_once(&hub.db, &tests);
+    let store = HubStore::open(&hub.db).unwrap();
+    let link: Vec<String> = store
+        .events(&tests[0])
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "link")
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        link.iter().any(|m| m.starts_with("communication lost")),
+        "{link:?}"
+    );
+    assert!(
+        link.iter().any(|m| m.starts_with("communication restored")),
+        "{link:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_pauses_the_channels_at_rest_until_the_hub_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hub, lab) = lab_with_own_hub(dir.path(), "max_bytes = 400000").await;
+    let tests = lab
+        .start_everywhere(PROTOCOL, "fault protocol")
+        .await
+        .unwrap();
+    let mut acked = lab.daemon.outbox().acked();
+    tokio::time::timeout(WAIT, acked.wait_for(|a| *a > 5))
+        .await
+        .unwrap()
+        .unwrap();
+    hub.stop().await;
+    let mut live = lab.daemon.watchers().remove(0);
+    tokio::time::timeout(WAIT, live.wait_for(|s| s.state == "paused"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !lab.sims[0].snapshot().output_on,
+        "a paused channel rests with its output off"
+    );
+    let alarms = lab.daemon.status().alarms;
+    assert!(alarms.iter().any(|a| a.contains("max_bytes")), "{alarms:?}");
+    lab.clock.sleep(120.0).await;
+    hub.restart().await;
+    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+        .await
+        .unwrap();
+    let states: Vec<String> = lab
+        .daemon
+        .snapshots()
+        .into_iter()
+        .map(|s| s.state)
+        .collect();
+    let (summary, _, _keep) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0, "{summary:?}");
+    assert_eq!(states, ["finished", "finished"]);
+    hub.stop().await;
+    harness::assert_every_sample_once(&hub.db, &tests);
+    let store = HubStore::open(&hub.db).unwrap();
+    let events = store.events(&tests[0]).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.starts_with("paused: the outbox is full"))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.starts_with("resumed after"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_and_a_flipped_byte_are_survived_and_the_damaged_entry_is_quarantined() {
+    use prost::Message;
+    let mut lab = ProcessLab::start(1).await;
+    let (daemon, mut control) = lab.daemon().await;
+    let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
+    harness::watch_until(&mut control, |s| s.samples >= 500).await;
+    // From here on nothing reaches the hub, so the damage hits entries only the outbox holds.
+    lab.hub.stop().await;
+    harness::watch_until(&mut control, |s| s.samples >= 3000).await;
+    daemon.kill().await;
+
+    // A byte flipped inside one stored sample batch.
+    let outbox = lab.outbox();
+    let (victim_id, victim) = {
+        let conn = rusqlite::Connection::open(&outbox).unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let (id, body): (i64, Vec<u8>) = conn
+            .query_row(
+                "SELECT id, body FROM outbox WHERE samples > 0 AND acked_unix_s IS NULL ORDER BY id DESC LIMIT 1 OFFSET 3",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        (
+            id,
+            cyclerd::proto::ingest::Entry::decode(&body[..]).unwrap(),
+        )
+    };
+    let mut file = std::fs::read(&outbox).unwrap();
+    let needle = {
+        let conn = rusqlite::Connection::open(&outbox).unwrap();
+        let body: Vec<u8> = conn
+            .query_row("SELECT body FROM outbox WHERE id = ?1", [victim_id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        // Its first sequence number and first timestamps: bytes no other entry has (the
+        // columns further in repeat from batch to batch).
+        body[40..72].to_vec()
+    };
+    let hits: Vec<usize> = file
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle.as_slice())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(hits.len(), 1, "the entry's bytes are in the file once");
+    file[hits[0] + 20] ^= 0x40;
+    std::fs::write(&outbox, &file).unwrap();
+
+    // The restarted daemon finds the damage, quarantines the entry and says so; then more
+    // data, and a kill whose last write is torn.
+    let (daemon, mut control) = lab.daemon().await;
+    let status = control
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let quarantined = format!("entry {victim_id} was corrupt at startup");
+    assert!(
+        status.alarms.iter().any(|a| a.contains(&quarantined)),
+        "{:?}",
+        status.alarms
+    );
+    let resumed = harness::watch_until(&mut control, |s| s.state == "running").await;
+    harness::watch_until(&mut control, |s| s.samples >= resumed.samples + 1500).await;
+    daemon.kill().await;
+    let wal = PathBuf::from(format!("{}-wal", outbox.display()));
+    let len = std::fs::metadata(&wal).unwrap().len();
+    assert!(len > 4096, "the killed daemon left a write-ahead log");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(len - 1000)
+        .unwrap();
+
+    lab.hub.restart().await;
+    let (daemon, mut control) = lab.daemon().await;
+    let status = control
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.alarms.iter().any(|a| a.contains("dead letters")),
+        "{:?}",
+        status.alarms
+    );
+    harness::wait_all_ended(&mut control, &lab.channels).await;
+    assert!(daemon.terminate().await);
+
+    // Everything is in the hub once, except the quarantined batch, which waits in the
+    // dead-letter table: damaged, but not thrown away.
+    let Some(cyclerd::proto::ingest::entry::Body::Samples(batch)) = victim.body else {
+        panic!("the victim is a sample batch");
+    };
+    let hole = batch.first_seq..batch.first_seq + batch.voltage_v.len() as u64;
+    let hub = HubStore::open(&lab.hub.db).unwrap();
+    let row = hub.test(&test).unwrap().unwrap();
+    let seqs: Vec<u64> = hub.samples(&test).unwrap().iter().map(|s| s.seq).collect();
+    let expected: Vec<u64> = (0..row.expected_samples.unwrap())
+        .filter(|s| !hole.contains(s))
+        .collect();
+    assert_eq!(
+        seqs, expected,
+        "every sample once except the quarantined batch {hole:?}"
+    );
+    let conn = rusqlite::Connection::open(&outbox).unwrap();
+    let parked: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM dead_letters WHERE id = ?1",
+            [victim_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(parked, 1);
+}

@@ -1,0 +1,268 @@
+//! Pieces the fault tests share: child processes of the real binaries, an in-process hub that
+//! can be stopped and restarted on its address, and the end-of-test check.
+
+use cyclerd::proto::control::control_client::ControlClient;
+use cyclerd::proto::control::{ChannelSnapshot, StartTestRequest, WatchRequest};
+use cyclerhub::HubStore;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+/// Longest any single wait in these tests may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// Primary metadata every test needs.
+pub fn metadata(cell: &str) -> HashMap<String, String> {
+    [
+        ("cell_id", cell),
+        ("operator", "fault-tests"),
+        ("objective", "fault injection"),
+        ("chemistry", "NMC/graphite"),
+        ("nominal_capacity_ah", "2.5"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The in-process hub, restartable on the same address and database.
+pub struct Hub {
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Hub {
+    pub async fn start(db: &Path) -> Hub {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut hub = Hub {
+            addr,
+            db: db.to_path_buf(),
+            stop: None,
+            task: None,
+        };
+        hub.serve(listener);
+        hub
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let store = HubStore::open(&self.db).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        self.task = Some(tokio::spawn(cyclerhub::server::run(
+            listener,
+            store,
+            async {
+                let _ = stopped.await;
+            },
+        )));
+        self.stop = Some(stop);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+}
+
+/// A child process of one of this package's binaries, with its stderr watched for a line.
+pub struct Process {
+    pub child: Child,
+    /// Lines of stderr, as they come.
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Process {
+    pub fn spawn(binary: &str, args: &[String]) -> Process {
+        let mut child = Command::new(binary)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                let _ = tx.send(line);
+            }
+        });
+        Process { child, lines }
+    }
+
+    /// Waits for a stderr line containing `text`; fails the test with what was printed if the
+    /// process exits first.
+    pub async fn wait_for_line(&mut self, text: &str) {
+        let mut seen = Vec::new();
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(line) = self.lines.recv().await {
+                let hit = line.contains(text);
+                seen.push(line);
+                if hit {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(
+            found,
+            Ok(true),
+            "no line with {text:?}; stderr was:\n{}",
+            seen.join("\n")
+        );
+    }
+
+    /// SIGKILL: no cleanup of any kind.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// SIGTERM, then waits for the process to exit on its own; returns whether it succeeded.
+    pub async fn terminate(mut self) -> bool {
+        let pid = self.child.id().unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("the process exits after SIGTERM")
+            .unwrap()
+            .success()
+    }
+}
+
+/// Waits on a daemon's Watch stream until `done` holds for a snapshot; returns it.
+pub async fn watch_until(
+    control: &mut ControlClient<tonic::transport::Channel>,
+    done: impl Fn(&ChannelSnapshot) -> bool,
+) -> ChannelSnapshot {
+    let mut stream = control.watch(WatchRequest {}).await.unwrap().into_inner();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let s = stream
+                .message()
+                .await
+                .unwrap()
+                .expect("the watch stream stays open");
+            if done(&s) {
+                return s;
+            }
+        }
+    })
+    .await
+    .expect("the awaited channel state came")
+}
+
+/// Waits until every one of `channels` has left "running" (and "paused").
+pub async fn wait_all_ended(
+    control: &mut ControlClient<tonic::transport::Channel>,
+    channels: &[String],
+) {
+    let mut stream = control.watch(WatchRequest {}).await.unwrap().into_inner();
+    let mut ended: HashMap<String, String> = HashMap::new();
+    tokio::time::timeout(WAIT, async {
+        while ended.len() < channels.len() {
+            let s = stream
+                .message()
+                .await
+                .unwrap()
+                .expect("the watch stream stays open");
+            if !s.test_id.is_empty()
+                && s.state != "running"
+                && s.state != "paused"
+                && s.state != "idle"
+            {
+                ended.insert(s.channel_id.clone(), s.state.clone());
+            } else {
+                ended.remove(&s.channel_id);
+            }
+        }
+    })
+    .await
+    .expect("every channel's test ends");
+}
+
+pub async fn start_on(
+    control: &mut ControlClient<tonic::transport::Channel>,
+    channel: &str,
+    protocol: &str,
+) -> String {
+    control
+        .start_test(StartTestRequest {
+            channel_id: channel.into(),
+            protocol_yaml: protocol.into(),
+            metadata: metadata(&format!("cell-{channel}")),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .test_id
+}
+
+/// The check every fault test ends with: the hub holds each test's samples exactly once,
+/// numbered contiguously from 0, as many as the daemon said the test produced.
+pub fn assert_every_sample_once(hub_db: &Path, tests: &[String]) -> HashMap<String, u64> {
+    let hub = HubStore::open(hub_db).unwrap();
+    let mut counts = HashMap::new();
+    for test_id in tests {
+        let row = hub.test(test_id).unwrap().expect("the hub knows the test");
+        assert!(row.outcome.is_some(), "test {test_id} ended: {row:?}");
+        let samples = hub.samples(test_id).unwrap();
+        for (i, s) in samples.iter().enumerate() {
+            assert_eq!(
+                s.seq, i as u64,
+                "test {test_id}: sequence numbers are contiguous"
+            );
+        }
+        assert_eq!(
+            Some(samples.len() as u64),
+            row.expected_samples,
+            "test {test_id}: the hub holds exactly the samples the daemon produced"
+        );
+        counts.insert(test_id.clone(), samples.len() as u64);
+    }
+    counts
+}
+
+/// Entries the daemon's outbox still holds for the hub (0 once everything was acknowledged).
+pub fn outbox_pending(outbox: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(outbox).unwrap();
+    conn.query_row(
+        "SELECT COUNT(*) FROM outbox WHERE acked_unix_s IS NULL",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// A free loopback port (bound, then released for a child process to take).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
