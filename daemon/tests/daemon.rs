@@ -400,6 +400,51 @@ steps:
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_entry_the_hub_rejects_is_shown_as_a_dead_letter_and_can_be_retried() {
+        let (lab, mut client, _stop) = lab_with_control().await;
+        let outbox = lab.daemon.outbox().clone();
+        outbox.append(samples("no-such-test", 0, 10)).unwrap();
+        outbox.flush().await.unwrap();
+        assert!(
+            outbox.caught_up(deadline()).await,
+            "the rejected entry is parked, not stuck"
+        );
+        let status = client
+            .get_outbox(GetOutboxRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.dead_letters, 1);
+        assert_eq!(status.pending_entries, 0);
+        assert!(status.path.ends_with("outbox.sqlite"));
+        let alarms = client
+            .get_status(GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .alarms;
+        assert!(
+            alarms.iter().any(|a| a.contains("dead letters")),
+            "{alarms:?}"
+        );
+        let retried = client
+            .retry_dead_letters(RetryDeadLettersRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(retried.requeued, 1);
+        // The hub still does not know the test, so the entry comes back as a dead letter.
+        assert!(outbox.caught_up(deadline()).await);
+        let status = client
+            .get_outbox(GetOutboxRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.dead_letters, 1);
+        lab.stop(WAIT).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_device_alarm_faults_the_test_and_leaves_the_output_off() {
         let (lab, mut client, _stop) = lab_with_control().await;
         client

@@ -46,7 +46,7 @@ fn rng() -> rand::rngs::StdRng {
 struct ProcessLab {
     dir: tempfile::TempDir,
     hub: Hub,
-    _sims: Vec<SimHandle>,
+    sims: Vec<SimHandle>,
     config: PathBuf,
     control: SocketAddr,
     anchor: f64,
@@ -55,6 +55,11 @@ struct ProcessLab {
 
 impl ProcessLab {
     async fn start(channels: usize) -> ProcessLab {
+        ProcessLab::start_with(channels, "continue").await
+    }
+
+    /// `resume` is the daemon's `[daemon] resume` policy.
+    async fn start_with(channels: usize, resume: &str) -> ProcessLab {
         let dir = tempfile::tempdir().unwrap();
         let hub = Hub::start(&dir.path().join("hub.sqlite")).await;
         let anchor = Clock::real().unix_time_s();
@@ -85,7 +90,7 @@ impl ProcessLab {
         std::fs::write(
             &config,
             format!(
-                "[daemon]\nname = \"fault-test\"\nid = \"fault-test-daemon\"\nresume = \"continue\"\n\
+                "[daemon]\nname = \"fault-test\"\nid = \"fault-test-daemon\"\nresume = \"{resume}\"\n\
                  [store]\npath = {store:?}\ncommit_interval_ms = 50\n[hub]\naddress = \"http://{hub}\"\n\
                  [control]\nlisten = \"{control}\"\n[limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\n{devices}",
                 store = dir.path().join("outbox.sqlite").display().to_string(),
@@ -95,7 +100,7 @@ impl ProcessLab {
         .unwrap();
         ProcessLab {
             hub,
-            _sims: sims,
+            sims,
             config,
             control,
             anchor,
@@ -172,6 +177,33 @@ async fn the_daemon_killed_twenty_times_loses_and_duplicates_nothing() {
         .filter(|e| e.kind == "interruption")
         .count();
     assert_eq!(interruptions, 20, "every restart is recorded with its gap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_resume_abort_an_interrupted_test_ends_faulted_and_the_output_stays_off() {
+    let lab = ProcessLab::start_with(1, "abort").await;
+    let (daemon, mut control) = lab.daemon().await;
+    let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
+    harness::watch_until(&mut control, |s| s.samples >= 1000 && s.current_a > 1.0).await;
+    daemon.kill().await;
+    assert!(
+        lab.sims[0].snapshot().output_on,
+        "a killed daemon leaves the supply as it was"
+    );
+    let (daemon, mut control) = lab.daemon().await;
+    let ended = harness::watch_until(&mut control, |s| s.state == "faulted").await;
+    assert!(
+        ended.reason.contains("resume = \"abort\""),
+        "{}",
+        ended.reason
+    );
+    assert!(
+        !lab.sims[0].snapshot().output_on,
+        "the restarted daemon switched the output off"
+    );
+    assert!(daemon.terminate().await);
+    assert_eq!(harness::outbox_pending(&lab.outbox()), 0);
+    harness::assert_every_sample_once(&lab.hub.db, &[test]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
