@@ -458,6 +458,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_lab_configs_in_deploy_load() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&deploy).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                Config::from_toml(&text, &path.display().to_string()).unwrap();
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "deploy/ has example configurations");
+    }
+
+    #[test]
     fn channel_limits_can_only_narrow_the_lab_limits() {
         let c = Config::from_toml(GOOD, "lab.toml").unwrap();
         let narrowed = c.limits.stricter(&ChannelLimits {
