@@ -653,6 +653,17 @@ impl<D: PowerStage> ChannelRunner<D> {
     }
 
     fn event(&self, run: &Run, test_time_s: f64, kind: &str, message: String) {
+        self.event_with(run, test_time_s, kind, message, None);
+    }
+
+    fn event_with(
+        &self,
+        run: &Run,
+        test_time_s: f64,
+        kind: &str,
+        message: String,
+        checkpoint: Option<CheckpointOp>,
+    ) {
         let s = run.engine.status();
         self.append(
             Body::Event(Event {
@@ -664,27 +675,23 @@ impl<D: PowerStage> ChannelRunner<D> {
                 step: s.step_count,
                 cycle: s.cycle,
             }),
-            None,
+            checkpoint,
         );
     }
 
     /// A step began: recorded as an event that also checkpoints the engine.
     fn step_event(&self, run: &Run, test_time_s: f64) {
         let s = run.engine.status();
-        self.append(
-            Body::Event(Event {
-                test_id: run.test_id.clone(),
-                unix_time_s: run.start_unix_s + test_time_s,
-                test_time_s,
-                kind: "step".into(),
-                message: s.description.clone(),
-                step: s.step_count,
-                cycle: s.cycle,
-            }),
-            Some(CheckpointOp::Progress {
-                test_id: run.test_id.clone(),
-                progress: run.progress(test_time_s),
-            }),
+        let checkpoint = CheckpointOp::Progress {
+            test_id: run.test_id.clone(),
+            progress: run.progress(test_time_s),
+        };
+        self.event_with(
+            run,
+            test_time_s,
+            "step",
+            s.description.clone(),
+            Some(checkpoint),
         );
         let (step, cycle, description) = (s.step_count, s.cycle, s.description.clone());
         self.live.send_modify(|snap| {

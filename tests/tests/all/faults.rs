@@ -274,6 +274,25 @@ async fn lab_with_own_hub(dir: &std::path::Path, extra: &str) -> (Hub, SimLab) {
     (hub, lab)
 }
 
+/// Waits for every test to end, checks they finished with nothing lost, and returns the hub.
+async fn finish(lab: SimLab, mut hub: Hub, tests: &[String]) -> HubStore {
+    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+        .await
+        .unwrap();
+    let states: Vec<String> = lab
+        .daemon
+        .snapshots()
+        .into_iter()
+        .map(|s| s.state)
+        .collect();
+    let (summary, _, _keep) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0, "{summary:?}");
+    assert!(states.iter().all(|s| s == "finished"), "{states:?}");
+    hub.stop().await;
+    harness::assert_every_sample_once(&hub.db, tests);
+    HubStore::open(&hub.db).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_down_for_ten_simulated_minutes_gets_the_backlog_afterwards() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,19 +313,13 @@ async fn a_hub_down_for_ten_simulated_minutes_gets_the_backlog_afterwards() {
         "data piled up while the hub was away"
     );
     hub.restart().await;
-    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
-        .await
-        .unwrap();
-    let (summary, _, _keep) = lab.stop(WAIT).await.unwrap();
-    assert_eq!(summary.lost(), 0, "{summary:?}");
-    hub.stop().await;
-    harness::assert_every_sample_once(&hub.db, &tests);
+    finish(lab, hub, &tests).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_device_link_is_recorded_and_the_test_carries_on() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut hub, lab) = lab_with_own_hub(dir.path(), "").await;
+    let (hub, lab) = lab_with_own_hub(dir.path(), "").await;
     let tests = lab
         .start_everywhere(PROTOCOL, "fault protocol")
         .await
@@ -320,21 +333,7 @@ async fn a_cut_device_link_is_recorded_and_the_test_carries_on() {
     // Shorter than the channel's communication timeout (5 s of wall time).
     lab.clock.sleep(300.0).await;
     lab.sims[0].restore_link();
-    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
-        .await
-        .unwrap();
-    let states: Vec<String> = lab
-        .daemon
-        .snapshots()
-        .into_iter()
-        .map(|s| s.state)
-        .collect();
-    let (summary, _, _keep) = lab.stop(WAIT).await.unwrap();
-    assert_eq!(summary.lost(), 0, "{summary:?}");
-    assert_eq!(states, ["finished", "finished"]);
-    hub.stop().await;
-    harness::assert_every_sample_once(&hub.db, &tests);
-    let store = HubStore::open(&hub.db).unwrap();
+    let store = finish(lab, hub, &tests).await;
     let link: Vec<String> = store
         .events(&tests[0])
         .unwrap()
@@ -379,21 +378,7 @@ async fn a_full_outbox_pauses_the_channels_at_rest_until_the_hub_returns() {
     assert!(alarms.iter().any(|a| a.contains("max_bytes")), "{alarms:?}");
     lab.clock.sleep(120.0).await;
     hub.restart().await;
-    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
-        .await
-        .unwrap();
-    let states: Vec<String> = lab
-        .daemon
-        .snapshots()
-        .into_iter()
-        .map(|s| s.state)
-        .collect();
-    let (summary, _, _keep) = lab.stop(WAIT).await.unwrap();
-    assert_eq!(summary.lost(), 0, "{summary:?}");
-    assert_eq!(states, ["finished", "finished"]);
-    hub.stop().await;
-    harness::assert_every_sample_once(&hub.db, &tests);
-    let store = HubStore::open(&hub.db).unwrap();
+    let store = finish(lab, hub, &tests).await;
     let events = store.events(&tests[0]).unwrap();
     assert!(
         events
