@@ -129,6 +129,11 @@ async fn run_command(cli: Cli) -> ExitCode {
 }
 
 async fn run(path: PathBuf, clock: Clock) -> anyhow::Result<()> {
+    // A write past the file-size limit (RLIMIT_FSIZE, a quota) would kill the process with
+    // SIGXFSZ; handled, it becomes a failed commit, which pauses acquisition until space returns.
+    #[cfg(unix)]
+    let _file_size_signal =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))?;
     let config = Config::load(&path)?;
     let origin = path.display().to_string();
     let listen = config.control.listen;

@@ -393,6 +393,48 @@ async fn a_full_outbox_pauses_the_channels_at_rest_until_the_hub_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_pauses_the_channels_until_space_returns() {
+    let lab = ProcessLab::start(1).await;
+    let (daemon, mut control) = lab.daemon().await;
+    let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
+    harness::watch_until(&mut control, |s| s.samples >= 1000).await;
+    // The file-size limit stands in for a full disk: every write past 4 KiB fails.
+    let pid = daemon.child.id().unwrap().to_string();
+    let limit = |fsize: &str| {
+        let status = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--fsize={fsize}")])
+            .status()
+            .unwrap();
+        assert!(status.success(), "prlimit works here");
+    };
+    limit("4096:unlimited");
+    harness::watch_until(&mut control, |s| s.state == "paused").await;
+    let status = control
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.alarms.iter().any(|a| a.contains("cannot commit")),
+        "{:?}",
+        status.alarms
+    );
+    assert!(
+        !lab.sims[0].snapshot().output_on,
+        "paused at rest, output off"
+    );
+    limit("unlimited:unlimited");
+    harness::watch_until(&mut control, |s| s.state == "running").await;
+    harness::wait_all_ended(&mut control, &lab.channels).await;
+    assert!(daemon.terminate().await);
+    assert_eq!(harness::outbox_pending(&lab.outbox()), 0);
+    harness::assert_every_sample_once(&lab.hub.db, std::slice::from_ref(&test));
+    let hub = HubStore::open(&lab.hub.db).unwrap();
+    let row = hub.test(&test).unwrap().unwrap();
+    assert_eq!(row.outcome.as_deref(), Some("finished"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_tail_and_a_flipped_byte_are_survived_and_the_damaged_entry_is_quarantined() {
     use prost::Message;
     let mut lab = ProcessLab::start(1).await;
