@@ -36,10 +36,14 @@
 //!   [`Plan::from_yaml`].
 //! * [`plan`]: the plan (IR) types, their JSON form and structural validation.
 //! * [`engine`]: the stepping state machine: measurement in, command out, checkpointable.
+//! * [`compile`]: plan -> native schedules (Maccor, Neware, Arbin, BioLogic, PyBaMM).
+//! * [`import`]: native schedules -> plan.
 //! * [`error`]: [`ProtocolError`], whose messages say what, where and what to do.
 
+pub mod compile;
 mod document;
 pub mod engine;
+pub mod import;
 pub mod error;
 pub mod plan;
 pub mod pybamm;

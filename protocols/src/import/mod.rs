@@ -1,0 +1,80 @@
+//! Importers: a cycler's native schedule -> a plan, so a simulator can run what it was sent and
+//! compile -> import is checked on every protocol.
+
+use crate::plan::Plan;
+use std::fmt;
+
+/// A native schedule format that can be read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    Maccor,
+    Neware,
+    Arbin,
+    Biologic,
+}
+
+impl SourceKind {
+    pub const ALL: [SourceKind; 4] = [
+        SourceKind::Maccor,
+        SourceKind::Neware,
+        SourceKind::Arbin,
+        SourceKind::Biologic,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Maccor => "maccor",
+            SourceKind::Neware => "neware",
+            SourceKind::Arbin => "arbin",
+            SourceKind::Biologic => "biologic",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SourceKind> {
+        SourceKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Guesses the format from the file's first bytes.
+    pub fn detect(text: &str) -> Option<SourceKind> {
+        let head: String = text.chars().take(4096).collect();
+        if head.contains("MaccorTestProcedure") || head.contains("maccor-application") {
+            Some(SourceKind::Maccor)
+        } else if head.contains("Step_Info") || head.contains("<root>") && head.contains("Step File") {
+            Some(SourceKind::Neware)
+        } else if head.contains("[Schedule]") {
+            Some(SourceKind::Arbin)
+        } else if head.contains("BT-LAB SETTING FILE") || head.contains("EC-LAB SETTING FILE") {
+            Some(SourceKind::Biologic)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a native file could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{origin}: {kind} schedule{}: {message}", location.as_deref().map(|l| format!(" ({l})")).unwrap_or_default())]
+pub struct ImportError {
+    pub kind: SourceKind,
+    pub origin: String,
+    /// Where in the file (line, element or section), when known.
+    pub location: Option<String>,
+    pub message: String,
+}
+
+/// Reads a native schedule of `kind`; `origin` (the file name) prefixes errors.
+pub fn import(text: &str, kind: SourceKind, origin: &str) -> Result<Plan, ImportError> {
+    let _ = text;
+    Err(ImportError {
+        kind,
+        origin: origin.into(),
+        location: None,
+        message: "this format is not implemented yet".into(),
+    })
+}
