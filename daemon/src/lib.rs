@@ -7,6 +7,7 @@
 //! - [`uploader`]: the gRPC stream from the outbox to the hub (resume, pipelining, acks, backoff).
 //! - [`daemon`]: wires the above into a running daemon and its handle.
 //! - [`control`]: the `cyclerd.daemon.v1.Control` gRPC service used by `cyclerctl`.
+//! - [`simulate`]: a protocol against the cell model with no device (`cyclerctl protocol simulate`).
 //! - [`demo`]: `cyclerd demo`: simulators, the daemon and an embedded hub in one process.
 //!
 //! - [`cli`]: the `cyclerd` command line; `src/bin/cyclerd.rs` just calls it.
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod demo;
 pub mod outbox;
 pub mod runner;
+pub mod simulate;
 pub mod uploader;
 
 pub use cyclerd_proto as proto;

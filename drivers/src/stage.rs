@@ -32,3 +32,85 @@ pub trait PowerStage: Send {
     /// control), so polling can go on.
     fn reconnect(&mut self) -> impl Future<Output = Result<(), DriverError>> + Send;
 }
+
+/// The current an ideal bidirectional power stage drives into `cell` for `command`: constant
+/// current until the compliance voltage, then the voltage held (CC/CV crossover); constant
+/// voltage within the current compliance; constant power within the voltage window. Used to
+/// simulate protocols without a device.
+pub fn ideal_current(cell: &crate::cell::Cell, command: &Command) -> f64 {
+    // The current that would put the terminals at `v` now.
+    let at = |v: f64| cell.current_for_voltage(v);
+    match *command {
+        Command::Current {
+            amps,
+            voltage_max,
+            voltage_min,
+        } => {
+            if amps >= 0.0 {
+                amps.min(at(voltage_max).max(0.0))
+            } else {
+                amps.max(at(voltage_min).min(0.0))
+            }
+        }
+        Command::Voltage { volts, current_max } => at(volts).clamp(-current_max, current_max),
+        Command::Power {
+            watts,
+            voltage_max,
+            voltage_min,
+        } => {
+            // Solve V * I = P with V = OCV' + I * R0 (a quadratic; the root near P / OCV').
+            let r0 = cell.params().r0_ohm;
+            let e = cell.terminal_voltage(0.0);
+            let disc = (e * e + 4.0 * r0 * watts).max(0.0);
+            let i = (-e + disc.sqrt()) / (2.0 * r0);
+            if watts >= 0.0 {
+                i.min(at(voltage_max).max(0.0))
+            } else {
+                i.max(at(voltage_min).min(0.0))
+            }
+        }
+        #[allow(unreachable_patterns)]
+        _ => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cell::{Cell, CellParams, Chemistry};
+
+    fn cell(soc: f64) -> Cell {
+        Cell::new(CellParams {
+            initial_soc: soc,
+            ..CellParams::new(Chemistry::Nmc, 2.5)
+        })
+    }
+
+    #[test]
+    fn constant_current_gives_way_to_the_compliance_voltage() {
+        let low = cell(0.2);
+        let cmd = Command::Current {
+            amps: 2.5,
+            voltage_max: 4.2,
+            voltage_min: 2.5,
+        };
+        assert_eq!(ideal_current(&low, &cmd), 2.5);
+        let full = cell(0.999);
+        let i = ideal_current(&full, &cmd);
+        assert!(i < 2.5 && (full.terminal_voltage(i) - 4.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn constant_power_delivers_the_power() {
+        let c = cell(0.5);
+        let i = ideal_current(
+            &c,
+            &Command::Power {
+                watts: -5.0,
+                voltage_max: 4.2,
+                voltage_min: 2.5,
+            },
+        );
+        assert!((c.terminal_voltage(i) * i + 5.0).abs() < 1e-6);
+    }
+}

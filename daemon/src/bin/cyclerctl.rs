@@ -3,6 +3,10 @@
 use clap::{Parser, Subcommand};
 use cyclerd::proto::control::control_client::ControlClient;
 use cyclerd::proto::control::*;
+use cyclerd::simulate;
+use cyclerd_drivers::cell::{CellParams, Chemistry};
+use cyclerd_protocols::compile::{self, Target};
+use cyclerd_protocols::{Plan, PlanStep};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -47,11 +51,51 @@ enum Command {
         #[command(subcommand)]
         action: Option<OutboxAction>,
     },
+    /// Check, compile, import and simulate protocols (works without a daemon).
+    Protocol {
+        #[command(subcommand)]
+        action: ProtocolAction,
+    },
     /// Stop the test on a channel (output off, recorded as stopped).
     Stop {
         channel: String,
         #[arg(long, default_value = "")]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProtocolAction {
+    /// Parse a protocol, show its plan in brief, and say which targets can express it.
+    Check { file: PathBuf },
+    /// Compile a protocol to a cycler's native schedule.
+    Compile {
+        file: PathBuf,
+        /// maccor, neware, arbin, biologic, pybamm or pybamm-json.
+        #[arg(long)]
+        target: String,
+        /// Output file; standard output when absent.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Run a protocol against the cell model and report what it does.
+    Simulate {
+        file: PathBuf,
+        /// nmc or lfp.
+        #[arg(long, default_value = "nmc")]
+        cell: String,
+        /// Cell capacity, e.g. 2.5Ah (defaults to the protocol's params.capacity).
+        #[arg(long)]
+        capacity: Option<String>,
+        /// Seconds between simulated measurements.
+        #[arg(long, default_value_t = 1.0)]
+        dt: f64,
+        /// Write every sample as CSV (BDF column names).
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Draw voltage and current against time as SVG.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
 }
 
@@ -97,8 +141,12 @@ fn quiet_broken_pipe(result: std::io::Result<()>) -> anyhow::Result<bool> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Protocol { action } = cli.command {
+        return protocol(action);
+    }
     let mut client = connect(&cli.daemon).await?;
     match cli.command {
+        Command::Protocol { .. } => unreachable!("handled above"),
         Command::Status => {
             let s = client.get_status(GetStatusRequest {}).await?.into_inner();
             println!("daemon   {} (store epoch {})", s.daemon_id, s.store_epoch);
@@ -209,6 +257,155 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
             println!("stopped {channel}");
+        }
+    }
+    Ok(())
+}
+
+fn read_plan(file: &std::path::Path) -> anyhow::Result<(String, Plan)> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let plan = Plan::from_yaml(&text, &file.display().to_string())?;
+    Ok((text, plan))
+}
+
+fn write_out(output: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
+    match output {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display())),
+        None => {
+            std::io::stdout().write_all(text.as_bytes())?;
+            Ok(())
+        }
+    }
+}
+
+fn protocol(action: ProtocolAction) -> anyhow::Result<()> {
+    match action {
+        ProtocolAction::Check { file } => {
+            let (_, plan) = read_plan(&file)?;
+            let actions = plan
+                .steps
+                .iter()
+                .filter(|s| matches!(s, PlanStep::Action(_)))
+                .count();
+            let loops = plan
+                .steps
+                .iter()
+                .filter(|s| matches!(s, PlanStep::LoopStart { .. }))
+                .count();
+            println!(
+                "{}: ok: {:?}, {actions} steps in {loops} loops, capacity {}, source sha256 {}",
+                file.display(),
+                plan.name,
+                plan.capacity_ah
+                    .map_or("not given".into(), |c| format!("{c} Ah")),
+                &plan.source_sha256[..12.min(plan.source_sha256.len())],
+            );
+            for target in Target::ALL {
+                match compile::compile(&plan, target) {
+                    Ok(_) => println!("  {target}: ok"),
+                    Err(e) => println!("  {e}"),
+                }
+            }
+        }
+        ProtocolAction::Compile {
+            file,
+            target,
+            output,
+        } => {
+            let target = Target::from_name(&target).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown target {target:?}; use one of: {}",
+                    Target::ALL.map(|t| t.name()).join(", ")
+                )
+            })?;
+            let (_, plan) = read_plan(&file)?;
+            let text = compile::compile(&plan, target)?;
+            write_out(output.as_deref(), &text)?;
+        }
+        ProtocolAction::Simulate {
+            file,
+            cell,
+            capacity,
+            dt,
+            csv,
+            svg,
+        } => {
+            let (_, plan) = read_plan(&file)?;
+            let chemistry = match cell.as_str() {
+                "nmc" => Chemistry::Nmc,
+                "lfp" => Chemistry::Lfp,
+                other => anyhow::bail!("unknown cell {other:?}; use nmc or lfp"),
+            };
+            let capacity_ah = match capacity {
+                Some(text) => {
+                    cyclerd_protocols::units::parse_quantity(&text)
+                        .map_err(|e| anyhow::anyhow!("--capacity {text:?}: {}", e.message))?
+                        .value
+                }
+                None => plan.capacity_ah.unwrap_or(2.5),
+            };
+            anyhow::ensure!(
+                dt > 0.0 && dt.is_finite(),
+                "--dt must be a positive number of seconds"
+            );
+            let mut csv_out = match &csv {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+                    let mut w = std::io::BufWriter::new(file);
+                    simulate::write_csv_header(&mut w)?;
+                    Some(w)
+                }
+                None => None,
+            };
+            let mut plot = simulate::Decimator::new(4000);
+            let mut io_error = None;
+            let name = plan.name.clone();
+            let options = simulate::SimOptions {
+                dt_s: dt,
+                ..Default::default()
+            };
+            let report = simulate::simulate(
+                plan,
+                CellParams::new(chemistry, capacity_ah),
+                &options,
+                |s| {
+                    plot.push(s);
+                    if let Some(w) = csv_out.as_mut()
+                        && let Err(e) = simulate::write_csv_row(w, s)
+                    {
+                        io_error.get_or_insert(e);
+                    }
+                },
+            )?;
+            if let Some(e) = io_error {
+                anyhow::bail!("cannot write the CSV: {e}");
+            }
+            if let Some(mut w) = csv_out {
+                w.flush()?;
+            }
+            if let Some(path) = &svg {
+                std::fs::write(path, simulate::svg(&plot.kept, &name))
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            }
+            println!("{name}: {}", report.outcome);
+            println!(
+                "duration   {:.2} h ({} samples every {dt} s)",
+                report.duration_s / 3600.0,
+                report.samples
+            );
+            println!("steps      {}", report.steps);
+            println!("cycles     {}", report.cycles);
+            println!("charged    {:.4} Ah", report.charge_ah);
+            println!("discharged {:.4} Ah", report.discharge_ah);
+            let caps: Vec<String> = report
+                .discharge_per_cycle_ah
+                .iter()
+                .map(|c| format!("{c:.4}"))
+                .collect();
+            println!("discharge capacity per cycle (Ah): {}", caps.join(" "));
         }
     }
     Ok(())
