@@ -172,7 +172,7 @@ impl Decimator {
     }
 
     pub fn push(&mut self, s: &SimSample) {
-        if self.seen % self.every == 0 {
+        if self.seen.is_multiple_of(self.every) {
             if self.kept.len() == self.kept.capacity() {
                 // Full: keep every other sample and halve the rate from now on.
                 let mut i = 0;
