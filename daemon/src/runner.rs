@@ -509,7 +509,7 @@ impl<D: PowerStage> ChannelRunner<D> {
         if reading.alarm {
             return Err("the device reports an alarm".into());
         }
-        if !reading.output_on && run.command != Command::Off {
+        if !reading.output_on && run.command.output_on() {
             return Err("the device switched its output off by itself".into());
         }
         if let Some(outcome) = update.outcome {

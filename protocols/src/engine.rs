@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;
-use crate::plan::{Condition, Control, Goto, Plan, PlanStep, Safety};
+use crate::plan::{Condition, Control, Goto, LoopCondition, Plan, PlanStep, ProfileKind, Safety};
 
 /// One poll of the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -54,6 +54,21 @@ pub enum Command {
         /// Compliance: lower voltage bound.
         voltage_min: f64,
     },
+    /// Set the thermal chamber bound to the channel to this temperature; the cell output is
+    /// off meanwhile (a chamber step waits for the temperature to settle).
+    Chamber {
+        /// Chamber setpoint in degC.
+        temperature_c: f64,
+    },
+}
+
+impl Command {
+    /// Whether the cell's power stage output is on under this command: false for `Off` and
+    /// for `Chamber` (the cell rests while the chamber settles). Runners use it to tell an
+    /// output the device switched off by itself from one the protocol asked off.
+    pub fn output_on(&self) -> bool {
+        !matches!(self, Command::Off | Command::Chamber { .. })
+    }
 }
 
 /// How a test ended.
@@ -145,6 +160,13 @@ pub struct Status {
 struct LoopFrame {
     start: usize,
     pass: u32,
+    /// Cumulative discharge capacity when this pass began, so a pass's own discharge
+    /// capacity is known at its end (loop exits).
+    #[serde(default)]
+    pass_start_discharge_ah: f64,
+    /// Discharge capacity of the first pass (the reference of `< 80% first`).
+    #[serde(default)]
+    first_pass_discharge_ah: Option<f64>,
 }
 
 /// The part of the previous measurement that integration needs.
@@ -167,6 +189,9 @@ pub struct EngineState {
     /// The test ended inside `start` (a plan that reaches `End` before any action), so the
     /// outcome is still owed to the next update.
     outcome_pending: bool,
+    /// In a chamber step: since when (test time, s) the temperature has been in the band.
+    #[serde(default)]
+    band_since: Option<f64>,
 }
 
 /// The limits the engine enforces, with the ones it cannot run without unpacked.
@@ -218,6 +243,7 @@ impl Engine {
             loops: Vec::new(),
             last: None,
             outcome_pending: false,
+            band_since: None,
         };
         Ok(Engine {
             plan,
@@ -275,17 +301,26 @@ impl Engine {
             v: m.voltage_v,
             i: m.current_a,
         };
+        let mut slope = None;
         if let Some(prev) = self.state.last {
             self.integrate(prev, sample);
+            // dV/dt only between two polls of this step (not across the step change).
+            if prev.t > self.state.status.step_start_s && sample.t > prev.t {
+                slope = Some((sample.v - prev.v) / (sample.t - prev.t));
+            }
         }
         self.state.last = Some(sample);
 
         if let Some(reason) = self.safety_violation(m) {
             return self.fault(reason);
         }
+        let settled = match self.chamber_wait(m) {
+            Ok(settled) => settled,
+            Err(reason) => return self.fault(reason),
+        };
 
         let mut ended_step = None;
-        if let Some(goto) = self.fired(m) {
+        if let Some(goto) = self.fired(m, slope).or(settled.then_some(Goto::Next)) {
             ended_step = Some(self.summary(m.test_time_s));
             step_changed = true;
             match goto {
@@ -382,16 +417,63 @@ impl Engine {
         }
     }
 
+    /// The command for the current step. Resistance and profile steps depend on the latest
+    /// measurement (voltage, step time), so this is recomputed on every update.
     fn command(&self) -> Command {
-        let control = match (
+        let a = match (
             &self.state.phase,
             self.plan.steps.get(self.state.status.plan_index),
         ) {
-            (Phase::Running, Some(PlanStep::Action(a))) => a.control,
+            (Phase::Running, Some(PlanStep::Action(a))) => a,
             _ => return Command::Off,
         };
         let l = &self.limits;
-        match control {
+        let step_start = self.state.status.step_start_s;
+        match a.control {
+            Control::Cccv { amps, volts } => Command::Current {
+                amps,
+                // The CV phase is the device's own compliance at the CV voltage.
+                voltage_max: if amps >= 0.0 {
+                    volts.min(l.voltage_max)
+                } else {
+                    l.voltage_max
+                },
+                voltage_min: if amps < 0.0 {
+                    volts.max(l.voltage_min)
+                } else {
+                    l.voltage_min
+                },
+            },
+            Control::Resistance { ohms } => match self.state.last {
+                // I = -V/R with the latest voltage; nothing to compute before a measurement.
+                Some(last) => Command::Current {
+                    amps: (-last.v / ohms).clamp(-l.current_max, l.current_max),
+                    voltage_max: l.voltage_max,
+                    voltage_min: l.voltage_min,
+                },
+                None => Command::Off,
+            },
+            Control::Profile { kind } => {
+                let t = self.state.last.map_or(0.0, |s| s.t - step_start);
+                let value = a.profile.as_ref().map_or(0.0, |p| p.value_at(t));
+                match kind {
+                    ProfileKind::Current => Command::Current {
+                        amps: value,
+                        voltage_max: l.voltage_max,
+                        voltage_min: l.voltage_min,
+                    },
+                    ProfileKind::Power => Command::Power {
+                        watts: value,
+                        voltage_max: l.voltage_max,
+                        voltage_min: l.voltage_min,
+                    },
+                    ProfileKind::Voltage => Command::Voltage {
+                        volts: value,
+                        current_max: l.current_max,
+                    },
+                }
+            }
+            Control::Chamber { temperature_c, .. } => Command::Chamber { temperature_c },
             Control::Rest => Command::Off,
             Control::Current { amps } => Command::Current {
                 amps,
@@ -417,21 +499,49 @@ impl Engine {
             match self.plan.steps.get(i) {
                 None | Some(PlanStep::End) => return self.finish(),
                 Some(PlanStep::LoopStart { .. }) => {
-                    self.state.loops.push(LoopFrame { start: i, pass: 1 });
+                    let q = self.state.status.discharge_capacity_ah;
+                    self.state.loops.push(LoopFrame {
+                        start: i,
+                        pass: 1,
+                        pass_start_discharge_ah: q,
+                        first_pass_discharge_ah: None,
+                    });
                     i += 1;
                 }
                 Some(&PlanStep::LoopEnd { start }) => {
-                    let (count, cycle) = match self.plan.steps.get(start) {
-                        Some(&PlanStep::LoopStart { count, cycle, .. }) => (count, cycle),
+                    let (count, cycle, until) = match self.plan.steps.get(start) {
+                        Some(PlanStep::LoopStart {
+                            count,
+                            cycle,
+                            until,
+                            ..
+                        }) => (*count, *cycle, until.as_slice()),
                         // Unreachable for a validated plan; leaving the loop is the safe reading.
-                        _ => (1, false),
+                        _ => (1, false, &[][..]),
                     };
+                    let q = self.state.status.discharge_capacity_ah;
+                    let cycle_now = self.state.status.cycle;
                     // A jump into the middle of a loop arrives without a frame: that is pass 1.
                     if self.state.loops.last().map(|f| f.start) != Some(start) {
-                        self.state.loops.push(LoopFrame { start, pass: 1 });
+                        self.state.loops.push(LoopFrame {
+                            start,
+                            pass: 1,
+                            pass_start_discharge_ah: q,
+                            first_pass_discharge_ah: None,
+                        });
                     }
                     let frame = self.state.loops.last_mut().map(|f| {
-                        if f.pass < count {
+                        let pass_q = q - f.pass_start_discharge_ah;
+                        let first = *f.first_pass_discharge_ah.get_or_insert(pass_q);
+                        let exit = until.iter().any(|c| match *c {
+                            LoopCondition::DischargeCapacityBelowFractionOfFirst(x) => {
+                                f.pass > 1 && pass_q < x * first
+                            }
+                            LoopCondition::DischargeCapacityBelow(x) => pass_q < x,
+                            LoopCondition::CycleAtLeast(n) => cycle_now >= n,
+                        });
+                        f.pass_start_discharge_ah = q;
+                        if f.pass < count && !exit {
                             f.pass += 1;
                             true
                         } else {
@@ -457,6 +567,7 @@ impl Engine {
                     s.step_discharge_ah = 0.0;
                     s.step_energy_wh = 0.0;
                     s.description.clone_from(&a.description);
+                    self.state.band_since = None;
                     return;
                 }
             }
@@ -546,8 +657,49 @@ impl Engine {
         Some(format!("{reason}{step}"))
     }
 
-    /// The jump of the first termination of the current step that holds, if any.
-    fn fired(&self, m: &Measurement) -> Option<Goto> {
+    /// In a chamber step: tracks how long the temperature has been within the band; true
+    /// once it has been there for the hold time; an error (fault reason) on timeout.
+    fn chamber_wait(&mut self, m: &Measurement) -> Result<bool, String> {
+        let Some(PlanStep::Action(a)) = self.plan.steps.get(self.state.status.plan_index) else {
+            return Ok(false);
+        };
+        let Control::Chamber {
+            temperature_c,
+            within_c,
+            hold_s,
+            timeout_s,
+        } = a.control
+        else {
+            return Ok(false);
+        };
+        let t = m.test_time_s;
+        let in_band = hold_s == 0.0 && within_c == f64::INFINITY
+            || m.temperature_c
+                .is_some_and(|x| (x - temperature_c).abs() <= within_c);
+        if in_band {
+            let since = *self.state.band_since.get_or_insert(t);
+            if t - since >= hold_s {
+                return Ok(true);
+            }
+        } else {
+            self.state.band_since = None;
+        }
+        let waited = t - self.state.status.step_start_s;
+        match timeout_s {
+            Some(limit) if waited >= limit => Err(format!(
+                "chamber did not settle at {temperature_c} degC (within {within_c} degC for {hold_s} s) in {limit} s; last temperature {} (in {}: \"{}\")",
+                m.temperature_c
+                    .map_or("not measured".to_owned(), |x| format!("{x} degC")),
+                a.path,
+                a.description
+            )),
+            _ => Ok(false),
+        }
+    }
+
+    /// The jump of the first termination of the current step that holds, if any. `slope` is
+    /// dV/dt (V/s) since the previous poll of this step.
+    fn fired(&self, m: &Measurement, slope: Option<f64>) -> Option<Goto> {
         let Some(PlanStep::Action(a)) = self.plan.steps.get(self.state.status.plan_index) else {
             return None;
         };
@@ -563,6 +715,10 @@ impl Engine {
                 Condition::TestTime(d) => m.test_time_s >= d,
                 Condition::StepCapacity(q) => s.step_charge_ah.max(s.step_discharge_ah) >= q,
                 Condition::StepEnergy(e) => s.step_energy_wh >= e,
+                Condition::TemperatureAtLeast(x) => m.temperature_c.is_some_and(|t| t >= x),
+                Condition::TemperatureAtMost(x) => m.temperature_c.is_some_and(|t| t <= x),
+                Condition::VoltageRateMagnitudeAtMost(x) => slope.is_some_and(|d| d.abs() <= x),
+                Condition::VoltageRateMagnitudeAtLeast(x) => slope.is_some_and(|d| d.abs() >= x),
             })
             .map(|t| t.goto)
     }
@@ -651,12 +807,56 @@ impl Limits {
                         self.current_max
                     ));
                 }
-                Control::Voltage { volts }
+                Control::Voltage { volts } | Control::Cccv { volts, .. }
                     if !(self.voltage_min..=self.voltage_max).contains(&volts) =>
                 {
                     return bad(format!(
                         "holds {volts} V, outside the voltage window [{} V, {} V]",
                         self.voltage_min, self.voltage_max
+                    ));
+                }
+                Control::Cccv { amps, .. } if amps.abs() > self.current_max => {
+                    return bad(format!(
+                        "asks for {} A, above the current limit of {} A",
+                        amps.abs(),
+                        self.current_max
+                    ));
+                }
+                Control::Resistance { ohms } if self.voltage_max / ohms > self.current_max => {
+                    return bad(format!(
+                        "{ohms} Ohm would draw up to {} A at {} V, above the current limit of {} A",
+                        self.voltage_max / ohms,
+                        self.voltage_max,
+                        self.current_max
+                    ));
+                }
+                Control::Profile { kind } => {
+                    let values = a
+                        .profile
+                        .iter()
+                        .flat_map(|p| p.points.iter().map(|(_, v)| *v));
+                    for v in values {
+                        let out = match kind {
+                            ProfileKind::Current => v.abs() > self.current_max,
+                            ProfileKind::Voltage => {
+                                !(self.voltage_min..=self.voltage_max).contains(&v)
+                            }
+                            ProfileKind::Power => false,
+                        };
+                        if out {
+                            return bad(format!(
+                                "the profile value {v} is outside the limits (|I| <= {} A, V in [{} V, {} V])",
+                                self.current_max, self.voltage_min, self.voltage_max
+                            ));
+                        }
+                    }
+                }
+                Control::Chamber { temperature_c, .. }
+                    if self.temperature_max.is_some_and(|max| temperature_c > max) =>
+                {
+                    return bad(format!(
+                        "sets the chamber to {temperature_c} degC, above the temperature limit of {} degC",
+                        self.temperature_max.unwrap_or(temperature_c)
                     ));
                 }
                 _ => {}
@@ -727,7 +927,7 @@ mod tests {
         fn apply(&mut self, cmd: Command, t: f64, dt: f64) -> Measurement {
             let ocv = self.ocv();
             let i = match cmd {
-                Command::Off => 0.0,
+                Command::Off | Command::Chamber { .. } => 0.0,
                 Command::Current {
                     amps,
                     voltage_max,
@@ -1000,6 +1200,7 @@ mod tests {
             description: path.into(),
             control: Control::Rest,
             terminations,
+            ..ActionStep::default()
         })
     }
 
@@ -1023,6 +1224,7 @@ mod tests {
                     count: 2,
                     cycle: false,
                     end: 3,
+                    until: vec![],
                 },
                 action(
                     "B",
@@ -1055,6 +1257,327 @@ mod tests {
             e.update(&at(5.5, 2.9, 0.0)).outcome,
             Some(Outcome::Finished)
         );
+    }
+
+    fn cell() -> Cell {
+        Cell {
+            capacity_ah: 2.5,
+            soc: 0.5,
+            r: 0.05,
+        }
+    }
+
+    fn with_temp(m: Measurement, c: Option<f64>) -> Measurement {
+        Measurement {
+            temperature_c: c,
+            ..m
+        }
+    }
+
+    #[test]
+    fn cccv_step_runs_cc_then_cv_by_compliance_and_ends_at_the_cutoff() {
+        let mut e = engine("  - cccv: 1C\n    voltage: 4.1 V\n    cutoff: C/20\n");
+        assert_eq!(
+            e.start(0.0),
+            Command::Current {
+                amps: 2.5,
+                voltage_max: 4.1,
+                voltage_min: 2.5
+            }
+        );
+        let mut c = cell();
+        let (u, _) = run(&mut e, &mut c, 20_000);
+        assert_eq!(u.outcome, Some(Outcome::Finished));
+        // The cell ends near 4.1 V open circuit, charged past what CC alone would reach.
+        assert!((c.ocv() - 4.1).abs() < 0.01, "ocv {}", c.ocv());
+    }
+
+    #[test]
+    fn resistance_step_recomputes_the_current_from_each_voltage() {
+        let mut e = engine("  - cr: 2 Ohm\n    until: \"V <= 3.2 V\"\n");
+        assert_eq!(e.start(0.0), Command::Off, "no voltage known yet");
+        let u = e.update(&at(1.0, 4.0, 0.0));
+        assert_eq!(
+            u.command,
+            Command::Current {
+                amps: -2.0,
+                voltage_max: 4.25,
+                voltage_min: 2.5
+            }
+        );
+        let u = e.update(&at(2.0, 3.6, -2.0));
+        assert!(matches!(u.command, Command::Current { amps, .. } if (amps + 1.8).abs() < 1e-12));
+        assert_eq!(
+            e.update(&at(3.0, 3.2, -1.8)).outcome,
+            Some(Outcome::Finished)
+        );
+    }
+
+    #[test]
+    fn resistance_that_would_exceed_the_current_limit_is_rejected() {
+        let e = Engine::new(
+            yaml_plan("  - cr: 0.5 Ohm\n    for: 1 h\n"),
+            &Safety::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("above the current limit"), "{e}");
+    }
+
+    #[test]
+    fn profile_step_holds_each_value_and_ends_after_its_duration() {
+        let csv = |_: &str| -> Result<String, String> { Ok("t,i\n0,1\n10,-2\n20,0.5\n".into()) };
+        let source =
+            format!("protocol: t\nversion: 1\n{SAFE}steps:\n  - profile: p.csv\n    repeat: 2\n");
+        let plan = Plan::from_yaml_with(&source, "t.yaml", &csv).unwrap();
+        let mut e = Engine::new(plan, &Safety::default()).unwrap();
+        let amps = |c: Command| match c {
+            Command::Current { amps, .. } => amps,
+            other => panic!("not a current: {other:?}"),
+        };
+        assert_eq!(amps(e.start(0.0)), 1.0);
+        let mut seen = Vec::new();
+        for t in [5.0, 10.0, 25.0, 31.0, 59.0] {
+            seen.push(amps(e.update(&at(t, 3.7, 0.0)).command));
+        }
+        assert_eq!(seen, [1.0, -2.0, 0.5, 1.0, 0.5]);
+        assert_eq!(
+            e.update(&at(60.0, 3.7, 0.0)).outcome,
+            Some(Outcome::Finished)
+        );
+    }
+
+    #[test]
+    fn chamber_step_waits_for_the_temperature_to_settle() {
+        let mut e = engine(
+            "  - chamber: 30 degC\n    wait: {within: 0.5 degC, for: 10 s}\n    timeout: 1 h\n  - \"Rest for 1 s\"\n",
+        );
+        let first = e.start(0.0);
+        assert_eq!(
+            first,
+            Command::Chamber {
+                temperature_c: 30.0
+            }
+        );
+        assert!(
+            !first.output_on(),
+            "the cell rests while the chamber settles"
+        );
+        let steps = [
+            (1.0, Some(25.0)),
+            (2.0, Some(29.6)),
+            (5.0, None),
+            (6.0, Some(29.8)),
+            (15.0, Some(30.2)),
+        ];
+        for (t, temp) in steps {
+            let u = e.update(&with_temp(at(t, 3.7, 0.0), temp));
+            assert!(!u.step_changed, "ended early at {t}");
+            assert_eq!(
+                u.command,
+                Command::Chamber {
+                    temperature_c: 30.0
+                }
+            );
+        }
+        // In the band since 6 s: settled at 16 s.
+        let u = e.update(&with_temp(at(16.0, 3.7, 0.0), Some(30.1)));
+        assert!(u.step_changed);
+        assert_eq!(u.command, Command::Off);
+    }
+
+    #[test]
+    fn chamber_that_never_settles_faults_at_its_timeout() {
+        let mut e = engine(
+            "  - chamber: 30 degC\n    wait: {within: 0.5 degC, for: 10 s}\n    timeout: 1 min\n",
+        );
+        e.start(0.0);
+        assert_eq!(e.update(&at(59.0, 3.7, 0.0)).outcome, None);
+        let Some(Outcome::Faulted(reason)) = e.update(&at(60.0, 3.7, 0.0)).outcome else {
+            panic!("no timeout fault")
+        };
+        assert!(
+            reason.contains("did not settle at 30 degC") && reason.contains("25 degC"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn chamber_step_above_the_temperature_limit_is_rejected() {
+        let e = Engine::new(yaml_plan("  - chamber: 70 degC\n"), &Safety::default()).unwrap_err();
+        assert!(e.to_string().contains("above the temperature limit"), "{e}");
+    }
+
+    #[test]
+    fn temperature_and_voltage_rate_terminations_fire() {
+        let mut e = engine(
+            "  - rest: 1 h\n    until: [\"Temp >= 40 degC -> end\", \"dV/dt <= 1 mV/min\"]\n",
+        );
+        e.start(0.0);
+        assert_eq!(
+            e.update(&with_temp(at(10.0, 3.70, 0.0), Some(39.0)))
+                .outcome,
+            None
+        );
+        // 10 mV in 60 s is faster than 1 mV/min.
+        assert_eq!(e.update(&at(70.0, 3.71, 0.0)).outcome, None);
+        assert_eq!(
+            e.update(&at(130.0, 3.7105, 0.0)).outcome,
+            Some(Outcome::Finished)
+        );
+        let mut e = engine("  - rest: 1 h\n    until: [\"Temp >= 40 degC -> end\"]\n");
+        e.start(0.0);
+        assert_eq!(
+            e.update(&with_temp(at(10.0, 3.7, 0.0), None)).outcome,
+            None,
+            "no sensor: never fires"
+        );
+        assert_eq!(
+            e.update(&with_temp(at(11.0, 3.7, 0.0), Some(40.0))).outcome,
+            Some(Outcome::Finished)
+        );
+    }
+
+    #[test]
+    fn voltage_rate_is_not_measured_across_a_step_change() {
+        let mut e =
+            engine("  - \"Rest for 10 s\"\n  - rest: 1 h\n    until: \"dV/dt >= 1 mV/s\"\n");
+        e.start(0.0);
+        e.update(&at(10.0, 3.7, 0.0));
+        assert_eq!(e.status().step_count, 2);
+        // The first poll of the step has no in-step predecessor, however large the jump.
+        assert!(!e.update(&at(11.0, 3.0, 0.0)).step_changed);
+        assert!(e.update(&at(12.0, 3.1, 0.0)).step_changed);
+    }
+
+    #[test]
+    fn loop_exits_on_cycle_count() {
+        let mut e = engine(
+            "  - repeat: 100\n    cycle: true\n    until: \"cycle >= 4\"\n    steps: [\"Rest for 1 s\"]\n  - \"Rest for 1 s\"\n",
+        );
+        e.start(0.0);
+        for n in 1..=4 {
+            e.update(&at(f64::from(n), 3.7, 0.0));
+        }
+        assert_eq!(e.status().cycle, 4);
+        assert_eq!(
+            e.status().step_count,
+            5,
+            "4 passes then the step after the loop"
+        );
+        assert_eq!(e.status().plan_index, 3);
+    }
+
+    #[test]
+    fn loop_exits_when_discharge_capacity_falls_below_a_fraction_of_the_first() {
+        let mut e = engine(
+            "  - repeat: 50\n    cycle: true\n    until: discharge_capacity < 80% first\n    steps: [\"Discharge at 1 A for 1 h\"]\n",
+        );
+        e.start(0.0);
+        // Pass k discharges 1 A for an hour, then the measured current fades 5 % per pass.
+        let mut t = 0.0;
+        let mut passes = 0;
+        let mut current: f64 = 1.0;
+        loop {
+            e.update(&at(t, 3.7, -current));
+            t += 3600.0;
+            let u = e.update(&at(t, 3.7, -current));
+            passes += 1;
+            if u.outcome.is_some() {
+                break;
+            }
+            current *= 0.95;
+            assert!(passes < 50);
+        }
+        // 0.95^4 = 0.815, 0.95^5 = 0.774: the fifth pass after the first is below 80 %.
+        assert_eq!(passes, 6);
+        assert_eq!(e.status().cycle, 6);
+    }
+
+    #[test]
+    fn checkpoint_restore_keeps_chamber_wait_and_loop_exit_state() {
+        let steps = "  - chamber: 30 degC\n    wait: {within: 1 degC, for: 20 s}\n  - repeat: 10\n    cycle: true\n    until: discharge_capacity < 90% first\n    steps: [\"Discharge at 1 A for 10 s\"]\n";
+        let mut a = engine(steps);
+        a.start(0.0);
+        for n in 1..=15 {
+            a.update(&with_temp(at(f64::from(n), 3.7, 0.0), Some(30.0)));
+        }
+        let state: EngineState =
+            serde_json::from_str(&serde_json::to_string(&a.checkpoint()).unwrap()).unwrap();
+        let mut b = Engine::restore(yaml_plan(steps), &Safety::default(), state).unwrap();
+        for n in 16..=200 {
+            let i = if n < 60 { -1.0 } else { -0.5 };
+            let m = with_temp(at(f64::from(n), 3.7, i), Some(30.0));
+            assert_eq!(a.update(&m), b.update(&m), "diverged at {n} s");
+        }
+        assert_eq!(a.status(), b.status());
+        assert!(b.status().finished);
+        assert!(
+            b.status().cycle < 10,
+            "left the loop early: {:?}",
+            b.status()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn cc_charge_never_passes_its_cutoff_by_more_than_one_polls_rise(
+            amps in 0.1f64..5.0,
+            dt in 0.5f64..30.0,
+            cutoff in 3.7f64..4.2,
+            r in 0.0f64..0.1,
+            soc in 0.0f64..0.5,
+        ) {
+            let mut e = engine(&format!("  - \"Charge at {amps} A until {cutoff} V\"\n"));
+            let mut c = Cell { capacity_ah: 2.5, soc, r };
+            let mut cmd = e.start(0.0);
+            let mut prev_v = c.ocv();
+            for n in 1..200_000 {
+                let m = c.apply(cmd, f64::from(n) * dt, dt);
+                let u = e.update(&m);
+                if u.outcome.is_some() || u.step_changed {
+                    prop_assert!(m.voltage_v >= cutoff);
+                    prop_assert!(m.voltage_v - cutoff <= m.voltage_v - prev_v + 1e-12,
+                        "overshoot {} V with a poll rise of {} V", m.voltage_v - cutoff, m.voltage_v - prev_v);
+                    return Ok(());
+                }
+                prop_assert!(m.voltage_v < cutoff, "passed the cutoff without ending the step");
+                prev_v = m.voltage_v;
+                cmd = u.command;
+            }
+            prop_assert!(false, "the charge never reached its cutoff");
+        }
+
+        #[test]
+        fn capacity_and_energy_are_conserved_across_new_step_kinds(
+            polls in proptest::collection::vec((0.1f64..5.0, -4.0f64..4.0, 3.0f64..4.1, 20.0f64..40.0), 1..200),
+        ) {
+            let mut e = engine("  - repeat: 3\n    steps:\n      - cccv: 1 A\n        voltage: 4.1 V\n        for: 7 s\n      - cr: 2 Ohm\n        for: 5 s\n      - chamber: 30 degC\n        wait: {within: 5 degC, for: 3 s}\n      - rest: 4 s\n        until: \"dV/dt <= 1 mV/s\"\n");
+            e.start(0.0);
+            let (mut q_in, mut q_out, mut energy) = (0.0, 0.0, 0.0);
+            let mut t = 0.0;
+            for (dt, i, v, temp) in polls {
+                t += dt;
+                let u = e.update(&with_temp(at(t, v, i), Some(temp)));
+                if let Some(s) = u.ended_step {
+                    q_in += s.charge_ah;
+                    q_out += s.discharge_ah;
+                    energy += s.energy_wh;
+                }
+                if u.outcome.is_some() {
+                    break;
+                }
+            }
+            let s = e.status();
+            if !s.finished {
+                q_in += s.step_charge_ah;
+                q_out += s.step_discharge_ah;
+                energy += s.step_energy_wh;
+            }
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()));
+            prop_assert!(close(q_in, s.charge_capacity_ah));
+            prop_assert!(close(q_out, s.discharge_capacity_ah));
+            prop_assert!(close(energy, s.charge_energy_wh + s.discharge_energy_wh));
+        }
     }
 
     #[derive(Debug, Clone)]

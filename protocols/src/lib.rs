@@ -30,7 +30,8 @@
 //!
 //! * [`units`]: numbers with units ("500mA", "2.5 Ah", "C/20") and durations ("30 minutes"),
 //!   converted to SI.
-//! * [`pybamm`]: the PyBaMM step-string grammar, with column-accurate errors.
+//! * [`pybamm`]: the PyBaMM step-string grammar (today's and the legacy forms), with
+//!   column-accurate errors.
 //! * `document` (private): the YAML document (`protocol`, `version`, `params`, `safety`,
 //!   `steps`) checked node by node and compiled into a plan; reached through
 //!   [`Plan::from_yaml`].
@@ -43,14 +44,18 @@
 pub mod compile;
 mod document;
 pub mod engine;
-pub mod import;
 pub mod error;
+pub mod import;
 pub mod plan;
 pub mod pybamm;
+mod to_yaml;
 pub mod units;
 
 pub use engine::{
     Command, Engine, EngineState, Measurement, Outcome, Phase, Status, StepSummary, Update,
 };
 pub use error::{ProtocolError, SourceLocation};
-pub use plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep, Safety, Termination};
+pub use plan::{
+    ActionStep, Condition, Control, Goto, LoopCondition, Plan, PlanStep, Profile, ProfileKind,
+    Record, Safety, Termination,
+};

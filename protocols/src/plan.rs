@@ -64,19 +64,26 @@ impl Safety {
 }
 
 /// One entry of the flat step list.
+// `Action` is much larger than the markers, but boxing it would change the variant every
+// compiler and importer matches on; plans are small, so the wasted space does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PlanStep {
     /// A step that drives the cell.
     Action(ActionStep),
     /// Start of a loop body that runs `count` times.
     LoopStart {
-        /// How many times the body runs (at least 1).
+        /// How many times the body runs at most (at least 1).
         count: u32,
         /// Whether each pass after the first starts a new cycle (cycle numbering for data).
         cycle: bool,
         /// Index of the matching [`PlanStep::LoopEnd`], so a loop can be skipped or exited
         /// without scanning.
         end: usize,
+        /// Early exits, checked at the end of every pass (`until:` in the document): when one
+        /// holds the loop is left even if passes remain. Empty = run `count` passes.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        until: Vec<LoopCondition>,
     },
     /// End of a loop body.
     LoopEnd {
@@ -88,7 +95,11 @@ pub enum PlanStep {
 }
 
 /// A step that drives the cell until one of its terminations holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Derives `Default` (a rest step with no termination, which [`Plan::validate`] rejects) so
+/// importers can write `ActionStep { control, terminations, ..Default::default() }` and keep
+/// compiling when fields are added.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ActionStep {
     /// Where the step came from in the document (`steps[2].steps[0]`), for messages and logs.
     pub path: String,
@@ -98,6 +109,114 @@ pub struct ActionStep {
     pub control: Control,
     /// Checked in order on every measurement; the first that holds ends the step.
     pub terminations: Vec<Termination>,
+    /// The label of the block this step starts (`label: capacity`), so compilers can name the
+    /// native step that gotos jump to and operators see where a block begins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The recording rule in force for this step: the document's `record`, overridden field
+    /// by field by the step's own (or by a PyBaMM `(1 minute period)`). Resolved here so
+    /// stores and compilers never merge rules themselves.
+    #[serde(default, skip_serializing_if = "Record::is_empty")]
+    pub record: Record,
+    /// Tags written on a legacy PyBaMM string (`"Rest for 1 h [ocv,relax]"`), kept for the
+    /// data record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The data of a [`Control::Profile`] step (held here rather than in the control so
+    /// [`Control`] stays `Copy`); `None` for every other control.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
+}
+
+/// When the store keeps a sample (it always keeps a step's first and last sample and every
+/// sample at which something fired). `None` fields set no rule of that kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Keep a sample when this many seconds passed since the last kept one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_s: Option<f64>,
+    /// Keep a sample when |V| changed by this many volts since the last kept one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dv_v: Option<f64>,
+    /// Keep a sample when |I| changed by this many amps since the last kept one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub di_a: Option<f64>,
+}
+
+impl Record {
+    /// True when no rule is set (only first/last/event samples are kept).
+    pub fn is_empty(&self) -> bool {
+        *self == Record::default()
+    }
+
+    /// Field by field, `over` where it sets a rule, else `self`: how a step's `record`
+    /// overrides the document's.
+    pub fn overridden_by(&self, over: &Record) -> Record {
+        Record {
+            every_s: over.every_s.or(self.every_s),
+            dv_v: over.dv_v.or(self.dv_v),
+            di_a: over.di_a.or(self.di_a),
+        }
+    }
+}
+
+/// A time series driven by a [`Control::Profile`] step (a drive cycle such as US06).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// `(time in s from the start of one pass, setpoint)` pairs with strictly increasing
+    /// times starting at 0; the setpoint is A, W or V (see [`ProfileKind`]), signed with
+    /// positive = charge. Each value holds until the next time (zero-order hold).
+    pub points: Vec<(f64, f64)>,
+    /// How many times the profile is played back to back (at least 1).
+    pub repeat: u32,
+}
+
+impl Profile {
+    /// Length of one pass in s: the last time stamp plus the last sampling interval, so a
+    /// 1 Hz profile of 600 rows lasts 600 s (the last value is held for one interval too).
+    pub fn pass_duration_s(&self) -> f64 {
+        match self.points.as_slice() {
+            [] => 0.0,
+            [(t, _)] => t + 1.0,
+            [.., (a, _), (b, _)] => b + (b - a),
+        }
+    }
+
+    /// The setpoint at time `t` s into the step (zero-order hold, repeating passes); the last
+    /// value after the final pass.
+    pub fn value_at(&self, t: f64) -> f64 {
+        let pass = self.pass_duration_s();
+        if self.points.is_empty() || pass <= 0.0 {
+            return 0.0;
+        }
+        let total = pass * f64::from(self.repeat.max(1));
+        let local = if t >= total { pass } else { t.max(0.0) % pass };
+        let i = self.points.partition_point(|(pt, _)| *pt <= local);
+        self.points[i.saturating_sub(1)].1
+    }
+}
+
+/// What the values of a [`Profile`] are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProfileKind {
+    /// Signed current in A.
+    Current,
+    /// Signed power in W.
+    Power,
+    /// Voltage in V (the current follows, within the current limit).
+    Voltage,
+}
+
+/// A condition checked at the end of every pass of a loop; when one holds the loop is left.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum LoopCondition {
+    /// The discharge capacity of this pass is below this fraction of the first pass's
+    /// (`discharge_capacity < 80% first` = 0.8): the classic end-of-life criterion.
+    DischargeCapacityBelowFractionOfFirst(f64),
+    /// The discharge capacity of this pass is below this value in Ah.
+    DischargeCapacityBelow(f64),
+    /// The test's cycle number is at least this (`cycle >= 100`).
+    CycleAtLeast(u32),
 }
 
 /// What a step asks the channel to do.
@@ -120,6 +239,49 @@ pub enum Control {
         /// Signed power in W; positive = charge.
         watts: f64,
     },
+    /// Constant current until the voltage reaches `volts`, then constant voltage there (one
+    /// step, as Maccor, Neware and Arbin run it). Ends on its terminations, usually
+    /// `CurrentMagnitudeAtMost(cutoff)`. Kept as one control, not a current step with a
+    /// voltage limit, so a compiler that does not know it refuses it instead of silently
+    /// running plain constant current; targets without CCCV compile it to CC + CV.
+    Cccv {
+        /// Signed current of the CC phase in A; positive = charge.
+        amps: f64,
+        /// The CV voltage in V (reached from below when charging, from above discharging).
+        volts: f64,
+    },
+    /// Discharge through a fixed resistance: the stepped engine sets I = -V/R every poll, so
+    /// any power stage can run it.
+    Resistance {
+        /// Load resistance in ohm (> 0).
+        ohms: f64,
+    },
+    /// Play the [`ActionStep::profile`] time series (drive cycle); the step's terminations
+    /// include the profile's total duration.
+    Profile {
+        /// Whether the values are amps, watts or volts.
+        kind: ProfileKind,
+    },
+    /// Set the thermal chamber and wait until the measured temperature has stayed within
+    /// `within_c` of the setpoint for `hold_s` (output off meanwhile). The step ends by
+    /// itself when settled; its terminations (if any) apply too.
+    Chamber {
+        /// Chamber setpoint in degC.
+        temperature_c: f64,
+        /// Settled band half-width in degC (infinite = do not wait).
+        within_c: f64,
+        /// How long the temperature must stay in the band, in s (0 = do not wait).
+        hold_s: f64,
+        /// Faults the test if not settled after this many s; `None` = wait indefinitely.
+        timeout_s: Option<f64>,
+    },
+}
+
+impl Default for Control {
+    /// Rest: the harmless control, for `ActionStep::default()`.
+    fn default() -> Control {
+        Control::Rest
+    }
 }
 
 /// A condition that ends a step, and where to go when it holds.
@@ -148,6 +310,33 @@ pub enum Condition {
     StepCapacity(f64),
     /// Energy throughput of the step >= value (Wh).
     StepEnergy(f64),
+    /// Cell temperature >= value (degC); never holds without a temperature reading.
+    TemperatureAtLeast(f64),
+    /// Cell temperature <= value (degC); never holds without a temperature reading.
+    TemperatureAtMost(f64),
+    /// |dV/dt| <= value (V/s) between two polls of the step: the end of a relaxation.
+    VoltageRateMagnitudeAtMost(f64),
+    /// |dV/dt| >= value (V/s) between two polls of the step: a knee or a sudden drop.
+    VoltageRateMagnitudeAtLeast(f64),
+}
+
+impl Condition {
+    /// The threshold in SI, for validation and for compilers that write it out.
+    pub fn value(&self) -> f64 {
+        match *self {
+            Condition::VoltageAtLeast(v)
+            | Condition::VoltageAtMost(v)
+            | Condition::CurrentMagnitudeAtMost(v)
+            | Condition::StepTime(v)
+            | Condition::TestTime(v)
+            | Condition::StepCapacity(v)
+            | Condition::StepEnergy(v)
+            | Condition::TemperatureAtLeast(v)
+            | Condition::TemperatureAtMost(v)
+            | Condition::VoltageRateMagnitudeAtMost(v)
+            | Condition::VoltageRateMagnitudeAtLeast(v) => v,
+        }
+    }
 }
 
 /// Where execution continues after a termination.
@@ -163,8 +352,29 @@ pub enum Goto {
 
 impl Plan {
     /// Parses a YAML protocol document; `origin` (usually the file name) prefixes error messages.
+    ///
+    /// Profile steps that name a CSV file need [`Plan::from_yaml_with`]; here they are an
+    /// error saying so.
     pub fn from_yaml(source: &str, origin: &str) -> Result<Plan, ProtocolError> {
-        crate::document::compile(source, origin)
+        let none = |name: &str| -> Result<String, String> {
+            Err(format!(
+                "cannot read \"{name}\": this caller reads no files (load the protocol with a CSV resolver, e.g. `cyclerctl`, or Plan::from_yaml_with)"
+            ))
+        };
+        crate::document::compile(source, origin, &none)
+    }
+
+    /// Like [`Plan::from_yaml`], with `resolver` returning the text of a CSV file named by a
+    /// profile step (`profile: us06.csv`, `"Run US06 (A)"`), or a message why it cannot.
+    /// The crate does no I/O: the caller decides where names resolve (usually next to the
+    /// protocol file). The profile data is copied into the plan, so the plan (and its hash
+    /// of the YAML) is self-contained.
+    pub fn from_yaml_with(
+        source: &str,
+        origin: &str,
+        resolver: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<Plan, ProtocolError> {
+        crate::document::compile(source, origin, resolver)
     }
 
     /// The plan as JSON (the form stored with a test and sent between processes).
@@ -209,9 +419,19 @@ impl Plan {
         let mut has_action: Vec<bool> = Vec::new();
         for (i, step) in self.steps.iter().enumerate() {
             match step {
-                PlanStep::LoopStart { count, end, .. } => {
+                PlanStep::LoopStart {
+                    count, end, until, ..
+                } => {
                     if *count == 0 {
                         return bad(format!("loop at index {i} has count 0"));
+                    }
+                    let finite_exit = until.iter().all(|c| match *c {
+                        LoopCondition::DischargeCapacityBelowFractionOfFirst(x)
+                        | LoopCondition::DischargeCapacityBelow(x) => x.is_finite(),
+                        LoopCondition::CycleAtLeast(_) => true,
+                    });
+                    if !finite_exit {
+                        return bad(format!("loop at index {i} has a non-finite exit condition"));
                     }
                     if self.steps.get(*end) != Some(&PlanStep::LoopEnd { start: i }) {
                         return bad(format!(
@@ -258,23 +478,40 @@ impl Plan {
             Control::Current { amps: x }
             | Control::Voltage { volts: x }
             | Control::Power { watts: x } => x.is_finite(),
+            Control::Cccv { amps, volts } => amps.is_finite() && volts.is_finite(),
+            Control::Resistance { ohms } => ohms.is_finite() && ohms > 0.0,
+            Control::Profile { .. } => a.profile.as_ref().is_some_and(|p| {
+                p.repeat >= 1
+                    && !p.points.is_empty()
+                    && p.points.first().is_some_and(|(t, _)| *t == 0.0)
+                    && p.points.iter().all(|(t, v)| t.is_finite() && v.is_finite())
+                    && p.points.windows(2).all(|w| w[0].0 < w[1].0)
+            }),
+            Control::Chamber {
+                temperature_c,
+                within_c,
+                hold_s,
+                timeout_s,
+            } => {
+                temperature_c.is_finite()
+                    && within_c >= 0.0
+                    && hold_s.is_finite()
+                    && hold_s >= 0.0
+                    && timeout_s.is_none_or(f64::is_finite)
+            }
         };
         if !control_ok {
-            return bad("setpoint is not a finite number".into());
+            return bad(
+                "setpoint is not valid (not finite, a resistance <= 0, a negative chamber band or hold, or profile data missing, not starting at 0 s or not increasing in time)"
+                    .into(),
+            );
         }
-        if a.terminations.is_empty() {
+        // A chamber step ends by itself once settled; every other step needs a termination.
+        if a.terminations.is_empty() && !matches!(a.control, Control::Chamber { .. }) {
             return bad("step has no termination and would never end".into());
         }
         for t in &a.terminations {
-            let v = match t.condition {
-                Condition::VoltageAtLeast(v)
-                | Condition::VoltageAtMost(v)
-                | Condition::CurrentMagnitudeAtMost(v)
-                | Condition::StepTime(v)
-                | Condition::TestTime(v)
-                | Condition::StepCapacity(v)
-                | Condition::StepEnergy(v) => v,
-            };
+            let v = t.condition.value();
             if !v.is_finite() {
                 return bad("termination value is not a finite number".into());
             }
@@ -335,5 +572,41 @@ mod tests {
             plan.validate(),
             Err(ProtocolError::InvalidPlan(_))
         ));
+    }
+
+    #[test]
+    fn profile_holds_each_value_until_the_next_time_and_repeats() {
+        let p = Profile {
+            points: vec![(0.0, 1.0), (10.0, -2.0), (20.0, 0.5)],
+            repeat: 2,
+        };
+        assert_eq!(p.pass_duration_s(), 30.0);
+        assert_eq!(p.value_at(0.0), 1.0);
+        assert_eq!(p.value_at(9.9), 1.0);
+        assert_eq!(p.value_at(10.0), -2.0);
+        assert_eq!(p.value_at(29.0), 0.5);
+        assert_eq!(p.value_at(31.0), 1.0);
+        assert_eq!(p.value_at(1e9), 0.5);
+    }
+
+    #[test]
+    fn record_override_replaces_only_the_fields_it_sets() {
+        let base = Record {
+            every_s: Some(10.0),
+            dv_v: Some(0.005),
+            di_a: None,
+        };
+        let over = Record {
+            every_s: Some(1.0),
+            ..Record::default()
+        };
+        assert_eq!(
+            base.overridden_by(&over),
+            Record {
+                every_s: Some(1.0),
+                dv_v: Some(0.005),
+                di_a: None
+            }
+        );
     }
 }

@@ -1,17 +1,21 @@
 //! PyBaMM experiment step strings ("Charge at C/2 until 4.2 V", "Rest for 1 hour").
 //!
 //! ```text
-//! step  := instr [" for " DUR] [" or"] [" until " TERM] [" (" DUR " period)"]
-//! instr := "Rest" | ("Charge" | "Discharge" | "Hold") " at " VAL
+//! step  := instr [" for " DUR] [" or"] [" until " TERM] [" at " TEMP] [" (" DUR " period)"] [" [" tags "]"]
+//! instr := "Rest" | ("Charge" | "Discharge" | "Hold") " at " VAL | "Run " NAME " (" ("A"|"W"|"V") ")"
 //! TERM  := ["<" | ">"] VAL
 //! ```
+//!
+//! Legacy forms: `at 25oC` (a chamber temperature for the step), a trailing `[tag1,tag2]`,
+//! and `Run US06 (A)` (a drive cycle; `NAME` is a parameter holding a CSV file name, or the
+//! file name itself; PyBaMM's sign, positive = discharge, is flipped to ours).
 //!
 //! Values and durations may be parameter references (`${v_max}` or `{v_max}`). Errors carry
 //! the 1-based character column in the step string and say what was expected there.
 
 use std::collections::BTreeMap;
 
-use crate::plan::{Condition, Control, Goto, Termination};
+use crate::plan::{Condition, Control, Goto, ProfileKind, Termination};
 use crate::units::{self, LexError, Quantity, Unit};
 
 /// Protocol parameters by name, as their source text ("2.5 Ah"), parsed where they are used so
@@ -24,7 +28,27 @@ pub struct ParsedStep {
     /// The control mode and setpoint (signed, SI).
     pub control: Control,
     /// Terminations in source order (`for` first, then `until`), all jumping to the next step.
+    /// Empty only for a `Run` step, which ends with its profile.
     pub terminations: Vec<Termination>,
+    /// Legacy `at 25oC`: the chamber temperature for the step, in degC.
+    pub temperature_c: Option<f64>,
+    /// Legacy trailing `[tag1,tag2]`.
+    pub tags: Vec<String>,
+    /// `(1 minute period)`: PyBaMM's sampling period in s, a recording rule.
+    pub period_s: Option<f64>,
+    /// `Run NAME (A)`: the drive cycle to load. `control` is then [`Control::Profile`].
+    pub run: Option<RunProfile>,
+}
+
+/// A drive-cycle reference from a `Run` step; the caller loads the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunProfile {
+    /// The CSV file name (the parameter's value when NAME is a parameter).
+    pub file: String,
+    /// What the values are: `(A)`, `(W)` or `(V)`.
+    pub kind: ProfileKind,
+    /// 1-based column of NAME in the step string, for errors about the file.
+    pub column: usize,
 }
 
 /// Why a step string does not parse.
@@ -41,6 +65,7 @@ pub struct StepError {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Verb {
     Rest,
+    Run,
     Charge,
     Discharge,
     Hold,
@@ -123,12 +148,7 @@ impl<'a> Parser<'a> {
             "charge" => Verb::Charge,
             "discharge" => Verb::Discharge,
             "hold" => Verb::Hold,
-            "run" => {
-                return self.err(
-                    self.pos,
-                    "drive-cycle steps (\"Run ...\") are not supported yet",
-                );
-            }
+            "run" => Verb::Run,
             _ => {
                 return self.err(
                     self.pos,
@@ -140,8 +160,14 @@ impl<'a> Parser<'a> {
             }
         };
         self.pos += word.len();
+        let mut run = None;
         let control = match verb {
             Verb::Rest => Control::Rest,
+            Verb::Run => {
+                let (profile, control) = self.run_instr()?;
+                run = Some(profile);
+                control
+            }
             _ => {
                 self.expect_word("at")?;
                 self.skip_ws();
@@ -151,6 +177,9 @@ impl<'a> Parser<'a> {
         };
 
         let mut terminations = Vec::new();
+        let mut temperature_c = None;
+        let mut period_s = None;
+        let mut tags = Vec::new();
         let mut seen_for = false;
         let mut seen_until = false;
         loop {
@@ -187,17 +216,36 @@ impl<'a> Parser<'a> {
                     terminations.push(next(self.termination(verb)?));
                     seen_until = true;
                 }
-                "at" => {
-                    return self.err(
-                        at,
-                        "a temperature (\"at 25oC\") is not supported yet; set the chamber in a separate step",
-                    );
+                "at" if temperature_c.is_none() => {
+                    self.pos += 2;
+                    self.skip_ws();
+                    let v = self.value()?;
+                    if v.q.unit != Unit::Celsius {
+                        return self.err(
+                            at,
+                            format!(
+                                "expected a temperature after \"at\" (e.g. \"at 25oC\"), found \"{}\" ({})",
+                                v.source, v.q.unit
+                            ),
+                        );
+                    }
+                    temperature_c = Some(v.q.value);
                 }
-                _ if self.rest().starts_with('(') => {
-                    self.period()?;
+                _ if self.rest().starts_with('(') && period_s.is_none() => {
+                    period_s = Some(self.period()?);
                 }
                 _ if self.rest().starts_with('[') => {
-                    return self.err(at, "step tags (\"[tag]\") are not supported yet");
+                    tags = self.tags()?;
+                    self.skip_ws();
+                    if !self.rest().is_empty() {
+                        return self.err(
+                            self.pos,
+                            format!(
+                                "expected the end of the step after the tags, found {}",
+                                units::found(self.rest())
+                            ),
+                        );
+                    }
                 }
                 _ => {
                     let expected = match (seen_for, seen_until) {
@@ -212,7 +260,7 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        if terminations.is_empty() {
+        if terminations.is_empty() && run.is_none() {
             return self.err(
                 self.pos,
                 "the step never ends: add a duration (\"for 1 hour\") or a termination (\"until 4.2 V\")",
@@ -221,15 +269,87 @@ impl<'a> Parser<'a> {
         Ok(ParsedStep {
             control,
             terminations,
+            temperature_c,
+            tags,
+            period_s,
+            run,
         })
     }
 
-    /// `(1 minute period)`: PyBaMM's sampling period. It is a recording rule, which this plan
-    /// version does not carry yet, so it is checked and then dropped.
-    fn period(&mut self) -> Result<(), StepError> {
+    /// `Run NAME (A)` after the word `Run`: the file and the kind of values.
+    fn run_instr(&mut self) -> Result<(RunProfile, Control), StepError> {
+        self.skip_ws();
+        let start = self.pos;
+        let r = self.rest();
+        let len = r
+            .char_indices()
+            .find(|(_, c)| c.is_whitespace() || *c == '(')
+            .map_or(r.len(), |(i, _)| i);
+        if len == 0 {
+            return self.err(
+                start,
+                "expected a drive-cycle name or CSV file after \"Run\" (e.g. \"Run US06 (A)\")",
+            );
+        }
+        let name = &r[..len];
+        self.pos += len;
+        let bare = name
+            .strip_prefix("${")
+            .or_else(|| name.strip_prefix('{'))
+            .and_then(|n| n.strip_suffix('}'))
+            .unwrap_or(name);
+        let file = self
+            .params
+            .get(bare)
+            .map_or_else(|| bare.to_owned(), |v| v.trim().to_owned());
+        self.skip_ws();
+        let kind_at = self.pos;
+        let r = self.rest();
+        let kind = if r.starts_with("(A)") {
+            ProfileKind::Current
+        } else if r.starts_with("(W)") {
+            ProfileKind::Power
+        } else if r.starts_with("(V)") {
+            ProfileKind::Voltage
+        } else {
+            return self.err(
+                kind_at,
+                format!(
+                    "expected \"(A)\", \"(W)\" or \"(V)\" (what the drive cycle's values are) after \"{name}\", found {}",
+                    units::found(r)
+                ),
+            );
+        };
+        self.pos += 3;
+        let profile = RunProfile {
+            file,
+            kind,
+            column: self.column_at(start),
+        };
+        Ok((profile, Control::Profile { kind }))
+    }
+
+    /// `[tag1, tag2]` at the current position.
+    fn tags(&mut self) -> Result<Vec<String>, StepError> {
+        let open = self.pos;
+        let r = self.rest();
+        let Some(close) = r.find(']') else {
+            return self.err(open, "unclosed tag list: expected \"]\"");
+        };
+        let tags = r[1..close]
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        self.pos += close + 1;
+        Ok(tags)
+    }
+
+    /// `(1 minute period)`: PyBaMM's sampling period in s (a recording rule).
+    fn period(&mut self) -> Result<f64, StepError> {
         self.pos += 1;
         self.skip_ws();
-        self.duration()?;
+        let seconds = self.duration()?;
         self.expect_word("period")?;
         self.skip_ws();
         if !self.rest().starts_with(')') {
@@ -239,17 +359,7 @@ impl<'a> Parser<'a> {
             );
         }
         self.pos += 1;
-        self.skip_ws();
-        if !self.rest().is_empty() {
-            return self.err(
-                self.pos,
-                format!(
-                    "expected the end of the step after the period, found {}",
-                    units::found(self.rest())
-                ),
-            );
-        }
-        Ok(())
+        Ok(seconds)
     }
 
     /// If a parameter reference starts here, consumes it and returns (name, its text).
@@ -381,9 +491,15 @@ impl<'a> Parser<'a> {
             (_, Unit::Watt) => Ok(Control::Power {
                 watts: sign * v.q.value,
             }),
+            (Verb::Discharge, Unit::Ohm) if v.q.value > 0.0 => {
+                Ok(Control::Resistance { ohms: v.q.value })
+            }
             (_, Unit::Ohm) => Err(StepError {
                 column: v.column,
-                message: "constant-resistance steps are not supported yet".into(),
+                message: format!(
+                    "a resistance step discharges through a resistance above zero: write \"Discharge at {}\"",
+                    v.source
+                ),
             }),
             (_, other) => Err(StepError {
                 column: v.column,
@@ -423,7 +539,11 @@ impl<'a> Parser<'a> {
                     op_at,
                     format!(
                         "a voltage termination on a {} step needs a direction: write \"until > {s}\" or \"until < {s}\"",
-                        if verb == Verb::Rest { "Rest" } else { "Hold" },
+                        match verb {
+                            Verb::Rest => "Rest",
+                            Verb::Run => "Run",
+                            _ => "Hold",
+                        },
                         s = v.source
                     ),
                 ),
@@ -578,16 +698,60 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_legacy_forms_say_so() {
-        for text in [
-            "Run US06 (A)",
-            "Rest for 1 h [tag]",
-            "Charge at 1 A until 4.1 V at 25oC",
-            "Discharge at 2 Ohm until 3 V",
-        ] {
-            let e = parse_step(text, &cap()).unwrap_err();
-            assert!(e.message.contains("not supported"), "{text}: {}", e.message);
-        }
+    fn legacy_temperature_tags_and_period_parse() {
+        let s = parse_step("Charge at 1 A until 4.1 V at 25oC", &cap()).unwrap();
+        assert_eq!(s.temperature_c, Some(25.0));
+        assert_eq!(conditions(&s), [Condition::VoltageAtLeast(4.1)]);
+        let s = parse_step("Rest for 1 h [ocv, relax]", &cap()).unwrap();
+        assert_eq!(s.tags, ["ocv", "relax"]);
+        let s = parse_step("Discharge at C/2 for 2 h (1 minute period) [cap]", &cap()).unwrap();
+        assert_eq!(s.period_s, Some(60.0));
+        assert_eq!(s.tags, ["cap"]);
+        let e = parse_step("Rest for 1 h at 4.2 V", &cap()).unwrap_err();
+        assert!(
+            e.message.contains("expected a temperature"),
+            "{}",
+            e.message
+        );
+        let e = parse_step("Rest for 1 h [a] for 2 h", &cap()).unwrap_err();
+        assert!(e.message.contains("after the tags"), "{}", e.message);
+    }
+
+    #[test]
+    fn run_binds_a_drive_cycle_file_from_params_or_the_step() {
+        let mut p = cap();
+        p.insert("US06".into(), "drive/us06.csv".into());
+        let s = parse_step("Run US06 (A)", &p).unwrap();
+        assert_eq!(
+            s.control,
+            Control::Profile {
+                kind: ProfileKind::Current
+            }
+        );
+        let run = s.run.unwrap();
+        assert_eq!(run.file, "drive/us06.csv");
+        assert_eq!(run.column, 5);
+        assert!(s.terminations.is_empty());
+        let s = parse_step("Run wltp.csv (W) until < 3 V", &p).unwrap();
+        assert_eq!(s.run.as_ref().map(|r| r.file.as_str()), Some("wltp.csv"));
+        assert_eq!(conditions(&s), [Condition::VoltageAtMost(3.0)]);
+        let e = parse_step("Run US06", &p).unwrap_err();
+        assert!(e.message.contains("(A)"), "{}", e.message);
+    }
+
+    #[test]
+    fn resistance_steps_discharge_only() {
+        let s = parse_step("Discharge at 2 Ohm until 3 V", &cap()).unwrap();
+        assert_eq!(s.control, Control::Resistance { ohms: 2.0 });
+        assert!(parse_step("Charge at 2 Ohm until 4 V", &cap()).is_err());
+    }
+
+    #[test]
+    fn cc_then_cv_pairing_is_two_steps() {
+        let cc = parse_step("Charge at 1C until 4.2 V", &cap()).unwrap();
+        let cv = parse_step("Hold at 4.2 V until C/50", &cap()).unwrap();
+        assert_eq!(cc.control, Control::Current { amps: 2.5 });
+        assert_eq!(cv.control, Control::Voltage { volts: 4.2 });
     }
 
     proptest! {
@@ -604,6 +768,8 @@ mod tests {
                 Just("1e400"), Just(".5"), Just("mA"), Just("V"), Just("W"), Just("h"), Just("<"),
                 Just(">="), Just("${capacity}"), Just("{v_max}"), Just("${"), Just("{"), Just("}"),
                 Just("("), Just(")"), Just("period"), Just("é"), Just("Ω"), Just("°C"), Just(" "),
+                Just("Run"), Just("US06"), Just("(A)"), Just("(W)"), Just("[a,b]"), Just("["),
+                Just("]"), Just("25oC"), Just("2 Ohm"),
             ],
             0..12,
         )) {

@@ -6,6 +6,7 @@ use cyclerd::proto::control::*;
 use cyclerd::simulate;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_protocols::compile::{self, Target};
+use cyclerd_protocols::import::{self, SourceKind};
 use cyclerd_protocols::{Plan, PlanStep};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
@@ -74,6 +75,16 @@ enum ProtocolAction {
         /// maccor, neware, arbin, biologic, pybamm or pybamm-json.
         #[arg(long)]
         target: String,
+        /// Output file; standard output when absent.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Read a cycler's native schedule and write it as a protocol (YAML).
+    Import {
+        file: PathBuf,
+        /// maccor, neware, arbin or biologic; guessed from the file when absent.
+        #[arg(long)]
+        from: Option<String>,
         /// Output file; standard output when absent.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -265,7 +276,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn read_plan(file: &std::path::Path) -> anyhow::Result<(String, Plan)> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
-    let plan = Plan::from_yaml(&text, &file.display().to_string())?;
+    // Drive-cycle profiles (CSV) are named relative to the protocol file.
+    let dir = file
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let resolver = move |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let plan = Plan::from_yaml_with(&text, &file.display().to_string(), &resolver)?;
     Ok((text, plan))
 }
 
@@ -323,6 +343,29 @@ fn protocol(action: ProtocolAction) -> anyhow::Result<()> {
             let (_, plan) = read_plan(&file)?;
             let text = compile::compile(&plan, target)?;
             write_out(output.as_deref(), &text)?;
+        }
+        ProtocolAction::Import { file, from, output } => {
+            let bytes = std::fs::read(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            // Arbin schedules are latin-1; every byte is one character there.
+            let text = String::from_utf8(bytes)
+                .unwrap_or_else(|e| e.as_bytes().iter().map(|&b| b as char).collect());
+            let kind = match from {
+                Some(name) => SourceKind::from_name(&name).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "unknown format {name:?}; use one of: {}",
+                        SourceKind::ALL.map(|k| k.name()).join(", ")
+                    )
+                })?,
+                None => SourceKind::detect(&text).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "cannot tell what kind of schedule {} is; say it with --from",
+                        file.display()
+                    )
+                })?,
+            };
+            let plan = import::import(&text, kind, &file.display().to_string())?;
+            write_out(output.as_deref(), &plan.to_yaml())?;
         }
         ProtocolAction::Simulate {
             file,

@@ -161,7 +161,8 @@ impl PsbClient {
         let full = wire::FULL_SCALE;
         // Block order: sink power, sink current, voltage, source current, source power.
         match *command {
-            Command::Off => ([0, 0, 0, 0, 0], false),
+            // A chamber step rests the cell; the chamber itself is another device.
+            Command::Off | Command::Chamber { .. } => ([0, 0, 0, 0, 0], false),
             Command::Current {
                 amps, voltage_max, ..
             } if amps >= 0.0 => ([0, 0, v(voltage_max, Round::Down), i(amps), full], true),

@@ -7,6 +7,18 @@
 use crate::plan::Plan;
 use std::fmt;
 
+pub(crate) mod arbin;
+pub(crate) mod biologic;
+pub(crate) mod maccor;
+pub(crate) mod native;
+pub(crate) mod neware;
+#[cfg(test)]
+pub(crate) mod plan_compare;
+pub mod pybamm;
+#[cfg(test)]
+mod roundtrip;
+pub(crate) mod xml;
+
 /// A native schedule format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Target {
@@ -85,11 +97,12 @@ pub struct CompileError {
 
 /// Compiles `plan` to `target`'s native format.
 pub fn compile(plan: &Plan, target: Target) -> Result<String, CompileError> {
-    let _ = plan;
-    Err(CompileError {
-        target,
-        step: "the protocol".into(),
-        description: String::new(),
-        message: "this target is not implemented yet".into(),
-    })
+    match target {
+        Target::Maccor => maccor::compile(plan),
+        Target::Neware => neware::compile(plan),
+        Target::Arbin => arbin::compile(plan),
+        Target::Biologic => biologic::compile(plan),
+        Target::Pybamm => pybamm::compile(plan),
+        Target::PybammJson => pybamm::compile_json(plan),
+    }
 }

@@ -4,6 +4,11 @@
 use crate::plan::Plan;
 use std::fmt;
 
+mod arbin;
+mod biologic;
+mod maccor;
+mod neware;
+
 /// A native schedule format that can be read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SourceKind {
@@ -39,7 +44,9 @@ impl SourceKind {
         let head: String = text.chars().take(4096).collect();
         if head.contains("MaccorTestProcedure") || head.contains("maccor-application") {
             Some(SourceKind::Maccor)
-        } else if head.contains("Step_Info") || head.contains("<root>") && head.contains("Step File") {
+        } else if head.contains("Step_Info")
+            || head.contains("<root>") && head.contains("Step File")
+        {
             Some(SourceKind::Neware)
         } else if head.contains("[Schedule]") {
             Some(SourceKind::Arbin)
@@ -70,11 +77,10 @@ pub struct ImportError {
 
 /// Reads a native schedule of `kind`; `origin` (the file name) prefixes errors.
 pub fn import(text: &str, kind: SourceKind, origin: &str) -> Result<Plan, ImportError> {
-    let _ = text;
-    Err(ImportError {
-        kind,
-        origin: origin.into(),
-        location: None,
-        message: "this format is not implemented yet".into(),
-    })
+    match kind {
+        SourceKind::Maccor => maccor::import(text, origin),
+        SourceKind::Neware => neware::import(text, origin),
+        SourceKind::Arbin => arbin::import(text, origin),
+        SourceKind::Biologic => biologic::import(text, origin),
+    }
 }
