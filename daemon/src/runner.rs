@@ -14,7 +14,10 @@ use crate::proto::control::ChannelSnapshot;
 use crate::proto::ingest::{Event, SampleBatch, TestEnded, TestRegistered, entry::Body};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::stage::{PowerStage, Reading};
-use cyclerd_protocols::{Command, Engine, EngineState, Measurement, Outcome, Plan, Safety};
+use cyclerd_protocols::plan::Record;
+use cyclerd_protocols::{
+    Command, Engine, EngineState, Measurement, Outcome, Plan, PlanStep, Safety,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,6 +119,36 @@ struct Run {
     paused_s: f64,
     /// The setpoint in force.
     command: Command,
+    /// Which samples the store keeps.
+    recorder: Recorder,
+}
+
+/// Applies the protocol's recording rules. A protocol without any rule keeps every poll; with
+/// rules, a sample is kept when one fires, and always at a step's first and last sample and
+/// whenever something fired (a termination, the end, an alarm). Live monitoring sees every poll.
+#[derive(Debug, Default)]
+struct Recorder {
+    /// Test time, voltage and current of the last kept sample.
+    last_kept: Option<(f64, f64, f64)>,
+    /// The next sample is the first of a step.
+    step_began: bool,
+}
+
+impl Recorder {
+    fn keep(&mut self, rule: &Record, t: f64, v: f64, i: f64, something_fired: bool) -> bool {
+        let keep = rule.is_empty()
+            || something_fired
+            || std::mem::take(&mut self.step_began)
+            || self.last_kept.is_none_or(|(t0, v0, i0)| {
+                rule.every_s.is_some_and(|e| t - t0 >= e)
+                    || rule.dv_v.is_some_and(|d| (v - v0).abs() >= d)
+                    || rule.di_a.is_some_and(|d| (i - i0).abs() >= d)
+            });
+        if keep {
+            self.last_kept = Some((t, v, i));
+        }
+        keep
+    }
 }
 
 impl Run {
@@ -191,8 +224,10 @@ impl<D: PowerStage> ChannelRunner<D> {
                             }
                         };
                         let test_id = uuid::Uuid::now_v7().to_string();
-                        let _ = reply.send(Ok(test_id.clone()));
-                        let run = self.begin(test_id, *test, engine);
+                        // Registered and shown as running before the caller hears of it, so
+                        // whoever waits for the test to end cannot see the idle channel first.
+                        let run = self.begin(test_id.clone(), *test, engine);
+                        let _ = reply.send(Ok(test_id));
                         self.drive(run, &mut cmds, &mut shutdown).await;
                     }
                 },
@@ -223,6 +258,7 @@ impl<D: PowerStage> ChannelRunner<D> {
             start_unix_s,
             paused_s: 0.0,
             command,
+            recorder: Recorder::default(),
         };
         let checkpoint = Checkpoint {
             test_id: test_id.clone(),
@@ -292,6 +328,7 @@ impl<D: PowerStage> ChannelRunner<D> {
             start_unix_s: cp.start_unix_s,
             paused_s: cp.progress.paused_s + gap_s,
             command: Command::Off,
+            recorder: Recorder::default(),
         };
         let status = run.engine.status();
         let message = format!(
@@ -470,9 +507,13 @@ impl<D: PowerStage> ChannelRunner<D> {
     async fn step(&mut self, run: &mut Run, reading: &Reading) -> Result<Option<Ending>, String> {
         let clock = &self.shared.clock;
         let test_time_s = clock.unix_time_s() - run.start_unix_s;
-        let (step_before, cycle_before) = {
+        let (step_before, cycle_before, rule) = {
             let s = run.engine.status();
-            (s.step_count, s.cycle)
+            let rule = match run.engine.plan().steps.get(s.plan_index) {
+                Some(PlanStep::Action(a)) => a.record,
+                _ => Record::default(),
+            };
+            (s.step_count, s.cycle, rule)
         };
         let update = run.engine.update(&Measurement {
             test_time_s: test_time_s - run.paused_s,
@@ -481,20 +522,36 @@ impl<D: PowerStage> ChannelRunner<D> {
             temperature_c: reading.temperature_c,
         });
         let status = run.engine.status();
-        run.batch.push(Sample {
+        let fired = update.step_changed
+            || update.outcome.is_some()
+            || reading.alarm
+            || (!reading.output_on && run.command.output_on());
+        let kept = run.recorder.keep(
+            &rule,
             test_time_s,
-            unix_time_s: run.start_unix_s + test_time_s,
-            voltage_v: reading.voltage_v,
-            current_a: reading.current_a,
-            cycle: cycle_before,
-            step: step_before,
-            charge_ah: status.charge_capacity_ah,
-            discharge_ah: status.discharge_capacity_ah,
-            charge_wh: status.charge_energy_wh,
-            discharge_wh: status.discharge_energy_wh,
-            temperature_c: reading.temperature_c,
-        });
-        self.shared.acquired.fetch_add(1, Ordering::Relaxed);
+            reading.voltage_v,
+            reading.current_a,
+            fired,
+        );
+        if update.step_changed {
+            run.recorder.step_began = true;
+        }
+        if kept {
+            self.shared.acquired.fetch_add(1, Ordering::Relaxed);
+            run.batch.push(Sample {
+                test_time_s,
+                unix_time_s: run.start_unix_s + test_time_s,
+                voltage_v: reading.voltage_v,
+                current_a: reading.current_a,
+                cycle: cycle_before,
+                step: step_before,
+                charge_ah: status.charge_capacity_ah,
+                discharge_ah: status.discharge_capacity_ah,
+                charge_wh: status.charge_energy_wh,
+                discharge_wh: status.discharge_energy_wh,
+                temperature_c: reading.temperature_c,
+            });
+        }
         let samples = run.batch.next_seq;
         let (charge, discharge) = (status.charge_capacity_ah, status.discharge_capacity_ah);
         self.live.send_modify(|s| {

@@ -473,6 +473,43 @@ steps:
     }
 }
 
+mod recording {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn recording_rules_keep_the_step_ends_and_one_sample_a_minute() {
+        let lab = SimLab::start(1, 2.5, 500.0, None).await.unwrap();
+        let protocol = r#"
+protocol: Sparse rest
+version: 1
+params: {capacity: 2.5 Ah}
+safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
+record: {every: 60 s}
+steps: ["Rest for 10 minutes"]
+"#;
+        let tests = lab.start_everywhere(protocol, "sparse.yaml").await.unwrap();
+        tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+            .await
+            .unwrap();
+        let (summary, dir, _keep) = lab.stop(WAIT).await.unwrap();
+        assert_eq!(summary.lost(), 0);
+        let hub = cyclerhub::HubStore::open(dir.join("hub.sqlite")).unwrap();
+        let samples = hub.samples(&tests[0]).unwrap();
+        // The first sample, one a minute, and the one that ended the rest.
+        assert!(
+            (8..=13).contains(&samples.len()),
+            "{} samples kept",
+            samples.len()
+        );
+        assert!(samples.last().unwrap().test_time_s >= 600.0);
+        // A minute apart, give or take one poll (which a loaded machine stretches).
+        for pair in samples.windows(2) {
+            let gap = pair[1].test_time_s - pair[0].test_time_s;
+            assert!(gap <= 90.0, "{gap} s between kept samples");
+        }
+    }
+}
+
 mod command_line {
     use std::process::Command;
 
