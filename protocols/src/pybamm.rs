@@ -298,9 +298,16 @@ impl<'a> Parser<'a> {
             .or_else(|| name.strip_prefix('{'))
             .and_then(|n| n.strip_suffix('}'))
             .unwrap_or(name);
+        // Drive cycles are named in capitals in the wild ("US06") and params in lower case.
         let file = self
             .params
             .get(bare)
+            .or_else(|| {
+                self.params
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(bare))
+                    .map(|(_, v)| v)
+            })
             .map_or_else(|| bare.to_owned(), |v| v.trim().to_owned());
         self.skip_ws();
         let kind_at = self.pos;
