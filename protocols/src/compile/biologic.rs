@@ -548,7 +548,7 @@ fn render(plan: &Plan, seqs: &[Seq]) -> Result<String, CompileError> {
 mod tests {
     use super::*;
     use crate::compile::plan_compare::{
-        Compare, act, assert_same, deploy_plans, looped, plan, split_cccv,
+        Compare, act, assert_same, deploy_plans, looped, plan, split_cccv, three_steps,
     };
     use crate::import::{SourceKind, import};
     use crate::plan::Record;
@@ -563,32 +563,6 @@ mod tests {
     fn round_trip(p: &Plan) -> Plan {
         let text = compile(p).unwrap_or_else(|e| panic!("{e}"));
         import(&text, SourceKind::Biologic, "x.mps").unwrap_or_else(|e| panic!("{e}\n{text}"))
-    }
-
-    fn three_steps() -> Plan {
-        let mut p = plan(vec![
-            act(Control::Rest, &[(Condition::StepTime(600.0), Goto::Next)]),
-            act(
-                Control::Current { amps: 1.25 },
-                &[(Condition::VoltageAtLeast(4.2), Goto::Next)],
-            ),
-            act(
-                Control::Voltage { volts: 4.2 },
-                &[
-                    (Condition::CurrentMagnitudeAtMost(0.125), Goto::Next),
-                    (Condition::StepTime(7200.0), Goto::End),
-                ],
-            ),
-            PlanStep::End,
-        ]);
-        p.name = "Three steps".into();
-        p.safety = Safety {
-            voltage_min: Some(2.5),
-            voltage_max: Some(4.25),
-            current_max: Some(5.0),
-            ..Safety::default()
-        };
-        p
     }
 
     #[test]

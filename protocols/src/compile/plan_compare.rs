@@ -2,7 +2,7 @@
 //! of what runs (controls, terminations, loops, gotos, record rules) with float tolerance that
 //! ignores names, paths, descriptions and hashes.
 
-use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep, Termination};
+use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep, Safety, Termination};
 
 /// Every protocol in `deploy/protocols/*.yaml` that parses, with its file name.
 pub(crate) fn deploy_plans() -> Vec<(String, Plan)> {
@@ -288,4 +288,31 @@ pub(crate) fn unrolled_actions(plan: &Plan, from: usize, to: usize) -> Vec<Actio
         }
     }
     out
+}
+
+/// Rest, CC charge to 4.2 V, CV hold to C/20 (or 2 h, then the end): the golden-file plan.
+pub fn three_steps() -> Plan {
+    let mut p = plan(vec![
+        act(Control::Rest, &[(Condition::StepTime(600.0), Goto::Next)]),
+        act(
+            Control::Current { amps: 1.25 },
+            &[(Condition::VoltageAtLeast(4.2), Goto::Next)],
+        ),
+        act(
+            Control::Voltage { volts: 4.2 },
+            &[
+                (Condition::CurrentMagnitudeAtMost(0.125), Goto::Next),
+                (Condition::StepTime(7200.0), Goto::End),
+            ],
+        ),
+        PlanStep::End,
+    ]);
+    p.name = "Three steps".into();
+    p.safety = Safety {
+        voltage_min: Some(2.5),
+        voltage_max: Some(4.25),
+        current_max: Some(5.0),
+        ..Safety::default()
+    };
+    p
 }
