@@ -6,6 +6,8 @@ use crate::demo::{self, DemoOptions};
 use crate::{Daemon, control};
 use clap::{Parser, Subcommand};
 use cyclerd_drivers::Clock;
+use cyclerd_drivers::cell::{CellParams, Chemistry};
+use cyclerd_drivers::ea_psb::{PsbSim, sim::SimConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +56,62 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:50052")]
         control: SocketAddr,
     },
+    /// Run one simulated device standalone, on its real wire protocol, until Ctrl-C.
+    Sim {
+        #[command(subcommand)]
+        device: SimDevice,
+    },
+}
+
+/// Settings every simulated device shares.
+#[derive(clap::Args)]
+struct SimCell {
+    /// nmc or lfp.
+    #[arg(long, default_value = "nmc")]
+    cell: String,
+    /// Capacity of the simulated cell in Ah.
+    #[arg(long, default_value_t = 2.5)]
+    capacity: f64,
+    /// State of charge at start, 0..1.
+    #[arg(long, default_value_t = 0.5)]
+    soc: f64,
+    /// Simulated seconds per wall second.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+}
+
+impl SimCell {
+    fn params(&self) -> anyhow::Result<CellParams> {
+        let chemistry = match self.cell.as_str() {
+            "nmc" => Chemistry::Nmc,
+            "lfp" => Chemistry::Lfp,
+            other => anyhow::bail!("unknown cell {other:?}; use nmc or lfp"),
+        };
+        anyhow::ensure!(self.capacity > 0.0, "--capacity must be positive");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.soc),
+            "--soc must be between 0 and 1"
+        );
+        Ok(CellParams {
+            initial_soc: self.soc,
+            ..CellParams::new(chemistry, self.capacity)
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum SimDevice {
+    /// Elektro-Automatik PSB 10060-60 over Modbus TCP (unit 1).
+    EaPsb {
+        /// Where to listen (the device's port is 502).
+        #[arg(long, default_value = "127.0.0.1:502")]
+        listen: SocketAddr,
+        /// Serial number the device reports.
+        #[arg(long, default_value = "SIM0001")]
+        serial: String,
+        #[command(flatten)]
+        cell: SimCell,
+    },
 }
 
 fn init_logging(default: &str) {
@@ -93,6 +151,10 @@ async fn run_command(cli: Cli) -> ExitCode {
                 None => Clock::scaled(speed),
             };
             run(config, clock).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Sim { device } => {
+            init_logging("info");
+            sim(device).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Demo {
             channels,
@@ -158,6 +220,32 @@ async fn run(path: PathBuf, clock: Clock) -> anyhow::Result<()> {
         "stopped; {} samples not yet acknowledged by the hub stay in the outbox",
         summary.lost()
     );
+    Ok(())
+}
+
+async fn sim(device: SimDevice) -> anyhow::Result<()> {
+    match device {
+        SimDevice::EaPsb {
+            listen,
+            serial,
+            cell,
+        } => {
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {listen}: {e} (try --listen ADDR)")
+            })?;
+            let clock = Clock::scaled(cell.speed);
+            let _sim = PsbSim::spawn(
+                listener,
+                SimConfig::psb_10060_60(&serial, cell.params()?),
+                clock,
+            )?;
+            println!(
+                "simulated EA PSB 10060-60 (serial {serial}) on {listen}, Modbus TCP unit 1, at {}x; Ctrl-C stops it",
+                cell.speed
+            );
+            shutdown_signal().await;
+        }
+    }
     Ok(())
 }
 

@@ -538,6 +538,40 @@ mod command_line {
         )
     }
 
+    #[tokio::test]
+    async fn cyclerd_sim_serves_a_psb_that_the_driver_identifies() {
+        use cyclerd_drivers::ea_psb::PsbClient;
+        use tokio::io::AsyncBufReadExt;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
+            .args([
+                "sim",
+                "ea-psb",
+                "--listen",
+                &addr.to_string(),
+                "--serial",
+                "T42",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(super::WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(first.unwrap_or_default().starts_with("simulated EA PSB"));
+        let client = PsbClient::connect(addr, 1, std::time::Duration::from_secs(5), None)
+            .await
+            .unwrap();
+        assert_eq!(client.identity().serial, "T42");
+        sim.kill().await.unwrap();
+    }
+
     #[test]
     fn a_port_in_use_is_an_error_naming_file_key_and_address() {
         let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,13 @@ pub enum DriverError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot open serial port {path}: {source} (is the adapter plugged in and the path right?)"
+    )]
+    Port {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("no reply from the device within {timeout_ms} ms while {during}")]
     Timeout {
         during: &'static str,
@@ -21,6 +28,13 @@ pub enum DriverError {
     },
     #[error("the device refused {during}: Modbus exception {code}")]
     Exception { during: &'static str, code: String },
+    /// A text-protocol device (SCPI) refused a command; `message` is the device's own error
+    /// entry, e.g. `-222,"Data out of range"`.
+    #[error("the device refused {during}: {message}")]
+    Refused {
+        during: &'static str,
+        message: String,
+    },
     #[error("the device sent a reply that does not make sense while {during}: {message}")]
     BadReply {
         during: &'static str,
@@ -28,6 +42,8 @@ pub enum DriverError {
     },
     #[error("the device is not what the configuration says: {0}")]
     Identity(String),
+    #[error("the device cannot do that: {0}")]
+    Unsupported(String),
 }
 
 impl DriverError {
@@ -36,7 +52,10 @@ impl DriverError {
     pub fn is_link_lost(&self) -> bool {
         matches!(
             self,
-            DriverError::Connect { .. } | DriverError::Timeout { .. } | DriverError::Link { .. }
+            DriverError::Connect { .. }
+                | DriverError::Port { .. }
+                | DriverError::Timeout { .. }
+                | DriverError::Link { .. }
         )
     }
 }

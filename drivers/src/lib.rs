@@ -9,13 +9,21 @@
 //! - [`stage`]: the [`stage::PowerStage`] trait a stepped channel drives, and its reading type.
 //! - [`ea_psb`]: Elektro-Automatik PSB bidirectional supplies over Modbus TCP: `wire` (register
 //!   table and scaling), `client` (the driver) and `sim` (a Modbus TCP server backed by a cell).
+//! - [`riden`]: Riden RD60xx charge-only supplies over Modbus RTU on a serial line, in the same
+//!   three parts (the simulator serves a pseudo-terminal).
+//! - [`transport`]: transports shared by families (pseudo-terminals for serial simulators).
+//! - [`scpi`]: SCPI SMUs, supplies and loads over raw TCP (dialect table chosen by `*IDN?`),
+//!   with a supply + load pair stage and a multi-dialect simulator.
 //! - [`error`]: [`DriverError`], what a device or its link can do wrong.
 
 pub mod cell;
 pub mod clock;
 pub mod ea_psb;
 pub mod error;
+pub mod riden;
+pub mod scpi;
 pub mod stage;
+pub mod transport;
 
 pub use clock::Clock;
 pub use error::DriverError;
