@@ -55,6 +55,9 @@ enum Command {
         /// Control API address (an ephemeral port is used if this one is taken).
         #[arg(long, default_value = "127.0.0.1:50052")]
         control: SocketAddr,
+        /// The simulated device family.
+        #[arg(long, value_enum, default_value = "ea-psb")]
+        device: demo::DemoDevice,
     },
     /// Run one simulated device standalone, on its real wire protocol, until Ctrl-C.
     Sim {
@@ -112,6 +115,43 @@ enum SimDevice {
         #[command(flatten)]
         cell: SimCell,
     },
+    /// A SCPI instrument over raw TCP.
+    Scpi {
+        /// Which instrument to be.
+        #[arg(long, value_enum, default_value = "ea-psb")]
+        model: ScpiModel,
+        /// Where to listen (SCPI's raw socket port is 5025).
+        #[arg(long, default_value = "127.0.0.1:5025")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "SIM0001")]
+        serial: String,
+        #[command(flatten)]
+        cell: SimCell,
+    },
+    /// A Riden RD60xx over Modbus RTU on a pseudo-terminal (unix).
+    Riden {
+        /// 6006, 6012, 6018 or 6024.
+        #[arg(long, default_value_t = 6006)]
+        model: u16,
+        /// Also make this path a link to the pseudo-terminal (e.g. /tmp/riden), so the lab
+        /// configuration can name a stable port.
+        #[arg(long)]
+        pty: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        serial: u32,
+        #[command(flatten)]
+        cell: SimCell,
+    },
+}
+
+/// Instruments `cyclerd sim scpi` can be.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ScpiModel {
+    EaPsb,
+    Keithley2450,
+    KeysightB2901,
+    ItechIt6000,
+    Bk8600,
 }
 
 fn init_logging(default: &str) {
@@ -163,6 +203,7 @@ async fn run_command(cli: Cli) -> ExitCode {
             protocol,
             data_dir,
             control,
+            device,
         } => {
             init_logging("warn");
             let options = DemoOptions {
@@ -172,6 +213,7 @@ async fn run_command(cli: Cli) -> ExitCode {
                 protocol,
                 data_dir,
                 control,
+                device,
                 ..DemoOptions::default()
             };
             let mut stdout = std::io::stdout();
@@ -245,8 +287,79 @@ async fn sim(device: SimDevice) -> anyhow::Result<()> {
             );
             shutdown_signal().await;
         }
+        SimDevice::Scpi {
+            model,
+            listen,
+            serial,
+            cell,
+        } => {
+            use cyclerd_drivers::scpi::{self, ScpiSim, SimDialect};
+            let dialect = match model {
+                ScpiModel::EaPsb => SimDialect::EaPsb,
+                ScpiModel::Keithley2450 => SimDialect::Keithley2450,
+                ScpiModel::KeysightB2901 => SimDialect::KeysightB2901,
+                ScpiModel::ItechIt6000 => SimDialect::ItechIt6000,
+                ScpiModel::Bk8600 => SimDialect::Bk8600,
+            };
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {listen}: {e} (try --listen ADDR)")
+            })?;
+            let config = scpi::SimConfig::new(dialect, &serial);
+            let idn = config.idn.clone();
+            let _sim = ScpiSim::spawn(listener, config, cell.params()?, Clock::scaled(cell.speed))?;
+            println!(
+                "simulated {idn} on {listen} (SCPI, LF), at {}x; Ctrl-C stops it",
+                cell.speed
+            );
+            shutdown_signal().await;
+        }
+        SimDevice::Riden {
+            model,
+            pty,
+            serial,
+            cell,
+        } => riden(model, pty, serial, cell).await?,
     }
     Ok(())
+}
+
+#[cfg(unix)]
+async fn riden(
+    model: u16,
+    link: Option<PathBuf>,
+    serial: u32,
+    cell: SimCell,
+) -> anyhow::Result<()> {
+    use cyclerd_drivers::riden::{self, RidenSim};
+    anyhow::ensure!(
+        cyclerd_drivers::riden::wire::Model::from_number(model).is_some(),
+        "unknown Riden model {model}; use 6006, 6012, 6018 or 6024"
+    );
+    let pty = cyclerd_drivers::transport::pty::Pty::open()?;
+    let config = riden::sim::SimConfig::rd60xx(model, serial, cell.params()?);
+    let sim = RidenSim::spawn(pty, config, Clock::scaled(cell.speed))?;
+    let mut shown = sim.path().display().to_string();
+    if let Some(link) = &link {
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(sim.path(), link).map_err(|e| {
+            anyhow::anyhow!("cannot link {} to the pseudo-terminal: {e}", link.display())
+        })?;
+        shown = format!("{} (-> {shown})", link.display());
+    }
+    println!(
+        "simulated Riden RD{model} on {shown}, Modbus RTU 115200 8N1 unit 1, at {}x; Ctrl-C stops it",
+        cell.speed
+    );
+    shutdown_signal().await;
+    if let Some(link) = link {
+        let _ = std::fs::remove_file(link);
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn riden(_: u16, _: Option<PathBuf>, _: u32, _: SimCell) -> anyhow::Result<()> {
+    anyhow::bail!("the simulated Riden needs a pseudo-terminal, which this system lacks")
 }
 
 async fn shutdown_signal() {

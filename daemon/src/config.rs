@@ -190,8 +190,16 @@ pub struct ChannelLimits {
 /// Device families the daemon can drive.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 pub enum Family {
+    /// Elektro-Automatik PSB over Modbus TCP (`address`).
     #[serde(rename = "ea-psb")]
     EaPsb,
+    /// A SCPI instrument over raw TCP (`address`); the dialect comes from `*IDN?` unless
+    /// `dialect` names it.
+    #[serde(rename = "scpi")]
+    Scpi,
+    /// Riden RD60xx over Modbus RTU on a serial port (`port`); charge-only.
+    #[serde(rename = "riden")]
+    Riden,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,8 +208,13 @@ pub struct DeviceConfig {
     /// Names the device in channel ids (`NAME/N`).
     pub name: String,
     pub family: Family,
-    /// host:port of the device.
-    pub address: SocketAddr,
+    /// host:port of a networked device (ea-psb, scpi).
+    pub address: Option<SocketAddr>,
+    /// Serial port of a serial device (riden), e.g. "/dev/ttyUSB0" or "COM3".
+    pub port: Option<String>,
+    /// SCPI dialect to use instead of the one `*IDN?` suggests: ea-psb, keithley-24xx,
+    /// keysight-b2900, itech-it6000, bk-8600.
+    pub dialect: Option<String>,
     /// Modbus unit id.
     #[serde(default = "default_unit")]
     pub unit: u8,
@@ -365,6 +378,31 @@ impl Config {
             }
             if !names.insert(d.name.as_str()) {
                 return fail(format!("device[{i}].name {:?} is used twice", d.name));
+            }
+        }
+        for (i, d) in self.devices.iter().enumerate() {
+            match d.family {
+                Family::EaPsb | Family::Scpi if d.address.is_none() => {
+                    return fail(format!(
+                        "device[{i}] {:?}: a networked device needs address = \"host:port\"",
+                        d.name
+                    ));
+                }
+                Family::Riden if d.port.is_none() => {
+                    return fail(format!(
+                        "device[{i}] {:?}: a serial device needs port = \"/dev/ttyUSB0\" (or COM3)",
+                        d.name
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(dialect) = &d.dialect
+                && crate::devices::scpi_dialect(dialect).is_none()
+            {
+                return fail(format!(
+                    "device[{i}].dialect {dialect:?} is not one of: {}",
+                    crate::devices::SCPI_DIALECTS.map(|(n, _)| n).join(", ")
+                ));
             }
         }
         let mut ids = HashSet::new();

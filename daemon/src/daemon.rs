@@ -1,13 +1,13 @@
 //! Wiring: the outbox, the uploader, one runner per channel, and the handle the control API,
 //! `cyclerd run` and `cyclerd demo` use.
 
-use crate::config::{Config, DeviceConfig, Family};
+use crate::config::Config;
+use crate::devices::{self, ChannelStart};
 use crate::outbox::{Checkpoint, Outbox};
 use crate::proto::control::{ChannelSnapshot, OutboxStatus, Status};
-use crate::runner::{ChannelCmd, ChannelRunner, ChannelSpec, Shared, StartError, TestRequest};
+use crate::runner::{ChannelCmd, ChannelSpec, Shared, StartError, TestRequest};
 use crate::uploader::{self, UploaderConfig, UploaderStatus};
 use cyclerd_drivers::Clock;
-use cyclerd_drivers::ea_psb::{PsbClient, wire::Nominal};
 use cyclerd_protocols::Plan;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -98,13 +98,6 @@ impl Daemon {
                 .iter()
                 .position(|d| d.name == device.name)
                 .unwrap_or(0);
-            let client = connect_device(device).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "{origin}: device[{index}] {:?} at {}: {e}",
-                    device.name,
-                    device.address
-                )
-            })?;
             let spec = ChannelSpec {
                 id: ch.id.clone(),
                 poll_interval_s: ch.poll_interval_ms as f64 / 1000.0,
@@ -119,11 +112,26 @@ impl Daemon {
                 ..Default::default()
             });
             let (cmds, cmd_rx) = mpsc::channel(16);
-            let runner = ChannelRunner::new(spec, client, shared.clone(), live_tx);
-            let resume = interrupted
-                .remove(&ch.id)
-                .map(|c| (c, config.daemon.resume));
-            runners.spawn(runner.run(resume, cmd_rx, runners_rx.clone()));
+            let start = ChannelStart {
+                spec,
+                shared: shared.clone(),
+                live: live_tx,
+                resume: interrupted
+                    .remove(&ch.id)
+                    .map(|c| (c, config.daemon.resume)),
+                cmds: cmd_rx,
+                stop: runners_rx.clone(),
+            };
+            let at = device
+                .address
+                .map(|a| a.to_string())
+                .or_else(|| device.port.clone())
+                .unwrap_or_default();
+            devices::spawn_channel(device, ch, start, &mut runners)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("{origin}: device[{index}] {:?} at {at}: {e}", device.name)
+                })?;
             channels.insert(ch.id.clone(), ChannelHandle { cmds, live });
         }
         for (channel, c) in interrupted {
@@ -364,28 +372,6 @@ impl Daemon {
             channels: self.inner.channels.len(),
             samples_acquired: stats.samples_appended.load(Ordering::Acquire),
             samples_acknowledged: stats.samples_acked.load(Ordering::Acquire),
-        }
-    }
-}
-
-async fn connect_device(device: &DeviceConfig) -> Result<PsbClient, cyclerd_drivers::DriverError> {
-    match device.family {
-        Family::EaPsb => {
-            let nominal = match (device.nominal_voltage, device.nominal_current) {
-                (Some(v), Some(a)) => Some(Nominal {
-                    voltage_v: v,
-                    current_a: a,
-                    power_w: device.nominal_power.unwrap_or(v * a),
-                }),
-                _ => None,
-            };
-            PsbClient::connect(
-                device.address,
-                device.unit,
-                Duration::from_millis(device.timeout_ms),
-                nominal,
-            )
-            .await
         }
     }
 }

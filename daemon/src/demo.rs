@@ -22,6 +22,38 @@ use tokio::net::TcpListener;
 /// any directory.
 pub const DEMO_PROTOCOL: &str = include_str!("../../deploy/protocols/demo.yaml");
 
+/// The demo protocol for charge-only supplies (`deploy/protocols/demo-charge.yaml`).
+pub const DEMO_CHARGE_PROTOCOL: &str = include_str!("../../deploy/protocols/demo-charge.yaml");
+
+/// Which simulated device family the lab is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DemoDevice {
+    /// EA PSB 10060-60 over Modbus TCP.
+    #[default]
+    EaPsb,
+    /// EA PSB 10060-60 over SCPI (raw TCP).
+    Scpi,
+    /// Riden RD6006 over Modbus RTU on a pseudo-terminal (charge-only; unix).
+    Riden,
+}
+
+impl DemoDevice {
+    fn label(self) -> &'static str {
+        match self {
+            DemoDevice::EaPsb => "EA PSB 10060-60 (Modbus TCP)",
+            DemoDevice::Scpi => "EA PSB 10060-60 (SCPI)",
+            DemoDevice::Riden => "Riden RD6006 (Modbus RTU, pseudo-terminal)",
+        }
+    }
+}
+
+/// A simulator of a family other than the PSB, kept alive as long as the lab.
+#[allow(dead_code)]
+enum OtherSim {
+    Scpi(cyclerd_drivers::scpi::SimHandle),
+    Riden(cyclerd_drivers::riden::SimHandle),
+}
+
 /// How long the hub gets to acknowledge the backlog after the protocols end.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -39,6 +71,8 @@ pub struct DemoOptions {
     pub data_dir: Option<PathBuf>,
     /// Where the control API listens (for `cyclerctl watch` in another terminal).
     pub control: SocketAddr,
+    /// The simulated device family.
+    pub device: DemoDevice,
     /// Print progress every this much wall time.
     pub progress_every: Duration,
 }
@@ -52,6 +86,7 @@ impl Default for DemoOptions {
             protocol: None,
             data_dir: None,
             control: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            device: DemoDevice::EaPsb,
             progress_every: Duration::from_secs(1),
         }
     }
@@ -71,6 +106,8 @@ pub struct LabOptions {
     pub hub_address: Option<SocketAddr>,
     /// More lines for the `[store]` section (e.g. `max_bytes = 100000`).
     pub extra_config: String,
+    /// The simulated device family.
+    pub device: DemoDevice,
 }
 
 impl Default for LabOptions {
@@ -82,6 +119,7 @@ impl Default for LabOptions {
             data_dir: None,
             hub_address: None,
             extra_config: String::new(),
+            device: DemoDevice::EaPsb,
         }
     }
 }
@@ -91,8 +129,13 @@ impl Default for LabOptions {
 pub struct SimLab {
     pub daemon: Daemon,
     pub clock: Clock,
-    /// One simulator per channel, channel `psbK/1` on `sims[K-1]`.
+    /// One PSB simulator per channel, channel `psbK/1` on `sims[K-1]` (empty when the lab is
+    /// built from another family).
     pub sims: Vec<SimHandle>,
+    /// Simulators of the other families.
+    _other_sims: Vec<OtherSim>,
+    /// Capacity of each channel's cell.
+    capacities: Vec<f64>,
     pub data_dir: PathBuf,
     pub hub_addr: SocketAddr,
     hub_stop: tokio::sync::oneshot::Sender<()>,
@@ -130,6 +173,7 @@ impl SimLab {
             data_dir,
             hub_address,
             extra_config,
+            device,
         } = options;
         anyhow::ensure!(channels >= 1, "--channels must be at least 1");
         anyhow::ensure!(
@@ -161,25 +205,42 @@ impl SimLab {
         };
 
         let mut sims = Vec::with_capacity(channels);
+        let mut other_sims = Vec::new();
+        let mut capacities = Vec::with_capacity(channels);
         let mut devices = String::new();
         for k in 0..channels {
             let cell = CellParams {
                 initial_soc: 0.15 + 0.1 * (k % 4) as f64,
                 ..CellParams::new(Chemistry::Nmc, capacity_ah * (1.0 - 0.01 * (k % 5) as f64))
             };
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
-            let sim = PsbSim::spawn(
-                listener,
-                SimConfig::psb_10060_60(&format!("SIM{k:04}"), cell),
-                clock.clone(),
-            )?;
+            capacities.push(cell.capacity_ah);
+            let n = k + 1;
+            let entry = match device {
+                DemoDevice::EaPsb => {
+                    let listener = TcpListener::bind("127.0.0.1:0").await?;
+                    let sim = PsbSim::spawn(
+                        listener,
+                        SimConfig::psb_10060_60(&format!("SIM{k:04}"), cell),
+                        clock.clone(),
+                    )?;
+                    let entry = format!("family = \"ea-psb\"\naddress = \"{}\"", sim.addr());
+                    sims.push(sim);
+                    entry
+                }
+                DemoDevice::Scpi => {
+                    use cyclerd_drivers::scpi::{self, ScpiSim, SimDialect};
+                    let listener = TcpListener::bind("127.0.0.1:0").await?;
+                    let config = scpi::SimConfig::new(SimDialect::EaPsb, &format!("SIM{k:04}"));
+                    let sim = ScpiSim::spawn(listener, config, cell, clock.clone())?;
+                    let entry = format!("family = \"scpi\"\naddress = \"{}\"", sim.addr());
+                    other_sims.push(OtherSim::Scpi(sim));
+                    entry
+                }
+                DemoDevice::Riden => riden_sim(k, cell, &clock, &mut other_sims)?,
+            };
             devices.push_str(&format!(
-                "[[device]]\nname = \"psb{n}\"\nfamily = \"ea-psb\"\naddress = \"{addr}\"\n\
-                 [[channel]]\nid = \"psb{n}/1\"\n",
-                n = k + 1,
-                addr = sim.addr()
+                "[[device]]\nname = \"psb{n}\"\n{entry}\n[[channel]]\nid = \"psb{n}/1\"\n"
             ));
-            sims.push(sim);
         }
         let config_text = format!(
             "[daemon]\nname = \"demo\"\n[store]\npath = {store:?}\n{extra_config}\n[hub]\naddress = \"http://{hub_addr}\"\n\
@@ -192,6 +253,8 @@ impl SimLab {
             daemon,
             clock,
             sims,
+            _other_sims: other_sims,
+            capacities,
             data_dir,
             hub_addr,
             hub_stop,
@@ -201,7 +264,9 @@ impl SimLab {
     }
 
     pub fn channel_ids(&self) -> Vec<String> {
-        (1..=self.sims.len()).map(|n| format!("psb{n}/1")).collect()
+        (1..=self.capacities.len())
+            .map(|n| format!("psb{n}/1"))
+            .collect()
     }
 
     pub fn hub_db(&self) -> PathBuf {
@@ -214,9 +279,9 @@ impl SimLab {
         protocol: &str,
         origin: &str,
     ) -> anyhow::Result<Vec<String>> {
-        let mut ids = Vec::with_capacity(self.sims.len());
+        let mut ids = Vec::with_capacity(self.capacities.len());
         for (k, channel) in self.channel_ids().iter().enumerate() {
-            let capacity = self.sims[k].capacity_ah();
+            let capacity = self.capacities[k];
             let metadata: HashMap<String, String> = [
                 ("cell_id", format!("SIM-NMC-{:03}", k + 1)),
                 ("operator", "demo".into()),
@@ -252,6 +317,33 @@ impl SimLab {
     }
 }
 
+#[cfg(unix)]
+fn riden_sim(
+    k: usize,
+    cell: CellParams,
+    clock: &Clock,
+    keep: &mut Vec<OtherSim>,
+) -> anyhow::Result<String> {
+    use cyclerd_drivers::riden::{self, RidenSim};
+    let pty = cyclerd_drivers::transport::pty::Pty::open()?;
+    let sim = RidenSim::spawn(
+        pty,
+        riden::sim::SimConfig::rd60xx(6006, 60060 + k as u32, cell),
+        clock.clone(),
+    )?;
+    let entry = format!(
+        "family = \"riden\"\nport = {:?}",
+        sim.path().display().to_string()
+    );
+    keep.push(OtherSim::Riden(sim));
+    Ok(entry)
+}
+
+#[cfg(not(unix))]
+fn riden_sim(_: usize, _: CellParams, _: &Clock, _: &mut Vec<OtherSim>) -> anyhow::Result<String> {
+    anyhow::bail!("the simulated Riden needs a pseudo-terminal, which this system lacks")
+}
+
 /// Runs the demo, writing progress to `out`; returns the summary.
 pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::Result<Summary> {
     let (protocol, origin) = match &options.protocol {
@@ -260,6 +352,10 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
                 .map_err(|e| anyhow::anyhow!("cannot read protocol {}: {e}", path.display()))?,
             path.display().to_string(),
         ),
+        None if options.device == DemoDevice::Riden => (
+            DEMO_CHARGE_PROTOCOL.to_string(),
+            "deploy/protocols/demo-charge.yaml".into(),
+        ),
         None => (
             DEMO_PROTOCOL.to_string(),
             "deploy/protocols/demo.yaml".into(),
@@ -267,12 +363,14 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
     };
     let plan = Plan::from_yaml(&protocol, &origin)?;
     let capacity_ah = plan.capacity_ah.unwrap_or(2.5);
-    let lab = SimLab::start(
-        options.channels,
+    let lab = SimLab::start_with(LabOptions {
+        channels: options.channels,
         capacity_ah,
-        options.speed,
-        options.data_dir.clone(),
-    )
+        speed: options.speed,
+        data_dir: options.data_dir.clone(),
+        device: options.device,
+        ..LabOptions::default()
+    })
     .await?;
 
     // Control API, so `cyclerctl watch` works from another terminal.
@@ -292,10 +390,11 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
 
     writeln!(
         out,
-        "cyclerd demo: {n} simulated EA PSB 10060-60 channel(s) at {speed}x, protocol {name:?}\n\
+        "cyclerd demo: {n} simulated {device} channel(s) at {speed}x, protocol {name:?}\n\
          data: {dir}{kept}\nhub: http://{hub}   control: http://{control_addr} \
          (try: cyclerctl --daemon http://{control_addr} watch)",
         n = options.channels,
+        device = options.device.label(),
         speed = options.speed,
         name = plan.name,
         dir = lab.data_dir.display(),

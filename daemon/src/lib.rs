@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: the lab configuration (TOML via `config`, `CYCLERD_*` overrides).
 //! - [`outbox`]: the SQLite outbox; one writer thread, one commit per batch, acked entries deleted.
+//! - [`devices`]: `[[device]]` entries to connected power stages (EA PSB, SCPI, Riden).
 //! - [`runner`]: the stepped channel runner (engine + power stage + safety + sample batches).
 //! - [`uploader`]: the gRPC stream from the outbox to the hub (resume, pipelining, acks, backoff).
 //! - [`daemon`]: wires the above into a running daemon and its handle.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
+pub mod devices;
 pub mod outbox;
 pub mod runner;
 pub mod simulate;

@@ -16,7 +16,7 @@ use cyclerd_drivers::Clock;
 use cyclerd_drivers::stage::{PowerStage, Reading};
 use cyclerd_protocols::plan::Record;
 use cyclerd_protocols::{
-    Command, Engine, EngineState, Measurement, Outcome, Plan, PlanStep, Safety,
+    Command, Control, Engine, EngineState, Measurement, Outcome, Plan, PlanStep, Safety,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -216,6 +216,16 @@ impl<D: PowerStage> ChannelRunner<D> {
                         let _ = reply.send(Err(StartError::NotRunning(self.spec.id.clone())));
                     }
                     Some(ChannelCmd::Start { test, reply }) => {
+                        if !self.device.can_discharge()
+                            && let Some(step) = first_discharge(&test.plan)
+                        {
+                            let _ = reply.send(Err(StartError::Protocol(format!(
+                                "channel {} is charge-only and cannot run this protocol: {step} \
+                                 discharges the cell; run it on a bidirectional channel",
+                                self.spec.id
+                            ))));
+                            continue;
+                        }
                         let engine = match Engine::new(test.plan.clone(), &self.spec.limits) {
                             Ok(e) => e,
                             Err(e) => {
@@ -779,6 +789,27 @@ impl<D: PowerStage> ChannelRunner<D> {
             tracing::error!(channel = %self.spec.id, "cannot queue to the outbox: {e}");
         }
     }
+}
+
+/// The first step of `plan` that takes current out of the cell (path and description).
+fn first_discharge(plan: &Plan) -> Option<String> {
+    plan.steps.iter().find_map(|step| {
+        let PlanStep::Action(a) = step else {
+            return None;
+        };
+        let discharges = match a.control {
+            Control::Current { amps } | Control::Cccv { amps, .. } => amps < 0.0,
+            Control::Power { watts } => watts < 0.0,
+            Control::Resistance { .. } => true,
+            Control::Profile { .. } => a
+                .profile
+                .as_ref()
+                .is_some_and(|p| p.points.iter().any(|&(_, v)| v < 0.0)),
+            // A voltage hold after a charge only sources; a charge-only supply can run it.
+            _ => false,
+        };
+        discharges.then(|| format!("{} ({})", a.path, a.description))
+    })
 }
 
 /// Paces polls at the channel's interval of clock time.

@@ -31,6 +31,11 @@ pub trait PowerStage: Send {
     /// Re-establishes a lost link (and whatever session state the device needs, such as remote
     /// control), so polling can go on.
     fn reconnect(&mut self) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// Whether the stage can take current out of the cell; a charge-only supply says no, and
+    /// protocols that discharge are refused before they start.
+    fn can_discharge(&self) -> bool {
+        true
+    }
 }
 
 /// The current an ideal bidirectional power stage drives into `cell` for `command`: constant

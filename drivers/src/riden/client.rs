@@ -279,6 +279,10 @@ impl RidenClient {
 }
 
 impl PowerStage for RidenClient {
+    fn can_discharge(&self) -> bool {
+        self.capabilities().can_discharge
+    }
+
     async fn read(&mut self) -> Result<Reading, DriverError> {
         let s = self.status().await?;
         // The external probe sits on the cell; a missing probe reads nonsense, reported as none.

@@ -154,3 +154,56 @@ fn check_cutoffs(test_id: &str, samples: &[cyclerhub::SampleRow], steps: &HashMa
         assert_eq!(seen.get(d), Some(&3), "{test_id}: {d} ran three times");
     }
 }
+
+/// The same data path over the other stepped families: SCPI over TCP and a Riden over Modbus
+/// RTU on a pseudo-terminal (charge-only, so it gets a charge-only protocol and refuses one
+/// that discharges).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scpi_and_riden_channels_carry_every_sample_to_the_hub() {
+    use cyclerd::demo::{DEMO_CHARGE_PROTOCOL, DemoDevice, LabOptions};
+    for device in [DemoDevice::Scpi, DemoDevice::Riden] {
+        let lab = SimLab::start_with(LabOptions {
+            channels: 2,
+            speed: 2000.0,
+            device,
+            ..LabOptions::default()
+        })
+        .await
+        .unwrap();
+        if device == DemoDevice::Riden {
+            let refused = lab.start_everywhere(CCCV, "cccv.yaml").await.unwrap_err();
+            assert!(refused.to_string().contains("charge-only"), "{refused}");
+        }
+        let tests = lab
+            .start_everywhere(DEMO_CHARGE_PROTOCOL, "demo-charge.yaml")
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(300), lab.daemon.wait_all_done())
+            .await
+            .expect("the protocols finish");
+        let states: Vec<String> = lab
+            .daemon
+            .snapshots()
+            .into_iter()
+            .map(|s| s.state)
+            .collect();
+        let (summary, dir, _keep) = lab.stop(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(states, ["finished", "finished"], "{device:?}");
+        assert_eq!(summary.lost(), 0);
+        let hub = HubStore::open(dir.join("hub.sqlite")).unwrap();
+        for test_id in &tests {
+            let samples = hub.samples(test_id).unwrap();
+            assert!(samples.iter().enumerate().all(|(i, s)| s.seq == i as u64));
+            assert_eq!(
+                Some(samples.len() as u64),
+                hub.test(test_id).unwrap().unwrap().expected_samples
+            );
+            // The CC phase ended at the cutoff and the hold tapered to C/20.
+            assert!(
+                samples.iter().any(|s| s.voltage_v >= 4.19),
+                "{device:?} reached 4.2 V"
+            );
+        }
+    }
+}

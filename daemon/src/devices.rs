@@ -1,0 +1,93 @@
+//! From a `[[device]]` entry to a connected power stage and a running channel: the one place
+//! that knows every device family.
+
+use crate::config::ResumePolicy;
+use crate::config::{ChannelConfig, DeviceConfig, Family};
+use crate::outbox::Checkpoint;
+use crate::proto::control::ChannelSnapshot;
+use crate::runner::{ChannelCmd, ChannelRunner, ChannelSpec, Shared};
+use cyclerd_drivers::DriverError;
+use cyclerd_drivers::ea_psb::{PsbClient, wire::Nominal};
+use cyclerd_drivers::riden::RidenClient;
+use cyclerd_drivers::scpi::client::{Endpoint, ScpiClient, ScpiOptions};
+use cyclerd_drivers::scpi::wire::Dialect;
+use cyclerd_drivers::stage::PowerStage;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+/// SCPI dialect names accepted in `[[device]] dialect`.
+pub const SCPI_DIALECTS: [(&str, Dialect); 5] = [
+    ("ea-psb", Dialect::EaPsb),
+    ("keithley-24xx", Dialect::Keithley24xx),
+    ("keysight-b2900", Dialect::KeysightB2900),
+    ("itech-it6000", Dialect::ItechIt6000),
+    ("bk-8600", Dialect::Bk8600),
+];
+
+pub fn scpi_dialect(name: &str) -> Option<Dialect> {
+    SCPI_DIALECTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, d)| *d)
+}
+
+/// Everything a channel task needs besides its device.
+pub struct ChannelStart {
+    pub spec: ChannelSpec,
+    pub shared: Shared,
+    pub live: watch::Sender<ChannelSnapshot>,
+    pub resume: Option<(Checkpoint, ResumePolicy)>,
+    pub cmds: mpsc::Receiver<ChannelCmd>,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Connects `device` and spawns the channel's runner on `tasks`.
+pub async fn spawn_channel(
+    device: &DeviceConfig,
+    _channel: &ChannelConfig,
+    start: ChannelStart,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), DriverError> {
+    let timeout = Duration::from_millis(device.timeout_ms);
+    match device.family {
+        Family::EaPsb => {
+            let nominal = match (device.nominal_voltage, device.nominal_current) {
+                (Some(v), Some(a)) => Some(Nominal {
+                    voltage_v: v,
+                    current_a: a,
+                    power_w: device.nominal_power.unwrap_or(v * a),
+                }),
+                _ => None,
+            };
+            let addr = device.address.ok_or_else(|| missing("address"))?;
+            let client = PsbClient::connect(addr, device.unit, timeout, nominal).await?;
+            spawn(client, start, tasks);
+        }
+        Family::Scpi => {
+            let addr = device.address.ok_or_else(|| missing("address"))?;
+            let options = ScpiOptions {
+                timeout,
+                dialect: device.dialect.as_deref().and_then(scpi_dialect),
+                ..ScpiOptions::default()
+            };
+            let client = ScpiClient::connect(Endpoint::Tcp(addr), options).await?;
+            spawn(client, start, tasks);
+        }
+        Family::Riden => {
+            let port = device.port.as_deref().ok_or_else(|| missing("port"))?;
+            let client = RidenClient::connect(port, device.unit, timeout, None).await?;
+            spawn(client, start, tasks);
+        }
+    }
+    Ok(())
+}
+
+fn missing(key: &str) -> DriverError {
+    DriverError::Identity(format!("the device entry has no {key}"))
+}
+
+fn spawn<D: PowerStage + 'static>(device: D, start: ChannelStart, tasks: &mut JoinSet<()>) {
+    let runner = ChannelRunner::new(start.spec, device, start.shared, start.live);
+    tasks.spawn(runner.run(start.resume, start.cmds, start.stop));
+}
