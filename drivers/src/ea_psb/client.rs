@@ -3,10 +3,11 @@
 use super::wire::{self, Nominal, Round, coil, reg, state};
 use crate::DriverError;
 use crate::stage::{PowerStage, Reading};
+use crate::transport::modbus::{flatten, read_holding};
 use cyclerd_protocols::Command;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio_modbus::client::{Context, Reader, Writer, tcp};
+use tokio_modbus::client::{Context, Writer, tcp};
 use tokio_modbus::slave::Slave;
 
 /// Who the device says it is.
@@ -116,16 +117,7 @@ impl PsbClient {
         count: u16,
         during: &'static str,
     ) -> Result<Vec<u16>, DriverError> {
-        let reply =
-            tokio::time::timeout(self.timeout, self.ctx.read_holding_registers(start, count)).await;
-        let regs = flatten(reply, self.timeout, during)?;
-        if regs.len() != usize::from(count) {
-            return Err(DriverError::BadReply {
-                during,
-                message: format!("asked for {count} registers, got {}", regs.len()),
-            });
-        }
-        Ok(regs)
+        read_holding(&mut self.ctx, start, count, self.timeout, during).await
     }
 
     async fn write_registers(
@@ -251,27 +243,4 @@ async fn open(addr: SocketAddr, unit: u8, timeout: Duration) -> Result<Context, 
             timeout_ms: timeout.as_millis() as u64,
         })?
         .map_err(|source| DriverError::Connect { addr, source })
-}
-
-/// Folds the three layers of a timed Modbus reply (timeout, transport, exception) into one.
-fn flatten<T>(
-    reply: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>,
-    timeout: Duration,
-    during: &'static str,
-) -> Result<T, DriverError> {
-    match reply {
-        Err(_) => Err(DriverError::Timeout {
-            during,
-            timeout_ms: timeout.as_millis() as u64,
-        }),
-        Ok(Err(e)) => Err(DriverError::Link {
-            during,
-            message: e.to_string(),
-        }),
-        Ok(Ok(Err(code))) => Err(DriverError::Exception {
-            during,
-            code: format!("{code:?}"),
-        }),
-        Ok(Ok(Ok(v))) => Ok(v),
-    }
 }

@@ -12,10 +12,11 @@
 use super::wire::{self, IdentityRegs, Model, Round, Status, reg};
 use crate::DriverError;
 use crate::stage::{PowerStage, Reading};
+use crate::transport::modbus::{flatten, read_holding};
 use cyclerd_protocols::Command;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio_modbus::client::{Client, Context, Reader, Writer, rtu};
+use tokio_modbus::client::{Client, Context, Writer, rtu};
 use tokio_modbus::slave::Slave;
 use tokio_serial::{ClearBuffer, SerialPort, SerialStream};
 
@@ -184,16 +185,7 @@ impl RidenClient {
         count: u16,
         during: &'static str,
     ) -> Result<Vec<u16>, DriverError> {
-        let reply =
-            tokio::time::timeout(self.timeout, self.ctx.read_holding_registers(start, count)).await;
-        let regs = flatten(reply, self.timeout, during)?;
-        if regs.len() != usize::from(count) {
-            return Err(DriverError::BadReply {
-                during,
-                message: format!("asked for {count} registers, got {}", regs.len()),
-            });
-        }
-        Ok(regs)
+        read_holding(&mut self.ctx, start, count, self.timeout, during).await
     }
 
     async fn write_register(
@@ -353,27 +345,4 @@ fn open(path: &Path, unit: u8) -> Result<Context, DriverError> {
     port.clear(ClearBuffer::All)
         .map_err(|e| port_error(e.into()))?;
     Ok(rtu::attach_slave(port, Slave(unit)))
-}
-
-/// Folds the three layers of a timed Modbus reply (timeout, transport, exception) into one.
-fn flatten<T>(
-    reply: Result<tokio_modbus::Result<T>, tokio::time::error::Elapsed>,
-    timeout: Duration,
-    during: &'static str,
-) -> Result<T, DriverError> {
-    match reply {
-        Err(_) => Err(DriverError::Timeout {
-            during,
-            timeout_ms: timeout.as_millis() as u64,
-        }),
-        Ok(Err(e)) => Err(DriverError::Link {
-            during,
-            message: e.to_string(),
-        }),
-        Ok(Ok(Err(code))) => Err(DriverError::Exception {
-            during,
-            code: format!("{code:?}"),
-        }),
-        Ok(Ok(Ok(v))) => Ok(v),
-    }
 }
