@@ -249,6 +249,10 @@ pub struct ChannelConfig {
     pub comm_timeout_ms: u64,
     #[serde(default)]
     pub limits: ChannelLimits,
+    /// An electronic load (a `scpi` device) that takes the discharge steps while this
+    /// channel's own device, a supply, takes the charge steps: together one bidirectional
+    /// channel. Never both on at once.
+    pub load: Option<String>,
 }
 
 fn default_poll_interval_ms() -> u64 {
@@ -424,6 +428,24 @@ impl Config {
             }
             if !ids.insert(c.id.as_str()) {
                 return fail(format!("channel[{i}].id {:?} is used twice", c.id));
+            }
+            if let Some(load) = &c.load {
+                match self.device(load) {
+                    None => {
+                        return fail(format!("channel[{i}].load {load:?} names no [[device]]"));
+                    }
+                    Some(d)
+                        if d.family != Family::Scpi
+                            || self
+                                .device(device)
+                                .is_some_and(|s| s.family != Family::Scpi) =>
+                    {
+                        return fail(format!(
+                            "channel[{i}].load: a supply + load pair needs two scpi devices"
+                        ));
+                    }
+                    Some(_) => {}
+                }
             }
             if c.poll_interval_ms == 0 {
                 return fail(format!("channel[{i}].poll_interval_ms must be at least 1"));

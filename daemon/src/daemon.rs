@@ -127,7 +127,8 @@ impl Daemon {
                 .map(|a| a.to_string())
                 .or_else(|| device.port.clone())
                 .unwrap_or_default();
-            devices::spawn_channel(device, ch, start, &mut runners)
+            let load = ch.load.as_deref().and_then(|name| config.device(name));
+            devices::spawn_channel(device, load, start, &mut runners)
                 .await
                 .map_err(|e| {
                     anyhow::anyhow!("{origin}: device[{index}] {:?} at {at}: {e}", device.name)

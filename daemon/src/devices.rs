@@ -2,14 +2,14 @@
 //! that knows every device family.
 
 use crate::config::ResumePolicy;
-use crate::config::{ChannelConfig, DeviceConfig, Family};
+use crate::config::{DeviceConfig, Family};
 use crate::outbox::Checkpoint;
 use crate::proto::control::ChannelSnapshot;
 use crate::runner::{ChannelCmd, ChannelRunner, ChannelSpec, Shared};
 use cyclerd_drivers::DriverError;
 use cyclerd_drivers::ea_psb::{PsbClient, wire::Nominal};
 use cyclerd_drivers::riden::RidenClient;
-use cyclerd_drivers::scpi::client::{Endpoint, ScpiClient, ScpiOptions};
+use cyclerd_drivers::scpi::client::{Endpoint, PairStage, ScpiClient, ScpiOptions};
 use cyclerd_drivers::scpi::wire::Dialect;
 use cyclerd_drivers::stage::PowerStage;
 use std::time::Duration;
@@ -45,11 +45,17 @@ pub struct ChannelStart {
 /// Connects `device` and spawns the channel's runner on `tasks`.
 pub async fn spawn_channel(
     device: &DeviceConfig,
-    _channel: &ChannelConfig,
+    load: Option<&DeviceConfig>,
     start: ChannelStart,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), DriverError> {
     let timeout = Duration::from_millis(device.timeout_ms);
+    if let Some(load) = load {
+        let supply = connect_scpi(device).await?;
+        let load = connect_scpi(load).await?;
+        spawn(PairStage::new(supply, load), start, tasks);
+        return Ok(());
+    }
     match device.family {
         Family::EaPsb => {
             let nominal = match (device.nominal_voltage, device.nominal_current) {
@@ -65,13 +71,7 @@ pub async fn spawn_channel(
             spawn(client, start, tasks);
         }
         Family::Scpi => {
-            let addr = device.address.ok_or_else(|| missing("address"))?;
-            let options = ScpiOptions {
-                timeout,
-                dialect: device.dialect.as_deref().and_then(scpi_dialect),
-                ..ScpiOptions::default()
-            };
-            let client = ScpiClient::connect(Endpoint::Tcp(addr), options).await?;
+            let client = connect_scpi(device).await?;
             spawn(client, start, tasks);
         }
         Family::Riden => {
@@ -81,6 +81,16 @@ pub async fn spawn_channel(
         }
     }
     Ok(())
+}
+
+async fn connect_scpi(device: &DeviceConfig) -> Result<ScpiClient, DriverError> {
+    let addr = device.address.ok_or_else(|| missing("address"))?;
+    let options = ScpiOptions {
+        timeout: Duration::from_millis(device.timeout_ms),
+        dialect: device.dialect.as_deref().and_then(scpi_dialect),
+        ..ScpiOptions::default()
+    };
+    ScpiClient::connect(Endpoint::Tcp(addr), options).await
 }
 
 fn missing(key: &str) -> DriverError {

@@ -473,6 +473,80 @@ steps:
     }
 }
 
+mod pair {
+    use super::*;
+    use cyclerd::Daemon;
+    use cyclerd::config::Config;
+    use cyclerd_drivers::Clock;
+    use cyclerd_drivers::cell::{CellParams, Chemistry};
+    use cyclerd_drivers::scpi::{ScpiSim, SimConfig, SimDialect};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_supply_and_a_load_form_one_bidirectional_channel() {
+        let clock = Clock::scaled(1000.0);
+        let cell = CellParams {
+            initial_soc: 0.5,
+            ..CellParams::new(Chemistry::Nmc, 2.5)
+        };
+        let supply = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let load = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sims = ScpiSim::spawn_bench(
+            vec![
+                (supply, SimConfig::new(SimDialect::EaPsb, "S1")),
+                (load, SimConfig::new(SimDialect::Bk8600, "L1")),
+            ],
+            cell,
+            clock.clone(),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[store]\npath = {store:?}\n[hub]\naddress = \"http://127.0.0.1:9\"\n\
+             [limits]\nvoltage_min = 2.5\nvoltage_max = 4.25\ncurrent_max = 5.0\n\
+             [[device]]\nname = \"psu\"\nfamily = \"scpi\"\naddress = \"{s}\"\n\
+             [[device]]\nname = \"load\"\nfamily = \"scpi\"\naddress = \"{l}\"\n\
+             [[channel]]\nid = \"psu/1\"\nload = \"load\"\n",
+            store = dir.path().join("o.sqlite").display().to_string(),
+            s = sims[0].addr(),
+            l = sims[1].addr(),
+        );
+        let config = Config::from_toml(&text, "pair.toml").unwrap();
+        let daemon = Daemon::start(config, "pair.toml", clock).await.unwrap();
+        let protocol = r#"
+protocol: Up and down
+version: 1
+params: {capacity: 2.5 Ah}
+safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
+steps: ["Charge at C/2 until 4.0 V", "Discharge at 1C until 3.5 V"]
+"#;
+        let meta: HashMap<String, String> = [
+            ("cell_id", "P1"),
+            ("operator", "op"),
+            ("objective", "pair"),
+            ("chemistry", "NMC"),
+            ("nominal_capacity_ah", "2.5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        daemon
+            .start_test("psu/1", protocol, "p.yaml", meta)
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, daemon.wait_all_done())
+            .await
+            .unwrap();
+        let end = daemon.snapshot("psu/1").unwrap();
+        assert_eq!(end.state, "finished", "{}", end.reason);
+        assert!(
+            end.charge_capacity_ah > 0.1 && end.discharge_capacity_ah > 0.1,
+            "{end:?}"
+        );
+        assert!(!sims[0].snapshot().output_on && !sims[1].snapshot().output_on);
+        daemon.shutdown(Duration::from_millis(10)).await;
+    }
+}
+
 mod recording {
     use super::*;
 
