@@ -47,12 +47,8 @@ impl DemoDevice {
     }
 }
 
-/// A simulator of a family other than the PSB, kept alive as long as the lab.
-#[allow(dead_code)]
-enum OtherSim {
-    Scpi(cyclerd_drivers::scpi::SimHandle),
-    Riden(cyclerd_drivers::riden::SimHandle),
-}
+/// A simulator of a family other than the PSB: only held, so it stops when the lab does.
+type KeptSim = Box<dyn std::any::Any + Send + Sync>;
 
 /// How long the hub gets to acknowledge the backlog after the protocols end.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -133,7 +129,7 @@ pub struct SimLab {
     /// built from another family).
     pub sims: Vec<SimHandle>,
     /// Simulators of the other families.
-    _other_sims: Vec<OtherSim>,
+    _other_sims: Vec<KeptSim>,
     /// Capacity of each channel's cell.
     capacities: Vec<f64>,
     pub data_dir: PathBuf,
@@ -205,7 +201,7 @@ impl SimLab {
         };
 
         let mut sims = Vec::with_capacity(channels);
-        let mut other_sims = Vec::new();
+        let mut other_sims: Vec<KeptSim> = Vec::new();
         let mut capacities = Vec::with_capacity(channels);
         let mut devices = String::new();
         for k in 0..channels {
@@ -233,7 +229,7 @@ impl SimLab {
                     let config = scpi::SimConfig::new(SimDialect::EaPsb, &format!("SIM{k:04}"));
                     let sim = ScpiSim::spawn(listener, config, cell, clock.clone())?;
                     let entry = format!("family = \"scpi\"\naddress = \"{}\"", sim.addr());
-                    other_sims.push(OtherSim::Scpi(sim));
+                    other_sims.push(Box::new(sim));
                     entry
                 }
                 DemoDevice::Riden => riden_sim(k, cell, &clock, &mut other_sims)?,
@@ -322,7 +318,7 @@ fn riden_sim(
     k: usize,
     cell: CellParams,
     clock: &Clock,
-    keep: &mut Vec<OtherSim>,
+    keep: &mut Vec<KeptSim>,
 ) -> anyhow::Result<String> {
     use cyclerd_drivers::riden::{self, RidenSim};
     let pty = cyclerd_drivers::transport::pty::Pty::open()?;
@@ -335,12 +331,12 @@ fn riden_sim(
         "family = \"riden\"\nport = {:?}",
         sim.path().display().to_string()
     );
-    keep.push(OtherSim::Riden(sim));
+    keep.push(Box::new(sim));
     Ok(entry)
 }
 
 #[cfg(not(unix))]
-fn riden_sim(_: usize, _: CellParams, _: &Clock, _: &mut Vec<OtherSim>) -> anyhow::Result<String> {
+fn riden_sim(_: usize, _: CellParams, _: &Clock, _: &mut Vec<KeptSim>) -> anyhow::Result<String> {
     anyhow::bail!("the simulated Riden needs a pseudo-terminal, which this system lacks")
 }
 
