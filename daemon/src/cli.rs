@@ -253,7 +253,7 @@ async fn run(path: PathBuf, clock: Clock) -> anyhow::Result<()> {
     let server = tokio::spawn(control::serve(daemon.clone(), listener, async {
         let _ = stop_rx.await;
     }));
-    shutdown_signal().await;
+    cyclerhub::cli::shutdown_signal().await;
     tracing::info!("shutting down: switching outputs off and flushing the outbox");
     let summary = daemon.shutdown(Duration::from_secs(5)).await;
     let _ = stop_tx.send(());
@@ -285,7 +285,7 @@ async fn sim(device: SimDevice) -> anyhow::Result<()> {
                 "simulated EA PSB 10060-60 (serial {serial}) on {listen}, Modbus TCP unit 1, at {}x; Ctrl-C stops it",
                 cell.speed
             );
-            shutdown_signal().await;
+            cyclerhub::cli::shutdown_signal().await;
         }
         SimDevice::Scpi {
             model,
@@ -311,7 +311,7 @@ async fn sim(device: SimDevice) -> anyhow::Result<()> {
                 "simulated {idn} on {listen} (SCPI, LF), at {}x; Ctrl-C stops it",
                 cell.speed
             );
-            shutdown_signal().await;
+            cyclerhub::cli::shutdown_signal().await;
         }
         SimDevice::Riden {
             model,
@@ -350,7 +350,7 @@ async fn riden(
         "simulated Riden RD{model} on {shown}, Modbus RTU 115200 8N1 unit 1, at {}x; Ctrl-C stops it",
         cell.speed
     );
-    shutdown_signal().await;
+    cyclerhub::cli::shutdown_signal().await;
     if let Some(link) = link {
         let _ = std::fs::remove_file(link);
     }
@@ -360,26 +360,4 @@ async fn riden(
 #[cfg(not(unix))]
 async fn riden(_: u16, _: Option<PathBuf>, _: u32, _: SimCell) -> anyhow::Result<()> {
     anyhow::bail!("the simulated Riden needs a pseudo-terminal, which this system lacks")
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

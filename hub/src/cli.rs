@@ -125,8 +125,8 @@ fn serve(db: PathBuf, listen: SocketAddr) -> Result<()> {
     })
 }
 
-/// Ctrl-C, or SIGTERM (what systemd and `kill` send) on unix.
-async fn shutdown_signal() {
+/// Ctrl-C, or SIGTERM (what systemd and `kill` send) on unix; the daemon stops on the same.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
