@@ -6,6 +6,8 @@
 //!   runs in seconds through real sockets.
 //! - [`cell`]: an equivalent-circuit cell (OCV(SOC), series resistance, one RC pair, coulomb
 //!   counting, lumped thermal model) that backs every simulator.
+//! - [`cycler`]: the [`cycler::Cycler`] trait a native channel follows on a dedicated cycler
+//!   that runs schedules itself, with its record and status types.
 //! - [`stage`]: the [`stage::PowerStage`] trait a stepped channel drives, and its reading type.
 //! - [`ea_psb`]: Elektro-Automatik PSB bidirectional supplies over Modbus TCP: `wire` (register
 //!   table and scaling), `client` (the driver) and `sim` (a Modbus TCP server backed by a cell).
@@ -18,6 +20,7 @@
 
 pub mod cell;
 pub mod clock;
+pub mod cycler;
 pub mod ea_psb;
 pub mod error;
 pub mod riden;

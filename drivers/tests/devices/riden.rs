@@ -1,6 +1,6 @@
 //! The Riden driver against the Riden simulator, through a real pseudo-terminal.
-#![cfg(unix)]
 
+use super::within;
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::DriverError;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
@@ -9,7 +9,6 @@ use cyclerd_drivers::riden::{RidenClient, RidenSim, SimHandle, wire};
 use cyclerd_drivers::stage::PowerStage;
 use cyclerd_drivers::transport::pty::Pty;
 use cyclerd_protocols::Command;
-use std::future::Future;
 use std::time::Duration;
 use tokio_modbus::ExceptionCode;
 use tokio_modbus::client::{Reader, Writer, rtu};
@@ -18,13 +17,6 @@ use tokio_modbus::slave::Slave;
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// For tests that wait for a silent device: short, so the test is quick.
 const SHORT: Duration = Duration::from_millis(300);
-
-/// Bounds a wait, so a broken fault turns into a failed test rather than a hung one.
-async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within 10 s"))
-}
 
 fn sim(clock: &Clock, model: u16, soc: f64) -> SimHandle {
     let cell = CellParams {

@@ -1,5 +1,6 @@
 //! The PSB driver against the PSB simulator, through a real Modbus TCP socket on loopback.
 
+use super::within;
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::DriverError;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
@@ -7,7 +8,6 @@ use cyclerd_drivers::ea_psb::sim::SimConfig;
 use cyclerd_drivers::ea_psb::{PsbClient, PsbSim, SimHandle, wire};
 use cyclerd_drivers::stage::PowerStage;
 use cyclerd_protocols::Command;
-use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_modbus::ExceptionCode;
@@ -15,13 +15,6 @@ use tokio_modbus::client::{Reader, Writer, tcp};
 use tokio_modbus::slave::Slave;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Bounds a wait, so a broken fault turns into a failed test rather than a hung one.
-async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within 10 s"))
-}
 
 async fn sim(clock: &Clock, soc: f64) -> SimHandle {
     let cell = CellParams {
