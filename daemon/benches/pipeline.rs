@@ -210,6 +210,29 @@ async fn end_to_end(channels: usize) -> (f64, u64) {
     )
 }
 
+/// Polls per second one channel achieves on a simulator of `device` with its poll interval set
+/// to 10 ms (100 Hz), at real speed for `wall` seconds; a protocol without recording rules
+/// stores every poll, so the samples acquired count the polls.
+async fn poll_rate(device: cyclerd::demo::DemoDevice, wall: Duration) -> f64 {
+    let protocol = "protocol: poll rate\nversion: 1\nsafety:\n  voltage: [2.5 V, 4.25 V]\n  current: 5 A\nsteps:\n  - Rest for 1 hour\n";
+    let lab = cyclerd::demo::SimLab::start_with(cyclerd::demo::LabOptions {
+        channels: 1,
+        speed: 1.0,
+        device,
+        poll_interval_ms: Some(10),
+        ..cyclerd::demo::LabOptions::default()
+    })
+    .await
+    .unwrap();
+    lab.start_everywhere(protocol, "poll-rate.yaml")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    tokio::time::sleep(wall).await;
+    let (summary, _, _tmp) = lab.stop(Duration::from_secs(30)).await.unwrap();
+    summary.samples_acquired as f64 / start.elapsed().as_secs_f64()
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         // `cargo test --benches` lists bench targets; nothing to list here.
@@ -256,4 +279,17 @@ fn main() {
         "e2e       4 PSB sims -> runner -> hub       {:>12.0} samples/s   ({acquired} samples, every one acknowledged; one Modbus round trip per sample)",
         e2e
     );
+    for device in [
+        cyclerd::demo::DemoDevice::EaPsb,
+        cyclerd::demo::DemoDevice::Scpi,
+        cyclerd::demo::DemoDevice::Riden,
+    ] {
+        let hz = rt.block_on(poll_rate(device, Duration::from_secs(3)));
+        println!(
+            "poll      one channel at 100 Hz, {:<28} {:>6.1} polls/s   ratio {:.2} of the configured rate",
+            device.label(),
+            hz,
+            hz / 100.0
+        );
+    }
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::ea_psb::{PsbSim, sim::SimConfig};
+use cyclerd_drivers::transport::Endpoint;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,18 +105,22 @@ impl SimCell {
 
 #[derive(Subcommand)]
 enum SimDevice {
-    /// Elektro-Automatik PSB 10060-60 over Modbus TCP (unit 1).
+    /// Elektro-Automatik PSB 10060-60 over Modbus TCP, or Modbus RTU on a pseudo-terminal as
+    /// its USB port presents itself (unit 1).
     EaPsb {
         /// Where to listen (the device's port is 502).
         #[arg(long, default_value = "127.0.0.1:502")]
         listen: SocketAddr,
+        /// Serve Modbus RTU on a pseudo-terminal instead, linked from this path (unix).
+        #[arg(long, conflicts_with = "listen")]
+        pty: Option<PathBuf>,
         /// Serial number the device reports.
         #[arg(long, default_value = "SIM0001")]
         serial: String,
         #[command(flatten)]
         cell: SimCell,
     },
-    /// A SCPI instrument over raw TCP.
+    /// A SCPI instrument over raw TCP, or over a serial line on a pseudo-terminal.
     Scpi {
         /// Which instrument to be.
         #[arg(long, value_enum, default_value = "ea-psb")]
@@ -123,6 +128,9 @@ enum SimDevice {
         /// Where to listen (SCPI's raw socket port is 5025).
         #[arg(long, default_value = "127.0.0.1:5025")]
         listen: SocketAddr,
+        /// Serve on a pseudo-terminal instead (any baud rate), linked from this path (unix).
+        #[arg(long, conflicts_with = "listen")]
+        pty: Option<PathBuf>,
         #[arg(long, default_value = "SIM0001")]
         serial: String,
         #[command(flatten)]
@@ -269,20 +277,25 @@ async fn sim(device: SimDevice) -> anyhow::Result<()> {
     match device {
         SimDevice::EaPsb {
             listen,
+            pty,
             serial,
             cell,
         } => {
-            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-                anyhow::anyhow!("cannot listen on {listen}: {e} (try --listen ADDR)")
-            })?;
             let clock = Clock::scaled(cell.speed);
-            let _sim = PsbSim::spawn(
-                listener,
-                SimConfig::psb_10060_60(&serial, cell.params()?),
-                clock,
-            )?;
+            let config = SimConfig::psb_10060_60(&serial, cell.params()?);
+            let (_sim, _link, shown) = match pty {
+                Some(link) => {
+                    let (sim, link) = psb_on_pty(config, clock, link)?;
+                    let shown = format!("{link}, Modbus RTU unit 1");
+                    (sim, Some(link), shown)
+                }
+                None => {
+                    let sim = PsbSim::spawn(bind(listen).await?, config, clock)?;
+                    (sim, None, format!("{listen}, Modbus TCP unit 1"))
+                }
+            };
             println!(
-                "simulated EA PSB 10060-60 (serial {serial}) on {listen}, Modbus TCP unit 1, at {}x; Ctrl-C stops it",
+                "simulated EA PSB 10060-60 (serial {serial}) on {shown}, at {}x; Ctrl-C stops it",
                 cell.speed
             );
             cyclerhub::cli::shutdown_signal().await;
@@ -290,6 +303,7 @@ async fn sim(device: SimDevice) -> anyhow::Result<()> {
         SimDevice::Scpi {
             model,
             listen,
+            pty,
             serial,
             cell,
         } => {
@@ -301,14 +315,22 @@ async fn sim(device: SimDevice) -> anyhow::Result<()> {
                 ScpiModel::ItechIt6000 => SimDialect::ItechIt6000,
                 ScpiModel::Bk8600 => SimDialect::Bk8600,
             };
-            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-                anyhow::anyhow!("cannot listen on {listen}: {e} (try --listen ADDR)")
-            })?;
             let config = scpi::SimConfig::new(dialect, &serial);
             let idn = config.idn.clone();
-            let _sim = ScpiSim::spawn(listener, config, cell.params()?, Clock::scaled(cell.speed))?;
+            let (params, clock) = (cell.params()?, Clock::scaled(cell.speed));
+            let (_sim, _link, shown) = match pty {
+                Some(link) => {
+                    let (sim, link) = scpi_on_pty(config, params, clock, link)?;
+                    let shown = link.to_string();
+                    (sim, Some(link), shown)
+                }
+                None => {
+                    let sim = ScpiSim::spawn(bind(listen).await?, config, params, clock)?;
+                    (sim, None, listen.to_string())
+                }
+            };
             println!(
-                "simulated {idn} on {listen} (SCPI, LF), at {}x; Ctrl-C stops it",
+                "simulated {idn} on {shown} (SCPI, LF), at {}x; Ctrl-C stops it",
                 cell.speed
             );
             cyclerhub::cli::shutdown_signal().await;
@@ -321,6 +343,91 @@ async fn sim(device: SimDevice) -> anyhow::Result<()> {
         } => riden(model, pty, serial, cell).await?,
     }
     Ok(())
+}
+
+async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (try --listen ADDR)"))
+}
+
+/// A path linked to a simulator's pseudo-terminal, so a lab configuration can name a stable
+/// port; the link goes when the simulator stops.
+struct SimLink {
+    link: PathBuf,
+    target: String,
+}
+
+impl SimLink {
+    #[cfg(unix)]
+    fn new(endpoint: &Endpoint, link: PathBuf) -> anyhow::Result<SimLink> {
+        let Endpoint::Serial { path, .. } = endpoint else {
+            anyhow::bail!("{endpoint} is not a serial port");
+        };
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(path, &link).map_err(|e| {
+            anyhow::anyhow!("cannot link {} to the pseudo-terminal: {e}", link.display())
+        })?;
+        Ok(SimLink {
+            link,
+            target: path.clone(),
+        })
+    }
+}
+
+impl std::fmt::Display for SimLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (-> {})", self.link.display(), self.target)
+    }
+}
+
+impl Drop for SimLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.link);
+    }
+}
+
+#[cfg(unix)]
+fn psb_on_pty(
+    config: SimConfig,
+    clock: Clock,
+    link: PathBuf,
+) -> anyhow::Result<(cyclerd_drivers::ea_psb::SimHandle, SimLink)> {
+    let sim = PsbSim::spawn_serial(cyclerd_drivers::transport::pty::Pty::open()?, config, clock)?;
+    let link = SimLink::new(&sim.endpoint(), link)?;
+    Ok((sim, link))
+}
+
+#[cfg(not(unix))]
+fn psb_on_pty(
+    _: SimConfig,
+    _: Clock,
+    _: PathBuf,
+) -> anyhow::Result<(cyclerd_drivers::ea_psb::SimHandle, SimLink)> {
+    anyhow::bail!("simulated serial devices need a pseudo-terminal, which this system lacks")
+}
+
+#[cfg(unix)]
+fn scpi_on_pty(
+    config: cyclerd_drivers::scpi::SimConfig,
+    cell: CellParams,
+    clock: Clock,
+    link: PathBuf,
+) -> anyhow::Result<(cyclerd_drivers::scpi::SimHandle, SimLink)> {
+    let pty = cyclerd_drivers::transport::pty::Pty::open()?;
+    let sim = cyclerd_drivers::scpi::ScpiSim::spawn(pty, config, cell, clock)?;
+    let link = SimLink::new(&sim.endpoint(), link)?;
+    Ok((sim, link))
+}
+
+#[cfg(not(unix))]
+fn scpi_on_pty(
+    _: cyclerd_drivers::scpi::SimConfig,
+    _: CellParams,
+    _: Clock,
+    _: PathBuf,
+) -> anyhow::Result<(cyclerd_drivers::scpi::SimHandle, SimLink)> {
+    anyhow::bail!("simulated serial devices need a pseudo-terminal, which this system lacks")
 }
 
 #[cfg(unix)]
@@ -338,22 +445,20 @@ async fn riden(
     let pty = cyclerd_drivers::transport::pty::Pty::open()?;
     let config = riden::sim::SimConfig::rd60xx(model, serial, cell.params()?);
     let sim = RidenSim::spawn(pty, config, Clock::scaled(cell.speed))?;
-    let mut shown = sim.path().display().to_string();
-    if let Some(link) = &link {
-        let _ = std::fs::remove_file(link);
-        std::os::unix::fs::symlink(sim.path(), link).map_err(|e| {
-            anyhow::anyhow!("cannot link {} to the pseudo-terminal: {e}", link.display())
-        })?;
-        shown = format!("{} (-> {shown})", link.display());
-    }
+    let endpoint = Endpoint::Serial {
+        path: sim.path().to_string_lossy().into_owned(),
+        baud: riden::wire::BAUD_RATE,
+    };
+    let link = link.map(|l| SimLink::new(&endpoint, l)).transpose()?;
+    let shown = match &link {
+        Some(link) => link.to_string(),
+        None => sim.path().display().to_string(),
+    };
     println!(
         "simulated Riden RD{model} on {shown}, Modbus RTU 115200 8N1 unit 1, at {}x; Ctrl-C stops it",
         cell.speed
     );
     cyclerhub::cli::shutdown_signal().await;
-    if let Some(link) = link {
-        let _ = std::fs::remove_file(link);
-    }
     Ok(())
 }
 

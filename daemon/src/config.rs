@@ -190,11 +190,12 @@ pub struct ChannelLimits {
 /// Device families the daemon can drive.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 pub enum Family {
-    /// Elektro-Automatik PSB over Modbus TCP (`address`).
+    /// Elektro-Automatik PSB over Modbus TCP (`address`) or Modbus RTU on its USB or RS-232
+    /// port (`port`, `baud`).
     #[serde(rename = "ea-psb")]
     EaPsb,
-    /// A SCPI instrument over raw TCP (`address`); the dialect comes from `*IDN?` unless
-    /// `dialect` names it.
+    /// A SCPI instrument over raw TCP (`address`) or a serial port (`port`, `baud`); the
+    /// dialect comes from `*IDN?` unless `dialect` names it.
     #[serde(rename = "scpi")]
     Scpi,
     /// Riden RD60xx over Modbus RTU on a serial port (`port`); charge-only.
@@ -210,8 +211,12 @@ pub struct DeviceConfig {
     pub family: Family,
     /// host:port of a networked device (ea-psb, scpi).
     pub address: Option<SocketAddr>,
-    /// Serial port of a serial device (riden), e.g. "/dev/ttyUSB0" or "COM3".
+    /// Serial port of a serial device (riden; ea-psb and scpi instead of `address`), e.g.
+    /// "/dev/ttyUSB0" or "COM3".
     pub port: Option<String>,
+    /// Line speed of `port` for ea-psb (default 115200) and scpi (default 9600, as ITECH's
+    /// RS-232 ships); a Riden is driven at its 115200.
+    pub baud: Option<u32>,
     /// SCPI dialect to use instead of the one `*IDN?` suggests: ea-psb, keithley-24xx,
     /// keysight-b2900, itech-it6000, bk-8600.
     pub dialect: Option<String>,
@@ -386,13 +391,14 @@ impl Config {
         }
         for (i, d) in self.devices.iter().enumerate() {
             match d.family {
-                Family::EaPsb | Family::Scpi if d.address.is_none() => {
+                Family::EaPsb | Family::Scpi if d.address.is_none() == d.port.is_none() => {
                     return fail(format!(
-                        "device[{i}] {:?}: a networked device needs address = \"host:port\"",
+                        "device[{i}] {:?}: give either address = \"host:port\" (network) or \
+                         port = \"/dev/ttyUSB0\" (serial), not both or neither",
                         d.name
                     ));
                 }
-                Family::Riden if d.port.is_none() => {
+                Family::Riden if d.port.is_none() || d.address.is_some() => {
                     return fail(format!(
                         "device[{i}] {:?}: a serial device needs port = \"/dev/ttyUSB0\" (or COM3)",
                         d.name

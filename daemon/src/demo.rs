@@ -38,7 +38,7 @@ pub enum DemoDevice {
 }
 
 impl DemoDevice {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             DemoDevice::EaPsb => "EA PSB 10060-60 (Modbus TCP)",
             DemoDevice::Scpi => "EA PSB 10060-60 (SCPI)",
@@ -104,6 +104,8 @@ pub struct LabOptions {
     pub extra_config: String,
     /// The simulated device family.
     pub device: DemoDevice,
+    /// Each channel's poll interval; the daemon's default (10 Hz) when `None`.
+    pub poll_interval_ms: Option<u64>,
 }
 
 impl Default for LabOptions {
@@ -116,6 +118,7 @@ impl Default for LabOptions {
             hub_address: None,
             extra_config: String::new(),
             device: DemoDevice::EaPsb,
+            poll_interval_ms: None,
         }
     }
 }
@@ -170,7 +173,11 @@ impl SimLab {
             hub_address,
             extra_config,
             device,
+            poll_interval_ms,
         } = options;
+        let poll = poll_interval_ms
+            .map(|ms| format!("poll_interval_ms = {ms}\n"))
+            .unwrap_or_default();
         anyhow::ensure!(channels >= 1, "--channels must be at least 1");
         anyhow::ensure!(
             speed.is_finite() && speed > 0.0,
@@ -219,7 +226,7 @@ impl SimLab {
                         SimConfig::psb_10060_60(&format!("SIM{k:04}"), cell),
                         clock.clone(),
                     )?;
-                    let entry = format!("family = \"ea-psb\"\naddress = \"{}\"", sim.addr());
+                    let entry = format!("family = \"ea-psb\"\naddress = \"{}\"", sim.endpoint());
                     sims.push(sim);
                     entry
                 }
@@ -228,14 +235,14 @@ impl SimLab {
                     let listener = TcpListener::bind("127.0.0.1:0").await?;
                     let config = scpi::SimConfig::new(SimDialect::EaPsb, &format!("SIM{k:04}"));
                     let sim = ScpiSim::spawn(listener, config, cell, clock.clone())?;
-                    let entry = format!("family = \"scpi\"\naddress = \"{}\"", sim.addr());
+                    let entry = format!("family = \"scpi\"\naddress = \"{}\"", sim.endpoint());
                     other_sims.push(Box::new(sim));
                     entry
                 }
                 DemoDevice::Riden => riden_sim(k, cell, &clock, &mut other_sims)?,
             };
             devices.push_str(&format!(
-                "[[device]]\nname = \"psb{n}\"\n{entry}\n[[channel]]\nid = \"psb{n}/1\"\n"
+                "[[device]]\nname = \"psb{n}\"\n{entry}\n[[channel]]\nid = \"psb{n}/1\"\n{poll}"
             ));
         }
         let config_text = format!(

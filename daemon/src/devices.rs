@@ -9,9 +9,10 @@ use crate::runner::{ChannelCmd, ChannelRunner, ChannelSpec, Shared};
 use cyclerd_drivers::DriverError;
 use cyclerd_drivers::ea_psb::{PsbClient, wire::Nominal};
 use cyclerd_drivers::riden::RidenClient;
-use cyclerd_drivers::scpi::client::{Endpoint, PairStage, ScpiClient, ScpiOptions};
+use cyclerd_drivers::scpi::client::{PairStage, ScpiClient, ScpiOptions};
 use cyclerd_drivers::scpi::wire::Dialect;
 use cyclerd_drivers::stage::PowerStage;
+use cyclerd_drivers::transport::Endpoint;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -66,8 +67,9 @@ pub async fn spawn_channel(
                 }),
                 _ => None,
             };
-            let addr = device.address.ok_or_else(|| missing("address"))?;
-            let client = PsbClient::connect(addr, device.unit, timeout, nominal).await?;
+            let client =
+                PsbClient::connect(endpoint(device, 115_200)?, device.unit, timeout, nominal)
+                    .await?;
             spawn(client, start, tasks);
         }
         Family::Scpi => {
@@ -84,13 +86,24 @@ pub async fn spawn_channel(
 }
 
 async fn connect_scpi(device: &DeviceConfig) -> Result<ScpiClient, DriverError> {
-    let addr = device.address.ok_or_else(|| missing("address"))?;
     let options = ScpiOptions {
         timeout: Duration::from_millis(device.timeout_ms),
         dialect: device.dialect.as_deref().and_then(scpi_dialect),
         ..ScpiOptions::default()
     };
-    ScpiClient::connect(Endpoint::Tcp(addr), options).await
+    ScpiClient::connect(endpoint(device, 9600)?, options).await
+}
+
+/// Where a device that can be networked or serial is, from its `address` or its `port`.
+fn endpoint(device: &DeviceConfig, default_baud: u32) -> Result<Endpoint, DriverError> {
+    match (&device.address, &device.port) {
+        (Some(addr), _) => Ok(Endpoint::Tcp(*addr)),
+        (None, Some(path)) => Ok(Endpoint::Serial {
+            path: path.clone(),
+            baud: device.baud.unwrap_or(default_baud),
+        }),
+        (None, None) => Err(missing("address or port")),
+    }
 }
 
 fn missing(key: &str) -> DriverError {

@@ -492,8 +492,8 @@ mod pair {
         let load = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sims = ScpiSim::spawn_bench(
             vec![
-                (supply, SimConfig::new(SimDialect::EaPsb, "S1")),
-                (load, SimConfig::new(SimDialect::Bk8600, "L1")),
+                (supply.into(), SimConfig::new(SimDialect::EaPsb, "S1")),
+                (load.into(), SimConfig::new(SimDialect::Bk8600, "L1")),
             ],
             cell,
             clock.clone(),
@@ -507,8 +507,8 @@ mod pair {
              [[device]]\nname = \"load\"\nfamily = \"scpi\"\naddress = \"{l}\"\n\
              [[channel]]\nid = \"psu/1\"\nload = \"load\"\n",
             store = dir.path().join("o.sqlite").display().to_string(),
-            s = sims[0].addr(),
-            l = sims[1].addr(),
+            s = sims[0].endpoint(),
+            l = sims[1].endpoint(),
         );
         let config = Config::from_toml(&text, "pair.toml").unwrap();
         let daemon = Daemon::start(config, "pair.toml", clock).await.unwrap();
@@ -643,6 +643,39 @@ mod command_line {
             .await
             .unwrap();
         assert_eq!(client.identity().serial, "T42");
+        sim.kill().await.unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn cyclerd_sim_serves_a_serial_scpi_instrument_on_the_linked_path() {
+        use cyclerd_drivers::scpi::{Dialect, ScpiClient, ScpiOptions};
+        use cyclerd_drivers::transport::Endpoint;
+        use tokio::io::AsyncBufReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("itech");
+        let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
+            .args(["sim", "scpi", "--model", "itech-it6000", "--pty"])
+            .arg(&link)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(super::WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_or_default();
+        assert!(first.contains(&link.display().to_string()), "{first}");
+        let endpoint = Endpoint::Serial {
+            path: link.to_string_lossy().into_owned(),
+            baud: 9600,
+        };
+        let client = ScpiClient::connect(endpoint, ScpiOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(client.dialect(), Dialect::ItechIt6000);
         sim.kill().await.unwrap();
     }
 

@@ -10,7 +10,7 @@
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::ea_psb::{PsbClient, PsbSim, sim::SimConfig};
-use cyclerd_drivers::scpi::{self, Endpoint, ScpiClient, ScpiOptions, ScpiSim, SimDialect};
+use cyclerd_drivers::scpi::{self, ScpiClient, ScpiOptions, ScpiSim, SimDialect};
 use cyclerd_drivers::stage::PowerStage;
 use cyclerd_protocols::{Engine, Measurement, Plan, Safety};
 use std::time::{Duration, Instant};
@@ -117,7 +117,7 @@ fn main() {
         let clock = Clock::scaled(200.0);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let psb = PsbSim::spawn(listener, SimConfig::psb_10060_60("B1", cell(0.55)), clock.clone()).unwrap();
-        let mut client = PsbClient::connect(psb.addr(), 1, Duration::from_secs(2), None)
+        let mut client = PsbClient::connect(psb.endpoint(), 1, Duration::from_secs(2), None)
             .await
             .unwrap();
         let modbus = reads_per_second(&mut client).await;
@@ -134,7 +134,7 @@ fn main() {
             clock.clone(),
         )
         .unwrap();
-        let mut scpi_client = ScpiClient::connect(Endpoint::Tcp(sim.addr()), ScpiOptions::default())
+        let mut scpi_client = ScpiClient::connect(sim.endpoint(), ScpiOptions::default())
             .await
             .unwrap();
         let scpi_rate = reads_per_second(&mut scpi_client).await;

@@ -1,13 +1,14 @@
-//! The PSB driver: a tokio-modbus TCP client.
+//! The PSB driver: a tokio-modbus client over Modbus TCP, or Modbus RTU on a serial port (the
+//! USB port of a PSB is a virtual serial port speaking RTU).
 
 use super::wire::{self, Nominal, Round, coil, reg, state};
 use crate::DriverError;
 use crate::stage::{PowerStage, Reading};
+use crate::transport::Endpoint;
 use crate::transport::modbus::{flatten, read_holding};
 use cyclerd_protocols::Command;
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio_modbus::client::{Context, Writer, tcp};
+use tokio_modbus::client::{Client, Context, Writer, rtu, tcp};
 use tokio_modbus::slave::Slave;
 
 /// Who the device says it is.
@@ -22,7 +23,7 @@ pub struct Identity {
 pub struct PsbClient {
     ctx: Context,
     /// Where the device is, for reconnecting.
-    addr: SocketAddr,
+    endpoint: Endpoint,
     unit: u8,
     /// Ratings every scaled register refers to; a wrong value scales every setpoint wrongly,
     /// so it comes from the device's type designation unless the configuration overrides it.
@@ -38,15 +39,16 @@ impl PsbClient {
     /// `nominal_override` replaces the ratings parsed from the type designation (for firmware
     /// that reports an unusual name); power defaults to volts x amps when not given.
     pub async fn connect(
-        addr: SocketAddr,
+        endpoint: impl Into<Endpoint>,
         unit: u8,
         timeout: Duration,
         nominal_override: Option<Nominal>,
     ) -> Result<PsbClient, DriverError> {
-        let ctx = open(addr, unit, timeout).await?;
+        let endpoint = endpoint.into();
+        let ctx = open(&endpoint, unit, timeout).await?;
         let mut client = PsbClient {
             ctx,
-            addr,
+            endpoint,
             unit,
             nominal: Nominal {
                 voltage_v: 0.0,
@@ -222,12 +224,14 @@ impl PowerStage for PsbClient {
     }
 
     async fn reconnect(&mut self) -> Result<(), DriverError> {
-        self.ctx = open(self.addr, self.unit, self.timeout).await?;
+        // A serial port opens exclusively: close the old one first.
+        let _ = tokio::time::timeout(self.timeout, self.ctx.disconnect()).await;
+        self.ctx = open(&self.endpoint, self.unit, self.timeout).await?;
         let identity = self.read_identity().await?;
         if identity.serial != self.identity.serial {
             return Err(DriverError::Identity(format!(
                 "after reconnecting, {} answers with serial {:?}, not {:?}",
-                self.addr, identity.serial, self.identity.serial
+                self.endpoint, identity.serial, self.identity.serial
             )));
         }
         self.write_coil(coil::REMOTE, true, "taking remote control")
@@ -235,12 +239,23 @@ impl PowerStage for PsbClient {
     }
 }
 
-async fn open(addr: SocketAddr, unit: u8, timeout: Duration) -> Result<Context, DriverError> {
-    tokio::time::timeout(timeout, tcp::connect_slave(addr, Slave(unit)))
-        .await
-        .map_err(|_| DriverError::Timeout {
-            during: "connecting",
-            timeout_ms: timeout.as_millis() as u64,
-        })?
-        .map_err(|source| DriverError::Connect { addr, source })
+async fn open(endpoint: &Endpoint, unit: u8, timeout: Duration) -> Result<Context, DriverError> {
+    match endpoint {
+        Endpoint::Tcp(addr) => {
+            tokio::time::timeout(timeout, tcp::connect_slave(*addr, Slave(unit)))
+                .await
+                .map_err(|_| DriverError::Timeout {
+                    during: "connecting",
+                    timeout_ms: timeout.as_millis() as u64,
+                })?
+                .map_err(|source| DriverError::Connect {
+                    addr: *addr,
+                    source,
+                })
+        }
+        Endpoint::Serial { path, baud } => Ok(rtu::attach_slave(
+            Endpoint::open_serial(path, *baud)?,
+            Slave(unit),
+        )),
+    }
 }

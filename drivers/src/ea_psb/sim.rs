@@ -1,4 +1,5 @@
-//! A simulated PSB: a Modbus TCP server with one cell on its terminals.
+//! A simulated PSB: a Modbus TCP server (or a Modbus RTU server on a pseudo-terminal, as the
+//! USB port presents itself) with one cell on its terminals.
 //!
 //! It keeps the device's semantics that a driver depends on: setpoint writes need remote
 //! control, setpoints above 102 % are refused, the output regulates like a real bidirectional
@@ -11,6 +12,12 @@
 use super::wire::{self, Nominal, coil, reg, state};
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
+use crate::transport::Endpoint;
+#[cfg(unix)]
+use crate::transport::{
+    line::{Line, LineControl},
+    pty::Pty,
+};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -35,6 +42,9 @@ pub struct SimConfig {
     pub device_type: String,
     pub serial: String,
     pub nominal: Nominal,
+    /// Modbus unit answered on a serial line (a TCP server answers every unit id, as the PSB
+    /// does).
+    pub unit: u8,
     pub cell: CellParams,
 }
 
@@ -49,6 +59,7 @@ impl SimConfig {
                 current_a: 60.0,
                 power_w: 1500.0,
             },
+            unit: 1,
             cell,
         }
     }
@@ -371,23 +382,7 @@ impl PsbSim {
     /// Serves a simulated PSB on `listener` until the returned handle is shut down or dropped.
     pub fn spawn(listener: TcpListener, config: SimConfig, clock: Clock) -> io::Result<SimHandle> {
         let addr = listener.local_addr()?;
-        let state = Arc::new(Mutex::new(SimState {
-            cell: Cell::new(config.cell.clone()),
-            integrated_to: clock.now(),
-            config,
-            clock,
-            remote: false,
-            output: false,
-            setpoints: [0; reg::SETPOINT_BLOCK_LEN as usize],
-            current_a: 0.0,
-            alarm: false,
-            transactions: 0,
-            faults: Faults {
-                reply_delay: Duration::ZERO,
-                failing: 0,
-                exception: ExceptionCode::ServerDeviceFailure,
-            },
-        }));
+        let state = new_state(config, clock);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (link_tx, link_rx) = watch::channel(true);
         let service = PsbService {
@@ -426,21 +421,118 @@ impl PsbSim {
             }
         });
         Ok(SimHandle {
-            addr,
+            endpoint: Endpoint::Tcp(addr),
             state,
-            link: link_tx,
+            link: LinkSwitch::Network(link_tx),
+            _stop: stop_tx,
+        })
+    }
+
+    /// Serves a simulated PSB over Modbus RTU on `pty` (the client opens its slave path at any
+    /// baud rate) until the returned handle is dropped. Must be called inside a tokio runtime.
+    #[cfg(unix)]
+    pub fn spawn_serial(pty: Pty, config: SimConfig, clock: Clock) -> io::Result<SimHandle> {
+        let line = Line::open(pty)?;
+        let unit = config.unit;
+        let state = new_state(config, clock);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let service = RtuService {
+            inner: PsbService {
+                state: Arc::clone(&state),
+                link: line.control.watch(),
+            },
+            unit,
+        };
+        let Line {
+            path,
+            device,
+            control,
+            relay,
+        } = line;
+        tokio::spawn(async move {
+            let server =
+                tokio_modbus::server::rtu::Server::new(device).serve_until(service, async {
+                    let _ = stop_rx.await;
+                });
+            let result = tokio::select! {
+                r = relay => r,
+                r = server => r.map(|_| ()),
+            };
+            if let Err(e) = result {
+                tracing::warn!("psb sim stopped: {e}");
+            }
+        });
+        Ok(SimHandle {
+            endpoint: Endpoint::Serial {
+                path: path.to_string_lossy().into_owned(),
+                baud: 115_200,
+            },
+            state,
+            link: LinkSwitch::Line(control),
             _stop: stop_tx,
         })
     }
 }
 
+fn new_state(config: SimConfig, clock: Clock) -> Arc<Mutex<SimState>> {
+    Arc::new(Mutex::new(SimState {
+        cell: Cell::new(config.cell.clone()),
+        integrated_to: clock.now(),
+        config,
+        clock,
+        remote: false,
+        output: false,
+        setpoints: [0; reg::SETPOINT_BLOCK_LEN as usize],
+        current_a: 0.0,
+        alarm: false,
+        transactions: 0,
+        faults: Faults {
+            reply_delay: Duration::ZERO,
+            failing: 0,
+            exception: ExceptionCode::ServerDeviceFailure,
+        },
+    }))
+}
+
+/// The PSB service behind an RTU server: answers its own unit only, as on a shared line.
+#[cfg(unix)]
+#[derive(Clone)]
+struct RtuService {
+    inner: PsbService,
+    unit: u8,
+}
+
+#[cfg(unix)]
+impl Service for RtuService {
+    type Request = tokio_modbus::SlaveRequest<'static>;
+    type Response = Option<Response>;
+    type Exception = ExceptionCode;
+    type Future = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        if req.slave != self.unit {
+            return Box::pin(async { Ok(None) });
+        }
+        self.inner.call(req.request)
+    }
+}
+
 /// A running simulator; dropping it stops the server.
 pub struct SimHandle {
-    addr: SocketAddr,
+    /// Where a client reaches the simulator.
+    endpoint: Endpoint,
     state: Arc<Mutex<SimState>>,
-    /// Whether the device is on the network; connections watch it.
-    link: watch::Sender<bool>,
+    link: LinkSwitch,
     _stop: oneshot::Sender<()>,
+}
+
+/// Where a link fault is switched.
+enum LinkSwitch {
+    /// Whether the device is on the network; connections watch it.
+    Network(watch::Sender<bool>),
+    /// The simulated serial cable.
+    #[cfg(unix)]
+    Line(LineControl),
 }
 
 /// What the simulated device shows from the outside, for tests and the demo.
@@ -456,8 +548,9 @@ pub struct SimSnapshot {
 }
 
 impl SimHandle {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Where a client reaches the simulator.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint.clone()
     }
 
     pub fn snapshot(&self) -> SimSnapshot {
@@ -484,16 +577,28 @@ impl SimHandle {
         lock(&self.state).alarm = on;
     }
 
-    /// Takes the device off the network, as a pulled LAN cable does: open connections close
-    /// and new ones are closed on arrival. The output keeps running as it was (the simulated
-    /// PSB has no communication watchdog).
+    /// Pulls the cable: on the network open connections close and new ones are closed on
+    /// arrival; on a serial line requests and replies are lost. The output keeps running as it
+    /// was (the simulated PSB has no communication watchdog).
     pub fn cut_link(&self) {
-        self.link.send_replace(false);
+        match &self.link {
+            LinkSwitch::Network(link) => {
+                link.send_replace(false);
+            }
+            #[cfg(unix)]
+            LinkSwitch::Line(line) => line.cut(),
+        }
     }
 
-    /// Puts the device back on the network, on the same address.
+    /// Plugs the cable back in, on the same address or port.
     pub fn restore_link(&self) {
-        self.link.send_replace(true);
+        match &self.link {
+            LinkSwitch::Network(link) => {
+                link.send_replace(true);
+            }
+            #[cfg(unix)]
+            LinkSwitch::Line(line) => line.restore(),
+        }
     }
 
     /// Delays every reply by `delay` of wall time (zero for none), for timeout tests.

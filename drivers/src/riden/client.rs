@@ -12,13 +12,13 @@
 use super::wire::{self, IdentityRegs, Model, Round, Status, reg};
 use crate::DriverError;
 use crate::stage::{PowerStage, Reading};
+use crate::transport::Endpoint;
 use crate::transport::modbus::{flatten, read_holding};
 use cyclerd_protocols::Command;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_modbus::client::{Client, Context, Writer, rtu};
 use tokio_modbus::slave::Slave;
-use tokio_serial::{ClearBuffer, SerialPort, SerialStream};
 
 /// Who the device says it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -332,17 +332,6 @@ impl PowerStage for RidenClient {
 /// Opens the port at 115200 8N1, drops whatever a previous session left in its buffers and
 /// attaches an RTU client for `unit`.
 fn open(path: &Path, unit: u8) -> Result<Context, DriverError> {
-    let port_error = |source: std::io::Error| DriverError::Port {
-        path: path.display().to_string(),
-        source,
-    };
-    let builder = tokio_serial::new(path.to_string_lossy(), wire::BAUD_RATE)
-        .data_bits(tokio_serial::DataBits::Eight)
-        .parity(tokio_serial::Parity::None)
-        .stop_bits(tokio_serial::StopBits::One)
-        .flow_control(tokio_serial::FlowControl::None);
-    let port = SerialStream::open(&builder).map_err(|e| port_error(e.into()))?;
-    port.clear(ClearBuffer::All)
-        .map_err(|e| port_error(e.into()))?;
+    let port = Endpoint::open_serial(&path.to_string_lossy(), wire::BAUD_RATE)?;
     Ok(rtu::attach_slave(port, Slave(unit)))
 }

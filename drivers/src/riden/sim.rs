@@ -16,6 +16,7 @@
 use super::wire::{self, Model, Round, protection, reg};
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
+use crate::transport::line::{Line, LineControl};
 use crate::transport::pty::Pty;
 use std::future::Future;
 use std::io;
@@ -23,12 +24,10 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio_modbus::server::Service;
 use tokio_modbus::server::rtu::Server;
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
-use tokio_serial::SerialStream;
 
 /// Longest simulated interval integrated in one piece; keeps the CV law stable.
 const MAX_SUBSTEP_S: f64 = 0.5;
@@ -278,37 +277,6 @@ impl Service for RidenService {
     }
 }
 
-/// Line faults applied by the relay.
-struct LineFaults {
-    /// How many of the next replies go out with a broken CRC.
-    corrupting: u32,
-}
-
-/// Copies bytes from `from` to `to` while the link is up, dropping them while it is cut;
-/// `corrupt` decides per chunk whether to break it.
-async fn relay(
-    mut from: impl AsyncRead + Unpin,
-    mut to: impl AsyncWrite + Unpin,
-    link: watch::Receiver<bool>,
-    corrupt: impl Fn() -> bool,
-) -> io::Result<()> {
-    let mut buf = [0u8; 512];
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        if !*link.borrow() {
-            continue;
-        }
-        if corrupt() {
-            // Flipping bits of the last byte breaks the frame's CRC.
-            buf[n - 1] ^= 0x5a;
-        }
-        to.write_all(&buf[..n]).await?;
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the state half-written in a way that matters
     // for a simulator; keep serving.
@@ -322,9 +290,7 @@ impl RidenSim {
     /// Serves a simulated Riden on `pty` (the client opens its slave path) until the returned
     /// handle is dropped. Must be called inside a tokio runtime.
     pub fn spawn(pty: Pty, config: SimConfig, clock: Clock) -> io::Result<SimHandle> {
-        let path = pty.slave_path().to_path_buf();
-        let (outer, hold) = pty.into_master();
-        let (device_end, line_end) = SerialStream::pair().map_err(io::Error::from)?;
+        let line = Line::open(pty)?;
         let ocp = config
             .model
             .max_current_raw()
@@ -352,43 +318,34 @@ impl RidenSim {
             exception: ExceptionCode::ServerDeviceFailure,
         }));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (link_tx, link_rx) = watch::channel(true);
         let (delay_tx, delay_rx) = watch::channel(Duration::ZERO);
-        let line = Arc::new(Mutex::new(LineFaults { corrupting: 0 }));
         let service = RidenService {
             state: Arc::clone(&state),
-            link: link_rx.clone(),
+            link: line.control.watch(),
             delay: delay_rx,
         };
-        let relay_line = Arc::clone(&line);
+        let Line {
+            path,
+            device,
+            control,
+            relay,
+        } = line;
         tokio::spawn(async move {
-            let (outer_rx, outer_tx) = tokio::io::split(outer);
-            let (line_rx, line_tx) = tokio::io::split(line_end);
-            let up = relay(outer_rx, line_tx, link_rx.clone(), || false);
-            let down = relay(line_rx, outer_tx, link_rx, move || {
-                let mut l = lock(&relay_line);
-                let corrupt = l.corrupting > 0;
-                l.corrupting = l.corrupting.saturating_sub(1);
-                corrupt
-            });
-            let server = Server::new(device_end).serve_until(service, async {
+            let server = Server::new(device).serve_until(service, async {
                 let _ = stop_rx.await;
             });
             let result = tokio::select! {
-                r = up => r,
-                r = down => r,
+                r = relay => r,
                 r = server => r.map(|_| ()),
             };
             if let Err(e) = result {
                 tracing::warn!("riden sim stopped: {e}");
             }
-            drop(hold);
         });
         Ok(SimHandle {
             path,
             state,
-            line,
-            link: link_tx,
+            line: control,
             delay: delay_tx,
             _stop: stop_tx,
         })
@@ -399,8 +356,8 @@ impl RidenSim {
 pub struct SimHandle {
     path: PathBuf,
     state: Arc<Mutex<SimState>>,
-    line: Arc<Mutex<LineFaults>>,
-    link: watch::Sender<bool>,
+    /// The simulated cable, where line faults are switched.
+    line: LineControl,
     delay: watch::Sender<Duration>,
     _stop: oneshot::Sender<()>,
 }
@@ -459,12 +416,12 @@ impl SimHandle {
     /// lost, so the client sees silence. The output keeps running as it was (a Riden has no
     /// communication watchdog).
     pub fn cut_link(&self) {
-        self.link.send_replace(false);
+        self.line.cut();
     }
 
     /// Puts the device back on the line, on the same port.
     pub fn restore_link(&self) {
-        self.link.send_replace(true);
+        self.line.restore();
     }
 
     /// Delays every reply by `delay` of wall time (zero for none), for timeout tests. A reply
@@ -483,6 +440,6 @@ impl SimHandle {
     /// Sends the next `n` replies with a broken CRC (the client discards them: it sees no
     /// reply).
     pub fn corrupt_next(&self, n: u32) {
-        lock(&self.line).corrupting = n;
+        self.line.corrupt_next(n);
     }
 }

@@ -4,8 +4,8 @@
 use super::wire::{self, Dialect, DialectTable, Identity, MeasureForm, Ratings, Role, ScpiError};
 use crate::DriverError;
 use crate::stage::{PowerStage, Reading};
+use crate::transport::Endpoint;
 use cyclerd_protocols::Command;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -211,32 +211,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> LineTransport<S> {
     }
 }
 
-/// Where the instrument is; the serial transport adds its variant here.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Endpoint {
-    Tcp(SocketAddr),
-}
-
-impl Endpoint {
-    /// Opens the byte stream.
-    pub async fn open(&self, timeout: Duration) -> Result<BoxStream, DriverError> {
-        match self {
-            Endpoint::Tcp(addr) => {
-                let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| DriverError::Timeout {
-                        during: "connecting",
-                        timeout_ms: timeout.as_millis() as u64,
-                    })?
-                    .map_err(|source| DriverError::Connect {
-                        addr: *addr,
-                        source,
-                    })?;
-                let _ = stream.set_nodelay(true);
-                Ok(Box::new(stream))
-            }
+/// Opens the byte stream to an instrument.
+async fn open(endpoint: &Endpoint, timeout: Duration) -> Result<BoxStream, DriverError> {
+    match endpoint {
+        Endpoint::Tcp(addr) => {
+            let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+                .await
+                .map_err(|_| DriverError::Timeout {
+                    during: "connecting",
+                    timeout_ms: timeout.as_millis() as u64,
+                })?
+                .map_err(|source| DriverError::Connect {
+                    addr: *addr,
+                    source,
+                })?;
+            let _ = stream.set_nodelay(true);
+            Ok(Box::new(stream))
         }
+        Endpoint::Serial { path, baud } => Ok(Box::new(Endpoint::open_serial(path, *baud)?)),
     }
 }
 
@@ -280,10 +272,11 @@ impl ScpiClient {
     /// Connects, identifies the device, picks its dialect and sets up the session (`*CLS`,
     /// remote lock where the device needs it, ratings).
     pub async fn connect(
-        endpoint: Endpoint,
+        endpoint: impl Into<Endpoint>,
         options: ScpiOptions,
     ) -> Result<ScpiClient, DriverError> {
-        let stream = endpoint.open(options.timeout).await?;
+        let endpoint = endpoint.into();
+        let stream = open(&endpoint, options.timeout).await?;
         let mut link = LineTransport::new(stream, &options.terminator, options.timeout);
         let identity = link.identify().await?;
         let dialect = match options.dialect {
@@ -486,7 +479,15 @@ impl PowerStage for ScpiClient {
     }
 
     async fn reconnect(&mut self) -> Result<(), DriverError> {
-        let stream = self.endpoint.open(self.options.timeout).await?;
+        // Close the old stream first: a serial port opens exclusively. A detached stand-in
+        // keeps the transport valid (and failing) if the reopen fails.
+        let (detached, _) = tokio::io::duplex(1);
+        self.link = LineTransport::new(
+            Box::new(detached),
+            &self.options.terminator,
+            self.options.timeout,
+        );
+        let stream = open(&self.endpoint, self.options.timeout).await?;
         self.link = LineTransport::new(stream, &self.options.terminator, self.options.timeout);
         let identity = self.link.identify().await?;
         if identity.serial != self.identity.serial || identity.model != self.identity.model {

@@ -1,8 +1,8 @@
-//! Simulated SCPI instruments on raw TCP sockets, backed by one cell.
+//! Simulated SCPI instruments on raw TCP sockets or pseudo-terminals, backed by one cell.
 //!
 //! A *bench* is one cell with one or more instruments on its terminals (a supply and a load
 //! share a cell in [`ScpiSim::spawn_bench`]); every instrument serves its dialect on its own
-//! listener. Each keeps the semantics a driver depends on: `*IDN?` answers a realistic identity,
+//! port. Each keeps the semantics a driver depends on: `*IDN?` answers a realistic identity,
 //! EA refuses setpoints and output changes until `SYST:LOCK ON`, out-of-range setpoints and
 //! unknown headers go to the `SYST:ERR?` queue (`-222,"Data out of range"`,
 //! `-113,"Undefined header"`) and leave the setting as it was, and the output regulates like
@@ -14,13 +14,18 @@
 use super::wire::{self, Ratings};
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
+use crate::transport::Endpoint;
+#[cfg(unix)]
+use crate::transport::{
+    line::{Line, LineControl},
+    pty::Pty,
+};
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 /// Longest simulated interval integrated in one piece; keeps the CV law stable.
@@ -563,33 +568,38 @@ fn lock(bench: &Mutex<Bench>) -> MutexGuard<'_, Bench> {
     bench.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Where a simulated instrument serves.
+pub enum SimPort {
+    /// Raw socket, as on a LAN instrument.
+    Tcp(TcpListener),
+    /// A serial line on a pseudo-terminal (the client opens its slave path at any baud rate).
+    #[cfg(unix)]
+    Pty(Pty),
+}
+
 /// Starts simulated SCPI instruments.
 pub struct ScpiSim;
 
 impl ScpiSim {
-    /// Serves one simulated instrument with its own cell on `listener` until the handle drops.
+    /// Serves one simulated instrument with its own cell on `port` until the handle drops.
     pub fn spawn(
-        listener: TcpListener,
+        port: impl Into<SimPort>,
         config: SimConfig,
         cell: CellParams,
         clock: Clock,
     ) -> io::Result<SimHandle> {
-        let mut handles = ScpiSim::spawn_bench(vec![(listener, config)], cell, clock)?;
+        let mut handles = ScpiSim::spawn_bench(vec![(port.into(), config)], cell, clock)?;
         Ok(handles.remove(0))
     }
 
     /// Serves several instruments wired to one cell (a supply and a load, say), each on its
-    /// own listener; handles come back in the given order.
+    /// own port; handles come back in the given order. Must be called inside a tokio runtime.
     pub fn spawn_bench(
-        instruments: Vec<(TcpListener, SimConfig)>,
+        instruments: Vec<(SimPort, SimConfig)>,
         cell: CellParams,
         clock: Clock,
     ) -> io::Result<Vec<SimHandle>> {
-        let addrs = instruments
-            .iter()
-            .map(|(l, _)| l.local_addr())
-            .collect::<io::Result<Vec<_>>>()?;
-        let (listeners, configs): (Vec<_>, Vec<_>) = instruments.into_iter().unzip();
+        let (ports, configs): (Vec<_>, Vec<_>) = instruments.into_iter().unzip();
         let bench = Arc::new(Mutex::new(Bench {
             cell: Cell::new(cell),
             integrated_to: clock.now(),
@@ -597,19 +607,66 @@ impl ScpiSim {
             instruments: configs.into_iter().map(Instrument::new).collect(),
         }));
         let mut handles = Vec::new();
-        for (idx, (listener, addr)) in listeners.into_iter().zip(addrs).enumerate() {
+        for (idx, port) in ports.into_iter().enumerate() {
             let (stop_tx, stop_rx) = oneshot::channel::<()>();
-            let (link_tx, link_rx) = watch::channel(true);
-            tokio::spawn(serve(listener, Arc::clone(&bench), idx, link_rx, stop_rx));
+            let (endpoint, link) = match port {
+                SimPort::Tcp(listener) => {
+                    let addr = listener.local_addr()?;
+                    let (link_tx, link_rx) = watch::channel(true);
+                    tokio::spawn(serve(listener, Arc::clone(&bench), idx, link_rx, stop_rx));
+                    (Endpoint::Tcp(addr), LinkSwitch::Network(link_tx))
+                }
+                #[cfg(unix)]
+                SimPort::Pty(pty) => {
+                    let line = Line::open(pty)?;
+                    let endpoint = Endpoint::Serial {
+                        path: line.path().to_string_lossy().into_owned(),
+                        baud: 9600,
+                    };
+                    let Line {
+                        device,
+                        control,
+                        relay,
+                        ..
+                    } = line;
+                    let bench = Arc::clone(&bench);
+                    tokio::spawn(async move {
+                        // A serial line has no connection to close: the relay loses bytes while
+                        // it is cut, and the session goes on.
+                        let (_up, never_cut) = watch::channel(true);
+                        tokio::select! {
+                            _ = stop_rx => {}
+                            r = relay => if let Err(e) = r {
+                                tracing::warn!("scpi sim line stopped: {e}");
+                            },
+                            () = connection(device, bench, idx, never_cut) => {}
+                        }
+                    });
+                    (endpoint, LinkSwitch::Line(control))
+                }
+            };
             handles.push(SimHandle {
-                addr,
+                endpoint,
                 idx,
                 bench: Arc::clone(&bench),
-                link: link_tx,
+                link,
                 _stop: stop_tx,
             });
         }
         Ok(handles)
+    }
+}
+
+impl From<TcpListener> for SimPort {
+    fn from(listener: TcpListener) -> SimPort {
+        SimPort::Tcp(listener)
+    }
+}
+
+#[cfg(unix)]
+impl From<Pty> for SimPort {
+    fn from(pty: Pty) -> SimPort {
+        SimPort::Pty(pty)
     }
 }
 
@@ -627,6 +684,7 @@ async fn serve(
                 // While the link is cut, connections are accepted and closed at once (the
                 // listener stays bound, so the device comes back on the same address).
                 Ok((stream, _)) if *link.borrow() => {
+                    let _ = stream.set_nodelay(true);
                     tokio::spawn(connection(stream, Arc::clone(&bench), idx, link.clone()));
                 }
                 Ok(_) => {}
@@ -637,13 +695,12 @@ async fn serve(
 }
 
 async fn connection(
-    stream: TcpStream,
+    stream: impl AsyncRead + AsyncWrite + Send + 'static,
     bench: Arc<Mutex<Bench>>,
     idx: usize,
     mut link: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
     loop {
@@ -683,11 +740,22 @@ async fn connection(
 
 /// A running instrument; dropping it stops its server (the bench lives while any handle does).
 pub struct SimHandle {
-    addr: SocketAddr,
+    /// Where a client reaches the instrument.
+    endpoint: Endpoint,
+    /// Which instrument of the bench this is.
     idx: usize,
     bench: Arc<Mutex<Bench>>,
-    link: watch::Sender<bool>,
+    link: LinkSwitch,
     _stop: oneshot::Sender<()>,
+}
+
+/// Where a link fault is switched.
+enum LinkSwitch {
+    /// Whether the instrument is on the network; connections watch it.
+    Network(watch::Sender<bool>),
+    /// The simulated serial cable.
+    #[cfg(unix)]
+    Line(LineControl),
 }
 
 /// What the simulated instrument and its cell show from the outside.
@@ -706,8 +774,9 @@ pub struct SimSnapshot {
 }
 
 impl SimHandle {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Where a client reaches the instrument.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint.clone()
     }
 
     pub fn snapshot(&self) -> SimSnapshot {
@@ -740,15 +809,38 @@ impl SimHandle {
         b.total_current();
     }
 
-    /// Takes the instrument off the network: open connections close, new ones are closed on
-    /// arrival; the output keeps running as it was.
+    /// Pulls the cable: on the network open connections close and new ones are closed on
+    /// arrival; on a serial line commands and replies are lost. The output keeps running as
+    /// it was.
     pub fn cut_link(&self) {
-        self.link.send_replace(false);
+        match &self.link {
+            LinkSwitch::Network(link) => {
+                link.send_replace(false);
+            }
+            #[cfg(unix)]
+            LinkSwitch::Line(line) => line.cut(),
+        }
     }
 
-    /// Puts the instrument back on the network, on the same address.
+    /// Plugs the cable back in, on the same address or port.
     pub fn restore_link(&self) {
-        self.link.send_replace(true);
+        match &self.link {
+            LinkSwitch::Network(link) => {
+                link.send_replace(true);
+            }
+            #[cfg(unix)]
+            LinkSwitch::Line(line) => line.restore(),
+        }
+    }
+
+    /// Breaks the next `n` replies on a serial line (they lose their terminator, so the
+    /// client times out); no effect on the network.
+    pub fn corrupt_next(&self, n: u32) {
+        match &self.link {
+            LinkSwitch::Network(_) => {}
+            #[cfg(unix)]
+            LinkSwitch::Line(line) => line.corrupt_next(n),
+        }
     }
 
     /// Delays every reply by `delay` of wall time (zero for none).

@@ -1,9 +1,75 @@
 //! Transports shared by several device families.
 //!
+//! - [`Endpoint`]: where a device is, on the network or on a serial port.
 //! - `modbus`: the timed, checked transaction helpers every Modbus client uses.
 //! - [`pty`] (unix): pseudo-terminal pairs, so a simulator can serve a serial protocol on the
 //!   master while a driver opens the slave path as if it were a USB-serial adapter.
+//! - [`line`] (unix): a simulated serial line on a pseudo-terminal, with cable pulls and
+//!   corrupted replies, shared by every serial simulator.
 
+#[cfg(unix)]
+pub mod line;
 pub(crate) mod modbus;
 #[cfg(unix)]
 pub mod pty;
+
+use std::net::SocketAddr;
+
+/// Where a device is: a network address, or a serial port (USB-serial adapter, RS-232/485).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Tcp(SocketAddr),
+    Serial {
+        /// The port, e.g. `/dev/ttyUSB0` or `COM3`.
+        path: String,
+        /// Line speed; the frame is 8N1 everywhere cyclerd has met.
+        baud: u32,
+    },
+}
+
+impl Endpoint {
+    /// The network address, for a networked device.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Endpoint::Tcp(addr) => Some(*addr),
+            Endpoint::Serial { .. } => None,
+        }
+    }
+
+    /// Opens a serial port 8N1 without flow control, and drops whatever an earlier session
+    /// left in its buffers (a stale reply would be read as the answer to the next request).
+    pub(crate) fn open_serial(
+        path: &str,
+        baud: u32,
+    ) -> Result<tokio_serial::SerialStream, crate::DriverError> {
+        use tokio_serial::{ClearBuffer, SerialPort};
+        let port_error = |source: std::io::Error| crate::DriverError::Port {
+            path: path.to_string(),
+            source,
+        };
+        let builder = tokio_serial::new(path, baud)
+            .data_bits(tokio_serial::DataBits::Eight)
+            .parity(tokio_serial::Parity::None)
+            .stop_bits(tokio_serial::StopBits::One)
+            .flow_control(tokio_serial::FlowControl::None);
+        let port = tokio_serial::SerialStream::open(&builder).map_err(|e| port_error(e.into()))?;
+        port.clear(ClearBuffer::All)
+            .map_err(|e| port_error(e.into()))?;
+        Ok(port)
+    }
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Endpoint {
+        Endpoint::Tcp(addr)
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(addr) => write!(f, "{addr}"),
+            Endpoint::Serial { path, baud } => write!(f, "{path} at {baud} baud"),
+        }
+    }
+}

@@ -29,7 +29,7 @@ async fn sim(clock: &Clock, soc: f64) -> SimHandle {
 async fn client_identifies_the_device_and_takes_remote_control() {
     let clock = Clock::real();
     let sim = sim(&clock, 0.5).await;
-    let client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None)
+    let client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
         .await
         .unwrap();
     assert_eq!(client.identity().device_type, "PSB 10060-60");
@@ -43,7 +43,9 @@ async fn client_identifies_the_device_and_takes_remote_control() {
 async fn setpoint_writes_without_remote_control_are_refused() {
     let clock = Clock::real();
     let sim = sim(&clock, 0.5).await;
-    let mut raw = tcp::connect_slave(sim.addr(), Slave(1)).await.unwrap();
+    let mut raw = tcp::connect_slave(sim.endpoint().tcp_addr().unwrap(), Slave(1))
+        .await
+        .unwrap();
     let reply = raw
         .write_multiple_registers(wire::reg::SET_VOLTAGE, &[1000])
         .await
@@ -72,7 +74,7 @@ async fn setpoint_writes_without_remote_control_are_refused() {
 async fn charging_crosses_over_from_constant_current_to_constant_voltage() {
     let clock = Clock::manual();
     let sim = sim(&clock, 0.5).await;
-    let mut client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None)
+    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
         .await
         .unwrap();
     client
@@ -105,7 +107,7 @@ async fn charging_crosses_over_from_constant_current_to_constant_voltage() {
 async fn discharge_current_reads_back_negative() {
     let clock = Clock::manual();
     let sim = sim(&clock, 0.8).await;
-    let mut client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None)
+    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
         .await
         .unwrap();
     client
@@ -126,7 +128,7 @@ async fn discharge_current_reads_back_negative() {
 async fn output_off_stops_the_current_and_an_alarm_is_reported() {
     let clock = Clock::real();
     let sim = sim(&clock, 0.5).await;
-    let mut client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None)
+    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
         .await
         .unwrap();
     client
@@ -163,7 +165,7 @@ async fn an_unreachable_device_is_a_connect_error_naming_the_address() {
 async fn a_cut_link_drops_connections_and_refuses_new_ones_until_restored() {
     let clock = Clock::manual();
     let sim = sim(&clock, 0.5).await;
-    let mut client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None)
+    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
         .await
         .unwrap();
     client
@@ -214,7 +216,7 @@ async fn delayed_replies_time_out_as_lost_links() {
     let clock = Clock::manual();
     let sim = sim(&clock, 0.5).await;
     let timeout = Duration::from_millis(500);
-    let mut client = PsbClient::connect(sim.addr(), 1, timeout, None)
+    let mut client = PsbClient::connect(sim.endpoint(), 1, timeout, None)
         .await
         .unwrap();
 
@@ -232,7 +234,7 @@ async fn delayed_replies_time_out_as_lost_links() {
 async fn injected_exceptions_are_reported_and_do_not_break_the_link() {
     let clock = Clock::manual();
     let sim = sim(&clock, 0.5).await;
-    let mut client = PsbClient::connect(sim.addr(), 1, TIMEOUT, None)
+    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
         .await
         .unwrap();
 
@@ -247,4 +249,80 @@ async fn injected_exceptions_are_reported_and_do_not_break_the_link() {
     }
     let r = client.read().await.unwrap();
     assert!(!r.output_on && !r.alarm, "{r:?}");
+}
+
+/// A PSB on its USB port, a virtual serial port speaking Modbus RTU.
+#[cfg(unix)]
+fn serial_sim(clock: &Clock, soc: f64) -> SimHandle {
+    let cell = CellParams {
+        initial_soc: soc,
+        ..CellParams::new(Chemistry::Nmc, 2.5)
+    };
+    PsbSim::spawn_serial(
+        cyclerd_drivers::transport::pty::Pty::open().unwrap(),
+        SimConfig::psb_10060_60("U1", cell),
+        clock.clone(),
+    )
+    .unwrap()
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn over_modbus_rtu_the_psb_is_identified_and_crosses_over_to_constant_voltage() {
+    let clock = Clock::manual();
+    let sim = serial_sim(&clock, 0.5);
+    let mut client = within(
+        "connecting over RTU",
+        PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(client.identity().serial, "U1");
+    assert!(sim.snapshot().remote);
+    within(
+        "charging",
+        client.apply(&Command::Voltage {
+            volts: 4.1,
+            current_max: 2.5,
+        }),
+    )
+    .await
+    .unwrap();
+    let r = within("reading", client.read()).await.unwrap();
+    assert!((r.current_a - 2.5).abs() < 0.01, "CC phase: {r:?}");
+    clock.advance(1800.0);
+    let r = within("reading", client.read()).await.unwrap();
+    assert!((r.voltage_v - 4.1).abs() < 0.003, "CV phase: {r:?}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn over_modbus_rtu_a_pulled_cable_times_out_and_the_other_units_stay_silent() {
+    let clock = Clock::manual();
+    let sim = serial_sim(&clock, 0.5);
+    let short = Duration::from_millis(300);
+    let err = within(
+        "connecting to another unit",
+        PsbClient::connect(sim.endpoint(), 7, short, None),
+    )
+    .await
+    .err()
+    .expect("unit 7 is not on the line");
+    assert!(matches!(err, DriverError::Timeout { .. }), "{err}");
+
+    let mut client = within(
+        "connecting",
+        PsbClient::connect(sim.endpoint(), 1, short, None),
+    )
+    .await
+    .unwrap();
+    client.apply(&Command::Off).await.unwrap();
+    sim.cut_link();
+    let err = within("a read on a pulled cable", client.read())
+        .await
+        .unwrap_err();
+    assert!(err.is_link_lost(), "{err}");
+    sim.restore_link();
+    within("reconnecting", client.reconnect()).await.unwrap();
+    within("reading", client.read()).await.unwrap();
 }

@@ -6,8 +6,8 @@ use cyclerd_drivers::DriverError;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::scpi::wire::{self, Role};
 use cyclerd_drivers::scpi::{
-    Dialect, Endpoint, LineTransport, PairStage, ScpiClient, ScpiOptions, ScpiSim, SimConfig,
-    SimDialect, SimHandle,
+    Dialect, LineTransport, PairStage, ScpiClient, ScpiOptions, ScpiSim, SimConfig, SimDialect,
+    SimHandle,
 };
 use cyclerd_drivers::stage::PowerStage;
 use cyclerd_protocols::Command;
@@ -37,7 +37,7 @@ async fn sim(dialect: SimDialect, clock: &Clock, soc: f64) -> SimHandle {
 async fn connect(sim: &SimHandle) -> ScpiClient {
     within(
         "connecting",
-        ScpiClient::connect(Endpoint::Tcp(sim.addr()), ScpiOptions::default()),
+        ScpiClient::connect(sim.endpoint(), ScpiOptions::default()),
     )
     .await
     .unwrap()
@@ -106,7 +106,9 @@ async fn an_unlocked_ea_supply_refuses_setpoints_and_unknown_headers_into_the_er
     let clock = Clock::manual();
     let sim = sim(SimDialect::EaPsb, &clock, 0.5).await;
     // The transport is generic over the stream: here a bare socket, later a serial port.
-    let stream = TcpStream::connect(sim.addr()).await.unwrap();
+    let stream = TcpStream::connect(sim.endpoint().tcp_addr().unwrap())
+        .await
+        .unwrap();
     let mut link = LineTransport::new(stream, "\n", Duration::from_secs(2));
     let err = within(
         "an unlocked write",
@@ -274,8 +276,8 @@ async fn pair(clock: &Clock, soc: f64) -> (SimHandle, SimHandle) {
     let load = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut handles = ScpiSim::spawn_bench(
         vec![
-            (supply, SimConfig::new(SimDialect::EaPsb, "S1")),
-            (load, SimConfig::new(SimDialect::Bk8600, "L1")),
+            (supply.into(), SimConfig::new(SimDialect::EaPsb, "S1")),
+            (load.into(), SimConfig::new(SimDialect::Bk8600, "L1")),
         ],
         cell(soc),
         clock.clone(),
@@ -384,12 +386,9 @@ async fn a_delayed_reply_times_out_as_a_lost_link_until_reconnected() {
         timeout: Duration::from_millis(300),
         ..ScpiOptions::default()
     };
-    let mut client = within(
-        "connecting",
-        ScpiClient::connect(Endpoint::Tcp(sim.addr()), options),
-    )
-    .await
-    .unwrap();
+    let mut client = within("connecting", ScpiClient::connect(sim.endpoint(), options))
+        .await
+        .unwrap();
     sim.set_reply_delay(Duration::from_secs(30));
     let err = within("a delayed read", client.read()).await.unwrap_err();
     assert!(matches!(err, DriverError::Timeout { .. }), "{err}");
@@ -424,7 +423,7 @@ async fn an_unknown_identity_is_refused_unless_the_dialect_is_configured() {
     let sim = ScpiSim::spawn(listener, config, cell(0.5), clock.clone()).unwrap();
     let err = within(
         "connecting",
-        ScpiClient::connect(Endpoint::Tcp(sim.addr()), ScpiOptions::default()),
+        ScpiClient::connect(sim.endpoint(), ScpiOptions::default()),
     )
     .await
     .err()
@@ -439,9 +438,7 @@ async fn an_unknown_identity_is_refused_unless_the_dialect_is_configured() {
         }),
         ..ScpiOptions::default()
     };
-    let client = ScpiClient::connect(Endpoint::Tcp(sim.addr()), options)
-        .await
-        .unwrap();
+    let client = ScpiClient::connect(sim.endpoint(), options).await.unwrap();
     assert_eq!(client.dialect(), Dialect::Keithley24xx);
 }
 
@@ -476,4 +473,78 @@ proptest! {
             let _ = link.write_checked(&["OUTP OFF".into()], "writing").await;
         });
     }
+}
+
+/// A serial instrument on a pseudo-terminal; the client opens it at the ITECH default line
+/// speed, as a lab configures an RS-232 adapter.
+#[cfg(unix)]
+fn serial_sim(dialect: SimDialect, clock: &Clock, soc: f64) -> SimHandle {
+    ScpiSim::spawn(
+        cyclerd_drivers::transport::pty::Pty::open().unwrap(),
+        SimConfig::new(dialect, "T1"),
+        cell(soc),
+        clock.clone(),
+    )
+    .unwrap()
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_itech_supply_on_a_serial_line_is_identified_and_charges_through_cccv() {
+    let clock = Clock::manual();
+    let sim = serial_sim(SimDialect::ItechIt6000, &clock, 0.8);
+    assert!(sim.endpoint().tcp_addr().is_none(), "{}", sim.endpoint());
+    let mut client = connect(&sim).await;
+    assert_eq!(client.dialect(), Dialect::ItechIt6000);
+    within("charging", client.apply(&charge(1.0, 4.1)))
+        .await
+        .unwrap();
+    let r = within("reading", client.read()).await.unwrap();
+    assert!(
+        (r.current_a - 1.0).abs() < 0.002 && r.voltage_v < 4.1,
+        "{r:?}"
+    );
+    clock.advance(900.0);
+    let r = within("reading", client.read()).await.unwrap();
+    assert!(
+        (r.voltage_v - 4.1).abs() < 0.003,
+        "CV holds the limit: {r:?}"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_pulled_serial_cable_and_a_broken_reply_are_lost_links_until_reconnected() {
+    let clock = Clock::manual();
+    let sim = serial_sim(SimDialect::Keithley2450, &clock, 0.5);
+    let options = ScpiOptions {
+        timeout: Duration::from_millis(300),
+        ..ScpiOptions::default()
+    };
+    let mut client = within("connecting", ScpiClient::connect(sim.endpoint(), options))
+        .await
+        .unwrap();
+    client.apply(&charge(1.0, 4.2)).await.unwrap();
+
+    sim.cut_link();
+    let err = within("a read on a pulled cable", client.read())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DriverError::Timeout { .. }), "{err}");
+    sim.restore_link();
+    within("reconnecting", client.reconnect()).await.unwrap();
+    let r = within("reading", client.read()).await.unwrap();
+    assert!(r.output_on && (r.current_a - 1.0).abs() < 0.002, "{r:?}");
+
+    sim.corrupt_next(1);
+    let err = within("a read with a broken reply", client.read())
+        .await
+        .unwrap_err();
+    assert!(err.is_link_lost(), "{err}");
+    within("reconnecting", client.reconnect()).await.unwrap();
+    let r = within("reading", client.read()).await.unwrap();
+    assert!(
+        r.output_on,
+        "the output ran on through the line faults: {r:?}"
+    );
 }

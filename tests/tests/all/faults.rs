@@ -82,7 +82,7 @@ impl ProcessLab {
             devices.push_str(&format!(
                 "[[device]]\nname = \"psb{n}\"\nfamily = \"ea-psb\"\naddress = \"{a}\"\n[[channel]]\nid = \"psb{n}/1\"\n",
                 n = k + 1,
-                a = sim.addr()
+                a = sim.endpoint()
             ));
             sims.push(sim);
         }
