@@ -6,4 +6,9 @@
 //!   [`crate::cycler::Cycler`].
 //! - [`sim`]: a BTS API server that runs the step files it is sent on simulated cells.
 
+pub mod client;
+pub mod sim;
 pub mod wire;
+
+pub use client::{NewareClient, NewareConfig};
+pub use sim::{NewareSim, SimConfig, SimHandle};

@@ -1404,7 +1404,11 @@ mod tests {
             path: r"D:\steps & more\x.xml".into(),
         };
         assert_eq!(
-            parse_request(&start_request(&[item.clone()], r"D:\data & backup")).unwrap(),
+            parse_request(&start_request(
+                std::slice::from_ref(&item),
+                r"D:\data & backup"
+            ))
+            .unwrap(),
             Request::Start {
                 items: vec![item],
                 backup_dir: Some(r"D:\data & backup".into())
