@@ -144,7 +144,7 @@ impl Test {
         m: &Measurement,
         plan_index: usize,
         cycle: u32,
-        cap_wh: (f64, f64),
+        totals: (f64, f64),
         unix: f64,
     ) {
         self.log.push(Logged {
@@ -156,8 +156,8 @@ impl Test {
                 temperature_c: m.temperature_c,
                 step: self.step_ids.get(plan_index).copied().unwrap_or(0),
                 cycle,
-                capacity_ah: cap_wh.0,
-                energy_wh: cap_wh.1,
+                capacity_ah: totals.0,
+                energy_wh: totals.1,
             },
             step_type: self
                 .step_types

@@ -315,6 +315,9 @@ fn parse_tree(doc: &str, mut data: Option<DataSink<'_>>) -> Result<Element, Wire
                     None => root = Some(e),
                 }
             }
+            // Line breaks between elements carry nothing; skipping them before decoding keeps a
+            // download page free of per-record allocations (CRLF decodes to a new string).
+            Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => {}
             Event::Text(t) => {
                 let s = t
                     .xml_content()
