@@ -108,14 +108,19 @@ impl SimConfig {
 /// One logged record and what `download` writes beside it.
 struct Logged {
     record: Record,
+    /// A `step_type` name for `steptype`.
     step_type: &'static str,
+    /// Unix time of the record, for `atime`.
     unix_time_s: f64,
 }
 
 /// One test a channel ran or runs.
 struct Test {
+    /// The server-wide test id `inquiredf` reports and `download` selects by.
     id: u64,
+    /// The name the test was started under, returned by `inquire`.
     barcode: String,
+    /// Runs the imported step file: the cycler's own schedule execution.
     engine: Engine,
     /// What the engine asked for at the last update; applied until the next.
     command: Command,
@@ -130,6 +135,7 @@ struct Test {
     /// and the end).
     step_ids: Vec<u32>,
     step_types: Vec<&'static str>,
+    /// The device-side log: record k (from 1) at index k - 1.
     log: Vec<Logged>,
 }
 
@@ -184,7 +190,9 @@ fn flowing(cell: &Cell, command: &Command) -> f64 {
 }
 
 struct Channel {
+    /// `devid`, `subdevid`, `chlid`.
     addr: ChannelAddr,
+    /// The cell on the channel's terminals.
     cell: Cell,
     /// Clock time up to which the cell has been integrated.
     t: f64,
@@ -310,9 +318,11 @@ struct Faults {
 
 struct SimState {
     config: SimConfig,
+    /// The only time source: every request integrates the channels up to its `now`.
     clock: Clock,
     /// Unix time at clock time 0, for `atime`.
     unix_at_zero: f64,
+    /// In the order of `config.channels`.
     channels: Vec<Channel>,
     /// Test ids are unique on the server, as BTS numbers them.
     next_testid: u64,
@@ -811,6 +821,7 @@ pub struct ChannelSnapshot {
     pub records: u64,
     /// Test time of the latest test, s.
     pub test_time_s: f64,
+    /// The cell now: terminal voltage, current (+ = into the cell) and state of charge.
     pub voltage_v: f64,
     pub current_a: f64,
     pub soc: f64,

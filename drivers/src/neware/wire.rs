@@ -211,7 +211,9 @@ fn document(frame: &str) -> &str {
 #[derive(Debug, Default)]
 struct Element {
     name: String,
+    /// Attribute names and unescaped values, in document order.
     attrs: Vec<(String, String)>,
+    /// Unescaped character content, untrimmed (whitespace between elements is dropped).
     text: String,
     children: Vec<Element>,
 }
@@ -389,7 +391,9 @@ fn push_text(stack: &mut [Element], s: &str) -> Result<(), String> {
 
 /// A parsed message: its command and the other children of `<bts>`.
 struct Message {
+    /// `<cmd>` text, trimmed: the command, or `NAME_resp` in a reply.
     cmd: String,
+    /// Every other child of `<bts>`, in document order.
     body: Vec<Element>,
 }
 
@@ -517,6 +521,7 @@ fn list<T>(s: &mut String, nl: &str, items: &[T], mut item: impl FnMut(&mut Stri
 /// One channel of a `start`: what to run and under which barcode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartItem {
+    /// The channel to start.
     pub channel: ChannelRef,
     /// The test's name on the cycler (shown in BTS, returned by `inquire`).
     pub barcode: String,
@@ -527,6 +532,7 @@ pub struct StartItem {
 /// A `download` page request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownloadRequest {
+    /// The channel whose log to read.
     pub channel: ChannelRef,
     /// Auxiliary channel whose values come with the records (0: none).
     pub auxid: u32,
@@ -541,9 +547,11 @@ pub struct DownloadRequest {
 /// A request as the server sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
+    /// The login every connection starts with.
     Connect {
         username: String,
         password: String,
+        /// `<type>`: [`LOGIN_TYPE`] for API clients.
         login_type: String,
     },
     GetDevInfo,
@@ -740,6 +748,7 @@ pub fn parse_request(frame: &str) -> Result<Request, WireError> {
 /// One channel of `getdevinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DevChannel {
+    /// The channel with the `ip` and `devtype` requests must repeat for it.
     pub channel: ChannelRef,
     /// The element's text (`true`/`false`): whether the server offers the channel.
     pub available: bool,
@@ -762,13 +771,16 @@ pub struct ChlStatusItem {
 pub struct InquireItem {
     /// From `dev="devtype-devid-subdevid-chlid-aux"`.
     pub channel: ChannelRef,
+    /// The auxiliary channel the values of `T1` come from (0: none).
     pub aux: u32,
+    /// Cycle and step (the step file's step number) running now.
     pub cycle: u32,
     pub step: u32,
     /// A [`step_type`] name.
     pub step_type: String,
     /// A [`WorkStatus`] name, raw.
     pub workstatus: String,
+    /// The barcode the test was started under: the name that ties it to its owner.
     pub barcode: String,
     /// Live values, in the [`units`] of records.
     pub current: f64,
@@ -789,16 +801,20 @@ pub struct InquireItem {
 /// One channel of a `start` or `stop` reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResultItem {
+    /// The channel the result is for.
     pub channel: ChannelRef,
+    /// `ok` (true) or `false`.
     pub ok: bool,
 }
 
 /// One channel of `inquiredf`: its latest test and how many records the server holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DfItem {
+    /// The channel the test ran on.
     pub channel: ChannelRef,
     /// 0 when the channel never ran a test.
     pub testid: u64,
+    /// Records logged so far; their seqids run from 1 to `count`.
     pub count: u64,
     /// The element's text: whether the server has all of the test's data.
     pub complete: bool,
@@ -807,10 +823,14 @@ pub struct DfItem {
 /// The header of a `download` reply: which log the records come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownloadHeader {
+    /// The channel and test the records belong to, checked by the client against its
+    /// request.
     pub channel: ChannelRef,
     pub testid: u64,
+    /// The request's first seqid and the number of records in this reply.
     pub startpos: u64,
     pub count: u64,
+    /// The auxiliary channel the records' aux values come from (0: none).
     pub auxid: u32,
 }
 
