@@ -508,7 +508,8 @@ impl Cycler for NewareClient {
         let wanted = usize::try_from(log.count - from + 1).map_or(max, |n| n.min(max));
 
         let during = "downloading records";
-        let mut out = Vec::with_capacity(wanted);
+        // The count is the server's word: allocate for what a few pages hold, grow past that.
+        let mut out = Vec::with_capacity(wanted.min(8 * wire::PAGE_SIZE));
         let mut request = DownloadRequest {
             channel: c,
             auxid: 0,

@@ -74,8 +74,9 @@ pub mod step_type {
 }
 
 /// Units of logged records (`download`) and live values (`inquire`), as multipliers to SI.
-/// The facts give `testtime` in ms; public samples show volt/curr/cap/eng as decimals in V, A,
-/// Ah and Wh (`volt="3.671243"`), unlike the step file's mA and 0.1 mV.
+/// The facts give `testtime` in ms; public captures show volt/curr/cap/eng as decimals in V,
+/// A, Ah and Wh (`volt="1.226438"`; a 600 s step at `curr="1"` with `cap="0.1666..."`), unlike
+/// the step file's mA and 0.1 mV.
 pub mod units {
     pub const S_PER_TESTTIME: f64 = 1e-3;
     pub const V_PER_VOLT: f64 = 1.0;

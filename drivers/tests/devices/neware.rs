@@ -678,6 +678,31 @@ async fn garbage_from_the_server_is_a_bad_reply_not_a_panic() {
     assert!(err.to_string().contains("chlid"), "{err}");
 }
 
+#[tokio::test]
+async fn an_absurd_record_count_is_no_reason_to_allocate_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = wire::inquiredf_reply(&[wire::DfItem {
+        channel: wire::ChannelRef {
+            ip: String::new(),
+            devtype: 27,
+            addr: chl(1, 1),
+        },
+        testid: 5,
+        count: u64::MAX,
+        complete: true,
+    }]);
+    let addr = scripted_server(count.into_bytes()).await;
+    let mut client = NewareClient::connect(NewareConfig {
+        timeout: TIMEOUT,
+        ..NewareConfig::new(addr, dir.path())
+    })
+    .await
+    .unwrap();
+    // The download is answered with the count again: an error, after a modest allocation.
+    let err = client.records(chl(1, 1), 1, usize::MAX).await.unwrap_err();
+    assert!(matches!(err, DriverError::BadReply { .. }), "{err}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
