@@ -122,20 +122,20 @@ impl NewareClient {
         let during = "logging in";
         let request = wire::connect_request(&self.config.username, &self.config.password);
         let frame = self.exchange(&request, during).await?;
-        match wire::parse_connect_reply(frame) {
-            Ok(()) => {}
-            Err(WireError::Refused(_)) => {
-                self.stream = None;
-                return Err(DriverError::Refused {
+        if let Err(e) = wire::parse_connect_reply(frame) {
+            // A session that is not logged in is no use: every later call reconnects.
+            self.stream = None;
+            return Err(match e {
+                WireError::Refused(_) => DriverError::Refused {
                     during,
                     message: format!(
                         "the BTS server at {addr} refused user {:?}: check the username and \
                          password configured for its API (and that the API is activated in BTS)",
                         self.config.username
                     ),
-                });
-            }
-            Err(e) => return Err(wire_error(during)(e)),
+                },
+                e => wire_error(during)(e),
+            });
         }
         self.refresh_channels().await?;
         Ok(())
