@@ -44,6 +44,16 @@ pub enum DriverError {
     Identity(String),
     #[error("the device cannot do that: {0}")]
     Unsupported(String),
+    /// A file the device works from (a schedule it reads from a shared folder) could not be
+    /// written or read.
+    #[error(
+        "cannot {action} {path}: {source} (does the folder exist, and may cyclerd write there?)"
+    )]
+    File {
+        action: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl DriverError {

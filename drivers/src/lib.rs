@@ -13,6 +13,10 @@
 //!   table and scaling), `client` (the driver) and `sim` (a Modbus TCP server backed by a cell).
 //! - [`riden`]: Riden RD60xx charge-only supplies over Modbus RTU on a serial line, in the same
 //!   three parts (the simulator serves a pseudo-terminal).
+//! - [`neware`]: Neware BTS cyclers through the BTS API (XML over TCP): `wire` (framing and one
+//!   codec per message), `client` (the [`cycler::Cycler`] driver: login, status, start with a
+//!   step file delivered to a folder the BTS PC reads, paged record download) and `sim` (a BTS
+//!   server running the step files it is sent on simulated cells).
 //! - [`transport`]: transports shared by families (pseudo-terminals for serial simulators).
 //! - [`scpi`]: SCPI SMUs, supplies and loads over raw TCP (dialect table chosen by `*IDN?`),
 //!   with a supply + load pair stage and a multi-dialect simulator.
@@ -23,6 +27,7 @@ pub mod clock;
 pub mod cycler;
 pub mod ea_psb;
 pub mod error;
+pub mod neware;
 pub mod riden;
 pub mod scpi;
 pub mod stage;

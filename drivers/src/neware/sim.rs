@@ -1,0 +1,907 @@
+//! A simulated BTS API server: a cycler of many channels, each with its own cell, that runs the
+//! step files it is told to start.
+//!
+//! It speaks the documented protocol as a real server does: framed XML requests, a login
+//! (`connect`) before anything else, `<cmd>NAME_resp</cmd>` replies with per-channel `ok` or
+//! `false`. On `start` it reads the step file from the path it was given (through the same kind
+//! of folder mapping the BTS PC has), imports it back into a plan and runs the protocol engine
+//! against the channel's cell. Time is integrated lazily up to [`Clock::now`] on every request
+//! and handle call, in sub-steps; a record is logged every record interval of test time, at
+//! every step change and when a test ends, with seqids from 1 and no gaps, kept per test so
+//! `download` serves any part of any test's log.
+//!
+//! Replies list channels in the simulator's own order, whatever the request's, and
+//! [`SimConfig::wrong_subdevid`] makes `getchlstatus` report `subdevid="1"` as some real
+//! servers do, so a client matching by position or by `subdevid` fails here. Faults are
+//! injected through the [`SimHandle`]: a cut link (the cycler keeps running its tests: the
+//! link is only the API), reply delays, refused requests and a tripped protection.
+
+use super::wire::{
+    self, ChannelRef, ChlStatusItem, DataRow, DevChannel, DfItem, DownloadHeader, InquireItem,
+    PathMap, Request, ResultItem, WorkStatus, step_type,
+};
+use crate::Clock;
+use crate::cell::{Cell, CellParams};
+use crate::cycler::{ChannelAddr, Record};
+use crate::stage::ideal_current;
+use cyclerd_protocols::import::{SourceKind, import};
+use cyclerd_protocols::{Command, Control, Engine, Measurement, Outcome, PlanStep, Safety};
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+
+/// Longest simulated interval integrated in one piece: keeps the CV law stable and puts
+/// terminations within a second of where the cell crossed them.
+const MAX_SUBSTEP_S: f64 = 1.0;
+/// `log_code` of a test the step file's own protection (`Whole_Prt`) ended. Neware's codes
+/// are not in the facts; this one is the simulator's.
+pub const SAFETY_LOG_CODE: u32 = 1;
+
+/// What the simulated cycler is.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The `ip` attribute of every channel: the unit's address as the server reports it.
+    pub ip: String,
+    /// The `devtype` of every channel (the cycler model code).
+    pub devtype: u32,
+    /// The channels as `devid`, `subdevid`, `chlid`; every reply lists them in this order.
+    pub channels: Vec<ChannelAddr>,
+    /// One cell per channel, in the order of `channels`.
+    pub cells: Vec<CellParams>,
+    /// The only login `connect` accepts.
+    pub username: String,
+    pub password: String,
+    /// Test time between logged records, s (records are also logged at every step change and
+    /// when a test ends).
+    pub record_interval_s: f64,
+    /// Report `subdevid="1"` for every channel in `getchlstatus`, as real servers have been
+    /// seen to.
+    pub wrong_subdevid: bool,
+    /// Where the step files named in `start` are found: `remote` is the folder as the start
+    /// request names it, `local` where the simulator reads it.
+    pub steps: PathMap,
+}
+
+impl SimConfig {
+    /// A cycler `devid` of `units` sub-devices (`subdevid` from 1) with `channels_per_unit`
+    /// channels each (`chlid` from 1 in each unit, as Neware numbers them), the same cell on
+    /// every channel, devtype 27, login `admin`/`neware`, a record every 10 s, and step files
+    /// read from `step_folder` by the paths this machine sees.
+    pub fn new(
+        devid: u32,
+        units: u32,
+        channels_per_unit: u32,
+        cell: CellParams,
+        step_folder: impl Into<PathBuf>,
+    ) -> SimConfig {
+        let channels: Vec<ChannelAddr> = (1..=units)
+            .flat_map(|sub_unit| {
+                (1..=channels_per_unit).map(move |channel| ChannelAddr {
+                    unit: devid,
+                    sub_unit,
+                    channel,
+                })
+            })
+            .collect();
+        SimConfig {
+            ip: "127.0.0.1".into(),
+            devtype: 27,
+            cells: vec![cell; channels.len()],
+            channels,
+            username: "admin".into(),
+            password: "neware".into(),
+            record_interval_s: 10.0,
+            wrong_subdevid: false,
+            steps: PathMap {
+                local: step_folder.into(),
+                remote: None,
+            },
+        }
+    }
+}
+
+/// One logged record and what `download` writes beside it.
+struct Logged {
+    record: Record,
+    /// A `step_type` name for `steptype`.
+    step_type: &'static str,
+    /// Unix time of the record, for `atime`.
+    unix_time_s: f64,
+}
+
+/// One test a channel ran or runs.
+struct Test {
+    /// The server-wide test id `inquiredf` reports and `download` selects by.
+    id: u64,
+    /// The name the test was started under, returned by `inquire`.
+    barcode: String,
+    /// Runs the imported step file: the cycler's own schedule execution.
+    engine: Engine,
+    /// What the engine asked for at the last update; applied until the next.
+    command: Command,
+    status: WorkStatus,
+    /// Why the test ended in protect (0 otherwise).
+    log_code: u32,
+    /// Test time, s; stands still while paused.
+    test_time_s: f64,
+    /// Test time at which the next interval record is due.
+    next_record_s: f64,
+    /// Neware step number and step type name of each plan step (0 and `--` for loop markers
+    /// and the end).
+    step_ids: Vec<u32>,
+    step_types: Vec<&'static str>,
+    /// The device-side log: record k (from 1) at index k - 1.
+    log: Vec<Logged>,
+}
+
+impl Test {
+    fn active(&self) -> bool {
+        matches!(self.status, WorkStatus::Working | WorkStatus::Pause)
+    }
+
+    /// Logs `m` as a record of plan step `plan_index`, with the step's capacity and energy.
+    fn log(
+        &mut self,
+        m: &Measurement,
+        plan_index: usize,
+        cycle: u32,
+        totals: (f64, f64),
+        unix: f64,
+    ) {
+        self.log.push(Logged {
+            record: Record {
+                index: self.log.len() as u64 + 1,
+                test_time_s: m.test_time_s,
+                voltage_v: m.voltage_v,
+                current_a: m.current_a,
+                temperature_c: m.temperature_c,
+                step: self.step_ids.get(plan_index).copied().unwrap_or(0),
+                cycle,
+                capacity_ah: totals.0,
+                energy_wh: totals.1,
+            },
+            step_type: self
+                .step_types
+                .get(plan_index)
+                .copied()
+                .unwrap_or(step_type::NONE),
+            unix_time_s: unix,
+        });
+    }
+
+    fn step_totals(&self) -> (f64, f64) {
+        let s = self.engine.status();
+        (s.step_charge_ah + s.step_discharge_ah, s.step_energy_wh)
+    }
+}
+
+/// The current the channel drives under `command`: what an ideal cycler channel regulates to.
+fn flowing(cell: &Cell, command: &Command) -> f64 {
+    if command.output_on() {
+        ideal_current(cell, command)
+    } else {
+        0.0
+    }
+}
+
+struct Channel {
+    /// `devid`, `subdevid`, `chlid`.
+    addr: ChannelAddr,
+    /// The cell on the channel's terminals.
+    cell: Cell,
+    /// Clock time up to which the cell has been integrated.
+    t: f64,
+    /// Every test run here, oldest first; the last is the current or latest one.
+    tests: Vec<Test>,
+}
+
+impl Channel {
+    fn test(&self) -> Option<&Test> {
+        self.tests.last()
+    }
+
+    fn status(&self) -> WorkStatus {
+        self.test().map_or(WorkStatus::Stop, |t| t.status)
+    }
+
+    fn current_a(&self) -> f64 {
+        match self.test() {
+            Some(t) if t.status == WorkStatus::Working => flowing(&self.cell, &t.command),
+            _ => 0.0,
+        }
+    }
+
+    /// Integrates the cell (and runs the test) up to clock time `now`.
+    fn advance(&mut self, now: f64, interval_s: f64, unix_at_zero: f64) {
+        while self.t < now {
+            let Some(test) = self
+                .tests
+                .last_mut()
+                .filter(|t| t.status == WorkStatus::Working)
+            else {
+                // Nothing flows: the exact RC solution takes any interval in one piece.
+                self.cell.step(0.0, now - self.t);
+                self.t = now;
+                return;
+            };
+            let mut dt = (now - self.t).min(MAX_SUBSTEP_S);
+            let to_record = test.next_record_s - test.test_time_s;
+            if to_record > 1e-9 {
+                dt = dt.min(to_record);
+            }
+            self.cell.step(flowing(&self.cell, &test.command), dt);
+            self.t += dt;
+            test.test_time_s += dt;
+            let i = flowing(&self.cell, &test.command);
+            let m = Measurement {
+                test_time_s: test.test_time_s,
+                voltage_v: self.cell.terminal_voltage(i),
+                current_a: i,
+                temperature_c: Some(self.cell.temperature_c()),
+            };
+            let (plan_index, cycle) = {
+                let s = test.engine.status();
+                (s.plan_index, s.cycle)
+            };
+            let update = test.engine.update(&m);
+            let due = test.test_time_s >= test.next_record_s - 1e-9;
+            if update.step_changed || due || update.outcome.is_some() {
+                // The record closes the step it was measured in.
+                let totals = match &update.ended_step {
+                    Some(s) => (s.charge_ah + s.discharge_ah, s.energy_wh),
+                    None => test.step_totals(),
+                };
+                test.log(&m, plan_index, cycle, totals, unix_at_zero + self.t);
+                test.next_record_s = test.test_time_s + interval_s;
+            }
+            match update.outcome {
+                Some(Outcome::Finished) => test.status = WorkStatus::Finish,
+                Some(Outcome::Faulted(reason)) => {
+                    tracing::debug!("neware sim {}: protect: {reason}", self.addr);
+                    test.status = WorkStatus::Protect;
+                    test.log_code = SAFETY_LOG_CODE;
+                }
+                None => {}
+            }
+            test.command = update.command;
+        }
+    }
+
+    /// Ends the active test with `status` (stop or protect), logging the moment it ended
+    /// unless a record was just taken.
+    fn end_test(&mut self, status: WorkStatus, log_code: u32, unix_at_zero: f64) -> bool {
+        let (cell, t) = (&self.cell, self.t);
+        let Some(test) = self.tests.last_mut().filter(|t| t.active()) else {
+            return false;
+        };
+        let last = test.log.last().map_or(-1.0, |l| l.record.test_time_s);
+        if test.test_time_s > last {
+            let i = flowing(cell, &test.command);
+            let m = Measurement {
+                test_time_s: test.test_time_s,
+                voltage_v: cell.terminal_voltage(i),
+                current_a: i,
+                temperature_c: Some(cell.temperature_c()),
+            };
+            let s = test.engine.status();
+            let (plan_index, cycle) = (s.plan_index, s.cycle);
+            let totals = test.step_totals();
+            test.log(&m, plan_index, cycle, totals, unix_at_zero + t);
+        }
+        test.status = status;
+        test.log_code = log_code;
+        test.command = Command::Off;
+        true
+    }
+
+    fn reference(&self, config: &SimConfig) -> ChannelRef {
+        ChannelRef {
+            ip: config.ip.clone(),
+            devtype: config.devtype,
+            addr: self.addr,
+        }
+    }
+}
+
+/// Faults injected through the handle.
+struct Faults {
+    /// Wall time every reply waits before it goes out.
+    reply_delay: Duration,
+    /// How many of the next requests are refused (`<result>false</result>`).
+    failing: u32,
+}
+
+struct SimState {
+    config: SimConfig,
+    /// The only time source: every request integrates the channels up to its `now`.
+    clock: Clock,
+    /// Unix time at clock time 0, for `atime`.
+    unix_at_zero: f64,
+    /// In the order of `config.channels`.
+    channels: Vec<Channel>,
+    /// Test ids are unique on the server, as BTS numbers them.
+    next_testid: u64,
+    faults: Faults,
+}
+
+impl SimState {
+    fn advance(&mut self) {
+        let now = self.clock.now();
+        let interval = self.config.record_interval_s;
+        for ch in &mut self.channels {
+            ch.advance(now, interval, self.unix_at_zero);
+        }
+    }
+
+    fn find(&self, addr: &ChannelAddr) -> Option<usize> {
+        self.channels.iter().position(|c| c.addr == *addr)
+    }
+
+    /// The requested channels this server has, in its own order.
+    fn requested(&self, channels: &[ChannelRef]) -> Vec<usize> {
+        (0..self.channels.len())
+            .filter(|&i| channels.iter().any(|c| c.addr == self.channels[i].addr))
+            .collect()
+    }
+
+    /// Answers one request; `files` holds the step files a `start` names, read beforehand.
+    fn handle(
+        &mut self,
+        request: Request,
+        files: Vec<Result<String, String>>,
+        logged_in: &mut bool,
+    ) -> String {
+        self.advance();
+        if self.faults.failing > 0 {
+            self.faults.failing -= 1;
+            return wire::refusal_reply(request.command());
+        }
+        if !*logged_in && !matches!(request, Request::Connect { .. }) {
+            return wire::refusal_reply(request.command());
+        }
+        let config = &self.config;
+        match request {
+            Request::Connect {
+                username,
+                password,
+                login_type,
+            } => {
+                *logged_in = username == config.username
+                    && password == config.password
+                    && login_type == wire::LOGIN_TYPE;
+                wire::connect_reply(*logged_in)
+            }
+            Request::GetDevInfo => {
+                let channels: Vec<DevChannel> = self
+                    .channels
+                    .iter()
+                    .map(|c| DevChannel {
+                        channel: c.reference(config),
+                        available: true,
+                    })
+                    .collect();
+                wire::getdevinfo_reply(&channels)
+            }
+            Request::GetChlStatus(list) => {
+                let items: Vec<ChlStatusItem> = self
+                    .requested(&list)
+                    .into_iter()
+                    .map(|i| {
+                        let c = &self.channels[i];
+                        let mut channel = c.reference(config);
+                        if config.wrong_subdevid {
+                            channel.addr.sub_unit = 1;
+                        }
+                        ChlStatusItem {
+                            channel,
+                            status: c.status().name().into(),
+                            reserve_pause: false,
+                        }
+                    })
+                    .collect();
+                wire::getchlstatus_reply(&items)
+            }
+            Request::Inquire(list) => {
+                let items: Vec<InquireItem> = self
+                    .requested(&list)
+                    .into_iter()
+                    .map(|i| self.inquire_item(i))
+                    .collect();
+                wire::inquire_reply(&items)
+            }
+            Request::InquireDf(list) => {
+                let items: Vec<DfItem> = self
+                    .requested(&list)
+                    .into_iter()
+                    .map(|i| {
+                        let c = &self.channels[i];
+                        DfItem {
+                            channel: ChannelRef {
+                                ip: String::new(),
+                                ..c.reference(config)
+                            },
+                            testid: c.test().map_or(0, |t| t.id),
+                            count: c.test().map_or(0, |t| t.log.len() as u64),
+                            complete: true,
+                        }
+                    })
+                    .collect();
+                wire::inquiredf_reply(&items)
+            }
+            Request::Download(r) => self.download(&r),
+            Request::Start { items, .. } => {
+                let mut results = Vec::with_capacity(items.len());
+                for (item, file) in items.into_iter().zip(files) {
+                    let ok = self.start(&item.channel.addr, item.barcode, &item.path, file);
+                    results.push(ResultItem {
+                        channel: item.channel,
+                        ok,
+                    });
+                }
+                wire::result_reply(wire::cmd::START, &results)
+            }
+            Request::Stop(list) => {
+                let unix = self.unix_at_zero;
+                let results: Vec<ResultItem> = list
+                    .into_iter()
+                    .map(|c| {
+                        let ok = match self.find(&c.addr) {
+                            Some(i) => {
+                                // Stopping a channel that is not running changes nothing.
+                                self.channels[i].end_test(WorkStatus::Stop, 0, unix);
+                                true
+                            }
+                            None => false,
+                        };
+                        ResultItem { channel: c, ok }
+                    })
+                    .collect();
+                wire::result_reply(wire::cmd::STOP, &results)
+            }
+            Request::Other(name) => wire::refusal_reply(&name),
+        }
+    }
+
+    fn inquire_item(&self, i: usize) -> InquireItem {
+        let c = &self.channels[i];
+        let current = c.current_a();
+        let test = c.test();
+        let (step, kind, cycle, relative, capacity, energy) = match test {
+            Some(t) => {
+                let s = t.engine.status();
+                (
+                    t.step_ids.get(s.plan_index).copied().unwrap_or(0),
+                    t.step_types
+                        .get(s.plan_index)
+                        .copied()
+                        .unwrap_or(step_type::NONE),
+                    s.cycle,
+                    t.test_time_s - s.step_start_s,
+                    s.step_charge_ah + s.step_discharge_ah,
+                    s.step_energy_wh,
+                )
+            }
+            None => (0, step_type::NONE, 0, 0.0, 0.0, 0.0),
+        };
+        InquireItem {
+            channel: ChannelRef {
+                ip: String::new(),
+                ..c.reference(&self.config)
+            },
+            aux: 0,
+            cycle,
+            step,
+            step_type: kind.into(),
+            workstatus: c.status().name().into(),
+            barcode: test.map_or_else(String::new, |t| t.barcode.clone()),
+            current,
+            voltage: c.cell.terminal_voltage(current),
+            capacity,
+            energy,
+            total_time: test.map_or(0.0, |t| t.test_time_s),
+            relative_time: relative,
+            open: current != 0.0,
+            log_code: test.map_or(0, |t| t.log_code),
+            temperature: Some(c.cell.temperature_c()),
+        }
+    }
+
+    fn download(&self, r: &wire::DownloadRequest) -> String {
+        let mut header = DownloadHeader {
+            channel: ChannelRef {
+                ip: String::new(),
+                ..r.channel.clone()
+            },
+            testid: r.testid,
+            startpos: r.startpos,
+            count: 0,
+            auxid: r.auxid,
+        };
+        let test = self.find(&r.channel.addr).and_then(|i| {
+            let tests = &self.channels[i].tests;
+            if r.testid == 0 {
+                tests.last()
+            } else {
+                tests.iter().find(|t| t.id == r.testid)
+            }
+        });
+        let rows: &[Logged] = match test {
+            Some(t) => {
+                header.testid = t.id;
+                let start = usize::try_from(r.startpos.max(1) - 1).unwrap_or(usize::MAX);
+                let count = usize::try_from(r.count)
+                    .unwrap_or(usize::MAX)
+                    .min(wire::PAGE_SIZE);
+                let end = start.saturating_add(count).min(t.log.len());
+                t.log.get(start..end).unwrap_or(&[])
+            }
+            None => &[],
+        };
+        header.count = rows.len() as u64;
+        wire::download_reply(
+            &header,
+            rows.iter().map(|l| DataRow {
+                record: &l.record,
+                step_type: l.step_type,
+                unix_time_s: l.unix_time_s,
+            }),
+        )
+    }
+
+    /// Starts the step file `file` (read from `path`) on `addr`; false where a real BTS would
+    /// answer false.
+    fn start(
+        &mut self,
+        addr: &ChannelAddr,
+        barcode: String,
+        path: &str,
+        file: Result<String, String>,
+    ) -> bool {
+        let refuse = |why: String| {
+            tracing::debug!("neware sim: start on {addr} refused: {why}");
+            false
+        };
+        let Some(i) = self.find(addr) else {
+            return refuse("no such channel".into());
+        };
+        if self.channels[i].test().is_some_and(Test::active) {
+            return refuse("the channel is running a test".into());
+        }
+        let text = match file {
+            Ok(text) => text,
+            Err(e) => return refuse(e),
+        };
+        let plan = match import(&text, SourceKind::Neware, path) {
+            Ok(plan) => plan,
+            Err(e) => return refuse(e.to_string()),
+        };
+        let (step_ids, step_types): (Vec<u32>, Vec<&'static str>) =
+            plan.steps.iter().map(step_info).unzip();
+        let mut engine = match Engine::new(plan, &Safety::default()) {
+            Ok(engine) => engine,
+            Err(e) => return refuse(e.to_string()),
+        };
+        let command = engine.start(0.0);
+        let id = self.next_testid;
+        self.next_testid += 1;
+        let unix = self.unix_at_zero;
+        let ch = &mut self.channels[i];
+        let mut test = Test {
+            id,
+            barcode,
+            engine,
+            command,
+            status: WorkStatus::Working,
+            log_code: 0,
+            test_time_s: 0.0,
+            next_record_s: self.config.record_interval_s,
+            step_ids,
+            step_types,
+            log: Vec::new(),
+        };
+        // The first record: the output just switched on.
+        let current = flowing(&ch.cell, &test.command);
+        let m = Measurement {
+            test_time_s: 0.0,
+            voltage_v: ch.cell.terminal_voltage(current),
+            current_a: current,
+            temperature_c: Some(ch.cell.temperature_c()),
+        };
+        let plan_index = test.engine.status().plan_index;
+        test.log(&m, plan_index, 1, (0.0, 0.0), unix + ch.t);
+        ch.tests.push(test);
+        true
+    }
+}
+
+/// The Neware step number (from the imported step's path, `StepK`) and step type name of a
+/// plan step.
+fn step_info(step: &PlanStep) -> (u32, &'static str) {
+    let PlanStep::Action(a) = step else {
+        return (0, step_type::NONE);
+    };
+    let id = a
+        .path
+        .strip_prefix("Step")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let kind = match a.control {
+        Control::Rest => step_type::REST,
+        Control::Current { amps } if amps >= 0.0 => step_type::CC,
+        Control::Current { .. } => step_type::DC,
+        Control::Voltage { .. } => step_type::CV,
+        // CCCV and anything else have no confirmed name.
+        _ => step_type::NONE,
+    };
+    (id, kind)
+}
+
+fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
+    // A panic while holding the lock cannot leave the state half-written in a way that matters
+    // for a simulator; keep serving.
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts simulated BTS servers.
+pub struct NewareSim;
+
+impl NewareSim {
+    /// Serves a simulated BTS server on `listener` until the returned handle is dropped.
+    pub fn spawn(listener: TcpListener, config: SimConfig, clock: Clock) -> io::Result<SimHandle> {
+        if config.cells.len() != config.channels.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} cells for {} channels: give one cell per channel",
+                    config.cells.len(),
+                    config.channels.len()
+                ),
+            ));
+        }
+        let addr = listener.local_addr()?;
+        let now = clock.now();
+        let channels = config
+            .channels
+            .iter()
+            .zip(&config.cells)
+            .map(|(&addr, cell)| Channel {
+                addr,
+                cell: Cell::new(cell.clone()),
+                t: now,
+                tests: Vec::new(),
+            })
+            .collect();
+        let state = Arc::new(Mutex::new(SimState {
+            unix_at_zero: clock.unix_time_s() - now,
+            clock,
+            channels,
+            next_testid: 1,
+            faults: Faults {
+                reply_delay: Duration::ZERO,
+                failing: 0,
+            },
+            config,
+        }));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (link_tx, link_rx) = watch::channel(true);
+        tokio::spawn(serve(listener, Arc::clone(&state), link_rx, stop_rx));
+        Ok(SimHandle {
+            addr,
+            state,
+            link: link_tx,
+            _stop: stop_tx,
+        })
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    state: Arc<Mutex<SimState>>,
+    link: watch::Receiver<bool>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                // While the link is cut, connections are accepted and closed at once (the
+                // listener stays bound, so the server comes back on the same address).
+                Ok((stream, _)) if *link.borrow() => {
+                    tokio::spawn(connection(stream, Arc::clone(&state), link.clone()));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("neware sim accept: {e}"),
+            },
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    state: Arc<Mutex<SimState>>,
+    mut link: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = Vec::new();
+    let mut scanned = 0;
+    // Each connection logs in on its own, as with BTS.
+    let mut logged_in = false;
+    loop {
+        let end = match wire::frame_end(&buf, scanned) {
+            Ok(Some(end)) => end,
+            Ok(None) => {
+                scanned = buf.len().saturating_sub(wire::BTS_CLOSE.len());
+                // A cut link (or a dropped handle) ends the connection, closing the socket.
+                let read = tokio::select! {
+                    r = rd.read_buf(&mut buf) => r,
+                    _ = link.wait_for(|up| !up) => return,
+                };
+                match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+            Err(e) => {
+                tracing::debug!("neware sim: dropping a connection: {e}");
+                return;
+            }
+        };
+        let request = std::str::from_utf8(&buf[..end.document])
+            .map_err(|_| wire::WireError::Malformed("a request that is not UTF-8".into()))
+            .and_then(wire::parse_request);
+        buf.drain(..end.frame);
+        scanned = 0;
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("neware sim: dropping a connection after a bad request: {e}");
+                return;
+            }
+        };
+        let files = step_files(&state, &request).await;
+        let delay = lock(&state).faults.reply_delay;
+        if !delay.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = link.wait_for(|up| !up) => return,
+            }
+        }
+        // Handled after the delay, as if the request arrived late: a start the client has
+        // given up on still takes effect, which is the hazard a slow link poses.
+        let reply = lock(&state).handle(request, files, &mut logged_in);
+        if wr.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads the step files a `start` names, as the BTS PC would (outside the state lock).
+async fn step_files(state: &Mutex<SimState>, request: &Request) -> Vec<Result<String, String>> {
+    let Request::Start { items, .. } = request else {
+        return Vec::new();
+    };
+    let map = lock(state).config.steps.clone();
+    let mut files = Vec::with_capacity(items.len());
+    for item in items {
+        files.push(match map.local_path(&item.path) {
+            Some(local) => tokio::fs::read_to_string(&local)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", local.display())),
+            None => Err(format!(
+                "{} is not in the step folder {:?}",
+                item.path, map.remote
+            )),
+        });
+    }
+    files
+}
+
+/// A running simulator; dropping it stops the server and closes its connections.
+pub struct SimHandle {
+    addr: SocketAddr,
+    state: Arc<Mutex<SimState>>,
+    /// Whether the server is on the network; connections watch it.
+    link: watch::Sender<bool>,
+    _stop: oneshot::Sender<()>,
+}
+
+/// One simulated channel seen from outside, for tests and the demo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelSnapshot {
+    /// What `getchlstatus` reports.
+    pub status: WorkStatus,
+    /// The latest test's id (0: none yet) and how many records it has logged.
+    pub testid: u64,
+    pub records: u64,
+    /// Test time of the latest test, s.
+    pub test_time_s: f64,
+    /// The cell now: terminal voltage, current (+ = into the cell) and state of charge.
+    pub voltage_v: f64,
+    pub current_a: f64,
+    pub soc: f64,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The channel `addr` now, or `None` if the cycler has no such channel.
+    pub fn channel(&self, addr: ChannelAddr) -> Option<ChannelSnapshot> {
+        let mut s = lock(&self.state);
+        s.advance();
+        let c = &s.channels[s.find(&addr)?];
+        let current = c.current_a();
+        Some(ChannelSnapshot {
+            status: c.status(),
+            testid: c.test().map_or(0, |t| t.id),
+            records: c.test().map_or(0, |t| t.log.len() as u64),
+            test_time_s: c.test().map_or(0.0, |t| t.test_time_s),
+            voltage_v: c.cell.terminal_voltage(current),
+            current_a: current,
+            soc: c.cell.soc(),
+        })
+    }
+
+    /// Trips the protection of channel `addr` now, as a cell or channel fault would: the
+    /// output goes off, the test ends in `protect` with `log_code`, and its log keeps every
+    /// record up to this moment. False when the channel runs no test.
+    pub fn raise_protect(&self, addr: ChannelAddr, log_code: u32) -> bool {
+        let mut s = lock(&self.state);
+        s.advance();
+        let unix = s.unix_at_zero;
+        match s.find(&addr) {
+            Some(i) => s.channels[i].end_test(WorkStatus::Protect, log_code, unix),
+            None => false,
+        }
+    }
+
+    /// Pauses (output off, test time stands still) or resumes the test on channel `addr`, as
+    /// an operator at the BTS PC would. False when there is no such test to pause or resume.
+    pub fn set_paused(&self, addr: ChannelAddr, paused: bool) -> bool {
+        let mut s = lock(&self.state);
+        s.advance();
+        let Some(i) = s.find(&addr) else {
+            return false;
+        };
+        let (from, to) = if paused {
+            (WorkStatus::Working, WorkStatus::Pause)
+        } else {
+            (WorkStatus::Pause, WorkStatus::Working)
+        };
+        match s.channels[i].tests.last_mut().filter(|t| t.status == from) {
+            Some(t) => {
+                t.status = to;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes the server off the network, as a pulled LAN cable does: open connections close
+    /// and new ones are closed on arrival. The cycler keeps running its tests.
+    pub fn cut_link(&self) {
+        self.link.send_replace(false);
+    }
+
+    /// Puts the server back on the network, on the same address.
+    pub fn restore_link(&self) {
+        self.link.send_replace(true);
+    }
+
+    /// Delays every reply by `delay` of wall time (zero for none), for timeout tests.
+    pub fn set_reply_delay(&self, delay: Duration) {
+        lock(&self.state).faults.reply_delay = delay;
+    }
+
+    /// Refuses the next `n` requests, whatever they are, with `<result>false</result>`.
+    pub fn fail_next(&self, n: u32) {
+        lock(&self.state).faults.failing = n;
+    }
+}
