@@ -933,7 +933,7 @@ pub struct MaccorDirect {
     /// Clock time of the last direct-mode command's reply, for the 100 ms spacing and the
     /// keep-alive.
     sent_at: Option<f64>,
-    /// Latest voltage read, to choose a CV step's direction.
+    /// Latest voltage read, to choose the direction of a CV step that follows a rest.
     voltage_v: f64,
 }
 
@@ -1017,13 +1017,14 @@ impl MaccorDirect {
             Command::Current {
                 amps, voltage_min, ..
             } => out(-amps, voltage_min, c.max_power_w, Mode::Discharge),
-            // A channel regulates in one direction at a time: toward the target from where the
-            // cell is now.
+            // A channel regulates in one direction at a time: a hold keeps the direction of the
+            // step before it (the CV phase of a charge charges); from rest, the direction
+            // toward the target.
             Command::Voltage { volts, current_max } => {
-                let mode = if self.voltage_v <= volts {
-                    Mode::Charge
-                } else {
-                    Mode::Discharge
+                let mode = match self.applied.map(|(_, o)| o.mode) {
+                    Some(m @ (Mode::Charge | Mode::Discharge)) => m,
+                    _ if self.voltage_v <= volts => Mode::Charge,
+                    _ => Mode::Discharge,
                 };
                 let amps = current_max.min(f64::from(c.max_current_a));
                 out(amps, volts, c.max_power_w, mode)

@@ -411,6 +411,13 @@ impl Channel {
                 }
             };
             if let Some((step_changed, ended, outcome)) = outcome {
+                if step_changed {
+                    // The record that ends a step shows its cutoff and its totals, while the
+                    // step's current still flows.
+                    self.current_a = i;
+                    self.rf1 = self.active_rf1();
+                    self.log_record(clock, ended);
+                }
                 match outcome {
                     Some(Outcome::Finished) => {
                         self.set_state(stat::COMPLETED, rf1::COMPLETE, rf2::NORMAL_END)
@@ -419,20 +426,13 @@ impl Channel {
                         let code = if reason.contains("voltage") {
                             rf2::VOLTAGE_SAFETY
                         } else {
-                            253
+                            rf2::ABSOLUTE_SAFETY
                         };
                         self.fault = Some(reason);
                         self.set_state(stat::PROBLEM, rf1::PROBLEM, code);
                         self.log_record(clock, None);
-                        continue;
                     }
                     None => {}
-                }
-                if step_changed {
-                    // The record that ends a step shows its cutoff and its totals.
-                    self.current_a = i;
-                    self.log_record(clock, ended);
-                    self.current_a = self.regulated(config);
                 }
             }
             if self.stat == stat::ACTIVE {
@@ -1442,17 +1442,15 @@ mod tests {
         assert_eq!(direct_current(&cell, &Output::rest(4), &cfg), 0.0);
     }
 
-    #[test]
-    fn json_errors_use_macnet_texts() {
-        let clock = Clock::manual();
-        let mut t = Tester {
+    fn tester() -> Tester {
+        Tester {
             channels: config()
                 .cells
                 .iter()
                 .map(|c| Channel::new(c.clone(), 0.0))
                 .collect(),
             config: config(),
-            clock,
+            clock: Clock::manual(),
             procedures: HashMap::new(),
             names: HashSet::new(),
             random_names: 0,
@@ -1461,7 +1459,12 @@ mod tests {
                 failing: 0,
                 misroute: None,
             },
-        };
+        }
+    }
+
+    #[test]
+    fn json_errors_use_macnet_texts() {
+        let mut t = tester();
         let ask = |t: &mut Tester, line: &str| match wire::parse_json_reply(&json_reply(t, line)) {
             Ok(wire::JsonReply::Error { message, .. }) => message,
             other => format!("{other:?}"),
@@ -1481,5 +1484,29 @@ mod tests {
         assert_eq!(ask(&mut t, &req(6, 8, rest)), "Illegal value");
         t.faults.failing = 1;
         assert_eq!(ask(&mut t, &req(1, 2, "")), "MacNet error");
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives on either port, the handlers answer without panicking.
+        #[test]
+        fn arbitrary_requests_never_panic_the_handlers(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            function in 0u16..10,
+            num in 0u16..12,
+        ) {
+            let mut t = tester();
+            let mut session = Session::default();
+            let mut rest: &[u8] = &bytes;
+            while let Some((frame, used)) = wire::split_frame(rest, wire::Direction::Request) {
+                let _ = binary_reply(&mut t, &mut session, &frame);
+                rest = &rest[used..];
+            }
+            let f = Function { class: function, num };
+            for chan in [0, 1, 7] {
+                let _ = binary_reply(&mut t, &mut session, &Frame::with_data(f, chan, bytes.clone()));
+                let _ = binary_reply(&mut t, &mut session, &Frame::with_data(wire::FILE_TRANSFER, chan, bytes.clone()));
+            }
+            let _ = json_reply(&mut t, &String::from_utf8_lossy(&bytes));
+        }
     }
 }

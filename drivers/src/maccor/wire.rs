@@ -153,6 +153,7 @@ pub mod rf1 {
 pub mod rf2 {
     pub const NORMAL_END: u8 = 193;
     pub const VOLTAGE_SAFETY: u8 = 197;
+    pub const ABSOLUTE_SAFETY: u8 = 253;
     pub const SUSPEND_OR_PAUSE: u8 = 192;
 
     pub const NAMES: &[(u8, &str)] = &[
