@@ -890,10 +890,13 @@ impl Cycler for MaccorClient {
 /// How a [`MaccorDirect`] stage drives its channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DirectConfig {
-    /// The channel's ratings. Direct mode needs every limit "active" (inside the channel's
-    /// range) from (6,7) on, so these stand for "no limit" instead of an out-of-range value.
+    /// The channel's current rating, A. Direct mode needs every limit "active" (inside the
+    /// channel's range) from (6,7) on, so the ratings stand for "no limit" instead of an
+    /// out-of-range value.
     pub max_current_a: f32,
+    /// The channel's voltage rating, V (the (6,7) voltage limit).
     pub max_voltage_v: f32,
+    /// The channel's power rating, W (the power limit of current and voltage outputs).
     pub max_power_w: f32,
     /// Current range of every output, 1 to 4 (default 4, the highest).
     pub current_range: u8,

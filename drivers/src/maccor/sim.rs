@@ -61,8 +61,9 @@ pub struct SimConfig {
     /// The limits procedures run under: a Maccor procedure carries none of its own, the
     /// tester's channel safety limits play that part.
     pub limits: Safety,
-    /// Channel ratings: a direct-mode setpoint outside 0..=rating means "no limit".
+    /// Channel current rating, A: a direct-mode current outside 0..=rating means "no limit".
     pub max_current_a: f64,
+    /// Channel voltage rating, V: likewise for direct-mode voltages (power: the product).
     pub max_voltage_v: f64,
     /// `MacNetDirectModeWD`: clock seconds without a (6,8) after which a direct-mode channel
     /// suspends; `None` (the tester's 0) disables it.
@@ -1284,14 +1285,18 @@ pub struct SimHandle {
 /// One channel as the simulator sees it, for tests and the demo.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelSnapshot {
+    /// The MacNet codes the channel reports now.
     pub stat: u16,
     pub rf1: u8,
     pub rf2: u8,
     /// The test on the channel (or the last one), with its name on the tester.
     pub test: Option<String>,
+    /// Records in the channel's log (its newest index).
     pub last_rec: u32,
+    /// Terminal voltage and current (+ = into the cell), to check what the client reports.
     pub voltage_v: f64,
     pub current_a: f64,
+    /// The cell's state of charge, to check that the channel really drove it.
     pub soc: f64,
     /// Why the engine faulted, when it did.
     pub fault: Option<String>,

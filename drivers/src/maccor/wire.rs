@@ -49,8 +49,9 @@ pub const MAX_JSON_LINE: usize = 256 * 1024;
 pub const HEADER_LEN: usize = 8;
 /// Channels one (4,1) request may cover.
 pub const MAX_STATUS_CHANNELS: u16 = 128;
-/// Fixed text field widths of (6,2) and (6,7), space-padded.
+/// Width of the test and procedure name fields of (6,2) and (6,7), space-padded.
 pub const NAME_LEN: usize = 25;
+/// Width of the comment field of (6,2).
 pub const COMMENT_LEN: usize = 80;
 /// (6,2) data length in the binary form.
 pub const START_LEN: usize = 186;
@@ -69,7 +70,9 @@ pub const IGNORE: f32 = 65536.0;
 /// A MacNet function: (FClass, FNum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Function {
+    /// FClass: the function group (1 system, 4 readings, 6 control, 8 login; 0 echo).
     pub class: u16,
+    /// FNum: the function within its group.
     pub num: u16,
 }
 
@@ -208,7 +211,8 @@ pub fn name_of(table: &[(u8, &str)], code: u8) -> String {
         .map_or_else(|| format!("code {code}"), |(_, n)| (*n).to_string())
 }
 
-/// Result codes of (6,1)/(6,2)/(6,3)/(6,4)/(6,5)/(6,7).
+/// Result codes of commands. The facts give them for (6,2); the same table serves (6,1),
+/// (6,3)-(6,5) and (6,7) here.
 pub mod result {
     pub const OK: u32 = 0;
     /// Two codes for a test name already in use (the open material does not tell them apart).
@@ -330,9 +334,13 @@ fn field(field: &'static str, problem: impl Into<String>) -> WireError {
 /// count; otherwise it equals `data.len()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// FClass and FNum.
     pub function: Function,
+    /// The channel (0-based) the frame is about; replies carry their own, to be checked.
     pub chan: u16,
+    /// Len as sent: a channel count or a byte count (see the module doc).
     pub len: u16,
+    /// The bytes after the header.
     pub data: Vec<u8>,
 }
 
@@ -530,6 +538,7 @@ pub fn decode_result(frame: &Frame) -> Result<u32, WireError> {
 /// (1,1): the tester software's versions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version {
+    /// MacNet API version.
     pub api: u16,
     /// MacTest32.exe major, minor, build.
     pub exe: [u16; 3],
@@ -603,11 +612,15 @@ impl Version {
 /// (1,2): what the tester has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemInfo {
+    /// The tester's name for itself.
     pub system_id: String,
     /// Direct mode works only on type 0.
     pub system_type: u16,
+    /// Hardware counts, for the operator's overview.
     pub controller_boards: u16,
+    /// Number of test channels: channels are 0 to `test_channels - 1`.
     pub test_channels: u16,
+    /// Auxiliary (temperature, voltage) boards and inputs.
     pub aux_boards: u16,
     pub aux_channels: u16,
 }
@@ -679,6 +692,7 @@ impl SystemInfo {
 /// One channel's entry in (4,1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelStat {
+    /// What the channel does ([`rf1`]), why its last step ended ([`rf2`]), its state ([`stat`]).
     pub rf1: u8,
     pub rf2: u8,
     pub stat: u16,
@@ -687,7 +701,9 @@ pub struct ChannelStat {
 /// (4,1): the status of `entries.len()` channels from `first`, as the reply numbers them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusBlock {
+    /// The channel of the first entry, as the reply states it (entries follow in order).
     pub first: u16,
+    /// One entry per channel from `first`.
     pub entries: Vec<ChannelStat>,
 }
 
@@ -784,6 +800,7 @@ impl StatusBlock {
 /// record-log transfer (see [`Packet::Read`]), where `last_rec` is the record's own index.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reading {
+    /// The channel's codes, as in [`ChannelStat`].
     pub rf1: u8,
     pub rf2: u8,
     pub stat: u16,
@@ -791,14 +808,18 @@ pub struct Reading {
     pub last_rec: u32,
     /// MacNet counts cycles from 0 (the public example shows Cycle 0 at step 5).
     pub cycle: u32,
+    /// The procedure step (from 1).
     pub step: u16,
+    /// Seconds since the test and the step started.
     pub test_time_s: f32,
     pub step_time_s: f32,
+    /// Charge and energy counters as the tester keeps them (the step's).
     pub capacity_ah: f32,
     pub energy_wh: f32,
     /// As the tester reports it: a magnitude whose direction is RF1 on some firmware, signed on
     /// others; [`Reading::signed_current`] reads both.
     pub current_a: f32,
+    /// Terminal voltage, V.
     pub voltage_v: f32,
     /// Tester clock, ms since the Unix epoch; `None` when a JSON reply's text is unreadable.
     pub tester_time_ms: Option<u64>,
@@ -1054,12 +1075,17 @@ impl Mode {
 /// outside the channel's range (such as [`IGNORE`]) means no limit, resistance 0 means none.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Output {
+    /// Current magnitude, A (the direction is `mode`).
     pub current_a: f32,
+    /// Voltage limit, V: the CV level of a charge, the floor of a discharge.
     pub voltage_v: f32,
+    /// Power limit, W.
     pub power_w: f32,
+    /// Resistance, ohm (0: none).
     pub resistance_ohm: f32,
     /// Current range 1 to 4.
     pub range: u8,
+    /// Charge, discharge or rest.
     pub mode: Mode,
 }
 
@@ -1168,7 +1194,9 @@ impl Output {
 /// file (0 disables a rule).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DirectStart {
+    /// The data file name, as for (6,2).
     pub test_name: String,
+    /// The output from the start on.
     pub output: Output,
     /// Time between data records, s.
     pub record_every_s: f32,
@@ -1412,7 +1440,9 @@ pub fn json_request(
 pub struct JsonRequest {
     /// Echoed in the reply (any JSON value; null when absent).
     pub id: Value,
+    /// FClass and FNum from `params`.
     pub function: Function,
+    /// Chan from `params`, when given.
     pub chan: Option<u16>,
     /// Everything in `params`, FClass/FNum/Chan included.
     pub params: Map<String, Value>,
@@ -1487,13 +1517,19 @@ pub fn json_error_line(id: &Value, (code, message): JsonRpcError) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub enum JsonReply {
     Result {
+        /// The request's id, to match reply and request (`None` when not a number).
         id: Option<u64>,
+        /// FClass and FNum the result says it answers.
         function: Function,
+        /// The result's own Chan, to check against the request.
         chan: Option<u16>,
+        /// The whole result object.
         fields: Map<String, Value>,
     },
     Error {
+        /// As for results.
         id: Option<u64>,
+        /// JSON-RPC error code and MacNet's text ("Invalid FClass", ...).
         code: i64,
         message: String,
     },
