@@ -35,7 +35,8 @@
 //! not list) for file type [`wire::FILE_TYPE_RECORD_LOG`] on the channel, from a record index,
 //! answered with DATA blocks carrying records in the (4,7) binary layout. **This is a cyclerd
 //! extension**: the simulator serves it; whether a real tester does is unknown. Against a
-//! tester that refuses it (ERROR packet or empty reply), [`MaccorClient`] falls back to what
+//! tester that refuses it (ERROR packet or empty reply) or ignores it (no reply while its JSON
+//! port still answers), [`MaccorClient`] falls back to what
 //! MacNet does document: the (4,7) reading, returned as the record at index `LastRec`. Records
 //! between the last one stored and `LastRec` are then not downloadable over MacNet (they stay in
 //! the tester's data file); the client warns, and the jump in [`crate::cycler::Record::index`]
@@ -61,4 +62,4 @@ pub mod sim;
 pub mod wire;
 
 pub use client::{DirectConfig, MaccorClient, MaccorConfig, MaccorDirect};
-pub use sim::{MaccorSim, SimConfig, SimHandle};
+pub use sim::{MaccorSim, RecordLog, SimConfig, SimHandle};

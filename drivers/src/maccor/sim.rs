@@ -68,9 +68,9 @@ pub struct SimConfig {
     /// `MacNetDirectModeWD`: clock seconds without a (6,8) after which a direct-mode channel
     /// suspends; `None` (the tester's 0) disables it.
     pub direct_watchdog_s: Option<f64>,
-    /// Whether the record-log read request is served. `false` answers it like a tester that
-    /// knows only MacNet's documented (write) direction: with an ERROR packet.
-    pub serve_record_log: bool,
+    /// How the record-log read request is answered (served, or as a tester that knows only
+    /// MacNet's documented write direction might).
+    pub record_log: RecordLog,
     /// Reported by (1,2).
     pub system_id: String,
 }
@@ -92,10 +92,22 @@ impl SimConfig {
             max_current_a: 10.0,
             max_voltage_v: 5.0,
             direct_watchdog_s: None,
-            serve_record_log: true,
+            record_log: RecordLog::Served,
             system_id: "MacTest sim".into(),
         }
     }
+}
+
+/// How the simulated tester answers cyclerd's record-log read request, which MacNet does not
+/// document (see the `maccor` module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordLog {
+    /// Records are served from any index.
+    Served,
+    /// Answered with an ERROR packet ("unknown opcode").
+    Refused,
+    /// Not answered at all.
+    Ignored,
 }
 
 /// What drives a channel's output during a test.
@@ -1038,7 +1050,8 @@ fn transfer(tester: &mut Tester, session: &mut Session, frame: &Frame) -> Option
         } => {
             let c = tester.channel(chan);
             match c {
-                _ if !tester.config.serve_record_log => {
+                _ if tester.config.record_log == RecordLog::Ignored => return None,
+                _ if tester.config.record_log == RecordLog::Refused => {
                     transfer_error(e::ILLEGAL_OPERATION, "unknown opcode")
                 }
                 Some(c) if file_type == wire::FILE_TYPE_RECORD_LOG => {

@@ -8,7 +8,7 @@ use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, Cycler, Record, Schedul
 use cyclerd_drivers::maccor::sim::SimHandle;
 use cyclerd_drivers::maccor::wire::{self, Reading};
 use cyclerd_drivers::maccor::{
-    DirectConfig, MaccorClient, MaccorConfig, MaccorDirect, MaccorSim, SimConfig,
+    DirectConfig, MaccorClient, MaccorConfig, MaccorDirect, MaccorSim, RecordLog, SimConfig,
 };
 use cyclerd_drivers::stage::PowerStage;
 use cyclerd_drivers::{Clock, DriverError};
@@ -314,7 +314,7 @@ async fn a_reading_answered_for_another_channel_is_refused_not_attributed() {
     sim.misroute_next_reading(1);
     let err = client.status(&[channel(6)]).await.unwrap_err();
     assert!(
-        matches!(&err, DriverError::BadReply { message, .. } if message.contains("channel Some(1)") && message.contains("channel 6")),
+        matches!(&err, DriverError::BadReply { message, .. } if message.contains("for channel 1, to a request for channel 6")),
         "{err}"
     );
     let status = client.status(&[channel(6)]).await.unwrap().remove(0);
@@ -428,30 +428,44 @@ async fn a_finished_test_is_reset_before_the_next_start_on_its_channel() {
 
 #[tokio::test]
 async fn a_tester_without_the_record_download_falls_back_to_the_newest_reading() {
-    let clock = Clock::manual();
-    let mut config = SimConfig::new(1, cell(0.5));
-    config.serve_record_log = false;
-    let sim = tester(&clock, config).await;
-    let mut client = connect(&sim).await;
-    let ch = channel(0);
-    client.start(ch, &rest("1 hour"), "fallback").await.unwrap();
-    clock.advance(95.0);
-    let records = client.records(ch, 1, 100).await.unwrap();
-    let last = sim.snapshot(0).last_rec;
-    assert_eq!(records.len(), 1);
-    assert_eq!(records[0].index, u64::from(last));
-    assert!(
-        client
-            .records(ch, u64::from(last) + 1, 100)
+    for behaviour in [RecordLog::Refused, RecordLog::Ignored] {
+        let clock = Clock::manual();
+        let mut config = SimConfig::new(1, cell(0.5));
+        config.record_log = behaviour;
+        let sim = tester(&clock, config).await;
+        let mut client = within(
+            "connecting",
+            MaccorClient::connect(sim.client_config(Duration::from_millis(300))),
+        )
+        .await
+        .unwrap();
+        let ch = channel(0);
+        client.start(ch, &rest("1 hour"), "fallback").await.unwrap();
+        clock.advance(95.0);
+        let records = within("the first download", client.records(ch, 1, 100))
             .await
-            .unwrap()
-            .is_empty()
-    );
-    // The link is still usable after the refused download.
-    assert_eq!(
-        client.status(&[ch]).await.unwrap()[0].state,
-        ChannelState::Running
-    );
+            .unwrap();
+        let last = sim.snapshot(0).last_rec;
+        assert_eq!(records.len(), 1, "{behaviour:?}");
+        assert_eq!(records[0].index, u64::from(last), "{behaviour:?}");
+        assert!(
+            client
+                .records(ch, u64::from(last) + 1, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Both links are still usable after the refused download.
+        assert_eq!(
+            client.status(&[ch]).await.unwrap()[0].state,
+            ChannelState::Running
+        );
+        client.stop(ch).await.unwrap();
+        client
+            .start(ch, &rest("1 hour"), "after-fallback")
+            .await
+            .unwrap();
+    }
 }
 
 #[tokio::test]
