@@ -132,8 +132,16 @@ struct Test {
     last_record_s: f64,
     /// Seconds between records (`None` for none).
     record_every_s: Option<f64>,
-    /// Direct mode's own counters (a procedure's come from the engine).
-    step_start_s: f64,
+    /// Direct mode's charge and energy counters (a procedure's come from the engine).
+    capacity_ah: f64,
+    energy_wh: f64,
+}
+
+/// The counters of a step that just ended, for the record that closes it.
+#[derive(Clone, Copy)]
+struct StepEnd {
+    step: u16,
+    duration_s: f64,
     capacity_ah: f64,
     energy_wh: f64,
 }
@@ -289,9 +297,9 @@ impl Channel {
         }
     }
 
-    /// The (4,7) reading now; `step` overrides the step counters (for the record that ends a
-    /// step).
-    fn reading(&self, clock: &Clock, ended: Option<(u16, f64, f64, f64)>) -> Reading {
+    /// The (4,7) reading now; `ended` replaces the step counters in the record that closes a
+    /// step.
+    fn reading(&self, clock: &Clock, ended: Option<StepEnd>) -> Reading {
         let voltage = self.cell.terminal_voltage(self.current_a);
         let (cycle, step, test_time, step_time, cap, energy) = match &self.test {
             None => (0, 0, 0.0, 0.0, 0.0, 0.0),
@@ -307,17 +315,20 @@ impl Channel {
                         s.step_energy_wh,
                     )
                 }
+                // Direct mode is one step.
                 Control::Direct { .. } => (
                     0,
                     1,
                     t.test_time_s,
-                    t.test_time_s - t.step_start_s,
+                    t.test_time_s,
                     t.capacity_ah,
                     t.energy_wh,
                 ),
             },
         };
-        let (step, step_time, cap, energy) = ended.unwrap_or((step, step_time, cap, energy));
+        let (step, step_time, cap, energy) = ended.map_or((step, step_time, cap, energy), |e| {
+            (e.step, e.duration_s, e.capacity_ah, e.energy_wh)
+        });
         Reading {
             rf1: self.rf1,
             rf2: self.rf2,
@@ -336,7 +347,7 @@ impl Channel {
         }
     }
 
-    fn log_record(&mut self, clock: &Clock, ended: Option<(u16, f64, f64, f64)>) {
+    fn log_record(&mut self, clock: &Clock, ended: Option<StepEnd>) {
         let mut r = self.reading(clock, ended);
         r.last_rec = self.log.len() as u32 + 1;
         self.log.push(r);
@@ -412,13 +423,11 @@ impl Channel {
                         temperature_c: Some(temperature),
                     });
                     *command = update.command;
-                    let ended = update.ended_step.map(|s| {
-                        (
-                            (s.plan_index + 1) as u16,
-                            s.duration_s,
-                            s.charge_ah + s.discharge_ah,
-                            s.energy_wh,
-                        )
+                    let ended = update.ended_step.map(|s| StepEnd {
+                        step: (s.plan_index + 1) as u16,
+                        duration_s: s.duration_s,
+                        capacity_ah: s.charge_ah + s.discharge_ah,
+                        energy_wh: s.energy_wh,
                     });
                     Some((update.step_changed, ended, update.outcome))
                 }
@@ -473,7 +482,6 @@ impl Channel {
             test_time_s: 0.0,
             last_record_s: 0.0,
             record_every_s,
-            step_start_s: 0.0,
             capacity_ah: 0.0,
             energy_wh: 0.0,
         });
