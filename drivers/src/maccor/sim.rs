@@ -1429,6 +1429,7 @@ impl SimHandle {
 mod tests {
     use super::*;
     use crate::cell::Chemistry;
+    use serde_json::Map;
 
     fn config() -> SimConfig {
         SimConfig::new(
@@ -1510,6 +1511,24 @@ mod tests {
         assert_eq!(ask(&mut t, &req(6, 8, rest)), "Illegal value");
         t.faults.failing = 1;
         assert_eq!(ask(&mut t, &req(1, 2, "")), "MacNet error");
+    }
+
+    #[test]
+    fn fclass_0_echoes_in_both_encodings() {
+        let mut t = tester();
+        let mut session = Session::default();
+        let echo = Frame::request(wire::ECHO, 1, 0);
+        let reply = binary_reply(&mut t, &mut session, &echo).unwrap();
+        assert_eq!(reply.encode(), echo.encode());
+        let line = wire::json_request(3, wire::ECHO, Some(1), Map::new());
+        match wire::parse_json_reply(&json_reply(&mut t, &line)).unwrap() {
+            wire::JsonReply::Result {
+                id, function, chan, ..
+            } => {
+                assert_eq!((id, function, chan), (Some(3), wire::ECHO, Some(1)));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     proptest::proptest! {

@@ -61,8 +61,6 @@ pub const OUTPUT_LEN: usize = 18;
 pub const READING_LEN: usize = 46;
 /// (6,7) data length in the inferred binary form.
 pub const DIRECT_START_LEN: usize = NAME_LEN + OUTPUT_LEN + 12;
-/// The "all selected channels" channel number of (6,2).
-pub const ALL_SELECTED: u16 = 65535;
 /// A setpoint beyond any channel's range, which (6,7)/(6,8) read as "no limit" (the value the
 /// open client uses; "set outside range to ignore").
 pub const IGNORE: f32 = 65536.0;
@@ -86,7 +84,7 @@ const fn function(class: u16, num: u16) -> Function {
     Function { class, num }
 }
 
-/// FClass 0 echoes the frame.
+/// FClass 0 echoes the frame (any FNum; this is the one to send).
 pub const ECHO: Function = function(0, 0);
 pub const VERSION: Function = function(1, 1);
 pub const SYSTEM_INFO: Function = function(1, 2);
