@@ -20,6 +20,9 @@
 //! - [`transport`]: transports shared by families (pseudo-terminals for serial simulators).
 //! - [`scpi`]: SCPI SMUs, supplies and loads over raw TCP (dialect table chosen by `*IDN?`),
 //!   with a supply + load pair stage and a multi-dialect simulator.
+//! - [`maccor`]: Maccor testers over MacNet (JSON and binary TCP): `wire` (frames, messages,
+//!   code tables), `client` (the [`cycler::Cycler`] driver, and direct mode as a
+//!   [`stage::PowerStage`]) and `sim` (a many-channel tester running the procedures it is sent).
 //! - [`error`]: [`DriverError`], what a device or its link can do wrong.
 
 pub mod cell;
@@ -27,6 +30,7 @@ pub mod clock;
 pub mod cycler;
 pub mod ea_psb;
 pub mod error;
+pub mod maccor;
 pub mod neware;
 pub mod riden;
 pub mod scpi;

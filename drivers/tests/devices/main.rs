@@ -3,6 +3,7 @@
 //! family's tests along with its unit tests.
 
 mod ea_psb;
+mod maccor;
 mod neware;
 #[cfg(unix)]
 mod riden;
