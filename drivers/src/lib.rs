@@ -13,11 +13,16 @@
 //!   table and scaling), `client` (the driver) and `sim` (a Modbus TCP server backed by a cell).
 //! - [`riden`]: Riden RD60xx charge-only supplies over Modbus RTU on a serial line, in the same
 //!   three parts (the simulator serves a pseudo-terminal).
+//! - [`arbin`]: Arbin cyclers through CTI (binary frames over TCP): `wire` (frames, one codec
+//!   per message, status and result tables), `client` (the [`cycler::Cycler`] driver: login,
+//!   channel info matched by index, schedule upload, assign and start, record download) and
+//!   `sim` (a MITS console serving CTI, running the schedules it is sent on simulated cells).
 //! - [`transport`]: transports shared by families (pseudo-terminals for serial simulators).
 //! - [`scpi`]: SCPI SMUs, supplies and loads over raw TCP (dialect table chosen by `*IDN?`),
 //!   with a supply + load pair stage and a multi-dialect simulator.
 //! - [`error`]: [`DriverError`], what a device or its link can do wrong.
 
+pub mod arbin;
 pub mod cell;
 pub mod clock;
 pub mod cycler;
