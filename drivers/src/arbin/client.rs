@@ -212,15 +212,15 @@ async fn session(
     }
 }
 
-/// Refuses a command's non-zero `code` with a clear error: a bad channel index is a
+/// Refuses `command`'s non-zero result `code` with a clear error: a bad channel index is a
 /// configuration error, the rest are refusals with what to do.
 fn check_result(
-    table: &[(u8, &str)],
+    command: u32,
     code: u8,
     channel: u32,
     during: &'static str,
 ) -> Result<(), DriverError> {
-    let described = result::describe(table, code);
+    let described = result::describe(command, code);
     let hint = match code {
         result::OK => return Ok(()),
         result::BAD_CHANNEL => {
@@ -232,7 +232,7 @@ fn check_result(
         result::MONITOR_BUSY => {
             "; close the dialog open in MITS Pro's Monitor & Control window, then try again"
         }
-        _ if std::ptr::eq(table, result::START) => match code {
+        _ if command == cmd::START => match code {
             result::START_CHANNEL_RUNNING => "; stop the test on the channel first",
             result::START_NOT_CONNECTED => "; check the unit's connection to MITS Pro",
             result::START_NO_SCHEDULE => "; the schedule was not assigned to the channel",
@@ -492,7 +492,7 @@ impl ArbinClient {
                 records: Vec::new(),
                 ..fb
             })),
-            code => check_result(result::RECORDS, code, channel, during).map(|()| None),
+            code => check_result(cmd::GET_RECORDS, code, channel, during).map(|()| None),
         }
     }
 
@@ -527,7 +527,6 @@ impl ArbinClient {
         &mut self,
         request: &Frame,
         command: u32,
-        table: &[(u8, &str)],
         channel: u32,
         during: &'static str,
     ) -> Result<(), DriverError> {
@@ -542,7 +541,7 @@ impl ArbinClient {
                 ),
             ));
         }
-        check_result(table, fb.result, channel, during)
+        check_result(command, fb.result, channel, during)
     }
 
     /// Uploads `data` as `path` over a fresh logged-in file connection.
@@ -701,7 +700,6 @@ impl Cycler for ArbinClient {
         self.command(
             &assign.to_frame(),
             cmd::ASSIGN_SCHEDULE,
-            result::ASSIGN,
             index,
             "assigning the schedule",
         )
@@ -710,14 +708,8 @@ impl Cycler for ArbinClient {
             test_name: name,
             channels: vec![start_index],
         };
-        self.command(
-            &start.to_frame(),
-            cmd::START,
-            result::START,
-            index,
-            "starting the test",
-        )
-        .await
+        self.command(&start.to_frame(), cmd::START, index, "starting the test")
+            .await
     }
 
     async fn stop(&mut self, channel: ChannelAddr) -> Result<(), DriverError> {
@@ -728,7 +720,6 @@ impl Cycler for ArbinClient {
         self.command(
             &stop.to_frame(),
             cmd::STOP,
-            result::STOP,
             channel.channel,
             "stopping the test",
         )
@@ -857,7 +848,7 @@ mod tests {
 
     #[test]
     fn result_codes_become_clear_errors() {
-        let err = check_result(result::START, 0x10, 6, "starting the test").unwrap_err();
+        let err = check_result(cmd::START, 0x10, 6, "starting the test").unwrap_err();
         assert!(matches!(err, DriverError::Identity(_)), "{err}");
         assert!(err.to_string().contains("index 6"), "{err}");
         for (code, words) in [
@@ -866,15 +857,15 @@ mod tests {
             (0x13, "not connected"),
             (0x15, "no schedule is assigned"),
         ] {
-            let err = check_result(result::START, code, 2, "starting the test").unwrap_err();
+            let err = check_result(cmd::START, code, 2, "starting the test").unwrap_err();
             assert!(matches!(err, DriverError::Refused { .. }), "{err}");
             assert!(err.to_string().contains(words), "{code}: {err}");
             assert!(!err.is_link_lost());
         }
         // The same code means something else for ASSIGN_SCHEDULE.
-        let err = check_result(result::ASSIGN, 0x12, 2, "assigning").unwrap_err();
+        let err = check_result(cmd::ASSIGN_SCHEDULE, 0x12, 2, "assigning").unwrap_err();
         assert!(err.to_string().contains("schedule name is empty"), "{err}");
-        assert!(check_result(result::STOP, 0, 2, "stopping").is_ok());
+        assert!(check_result(cmd::STOP, 0, 2, "stopping").is_ok());
     }
 
     #[test]

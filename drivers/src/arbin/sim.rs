@@ -560,7 +560,7 @@ impl Console {
             }
         };
         if r.schedule.is_empty() {
-            return reply(0x12);
+            return reply(result::ASSIGN_NAME_EMPTY);
         }
         if !self.files.contains_key(&file_key(&r.schedule)) {
             return reply(result::ASSIGN_NOT_FOUND);
@@ -583,10 +583,10 @@ impl Console {
             return Self::common(cmd::START, first, result::MONITOR_BUSY);
         }
         if r.channels.is_empty() {
-            return Self::common(cmd::START, first, 0x1F);
+            return Self::common(cmd::START, first, result::START_NO_CHANNEL_SELECTED);
         }
         if r.test_name.is_empty() {
-            return Self::common(cmd::START, first, 0x23);
+            return Self::common(cmd::START, first, result::START_NO_TEST_NAME);
         }
         // Every channel is checked before any starts.
         let mut plans = Vec::new();
@@ -612,7 +612,7 @@ impl Console {
                 Ok(plan) => plan,
                 Err(e) => {
                     tracing::debug!("arbin sim: schedule {schedule} does not import: {e}");
-                    return refuse(0x14);
+                    return refuse(result::START_INCOMPATIBLE);
                 }
             };
             let ids = step_ids(&plan.steps);
@@ -620,7 +620,7 @@ impl Console {
                 Ok(engine) => plans.push((i, engine, ids)),
                 Err(e) => {
                     tracing::debug!("arbin sim: schedule {schedule} refused: {e}");
-                    return refuse(0x26);
+                    return refuse(result::START_SAFETY_PRECHECK);
                 }
             }
         }

@@ -17,15 +17,15 @@
 //! | LOGIN feedback | u32 result, 4-byte IP, 16-byte serial, ... u32 channel count at 8664 (8678 bytes) | pyctiarbin |
 //! | GET_CHANNELS_INFO | i16 channel (-1 all), i16 selection, u32 need flags, 32 reserved | facts, pyctiarbin, ctitoolbox |
 //! | its feedback | u32 count, then per channel a 1753-byte block and its aux values | pyctiarbin (fork), issue 24 |
-//! | ASSIGN_SCHEDULE | i32 channel, u8 all, schedule [200], f32 capacity, barcode [72], 16 f32 user variables, 32 reserved | pyctiarbin |
-//! | START | test name [72], u32 channel count, u16 per channel | pyctiarbin |
+//! | ASSIGN_SCHEDULE | i32 channel, u8 all, schedule w200, f32 capacity, barcode w72, 16 f32 user variables, 32 reserved | pyctiarbin |
+//! | START | test name w72, u32 channel count, u16 per channel | pyctiarbin |
 //! | STOP | u32 channel, u8 all, 101 reserved | facts, pyctiarbin |
 //! | common feedback | i32 channel, u8 result, 101 reserved (128 bytes) | facts, pyctiarbin |
-//! | UPLOAD | path [1024], u64 file length, u32 package count, u32 index, f64 time, MD5, data | facts; MD5 as 32 hex characters *inferred* |
+//! | UPLOAD | path w1024, u64 file length, u32 package count, u32 index, f64 time, MD5, data | facts; MD5 as 32 hex characters *inferred* |
 //! | UPLOAD feedback | u32 result, f64 time, u32 package count, u32 index | field names from ctitoolbox, layout *inferred* |
 //! | GET_RECORDS | **cyclerd extension**, see [`RecordsRequest`] | cyclerd |
 //!
-//! `[n]` is a UTF-16LE array of n code units. Result codes differ per command; the tables are
+//! `wN` is a UTF-16LE array of N code units. Result codes differ per command; the tables are
 //! in [`result`]. Every decoder answers malformed input with a [`WireError`], never a panic.
 
 use std::fmt;
@@ -113,7 +113,6 @@ pub mod need {
 /// The aux kinds in the order their counts and values appear in a channel block.
 pub mod aux {
     pub const KINDS: usize = 12;
-    pub const VOLTAGE: usize = 0;
     pub const TEMPERATURE: usize = 1;
     pub const NAMES: [&str; KINDS] = [
         "voltage",
@@ -212,7 +211,12 @@ pub mod result {
     pub const MONITOR_BUSY: u8 = 0x11;
     pub const START_CHANNEL_RUNNING: u8 = 0x12;
     pub const START_NOT_CONNECTED: u8 = 0x13;
+    pub const START_INCOMPATIBLE: u8 = 0x14;
     pub const START_NO_SCHEDULE: u8 = 0x15;
+    pub const START_NO_CHANNEL_SELECTED: u8 = 0x1F;
+    pub const START_NO_TEST_NAME: u8 = 0x23;
+    pub const START_SAFETY_PRECHECK: u8 = 0x26;
+    pub const ASSIGN_NAME_EMPTY: u8 = 0x12;
     pub const ASSIGN_NOT_FOUND: u8 = 0x13;
     pub const ASSIGN_CHANNEL_RUNNING: u8 = 0x14;
     /// Answer to a GET_RECORDS request that names a channel with no test (cyclerd extension).
@@ -270,9 +274,20 @@ pub mod result {
         (0x12, "no test has run on the channel"),
     ];
 
-    /// `code` in words from `table`, with the code itself.
-    pub fn describe(table: &[(u8, &str)], code: u8) -> String {
-        match table.iter().find(|(c, _)| *c == code) {
+    /// The result table of `command` (empty for a command without one here).
+    pub fn table(command: u32) -> &'static [(u8, &'static str)] {
+        match command {
+            super::cmd::START => START,
+            super::cmd::ASSIGN_SCHEDULE => ASSIGN,
+            super::cmd::STOP => STOP,
+            super::cmd::GET_RECORDS => RECORDS,
+            _ => &[],
+        }
+    }
+
+    /// The feedback `code` of `command` in words, with the code itself.
+    pub fn describe(command: u32, code: u8) -> String {
+        match table(command).iter().find(|(c, _)| *c == code) {
             Some((_, text)) => format!("{text} (result 0x{code:02X})"),
             None => format!("result 0x{code:02X}"),
         }
