@@ -17,6 +17,10 @@
 //!   codec per message), `client` (the [`cycler::Cycler`] driver: login, status, start with a
 //!   step file delivered to a folder the BTS PC reads, paged record download) and `sim` (a BTS
 //!   server running the step files it is sent on simulated cells).
+//! - [`arbin`]: Arbin cyclers through CTI (binary frames over TCP): `wire` (frames, one codec
+//!   per message, status and result tables), `client` (the [`cycler::Cycler`] driver: login,
+//!   channel info matched by index, schedule upload, assign and start, record download) and
+//!   `sim` (a MITS console serving CTI, running the schedules it is sent on simulated cells).
 //! - [`transport`]: transports shared by families (pseudo-terminals for serial simulators).
 //! - [`scpi`]: SCPI SMUs, supplies and loads over raw TCP (dialect table chosen by `*IDN?`),
 //!   with a supply + load pair stage and a multi-dialect simulator.
@@ -25,6 +29,7 @@
 //!   [`stage::PowerStage`]) and `sim` (a many-channel tester running the procedures it is sent).
 //! - [`error`]: [`DriverError`], what a device or its link can do wrong.
 
+pub mod arbin;
 pub mod cell;
 pub mod clock;
 pub mod cycler;

@@ -2,6 +2,7 @@
 //! per device family, named after it, so `cargo test -p cyclerd-drivers riden` selects a
 //! family's tests along with its unit tests.
 
+mod arbin;
 mod ea_psb;
 mod maccor;
 mod neware;
