@@ -723,12 +723,12 @@ mod command_line {
             &config(
                 &dir.path().join("o.sqlite"),
                 "127.0.0.1:0",
-                "[[device]]\nname = \"d\"\nfamily = \"ea-psb\"\naddress = \"127.0.0.1:1\"\nbaud = 9600\n",
+                "[[device]]\nname = \"d\"\nfamily = \"ea-psb\"\naddress = \"127.0.0.1:1\"\nbauds = 9600\n",
             ),
         );
         let (ok, err) = run(&path);
         assert!(!ok);
-        assert!(err.contains("lab.toml") && err.contains("baud"), "{err}");
+        assert!(err.contains("lab.toml") && err.contains("bauds"), "{err}");
         let path = write(
             dir.path(),
             &config(&dir.path().join("o.sqlite"), "127.0.0.1:0", "")
