@@ -94,7 +94,7 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     /// File name the cycler will know it by, with the vendor's extension (e.g. `cccv.xml`,
-    /// `CCCV.000`, `cccv.sdx`).
+    /// `CCCV.000`, `cccv.sdu`).
     pub file_name: String,
     /// The schedule text in the vendor's format.
     pub text: String,
