@@ -286,7 +286,7 @@ fn main() {
     ] {
         let hz = rt.block_on(poll_rate(device, Duration::from_secs(3)));
         println!(
-            "poll      one channel at 100 Hz, {:<28} {:>6.1} polls/s   ratio {:.2} of the configured rate",
+            "poll      one channel at 100 Hz, {:<44} {:>6.1} polls/s   ratio {:.2} of the configured rate",
             device.label(),
             hz,
             hz / 100.0
