@@ -404,6 +404,13 @@ impl Config {
                         d.name
                     ));
                 }
+                Family::Riden if d.baud.is_some() => {
+                    return fail(format!(
+                        "device[{i}] {:?}: a Riden is driven at 115200 baud; remove baud (set \
+                         the supply's own menu to 115200)",
+                        d.name
+                    ));
+                }
                 _ => {}
             }
             if let Some(dialect) = &d.dialect
@@ -512,6 +519,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("voltage_max"), "{e}");
+    }
+
+    #[test]
+    fn a_device_is_either_networked_or_serial_and_a_riden_takes_no_baud() {
+        let both = GOOD.replace(
+            "address = \"127.0.0.1:502\"",
+            "address = \"127.0.0.1:502\"\nport = \"/dev/ttyUSB0\"",
+        );
+        let e = Config::from_toml(&both, "lab.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not both or neither"), "{e}");
+        let serial = GOOD.replace(
+            "address = \"127.0.0.1:502\"",
+            "port = \"/dev/ttyUSB0\"\nbaud = 57600",
+        );
+        let c = Config::from_toml(&serial, "lab.toml").unwrap();
+        assert_eq!(c.devices[0].baud, Some(57600));
+        let riden = serial.replace("family = \"ea-psb\"", "family = \"riden\"");
+        let e = Config::from_toml(&riden, "lab.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("115200"), "{e}");
     }
 
     #[test]
