@@ -39,6 +39,7 @@ use super::wire::{
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::stage::ideal_current;
+use crate::transport::network::accept_while_linked;
 use cyclerd_protocols::import::{SourceKind, import};
 use cyclerd_protocols::{Command, Engine, Measurement, Outcome, PlanStep, Safety};
 use std::collections::HashMap;
@@ -848,22 +849,18 @@ async fn serve(
     console: Arc<Mutex<Console>>,
     port: Port,
     link: watch::Receiver<bool>,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
 ) {
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                // While the link is cut, connections are accepted and closed at once (the
-                // listener stays bound, so the console comes back on the same address).
-                Ok((stream, _)) if *link.borrow() => {
-                    tokio::spawn(connection(stream, Arc::clone(&console), port, link.clone()));
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!("arbin sim accept: {e}"),
-            },
-        }
-    }
+    let links = link.clone();
+    accept_while_linked(listener, link, stop, "arbin sim", |stream| {
+        tokio::spawn(connection(
+            stream,
+            Arc::clone(&console),
+            port,
+            links.clone(),
+        ));
+    })
+    .await
 }
 
 async fn connection(

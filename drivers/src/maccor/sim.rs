@@ -31,6 +31,7 @@ use super::wire::{
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::stage::ideal_current;
+use crate::transport::network::accept_while_linked;
 use cyclerd_protocols::import::{SourceKind, import};
 use cyclerd_protocols::{Command, Engine, Measurement, Outcome, Safety};
 use serde_json::Value;
@@ -1199,28 +1200,18 @@ async fn serve(
     tester: Arc<Mutex<Tester>>,
     protocol: Protocol,
     link: watch::Receiver<bool>,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
 ) {
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                // While the link is cut, connections are accepted and closed at once (the
-                // listener stays bound, so the tester comes back on the same address).
-                Ok((stream, _)) if *link.borrow() => {
-                    let _ = stream.set_nodelay(true);
-                    let tester = Arc::clone(&tester);
-                    let link = link.clone();
-                    match protocol {
-                        Protocol::Json => tokio::spawn(json_connection(stream, tester, link)),
-                        Protocol::Binary => tokio::spawn(binary_connection(stream, tester, link)),
-                    };
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!("maccor sim accept: {e}"),
-            },
-        }
-    }
+    let links = link.clone();
+    accept_while_linked(listener, link, stop, "maccor sim", |stream| {
+        let tester = Arc::clone(&tester);
+        let link = links.clone();
+        match protocol {
+            Protocol::Json => tokio::spawn(json_connection(stream, tester, link)),
+            Protocol::Binary => tokio::spawn(binary_connection(stream, tester, link)),
+        };
+    })
+    .await
 }
 
 /// Waits out the injected reply delay; false when the link was cut meanwhile.

@@ -24,6 +24,7 @@ use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::cycler::{ChannelAddr, Record};
 use crate::stage::ideal_current;
+use crate::transport::network::accept_while_linked;
 use cyclerd_protocols::import::{SourceKind, import};
 use cyclerd_protocols::{Command, Control, Engine, Measurement, Outcome, PlanStep, Safety};
 use std::io;
@@ -703,22 +704,13 @@ async fn serve(
     listener: TcpListener,
     state: Arc<Mutex<SimState>>,
     link: watch::Receiver<bool>,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
 ) {
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                // While the link is cut, connections are accepted and closed at once (the
-                // listener stays bound, so the server comes back on the same address).
-                Ok((stream, _)) if *link.borrow() => {
-                    tokio::spawn(connection(stream, Arc::clone(&state), link.clone()));
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!("neware sim accept: {e}"),
-            },
-        }
-    }
+    let links = link.clone();
+    accept_while_linked(listener, link, stop, "neware sim", |stream| {
+        tokio::spawn(connection(stream, Arc::clone(&state), links.clone()));
+    })
+    .await
 }
 
 async fn connection(

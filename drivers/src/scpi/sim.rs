@@ -15,6 +15,7 @@ use super::wire::{self, Ratings};
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::transport::Endpoint;
+use crate::transport::network::accept_while_linked;
 #[cfg(unix)]
 use crate::transport::{
     line::{Line, LineControl},
@@ -675,23 +676,13 @@ async fn serve(
     bench: Arc<Mutex<Bench>>,
     idx: usize,
     link: watch::Receiver<bool>,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
 ) {
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted {
-                // While the link is cut, connections are accepted and closed at once (the
-                // listener stays bound, so the device comes back on the same address).
-                Ok((stream, _)) if *link.borrow() => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, Arc::clone(&bench), idx, link.clone()));
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!("scpi sim accept: {e}"),
-            },
-        }
-    }
+    let links = link.clone();
+    accept_while_linked(listener, link, stop, "scpi sim", |stream| {
+        tokio::spawn(connection(stream, Arc::clone(&bench), idx, links.clone()));
+    })
+    .await
 }
 
 async fn connection(

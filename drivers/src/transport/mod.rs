@@ -2,6 +2,7 @@
 //!
 //! - [`Endpoint`]: where a device is, on the network or on a serial port.
 //! - `modbus`: the timed, checked transaction helpers every Modbus client uses.
+//! - `network`: the accept loop every network simulator shares (cut links close connections).
 //! - [`pty`] (unix): pseudo-terminal pairs, so a simulator can serve a serial protocol on the
 //!   master while a driver opens the slave path as if it were a USB-serial adapter.
 //! - [`line`] (unix): a simulated serial line on a pseudo-terminal, with cable pulls and
@@ -10,6 +11,7 @@
 #[cfg(unix)]
 pub mod line;
 pub(crate) mod modbus;
+pub(crate) mod network;
 #[cfg(unix)]
 pub mod pty;
 
