@@ -201,6 +201,43 @@ pub enum Family {
     /// Riden RD60xx over Modbus RTU on a serial port (`port`); charge-only.
     #[serde(rename = "riden")]
     Riden,
+    /// A Neware BTS server through the BTS API (`address`, port 502 as shipped): native.
+    /// Step files go to `step_folder`, which the BTS PC must read as `remote_step_folder`.
+    #[serde(rename = "neware")]
+    Neware,
+    /// A Maccor tester over MacNet (`address` = JSON port, 57570 as shipped; `binary_port`,
+    /// default 57560): native, the tester runs the compiled procedure.
+    #[serde(rename = "maccor")]
+    Maccor,
+    /// A Maccor tester's channels in MacNet direct mode: stepped, cyclerd's engine sets the
+    /// output (at most every 100 ms). Same keys as `maccor`, plus `nominal_current` and
+    /// `nominal_voltage` as the channel's output limits.
+    #[serde(rename = "maccor-direct")]
+    MaccorDirect,
+    /// An Arbin MITS Pro console through CTI (`address` = control port, 9031 as shipped;
+    /// `file_port`, default 9032; `username`, `password`): native.
+    #[serde(rename = "arbin")]
+    Arbin,
+}
+
+impl Family {
+    /// Whether the device runs schedules itself (the daemon follows it) rather than being
+    /// stepped by the daemon.
+    pub fn is_native(self) -> bool {
+        matches!(self, Family::Neware | Family::Maccor | Family::Arbin)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Family::EaPsb => "ea-psb",
+            Family::Scpi => "scpi",
+            Family::Riden => "riden",
+            Family::Neware => "neware",
+            Family::Maccor => "maccor",
+            Family::MaccorDirect => "maccor-direct",
+            Family::Arbin => "arbin",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,7 +246,8 @@ pub struct DeviceConfig {
     /// Names the device in channel ids (`NAME/N`).
     pub name: String,
     pub family: Family,
-    /// host:port of a networked device (ea-psb, scpi).
+    /// host:port of a networked device (ea-psb, scpi; the main port of a neware, maccor or
+    /// arbin).
     pub address: Option<SocketAddr>,
     /// Serial port of a serial device (riden; ea-psb and scpi instead of `address`), e.g.
     /// "/dev/ttyUSB0" or "COM3".
@@ -223,21 +261,41 @@ pub struct DeviceConfig {
     /// Modbus unit id.
     #[serde(default = "default_unit")]
     pub unit: u8,
-    /// Wall-time bound on one transaction.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
+    /// Wall-time bound on one transaction (default 1000 ms; 5000 ms for neware, maccor and
+    /// arbin, whose record downloads are large).
+    pub timeout_ms: Option<u64>,
     /// Override the nominal ratings read from the device's type designation.
     pub nominal_voltage: Option<f64>,
     pub nominal_current: Option<f64>,
     pub nominal_power: Option<f64>,
+    /// Neware: the folder cyclerd writes step files to, shared with the BTS PC.
+    pub step_folder: Option<PathBuf>,
+    /// Neware: the same folder as the BTS PC names it (e.g. `D:\\cyclerd\\steps` when
+    /// `step_folder` is the Samba mount of it); unset when both see the same path.
+    pub remote_step_folder: Option<String>,
+    /// Neware and Arbin login (Neware default admin/neware).
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Maccor: the binary MacNet port (default 57560).
+    pub binary_port: Option<u16>,
+    /// Arbin: the CTI file port (default 9032).
+    pub file_port: Option<u16>,
 }
 
 fn default_unit() -> u8 {
     1
 }
 
-fn default_timeout_ms() -> u64 {
-    1000
+impl DeviceConfig {
+    /// The transaction timeout, defaulted by family.
+    pub fn timeout(&self) -> std::time::Duration {
+        let default = if self.family.is_native() || self.family == Family::MaccorDirect {
+            5000
+        } else {
+            1000
+        };
+        std::time::Duration::from_millis(self.timeout_ms.unwrap_or(default))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -401,6 +459,39 @@ impl Config {
                 Family::Riden if d.port.is_none() || d.address.is_some() => {
                     return fail(format!(
                         "device[{i}] {:?}: a serial device needs port = \"/dev/ttyUSB0\" (or COM3)",
+                        d.name
+                    ));
+                }
+                Family::Neware | Family::Maccor | Family::MaccorDirect | Family::Arbin
+                    if d.address.is_none() || d.port.is_some() =>
+                {
+                    return fail(format!(
+                        "device[{i}] {:?}: a {} is reached over the network; give address = \
+                         \"host:port\" (and no port)",
+                        d.name,
+                        d.family.name()
+                    ));
+                }
+                Family::Neware if d.step_folder.is_none() => {
+                    return fail(format!(
+                        "device[{i}] {:?}: a neware needs step_folder = \"DIR\", a folder the \
+                         BTS PC can read (and remote_step_folder if it names it differently)",
+                        d.name
+                    ));
+                }
+                Family::Arbin if d.username.is_none() || d.password.is_none() => {
+                    return fail(format!(
+                        "device[{i}] {:?}: an arbin needs username and password (the MITS Pro \
+                         login CTI uses)",
+                        d.name
+                    ));
+                }
+                Family::MaccorDirect
+                    if d.nominal_current.is_none() || d.nominal_voltage.is_none() =>
+                {
+                    return fail(format!(
+                        "device[{i}] {:?}: maccor-direct needs nominal_current and \
+                         nominal_voltage, the channel's output limits in direct mode",
                         d.name
                     ));
                 }

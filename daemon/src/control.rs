@@ -55,7 +55,9 @@ fn to_status(e: StartError) -> GrpcStatus {
         StartError::Protocol(_) | StartError::MissingMetadata(_) => {
             GrpcStatus::invalid_argument(e.to_string())
         }
-        StartError::ChannelGone(_) => GrpcStatus::unavailable(e.to_string()),
+        StartError::ChannelGone(_) | StartError::Device(_) => {
+            GrpcStatus::unavailable(e.to_string())
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //! `cyclerd run` and `cyclerd demo` use.
 
 use crate::config::Config;
-use crate::devices::{self, ChannelStart};
+use crate::config::DeviceConfig;
+use crate::devices::{self, ChannelStart, PendingNative};
 use crate::outbox::{Checkpoint, Outbox};
 use crate::proto::control::{ChannelSnapshot, OutboxStatus, Status};
 use crate::runner::{ChannelCmd, ChannelSpec, Shared, StartError, TestRequest};
@@ -66,6 +67,21 @@ impl Summary {
     }
 }
 
+/// A device that could not be connected, named as the configuration names it.
+fn device_error(
+    origin: &str,
+    index: usize,
+    device: &DeviceConfig,
+    e: cyclerd_drivers::DriverError,
+) -> anyhow::Error {
+    let at = device
+        .address
+        .map(|a| a.to_string())
+        .or_else(|| device.port.clone())
+        .unwrap_or_default();
+    anyhow::anyhow!("{origin}: device[{index}] {:?} at {at}: {e}", device.name)
+}
+
 impl Daemon {
     /// Opens the store, connects every device (an unreachable one is an error naming it and its
     /// address), and starts the uploader and the channel runners.
@@ -89,6 +105,8 @@ impl Daemon {
         let (stop_uploader, uploader_rx) = watch::channel(false);
         let mut runners = JoinSet::new();
         let mut channels = BTreeMap::new();
+        // Native channels by cycler: one connection and one runner per cycler.
+        let mut cyclers: BTreeMap<String, (usize, Vec<PendingNative>)> = BTreeMap::new();
         for (i, ch) in config.channels.iter().enumerate() {
             let device = config
                 .device(ch.device_name())
@@ -122,18 +140,37 @@ impl Daemon {
                 cmds: cmd_rx,
                 stop: runners_rx.clone(),
             };
-            let at = device
-                .address
-                .map(|a| a.to_string())
-                .or_else(|| device.port.clone())
-                .unwrap_or_default();
+            channels.insert(ch.id.clone(), ChannelHandle { cmds, live });
+            if device.family.is_native() {
+                let number = ch.id.rsplit_once('/').and_then(|(_, n)| n.parse().ok());
+                cyclers
+                    .entry(device.name.clone())
+                    .or_insert_with(|| (index, Vec::new()))
+                    .1
+                    .push(PendingNative {
+                        start,
+                        number: number.unwrap_or(0),
+                    });
+                continue;
+            }
             let load = ch.load.as_deref().and_then(|name| config.device(name));
             devices::spawn_channel(device, load, start, &mut runners)
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!("{origin}: device[{index}] {:?} at {at}: {e}", device.name)
-                })?;
-            channels.insert(ch.id.clone(), ChannelHandle { cmds, live });
+                .map_err(|e| device_error(origin, index, device, e))?;
+        }
+        for (name, (index, pending)) in cyclers {
+            let Some(device) = config.device(&name) else {
+                continue;
+            };
+            devices::spawn_cycler(
+                device,
+                pending,
+                shared.clone(),
+                runners_rx.clone(),
+                &mut runners,
+            )
+            .await
+            .map_err(|e| device_error(origin, index, device, e))?;
         }
         for (channel, c) in interrupted {
             // Its channel is gone from the configuration: the test cannot continue anywhere.

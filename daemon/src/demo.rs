@@ -35,6 +35,12 @@ pub enum DemoDevice {
     Scpi,
     /// Riden RD6006 over Modbus RTU on a pseudo-terminal (charge-only; unix).
     Riden,
+    /// One Neware BTS cycler (BTS API, XML over TCP) with a channel per cell: native.
+    Neware,
+    /// One Maccor tester (MacNet JSON + binary over TCP) with a channel per cell: native.
+    Maccor,
+    /// One Arbin MITS Pro console (CTI over TCP) with a channel per cell: native.
+    Arbin,
 }
 
 impl DemoDevice {
@@ -43,9 +49,23 @@ impl DemoDevice {
             DemoDevice::EaPsb => "EA PSB 10060-60 (Modbus TCP)",
             DemoDevice::Scpi => "EA PSB 10060-60 (SCPI)",
             DemoDevice::Riden => "Riden RD6006 (Modbus RTU, pseudo-terminal)",
+            DemoDevice::Neware => "Neware BTS (BTS API, native)",
+            DemoDevice::Maccor => "Maccor (MacNet, native)",
+            DemoDevice::Arbin => "Arbin MITS Pro (CTI, native)",
         }
     }
+
+    /// Whether the lab is one dedicated cycler that runs the schedules itself.
+    pub fn is_cycler(self) -> bool {
+        matches!(
+            self,
+            DemoDevice::Neware | DemoDevice::Maccor | DemoDevice::Arbin
+        )
+    }
 }
+
+/// Test time between the simulated cyclers' logged records, s.
+const CYCLER_RECORD_INTERVAL_S: f64 = 2.0;
 
 /// A simulator of a family other than the PSB: only held, so it stops when the lab does.
 type KeptSim = Box<dyn std::any::Any + Send + Sync>;
@@ -135,6 +155,8 @@ pub struct SimLab {
     _other_sims: Vec<KeptSim>,
     /// Capacity of each channel's cell.
     capacities: Vec<f64>,
+    /// The channels' ids, in the order of `capacities`.
+    channel_ids: Vec<String>,
     pub data_dir: PathBuf,
     pub hub_addr: SocketAddr,
     hub_stop: tokio::sync::oneshot::Sender<()>,
@@ -209,14 +231,30 @@ impl SimLab {
 
         let mut sims = Vec::with_capacity(channels);
         let mut other_sims: Vec<KeptSim> = Vec::new();
-        let mut capacities = Vec::with_capacity(channels);
-        let mut devices = String::new();
-        for k in 0..channels {
-            let cell = CellParams {
+        let cells: Vec<CellParams> = (0..channels)
+            .map(|k| CellParams {
                 initial_soc: 0.15 + 0.1 * (k % 4) as f64,
                 ..CellParams::new(Chemistry::Nmc, capacity_ah * (1.0 - 0.01 * (k % 5) as f64))
-            };
-            capacities.push(cell.capacity_ah);
+            })
+            .collect();
+        let capacities = cells.iter().map(|c| c.capacity_ah).collect();
+        let mut channel_ids = Vec::with_capacity(channels);
+        let mut devices = String::new();
+        if device.is_cycler() {
+            let (name, entry) =
+                cycler_sim(device, cells.clone(), &clock, &data_dir, &mut other_sims).await?;
+            devices.push_str(&format!("[[device]]\nname = \"{name}\"\n{entry}\n"));
+            for n in 1..=channels {
+                channel_ids.push(format!("{name}/{n}"));
+                devices.push_str(&format!("[[channel]]\nid = \"{name}/{n}\"\n{poll}"));
+            }
+        }
+        let stage_cells = if device.is_cycler() {
+            Vec::new()
+        } else {
+            cells
+        };
+        for (k, cell) in stage_cells.into_iter().enumerate() {
             let n = k + 1;
             let entry = match device {
                 DemoDevice::EaPsb => {
@@ -240,7 +278,9 @@ impl SimLab {
                     entry
                 }
                 DemoDevice::Riden => riden_sim(k, cell, &clock, &mut other_sims)?,
+                DemoDevice::Neware | DemoDevice::Maccor | DemoDevice::Arbin => unreachable!(),
             };
+            channel_ids.push(format!("psb{n}/1"));
             devices.push_str(&format!(
                 "[[device]]\nname = \"psb{n}\"\n{entry}\n[[channel]]\nid = \"psb{n}/1\"\n{poll}"
             ));
@@ -258,6 +298,7 @@ impl SimLab {
             sims,
             _other_sims: other_sims,
             capacities,
+            channel_ids,
             data_dir,
             hub_addr,
             hub_stop,
@@ -267,9 +308,7 @@ impl SimLab {
     }
 
     pub fn channel_ids(&self) -> Vec<String> {
-        (1..=self.capacities.len())
-            .map(|n| format!("psb{n}/1"))
-            .collect()
+        self.channel_ids.clone()
     }
 
     pub fn hub_db(&self) -> PathBuf {
@@ -317,6 +356,77 @@ impl SimLab {
             hub.await??;
         }
         Ok((summary, self.data_dir, self._temp))
+    }
+}
+
+/// Starts one simulated cycler of `device`'s family with a channel per cell; returns the
+/// device name and its `[[device]]` keys.
+async fn cycler_sim(
+    device: DemoDevice,
+    cells: Vec<CellParams>,
+    clock: &Clock,
+    data_dir: &std::path::Path,
+    keep: &mut Vec<KeptSim>,
+) -> anyhow::Result<(&'static str, String)> {
+    let channels = cells.len();
+    let cell = cells[0].clone();
+    match device {
+        DemoDevice::Neware => {
+            use cyclerd_drivers::neware::{self, NewareSim};
+            let steps = data_dir.join("neware-steps");
+            std::fs::create_dir_all(&steps)?;
+            let mut config = neware::SimConfig::new(1, 1, channels as u32, cell, &steps);
+            config.cells = cells;
+            config.record_interval_s = CYCLER_RECORD_INTERVAL_S;
+            let sim = NewareSim::spawn(
+                TcpListener::bind("127.0.0.1:0").await?,
+                config,
+                clock.clone(),
+            )?;
+            let entry = format!(
+                "family = \"neware\"\naddress = \"{}\"\nstep_folder = {:?}",
+                sim.addr(),
+                steps.display().to_string()
+            );
+            keep.push(Box::new(sim));
+            Ok(("neware1", entry))
+        }
+        DemoDevice::Maccor => {
+            use cyclerd_drivers::maccor::{self, MaccorSim};
+            let mut config = maccor::SimConfig::new(channels, cell);
+            config.cells = cells;
+            config.record_interval_s = CYCLER_RECORD_INTERVAL_S;
+            let json = TcpListener::bind("127.0.0.1:0").await?;
+            let binary = TcpListener::bind("127.0.0.1:0").await?;
+            let sim = MaccorSim::spawn(json, binary, config, clock.clone())?;
+            let entry = format!(
+                "family = \"maccor\"\naddress = \"{}\"\nbinary_port = {}",
+                sim.json_addr(),
+                sim.binary_addr().port()
+            );
+            keep.push(Box::new(sim));
+            Ok(("maccor1", entry))
+        }
+        DemoDevice::Arbin => {
+            use cyclerd_drivers::arbin::{self, ArbinSim};
+            let mut config = arbin::SimConfig::new(channels, cell);
+            config.cells = cells;
+            config.record_interval_s = CYCLER_RECORD_INTERVAL_S;
+            let (user, password) = (config.username.clone(), config.password.clone());
+            let control = TcpListener::bind("127.0.0.1:0").await?;
+            let files = TcpListener::bind("127.0.0.1:0").await?;
+            let sim = ArbinSim::spawn(control, files, config, clock.clone())?;
+            let entry = format!(
+                "family = \"arbin\"\naddress = \"{}\"\nfile_port = {}\nusername = {user:?}\npassword = {password:?}",
+                sim.control_addr(),
+                sim.file_addr().port()
+            );
+            keep.push(Box::new(sim));
+            Ok(("arbin1", entry))
+        }
+        DemoDevice::EaPsb | DemoDevice::Scpi | DemoDevice::Riden => {
+            anyhow::bail!("{} is not a cycler", device.label())
+        }
     }
 }
 

@@ -1,19 +1,24 @@
-//! From a `[[device]]` entry to a connected power stage and a running channel: the one place
-//! that knows every device family.
+//! From a `[[device]]` entry to a connected power stage or cycler and running channels: the one
+//! place that knows every device family.
 
 use crate::config::ResumePolicy;
 use crate::config::{DeviceConfig, Family};
+use crate::native::{CyclerRunner, NativeChannel};
 use crate::outbox::Checkpoint;
 use crate::proto::control::ChannelSnapshot;
 use crate::runner::{ChannelCmd, ChannelRunner, ChannelSpec, Shared};
 use cyclerd_drivers::DriverError;
+use cyclerd_drivers::arbin::{ArbinClient, ArbinConfig};
+use cyclerd_drivers::cycler::{ChannelAddr, Cycler};
 use cyclerd_drivers::ea_psb::{PsbClient, wire::Nominal};
+use cyclerd_drivers::maccor::{DirectConfig, MaccorClient, MaccorConfig, MaccorDirect};
+use cyclerd_drivers::neware::{NewareClient, NewareConfig};
 use cyclerd_drivers::riden::RidenClient;
 use cyclerd_drivers::scpi::client::{PairStage, ScpiClient, ScpiOptions};
 use cyclerd_drivers::scpi::wire::Dialect;
 use cyclerd_drivers::stage::PowerStage;
 use cyclerd_drivers::transport::Endpoint;
-use std::time::Duration;
+use cyclerd_protocols::compile::Target;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -50,7 +55,7 @@ pub async fn spawn_channel(
     start: ChannelStart,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), DriverError> {
-    let timeout = Duration::from_millis(device.timeout_ms);
+    let timeout = device.timeout();
     if let Some(load) = load {
         let supply = connect_scpi(device).await?;
         let load = connect_scpi(load).await?;
@@ -81,13 +86,172 @@ pub async fn spawn_channel(
             let client = RidenClient::connect(port, device.unit, timeout, None).await?;
             spawn(client, start, tasks);
         }
+        Family::MaccorDirect => {
+            let client = MaccorClient::connect(maccor_config(device)?).await?;
+            let n = channel_number(&start.spec.id);
+            let (Some(amps), Some(volts)) = (device.nominal_current, device.nominal_voltage) else {
+                return Err(missing("nominal_current and nominal_voltage"));
+            };
+            let mut direct = DirectConfig::new(amps as f32, volts as f32);
+            if let Some(watts) = device.nominal_power {
+                direct.max_power_w = watts as f32;
+            }
+            let addr = ChannelAddr {
+                unit: 0,
+                sub_unit: 0,
+                channel: n.saturating_sub(1),
+            };
+            let test = format!("cyclerd-direct-{n}");
+            let stage =
+                MaccorDirect::enter(client, addr, &test, direct, start.shared.clock.clone())
+                    .await?;
+            spawn(stage, start, tasks);
+        }
+        Family::Neware | Family::Maccor | Family::Arbin => {
+            return Err(DriverError::Identity(format!(
+                "{:?} runs schedules itself; its channels are followed by one cycler runner",
+                device.name
+            )));
+        }
     }
+    Ok(())
+}
+
+/// A native channel before its cycler is connected.
+pub struct PendingNative {
+    pub start: ChannelStart,
+    /// N of `DEVICE/N`: the channel's position in the cycler's own list, from 1.
+    pub number: u32,
+}
+
+/// Connects the cycler `device`, finds each channel's address on it, re-attaches and follows
+/// them all from one task on `tasks`.
+pub async fn spawn_cycler(
+    device: &DeviceConfig,
+    channels: Vec<PendingNative>,
+    shared: Shared,
+    stop: watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), DriverError> {
+    match device.family {
+        Family::Neware => {
+            let addr = device.address.ok_or_else(|| missing("address"))?;
+            let folder = device
+                .step_folder
+                .clone()
+                .ok_or_else(|| missing("step_folder"))?;
+            let mut config = NewareConfig::new(addr, folder);
+            config.remote_step_folder = device.remote_step_folder.clone();
+            if let Some(user) = &device.username {
+                config.username = user.clone();
+            }
+            if let Some(password) = &device.password {
+                config.password = password.clone();
+            }
+            config.timeout = device.timeout();
+            let client = NewareClient::connect(config).await?;
+            follow(
+                device,
+                client,
+                Target::Neware,
+                channels,
+                shared,
+                stop,
+                tasks,
+            )
+            .await
+        }
+        Family::Maccor => {
+            let client = MaccorClient::connect(maccor_config(device)?).await?;
+            follow(
+                device,
+                client,
+                Target::Maccor,
+                channels,
+                shared,
+                stop,
+                tasks,
+            )
+            .await
+        }
+        Family::Arbin => {
+            let addr = device.address.ok_or_else(|| missing("address"))?;
+            let (Some(user), Some(password)) = (&device.username, &device.password) else {
+                return Err(missing("username and password"));
+            };
+            let mut config = ArbinConfig::new(addr.ip(), user, password);
+            config.control_port = addr.port();
+            config.file_port = device.file_port.unwrap_or(config.file_port);
+            config.timeout = device.timeout();
+            let client = ArbinClient::connect(config).await?;
+            follow(device, client, Target::Arbin, channels, shared, stop, tasks).await
+        }
+        _ => Err(DriverError::Identity(format!(
+            "{:?} is a power stage, not a cycler",
+            device.name
+        ))),
+    }
+}
+
+fn maccor_config(device: &DeviceConfig) -> Result<MaccorConfig, DriverError> {
+    let addr = device.address.ok_or_else(|| missing("address"))?;
+    let mut config = MaccorConfig::new(addr.ip());
+    config.json_port = addr.port();
+    config.binary_port = device.binary_port.unwrap_or(config.binary_port);
+    config.timeout = device.timeout();
+    Ok(config)
+}
+
+/// N of a `DEVICE/N` channel id (validated by the configuration).
+fn channel_number(id: &str) -> u32 {
+    id.rsplit_once('/')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn follow<C: Cycler + 'static>(
+    device: &DeviceConfig,
+    mut cycler: C,
+    target: Target,
+    pending: Vec<PendingNative>,
+    shared: Shared,
+    stop: watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), DriverError> {
+    let listed = cycler.channels().await?;
+    let mut channels = Vec::with_capacity(pending.len());
+    for p in pending {
+        let addr = (p.number as usize)
+            .checked_sub(1)
+            .and_then(|i| listed.get(i))
+            .copied()
+            .ok_or_else(|| {
+                DriverError::Identity(format!(
+                    "channel {} does not exist: the cycler lists {} channels ({}/1 to {}/{})",
+                    p.start.spec.id,
+                    listed.len(),
+                    device.name,
+                    device.name,
+                    listed.len()
+                ))
+            })?;
+        tracing::info!(channel = %p.start.spec.id, "is channel {addr} (unit-subunit-channel) on the cycler");
+        channels.push(NativeChannel {
+            spec: p.start.spec,
+            addr,
+            live: p.start.live,
+            cmds: p.start.cmds,
+            resume: p.start.resume.map(|(checkpoint, _)| checkpoint),
+        });
+    }
+    let runner = CyclerRunner::new(device.name.clone(), cycler, target, shared, &channels);
+    tasks.spawn(runner.run(channels, stop));
     Ok(())
 }
 
 async fn connect_scpi(device: &DeviceConfig) -> Result<ScpiClient, DriverError> {
     let options = ScpiOptions {
-        timeout: Duration::from_millis(device.timeout_ms),
+        timeout: device.timeout(),
         dialect: device.dialect.as_deref().and_then(scpi_dialect),
         ..ScpiOptions::default()
     };

@@ -3,8 +3,11 @@
 //! # Layout
 //! - [`config`]: the lab configuration (TOML via `config`, `CYCLERD_*` overrides).
 //! - [`outbox`]: the SQLite outbox; one writer thread, one commit per batch, acked entries deleted.
-//! - [`devices`]: `[[device]]` entries to connected power stages (EA PSB, SCPI, Riden).
+//! - [`devices`]: `[[device]]` entries to connected power stages (EA PSB, SCPI, Riden, Maccor
+//!   direct mode) and cyclers (Neware, Maccor, Arbin).
 //! - [`runner`]: the stepped channel runner (engine + power stage + safety + sample batches).
+//! - [`native`]: the native channel runner (compile, deliver, start, follow and backfill a
+//!   dedicated cycler's channels; re-attach after a restart).
 //! - [`uploader`]: the gRPC stream from the outbox to the hub (resume, pipelining, acks, backoff).
 //! - [`daemon`]: wires the above into a running daemon and its handle.
 //! - [`control`]: the `cyclerd.daemon.v1.Control` gRPC service used by `cyclerctl`.
@@ -21,6 +24,7 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod devices;
+pub mod native;
 pub mod outbox;
 pub mod runner;
 pub mod simulate;

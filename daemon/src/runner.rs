@@ -59,6 +59,9 @@ pub enum StartError {
     ChannelGone(String),
     #[error("no test is running on channel {0}")]
     NotRunning(String),
+    /// The cycler refused or could not be reached; the message names the device and why.
+    #[error("{0}")]
+    Device(String),
 }
 
 /// Requests to a channel task.
@@ -102,9 +105,9 @@ pub struct ChannelRunner<D> {
 }
 
 /// How a test ended, as recorded.
-struct Ending {
-    outcome: &'static str,
-    reason: String,
+pub(crate) struct Ending {
+    pub(crate) outcome: &'static str,
+    pub(crate) reason: String,
 }
 
 /// A test in progress on this channel.
@@ -818,7 +821,7 @@ fn first_discharge(plan: &Plan) -> Option<String> {
 /// missed ticks are made up in bursts, so the average poll rate still matches the configured one
 /// (and when the link cannot keep up, polls simply run back to back). At real speed a late poll
 /// delays the following ones instead of bunching them.
-fn pacer(period: Duration) -> Interval {
+pub(crate) fn pacer(period: Duration) -> Interval {
     let mut ticks = tokio::time::interval(period.max(Duration::from_micros(1)));
     ticks.set_missed_tick_behavior(if period < Duration::from_millis(1) {
         MissedTickBehavior::Burst
@@ -828,32 +831,32 @@ fn pacer(period: Duration) -> Interval {
     ticks
 }
 
-/// One sample as the runner assembles it.
-struct Sample {
-    test_time_s: f64,
-    unix_time_s: f64,
-    voltage_v: f64,
-    current_a: f64,
-    cycle: u32,
-    step: u32,
-    charge_ah: f64,
-    discharge_ah: f64,
-    charge_wh: f64,
-    discharge_wh: f64,
-    temperature_c: Option<f64>,
+/// One sample as a runner assembles it.
+pub(crate) struct Sample {
+    pub(crate) test_time_s: f64,
+    pub(crate) unix_time_s: f64,
+    pub(crate) voltage_v: f64,
+    pub(crate) current_a: f64,
+    pub(crate) cycle: u32,
+    pub(crate) step: u32,
+    pub(crate) charge_ah: f64,
+    pub(crate) discharge_ah: f64,
+    pub(crate) charge_wh: f64,
+    pub(crate) discharge_wh: f64,
+    pub(crate) temperature_c: Option<f64>,
 }
 
 /// Columns being filled; sent as one outbox entry.
-struct Batch {
+pub(crate) struct Batch {
     columns: SampleBatch,
     /// Sequence number the next sample gets; contiguous per test from 0.
-    next_seq: u64,
+    pub(crate) next_seq: u64,
     /// When the oldest sample in the batch was taken (wall), to bound its wait.
     started: Instant,
 }
 
 impl Batch {
-    fn new(test_id: &str, next_seq: u64) -> Batch {
+    pub(crate) fn new(test_id: &str, next_seq: u64) -> Batch {
         Batch {
             columns: Batch::empty(test_id, next_seq),
             next_seq,
@@ -880,15 +883,15 @@ impl Batch {
         }
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.columns.voltage_v.len()
     }
 
-    fn age(&self) -> Duration {
+    pub(crate) fn age(&self) -> Duration {
         self.started.elapsed()
     }
 
-    fn push(&mut self, s: Sample) {
+    pub(crate) fn push(&mut self, s: Sample) {
         if self.len() == 0 {
             self.started = Instant::now();
         }
@@ -916,7 +919,7 @@ impl Batch {
     }
 
     /// The filled columns, leaving empty ones that continue the sequence.
-    fn take(&mut self) -> Option<SampleBatch> {
+    pub(crate) fn take(&mut self) -> Option<SampleBatch> {
         if self.len() == 0 {
             return None;
         }

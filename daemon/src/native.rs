@@ -1,0 +1,855 @@
+//! The native channel runner: the cycler runs the schedule, the daemon follows it.
+//!
+//! One task per cycler owns the connection and serves every configured channel of it: a start
+//! compiles the protocol to the cycler's schedule format, delivers and starts it; every poll
+//! asks the status of all channels in one call, then downloads each followed test's records
+//! from the index after the last one stored. A record's place in the test is the cycler's own
+//! record index, so a gap of any length (a cut link, the outbox full, a daemon restart) is
+//! filled from the cycler's log with nothing stored twice. The follow state travels with every
+//! sample batch as the channel's checkpoint, so a restarted daemon re-attaches exactly after the
+//! last committed record.
+//!
+//! The cycler owns the cell's safety here: the lab's limits are compiled into the schedule's own
+//! protection. Lost communication is recorded but does not end the test (the cycler keeps
+//! running it); the daemon reconnects and catches up.
+
+use crate::outbox::{Checkpoint, CheckpointOp, Progress};
+use crate::proto::control::ChannelSnapshot;
+use crate::proto::ingest::{Event, TestEnded, TestRegistered, entry::Body};
+use crate::runner::{
+    BATCH_SAMPLES, Batch, ChannelCmd, ChannelSpec, Sample, Shared, StartError, TestRequest, pacer,
+};
+use cyclerd_drivers::DriverError;
+use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, ChannelStatus, Cycler, Record, Schedule};
+use cyclerd_protocols::compile::{self, Target};
+use cyclerd_protocols::{Engine, Plan};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{StreamExt, StreamMap};
+
+/// Records asked for in one download call (Neware's page size).
+const PAGE_RECORDS: usize = 1000;
+/// Download calls per channel per poll, so one long backfill does not starve the others.
+const PAGES_PER_POLL: usize = 20;
+/// Polls a freshly started test may still show the channel idle before the start counts as
+/// failed (a cycler takes a moment to load a schedule).
+const START_GRACE_POLLS: u32 = 50;
+
+/// One configured channel of a cycler.
+pub struct NativeChannel {
+    pub spec: ChannelSpec,
+    /// Where the channel is on the cycler.
+    pub addr: ChannelAddr,
+    pub live: watch::Sender<ChannelSnapshot>,
+    pub cmds: mpsc::Receiver<ChannelCmd>,
+    /// The test this channel followed when the daemon last stopped, to re-attach to.
+    pub resume: Option<Checkpoint>,
+}
+
+/// What the runner must remember about a followed test, checkpointed with every batch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct FollowState {
+    /// The name the test runs under on the cycler, to tell it from someone else's.
+    cycler_test: String,
+    /// The cycler's index of the next record to download (records count from 1).
+    next_index: u64,
+    /// Step and cycle of the last stored record, to record step changes as events.
+    step: u32,
+    cycle: u32,
+    /// Test time, voltage and current of the last stored record, for the integrals.
+    last: Option<(f64, f64, f64)>,
+    /// Charge and energy into and out of the cell since the test started, integrated from the
+    /// records, so every vendor's data has the same cumulative columns whatever its own
+    /// counters mean.
+    charge_ah: f64,
+    discharge_ah: f64,
+    charge_wh: f64,
+    discharge_wh: f64,
+    /// The cycler has shown the test active; an idle channel after that means it was cleared.
+    seen_active: bool,
+}
+
+impl FollowState {
+    /// Adds the record's interval to the integrals (trapezoids between records).
+    fn integrate(&mut self, r: &Record) {
+        if let Some((t0, v0, i0)) = self.last {
+            let dt_h = (r.test_time_s - t0).max(0.0) / 3600.0;
+            let q = (i0 + r.current_a) / 2.0 * dt_h;
+            let e = (i0 * v0 + r.current_a * r.voltage_v) / 2.0 * dt_h;
+            if q >= 0.0 {
+                self.charge_ah += q;
+            } else {
+                self.discharge_ah -= q;
+            }
+            if e >= 0.0 {
+                self.charge_wh += e;
+            } else {
+                self.discharge_wh -= e;
+            }
+        }
+        self.last = Some((r.test_time_s, r.voltage_v, r.current_a));
+    }
+}
+
+/// A test this daemon follows on a channel.
+struct Follow {
+    test_id: String,
+    /// Unix time (of the clock) at which the test started; records' test time counts from it.
+    start_unix_s: f64,
+    state: FollowState,
+    batch: Batch,
+    /// The cycler's state at the last poll, to record changes once.
+    last_state: ChannelState,
+    /// Why the operator stopped the test, once a stop was sent.
+    stop_reason: Option<String>,
+    /// Polls since the start that showed the channel idle.
+    idle_polls: u32,
+}
+
+impl Follow {
+    fn progress(&self) -> Progress {
+        let t = self.state.last.map_or(0.0, |(t, _, _)| t);
+        Progress {
+            engine_json: serde_json::to_string(&self.state).unwrap_or_default(),
+            next_seq: self.batch.next_seq,
+            test_time_s: t,
+            unix_s: self.start_unix_s + t,
+            paused_s: 0.0,
+        }
+    }
+}
+
+/// A channel slot on the cycler.
+struct Slot {
+    spec: ChannelSpec,
+    addr: ChannelAddr,
+    live: watch::Sender<ChannelSnapshot>,
+    run: Option<Follow>,
+}
+
+/// The task that owns one cycler.
+pub struct CyclerRunner<C> {
+    /// The device's name in the configuration, for messages.
+    device: String,
+    cycler: C,
+    /// The schedule format this cycler takes.
+    target: Target,
+    shared: Shared,
+    /// Clock seconds between polls (the shortest of the channels').
+    poll_interval_s: f64,
+    slots: Vec<Slot>,
+    /// Unix time at which the link went quiet, and why, while it is.
+    link_lost: Option<(f64, String)>,
+    /// The outbox was full at the last poll (downloads wait; the cycler keeps the records).
+    deferred: bool,
+}
+
+/// The schedule format a cycler family takes.
+pub fn schedule_file(plan: &Plan, target: Target, test_name: &str) -> Result<Schedule, String> {
+    let text = compile::compile(plan, target).map_err(|e| e.to_string())?;
+    Ok(Schedule {
+        file_name: format!("{test_name}.{}", target.extension()),
+        text,
+    })
+}
+
+/// The name a test runs under on the cycler: short and plain enough for every vendor's field
+/// (MacNet's 25 bytes, Neware's barcode, a Windows file name) so no client has to change it,
+/// and unique per start.
+pub fn cycler_test_name(test_id: &str) -> String {
+    let hex: String = test_id.chars().filter(char::is_ascii_hexdigit).collect();
+    format!("cyclerd-{}", &hex[hex.len().saturating_sub(12)..])
+}
+
+fn state_name(state: &ChannelState) -> &'static str {
+    match state {
+        ChannelState::Idle => "idle",
+        ChannelState::Running => "running",
+        ChannelState::Paused => "paused",
+        ChannelState::Finished => "finished",
+        ChannelState::Stopped => "stopped",
+        ChannelState::Fault { .. } => "faulted",
+    }
+}
+
+impl<C: Cycler> CyclerRunner<C> {
+    pub fn new(
+        device: String,
+        cycler: C,
+        target: Target,
+        shared: Shared,
+        channels: &[NativeChannel],
+    ) -> Self {
+        let poll_interval_s = channels
+            .iter()
+            .map(|c| c.spec.poll_interval_s)
+            .fold(f64::INFINITY, f64::min);
+        CyclerRunner {
+            device,
+            cycler,
+            target,
+            shared,
+            poll_interval_s: if poll_interval_s.is_finite() {
+                poll_interval_s
+            } else {
+                1.0
+            },
+            slots: Vec::new(),
+            link_lost: None,
+            deferred: false,
+        }
+    }
+
+    /// Re-attaches interrupted tests, then follows the channels and serves their commands
+    /// until `shutdown`. Tests keep running on the cycler when the daemon stops.
+    pub async fn run(mut self, channels: Vec<NativeChannel>, mut shutdown: watch::Receiver<bool>) {
+        let mut cmds = StreamMap::new();
+        for (k, ch) in channels.into_iter().enumerate() {
+            cmds.insert(k, ReceiverStream::new(ch.cmds));
+            self.slots.push(Slot {
+                spec: ch.spec,
+                addr: ch.addr,
+                live: ch.live,
+                run: None,
+            });
+            if let Some(cp) = ch.resume {
+                self.reattach(k, cp);
+            }
+        }
+        let mut ticks = pacer(self.shared.clock.wall(self.poll_interval_s));
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                Some((k, cmd)) = cmds.next() => self.command(k, cmd).await,
+                _ = ticks.tick() => self.poll().await,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        for k in 0..self.slots.len() {
+            self.send_batch(k);
+            if self.slots[k].run.is_some() {
+                self.slots[k].live.send_modify(|s| {
+                    s.reason = "the daemon stopped; the test goes on on the cycler".into();
+                });
+            }
+        }
+    }
+
+    async fn command(&mut self, k: usize, cmd: ChannelCmd) {
+        match cmd {
+            ChannelCmd::Start { test, reply } => {
+                let _ = reply.send(self.start(k, *test).await);
+            }
+            ChannelCmd::Stop { reason, reply } => {
+                let _ = reply.send(self.stop(k, reason).await);
+            }
+        }
+    }
+
+    async fn start(&mut self, k: usize, test: TestRequest) -> Result<String, StartError> {
+        let slot = &self.slots[k];
+        if let Some(run) = &slot.run {
+            return Err(StartError::Busy {
+                channel: slot.spec.id.clone(),
+                test_id: run.test_id.clone(),
+            });
+        }
+        // The lab's limits go into the schedule's own protection: the cycler enforces them.
+        let mut plan = test.plan.clone();
+        plan.safety = plan.safety.stricter(&slot.spec.limits);
+        Engine::new(plan.clone(), &slot.spec.limits)
+            .map_err(|e| StartError::Protocol(e.to_string()))?;
+        let test_id = uuid::Uuid::now_v7().to_string();
+        let name = cycler_test_name(&test_id);
+        let schedule = schedule_file(&plan, self.target, &name).map_err(StartError::Protocol)?;
+        let addr = slot.addr;
+        if let Err(e) = self.cycler.start(addr, &schedule, &name).await {
+            return Err(StartError::Device(format!(
+                "{} refused to start {} on channel {} ({addr}): {e}",
+                self.device, schedule.file_name, slot.spec.id
+            )));
+        }
+        let start_unix_s = self.shared.clock.unix_time_s();
+        let state = FollowState {
+            cycler_test: name.clone(),
+            next_index: 1,
+            cycle: 1,
+            ..FollowState::default()
+        };
+        let run = Follow {
+            test_id: test_id.clone(),
+            start_unix_s,
+            batch: Batch::new(&test_id, 0),
+            state,
+            last_state: ChannelState::Idle,
+            stop_reason: None,
+            idle_polls: 0,
+        };
+        let slot = &self.slots[k];
+        let checkpoint = Checkpoint {
+            test_id: test_id.clone(),
+            channel_id: slot.spec.id.clone(),
+            protocol_source: test.source.clone(),
+            origin: test.origin,
+            metadata: test.metadata.clone(),
+            start_unix_s,
+            progress: run.progress(),
+        };
+        self.append(
+            k,
+            Body::TestRegistered(TestRegistered {
+                test_id: test_id.clone(),
+                channel_id: slot.spec.id.clone(),
+                metadata: test.metadata,
+                protocol_name: test.plan.name.clone(),
+                plan_json: test.plan.to_json(),
+                protocol_source: test.source,
+                start_unix_s,
+            }),
+            Some(CheckpointOp::Begin(Box::new(checkpoint))),
+        );
+        tracing::info!(channel = %slot.spec.id, %test_id, "started {} on {} as {name}", schedule.file_name, self.device);
+        slot.live.send_modify(|s| {
+            s.state = "running".into();
+            s.test_id = test_id.clone();
+            s.protocol_name = test.plan.name;
+            s.reason.clear();
+            s.samples = 0;
+            s.step = 0;
+            s.cycle = 1;
+            s.step_description.clear();
+        });
+        self.slots[k].run = Some(run);
+        self.event(
+            k,
+            0.0,
+            "state",
+            format!(
+                "started on {} as {name} ({})",
+                self.device, schedule.file_name
+            ),
+        );
+        Ok(test_id)
+    }
+
+    async fn stop(&mut self, k: usize, reason: String) -> Result<(), StartError> {
+        let slot = &self.slots[k];
+        if slot.run.is_none() {
+            return Err(StartError::NotRunning(slot.spec.id.clone()));
+        }
+        let addr = slot.addr;
+        if let Err(e) = self.cycler.stop(addr).await {
+            return Err(StartError::Device(format!(
+                "{} did not stop channel {} ({addr}): {e}; the test goes on",
+                self.device, slot.spec.id
+            )));
+        }
+        let reason = if reason.is_empty() {
+            "stopped by the operator".to_string()
+        } else {
+            reason
+        };
+        if let Some(run) = self.slots[k].run.as_mut() {
+            run.stop_reason = Some(reason);
+        }
+        Ok(())
+    }
+
+    /// Follows a test that was running when the daemon stopped.
+    fn reattach(&mut self, k: usize, cp: Checkpoint) {
+        let slot = &self.slots[k];
+        let state: FollowState = match serde_json::from_str(&cp.progress.engine_json) {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!(
+                    "not re-attached after the daemon restarted: its checkpoint is unreadable \
+                     ({e}); the records stay in {}'s own data",
+                    self.device
+                );
+                tracing::error!(channel = %slot.spec.id, test_id = %cp.test_id, "{reason}");
+                let now = self.shared.clock.unix_time_s();
+                self.append(
+                    k,
+                    Body::TestEnded(TestEnded {
+                        test_id: cp.test_id.clone(),
+                        unix_time_s: now,
+                        outcome: "faulted".into(),
+                        reason,
+                        sample_count: cp.progress.next_seq,
+                    }),
+                    Some(CheckpointOp::End {
+                        test_id: cp.test_id,
+                    }),
+                );
+                return;
+            }
+        };
+        let message = format!(
+            "daemon restarted: re-attached to {} on {}, downloading from record {}",
+            state.cycler_test, self.device, state.next_index
+        );
+        tracing::info!(channel = %slot.spec.id, test_id = %cp.test_id, "{message}");
+        let run = Follow {
+            test_id: cp.test_id.clone(),
+            start_unix_s: cp.start_unix_s,
+            batch: Batch::new(&cp.test_id, cp.progress.next_seq),
+            last_state: ChannelState::Running,
+            stop_reason: None,
+            idle_polls: 0,
+            state,
+        };
+        let (samples, step, cycle) = (run.batch.next_seq, run.state.step, run.state.cycle);
+        let plan_name = Plan::from_yaml(&cp.protocol_source, &cp.origin)
+            .map(|p| p.name)
+            .unwrap_or_default();
+        slot.live.send_modify(|s| {
+            s.state = "running".into();
+            s.test_id = cp.test_id.clone();
+            s.protocol_name = plan_name;
+            s.samples = samples;
+            s.step = step;
+            s.cycle = cycle;
+            s.reason.clear();
+        });
+        let t = run.state.last.map_or(0.0, |(t, _, _)| t);
+        self.slots[k].run = Some(run);
+        self.event(k, t, "interruption", message);
+    }
+
+    /// One poll: every channel's status in one call, then each followed test's new records.
+    async fn poll(&mut self) {
+        let addrs: Vec<ChannelAddr> = self.slots.iter().map(|s| s.addr).collect();
+        let statuses = match self.cycler.status(&addrs).await {
+            Ok(s) if s.len() == addrs.len() => s,
+            Ok(s) => {
+                let e = DriverError::BadReply {
+                    during: "reading channel status",
+                    message: format!("{} statuses for {} channels", s.len(), addrs.len()),
+                };
+                return self.link_trouble(e).await;
+            }
+            Err(e) => return self.link_trouble(e).await,
+        };
+        if let Some((since, _)) = self.link_lost.take() {
+            let gap = self.shared.clock.unix_time_s() - since;
+            tracing::info!(device = %self.device, "communication restored after {gap:.1} s");
+            for k in 0..self.slots.len() {
+                if let Some(run) = &self.slots[k].run {
+                    let t = self.shared.clock.unix_time_s() - run.start_unix_s;
+                    self.event(
+                        k,
+                        t,
+                        "link",
+                        format!(
+                            "communication restored after {gap:.1} s; downloading what the \
+                             cycler logged meanwhile"
+                        ),
+                    );
+                    self.slots[k].live.send_modify(|s| s.reason.clear());
+                }
+            }
+        }
+        let room = *self.shared.outbox.space().borrow();
+        if room == self.deferred {
+            self.deferred = !room;
+            let message = if room {
+                "the outbox has room again: downloading the records the cycler kept"
+            } else {
+                "the outbox is full: downloads wait (the cycler keeps logging, nothing is lost)"
+            };
+            tracing::warn!(device = %self.device, "{message}");
+        }
+        for (k, status) in statuses.into_iter().enumerate() {
+            if let Err(e) = self.follow(k, status).await {
+                return self.link_trouble(e).await;
+            }
+        }
+    }
+
+    /// Downloads what is new on channel `k` and acts on its state.
+    async fn follow(&mut self, k: usize, status: ChannelStatus) -> Result<(), DriverError> {
+        let slot = &self.slots[k];
+        let Some(run) = &slot.run else {
+            // A channel someone else started shows as busy; cyclerd's own ended tests keep
+            // their outcome on display until the next start.
+            let foreign = status.test.as_ref().filter(|t| !t.starts_with("cyclerd-"));
+            let (state, reason) = match (&status.state, foreign) {
+                (ChannelState::Idle, _) => ("idle".to_string(), String::new()),
+                (s, Some(test)) => (
+                    "busy".to_string(),
+                    format!(
+                        "{} on the cycler: {test}, not started by cyclerd",
+                        state_name(s)
+                    ),
+                ),
+                _ => return Ok(()),
+            };
+            slot.live.send_if_modified(|s| {
+                let ended_here = matches!(s.state.as_str(), "finished" | "stopped" | "faulted");
+                if (state == "idle" && ended_here) || (s.state == state && s.reason == reason) {
+                    return false;
+                }
+                s.state = state;
+                s.reason = reason;
+                true
+            });
+            return Ok(());
+        };
+        if let Some(other) = &status.test
+            && *other != run.state.cycler_test
+        {
+            let reason = format!(
+                "the channel now runs {other:?} on {}, not this test ({}); records after {} \
+                 stay in the cycler's own data",
+                self.device,
+                run.state.cycler_test,
+                run.state.next_index - 1
+            );
+            self.end(k, "faulted", reason);
+            return Ok(());
+        }
+        if !self.deferred {
+            let mut pages = 0;
+            while pages < PAGES_PER_POLL {
+                let Some(run) = &self.slots[k].run else {
+                    break;
+                };
+                if run.state.next_index > status.last_record {
+                    break;
+                }
+                let from = run.state.next_index;
+                let records = self
+                    .cycler
+                    .records(self.slots[k].addr, from, PAGE_RECORDS)
+                    .await?;
+                if records.is_empty() {
+                    break;
+                }
+                self.store(k, &records);
+                pages += 1;
+            }
+        }
+        let Some(run) = self.slots[k].run.as_mut() else {
+            return Ok(());
+        };
+        let caught_up = run.state.next_index > status.last_record;
+        let previous = std::mem::replace(&mut run.last_state, status.state.clone());
+        let t = self.shared.clock.unix_time_s() - run.start_unix_s;
+        match &status.state {
+            ChannelState::Running => {
+                run.state.seen_active = true;
+                if previous == ChannelState::Paused {
+                    self.event(k, t, "state", "resumed on the cycler".into());
+                    self.slots[k]
+                        .live
+                        .send_modify(|s| s.state = "running".into());
+                }
+            }
+            ChannelState::Paused => {
+                run.state.seen_active = true;
+                if previous != ChannelState::Paused {
+                    self.event(k, t, "state", "paused on the cycler".into());
+                    self.slots[k]
+                        .live
+                        .send_modify(|s| s.state = "paused".into());
+                }
+            }
+            ChannelState::Idle => {
+                run.idle_polls += 1;
+                if run.state.seen_active || run.stop_reason.is_some() {
+                    let reason = run.stop_reason.clone().unwrap_or_else(|| {
+                        "the channel went idle on the cycler (test cleared there)".into()
+                    });
+                    self.end(k, "stopped", reason);
+                } else if run.idle_polls > START_GRACE_POLLS {
+                    let reason = format!(
+                        "the cycler still shows the channel idle {START_GRACE_POLLS} polls after \
+                         the start: the test did not start"
+                    );
+                    self.end(k, "faulted", reason);
+                }
+            }
+            terminal if caught_up => {
+                let (outcome, reason) = match terminal {
+                    ChannelState::Finished => ("finished", String::new()),
+                    ChannelState::Fault { reason } => (
+                        "faulted",
+                        format!("{} reports a fault on the channel: {reason}", self.device),
+                    ),
+                    _ => (
+                        "stopped",
+                        run.stop_reason
+                            .clone()
+                            .unwrap_or_else(|| "stopped on the cycler".into()),
+                    ),
+                };
+                self.end(k, outcome, reason);
+            }
+            _ => {}
+        }
+        self.maybe_send(k);
+        Ok(())
+    }
+
+    /// Stores downloaded records under their sequence numbers, recording step changes.
+    fn store(&mut self, k: usize, records: &[Record]) {
+        for r in records {
+            let Some(run) = self.slots[k].run.as_mut() else {
+                return;
+            };
+            if r.index < run.state.next_index {
+                continue;
+            }
+            if r.index > run.state.next_index {
+                let (from, to) = (run.state.next_index, r.index - 1);
+                let t = r.test_time_s;
+                self.send_batch(k);
+                self.event(
+                    k,
+                    t,
+                    "gap",
+                    format!(
+                        "records {from}..={to} cannot be downloaded from {} (its protocol has \
+                         no way to read them); they stay in the cycler's own data file",
+                        self.device
+                    ),
+                );
+            }
+            let run = self.slots[k].run.as_mut().expect("checked above");
+            let first = run.state.last.is_none();
+            if !first && (r.step != run.state.step || r.cycle != run.state.cycle) {
+                let step_changed = r.step != run.state.step;
+                run.state.step = r.step;
+                run.state.cycle = r.cycle;
+                self.send_batch(k);
+                if step_changed {
+                    let message = format!("cycler step {} (cycle {})", r.step, r.cycle);
+                    self.event(k, r.test_time_s, "step", message);
+                }
+            }
+            let run = self.slots[k].run.as_mut().expect("checked above");
+            if first {
+                run.state.step = r.step;
+                run.state.cycle = r.cycle;
+            }
+            run.state.integrate(r);
+            run.state.next_index = r.index + 1;
+            run.state.seen_active = true;
+            let s = &run.state;
+            run.batch.push(Sample {
+                test_time_s: r.test_time_s,
+                unix_time_s: run.start_unix_s + r.test_time_s,
+                voltage_v: r.voltage_v,
+                current_a: r.current_a,
+                cycle: r.cycle,
+                step: r.step,
+                charge_ah: s.charge_ah,
+                discharge_ah: s.discharge_ah,
+                charge_wh: s.charge_wh,
+                discharge_wh: s.discharge_wh,
+                temperature_c: r.temperature_c,
+            });
+            self.shared.acquired.fetch_add(1, Ordering::Relaxed);
+            if run.batch.len() >= BATCH_SAMPLES {
+                self.send_batch(k);
+            }
+        }
+        let slot = &self.slots[k];
+        if let (Some(run), Some(r)) = (&slot.run, records.last()) {
+            let (samples, s) = (run.batch.next_seq, &run.state);
+            slot.live.send_modify(|snap| {
+                snap.voltage_v = r.voltage_v;
+                snap.current_a = r.current_a;
+                snap.temperature_c = r.temperature_c.unwrap_or(f64::NAN);
+                snap.test_time_s = r.test_time_s;
+                snap.step = r.step;
+                snap.cycle = r.cycle;
+                snap.step_description = format!("cycler step {}", r.step);
+                snap.charge_capacity_ah = s.charge_ah;
+                snap.discharge_capacity_ah = s.discharge_ah;
+                snap.samples = samples;
+            });
+        }
+    }
+
+    /// The cycler did not answer (or answered nonsense): record it once, try to reconnect.
+    async fn link_trouble(&mut self, e: DriverError) {
+        let now = self.shared.clock.unix_time_s();
+        if self.link_lost.is_none() {
+            tracing::warn!(device = %self.device, "cannot follow the cycler: {e}");
+            self.link_lost = Some((now, e.to_string()));
+            for k in 0..self.slots.len() {
+                let Some(run) = &self.slots[k].run else {
+                    continue;
+                };
+                let t = now - run.start_unix_s;
+                self.send_batch(k);
+                self.event(
+                    k,
+                    t,
+                    "link",
+                    format!(
+                        "communication with {} lost: {e}; the cycler goes on with the test and \
+                         what it logs meanwhile is downloaded when the link is back",
+                        self.device
+                    ),
+                );
+                self.slots[k]
+                    .live
+                    .send_modify(|s| s.reason = "link to the cycler lost".into());
+            }
+        }
+        if e.is_link_lost()
+            && let Err(e) = self.cycler.reconnect().await
+        {
+            tracing::debug!(device = %self.device, "reconnect failed: {e}");
+        }
+    }
+
+    /// Records the end of the test on channel `k` and forgets it.
+    fn end(&mut self, k: usize, outcome: &'static str, reason: String) {
+        self.send_batch(k);
+        let Some(run) = self.slots[k].run.take() else {
+            return;
+        };
+        let now = self.shared.clock.unix_time_s();
+        let t = run.state.last.map_or(now - run.start_unix_s, |(t, _, _)| t);
+        if !reason.is_empty() {
+            let kind = if outcome == "faulted" {
+                "alarm"
+            } else {
+                "state"
+            };
+            self.append(
+                k,
+                Body::Event(Event {
+                    test_id: run.test_id.clone(),
+                    unix_time_s: run.start_unix_s + t,
+                    test_time_s: t,
+                    kind: kind.into(),
+                    message: reason.clone(),
+                    step: run.state.step,
+                    cycle: run.state.cycle,
+                }),
+                None,
+            );
+        }
+        self.append(
+            k,
+            Body::TestEnded(TestEnded {
+                test_id: run.test_id.clone(),
+                unix_time_s: run.start_unix_s + t,
+                outcome: outcome.into(),
+                reason: reason.clone(),
+                sample_count: run.batch.next_seq,
+            }),
+            Some(CheckpointOp::End {
+                test_id: run.test_id.clone(),
+            }),
+        );
+        let slot = &self.slots[k];
+        match outcome {
+            "faulted" => {
+                tracing::warn!(channel = %slot.spec.id, test_id = %run.test_id, "test faulted: {reason}")
+            }
+            _ => tracing::info!(channel = %slot.spec.id, test_id = %run.test_id, "test {outcome}"),
+        }
+        slot.live.send_modify(|s| {
+            s.state = outcome.into();
+            s.reason = reason;
+        });
+    }
+
+    /// Sends the batch when it is full or old enough.
+    fn maybe_send(&mut self, k: usize) {
+        let commit = self.slots[k].spec.commit_interval;
+        if let Some(run) = &self.slots[k].run
+            && (run.batch.len() >= BATCH_SAMPLES || run.batch.age() >= commit)
+        {
+            self.send_batch(k);
+        }
+    }
+
+    /// Sends channel `k`'s batch with the follow state that accounts for exactly its records.
+    fn send_batch(&mut self, k: usize) {
+        let Some(run) = self.slots[k].run.as_mut() else {
+            return;
+        };
+        if let Some(body) = run.batch.take() {
+            let checkpoint = CheckpointOp::Progress {
+                test_id: run.test_id.clone(),
+                progress: run.progress(),
+            };
+            self.append(k, Body::Samples(body), Some(checkpoint));
+        }
+    }
+
+    fn event(&self, k: usize, test_time_s: f64, kind: &str, message: String) {
+        let Some(run) = &self.slots[k].run else {
+            return;
+        };
+        self.append(
+            k,
+            Body::Event(Event {
+                test_id: run.test_id.clone(),
+                unix_time_s: run.start_unix_s + test_time_s,
+                test_time_s,
+                kind: kind.into(),
+                message,
+                step: run.state.step,
+                cycle: run.state.cycle,
+            }),
+            None,
+        );
+    }
+
+    fn append(&self, k: usize, body: Body, checkpoint: Option<CheckpointOp>) {
+        if let Err(e) = self.shared.outbox.append_with(body, checkpoint) {
+            // Only happens when the writer thread is gone, i.e. the daemon is going down.
+            tracing::error!(channel = %self.slots[k].spec.id, "cannot queue to the outbox: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycler_test_names_fit_every_vendor_unchanged() {
+        let name = cycler_test_name("0190d2c4-5b7a-7cc3-9e1f-2a3b4c5d6e7f");
+        assert_eq!(name, "cyclerd-2a3b4c5d6e7f");
+        assert_eq!(cyclerd_drivers::maccor::wire::short_name(&name), name);
+        assert_eq!(cyclerd_drivers::neware::wire::barcode(&name), name);
+        assert_eq!(cyclerd_drivers::arbin::wire::test_name(&name), name);
+    }
+
+    #[test]
+    fn integrals_split_charge_and_discharge_by_the_sign_of_the_current() {
+        let mut s = FollowState::default();
+        let rec = |t: f64, v: f64, i: f64| Record {
+            index: 0,
+            test_time_s: t,
+            voltage_v: v,
+            current_a: i,
+            temperature_c: None,
+            step: 1,
+            cycle: 1,
+            capacity_ah: 0.0,
+            energy_wh: 0.0,
+        };
+        s.integrate(&rec(0.0, 4.0, 2.0));
+        s.integrate(&rec(3600.0, 4.0, 2.0));
+        s.integrate(&rec(3600.0, 3.5, -1.0));
+        s.integrate(&rec(5400.0, 3.5, -1.0));
+        assert!((s.charge_ah - 2.0).abs() < 1e-12);
+        assert!((s.charge_wh - 8.0).abs() < 1e-12);
+        assert!((s.discharge_ah - 0.5).abs() < 1e-12);
+        assert!((s.discharge_wh - 1.75).abs() < 1e-12);
+    }
+}
