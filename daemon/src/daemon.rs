@@ -36,8 +36,9 @@ pub struct Daemon {
 struct Inner {
     config: Config,
     shared: Shared,
-    /// One entry per configured channel, in id order.
-    channels: BTreeMap<String, ChannelHandle>,
+    /// One entry per configured channel, in the configuration's order (`psb2/1` before
+    /// `psb10/1`, as the lab wrote them).
+    channels: Vec<ChannelHandle>,
     uploader: Arc<UploaderStatus>,
     /// Tells runners to end their tests and switch outputs off.
     stop_runners: watch::Sender<bool>,
@@ -47,7 +48,14 @@ struct Inner {
     tasks: Mutex<Option<(JoinSet<()>, tokio::task::JoinHandle<()>)>>,
 }
 
+impl Inner {
+    fn channel(&self, id: &str) -> Option<&ChannelHandle> {
+        self.channels.iter().find(|h| h.id == id)
+    }
+}
+
 struct ChannelHandle {
+    id: String,
     cmds: mpsc::Sender<ChannelCmd>,
     live: watch::Receiver<ChannelSnapshot>,
 }
@@ -104,7 +112,7 @@ impl Daemon {
         let (stop_runners, runners_rx) = watch::channel(false);
         let (stop_uploader, uploader_rx) = watch::channel(false);
         let mut runners = JoinSet::new();
-        let mut channels = BTreeMap::new();
+        let mut channels = Vec::new();
         // Native channels by cycler: one connection and one runner per cycler.
         let mut cyclers: BTreeMap<String, (usize, Vec<PendingNative>)> = BTreeMap::new();
         for (i, ch) in config.channels.iter().enumerate() {
@@ -140,7 +148,11 @@ impl Daemon {
                 cmds: cmd_rx,
                 stop: runners_rx.clone(),
             };
-            channels.insert(ch.id.clone(), ChannelHandle { cmds, live });
+            channels.push(ChannelHandle {
+                id: ch.id.clone(),
+                cmds,
+                live,
+            });
             if device.family.is_native() {
                 let number = ch.id.rsplit_once('/').and_then(|(_, n)| n.parse().ok());
                 cyclers
@@ -222,8 +234,7 @@ impl Daemon {
     ) -> Result<String, StartError> {
         let handle = self
             .inner
-            .channels
-            .get(channel_id)
+            .channel(channel_id)
             .ok_or_else(|| StartError::NoSuchChannel(channel_id.into()))?;
         let missing: Vec<String> = PRIMARY_METADATA
             .iter()
@@ -256,8 +267,7 @@ impl Daemon {
     pub async fn stop_test(&self, channel_id: &str, reason: &str) -> Result<(), StartError> {
         let handle = self
             .inner
-            .channels
-            .get(channel_id)
+            .channel(channel_id)
             .ok_or_else(|| StartError::NoSuchChannel(channel_id.into()))?;
         let (reply, answer) = oneshot::channel();
         handle
@@ -277,25 +287,20 @@ impl Daemon {
     pub fn snapshots(&self) -> Vec<ChannelSnapshot> {
         self.inner
             .channels
-            .values()
+            .iter()
             .map(|h| h.live.borrow().clone())
             .collect()
     }
 
     pub fn snapshot(&self, channel_id: &str) -> Option<ChannelSnapshot> {
         self.inner
-            .channels
-            .get(channel_id)
+            .channel(channel_id)
             .map(|h| h.live.borrow().clone())
     }
 
     /// Receivers that see every channel's changes, for Watch.
     pub fn watchers(&self) -> Vec<watch::Receiver<ChannelSnapshot>> {
-        self.inner
-            .channels
-            .values()
-            .map(|h| h.live.clone())
-            .collect()
+        self.inner.channels.iter().map(|h| h.live.clone()).collect()
     }
 
     pub fn status(&self) -> Status {
@@ -372,7 +377,7 @@ impl Daemon {
 
     /// Waits until no channel runs a test (a paused test still runs).
     pub async fn wait_all_done(&self) {
-        for h in self.inner.channels.values() {
+        for h in self.inner.channels.iter() {
             let mut live = h.live.clone();
             let _ = live
                 .wait_for(|s| s.state != "running" && s.state != "paused")

@@ -65,10 +65,10 @@ impl DemoDevice {
 }
 
 /// Test time between the simulated cyclers' logged records, s.
-const CYCLER_RECORD_INTERVAL_S: f64 = 2.0;
+pub const CYCLER_RECORD_INTERVAL_S: f64 = 2.0;
 
 /// A simulator of a family other than the PSB: only held, so it stops when the lab does.
-type KeptSim = Box<dyn std::any::Any + Send + Sync>;
+pub type KeptSim = Box<dyn std::any::Any + Send + Sync>;
 
 /// How long the hub gets to acknowledge the backlog after the protocols end.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -152,7 +152,7 @@ pub struct SimLab {
     /// built from another family).
     pub sims: Vec<SimHandle>,
     /// Simulators of the other families.
-    _other_sims: Vec<KeptSim>,
+    other_sims: Vec<KeptSim>,
     /// Capacity of each channel's cell.
     capacities: Vec<f64>,
     /// The channels' ids, in the order of `capacities`.
@@ -296,7 +296,7 @@ impl SimLab {
             daemon,
             clock,
             sims,
-            _other_sims: other_sims,
+            other_sims: other_sims,
             capacities,
             channel_ids,
             data_dir,
@@ -309,6 +309,15 @@ impl SimLab {
 
     pub fn channel_ids(&self) -> Vec<String> {
         self.channel_ids.clone()
+    }
+
+    /// The simulator of another family than the PSB, e.g. the cycler of a Neware lab
+    /// (`lab.sim::<neware::SimHandle>(0)`): the `index`th of that type.
+    pub fn sim<T: 'static>(&self, index: usize) -> Option<&T> {
+        self.other_sims
+            .iter()
+            .filter_map(|s| s.downcast_ref::<T>())
+            .nth(index)
     }
 
     pub fn hub_db(&self) -> PathBuf {
@@ -359,9 +368,10 @@ impl SimLab {
     }
 }
 
-/// Starts one simulated cycler of `device`'s family with a channel per cell; returns the
-/// device name and its `[[device]]` keys.
-async fn cycler_sim(
+/// Starts one simulated cycler of `device`'s family with a channel per cell, logging a record
+/// every [`CYCLER_RECORD_INTERVAL_S`]; returns the device name and its `[[device]]` keys, and
+/// pushes the simulator's handle onto `keep` (its `SimHandle`: the family's `sim::SimHandle`).
+pub async fn cycler_sim(
     device: DemoDevice,
     cells: Vec<CellParams>,
     clock: &Clock,

@@ -9,3 +9,5 @@ mod e2e;
 mod faults;
 #[path = "all/harness.rs"]
 mod harness;
+#[path = "all/native.rs"]
+mod native;
