@@ -1,5 +1,6 @@
-//! The `cyclerd` command line (`run`, `demo`). A library module so that tests can run the real
-//! binary's code as a child process (and kill it).
+//! The `cyclerd` command line: `run`, `demo`, and `sim ea-psb|scpi|riden|neware|maccor|arbin`
+//! (one simulated device standalone, on its real wire protocol). A library module so that tests
+//! can run the real binary's code as a child process (and kill it).
 
 use crate::config::Config;
 use crate::demo::{self, DemoOptions};
@@ -96,10 +97,24 @@ impl SimCell {
             (0.0..=1.0).contains(&self.soc),
             "--soc must be between 0 and 1"
         );
+        anyhow::ensure!(
+            self.speed.is_finite() && self.speed > 0.0,
+            "--speed must be a positive number of simulated seconds per wall second"
+        );
         Ok(CellParams {
             initial_soc: self.soc,
             ..CellParams::new(chemistry, self.capacity)
         })
+    }
+
+    /// The cell as the simulators announce it.
+    fn describe(&self) -> String {
+        format!(
+            "{} {} Ah at {} % SOC on every channel",
+            self.cell,
+            self.capacity,
+            self.soc * 100.0
+        )
     }
 }
 
@@ -150,7 +165,89 @@ enum SimDevice {
         #[command(flatten)]
         cell: SimCell,
     },
+    /// A Neware BTS server (the BTS API: XML over TCP) with its channels, each running the
+    /// step files it is told to start.
+    ///
+    /// Channels are numbered as Neware does: devid-subdevid-chlid, chlid from 1 in each unit.
+    /// The API has no file upload: a client writes each step file into a folder the server
+    /// reads (--step-folder) and names it in the start request.
+    Neware {
+        /// Where the BTS API listens (BTS's default port is 502, as Modbus TCP's; ports below
+        /// 1024 need privileges, so e.g. --listen 127.0.0.1:1502). Port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:502")]
+        listen: SocketAddr,
+        /// Channels per unit (chlid 1..N).
+        #[arg(long, default_value_t = 8)]
+        channels: u32,
+        /// Units (subdevid 1..U), each with --channels channels.
+        #[arg(long, default_value_t = 1)]
+        units: u32,
+        /// The cycler's device id (devid).
+        #[arg(long, default_value_t = 1)]
+        devid: u32,
+        /// Folder the server reads step files from (created if missing); by default a
+        /// temporary one, printed at start and removed on exit.
+        #[arg(long)]
+        step_folder: Option<PathBuf>,
+        /// The step folder as clients name it in start requests when they see it under
+        /// another path, e.g. 'D:\cyclerd\steps' for a share of --step-folder (the client's
+        /// remote_step_folder). By default requests name files by their path in
+        /// --step-folder. Files outside the folder are refused either way.
+        #[arg(long)]
+        remote_step_folder: Option<String>,
+        /// The only login the server accepts.
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// The password that goes with --user.
+        #[arg(long, default_value = "neware")]
+        password: String,
+        #[command(flatten)]
+        cell: SimCell,
+    },
+    /// A Maccor tester's MacNet server: JSON-RPC on one port, the binary protocol (file
+    /// transfer, direct mode) on another, channels numbered from 0.
+    Maccor {
+        /// Where the JSON port listens (the tester's default is 57570). Port 0 picks a free
+        /// one.
+        #[arg(long, default_value = "127.0.0.1:57570")]
+        listen: SocketAddr,
+        /// The binary port, on --listen's address (the tester's default is 57560). 0 picks a
+        /// free one.
+        #[arg(long, default_value_t = cyclerd_drivers::maccor::wire::DEFAULT_BINARY_PORT)]
+        binary_port: u16,
+        /// Number of channels (0..N-1).
+        #[arg(long, default_value_t = 8)]
+        channels: u32,
+        #[command(flatten)]
+        cell: SimCell,
+    },
+    /// An Arbin MITS Pro console's CTI server: control on one port, file operations
+    /// (schedule uploads) on another, channels numbered from 0.
+    Arbin {
+        /// Where the control port listens (CTI's default is 9031). Port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:9031")]
+        listen: SocketAddr,
+        /// The file-operation port, on --listen's address (CTI's default is 9032). 0 picks a
+        /// free one.
+        #[arg(long, default_value_t = cyclerd_drivers::arbin::wire::DEFAULT_FILE_PORT)]
+        file_port: u16,
+        /// Number of channels (0..N-1).
+        #[arg(long, default_value_t = 8)]
+        channels: u32,
+        /// The only login the console accepts (ASCII, at most 32 bytes each).
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// The password that goes with --user.
+        #[arg(long, default_value = "arbin")]
+        password: String,
+        #[command(flatten)]
+        cell: SimCell,
+    },
 }
+
+/// Most channels one simulated cycler has: enough for any real one, few enough that a typo
+/// does not allocate a million cells.
+const MAX_SIM_CHANNELS: u32 = 1024;
 
 /// Instruments `cyclerd sim scpi` can be.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -274,6 +371,9 @@ async fn run(path: PathBuf, clock: Clock) -> anyhow::Result<()> {
 }
 
 async fn sim(device: SimDevice) -> anyhow::Result<()> {
+    // Before anything is announced: a tool that signals as soon as it has read the
+    // announcement must stop the simulator cleanly, not kill it.
+    let stop = StopSignal::new()?;
     match device {
         SimDevice::EaPsb {
             listen,
@@ -290,15 +390,17 @@ async fn sim(device: SimDevice) -> anyhow::Result<()> {
                     (sim, Some(link), shown)
                 }
                 None => {
-                    let sim = PsbSim::spawn(bind(listen).await?, config, clock)?;
-                    (sim, None, format!("{listen}, Modbus TCP unit 1"))
+                    let listener = bind(listen, "--listen ADDR").await?;
+                    let addr = listener.local_addr()?;
+                    let sim = PsbSim::spawn(listener, config, clock)?;
+                    (sim, None, format!("{addr}, Modbus TCP unit 1"))
                 }
             };
             println!(
                 "simulated EA PSB 10060-60 (serial {serial}) on {shown}, at {}x; Ctrl-C stops it",
                 cell.speed
             );
-            cyclerhub::cli::shutdown_signal().await;
+            stop.wait().await;
         }
         SimDevice::Scpi {
             model,
@@ -325,30 +427,269 @@ async fn sim(device: SimDevice) -> anyhow::Result<()> {
                     (sim, Some(link), shown)
                 }
                 None => {
-                    let sim = ScpiSim::spawn(bind(listen).await?, config, params, clock)?;
-                    (sim, None, listen.to_string())
+                    let listener = bind(listen, "--listen ADDR").await?;
+                    let addr = listener.local_addr()?;
+                    let sim = ScpiSim::spawn(listener, config, params, clock)?;
+                    (sim, None, addr.to_string())
                 }
             };
             println!(
                 "simulated {idn} on {shown} (SCPI, LF), at {}x; Ctrl-C stops it",
                 cell.speed
             );
-            cyclerhub::cli::shutdown_signal().await;
+            stop.wait().await;
         }
         SimDevice::Riden {
             model,
             pty,
             serial,
             cell,
-        } => riden(model, pty, serial, cell).await?,
+        } => riden(model, pty, serial, cell, stop).await?,
+        SimDevice::Neware {
+            listen,
+            channels,
+            units,
+            devid,
+            step_folder,
+            remote_step_folder,
+            user,
+            password,
+            cell,
+        } => {
+            use cyclerd_drivers::neware::{self, NewareSim, wire::PathMap};
+            anyhow::ensure!(
+                channels >= 1 && units >= 1 && channels.saturating_mul(units) <= MAX_SIM_CHANNELS,
+                "--channels {channels} x --units {units}: give at least one of each, and at most \
+                 {MAX_SIM_CHANNELS} channels in all"
+            );
+            let steps = StepFolder::new(step_folder)?;
+            let mut config =
+                neware::SimConfig::new(devid, units, channels, cell.params()?, steps.path());
+            config.username = user;
+            config.password = password;
+            // Start requests name files either by the server's own path or by the clients'
+            // view of the folder; the server reads nothing outside it.
+            let named_as = remote_step_folder
+                .clone()
+                .unwrap_or_else(|| steps.path().display().to_string());
+            config.steps = PathMap {
+                local: steps.path().to_path_buf(),
+                remote: Some(named_as),
+            };
+            let (first, last) = (
+                config.channels[0],
+                config.channels[config.channels.len() - 1],
+            );
+            let login = format!("{} / {}", config.username, config.password);
+            let listener = bind(listen, "--listen ADDR").await?;
+            let addr = listener.local_addr()?;
+            let sim = NewareSim::spawn(listener, config, Clock::scaled(cell.speed))?;
+            let count = units * channels;
+            let folder = steps.path().display();
+            let mapping = match &remote_step_folder {
+                Some(remote) => format!(
+                    "start requests name them as {}\\FILE, read from {folder}/FILE; a client \
+                     writes them to its own view of the folder and sets remote_step_folder = '{remote}'",
+                    remote.trim_end_matches(['\\', '/'])
+                ),
+                None => format!(
+                    "a client on this machine writes them in {folder} and names them by that path \
+                     (step_folder = '{folder}', no remote_step_folder); elsewhere, share the folder \
+                     and restart with --remote-step-folder"
+                ),
+            };
+            println!(
+                "simulated Neware BTS server, at {}x; Ctrl-C stops it",
+                cell.speed
+            );
+            println!("  api: {addr} (BTS API, XML over TCP)");
+            let split = if units == 1 {
+                String::new()
+            } else {
+                format!("{units} units of {channels}, ")
+            };
+            println!("  channels: {count} ({split}devid-subdevid-chlid {first} to {last})");
+            println!("  login: {login}");
+            println!("  step folder: {folder}{}", steps.note());
+            println!("  step files: {mapping}");
+            println!("  cell: {}", cell.describe());
+            stop.wait().await;
+            drop(sim);
+            drop(steps);
+        }
+        SimDevice::Maccor {
+            listen,
+            binary_port,
+            channels,
+            cell,
+        } => {
+            use cyclerd_drivers::maccor::{self, MaccorSim};
+            check_channels(channels)?;
+            let config = maccor::SimConfig::new(channels as usize, cell.params()?);
+            let system_id = config.system_id.clone();
+            let json = bind(listen, "--listen ADDR").await?;
+            let binary = bind(
+                SocketAddr::new(listen.ip(), binary_port),
+                "--binary-port PORT",
+            )
+            .await?;
+            let sim = MaccorSim::spawn(json, binary, config, Clock::scaled(cell.speed))?;
+            println!(
+                "simulated Maccor tester (MacNet, system id {system_id:?}), at {}x; Ctrl-C stops it",
+                cell.speed
+            );
+            println!(
+                "  json: {} (JSON-RPC, one object per line)",
+                sim.json_addr()
+            );
+            println!(
+                "  binary: {} (file transfer, direct mode)",
+                sim.binary_addr()
+            );
+            println!("  channels: {channels} (numbered 0 to {})", channels - 1);
+            println!("  login: none (MacNet has none)");
+            println!("  cell: {}", cell.describe());
+            stop.wait().await;
+        }
+        SimDevice::Arbin {
+            listen,
+            file_port,
+            channels,
+            user,
+            password,
+            cell,
+        } => {
+            use cyclerd_drivers::arbin::{self, ArbinSim, wire};
+            check_channels(channels)?;
+            for (option, value) in [("--user", &user), ("--password", &password)] {
+                anyhow::ensure!(
+                    wire::fits_ascii(value, wire::CREDENTIAL_LEN),
+                    "{option} must be ASCII, at most {} bytes",
+                    wire::CREDENTIAL_LEN
+                );
+            }
+            let mut config = arbin::SimConfig::new(channels as usize, cell.params()?);
+            config.username = user;
+            config.password = password;
+            let (serial, login) = (
+                config.serial.clone(),
+                format!("{} / {}", config.username, config.password),
+            );
+            let control = bind(listen, "--listen ADDR").await?;
+            let files = bind(SocketAddr::new(listen.ip(), file_port), "--file-port PORT").await?;
+            let sim = ArbinSim::spawn(control, files, config, Clock::scaled(cell.speed))?;
+            println!(
+                "simulated Arbin CTI console (serial {serial}), at {}x; Ctrl-C stops it",
+                cell.speed
+            );
+            println!("  control: {} (CTI commands)", sim.control_addr());
+            println!("  file: {} (schedule uploads)", sim.file_addr());
+            println!("  channels: {channels} (numbered 0 to {})", channels - 1);
+            println!("  login: {login}");
+            println!("  cell: {}", cell.describe());
+            stop.wait().await;
+        }
     }
     Ok(())
 }
 
-async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+fn check_channels(channels: u32) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=MAX_SIM_CHANNELS).contains(&channels),
+        "--channels {channels}: give 1 to {MAX_SIM_CHANNELS}"
+    );
+    Ok(())
+}
+
+/// `hint` names the option that moves the port.
+async fn bind(listen: SocketAddr, hint: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (try --listen ADDR)"))
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (try {hint})"))
+}
+
+/// Ctrl-C, or SIGTERM on unix, listened for from the moment this is made (the default action
+/// would otherwise kill the process before the cleanup that follows the wait).
+struct StopSignal {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn new() -> anyhow::Result<StopSignal> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let cannot = |e| anyhow::anyhow!("cannot listen for Ctrl-C and SIGTERM: {e}");
+            Ok(StopSignal {
+                interrupt: signal(SignalKind::interrupt()).map_err(cannot)?,
+                terminate: signal(SignalKind::terminate()).map_err(cannot)?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignal {})
+    }
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            let StopSignal {
+                mut interrupt,
+                mut terminate,
+            } = self;
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The folder a simulated Neware server reads step files from: the one given (created if
+/// missing), or a temporary one removed when this is dropped.
+enum StepFolder {
+    Given(PathBuf),
+    Temporary(tempfile::TempDir),
+}
+
+impl StepFolder {
+    fn new(given: Option<PathBuf>) -> anyhow::Result<StepFolder> {
+        Ok(match given {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    anyhow::anyhow!("cannot create the step folder {}: {e}", dir.display())
+                })?;
+                // Absolute, so that the paths clients name match it whatever their directory.
+                StepFolder::Given(std::path::absolute(&dir)?)
+            }
+            None => StepFolder::Temporary(
+                tempfile::Builder::new()
+                    .prefix("cyclerd-neware-steps-")
+                    .tempdir()
+                    .map_err(|e| anyhow::anyhow!("cannot create a temporary step folder: {e}"))?,
+            ),
+        })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        match self {
+            StepFolder::Given(dir) => dir,
+            StepFolder::Temporary(dir) => dir.path(),
+        }
+    }
+
+    fn note(&self) -> &'static str {
+        match self {
+            StepFolder::Given(_) => "",
+            StepFolder::Temporary(_) => " (temporary: removed on exit)",
+        }
+    }
 }
 
 /// A path linked to a simulator's pseudo-terminal, so a lab configuration can name a stable
@@ -436,6 +777,7 @@ async fn riden(
     link: Option<PathBuf>,
     serial: u32,
     cell: SimCell,
+    stop: StopSignal,
 ) -> anyhow::Result<()> {
     use cyclerd_drivers::riden::{self, RidenSim};
     anyhow::ensure!(
@@ -458,11 +800,69 @@ async fn riden(
         "simulated Riden RD{model} on {shown}, Modbus RTU 115200 8N1 unit 1, at {}x; Ctrl-C stops it",
         cell.speed
     );
-    cyclerhub::cli::shutdown_signal().await;
+    stop.wait().await;
     Ok(())
 }
 
 #[cfg(not(unix))]
-async fn riden(_: u16, _: Option<PathBuf>, _: u32, _: SimCell) -> anyhow::Result<()> {
+async fn riden(
+    _: u16,
+    _: Option<PathBuf>,
+    _: u32,
+    _: SimCell,
+    _: StopSignal,
+) -> anyhow::Result<()> {
     anyhow::bail!("the simulated Riden needs a pseudo-terminal, which this system lacks")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn sim(args: &[&str]) -> SimDevice {
+        let cli = Cli::try_parse_from([&["cyclerd", "sim"], args].concat()).unwrap();
+        match cli.command {
+            Command::Sim { device } => device,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn simulated_cyclers_listen_on_their_vendors_ports_by_default() {
+        use cyclerd_drivers::{arbin, maccor, neware};
+        let SimDevice::Neware { listen, .. } = sim(&["neware"]) else {
+            unreachable!()
+        };
+        assert_eq!(listen.port(), neware::wire::DEFAULT_PORT);
+        let SimDevice::Maccor {
+            listen,
+            binary_port,
+            ..
+        } = sim(&["maccor"])
+        else {
+            unreachable!()
+        };
+        assert_eq!(listen.port(), maccor::wire::DEFAULT_JSON_PORT);
+        assert_eq!(binary_port, maccor::wire::DEFAULT_BINARY_PORT);
+        let SimDevice::Arbin {
+            listen,
+            file_port,
+            user,
+            password,
+            ..
+        } = sim(&["arbin"])
+        else {
+            unreachable!()
+        };
+        assert_eq!(listen.port(), arbin::wire::DEFAULT_CONTROL_PORT);
+        assert_eq!(file_port, arbin::wire::DEFAULT_FILE_PORT);
+        let defaults = arbin::SimConfig::new(1, CellParams::new(Chemistry::Nmc, 1.0));
+        assert_eq!((user, password), (defaults.username, defaults.password));
+    }
 }

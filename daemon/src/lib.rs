@@ -14,7 +14,8 @@
 //! - [`simulate`]: a protocol against the cell model with no device (`cyclerctl protocol simulate`).
 //! - [`demo`]: `cyclerd demo`: simulators, the daemon and an embedded hub in one process.
 //!
-//! - [`cli`]: the `cyclerd` command line; `src/bin/cyclerd.rs` just calls it.
+//! - [`cli`]: the `cyclerd` command line (`run`, `demo`, `sim FAMILY`: one simulated device
+//!   standalone); `src/bin/cyclerd.rs` just calls it.
 //!
 //! The binaries `cyclerd` and `cyclerctl` are thin command-line shells over these modules.
 

@@ -679,6 +679,206 @@ mod command_line {
         sim.kill().await.unwrap();
     }
 
+    /// A `cyclerd sim ...` child and what it announced on stdout.
+    struct Announced {
+        child: tokio::process::Child,
+        /// Kept open: the child may still print, and a closed pipe would make it fail.
+        _lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+        /// The first word after each `  key: ` line asked for.
+        values: std::collections::HashMap<String, String>,
+    }
+
+    impl Announced {
+        fn value(&self, key: &str) -> &str {
+            &self.values[key]
+        }
+
+        fn addr(&self, key: &str) -> std::net::SocketAddr {
+            self.value(key)
+                .parse()
+                .unwrap_or_else(|e| panic!("{key}: {:?}: {e}", self.value(key)))
+        }
+    }
+
+    /// Starts `cyclerd ARGS` and reads its stdout until every `key` has been announced.
+    async fn announced(args: &[&str], keys: &[&str]) -> Announced {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut values = std::collections::HashMap::new();
+        let mut seen = Vec::new();
+        while !keys.iter().all(|k| values.contains_key(*k)) {
+            let line = tokio::time::timeout_at(super::deadline(), lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no {keys:?} announced in time; got {seen:?}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("cyclerd {args:?} ended after {seen:?}"));
+            if let Some((key, rest)) = line.trim_start().split_once(": ")
+                && let Some(word) = rest.split_whitespace().next()
+            {
+                values.insert(key.to_string(), word.to_string());
+            }
+            seen.push(line);
+        }
+        assert!(seen[0].starts_with("simulated "), "{seen:?}");
+        Announced {
+            child,
+            _lines: lines,
+            values,
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn cyclerd_sim_neware_serves_its_units_channels_runs_a_step_file_from_its_folder_and_removes_the_folder_on_exit()
+     {
+        use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, Cycler, Schedule};
+        use cyclerd_drivers::neware::{NewareClient, NewareConfig};
+        use cyclerd_protocols::Plan;
+        use cyclerd_protocols::compile::{Target, compile};
+        let mut sim = announced(
+            &[
+                "sim",
+                "neware",
+                "--channels",
+                "3",
+                "--units",
+                "2",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &["api", "step folder", "login"],
+        )
+        .await;
+        assert_eq!(sim.value("login"), "admin");
+        let folder = std::path::PathBuf::from(sim.value("step folder"));
+        assert!(folder.is_dir(), "{}", folder.display());
+        let mut client = NewareClient::connect(NewareConfig::new(sim.addr("api"), &folder))
+            .await
+            .unwrap();
+        let chl = |subdevid, chlid| ChannelAddr {
+            unit: 1,
+            sub_unit: subdevid,
+            channel: chlid,
+        };
+        assert_eq!(
+            client.channels().await.unwrap(),
+            vec![
+                chl(1, 1),
+                chl(1, 2),
+                chl(1, 3),
+                chl(2, 1),
+                chl(2, 2),
+                chl(2, 3)
+            ]
+        );
+
+        let protocol = r#"
+protocol: Long rest
+version: 1
+params: {capacity: 2.5 Ah}
+safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
+steps: ["Rest for 1 hour"]
+"#;
+        let plan = Plan::from_yaml(protocol, "rest.yaml").unwrap();
+        let schedule = Schedule {
+            file_name: "rest.xml".into(),
+            text: compile(&plan, Target::Neware).unwrap(),
+        };
+        client
+            .start(chl(2, 3), &schedule, "cli rest")
+            .await
+            .unwrap();
+        let status = client.status(&[chl(2, 3)]).await.unwrap().remove(0);
+        assert_eq!(status.state, ChannelState::Running);
+
+        let pid = sim.child.id().unwrap() as libc::pid_t;
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let exit = tokio::time::timeout_at(super::deadline(), sim.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(exit.success(), "{exit}");
+        assert!(!folder.exists(), "{} is left behind", folder.display());
+    }
+
+    #[tokio::test]
+    async fn cyclerd_sim_maccor_serves_the_channels_asked_for_on_its_json_and_binary_ports() {
+        use cyclerd_drivers::cycler::Cycler;
+        use cyclerd_drivers::maccor::{MaccorClient, MaccorConfig};
+        let mut sim = announced(
+            &[
+                "sim",
+                "maccor",
+                "--channels",
+                "5",
+                "--listen",
+                "127.0.0.1:0",
+                "--binary-port",
+                "0",
+            ],
+            &["json", "binary"],
+        )
+        .await;
+        let (json, binary) = (sim.addr("json"), sim.addr("binary"));
+        assert_eq!(json.ip(), binary.ip());
+        assert_ne!(json.port(), binary.port());
+        let config = MaccorConfig {
+            json_port: json.port(),
+            binary_port: binary.port(),
+            ..MaccorConfig::new(json.ip())
+        };
+        let mut client = MaccorClient::connect(config).await.unwrap();
+        let channels = client.channels().await.unwrap();
+        assert_eq!(
+            channels.iter().map(|c| c.channel).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
+        sim.child.kill().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn cyclerd_sim_arbin_serves_the_channels_asked_for_to_a_client_with_the_announced_login()
+    {
+        use cyclerd_drivers::arbin::{ArbinClient, ArbinConfig};
+        use cyclerd_drivers::cycler::Cycler;
+        let mut sim = announced(
+            &[
+                "sim",
+                "arbin",
+                "--channels",
+                "6",
+                "--listen",
+                "127.0.0.1:0",
+                "--file-port",
+                "0",
+                "--user",
+                "lab",
+            ],
+            &["control", "file", "login"],
+        )
+        .await;
+        let (control, file) = (sim.addr("control"), sim.addr("file"));
+        assert_eq!(sim.value("login"), "lab");
+        let config = ArbinConfig {
+            control_port: control.port(),
+            file_port: file.port(),
+            ..ArbinConfig::new(control.ip(), "lab", "arbin")
+        };
+        let mut client = ArbinClient::connect(config).await.unwrap();
+        let channels = client.channels().await.unwrap();
+        assert_eq!(
+            channels.iter().map(|c| c.channel).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4, 5]
+        );
+        sim.child.kill().await.unwrap();
+    }
+
     #[test]
     fn a_port_in_use_is_an_error_naming_file_key_and_address() {
         let dir = tempfile::tempdir().unwrap();
