@@ -504,6 +504,41 @@ impl Config {
                 }
                 _ => {}
             }
+            use Family::*;
+            let family_keys: [(&str, bool, &[Family]); 6] = [
+                ("dialect", d.dialect.is_some(), &[Scpi]),
+                ("step_folder", d.step_folder.is_some(), &[Neware]),
+                (
+                    "remote_step_folder",
+                    d.remote_step_folder.is_some(),
+                    &[Neware],
+                ),
+                (
+                    "username",
+                    d.username.is_some() || d.password.is_some(),
+                    &[Neware, Arbin],
+                ),
+                (
+                    "binary_port",
+                    d.binary_port.is_some(),
+                    &[Maccor, MaccorDirect],
+                ),
+                ("file_port", d.file_port.is_some(), &[Arbin]),
+            ];
+            for (key, given, families) in family_keys {
+                if given && !families.contains(&d.family) {
+                    return fail(format!(
+                        "device[{i}] {:?}: {key} does not apply to a {} (only to: {})",
+                        d.name,
+                        d.family.name(),
+                        families
+                            .iter()
+                            .map(|f| f.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
             if let Some(dialect) = &d.dialect
                 && crate::devices::scpi_dialect(dialect).is_none()
             {
@@ -633,6 +668,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("115200"), "{e}");
+    }
+
+    #[test]
+    fn cyclers_are_networked_and_name_what_they_need() {
+        let neware = GOOD.replace("family = \"ea-psb\"", "family = \"neware\"");
+        let e = Config::from_toml(&neware, "lab.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("step_folder"), "{e}");
+        let with_folder = neware.replace(
+            "address = \"127.0.0.1:502\"",
+            "address = \"127.0.0.1:502\"\nstep_folder = \"/tmp/steps\"",
+        );
+        let c = Config::from_toml(&with_folder, "lab.toml").unwrap();
+        assert!(c.devices[0].family.is_native());
+        assert_eq!(c.devices[0].timeout().as_millis(), 5000);
+        let arbin = GOOD.replace("family = \"ea-psb\"", "family = \"arbin\"");
+        let e = Config::from_toml(&arbin, "lab.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("username and password"), "{e}");
+        let serial = GOOD
+            .replace("family = \"ea-psb\"", "family = \"maccor\"")
+            .replace("address = \"127.0.0.1:502\"", "port = \"/dev/ttyUSB0\"");
+        let e = Config::from_toml(&serial, "lab.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("over the network"), "{e}");
+        let direct = GOOD.replace("family = \"ea-psb\"", "family = \"maccor-direct\"");
+        let e = Config::from_toml(&direct, "lab.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nominal_current"), "{e}");
+        let misplaced = with_folder.replace("family = \"neware\"", "family = \"ea-psb\"");
+        let e = Config::from_toml(&misplaced, "lab.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("step_folder does not apply to a ea-psb"), "{e}");
     }
 
     #[test]

@@ -460,9 +460,25 @@ impl<C: Cycler> CyclerRunner<C> {
             let message = if room {
                 "the outbox has room again: downloading the records the cycler kept"
             } else {
-                "the outbox is full: downloads wait (the cycler keeps logging, nothing is lost)"
+                "downloads wait: the outbox is full (store.max_bytes or disk); the cycler keeps \
+                 logging and nothing is lost"
             };
             tracing::warn!(device = %self.device, "{message}");
+            let now = self.shared.clock.unix_time_s();
+            for k in 0..self.slots.len() {
+                let Some(run) = &self.slots[k].run else {
+                    continue;
+                };
+                let t = now - run.start_unix_s;
+                self.send_batch(k);
+                self.event(k, t, "state", message.into());
+                let reason = if room {
+                    ""
+                } else {
+                    "outbox full: downloads wait"
+                };
+                self.slots[k].live.send_modify(|s| s.reason = reason.into());
+            }
         }
         for (k, status) in statuses.into_iter().enumerate() {
             if let Err(e) = self.follow(k, status).await {

@@ -480,3 +480,123 @@ async fn a_killed_daemon_restarted_re_attaches_with_no_gap_and_no_duplicate() {
         );
     }
 }
+
+/// A short protocol for a stepped channel: each poll is a MacNet reading, so it stays short.
+const DIRECT_PROTOCOL: &str = r#"
+protocol: Direct mode test
+version: 1
+params:
+  capacity: 2.5 Ah
+safety:
+  voltage: [2.5 V, 4.25 V]
+  current: 7 A
+steps:
+  - "Rest for 1 minute"
+  - "Charge at 1C for 5 minutes"
+  - "Discharge at 1C for 5 minutes"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maccor_channel_in_direct_mode_is_stepped_with_outputs_100_ms_apart_and_its_watchdog_fed()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(&dir.path().join("hub.sqlite")).await;
+    let clock = Clock::scaled(100.0);
+    let cell = CellParams {
+        initial_soc: 0.5,
+        ..CellParams::new(Chemistry::Nmc, 2.5)
+    };
+    let mut config = maccor::SimConfig::new(2, cell);
+    // The tester suspends a direct-mode channel not updated for 3 s; the 5-minute steps set
+    // one output each, so the test only finishes if the daemon keeps the watchdog fed.
+    config.direct_watchdog_s = Some(3.0);
+    let json = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let binary = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = maccor::MaccorSim::spawn(json, binary, config, clock.clone()).unwrap();
+    let text = format!(
+        "[store]\npath = {store:?}\ncommit_interval_ms = 50\n[hub]\naddress = \"http://{hub}\"\n\
+         [limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\n\
+         [[device]]\nname = \"mdirect\"\nfamily = \"maccor-direct\"\naddress = \"{json}\"\n\
+         binary_port = {binary}\nnominal_current = 10.0\nnominal_voltage = 5.0\n\
+         [[channel]]\nid = \"mdirect/2\"\npoll_interval_ms = 1000\n",
+        store = dir.path().join("outbox.sqlite").display().to_string(),
+        hub = hub.addr,
+        json = sim.json_addr(),
+        binary = sim.binary_addr().port(),
+    );
+    let config = cyclerd::config::Config::from_toml(&text, "direct.toml").unwrap();
+    let daemon = cyclerd::Daemon::start(config, "direct.toml", clock.clone())
+        .await
+        .unwrap();
+    let test = daemon
+        .start_test(
+            "mdirect/2",
+            DIRECT_PROTOCOL,
+            "direct.yaml",
+            harness::metadata("direct"),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, daemon.wait_all_done())
+        .await
+        .expect("the test ends");
+    let snap = daemon.snapshot("mdirect/2").unwrap();
+    assert_eq!(snap.state, "finished", "{snap:?}");
+    assert!(
+        snap.charge_capacity_ah > 0.15 && snap.discharge_capacity_ah > 0.15,
+        "{snap:?}"
+    );
+    let summary = daemon.shutdown(WAIT).await;
+    assert_eq!(summary.lost(), 0);
+    // Channel 2 of the configuration is the tester's channel 1 (MacNet counts from 0).
+    let outputs = sim.direct_outputs(1);
+    assert!(outputs.len() >= 3, "outputs were set: {outputs:?}");
+    for w in outputs.windows(2) {
+        assert!(w[1] - w[0] >= 0.1, "outputs {} s apart", w[1] - w[0]);
+    }
+    assert_eq!(sim.refused_outputs(1), 0, "no output came too fast");
+    assert!(sim.direct_outputs(0).is_empty(), "channel 0 was left alone");
+    hub.stop().await;
+    harness::assert_every_sample_once(&dir.path().join("hub.sqlite"), &[test]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_outbox_full_downloads_wait_and_the_cycler_keeps_the_records_until_there_is_room()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::start(&dir.path().join("hub.sqlite")).await;
+    let lab = SimLab::start_with(LabOptions {
+        channels: 1,
+        speed: SPEED,
+        device: DemoDevice::Neware,
+        data_dir: Some(dir.path().join("daemon")),
+        hub_address: Some(hub.addr),
+        extra_config: "commit_interval_ms = 50\nmax_bytes = 40000".into(),
+        ..LabOptions::default()
+    })
+    .await
+    .unwrap();
+    let tests = lab.start_everywhere(PROTOCOL, "native.yaml").await.unwrap();
+    let live = lab.daemon.watchers().remove(0);
+    until(live.clone(), |s| s.samples > 50).await;
+    hub.stop().await;
+    until(live.clone(), |s| s.reason.contains("outbox full")).await;
+    let stored = lab.daemon.snapshot(&lab.channel_ids()[0]).unwrap().samples;
+    lab.clock.sleep(600.0).await;
+    assert!(
+        Cycler::in_lab(&lab).records(0) > stored + 200,
+        "the cycler logs on while the daemon waits"
+    );
+    hub.restart().await;
+    wait_done(&lab).await;
+    let logged = Cycler::in_lab(&lab).records(0);
+    let (summary, _, _keep) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0);
+    hub.stop().await;
+    assert_every_record_once(&hub.db, &[(tests[0].clone(), logged)]);
+    let events = event_kinds(&hub.db, &tests[0]);
+    assert!(
+        events.iter().any(|(_, m)| m.starts_with("downloads wait")),
+        "{events:?}"
+    );
+}
