@@ -551,6 +551,14 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
             }
         }
     }
+    if options.device.is_cycler() {
+        // A cycler would run its tests on after the daemon stops; the demo's cycler stops with
+        // the demo, so end them there first (their records up to the stop are downloaded).
+        for channel in lab.channel_ids() {
+            let _ = daemon.stop_test(&channel, "the demo was stopped").await;
+        }
+        let _ = tokio::time::timeout(DRAIN, daemon.wait_all_done()).await;
+    }
     let (summary, _, _temp) = lab.stop(DRAIN).await?;
     print_progress(&daemon, &clock, wall_start, out)?;
     let _ = control_stop.send(());
