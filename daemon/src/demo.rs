@@ -296,7 +296,7 @@ impl SimLab {
             daemon,
             clock,
             sims,
-            other_sims: other_sims,
+            other_sims,
             capacities,
             channel_ids,
             data_dir,
