@@ -8,6 +8,8 @@
 //!   counting, lumped thermal model) that backs every simulator.
 //! - [`cycler`]: the [`cycler::Cycler`] trait a native channel follows on a dedicated cycler
 //!   that runs schedules itself, with its record and status types.
+//! - `cycler_sim` (internal): what the Neware, Arbin and Maccor simulators share: loading the
+//!   schedule they were sent, a channel's cell running its plan, the device-side record log.
 //! - [`stage`]: the [`stage::PowerStage`] trait a stepped channel drives, and its reading type.
 //! - [`ea_psb`]: Elektro-Automatik PSB bidirectional supplies over Modbus TCP: `wire` (register
 //!   table and scaling), `client` (the driver) and `sim` (a Modbus TCP server backed by a cell).
@@ -33,6 +35,7 @@ pub mod arbin;
 pub mod cell;
 pub mod clock;
 pub mod cycler;
+mod cycler_sim;
 pub mod ea_psb;
 pub mod error;
 pub mod maccor;

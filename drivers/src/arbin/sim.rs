@@ -37,11 +37,11 @@ use super::wire::{
     status, upload_result,
 };
 use crate::Clock;
-use crate::cell::{Cell, CellParams};
-use crate::stage::ideal_current;
+use crate::cell::CellParams;
+use crate::cycler_sim::{ChannelCell, PlanRun, RunState, Sample, ScheduleError, load_schedule};
 use crate::transport::network::accept_while_linked;
-use cyclerd_protocols::import::{SourceKind, import};
-use cyclerd_protocols::{Command, Engine, Measurement, Outcome, PlanStep, Safety};
+use cyclerd_protocols::import::SourceKind;
+use cyclerd_protocols::{Outcome, PlanStep, Safety};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -51,9 +51,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
-/// Longest simulated interval integrated in one piece: keeps the CV law stable and puts
-/// cutoffs within a second of where the cell crossed them.
-const MAX_SUBSTEP_S: f64 = 1.0;
 /// Largest file the console accepts.
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// Most records one GET_RECORDS feedback carries.
@@ -120,201 +117,134 @@ pub enum SimFault {
     Error,
 }
 
-/// Where a test is in its life.
+/// How a test ended: the status it leaves the channel in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TestState {
-    Running,
-    Paused,
+enum EndState {
     Finished,
+    /// Stopped by CTI or an operator: the channel is Idle again.
     Stopped,
     Unsafe,
     Error,
 }
 
+/// How a test ended, and the exit condition the channel info shows for it.
+#[derive(Debug, Clone, PartialEq)]
+struct Ended {
+    /// The status the end leaves.
+    state: EndState,
+    /// Why it ended, in the console's words (or the engine's reason).
+    exit_condition: String,
+}
+
+impl From<Outcome> for Ended {
+    fn from(outcome: Outcome) -> Ended {
+        match outcome {
+            Outcome::Finished => Ended {
+                state: EndState::Finished,
+                exit_condition: "Schedule finished".into(),
+            },
+            Outcome::Faulted(reason) => {
+                tracing::debug!("arbin sim: schedule safety tripped: {reason}");
+                Ended {
+                    state: EndState::Unsafe,
+                    exit_condition: reason,
+                }
+            }
+        }
+    }
+}
+
 /// One test a channel runs or ran (kept until the next start).
 struct Test {
+    /// The test name START gave.
     name: String,
-    engine: Engine,
-    /// What the engine asked for at its last update; applied until the next.
-    command: Command,
-    state: TestState,
-    /// Why the test ended or left its last step, for the channel info.
-    exit_condition: String,
-    /// Test time, s; stands still while paused.
-    test_time_s: f64,
-    /// Test time at which the next interval record is due.
-    next_record_s: f64,
     /// The schedule's step number (from 1) of each plan step (0 for loop markers and the
     /// end).
     step_ids: Vec<u32>,
-    /// The device-side log: record k (from 1) at index k - 1.
-    log: Vec<DataRecord>,
+    /// The schedule's plan running on the channel's cell, with the test's log.
+    run: PlanRun<Ended>,
 }
 
 impl Test {
-    fn active(&self) -> bool {
-        matches!(self.state, TestState::Running | TestState::Paused)
+    /// The schedule step number of plan step `plan_index`.
+    fn step(&self, plan_index: usize) -> u32 {
+        self.step_ids.get(plan_index).copied().unwrap_or(0)
     }
 
-    /// Logs `m` as a record of plan step `plan_index` with the step's counters `totals`.
-    fn log(&mut self, m: &Measurement, plan_index: usize, cycle: u32, totals: (f64, f64)) {
-        let step_start = self.engine.status().step_start_s;
-        self.log.push(DataRecord {
-            index: self.log.len() as u64 + 1,
-            test_time_s: m.test_time_s,
-            step_time_s: (m.test_time_s - step_start).max(0.0),
-            voltage_v: m.voltage_v as f32,
-            current_a: m.current_a as f32,
-            step_capacity_ah: totals.0 as f32,
-            step_energy_wh: totals.1 as f32,
-            temperature_c: m.temperature_c.map_or(f32::NAN, |t| t as f32),
-            step: self.step_ids.get(plan_index).copied().unwrap_or(0),
-            cycle,
-        });
-    }
-
-    fn step_totals(&self) -> (f64, f64) {
-        let s = self.engine.status();
-        (s.step_charge_ah + s.step_discharge_ah, s.step_energy_wh)
-    }
-}
-
-/// The current the channel drives under `command`: what an ideal cycler channel regulates to.
-fn flowing(cell: &Cell, command: &Command) -> f64 {
-    if command.output_on() {
-        ideal_current(cell, command)
-    } else {
-        0.0
+    /// The record of `sample` in the GET_RECORDS layout.
+    fn record(&self, sample: &Sample) -> DataRecord {
+        DataRecord {
+            index: sample.index,
+            test_time_s: sample.test_time_s,
+            step_time_s: sample.step_time_s,
+            voltage_v: sample.voltage_v as f32,
+            current_a: sample.current_a as f32,
+            step_capacity_ah: sample.step_capacity_ah as f32,
+            step_energy_wh: sample.step_energy_wh as f32,
+            temperature_c: sample.temperature_c.map_or(f32::NAN, |t| t as f32),
+            step: self.step(sample.plan_index),
+            cycle: sample.cycle,
+        }
     }
 }
 
 struct Channel {
-    cell: Cell,
-    /// Clock time up to which the cell has been integrated.
-    t: f64,
+    /// The cell on the channel's terminals.
+    cell: ChannelCell,
     /// The schedule the next START runs.
     assigned: Option<String>,
+    /// The running or last test, kept until the next START.
     test: Option<Test>,
 }
 
 impl Channel {
     fn current_a(&self) -> f64 {
-        match &self.test {
-            Some(t) if t.state == TestState::Running => flowing(&self.cell, &t.command),
-            _ => 0.0,
-        }
-    }
-
-    fn measurement(&self, test_time_s: f64) -> Measurement {
-        let i = self.current_a();
-        Measurement {
-            test_time_s,
-            voltage_v: self.cell.terminal_voltage(i),
-            current_a: i,
-            temperature_c: Some(self.cell.temperature_c()),
-        }
+        self.test
+            .as_ref()
+            .map_or(0.0, |t| t.run.current_a(self.cell.cell()))
     }
 
     fn status(&self) -> i16 {
-        match &self.test {
-            None => status::IDLE,
-            Some(t) => match t.state {
-                TestState::Running => match self.current_a() {
-                    i if i > 0.0 => status::CHARGE,
-                    i if i < 0.0 => status::DISCHARGE,
-                    _ => status::REST,
-                },
-                TestState::Paused => status::PAUSE,
-                TestState::Finished => status::FINISHED,
-                TestState::Stopped => status::IDLE,
-                TestState::Unsafe => status::UNSAFE,
-                TestState::Error => status::ERROR,
+        let Some(t) = &self.test else {
+            return status::IDLE;
+        };
+        match t.run.state() {
+            RunState::Running => match self.current_a() {
+                i if i > 0.0 => status::CHARGE,
+                i if i < 0.0 => status::DISCHARGE,
+                _ => status::REST,
+            },
+            RunState::Paused => status::PAUSE,
+            RunState::Ended(e) => match e.state {
+                EndState::Finished => status::FINISHED,
+                EndState::Stopped => status::IDLE,
+                EndState::Unsafe => status::UNSAFE,
+                EndState::Error => status::ERROR,
             },
         }
     }
 
     /// Integrates the cell (and runs the test) up to clock time `now`.
-    fn advance(&mut self, now: f64, interval_s: f64) {
-        while self.t < now {
-            let Some(test) = self.test.as_mut().filter(|t| t.state == TestState::Running) else {
-                // Nothing flows: the exact RC solution takes any interval in one piece.
-                self.cell.step(0.0, now - self.t);
-                self.t = now;
-                return;
-            };
-            let mut dt = (now - self.t).min(MAX_SUBSTEP_S);
-            let to_record = test.next_record_s - test.test_time_s;
-            if to_record > 1e-9 {
-                dt = dt.min(to_record);
-            }
-            self.cell.step(flowing(&self.cell, &test.command), dt);
-            self.t += dt;
-            test.test_time_s += dt;
-            let i = flowing(&self.cell, &test.command);
-            let m = Measurement {
-                test_time_s: test.test_time_s,
-                voltage_v: self.cell.terminal_voltage(i),
-                current_a: i,
-                temperature_c: Some(self.cell.temperature_c()),
-            };
-            let (plan_index, cycle) = {
-                let s = test.engine.status();
-                (s.plan_index, s.cycle)
-            };
-            let update = test.engine.update(&m);
-            let due = test.test_time_s >= test.next_record_s - 1e-9;
-            if update.step_changed || due || update.outcome.is_some() {
-                // The record closes the step it was measured in.
-                let totals = match &update.ended_step {
-                    Some(s) => (s.charge_ah + s.discharge_ah, s.energy_wh),
-                    None => test.step_totals(),
-                };
-                test.log(&m, plan_index, cycle, totals);
-                test.next_record_s = test.test_time_s + interval_s;
-            }
-            match update.outcome {
-                Some(Outcome::Finished) => {
-                    test.state = TestState::Finished;
-                    test.exit_condition = "Schedule finished".into();
-                }
-                Some(Outcome::Faulted(reason)) => {
-                    tracing::debug!("arbin sim: schedule safety tripped: {reason}");
-                    test.state = TestState::Unsafe;
-                    test.exit_condition = reason.to_string();
-                }
-                None => {}
-            }
-            test.command = update.command;
-        }
+    fn advance(&mut self, now: f64) {
+        let run = self.test.as_mut().map(|t| &mut t.run);
+        self.cell.advance(run, now);
     }
 
-    /// Ends the active test in `state`, logging the moment it ended unless a record was just
-    /// taken. False when no test is active.
-    fn end_test(&mut self, state: TestState, exit_condition: &str) -> bool {
-        let m = match &self.test {
-            Some(t) if t.active() => self.measurement(t.test_time_s),
-            _ => return false,
+    /// Ends the active test in `state` with `exit_condition`. False when no test is active.
+    fn end_test(&mut self, state: EndState, exit_condition: &str) -> bool {
+        let ended = Ended {
+            state,
+            exit_condition: exit_condition.into(),
         };
-        let Some(test) = self.test.as_mut() else {
-            return false;
-        };
-        let last = test.log.last().map_or(-1.0, |r| r.test_time_s);
-        if test.test_time_s > last {
-            let s = test.engine.status();
-            let (plan_index, cycle) = (s.plan_index, s.cycle);
-            let totals = test.step_totals();
-            test.log(&m, plan_index, cycle, totals);
-        }
-        test.state = state;
-        test.exit_condition = exit_condition.into();
-        test.command = Command::Off;
-        true
+        self.test
+            .as_mut()
+            .is_some_and(|t| t.run.end(&self.cell, ended))
     }
 
     /// The channel block of GET_CHANNELS_INFO.
     fn info(&self, index: u32, with_aux: bool) -> ChannelInfo {
         let i = self.current_a();
-        let v = self.cell.terminal_voltage(i);
+        let v = self.cell.cell().terminal_voltage(i);
         let mut info = ChannelInfo {
             channel: index,
             status: self.status(),
@@ -326,18 +256,19 @@ impl Channel {
         };
         if with_aux {
             info.aux[wire::aux::TEMPERATURE] = vec![AuxValue {
-                value: self.cell.temperature_c() as f32,
+                value: self.cell.cell().temperature_c() as f32,
                 dxdt: 0.0,
             }];
         }
         if let Some(t) = &self.test {
-            let s = t.engine.status();
-            let step = t.step_ids.get(s.plan_index).copied().unwrap_or(0);
+            let s = t.run.engine().status();
             info.test_name = t.name.clone();
-            info.exit_condition = t.exit_condition.clone();
-            info.step_and_cycle_text = format!("Step {step}, Cycle {}", s.cycle);
-            info.test_time_s = t.test_time_s;
-            info.step_time_s = (t.test_time_s - s.step_start_s).max(0.0);
+            if let RunState::Ended(e) = t.run.state() {
+                info.exit_condition = e.exit_condition.clone();
+            }
+            info.step_and_cycle_text = format!("Step {}, Cycle {}", t.step(s.plan_index), s.cycle);
+            info.test_time_s = t.run.test_time_s();
+            info.step_time_s = (t.run.test_time_s() - s.step_start_s).max(0.0);
             info.charge_capacity_ah = s.charge_capacity_ah as f32;
             info.discharge_capacity_ah = s.discharge_capacity_ah as f32;
             info.charge_energy_wh = s.charge_energy_wh as f32;
@@ -425,9 +356,8 @@ fn step_ids(steps: &[PlanStep]) -> Vec<u32> {
 impl Console {
     fn advance(&mut self) {
         let now = self.clock.now();
-        let interval = self.config.record_interval_s;
         for ch in &mut self.channels {
-            ch.advance(now, interval);
+            ch.advance(now);
         }
     }
 
@@ -566,10 +496,12 @@ impl Console {
         if !self.files.contains_key(&file_key(&r.schedule)) {
             return reply(result::ASSIGN_NOT_FOUND);
         }
-        if targets
-            .iter()
-            .any(|&i| self.channels[i].test.as_ref().is_some_and(Test::active))
-        {
+        if targets.iter().any(|&i| {
+            self.channels[i]
+                .test
+                .as_ref()
+                .is_some_and(|t| t.run.is_active())
+        }) {
             return reply(result::ASSIGN_CHANNEL_RUNNING);
         }
         for i in targets {
@@ -597,10 +529,12 @@ impl Console {
                 return refuse(result::BAD_CHANNEL);
             };
             let ch = &self.channels[i];
-            if matches!(
-                ch.test.as_ref().map(|t| t.state),
-                Some(TestState::Running | TestState::Paused | TestState::Unsafe)
-            ) {
+            // An unsafe channel must be cleared before it takes a test.
+            let busy = ch.test.as_ref().is_some_and(|t| match t.run.state() {
+                RunState::Ended(e) => e.state == EndState::Unsafe,
+                _ => true,
+            });
+            if busy {
                 return refuse(result::START_CHANNEL_RUNNING);
             }
             let Some(schedule) = &ch.assigned else {
@@ -609,48 +543,26 @@ impl Console {
             let Some(text) = self.files.get(&file_key(schedule)) else {
                 return refuse(result::START_NO_SCHEDULE);
             };
-            let plan = match import(text, SourceKind::Arbin, schedule) {
-                Ok(plan) => plan,
-                Err(e) => {
+            match load_schedule(text, SourceKind::Arbin, schedule, &Safety::default()) {
+                Ok(engine) => plans.push((i, engine)),
+                Err(ScheduleError::Import(e)) => {
                     tracing::debug!("arbin sim: schedule {schedule} does not import: {e}");
                     return refuse(result::START_INCOMPATIBLE);
                 }
-            };
-            let ids = step_ids(&plan.steps);
-            match Engine::new(plan, &Safety::default()) {
-                Ok(engine) => plans.push((i, engine, ids)),
-                Err(e) => {
+                Err(ScheduleError::Refused(e)) => {
                     tracing::debug!("arbin sim: schedule {schedule} refused: {e}");
                     return refuse(result::START_SAFETY_PRECHECK);
                 }
             }
         }
         let interval = self.config.record_interval_s;
-        for (i, mut engine, step_ids) in plans {
-            let command = engine.start(0.0);
+        for (i, engine) in plans {
             let ch = &mut self.channels[i];
-            let mut test = Test {
+            ch.test = Some(Test {
                 name: r.test_name.clone(),
-                engine,
-                command,
-                state: TestState::Running,
-                exit_condition: String::new(),
-                test_time_s: 0.0,
-                next_record_s: interval,
-                step_ids,
-                log: Vec::new(),
-            };
-            // The first record: the output just switched on.
-            let current = flowing(&ch.cell, &test.command);
-            let m = Measurement {
-                test_time_s: 0.0,
-                voltage_v: ch.cell.terminal_voltage(current),
-                current_a: current,
-                temperature_c: Some(ch.cell.temperature_c()),
-            };
-            let plan_index = test.engine.status().plan_index;
-            test.log(&m, plan_index, 1, (0.0, 0.0));
-            ch.test = Some(test);
+                step_ids: step_ids(&engine.plan().steps),
+                run: PlanRun::start(engine, &ch.cell, interval),
+            });
         }
         Self::common(cmd::START, first, result::OK)
     }
@@ -670,7 +582,7 @@ impl Console {
         };
         for i in targets {
             // Stopping a channel that runs nothing changes nothing.
-            self.channels[i].end_test(TestState::Stopped, "Stopped by CTI");
+            self.channels[i].end_test(EndState::Stopped, "Stopped by CTI");
         }
         Self::common(cmd::STOP, channel, result::OK)
     }
@@ -690,11 +602,14 @@ impl Console {
             fb.result = result::RECORDS_NO_TEST;
             return Reply::Send(fb.to_frame());
         };
-        fb.last = test.log.len() as u64;
-        let start = usize::try_from(r.from.max(1) - 1).unwrap_or(usize::MAX);
+        let log = test.run.log();
+        fb.last = log.count();
         let count = (r.max as usize).min(MAX_RECORDS_PER_FEEDBACK);
-        let end = start.saturating_add(count).min(test.log.len());
-        fb.records = test.log.get(start..end).unwrap_or(&[]).to_vec();
+        fb.records = log
+            .page(r.from, count)
+            .iter()
+            .map(|s| test.record(s))
+            .collect();
         Reply::Send(fb.to_frame())
     }
 
@@ -807,8 +722,7 @@ impl ArbinSim {
                 .cells
                 .iter()
                 .map(|c| Channel {
-                    cell: Cell::new(c.clone()),
-                    t: now,
+                    cell: ChannelCell::new(c.clone(), now),
                     assigned: None,
                     test: None,
                 })
@@ -989,11 +903,11 @@ impl SimHandle {
             status: ch.status(),
             schedule: ch.assigned.clone(),
             test: ch.test.as_ref().map(|t| t.name.clone()),
-            records: ch.test.as_ref().map_or(0, |t| t.log.len() as u64),
-            test_time_s: ch.test.as_ref().map_or(0.0, |t| t.test_time_s),
-            voltage_v: ch.cell.terminal_voltage(current),
+            records: ch.test.as_ref().map_or(0, |t| t.run.log().count()),
+            test_time_s: ch.test.as_ref().map_or(0.0, |t| t.run.test_time_s()),
+            voltage_v: ch.cell.cell().terminal_voltage(current),
             current_a: current,
-            soc: ch.cell.soc(),
+            soc: ch.cell.cell().soc(),
         })
     }
 
@@ -1005,7 +919,9 @@ impl SimHandle {
             .ok()
             .and_then(|i| c.channels.get(i))
             .and_then(|ch| ch.test.as_ref())
-            .map_or_else(Vec::new, |t| t.log.clone())
+            .map_or_else(Vec::new, |t| {
+                t.run.log().entries().iter().map(|s| t.record(s)).collect()
+            })
     }
 
     /// The uploaded file `name` (any case), as text.
@@ -1019,8 +935,8 @@ impl SimHandle {
         let mut c = lock(&self.console);
         c.advance();
         let state = match fault {
-            SimFault::Unsafe => TestState::Unsafe,
-            SimFault::Error => TestState::Error,
+            SimFault::Unsafe => EndState::Unsafe,
+            SimFault::Error => EndState::Error,
         };
         usize::try_from(index)
             .ok()
@@ -1033,23 +949,11 @@ impl SimHandle {
     pub fn set_paused(&self, index: u32, paused: bool) -> bool {
         let mut c = lock(&self.console);
         c.advance();
-        let (from, to) = if paused {
-            (TestState::Running, TestState::Paused)
-        } else {
-            (TestState::Paused, TestState::Running)
-        };
-        match usize::try_from(index)
+        usize::try_from(index)
             .ok()
             .and_then(|i| c.channels.get_mut(i))
             .and_then(|ch| ch.test.as_mut())
-            .filter(|t| t.state == from)
-        {
-            Some(t) => {
-                t.state = to;
-                true
-            }
-            None => false,
-        }
+            .is_some_and(|t| t.run.set_paused(paused))
     }
 
     /// Takes the console off the network, as a pulled LAN cable does: open connections close

@@ -30,9 +30,10 @@ use super::wire::{
 };
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
+use crate::cycler_sim::{Log, load_schedule};
 use crate::stage::ideal_current;
 use crate::transport::network::accept_while_linked;
-use cyclerd_protocols::import::{SourceKind, import};
+use cyclerd_protocols::import::SourceKind;
 use cyclerd_protocols::{Command, Engine, Measurement, Outcome, Safety};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -159,7 +160,7 @@ struct Channel {
     /// Current flowing now, + = into the cell.
     current_a: f64,
     /// The device-side record log of the test; entry `i` is record `i + 1`.
-    log: Vec<Reading>,
+    log: Log<Reading>,
     /// Why the engine faulted, when it did.
     fault: Option<String>,
     /// Clock times of accepted direct outputs and the count of those refused as too fast.
@@ -259,7 +260,7 @@ impl Channel {
             selected: false,
             test: None,
             current_a: 0.0,
-            log: Vec::new(),
+            log: Log::default(),
             fault: None,
             outputs: Vec::new(),
             refused_outputs: 0,
@@ -334,7 +335,7 @@ impl Channel {
             rf1: self.rf1,
             rf2: self.rf2,
             stat: self.stat,
-            last_rec: self.log.len() as u32,
+            last_rec: self.log.count() as u32,
             cycle,
             step,
             test_time_s: test_time as f32,
@@ -350,7 +351,7 @@ impl Channel {
 
     fn log_record(&mut self, clock: &Clock, ended: Option<StepEnd>) {
         let mut r = self.reading(clock, ended);
-        r.last_rec = self.log.len() as u32 + 1;
+        r.last_rec = self.log.count() as u32 + 1;
         self.log.push(r);
         if let Some(t) = &mut self.test {
             t.last_record_s = t.test_time_s;
@@ -779,9 +780,7 @@ impl Tester {
             return wire::result::SIM_PROCEDURE_UNUSABLE;
         };
         let origin = format!("{}.000", start.procedure);
-        let engine = import(&text, SourceKind::Maccor, &origin)
-            .map_err(|e| e.to_string())
-            .and_then(|plan| Engine::new(plan, &self.config.limits).map_err(|e| e.to_string()));
+        let engine = load_schedule(&text, SourceKind::Maccor, &origin, &self.config.limits);
         let mut engine = match engine {
             Ok(engine) => engine,
             Err(e) => {
@@ -1065,12 +1064,10 @@ fn transfer(tester: &mut Tester, session: &mut Session, frame: &Frame) -> Option
                 }
                 Some(c) if file_type == wire::FILE_TYPE_RECORD_LOG => {
                     tester.advance();
-                    let log = &tester.channels[c].log;
-                    let start = (from.max(1) as usize - 1).min(log.len());
-                    let end = start.saturating_add(max as usize).min(log.len());
+                    let page = tester.channels[c].log.page(u64::from(from), max as usize);
                     let download = Download {
                         chan,
-                        bytes: log[start..end].iter().flat_map(Reading::to_bytes).collect(),
+                        bytes: page.iter().flat_map(Reading::to_bytes).collect(),
                         block: 1,
                     };
                     let first = download.data(1);
@@ -1342,7 +1339,7 @@ impl SimHandle {
             rf1: c.rf1,
             rf2: c.rf2,
             test: c.test.as_ref().map(|t| t.name.clone()),
-            last_rec: c.log.len() as u32,
+            last_rec: c.log.count() as u32,
             voltage_v: c.cell.terminal_voltage(c.current_a),
             current_a: c.current_a,
             soc: c.cell.soc(),
@@ -1354,7 +1351,7 @@ impl SimHandle {
     pub fn records(&self, chan: u16) -> Vec<Reading> {
         let mut t = lock(&self.tester);
         t.advance();
-        t.channels[usize::from(chan)].log.clone()
+        t.channels[usize::from(chan)].log.entries().to_vec()
     }
 
     /// Names of the procedures received (upper case, without `.000`).

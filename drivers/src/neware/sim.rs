@@ -21,12 +21,12 @@ use super::wire::{
     PathMap, Request, ResultItem, WorkStatus, step_type,
 };
 use crate::Clock;
-use crate::cell::{Cell, CellParams};
+use crate::cell::CellParams;
 use crate::cycler::{ChannelAddr, Record};
-use crate::stage::ideal_current;
+use crate::cycler_sim::{ChannelCell, PlanRun, RunState, load_schedule};
 use crate::transport::network::accept_while_linked;
-use cyclerd_protocols::import::{SourceKind, import};
-use cyclerd_protocols::{Command, Control, Engine, Measurement, Outcome, PlanStep, Safety};
+use cyclerd_protocols::import::SourceKind;
+use cyclerd_protocols::{Control, Outcome, PlanStep, Safety};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,9 +36,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
-/// Longest simulated interval integrated in one piece: keeps the CV law stable and puts
-/// terminations within a second of where the cell crossed them.
-const MAX_SUBSTEP_S: f64 = 1.0;
 /// `log_code` of a test the step file's own protection (`Whole_Prt`) ended. Neware's codes
 /// are not in the facts; this one is the simulator's.
 pub const SAFETY_LOG_CODE: u32 = 1;
@@ -106,13 +103,32 @@ impl SimConfig {
     }
 }
 
-/// One logged record and what `download` writes beside it.
-struct Logged {
-    record: Record,
-    /// A `step_type` name for `steptype`.
-    step_type: &'static str,
-    /// Unix time of the record, for `atime`.
-    unix_time_s: f64,
+/// How a test ended: the status `getchlstatus` then reports and the `log_code` `inquire`
+/// gives.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ended {
+    /// `Finish`, `Stop` or `Protect`.
+    status: WorkStatus,
+    /// Why the test ended in protect (0 otherwise).
+    log_code: u32,
+}
+
+impl From<Outcome> for Ended {
+    fn from(outcome: Outcome) -> Ended {
+        match outcome {
+            Outcome::Finished => Ended {
+                status: WorkStatus::Finish,
+                log_code: 0,
+            },
+            Outcome::Faulted(reason) => {
+                tracing::debug!("neware sim: the step file's protection tripped: {reason}");
+                Ended {
+                    status: WorkStatus::Protect,
+                    log_code: SAFETY_LOG_CODE,
+                }
+            }
+        }
+    }
 }
 
 /// One test a channel ran or runs.
@@ -121,72 +137,35 @@ struct Test {
     id: u64,
     /// The name the test was started under, returned by `inquire`.
     barcode: String,
-    /// Runs the imported step file: the cycler's own schedule execution.
-    engine: Engine,
-    /// What the engine asked for at the last update; applied until the next.
-    command: Command,
-    status: WorkStatus,
-    /// Why the test ended in protect (0 otherwise).
-    log_code: u32,
-    /// Test time, s; stands still while paused.
-    test_time_s: f64,
-    /// Test time at which the next interval record is due.
-    next_record_s: f64,
     /// Neware step number and step type name of each plan step (0 and `--` for loop markers
     /// and the end).
-    step_ids: Vec<u32>,
-    step_types: Vec<&'static str>,
-    /// The device-side log: record k (from 1) at index k - 1.
-    log: Vec<Logged>,
+    steps: Vec<(u32, &'static str)>,
+    /// The step file's plan running on the channel's cell, with the test's log.
+    run: PlanRun<Ended>,
 }
 
 impl Test {
-    fn active(&self) -> bool {
-        matches!(self.status, WorkStatus::Working | WorkStatus::Pause)
+    fn status(&self) -> WorkStatus {
+        match self.run.state() {
+            RunState::Running => WorkStatus::Working,
+            RunState::Paused => WorkStatus::Pause,
+            RunState::Ended(e) => e.status,
+        }
     }
 
-    /// Logs `m` as a record of plan step `plan_index`, with the step's capacity and energy.
-    fn log(
-        &mut self,
-        m: &Measurement,
-        plan_index: usize,
-        cycle: u32,
-        totals: (f64, f64),
-        unix: f64,
-    ) {
-        self.log.push(Logged {
-            record: Record {
-                index: self.log.len() as u64 + 1,
-                test_time_s: m.test_time_s,
-                voltage_v: m.voltage_v,
-                current_a: m.current_a,
-                temperature_c: m.temperature_c,
-                step: self.step_ids.get(plan_index).copied().unwrap_or(0),
-                cycle,
-                capacity_ah: totals.0,
-                energy_wh: totals.1,
-            },
-            step_type: self
-                .step_types
-                .get(plan_index)
-                .copied()
-                .unwrap_or(step_type::NONE),
-            unix_time_s: unix,
-        });
+    fn log_code(&self) -> u32 {
+        match self.run.state() {
+            RunState::Ended(e) => e.log_code,
+            _ => 0,
+        }
     }
 
-    fn step_totals(&self) -> (f64, f64) {
-        let s = self.engine.status();
-        (s.step_charge_ah + s.step_discharge_ah, s.step_energy_wh)
-    }
-}
-
-/// The current the channel drives under `command`: what an ideal cycler channel regulates to.
-fn flowing(cell: &Cell, command: &Command) -> f64 {
-    if command.output_on() {
-        ideal_current(cell, command)
-    } else {
-        0.0
+    /// The Neware step number and step type name of plan step `plan_index`.
+    fn step(&self, plan_index: usize) -> (u32, &'static str) {
+        self.steps
+            .get(plan_index)
+            .copied()
+            .unwrap_or((0, step_type::NONE))
     }
 }
 
@@ -194,9 +173,7 @@ struct Channel {
     /// `devid`, `subdevid`, `chlid`.
     addr: ChannelAddr,
     /// The cell on the channel's terminals.
-    cell: Cell,
-    /// Clock time up to which the cell has been integrated.
-    t: f64,
+    cell: ChannelCell,
     /// Every test run here, oldest first; the last is the current or latest one.
     tests: Vec<Test>,
 }
@@ -207,97 +184,25 @@ impl Channel {
     }
 
     fn status(&self) -> WorkStatus {
-        self.test().map_or(WorkStatus::Stop, |t| t.status)
+        self.test().map_or(WorkStatus::Stop, Test::status)
     }
 
     fn current_a(&self) -> f64 {
-        match self.test() {
-            Some(t) if t.status == WorkStatus::Working => flowing(&self.cell, &t.command),
-            _ => 0.0,
-        }
+        self.test()
+            .map_or(0.0, |t| t.run.current_a(self.cell.cell()))
     }
 
     /// Integrates the cell (and runs the test) up to clock time `now`.
-    fn advance(&mut self, now: f64, interval_s: f64, unix_at_zero: f64) {
-        while self.t < now {
-            let Some(test) = self
-                .tests
-                .last_mut()
-                .filter(|t| t.status == WorkStatus::Working)
-            else {
-                // Nothing flows: the exact RC solution takes any interval in one piece.
-                self.cell.step(0.0, now - self.t);
-                self.t = now;
-                return;
-            };
-            let mut dt = (now - self.t).min(MAX_SUBSTEP_S);
-            let to_record = test.next_record_s - test.test_time_s;
-            if to_record > 1e-9 {
-                dt = dt.min(to_record);
-            }
-            self.cell.step(flowing(&self.cell, &test.command), dt);
-            self.t += dt;
-            test.test_time_s += dt;
-            let i = flowing(&self.cell, &test.command);
-            let m = Measurement {
-                test_time_s: test.test_time_s,
-                voltage_v: self.cell.terminal_voltage(i),
-                current_a: i,
-                temperature_c: Some(self.cell.temperature_c()),
-            };
-            let (plan_index, cycle) = {
-                let s = test.engine.status();
-                (s.plan_index, s.cycle)
-            };
-            let update = test.engine.update(&m);
-            let due = test.test_time_s >= test.next_record_s - 1e-9;
-            if update.step_changed || due || update.outcome.is_some() {
-                // The record closes the step it was measured in.
-                let totals = match &update.ended_step {
-                    Some(s) => (s.charge_ah + s.discharge_ah, s.energy_wh),
-                    None => test.step_totals(),
-                };
-                test.log(&m, plan_index, cycle, totals, unix_at_zero + self.t);
-                test.next_record_s = test.test_time_s + interval_s;
-            }
-            match update.outcome {
-                Some(Outcome::Finished) => test.status = WorkStatus::Finish,
-                Some(Outcome::Faulted(reason)) => {
-                    tracing::debug!("neware sim {}: protect: {reason}", self.addr);
-                    test.status = WorkStatus::Protect;
-                    test.log_code = SAFETY_LOG_CODE;
-                }
-                None => {}
-            }
-            test.command = update.command;
-        }
+    fn advance(&mut self, now: f64) {
+        let run = self.tests.last_mut().map(|t| &mut t.run);
+        self.cell.advance(run, now);
     }
 
-    /// Ends the active test with `status` (stop or protect), logging the moment it ended
-    /// unless a record was just taken.
-    fn end_test(&mut self, status: WorkStatus, log_code: u32, unix_at_zero: f64) -> bool {
-        let (cell, t) = (&self.cell, self.t);
-        let Some(test) = self.tests.last_mut().filter(|t| t.active()) else {
-            return false;
-        };
-        let last = test.log.last().map_or(-1.0, |l| l.record.test_time_s);
-        if test.test_time_s > last {
-            let i = flowing(cell, &test.command);
-            let m = Measurement {
-                test_time_s: test.test_time_s,
-                voltage_v: cell.terminal_voltage(i),
-                current_a: i,
-                temperature_c: Some(cell.temperature_c()),
-            };
-            let s = test.engine.status();
-            let (plan_index, cycle) = (s.plan_index, s.cycle);
-            let totals = test.step_totals();
-            test.log(&m, plan_index, cycle, totals, unix_at_zero + t);
-        }
-        test.status = status;
-        test.log_code = log_code;
-        test.command = Command::Off;
-        true
+    /// Ends the active test as `ended` (stop or protect); false when none is active.
+    fn end_test(&mut self, ended: Ended) -> bool {
+        self.tests
+            .last_mut()
+            .is_some_and(|t| t.run.end(&self.cell, ended))
     }
 
     fn reference(&self, config: &SimConfig) -> ChannelRef {
@@ -333,9 +238,8 @@ struct SimState {
 impl SimState {
     fn advance(&mut self) {
         let now = self.clock.now();
-        let interval = self.config.record_interval_s;
         for ch in &mut self.channels {
-            ch.advance(now, interval, self.unix_at_zero);
+            ch.advance(now);
         }
     }
 
@@ -427,7 +331,7 @@ impl SimState {
                                 ..c.reference(config)
                             },
                             testid: c.test().map_or(0, |t| t.id),
-                            count: c.test().map_or(0, |t| t.log.len() as u64),
+                            count: c.test().map_or(0, |t| t.run.log().count()),
                             complete: true,
                         }
                     })
@@ -447,14 +351,16 @@ impl SimState {
                 wire::result_reply(wire::cmd::START, &results)
             }
             Request::Stop(list) => {
-                let unix = self.unix_at_zero;
                 let results: Vec<ResultItem> = list
                     .into_iter()
                     .map(|c| {
                         let ok = match self.find(&c.addr) {
                             Some(i) => {
                                 // Stopping a channel that is not running changes nothing.
-                                self.channels[i].end_test(WorkStatus::Stop, 0, unix);
+                                self.channels[i].end_test(Ended {
+                                    status: WorkStatus::Stop,
+                                    log_code: 0,
+                                });
                                 true
                             }
                             None => false,
@@ -472,22 +378,18 @@ impl SimState {
         let c = &self.channels[i];
         let current = c.current_a();
         let test = c.test();
-        let (step, kind, cycle, relative, capacity, energy) = match test {
+        let ((step, kind), cycle, relative, capacity, energy) = match test {
             Some(t) => {
-                let s = t.engine.status();
+                let s = t.run.engine().status();
                 (
-                    t.step_ids.get(s.plan_index).copied().unwrap_or(0),
-                    t.step_types
-                        .get(s.plan_index)
-                        .copied()
-                        .unwrap_or(step_type::NONE),
+                    t.step(s.plan_index),
                     s.cycle,
-                    t.test_time_s - s.step_start_s,
+                    t.run.test_time_s() - s.step_start_s,
                     s.step_charge_ah + s.step_discharge_ah,
                     s.step_energy_wh,
                 )
             }
-            None => (0, step_type::NONE, 0, 0.0, 0.0, 0.0),
+            None => ((0, step_type::NONE), 0, 0.0, 0.0, 0.0),
         };
         InquireItem {
             channel: ChannelRef {
@@ -501,14 +403,14 @@ impl SimState {
             workstatus: c.status().name().into(),
             barcode: test.map_or_else(String::new, |t| t.barcode.clone()),
             current,
-            voltage: c.cell.terminal_voltage(current),
+            voltage: c.cell.cell().terminal_voltage(current),
             capacity,
             energy,
-            total_time: test.map_or(0.0, |t| t.test_time_s),
+            total_time: test.map_or(0.0, |t| t.run.test_time_s()),
             relative_time: relative,
             open: current != 0.0,
-            log_code: test.map_or(0, |t| t.log_code),
-            temperature: Some(c.cell.temperature_c()),
+            log_code: test.map_or(0, Test::log_code),
+            temperature: Some(c.cell.cell().temperature_c()),
         }
     }
 
@@ -531,25 +433,32 @@ impl SimState {
                 tests.iter().find(|t| t.id == r.testid)
             }
         });
-        let rows: &[Logged] = match test {
+        // Each record with its step type name and wall time, as `download` writes it.
+        let rows: Vec<(Record, &str, f64)> = match test {
             Some(t) => {
                 header.testid = t.id;
-                let start = usize::try_from(r.startpos.max(1) - 1).unwrap_or(usize::MAX);
                 let count = usize::try_from(r.count)
                     .unwrap_or(usize::MAX)
                     .min(wire::PAGE_SIZE);
-                let end = start.saturating_add(count).min(t.log.len());
-                t.log.get(start..end).unwrap_or(&[])
+                t.run
+                    .log()
+                    .page(r.startpos, count)
+                    .iter()
+                    .map(|s| {
+                        let (step, kind) = t.step(s.plan_index);
+                        (s.record(step), kind, self.unix_at_zero + s.clock_s)
+                    })
+                    .collect()
             }
-            None => &[],
+            None => Vec::new(),
         };
         header.count = rows.len() as u64;
         wire::download_reply(
             &header,
-            rows.iter().map(|l| DataRow {
-                record: &l.record,
-                step_type: l.step_type,
-                unix_time_s: l.unix_time_s,
+            rows.iter().map(|(record, step_type, unix_time_s)| DataRow {
+                record,
+                step_type,
+                unix_time_s: *unix_time_s,
             }),
         )
     }
@@ -570,52 +479,28 @@ impl SimState {
         let Some(i) = self.find(addr) else {
             return refuse("no such channel".into());
         };
-        if self.channels[i].test().is_some_and(Test::active) {
+        if self.channels[i].test().is_some_and(|t| t.run.is_active()) {
             return refuse("the channel is running a test".into());
         }
         let text = match file {
             Ok(text) => text,
             Err(e) => return refuse(e),
         };
-        let plan = match import(&text, SourceKind::Neware, path) {
-            Ok(plan) => plan,
-            Err(e) => return refuse(e.to_string()),
-        };
-        let (step_ids, step_types): (Vec<u32>, Vec<&'static str>) =
-            plan.steps.iter().map(step_info).unzip();
-        let mut engine = match Engine::new(plan, &Safety::default()) {
+        let engine = match load_schedule(&text, SourceKind::Neware, path, &Safety::default()) {
             Ok(engine) => engine,
             Err(e) => return refuse(e.to_string()),
         };
-        let command = engine.start(0.0);
+        let steps = engine.plan().steps.iter().map(step_info).collect();
         let id = self.next_testid;
         self.next_testid += 1;
-        let unix = self.unix_at_zero;
         let ch = &mut self.channels[i];
-        let mut test = Test {
+        let run = PlanRun::start(engine, &ch.cell, self.config.record_interval_s);
+        ch.tests.push(Test {
             id,
             barcode,
-            engine,
-            command,
-            status: WorkStatus::Working,
-            log_code: 0,
-            test_time_s: 0.0,
-            next_record_s: self.config.record_interval_s,
-            step_ids,
-            step_types,
-            log: Vec::new(),
-        };
-        // The first record: the output just switched on.
-        let current = flowing(&ch.cell, &test.command);
-        let m = Measurement {
-            test_time_s: 0.0,
-            voltage_v: ch.cell.terminal_voltage(current),
-            current_a: current,
-            temperature_c: Some(ch.cell.temperature_c()),
-        };
-        let plan_index = test.engine.status().plan_index;
-        test.log(&m, plan_index, 1, (0.0, 0.0), unix + ch.t);
-        ch.tests.push(test);
+            steps,
+            run,
+        });
         true
     }
 }
@@ -672,8 +557,7 @@ impl NewareSim {
             .zip(&config.cells)
             .map(|(&addr, cell)| Channel {
                 addr,
-                cell: Cell::new(cell.clone()),
-                t: now,
+                cell: ChannelCell::new(cell.clone(), now),
                 tests: Vec::new(),
             })
             .collect();
@@ -833,11 +717,11 @@ impl SimHandle {
         Some(ChannelSnapshot {
             status: c.status(),
             testid: c.test().map_or(0, |t| t.id),
-            records: c.test().map_or(0, |t| t.log.len() as u64),
-            test_time_s: c.test().map_or(0.0, |t| t.test_time_s),
-            voltage_v: c.cell.terminal_voltage(current),
+            records: c.test().map_or(0, |t| t.run.log().count()),
+            test_time_s: c.test().map_or(0.0, |t| t.run.test_time_s()),
+            voltage_v: c.cell.cell().terminal_voltage(current),
             current_a: current,
-            soc: c.cell.soc(),
+            soc: c.cell.cell().soc(),
         })
     }
 
@@ -847,11 +731,11 @@ impl SimHandle {
     pub fn raise_protect(&self, addr: ChannelAddr, log_code: u32) -> bool {
         let mut s = lock(&self.state);
         s.advance();
-        let unix = s.unix_at_zero;
-        match s.find(&addr) {
-            Some(i) => s.channels[i].end_test(WorkStatus::Protect, log_code, unix),
-            None => false,
-        }
+        let ended = Ended {
+            status: WorkStatus::Protect,
+            log_code,
+        };
+        s.find(&addr).is_some_and(|i| s.channels[i].end_test(ended))
     }
 
     /// Pauses (output off, test time stands still) or resumes the test on channel `addr`, as
@@ -862,18 +746,10 @@ impl SimHandle {
         let Some(i) = s.find(&addr) else {
             return false;
         };
-        let (from, to) = if paused {
-            (WorkStatus::Working, WorkStatus::Pause)
-        } else {
-            (WorkStatus::Pause, WorkStatus::Working)
-        };
-        match s.channels[i].tests.last_mut().filter(|t| t.status == from) {
-            Some(t) => {
-                t.status = to;
-                true
-            }
-            None => false,
-        }
+        s.channels[i]
+            .tests
+            .last_mut()
+            .is_some_and(|t| t.run.set_paused(paused))
     }
 
     /// Takes the server off the network, as a pulled LAN cable does: open connections close

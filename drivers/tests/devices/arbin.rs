@@ -2,64 +2,27 @@
 //! protocols compiled to Arbin schedules, uploaded on the file port, assigned, started, run by
 //! the simulated cycler and followed and backfilled by the client.
 
-use super::within;
+use super::common::{
+    CCCV_3_CYCLES, SHORT_REST, SLOW_CHARGE, a_cut_link_gap_is_filled_exactly,
+    a_delayed_reply_is_a_lost_link_until_reconnected, addr, assert_cccv_3_cycles_finished,
+    assert_contiguous, assert_test_and_records, assert_wrong_password, follow_to_end,
+    long_logs_read_in_pages, start_as_laid_out,
+};
+use super::{TIMEOUT, cell, within};
 use cyclerd_drivers::arbin::wire::{self, Direction, Frame, status};
 use cyclerd_drivers::arbin::{
     ArbinClient, ArbinConfig, ArbinSim, RecordLog, SimConfig, SimFault, SimHandle,
 };
-use cyclerd_drivers::cell::{CellParams, Chemistry};
-use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, Cycler, Record, Schedule};
+use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, Cycler, Schedule};
 use cyclerd_drivers::{Clock, DriverError};
-use cyclerd_protocols::Plan;
-use cyclerd_protocols::compile::{Target, compile};
+use cyclerd_protocols::compile::Target;
 use proptest::prelude::*;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// The library's C/2 CCCV charge to 4.2 V (C/20 cutoff), 1C discharge to 3.0 V, three cycles.
-const CCCV_3_CYCLES: &str = include_str!("../../../deploy/protocols/cccv-3-cycles.yaml");
-
-/// A charge that runs for hours from 30 % SOC.
-const SLOW_CHARGE: &str = r#"
-protocol: Slow charge
-version: 1
-params: {capacity: 2.5 Ah}
-safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
-steps: ["Charge at C/5 until 4.2 V"]
-"#;
-
-const SHORT_REST: &str = r#"
-protocol: Short rest
-version: 1
-params: {capacity: 2.5 Ah}
-safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
-steps: ["Rest for 1 minute"]
-"#;
-
-const TIMEOUT: Duration = Duration::from_secs(2);
-
-fn cell(soc: f64) -> CellParams {
-    CellParams {
-        initial_soc: soc,
-        ..CellParams::new(Chemistry::Nmc, 2.5)
-    }
-}
-
 fn schedule(yaml: &str) -> Schedule {
-    let plan = Plan::from_yaml(yaml, "protocol.yaml").unwrap();
-    Schedule {
-        file_name: format!("protocol.{}", Target::Arbin.extension()),
-        text: compile(&plan, Target::Arbin).unwrap(),
-    }
-}
-
-fn ch(index: u32) -> ChannelAddr {
-    ChannelAddr {
-        unit: 0,
-        sub_unit: 0,
-        channel: index,
-    }
+    super::common::schedule(yaml, Target::Arbin, "protocol")
 }
 
 /// A simulated console with `channels` channels, cells at 30 % SOC and a record every 10 s;
@@ -81,20 +44,14 @@ async fn connect(sim: &SimHandle) -> ArbinClient {
     .unwrap()
 }
 
-fn assert_contiguous(records: &[Record], from: u64) {
-    for (k, r) in records.iter().enumerate() {
-        assert_eq!(r.index, from + k as u64, "record {k} of {records:?}");
-    }
-}
-
 #[tokio::test]
 async fn a_compiled_cccv_protocol_runs_to_finished_and_every_record_comes_back_once() {
     let clock = Clock::manual();
     let sim = console(&clock, 2, |_| {}).await;
     let mut client = connect(&sim).await;
     assert_eq!(client.login_feedback().channels, 2);
-    assert_eq!(client.channels().await.unwrap(), vec![ch(0), ch(1)]);
-    let channel = ch(1);
+    assert_eq!(client.channels().await.unwrap(), vec![addr(0), addr(1)]);
+    let channel = addr(1);
     let schedule = schedule(CCCV_3_CYCLES);
     client
         .start(channel, &schedule, "cell-42 cccv")
@@ -110,85 +67,9 @@ async fn a_compiled_cccv_protocol_runs_to_finished_and_every_record_comes_back_o
         Some("cell-42 cccv_protocol.sdu")
     );
 
-    // Follow the channel as a runner does: status, then the records after the last one kept.
-    let mut records: Vec<Record> = Vec::new();
-    let end = within("the protocol to finish", async {
-        loop {
-            clock.advance(600.0);
-            let status = client.status(&[channel]).await.unwrap().remove(0);
-            let next = records.len() as u64 + 1;
-            records.extend(client.records(channel, next, 5000).await.unwrap());
-            if status.state.is_terminal() && records.len() as u64 >= status.last_record {
-                return status;
-            }
-        }
-    })
-    .await;
-
+    let (end, records) = follow_to_end(&mut client, channel, &clock, 600.0).await;
     assert_eq!(client.serves_record_log(), Some(true));
-    assert_eq!(end.state, ChannelState::Finished);
-    assert_eq!(end.test.as_deref(), Some("cell-42 cccv"));
-    assert_eq!(end.last_record, records.len() as u64);
-    assert_contiguous(&records, 1);
-    assert_eq!(records[0].test_time_s, 0.0);
-    assert!(
-        records
-            .windows(2)
-            .all(|w| w[1].test_time_s >= w[0].test_time_s)
-    );
-    // Records come every 10 s within a step.
-    assert!(
-        records
-            .windows(2)
-            .all(|w| w[1].test_time_s - w[0].test_time_s <= 10.0 + 1e-6)
-    );
-    // The schedule's steps in order: CC charge, CV hold, discharge, then the loop's counter
-    // step (not an action, so never logged).
-    let steps: Vec<u32> = {
-        let mut s: Vec<u32> = records.iter().map(|r| r.step).collect();
-        s.dedup();
-        s
-    };
-    let (cc, cv, dis) = (steps[0], steps[1], steps[2]);
-    assert_eq!(steps, [cc, cv, dis].repeat(3), "{steps:?}");
-    let last_of = |step: u32| -> Vec<&Record> {
-        records
-            .windows(2)
-            .filter(|w| w[0].step == step && w[1].step != step)
-            .map(|w| &w[0])
-            .chain(records.last().filter(|r| r.step == step))
-            .collect()
-    };
-    let cc_ends = last_of(cc);
-    assert_eq!(cc_ends.len(), 3, "{cc_ends:?}");
-    for r in cc_ends {
-        assert!((r.voltage_v - 4.2).abs() < 0.01, "CC ends at 4.2 V: {r:?}");
-        assert!((r.current_a - 1.25).abs() < 1e-3, "{r:?}");
-    }
-    for r in last_of(cv) {
-        assert!((r.voltage_v - 4.2).abs() < 0.01, "{r:?}");
-        assert!(r.current_a <= 0.125 + 1e-3, "CV ends at C/20: {r:?}");
-    }
-    let discharge_ends = last_of(dis);
-    assert_eq!(discharge_ends.len(), 3, "{discharge_ends:?}");
-    for r in &discharge_ends {
-        assert!(
-            r.voltage_v <= 3.0 && r.voltage_v > 2.95,
-            "discharge ends at 3.0 V: {r:?}"
-        );
-        assert!((r.current_a + 2.5).abs() < 1e-3, "{r:?}");
-    }
-    assert_eq!(
-        discharge_ends.iter().map(|r| r.cycle).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
-    // A 1C discharge from 4.2 V to 3.0 V gives most of the 2.5 Ah.
-    assert!(
-        discharge_ends[2].capacity_ah > 2.0 && discharge_ends[2].capacity_ah < 2.6,
-        "{:?}",
-        discharge_ends[2]
-    );
-    assert!(records.iter().all(|r| r.temperature_c.is_some()));
+    assert_cccv_3_cycles_finished(&end, &records, "cell-42 cccv");
     // The device's log and what the client assembled are the same records.
     let log = sim.records(1);
     assert_eq!(log.len(), records.len());
@@ -200,46 +81,8 @@ async fn records_after_a_cut_link_fill_the_gap_exactly() {
     let clock = Clock::manual();
     let sim = console(&clock, 1, |_| {}).await;
     let mut client = connect(&sim).await;
-    let channel = ch(0);
-    client
-        .start(channel, &schedule(CCCV_3_CYCLES), "gap")
-        .await
-        .unwrap();
-    clock.advance(600.0);
-    let before = client.records(channel, 1, 10_000).await.unwrap();
-    assert_contiguous(&before, 1);
-    let last = *before.last().unwrap();
-
-    sim.cut_link();
-    let err = within("a status on a cut link", client.status(&[channel]))
-        .await
-        .unwrap_err();
-    assert!(err.is_link_lost(), "{err}");
-    let err = within("reconnecting to a cut link", client.reconnect())
-        .await
-        .unwrap_err();
-    assert!(err.is_link_lost(), "{err}");
-    // The cycler runs on for an hour while the console is unreachable.
-    clock.advance(3600.0);
-    sim.restore_link();
-    within("reconnecting", client.reconnect()).await.unwrap();
-
-    let status = client.status(&[channel]).await.unwrap().remove(0);
-    assert_eq!(status.state, ChannelState::Running);
-    let after = client
-        .records(channel, last.index + 1, 10_000)
-        .await
-        .unwrap();
-    assert_contiguous(&after, last.index + 1);
-    assert_eq!(after.len() as u64, status.last_record - last.index);
-    // No gap in time either: the first record after the cut follows within one interval.
-    assert!(after[0].test_time_s > last.test_time_s);
-    assert!(after[0].test_time_s - last.test_time_s <= 10.0 + 1e-6);
-    assert!(after.last().unwrap().test_time_s > 4000.0);
-    // Both parts together are exactly what a fresh download of the whole log gives.
-    let whole = client.records(channel, 1, 10_000).await.unwrap();
-    let joined: Vec<Record> = before.into_iter().chain(after).collect();
-    assert_eq!(whole, joined);
+    let schedule = schedule(CCCV_3_CYCLES);
+    a_cut_link_gap_is_filled_exactly(&sim, &mut client, &clock, addr(0), &schedule).await;
 }
 
 /// What each of 16 channels is doing.
@@ -253,23 +96,11 @@ async fn sixteen_channels_report_their_own_states(adjust: impl FnOnce(&mut SimCo
     let sim = console(&clock, 16, adjust).await;
     let mut client = connect(&sim).await;
     let all = client.channels().await.unwrap();
-    assert_eq!(all, (0..16).map(ch).collect::<Vec<_>>());
+    assert_eq!(all, (0..16).map(addr).collect::<Vec<_>>());
     let state_of = |c: ChannelAddr| LAYOUT[c.channel as usize];
     let name = |c: ChannelAddr| format!("test {}", c.channel);
 
-    for &c in &all {
-        match state_of(c) {
-            "idle" => {}
-            "finished" => client
-                .start(c, &schedule(SHORT_REST), &name(c))
-                .await
-                .unwrap(),
-            _ => client
-                .start(c, &schedule(SLOW_CHARGE), &name(c))
-                .await
-                .unwrap(),
-        }
-    }
+    start_as_laid_out(&mut client, &all, state_of, name, Target::Arbin).await;
     clock.advance(300.0);
     for &c in &all {
         match state_of(c) {
@@ -304,18 +135,11 @@ async fn sixteen_channels_report_their_own_states(adjust: impl FnOnce(&mut SimCo
             _ => ChannelState::Paused,
         };
         assert_eq!(s.state, expected, "channel {c}");
-        let snapshot = sim.channel(c.channel).unwrap();
-        assert_eq!(s.last_record, snapshot.records, "channel {c}");
-        if state_of(c) == "idle" {
-            assert_eq!(s.test, None);
-            assert_eq!(s.last_record, 0);
-        } else {
-            assert_eq!(s.test, Some(name(c)), "channel {c}");
-            assert!(s.last_record > 1, "channel {c}: {s:?}");
-        }
+        let records = sim.channel(c.channel).unwrap().records;
+        assert_test_and_records(s, state_of(c) == "idle", name(c), records);
     }
     // One channel asked alone is still its own.
-    let one = client.status(&[ch(6)]).await.unwrap().remove(0);
+    let one = client.status(&[addr(6)]).await.unwrap().remove(0);
     assert_eq!(one.test.as_deref(), Some("test 6"));
 }
 
@@ -334,7 +158,7 @@ async fn an_unsafe_channel_is_a_fault_with_its_reason_and_keeps_the_records_up_t
     let clock = Clock::manual();
     let sim = console(&clock, 4, |_| {}).await;
     let mut client = connect(&sim).await;
-    let channel = ch(2);
+    let channel = addr(2);
     client
         .start(channel, &schedule(SLOW_CHARGE), "tripped")
         .await
@@ -382,9 +206,12 @@ async fn the_schedules_own_safety_leaves_the_channel_unsafe_with_the_reason() {
     let sim = console(&clock, 1, |c| c.cells = vec![cell(1.02)]).await;
     let mut client = connect(&sim).await;
     let yaml = SLOW_CHARGE.replace("until 4.2 V", "for 1 hour");
-    client.start(ch(0), &schedule(&yaml), "full").await.unwrap();
+    client
+        .start(addr(0), &schedule(&yaml), "full")
+        .await
+        .unwrap();
     clock.advance(60.0);
-    let status = client.status(&[ch(0)]).await.unwrap().remove(0);
+    let status = client.status(&[addr(0)]).await.unwrap().remove(0);
     let ChannelState::Fault { reason } = &status.state else {
         panic!("{status:?}");
     };
@@ -404,22 +231,7 @@ async fn a_wrong_password_is_refused_with_a_clear_error() {
         .await
         .err()
         .unwrap();
-    assert!(
-        matches!(
-            err,
-            DriverError::Refused {
-                during: "logging in",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    let message = err.to_string();
-    assert!(
-        message.contains("\"admin\"") && message.contains("password"),
-        "{message}"
-    );
-    assert!(!err.is_link_lost());
+    assert_wrong_password(err);
     // Credentials CTI cannot carry are refused before anything is sent.
     let config = ArbinConfig {
         username: "x".repeat(33),
@@ -584,42 +396,42 @@ async fn start_refusals_are_clear_errors_and_keep_the_link() {
     let sim = console(&clock, 2, |_| {}).await;
     let mut client = connect(&sim).await;
     client
-        .start(ch(0), &schedule(SLOW_CHARGE), "first")
+        .start(addr(0), &schedule(SLOW_CHARGE), "first")
         .await
         .unwrap();
     clock.advance(60.0);
     // A running channel refuses the assignment of another schedule.
     let err = client
-        .start(ch(0), &schedule(SHORT_REST), "second")
+        .start(addr(0), &schedule(SHORT_REST), "second")
         .await
         .unwrap_err();
     assert!(matches!(err, DriverError::Refused { .. }), "{err}");
     assert!(err.to_string().contains("running"), "{err}");
     // A channel the console does not have is a configuration error.
     let err = client
-        .start(ch(7), &schedule(SHORT_REST), "nowhere")
+        .start(addr(7), &schedule(SHORT_REST), "nowhere")
         .await
         .unwrap_err();
     assert!(matches!(err, DriverError::Identity(_)), "{err}");
     assert!(err.to_string().contains("index 7"), "{err}");
-    let err = client.status(&[ch(7)]).await.unwrap_err();
+    let err = client.status(&[addr(7)]).await.unwrap_err();
     assert!(matches!(err, DriverError::Identity(_)), "{err}");
     // A busy Monitor & Control window refuses commands for a while.
     sim.fail_next(1);
-    let err = client.stop(ch(0)).await.unwrap_err();
+    let err = client.stop(addr(0)).await.unwrap_err();
     assert!(err.to_string().contains("Monitor & Control"), "{err}");
     assert!(!err.is_link_lost());
-    client.stop(ch(0)).await.unwrap();
-    let s = client.status(&[ch(0), ch(1)]).await.unwrap();
+    client.stop(addr(0)).await.unwrap();
+    let s = client.status(&[addr(0), addr(1)]).await.unwrap();
     assert_eq!(s[0].state, ChannelState::Stopped);
     assert_eq!(s[1].state, ChannelState::Idle);
     // A stopped channel takes a new test.
     client
-        .start(ch(0), &schedule(SHORT_REST), "third")
+        .start(addr(0), &schedule(SHORT_REST), "third")
         .await
         .unwrap();
     assert_eq!(
-        client.status(&[ch(0)]).await.unwrap()[0].test.as_deref(),
+        client.status(&[addr(0)]).await.unwrap()[0].test.as_deref(),
         Some("third")
     );
 }
@@ -635,15 +447,18 @@ async fn schedules_travel_in_packages_checked_by_md5_and_a_failed_upload_is_refu
     let mut client = ArbinClient::connect(config).await.unwrap();
     let schedule = schedule(CCCV_3_CYCLES);
     assert!(schedule.text.len() > 1000, "several packages");
-    client.start(ch(0), &schedule, "packaged").await.unwrap();
+    client.start(addr(0), &schedule, "packaged").await.unwrap();
     assert_eq!(
         sim.file("packaged_protocol.sdu").as_deref(),
         Some(schedule.text.as_str())
     );
-    client.stop(ch(0)).await.unwrap();
+    client.stop(addr(0)).await.unwrap();
 
     sim.fail_next(1);
-    let err = client.start(ch(0), &schedule, "unlucky").await.unwrap_err();
+    let err = client
+        .start(addr(0), &schedule, "unlucky")
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -667,21 +482,12 @@ async fn long_logs_are_read_in_pages_from_any_record() {
     let clock = Clock::manual();
     let sim = console(&clock, 1, |c| c.record_interval_s = 1.0).await;
     let mut client = connect(&sim).await;
-    let channel = ch(0);
+    let channel = addr(0);
     client
         .start(channel, &schedule(SLOW_CHARGE), "long")
         .await
         .unwrap();
-    clock.advance(2600.0);
-    let status = client.status(&[channel]).await.unwrap().remove(0);
-    assert_eq!(status.last_record, 2601);
-    let all = client.records(channel, 1, 10_000).await.unwrap();
-    assert_eq!(all.len(), 2601);
-    assert_contiguous(&all, 1);
-    let middle = client.records(channel, 999, 1500).await.unwrap();
-    assert_eq!(middle[..], all[998..2498]);
-    assert!(client.records(channel, 2602, 10).await.unwrap().is_empty());
-    assert!(client.records(channel, 1, 0).await.unwrap().is_empty());
+    long_logs_read_in_pages(&mut client, &clock, channel).await;
 }
 
 async fn falls_back_to_present_values(record_log: RecordLog) {
@@ -692,7 +498,7 @@ async fn falls_back_to_present_values(record_log: RecordLog) {
         ..sim.client_config(TIMEOUT)
     };
     let mut client = ArbinClient::connect(config).await.unwrap();
-    let channel = ch(1);
+    let channel = addr(1);
     client
         .start(channel, &schedule(SLOW_CHARGE), "present")
         .await
@@ -722,7 +528,7 @@ async fn falls_back_to_present_values(record_log: RecordLog) {
     assert_eq!(second[0].index, 2);
     assert!((second[0].test_time_s - 150.0).abs() < 1e-6);
     // The idle channel has nothing.
-    assert!(client.records(ch(0), 1, 10).await.unwrap().is_empty());
+    assert!(client.records(addr(0), 1, 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -744,18 +550,7 @@ async fn delayed_replies_time_out_as_lost_links() {
         ..sim.client_config(TIMEOUT)
     };
     let mut client = ArbinClient::connect(config).await.unwrap();
-    sim.set_reply_delay(Duration::from_secs(30));
-    let err = within("a delayed status", client.status(&[ch(0)]))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, DriverError::Timeout { .. }), "{err}");
-    assert!(err.is_link_lost());
-    // The connection is gone: nothing answers until a reconnect.
-    let err = client.status(&[ch(0)]).await.unwrap_err();
-    assert!(matches!(err, DriverError::Link { .. }), "{err}");
-    sim.set_reply_delay(Duration::ZERO);
-    within("reconnecting", client.reconnect()).await.unwrap();
-    client.status(&[ch(0)]).await.unwrap();
+    a_delayed_reply_is_a_lost_link_until_reconnected(&sim, &mut client, addr(0)).await;
 }
 
 /// A server on two ports that logs in anyone and then answers every request with `reply`
@@ -842,7 +637,7 @@ async fn a_block_for_another_channel_is_never_taken_for_the_one_asked() {
     let mut client = ArbinClient::connect(scripted_console(reply).await)
         .await
         .unwrap();
-    let err = client.status(&[ch(5)]).await.unwrap_err();
+    let err = client.status(&[addr(5)]).await.unwrap_err();
     assert!(matches!(err, DriverError::Identity(_)), "{err}");
     assert!(err.to_string().contains("index 5"), "{err}");
 }
@@ -873,7 +668,7 @@ proptest! {
             };
             let config = scripted_console(bytes).await;
             let mut client = ArbinClient::connect(config).await.unwrap();
-            let c = ch(0);
+            let c = addr(0);
             let _ = client.channels().await;
             let _ = client.reconnect().await;
             let _ = client.status(&[c]).await;

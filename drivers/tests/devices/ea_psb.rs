@@ -1,9 +1,8 @@
 //! The PSB driver against the PSB simulator, through a real Modbus TCP socket on loopback.
 
-use super::within;
+use super::{TIMEOUT, cell, within};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::DriverError;
-use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::ea_psb::sim::SimConfig;
 use cyclerd_drivers::ea_psb::{PsbClient, PsbSim, SimHandle, wire};
 use cyclerd_drivers::stage::PowerStage;
@@ -14,15 +13,14 @@ use tokio_modbus::ExceptionCode;
 use tokio_modbus::client::{Reader, Writer, tcp};
 use tokio_modbus::slave::Slave;
 
-const TIMEOUT: Duration = Duration::from_secs(2);
-
 async fn sim(clock: &Clock, soc: f64) -> SimHandle {
-    let cell = CellParams {
-        initial_soc: soc,
-        ..CellParams::new(Chemistry::Nmc, 2.5)
-    };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    PsbSim::spawn(listener, SimConfig::psb_10060_60("T1", cell), clock.clone()).unwrap()
+    PsbSim::spawn(
+        listener,
+        SimConfig::psb_10060_60("T1", cell(soc)),
+        clock.clone(),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -254,13 +252,9 @@ async fn injected_exceptions_are_reported_and_do_not_break_the_link() {
 /// A PSB on its USB port, a virtual serial port speaking Modbus RTU.
 #[cfg(unix)]
 fn serial_sim(clock: &Clock, soc: f64) -> SimHandle {
-    let cell = CellParams {
-        initial_soc: soc,
-        ..CellParams::new(Chemistry::Nmc, 2.5)
-    };
     PsbSim::spawn_serial(
         cyclerd_drivers::transport::pty::Pty::open().unwrap(),
-        SimConfig::psb_10060_60("U1", cell),
+        SimConfig::psb_10060_60("U1", cell(soc)),
         clock.clone(),
     )
     .unwrap()

@@ -2,8 +2,12 @@
 //! binary) on loopback. Time is a manual clock moved by the tests (or a scaled one where the
 //! driver's own pacing runs), so nothing waits on wall time.
 
-use super::within;
-use cyclerd_drivers::cell::{CellParams, Chemistry};
+use super::common::{
+    CCCV_3_CYCLES, a_cut_link_gap_is_filled_exactly,
+    a_delayed_reply_is_a_lost_link_until_reconnected, addr, assert_contiguous, follow_to_end,
+    schedule,
+};
+use super::{TIMEOUT, cell, within};
 use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, Cycler, Record, Schedule};
 use cyclerd_drivers::maccor::sim::SimHandle;
 use cyclerd_drivers::maccor::wire::{self, Reading};
@@ -12,21 +16,12 @@ use cyclerd_drivers::maccor::{
 };
 use cyclerd_drivers::stage::PowerStage;
 use cyclerd_drivers::{Clock, DriverError};
-use cyclerd_protocols::compile::{Target, compile};
+use cyclerd_protocols::compile::Target;
 use cyclerd_protocols::{Engine, Measurement, Outcome, Plan, Safety};
 use proptest::prelude::*;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-
-const TIMEOUT: Duration = Duration::from_secs(2);
-
-fn cell(soc: f64) -> CellParams {
-    CellParams {
-        initial_soc: soc,
-        ..CellParams::new(Chemistry::Nmc, 2.5)
-    }
-}
 
 async fn tester(clock: &Clock, config: SimConfig) -> SimHandle {
     let json = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -43,36 +38,20 @@ async fn connect(sim: &SimHandle) -> MaccorClient {
     .unwrap()
 }
 
-fn channel(n: u32) -> ChannelAddr {
-    ChannelAddr {
-        unit: 0,
-        sub_unit: 0,
-        channel: n,
-    }
-}
-
-/// A protocol document compiled to a Maccor procedure.
-fn schedule(yaml: &str, name: &str) -> Schedule {
-    let plan = Plan::from_yaml(yaml, &format!("{name}.yaml")).unwrap();
-    Schedule {
-        file_name: format!("{name}.000"),
-        text: compile(&plan, Target::Maccor).unwrap(),
-    }
-}
-
 fn rest(duration: &str) -> Schedule {
     let yaml = format!(
         "protocol: Rest\nversion: 1\nparams: {{capacity: 2.5 Ah}}\n\
          safety: {{voltage: [2.5 V, 4.25 V], current: 5 A}}\nsteps: [\"Rest for {duration}\"]\n"
     );
-    schedule(&yaml, &format!("REST-{}", duration.replace(' ', "")))
+    let name = format!("REST-{}", duration.replace(' ', ""));
+    schedule(&yaml, Target::Maccor, &name)
 }
 
 fn charge() -> Schedule {
     let yaml = "protocol: Charge\nversion: 1\nparams: {capacity: 2.5 Ah}\n\
                 safety: {voltage: [2.5 V, 4.25 V], current: 5 A}\n\
                 steps: [\"Charge at C/2 until 4.2 V\", \"Hold at 4.2 V until C/20\"]\n";
-    schedule(yaml, "CHARGE")
+    schedule(yaml, Target::Maccor, "CHARGE")
 }
 
 /// Records as the client reports them, from the tester's own log.
@@ -109,16 +88,6 @@ async fn download(client: &mut MaccorClient, ch: ChannelAddr, from: u64) -> Vec<
     }
 }
 
-fn assert_contiguous(records: &[Record]) {
-    for (i, r) in records.iter().enumerate() {
-        assert_eq!(
-            r.index,
-            i as u64 + 1,
-            "records must count from 1 without gaps"
-        );
-    }
-}
-
 #[tokio::test]
 async fn the_client_reads_the_testers_channels_and_version() {
     let clock = Clock::manual();
@@ -127,9 +96,9 @@ async fn the_client_reads_the_testers_channels_and_version() {
     assert_eq!(client.system_info().test_channels, 8);
     let channels = client.channels().await.unwrap();
     assert_eq!(channels.len(), 8);
-    assert_eq!(channels[7], channel(7));
+    assert_eq!(channels[7], addr(7));
     assert_eq!(client.version().await.unwrap().api, 1);
-    let err = client.status(&[channel(8)]).await.unwrap_err();
+    let err = client.status(&[addr(8)]).await.unwrap_err();
     assert!(matches!(err, DriverError::Identity(_)), "{err}");
 }
 
@@ -140,39 +109,19 @@ async fn a_full_protocol_compiled_to_maccor_runs_to_completion_with_contiguous_r
     config.record_interval_s = 30.0;
     let sim = tester(&clock, config).await;
     let mut client = connect(&sim).await;
-    let ch = channel(2);
-    let cccv = schedule(
-        include_str!("../../../deploy/protocols/cccv-3-cycles.yaml"),
-        "CCCV-3",
-    );
+    let ch = addr(2);
+    let cccv = schedule(CCCV_3_CYCLES, Target::Maccor, "CCCV-3");
     client
         .start(ch, &cccv, "cccv-3-cycles-cell-17")
         .await
         .unwrap();
     assert_eq!(sim.procedures(), vec!["CCCV-3".to_string()]);
 
-    let follow = async {
-        let mut records: Vec<Record> = Vec::new();
-        for _ in 0..10_000 {
-            clock.advance(120.0);
-            let status = client.status(&[ch]).await.unwrap().remove(0);
-            assert_eq!(status.addr, ch);
-            assert_eq!(status.test.as_deref(), Some("cccv-3-cycles-cell-17"));
-            let next = records.last().map_or(1, |r| r.index + 1);
-            records.extend(client.records(ch, next, 1000).await.unwrap());
-            if status.state.is_terminal() {
-                assert_eq!(status.state, ChannelState::Finished);
-                let next = records.last().map_or(1, |r| r.index + 1);
-                records.extend(download(&mut client, ch, next).await);
-                assert_eq!(records.len() as u64, status.last_record);
-                return records;
-            }
-            assert_eq!(status.state, ChannelState::Running);
-        }
-        panic!("the protocol did not finish");
-    };
-    let records = within("following the protocol", follow).await;
-    assert_contiguous(&records);
+    let (end, records) = follow_to_end(&mut client, ch, &clock, 120.0).await;
+    assert_eq!(end.state, ChannelState::Finished);
+    assert_eq!(end.test.as_deref(), Some("cccv-3-cycles-cell-17"));
+    assert_eq!(records.len() as u64, end.last_record);
+    assert_contiguous(&records, 1);
     assert_eq!(got(&records), expected(&sim.records(2)));
     assert_eq!(records.iter().map(|r| r.cycle).max(), Some(3));
 
@@ -211,36 +160,7 @@ async fn a_link_cut_mid_test_is_backfilled_exactly_from_the_record_log() {
     let clock = Clock::manual();
     let sim = tester(&clock, SimConfig::new(2, cell(0.2))).await;
     let mut client = connect(&sim).await;
-    let ch = channel(1);
-    client.start(ch, &charge(), "backfill-1").await.unwrap();
-    clock.advance(300.0);
-    let before = download(&mut client, ch, 1).await;
-    assert!(before.len() > 10);
-
-    sim.cut_link();
-    let err = within("a status on a cut link", client.status(&[ch]))
-        .await
-        .unwrap_err();
-    assert!(err.is_link_lost(), "{err}");
-    let err = within("reconnecting to a cut link", client.reconnect())
-        .await
-        .unwrap_err();
-    assert!(err.is_link_lost(), "{err}");
-
-    // An hour passes with the tester off the network; it keeps logging.
-    clock.advance(3600.0);
-    sim.restore_link();
-    within("reconnecting after the restore", client.reconnect())
-        .await
-        .unwrap();
-    let status = client.status(&[ch]).await.unwrap().remove(0);
-    assert_eq!(status.state, ChannelState::Running);
-    assert!(status.last_record > before.len() as u64 + 300);
-
-    let after = download(&mut client, ch, before.last().unwrap().index + 1).await;
-    let all: Vec<Record> = before.into_iter().chain(after).collect();
-    assert_contiguous(&all);
-    assert_eq!(all.len() as u64, status.last_record);
+    let all = a_cut_link_gap_is_filled_exactly(&sim, &mut client, &clock, addr(1), &charge()).await;
     assert_eq!(got(&all), expected(&sim.records(1)));
 }
 
@@ -259,15 +179,15 @@ async fn sixteen_channels_in_different_states_are_each_matched_to_their_own_chan
         (12, "stopped-12", &long),
         (15, "problem-15", &long),
     ] {
-        client.start(channel(n), schedule, test).await.unwrap();
+        client.start(addr(n), schedule, test).await.unwrap();
     }
     client.suspend(9).await.unwrap();
-    client.stop(channel(12)).await.unwrap();
+    client.stop(addr(12)).await.unwrap();
     sim.set_problem(15, wire::rf2::VOLTAGE_SAFETY);
     clock.advance(600.0);
 
     // Asked in reverse order: every answer belongs to the channel asked for.
-    let all: Vec<ChannelAddr> = (0..16).rev().map(channel).collect();
+    let all: Vec<ChannelAddr> = (0..16).rev().map(addr).collect();
     let statuses = client.status(&all).await.unwrap();
     for (status, addr) in statuses.iter().zip(&all) {
         assert_eq!(status.addr, *addr);
@@ -298,7 +218,7 @@ async fn sixteen_channels_in_different_states_are_each_matched_to_their_own_chan
     assert!(statuses[15 - 3].last_record < statuses[15 - 1].last_record);
 
     client.resume(9).await.unwrap();
-    let status = client.status(&[channel(9)]).await.unwrap().remove(0);
+    let status = client.status(&[addr(9)]).await.unwrap().remove(0);
     assert_eq!(status.state, ChannelState::Running);
 }
 
@@ -308,16 +228,16 @@ async fn a_reading_answered_for_another_channel_is_refused_not_attributed() {
     let sim = tester(&clock, SimConfig::new(8, cell(0.5))).await;
     let mut client = connect(&sim).await;
     client
-        .start(channel(6), &rest("1 hour"), "misrouted")
+        .start(addr(6), &rest("1 hour"), "misrouted")
         .await
         .unwrap();
     sim.misroute_next_reading(1);
-    let err = client.status(&[channel(6)]).await.unwrap_err();
+    let err = client.status(&[addr(6)]).await.unwrap_err();
     assert!(
         matches!(&err, DriverError::BadReply { message, .. } if message.contains("for channel 1, to a request for channel 6")),
         "{err}"
     );
-    let status = client.status(&[channel(6)]).await.unwrap().remove(0);
+    let status = client.status(&[addr(6)]).await.unwrap().remove(0);
     assert_eq!(status.state, ChannelState::Running);
 }
 
@@ -326,7 +246,7 @@ async fn a_problem_state_is_recorded_as_a_fault_with_the_reason() {
     let clock = Clock::manual();
     let sim = tester(&clock, SimConfig::new(2, cell(0.5))).await;
     let mut client = connect(&sim).await;
-    let ch = channel(0);
+    let ch = addr(0);
     client.start(ch, &charge(), "problem-0").await.unwrap();
     clock.advance(60.0);
     sim.set_problem(0, wire::rf2::VOLTAGE_SAFETY);
@@ -351,11 +271,11 @@ async fn starting_with_a_duplicate_test_name_gives_the_clear_error() {
     let sim = tester(&clock, SimConfig::new(2, cell(0.5))).await;
     let mut client = connect(&sim).await;
     client
-        .start(channel(0), &rest("1 hour"), "cell-7-capacity")
+        .start(addr(0), &rest("1 hour"), "cell-7-capacity")
         .await
         .unwrap();
     let err = client
-        .start(channel(1), &rest("1 hour"), "cell-7-capacity")
+        .start(addr(1), &rest("1 hour"), "cell-7-capacity")
         .await
         .unwrap_err();
     let text = err.to_string();
@@ -365,9 +285,9 @@ async fn starting_with_a_duplicate_test_name_gives_the_clear_error() {
     assert!(text.contains("result 19"), "{text}");
 
     // Its data file stays after the test: the name is still taken.
-    client.stop(channel(0)).await.unwrap();
+    client.stop(addr(0)).await.unwrap();
     let err = client
-        .start(channel(0), &rest("1 hour"), "cell-7-capacity")
+        .start(addr(0), &rest("1 hour"), "cell-7-capacity")
         .await
         .unwrap_err();
     assert!(err.to_string().contains("result 20"), "{err}");
@@ -379,11 +299,11 @@ async fn a_busy_channel_refuses_a_start_with_the_clear_error() {
     let sim = tester(&clock, SimConfig::new(2, cell(0.5))).await;
     let mut client = connect(&sim).await;
     client
-        .start(channel(1), &rest("1 hour"), "first")
+        .start(addr(1), &rest("1 hour"), "first")
         .await
         .unwrap();
     let err = client
-        .start(channel(1), &rest("1 hour"), "second")
+        .start(addr(1), &rest("1 hour"), "second")
         .await
         .unwrap_err();
     assert!(err.to_string().contains("in use"), "{err}");
@@ -397,8 +317,8 @@ async fn long_test_names_are_shortened_to_25_bytes_and_stay_unique() {
     let mut client = connect(&sim).await;
     let a = "0190d2c4-5b7a-7cc3-9e1f-2a3b4c5d6e7f";
     let b = "0190d2c4-5b7a-7cc3-9e1f-2a3b4c5d6e80";
-    client.start(channel(0), &rest("1 hour"), a).await.unwrap();
-    client.start(channel(1), &rest("1 hour"), b).await.unwrap();
+    client.start(addr(0), &rest("1 hour"), a).await.unwrap();
+    client.start(addr(1), &rest("1 hour"), b).await.unwrap();
     let (na, nb) = (sim.snapshot(0).test.unwrap(), sim.snapshot(1).test.unwrap());
     assert!(na.len() <= 25 && nb.len() <= 25);
     assert_ne!(na, nb);
@@ -411,17 +331,17 @@ async fn a_finished_test_is_reset_before_the_next_start_on_its_channel() {
     let sim = tester(&clock, SimConfig::new(1, cell(0.5))).await;
     let mut client = connect(&sim).await;
     client
-        .start(channel(0), &rest("5 minutes"), "first")
+        .start(addr(0), &rest("5 minutes"), "first")
         .await
         .unwrap();
     clock.advance(600.0);
-    let status = client.status(&[channel(0)]).await.unwrap().remove(0);
+    let status = client.status(&[addr(0)]).await.unwrap().remove(0);
     assert_eq!(status.state, ChannelState::Finished);
     client
-        .start(channel(0), &rest("5 minutes"), "second")
+        .start(addr(0), &rest("5 minutes"), "second")
         .await
         .unwrap();
-    let status = client.status(&[channel(0)]).await.unwrap().remove(0);
+    let status = client.status(&[addr(0)]).await.unwrap().remove(0);
     assert_eq!(status.state, ChannelState::Running);
     assert_eq!(status.test.as_deref(), Some("second"));
 }
@@ -439,7 +359,7 @@ async fn a_tester_without_the_record_download_falls_back_to_the_newest_reading()
         )
         .await
         .unwrap();
-        let ch = channel(0);
+        let ch = addr(0);
         client.start(ch, &rest("1 hour"), "fallback").await.unwrap();
         clock.advance(95.0);
         let records = within("the first download", client.records(ch, 1, 100))
@@ -474,14 +394,14 @@ async fn an_error_reply_is_reported_and_the_link_stays_usable() {
     let sim = tester(&clock, SimConfig::new(2, cell(0.5))).await;
     let mut client = connect(&sim).await;
     sim.fail_next(1);
-    let err = client.status(&[channel(0)]).await.unwrap_err();
+    let err = client.status(&[addr(0)]).await.unwrap_err();
     assert!(
         matches!(&err, DriverError::Refused { message, .. } if message.contains("MacNet error")),
         "{err}"
     );
     assert!(!err.is_link_lost());
     assert_eq!(
-        client.status(&[channel(0)]).await.unwrap()[0].state,
+        client.status(&[addr(0)]).await.unwrap()[0].state,
         ChannelState::Idle
     );
 }
@@ -496,15 +416,7 @@ async fn delayed_replies_time_out_as_lost_links() {
     )
     .await
     .unwrap();
-    sim.set_reply_delay(Duration::from_secs(30));
-    let err = within("a delayed status", client.status(&[channel(0)]))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, DriverError::Timeout { .. }), "{err}");
-    assert!(err.is_link_lost());
-    sim.set_reply_delay(Duration::ZERO);
-    within("reconnecting", client.reconnect()).await.unwrap();
-    client.status(&[channel(0)]).await.unwrap();
+    a_delayed_reply_is_a_lost_link_until_reconnected(&sim, &mut client, addr(0)).await;
 }
 
 #[tokio::test]
@@ -546,7 +458,7 @@ async fn direct(
         "entering direct mode",
         MaccorDirect::enter(
             client,
-            channel(chan),
+            addr(chan),
             test,
             DirectConfig {
                 keepalive_s,
@@ -683,12 +595,12 @@ async fn direct_mode_needs_a_free_channel_and_a_unique_name() {
     let sim = tester(&clock, SimConfig::new(2, cell(0.5))).await;
     let mut client = connect(&sim).await;
     client
-        .start(channel(0), &rest("1 hour"), "busy")
+        .start(addr(0), &rest("1 hour"), "busy")
         .await
         .unwrap();
     let err = MaccorDirect::enter(
         connect(&sim).await,
-        channel(0),
+        addr(0),
         "direct",
         DirectConfig::new(10.0, 5.0),
         clock.clone(),
@@ -699,7 +611,7 @@ async fn direct_mode_needs_a_free_channel_and_a_unique_name() {
     assert!(err.to_string().contains("in use"), "{err}");
     let err = MaccorDirect::enter(
         connect(&sim).await,
-        channel(1),
+        addr(1),
         "busy",
         DirectConfig::new(10.0, 5.0),
         clock.clone(),
@@ -779,13 +691,13 @@ proptest! {
             let Ok(mut client) = MaccorClient::connect(config).await else {
                 return;
             };
-            let _ = client.status(&[channel(0), channel(3)]).await;
+            let _ = client.status(&[addr(0), addr(3)]).await;
             let _ = client.reconnect().await;
-            let _ = client.records(channel(1), 1, 10).await;
+            let _ = client.records(addr(1), 1, 10).await;
             let _ = client.reconnect().await;
-            let _ = client.start(channel(2), &Schedule { file_name: "X.000".into(), text: "x".into() }, "t").await;
+            let _ = client.start(addr(2), &Schedule { file_name: "X.000".into(), text: "x".into() }, "t").await;
             let _ = client.reconnect().await;
-            let _ = client.stop(channel(0)).await;
+            let _ = client.stop(addr(0)).await;
         });
     }
 
@@ -821,7 +733,7 @@ proptest! {
             drop(s);
             let mut client = MaccorClient::connect(sim.client_config(TIMEOUT)).await.unwrap();
             assert_eq!(client.channels().await.unwrap().len(), 2);
-            assert!(client.records(channel(0), 1, 10).await.unwrap().is_empty());
+            assert!(client.records(addr(0), 1, 10).await.unwrap().is_empty());
         });
     }
 }

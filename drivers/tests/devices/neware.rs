@@ -2,15 +2,19 @@
 //! compiled to step files, delivered through a shared folder, run by the simulated cycler and
 //! followed and backfilled by the client.
 
-use super::within;
-use cyclerd_drivers::cell::{CellParams, Chemistry};
-use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, Cycler, Record, Schedule};
+use super::common::{
+    CCCV_3_CYCLES, SHORT_REST, SLOW_CHARGE, a_cut_link_gap_is_filled_exactly,
+    a_delayed_reply_is_a_lost_link_until_reconnected, assert_cccv_3_cycles_finished,
+    assert_contiguous, assert_test_and_records, assert_wrong_password, follow_to_end,
+    long_logs_read_in_pages, start_as_laid_out,
+};
+use super::{TIMEOUT, cell, within};
+use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, Cycler, Schedule};
 use cyclerd_drivers::neware::sim::SAFETY_LOG_CODE;
 use cyclerd_drivers::neware::wire::{self, PathMap, WorkStatus};
 use cyclerd_drivers::neware::{NewareClient, NewareConfig, NewareSim, SimConfig, SimHandle};
 use cyclerd_drivers::{Clock, DriverError};
-use cyclerd_protocols::Plan;
-use cyclerd_protocols::compile::{Target, compile};
+use cyclerd_protocols::compile::Target;
 use proptest::prelude::*;
 use std::path::Path;
 use std::time::Duration;
@@ -18,53 +22,8 @@ use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// C/2 CCCV charge to 4.2 V with a C/20 cutoff, 1C discharge to 3.0 V, three cycles.
-const CCCV_3_CYCLES: &str = r#"
-protocol: CCCV, 3 cycles
-version: 1
-params: {capacity: 2.5 Ah}
-safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
-steps:
-  - repeat: 3
-    cycle: true
-    steps:
-      - "Charge at C/2 until 4.2 V"
-      - "Hold at 4.2 V until C/20"
-      - "Discharge at 1C until 3.0 V"
-"#;
-
-/// A charge that runs for hours from 30 % SOC.
-const SLOW_CHARGE: &str = r#"
-protocol: Slow charge
-version: 1
-params: {capacity: 2.5 Ah}
-safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
-steps: ["Charge at C/5 until 4.2 V"]
-"#;
-
-const SHORT_REST: &str = r#"
-protocol: Short rest
-version: 1
-params: {capacity: 2.5 Ah}
-safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
-steps: ["Rest for 1 minute"]
-"#;
-
-const TIMEOUT: Duration = Duration::from_secs(2);
-
-fn cell(soc: f64) -> CellParams {
-    CellParams {
-        initial_soc: soc,
-        ..CellParams::new(Chemistry::Nmc, 2.5)
-    }
-}
-
 fn schedule(yaml: &str) -> Schedule {
-    let plan = Plan::from_yaml(yaml, "protocol.yaml").unwrap();
-    Schedule {
-        file_name: "protocol.xml".into(),
-        text: compile(&plan, Target::Neware).unwrap(),
-    }
+    super::common::schedule(yaml, Target::Neware, "protocol")
 }
 
 fn chl(subdevid: u32, chlid: u32) -> ChannelAddr {
@@ -106,12 +65,6 @@ async fn connect(sim: &SimHandle, steps: &Path) -> NewareClient {
         .unwrap()
 }
 
-fn assert_contiguous(records: &[Record], from: u64) {
-    for (k, r) in records.iter().enumerate() {
-        assert_eq!(r.index, from + k as u64, "record {k} of {records:?}");
-    }
-}
-
 #[tokio::test]
 async fn a_compiled_cccv_protocol_runs_to_its_end_and_every_record_comes_back_once() {
     let clock = Clock::scaled(20_000.0);
@@ -123,67 +76,11 @@ async fn a_compiled_cccv_protocol_runs_to_its_end_and_every_record_comes_back_on
         .start(ch, &schedule(CCCV_3_CYCLES), "cell-42 cccv")
         .await
         .unwrap();
-
-    // Follow the channel as a runner does: status, then the records after the last one kept.
-    let mut records: Vec<Record> = Vec::new();
-    let end = within("the protocol to finish", async {
-        loop {
-            let status = client.status(&[ch]).await.unwrap().remove(0);
-            let next = records.len() as u64 + 1;
-            records.extend(client.records(ch, next, 5000).await.unwrap());
-            if status.state.is_terminal() && records.len() as u64 >= status.last_record {
-                return status;
-            }
-        }
-    })
-    .await;
-
-    assert_eq!(end.state, ChannelState::Finished);
-    assert_eq!(end.test.as_deref(), Some("cell-42 cccv"));
-    assert_eq!(end.last_record, records.len() as u64);
-    assert_contiguous(&records, 1);
-    assert_eq!(records[0].test_time_s, 0.0);
-    assert!(
-        records
-            .windows(2)
-            .all(|w| w[1].test_time_s >= w[0].test_time_s)
-    );
-    // Step 1 (CC) ends at the voltage limit, step 3 (discharge) at the lower cutoff, in each
-    // of the three cycles.
-    let last_of = |step: u32| -> Vec<&Record> {
-        records
-            .windows(2)
-            .filter(|w| w[0].step == step && w[1].step != step)
-            .map(|w| &w[0])
-            .chain(records.last().filter(|r| r.step == step))
-            .collect()
-    };
-    let cc_ends = last_of(1);
-    assert_eq!(cc_ends.len(), 3, "{cc_ends:?}");
-    for r in cc_ends {
-        assert!((r.voltage_v - 4.2).abs() < 0.01, "CC ends at 4.2 V: {r:?}");
-        assert!((r.current_a - 1.25).abs() < 1e-3, "{r:?}");
-    }
-    let discharge_ends = last_of(3);
-    assert_eq!(discharge_ends.len(), 3, "{discharge_ends:?}");
-    for r in &discharge_ends {
-        assert!(
-            r.voltage_v <= 3.0 && r.voltage_v > 2.95,
-            "discharge ends at 3.0 V: {r:?}"
-        );
-        assert!((r.current_a + 2.5).abs() < 1e-3, "{r:?}");
-    }
-    assert_eq!(
-        discharge_ends.iter().map(|r| r.cycle).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
-    // A 1C discharge from 4.2 V to 3.0 V gives most of the 2.5 Ah.
-    assert!(
-        discharge_ends[2].capacity_ah > 2.0 && discharge_ends[2].capacity_ah < 2.6,
-        "{:?}",
-        discharge_ends[2]
-    );
-    assert!(records.iter().all(|r| r.temperature_c.is_some()));
+    // The scaled clock runs by itself.
+    let (end, records) = follow_to_end(&mut client, ch, &clock, 0.0).await;
+    assert_cccv_3_cycles_finished(&end, &records, "cell-42 cccv");
+    // Neware numbers the step file's steps from 1.
+    assert_eq!(records.iter().map(|r| r.step).max(), Some(3));
     assert_eq!(sim.channel(ch).unwrap().status, WorkStatus::Finish);
 }
 
@@ -192,43 +89,8 @@ async fn records_after_a_cut_link_fill_the_gap_exactly() {
     let clock = Clock::manual();
     let (sim, dir) = sim(&clock, 1, 1, |_| {}).await;
     let mut client = connect(&sim, dir.path()).await;
-    let ch = chl(1, 1);
-    client
-        .start(ch, &schedule(CCCV_3_CYCLES), "gap")
-        .await
-        .unwrap();
-    clock.advance(600.0);
-    let before = client.records(ch, 1, 10_000).await.unwrap();
-    assert_contiguous(&before, 1);
-    let last = *before.last().unwrap();
-
-    sim.cut_link();
-    let err = within("a status on a cut link", client.status(&[ch]))
-        .await
-        .unwrap_err();
-    assert!(err.is_link_lost(), "{err}");
-    let err = within("reconnecting to a cut link", client.reconnect())
-        .await
-        .unwrap_err();
-    assert!(err.is_link_lost(), "{err}");
-    // The cycler runs on for an hour while the API is unreachable.
-    clock.advance(3600.0);
-    sim.restore_link();
-    within("reconnecting", client.reconnect()).await.unwrap();
-
-    let status = client.status(&[ch]).await.unwrap().remove(0);
-    assert_eq!(status.state, ChannelState::Running);
-    let after = client.records(ch, last.index + 1, 10_000).await.unwrap();
-    assert_contiguous(&after, last.index + 1);
-    assert_eq!(after.len() as u64, status.last_record - last.index);
-    // No gap in time either: the first record after the cut follows within one interval.
-    assert!(after[0].test_time_s > last.test_time_s);
-    assert!(after[0].test_time_s - last.test_time_s <= 10.0 + 1e-6);
-    assert!(after.last().unwrap().test_time_s > 4000.0);
-    // Both parts together are exactly what a fresh download of the whole log gives.
-    let whole = client.records(ch, 1, 10_000).await.unwrap();
-    let joined: Vec<Record> = before.into_iter().chain(after).collect();
-    assert_eq!(whole, joined);
+    let schedule = schedule(CCCV_3_CYCLES);
+    a_cut_link_gap_is_filled_exactly(&sim, &mut client, &clock, chl(1, 1), &schedule).await;
 }
 
 /// What each channel of a 2 x 8 cycler is doing; channels with the same `chlid` in the two
@@ -251,19 +113,7 @@ async fn sixteen_channels_report_their_own_states(wrong_subdevid: bool) {
     let state_of = |c: ChannelAddr| LAYOUT[c.sub_unit as usize - 1][c.channel as usize - 1];
     let name = |c: ChannelAddr| format!("test {c}");
 
-    for &c in &all {
-        match state_of(c) {
-            "idle" => {}
-            "finished" => client
-                .start(c, &schedule(SHORT_REST), &name(c))
-                .await
-                .unwrap(),
-            _ => client
-                .start(c, &schedule(SLOW_CHARGE), &name(c))
-                .await
-                .unwrap(),
-        }
-    }
+    start_as_laid_out(&mut client, &all, state_of, name, Target::Neware).await;
     clock.advance(300.0);
     for &c in &all {
         match state_of(c) {
@@ -292,15 +142,8 @@ async fn sixteen_channels_report_their_own_states(wrong_subdevid: bool) {
             _ => ChannelState::Paused,
         };
         assert_eq!(s.state, expected, "channel {c}");
-        let snapshot = sim.channel(c).unwrap();
-        assert_eq!(s.last_record, snapshot.records, "channel {c}");
-        if state_of(c) == "idle" {
-            assert_eq!(s.test, None);
-            assert_eq!(s.last_record, 0);
-        } else {
-            assert_eq!(s.test, Some(name(c)), "channel {c}");
-            assert!(s.last_record > 1, "channel {c}: {s:?}");
-        }
+        let records = sim.channel(c).unwrap().records;
+        assert_test_and_records(s, state_of(c) == "idle", name(c), records);
     }
 }
 
@@ -386,22 +229,7 @@ async fn a_wrong_password_is_refused_with_a_clear_error() {
         .await
         .err()
         .unwrap();
-    assert!(
-        matches!(
-            err,
-            DriverError::Refused {
-                during: "logging in",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    let message = err.to_string();
-    assert!(
-        message.contains("\"admin\"") && message.contains("password"),
-        "{message}"
-    );
-    assert!(!err.is_link_lost());
+    assert_wrong_password(err);
 }
 
 #[tokio::test]
@@ -547,6 +375,15 @@ async fn stop_ends_the_test_and_a_paused_test_reports_paused() {
     // The stopped test's log ends where it was stopped.
     let records = client.records(a, 1, 100).await.unwrap();
     assert!((records.last().unwrap().test_time_s - 100.0).abs() < 1e-6);
+    // A test stopped while paused ends with the output off, as it was.
+    clock.advance(5.0);
+    assert!(sim.set_paused(b, true));
+    clock.advance(5.0);
+    client.stop(b).await.unwrap();
+    let records = client.records(b, 1, 100).await.unwrap();
+    let last = records.last().unwrap();
+    assert!((last.test_time_s - 205.0).abs() < 1e-6, "{last:?}");
+    assert_eq!(last.current_a, 0.0, "{last:?}");
 }
 
 #[tokio::test]
@@ -559,17 +396,7 @@ async fn long_logs_are_read_in_pages_of_a_thousand_from_any_record() {
         .start(ch, &schedule(SLOW_CHARGE), "long")
         .await
         .unwrap();
-    clock.advance(2600.0);
-    let status = client.status(&[ch]).await.unwrap().remove(0);
-    assert_eq!(status.last_record, 2601);
-    let all = client.records(ch, 1, 10_000).await.unwrap();
-    assert_eq!(all.len(), 2601);
-    assert_contiguous(&all, 1);
-    let middle = client.records(ch, 999, 1500).await.unwrap();
-    assert_eq!(middle.len(), 1500);
-    assert_eq!(middle[..], all[998..2498]);
-    assert!(client.records(ch, 2602, 10).await.unwrap().is_empty());
-    assert!(client.records(ch, 1, 0).await.unwrap().is_empty());
+    long_logs_read_in_pages(&mut client, &clock, ch).await;
 }
 
 #[tokio::test]
@@ -596,18 +423,7 @@ async fn delayed_replies_time_out_as_lost_links() {
         ..config(&sim, dir.path())
     };
     let mut client = NewareClient::connect(config).await.unwrap();
-    sim.set_reply_delay(Duration::from_secs(30));
-    let err = within("a delayed status", client.status(&[chl(1, 1)]))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, DriverError::Timeout { .. }), "{err}");
-    assert!(err.is_link_lost());
-    // The connection is gone: nothing answers until a reconnect.
-    let err = client.status(&[chl(1, 1)]).await.unwrap_err();
-    assert!(matches!(err, DriverError::Link { .. }), "{err}");
-    sim.set_reply_delay(Duration::ZERO);
-    within("reconnecting", client.reconnect()).await.unwrap();
-    client.status(&[chl(1, 1)]).await.unwrap();
+    a_delayed_reply_is_a_lost_link_until_reconnected(&sim, &mut client, chl(1, 1)).await;
 }
 
 #[tokio::test]

@@ -1,9 +1,8 @@
 //! The Riden driver against the Riden simulator, through a real pseudo-terminal.
 
-use super::within;
+use super::{TIMEOUT, cell, within};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::DriverError;
-use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::riden::sim::SimConfig;
 use cyclerd_drivers::riden::{RidenClient, RidenSim, SimHandle, wire};
 use cyclerd_drivers::stage::PowerStage;
@@ -14,18 +13,13 @@ use tokio_modbus::ExceptionCode;
 use tokio_modbus::client::{Reader, Writer, rtu};
 use tokio_modbus::slave::Slave;
 
-const TIMEOUT: Duration = Duration::from_secs(2);
 /// For tests that wait for a silent device: short, so the test is quick.
 const SHORT: Duration = Duration::from_millis(300);
 
 fn sim(clock: &Clock, model: u16, soc: f64) -> SimHandle {
-    let cell = CellParams {
-        initial_soc: soc,
-        ..CellParams::new(Chemistry::Nmc, 2.5)
-    };
     RidenSim::spawn(
         Pty::open().unwrap(),
-        SimConfig::rd60xx(model, 4242, cell),
+        SimConfig::rd60xx(model, 4242, cell(soc)),
         clock.clone(),
     )
     .unwrap()

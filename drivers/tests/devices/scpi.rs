@@ -1,9 +1,8 @@
 //! The SCPI driver against the SCPI simulator, through real TCP sockets on loopback.
 
-use super::within;
+use super::{cell, within};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::DriverError;
-use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::scpi::wire::{self, Role};
 use cyclerd_drivers::scpi::{
     Dialect, LineTransport, PairStage, ScpiClient, ScpiOptions, ScpiSim, SimConfig, SimDialect,
@@ -15,13 +14,6 @@ use proptest::prelude::*;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-
-fn cell(soc: f64) -> CellParams {
-    CellParams {
-        initial_soc: soc,
-        ..CellParams::new(Chemistry::Nmc, 2.5)
-    }
-}
 
 async fn sim(dialect: SimDialect, clock: &Clock, soc: f64) -> SimHandle {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
