@@ -474,7 +474,7 @@ async fn direct(
 #[tokio::test]
 async fn a_cccv_step_driven_through_direct_mode_keeps_outputs_100_ms_apart() {
     // Scaled time: the stage's 100 ms spacing waits on this clock for real.
-    let clock = Clock::scaled(4000.0);
+    let clock = Clock::scaled(1000.0);
     let sim = tester(&clock, SimConfig::new(2, cell(0.7))).await;
     let mut stage = direct(&sim, &clock, 1, "direct-cccv", 10.0).await;
     let yaml = "protocol: CCCV\nversion: 1\nparams: {capacity: 2.5 Ah}\n\
