@@ -115,21 +115,7 @@ impl ProcessLab {
 
     /// Starts `cyclerd run` on the lab and waits until its control API is up.
     async fn daemon(&self) -> (Process, ControlClient<tonic::transport::Channel>) {
-        let args = [
-            "run".to_string(),
-            "--config".into(),
-            self.config.display().to_string(),
-            "--speed".into(),
-            SPEED.to_string(),
-            "--clock-anchor".into(),
-            self.anchor.to_string(),
-        ];
-        let mut process = Process::spawn(env!("CARGO_BIN_EXE_cyclerd-under-test"), &args);
-        process.wait_for_line("cyclerd running").await;
-        let control = ControlClient::connect(format!("http://{}", self.control))
-            .await
-            .unwrap();
-        (process, control)
+        harness::run_daemon(&self.config, SPEED, self.anchor, self.control).await
     }
 }
 

@@ -259,6 +259,31 @@ pub fn outbox_pending(outbox: &Path) -> i64 {
     .unwrap()
 }
 
+/// Starts `cyclerd run --config CONFIG` on a clock at `speed` anchored at `anchor` (the
+/// simulators' clock), and waits until its control API at `control` is up.
+pub async fn run_daemon(
+    config: &Path,
+    speed: f64,
+    anchor: f64,
+    control: SocketAddr,
+) -> (Process, ControlClient<tonic::transport::Channel>) {
+    let args = [
+        "run".to_string(),
+        "--config".into(),
+        config.display().to_string(),
+        "--speed".into(),
+        speed.to_string(),
+        "--clock-anchor".into(),
+        anchor.to_string(),
+    ];
+    let mut process = Process::spawn(env!("CARGO_BIN_EXE_cyclerd-under-test"), &args);
+    process.wait_for_line("cyclerd running").await;
+    let control = ControlClient::connect(format!("http://{control}"))
+        .await
+        .unwrap();
+    (process, control)
+}
+
 /// A free loopback port (bound, then released for a child process to take).
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")

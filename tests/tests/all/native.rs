@@ -144,6 +144,19 @@ async fn until(
         .unwrap();
 }
 
+/// A lab on `device` with the test protocol started on every channel, once the first channel
+/// has stored a hundred records; returns the test ids and the first channel's live state.
+async fn running(
+    device: DemoDevice,
+    channels: usize,
+) -> (SimLab, Vec<String>, watch::Receiver<ChannelSnapshot>) {
+    let lab = lab(device, channels).await;
+    let tests = lab.start_everywhere(PROTOCOL, "native.yaml").await.unwrap();
+    let live = lab.daemon.watchers().remove(0);
+    until(live.clone(), |s| s.samples > 100).await;
+    (lab, tests, live)
+}
+
 async fn wait_done(lab: &SimLab) {
     tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
         .await
@@ -220,10 +233,7 @@ async fn a_protocol_runs_to_its_end_on_each_cycler_family_with_every_record_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_link_mid_test_is_recorded_and_the_missed_records_are_downloaded() {
     for device in FAMILIES {
-        let lab = lab(device, 1).await;
-        let tests = lab.start_everywhere(PROTOCOL, "native.yaml").await.unwrap();
-        let live = lab.daemon.watchers().remove(0);
-        until(live.clone(), |s| s.samples > 100).await;
+        let (lab, tests, live) = running(device, 1).await;
         Cycler::in_lab(&lab).cut_link();
         until(live.clone(), |s| s.reason.contains("link")).await;
         let before = lab.daemon.snapshot(&lab.channel_ids()[0]).unwrap().samples;
@@ -258,10 +268,7 @@ async fn a_cut_link_mid_test_is_recorded_and_the_missed_records_are_downloaded()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tripped_protection_on_the_cycler_faults_the_test_and_keeps_every_record() {
     for device in FAMILIES {
-        let lab = lab(device, 2).await;
-        let tests = lab.start_everywhere(PROTOCOL, "native.yaml").await.unwrap();
-        let live = lab.daemon.watchers().remove(0);
-        until(live.clone(), |s| s.samples > 100).await;
+        let (lab, tests, _) = running(device, 2).await;
         Cycler::in_lab(&lab).trip(0);
         wait_done(&lab).await;
         let snaps = lab.daemon.snapshots();
@@ -418,21 +425,7 @@ impl ProcessLab {
     }
 
     async fn daemon(&self) -> (Process, ControlClient<tonic::transport::Channel>) {
-        let args = [
-            "run".to_string(),
-            "--config".into(),
-            self.config.display().to_string(),
-            "--speed".into(),
-            SPEED.to_string(),
-            "--clock-anchor".into(),
-            self.anchor.to_string(),
-        ];
-        let mut process = Process::spawn(env!("CARGO_BIN_EXE_cyclerd-under-test"), &args);
-        process.wait_for_line("cyclerd running").await;
-        let control = ControlClient::connect(format!("http://{}", self.control))
-            .await
-            .unwrap();
-        (process, control)
+        harness::run_daemon(&self.config, SPEED, self.anchor, self.control).await
     }
 }
 
