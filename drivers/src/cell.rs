@@ -63,6 +63,9 @@ pub struct CellParams {
     pub heat_capacity_j_per_k: f64,
     pub cooling_w_per_k: f64,
     pub ambient_c: f64,
+    /// The air of the chamber the cell sits in, when it is in one: then its temperature is the
+    /// cell's ambient (instead of `ambient_c`) and the cell's heat goes into it.
+    pub air: Option<crate::chamber::thermal::Air>,
     /// State of charge at start, 0..1.
     pub initial_soc: f64,
     /// Fraction of capacity lost per full equivalent cycle, so long tests show fade.
@@ -83,6 +86,7 @@ impl CellParams {
             heat_capacity_j_per_k: 45.0 / scale,
             cooling_w_per_k: 0.1 / scale,
             ambient_c: 25.0,
+            air: None,
             initial_soc: 0.3,
             fade_per_cycle: 2e-4,
         }
@@ -107,7 +111,10 @@ impl Cell {
         Cell {
             stored_ah: params.initial_soc * params.capacity_ah,
             v_rc: 0.0,
-            temperature_c: params.ambient_c,
+            temperature_c: params
+                .air
+                .as_ref()
+                .map_or(params.ambient_c, |a| a.temperature_c()),
             throughput_ah: 0.0,
             params,
         }
@@ -163,8 +170,16 @@ impl Cell {
         let target = current_a * self.params.r1_ohm;
         self.v_rc = target + (self.v_rc - target) * (-dt_s / tau).exp();
         let heat_w = current_a * current_a * (self.params.r0_ohm + self.params.r1_ohm);
-        let loss_w = self.params.cooling_w_per_k * (self.temperature_c - self.params.ambient_c);
+        let ambient_c = self
+            .params
+            .air
+            .as_ref()
+            .map_or(self.params.ambient_c, |a| a.temperature_c());
+        let loss_w = self.params.cooling_w_per_k * (self.temperature_c - ambient_c);
         self.temperature_c += (heat_w - loss_w) * dt_s / self.params.heat_capacity_j_per_k;
+        if let Some(air) = &self.params.air {
+            air.add_heat_j(loss_w * dt_s);
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 //!   runs in seconds through real sockets.
 //! - [`cell`]: an equivalent-circuit cell (OCV(SOC), series resistance, one RC pair, coulomb
 //!   counting, lumped thermal model) that backs every simulator.
+//! - [`chamber`]: the [`chamber::Chamber`] trait of a thermal chamber's controller, and the
+//!   simulated air ([`chamber::thermal`]) that chamber simulators and the cells inside share.
 //! - [`cycler`]: the [`cycler::Cycler`] trait a native channel follows on a dedicated cycler
 //!   that runs schedules itself, with its record and status types.
 //! - `cycler_sim` (internal): what the Neware, Arbin and Maccor simulators share: loading the
@@ -33,6 +35,7 @@
 
 pub mod arbin;
 pub mod cell;
+pub mod chamber;
 pub mod clock;
 pub mod cycler;
 mod cycler_sim;
