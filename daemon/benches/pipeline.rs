@@ -33,6 +33,7 @@ fn batch(test_id: &str, first_seq: u64, n: usize) -> SampleBatch {
         charge_energy_wh: f(1.8),
         discharge_energy_wh: f(0.0),
         temperature_c: Vec::new(),
+        ambient_temperature_c: Vec::new(),
     }
 }
 

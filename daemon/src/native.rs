@@ -669,6 +669,7 @@ impl<C: Cycler> CyclerRunner<C> {
                 charge_wh: s.charge_wh,
                 discharge_wh: s.discharge_wh,
                 temperature_c: r.temperature_c,
+                ambient_c: None,
             });
             self.shared.acquired.fetch_add(1, Ordering::Relaxed);
             if run.batch.len() >= BATCH_SAMPLES {

@@ -563,6 +563,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                 charge_wh: status.charge_energy_wh,
                 discharge_wh: status.discharge_energy_wh,
                 temperature_c: reading.temperature_c,
+                ambient_c: None,
             });
         }
         let samples = run.batch.next_seq;
@@ -844,6 +845,21 @@ pub(crate) struct Sample {
     pub(crate) charge_wh: f64,
     pub(crate) discharge_wh: f64,
     pub(crate) temperature_c: Option<f64>,
+    /// Air temperature of the chamber the cell is in, when it is in one.
+    pub(crate) ambient_c: Option<f64>,
+}
+
+/// Pushes sample `n - 1`'s value of an optional column: the column stays empty until a sample
+/// has a value, and is then as long as the others, with NaN in the gaps.
+fn push_optional(column: &mut Vec<f64>, n: usize, value: Option<f64>) {
+    match value {
+        Some(v) => {
+            column.resize(n - 1, f64::NAN);
+            column.push(v);
+        }
+        None if !column.is_empty() => column.push(f64::NAN),
+        None => {}
+    }
 }
 
 /// Columns being filled; sent as one outbox entry.
@@ -880,6 +896,7 @@ impl Batch {
             charge_energy_wh: col(),
             discharge_energy_wh: col(),
             temperature_c: Vec::new(),
+            ambient_temperature_c: Vec::new(),
         }
     }
 
@@ -906,15 +923,9 @@ impl Batch {
         c.discharge_capacity_ah.push(s.discharge_ah);
         c.charge_energy_wh.push(s.charge_wh);
         c.discharge_energy_wh.push(s.discharge_wh);
-        // The temperature column is empty or as long as the others; gaps are NaN.
-        match s.temperature_c {
-            Some(t) => {
-                c.temperature_c.resize(c.voltage_v.len() - 1, f64::NAN);
-                c.temperature_c.push(t);
-            }
-            None if !c.temperature_c.is_empty() => c.temperature_c.push(f64::NAN),
-            None => {}
-        }
+        let n = c.voltage_v.len();
+        push_optional(&mut c.temperature_c, n, s.temperature_c);
+        push_optional(&mut c.ambient_temperature_c, n, s.ambient_c);
         self.next_seq += 1;
     }
 

@@ -38,6 +38,7 @@ fn samples(test_id: &str, first_seq: u64, n: usize) -> Body {
         charge_energy_wh: col(0.0),
         discharge_energy_wh: col(0.0),
         temperature_c: Vec::new(),
+        ambient_temperature_c: Vec::new(),
     })
 }
 

@@ -22,8 +22,10 @@ pub const BDF_COLUMNS: [&str; 10] = [
     "Discharging Energy / Wh",
 ];
 
-/// Added as the last column when any sample of the test has a temperature.
-pub const BDF_TEMPERATURE_COLUMN: &str = "Ambient Temperature / degC";
+/// Added when any sample of the test has a cell temperature (the channel's sensor on the cell).
+pub const BDF_CELL_TEMPERATURE_COLUMN: &str = "Surface Temperature T1 / degC";
+/// Added (last) when any sample of the test has a chamber air temperature.
+pub const BDF_AMBIENT_TEMPERATURE_COLUMN: &str = "Ambient Temperature / degC";
 
 /// Errors of an export.
 #[derive(Debug, thiserror::Error)]
@@ -44,13 +46,18 @@ pub fn write_bdf_csv(
     test_id: &str,
     writer: impl Write,
 ) -> Result<u64, ExportError> {
-    let with_temperature = store.has_temperature(test_id)?;
+    let (with_cell, with_ambient) = store.has_temperatures(test_id)?;
     let mut out = BufWriter::with_capacity(1 << 16, writer);
 
     let mut header = BDF_COLUMNS.join(",");
-    if with_temperature {
-        header.push(',');
-        header.push_str(BDF_TEMPERATURE_COLUMN);
+    for (with, column) in [
+        (with_cell, BDF_CELL_TEMPERATURE_COLUMN),
+        (with_ambient, BDF_AMBIENT_TEMPERATURE_COLUMN),
+    ] {
+        if with {
+            header.push(',');
+            header.push_str(column);
+        }
     }
     writeln!(out, "{header}")?;
 
@@ -69,10 +76,14 @@ pub fn write_bdf_csv(
             s.charge_energy_wh,
             s.discharge_energy_wh
         )?;
-        if with_temperature {
-            match s.temperature_c {
-                Some(t) => write!(out, ",{t}")?,
-                None => out.write_all(b",")?,
+        for (with, value) in [
+            (with_cell, s.temperature_c),
+            (with_ambient, s.ambient_temperature_c),
+        ] {
+            match value {
+                Some(t) if with => write!(out, ",{t}")?,
+                None if with => out.write_all(b",")?,
+                _ => {}
             }
         }
         out.write_all(b"\n")?;

@@ -155,13 +155,17 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (daemon_id, store_epoch, entry_id)
     );
     "#,
+    // 2: the air temperature of the chamber a cell sits in (BDF "Ambient Temperature / degC").
+    r#"
+    ALTER TABLE samples ADD COLUMN ambient_temperature_c REAL;  -- NULL outside a chamber
+    "#,
 ];
 
 /// Samples inserted per multi-row `INSERT`: one statement step per 32 rows instead of per row
-/// roughly halves the per-sample cost; 32 x 13 parameters stays far below SQLite's limit.
+/// roughly halves the per-sample cost; 32 x 14 parameters stays far below SQLite's limit.
 const ROWS_PER_INSERT: usize = 32;
 /// Columns of one sample row, in the order [`bind_sample`] binds them.
-const SAMPLE_COLUMNS: usize = 13;
+const SAMPLE_COLUMNS: usize = 14;
 
 /// The statements' text, built once (it is also the prepared-statement cache key).
 static INSERT_SAMPLES_MULTI: LazyLock<String> =
@@ -173,13 +177,13 @@ fn insert_samples_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT OR IGNORE INTO samples (test_key, seq, test_time_s, unix_time_s, voltage_v, \
          current_a, cycle, step, charge_capacity_ah, discharge_capacity_ah, charge_energy_wh, \
-         discharge_energy_wh, temperature_c) VALUES ",
+         discharge_energy_wh, temperature_c, ambient_temperature_c) VALUES ",
     );
     for r in 0..rows {
         if r > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     }
     sql
 }
@@ -267,8 +271,10 @@ pub struct SampleRow {
     pub charge_energy_wh: f64,
     /// Cumulative discharge energy, Wh.
     pub discharge_energy_wh: f64,
-    /// Cell/ambient temperature, °C; `None` when the channel has no sensor.
+    /// Cell (surface) temperature, °C; `None` when the channel has no sensor.
     pub temperature_c: Option<f64>,
+    /// Air temperature of the chamber the cell sits in, °C; `None` outside a chamber.
+    pub ambient_temperature_c: Option<f64>,
 }
 
 /// One event of a test (step change, state change, alarm, info).
@@ -552,16 +558,19 @@ impl HubStore {
             .ok_or_else(|| StoreError::NoSuchTest(test_id.to_owned()))
     }
 
-    /// Whether any sample of the test has a temperature (decides the BDF temperature column).
-    pub fn has_temperature(&self, test_id: &str) -> Result<bool, StoreError> {
+    /// Whether any sample of the test has a cell temperature and an ambient (chamber)
+    /// temperature: decides the BDF temperature columns.
+    pub fn has_temperatures(&self, test_id: &str) -> Result<(bool, bool), StoreError> {
         let conn = lock(&self.inner.reader);
         let key = test_key_in(&conn, test_id)?;
         Ok(conn
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM samples
-                 WHERE test_key = ?1 AND temperature_c IS NOT NULL)",
+                                WHERE test_key = ?1 AND temperature_c IS NOT NULL),
+                        EXISTS (SELECT 1 FROM samples
+                                WHERE test_key = ?1 AND ambient_temperature_c IS NOT NULL)",
             )?
-            .query_row([key], |r| r.get(0))?)
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))?)
     }
 
     /// All samples of a test in `seq` order. Loads them all; for big tests prefer
@@ -588,7 +597,7 @@ impl HubStore {
             .prepare_cached(
                 "SELECT seq, test_time_s, unix_time_s, voltage_v, current_a, cycle, step,
                         charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
-                        discharge_energy_wh, temperature_c
+                        discharge_energy_wh, temperature_c, ambient_temperature_c
                  FROM samples WHERE test_key = ?1 ORDER BY seq",
             )
             .map_err(StoreError::from)?;
@@ -741,6 +750,7 @@ fn sample_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SampleRow> {
         charge_energy_wh: r.get(9)?,
         discharge_energy_wh: r.get(10)?,
         temperature_c: r.get(11)?,
+        ambient_temperature_c: r.get(12)?,
     })
 }
 
@@ -892,16 +902,19 @@ fn validate_samples(b: &SampleBatch) -> Result<(), String> {
         ("charge_energy_wh", b.charge_energy_wh.len()),
         ("discharge_energy_wh", b.discharge_energy_wh.len()),
     ];
-    let temp_ok = b.temperature_c.is_empty() || b.temperature_c.len() == n;
-    if lens.iter().any(|&(_, len)| len != n) || !temp_ok {
+    let optional = [
+        ("temperature_c", b.temperature_c.len()),
+        ("ambient_temperature_c", b.ambient_temperature_c.len()),
+    ];
+    let optional_ok = optional.iter().all(|&(_, len)| len == 0 || len == n);
+    if lens.iter().any(|&(_, len)| len != n) || !optional_ok {
         let mut detail = format!("test_time_s {n}");
-        for (name, len) in lens {
+        for (name, len) in lens.iter().chain(&optional) {
             detail.push_str(&format!(", {name} {len}"));
         }
-        detail.push_str(&format!(", temperature_c {}", b.temperature_c.len()));
         return Err(format!(
             "sample batch columns have unequal lengths ({detail}); every column must have one \
-             value per sample (temperature_c may be empty)"
+             value per sample (temperature_c and ambient_temperature_c may be empty)"
         ));
     }
     let last = (n as u64)
@@ -975,7 +988,7 @@ fn apply_samples(
     Ok(inserted)
 }
 
-/// Binds sample `i` of `b` to the 13 parameters after `offset`. `i` must be in range
+/// Binds sample `i` of `b` to the 14 parameters after `offset`. `i` must be in range
 /// ([`validate_samples`] checked every column's length and the seq range).
 fn bind_sample(
     stmt: &mut rusqlite::CachedStatement<'_>,
@@ -986,6 +999,11 @@ fn bind_sample(
 ) -> rusqlite::Result<()> {
     // A missing (NaN) temperature reading is stored as NULL; no column at all, too.
     let temp = b.temperature_c.get(i).copied().filter(|t| t.is_finite());
+    let ambient = b
+        .ambient_temperature_c
+        .get(i)
+        .copied()
+        .filter(|t| t.is_finite());
     let seq = b.first_seq as i64 + i as i64;
     stmt.raw_bind_parameter(offset + 1, key)?;
     stmt.raw_bind_parameter(offset + 2, seq)?;
@@ -1000,6 +1018,7 @@ fn bind_sample(
     stmt.raw_bind_parameter(offset + 11, b.charge_energy_wh[i])?;
     stmt.raw_bind_parameter(offset + 12, b.discharge_energy_wh[i])?;
     stmt.raw_bind_parameter(offset + 13, temp)?;
+    stmt.raw_bind_parameter(offset + 14, ambient)?;
     Ok(())
 }
 

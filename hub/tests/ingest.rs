@@ -236,6 +236,7 @@ fn batch(test_id: &str, first_seq: u64, n: usize, temp: bool) -> SampleBatch {
         charge_energy_wh: seqs.clone().map(|s| s * 3.7 / 3600.0).collect(),
         discharge_energy_wh: vec![0.0; n],
         temperature_c: if temp { vec![25.5; n] } else { Vec::new() },
+        ambient_temperature_c: Vec::new(),
     }
 }
 
@@ -285,6 +286,7 @@ fn whole_test(base: u64, test_id: &str) -> Vec<Entry> {
 
 const T1: &str = "0190a0c0-0000-7000-8000-000000000001";
 const T2: &str = "0190a0c0-0000-7000-8000-000000000002";
+const T3: &str = "0190a0c0-0000-7000-8000-000000000003";
 
 // ---------------------------------------------------------------------------------------------
 // Upload semantics
@@ -697,19 +699,23 @@ async fn bdf_export_has_pinned_columns_and_one_row_per_sample() {
 }
 
 #[tokio::test]
-async fn bdf_export_adds_temperature_column_only_when_a_sample_has_one() {
+async fn bdf_export_adds_the_temperature_columns_only_when_a_sample_has_one() {
     let mut hub = Hub::start().await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
     let mut some_temp = batch(T2, 0, 3, true);
     some_temp.temperature_c[1] = f64::NAN;
+    let mut in_chamber = batch(T3, 0, 2, false);
+    in_chamber.ambient_temperature_c = vec![45.0, f64::NAN];
     up.send_entries([
         registered(1, T1),
         samples(2, T1, 0, 3),
         registered(3, T2),
         entry(4, Body::Samples(some_temp)),
+        registered(5, T3),
+        entry(6, Body::Samples(in_chamber)),
     ])
     .await;
-    up.until_ack(4).await;
+    up.until_ack(6).await;
 
     let mut csv = Vec::new();
     cyclerhub::export::write_bdf_csv(&hub.store, T1, &mut csv).unwrap();
@@ -720,9 +726,20 @@ async fn bdf_export_adds_temperature_column_only_when_a_sample_has_one() {
     cyclerhub::export::write_bdf_csv(&hub.store, T2, &mut csv).unwrap();
     let csv = String::from_utf8(csv).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], format!("{BDF_HEADER},Ambient Temperature / degC"));
+    assert_eq!(
+        lines[0],
+        format!("{BDF_HEADER},Surface Temperature T1 / degC")
+    );
     assert!(lines[1].ends_with(",25.5"));
     assert!(lines[2].ends_with(",0,")); // missing reading: empty cell
+
+    let mut csv = Vec::new();
+    cyclerhub::export::write_bdf_csv(&hub.store, T3, &mut csv).unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], format!("{BDF_HEADER},Ambient Temperature / degC"));
+    assert!(lines[1].ends_with(",45"));
+    assert!(lines[2].ends_with(",0,"));
     hub.shutdown().await;
 }
 
