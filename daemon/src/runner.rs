@@ -529,6 +529,7 @@ impl<D: PowerStage> ChannelRunner<D> {
             (s.step_count, s.cycle, rule)
         };
         let update = run.engine.update(&Measurement {
+            chamber_c: None,
             test_time_s: test_time_s - run.paused_s,
             voltage_v: reading.voltage_v,
             current_a: reading.current_a,

@@ -81,6 +81,7 @@ pub fn simulate(
         }
         let current = ideal_current(&cell, &command);
         let m = Measurement {
+            chamber_c: None,
             test_time_s: t,
             voltage_v: cell.terminal_voltage(current),
             current_a: current,

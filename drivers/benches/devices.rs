@@ -90,6 +90,7 @@ steps:
         let r = stage.read().await.unwrap();
         let crossed_at = Instant::now();
         let update = engine.update(&Measurement {
+            chamber_c: None,
             test_time_s: t0.elapsed().as_secs_f64(),
             voltage_v: r.voltage_v,
             current_a: r.current_a,

@@ -213,6 +213,7 @@ impl ChannelCell {
     /// What the channel measures now with `current_a` flowing, at `test_time_s`.
     fn measurement(&self, test_time_s: f64, current_a: f64) -> Measurement {
         Measurement {
+            chamber_c: None,
             test_time_s,
             voltage_v: self.cell.terminal_voltage(current_a),
             current_a,

@@ -96,6 +96,7 @@ fn main() {
     for i in 0..UPDATES {
         // A charge that never reaches its cutoff: the cost of the common, uneventful poll.
         let m = Measurement {
+            chamber_c: None,
             test_time_s: i as f64 * 1e-3,
             voltage_v: 3.7,
             current_a: 2.5,

@@ -21,6 +21,10 @@ pub struct Measurement {
     pub current_a: f64,
     /// Cell temperature in degC, when the channel has a sensor.
     pub temperature_c: Option<f64>,
+    /// Air temperature of the chamber the cell is in, degC, when it is in one. A chamber step
+    /// waits for this to settle (for the cell's own temperature when there is no chamber
+    /// reading).
+    pub chamber_c: Option<f64>,
 }
 
 /// What the channel should do now. Every command that sources energy carries the device-side
@@ -674,7 +678,8 @@ impl Engine {
         };
         let t = m.test_time_s;
         let in_band = hold_s == 0.0 && within_c == f64::INFINITY
-            || m.temperature_c
+            || m.chamber_c
+                .or(m.temperature_c)
                 .is_some_and(|x| (x - temperature_c).abs() <= within_c);
         if in_band {
             let since = *self.state.band_since.get_or_insert(t);
@@ -688,7 +693,8 @@ impl Engine {
         match timeout_s {
             Some(limit) if waited >= limit => Err(format!(
                 "chamber did not settle at {temperature_c} degC (within {within_c} degC for {hold_s} s) in {limit} s; last temperature {} (in {}: \"{}\")",
-                m.temperature_c
+                m.chamber_c
+                    .or(m.temperature_c)
                     .map_or("not measured".to_owned(), |x| format!("{x} degC")),
                 a.path,
                 a.description
@@ -904,6 +910,7 @@ mod tests {
 
     fn at(t: f64, v: f64, i: f64) -> Measurement {
         Measurement {
+            chamber_c: None,
             test_time_s: t,
             voltage_v: v,
             current_a: i,
@@ -1386,6 +1393,22 @@ mod tests {
     }
 
     #[test]
+    fn a_chamber_step_waits_on_the_chamber_air_when_the_chamber_reports_it() {
+        let mut e = engine(
+            "  - chamber: 45 degC\n    wait: {within: 0.5 degC, for: 10 s}\n  - \"Rest for 1 s\"\n",
+        );
+        e.start(0.0);
+        let in_chamber = |t: f64, air: f64| Measurement {
+            chamber_c: Some(air),
+            ..at(t, 3.7, 0.0)
+        };
+        // The cell (25 degC) lags the air; the step settles on the air.
+        assert!(!e.update(&in_chamber(1.0, 44.8)).step_changed);
+        assert!(!e.update(&in_chamber(10.0, 45.2)).step_changed);
+        assert!(e.update(&in_chamber(11.5, 45.1)).step_changed);
+    }
+
+    #[test]
     fn chamber_that_never_settles_faults_at_its_timeout() {
         let mut e = engine(
             "  - chamber: 30 degC\n    wait: {within: 0.5 degC, for: 10 s}\n    timeout: 1 min\n",
@@ -1716,7 +1739,7 @@ mod tests {
         ) {
             let mut e = engine("  - \"Charge at 1 A for 10 s or until 4.2 V\"\n  - \"Hold at 4.2 V until C/20\"\n");
             for (t, v, i, temp) in polls {
-                let u = e.update(&Measurement { test_time_s: t, voltage_v: v, current_a: i, temperature_c: temp });
+                let u = e.update(&Measurement { test_time_s: t, voltage_v: v, current_a: i, temperature_c: temp, chamber_c: None });
                 prop_assert!(u.outcome.is_none() || e.phase() != &Phase::Running);
             }
             let _ = serde_json::to_string(&e.checkpoint());

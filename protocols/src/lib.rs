@@ -18,7 +18,7 @@
 //! let plan = Plan::from_yaml(yaml, "quick.yaml")?;
 //! let mut engine = Engine::new(plan, &Safety::default())?;
 //! engine.start(0.0);
-//! let m = Measurement { test_time_s: 1.0, voltage_v: 4.2, current_a: 1.25, temperature_c: None };
+//! let m = Measurement { test_time_s: 1.0, voltage_v: 4.2, current_a: 1.25, temperature_c: None, chamber_c: None };
 //! assert!(engine.update(&m).outcome.is_some()); // 4.2 V reached: the single step ends the test
 //! # Ok::<(), cyclerd_protocols::ProtocolError>(())
 //! ```

@@ -104,6 +104,7 @@ impl Cell {
         }
         self.temperature_c += (self.chamber_c - self.temperature_c) * (dt / 600.0).min(1.0);
         Measurement {
+            chamber_c: None,
             test_time_s: t,
             voltage_v: self.ocv() + i * self.r,
             current_a: i,

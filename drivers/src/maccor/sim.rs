@@ -419,6 +419,7 @@ impl Channel {
                 }
                 Control::Procedure { engine, command } => {
                     let update = engine.update(&Measurement {
+                        chamber_c: None,
                         test_time_s: t,
                         voltage_v: v,
                         current_a: i,

@@ -491,6 +491,7 @@ async fn a_cccv_step_driven_through_direct_mode_keeps_outputs_100_ms_apart() {
             let r = stage.read().await.unwrap();
             assert!(!r.alarm);
             let update = engine.update(&Measurement {
+                chamber_c: None,
                 test_time_s: clock.now() - t0,
                 voltage_v: r.voltage_v,
                 current_a: r.current_a,
