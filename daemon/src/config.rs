@@ -35,6 +35,84 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
     #[serde(default, rename = "channel")]
     pub channels: Vec<ChannelConfig>,
+    #[serde(default, rename = "chamber")]
+    pub chambers: Vec<ChamberConfig>,
+}
+
+/// Thermal chamber families.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum ChamberFamily {
+    /// Espec P300 / SCP-220 controllers: ASCII over TCP (`address`, port 10001) or a serial
+    /// port (`port`, `baud` default 9600; `unit` = RS-485 address when set).
+    #[serde(rename = "espec")]
+    Espec,
+    /// Weiss / Voetsch chambers through SimServ over TCP (`address`, port 2049).
+    #[serde(rename = "weiss")]
+    Weiss,
+    /// Watlow F4T controllers over Modbus TCP (`address`, port 502; `loop_number`).
+    #[serde(rename = "watlow")]
+    Watlow,
+    /// Binder MB1 controllers: Modbus-like RTU on a serial port (`port`, `baud` default 9600)
+    /// or through a serial-to-TCP bridge (`address`); `unit`.
+    #[serde(rename = "binder")]
+    Binder,
+}
+
+/// A thermal chamber and the channels inside it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChamberConfig {
+    /// Names the chamber in messages and events.
+    pub name: String,
+    pub family: ChamberFamily,
+    /// host:port of a networked controller.
+    pub address: Option<SocketAddr>,
+    /// Serial port of a serial controller (espec, binder).
+    pub port: Option<String>,
+    pub baud: Option<u32>,
+    /// Modbus unit (binder, watlow) or RS-485 address (espec).
+    pub unit: Option<u8>,
+    /// Watlow control loop (default 1).
+    pub loop_number: Option<u16>,
+    /// The channels (`DEVICE/N`) whose cells sit in the chamber: its air temperature is
+    /// recorded with their samples, and its faults stop them.
+    pub channels: Vec<String>,
+    /// The air must stay within these, degC, or the channels inside are stopped. Default: the
+    /// lab's `limits.temperature_max` (or 60) and -40.
+    pub temperature_min: Option<f64>,
+    pub temperature_max: Option<f64>,
+    /// Clock ms between readings.
+    #[serde(default = "default_chamber_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Wall ms without a good reading after which the chamber counts as lost and the channels
+    /// inside are stopped.
+    #[serde(default = "default_chamber_comm_timeout_ms")]
+    pub comm_timeout_ms: u64,
+    /// Wall-time bound on one exchange with the controller.
+    #[serde(default = "default_chamber_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_chamber_poll_ms() -> u64 {
+    1000
+}
+
+fn default_chamber_comm_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_chamber_timeout_ms() -> u64 {
+    2000
+}
+
+impl ChamberConfig {
+    /// The air limits in force, degC.
+    pub fn limits(&self, lab: &Limits) -> (f64, f64) {
+        (
+            self.temperature_min.unwrap_or(-40.0),
+            self.temperature_max.or(lab.temperature_max).unwrap_or(60.0),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -590,7 +668,77 @@ impl Config {
                 return fail(format!("channel[{i}].poll_interval_ms must be at least 1"));
             }
         }
+        let mut in_chamber: std::collections::HashMap<&str, &str> = Default::default();
+        let mut chamber_names = HashSet::new();
+        for (i, c) in self.chambers.iter().enumerate() {
+            if c.name.is_empty() || !chamber_names.insert(c.name.as_str()) {
+                return fail(format!(
+                    "chamber[{i}].name {:?} must be non-empty and unique",
+                    c.name
+                ));
+            }
+            let serial_ok = matches!(c.family, ChamberFamily::Espec | ChamberFamily::Binder);
+            match (&c.address, &c.port) {
+                (Some(_), None) => {}
+                (None, Some(_)) if serial_ok => {}
+                _ if serial_ok => {
+                    return fail(format!(
+                        "chamber[{i}] {:?}: give either address = \"host:port\" or port = \
+                         \"/dev/ttyUSB0\", not both or neither",
+                        c.name
+                    ));
+                }
+                _ => {
+                    return fail(format!(
+                        "chamber[{i}] {:?}: this family is reached over the network; give \
+                         address = \"host:port\" (and no port)",
+                        c.name
+                    ));
+                }
+            }
+            if c.loop_number.is_some() && c.family != ChamberFamily::Watlow {
+                return fail(format!(
+                    "chamber[{i}] {:?}: loop_number applies to a watlow only",
+                    c.name
+                ));
+            }
+            let (lo, hi) = c.limits(&self.limits);
+            if !(lo < hi) {
+                return fail(format!(
+                    "chamber[{i}] {:?}: temperature_min ({lo}) must be below temperature_max ({hi})",
+                    c.name
+                ));
+            }
+            if c.poll_interval_ms == 0 || c.comm_timeout_ms == 0 {
+                return fail(format!(
+                    "chamber[{i}] {:?}: poll_interval_ms and comm_timeout_ms must be at least 1",
+                    c.name
+                ));
+            }
+            for ch in &c.channels {
+                if !ids.contains(ch.as_str()) {
+                    return fail(format!(
+                        "chamber[{i}] {:?} lists channel {ch:?}, which no [[channel]] defines",
+                        c.name
+                    ));
+                }
+                if let Some(other) = in_chamber.insert(ch.as_str(), c.name.as_str()) {
+                    return fail(format!(
+                        "channel {ch:?} is listed in two chambers, {other:?} and {:?}; a cell \
+                         sits in one chamber",
+                        c.name
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The chamber `channel_id` sits in, if any.
+    pub fn chamber_of(&self, channel_id: &str) -> Option<&ChamberConfig> {
+        self.chambers
+            .iter()
+            .find(|c| c.channels.iter().any(|ch| ch == channel_id))
     }
 
     pub fn device(&self, name: &str) -> Option<&DeviceConfig> {

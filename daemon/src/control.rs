@@ -49,7 +49,7 @@ pub struct ControlService {
 fn to_status(e: StartError) -> GrpcStatus {
     match e {
         StartError::NoSuchChannel(_) => GrpcStatus::not_found(e.to_string()),
-        StartError::Busy { .. } | StartError::NotRunning(_) => {
+        StartError::Busy { .. } | StartError::NotRunning(_) | StartError::Chamber(_) => {
             GrpcStatus::failed_precondition(e.to_string())
         }
         StartError::Protocol(_) | StartError::MissingMetadata(_) => {

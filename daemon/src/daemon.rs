@@ -112,6 +112,26 @@ impl Daemon {
         let (stop_runners, runners_rx) = watch::channel(false);
         let (stop_uploader, uploader_rx) = watch::channel(false);
         let mut runners = JoinSet::new();
+        let mut chambers = HashMap::new();
+        for (i, c) in config.chambers.iter().enumerate() {
+            let link = devices::spawn_chamber(
+                c,
+                &config.limits,
+                shared.clock.clone(),
+                runners_rx.clone(),
+                &mut runners,
+            )
+            .await
+            .map_err(|e| {
+                let at = c
+                    .address
+                    .map(|a| a.to_string())
+                    .or_else(|| c.port.clone())
+                    .unwrap_or_default();
+                anyhow::anyhow!("{origin}: chamber[{i}] {:?} at {at}: {e}", c.name)
+            })?;
+            chambers.insert(c.name.clone(), link);
+        }
         let mut channels = Vec::new();
         // Native channels by cycler: one connection and one runner per cycler.
         let mut cyclers: BTreeMap<String, (usize, Vec<PendingNative>)> = BTreeMap::new();
@@ -130,6 +150,10 @@ impl Daemon {
                 comm_timeout: Duration::from_millis(ch.comm_timeout_ms),
                 limits: config.limits.stricter(&ch.limits).to_safety(),
                 commit_interval: Duration::from_millis(config.store.commit_interval_ms),
+                chamber: config
+                    .chamber_of(&ch.id)
+                    .and_then(|c| chambers.get(&c.name))
+                    .cloned(),
             };
             let (live_tx, live) = watch::channel(ChannelSnapshot {
                 channel_id: ch.id.clone(),

@@ -1,14 +1,17 @@
 //! From a `[[device]]` entry to a connected power stage or cycler and running channels: the one
 //! place that knows every device family.
 
+use crate::chamber::{ChamberLink, ChamberRunner, ChamberSpec};
 use crate::config::ResumePolicy;
-use crate::config::{DeviceConfig, Family};
+use crate::config::{ChamberConfig, ChamberFamily, DeviceConfig, Family, Limits};
 use crate::native::{CyclerRunner, NativeChannel};
 use crate::outbox::Checkpoint;
 use crate::proto::control::ChannelSnapshot;
 use crate::runner::{ChannelCmd, ChannelRunner, ChannelSpec, Shared};
+use cyclerd_drivers::Clock;
 use cyclerd_drivers::DriverError;
 use cyclerd_drivers::arbin::{ArbinClient, ArbinConfig};
+use cyclerd_drivers::chamber::Chamber;
 use cyclerd_drivers::cycler::{ChannelAddr, Cycler};
 use cyclerd_drivers::ea_psb::{PsbClient, wire::Nominal};
 use cyclerd_drivers::maccor::{DirectConfig, MaccorClient, MaccorConfig, MaccorDirect};
@@ -19,6 +22,7 @@ use cyclerd_drivers::scpi::wire::Dialect;
 use cyclerd_drivers::stage::PowerStage;
 use cyclerd_drivers::transport::Endpoint;
 use cyclerd_protocols::compile::Target;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -277,4 +281,58 @@ fn missing(key: &str) -> DriverError {
 fn spawn<D: PowerStage + 'static>(device: D, start: ChannelStart, tasks: &mut JoinSet<()>) {
     let runner = ChannelRunner::new(start.spec, device, start.shared, start.live);
     tasks.spawn(runner.run(start.resume, start.cmds, start.stop));
+}
+
+/// Connects the chamber `config` describes and spawns its task on `tasks`; returns the link its
+/// channels use.
+pub async fn spawn_chamber(
+    config: &ChamberConfig,
+    lab: &Limits,
+    clock: Clock,
+    stop: watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> Result<ChamberLink, DriverError> {
+    let (temperature_min_c, temperature_max_c) = config.limits(lab);
+    let spec = ChamberSpec {
+        name: config.name.clone(),
+        poll_interval_s: config.poll_interval_ms as f64 / 1000.0,
+        comm_timeout: Duration::from_millis(config.comm_timeout_ms),
+        temperature_min_c,
+        temperature_max_c,
+    };
+    let timeout = Duration::from_millis(config.timeout_ms);
+    let chamber_endpoint = |default_baud| match (&config.address, &config.port) {
+        (Some(addr), _) => Ok(Endpoint::Tcp(*addr)),
+        (None, Some(path)) => Ok(Endpoint::Serial {
+            path: path.clone(),
+            baud: config.baud.unwrap_or(default_baud),
+        }),
+        (None, None) => Err(missing("address or port")),
+    };
+    match config.family {
+        ChamberFamily::Espec => {
+            let _ = (chamber_endpoint(9600)?, timeout);
+            todo!()
+        }
+        ChamberFamily::Weiss => todo!(),
+        ChamberFamily::Watlow => todo!(),
+        ChamberFamily::Binder => todo!(),
+    }
+    #[allow(unreachable_code)]
+    {
+        let _ = (spec, clock, stop, tasks);
+        unreachable!()
+    }
+}
+
+fn chamber_task<C: Chamber + 'static>(
+    chamber: C,
+    spec: ChamberSpec,
+    clock: Clock,
+    stop: watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> ChamberLink {
+    let (runner, link) = ChamberRunner::new(spec, chamber, clock);
+    tasks.spawn(runner.run(stop));
+    link
 }

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: the lab configuration (TOML via `config`, `CYCLERD_*` overrides).
+//! - [`chamber`]: one task per thermal chamber: readings shared with the channels inside, set
+//!   point ownership, and the verdict that stops those channels when the chamber is unsafe.
 //! - [`outbox`]: the SQLite outbox; one writer thread, one commit per batch, acked entries deleted.
 //! - [`devices`]: `[[device]]` entries to connected power stages (EA PSB, SCPI, Riden, Maccor
 //!   direct mode) and cyclers (Neware, Maccor, Arbin).
@@ -19,6 +21,7 @@
 //!
 //! The binaries `cyclerd` and `cyclerctl` are thin command-line shells over these modules.
 
+pub mod chamber;
 pub mod cli;
 pub mod config;
 pub mod control;

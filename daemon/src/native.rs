@@ -17,7 +17,8 @@ use crate::outbox::{Checkpoint, CheckpointOp, Progress};
 use crate::proto::control::ChannelSnapshot;
 use crate::proto::ingest::{Event, TestEnded, TestRegistered, entry::Body};
 use crate::runner::{
-    BATCH_SAMPLES, Batch, ChannelCmd, ChannelSpec, Sample, Shared, StartError, TestRequest, pacer,
+    BATCH_SAMPLES, Batch, ChannelCmd, ChannelSpec, Sample, Shared, StartError, TestRequest,
+    claim_chamber, pacer,
 };
 use cyclerd_drivers::DriverError;
 use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, ChannelStatus, Cycler, Record, Schedule};
@@ -33,6 +34,8 @@ use tokio_stream::{StreamExt, StreamMap};
 const PAGE_RECORDS: usize = 1000;
 /// Download calls per channel per poll, so one long backfill does not starve the others.
 const PAGES_PER_POLL: usize = 20;
+/// Oldest chamber reading that still stands for a record's air temperature, clock s.
+const AMBIENT_MAX_AGE_S: f64 = 120.0;
 /// Polls a freshly started test may still show the channel idle before the start counts as
 /// failed (a cycler takes a moment to load a schedule).
 const START_GRACE_POLLS: u32 = 50;
@@ -106,6 +109,9 @@ struct Follow {
     stop_reason: Option<String>,
     /// Polls since the start that showed the channel idle.
     idle_polls: u32,
+    /// Why the daemon stopped the test on the cycler for safety (its chamber), once it did:
+    /// the test then ends as faulted.
+    fault: Option<String>,
 }
 
 impl Follow {
@@ -265,6 +271,7 @@ impl<C: Cycler> CyclerRunner<C> {
         Engine::new(plan.clone(), &slot.spec.limits)
             .map_err(|e| StartError::Protocol(e.to_string()))?;
         let test_id = uuid::Uuid::now_v7().to_string();
+        claim_chamber(&slot.spec, &plan, &test_id).await?;
         let name = cycler_test_name(&test_id);
         let schedule = schedule_file(&plan, self.target, &name).map_err(StartError::Protocol)?;
         let addr = slot.addr;
@@ -289,6 +296,7 @@ impl<C: Cycler> CyclerRunner<C> {
             last_state: ChannelState::Idle,
             stop_reason: None,
             idle_polls: 0,
+            fault: None,
         };
         let slot = &self.slots[k];
         let checkpoint = Checkpoint {
@@ -401,6 +409,7 @@ impl<C: Cycler> CyclerRunner<C> {
             last_state: ChannelState::Running,
             stop_reason: None,
             idle_polls: 0,
+            fault: None,
             state,
         };
         let (samples, step, cycle) = (run.batch.next_seq, run.state.step, run.state.cycle);
@@ -529,6 +538,7 @@ impl<C: Cycler> CyclerRunner<C> {
             self.end(k, "faulted", reason);
             return Ok(());
         }
+        self.guard_chamber(k).await;
         if !self.deferred {
             let mut pages = 0;
             while pages < PAGES_PER_POLL {
@@ -577,7 +587,9 @@ impl<C: Cycler> CyclerRunner<C> {
             }
             ChannelState::Idle => {
                 run.idle_polls += 1;
-                if run.state.seen_active || run.stop_reason.is_some() {
+                if let Some(fault) = run.fault.clone() {
+                    self.end(k, "faulted", fault);
+                } else if run.state.seen_active || run.stop_reason.is_some() {
                     let reason = run.stop_reason.clone().unwrap_or_else(|| {
                         "the channel went idle on the cycler (test cleared there)".into()
                     });
@@ -592,6 +604,7 @@ impl<C: Cycler> CyclerRunner<C> {
             }
             terminal if caught_up => {
                 let (outcome, reason) = match terminal {
+                    _ if run.fault.is_some() => ("faulted", run.fault.clone().unwrap_or_default()),
                     ChannelState::Finished => ("finished", String::new()),
                     ChannelState::Fault { reason } => (
                         "faulted",
@@ -612,8 +625,38 @@ impl<C: Cycler> CyclerRunner<C> {
         Ok(())
     }
 
+    /// Stops the test on channel `k` through the cycler when its chamber is unsafe (once; the
+    /// test ends as faulted when the cycler reports it stopped, after its last records).
+    async fn guard_chamber(&mut self, k: usize) {
+        let slot = &self.slots[k];
+        let (Some(chamber), Some(run)) = (&slot.spec.chamber, &slot.run) else {
+            return;
+        };
+        if run.fault.is_some() {
+            return;
+        }
+        let Some(fault) = chamber.state().fault.clone() else {
+            return;
+        };
+        let addr = slot.addr;
+        let reason = format!("stopped on the cycler for safety: {fault}");
+        tracing::warn!(channel = %slot.spec.id, "{reason}");
+        if let Err(e) = self.cycler.stop(addr).await {
+            // Tried again on the next poll.
+            tracing::error!(channel = %self.slots[k].spec.id, "cannot stop the test on the cycler: {e}");
+            return;
+        }
+        let t = self.shared.clock.unix_time_s() - run.start_unix_s;
+        self.send_batch(k);
+        self.event(k, t, "alarm", reason.clone());
+        if let Some(run) = self.slots[k].run.as_mut() {
+            run.fault = Some(reason);
+        }
+    }
+
     /// Stores downloaded records under their sequence numbers, recording step changes.
     fn store(&mut self, k: usize, records: &[Record]) {
+        let chamber = self.slots[k].spec.chamber.clone();
         for r in records {
             let Some(run) = self.slots[k].run.as_mut() else {
                 return;
@@ -669,7 +712,9 @@ impl<C: Cycler> CyclerRunner<C> {
                 charge_wh: s.charge_wh,
                 discharge_wh: s.discharge_wh,
                 temperature_c: r.temperature_c,
-                ambient_c: None,
+                ambient_c: chamber.as_ref().and_then(|c| {
+                    c.temperature_at(run.start_unix_s + r.test_time_s, AMBIENT_MAX_AGE_S)
+                }),
             });
             self.shared.acquired.fetch_add(1, Ordering::Relaxed);
             if run.batch.len() >= BATCH_SAMPLES {

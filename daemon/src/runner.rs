@@ -8,6 +8,7 @@
 //! shutdown the output goes off first and the reason is recorded second. When the outbox is full
 //! the channel pauses at rest, output off, and resumes when there is room again.
 
+use crate::chamber::ChamberLink;
 use crate::config::ResumePolicy;
 use crate::outbox::{Checkpoint, CheckpointOp, Outbox, Progress};
 use crate::proto::control::ChannelSnapshot;
@@ -42,6 +43,8 @@ pub struct ChannelSpec {
     pub limits: Safety,
     /// Longest a sample waits in memory before it goes to the outbox.
     pub commit_interval: Duration,
+    /// The thermal chamber the channel's cell sits in, if any.
+    pub chamber: Option<ChamberLink>,
 }
 
 /// Why a test could not start.
@@ -59,6 +62,9 @@ pub enum StartError {
     ChannelGone(String),
     #[error("no test is running on channel {0}")]
     NotRunning(String),
+    /// The chamber cannot serve the test (owned by another test, or unsafe).
+    #[error("{0}")]
+    Chamber(String),
     /// The cycler refused or could not be reached; the message names the device and why.
     #[error("{0}")]
     Device(String),
@@ -237,6 +243,10 @@ impl<D: PowerStage> ChannelRunner<D> {
                             }
                         };
                         let test_id = uuid::Uuid::now_v7().to_string();
+                        if let Err(e) = claim_chamber(&self.spec, &test.plan, &test_id).await {
+                            let _ = reply.send(Err(e));
+                            continue;
+                        }
                         // Registered and shown as running before the caller hears of it, so
                         // whoever waits for the test to end cannot see the idle channel first.
                         let run = self.begin(test_id.clone(), *test, engine);
@@ -323,6 +333,13 @@ impl<D: PowerStage> ChannelRunner<D> {
                     serde_json::from_str(&cp.progress.engine_json).map_err(|e| e.to_string())?;
                 Engine::restore(plan, &self.spec.limits, state).map_err(|e| e.to_string())
             });
+        let restored = match restored {
+            Ok(engine) => claim_chamber(&self.spec, engine.plan(), &cp.test_id)
+                .await
+                .map(|()| engine)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
         let engine = match (policy, restored) {
             (ResumePolicy::Abort, _) => {
                 let why = format!("interrupted for {gap_s:.1} s and resume = \"abort\"");
@@ -385,6 +402,9 @@ impl<D: PowerStage> ChannelRunner<D> {
 
     /// Ends an interrupted test that will not be continued.
     async fn abandon(&mut self, cp: &Checkpoint, why: &str) {
+        if let Some(chamber) = &self.spec.chamber {
+            chamber.release(&cp.test_id);
+        }
         let reason = format!("not resumed after the daemon restarted: {why}");
         tracing::warn!(channel = %self.spec.id, test_id = %cp.test_id, "{reason}");
         let now = self.shared.clock.unix_time_s();
@@ -528,8 +548,15 @@ impl<D: PowerStage> ChannelRunner<D> {
             };
             (s.step_count, s.cycle, rule)
         };
+        let (chamber_c, chamber_fault) = match &self.spec.chamber {
+            Some(link) => {
+                let state = link.state();
+                (state.temperature_c, state.fault.clone())
+            }
+            None => (None, None),
+        };
         let update = run.engine.update(&Measurement {
-            chamber_c: None,
+            chamber_c,
             test_time_s: test_time_s - run.paused_s,
             voltage_v: reading.voltage_v,
             current_a: reading.current_a,
@@ -538,6 +565,7 @@ impl<D: PowerStage> ChannelRunner<D> {
         let status = run.engine.status();
         let fired = update.step_changed
             || update.outcome.is_some()
+            || chamber_fault.is_some()
             || reading.alarm
             || (!reading.output_on && run.command.output_on());
         let kept = run.recorder.keep(
@@ -564,7 +592,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                 charge_wh: status.charge_energy_wh,
                 discharge_wh: status.discharge_energy_wh,
                 temperature_c: reading.temperature_c,
-                ambient_c: None,
+                ambient_c: chamber_c,
             });
         }
         let samples = run.batch.next_seq;
@@ -578,6 +606,9 @@ impl<D: PowerStage> ChannelRunner<D> {
             s.discharge_capacity_ah = discharge;
             s.samples = samples;
         });
+        if let Some(fault) = chamber_fault {
+            return Err(fault);
+        }
         if reading.alarm {
             return Err("the device reports an alarm".into());
         }
@@ -602,6 +633,11 @@ impl<D: PowerStage> ChannelRunner<D> {
         }
         if update.command != run.command {
             run.command = update.command;
+            if let (Command::Chamber { temperature_c }, Some(chamber)) =
+                (run.command, &self.spec.chamber)
+            {
+                chamber.set_point(&run.test_id, temperature_c);
+            }
             if let Err(e) = self.device.apply(&run.command).await {
                 return Err(format!("cannot write a setpoint: {e}"));
             }
@@ -678,6 +714,9 @@ impl<D: PowerStage> ChannelRunner<D> {
 
     /// Records the end: last samples, why, and the end marker (which retires the checkpoint).
     fn finish(&mut self, mut run: Run, ending: Ending) {
+        if let Some(chamber) = &self.spec.chamber {
+            chamber.release(&run.test_id);
+        }
         let now = self.shared.clock.unix_time_s() - run.start_unix_s;
         self.send_batch(&mut run, now);
         if !ending.reason.is_empty() {
@@ -794,6 +833,47 @@ impl<D: PowerStage> ChannelRunner<D> {
             tracing::error!(channel = %self.spec.id, "cannot queue to the outbox: {e}");
         }
     }
+}
+
+/// Takes the chamber's set point for `test_id` when `plan` has chamber steps: refused when the
+/// channel is in no chamber, the chamber is unsafe, or another test owns it. A plan without
+/// chamber steps shares the chamber freely (but must still find it safe).
+pub(crate) async fn claim_chamber(
+    spec: &ChannelSpec,
+    plan: &Plan,
+    test_id: &str,
+) -> Result<(), StartError> {
+    let step = chamber_step(plan);
+    let Some(chamber) = &spec.chamber else {
+        return match step {
+            Some(step) => Err(StartError::Protocol(format!(
+                "{step} sets a chamber, but channel {} is in no [[chamber]]; list it in the \
+                 chamber's channels",
+                spec.id
+            ))),
+            None => Ok(()),
+        };
+    };
+    if let Some(fault) = chamber.state().fault.clone() {
+        return Err(StartError::Chamber(format!(
+            "channel {} cannot start: {fault}",
+            spec.id
+        )));
+    }
+    if step.is_some() {
+        chamber.claim(test_id).await.map_err(StartError::Chamber)?;
+    }
+    Ok(())
+}
+
+/// The first chamber step of `plan` (path and description).
+fn chamber_step(plan: &Plan) -> Option<String> {
+    plan.steps.iter().find_map(|step| match step {
+        PlanStep::Action(a) if matches!(a.control, Control::Chamber { .. }) => {
+            Some(format!("{} ({})", a.path, a.description))
+        }
+        _ => None,
+    })
 }
 
 /// The first step of `plan` that takes current out of the cell (path and description).
