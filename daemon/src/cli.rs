@@ -1,5 +1,5 @@
 //! The `cyclerd` command line: `run`, `demo`, and `sim ea-psb|scpi|riden|neware|maccor|arbin`
-//! (one simulated device standalone, on its real wire protocol). A library module so that tests
+//! and `sim watlow|binder` (one simulated device standalone, on its real wire protocol). A library module so that tests
 //! can run the real binary's code as a child process (and kill it).
 
 use crate::config::Config;
@@ -8,6 +8,7 @@ use crate::{Daemon, control};
 use clap::{Parser, Subcommand};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
+use cyclerd_drivers::chamber::thermal::{Air, ROOM_C};
 use cyclerd_drivers::ea_psb::{PsbSim, sim::SimConfig};
 use cyclerd_drivers::transport::Endpoint;
 use std::net::SocketAddr;
@@ -164,6 +165,28 @@ enum SimDevice {
         serial: u32,
         #[command(flatten)]
         cell: SimCell,
+    },
+    /// A Watlow F4T chamber controller over Modbus TCP (unit 1), its chamber on loop 1.
+    Watlow {
+        /// Where to listen (the controller's port is 502).
+        #[arg(long, default_value = "127.0.0.1:502")]
+        listen: SocketAddr,
+        /// Simulated seconds per wall second.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
+    /// A Binder chamber (MB1 controller, unit 1): RTU frames over TCP as its serial-to-TCP
+    /// bridge serves them, or on a pseudo-terminal as its serial port.
+    Binder {
+        /// Where the bridge listens (port 10001 on Ethernet models).
+        #[arg(long, default_value = "127.0.0.1:10001")]
+        listen: SocketAddr,
+        /// Serve on a pseudo-terminal instead (9600 8N1), linked from this path (unix).
+        #[arg(long, conflicts_with = "listen")]
+        pty: Option<PathBuf>,
+        /// Simulated seconds per wall second.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
     },
     /// A Neware BTS server (the BTS API: XML over TCP) with its channels, each running the
     /// step files it is told to start.
@@ -445,6 +468,43 @@ async fn sim(device: SimDevice) -> anyhow::Result<()> {
             serial,
             cell,
         } => riden(model, pty, serial, cell, stop).await?,
+        SimDevice::Watlow { listen, speed } => {
+            use cyclerd_drivers::watlow::{SimConfig, WatlowSim};
+            let config = SimConfig::new(Air::new(ROOM_C));
+            let listener = bind(listen, "--listen ADDR").await?;
+            let sim = WatlowSim::spawn(listener, config, chamber_clock(speed)?)?;
+            println!(
+                "simulated Watlow F4T on {}, Modbus TCP unit 1, chamber on loop 1, at {speed}x; \
+                 Ctrl-C stops it",
+                sim.addr()
+            );
+            stop.wait().await;
+        }
+        SimDevice::Binder { listen, pty, speed } => {
+            use cyclerd_drivers::binder::{BinderSim, SimConfig};
+            let (config, clock) = (SimConfig::new(Air::new(ROOM_C)), chamber_clock(speed)?);
+            let (_sim, _link, shown) = match pty {
+                Some(link) => {
+                    let (sim, link) = binder_on_pty(config, clock, link)?;
+                    let shown = format!("{link}, 9600 8N1");
+                    (sim, Some(link), shown)
+                }
+                None => {
+                    let listener = bind(listen, "--listen ADDR").await?;
+                    let addr = listener.local_addr()?;
+                    let sim = BinderSim::spawn(listener, config, clock)?;
+                    (
+                        sim,
+                        None,
+                        format!("{addr}, RTU frames over TCP (its bridge)"),
+                    )
+                }
+            };
+            println!(
+                "simulated Binder MB1 chamber on {shown}, unit 1, at {speed}x; Ctrl-C stops it"
+            );
+            stop.wait().await;
+        }
         SimDevice::Neware {
             listen,
             channels,
@@ -771,6 +831,36 @@ fn scpi_on_pty(
     anyhow::bail!("simulated serial devices need a pseudo-terminal, which this system lacks")
 }
 
+/// The clock of a simulated chamber running `speed` times faster than wall time.
+fn chamber_clock(speed: f64) -> anyhow::Result<Clock> {
+    anyhow::ensure!(
+        speed.is_finite() && speed > 0.0,
+        "--speed must be a positive number of simulated seconds per wall second"
+    );
+    Ok(Clock::scaled(speed))
+}
+
+#[cfg(unix)]
+fn binder_on_pty(
+    config: cyclerd_drivers::binder::SimConfig,
+    clock: Clock,
+    link: PathBuf,
+) -> anyhow::Result<(cyclerd_drivers::binder::SimHandle, SimLink)> {
+    let pty = cyclerd_drivers::transport::pty::Pty::open()?;
+    let sim = cyclerd_drivers::binder::BinderSim::spawn(pty, config, clock)?;
+    let link = SimLink::new(&sim.endpoint(), link)?;
+    Ok((sim, link))
+}
+
+#[cfg(not(unix))]
+fn binder_on_pty(
+    _: cyclerd_drivers::binder::SimConfig,
+    _: Clock,
+    _: PathBuf,
+) -> anyhow::Result<(cyclerd_drivers::binder::SimHandle, SimLink)> {
+    anyhow::bail!("simulated serial devices need a pseudo-terminal, which this system lacks")
+}
+
 #[cfg(unix)]
 async fn riden(
     model: u16,
@@ -864,5 +954,18 @@ mod tests {
         assert_eq!(file_port, arbin::wire::DEFAULT_FILE_PORT);
         let defaults = arbin::SimConfig::new(1, CellParams::new(Chemistry::Nmc, 1.0));
         assert_eq!((user, password), (defaults.username, defaults.password));
+    }
+
+    #[test]
+    fn simulated_chambers_listen_on_their_vendors_ports_by_default() {
+        use cyclerd_drivers::{binder, watlow};
+        let SimDevice::Watlow { listen, .. } = sim(&["watlow"]) else {
+            unreachable!()
+        };
+        assert_eq!(listen, ([127, 0, 0, 1], watlow::wire::DEFAULT_PORT).into());
+        let SimDevice::Binder { listen, .. } = sim(&["binder"]) else {
+            unreachable!()
+        };
+        assert_eq!(listen, ([127, 0, 0, 1], binder::wire::BRIDGE_PORT).into());
     }
 }

@@ -680,6 +680,72 @@ mod command_line {
         sim.kill().await.unwrap();
     }
 
+    #[tokio::test]
+    async fn cyclerd_sim_watlow_serves_a_chamber_whose_temperature_the_driver_reads() {
+        use cyclerd_drivers::chamber::{Chamber, thermal::ROOM_C};
+        use cyclerd_drivers::watlow::{WatlowClient, WatlowOptions};
+        use tokio::io::AsyncBufReadExt;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
+            .args(["sim", "watlow", "--listen", &addr.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(super::WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_or_default();
+        assert!(first.starts_with("simulated Watlow F4T"), "{first}");
+        let mut client = WatlowClient::connect(addr, WatlowOptions::default())
+            .await
+            .unwrap();
+        let r = client.read().await.unwrap();
+        assert!((r.temperature_c - ROOM_C).abs() < 1.0, "{r:?}");
+        sim.kill().await.unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn cyclerd_sim_binder_serves_a_chamber_on_the_linked_path_whose_temperature_the_driver_reads()
+     {
+        use cyclerd_drivers::binder::{BinderClient, BinderOptions, wire};
+        use cyclerd_drivers::chamber::{Chamber, thermal::ROOM_C};
+        use cyclerd_drivers::transport::Endpoint;
+        use tokio::io::AsyncBufReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("binder");
+        let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
+            .args(["sim", "binder", "--pty"])
+            .arg(&link)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(super::WAIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_or_default();
+        assert!(first.contains(&link.display().to_string()), "{first}");
+        let endpoint = Endpoint::Serial {
+            path: link.to_string_lossy().into_owned(),
+            baud: wire::BAUD_RATE,
+        };
+        let mut client = BinderClient::connect(endpoint, BinderOptions::default())
+            .await
+            .unwrap();
+        let r = client.read().await.unwrap();
+        assert!((r.temperature_c - ROOM_C).abs() < 1.0, "{r:?}");
+        sim.kill().await.unwrap();
+    }
+
     /// A `cyclerd sim ...` child and what it announced on stdout.
     struct Announced {
         child: tokio::process::Child,

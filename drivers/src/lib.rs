@@ -31,9 +31,19 @@
 //! - [`maccor`]: Maccor testers over MacNet (JSON and binary TCP): `wire` (frames, messages,
 //!   code tables), `client` (the [`cycler::Cycler`] driver, and direct mode as a
 //!   [`stage::PowerStage`]) and `sim` (a many-channel tester running the procedures it is sent).
+//! - [`watlow`]: Watlow F4T chamber controllers over Modbus TCP: `wire` (the control loop's
+//!   registers, float layout, mode values, assumed alarm states), `client` (the
+//!   [`chamber::Chamber`] driver for one loop) and `sim` (a Modbus TCP server whose loop runs
+//!   a simulated chamber's air).
+//! - [`binder`]: Binder chambers (MB1 controllers) over their Modbus-like RTU protocol, on a
+//!   serial line or a serial-to-TCP bridge: `wire` (the RTU frame codec with its CRC,
+//!   word-swapped floats, register and mode tables), `client` (the [`chamber::Chamber`]
+//!   driver, writing only with function 0x10) and `sim` (the controller on a pseudo-terminal
+//!   or behind a simulated bridge, refusing function 6 as the device does).
 //! - [`error`]: [`DriverError`], what a device or its link can do wrong.
 
 pub mod arbin;
+pub mod binder;
 pub mod cell;
 pub mod chamber;
 pub mod clock;
@@ -47,6 +57,7 @@ pub mod riden;
 pub mod scpi;
 pub mod stage;
 pub mod transport;
+pub mod watlow;
 
 pub use clock::Clock;
 pub use error::DriverError;

@@ -156,7 +156,8 @@ impl ThermalModel {
     /// Moves the air on to clock time `now`, in steps short against the lag.
     pub fn advance(&mut self, now: f64) {
         let total = now - self.t;
-        if !(total > 0.0) {
+        // Nothing to do for a clock that stood still, went back or is not a number.
+        if total.is_nan() || total <= 0.0 {
             return;
         }
         let p = &self.params;

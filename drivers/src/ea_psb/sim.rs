@@ -13,6 +13,7 @@ use super::wire::{self, Nominal, coil, reg, state};
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::transport::Endpoint;
+use crate::transport::network::LinkStream;
 #[cfg(unix)]
 use crate::transport::{
     line::{Line, LineControl},
@@ -23,9 +24,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio_modbus::server::Service;
@@ -297,75 +296,6 @@ impl Service for PsbService {
             // given up on still takes effect, which is the hazard a slow link poses.
             lock(&state).handle(req).map(Some)
         })
-    }
-}
-
-/// A connection's stream that reads as closed once the link is cut. The server's connection
-/// task then ends and drops the socket, so the client sees the connection close even while it
-/// is silent, as when the cable is pulled (tokio-modbus owns those tasks, so they cannot be
-/// aborted from outside).
-struct LinkStream {
-    stream: TcpStream,
-    cut: Pin<Box<dyn Future<Output = ()> + Send>>,
-    is_cut: bool,
-}
-
-impl LinkStream {
-    fn new(stream: TcpStream, mut link: watch::Receiver<bool>) -> LinkStream {
-        LinkStream {
-            stream,
-            // A dropped sender (the handle is gone) counts as a cut too.
-            cut: Box::pin(async move {
-                let _ = link.wait_for(|up| !up).await;
-            }),
-            is_cut: false,
-        }
-    }
-
-    /// Whether the link has been cut; registers the task for the wake-up when it is not yet.
-    fn poll_cut(&mut self, cx: &mut Context<'_>) -> bool {
-        // The future is not polled again once it has completed.
-        if !self.is_cut && self.cut.as_mut().poll(cx).is_ready() {
-            self.is_cut = true;
-        }
-        self.is_cut
-    }
-}
-
-impl AsyncRead for LinkStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.poll_cut(cx) {
-            // End of stream, with nothing read.
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for LinkStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.poll_cut(cx) {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        Pin::new(&mut this.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 

@@ -15,12 +15,10 @@ use super::wire::{self, Ratings};
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::transport::Endpoint;
-use crate::transport::network::accept_while_linked;
+pub use crate::transport::SimPort;
 #[cfg(unix)]
-use crate::transport::{
-    line::{Line, LineControl},
-    pty::Pty,
-};
+use crate::transport::line::{Line, LineControl};
+use crate::transport::network::accept_while_linked;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -569,15 +567,6 @@ fn lock(bench: &Mutex<Bench>) -> MutexGuard<'_, Bench> {
     bench.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Where a simulated instrument serves.
-pub enum SimPort {
-    /// Raw socket, as on a LAN instrument.
-    Tcp(TcpListener),
-    /// A serial line on a pseudo-terminal (the client opens its slave path at any baud rate).
-    #[cfg(unix)]
-    Pty(Pty),
-}
-
 /// Starts simulated SCPI instruments.
 pub struct ScpiSim;
 
@@ -655,19 +644,6 @@ impl ScpiSim {
             });
         }
         Ok(handles)
-    }
-}
-
-impl From<TcpListener> for SimPort {
-    fn from(listener: TcpListener) -> SimPort {
-        SimPort::Tcp(listener)
-    }
-}
-
-#[cfg(unix)]
-impl From<Pty> for SimPort {
-    fn from(pty: Pty) -> SimPort {
-        SimPort::Pty(pty)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Transports shared by several device families.
 //!
-//! - [`Endpoint`]: where a device is, on the network or on a serial port.
+//! - [`Endpoint`]: where a device is, on the network or on a serial port; [`SimPort`]: where a
+//!   simulator serves, for the families that come both ways.
 //! - `modbus`: the timed, checked transaction helpers every Modbus client uses.
 //! - `network`: the accept loop every network simulator shares (cut links close connections).
 //! - [`pty`] (unix): pseudo-terminal pairs, so a simulator can serve a serial protocol on the
@@ -58,6 +59,28 @@ impl Endpoint {
         port.clear(ClearBuffer::All)
             .map_err(|e| port_error(e.into()))?;
         Ok(port)
+    }
+}
+
+/// Where a simulated device serves, for families reached over the network or a serial line.
+pub enum SimPort {
+    /// Raw socket, as on a LAN device (or a serial-to-TCP bridge).
+    Tcp(tokio::net::TcpListener),
+    /// A serial line on a pseudo-terminal (the client opens its slave path at any baud rate).
+    #[cfg(unix)]
+    Pty(pty::Pty),
+}
+
+impl From<tokio::net::TcpListener> for SimPort {
+    fn from(listener: tokio::net::TcpListener) -> SimPort {
+        SimPort::Tcp(listener)
+    }
+}
+
+#[cfg(unix)]
+impl From<pty::Pty> for SimPort {
+    fn from(pty: pty::Pty) -> SimPort {
+        SimPort::Pty(pty)
     }
 }
 

@@ -1,4 +1,5 @@
-//! What every Modbus client of this crate does the same way, over TCP or RTU.
+//! What every Modbus client of this crate does the same way, over TCP or RTU, and the 32-bit
+//! float layout that several families (Watlow, Binder) share.
 
 use crate::DriverError;
 use std::time::Duration;
@@ -45,4 +46,29 @@ pub(crate) async fn read_holding(
         });
     }
     Ok(regs)
+}
+
+/// A 32-bit float from two registers, low word first ("word-swapped" against the big-endian
+/// order of the Modbus specification).
+pub fn f32_from_low_first(words: [u16; 2]) -> f32 {
+    f32::from_bits(u32::from(words[1]) << 16 | u32::from(words[0]))
+}
+
+/// The two registers of a 32-bit float, low word first.
+pub fn f32_to_low_first(value: f32) -> [u16; 2] {
+    let bits = value.to_bits();
+    [bits as u16, (bits >> 16) as u16]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_go_low_word_first() {
+        // 25.5 is 0x41CC0000.
+        assert_eq!(f32_to_low_first(25.5), [0x0000, 0x41cc]);
+        assert_eq!(f32_from_low_first([0x0000, 0x41cc]), 25.5);
+        assert_eq!(f32_from_low_first(f32_to_low_first(-40.25)), -40.25);
+    }
 }

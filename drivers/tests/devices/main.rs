@@ -1,8 +1,11 @@
 //! The drivers against their simulators, through real sockets and pseudo-terminals: one module
 //! per device family, named after it, so `cargo test -p cyclerd-drivers riden` selects a
-//! family's tests along with its unit tests; `common` holds what the cycler families share.
+//! family's tests along with its unit tests; `common` holds what the cycler families share,
+//! and what the chamber families do.
 
 mod arbin;
+#[cfg(unix)]
+mod binder;
 mod common;
 mod ea_psb;
 mod maccor;
@@ -10,6 +13,7 @@ mod neware;
 #[cfg(unix)]
 mod riden;
 mod scpi;
+mod watlow;
 
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use std::future::Future;
