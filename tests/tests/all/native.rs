@@ -485,8 +485,8 @@ safety:
   current: 7 A
 steps:
   - "Rest for 1 minute"
-  - "Charge at 1C for 5 minutes"
-  - "Discharge at 1C for 5 minutes"
+  - "Charge at 1C for 3 minutes"
+  - "Discharge at 1C for 3 minutes"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,15 +494,16 @@ async fn a_maccor_channel_in_direct_mode_is_stepped_with_outputs_100_ms_apart_an
 {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::start(&dir.path().join("hub.sqlite")).await;
-    let clock = Clock::scaled(100.0);
+    // 50x: the watchdog's 10 s are 200 ms of wall time, which a loaded machine does not miss.
+    let clock = Clock::scaled(50.0);
     let cell = CellParams {
         initial_soc: 0.5,
         ..CellParams::new(Chemistry::Nmc, 2.5)
     };
     let mut config = maccor::SimConfig::new(2, cell);
-    // The tester suspends a direct-mode channel not updated for 3 s; the 5-minute steps set
+    // The tester suspends a direct-mode channel not updated for 10 s; the 3-minute steps set
     // one output each, so the test only finishes if the daemon keeps the watchdog fed.
-    config.direct_watchdog_s = Some(3.0);
+    config.direct_watchdog_s = Some(10.0);
     let json = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let binary = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim = maccor::MaccorSim::spawn(json, binary, config, clock.clone()).unwrap();
@@ -536,7 +537,7 @@ async fn a_maccor_channel_in_direct_mode_is_stepped_with_outputs_100_ms_apart_an
     let snap = daemon.snapshot("mdirect/2").unwrap();
     assert_eq!(snap.state, "finished", "{snap:?}");
     assert!(
-        snap.charge_capacity_ah > 0.15 && snap.discharge_capacity_ah > 0.15,
+        snap.charge_capacity_ah > 0.1 && snap.discharge_capacity_ah > 0.1,
         "{snap:?}"
     );
     let summary = daemon.shutdown(WAIT).await;
