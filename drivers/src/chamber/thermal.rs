@@ -156,7 +156,8 @@ impl ThermalModel {
     /// Moves the air on to clock time `now`, in steps short against the lag.
     pub fn advance(&mut self, now: f64) {
         let total = now - self.t;
-        if !(total > 0.0) {
+        // Not forward (or NaN): nothing to do.
+        if total.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return;
         }
         let p = &self.params;

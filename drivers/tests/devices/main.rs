@@ -1,15 +1,19 @@
 //! The drivers against their simulators, through real sockets and pseudo-terminals: one module
 //! per device family, named after it, so `cargo test -p cyclerd-drivers riden` selects a
-//! family's tests along with its unit tests; `common` holds what the cycler families share.
+//! family's tests along with its unit tests; `common` holds what the cycler families share,
+//! `chamber` what the thermal chambers share.
 
 mod arbin;
+mod chamber;
 mod common;
 mod ea_psb;
+mod espec;
 mod maccor;
 mod neware;
 #[cfg(unix)]
 mod riden;
 mod scpi;
+mod weiss;
 
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use std::future::Future;
