@@ -1,6 +1,7 @@
-//! The `cyclerd` command line: `run`, `demo`, and `sim ea-psb|scpi|riden|neware|maccor|arbin`
-//! and `sim watlow|binder` (one simulated device standalone, on its real wire protocol). A library module so that tests
-//! can run the real binary's code as a child process (and kill it).
+//! The `cyclerd` command line: `run`, `demo`, and
+//! `sim ea-psb|scpi|riden|neware|maccor|arbin|espec|weiss|watlow|binder` (one simulated
+//! device standalone, on its real wire protocol). A library module so that tests can run the
+//! real binary's code as a child process (and kill it).
 
 use crate::config::Config;
 use crate::demo::{self, DemoOptions};
@@ -265,6 +266,32 @@ enum SimDevice {
         password: String,
         #[command(flatten)]
         cell: SimCell,
+    },
+    /// An Espec chamber's P300 controller over TCP, or over a serial line on a pseudo-terminal,
+    /// moving the simulated air of an empty chamber.
+    Espec {
+        /// Where to listen (the controller's LAN port is 10001). Port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:10001")]
+        listen: SocketAddr,
+        /// Serve on a pseudo-terminal instead (any baud rate), linked from this path (unix).
+        #[arg(long, conflicts_with = "listen")]
+        pty: Option<PathBuf>,
+        /// The RS-485 address it answers to (requests then start with `ADDR,`).
+        #[arg(long)]
+        address: Option<u8>,
+        /// Simulated seconds per wall second.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
+    /// A Weiss / Vötsch chamber's controller serving SimServ over TCP, moving the simulated air
+    /// of an empty chamber.
+    Weiss {
+        /// Where to listen (SimServ's port is 2049). Port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:2049")]
+        listen: SocketAddr,
+        /// Simulated seconds per wall second.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
     },
 }
 
@@ -649,8 +676,71 @@ async fn sim(device: SimDevice) -> anyhow::Result<()> {
             println!("  cell: {}", cell.describe());
             stop.wait().await;
         }
+        SimDevice::Espec {
+            listen,
+            pty,
+            address,
+            speed,
+        } => {
+            use cyclerd_drivers::espec::{EspecSim, SimConfig};
+            let clock = chamber_clock(speed)?;
+            let config = SimConfig {
+                address,
+                ..SimConfig::standalone()
+            };
+            let chamber = describe_chamber(&config.thermal);
+            let (_sim, _link, shown) = match pty {
+                Some(link) => {
+                    let (sim, link) = espec_on_pty(config, clock, link)?;
+                    let baud = cyclerd_drivers::espec::wire::DEFAULT_BAUD;
+                    let shown = format!("serial: {link}, {baud} 8N1");
+                    (sim, Some(link), shown)
+                }
+                None => {
+                    let sim = EspecSim::spawn(bind(listen, "--listen ADDR").await?, config, clock)?;
+                    let shown = format!("lan: {}", sim.endpoint());
+                    (sim, None, shown)
+                }
+            };
+            let address = address.map_or(String::new(), |a| format!(", RS-485 address {a}"));
+            println!("simulated Espec P300 controller, at {speed}x; Ctrl-C stops it");
+            println!("  {shown} (CR LF lines{address})");
+            println!("  chamber: {chamber}");
+            stop.wait().await;
+        }
+        SimDevice::Weiss { listen, speed } => {
+            use cyclerd_drivers::weiss::{SimConfig, WeissSim};
+            let config = SimConfig::standalone();
+            let chamber = describe_chamber(&config.thermal);
+            let listener = bind(listen, "--listen ADDR").await?;
+            let sim = WeissSim::spawn(listener, config, chamber_clock(speed)?)?;
+            println!("simulated Weiss chamber controller, at {speed}x; Ctrl-C stops it");
+            println!("  simserv: {} (fields separated by 0xB6, CR)", sim.addr());
+            println!("  chamber: {chamber}");
+            stop.wait().await;
+        }
     }
     Ok(())
+}
+
+/// The clock of a simulated chamber.
+fn chamber_clock(speed: f64) -> anyhow::Result<Clock> {
+    anyhow::ensure!(
+        speed.is_finite() && speed > 0.0,
+        "--speed must be a positive number of simulated seconds per wall second"
+    );
+    Ok(Clock::scaled(speed))
+}
+
+/// A simulated chamber as the simulators announce it.
+fn describe_chamber(t: &cyclerd_drivers::chamber::thermal::ThermalParams) -> String {
+    format!(
+        "{} to {} degC, ramp {} degC/min, empty, air at {} degC",
+        t.range_c.0,
+        t.range_c.1,
+        t.ramp_c_per_min,
+        cyclerd_drivers::chamber::thermal::ROOM_C
+    )
 }
 
 fn check_channels(channels: u32) -> anyhow::Result<()> {
@@ -831,15 +921,6 @@ fn scpi_on_pty(
     anyhow::bail!("simulated serial devices need a pseudo-terminal, which this system lacks")
 }
 
-/// The clock of a simulated chamber running `speed` times faster than wall time.
-fn chamber_clock(speed: f64) -> anyhow::Result<Clock> {
-    anyhow::ensure!(
-        speed.is_finite() && speed > 0.0,
-        "--speed must be a positive number of simulated seconds per wall second"
-    );
-    Ok(Clock::scaled(speed))
-}
-
 #[cfg(unix)]
 fn binder_on_pty(
     config: cyclerd_drivers::binder::SimConfig,
@@ -858,6 +939,27 @@ fn binder_on_pty(
     _: Clock,
     _: PathBuf,
 ) -> anyhow::Result<(cyclerd_drivers::binder::SimHandle, SimLink)> {
+    anyhow::bail!("simulated serial devices need a pseudo-terminal, which this system lacks")
+}
+
+#[cfg(unix)]
+fn espec_on_pty(
+    config: cyclerd_drivers::espec::SimConfig,
+    clock: Clock,
+    link: PathBuf,
+) -> anyhow::Result<(cyclerd_drivers::espec::SimHandle, SimLink)> {
+    let pty = cyclerd_drivers::transport::pty::Pty::open()?;
+    let sim = cyclerd_drivers::espec::EspecSim::spawn(pty, config, clock)?;
+    let link = SimLink::new(&sim.endpoint(), link)?;
+    Ok((sim, link))
+}
+
+#[cfg(not(unix))]
+fn espec_on_pty(
+    _: cyclerd_drivers::espec::SimConfig,
+    _: Clock,
+    _: PathBuf,
+) -> anyhow::Result<(cyclerd_drivers::espec::SimHandle, SimLink)> {
     anyhow::bail!("simulated serial devices need a pseudo-terminal, which this system lacks")
 }
 
@@ -958,7 +1060,16 @@ mod tests {
 
     #[test]
     fn simulated_chambers_listen_on_their_vendors_ports_by_default() {
-        use cyclerd_drivers::{binder, watlow};
+        use cyclerd_drivers::{binder, espec, watlow, weiss};
+        let SimDevice::Espec { listen, .. } = sim(&["espec"]) else {
+            unreachable!()
+        };
+        assert_eq!(listen.port(), espec::wire::DEFAULT_PORT);
+        let SimDevice::Weiss { listen, .. } = sim(&["weiss"]) else {
+            unreachable!()
+        };
+        assert_eq!(listen.port(), weiss::wire::DEFAULT_PORT);
+        assert!(listen.ip().is_loopback());
         let SimDevice::Watlow { listen, .. } = sim(&["watlow"]) else {
             unreachable!()
         };

@@ -946,6 +946,33 @@ steps: ["Rest for 1 hour"]
         sim.child.kill().await.unwrap();
     }
 
+    #[tokio::test]
+    async fn cyclerd_sim_espec_serves_a_chamber_whose_temperature_the_driver_reads() {
+        use cyclerd_drivers::chamber::Chamber;
+        use cyclerd_drivers::espec::{EspecClient, EspecOptions};
+        let mut sim = announced(&["sim", "espec", "--listen", "127.0.0.1:0"], &["lan"]).await;
+        let mut client = EspecClient::connect(sim.addr("lan"), EspecOptions::default())
+            .await
+            .unwrap();
+        let reading = client.read().await.unwrap();
+        assert!((reading.temperature_c - 23.0).abs() < 0.5, "{reading:?}");
+        sim.child.kill().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn cyclerd_sim_weiss_serves_a_chamber_whose_temperature_the_driver_reads() {
+        use cyclerd_drivers::chamber::Chamber;
+        use cyclerd_drivers::weiss::WeissClient;
+        let mut sim = announced(&["sim", "weiss", "--listen", "127.0.0.1:0"], &["simserv"]).await;
+        let mut client =
+            WeissClient::connect(sim.addr("simserv"), std::time::Duration::from_secs(5))
+                .await
+                .unwrap();
+        let reading = client.read().await.unwrap();
+        assert!((reading.temperature_c - 23.0).abs() < 0.5, "{reading:?}");
+        sim.child.kill().await.unwrap();
+    }
+
     #[test]
     fn a_port_in_use_is_an_error_naming_file_key_and_address() {
         let dir = tempfile::tempdir().unwrap();

@@ -31,6 +31,12 @@
 //! - [`maccor`]: Maccor testers over MacNet (JSON and binary TCP): `wire` (frames, messages,
 //!   code tables), `client` (the [`cycler::Cycler`] driver, and direct mode as a
 //!   [`stage::PowerStage`]) and `sim` (a many-channel tester running the procedures it is sent).
+//! - [`espec`]: Espec chambers (P300 / SCP-220 controllers), ASCII lines over TCP or serial:
+//!   `wire` (framing, one codec per message, mode and refusal tables), `client` (the
+//!   [`chamber::Chamber`] driver) and `sim` (a controller on a socket or pseudo-terminal moving
+//!   a chamber's air).
+//! - [`weiss`]: Weiss / Vötsch chambers through SimServ (0xB6-separated byte frames over TCP),
+//!   in the same three parts.
 //! - [`watlow`]: Watlow F4T chamber controllers over Modbus TCP: `wire` (the control loop's
 //!   registers, float layout, mode values, assumed alarm states), `client` (the
 //!   [`chamber::Chamber`] driver for one loop) and `sim` (a Modbus TCP server whose loop runs
@@ -51,6 +57,7 @@ pub mod cycler;
 mod cycler_sim;
 pub mod ea_psb;
 pub mod error;
+pub mod espec;
 pub mod maccor;
 pub mod neware;
 pub mod riden;
@@ -58,6 +65,7 @@ pub mod scpi;
 pub mod stage;
 pub mod transport;
 pub mod watlow;
+pub mod weiss;
 
 pub use clock::Clock;
 pub use error::DriverError;

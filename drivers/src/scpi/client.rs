@@ -211,8 +211,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> LineTransport<S> {
     }
 }
 
-/// Opens the byte stream to an instrument.
-async fn open(endpoint: &Endpoint, timeout: Duration) -> Result<BoxStream, DriverError> {
+/// Opens the byte stream to an instrument (or any line device: the Espec driver shares it).
+pub(crate) async fn open(endpoint: &Endpoint, timeout: Duration) -> Result<BoxStream, DriverError> {
     match endpoint {
         Endpoint::Tcp(addr) => {
             let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))

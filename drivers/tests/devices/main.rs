@@ -1,19 +1,22 @@
 //! The drivers against their simulators, through real sockets and pseudo-terminals: one module
 //! per device family, named after it, so `cargo test -p cyclerd-drivers riden` selects a
 //! family's tests along with its unit tests; `common` holds what the cycler families share,
-//! and what the chamber families do.
+//! and what the chamber families do; `chamber` what the thermal chambers share.
 
 mod arbin;
 #[cfg(unix)]
 mod binder;
+mod chamber;
 mod common;
 mod ea_psb;
+mod espec;
 mod maccor;
 mod neware;
 #[cfg(unix)]
 mod riden;
 mod scpi;
 mod watlow;
+mod weiss;
 
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use std::future::Future;

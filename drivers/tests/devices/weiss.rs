@@ -1,0 +1,131 @@
+//! The Weiss SimServ driver against the Weiss simulator, through real TCP sockets on loopback.
+
+use super::chamber::{
+    a_cut_link_is_a_lost_link_until_reconnected, a_set_point_of_45_c_is_reached_following_the_ramp,
+};
+use super::{TIMEOUT, within};
+use cyclerd_drivers::chamber::Chamber;
+use cyclerd_drivers::weiss::wire::Refusal;
+use cyclerd_drivers::weiss::{SimConfig, SimHandle, WeissClient, WeissSim};
+use cyclerd_drivers::{Clock, DriverError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn sim(clock: &Clock) -> SimHandle {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    WeissSim::spawn(listener, SimConfig::standalone(), clock.clone()).unwrap()
+}
+
+async fn connect(sim: &SimHandle) -> WeissClient {
+    within("connecting", WeissClient::connect(sim.addr(), TIMEOUT))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_controller_is_identified_by_its_info_over_frames_separated_by_0xb6() {
+    let sim = sim(&Clock::manual()).await;
+    let client = connect(&sim).await;
+    assert!(client.info().contains("SimServ"), "{}", client.info());
+    // On the wire: bytes, not UTF-8.
+    let mut raw = TcpStream::connect(sim.addr()).await.unwrap();
+    raw.write_all(b"11004\xb61\xb61\r").await.unwrap();
+    let mut reply = [0u8; 8];
+    within("a raw reply", raw.read_exact(&mut reply))
+        .await
+        .unwrap();
+    assert_eq!(&reply, b"1\xb623.0\r\n");
+}
+
+#[tokio::test]
+async fn a_set_point_of_45_c_is_reached_by_the_air_following_the_ramp_limit() {
+    let clock = Clock::scaled(500.0);
+    let sim = sim(&clock).await;
+    let mut client = connect(&sim).await;
+    a_set_point_of_45_c_is_reached_following_the_ramp(&mut client, &clock, 3.0).await;
+    assert!(sim.running());
+    assert_eq!(sim.set_point_c(), 45.0);
+    client.stop().await.unwrap();
+    assert!(!client.read().await.unwrap().running);
+    assert!(!sim.running());
+}
+
+#[tokio::test]
+async fn an_alarm_is_reported_from_the_status_word() {
+    let sim = sim(&Clock::manual()).await;
+    let mut client = connect(&sim).await;
+    client.start().await.unwrap();
+    let r = client.read().await.unwrap();
+    assert!(r.running && r.alarms.is_empty(), "{r:?}");
+    assert_eq!(r.humidity_pct, None);
+    sim.set_alarm(Some("Temperature limiter tripped"));
+    let r = client.read().await.unwrap();
+    assert_eq!(r.alarms, ["alarm (SimServ status 11)"]);
+    sim.set_alarm(None);
+    assert!(client.read().await.unwrap().alarms.is_empty());
+}
+
+#[tokio::test]
+async fn a_cut_link_is_a_lost_link_until_reconnected_while_the_chamber_keeps_regulating() {
+    let clock = Clock::manual();
+    let sim = sim(&clock).await;
+    let mut client = connect(&sim).await;
+    client.set_temperature(30.0).await.unwrap();
+    client.start().await.unwrap();
+    a_cut_link_is_a_lost_link_until_reconnected(
+        &mut client,
+        || sim.cut_link(),
+        || {
+            clock.advance(600.0);
+            sim.restore_link();
+        },
+    )
+    .await;
+    let r = client.read().await.unwrap();
+    assert!(r.running && r.temperature_c > 25.0, "{r:?}");
+}
+
+#[tokio::test]
+async fn a_set_point_outside_the_range_is_refused_with_code_minus_6() {
+    let sim = sim(&Clock::manual()).await;
+    let mut client = connect(&sim).await;
+    client.set_temperature(45.0).await.unwrap();
+    let err = client.set_temperature(-80.0).await.unwrap_err();
+    assert!(
+        matches!(&err, DriverError::Refused { message, .. }
+            if message.contains("-6 (bad parameters)") && message.contains("11001¶1¶1¶-80.0")),
+        "{err}"
+    );
+    assert!(!err.is_link_lost());
+    assert_eq!(client.read().await.unwrap().set_point_c, 45.0);
+    let err = client.set_temperature(f64::INFINITY).await.unwrap_err();
+    assert!(matches!(err, DriverError::Unsupported(_)), "{err}");
+    assert_eq!(sim.set_point_c(), 45.0);
+}
+
+#[tokio::test]
+async fn a_failed_read_is_refused_with_code_minus_8_and_leaves_the_link_up() {
+    let sim = sim(&Clock::manual()).await;
+    let mut client = connect(&sim).await;
+    sim.fail_next(1, Refusal::ReadFailed);
+    let err = client.read().await.unwrap_err();
+    assert!(
+        matches!(&err, DriverError::Refused { message, .. } if message.contains("-8 (read failed)")),
+        "{err}"
+    );
+    assert!(!err.is_link_lost());
+    client.read().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_runaway_cooler_drives_the_air_below_its_set_point() {
+    let clock = Clock::manual();
+    let sim = sim(&clock).await;
+    let mut client = connect(&sim).await;
+    client.start().await.unwrap();
+    sim.set_runaway(Some(-1.0));
+    clock.advance(1200.0);
+    let r = client.read().await.unwrap();
+    assert!((r.temperature_c - 3.0).abs() < 0.2, "{r:?}");
+    assert_eq!(sim.air().temperature_c(), sim.temperature_c());
+}
