@@ -62,6 +62,10 @@ enum Command {
         /// The simulated device family.
         #[arg(long, value_enum, default_value = "ea-psb")]
         device: demo::DemoDevice,
+        /// Put every cell in one simulated thermal chamber of this family; the first channel
+        /// then runs deploy/protocols/chamber-25-45-25.yaml (unless --protocol is given).
+        #[arg(long, value_enum)]
+        chamber: Option<demo::DemoChamber>,
     },
     /// Run one simulated device standalone, on its real wire protocol, until Ctrl-C.
     Sim {
@@ -359,6 +363,7 @@ async fn run_command(cli: Cli) -> ExitCode {
             data_dir,
             control,
             device,
+            chamber,
         } => {
             init_logging("warn");
             let options = DemoOptions {
@@ -369,6 +374,7 @@ async fn run_command(cli: Cli) -> ExitCode {
                 data_dir,
                 control,
                 device,
+                chamber,
                 ..DemoOptions::default()
             };
             let mut stdout = std::io::stdout();

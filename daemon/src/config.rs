@@ -73,7 +73,7 @@ pub struct ChamberConfig {
     /// Modbus unit (binder, watlow) or RS-485 address (espec).
     pub unit: Option<u8>,
     /// Watlow control loop (default 1).
-    pub loop_number: Option<u16>,
+    pub loop_number: Option<u8>,
     /// The channels (`DEVICE/N`) whose cells sit in the chamber: its air temperature is
     /// recorded with their samples, and its faults stop them.
     pub channels: Vec<String>,

@@ -159,6 +159,7 @@ impl Daemon {
                 channel_id: ch.id.clone(),
                 state: "idle".into(),
                 temperature_c: f64::NAN,
+                ambient_temperature_c: f64::NAN,
                 ..Default::default()
             });
             let (cmds, cmd_rx) = mpsc::channel(16);

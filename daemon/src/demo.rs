@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::daemon::{Daemon, Summary};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
+use cyclerd_drivers::chamber::thermal::Air;
 use cyclerd_drivers::ea_psb::{PsbSim, SimHandle, sim::SimConfig};
 use cyclerd_protocols::Plan;
 use std::collections::HashMap;
@@ -67,6 +68,33 @@ impl DemoDevice {
 /// Test time between the simulated cyclers' logged records, s.
 pub const CYCLER_RECORD_INTERVAL_S: f64 = 2.0;
 
+/// The demo protocol with chamber steps (`deploy/protocols/chamber-25-45-25.yaml`).
+pub const CHAMBER_PROTOCOL: &str = include_str!("../../deploy/protocols/chamber-25-45-25.yaml");
+
+/// Which simulated thermal chamber the lab's cells sit in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoChamber {
+    /// Espec SCP-220 controller, ASCII over TCP.
+    Espec,
+    /// Weiss / Voetsch chamber through SimServ over TCP.
+    Weiss,
+    /// Watlow F4T controller over Modbus TCP.
+    Watlow,
+    /// Binder MB1 controller behind a serial-to-TCP bridge.
+    Binder,
+}
+
+impl DemoChamber {
+    pub fn label(self) -> &'static str {
+        match self {
+            DemoChamber::Espec => "Espec SCP-220 (TCP)",
+            DemoChamber::Weiss => "Weiss SimServ (TCP)",
+            DemoChamber::Watlow => "Watlow F4T (Modbus TCP)",
+            DemoChamber::Binder => "Binder MB1 (RTU over a TCP bridge)",
+        }
+    }
+}
+
 /// A simulator of a family other than the PSB: only held, so it stops when the lab does.
 pub type KeptSim = Box<dyn std::any::Any + Send + Sync>;
 
@@ -89,6 +117,8 @@ pub struct DemoOptions {
     pub control: SocketAddr,
     /// The simulated device family.
     pub device: DemoDevice,
+    /// The simulated chamber every cell sits in, if any.
+    pub chamber: Option<DemoChamber>,
     /// Print progress every this much wall time.
     pub progress_every: Duration,
 }
@@ -103,6 +133,7 @@ impl Default for DemoOptions {
             data_dir: None,
             control: SocketAddr::from(([127, 0, 0, 1], 50052)),
             device: DemoDevice::EaPsb,
+            chamber: None,
             progress_every: Duration::from_secs(1),
         }
     }
@@ -126,6 +157,8 @@ pub struct LabOptions {
     pub device: DemoDevice,
     /// Each channel's poll interval; the daemon's default (10 Hz) when `None`.
     pub poll_interval_ms: Option<u64>,
+    /// The simulated chamber every cell sits in, if any.
+    pub chamber: Option<DemoChamber>,
 }
 
 impl Default for LabOptions {
@@ -139,6 +172,7 @@ impl Default for LabOptions {
             extra_config: String::new(),
             device: DemoDevice::EaPsb,
             poll_interval_ms: None,
+            chamber: None,
         }
     }
 }
@@ -196,6 +230,7 @@ impl SimLab {
             extra_config,
             device,
             poll_interval_ms,
+            chamber,
         } = options;
         let poll = poll_interval_ms
             .map(|ms| format!("poll_interval_ms = {ms}\n"))
@@ -231,9 +266,11 @@ impl SimLab {
 
         let mut sims = Vec::with_capacity(channels);
         let mut other_sims: Vec<KeptSim> = Vec::new();
+        let air = chamber.map(|_| Air::new(25.0));
         let cells: Vec<CellParams> = (0..channels)
             .map(|k| CellParams {
                 initial_soc: 0.15 + 0.1 * (k % 4) as f64,
+                air: air.clone(),
                 ..CellParams::new(Chemistry::Nmc, capacity_ah * (1.0 - 0.01 * (k % 5) as f64))
             })
             .collect();
@@ -285,6 +322,14 @@ impl SimLab {
                 "[[device]]\nname = \"psb{n}\"\n{entry}\n[[channel]]\nid = \"psb{n}/1\"\n{poll}"
             ));
         }
+        if let (Some(family), Some(air)) = (chamber, air) {
+            let entry = chamber_sim(family, air, &clock, &mut other_sims).await?;
+            let inside: Vec<String> = channel_ids.iter().map(|id| format!("{id:?}")).collect();
+            devices.push_str(&format!(
+                "[[chamber]]\nname = \"chamber1\"\n{entry}\nchannels = [{}]\n",
+                inside.join(", ")
+            ));
+        }
         let config_text = format!(
             "[daemon]\nname = \"demo\"\n[store]\npath = {store:?}\n{extra_config}\n[hub]\naddress = \"http://{hub_addr}\"\n\
              [limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\ntemperature_max = 60.0\n{devices}",
@@ -331,26 +376,31 @@ impl SimLab {
         origin: &str,
     ) -> anyhow::Result<Vec<String>> {
         let mut ids = Vec::with_capacity(self.capacities.len());
-        for (k, channel) in self.channel_ids().iter().enumerate() {
-            let capacity = self.capacities[k];
-            let metadata: HashMap<String, String> = [
-                ("cell_id", format!("SIM-NMC-{:03}", k + 1)),
-                ("operator", "demo".into()),
-                ("owner", "cyclerd".into()),
-                ("objective", "demonstration of the cyclerd data path".into()),
-                ("chemistry", "NMC/graphite".into()),
-                ("nominal_capacity_ah", format!("{capacity:.3}")),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            ids.push(
-                self.daemon
-                    .start_test(channel, protocol, origin, metadata)
-                    .await?,
-            );
+        for k in 0..self.channel_ids.len() {
+            ids.push(self.start_on(k, protocol, origin).await?);
         }
         Ok(ids)
+    }
+
+    /// Starts `protocol` on the `k`th channel with demo metadata; returns the test id.
+    pub async fn start_on(&self, k: usize, protocol: &str, origin: &str) -> anyhow::Result<String> {
+        let channel = &self.channel_ids[k];
+        let capacity = self.capacities[k];
+        let metadata: HashMap<String, String> = [
+            ("cell_id", format!("SIM-NMC-{:03}", k + 1)),
+            ("operator", "demo".into()),
+            ("owner", "cyclerd".into()),
+            ("objective", "demonstration of the cyclerd data path".into()),
+            ("chemistry", "NMC/graphite".into()),
+            ("nominal_capacity_ah", format!("{capacity:.3}")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Ok(self
+            .daemon
+            .start_test(channel, protocol, origin, metadata)
+            .await?)
     }
 
     /// Ends every test (outputs off), lets the hub catch up for at most `drain`, stops the
@@ -366,6 +416,48 @@ impl SimLab {
         }
         Ok((summary, self.data_dir, self._temp))
     }
+}
+
+/// Starts a simulated chamber of `family` moving `air`; returns its `[[chamber]]` keys and
+/// pushes its handle (the family's `SimHandle`) onto `keep`.
+pub async fn chamber_sim(
+    family: DemoChamber,
+    air: Air,
+    clock: &Clock,
+    keep: &mut Vec<KeptSim>,
+) -> anyhow::Result<String> {
+    use cyclerd_drivers::{binder, espec, watlow, weiss};
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let clock = clock.clone();
+    let (family_name, address) = match family {
+        DemoChamber::Espec => {
+            let sim = espec::EspecSim::spawn(listener, espec::SimConfig::new(air), clock)?;
+            let at = sim.endpoint();
+            keep.push(Box::new(sim));
+            ("espec", at.to_string())
+        }
+        DemoChamber::Weiss => {
+            let sim = weiss::WeissSim::spawn(listener, weiss::SimConfig::new(air), clock)?;
+            let at = sim.addr();
+            keep.push(Box::new(sim));
+            ("weiss", at.to_string())
+        }
+        DemoChamber::Watlow => {
+            let sim = watlow::WatlowSim::spawn(listener, watlow::SimConfig::new(air), clock)?;
+            let at = sim.addr();
+            keep.push(Box::new(sim));
+            ("watlow", at.to_string())
+        }
+        DemoChamber::Binder => {
+            let sim = binder::BinderSim::spawn(listener, binder::SimConfig::new(air), clock)?;
+            let at = sim.endpoint();
+            keep.push(Box::new(sim));
+            ("binder", at.to_string())
+        }
+    };
+    Ok(format!(
+        "family = \"{family_name}\"\naddress = \"{address}\"\ncomm_timeout_ms = 5000"
+    ))
 }
 
 /// Starts one simulated cycler of `device`'s family with a channel per cell, logging a record
@@ -492,6 +584,7 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
         speed: options.speed,
         data_dir: options.data_dir.clone(),
         device: options.device,
+        chamber: options.chamber,
         ..LabOptions::default()
     })
     .await?;
@@ -514,12 +607,17 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
     writeln!(
         out,
         "cyclerd demo: {n} simulated {device} channel(s) at {speed}x, protocol {name:?}\n\
-         data: {dir}{kept}\nhub: http://{hub}   control: http://{control_addr} \
+         {chamber}data: {dir}{kept}\nhub: http://{hub}   control: http://{control_addr} \
          (try: cyclerctl --daemon http://{control_addr} watch)",
         n = options.channels,
         device = options.device.label(),
         speed = options.speed,
         name = plan.name,
+        chamber = options.chamber.map_or(String::new(), |c| format!(
+            "every cell in a simulated {} chamber; channel 1 runs {:?} and owns its set point\n",
+            c.label(),
+            "deploy/protocols/chamber-25-45-25.yaml"
+        )),
         dir = lab.data_dir.display(),
         kept = if options.data_dir.is_some() {
             ""
@@ -528,7 +626,23 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
         },
         hub = lab.hub_addr,
     )?;
-    lab.start_everywhere(&protocol, &origin).await?;
+    match options.chamber {
+        // One test owns the chamber's set point; the others cycle at whatever it is.
+        Some(_) if options.protocol.is_none() => {
+            lab.start_on(
+                0,
+                CHAMBER_PROTOCOL,
+                "deploy/protocols/chamber-25-45-25.yaml",
+            )
+            .await?;
+            for k in 1..options.channels {
+                lab.start_on(k, &protocol, &origin).await?;
+            }
+        }
+        _ => {
+            lab.start_everywhere(&protocol, &origin).await?;
+        }
+    }
 
     let wall_start = tokio::time::Instant::now();
     let mut ticks = tokio::time::interval(options.progress_every);
@@ -589,7 +703,7 @@ fn print_progress(
     for s in daemon.snapshots() {
         writeln!(
             out,
-            "  {:<8} {:<9} cycle {:>2} step {:>3} {:<28} V {:6.4}  I {:+7.3} A  Q+ {:6.3} Ah  Q- {:6.3} Ah  samples {}{}",
+            "  {:<8} {:<9} cycle {:>2} step {:>3} {:<28} V {:6.4}  I {:+7.3} A  air {:5.1}  Q+ {:6.3} Ah  Q- {:6.3} Ah  samples {}{}",
             s.channel_id,
             s.state,
             s.cycle,
@@ -597,6 +711,7 @@ fn print_progress(
             truncate(&s.step_description, 28),
             s.voltage_v,
             s.current_a,
+            s.ambient_temperature_c,
             s.charge_capacity_ah,
             s.discharge_capacity_ah,
             s.samples,

@@ -11,9 +11,11 @@ use crate::runner::{ChannelCmd, ChannelRunner, ChannelSpec, Shared};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::DriverError;
 use cyclerd_drivers::arbin::{ArbinClient, ArbinConfig};
+use cyclerd_drivers::binder::{BinderClient, BinderOptions};
 use cyclerd_drivers::chamber::Chamber;
 use cyclerd_drivers::cycler::{ChannelAddr, Cycler};
 use cyclerd_drivers::ea_psb::{PsbClient, wire::Nominal};
+use cyclerd_drivers::espec::{EspecClient, EspecOptions};
 use cyclerd_drivers::maccor::{DirectConfig, MaccorClient, MaccorConfig, MaccorDirect};
 use cyclerd_drivers::neware::{NewareClient, NewareConfig};
 use cyclerd_drivers::riden::RidenClient;
@@ -21,6 +23,8 @@ use cyclerd_drivers::scpi::client::{PairStage, ScpiClient, ScpiOptions};
 use cyclerd_drivers::scpi::wire::Dialect;
 use cyclerd_drivers::stage::PowerStage;
 use cyclerd_drivers::transport::Endpoint;
+use cyclerd_drivers::watlow::{WatlowClient, WatlowOptions};
+use cyclerd_drivers::weiss::WeissClient;
 use cyclerd_protocols::compile::Target;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -309,20 +313,43 @@ pub async fn spawn_chamber(
         }),
         (None, None) => Err(missing("address or port")),
     };
-    match config.family {
+    Ok(match config.family {
         ChamberFamily::Espec => {
-            let _ = (chamber_endpoint(9600)?, timeout);
-            todo!()
+            let options = EspecOptions {
+                timeout,
+                address: config.unit,
+            };
+            let client = EspecClient::connect(chamber_endpoint(9600)?, options).await?;
+            chamber_task(client, spec, clock, stop, tasks)
         }
-        ChamberFamily::Weiss => todo!(),
-        ChamberFamily::Watlow => todo!(),
-        ChamberFamily::Binder => todo!(),
-    }
-    #[allow(unreachable_code)]
-    {
-        let _ = (spec, clock, stop, tasks);
-        unreachable!()
-    }
+        ChamberFamily::Weiss => {
+            let addr = config.address.ok_or_else(|| missing("address"))?;
+            let client = WeissClient::connect(addr, timeout).await?;
+            chamber_task(client, spec, clock, stop, tasks)
+        }
+        ChamberFamily::Watlow => {
+            let addr = config.address.ok_or_else(|| missing("address"))?;
+            let defaults = WatlowOptions::default();
+            let options = WatlowOptions {
+                loop_n: config.loop_number.unwrap_or(defaults.loop_n),
+                timeout,
+                unit: config.unit.unwrap_or(defaults.unit),
+                ..defaults
+            };
+            let client = WatlowClient::connect(addr, options).await?;
+            chamber_task(client, spec, clock, stop, tasks)
+        }
+        ChamberFamily::Binder => {
+            let defaults = BinderOptions::default();
+            let options = BinderOptions {
+                unit: config.unit.unwrap_or(defaults.unit),
+                timeout,
+                ..defaults
+            };
+            let client = BinderClient::connect(chamber_endpoint(9600)?, options).await?;
+            chamber_task(client, spec, clock, stop, tasks)
+        }
+    })
 }
 
 fn chamber_task<C: Chamber + 'static>(

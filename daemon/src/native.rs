@@ -728,6 +728,10 @@ impl<C: Cycler> CyclerRunner<C> {
                 snap.voltage_v = r.voltage_v;
                 snap.current_a = r.current_a;
                 snap.temperature_c = r.temperature_c.unwrap_or(f64::NAN);
+                snap.ambient_temperature_c = chamber
+                    .as_ref()
+                    .and_then(|c| c.state().temperature_c)
+                    .unwrap_or(f64::NAN);
                 snap.test_time_s = r.test_time_s;
                 snap.step = r.step;
                 snap.cycle = r.cycle;

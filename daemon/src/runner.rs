@@ -451,6 +451,11 @@ impl<D: PowerStage> ChannelRunner<D> {
             if let Err(e) = self.device.apply(&run.command).await {
                 break 'test self.fault(format!("cannot write the setpoint: {e}")).await;
             }
+            if let (Command::Chamber { temperature_c }, Some(chamber)) =
+                (run.command, &self.spec.chamber)
+            {
+                chamber.set_point(&run.test_id, temperature_c);
+            }
             let mut ticks = pacer(clock.wall(self.spec.poll_interval_s));
             let mut last_good = Instant::now();
             // Test time at which the link went quiet, while it is.
@@ -601,6 +606,7 @@ impl<D: PowerStage> ChannelRunner<D> {
             s.voltage_v = reading.voltage_v;
             s.current_a = reading.current_a;
             s.temperature_c = reading.temperature_c.unwrap_or(f64::NAN);
+            s.ambient_temperature_c = chamber_c.unwrap_or(f64::NAN);
             s.test_time_s = test_time_s;
             s.charge_capacity_ah = charge;
             s.discharge_capacity_ah = discharge;
