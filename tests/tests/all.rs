@@ -2,6 +2,8 @@
 //! daemon (in process, or as a child process that gets killed), the outbox, real gRPC, the hub.
 //! One test binary; one module per concern.
 
+#[path = "all/chamber.rs"]
+mod chamber;
 #[path = "all/e2e.rs"]
 mod e2e;
 #[cfg(unix)]

@@ -1,0 +1,249 @@
+//! Thermal chambers through the daemon: simulated chambers of each family on real sockets, the
+//! cells of simulated channels in their air. A protocol sets the chamber and cycles at each
+//! temperature; an unsafe chamber stops every channel inside it; one test owns the set point.
+
+use super::harness::{self, WAIT};
+use cyclerd::demo::{CHAMBER_PROTOCOL, DEMO_PROTOCOL, DemoChamber, DemoDevice, LabOptions, SimLab};
+use cyclerd::runner::StartError;
+use cyclerd_drivers::{binder, espec, neware, watlow, weiss};
+use cyclerhub::HubStore;
+
+const SPEED: f64 = 2000.0;
+
+async fn lab(chamber: DemoChamber, device: DemoDevice, channels: usize) -> SimLab {
+    SimLab::start_with(LabOptions {
+        channels,
+        speed: SPEED,
+        device,
+        chamber: Some(chamber),
+        extra_config: "commit_interval_ms = 50".into(),
+        ..LabOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn wait_done(lab: &SimLab) {
+    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+        .await
+        .expect("every test ends");
+}
+
+/// The simulated chamber of a lab, whatever its family.
+enum Chamber<'a> {
+    Espec(&'a espec::SimHandle),
+    Weiss(&'a weiss::SimHandle),
+    Watlow(&'a watlow::SimHandle),
+    Binder(&'a binder::SimHandle),
+}
+
+impl Chamber<'_> {
+    fn in_lab(lab: &SimLab) -> Chamber<'_> {
+        if let Some(s) = lab.sim::<espec::SimHandle>(0) {
+            Chamber::Espec(s)
+        } else if let Some(s) = lab.sim::<weiss::SimHandle>(0) {
+            Chamber::Weiss(s)
+        } else if let Some(s) = lab.sim::<watlow::SimHandle>(0) {
+            Chamber::Watlow(s)
+        } else {
+            Chamber::Binder(lab.sim::<binder::SimHandle>(0).unwrap())
+        }
+    }
+
+    fn set_alarm(&self, alarm: &str) {
+        match self {
+            Chamber::Espec(s) => s.set_alarm(Some(alarm)),
+            Chamber::Weiss(s) => s.set_alarm(Some(alarm)),
+            Chamber::Watlow(s) => s.set_alarm(Some(alarm)),
+            Chamber::Binder(s) => s.set_alarm(Some(alarm)),
+        }
+    }
+
+    fn cut_link(&self) {
+        match self {
+            Chamber::Espec(s) => s.cut_link(),
+            Chamber::Weiss(s) => s.cut_link(),
+            Chamber::Watlow(s) => s.cut_link(),
+            Chamber::Binder(s) => s.cut_link(),
+        }
+    }
+
+    fn set_runaway(&self, c_per_min: f64) {
+        match self {
+            Chamber::Espec(s) => s.set_runaway(Some(c_per_min)),
+            Chamber::Weiss(s) => s.set_runaway(Some(c_per_min)),
+            Chamber::Watlow(s) => s.set_runaway(Some(c_per_min)),
+            Chamber::Binder(s) => s.set_runaway(Some(c_per_min)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_steps_the_chamber_25_45_25_degc_and_cycles_the_cell_at_each_temperature() {
+    let lab = lab(DemoChamber::Espec, DemoDevice::EaPsb, 2).await;
+    let owner = lab
+        .start_on(0, CHAMBER_PROTOCOL, "chamber-25-45-25.yaml")
+        .await
+        .unwrap();
+    // A test without chamber steps shares the chamber.
+    let sharer = lab.start_on(1, DEMO_PROTOCOL, "demo.yaml").await.unwrap();
+    wait_done(&lab).await;
+    for s in lab.daemon.snapshots() {
+        assert_eq!(s.state, "finished", "{s:?}");
+    }
+    let (summary, dir, _temp) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0);
+    let hub_db = dir.join("hub.sqlite");
+    harness::assert_every_sample_once(&hub_db, &[owner.clone(), sharer.clone()]);
+    let hub = HubStore::open(&hub_db).unwrap();
+    let samples = hub.samples(&owner).unwrap();
+    // Steps 3-6 cycle at 25 degC, 9-12 at 45 degC, 15-18 at 25 degC again: each cycle runs in
+    // settled air (the cell's heat moves it a little).
+    for (steps, target) in [(3..=6, 25.0), (9..=12, 45.0), (15..=18, 25.0)] {
+        let air: Vec<f64> = samples
+            .iter()
+            .filter(|s| steps.contains(&s.step))
+            .map(|s| s.ambient_temperature_c.expect("the air is recorded"))
+            .collect();
+        assert!(air.len() > 100, "steps {steps:?} ran");
+        assert!(
+            air.iter().all(|t| (t - target).abs() < 1.0),
+            "steps {steps:?} cycle at {target} degC: {:?}..{:?}",
+            air.iter().copied().reduce(f64::min),
+            air.iter().copied().reduce(f64::max)
+        );
+    }
+    let shared = hub.samples(&sharer).unwrap();
+    assert!(
+        shared.iter().all(|s| s.ambient_temperature_c.is_some()),
+        "the sharing channel records the chamber air too"
+    );
+    let mut csv = Vec::new();
+    cyclerhub::export::write_bdf_csv(&hub, &owner, &mut csv).unwrap();
+    let header = String::from_utf8(csv).unwrap();
+    assert!(
+        header
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(",Ambient Temperature / degC"),
+        "{}",
+        header.lines().next().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_test_with_chamber_steps_in_the_same_chamber_is_refused_naming_the_owner() {
+    let lab = lab(DemoChamber::Watlow, DemoDevice::EaPsb, 3).await;
+    let owner = lab
+        .start_on(0, CHAMBER_PROTOCOL, "chamber-25-45-25.yaml")
+        .await
+        .unwrap();
+    let refused = lab
+        .start_on(1, CHAMBER_PROTOCOL, "chamber-25-45-25.yaml")
+        .await
+        .unwrap_err()
+        .downcast::<StartError>()
+        .unwrap();
+    match &refused {
+        StartError::Chamber(message) => assert!(message.contains(&owner), "{message}"),
+        other => panic!("refused as a chamber conflict, not {other:?}"),
+    }
+    assert_eq!(lab.daemon.snapshots()[1].state, "idle");
+    lab.start_on(2, DEMO_PROTOCOL, "demo.yaml").await.unwrap();
+    // Once the owner's test ends, the chamber can be owned again.
+    lab.daemon
+        .stop_test(&lab.channel_ids()[0], "")
+        .await
+        .unwrap();
+    let mut live = lab.daemon.watchers().remove(0);
+    tokio::time::timeout(WAIT, live.wait_for(|s| s.state == "stopped"))
+        .await
+        .unwrap()
+        .unwrap();
+    lab.start_on(1, CHAMBER_PROTOCOL, "chamber-25-45-25.yaml")
+        .await
+        .unwrap();
+    lab.stop(WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsafe_chamber_of_any_family_switches_every_stepped_channel_inside_off_and_faults_its_test()
+ {
+    let cases: [(DemoChamber, &str, fn(&Chamber<'_>)); 4] = [
+        (DemoChamber::Espec, "alarm", |c| c.set_alarm("21")),
+        (DemoChamber::Weiss, "lost communication", |c| c.cut_link()),
+        (DemoChamber::Watlow, "outside its limits", |c| {
+            c.set_runaway(20.0)
+        }),
+        (DemoChamber::Binder, "alarm", |c| c.set_alarm("door open")),
+    ];
+    for (family, why, fault) in cases {
+        let lab = lab(family, DemoDevice::EaPsb, 2).await;
+        let tests = lab
+            .start_everywhere(DEMO_PROTOCOL, "demo.yaml")
+            .await
+            .unwrap();
+        let mut live = lab.daemon.watchers().remove(0);
+        tokio::time::timeout(WAIT, live.wait_for(|s| s.samples > 200))
+            .await
+            .unwrap()
+            .unwrap();
+        fault(&Chamber::in_lab(&lab));
+        wait_done(&lab).await;
+        for (s, sim) in lab.daemon.snapshots().iter().zip(&lab.sims) {
+            assert_eq!(s.state, "faulted", "{family:?}: {s:?}");
+            assert!(
+                s.reason.contains("chamber") && s.reason.contains(why),
+                "{family:?}: {}",
+                s.reason
+            );
+            assert!(!sim.snapshot().output_on, "{family:?}: output off");
+        }
+        // A test does not start in an unsafe chamber.
+        let refused = lab.start_on(0, DEMO_PROTOCOL, "demo.yaml").await;
+        assert!(refused.is_err(), "{family:?}");
+        let (summary, dir, _temp) = lab.stop(WAIT).await.unwrap();
+        assert_eq!(summary.lost(), 0);
+        harness::assert_every_sample_once(&dir.join("hub.sqlite"), &tests);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsafe_chamber_stops_native_channels_through_their_cycler_and_keeps_every_record() {
+    let lab = lab(DemoChamber::Espec, DemoDevice::Neware, 2).await;
+    let tests = lab
+        .start_everywhere(DEMO_PROTOCOL, "demo.yaml")
+        .await
+        .unwrap();
+    let mut live = lab.daemon.watchers().remove(0);
+    tokio::time::timeout(WAIT, live.wait_for(|s| s.samples > 100))
+        .await
+        .unwrap()
+        .unwrap();
+    Chamber::in_lab(&lab).set_alarm("21");
+    wait_done(&lab).await;
+    let cycler = lab.sim::<neware::SimHandle>(0).unwrap();
+    let mut logged = Vec::new();
+    for (k, s) in lab.daemon.snapshots().iter().enumerate() {
+        assert_eq!(s.state, "faulted", "{s:?}");
+        assert!(s.reason.contains("chamber"), "{}", s.reason);
+        let addr = cyclerd_drivers::cycler::ChannelAddr {
+            unit: 1,
+            sub_unit: 1,
+            channel: k as u32 + 1,
+        };
+        let on_cycler = cycler.channel(addr).unwrap();
+        assert_ne!(
+            on_cycler.status,
+            neware::wire::WorkStatus::Working,
+            "the cycler stopped channel {k}"
+        );
+        logged.push(on_cycler.records);
+    }
+    let (_, dir, _temp) = lab.stop(WAIT).await.unwrap();
+    let counts = harness::assert_every_sample_once(&dir.join("hub.sqlite"), &tests);
+    for (test, logged) in tests.iter().zip(logged) {
+        assert_eq!(counts[test], logged, "every record the cycler logged");
+    }
+}
