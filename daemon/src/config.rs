@@ -703,7 +703,7 @@ impl Config {
                 ));
             }
             let (lo, hi) = c.limits(&self.limits);
-            if !(lo < hi) {
+            if lo.is_nan() || hi.is_nan() || lo >= hi {
                 return fail(format!(
                     "chamber[{i}] {:?}: temperature_min ({lo}) must be below temperature_max ({hi})",
                     c.name
@@ -854,6 +854,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("step_folder does not apply to a ea-psb"), "{e}");
+    }
+
+    #[test]
+    fn a_chamber_names_existing_channels_each_in_one_chamber_and_sensible_limits() {
+        let chamber = |extra: &str| {
+            format!(
+                "{GOOD}\n[[chamber]]\nname = \"c1\"\nfamily = \"espec\"\naddress = \"127.0.0.1:10001\"\n{extra}"
+            )
+        };
+        let c = Config::from_toml(&chamber("channels = [\"psb1/1\"]"), "lab.toml").unwrap();
+        assert_eq!(c.chamber_of("psb1/1").unwrap().name, "c1");
+        assert_eq!(c.chambers[0].limits(&c.limits), (-40.0, 60.0));
+        for (extra, expected) in [
+            ("channels = [\"psb9/1\"]", "no [[channel]] defines"),
+            (
+                "channels = [\"psb1/1\"]\ntemperature_min = 50.0\ntemperature_max = 40.0",
+                "must be below",
+            ),
+            ("channels = [\"psb1/1\"]\nloop_number = 2", "watlow only"),
+            ("channels = [\"psb1/1\"]\nport = \"/dev/ttyUSB1\"", "not both"),
+        ] {
+            let e = Config::from_toml(&chamber(extra), "lab.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expected), "{extra}: {e}");
+        }
+        let twice = format!(
+            "{}\n[[chamber]]\nname = \"c2\"\nfamily = \"weiss\"\naddress = \"127.0.0.1:2049\"\nchannels = [\"psb1/1\"]",
+            chamber("channels = [\"psb1/1\"]")
+        );
+        let e = Config::from_toml(&twice, "lab.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("two chambers"), "{e}");
     }
 
     #[test]

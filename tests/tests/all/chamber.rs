@@ -167,10 +167,13 @@ async fn a_second_test_with_chamber_steps_in_the_same_chamber_is_refused_naming_
     lab.stop(WAIT).await.unwrap();
 }
 
+/// Makes a chamber unsafe.
+type Fault = fn(&Chamber<'_>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsafe_chamber_of_any_family_switches_every_stepped_channel_inside_off_and_faults_its_test()
  {
-    let cases: [(DemoChamber, &str, fn(&Chamber<'_>)); 4] = [
+    let cases: [(DemoChamber, &str, Fault); 4] = [
         (DemoChamber::Espec, "alarm", |c| c.set_alarm("21")),
         (DemoChamber::Weiss, "lost communication", |c| c.cut_link()),
         (DemoChamber::Watlow, "outside its limits", |c| {
