@@ -52,7 +52,7 @@ fn to_status(e: StartError) -> GrpcStatus {
         StartError::Busy { .. } | StartError::NotRunning(_) | StartError::Chamber(_) => {
             GrpcStatus::failed_precondition(e.to_string())
         }
-        StartError::Protocol(_) | StartError::MissingMetadata(_) => {
+        StartError::Protocol(_) | StartError::MissingMetadata(_) | StartError::Metadata(_) => {
             GrpcStatus::invalid_argument(e.to_string())
         }
         StartError::ChannelGone(_) | StartError::Device(_) => {

@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::config::DeviceConfig;
 use crate::devices::{self, ChannelStart, PendingNative};
+use crate::metadata::check_metadata;
 use crate::outbox::{Checkpoint, Outbox};
 use crate::proto::control::{ChannelSnapshot, OutboxStatus, Status};
 use crate::runner::{ChannelCmd, ChannelSpec, Shared, StartError, TestRequest};
@@ -16,16 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
-
-/// Metadata a test cannot start without (DESIGN.md: "metadata are as important as performance
-/// data"). The protocol itself is the sixth item.
-pub const PRIMARY_METADATA: [&str; 5] = [
-    "cell_id",
-    "operator",
-    "objective",
-    "chemistry",
-    "nominal_capacity_ah",
-];
 
 /// A running daemon; cheap to clone.
 #[derive(Clone)]
@@ -261,14 +252,7 @@ impl Daemon {
             .inner
             .channel(channel_id)
             .ok_or_else(|| StartError::NoSuchChannel(channel_id.into()))?;
-        let missing: Vec<String> = PRIMARY_METADATA
-            .iter()
-            .filter(|k| metadata.get(**k).is_none_or(|v| v.trim().is_empty()))
-            .map(|k| k.to_string())
-            .collect();
-        if !missing.is_empty() {
-            return Err(StartError::MissingMetadata(missing));
-        }
+        check_metadata(&metadata)?;
         let plan = Plan::from_yaml(protocol_yaml, origin)
             .map_err(|e| StartError::Protocol(e.to_string()))?;
         let (reply, answer) = oneshot::channel();

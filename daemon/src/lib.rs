@@ -8,6 +8,7 @@
 //! - [`devices`]: `[[device]]` entries to connected power stages (EA PSB, SCPI, Riden, Maccor
 //!   direct mode) and cyclers (Neware, Maccor, Arbin).
 //! - [`runner`]: the stepped channel runner (engine + power stage + safety + sample batches).
+//! - [`metadata`]: a test's primary metadata (required) and its secondary and tertiary tiers.
 //! - [`native`]: the native channel runner (compile, deliver, start, follow and backfill a
 //!   dedicated cycler's channels; re-attach after a restart).
 //! - [`uploader`]: the gRPC stream from the outbox to the hub (resume, pipelining, acks, backoff).
@@ -28,6 +29,7 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod devices;
+pub mod metadata;
 pub mod native;
 pub mod outbox;
 pub mod runner;

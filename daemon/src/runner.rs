@@ -58,6 +58,9 @@ pub enum StartError {
     Protocol(String),
     #[error("missing primary metadata: {}", .0.join(", "))]
     MissingMetadata(Vec<String>),
+    /// Metadata present but wrong (an unknown primary key, a capacity that is no number).
+    #[error("{0}")]
+    Metadata(String),
     #[error("channel {0} is not running (the daemon is shutting down)")]
     ChannelGone(String),
     #[error("no test is running on channel {0}")]

@@ -268,6 +268,7 @@ steps:
         [
             ("cell_id", "C1"),
             ("operator", "op"),
+            ("owner", "lab"),
             ("objective", "test"),
             ("chemistry", "NMC"),
             ("nominal_capacity_ah", "2.5"),
@@ -401,6 +402,64 @@ steps:
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cyclerctl_start_takes_a_metadata_file_and_names_what_is_missing() {
+        let lab = SimLab::start(1, 2.5, 10.0, None).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let control = listener.local_addr().unwrap();
+        tokio::spawn(cyclerd::control::serve(
+            lab.daemon.clone(),
+            listener,
+            std::future::pending(),
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let protocol = dir.path().join("p.yaml");
+        std::fs::write(&protocol, PROTOCOL).unwrap();
+        let meta = dir.path().join("cell.toml");
+        std::fs::write(
+            &meta,
+            "operator = \"ana\"\nowner = \"lab\"\nobjective = \"check\"\nchemistry = \"NMC\"\n\
+             nominal_capacity_ah = 2.5\n[secondary]\nform_factor = \"21700\"\n",
+        )
+        .unwrap();
+        let cyclerctl = |extra: &[&str]| {
+            let mut args = vec![
+                "--daemon".to_string(),
+                format!("http://{control}"),
+                "start".into(),
+                "psb1/1".into(),
+                "--protocol".into(),
+                protocol.display().to_string(),
+                "--meta-file".into(),
+                meta.display().to_string(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerctl"))
+                .args(args)
+                .output()
+        };
+        let missing = cyclerctl(&[]).await.unwrap();
+        assert!(!missing.status.success());
+        let err = String::from_utf8_lossy(&missing.stderr);
+        assert!(err.contains("missing primary metadata: cell_id"), "{err}");
+        let started = cyclerctl(&["--cell", "C7", "--meta", "tertiary.shelf=3"])
+            .await
+            .unwrap();
+        assert!(
+            started.status.success(),
+            "{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        let test_id = lab.daemon.snapshot("psb1/1").unwrap().test_id;
+        lab.daemon.stop_test("psb1/1", "").await.unwrap();
+        let (_, dir, _tmp) = lab.stop(WAIT).await.unwrap();
+        let hub = cyclerhub::HubStore::open(dir.join("hub.sqlite")).unwrap();
+        let row = hub.test(&test_id).unwrap().unwrap();
+        assert_eq!(row.metadata["cell_id"], "C7");
+        assert_eq!(row.metadata["secondary.form_factor"], "21700");
+        assert_eq!(row.metadata["tertiary.shelf"], "3");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_entry_the_hub_rejects_is_shown_as_a_dead_letter_and_can_be_retried() {
         let (lab, mut client, _stop) = lab_with_control().await;
         let outbox = lab.daemon.outbox().clone();
@@ -523,6 +582,7 @@ steps: ["Charge at C/2 until 4.0 V", "Discharge at 1C until 3.5 V"]
         let meta: HashMap<String, String> = [
             ("cell_id", "P1"),
             ("operator", "op"),
+            ("owner", "lab"),
             ("objective", "pair"),
             ("chemistry", "NMC"),
             ("nominal_capacity_ah", "2.5"),

@@ -42,10 +42,18 @@ enum Command {
         /// Protocol file (YAML).
         #[arg(long)]
         protocol: PathBuf,
-        /// Primary metadata as key=value (cell_id, operator, objective, chemistry,
-        /// nominal_capacity_ah are required).
+        /// The cell under test (the `cell_id` metadata).
+        #[arg(long)]
+        cell: Option<String>,
+        /// Metadata as key=value: cell_id, operator, owner, objective, chemistry and
+        /// nominal_capacity_ah are required; secondary.KEY and tertiary.KEY are free-form.
+        /// Overrides the metadata file.
         #[arg(long = "meta", value_parser = parse_kv)]
         meta: Vec<(String, String)>,
+        /// Metadata file (TOML): primary keys at the top, `[secondary]` and `[tertiary]`
+        /// tables for the other tiers.
+        #[arg(long)]
+        meta_file: Option<PathBuf>,
     },
     /// The outbox: backlog, oldest unacknowledged entry, dead letters.
     Outbox {
@@ -212,11 +220,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Start {
             channel,
             protocol,
+            cell,
             meta,
+            meta_file,
         } => {
             let protocol_yaml = std::fs::read_to_string(&protocol)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", protocol.display()))?;
-            let metadata: HashMap<String, String> = meta.into_iter().collect();
+            let mut metadata: HashMap<String, String> = match &meta_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                    cyclerd::metadata::from_toml(&text, &path.display().to_string())
+                        .map_err(|e| anyhow::anyhow!(e))?
+                }
+                None => HashMap::new(),
+            };
+            if let Some(cell) = cell {
+                metadata.insert("cell_id".into(), cell);
+            }
+            metadata.extend(meta);
             let r = client
                 .start_test(StartTestRequest {
                     channel_id: channel.clone(),

@@ -21,6 +21,7 @@ pub fn metadata(cell: &str) -> HashMap<String, String> {
     [
         ("cell_id", cell),
         ("operator", "fault-tests"),
+        ("owner", "cyclerd-tests"),
         ("objective", "fault injection"),
         ("chemistry", "NMC/graphite"),
         ("nominal_capacity_ah", "2.5"),
