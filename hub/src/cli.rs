@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::export::ExportError;
+use crate::export::{ExportError, Format, Pseudonymiser};
 use crate::store::{HubStore, StoreError};
-use anyhow::{Context as _, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use crate::utc::Utc;
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
 
 /// The cyclerd lab hub: receives daemons' upload streams, stores tests, exports them.
 #[derive(Parser)]
@@ -36,7 +37,7 @@ enum Command {
         #[arg(long)]
         db: PathBuf,
     },
-    /// Export one test's samples.
+    /// Export one test: BDF CSV or Parquet, or Battery Archive CSV, with a metadata JSON beside.
     Export {
         /// Hub database file (SQLite).
         #[arg(long)]
@@ -46,16 +47,20 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::BdfCsv)]
         format: Format,
-        /// Output file; standard output when absent.
+        /// Output file (BDF), or file-name prefix (Battery Archive: PREFIX_timeseries.csv and
+        /// PREFIX_cycle_data.csv); the metadata JSON goes beside it (OUTPUT.metadata.json,
+        /// PREFIX.metadata.json). When absent, BDF CSV goes to standard output, without metadata.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Replace the test id and the owner, operator and cell identifiers in the metadata by
+        /// stable pseudonyms (needs --salt).
+        #[arg(long, alias = "anonymize")]
+        anonymise: bool,
+        /// File holding the lab's secret for --anonymise: at least 16 random bytes, kept private
+        /// and the same for every export, so that a cell keeps its pseudonym.
+        #[arg(long, env = "CYCLERHUB_SALT_FILE", value_name = "FILE")]
+        salt: Option<PathBuf>,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    /// Battery Data Format CSV.
-    BdfCsv,
 }
 
 /// Parses the process arguments and runs the command.
@@ -86,9 +91,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export {
             db,
             test_id,
-            format: Format::BdfCsv,
+            format,
             output,
-        } => export(db, &test_id, output),
+            anonymise,
+            salt,
+        } => export(db, &test_id, format, output, anonymise.then_some(salt)),
     }
 }
 
@@ -173,7 +180,32 @@ fn list_tests(db: PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn export(db: PathBuf, test_id: &str, output: Option<PathBuf>) -> Result<()> {
+/// `anonymise` is `Some(salt file, if any)` with `--anonymise`.
+fn export(
+    db: PathBuf,
+    test_id: &str,
+    format: Format,
+    output: Option<PathBuf>,
+    anonymise: Option<Option<PathBuf>>,
+) -> Result<()> {
+    // Arguments first: a refused command touches neither the database nor the output.
+    let pseudonymiser = anonymise.map(pseudonymiser).transpose()?;
+    match (&output, format, &pseudonymiser) {
+        (Some(_), _, _) | (None, Format::BdfCsv, None) => {}
+        (None, Format::BdfCsv, Some(_)) => bail!(
+            "--anonymise applies to the metadata JSON, which is written beside an output file: \
+             give -o FILE"
+        ),
+        (None, _, _) => bail!(
+            "--format {} writes files: give -o {}",
+            format.name(),
+            if format == Format::BatteryArchive {
+                "PREFIX"
+            } else {
+                "FILE"
+            }
+        ),
+    }
     let store = open(&db, true)?;
     // Check first, so a typo does not leave an empty output file behind.
     if store.test(test_id)?.is_none() {
@@ -183,60 +215,51 @@ fn export(db: PathBuf, test_id: &str, output: Option<PathBuf>) -> Result<()> {
             db.display()
         );
     }
-    let result = match &output {
-        Some(path) => {
-            let file = std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            crate::export::write_bdf_csv(&store, test_id, file)
-        }
-        None => crate::export::write_bdf_csv(&store, test_id, std::io::stdout().lock()),
+    let Some(output) = output else {
+        return match crate::export::write_bdf_csv(&store, test_id, std::io::stdout().lock()) {
+            Ok(_) => Ok(()),
+            // A closed pipe (`| head`) is not an error worth a message.
+            Err(ExportError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("exporting test {test_id}")),
+        };
     };
-    match result {
-        Ok(rows) => {
-            if let Some(path) = output {
-                eprintln!("wrote {rows} samples of {test_id} to {}", path.display());
-            }
-            Ok(())
-        }
-        // A closed pipe (`| head`) is not an error worth a message.
-        Err(ExportError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("exporting test {test_id}")),
-    }
+    let exported =
+        crate::export::export_files(&store, test_id, format, &output, pseudonymiser.as_ref())
+            .with_context(|| format!("exporting test {test_id}"))?;
+    let files: Vec<String> = exported
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    eprintln!(
+        "wrote {} samples of {test_id}{} to {}",
+        exported.samples,
+        if pseudonymiser.is_some() {
+            " (anonymised)"
+        } else {
+            ""
+        },
+        files.join(", ")
+    );
+    Ok(())
 }
 
-/// `YYYY-MM-DD HH:MM:SS` in UTC, from Unix seconds (civil-from-days, no time-zone database).
+/// The pseudonymiser keyed with the lab secret in `salt`; refuses to go without one.
+fn pseudonymiser(salt: Option<PathBuf>) -> Result<Pseudonymiser> {
+    let Some(salt) = salt else {
+        bail!(
+            "--anonymise needs the lab's secret: --salt FILE (or CYCLERHUB_SALT_FILE). Without \
+             one, a pseudonym would be a plain hash of the cell id that anyone can reverse by \
+             hashing candidate ids. Create it once, keep it private and reuse it: \
+             head -c 32 /dev/urandom | base64 > lab-secret"
+        );
+    };
+    let secret = std::fs::read(&salt)
+        .with_context(|| format!("cannot read the salt file {}", salt.display()))?;
+    Pseudonymiser::new(&secret).map_err(|e| anyhow!("salt file {}: {e}", salt.display()))
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC, from Unix seconds; `?` when not finite.
 fn utc(unix_s: f64) -> String {
-    if !unix_s.is_finite() {
-        return "?".into();
-    }
-    let secs = unix_s.floor() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::utc;
-
-    #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(utc(0.0), "1970-01-01 00:00:00");
-        assert_eq!(utc(951_827_696.5), "2000-02-29 12:34:56");
-        assert_eq!(utc(1_735_689_599.0), "2024-12-31 23:59:59");
-    }
+    Utc::from_unix_s(unix_s).map_or_else(|| "?".into(), |t| t.seconds())
 }

@@ -16,7 +16,8 @@
 //! - [`server`]: [`server::run`], the gRPC server: the ingest stream (one task per stream, batching
 //!   what is ready and handing it to the single SQLite writer off the async executor), plus gRPC
 //!   health and reflection.
-//! - [`export`]: [`export::write_bdf_csv`], a test's samples as Battery Data Format CSV.
+//! - [`export`]: a test as Battery Data Format CSV or Parquet, or as Battery Archive CSV, each
+//!   with a metadata JSON beside it, optionally anonymised ([`export::export_files`]).
 //! - [`cli`]: the `cyclerhub` command line (`serve`, `tests`, `export`), the only place that
 //!   turns errors into `anyhow` messages for people; `src/main.rs` just calls it.
 
@@ -24,5 +25,6 @@ pub mod cli;
 pub mod export;
 pub mod server;
 pub mod store;
+mod utc;
 
 pub use store::{EventRow, HubStore, RejectionRow, SampleRow, StoreError, TestRow};

@@ -1,0 +1,254 @@
+//! Battery Archive (batteryarchive.org) CSV: a timeseries file and a cycle file per test.
+//!
+//! # Sources
+//!
+//! Column names are the ones Battery Archive serves its data in (`CELL_timeseries.csv` and
+//! `CELL_cycle_data.csv` under `https://www.batteryarchive.org/data/`) and the ones its upload
+//! service requires before it accepts a file (`battery-lcf/batteryarchive-service`, and the same
+//! headers in `battery-lcf/batteryarchive-agent`'s CSV export queries): [`BA_TIMESERIES_COLUMNS`]
+//! and [`BA_CYCLE_COLUMNS`], in that order.
+//!
+//! # Sign
+//!
+//! Battery Archive's current is positive when charging, like BDF and the hub: its converter
+//! (`calc_cycle_quantities` in the service and the agent) integrates `Charge_Capacity` from
+//! samples with current ≥ 0 and `Discharge_Capacity` from those with current ≤ 0, negated. So
+//! current is written as stored, and capacities and energies are positive magnitudes in both.
+//!
+//! # Interpretation
+//!
+//! - Capacities and energies count from zero in every cycle in Battery Archive (its converter
+//!   restarts the integration per cycle, and a cycle row holds the cycle's totals), while the
+//!   hub's count from the start of the test. The timeseries file therefore holds the hub's values
+//!   minus their value at the last sample of the previous cycle (zero before the first), and a
+//!   cycle row holds those per-cycle values at the cycle's last sample. Charge that flowed
+//!   before the first exported sample (a test whose first samples never reached the hub) is
+//!   counted in the first exported cycle.
+//! - A cycle is a run of consecutive samples with the same cycle number (the engine's counter
+//!   only grows). Battery Archive's importer drops cycle 0; the engine counts from 1.
+//! - `Date_Time`, `Start_Time` and `End_Time` are UTC, `YYYY-MM-DD HH:MM:SS.fff`.
+//!   `Test_Time (s)` of a cycle row is the test time of the cycle's last sample, as Battery
+//!   Archive computes it (the largest test time of the cycle).
+//! - `Environment_Temperature (C)` is the chamber air temperature and `Cell_Temperature (C)` the
+//!   cell's; a missing reading is an empty cell. Battery Archive's upload service reads empty
+//!   cells as 0, so a test without a sensor shows 0 °C there: read it as "not measured".
+
+use std::io::{BufWriter, Write};
+
+use super::{Column, ExportError, ValueType};
+use crate::store::{HubStore, SampleRow};
+use crate::utc::Utc;
+
+const fn column(name: &'static str, unit: Option<&'static str>, value_type: ValueType) -> Column {
+    Column {
+        name,
+        unit,
+        value_type,
+        nullable: false,
+    }
+}
+
+const fn float(name: &'static str, unit: &'static str) -> Column {
+    column(name, Some(unit), ValueType::Float64)
+}
+
+const fn temperature(name: &'static str) -> Column {
+    Column {
+        nullable: true,
+        ..float(name, "degC")
+    }
+}
+
+/// The timeseries file's columns, in order: one row per sample.
+pub const BA_TIMESERIES_COLUMNS: [Column; 11] = [
+    column("Date_Time", None, ValueType::DateTime),
+    float("Test_Time (s)", "s"),
+    column("Cycle_Index", None, ValueType::Int64),
+    float("Current (A)", "A"),
+    float("Voltage (V)", "V"),
+    float("Charge_Capacity (Ah)", "Ah"),
+    float("Discharge_Capacity (Ah)", "Ah"),
+    float("Charge_Energy (Wh)", "Wh"),
+    float("Discharge_Energy (Wh)", "Wh"),
+    temperature("Environment_Temperature (C)"),
+    temperature("Cell_Temperature (C)"),
+];
+
+/// The cycle file's columns, in order: one row per cycle.
+pub const BA_CYCLE_COLUMNS: [Column; 12] = [
+    column("Cycle_Index", None, ValueType::Int64),
+    column("Start_Time", None, ValueType::DateTime),
+    column("End_Time", None, ValueType::DateTime),
+    float("Test_Time (s)", "s"),
+    float("Min_Current (A)", "A"),
+    float("Max_Current (A)", "A"),
+    float("Min_Voltage (V)", "V"),
+    float("Max_Voltage (V)", "V"),
+    float("Charge_Capacity (Ah)", "Ah"),
+    float("Discharge_Capacity (Ah)", "Ah"),
+    float("Charge_Energy (Wh)", "Wh"),
+    float("Discharge_Energy (Wh)", "Wh"),
+];
+
+/// What [`write_battery_archive`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatteryArchiveWritten {
+    /// Rows of the timeseries file (samples).
+    pub samples: u64,
+    /// Rows of the cycle file.
+    pub cycles: u64,
+}
+
+/// Charge capacity, discharge capacity, charge energy, discharge energy: the four counters that
+/// restart every cycle.
+type Counters = [f64; 4];
+
+fn counters(s: &SampleRow) -> Counters {
+    [
+        s.charge_capacity_ah,
+        s.discharge_capacity_ah,
+        s.charge_energy_wh,
+        s.discharge_energy_wh,
+    ]
+}
+
+/// One cycle's row, accumulated sample by sample.
+struct Cycle {
+    /// The samples' cycle number.
+    index: u32,
+    /// Unix time of the first sample.
+    start_unix_s: f64,
+    /// Unix time of the last sample so far.
+    end_unix_s: f64,
+    /// Test time of the last sample so far.
+    test_time_s: f64,
+    /// Smallest current so far (most negative: the strongest discharge).
+    min_current_a: f64,
+    /// Largest current so far.
+    max_current_a: f64,
+    /// Lowest voltage so far.
+    min_voltage_v: f64,
+    /// Highest voltage so far.
+    max_voltage_v: f64,
+    /// The counters since the cycle began, at the last sample so far.
+    counters: Counters,
+}
+
+impl Cycle {
+    fn start(s: &SampleRow) -> Cycle {
+        Cycle {
+            index: s.cycle,
+            start_unix_s: s.unix_time_s,
+            end_unix_s: s.unix_time_s,
+            test_time_s: s.test_time_s,
+            min_current_a: s.current_a,
+            max_current_a: s.current_a,
+            min_voltage_v: s.voltage_v,
+            max_voltage_v: s.voltage_v,
+            counters: [0.0; 4],
+        }
+    }
+
+    fn add(&mut self, s: &SampleRow, counters: Counters) {
+        self.end_unix_s = s.unix_time_s;
+        self.test_time_s = s.test_time_s;
+        self.min_current_a = self.min_current_a.min(s.current_a);
+        self.max_current_a = self.max_current_a.max(s.current_a);
+        self.min_voltage_v = self.min_voltage_v.min(s.voltage_v);
+        self.max_voltage_v = self.max_voltage_v.max(s.voltage_v);
+        self.counters = counters;
+    }
+
+    fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let [qc, qd, ec, ed] = self.counters;
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{qc},{qd},{ec},{ed}",
+            self.index,
+            date_time(self.start_unix_s),
+            date_time(self.end_unix_s),
+            self.test_time_s,
+            self.min_current_a,
+            self.max_current_a,
+            self.min_voltage_v,
+            self.max_voltage_v,
+        )
+    }
+}
+
+fn date_time(unix_s: f64) -> String {
+    Utc::from_unix_s(unix_s)
+        .map(|t| t.millis())
+        .unwrap_or_default()
+}
+
+fn header(columns: &[Column]) -> String {
+    let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
+    names.join(",")
+}
+
+/// Writes every sample of `test_id` to `timeseries` and one row per cycle to `cycles`, as Battery
+/// Archive CSV (both buffered here).
+pub fn write_battery_archive(
+    store: &HubStore,
+    test_id: &str,
+    timeseries: impl Write,
+    cycles: impl Write,
+) -> Result<BatteryArchiveWritten, ExportError> {
+    let mut ts = BufWriter::with_capacity(1 << 16, timeseries);
+    let mut cy = BufWriter::new(cycles);
+    writeln!(ts, "{}", header(&BA_TIMESERIES_COLUMNS))?;
+    writeln!(cy, "{}", header(&BA_CYCLE_COLUMNS))?;
+
+    let mut current: Option<Cycle> = None;
+    let mut cycle_rows = 0;
+    // The hub's counters at the last sample of the previous cycle.
+    let mut baseline: Counters = [0.0; 4];
+    let mut last: Counters = [0.0; 4];
+    let samples = store.for_each_sample(test_id, |s: &SampleRow| -> Result<(), ExportError> {
+        let cycle = match &mut current {
+            Some(c) if c.index == s.cycle => c,
+            _ => {
+                if let Some(done) = current.take() {
+                    done.write(&mut cy)?;
+                    cycle_rows += 1;
+                    baseline = last;
+                }
+                current.insert(Cycle::start(s))
+            }
+        };
+        last = counters(s);
+        let per_cycle: Counters = std::array::from_fn(|i| last[i] - baseline[i]);
+        cycle.add(s, per_cycle);
+
+        let [qc, qd, ec, ed] = per_cycle;
+        write!(
+            ts,
+            "{},{},{},{},{},{qc},{qd},{ec},{ed},",
+            date_time(s.unix_time_s),
+            s.test_time_s,
+            s.cycle,
+            s.current_a,
+            s.voltage_v,
+        )?;
+        if let Some(t) = s.ambient_temperature_c {
+            write!(ts, "{t}")?;
+        }
+        ts.write_all(b",")?;
+        if let Some(t) = s.temperature_c {
+            write!(ts, "{t}")?;
+        }
+        ts.write_all(b"\n")?;
+        Ok(())
+    })?;
+    if let Some(done) = current {
+        done.write(&mut cy)?;
+        cycle_rows += 1;
+    }
+    ts.flush()?;
+    cy.flush()?;
+    Ok(BatteryArchiveWritten {
+        samples,
+        cycles: cycle_rows,
+    })
+}

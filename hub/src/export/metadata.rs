@@ -1,0 +1,230 @@
+//! The metadata JSON written beside every export, so a file that travels (to a colleague, to
+//! Battery Archive, into a paper's supplementary data) keeps what it is data *of*:
+//!
+//! ```json
+//! {
+//!   "test_id": "0190a0c0-0000-7000-8000-000000000001",
+//!   "channel_id": "psb1/1",
+//!   "protocol": { "name": "C/3 capacity check" },
+//!   "start": { "unix_s": 1700000000.0, "utc": "2023-11-14T22:13:20.000Z" },
+//!   "end": { "unix_s": 1700003600.0, "utc": "2023-11-14T23:13:20.000Z" },
+//!   "outcome": "finished",
+//!   "reason": "protocol done",
+//!   "samples": 300,
+//!   "metadata": {
+//!     "primary": { "cell_id": "NMC-0042", "chemistry": "NMC811/graphite", "...": "..." },
+//!     "secondary": { "form_factor": "21700" },
+//!     "tertiary": { "shelf": "3" }
+//!   },
+//!   "export": {
+//!     "format": "bdf-parquet",
+//!     "current_sign": "positive = charging",
+//!     "anonymised": false,
+//!     "pseudonymised": [],
+//!     "files": [
+//!       { "role": "samples",
+//!         "columns": [ { "name": "Test Time / s", "unit": "s", "type": "float64", "nullable": false }, "..." ] }
+//!     ]
+//!   },
+//!   "cyclerd_version": "0.1.0"
+//! }
+//! ```
+//!
+//! `end`, `outcome` and `reason` are `null` while the test runs. The tiers are the test's
+//! metadata map split on its `secondary.` and `tertiary.` key prefixes. The protocol carries its
+//! name only: the hub's read API does not return the plan. An anonymised export lists the keys
+//! it replaced by pseudonyms in `pseudonymised` (see [`super::anonymise`]).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::anonymise::{Anonymiser, Kind, Pseudonymiser};
+use super::battery_archive::{BA_CYCLE_COLUMNS, BA_TIMESERIES_COLUMNS};
+use super::{Column, Format};
+use crate::store::TestRow;
+use crate::utc::Utc;
+
+/// One exported file, as the metadata JSON lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct File {
+    /// What the file holds: `samples` (BDF), `timeseries` or `cycle_data` (Battery Archive).
+    pub role: &'static str,
+    /// Its columns, in order.
+    pub columns: Vec<Column>,
+}
+
+impl File {
+    /// A BDF file of samples with these columns.
+    pub fn samples(columns: Vec<Column>) -> File {
+        File {
+            role: "samples",
+            columns,
+        }
+    }
+
+    /// The two files of a Battery Archive export.
+    pub fn battery_archive() -> Vec<File> {
+        vec![
+            File {
+                role: "timeseries",
+                columns: BA_TIMESERIES_COLUMNS.to_vec(),
+            },
+            File {
+                role: "cycle_data",
+                columns: BA_CYCLE_COLUMNS.to_vec(),
+            },
+        ]
+    }
+}
+
+/// The whole document; field order is the JSON's.
+#[derive(Serialize)]
+struct Metadata {
+    /// The hub's test id, or its pseudonym.
+    test_id: String,
+    /// `DEVICE/N` channel the test ran on.
+    channel_id: String,
+    /// The protocol the test ran.
+    protocol: Protocol,
+    /// When the test started.
+    start: Instant,
+    /// When it ended; `None` while running.
+    end: Option<Instant>,
+    /// `finished`, `stopped` or `faulted`; `None` while running.
+    outcome: Option<String>,
+    /// Why it ended, in words.
+    reason: Option<String>,
+    /// Samples in the export.
+    samples: u64,
+    /// The test's metadata in its three tiers.
+    metadata: Tiers,
+    /// What this export is.
+    export: Export,
+    /// The version of cyclerd (the workspace's, which cyclerhub shares) that wrote the export.
+    cyclerd_version: &'static str,
+}
+
+/// The protocol of a test.
+#[derive(Serialize)]
+struct Protocol {
+    /// Its name, as the engineer called it.
+    name: String,
+}
+
+/// A point in time, machine- and human-readable.
+#[derive(Serialize)]
+struct Instant {
+    /// Unix seconds.
+    unix_s: f64,
+    /// The same in UTC, RFC 3339; `None` if the time is not finite.
+    utc: Option<String>,
+}
+
+impl Instant {
+    fn new(unix_s: f64) -> Instant {
+        Instant {
+            unix_s,
+            utc: Utc::from_unix_s(unix_s).map(|t| t.rfc3339()),
+        }
+    }
+}
+
+/// A test's metadata, split into tiers; keys without their tier prefix.
+#[derive(Serialize, Default)]
+struct Tiers {
+    /// Required before a test starts: cell_id, operator, owner, objective, chemistry,
+    /// nominal_capacity_ah.
+    primary: BTreeMap<String, String>,
+    /// `secondary.KEY` entries (cell manufacturer, form factor, test standard, ...).
+    secondary: BTreeMap<String, String>,
+    /// `tertiary.KEY` entries (anything else).
+    tertiary: BTreeMap<String, String>,
+}
+
+/// What an export is.
+#[derive(Serialize)]
+struct Export {
+    /// The format's name, as `cyclerhub export --format` takes it.
+    format: &'static str,
+    /// The current sign convention of every file.
+    current_sign: &'static str,
+    /// Whether identifiers were replaced by pseudonyms.
+    anonymised: bool,
+    /// The keys whose values are pseudonyms (`test_id`, `cell_id`, `secondary.serial`, ...).
+    pseudonymised: Vec<String>,
+    /// The files, in the order they are named in [`super::output_files`].
+    files: Vec<File>,
+}
+
+/// The metadata JSON of an export of `test` with `samples` samples in `files`; identifiers
+/// replaced by pseudonyms when `pseudonymiser` is given.
+pub fn metadata_json(
+    test: &TestRow,
+    format: Format,
+    samples: u64,
+    files: Vec<File>,
+    pseudonymiser: Option<&Pseudonymiser>,
+) -> Value {
+    let mut anonymiser = pseudonymiser.map(Anonymiser::new);
+    let mut pseudonymised = Vec::new();
+    let test_id = match &mut anonymiser {
+        Some(a) => {
+            pseudonymised.push("test_id".to_owned());
+            a.replace(Kind::Test, &test.test_id)
+        }
+        None => test.test_id.clone(),
+    };
+
+    let mut tiers = Tiers::default();
+    for (key, value) in &test.metadata {
+        let (tier, name) = if let Some(name) = key.strip_prefix("secondary.") {
+            (&mut tiers.secondary, name)
+        } else if let Some(name) = key.strip_prefix("tertiary.") {
+            (&mut tiers.tertiary, name)
+        } else {
+            (&mut tiers.primary, key.as_str())
+        };
+        let value = match (&mut anonymiser, Kind::of_key(name)) {
+            (Some(a), Some(kind)) => {
+                pseudonymised.push(key.clone());
+                a.replace(kind, value)
+            }
+            _ => value.clone(),
+        };
+        tier.insert(name.to_owned(), value);
+    }
+
+    let metadata = Metadata {
+        test_id,
+        channel_id: test.channel_id.clone(),
+        protocol: Protocol {
+            name: test.protocol_name.clone(),
+        },
+        start: Instant::new(test.start_unix_s),
+        end: test.end_unix_s.map(Instant::new),
+        outcome: test.outcome.clone(),
+        reason: test.reason.clone(),
+        samples,
+        metadata: tiers,
+        export: Export {
+            format: format.name(),
+            current_sign: "positive = charging",
+            anonymised: anonymiser.is_some(),
+            pseudonymised,
+            files,
+        },
+        cyclerd_version: env!("CARGO_PKG_VERSION"),
+    };
+    let mut json = serde_json::to_value(&metadata).expect("strings, numbers and maps serialise");
+    if let (Some(a), Value::Object(fields)) = (&anonymiser, &mut json) {
+        // Everything that came from the test; not the export's own description.
+        for (key, value) in fields.iter_mut() {
+            if key != "export" && key != "cyclerd_version" {
+                a.scrub(value);
+            }
+        }
+    }
+    json
+}
