@@ -347,9 +347,9 @@ pub fn export_files(
 
     let json = metadata::metadata_json(&test, format, samples, files, pseudonymiser);
     let metadata_file = staged.last_mut().expect("the metadata file is staged");
-    serde_json::to_writer_pretty(metadata_file.file(), &json)
-        .map_err(io::Error::from)
-        .and_then(|()| metadata_file.file().write_all(b"\n"))
+    metadata_file
+        .file()
+        .write_all(json.as_bytes())
         .map_err(|e| metadata_file.output_error(e.into()))?;
 
     for file in staged {

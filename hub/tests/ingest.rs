@@ -754,6 +754,10 @@ async fn bdf_export_of_unknown_test_is_an_error() {
     hub.shutdown().await;
 }
 
+// BDF Parquet, Battery Archive, metadata JSON, anonymised export, the binary end to end.
+#[path = "ingest/exports.rs"]
+mod exports;
+
 // ---------------------------------------------------------------------------------------------
 // Hostile input: whatever a peer sends, the store answers without panicking and loses nothing
 

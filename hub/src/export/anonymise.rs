@@ -22,7 +22,6 @@
 use std::collections::HashSet;
 
 use hmac::{Hmac, Mac};
-use serde_json::Value;
 use sha2::Sha256;
 
 /// Shortest lab secret accepted, in bytes: the secret is all that keeps a pseudonym from being
@@ -161,9 +160,13 @@ impl<'a> Anonymiser<'a> {
         pseudonym
     }
 
-    /// Replaces, in every string and object key of `value`, each occurrence of a replaced
-    /// identifier (ASCII case-insensitively) by its pseudonym.
-    pub(crate) fn scrub(&self, value: &mut Value) {
+    /// `s` with each occurrence of a replaced identifier (ASCII case-insensitively) replaced by
+    /// its pseudonym, in one left-to-right pass so that a pseudonym just written is never
+    /// matched again; a pseudonym itself is returned as it is.
+    pub(crate) fn scrub(&self, s: &str) -> String {
+        if self.pseudonyms.contains(s) {
+            return s.to_owned();
+        }
         let mut needles: Vec<(String, &str)> = self
             .replaced
             .iter()
@@ -172,31 +175,6 @@ impl<'a> Anonymiser<'a> {
             .collect();
         // Longest first, so "NMC-0042-A" is not replaced as "NMC-0042" plus "-A".
         needles.sort_by_key(|(original, _)| std::cmp::Reverse(original.len()));
-        self.scrub_value(value, &needles);
-    }
-
-    fn scrub_value(&self, value: &mut Value, needles: &[(String, &str)]) {
-        match value {
-            Value::String(s) => *s = self.scrub_str(s, needles),
-            Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_value(v, needles)),
-            Value::Object(map) => {
-                *map = std::mem::take(map)
-                    .into_iter()
-                    .map(|(k, mut v)| {
-                        self.scrub_value(&mut v, needles);
-                        (self.scrub_str(&k, needles), v)
-                    })
-                    .collect();
-            }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
-        }
-    }
-
-    /// One left-to-right pass, so a pseudonym just written is never matched again.
-    fn scrub_str(&self, s: &str, needles: &[(String, &str)]) -> String {
-        if self.pseudonyms.contains(s) {
-            return s.to_owned();
-        }
         // ASCII lowercasing keeps every byte offset, so offsets found in `lower` index `s`.
         let lower = s.to_ascii_lowercase();
         let mut out = String::with_capacity(s.len());
@@ -221,7 +199,6 @@ impl<'a> Anonymiser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     const SECRET: &[u8] = b"a lab secret of more than sixteen bytes";
 
@@ -275,23 +252,17 @@ mod tests {
     }
 
     #[test]
-    fn scrub_replaces_identifiers_in_free_text_and_keys_but_keeps_pseudonyms() {
+    fn scrub_replaces_identifiers_in_free_text_but_keeps_pseudonyms() {
         let p = Pseudonymiser::new(SECRET).unwrap();
         let mut a = Anonymiser::new(&p);
         let cell = a.replace(Kind::Cell, "NMC-0042");
         let cell_a = a.replace(Kind::Cell, "NMC-0042-A");
         let ada = a.replace(Kind::Operator, "Ada");
-        let mut v = json!({
-            "note": "cell nmc-0042 and NMC-0042-A, handled by ADA",
-            "ada_notes": [cell.clone(), 1.5, null],
-        });
-        a.scrub(&mut v);
         assert_eq!(
-            v,
-            json!({
-                "note": format!("cell {cell} and {cell_a}, handled by {ada}"),
-                format!("{ada}_notes"): [cell, 1.5, null],
-            })
+            a.scrub("cell nmc-0042 and NMC-0042-A, handled by ADA"),
+            format!("cell {cell} and {cell_a}, handled by {ada}")
         );
+        assert_eq!(a.scrub(&cell), cell);
+        assert_eq!(a.scrub("Zoë's note"), "Zoë's note");
     }
 }

@@ -38,7 +38,6 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::anonymise::{Anonymiser, Kind, Pseudonymiser};
 use super::battery_archive::{BA_CYCLE_COLUMNS, BA_TIMESERIES_COLUMNS};
@@ -79,7 +78,8 @@ impl File {
     }
 }
 
-/// The whole document; field order is the JSON's.
+/// The whole document; field order is the JSON's. When anonymising, every string in it that
+/// came from the test is a pseudonym or scrubbed (see [`metadata_json`]).
 #[derive(Serialize)]
 struct Metadata {
     /// The hub's test id, or its pseudonym.
@@ -158,54 +158,61 @@ struct Export {
     files: Vec<File>,
 }
 
-/// The metadata JSON of an export of `test` with `samples` samples in `files`; identifiers
-/// replaced by pseudonyms when `pseudonymiser` is given.
+/// The metadata JSON (pretty-printed, newline-terminated) of an export of `test` with `samples`
+/// samples in `files`; identifiers replaced by pseudonyms when `pseudonymiser` is given.
 pub fn metadata_json(
     test: &TestRow,
     format: Format,
     samples: u64,
     files: Vec<File>,
     pseudonymiser: Option<&Pseudonymiser>,
-) -> Value {
+) -> String {
+    // Replace the identifiers first, so that the free text can then be scrubbed of all of them.
     let mut anonymiser = pseudonymiser.map(Anonymiser::new);
+    let mut test_id = test.test_id.clone();
     let mut pseudonymised = Vec::new();
-    let test_id = match &mut anonymiser {
-        Some(a) => {
-            pseudonymised.push("test_id".to_owned());
-            a.replace(Kind::Test, &test.test_id)
+    // Metadata key -> the pseudonym of its value.
+    let mut replaced = BTreeMap::new();
+    if let Some(a) = &mut anonymiser {
+        test_id = a.replace(Kind::Test, &test.test_id);
+        pseudonymised.push("test_id".to_owned());
+        for (key, value) in &test.metadata {
+            if let Some(kind) = Kind::of_key(tier_of(key).1) {
+                pseudonymised.push(key.clone());
+                replaced.insert(key.as_str(), a.replace(kind, value));
+            }
         }
-        None => test.test_id.clone(),
+    }
+    // Every other string that came from the test goes through here.
+    let scrub = |s: &str| match &anonymiser {
+        Some(a) => a.scrub(s),
+        None => s.to_owned(),
     };
 
     let mut tiers = Tiers::default();
     for (key, value) in &test.metadata {
-        let (tier, name) = if let Some(name) = key.strip_prefix("secondary.") {
-            (&mut tiers.secondary, name)
-        } else if let Some(name) = key.strip_prefix("tertiary.") {
-            (&mut tiers.tertiary, name)
-        } else {
-            (&mut tiers.primary, key.as_str())
+        let (tier, name) = tier_of(key);
+        let tier = match tier {
+            Tier::Primary => &mut tiers.primary,
+            Tier::Secondary => &mut tiers.secondary,
+            Tier::Tertiary => &mut tiers.tertiary,
         };
-        let value = match (&mut anonymiser, Kind::of_key(name)) {
-            (Some(a), Some(kind)) => {
-                pseudonymised.push(key.clone());
-                a.replace(kind, value)
-            }
-            _ => value.clone(),
-        };
-        tier.insert(name.to_owned(), value);
+        let value = replaced
+            .get(key.as_str())
+            .cloned()
+            .unwrap_or_else(|| scrub(value));
+        tier.insert(scrub(name), value);
     }
-
     let metadata = Metadata {
         test_id,
-        channel_id: test.channel_id.clone(),
+        channel_id: scrub(&test.channel_id),
         protocol: Protocol {
-            name: test.protocol_name.clone(),
+            name: scrub(&test.protocol_name),
         },
         start: Instant::new(test.start_unix_s),
         end: test.end_unix_s.map(Instant::new),
-        outcome: test.outcome.clone(),
-        reason: test.reason.clone(),
+        outcome: test.outcome.as_deref().map(scrub),
+        reason: test.reason.as_deref().map(scrub),
         samples,
         metadata: tiers,
         export: Export {
@@ -217,14 +224,29 @@ pub fn metadata_json(
         },
         cyclerd_version: env!("CARGO_PKG_VERSION"),
     };
-    let mut json = serde_json::to_value(&metadata).expect("strings, numbers and maps serialise");
-    if let (Some(a), Value::Object(fields)) = (&anonymiser, &mut json) {
-        // Everything that came from the test; not the export's own description.
-        for (key, value) in fields.iter_mut() {
-            if key != "export" && key != "cyclerd_version" {
-                a.scrub(value);
-            }
-        }
-    }
+    let mut json =
+        serde_json::to_string_pretty(&metadata).expect("strings, numbers and maps serialise");
+    json.push('\n');
     json
+}
+
+/// The metadata tiers.
+enum Tier {
+    /// Keys without a tier prefix.
+    Primary,
+    /// `secondary.KEY`.
+    Secondary,
+    /// `tertiary.KEY`.
+    Tertiary,
+}
+
+/// A metadata key's tier and its name within the tier.
+fn tier_of(key: &str) -> (Tier, &str) {
+    if let Some(name) = key.strip_prefix("secondary.") {
+        (Tier::Secondary, name)
+    } else if let Some(name) = key.strip_prefix("tertiary.") {
+        (Tier::Tertiary, name)
+    } else {
+        (Tier::Primary, key)
+    }
 }

@@ -1,0 +1,696 @@
+//! Exports of a test uploaded through the real ingest stream: BDF Parquet read back with the
+//! parquet crate's own reader, Battery Archive's two files, the metadata JSON beside each, the
+//! anonymised export, and the real `cyclerhub` binary end to end.
+
+use std::fs;
+use std::process::{Command, Output};
+
+use cyclerhub::export::{self, Format, Pseudonymiser};
+use parquet::basic::{Repetition, Type as PhysicalType};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::Field;
+use serde_json::Value;
+
+use super::*;
+
+/// A cycling test: cycles of a 1 A charge then a 1 A discharge, one sample a second.
+const CYCLES: u32 = 3;
+/// Samples per charge and per discharge.
+const HALF_CYCLE: usize = 500;
+const SAMPLES: usize = CYCLES as usize * 2 * HALF_CYCLE;
+/// For the Parquet test: 3 x 2 x 22 000 = 132 000 samples, just over one row group (131 072),
+/// so the export writes two.
+const LONG_HALF_CYCLE: usize = 22_000;
+/// Samples per uploaded batch.
+const BATCH: usize = 2_000;
+
+const TEST_ID: &str = "0190a0c0-0000-7000-8000-0000000000e1";
+const CELL_ID: &str = "LGM50-0042XQ";
+const SERIAL: &str = "SN-998877-QW";
+const OWNER: &str = "Hypatia Battery Group";
+const OPERATOR: &str = "Grace Hopper";
+const EMAIL: &str = "grace.hopper@example.org";
+
+/// Strings no anonymised output may contain, in any case.
+const IDENTIFYING: [&str; 6] = [TEST_ID, CELL_ID, SERIAL, OWNER, OPERATOR, EMAIL];
+
+const SECRET: &str = "the lab's secret, 32 random bytes\n";
+
+/// Metadata as `cyclerctl start` registers it: the primary keys and both free-form tiers, with
+/// identifiers in free text as people write them.
+fn metadata() -> HashMap<String, String> {
+    [
+        ("cell_id", CELL_ID),
+        ("owner", OWNER),
+        ("operator", OPERATOR),
+        ("objective", "capacity fade at 1C"),
+        ("chemistry", "NMC811/graphite-SiOx"),
+        ("nominal_capacity_ah", "5.0"),
+        ("secondary.manufacturer", "LG"),
+        ("secondary.form_factor", "21700"),
+        ("secondary.serial_number", SERIAL),
+        ("tertiary.shelf", "3"),
+        ("tertiary.contact_email", EMAIL),
+        (
+            "tertiary.note",
+            "received from grace hopper with LGM50-0042xq",
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// One sample of the cycling test.
+struct Point {
+    /// Cycle number, from 1.
+    cycle: u32,
+    /// +1 A charging, -1 A discharging.
+    current: f64,
+    /// Ah charged since the test started, this sample's second included.
+    charged: f64,
+    /// Ah discharged since the test started, this sample's second included.
+    discharged: f64,
+    /// Cell temperature; missing every 1000th sample.
+    temperature: Option<f64>,
+}
+
+/// Sample `seq` of a test whose cycles are `half` samples of charge then `half` of discharge.
+fn point(seq: usize, half: usize) -> Point {
+    let cycle = seq / (2 * half);
+    let seconds_in_cycle = seq % (2 * half) + 1;
+    let before = (cycle * half) as f64;
+    Point {
+        cycle: cycle as u32 + 1,
+        current: if seconds_in_cycle <= half { 1.0 } else { -1.0 },
+        charged: (before + seconds_in_cycle.min(half) as f64) / 3600.0,
+        discharged: (before + seconds_in_cycle.saturating_sub(half) as f64) / 3600.0,
+        temperature: (seq % 1000 != 999).then_some(25.0 + (seq % 7) as f64 * 0.1),
+    }
+}
+
+fn cycling_batch(first_seq: usize, n: usize, half: usize) -> SampleBatch {
+    let mut b = batch(TEST_ID, first_seq as u64, n, true);
+    for (i, seq) in (first_seq..first_seq + n).enumerate() {
+        let p = point(seq, half);
+        b.cycle[i] = p.cycle;
+        b.step[i] = 2 * p.cycle - u32::from(p.current > 0.0);
+        b.current_a[i] = p.current;
+        b.voltage_v[i] = 3.6 + 0.5 * (p.charged - p.discharged) / (half as f64 / 3600.0);
+        b.charge_capacity_ah[i] = p.charged;
+        b.discharge_capacity_ah[i] = p.discharged;
+        b.charge_energy_wh[i] = p.charged * 3.7;
+        b.discharge_energy_wh[i] = p.discharged * 3.6;
+        b.temperature_c[i] = p.temperature.unwrap_or(f64::NAN);
+    }
+    b.ambient_temperature_c = vec![25.0; n];
+    b
+}
+
+/// A hub holding a whole cycling test of `half`-sample half cycles, ended.
+async fn hub_with_cycling_test(half: usize) -> Hub {
+    let total = CYCLES as usize * 2 * half;
+    let hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    let Some(Body::TestRegistered(mut test)) = registered(1, TEST_ID).body else {
+        unreachable!("registered builds a TestRegistered")
+    };
+    test.metadata = metadata();
+    test.protocol_name = format!("1C cycling of {CELL_ID}");
+    let mut entries = vec![entry(1, Body::TestRegistered(test))];
+    for first in (0..total).step_by(BATCH) {
+        let id = entries.len() as u64 + 1;
+        let n = BATCH.min(total - first);
+        entries.push(entry(id, Body::Samples(cycling_batch(first, n, half))));
+    }
+    let mut end = ended(entries.len() as u64 + 1, TEST_ID, total as u64);
+    if let Some(Body::TestEnded(e)) = &mut end.body {
+        e.reason = format!("stopped by {OPERATOR}");
+        e.outcome = "stopped".into();
+    }
+    let last = end.id;
+    entries.push(end);
+    up.send_entries(entries).await;
+    assert!(up.until_ack(last).await.is_empty());
+    hub
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&fs::read(path).expect("metadata file")).expect("metadata is JSON")
+}
+
+/// Rows of a CSV file without quoting (all the exports write), the header first.
+fn read_csv(path: &Path) -> Vec<Vec<String>> {
+    fs::read_to_string(path)
+        .expect("csv file")
+        .lines()
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+fn names(columns: &Value) -> Vec<&str> {
+    columns
+        .as_array()
+        .expect("columns")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect()
+}
+
+#[tokio::test]
+async fn bdf_parquet_read_back_has_the_pinned_columns_and_every_sample() {
+    let mut hub = hub_with_cycling_test(LONG_HALF_CYCLE).await;
+    let samples = CYCLES as usize * 2 * LONG_HALF_CYCLE;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cycling.parquet");
+    let exported =
+        export::export_files(&hub.store, TEST_ID, Format::BdfParquet, &path, None).expect("export");
+    assert_eq!(exported.samples, samples as u64);
+
+    let reader = SerializedFileReader::new(fs::File::open(&path).unwrap()).unwrap();
+    let meta = reader.metadata();
+    assert_eq!(meta.file_metadata().num_rows(), samples as i64);
+    assert_eq!(meta.num_row_groups(), 2);
+    let columns: Vec<(String, PhysicalType, Repetition)> = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| {
+            (
+                c.name().to_owned(),
+                c.physical_type(),
+                c.self_type().get_basic_info().repetition(),
+            )
+        })
+        .collect();
+    let mut expected: Vec<(String, PhysicalType, Repetition)> = export::BDF_COLUMNS
+        .iter()
+        .map(|c| {
+            let physical = if c.name.ends_with("Count / 1") {
+                PhysicalType::INT64
+            } else {
+                PhysicalType::DOUBLE
+            };
+            (c.name.to_owned(), physical, Repetition::REQUIRED)
+        })
+        .collect();
+    for name in [
+        "Surface Temperature T1 / degC",
+        "Ambient Temperature / degC",
+    ] {
+        expected.push((name.into(), PhysicalType::DOUBLE, Repetition::OPTIONAL));
+    }
+    assert_eq!(columns, expected);
+
+    let stored = hub.store.samples(TEST_ID).unwrap();
+    let mut rows = 0;
+    for (row, s) in reader.get_row_iter(None).unwrap().zip(&stored) {
+        let row = row.unwrap();
+        let fields: Vec<&Field> = row.get_column_iter().map(|(_, f)| f).collect();
+        let expected = [
+            Field::Double(s.test_time_s),
+            Field::Double(s.voltage_v),
+            Field::Double(s.current_a),
+            Field::Double(s.unix_time_s),
+            Field::Long(s.cycle.into()),
+            Field::Long(s.step.into()),
+            Field::Double(s.charge_capacity_ah),
+            Field::Double(s.discharge_capacity_ah),
+            Field::Double(s.charge_energy_wh),
+            Field::Double(s.discharge_energy_wh),
+            s.temperature_c.map_or(Field::Null, Field::Double),
+            s.ambient_temperature_c.map_or(Field::Null, Field::Double),
+        ];
+        assert_eq!(fields, expected.iter().collect::<Vec<_>>(), "seq {}", s.seq);
+        rows += 1;
+    }
+    assert_eq!(rows, samples);
+    // The missing readings came back as nulls, in place.
+    assert_eq!(stored[999].temperature_c, None);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn battery_archive_files_have_one_cycle_row_per_cycle_with_capacities_matching_the_timeseries()
+ {
+    let mut hub = hub_with_cycling_test(HALF_CYCLE).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A trailing .csv is dropped from the prefix.
+    let prefix = dir.path().join("LGM-cell.csv");
+    let exported = export::export_files(&hub.store, TEST_ID, Format::BatteryArchive, &prefix, None)
+        .expect("export");
+    let [timeseries, cycle_data, metadata] = &exported.files[..] else {
+        panic!("three files: {:?}", exported.files)
+    };
+    assert_eq!(*timeseries, dir.path().join("LGM-cell_timeseries.csv"));
+    assert_eq!(*cycle_data, dir.path().join("LGM-cell_cycle_data.csv"));
+    assert_eq!(*metadata, dir.path().join("LGM-cell.metadata.json"));
+
+    let ts = read_csv(timeseries);
+    assert_eq!(
+        ts[0].join(","),
+        "Date_Time,Test_Time (s),Cycle_Index,Current (A),Voltage (V),Charge_Capacity (Ah),\
+         Discharge_Capacity (Ah),Charge_Energy (Wh),Discharge_Energy (Wh),\
+         Environment_Temperature (C),Cell_Temperature (C)"
+    );
+    assert_eq!(ts.len(), 1 + SAMPLES);
+    assert_eq!(ts[1][0], "2023-11-14 22:13:20.000");
+    assert_eq!(
+        ts[1000][10], "",
+        "a missing cell temperature is an empty cell"
+    );
+    let cy = read_csv(cycle_data);
+    assert_eq!(
+        cy[0].join(","),
+        "Cycle_Index,Start_Time,End_Time,Test_Time (s),Min_Current (A),Max_Current (A),\
+         Min_Voltage (V),Max_Voltage (V),Charge_Capacity (Ah),Discharge_Capacity (Ah),\
+         Charge_Energy (Wh),Discharge_Energy (Wh)"
+    );
+    assert_eq!(cy.len(), 1 + CYCLES as usize);
+
+    let num = |s: &str| s.parse::<f64>().unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    for (c, row) in cy[1..].iter().enumerate() {
+        let cycle = (c + 1).to_string();
+        assert_eq!(row[0], cycle);
+        let rows: Vec<&Vec<String>> = ts[1..].iter().filter(|r| r[2] == cycle).collect();
+        assert_eq!(rows.len(), 2 * HALF_CYCLE);
+        assert_eq!((&row[1], &row[2]), (&rows[0][0], &rows[rows.len() - 1][0]));
+        assert_eq!(row[3], rows[rows.len() - 1][1]);
+        assert_eq!((num(&row[4]), num(&row[5])), (-1.0, 1.0));
+        // Each counter restarts with the cycle, and the cycle row holds its largest (last) value.
+        for (col, ts_col) in [(8, 5), (9, 6), (10, 7), (11, 8)] {
+            let values: Vec<f64> = rows.iter().map(|r| num(&r[ts_col])).collect();
+            let max = values.iter().copied().fold(f64::MIN, f64::max);
+            assert_eq!(num(&row[col]), max, "cycle {cycle} column {}", cy[0][col]);
+            assert_eq!(num(&row[col]), values[values.len() - 1]);
+            // At most one sample's worth in: a second at 1 A and 3.7 V.
+            assert!(
+                values[0] <= 3.7 / 3600.0 + 1e-9,
+                "cycle {cycle} starts from zero: {}",
+                values[0]
+            );
+        }
+        let one_half = HALF_CYCLE as f64 / 3600.0;
+        assert!(close(num(&row[8]), one_half), "{}", row[8]);
+        assert!(close(num(&row[9]), one_half), "{}", row[9]);
+        // Current is positive while charging, as in Battery Archive's own converter.
+        assert!(rows[..HALF_CYCLE].iter().all(|r| num(&r[3]) > 0.0));
+        assert!(rows[HALF_CYCLE..].iter().all(|r| num(&r[3]) < 0.0));
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_metadata_json_beside_every_export_carries_the_test_its_three_tiers_and_the_columns() {
+    let mut hub = hub_with_cycling_test(HALF_CYCLE).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (format, output, files) in [
+        (Format::BdfCsv, "t.csv", vec!["samples"]),
+        (Format::BdfParquet, "t.parquet", vec!["samples"]),
+        (
+            Format::BatteryArchive,
+            "t",
+            vec!["timeseries", "cycle_data"],
+        ),
+    ] {
+        let exported =
+            export::export_files(&hub.store, TEST_ID, format, &dir.path().join(output), None)
+                .expect("export");
+        let path = exported.files.last().unwrap();
+        assert!(
+            path.to_str().unwrap().ends_with(".metadata.json"),
+            "{path:?}"
+        );
+        let json = read_json(path);
+        assert_eq!(json["test_id"], TEST_ID);
+        assert_eq!(json["channel_id"], "psb1/1");
+        assert_eq!(json["protocol"]["name"], format!("1C cycling of {CELL_ID}"));
+        assert_eq!(json["start"]["utc"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(json["end"]["unix_s"], 1_700_003_600.0);
+        assert_eq!(json["outcome"], "stopped");
+        assert_eq!(json["reason"], format!("stopped by {OPERATOR}"));
+        assert_eq!(json["samples"], SAMPLES);
+        let tiers = &json["metadata"];
+        assert_eq!(tiers["primary"]["cell_id"], CELL_ID);
+        assert_eq!(tiers["primary"]["nominal_capacity_ah"], "5.0");
+        assert_eq!(tiers["primary"].as_object().unwrap().len(), 6);
+        assert_eq!(tiers["secondary"]["form_factor"], "21700");
+        assert_eq!(tiers["secondary"]["serial_number"], SERIAL);
+        assert_eq!(tiers["tertiary"]["shelf"], "3");
+        let export = &json["export"];
+        assert_eq!(export["format"], format.name());
+        assert_eq!(export["current_sign"], "positive = charging");
+        assert_eq!(export["anonymised"], false);
+        let roles: Vec<&str> = export["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, files);
+        assert_eq!(json["cyclerd_version"], env!("CARGO_PKG_VERSION"));
+
+        // The columns listed are the ones written, with their units.
+        let first_columns = &export["files"][0]["columns"];
+        let header = if format == Format::BdfParquet {
+            let reader =
+                SerializedFileReader::new(fs::File::open(&exported.files[0]).unwrap()).unwrap();
+            reader
+                .metadata()
+                .file_metadata()
+                .schema_descr()
+                .columns()
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect()
+        } else {
+            read_csv(&exported.files[0]).swap_remove(0)
+        };
+        assert_eq!(names(first_columns), header);
+        let voltage = first_columns
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"].as_str().unwrap().starts_with("Voltage"))
+            .unwrap();
+        assert_eq!(voltage["unit"], "V");
+        assert_eq!(voltage["type"], "float64");
+    }
+    hub.shutdown().await;
+}
+
+/// Every byte of every file in `dir` must be free of every identifying string, in any ASCII case.
+fn assert_no_identifier_in(dir: &Path) {
+    for file in fs::read_dir(dir).unwrap() {
+        let path = file.unwrap().path();
+        // Lossy UTF-8 (for the Parquet file) keeps every ASCII byte where it was, and lets the
+        // search run in the optimised standard library.
+        let text = String::from_utf8_lossy(&fs::read(&path).unwrap()).to_ascii_lowercase();
+        for id in IDENTIFYING {
+            assert!(
+                !text.contains(&id.to_ascii_lowercase()),
+                "{} contains {id:?}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_anonymised_export_contains_no_identifier_anywhere_and_gives_the_same_pseudonyms_twice()
+{
+    let mut hub = hub_with_cycling_test(HALF_CYCLE).await;
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [&first, &second] {
+        // A fresh pseudonymiser each time, as in two runs of the command.
+        let p = Pseudonymiser::new(SECRET.as_bytes()).unwrap();
+        for (format, name) in [
+            (Format::BdfCsv, "shared.csv"),
+            (Format::BdfParquet, "shared.parquet"),
+            (Format::BatteryArchive, "shared"),
+        ] {
+            export::export_files(
+                &hub.store,
+                TEST_ID,
+                format,
+                &dir.path().join(name),
+                Some(&p),
+            )
+            .expect("anonymised export");
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 7);
+        assert_no_identifier_in(dir.path());
+    }
+
+    let json = read_json(&first.path().join("shared.parquet.metadata.json"));
+    assert_eq!(json["export"]["anonymised"], true);
+    let pseudonym = |v: &Value, prefix: &str| {
+        let s = v.as_str().unwrap().to_owned();
+        assert!(
+            s.starts_with(prefix) && s.len() == prefix.len() + 12,
+            "{s:?} is not a {prefix} pseudonym"
+        );
+        s
+    };
+    let tiers = &json["metadata"];
+    let cell = pseudonym(&tiers["primary"]["cell_id"], "cell-");
+    pseudonym(&json["test_id"], "test-");
+    pseudonym(&tiers["primary"]["owner"], "owner-");
+    let operator = pseudonym(&tiers["primary"]["operator"], "operator-");
+    pseudonym(&tiers["secondary"]["serial_number"], "cell-");
+    pseudonym(&tiers["tertiary"]["contact_email"], "person-");
+    // Free text keeps its words but names the cell and the operator by their pseudonyms.
+    assert_eq!(
+        tiers["tertiary"]["note"],
+        format!("received from {operator} with {cell}")
+    );
+    assert_eq!(json["reason"], format!("stopped by {operator}"));
+    assert_eq!(json["protocol"]["name"], format!("1C cycling of {cell}"));
+    // What is not identifying stays.
+    assert_eq!(tiers["secondary"]["form_factor"], "21700");
+    assert_eq!(tiers["primary"]["chemistry"], "NMC811/graphite-SiOx");
+    let mut keys: Vec<&str> = json["export"]["pseudonymised"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "cell_id",
+            "operator",
+            "owner",
+            "secondary.serial_number",
+            "tertiary.contact_email",
+            "test_id"
+        ]
+    );
+
+    // The same secret gives the same pseudonyms, run after run: the files are identical.
+    for name in [
+        "shared.csv.metadata.json",
+        "shared.parquet.metadata.json",
+        "shared.metadata.json",
+        "shared_cycle_data.csv",
+    ] {
+        assert_eq!(
+            fs::read(first.path().join(name)).unwrap(),
+            fs::read(second.path().join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    // Another lab's secret gives other pseudonyms.
+    let other = Pseudonymiser::new(b"another lab's secret, also long").unwrap();
+    let third = tempfile::tempdir().unwrap();
+    let path = third.path().join("x.csv");
+    export::export_files(&hub.store, TEST_ID, Format::BdfCsv, &path, Some(&other)).unwrap();
+    let other_json = read_json(&third.path().join("x.csv.metadata.json"));
+    assert_ne!(other_json["metadata"]["primary"]["cell_id"], cell.as_str());
+    hub.shutdown().await;
+}
+
+/// Runs the real `cyclerhub` binary, without a salt from the environment.
+fn cyclerhub(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
+        .args(args)
+        .env_remove("CYCLERHUB_SALT_FILE")
+        .output()
+        .expect("run cyclerhub")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn exporting_through_the_cyclerhub_binary_writes_every_format_end_to_end() {
+    let mut hub = hub_with_cycling_test(HALF_CYCLE).await;
+    hub.shutdown().await;
+    let db = hub.db.to_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+
+    // Without -o, BDF CSV on standard output, as before: the library's bytes exactly.
+    let out = cyclerhub(&["export", "--db", &db, TEST_ID]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut expected = Vec::new();
+    export::write_bdf_csv(&hub.store, TEST_ID, &mut expected).unwrap();
+    assert_eq!(out.stdout, expected);
+
+    for (format, output) in [
+        ("bdf-csv", "run.csv"),
+        ("bdf-parquet", "run.parquet"),
+        ("battery-archive", "run"),
+    ] {
+        let out = cyclerhub(&[
+            "export",
+            "--db",
+            &db,
+            TEST_ID,
+            "--format",
+            format,
+            "-o",
+            &at(output),
+        ]);
+        assert!(out.status.success(), "{format}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("wrote {SAMPLES} samples of {TEST_ID}")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let mut written: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|f| f.unwrap().file_name().into_string().unwrap())
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            "run.csv",
+            "run.csv.metadata.json",
+            "run.metadata.json",
+            "run.parquet",
+            "run.parquet.metadata.json",
+            "run_cycle_data.csv",
+            "run_timeseries.csv",
+        ]
+    );
+    assert_eq!(fs::read(at("run.csv")).unwrap(), expected);
+    let reader = SerializedFileReader::new(fs::File::open(at("run.parquet")).unwrap()).unwrap();
+    assert_eq!(reader.metadata().file_metadata().num_rows(), SAMPLES as i64);
+
+    // Anonymised, with the salt from --salt and from the environment: the same pseudonyms.
+    fs::write(dir.path().join("lab-secret"), SECRET).unwrap();
+    let anonymised = tempfile::tempdir().unwrap();
+    let a = anonymised.path().join("a.parquet");
+    let b = anonymised.path().join("b.parquet");
+    let out = cyclerhub(&[
+        "export",
+        "--db",
+        &db,
+        TEST_ID,
+        "--format",
+        "bdf-parquet",
+        "-o",
+        a.to_str().unwrap(),
+        "--anonymise",
+        "--salt",
+        &at("lab-secret"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
+        .args(["export", "--db", &db, TEST_ID, "--format", "bdf-parquet"])
+        .args(["-o", b.to_str().unwrap(), "--anonymise"])
+        .env("CYCLERHUB_SALT_FILE", at("lab-secret"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_no_identifier_in(anonymised.path());
+    let (ja, jb) = (
+        read_json(&anonymised.path().join("a.parquet.metadata.json")),
+        read_json(&anonymised.path().join("b.parquet.metadata.json")),
+    );
+    assert_eq!(ja, jb);
+    assert!(ja["test_id"].as_str().unwrap().starts_with("test-"));
+}
+
+#[tokio::test]
+async fn the_binary_refuses_unknown_tests_unwritable_outputs_and_anonymising_without_a_secret() {
+    let mut hub = hub_with_cycling_test(HALF_CYCLE).await;
+    hub.shutdown().await;
+    let db = hub.db.to_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    fs::write(at("short-secret"), "too short\n").unwrap();
+    fs::write(at("lab-secret"), SECRET).unwrap();
+    fs::create_dir(at("a-directory")).unwrap();
+    let missing_dir = at("no/such/dir/x.parquet");
+
+    for (args, message) in [
+        (
+            vec!["--format", "bdf-parquet", "-o", &at("x.parquet")],
+            "no test with id \"0190a0c0-0000-7000-8000-00000000dead\"",
+        ),
+        (
+            vec!["--format", "bdf-parquet"],
+            "--format bdf-parquet writes files: give -o FILE",
+        ),
+        (
+            vec!["--format", "battery-archive"],
+            "--format battery-archive writes files: give -o PREFIX",
+        ),
+        (
+            vec!["-o", &at("x.csv"), "--anonymise"],
+            "--anonymise needs the lab's secret: --salt FILE",
+        ),
+        (
+            vec!["--anonymise", "--salt", &at("lab-secret")],
+            "--anonymise applies to the metadata JSON, which is written beside an output file: \
+             give -o FILE",
+        ),
+        (
+            vec![
+                "-o",
+                &at("x.csv"),
+                "--anonymise",
+                "--salt",
+                &at("short-secret"),
+            ],
+            "the lab secret is 9 bytes; it needs at least 16",
+        ),
+        (
+            vec![
+                "-o",
+                &at("x.csv"),
+                "--anonymise",
+                "--salt",
+                &at("no-secret"),
+            ],
+            "cannot read the salt file",
+        ),
+    ] {
+        let test_id = if message.starts_with("no test") {
+            "0190a0c0-0000-7000-8000-00000000dead"
+        } else {
+            TEST_ID
+        };
+        let mut all = vec!["export", "--db", &db, test_id];
+        all.extend(&args);
+        let out = cyclerhub(&all);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+    for (output, message) in [
+        (missing_dir.as_str(), format!("cannot write {missing_dir}")),
+        (
+            &at("a-directory"),
+            format!("cannot write {}: it is a directory", at("a-directory")),
+        ),
+    ] {
+        let out = cyclerhub(&[
+            "export",
+            "--db",
+            &db,
+            TEST_ID,
+            "--format",
+            "bdf-parquet",
+            "-o",
+            output,
+        ]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(&message), "{}", stderr(&out));
+    }
+    // Nothing was left behind: no output, no half-written temporary file.
+    let mut left: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|f| f.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["a-directory", "lab-secret", "short-secret"]);
+    assert_eq!(fs::read_dir(at("a-directory")).unwrap().count(), 0);
+}
