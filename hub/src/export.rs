@@ -105,7 +105,7 @@ pub struct Column {
 }
 
 impl Column {
-    const fn float(name: &'static str, unit: &'static str) -> Column {
+    pub(crate) const fn float(name: &'static str, unit: &'static str) -> Column {
         Column {
             name,
             unit: Some(unit),
@@ -123,12 +123,22 @@ impl Column {
         }
     }
 
-    const fn temperature(name: &'static str, unit: &'static str) -> Column {
+    pub(crate) const fn temperature(name: &'static str, unit: &'static str) -> Column {
         Column {
             name,
             unit: Some(unit),
             value_type: ValueType::Float64,
             nullable: true,
+        }
+    }
+
+    /// An index or a date-time: values without a unit.
+    pub(crate) const fn unitless(name: &'static str, value_type: ValueType) -> Column {
+        Column {
+            name,
+            unit: None,
+            value_type,
+            nullable: false,
         }
     }
 }
@@ -337,11 +347,10 @@ pub fn export_files(
             let [timeseries, cycles, _] = &mut staged[..] else {
                 unreachable!("output_files names three Battery Archive files")
             };
-            let written = write_battery_archive(store, test_id, timeseries.file(), cycles.file())
-                // Either file may have failed; the metadata is not written yet, so no name is
-                // more right than the prefix the user gave.
+            let samples = write_battery_archive(store, test_id, timeseries.file(), cycles.file())
+                // Either file may have failed: name the prefix the user gave.
                 .map_err(|e| staged::output_error(output, e))?;
-            (written.samples, metadata::File::battery_archive())
+            (samples, metadata::File::battery_archive())
         }
     };
 

@@ -39,65 +39,36 @@ use super::{Column, ExportError, ValueType};
 use crate::store::{HubStore, SampleRow};
 use crate::utc::Utc;
 
-const fn column(name: &'static str, unit: Option<&'static str>, value_type: ValueType) -> Column {
-    Column {
-        name,
-        unit,
-        value_type,
-        nullable: false,
-    }
-}
-
-const fn float(name: &'static str, unit: &'static str) -> Column {
-    column(name, Some(unit), ValueType::Float64)
-}
-
-const fn temperature(name: &'static str) -> Column {
-    Column {
-        nullable: true,
-        ..float(name, "degC")
-    }
-}
-
 /// The timeseries file's columns, in order: one row per sample.
 pub const BA_TIMESERIES_COLUMNS: [Column; 11] = [
-    column("Date_Time", None, ValueType::DateTime),
-    float("Test_Time (s)", "s"),
-    column("Cycle_Index", None, ValueType::Int64),
-    float("Current (A)", "A"),
-    float("Voltage (V)", "V"),
-    float("Charge_Capacity (Ah)", "Ah"),
-    float("Discharge_Capacity (Ah)", "Ah"),
-    float("Charge_Energy (Wh)", "Wh"),
-    float("Discharge_Energy (Wh)", "Wh"),
-    temperature("Environment_Temperature (C)"),
-    temperature("Cell_Temperature (C)"),
+    Column::unitless("Date_Time", ValueType::DateTime),
+    Column::float("Test_Time (s)", "s"),
+    Column::unitless("Cycle_Index", ValueType::Int64),
+    Column::float("Current (A)", "A"),
+    Column::float("Voltage (V)", "V"),
+    Column::float("Charge_Capacity (Ah)", "Ah"),
+    Column::float("Discharge_Capacity (Ah)", "Ah"),
+    Column::float("Charge_Energy (Wh)", "Wh"),
+    Column::float("Discharge_Energy (Wh)", "Wh"),
+    Column::temperature("Environment_Temperature (C)", "degC"),
+    Column::temperature("Cell_Temperature (C)", "degC"),
 ];
 
 /// The cycle file's columns, in order: one row per cycle.
 pub const BA_CYCLE_COLUMNS: [Column; 12] = [
-    column("Cycle_Index", None, ValueType::Int64),
-    column("Start_Time", None, ValueType::DateTime),
-    column("End_Time", None, ValueType::DateTime),
-    float("Test_Time (s)", "s"),
-    float("Min_Current (A)", "A"),
-    float("Max_Current (A)", "A"),
-    float("Min_Voltage (V)", "V"),
-    float("Max_Voltage (V)", "V"),
-    float("Charge_Capacity (Ah)", "Ah"),
-    float("Discharge_Capacity (Ah)", "Ah"),
-    float("Charge_Energy (Wh)", "Wh"),
-    float("Discharge_Energy (Wh)", "Wh"),
+    Column::unitless("Cycle_Index", ValueType::Int64),
+    Column::unitless("Start_Time", ValueType::DateTime),
+    Column::unitless("End_Time", ValueType::DateTime),
+    Column::float("Test_Time (s)", "s"),
+    Column::float("Min_Current (A)", "A"),
+    Column::float("Max_Current (A)", "A"),
+    Column::float("Min_Voltage (V)", "V"),
+    Column::float("Max_Voltage (V)", "V"),
+    Column::float("Charge_Capacity (Ah)", "Ah"),
+    Column::float("Discharge_Capacity (Ah)", "Ah"),
+    Column::float("Charge_Energy (Wh)", "Wh"),
+    Column::float("Discharge_Energy (Wh)", "Wh"),
 ];
-
-/// What [`write_battery_archive`] wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatteryArchiveWritten {
-    /// Rows of the timeseries file (samples).
-    pub samples: u64,
-    /// Rows of the cycle file.
-    pub cycles: u64,
-}
 
 /// Charge capacity, discharge capacity, charge energy, discharge energy: the four counters that
 /// restart every cycle.
@@ -188,20 +159,19 @@ fn header(columns: &[Column]) -> String {
 }
 
 /// Writes every sample of `test_id` to `timeseries` and one row per cycle to `cycles`, as Battery
-/// Archive CSV (both buffered here).
+/// Archive CSV (both buffered here); returns the number of samples.
 pub fn write_battery_archive(
     store: &HubStore,
     test_id: &str,
     timeseries: impl Write,
     cycles: impl Write,
-) -> Result<BatteryArchiveWritten, ExportError> {
+) -> Result<u64, ExportError> {
     let mut ts = BufWriter::with_capacity(1 << 16, timeseries);
     let mut cy = BufWriter::new(cycles);
     writeln!(ts, "{}", header(&BA_TIMESERIES_COLUMNS))?;
     writeln!(cy, "{}", header(&BA_CYCLE_COLUMNS))?;
 
     let mut current: Option<Cycle> = None;
-    let mut cycle_rows = 0;
     // The hub's counters at the last sample of the previous cycle.
     let mut baseline: Counters = [0.0; 4];
     let mut last: Counters = [0.0; 4];
@@ -211,7 +181,6 @@ pub fn write_battery_archive(
             _ => {
                 if let Some(done) = current.take() {
                     done.write(&mut cy)?;
-                    cycle_rows += 1;
                     baseline = last;
                 }
                 current.insert(Cycle::start(s))
@@ -243,12 +212,8 @@ pub fn write_battery_archive(
     })?;
     if let Some(done) = current {
         done.write(&mut cy)?;
-        cycle_rows += 1;
     }
     ts.flush()?;
     cy.flush()?;
-    Ok(BatteryArchiveWritten {
-        samples,
-        cycles: cycle_rows,
-    })
+    Ok(samples)
 }
