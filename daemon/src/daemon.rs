@@ -208,10 +208,18 @@ impl Daemon {
                 c.test_id
             );
         }
+        let hub_ca_pem =
+            match &config.hub.ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("{origin}: hub.ca_file {}: {e}", path.display())
+                })?),
+                None => None,
+            };
         let status = Arc::new(UploaderStatus::default());
         let uploader = tokio::spawn(uploader::run(
             UploaderConfig {
                 hub_address: config.hub.address.clone(),
+                hub_ca_pem,
                 daemon_name: config.daemon.name.clone(),
                 window: config.hub.window,
             },

@@ -197,6 +197,7 @@ mod uploader_and_hub {
         let task = tokio::spawn(uploader::run(
             UploaderConfig {
                 hub_address: format!("http://{addr}"),
+                hub_ca_pem: None,
                 daemon_name: "test".into(),
                 window: 4,
             },

@@ -29,6 +29,12 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
+        /// TLS certificate chain (PEM); with --tls-key, daemons connect with https://.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM) of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// List the tests in the hub, one per line.
     Tests {
@@ -81,7 +87,12 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { db, listen } => serve(db, listen),
+        Command::Serve {
+            db,
+            listen,
+            tls_cert,
+            tls_key,
+        } => serve(db, listen, tls_cert.zip(tls_key)),
         Command::Tests { db } => list_tests(db),
         Command::Export {
             db,
@@ -103,7 +114,18 @@ fn open(db: &PathBuf, must_exist: bool) -> Result<HubStore> {
     Ok(HubStore::open(db)?)
 }
 
-fn serve(db: PathBuf, listen: SocketAddr) -> Result<()> {
+fn serve(db: PathBuf, listen: SocketAddr, tls: Option<(PathBuf, PathBuf)>) -> Result<()> {
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read(path)
+            .with_context(|| format!("cannot read the TLS {what} {}", path.display()))
+    };
+    let tls = match tls {
+        Some((cert, key)) => Some(tonic::transport::Identity::from_pem(
+            read(&cert, "certificate")?,
+            read(&key, "key")?,
+        )),
+        None => None,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -121,7 +143,8 @@ fn serve(db: PathBuf, listen: SocketAddr) -> Result<()> {
             shutdown_signal().await;
             tracing::info!("shutting down");
         };
-        crate::server::run(listener, store, shutdown).await
+        let options = crate::server::ServeOptions { tls };
+        crate::server::run_with(listener, store, options, shutdown).await
     })
 }
 

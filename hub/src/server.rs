@@ -47,6 +47,25 @@ pub async fn run(
     store: HubStore,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(listener, store, ServeOptions::default(), shutdown).await
+}
+
+/// How the hub serves, beyond its socket and store.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// TLS certificate chain and key (PEM): daemons then connect with `https://` and check
+    /// the chain against the CA in their `hub.ca_file`. `None` serves plain HTTP/2 (for a hub
+    /// on the lab PC itself, or behind a TLS-terminating proxy).
+    pub tls: Option<tonic::transport::Identity>,
+}
+
+/// [`run`] with options (TLS).
+pub async fn run_with(
+    listener: TcpListener,
+    store: HubStore,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .map_or_else(|e| format!("? ({e})"), |a| a.to_string());
@@ -76,8 +95,14 @@ pub async fn run(
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()?;
 
-    tracing::info!(%addr, "cyclerhub serving");
-    Server::builder()
+    tracing::info!(%addr, tls = options.tls.is_some(), "cyclerhub serving");
+    let mut builder = Server::builder();
+    if let Some(identity) = options.tls {
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| anyhow::anyhow!("the TLS certificate or key is unusable: {e}"))?;
+    }
+    builder
         .initial_stream_window_size(INITIAL_STREAM_WINDOW)
         .initial_connection_window_size(INITIAL_CONNECTION_WINDOW)
         .add_service(health_service)

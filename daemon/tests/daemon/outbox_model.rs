@@ -358,6 +358,7 @@ async fn upload_all(outbox: &Outbox, addr: std::net::SocketAddr) {
     let task = tokio::spawn(uploader::run(
         UploaderConfig {
             hub_address: format!("http://{addr}"),
+            hub_ca_pem: None,
             daemon_name: "lab-pc-1".into(),
             window: 4,
         },
