@@ -912,9 +912,7 @@ mod tests {
     #[test]
     fn a_tls_hub_address_needs_the_lab_ca_and_a_ca_needs_tls() {
         let tls = GOOD.replace("http://127.0.0.1:50051", "https://hub.lab:50051");
-        let e = Config::from_toml(&tls, "lab.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml(&tls, "lab.toml").unwrap_err().to_string();
         assert!(e.contains("hub.ca_file"), "{e}");
         let with_ca = tls.replace(
             "address = \"https://hub.lab:50051\"",

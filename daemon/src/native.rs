@@ -228,7 +228,11 @@ impl<C: Cycler> CyclerRunner<C> {
         }
         // A cycler logs on its own: polling it faster than every few ms of wall time (as a fast
         // simulated clock would ask) only burns CPU; the download catches up in pages.
-        let period = self.shared.clock.wall(self.poll_interval_s).max(MIN_POLL_WALL);
+        let period = self
+            .shared
+            .clock
+            .wall(self.poll_interval_s)
+            .max(MIN_POLL_WALL);
         let mut ticks = pacer(period);
         loop {
             tokio::select! {

@@ -16,12 +16,15 @@
 //! - [`server`]: [`server::run`], the gRPC server: the ingest stream (one task per stream, batching
 //!   what is ready and handing it to the single SQLite writer off the async executor), plus gRPC
 //!   health and reflection.
+//! - [`query`]: `cyclerd.hub.v1.Query`: list and get tests, read samples (columns, time range),
+//!   tail a running test (woken by each commit, not by polling).
 //! - [`export`]: [`export::write_bdf_csv`], a test's samples as Battery Data Format CSV.
 //! - [`cli`]: the `cyclerhub` command line (`serve`, `tests`, `export`), the only place that
 //!   turns errors into `anyhow` messages for people; `src/main.rs` just calls it.
 
 pub mod cli;
 pub mod export;
+pub mod query;
 pub mod server;
 pub mod store;
 

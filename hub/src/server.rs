@@ -23,7 +23,9 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::query::QueryService;
 use crate::store::{BatchOutcome, HubStore, error_chain};
+use cyclerd_proto::hub::query_server::QueryServer;
 
 /// Most entries applied in one transaction: big enough to amortise the commit (an fsync with
 /// `synchronous=FULL`), small enough that acks keep coming.
@@ -77,9 +79,16 @@ pub async fn run_with(
         let _ = stop_tx.send(true);
     };
 
+    // Bumped after every commit, so live tails wake without polling the database.
+    let (applied_tx, applied) = watch::channel(0u64);
+    let query = QueryServer::new(QueryService {
+        store: store.clone(),
+        applied,
+    });
     let ingest = IngestServer::new(IngestService {
         store,
         stop: stop_rx,
+        applied: std::sync::Arc::new(applied_tx),
     })
     .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
 
@@ -91,6 +100,7 @@ pub async fn run_with(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         // Only what this server serves: the descriptor set also holds the daemon's API.
         .with_service_name("cyclerd.ingest.v1.Ingest")
+        .with_service_name("cyclerd.hub.v1.Query")
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()?;
@@ -108,6 +118,7 @@ pub async fn run_with(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ingest)
+        .add_service(query)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
         .await?;
     tracing::info!("cyclerhub stopped");
@@ -121,6 +132,8 @@ struct IngestService {
     store: HubStore,
     /// Becomes `true` when the server shuts down, so streams end instead of holding it open.
     stop: watch::Receiver<bool>,
+    /// Bumped after each applied batch, for the query side's live tails.
+    applied: std::sync::Arc<watch::Sender<u64>>,
 }
 
 type ResponseTx = mpsc::Sender<Result<UploadResponse, Status>>;
@@ -141,6 +154,7 @@ impl Ingest for IngestService {
         let session = Session {
             store: self.store.clone(),
             stop: self.stop.clone(),
+            applied: self.applied.clone(),
             tx,
         };
         // Answer headers at once and do the work in a task, so a client may open the stream
@@ -158,6 +172,8 @@ struct Session {
     store: HubStore,
     /// Server shutdown flag.
     stop: watch::Receiver<bool>,
+    /// Bumped after each applied batch.
+    applied: std::sync::Arc<watch::Sender<u64>>,
     /// Responses to the daemon.
     tx: ResponseTx,
 }
@@ -298,14 +314,17 @@ impl Session {
         let store = self.store.clone();
         let daemon_id = hello.daemon_id.clone();
         let epoch = hello.store_epoch;
-        tokio::task::spawn_blocking(move || store.apply_batch(&daemon_id, epoch, &batch))
-            .await
-            .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
-            .map_err(|e| {
-                let e = error_chain(&e);
-                tracing::error!(error = e, "applying a batch failed; nothing of it was kept");
-                Status::unavailable(format!("hub storage failed, retry later: {e}"))
-            })
+        let outcome =
+            tokio::task::spawn_blocking(move || store.apply_batch(&daemon_id, epoch, &batch))
+                .await
+                .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
+                .map_err(|e| {
+                    let e = error_chain(&e);
+                    tracing::error!(error = e, "applying a batch failed; nothing of it was kept");
+                    Status::unavailable(format!("hub storage failed, retry later: {e}"))
+                })?;
+        self.applied.send_modify(|n| *n += 1);
+        Ok(outcome)
     }
 
     /// Sends the batch's rejections, then its cumulative ack; `false` when the daemon is gone.
