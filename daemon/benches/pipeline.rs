@@ -172,6 +172,7 @@ async fn uploader_drain(dir: &std::path::Path, outbox: Outbox) -> f64 {
         UploaderConfig {
             hub_address: format!("http://{addr}"),
             hub_ca_pem: None,
+            hub_token: None,
             daemon_name: "bench".into(),
             window: 256,
         },

@@ -190,6 +190,9 @@ pub struct HubSection {
     /// PEM file of the CA that signed the hub's TLS certificate; required with an https://
     /// address (the lab's hub usually has a private CA).
     pub ca_file: Option<PathBuf>,
+    /// File holding this daemon's hub token (from `cyclerhub token issue`), readable only by
+    /// the daemon's user.
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_window() -> usize {

@@ -39,6 +39,9 @@ pub struct UploaderConfig {
     pub hub_address: String,
     /// PEM of the CA the hub's certificate must chain to (https:// addresses).
     pub hub_ca_pem: Option<Vec<u8>>,
+    /// The daemon's hub token (`cyclerhub token issue`), sent as a bearer token with every
+    /// stream; `None` for a hub that does not ask for one.
+    pub hub_token: Option<String>,
     pub daemon_name: String,
     /// Entries in flight before waiting for acks.
     pub window: usize,
@@ -147,7 +150,14 @@ async fn session(
     tx.send(hello)
         .await
         .map_err(|_| SessionError::Protocol("stream closed before hello".into()))?;
-    let mut responses = client.upload(ReceiverStream::new(rx)).await?.into_inner();
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = &config.hub_token {
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            SessionError::Protocol("the hub token has characters a header cannot carry".into())
+        })?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut responses = client.upload(request).await?.into_inner();
     let resume = match tokio::time::timeout(HELLO_TIMEOUT, responses.message()).await {
         Err(_) => {
             return Err(SessionError::Protocol(

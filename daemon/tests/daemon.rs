@@ -198,6 +198,7 @@ mod uploader_and_hub {
             UploaderConfig {
                 hub_address: format!("http://{addr}"),
                 hub_ca_pem: None,
+                hub_token: None,
                 daemon_name: "test".into(),
                 window: 4,
             },

@@ -359,6 +359,7 @@ async fn upload_all(outbox: &Outbox, addr: std::net::SocketAddr) {
         UploaderConfig {
             hub_address: format!("http://{addr}"),
             hub_ca_pem: None,
+            hub_token: None,
             daemon_name: "lab-pc-1".into(),
             window: 4,
         },
