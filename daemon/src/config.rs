@@ -873,7 +873,10 @@ mod tests {
                 "must be below",
             ),
             ("channels = [\"psb1/1\"]\nloop_number = 2", "watlow only"),
-            ("channels = [\"psb1/1\"]\nport = \"/dev/ttyUSB1\"", "not both"),
+            (
+                "channels = [\"psb1/1\"]\nport = \"/dev/ttyUSB1\"",
+                "not both",
+            ),
         ] {
             let e = Config::from_toml(&chamber(extra), "lab.toml")
                 .unwrap_err()
