@@ -24,10 +24,10 @@ use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_meth
 use crate::chamber::thermal::{Air, ROOM_C, ThermalParams};
 use crate::transport::Endpoint;
 pub use crate::transport::SimPort;
-use crate::transport::network::unless_cut;
+use crate::transport::network::read_until_unless_cut;
 use std::io;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{oneshot, watch};
 
 /// What the simulated chamber is.
@@ -240,15 +240,9 @@ async fn connection(
     // Inside an overlong line: its rest is dropped up to the next line end.
     let mut skipping = false;
     loop {
-        buf.clear();
         // A cut link (or a dropped handle) ends the connection, closing the socket.
-        let mut limited = (&mut rd).take(wire::MAX_LINE as u64);
-        let Some(read) = unless_cut(&mut link, limited.read_until(b'\n', &mut buf)).await else {
+        if !read_until_unless_cut(&mut rd, b'\n', wire::MAX_LINE, &mut buf, &mut link).await {
             return;
-        };
-        match read {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
         }
         let complete = buf.last() == Some(&b'\n');
         if std::mem::replace(&mut skipping, !complete) || !complete {

@@ -32,7 +32,9 @@ use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::cycler_sim::{Log, load_schedule};
 use crate::stage::ideal_current;
-use crate::transport::network::{Link, accept_while_linked, delay_unless_cut, unless_cut};
+use crate::transport::network::{
+    Link, accept_while_linked, delay_unless_cut, read_until_unless_cut, unless_cut,
+};
 use cyclerd_protocols::import::SourceKind;
 use cyclerd_protocols::{Command, Engine, Measurement, Outcome, Safety};
 use serde_json::Value;
@@ -41,7 +43,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
@@ -1225,16 +1227,12 @@ async fn json_connection(
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
     loop {
-        buf.clear();
-        let mut limited = (&mut rd).take(wire::MAX_JSON_LINE as u64);
-        // A cut link (or a dropped handle) ends the connection, closing the socket.
-        let Some(read) = unless_cut(&mut link, limited.read_until(b'\n', &mut buf)).await else {
+        // A cut link (or a dropped handle) ends the connection, closing the socket; so does a
+        // line too long.
+        if !read_until_unless_cut(&mut rd, b'\n', wire::MAX_JSON_LINE, &mut buf, &mut link).await
+            || buf.last() != Some(&b'\n')
+        {
             return;
-        };
-        match read {
-            Ok(0) | Err(_) => return,
-            Ok(_) if buf.last() != Some(&b'\n') => return,
-            Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&buf).into_owned();
         let reply = json_reply(&mut lock(&tester), &line);

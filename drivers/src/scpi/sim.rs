@@ -17,13 +17,13 @@ use crate::cell::{Cell, CellParams};
 pub use crate::transport::SimPort;
 #[cfg(unix)]
 use crate::transport::line::LineControl;
-use crate::transport::network::{Link, delay_unless_cut, unless_cut};
+use crate::transport::network::{Link, delay_unless_cut, read_until_unless_cut};
 use crate::transport::{Endpoint, Served};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{oneshot, watch};
 
 /// Longest simulated interval integrated in one piece; keeps the CV law stable.
@@ -631,16 +631,11 @@ async fn connection(
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
     loop {
-        buf.clear();
         // A cut link (or a dropped handle) ends the connection, closing the socket.
-        let mut limited = (&mut rd).take(MAX_LINE as u64);
-        let Some(read) = unless_cut(&mut link, limited.read_until(b'\n', &mut buf)).await else {
+        if !read_until_unless_cut(&mut rd, b'\n', MAX_LINE, &mut buf, &mut link).await
+            || (buf.last() != Some(&b'\n') && buf.len() >= MAX_LINE)
+        {
             return;
-        };
-        match read {
-            Ok(0) | Err(_) => return,
-            Ok(_) if buf.last() != Some(&b'\n') && buf.len() >= MAX_LINE => return,
-            Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end_matches(['\r', '\n']);

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio_modbus::server::Service;
@@ -57,6 +57,21 @@ pub(crate) async fn unless_cut<T>(
         r = f => Some(r),
         _ = link.wait_for(|up| !up) => None,
     }
+}
+
+/// Reads into `buf` (cleared first) through the next `end`, or `max` bytes when no `end` comes
+/// first (the caller tells by the last byte); false when the stream ended or failed, or `link`
+/// was cut first, which ends the connection.
+pub(crate) async fn read_until_unless_cut(
+    rd: &mut (impl AsyncBufRead + Unpin),
+    end: u8,
+    max: usize,
+    buf: &mut Vec<u8>,
+    link: &mut watch::Receiver<bool>,
+) -> bool {
+    buf.clear();
+    let mut limited = rd.take(max as u64);
+    matches!(unless_cut(link, limited.read_until(end, buf)).await, Some(Ok(n)) if n > 0)
 }
 
 /// Waits out an injected reply `delay` (none when zero); false when `link` was cut meanwhile,

@@ -18,11 +18,11 @@ use super::wire::{self, Refusal, Request};
 use crate::Clock;
 use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods, lock};
 use crate::chamber::thermal::{Air, ROOM_C, ThermalParams};
-use crate::transport::network::{Link, accept_while_linked, unless_cut};
+use crate::transport::network::{Link, accept_while_linked, read_until_unless_cut};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
@@ -159,17 +159,12 @@ async fn connection(
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
     loop {
-        buf.clear();
-        // A cut link (or a dropped handle) ends the connection, closing the socket.
-        let mut limited = (&mut rd).take(wire::MAX_FRAME as u64);
-        let Some(read) = unless_cut(&mut link, limited.read_until(wire::CR, &mut buf)).await else {
+        // A cut link (or a dropped handle) ends the connection, closing the socket; so does a
+        // frame this long, which is not SimServ.
+        if !read_until_unless_cut(&mut rd, wire::CR, wire::MAX_FRAME, &mut buf, &mut link).await
+            || buf.last() != Some(&wire::CR)
+        {
             return;
-        };
-        match read {
-            Ok(0) | Err(_) => return,
-            // Not SimServ: a frame this long has no end in sight.
-            Ok(_) if buf.last() != Some(&wire::CR) => return,
-            Ok(_) => {}
         }
         // A client ending frames with CR LF leaves the LF before the next frame.
         let frame = buf.strip_prefix(b"\n").unwrap_or(&buf);
