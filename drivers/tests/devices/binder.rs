@@ -4,7 +4,7 @@
 use super::chamber::{
     a_cut_link_is_lost_until_reconnected_and_the_chamber_regulates_on,
     a_runaway_drives_the_air_whatever_the_set_point,
-    a_set_point_of_45_c_is_reached_following_the_ramp,
+    a_set_point_of_45_c_is_reached_following_the_ramp, an_alarm_is_reported_until_it_clears,
 };
 use super::{TIMEOUT, within};
 use cyclerd_drivers::binder::wire::{self, Exception, function, mode, reg};
@@ -230,10 +230,8 @@ async fn an_alarm_is_reported_from_the_alarm_word_until_it_clears() {
     let clock = Clock::manual();
     let sim = sim(&clock);
     let mut client = connect(&sim).await;
-    sim.set_alarm(Some("temperature limit"));
-    assert_eq!(client.read().await.unwrap().alarms, ["alarm word 0x0001"]);
-    sim.set_alarm(None);
-    assert!(client.read().await.unwrap().alarms.is_empty());
+    let alarm = ("temperature limit", "alarm word 0x0001");
+    an_alarm_is_reported_until_it_clears(&mut client, &sim, &[alarm]).await;
 }
 
 #[tokio::test]

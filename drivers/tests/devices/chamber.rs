@@ -4,7 +4,7 @@
 use super::within;
 use cyclerd_drivers::chamber::Chamber;
 use cyclerd_drivers::chamber::thermal::{Air, ROOM_C};
-use cyclerd_drivers::{Clock, binder, espec, watlow, weiss};
+use cyclerd_drivers::{Clock, DriverError, binder, espec, watlow, weiss};
 
 /// Simulated seconds between reads while following the air.
 const POLL_S: f64 = 60.0;
@@ -17,6 +17,7 @@ pub trait ChamberSim {
     fn air(&self) -> Air;
     fn cut_link(&self);
     fn restore_link(&self);
+    fn set_alarm(&self, alarm: Option<&str>);
     fn set_runaway(&self, c_per_min: Option<f64>);
 }
 
@@ -40,6 +41,9 @@ macro_rules! chamber_sim {
             }
             fn restore_link(&self) {
                 <$handle>::restore_link(self)
+            }
+            fn set_alarm(&self, alarm: Option<&str>) {
+                <$handle>::set_alarm(self, alarm)
             }
             fn set_runaway(&self, c_per_min: Option<f64>) {
                 <$handle>::set_runaway(self, c_per_min)
@@ -171,4 +175,45 @@ pub async fn a_runaway_drives_the_air_whatever_the_set_point(
     assert!((r.temperature_c - r.set_point_c).abs() > 15.0, "{r:?}");
     assert!((sim.temperature_c() - r.temperature_c).abs() < 0.1);
     assert_eq!(sim.air().temperature_c(), sim.temperature_c());
+}
+
+/// A set point outside the chamber's range is refused by the controller, with a message
+/// carrying each of `reason`; the link stays up and the set point as it was. A set point that
+/// is not a number is refused before it is sent.
+pub async fn a_set_point_outside_the_range_is_refused(
+    chamber: &mut impl Chamber,
+    sim: &impl ChamberSim,
+    outside_c: f64,
+    reason: &[&str],
+) {
+    chamber.set_temperature(45.0).await.unwrap();
+    let err = chamber.set_temperature(outside_c).await.unwrap_err();
+    assert!(
+        matches!(&err, DriverError::Refused { message, .. }
+            if reason.iter().all(|r| message.contains(r))),
+        "{err}"
+    );
+    assert!(!err.is_link_lost());
+    assert_eq!(chamber.read().await.unwrap().set_point_c, 45.0);
+    for not_a_number in [f64::NAN, f64::INFINITY] {
+        let err = chamber.set_temperature(not_a_number).await.unwrap_err();
+        assert!(matches!(err, DriverError::Unsupported(_)), "{err}");
+    }
+    assert_eq!(sim.set_point_c(), 45.0);
+}
+
+/// Each alarm raised through the handle is read, alone, as the family reports it, until the
+/// handle clears it: `alarms` pairs the words raised with the report expected.
+pub async fn an_alarm_is_reported_until_it_clears(
+    chamber: &mut impl Chamber,
+    sim: &impl ChamberSim,
+    alarms: &[(&str, &str)],
+) {
+    assert!(chamber.read().await.unwrap().alarms.is_empty());
+    for &(raised, reported) in alarms {
+        sim.set_alarm(Some(raised));
+        assert_eq!(chamber.read().await.unwrap().alarms, [reported]);
+    }
+    sim.set_alarm(None);
+    assert!(chamber.read().await.unwrap().alarms.is_empty());
 }

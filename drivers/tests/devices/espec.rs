@@ -4,7 +4,8 @@
 use super::chamber::{
     a_cut_link_is_lost_until_reconnected_and_the_chamber_regulates_on,
     a_runaway_drives_the_air_whatever_the_set_point,
-    a_set_point_of_45_c_is_reached_following_the_ramp,
+    a_set_point_of_45_c_is_reached_following_the_ramp, a_set_point_outside_the_range_is_refused,
+    an_alarm_is_reported_until_it_clears,
 };
 use super::{TIMEOUT, within};
 use cyclerd_drivers::chamber::Chamber;
@@ -61,13 +62,8 @@ async fn an_alarm_is_read_by_its_code_while_raised_and_humidity_where_the_chambe
     let sim = sim(config, &clock).await;
     let mut client = connect(&sim, options()).await;
     assert!(client.identity().kind.wet_sensor.is_some());
-    let r = client.read().await.unwrap();
-    assert_eq!(r.alarms, Vec::<String>::new());
-    assert_eq!(r.humidity_pct, Some(45.0));
-    sim.set_alarm(Some("21"));
-    assert_eq!(client.read().await.unwrap().alarms, ["21"]);
-    sim.set_alarm(None);
-    assert!(client.read().await.unwrap().alarms.is_empty());
+    assert_eq!(client.read().await.unwrap().humidity_pct, Some(45.0));
+    an_alarm_is_reported_until_it_clears(&mut client, &sim, &[("21", "21")]).await;
 }
 
 #[tokio::test]
@@ -83,18 +79,8 @@ async fn a_cut_link_is_a_lost_link_until_reconnected_while_the_chamber_keeps_reg
 async fn a_set_point_outside_the_range_is_refused_with_the_controllers_reason() {
     let sim = sim(SimConfig::standalone(), &Clock::manual()).await;
     let mut client = connect(&sim, options()).await;
-    client.set_temperature(45.0).await.unwrap();
-    let err = client.set_temperature(200.0).await.unwrap_err();
-    assert!(
-        matches!(&err, DriverError::Refused { message, .. }
-            if message.contains("NA:DATA OUT OF RANGE") && message.contains("TEMP,S200.0")),
-        "{err}"
-    );
-    assert!(!err.is_link_lost());
-    assert_eq!(client.read().await.unwrap().set_point_c, 45.0);
-    let err = client.set_temperature(f64::NAN).await.unwrap_err();
-    assert!(matches!(err, DriverError::Unsupported(_)), "{err}");
-    assert_eq!(sim.set_point_c(), 45.0);
+    let reason = ["NA:DATA OUT OF RANGE", "TEMP,S200.0"];
+    a_set_point_outside_the_range_is_refused(&mut client, &sim, 200.0, &reason).await;
 }
 
 #[tokio::test]

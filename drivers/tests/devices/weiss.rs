@@ -3,7 +3,8 @@
 use super::chamber::{
     a_cut_link_is_lost_until_reconnected_and_the_chamber_regulates_on,
     a_runaway_drives_the_air_whatever_the_set_point,
-    a_set_point_of_45_c_is_reached_following_the_ramp,
+    a_set_point_of_45_c_is_reached_following_the_ramp, a_set_point_outside_the_range_is_refused,
+    an_alarm_is_reported_until_it_clears,
 };
 use super::{TIMEOUT, within};
 use cyclerd_drivers::chamber::Chamber;
@@ -53,13 +54,11 @@ async fn an_alarm_is_reported_from_the_status_word() {
     let mut client = connect(&sim).await;
     client.start().await.unwrap();
     let r = client.read().await.unwrap();
-    assert!(r.running && r.alarms.is_empty(), "{r:?}");
+    assert!(r.running, "{r:?}");
     assert_eq!(r.humidity_pct, None);
-    sim.set_alarm(Some("Temperature limiter tripped"));
-    let r = client.read().await.unwrap();
-    assert_eq!(r.alarms, ["alarm (SimServ status 11)"]);
-    sim.set_alarm(None);
-    assert!(client.read().await.unwrap().alarms.is_empty());
+    // Running is status 3; the alarm adds 8.
+    let alarm = ("Temperature limiter tripped", "alarm (SimServ status 11)");
+    an_alarm_is_reported_until_it_clears(&mut client, &sim, &[alarm]).await;
 }
 
 #[tokio::test]
@@ -75,18 +74,8 @@ async fn a_cut_link_is_a_lost_link_until_reconnected_while_the_chamber_keeps_reg
 async fn a_set_point_outside_the_range_is_refused_with_code_minus_6() {
     let sim = sim(&Clock::manual()).await;
     let mut client = connect(&sim).await;
-    client.set_temperature(45.0).await.unwrap();
-    let err = client.set_temperature(-80.0).await.unwrap_err();
-    assert!(
-        matches!(&err, DriverError::Refused { message, .. }
-            if message.contains("-6 (bad parameters)") && message.contains("11001¶1¶1¶-80.0")),
-        "{err}"
-    );
-    assert!(!err.is_link_lost());
-    assert_eq!(client.read().await.unwrap().set_point_c, 45.0);
-    let err = client.set_temperature(f64::INFINITY).await.unwrap_err();
-    assert!(matches!(err, DriverError::Unsupported(_)), "{err}");
-    assert_eq!(sim.set_point_c(), 45.0);
+    let reason = ["-6 (bad parameters)", "11001¶1¶1¶-80.0"];
+    a_set_point_outside_the_range_is_refused(&mut client, &sim, -80.0, &reason).await;
 }
 
 #[tokio::test]
