@@ -19,8 +19,8 @@ use super::wire::{self, Loop, alarm, mode, reg};
 use crate::Clock;
 use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods, lock};
 use crate::chamber::thermal::{Air, ThermalParams};
-use crate::transport::Endpoint;
 use crate::transport::network::{Link, spawn_modbus_while_linked};
+use crate::transport::{Endpoint, modbus};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -167,15 +167,7 @@ impl SimState {
         }
         match req {
             Request::ReadHoldingRegisters(start, count) => {
-                if count == 0 || count > 125 {
-                    return Err(ExceptionCode::IllegalDataValue);
-                }
-                let end = start
-                    .checked_add(count)
-                    .ok_or(ExceptionCode::IllegalDataAddress)?;
-                let words = (start..end)
-                    .map(|a| self.read_register(a))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let words = modbus::read_block(start, count, |a| self.read_register(a))?;
                 Ok(Response::ReadHoldingRegisters(words))
             }
             Request::WriteSingleRegister(addr, word) => {
