@@ -171,6 +171,8 @@ async fn uploader_drain(dir: &std::path::Path, outbox: Outbox) -> f64 {
     let task = tokio::spawn(uploader::run(
         UploaderConfig {
             hub_address: format!("http://{addr}"),
+            hub_ca_pem: None,
+            hub_token: None,
             daemon_name: "bench".into(),
             window: 256,
         },

@@ -187,6 +187,12 @@ pub struct HubSection {
     /// Entries in flight before the uploader waits for acks.
     #[serde(default = "default_window")]
     pub window: usize,
+    /// PEM file of the CA that signed the hub's TLS certificate; required with an https://
+    /// address (the lab's hub usually has a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// File holding this daemon's hub token (from `cyclerhub token issue`), readable only by
+    /// the daemon's user.
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_window() -> usize {
@@ -506,6 +512,19 @@ impl Config {
         }
         if self.hub.window == 0 {
             return fail("hub.window must be at least 1".into());
+        }
+        if self.hub.address.starts_with("https://") && self.hub.ca_file.is_none() {
+            return fail(format!(
+                "hub.address {:?} uses TLS: set hub.ca_file to the PEM file of the CA that signed \
+                 the hub's certificate",
+                self.hub.address
+            ));
+        }
+        if self.hub.address.starts_with("http://") && self.hub.ca_file.is_some() {
+            return fail(format!(
+                "hub.ca_file is set but hub.address {:?} is plain http://; use https://",
+                self.hub.address
+            ));
         }
         if !(self.hub.address.starts_with("http://") || self.hub.address.starts_with("https://")) {
             return fail(format!(
@@ -891,6 +910,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("two chambers"), "{e}");
+    }
+
+    #[test]
+    fn a_tls_hub_address_needs_the_lab_ca_and_a_ca_needs_tls() {
+        let tls = GOOD.replace("http://127.0.0.1:50051", "https://hub.lab:50051");
+        let e = Config::from_toml(&tls, "lab.toml").unwrap_err().to_string();
+        assert!(e.contains("hub.ca_file"), "{e}");
+        let with_ca = tls.replace(
+            "address = \"https://hub.lab:50051\"",
+            "address = \"https://hub.lab:50051\"\nca_file = \"/etc/cyclerd/lab-ca.pem\"",
+        );
+        Config::from_toml(&with_ca, "lab.toml").unwrap();
+        let clear = with_ca.replace("https://", "http://");
+        let e = Config::from_toml(&clear, "lab.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("use https://"), "{e}");
     }
 
     #[test]

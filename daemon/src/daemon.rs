@@ -208,10 +208,34 @@ impl Daemon {
                 c.test_id
             );
         }
+        let hub_ca_pem =
+            match &config.hub.ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("{origin}: hub.ca_file {}: {e}", path.display())
+                })?),
+                None => None,
+            };
+        let hub_token = match &config.hub.token_file {
+            Some(path) => {
+                let token = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("{origin}: hub.token_file {}: {e}", path.display())
+                })?;
+                let token = token.trim().to_string();
+                anyhow::ensure!(
+                    !token.is_empty(),
+                    "{origin}: hub.token_file {} is empty; put the token `cyclerhub token issue` printed in it",
+                    path.display()
+                );
+                Some(token)
+            }
+            None => None,
+        };
         let status = Arc::new(UploaderStatus::default());
         let uploader = tokio::spawn(uploader::run(
             UploaderConfig {
                 hub_address: config.hub.address.clone(),
+                hub_ca_pem,
+                hub_token,
                 daemon_name: config.daemon.name.clone(),
                 window: config.hub.window,
             },

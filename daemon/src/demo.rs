@@ -151,6 +151,9 @@ pub struct LabOptions {
     pub data_dir: Option<PathBuf>,
     /// Use this hub instead of starting an embedded one.
     pub hub_address: Option<SocketAddr>,
+    /// That hub serves TLS with a certificate for `localhost` signed by the CA in this PEM
+    /// file: the daemon connects to `https://localhost:PORT` and checks the chain against it.
+    pub hub_ca_file: Option<PathBuf>,
     /// More lines for the `[store]` section (e.g. `max_bytes = 100000`).
     pub extra_config: String,
     /// The simulated device family.
@@ -169,6 +172,7 @@ impl Default for LabOptions {
             speed: 500.0,
             data_dir: None,
             hub_address: None,
+            hub_ca_file: None,
             extra_config: String::new(),
             device: DemoDevice::EaPsb,
             poll_interval_ms: None,
@@ -227,6 +231,7 @@ impl SimLab {
             speed,
             data_dir,
             hub_address,
+            hub_ca_file,
             extra_config,
             device,
             poll_interval_ms,
@@ -331,9 +336,17 @@ impl SimLab {
             ));
         }
         let config_text = format!(
-            "[daemon]\nname = \"demo\"\n[store]\npath = {store:?}\n{extra_config}\n[hub]\naddress = \"http://{hub_addr}\"\n\
+            "[daemon]\nname = \"demo\"\n[store]\npath = {store:?}\n{extra_config}\n[hub]\n{hub}\n\
              [limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\ntemperature_max = 60.0\n{devices}",
             store = data_dir.join("outbox.sqlite").display().to_string(),
+            hub = match &hub_ca_file {
+                Some(ca) => format!(
+                    "address = \"https://localhost:{}\"\nca_file = {:?}",
+                    hub_addr.port(),
+                    ca.display().to_string()
+                ),
+                None => format!("address = \"http://{hub_addr}\""),
+            },
         );
         let config = Config::from_toml(&config_text, "built-in demo configuration")?;
         let daemon = Daemon::start(config, "built-in demo configuration", clock.clone()).await?;

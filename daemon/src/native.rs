@@ -34,6 +34,8 @@ use tokio_stream::{StreamExt, StreamMap};
 const PAGE_RECORDS: usize = 1000;
 /// Download calls per channel per poll, so one long backfill does not starve the others.
 const PAGES_PER_POLL: usize = 20;
+/// Shortest wall time between two polls of a cycler.
+const MIN_POLL_WALL: std::time::Duration = std::time::Duration::from_millis(2);
 /// Oldest chamber reading that still stands for a record's air temperature, clock s.
 const AMBIENT_MAX_AGE_S: f64 = 120.0;
 /// Polls a freshly started test may still show the channel idle before the start counts as
@@ -224,7 +226,14 @@ impl<C: Cycler> CyclerRunner<C> {
                 self.reattach(k, cp);
             }
         }
-        let mut ticks = pacer(self.shared.clock.wall(self.poll_interval_s));
+        // A cycler logs on its own: polling it faster than every few ms of wall time (as a fast
+        // simulated clock would ask) only burns CPU; the download catches up in pages.
+        let period = self
+            .shared
+            .clock
+            .wall(self.poll_interval_s)
+            .max(MIN_POLL_WALL);
+        let mut ticks = pacer(period);
         loop {
             tokio::select! {
                 biased;

@@ -37,6 +37,11 @@ pub struct UploaderStatus {
 #[derive(Debug, Clone)]
 pub struct UploaderConfig {
     pub hub_address: String,
+    /// PEM of the CA the hub's certificate must chain to (https:// addresses).
+    pub hub_ca_pem: Option<Vec<u8>>,
+    /// The daemon's hub token (`cyclerhub token issue`), sent as a bearer token with every
+    /// stream; `None` for a hub that does not ask for one.
+    pub hub_token: Option<String>,
     pub daemon_name: String,
     /// Entries in flight before waiting for acks.
     pub window: usize,
@@ -99,8 +104,18 @@ pub async fn run(
     }
 }
 
-async fn connect(address: &str) -> Result<IngestClient<Channel>, SessionError> {
-    let channel = Endpoint::from_shared(address.to_string())?
+async fn connect(
+    address: &str,
+    ca_pem: Option<&[u8]>,
+) -> Result<IngestClient<Channel>, SessionError> {
+    let mut endpoint = Endpoint::from_shared(address.to_string())?;
+    if let Some(ca) = ca_pem {
+        endpoint = endpoint.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+        )?;
+    }
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))
@@ -122,7 +137,7 @@ async fn session(
     reader: &Arc<Mutex<OutboxReader>>,
     status: &UploaderStatus,
 ) -> Result<bool, SessionError> {
-    let mut client = connect(&config.hub_address).await?;
+    let mut client = connect(&config.hub_address, config.hub_ca_pem.as_deref()).await?;
     let (tx, rx) = mpsc::channel::<UploadRequest>(config.window + 1);
     let identity = outbox.identity();
     let hello = UploadRequest {
@@ -135,7 +150,14 @@ async fn session(
     tx.send(hello)
         .await
         .map_err(|_| SessionError::Protocol("stream closed before hello".into()))?;
-    let mut responses = client.upload(ReceiverStream::new(rx)).await?.into_inner();
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = &config.hub_token {
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            SessionError::Protocol("the hub token has characters a header cannot carry".into())
+        })?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut responses = client.upload(request).await?.into_inner();
     let resume = match tokio::time::timeout(HELLO_TIMEOUT, responses.message()).await {
         Err(_) => {
             return Err(SessionError::Protocol(

@@ -197,6 +197,8 @@ mod uploader_and_hub {
         let task = tokio::spawn(uploader::run(
             UploaderConfig {
                 hub_address: format!("http://{addr}"),
+                hub_ca_pem: None,
+                hub_token: None,
                 daemon_name: "test".into(),
                 window: 4,
             },
@@ -676,98 +678,55 @@ mod command_line {
     #[tokio::test]
     async fn cyclerd_sim_serves_a_psb_that_the_driver_identifies() {
         use cyclerd_drivers::ea_psb::PsbClient;
-        use tokio::io::AsyncBufReadExt;
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
-            .args([
-                "sim",
-                "ea-psb",
-                "--listen",
-                &addr.to_string(),
-                "--serial",
-                "T42",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(super::WAIT, lines.next_line())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(first.unwrap_or_default().starts_with("simulated EA PSB"));
-        let client = PsbClient::connect(addr, 1, std::time::Duration::from_secs(5), None)
+        let args = [
+            "sim",
+            "ea-psb",
+            "--listen",
+            "127.0.0.1:0",
+            "--serial",
+            "T42",
+        ];
+        let mut sim = announced(&args, &[]).await;
+        assert!(sim.first.starts_with("simulated EA PSB"), "{}", sim.first);
+        let timeout = std::time::Duration::from_secs(5);
+        let client = PsbClient::connect(sim.first_addr(), 1, timeout, None)
             .await
             .unwrap();
         assert_eq!(client.identity().serial, "T42");
-        sim.kill().await.unwrap();
+        sim.child.kill().await.unwrap();
     }
 
     #[cfg(unix)]
     #[tokio::test]
     async fn cyclerd_sim_serves_a_serial_scpi_instrument_on_the_linked_path() {
         use cyclerd_drivers::scpi::{Dialect, ScpiClient, ScpiOptions};
-        use cyclerd_drivers::transport::Endpoint;
-        use tokio::io::AsyncBufReadExt;
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("itech");
-        let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
-            .args(["sim", "scpi", "--model", "itech-it6000", "--pty"])
-            .arg(&link)
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(super::WAIT, lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap_or_default();
-        assert!(first.contains(&link.display().to_string()), "{first}");
-        let endpoint = Endpoint::Serial {
-            path: link.to_string_lossy().into_owned(),
-            baud: 9600,
-        };
+        let args = ["sim", "scpi", "--model", "itech-it6000", "--pty"];
+        let (mut sim, endpoint) = announced_on_pty(&args, &link, 9600).await;
         let client = ScpiClient::connect(endpoint, ScpiOptions::default())
             .await
             .unwrap();
         assert_eq!(client.dialect(), Dialect::ItechIt6000);
-        sim.kill().await.unwrap();
+        sim.child.kill().await.unwrap();
     }
 
     #[tokio::test]
     async fn cyclerd_sim_watlow_serves_a_chamber_whose_temperature_the_driver_reads() {
         use cyclerd_drivers::chamber::{Chamber, thermal::ROOM_C};
         use cyclerd_drivers::watlow::{WatlowClient, WatlowOptions};
-        use tokio::io::AsyncBufReadExt;
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
-            .args(["sim", "watlow", "--listen", &addr.to_string()])
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(super::WAIT, lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap_or_default();
-        assert!(first.starts_with("simulated Watlow F4T"), "{first}");
-        let mut client = WatlowClient::connect(addr, WatlowOptions::default())
+        let mut sim = announced(&["sim", "watlow", "--listen", "127.0.0.1:0"], &[]).await;
+        assert!(
+            sim.first.starts_with("simulated Watlow F4T"),
+            "{}",
+            sim.first
+        );
+        let mut client = WatlowClient::connect(sim.first_addr(), WatlowOptions::default())
             .await
             .unwrap();
         let r = client.read().await.unwrap();
         assert!((r.temperature_c - ROOM_C).abs() < 1.0, "{r:?}");
-        sim.kill().await.unwrap();
+        sim.child.kill().await.unwrap();
     }
 
     #[cfg(unix)]
@@ -776,46 +735,40 @@ mod command_line {
      {
         use cyclerd_drivers::binder::{BinderClient, BinderOptions, wire};
         use cyclerd_drivers::chamber::{Chamber, thermal::ROOM_C};
-        use cyclerd_drivers::transport::Endpoint;
-        use tokio::io::AsyncBufReadExt;
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("binder");
-        let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
-            .args(["sim", "binder", "--pty"])
-            .arg(&link)
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
-        let first = tokio::time::timeout(super::WAIT, lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap_or_default();
-        assert!(first.contains(&link.display().to_string()), "{first}");
-        let endpoint = Endpoint::Serial {
-            path: link.to_string_lossy().into_owned(),
-            baud: wire::BAUD_RATE,
-        };
+        let args = ["sim", "binder", "--pty"];
+        let (mut sim, endpoint) = announced_on_pty(&args, &link, wire::BAUD_RATE).await;
         let mut client = BinderClient::connect(endpoint, BinderOptions::default())
             .await
             .unwrap();
         let r = client.read().await.unwrap();
         assert!((r.temperature_c - ROOM_C).abs() < 1.0, "{r:?}");
-        sim.kill().await.unwrap();
+        sim.child.kill().await.unwrap();
     }
 
     /// A `cyclerd sim ...` child and what it announced on stdout.
     struct Announced {
+        /// The simulator, killed when dropped.
         child: tokio::process::Child,
         /// Kept open: the child may still print, and a closed pipe would make it fail.
         _lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+        /// The first line: what is simulated (and where, for a one-line announcement).
+        first: String,
         /// The first word after each `  key: ` line asked for.
         values: std::collections::HashMap<String, String>,
     }
 
     impl Announced {
+        /// Where a one-line announcement (`simulated ... on ADDR, ...`) says it listens.
+        fn first_addr(&self) -> std::net::SocketAddr {
+            self.first
+                .split_once(" on ")
+                .and_then(|(_, rest)| rest.split(',').next())
+                .and_then(|addr| addr.parse().ok())
+                .unwrap_or_else(|| panic!("no address in {:?}", self.first))
+        }
+
         fn value(&self, key: &str) -> &str {
             &self.values[key]
         }
@@ -827,7 +780,8 @@ mod command_line {
         }
     }
 
-    /// Starts `cyclerd ARGS` and reads its stdout until every `key` has been announced.
+    /// Starts `cyclerd ARGS` and reads its stdout until its first line and every `key` have been
+    /// announced.
     async fn announced(args: &[&str], keys: &[&str]) -> Announced {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
@@ -839,7 +793,7 @@ mod command_line {
         let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let mut values = std::collections::HashMap::new();
         let mut seen = Vec::new();
-        while !keys.iter().all(|k| values.contains_key(*k)) {
+        while seen.is_empty() || !keys.iter().all(|k| values.contains_key(*k)) {
             let line = tokio::time::timeout_at(super::deadline(), lines.next_line())
                 .await
                 .unwrap_or_else(|_| panic!("no {keys:?} announced in time; got {seen:?}"))
@@ -856,8 +810,27 @@ mod command_line {
         Announced {
             child,
             _lines: lines,
+            first: seen.remove(0),
             values,
         }
+    }
+
+    /// Starts `cyclerd ARGS --pty LINK` and waits for its announcement naming `link`; returns
+    /// the child and the line's endpoint at `baud`.
+    #[cfg(unix)]
+    async fn announced_on_pty(
+        args: &[&str],
+        link: &std::path::Path,
+        baud: u32,
+    ) -> (Announced, cyclerd_drivers::transport::Endpoint) {
+        let path = link.to_str().expect("a UTF-8 temporary path");
+        let sim = announced(&[args, &[path]].concat(), &[]).await;
+        assert!(sim.first.contains(path), "{}", sim.first);
+        let endpoint = cyclerd_drivers::transport::Endpoint::Serial {
+            path: path.to_string(),
+            baud,
+        };
+        (sim, endpoint)
     }
 
     #[cfg(unix)]

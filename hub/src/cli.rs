@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::export::{ExportError, Format, Pseudonymiser};
+use crate::query::{Columns, TestFilter};
 use crate::store::{HubStore, StoreError};
 use crate::utc::Utc;
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -30,12 +31,55 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
+        /// TLS certificate chain (PEM); with --tls-key, daemons connect with https://.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM) of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// List the tests in the hub, one per line.
     Tests {
         /// Hub database file (SQLite).
         #[arg(long)]
         db: PathBuf,
+        /// Only tests of this cell (`cell_id`).
+        #[arg(long, default_value = "")]
+        cell: String,
+        /// Only tests of this chemistry.
+        #[arg(long, default_value = "")]
+        chemistry: String,
+        /// Only tests in this state: running, finished, stopped or faulted.
+        #[arg(long, default_value = "")]
+        state: String,
+        /// Only tests of this daemon.
+        #[arg(long, default_value = "")]
+        daemon: String,
+        /// Only tests started at or after this Unix time (s).
+        #[arg(long, default_value_t = 0.0)]
+        since: f64,
+        /// Only tests started before this Unix time (s).
+        #[arg(long, default_value_t = 0.0)]
+        until: f64,
+    },
+    /// Print a test's samples as CSV (seq and the chosen columns).
+    Samples {
+        /// Hub database file (SQLite).
+        #[arg(long)]
+        db: PathBuf,
+        /// The test (see `cyclerhub tests`).
+        test_id: String,
+        /// Columns, comma-separated (default: all): test_time_s, unix_time_s, voltage_v,
+        /// current_a, cycle, step, charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
+        /// discharge_energy_wh, temperature_c, ambient_temperature_c.
+        #[arg(long, value_delimiter = ',')]
+        columns: Vec<String>,
+        /// From this test time (s).
+        #[arg(long, default_value_t = 0.0)]
+        from: f64,
+        /// To this test time (s); 0 = the end.
+        #[arg(long, default_value_t = 0.0)]
+        to: f64,
     },
     /// Export one test: BDF CSV or Parquet, or Battery Archive CSV, with a metadata JSON beside.
     Export {
@@ -86,8 +130,46 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { db, listen } => serve(db, listen),
-        Command::Tests { db } => list_tests(db),
+        Command::Serve {
+            db,
+            listen,
+            tls_cert,
+            tls_key,
+        } => serve(db, listen, tls_cert.zip(tls_key)),
+        Command::Tests {
+            db,
+            cell,
+            chemistry,
+            state,
+            daemon,
+            since,
+            until,
+        } => list_tests(
+            db,
+            TestFilter {
+                daemon_id: daemon,
+                cell_id: cell,
+                chemistry,
+                state,
+                started_after_unix_s: since,
+                started_before_unix_s: until,
+            },
+        ),
+        Command::Samples {
+            db,
+            test_id,
+            columns,
+            from,
+            to,
+        } => {
+            let store = open(&db, true)?;
+            let cols = Columns::parse(&columns).map_err(anyhow::Error::msg)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            crate::query::write_csv(&store, &test_id, &cols, (from, to), &mut out)?;
+            out.flush()?;
+            Ok(())
+        }
         Command::Export {
             db,
             test_id,
@@ -110,7 +192,18 @@ fn open(db: &PathBuf, must_exist: bool) -> Result<HubStore> {
     Ok(HubStore::open(db)?)
 }
 
-fn serve(db: PathBuf, listen: SocketAddr) -> Result<()> {
+fn serve(db: PathBuf, listen: SocketAddr, tls: Option<(PathBuf, PathBuf)>) -> Result<()> {
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read(path)
+            .with_context(|| format!("cannot read the TLS {what} {}", path.display()))
+    };
+    let tls = match tls {
+        Some((cert, key)) => Some(tonic::transport::Identity::from_pem(
+            read(&cert, "certificate")?,
+            read(&key, "key")?,
+        )),
+        None => None,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -128,7 +221,8 @@ fn serve(db: PathBuf, listen: SocketAddr) -> Result<()> {
             shutdown_signal().await;
             tracing::info!("shutting down");
         };
-        crate::server::run(listener, store, shutdown).await
+        let options = crate::server::ServeOptions { tls };
+        crate::server::run_with(listener, store, options, shutdown).await
     })
 }
 
@@ -151,13 +245,13 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn list_tests(db: PathBuf) -> Result<()> {
+fn list_tests(db: PathBuf, filter: TestFilter) -> Result<()> {
     let store = open(&db, true)?;
-    let tests = store.list_tests()?;
+    let tests = filter.select(&store)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if tests.is_empty() {
-        eprintln!("no tests in {} yet", db.display());
+        eprintln!("no matching tests in {}", db.display());
         return Ok(());
     }
     writeln!(

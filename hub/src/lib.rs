@@ -16,6 +16,8 @@
 //! - [`server`]: [`server::run`], the gRPC server: the ingest stream (one task per stream, batching
 //!   what is ready and handing it to the single SQLite writer off the async executor), plus gRPC
 //!   health and reflection.
+//! - [`query`]: `cyclerd.hub.v1.Query`: list and get tests, read samples (columns, time range),
+//!   tail a running test (woken by each commit, not by polling).
 //! - [`export`]: a test as Battery Data Format CSV or Parquet, or as Battery Archive CSV, each
 //!   with a metadata JSON beside it, optionally anonymised ([`export::export_files`]).
 //! - [`cli`]: the `cyclerhub` command line (`serve`, `tests`, `export`), the only place that
@@ -23,6 +25,7 @@
 
 pub mod cli;
 pub mod export;
+pub mod query;
 pub mod server;
 pub mod store;
 mod utc;

@@ -23,7 +23,9 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::query::QueryService;
 use crate::store::{BatchOutcome, HubStore, error_chain};
+use cyclerd_proto::hub::query_server::QueryServer;
 
 /// Most entries applied in one transaction: big enough to amortise the commit (an fsync with
 /// `synchronous=FULL`), small enough that acks keep coming.
@@ -47,6 +49,25 @@ pub async fn run(
     store: HubStore,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(listener, store, ServeOptions::default(), shutdown).await
+}
+
+/// How the hub serves, beyond its socket and store.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// TLS certificate chain and key (PEM): daemons then connect with `https://` and check
+    /// the chain against the CA in their `hub.ca_file`. `None` serves plain HTTP/2 (for a hub
+    /// on the lab PC itself, or behind a TLS-terminating proxy).
+    pub tls: Option<tonic::transport::Identity>,
+}
+
+/// [`run`] with options (TLS).
+pub async fn run_with(
+    listener: TcpListener,
+    store: HubStore,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .map_or_else(|e| format!("? ({e})"), |a| a.to_string());
@@ -58,9 +79,16 @@ pub async fn run(
         let _ = stop_tx.send(true);
     };
 
+    // Bumped after every commit, so live tails wake without polling the database.
+    let (applied_tx, applied) = watch::channel(0u64);
+    let query = QueryServer::new(QueryService {
+        store: store.clone(),
+        applied,
+    });
     let ingest = IngestServer::new(IngestService {
         store,
         stop: stop_rx,
+        applied: std::sync::Arc::new(applied_tx),
     })
     .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
 
@@ -72,17 +100,25 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         // Only what this server serves: the descriptor set also holds the daemon's API.
         .with_service_name("cyclerd.ingest.v1.Ingest")
+        .with_service_name("cyclerd.hub.v1.Query")
         .with_service_name("grpc.health.v1.Health")
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()?;
 
-    tracing::info!(%addr, "cyclerhub serving");
-    Server::builder()
+    tracing::info!(%addr, tls = options.tls.is_some(), "cyclerhub serving");
+    let mut builder = Server::builder();
+    if let Some(identity) = options.tls {
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| anyhow::anyhow!("the TLS certificate or key is unusable: {e}"))?;
+    }
+    builder
         .initial_stream_window_size(INITIAL_STREAM_WINDOW)
         .initial_connection_window_size(INITIAL_CONNECTION_WINDOW)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ingest)
+        .add_service(query)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
         .await?;
     tracing::info!("cyclerhub stopped");
@@ -96,6 +132,8 @@ struct IngestService {
     store: HubStore,
     /// Becomes `true` when the server shuts down, so streams end instead of holding it open.
     stop: watch::Receiver<bool>,
+    /// Bumped after each applied batch, for the query side's live tails.
+    applied: std::sync::Arc<watch::Sender<u64>>,
 }
 
 type ResponseTx = mpsc::Sender<Result<UploadResponse, Status>>;
@@ -116,6 +154,7 @@ impl Ingest for IngestService {
         let session = Session {
             store: self.store.clone(),
             stop: self.stop.clone(),
+            applied: self.applied.clone(),
             tx,
         };
         // Answer headers at once and do the work in a task, so a client may open the stream
@@ -133,6 +172,8 @@ struct Session {
     store: HubStore,
     /// Server shutdown flag.
     stop: watch::Receiver<bool>,
+    /// Bumped after each applied batch.
+    applied: std::sync::Arc<watch::Sender<u64>>,
     /// Responses to the daemon.
     tx: ResponseTx,
 }
@@ -273,14 +314,17 @@ impl Session {
         let store = self.store.clone();
         let daemon_id = hello.daemon_id.clone();
         let epoch = hello.store_epoch;
-        tokio::task::spawn_blocking(move || store.apply_batch(&daemon_id, epoch, &batch))
-            .await
-            .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
-            .map_err(|e| {
-                let e = error_chain(&e);
-                tracing::error!(error = e, "applying a batch failed; nothing of it was kept");
-                Status::unavailable(format!("hub storage failed, retry later: {e}"))
-            })
+        let outcome =
+            tokio::task::spawn_blocking(move || store.apply_batch(&daemon_id, epoch, &batch))
+                .await
+                .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
+                .map_err(|e| {
+                    let e = error_chain(&e);
+                    tracing::error!(error = e, "applying a batch failed; nothing of it was kept");
+                    Status::unavailable(format!("hub storage failed, retry later: {e}"))
+                })?;
+        self.applied.send_modify(|n| *n += 1);
+        Ok(outcome)
     }
 
     /// Sends the batch's rejections, then its cumulative ack; `false` when the daemon is gone.

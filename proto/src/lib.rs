@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`ingest`]: `cyclerd.ingest.v1.Ingest/Upload`, the stream from a daemon's outbox to the hub.
 //! - [`control`]: `cyclerd.daemon.v1.Control`, the daemon's API for `cyclerctl` and lab tools.
+//! - [`hub`]: `cyclerd.hub.v1.Query`, the hub's API for finding, reading and following tests.
 //! - [`FILE_DESCRIPTOR_SET`]: both contracts' descriptors, for gRPC reflection.
 
 /// `cyclerd.ingest.v1`: the hub's ingest stream.
@@ -17,6 +18,11 @@ pub mod ingest {
 #[allow(clippy::large_enum_variant)]
 pub mod control {
     tonic::include_proto!("cyclerd.daemon.v1");
+}
+
+/// `cyclerd.hub.v1`: the hub's query API.
+pub mod hub {
+    tonic::include_proto!("cyclerd.hub.v1");
 }
 
 /// Encoded `FileDescriptorSet` of every contract, served by gRPC reflection.

@@ -13,3 +13,5 @@ mod faults;
 mod harness;
 #[path = "all/native.rs"]
 mod native;
+#[path = "all/tls.rs"]
+mod tls;

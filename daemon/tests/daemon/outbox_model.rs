@@ -358,6 +358,8 @@ async fn upload_all(outbox: &Outbox, addr: std::net::SocketAddr) {
     let task = tokio::spawn(uploader::run(
         UploaderConfig {
             hub_address: format!("http://{addr}"),
+            hub_ca_pem: None,
+            hub_token: None,
             daemon_name: "lab-pc-1".into(),
             window: 4,
         },

@@ -39,7 +39,7 @@ use super::wire::{
 use crate::Clock;
 use crate::cell::CellParams;
 use crate::cycler_sim::{ChannelCell, PlanRun, RunState, Sample, ScheduleError, load_schedule};
-use crate::transport::network::accept_while_linked;
+use crate::transport::network::{Link, accept_while_linked, delay_unless_cut, unless_cut};
 use cyclerd_protocols::import::SourceKind;
 use cyclerd_protocols::{Outcome, PlanStep, Safety};
 use std::collections::HashMap;
@@ -735,7 +735,7 @@ impl ArbinSim {
                 failing: 0,
             },
         }));
-        let (link_tx, link_rx) = watch::channel(true);
+        let link = Link::up();
         let mut stops = Vec::new();
         for (listener, port) in [(control, Port::Control), (files, Port::Files)] {
             let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -744,7 +744,7 @@ impl ArbinSim {
                 listener,
                 Arc::clone(&console),
                 port,
-                link_rx.clone(),
+                link.watch(),
                 stop_rx,
             ));
         }
@@ -752,7 +752,7 @@ impl ArbinSim {
             control_addr,
             file_addr,
             console,
-            link: link_tx,
+            link,
             _stop: stops,
         })
     }
@@ -765,14 +765,8 @@ async fn serve(
     link: watch::Receiver<bool>,
     stop: oneshot::Receiver<()>,
 ) {
-    let links = link.clone();
-    accept_while_linked(listener, link, stop, "arbin sim", |stream| {
-        tokio::spawn(connection(
-            stream,
-            Arc::clone(&console),
-            port,
-            links.clone(),
-        ));
+    accept_while_linked(listener, link, stop, "arbin sim", |stream, link| {
+        tokio::spawn(connection(stream, Arc::clone(&console), port, link));
     })
     .await
 }
@@ -800,13 +794,9 @@ async fn connection(
             Ok(None) => {
                 buf.reserve(64 * 1024);
                 // A cut link (or a dropped handle) ends the connection, closing the socket.
-                let read = tokio::select! {
-                    r = rd.read_buf(&mut buf) => r,
-                    _ = link.wait_for(|up| !up) => return,
-                };
-                match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => continue,
+                match unless_cut(&mut link, rd.read_buf(&mut buf)).await {
+                    None | Some(Ok(0) | Err(_)) => return,
+                    Some(Ok(_)) => continue,
                 }
             }
             Err(WireError::Checksum { frame_len, .. }) => {
@@ -826,11 +816,8 @@ async fn connection(
             Reply::Close => return,
         };
         let delay = lock(&console).faults.reply_delay;
-        if !delay.is_zero() {
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                _ = link.wait_for(|up| !up) => return,
-            }
+        if !delay_unless_cut(delay, &mut link).await {
+            return;
         }
         if wr
             .write_all(&frame.encode(Direction::Feedback))
@@ -848,7 +835,7 @@ pub struct SimHandle {
     file_addr: SocketAddr,
     console: Arc<Mutex<Console>>,
     /// Whether the console is on the network; connections watch it.
-    link: watch::Sender<bool>,
+    link: Link,
     _stop: Vec<oneshot::Sender<()>>,
 }
 
@@ -959,12 +946,12 @@ impl SimHandle {
     /// Takes the console off the network, as a pulled LAN cable does: open connections close
     /// and new ones are closed on arrival. The channels keep running their tests.
     pub fn cut_link(&self) {
-        self.link.send_replace(false);
+        self.link.cut();
     }
 
     /// Puts the console back on the network, on the same addresses.
     pub fn restore_link(&self) {
-        self.link.send_replace(true);
+        self.link.restore();
     }
 
     /// Delays every reply by `delay` of wall time (zero for none), for timeout tests.

@@ -16,16 +16,17 @@
 //! both ways; on the bridge connections close, and new ones are closed on arrival), exception
 //! replies, corrupted replies (a broken CRC), the alarm word, and a runaway heater or
 //! compressor.
+//!
+//! [`ThermalModel`]: crate::chamber::thermal::ThermalModel
 
 use super::wire::{self, Exception, Reply, Request, mode, reg};
 use crate::Clock;
-use crate::chamber::thermal::{Air, ThermalModel, ThermalParams};
-#[cfg(unix)]
-use crate::transport::line::{Line, LineControl};
-use crate::transport::network::accept_while_linked;
+use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods, lock};
+use crate::chamber::thermal::{Air, ThermalParams};
+use crate::transport::network::unless_cut;
 use crate::transport::{Endpoint, SimPort};
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 
@@ -60,10 +61,9 @@ impl SimConfig {
 }
 
 struct SimState {
-    /// Where simulated time comes from.
-    clock: Clock,
-    /// The set point in force and the chamber's air.
-    model: ThermalModel,
+    /// The set point in force, the chamber's air, the alarm (the alarm word reads 1 while it
+    /// is raised) and requests answered with an exception.
+    core: SimCore<Exception>,
     /// The unit address answered.
     unit: u8,
     /// Humidity held, %, if the chamber has humidity control.
@@ -74,23 +74,21 @@ struct SimState {
     manual_set_point_c: f64,
     /// Set point of basic mode, degC.
     basic_set_point_c: f64,
-    /// The (assumed) alarm word, 0 = none.
-    alarm_word: u16,
     /// Requests for this unit, by function code.
     requests: [u64; 256],
-    /// How many of the next requests are answered with `exception` instead.
-    failing: u32,
-    /// The exception those get.
-    exception: Exception,
     /// How many of the next replies go out with a broken CRC.
     corrupting: u32,
 }
 
-impl SimState {
-    fn advance(&mut self) {
-        self.model.advance(self.clock.now());
-    }
+impl ChamberState for SimState {
+    type Refusal = Exception;
 
+    fn core(&mut self) -> &mut SimCore<Exception> {
+        &mut self.core
+    }
+}
+
+impl SimState {
     /// Points the model at the set point of the mode in force; both set points were checked
     /// against the range when written.
     fn apply_mode(&mut self) {
@@ -99,16 +97,16 @@ impl SimState {
         } else {
             self.basic_set_point_c
         };
-        let _ = self.model.set_set_point(set_point);
-        self.model.set_running(true);
+        let _ = self.core.model.set_set_point(set_point);
+        self.core.model.set_running(true);
     }
 
     /// The floats the controller shows: (first register, value), `None` where it has none.
     fn floats(&self) -> [(u16, Option<f64>); 6] {
         [
-            (reg::TEMPERATURE, Some(self.model.temperature_c())),
+            (reg::TEMPERATURE, Some(self.core.model.temperature_c())),
             (reg::HUMIDITY, self.humidity_pct),
-            (reg::SET_POINT, Some(self.model.set_point_c())),
+            (reg::SET_POINT, Some(self.core.model.set_point_c())),
             (reg::HUMIDITY_SET_POINT, self.humidity_pct),
             (reg::MANUAL_SET_POINT, Some(self.manual_set_point_c)),
             (reg::BASIC_SET_POINT, Some(self.basic_set_point_c)),
@@ -118,7 +116,8 @@ impl SimState {
     fn read_register(&self, addr: u16) -> Result<u16, Exception> {
         match addr {
             reg::MODE => return Ok(self.mode),
-            reg::ALARM => return Ok(self.alarm_word),
+            // The (assumed) alarm word, 0 = none.
+            reg::ALARM => return Ok(u16::from(self.core.alarm().is_some())),
             _ => {}
         }
         let (start, value) = self
@@ -153,7 +152,7 @@ impl SimState {
             }
             (reg::MANUAL_SET_POINT | reg::BASIC_SET_POINT, &[low, high]) => {
                 let value = f64::from(wire::decode_float([low, high]));
-                let (lo, hi) = self.model.params.range_c;
+                let (lo, hi) = self.core.model.params.range_c;
                 if !(lo..=hi).contains(&value) {
                     return Err(Exception::IllegalDataValue);
                 }
@@ -174,12 +173,11 @@ impl SimState {
     fn handle(&mut self, request: Request) -> Reply {
         let function = request.function();
         self.requests[usize::from(function)] += 1;
-        self.advance();
-        if self.failing > 0 {
-            self.failing -= 1;
+        self.core.advance();
+        if let Some(exception) = self.core.refusal() {
             return Reply::Exception {
                 function,
-                exception: self.exception,
+                exception,
             };
         }
         let result = match request {
@@ -223,12 +221,6 @@ impl SimState {
     }
 }
 
-fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
-    // A panic while holding the lock cannot leave the state half-written in a way that matters
-    // for a simulator; keep serving.
-    state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Serves requests from `stream` until it ends, or until `link` is cut (a bridge connection
 /// then closes; a serial line passes a link that is never cut).
 async fn session(
@@ -240,12 +232,9 @@ async fn session(
     let mut buf = Vec::with_capacity(2 * wire::MAX_FRAME);
     let mut chunk = [0u8; wire::MAX_FRAME];
     loop {
-        let n = tokio::select! {
-            r = rd.read(&mut chunk) => match r {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            },
-            _ = link.wait_for(|up| !up) => return,
+        let n = match unless_cut(&mut link, rd.read(&mut chunk)).await {
+            None | Some(Ok(0) | Err(_)) => return,
+            Some(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
         loop {
@@ -292,183 +281,72 @@ impl BinderSim {
             ));
         }
         let mut sim = SimState {
-            model: ThermalModel::new(config.thermal, config.air, clock.now()),
-            clock,
+            core: SimCore::new(config.thermal, config.air, clock, Exception::DeviceFailure),
             unit: config.unit,
             humidity_pct: config.humidity_pct,
             mode: mode::BASIC,
             manual_set_point_c: config.basic_set_point_c,
             basic_set_point_c: config.basic_set_point_c,
-            alarm_word: 0,
             requests: [0; 256],
-            failing: 0,
-            exception: Exception::DeviceFailure,
             corrupting: 0,
         };
         sim.apply_mode();
         let state = Arc::new(Mutex::new(sim));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (endpoint, link) = match port.into() {
-            SimPort::Tcp(listener) => {
-                let addr = listener.local_addr()?;
-                let (link_tx, link_rx) = watch::channel(true);
-                let state = Arc::clone(&state);
-                let links = link_rx.clone();
-                tokio::spawn(accept_while_linked(
-                    listener,
-                    link_rx,
-                    stop_rx,
-                    "binder sim",
-                    move |stream| {
-                        tokio::spawn(session(stream, Arc::clone(&state), links.clone()));
-                    },
-                ));
-                (Endpoint::Tcp(addr), LinkSwitch::Network(link_tx))
-            }
-            #[cfg(unix)]
-            SimPort::Pty(pty) => {
-                let Line {
-                    path,
-                    device,
-                    control,
-                    relay,
-                } = Line::open(pty)?;
-                let state = Arc::clone(&state);
-                tokio::spawn(async move {
-                    // A serial line has no connection to close: the relay loses bytes while
-                    // it is cut, and the session goes on.
-                    let (_up, never_cut) = watch::channel(true);
-                    tokio::select! {
-                        _ = stop_rx => {}
-                        r = relay => if let Err(e) = r {
-                            tracing::warn!("binder sim line stopped: {e}");
-                        },
-                        () = session(device, state, never_cut) => {}
-                    }
-                });
-                let endpoint = Endpoint::Serial {
-                    path: path.to_string_lossy().into_owned(),
-                    baud: wire::BAUD_RATE,
-                };
-                (endpoint, LinkSwitch::Line(control))
-            }
-        };
+        let served = Arc::clone(&state);
+        let port = port.into().serve(
+            "binder sim",
+            wire::BAUD_RATE,
+            stop_rx,
+            move |stream, link| session(stream, Arc::clone(&served), link),
+        )?;
         Ok(SimHandle {
-            endpoint,
-            state,
-            link,
-            _stop: stop_tx,
+            endpoint: port.endpoint,
+            sim: ChamberSim::new(state, port.link, stop_tx),
         })
     }
-}
-
-/// Where a link fault is switched.
-enum LinkSwitch {
-    /// Whether the bridge is on the network; connections watch it.
-    Network(watch::Sender<bool>),
-    /// The simulated serial cable.
-    #[cfg(unix)]
-    Line(LineControl),
 }
 
 /// A running simulator; dropping it stops the server.
 pub struct SimHandle {
     /// Where a client reaches the controller.
     endpoint: Endpoint,
-    /// The controller's state, shared with the server.
-    state: Arc<Mutex<SimState>>,
-    /// Where link faults are switched.
-    link: LinkSwitch,
-    /// Dropped with the handle, which stops the server.
-    _stop: oneshot::Sender<()>,
+    /// The controller's state, its link and its server.
+    sim: ChamberSim<SimState>,
 }
 
 impl SimHandle {
+    chamber_handle_methods!(Exception);
+
     /// Where a client reaches the controller: the serial port (9600 baud) or the bridge.
     pub fn endpoint(&self) -> Endpoint {
         self.endpoint.clone()
     }
 
-    /// The air temperature now, degC.
-    pub fn temperature_c(&self) -> f64 {
-        let mut s = lock(&self.state);
-        s.advance();
-        s.model.temperature_c()
-    }
-
-    /// The set point in force (of the mode in force), degC.
-    pub fn set_point_c(&self) -> f64 {
-        lock(&self.state).model.set_point_c()
-    }
-
     /// Whether the chamber follows a set point given from outside (manual mode), rather than
     /// idling at its basic set point.
     pub fn running(&self) -> bool {
-        mode::running(lock(&self.state).mode)
-    }
-
-    /// The chamber's air, to put simulated cells in.
-    pub fn air(&self) -> Air {
-        lock(&self.state).model.air().clone()
+        mode::running(self.sim.lock().mode)
     }
 
     /// Requests served so far for this unit, refused ones included.
     pub fn transactions(&self) -> u64 {
-        lock(&self.state).requests.iter().sum()
+        self.sim.lock().requests.iter().sum()
     }
 
     /// Requests served so far for this unit with function code `function`.
     pub fn requests(&self, function: u8) -> u64 {
-        lock(&self.state).requests[usize::from(function)]
-    }
-
-    /// Pulls the cable: on a serial line requests and replies are lost, so the client sees
-    /// silence; on the bridge open connections close and new ones are closed on arrival. The
-    /// chamber keeps regulating as it was.
-    pub fn cut_link(&self) {
-        match &self.link {
-            LinkSwitch::Network(link) => {
-                link.send_replace(false);
-            }
-            #[cfg(unix)]
-            LinkSwitch::Line(line) => line.cut(),
-        }
-    }
-
-    /// Plugs the cable back in, on the same port or address.
-    pub fn restore_link(&self) {
-        match &self.link {
-            LinkSwitch::Network(link) => {
-                link.send_replace(true);
-            }
-            #[cfg(unix)]
-            LinkSwitch::Line(line) => line.restore(),
-        }
+        self.sim.lock().requests[usize::from(function)]
     }
 
     /// Raises an alarm (the alarm word reads 1: the wire carries a word, not the text) or
     /// clears it with `None`.
     pub fn set_alarm(&self, alarm: Option<&str>) {
-        lock(&self.state).alarm_word = u16::from(alarm.is_some());
-    }
-
-    /// Makes the air run away at `c_per_min` whatever the controller does (see
-    /// [`ThermalModel::set_runaway`]), or behave again with `None`.
-    pub fn set_runaway(&self, c_per_min: Option<f64>) {
-        let mut s = lock(&self.state);
-        s.advance();
-        s.model.set_runaway(c_per_min);
-    }
-
-    /// Answers the next `n` requests with `exception`.
-    pub fn fail_next(&self, n: u32, exception: Exception) {
-        let mut s = lock(&self.state);
-        s.failing = n;
-        s.exception = exception;
+        self.sim.set_alarm(alarm);
     }
 
     /// Sends the next `n` replies with a broken CRC.
     pub fn corrupt_next(&self, n: u32) {
-        lock(&self.state).corrupting = n;
+        self.sim.lock().corrupting = n;
     }
 }

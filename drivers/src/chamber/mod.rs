@@ -9,7 +9,10 @@
 //! - [`thermal`]: [`thermal::Air`] (the air temperature and the heat the cells put into it) and
 //!   [`thermal::ThermalModel`] (a first-order lag toward the set point with a ramp limit), which
 //!   the four family simulators (Espec, Weiss, Watlow, Binder) run behind their wire protocols.
+//! - `sim` (internal): what those four simulators share around the model: the clock, the
+//!   alarm, refused requests, and their handles' getters and fault switches.
 
+pub(crate) mod sim;
 pub mod thermal;
 
 use crate::DriverError;

@@ -13,22 +13,17 @@ use super::wire::{self, Nominal, coil, reg, state};
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::transport::Endpoint;
-use crate::transport::network::LinkStream;
+use crate::transport::network::{Link, delay_unless_cut, spawn_modbus_while_linked};
 #[cfg(unix)]
-use crate::transport::{
-    line::{Line, LineControl},
-    pty::Pty,
-};
+use crate::transport::{line::Line, pty::Pty};
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio_modbus::server::Service;
-use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_modbus::{ExceptionCode, Request, Response};
 
 /// Longest simulated interval integrated in one piece; keeps the CV law stable.
@@ -286,11 +281,8 @@ impl Service for PsbService {
         let mut link = self.link.clone();
         let delay = lock(&state).faults.reply_delay;
         Box::pin(async move {
-            if !delay.is_zero() {
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    _ = link.wait_for(|up| !up) => return Ok(None),
-                }
+            if !delay_unless_cut(delay, &mut link).await {
+                return Ok(None);
             }
             // Handled after the delay, as if the request arrived late: a write the client has
             // given up on still takes effect, which is the hazard a slow link poses.
@@ -311,49 +303,18 @@ pub struct PsbSim;
 impl PsbSim {
     /// Serves a simulated PSB on `listener` until the returned handle is shut down or dropped.
     pub fn spawn(listener: TcpListener, config: SimConfig, clock: Clock) -> io::Result<SimHandle> {
-        let addr = listener.local_addr()?;
         let state = new_state(config, clock);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (link_tx, link_rx) = watch::channel(true);
+        let link = Link::up();
         let service = PsbService {
             state: Arc::clone(&state),
-            link: link_rx.clone(),
+            link: link.watch(),
         };
-        tokio::spawn(async move {
-            // The listener stays bound through a cut, so the device comes back on the same
-            // address; while cut, connections are accepted and closed at once.
-            let server = Server::new(listener);
-            let new_service = move |_addr: SocketAddr| Ok(Some(service.clone()));
-            let on_connected = move |stream: TcpStream, socket_addr| {
-                let new_service = new_service.clone();
-                let link = link_rx.clone();
-                async move {
-                    if !*link.borrow() {
-                        // Dropping the stream closes it.
-                        return Ok(None);
-                    }
-                    Ok(accept_tcp_connection(stream, socket_addr, new_service)?
-                        .map(|(service, stream)| (service, LinkStream::new(stream, link))))
-                }
-            };
-            let stop = async move {
-                let _ = stop_rx.await;
-            };
-            if let Err(e) = server
-                .serve_until(
-                    &on_connected,
-                    |e| tracing::debug!("psb sim connection: {e}"),
-                    stop,
-                )
-                .await
-            {
-                tracing::warn!("psb sim on {addr} stopped: {e}");
-            }
-        });
+        let addr = spawn_modbus_while_linked(listener, service, link.watch(), stop_rx, "psb sim")?;
         Ok(SimHandle {
             endpoint: Endpoint::Tcp(addr),
             state,
-            link: LinkSwitch::Network(link_tx),
+            link,
             _stop: stop_tx,
         })
     }
@@ -398,7 +359,7 @@ impl PsbSim {
                 baud: 115_200,
             },
             state,
-            link: LinkSwitch::Line(control),
+            link: control.link().clone(),
             _stop: stop_tx,
         })
     }
@@ -452,17 +413,9 @@ pub struct SimHandle {
     /// Where a client reaches the simulator.
     endpoint: Endpoint,
     state: Arc<Mutex<SimState>>,
-    link: LinkSwitch,
+    /// The network link, or the serial line's cable.
+    link: Link,
     _stop: oneshot::Sender<()>,
-}
-
-/// Where a link fault is switched.
-enum LinkSwitch {
-    /// Whether the device is on the network; connections watch it.
-    Network(watch::Sender<bool>),
-    /// The simulated serial cable.
-    #[cfg(unix)]
-    Line(LineControl),
 }
 
 /// What the simulated device shows from the outside, for tests and the demo.
@@ -511,24 +464,12 @@ impl SimHandle {
     /// arrival; on a serial line requests and replies are lost. The output keeps running as it
     /// was (the simulated PSB has no communication watchdog).
     pub fn cut_link(&self) {
-        match &self.link {
-            LinkSwitch::Network(link) => {
-                link.send_replace(false);
-            }
-            #[cfg(unix)]
-            LinkSwitch::Line(line) => line.cut(),
-        }
+        self.link.cut();
     }
 
     /// Plugs the cable back in, on the same address or port.
     pub fn restore_link(&self) {
-        match &self.link {
-            LinkSwitch::Network(link) => {
-                link.send_replace(true);
-            }
-            #[cfg(unix)]
-            LinkSwitch::Line(line) => line.restore(),
-        }
+        self.link.restore();
     }
 
     /// Delays every reply by `delay` of wall time (zero for none), for timeout tests.

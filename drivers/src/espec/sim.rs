@@ -11,23 +11,23 @@
 //! simulated: `MODE,RUN n` gets `PARA ERR`.
 //!
 //! The air moves to [`Clock::now`] on every request and handle call. Faults are injected
-//! through the [`SimHandle`]: a cut link, an alarm (reported as a code by `ALARM?` and counted
-//! by `MON?`), a runaway heater or cooler, and refused requests.
+//! through the [`SimHandle`]: a cut link (on the network open connections close and new ones
+//! are closed on arrival; on a serial line requests and replies are lost), an alarm (reported
+//! as a code by `ALARM?` and counted by `MON?`), a runaway heater or cooler, and refused
+//! requests.
+//!
+//! [`ThermalModel`]: crate::chamber::thermal::ThermalModel
 
 use super::wire::{self, LoopStatus, Mode, Monitor, Na, Request, TypeInfo};
 use crate::Clock;
-use crate::chamber::thermal::{Air, ROOM_C, ThermalModel, ThermalParams};
+use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods, lock};
+use crate::chamber::thermal::{Air, ROOM_C, ThermalParams};
 use crate::transport::Endpoint;
-use crate::transport::network::accept_while_linked;
-#[cfg(unix)]
-use crate::transport::{
-    line::{Line, LineControl},
-    pty::Pty,
-};
+pub use crate::transport::SimPort;
+use crate::transport::network::read_until_unless_cut;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{oneshot, watch};
 
 /// What the simulated chamber is.
@@ -71,22 +71,22 @@ impl SimConfig {
 
 /// The controller's state behind every connection.
 struct Controller {
-    /// Where the air's time comes from.
-    clock: Clock,
-    /// Set point, regulation and the air.
-    model: ThermalModel,
-    /// What the chamber is (its `thermal` and `air` live on in `model`).
+    /// The air, the alarm and refused requests (refused with a reason).
+    core: SimCore<Na>,
+    /// What the chamber is (its `thermal` and `air` live on in the core's model).
     config: SimConfig,
     /// What `MON?` and `MODE?` report; the model regulates while it is constant.
     mode: Mode,
     /// Upper and lower alarm limits, degC (`TEMP,H..`, `TEMP,L..`), reported by `TEMP?`.
     limits_c: (f64, f64),
-    /// Alarm codes raised now, reported by `ALARM?`.
-    alarms: Vec<String>,
-    /// How many of the next requests are refused...
-    failing: u32,
-    /// ...and with what reason.
-    fail_with: Na,
+}
+
+impl ChamberState for Controller {
+    type Refusal = Na;
+
+    fn core(&mut self) -> &mut SimCore<Na> {
+        &mut self.core
+    }
 }
 
 impl Controller {
@@ -94,24 +94,32 @@ impl Controller {
     fn new(config: SimConfig, clock: Clock) -> Controller {
         let (lo, hi) = config.thermal.range_c;
         Controller {
-            model: ThermalModel::new(config.thermal.clone(), config.air.clone(), clock.now()),
-            clock,
+            core: SimCore::new(
+                config.thermal.clone(),
+                config.air.clone(),
+                clock,
+                Na::ProtectOn,
+            ),
             config,
             mode: Mode::Standby,
             limits_c: (hi, lo),
-            alarms: Vec::new(),
-            failing: 0,
-            fail_with: Na::ProtectOn,
         }
     }
 
-    fn advance(&mut self) {
-        self.model.advance(self.clock.now());
+    /// The alarm codes raised now, reported by `ALARM?` and counted by `MON?`: the handle's
+    /// alarm with commas and line breaks as spaces, so the reply stays one line of fields.
+    fn alarms(&self) -> Vec<String> {
+        self.core
+            .alarm()
+            .map(|code| code.replace([',', '\r', '\n'], " ").trim().to_string())
+            .filter(|code| !code.is_empty())
+            .into_iter()
+            .collect()
     }
 
     /// Answers one request line; `None` when it is addressed to another controller.
     fn handle(&mut self, line: &str) -> Option<String> {
-        self.advance();
+        self.core.advance();
         let (address, body) = match wire::split_address(line) {
             Ok(split) => split,
             Err(na) => return Some(wire::encode_refusal(&na)),
@@ -121,17 +129,16 @@ impl Controller {
             (Some(_), None) => return Some(wire::encode_refusal(&Na::AddrErr)),
             _ => {}
         }
-        if self.failing > 0 {
-            self.failing -= 1;
-            return Some(wire::encode_refusal(&self.fail_with));
+        if let Some(na) = self.core.refusal() {
+            return Some(wire::encode_refusal(&na));
         }
         let reply = Request::parse(body).and_then(|request| self.execute(request, body.trim()));
         Some(reply.unwrap_or_else(|na| wire::encode_refusal(&na)))
     }
 
     fn execute(&mut self, request: Request, body: &str) -> Result<String, Na> {
-        let (lo, hi) = self.model.params.range_c;
-        let temperature_c = self.model.temperature_c();
+        let (lo, hi) = self.core.model.params.range_c;
+        let temperature_c = self.core.model.temperature_c();
         Ok(match request {
             Request::Rom => self.config.rom.clone(),
             Request::Type => wire::encode_type(&TypeInfo {
@@ -145,11 +152,11 @@ impl Controller {
                 temperature_c,
                 humidity_pct: self.config.humidity_pct,
                 mode: self.mode,
-                alarms: self.alarms.len() as u32,
+                alarms: self.alarms().len() as u32,
             }),
             Request::Temperature => wire::encode_loop(&LoopStatus {
                 process: temperature_c,
-                set_point: Some(self.model.set_point_c()),
+                set_point: Some(self.core.model.set_point_c()),
                 upper: self.limits_c.0,
                 lower: self.limits_c.1,
             }),
@@ -163,10 +170,10 @@ impl Controller {
                 }),
                 None => return Err(Na::ContNotReady(1)),
             },
-            Request::Alarms => wire::encode_alarms(&self.alarms),
+            Request::Alarms => wire::encode_alarms(&self.alarms()),
             Request::SetMode(setting) => {
                 self.mode = setting.mode();
-                self.model.set_running(self.mode.regulating());
+                self.core.model.set_running(self.mode.regulating());
                 wire::encode_acceptance(body)
             }
             Request::SetTemperature(t) => {
@@ -177,7 +184,8 @@ impl Controller {
                     return Err(Na::DataOutOfRange);
                 }
                 if let Some(s) = t.set_point_c {
-                    self.model
+                    self.core
+                        .model
                         .set_set_point(s)
                         .map_err(|_| Na::DataOutOfRange)?;
                 }
@@ -194,32 +202,6 @@ impl Controller {
     }
 }
 
-fn lock(state: &Mutex<Controller>) -> MutexGuard<'_, Controller> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Where a simulated controller serves.
-pub enum SimPort {
-    /// Its LAN interface.
-    Tcp(TcpListener),
-    /// A serial line on a pseudo-terminal (the client opens its slave path at any baud rate).
-    #[cfg(unix)]
-    Pty(Pty),
-}
-
-impl From<TcpListener> for SimPort {
-    fn from(listener: TcpListener) -> SimPort {
-        SimPort::Tcp(listener)
-    }
-}
-
-#[cfg(unix)]
-impl From<Pty> for SimPort {
-    fn from(pty: Pty) -> SimPort {
-        SimPort::Pty(pty)
-    }
-}
-
 /// Starts simulated Espec controllers.
 pub struct EspecSim;
 
@@ -233,62 +215,18 @@ impl EspecSim {
     ) -> io::Result<SimHandle> {
         let state = Arc::new(Mutex::new(Controller::new(config, clock)));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (endpoint, link) = match port.into() {
-            SimPort::Tcp(listener) => {
-                let endpoint = Endpoint::Tcp(listener.local_addr()?);
-                let (link_tx, link_rx) = watch::channel(true);
-                tokio::spawn(serve(listener, Arc::clone(&state), link_rx, stop_rx));
-                (endpoint, LinkSwitch::Network(link_tx))
-            }
-            #[cfg(unix)]
-            SimPort::Pty(pty) => {
-                let line = Line::open(pty)?;
-                let endpoint = Endpoint::Serial {
-                    path: line.path().to_string_lossy().into_owned(),
-                    baud: wire::DEFAULT_BAUD,
-                };
-                let Line {
-                    device,
-                    control,
-                    relay,
-                    ..
-                } = line;
-                let state = Arc::clone(&state);
-                tokio::spawn(async move {
-                    // A serial line has no connection to close: the relay loses bytes while
-                    // it is cut, and the session goes on.
-                    let (_up, never_cut) = watch::channel(true);
-                    tokio::select! {
-                        _ = stop_rx => {}
-                        r = relay => if let Err(e) = r {
-                            tracing::warn!("espec sim line stopped: {e}");
-                        },
-                        () = connection(device, state, never_cut) => {}
-                    }
-                });
-                (endpoint, LinkSwitch::Line(control))
-            }
-        };
+        let served = Arc::clone(&state);
+        let port = port.into().serve(
+            "espec sim",
+            wire::DEFAULT_BAUD,
+            stop_rx,
+            move |stream, link| connection(stream, Arc::clone(&served), link),
+        )?;
         Ok(SimHandle {
-            endpoint,
-            state,
-            link,
-            _stop: stop_tx,
+            endpoint: port.endpoint,
+            sim: ChamberSim::new(state, port.link, stop_tx),
         })
     }
-}
-
-async fn serve(
-    listener: TcpListener,
-    state: Arc<Mutex<Controller>>,
-    link: watch::Receiver<bool>,
-    stop: oneshot::Receiver<()>,
-) {
-    let links = link.clone();
-    accept_while_linked(listener, link, stop, "espec sim", |stream| {
-        tokio::spawn(connection(stream, Arc::clone(&state), links.clone()));
-    })
-    .await
 }
 
 async fn connection(
@@ -302,16 +240,9 @@ async fn connection(
     // Inside an overlong line: its rest is dropped up to the next line end.
     let mut skipping = false;
     loop {
-        buf.clear();
         // A cut link (or a dropped handle) ends the connection, closing the socket.
-        let mut limited = (&mut rd).take(wire::MAX_LINE as u64);
-        let read = tokio::select! {
-            r = limited.read_until(b'\n', &mut buf) => r,
-            _ = link.wait_for(|up| !up) => return,
-        };
-        match read {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        if !read_until_unless_cut(&mut rd, b'\n', wire::MAX_LINE, &mut buf, &mut link).await {
+            return;
         }
         let complete = buf.last() == Some(&b'\n');
         if std::mem::replace(&mut skipping, !complete) || !complete {
@@ -328,102 +259,32 @@ async fn connection(
     }
 }
 
-/// Where a link fault is switched.
-enum LinkSwitch {
-    /// Whether the controller is on the network; connections watch it.
-    Network(watch::Sender<bool>),
-    /// The simulated serial cable.
-    #[cfg(unix)]
-    Line(LineControl),
-}
-
 /// A running controller; dropping it stops its server.
 pub struct SimHandle {
     /// Where a client reaches the controller.
     endpoint: Endpoint,
-    /// The controller behind every connection.
-    state: Arc<Mutex<Controller>>,
-    link: LinkSwitch,
-    /// Dropped with the handle, which stops the server.
-    _stop: oneshot::Sender<()>,
+    /// The controller behind every connection, its link and its server.
+    sim: ChamberSim<Controller>,
 }
 
 impl SimHandle {
+    chamber_handle_methods!(Na);
+
     /// Where a client reaches the controller.
     pub fn endpoint(&self) -> Endpoint {
         self.endpoint.clone()
     }
 
-    /// The air temperature now, degC.
-    pub fn temperature_c(&self) -> f64 {
-        let mut c = lock(&self.state);
-        c.advance();
-        c.model.temperature_c()
-    }
-
-    /// The set point in force, degC.
-    pub fn set_point_c(&self) -> f64 {
-        lock(&self.state).model.set_point_c()
-    }
-
     /// Whether the controller regulates (constant mode).
     pub fn running(&self) -> bool {
-        lock(&self.state).model.running()
-    }
-
-    /// The chamber's air, to put simulated cells in it.
-    pub fn air(&self) -> Air {
-        lock(&self.state).model.air().clone()
-    }
-
-    /// Pulls the cable: on the network open connections close and new ones are closed on
-    /// arrival; on a serial line requests and replies are lost. The chamber keeps regulating.
-    pub fn cut_link(&self) {
-        match &self.link {
-            LinkSwitch::Network(link) => {
-                link.send_replace(false);
-            }
-            #[cfg(unix)]
-            LinkSwitch::Line(line) => line.cut(),
-        }
-    }
-
-    /// Plugs the cable back in, on the same address or port.
-    pub fn restore_link(&self) {
-        match &self.link {
-            LinkSwitch::Network(link) => {
-                link.send_replace(true);
-            }
-            #[cfg(unix)]
-            LinkSwitch::Line(line) => line.restore(),
-        }
+        self.sim.running()
     }
 
     /// Raises an alarm with the controller's `code` (a number on real controllers; commas
     /// and line breaks become spaces so the reply stays one line of fields), or clears every
     /// alarm with `None`.
     pub fn set_alarm(&self, code: Option<&str>) {
-        let mut c = lock(&self.state);
-        c.alarms = code
-            .map(|code| code.replace([',', '\r', '\n'], " ").trim().to_string())
-            .filter(|code| !code.is_empty())
-            .into_iter()
-            .collect();
-    }
-
-    /// Makes the air run away at `c_per_min` whatever the set point (a stuck heater when
-    /// positive, a stuck cooler when negative), or behave again with `None`.
-    pub fn set_runaway(&self, c_per_min: Option<f64>) {
-        let mut c = lock(&self.state);
-        c.advance();
-        c.model.set_runaway(c_per_min);
-    }
-
-    /// Refuses the next `n` requests, whatever they are, with `NA:` and `reason`.
-    pub fn fail_next(&self, n: u32, reason: Na) {
-        let mut c = lock(&self.state);
-        c.failing = n;
-        c.fail_with = reason;
+        self.sim.set_alarm(code);
     }
 }
 

@@ -32,7 +32,9 @@ use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::cycler_sim::{Log, load_schedule};
 use crate::stage::ideal_current;
-use crate::transport::network::accept_while_linked;
+use crate::transport::network::{
+    Link, accept_while_linked, delay_unless_cut, read_until_unless_cut, unless_cut,
+};
 use cyclerd_protocols::import::SourceKind;
 use cyclerd_protocols::{Command, Engine, Measurement, Outcome, Safety};
 use serde_json::Value;
@@ -41,7 +43,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
@@ -1170,7 +1172,7 @@ impl MaccorSim {
                 misroute: None,
             },
         }));
-        let (link_tx, link_rx) = watch::channel(true);
+        let link = Link::up();
         let mut stops = Vec::new();
         for (listener, protocol) in [(json, Protocol::Json), (binary, Protocol::Binary)] {
             let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -1179,7 +1181,7 @@ impl MaccorSim {
                 listener,
                 Arc::clone(&tester),
                 protocol,
-                link_rx.clone(),
+                link.watch(),
                 stop_rx,
             ));
         }
@@ -1187,7 +1189,7 @@ impl MaccorSim {
             json_addr,
             binary_addr,
             tester,
-            link: link_tx,
+            link,
             _stop: stops,
         })
     }
@@ -1200,10 +1202,8 @@ async fn serve(
     link: watch::Receiver<bool>,
     stop: oneshot::Receiver<()>,
 ) {
-    let links = link.clone();
-    accept_while_linked(listener, link, stop, "maccor sim", |stream| {
+    accept_while_linked(listener, link, stop, "maccor sim", |stream, link| {
         let tester = Arc::clone(&tester);
-        let link = links.clone();
         match protocol {
             Protocol::Json => tokio::spawn(json_connection(stream, tester, link)),
             Protocol::Binary => tokio::spawn(binary_connection(stream, tester, link)),
@@ -1215,13 +1215,7 @@ async fn serve(
 /// Waits out the injected reply delay; false when the link was cut meanwhile.
 async fn delay(tester: &Mutex<Tester>, link: &mut watch::Receiver<bool>) -> bool {
     let delay = lock(tester).faults.reply_delay;
-    if delay.is_zero() {
-        return true;
-    }
-    tokio::select! {
-        () = tokio::time::sleep(delay) => true,
-        _ = link.wait_for(|up| !up) => false,
-    }
+    delay_unless_cut(delay, link).await
 }
 
 async fn json_connection(
@@ -1233,17 +1227,12 @@ async fn json_connection(
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
     loop {
-        buf.clear();
-        let mut limited = (&mut rd).take(wire::MAX_JSON_LINE as u64);
-        // A cut link (or a dropped handle) ends the connection, closing the socket.
-        let read = tokio::select! {
-            r = limited.read_until(b'\n', &mut buf) => r,
-            _ = link.wait_for(|up| !up) => return,
-        };
-        match read {
-            Ok(0) | Err(_) => return,
-            Ok(_) if buf.last() != Some(&b'\n') => return,
-            Ok(_) => {}
+        // A cut link (or a dropped handle) ends the connection, closing the socket; so does a
+        // line too long.
+        if !read_until_unless_cut(&mut rd, b'\n', wire::MAX_JSON_LINE, &mut buf, &mut link).await
+            || buf.last() != Some(&b'\n')
+        {
+            return;
         }
         let line = String::from_utf8_lossy(&buf).into_owned();
         let reply = json_reply(&mut lock(&tester), &line);
@@ -1271,13 +1260,9 @@ async fn binary_connection(
             }
         }
         let mut chunk = [0u8; 4096];
-        let read = tokio::select! {
-            r = rd.read(&mut chunk) => r,
-            _ = link.wait_for(|up| !up) => return,
-        };
-        match read {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        match unless_cut(&mut link, rd.read(&mut chunk)).await {
+            None | Some(Ok(0) | Err(_)) => return,
+            Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
         }
     }
 }
@@ -1288,7 +1273,7 @@ pub struct SimHandle {
     binary_addr: SocketAddr,
     tester: Arc<Mutex<Tester>>,
     /// Whether the tester is on the network; connections watch it.
-    link: watch::Sender<bool>,
+    link: Link,
     _stop: Vec<oneshot::Sender<()>>,
 }
 
@@ -1388,12 +1373,12 @@ impl SimHandle {
     /// Takes the tester off the network, as a pulled LAN cable does: open connections close
     /// and new ones are closed on arrival. The channels keep running their tests.
     pub fn cut_link(&self) {
-        self.link.send_replace(false);
+        self.link.cut();
     }
 
     /// Puts the tester back on the network, on the same addresses.
     pub fn restore_link(&self) {
-        self.link.send_replace(true);
+        self.link.restore();
     }
 
     /// Delays every reply by `delay` of wall time (zero for none), for timeout tests.

@@ -24,7 +24,7 @@ use crate::Clock;
 use crate::cell::CellParams;
 use crate::cycler::{ChannelAddr, Record};
 use crate::cycler_sim::{ChannelCell, PlanRun, RunState, load_schedule};
-use crate::transport::network::accept_while_linked;
+use crate::transport::network::{Link, accept_while_linked, delay_unless_cut, unless_cut};
 use cyclerd_protocols::import::SourceKind;
 use cyclerd_protocols::{Control, Outcome, PlanStep, Safety};
 use std::io;
@@ -573,12 +573,12 @@ impl NewareSim {
             config,
         }));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (link_tx, link_rx) = watch::channel(true);
-        tokio::spawn(serve(listener, Arc::clone(&state), link_rx, stop_rx));
+        let link = Link::up();
+        tokio::spawn(serve(listener, Arc::clone(&state), link.watch(), stop_rx));
         Ok(SimHandle {
             addr,
             state,
-            link: link_tx,
+            link,
             _stop: stop_tx,
         })
     }
@@ -590,9 +590,8 @@ async fn serve(
     link: watch::Receiver<bool>,
     stop: oneshot::Receiver<()>,
 ) {
-    let links = link.clone();
-    accept_while_linked(listener, link, stop, "neware sim", |stream| {
-        tokio::spawn(connection(stream, Arc::clone(&state), links.clone()));
+    accept_while_linked(listener, link, stop, "neware sim", |stream, link| {
+        tokio::spawn(connection(stream, Arc::clone(&state), link));
     })
     .await
 }
@@ -614,13 +613,9 @@ async fn connection(
             Ok(None) => {
                 scanned = buf.len().saturating_sub(wire::BTS_CLOSE.len());
                 // A cut link (or a dropped handle) ends the connection, closing the socket.
-                let read = tokio::select! {
-                    r = rd.read_buf(&mut buf) => r,
-                    _ = link.wait_for(|up| !up) => return,
-                };
-                match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => continue,
+                match unless_cut(&mut link, rd.read_buf(&mut buf)).await {
+                    None | Some(Ok(0) | Err(_)) => return,
+                    Some(Ok(_)) => continue,
                 }
             }
             Err(e) => {
@@ -642,11 +637,8 @@ async fn connection(
         };
         let files = step_files(&state, &request).await;
         let delay = lock(&state).faults.reply_delay;
-        if !delay.is_zero() {
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                _ = link.wait_for(|up| !up) => return,
-            }
+        if !delay_unless_cut(delay, &mut link).await {
+            return;
         }
         // Handled after the delay, as if the request arrived late: a start the client has
         // given up on still takes effect, which is the hazard a slow link poses.
@@ -683,7 +675,7 @@ pub struct SimHandle {
     addr: SocketAddr,
     state: Arc<Mutex<SimState>>,
     /// Whether the server is on the network; connections watch it.
-    link: watch::Sender<bool>,
+    link: Link,
     _stop: oneshot::Sender<()>,
 }
 
@@ -755,12 +747,12 @@ impl SimHandle {
     /// Takes the server off the network, as a pulled LAN cable does: open connections close
     /// and new ones are closed on arrival. The cycler keeps running its tests.
     pub fn cut_link(&self) {
-        self.link.send_replace(false);
+        self.link.cut();
     }
 
     /// Puts the server back on the network, on the same address.
     pub fn restore_link(&self) {
-        self.link.send_replace(true);
+        self.link.restore();
     }
 
     /// Delays every reply by `delay` of wall time (zero for none), for timeout tests.

@@ -17,6 +17,7 @@ use super::wire::{self, Model, Round, protection, reg};
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::transport::line::{Line, LineControl};
+use crate::transport::modbus;
 use crate::transport::pty::Pty;
 use std::future::Future;
 use std::io;
@@ -206,16 +207,9 @@ impl SimState {
         }
         let response = match req {
             Request::ReadHoldingRegisters(start, count) => {
-                if count == 0 || count > 125 {
-                    return Err(ExceptionCode::IllegalDataValue);
-                }
-                let end = start
-                    .checked_add(count)
-                    .ok_or(ExceptionCode::IllegalDataAddress)?;
-                let words = (start..end)
-                    .map(|a| self.read_register(a))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Response::ReadHoldingRegisters(words)
+                Response::ReadHoldingRegisters(modbus::read_block(start, count, |a| {
+                    self.read_register(a)
+                })?)
             }
             Request::WriteSingleRegister(addr, word) => {
                 self.write_register(addr, word)?;

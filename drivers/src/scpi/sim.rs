@@ -14,17 +14,16 @@
 use super::wire::{self, Ratings};
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
-use crate::transport::Endpoint;
 pub use crate::transport::SimPort;
 #[cfg(unix)]
-use crate::transport::line::{Line, LineControl};
-use crate::transport::network::accept_while_linked;
+use crate::transport::line::LineControl;
+use crate::transport::network::{Link, delay_unless_cut, read_until_unless_cut};
+use crate::transport::{Endpoint, Served};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{oneshot, watch};
 
 /// Longest simulated interval integrated in one piece; keeps the CV law stable.
@@ -599,66 +598,27 @@ impl ScpiSim {
         let mut handles = Vec::new();
         for (idx, port) in ports.into_iter().enumerate() {
             let (stop_tx, stop_rx) = oneshot::channel::<()>();
-            let (endpoint, link) = match port {
-                SimPort::Tcp(listener) => {
-                    let addr = listener.local_addr()?;
-                    let (link_tx, link_rx) = watch::channel(true);
-                    tokio::spawn(serve(listener, Arc::clone(&bench), idx, link_rx, stop_rx));
-                    (Endpoint::Tcp(addr), LinkSwitch::Network(link_tx))
-                }
+            let served = Arc::clone(&bench);
+            let Served {
+                endpoint,
+                link,
                 #[cfg(unix)]
-                SimPort::Pty(pty) => {
-                    let line = Line::open(pty)?;
-                    let endpoint = Endpoint::Serial {
-                        path: line.path().to_string_lossy().into_owned(),
-                        baud: 9600,
-                    };
-                    let Line {
-                        device,
-                        control,
-                        relay,
-                        ..
-                    } = line;
-                    let bench = Arc::clone(&bench);
-                    tokio::spawn(async move {
-                        // A serial line has no connection to close: the relay loses bytes while
-                        // it is cut, and the session goes on.
-                        let (_up, never_cut) = watch::channel(true);
-                        tokio::select! {
-                            _ = stop_rx => {}
-                            r = relay => if let Err(e) = r {
-                                tracing::warn!("scpi sim line stopped: {e}");
-                            },
-                            () = connection(device, bench, idx, never_cut) => {}
-                        }
-                    });
-                    (endpoint, LinkSwitch::Line(control))
-                }
-            };
+                line,
+            } = port.serve("scpi sim", 9600, stop_rx, move |stream, link| {
+                connection(stream, Arc::clone(&served), idx, link)
+            })?;
             handles.push(SimHandle {
                 endpoint,
                 idx,
                 bench: Arc::clone(&bench),
                 link,
+                #[cfg(unix)]
+                line,
                 _stop: stop_tx,
             });
         }
         Ok(handles)
     }
-}
-
-async fn serve(
-    listener: TcpListener,
-    bench: Arc<Mutex<Bench>>,
-    idx: usize,
-    link: watch::Receiver<bool>,
-    stop: oneshot::Receiver<()>,
-) {
-    let links = link.clone();
-    accept_while_linked(listener, link, stop, "scpi sim", |stream| {
-        tokio::spawn(connection(stream, Arc::clone(&bench), idx, links.clone()));
-    })
-    .await
 }
 
 async fn connection(
@@ -671,17 +631,11 @@ async fn connection(
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
     loop {
-        buf.clear();
         // A cut link (or a dropped handle) ends the connection, closing the socket.
-        let mut limited = (&mut rd).take(MAX_LINE as u64);
-        let read = tokio::select! {
-            r = limited.read_until(b'\n', &mut buf) => r,
-            _ = link.wait_for(|up| !up) => return,
-        };
-        match read {
-            Ok(0) | Err(_) => return,
-            Ok(_) if buf.last() != Some(&b'\n') && buf.len() >= MAX_LINE => return,
-            Ok(_) => {}
+        if !read_until_unless_cut(&mut rd, b'\n', MAX_LINE, &mut buf, &mut link).await
+            || (buf.last() != Some(&b'\n') && buf.len() >= MAX_LINE)
+        {
+            return;
         }
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end_matches(['\r', '\n']);
@@ -691,11 +645,8 @@ async fn connection(
             (reply, b.instruments[idx].reply_delay)
         };
         let Some(reply) = reply else { continue };
-        if !delay.is_zero() {
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                _ = link.wait_for(|up| !up) => return,
-            }
+        if !delay_unless_cut(delay, &mut link).await {
+            return;
         }
         let mut out = reply.into_bytes();
         out.push(b'\n');
@@ -712,17 +663,12 @@ pub struct SimHandle {
     /// Which instrument of the bench this is.
     idx: usize,
     bench: Arc<Mutex<Bench>>,
-    link: LinkSwitch,
-    _stop: oneshot::Sender<()>,
-}
-
-/// Where a link fault is switched.
-enum LinkSwitch {
-    /// Whether the instrument is on the network; connections watch it.
-    Network(watch::Sender<bool>),
-    /// The simulated serial cable.
+    /// The network link, or the serial line's cable.
+    link: Link,
+    /// The serial line's fault switches, when the instrument is on one.
     #[cfg(unix)]
-    Line(LineControl),
+    line: Option<LineControl>,
+    _stop: oneshot::Sender<()>,
 }
 
 /// What the simulated instrument and its cell show from the outside.
@@ -780,34 +726,23 @@ impl SimHandle {
     /// arrival; on a serial line commands and replies are lost. The output keeps running as
     /// it was.
     pub fn cut_link(&self) {
-        match &self.link {
-            LinkSwitch::Network(link) => {
-                link.send_replace(false);
-            }
-            #[cfg(unix)]
-            LinkSwitch::Line(line) => line.cut(),
-        }
+        self.link.cut();
     }
 
     /// Plugs the cable back in, on the same address or port.
     pub fn restore_link(&self) {
-        match &self.link {
-            LinkSwitch::Network(link) => {
-                link.send_replace(true);
-            }
-            #[cfg(unix)]
-            LinkSwitch::Line(line) => line.restore(),
-        }
+        self.link.restore();
     }
 
     /// Breaks the next `n` replies on a serial line (they lose their terminator, so the
     /// client times out); no effect on the network.
     pub fn corrupt_next(&self, n: u32) {
-        match &self.link {
-            LinkSwitch::Network(_) => {}
-            #[cfg(unix)]
-            LinkSwitch::Line(line) => line.corrupt_next(n),
+        #[cfg(unix)]
+        if let Some(line) = &self.line {
+            line.corrupt_next(n);
         }
+        #[cfg(not(unix))]
+        let _ = n;
     }
 
     /// Delays every reply by `delay` of wall time (zero for none).

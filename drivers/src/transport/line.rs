@@ -4,6 +4,7 @@
 //! A serial device has no connection to drop: a pulled USB cable or a noisy RS-485 line shows
 //! as lost or broken bytes. The relay models exactly that, for every serial simulator alike.
 
+use super::network::Link;
 use super::pty::{Pty, SlaveHold};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -28,8 +29,8 @@ pub struct Line {
 /// Switches for line faults, cheap to clone into a simulator's handle.
 #[derive(Clone)]
 pub struct LineControl {
-    /// Whether bytes pass; while false both directions are dropped.
-    link: Arc<watch::Sender<bool>>,
+    /// Whether bytes pass; while cut both directions are dropped.
+    link: Link,
     /// How many of the next device-to-client chunks go out broken.
     corrupting: Arc<Mutex<u32>>,
 }
@@ -37,22 +38,27 @@ pub struct LineControl {
 impl LineControl {
     /// Pulls the cable: requests and replies are lost, so the client sees silence.
     pub fn cut(&self) {
-        self.link.send_replace(false);
+        self.link.cut();
     }
 
     /// Plugs it back in.
     pub fn restore(&self) {
-        self.link.send_replace(true);
+        self.link.restore();
     }
 
     /// Whether the line is up now.
     pub fn is_up(&self) -> bool {
-        *self.link.borrow()
+        self.link.is_up()
     }
 
     /// Watches the line state (a simulator abandons a delayed reply when the line is cut).
     pub fn watch(&self) -> watch::Receiver<bool> {
-        self.link.subscribe()
+        self.link.watch()
+    }
+
+    /// The cable alone, for a simulator's handle that switches it as it would a network link.
+    pub(crate) fn link(&self) -> &Link {
+        &self.link
     }
 
     /// Breaks the next `n` replies (their last byte flipped: a Modbus frame fails its CRC, a
@@ -73,7 +79,7 @@ impl Line {
         let (outer, hold) = pty.into_master();
         let (device, line_end) = SerialStream::pair().map_err(io::Error::from)?;
         let control = LineControl {
-            link: Arc::new(watch::channel(true).0),
+            link: Link::up(),
             corrupting: Arc::new(Mutex::new(0)),
         };
         let relay_control = control.clone();

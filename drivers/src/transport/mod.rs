@@ -3,7 +3,9 @@
 //! - [`Endpoint`]: where a device is, on the network or on a serial port; [`SimPort`]: where a
 //!   simulator serves, for the families that come both ways.
 //! - `modbus`: the timed, checked transaction helpers every Modbus client uses.
-//! - `network`: the accept loop every network simulator shares (cut links close connections).
+//! - `network`: the link a simulator's handle cuts, and the accept loops every network
+//!   simulator shares (cut links close connections); [`SimPort`] serves a simulator's sessions
+//!   on either kind of port.
 //! - [`pty`] (unix): pseudo-terminal pairs, so a simulator can serve a serial protocol on the
 //!   master while a driver opens the slave path as if it were a USB-serial adapter.
 //! - [`line`] (unix): a simulated serial line on a pseudo-terminal, with cable pulls and
@@ -16,7 +18,12 @@ pub(crate) mod network;
 #[cfg(unix)]
 pub mod pty;
 
+use network::Link;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{oneshot, watch};
 
 /// Where a device is: a network address, or a serial port (USB-serial adapter, RS-232/485).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +76,90 @@ pub enum SimPort {
     /// A serial line on a pseudo-terminal (the client opens its slave path at any baud rate).
     #[cfg(unix)]
     Pty(pty::Pty),
+}
+
+/// A simulator's connection or serial line, as its session reads and writes it.
+pub(crate) trait SimStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> SimStream for T {}
+
+/// A simulator served on a [`SimPort`].
+pub(crate) struct Served {
+    /// Where a client reaches it.
+    pub endpoint: Endpoint,
+    /// Its cable: the network link, or the serial line's.
+    pub link: Link,
+    /// The serial line's fault switches, when it is served on one.
+    #[cfg(unix)]
+    pub line: Option<line::LineControl>,
+}
+
+impl SimPort {
+    /// Serves `session` on this port until `stop` fires (or its sender drops); a serial line
+    /// runs at `baud`. On the network each connection gets a session that ends when the link
+    /// is cut, closing the socket. A serial line has no connection to close: its one session
+    /// gets a link that is never cut and goes on, while the line loses bytes. Must be called
+    /// inside a tokio runtime.
+    pub(crate) fn serve<S, F>(
+        self,
+        what: &'static str,
+        baud: u32,
+        stop: oneshot::Receiver<()>,
+        session: S,
+    ) -> io::Result<Served>
+    where
+        S: Fn(Box<dyn SimStream>, watch::Receiver<bool>) -> F + Send + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self {
+            SimPort::Tcp(listener) => {
+                let endpoint = Endpoint::Tcp(listener.local_addr()?);
+                let link = Link::up();
+                tokio::spawn(network::accept_while_linked(
+                    listener,
+                    link.watch(),
+                    stop,
+                    what,
+                    move |stream, link| {
+                        tokio::spawn(session(Box::new(stream), link));
+                    },
+                ));
+                Ok(Served {
+                    endpoint,
+                    link,
+                    #[cfg(unix)]
+                    line: None,
+                })
+            }
+            #[cfg(unix)]
+            SimPort::Pty(pty) => {
+                let line::Line {
+                    path,
+                    device,
+                    control,
+                    relay,
+                } = line::Line::open(pty)?;
+                tokio::spawn(async move {
+                    let (_up, never_cut) = watch::channel(true);
+                    tokio::select! {
+                        _ = stop => {}
+                        r = relay => if let Err(e) = r {
+                            tracing::warn!("{what} line stopped: {e}");
+                        },
+                        () = session(Box::new(device), never_cut) => {}
+                    }
+                });
+                Ok(Served {
+                    endpoint: Endpoint::Serial {
+                        path: path.to_string_lossy().into_owned(),
+                        baud,
+                    },
+                    link: control.link().clone(),
+                    line: Some(control),
+                })
+            }
+        }
+    }
 }
 
 impl From<tokio::net::TcpListener> for SimPort {

@@ -1,8 +1,10 @@
-//! What every Modbus client of this crate does the same way, over TCP or RTU, and the 32-bit
-//! float layout that several families (Watlow, Binder) share.
+//! What every Modbus client of this crate does the same way, over TCP or RTU, what the Modbus
+//! simulators answer the same way, and the 32-bit float layout that several families (Watlow,
+//! Binder) share.
 
 use crate::DriverError;
 use std::time::Duration;
+use tokio_modbus::ExceptionCode;
 use tokio_modbus::client::{Context, Reader};
 
 /// Folds the three layers of a timed Modbus reply (timeout, transport, exception) into one.
@@ -46,6 +48,23 @@ pub(crate) async fn read_holding(
         });
     }
     Ok(regs)
+}
+
+/// A simulator's answer to a read of `count` holding registers from `start`, each read by
+/// `read`: a count outside 1 to 125 is an illegal value, a block past the last address an
+/// illegal address.
+pub(crate) fn read_block(
+    start: u16,
+    count: u16,
+    read: impl FnMut(u16) -> Result<u16, ExceptionCode>,
+) -> Result<Vec<u16>, ExceptionCode> {
+    if count == 0 || count > 125 {
+        return Err(ExceptionCode::IllegalDataValue);
+    }
+    let end = start
+        .checked_add(count)
+        .ok_or(ExceptionCode::IllegalDataAddress)?;
+    (start..end).map(read).collect()
 }
 
 /// A 32-bit float from two registers, low word first ("word-swapped" against the big-endian

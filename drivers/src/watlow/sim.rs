@@ -12,19 +12,21 @@
 //! Faults are injected through the [`SimHandle`]: a cut link (every connection closes, new
 //! ones are closed on arrival, the air keeps moving), Modbus exceptions, an alarm state and a
 //! runaway heater or compressor.
+//!
+//! [`ThermalModel`]: crate::chamber::thermal::ThermalModel
 
 use super::wire::{self, Loop, alarm, mode, reg};
 use crate::Clock;
-use crate::chamber::thermal::{Air, ThermalModel, ThermalParams};
-use crate::transport::Endpoint;
-use crate::transport::network::LinkStream;
+use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods, lock};
+use crate::chamber::thermal::{Air, ThermalParams};
+use crate::transport::network::{Link, spawn_modbus_while_linked};
+use crate::transport::{Endpoint, modbus};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio_modbus::server::Service;
-use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_modbus::{ExceptionCode, Request, Response};
 
 /// What the simulated chamber is.
@@ -51,32 +53,41 @@ impl SimConfig {
 }
 
 struct SimState {
-    /// Where simulated time comes from.
-    clock: Clock,
-    /// The loop's set point and mode acting on the chamber's air.
-    model: ThermalModel,
+    /// The loop's set point and mode acting on the chamber's air, alarm 1 and requests
+    /// answered with an exception.
+    core: SimCore<ExceptionCode>,
     /// Where the chamber's registers are.
     control_loop: Loop,
     /// Raw mode register ([`mode`]).
     mode: u16,
-    /// State register of each alarm object.
-    alarm_states: [u16; alarm::COUNT as usize],
     /// Requests served, refused ones included.
     transactions: u64,
-    /// How many of the next requests are answered with `exception` instead.
-    failing: u32,
-    /// The exception those get.
-    exception: ExceptionCode,
+}
+
+impl ChamberState for SimState {
+    type Refusal = ExceptionCode;
+
+    fn core(&mut self) -> &mut SimCore<ExceptionCode> {
+        &mut self.core
+    }
 }
 
 impl SimState {
-    fn advance(&mut self) {
-        self.model.advance(self.clock.now());
+    /// State register of alarm object `n`: alarm 1 carries the handle's alarm, in the state it
+    /// names (`high`, `low` or `error`, see [`alarm::ACTIVE`]; any other text is `high`).
+    fn alarm_state(&self, n: u8) -> u16 {
+        match self.core.alarm() {
+            Some(name) if n == 1 => alarm::ACTIVE
+                .iter()
+                .find(|(_, active)| active.eq_ignore_ascii_case(name))
+                .map_or(alarm::HIGH, |(v, _)| *v),
+            _ => alarm::NONE,
+        }
     }
 
     fn read_register(&self, addr: u16) -> Result<u16, ExceptionCode> {
         if let Some(n) = (1..=alarm::COUNT).find(|&n| alarm::state_register(n) == Some(addr)) {
-            return Ok(self.alarm_states[usize::from(n - 1)]);
+            return Ok(self.alarm_state(n));
         }
         let r = self
             .control_loop
@@ -85,14 +96,15 @@ impl SimState {
         if r == reg::MODE {
             return Ok(self.mode);
         }
-        let (lo, hi) = self.model.params.range_c;
+        let model = &self.core.model;
+        let (lo, hi) = model.params.range_c;
         // No profiles or set point ramps here: the set point in force is the one written.
         let floats = [
             (reg::RANGE_LOW, lo),
             (reg::RANGE_HIGH, hi),
-            (reg::SET_POINT, self.model.set_point_c()),
-            (reg::CURRENT_SET_POINT, self.model.set_point_c()),
-            (reg::PROCESS_VALUE, self.model.temperature_c()),
+            (reg::SET_POINT, model.set_point_c()),
+            (reg::CURRENT_SET_POINT, model.set_point_c()),
+            (reg::PROCESS_VALUE, model.temperature_c()),
         ];
         Ok(floats
             .iter()
@@ -104,8 +116,8 @@ impl SimState {
 
     fn set_mode(&mut self, value: u16) -> Result<(), ExceptionCode> {
         match value {
-            mode::AUTO => self.model.set_running(true),
-            mode::MANUAL | mode::OFF => self.model.set_running(false),
+            mode::AUTO => self.core.model.set_running(true),
+            mode::MANUAL | mode::OFF => self.core.model.set_running(false),
             _ => return Err(ExceptionCode::IllegalDataValue),
         }
         self.mode = value;
@@ -132,14 +144,14 @@ impl SimState {
             if !value.is_finite() {
                 return Err(ExceptionCode::IllegalDataValue);
             }
-            let (lo, hi) = self.model.params.range_c;
+            let model = &mut self.core.model;
+            let (lo, hi) = model.params.range_c;
             match r + 2 * i as u16 {
-                reg::SET_POINT => self
-                    .model
+                reg::SET_POINT => model
                     .set_set_point(value)
                     .map_err(|_| ExceptionCode::IllegalDataValue)?,
-                reg::RANGE_LOW if value < hi => self.model.params.range_c.0 = value,
-                reg::RANGE_HIGH if value > lo => self.model.params.range_c.1 = value,
+                reg::RANGE_LOW if value < hi => model.params.range_c.0 = value,
+                reg::RANGE_HIGH if value > lo => model.params.range_c.1 = value,
                 reg::RANGE_LOW | reg::RANGE_HIGH => return Err(ExceptionCode::IllegalDataValue),
                 _ => return Err(ExceptionCode::IllegalDataAddress),
             }
@@ -149,22 +161,13 @@ impl SimState {
 
     fn handle(&mut self, req: Request<'static>) -> Result<Response, ExceptionCode> {
         self.transactions += 1;
-        self.advance();
-        if self.failing > 0 {
-            self.failing -= 1;
-            return Err(self.exception);
+        self.core.advance();
+        if let Some(exception) = self.core.refusal() {
+            return Err(exception);
         }
         match req {
             Request::ReadHoldingRegisters(start, count) => {
-                if count == 0 || count > 125 {
-                    return Err(ExceptionCode::IllegalDataValue);
-                }
-                let end = start
-                    .checked_add(count)
-                    .ok_or(ExceptionCode::IllegalDataAddress)?;
-                let words = (start..end)
-                    .map(|a| self.read_register(a))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let words = modbus::read_block(start, count, |a| self.read_register(a))?;
                 Ok(Response::ReadHoldingRegisters(words))
             }
             Request::WriteSingleRegister(addr, word) => {
@@ -198,12 +201,6 @@ impl Service for WatlowService {
     }
 }
 
-fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
-    // A panic while holding the lock cannot leave the state half-written in a way that matters
-    // for a simulator; keep serving.
-    state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Starts simulated F4T controllers.
 pub struct WatlowSim;
 
@@ -211,60 +208,30 @@ impl WatlowSim {
     /// Serves a simulated F4T on `listener` until the returned handle is dropped. Must be
     /// called inside a tokio runtime.
     pub fn spawn(listener: TcpListener, config: SimConfig, clock: Clock) -> io::Result<SimHandle> {
-        let addr = listener.local_addr()?;
         let control_loop = Loop::new(config.loop_n).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "F4T loops are numbered from 1")
         })?;
         let state = Arc::new(Mutex::new(SimState {
-            model: ThermalModel::new(config.thermal, config.air, clock.now()),
-            clock,
+            core: SimCore::new(
+                config.thermal,
+                config.air,
+                clock,
+                ExceptionCode::ServerDeviceFailure,
+            ),
             control_loop,
             mode: mode::OFF,
-            alarm_states: [alarm::NONE; alarm::COUNT as usize],
             transactions: 0,
-            failing: 0,
-            exception: ExceptionCode::ServerDeviceFailure,
         }));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (link_tx, link_rx) = watch::channel(true);
+        let link = Link::up();
         let service = WatlowService {
             state: Arc::clone(&state),
         };
-        tokio::spawn(async move {
-            // The listener stays bound through a cut, so the controller comes back on the same
-            // address; while cut, connections are accepted and closed at once.
-            let server = Server::new(listener);
-            let new_service = move |_addr: SocketAddr| Ok(Some(service.clone()));
-            let on_connected = move |stream: TcpStream, socket_addr| {
-                let new_service = new_service.clone();
-                let link = link_rx.clone();
-                async move {
-                    if !*link.borrow() {
-                        return Ok(None);
-                    }
-                    Ok(accept_tcp_connection(stream, socket_addr, new_service)?
-                        .map(|(service, stream)| (service, LinkStream::new(stream, link))))
-                }
-            };
-            let stop = async move {
-                let _ = stop_rx.await;
-            };
-            if let Err(e) = server
-                .serve_until(
-                    &on_connected,
-                    |e| tracing::debug!("watlow sim connection: {e}"),
-                    stop,
-                )
-                .await
-            {
-                tracing::warn!("watlow sim on {addr} stopped: {e}");
-            }
-        });
+        let addr =
+            spawn_modbus_while_linked(listener, service, link.watch(), stop_rx, "watlow sim")?;
         Ok(SimHandle {
             addr,
-            state,
-            link: link_tx,
-            _stop: stop_tx,
+            sim: ChamberSim::new(state, link, stop_tx),
         })
     }
 }
@@ -273,15 +240,13 @@ impl WatlowSim {
 pub struct SimHandle {
     /// Where a client reaches the controller.
     addr: SocketAddr,
-    /// The controller's state, shared with the server.
-    state: Arc<Mutex<SimState>>,
-    /// Whether the controller is on the network; connections watch it.
-    link: watch::Sender<bool>,
-    /// Dropped with the handle, which stops the server.
-    _stop: oneshot::Sender<()>,
+    /// The controller's state, its link and its server.
+    sim: ChamberSim<SimState>,
 }
 
 impl SimHandle {
+    chamber_handle_methods!(ExceptionCode);
+
     /// Where a client reaches the controller.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -292,70 +257,20 @@ impl SimHandle {
         Endpoint::Tcp(self.addr)
     }
 
-    /// The air temperature now, degC.
-    pub fn temperature_c(&self) -> f64 {
-        let mut s = lock(&self.state);
-        s.advance();
-        s.model.temperature_c()
-    }
-
-    /// The loop's set point, degC.
-    pub fn set_point_c(&self) -> f64 {
-        lock(&self.state).model.set_point_c()
-    }
-
     /// Whether the loop regulates (auto mode).
     pub fn running(&self) -> bool {
-        lock(&self.state).model.running()
-    }
-
-    /// The chamber's air, to put simulated cells in.
-    pub fn air(&self) -> Air {
-        lock(&self.state).model.air().clone()
+        self.sim.running()
     }
 
     /// Requests served so far, refused ones included.
     pub fn transactions(&self) -> u64 {
-        lock(&self.state).transactions
-    }
-
-    /// Pulls the network cable: open connections close and new ones are closed on arrival.
-    /// The loop keeps regulating as it was.
-    pub fn cut_link(&self) {
-        self.link.send_replace(false);
-    }
-
-    /// Plugs it back in, on the same address.
-    pub fn restore_link(&self) {
-        self.link.send_replace(true);
+        self.sim.lock().transactions
     }
 
     /// Raises alarm 1 in the state named `name` (`high`, `low` or `error`, see
     /// [`alarm::ACTIVE`]; any other text raises `high`), or clears it with `None`. The wire
     /// carries a state, not text.
     pub fn set_alarm(&self, name: Option<&str>) {
-        let state = match name {
-            None => alarm::NONE,
-            Some(name) => alarm::ACTIVE
-                .iter()
-                .find(|(_, n)| n.eq_ignore_ascii_case(name))
-                .map_or(alarm::HIGH, |(v, _)| *v),
-        };
-        lock(&self.state).alarm_states[0] = state;
-    }
-
-    /// Makes the air run away at `c_per_min` whatever the loop does (see
-    /// [`ThermalModel::set_runaway`]), or behave again with `None`.
-    pub fn set_runaway(&self, c_per_min: Option<f64>) {
-        let mut s = lock(&self.state);
-        s.advance();
-        s.model.set_runaway(c_per_min);
-    }
-
-    /// Answers the next `n` requests with the Modbus exception `code`.
-    pub fn fail_next(&self, n: u32, code: ExceptionCode) {
-        let mut s = lock(&self.state);
-        s.failing = n;
-        s.exception = code;
+        self.sim.set_alarm(name);
     }
 }

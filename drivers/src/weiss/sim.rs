@@ -9,17 +9,20 @@
 //! Commands are answered with a bare `1`; replies end in CR LF.
 //!
 //! The air moves to [`Clock::now`] on every request and handle call. Faults are injected
-//! through the [`SimHandle`]: a cut link, an alarm, a runaway heater or cooler, and refused
-//! requests.
+//! through the [`SimHandle`]: a cut link (as a pulled LAN cable: open connections close and new
+//! ones are closed on arrival), an alarm, a runaway heater or cooler, and refused requests.
+//!
+//! [`ThermalModel`]: crate::chamber::thermal::ThermalModel
 
 use super::wire::{self, Refusal, Request};
 use crate::Clock;
-use crate::chamber::thermal::{Air, ROOM_C, ThermalModel, ThermalParams};
-use crate::transport::network::accept_while_linked;
+use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods, lock};
+use crate::chamber::thermal::{Air, ROOM_C, ThermalParams};
+use crate::transport::network::{Link, accept_while_linked, read_until_unless_cut};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
@@ -52,31 +55,27 @@ impl SimConfig {
 
 /// The controller's state behind every connection.
 struct Controller {
-    /// Where the air's time comes from.
-    clock: Clock,
-    /// Set point, manual mode and the air.
-    model: ThermalModel,
+    /// Set point, manual mode (the model running), the air, the alarm (status +8) and
+    /// refused requests (refused with a code).
+    core: SimCore<Refusal>,
     /// The 99997 reply.
     info: String,
-    /// Whether an alarm is raised (status +8).
-    alarm: bool,
-    /// How many of the next requests are refused...
-    failing: u32,
-    /// ...and with what code.
-    fail_with: Refusal,
+}
+
+impl ChamberState for Controller {
+    type Refusal = Refusal;
+
+    fn core(&mut self) -> &mut SimCore<Refusal> {
+        &mut self.core
+    }
 }
 
 impl Controller {
-    fn advance(&mut self) {
-        self.model.advance(self.clock.now());
-    }
-
     /// Answers one request frame.
     fn handle(&mut self, frame: &[u8]) -> Vec<u8> {
-        self.advance();
-        if self.failing > 0 {
-            self.failing -= 1;
-            return wire::encode_refusal(self.fail_with);
+        self.core.advance();
+        if let Some(refusal) = self.core.refusal() {
+            return wire::encode_refusal(refusal);
         }
         Request::decode(frame)
             .and_then(|request| self.execute(request))
@@ -91,25 +90,26 @@ impl Controller {
                 Err(Refusal::BadParameters)
             }
         };
+        let model = &mut self.core.model;
         Ok(match request {
             Request::SetSetPoint { variable, value } => {
                 temperature(variable)?;
-                self.model
+                model
                     .set_set_point(value)
                     .map_err(|_| Refusal::BadParameters)?;
                 wire::encode_success(&[])
             }
             Request::GetSetPoint { variable } => {
                 temperature(variable)?;
-                wire::encode_value(self.model.set_point_c())
+                wire::encode_value(model.set_point_c())
             }
             Request::GetActual { variable } => {
                 temperature(variable)?;
-                wire::encode_value(self.model.temperature_c())
+                wire::encode_value(model.temperature_c())
             }
-            Request::Status => wire::encode_status(self.model.running(), self.alarm),
+            Request::Status => wire::encode_status(model.running(), self.core.alarm().is_some()),
             Request::ManualMode { on } => {
-                self.model.set_running(on);
+                model.set_running(on);
                 wire::encode_success(&[])
             }
             Request::ProgramStart { .. } => return Err(Refusal::BadParameters),
@@ -117,10 +117,6 @@ impl Controller {
             Request::Info => wire::encode_success(std::slice::from_ref(&self.info)),
         })
     }
-}
-
-fn lock(state: &Mutex<Controller>) -> MutexGuard<'_, Controller> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts simulated Weiss controllers.
@@ -132,28 +128,24 @@ impl WeissSim {
     pub fn spawn(listener: TcpListener, config: SimConfig, clock: Clock) -> io::Result<SimHandle> {
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(Controller {
-            model: ThermalModel::new(config.thermal, config.air, clock.now()),
-            clock,
+            core: SimCore::new(config.thermal, config.air, clock, Refusal::ReadFailed),
             info: config.info,
-            alarm: false,
-            failing: 0,
-            fail_with: Refusal::ReadFailed,
         }));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let (link_tx, link_rx) = watch::channel(true);
-        let links = link_rx.clone();
+        let link = Link::up();
         let served = Arc::clone(&state);
-        tokio::spawn(async move {
-            accept_while_linked(listener, link_rx, stop_rx, "weiss sim", |stream| {
-                tokio::spawn(connection(stream, Arc::clone(&served), links.clone()));
-            })
-            .await
-        });
+        tokio::spawn(accept_while_linked(
+            listener,
+            link.watch(),
+            stop_rx,
+            "weiss sim",
+            move |stream, link| {
+                tokio::spawn(connection(stream, Arc::clone(&served), link));
+            },
+        ));
         Ok(SimHandle {
             addr,
-            state,
-            link: link_tx,
-            _stop: stop_tx,
+            sim: ChamberSim::new(state, link, stop_tx),
         })
     }
 }
@@ -167,18 +159,12 @@ async fn connection(
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
     loop {
-        buf.clear();
-        // A cut link (or a dropped handle) ends the connection, closing the socket.
-        let mut limited = (&mut rd).take(wire::MAX_FRAME as u64);
-        let read = tokio::select! {
-            r = limited.read_until(wire::CR, &mut buf) => r,
-            _ = link.wait_for(|up| !up) => return,
-        };
-        match read {
-            Ok(0) | Err(_) => return,
-            // Not SimServ: a frame this long has no end in sight.
-            Ok(_) if buf.last() != Some(&wire::CR) => return,
-            Ok(_) => {}
+        // A cut link (or a dropped handle) ends the connection, closing the socket; so does a
+        // frame this long, which is not SimServ.
+        if !read_until_unless_cut(&mut rd, wire::CR, wire::MAX_FRAME, &mut buf, &mut link).await
+            || buf.last() != Some(&wire::CR)
+        {
+            return;
         }
         // A client ending frames with CR LF leaves the LF before the next frame.
         let frame = buf.strip_prefix(b"\n").unwrap_or(&buf);
@@ -196,51 +182,21 @@ async fn connection(
 pub struct SimHandle {
     /// Where the SimServ server listens.
     addr: SocketAddr,
-    /// The controller behind every connection.
-    state: Arc<Mutex<Controller>>,
-    /// Whether the controller is on the network; connections watch it.
-    link: watch::Sender<bool>,
-    /// Dropped with the handle, which stops the server.
-    _stop: oneshot::Sender<()>,
+    /// The controller behind every connection, its link and its server.
+    sim: ChamberSim<Controller>,
 }
 
 impl SimHandle {
+    chamber_handle_methods!(Refusal);
+
     /// Where the SimServ server listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// The air temperature now, degC.
-    pub fn temperature_c(&self) -> f64 {
-        let mut c = lock(&self.state);
-        c.advance();
-        c.model.temperature_c()
-    }
-
-    /// The set point in force, degC.
-    pub fn set_point_c(&self) -> f64 {
-        lock(&self.state).model.set_point_c()
-    }
-
     /// Whether manual mode is running.
     pub fn running(&self) -> bool {
-        lock(&self.state).model.running()
-    }
-
-    /// The chamber's air, to put simulated cells in it.
-    pub fn air(&self) -> Air {
-        lock(&self.state).model.air().clone()
-    }
-
-    /// Takes the controller off the network, as a pulled LAN cable does: open connections
-    /// close and new ones are closed on arrival. The chamber keeps regulating.
-    pub fn cut_link(&self) {
-        self.link.send_replace(false);
-    }
-
-    /// Puts the controller back on the network, on the same address.
-    pub fn restore_link(&self) {
-        self.link.send_replace(true);
+        self.sim.running()
     }
 
     /// Raises an alarm with the text the controller's display would show, or clears it with
@@ -250,21 +206,6 @@ impl SimHandle {
         if let Some(text) = text {
             tracing::info!("weiss sim: alarm raised: {text}");
         }
-        lock(&self.state).alarm = text.is_some();
-    }
-
-    /// Makes the air run away at `c_per_min` whatever the set point (a stuck heater when
-    /// positive, a stuck cooler when negative), or behave again with `None`.
-    pub fn set_runaway(&self, c_per_min: Option<f64>) {
-        let mut c = lock(&self.state);
-        c.advance();
-        c.model.set_runaway(c_per_min);
-    }
-
-    /// Refuses the next `n` requests, whatever they are, with `refusal`'s code.
-    pub fn fail_next(&self, n: u32, refusal: Refusal) {
-        let mut c = lock(&self.state);
-        c.failing = n;
-        c.fail_with = refusal;
+        self.sim.set_alarm(text);
     }
 }

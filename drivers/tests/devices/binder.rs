@@ -1,7 +1,11 @@
 //! The Binder driver against the Binder simulator, through a real pseudo-terminal and through
 //! a simulated serial-to-TCP bridge.
 
-use super::common::the_air_follows_the_ramp_to;
+use super::chamber::{
+    a_cut_link_is_lost_until_reconnected_and_the_chamber_regulates_on,
+    a_runaway_drives_the_air_whatever_the_set_point,
+    a_set_point_of_45_c_is_reached_following_the_ramp, an_alarm_is_reported_until_it_clears,
+};
 use super::{TIMEOUT, within};
 use cyclerd_drivers::binder::wire::{self, Exception, function, mode, reg};
 use cyclerd_drivers::binder::{BinderClient, BinderOptions, BinderSim, SimConfig, SimHandle};
@@ -88,8 +92,7 @@ async fn a_set_point_of_45_is_reached_by_the_air_no_faster_than_the_ramp_limit()
     let clock = Clock::scaled(500.0);
     let sim = sim(&clock);
     let mut client = connect(&sim).await;
-    the_air_follows_the_ramp_to(&mut client, &clock, 45.0, 3.0).await;
-    assert!((sim.temperature_c() - 45.0).abs() < 0.2);
+    a_set_point_of_45_c_is_reached_following_the_ramp(&mut client, &sim, &clock, 3.0).await;
 }
 
 #[tokio::test]
@@ -227,10 +230,8 @@ async fn an_alarm_is_reported_from_the_alarm_word_until_it_clears() {
     let clock = Clock::manual();
     let sim = sim(&clock);
     let mut client = connect(&sim).await;
-    sim.set_alarm(Some("temperature limit"));
-    assert_eq!(client.read().await.unwrap().alarms, ["alarm word 0x0001"]);
-    sim.set_alarm(None);
-    assert!(client.read().await.unwrap().alarms.is_empty());
+    let alarm = ("temperature limit", "alarm word 0x0001");
+    an_alarm_is_reported_until_it_clears(&mut client, &sim, &[alarm]).await;
 }
 
 #[tokio::test]
@@ -263,6 +264,14 @@ async fn a_corrupted_reply_is_a_bad_reply_and_the_next_one_is_read_cleanly() {
 }
 
 #[tokio::test]
+async fn a_runaway_drives_the_air_past_the_set_point() {
+    let clock = Clock::manual();
+    let sim = sim(&clock);
+    let mut client = connect(&sim).await;
+    a_runaway_drives_the_air_whatever_the_set_point(&mut client, &sim, &clock, 2.0, 600.0).await;
+}
+
+#[tokio::test]
 async fn a_cut_serial_line_is_a_lost_link_until_reconnected() {
     let clock = Clock::manual();
     let sim = sim(&clock);
@@ -287,21 +296,6 @@ async fn through_the_bridge_the_same_frames_work_and_a_cut_is_a_lost_link_until_
     let clock = Clock::manual();
     let sim = on_bridge(&clock).await;
     let mut client = connect(&sim).await;
-    client.set_temperature(40.0).await.unwrap();
-    client.start().await.unwrap();
-    let r = client.read().await.unwrap();
-    assert!(r.running && r.set_point_c == 40.0, "{r:?}");
-    sim.cut_link();
-    let err = within("a read on a cut bridge", client.read())
-        .await
-        .unwrap_err();
-    assert!(err.is_link_lost(), "{err}");
-    sim.restore_link();
-    // The old connection is gone for good.
-    let err = within("a read on the old connection", client.read())
-        .await
-        .unwrap_err();
-    assert!(err.is_link_lost(), "{err}");
-    within("reconnecting", client.reconnect()).await.unwrap();
-    assert_eq!(client.read().await.unwrap().set_point_c, 40.0);
+    a_cut_link_is_lost_until_reconnected_and_the_chamber_regulates_on(&mut client, &sim, &clock)
+        .await;
 }

@@ -1,9 +1,8 @@
 //! What the tests of the cyclers that run schedules themselves (Neware, Arbin, Maccor) share:
 //! the protocols they run, and the scenarios every family must pass the same way through its
-//! own client and simulator; and the scenarios every thermal chamber family shares.
+//! own client and simulator.
 
 use super::within;
-use cyclerd_drivers::chamber::Chamber;
 use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, ChannelStatus, Cycler, Record, Schedule};
 use cyclerd_drivers::{Clock, DriverError, arbin, maccor, neware};
 use cyclerd_protocols::Plan;
@@ -331,51 +330,4 @@ pub fn assert_wrong_password(err: DriverError) {
         "{message}"
     );
     assert!(!err.is_link_lost());
-}
-
-/// Sets `target_c` on a chamber whose simulated air runs on the scaled `clock`, starts it and
-/// polls until the air is within 0.1 degC of the set point: between any two readings the air
-/// moves no faster than `ramp_c_per_min`, so the whole way takes at least as long as the ramp
-/// allows. Polls every 5 simulated seconds, waiting on the clock.
-pub async fn the_air_follows_the_ramp_to(
-    client: &mut impl Chamber,
-    clock: &Clock,
-    target_c: f64,
-    ramp_c_per_min: f64,
-) {
-    let rate = ramp_c_per_min / 60.0;
-    let follow = async {
-        client.set_temperature(target_c).await.unwrap();
-        client.start().await.unwrap();
-        // Each reading was taken somewhere between the clock times around its request.
-        let mut before = clock.now();
-        let first = client.read().await.unwrap();
-        let (start_s, start_c) = (before, first.temperature_c);
-        let mut last = first;
-        loop {
-            clock.sleep(5.0).await;
-            let next_before = clock.now();
-            let r = client.read().await.unwrap();
-            let after = clock.now();
-            assert!(r.running, "{r:?}");
-            assert!((r.set_point_c - target_c).abs() < 1e-3, "{r:?}");
-            let moved = (r.temperature_c - last.temperature_c).abs();
-            assert!(
-                moved <= rate * (after - before) + 1e-3,
-                "{moved} degC in at most {} s: faster than the ramp",
-                after - before
-            );
-            if (r.temperature_c - target_c).abs() < 0.1 {
-                let least = (target_c - start_c).abs().max(0.1) - 0.1;
-                assert!(
-                    after - start_s >= least / rate - 1e-3,
-                    "reached {target_c} degC from {start_c} degC in {} s",
-                    after - start_s
-                );
-                return;
-            }
-            (before, last) = (next_before, r);
-        }
-    };
-    within("the air to reach the set point", follow).await
 }

@@ -2,7 +2,10 @@
 //! pseudo-terminal.
 
 use super::chamber::{
-    a_cut_link_is_a_lost_link_until_reconnected, a_set_point_of_45_c_is_reached_following_the_ramp,
+    a_cut_link_is_lost_until_reconnected_and_the_chamber_regulates_on,
+    a_runaway_drives_the_air_whatever_the_set_point,
+    a_set_point_of_45_c_is_reached_following_the_ramp, a_set_point_outside_the_range_is_refused,
+    an_alarm_is_reported_until_it_clears,
 };
 use super::{TIMEOUT, within};
 use cyclerd_drivers::chamber::Chamber;
@@ -46,13 +49,7 @@ async fn a_set_point_of_45_c_is_reached_by_the_air_following_the_ramp_limit() {
     let clock = Clock::scaled(500.0);
     let sim = sim(SimConfig::standalone(), &clock).await;
     let mut client = connect(&sim, options()).await;
-    a_set_point_of_45_c_is_reached_following_the_ramp(&mut client, &clock, 3.0).await;
-    assert!(sim.running());
-    assert_eq!(sim.set_point_c(), 45.0);
-    // Standby stops regulating; the air drifts back towards the room.
-    client.stop().await.unwrap();
-    assert!(!client.read().await.unwrap().running);
-    assert!(!sim.running());
+    a_set_point_of_45_c_is_reached_following_the_ramp(&mut client, &sim, &clock, 3.0).await;
 }
 
 #[tokio::test]
@@ -65,13 +62,8 @@ async fn an_alarm_is_read_by_its_code_while_raised_and_humidity_where_the_chambe
     let sim = sim(config, &clock).await;
     let mut client = connect(&sim, options()).await;
     assert!(client.identity().kind.wet_sensor.is_some());
-    let r = client.read().await.unwrap();
-    assert_eq!(r.alarms, Vec::<String>::new());
-    assert_eq!(r.humidity_pct, Some(45.0));
-    sim.set_alarm(Some("21"));
-    assert_eq!(client.read().await.unwrap().alarms, ["21"]);
-    sim.set_alarm(None);
-    assert!(client.read().await.unwrap().alarms.is_empty());
+    assert_eq!(client.read().await.unwrap().humidity_pct, Some(45.0));
+    an_alarm_is_reported_until_it_clears(&mut client, &sim, &[("21", "21")]).await;
 }
 
 #[tokio::test]
@@ -79,37 +71,16 @@ async fn a_cut_link_is_a_lost_link_until_reconnected_while_the_chamber_keeps_reg
     let clock = Clock::manual();
     let sim = sim(SimConfig::standalone(), &clock).await;
     let mut client = connect(&sim, options()).await;
-    client.set_temperature(30.0).await.unwrap();
-    client.start().await.unwrap();
-    a_cut_link_is_a_lost_link_until_reconnected(
-        &mut client,
-        || sim.cut_link(),
-        || {
-            clock.advance(600.0);
-            sim.restore_link();
-        },
-    )
-    .await;
-    let r = client.read().await.unwrap();
-    assert!(r.running && r.temperature_c > 25.0, "{r:?}");
+    a_cut_link_is_lost_until_reconnected_and_the_chamber_regulates_on(&mut client, &sim, &clock)
+        .await;
 }
 
 #[tokio::test]
 async fn a_set_point_outside_the_range_is_refused_with_the_controllers_reason() {
     let sim = sim(SimConfig::standalone(), &Clock::manual()).await;
     let mut client = connect(&sim, options()).await;
-    client.set_temperature(45.0).await.unwrap();
-    let err = client.set_temperature(200.0).await.unwrap_err();
-    assert!(
-        matches!(&err, DriverError::Refused { message, .. }
-            if message.contains("NA:DATA OUT OF RANGE") && message.contains("TEMP,S200.0")),
-        "{err}"
-    );
-    assert!(!err.is_link_lost());
-    assert_eq!(client.read().await.unwrap().set_point_c, 45.0);
-    let err = client.set_temperature(f64::NAN).await.unwrap_err();
-    assert!(matches!(err, DriverError::Unsupported(_)), "{err}");
-    assert_eq!(sim.set_point_c(), 45.0);
+    let reason = ["NA:DATA OUT OF RANGE", "TEMP,S200.0"];
+    a_set_point_outside_the_range_is_refused(&mut client, &sim, 200.0, &reason).await;
 }
 
 #[tokio::test]
@@ -132,14 +103,7 @@ async fn a_runaway_heater_drives_the_air_past_its_set_point() {
     let clock = Clock::manual();
     let sim = sim(SimConfig::standalone(), &clock).await;
     let mut client = connect(&sim, options()).await;
-    client.set_temperature(25.0).await.unwrap();
-    client.start().await.unwrap();
-    sim.set_runaway(Some(2.0));
-    clock.advance(600.0);
-    let r = client.read().await.unwrap();
-    assert!((r.temperature_c - (23.0 + 20.0)).abs() < 0.2, "{r:?}");
-    assert!((sim.temperature_c() - r.temperature_c).abs() < 0.1);
-    assert_eq!(sim.air().temperature_c(), sim.temperature_c());
+    a_runaway_drives_the_air_whatever_the_set_point(&mut client, &sim, &clock, 2.0, 600.0).await;
 }
 
 #[cfg(unix)]
@@ -208,10 +172,10 @@ mod serial {
             ..options()
         };
         let mut client = connect(&sim, short).await;
-        a_cut_link_is_a_lost_link_until_reconnected(
+        a_cut_link_is_lost_until_reconnected_and_the_chamber_regulates_on(
             &mut client,
-            || sim.cut_link(),
-            || sim.restore_link(),
+            &sim,
+            &clock,
         )
         .await;
     }

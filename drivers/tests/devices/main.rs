@@ -1,7 +1,7 @@
 //! The drivers against their simulators, through real sockets and pseudo-terminals: one module
 //! per device family, named after it, so `cargo test -p cyclerd-drivers riden` selects a
 //! family's tests along with its unit tests; `common` holds what the cycler families share,
-//! and what the chamber families do; `chamber` what the thermal chambers share.
+//! `chamber` what the thermal chambers share.
 
 mod arbin;
 #[cfg(unix)]

@@ -1,7 +1,10 @@
 //! The Weiss SimServ driver against the Weiss simulator, through real TCP sockets on loopback.
 
 use super::chamber::{
-    a_cut_link_is_a_lost_link_until_reconnected, a_set_point_of_45_c_is_reached_following_the_ramp,
+    a_cut_link_is_lost_until_reconnected_and_the_chamber_regulates_on,
+    a_runaway_drives_the_air_whatever_the_set_point,
+    a_set_point_of_45_c_is_reached_following_the_ramp, a_set_point_outside_the_range_is_refused,
+    an_alarm_is_reported_until_it_clears,
 };
 use super::{TIMEOUT, within};
 use cyclerd_drivers::chamber::Chamber;
@@ -42,12 +45,7 @@ async fn a_set_point_of_45_c_is_reached_by_the_air_following_the_ramp_limit() {
     let clock = Clock::scaled(500.0);
     let sim = sim(&clock).await;
     let mut client = connect(&sim).await;
-    a_set_point_of_45_c_is_reached_following_the_ramp(&mut client, &clock, 3.0).await;
-    assert!(sim.running());
-    assert_eq!(sim.set_point_c(), 45.0);
-    client.stop().await.unwrap();
-    assert!(!client.read().await.unwrap().running);
-    assert!(!sim.running());
+    a_set_point_of_45_c_is_reached_following_the_ramp(&mut client, &sim, &clock, 3.0).await;
 }
 
 #[tokio::test]
@@ -56,13 +54,11 @@ async fn an_alarm_is_reported_from_the_status_word() {
     let mut client = connect(&sim).await;
     client.start().await.unwrap();
     let r = client.read().await.unwrap();
-    assert!(r.running && r.alarms.is_empty(), "{r:?}");
+    assert!(r.running, "{r:?}");
     assert_eq!(r.humidity_pct, None);
-    sim.set_alarm(Some("Temperature limiter tripped"));
-    let r = client.read().await.unwrap();
-    assert_eq!(r.alarms, ["alarm (SimServ status 11)"]);
-    sim.set_alarm(None);
-    assert!(client.read().await.unwrap().alarms.is_empty());
+    // Running is status 3; the alarm adds 8.
+    let alarm = ("Temperature limiter tripped", "alarm (SimServ status 11)");
+    an_alarm_is_reported_until_it_clears(&mut client, &sim, &[alarm]).await;
 }
 
 #[tokio::test]
@@ -70,37 +66,16 @@ async fn a_cut_link_is_a_lost_link_until_reconnected_while_the_chamber_keeps_reg
     let clock = Clock::manual();
     let sim = sim(&clock).await;
     let mut client = connect(&sim).await;
-    client.set_temperature(30.0).await.unwrap();
-    client.start().await.unwrap();
-    a_cut_link_is_a_lost_link_until_reconnected(
-        &mut client,
-        || sim.cut_link(),
-        || {
-            clock.advance(600.0);
-            sim.restore_link();
-        },
-    )
-    .await;
-    let r = client.read().await.unwrap();
-    assert!(r.running && r.temperature_c > 25.0, "{r:?}");
+    a_cut_link_is_lost_until_reconnected_and_the_chamber_regulates_on(&mut client, &sim, &clock)
+        .await;
 }
 
 #[tokio::test]
 async fn a_set_point_outside_the_range_is_refused_with_code_minus_6() {
     let sim = sim(&Clock::manual()).await;
     let mut client = connect(&sim).await;
-    client.set_temperature(45.0).await.unwrap();
-    let err = client.set_temperature(-80.0).await.unwrap_err();
-    assert!(
-        matches!(&err, DriverError::Refused { message, .. }
-            if message.contains("-6 (bad parameters)") && message.contains("11001¶1¶1¶-80.0")),
-        "{err}"
-    );
-    assert!(!err.is_link_lost());
-    assert_eq!(client.read().await.unwrap().set_point_c, 45.0);
-    let err = client.set_temperature(f64::INFINITY).await.unwrap_err();
-    assert!(matches!(err, DriverError::Unsupported(_)), "{err}");
-    assert_eq!(sim.set_point_c(), 45.0);
+    let reason = ["-6 (bad parameters)", "11001¶1¶1¶-80.0"];
+    a_set_point_outside_the_range_is_refused(&mut client, &sim, -80.0, &reason).await;
 }
 
 #[tokio::test]
@@ -122,10 +97,5 @@ async fn a_runaway_cooler_drives_the_air_below_its_set_point() {
     let clock = Clock::manual();
     let sim = sim(&clock).await;
     let mut client = connect(&sim).await;
-    client.start().await.unwrap();
-    sim.set_runaway(Some(-1.0));
-    clock.advance(1200.0);
-    let r = client.read().await.unwrap();
-    assert!((r.temperature_c - 3.0).abs() < 0.2, "{r:?}");
-    assert_eq!(sim.air().temperature_c(), sim.temperature_c());
+    a_runaway_drives_the_air_whatever_the_set_point(&mut client, &sim, &clock, -1.0, 1200.0).await;
 }

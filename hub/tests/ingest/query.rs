@@ -1,0 +1,145 @@
+//! The query API over real gRPC: list and get tests, read samples, tail a running test.
+
+use super::*;
+use cyclerd_proto::hub::query_client::QueryClient;
+use cyclerd_proto::hub::{GetTestRequest, ListTestsRequest, ReadSamplesRequest, TailRequest};
+use tonic::Code;
+
+async fn query(hub: &Hub) -> QueryClient<tonic::transport::Channel> {
+    QueryClient::new(hub.channel().await)
+}
+
+#[tokio::test]
+async fn tests_are_listed_by_cell_and_state_and_one_comes_with_its_metadata_and_events() {
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    let mut entries = whole_test(0, T1);
+    entries.push(registered(7, T2));
+    up.send_entries(entries).await;
+    up.until_ack(7).await;
+    let mut q = query(&hub).await;
+    let all = q
+        .list_tests(ListTestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.tests.len(), 2);
+    let running = q
+        .list_tests(ListTestsRequest {
+            state: "running".into(),
+            cell_id: "NMC-0042".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(running.tests.len(), 1);
+    assert_eq!(running.tests[0].test_id, T2);
+    let none = q
+        .list_tests(ListTestsRequest {
+            cell_id: "LFP-7".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.tests.is_empty());
+    let detail = q
+        .get_test(GetTestRequest { test_id: T1.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(detail.summary.unwrap().state, "finished");
+    assert_eq!(detail.metadata["operator"], "ada");
+    assert_eq!(detail.expected_samples, 300);
+    assert_eq!(detail.events[0].message, "step 2: charge");
+    let missing = q
+        .get_test(GetTestRequest {
+            test_id: "no-such-test".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn samples_are_read_with_only_the_chosen_columns_inside_the_time_window() {
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    up.send_entries(whole_test(0, T1)).await;
+    up.until_ack(6).await;
+    let mut q = query(&hub).await;
+    let mut stream = q
+        .read_samples(ReadSamplesRequest {
+            test_id: T1.into(),
+            columns: vec!["test_time_s".into(), "voltage_v".into()],
+            from_test_time_s: 50.0,
+            to_test_time_s: 249.0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seqs = Vec::new();
+    while let Some(b) = stream.message().await.unwrap() {
+        assert!(
+            b.current_a.is_empty() && b.cycle.is_empty(),
+            "only the chosen columns"
+        );
+        assert_eq!(b.test_time_s.len(), b.voltage_v.len());
+        seqs.extend((0..b.voltage_v.len() as u64).map(|i| b.first_seq + i));
+    }
+    assert_eq!(seqs, (50..=249).collect::<Vec<u64>>());
+    let bad = q
+        .read_samples(ReadSamplesRequest {
+            test_id: T1.into(),
+            columns: vec!["volts".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("voltage_v"), "{}", bad.message());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tail_sends_what_is_stored_then_each_new_batch_and_ends_with_the_test() {
+    let mut hub = Hub::start().await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    up.send_entries([registered(1, T1), samples(2, T1, 0, 100)])
+        .await;
+    up.until_ack(2).await;
+    let mut q = query(&hub).await;
+    let mut tail = q
+        .tail(TailRequest {
+            test_id: T1.into(),
+            from_seq: 40,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let next = |b: &SampleBatch| b.first_seq + b.voltage_v.len() as u64;
+    let first = tokio::time::timeout(WAIT, tail.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.first_seq, next(&first)), (40, 100));
+    up.send_entries([samples(3, T1, 100, 50)]).await;
+    up.until_ack(3).await;
+    let live = tokio::time::timeout(WAIT, tail.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((live.first_seq, next(&live)), (100, 150));
+    up.send_entries([ended(4, T1, 150)]).await;
+    up.until_ack(4).await;
+    let end = tokio::time::timeout(WAIT, tail.message())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(end.is_none(), "the tail ends with the test: {end:?}");
+    hub.shutdown().await;
+}

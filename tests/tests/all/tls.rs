@@ -1,0 +1,133 @@
+//! The hub over TLS: a daemon streams only to a hub whose certificate chains to the lab CA in
+//! its `hub.ca_file`.
+
+use super::harness::{self, WAIT};
+use cyclerd::demo::{LabOptions, SimLab};
+use cyclerhub::HubStore;
+use cyclerhub::server::ServeOptions;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+const PROTOCOL: &str = r#"
+protocol: Short charge
+version: 1
+params:
+  capacity: 2.5 Ah
+safety:
+  voltage: [2.5 V, 4.25 V]
+  current: 5 A
+steps:
+  - "Rest for 1 minute"
+  - "Charge at 1C for 20 minutes"
+"#;
+
+/// A lab CA (written to `dir/NAME.pem`) and a certificate it signed for `localhost` and
+/// 127.0.0.1, as the hub's identity.
+fn lab_pki(dir: &Path, name: &str) -> (PathBuf, tonic::transport::Identity) {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let ca_file = dir.join(format!("{name}.pem"));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    (
+        ca_file,
+        tonic::transport::Identity::from_pem(cert.pem(), key.serialize_pem()),
+    )
+}
+
+/// A hub serving TLS with `identity`; stops when the sender is dropped or sent to.
+async fn tls_hub(
+    db: &Path,
+    identity: tonic::transport::Identity,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = ServeOptions {
+        tls: Some(identity),
+    };
+    tokio::spawn(cyclerhub::server::run_with(
+        listener,
+        HubStore::open(db).unwrap(),
+        options,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop)
+}
+
+async fn lab(dir: &Path, hub: SocketAddr, ca_file: Option<PathBuf>) -> SimLab {
+    SimLab::start_with(LabOptions {
+        channels: 1,
+        speed: 1000.0,
+        data_dir: Some(dir.to_path_buf()),
+        hub_address: Some(hub),
+        hub_ca_file: ca_file,
+        ..LabOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_streams_to_a_tls_hub_whose_certificate_its_ca_file_vouches_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, identity) = lab_pki(dir.path(), "lab-ca");
+    let hub_db = dir.path().join("hub.sqlite");
+    let (addr, stop) = tls_hub(&hub_db, identity).await;
+    let lab = lab(&dir.path().join("daemon"), addr, Some(ca_file)).await;
+    let tests = lab.start_everywhere(PROTOCOL, "short.yaml").await.unwrap();
+    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+        .await
+        .unwrap();
+    let (summary, _, _keep) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0, "{summary:?}");
+    let _ = stop.send(());
+    harness::assert_every_sample_once(&hub_db, &tests);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_sends_nothing_to_a_hub_its_ca_did_not_sign_nor_in_clear_to_a_tls_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, identity) = lab_pki(dir.path(), "lab-ca");
+    let (other_ca, _) = lab_pki(dir.path(), "other-ca");
+    let (addr, _stop) = tls_hub(&dir.path().join("hub.sqlite"), identity).await;
+    for (name, ca_file) in [("wrong-ca", Some(other_ca)), ("plain", None)] {
+        let lab = lab(&dir.path().join(name), addr, ca_file).await;
+        lab.start_everywhere(PROTOCOL, "short.yaml").await.unwrap();
+        let refused = tokio::time::timeout(WAIT, async {
+            let mut ticks = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                ticks.tick().await;
+                let status = lab.daemon.status();
+                if let Some(alarm) = status.alarms.iter().find(|a| a.contains("hub unreachable")) {
+                    return (alarm.clone(), status.samples_acknowledged);
+                }
+            }
+        })
+        .await
+        .expect("the uploader reports the hub unreachable");
+        assert_eq!(refused.1, 0, "{name}: nothing acknowledged: {}", refused.0);
+        lab.daemon
+            .stop_test(&lab.channel_ids()[0], "")
+            .await
+            .unwrap();
+        let (summary, data_dir, _keep) = lab.stop(Duration::from_millis(100)).await.unwrap();
+        assert_eq!(summary.samples_acknowledged, 0, "{name}");
+        assert!(
+            harness::outbox_pending(&data_dir.join("outbox.sqlite")) > 0,
+            "{name}: the test stays in the outbox for a hub it can trust"
+        );
+    }
+}
