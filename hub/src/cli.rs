@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::export::ExportError;
@@ -23,24 +23,25 @@ struct Cli {
 enum Command {
     /// Serve the ingest API (plus gRPC health and reflection) until Ctrl-C.
     Serve {
-        /// Hub database file (SQLite); created if missing.
+        /// Hub database: a SQLite file (created if missing) or a PostgreSQL URL
+        /// (`postgres://USER@HOST/DB`; the database must exist). Migrations run on start.
         #[arg(long)]
-        db: PathBuf,
+        db: String,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
     },
     /// List the tests in the hub, one per line.
     Tests {
-        /// Hub database file (SQLite).
+        /// Hub database: a SQLite file or a `postgres://` URL.
         #[arg(long)]
-        db: PathBuf,
+        db: String,
     },
     /// Export one test's samples.
     Export {
-        /// Hub database file (SQLite).
+        /// Hub database: a SQLite file or a `postgres://` URL.
         #[arg(long)]
-        db: PathBuf,
+        db: String,
         /// The test to export (see `cyclerhub tests --db FILE`).
         test_id: String,
         /// Output format.
@@ -92,18 +93,16 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn open(db: &PathBuf, must_exist: bool) -> Result<HubStore> {
-    if must_exist && !db.exists() {
-        bail!(
-            "hub database {} does not exist; `cyclerhub serve --db {}` creates it",
-            db.display(),
-            db.display()
-        );
+/// Opens the hub database `db` (a file or a URL). `must_exist`: a missing SQLite file is an
+/// error rather than a new empty hub (a PostgreSQL database must exist anyway).
+fn open(db: &str, must_exist: bool) -> Result<HubStore> {
+    if must_exist && !crate::store::is_postgres_url(db) && !Path::new(db).exists() {
+        bail!("hub database {db} does not exist; `cyclerhub serve --db {db}` creates it");
     }
-    Ok(HubStore::open(db)?)
+    Ok(HubStore::connect(db)?)
 }
 
-fn serve(db: PathBuf, listen: SocketAddr) -> Result<()> {
+fn serve(db: String, listen: SocketAddr) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -144,13 +143,13 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn list_tests(db: PathBuf) -> Result<()> {
+fn list_tests(db: String) -> Result<()> {
     let store = open(&db, true)?;
     let tests = store.list_tests()?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if tests.is_empty() {
-        eprintln!("no tests in {} yet", db.display());
+        eprintln!("no tests in {} yet", store.path().display());
         return Ok(());
     }
     writeln!(
@@ -173,14 +172,14 @@ fn list_tests(db: PathBuf) -> Result<()> {
     Ok(())
 }
 
-fn export(db: PathBuf, test_id: &str, output: Option<PathBuf>) -> Result<()> {
+fn export(db: String, test_id: &str, output: Option<PathBuf>) -> Result<()> {
     let store = open(&db, true)?;
     // Check first, so a typo does not leave an empty output file behind.
     if store.test(test_id)?.is_none() {
         bail!(
             "{}; `cyclerhub tests --db {}` lists the test ids",
             StoreError::NoSuchTest(test_id.to_owned()),
-            db.display()
+            store.path().display()
         );
     }
     let result = match &output {

@@ -1,78 +1,17 @@
-//! The hub's SQLite database: schema, the batched idempotent apply of ingest entries, queries.
-//!
-//! One [`HubStore`] holds two connections to one file: the *writer*, behind a mutex so that
-//! exactly one thread writes at a time however many daemons stream at once, and a *reader* for
-//! queries, which in WAL mode sees committed data without blocking (or being blocked by) the
-//! writer. Every method is blocking; async callers run them on `spawn_blocking`.
-//!
-//! Idempotence comes from the schema: samples are keyed by `(test_key, seq)`, events by the
-//! entry that carried them `(daemon_id, store_epoch, entry_id)`, tests by `test_id`, and every
-//! insert is `INSERT OR IGNORE`. Re-applying any entry is therefore a no-op.
+//! The SQLite backend: one file, WAL mode, a writer and a reader connection.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
-use cyclerd_proto::ingest::{
-    Entry, Event, Hello, Rejection, SampleBatch, TestEnded, TestRegistered, entry::Body,
-};
-use prost::Message as _;
+use cyclerd_proto::ingest::{Entry, Event, SampleBatch, TestEnded, TestRegistered};
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
-/// Errors of the hub's storage layer. Following the std convention, a message does not repeat
-/// its `source()`: print the chain (`{:#}` with anyhow, or [`error_chain`]).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database file could not be opened or configured.
-    #[error("cannot open hub database {}", path.display())]
-    Open {
-        /// The file we tried to open.
-        path: PathBuf,
-        /// What SQLite said.
-        source: rusqlite::Error,
-    },
-    /// The file was written by a newer cyclerhub whose schema we do not know.
-    #[error(
-        "hub database {} has schema version {found}, but this cyclerhub only knows up to \
-         {supported}; use a newer cyclerhub",
-        path.display()
-    )]
-    SchemaTooNew {
-        /// The file in question.
-        path: PathBuf,
-        /// `PRAGMA user_version` found in the file.
-        found: i64,
-        /// The newest schema version this build can migrate to.
-        supported: i64,
-    },
-    /// The test id is not in the hub.
-    #[error("no test with id {0:?} in the hub")]
-    NoSuchTest(String),
-    /// A number from the wire does not fit SQLite's signed 64-bit integers.
-    #[error("{0} is out of range (the hub stores at most 2^63-1)")]
-    OutOfRange(&'static str),
-    /// Stored data that the hub itself wrote does not parse back.
-    #[error("corrupt hub data: {0}")]
-    Corrupt(String),
-    /// Any other SQLite failure (I/O error, disk full, ...).
-    #[error("hub database error")]
-    Sqlite(#[from] rusqlite::Error),
-}
-
-/// An error and all its sources, `: `-separated, for places that only take one string (gRPC
-/// status messages, logs).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+use super::{
+    BatchOutcome, BatchWrites, EventRow, RejectionRecord, RejectionRow, SampleRow, Source,
+    StoreError, TestRow, TestRowRaw, apply_entries, epoch_from_sql, u32_from_sql, u64_from_sql,
+};
 
 /// Schema migrations; `MIGRATIONS[i]` takes `PRAGMA user_version` from `i` to `i + 1`.
 /// Append only: a released migration is never edited.
@@ -188,14 +127,8 @@ fn insert_samples_sql(rows: usize) -> String {
     sql
 }
 
-/// A handle on the hub database; cheap to clone, shareable between threads.
-#[derive(Clone)]
-pub struct HubStore {
-    /// Shared so that every stream's task and the query side use the same two connections.
-    inner: Arc<Inner>,
-}
-
-struct Inner {
+/// The SQLite side of a [`super::HubStore`].
+pub(super) struct SqliteStore {
     /// The only connection that writes: the mutex is what makes the hub a single writer.
     writer: Mutex<Connection>,
     /// Read-only connection for queries; WAL lets it read alongside the writer.
@@ -204,186 +137,16 @@ struct Inner {
     path: PathBuf,
 }
 
-impl std::fmt::Debug for HubStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HubStore")
-            .field("path", &self.inner.path)
-            .finish()
-    }
-}
-
-/// One test as listed by [`HubStore::list_tests`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct TestRow {
-    /// The daemon's UUIDv7 for the test: the id users pass to `export`.
-    pub test_id: String,
-    /// Which daemon ran it, to tell labs and benches apart.
-    pub daemon_id: String,
-    /// `DEVICE/N` channel the test ran on.
-    pub channel_id: String,
-    /// Name of the protocol, as the engineer called it.
-    pub protocol_name: String,
-    /// Primary metadata (cell id, operator, chemistry, ...), sorted by key.
-    pub metadata: BTreeMap<String, String>,
-    /// When the test started (Unix seconds).
-    pub start_unix_s: f64,
-    /// When it ended; `None` while the hub has not seen it end.
-    pub end_unix_s: Option<f64>,
-    /// `finished`, `stopped` or `faulted`; `None` while running.
-    pub outcome: Option<String>,
-    /// Why it ended, in words (e.g. the alarm that faulted it).
-    pub reason: Option<String>,
-    /// Samples the hub holds for the test.
-    pub sample_count: u64,
-    /// Samples the daemon said the test produced, once ended; compare with `sample_count`.
-    pub expected_samples: Option<u64>,
-}
-
-impl TestRow {
-    /// `running` until the test ends, then its outcome.
-    pub fn state(&self) -> &str {
-        self.outcome.as_deref().unwrap_or("running")
-    }
-}
-
-/// One sample, in BDF units; current positive when charging.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SampleRow {
-    /// Sequence number, contiguous per test from 0: gaps mean missing data.
-    pub seq: u64,
-    /// Seconds since the test started.
-    pub test_time_s: f64,
-    /// Wall-clock time of the sample (Unix seconds).
-    pub unix_time_s: f64,
-    /// Cell voltage, V.
-    pub voltage_v: f64,
-    /// Current, A; positive = charging (BDF sign).
-    pub current_a: f64,
-    /// Cycle counter of the protocol.
-    pub cycle: u32,
-    /// Step counter of the protocol.
-    pub step: u32,
-    /// Cumulative charge capacity, Ah.
-    pub charge_capacity_ah: f64,
-    /// Cumulative discharge capacity, Ah.
-    pub discharge_capacity_ah: f64,
-    /// Cumulative charge energy, Wh.
-    pub charge_energy_wh: f64,
-    /// Cumulative discharge energy, Wh.
-    pub discharge_energy_wh: f64,
-    /// Cell (surface) temperature, °C; `None` when the channel has no sensor.
-    pub temperature_c: Option<f64>,
-    /// Air temperature of the chamber the cell sits in, °C; `None` outside a chamber.
-    pub ambient_temperature_c: Option<f64>,
-}
-
-/// One event of a test (step change, state change, alarm, info).
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventRow {
-    /// Wall-clock time (Unix seconds).
-    pub unix_time_s: f64,
-    /// Seconds since the test started.
-    pub test_time_s: f64,
-    /// `step`, `state`, `alarm` or `info`.
-    pub kind: String,
-    /// Human-readable text.
-    pub message: String,
-    /// Protocol step at the time.
-    pub step: u32,
-    /// Protocol cycle at the time.
-    pub cycle: u32,
-}
-
-/// An entry the hub refused, as recorded in the `rejections` table.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RejectionRow {
-    /// Daemon that sent it.
-    pub daemon_id: String,
-    /// Store epoch the entry id belongs to.
-    pub store_epoch: u64,
-    /// The entry's id in the daemon's outbox, to find the parked copy there.
-    pub entry_id: u64,
-    /// Entry type (`test_registered`, `samples`, `event`, `test_ended`, `none`).
-    pub kind: String,
-    /// Test the entry was about, when it named one.
-    pub test_id: Option<String>,
-    /// Why it was refused.
-    pub reason: String,
-}
-
-/// What [`HubStore::apply_batch`] did; the server turns it into Rejections and one Ack.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BatchOutcome {
-    /// Highest entry id of the batch: the cumulative Ack to send (0 for an empty batch).
-    pub up_to: u64,
-    /// Entries applied now.
-    pub applied: usize,
-    /// Entries skipped because the hub had already handled them (id <= applied_up_to).
-    pub duplicates: usize,
-    /// Entries refused now; each is recorded and must be answered with a Rejection.
-    pub rejections: Vec<Rejection>,
-    /// Sample rows actually inserted (re-sent samples are not counted).
-    pub samples_inserted: u64,
-}
-
-/// Why one entry did not apply: refused (answer with a Rejection) or storage failed (abort).
-enum ApplyError {
-    Reject(String),
-    Store(rusqlite::Error),
-}
-
-impl From<rusqlite::Error> for ApplyError {
-    fn from(e: rusqlite::Error) -> Self {
-        ApplyError::Store(e)
-    }
-}
-
-/// Who is writing: the daemon store an entry came from.
-struct Source<'a> {
-    daemon_id: &'a str,
-    epoch: i64,
-}
-
-/// Store epochs are opaque u64 tags, never compared: bit-cast to fit SQLite's i64.
-fn epoch_to_sql(epoch: u64) -> i64 {
-    i64::from_ne_bytes(epoch.to_ne_bytes())
-}
-
-fn epoch_from_sql(epoch: i64) -> u64 {
-    u64::from_ne_bytes(epoch.to_ne_bytes())
-}
-
-/// Counters are non-negative in the database; a negative one would be our own corruption.
-fn u64_from_sql(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn u32_from_sql(v: i64) -> u32 {
-    u32::try_from(v).unwrap_or(0)
-}
-
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic while holding the lock dropped its transaction, which rolled back: the
     // connection itself is fine to keep using.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn body_kind(body: Option<&Body>) -> (&'static str, Option<&str>) {
-    match body {
-        Some(Body::TestRegistered(t)) => ("test_registered", Some(&t.test_id)),
-        Some(Body::Samples(s)) => ("samples", Some(&s.test_id)),
-        Some(Body::Event(e)) => ("event", Some(&e.test_id)),
-        Some(Body::TestEnded(e)) => ("test_ended", Some(&e.test_id)),
-        None => ("none", None),
-    }
-}
-
-impl HubStore {
-    /// Opens (creating if needed) the hub database at `path` and migrates it to the current
-    /// schema. WAL mode, `synchronous=FULL`: an Ack is only sent after a commit that survives
-    /// power loss, because the daemon deletes what the hub acked.
-    pub fn open(path: impl AsRef<Path>) -> Result<HubStore, StoreError> {
-        let path = path.as_ref().to_path_buf();
+impl SqliteStore {
+    /// See [`super::HubStore::open`].
+    pub(super) fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let path = path.to_path_buf();
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,
@@ -418,139 +181,81 @@ impl HubStore {
             .map_err(open_err)?;
         reader.set_prepared_statement_cache_capacity(32);
 
-        Ok(HubStore {
-            inner: Arc::new(Inner {
-                writer: Mutex::new(writer),
-                reader: Mutex::new(reader),
-                path,
-            }),
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            path,
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    pub(super) fn path(&self) -> &Path {
+        &self.path
     }
 
-    /// Records a daemon's Hello and returns its resume point: the highest entry id applied for
-    /// `(daemon_id, store_epoch)`, 0 when the hub has never seen that store.
-    pub fn hello(&self, hello: &Hello) -> Result<u64, StoreError> {
-        let mut conn = lock(&self.inner.writer);
+    pub(super) fn hello(&self, source: &Source<'_>, name: &str) -> Result<u64, StoreError> {
+        let mut conn = lock(&self.writer);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.prepare_cached(
             "INSERT INTO daemons (daemon_id, store_epoch, name) VALUES (?1, ?2, ?3)
              ON CONFLICT (daemon_id, store_epoch) DO UPDATE SET name = excluded.name",
         )?
-        .execute(params![
-            hello.daemon_id,
-            epoch_to_sql(hello.store_epoch),
-            hello.daemon_name
-        ])?;
-        let applied = applied_up_to_in(&tx, &hello.daemon_id, epoch_to_sql(hello.store_epoch))?;
+        .execute(params![source.daemon_id, source.epoch, name])?;
+        let applied = applied_up_to_in(&tx, source)?;
         tx.commit()?;
         Ok(applied)
     }
 
-    /// Highest entry id applied for `(daemon_id, store_epoch)`; 0 when none.
-    pub fn applied_up_to(&self, daemon_id: &str, store_epoch: u64) -> Result<u64, StoreError> {
-        let conn = lock(&self.inner.reader);
-        applied_up_to_in(&conn, daemon_id, epoch_to_sql(store_epoch))
+    pub(super) fn applied_up_to(&self, source: &Source<'_>) -> Result<u64, StoreError> {
+        applied_up_to_in(&lock(&self.reader), source)
     }
 
-    /// Applies a batch of entries from one daemon store in ONE transaction, together with the
-    /// new `applied_up_to`, and commits. Entries the hub already handled are skipped; entries it
-    /// cannot apply are recorded in `rejections` and reported in the outcome. Only a storage
-    /// failure returns `Err`, and then nothing of the batch is kept (so nothing may be acked).
-    ///
-    /// `entries` must have strictly increasing ids (the server checks this on the stream).
-    pub fn apply_batch(
+    pub(super) fn apply_batch(
         &self,
-        daemon_id: &str,
-        store_epoch: u64,
+        source: &Source<'_>,
+        up_to: i64,
         entries: &[Entry],
     ) -> Result<BatchOutcome, StoreError> {
-        let Some(last) = entries.last() else {
-            return Ok(BatchOutcome::default());
-        };
-        // Checked before touching the database, so SQL comparisons of ids stay meaningful.
-        let up_to = i64::try_from(last.id).map_err(|_| StoreError::OutOfRange("entry id"))?;
-        let source = Source {
-            daemon_id,
-            epoch: epoch_to_sql(store_epoch),
-        };
-        let mut out = BatchOutcome {
-            up_to: last.id,
-            ..BatchOutcome::default()
-        };
-
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = lock(&self.writer);
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Normally created by Hello; created here too so a batch can never be acked without
         // its resume point being stored.
         tx.prepare_cached(
             "INSERT OR IGNORE INTO daemons (daemon_id, store_epoch, name) VALUES (?1, ?2, '')",
         )?
-        .execute(params![daemon_id, source.epoch])?;
+        .execute(params![source.daemon_id, source.epoch])?;
         // Read inside the transaction: another stream of the same store may have moved it.
-        let applied = applied_up_to_in(&tx, daemon_id, source.epoch)?;
-
-        for entry in entries {
-            if entry.id <= applied {
-                out.duplicates += 1;
-                continue;
-            }
-            match apply_entry(&tx, &source, entry) {
-                Ok(inserted) => {
-                    out.applied += 1;
-                    out.samples_inserted += inserted;
-                }
-                Err(ApplyError::Reject(reason)) => {
-                    record_rejection(&tx, &source, entry, &reason)?;
-                    out.rejections.push(Rejection {
-                        entry_id: entry.id,
-                        reason,
-                    });
-                }
-                Err(ApplyError::Store(e)) => return Err(e.into()),
-            }
-        }
-
+        let applied = applied_up_to_in(&tx, source)?;
+        let out = apply_entries(&mut tx, source, applied, entries)?;
         tx.prepare_cached(
             "UPDATE daemons SET applied_up_to = max(applied_up_to, ?3)
              WHERE daemon_id = ?1 AND store_epoch = ?2",
         )?
-        .execute(params![daemon_id, source.epoch, up_to])?;
+        .execute(params![source.daemon_id, source.epoch, up_to])?;
         tx.commit()?;
         Ok(out)
     }
 
-    /// Every test, oldest first.
-    pub fn list_tests(&self) -> Result<Vec<TestRow>, StoreError> {
-        let conn = lock(&self.inner.reader);
+    pub(super) fn list_tests(&self) -> Result<Vec<TestRowRaw>, StoreError> {
+        let conn = lock(&self.reader);
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {TEST_COLUMNS} FROM tests ORDER BY start_unix_s, test_key"
         ))?;
         let rows = stmt
             .query_map([], test_row_raw)?
             .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(TestRowRaw::finish).collect()
+        Ok(rows)
     }
 
-    /// One test, or `None` when the hub does not have it.
-    pub fn test(&self, test_id: &str) -> Result<Option<TestRow>, StoreError> {
-        let conn = lock(&self.inner.reader);
+    pub(super) fn test(&self, test_id: &str) -> Result<Option<TestRowRaw>, StoreError> {
+        let conn = lock(&self.reader);
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {TEST_COLUMNS} FROM tests WHERE test_id = ?1"
         ))?;
-        stmt.query_row([test_id], test_row_raw)
-            .optional()?
-            .map(TestRowRaw::finish)
-            .transpose()
+        Ok(stmt.query_row([test_id], test_row_raw).optional()?)
     }
 
-    /// Number of samples the hub holds for the test.
-    pub fn sample_count(&self, test_id: &str) -> Result<u64, StoreError> {
-        let conn = lock(&self.inner.reader);
+    pub(super) fn sample_count(&self, test_id: &str) -> Result<u64, StoreError> {
+        let conn = lock(&self.reader);
         conn.prepare_cached("SELECT sample_count FROM tests WHERE test_id = ?1")?
             .query_row([test_id], |r| r.get::<_, i64>(0))
             .optional()?
@@ -558,10 +263,8 @@ impl HubStore {
             .ok_or_else(|| StoreError::NoSuchTest(test_id.to_owned()))
     }
 
-    /// Whether any sample of the test has a cell temperature and an ambient (chamber)
-    /// temperature: decides the BDF temperature columns.
-    pub fn has_temperatures(&self, test_id: &str) -> Result<(bool, bool), StoreError> {
-        let conn = lock(&self.inner.reader);
+    pub(super) fn has_temperatures(&self, test_id: &str) -> Result<(bool, bool), StoreError> {
+        let conn = lock(&self.reader);
         let key = test_key_in(&conn, test_id)?;
         Ok(conn
             .prepare_cached(
@@ -573,25 +276,12 @@ impl HubStore {
             .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))?)
     }
 
-    /// All samples of a test in `seq` order. Loads them all; for big tests prefer
-    /// [`HubStore::for_each_sample`].
-    pub fn samples(&self, test_id: &str) -> Result<Vec<SampleRow>, StoreError> {
-        let mut rows = Vec::new();
-        self.for_each_sample(test_id, |s| {
-            rows.push(s.clone());
-            Ok::<_, StoreError>(())
-        })?;
-        Ok(rows)
-    }
-
-    /// Streams the samples of a test in `seq` order through `f`, without loading them all;
-    /// returns how many were visited. Stops at the first error `f` returns.
-    pub fn for_each_sample<E: From<StoreError>>(
+    pub(super) fn for_each_sample<E: From<StoreError>>(
         &self,
         test_id: &str,
         mut f: impl FnMut(&SampleRow) -> Result<(), E>,
     ) -> Result<u64, E> {
-        let conn = lock(&self.inner.reader);
+        let conn = lock(&self.reader);
         let key = test_key_in(&conn, test_id)?;
         let mut stmt = conn
             .prepare_cached(
@@ -611,9 +301,8 @@ impl HubStore {
         Ok(n)
     }
 
-    /// The events of a test, in time order.
-    pub fn events(&self, test_id: &str) -> Result<Vec<EventRow>, StoreError> {
-        let conn = lock(&self.inner.reader);
+    pub(super) fn events(&self, test_id: &str) -> Result<Vec<EventRow>, StoreError> {
+        let conn = lock(&self.reader);
         let key = test_key_in(&conn, test_id)?;
         let mut stmt = conn.prepare_cached(
             "SELECT unix_time_s, test_time_s, kind, message, step, cycle
@@ -634,9 +323,8 @@ impl HubStore {
         Ok(rows)
     }
 
-    /// Every rejected entry, in the order they were recorded.
-    pub fn rejections(&self) -> Result<Vec<RejectionRow>, StoreError> {
-        let conn = lock(&self.inner.reader);
+    pub(super) fn rejections(&self) -> Result<Vec<RejectionRow>, StoreError> {
+        let conn = lock(&self.reader);
         let mut stmt = conn.prepare_cached(
             "SELECT daemon_id, store_epoch, entry_id, kind, test_id, reason
              FROM rejections ORDER BY rowid",
@@ -663,7 +351,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > supported {
         return Err(StoreError::SchemaTooNew {
-            path: path.to_path_buf(),
+            database: path.display().to_string(),
             found,
             supported,
         });
@@ -678,12 +366,14 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn applied_up_to_in(conn: &Connection, daemon_id: &str, epoch: i64) -> Result<u64, StoreError> {
+fn applied_up_to_in(conn: &Connection, source: &Source<'_>) -> Result<u64, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT applied_up_to FROM daemons WHERE daemon_id = ?1 AND store_epoch = ?2",
         )?
-        .query_row(params![daemon_id, epoch], |r| r.get::<_, i64>(0))
+        .query_row(params![source.daemon_id, source.epoch], |r| {
+            r.get::<_, i64>(0)
+        })
         .optional()?
         .map(u64_from_sql)
         .unwrap_or(0))
@@ -696,26 +386,9 @@ fn test_key_in(conn: &Connection, test_id: &str) -> Result<i64, StoreError> {
         .ok_or_else(|| StoreError::NoSuchTest(test_id.to_owned()))
 }
 
+/// The `tests` columns [`test_row_raw`] reads, in its order.
 const TEST_COLUMNS: &str = "test_id, daemon_id, channel_id, protocol_name, metadata_json, \
     start_unix_s, end_unix_s, outcome, reason, sample_count, expected_samples";
-
-/// A `tests` row before its metadata JSON is parsed (which can fail outside rusqlite).
-struct TestRowRaw {
-    row: TestRow,
-    metadata_json: String,
-}
-
-impl TestRowRaw {
-    fn finish(mut self) -> Result<TestRow, StoreError> {
-        self.row.metadata = serde_json::from_str(&self.metadata_json).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "metadata of test {} is not a JSON object of strings: {e}",
-                self.row.test_id
-            ))
-        })?;
-        Ok(self.row)
-    }
-}
 
 fn test_row_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<TestRowRaw> {
     Ok(TestRowRaw {
@@ -724,7 +397,7 @@ fn test_row_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<TestRowRaw> {
             daemon_id: r.get(1)?,
             channel_id: r.get(2)?,
             protocol_name: r.get(3)?,
-            metadata: BTreeMap::new(),
+            metadata: Default::default(),
             start_unix_s: r.get(5)?,
             end_unix_s: r.get(6)?,
             outcome: r.get(7)?,
@@ -754,218 +427,48 @@ fn sample_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SampleRow> {
     })
 }
 
-fn record_rejection(
-    tx: &Transaction<'_>,
-    source: &Source<'_>,
-    entry: &Entry,
-    reason: &str,
-) -> Result<(), StoreError> {
-    let (kind, test_id) = body_kind(entry.body.as_ref());
-    let id = i64::try_from(entry.id).map_err(|_| StoreError::OutOfRange("entry id"))?;
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO rejections (daemon_id, store_epoch, entry_id, kind, test_id,
-                                           reason, entry)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        source.daemon_id,
-        source.epoch,
-        id,
-        kind,
-        test_id,
-        reason,
-        entry.encode_to_vec()
-    ])?;
-    tracing::warn!(
-        daemon_id = source.daemon_id,
-        entry_id = entry.id,
-        kind,
-        reason,
-        "rejected entry"
-    );
-    Ok(())
-}
+impl BatchWrites for Transaction<'_> {
+    fn test_owner(&mut self, test_id: &str) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(self
+            .prepare_cached("SELECT test_key, daemon_id FROM tests WHERE test_id = ?1")?
+            .query_row([test_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
 
-/// Applies one entry; returns the number of sample rows inserted. Validates everything before
-/// writing anything, so a rejected entry leaves no trace but its rejection record.
-fn apply_entry(
-    tx: &Transaction<'_>,
-    source: &Source<'_>,
-    entry: &Entry,
-) -> Result<u64, ApplyError> {
-    match &entry.body {
-        None => Err(ApplyError::Reject(
-            "entry has no body (an entry type this hub does not know? upgrade the hub)".into(),
-        )),
-        Some(Body::TestRegistered(t)) => apply_test_registered(tx, source, t).map(|()| 0),
-        Some(Body::Samples(b)) => apply_samples(tx, source, b),
-        Some(Body::Event(e)) => apply_event(tx, source, entry.id, e).map(|()| 0),
-        Some(Body::TestEnded(e)) => apply_test_ended(tx, source, e).map(|()| 0),
+    fn insert_test(
+        &mut self,
+        source: &Source<'_>,
+        t: &TestRegistered,
+        metadata_json: &str,
+    ) -> Result<(), StoreError> {
+        self.prepare_cached(
+            "INSERT OR IGNORE INTO tests (test_id, daemon_id, store_epoch, channel_id,
+                 protocol_name, protocol_source, plan_json, metadata_json, start_unix_s)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            t.test_id,
+            source.daemon_id,
+            source.epoch,
+            t.channel_id,
+            t.protocol_name,
+            t.protocol_source,
+            t.plan_json,
+            metadata_json,
+            t.start_unix_s
+        ])?;
+        Ok(())
     }
-}
 
-fn reject<T>(reason: impl Into<String>) -> Result<T, ApplyError> {
-    Err(ApplyError::Reject(reason.into()))
-}
-
-/// The test's key, if the hub knows the test and it belongs to the writing daemon.
-fn owned_test_key(
-    tx: &Transaction<'_>,
-    source: &Source<'_>,
-    test_id: &str,
-) -> Result<i64, ApplyError> {
-    let found: Option<(i64, String)> = tx
-        .prepare_cached("SELECT test_key, daemon_id FROM tests WHERE test_id = ?1")?
-        .query_row([test_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    match found {
-        None => reject(format!(
-            "unknown test {test_id:?}: the hub has no TestRegistered for it"
-        )),
-        Some((_, owner)) if owner != source.daemon_id => reject(format!(
-            "test {test_id:?} belongs to daemon {owner}, not to {}",
-            source.daemon_id
-        )),
-        Some((key, _)) => Ok(key),
-    }
-}
-
-fn apply_test_registered(
-    tx: &Transaction<'_>,
-    source: &Source<'_>,
-    t: &TestRegistered,
-) -> Result<(), ApplyError> {
-    if t.test_id.is_empty() {
-        return reject("TestRegistered has an empty test_id");
-    }
-    if t.channel_id.is_empty() {
-        return reject(format!("test {:?} has an empty channel_id", t.test_id));
-    }
-    if !t.start_unix_s.is_finite() {
-        return reject(format!("test {:?} has a non-finite start time", t.test_id));
-    }
-    let owner: Option<String> = tx
-        .prepare_cached("SELECT daemon_id FROM tests WHERE test_id = ?1")?
-        .query_row([&t.test_id], |r| r.get(0))
-        .optional()?;
-    match owner {
-        // Re-sent registration: already applied.
-        Some(owner) if owner == source.daemon_id => return Ok(()),
-        Some(owner) => {
-            return reject(format!(
-                "test id {:?} is already registered by daemon {owner}",
-                t.test_id
-            ));
-        }
-        None => {}
-    }
-    // Sorted keys: stable, diffable JSON.
-    let metadata: BTreeMap<&str, &str> = t
-        .metadata
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let metadata_json = match serde_json::to_string(&metadata) {
-        Ok(json) => json,
-        Err(e) => return reject(format!("metadata cannot be stored as JSON: {e}")),
-    };
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO tests (test_id, daemon_id, store_epoch, channel_id, protocol_name,
-             protocol_source, plan_json, metadata_json, start_unix_s)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        t.test_id,
-        source.daemon_id,
-        source.epoch,
-        t.channel_id,
-        t.protocol_name,
-        t.protocol_source,
-        t.plan_json,
-        metadata_json,
-        t.start_unix_s
-    ])?;
-    Ok(())
-}
-
-/// Checks a sample batch's shape and values, so the insert loop cannot fail on them.
-fn validate_samples(b: &SampleBatch) -> Result<(), String> {
-    let n = b.test_time_s.len();
-    let lens = [
-        ("unix_time_s", b.unix_time_s.len()),
-        ("voltage_v", b.voltage_v.len()),
-        ("current_a", b.current_a.len()),
-        ("cycle", b.cycle.len()),
-        ("step", b.step.len()),
-        ("charge_capacity_ah", b.charge_capacity_ah.len()),
-        ("discharge_capacity_ah", b.discharge_capacity_ah.len()),
-        ("charge_energy_wh", b.charge_energy_wh.len()),
-        ("discharge_energy_wh", b.discharge_energy_wh.len()),
-    ];
-    let optional = [
-        ("temperature_c", b.temperature_c.len()),
-        ("ambient_temperature_c", b.ambient_temperature_c.len()),
-    ];
-    let optional_ok = optional.iter().all(|&(_, len)| len == 0 || len == n);
-    if lens.iter().any(|&(_, len)| len != n) || !optional_ok {
-        let mut detail = format!("test_time_s {n}");
-        for (name, len) in lens.iter().chain(&optional) {
-            detail.push_str(&format!(", {name} {len}"));
-        }
-        return Err(format!(
-            "sample batch columns have unequal lengths ({detail}); every column must have one \
-             value per sample (temperature_c and ambient_temperature_c may be empty)"
-        ));
-    }
-    let last = (n as u64)
-        .checked_sub(1)
-        .and_then(|d| b.first_seq.checked_add(d))
-        .unwrap_or(b.first_seq);
-    if i64::try_from(last).is_err() {
-        return Err(format!("sample seq {last} is out of range (max 2^63-1)"));
-    }
-    // SQLite stores NaN as NULL, which the NOT NULL columns would refuse mid-batch.
-    let float_cols: [(&str, &[f64]); 8] = [
-        ("test_time_s", &b.test_time_s),
-        ("unix_time_s", &b.unix_time_s),
-        ("voltage_v", &b.voltage_v),
-        ("current_a", &b.current_a),
-        ("charge_capacity_ah", &b.charge_capacity_ah),
-        ("discharge_capacity_ah", &b.discharge_capacity_ah),
-        ("charge_energy_wh", &b.charge_energy_wh),
-        ("discharge_energy_wh", &b.discharge_energy_wh),
-    ];
-    for (name, col) in float_cols {
-        if let Some(i) = col.iter().position(|v| !v.is_finite()) {
-            return Err(format!(
-                "non-finite {name} ({}) at seq {}",
-                col[i],
-                b.first_seq.saturating_add(i as u64)
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn apply_samples(
-    tx: &Transaction<'_>,
-    source: &Source<'_>,
-    b: &SampleBatch,
-) -> Result<u64, ApplyError> {
-    validate_samples(b).map_err(ApplyError::Reject)?;
-    let key = owned_test_key(tx, source, &b.test_id)?;
-    let n = b.test_time_s.len();
-    if n == 0 {
-        return Ok(0);
-    }
-    let mut inserted = 0u64;
-    {
+    fn insert_samples(&mut self, key: i64, b: &SampleBatch) -> Result<u64, StoreError> {
+        let n = b.test_time_s.len();
+        let mut inserted = 0u64;
         // The hot path: cached statements, all inside the batch's transaction, most rows
-        // through the multi-row statement. Validation above guarantees every index and every
-        // seq is in range.
+        // through the multi-row statement. Validation guarantees every index and every seq is
+        // in range.
         let full = n / ROWS_PER_INSERT * ROWS_PER_INSERT;
         if full > 0 {
-            let mut stmt = tx.prepare_cached(&INSERT_SAMPLES_MULTI)?;
+            let mut stmt = self.prepare_cached(&INSERT_SAMPLES_MULTI)?;
             for start in (0..full).step_by(ROWS_PER_INSERT) {
                 for r in 0..ROWS_PER_INSERT {
                     bind_sample(&mut stmt, r * SAMPLE_COLUMNS, key, b, start + r)?;
@@ -974,18 +477,81 @@ fn apply_samples(
             }
         }
         if full < n {
-            let mut stmt = tx.prepare_cached(&INSERT_SAMPLE_ONE)?;
+            let mut stmt = self.prepare_cached(&INSERT_SAMPLE_ONE)?;
             for i in full..n {
                 bind_sample(&mut stmt, 0, key, b, i)?;
                 inserted += stmt.raw_execute()? as u64;
             }
         }
-    }
-    if inserted > 0 {
-        tx.prepare_cached("UPDATE tests SET sample_count = sample_count + ?2 WHERE test_key = ?1")?
+        if inserted > 0 {
+            self.prepare_cached(
+                "UPDATE tests SET sample_count = sample_count + ?2 WHERE test_key = ?1",
+            )?
             .execute(params![key, inserted as i64])?;
+        }
+        Ok(inserted)
     }
-    Ok(inserted)
+
+    fn insert_event(
+        &mut self,
+        key: i64,
+        source: &Source<'_>,
+        entry_id: i64,
+        e: &Event,
+    ) -> Result<(), StoreError> {
+        self.prepare_cached(
+            "INSERT OR IGNORE INTO events (test_key, daemon_id, store_epoch, entry_id,
+                 unix_time_s, test_time_s, kind, message, step, cycle)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            key,
+            source.daemon_id,
+            source.epoch,
+            entry_id,
+            e.unix_time_s,
+            e.test_time_s,
+            e.kind,
+            e.message,
+            e.step,
+            e.cycle
+        ])?;
+        Ok(())
+    }
+
+    fn end_test(&mut self, key: i64, e: &TestEnded, expected: i64) -> Result<i64, StoreError> {
+        Ok(self
+            .prepare_cached(
+                "UPDATE tests SET end_unix_s = ?2, outcome = ?3, reason = ?4, expected_samples = ?5
+                 WHERE test_key = ?1 RETURNING sample_count",
+            )?
+            .query_row(
+                params![key, e.unix_time_s, e.outcome, e.reason, expected],
+                |r| r.get(0),
+            )?)
+    }
+
+    fn insert_rejection(
+        &mut self,
+        source: &Source<'_>,
+        r: &RejectionRecord<'_>,
+    ) -> Result<(), StoreError> {
+        self.prepare_cached(
+            "INSERT OR IGNORE INTO rejections (daemon_id, store_epoch, entry_id, kind, test_id,
+                                               reason, entry)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            source.daemon_id,
+            source.epoch,
+            r.entry_id,
+            r.kind,
+            r.test_id,
+            r.reason,
+            r.entry
+        ])?;
+        Ok(())
+    }
 }
 
 /// Binds sample `i` of `b` to the 14 parameters after `offset`. `i` must be in range
@@ -1019,73 +585,5 @@ fn bind_sample(
     stmt.raw_bind_parameter(offset + 12, b.discharge_energy_wh[i])?;
     stmt.raw_bind_parameter(offset + 13, temp)?;
     stmt.raw_bind_parameter(offset + 14, ambient)?;
-    Ok(())
-}
-
-fn apply_event(
-    tx: &Transaction<'_>,
-    source: &Source<'_>,
-    entry_id: u64,
-    e: &Event,
-) -> Result<(), ApplyError> {
-    if !e.unix_time_s.is_finite() || !e.test_time_s.is_finite() {
-        return reject(format!(
-            "event of test {:?} has a non-finite time",
-            e.test_id
-        ));
-    }
-    let key = owned_test_key(tx, source, &e.test_id)?;
-    let entry_id =
-        i64::try_from(entry_id).map_err(|_| ApplyError::Reject("entry id out of range".into()))?;
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO events (test_key, daemon_id, store_epoch, entry_id, unix_time_s,
-             test_time_s, kind, message, step, cycle)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        key,
-        source.daemon_id,
-        source.epoch,
-        entry_id,
-        e.unix_time_s,
-        e.test_time_s,
-        e.kind,
-        e.message,
-        e.step,
-        e.cycle
-    ])?;
-    Ok(())
-}
-
-fn apply_test_ended(
-    tx: &Transaction<'_>,
-    source: &Source<'_>,
-    e: &TestEnded,
-) -> Result<(), ApplyError> {
-    if !e.unix_time_s.is_finite() {
-        return reject(format!("end of test {:?} has a non-finite time", e.test_id));
-    }
-    let Ok(expected) = i64::try_from(e.sample_count) else {
-        return reject(format!("sample_count {} is out of range", e.sample_count));
-    };
-    let key = owned_test_key(tx, source, &e.test_id)?;
-    let held: i64 = tx
-        .prepare_cached(
-            "UPDATE tests SET end_unix_s = ?2, outcome = ?3, reason = ?4, expected_samples = ?5
-             WHERE test_key = ?1 RETURNING sample_count",
-        )?
-        .query_row(
-            params![key, e.unix_time_s, e.outcome, e.reason, expected],
-            |r| r.get(0),
-        )?;
-    // Samples precede the end in the daemon's log, so by now they should all be here.
-    if held != expected {
-        tracing::warn!(
-            test_id = e.test_id,
-            held,
-            expected,
-            "test ended but the hub holds a different number of samples than the daemon produced"
-        );
-    }
     Ok(())
 }

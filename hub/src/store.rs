@@ -1,0 +1,827 @@
+//! The hub's database: the batched idempotent apply of ingest entries, and the queries, over
+//! one of two backends with the same schema and the same behaviour:
+//!
+//! - [`sqlite`] (a file; the embedded default for one lab): two connections, the *writer*
+//!   behind a mutex so that exactly one thread writes at a time however many daemons stream at
+//!   once, and a *reader* for queries, which in WAL mode sees committed data without blocking
+//!   (or being blocked by) the writer;
+//! - [`pg`] (a `postgres://` URL; a real deployment): the same two connections to a PostgreSQL
+//!   database, samples bulk-loaded with binary COPY.
+//!
+//! Every method is blocking; async callers run them on `spawn_blocking`.
+//!
+//! Idempotence comes from the schema: samples are keyed by `(test_key, seq)`, events by the
+//! entry that carried them `(daemon_id, store_epoch, entry_id)`, tests by `test_id`, and every
+//! insert ignores conflicts. Re-applying any entry is therefore a no-op. What an entry means
+//! (validation, ownership, rejections, the resume point) is decided here, once, in
+//! [`apply_entries`]; the backends only run the statements ([`BatchWrites`]).
+
+mod pg;
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cyclerd_proto::ingest::{
+    Entry, Event, Hello, Rejection, SampleBatch, TestEnded, TestRegistered, entry::Body,
+};
+use prost::Message as _;
+
+/// Errors of the hub's storage layer. Following the std convention, a message does not repeat
+/// its `source()`: print the chain (`{:#}` with anyhow, or [`error_chain`]).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or configured.
+    #[error("cannot open hub database {}", path.display())]
+    Open {
+        /// The file we tried to open.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The PostgreSQL server could not be reached or refused the connection.
+    #[error(
+        "cannot connect to the hub database {url}; check the URL, that PostgreSQL runs there and \
+         that the database exists (createdb)"
+    )]
+    Connect {
+        /// The URL, without its password.
+        url: String,
+        /// What the PostgreSQL client said.
+        source: postgres::Error,
+    },
+    /// The database was written by a newer cyclerhub whose schema we do not know.
+    #[error(
+        "hub database {database} has schema version {found}, but this cyclerhub only knows up to \
+         {supported}; use a newer cyclerhub"
+    )]
+    SchemaTooNew {
+        /// The file, or the URL without its password.
+        database: String,
+        /// The version found (`PRAGMA user_version`, or the newest row of `schema_migrations`).
+        found: i64,
+        /// The newest schema version this build can migrate to.
+        supported: i64,
+    },
+    /// The test id is not in the hub.
+    #[error("no test with id {0:?} in the hub")]
+    NoSuchTest(String),
+    /// A number from the wire does not fit the database's signed 64-bit integers.
+    #[error("{0} is out of range (the hub stores at most 2^63-1)")]
+    OutOfRange(&'static str),
+    /// Stored data that the hub itself wrote does not parse back.
+    #[error("corrupt hub data: {0}")]
+    Corrupt(String),
+    /// Any other SQLite failure (I/O error, disk full, ...).
+    #[error("hub database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Any other PostgreSQL failure (lost connection, server error, ...).
+    #[error("hub database error (PostgreSQL)")]
+    Postgres(#[from] postgres::Error),
+}
+
+/// An error and all its sources, `: `-separated, for places that only take one string (gRPC
+/// status messages, logs).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Whether `db` is a PostgreSQL URL (`postgres://` or `postgresql://`) rather than a SQLite file,
+/// as [`HubStore::connect`] decides.
+pub fn is_postgres_url(db: &str) -> bool {
+    pg::is_url(db)
+}
+
+/// A handle on the hub database; cheap to clone, shareable between threads.
+#[derive(Clone)]
+pub struct HubStore {
+    /// Shared so that every stream's task and the query side use the same connections.
+    backend: Arc<Backend>,
+}
+
+/// Where the data lives; [`HubStore`]'s methods dispatch on it.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per hub, behind an Arc: the size is never copied"
+)]
+enum Backend {
+    /// A SQLite file.
+    Sqlite(sqlite::SqliteStore),
+    /// A PostgreSQL database.
+    Postgres(pg::PgStore),
+}
+
+impl std::fmt::Debug for HubStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubStore")
+            .field("database", &self.path())
+            .finish()
+    }
+}
+
+/// One test as listed by [`HubStore::list_tests`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestRow {
+    /// The daemon's UUIDv7 for the test: the id users pass to `export`.
+    pub test_id: String,
+    /// Which daemon ran it, to tell labs and benches apart.
+    pub daemon_id: String,
+    /// `DEVICE/N` channel the test ran on.
+    pub channel_id: String,
+    /// Name of the protocol, as the engineer called it.
+    pub protocol_name: String,
+    /// Primary metadata (cell id, operator, chemistry, ...), sorted by key.
+    pub metadata: BTreeMap<String, String>,
+    /// When the test started (Unix seconds).
+    pub start_unix_s: f64,
+    /// When it ended; `None` while the hub has not seen it end.
+    pub end_unix_s: Option<f64>,
+    /// `finished`, `stopped` or `faulted`; `None` while running.
+    pub outcome: Option<String>,
+    /// Why it ended, in words (e.g. the alarm that faulted it).
+    pub reason: Option<String>,
+    /// Samples the hub holds for the test.
+    pub sample_count: u64,
+    /// Samples the daemon said the test produced, once ended; compare with `sample_count`.
+    pub expected_samples: Option<u64>,
+}
+
+impl TestRow {
+    /// `running` until the test ends, then its outcome.
+    pub fn state(&self) -> &str {
+        self.outcome.as_deref().unwrap_or("running")
+    }
+}
+
+/// One sample, in BDF units; current positive when charging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRow {
+    /// Sequence number, contiguous per test from 0: gaps mean missing data.
+    pub seq: u64,
+    /// Seconds since the test started.
+    pub test_time_s: f64,
+    /// Wall-clock time of the sample (Unix seconds).
+    pub unix_time_s: f64,
+    /// Cell voltage, V.
+    pub voltage_v: f64,
+    /// Current, A; positive = charging (BDF sign).
+    pub current_a: f64,
+    /// Cycle counter of the protocol.
+    pub cycle: u32,
+    /// Step counter of the protocol.
+    pub step: u32,
+    /// Cumulative charge capacity, Ah.
+    pub charge_capacity_ah: f64,
+    /// Cumulative discharge capacity, Ah.
+    pub discharge_capacity_ah: f64,
+    /// Cumulative charge energy, Wh.
+    pub charge_energy_wh: f64,
+    /// Cumulative discharge energy, Wh.
+    pub discharge_energy_wh: f64,
+    /// Cell (surface) temperature, °C; `None` when the channel has no sensor.
+    pub temperature_c: Option<f64>,
+    /// Air temperature of the chamber the cell sits in, °C; `None` outside a chamber.
+    pub ambient_temperature_c: Option<f64>,
+}
+
+/// One event of a test (step change, state change, alarm, info).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// Wall-clock time (Unix seconds).
+    pub unix_time_s: f64,
+    /// Seconds since the test started.
+    pub test_time_s: f64,
+    /// `step`, `state`, `alarm` or `info`.
+    pub kind: String,
+    /// Human-readable text.
+    pub message: String,
+    /// Protocol step at the time.
+    pub step: u32,
+    /// Protocol cycle at the time.
+    pub cycle: u32,
+}
+
+/// An entry the hub refused, as recorded in the `rejections` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectionRow {
+    /// Daemon that sent it.
+    pub daemon_id: String,
+    /// Store epoch the entry id belongs to.
+    pub store_epoch: u64,
+    /// The entry's id in the daemon's outbox, to find the parked copy there.
+    pub entry_id: u64,
+    /// Entry type (`test_registered`, `samples`, `event`, `test_ended`, `none`).
+    pub kind: String,
+    /// Test the entry was about, when it named one.
+    pub test_id: Option<String>,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// What [`HubStore::apply_batch`] did; the server turns it into Rejections and one Ack.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchOutcome {
+    /// Highest entry id of the batch: the cumulative Ack to send (0 for an empty batch).
+    pub up_to: u64,
+    /// Entries applied now.
+    pub applied: usize,
+    /// Entries skipped because the hub had already handled them (id <= applied_up_to).
+    pub duplicates: usize,
+    /// Entries refused now; each is recorded and must be answered with a Rejection.
+    pub rejections: Vec<Rejection>,
+    /// Sample rows actually inserted (re-sent samples are not counted).
+    pub samples_inserted: u64,
+}
+
+impl HubStore {
+    /// Opens (creating if needed) the SQLite hub database at `path` and migrates it to the
+    /// current schema. WAL mode, `synchronous=FULL`: an Ack is only sent after a commit that
+    /// survives power loss, because the daemon deletes what the hub acked.
+    pub fn open(path: impl AsRef<Path>) -> Result<HubStore, StoreError> {
+        Ok(HubStore {
+            backend: Arc::new(Backend::Sqlite(sqlite::SqliteStore::open(path.as_ref())?)),
+        })
+    }
+
+    /// Opens the hub database `db` names: a `postgres://` (or `postgresql://`) URL connects to
+    /// that PostgreSQL database, which must exist; anything else is a SQLite file, created if
+    /// missing. Either way the schema is migrated to the current version first.
+    pub fn connect(db: &str) -> Result<HubStore, StoreError> {
+        if is_postgres_url(db) {
+            Ok(HubStore {
+                backend: Arc::new(Backend::Postgres(pg::PgStore::connect(db)?)),
+            })
+        } else {
+            HubStore::open(db)
+        }
+    }
+
+    /// The SQLite file; for PostgreSQL, the URL without its password.
+    pub fn path(&self) -> &Path {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.path(),
+            Backend::Postgres(p) => Path::new(p.url()),
+        }
+    }
+
+    /// Records a daemon's Hello and returns its resume point: the highest entry id applied for
+    /// `(daemon_id, store_epoch)`, 0 when the hub has never seen that store.
+    pub fn hello(&self, hello: &Hello) -> Result<u64, StoreError> {
+        let source = Source {
+            daemon_id: &hello.daemon_id,
+            epoch: epoch_to_sql(hello.store_epoch),
+        };
+        match &*self.backend {
+            Backend::Sqlite(s) => s.hello(&source, &hello.daemon_name),
+            Backend::Postgres(p) => p.hello(&source, &hello.daemon_name),
+        }
+    }
+
+    /// Highest entry id applied for `(daemon_id, store_epoch)`; 0 when none.
+    pub fn applied_up_to(&self, daemon_id: &str, store_epoch: u64) -> Result<u64, StoreError> {
+        let source = Source {
+            daemon_id,
+            epoch: epoch_to_sql(store_epoch),
+        };
+        match &*self.backend {
+            Backend::Sqlite(s) => s.applied_up_to(&source),
+            Backend::Postgres(p) => p.applied_up_to(&source),
+        }
+    }
+
+    /// Applies a batch of entries from one daemon store in ONE transaction, together with the
+    /// new `applied_up_to`, and commits. Entries the hub already handled are skipped; entries it
+    /// cannot apply are recorded in `rejections` and reported in the outcome. Only a storage
+    /// failure returns `Err`, and then nothing of the batch is kept (so nothing may be acked).
+    ///
+    /// `entries` must have strictly increasing ids (the server checks this on the stream).
+    pub fn apply_batch(
+        &self,
+        daemon_id: &str,
+        store_epoch: u64,
+        entries: &[Entry],
+    ) -> Result<BatchOutcome, StoreError> {
+        let Some(last) = entries.last() else {
+            return Ok(BatchOutcome::default());
+        };
+        // Checked before touching the database, so SQL comparisons of ids stay meaningful.
+        let up_to = i64::try_from(last.id).map_err(|_| StoreError::OutOfRange("entry id"))?;
+        let source = Source {
+            daemon_id,
+            epoch: epoch_to_sql(store_epoch),
+        };
+        match &*self.backend {
+            Backend::Sqlite(s) => s.apply_batch(&source, up_to, entries),
+            Backend::Postgres(p) => p.apply_batch(&source, up_to, entries),
+        }
+    }
+
+    /// Every test, oldest first.
+    pub fn list_tests(&self) -> Result<Vec<TestRow>, StoreError> {
+        let raw = match &*self.backend {
+            Backend::Sqlite(s) => s.list_tests()?,
+            Backend::Postgres(p) => p.list_tests()?,
+        };
+        raw.into_iter().map(TestRowRaw::finish).collect()
+    }
+
+    /// One test, or `None` when the hub does not have it.
+    pub fn test(&self, test_id: &str) -> Result<Option<TestRow>, StoreError> {
+        let raw = match &*self.backend {
+            Backend::Sqlite(s) => s.test(test_id)?,
+            Backend::Postgres(p) => p.test(test_id)?,
+        };
+        raw.map(TestRowRaw::finish).transpose()
+    }
+
+    /// Number of samples the hub holds for the test.
+    pub fn sample_count(&self, test_id: &str) -> Result<u64, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.sample_count(test_id),
+            Backend::Postgres(p) => p.sample_count(test_id),
+        }
+    }
+
+    /// Whether any sample of the test has a cell temperature and an ambient (chamber)
+    /// temperature: decides the BDF temperature columns.
+    pub fn has_temperatures(&self, test_id: &str) -> Result<(bool, bool), StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.has_temperatures(test_id),
+            Backend::Postgres(p) => p.has_temperatures(test_id),
+        }
+    }
+
+    /// All samples of a test in `seq` order. Loads them all; for big tests prefer
+    /// [`HubStore::for_each_sample`].
+    pub fn samples(&self, test_id: &str) -> Result<Vec<SampleRow>, StoreError> {
+        let mut rows = Vec::new();
+        self.for_each_sample(test_id, |s| {
+            rows.push(s.clone());
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(rows)
+    }
+
+    /// Streams the samples of a test in `seq` order through `f`, without loading them all;
+    /// returns how many were visited. Stops at the first error `f` returns.
+    pub fn for_each_sample<E: From<StoreError>>(
+        &self,
+        test_id: &str,
+        f: impl FnMut(&SampleRow) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.for_each_sample(test_id, f),
+            Backend::Postgres(p) => p.for_each_sample(test_id, f),
+        }
+    }
+
+    /// The events of a test, in time order.
+    pub fn events(&self, test_id: &str) -> Result<Vec<EventRow>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.events(test_id),
+            Backend::Postgres(p) => p.events(test_id),
+        }
+    }
+
+    /// Every rejected entry, in the order they were recorded.
+    pub fn rejections(&self) -> Result<Vec<RejectionRow>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.rejections(),
+            Backend::Postgres(p) => p.rejections(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What both backends share: conversions, and the meaning of every entry.
+
+/// Who is writing: the daemon store an entry came from.
+struct Source<'a> {
+    /// The daemon's id from its Hello.
+    daemon_id: &'a str,
+    /// Its store epoch, bit-cast for the database ([`epoch_to_sql`]).
+    epoch: i64,
+}
+
+/// Store epochs are opaque u64 tags, never compared: bit-cast to fit the databases' i64.
+fn epoch_to_sql(epoch: u64) -> i64 {
+    i64::from_ne_bytes(epoch.to_ne_bytes())
+}
+
+fn epoch_from_sql(epoch: i64) -> u64 {
+    u64::from_ne_bytes(epoch.to_ne_bytes())
+}
+
+/// Counters are non-negative in the database; a negative one would be our own corruption.
+fn u64_from_sql(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn u32_from_sql(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+/// A `tests` row before its metadata JSON is parsed (which can fail outside the database
+/// driver).
+struct TestRowRaw {
+    /// Everything but the metadata.
+    row: TestRow,
+    /// The metadata as stored.
+    metadata_json: String,
+}
+
+impl TestRowRaw {
+    fn finish(mut self) -> Result<TestRow, StoreError> {
+        self.row.metadata = serde_json::from_str(&self.metadata_json).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "metadata of test {} is not a JSON object of strings: {e}",
+                self.row.test_id
+            ))
+        })?;
+        Ok(self.row)
+    }
+}
+
+/// One rejected entry, as the backends record it.
+struct RejectionRecord<'a> {
+    /// The entry's id (checked to fit i64).
+    entry_id: i64,
+    /// Entry type, from [`body_kind`].
+    kind: &'static str,
+    /// The test the entry named, NUL characters replaced so any database can store it.
+    test_id: Option<String>,
+    /// Why it was refused.
+    reason: &'a str,
+    /// The whole entry, encoded, so a person can look at exactly what was sent.
+    entry: Vec<u8>,
+}
+
+/// The statements one batch runs inside its transaction; each backend implements them with
+/// conflict-ignoring inserts, so that every one of them is idempotent.
+trait BatchWrites {
+    /// `(test_key, owning daemon_id)` of a test, if the hub has it.
+    fn test_owner(&mut self, test_id: &str) -> Result<Option<(i64, String)>, StoreError>;
+    /// Inserts a test (ignored when its id exists).
+    fn insert_test(
+        &mut self,
+        source: &Source<'_>,
+        t: &TestRegistered,
+        metadata_json: &str,
+    ) -> Result<(), StoreError>;
+    /// Inserts the samples of a validated batch (rows already held are ignored), adds the
+    /// number inserted to the test's `sample_count`, and returns it.
+    fn insert_samples(&mut self, test_key: i64, b: &SampleBatch) -> Result<u64, StoreError>;
+    /// Inserts an event keyed by the entry that carried it (ignored when present).
+    fn insert_event(
+        &mut self,
+        test_key: i64,
+        source: &Source<'_>,
+        entry_id: i64,
+        e: &Event,
+    ) -> Result<(), StoreError>;
+    /// Records the end of a test; returns the number of samples the hub holds for it.
+    fn end_test(&mut self, test_key: i64, e: &TestEnded, expected: i64) -> Result<i64, StoreError>;
+    /// Records a rejected entry (ignored when already recorded).
+    fn insert_rejection(
+        &mut self,
+        source: &Source<'_>,
+        r: &RejectionRecord<'_>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Why one entry did not apply: refused (answer with a Rejection) or storage failed (abort).
+enum ApplyError {
+    Reject(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for ApplyError {
+    fn from(e: StoreError) -> Self {
+        ApplyError::Store(e)
+    }
+}
+
+fn reject<T>(reason: impl Into<String>) -> Result<T, ApplyError> {
+    Err(ApplyError::Reject(reason.into()))
+}
+
+/// Applies the entries of a batch after the resume point `applied`, through `w`, inside the
+/// batch's transaction (which the backend opens, and commits after storing the new resume
+/// point `outcome.up_to`). Only a storage failure returns `Err`.
+fn apply_entries(
+    w: &mut impl BatchWrites,
+    source: &Source<'_>,
+    applied: u64,
+    entries: &[Entry],
+) -> Result<BatchOutcome, StoreError> {
+    let mut out = BatchOutcome {
+        up_to: entries.last().map_or(0, |e| e.id),
+        ..BatchOutcome::default()
+    };
+    for entry in entries {
+        if entry.id <= applied {
+            out.duplicates += 1;
+            continue;
+        }
+        match apply_entry(w, source, entry) {
+            Ok(inserted) => {
+                out.applied += 1;
+                out.samples_inserted += inserted;
+            }
+            Err(ApplyError::Reject(reason)) => {
+                record_rejection(w, source, entry, &reason)?;
+                out.rejections.push(Rejection {
+                    entry_id: entry.id,
+                    reason,
+                });
+            }
+            Err(ApplyError::Store(e)) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+fn body_kind(body: Option<&Body>) -> (&'static str, Option<&str>) {
+    match body {
+        Some(Body::TestRegistered(t)) => ("test_registered", Some(&t.test_id)),
+        Some(Body::Samples(s)) => ("samples", Some(&s.test_id)),
+        Some(Body::Event(e)) => ("event", Some(&e.test_id)),
+        Some(Body::TestEnded(e)) => ("test_ended", Some(&e.test_id)),
+        None => ("none", None),
+    }
+}
+
+fn record_rejection(
+    w: &mut impl BatchWrites,
+    source: &Source<'_>,
+    entry: &Entry,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let (kind, test_id) = body_kind(entry.body.as_ref());
+    let entry_id = i64::try_from(entry.id).map_err(|_| StoreError::OutOfRange("entry id"))?;
+    w.insert_rejection(
+        source,
+        &RejectionRecord {
+            entry_id,
+            kind,
+            // PostgreSQL text cannot hold NUL; the encoded entry keeps the exact bytes.
+            test_id: test_id.map(|t| t.replace('\0', "\u{FFFD}")),
+            reason,
+            entry: entry.encode_to_vec(),
+        },
+    )?;
+    tracing::warn!(
+        daemon_id = source.daemon_id,
+        entry_id = entry.id,
+        kind,
+        reason,
+        "rejected entry"
+    );
+    Ok(())
+}
+
+/// Applies one entry; returns the number of sample rows inserted. Validates everything before
+/// writing anything, so a rejected entry leaves no trace but its rejection record.
+fn apply_entry(
+    w: &mut impl BatchWrites,
+    source: &Source<'_>,
+    entry: &Entry,
+) -> Result<u64, ApplyError> {
+    match &entry.body {
+        None => reject("entry has no body (an entry type this hub does not know? upgrade the hub)"),
+        Some(Body::TestRegistered(t)) => apply_test_registered(w, source, t).map(|()| 0),
+        Some(Body::Samples(b)) => apply_samples(w, source, b),
+        Some(Body::Event(e)) => apply_event(w, source, entry.id, e).map(|()| 0),
+        Some(Body::TestEnded(e)) => apply_test_ended(w, source, e).map(|()| 0),
+    }
+}
+
+/// Refuses text that a database cannot store the same way everywhere: PostgreSQL's text
+/// cannot hold a NUL character, so neither backend accepts one.
+fn check_text(what: &str, fields: &[(&str, &str)]) -> Result<(), ApplyError> {
+    match fields.iter().find(|(_, v)| v.contains('\0')) {
+        Some((name, _)) => reject(format!(
+            "{what}: {name} contains a NUL character, which the hub does not store"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The test's key, if the hub knows the test and it belongs to the writing daemon.
+fn owned_test_key(
+    w: &mut impl BatchWrites,
+    source: &Source<'_>,
+    test_id: &str,
+) -> Result<i64, ApplyError> {
+    match w.test_owner(test_id)? {
+        None => reject(format!(
+            "unknown test {test_id:?}: the hub has no TestRegistered for it"
+        )),
+        Some((_, owner)) if owner != source.daemon_id => reject(format!(
+            "test {test_id:?} belongs to daemon {owner}, not to {}",
+            source.daemon_id
+        )),
+        Some((key, _)) => Ok(key),
+    }
+}
+
+fn apply_test_registered(
+    w: &mut impl BatchWrites,
+    source: &Source<'_>,
+    t: &TestRegistered,
+) -> Result<(), ApplyError> {
+    if t.test_id.is_empty() {
+        return reject("TestRegistered has an empty test_id");
+    }
+    let what = format!("TestRegistered of test {:?}", t.test_id);
+    check_text(
+        &what,
+        &[
+            ("test_id", &t.test_id),
+            ("channel_id", &t.channel_id),
+            ("protocol_name", &t.protocol_name),
+            ("protocol_source", &t.protocol_source),
+            ("plan_json", &t.plan_json),
+        ],
+    )?;
+    for (k, v) in &t.metadata {
+        check_text(&what, &[("a metadata key", k), ("metadata value", v)])?;
+    }
+    if t.channel_id.is_empty() {
+        return reject(format!("test {:?} has an empty channel_id", t.test_id));
+    }
+    if !t.start_unix_s.is_finite() {
+        return reject(format!("test {:?} has a non-finite start time", t.test_id));
+    }
+    match w.test_owner(&t.test_id)? {
+        // Re-sent registration: already applied.
+        Some((_, owner)) if owner == source.daemon_id => return Ok(()),
+        Some((_, owner)) => {
+            return reject(format!(
+                "test id {:?} is already registered by daemon {owner}",
+                t.test_id
+            ));
+        }
+        None => {}
+    }
+    // Sorted keys: stable, diffable JSON.
+    let metadata: BTreeMap<&str, &str> = t
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let metadata_json = match serde_json::to_string(&metadata) {
+        Ok(json) => json,
+        Err(e) => return reject(format!("metadata cannot be stored as JSON: {e}")),
+    };
+    w.insert_test(source, t, &metadata_json)?;
+    Ok(())
+}
+
+/// Checks a sample batch's shape and values, so the insert loop cannot fail on them.
+fn validate_samples(b: &SampleBatch) -> Result<(), String> {
+    if b.test_id.contains('\0') {
+        return Err(format!(
+            "sample batch of test {:?}: test_id contains a NUL character, which the hub does not \
+             store",
+            b.test_id
+        ));
+    }
+    let n = b.test_time_s.len();
+    let lens = [
+        ("unix_time_s", b.unix_time_s.len()),
+        ("voltage_v", b.voltage_v.len()),
+        ("current_a", b.current_a.len()),
+        ("cycle", b.cycle.len()),
+        ("step", b.step.len()),
+        ("charge_capacity_ah", b.charge_capacity_ah.len()),
+        ("discharge_capacity_ah", b.discharge_capacity_ah.len()),
+        ("charge_energy_wh", b.charge_energy_wh.len()),
+        ("discharge_energy_wh", b.discharge_energy_wh.len()),
+    ];
+    let optional = [
+        ("temperature_c", b.temperature_c.len()),
+        ("ambient_temperature_c", b.ambient_temperature_c.len()),
+    ];
+    let optional_ok = optional.iter().all(|&(_, len)| len == 0 || len == n);
+    if lens.iter().any(|&(_, len)| len != n) || !optional_ok {
+        let mut detail = format!("test_time_s {n}");
+        for (name, len) in lens.iter().chain(&optional) {
+            detail.push_str(&format!(", {name} {len}"));
+        }
+        return Err(format!(
+            "sample batch columns have unequal lengths ({detail}); every column must have one \
+             value per sample (temperature_c and ambient_temperature_c may be empty)"
+        ));
+    }
+    let last = (n as u64)
+        .checked_sub(1)
+        .and_then(|d| b.first_seq.checked_add(d))
+        .unwrap_or(b.first_seq);
+    if i64::try_from(last).is_err() {
+        return Err(format!("sample seq {last} is out of range (max 2^63-1)"));
+    }
+    // SQLite stores NaN as NULL, which the NOT NULL columns would refuse mid-batch.
+    let float_cols: [(&str, &[f64]); 8] = [
+        ("test_time_s", &b.test_time_s),
+        ("unix_time_s", &b.unix_time_s),
+        ("voltage_v", &b.voltage_v),
+        ("current_a", &b.current_a),
+        ("charge_capacity_ah", &b.charge_capacity_ah),
+        ("discharge_capacity_ah", &b.discharge_capacity_ah),
+        ("charge_energy_wh", &b.charge_energy_wh),
+        ("discharge_energy_wh", &b.discharge_energy_wh),
+    ];
+    for (name, col) in float_cols {
+        if let Some(i) = col.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "non-finite {name} ({}) at seq {}",
+                col[i],
+                b.first_seq.saturating_add(i as u64)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn apply_samples(
+    w: &mut impl BatchWrites,
+    source: &Source<'_>,
+    b: &SampleBatch,
+) -> Result<u64, ApplyError> {
+    validate_samples(b).map_err(ApplyError::Reject)?;
+    let key = owned_test_key(w, source, &b.test_id)?;
+    if b.test_time_s.is_empty() {
+        return Ok(0);
+    }
+    Ok(w.insert_samples(key, b)?)
+}
+
+fn apply_event(
+    w: &mut impl BatchWrites,
+    source: &Source<'_>,
+    entry_id: u64,
+    e: &Event,
+) -> Result<(), ApplyError> {
+    check_text(
+        &format!("event of test {:?}", e.test_id),
+        &[
+            ("test_id", &e.test_id),
+            ("kind", &e.kind),
+            ("message", &e.message),
+        ],
+    )?;
+    if !e.unix_time_s.is_finite() || !e.test_time_s.is_finite() {
+        return reject(format!(
+            "event of test {:?} has a non-finite time",
+            e.test_id
+        ));
+    }
+    let key = owned_test_key(w, source, &e.test_id)?;
+    let Ok(entry_id) = i64::try_from(entry_id) else {
+        return reject("entry id out of range");
+    };
+    w.insert_event(key, source, entry_id, e)?;
+    Ok(())
+}
+
+fn apply_test_ended(
+    w: &mut impl BatchWrites,
+    source: &Source<'_>,
+    e: &TestEnded,
+) -> Result<(), ApplyError> {
+    check_text(
+        &format!("end of test {:?}", e.test_id),
+        &[
+            ("test_id", &e.test_id),
+            ("outcome", &e.outcome),
+            ("reason", &e.reason),
+        ],
+    )?;
+    if !e.unix_time_s.is_finite() {
+        return reject(format!("end of test {:?} has a non-finite time", e.test_id));
+    }
+    let Ok(expected) = i64::try_from(e.sample_count) else {
+        return reject(format!("sample_count {} is out of range", e.sample_count));
+    };
+    let key = owned_test_key(w, source, &e.test_id)?;
+    let held = w.end_test(key, e, expected)?;
+    // Samples precede the end in the daemon's log, so by now they should all be here.
+    if held != expected {
+        tracing::warn!(
+            test_id = e.test_id,
+            held,
+            expected,
+            "test ended but the hub holds a different number of samples than the daemon produced"
+        );
+    }
+    Ok(())
+}
