@@ -1175,4 +1175,58 @@ mod hostile {
             }
         }
     }
+
+    /// Differential: whatever a peer sends, both backends answer and store the same. A runner
+    /// rather than `proptest!`, so that one PostgreSQL database serves every case, emptied
+    /// before each.
+    #[test]
+    fn arbitrary_entries_have_the_same_effect_on_postgresql_as_on_sqlite() {
+        let db = Database::new(Backend::Postgres);
+        let pg = db.connect();
+        // In a RefCell: the runner takes an `Fn`.
+        let admin = std::cell::RefCell::new(
+            postgres::Client::connect(&db.location, postgres::NoTls).unwrap(),
+        );
+        let config = ProptestConfig {
+            cases: 64,
+            ..ProptestConfig::default()
+        };
+        let entries = proptest::collection::vec(arbitrary_entry(), 0..12);
+        let mut runner = proptest::test_runner::TestRunner::new(config);
+        let result = runner.run(&entries, |entries| {
+            let sqlite = Database::new(Backend::Sqlite);
+            let sqlite = sqlite.connect();
+            admin
+                .borrow_mut()
+                .batch_execute(
+                    "TRUNCATE daemons, tests, samples, events, rejections RESTART IDENTITY",
+                )
+                .unwrap();
+            for store in [&sqlite, &pg] {
+                store.apply_batch("d", 1, &whole_test(100, T1)).unwrap();
+            }
+            for chunk in entries.chunks(3) {
+                match (
+                    sqlite.apply_batch("d", 1, chunk),
+                    pg.apply_batch("d", 1, chunk),
+                ) {
+                    (Ok(s), Ok(p)) => prop_assert_eq!(s, p),
+                    (Err(_), Err(_)) => {}
+                    (s, p) => prop_assert!(false, "SQLite {:?}, PostgreSQL {:?}", s, p),
+                }
+            }
+            let tests = sqlite.list_tests().unwrap();
+            prop_assert_eq!(&tests, &pg.list_tests().unwrap());
+            for test in &tests {
+                let id = &test.test_id;
+                prop_assert_eq!(sqlite.samples(id).unwrap(), pg.samples(id).unwrap());
+                prop_assert_eq!(sqlite.events(id).unwrap(), pg.events(id).unwrap());
+            }
+            prop_assert_eq!(sqlite.rejections().unwrap(), pg.rejections().unwrap());
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    }
 }
