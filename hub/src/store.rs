@@ -1,20 +1,20 @@
 //! The hub's database: the batched idempotent apply of ingest entries, and the queries, over
 //! one of two backends with the same schema and the same behaviour:
 //!
-//! - [`sqlite`] (a file; the embedded default for one lab): two connections, the *writer*
+//! - `sqlite` (a file; the embedded default for one lab): two connections, the *writer*
 //!   behind a mutex so that exactly one thread writes at a time however many daemons stream at
 //!   once, and a *reader* for queries, which in WAL mode sees committed data without blocking
 //!   (or being blocked by) the writer;
-//! - [`pg`] (a `postgres://` URL; a real deployment): the same two connections to a PostgreSQL
+//! - `pg` (a `postgres://` URL; a real deployment): the same two connections to a PostgreSQL
 //!   database, samples bulk-loaded with binary COPY.
 //!
 //! Every method is blocking; async callers run them on `spawn_blocking`.
 //!
 //! Idempotence comes from the schema: samples are keyed by `(test_key, seq)`, events by the
 //! entry that carried them `(daemon_id, store_epoch, entry_id)`, tests by `test_id`, and every
-//! insert ignores conflicts. Re-applying any entry is therefore a no-op. What an entry means
-//! (validation, ownership, rejections, the resume point) is decided here, once, in
-//! [`apply_entries`]; the backends only run the statements ([`BatchWrites`]).
+//! insert skips the rows already held. Re-applying any entry is therefore a no-op. What an
+//! entry means (validation, ownership, rejections, the resume point) is decided here, once, in
+//! `apply_entries`; the backends only run the statements (`BatchWrites`).
 
 mod pg;
 mod sqlite;

@@ -612,6 +612,24 @@ async fn hello_with_empty_daemon_id_is_refused() {
     hub.shutdown().await;
 }
 
+#[tokio::test]
+async fn hello_with_a_nul_character_is_refused() {
+    let mut hub = Hub::start(Backend::Sqlite).await;
+    let mut up = hub.open_stream().await;
+    up.send(UploadRequest {
+        msg: Some(upload_request::Msg::Hello(Hello {
+            daemon_id: "daemon\0a".into(),
+            store_epoch: 1,
+            daemon_name: String::new(),
+        })),
+    })
+    .await;
+    let status = up.final_status().await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("NUL"), "{status:?}");
+    hub.shutdown().await;
+}
+
 async fn non_increasing_entry_ids_end_the_stream_after_applying_what_came_before(backend: Backend) {
     let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
