@@ -382,7 +382,9 @@ impl PgStore {
         let mut client = self.connect_client()?;
         // An Ack may only follow a commit that survives a crash: the daemon deletes what the
         // hub acked. Any setting but `off` waits for the local flush at least.
-        let sync: String = client.query_one("SHOW synchronous_commit", &[])?.get(0);
+        let sync: String = client
+            .query_one("SHOW synchronous_commit", &[])?
+            .try_get(0)?;
         if sync == "off" {
             tracing::warn!(
                 url = self.url,
