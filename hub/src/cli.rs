@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::export::{ExportError, Format, Pseudonymiser};
@@ -25,9 +25,10 @@ struct Cli {
 enum Command {
     /// Serve the ingest API (plus gRPC health and reflection) until Ctrl-C.
     Serve {
-        /// Hub database file (SQLite); created if missing.
+        /// Hub database: a SQLite file (created if missing) or a PostgreSQL URL
+        /// (`postgres://USER@HOST/DB`; the database must exist). Migrations run on start.
         #[arg(long)]
-        db: PathBuf,
+        db: String,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
@@ -40,9 +41,9 @@ enum Command {
     },
     /// List the tests in the hub, one per line.
     Tests {
-        /// Hub database file (SQLite).
+        /// Hub database: a SQLite file or a `postgres://` URL.
         #[arg(long)]
-        db: PathBuf,
+        db: String,
         /// Only tests of this cell (`cell_id`).
         #[arg(long, default_value = "")]
         cell: String,
@@ -64,9 +65,9 @@ enum Command {
     },
     /// Print a test's samples as CSV (seq and the chosen columns).
     Samples {
-        /// Hub database file (SQLite).
+        /// Hub database: a SQLite file or a `postgres://` URL.
         #[arg(long)]
-        db: PathBuf,
+        db: String,
         /// The test (see `cyclerhub tests`).
         test_id: String,
         /// Columns, comma-separated (default: all): test_time_s, unix_time_s, voltage_v,
@@ -83,9 +84,9 @@ enum Command {
     },
     /// Export one test: BDF CSV or Parquet, or Battery Archive CSV, with a metadata JSON beside.
     Export {
-        /// Hub database file (SQLite).
+        /// Hub database: a SQLite file or a `postgres://` URL.
         #[arg(long)]
-        db: PathBuf,
+        db: String,
         /// The test to export (see `cyclerhub tests --db FILE`).
         test_id: String,
         /// Output format.
@@ -181,18 +182,16 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn open(db: &PathBuf, must_exist: bool) -> Result<HubStore> {
-    if must_exist && !db.exists() {
-        bail!(
-            "hub database {} does not exist; `cyclerhub serve --db {}` creates it",
-            db.display(),
-            db.display()
-        );
+/// Opens the hub database `db` (a file or a URL). `must_exist`: a missing SQLite file is an
+/// error rather than a new empty hub (a PostgreSQL database must exist anyway).
+fn open(db: &str, must_exist: bool) -> Result<HubStore> {
+    if must_exist && !crate::store::is_postgres_url(db) && !Path::new(db).exists() {
+        bail!("hub database {db} does not exist; `cyclerhub serve --db {db}` creates it");
     }
-    Ok(HubStore::open(db)?)
+    Ok(HubStore::connect(db)?)
 }
 
-fn serve(db: PathBuf, listen: SocketAddr, tls: Option<(PathBuf, PathBuf)>) -> Result<()> {
+fn serve(db: String, listen: SocketAddr, tls: Option<(PathBuf, PathBuf)>) -> Result<()> {
     let read = |path: &PathBuf, what: &str| {
         std::fs::read(path)
             .with_context(|| format!("cannot read the TLS {what} {}", path.display()))
@@ -245,13 +244,13 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn list_tests(db: PathBuf, filter: TestFilter) -> Result<()> {
+fn list_tests(db: String, filter: TestFilter) -> Result<()> {
     let store = open(&db, true)?;
     let tests = filter.select(&store)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if tests.is_empty() {
-        eprintln!("no matching tests in {}", db.display());
+        eprintln!("no matching tests in {}", store.path().display());
         return Ok(());
     }
     writeln!(
@@ -276,7 +275,7 @@ fn list_tests(db: PathBuf, filter: TestFilter) -> Result<()> {
 
 /// `anonymise` is `Some(salt file, if any)` with `--anonymise`.
 fn export(
-    db: PathBuf,
+    db: String,
     test_id: &str,
     format: Format,
     output: Option<PathBuf>,
@@ -306,7 +305,7 @@ fn export(
         bail!(
             "{}; `cyclerhub tests --db {}` lists the test ids",
             StoreError::NoSuchTest(test_id.to_owned()),
-            db.display()
+            store.path().display()
         );
     }
     let Some(output) = output else {

@@ -3,18 +3,19 @@
 //! A daemon opens one bidirectional `cyclerd.ingest.v1.Ingest/Upload` stream, says Hello with its
 //! `(daemon_id, store_epoch)`, learns from the hub's ResumePoint how far the hub has durably
 //! applied its log, and pipelines entries from there. The hub applies entries in batches, one
-//! SQLite transaction per batch, and answers each batch with one cumulative Ack after the commit.
+//! database transaction per batch, and answers each batch with one cumulative Ack after the commit.
 //! Entries it cannot apply are answered with a Rejection, recorded, and covered by the Ack, so a
-//! poison entry never blocks the entries behind it. Applying is idempotent (primary keys and
-//! `INSERT OR IGNORE`), so a daemon re-sending after a lost Ack changes nothing:
+//! poison entry never blocks the entries behind it. Applying is idempotent (primary keys, and
+//! inserts that ignore conflicts), so a daemon re-sending after a lost Ack changes nothing:
 //! at-least-once sending + idempotent apply = exactly-once effect.
 //!
 //! # Layout
 //!
-//! - [`store`]: [`HubStore`], the SQLite database (schema and migrations, the batched apply of
-//!   ingest entries, and the queries: list tests, samples, events, rejections).
+//! - [`store`]: [`HubStore`], the database, SQLite (a file) or PostgreSQL (a `postgres://`
+//!   URL): schema and migrations, the batched apply of ingest entries, and the queries (list
+//!   tests, samples, events, rejections).
 //! - [`server`]: [`server::run`], the gRPC server: the ingest stream (one task per stream, batching
-//!   what is ready and handing it to the single SQLite writer off the async executor), plus gRPC
+//!   what is ready and handing it to the store's single writer off the async executor), plus gRPC
 //!   health and reflection.
 //! - [`query`]: `cyclerd.hub.v1.Query`: list and get tests, read samples (columns, time range),
 //!   tail a running test (woken by each commit, not by polling).
@@ -22,12 +23,15 @@
 //!   with a metadata JSON beside it, optionally anonymised ([`export::export_files`]).
 //! - [`cli`]: the `cyclerhub` command line (`serve`, `tests`, `export`), the only place that
 //!   turns errors into `anyhow` messages for people; `src/main.rs` just calls it.
+//! - `testing` (feature `testing`): a throwaway PostgreSQL cluster for tests and benches.
 
 pub mod cli;
 pub mod export;
 pub mod query;
 pub mod server;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod utc;
 
 pub use store::{EventRow, HubStore, RejectionRow, SampleRow, StoreError, TestRow};

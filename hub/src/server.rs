@@ -221,6 +221,16 @@ impl Session {
                 .await;
             return;
         }
+        // PostgreSQL text cannot hold NUL, and an id should not either.
+        if hello.daemon_id.contains('\0') || hello.daemon_name.contains('\0') {
+            let _ = self
+                .tx
+                .send(Err(Status::invalid_argument(
+                    "Hello.daemon_id and Hello.daemon_name must not contain NUL characters",
+                )))
+                .await;
+            return;
+        }
 
         let applied_up_to = match self.hello(hello.clone()).await {
             Ok(a) => a,

@@ -1,9 +1,12 @@
-//! The hub through its real gRPC surface: a tonic client over loopback, a SQLite file in a
-//! temporary directory. Nothing sleeps: every wait is on a response, bounded by a timeout.
+//! The hub through its real gRPC surface: a tonic client over loopback, and the store behind it
+//! on each backend: a SQLite file in a temporary directory, and a database on a throwaway
+//! PostgreSQL cluster ([`PgCluster`]). Scenarios that depend on the storage run on both
+//! (`on_sqlite::NAME`, `on_postgres::NAME`). Nothing sleeps: every wait is on a response,
+//! bounded by a timeout.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cyclerd_proto::ingest::ingest_client::IngestClient;
@@ -12,6 +15,7 @@ use cyclerd_proto::ingest::{
     UploadResponse, entry::Body, upload_request, upload_response,
 };
 use cyclerhub::HubStore;
+use cyclerhub::testing::PgCluster;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,33 +27,120 @@ const WAIT: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-/// A hub served on 127.0.0.1:0 over a database in a temporary directory.
+/// The storage a hub under test runs on.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty hub database; it exists as long as this value does.
+struct Database {
+    /// What `HubStore::connect` (and `cyclerhub --db`) takes: a file path or a URL.
+    location: String,
+    /// The SQLite file's temporary directory.
+    _dir: Option<tempfile::TempDir>,
+    /// Keeps the PostgreSQL cluster running.
+    _cluster: Option<Arc<PgCluster>>,
+}
+
+impl Database {
+    fn new(backend: Backend) -> Database {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                Database {
+                    location: dir.path().join("hub.sqlite").display().to_string(),
+                    _dir: Some(dir),
+                    _cluster: None,
+                }
+            }
+            Backend::Postgres => {
+                let cluster = PgCluster::shared();
+                Database {
+                    location: cluster.create_database(),
+                    _dir: None,
+                    _cluster: Some(cluster),
+                }
+            }
+        }
+    }
+
+    /// A new store on the database, as a second process would open it.
+    fn connect(&self) -> HubStore {
+        HubStore::connect(&self.location).expect("connect to the hub database")
+    }
+}
+
+/// Runs each scenario (an `async fn(Backend)` of this file) as one test per backend:
+/// `on_sqlite::NAME` and `on_postgres::NAME`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    hello_returns_zero_resume_point_for_new_daemon,
+    entries_are_acked_after_commit_and_stored_once,
+    resent_entries_after_reconnect_are_not_duplicated,
+    overlapping_samples_under_new_entry_ids_are_ignored_as_duplicates,
+    resume_point_is_kept_per_store_epoch,
+    resume_point_survives_a_hub_restart,
+    malformed_batch_is_rejected_and_does_not_block_later_entries,
+    a_daemon_cannot_write_another_daemons_test,
+    non_increasing_entry_ids_end_the_stream_after_applying_what_came_before,
+    several_daemons_stream_at_once,
+    shutdown_ends_open_streams_and_returns,
+    temperature_is_stored_and_missing_readings_are_null,
+    bdf_export_has_pinned_columns_and_one_row_per_sample,
+    bdf_export_adds_the_temperature_columns_only_when_a_sample_has_one,
+    bdf_export_of_unknown_test_is_an_error,
+    a_batch_applied_again_is_a_no_op_with_exact_counts,
+    text_with_a_nul_character_is_rejected_and_recorded,
+);
+
+/// A hub served on 127.0.0.1:0 over a database of its own.
 struct Hub {
     /// Where the hub listens (an ephemeral loopback port).
     addr: SocketAddr,
     /// A clone of the server's store, to check what was applied.
     store: HubStore,
-    /// The database file, to reopen it or restart a hub on it.
-    db: PathBuf,
+    /// The database's location, to connect to it again.
+    db: String,
     /// Completes the shutdown future given to `run`.
     stop: Option<oneshot::Sender<()>>,
     /// The running `server::run`, to see it return.
     task: Option<JoinHandle<anyhow::Result<()>>>,
-    /// Keeps the temporary directory alive as long as the hub.
-    _dir: Option<tempfile::TempDir>,
+    /// The database, when the hub owns it; last, so the stores close before it goes.
+    _db: Option<Database>,
 }
 
 impl Hub {
-    async fn start() -> Hub {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("hub.sqlite");
+    async fn start(backend: Backend) -> Hub {
+        let db = Database::new(backend);
         let mut hub = Hub::start_at(&db).await;
-        hub._dir = Some(dir);
+        hub._db = Some(db);
         hub
     }
 
-    async fn start_at(db: &Path) -> Hub {
-        let store = HubStore::open(db).expect("open hub store");
+    async fn start_at(db: &Database) -> Hub {
+        let store = db.connect();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -65,10 +156,10 @@ impl Hub {
         Hub {
             addr,
             store,
-            db: db.to_path_buf(),
+            db: db.location.clone(),
             stop: Some(stop),
             task: Some(task),
-            _dir: None,
+            _db: None,
         }
     }
 
@@ -294,24 +385,22 @@ mod query;
 // ---------------------------------------------------------------------------------------------
 // Upload semantics
 
-#[tokio::test]
-async fn hello_returns_zero_resume_point_for_new_daemon() {
-    let mut hub = Hub::start().await;
+async fn hello_returns_zero_resume_point_for_new_daemon(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (_up, resume) = hub.upload("daemon-a", 1).await;
     assert_eq!(resume, 0);
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn entries_are_acked_after_commit_and_stored_once() {
-    let mut hub = Hub::start().await;
+async fn entries_are_acked_after_commit_and_stored_once(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
     up.send_entries(whole_test(0, T1)).await;
     let rejections = up.until_ack(6).await;
     assert!(rejections.is_empty(), "{rejections:?}");
 
     // The ack came after the commit: everything is visible to a fresh reader right now.
-    let store = HubStore::open(&hub.db).expect("reopen");
+    let store = HubStore::connect(&hub.db).expect("reopen");
     assert_eq!(store.applied_up_to("daemon-a", 1).unwrap(), 6);
     assert_eq!(store.sample_count(T1).unwrap(), 300);
     let rows = store.samples(T1).unwrap();
@@ -339,9 +428,8 @@ async fn entries_are_acked_after_commit_and_stored_once() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn resent_entries_after_reconnect_are_not_duplicated() {
-    let mut hub = Hub::start().await;
+async fn resent_entries_after_reconnect_are_not_duplicated(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 7).await;
     up.send_entries(whole_test(0, T1)[..3].to_vec()).await;
     up.until_ack(3).await;
@@ -362,9 +450,8 @@ async fn resent_entries_after_reconnect_are_not_duplicated() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn overlapping_samples_under_new_entry_ids_are_ignored_as_duplicates() {
-    let mut hub = Hub::start().await;
+async fn overlapping_samples_under_new_entry_ids_are_ignored_as_duplicates(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
     up.send_entries([
         registered(1, T1),
@@ -386,9 +473,8 @@ async fn overlapping_samples_under_new_entry_ids_are_ignored_as_duplicates() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn resume_point_is_kept_per_store_epoch() {
-    let mut hub = Hub::start().await;
+async fn resume_point_is_kept_per_store_epoch(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
     up.send_entries(whole_test(0, T1)[..5].to_vec()).await;
     up.until_ack(5).await;
@@ -411,10 +497,8 @@ async fn resume_point_is_kept_per_store_epoch() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn resume_point_survives_a_hub_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("hub.sqlite");
+async fn resume_point_survives_a_hub_restart(backend: Backend) {
+    let db = Database::new(backend);
     let mut hub = Hub::start_at(&db).await;
     let (mut up, _) = hub.upload("daemon-a", 3).await;
     up.send_entries(whole_test(0, T1)).await;
@@ -430,9 +514,8 @@ async fn resume_point_survives_a_hub_restart() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn malformed_batch_is_rejected_and_does_not_block_later_entries() {
-    let mut hub = Hub::start().await;
+async fn malformed_batch_is_rejected_and_does_not_block_later_entries(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
 
     let mut unequal = batch(T1, 100, 10, false);
@@ -492,9 +575,8 @@ async fn malformed_batch_is_rejected_and_does_not_block_later_entries() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_daemon_cannot_write_another_daemons_test() {
-    let mut hub = Hub::start().await;
+async fn a_daemon_cannot_write_another_daemons_test(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (mut a, _) = hub.upload("daemon-a", 1).await;
     a.send_entries([registered(1, T1)]).await;
     a.until_ack(1).await;
@@ -510,7 +592,7 @@ async fn a_daemon_cannot_write_another_daemons_test() {
 
 #[tokio::test]
 async fn first_message_other_than_hello_is_refused() {
-    let mut hub = Hub::start().await;
+    let mut hub = Hub::start(Backend::Sqlite).await;
     let mut up = hub.open_stream().await;
     up.send_entries([registered(1, T1)]).await;
     let status = up.final_status().await;
@@ -522,7 +604,7 @@ async fn first_message_other_than_hello_is_refused() {
 
 #[tokio::test]
 async fn hello_with_empty_daemon_id_is_refused() {
-    let mut hub = Hub::start().await;
+    let mut hub = Hub::start(Backend::Sqlite).await;
     let up = hub.open_stream().await;
     up.send(UploadRequest {
         msg: Some(upload_request::Msg::Hello(Hello::default())),
@@ -534,8 +616,25 @@ async fn hello_with_empty_daemon_id_is_refused() {
 }
 
 #[tokio::test]
-async fn non_increasing_entry_ids_end_the_stream_after_applying_what_came_before() {
-    let mut hub = Hub::start().await;
+async fn hello_with_a_nul_character_is_refused() {
+    let mut hub = Hub::start(Backend::Sqlite).await;
+    let mut up = hub.open_stream().await;
+    up.send(UploadRequest {
+        msg: Some(upload_request::Msg::Hello(Hello {
+            daemon_id: "daemon\0a".into(),
+            store_epoch: 1,
+            daemon_name: String::new(),
+        })),
+    })
+    .await;
+    let status = up.final_status().await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("NUL"), "{status:?}");
+    hub.shutdown().await;
+}
+
+async fn non_increasing_entry_ids_end_the_stream_after_applying_what_came_before(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
     up.send_entries([
         registered(1, T1),
@@ -554,9 +653,8 @@ async fn non_increasing_entry_ids_end_the_stream_after_applying_what_came_before
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn several_daemons_stream_at_once() {
-    let mut hub = Hub::start().await;
+async fn several_daemons_stream_at_once(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let mut tasks = Vec::new();
     for d in 0..4u64 {
         let (mut up, _) = hub.upload(&format!("daemon-{d}"), 1).await;
@@ -577,9 +675,8 @@ async fn several_daemons_stream_at_once() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn shutdown_ends_open_streams_and_returns() {
-    let mut hub = Hub::start().await;
+async fn shutdown_ends_open_streams_and_returns(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
     up.send_entries([registered(1, T1)]).await;
     up.until_ack(1).await;
@@ -588,9 +685,8 @@ async fn shutdown_ends_open_streams_and_returns() {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 }
 
-#[tokio::test]
-async fn temperature_is_stored_and_missing_readings_are_null() {
-    let mut hub = Hub::start().await;
+async fn temperature_is_stored_and_missing_readings_are_null(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
     let mut b = batch(T1, 0, 5, true);
     b.temperature_c[2] = f64::NAN;
@@ -611,6 +707,277 @@ async fn temperature_is_stored_and_missing_readings_are_null() {
     hub.shutdown().await;
 }
 
+async fn a_batch_applied_again_is_a_no_op_with_exact_counts(backend: Backend) {
+    let db = Database::new(backend);
+    let store = db.connect();
+    let entries = whole_test(0, T1);
+    let first = store.apply_batch("daemon-a", 1, &entries).unwrap();
+    assert_eq!(
+        (
+            first.up_to,
+            first.applied,
+            first.duplicates,
+            first.samples_inserted
+        ),
+        (6, 6, 0, 300)
+    );
+
+    // The ack was lost: the daemon sends the same batch again.
+    let again = store.apply_batch("daemon-a", 1, &entries).unwrap();
+    assert_eq!(
+        (
+            again.up_to,
+            again.applied,
+            again.duplicates,
+            again.samples_inserted
+        ),
+        (6, 0, 6, 0)
+    );
+    // A backfill overlapping what is there, under a new entry id: only new rows count.
+    let overlap = store
+        .apply_batch("daemon-a", 1, &[samples(7, T1, 250, 100)])
+        .unwrap();
+    assert_eq!((overlap.applied, overlap.samples_inserted), (1, 50));
+
+    assert_eq!(store.sample_count(T1).unwrap(), 350);
+    let rows = store.samples(T1).unwrap();
+    assert!(rows.iter().enumerate().all(|(i, s)| s.seq == i as u64));
+    assert_eq!(rows.len(), 350);
+    assert_eq!(rows[349].voltage_v, 3.7 + 349.0 * 1e-4);
+    assert_eq!(store.events(T1).unwrap().len(), 1);
+    assert_eq!(store.test(T1).unwrap().unwrap().expected_samples, Some(300));
+    assert_eq!(store.applied_up_to("daemon-a", 1).unwrap(), 7);
+    assert!(store.rejections().unwrap().is_empty());
+}
+
+async fn text_with_a_nul_character_is_rejected_and_recorded(backend: Backend) {
+    let db = Database::new(backend);
+    let store = db.connect();
+    let out = store
+        .apply_batch(
+            "daemon-a",
+            1,
+            &[
+                registered(1, T1),
+                registered(2, "nul\0id"),
+                event(3, T1, "step\0 2"),
+                samples(4, "nul\0id", 0, 3),
+                samples(5, T1, 0, 10),
+            ],
+        )
+        .unwrap();
+    let rejected: Vec<u64> = out.rejections.iter().map(|r| r.entry_id).collect();
+    assert_eq!(rejected, [2, 3, 4]);
+    assert!(
+        out.rejections.iter().all(|r| r.reason.contains("NUL")),
+        "{:?}",
+        out.rejections
+    );
+    assert_eq!(store.sample_count(T1).unwrap(), 10);
+    assert!(store.events(T1).unwrap().is_empty());
+    let recorded = store.rejections().unwrap();
+    assert_eq!(recorded[0].test_id.as_deref(), Some("nul\u{FFFD}id"));
+    assert_eq!(recorded.len(), 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL beside SQLite
+
+/// A test whose samples exercise the float formatting and the NULL columns of an export.
+fn awkward_test(test_id: &str) -> Vec<Entry> {
+    let mut a = batch(test_id, 0, 6, true);
+    a.voltage_v = vec![0.1 + 0.2, 1e-300, 5e-324, f64::MAX, 4.2, -0.0];
+    a.current_a = vec![-1.25, 2.5e-7, -0.0, 1e21, 123_456.789, -3.0];
+    a.cycle = vec![0, 1, 2, u32::MAX, 7, 8];
+    a.temperature_c = vec![25.5, f64::NAN, -40.125, 25.0, f64::INFINITY, 0.0];
+    a.ambient_temperature_c = vec![f64::NAN, 45.0, 44.999_999_999, f64::NAN, 0.5, -10.0];
+    let b = batch(test_id, 6, 1000, false);
+    vec![
+        registered(1, test_id),
+        entry(2, Body::Samples(a)),
+        entry(3, Body::Samples(b)),
+        ended(4, test_id, 1006),
+    ]
+}
+
+#[test]
+fn bdf_export_from_postgresql_equals_the_sqlite_export_byte_for_byte() {
+    let export = |backend| {
+        let db = Database::new(backend);
+        let store = db.connect();
+        let out = store.apply_batch("daemon-a", 1, &awkward_test(T1)).unwrap();
+        assert!(out.rejections.is_empty(), "{:?}", out.rejections);
+        let mut csv = Vec::new();
+        let rows = cyclerhub::export::write_bdf_csv(&store, T1, &mut csv).unwrap();
+        assert_eq!(rows, 1006);
+        (csv, store.samples(T1).unwrap())
+    };
+    let (sqlite_csv, sqlite_rows) = export(Backend::Sqlite);
+    let (pg_csv, pg_rows) = export(Backend::Postgres);
+    assert_eq!(pg_rows, sqlite_rows);
+    if pg_csv != sqlite_csv {
+        let (pg_csv, sqlite_csv) = (
+            String::from_utf8_lossy(&pg_csv),
+            String::from_utf8_lossy(&sqlite_csv),
+        );
+        let first = pg_csv
+            .lines()
+            .zip(sqlite_csv.lines())
+            .position(|(p, s)| p != s);
+        let line = |csv: &str| first.and_then(|i| csv.lines().nth(i)).map(str::to_owned);
+        panic!(
+            "exports differ at line {first:?}: PostgreSQL {:?}, SQLite {:?}",
+            line(&pg_csv),
+            line(&sqlite_csv)
+        );
+    }
+}
+
+#[test]
+fn a_sqlite_database_with_a_newer_schema_is_refused() {
+    let db = Database::new(Backend::Sqlite);
+    drop(db.connect());
+    rusqlite::Connection::open(&db.location)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = HubStore::connect(&db.location).unwrap_err().to_string();
+    assert!(err.contains("schema version 99"), "{err}");
+    assert!(err.contains("use a newer cyclerhub"), "{err}");
+}
+
+#[test]
+fn a_postgresql_database_with_a_newer_schema_is_refused() {
+    let db = Database::new(Backend::Postgres);
+    drop(db.connect());
+    let mut admin = postgres::Client::connect(&db.location, postgres::NoTls).unwrap();
+    admin
+        .execute("INSERT INTO schema_migrations (version) VALUES (99)", &[])
+        .unwrap();
+    let err = HubStore::connect(&db.location).unwrap_err().to_string();
+    assert!(err.contains("schema version 99"), "{err}");
+    assert!(err.contains("use a newer cyclerhub"), "{err}");
+}
+
+#[test]
+fn a_missing_postgresql_database_is_named_with_what_to_do() {
+    let cluster = PgCluster::shared();
+    let err = HubStore::connect(&cluster.url("no_such_db")).unwrap_err();
+    let message = cyclerhub::store::error_chain(&err);
+    assert!(message.contains("/no_such_db"), "{message}");
+    assert!(message.contains("createdb"), "{message}");
+    assert!(message.contains("does not exist"), "{message}");
+}
+
+#[test]
+fn after_postgresql_drops_the_hubs_connections_the_hub_reconnects() {
+    let db = Database::new(Backend::Postgres);
+    let store = db.connect();
+    store
+        .apply_batch("daemon-a", 1, &whole_test(0, T1)[..2])
+        .unwrap();
+
+    let mut admin = postgres::Client::connect(&db.location, postgres::NoTls).unwrap();
+    let dropped = admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'cyclerhub' AND datname = current_database()",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(dropped, 2, "the writer and the reader");
+
+    // The first use of each connection finds it gone and fails (nothing applied, nothing
+    // acked: the daemon re-sends); the next one reconnects.
+    let entries = &whole_test(0, T1)[2..];
+    let applied = match store.apply_batch("daemon-a", 1, entries) {
+        Ok(out) => out,
+        Err(_) => store.apply_batch("daemon-a", 1, entries).unwrap(),
+    };
+    assert_eq!(applied.samples_inserted, 200);
+    let count = store
+        .sample_count(T1)
+        .or_else(|_| store.sample_count(T1))
+        .unwrap();
+    assert_eq!(count, 300);
+}
+
+#[test]
+fn cyclerhub_lists_and_exports_a_test_from_postgresql() {
+    let db = Database::new(Backend::Postgres);
+    db.connect()
+        .apply_batch("daemon-a", 1, &whole_test(0, T1))
+        .unwrap();
+    let cyclerhub = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = cyclerhub(&["tests", "--db", &db.location]);
+    assert!(listed.contains(T1), "{listed}");
+    assert!(listed.contains("finished"), "{listed}");
+    let csv = cyclerhub(&["export", "--db", &db.location, T1]);
+    assert_eq!(csv.lines().count(), 1 + 300);
+    assert_eq!(csv.lines().next(), Some(BDF_HEADER));
+}
+
+#[tokio::test]
+async fn cyclerhub_serve_ingests_into_postgresql() {
+    use std::io::BufRead as _;
+
+    let db = Database::new(Backend::Postgres);
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
+        .args(["serve", "--db", &db.location, "--listen", &addr.to_string()])
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kills the hub however this test ends.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let _child = Kill(child);
+    let (serving_tx, serving) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if line.contains("cyclerhub serving") {
+                let _ = serving_tx.send(());
+            }
+        }
+    });
+    tokio::task::spawn_blocking(move || serving.recv_timeout(WAIT))
+        .await
+        .unwrap()
+        .expect("cyclerhub serve starts");
+
+    let hub = Hub {
+        addr,
+        store: db.connect(),
+        db: db.location.clone(),
+        stop: None,
+        task: None,
+        _db: None,
+    };
+    let (mut up, resume) = hub.upload("daemon-a", 1).await;
+    assert_eq!(resume, 0);
+    up.send_entries(whole_test(0, T1)).await;
+    assert!(up.until_ack(6).await.is_empty());
+    assert_eq!(hub.store.sample_count(T1).unwrap(), 300);
+    assert_eq!(hub.store.test(T1).unwrap().unwrap().state(), "finished");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Health and reflection
 
@@ -619,7 +986,7 @@ async fn health_reports_ingest_serving() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-    let mut hub = Hub::start().await;
+    let mut hub = Hub::start(Backend::Sqlite).await;
     let mut health = HealthClient::new(hub.channel().await);
     let resp = health
         .check(HealthCheckRequest {
@@ -639,7 +1006,7 @@ async fn reflection_lists_the_ingest_service() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-    let mut hub = Hub::start().await;
+    let mut hub = Hub::start(Backend::Sqlite).await;
     let mut client = ServerReflectionClient::new(hub.channel().await);
     let request = ServerReflectionRequest {
         host: String::new(),
@@ -672,9 +1039,8 @@ const BDF_HEADER: &str = "Test Time / s,Voltage / V,Current / A,Unix Time / s,Cy
 Step Count / 1,Charging Capacity / Ah,Discharging Capacity / Ah,Charging Energy / Wh,\
 Discharging Energy / Wh";
 
-#[tokio::test]
-async fn bdf_export_has_pinned_columns_and_one_row_per_sample() {
-    let mut hub = Hub::start().await;
+async fn bdf_export_has_pinned_columns_and_one_row_per_sample(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
     up.send_entries(whole_test(0, T1)).await;
     up.until_ack(6).await;
@@ -701,9 +1067,8 @@ async fn bdf_export_has_pinned_columns_and_one_row_per_sample() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn bdf_export_adds_the_temperature_columns_only_when_a_sample_has_one() {
-    let mut hub = Hub::start().await;
+async fn bdf_export_adds_the_temperature_columns_only_when_a_sample_has_one(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
     let mut some_temp = batch(T2, 0, 3, true);
     some_temp.temperature_c[1] = f64::NAN;
@@ -746,9 +1111,8 @@ async fn bdf_export_adds_the_temperature_columns_only_when_a_sample_has_one() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn bdf_export_of_unknown_test_is_an_error() {
-    let mut hub = Hub::start().await;
+async fn bdf_export_of_unknown_test_is_an_error(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let err = cyclerhub::export::write_bdf_csv(&hub.store, "nope", Vec::new()).unwrap_err();
     assert!(
         err.to_string().contains("no test with id \"nope\""),
@@ -834,6 +1198,60 @@ mod hostile {
                 let store = HubStore::open(dir.path().join("hub.sqlite")).unwrap();
                 let _ = store.apply_batch("d", 1, &[entry]);
             }
+        }
+    }
+
+    /// Differential: whatever a peer sends, both backends answer and store the same. A runner
+    /// rather than `proptest!`, so that one PostgreSQL database serves every case, emptied
+    /// before each.
+    #[test]
+    fn arbitrary_entries_have_the_same_effect_on_postgresql_as_on_sqlite() {
+        let db = Database::new(Backend::Postgres);
+        let pg = db.connect();
+        // In a RefCell: the runner takes an `Fn`.
+        let admin = std::cell::RefCell::new(
+            postgres::Client::connect(&db.location, postgres::NoTls).unwrap(),
+        );
+        let config = ProptestConfig {
+            cases: 64,
+            ..ProptestConfig::default()
+        };
+        let entries = proptest::collection::vec(arbitrary_entry(), 0..12);
+        let mut runner = proptest::test_runner::TestRunner::new(config);
+        let result = runner.run(&entries, |entries| {
+            let sqlite = Database::new(Backend::Sqlite);
+            let sqlite = sqlite.connect();
+            admin
+                .borrow_mut()
+                .batch_execute(
+                    "TRUNCATE daemons, tests, samples, events, rejections RESTART IDENTITY",
+                )
+                .unwrap();
+            for store in [&sqlite, &pg] {
+                store.apply_batch("d", 1, &whole_test(100, T1)).unwrap();
+            }
+            for chunk in entries.chunks(3) {
+                match (
+                    sqlite.apply_batch("d", 1, chunk),
+                    pg.apply_batch("d", 1, chunk),
+                ) {
+                    (Ok(s), Ok(p)) => prop_assert_eq!(s, p),
+                    (Err(_), Err(_)) => {}
+                    (s, p) => prop_assert!(false, "SQLite {:?}, PostgreSQL {:?}", s, p),
+                }
+            }
+            let tests = sqlite.list_tests().unwrap();
+            prop_assert_eq!(&tests, &pg.list_tests().unwrap());
+            for test in &tests {
+                let id = &test.test_id;
+                prop_assert_eq!(sqlite.samples(id).unwrap(), pg.samples(id).unwrap());
+                prop_assert_eq!(sqlite.events(id).unwrap(), pg.events(id).unwrap());
+            }
+            prop_assert_eq!(sqlite.rejections().unwrap(), pg.rejections().unwrap());
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
         }
     }
 }

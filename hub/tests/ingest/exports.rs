@@ -3,6 +3,7 @@
 //! anonymised export, and the real `cyclerhub` binary end to end.
 
 use std::fs;
+use std::path::Path;
 use std::process::{Command, Output};
 
 use cyclerhub::export::{self, Format, Pseudonymiser};
@@ -108,9 +109,9 @@ fn cycling_batch(first_seq: usize, n: usize, half: usize) -> SampleBatch {
 }
 
 /// A hub holding a whole cycling test of `half`-sample half cycles, ended.
-async fn hub_with_cycling_test(half: usize) -> Hub {
+async fn hub_with_cycling_test(backend: Backend, half: usize) -> Hub {
     let total = CYCLES as usize * 2 * half;
-    let hub = Hub::start().await;
+    let hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
     let Some(Body::TestRegistered(mut test)) = registered(1, TEST_ID).body else {
         unreachable!("registered builds a TestRegistered")
@@ -157,9 +158,8 @@ fn names(columns: &Value) -> Vec<&str> {
         .collect()
 }
 
-#[tokio::test]
-async fn bdf_parquet_read_back_has_the_pinned_columns_and_every_sample() {
-    let mut hub = hub_with_cycling_test(LONG_HALF_CYCLE).await;
+async fn bdf_parquet_read_back_has_the_pinned_columns_and_every_sample(backend: Backend) {
+    let mut hub = hub_with_cycling_test(backend, LONG_HALF_CYCLE).await;
     let samples = CYCLES as usize * 2 * LONG_HALF_CYCLE;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cycling.parquet");
@@ -231,10 +231,10 @@ async fn bdf_parquet_read_back_has_the_pinned_columns_and_every_sample() {
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn battery_archive_files_have_one_cycle_row_per_cycle_with_capacities_matching_the_timeseries()
- {
-    let mut hub = hub_with_cycling_test(HALF_CYCLE).await;
+async fn battery_archive_files_have_one_cycle_row_per_cycle_with_capacities_matching_the_timeseries(
+    backend: Backend,
+) {
+    let mut hub = hub_with_cycling_test(backend, HALF_CYCLE).await;
     let dir = tempfile::tempdir().unwrap();
     // A trailing .csv is dropped from the prefix.
     let prefix = dir.path().join("LGM-cell.csv");
@@ -302,9 +302,10 @@ async fn battery_archive_files_have_one_cycle_row_per_cycle_with_capacities_matc
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn the_metadata_json_beside_every_export_carries_the_test_its_three_tiers_and_the_columns() {
-    let mut hub = hub_with_cycling_test(HALF_CYCLE).await;
+async fn the_metadata_json_beside_every_export_carries_the_test_its_three_tiers_and_the_columns(
+    backend: Backend,
+) {
+    let mut hub = hub_with_cycling_test(backend, HALF_CYCLE).await;
     let dir = tempfile::tempdir().unwrap();
     for (format, output, files) in [
         (Format::BdfCsv, "t.csv", vec!["samples"]),
@@ -398,10 +399,10 @@ fn assert_no_identifier_in(dir: &Path) {
     }
 }
 
-#[tokio::test]
-async fn an_anonymised_export_contains_no_identifier_anywhere_and_gives_the_same_pseudonyms_twice()
-{
-    let mut hub = hub_with_cycling_test(HALF_CYCLE).await;
+async fn an_anonymised_export_contains_no_identifier_anywhere_and_gives_the_same_pseudonyms_twice(
+    backend: Backend,
+) {
+    let mut hub = hub_with_cycling_test(backend, HALF_CYCLE).await;
     let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     for dir in [&first, &second] {
         // A fresh pseudonymiser each time, as in two runs of the command.
@@ -508,9 +509,9 @@ fn stderr(out: &Output) -> String {
 
 #[tokio::test]
 async fn exporting_through_the_cyclerhub_binary_writes_every_format_end_to_end() {
-    let mut hub = hub_with_cycling_test(HALF_CYCLE).await;
+    let mut hub = hub_with_cycling_test(Backend::Sqlite, HALF_CYCLE).await;
     hub.shutdown().await;
-    let db = hub.db.to_str().unwrap().to_owned();
+    let db = hub.db.clone();
     let dir = tempfile::tempdir().unwrap();
     let at = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
 
@@ -601,9 +602,9 @@ async fn exporting_through_the_cyclerhub_binary_writes_every_format_end_to_end()
 
 #[tokio::test]
 async fn the_binary_refuses_unknown_tests_unwritable_outputs_and_anonymising_without_a_secret() {
-    let mut hub = hub_with_cycling_test(HALF_CYCLE).await;
+    let mut hub = hub_with_cycling_test(Backend::Sqlite, HALF_CYCLE).await;
     hub.shutdown().await;
-    let db = hub.db.to_str().unwrap().to_owned();
+    let db = hub.db.clone();
     let dir = tempfile::tempdir().unwrap();
     let at = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     fs::write(at("short-secret"), "too short\n").unwrap();
@@ -694,3 +695,10 @@ async fn the_binary_refuses_unknown_tests_unwritable_outputs_and_anonymising_wit
     assert_eq!(left, ["a-directory", "lab-secret", "short-secret"]);
     assert_eq!(fs::read_dir(at("a-directory")).unwrap().count(), 0);
 }
+
+on_both_backends!(
+    bdf_parquet_read_back_has_the_pinned_columns_and_every_sample,
+    battery_archive_files_have_one_cycle_row_per_cycle_with_capacities_matching_the_timeseries,
+    the_metadata_json_beside_every_export_carries_the_test_its_three_tiers_and_the_columns,
+    an_anonymised_export_contains_no_identifier_anywhere_and_gives_the_same_pseudonyms_twice,
+);

@@ -9,9 +9,10 @@ async fn query(hub: &Hub) -> QueryClient<tonic::transport::Channel> {
     QueryClient::new(hub.channel().await)
 }
 
-#[tokio::test]
-async fn tests_are_listed_by_cell_and_state_and_one_comes_with_its_metadata_and_events() {
-    let mut hub = Hub::start().await;
+async fn tests_are_listed_by_cell_and_state_and_one_comes_with_its_metadata_and_events(
+    backend: Backend,
+) {
+    let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
     let mut entries = whole_test(0, T1);
     entries.push(registered(7, T2));
@@ -63,9 +64,8 @@ async fn tests_are_listed_by_cell_and_state_and_one_comes_with_its_metadata_and_
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn samples_are_read_with_only_the_chosen_columns_inside_the_time_window() {
-    let mut hub = Hub::start().await;
+async fn samples_are_read_with_only_the_chosen_columns_inside_the_time_window(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
     up.send_entries(whole_test(0, T1)).await;
     up.until_ack(6).await;
@@ -103,9 +103,8 @@ async fn samples_are_read_with_only_the_chosen_columns_inside_the_time_window() 
     hub.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_tail_sends_what_is_stored_then_each_new_batch_and_ends_with_the_test() {
-    let mut hub = Hub::start().await;
+async fn a_tail_sends_what_is_stored_then_each_new_batch_and_ends_with_the_test(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
     up.send_entries([registered(1, T1), samples(2, T1, 0, 100)])
         .await;
@@ -143,3 +142,9 @@ async fn a_tail_sends_what_is_stored_then_each_new_batch_and_ends_with_the_test(
     assert!(end.is_none(), "the tail ends with the test: {end:?}");
     hub.shutdown().await;
 }
+
+on_both_backends!(
+    tests_are_listed_by_cell_and_state_and_one_comes_with_its_metadata_and_events,
+    samples_are_read_with_only_the_chosen_columns_inside_the_time_window,
+    a_tail_sends_what_is_stored_then_each_new_batch_and_ends_with_the_test,
+);

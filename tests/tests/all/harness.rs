@@ -227,7 +227,11 @@ pub async fn start_on(
 /// The check every fault test ends with: the hub holds each test's samples exactly once,
 /// numbered contiguously from 0, as many as the daemon said the test produced.
 pub fn assert_every_sample_once(hub_db: &Path, tests: &[String]) -> HashMap<String, u64> {
-    let hub = HubStore::open(hub_db).unwrap();
+    assert_every_sample_once_in(&HubStore::open(hub_db).unwrap(), tests)
+}
+
+/// [`assert_every_sample_once`] on a hub store of any backend.
+pub fn assert_every_sample_once_in(hub: &HubStore, tests: &[String]) -> HashMap<String, u64> {
     let mut counts = HashMap::new();
     for test_id in tests {
         let row = hub.test(test_id).unwrap().expect("the hub knows the test");

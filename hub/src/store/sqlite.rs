@@ -1,0 +1,589 @@
+//! The SQLite backend: one file, WAL mode, a writer and a reader connection.
+
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+
+use cyclerd_proto::ingest::{Entry, Event, SampleBatch, TestEnded, TestRegistered};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
+};
+
+use super::{
+    BatchOutcome, BatchWrites, EventRow, RejectionRecord, RejectionRow, SampleRow, Source,
+    StoreError, TestRow, TestRowRaw, apply_entries, epoch_from_sql, u32_from_sql, u64_from_sql,
+};
+
+/// Schema migrations; `MIGRATIONS[i]` takes `PRAGMA user_version` from `i` to `i + 1`.
+/// Append only: a released migration is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema. Foreign keys are documented in comments but not declared: the
+    // apply path checks the parent test itself, and per-row FK lookups would tax the sample
+    // hot path.
+    r#"
+    -- One row per daemon store (a recreated store gets a new epoch and starts its ids at 1).
+    CREATE TABLE daemons (
+        daemon_id     TEXT    NOT NULL,
+        store_epoch   INTEGER NOT NULL,   -- u64 bit-cast to i64
+        name          TEXT    NOT NULL,
+        applied_up_to INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (daemon_id, store_epoch)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE tests (
+        test_key         INTEGER PRIMARY KEY,  -- compact key for samples/events
+        test_id          TEXT    NOT NULL UNIQUE,
+        daemon_id        TEXT    NOT NULL,
+        store_epoch      INTEGER NOT NULL,
+        channel_id       TEXT    NOT NULL,
+        protocol_name    TEXT    NOT NULL,
+        protocol_source  TEXT    NOT NULL,
+        plan_json        TEXT    NOT NULL,
+        metadata_json    TEXT    NOT NULL,
+        start_unix_s     REAL    NOT NULL,
+        end_unix_s       REAL,               -- NULL while running
+        outcome          TEXT,
+        reason           TEXT,
+        expected_samples INTEGER,            -- as the daemon counted at test end
+        sample_count     INTEGER NOT NULL DEFAULT 0  -- rows actually held, kept by the apply
+    );
+    CREATE INDEX tests_by_start ON tests (start_unix_s);
+
+    CREATE TABLE samples (
+        test_key              INTEGER NOT NULL,  -- tests.test_key
+        seq                   INTEGER NOT NULL,
+        test_time_s           REAL    NOT NULL,
+        unix_time_s           REAL    NOT NULL,
+        voltage_v             REAL    NOT NULL,
+        current_a             REAL    NOT NULL,  -- positive = charging
+        cycle                 INTEGER NOT NULL,
+        step                  INTEGER NOT NULL,
+        charge_capacity_ah    REAL    NOT NULL,
+        discharge_capacity_ah REAL    NOT NULL,
+        charge_energy_wh      REAL    NOT NULL,
+        discharge_energy_wh   REAL    NOT NULL,
+        temperature_c         REAL,              -- NULL without a sensor
+        PRIMARY KEY (test_key, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE events (
+        event_key   INTEGER PRIMARY KEY,
+        test_key    INTEGER NOT NULL,  -- tests.test_key
+        daemon_id   TEXT    NOT NULL,  -- (daemon_id, store_epoch, entry_id): the entry that
+        store_epoch INTEGER NOT NULL,  -- carried the event, so re-sending it is a no-op
+        entry_id    INTEGER NOT NULL,
+        unix_time_s REAL    NOT NULL,
+        test_time_s REAL    NOT NULL,
+        kind        TEXT    NOT NULL,
+        message     TEXT    NOT NULL,
+        step        INTEGER NOT NULL,
+        cycle       INTEGER NOT NULL,
+        UNIQUE (daemon_id, store_epoch, entry_id)
+    );
+    CREATE INDEX events_by_test ON events (test_key, unix_time_s);
+
+    -- Entries the hub could not apply, kept (with the encoded entry) for a person to look at.
+    CREATE TABLE rejections (
+        daemon_id       TEXT    NOT NULL,
+        store_epoch     INTEGER NOT NULL,
+        entry_id        INTEGER NOT NULL,
+        kind            TEXT    NOT NULL,
+        test_id         TEXT,
+        reason          TEXT    NOT NULL,
+        entry           BLOB    NOT NULL,
+        recorded_unix_s REAL    NOT NULL DEFAULT (unixepoch('subsec')),
+        UNIQUE (daemon_id, store_epoch, entry_id)
+    );
+    "#,
+    // 2: the air temperature of the chamber a cell sits in (BDF "Ambient Temperature / degC").
+    r#"
+    ALTER TABLE samples ADD COLUMN ambient_temperature_c REAL;  -- NULL outside a chamber
+    "#,
+];
+
+/// Samples inserted per multi-row `INSERT`: one statement step per 32 rows instead of per row
+/// roughly halves the per-sample cost; 32 x 14 parameters stays far below SQLite's limit.
+const ROWS_PER_INSERT: usize = 32;
+/// Columns of one sample row, in the order [`bind_sample`] binds them.
+const SAMPLE_COLUMNS: usize = 14;
+
+/// The statements' text, built once (it is also the prepared-statement cache key).
+static INSERT_SAMPLES_MULTI: LazyLock<String> =
+    LazyLock::new(|| insert_samples_sql(ROWS_PER_INSERT));
+static INSERT_SAMPLE_ONE: LazyLock<String> = LazyLock::new(|| insert_samples_sql(1));
+
+/// `INSERT OR IGNORE` of `rows` sample rows in one statement.
+fn insert_samples_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT OR IGNORE INTO samples (test_key, seq, test_time_s, unix_time_s, voltage_v, \
+         current_a, cycle, step, charge_capacity_ah, discharge_capacity_ah, charge_energy_wh, \
+         discharge_energy_wh, temperature_c, ambient_temperature_c) VALUES ",
+    );
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    }
+    sql
+}
+
+/// The SQLite side of a [`super::HubStore`].
+pub(super) struct SqliteStore {
+    /// The only connection that writes: the mutex is what makes the hub a single writer.
+    writer: Mutex<Connection>,
+    /// Read-only connection for queries; WAL lets it read alongside the writer.
+    reader: Mutex<Connection>,
+    /// For error messages.
+    path: PathBuf,
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock dropped its transaction, which rolled back: the
+    // connection itself is fine to keep using.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SqliteStore {
+    /// See [`super::HubStore::open`].
+    pub(super) fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let path = path.to_path_buf();
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut writer = Connection::open(&path).map_err(open_err)?;
+        writer
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open_err)?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode, "SQLite refused WAL mode; queries will block ingest");
+        }
+        writer
+            .execute_batch(
+                "PRAGMA synchronous = FULL;
+                 PRAGMA cache_size = -65536;
+                 PRAGMA temp_store = MEMORY;",
+            )
+            .map_err(open_err)?;
+        writer.set_prepared_statement_cache_capacity(32);
+        migrate(&mut writer, &path)?;
+
+        let reader = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open_err)?;
+        reader.set_prepared_statement_cache_capacity(32);
+
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            path,
+        })
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn hello(&self, source: &Source<'_>, name: &str) -> Result<u64, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached(
+            "INSERT INTO daemons (daemon_id, store_epoch, name) VALUES (?1, ?2, ?3)
+             ON CONFLICT (daemon_id, store_epoch) DO UPDATE SET name = excluded.name",
+        )?
+        .execute(params![source.daemon_id, source.epoch, name])?;
+        let applied = applied_up_to_in(&tx, source)?;
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    pub(super) fn applied_up_to(&self, source: &Source<'_>) -> Result<u64, StoreError> {
+        applied_up_to_in(&lock(&self.reader), source)
+    }
+
+    pub(super) fn apply_batch(
+        &self,
+        source: &Source<'_>,
+        up_to: i64,
+        entries: &[Entry],
+    ) -> Result<BatchOutcome, StoreError> {
+        let mut conn = lock(&self.writer);
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Normally created by Hello; created here too so a batch can never be acked without
+        // its resume point being stored.
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO daemons (daemon_id, store_epoch, name) VALUES (?1, ?2, '')",
+        )?
+        .execute(params![source.daemon_id, source.epoch])?;
+        // Read inside the transaction: another stream of the same store may have moved it.
+        let applied = applied_up_to_in(&tx, source)?;
+        let out = apply_entries(&mut tx, source, applied, entries)?;
+        tx.prepare_cached(
+            "UPDATE daemons SET applied_up_to = max(applied_up_to, ?3)
+             WHERE daemon_id = ?1 AND store_epoch = ?2",
+        )?
+        .execute(params![source.daemon_id, source.epoch, up_to])?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub(super) fn list_tests(&self) -> Result<Vec<TestRowRaw>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {TEST_COLUMNS} FROM tests ORDER BY start_unix_s, test_key"
+        ))?;
+        let rows = stmt
+            .query_map([], test_row_raw)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub(super) fn test(&self, test_id: &str) -> Result<Option<TestRowRaw>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {TEST_COLUMNS} FROM tests WHERE test_id = ?1"
+        ))?;
+        Ok(stmt.query_row([test_id], test_row_raw).optional()?)
+    }
+
+    pub(super) fn sample_count(&self, test_id: &str) -> Result<u64, StoreError> {
+        let conn = lock(&self.reader);
+        conn.prepare_cached("SELECT sample_count FROM tests WHERE test_id = ?1")?
+            .query_row([test_id], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(u64_from_sql)
+            .ok_or_else(|| StoreError::NoSuchTest(test_id.to_owned()))
+    }
+
+    pub(super) fn has_temperatures(&self, test_id: &str) -> Result<(bool, bool), StoreError> {
+        let conn = lock(&self.reader);
+        let key = test_key_in(&conn, test_id)?;
+        Ok(conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM samples
+                                WHERE test_key = ?1 AND temperature_c IS NOT NULL),
+                        EXISTS (SELECT 1 FROM samples
+                                WHERE test_key = ?1 AND ambient_temperature_c IS NOT NULL)",
+            )?
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))?)
+    }
+
+    pub(super) fn for_each_sample<E: From<StoreError>>(
+        &self,
+        test_id: &str,
+        mut f: impl FnMut(&SampleRow) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let conn = lock(&self.reader);
+        let key = test_key_in(&conn, test_id)?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, test_time_s, unix_time_s, voltage_v, current_a, cycle, step,
+                        charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
+                        discharge_energy_wh, temperature_c, ambient_temperature_c
+                 FROM samples WHERE test_key = ?1 ORDER BY seq",
+            )
+            .map_err(StoreError::from)?;
+        let mut rows = stmt.query([key]).map_err(StoreError::from)?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(StoreError::from)? {
+            let sample = sample_row(r).map_err(StoreError::from)?;
+            f(&sample)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub(super) fn events(&self, test_id: &str) -> Result<Vec<EventRow>, StoreError> {
+        let conn = lock(&self.reader);
+        let key = test_key_in(&conn, test_id)?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT unix_time_s, test_time_s, kind, message, step, cycle
+             FROM events WHERE test_key = ?1 ORDER BY unix_time_s, event_key",
+        )?;
+        let rows = stmt
+            .query_map([key], |r| {
+                Ok(EventRow {
+                    unix_time_s: r.get(0)?,
+                    test_time_s: r.get(1)?,
+                    kind: r.get(2)?,
+                    message: r.get(3)?,
+                    step: u32_from_sql(r.get(4)?),
+                    cycle: u32_from_sql(r.get(5)?),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub(super) fn rejections(&self) -> Result<Vec<RejectionRow>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(
+            "SELECT daemon_id, store_epoch, entry_id, kind, test_id, reason
+             FROM rejections ORDER BY rowid",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RejectionRow {
+                    daemon_id: r.get(0)?,
+                    store_epoch: epoch_from_sql(r.get(1)?),
+                    entry_id: u64_from_sql(r.get(2)?),
+                    kind: r.get(3)?,
+                    test_id: r.get(4)?,
+                    reason: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+/// Brings the schema up to date, one transaction per migration.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let supported = MIGRATIONS.len() as i64;
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > supported {
+        return Err(StoreError::SchemaTooNew {
+            database: path.display().to_string(),
+            found,
+            supported,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(path = %path.display(), version = version + 1, "migrated hub schema");
+    }
+    Ok(())
+}
+
+fn applied_up_to_in(conn: &Connection, source: &Source<'_>) -> Result<u64, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT applied_up_to FROM daemons WHERE daemon_id = ?1 AND store_epoch = ?2",
+        )?
+        .query_row(params![source.daemon_id, source.epoch], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()?
+        .map(u64_from_sql)
+        .unwrap_or(0))
+}
+
+fn test_key_in(conn: &Connection, test_id: &str) -> Result<i64, StoreError> {
+    conn.prepare_cached("SELECT test_key FROM tests WHERE test_id = ?1")?
+        .query_row([test_id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::NoSuchTest(test_id.to_owned()))
+}
+
+/// The `tests` columns [`test_row_raw`] reads, in its order.
+const TEST_COLUMNS: &str = "test_id, daemon_id, channel_id, protocol_name, metadata_json, \
+    start_unix_s, end_unix_s, outcome, reason, sample_count, expected_samples";
+
+fn test_row_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<TestRowRaw> {
+    Ok(TestRowRaw {
+        row: TestRow {
+            test_id: r.get(0)?,
+            daemon_id: r.get(1)?,
+            channel_id: r.get(2)?,
+            protocol_name: r.get(3)?,
+            metadata: Default::default(),
+            start_unix_s: r.get(5)?,
+            end_unix_s: r.get(6)?,
+            outcome: r.get(7)?,
+            reason: r.get(8)?,
+            sample_count: u64_from_sql(r.get(9)?),
+            expected_samples: r.get::<_, Option<i64>>(10)?.map(u64_from_sql),
+        },
+        metadata_json: r.get(4)?,
+    })
+}
+
+fn sample_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SampleRow> {
+    Ok(SampleRow {
+        seq: u64_from_sql(r.get(0)?),
+        test_time_s: r.get(1)?,
+        unix_time_s: r.get(2)?,
+        voltage_v: r.get(3)?,
+        current_a: r.get(4)?,
+        cycle: u32_from_sql(r.get(5)?),
+        step: u32_from_sql(r.get(6)?),
+        charge_capacity_ah: r.get(7)?,
+        discharge_capacity_ah: r.get(8)?,
+        charge_energy_wh: r.get(9)?,
+        discharge_energy_wh: r.get(10)?,
+        temperature_c: r.get(11)?,
+        ambient_temperature_c: r.get(12)?,
+    })
+}
+
+impl BatchWrites for Transaction<'_> {
+    fn test_owner(&mut self, test_id: &str) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(self
+            .prepare_cached("SELECT test_key, daemon_id FROM tests WHERE test_id = ?1")?
+            .query_row([test_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    fn insert_test(
+        &mut self,
+        source: &Source<'_>,
+        t: &TestRegistered,
+        metadata_json: &str,
+    ) -> Result<(), StoreError> {
+        self.prepare_cached(
+            "INSERT OR IGNORE INTO tests (test_id, daemon_id, store_epoch, channel_id,
+                 protocol_name, protocol_source, plan_json, metadata_json, start_unix_s)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            t.test_id,
+            source.daemon_id,
+            source.epoch,
+            t.channel_id,
+            t.protocol_name,
+            t.protocol_source,
+            t.plan_json,
+            metadata_json,
+            t.start_unix_s
+        ])?;
+        Ok(())
+    }
+
+    fn insert_samples(&mut self, key: i64, b: &SampleBatch) -> Result<u64, StoreError> {
+        let n = b.test_time_s.len();
+        let mut inserted = 0u64;
+        // The hot path: cached statements, all inside the batch's transaction, most rows
+        // through the multi-row statement. Validation guarantees every index and every seq is
+        // in range.
+        let full = n / ROWS_PER_INSERT * ROWS_PER_INSERT;
+        if full > 0 {
+            let mut stmt = self.prepare_cached(&INSERT_SAMPLES_MULTI)?;
+            for start in (0..full).step_by(ROWS_PER_INSERT) {
+                for r in 0..ROWS_PER_INSERT {
+                    bind_sample(&mut stmt, r * SAMPLE_COLUMNS, key, b, start + r)?;
+                }
+                inserted += stmt.raw_execute()? as u64;
+            }
+        }
+        if full < n {
+            let mut stmt = self.prepare_cached(&INSERT_SAMPLE_ONE)?;
+            for i in full..n {
+                bind_sample(&mut stmt, 0, key, b, i)?;
+                inserted += stmt.raw_execute()? as u64;
+            }
+        }
+        if inserted > 0 {
+            self.prepare_cached(
+                "UPDATE tests SET sample_count = sample_count + ?2 WHERE test_key = ?1",
+            )?
+            .execute(params![key, inserted as i64])?;
+        }
+        Ok(inserted)
+    }
+
+    fn insert_event(
+        &mut self,
+        key: i64,
+        source: &Source<'_>,
+        entry_id: i64,
+        e: &Event,
+    ) -> Result<(), StoreError> {
+        self.prepare_cached(
+            "INSERT OR IGNORE INTO events (test_key, daemon_id, store_epoch, entry_id,
+                 unix_time_s, test_time_s, kind, message, step, cycle)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            key,
+            source.daemon_id,
+            source.epoch,
+            entry_id,
+            e.unix_time_s,
+            e.test_time_s,
+            e.kind,
+            e.message,
+            e.step,
+            e.cycle
+        ])?;
+        Ok(())
+    }
+
+    fn end_test(&mut self, key: i64, e: &TestEnded, expected: i64) -> Result<i64, StoreError> {
+        Ok(self
+            .prepare_cached(
+                "UPDATE tests SET end_unix_s = ?2, outcome = ?3, reason = ?4, expected_samples = ?5
+                 WHERE test_key = ?1 RETURNING sample_count",
+            )?
+            .query_row(
+                params![key, e.unix_time_s, e.outcome, e.reason, expected],
+                |r| r.get(0),
+            )?)
+    }
+
+    fn insert_rejection(
+        &mut self,
+        source: &Source<'_>,
+        r: &RejectionRecord<'_>,
+    ) -> Result<(), StoreError> {
+        self.prepare_cached(
+            "INSERT OR IGNORE INTO rejections (daemon_id, store_epoch, entry_id, kind, test_id,
+                                               reason, entry)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            source.daemon_id,
+            source.epoch,
+            r.entry_id,
+            r.kind,
+            r.test_id,
+            r.reason,
+            r.entry
+        ])?;
+        Ok(())
+    }
+}
+
+/// Binds sample `i` of `b` to the 14 parameters after `offset`. `i` must be in range
+/// ([`validate_samples`] checked every column's length and the seq range).
+fn bind_sample(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    offset: usize,
+    key: i64,
+    b: &SampleBatch,
+    i: usize,
+) -> rusqlite::Result<()> {
+    // A missing (NaN) temperature reading is stored as NULL; no column at all, too.
+    let temp = b.temperature_c.get(i).copied().filter(|t| t.is_finite());
+    let ambient = b
+        .ambient_temperature_c
+        .get(i)
+        .copied()
+        .filter(|t| t.is_finite());
+    let seq = b.first_seq as i64 + i as i64;
+    stmt.raw_bind_parameter(offset + 1, key)?;
+    stmt.raw_bind_parameter(offset + 2, seq)?;
+    stmt.raw_bind_parameter(offset + 3, b.test_time_s[i])?;
+    stmt.raw_bind_parameter(offset + 4, b.unix_time_s[i])?;
+    stmt.raw_bind_parameter(offset + 5, b.voltage_v[i])?;
+    stmt.raw_bind_parameter(offset + 6, b.current_a[i])?;
+    stmt.raw_bind_parameter(offset + 7, b.cycle[i])?;
+    stmt.raw_bind_parameter(offset + 8, b.step[i])?;
+    stmt.raw_bind_parameter(offset + 9, b.charge_capacity_ah[i])?;
+    stmt.raw_bind_parameter(offset + 10, b.discharge_capacity_ah[i])?;
+    stmt.raw_bind_parameter(offset + 11, b.charge_energy_wh[i])?;
+    stmt.raw_bind_parameter(offset + 12, b.discharge_energy_wh[i])?;
+    stmt.raw_bind_parameter(offset + 13, temp)?;
+    stmt.raw_bind_parameter(offset + 14, ambient)?;
+    Ok(())
+}
