@@ -154,6 +154,8 @@ pub struct LabOptions {
     /// That hub serves TLS with a certificate for `localhost` signed by the CA in this PEM
     /// file: the daemon connects to `https://localhost:PORT` and checks the chain against it.
     pub hub_ca_file: Option<PathBuf>,
+    /// The daemon's token for that hub (`hub.token_file`).
+    pub hub_token_file: Option<PathBuf>,
     /// More lines for the `[store]` section (e.g. `max_bytes = 100000`).
     pub extra_config: String,
     /// The simulated device family.
@@ -173,6 +175,7 @@ impl Default for LabOptions {
             data_dir: None,
             hub_address: None,
             hub_ca_file: None,
+            hub_token_file: None,
             extra_config: String::new(),
             device: DemoDevice::EaPsb,
             poll_interval_ms: None,
@@ -232,6 +235,7 @@ impl SimLab {
             data_dir,
             hub_address,
             hub_ca_file,
+            hub_token_file,
             extra_config,
             device,
             poll_interval_ms,
@@ -346,7 +350,10 @@ impl SimLab {
                     ca.display().to_string()
                 ),
                 None => format!("address = \"http://{hub_addr}\""),
-            },
+            } + &hub_token_file
+                .as_ref()
+                .map(|f| format!("\ntoken_file = {:?}", f.display().to_string()))
+                .unwrap_or_default(),
         );
         let config = Config::from_toml(&config_text, "built-in demo configuration")?;
         let daemon = Daemon::start(config, "built-in demo configuration", clock.clone()).await?;

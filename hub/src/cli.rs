@@ -38,6 +38,14 @@ enum Command {
         /// TLS private key (PEM) of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Refuse uploads without a valid daemon token (see `cyclerhub token`).
+        #[arg(long)]
+        require_tokens: bool,
+    },
+    /// Issue, list and revoke daemon tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
     },
     /// List the tests in the hub, one per line.
     Tests {
@@ -136,7 +144,9 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             tls_cert,
             tls_key,
-        } => serve(db, listen, tls_cert.zip(tls_key)),
+            require_tokens,
+        } => serve(db, listen, tls_cert.zip(tls_key), require_tokens),
+        Command::Token { action } => token(action),
         Command::Tests {
             db,
             cell,
@@ -191,7 +201,80 @@ fn open(db: &str, must_exist: bool) -> Result<HubStore> {
     Ok(HubStore::connect(db)?)
 }
 
-fn serve(db: String, listen: SocketAddr, tls: Option<(PathBuf, PathBuf)>) -> Result<()> {
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Issue a token for a daemon of LAB; prints it once (the hub keeps only its hash).
+    Issue {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        /// The lab whose tests the daemon may write.
+        #[arg(long)]
+        lab: String,
+        /// A unique name for the token (e.g. the daemon's), to revoke it by.
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke the token named NAME: its daemon's uploads are refused from now on.
+    Revoke {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        name: String,
+    },
+    /// List the tokens (never their secrets).
+    List {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+    },
+}
+
+fn token(action: TokenAction) -> Result<()> {
+    match action {
+        TokenAction::Issue { db, lab, name } => {
+            let token = open(&db, false)?.issue_token(&lab, &name)?;
+            println!("{token}");
+            eprintln!(
+                "token {name:?} for lab {lab:?}: shown once; put it in the daemon's hub.token_file \
+                 (readable only by the daemon's user)"
+            );
+        }
+        TokenAction::Revoke { db, name } => {
+            open(&db, true)?.revoke_token(&name)?;
+            eprintln!("token {name:?} revoked");
+        }
+        TokenAction::List { db } => {
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<24}  {:<16}  {:<12}  {:<20}  STATE",
+                "NAME", "LAB", "ID", "ISSUED (UTC)"
+            )?;
+            for t in open(&db, true)?.tokens()? {
+                let state = t
+                    .revoked_unix_s
+                    .map_or("valid".to_string(), |r| format!("revoked {}", utc(r)));
+                writeln!(
+                    out,
+                    "{:<24}  {:<16}  {:<12}  {:<20}  {state}",
+                    t.name,
+                    t.lab,
+                    t.token_id,
+                    utc(t.created_unix_s)
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn serve(
+    db: String,
+    listen: SocketAddr,
+    tls: Option<(PathBuf, PathBuf)>,
+    require_tokens: bool,
+) -> Result<()> {
     let read = |path: &PathBuf, what: &str| {
         std::fs::read(path)
             .with_context(|| format!("cannot read the TLS {what} {}", path.display()))
@@ -220,7 +303,10 @@ fn serve(db: String, listen: SocketAddr, tls: Option<(PathBuf, PathBuf)>) -> Res
             shutdown_signal().await;
             tracing::info!("shutting down");
         };
-        let options = crate::server::ServeOptions { tls };
+        let options = crate::server::ServeOptions {
+            tls,
+            require_tokens,
+        };
         crate::server::run_with(listener, store, options, shutdown).await
     })
 }

@@ -21,10 +21,12 @@
 //!   tail a running test (woken by each commit, not by polling).
 //! - [`export`]: a test as Battery Data Format CSV or Parquet, or as Battery Archive CSV, each
 //!   with a metadata JSON beside it, optionally anonymised ([`export::export_files`]).
+//! - [`auth`]: daemon tokens (`cyh_<id>_<secret>`, stored as a hash) and their labs.
 //! - [`cli`]: the `cyclerhub` command line (`serve`, `tests`, `export`), the only place that
 //!   turns errors into `anyhow` messages for people; `src/main.rs` just calls it.
 //! - `testing` (feature `testing`): a throwaway PostgreSQL cluster for tests and benches.
 
+pub mod auth;
 pub mod cli;
 pub mod export;
 pub mod query;

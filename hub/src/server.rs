@@ -59,6 +59,9 @@ pub struct ServeOptions {
     /// the chain against the CA in their `hub.ca_file`. `None` serves plain HTTP/2 (for a hub
     /// on the lab PC itself, or behind a TLS-terminating proxy).
     pub tls: Option<tonic::transport::Identity>,
+    /// Refuse uploads without a valid token (`cyclerhub token issue`), and bind each daemon to
+    /// its token's lab. Off for a hub only its own lab PC talks to (the demo, tests).
+    pub require_tokens: bool,
 }
 
 /// [`run`] with options (TLS).
@@ -89,6 +92,7 @@ pub async fn run_with(
         store,
         stop: stop_rx,
         applied: std::sync::Arc::new(applied_tx),
+        require_tokens: options.require_tokens,
     })
     .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
 
@@ -134,9 +138,44 @@ struct IngestService {
     stop: watch::Receiver<bool>,
     /// Bumped after each applied batch, for the query side's live tails.
     applied: std::sync::Arc<watch::Sender<u64>>,
+    /// Uploads need a valid token.
+    require_tokens: bool,
 }
 
 type ResponseTx = mpsc::Sender<Result<UploadResponse, Status>>;
+
+impl IngestService {
+    /// The lab of the stream's bearer token; `UNAUTHENTICATED`, saying what to do, without a
+    /// valid one.
+    async fn lab_of(&self, metadata: &tonic::metadata::MetadataMap) -> Result<String, Status> {
+        let presented = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "this hub requires a daemon token: issue one with `cyclerhub token issue \
+                     --lab LAB --name NAME` and give the daemon its file as hub.token_file",
+                )
+            })?;
+        let store = self.store.clone();
+        let token = tokio::task::spawn_blocking(move || store.authenticate(&presented))
+            .await
+            .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
+            .map_err(|e| Status::internal(format!("hub storage failed: {}", error_chain(&e))))?
+            .ok_or_else(|| {
+                Status::unauthenticated("the daemon's token is not valid for this hub")
+            })?;
+        if token.revoked_unix_s.is_some() {
+            return Err(Status::unauthenticated(format!(
+                "the daemon's token {:?} (lab {:?}) was revoked; issue a new one",
+                token.name, token.lab
+            )));
+        }
+        Ok(token.lab)
+    }
+}
 
 #[tonic::async_trait]
 impl Ingest for IngestService {
@@ -148,6 +187,11 @@ impl Ingest for IngestService {
         request: Request<Streaming<UploadRequest>>,
     ) -> Result<Response<Self::UploadStream>, Status> {
         let peer = request.remote_addr();
+        let lab = if self.require_tokens {
+            Some(self.lab_of(request.metadata()).await?)
+        } else {
+            None
+        };
         let inbound = request.into_inner();
         // Small: acks are cumulative, so a slow reader only delays them, never loses any.
         let (tx, rx) = mpsc::channel(64);
@@ -155,6 +199,7 @@ impl Ingest for IngestService {
             store: self.store.clone(),
             stop: self.stop.clone(),
             applied: self.applied.clone(),
+            lab,
             tx,
         };
         // Answer headers at once and do the work in a task, so a client may open the stream
@@ -174,6 +219,8 @@ struct Session {
     stop: watch::Receiver<bool>,
     /// Bumped after each applied batch.
     applied: std::sync::Arc<watch::Sender<u64>>,
+    /// The lab of the stream's token, when the hub requires tokens.
+    lab: Option<String>,
     /// Responses to the daemon.
     tx: ResponseTx,
 }
@@ -232,6 +279,13 @@ impl Session {
             return;
         }
 
+        if let Some(lab) = &self.lab
+            && let Err(status) = self.bind(&hello.daemon_id, lab).await
+        {
+            tracing::warn!(?peer, daemon_id = hello.daemon_id, "{}", status.message());
+            let _ = self.tx.send(Err(status)).await;
+            return;
+        }
         let applied_up_to = match self.hello(hello.clone()).await {
             Ok(a) => a,
             Err(status) => {
@@ -309,6 +363,24 @@ impl Session {
             if let Some(end) = end {
                 return end;
             }
+        }
+    }
+
+    /// Binds the daemon to the token's lab; refused when it belongs to another lab.
+    async fn bind(&self, daemon_id: &str, lab: &str) -> Result<(), Status> {
+        let store = self.store.clone();
+        let (id, token_lab) = (daemon_id.to_string(), lab.to_string());
+        let bound = tokio::task::spawn_blocking(move || store.bind_daemon(&id, &token_lab))
+            .await
+            .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
+            .map_err(|e| Status::internal(format!("hub storage failed: {}", error_chain(&e))))?;
+        if bound == lab {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "daemon {daemon_id} belongs to lab {bound:?}; a token of lab {lab:?} cannot \
+                 write for it"
+            )))
         }
     }
 

@@ -19,6 +19,7 @@
 mod pg;
 mod sqlite;
 
+use crate::auth::TokenRow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,12 +74,21 @@ pub enum StoreError {
     /// Stored data that the hub itself wrote does not parse back.
     #[error("corrupt hub data: {0}")]
     Corrupt(String),
+    /// A request the hub refuses (a token name in use, no such token), in words for people.
+    #[error("{0}")]
+    Refused(String),
     /// Any other SQLite failure (I/O error, disk full, ...).
     #[error("hub database error")]
     Sqlite(#[from] rusqlite::Error),
     /// Any other PostgreSQL failure (lost connection, server error, ...).
     #[error("hub database error (PostgreSQL)")]
     Postgres(#[from] postgres::Error),
+}
+
+fn now_unix_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// An error and all its sources, `: `-separated, for places that only take one string (gRPC
@@ -321,6 +331,80 @@ impl HubStore {
         match &*self.backend {
             Backend::Sqlite(s) => s.apply_batch(&source, up_to, entries),
             Backend::Postgres(p) => p.apply_batch(&source, up_to, entries),
+        }
+    }
+
+    /// Issues a token for `lab` named `name` (unique); returns the token text, which the hub
+    /// does not keep (only its hash): show it once.
+    pub fn issue_token(&self, lab: &str, name: &str) -> Result<String, StoreError> {
+        crate::auth::check_name("lab", lab).map_err(StoreError::Refused)?;
+        crate::auth::check_name("token name", name).map_err(StoreError::Refused)?;
+        let (token_id, secret, text) = crate::auth::generate();
+        let row = TokenRow {
+            token_id,
+            lab: lab.into(),
+            name: name.into(),
+            created_unix_s: now_unix_s(),
+            revoked_unix_s: None,
+        };
+        let hash = crate::auth::secret_hash(&secret);
+        let inserted = match &*self.backend {
+            Backend::Sqlite(s) => s.insert_token(&row, &hash)?,
+            Backend::Postgres(p) => p.insert_token(&row, &hash)?,
+        };
+        if !inserted {
+            return Err(StoreError::Refused(format!(
+                "a token named {name:?} exists already; revoke it first or choose another name"
+            )));
+        }
+        Ok(text)
+    }
+
+    /// Revokes the token named `name`: uploads with it are refused from now on.
+    pub fn revoke_token(&self, name: &str) -> Result<(), StoreError> {
+        let revoked = match &*self.backend {
+            Backend::Sqlite(s) => s.revoke_token(name, now_unix_s())?,
+            Backend::Postgres(p) => p.revoke_token(name, now_unix_s())?,
+        };
+        if revoked {
+            Ok(())
+        } else {
+            Err(StoreError::Refused(format!(
+                "no valid token named {name:?} (see `cyclerhub token list`)"
+            )))
+        }
+    }
+
+    /// Every token ever issued, oldest first.
+    pub fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        Ok(self.token_rows()?.into_iter().map(|(t, _)| t).collect())
+    }
+
+    fn token_rows(&self) -> Result<Vec<(TokenRow, String)>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.tokens(),
+            Backend::Postgres(p) => p.tokens(),
+        }
+    }
+
+    /// The token `text` names if its secret matches, valid or revoked; `None` for anything
+    /// else (malformed, unknown, wrong secret).
+    pub fn authenticate(&self, text: &str) -> Result<Option<TokenRow>, StoreError> {
+        let Some((id, secret)) = crate::auth::parse(text) else {
+            return Ok(None);
+        };
+        Ok(self
+            .token_rows()?
+            .into_iter()
+            .find(|(t, hash)| t.token_id == id && crate::auth::secret_matches(secret, hash))
+            .map(|(t, _)| t))
+    }
+
+    /// Binds `daemon_id` to `lab` if it belongs to no lab yet; returns the lab it belongs to.
+    pub fn bind_daemon(&self, daemon_id: &str, lab: &str) -> Result<String, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.bind_daemon(daemon_id, lab),
+            Backend::Postgres(p) => p.bind_daemon(daemon_id, lab),
         }
     }
 

@@ -379,6 +379,8 @@ const T1: &str = "0190a0c0-0000-7000-8000-000000000001";
 const T2: &str = "0190a0c0-0000-7000-8000-000000000002";
 const T3: &str = "0190a0c0-0000-7000-8000-000000000003";
 
+#[path = "ingest/auth.rs"]
+mod auth;
 #[path = "ingest/query.rs"]
 mod query;
 

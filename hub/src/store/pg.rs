@@ -26,6 +26,7 @@ use super::{
     BatchOutcome, BatchWrites, EventRow, RejectionRecord, RejectionRow, SampleRow, Source,
     StoreError, TestRow, TestRowRaw, apply_entries, epoch_from_sql, u32_from_sql, u64_from_sql,
 };
+use crate::auth::TokenRow;
 
 /// Whether `db` names a PostgreSQL database rather than a SQLite file.
 pub(super) fn is_url(db: &str) -> bool {
@@ -114,6 +115,21 @@ const MIGRATIONS: &[&str] = &[
         entry         bytea  NOT NULL,
         recorded_at   timestamptz NOT NULL DEFAULT now(),
         UNIQUE (daemon_id, store_epoch, entry_id)
+    );
+    "#,
+    // 2: daemon tokens (the secret only as its SHA-256) and the lab each daemon belongs to.
+    r#"
+    CREATE TABLE tokens (
+        token_id       text PRIMARY KEY,      -- public part of the token
+        lab            text NOT NULL,
+        name           text NOT NULL UNIQUE,
+        secret_hash    text NOT NULL,
+        created_unix_s double precision NOT NULL,
+        revoked_unix_s double precision       -- NULL while valid
+    );
+    CREATE TABLE daemon_labs (
+        daemon_id text PRIMARY KEY,           -- bound at its first authenticated upload
+        lab       text NOT NULL
     );
     "#,
 ];
@@ -433,6 +449,70 @@ impl PgStore {
                 .client
                 .query_one(&w.stmts.hello, &[&source.daemon_id, &source.epoch, &name])?;
             Ok(u64_from_sql(row.try_get(0)?))
+        })
+    }
+
+    pub(super) fn insert_token(&self, t: &TokenRow, secret_hash: &str) -> Result<bool, StoreError> {
+        self.with_writer(|w| {
+            Ok(w.client.execute(
+                "INSERT INTO tokens (token_id, lab, name, secret_hash, created_unix_s)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[
+                    &t.token_id,
+                    &t.lab,
+                    &t.name,
+                    &secret_hash,
+                    &t.created_unix_s,
+                ],
+            )? == 1)
+        })
+    }
+
+    pub(super) fn revoke_token(&self, name: &str, now: f64) -> Result<bool, StoreError> {
+        self.with_writer(|w| {
+            Ok(w.client.execute(
+                "UPDATE tokens SET revoked_unix_s = $2 WHERE name = $1 AND revoked_unix_s IS NULL",
+                &[&name, &now],
+            )? == 1)
+        })
+    }
+
+    pub(super) fn tokens(&self) -> Result<Vec<(TokenRow, String)>, StoreError> {
+        self.with_reader(|c| {
+            c.query(
+                "SELECT token_id, lab, name, created_unix_s, revoked_unix_s, secret_hash
+                 FROM tokens ORDER BY created_unix_s",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    TokenRow {
+                        token_id: r.try_get(0)?,
+                        lab: r.try_get(1)?,
+                        name: r.try_get(2)?,
+                        created_unix_s: r.try_get(3)?,
+                        revoked_unix_s: r.try_get(4)?,
+                    },
+                    r.try_get(5)?,
+                ))
+            })
+            .collect()
+        })
+    }
+
+    pub(super) fn bind_daemon(&self, daemon_id: &str, lab: &str) -> Result<String, StoreError> {
+        self.with_writer(|w| {
+            w.client.execute(
+                "INSERT INTO daemon_labs (daemon_id, lab) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&daemon_id, &lab],
+            )?;
+            Ok(w.client
+                .query_one(
+                    "SELECT lab FROM daemon_labs WHERE daemon_id = $1",
+                    &[&daemon_id],
+                )?
+                .try_get(0)?)
         })
     }
 

@@ -12,6 +12,7 @@ use super::{
     BatchOutcome, BatchWrites, EventRow, RejectionRecord, RejectionRow, SampleRow, Source,
     StoreError, TestRow, TestRowRaw, apply_entries, epoch_from_sql, u32_from_sql, u64_from_sql,
 };
+use crate::auth::TokenRow;
 
 /// Schema migrations; `MIGRATIONS[i]` takes `PRAGMA user_version` from `i` to `i + 1`.
 /// Append only: a released migration is never edited.
@@ -97,6 +98,21 @@ const MIGRATIONS: &[&str] = &[
     // 2: the air temperature of the chamber a cell sits in (BDF "Ambient Temperature / degC").
     r#"
     ALTER TABLE samples ADD COLUMN ambient_temperature_c REAL;  -- NULL outside a chamber
+    "#,
+    // 3: daemon tokens (the secret only as its SHA-256) and the lab each daemon belongs to.
+    r#"
+    CREATE TABLE tokens (
+        token_id       TEXT PRIMARY KEY,   -- public part of the token
+        lab            TEXT NOT NULL,
+        name           TEXT NOT NULL UNIQUE,
+        secret_hash    TEXT NOT NULL,
+        created_unix_s REAL NOT NULL,
+        revoked_unix_s REAL                -- NULL while valid
+    ) WITHOUT ROWID;
+    CREATE TABLE daemon_labs (
+        daemon_id TEXT PRIMARY KEY,        -- bound at its first authenticated upload
+        lab       TEXT NOT NULL
+    ) WITHOUT ROWID;
     "#,
 ];
 
@@ -203,6 +219,55 @@ impl SqliteStore {
         let applied = applied_up_to_in(&tx, source)?;
         tx.commit()?;
         Ok(applied)
+    }
+
+    pub(super) fn insert_token(&self, t: &TokenRow, secret_hash: &str) -> Result<bool, StoreError> {
+        Ok(lock(&self.writer).execute(
+            "INSERT INTO tokens (token_id, lab, name, secret_hash, created_unix_s)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            params![t.token_id, t.lab, t.name, secret_hash, t.created_unix_s],
+        )? == 1)
+    }
+
+    pub(super) fn revoke_token(&self, name: &str, now: f64) -> Result<bool, StoreError> {
+        Ok(lock(&self.writer).execute(
+            "UPDATE tokens SET revoked_unix_s = ?2 WHERE name = ?1 AND revoked_unix_s IS NULL",
+            params![name, now],
+        )? == 1)
+    }
+
+    pub(super) fn tokens(&self) -> Result<Vec<(TokenRow, String)>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(
+            "SELECT token_id, lab, name, created_unix_s, revoked_unix_s, secret_hash
+             FROM tokens ORDER BY created_unix_s",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                TokenRow {
+                    token_id: r.get(0)?,
+                    lab: r.get(1)?,
+                    name: r.get(2)?,
+                    created_unix_s: r.get(3)?,
+                    revoked_unix_s: r.get(4)?,
+                },
+                r.get(5)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub(super) fn bind_daemon(&self, daemon_id: &str, lab: &str) -> Result<String, StoreError> {
+        let conn = lock(&self.writer);
+        conn.execute(
+            "INSERT INTO daemon_labs (daemon_id, lab) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![daemon_id, lab],
+        )?;
+        Ok(conn.query_row(
+            "SELECT lab FROM daemon_labs WHERE daemon_id = ?1",
+            [daemon_id],
+            |r| r.get(0),
+        )?)
     }
 
     pub(super) fn applied_up_to(&self, source: &Source<'_>) -> Result<u64, StoreError> {

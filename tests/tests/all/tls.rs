@@ -50,11 +50,20 @@ async fn tls_hub(
     db: &Path,
     identity: tonic::transport::Identity,
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    serve(db, identity, false).await
+}
+
+async fn serve(
+    db: &Path,
+    identity: tonic::transport::Identity,
+    require_tokens: bool,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let options = ServeOptions {
         tls: Some(identity),
+        require_tokens,
     };
     tokio::spawn(cyclerhub::server::run_with(
         listener,
@@ -68,7 +77,17 @@ async fn tls_hub(
 }
 
 async fn lab(dir: &Path, hub: SocketAddr, ca_file: Option<PathBuf>) -> SimLab {
+    lab_with_token(dir, hub, ca_file, None).await
+}
+
+async fn lab_with_token(
+    dir: &Path,
+    hub: SocketAddr,
+    ca_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+) -> SimLab {
     SimLab::start_with(LabOptions {
+        hub_token_file: token_file,
         channels: 1,
         speed: 1000.0,
         data_dir: Some(dir.to_path_buf()),
@@ -130,4 +149,63 @@ async fn a_daemon_sends_nothing_to_a_hub_its_ca_did_not_sign_nor_in_clear_to_a_t
             "{name}: the test stays in the outbox for a hub it can trust"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_with_its_labs_token_streams_and_one_with_a_revoked_token_is_told_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, identity) = lab_pki(dir.path(), "lab-ca");
+    let hub_db = dir.path().join("hub.sqlite");
+    let store = HubStore::open(&hub_db).unwrap();
+    let token_file = |name: &str| {
+        let path = dir.path().join(format!("{name}.token"));
+        std::fs::write(&path, store.issue_token("cell-ageing", name).unwrap()).unwrap();
+        path
+    };
+    let (good, revoked) = (token_file("pc-1"), token_file("pc-2"));
+    store.revoke_token("pc-2").unwrap();
+    let (addr, stop) = serve(&hub_db, identity, true).await;
+
+    let lab = lab_with_token(
+        &dir.path().join("pc-1"),
+        addr,
+        Some(ca_file.clone()),
+        Some(good),
+    )
+    .await;
+    let tests = lab.start_everywhere(PROTOCOL, "short.yaml").await.unwrap();
+    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+        .await
+        .unwrap();
+    let (summary, _, _keep) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0, "{summary:?}");
+    harness::assert_every_sample_once(&hub_db, &tests);
+
+    let lab = lab_with_token(&dir.path().join("pc-2"), addr, Some(ca_file), Some(revoked)).await;
+    lab.start_everywhere(PROTOCOL, "short.yaml").await.unwrap();
+    let alarm = tokio::time::timeout(WAIT, async {
+        let mut ticks = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            ticks.tick().await;
+            if let Some(a) = lab
+                .daemon
+                .status()
+                .alarms
+                .into_iter()
+                .find(|a| a.contains("hub"))
+            {
+                return a;
+            }
+        }
+    })
+    .await
+    .expect("the daemon reports the refusal");
+    assert!(alarm.contains("revoked"), "{alarm}");
+    lab.daemon
+        .stop_test(&lab.channel_ids()[0], "")
+        .await
+        .unwrap();
+    let (summary, _, _keep) = lab.stop(Duration::from_millis(100)).await.unwrap();
+    assert_eq!(summary.samples_acknowledged, 0);
+    let _ = stop.send(());
 }
