@@ -262,8 +262,8 @@ fn read_batches(
             );
             send(full)
         };
-    store.for_each_sample(test_id, |s| -> Result<(), StoreError> {
-        if !open || s.seq < from_seq {
+    store.for_each_sample_from(test_id, from_seq, |s| -> Result<(), StoreError> {
+        if !open {
             return Ok(());
         }
         next = s.seq + 1;

@@ -461,9 +461,30 @@ impl HubStore {
         test_id: &str,
         f: impl FnMut(&SampleRow) -> Result<(), E>,
     ) -> Result<u64, E> {
+        self.for_each_sample_from(test_id, 0, f)
+    }
+
+    /// [`HubStore::for_each_sample`] from sequence number `from_seq` on (an index range scan,
+    /// so following a long test costs only its new samples).
+    pub fn for_each_sample_from<E: From<StoreError>>(
+        &self,
+        test_id: &str,
+        from_seq: u64,
+        f: impl FnMut(&SampleRow) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
         match &*self.backend {
-            Backend::Sqlite(s) => s.for_each_sample(test_id, f),
-            Backend::Postgres(p) => p.for_each_sample(test_id, f),
+            Backend::Sqlite(s) => s.for_each_sample(test_id, from, f),
+            Backend::Postgres(p) => p.for_each_sample(test_id, from, f),
+        }
+    }
+
+    /// The protocol a test ran, as its YAML source and its compiled plan (JSON); `None` for an
+    /// unknown test.
+    pub fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.protocol(test_id),
+            Backend::Postgres(p) => p.protocol(test_id),
         }
     }
 

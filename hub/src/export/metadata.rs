@@ -111,6 +111,10 @@ struct Metadata {
 struct Protocol {
     /// Its name, as the engineer called it.
     name: String,
+    /// The protocol document as started (YAML).
+    source: String,
+    /// The plan the daemon compiled from it and ran, step by step.
+    plan: serde_json::Value,
 }
 
 /// A point in time, machine- and human-readable.
@@ -158,10 +162,11 @@ struct Export {
     files: Vec<File>,
 }
 
-/// The metadata JSON (pretty-printed, newline-terminated) of an export of `test` with `samples`
-/// samples in `files`; identifiers replaced by pseudonyms when `pseudonymiser` is given.
+/// The metadata JSON (pretty-printed, newline-terminated) of an export of `test`, which ran
+/// `protocol` (source and plan JSON), with `samples` samples in `files`; identifiers replaced by pseudonyms when `pseudonymiser` is given.
 pub fn metadata_json(
     test: &TestRow,
+    protocol: &(String, String),
     format: Format,
     samples: u64,
     files: Vec<File>,
@@ -208,6 +213,9 @@ pub fn metadata_json(
         channel_id: scrub(&test.channel_id),
         protocol: Protocol {
             name: scrub(&test.protocol_name),
+            source: scrub(&protocol.0),
+            // Scrubbed as text: pseudonyms are plain words, so the JSON stays valid.
+            plan: serde_json::from_str(&scrub(&protocol.1)).unwrap_or(serde_json::Value::Null),
         },
         start: Instant::new(test.start_unix_s),
         end: test.end_unix_s.map(Instant::new),

@@ -605,9 +605,21 @@ impl PgStore {
         })
     }
 
+    pub(super) fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError> {
+        self.with_reader(|c| {
+            c.query_opt(
+                "SELECT protocol_source, plan_json FROM tests WHERE test_id = $1",
+                &[&test_id],
+            )?
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()
+        })
+    }
+
     pub(super) fn for_each_sample<E: From<StoreError>>(
         &self,
         test_id: &str,
+        from_seq: i64,
         mut f: impl FnMut(&SampleRow) -> Result<(), E>,
     ) -> Result<u64, E> {
         let mut guard = lock(&self.reader);
@@ -628,8 +640,8 @@ impl PgStore {
                         "SELECT seq, test_time_s, unix_time_s, voltage_v, current_a, cycle, step,
                                 charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
                                 discharge_energy_wh, temperature_c, ambient_temperature_c
-                         FROM samples WHERE test_key = $1 ORDER BY seq",
-                        &[&key],
+                         FROM samples WHERE test_key = $1 AND seq >= $2 ORDER BY seq",
+                        &[&key, &from_seq],
                     )?;
                     loop {
                         let rows = tx.query_portal(&portal, FETCH_ROWS)?;

@@ -344,6 +344,7 @@ impl SqliteStore {
     pub(super) fn for_each_sample<E: From<StoreError>>(
         &self,
         test_id: &str,
+        from_seq: i64,
         mut f: impl FnMut(&SampleRow) -> Result<(), E>,
     ) -> Result<u64, E> {
         let conn = lock(&self.reader);
@@ -353,10 +354,12 @@ impl SqliteStore {
                 "SELECT seq, test_time_s, unix_time_s, voltage_v, current_a, cycle, step,
                         charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
                         discharge_energy_wh, temperature_c, ambient_temperature_c
-                 FROM samples WHERE test_key = ?1 ORDER BY seq",
+                 FROM samples WHERE test_key = ?1 AND seq >= ?2 ORDER BY seq",
             )
             .map_err(StoreError::from)?;
-        let mut rows = stmt.query([key]).map_err(StoreError::from)?;
+        let mut rows = stmt
+            .query(params![key, from_seq])
+            .map_err(StoreError::from)?;
         let mut n = 0;
         while let Some(r) = rows.next().map_err(StoreError::from)? {
             let sample = sample_row(r).map_err(StoreError::from)?;
@@ -364,6 +367,13 @@ impl SqliteStore {
             n += 1;
         }
         Ok(n)
+    }
+
+    pub(super) fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError> {
+        Ok(lock(&self.reader)
+            .prepare_cached("SELECT protocol_source, plan_json FROM tests WHERE test_id = ?1")?
+            .query_row([test_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
     }
 
     pub(super) fn events(&self, test_id: &str) -> Result<Vec<EventRow>, StoreError> {

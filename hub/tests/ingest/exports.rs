@@ -328,6 +328,13 @@ async fn the_metadata_json_beside_every_export_carries_the_test_its_three_tiers_
         assert_eq!(json["test_id"], TEST_ID);
         assert_eq!(json["channel_id"], "psb1/1");
         assert_eq!(json["protocol"]["name"], format!("1C cycling of {CELL_ID}"));
+        assert!(
+            json["protocol"]["source"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
+            "the protocol source is there"
+        );
+        assert!(!json["protocol"]["plan"].is_null(), "and the plan it ran");
         assert_eq!(json["start"]["utc"], "2023-11-14T22:13:20.000Z");
         assert_eq!(json["end"]["unix_s"], 1_700_003_600.0);
         assert_eq!(json["outcome"], "stopped");
