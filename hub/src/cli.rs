@@ -64,6 +64,9 @@ enum Command {
         /// Only tests of this daemon.
         #[arg(long, default_value = "")]
         daemon: String,
+        /// Only tests of this lab's daemons.
+        #[arg(long, default_value = "")]
+        lab: String,
         /// Only tests started at or after this Unix time (s).
         #[arg(long, default_value_t = 0.0)]
         since: f64,
@@ -153,11 +156,13 @@ fn run(cli: Cli) -> Result<()> {
             chemistry,
             state,
             daemon,
+            lab,
             since,
             until,
         } => list_tests(
             db,
             TestFilter {
+                lab,
                 daemon_id: daemon,
                 cell_id: cell,
                 chemistry,
@@ -341,14 +346,15 @@ fn list_tests(db: String, filter: TestFilter) -> Result<()> {
     }
     writeln!(
         out,
-        "{:<36}  {:<14}  {:<24}  {:<9}  {:>10}  START (UTC)",
-        "TEST ID", "CHANNEL", "PROTOCOL", "STATE", "SAMPLES"
+        "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  START (UTC)",
+        "TEST ID", "LAB", "CHANNEL", "PROTOCOL", "STATE", "SAMPLES"
     )?;
-    for t in tests {
+    for (t, lab) in tests {
         writeln!(
             out,
-            "{:<36}  {:<14}  {:<24}  {:<9}  {:>10}  {}",
+            "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  {}",
             t.test_id,
+            if lab.is_empty() { "-" } else { &lab },
             t.channel_id,
             t.protocol_name,
             t.state(),

@@ -41,6 +41,7 @@ pub const COLUMNS: [&str; 12] = [
 /// A test filter, as `ListTests` and `cyclerhub tests` take it; empty fields match anything.
 #[derive(Debug, Clone, Default)]
 pub struct TestFilter {
+    pub lab: String,
     pub daemon_id: String,
     pub cell_id: String,
     pub chemistry: String,
@@ -54,6 +55,7 @@ pub struct TestFilter {
 impl From<ListTestsRequest> for TestFilter {
     fn from(r: ListTestsRequest) -> TestFilter {
         TestFilter {
+            lab: r.lab,
             daemon_id: r.daemon_id,
             cell_id: r.cell_id,
             chemistry: r.chemistry,
@@ -75,19 +77,24 @@ impl TestFilter {
             && (self.started_before_unix_s == 0.0 || t.start_unix_s < self.started_before_unix_s)
     }
 
-    /// The store's tests that match, newest first.
-    pub fn select(&self, store: &HubStore) -> Result<Vec<TestRow>, StoreError> {
-        let mut tests: Vec<TestRow> = store
+    /// The store's tests that match, newest first, each with its lab (empty when none).
+    pub fn select(&self, store: &HubStore) -> Result<Vec<(TestRow, String)>, StoreError> {
+        let labs = store.daemon_labs()?;
+        let mut tests: Vec<(TestRow, String)> = store
             .list_tests()?
             .into_iter()
-            .filter(|t| self.matches(t))
+            .map(|t| {
+                let lab = labs.get(&t.daemon_id).cloned().unwrap_or_default();
+                (t, lab)
+            })
+            .filter(|(t, lab)| (self.lab.is_empty() || *lab == self.lab) && self.matches(t))
             .collect();
-        tests.sort_by(|a, b| b.start_unix_s.total_cmp(&a.start_unix_s));
+        tests.sort_by(|a, b| b.0.start_unix_s.total_cmp(&a.0.start_unix_s));
         Ok(tests)
     }
 }
 
-pub fn summary(t: &TestRow) -> TestSummary {
+pub fn summary(t: &TestRow, lab: &str) -> TestSummary {
     let meta = |k: &str| t.metadata.get(k).cloned().unwrap_or_default();
     TestSummary {
         test_id: t.test_id.clone(),
@@ -100,6 +107,7 @@ pub fn summary(t: &TestRow) -> TestSummary {
         sample_count: t.sample_count,
         cell_id: meta("cell_id"),
         chemistry: meta("chemistry"),
+        lab: lab.into(),
     }
 }
 
@@ -317,7 +325,7 @@ impl Query for QueryService {
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(status)?;
         Ok(Response::new(ListTestsResponse {
-            tests: tests.iter().map(summary).collect(),
+            tests: tests.iter().map(|(t, lab)| summary(t, lab)).collect(),
         }))
     }
 
@@ -332,8 +340,12 @@ impl Query for QueryService {
                 .test(&test_id)?
                 .ok_or_else(|| StoreError::NoSuchTest(test_id.clone()))?;
             let events = store.events(&test_id)?;
+            let lab = store
+                .daemon_labs()?
+                .remove(&t.daemon_id)
+                .unwrap_or_default();
             Ok(TestDetail {
-                summary: Some(summary(&t)),
+                summary: Some(summary(&t, &lab)),
                 metadata: t.metadata.clone().into_iter().collect(),
                 reason: t.reason.clone().unwrap_or_default(),
                 expected_samples: t.expected_samples.unwrap_or(0),

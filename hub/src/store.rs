@@ -408,6 +408,15 @@ impl HubStore {
         }
     }
 
+    /// The lab of every daemon that uploaded with a token, by daemon id.
+    pub fn daemon_labs(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let pairs = match &*self.backend {
+            Backend::Sqlite(s) => s.daemon_labs()?,
+            Backend::Postgres(p) => p.daemon_labs()?,
+        };
+        Ok(pairs.into_iter().collect())
+    }
+
     /// Every test, oldest first.
     pub fn list_tests(&self) -> Result<Vec<TestRow>, StoreError> {
         let raw = match &*self.backend {

@@ -605,6 +605,15 @@ impl PgStore {
         })
     }
 
+    pub(super) fn daemon_labs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.with_reader(|c| {
+            c.query("SELECT daemon_id, lab FROM daemon_labs", &[])?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
+
     pub(super) fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError> {
         self.with_reader(|c| {
             c.query_opt(

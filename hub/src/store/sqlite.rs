@@ -369,6 +369,13 @@ impl SqliteStore {
         Ok(n)
     }
 
+    pub(super) fn daemon_labs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached("SELECT daemon_id, lab FROM daemon_labs")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub(super) fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError> {
         Ok(lock(&self.reader)
             .prepare_cached("SELECT protocol_source, plan_json FROM tests WHERE test_id = ?1")?

@@ -123,11 +123,6 @@ async fn a_daemon_belongs_to_the_lab_of_its_first_token(backend: Backend) {
     hub.shutdown().await;
 }
 
-on_both_backends!(
-    uploads_need_a_valid_unrevoked_token_and_say_so,
-    a_daemon_belongs_to_the_lab_of_its_first_token,
-);
-
 #[tokio::test]
 async fn the_hub_keeps_only_a_hash_of_each_token_secret() {
     let hub = Hub::start(Backend::Sqlite).await;
@@ -145,3 +140,53 @@ async fn the_hub_keeps_only_a_hash_of_each_token_secret() {
         );
     }
 }
+
+async fn tests_are_listed_by_the_lab_of_the_daemon_that_ran_them(backend: Backend) {
+    let (mut hub, _db) = token_hub(backend).await;
+    let token = hub.store.issue_token("cell-ageing", "pc-1").unwrap();
+    let (tx, rx) = mpsc::channel(8);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let responses = hub
+        .client()
+        .await
+        .upload(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut up = Upload { tx, responses };
+    up.send(UploadRequest {
+        msg: Some(upload_request::Msg::Hello(Hello {
+            daemon_id: "daemon-a".into(),
+            store_epoch: 1,
+            daemon_name: "pc-1".into(),
+        })),
+    })
+    .await;
+    assert!(matches!(up.next().await, upload_response::Msg::Resume(_)));
+    up.send_entries([registered(1, T1)]).await;
+    up.until_ack(1).await;
+    let mut q = cyclerd_proto::hub::query_client::QueryClient::new(hub.channel().await);
+    let list = |lab: &str| cyclerd_proto::hub::ListTestsRequest {
+        lab: lab.into(),
+        ..Default::default()
+    };
+    let ours = q
+        .list_tests(list("cell-ageing"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ours.tests.len(), 1);
+    assert_eq!(ours.tests[0].lab, "cell-ageing");
+    let theirs = q.list_tests(list("formation")).await.unwrap().into_inner();
+    assert!(theirs.tests.is_empty());
+    hub.shutdown().await;
+}
+
+on_both_backends!(
+    uploads_need_a_valid_unrevoked_token_and_say_so,
+    a_daemon_belongs_to_the_lab_of_its_first_token,
+    tests_are_listed_by_the_lab_of_the_daemon_that_ran_them,
+);
