@@ -1,7 +1,7 @@
 //! The hub over TLS: a daemon streams only to a hub whose certificate chains to the lab CA in
 //! its `hub.ca_file`.
 
-use super::harness::{self, WAIT};
+use super::harness::{self, Process, WAIT};
 use cyclerd::demo::{LabOptions, SimLab};
 use cyclerhub::HubStore;
 use cyclerhub::server::ServeOptions;
@@ -39,6 +39,9 @@ fn lab_pki(dir: &Path, name: &str) -> (PathBuf, tonic::transport::Identity) {
         .unwrap();
     let ca_file = dir.join(format!("{name}.pem"));
     std::fs::write(&ca_file, ca.pem()).unwrap();
+    // The hub's certificate and key as files too, for `cyclerhub serve --tls-cert --tls-key`.
+    std::fs::write(dir.join(format!("{name}-hub.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}-hub-key.pem")), key.serialize_pem()).unwrap();
     (
         ca_file,
         tonic::transport::Identity::from_pem(cert.pem(), key.serialize_pem()),
@@ -208,4 +211,127 @@ async fn a_daemon_with_its_labs_token_streams_and_one_with_a_revoked_token_is_to
     let (summary, _, _keep) = lab.stop(Duration::from_millis(100)).await.unwrap();
     assert_eq!(summary.samples_acknowledged, 0);
     let _ = stop.send(());
+}
+
+/// Runs the real `cyclerhub` (the test binary's copy) to completion; its stdout.
+fn cyclerhub(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub-under-test"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cyclerhub {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The lab hub for real: `cyclerhub token issue`, `cyclerhub serve` over TLS requiring tokens,
+/// `cyclerd run` with the lab CA and its token, a test through them, then `cyclerhub tests` and
+/// `cyclerhub export` on the same database: all real binaries, on `db`.
+async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
+    use cyclerd_drivers::cell::{CellParams, Chemistry};
+    use cyclerd_drivers::ea_psb::{PsbSim, sim::SimConfig};
+    let (ca_file, _) = lab_pki(dir, "lab-ca");
+    let token = cyclerhub(&[
+        "token",
+        "issue",
+        "--db",
+        db,
+        "--lab",
+        "cell-ageing",
+        "--name",
+        "pc-1",
+    ]);
+    let token_file = dir.join("pc-1.token");
+    std::fs::write(&token_file, token.trim()).unwrap();
+
+    let hub_addr = harness::free_addr();
+    let pem = |name: &str| dir.join(name).display().to_string();
+    let hub_args = [
+        "serve",
+        "--db",
+        db,
+        "--listen",
+        &hub_addr.to_string(),
+        "--tls-cert",
+        &pem("lab-ca-hub.pem"),
+        "--tls-key",
+        &pem("lab-ca-hub-key.pem"),
+        "--require-tokens",
+    ]
+    .map(String::from);
+    let mut hub = Process::spawn(env!("CARGO_BIN_EXE_cyclerhub-under-test"), &hub_args);
+    hub.wait_for_line("cyclerhub serving").await;
+
+    let anchor = cyclerd_drivers::Clock::real().unix_time_s();
+    let clock = cyclerd_drivers::Clock::anchored(1000.0, anchor);
+    let cell = CellParams {
+        initial_soc: 0.4,
+        ..CellParams::new(Chemistry::Nmc, 2.5)
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let psb = PsbSim::spawn(listener, SimConfig::psb_10060_60("REAL1", cell), clock).unwrap();
+    let control = harness::free_addr();
+    let config = dir.join("lab.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nname = \"pc-1\"\n[store]\npath = {store:?}\ncommit_interval_ms = 50\n\
+             [hub]\naddress = \"https://localhost:{port}\"\nca_file = {ca:?}\ntoken_file = {token:?}\n\
+             [control]\nlisten = \"{control}\"\n\
+             [limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\n\
+             [[device]]\nname = \"psb1\"\nfamily = \"ea-psb\"\naddress = \"{psb}\"\n\
+             [[channel]]\nid = \"psb1/1\"\n",
+            store = dir.join("outbox.sqlite").display().to_string(),
+            port = hub_addr.port(),
+            ca = ca_file.display().to_string(),
+            token = token_file.display().to_string(),
+            psb = psb.endpoint(),
+        ),
+    )
+    .unwrap();
+    let (daemon, mut control) = harness::run_daemon(&config, 1000.0, anchor, control).await;
+    let test_id = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
+    harness::wait_all_ended(&mut control, &["psb1/1".to_string()]).await;
+    assert!(
+        daemon.terminate().await,
+        "a clean exit after the backlog drained"
+    );
+    assert!(hub.terminate().await);
+
+    let listed = cyclerhub(&[
+        "tests",
+        "--db",
+        db,
+        "--lab",
+        "cell-ageing",
+        "--state",
+        "finished",
+    ]);
+    assert!(listed.contains(&test_id), "{listed}");
+    let csv = dir.join("export.csv").display().to_string();
+    cyclerhub(&[
+        "export", "--db", db, &test_id, "--format", "bdf-csv", "-o", &csv,
+    ]);
+    let rows = std::fs::read_to_string(&csv).unwrap().lines().count() - 1;
+    let store = HubStore::connect(db).unwrap();
+    let counts = harness::assert_every_sample_once_in(&store, std::slice::from_ref(&test_id));
+    assert_eq!(rows as u64, counts[&test_id], "the export has every sample");
+    assert!(rows > 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binaries_carry_a_test_over_tls_with_a_token_into_sqlite_and_export_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.sqlite").display().to_string();
+    real_binaries_over_tls_with_tokens(dir.path(), &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binaries_carry_a_test_over_tls_with_a_token_into_postgresql_and_export_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cyclerhub::testing::PgCluster::shared();
+    real_binaries_over_tls_with_tokens(dir.path(), &cluster.create_database()).await;
 }
