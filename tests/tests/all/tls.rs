@@ -102,6 +102,34 @@ async fn lab_with_token(
     .unwrap()
 }
 
+/// Runs the short protocol on `lab` to its end and checks the hub at `hub_db` got every sample.
+async fn runs_through(lab: SimLab, hub_db: &Path) {
+    let tests = lab.start_everywhere(PROTOCOL, "short.yaml").await.unwrap();
+    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+        .await
+        .unwrap();
+    let (summary, _, _keep) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0, "{summary:?}");
+    harness::assert_every_sample_once(hub_db, &tests);
+}
+
+/// Starts the short protocol on `lab` and waits for the daemon's alarm about the hub.
+async fn hub_alarm(lab: &SimLab) -> (String, u64) {
+    lab.start_everywhere(PROTOCOL, "short.yaml").await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        let mut ticks = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            ticks.tick().await;
+            let status = lab.daemon.status();
+            if let Some(alarm) = status.alarms.iter().find(|a| a.contains("hub unreachable")) {
+                return (alarm.clone(), status.samples_acknowledged);
+            }
+        }
+    })
+    .await
+    .expect("the uploader reports the hub unreachable")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_streams_to_a_tls_hub_whose_certificate_its_ca_file_vouches_for() {
     let dir = tempfile::tempdir().unwrap();
@@ -109,14 +137,8 @@ async fn a_daemon_streams_to_a_tls_hub_whose_certificate_its_ca_file_vouches_for
     let hub_db = dir.path().join("hub.sqlite");
     let (addr, stop) = tls_hub(&hub_db, identity).await;
     let lab = lab(&dir.path().join("daemon"), addr, Some(ca_file)).await;
-    let tests = lab.start_everywhere(PROTOCOL, "short.yaml").await.unwrap();
-    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
-        .await
-        .unwrap();
-    let (summary, _, _keep) = lab.stop(WAIT).await.unwrap();
-    assert_eq!(summary.lost(), 0, "{summary:?}");
+    runs_through(lab, &hub_db).await;
     let _ = stop.send(());
-    harness::assert_every_sample_once(&hub_db, &tests);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,19 +149,7 @@ async fn a_daemon_sends_nothing_to_a_hub_its_ca_did_not_sign_nor_in_clear_to_a_t
     let (addr, _stop) = tls_hub(&dir.path().join("hub.sqlite"), identity).await;
     for (name, ca_file) in [("wrong-ca", Some(other_ca)), ("plain", None)] {
         let lab = lab(&dir.path().join(name), addr, ca_file).await;
-        lab.start_everywhere(PROTOCOL, "short.yaml").await.unwrap();
-        let refused = tokio::time::timeout(WAIT, async {
-            let mut ticks = tokio::time::interval(Duration::from_millis(20));
-            loop {
-                ticks.tick().await;
-                let status = lab.daemon.status();
-                if let Some(alarm) = status.alarms.iter().find(|a| a.contains("hub unreachable")) {
-                    return (alarm.clone(), status.samples_acknowledged);
-                }
-            }
-        })
-        .await
-        .expect("the uploader reports the hub unreachable");
+        let refused = hub_alarm(&lab).await;
         assert_eq!(refused.1, 0, "{name}: nothing acknowledged: {}", refused.0);
         lab.daemon
             .stop_test(&lab.channel_ids()[0], "")
@@ -176,33 +186,11 @@ async fn a_daemon_with_its_labs_token_streams_and_one_with_a_revoked_token_is_to
         Some(good),
     )
     .await;
-    let tests = lab.start_everywhere(PROTOCOL, "short.yaml").await.unwrap();
-    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
-        .await
-        .unwrap();
-    let (summary, _, _keep) = lab.stop(WAIT).await.unwrap();
-    assert_eq!(summary.lost(), 0, "{summary:?}");
-    harness::assert_every_sample_once(&hub_db, &tests);
+    runs_through(lab, &hub_db).await;
 
     let lab = lab_with_token(&dir.path().join("pc-2"), addr, Some(ca_file), Some(revoked)).await;
-    lab.start_everywhere(PROTOCOL, "short.yaml").await.unwrap();
-    let alarm = tokio::time::timeout(WAIT, async {
-        let mut ticks = tokio::time::interval(Duration::from_millis(20));
-        loop {
-            ticks.tick().await;
-            if let Some(a) = lab
-                .daemon
-                .status()
-                .alarms
-                .into_iter()
-                .find(|a| a.contains("hub"))
-            {
-                return a;
-            }
-        }
-    })
-    .await
-    .expect("the daemon reports the refusal");
+    let (alarm, acknowledged) = hub_alarm(&lab).await;
+    assert_eq!(acknowledged, 0);
     assert!(alarm.contains("revoked"), "{alarm}");
     lab.daemon
         .stop_test(&lab.channel_ids()[0], "")
