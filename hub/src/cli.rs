@@ -74,6 +74,12 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         until: f64,
     },
+    /// List the cells the hub has seen tests of, with what their tests' metadata says.
+    Cells {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+    },
     /// Print a test's samples as CSV (seq and the chosen columns).
     Samples {
         /// Hub database: a SQLite file or a `postgres://` URL.
@@ -150,6 +156,31 @@ fn run(cli: Cli) -> Result<()> {
             require_tokens,
         } => serve(db, listen, tls_cert.zip(tls_key), require_tokens),
         Command::Token { action } => token(action),
+        Command::Cells { db } => {
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<20}  {:<12}  {:<16}  {:<14}  {:<10}  {:>8}  {:>7}  FIRST TEST (UTC)",
+                "CELL", "MANUFACTURER", "MODEL", "CHEMISTRY", "FORM", "Q / Ah", "U / V"
+            )?;
+            let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+            let num = |v: Option<f64>| v.map_or("-".into(), |v| v.to_string());
+            for c in open(&db, true)?.cells()? {
+                writeln!(
+                    out,
+                    "{:<20}  {:<12}  {:<16}  {:<14}  {:<10}  {:>8}  {:>7}  {}",
+                    c.cell_id,
+                    dash(&c.manufacturer),
+                    dash(&c.model),
+                    dash(&c.chemistry),
+                    dash(&c.form_factor),
+                    num(c.nominal_capacity_ah),
+                    num(c.nominal_voltage_v),
+                    utc(c.first_test_unix_s)
+                )?;
+            }
+            Ok(())
+        }
         Command::Tests {
             db,
             cell,

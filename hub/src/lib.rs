@@ -36,4 +36,4 @@ pub mod store;
 pub mod testing;
 mod utc;
 
-pub use store::{EventRow, HubStore, RejectionRow, SampleRow, StoreError, TestRow};
+pub use store::{CellRow, EventRow, HubStore, RejectionRow, SampleRow, StoreError, TestRow};

@@ -408,6 +408,14 @@ impl HubStore {
         }
     }
 
+    /// Every cell the hub has seen a test of, by id.
+    pub fn cells(&self) -> Result<Vec<CellRow>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.cells(),
+            Backend::Postgres(p) => p.cells(),
+        }
+    }
+
     /// The lab of every daemon that uploaded with a token, by daemon id.
     pub fn daemon_labs(&self) -> Result<std::collections::HashMap<String, String>, StoreError> {
         let pairs = match &*self.backend {
@@ -589,6 +597,14 @@ trait BatchWrites {
         source: &Source<'_>,
         t: &TestRegistered,
         metadata_json: &str,
+    ) -> Result<(), StoreError>;
+    /// Records the test's cell (merging what is known of it) and channel, and links the test
+    /// to its cell.
+    fn record_cell_and_channel(
+        &mut self,
+        source: &Source<'_>,
+        t: &TestRegistered,
+        cell: &CellRow,
     ) -> Result<(), StoreError>;
     /// Inserts the samples of a validated batch (rows already held are ignored), adds the
     /// number inserted to the test's `sample_count`, and returns it.
@@ -797,7 +813,57 @@ fn apply_test_registered(
         Err(e) => return reject(format!("metadata cannot be stored as JSON: {e}")),
     };
     w.insert_test(source, t, &metadata_json)?;
+    if let Some(cell) = CellRow::from_metadata(&t.metadata, t.start_unix_s) {
+        w.record_cell_and_channel(source, t, &cell)?;
+    }
     Ok(())
+}
+
+/// A cell under test, as the hub knows it from the metadata of the tests that ran it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellRow {
+    /// The lab's identifier of the cell (primary metadata `cell_id`).
+    pub cell_id: String,
+    /// From secondary metadata (`secondary.manufacturer`, `.model`, `.form_factor`,
+    /// `.nominal_voltage_v`) and primary (`chemistry`, `nominal_capacity_ah`); a later test
+    /// fills what an earlier one left out, never overwrites.
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub chemistry: Option<String>,
+    pub form_factor: Option<String>,
+    pub nominal_capacity_ah: Option<f64>,
+    pub nominal_voltage_v: Option<f64>,
+    /// When the hub first saw a test of the cell start (Unix seconds).
+    pub first_test_unix_s: f64,
+}
+
+impl CellRow {
+    fn from_metadata(
+        metadata: &std::collections::HashMap<String, String>,
+        start_unix_s: f64,
+    ) -> Option<CellRow> {
+        let text = |k: &str| {
+            metadata
+                .get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let number = |k: &str| {
+            text(k)
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite())
+        };
+        Some(CellRow {
+            cell_id: text("cell_id")?,
+            manufacturer: text("secondary.manufacturer"),
+            model: text("secondary.model"),
+            chemistry: text("chemistry"),
+            form_factor: text("secondary.form_factor"),
+            nominal_capacity_ah: number("nominal_capacity_ah"),
+            nominal_voltage_v: number("secondary.nominal_voltage_v"),
+            first_test_unix_s: start_unix_s,
+        })
+    }
 }
 
 /// Checks a sample batch's shape and values, so the insert loop cannot fail on them.

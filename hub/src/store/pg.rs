@@ -23,7 +23,7 @@ use postgres::types::Type;
 use postgres::{Client, GenericClient, NoTls, Row, Statement, Transaction};
 
 use super::{
-    BatchOutcome, BatchWrites, EventRow, RejectionRecord, RejectionRow, SampleRow, Source,
+    BatchOutcome, BatchWrites, CellRow, EventRow, RejectionRecord, RejectionRow, SampleRow, Source,
     StoreError, TestRow, TestRowRaw, apply_entries, epoch_from_sql, u32_from_sql, u64_from_sql,
 };
 use crate::auth::TokenRow;
@@ -131,6 +131,27 @@ const MIGRATIONS: &[&str] = &[
         daemon_id text PRIMARY KEY,           -- bound at its first authenticated upload
         lab       text NOT NULL
     );
+    "#,
+    // 3: the cells under test and the channels tests ran on, from the tests' metadata.
+    r#"
+    CREATE TABLE cells (
+        cell_id             text PRIMARY KEY,
+        manufacturer        text,
+        model               text,
+        chemistry           text,
+        form_factor         text,
+        nominal_capacity_ah double precision,
+        nominal_voltage_v   double precision,
+        first_test_unix_s   double precision NOT NULL
+    );
+    CREATE TABLE channels (
+        daemon_id         text NOT NULL,
+        channel_id        text NOT NULL,      -- DEVICE/N as the daemon's configuration names it
+        first_test_unix_s double precision NOT NULL,
+        PRIMARY KEY (daemon_id, channel_id)
+    );
+    ALTER TABLE tests ADD COLUMN cell_id text; -- cells.cell_id
+    CREATE INDEX tests_by_cell ON tests (cell_id);
     "#,
 ];
 
@@ -605,6 +626,30 @@ impl PgStore {
         })
     }
 
+    pub(super) fn cells(&self) -> Result<Vec<CellRow>, StoreError> {
+        self.with_reader(|c| {
+            c.query(
+                "SELECT cell_id, manufacturer, model, chemistry, form_factor, nominal_capacity_ah,
+                        nominal_voltage_v, first_test_unix_s FROM cells ORDER BY cell_id",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(CellRow {
+                    cell_id: r.try_get(0)?,
+                    manufacturer: r.try_get(1)?,
+                    model: r.try_get(2)?,
+                    chemistry: r.try_get(3)?,
+                    form_factor: r.try_get(4)?,
+                    nominal_capacity_ah: r.try_get(5)?,
+                    nominal_voltage_v: r.try_get(6)?,
+                    first_test_unix_s: r.try_get(7)?,
+                })
+            })
+            .collect()
+        })
+    }
+
     pub(super) fn daemon_labs(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.with_reader(|c| {
             c.query("SELECT daemon_id, lab FROM daemon_labs", &[])?
@@ -905,6 +950,47 @@ impl BatchWrites for PgBatch<'_, '_> {
                 &metadata_json,
                 &t.start_unix_s,
             ],
+        )?;
+        Ok(())
+    }
+
+    fn record_cell_and_channel(
+        &mut self,
+        source: &Source<'_>,
+        t: &TestRegistered,
+        c: &CellRow,
+    ) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT INTO cells (cell_id, manufacturer, model, chemistry, form_factor,
+                 nominal_capacity_ah, nominal_voltage_v, first_test_unix_s)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (cell_id) DO UPDATE SET
+                 manufacturer = coalesce(cells.manufacturer, excluded.manufacturer),
+                 model = coalesce(cells.model, excluded.model),
+                 chemistry = coalesce(cells.chemistry, excluded.chemistry),
+                 form_factor = coalesce(cells.form_factor, excluded.form_factor),
+                 nominal_capacity_ah = coalesce(cells.nominal_capacity_ah, excluded.nominal_capacity_ah),
+                 nominal_voltage_v = coalesce(cells.nominal_voltage_v, excluded.nominal_voltage_v),
+                 first_test_unix_s = least(cells.first_test_unix_s, excluded.first_test_unix_s)",
+            &[
+                &c.cell_id,
+                &c.manufacturer,
+                &c.model,
+                &c.chemistry,
+                &c.form_factor,
+                &c.nominal_capacity_ah,
+                &c.nominal_voltage_v,
+                &c.first_test_unix_s,
+            ],
+        )?;
+        self.tx.execute(
+            "INSERT INTO channels (daemon_id, channel_id, first_test_unix_s) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&source.daemon_id, &t.channel_id, &t.start_unix_s],
+        )?;
+        self.tx.execute(
+            "UPDATE tests SET cell_id = $2 WHERE test_id = $1",
+            &[&t.test_id, &c.cell_id],
         )?;
         Ok(())
     }

@@ -9,7 +9,7 @@ use rusqlite::{
 };
 
 use super::{
-    BatchOutcome, BatchWrites, EventRow, RejectionRecord, RejectionRow, SampleRow, Source,
+    BatchOutcome, BatchWrites, CellRow, EventRow, RejectionRecord, RejectionRow, SampleRow, Source,
     StoreError, TestRow, TestRowRaw, apply_entries, epoch_from_sql, u32_from_sql, u64_from_sql,
 };
 use crate::auth::TokenRow;
@@ -113,6 +113,27 @@ const MIGRATIONS: &[&str] = &[
         daemon_id TEXT PRIMARY KEY,        -- bound at its first authenticated upload
         lab       TEXT NOT NULL
     ) WITHOUT ROWID;
+    "#,
+    // 4: the cells under test and the channels tests ran on, from the tests' metadata.
+    r#"
+    CREATE TABLE cells (
+        cell_id             TEXT PRIMARY KEY,
+        manufacturer        TEXT,
+        model               TEXT,
+        chemistry           TEXT,
+        form_factor         TEXT,
+        nominal_capacity_ah REAL,
+        nominal_voltage_v   REAL,
+        first_test_unix_s   REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE channels (
+        daemon_id         TEXT NOT NULL,
+        channel_id        TEXT NOT NULL,   -- DEVICE/N as the daemon's configuration names it
+        first_test_unix_s REAL NOT NULL,
+        PRIMARY KEY (daemon_id, channel_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE tests ADD COLUMN cell_id TEXT;   -- cells.cell_id
+    CREATE INDEX tests_by_cell ON tests (cell_id);
     "#,
 ];
 
@@ -369,6 +390,27 @@ impl SqliteStore {
         Ok(n)
     }
 
+    pub(super) fn cells(&self) -> Result<Vec<CellRow>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(
+            "SELECT cell_id, manufacturer, model, chemistry, form_factor, nominal_capacity_ah,
+                    nominal_voltage_v, first_test_unix_s FROM cells ORDER BY cell_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CellRow {
+                cell_id: r.get(0)?,
+                manufacturer: r.get(1)?,
+                model: r.get(2)?,
+                chemistry: r.get(3)?,
+                form_factor: r.get(4)?,
+                nominal_capacity_ah: r.get(5)?,
+                nominal_voltage_v: r.get(6)?,
+                first_test_unix_s: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub(super) fn daemon_labs(&self) -> Result<Vec<(String, String)>, StoreError> {
         let conn = lock(&self.reader);
         let mut stmt = conn.prepare_cached("SELECT daemon_id, lab FROM daemon_labs")?;
@@ -539,6 +581,45 @@ impl BatchWrites for Transaction<'_> {
             metadata_json,
             t.start_unix_s
         ])?;
+        Ok(())
+    }
+
+    fn record_cell_and_channel(
+        &mut self,
+        source: &Source<'_>,
+        t: &TestRegistered,
+        c: &CellRow,
+    ) -> Result<(), StoreError> {
+        self.prepare_cached(
+            "INSERT INTO cells (cell_id, manufacturer, model, chemistry, form_factor,
+                 nominal_capacity_ah, nominal_voltage_v, first_test_unix_s)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (cell_id) DO UPDATE SET
+                 manufacturer = coalesce(cells.manufacturer, excluded.manufacturer),
+                 model = coalesce(cells.model, excluded.model),
+                 chemistry = coalesce(cells.chemistry, excluded.chemistry),
+                 form_factor = coalesce(cells.form_factor, excluded.form_factor),
+                 nominal_capacity_ah = coalesce(cells.nominal_capacity_ah, excluded.nominal_capacity_ah),
+                 nominal_voltage_v = coalesce(cells.nominal_voltage_v, excluded.nominal_voltage_v),
+                 first_test_unix_s = min(cells.first_test_unix_s, excluded.first_test_unix_s)",
+        )?
+        .execute(params![
+            c.cell_id,
+            c.manufacturer,
+            c.model,
+            c.chemistry,
+            c.form_factor,
+            c.nominal_capacity_ah,
+            c.nominal_voltage_v,
+            c.first_test_unix_s
+        ])?;
+        self.prepare_cached(
+            "INSERT INTO channels (daemon_id, channel_id, first_test_unix_s) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![source.daemon_id, t.channel_id, t.start_unix_s])?;
+        self.prepare_cached("UPDATE tests SET cell_id = ?2 WHERE test_id = ?1")?
+            .execute(params![t.test_id, c.cell_id])?;
         Ok(())
     }
 

@@ -143,7 +143,60 @@ async fn a_tail_sends_what_is_stored_then_each_new_batch_and_ends_with_the_test(
     hub.shutdown().await;
 }
 
+async fn cells_are_known_from_the_metadata_of_the_tests_that_ran_them(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    let with_meta = |id: u64, test_id: &str, pairs: &[(&str, &str)], start: f64| {
+        let mut e = registered(id, test_id);
+        if let Some(Body::TestRegistered(t)) = &mut e.body {
+            t.metadata
+                .extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            t.start_unix_s = start;
+        }
+        e
+    };
+    up.send_entries([
+        with_meta(
+            1,
+            T1,
+            &[("chemistry", "NMC811"), ("secondary.model", "M50")],
+            2e9,
+        ),
+        with_meta(
+            2,
+            T2,
+            &[
+                ("chemistry", "LFP"),
+                ("nominal_capacity_ah", "5.0"),
+                ("secondary.manufacturer", "LG"),
+            ],
+            1e9,
+        ),
+    ])
+    .await;
+    up.until_ack(2).await;
+    let cells = hub.store.cells().unwrap();
+    assert_eq!(cells.len(), 1, "{cells:?}");
+    let c = &cells[0];
+    assert_eq!(c.cell_id, "NMC-0042");
+    assert_eq!(
+        c.chemistry.as_deref(),
+        Some("NMC811"),
+        "the first test's value stays"
+    );
+    assert_eq!(c.model.as_deref(), Some("M50"));
+    assert_eq!(
+        c.manufacturer.as_deref(),
+        Some("LG"),
+        "a later test fills a gap"
+    );
+    assert_eq!(c.nominal_capacity_ah, Some(5.0));
+    assert_eq!(c.first_test_unix_s, 1e9);
+    hub.shutdown().await;
+}
+
 on_both_backends!(
+    cells_are_known_from_the_metadata_of_the_tests_that_ran_them,
     tests_are_listed_by_cell_and_state_and_one_comes_with_its_metadata_and_events,
     samples_are_read_with_only_the_chosen_columns_inside_the_time_window,
     a_tail_sends_what_is_stored_then_each_new_batch_and_ends_with_the_test,
