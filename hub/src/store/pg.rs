@@ -351,6 +351,17 @@ fn ensure<C>(
     }
 }
 
+/// Whether `e` means the connection itself is gone (closed, or an I/O error on its socket),
+/// rather than a refused statement on a healthy one.
+fn connection_broke(e: &StoreError) -> bool {
+    let StoreError::Postgres(e) = e else {
+        return false;
+    };
+    e.is_closed()
+        || std::error::Error::source(e)
+            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+}
+
 /// `db` without its password (in the user info or a `password=` parameter), for messages.
 fn redact(db: &str) -> String {
     let mut out = db.to_owned();
@@ -452,7 +463,12 @@ impl PgStore {
     ) -> Result<T, StoreError> {
         let mut guard = lock(&self.writer);
         let slot: &mut Option<Writer> = &mut guard;
-        off_runtime(|| f(ensure(slot, |w| &w.client, || self.connect_writer())?))
+        let result = off_runtime(|| f(ensure(slot, |w| &w.client, || self.connect_writer())?));
+        if result.as_ref().is_err_and(connection_broke) {
+            // The client may not have noticed yet; the next use connects afresh.
+            *guard = None;
+        }
+        result
     }
 
     fn with_reader<T: Send>(
@@ -461,7 +477,11 @@ impl PgStore {
     ) -> Result<T, StoreError> {
         let mut guard = lock(&self.reader);
         let slot: &mut Option<Client> = &mut guard;
-        off_runtime(|| f(ensure(slot, |c| c, || self.connect_reader())?))
+        let result = off_runtime(|| f(ensure(slot, |c| c, || self.connect_reader())?));
+        if result.as_ref().is_err_and(connection_broke) {
+            *guard = None;
+        }
+        result
     }
 
     pub(super) fn hello(&self, source: &Source<'_>, name: &str) -> Result<u64, StoreError> {
