@@ -357,7 +357,13 @@ fn connection_broke(e: &StoreError) -> bool {
     let StoreError::Postgres(e) = e else {
         return false;
     };
+    // Class 08 is "connection exception"; 57P01-57P03 are the server ending the session.
+    let server_ended = e.code().is_some_and(|c| {
+        let code = c.code();
+        code.starts_with("08") || code.starts_with("57P0")
+    });
     e.is_closed()
+        || server_ended
         || std::error::Error::source(e)
             .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
 }
