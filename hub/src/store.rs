@@ -17,6 +17,7 @@
 //! `apply_entries`; the backends only run the statements (`BatchWrites`).
 
 mod pg;
+mod sql;
 mod sqlite;
 
 use crate::auth::TokenRow;

@@ -22,6 +22,7 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
 use postgres::{Client, GenericClient, NoTls, Row, Statement, Transaction};
 
+use super::sql;
 use super::{
     BatchOutcome, BatchWrites, CellRow, EventRow, RejectionRecord, RejectionRow, SampleRow, Source,
     StoreError, TestRow, TestRowRaw, apply_entries, epoch_from_sql, u32_from_sql, u64_from_sql,
@@ -502,8 +503,7 @@ impl PgStore {
     pub(super) fn insert_token(&self, t: &TokenRow, secret_hash: &str) -> Result<bool, StoreError> {
         self.with_writer(|w| {
             Ok(w.client.execute(
-                "INSERT INTO tokens (token_id, lab, name, secret_hash, created_unix_s)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                sql::INSERT_TOKEN,
                 &[
                     &t.token_id,
                     &t.lab,
@@ -516,49 +516,34 @@ impl PgStore {
     }
 
     pub(super) fn revoke_token(&self, name: &str, now: f64) -> Result<bool, StoreError> {
-        self.with_writer(|w| {
-            Ok(w.client.execute(
-                "UPDATE tokens SET revoked_unix_s = $2 WHERE name = $1 AND revoked_unix_s IS NULL",
-                &[&name, &now],
-            )? == 1)
-        })
+        self.with_writer(|w| Ok(w.client.execute(sql::REVOKE_TOKEN, &[&name, &now])? == 1))
     }
 
     pub(super) fn tokens(&self) -> Result<Vec<(TokenRow, String)>, StoreError> {
         self.with_reader(|c| {
-            c.query(
-                "SELECT token_id, lab, name, created_unix_s, revoked_unix_s, secret_hash
-                 FROM tokens ORDER BY created_unix_s",
-                &[],
-            )?
-            .iter()
-            .map(|r| {
-                Ok((
-                    TokenRow {
-                        token_id: r.try_get(0)?,
-                        lab: r.try_get(1)?,
-                        name: r.try_get(2)?,
-                        created_unix_s: r.try_get(3)?,
-                        revoked_unix_s: r.try_get(4)?,
-                    },
-                    r.try_get(5)?,
-                ))
-            })
-            .collect()
+            c.query(sql::TOKENS, &[])?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        TokenRow {
+                            token_id: r.try_get(0)?,
+                            lab: r.try_get(1)?,
+                            name: r.try_get(2)?,
+                            created_unix_s: r.try_get(3)?,
+                            revoked_unix_s: r.try_get(4)?,
+                        },
+                        r.try_get(5)?,
+                    ))
+                })
+                .collect()
         })
     }
 
     pub(super) fn bind_daemon(&self, daemon_id: &str, lab: &str) -> Result<String, StoreError> {
         self.with_writer(|w| {
-            w.client.execute(
-                "INSERT INTO daemon_labs (daemon_id, lab) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&daemon_id, &lab],
-            )?;
+            w.client.execute(sql::BIND_DAEMON, &[&daemon_id, &lab])?;
             Ok(w.client
-                .query_one(
-                    "SELECT lab FROM daemon_labs WHERE daemon_id = $1",
-                    &[&daemon_id],
-                )?
+                .query_one(sql::DAEMON_LAB, &[&daemon_id])?
                 .try_get(0)?)
         })
     }
@@ -654,31 +639,27 @@ impl PgStore {
 
     pub(super) fn cells(&self) -> Result<Vec<CellRow>, StoreError> {
         self.with_reader(|c| {
-            c.query(
-                "SELECT cell_id, manufacturer, model, chemistry, form_factor, nominal_capacity_ah,
-                        nominal_voltage_v, first_test_unix_s FROM cells ORDER BY cell_id",
-                &[],
-            )?
-            .iter()
-            .map(|r| {
-                Ok(CellRow {
-                    cell_id: r.try_get(0)?,
-                    manufacturer: r.try_get(1)?,
-                    model: r.try_get(2)?,
-                    chemistry: r.try_get(3)?,
-                    form_factor: r.try_get(4)?,
-                    nominal_capacity_ah: r.try_get(5)?,
-                    nominal_voltage_v: r.try_get(6)?,
-                    first_test_unix_s: r.try_get(7)?,
+            c.query(sql::CELLS, &[])?
+                .iter()
+                .map(|r| {
+                    Ok(CellRow {
+                        cell_id: r.try_get(0)?,
+                        manufacturer: r.try_get(1)?,
+                        model: r.try_get(2)?,
+                        chemistry: r.try_get(3)?,
+                        form_factor: r.try_get(4)?,
+                        nominal_capacity_ah: r.try_get(5)?,
+                        nominal_voltage_v: r.try_get(6)?,
+                        first_test_unix_s: r.try_get(7)?,
+                    })
                 })
-            })
-            .collect()
+                .collect()
         })
     }
 
     pub(super) fn daemon_labs(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.with_reader(|c| {
-            c.query("SELECT daemon_id, lab FROM daemon_labs", &[])?
+            c.query(sql::DAEMON_LABS, &[])?
                 .iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect()
@@ -687,12 +668,9 @@ impl PgStore {
 
     pub(super) fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError> {
         self.with_reader(|c| {
-            c.query_opt(
-                "SELECT protocol_source, plan_json FROM tests WHERE test_id = $1",
-                &[&test_id],
-            )?
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .transpose()
+            c.query_opt(sql::PROTOCOL, &[&test_id])?
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .transpose()
         })
     }
 
@@ -987,17 +965,7 @@ impl BatchWrites for PgBatch<'_, '_> {
         c: &CellRow,
     ) -> Result<(), StoreError> {
         self.tx.execute(
-            "INSERT INTO cells (cell_id, manufacturer, model, chemistry, form_factor,
-                 nominal_capacity_ah, nominal_voltage_v, first_test_unix_s)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (cell_id) DO UPDATE SET
-                 manufacturer = coalesce(cells.manufacturer, excluded.manufacturer),
-                 model = coalesce(cells.model, excluded.model),
-                 chemistry = coalesce(cells.chemistry, excluded.chemistry),
-                 form_factor = coalesce(cells.form_factor, excluded.form_factor),
-                 nominal_capacity_ah = coalesce(cells.nominal_capacity_ah, excluded.nominal_capacity_ah),
-                 nominal_voltage_v = coalesce(cells.nominal_voltage_v, excluded.nominal_voltage_v),
-                 first_test_unix_s = least(cells.first_test_unix_s, excluded.first_test_unix_s)",
+            sql::UPSERT_CELL,
             &[
                 &c.cell_id,
                 &c.manufacturer,
@@ -1010,14 +978,10 @@ impl BatchWrites for PgBatch<'_, '_> {
             ],
         )?;
         self.tx.execute(
-            "INSERT INTO channels (daemon_id, channel_id, first_test_unix_s) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
+            sql::INSERT_CHANNEL,
             &[&source.daemon_id, &t.channel_id, &t.start_unix_s],
         )?;
-        self.tx.execute(
-            "UPDATE tests SET cell_id = $2 WHERE test_id = $1",
-            &[&t.test_id, &c.cell_id],
-        )?;
+        self.tx.execute(sql::LINK_CELL, &[&t.test_id, &c.cell_id])?;
         Ok(())
     }
 

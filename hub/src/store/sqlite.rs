@@ -8,6 +8,7 @@ use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
+use super::sql;
 use super::{
     BatchOutcome, BatchWrites, CellRow, EventRow, RejectionRecord, RejectionRow, SampleRow, Source,
     StoreError, TestRow, TestRowRaw, apply_entries, epoch_from_sql, u32_from_sql, u64_from_sql,
@@ -244,25 +245,18 @@ impl SqliteStore {
 
     pub(super) fn insert_token(&self, t: &TokenRow, secret_hash: &str) -> Result<bool, StoreError> {
         Ok(lock(&self.writer).execute(
-            "INSERT INTO tokens (token_id, lab, name, secret_hash, created_unix_s)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            &sql::sqlite(sql::INSERT_TOKEN),
             params![t.token_id, t.lab, t.name, secret_hash, t.created_unix_s],
         )? == 1)
     }
 
     pub(super) fn revoke_token(&self, name: &str, now: f64) -> Result<bool, StoreError> {
-        Ok(lock(&self.writer).execute(
-            "UPDATE tokens SET revoked_unix_s = ?2 WHERE name = ?1 AND revoked_unix_s IS NULL",
-            params![name, now],
-        )? == 1)
+        Ok(lock(&self.writer).execute(&sql::sqlite(sql::REVOKE_TOKEN), params![name, now])? == 1)
     }
 
     pub(super) fn tokens(&self) -> Result<Vec<(TokenRow, String)>, StoreError> {
         let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(
-            "SELECT token_id, lab, name, created_unix_s, revoked_unix_s, secret_hash
-             FROM tokens ORDER BY created_unix_s",
-        )?;
+        let mut stmt = conn.prepare_cached(sql::TOKENS)?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 TokenRow {
@@ -280,15 +274,8 @@ impl SqliteStore {
 
     pub(super) fn bind_daemon(&self, daemon_id: &str, lab: &str) -> Result<String, StoreError> {
         let conn = lock(&self.writer);
-        conn.execute(
-            "INSERT INTO daemon_labs (daemon_id, lab) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            params![daemon_id, lab],
-        )?;
-        Ok(conn.query_row(
-            "SELECT lab FROM daemon_labs WHERE daemon_id = ?1",
-            [daemon_id],
-            |r| r.get(0),
-        )?)
+        conn.execute(&sql::sqlite(sql::BIND_DAEMON), params![daemon_id, lab])?;
+        Ok(conn.query_row(&sql::sqlite(sql::DAEMON_LAB), [daemon_id], |r| r.get(0))?)
     }
 
     pub(super) fn applied_up_to(&self, source: &Source<'_>) -> Result<u64, StoreError> {
@@ -392,10 +379,7 @@ impl SqliteStore {
 
     pub(super) fn cells(&self) -> Result<Vec<CellRow>, StoreError> {
         let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(
-            "SELECT cell_id, manufacturer, model, chemistry, form_factor, nominal_capacity_ah,
-                    nominal_voltage_v, first_test_unix_s FROM cells ORDER BY cell_id",
-        )?;
+        let mut stmt = conn.prepare_cached(sql::CELLS)?;
         let rows = stmt.query_map([], |r| {
             Ok(CellRow {
                 cell_id: r.get(0)?,
@@ -413,14 +397,14 @@ impl SqliteStore {
 
     pub(super) fn daemon_labs(&self) -> Result<Vec<(String, String)>, StoreError> {
         let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached("SELECT daemon_id, lab FROM daemon_labs")?;
+        let mut stmt = conn.prepare_cached(sql::DAEMON_LABS)?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub(super) fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError> {
         Ok(lock(&self.reader)
-            .prepare_cached("SELECT protocol_source, plan_json FROM tests WHERE test_id = ?1")?
+            .prepare_cached(&sql::sqlite(sql::PROTOCOL))?
             .query_row([test_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
     }
@@ -590,35 +574,20 @@ impl BatchWrites for Transaction<'_> {
         t: &TestRegistered,
         c: &CellRow,
     ) -> Result<(), StoreError> {
-        self.prepare_cached(
-            "INSERT INTO cells (cell_id, manufacturer, model, chemistry, form_factor,
-                 nominal_capacity_ah, nominal_voltage_v, first_test_unix_s)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (cell_id) DO UPDATE SET
-                 manufacturer = coalesce(cells.manufacturer, excluded.manufacturer),
-                 model = coalesce(cells.model, excluded.model),
-                 chemistry = coalesce(cells.chemistry, excluded.chemistry),
-                 form_factor = coalesce(cells.form_factor, excluded.form_factor),
-                 nominal_capacity_ah = coalesce(cells.nominal_capacity_ah, excluded.nominal_capacity_ah),
-                 nominal_voltage_v = coalesce(cells.nominal_voltage_v, excluded.nominal_voltage_v),
-                 first_test_unix_s = min(cells.first_test_unix_s, excluded.first_test_unix_s)",
-        )?
-        .execute(params![
-            c.cell_id,
-            c.manufacturer,
-            c.model,
-            c.chemistry,
-            c.form_factor,
-            c.nominal_capacity_ah,
-            c.nominal_voltage_v,
-            c.first_test_unix_s
-        ])?;
-        self.prepare_cached(
-            "INSERT INTO channels (daemon_id, channel_id, first_test_unix_s) VALUES (?1, ?2, ?3)
-             ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![source.daemon_id, t.channel_id, t.start_unix_s])?;
-        self.prepare_cached("UPDATE tests SET cell_id = ?2 WHERE test_id = ?1")?
+        self.prepare_cached(&sql::sqlite(sql::UPSERT_CELL))?
+            .execute(params![
+                c.cell_id,
+                c.manufacturer,
+                c.model,
+                c.chemistry,
+                c.form_factor,
+                c.nominal_capacity_ah,
+                c.nominal_voltage_v,
+                c.first_test_unix_s
+            ])?;
+        self.prepare_cached(&sql::sqlite(sql::INSERT_CHANNEL))?
+            .execute(params![source.daemon_id, t.channel_id, t.start_unix_s])?;
+        self.prepare_cached(&sql::sqlite(sql::LINK_CELL))?
             .execute(params![t.test_id, c.cell_id])?;
         Ok(())
     }

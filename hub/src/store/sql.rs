@@ -1,0 +1,39 @@
+//! Statements both backends run as they are, written once with PostgreSQL's `$N` parameters;
+//! [`sqlite`] turns them into SQLite's `?N` (same numbers, so the binding order is the same).
+
+/// A new token; ignored when its id or name is taken (the caller reports the name).
+pub(super) const INSERT_TOKEN: &str = "INSERT INTO tokens (token_id, lab, name, secret_hash, \
+     created_unix_s) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+pub(super) const REVOKE_TOKEN: &str =
+    "UPDATE tokens SET revoked_unix_s = $2 WHERE name = $1 AND revoked_unix_s IS NULL";
+pub(super) const TOKENS: &str = "SELECT token_id, lab, name, created_unix_s, revoked_unix_s, \
+     secret_hash FROM tokens ORDER BY created_unix_s";
+pub(super) const BIND_DAEMON: &str =
+    "INSERT INTO daemon_labs (daemon_id, lab) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+pub(super) const DAEMON_LAB: &str = "SELECT lab FROM daemon_labs WHERE daemon_id = $1";
+pub(super) const DAEMON_LABS: &str = "SELECT daemon_id, lab FROM daemon_labs";
+pub(super) const PROTOCOL: &str = "SELECT protocol_source, plan_json FROM tests WHERE test_id = $1";
+pub(super) const CELLS: &str = "SELECT cell_id, manufacturer, model, chemistry, form_factor, \
+     nominal_capacity_ah, nominal_voltage_v, first_test_unix_s FROM cells ORDER BY cell_id";
+/// Merges what a test's metadata says of its cell: known values stay, gaps are filled, the
+/// first test time is the earliest.
+pub(super) const UPSERT_CELL: &str = "INSERT INTO cells (cell_id, manufacturer, model, \
+     chemistry, form_factor, nominal_capacity_ah, nominal_voltage_v, first_test_unix_s) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (cell_id) DO UPDATE SET \
+     manufacturer = coalesce(cells.manufacturer, excluded.manufacturer), \
+     model = coalesce(cells.model, excluded.model), \
+     chemistry = coalesce(cells.chemistry, excluded.chemistry), \
+     form_factor = coalesce(cells.form_factor, excluded.form_factor), \
+     nominal_capacity_ah = coalesce(cells.nominal_capacity_ah, excluded.nominal_capacity_ah), \
+     nominal_voltage_v = coalesce(cells.nominal_voltage_v, excluded.nominal_voltage_v), \
+     first_test_unix_s = CASE WHEN excluded.first_test_unix_s < cells.first_test_unix_s \
+     THEN excluded.first_test_unix_s ELSE cells.first_test_unix_s END";
+pub(super) const INSERT_CHANNEL: &str = "INSERT INTO channels (daemon_id, channel_id, \
+     first_test_unix_s) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+pub(super) const LINK_CELL: &str = "UPDATE tests SET cell_id = $2 WHERE test_id = $1";
+
+/// `statement` with SQLite's parameter markers.
+pub(super) fn sqlite(statement: &str) -> String {
+    statement.replace('$', "?")
+}
