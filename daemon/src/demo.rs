@@ -633,11 +633,20 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
         device = options.device.label(),
         speed = options.speed,
         name = plan.name,
-        chamber = options.chamber.map_or(String::new(), |c| format!(
-            "every cell in a simulated {} chamber; channel 1 runs {:?} and owns its set point\n",
-            c.label(),
-            "deploy/protocols/chamber-25-45-25.yaml"
-        )),
+        chamber = match options.chamber {
+            Some(c) if options.device.is_cycler() => format!(
+                "every cell in a simulated {} chamber; its air is recorded with every record \
+                 (chamber steps need stepped channels)\n",
+                c.label()
+            ),
+            Some(c) => format!(
+                "every cell in a simulated {} chamber; channel 1 runs {:?} and owns its set \
+                 point\n",
+                c.label(),
+                "deploy/protocols/chamber-25-45-25.yaml"
+            ),
+            None => String::new(),
+        },
         dir = lab.data_dir.display(),
         kept = if options.data_dir.is_some() {
             ""
@@ -646,9 +655,11 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
         },
         hub = lab.hub_addr,
     )?;
+    // Chamber steps need a stepped channel (no cycler schedule format expresses them).
+    let chamber_test = options.chamber.is_some() && !options.device.is_cycler();
     match options.chamber {
         // One test owns the chamber's set point; the others cycle at whatever it is.
-        Some(_) if options.protocol.is_none() => {
+        Some(_) if chamber_test && options.protocol.is_none() => {
             lab.start_on(
                 0,
                 CHAMBER_PROTOCOL,
