@@ -437,6 +437,16 @@ fn check(
 ) -> Result<Entry, End> {
     let entry = match item {
         None => return Err(End::Closed),
+        // A message the hub cannot decode (too large, not protobuf): the daemon hears why.
+        Some(Err(status))
+            if matches!(
+                status.code(),
+                tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::Internal
+            ) =>
+        {
+            return Err(End::Refused(status));
+        }
+        // The daemon went away.
         Some(Err(status)) => {
             tracing::debug!(%status, "upload stream ended with an error");
             return Err(End::Closed);

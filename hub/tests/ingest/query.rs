@@ -201,3 +201,33 @@ on_both_backends!(
     samples_are_read_with_only_the_chosen_columns_inside_the_time_window,
     a_tail_sends_what_is_stored_then_each_new_batch_and_ends_with_the_test,
 );
+
+#[tokio::test]
+async fn an_oversized_message_ends_the_stream_with_a_clear_status_and_stores_none_of_it() {
+    let mut hub = Hub::start(Backend::Sqlite).await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    up.send_entries([registered(1, T1), samples(2, T1, 0, 100)])
+        .await;
+    up.until_ack(2).await;
+    // Eight f64 columns of 1.2 M samples: about 79 MB encoded, above the hub's 64 MiB limit.
+    let huge = batch(T1, 100, 1_200_000, false);
+    up.send_entries([entry(3, Body::Samples(huge))]).await;
+    let status = up.final_status().await;
+    assert!(
+        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{status:?}"
+    );
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        hub.store.sample_count(T1).unwrap(),
+        100,
+        "nothing of it stored"
+    );
+    let (_, resume) = hub.upload("daemon-a", 1).await;
+    assert_eq!(resume, 2, "the daemon resumes after the last entry applied");
+    hub.shutdown().await;
+}
