@@ -16,6 +16,8 @@
 //! entry means (validation, ownership, rejections, the resume point) is decided here, once, in
 //! `apply_entries`; the backends only run the statements (`BatchWrites`).
 
+#[macro_use]
+mod rows;
 mod pg;
 mod sql;
 mod sqlite;

@@ -523,18 +523,7 @@ impl PgStore {
         self.with_reader(|c| {
             c.query(sql::TOKENS, &[])?
                 .iter()
-                .map(|r| {
-                    Ok((
-                        TokenRow {
-                            token_id: r.try_get(0)?,
-                            lab: r.try_get(1)?,
-                            name: r.try_get(2)?,
-                            created_unix_s: r.try_get(3)?,
-                            revoked_unix_s: r.try_get(4)?,
-                        },
-                        r.try_get(5)?,
-                    ))
-                })
+                .map(|r| Ok(token_row!(r.try_get)))
                 .collect()
         })
     }
@@ -641,18 +630,7 @@ impl PgStore {
         self.with_reader(|c| {
             c.query(sql::CELLS, &[])?
                 .iter()
-                .map(|r| {
-                    Ok(CellRow {
-                        cell_id: r.try_get(0)?,
-                        manufacturer: r.try_get(1)?,
-                        model: r.try_get(2)?,
-                        chemistry: r.try_get(3)?,
-                        form_factor: r.try_get(4)?,
-                        nominal_capacity_ah: r.try_get(5)?,
-                        nominal_voltage_v: r.try_get(6)?,
-                        first_test_unix_s: r.try_get(7)?,
-                    })
-                })
+                .map(|r| Ok(cell_row!(r.try_get)))
                 .collect()
         })
     }
@@ -736,16 +714,7 @@ impl PgStore {
                 &[&key],
             )?
             .iter()
-            .map(|r| {
-                Ok(EventRow {
-                    unix_time_s: r.try_get(0)?,
-                    test_time_s: r.try_get(1)?,
-                    kind: r.try_get(2)?,
-                    message: r.try_get(3)?,
-                    step: u32_from_sql(r.try_get(4)?),
-                    cycle: u32_from_sql(r.try_get(5)?),
-                })
-            })
+            .map(|r| Ok(event_row!(r.try_get)))
             .collect()
         })
     }
@@ -758,16 +727,7 @@ impl PgStore {
                 &[],
             )?
             .iter()
-            .map(|r| {
-                Ok(RejectionRow {
-                    daemon_id: r.try_get(0)?,
-                    store_epoch: epoch_from_sql(r.try_get(1)?),
-                    entry_id: u64_from_sql(r.try_get(2)?),
-                    kind: r.try_get(3)?,
-                    test_id: r.try_get(4)?,
-                    reason: r.try_get(5)?,
-                })
-            })
+            .map(|r| Ok(rejection_row!(r.try_get)))
             .collect()
         })
     }
@@ -835,40 +795,11 @@ fn test_key(c: &mut impl GenericClient, test_id: &str) -> Result<i64, StoreError
 }
 
 fn test_row_raw(r: &Row) -> Result<TestRowRaw, StoreError> {
-    Ok(TestRowRaw {
-        row: TestRow {
-            test_id: r.try_get(0)?,
-            daemon_id: r.try_get(1)?,
-            channel_id: r.try_get(2)?,
-            protocol_name: r.try_get(3)?,
-            metadata: Default::default(),
-            start_unix_s: r.try_get(5)?,
-            end_unix_s: r.try_get(6)?,
-            outcome: r.try_get(7)?,
-            reason: r.try_get(8)?,
-            sample_count: u64_from_sql(r.try_get(9)?),
-            expected_samples: r.try_get::<_, Option<i64>>(10)?.map(u64_from_sql),
-        },
-        metadata_json: r.try_get(4)?,
-    })
+    Ok(test_row_raw!(r.try_get))
 }
 
 fn sample_row(r: &Row) -> Result<SampleRow, StoreError> {
-    Ok(SampleRow {
-        seq: u64_from_sql(r.try_get(0)?),
-        test_time_s: r.try_get(1)?,
-        unix_time_s: r.try_get(2)?,
-        voltage_v: r.try_get(3)?,
-        current_a: r.try_get(4)?,
-        cycle: u32_from_sql(r.try_get(5)?),
-        step: u32_from_sql(r.try_get(6)?),
-        charge_capacity_ah: r.try_get(7)?,
-        discharge_capacity_ah: r.try_get(8)?,
-        charge_energy_wh: r.try_get(9)?,
-        discharge_energy_wh: r.try_get(10)?,
-        temperature_c: r.try_get(11)?,
-        ambient_temperature_c: r.try_get(12)?,
-    })
+    Ok(sample_row!(r.try_get))
 }
 
 /// `-0.0` as `0.0`, every other value as it is. SQLite stores a zero REAL as an integer and so

@@ -257,18 +257,7 @@ impl SqliteStore {
     pub(super) fn tokens(&self) -> Result<Vec<(TokenRow, String)>, StoreError> {
         let conn = lock(&self.reader);
         let mut stmt = conn.prepare_cached(sql::TOKENS)?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                TokenRow {
-                    token_id: r.get(0)?,
-                    lab: r.get(1)?,
-                    name: r.get(2)?,
-                    created_unix_s: r.get(3)?,
-                    revoked_unix_s: r.get(4)?,
-                },
-                r.get(5)?,
-            ))
-        })?;
+        let rows = stmt.query_map([], |r| Ok(token_row!(r.get)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -380,18 +369,7 @@ impl SqliteStore {
     pub(super) fn cells(&self) -> Result<Vec<CellRow>, StoreError> {
         let conn = lock(&self.reader);
         let mut stmt = conn.prepare_cached(sql::CELLS)?;
-        let rows = stmt.query_map([], |r| {
-            Ok(CellRow {
-                cell_id: r.get(0)?,
-                manufacturer: r.get(1)?,
-                model: r.get(2)?,
-                chemistry: r.get(3)?,
-                form_factor: r.get(4)?,
-                nominal_capacity_ah: r.get(5)?,
-                nominal_voltage_v: r.get(6)?,
-                first_test_unix_s: r.get(7)?,
-            })
-        })?;
+        let rows = stmt.query_map([], |r| Ok(cell_row!(r.get)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -417,16 +395,7 @@ impl SqliteStore {
              FROM events WHERE test_key = ?1 ORDER BY unix_time_s, event_key",
         )?;
         let rows = stmt
-            .query_map([key], |r| {
-                Ok(EventRow {
-                    unix_time_s: r.get(0)?,
-                    test_time_s: r.get(1)?,
-                    kind: r.get(2)?,
-                    message: r.get(3)?,
-                    step: u32_from_sql(r.get(4)?),
-                    cycle: u32_from_sql(r.get(5)?),
-                })
-            })?
+            .query_map([key], |r| Ok(event_row!(r.get)))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -438,16 +407,7 @@ impl SqliteStore {
              FROM rejections ORDER BY rowid",
         )?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok(RejectionRow {
-                    daemon_id: r.get(0)?,
-                    store_epoch: epoch_from_sql(r.get(1)?),
-                    entry_id: u64_from_sql(r.get(2)?),
-                    kind: r.get(3)?,
-                    test_id: r.get(4)?,
-                    reason: r.get(5)?,
-                })
-            })?
+            .query_map([], |r| Ok(rejection_row!(r.get)))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -499,40 +459,11 @@ const TEST_COLUMNS: &str = "test_id, daemon_id, channel_id, protocol_name, metad
     start_unix_s, end_unix_s, outcome, reason, sample_count, expected_samples";
 
 fn test_row_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<TestRowRaw> {
-    Ok(TestRowRaw {
-        row: TestRow {
-            test_id: r.get(0)?,
-            daemon_id: r.get(1)?,
-            channel_id: r.get(2)?,
-            protocol_name: r.get(3)?,
-            metadata: Default::default(),
-            start_unix_s: r.get(5)?,
-            end_unix_s: r.get(6)?,
-            outcome: r.get(7)?,
-            reason: r.get(8)?,
-            sample_count: u64_from_sql(r.get(9)?),
-            expected_samples: r.get::<_, Option<i64>>(10)?.map(u64_from_sql),
-        },
-        metadata_json: r.get(4)?,
-    })
+    Ok(test_row_raw!(r.get))
 }
 
 fn sample_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SampleRow> {
-    Ok(SampleRow {
-        seq: u64_from_sql(r.get(0)?),
-        test_time_s: r.get(1)?,
-        unix_time_s: r.get(2)?,
-        voltage_v: r.get(3)?,
-        current_a: r.get(4)?,
-        cycle: u32_from_sql(r.get(5)?),
-        step: u32_from_sql(r.get(6)?),
-        charge_capacity_ah: r.get(7)?,
-        discharge_capacity_ah: r.get(8)?,
-        charge_energy_wh: r.get(9)?,
-        discharge_energy_wh: r.get(10)?,
-        temperature_c: r.get(11)?,
-        ambient_temperature_c: r.get(12)?,
-    })
+    Ok(sample_row!(r.get))
 }
 
 impl BatchWrites for Transaction<'_> {
