@@ -112,12 +112,22 @@ impl ChamberLink {
         });
     }
 
-    /// The air temperature at unix time `unix_s`, from the chamber's readings: the reading
-    /// closest before it, if one is at most `max_age_s` older.
-    pub fn temperature_at(&self, unix_s: f64, max_age_s: f64) -> Option<f64> {
-        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        let i = history.partition_point(|&(t, _)| t <= unix_s);
-        let &(t, temperature) = history.get(i.checked_sub(1)?)?;
+    /// The chamber's recent readings, locked once for looking up many records' air
+    /// temperatures (a page of backfilled records) rather than once per record.
+    pub fn history(&self) -> AirHistory<'_> {
+        AirHistory(self.history.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The chamber's readings as `(unix time, air temperature)`, oldest first, while locked.
+pub struct AirHistory<'a>(std::sync::MutexGuard<'a, VecDeque<(f64, f64)>>);
+
+impl AirHistory<'_> {
+    /// The air temperature at unix time `unix_s`: the reading closest before it, if one is at
+    /// most `max_age_s` older.
+    pub fn at(&self, unix_s: f64, max_age_s: f64) -> Option<f64> {
+        let i = self.0.partition_point(|&(t, _)| t <= unix_s);
+        let &(t, temperature) = self.0.get(i.checked_sub(1)?)?;
         (unix_s - t <= max_age_s).then_some(temperature)
     }
 }

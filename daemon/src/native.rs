@@ -15,10 +15,10 @@
 
 use crate::outbox::{Checkpoint, CheckpointOp, Progress};
 use crate::proto::control::ChannelSnapshot;
-use crate::proto::ingest::{Event, TestEnded, TestRegistered, entry::Body};
+use crate::proto::ingest::{TestEnded, TestRegistered, entry::Body};
 use crate::runner::{
     BATCH_SAMPLES, Batch, ChannelCmd, ChannelSpec, Sample, Shared, StartError, TestRequest,
-    claim_chamber, pacer,
+    claim_chamber, event_body, pacer,
 };
 use cyclerd_drivers::DriverError;
 use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, ChannelStatus, Cycler, Record, Schedule};
@@ -666,6 +666,7 @@ impl<C: Cycler> CyclerRunner<C> {
     /// Stores downloaded records under their sequence numbers, recording step changes.
     fn store(&mut self, k: usize, records: &[Record]) {
         let chamber = self.slots[k].spec.chamber.clone();
+        let air = chamber.as_ref().map(|c| c.history());
         for r in records {
             let Some(run) = self.slots[k].run.as_mut() else {
                 return;
@@ -721,9 +722,9 @@ impl<C: Cycler> CyclerRunner<C> {
                 charge_wh: s.charge_wh,
                 discharge_wh: s.discharge_wh,
                 temperature_c: r.temperature_c,
-                ambient_c: chamber.as_ref().and_then(|c| {
-                    c.temperature_at(run.start_unix_s + r.test_time_s, AMBIENT_MAX_AGE_S)
-                }),
+                ambient_c: air
+                    .as_ref()
+                    .and_then(|h| h.at(run.start_unix_s + r.test_time_s, AMBIENT_MAX_AGE_S)),
             });
             self.shared.acquired.fetch_add(1, Ordering::Relaxed);
             if run.batch.len() >= BATCH_SAMPLES {
@@ -800,19 +801,15 @@ impl<C: Cycler> CyclerRunner<C> {
             } else {
                 "state"
             };
-            self.append(
-                k,
-                Body::Event(Event {
-                    test_id: run.test_id.clone(),
-                    unix_time_s: run.start_unix_s + t,
-                    test_time_s: t,
-                    kind: kind.into(),
-                    message: reason.clone(),
-                    step: run.state.step,
-                    cycle: run.state.cycle,
-                }),
-                None,
+            let place = (run.state.step, run.state.cycle);
+            let body = event_body(
+                &run.test_id,
+                (run.start_unix_s, t),
+                kind,
+                reason.clone(),
+                place,
             );
+            self.append(k, body, None);
         }
         self.append(
             k,
@@ -868,19 +865,9 @@ impl<C: Cycler> CyclerRunner<C> {
         let Some(run) = &self.slots[k].run else {
             return;
         };
-        self.append(
-            k,
-            Body::Event(Event {
-                test_id: run.test_id.clone(),
-                unix_time_s: run.start_unix_s + test_time_s,
-                test_time_s,
-                kind: kind.into(),
-                message,
-                step: run.state.step,
-                cycle: run.state.cycle,
-            }),
-            None,
-        );
+        let at = (run.start_unix_s, test_time_s);
+        let place = (run.state.step, run.state.cycle);
+        self.append(k, event_body(&run.test_id, at, kind, message, place), None);
     }
 
     fn append(&self, k: usize, body: Body, checkpoint: Option<CheckpointOp>) {

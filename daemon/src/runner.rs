@@ -785,18 +785,9 @@ impl<D: PowerStage> ChannelRunner<D> {
         checkpoint: Option<CheckpointOp>,
     ) {
         let s = run.engine.status();
-        self.append(
-            Body::Event(Event {
-                test_id: run.test_id.clone(),
-                unix_time_s: run.start_unix_s + test_time_s,
-                test_time_s,
-                kind: kind.into(),
-                message,
-                step: s.step_count,
-                cycle: s.cycle,
-            }),
-            checkpoint,
-        );
+        let at = (run.start_unix_s, test_time_s);
+        let body = event_body(&run.test_id, at, kind, message, (s.step_count, s.cycle));
+        self.append(body, checkpoint);
     }
 
     /// A step began: recorded as an event that also checkpoints the engine.
@@ -882,6 +873,25 @@ fn chamber_step(plan: &Plan) -> Option<String> {
             Some(format!("{} ({})", a.path, a.description))
         }
         _ => None,
+    })
+}
+
+/// An event of `test_id` at `(start_unix_s, test_time_s)` in `(step, cycle)`.
+pub(crate) fn event_body(
+    test_id: &str,
+    (start_unix_s, test_time_s): (f64, f64),
+    kind: &str,
+    message: String,
+    (step, cycle): (u32, u32),
+) -> Body {
+    Body::Event(Event {
+        test_id: test_id.into(),
+        unix_time_s: start_unix_s + test_time_s,
+        test_time_s,
+        kind: kind.into(),
+        message,
+        step,
+        cycle,
     })
 }
 

@@ -133,22 +133,32 @@ struct Hub {
 
 impl Hub {
     async fn start(backend: Backend) -> Hub {
+        Hub::start_with(backend, cyclerhub::server::ServeOptions::default()).await
+    }
+
+    /// A hub serving with `options` (e.g. requiring tokens) over a fresh database.
+    async fn start_with(backend: Backend, options: cyclerhub::server::ServeOptions) -> Hub {
         let db = Database::new(backend);
-        let mut hub = Hub::start_at(&db).await;
+        let mut hub = Hub::serve(&db, options).await;
         hub._db = Some(db);
         hub
     }
 
     async fn start_at(db: &Database) -> Hub {
+        Hub::serve(db, cyclerhub::server::ServeOptions::default()).await
+    }
+
+    async fn serve(db: &Database, options: cyclerhub::server::ServeOptions) -> Hub {
         let store = db.connect();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(cyclerhub::server::run(
+        let task = tokio::spawn(cyclerhub::server::run_with(
             listener,
             store.clone(),
+            options,
             async move {
                 let _ = stopped.await;
             },

@@ -6,33 +6,12 @@ use cyclerhub::server::ServeOptions;
 use tonic::Code;
 
 /// A hub requiring tokens, over a fresh database of `backend`.
-async fn token_hub(backend: Backend) -> (Hub, Database) {
-    let db = Database::new(backend);
-    let store = db.connect();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
+async fn token_hub(backend: Backend) -> Hub {
     let options = ServeOptions {
         require_tokens: true,
         ..ServeOptions::default()
     };
-    let task = tokio::spawn(cyclerhub::server::run_with(
-        listener,
-        store.clone(),
-        options,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let hub = Hub {
-        addr,
-        store,
-        db: db.location.clone(),
-        stop: Some(stop),
-        task: Some(task),
-        _db: None,
-    };
-    (hub, db)
+    Hub::start_with(backend, options).await
 }
 
 /// Opens an Upload stream with `token` (if any) and says Hello as `daemon_id`; the hub's first
@@ -65,7 +44,7 @@ async fn hello_with(hub: &Hub, token: Option<&str>, daemon_id: &str) -> Result<u
 }
 
 async fn uploads_need_a_valid_unrevoked_token_and_say_so(backend: Backend) {
-    let (mut hub, _db) = token_hub(backend).await;
+    let mut hub = token_hub(backend).await;
     let missing = hello_with(&hub, None, "daemon-a").await.unwrap_err();
     assert_eq!(missing.code(), Code::Unauthenticated);
     assert!(
@@ -98,7 +77,7 @@ async fn uploads_need_a_valid_unrevoked_token_and_say_so(backend: Backend) {
 }
 
 async fn a_daemon_belongs_to_the_lab_of_its_first_token(backend: Backend) {
-    let (mut hub, _db) = token_hub(backend).await;
+    let mut hub = token_hub(backend).await;
     let ageing = hub.store.issue_token("cell-ageing", "pc-1").unwrap();
     let formation = hub.store.issue_token("formation", "pc-2").unwrap();
     assert_eq!(
@@ -142,7 +121,7 @@ async fn the_hub_keeps_only_a_hash_of_each_token_secret() {
 }
 
 async fn tests_are_listed_by_the_lab_of_the_daemon_that_ran_them(backend: Backend) {
-    let (mut hub, _db) = token_hub(backend).await;
+    let mut hub = token_hub(backend).await;
     let token = hub.store.issue_token("cell-ageing", "pc-1").unwrap();
     let (tx, rx) = mpsc::channel(8);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
