@@ -69,6 +69,7 @@ fn test_entries(test_id: &str) -> (Entry, Vec<Vec<Entry>>) {
             protocol_source: String::new(),
             plan_json: "{}".into(),
             start_unix_s: 1.7e9,
+            equipment: Vec::new(),
         })),
     };
     let mut id = 1;

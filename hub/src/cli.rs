@@ -47,6 +47,17 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Register, show and remove a lab's JSON Schemas for secondary and tertiary metadata.
+    Schema {
+        #[command(subcommand)]
+        action: SchemaAction,
+    },
+    /// List the labs, with their teams, daemons, tokens and metadata schemas.
+    Labs {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+    },
     /// List the tests in the hub, one per line.
     Tests {
         /// Hub database: a SQLite file or a `postgres://` URL.
@@ -67,6 +78,9 @@ enum Command {
         /// Only tests of this lab's daemons.
         #[arg(long, default_value = "")]
         lab: String,
+        /// Only tests of this team (metadata `team`).
+        #[arg(long, default_value = "")]
+        team: String,
         /// Only tests started at or after this Unix time (s).
         #[arg(long, default_value_t = 0.0)]
         since: f64,
@@ -156,6 +170,8 @@ fn run(cli: Cli) -> Result<()> {
             require_tokens,
         } => serve(db, listen, tls_cert.zip(tls_key), require_tokens),
         Command::Token { action } => token(action),
+        Command::Schema { action } => schema(action),
+        Command::Labs { db } => labs(&db),
         Command::Cells { db } => {
             let mut out = std::io::stdout().lock();
             writeln!(
@@ -188,12 +204,14 @@ fn run(cli: Cli) -> Result<()> {
             state,
             daemon,
             lab,
+            team,
             since,
             until,
         } => list_tests(
             db,
             TestFilter {
                 lab,
+                team,
                 daemon_id: daemon,
                 cell_id: cell,
                 chemistry,
@@ -301,6 +319,133 @@ fn token(action: TokenAction) -> Result<()> {
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum SchemaAction {
+    /// Register FILE as LAB's JSON Schema for TIER (replacing the one it had); daemons check
+    /// the metadata of every test they start against it.
+    Set {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        lab: String,
+        /// `secondary` or `tertiary`.
+        #[arg(long)]
+        tier: String,
+        /// The JSON Schema document (any draft; one self-contained document).
+        file: PathBuf,
+    },
+    /// Print LAB's schemas.
+    Show {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        lab: String,
+    },
+    /// Remove LAB's schema for TIER: that tier accepts anything again.
+    Remove {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        lab: String,
+        /// `secondary` or `tertiary`.
+        #[arg(long)]
+        tier: String,
+    },
+}
+
+fn schema(action: SchemaAction) -> Result<()> {
+    match action {
+        SchemaAction::Set {
+            db,
+            lab,
+            tier,
+            file,
+        } => {
+            let document = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read the schema {}", file.display()))?;
+            open(&db, false)?
+                .set_metadata_schema(&lab, &tier, &document)
+                .with_context(|| format!("{}", file.display()))?;
+            eprintln!(
+                "lab {lab:?}: {tier} metadata schema set from {}",
+                file.display()
+            );
+        }
+        SchemaAction::Show { db, lab } => {
+            let schemas = open(&db, true)?.metadata_schemas(&lab)?;
+            if schemas.is_empty() {
+                eprintln!("lab {lab:?} has no metadata schemas: every tier accepts anything");
+            }
+            let mut out = std::io::stdout().lock();
+            for s in schemas {
+                writeln!(out, "# {} (set {} UTC)", s.tier, utc(s.updated_unix_s))?;
+                writeln!(out, "{}", s.schema_json.trim_end())?;
+            }
+        }
+        SchemaAction::Remove { db, lab, tier } => {
+            open(&db, true)?.remove_metadata_schema(&lab, &tier)?;
+            eprintln!("lab {lab:?}: {tier} metadata schema removed");
+        }
+    }
+    Ok(())
+}
+
+fn labs(db: &str) -> Result<()> {
+    let store = open(db, true)?;
+    let (teams, daemons, tokens) = (store.teams()?, store.daemon_labs()?, store.tokens()?);
+    let mut out = std::io::stdout().lock();
+    let labs = store.labs()?;
+    if labs.is_empty() {
+        eprintln!("no labs yet: `cyclerhub token issue --lab LAB --name NAME` makes one");
+    }
+    for (lab, created) in labs {
+        let teams: Vec<&str> = teams
+            .iter()
+            .filter(|t| t.lab == lab)
+            .map(|t| t.team.as_str())
+            .collect();
+        let mut lab_daemons: Vec<&str> = daemons
+            .iter()
+            .filter(|(_, l)| **l == lab)
+            .map(|(d, _)| d.as_str())
+            .collect();
+        lab_daemons.sort_unstable();
+        let valid = tokens
+            .iter()
+            .filter(|t| t.lab == lab && t.revoked_unix_s.is_none())
+            .count();
+        let schemas: Vec<String> = store
+            .metadata_schemas(&lab)?
+            .into_iter()
+            .map(|s| s.tier)
+            .collect();
+        let list = |v: &[&str]| {
+            if v.is_empty() {
+                "-".into()
+            } else {
+                v.join(", ")
+            }
+        };
+        writeln!(out, "{lab} (since {} UTC)", utc(created))?;
+        writeln!(out, "  teams:    {}", list(&teams))?;
+        writeln!(out, "  daemons:  {}", list(&lab_daemons))?;
+        writeln!(out, "  tokens:   {valid} valid")?;
+        writeln!(
+            out,
+            "  metadata schemas: {}",
+            if schemas.is_empty() {
+                "-".into()
+            } else {
+                schemas.join(", ")
+            }
+        )?;
     }
     Ok(())
 }

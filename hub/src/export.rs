@@ -357,7 +357,16 @@ pub fn export_files(
     let protocol = store
         .protocol(test_id)?
         .ok_or_else(|| StoreError::NoSuchTest(test_id.to_owned()))?;
-    let json = metadata::metadata_json(&test, &protocol, format, samples, files, pseudonymiser);
+    let equipment = store.test_equipment(test_id)?;
+    let json = metadata::metadata_json(
+        &test,
+        &equipment,
+        &protocol,
+        format,
+        samples,
+        files,
+        pseudonymiser,
+    );
     let metadata_file = staged.last_mut().expect("the metadata file is staged");
     metadata_file
         .file()

@@ -9,8 +9,8 @@ use std::pin::Pin;
 
 use cyclerd_proto::hub::query_server::Query;
 use cyclerd_proto::hub::{
-    GetTestRequest, ListTestsRequest, ListTestsResponse, ReadSamplesRequest, TailRequest,
-    TestDetail, TestEvent, TestSummary,
+    GetMetadataSchemasRequest, GetTestRequest, ListTestsRequest, ListTestsResponse, MetadataSchema,
+    MetadataSchemas, ReadSamplesRequest, TailRequest, TestDetail, TestEvent, TestSummary,
 };
 use cyclerd_proto::ingest::SampleBatch;
 use tokio::sync::{mpsc, watch};
@@ -42,6 +42,7 @@ pub const COLUMNS: [&str; 12] = [
 #[derive(Debug, Clone, Default)]
 pub struct TestFilter {
     pub lab: String,
+    pub team: String,
     pub daemon_id: String,
     pub cell_id: String,
     pub chemistry: String,
@@ -56,6 +57,7 @@ impl From<ListTestsRequest> for TestFilter {
     fn from(r: ListTestsRequest) -> TestFilter {
         TestFilter {
             lab: r.lab,
+            team: r.team,
             daemon_id: r.daemon_id,
             cell_id: r.cell_id,
             chemistry: r.chemistry,
@@ -70,6 +72,7 @@ impl TestFilter {
     pub fn matches(&self, t: &TestRow) -> bool {
         let meta = |k: &str| t.metadata.get(k).map_or("", String::as_str);
         (self.daemon_id.is_empty() || t.daemon_id == self.daemon_id)
+            && (self.team.is_empty() || t.team.as_deref() == Some(self.team.as_str()))
             && (self.cell_id.is_empty() || meta("cell_id") == self.cell_id)
             && (self.chemistry.is_empty() || meta("chemistry") == self.chemistry)
             && (self.state.is_empty() || t.state() == self.state)
@@ -108,6 +111,7 @@ pub fn summary(t: &TestRow, lab: &str) -> TestSummary {
         cell_id: meta("cell_id"),
         chemistry: meta("chemistry"),
         lab: lab.into(),
+        team: t.team.clone().unwrap_or_default(),
     }
 }
 
@@ -340,6 +344,7 @@ impl Query for QueryService {
                 .test(&test_id)?
                 .ok_or_else(|| StoreError::NoSuchTest(test_id.clone()))?;
             let events = store.events(&test_id)?;
+            let equipment = store.test_equipment(&test_id)?;
             let lab = store
                 .daemon_labs()?
                 .remove(&t.daemon_id)
@@ -360,6 +365,8 @@ impl Query for QueryService {
                         cycle: e.cycle,
                     })
                     .collect(),
+                metadata_problems: t.metadata_problems.clone(),
+                equipment,
             })
         })
         .await
@@ -452,5 +459,35 @@ impl Query for QueryService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_metadata_schemas(
+        &self,
+        request: Request<GetMetadataSchemasRequest>,
+    ) -> Result<Response<MetadataSchemas>, Status> {
+        let lab = request.into_inner().lab;
+        if lab.is_empty() {
+            return Err(Status::invalid_argument(
+                "name the lab whose metadata schemas you want (a hub without tokens does not \
+                 know the caller's lab)",
+            ));
+        }
+        let store = self.store.clone();
+        let name = lab.clone();
+        let schemas = tokio::task::spawn_blocking(move || store.metadata_schemas(&name))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        Ok(Response::new(MetadataSchemas {
+            lab,
+            schemas: schemas
+                .into_iter()
+                .map(|s| MetadataSchema {
+                    tier: s.tier,
+                    schema_json: s.schema_json,
+                    updated_unix_s: s.updated_unix_s,
+                })
+                .collect(),
+        }))
     }
 }

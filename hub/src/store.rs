@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use cyclerd_proto::ingest::Equipment;
 use cyclerd_proto::ingest::{
     Entry, Event, Hello, Rejection, SampleBatch, TestEnded, TestRegistered, entry::Body,
 };
@@ -165,6 +166,11 @@ pub struct TestRow {
     pub sample_count: u64,
     /// Samples the daemon said the test produced, once ended; compare with `sample_count`.
     pub expected_samples: Option<u64>,
+    /// The team its metadata names (`team`), if any.
+    pub team: Option<String>,
+    /// Where its metadata did not follow its lab's schemas when it registered; empty when it
+    /// did (or the lab has none).
+    pub metadata_problems: Vec<String>,
 }
 
 impl TestRow {
@@ -172,6 +178,28 @@ impl TestRow {
     pub fn state(&self) -> &str {
         self.outcome.as_deref().unwrap_or("running")
     }
+}
+
+/// A team of a lab, as the hub first saw it in a test's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeamRow {
+    /// The lab of the daemon that ran the team's first test.
+    pub lab: String,
+    /// The metadata's `team`.
+    pub team: String,
+    /// When that first test started (Unix seconds).
+    pub first_test_unix_s: f64,
+}
+
+/// A lab's JSON Schema for one metadata tier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaRow {
+    /// `secondary` or `tertiary`.
+    pub tier: String,
+    /// The schema document as registered.
+    pub schema_json: String,
+    /// When it was registered (Unix seconds): daemons show which version they checked against.
+    pub updated_unix_s: f64,
 }
 
 /// One sample, in BDF units; current positive when charging.
@@ -351,6 +379,7 @@ impl HubStore {
             revoked_unix_s: None,
         };
         let hash = crate::auth::secret_hash(&secret);
+        // The token and its lab (new or not) in one transaction.
         let inserted = match &*self.backend {
             Backend::Sqlite(s) => s.insert_token(&row, &hash)?,
             Backend::Postgres(p) => p.insert_token(&row, &hash)?,
@@ -416,6 +445,72 @@ impl HubStore {
         match &*self.backend {
             Backend::Sqlite(s) => s.cells(),
             Backend::Postgres(p) => p.cells(),
+        }
+    }
+
+    /// Every lab the hub knows: those tokens were issued for or schemas registered for, with
+    /// when it first appeared (Unix seconds).
+    pub fn labs(&self) -> Result<Vec<(String, f64)>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.labs(),
+            Backend::Postgres(p) => p.labs(),
+        }
+    }
+
+    /// Every team of every lab, as the metadata of the labs' tests named them.
+    pub fn teams(&self) -> Result<Vec<TeamRow>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.teams(),
+            Backend::Postgres(p) => p.teams(),
+        }
+    }
+
+    /// Registers (or replaces) `lab`'s JSON Schema for a metadata `tier`; a document that is
+    /// not a usable schema is refused with the reason, and nothing changes.
+    pub fn set_metadata_schema(
+        &self,
+        lab: &str,
+        tier: &str,
+        document: &str,
+    ) -> Result<(), StoreError> {
+        crate::auth::check_name("lab", lab).map_err(StoreError::Refused)?;
+        cyclerd_proto::metadata::TierSchema::compile(tier, document)
+            .map_err(StoreError::Refused)?;
+        let now = now_unix_s();
+        match &*self.backend {
+            Backend::Sqlite(s) => s.set_schema(lab, tier, document, now),
+            Backend::Postgres(p) => p.set_schema(lab, tier, document, now),
+        }
+    }
+
+    /// Removes `lab`'s schema for `tier`: that tier accepts anything again.
+    pub fn remove_metadata_schema(&self, lab: &str, tier: &str) -> Result<(), StoreError> {
+        let removed = match &*self.backend {
+            Backend::Sqlite(s) => s.remove_schema(lab, tier)?,
+            Backend::Postgres(p) => p.remove_schema(lab, tier)?,
+        };
+        if removed {
+            Ok(())
+        } else {
+            Err(StoreError::Refused(format!(
+                "lab {lab:?} has no {tier} metadata schema (see `cyclerhub schema show --lab {lab}`)"
+            )))
+        }
+    }
+
+    /// `lab`'s metadata schemas, by tier.
+    pub fn metadata_schemas(&self, lab: &str) -> Result<Vec<SchemaRow>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.schemas(lab),
+            Backend::Postgres(p) => p.schemas(lab),
+        }
+    }
+
+    /// The instruments a test ran on, by name.
+    pub fn test_equipment(&self, test_id: &str) -> Result<Vec<Equipment>, StoreError> {
+        match &*self.backend {
+            Backend::Sqlite(s) => s.test_equipment(test_id),
+            Backend::Postgres(p) => p.test_equipment(test_id),
         }
     }
 
@@ -557,22 +652,37 @@ fn u32_from_sql(v: i64) -> u32 {
 /// A `tests` row before its metadata JSON is parsed (which can fail outside the database
 /// driver).
 struct TestRowRaw {
-    /// Everything but the metadata.
+    /// Everything but the metadata and its problems.
     row: TestRow,
     /// The metadata as stored.
     metadata_json: String,
+    /// The metadata problems as stored (a JSON array), `None` when there are none.
+    problems_json: Option<String>,
 }
 
 impl TestRowRaw {
     fn finish(mut self) -> Result<TestRow, StoreError> {
-        self.row.metadata = serde_json::from_str(&self.metadata_json).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "metadata of test {} is not a JSON object of strings: {e}",
-                self.row.test_id
-            ))
-        })?;
+        let corrupt = |what: &str, e: serde_json::Error| {
+            StoreError::Corrupt(format!("{what} of test {}: {e}", self.row.test_id))
+        };
+        self.row.metadata = serde_json::from_str(&self.metadata_json)
+            .map_err(|e| corrupt("metadata is not a JSON object of strings", e))?;
+        if let Some(problems) = &self.problems_json {
+            self.row.metadata_problems = serde_json::from_str(problems)
+                .map_err(|e| corrupt("metadata problems are not a JSON array of strings", e))?;
+        }
         Ok(self.row)
     }
+}
+
+/// What the hub derives from a registration, stored with the test.
+struct Registration<'a> {
+    /// The metadata, sorted by key, as JSON.
+    metadata_json: String,
+    /// The team the metadata names.
+    team: Option<&'a str>,
+    /// The metadata's problems under its lab's schemas, as a JSON array; `None` when none.
+    problems_json: Option<String>,
 }
 
 /// One rejected entry, as the backends record it.
@@ -599,7 +709,19 @@ trait BatchWrites {
         &mut self,
         source: &Source<'_>,
         t: &TestRegistered,
-        metadata_json: &str,
+        r: &Registration<'_>,
+    ) -> Result<(), StoreError>;
+    /// The lab the daemon is bound to, if any.
+    fn daemon_lab(&mut self, daemon_id: &str) -> Result<Option<String>, StoreError>;
+    /// The lab's metadata schemas as `(tier, document)`.
+    fn lab_schemas(&mut self, lab: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Records that `team` of `lab` ran a test (the first time only).
+    fn record_team(&mut self, lab: &str, team: &str, start_unix_s: f64) -> Result<(), StoreError>;
+    /// Records the instruments of a test: the daemon's inventory and what the test used.
+    fn record_equipment(
+        &mut self,
+        source: &Source<'_>,
+        t: &TestRegistered,
     ) -> Result<(), StoreError>;
     /// Records the test's cell (merging what is known of it) and channel, and links the test
     /// to its cell.
@@ -788,6 +910,20 @@ fn apply_test_registered(
     for (k, v) in &t.metadata {
         check_text(&what, &[("a metadata key", k), ("metadata value", v)])?;
     }
+    for e in &t.equipment {
+        check_text(
+            &what,
+            &[
+                ("equipment name", &e.name),
+                ("equipment family", &e.family),
+                ("equipment address", &e.address),
+                ("equipment role", &e.role),
+            ],
+        )?;
+        if e.name.is_empty() {
+            return reject(format!("{what}: an equipment entry has an empty name"));
+        }
+    }
     if t.channel_id.is_empty() {
         return reject(format!("test {:?} has an empty channel_id", t.test_id));
     }
@@ -815,11 +951,52 @@ fn apply_test_registered(
         Ok(json) => json,
         Err(e) => return reject(format!("metadata cannot be stored as JSON: {e}")),
     };
-    w.insert_test(source, t, &metadata_json)?;
+    let team = t
+        .metadata
+        .get("team")
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty());
+    let lab = w.daemon_lab(source.daemon_id)?;
+    let problems = match &lab {
+        Some(lab) => metadata_problems(&w.lab_schemas(lab)?, &t.metadata),
+        None => Vec::new(),
+    };
+    let registration = Registration {
+        metadata_json,
+        team,
+        problems_json: (!problems.is_empty())
+            .then(|| serde_json::to_string(&problems).unwrap_or_default()),
+    };
+    w.insert_test(source, t, &registration)?;
     if let Some(cell) = CellRow::from_metadata(&t.metadata, t.start_unix_s) {
         w.record_cell_and_channel(source, t, &cell)?;
     }
+    if let (Some(lab), Some(team)) = (&lab, team) {
+        w.record_team(lab, team, t.start_unix_s)?;
+    }
+    w.record_equipment(source, t)?;
     Ok(())
+}
+
+/// The problems of `metadata` under a lab's stored schemas. The data is kept either way (the
+/// daemon checked it against the schemas it had when the test started; what the hub finds is
+/// recorded with the test for a person to look at). A stored schema that no longer compiles
+/// (it did when registered) is itself reported rather than failing the registration.
+fn metadata_problems(
+    schemas: &[(String, String)],
+    metadata: &std::collections::HashMap<String, String>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (tier, document) in schemas {
+        match cyclerd_proto::metadata::TierSchema::compile(tier, document) {
+            Ok(schema) => problems.extend(schema.problems(metadata)),
+            Err(e) => problems.push(format!("the lab's schema is unusable: {e}")),
+        }
+    }
+    if !problems.is_empty() {
+        tracing::warn!(?problems, "test metadata does not follow the lab's schemas");
+    }
+    problems
 }
 
 /// A cell under test, as the hub knows it from the metadata of the tests that ran it.

@@ -316,6 +316,12 @@ fn registered(id: u64, test_id: &str) -> Entry {
             protocol_source: "steps: [\"Charge at C/3 until 4.2 V\"]".into(),
             plan_json: "{\"steps\":[]}".into(),
             start_unix_s: 1_700_000_000.0,
+            equipment: vec![cyclerd_proto::ingest::Equipment {
+                name: "psb1".into(),
+                family: "ea-psb".into(),
+                address: "192.0.2.10:502".into(),
+                role: "source".into(),
+            }],
         }),
     )
 }
@@ -391,6 +397,8 @@ const T3: &str = "0190a0c0-0000-7000-8000-000000000003";
 
 #[path = "ingest/auth.rs"]
 mod auth;
+#[path = "ingest/catalog.rs"]
+mod catalog;
 #[path = "ingest/query.rs"]
 mod query;
 

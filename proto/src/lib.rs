@@ -4,6 +4,8 @@
 //! - [`ingest`]: `cyclerd.ingest.v1.Ingest/Upload`, the stream from a daemon's outbox to the hub.
 //! - [`control`]: `cyclerd.daemon.v1.Control`, the daemon's API for `cyclerctl` and lab tools.
 //! - [`hub`]: `cyclerd.hub.v1.Query`, the hub's API for finding, reading and following tests.
+//! - [`metadata`]: what a test's metadata map means: its tiers, and their validation against
+//!   the JSON Schemas a lab registers in its hub (shared by the daemon and the hub).
 //! - [`FILE_DESCRIPTOR_SET`]: both contracts' descriptors, for gRPC reflection.
 
 /// `cyclerd.ingest.v1`: the hub's ingest stream.
@@ -24,6 +26,8 @@ pub mod control {
 pub mod hub {
     tonic::include_proto!("cyclerd.hub.v1");
 }
+
+pub mod metadata;
 
 /// Encoded `FileDescriptorSet` of every contract, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

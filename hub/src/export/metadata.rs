@@ -42,7 +42,7 @@ use serde::Serialize;
 use super::anonymise::{Anonymiser, Kind, Pseudonymiser};
 use super::battery_archive::{BA_CYCLE_COLUMNS, BA_TIMESERIES_COLUMNS};
 use super::{Column, Format};
-use crate::store::TestRow;
+use crate::store::{Equipment, TestRow};
 use crate::utc::Utc;
 
 /// One exported file, as the metadata JSON lists it.
@@ -100,10 +100,26 @@ struct Metadata {
     samples: u64,
     /// The test's metadata in its three tiers.
     metadata: Tiers,
+    /// Where the metadata does not follow the lab's schemas (absent when it does).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    metadata_problems: Vec<String>,
+    /// The instruments the test ran on.
+    equipment: Vec<Instrument>,
     /// What this export is.
     export: Export,
     /// The version of cyclerd (the workspace's, which cyclerhub shares) that wrote the export.
     cyclerd_version: &'static str,
+}
+
+/// One instrument of a test; an anonymised export leaves out where it is reached (a lab's
+/// network addresses are not for sharing).
+#[derive(Serialize)]
+struct Instrument {
+    name: String,
+    family: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
+    role: String,
 }
 
 /// The protocol of a test.
@@ -166,6 +182,7 @@ struct Export {
 /// `protocol` (source and plan JSON), with `samples` samples in `files`; identifiers replaced by pseudonyms when `pseudonymiser` is given.
 pub fn metadata_json(
     test: &TestRow,
+    equipment: &[Equipment],
     protocol: &(String, String),
     format: Format,
     samples: u64,
@@ -223,6 +240,16 @@ pub fn metadata_json(
         reason: test.reason.as_deref().map(scrub),
         samples,
         metadata: tiers,
+        metadata_problems: test.metadata_problems.iter().map(|p| scrub(p)).collect(),
+        equipment: equipment
+            .iter()
+            .map(|e| Instrument {
+                name: scrub(&e.name),
+                family: e.family.clone(),
+                address: anonymiser.is_none().then(|| e.address.clone()),
+                role: e.role.clone(),
+            })
+            .collect(),
         export: Export {
             format: format.name(),
             current_sign: "positive = charging",

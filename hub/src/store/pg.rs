@@ -24,8 +24,9 @@ use postgres::{Client, GenericClient, NoTls, Row, Statement, Transaction};
 
 use super::sql;
 use super::{
-    BatchOutcome, BatchWrites, CellRow, EventRow, RejectionRecord, RejectionRow, SampleRow, Source,
-    StoreError, TestRow, TestRowRaw, apply_entries, epoch_from_sql, u32_from_sql, u64_from_sql,
+    BatchOutcome, BatchWrites, CellRow, Equipment, EventRow, Registration, RejectionRecord,
+    RejectionRow, SampleRow, SchemaRow, Source, StoreError, TeamRow, TestRow, TestRowRaw,
+    apply_entries, epoch_from_sql, u32_from_sql, u64_from_sql,
 };
 use crate::auth::TokenRow;
 
@@ -154,6 +155,47 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tests ADD COLUMN cell_id text; -- cells.cell_id
     CREATE INDEX tests_by_cell ON tests (cell_id);
     "#,
+    // 4: labs and their teams, the instruments tests ran on, the labs' metadata schemas.
+    r#"
+    CREATE TABLE labs (
+        lab            text PRIMARY KEY,
+        created_unix_s double precision NOT NULL
+    );
+    INSERT INTO labs (lab, created_unix_s)
+        SELECT lab, min(created_unix_s) FROM tokens GROUP BY lab;
+    CREATE TABLE teams (
+        lab               text NOT NULL,      -- labs.lab
+        team              text NOT NULL,      -- as the tests' metadata `team` names it
+        first_test_unix_s double precision NOT NULL,
+        PRIMARY KEY (lab, team)
+    );
+    CREATE TABLE equipment (
+        daemon_id        text NOT NULL,
+        name             text NOT NULL,       -- as the daemon's configuration names it
+        family           text NOT NULL,
+        address          text NOT NULL,
+        last_test_unix_s double precision NOT NULL,  -- family and address are this test's
+        PRIMARY KEY (daemon_id, name)
+    );
+    CREATE TABLE test_equipment (
+        test_key bigint NOT NULL,             -- tests.test_key
+        name     text NOT NULL,               -- equipment.name of the test's daemon
+        family   text NOT NULL,               -- as it was for this test
+        address  text NOT NULL,
+        role     text NOT NULL,               -- cycler, source, load or chamber
+        PRIMARY KEY (test_key, name)
+    );
+    CREATE TABLE metadata_schemas (
+        lab            text NOT NULL,         -- labs.lab
+        tier           text NOT NULL,         -- secondary or tertiary
+        schema_json    text NOT NULL,
+        updated_unix_s double precision NOT NULL,
+        PRIMARY KEY (lab, tier)
+    );
+    ALTER TABLE tests ADD COLUMN team text;
+    ALTER TABLE tests ADD COLUMN metadata_problems text;  -- JSON array; NULL when none
+    CREATE INDEX tests_by_team ON tests (team);
+    "#,
 ];
 
 /// Advisory lock key ("cyclerhb") held while migrating, so that hubs starting at once on one
@@ -185,7 +227,8 @@ const SAMPLE_TYPES: [Type; 14] = [
 
 /// The `tests` columns [`test_row_raw`] reads, in its order.
 const TEST_COLUMNS: &str = "test_id, daemon_id, channel_id, protocol_name, metadata::text, \
-    start_unix_s, end_unix_s, outcome, reason, sample_count, expected_samples";
+    start_unix_s, end_unix_s, outcome, reason, sample_count, expected_samples, team, \
+    metadata_problems";
 
 /// Sample rows fetched per round trip when streaming a test out.
 const FETCH_ROWS: i32 = 8192;
@@ -269,8 +312,8 @@ impl Statements {
                 .prepare("SELECT test_key, daemon_id FROM tests WHERE test_id = $1")?,
             insert_test: client.prepare(
                 "INSERT INTO tests (test_id, daemon_id, store_epoch, channel_id, protocol_name,
-                     protocol_source, plan_json, metadata, start_unix_s)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9)
+                     protocol_source, plan_json, metadata, start_unix_s, team, metadata_problems)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11)
                  ON CONFLICT (test_id) DO NOTHING",
             )?,
             any_held: client.prepare(
@@ -502,7 +545,9 @@ impl PgStore {
 
     pub(super) fn insert_token(&self, t: &TokenRow, secret_hash: &str) -> Result<bool, StoreError> {
         self.with_writer(|w| {
-            Ok(w.client.execute(
+            let mut tx = w.client.transaction()?;
+            tx.execute(sql::INSERT_LAB, &[&t.lab, &t.created_unix_s])?;
+            let inserted = tx.execute(
                 sql::INSERT_TOKEN,
                 &[
                     &t.token_id,
@@ -511,7 +556,65 @@ impl PgStore {
                     &secret_hash,
                     &t.created_unix_s,
                 ],
-            )? == 1)
+            )? == 1;
+            tx.commit()?;
+            Ok(inserted)
+        })
+    }
+
+    pub(super) fn labs(&self) -> Result<Vec<(String, f64)>, StoreError> {
+        self.with_reader(|c| {
+            c.query(sql::LABS, &[])?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    pub(super) fn teams(&self) -> Result<Vec<TeamRow>, StoreError> {
+        self.with_reader(|c| {
+            c.query(sql::TEAMS, &[])?
+                .iter()
+                .map(|r| Ok(team_row!(r.try_get)))
+                .collect()
+        })
+    }
+
+    pub(super) fn set_schema(
+        &self,
+        lab: &str,
+        tier: &str,
+        document: &str,
+        now: f64,
+    ) -> Result<(), StoreError> {
+        self.with_writer(|w| {
+            let mut tx = w.client.transaction()?;
+            tx.execute(sql::INSERT_LAB, &[&lab, &now])?;
+            tx.execute(sql::SET_SCHEMA, &[&lab, &tier, &document, &now])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    pub(super) fn remove_schema(&self, lab: &str, tier: &str) -> Result<bool, StoreError> {
+        self.with_writer(|w| Ok(w.client.execute(sql::REMOVE_SCHEMA, &[&lab, &tier])? == 1))
+    }
+
+    pub(super) fn schemas(&self, lab: &str) -> Result<Vec<SchemaRow>, StoreError> {
+        self.with_reader(|c| {
+            c.query(sql::SCHEMAS, &[&lab])?
+                .iter()
+                .map(|r| Ok(schema_row!(r.try_get)))
+                .collect()
+        })
+    }
+
+    pub(super) fn test_equipment(&self, test_id: &str) -> Result<Vec<Equipment>, StoreError> {
+        self.with_reader(|c| {
+            c.query(sql::TEST_EQUIPMENT, &[&test_id])?
+                .iter()
+                .map(|r| Ok(equipment_row!(r.try_get)))
+                .collect()
         })
     }
 
@@ -870,7 +973,7 @@ impl BatchWrites for PgBatch<'_, '_> {
         &mut self,
         source: &Source<'_>,
         t: &TestRegistered,
-        metadata_json: &str,
+        r: &Registration<'_>,
     ) -> Result<(), StoreError> {
         self.tx.execute(
             &self.stmts.insert_test,
@@ -882,10 +985,56 @@ impl BatchWrites for PgBatch<'_, '_> {
                 &t.protocol_name,
                 &t.protocol_source,
                 &t.plan_json,
-                &metadata_json,
+                &r.metadata_json,
                 &t.start_unix_s,
+                &r.team,
+                &r.problems_json,
             ],
         )?;
+        Ok(())
+    }
+
+    fn daemon_lab(&mut self, daemon_id: &str) -> Result<Option<String>, StoreError> {
+        self.tx
+            .query_opt(sql::DAEMON_LAB, &[&daemon_id])?
+            .map(|r| Ok(r.try_get(0)?))
+            .transpose()
+    }
+
+    fn lab_schemas(&mut self, lab: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.tx
+            .query(sql::SCHEMAS, &[&lab])?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    fn record_team(&mut self, lab: &str, team: &str, start: f64) -> Result<(), StoreError> {
+        self.tx.execute(sql::INSERT_TEAM, &[&lab, &team, &start])?;
+        Ok(())
+    }
+
+    fn record_equipment(
+        &mut self,
+        source: &Source<'_>,
+        t: &TestRegistered,
+    ) -> Result<(), StoreError> {
+        for e in &t.equipment {
+            self.tx.execute(
+                sql::UPSERT_EQUIPMENT,
+                &[
+                    &source.daemon_id,
+                    &e.name,
+                    &e.family,
+                    &e.address,
+                    &t.start_unix_s,
+                ],
+            )?;
+            self.tx.execute(
+                sql::INSERT_TEST_EQUIPMENT,
+                &[&t.test_id, &e.name, &e.family, &e.address, &e.role],
+            )?;
+        }
         Ok(())
     }
 

@@ -17,8 +17,11 @@ macro_rules! test_row_raw {
                 reason: $r.$get(8)?,
                 sample_count: u64_from_sql($r.$get(9)?),
                 expected_samples: $r.$get::<_, Option<i64>>(10)?.map(u64_from_sql),
+                team: $r.$get(11)?,
+                metadata_problems: Vec::new(),
             },
             metadata_json: $r.$get(4)?,
+            problems_json: $r.$get(12)?,
         }
     };
 }
@@ -97,6 +100,40 @@ macro_rules! cell_row {
             nominal_capacity_ah: $r.$get(5)?,
             nominal_voltage_v: $r.$get(6)?,
             first_test_unix_s: $r.$get(7)?,
+        }
+    };
+}
+
+/// As [`super::sql::TEAMS`] selects it.
+macro_rules! team_row {
+    ($r:ident . $get:ident) => {
+        TeamRow {
+            lab: $r.$get(0)?,
+            team: $r.$get(1)?,
+            first_test_unix_s: $r.$get(2)?,
+        }
+    };
+}
+
+/// As [`super::sql::SCHEMAS`] selects it.
+macro_rules! schema_row {
+    ($r:ident . $get:ident) => {
+        SchemaRow {
+            tier: $r.$get(0)?,
+            schema_json: $r.$get(1)?,
+            updated_unix_s: $r.$get(2)?,
+        }
+    };
+}
+
+/// As [`super::sql::TEST_EQUIPMENT`] selects it.
+macro_rules! equipment_row {
+    ($r:ident . $get:ident) => {
+        Equipment {
+            name: $r.$get(0)?,
+            family: $r.$get(1)?,
+            address: $r.$get(2)?,
+            role: $r.$get(3)?,
         }
     };
 }

@@ -33,6 +33,31 @@ pub(super) const INSERT_CHANNEL: &str = "INSERT INTO channels (daemon_id, channe
      first_test_unix_s) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
 pub(super) const LINK_CELL: &str = "UPDATE tests SET cell_id = $2 WHERE test_id = $1";
 
+pub(super) const INSERT_LAB: &str =
+    "INSERT INTO labs (lab, created_unix_s) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+pub(super) const LABS: &str = "SELECT lab, created_unix_s FROM labs ORDER BY lab";
+pub(super) const TEAMS: &str = "SELECT lab, team, first_test_unix_s FROM teams ORDER BY lab, team";
+pub(super) const INSERT_TEAM: &str = "INSERT INTO teams (lab, team, first_test_unix_s) \
+     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+pub(super) const SET_SCHEMA: &str = "INSERT INTO metadata_schemas (lab, tier, schema_json, \
+     updated_unix_s) VALUES ($1, $2, $3, $4) ON CONFLICT (lab, tier) DO UPDATE SET \
+     schema_json = excluded.schema_json, updated_unix_s = excluded.updated_unix_s";
+pub(super) const REMOVE_SCHEMA: &str = "DELETE FROM metadata_schemas WHERE lab = $1 AND tier = $2";
+pub(super) const SCHEMAS: &str = "SELECT tier, schema_json, updated_unix_s \
+     FROM metadata_schemas WHERE lab = $1 ORDER BY tier";
+/// The inventory keeps each instrument as the latest test described it.
+pub(super) const UPSERT_EQUIPMENT: &str = "INSERT INTO equipment (daemon_id, name, family, \
+     address, last_test_unix_s) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (daemon_id, name) DO UPDATE SET family = excluded.family, \
+     address = excluded.address, last_test_unix_s = excluded.last_test_unix_s \
+     WHERE excluded.last_test_unix_s >= equipment.last_test_unix_s";
+pub(super) const INSERT_TEST_EQUIPMENT: &str = "INSERT INTO test_equipment (test_key, name, \
+     family, address, role) SELECT test_key, $2, $3, $4, $5 FROM tests WHERE test_id = $1 \
+     ON CONFLICT DO NOTHING";
+pub(super) const TEST_EQUIPMENT: &str = "SELECT e.name, e.family, e.address, e.role \
+     FROM test_equipment e JOIN tests t ON t.test_key = e.test_key WHERE t.test_id = $1 \
+     ORDER BY e.name";
+
 /// `statement` with SQLite's parameter markers.
 pub(super) fn sqlite(statement: &str) -> String {
     statement.replace('$', "?")

@@ -10,8 +10,9 @@ use rusqlite::{
 
 use super::sql;
 use super::{
-    BatchOutcome, BatchWrites, CellRow, EventRow, RejectionRecord, RejectionRow, SampleRow, Source,
-    StoreError, TestRow, TestRowRaw, apply_entries, epoch_from_sql, u32_from_sql, u64_from_sql,
+    BatchOutcome, BatchWrites, CellRow, Equipment, EventRow, Registration, RejectionRecord,
+    RejectionRow, SampleRow, SchemaRow, Source, StoreError, TeamRow, TestRow, TestRowRaw,
+    apply_entries, epoch_from_sql, u32_from_sql, u64_from_sql,
 };
 use crate::auth::TokenRow;
 
@@ -136,6 +137,46 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tests ADD COLUMN cell_id TEXT;   -- cells.cell_id
     CREATE INDEX tests_by_cell ON tests (cell_id);
     "#,
+    // 5: labs and their teams, the instruments tests ran on, the labs' metadata schemas.
+    r#"
+    CREATE TABLE labs (
+        lab            TEXT PRIMARY KEY,
+        created_unix_s REAL NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO labs (lab, created_unix_s)
+        SELECT lab, min(created_unix_s) FROM tokens GROUP BY lab;
+    CREATE TABLE teams (
+        lab               TEXT NOT NULL,   -- labs.lab
+        team              TEXT NOT NULL,   -- as the tests' metadata `team` names it
+        first_test_unix_s REAL NOT NULL,
+        PRIMARY KEY (lab, team)
+    ) WITHOUT ROWID;
+    CREATE TABLE equipment (
+        daemon_id        TEXT NOT NULL,
+        name             TEXT NOT NULL,    -- as the daemon's configuration names it
+        family           TEXT NOT NULL,
+        address          TEXT NOT NULL,
+        last_test_unix_s REAL NOT NULL,    -- family and address are those of this test
+        PRIMARY KEY (daemon_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE test_equipment (
+        test_key INTEGER NOT NULL,         -- tests.test_key
+        name     TEXT NOT NULL,            -- equipment.name of the test's daemon
+        family   TEXT NOT NULL,            -- as it was for this test
+        address  TEXT NOT NULL,
+        role     TEXT NOT NULL,            -- cycler, source, load or chamber
+        PRIMARY KEY (test_key, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE metadata_schemas (
+        lab            TEXT NOT NULL,      -- labs.lab
+        tier           TEXT NOT NULL,      -- secondary or tertiary
+        schema_json    TEXT NOT NULL,
+        updated_unix_s REAL NOT NULL,
+        PRIMARY KEY (lab, tier)
+    ) WITHOUT ROWID;
+    ALTER TABLE tests ADD COLUMN team TEXT;
+    ALTER TABLE tests ADD COLUMN metadata_problems TEXT;  -- JSON array; NULL when none
+    "#,
 ];
 
 /// Samples inserted per multi-row `INSERT`: one statement step per 32 rows instead of per row
@@ -244,10 +285,68 @@ impl SqliteStore {
     }
 
     pub(super) fn insert_token(&self, t: &TokenRow, secret_hash: &str) -> Result<bool, StoreError> {
-        Ok(lock(&self.writer).execute(
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            &sql::sqlite(sql::INSERT_LAB),
+            params![t.lab, t.created_unix_s],
+        )?;
+        let inserted = tx.execute(
             &sql::sqlite(sql::INSERT_TOKEN),
             params![t.token_id, t.lab, t.name, secret_hash, t.created_unix_s],
-        )? == 1)
+        )? == 1;
+        tx.commit()?;
+        Ok(inserted)
+    }
+
+    pub(super) fn labs(&self) -> Result<Vec<(String, f64)>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(sql::LABS)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub(super) fn teams(&self) -> Result<Vec<TeamRow>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(sql::TEAMS)?;
+        let rows = stmt.query_map([], |r| Ok(team_row!(r.get)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub(super) fn set_schema(
+        &self,
+        lab: &str,
+        tier: &str,
+        document: &str,
+        now: f64,
+    ) -> Result<(), StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(&sql::sqlite(sql::INSERT_LAB), params![lab, now])?;
+        tx.execute(
+            &sql::sqlite(sql::SET_SCHEMA),
+            params![lab, tier, document, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn remove_schema(&self, lab: &str, tier: &str) -> Result<bool, StoreError> {
+        Ok(lock(&self.writer).execute(&sql::sqlite(sql::REMOVE_SCHEMA), params![lab, tier])? == 1)
+    }
+
+    pub(super) fn schemas(&self, lab: &str) -> Result<Vec<SchemaRow>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(&sql::sqlite(sql::SCHEMAS))?;
+        let rows = stmt.query_map([lab], |r| Ok(schema_row!(r.get)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub(super) fn test_equipment(&self, test_id: &str) -> Result<Vec<Equipment>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(&sql::sqlite(sql::TEST_EQUIPMENT))?;
+        let rows = stmt.query_map([test_id], |r| Ok(equipment_row!(r.get)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub(super) fn revoke_token(&self, name: &str, now: f64) -> Result<bool, StoreError> {
@@ -456,7 +555,8 @@ fn test_key_in(conn: &Connection, test_id: &str) -> Result<i64, StoreError> {
 
 /// The `tests` columns [`test_row_raw`] reads, in its order.
 const TEST_COLUMNS: &str = "test_id, daemon_id, channel_id, protocol_name, metadata_json, \
-    start_unix_s, end_unix_s, outcome, reason, sample_count, expected_samples";
+    start_unix_s, end_unix_s, outcome, reason, sample_count, expected_samples, team, \
+    metadata_problems";
 
 fn test_row_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<TestRowRaw> {
     Ok(test_row_raw!(r.get))
@@ -478,12 +578,13 @@ impl BatchWrites for Transaction<'_> {
         &mut self,
         source: &Source<'_>,
         t: &TestRegistered,
-        metadata_json: &str,
+        r: &Registration<'_>,
     ) -> Result<(), StoreError> {
         self.prepare_cached(
             "INSERT OR IGNORE INTO tests (test_id, daemon_id, store_epoch, channel_id,
-                 protocol_name, protocol_source, plan_json, metadata_json, start_unix_s)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 protocol_name, protocol_source, plan_json, metadata_json, start_unix_s, team,
+                 metadata_problems)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             t.test_id,
@@ -493,9 +594,50 @@ impl BatchWrites for Transaction<'_> {
             t.protocol_name,
             t.protocol_source,
             t.plan_json,
-            metadata_json,
-            t.start_unix_s
+            r.metadata_json,
+            t.start_unix_s,
+            r.team,
+            r.problems_json
         ])?;
+        Ok(())
+    }
+
+    fn daemon_lab(&mut self, daemon_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .prepare_cached(&sql::sqlite(sql::DAEMON_LAB))?
+            .query_row([daemon_id], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn lab_schemas(&mut self, lab: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self.prepare_cached(&sql::sqlite(sql::SCHEMAS))?;
+        let rows = stmt.query_map([lab], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn record_team(&mut self, lab: &str, team: &str, start: f64) -> Result<(), StoreError> {
+        self.prepare_cached(&sql::sqlite(sql::INSERT_TEAM))?
+            .execute(params![lab, team, start])?;
+        Ok(())
+    }
+
+    fn record_equipment(
+        &mut self,
+        source: &Source<'_>,
+        t: &TestRegistered,
+    ) -> Result<(), StoreError> {
+        for e in &t.equipment {
+            self.prepare_cached(&sql::sqlite(sql::UPSERT_EQUIPMENT))?
+                .execute(params![
+                    source.daemon_id,
+                    e.name,
+                    e.family,
+                    e.address,
+                    t.start_unix_s
+                ])?;
+            self.prepare_cached(&sql::sqlite(sql::INSERT_TEST_EQUIPMENT))?
+                .execute(params![t.test_id, e.name, e.family, e.address, e.role])?;
+        }
         Ok(())
     }
 
