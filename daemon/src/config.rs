@@ -193,6 +193,9 @@ pub struct HubSection {
     /// File holding this daemon's hub token (from `cyclerhub token issue`), readable only by
     /// the daemon's user.
     pub token_file: Option<PathBuf>,
+    /// The lab whose metadata schemas (`cyclerhub schema set`) the daemon's tests must follow,
+    /// for a hub without tokens; with a token the hub knows the lab from it.
+    pub lab: Option<String>,
 }
 
 fn default_window() -> usize {
@@ -304,6 +307,17 @@ pub enum Family {
     Arbin,
 }
 
+impl ChamberFamily {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChamberFamily::Espec => "espec",
+            ChamberFamily::Weiss => "weiss",
+            ChamberFamily::Watlow => "watlow",
+            ChamberFamily::Binder => "binder",
+        }
+    }
+}
+
 impl Family {
     /// Whether the device runs schedules itself (the daemon follows it) rather than being
     /// stepped by the daemon.
@@ -311,7 +325,7 @@ impl Family {
         matches!(self, Family::Neware | Family::Maccor | Family::Arbin)
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Family::EaPsb => "ea-psb",
             Family::Scpi => "scpi",
@@ -751,6 +765,47 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The instruments a test on `channel` runs on, as the hub records them: its device, the
+    /// paired load, the chamber it sits in.
+    pub fn equipment_of(&self, channel: &ChannelConfig) -> Vec<crate::proto::ingest::Equipment> {
+        use crate::proto::ingest::Equipment;
+        let at = |address: Option<SocketAddr>, port: &Option<String>| {
+            address
+                .map(|a| a.to_string())
+                .or_else(|| port.clone())
+                .unwrap_or_default()
+        };
+        let device = |d: &DeviceConfig, role: &str| Equipment {
+            name: d.name.clone(),
+            family: d.family.name().into(),
+            address: at(d.address, &d.port),
+            role: role.into(),
+        };
+        let mut out = Vec::new();
+        if let Some(d) = self.device(channel.device_name()) {
+            out.push(device(
+                d,
+                if d.family.is_native() {
+                    "cycler"
+                } else {
+                    "source"
+                },
+            ));
+        }
+        if let Some(load) = channel.load.as_deref().and_then(|l| self.device(l)) {
+            out.push(device(load, "load"));
+        }
+        if let Some(c) = self.chamber_of(&channel.id) {
+            out.push(Equipment {
+                name: c.name.clone(),
+                family: c.family.name().into(),
+                address: at(c.address, &c.port),
+                role: "chamber".into(),
+            });
+        }
+        out
     }
 
     /// The chamber `channel_id` sits in, if any.

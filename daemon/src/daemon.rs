@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::config::DeviceConfig;
 use crate::devices::{self, ChannelStart, PendingNative};
+use crate::lab_schemas::LabSchemas;
 use crate::metadata::check_metadata;
 use crate::outbox::{Checkpoint, Outbox};
 use crate::proto::control::{ChannelSnapshot, OutboxStatus, Status};
@@ -31,6 +32,8 @@ struct Inner {
     /// `psb10/1`, as the lab wrote them).
     channels: Vec<ChannelHandle>,
     uploader: Arc<UploaderStatus>,
+    /// The lab's metadata schemas, checked before every test starts.
+    schemas: LabSchemas,
     /// Tells runners to end their tests and switch outputs off.
     stop_runners: watch::Sender<bool>,
     /// Tells the uploader to stop; sent only after the backlog drained (or the drain timed out).
@@ -145,6 +148,7 @@ impl Daemon {
                     .chamber_of(&ch.id)
                     .and_then(|c| chambers.get(&c.name))
                     .cloned(),
+                equipment: config.equipment_of(ch),
             };
             let (live_tx, live) = watch::channel(ChannelSnapshot {
                 channel_id: ch.id.clone(),
@@ -230,6 +234,14 @@ impl Daemon {
             }
             None => None,
         };
+        let schemas = LabSchemas::new(
+            uploader::hub_endpoint(&config.hub.address, hub_ca_pem.as_deref())
+                .map_err(|e| anyhow::anyhow!("{origin}: hub.address: {e}"))?
+                .connect_lazy(),
+            config.hub.lab.clone(),
+            hub_token.clone(),
+            outbox.clone(),
+        );
         let status = Arc::new(UploaderStatus::default());
         let uploader = tokio::spawn(uploader::run(
             UploaderConfig {
@@ -249,6 +261,7 @@ impl Daemon {
                 shared,
                 channels,
                 uploader: status,
+                schemas,
                 stop_runners,
                 stop_uploader,
                 tasks: Mutex::new(Some((runners, uploader))),
@@ -279,6 +292,7 @@ impl Daemon {
         check_metadata(&metadata)?;
         let plan = Plan::from_yaml(protocol_yaml, origin)
             .map_err(|e| StartError::Protocol(e.to_string()))?;
+        self.inner.schemas.check(&metadata).await?;
         let (reply, answer) = oneshot::channel();
         let test = Box::new(TestRequest {
             plan,

@@ -156,6 +156,8 @@ pub struct LabOptions {
     pub hub_ca_file: Option<PathBuf>,
     /// The daemon's token for that hub (`hub.token_file`).
     pub hub_token_file: Option<PathBuf>,
+    /// The lab whose metadata schemas apply (`hub.lab`).
+    pub hub_lab: Option<String>,
     /// More lines for the `[store]` section (e.g. `max_bytes = 100000`).
     pub extra_config: String,
     /// The simulated device family.
@@ -176,6 +178,7 @@ impl Default for LabOptions {
             hub_address: None,
             hub_ca_file: None,
             hub_token_file: None,
+            hub_lab: None,
             extra_config: String::new(),
             device: DemoDevice::EaPsb,
             poll_interval_ms: None,
@@ -236,6 +239,7 @@ impl SimLab {
             hub_address,
             hub_ca_file,
             hub_token_file,
+            hub_lab,
             extra_config,
             device,
             poll_interval_ms,
@@ -353,7 +357,11 @@ impl SimLab {
             } + &hub_token_file
                 .as_ref()
                 .map(|f| format!("\ntoken_file = {:?}", f.display().to_string()))
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                + &hub_lab
+                    .as_ref()
+                    .map(|lab| format!("\nlab = {lab:?}"))
+                    .unwrap_or_default(),
         );
         let config = Config::from_toml(&config_text, "built-in demo configuration")?;
         let daemon = Daemon::start(config, "built-in demo configuration", clock.clone()).await?;

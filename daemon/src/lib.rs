@@ -9,6 +9,8 @@
 //!   direct mode) and cyclers (Neware, Maccor, Arbin).
 //! - [`runner`]: the stepped channel runner (engine + power stage + safety + sample batches).
 //! - [`metadata`]: a test's primary metadata (required) and its secondary and tertiary tiers.
+//! - [`lab_schemas`]: the lab's JSON Schemas for those tiers, from the hub (a copy kept in the
+//!   outbox), checked before a test starts.
 //! - [`native`]: the native channel runner (compile, deliver, start, follow and backfill a
 //!   dedicated cycler's channels; re-attach after a restart).
 //! - [`uploader`]: the gRPC stream from the outbox to the hub (resume, pipelining, acks, backoff).
@@ -29,6 +31,7 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod devices;
+pub mod lab_schemas;
 pub mod metadata;
 pub mod native;
 pub mod outbox;

@@ -18,6 +18,10 @@ pub const PRIMARY_METADATA: [&str; 6] = [
     "nominal_capacity_ah",
 ];
 
+/// Primary metadata a test may have: `team`, the lab's team that runs it (the hub lists a
+/// lab's tests by team).
+pub const OPTIONAL_PRIMARY_METADATA: [&str; 1] = ["team"];
+
 /// Prefixes of the free-form metadata tiers: `secondary.KEY` (e.g. the cell's manufacturer,
 /// form factor, test standard) and `tertiary.KEY` (anything else). Other keys are primary.
 pub const METADATA_TIERS: [&str; 2] = ["secondary.", "tertiary."];
@@ -37,16 +41,19 @@ pub fn check_metadata(metadata: &HashMap<String, String>) -> Result<(), StartErr
         .keys()
         .map(String::as_str)
         .filter(|k| {
-            !PRIMARY_METADATA.contains(k) && !METADATA_TIERS.iter().any(|t| k.starts_with(t))
+            !PRIMARY_METADATA.contains(k)
+                && !OPTIONAL_PRIMARY_METADATA.contains(k)
+                && !METADATA_TIERS.iter().any(|t| k.starts_with(t))
         })
         .collect();
     if !unknown.is_empty() {
         unknown.sort_unstable();
         return Err(StartError::Metadata(format!(
-            "unknown primary metadata {}: primary keys are {}; put anything else under \
-             secondary.KEY or tertiary.KEY",
+            "unknown primary metadata {}: primary keys are {} (and optionally {}); put \
+             anything else under secondary.KEY or tertiary.KEY",
             unknown.join(", "),
-            PRIMARY_METADATA.join(", ")
+            PRIMARY_METADATA.join(", "),
+            OPTIONAL_PRIMARY_METADATA.join(", ")
         )));
     }
     let capacity = &metadata["nominal_capacity_ah"];

@@ -327,6 +327,7 @@ impl<C: Cycler> CyclerRunner<C> {
                 plan_json: test.plan.to_json(),
                 protocol_source: test.source,
                 start_unix_s,
+                equipment: slot.spec.equipment.clone(),
             }),
             Some(CheckpointOp::Begin(Box::new(checkpoint))),
         );

@@ -45,6 +45,8 @@ pub struct ChannelSpec {
     pub commit_interval: Duration,
     /// The thermal chamber the channel's cell sits in, if any.
     pub chamber: Option<ChamberLink>,
+    /// The instruments a test here runs on, recorded with each test at the hub.
+    pub equipment: Vec<crate::proto::ingest::Equipment>,
 }
 
 /// Why a test could not start.
@@ -304,6 +306,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                 plan_json: test.plan.to_json(),
                 protocol_source: test.source,
                 start_unix_s,
+                equipment: self.spec.equipment.clone(),
             }),
             Some(CheckpointOp::Begin(Box::new(checkpoint))),
         );

@@ -104,10 +104,12 @@ pub async fn run(
     }
 }
 
-async fn connect(
+/// The hub at `address`, over TLS checked against `ca_pem` when given, with keepalives and the
+/// large HTTP/2 windows that let a backlog drain at full speed.
+pub fn hub_endpoint(
     address: &str,
     ca_pem: Option<&[u8]>,
-) -> Result<IngestClient<Channel>, SessionError> {
+) -> Result<Endpoint, tonic::transport::Error> {
     let mut endpoint = Endpoint::from_shared(address.to_string())?;
     if let Some(ca) = ca_pem {
         endpoint = endpoint.tls_config(
@@ -115,16 +117,21 @@ async fn connect(
                 .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
         )?;
     }
-    let channel = endpoint
+    Ok(endpoint
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
+        .tcp_nodelay(true))
+}
+
+async fn connect(
+    address: &str,
+    ca_pem: Option<&[u8]>,
+) -> Result<IngestClient<Channel>, SessionError> {
+    let channel = hub_endpoint(address, ca_pem)?.connect().await?;
     Ok(IngestClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))

@@ -149,6 +149,11 @@ enum WriteOp {
     /// Starts a new epoch; answers the new identity.
     NewEpoch(oneshot::Sender<StoreIdentity>),
     Flush(oneshot::Sender<()>),
+    /// Keeps a daemon setting learnt at run time (e.g. the lab's metadata schemas).
+    SetMeta {
+        key: &'static str,
+        value: String,
+    },
 }
 
 /// Counters shared between the writer, the uploader and the status API.
@@ -444,6 +449,12 @@ impl Outbox {
         let (reply, answer) = oneshot::channel();
         self.send(WriteOp::NewEpoch(reply))?;
         answer.await.map_err(|_| OutboxError::WriterGone)
+    }
+
+    /// Stores `value` under `key` in the store's settings, committed with the next batch;
+    /// [`OutboxReader::meta`] reads it back (after a restart too).
+    pub fn set_meta(&self, key: &'static str, value: String) -> Result<(), OutboxError> {
+        self.send(WriteOp::SetMeta { key, value })
     }
 
     /// Waits until everything queued before this call is committed.

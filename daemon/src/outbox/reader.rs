@@ -148,6 +148,11 @@ impl OutboxReader {
         })
     }
 
+    /// A setting stored with [`super::Outbox::set_meta`].
+    pub fn meta(&self, key: &str) -> Result<Option<String>, OutboxError> {
+        super::schema::meta(&self.conn, key).map_err(self.err())
+    }
+
     /// Every stepped test that was running when the store was last written.
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, OutboxError> {
         let mut stmt = self

@@ -221,6 +221,7 @@ impl Writer {
                     e.parked -= moved as i64;
                     e.requeued += moved as u64;
                 }
+                WriteOp::SetMeta { key, value } => set_meta(&tx, key, value)?,
                 WriteOp::NewEpoch(_) => {
                     let current = self
                         .identity

@@ -1,0 +1,189 @@
+//! The lab's metadata schemas: the JSON Schemas a lab registers in its hub (`cyclerhub schema
+//! set`) for the secondary and tertiary metadata of its tests. A test's metadata is checked
+//! against them before the test starts, so a wrong value is fixed by the operator at the bench
+//! rather than found later by a data manager.
+//!
+//! They are asked of the hub at every start, so a schema the lab just registered applies at
+//! once, and kept in the outbox's settings, so a daemon whose hub is unreachable (or restarted
+//! while it was) still checks against the last copy it had and says how old it is. A daemon
+//! that never reached its hub starts tests unchecked; the hub then records what does not fit.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cyclerd_proto::metadata::TierSchema;
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+
+use crate::outbox::Outbox;
+use crate::proto::hub::GetMetadataSchemasRequest;
+use crate::proto::hub::query_client::QueryClient;
+use crate::runner::StartError;
+
+/// How long a start waits for the hub's answer before using the kept copy.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+/// The outbox setting holding the last copy.
+const META_KEY: &str = "metadata_schemas";
+
+/// The lab's schemas as last received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Copy {
+    /// The lab they belong to, as the hub named it.
+    lab: String,
+    /// When the hub sent them (Unix seconds), to say how old a kept copy is.
+    fetched_unix_s: f64,
+    /// `(tier, JSON Schema document)`; a tier without one accepts anything.
+    schemas: Vec<(String, String)>,
+}
+
+/// Where the schemas come from; see the module documentation.
+pub struct LabSchemas {
+    /// The hub's query service and how to ask it; `None` when the daemon cannot name its lab
+    /// (neither a token nor `hub.lab`): nothing to check against.
+    hub: Option<HubQuery>,
+    /// Keeps the last copy across restarts.
+    outbox: Outbox,
+    /// The last copy received (or kept from an earlier run).
+    last: Mutex<Option<Copy>>,
+}
+
+/// How to ask the hub for the lab's schemas.
+struct HubQuery {
+    /// Connected on first use, reconnected by tonic after a failure.
+    channel: Channel,
+    /// `hub.lab`; empty = the lab of the token.
+    lab: String,
+    /// The daemon's hub token, sent as a bearer token.
+    token: Option<String>,
+}
+
+impl LabSchemas {
+    /// `channel`: a lazily connecting channel to the hub. Loads the copy kept by an earlier
+    /// run, if any.
+    pub fn new(
+        channel: Channel,
+        lab: Option<String>,
+        token: Option<String>,
+        outbox: Outbox,
+    ) -> LabSchemas {
+        let hub = (lab.is_some() || token.is_some()).then(|| HubQuery {
+            channel,
+            lab: lab.unwrap_or_default(),
+            token,
+        });
+        let last = outbox
+            .reader()
+            .and_then(|r| r.meta(META_KEY))
+            .ok()
+            .flatten()
+            .and_then(|json| serde_json::from_str(&json).ok());
+        LabSchemas {
+            hub,
+            outbox,
+            last: Mutex::new(last),
+        }
+    }
+
+    /// Checks the tiers of `metadata` against the lab's schemas; the error lists every
+    /// problem and names the lab and, for a kept copy, its age.
+    pub async fn check(&self, metadata: &HashMap<String, String>) -> Result<(), StartError> {
+        let Some((copy, kept)) = self.current().await else {
+            return Ok(());
+        };
+        let mut problems = Vec::new();
+        for (tier, document) in &copy.schemas {
+            match TierSchema::compile(tier, document) {
+                Ok(schema) => problems.extend(schema.problems(metadata)),
+                // The hub compiled it when it was registered; a newer draft feature this build
+                // does not know must not block the lab's tests.
+                Err(e) => tracing::warn!(lab = copy.lab, "skipping a metadata schema: {e}"),
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let source = if kept {
+            format!(
+                " (the copy received {:.0} s ago: the hub did not answer)",
+                (unix_now() - copy.fetched_unix_s).max(0.0)
+            )
+        } else {
+            String::new()
+        };
+        Err(StartError::Metadata(format!(
+            "the metadata does not follow lab {:?}'s schemas{source}: {}",
+            copy.lab,
+            problems.join("; ")
+        )))
+    }
+
+    /// The schemas from the hub, or the kept copy (`true`) when it cannot answer.
+    async fn current(&self) -> Option<(Copy, bool)> {
+        let hub = self.hub.as_ref()?;
+        match tokio::time::timeout(FETCH_TIMEOUT, hub.fetch()).await {
+            Ok(Ok(copy)) => {
+                let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+                if last.as_ref().map(|l| &l.schemas) != Some(&copy.schemas) {
+                    if let Ok(json) = serde_json::to_string(&copy) {
+                        // Lost only if the store is gone, and then the next start fetches again.
+                        let _ = self.outbox.set_meta(META_KEY, json);
+                    }
+                }
+                *last = Some(copy.clone());
+                Some((copy, false))
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(status)) => format!("{}: {}", status.code(), status.message()),
+                    _ => format!("no answer within {} s", FETCH_TIMEOUT.as_secs()),
+                };
+                let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                match &last {
+                    Some(_) => tracing::warn!(
+                        "cannot fetch the lab's metadata schemas from the hub ({why}); checking \
+                         against the copy kept from earlier"
+                    ),
+                    None => tracing::warn!(
+                        "cannot fetch the lab's metadata schemas from the hub ({why}) and none \
+                         was kept: the test's metadata is not checked against them"
+                    ),
+                }
+                last.map(|copy| (copy, true))
+            }
+        }
+    }
+}
+
+impl HubQuery {
+    async fn fetch(&self) -> Result<Copy, tonic::Status> {
+        let mut request = tonic::Request::new(GetMetadataSchemasRequest {
+            lab: self.lab.clone(),
+        });
+        if let Some(token) = &self.token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| tonic::Status::invalid_argument("the hub token is not header text"))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        let answer = QueryClient::new(self.channel.clone())
+            .get_metadata_schemas(request)
+            .await?
+            .into_inner();
+        Ok(Copy {
+            lab: answer.lab,
+            fetched_unix_s: unix_now(),
+            schemas: answer
+                .schemas
+                .into_iter()
+                .map(|s| (s.tier, s.schema_json))
+                .collect(),
+        })
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
