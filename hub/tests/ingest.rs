@@ -391,6 +391,8 @@ const T3: &str = "0190a0c0-0000-7000-8000-000000000003";
 
 #[path = "ingest/auth.rs"]
 mod auth;
+#[path = "ingest/pg_tls.rs"]
+mod pg_tls;
 #[path = "ingest/query.rs"]
 mod query;
 
