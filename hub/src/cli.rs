@@ -26,7 +26,9 @@ enum Command {
     /// Serve the ingest API (plus gRPC health and reflection) until Ctrl-C.
     Serve {
         /// Hub database: a SQLite file (created if missing) or a PostgreSQL URL
-        /// (`postgres://USER@HOST/DB`; the database must exist). Migrations run on start.
+        /// (`postgres://USER@HOST/DB`; the database must exist). Migrations run on start. TLS to
+        /// PostgreSQL as with libpq: `?sslmode=verify-full&sslrootcert=CA.pem` (also `disable`,
+        /// `prefer`, the default, `require`, `verify-ca`).
         #[arg(long)]
         db: String,
         /// Address to listen on.

@@ -22,6 +22,8 @@ mod pg;
 mod sql;
 mod sqlite;
 
+pub use pg::TlsSettingsError;
+
 use crate::auth::TokenRow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +55,24 @@ pub enum StoreError {
     Connect {
         /// The URL, without its password.
         url: String,
+        /// What the PostgreSQL client said.
+        source: postgres::Error,
+    },
+    /// The PostgreSQL URL's TLS parameters (`sslmode`, `sslrootcert`) cannot work.
+    #[error("hub database {url}: unusable TLS settings")]
+    TlsSettings {
+        /// The URL, without its password.
+        url: String,
+        /// What is wrong with them.
+        source: TlsSettingsError,
+    },
+    /// The connection to PostgreSQL failed for TLS, or for the lack of it.
+    #[error("cannot connect to the hub database {url}: {problem}")]
+    ConnectTls {
+        /// The URL, without its password.
+        url: String,
+        /// What failed (certificate not trusted, no TLS on the server, ...) and what to do.
+        problem: String,
         /// What the PostgreSQL client said.
         source: postgres::Error,
     },

@@ -399,6 +399,8 @@ const T3: &str = "0190a0c0-0000-7000-8000-000000000003";
 mod auth;
 #[path = "ingest/catalog.rs"]
 mod catalog;
+#[path = "ingest/pg_tls.rs"]
+mod pg_tls;
 #[path = "ingest/query.rs"]
 mod query;
 

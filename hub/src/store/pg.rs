@@ -13,6 +13,10 @@
 //!
 //! The sync `postgres` client runs its connection on a small runtime of its own, which tokio
 //! refuses to start (or drop) on a thread that runs an async runtime; see [`off_runtime`].
+//!
+//! TLS to the server follows the URL's `sslmode` and `sslrootcert`, as with libpq; see [`tls`].
+
+mod tls;
 
 use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -20,7 +24,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use cyclerd_proto::ingest::{Entry, Event, SampleBatch, TestEnded, TestRegistered};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
-use postgres::{Client, GenericClient, NoTls, Row, Statement, Transaction};
+use postgres::{Client, GenericClient, Row, Statement, Transaction};
 
 use super::sql;
 use super::{
@@ -29,6 +33,7 @@ use super::{
     apply_entries, epoch_from_sql, u32_from_sql, u64_from_sql,
 };
 use crate::auth::TokenRow;
+pub use tls::TlsSettingsError;
 
 /// Whether `db` names a PostgreSQL database rather than a SQLite file.
 pub(super) fn is_url(db: &str) -> bool {
@@ -235,8 +240,9 @@ const FETCH_ROWS: i32 = 8192;
 
 /// The PostgreSQL side of a [`super::HubStore`].
 pub(super) struct PgStore {
-    /// Parsed from the URL once; used again whenever a connection has to be re-opened.
-    config: postgres::Config,
+    /// Parsed from the URL once, TLS included; used again whenever a connection has to be
+    /// re-opened, so a reconnect is as encrypted and verified as the first connection.
+    target: tls::Target,
     /// The URL without its password, for messages and logs.
     url: String,
     /// The only connection that writes (`None` until the next use reconnects it): the mutex
@@ -444,16 +450,13 @@ impl PgStore {
     /// URL or a too new schema stops the hub at start rather than at the first daemon.
     pub(super) fn connect(db: &str) -> Result<PgStore, StoreError> {
         let url = redact(db);
-        let mut config: postgres::Config = db.parse().map_err(|source| StoreError::Connect {
-            url: url.clone(),
-            source,
-        })?;
-        if config.get_application_name().is_none() {
+        let mut target = tls::Target::parse(db, &url)?;
+        if target.config.get_application_name().is_none() {
             // Names the hub's sessions in pg_stat_activity.
-            config.application_name("cyclerhub");
+            target.config.application_name("cyclerhub");
         }
         let store = PgStore {
-            config,
+            target,
             url,
             writer: Mutex::new(None),
             reader: Mutex::new(None),
@@ -468,12 +471,17 @@ impl PgStore {
     }
 
     fn connect_client(&self) -> Result<Client, StoreError> {
-        self.config
-            .connect(NoTls)
-            .map_err(|source| StoreError::Connect {
-                url: self.url.clone(),
-                source,
-            })
+        self.target.connect().map_err(|source| {
+            let url = self.url.clone();
+            match self.target.explain(&source) {
+                Some(problem) => StoreError::ConnectTls {
+                    url,
+                    problem,
+                    source,
+                },
+                None => StoreError::Connect { url, source },
+            }
+        })
     }
 
     fn connect_writer(&self) -> Result<Writer, StoreError> {
