@@ -207,6 +207,22 @@ mod tests {
         assert!(e.contains("secondary and tertiary"), "{e}");
     }
 
+    proptest::proptest! {
+        /// Whatever a lab registers and whatever an operator types: an answer, never a panic.
+        #[test]
+        fn any_schema_text_and_any_metadata_get_an_answer(
+            text in r#"[{}\[\]":,a-z0-9 .-]{0,80}"#,
+            value in ".{0,20}",
+        ) {
+            let metadata = meta(&[("secondary.mass_g", &value), ("secondary.x", &value)]);
+            if let Ok(schema) = TierSchema::compile("secondary", &text) {
+                let _ = schema.problems(&metadata);
+            }
+            let schema = TierSchema::compile("secondary", SECONDARY).unwrap();
+            let _ = schema.problems(&metadata);
+        }
+    }
+
     #[test]
     fn a_reference_to_another_document_is_refused_not_fetched() {
         let e = TierSchema::compile("tertiary", r#"{"$ref": "https://example.com/s.json"}"#)
