@@ -124,11 +124,11 @@ impl LabSchemas {
         match tokio::time::timeout(FETCH_TIMEOUT, hub.fetch()).await {
             Ok(Ok(copy)) => {
                 let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-                if last.as_ref().map(|l| &l.schemas) != Some(&copy.schemas) {
-                    if let Ok(json) = serde_json::to_string(&copy) {
-                        // Lost only if the store is gone, and then the next start fetches again.
-                        let _ = self.outbox.set_meta(META_KEY, json);
-                    }
+                // Kept with its time at every start (one small write), so a kept copy's age
+                // is the age of the last answer. Lost only if the store is gone, and then the
+                // next start fetches again.
+                if let Ok(json) = serde_json::to_string(&copy) {
+                    let _ = self.outbox.set_meta(META_KEY, json);
                 }
                 *last = Some(copy.clone());
                 Some((copy, false))
