@@ -22,7 +22,7 @@ mod pg;
 mod sql;
 mod sqlite;
 
-use crate::auth::TokenRow;
+use crate::auth::{Role, TokenRow};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -337,9 +337,9 @@ impl HubStore {
         }
     }
 
-    /// Issues a token for `lab` named `name` (unique); returns the token text, which the hub
-    /// does not keep (only its hash): show it once.
-    pub fn issue_token(&self, lab: &str, name: &str) -> Result<String, StoreError> {
+    /// Issues a token with `role` for `lab` named `name` (unique); returns the token text,
+    /// which the hub does not keep (only its hash): show it once.
+    pub fn issue_token(&self, lab: &str, name: &str, role: Role) -> Result<String, StoreError> {
         crate::auth::check_name("lab", lab).map_err(StoreError::Refused)?;
         crate::auth::check_name("token name", name).map_err(StoreError::Refused)?;
         let (token_id, secret, text) = crate::auth::generate();
@@ -349,6 +349,7 @@ impl HubStore {
             name: name.into(),
             created_unix_s: now_unix_s(),
             revoked_unix_s: None,
+            role,
         };
         let hash = crate::auth::secret_hash(&secret);
         let inserted = match &*self.backend {
@@ -363,7 +364,7 @@ impl HubStore {
         Ok(text)
     }
 
-    /// Revokes the token named `name`: uploads with it are refused from now on.
+    /// Revokes the token named `name`: uploads and queries with it are refused from now on.
     pub fn revoke_token(&self, name: &str) -> Result<(), StoreError> {
         let revoked = match &*self.backend {
             Backend::Sqlite(s) => s.revoke_token(name, now_unix_s())?,

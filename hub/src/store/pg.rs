@@ -154,6 +154,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tests ADD COLUMN cell_id text; -- cells.cell_id
     CREATE INDEX tests_by_cell ON tests (cell_id);
     "#,
+    // 4: what a token allows: a daemon's uploads and reads its lab, a reader's only reads.
+    r#"
+    ALTER TABLE tokens ADD COLUMN role text NOT NULL DEFAULT 'daemon'
+        CHECK (role IN ('daemon', 'reader'));
+    "#,
 ];
 
 /// Advisory lock key ("cyclerhb") held while migrating, so that hubs starting at once on one
@@ -510,6 +515,7 @@ impl PgStore {
                     &t.name,
                     &secret_hash,
                     &t.created_unix_s,
+                    &t.role.as_str(),
                 ],
             )? == 1)
         })

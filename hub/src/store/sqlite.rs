@@ -136,6 +136,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tests ADD COLUMN cell_id TEXT;   -- cells.cell_id
     CREATE INDEX tests_by_cell ON tests (cell_id);
     "#,
+    // 5: what a token allows: a daemon's uploads and reads its lab, a reader's only reads.
+    r#"
+    ALTER TABLE tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'daemon'
+        CHECK (role IN ('daemon', 'reader'));
+    "#,
 ];
 
 /// Samples inserted per multi-row `INSERT`: one statement step per 32 rows instead of per row
@@ -246,7 +251,14 @@ impl SqliteStore {
     pub(super) fn insert_token(&self, t: &TokenRow, secret_hash: &str) -> Result<bool, StoreError> {
         Ok(lock(&self.writer).execute(
             &sql::sqlite(sql::INSERT_TOKEN),
-            params![t.token_id, t.lab, t.name, secret_hash, t.created_unix_s],
+            params![
+                t.token_id,
+                t.lab,
+                t.name,
+                secret_hash,
+                t.created_unix_s,
+                t.role.as_str()
+            ],
         )? == 1)
     }
 
