@@ -1,25 +1,133 @@
-//! Daemon tokens: what `cyclerhub token issue` hands out and the hub checks on every upload.
+//! Tokens: what `cyclerhub token issue` hands out and the hub checks on every upload and, when
+//! it requires tokens, on every query.
 //!
 //! A token is `cyh_<id>_<secret>`: the 12-hex-digit id finds the token's row, the 64-hex-digit
 //! secret (256 random bits) proves it. The hub keeps only the SHA-256 of the secret, so a copy
-//! of the database lets nobody upload; a high-entropy secret needs no slow hash. Each token
-//! belongs to a lab; the first daemon that uploads with it is bound to that lab, and a daemon
-//! may then only write with tokens of its own lab (its tests are its lab's tests).
+//! of the database lets nobody in; a high-entropy secret needs no slow hash. Each token belongs
+//! to a lab and has a [`Role`]: a daemon token uploads (the first daemon that uploads with it is
+//! bound to that lab, and may then only write with tokens of its own lab: its tests are its
+//! lab's tests) and reads its lab's tests; a reader token (an analyst's, a data manager's) only
+//! reads them. [`Authenticator`] is the one check both gRPC services run.
 
 use sha2::{Digest, Sha256};
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use crate::store::{HubStore, error_chain};
+
+/// What a token allows, besides reading its lab's tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A daemon's: uploads its tests, and reads its lab's.
+    Daemon,
+    /// Read-only, for people and tools that look at the lab's data.
+    Reader,
+}
+
+impl Role {
+    /// The name stored in the database and shown by `cyclerhub token list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Daemon => "daemon",
+            Role::Reader => "reader",
+        }
+    }
+
+    /// The role a stored name means. The schema allows only the two names; anything else
+    /// gets the lesser role, so a damaged row never grants uploads.
+    pub fn from_stored(name: &str) -> Role {
+        if name == "daemon" {
+            Role::Daemon
+        } else {
+            Role::Reader
+        }
+    }
+}
 
 /// One issued token as the hub keeps it (never the secret).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenRow {
     /// Public part of the token, to find it and to name it in logs.
     pub token_id: String,
-    /// The lab whose daemons may upload with it.
+    /// The lab whose tests it may read, and whose daemons may upload with it (daemon role).
     pub lab: String,
-    /// Unique name given at issue (usually the daemon's), to revoke it by.
+    /// Unique name given at issue (the daemon's, or the person's), to revoke it by.
     pub name: String,
-    /// When it was issued and revoked (Unix seconds).
+    /// When it was issued (Unix seconds).
     pub created_unix_s: f64,
+    /// When it was revoked (Unix seconds); `None` while valid.
     pub revoked_unix_s: Option<f64>,
+    /// What it allows besides reading.
+    pub role: Role,
+}
+
+/// Who sent a request, as a valid token says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Caller {
+    /// The token's lab: the only lab whose tests the caller may read (or write).
+    pub lab: String,
+    /// The token's name, to say which token a refusal is about.
+    pub name: String,
+    /// Whether the caller may upload.
+    pub role: Role,
+}
+
+/// The bearer-token check that the ingest and the query service share.
+#[derive(Clone)]
+pub struct Authenticator {
+    /// Where the tokens are.
+    store: HubStore,
+    /// Every request needs a valid token; off for a hub only its own lab PC talks to.
+    required: bool,
+}
+
+impl Authenticator {
+    /// Checks tokens in `store`; with `required` false every request is let through.
+    pub fn new(store: HubStore, required: bool) -> Authenticator {
+        Authenticator { store, required }
+    }
+
+    /// The caller a request's `authorization: Bearer <token>` names: `None` when the hub does
+    /// not require tokens (anyone may do anything), `UNAUTHENTICATED`, saying what to do, when
+    /// it does and the token is missing, unknown, wrong or revoked.
+    pub async fn caller(&self, metadata: &MetadataMap) -> Result<Option<Caller>, Status> {
+        if !self.required {
+            return Ok(None);
+        }
+        let presented = metadata
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "this hub requires a token: issue one with `cyclerhub token issue --lab LAB \
+                     --name NAME` (add --reader for read-only access) and give a daemon its file \
+                     as hub.token_file, or `cyclerhub tests|samples` as --token-file",
+                )
+            })?;
+        let store = self.store.clone();
+        let token = tokio::task::spawn_blocking(move || store.authenticate(&presented))
+            .await
+            .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
+            .map_err(|e| Status::internal(format!("hub storage failed: {}", error_chain(&e))))?
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "the token is not valid for this hub (mistyped, or issued by another hub)",
+                )
+            })?;
+        if token.revoked_unix_s.is_some() {
+            return Err(Status::unauthenticated(format!(
+                "the token {:?} (lab {:?}) was revoked; issue a new one",
+                token.name, token.lab
+            )));
+        }
+        Ok(Some(Caller {
+            lab: token.lab,
+            name: token.name,
+            role: token.role,
+        }))
+    }
 }
 
 /// A token split into its parts; `None` when the text is not a token at all.
@@ -86,6 +194,15 @@ mod tests {
         let (_, other, _) = generate();
         assert!(!secret_matches(&other, &hash));
         assert_ne!(generate().2, text, "tokens are random");
+    }
+
+    #[test]
+    fn a_stored_role_name_other_than_daemon_never_grants_uploads() {
+        for role in [Role::Daemon, Role::Reader] {
+            assert_eq!(Role::from_stored(role.as_str()), role);
+        }
+        assert_eq!(Role::from_stored("Daemon"), Role::Reader);
+        assert_eq!(Role::from_stored(""), Role::Reader);
     }
 
     #[test]

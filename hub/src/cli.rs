@@ -1,17 +1,21 @@
-//! The `cyclerhub` command line: serve the lab hub, list its tests, export a test. A library
-//! module so that tests can run the real binary's code as a child process (and kill it).
+//! The `cyclerhub` command line: serve the lab hub, issue its tokens, list its tests and read
+//! their samples (from the database, or from a running hub with `--hub`), export a test. A
+//! library module so that tests can run the real binary's code as a child process (and kill it).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::auth::Role;
 use crate::export::{ExportError, Format, Pseudonymiser};
-use crate::query::{Columns, TestFilter};
+use crate::query::{Columns, CsvWriter, TestFilter};
+use crate::remote::Remote;
 use crate::store::{HubStore, StoreError};
 use crate::utc::Utc;
 use anyhow::{Context as _, Result, anyhow, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use cyclerd_proto::hub::TestSummary;
 
 /// The cyclerd lab hub: receives daemons' upload streams, stores tests, exports them.
 #[derive(Parser)]
@@ -40,11 +44,12 @@ enum Command {
         /// TLS private key (PEM) of --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
-        /// Refuse uploads without a valid daemon token (see `cyclerhub token`).
+        /// Refuse uploads and queries without a valid token (see `cyclerhub token`), and answer
+        /// each token's queries about its own lab only.
         #[arg(long)]
         require_tokens: bool,
     },
-    /// Issue, list and revoke daemon tokens.
+    /// Issue, list and revoke tokens (daemons', and read-only ones for people).
     Token {
         #[command(subcommand)]
         action: TokenAction,
@@ -62,9 +67,8 @@ enum Command {
     },
     /// List the tests in the hub, one per line.
     Tests {
-        /// Hub database: a SQLite file or a `postgres://` URL.
-        #[arg(long)]
-        db: String,
+        #[command(flatten)]
+        source: ReadFrom,
         /// Only tests of this cell (`cell_id`).
         #[arg(long, default_value = "")]
         cell: String,
@@ -98,9 +102,8 @@ enum Command {
     },
     /// Print a test's samples as CSV (seq and the chosen columns).
     Samples {
-        /// Hub database: a SQLite file or a `postgres://` URL.
-        #[arg(long)]
-        db: String,
+        #[command(flatten)]
+        source: ReadFrom,
         /// The test (see `cyclerhub tests`).
         test_id: String,
         /// Columns, comma-separated (default: all): test_time_s, unix_time_s, voltage_v,
@@ -139,6 +142,55 @@ enum Command {
         #[arg(long, env = "CYCLERHUB_SALT_FILE", value_name = "FILE")]
         salt: Option<PathBuf>,
     },
+}
+
+/// Where `tests` and `samples` read: the hub database itself, or a running hub.
+#[derive(Args)]
+struct ReadFrom {
+    #[command(flatten)]
+    origin: Origin,
+    /// With an https:// --hub: the lab CA (PEM) that signed the hub's certificate.
+    #[arg(long, conflicts_with = "db", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// With --hub: a file holding a token of your lab (`cyclerhub token issue --reader`), for a
+    /// hub that requires tokens.
+    #[arg(long, conflicts_with = "db", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+/// Exactly one of the database and a hub's address.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct Origin {
+    /// Hub database: a SQLite file or a `postgres://` URL.
+    #[arg(long)]
+    db: Option<String>,
+    /// A running hub to ask instead: http://HOST:PORT, or https://HOST:PORT with --ca-file.
+    #[arg(long, value_name = "URL")]
+    hub: Option<String>,
+}
+
+/// What `tests` and `samples` read from.
+enum Reader {
+    /// The database, opened directly.
+    Db(HubStore),
+    /// A hub's query service (boxed: it holds a runtime, the store is one pointer).
+    Hub(Box<Remote>),
+}
+
+impl ReadFrom {
+    fn open(&self) -> Result<Reader> {
+        match (&self.origin.db, &self.origin.hub) {
+            (Some(db), _) => Ok(Reader::Db(open(db, true)?)),
+            (None, Some(url)) => Ok(Reader::Hub(Box::new(Remote::connect(
+                url,
+                self.ca_file.as_deref(),
+                self.token_file.as_deref(),
+            )?))),
+            // clap's group requires one of the two.
+            (None, None) => bail!("give --db FILE or --hub URL"),
+        }
+    }
 }
 
 /// Parses the process arguments and runs the command.
@@ -200,7 +252,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Tests {
-            db,
+            source,
             cell,
             chemistry,
             state,
@@ -210,7 +262,7 @@ fn run(cli: Cli) -> Result<()> {
             since,
             until,
         } => list_tests(
-            db,
+            &source,
             TestFilter {
                 lab,
                 team,
@@ -223,20 +275,12 @@ fn run(cli: Cli) -> Result<()> {
             },
         ),
         Command::Samples {
-            db,
+            source,
             test_id,
             columns,
             from,
             to,
-        } => {
-            let store = open(&db, true)?;
-            let cols = Columns::parse(&columns).map_err(anyhow::Error::msg)?;
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            crate::query::write_csv(&store, &test_id, &cols, (from, to), &mut out)?;
-            out.flush()?;
-            Ok(())
-        }
+        } => samples(&source, &test_id, &columns, (from, to)),
         Command::Export {
             db,
             test_id,
@@ -264,14 +308,18 @@ enum TokenAction {
         /// Hub database: a SQLite file or a `postgres://` URL.
         #[arg(long)]
         db: String,
-        /// The lab whose tests the daemon may write.
+        /// The lab whose tests the token may read, and its daemon write.
         #[arg(long)]
         lab: String,
-        /// A unique name for the token (e.g. the daemon's), to revoke it by.
+        /// A unique name for the token (the daemon's, or the person's), to revoke it by.
         #[arg(long)]
         name: String,
+        /// A read-only token, for `cyclerhub tests|samples --hub`: it reads the lab's tests
+        /// but cannot upload.
+        #[arg(long)]
+        reader: bool,
     },
-    /// Revoke the token named NAME: its daemon's uploads are refused from now on.
+    /// Revoke the token named NAME: its uploads and queries are refused from now on.
     Revoke {
         /// Hub database: a SQLite file or a `postgres://` URL.
         #[arg(long)]
@@ -288,12 +336,28 @@ enum TokenAction {
 
 fn token(action: TokenAction) -> Result<()> {
     match action {
-        TokenAction::Issue { db, lab, name } => {
-            let token = open(&db, false)?.issue_token(&lab, &name)?;
+        TokenAction::Issue {
+            db,
+            lab,
+            name,
+            reader,
+        } => {
+            let role = if reader { Role::Reader } else { Role::Daemon };
+            let token = open(&db, false)?.issue_token(&lab, &name, role)?;
             println!("{token}");
+            let usage = match role {
+                Role::Daemon => {
+                    "put it in the daemon's hub.token_file (readable only by the \
+                                 daemon's user)"
+                }
+                Role::Reader => {
+                    "keep it in a file only you can read and pass it to \
+                                 `cyclerhub tests|samples --hub URL --token-file FILE`"
+                }
+            };
             eprintln!(
-                "token {name:?} for lab {lab:?}: shown once; put it in the daemon's hub.token_file \
-                 (readable only by the daemon's user)"
+                "{} token {name:?} for lab {lab:?}: shown once; {usage}",
+                role.as_str()
             );
         }
         TokenAction::Revoke { db, name } => {
@@ -304,8 +368,8 @@ fn token(action: TokenAction) -> Result<()> {
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
-                "{:<24}  {:<16}  {:<12}  {:<20}  STATE",
-                "NAME", "LAB", "ID", "ISSUED (UTC)"
+                "{:<24}  {:<16}  {:<6}  {:<12}  {:<20}  STATE",
+                "NAME", "LAB", "ROLE", "ID", "ISSUED (UTC)"
             )?;
             for t in open(&db, true)?.tokens()? {
                 let state = t
@@ -313,9 +377,10 @@ fn token(action: TokenAction) -> Result<()> {
                     .map_or("valid".to_string(), |r| format!("revoked {}", utc(r)));
                 writeln!(
                     out,
-                    "{:<24}  {:<16}  {:<12}  {:<20}  {state}",
+                    "{:<24}  {:<16}  {:<6}  {:<12}  {:<20}  {state}",
                     t.name,
                     t.lab,
+                    t.role.as_str(),
                     t.token_id,
                     utc(t.created_unix_s)
                 )?;
@@ -513,33 +578,85 @@ pub async fn shutdown_signal() {
     }
 }
 
-fn list_tests(db: String, filter: TestFilter) -> Result<()> {
-    let store = open(&db, true)?;
-    let tests = filter.select(&store)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+fn list_tests(from: &ReadFrom, filter: TestFilter) -> Result<()> {
+    // Checked here too, so that --db and --hub refuse the same filters with the same words.
+    filter.check().map_err(anyhow::Error::msg)?;
+    let (tests, place) = match from.open()? {
+        Reader::Db(store) => {
+            let tests = filter.select(&store)?;
+            let tests = tests
+                .iter()
+                .map(|(t, lab)| crate::query::summary(t, lab))
+                .collect();
+            (tests, store.path().display().to_string())
+        }
+        Reader::Hub(mut hub) => (hub.list_tests(&filter)?, format!("hub {}", hub.url())),
+    };
     if tests.is_empty() {
-        eprintln!("no matching tests in {}", store.path().display());
+        eprintln!("no matching tests in {place}");
         return Ok(());
     }
+    print_tests(&mut std::io::stdout().lock(), &tests)
+}
+
+/// The test table `cyclerhub tests` prints, whatever it read the tests from.
+fn print_tests(out: &mut impl std::io::Write, tests: &[TestSummary]) -> Result<()> {
     writeln!(
         out,
         "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  START (UTC)",
         "TEST ID", "LAB", "CHANNEL", "PROTOCOL", "STATE", "SAMPLES"
     )?;
-    for (t, lab) in tests {
+    for t in tests {
         writeln!(
             out,
             "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  {}",
             t.test_id,
-            if lab.is_empty() { "-" } else { &lab },
+            if t.lab.is_empty() { "-" } else { &t.lab },
             t.channel_id,
             t.protocol_name,
-            t.state(),
+            t.state,
             t.sample_count,
             utc(t.start_unix_s)
         )?;
     }
+    Ok(())
+}
+
+/// `cyclerhub samples`: the test's samples in the window as CSV on standard output.
+fn samples(from: &ReadFrom, test_id: &str, columns: &[String], window: (f64, f64)) -> Result<()> {
+    let cols = Columns::parse(columns).map_err(anyhow::Error::msg)?;
+    crate::query::check_window(window.0, window.1).map_err(anyhow::Error::msg)?;
+    let reader = from.open()?;
+    if let Reader::Db(store) = &reader
+        && store.test(test_id)?.is_none()
+    {
+        bail!(
+            "{}; `cyclerhub tests --db {}` lists the test ids",
+            StoreError::NoSuchTest(test_id.to_owned()),
+            store.path().display()
+        );
+    }
+    let stdout = std::io::stdout();
+    let mut csv = CsvWriter::new(&cols, std::io::BufWriter::new(stdout.lock()));
+    match reader {
+        Reader::Db(store) => {
+            let mut failed = None;
+            crate::query::read_batches(&store, test_id, &cols, 0, window, |b| {
+                match csv.batch(&b) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+        }
+        Reader::Hub(mut hub) => hub.read_samples(test_id, &cols, window, |b| csv.batch(b))?,
+    }
+    csv.finish()?;
     Ok(())
 }
 
@@ -625,4 +742,42 @@ fn pseudonymiser(salt: Option<PathBuf>) -> Result<Pseudonymiser> {
 /// `YYYY-MM-DD HH:MM:SS` in UTC, from Unix seconds; `?` when not finite.
 fn utc(unix_s: f64) -> String {
     Utc::from_unix_s(unix_s).map_or_else(|| "?".into(), |t| t.seconds())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn tests_and_samples_read_from_exactly_one_of_a_database_and_a_hub() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["cyclerhub"], args].concat());
+        for ok in [
+            &["tests", "--db", "hub.sqlite"][..],
+            &["tests", "--hub", "https://hub:50051", "--ca-file", "ca.pem"],
+            &[
+                "samples",
+                "--hub",
+                "http://hub:50051",
+                "--token-file",
+                "t",
+                "ID",
+            ],
+        ] {
+            assert!(parse(ok).is_ok(), "{ok:?}");
+        }
+        for refused in [
+            &["tests"][..],
+            &["tests", "--db", "hub.sqlite", "--hub", "http://hub:50051"],
+            &["tests", "--db", "hub.sqlite", "--ca-file", "ca.pem"],
+            &["samples", "--db", "hub.sqlite", "--token-file", "t", "ID"],
+        ] {
+            assert!(parse(refused).is_err(), "{refused:?}");
+        }
+    }
 }

@@ -18,18 +18,21 @@
 //!   what is ready and handing it to the store's single writer off the async executor), plus gRPC
 //!   health and reflection.
 //! - [`query`]: `cyclerd.hub.v1.Query`: list and get tests, read samples (columns, time range),
-//!   tail a running test (woken by each commit, not by polling).
+//!   tail a running test (woken by each commit, not by polling); with tokens, a lab's only.
 //! - [`export`]: a test as Battery Data Format CSV or Parquet, or as Battery Archive CSV, each
 //!   with a metadata JSON beside it, optionally anonymised ([`export::export_files`]).
-//! - [`auth`]: daemon tokens (`cyh_<id>_<secret>`, stored as a hash) and their labs.
-//! - [`cli`]: the `cyclerhub` command line (`serve`, `tests`, `export`), the only place that
-//!   turns errors into `anyhow` messages for people; `src/main.rs` just calls it.
+//! - [`auth`]: tokens (`cyh_<id>_<secret>`, stored as a hash), their labs and roles (daemon or
+//!   reader), and the one check of a request's token that ingest and queries share.
+//! - [`cli`]: the `cyclerhub` command line (`serve`, `token`, `tests`, `samples`, `export`),
+//!   the only place that turns errors into `anyhow` messages for people; `src/main.rs` just
+//!   calls it. `remote`: its `--hub URL` reads, over the query service.
 //! - `testing` (feature `testing`): a throwaway PostgreSQL cluster for tests and benches.
 
 pub mod auth;
 pub mod cli;
 pub mod export;
 pub mod query;
+mod remote;
 pub mod server;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -3,6 +3,11 @@
 //!
 //! Reads go through [`HubStore`]'s reader on blocking threads, never the ingest writer. `Tail`
 //! sleeps on the server's "something was applied" signal rather than polling the database.
+//!
+//! When the hub requires tokens, every call needs one (`UNAUTHENTICATED` otherwise) and sees
+//! only the token's lab: `ListTests` lists that lab's tests, and a test of another lab is
+//! `PERMISSION_DENIED`, exactly like an id the hub does not have (AIP-211: permission is checked
+//! before existence, so one lab cannot probe for another's test ids).
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -17,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{Authenticator, Caller};
 use crate::store::{HubStore, SampleRow, StoreError, TestRow};
 
 /// Samples per streamed batch.
@@ -41,15 +47,21 @@ pub const COLUMNS: [&str; 12] = [
 /// A test filter, as `ListTests` and `cyclerhub tests` take it; empty fields match anything.
 #[derive(Debug, Clone, Default)]
 pub struct TestFilter {
+    /// The lab whose daemons ran the tests.
     pub lab: String,
+    /// The team its metadata names (`team`).
     pub team: String,
+    /// The daemon that ran them.
     pub daemon_id: String,
+    /// Primary metadata `cell_id`.
     pub cell_id: String,
+    /// Primary metadata `chemistry`.
     pub chemistry: String,
     /// "running", "finished", "stopped" or "faulted".
     pub state: String,
-    /// Start time window, Unix seconds (0 = open).
+    /// Start of the start-time window, Unix seconds (0 = open).
     pub started_after_unix_s: f64,
+    /// End of the start-time window, Unix seconds (0 = open).
     pub started_before_unix_s: f64,
 }
 
@@ -69,6 +81,26 @@ impl From<ListTestsRequest> for TestFilter {
 }
 
 impl TestFilter {
+    /// Refuses a start-time window that cannot mean anything: negative, not a number, or ending
+    /// before it begins.
+    pub fn check(&self) -> Result<(), String> {
+        let (after, before) = (self.started_after_unix_s, self.started_before_unix_s);
+        for (name, v) in [("started after", after), ("started before", before)] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!(
+                    "{name} {v} is not a time: give Unix seconds >= 0 (0 = open)"
+                ));
+            }
+        }
+        if after > 0.0 && before > 0.0 && before <= after {
+            return Err(format!(
+                "the start-time window ends ({before}) before it begins ({after}); swap them"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `t` passes every filter but the lab (which needs the daemons' labs).
     pub fn matches(&self, t: &TestRow) -> bool {
         let meta = |k: &str| t.metadata.get(k).map_or("", String::as_str);
         (self.daemon_id.is_empty() || t.daemon_id == self.daemon_id)
@@ -97,6 +129,25 @@ impl TestFilter {
     }
 }
 
+/// Refuses a test-time window (`from`, `to`; `to` 0 = to the end) that cannot mean anything:
+/// negative, not a number, or ending before it begins.
+pub fn check_window(from: f64, to: f64) -> Result<(), String> {
+    for (name, v) in [("from", from), ("to", to)] {
+        if !v.is_finite() || v < 0.0 {
+            return Err(format!(
+                "test time {name} {v} is not a time: give seconds >= 0 (a `to` of 0 = the end)"
+            ));
+        }
+    }
+    if to > 0.0 && to < from {
+        return Err(format!(
+            "the test-time window ends ({to} s) before it begins ({from} s); swap them"
+        ));
+    }
+    Ok(())
+}
+
+/// A test as `ListTests` answers it, `lab` being its daemon's.
 pub fn summary(t: &TestRow, lab: &str) -> TestSummary {
     let meta = |k: &str| t.metadata.get(k).cloned().unwrap_or_default();
     TestSummary {
@@ -145,6 +196,11 @@ impl Columns {
 
     fn has(&self, c: &str) -> bool {
         self.0.contains(c)
+    }
+
+    /// The selected column names, in [`COLUMNS`] order.
+    pub fn names(&self) -> Vec<&'static str> {
+        COLUMNS.iter().copied().filter(|c| self.has(c)).collect()
     }
 }
 
@@ -197,53 +253,109 @@ fn push(b: &mut SampleBatch, cols: &Columns, s: &SampleRow) {
     }
 }
 
-/// Writes the samples of `test_id` inside the test-time window as CSV with the selected
-/// columns (and `seq` first), for `cyclerhub samples`; returns how many rows.
-pub fn write_csv(
-    store: &HubStore,
-    test_id: &str,
-    cols: &Columns,
-    window: (f64, f64),
-    out: &mut dyn std::io::Write,
-) -> Result<u64, crate::export::ExportError> {
-    let names: Vec<&str> = COLUMNS.iter().copied().filter(|c| cols.has(c)).collect();
-    writeln!(out, "seq,{}", names.join(","))?;
-    let mut rows = 0;
-    store.for_each_sample(test_id, |s| -> Result<(), crate::export::ExportError> {
-        let (from, to) = window;
-        if s.test_time_s < from || (to > 0.0 && s.test_time_s > to) {
-            return Ok(());
+/// Samples as CSV: `seq`, then the selected columns in [`COLUMNS`] order; a missing
+/// temperature (NaN) is an empty field. `cyclerhub samples` prints through it whether it reads
+/// the database or asks a hub, so both print the same.
+pub struct CsvWriter<W> {
+    /// The selected columns, in output order.
+    names: Vec<&'static str>,
+    /// Where the rows go.
+    out: W,
+    /// Whether the header line is out: it waits for the first batch, so that a read refused
+    /// before any sample prints nothing.
+    started: bool,
+}
+
+impl<W: std::io::Write> CsvWriter<W> {
+    /// A writer of the columns `cols` to `out`.
+    pub fn new(cols: &Columns, out: W) -> CsvWriter<W> {
+        CsvWriter {
+            names: cols.names(),
+            out,
+            started: false,
         }
-        write!(out, "{}", s.seq)?;
-        for c in &names {
-            let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
-            let v = match *c {
-                "test_time_s" => s.test_time_s.to_string(),
-                "unix_time_s" => s.unix_time_s.to_string(),
-                "voltage_v" => s.voltage_v.to_string(),
-                "current_a" => s.current_a.to_string(),
-                "cycle" => s.cycle.to_string(),
-                "step" => s.step.to_string(),
-                "charge_capacity_ah" => s.charge_capacity_ah.to_string(),
-                "discharge_capacity_ah" => s.discharge_capacity_ah.to_string(),
-                "charge_energy_wh" => s.charge_energy_wh.to_string(),
-                "discharge_energy_wh" => s.discharge_energy_wh.to_string(),
-                "temperature_c" => opt(s.temperature_c),
-                _ => opt(s.ambient_temperature_c),
-            };
-            write!(out, ",{v}")?;
+    }
+
+    fn start(&mut self) -> std::io::Result<()> {
+        if !self.started {
+            writeln!(self.out, "seq,{}", self.names.join(","))?;
+            self.started = true;
         }
-        writeln!(out)?;
-        rows += 1;
         Ok(())
-    })?;
-    Ok(rows)
+    }
+
+    /// Writes one line per sample of `b` (as many as its first selected column has).
+    pub fn batch(&mut self, b: &SampleBatch) -> std::io::Result<()> {
+        self.start()?;
+        let n = self.names.first().map_or(0, |c| column(b, c).len());
+        for i in 0..n {
+            write!(self.out, "{}", b.first_seq.saturating_add(i as u64))?;
+            for c in &self.names {
+                write!(self.out, ",{}", column(b, c).text(i))?;
+            }
+            writeln!(self.out)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the output: the header if no batch came, then a flush.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        self.start()?;
+        self.out.flush()
+    }
+}
+
+/// One column of a [`SampleBatch`].
+enum Column<'a> {
+    /// A measured or accumulated value (NaN where a temperature is missing).
+    Real(&'a [f64]),
+    /// A protocol counter (cycle, step).
+    Count(&'a [u32]),
+}
+
+impl Column<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Column::Real(v) => v.len(),
+            Column::Count(v) => v.len(),
+        }
+    }
+
+    /// Value `i` as CSV text: empty where missing (NaN, or a short column from a broken peer).
+    fn text(&self, i: usize) -> String {
+        match self {
+            Column::Real(v) => v
+                .get(i)
+                .filter(|x| !x.is_nan())
+                .map_or_else(String::new, f64::to_string),
+            Column::Count(v) => v.get(i).map_or_else(String::new, u32::to_string),
+        }
+    }
+}
+
+/// The column of `b` named `name` (one of [`COLUMNS`]).
+fn column<'a>(b: &'a SampleBatch, name: &str) -> Column<'a> {
+    match name {
+        "test_time_s" => Column::Real(&b.test_time_s),
+        "unix_time_s" => Column::Real(&b.unix_time_s),
+        "voltage_v" => Column::Real(&b.voltage_v),
+        "current_a" => Column::Real(&b.current_a),
+        "cycle" => Column::Count(&b.cycle),
+        "step" => Column::Count(&b.step),
+        "charge_capacity_ah" => Column::Real(&b.charge_capacity_ah),
+        "discharge_capacity_ah" => Column::Real(&b.discharge_capacity_ah),
+        "charge_energy_wh" => Column::Real(&b.charge_energy_wh),
+        "discharge_energy_wh" => Column::Real(&b.discharge_energy_wh),
+        "temperature_c" => Column::Real(&b.temperature_c),
+        _ => Column::Real(&b.ambient_temperature_c),
+    }
 }
 
 /// Reads the samples of `test_id` with `seq >= from_seq` inside the test-time window, in
 /// batches of at most [`BATCH`] (a batch also ends where the window leaves a gap), handing each
-/// to `send`; returns the next seq to read. Blocking: call from a blocking thread.
-fn read_batches(
+/// to `send` (which returns `false` to stop); returns the next seq to read. Blocking: call from
+/// a blocking thread.
+pub fn read_batches(
     store: &HubStore,
     test_id: &str,
     cols: &Columns,
@@ -312,8 +424,56 @@ type BatchStream = Pin<Box<dyn futures::Stream<Item = Result<SampleBatch, Status
 /// The service; `applied` changes whenever the ingest side committed something.
 #[derive(Clone)]
 pub struct QueryService {
+    /// Where the tests are (read through its reader connection).
     pub store: HubStore,
+    /// Bumped after every ingest commit: wakes the tails.
     pub applied: watch::Receiver<u64>,
+    /// Checks each call's token and says whose lab it may read, when the hub requires tokens.
+    pub auth: Authenticator,
+}
+
+/// The test `test_id` and its lab, if `caller` may read it. With a caller, another lab's test
+/// and an unknown id get the same `PERMISSION_DENIED`; without (no tokens required), an unknown
+/// id is `NOT_FOUND`. Blocking.
+fn readable_test(
+    store: &HubStore,
+    test_id: &str,
+    caller: Option<&Caller>,
+) -> Result<(TestRow, String), Status> {
+    let test = store.test(test_id).map_err(status)?;
+    let lab = match &test {
+        Some(t) => store
+            .daemon_labs()
+            .map_err(status)?
+            .remove(&t.daemon_id)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    match (test, caller) {
+        (Some(t), Some(c)) if lab == c.lab => Ok((t, lab)),
+        (_, Some(c)) => Err(Status::permission_denied(format!(
+            "test {test_id:?} is not a test of lab {:?}, the only lab token {:?} may read",
+            c.lab, c.name
+        ))),
+        (Some(t), None) => Ok((t, lab)),
+        (None, None) => Err(status(StoreError::NoSuchTest(test_id.into()))),
+    }
+}
+
+impl QueryService {
+    /// Authenticates the call and checks that its caller may read `test_id`; the test and its
+    /// lab.
+    async fn readable(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        test_id: &str,
+    ) -> Result<(TestRow, String), Status> {
+        let caller = self.auth.caller(metadata).await?;
+        let (store, id) = (self.store.clone(), test_id.to_owned());
+        tokio::task::spawn_blocking(move || readable_test(&store, &id, caller.as_ref()))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+    }
 }
 
 #[tonic::async_trait]
@@ -322,7 +482,18 @@ impl Query for QueryService {
         &self,
         request: Request<ListTestsRequest>,
     ) -> Result<Response<ListTestsResponse>, Status> {
-        let filter = TestFilter::from(request.into_inner());
+        let caller = self.auth.caller(request.metadata()).await?;
+        let mut filter = TestFilter::from(request.into_inner());
+        if let Some(c) = caller {
+            if !filter.lab.is_empty() && filter.lab != c.lab {
+                return Err(Status::permission_denied(format!(
+                    "token {:?} may list only the tests of lab {:?}, not of lab {:?}",
+                    c.name, c.lab, filter.lab
+                )));
+            }
+            filter.lab = c.lab;
+        }
+        filter.check().map_err(Status::invalid_argument)?;
         let store = self.store.clone();
         let tests = tokio::task::spawn_blocking(move || filter.select(&store))
             .await
@@ -337,42 +508,38 @@ impl Query for QueryService {
         &self,
         request: Request<GetTestRequest>,
     ) -> Result<Response<TestDetail>, Status> {
-        let test_id = request.into_inner().test_id;
+        let (t, lab) = self
+            .readable(request.metadata(), &request.get_ref().test_id)
+            .await?;
         let store = self.store.clone();
-        let detail = tokio::task::spawn_blocking(move || -> Result<TestDetail, StoreError> {
-            let t = store
-                .test(&test_id)?
-                .ok_or_else(|| StoreError::NoSuchTest(test_id.clone()))?;
-            let events = store.events(&test_id)?;
-            let equipment = store.test_equipment(&test_id)?;
-            let lab = store
-                .daemon_labs()?
-                .remove(&t.daemon_id)
-                .unwrap_or_default();
-            Ok(TestDetail {
-                summary: Some(summary(&t, &lab)),
-                metadata: t.metadata.clone().into_iter().collect(),
-                reason: t.reason.clone().unwrap_or_default(),
-                expected_samples: t.expected_samples.unwrap_or(0),
-                events: events
-                    .into_iter()
-                    .map(|e| TestEvent {
-                        unix_time_s: e.unix_time_s,
-                        test_time_s: e.test_time_s,
-                        kind: e.kind,
-                        message: e.message,
-                        step: e.step,
-                        cycle: e.cycle,
-                    })
-                    .collect(),
-                metadata_problems: t.metadata_problems.clone(),
-                equipment,
-            })
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(status)?;
-        Ok(Response::new(detail))
+        let read = tokio::task::spawn_blocking(move || {
+            let events = store.events(&t.test_id)?;
+            let equipment = store.test_equipment(&t.test_id)?;
+            Ok::<_, StoreError>((t, events, equipment))
+        });
+        let (t, events, equipment) = read
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        Ok(Response::new(TestDetail {
+            summary: Some(summary(&t, &lab)),
+            metadata: t.metadata.clone().into_iter().collect(),
+            reason: t.reason.clone().unwrap_or_default(),
+            expected_samples: t.expected_samples.unwrap_or(0),
+            events: events
+                .into_iter()
+                .map(|e| TestEvent {
+                    unix_time_s: e.unix_time_s,
+                    test_time_s: e.test_time_s,
+                    kind: e.kind,
+                    message: e.message,
+                    step: e.step,
+                    cycle: e.cycle,
+                })
+                .collect(),
+            metadata_problems: t.metadata_problems.clone(),
+            equipment,
+        }))
     }
 
     type ReadSamplesStream = BatchStream;
@@ -381,22 +548,15 @@ impl Query for QueryService {
         &self,
         request: Request<ReadSamplesRequest>,
     ) -> Result<Response<Self::ReadSamplesStream>, Status> {
+        self.readable(request.metadata(), &request.get_ref().test_id)
+            .await?;
         let r = request.into_inner();
         let cols = Columns::parse(&r.columns).map_err(Status::invalid_argument)?;
+        let window = (r.from_test_time_s, r.to_test_time_s);
+        check_window(window.0, window.1).map_err(Status::invalid_argument)?;
         let store = self.store.clone();
-        let known = store.clone();
-        let id = r.test_id.clone();
-        if tokio::task::spawn_blocking(move || known.test(&id))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(status)?
-            .is_none()
-        {
-            return Err(Status::not_found(format!("no test {}", r.test_id)));
-        }
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
-            let window = (r.from_test_time_s, r.to_test_time_s);
             let result = read_batches(&store, &r.test_id, &cols, 0, window, |b| {
                 tx.blocking_send(Ok(b)).is_ok()
             });
@@ -413,6 +573,8 @@ impl Query for QueryService {
         &self,
         request: Request<TailRequest>,
     ) -> Result<Response<Self::TailStream>, Status> {
+        self.readable(request.metadata(), &request.get_ref().test_id)
+            .await?;
         let r = request.into_inner();
         let store = self.store.clone();
         let mut applied = self.applied.clone();
@@ -465,12 +627,23 @@ impl Query for QueryService {
         &self,
         request: Request<GetMetadataSchemasRequest>,
     ) -> Result<Response<MetadataSchemas>, Status> {
-        let lab = request.into_inner().lab;
-        if lab.is_empty() {
-            return Err(Status::invalid_argument(
-                "name the lab whose metadata schemas you want (a hub without tokens does not \
-                 know the caller's lab)",
-            ));
+        let caller = self.auth.caller(request.metadata()).await?;
+        let mut lab = request.into_inner().lab;
+        match caller {
+            Some(c) if !lab.is_empty() && lab != c.lab => {
+                return Err(Status::permission_denied(format!(
+                    "token {:?} may read only the metadata schemas of lab {:?}, not of lab {lab:?}",
+                    c.name, c.lab
+                )));
+            }
+            Some(c) => lab = c.lab,
+            None if lab.is_empty() => {
+                return Err(Status::invalid_argument(
+                    "name the lab whose metadata schemas you want (a hub without tokens does \
+                     not know the caller's lab; set the daemon's hub.lab)",
+                ));
+            }
+            None => {}
         }
         let store = self.store.clone();
         let name = lab.clone();

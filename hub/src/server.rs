@@ -1,4 +1,6 @@
-//! The hub's gRPC server: `cyclerd.ingest.v1.Ingest`, gRPC health and reflection.
+//! The hub's gRPC server: `cyclerd.ingest.v1.Ingest`, `cyclerd.hub.v1.Query`, gRPC health and
+//! reflection. With [`ServeOptions::require_tokens`] both services check the caller's token
+//! through one [`Authenticator`].
 //!
 //! Each Upload stream gets its own task. The task waits for at least one entry, then takes
 //! whatever else is already decoded-ready on the stream (bounded by [`MAX_BATCH_ENTRIES`] and
@@ -23,6 +25,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Authenticator, Role};
 use crate::query::QueryService;
 use crate::store::{BatchOutcome, HubStore, error_chain};
 use cyclerd_proto::hub::query_server::QueryServer;
@@ -34,6 +37,9 @@ pub const MAX_BATCH_ENTRIES: usize = 4096;
 pub const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Largest message accepted from a daemon: one entry may carry many samples after an outage.
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 << 20;
+/// Largest query request accepted: a real one (a test id, a few column names) is a few hundred
+/// bytes, so anything near this is not a query worth decoding.
+pub const MAX_QUERY_REQUEST_SIZE: usize = 1 << 20;
 /// HTTP/2 per-stream window: how much a daemon may send ahead while a batch commits.
 pub const INITIAL_STREAM_WINDOW: u32 = 8 << 20;
 /// HTTP/2 per-connection window.
@@ -59,8 +65,9 @@ pub struct ServeOptions {
     /// the chain against the CA in their `hub.ca_file`. `None` serves plain HTTP/2 (for a hub
     /// on the lab PC itself, or behind a TLS-terminating proxy).
     pub tls: Option<tonic::transport::Identity>,
-    /// Refuse uploads without a valid token (`cyclerhub token issue`), and bind each daemon to
-    /// its token's lab. Off for a hub only its own lab PC talks to (the demo, tests).
+    /// Refuse uploads and queries without a valid token (`cyclerhub token issue`), bind each
+    /// daemon to its token's lab, and answer queries about the token's lab only. Off for a hub
+    /// only its own lab PC talks to (the demo, tests).
     pub require_tokens: bool,
 }
 
@@ -84,15 +91,18 @@ pub async fn run_with(
 
     // Bumped after every commit, so live tails wake without polling the database.
     let (applied_tx, applied) = watch::channel(0u64);
+    let auth = Authenticator::new(store.clone(), options.require_tokens);
     let query = QueryServer::new(QueryService {
         store: store.clone(),
         applied,
-    });
+        auth: auth.clone(),
+    })
+    .max_decoding_message_size(MAX_QUERY_REQUEST_SIZE);
     let ingest = IngestServer::new(IngestService {
         store,
         stop: stop_rx,
         applied: std::sync::Arc::new(applied_tx),
-        require_tokens: options.require_tokens,
+        auth,
     })
     .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
 
@@ -138,44 +148,11 @@ struct IngestService {
     stop: watch::Receiver<bool>,
     /// Bumped after each applied batch, for the query side's live tails.
     applied: std::sync::Arc<watch::Sender<u64>>,
-    /// Uploads need a valid token.
-    require_tokens: bool,
+    /// Checks the stream's token, when the hub requires them.
+    auth: Authenticator,
 }
 
 type ResponseTx = mpsc::Sender<Result<UploadResponse, Status>>;
-
-impl IngestService {
-    /// The lab of the stream's bearer token; `UNAUTHENTICATED`, saying what to do, without a
-    /// valid one.
-    async fn lab_of(&self, metadata: &tonic::metadata::MetadataMap) -> Result<String, Status> {
-        let presented = metadata
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "this hub requires a daemon token: issue one with `cyclerhub token issue \
-                     --lab LAB --name NAME` and give the daemon its file as hub.token_file",
-                )
-            })?;
-        let store = self.store.clone();
-        let token = tokio::task::spawn_blocking(move || store.authenticate(&presented))
-            .await
-            .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
-            .map_err(|e| Status::internal(format!("hub storage failed: {}", error_chain(&e))))?
-            .ok_or_else(|| {
-                Status::unauthenticated("the daemon's token is not valid for this hub")
-            })?;
-        if token.revoked_unix_s.is_some() {
-            return Err(Status::unauthenticated(format!(
-                "the daemon's token {:?} (lab {:?}) was revoked; issue a new one",
-                token.name, token.lab
-            )));
-        }
-        Ok(token.lab)
-    }
-}
 
 #[tonic::async_trait]
 impl Ingest for IngestService {
@@ -187,11 +164,18 @@ impl Ingest for IngestService {
         request: Request<Streaming<UploadRequest>>,
     ) -> Result<Response<Self::UploadStream>, Status> {
         let peer = request.remote_addr();
-        let lab = if self.require_tokens {
-            Some(self.lab_of(request.metadata()).await?)
-        } else {
-            None
-        };
+        let caller = self.auth.caller(request.metadata()).await?;
+        if let Some(c) = &caller
+            && c.role == Role::Reader
+        {
+            return Err(Status::permission_denied(format!(
+                "token {:?} of lab {:?} is a read-only (reader) token and cannot upload; a daemon \
+                 needs a daemon token: `cyclerhub token issue --lab LAB --name NAME` without \
+                 --reader",
+                c.name, c.lab
+            )));
+        }
+        let lab = caller.map(|c| c.lab);
         let inbound = request.into_inner();
         // Small: acks are cumulative, so a slow reader only delays them, never loses any.
         let (tx, rx) = mpsc::channel(64);

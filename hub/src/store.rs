@@ -24,7 +24,7 @@ mod sqlite;
 
 pub use pg::TlsSettingsError;
 
-use crate::auth::TokenRow;
+use crate::auth::{Role, TokenRow};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -385,9 +385,9 @@ impl HubStore {
         }
     }
 
-    /// Issues a token for `lab` named `name` (unique); returns the token text, which the hub
-    /// does not keep (only its hash): show it once.
-    pub fn issue_token(&self, lab: &str, name: &str) -> Result<String, StoreError> {
+    /// Issues a token with `role` for `lab` named `name` (unique); returns the token text,
+    /// which the hub does not keep (only its hash): show it once.
+    pub fn issue_token(&self, lab: &str, name: &str, role: Role) -> Result<String, StoreError> {
         crate::auth::check_name("lab", lab).map_err(StoreError::Refused)?;
         crate::auth::check_name("token name", name).map_err(StoreError::Refused)?;
         let (token_id, secret, text) = crate::auth::generate();
@@ -397,6 +397,7 @@ impl HubStore {
             name: name.into(),
             created_unix_s: now_unix_s(),
             revoked_unix_s: None,
+            role,
         };
         let hash = crate::auth::secret_hash(&secret);
         // The token and its lab (new or not) in one transaction.
@@ -412,7 +413,7 @@ impl HubStore {
         Ok(text)
     }
 
-    /// Revokes the token named `name`: uploads with it are refused from now on.
+    /// Revokes the token named `name`: uploads and queries with it are refused from now on.
     pub fn revoke_token(&self, name: &str) -> Result<(), StoreError> {
         let revoked = match &*self.backend {
             Backend::Sqlite(s) => s.revoke_token(name, now_unix_s())?,

@@ -201,6 +201,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tests ADD COLUMN metadata_problems text;  -- JSON array; NULL when none
     CREATE INDEX tests_by_team ON tests (team);
     "#,
+    // 5: what a token allows: a daemon's uploads and reads its lab, a reader's only reads.
+    r#"
+    ALTER TABLE tokens ADD COLUMN role text NOT NULL DEFAULT 'daemon'
+        CHECK (role IN ('daemon', 'reader'));
+    "#,
 ];
 
 /// Advisory lock key ("cyclerhb") held while migrating, so that hubs starting at once on one
@@ -563,6 +568,7 @@ impl PgStore {
                     &t.name,
                     &secret_hash,
                     &t.created_unix_s,
+                    &t.role.as_str(),
                 ],
             )? == 1;
             tx.commit()?;

@@ -82,6 +82,7 @@ macro_rules! token_row {
                 name: $r.$get(2)?,
                 created_unix_s: $r.$get(3)?,
                 revoked_unix_s: $r.$get(4)?,
+                role: crate::auth::Role::from_stored(&$r.$get::<_, String>(6)?),
             },
             $r.$get(5)?,
         )

@@ -3,11 +3,11 @@
 
 /// A new token; ignored when its id or name is taken (the caller reports the name).
 pub(super) const INSERT_TOKEN: &str = "INSERT INTO tokens (token_id, lab, name, secret_hash, \
-     created_unix_s) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
+     created_unix_s, role) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING";
 pub(super) const REVOKE_TOKEN: &str =
     "UPDATE tokens SET revoked_unix_s = $2 WHERE name = $1 AND revoked_unix_s IS NULL";
 pub(super) const TOKENS: &str = "SELECT token_id, lab, name, created_unix_s, revoked_unix_s, \
-     secret_hash FROM tokens ORDER BY created_unix_s";
+     secret_hash, role FROM tokens ORDER BY created_unix_s";
 pub(super) const BIND_DAEMON: &str =
     "INSERT INTO daemon_labs (daemon_id, lab) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 pub(super) const DAEMON_LAB: &str = "SELECT lab FROM daemon_labs WHERE daemon_id = $1";

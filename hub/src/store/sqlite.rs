@@ -177,6 +177,11 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tests ADD COLUMN team TEXT;
     ALTER TABLE tests ADD COLUMN metadata_problems TEXT;  -- JSON array; NULL when none
     "#,
+    // 6: what a token allows: a daemon's uploads and reads its lab, a reader's only reads.
+    r#"
+    ALTER TABLE tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'daemon'
+        CHECK (role IN ('daemon', 'reader'));
+    "#,
 ];
 
 /// Samples inserted per multi-row `INSERT`: one statement step per 32 rows instead of per row
@@ -293,7 +298,14 @@ impl SqliteStore {
         )?;
         let inserted = tx.execute(
             &sql::sqlite(sql::INSERT_TOKEN),
-            params![t.token_id, t.lab, t.name, secret_hash, t.created_unix_s],
+            params![
+                t.token_id,
+                t.lab,
+                t.name,
+                secret_hash,
+                t.created_unix_s,
+                t.role.as_str()
+            ],
         )? == 1;
         tx.commit()?;
         Ok(inserted)

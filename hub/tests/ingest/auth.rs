@@ -1,12 +1,17 @@
-//! Daemon tokens: a hub that requires them refuses anonymous, unknown and revoked uploads with
-//! UNAUTHENTICATED, binds each daemon to its token's lab, and keeps only hashes of secrets.
+//! Tokens: a hub that requires them refuses anonymous, unknown and revoked uploads and queries
+//! with UNAUTHENTICATED, binds each daemon to its token's lab, answers each token's queries
+//! about its own lab only, lets a reader token read but not upload, and keeps only hashes of
+//! secrets.
 
 use super::*;
+use cyclerd_proto::hub::query_client::QueryClient;
+use cyclerd_proto::hub::{GetTestRequest, ListTestsRequest, ReadSamplesRequest, TailRequest};
+use cyclerhub::auth::Role;
 use cyclerhub::server::ServeOptions;
-use tonic::Code;
+use tonic::{Code, Status};
 
 /// A hub requiring tokens, over a fresh database of `backend`.
-async fn token_hub(backend: Backend) -> Hub {
+pub(super) async fn token_hub(backend: Backend) -> Hub {
     let options = ServeOptions {
         require_tokens: true,
         ..ServeOptions::default()
@@ -57,7 +62,10 @@ async fn uploads_need_a_valid_unrevoked_token_and_say_so(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::Unauthenticated);
-    let token = hub.store.issue_token("cell-ageing", "daemon-a").unwrap();
+    let token = hub
+        .store
+        .issue_token("cell-ageing", "daemon-a", Role::Daemon)
+        .unwrap();
     assert_eq!(hello_with(&hub, Some(&token), "daemon-a").await.unwrap(), 0);
     hub.store.revoke_token("daemon-a").unwrap();
     let revoked = hello_with(&hub, Some(&token), "daemon-a")
@@ -70,7 +78,9 @@ async fn uploads_need_a_valid_unrevoked_token_and_say_so(backend: Backend) {
         revoked.message()
     );
     assert!(
-        hub.store.issue_token("cell-ageing", "daemon-a").is_err(),
+        hub.store
+            .issue_token("cell-ageing", "daemon-a", Role::Daemon)
+            .is_err(),
         "names stay unique"
     );
     hub.shutdown().await;
@@ -78,8 +88,14 @@ async fn uploads_need_a_valid_unrevoked_token_and_say_so(backend: Backend) {
 
 async fn a_daemon_belongs_to_the_lab_of_its_first_token(backend: Backend) {
     let mut hub = token_hub(backend).await;
-    let ageing = hub.store.issue_token("cell-ageing", "pc-1").unwrap();
-    let formation = hub.store.issue_token("formation", "pc-2").unwrap();
+    let ageing = hub
+        .store
+        .issue_token("cell-ageing", "pc-1", Role::Daemon)
+        .unwrap();
+    let formation = hub
+        .store
+        .issue_token("formation", "pc-2", Role::Daemon)
+        .unwrap();
     assert_eq!(
         hello_with(&hub, Some(&ageing), "daemon-a").await.unwrap(),
         0
@@ -105,7 +121,7 @@ async fn a_daemon_belongs_to_the_lab_of_its_first_token(backend: Backend) {
 #[tokio::test]
 async fn the_hub_keeps_only_a_hash_of_each_token_secret() {
     let hub = Hub::start(Backend::Sqlite).await;
-    let token = hub.store.issue_token("lab", "pc-1").unwrap();
+    let token = hub.store.issue_token("lab", "pc-1", Role::Daemon).unwrap();
     let secret = token.rsplit('_').next().unwrap().to_string();
     let listed = hub.store.tokens().unwrap();
     assert_eq!(listed.len(), 1);
@@ -122,45 +138,298 @@ async fn the_hub_keeps_only_a_hash_of_each_token_secret() {
 
 async fn tests_are_listed_by_the_lab_of_the_daemon_that_ran_them(backend: Backend) {
     let mut hub = token_hub(backend).await;
-    let token = hub.store.issue_token("cell-ageing", "pc-1").unwrap();
-    let (tx, rx) = mpsc::channel(8);
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    let token = hub
+        .store
+        .issue_token("cell-ageing", "pc-1", Role::Daemon)
+        .unwrap();
+    let mut up = upload_as(&hub, &token, "daemon-a").await;
+    up.send_entries([registered(1, T1)]).await;
+    up.until_ack(1).await;
+    let mut q = QueryClient::new(hub.channel().await);
+    let ours = q
+        .list_tests(bearer(list("cell-ageing"), Some(&token)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ours.tests.len(), 1);
+    assert_eq!(ours.tests[0].lab, "cell-ageing");
+    hub.shutdown().await;
+}
+
+/// `message` with `token` (if any) as its bearer token.
+pub(super) fn bearer<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
     request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+}
+
+/// A ListTests request naming `lab` (empty: any).
+fn list(lab: &str) -> ListTestsRequest {
+    ListTestsRequest {
+        lab: lab.into(),
+        ..Default::default()
+    }
+}
+
+/// An Upload stream with `token` that said Hello as `daemon_id` and got its resume point.
+pub(super) async fn upload_as(hub: &Hub, token: &str, daemon_id: &str) -> Upload {
+    let (tx, rx) = mpsc::channel(64);
     let responses = hub
         .client()
         .await
-        .upload(request)
+        .upload(bearer(ReceiverStream::new(rx), Some(token)))
         .await
         .unwrap()
         .into_inner();
     let mut up = Upload { tx, responses };
     up.send(UploadRequest {
         msg: Some(upload_request::Msg::Hello(Hello {
-            daemon_id: "daemon-a".into(),
+            daemon_id: daemon_id.into(),
             store_epoch: 1,
-            daemon_name: "pc-1".into(),
+            daemon_name: daemon_id.into(),
         })),
     })
     .await;
     assert!(matches!(up.next().await, upload_response::Msg::Resume(_)));
-    up.send_entries([registered(1, T1)]).await;
-    up.until_ack(1).await;
-    let mut q = cyclerd_proto::hub::query_client::QueryClient::new(hub.channel().await);
-    let list = |lab: &str| cyclerd_proto::hub::ListTestsRequest {
-        lab: lab.into(),
+    up
+}
+
+/// Two labs' tests in a hub requiring tokens: lab `cell-ageing`'s daemon ran T1 (finished, 300
+/// samples), lab `formation`'s ran T2 (running, 100 samples). The hub and a reader token of
+/// each lab.
+async fn two_labs(backend: Backend) -> (Hub, String, String) {
+    let hub = token_hub(backend).await;
+    let issue = |lab: &str, name: &str, role| hub.store.issue_token(lab, name, role).unwrap();
+    let ageing = issue("cell-ageing", "pc-1", Role::Daemon);
+    let formation = issue("formation", "pc-2", Role::Daemon);
+    let mut up = upload_as(&hub, &ageing, "daemon-a").await;
+    up.send_entries(whole_test(0, T1)).await;
+    up.until_ack(6).await;
+    let mut up = upload_as(&hub, &formation, "daemon-b").await;
+    up.send_entries([registered(1, T2), samples(2, T2, 0, 100)])
+        .await;
+    up.until_ack(2).await;
+    let ageing_reader = issue("cell-ageing", "ana", Role::Reader);
+    let formation_reader = issue("formation", "bo", Role::Reader);
+    (hub, ageing_reader, formation_reader)
+}
+
+/// The first answer of a sample stream.
+async fn first(mut stream: Streaming<SampleBatch>) -> Result<Option<SampleBatch>, Status> {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("the hub answers")
+}
+
+/// How GetTest, ReadSamples and Tail of `test_id` end for `token`: each must be refused before
+/// sending anything; their statuses.
+async fn refusals(hub: &Hub, token: Option<&str>, test_id: &str) -> [Status; 3] {
+    let mut q = QueryClient::new(hub.channel().await);
+    let id = || test_id.to_string();
+    let get = q
+        .get_test(bearer(GetTestRequest { test_id: id() }, token))
+        .await
+        .map(|r| format!("{:?}", r.into_inner()));
+    let read = match q
+        .read_samples(bearer(
+            ReadSamplesRequest {
+                test_id: id(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+    {
+        Ok(stream) => first(stream.into_inner()).await,
+        Err(status) => Err(status),
+    };
+    let tail = match q
+        .tail(bearer(
+            TailRequest {
+                test_id: id(),
+                from_seq: 0,
+            },
+            token,
+        ))
+        .await
+    {
+        Ok(stream) => first(stream.into_inner()).await,
+        Err(status) => Err(status),
+    };
+    [
+        get.expect_err("GetTest is refused"),
+        read.expect_err("ReadSamples is refused before any sample"),
+        tail.expect_err("Tail is refused before any sample"),
+    ]
+}
+
+async fn queries_without_a_valid_unrevoked_token_are_unauthenticated(backend: Backend) {
+    let (mut hub, ageing, _) = two_labs(backend).await;
+    hub.store.revoke_token("ana").unwrap();
+    let forged = "cyh_0123456789ab_".to_string() + &"0".repeat(64);
+    let mut q = QueryClient::new(hub.channel().await);
+    for (token, says) in [
+        (None, "cyclerhub token issue"),
+        (Some(forged.as_str()), "not valid"),
+        (Some(ageing.as_str()), "revoked"),
+    ] {
+        let listed = q.list_tests(bearer(list(""), token)).await.unwrap_err();
+        let [get, read, tail] = refusals(&hub, token, T1).await;
+        for status in [listed, get, read, tail] {
+            assert_eq!(
+                status.code(),
+                Code::Unauthenticated,
+                "{token:?}: {status:?}"
+            );
+            assert!(status.message().contains(says), "{}", status.message());
+        }
+    }
+    hub.shutdown().await;
+}
+
+async fn a_token_lists_only_the_tests_of_its_own_lab(backend: Backend) {
+    let (mut hub, ageing, formation) = two_labs(backend).await;
+    let mut q = QueryClient::new(hub.channel().await);
+    for (token, lab, test_id) in [(&ageing, "cell-ageing", T1), (&formation, "formation", T2)] {
+        for asked in ["", lab] {
+            let tests = q
+                .list_tests(bearer(list(asked), Some(token)))
+                .await
+                .unwrap()
+                .into_inner()
+                .tests;
+            let listed: Vec<(&str, &str)> = tests
+                .iter()
+                .map(|t| (t.test_id.as_str(), t.lab.as_str()))
+                .collect();
+            assert_eq!(listed, [(test_id, lab)], "asked for lab {asked:?}");
+        }
+    }
+    let other = q
+        .list_tests(bearer(list("formation"), Some(&ageing)))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::PermissionDenied);
+    assert!(
+        other.message().contains("cell-ageing") && other.message().contains("formation"),
+        "{}",
+        other.message()
+    );
+    hub.shutdown().await;
+}
+
+async fn another_labs_test_or_an_unknown_id_is_denied_to_get_read_and_tail_alike(backend: Backend) {
+    let (mut hub, ageing, _) = two_labs(backend).await;
+    let theirs = refusals(&hub, Some(&ageing), T2).await;
+    let unknown = refusals(&hub, Some(&ageing), T3).await;
+    for (t, u) in theirs.iter().zip(&unknown) {
+        assert_eq!(t.code(), Code::PermissionDenied, "{t:?}");
+        assert!(t.message().contains("cell-ageing"), "{}", t.message());
+        assert_eq!(
+            (u.code(), u.message().replace(T3, "ID")),
+            (t.code(), t.message().replace(T2, "ID")),
+            "an unknown id and another lab's test are refused alike"
+        );
+    }
+    // Its own lab's test it reads in full.
+    let mut q = QueryClient::new(hub.channel().await);
+    let own = ReadSamplesRequest {
+        test_id: T1.into(),
         ..Default::default()
     };
-    let ours = q
-        .list_tests(list("cell-ageing"))
+    let mut stream = q
+        .read_samples(bearer(own, Some(&ageing)))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(ours.tests.len(), 1);
-    assert_eq!(ours.tests[0].lab, "cell-ageing");
-    let theirs = q.list_tests(list("formation")).await.unwrap().into_inner();
-    assert!(theirs.tests.is_empty());
+    let mut read = 0;
+    while let Some(b) = stream.message().await.unwrap() {
+        read += b.voltage_v.len();
+    }
+    assert_eq!(read, 300);
+    let detail = q
+        .get_test(bearer(GetTestRequest { test_id: T1.into() }, Some(&ageing)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(detail.summary.unwrap().lab, "cell-ageing");
+    hub.shutdown().await;
+}
+
+async fn a_reader_token_reads_but_cannot_upload_and_its_upload_stores_nothing(backend: Backend) {
+    let (mut hub, ageing, _) = two_labs(backend).await;
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(UploadRequest {
+        msg: Some(upload_request::Msg::Hello(Hello {
+            daemon_id: "daemon-r".into(),
+            store_epoch: 1,
+            daemon_name: "analyst's laptop".into(),
+        })),
+    })
+    .await
+    .unwrap();
+    for e in whole_test(0, T3) {
+        tx.send(UploadRequest {
+            msg: Some(upload_request::Msg::Entry(e)),
+        })
+        .await
+        .unwrap();
+    }
+    let refused = match hub
+        .client()
+        .await
+        .upload(bearer(ReceiverStream::new(rx), Some(&ageing)))
+        .await
+    {
+        Err(status) => status,
+        Ok(responses) => {
+            let mut up = Upload {
+                tx,
+                responses: responses.into_inner(),
+            };
+            up.final_status().await
+        }
+    };
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("read-only"),
+        "{}",
+        refused.message()
+    );
+    let stored: Vec<String> = hub
+        .store
+        .list_tests()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.test_id)
+        .collect();
+    assert_eq!(
+        stored.len(),
+        2,
+        "nothing of the upload is stored: {stored:?}"
+    );
+    assert!(!stored.contains(&T3.to_string()));
+    assert!(!hub.store.daemon_labs().unwrap().contains_key("daemon-r"));
+    assert_eq!(hub.store.applied_up_to("daemon-r", 1).unwrap(), 0);
+    // And it reads its lab's tests.
+    let mut q = QueryClient::new(hub.channel().await);
+    let tail = q
+        .tail(bearer(
+            TailRequest {
+                test_id: T1.into(),
+                from_seq: 0,
+            },
+            Some(&ageing),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let batch = first(tail).await.unwrap().expect("a first batch");
+    assert_eq!(batch.first_seq, 0);
     hub.shutdown().await;
 }
 
@@ -168,4 +437,8 @@ on_both_backends!(
     uploads_need_a_valid_unrevoked_token_and_say_so,
     a_daemon_belongs_to_the_lab_of_its_first_token,
     tests_are_listed_by_the_lab_of_the_daemon_that_ran_them,
+    queries_without_a_valid_unrevoked_token_are_unauthenticated,
+    a_token_lists_only_the_tests_of_its_own_lab,
+    another_labs_test_or_an_unknown_id_is_denied_to_get_read_and_tail_alike,
+    a_reader_token_reads_but_cannot_upload_and_its_upload_stores_nothing,
 );

@@ -1,10 +1,12 @@
 //! What the hub keeps besides samples: labs and their teams, the instruments tests ran on, and
 //! the JSON Schemas a lab registers for its secondary and tertiary metadata.
 
+use super::auth::{bearer, token_hub, upload_as};
 use super::*;
 use cyclerd_proto::hub::query_client::QueryClient;
 use cyclerd_proto::hub::{GetMetadataSchemasRequest, GetTestRequest, ListTestsRequest};
-use cyclerhub::server::ServeOptions;
+use cyclerhub::auth::Role;
+use tonic::Code;
 
 const SECONDARY: &str = r#"{
     "type": "object",
@@ -15,37 +17,13 @@ const SECONDARY: &str = r#"{
     }
 }"#;
 
-/// A hub requiring tokens, and an upload stream of `daemon_id` with a token of `lab`.
-async fn lab_hub(backend: Backend, lab: &str, daemon_id: &str) -> (Hub, Upload) {
-    let options = ServeOptions {
-        require_tokens: true,
-        ..ServeOptions::default()
-    };
-    let hub = Hub::start_with(backend, options).await;
-    let token = hub.store.issue_token(lab, daemon_id).unwrap();
-    let (tx, rx) = mpsc::channel(64);
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let responses = hub
-        .client()
-        .await
-        .upload(request)
-        .await
-        .unwrap()
-        .into_inner();
-    let mut up = Upload { tx, responses };
-    up.send(UploadRequest {
-        msg: Some(upload_request::Msg::Hello(Hello {
-            daemon_id: daemon_id.into(),
-            store_epoch: 1,
-            daemon_name: daemon_id.into(),
-        })),
-    })
-    .await;
-    assert!(matches!(up.next().await, upload_response::Msg::Resume(_)));
-    (hub, up)
+/// A hub requiring tokens, an upload stream of `daemon_id` with a token of `lab`, and the
+/// token (which also reads the lab's tests).
+async fn lab_hub(backend: Backend, lab: &str, daemon_id: &str) -> (Hub, Upload, String) {
+    let hub = token_hub(backend).await;
+    let token = hub.store.issue_token(lab, daemon_id, Role::Daemon).unwrap();
+    let up = upload_as(&hub, &token, daemon_id).await;
+    (hub, up, token)
 }
 
 /// `registered(id, test_id)` with `extra` metadata.
@@ -125,7 +103,7 @@ async fn a_lab_registers_metadata_schemas_and_an_unusable_one_changes_nothing(ba
 async fn a_test_whose_metadata_breaks_its_labs_schema_is_kept_with_the_problems_recorded(
     backend: Backend,
 ) {
-    let (mut hub, mut up) = lab_hub(backend, "cell-ageing", "daemon-a").await;
+    let (mut hub, mut up, token) = lab_hub(backend, "cell-ageing", "daemon-a").await;
     hub.store
         .set_metadata_schema("cell-ageing", "secondary", SECONDARY)
         .unwrap();
@@ -147,7 +125,7 @@ async fn a_test_whose_metadata_breaks_its_labs_schema_is_kept_with_the_problems_
 
     let mut q = QueryClient::new(hub.channel().await);
     let broken = q
-        .get_test(GetTestRequest { test_id: T1.into() })
+        .get_test(bearer(GetTestRequest { test_id: T1.into() }, Some(&token)))
         .await
         .unwrap()
         .into_inner();
@@ -155,7 +133,7 @@ async fn a_test_whose_metadata_breaks_its_labs_schema_is_kept_with_the_problems_
     assert!(problems.contains("manufacturer"), "{problems}");
     assert!(problems.contains("secondary.mass_g"), "{problems}");
     let fine = q
-        .get_test(GetTestRequest { test_id: T2.into() })
+        .get_test(bearer(GetTestRequest { test_id: T2.into() }, Some(&token)))
         .await
         .unwrap()
         .into_inner();
@@ -168,7 +146,7 @@ async fn a_test_whose_metadata_breaks_its_labs_schema_is_kept_with_the_problems_
 }
 
 async fn tests_carry_their_team_and_instruments_into_the_labs_catalogue(backend: Backend) {
-    let (mut hub, mut up) = lab_hub(backend, "cell-ageing", "daemon-a").await;
+    let (mut hub, mut up, token) = lab_hub(backend, "cell-ageing", "daemon-a").await;
     up.send_entries([
         registered_with(1, T1, &[("team", "calendar-ageing")]),
         registered(2, T2),
@@ -184,10 +162,13 @@ async fn tests_carry_their_team_and_instruments_into_the_labs_catalogue(backend:
     );
     let mut q = QueryClient::new(hub.channel().await);
     let of_team = q
-        .list_tests(ListTestsRequest {
-            team: "calendar-ageing".into(),
-            ..Default::default()
-        })
+        .list_tests(bearer(
+            ListTestsRequest {
+                team: "calendar-ageing".into(),
+                ..Default::default()
+            },
+            Some(&token),
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -196,7 +177,7 @@ async fn tests_carry_their_team_and_instruments_into_the_labs_catalogue(backend:
     assert_eq!(of_team.tests[0].team, "calendar-ageing");
 
     let detail = q
-        .get_test(GetTestRequest { test_id: T1.into() })
+        .get_test(bearer(GetTestRequest { test_id: T1.into() }, Some(&token)))
         .await
         .unwrap()
         .into_inner();
@@ -209,7 +190,41 @@ async fn tests_carry_their_team_and_instruments_into_the_labs_catalogue(backend:
     hub.shutdown().await;
 }
 
+async fn a_token_reads_only_its_own_labs_metadata_schemas(backend: Backend) {
+    let mut hub = token_hub(backend).await;
+    hub.store
+        .set_metadata_schema("cell-ageing", "secondary", SECONDARY)
+        .unwrap();
+    let token = hub
+        .store
+        .issue_token("cell-ageing", "pc-1", Role::Daemon)
+        .unwrap();
+    let mut q = QueryClient::new(hub.channel().await);
+    let ask = |lab: &str, token: Option<&str>| {
+        bearer(GetMetadataSchemasRequest { lab: lab.into() }, token)
+    };
+    let ours = q
+        .get_metadata_schemas(ask("", Some(&token)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ours.lab, "cell-ageing");
+    assert_eq!(ours.schemas.len(), 1);
+    let theirs = q
+        .get_metadata_schemas(ask("formation", Some(&token)))
+        .await
+        .unwrap_err();
+    assert_eq!(theirs.code(), Code::PermissionDenied, "{theirs:?}");
+    let anonymous = q
+        .get_metadata_schemas(ask("cell-ageing", None))
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated, "{anonymous:?}");
+    hub.shutdown().await;
+}
+
 on_both_backends!(
+    a_token_reads_only_its_own_labs_metadata_schemas,
     a_lab_registers_metadata_schemas_and_an_unusable_one_changes_nothing,
     a_test_whose_metadata_breaks_its_labs_schema_is_kept_with_the_problems_recorded,
     tests_carry_their_team_and_instruments_into_the_labs_catalogue,

@@ -231,3 +231,69 @@ async fn an_oversized_message_ends_the_stream_with_a_clear_status_and_stores_non
     assert_eq!(resume, 2, "the daemon resumes after the last entry applied");
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_time_window_that_is_negative_not_a_number_or_inverted_is_an_invalid_argument() {
+    let mut hub = Hub::start(Backend::Sqlite).await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    up.send_entries(whole_test(0, T1)).await;
+    up.until_ack(6).await;
+    let mut q = query(&hub).await;
+    for (from, to) in [
+        (-1.0, 0.0),
+        (f64::NAN, 0.0),
+        (0.0, f64::NAN),
+        (f64::INFINITY, 0.0),
+        (200.0, 100.0),
+    ] {
+        let window = ReadSamplesRequest {
+            test_id: T1.into(),
+            from_test_time_s: from,
+            to_test_time_s: to,
+            ..Default::default()
+        };
+        let refused = q.read_samples(window).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{from}..{to}");
+    }
+    for (after, before) in [(f64::NAN, 0.0), (-5.0, 0.0), (0.0, -1.0), (2e9, 1e9)] {
+        let window = ListTestsRequest {
+            started_after_unix_s: after,
+            started_before_unix_s: before,
+            ..Default::default()
+        };
+        let refused = q.list_tests(window).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{after}..{before}");
+        assert!(refused.message().contains("window") || refused.message().contains("time"));
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_query_larger_than_the_hub_accepts_is_refused_and_the_hub_still_serves() {
+    let mut hub = Hub::start(Backend::Sqlite).await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    up.send_entries([registered(1, T1)]).await;
+    up.until_ack(1).await;
+    let mut q = query(&hub).await;
+    let huge = GetTestRequest {
+        test_id: "x".repeat(cyclerhub::server::MAX_QUERY_REQUEST_SIZE + 1),
+    };
+    let refused = q.get_test(huge).await.unwrap_err();
+    assert!(
+        matches!(refused.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{refused:?}"
+    );
+    let listed = q
+        .list_tests(ListTestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.tests.len(), 1, "the same connection still serves");
+    let detail = query(&hub)
+        .await
+        .get_test(GetTestRequest { test_id: T1.into() })
+        .await
+        .unwrap();
+    assert_eq!(detail.into_inner().summary.unwrap().test_id, T1);
+    hub.shutdown().await;
+}

@@ -4,6 +4,7 @@
 use super::harness::{self, Process, WAIT};
 use cyclerd::demo::{LabOptions, SimLab};
 use cyclerhub::HubStore;
+use cyclerhub::auth::Role;
 use cyclerhub::server::ServeOptions;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use std::net::SocketAddr;
@@ -172,7 +173,13 @@ async fn a_daemon_with_its_labs_token_streams_and_one_with_a_revoked_token_is_to
     let store = HubStore::open(&hub_db).unwrap();
     let token_file = |name: &str| {
         let path = dir.path().join(format!("{name}.token"));
-        std::fs::write(&path, store.issue_token("cell-ageing", name).unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            store
+                .issue_token("cell-ageing", name, Role::Daemon)
+                .unwrap(),
+        )
+        .unwrap();
         path
     };
     let (good, revoked) = (token_file("pc-1"), token_file("pc-2"));
@@ -201,12 +208,17 @@ async fn a_daemon_with_its_labs_token_streams_and_one_with_a_revoked_token_is_to
     let _ = stop.send(());
 }
 
-/// Runs the real `cyclerhub` (the test binary's copy) to completion; its stdout.
-fn cyclerhub(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub-under-test"))
+/// Runs the real `cyclerhub` (the test binary's copy) to completion.
+fn run_cyclerhub(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub-under-test"))
         .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs the real `cyclerhub`, which must succeed; its stdout.
+fn cyclerhub(args: &[&str]) -> String {
+    let out = run_cyclerhub(args);
     assert!(
         out.status.success(),
         "cyclerhub {args:?}: {}",
@@ -215,25 +227,47 @@ fn cyclerhub(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs the real `cyclerhub`, which must fail, printing nothing; its stderr.
+fn cyclerhub_fails(args: &[&str]) -> String {
+    let out = run_cyclerhub(args);
+    assert!(!out.status.success(), "cyclerhub {args:?} succeeded");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
 /// The lab hub for real: `cyclerhub token issue`, `cyclerhub serve` over TLS requiring tokens,
-/// `cyclerd run` with the lab CA and its token, a test through them, then `cyclerhub tests` and
-/// `cyclerhub export` on the same database: all real binaries, on `db`.
+/// `cyclerd run` with the lab CA and its token, a test through them; then `cyclerhub tests` and
+/// `cyclerhub samples` asking the running hub over TLS with a reader token print what they
+/// print from the database, another lab's reader is refused, and `cyclerhub export` exports
+/// it: all real binaries, on `db`.
 async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
     use cyclerd_drivers::cell::{CellParams, Chemistry};
     use cyclerd_drivers::ea_psb::{PsbSim, sim::SimConfig};
     let (ca_file, _) = lab_pki(dir, "lab-ca");
-    let token = cyclerhub(&[
-        "token",
-        "issue",
-        "--db",
-        db,
-        "--lab",
-        "cell-ageing",
-        "--name",
-        "pc-1",
-    ]);
-    let token_file = dir.join("pc-1.token");
-    std::fs::write(&token_file, token.trim()).unwrap();
+    let issue = |lab: &str, name: &str, role: &[&str]| {
+        let args = [
+            &["token", "issue", "--db", db, "--lab", lab, "--name", name],
+            role,
+        ]
+        .concat();
+        let file = dir.join(format!("{name}.token"));
+        std::fs::write(&file, cyclerhub(&args).trim()).unwrap();
+        file
+    };
+    let token_file = issue("cell-ageing", "pc-1", &[]);
+    let analyst = issue("cell-ageing", "ana", &["--reader"]);
+    let outsider = issue("formation", "bo", &["--reader"]);
+    let roles = cyclerhub(&["token", "list", "--db", db]);
+    assert!(
+        roles
+            .lines()
+            .any(|l| l.starts_with("ana ") && l.contains(" reader ")),
+        "{roles}"
+    );
 
     let hub_addr = harness::free_addr();
     let pem = |name: &str| dir.join(name).display().to_string();
@@ -287,18 +321,47 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
         daemon.terminate().await,
         "a clean exit after the backlog drained"
     );
-    assert!(hub.terminate().await);
 
-    let listed = cyclerhub(&[
-        "tests",
-        "--db",
-        db,
-        "--lab",
-        "cell-ageing",
-        "--state",
-        "finished",
-    ]);
+    let url = format!("https://localhost:{}", hub_addr.port());
+    let ca = ca_file.display().to_string();
+    let remote = |token: &Path| {
+        let token = token.display().to_string();
+        ["--hub", &url, "--ca-file", &ca, "--token-file", &token].map(String::from)
+    };
+    /// `args` followed by `source`'s.
+    fn with<'a>(args: &[&'a str], source: &'a [String]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        all.extend(source.iter().map(String::as_str));
+        all
+    }
+    let local = ["--db", db].map(String::from);
+    let tests = ["tests", "--lab", "cell-ageing", "--state", "finished"];
+    let listed = cyclerhub(&with(&tests, &local));
     assert!(listed.contains(&test_id), "{listed}");
+    assert_eq!(
+        cyclerhub(&with(&tests, &remote(&analyst))),
+        listed,
+        "the hub lists what the database holds"
+    );
+    let samples = [
+        "samples",
+        &test_id,
+        "--columns",
+        "test_time_s,voltage_v,current_a",
+    ];
+    let csv_from_db = cyclerhub(&with(&samples, &local));
+    assert_eq!(
+        cyclerhub(&with(&samples, &remote(&analyst))),
+        csv_from_db,
+        "the hub sends every sample the database holds"
+    );
+    let refused = cyclerhub_fails(&with(&samples, &remote(&outsider)));
+    assert_eq!(refused.trim().lines().count(), 1, "{refused}");
+    assert!(
+        refused.contains("permission denied") && refused.contains("formation"),
+        "{refused}"
+    );
+    assert!(hub.terminate().await);
     let csv = dir.join("export.csv").display().to_string();
     cyclerhub(&[
         "export", "--db", db, &test_id, "--format", "bdf-csv", "-o", &csv,
@@ -307,18 +370,24 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
     let store = HubStore::connect(db).unwrap();
     let counts = harness::assert_every_sample_once_in(&store, std::slice::from_ref(&test_id));
     assert_eq!(rows as u64, counts[&test_id], "the export has every sample");
+    assert_eq!(
+        csv_from_db.lines().count() - 1,
+        rows,
+        "and so do `cyclerhub samples`"
+    );
     assert!(rows > 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_real_binaries_carry_a_test_over_tls_with_a_token_into_sqlite_and_export_it() {
+async fn the_real_binaries_carry_a_test_over_tls_with_a_token_into_sqlite_and_read_and_export_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hub.sqlite").display().to_string();
     real_binaries_over_tls_with_tokens(dir.path(), &db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_real_binaries_carry_a_test_over_tls_with_a_token_into_postgresql_and_export_it() {
+async fn the_real_binaries_carry_a_test_over_tls_with_a_token_into_postgresql_and_read_and_export_it()
+ {
     let dir = tempfile::tempdir().unwrap();
     let cluster = cyclerhub::testing::PgCluster::shared();
     real_binaries_over_tls_with_tokens(dir.path(), &cluster.create_database()).await;
