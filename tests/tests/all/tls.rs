@@ -239,8 +239,9 @@ fn cyclerhub_fails(args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
-/// The lab hub for real: `cyclerhub token issue`, `cyclerhub serve` over TLS requiring tokens,
-/// `cyclerd run` with the lab CA and its token, a test through them; then `cyclerhub tests` and
+/// The lab hub for real: `cyclerhub token issue` and `schema set`, `cyclerhub serve` over TLS
+/// requiring tokens, `cyclerd run` with the lab CA and its token (refusing a test whose
+/// metadata breaks the lab's schema), a test through them; then `cyclerhub tests` and
 /// `cyclerhub samples` asking the running hub over TLS with a reader token print what they
 /// print from the database, another lab's reader is refused, and `cyclerhub export` exports
 /// it: all real binaries, on `db`.
@@ -261,6 +262,27 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
     let token_file = issue("cell-ageing", "pc-1", &[]);
     let analyst = issue("cell-ageing", "ana", &["--reader"]);
     let outsider = issue("formation", "bo", &["--reader"]);
+    // The lab pins its secondary metadata down; the daemon holds its tests to it.
+    let schema = dir.join("secondary.schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"form_factor": {"enum": ["18650", "21700"]}}}"#,
+    )
+    .unwrap();
+    let schema = schema.display().to_string();
+    cyclerhub(&[
+        "schema",
+        "set",
+        "--db",
+        db,
+        "--lab",
+        "cell-ageing",
+        "--tier",
+        "secondary",
+        &schema,
+    ]);
+    let labs = cyclerhub(&["labs", "--db", db]);
+    assert!(labs.contains("metadata schemas: secondary"), "{labs}");
     let roles = cyclerhub(&["token", "list", "--db", db]);
     assert!(
         roles
@@ -315,6 +337,21 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
     )
     .unwrap();
     let (daemon, mut control) = harness::run_daemon(&config, 1000.0, anchor, control).await;
+    let mut off_schema = harness::metadata("cell-psb1/1");
+    off_schema.insert("secondary.form_factor".into(), "AA".into());
+    let refused = control
+        .start_test(cyclerd::proto::control::StartTestRequest {
+            channel_id: "psb1/1".into(),
+            protocol_yaml: PROTOCOL.into(),
+            metadata: off_schema,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("cell-ageing")
+            && refused.message().contains("secondary.form_factor"),
+        "{refused:?}"
+    );
     let test_id = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
     harness::wait_all_ended(&mut control, &["psb1/1".to_string()]).await;
     assert!(
@@ -376,6 +413,11 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
         "and so do `cyclerhub samples`"
     );
     assert!(rows > 100);
+    let metadata = std::fs::read_to_string(format!("{csv}.metadata.json")).unwrap();
+    assert!(
+        metadata.contains("\"family\": \"ea-psb\"") && metadata.contains("\"role\": \"source\""),
+        "the export names the instrument: {metadata}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
