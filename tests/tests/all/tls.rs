@@ -418,6 +418,43 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
         metadata.contains("\"family\": \"ea-psb\"") && metadata.contains("\"role\": \"source\""),
         "the export names the instrument: {metadata}"
     );
+    let out = |name: &str| dir.join(name).display().to_string();
+    std::fs::write(dir.join("lab-secret"), "0123456789abcdef0123456789abcdef").unwrap();
+    for (args, files) in [
+        (
+            vec!["--format", "bdf-parquet", "-o", &out("t.parquet")],
+            vec!["t.parquet", "t.parquet.metadata.json"],
+        ),
+        (
+            vec!["--format", "battery-archive", "-o", &out("ba")],
+            vec!["ba_timeseries.csv", "ba_cycle_data.csv", "ba.metadata.json"],
+        ),
+        (
+            vec![
+                "-o",
+                &out("shared.csv"),
+                "--anonymise",
+                "--salt",
+                &out("lab-secret"),
+            ],
+            vec!["shared.csv", "shared.csv.metadata.json"],
+        ),
+    ] {
+        cyclerhub(
+            &with(&["export", &test_id], &local)
+                .into_iter()
+                .chain(args)
+                .collect::<Vec<_>>(),
+        );
+        for f in files {
+            assert!(dir.join(f).is_file(), "{f}");
+        }
+    }
+    let shared = std::fs::read_to_string(dir.join("shared.csv.metadata.json")).unwrap();
+    assert!(
+        !shared.contains(&test_id) && !shared.contains("cell-psb1/1"),
+        "an anonymised export names neither the test nor the cell: {shared}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
