@@ -117,6 +117,10 @@ enum Command {
         /// To this test time (s); 0 = the end.
         #[arg(long, default_value_t = 0.0)]
         to: f64,
+        /// With --hub: keep printing the test's new samples as the hub stores them, until the
+        /// test ends (a whole test; not with --from or --to).
+        #[arg(long, conflicts_with_all = ["db", "from", "to"])]
+        follow: bool,
     },
     /// Export one test: BDF CSV or Parquet, or Battery Archive CSV, with a metadata JSON beside.
     Export {
@@ -280,7 +284,8 @@ fn run(cli: Cli) -> Result<()> {
             columns,
             from,
             to,
-        } => samples(&source, &test_id, &columns, (from, to)),
+            follow,
+        } => samples(&source, &test_id, &columns, (from, to), follow),
         Command::Export {
             db,
             test_id,
@@ -623,7 +628,13 @@ fn print_tests(out: &mut impl std::io::Write, tests: &[TestSummary]) -> Result<(
 }
 
 /// `cyclerhub samples`: the test's samples in the window as CSV on standard output.
-fn samples(from: &ReadFrom, test_id: &str, columns: &[String], window: (f64, f64)) -> Result<()> {
+fn samples(
+    from: &ReadFrom,
+    test_id: &str,
+    columns: &[String],
+    window: (f64, f64),
+    follow: bool,
+) -> Result<()> {
     let cols = Columns::parse(columns).map_err(anyhow::Error::msg)?;
     crate::query::check_window(window.0, window.1).map_err(anyhow::Error::msg)?;
     let reader = from.open()?;
@@ -654,6 +665,10 @@ fn samples(from: &ReadFrom, test_id: &str, columns: &[String], window: (f64, f64
                 return Err(e.into());
             }
         }
+        Reader::Hub(mut hub) if follow => hub.tail(test_id, |b| {
+            csv.batch(b)?;
+            csv.flush()
+        })?,
         Reader::Hub(mut hub) => hub.read_samples(test_id, &cols, window, |b| csv.batch(b))?,
     }
     csv.finish()?;

@@ -298,6 +298,11 @@ impl<W: std::io::Write> CsvWriter<W> {
         Ok(())
     }
 
+    /// Pushes out what was written (a live follow shows each batch as it comes).
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
     /// Ends the output: the header if no batch came, then a flush.
     pub fn finish(mut self) -> std::io::Result<()> {
         self.start()?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use cyclerd_proto::hub::query_client::QueryClient;
-use cyclerd_proto::hub::{ListTestsRequest, ReadSamplesRequest, TestSummary};
+use cyclerd_proto::hub::{ListTestsRequest, ReadSamplesRequest, TailRequest, TestSummary};
 use cyclerd_proto::ingest::SampleBatch;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -122,6 +122,33 @@ impl Remote {
         self.runtime.block_on(async move {
             let mut stream = client
                 .read_samples(request)
+                .await
+                .map_err(|s| refusal(url, &s))?
+                .into_inner();
+            while let Some(batch) = stream.message().await.map_err(|s| refusal(url, &s))? {
+                each(&batch)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `Tail` of `test_id` from its first sample: every sample the hub holds, then each new
+    /// one as the hub stores it, handed to `each` batch by batch; returns when the test has
+    /// ended and everything was sent.
+    pub fn tail(
+        &mut self,
+        test_id: &str,
+        mut each: impl FnMut(&SampleBatch) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let request = self.request(TailRequest {
+            test_id: test_id.to_owned(),
+            from_seq: 0,
+        });
+        let url = &self.url;
+        let client = &mut self.client;
+        self.runtime.block_on(async move {
+            let mut stream = client
+                .tail(request)
                 .await
                 .map_err(|s| refusal(url, &s))?
                 .into_inner();

@@ -392,6 +392,14 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
         csv_from_db,
         "the hub sends every sample the database holds"
     );
+    let as_analyst = remote(&analyst);
+    let mut follow = with(&samples, &as_analyst);
+    follow.push("--follow");
+    assert_eq!(
+        cyclerhub(&follow),
+        csv_from_db,
+        "following an ended test prints all of it and ends"
+    );
     let refused = cyclerhub_fails(&with(&samples, &remote(&outsider)));
     assert_eq!(refused.trim().lines().count(), 1, "{refused}");
     assert!(
