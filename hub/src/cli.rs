@@ -15,7 +15,7 @@ use crate::store::{HubStore, StoreError};
 use crate::utc::Utc;
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use cyclerd_proto::hub::TestSummary;
+use cyclerd_proto::hub::{TestDetail, TestSummary};
 
 /// The cyclerd lab hub: receives daemons' upload streams, stores tests, exports them.
 #[derive(Parser)]
@@ -99,6 +99,14 @@ enum Command {
         /// Hub database: a SQLite file or a `postgres://` URL.
         #[arg(long)]
         db: String,
+    },
+    /// Show one test: its state, metadata (and where it breaks the lab's schemas), instruments
+    /// and events.
+    Show {
+        #[command(flatten)]
+        source: ReadFrom,
+        /// The test (see `cyclerhub tests`).
+        test_id: String,
     },
     /// Print a test's samples as CSV (seq and the chosen columns).
     Samples {
@@ -278,6 +286,7 @@ fn run(cli: Cli) -> Result<()> {
                 started_before_unix_s: until,
             },
         ),
+        Command::Show { source, test_id } => show(&source, &test_id),
         Command::Samples {
             source,
             test_id,
@@ -602,6 +611,100 @@ fn list_tests(from: &ReadFrom, filter: TestFilter) -> Result<()> {
         return Ok(());
     }
     print_tests(&mut std::io::stdout().lock(), &tests)
+}
+
+fn show(from: &ReadFrom, test_id: &str) -> Result<()> {
+    let detail = match from.open()? {
+        Reader::Db(store) => {
+            let Some(t) = store.test(test_id)? else {
+                bail!(
+                    "{}; `cyclerhub tests --db {}` lists the test ids",
+                    StoreError::NoSuchTest(test_id.to_owned()),
+                    store.path().display()
+                );
+            };
+            let lab = store
+                .daemon_labs()?
+                .remove(&t.daemon_id)
+                .unwrap_or_default();
+            crate::query::detail(&store, &t, &lab)?
+        }
+        Reader::Hub(mut hub) => hub.get_test(test_id)?,
+    };
+    print_detail(&mut std::io::stdout().lock(), &detail)
+}
+
+/// What `cyclerhub show` prints of a test.
+fn print_detail(out: &mut impl std::io::Write, d: &TestDetail) -> Result<()> {
+    let s = d.summary.clone().unwrap_or_default();
+    let or_dash = |v: &str| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.to_owned()
+        }
+    };
+    writeln!(out, "test      {}", s.test_id)?;
+    writeln!(
+        out,
+        "lab       {}  team {}",
+        or_dash(&s.lab),
+        or_dash(&s.team)
+    )?;
+    writeln!(out, "daemon    {}  channel {}", s.daemon_id, s.channel_id)?;
+    writeln!(out, "protocol  {}", s.protocol_name)?;
+    let reason = if d.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", d.reason)
+    };
+    writeln!(out, "state     {}{reason}", s.state)?;
+    let end = if s.end_unix_s > 0.0 {
+        format!("  ended {} UTC", utc(s.end_unix_s))
+    } else {
+        String::new()
+    };
+    writeln!(out, "started   {} UTC{end}", utc(s.start_unix_s))?;
+    let expected = if d.expected_samples > 0 {
+        format!(" of {} the daemon counted", d.expected_samples)
+    } else {
+        String::new()
+    };
+    writeln!(out, "samples   {}{expected}", s.sample_count)?;
+    writeln!(out, "metadata")?;
+    let mut metadata: Vec<_> = d.metadata.iter().collect();
+    metadata.sort();
+    for (k, v) in metadata {
+        writeln!(out, "  {k} = {v}")?;
+    }
+    if !d.metadata_problems.is_empty() {
+        writeln!(out, "metadata problems (against the lab's schemas)")?;
+        for p in &d.metadata_problems {
+            writeln!(out, "  {p}")?;
+        }
+    }
+    writeln!(out, "instruments")?;
+    for e in &d.equipment {
+        writeln!(
+            out,
+            "  {:<12}  {:<14}  {:<8}  {}",
+            e.name, e.family, e.role, e.address
+        )?;
+    }
+    writeln!(out, "events")?;
+    for e in &d.events {
+        writeln!(
+            out,
+            "  {} UTC  {:>10.1} s  {:<6}  cycle {} step {}: {}",
+            utc(e.unix_time_s),
+            e.test_time_s,
+            e.kind,
+            e.cycle,
+            e.step,
+            e.message
+        )?;
+    }
+    Ok(())
 }
 
 /// The test table `cyclerhub tests` prints, whatever it read the tests from.

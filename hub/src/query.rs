@@ -148,6 +148,31 @@ pub fn check_window(from: f64, to: f64) -> Result<(), String> {
 }
 
 /// A test as `ListTests` answers it, `lab` being its daemon's.
+/// Everything the hub has on test `t` of `lab` but its samples, as `GetTest` and `cyclerhub
+/// show` give it. Blocking.
+pub fn detail(store: &HubStore, t: &TestRow, lab: &str) -> Result<TestDetail, StoreError> {
+    let events = store.events(&t.test_id)?;
+    Ok(TestDetail {
+        summary: Some(summary(t, lab)),
+        metadata: t.metadata.clone().into_iter().collect(),
+        reason: t.reason.clone().unwrap_or_default(),
+        expected_samples: t.expected_samples.unwrap_or(0),
+        events: events
+            .into_iter()
+            .map(|e| TestEvent {
+                unix_time_s: e.unix_time_s,
+                test_time_s: e.test_time_s,
+                kind: e.kind,
+                message: e.message,
+                step: e.step,
+                cycle: e.cycle,
+            })
+            .collect(),
+        metadata_problems: t.metadata_problems.clone(),
+        equipment: store.test_equipment(&t.test_id)?,
+    })
+}
+
 pub fn summary(t: &TestRow, lab: &str) -> TestSummary {
     let meta = |k: &str| t.metadata.get(k).cloned().unwrap_or_default();
     TestSummary {
@@ -517,34 +542,11 @@ impl Query for QueryService {
             .readable(request.metadata(), &request.get_ref().test_id)
             .await?;
         let store = self.store.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let events = store.events(&t.test_id)?;
-            let equipment = store.test_equipment(&t.test_id)?;
-            Ok::<_, StoreError>((t, events, equipment))
-        });
-        let (t, events, equipment) = read
+        let detail = tokio::task::spawn_blocking(move || detail(&store, &t, &lab))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(status)?;
-        Ok(Response::new(TestDetail {
-            summary: Some(summary(&t, &lab)),
-            metadata: t.metadata.clone().into_iter().collect(),
-            reason: t.reason.clone().unwrap_or_default(),
-            expected_samples: t.expected_samples.unwrap_or(0),
-            events: events
-                .into_iter()
-                .map(|e| TestEvent {
-                    unix_time_s: e.unix_time_s,
-                    test_time_s: e.test_time_s,
-                    kind: e.kind,
-                    message: e.message,
-                    step: e.step,
-                    cycle: e.cycle,
-                })
-                .collect(),
-            metadata_problems: t.metadata_problems.clone(),
-            equipment,
-        }))
+        Ok(Response::new(detail))
     }
 
     type ReadSamplesStream = BatchStream;

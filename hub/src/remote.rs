@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use cyclerd_proto::hub::query_client::QueryClient;
-use cyclerd_proto::hub::{ListTestsRequest, ReadSamplesRequest, TailRequest, TestSummary};
+use cyclerd_proto::hub::{
+    GetTestRequest, ListTestsRequest, ReadSamplesRequest, TailRequest, TestDetail, TestSummary,
+};
 use cyclerd_proto::ingest::SampleBatch;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -101,6 +103,15 @@ impl Remote {
             .map_err(|s| refusal(&self.url, &s))?
             .into_inner()
             .tests)
+    }
+
+    /// `GetTest` of `test_id`.
+    pub fn get_test(&mut self, test_id: &str) -> Result<TestDetail> {
+        let request = self.request(GetTestRequest {
+            test_id: test_id.to_owned(),
+        });
+        let answer = self.runtime.block_on(self.client.get_test(request));
+        Ok(answer.map_err(|s| refusal(&self.url, &s))?.into_inner())
     }
 
     /// `ReadSamples` of `test_id`, handing each batch to `each` until it fails.

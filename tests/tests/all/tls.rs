@@ -392,6 +392,17 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
         csv_from_db,
         "the hub sends every sample the database holds"
     );
+    let show = ["show", &test_id];
+    let shown = cyclerhub(&with(&show, &local));
+    for line in [
+        "cell_id = cell-psb1/1",
+        "lab       cell-ageing",
+        "ea-psb",
+        "state     finished",
+    ] {
+        assert!(shown.contains(line), "{line} in {shown}");
+    }
+    assert_eq!(cyclerhub(&with(&show, &remote(&analyst))), shown);
     let as_analyst = remote(&analyst);
     let mut follow = with(&samples, &as_analyst);
     follow.push("--follow");
