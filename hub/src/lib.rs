@@ -12,8 +12,9 @@
 //! # Layout
 //!
 //! - [`store`]: [`HubStore`], the database, SQLite (a file) or PostgreSQL (a `postgres://`
-//!   URL): schema and migrations, the batched apply of ingest entries, and the queries (list
-//!   tests, samples, events, rejections).
+//!   URL, optionally over TLS): schema and migrations, the batched apply of ingest entries
+//!   (which also records labs' teams, instruments, and metadata that breaks a lab's JSON
+//!   Schemas), the labs' schemas, and the queries (tests, samples, events, rejections).
 //! - [`server`]: [`server::run`], the gRPC server: the ingest stream (one task per stream, batching
 //!   what is ready and handing it to the store's single writer off the async executor), plus gRPC
 //!   health and reflection.
@@ -23,7 +24,8 @@
 //!   with a metadata JSON beside it, optionally anonymised ([`export::export_files`]).
 //! - [`auth`]: tokens (`cyh_<id>_<secret>`, stored as a hash), their labs and roles (daemon or
 //!   reader), and the one check of a request's token that ingest and queries share.
-//! - [`cli`]: the `cyclerhub` command line (`serve`, `token`, `tests`, `samples`, `export`),
+//! - [`cli`]: the `cyclerhub` command line (`serve`, `token`, `schema`, `labs`, `tests`,
+//!   `show`, `samples`, `cells`, `export`),
 //!   the only place that turns errors into `anyhow` messages for people; `src/main.rs` just
 //!   calls it. `remote`: its `--hub URL` reads, over the query service.
 //! - `testing` (feature `testing`): a throwaway PostgreSQL cluster for tests and benches.
