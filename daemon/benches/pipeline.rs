@@ -174,6 +174,7 @@ async fn uploader_drain(dir: &std::path::Path, outbox: Outbox) -> f64 {
             hub_ca_pem: None,
             hub_token: None,
             daemon_name: "bench".into(),
+            hub_lab: None,
             window: 256,
         },
         outbox.clone(),

@@ -308,6 +308,7 @@ pub enum Family {
 }
 
 impl ChamberFamily {
+    /// As the configuration spells it.
     pub fn name(self) -> &'static str {
         match self {
             ChamberFamily::Espec => "espec",
@@ -325,6 +326,7 @@ impl Family {
         matches!(self, Family::Neware | Family::Maccor | Family::Arbin)
     }
 
+    /// As the configuration spells it.
     pub fn name(self) -> &'static str {
         match self {
             Family::EaPsb => "ea-psb",
@@ -526,6 +528,16 @@ impl Config {
         }
         if self.hub.window == 0 {
             return fail("hub.window must be at least 1".into());
+        }
+        if let Some(lab) = &self.hub.lab
+            && (lab.is_empty()
+                || lab.len() > 100
+                || lab.trim() != lab
+                || lab.chars().any(char::is_control))
+        {
+            return fail(format!(
+                "hub.lab {lab:?} must be 1 to 100 printable characters without surrounding spaces"
+            ));
         }
         if self.hub.address.starts_with("https://") && self.hub.ca_file.is_none() {
             return fail(format!(
@@ -982,6 +994,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("use https://"), "{e}");
+    }
+
+    #[test]
+    fn a_hub_lab_is_a_printable_name() {
+        let with_lab = |lab: &str| {
+            GOOD.replace(
+                "address = \"http://127.0.0.1:50051\"",
+                &format!("address = \"http://127.0.0.1:50051\"\nlab = {lab:?}"),
+            )
+        };
+        Config::from_toml(&with_lab("cell-ageing"), "lab.toml").unwrap();
+        for bad in ["", " cell-ageing", "cell\nageing"] {
+            let e = Config::from_toml(&with_lab(bad), "lab.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("hub.lab"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

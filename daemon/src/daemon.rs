@@ -249,6 +249,7 @@ impl Daemon {
                 hub_ca_pem,
                 hub_token,
                 daemon_name: config.daemon.name.clone(),
+                hub_lab: config.hub.lab.clone(),
                 window: config.hub.window,
             },
             outbox,

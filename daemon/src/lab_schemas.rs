@@ -6,14 +6,16 @@
 //! They are asked of the hub at every start, so a schema the lab just registered applies at
 //! once, and kept in the outbox's settings, so a daemon whose hub is unreachable (or restarted
 //! while it was) still checks against the last copy it had and says how old it is. A daemon
-//! that never reached its hub starts tests unchecked; the hub then records what does not fit.
+//! that never reached its hub starts tests unchecked; the hub, which knows the daemon's lab from
+//! its token or its `hub.lab`, then records with the test what does not fit.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cyclerd_proto::metadata::TierSchema;
+use cyclerd_proto::metadata;
 use serde::{Deserialize, Serialize};
+use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::outbox::Outbox;
@@ -29,6 +31,9 @@ const META_KEY: &str = "metadata_schemas";
 /// The lab's schemas as last received.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Copy {
+    /// Who asked (`hub.lab`, or the token's public id): a copy asked under another
+    /// configuration may be another lab's, and is not used.
+    asked_as: String,
     /// The lab they belong to, as the hub named it.
     lab: String,
     /// When the hub sent them (Unix seconds), to say how old a kept copy is.
@@ -77,7 +82,8 @@ impl LabSchemas {
             .and_then(|r| r.meta(META_KEY))
             .ok()
             .flatten()
-            .and_then(|json| serde_json::from_str(&json).ok());
+            .and_then(|json| serde_json::from_str::<Copy>(&json).ok())
+            .filter(|copy| hub.as_ref().is_some_and(|h| h.asked_as() == copy.asked_as));
         LabSchemas {
             hub,
             outbox,
@@ -91,15 +97,13 @@ impl LabSchemas {
         let Some((copy, kept)) = self.current().await else {
             return Ok(());
         };
-        let mut problems = Vec::new();
-        for (tier, document) in &copy.schemas {
-            match TierSchema::compile(tier, document) {
-                Ok(schema) => problems.extend(schema.problems(metadata)),
-                // The hub compiled it when it was registered; a newer draft feature this build
-                // does not know must not block the lab's tests.
-                Err(e) => tracing::warn!(lab = copy.lab, "skipping a metadata schema: {e}"),
-            }
+        let checked = metadata::check(&copy.schemas, metadata);
+        for e in &checked.unusable {
+            // The hub compiled it when it was registered; a feature this build does not know
+            // must not block the lab's tests (the hub records what it finds).
+            tracing::warn!(lab = copy.lab, "skipping a metadata schema: {e}");
         }
+        let problems = checked.problems;
         if problems.is_empty() {
             return Ok(());
         }
@@ -135,6 +139,17 @@ impl LabSchemas {
             }
             failed => {
                 let why = match failed {
+                    Ok(Err(status))
+                        if matches!(
+                            status.code(),
+                            Code::PermissionDenied | Code::Unauthenticated | Code::InvalidArgument
+                        ) =>
+                    {
+                        format!(
+                            "it refused: {}; check hub.lab and hub.token_file",
+                            status.message()
+                        )
+                    }
                     Ok(Err(status)) => format!("{}: {}", status.code(), status.message()),
                     _ => format!("no answer within {} s", FETCH_TIMEOUT.as_secs()),
                 };
@@ -156,14 +171,23 @@ impl LabSchemas {
 }
 
 impl HubQuery {
+    /// Who asks: the configured lab, else the token's public id (never its secret).
+    fn asked_as(&self) -> String {
+        match &self.token {
+            _ if !self.lab.is_empty() => format!("lab {}", self.lab),
+            Some(token) => format!("token {}", token.split('_').nth(1).unwrap_or_default()),
+            None => String::new(),
+        }
+    }
+
     async fn fetch(&self) -> Result<Copy, tonic::Status> {
         let mut request = tonic::Request::new(GetMetadataSchemasRequest {
             lab: self.lab.clone(),
         });
         if let Some(token) = &self.token {
-            let value = format!("Bearer {token}")
-                .parse()
-                .map_err(|_| tonic::Status::invalid_argument("the hub token is not header text"))?;
+            let value = crate::proto::bearer(token).ok_or_else(|| {
+                tonic::Status::invalid_argument("the hub token is not header text")
+            })?;
             request.metadata_mut().insert("authorization", value);
         }
         let answer = QueryClient::new(self.channel.clone())
@@ -171,6 +195,7 @@ impl HubQuery {
             .await?
             .into_inner();
         Ok(Copy {
+            asked_as: self.asked_as(),
             lab: answer.lab,
             fetched_unix_s: unix_now(),
             schemas: answer

@@ -56,6 +56,17 @@ pub fn check_metadata(metadata: &HashMap<String, String>) -> Result<(), StartErr
             OPTIONAL_PRIMARY_METADATA.join(", ")
         )));
     }
+    for key in ["cell_id", "team"] {
+        if let Some(v) = metadata.get(key)
+            && v.len() > cyclerd_proto::metadata::MAX_KEY_BYTES
+        {
+            return Err(StartError::Metadata(format!(
+                "{key} is {} bytes long; an identifier may have at most {}",
+                v.len(),
+                cyclerd_proto::metadata::MAX_KEY_BYTES
+            )));
+        }
+    }
     let capacity = &metadata["nominal_capacity_ah"];
     match capacity.trim().parse::<f64>() {
         Ok(c) if c.is_finite() && c > 0.0 => Ok(()),

@@ -43,6 +43,8 @@ pub struct UploaderConfig {
     /// stream; `None` for a hub that does not ask for one.
     pub hub_token: Option<String>,
     pub daemon_name: String,
+    /// The lab the daemon is configured for (`hub.lab`), said in the Hello.
+    pub hub_lab: Option<String>,
     /// Entries in flight before waiting for acks.
     pub window: usize,
 }
@@ -152,6 +154,7 @@ async fn session(
             daemon_id: identity.daemon_id.clone(),
             store_epoch: identity.epoch,
             daemon_name: config.daemon_name.clone(),
+            lab: config.hub_lab.clone().unwrap_or_default(),
         })),
     };
     tx.send(hello)
@@ -159,7 +162,7 @@ async fn session(
         .map_err(|_| SessionError::Protocol("stream closed before hello".into()))?;
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     if let Some(token) = &config.hub_token {
-        let value = format!("Bearer {token}").parse().map_err(|_| {
+        let value = crate::proto::bearer(token).ok_or_else(|| {
             SessionError::Protocol("the hub token has characters a header cannot carry".into())
         })?;
         request.metadata_mut().insert("authorization", value);

@@ -200,6 +200,7 @@ mod uploader_and_hub {
                 hub_ca_pem: None,
                 hub_token: None,
                 daemon_name: "test".into(),
+                hub_lab: None,
                 window: 4,
             },
             outbox.clone(),

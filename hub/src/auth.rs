@@ -94,18 +94,27 @@ impl Authenticator {
         if !self.required {
             return Ok(None);
         }
-        let presented = metadata
+        self.presented(metadata).await?.map(Some).ok_or_else(|| {
+            Status::unauthenticated(
+                "this hub requires a token: issue one with `cyclerhub token issue --lab LAB \
+                 --name NAME` (add --reader for read-only access) and give a daemon its file \
+                 as hub.token_file, or `cyclerhub tests|samples` as --token-file",
+            )
+        })
+    }
+
+    /// The caller of the token a request presents, whether or not the hub requires tokens
+    /// (on a hub that does not, a token still says whose lab a daemon is); `None` without one,
+    /// `UNAUTHENTICATED` for a token that is not valid.
+    pub async fn presented(&self, metadata: &MetadataMap) -> Result<Option<Caller>, Status> {
+        let Some(presented) = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_owned)
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "this hub requires a token: issue one with `cyclerhub token issue --lab LAB \
-                     --name NAME` (add --reader for read-only access) and give a daemon its file \
-                     as hub.token_file, or `cyclerhub tests|samples` as --token-file",
-                )
-            })?;
+        else {
+            return Ok(None);
+        };
         let store = self.store.clone();
         let token = tokio::task::spawn_blocking(move || store.authenticate(&presented))
             .await

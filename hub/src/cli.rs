@@ -65,6 +65,19 @@ enum Command {
         #[arg(long)]
         db: String,
     },
+    /// Assign a daemon, and every test it uploaded, to a lab: for a daemon that uploaded before
+    /// the hub required tokens (its token may then write for it).
+    Assign {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        /// The daemon's id (see `cyclerhub tests`).
+        #[arg(long)]
+        daemon: String,
+        /// Its lab.
+        #[arg(long)]
+        lab: String,
+    },
     /// List the tests in the hub, one per line.
     Tests {
         #[command(flatten)]
@@ -238,6 +251,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Token { action } => token(action),
         Command::Schema { action } => schema(action),
         Command::Labs { db } => labs(&db),
+        Command::Assign { db, daemon, lab } => {
+            open(&db, true)?.assign_daemon(&daemon, &lab)?;
+            eprintln!("daemon {daemon} and its tests belong to lab {lab:?}");
+            Ok(())
+        }
         Command::Cells { db } => {
             let mut out = std::io::stdout().lock();
             writeln!(
@@ -412,6 +430,7 @@ enum SchemaAction {
         /// Hub database: a SQLite file or a `postgres://` URL.
         #[arg(long)]
         db: String,
+        /// The lab whose tests it applies to.
         #[arg(long)]
         lab: String,
         /// `secondary` or `tertiary`.
@@ -425,6 +444,7 @@ enum SchemaAction {
         /// Hub database: a SQLite file or a `postgres://` URL.
         #[arg(long)]
         db: String,
+        /// The lab.
         #[arg(long)]
         lab: String,
     },
@@ -433,6 +453,7 @@ enum SchemaAction {
         /// Hub database: a SQLite file or a `postgres://` URL.
         #[arg(long)]
         db: String,
+        /// The lab.
         #[arg(long)]
         lab: String,
         /// `secondary` or `tertiary`.

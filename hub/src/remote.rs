@@ -120,7 +120,7 @@ impl Remote {
         test_id: &str,
         cols: &Columns,
         window: (f64, f64),
-        mut each: impl FnMut(&SampleBatch) -> std::io::Result<()>,
+        each: impl FnMut(&SampleBatch) -> std::io::Result<()>,
     ) -> Result<()> {
         let request = self.request(ReadSamplesRequest {
             test_id: test_id.to_owned(),
@@ -128,19 +128,8 @@ impl Remote {
             from_test_time_s: window.0,
             to_test_time_s: window.1,
         });
-        let url = &self.url;
-        let client = &mut self.client;
-        self.runtime.block_on(async move {
-            let mut stream = client
-                .read_samples(request)
-                .await
-                .map_err(|s| refusal(url, &s))?
-                .into_inner();
-            while let Some(batch) = stream.message().await.map_err(|s| refusal(url, &s))? {
-                each(&batch)?;
-            }
-            Ok(())
-        })
+        let mut client = self.client.clone();
+        self.batches(async move { client.read_samples(request).await }, each)
     }
 
     /// `Tail` of `test_id` from its first sample: every sample the hub holds, then each new
@@ -149,20 +138,27 @@ impl Remote {
     pub fn tail(
         &mut self,
         test_id: &str,
-        mut each: impl FnMut(&SampleBatch) -> std::io::Result<()>,
+        each: impl FnMut(&SampleBatch) -> std::io::Result<()>,
     ) -> Result<()> {
         let request = self.request(TailRequest {
             test_id: test_id.to_owned(),
             from_seq: 0,
         });
+        let mut client = self.client.clone();
+        self.batches(async move { client.tail(request).await }, each)
+    }
+
+    /// Runs a call that answers with a stream of batches, handing each to `each`.
+    fn batches(
+        &self,
+        call: impl Future<
+            Output = Result<tonic::Response<tonic::Streaming<SampleBatch>>, tonic::Status>,
+        >,
+        mut each: impl FnMut(&SampleBatch) -> std::io::Result<()>,
+    ) -> Result<()> {
         let url = &self.url;
-        let client = &mut self.client;
         self.runtime.block_on(async move {
-            let mut stream = client
-                .tail(request)
-                .await
-                .map_err(|s| refusal(url, &s))?
-                .into_inner();
+            let mut stream = call.await.map_err(|s| refusal(url, &s))?.into_inner();
             while let Some(batch) = stream.message().await.map_err(|s| refusal(url, &s))? {
                 each(&batch)?;
             }
@@ -194,9 +190,7 @@ fn read_token(file: &Path) -> Result<MetadataValue<Ascii>> {
             file.display()
         );
     }
-    Ok(format!("Bearer {token}")
-        .parse()
-        .expect("a parsed token is ASCII"))
+    cyclerd_proto::bearer(token).ok_or_else(|| anyhow!("a parsed token is ASCII"))
 }
 
 /// A status from the hub as one line for people: what kind of refusal, then the hub's words.

@@ -263,9 +263,7 @@ impl Session {
             return;
         }
 
-        if let Some(lab) = &self.lab
-            && let Err(status) = self.bind(&hello.daemon_id, lab).await
-        {
+        if let Err(status) = self.bind(&hello).await {
             tracing::warn!(?peer, daemon_id = hello.daemon_id, "{}", status.message());
             let _ = self.tx.send(Err(status)).await;
             return;
@@ -350,21 +348,43 @@ impl Session {
         }
     }
 
-    /// Binds the daemon to the token's lab; refused when it belongs to another lab.
-    async fn bind(&self, daemon_id: &str, lab: &str) -> Result<(), Status> {
+    /// Binds the daemon to its lab: the token's (only a daemon the hub has no test of yet: an
+    /// earlier one is assigned by a person), or on a hub without tokens the lab its Hello names.
+    /// Refused when it belongs to another lab, or names another lab than its token's.
+    async fn bind(&self, hello: &Hello) -> Result<(), Status> {
+        let daemon_id = &hello.daemon_id;
+        let claimed = hello.lab.as_str();
+        if !claimed.is_empty() {
+            crate::auth::check_name("Hello.lab (the daemon's hub.lab)", claimed)
+                .map_err(Status::invalid_argument)?;
+        }
+        let (lab, only_new) = match &self.lab {
+            Some(token_lab) if !claimed.is_empty() && claimed != token_lab => {
+                return Err(Status::permission_denied(format!(
+                    "daemon {daemon_id} is configured for lab {claimed:?} (hub.lab) but its token \
+                     is of lab {token_lab:?}; fix one of them"
+                )));
+            }
+            Some(token_lab) => (token_lab.clone(), true),
+            None if claimed.is_empty() => return Ok(()),
+            None => (claimed.to_owned(), false),
+        };
         let store = self.store.clone();
-        let (id, token_lab) = (daemon_id.to_string(), lab.to_string());
-        let bound = tokio::task::spawn_blocking(move || store.bind_daemon(&id, &token_lab))
+        let (id, want) = (daemon_id.clone(), lab.clone());
+        let bound = tokio::task::spawn_blocking(move || store.bind_daemon(&id, &want, only_new))
             .await
             .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
             .map_err(|e| Status::internal(format!("hub storage failed: {}", error_chain(&e))))?;
-        if bound == lab {
-            Ok(())
-        } else {
-            Err(Status::permission_denied(format!(
-                "daemon {daemon_id} belongs to lab {bound:?}; a token of lab {lab:?} cannot \
-                 write for it"
-            )))
+        match bound {
+            Some(bound) if bound == lab => Ok(()),
+            Some(bound) => Err(Status::permission_denied(format!(
+                "daemon {daemon_id} belongs to lab {bound:?}; it cannot write as lab {lab:?}"
+            ))),
+            None => Err(Status::permission_denied(format!(
+                "daemon {daemon_id} uploaded tests before it had a lab, so its token cannot claim \
+                 them; a hub admin assigns it: `cyclerhub assign --db DB --daemon {daemon_id} \
+                 --lab {lab}`"
+            ))),
         }
     }
 

@@ -33,6 +33,7 @@ pub use cyclerd_proto::ingest::Equipment;
 use cyclerd_proto::ingest::{
     Entry, Event, Hello, Rejection, SampleBatch, TestEnded, TestRegistered, entry::Body,
 };
+use cyclerd_proto::metadata::MAX_KEY_BYTES;
 use prost::Message as _;
 
 /// Errors of the hub's storage layer. Following the std convention, a message does not repeat
@@ -108,6 +109,9 @@ pub enum StoreError {
     #[error("hub database error (PostgreSQL)")]
     Postgres(#[from] postgres::Error),
 }
+
+/// Samples read per page when streaming a test out (about 1 MB of rows).
+const SAMPLE_PAGE: i64 = 8192;
 
 fn now_unix_s() -> f64 {
     std::time::SystemTime::now()
@@ -203,11 +207,11 @@ impl TestRow {
 /// A team of a lab, as the hub first saw it in a test's metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TeamRow {
-    /// The lab of the daemon that ran the team's first test.
+    /// The lab of the daemon that ran the team's test.
     pub lab: String,
     /// The metadata's `team`.
     pub team: String,
-    /// When that first test started (Unix seconds).
+    /// When the first test of the team the hub stored started (Unix seconds).
     pub first_test_unix_s: f64,
 }
 
@@ -400,7 +404,7 @@ impl HubStore {
             role,
         };
         let hash = crate::auth::secret_hash(&secret);
-        // The token and its lab (new or not) in one transaction.
+        // The token and its lab (new or not) in one transaction: both, or neither.
         let inserted = match &*self.backend {
             Backend::Sqlite(s) => s.insert_token(&row, &hash)?,
             Backend::Postgres(p) => p.insert_token(&row, &hash)?,
@@ -453,11 +457,38 @@ impl HubStore {
             .map(|(t, _)| t))
     }
 
-    /// Binds `daemon_id` to `lab` if it belongs to no lab yet; returns the lab it belongs to.
-    pub fn bind_daemon(&self, daemon_id: &str, lab: &str) -> Result<String, StoreError> {
+    /// Binds `daemon_id` to `lab` if it belongs to no lab yet (with `only_new`, only if the
+    /// hub has no test of it either); returns the lab it belongs to, `None` when it stays
+    /// unbound.
+    pub fn bind_daemon(
+        &self,
+        daemon_id: &str,
+        lab: &str,
+        only_new: bool,
+    ) -> Result<Option<String>, StoreError> {
+        let bind = if only_new {
+            sql::BIND_NEW_DAEMON
+        } else {
+            sql::BIND_DAEMON
+        };
         match &*self.backend {
-            Backend::Sqlite(s) => s.bind_daemon(daemon_id, lab),
-            Backend::Postgres(p) => p.bind_daemon(daemon_id, lab),
+            Backend::Sqlite(s) => s.bind_daemon(daemon_id, lab, bind, now_unix_s()),
+            Backend::Postgres(p) => p.bind_daemon(daemon_id, lab, bind, now_unix_s()),
+        }
+    }
+
+    /// Assigns `daemon_id`, and so every test it uploaded, to `lab`: for a daemon that uploaded
+    /// before the hub required tokens. Refused when it belongs to another lab.
+    pub fn assign_daemon(&self, daemon_id: &str, lab: &str) -> Result<(), StoreError> {
+        crate::auth::check_name("lab", lab).map_err(StoreError::Refused)?;
+        match self.bind_daemon(daemon_id, lab, false)? {
+            Some(bound) if bound == lab => Ok(()),
+            Some(bound) => Err(StoreError::Refused(format!(
+                "daemon {daemon_id} belongs to lab {bound:?} already"
+            ))),
+            None => Err(StoreError::Corrupt(format!(
+                "daemon {daemon_id} is not bound after binding it"
+            ))),
         }
     }
 
@@ -600,18 +631,41 @@ impl HubStore {
         self.for_each_sample_from(test_id, 0, f)
     }
 
-    /// [`HubStore::for_each_sample`] from sequence number `from_seq` on (an index range scan,
+    /// [`HubStore::for_each_sample`] from sequence number `from_seq` on (index range scans,
     /// so following a long test costs only its new samples).
+    ///
+    /// Reads a page of rows at a time and holds the reader connection only while reading a
+    /// page, never while `f` runs: a slow consumer (a client that stopped reading its stream)
+    /// must not stall the queries and token checks that share the connection.
     pub fn for_each_sample_from<E: From<StoreError>>(
         &self,
         test_id: &str,
         from_seq: u64,
-        f: impl FnMut(&SampleRow) -> Result<(), E>,
+        mut f: impl FnMut(&SampleRow) -> Result<(), E>,
     ) -> Result<u64, E> {
-        let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
-        match &*self.backend {
-            Backend::Sqlite(s) => s.for_each_sample(test_id, from, f),
-            Backend::Postgres(p) => p.for_each_sample(test_id, from, f),
+        let key = match &*self.backend {
+            Backend::Sqlite(s) => s.test_key(test_id)?,
+            Backend::Postgres(p) => p.test_key(test_id)?,
+        };
+        let mut next = i64::try_from(from_seq).unwrap_or(i64::MAX);
+        let mut n = 0;
+        loop {
+            let page = match &*self.backend {
+                Backend::Sqlite(s) => s.sample_page(key, next, SAMPLE_PAGE)?,
+                Backend::Postgres(p) => p.sample_page(key, next, SAMPLE_PAGE)?,
+            };
+            for sample in &page {
+                f(sample)?;
+                n += 1;
+            }
+            match page.last() {
+                Some(last) if page.len() as i64 == SAMPLE_PAGE => {
+                    next = i64::try_from(last.seq)
+                        .unwrap_or(i64::MAX)
+                        .saturating_add(1);
+                }
+                _ => return Ok(n),
+            }
         }
     }
 
@@ -948,6 +1002,30 @@ fn apply_test_registered(
     if t.channel_id.is_empty() {
         return reject(format!("test {:?} has an empty channel_id", t.test_id));
     }
+    let meta = |k: &str| t.metadata.get(k).map_or("", String::as_str);
+    let mut keys = vec![
+        ("test_id", t.test_id.as_str()),
+        ("channel_id", &t.channel_id),
+        ("cell_id", meta("cell_id")),
+        ("team", meta("team")),
+    ];
+    for e in &t.equipment {
+        keys.extend([
+            ("equipment name", e.name.as_str()),
+            ("equipment family", &e.family),
+            ("equipment address", &e.address),
+            ("equipment role", &e.role),
+        ]);
+    }
+    // Refused before any write, so an oversized key is a rejection rather than a failed batch
+    // that blocks the entries behind it.
+    if let Some((name, value)) = keys.iter().find(|(_, v)| v.len() > MAX_KEY_BYTES) {
+        return reject(format!(
+            "{what}: {name} is {} bytes long; the hub keys its tables by it and takes at most \
+             {MAX_KEY_BYTES}",
+            value.len()
+        ));
+    }
     if !t.start_unix_s.is_finite() {
         return reject(format!("test {:?} has a non-finite start time", t.test_id));
     }
@@ -986,7 +1064,8 @@ fn apply_test_registered(
         metadata_json,
         team,
         problems_json: (!problems.is_empty())
-            .then(|| serde_json::to_string(&problems).unwrap_or_default()),
+            .then(|| serde_json::to_string(&problems).ok())
+            .flatten(),
     };
     w.insert_test(source, t, &registration)?;
     if let Some(cell) = CellRow::from_metadata(&t.metadata, t.start_unix_s) {
@@ -1000,20 +1079,21 @@ fn apply_test_registered(
 }
 
 /// The problems of `metadata` under a lab's stored schemas. The data is kept either way (the
-/// daemon checked it against the schemas it had when the test started; what the hub finds is
-/// recorded with the test for a person to look at). A stored schema that no longer compiles
-/// (it did when registered) is itself reported rather than failing the registration.
+/// daemon checked it against the schemas it had when the test started; what the hub finds when
+/// it stores the registration is recorded with the test for a person to look at). A stored
+/// schema that cannot be used is itself reported rather than failing the registration.
 fn metadata_problems(
     schemas: &[(String, String)],
     metadata: &std::collections::HashMap<String, String>,
 ) -> Vec<String> {
-    let mut problems = Vec::new();
-    for (tier, document) in schemas {
-        match cyclerd_proto::metadata::TierSchema::compile(tier, document) {
-            Ok(schema) => problems.extend(schema.problems(metadata)),
-            Err(e) => problems.push(format!("the lab's schema is unusable: {e}")),
-        }
-    }
+    let checked = cyclerd_proto::metadata::check(schemas, metadata);
+    let mut problems = checked.problems;
+    problems.extend(
+        checked
+            .unusable
+            .into_iter()
+            .map(|e| format!("the lab's schema is unusable: {e}")),
+    );
     if !problems.is_empty() {
         tracing::warn!(?problems, "test metadata does not follow the lab's schemas");
     }

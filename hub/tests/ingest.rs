@@ -96,6 +96,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    an_oversized_identifier_is_rejected_and_the_entries_behind_it_apply,
     hello_returns_zero_resume_point_for_new_daemon,
     entries_are_acked_after_commit_and_stored_once,
     resent_entries_after_reconnect_are_not_duplicated,
@@ -207,6 +208,7 @@ impl Hub {
                 daemon_id: daemon_id.into(),
                 store_epoch: epoch,
                 daemon_name: format!("bench of {daemon_id}"),
+                lab: String::new(),
             })),
         })
         .await;
@@ -597,6 +599,32 @@ async fn malformed_batch_is_rejected_and_does_not_block_later_entries(backend: B
     hub.shutdown().await;
 }
 
+async fn an_oversized_identifier_is_rejected_and_the_entries_behind_it_apply(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    // Random-looking text: PostgreSQL would compress a repetitive one under its index limit.
+    let long: String = (0..4000u32)
+        .map(|i| char::from(b'a' + (i.wrapping_mul(2654435761) >> 27) as u8 % 26))
+        .collect();
+    let mut team = registered(1, T1);
+    let mut instrument = registered(2, T2);
+    if let (Some(Body::TestRegistered(a)), Some(Body::TestRegistered(b))) =
+        (&mut team.body, &mut instrument.body)
+    {
+        a.metadata.insert("team".into(), long.clone());
+        b.equipment[0].address = long;
+    }
+    up.send_entries([team, instrument, registered(3, T3), samples(4, T3, 0, 10)])
+        .await;
+    let rejections = up.until_ack(4).await;
+    let rejected: Vec<u64> = rejections.iter().map(|r| r.entry_id).collect();
+    assert_eq!(rejected, [1, 2], "{rejections:?}");
+    assert!(rejections[0].reason.contains("team"), "{rejections:?}");
+    assert!(rejections[1].reason.contains("address"), "{rejections:?}");
+    assert_eq!(hub.store.sample_count(T3).unwrap(), 10);
+    hub.shutdown().await;
+}
+
 async fn a_daemon_cannot_write_another_daemons_test(backend: Backend) {
     let mut hub = Hub::start(backend).await;
     let (mut a, _) = hub.upload("daemon-a", 1).await;
@@ -646,6 +674,7 @@ async fn hello_with_a_nul_character_is_refused() {
             daemon_id: "daemon\0a".into(),
             store_epoch: 1,
             daemon_name: String::new(),
+            lab: String::new(),
         })),
     })
     .await;

@@ -29,6 +29,12 @@ pub mod hub {
 
 pub mod metadata;
 
+/// The `authorization` header value that carries a hub token (`Bearer <token>`); `None` when
+/// the token has characters a header cannot carry.
+pub fn bearer(token: &str) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    format!("Bearer {}", token.trim()).parse().ok()
+}
+
 /// Encoded `FileDescriptorSet` of every contract, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cyclerd_descriptor.bin"));

@@ -13,6 +13,11 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+/// Longest identifier (test, channel, cell, team, instrument name) a hub stores: they key its
+/// indexes, and PostgreSQL cannot index an entry much over 2.7 kB. A daemon refuses a longer
+/// one before the test starts; a hub rejects it.
+pub const MAX_KEY_BYTES: usize = 256;
+
 /// The free-form tiers, as named in keys (`secondary.KEY`) and in schemas.
 pub const TIERS: [&str; 2] = ["secondary", "tertiary"];
 
@@ -121,9 +126,36 @@ impl TierSchema {
     }
 }
 
-/// Every problem of `metadata` under `schemas`, tier by tier (empty: valid).
-pub fn problems(schemas: &[TierSchema], metadata: &HashMap<String, String>) -> Vec<String> {
-    schemas.iter().flat_map(|s| s.problems(metadata)).collect()
+/// What [`check`] found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Checked {
+    /// Where the metadata breaks a schema, one sentence each (empty: it follows them).
+    pub problems: Vec<String>,
+    /// Schemas that could not be used, and why: they compiled when registered, so this is a
+    /// newer feature than this build knows, or a validator failure. The caller decides whether
+    /// that is a problem of the test (the hub records it) or only worth a warning (the daemon
+    /// does not block a test on the lab's schema).
+    pub unusable: Vec<String>,
+}
+
+/// Checks `metadata` against a lab's schemas as stored, `(tier, document)`, tier by tier. A
+/// validator that panics is caught and reported as unusable: a lab's document must never take
+/// down the daemon's start or the hub's ingest.
+pub fn check(schemas: &[(String, String)], metadata: &HashMap<String, String>) -> Checked {
+    let mut out = Checked::default();
+    for (tier, document) in schemas {
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            TierSchema::compile(tier, document).map(|s| s.problems(metadata))
+        }));
+        match checked {
+            Ok(Ok(problems)) => out.problems.extend(problems),
+            Ok(Err(e)) => out.unusable.push(e),
+            Err(_) => out.unusable.push(format!(
+                "the {tier} metadata schema could not be checked (validator failure)"
+            )),
+        }
+    }
+    out
 }
 
 fn kind(v: &Value) -> &'static str {

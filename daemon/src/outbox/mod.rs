@@ -151,7 +151,9 @@ enum WriteOp {
     Flush(oneshot::Sender<()>),
     /// Keeps a daemon setting learnt at run time (e.g. the lab's metadata schemas).
     SetMeta {
+        /// The setting's name in the `meta` table.
         key: &'static str,
+        /// Its value, as text.
         value: String,
     },
 }

@@ -361,6 +361,7 @@ async fn upload_all(outbox: &Outbox, addr: std::net::SocketAddr) {
             hub_ca_pem: None,
             hub_token: None,
             daemon_name: "lab-pc-1".into(),
+            hub_lab: None,
             window: 4,
         },
         outbox.clone(),

@@ -115,10 +115,14 @@ struct Metadata {
 /// network addresses are not for sharing).
 #[derive(Serialize)]
 struct Instrument {
+    /// Its name in the daemon's configuration.
     name: String,
+    /// Its device family (`ea-psb`, `neware`, `espec`, ...).
     family: String,
+    /// Where the daemon reached it; left out when anonymised.
     #[serde(skip_serializing_if = "Option::is_none")]
     address: Option<String>,
+    /// `cycler`, `source`, `load` or `chamber`.
     role: String,
 }
 

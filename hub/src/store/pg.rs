@@ -18,7 +18,6 @@
 
 mod tls;
 
-use std::sync::mpsc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use cyclerd_proto::ingest::{Entry, Event, SampleBatch, TestEnded, TestRegistered};
@@ -199,7 +198,6 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE tests ADD COLUMN team text;
     ALTER TABLE tests ADD COLUMN metadata_problems text;  -- JSON array; NULL when none
-    CREATE INDEX tests_by_team ON tests (team);
     "#,
     // 5: what a token allows: a daemon's uploads and reads its lab, a reader's only reads.
     r#"
@@ -239,9 +237,6 @@ const SAMPLE_TYPES: [Type; 14] = [
 const TEST_COLUMNS: &str = "test_id, daemon_id, channel_id, protocol_name, metadata::text, \
     start_unix_s, end_unix_s, outcome, reason, sample_count, expected_samples, team, \
     metadata_problems";
-
-/// Sample rows fetched per round trip when streaming a test out.
-const FETCH_ROWS: i32 = 8192;
 
 /// The PostgreSQL side of a [`super::HubStore`].
 pub(super) struct PgStore {
@@ -571,7 +566,10 @@ impl PgStore {
                     &t.role.as_str(),
                 ],
             )? == 1;
-            tx.commit()?;
+            // A refused token (its name is taken) leaves no new lab behind: rolled back on drop.
+            if inserted {
+                tx.commit()?;
+            }
             Ok(inserted)
         })
     }
@@ -645,12 +643,24 @@ impl PgStore {
         })
     }
 
-    pub(super) fn bind_daemon(&self, daemon_id: &str, lab: &str) -> Result<String, StoreError> {
+    pub(super) fn bind_daemon(
+        &self,
+        daemon_id: &str,
+        lab: &str,
+        bind: &str,
+        now: f64,
+    ) -> Result<Option<String>, StoreError> {
         self.with_writer(|w| {
-            w.client.execute(sql::BIND_DAEMON, &[&daemon_id, &lab])?;
-            Ok(w.client
-                .query_one(sql::DAEMON_LAB, &[&daemon_id])?
-                .try_get(0)?)
+            let mut tx = w.client.transaction()?;
+            if tx.execute(bind, &[&daemon_id, &lab])? == 1 {
+                tx.execute(sql::INSERT_LAB, &[&lab, &now])?;
+            }
+            let bound = tx
+                .query_opt(sql::DAEMON_LAB, &[&daemon_id])?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+            tx.commit()?;
+            Ok(bound)
         })
     }
 
@@ -769,56 +779,27 @@ impl PgStore {
         })
     }
 
-    pub(super) fn for_each_sample<E: From<StoreError>>(
+    pub(super) fn test_key(&self, test_id: &str) -> Result<i64, StoreError> {
+        self.with_reader(|c| test_key(c, test_id))
+    }
+
+    pub(super) fn sample_page(
         &self,
-        test_id: &str,
+        key: i64,
         from_seq: i64,
-        mut f: impl FnMut(&SampleRow) -> Result<(), E>,
-    ) -> Result<u64, E> {
-        let mut guard = lock(&self.reader);
-        let slot: &mut Option<Client> = &mut guard;
-        // A helper thread reads pages of rows (the client may not block on an async runtime's
-        // thread; `f`, which may hold a non-Send writer, stays here). Two pages in flight
-        // bound the memory; dropping the receiver stops the reader.
-        let (page_tx, pages) = mpsc::sync_channel::<Result<Vec<SampleRow>, StoreError>>(2);
-        std::thread::scope(|s| {
-            let pages = pages;
-            s.spawn(move || {
-                let mut read = || -> Result<(), StoreError> {
-                    let client = ensure(slot, |c| c, || self.connect_reader())?;
-                    // The portal needs a transaction; it also gives one consistent snapshot.
-                    let mut tx = client.transaction()?;
-                    let key = test_key(&mut tx, test_id)?;
-                    let portal = tx.bind(
-                        "SELECT seq, test_time_s, unix_time_s, voltage_v, current_a, cycle, step,
-                                charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
-                                discharge_energy_wh, temperature_c, ambient_temperature_c
-                         FROM samples WHERE test_key = $1 AND seq >= $2 ORDER BY seq",
-                        &[&key, &from_seq],
-                    )?;
-                    loop {
-                        let rows = tx.query_portal(&portal, FETCH_ROWS)?;
-                        if rows.is_empty() {
-                            return Ok(());
-                        }
-                        let page = rows.iter().map(sample_row).collect::<Result<_, _>>()?;
-                        if page_tx.send(Ok(page)).is_err() {
-                            return Ok(()); // `f` failed: nobody is reading any more
-                        }
-                    }
-                };
-                if let Err(e) = read() {
-                    let _ = page_tx.send(Err(e));
-                }
-            });
-            let mut n = 0;
-            for page in pages.iter() {
-                for sample in &page? {
-                    f(sample)?;
-                    n += 1;
-                }
-            }
-            Ok(n)
+        limit: i64,
+    ) -> Result<Vec<SampleRow>, StoreError> {
+        self.with_reader(|c| {
+            c.query(
+                "SELECT seq, test_time_s, unix_time_s, voltage_v, current_a, cycle, step,
+                        charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
+                        discharge_energy_wh, temperature_c, ambient_temperature_c
+                 FROM samples WHERE test_key = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+                &[&key, &from_seq, &limit],
+            )?
+            .iter()
+            .map(sample_row)
+            .collect()
         })
     }
 

@@ -10,6 +10,11 @@ pub(super) const TOKENS: &str = "SELECT token_id, lab, name, created_unix_s, rev
      secret_hash, role FROM tokens ORDER BY created_unix_s";
 pub(super) const BIND_DAEMON: &str =
     "INSERT INTO daemon_labs (daemon_id, lab) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+/// Binds only a daemon the hub has no test of: tests uploaded without a lab are assigned to
+/// one by a person (`cyclerhub assign`), never claimed by whoever holds a token.
+pub(super) const BIND_NEW_DAEMON: &str = "INSERT INTO daemon_labs (daemon_id, lab) \
+     SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM tests WHERE daemon_id = $1) \
+     ON CONFLICT DO NOTHING";
 pub(super) const DAEMON_LAB: &str = "SELECT lab FROM daemon_labs WHERE daemon_id = $1";
 pub(super) const DAEMON_LABS: &str = "SELECT daemon_id, lab FROM daemon_labs";
 pub(super) const PROTOCOL: &str = "SELECT protocol_source, plan_json FROM tests WHERE test_id = $1";

@@ -307,7 +307,10 @@ impl SqliteStore {
                 t.role.as_str()
             ],
         )? == 1;
-        tx.commit()?;
+        // A refused token (its name is taken) leaves no new lab behind: rolled back on drop.
+        if inserted {
+            tx.commit()?;
+        }
         Ok(inserted)
     }
 
@@ -372,10 +375,23 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub(super) fn bind_daemon(&self, daemon_id: &str, lab: &str) -> Result<String, StoreError> {
-        let conn = lock(&self.writer);
-        conn.execute(&sql::sqlite(sql::BIND_DAEMON), params![daemon_id, lab])?;
-        Ok(conn.query_row(&sql::sqlite(sql::DAEMON_LAB), [daemon_id], |r| r.get(0))?)
+    pub(super) fn bind_daemon(
+        &self,
+        daemon_id: &str,
+        lab: &str,
+        bind: &str,
+        now: f64,
+    ) -> Result<Option<String>, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if tx.execute(&sql::sqlite(bind), params![daemon_id, lab])? == 1 {
+            tx.execute(&sql::sqlite(sql::INSERT_LAB), params![lab, now])?;
+        }
+        let bound = tx
+            .query_row(&sql::sqlite(sql::DAEMON_LAB), [daemon_id], |r| r.get(0))
+            .optional()?;
+        tx.commit()?;
+        Ok(bound)
     }
 
     pub(super) fn applied_up_to(&self, source: &Source<'_>) -> Result<u64, StoreError> {
@@ -449,32 +465,25 @@ impl SqliteStore {
             .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))?)
     }
 
-    pub(super) fn for_each_sample<E: From<StoreError>>(
+    pub(super) fn test_key(&self, test_id: &str) -> Result<i64, StoreError> {
+        test_key_in(&lock(&self.reader), test_id)
+    }
+
+    pub(super) fn sample_page(
         &self,
-        test_id: &str,
+        key: i64,
         from_seq: i64,
-        mut f: impl FnMut(&SampleRow) -> Result<(), E>,
-    ) -> Result<u64, E> {
+        limit: i64,
+    ) -> Result<Vec<SampleRow>, StoreError> {
         let conn = lock(&self.reader);
-        let key = test_key_in(&conn, test_id)?;
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT seq, test_time_s, unix_time_s, voltage_v, current_a, cycle, step,
-                        charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
-                        discharge_energy_wh, temperature_c, ambient_temperature_c
-                 FROM samples WHERE test_key = ?1 AND seq >= ?2 ORDER BY seq",
-            )
-            .map_err(StoreError::from)?;
-        let mut rows = stmt
-            .query(params![key, from_seq])
-            .map_err(StoreError::from)?;
-        let mut n = 0;
-        while let Some(r) = rows.next().map_err(StoreError::from)? {
-            let sample = sample_row(r).map_err(StoreError::from)?;
-            f(&sample)?;
-            n += 1;
-        }
-        Ok(n)
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, test_time_s, unix_time_s, voltage_v, current_a, cycle, step,
+                    charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
+                    discharge_energy_wh, temperature_c, ambient_temperature_c
+             FROM samples WHERE test_key = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![key, from_seq, limit], sample_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub(super) fn cells(&self) -> Result<Vec<CellRow>, StoreError> {

@@ -28,6 +28,7 @@ async fn hello_with(hub: &Hub, token: Option<&str>, daemon_id: &str) -> Result<u
             daemon_id: daemon_id.into(),
             store_epoch: 1,
             daemon_name: daemon_id.into(),
+            lab: String::new(),
         })),
     })
     .await
@@ -191,6 +192,7 @@ pub(super) async fn upload_as(hub: &Hub, token: &str, daemon_id: &str) -> Upload
             daemon_id: daemon_id.into(),
             store_epoch: 1,
             daemon_name: daemon_id.into(),
+            lab: String::new(),
         })),
     })
     .await;
@@ -368,6 +370,7 @@ async fn a_reader_token_reads_but_cannot_upload_and_its_upload_stores_nothing(ba
             daemon_id: "daemon-r".into(),
             store_epoch: 1,
             daemon_name: "analyst's laptop".into(),
+            lab: String::new(),
         })),
     })
     .await
@@ -433,7 +436,139 @@ async fn a_reader_token_reads_but_cannot_upload_and_its_upload_stores_nothing(ba
     hub.shutdown().await;
 }
 
+/// Says Hello as `daemon_id` naming `lab` (its hub.lab), with `token` if any; the hub's answer.
+async fn hello_as(
+    hub: &Hub,
+    token: Option<&str>,
+    daemon_id: &str,
+    lab: &str,
+) -> Result<Upload, Status> {
+    let (tx, rx) = mpsc::channel(64);
+    tx.send(UploadRequest {
+        msg: Some(upload_request::Msg::Hello(Hello {
+            daemon_id: daemon_id.into(),
+            store_epoch: 1,
+            daemon_name: daemon_id.into(),
+            lab: lab.into(),
+        })),
+    })
+    .await
+    .unwrap();
+    let responses = hub
+        .client()
+        .await
+        .upload(bearer(ReceiverStream::new(rx), token))
+        .await?
+        .into_inner();
+    let mut up = Upload { tx, responses };
+    match up.try_next().await? {
+        Some(upload_response::Msg::Resume(_)) => Ok(up),
+        other => panic!("expected a resume point, got {other:?}"),
+    }
+}
+
+async fn a_token_cannot_claim_a_daemon_that_uploaded_before_tokens_until_it_is_assigned(
+    backend: Backend,
+) {
+    let db = Database::new(backend);
+    let mut open_hub = Hub::start_at(&db).await;
+    let (mut up, _) = open_hub.upload("daemon-b", 1).await;
+    up.send_entries(whole_test(0, T1)).await;
+    up.until_ack(6).await;
+    drop(up);
+    open_hub.shutdown().await;
+
+    let options = ServeOptions {
+        require_tokens: true,
+        ..ServeOptions::default()
+    };
+    let mut hub = Hub::serve(&db, options).await;
+    let intruder = hub
+        .store
+        .issue_token("formation", "intruder", Role::Daemon)
+        .unwrap();
+    let refused = hello_as(&hub, Some(&intruder), "daemon-b", "")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("cyclerhub assign"),
+        "{refused:?}"
+    );
+    assert!(!hub.store.daemon_labs().unwrap().contains_key("daemon-b"));
+    let reader = hub
+        .store
+        .issue_token("formation", "intruder-reader", Role::Reader)
+        .unwrap();
+    let denied = QueryClient::new(hub.channel().await)
+        .get_test(bearer(GetTestRequest { test_id: T1.into() }, Some(&reader)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        denied.code(),
+        Code::PermissionDenied,
+        "the test stays unreadable"
+    );
+
+    hub.store.assign_daemon("daemon-b", "cell-ageing").unwrap();
+    let own = hub
+        .store
+        .issue_token("cell-ageing", "pc-b", Role::Daemon)
+        .unwrap();
+    hello_as(&hub, Some(&own), "daemon-b", "").await.unwrap();
+    let again = hub
+        .store
+        .assign_daemon("daemon-b", "formation")
+        .unwrap_err();
+    assert!(again.to_string().contains("cell-ageing"), "{again}");
+    hub.shutdown().await;
+}
+
+async fn a_daemon_names_its_lab_to_a_hub_without_tokens_and_must_match_its_token(backend: Backend) {
+    let mut open_hub = Hub::start(backend).await;
+    let up = hello_as(&open_hub, None, "daemon-c", "cell-ageing")
+        .await
+        .unwrap();
+    up.send_entries([registered(1, T1)]).await;
+    let mut up = up;
+    up.until_ack(1).await;
+    assert_eq!(
+        open_hub
+            .store
+            .daemon_labs()
+            .unwrap()
+            .get("daemon-c")
+            .map(String::as_str),
+        Some("cell-ageing")
+    );
+    assert!(
+        open_hub
+            .store
+            .labs()
+            .unwrap()
+            .iter()
+            .any(|(l, _)| l == "cell-ageing")
+    );
+    open_hub.shutdown().await;
+
+    let mut hub = token_hub(backend).await;
+    let token = hub
+        .store
+        .issue_token("cell-ageing", "pc-d", Role::Daemon)
+        .unwrap();
+    let mismatch = hello_as(&hub, Some(&token), "daemon-d", "formation")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(mismatch.code(), Code::PermissionDenied, "{mismatch:?}");
+    assert!(mismatch.message().contains("hub.lab"), "{mismatch:?}");
+    hub.shutdown().await;
+}
+
 on_both_backends!(
+    a_token_cannot_claim_a_daemon_that_uploaded_before_tokens_until_it_is_assigned,
+    a_daemon_names_its_lab_to_a_hub_without_tokens_and_must_match_its_token,
     uploads_need_a_valid_unrevoked_token_and_say_so,
     a_daemon_belongs_to_the_lab_of_its_first_token,
     tests_are_listed_by_the_lab_of_the_daemon_that_ran_them,

@@ -195,7 +195,42 @@ async fn cells_are_known_from_the_metadata_of_the_tests_that_ran_them(backend: B
     hub.shutdown().await;
 }
 
+async fn a_client_that_stops_reading_a_long_stream_does_not_stall_other_queries(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    // Far more than the server's buffers and the HTTP/2 windows hold: the stream's reader
+    // ends up waiting for a client that does not read.
+    let n = 50_000;
+    let mut entries = vec![registered(1, T1)];
+    entries.extend((0..10u64).map(|k| samples(k + 2, T1, k * n, n as usize)));
+    up.send_entries(entries).await;
+    up.until_ack(11).await;
+
+    let mut q = query(&hub).await;
+    let stalled = q
+        .read_samples(ReadSamplesRequest {
+            test_id: T1.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // A second connection, as another person would have.
+    let mut other = query(&hub).await;
+    for _ in 0..3 {
+        let listed = tokio::time::timeout(WAIT, other.list_tests(ListTestsRequest::default()))
+            .await
+            .expect("a query answers while another client's stream waits")
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.tests.len(), 1);
+    }
+    drop(stalled);
+    hub.shutdown().await;
+}
+
 on_both_backends!(
+    a_client_that_stops_reading_a_long_stream_does_not_stall_other_queries,
     cells_are_known_from_the_metadata_of_the_tests_that_ran_them,
     tests_are_listed_by_cell_and_state_and_one_comes_with_its_metadata_and_events,
     samples_are_read_with_only_the_chosen_columns_inside_the_time_window,
