@@ -234,6 +234,13 @@ impl Daemon {
             }
             None => None,
         };
+        if hub_token.is_some() && crate::proto::in_clear_to_another_host(&config.hub.address) {
+            tracing::warn!(
+                address = config.hub.address,
+                "the hub address is plain http: the daemon's token crosses the network in clear; \
+                 serve the hub over TLS and use https:// with hub.ca_file"
+            );
+        }
         let schemas = LabSchemas::new(
             uploader::hub_endpoint(&config.hub.address, hub_ca_pem.as_deref())
                 .map_err(|e| anyhow::anyhow!("{origin}: hub.address: {e}"))?

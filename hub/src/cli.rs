@@ -589,6 +589,7 @@ fn serve(
         let options = crate::server::ServeOptions {
             tls,
             require_tokens,
+            ..crate::server::ServeOptions::default()
         };
         crate::server::run_with(listener, store, options, shutdown).await
     })

@@ -36,6 +36,12 @@ impl Remote {
     /// CA in `ca_file`), to call it with the token in `token_file`.
     pub fn connect(url: &str, ca_file: Option<&Path>, token_file: Option<&Path>) -> Result<Remote> {
         let authorization = token_file.map(read_token).transpose()?;
+        if authorization.is_some() && cyclerd_proto::in_clear_to_another_host(url) {
+            eprintln!(
+                "warning: {url} is plain http: the token crosses the network in clear; serve the \
+                 hub with --tls-cert/--tls-key and use https://"
+            );
+        }
         let mut endpoint = Endpoint::from_shared(url.to_owned())
             .with_context(|| format!("--hub {url} is not a URL (http://HOST:PORT)"))?;
         match (url.split_once("://").map(|(s, _)| s), ca_file) {

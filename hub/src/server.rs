@@ -59,7 +59,7 @@ pub async fn run(
 }
 
 /// How the hub serves, beyond its socket and store.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// TLS certificate chain and key (PEM): daemons then connect with `https://` and check
     /// the chain against the CA in their `hub.ca_file`. `None` serves plain HTTP/2 (for a hub
@@ -69,6 +69,19 @@ pub struct ServeOptions {
     /// daemon to its token's lab, and answer queries about the token's lab only. Off for a hub
     /// only its own lab PC talks to (the demo, tests).
     pub require_tokens: bool,
+    /// How long an open upload stream's token is trusted before it is checked again, so that
+    /// revoking it ends streams already open.
+    pub token_recheck: std::time::Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            tls: None,
+            require_tokens: false,
+            token_recheck: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 /// [`run`] with options (TLS).
@@ -103,6 +116,7 @@ pub async fn run_with(
         stop: stop_rx,
         applied: std::sync::Arc::new(applied_tx),
         auth,
+        token_recheck: options.token_recheck,
     })
     .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
 
@@ -150,6 +164,8 @@ struct IngestService {
     applied: std::sync::Arc<watch::Sender<u64>>,
     /// Checks the stream's token, when the hub requires them.
     auth: Authenticator,
+    /// How long an open stream's token holds before it is checked again.
+    token_recheck: std::time::Duration,
 }
 
 type ResponseTx = mpsc::Sender<Result<UploadResponse, Status>>;
@@ -175,6 +191,12 @@ impl Ingest for IngestService {
                 c.name, c.lab
             )));
         }
+        let recheck = caller.as_ref().map(|_| TokenRecheck {
+            auth: self.auth.clone(),
+            metadata: request.metadata().clone(),
+            at: tokio::time::Instant::now(),
+            every: self.token_recheck,
+        });
         let lab = caller.map(|c| c.lab);
         let inbound = request.into_inner();
         // Small: acks are cumulative, so a slow reader only delays them, never loses any.
@@ -184,6 +206,7 @@ impl Ingest for IngestService {
             stop: self.stop.clone(),
             applied: self.applied.clone(),
             lab,
+            recheck,
             tx,
         };
         // Answer headers at once and do the work in a task, so a client may open the stream
@@ -205,8 +228,23 @@ struct Session {
     applied: std::sync::Arc<watch::Sender<u64>>,
     /// The lab of the stream's token, when the hub requires tokens.
     lab: Option<String>,
+    /// The stream's token, checked again now and then: a revoked token ends a stream that is
+    /// already open (a daemon's lives for days) within [`ServeOptions::token_recheck`].
+    recheck: Option<TokenRecheck>,
     /// Responses to the daemon.
     tx: ResponseTx,
+}
+
+/// What a stream needs to check its token again.
+struct TokenRecheck {
+    /// The hub's token check.
+    auth: Authenticator,
+    /// The stream's request headers (its `authorization`).
+    metadata: tonic::metadata::MetadataMap,
+    /// When it was last found valid.
+    at: tokio::time::Instant,
+    /// How long that holds.
+    every: std::time::Duration,
 }
 
 /// How the stream ended after the current batch: everything after it is not applied.
@@ -332,6 +370,14 @@ impl Session {
                 next = inbound.next().now_or_never();
             }
 
+            if let Some(r) = &mut self.recheck
+                && r.at.elapsed() >= r.every
+            {
+                if let Err(status) = r.auth.caller(&r.metadata).await {
+                    return End::Refused(status);
+                }
+                r.at = tokio::time::Instant::now();
+            }
             if !batch.is_empty() {
                 match self.apply(hello, batch).await {
                     Ok(outcome) => {

@@ -35,6 +35,40 @@ pub fn bearer(token: &str) -> Option<tonic::metadata::MetadataValue<tonic::metad
     format!("Bearer {}", token.trim()).parse().ok()
 }
 
+/// Whether a hub `address` is plain `http://` to another machine: a token sent there crosses
+/// the network readable by anyone on the way (worth a warning; `https://` is the cure).
+pub fn in_clear_to_another_host(address: &str) -> bool {
+    let Some(rest) = address.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    !(host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()))
+}
+
 /// Encoded `FileDescriptorSet` of every contract, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cyclerd_descriptor.bin"));
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_plain_http_to_another_machine_is_in_clear() {
+        for (address, clear) in [
+            ("http://hub.lab:50051", true),
+            ("http://192.0.2.7:50051/", true),
+            ("http://127.0.0.1:50051", false),
+            ("http://localhost:50051", false),
+            ("http://[::1]:50051", false),
+            ("https://hub.lab:50051", false),
+        ] {
+            assert_eq!(super::in_clear_to_another_host(address), clear, "{address}");
+        }
+    }
+}

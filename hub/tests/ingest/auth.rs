@@ -566,7 +566,36 @@ async fn a_daemon_names_its_lab_to_a_hub_without_tokens_and_must_match_its_token
     hub.shutdown().await;
 }
 
+async fn revoking_a_token_ends_the_upload_stream_already_open_with_it(backend: Backend) {
+    let options = ServeOptions {
+        require_tokens: true,
+        // Checked again before every batch, so the test needs no clock.
+        token_recheck: std::time::Duration::ZERO,
+        ..ServeOptions::default()
+    };
+    let mut hub = Hub::start_with(backend, options).await;
+    let token = hub
+        .store
+        .issue_token("cell-ageing", "pc-1", Role::Daemon)
+        .unwrap();
+    let mut up = upload_as(&hub, &token, "daemon-a").await;
+    up.send_entries([registered(1, T1)]).await;
+    up.until_ack(1).await;
+    hub.store.revoke_token("pc-1").unwrap();
+    up.send_entries([samples(2, T1, 0, 10)]).await;
+    let ended = up.final_status().await;
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("revoked"), "{ended:?}");
+    assert_eq!(
+        hub.store.sample_count(T1).unwrap(),
+        0,
+        "nothing after the revocation"
+    );
+    hub.shutdown().await;
+}
+
 on_both_backends!(
+    revoking_a_token_ends_the_upload_stream_already_open_with_it,
     a_token_cannot_claim_a_daemon_that_uploaded_before_tokens_until_it_is_assigned,
     a_daemon_names_its_lab_to_a_hub_without_tokens_and_must_match_its_token,
     uploads_need_a_valid_unrevoked_token_and_say_so,

@@ -68,6 +68,7 @@ async fn serve(
     let options = ServeOptions {
         tls: Some(identity),
         require_tokens,
+        ..ServeOptions::default()
     };
     tokio::spawn(cyclerhub::server::run_with(
         listener,
