@@ -923,12 +923,17 @@ fn a_missing_postgresql_database_is_named_with_what_to_do() {
 #[test]
 fn after_postgresql_drops_the_hubs_connections_the_hub_reconnects() {
     let db = Database::new(Backend::Postgres);
-    let store = db.connect();
+    survives_dropped_connections(&db.connect(), &db.location);
+}
+
+/// PostgreSQL (reached as its superuser at `admin_url`) drops `store`'s two connections after
+/// a first batch: the first use of each may find it gone and fail (nothing applied, nothing
+/// acked: the daemon re-sends), the next reconnects, and the test ends up whole.
+fn survives_dropped_connections(store: &HubStore, admin_url: &str) {
     store
         .apply_batch("daemon-a", 1, &whole_test(0, T1)[..2])
         .unwrap();
-
-    let mut admin = postgres::Client::connect(&db.location, postgres::NoTls).unwrap();
+    let mut admin = postgres::Client::connect(admin_url, postgres::NoTls).unwrap();
     let dropped = admin
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -937,9 +942,6 @@ fn after_postgresql_drops_the_hubs_connections_the_hub_reconnects() {
         )
         .unwrap();
     assert_eq!(dropped, 2, "the writer and the reader");
-
-    // The first use of each connection finds it gone and fails (nothing applied, nothing
-    // acked: the daemon re-sends); the next one reconnects.
     let entries = &whole_test(0, T1)[2..];
     let applied = match store.apply_batch("daemon-a", 1, entries) {
         Ok(out) => out,

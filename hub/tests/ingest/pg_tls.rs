@@ -86,32 +86,8 @@ fn after_postgresql_drops_the_hubs_tls_connections_the_hub_reconnects_over_tls()
     let cluster = PgCluster::shared_tls();
     let (db, name) = tls_database(&verified(&cluster, "verify-full"));
     let store = db.connect();
-    store
-        .apply_batch("daemon-a", 1, &whole_test(0, T1)[..2])
-        .unwrap();
-    let mut admin = postgres::Client::connect(&cluster.url(&name), postgres::NoTls).unwrap();
-    let dropped = admin
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE application_name = 'cyclerhub' AND datname = current_database()",
-            &[],
-        )
-        .unwrap();
-    assert_eq!(dropped, 2, "the writer and the reader");
-
-    // The first use of each connection may find it gone; the next reconnects.
-    let entries = &whole_test(0, T1)[2..];
-    let applied = match store.apply_batch("daemon-a", 1, entries) {
-        Ok(out) => out,
-        Err(_) => store.apply_batch("daemon-a", 1, entries).unwrap(),
-    };
-    assert_eq!(applied.samples_inserted, 200);
-    let count = store
-        .sample_count(T1)
-        .or_else(|_| store.sample_count(T1))
-        .unwrap();
-    assert_eq!(count, 300);
-    assert_eq!(hub_sessions(&cluster, &name), (2, 2));
+    survives_dropped_connections(&store, &cluster.url(&name));
+    assert_eq!(hub_sessions(&cluster, &name), (2, 2), "reconnected over TLS");
 }
 
 #[test]
