@@ -192,10 +192,10 @@ impl Channel {
             .map_or(0.0, |t| t.run.current_a(self.cell.cell()))
     }
 
-    /// Integrates the cell (and runs the test) up to clock time `now`.
+    /// Integrates the cell (and runs the test) up to clock time `now`, on the cycler's tick.
     fn advance(&mut self, now: f64) {
         let run = self.tests.last_mut().map(|t| &mut t.run);
-        self.cell.advance(run, now);
+        self.cell.advance(run, on_tick(now));
     }
 
     /// Ends the active test as `ended` (stop or protect); false when none is active.
@@ -527,6 +527,16 @@ fn step_info(step: &PlanStep) -> (u32, &'static str) {
     (id, kind)
 }
 
+/// The last whole millisecond of clock time `clock_s`, up to which the channels are
+/// integrated. Why: a BTS counts test time in whole ms (`testtime` is an integer of ms), so
+/// its records fall on whole ms and interval records are exactly the interval apart on the
+/// wire. Integrated to the clock's own resolution (20 µs at 20 000x), a step change could land
+/// on x.5 ms; `download` rounds each record's time on its own, and float noise sent that record
+/// and its neighbours one way and the next interval record the other, 10.001 s apart.
+fn on_tick(clock_s: f64) -> f64 {
+    (clock_s / wire::units::S_PER_TESTTIME).floor() * wire::units::S_PER_TESTTIME
+}
+
 fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
     // A panic while holding the lock cannot leave the state half-written in a way that matters
     // for a simulator; keep serving.
@@ -557,7 +567,7 @@ impl NewareSim {
             .zip(&config.cells)
             .map(|(&addr, cell)| Channel {
                 addr,
-                cell: ChannelCell::new(cell.clone(), now),
+                cell: ChannelCell::new(cell.clone(), on_tick(now)),
                 tests: Vec::new(),
             })
             .collect();
@@ -763,5 +773,158 @@ impl SimHandle {
     /// Refuses the next `n` requests, whatever they are, with `<result>false</result>`.
     pub fn fail_next(&self, n: u32) {
         lock(&self.state).faults.failing = n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cell::Chemistry;
+    use cyclerd_protocols::Plan;
+    use cyclerd_protocols::compile::{Target, compile};
+    use proptest::prelude::*;
+
+    const CCCV_3_CYCLES: &str = include_str!("../../../deploy/protocols/cccv-3-cycles.yaml");
+
+    /// `Clock::scaled(20_000.0)` as the device tests run it, `ns` of wall time in.
+    fn scaled(ns: u64) -> f64 {
+        Duration::from_nanos(ns).as_secs_f64() * 20_000.0
+    }
+
+    /// A channel of an NMC cell at 30 % SOC running `yaml` compiled into a step file, started
+    /// at clock time `now`.
+    fn channel(yaml: &str, now: f64) -> Channel {
+        let plan = Plan::from_yaml(yaml, "p.yaml").unwrap();
+        let text = compile(&plan, Target::Neware).unwrap();
+        let engine = load_schedule(&text, SourceKind::Neware, "p.xml", &Safety::default()).unwrap();
+        let steps = engine.plan().steps.iter().map(step_info).collect();
+        let cell = ChannelCell::new(
+            CellParams {
+                initial_soc: 0.3,
+                ..CellParams::new(Chemistry::Nmc, 2.5)
+            },
+            now,
+        );
+        let run = PlanRun::start(engine, &cell, 10.0);
+        Channel {
+            addr: ChannelAddr {
+                unit: 1,
+                sub_unit: 1,
+                channel: 1,
+            },
+            cell,
+            tests: vec![Test {
+                id: 1,
+                barcode: "t".into(),
+                steps,
+                run,
+            }],
+        }
+    }
+
+    /// The channel's log as a client reads it back: through `download`'s wire format.
+    fn downloaded(ch: &Channel) -> Vec<Record> {
+        let t = ch.test().unwrap();
+        let entries = t.run.log().entries();
+        let records: Vec<(Record, &str)> = entries
+            .iter()
+            .map(|s| {
+                let (step, kind) = t.step(s.plan_index);
+                (s.record(step), kind)
+            })
+            .collect();
+        let header = DownloadHeader {
+            channel: ChannelRef {
+                ip: String::new(),
+                devtype: 27,
+                addr: ch.addr,
+            },
+            testid: 1,
+            startpos: 1,
+            count: records.len() as u64,
+            auxid: 0,
+        };
+        let frame = wire::download_reply(
+            &header,
+            records.iter().map(|(record, step_type)| DataRow {
+                record,
+                step_type,
+                unix_time_s: 0.0,
+            }),
+        );
+        let mut out = Vec::new();
+        wire::parse_download_reply(&frame, &mut out).unwrap();
+        assert_eq!(out.len(), entries.len());
+        out
+    }
+
+    fn gaps_over(records: &[Record], interval_s: f64) -> Vec<(f64, f64)> {
+        records
+            .windows(2)
+            .filter(|w| w[1].test_time_s - w[0].test_time_s > interval_s + 1e-6)
+            .map(|w| (w[0].test_time_s, w[1].test_time_s))
+            .collect()
+    }
+
+    const TWO_RESTS: &str = "protocol: t\nversion: 1\nparams: {capacity: 2.5 Ah}\n\
+        safety: {voltage: [2.5 V, 4.25 V], current: 5 A}\n\
+        steps: [\"Rest for 1 second\", \"Rest for 3 hours\"]\n";
+
+    /// A step change half way through a millisecond of test time: the clock's own resolution
+    /// at 20 000x (1 ns of wall time is 20 µs) puts 1 step change in 50 there.
+    #[test]
+    fn a_step_change_half_way_through_a_millisecond_does_not_stretch_an_interval_on_the_wire() {
+        let mut ns = 1_000_000;
+        let mut ch = channel(TWO_RESTS, scaled(ns));
+        // The first step ends at the first sub-step past 1 s: 1.0005 s.
+        ns += 49_975;
+        ch.advance(scaled(ns));
+        ns += 50;
+        ch.advance(scaled(ns));
+        while ch.test().unwrap().run.is_active() {
+            ns += 3_000_000;
+            ch.advance(scaled(ns));
+        }
+        let records = downloaded(&ch);
+        assert_eq!(records[0].test_time_s, 0.0);
+        assert_eq!(gaps_over(&records, 10.0), []);
+        // Every record on a whole millisecond, as a BTS logs them.
+        let t = ch.test().unwrap();
+        for s in t.run.log().entries() {
+            let ms = s.test_time_s * 1e3;
+            assert!((ms - ms.round()).abs() < 1e-6, "{s:?}");
+        }
+        assert_eq!(t.run.state(), &RunState::Ended(Outcome::Finished.into()));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// [`CCCV_3_CYCLES`] under a clock read at irregular moments, with the long jumps a
+        /// starved task sees: every record comes back at most one interval after the last.
+        #[test]
+        fn records_come_back_at_most_an_interval_apart_however_the_clock_jumps(
+            start in 1_000_000u64..2_000_000,
+            jumps in proptest::collection::vec(
+                prop_oneof![9 => 1u64..200_000, 1 => 200_000u64..50_000_000],
+                1..64,
+            ),
+        ) {
+            let mut ns = start;
+            let mut ch = channel(CCCV_3_CYCLES, on_tick(scaled(ns)));
+            for jump in jumps.iter().cycle() {
+                if !ch.test().unwrap().run.is_active() {
+                    break;
+                }
+                ns += jump;
+                ch.advance(scaled(ns));
+            }
+            let t = ch.test().unwrap();
+            prop_assert_eq!(t.run.state(), &RunState::Ended(Outcome::Finished.into()));
+            let logged: Vec<f64> = t.run.log().entries().iter().map(|s| s.test_time_s).collect();
+            prop_assert!(logged.windows(2).all(|w| w[1] - w[0] <= 10.0 + 1e-6), "{logged:?}");
+            let records = downloaded(&ch);
+            prop_assert_eq!(gaps_over(&records, 10.0), []);
+        }
     }
 }
