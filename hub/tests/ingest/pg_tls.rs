@@ -87,7 +87,11 @@ fn after_postgresql_drops_the_hubs_tls_connections_the_hub_reconnects_over_tls()
     let (db, name) = tls_database(&verified(&cluster, "verify-full"));
     let store = db.connect();
     survives_dropped_connections(&store, &cluster.url(&name));
-    assert_eq!(hub_sessions(&cluster, &name), (2, 2), "reconnected over TLS");
+    assert_eq!(
+        hub_sessions(&cluster, &name),
+        (2, 2),
+        "reconnected over TLS"
+    );
 }
 
 #[test]
