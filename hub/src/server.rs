@@ -197,6 +197,15 @@ impl Ingest for IngestService {
             at: tokio::time::Instant::now(),
             every: self.token_recheck,
         });
+        // A hub that does not require tokens still learns a daemon's lab from a valid daemon
+        // token it presents, as from its hub.lab (an invalid one changes nothing there).
+        let presented_lab = match &caller {
+            Some(_) => None,
+            None => match self.auth.presented(request.metadata()).await {
+                Ok(Some(c)) if c.role == Role::Daemon => Some(c.lab),
+                _ => None,
+            },
+        };
         let lab = caller.map(|c| c.lab);
         let inbound = request.into_inner();
         // Small: acks are cumulative, so a slow reader only delays them, never loses any.
@@ -206,6 +215,7 @@ impl Ingest for IngestService {
             stop: self.stop.clone(),
             applied: self.applied.clone(),
             lab,
+            presented_lab,
             recheck,
             tx,
         };
@@ -228,6 +238,9 @@ struct Session {
     applied: std::sync::Arc<watch::Sender<u64>>,
     /// The lab of the stream's token, when the hub requires tokens.
     lab: Option<String>,
+    /// On a hub that does not, the lab of the daemon token the stream presented anyway: taken
+    /// as the daemon's claim when its Hello names none.
+    presented_lab: Option<String>,
     /// The stream's token, checked again now and then: a revoked token ends a stream that is
     /// already open (a daemon's lives for days) within [`ServeOptions::token_recheck`].
     recheck: Option<TokenRecheck>,
@@ -399,7 +412,10 @@ impl Session {
     /// Refused when it belongs to another lab, or names another lab than its token's.
     async fn bind(&self, hello: &Hello) -> Result<(), Status> {
         let daemon_id = &hello.daemon_id;
-        let claimed = hello.lab.as_str();
+        let claimed = match (hello.lab.as_str(), &self.presented_lab) {
+            ("", Some(lab)) => lab.as_str(),
+            (named, _) => named,
+        };
         if !claimed.is_empty() {
             crate::auth::check_name("Hello.lab (the daemon's hub.lab)", claimed)
                 .map_err(Status::invalid_argument)?;

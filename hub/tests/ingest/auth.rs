@@ -550,6 +550,23 @@ async fn a_daemon_names_its_lab_to_a_hub_without_tokens_and_must_match_its_token
             .iter()
             .any(|(l, _)| l == "cell-ageing")
     );
+    // A daemon token presented to a hub that does not require one still says the lab.
+    let token = open_hub
+        .store
+        .issue_token("formation", "pc-e", Role::Daemon)
+        .unwrap();
+    hello_as(&open_hub, Some(&token), "daemon-e", "")
+        .await
+        .unwrap();
+    assert_eq!(
+        open_hub
+            .store
+            .daemon_labs()
+            .unwrap()
+            .get("daemon-e")
+            .map(String::as_str),
+        Some("formation")
+    );
     open_hub.shutdown().await;
 
     let mut hub = token_hub(backend).await;
