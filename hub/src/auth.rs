@@ -139,6 +139,41 @@ impl Authenticator {
     }
 }
 
+/// A long-lived stream's token, checked again once `every` has passed since it was last found
+/// valid: revoking it ends streams already open (a daemon's upload, an operator's tail).
+pub struct Recheck {
+    /// The hub's token check.
+    auth: Authenticator,
+    /// The stream's request headers (its `authorization`).
+    metadata: MetadataMap,
+    /// When it was last found valid.
+    at: tokio::time::Instant,
+    /// How long that holds.
+    every: std::time::Duration,
+}
+
+impl Recheck {
+    /// For a stream whose token `auth` just accepted.
+    pub fn new(auth: Authenticator, metadata: MetadataMap, every: std::time::Duration) -> Recheck {
+        Recheck {
+            auth,
+            metadata,
+            at: tokio::time::Instant::now(),
+            every,
+        }
+    }
+
+    /// `UNAUTHENTICATED` (saying why) when the token is no longer valid; checks the store only
+    /// once `every` has passed.
+    pub async fn still_valid(&mut self) -> Result<(), Status> {
+        if self.at.elapsed() >= self.every {
+            self.auth.caller(&self.metadata).await?;
+            self.at = tokio::time::Instant::now();
+        }
+        Ok(())
+    }
+}
+
 /// A token split into its parts; `None` when the text is not a token at all.
 pub fn parse(token: &str) -> Option<(&str, &str)> {
     let rest = token.trim().strip_prefix("cyh_")?;

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Authenticator, Caller};
+use crate::auth::{Authenticator, Caller, Recheck};
 use crate::store::{HubStore, SampleRow, StoreError, TestRow};
 
 /// Samples per streamed batch.
@@ -460,6 +460,8 @@ pub struct QueryService {
     pub applied: watch::Receiver<u64>,
     /// Checks each call's token and says whose lab it may read, when the hub requires tokens.
     pub auth: Authenticator,
+    /// How long a tail's token holds before it is checked again.
+    pub token_recheck: std::time::Duration,
 }
 
 /// The test `test_id` and its lab, if `caller` may read it. With a caller, another lab's test
@@ -582,6 +584,12 @@ impl Query for QueryService {
     ) -> Result<Response<Self::TailStream>, Status> {
         self.readable(request.metadata(), &request.get_ref().test_id)
             .await?;
+        // A tail may follow a test for days: a revoked token ends it.
+        let mut recheck = Recheck::new(
+            self.auth.clone(),
+            request.metadata().clone(),
+            self.token_recheck,
+        );
         let r = request.into_inner();
         let store = self.store.clone();
         let mut applied = self.applied.clone();
@@ -590,6 +598,10 @@ impl Query for QueryService {
         tokio::spawn(async move {
             let mut from = r.from_seq;
             loop {
+                if let Err(status) = recheck.still_valid().await {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
                 applied.borrow_and_update();
                 let (s, id, c, out) = (store.clone(), r.test_id.clone(), cols.clone(), tx.clone());
                 let step =

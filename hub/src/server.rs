@@ -25,7 +25,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{Authenticator, Role};
+use crate::auth::{Authenticator, Recheck, Role};
 use crate::query::QueryService;
 use crate::store::{BatchOutcome, HubStore, error_chain};
 use cyclerd_proto::hub::query_server::QueryServer;
@@ -69,8 +69,8 @@ pub struct ServeOptions {
     /// daemon to its token's lab, and answer queries about the token's lab only. Off for a hub
     /// only its own lab PC talks to (the demo, tests).
     pub require_tokens: bool,
-    /// How long an open upload stream's token is trusted before it is checked again, so that
-    /// revoking it ends streams already open.
+    /// How long an open upload or tail stream's token is trusted before it is checked again,
+    /// so that revoking it ends streams already open.
     pub token_recheck: std::time::Duration,
 }
 
@@ -109,6 +109,7 @@ pub async fn run_with(
         store: store.clone(),
         applied,
         auth: auth.clone(),
+        token_recheck: options.token_recheck,
     })
     .max_decoding_message_size(MAX_QUERY_REQUEST_SIZE);
     let ingest = IngestServer::new(IngestService {
@@ -191,11 +192,12 @@ impl Ingest for IngestService {
                 c.name, c.lab
             )));
         }
-        let recheck = caller.as_ref().map(|_| TokenRecheck {
-            auth: self.auth.clone(),
-            metadata: request.metadata().clone(),
-            at: tokio::time::Instant::now(),
-            every: self.token_recheck,
+        let recheck = caller.as_ref().map(|_| {
+            Recheck::new(
+                self.auth.clone(),
+                request.metadata().clone(),
+                self.token_recheck,
+            )
         });
         // A hub that does not require tokens still learns a daemon's lab from a valid daemon
         // token it presents, as from its hub.lab (an invalid one changes nothing there).
@@ -243,21 +245,9 @@ struct Session {
     presented_lab: Option<String>,
     /// The stream's token, checked again now and then: a revoked token ends a stream that is
     /// already open (a daemon's lives for days) within [`ServeOptions::token_recheck`].
-    recheck: Option<TokenRecheck>,
+    recheck: Option<Recheck>,
     /// Responses to the daemon.
     tx: ResponseTx,
-}
-
-/// What a stream needs to check its token again.
-struct TokenRecheck {
-    /// The hub's token check.
-    auth: Authenticator,
-    /// The stream's request headers (its `authorization`).
-    metadata: tonic::metadata::MetadataMap,
-    /// When it was last found valid.
-    at: tokio::time::Instant,
-    /// How long that holds.
-    every: std::time::Duration,
 }
 
 /// How the stream ended after the current batch: everything after it is not applied.
@@ -384,12 +374,9 @@ impl Session {
             }
 
             if let Some(r) = &mut self.recheck
-                && r.at.elapsed() >= r.every
+                && let Err(status) = r.still_valid().await
             {
-                if let Err(status) = r.auth.caller(&r.metadata).await {
-                    return End::Refused(status);
-                }
-                r.at = tokio::time::Instant::now();
+                return End::Refused(status);
             }
             if !batch.is_empty() {
                 match self.apply(hello, batch).await {

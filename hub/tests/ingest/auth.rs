@@ -611,7 +611,55 @@ async fn revoking_a_token_ends_the_upload_stream_already_open_with_it(backend: B
     hub.shutdown().await;
 }
 
+async fn revoking_a_reader_token_ends_the_tail_it_follows_a_test_with(backend: Backend) {
+    let options = ServeOptions {
+        require_tokens: true,
+        token_recheck: std::time::Duration::ZERO,
+        ..ServeOptions::default()
+    };
+    let mut hub = Hub::start_with(backend, options).await;
+    let daemon = hub
+        .store
+        .issue_token("cell-ageing", "pc-1", Role::Daemon)
+        .unwrap();
+    let reader = hub
+        .store
+        .issue_token("cell-ageing", "ana", Role::Reader)
+        .unwrap();
+    let mut up = upload_as(&hub, &daemon, "daemon-a").await;
+    up.send_entries([registered(1, T1), samples(2, T1, 0, 10)])
+        .await;
+    up.until_ack(2).await;
+    let mut tail = QueryClient::new(hub.channel().await)
+        .tail(bearer(
+            TailRequest {
+                test_id: T1.into(),
+                from_seq: 0,
+            },
+            Some(&reader),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(WAIT, tail.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("what the hub holds");
+    assert_eq!(first.voltage_v.len(), 10);
+    hub.store.revoke_token("ana").unwrap();
+    up.send_entries([samples(3, T1, 10, 10)]).await;
+    up.until_ack(3).await;
+    let ended = tokio::time::timeout(WAIT, tail.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    hub.shutdown().await;
+}
+
 on_both_backends!(
+    revoking_a_reader_token_ends_the_tail_it_follows_a_test_with,
     revoking_a_token_ends_the_upload_stream_already_open_with_it,
     a_token_cannot_claim_a_daemon_that_uploaded_before_tokens_until_it_is_assigned,
     a_daemon_names_its_lab_to_a_hub_without_tokens_and_must_match_its_token,
