@@ -109,7 +109,7 @@ impl LabSchemas {
         }
         let source = if kept {
             format!(
-                " (the copy received {:.0} s ago: the hub did not answer)",
+                " (the copy received {:.0} s ago: the hub could not be asked)",
                 (unix_now() - copy.fetched_unix_s).max(0.0)
             )
         } else {
