@@ -15,7 +15,7 @@ use crate::store::{HubStore, StoreError};
 use crate::utc::Utc;
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use cyclerd_proto::hub::{TestDetail, TestSummary};
+use cyclerd_proto::hub::{Cell, TestDetail, TestSummary};
 
 /// The cyclerd lab hub: receives daemons' upload streams, stores tests, exports them.
 #[derive(Parser)]
@@ -109,9 +109,11 @@ enum Command {
     },
     /// List the cells the hub has seen tests of, with what their tests' metadata says.
     Cells {
-        /// Hub database: a SQLite file or a `postgres://` URL.
-        #[arg(long)]
-        db: String,
+        #[command(flatten)]
+        source: ReadFrom,
+        /// Only cells with a test of this lab (with --hub and a token: the token's lab).
+        #[arg(long, default_value = "")]
+        lab: String,
     },
     /// Show one test: its state, metadata (and where it breaks the lab's schemas), instruments
     /// and events.
@@ -256,30 +258,15 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("daemon {daemon} and its tests belong to lab {lab:?}");
             Ok(())
         }
-        Command::Cells { db } => {
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "{:<20}  {:<12}  {:<16}  {:<14}  {:<10}  {:>8}  {:>7}  FIRST TEST (UTC)",
-                "CELL", "MANUFACTURER", "MODEL", "CHEMISTRY", "FORM", "Q / Ah", "U / V"
-            )?;
-            let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-            let num = |v: Option<f64>| v.map_or("-".into(), |v| v.to_string());
-            for c in open(&db, true)?.cells()? {
-                writeln!(
-                    out,
-                    "{:<20}  {:<12}  {:<16}  {:<14}  {:<10}  {:>8}  {:>7}  {}",
-                    c.cell_id,
-                    dash(&c.manufacturer),
-                    dash(&c.model),
-                    dash(&c.chemistry),
-                    dash(&c.form_factor),
-                    num(c.nominal_capacity_ah),
-                    num(c.nominal_voltage_v),
-                    utc(c.first_test_unix_s)
-                )?;
-            }
-            Ok(())
+        Command::Cells { source, lab } => {
+            let cells = match source.open()? {
+                Reader::Db(store) => crate::query::cells_of(&store, &lab)?
+                    .iter()
+                    .map(crate::query::cell)
+                    .collect(),
+                Reader::Hub(mut hub) => hub.list_cells(&lab)?,
+            };
+            print_cells(&mut std::io::stdout().lock(), &cells)
         }
         Command::Tests {
             source,
@@ -724,6 +711,32 @@ fn print_detail(out: &mut impl std::io::Write, d: &TestDetail) -> Result<()> {
             e.cycle,
             e.step,
             e.message
+        )?;
+    }
+    Ok(())
+}
+
+/// The cell table `cyclerhub cells` prints, whatever it read the cells from.
+fn print_cells(out: &mut impl std::io::Write, cells: &[Cell]) -> Result<()> {
+    writeln!(
+        out,
+        "{:<20}  {:<12}  {:<16}  {:<14}  {:<10}  {:>8}  {:>7}  FIRST TEST (UTC)",
+        "CELL", "MANUFACTURER", "MODEL", "CHEMISTRY", "FORM", "Q / Ah", "U / V"
+    )?;
+    let text = |v: &str| if v.is_empty() { "-" } else { v }.to_owned();
+    let num = |v: f64| if v > 0.0 { v.to_string() } else { "-".into() };
+    for c in cells {
+        writeln!(
+            out,
+            "{:<20}  {:<12}  {:<16}  {:<14}  {:<10}  {:>8}  {:>7}  {}",
+            c.cell_id,
+            text(&c.manufacturer),
+            text(&c.model),
+            text(&c.chemistry),
+            text(&c.form_factor),
+            num(c.nominal_capacity_ah),
+            num(c.nominal_voltage_v),
+            utc(c.first_test_unix_s)
         )?;
     }
     Ok(())

@@ -14,8 +14,9 @@ use std::pin::Pin;
 
 use cyclerd_proto::hub::query_server::Query;
 use cyclerd_proto::hub::{
-    GetMetadataSchemasRequest, GetTestRequest, ListTestsRequest, ListTestsResponse, MetadataSchema,
-    MetadataSchemas, ReadSamplesRequest, TailRequest, TestDetail, TestEvent, TestSummary,
+    Cell, GetMetadataSchemasRequest, GetTestRequest, ListCellsRequest, ListCellsResponse,
+    ListTestsRequest, ListTestsResponse, MetadataSchema, MetadataSchemas, ReadSamplesRequest,
+    TailRequest, TestDetail, TestEvent, TestSummary,
 };
 use cyclerd_proto::ingest::SampleBatch;
 use tokio::sync::{mpsc, watch};
@@ -23,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Authenticator, Caller, Recheck};
-use crate::store::{HubStore, SampleRow, StoreError, TestRow};
+use crate::store::{CellRow, HubStore, SampleRow, StoreError, TestRow};
 
 /// Samples per streamed batch.
 const BATCH: usize = 4096;
@@ -171,6 +172,42 @@ pub fn detail(store: &HubStore, t: &TestRow, lab: &str) -> Result<TestDetail, St
         metadata_problems: t.metadata_problems.clone(),
         equipment: store.test_equipment(&t.test_id)?,
     })
+}
+
+/// The cells with a test of `lab` (empty: every cell), by id. Blocking.
+pub fn cells_of(store: &HubStore, lab: &str) -> Result<Vec<CellRow>, StoreError> {
+    let cells = store.cells()?;
+    if lab.is_empty() {
+        return Ok(cells);
+    }
+    let filter = TestFilter {
+        lab: lab.into(),
+        ..TestFilter::default()
+    };
+    let tested: HashSet<String> = filter
+        .select(store)?
+        .into_iter()
+        .filter_map(|(t, _)| t.metadata.get("cell_id").cloned())
+        .collect();
+    Ok(cells
+        .into_iter()
+        .filter(|c| tested.contains(&c.cell_id))
+        .collect())
+}
+
+/// A cell as `ListCells` sends it.
+pub fn cell(c: &CellRow) -> Cell {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    Cell {
+        cell_id: c.cell_id.clone(),
+        manufacturer: text(&c.manufacturer),
+        model: text(&c.model),
+        chemistry: text(&c.chemistry),
+        form_factor: text(&c.form_factor),
+        nominal_capacity_ah: c.nominal_capacity_ah.unwrap_or(0.0),
+        nominal_voltage_v: c.nominal_voltage_v.unwrap_or(0.0),
+        first_test_unix_s: c.first_test_unix_s,
+    }
 }
 
 pub fn summary(t: &TestRow, lab: &str) -> TestSummary {
@@ -640,6 +677,31 @@ impl Query for QueryService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_cells(
+        &self,
+        request: Request<ListCellsRequest>,
+    ) -> Result<Response<ListCellsResponse>, Status> {
+        let caller = self.auth.caller(request.metadata()).await?;
+        let mut lab = request.into_inner().lab;
+        if let Some(c) = caller {
+            if !lab.is_empty() && lab != c.lab {
+                return Err(Status::permission_denied(format!(
+                    "token {:?} may list only the cells of lab {:?}, not of lab {lab:?}",
+                    c.name, c.lab
+                )));
+            }
+            lab = c.lab;
+        }
+        let store = self.store.clone();
+        let cells = tokio::task::spawn_blocking(move || cells_of(&store, &lab))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        Ok(Response::new(ListCellsResponse {
+            cells: cells.iter().map(cell).collect(),
+        }))
     }
 
     async fn get_metadata_schemas(

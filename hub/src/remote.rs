@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use cyclerd_proto::hub::query_client::QueryClient;
 use cyclerd_proto::hub::{
-    GetTestRequest, ListTestsRequest, ReadSamplesRequest, TailRequest, TestDetail, TestSummary,
+    Cell, GetTestRequest, ListCellsRequest, ListTestsRequest, ReadSamplesRequest, TailRequest,
+    TestDetail, TestSummary,
 };
 use cyclerd_proto::ingest::SampleBatch;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -109,6 +110,18 @@ impl Remote {
             .map_err(|s| refusal(&self.url, &s))?
             .into_inner()
             .tests)
+    }
+
+    /// `ListCells` of `lab` (empty: the token's lab, or every cell on a hub without tokens).
+    pub fn list_cells(&mut self, lab: &str) -> Result<Vec<Cell>> {
+        let request = self.request(ListCellsRequest {
+            lab: lab.to_owned(),
+        });
+        let answer = self.runtime.block_on(self.client.list_cells(request));
+        Ok(answer
+            .map_err(|s| refusal(&self.url, &s))?
+            .into_inner()
+            .cells)
     }
 
     /// `GetTest` of `test_id`.

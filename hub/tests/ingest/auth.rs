@@ -293,7 +293,7 @@ async fn queries_without_a_valid_unrevoked_token_are_unauthenticated(backend: Ba
     hub.shutdown().await;
 }
 
-async fn a_token_lists_only_the_tests_of_its_own_lab(backend: Backend) {
+async fn a_token_lists_only_the_tests_and_cells_of_its_own_lab(backend: Backend) {
     let (mut hub, ageing, formation) = two_labs(backend).await;
     let mut q = QueryClient::new(hub.channel().await);
     for (token, lab, test_id) in [(&ageing, "cell-ageing", T1), (&formation, "formation", T2)] {
@@ -321,6 +321,17 @@ async fn a_token_lists_only_the_tests_of_its_own_lab(backend: Backend) {
         "{}",
         other.message()
     );
+    let cells = |lab: &str| {
+        bearer(
+            cyclerd_proto::hub::ListCellsRequest { lab: lab.into() },
+            Some(&ageing),
+        )
+    };
+    let ours = q.list_cells(cells("")).await.unwrap().into_inner().cells;
+    assert_eq!(ours.len(), 1);
+    assert_eq!(ours[0].cell_id, "NMC-0042");
+    let theirs = q.list_cells(cells("formation")).await.unwrap_err();
+    assert_eq!(theirs.code(), Code::PermissionDenied, "{theirs:?}");
     hub.shutdown().await;
 }
 
@@ -667,7 +678,7 @@ on_both_backends!(
     a_daemon_belongs_to_the_lab_of_its_first_token,
     tests_are_listed_by_the_lab_of_the_daemon_that_ran_them,
     queries_without_a_valid_unrevoked_token_are_unauthenticated,
-    a_token_lists_only_the_tests_of_its_own_lab,
+    a_token_lists_only_the_tests_and_cells_of_its_own_lab,
     another_labs_test_or_an_unknown_id_is_denied_to_get_read_and_tail_alike,
     a_reader_token_reads_but_cannot_upload_and_its_upload_stores_nothing,
 );

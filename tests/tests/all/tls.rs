@@ -393,6 +393,15 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
         csv_from_db,
         "the hub sends every sample the database holds"
     );
+    let cells = cyclerhub(&with(&["cells", "--lab", "cell-ageing"], &local));
+    assert!(cells.contains("cell-psb1/1"), "{cells}");
+    assert_eq!(cyclerhub(&with(&["cells"], &remote(&analyst))), cells);
+    let none = cyclerhub(&with(&["cells"], &remote(&outsider)));
+    assert_eq!(
+        none.lines().count(),
+        1,
+        "the other lab tested no cell: {none}"
+    );
     let show = ["show", &test_id];
     let shown = cyclerhub(&with(&show, &local));
     for line in [
