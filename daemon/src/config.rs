@@ -499,6 +499,22 @@ impl Config {
                 message,
             })
         };
+        // They name the instruments and channels at the hub, whose keys are bounded.
+        let names = self
+            .devices
+            .iter()
+            .map(|d| ("device", &d.name))
+            .chain(self.chambers.iter().map(|c| ("chamber", &c.name)))
+            .chain(self.channels.iter().map(|c| ("channel", &c.id)));
+        for (what, name) in names {
+            if name.len() > cyclerd_proto::metadata::MAX_KEY_BYTES {
+                return fail(format!(
+                    "a {what} name is {} bytes long; at most {}",
+                    name.len(),
+                    cyclerd_proto::metadata::MAX_KEY_BYTES
+                ));
+            }
+        }
         let l = &self.limits;
         if l.voltage_min.is_nan() || l.voltage_max.is_nan() || l.voltage_min >= l.voltage_max {
             return fail(format!(

@@ -163,6 +163,15 @@ impl Recheck {
         }
     }
 
+    /// Completes when the next check is due, so that an idle stream checks too; never with a
+    /// zero `every` (then every use checks).
+    pub async fn due(&self) {
+        if self.every.is_zero() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep_until(self.at + self.every).await;
+    }
+
     /// `UNAUTHENTICATED` (saying why) when the token is no longer valid; checks the store only
     /// once `every` has passed.
     pub async fn still_valid(&mut self) -> Result<(), Status> {

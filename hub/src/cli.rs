@@ -65,8 +65,8 @@ enum Command {
         #[arg(long)]
         db: String,
     },
-    /// Assign a daemon, and every test it uploaded, to a lab: for a daemon that uploaded before
-    /// the hub required tokens (its token may then write for it).
+    /// Assign a daemon, and every test it uploaded, to a lab (or move it to another): for a
+    /// daemon that uploaded before the hub required tokens (its token may then write for it).
     Assign {
         /// Hub database: a SQLite file or a `postgres://` URL.
         #[arg(long)]
@@ -254,8 +254,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Schema { action } => schema(action),
         Command::Labs { db } => labs(&db),
         Command::Assign { db, daemon, lab } => {
-            open(&db, true)?.assign_daemon(&daemon, &lab)?;
-            eprintln!("daemon {daemon} and its tests belong to lab {lab:?}");
+            let before = open(&db, true)?.assign_daemon(&daemon, &lab)?;
+            let moved = match before {
+                Some(before) if before != lab => format!(" (moved from lab {before:?})"),
+                _ => String::new(),
+            };
+            eprintln!("daemon {daemon} and its tests belong to lab {lab:?}{moved}");
             Ok(())
         }
         Command::Cells { source, lab } => {

@@ -346,10 +346,25 @@ impl Session {
         let mut last_id: Option<u64> = None;
         loop {
             // Wait for one message (or shutdown), then take what else is ready right now.
+            let due = async {
+                match &self.recheck {
+                    Some(r) => r.due().await,
+                    None => std::future::pending().await,
+                }
+            };
             let first = tokio::select! {
                 biased;
                 _ = stopped(&mut self.stop) => return End::Refused(shutting_down()),
                 m = inbound.next() => m,
+                () = due => {
+                    // An idle stream's token is checked too.
+                    if let Some(r) = &mut self.recheck
+                        && let Err(status) = r.still_valid().await
+                    {
+                        return End::Refused(status);
+                    }
+                    continue;
+                }
             };
             let mut batch = Vec::new();
             let mut bytes = 0usize;
@@ -394,46 +409,61 @@ impl Session {
         }
     }
 
-    /// Binds the daemon to its lab: the token's (only a daemon the hub has no test of yet: an
-    /// earlier one is assigned by a person), or on a hub without tokens the lab its Hello names.
-    /// Refused when it belongs to another lab, or names another lab than its token's.
+    /// Binds the daemon to its lab: the token's, or on a hub without tokens the lab its Hello
+    /// names (or the daemon token it presents). Only a daemon the hub has no test of yet is
+    /// bound this way: an earlier one is assigned by a person (`cyclerhub assign`), never
+    /// claimed. Refused when it belongs to another lab, or names another lab than its token's;
+    /// on a hub without tokens a daemon that cannot be bound still uploads, unbound.
     async fn bind(&self, hello: &Hello) -> Result<(), Status> {
         let daemon_id = &hello.daemon_id;
-        let claimed = match (hello.lab.as_str(), &self.presented_lab) {
-            ("", Some(lab)) => lab.as_str(),
-            (named, _) => named,
-        };
-        if !claimed.is_empty() {
-            crate::auth::check_name("Hello.lab (the daemon's hub.lab)", claimed)
+        let named = hello.lab.as_str();
+        if !named.is_empty() {
+            crate::auth::check_name("Hello.lab (the daemon's hub.lab)", named)
                 .map_err(Status::invalid_argument)?;
         }
-        let (lab, only_new) = match &self.lab {
-            Some(token_lab) if !claimed.is_empty() && claimed != token_lab => {
-                return Err(Status::permission_denied(format!(
-                    "daemon {daemon_id} is configured for lab {claimed:?} (hub.lab) but its token \
-                     is of lab {token_lab:?}; fix one of them"
-                )));
-            }
-            Some(token_lab) => (token_lab.clone(), true),
-            None if claimed.is_empty() => return Ok(()),
-            None => (claimed.to_owned(), false),
+        let token_lab = self.lab.as_ref().or(self.presented_lab.as_ref());
+        if let Some(token_lab) = token_lab
+            && !named.is_empty()
+            && named != token_lab
+        {
+            return Err(Status::permission_denied(format!(
+                "daemon {daemon_id} is configured for lab {named:?} (hub.lab) but its token is \
+                 of lab {token_lab:?}; fix one of them"
+            )));
+        }
+        let lab = match token_lab {
+            Some(lab) => lab.clone(),
+            None if named.is_empty() => return Ok(()),
+            None => named.to_owned(),
         };
         let store = self.store.clone();
         let (id, want) = (daemon_id.clone(), lab.clone());
-        let bound = tokio::task::spawn_blocking(move || store.bind_daemon(&id, &want, only_new))
+        let bound = tokio::task::spawn_blocking(move || store.bind_daemon(&id, &want))
             .await
             .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
             .map_err(|e| Status::internal(format!("hub storage failed: {}", error_chain(&e))))?;
+        let required = self.lab.is_some();
         match bound {
             Some(bound) if bound == lab => Ok(()),
-            Some(bound) => Err(Status::permission_denied(format!(
+            Some(bound) if required => Err(Status::permission_denied(format!(
                 "daemon {daemon_id} belongs to lab {bound:?}; it cannot write as lab {lab:?}"
             ))),
-            None => Err(Status::permission_denied(format!(
+            None if required => Err(Status::permission_denied(format!(
                 "daemon {daemon_id} uploaded tests before it had a lab, so its token cannot claim \
                  them; a hub admin assigns it: `cyclerhub assign --db DB --daemon {daemon_id} \
                  --lab {lab}`"
             ))),
+            // A hub without tokens takes anyone's data; it only does not move it between labs.
+            other => {
+                tracing::warn!(
+                    daemon_id,
+                    lab,
+                    bound = ?other,
+                    "the daemon names a lab it is not bound to; uploading unchanged (`cyclerhub \
+                     assign` sets its lab)"
+                );
+                Ok(())
+            }
         }
     }
 

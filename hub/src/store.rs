@@ -457,39 +457,30 @@ impl HubStore {
             .map(|(t, _)| t))
     }
 
-    /// Binds `daemon_id` to `lab` if it belongs to no lab yet (with `only_new`, only if the
-    /// hub has no test of it either); returns the lab it belongs to, `None` when it stays
-    /// unbound.
-    pub fn bind_daemon(
-        &self,
-        daemon_id: &str,
-        lab: &str,
-        only_new: bool,
-    ) -> Result<Option<String>, StoreError> {
-        let bind = if only_new {
-            sql::BIND_NEW_DAEMON
-        } else {
-            sql::BIND_DAEMON
-        };
+    /// Binds `daemon_id` to `lab` if it belongs to no lab yet and the hub has no test of it
+    /// (tests uploaded without a lab are assigned by a person, [`HubStore::assign_daemon`]);
+    /// returns the lab it belongs to, `None` when it stays unbound.
+    pub fn bind_daemon(&self, daemon_id: &str, lab: &str) -> Result<Option<String>, StoreError> {
         match &*self.backend {
-            Backend::Sqlite(s) => s.bind_daemon(daemon_id, lab, bind, now_unix_s()),
-            Backend::Postgres(p) => p.bind_daemon(daemon_id, lab, bind, now_unix_s()),
+            Backend::Sqlite(s) => s.bind_daemon(daemon_id, lab, now_unix_s()),
+            Backend::Postgres(p) => p.bind_daemon(daemon_id, lab, now_unix_s()),
         }
     }
 
-    /// Assigns `daemon_id`, and so every test it uploaded, to `lab`: for a daemon that uploaded
-    /// before the hub required tokens. Refused when it belongs to another lab.
-    pub fn assign_daemon(&self, daemon_id: &str, lab: &str) -> Result<(), StoreError> {
+    /// Assigns `daemon_id`, and so every test it uploaded, to `lab` (moving it if it belonged
+    /// to another: a person's decision), and records its tests' teams in the lab. Returns the
+    /// lab it belonged to before. Refused for a daemon the hub has never heard from (a typo).
+    pub fn assign_daemon(&self, daemon_id: &str, lab: &str) -> Result<Option<String>, StoreError> {
         crate::auth::check_name("lab", lab).map_err(StoreError::Refused)?;
-        match self.bind_daemon(daemon_id, lab, false)? {
-            Some(bound) if bound == lab => Ok(()),
-            Some(bound) => Err(StoreError::Refused(format!(
-                "daemon {daemon_id} belongs to lab {bound:?} already"
-            ))),
-            None => Err(StoreError::Corrupt(format!(
-                "daemon {daemon_id} is not bound after binding it"
-            ))),
-        }
+        let assigned = match &*self.backend {
+            Backend::Sqlite(s) => s.assign_daemon(daemon_id, lab, now_unix_s())?,
+            Backend::Postgres(p) => p.assign_daemon(daemon_id, lab, now_unix_s())?,
+        };
+        assigned.ok_or_else(|| {
+            StoreError::Refused(format!(
+                "no daemon {daemon_id:?} has ever connected to this hub (see `cyclerhub tests`)"
+            ))
+        })
     }
 
     /// Every cell the hub has seen a test of, by id.
@@ -647,7 +638,10 @@ impl HubStore {
             Backend::Sqlite(s) => s.test_key(test_id)?,
             Backend::Postgres(p) => p.test_key(test_id)?,
         };
-        let mut next = i64::try_from(from_seq).unwrap_or(i64::MAX);
+        // Beyond any seq the hub stores (at most i64::MAX): nothing to read.
+        let Ok(mut next) = i64::try_from(from_seq) else {
+            return Ok(0);
+        };
         let mut n = 0;
         loop {
             let page = match &*self.backend {
@@ -658,12 +652,11 @@ impl HubStore {
                 f(sample)?;
                 n += 1;
             }
-            match page.last() {
-                Some(last) if page.len() as i64 == SAMPLE_PAGE => {
-                    next = i64::try_from(last.seq)
-                        .unwrap_or(i64::MAX)
-                        .saturating_add(1);
-                }
+            match page
+                .last()
+                .map(|last| i64::try_from(last.seq).ok()?.checked_add(1))
+            {
+                Some(Some(after)) if page.len() as i64 == SAMPLE_PAGE => next = after,
                 _ => return Ok(n),
             }
         }
@@ -1009,14 +1002,11 @@ fn apply_test_registered(
         ("cell_id", meta("cell_id")),
         ("team", meta("team")),
     ];
-    for e in &t.equipment {
-        keys.extend([
-            ("equipment name", e.name.as_str()),
-            ("equipment family", &e.family),
-            ("equipment address", &e.address),
-            ("equipment role", &e.role),
-        ]);
-    }
+    keys.extend(
+        t.equipment
+            .iter()
+            .map(|e| ("equipment name", e.name.as_str())),
+    );
     // Refused before any write, so an oversized key is a rejection rather than a failed batch
     // that blocks the entries behind it.
     if let Some((name, value)) = keys.iter().find(|(_, v)| v.len() > MAX_KEY_BYTES) {

@@ -612,7 +612,7 @@ async fn an_oversized_identifier_is_rejected_and_the_entries_behind_it_apply(bac
         (&mut team.body, &mut instrument.body)
     {
         a.metadata.insert("team".into(), long.clone());
-        b.equipment[0].address = long;
+        b.equipment[0].name = long;
     }
     up.send_entries([team, instrument, registered(3, T3), samples(4, T3, 0, 10)])
         .await;
@@ -620,7 +620,10 @@ async fn an_oversized_identifier_is_rejected_and_the_entries_behind_it_apply(bac
     let rejected: Vec<u64> = rejections.iter().map(|r| r.entry_id).collect();
     assert_eq!(rejected, [1, 2], "{rejections:?}");
     assert!(rejections[0].reason.contains("team"), "{rejections:?}");
-    assert!(rejections[1].reason.contains("address"), "{rejections:?}");
+    assert!(
+        rejections[1].reason.contains("equipment name"),
+        "{rejections:?}"
+    );
     assert_eq!(hub.store.sample_count(T3).unwrap(), 10);
     hub.shutdown().await;
 }

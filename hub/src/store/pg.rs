@@ -647,12 +647,11 @@ impl PgStore {
         &self,
         daemon_id: &str,
         lab: &str,
-        bind: &str,
         now: f64,
     ) -> Result<Option<String>, StoreError> {
         self.with_writer(|w| {
             let mut tx = w.client.transaction()?;
-            if tx.execute(bind, &[&daemon_id, &lab])? == 1 {
+            if tx.execute(sql::BIND_NEW_DAEMON, &[&daemon_id, &lab])? == 1 {
                 tx.execute(sql::INSERT_LAB, &[&lab, &now])?;
             }
             let bound = tx
@@ -661,6 +660,30 @@ impl PgStore {
                 .transpose()?;
             tx.commit()?;
             Ok(bound)
+        })
+    }
+
+    pub(super) fn assign_daemon(
+        &self,
+        daemon_id: &str,
+        lab: &str,
+        now: f64,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        self.with_writer(|w| {
+            let mut tx = w.client.transaction()?;
+            let known: bool = tx.query_one(sql::KNOWN_DAEMON, &[&daemon_id])?.try_get(0)?;
+            if !known {
+                return Ok(None);
+            }
+            let before = tx
+                .query_opt(sql::DAEMON_LAB, &[&daemon_id])?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+            tx.execute(sql::INSERT_LAB, &[&lab, &now])?;
+            tx.execute(sql::ASSIGN_DAEMON, &[&daemon_id, &lab])?;
+            tx.execute(sql::ASSIGN_TEAMS, &[&daemon_id, &lab])?;
+            tx.commit()?;
+            Ok(Some(before))
         })
     }
 

@@ -8,13 +8,19 @@ pub(super) const REVOKE_TOKEN: &str =
     "UPDATE tokens SET revoked_unix_s = $2 WHERE name = $1 AND revoked_unix_s IS NULL";
 pub(super) const TOKENS: &str = "SELECT token_id, lab, name, created_unix_s, revoked_unix_s, \
      secret_hash, role FROM tokens ORDER BY created_unix_s";
-pub(super) const BIND_DAEMON: &str =
-    "INSERT INTO daemon_labs (daemon_id, lab) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 /// Binds only a daemon the hub has no test of: tests uploaded without a lab are assigned to
 /// one by a person (`cyclerhub assign`), never claimed by whoever holds a token.
 pub(super) const BIND_NEW_DAEMON: &str = "INSERT INTO daemon_labs (daemon_id, lab) \
      SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM tests WHERE daemon_id = $1) \
      ON CONFLICT DO NOTHING";
+pub(super) const KNOWN_DAEMON: &str = "SELECT EXISTS (SELECT 1 FROM daemons WHERE daemon_id = $1)";
+/// A person's assignment: binds or moves the daemon.
+pub(super) const ASSIGN_DAEMON: &str = "INSERT INTO daemon_labs (daemon_id, lab) VALUES ($1, $2) \
+     ON CONFLICT (daemon_id) DO UPDATE SET lab = excluded.lab";
+/// The teams of an assigned daemon's tests, which could not be recorded while it had no lab.
+pub(super) const ASSIGN_TEAMS: &str = "INSERT INTO teams (lab, team, first_test_unix_s) \
+     SELECT $2, team, min(start_unix_s) FROM tests WHERE daemon_id = $1 AND team IS NOT NULL \
+     GROUP BY team ON CONFLICT DO NOTHING";
 pub(super) const DAEMON_LAB: &str = "SELECT lab FROM daemon_labs WHERE daemon_id = $1";
 pub(super) const DAEMON_LABS: &str = "SELECT daemon_id, lab FROM daemon_labs";
 pub(super) const PROTOCOL: &str = "SELECT protocol_source, plan_json FROM tests WHERE test_id = $1";

@@ -379,12 +379,11 @@ impl SqliteStore {
         &self,
         daemon_id: &str,
         lab: &str,
-        bind: &str,
         now: f64,
     ) -> Result<Option<String>, StoreError> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if tx.execute(&sql::sqlite(bind), params![daemon_id, lab])? == 1 {
+        if tx.execute(&sql::sqlite(sql::BIND_NEW_DAEMON), params![daemon_id, lab])? == 1 {
             tx.execute(&sql::sqlite(sql::INSERT_LAB), params![lab, now])?;
         }
         let bound = tx
@@ -392,6 +391,29 @@ impl SqliteStore {
             .optional()?;
         tx.commit()?;
         Ok(bound)
+    }
+
+    pub(super) fn assign_daemon(
+        &self,
+        daemon_id: &str,
+        lab: &str,
+        now: f64,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let known: bool =
+            tx.query_row(&sql::sqlite(sql::KNOWN_DAEMON), [daemon_id], |r| r.get(0))?;
+        if !known {
+            return Ok(None);
+        }
+        let before = tx
+            .query_row(&sql::sqlite(sql::DAEMON_LAB), [daemon_id], |r| r.get(0))
+            .optional()?;
+        tx.execute(&sql::sqlite(sql::INSERT_LAB), params![lab, now])?;
+        tx.execute(&sql::sqlite(sql::ASSIGN_DAEMON), params![daemon_id, lab])?;
+        tx.execute(&sql::sqlite(sql::ASSIGN_TEAMS), params![daemon_id, lab])?;
+        tx.commit()?;
+        Ok(Some(before))
     }
 
     pub(super) fn applied_up_to(&self, source: &Source<'_>) -> Result<u64, StoreError> {

@@ -522,17 +522,30 @@ async fn a_token_cannot_claim_a_daemon_that_uploaded_before_tokens_until_it_is_a
         "the test stays unreadable"
     );
 
-    hub.store.assign_daemon("daemon-b", "cell-ageing").unwrap();
+    let unknown = hub
+        .store
+        .assign_daemon("daemon-typo", "cell-ageing")
+        .unwrap_err();
+    assert!(unknown.to_string().contains("ever connected"), "{unknown}");
+    assert_eq!(
+        hub.store.assign_daemon("daemon-b", "cell-ageing").unwrap(),
+        None
+    );
     let own = hub
         .store
         .issue_token("cell-ageing", "pc-b", Role::Daemon)
         .unwrap();
     hello_as(&hub, Some(&own), "daemon-b", "").await.unwrap();
-    let again = hub
-        .store
-        .assign_daemon("daemon-b", "formation")
-        .unwrap_err();
-    assert!(again.to_string().contains("cell-ageing"), "{again}");
+    // A person may move it: its tests go with it.
+    assert_eq!(
+        hub.store.assign_daemon("daemon-b", "formation").unwrap(),
+        Some("cell-ageing".to_string())
+    );
+    let moved = hello_as(&hub, Some(&own), "daemon-b", "")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(moved.code(), Code::PermissionDenied, "{moved:?}");
     hub.shutdown().await;
 }
 
@@ -669,7 +682,45 @@ async fn revoking_a_reader_token_ends_the_tail_it_follows_a_test_with(backend: B
     hub.shutdown().await;
 }
 
+async fn idle_streams_end_after_their_token_is_revoked(backend: Backend) {
+    let options = ServeOptions {
+        require_tokens: true,
+        token_recheck: std::time::Duration::from_millis(100),
+        ..ServeOptions::default()
+    };
+    let mut hub = Hub::start_with(backend, options).await;
+    let daemon = hub
+        .store
+        .issue_token("cell-ageing", "pc-1", Role::Daemon)
+        .unwrap();
+    let mut up = upload_as(&hub, &daemon, "daemon-a").await;
+    up.send_entries([registered(1, T1)]).await;
+    up.until_ack(1).await;
+    let mut tail = QueryClient::new(hub.channel().await)
+        .tail(bearer(
+            TailRequest {
+                test_id: T1.into(),
+                from_seq: 0,
+            },
+            Some(&daemon),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    hub.store.revoke_token("pc-1").unwrap();
+    // Nothing more is sent or stored: both streams end by themselves.
+    let ended = up.final_status().await;
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    let ended = tokio::time::timeout(WAIT, tail.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    hub.shutdown().await;
+}
+
 on_both_backends!(
+    idle_streams_end_after_their_token_is_revoked,
     revoking_a_reader_token_ends_the_tail_it_follows_a_test_with,
     revoking_a_token_ends_the_upload_stream_already_open_with_it,
     a_token_cannot_claim_a_daemon_that_uploaded_before_tokens_until_it_is_assigned,
