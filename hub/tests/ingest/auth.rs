@@ -607,14 +607,16 @@ async fn a_daemon_names_its_lab_to_a_hub_without_tokens_and_must_match_its_token
     hub.shutdown().await;
 }
 
-async fn revoking_a_token_ends_the_upload_stream_already_open_with_it(backend: Backend) {
+/// A hub requiring tokens that checks an open stream's token again after `recheck`, with a
+/// daemon token of lab `cell-ageing` named `pc-1` and an upload stream of `daemon-a` with it
+/// that registered T1.
+async fn revocation_hub(backend: Backend, recheck: std::time::Duration) -> (Hub, String, Upload) {
     let options = ServeOptions {
         require_tokens: true,
-        // Checked again before every batch, so the test needs no clock.
-        token_recheck: std::time::Duration::ZERO,
+        token_recheck: recheck,
         ..ServeOptions::default()
     };
-    let mut hub = Hub::start_with(backend, options).await;
+    let hub = Hub::start_with(backend, options).await;
     let token = hub
         .store
         .issue_token("cell-ageing", "pc-1", Role::Daemon)
@@ -622,6 +624,12 @@ async fn revoking_a_token_ends_the_upload_stream_already_open_with_it(backend: B
     let mut up = upload_as(&hub, &token, "daemon-a").await;
     up.send_entries([registered(1, T1)]).await;
     up.until_ack(1).await;
+    (hub, token, up)
+}
+
+async fn revoking_a_token_ends_the_upload_stream_already_open_with_it(backend: Backend) {
+    // Checked again before every batch, so the test needs no clock.
+    let (mut hub, _, mut up) = revocation_hub(backend, std::time::Duration::ZERO).await;
     hub.store.revoke_token("pc-1").unwrap();
     up.send_entries([samples(2, T1, 0, 10)]).await;
     let ended = up.final_status().await;
@@ -636,23 +644,12 @@ async fn revoking_a_token_ends_the_upload_stream_already_open_with_it(backend: B
 }
 
 async fn revoking_a_reader_token_ends_the_tail_it_follows_a_test_with(backend: Backend) {
-    let options = ServeOptions {
-        require_tokens: true,
-        token_recheck: std::time::Duration::ZERO,
-        ..ServeOptions::default()
-    };
-    let mut hub = Hub::start_with(backend, options).await;
-    let daemon = hub
-        .store
-        .issue_token("cell-ageing", "pc-1", Role::Daemon)
-        .unwrap();
+    let (mut hub, _, mut up) = revocation_hub(backend, std::time::Duration::ZERO).await;
     let reader = hub
         .store
         .issue_token("cell-ageing", "ana", Role::Reader)
         .unwrap();
-    let mut up = upload_as(&hub, &daemon, "daemon-a").await;
-    up.send_entries([registered(1, T1), samples(2, T1, 0, 10)])
-        .await;
+    up.send_entries([samples(2, T1, 0, 10)]).await;
     up.until_ack(2).await;
     let mut tail = QueryClient::new(hub.channel().await)
         .tail(bearer(
@@ -683,19 +680,8 @@ async fn revoking_a_reader_token_ends_the_tail_it_follows_a_test_with(backend: B
 }
 
 async fn idle_streams_end_after_their_token_is_revoked(backend: Backend) {
-    let options = ServeOptions {
-        require_tokens: true,
-        token_recheck: std::time::Duration::from_millis(100),
-        ..ServeOptions::default()
-    };
-    let mut hub = Hub::start_with(backend, options).await;
-    let daemon = hub
-        .store
-        .issue_token("cell-ageing", "pc-1", Role::Daemon)
-        .unwrap();
-    let mut up = upload_as(&hub, &daemon, "daemon-a").await;
-    up.send_entries([registered(1, T1)]).await;
-    up.until_ack(1).await;
+    let (mut hub, daemon, mut up) =
+        revocation_hub(backend, std::time::Duration::from_millis(100)).await;
     let mut tail = QueryClient::new(hub.channel().await)
         .tail(bearer(
             TailRequest {
