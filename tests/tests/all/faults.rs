@@ -482,8 +482,13 @@ async fn a_torn_tail_and_a_flipped_byte_are_survived_and_the_damaged_entry_is_qu
         .filter(|(_, w)| *w == needle.as_slice())
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(hits.len(), 1, "the entry's bytes are in the file once");
-    file[hits[0] + 20] ^= 0x40;
+    // SQLite leaves stale copies of moved cells in free space when it rebalances pages, so the
+    // bytes may be found more than once: flipping every copy damages the live one, and the
+    // stale ones are never read.
+    assert!(!hits.is_empty(), "the entry's bytes are in the file");
+    for hit in hits {
+        file[hit + 20] ^= 0x40;
+    }
     std::fs::write(&outbox, &file).unwrap();
 
     // The restarted daemon finds the damage, quarantines the entry and says so; then more
