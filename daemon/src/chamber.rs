@@ -6,11 +6,13 @@
 //! faults its test; a native channel stops its test through the cycler), so the chamber task
 //! never waits on a channel and a slow channel never delays the chamber's verdict.
 
+use crate::offline::Waiting;
 use crate::runner::pacer;
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::chamber::Chamber;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -144,9 +146,19 @@ pub struct ChamberRunner<C> {
     pending_set_point: Option<f64>,
 }
 
-impl<C: Chamber> ChamberRunner<C> {
-    /// A runner for `chamber` and the link its channels use.
-    pub fn new(spec: ChamberSpec, chamber: C, clock: Clock) -> (ChamberRunner<C>, ChamberLink) {
+/// A chamber's task before the chamber answered: its channels' link exists, and the chamber
+/// counts as unsafe (its air temperature is unknown) until it answers.
+pub struct Unconnected {
+    spec: ChamberSpec,
+    clock: Clock,
+    state: watch::Sender<ChamberState>,
+    cmds: mpsc::UnboundedReceiver<ChamberCmd>,
+    history: Arc<Mutex<VecDeque<(f64, f64)>>>,
+}
+
+impl Unconnected {
+    /// The task's side and the link its channels use.
+    pub fn new(spec: ChamberSpec, clock: Clock) -> (Unconnected, ChamberLink) {
         let (state, state_rx) = watch::channel(ChamberState::default());
         let (cmd_tx, cmds) = mpsc::unbounded_channel();
         let history = Arc::new(Mutex::new(VecDeque::new()));
@@ -156,18 +168,55 @@ impl<C: Chamber> ChamberRunner<C> {
             cmds: cmd_tx,
             history: Arc::clone(&history),
         };
-        let runner = ChamberRunner {
+        let task = Unconnected {
             spec,
-            chamber,
             clock,
             state,
             cmds,
             history,
-            pending_set_point: None,
         };
-        (runner, link)
+        (task, link)
     }
 
+    /// The runner, now that `chamber` answers.
+    pub fn connected<C: Chamber>(self, chamber: C) -> ChamberRunner<C> {
+        ChamberRunner {
+            spec: self.spec,
+            chamber,
+            clock: self.clock,
+            state: self.state,
+            cmds: self.cmds,
+            history: self.history,
+            pending_set_point: None,
+        }
+    }
+}
+
+impl Waiting for Unconnected {
+    fn offline(&mut self, why: &str) {
+        self.state.send_modify(|s| s.fault = Some(why.into()));
+    }
+
+    fn online(&mut self) {
+        self.state.send_modify(|s| s.fault = None);
+    }
+
+    fn refuse(&mut self, cx: &mut Context<'_>, why: &str) -> Poll<()> {
+        loop {
+            match self.cmds.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Ready(Some(ChamberCmd::Claim { reply, .. })) => {
+                    let _ = reply.send(Err(why.into()));
+                }
+                // Only an owner sets or releases, and no claim succeeds while it is offline.
+                Poll::Ready(Some(ChamberCmd::SetPoint { .. } | ChamberCmd::Release { .. })) => {}
+            }
+        }
+    }
+}
+
+impl<C: Chamber> ChamberRunner<C> {
     /// Polls the chamber and serves its channels until `shutdown`. The chamber keeps its set
     /// point when the daemon stops (the cells inside stay at their test temperature).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {

@@ -1,6 +1,7 @@
 //! Wiring: the outbox, the uploader, one runner per channel, and the handle the control API,
 //! `cyclerd run` and `cyclerd demo` use.
 
+use crate::chamber::ChamberLink;
 use crate::config::Config;
 use crate::config::DeviceConfig;
 use crate::devices::{self, ChannelStart, PendingNative};
@@ -31,6 +32,8 @@ struct Inner {
     /// One entry per configured channel, in the configuration's order (`psb2/1` before
     /// `psb10/1`, as the lab wrote them).
     channels: Vec<ChannelHandle>,
+    /// The chambers' links, for their faults in the status.
+    chambers: Vec<ChamberLink>,
     uploader: Arc<UploaderStatus>,
     /// The lab's metadata schemas, checked before every test starts.
     schemas: LabSchemas,
@@ -106,7 +109,7 @@ impl Daemon {
         let (stop_runners, runners_rx) = watch::channel(false);
         let (stop_uploader, uploader_rx) = watch::channel(false);
         let mut runners = JoinSet::new();
-        let mut chambers = HashMap::new();
+        let mut chambers = BTreeMap::new();
         for (i, c) in config.chambers.iter().enumerate() {
             let link = devices::spawn_chamber(
                 c,
@@ -268,6 +271,7 @@ impl Daemon {
                 config,
                 shared,
                 channels,
+                chambers: chambers.into_values().collect(),
                 uploader: status,
                 schemas,
                 stop_runners,
@@ -353,6 +357,11 @@ impl Daemon {
             .map(|h| h.live.borrow().clone())
     }
 
+    /// The chambers' links (their state and its changes), in name order.
+    pub fn chambers(&self) -> &[ChamberLink] {
+        &self.inner.chambers
+    }
+
     /// Receivers that see every channel's changes, for Watch.
     pub fn watchers(&self) -> Vec<watch::Receiver<ChannelSnapshot>> {
         self.inner.channels.iter().map(|h| h.live.clone()).collect()
@@ -381,6 +390,26 @@ impl Daemon {
             ));
         }
         alarms.extend(outbox.startup_alarms().iter().cloned());
+        alarms.extend(
+            self.inner
+                .chambers
+                .iter()
+                .filter_map(|c| c.state().fault.clone()),
+        );
+        // Every channel of a cycler that does not answer has the same reason: one line for all.
+        let mut offline: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for h in &self.inner.channels {
+            let s = h.live.borrow();
+            if s.state == "offline" {
+                offline
+                    .entry(s.reason.clone())
+                    .or_default()
+                    .push(h.id.clone());
+            }
+        }
+        for (reason, ids) in offline {
+            alarms.push(format!("offline channels {}: {reason}", ids.join(", ")));
+        }
         let uploader = &self.inner.uploader;
         let connected = uploader.connected.load(Ordering::Acquire);
         if !connected {
@@ -430,12 +459,17 @@ impl Daemon {
         self.inner.shared.acquired.load(Ordering::Acquire)
     }
 
-    /// Waits until no channel runs a test (a paused test still runs).
+    /// Waits until no channel runs a test (a paused test still runs, and so does one waiting
+    /// for its offline device).
     pub async fn wait_all_done(&self) {
         for h in self.inner.channels.iter() {
             let mut live = h.live.clone();
             let _ = live
-                .wait_for(|s| s.state != "running" && s.state != "paused")
+                .wait_for(|s| match s.state.as_str() {
+                    "running" | "paused" => false,
+                    "offline" => s.test_id.is_empty(),
+                    _ => true,
+                })
                 .await;
         }
     }

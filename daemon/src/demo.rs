@@ -187,6 +187,9 @@ impl Default for LabOptions {
     }
 }
 
+/// Where the simulated lab's configuration comes from, for messages.
+const ORIGIN: &str = "built-in demo configuration";
+
 /// A simulated lab: PSB simulators, the daemon stepping them, and an embedded hub, on one
 /// scaled clock. Used by `cyclerd demo`, the end-to-end tests and the benchmark.
 pub struct SimLab {
@@ -203,6 +206,8 @@ pub struct SimLab {
     channel_ids: Vec<String>,
     pub data_dir: PathBuf,
     pub hub_addr: SocketAddr,
+    /// The daemon's configuration, for [`SimLab::restart_daemon`].
+    config: Config,
     hub_stop: tokio::sync::oneshot::Sender<()>,
     /// The embedded hub's task; `None` when the lab uses an external hub.
     hub: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -363,8 +368,8 @@ impl SimLab {
                     .map(|lab| format!("\nlab = {lab:?}"))
                     .unwrap_or_default(),
         );
-        let config = Config::from_toml(&config_text, "built-in demo configuration")?;
-        let daemon = Daemon::start(config, "built-in demo configuration", clock.clone()).await?;
+        let config = Config::from_toml(&config_text, ORIGIN)?;
+        let daemon = Daemon::start(config.clone(), ORIGIN, clock.clone()).await?;
         Ok(SimLab {
             daemon,
             clock,
@@ -374,10 +379,20 @@ impl SimLab {
             channel_ids,
             data_dir,
             hub_addr,
+            config,
             hub_stop,
             hub,
             _temp: temp,
         })
+    }
+
+    /// Shuts the daemon down (tests end, outputs off, at most `drain` for the hub) and starts
+    /// it again on the same store and devices, as after a restart of the service; returns the
+    /// first daemon's summary.
+    pub async fn restart_daemon(&mut self, drain: Duration) -> anyhow::Result<Summary> {
+        let summary = self.daemon.shutdown(drain).await;
+        self.daemon = Daemon::start(self.config.clone(), ORIGIN, self.clock.clone()).await?;
+        Ok(summary)
     }
 
     pub fn channel_ids(&self) -> Vec<String> {

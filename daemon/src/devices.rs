@@ -1,10 +1,11 @@
 //! From a `[[device]]` entry to a connected power stage or cycler and running channels: the one
 //! place that knows every device family.
 
-use crate::chamber::{ChamberLink, ChamberRunner, ChamberSpec};
+use crate::chamber::{ChamberLink, ChamberSpec, Unconnected};
 use crate::config::ResumePolicy;
 use crate::config::{ChamberConfig, ChamberFamily, DeviceConfig, Family, Limits};
 use crate::native::{CyclerRunner, NativeChannel};
+use crate::offline;
 use crate::outbox::Checkpoint;
 use crate::proto::control::ChannelSnapshot;
 use crate::runner::{ChannelCmd, ChannelRunner, ChannelSpec, Shared};
@@ -26,6 +27,9 @@ use cyclerd_drivers::transport::Endpoint;
 use cyclerd_drivers::watlow::{WatlowClient, WatlowOptions};
 use cyclerd_drivers::weiss::WeissClient;
 use cyclerd_protocols::compile::Target;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -56,21 +60,69 @@ pub struct ChannelStart {
     pub stop: watch::Receiver<bool>,
 }
 
-/// Connects `device` and spawns the channel's runner on `tasks`.
+/// A connected power stage, waiting for the channel it is to run.
+type StageRun = Box<dyn FnOnce(ChannelStart) -> BoxFuture<'static, ()> + Send>;
+
+/// Connects `device` (with `load`, the electronic load paired with it, if any) and spawns the
+/// channel's runner on `tasks`. A device that does not answer is waited for in the background
+/// ([`offline`]); any other error is returned.
 pub async fn spawn_channel(
     device: &DeviceConfig,
     load: Option<&DeviceConfig>,
-    start: ChannelStart,
+    mut start: ChannelStart,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), DriverError> {
+    let clock = start.shared.clock.clone();
+    let id = start.spec.id.clone();
+    let first = match connect_stage(device, load, &id, &clock).await {
+        Ok(run) => {
+            tasks.spawn(run(start));
+            return Ok(());
+        }
+        Err(e) if e.is_link_lost() => e,
+        Err(e) => return Err(e),
+    };
+    let (device, load) = (device.clone(), load.cloned());
+    tasks.spawn(async move {
+        let what = describe(
+            "device",
+            &device.name,
+            device.address,
+            device.port.as_deref(),
+        );
+        let mut stop = start.stop.clone();
+        let connect = || connect_stage(&device, load.as_ref(), &id, &clock);
+        if let Some(run) =
+            offline::wait_for(&what, first, connect, &mut vec![&mut start], &mut stop).await
+        {
+            run(start).await;
+        }
+    });
+    Ok(())
+}
+
+/// How messages name a device: its configured name and where it is.
+pub fn describe(kind: &str, name: &str, address: Option<SocketAddr>, port: Option<&str>) -> String {
+    match (address, port) {
+        (Some(a), _) => format!("{kind} {name:?} at {a}"),
+        (None, Some(p)) => format!("{kind} {name:?} on {p}"),
+        (None, None) => format!("{kind} {name:?}"),
+    }
+}
+
+async fn connect_stage(
+    device: &DeviceConfig,
+    load: Option<&DeviceConfig>,
+    channel_id: &str,
+    clock: &Clock,
+) -> Result<StageRun, DriverError> {
     let timeout = device.timeout();
     if let Some(load) = load {
         let supply = connect_scpi(device).await?;
         let load = connect_scpi(load).await?;
-        spawn(PairStage::new(supply, load), start, tasks);
-        return Ok(());
+        return Ok(stage(PairStage::new(supply, load)));
     }
-    match device.family {
+    Ok(match device.family {
         Family::EaPsb => {
             let nominal = match (device.nominal_voltage, device.nominal_current) {
                 (Some(v), Some(a)) => Some(Nominal {
@@ -83,23 +135,19 @@ pub async fn spawn_channel(
             let client =
                 PsbClient::connect(endpoint(device, 115_200)?, device.unit, timeout, nominal)
                     .await?;
-            spawn(client, start, tasks);
+            stage(client)
         }
-        Family::Scpi => {
-            let client = connect_scpi(device).await?;
-            spawn(client, start, tasks);
-        }
+        Family::Scpi => stage(connect_scpi(device).await?),
         Family::Riden => {
             let port = device.port.as_deref().ok_or_else(|| missing("port"))?;
-            let client = RidenClient::connect(port, device.unit, timeout, None).await?;
-            spawn(client, start, tasks);
+            stage(RidenClient::connect(port, device.unit, timeout, None).await?)
         }
         Family::MaccorDirect => {
-            let client = MaccorClient::connect(maccor_config(device)?).await?;
-            let n = channel_number(&start.spec.id);
+            let n = channel_number(channel_id);
             let (Some(amps), Some(volts)) = (device.nominal_current, device.nominal_voltage) else {
                 return Err(missing("nominal_current and nominal_voltage"));
             };
+            let client = MaccorClient::connect(maccor_config(device)?).await?;
             let mut direct = DirectConfig::new(amps as f32, volts as f32);
             if let Some(watts) = device.nominal_power {
                 direct.max_power_w = watts as f32;
@@ -110,10 +158,7 @@ pub async fn spawn_channel(
                 channel: n.saturating_sub(1),
             };
             let test = format!("cyclerd-direct-{n}");
-            let stage =
-                MaccorDirect::enter(client, addr, &test, direct, start.shared.clock.clone())
-                    .await?;
-            spawn(stage, start, tasks);
+            stage(MaccorDirect::enter(client, addr, &test, direct, clock.clone()).await?)
         }
         Family::Neware | Family::Maccor | Family::Arbin => {
             return Err(DriverError::Identity(format!(
@@ -121,8 +166,7 @@ pub async fn spawn_channel(
                 device.name
             )));
         }
-    }
-    Ok(())
+    })
 }
 
 /// A native channel before its cycler is connected.
@@ -132,15 +176,58 @@ pub struct PendingNative {
     pub number: u32,
 }
 
+/// A connected cycler with its channels' addresses on it, waiting for those channels.
+type CyclerRun = Box<
+    dyn FnOnce(Vec<PendingNative>, Shared, watch::Receiver<bool>) -> BoxFuture<'static, ()> + Send,
+>;
+
 /// Connects the cycler `device`, finds each channel's address on it, re-attaches and follows
-/// them all from one task on `tasks`.
+/// them all from one task on `tasks`. A cycler that does not answer is waited for in the
+/// background ([`offline`]); any other error is returned.
 pub async fn spawn_cycler(
     device: &DeviceConfig,
-    channels: Vec<PendingNative>,
+    mut channels: Vec<PendingNative>,
     shared: Shared,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), DriverError> {
+    let wanted: Vec<(String, u32)> = channels
+        .iter()
+        .map(|p| (p.start.spec.id.clone(), p.number))
+        .collect();
+    let first = match connect_cycler(device, &wanted).await {
+        Ok(run) => {
+            tasks.spawn(run(channels, shared, stop));
+            return Ok(());
+        }
+        Err(e) if e.is_link_lost() => e,
+        Err(e) => return Err(e),
+    };
+    let device = device.clone();
+    tasks.spawn(async move {
+        let what = describe(
+            "cycler",
+            &device.name,
+            device.address,
+            device.port.as_deref(),
+        );
+        let mut starts: Vec<&mut ChannelStart> =
+            channels.iter_mut().map(|p| &mut p.start).collect();
+        let connect = || connect_cycler(&device, &wanted);
+        let connected = offline::wait_for(&what, first, connect, &mut starts, &mut stop).await;
+        if let Some(run) = connected {
+            run(channels, shared, stop).await;
+        }
+    });
+    Ok(())
+}
+
+/// Connects the cycler `device` and finds the addresses of the `wanted` channels (id and N of
+/// `DEVICE/N`) on it.
+async fn connect_cycler(
+    device: &DeviceConfig,
+    wanted: &[(String, u32)],
+) -> Result<CyclerRun, DriverError> {
     match device.family {
         Family::Neware => {
             let addr = device.address.ok_or_else(|| missing("address"))?;
@@ -158,29 +245,11 @@ pub async fn spawn_cycler(
             }
             config.timeout = device.timeout();
             let client = NewareClient::connect(config).await?;
-            follow(
-                device,
-                client,
-                Target::Neware,
-                channels,
-                shared,
-                stop,
-                tasks,
-            )
-            .await
+            follow(device, client, Target::Neware, wanted).await
         }
         Family::Maccor => {
             let client = MaccorClient::connect(maccor_config(device)?).await?;
-            follow(
-                device,
-                client,
-                Target::Maccor,
-                channels,
-                shared,
-                stop,
-                tasks,
-            )
-            .await
+            follow(device, client, Target::Maccor, wanted).await
         }
         Family::Arbin => {
             let addr = device.address.ok_or_else(|| missing("address"))?;
@@ -192,7 +261,7 @@ pub async fn spawn_cycler(
             config.file_port = device.file_port.unwrap_or(config.file_port);
             config.timeout = device.timeout();
             let client = ArbinClient::connect(config).await?;
-            follow(device, client, Target::Arbin, channels, shared, stop, tasks).await
+            follow(device, client, Target::Arbin, wanted).await
         }
         _ => Err(DriverError::Identity(format!(
             "{:?} is a power stage, not a cycler",
@@ -221,40 +290,46 @@ async fn follow<C: Cycler + 'static>(
     device: &DeviceConfig,
     mut cycler: C,
     target: Target,
-    pending: Vec<PendingNative>,
-    shared: Shared,
-    stop: watch::Receiver<bool>,
-    tasks: &mut JoinSet<()>,
-) -> Result<(), DriverError> {
+    wanted: &[(String, u32)],
+) -> Result<CyclerRun, DriverError> {
     let listed = cycler.channels().await?;
-    let mut channels = Vec::with_capacity(pending.len());
-    for p in pending {
-        let addr = (p.number as usize)
-            .checked_sub(1)
-            .and_then(|i| listed.get(i))
-            .copied()
-            .ok_or_else(|| {
-                DriverError::Identity(format!(
-                    "channel {} does not exist: the cycler lists {} channels ({}/1 to {}/{})",
-                    p.start.spec.id,
-                    listed.len(),
-                    device.name,
-                    device.name,
-                    listed.len()
-                ))
-            })?;
-        tracing::info!(channel = %p.start.spec.id, "is channel {addr} (unit-subunit-channel) on the cycler");
-        channels.push(NativeChannel {
-            spec: p.start.spec,
-            addr,
-            live: p.start.live,
-            cmds: p.start.cmds,
-            resume: p.start.resume.map(|(checkpoint, _)| checkpoint),
-        });
-    }
-    let runner = CyclerRunner::new(device.name.clone(), cycler, target, shared, &channels);
-    tasks.spawn(runner.run(channels, stop));
-    Ok(())
+    let addrs = wanted
+        .iter()
+        .map(|(id, number)| {
+            (*number as usize)
+                .checked_sub(1)
+                .and_then(|i| listed.get(i))
+                .copied()
+                .ok_or_else(|| {
+                    DriverError::Identity(format!(
+                        "channel {id} does not exist: the cycler lists {} channels ({}/1 to {}/{})",
+                        listed.len(),
+                        device.name,
+                        device.name,
+                        listed.len()
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let name = device.name.clone();
+    Ok(Box::new(move |pending, shared, stop| {
+        let channels: Vec<NativeChannel> = pending
+            .into_iter()
+            .zip(addrs)
+            .map(|(p, addr)| {
+                tracing::info!(channel = %p.start.spec.id, "is channel {addr} (unit-subunit-channel) on the cycler");
+                NativeChannel {
+                    spec: p.start.spec,
+                    addr,
+                    live: p.start.live,
+                    cmds: p.start.cmds,
+                    resume: p.start.resume.map(|(checkpoint, _)| checkpoint),
+                }
+            })
+            .collect();
+        let runner = CyclerRunner::new(name, cycler, target, shared, &channels);
+        runner.run(channels, stop).boxed()
+    }))
 }
 
 async fn connect_scpi(device: &DeviceConfig) -> Result<ScpiClient, DriverError> {
@@ -282,18 +357,21 @@ fn missing(key: &str) -> DriverError {
     DriverError::Identity(format!("the device entry has no {key}"))
 }
 
-fn spawn<D: PowerStage + 'static>(device: D, start: ChannelStart, tasks: &mut JoinSet<()>) {
-    let runner = ChannelRunner::new(start.spec, device, start.shared, start.live);
-    tasks.spawn(runner.run(start.resume, start.cmds, start.stop));
+fn stage<D: PowerStage + 'static>(device: D) -> StageRun {
+    Box::new(move |start: ChannelStart| {
+        let runner = ChannelRunner::new(start.spec, device, start.shared, start.live);
+        runner.run(start.resume, start.cmds, start.stop).boxed()
+    })
 }
 
 /// Connects the chamber `config` describes and spawns its task on `tasks`; returns the link its
-/// channels use.
+/// channels use. A chamber that does not answer is waited for in the background ([`offline`]),
+/// unsafe to its channels meanwhile; any other error is returned.
 pub async fn spawn_chamber(
     config: &ChamberConfig,
     lab: &Limits,
     clock: Clock,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Result<ChamberLink, DriverError> {
     let (temperature_min_c, temperature_max_c) = config.limits(lab);
@@ -304,6 +382,36 @@ pub async fn spawn_chamber(
         temperature_min_c,
         temperature_max_c,
     };
+    let (mut task, link) = Unconnected::new(spec, clock);
+    let first = match connect_chamber(config).await {
+        Ok(run) => {
+            tasks.spawn(run(task, stop));
+            return Ok(link);
+        }
+        Err(e) if e.is_link_lost() => e,
+        Err(e) => return Err(e),
+    };
+    let config = config.clone();
+    tasks.spawn(async move {
+        let what = describe(
+            "chamber",
+            &config.name,
+            config.address,
+            config.port.as_deref(),
+        );
+        let connect = || connect_chamber(&config);
+        if let Some(run) = offline::wait_for(&what, first, connect, &mut task, &mut stop).await {
+            run(task, stop).await;
+        }
+    });
+    Ok(link)
+}
+
+/// A connected chamber, waiting for its task.
+type ChamberRun =
+    Box<dyn FnOnce(Unconnected, watch::Receiver<bool>) -> BoxFuture<'static, ()> + Send>;
+
+async fn connect_chamber(config: &ChamberConfig) -> Result<ChamberRun, DriverError> {
     let timeout = Duration::from_millis(config.timeout_ms);
     let chamber_endpoint = |default_baud| match (&config.address, &config.port) {
         (Some(addr), _) => Ok(Endpoint::Tcp(*addr)),
@@ -319,13 +427,11 @@ pub async fn spawn_chamber(
                 timeout,
                 address: config.unit,
             };
-            let client = EspecClient::connect(chamber_endpoint(9600)?, options).await?;
-            chamber_task(client, spec, clock, stop, tasks)
+            chamber(EspecClient::connect(chamber_endpoint(9600)?, options).await?)
         }
         ChamberFamily::Weiss => {
             let addr = config.address.ok_or_else(|| missing("address"))?;
-            let client = WeissClient::connect(addr, timeout).await?;
-            chamber_task(client, spec, clock, stop, tasks)
+            chamber(WeissClient::connect(addr, timeout).await?)
         }
         ChamberFamily::Watlow => {
             let addr = config.address.ok_or_else(|| missing("address"))?;
@@ -336,8 +442,7 @@ pub async fn spawn_chamber(
                 unit: config.unit.unwrap_or(defaults.unit),
                 ..defaults
             };
-            let client = WatlowClient::connect(addr, options).await?;
-            chamber_task(client, spec, clock, stop, tasks)
+            chamber(WatlowClient::connect(addr, options).await?)
         }
         ChamberFamily::Binder => {
             let defaults = BinderOptions::default();
@@ -346,20 +451,11 @@ pub async fn spawn_chamber(
                 timeout,
                 ..defaults
             };
-            let client = BinderClient::connect(chamber_endpoint(9600)?, options).await?;
-            chamber_task(client, spec, clock, stop, tasks)
+            chamber(BinderClient::connect(chamber_endpoint(9600)?, options).await?)
         }
     })
 }
 
-fn chamber_task<C: Chamber + 'static>(
-    chamber: C,
-    spec: ChamberSpec,
-    clock: Clock,
-    stop: watch::Receiver<bool>,
-    tasks: &mut JoinSet<()>,
-) -> ChamberLink {
-    let (runner, link) = ChamberRunner::new(spec, chamber, clock);
-    tasks.spawn(runner.run(stop));
-    link
+fn chamber<C: Chamber + 'static>(chamber: C) -> ChamberRun {
+    Box::new(move |task: Unconnected, stop| task.connected(chamber).run(stop).boxed())
 }

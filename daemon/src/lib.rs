@@ -7,6 +7,8 @@
 //! - [`outbox`]: the SQLite outbox; one writer thread, one commit per batch, acked entries deleted.
 //! - [`devices`]: `[[device]]` entries to connected power stages (EA PSB, SCPI, Riden, Maccor
 //!   direct mode) and cyclers (Neware, Maccor, Arbin).
+//! - [`offline`]: devices that do not answer at start: their channels wait, offline, while the
+//!   daemon retries.
 //! - [`runner`]: the stepped channel runner (engine + power stage + safety + sample batches).
 //! - [`metadata`]: a test's primary metadata (required) and its secondary and tertiary tiers.
 //! - [`lab_schemas`]: the lab's JSON Schemas for those tiers, from the hub (a copy kept in the
@@ -34,6 +36,7 @@ pub mod devices;
 pub mod lab_schemas;
 pub mod metadata;
 pub mod native;
+pub mod offline;
 pub mod outbox;
 pub mod runner;
 pub mod simulate;

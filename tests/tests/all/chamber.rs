@@ -68,6 +68,15 @@ impl Chamber<'_> {
         }
     }
 
+    fn restore_link(&self) {
+        match self {
+            Chamber::Espec(s) => s.restore_link(),
+            Chamber::Weiss(s) => s.restore_link(),
+            Chamber::Watlow(s) => s.restore_link(),
+            Chamber::Binder(s) => s.restore_link(),
+        }
+    }
+
     fn set_runaway(&self, c_per_min: f64) {
         match self {
             Chamber::Espec(s) => s.set_runaway(Some(c_per_min)),
@@ -249,4 +258,46 @@ async fn an_unsafe_chamber_stops_native_channels_through_their_cycler_and_keeps_
     for (test, logged) in tests.iter().zip(logged) {
         assert_eq!(counts[test], logged, "every record the cycler logged");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chamber_down_when_the_daemon_starts_is_unsafe_to_its_channels_until_it_answers() {
+    let mut lab = lab(DemoChamber::Binder, DemoDevice::EaPsb, 1).await;
+    Chamber::in_lab(&lab).cut_link();
+    lab.restart_daemon(WAIT).await.unwrap();
+    let alarms = lab.daemon.status().alarms;
+    assert!(
+        alarms
+            .iter()
+            .any(|a| a.starts_with("chamber \"chamber1\" at") && a.contains("does not answer")),
+        "{alarms:?}"
+    );
+    let refused = lab
+        .start_on(0, CHAMBER_PROTOCOL, "chamber-25-45-25.yaml")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("chamber1") && refused.contains("does not answer"),
+        "{refused}"
+    );
+
+    Chamber::in_lab(&lab).restore_link();
+    let mut chamber = lab.daemon.chambers()[0].watch();
+    tokio::time::timeout(
+        WAIT,
+        chamber.wait_for(|s| s.fault.is_none() && s.temperature_c.is_some()),
+    )
+    .await
+    .expect("the chamber answers")
+    .unwrap();
+    let test = lab
+        .start_on(0, CHAMBER_PROTOCOL, "chamber-25-45-25.yaml")
+        .await
+        .unwrap();
+    wait_done(&lab).await;
+    assert_eq!(lab.daemon.snapshots()[0].state, "finished");
+    let (summary, dir, _temp) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0);
+    harness::assert_every_sample_once(&dir.join("hub.sqlite"), &[test]);
 }

@@ -3,8 +3,8 @@
 
 use super::harness::{self, Hub, Process, WAIT};
 use cyclerd::demo::{LabOptions, SimLab};
-use cyclerd::proto::control::GetStatusRequest;
 use cyclerd::proto::control::control_client::ControlClient;
+use cyclerd::proto::control::{GetStatusRequest, StartTestRequest};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::ea_psb::sim::SimConfig;
@@ -558,4 +558,84 @@ async fn a_torn_tail_and_a_flipped_byte_are_survived_and_the_damaged_entry_is_qu
         )
         .unwrap();
     assert_eq!(parked, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_down_when_the_daemon_starts_is_waited_for_while_the_others_run() {
+    let lab = ProcessLab::start(2).await;
+    lab.sims[1].cut_link();
+    let (daemon, mut control) = lab.daemon().await;
+    let first = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
+    let offline = harness::watch_until(&mut control, |s| {
+        s.channel_id == "psb2/1" && s.state == "offline"
+    })
+    .await;
+    assert!(
+        offline.reason.contains("device \"psb2\" at") && offline.reason.contains("does not answer"),
+        "{}",
+        offline.reason
+    );
+    let refused = control
+        .start_test(StartTestRequest {
+            channel_id: "psb2/1".into(),
+            protocol_yaml: PROTOCOL.into(),
+            metadata: harness::metadata("cell-psb2"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(
+        refused.message().contains("psb2") && refused.message().contains("does not answer"),
+        "{}",
+        refused.message()
+    );
+    let status = control
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status
+            .alarms
+            .iter()
+            .any(|a| a.starts_with("offline channels psb2/1:")),
+        "{:?}",
+        status.alarms
+    );
+
+    lab.sims[1].restore_link();
+    harness::watch_until(&mut control, |s| {
+        s.channel_id == "psb2/1" && s.state == "idle"
+    })
+    .await;
+    let second = harness::start_on(&mut control, "psb2/1", PROTOCOL).await;
+    harness::wait_all_ended(&mut control, &lab.channels).await;
+    assert!(daemon.terminate().await);
+    harness::assert_every_sample_once(&lab.hub.db, &[first, second]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_power_cut_a_test_whose_device_boots_late_resumes_when_it_answers() {
+    let lab = ProcessLab::start(1).await;
+    let (daemon, mut control) = lab.daemon().await;
+    let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
+    harness::watch_until(&mut control, |s| s.samples >= 500).await;
+    daemon.kill().await;
+    lab.sims[0].cut_link();
+
+    let (daemon, mut control) = lab.daemon().await;
+    let waiting = harness::watch_until(&mut control, |s| s.state == "offline").await;
+    assert_eq!(
+        waiting.test_id, test,
+        "the channel names the test that waits"
+    );
+    lab.sims[0].restore_link();
+    let resumed = harness::watch_until(&mut control, |s| s.state == "running").await;
+    assert_eq!(resumed.test_id, test);
+    harness::wait_all_ended(&mut control, &lab.channels).await;
+    assert!(daemon.terminate().await);
+    let counts = harness::assert_every_sample_once(&lab.hub.db, std::slice::from_ref(&test));
+    let hub = HubStore::open(&lab.hub.db).unwrap();
+    let row = hub.test(&test).unwrap().unwrap();
+    assert_eq!(row.outcome.as_deref(), Some("finished"), "{counts:?}");
 }

@@ -178,7 +178,7 @@ pub async fn watch_until(
     .expect("the awaited channel state came")
 }
 
-/// Waits until every one of `channels` has left "running" (and "paused").
+/// Waits until every one of `channels` has ended its test (an offline channel's test waits).
 pub async fn wait_all_ended(
     control: &mut ControlClient<tonic::transport::Channel>,
     channels: &[String],
@@ -196,6 +196,7 @@ pub async fn wait_all_ended(
                 && s.state != "running"
                 && s.state != "paused"
                 && s.state != "idle"
+                && s.state != "offline"
             {
                 ended.insert(s.channel_id.clone(), s.state.clone());
             } else {

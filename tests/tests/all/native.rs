@@ -474,6 +474,44 @@ async fn a_killed_daemon_restarted_re_attaches_with_no_gap_and_no_duplicate() {
     }
 }
 
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycler_that_answers_only_after_the_daemon_restarted_is_re_attached_with_every_record_once()
+ {
+    for device in FAMILIES {
+        let mut lab = ProcessLab::start(device, 2).await;
+        let (daemon, mut control) = lab.daemon().await;
+        let mut tests = Vec::new();
+        for channel in &lab.channels {
+            tests.push(harness::start_on(&mut control, channel, PROTOCOL).await);
+        }
+        harness::watch_until(&mut control, |s| s.samples > 200).await;
+        daemon.kill().await;
+        let cycler = Cycler::of(&lab.sims);
+        cycler.cut_link();
+
+        let (daemon, mut control) = lab.daemon().await;
+        let waiting = harness::watch_until(&mut control, |s| s.state == "offline").await;
+        assert!(tests.contains(&waiting.test_id), "{device:?}: {waiting:?}");
+        assert!(
+            waiting.reason.starts_with("cycler ") && waiting.reason.contains("does not answer"),
+            "{device:?}: {}",
+            waiting.reason
+        );
+        // The cycler goes on alone for five simulated minutes, then answers again.
+        lab.clock.sleep(300.0).await;
+        cycler.restore_link();
+        harness::wait_all_ended(&mut control, &lab.channels).await;
+        assert!(daemon.terminate().await, "{device:?}: a clean exit");
+        let logged: Vec<u64> = (0..2).map(|k| cycler.records(k)).collect();
+        lab.hub.stop().await;
+        assert_every_record_once(
+            &lab.dir.path().join("hub.sqlite"),
+            &tests.iter().cloned().zip(logged).collect::<Vec<_>>(),
+        );
+    }
+}
+
 /// A short protocol for a stepped channel: each poll is a MacNet reading, so it stays short.
 const DIRECT_PROTOCOL: &str = r#"
 protocol: Direct mode test

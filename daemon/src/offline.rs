@@ -1,0 +1,132 @@
+//! Devices that do not answer when the daemon starts: a cycler still booting after a power
+//! cut, a cable out, a serial adapter not yet enumerated. The daemon starts anyway; the
+//! device's channels show `offline` with the reason and refuse tests naming it (a chamber
+//! counts as unsafe, so no test starts in it), and a task retries the connection. Once the
+//! device answers, its runner starts as if it had been there from the start (an interrupted
+//! test is resumed then, by the usual rules).
+//!
+//! Only a lost link waits ([`DriverError::is_link_lost`]); a device that answers but is not what
+//! the configuration says, or an entry missing a key, still stops the daemon at start.
+
+use crate::devices::ChannelStart;
+use crate::runner::{ChannelCmd, StartError};
+use cyclerd_drivers::DriverError;
+use std::future::{Future, poll_fn};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Wall time before the first retry; doubled after each failure up to [`RETRY_MAX`].
+pub const RETRY_MIN: Duration = Duration::from_secs(1);
+/// A device that stays down is still asked this often, so it is found soon after it boots.
+pub const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Whoever depends on a device that does not answer yet.
+pub trait Waiting {
+    /// Shows the device as not answering, because of `why`.
+    fn offline(&mut self, why: &str);
+    /// Shows the device as answering.
+    fn online(&mut self);
+    /// Refuses every request waiting, naming `why`; ready when the requests' senders are gone
+    /// (the daemon is ending).
+    fn refuse(&mut self, cx: &mut Context<'_>, why: &str) -> Poll<()>;
+}
+
+/// Retries `connect` until it succeeds (`Some`) or the daemon stops (`None`). Meanwhile
+/// `waiting` shows why the device (named by `what`) does not answer and its requests are
+/// refused with that reason.
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    first: DriverError,
+    mut connect: F,
+    waiting: &mut impl Waiting,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DriverError>>,
+{
+    tracing::error!("{what} does not answer: {first}; waiting for it");
+    let mut error = first;
+    let mut delay = RETRY_MIN;
+    loop {
+        let why = format!("{what} does not answer: {error} (retrying)");
+        waiting.offline(&why);
+        serve_while(tokio::time::sleep(delay), &why, waiting, stop).await?;
+        delay = (delay * 2).min(RETRY_MAX);
+        match serve_while(connect(), &why, waiting, stop).await? {
+            Ok(connected) => {
+                tracing::info!("{what} answers now");
+                waiting.online();
+                return Some(connected);
+            }
+            Err(e) => {
+                tracing::debug!("{what} still does not answer: {e}");
+                error = e;
+            }
+        }
+    }
+}
+
+/// Runs `work` to its end while refusing requests with `why`; `None` when the daemon stops
+/// first.
+async fn serve_while<W: Future>(
+    work: W,
+    why: &str,
+    waiting: &mut impl Waiting,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<W::Output> {
+    if *stop.borrow() {
+        return None;
+    }
+    tokio::select! {
+        done = work => Some(done),
+        _ = stop.changed() => None,
+        () = poll_fn(|cx| waiting.refuse(cx, why)) => None,
+    }
+}
+
+/// The channels of a device that does not answer.
+impl Waiting for Vec<&mut ChannelStart> {
+    fn offline(&mut self, why: &str) {
+        for c in self.iter() {
+            c.live.send_modify(|s| {
+                s.state = "offline".into();
+                s.reason = why.into();
+                // An interrupted test waits for the device, and the channel says which.
+                if let Some((checkpoint, _)) = &c.resume {
+                    s.test_id.clone_from(&checkpoint.test_id);
+                }
+            });
+        }
+    }
+
+    fn online(&mut self) {
+        for c in self.iter() {
+            c.live.send_modify(|s| {
+                s.state = "idle".into();
+                s.reason.clear();
+            });
+        }
+    }
+
+    fn refuse(&mut self, cx: &mut Context<'_>, why: &str) -> Poll<()> {
+        for c in self.iter_mut() {
+            loop {
+                let refusal =
+                    || StartError::Device(format!("channel {} cannot act: {why}", c.spec.id));
+                match c.cmds.poll_recv(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Ready(Some(ChannelCmd::Start { reply, .. })) => {
+                        let _ = reply.send(Err(refusal()));
+                    }
+                    Poll::Ready(Some(ChannelCmd::Stop { reply, .. })) => {
+                        let _ = reply.send(Err(refusal()));
+                    }
+                }
+            }
+        }
+        Poll::Pending
+    }
+}
