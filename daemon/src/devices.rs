@@ -82,14 +82,15 @@ pub async fn spawn_channel(
         Err(e) if e.is_link_lost() => e,
         Err(e) => return Err(e),
     };
+    let what = describe(
+        "device",
+        &device.name,
+        device.address,
+        device.port.as_deref(),
+    );
+    offline::begin(&what, &first, &mut vec![&mut start]);
     let (device, load) = (device.clone(), load.cloned());
     tasks.spawn(async move {
-        let what = describe(
-            "device",
-            &device.name,
-            device.address,
-            device.port.as_deref(),
-        );
         let mut stop = start.stop.clone();
         let connect = || connect_stage(&device, load.as_ref(), &id, &clock);
         if let Some(run) =
@@ -203,14 +204,16 @@ pub async fn spawn_cycler(
         Err(e) if e.is_link_lost() => e,
         Err(e) => return Err(e),
     };
+    let what = describe(
+        "cycler",
+        &device.name,
+        device.address,
+        device.port.as_deref(),
+    );
+    let mut starts: Vec<&mut ChannelStart> = channels.iter_mut().map(|p| &mut p.start).collect();
+    offline::begin(&what, &first, &mut starts);
     let device = device.clone();
     tasks.spawn(async move {
-        let what = describe(
-            "cycler",
-            &device.name,
-            device.address,
-            device.port.as_deref(),
-        );
         let mut starts: Vec<&mut ChannelStart> =
             channels.iter_mut().map(|p| &mut p.start).collect();
         let connect = || connect_cycler(&device, &wanted);
@@ -391,14 +394,15 @@ pub async fn spawn_chamber(
         Err(e) if e.is_link_lost() => e,
         Err(e) => return Err(e),
     };
+    let what = describe(
+        "chamber",
+        &config.name,
+        config.address,
+        config.port.as_deref(),
+    );
+    offline::begin(&what, &first, &mut task);
     let config = config.clone();
     tasks.spawn(async move {
-        let what = describe(
-            "chamber",
-            &config.name,
-            config.address,
-            config.port.as_deref(),
-        );
         let connect = || connect_chamber(&config);
         if let Some(run) = offline::wait_for(&what, first, connect, &mut task, &mut stop).await {
             run(task, stop).await;

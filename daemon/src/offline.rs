@@ -32,9 +32,21 @@ pub trait Waiting {
     fn refuse(&mut self, cx: &mut Context<'_>, why: &str) -> Poll<()>;
 }
 
+/// Says that the device named by `what` did not answer the daemon's first attempt (`first`),
+/// in the log and to `waiting`, before [`wait_for`] runs in the background: the status is
+/// right as soon as the daemon has started.
+pub fn begin(what: &str, first: &DriverError, waiting: &mut impl Waiting) {
+    tracing::error!("{what} does not answer: {first}; waiting for it");
+    waiting.offline(&why(what, first));
+}
+
+fn why(what: &str, error: &DriverError) -> String {
+    format!("{what} does not answer: {error} (retrying)")
+}
+
 /// Retries `connect` until it succeeds (`Some`) or the daemon stops (`None`). Meanwhile
 /// `waiting` shows why the device (named by `what`) does not answer and its requests are
-/// refused with that reason.
+/// refused with that reason; `first` is the error [`begin`] reported.
 pub async fn wait_for<T, F, Fut>(
     what: &str,
     first: DriverError,
@@ -46,11 +58,10 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, DriverError>>,
 {
-    tracing::error!("{what} does not answer: {first}; waiting for it");
     let mut error = first;
     let mut delay = RETRY_MIN;
     loop {
-        let why = format!("{what} does not answer: {error} (retrying)");
+        let why = why(what, &error);
         waiting.offline(&why);
         serve_while(tokio::time::sleep(delay), &why, waiting, stop).await?;
         delay = (delay * 2).min(RETRY_MAX);

@@ -4,7 +4,7 @@
 use super::harness::{self, Hub, Process, WAIT};
 use cyclerd::demo::{LabOptions, SimLab};
 use cyclerd::proto::control::control_client::ControlClient;
-use cyclerd::proto::control::{GetStatusRequest, StartTestRequest};
+use cyclerd::proto::control::{GetStatusRequest, StartTestRequest, StopTestRequest};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::ea_psb::sim::SimConfig;
@@ -28,6 +28,27 @@ safety:
 steps:
   - "Rest for 2 minutes"
   - repeat: 2
+    cycle: true
+    steps:
+      - "Charge at 2C until 4.1 V"
+      - "Rest for 5 minutes"
+      - "Discharge at 2C until 3.3 V"
+      - "Rest for 5 minutes"
+"#;
+
+/// Ten cycles, for tests that interrupt many times and then stop the test: long enough that it
+/// cannot end first however slow the machine (a restart lets the cell run on alone).
+const LONG_PROTOCOL: &str = r#"
+protocol: Fault test cycling, long
+version: 1
+params:
+  capacity: 2.5 Ah
+safety:
+  voltage: [2.5 V, 4.25 V]
+  current: 7 A
+steps:
+  - "Rest for 2 minutes"
+  - repeat: 10
     cycle: true
     steps:
       - "Charge at 2C until 4.1 V"
@@ -126,7 +147,7 @@ async fn the_daemon_killed_twenty_times_loses_and_duplicates_nothing() {
     let (mut daemon, mut control) = lab.daemon().await;
     let mut tests = Vec::new();
     for channel in &lab.channels {
-        tests.push(harness::start_on(&mut control, channel, PROTOCOL).await);
+        tests.push(harness::start_on(&mut control, channel, LONG_PROTOCOL).await);
     }
     let mut rng = rng();
     for _ in 0..20 {
@@ -142,6 +163,19 @@ async fn the_daemon_killed_twenty_times_loses_and_duplicates_nothing() {
         daemon.kill().await;
         (daemon, control) = lab.daemon().await;
     }
+    harness::watch_until(&mut control, |s| {
+        s.channel_id == "psb1/1" && s.state == "running"
+    })
+    .await;
+    for channel in &lab.channels {
+        control
+            .stop_test(StopTestRequest {
+                channel_id: channel.clone(),
+                reason: "enough interruptions".into(),
+            })
+            .await
+            .unwrap();
+    }
     harness::wait_all_ended(&mut control, &lab.channels).await;
     assert!(
         daemon.terminate().await,
@@ -156,7 +190,7 @@ async fn the_daemon_killed_twenty_times_loses_and_duplicates_nothing() {
     harness::assert_every_sample_once(&lab.hub.db, &tests);
     let hub = HubStore::open(&lab.hub.db).unwrap();
     let first = hub.test(&tests[0]).unwrap().unwrap();
-    assert_eq!(first.outcome.as_deref(), Some("finished"), "{first:?}");
+    assert_eq!(first.outcome.as_deref(), Some("stopped"), "{first:?}");
     let interruptions = hub
         .events(&tests[0])
         .unwrap()
@@ -235,7 +269,7 @@ async fn hub_killed_mid_commit_five_times(dir: &std::path::Path, db: &str) {
     .await
     .unwrap();
     let tests = lab
-        .start_everywhere(PROTOCOL, "fault protocol")
+        .start_everywhere(LONG_PROTOCOL, "fault protocol")
         .await
         .unwrap();
     let mut acked = lab.daemon.outbox().acked();
@@ -248,6 +282,12 @@ async fn hub_killed_mid_commit_five_times(dir: &std::path::Path, db: &str) {
             .unwrap();
         hub.kill().await;
         hub = spawn_hub().await;
+    }
+    for channel in lab.channel_ids() {
+        lab.daemon
+            .stop_test(&channel, "enough hub restarts")
+            .await
+            .unwrap();
     }
     tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
         .await
