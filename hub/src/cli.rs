@@ -724,15 +724,16 @@ fn print_detail(out: &mut impl std::io::Write, d: &TestDetail) -> Result<()> {
 fn print_cells(out: &mut impl std::io::Write, cells: &[Cell]) -> Result<()> {
     writeln!(
         out,
-        "{:<20}  {:<12}  {:<16}  {:<14}  {:<10}  {:>8}  {:>7}  FIRST TEST (UTC)",
-        "CELL", "MANUFACTURER", "MODEL", "CHEMISTRY", "FORM", "Q / Ah", "U / V"
+        "{:<14}  {:<20}  {:<12}  {:<16}  {:<14}  {:<10}  {:>8}  {:>7}  FIRST TEST (UTC)",
+        "LAB", "CELL", "MANUFACTURER", "MODEL", "CHEMISTRY", "FORM", "Q / Ah", "U / V"
     )?;
     let text = |v: &str| if v.is_empty() { "-" } else { v }.to_owned();
     let num = |v: f64| if v > 0.0 { v.to_string() } else { "-".into() };
     for c in cells {
         writeln!(
             out,
-            "{:<20}  {:<12}  {:<16}  {:<14}  {:<10}  {:>8}  {:>7}  {}",
+            "{:<14}  {:<20}  {:<12}  {:<16}  {:<14}  {:<10}  {:>8}  {:>7}  {}",
+            text(&c.lab),
             c.cell_id,
             text(&c.manufacturer),
             text(&c.model),

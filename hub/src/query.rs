@@ -174,7 +174,8 @@ pub fn detail(store: &HubStore, t: &TestRow, lab: &str) -> Result<TestDetail, St
     })
 }
 
-/// The cells with a test of `lab` (empty: every cell), by id. Blocking.
+/// The cells `lab` tested (empty: every lab's), by lab and id: a cell of the lab with a test
+/// the lab still has (a daemon moved to another lab takes its tests along). Blocking.
 pub fn cells_of(store: &HubStore, lab: &str) -> Result<Vec<CellRow>, StoreError> {
     let cells = store.cells()?;
     if lab.is_empty() {
@@ -191,7 +192,7 @@ pub fn cells_of(store: &HubStore, lab: &str) -> Result<Vec<CellRow>, StoreError>
         .collect();
     Ok(cells
         .into_iter()
-        .filter(|c| tested.contains(&c.cell_id))
+        .filter(|c| c.lab == lab && tested.contains(&c.cell_id))
         .collect())
 }
 
@@ -207,6 +208,7 @@ pub fn cell(c: &CellRow) -> Cell {
         nominal_capacity_ah: c.nominal_capacity_ah.unwrap_or(0.0),
         nominal_voltage_v: c.nominal_voltage_v.unwrap_or(0.0),
         first_test_unix_s: c.first_test_unix_s,
+        lab: c.lab.clone(),
     }
 }
 

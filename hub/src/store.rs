@@ -483,7 +483,7 @@ impl HubStore {
         })
     }
 
-    /// Every cell the hub has seen a test of, by id.
+    /// Every cell the hub has seen a test of, by lab and id.
     pub fn cells(&self) -> Result<Vec<CellRow>, StoreError> {
         match &*self.backend {
             Backend::Sqlite(s) => s.cells(),
@@ -1058,7 +1058,8 @@ fn apply_test_registered(
             .flatten(),
     };
     w.insert_test(source, t, &registration)?;
-    if let Some(cell) = CellRow::from_metadata(&t.metadata, t.start_unix_s) {
+    let cell_lab = lab.as_deref().unwrap_or_default();
+    if let Some(cell) = CellRow::from_metadata(&t.metadata, t.start_unix_s, cell_lab) {
         w.record_cell_and_channel(source, t, &cell)?;
     }
     if let (Some(lab), Some(team)) = (&lab, team) {
@@ -1093,6 +1094,9 @@ fn metadata_problems(
 /// A cell under test, as the hub knows it from the metadata of the tests that ran it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CellRow {
+    /// The lab whose tests ran the cell (empty for tests of a daemon not bound to a lab): each
+    /// lab names its own cells, so two labs' `NMC-0042` are two cells.
+    pub lab: String,
     /// The lab's identifier of the cell (primary metadata `cell_id`).
     pub cell_id: String,
     /// From secondary metadata (`secondary.manufacturer`, `.model`, `.form_factor`,
@@ -1112,6 +1116,7 @@ impl CellRow {
     fn from_metadata(
         metadata: &std::collections::HashMap<String, String>,
         start_unix_s: f64,
+        lab: &str,
     ) -> Option<CellRow> {
         let text = |k: &str| {
             metadata
@@ -1125,6 +1130,7 @@ impl CellRow {
                 .filter(|v| v.is_finite())
         };
         Some(CellRow {
+            lab: lab.into(),
             cell_id: text("cell_id")?,
             manufacturer: text("secondary.manufacturer"),
             model: text("secondary.model"),

@@ -204,6 +204,30 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tokens ADD COLUMN role text NOT NULL DEFAULT 'daemon'
         CHECK (role IN ('daemon', 'reader'));
     "#,
+    // 6: each lab names its own cells: keyed by (lab, cell id); a cell two labs shared becomes
+    // one per lab (each with what was merged so far).
+    r#"
+    CREATE TABLE cells_by_lab (
+        lab                 text NOT NULL,    -- labs.lab of the tests' daemon; '' for none
+        cell_id             text NOT NULL,
+        manufacturer        text,
+        model               text,
+        chemistry           text,
+        form_factor         text,
+        nominal_capacity_ah double precision,
+        nominal_voltage_v   double precision,
+        first_test_unix_s   double precision NOT NULL,
+        PRIMARY KEY (lab, cell_id)
+    );
+    INSERT INTO cells_by_lab
+        SELECT DISTINCT coalesce(l.lab, ''), c.cell_id, c.manufacturer, c.model, c.chemistry,
+            c.form_factor, c.nominal_capacity_ah, c.nominal_voltage_v, c.first_test_unix_s
+        FROM cells c
+        LEFT JOIN tests t ON t.cell_id = c.cell_id
+        LEFT JOIN daemon_labs l ON l.daemon_id = t.daemon_id;
+    DROP TABLE cells;
+    ALTER TABLE cells_by_lab RENAME TO cells;
+    "#,
 ];
 
 /// Advisory lock key ("cyclerhb") held while migrating, so that hubs starting at once on one
@@ -675,13 +699,15 @@ impl PgStore {
             if !known {
                 return Ok(None);
             }
-            let before = tx
+            let before: Option<String> = tx
                 .query_opt(sql::DAEMON_LAB, &[&daemon_id])?
                 .map(|r| r.try_get(0))
                 .transpose()?;
             tx.execute(sql::INSERT_LAB, &[&lab, &now])?;
             tx.execute(sql::ASSIGN_DAEMON, &[&daemon_id, &lab])?;
             tx.execute(sql::ASSIGN_TEAMS, &[&daemon_id, &lab])?;
+            let former = before.as_deref().unwrap_or_default();
+            tx.execute(sql::ASSIGN_CELLS, &[&daemon_id, &lab, &former])?;
             tx.commit()?;
             Ok(Some(before))
         })
@@ -1073,6 +1099,7 @@ impl BatchWrites for PgBatch<'_, '_> {
                 &c.nominal_capacity_ah,
                 &c.nominal_voltage_v,
                 &c.first_test_unix_s,
+                &c.lab,
             ],
         )?;
         self.tx.execute(

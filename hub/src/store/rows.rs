@@ -101,6 +101,7 @@ macro_rules! cell_row {
             nominal_capacity_ah: $r.$get(5)?,
             nominal_voltage_v: $r.$get(6)?,
             first_test_unix_s: $r.$get(7)?,
+            lab: $r.$get(8)?,
         }
     };
 }

@@ -25,21 +25,40 @@ pub(super) const DAEMON_LAB: &str = "SELECT lab FROM daemon_labs WHERE daemon_id
 pub(super) const DAEMON_LABS: &str = "SELECT daemon_id, lab FROM daemon_labs";
 pub(super) const PROTOCOL: &str = "SELECT protocol_source, plan_json FROM tests WHERE test_id = $1";
 pub(super) const CELLS: &str = "SELECT cell_id, manufacturer, model, chemistry, form_factor, \
-     nominal_capacity_ah, nominal_voltage_v, first_test_unix_s FROM cells ORDER BY cell_id";
-/// Merges what a test's metadata says of its cell: known values stay, gaps are filled, the
-/// first test time is the earliest.
-pub(super) const UPSERT_CELL: &str = "INSERT INTO cells (cell_id, manufacturer, model, \
-     chemistry, form_factor, nominal_capacity_ah, nominal_voltage_v, first_test_unix_s) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-     ON CONFLICT (cell_id) DO UPDATE SET \
-     manufacturer = coalesce(cells.manufacturer, excluded.manufacturer), \
-     model = coalesce(cells.model, excluded.model), \
-     chemistry = coalesce(cells.chemistry, excluded.chemistry), \
-     form_factor = coalesce(cells.form_factor, excluded.form_factor), \
-     nominal_capacity_ah = coalesce(cells.nominal_capacity_ah, excluded.nominal_capacity_ah), \
-     nominal_voltage_v = coalesce(cells.nominal_voltage_v, excluded.nominal_voltage_v), \
-     first_test_unix_s = CASE WHEN excluded.first_test_unix_s < cells.first_test_unix_s \
-     THEN excluded.first_test_unix_s ELSE cells.first_test_unix_s END";
+     nominal_capacity_ah, nominal_voltage_v, first_test_unix_s, lab FROM cells \
+     ORDER BY lab, cell_id";
+/// How a cell row takes in what another says of the same cell: known values stay, gaps are
+/// filled, the first test time is the earliest.
+macro_rules! merge_cell {
+    () => {
+        "ON CONFLICT (lab, cell_id) DO UPDATE SET \
+         manufacturer = coalesce(cells.manufacturer, excluded.manufacturer), \
+         model = coalesce(cells.model, excluded.model), \
+         chemistry = coalesce(cells.chemistry, excluded.chemistry), \
+         form_factor = coalesce(cells.form_factor, excluded.form_factor), \
+         nominal_capacity_ah = coalesce(cells.nominal_capacity_ah, excluded.nominal_capacity_ah), \
+         nominal_voltage_v = coalesce(cells.nominal_voltage_v, excluded.nominal_voltage_v), \
+         first_test_unix_s = CASE WHEN excluded.first_test_unix_s < cells.first_test_unix_s \
+         THEN excluded.first_test_unix_s ELSE cells.first_test_unix_s END"
+    };
+}
+/// Merges what a test's metadata says of its cell into the cell of its lab.
+pub(super) const UPSERT_CELL: &str = concat!(
+    "INSERT INTO cells (cell_id, manufacturer, model, chemistry, form_factor, \
+     nominal_capacity_ah, nominal_voltage_v, first_test_unix_s, lab) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ",
+    merge_cell!()
+);
+/// A daemon assigned to lab $2: the cells its tests ran, as its former lab ($3, '' for none)
+/// knew them, become cells of the new lab too (merged with any it has of the same id).
+pub(super) const ASSIGN_CELLS: &str = concat!(
+    "INSERT INTO cells (cell_id, manufacturer, model, chemistry, form_factor, \
+     nominal_capacity_ah, nominal_voltage_v, first_test_unix_s, lab) \
+     SELECT cell_id, manufacturer, model, chemistry, form_factor, nominal_capacity_ah, \
+     nominal_voltage_v, first_test_unix_s, $2 FROM cells \
+     WHERE lab = $3 AND cell_id IN (SELECT cell_id FROM tests WHERE daemon_id = $1) ",
+    merge_cell!()
+);
 pub(super) const INSERT_CHANNEL: &str = "INSERT INTO channels (daemon_id, channel_id, \
      first_test_unix_s) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
 pub(super) const LINK_CELL: &str = "UPDATE tests SET cell_id = $2 WHERE test_id = $1";

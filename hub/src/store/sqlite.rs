@@ -182,6 +182,30 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'daemon'
         CHECK (role IN ('daemon', 'reader'));
     "#,
+    // 7: each lab names its own cells: keyed by (lab, cell id); a cell two labs shared becomes
+    // one per lab (each with what was merged so far).
+    r#"
+    CREATE TABLE cells_by_lab (
+        lab                 TEXT NOT NULL,   -- labs.lab of the tests' daemon; '' for none
+        cell_id             TEXT NOT NULL,
+        manufacturer        TEXT,
+        model               TEXT,
+        chemistry           TEXT,
+        form_factor         TEXT,
+        nominal_capacity_ah REAL,
+        nominal_voltage_v   REAL,
+        first_test_unix_s   REAL NOT NULL,
+        PRIMARY KEY (lab, cell_id)
+    ) WITHOUT ROWID;
+    INSERT INTO cells_by_lab
+        SELECT DISTINCT coalesce(l.lab, ''), c.cell_id, c.manufacturer, c.model, c.chemistry,
+            c.form_factor, c.nominal_capacity_ah, c.nominal_voltage_v, c.first_test_unix_s
+        FROM cells c
+        LEFT JOIN tests t ON t.cell_id = c.cell_id
+        LEFT JOIN daemon_labs l ON l.daemon_id = t.daemon_id;
+    DROP TABLE cells;
+    ALTER TABLE cells_by_lab RENAME TO cells;
+    "#,
 ];
 
 /// Samples inserted per multi-row `INSERT`: one statement step per 32 rows instead of per row
@@ -406,12 +430,16 @@ impl SqliteStore {
         if !known {
             return Ok(None);
         }
-        let before = tx
+        let before: Option<String> = tx
             .query_row(&sql::sqlite(sql::DAEMON_LAB), [daemon_id], |r| r.get(0))
             .optional()?;
         tx.execute(&sql::sqlite(sql::INSERT_LAB), params![lab, now])?;
         tx.execute(&sql::sqlite(sql::ASSIGN_DAEMON), params![daemon_id, lab])?;
         tx.execute(&sql::sqlite(sql::ASSIGN_TEAMS), params![daemon_id, lab])?;
+        tx.execute(
+            &sql::sqlite(sql::ASSIGN_CELLS),
+            params![daemon_id, lab, before.as_deref().unwrap_or_default()],
+        )?;
         tx.commit()?;
         Ok(Some(before))
     }
@@ -699,7 +727,8 @@ impl BatchWrites for Transaction<'_> {
                 c.form_factor,
                 c.nominal_capacity_ah,
                 c.nominal_voltage_v,
-                c.first_test_unix_s
+                c.first_test_unix_s,
+                c.lab
             ])?;
         self.prepare_cached(&sql::sqlite(sql::INSERT_CHANNEL))?
             .execute(params![source.daemon_id, t.channel_id, t.start_unix_s])?;

@@ -527,10 +527,20 @@ async fn a_token_cannot_claim_a_daemon_that_uploaded_before_tokens_until_it_is_a
         .assign_daemon("daemon-typo", "cell-ageing")
         .unwrap_err();
     assert!(unknown.to_string().contains("ever connected"), "{unknown}");
+    let cells_of = |lab: &str| -> Vec<(String, String)> {
+        cyclerhub::query::cells_of(&hub.store, lab)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.lab, c.cell_id))
+            .collect()
+    };
+    assert_eq!(cells_of(""), [(String::new(), "NMC-0042".to_string())]);
     assert_eq!(
         hub.store.assign_daemon("daemon-b", "cell-ageing").unwrap(),
         None
     );
+    let ageing_cell = [("cell-ageing".to_string(), "NMC-0042".to_string())];
+    assert_eq!(cells_of("cell-ageing"), ageing_cell, "its cell came along");
     let own = hub
         .store
         .issue_token("cell-ageing", "pc-b", Role::Daemon)
@@ -546,6 +556,54 @@ async fn a_token_cannot_claim_a_daemon_that_uploaded_before_tokens_until_it_is_a
         .err()
         .expect("refused");
     assert_eq!(moved.code(), Code::PermissionDenied, "{moved:?}");
+    assert_eq!(
+        cells_of("formation"),
+        [("formation".to_string(), "NMC-0042".to_string())]
+    );
+    assert!(
+        cells_of("cell-ageing").is_empty(),
+        "the lab it left no longer tested the cell"
+    );
+    hub.shutdown().await;
+}
+
+async fn two_labs_naming_a_cell_alike_each_keep_their_own_cell(backend: Backend) {
+    let mut hub = token_hub(backend).await;
+    let issue = |lab: &str, name: &str, role| hub.store.issue_token(lab, name, role).unwrap();
+    let labs = [
+        ("cell-ageing", "daemon-a", T1, "LG"),
+        ("formation", "daemon-b", T2, "Samsung"),
+    ];
+    for (lab, daemon, test_id, maker) in labs {
+        let token = issue(lab, &format!("pc-{lab}"), Role::Daemon);
+        let mut up = upload_as(&hub, &token, daemon).await;
+        let mut e = registered(1, test_id);
+        if let Some(Body::TestRegistered(t)) = &mut e.body {
+            t.metadata
+                .insert("secondary.manufacturer".into(), maker.into());
+        }
+        up.send_entries([e]).await;
+        up.until_ack(1).await;
+    }
+    let mut q = QueryClient::new(hub.channel().await);
+    for (lab, _, _, maker) in labs {
+        let reader = issue(lab, &format!("reader-{lab}"), Role::Reader);
+        let cells = q
+            .list_cells(bearer(
+                cyclerd_proto::hub::ListCellsRequest { lab: String::new() },
+                Some(&reader),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .cells;
+        let seen: Vec<(&str, &str, &str)> = cells
+            .iter()
+            .map(|c| (c.lab.as_str(), c.cell_id.as_str(), c.manufacturer.as_str()))
+            .collect();
+        assert_eq!(seen, [(lab, "NMC-0042", maker)]);
+    }
+    assert_eq!(hub.store.cells().unwrap().len(), 2);
     hub.shutdown().await;
 }
 
@@ -716,6 +774,7 @@ on_both_backends!(
     tests_are_listed_by_the_lab_of_the_daemon_that_ran_them,
     queries_without_a_valid_unrevoked_token_are_unauthenticated,
     a_token_lists_only_the_tests_and_cells_of_its_own_lab,
+    two_labs_naming_a_cell_alike_each_keep_their_own_cell,
     another_labs_test_or_an_unknown_id_is_denied_to_get_read_and_tail_alike,
     a_reader_token_reads_but_cannot_upload_and_its_upload_stores_nothing,
 );
