@@ -11,11 +11,13 @@ use crate::runner::pacer;
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::chamber::Chamber;
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// Readings kept for looking up the air temperature of past records (native channels download
 /// records after the fact): at one reading per second, about a day.
@@ -45,6 +47,10 @@ pub struct ChamberState {
     pub owner: Option<String>,
     /// Why the chamber is not safe for the cells inside it, while it is not.
     pub fault: Option<String>,
+    /// Why the chamber has given no reading since the daemon started, until it does: no test
+    /// starts in it meanwhile, and an interrupted one waits (for at most its communication
+    /// timeout, after which the chamber counts as unsafe).
+    pub unread: Option<String>,
 }
 
 /// Requests to a chamber task.
@@ -144,22 +150,32 @@ pub struct ChamberRunner<C> {
     history: Arc<Mutex<VecDeque<(f64, f64)>>>,
     /// The set point the owner asked for and the chamber has not confirmed yet.
     pending_set_point: Option<f64>,
+    /// When the daemon started asking for readings: the last good one counts from here.
+    since: Instant,
 }
 
-/// A chamber's task before the chamber answered: its channels' link exists, and the chamber
-/// counts as unsafe (its air temperature is unknown) until it answers.
+/// A chamber's task before the chamber answered: its channels' link exists, and the chamber is
+/// unread (no test starts in it) until it answers; unsafe once it has not answered for its
+/// communication timeout, as a chamber that stops answering mid-test is.
 pub struct Unconnected {
     spec: ChamberSpec,
     clock: Clock,
     state: watch::Sender<ChamberState>,
     cmds: mpsc::UnboundedReceiver<ChamberCmd>,
     history: Arc<Mutex<VecDeque<(f64, f64)>>>,
+    /// When the daemon started asking: communication counts as lost from here.
+    since: Instant,
+    /// Fires when the chamber has not answered for its communication timeout.
+    unsafe_at: Pin<Box<Sleep>>,
 }
 
 impl Unconnected {
     /// The task's side and the link its channels use.
     pub fn new(spec: ChamberSpec, clock: Clock) -> (Unconnected, ChamberLink) {
-        let (state, state_rx) = watch::channel(ChamberState::default());
+        let (state, state_rx) = watch::channel(ChamberState {
+            unread: Some(format!("chamber {} has given no reading yet", spec.name)),
+            ..ChamberState::default()
+        });
         let (cmd_tx, cmds) = mpsc::unbounded_channel();
         let history = Arc::new(Mutex::new(VecDeque::new()));
         let link = ChamberLink {
@@ -168,12 +184,15 @@ impl Unconnected {
             cmds: cmd_tx,
             history: Arc::clone(&history),
         };
+        let since = Instant::now();
         let task = Unconnected {
+            unsafe_at: Box::pin(tokio::time::sleep_until(since + spec.comm_timeout)),
             spec,
             clock,
             state,
             cmds,
             history,
+            since,
         };
         (task, link)
     }
@@ -188,20 +207,30 @@ impl Unconnected {
             cmds: self.cmds,
             history: self.history,
             pending_set_point: None,
+            since: self.since,
         }
     }
 }
 
 impl Waiting for Unconnected {
     fn offline(&mut self, why: &str) {
-        self.state.send_modify(|s| s.fault = Some(why.into()));
+        self.state.send_modify(|s| s.unread = Some(why.into()));
     }
 
     fn online(&mut self) {
-        self.state.send_modify(|s| s.fault = None);
+        let answers = format!("chamber {} answers; no reading yet", self.spec.name);
+        self.state.send_modify(|s| s.unread = Some(answers));
     }
 
     fn refuse(&mut self, cx: &mut Context<'_>, why: &str) -> Poll<()> {
+        if self.unsafe_at.as_mut().poll(cx).is_ready() && self.state.borrow().fault.is_none() {
+            let fault = format!(
+                "lost communication with chamber {} for more than {} ms: {why}",
+                self.spec.name,
+                self.spec.comm_timeout.as_millis()
+            );
+            self.state.send_modify(|s| s.fault = Some(fault));
+        }
         loop {
             match self.cmds.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -221,7 +250,7 @@ impl<C: Chamber> ChamberRunner<C> {
     /// point when the daemon stops (the cells inside stay at their test temperature).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut ticks = pacer(self.clock.wall(self.spec.poll_interval_s));
-        let mut last_good = Instant::now();
+        let mut last_good = self.since;
         let mut link_error: Option<String> = None;
         loop {
             tokio::select! {
@@ -248,6 +277,7 @@ impl<C: Chamber> ChamberRunner<C> {
                                     set_point_c: Some(r.set_point_c),
                                     owner: s.owner.clone(),
                                     fault,
+                                    unread: None,
                                 };
                                 let changed = *s != new;
                                 *s = new;

@@ -72,24 +72,26 @@ impl Summary {
     }
 }
 
-/// A device that could not be connected, named as the configuration names it.
+/// A device that could not be used, named as the configuration names it.
 fn device_error(
     origin: &str,
     index: usize,
     device: &DeviceConfig,
     e: cyclerd_drivers::DriverError,
 ) -> anyhow::Error {
-    let at = device
-        .address
-        .map(|a| a.to_string())
-        .or_else(|| device.port.clone())
-        .unwrap_or_default();
-    anyhow::anyhow!("{origin}: device[{index}] {:?} at {at}: {e}", device.name)
+    let what = devices::describe(
+        "device",
+        &device.name,
+        device.address,
+        device.port.as_deref(),
+    );
+    anyhow::anyhow!("{origin}: device[{index}]: {what}: {e}")
 }
 
 impl Daemon {
-    /// Opens the store, connects every device (an unreachable one is an error naming it and its
-    /// address), and starts the uploader and the channel runners.
+    /// Opens the store, connects every device, and starts the uploader and the channel runners.
+    /// A device that does not answer is waited for in the background ([`crate::offline`]); one
+    /// that answers but is not what the configuration says is an error naming it and where.
     pub async fn start(config: Config, origin: &str, clock: Clock) -> anyhow::Result<Daemon> {
         let outbox = Outbox::open_with(config.store.outbox_options(config.daemon.id.clone()))?;
         for alarm in outbox.startup_alarms() {
@@ -120,12 +122,8 @@ impl Daemon {
             )
             .await
             .map_err(|e| {
-                let at = c
-                    .address
-                    .map(|a| a.to_string())
-                    .or_else(|| c.port.clone())
-                    .unwrap_or_default();
-                anyhow::anyhow!("{origin}: chamber[{i}] {:?} at {at}: {e}", c.name)
+                let what = devices::describe("chamber", &c.name, c.address, c.port.as_deref());
+                anyhow::anyhow!("{origin}: chamber[{i}]: {what}: {e}")
             })?;
             chambers.insert(c.name.clone(), link);
         }
@@ -390,12 +388,10 @@ impl Daemon {
             ));
         }
         alarms.extend(outbox.startup_alarms().iter().cloned());
-        alarms.extend(
-            self.inner
-                .chambers
-                .iter()
-                .filter_map(|c| c.state().fault.clone()),
-        );
+        alarms.extend(self.inner.chambers.iter().filter_map(|c| {
+            let state = c.state();
+            state.fault.clone().or_else(|| state.unread.clone())
+        }));
         // Every channel of a cycler that does not answer has the same reason: one line for all.
         let mut offline: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for h in &self.inner.channels {

@@ -389,6 +389,12 @@ pub async fn spawn_chamber(
     let first = match connect_chamber(config).await {
         Ok(run) => {
             tasks.spawn(run(task, stop));
+            // Its channels start with a reading (or the verdict that it is unsafe, at most its
+            // communication timeout away), not with a chamber that has said nothing yet.
+            let _ = link
+                .watch()
+                .wait_for(|s| s.unread.is_none() || s.fault.is_some())
+                .await;
             return Ok(link);
         }
         Err(e) if e.is_link_lost() => e,

@@ -41,7 +41,13 @@ pub fn begin(what: &str, first: &DriverError, waiting: &mut impl Waiting) {
 }
 
 fn why(what: &str, error: &DriverError) -> String {
-    format!("{what} does not answer: {error} (retrying)")
+    if error.is_link_lost() {
+        format!("{what} does not answer: {error} (retrying)")
+    } else {
+        // It answered, but not as the configuration says (e.g. a cycler still booting lists
+        // fewer channels): worth retrying too, but said as it is.
+        format!("{what} answers, but: {error} (retrying)")
+    }
 }
 
 /// Retries `connect` until it succeeds (`Some`) or the daemon stops (`None`). Meanwhile
@@ -58,22 +64,30 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, DriverError>>,
 {
-    let mut error = first;
+    let mut why = why(what, &first);
     let mut delay = RETRY_MIN;
     loop {
-        let why = why(what, &error);
-        waiting.offline(&why);
         serve_while(tokio::time::sleep(delay), &why, waiting, stop).await?;
         delay = (delay * 2).min(RETRY_MAX);
         match serve_while(connect(), &why, waiting, stop).await? {
+            // The daemon may have begun to stop while the device answered: no runner then.
+            Ok(_) if *stop.borrow() => return None,
             Ok(connected) => {
                 tracing::info!("{what} answers now");
                 waiting.online();
                 return Some(connected);
             }
             Err(e) => {
-                tracing::debug!("{what} still does not answer: {e}");
-                error = e;
+                let now = self::why(what, &e);
+                if now != why {
+                    if e.is_link_lost() {
+                        tracing::debug!("{now}");
+                    } else {
+                        tracing::error!("{now}");
+                    }
+                    waiting.offline(&now);
+                    why = now;
+                }
             }
         }
     }
@@ -91,9 +105,10 @@ async fn serve_while<W: Future>(
         return None;
     }
     tokio::select! {
-        done = work => Some(done),
+        biased;
         _ = stop.changed() => None,
         () = poll_fn(|cx| waiting.refuse(cx, why)) => None,
+        done = work => Some(done),
     }
 }
 
@@ -114,9 +129,15 @@ impl Waiting for Vec<&mut ChannelStart> {
 
     fn online(&mut self) {
         for c in self.iter() {
-            c.live.send_modify(|s| {
-                s.state = "idle".into();
-                s.reason.clear();
+            c.live.send_modify(|s| match &c.resume {
+                // Still not idle: the runner resumes (or ends) the test next.
+                Some((checkpoint, _)) => {
+                    s.reason = format!("the device answers; resuming test {}", checkpoint.test_id);
+                }
+                None => {
+                    s.state = "idle".into();
+                    s.reason.clear();
+                }
             });
         }
     }

@@ -329,6 +329,23 @@ impl<D: PowerStage> ChannelRunner<D> {
         cmds: &mut mpsc::Receiver<ChannelCmd>,
         shutdown: &mut watch::Receiver<bool>,
     ) {
+        if let Some(chamber) = self.spec.chamber.clone() {
+            // A chamber the daemon has no reading of yet: wait for one, or for its verdict that
+            // it is unsafe (at most its communication timeout); a shutdown first leaves the
+            // test interrupted.
+            let mut state = chamber.watch();
+            if let Some(why) = state.borrow().unread.clone() {
+                self.live.send_modify(|s| {
+                    s.state = "offline".into();
+                    s.test_id.clone_from(&cp.test_id);
+                    s.reason = format!("test {} waits: {why}", cp.test_id);
+                });
+            }
+            tokio::select! {
+                _ = state.wait_for(|s| s.unread.is_none() || s.fault.is_some()) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
         let clock = self.shared.clock.clone();
         let test_time_s = clock.unix_time_s() - cp.start_unix_s;
         let gap_s = (test_time_s - cp.progress.test_time_s).max(0.0);
@@ -857,9 +874,13 @@ pub(crate) async fn claim_chamber(
             None => Ok(()),
         };
     };
-    if let Some(fault) = chamber.state().fault.clone() {
+    let unsafe_or_unread = {
+        let state = chamber.state();
+        state.fault.clone().or_else(|| state.unread.clone())
+    };
+    if let Some(why) = unsafe_or_unread {
         return Err(StartError::Chamber(format!(
-            "channel {} cannot start: {fault}",
+            "channel {} cannot start: {why}",
             spec.id
         )));
     }

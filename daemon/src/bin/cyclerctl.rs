@@ -486,6 +486,9 @@ fn channel_line(c: &ChannelSnapshot) -> String {
         "{:<10} {:<9} step {:>3} cycle {:>3}  V {:7.4}  I {:+8.4} A  T {}  {}",
         c.channel_id, c.state, c.step, c.cycle, c.voltage_v, c.current_a, t, c.step_description
     );
+    if c.state == "offline" && !c.test_id.is_empty() {
+        line.push_str(&format!("  test {} waits", c.test_id));
+    }
     if !c.reason.is_empty() {
         line.push_str(&format!("  ({})", c.reason));
     }

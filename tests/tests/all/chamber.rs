@@ -3,10 +3,18 @@
 //! temperature; an unsafe chamber stops every channel inside it; one test owns the set point.
 
 use super::harness::{self, WAIT};
-use cyclerd::demo::{CHAMBER_PROTOCOL, DEMO_PROTOCOL, DemoChamber, DemoDevice, LabOptions, SimLab};
+use cyclerd::demo::{
+    self, CHAMBER_PROTOCOL, DEMO_PROTOCOL, DemoChamber, DemoDevice, LabOptions, SimLab,
+};
 use cyclerd::runner::StartError;
+use cyclerd_drivers::Clock;
+use cyclerd_drivers::cell::{CellParams, Chemistry};
+use cyclerd_drivers::chamber::thermal::Air;
+use cyclerd_drivers::ea_psb::PsbSim;
+use cyclerd_drivers::ea_psb::sim::SimConfig;
 use cyclerd_drivers::{binder, espec, neware, watlow, weiss};
 use cyclerhub::HubStore;
+use tokio::net::TcpListener;
 
 const SPEED: f64 = 2000.0;
 
@@ -261,7 +269,7 @@ async fn an_unsafe_chamber_stops_native_channels_through_their_cycler_and_keeps_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chamber_down_when_the_daemon_starts_is_unsafe_to_its_channels_until_it_answers() {
+async fn no_test_starts_in_a_chamber_that_has_not_answered_since_the_daemon_started() {
     let mut lab = lab(DemoChamber::Binder, DemoDevice::EaPsb, 1).await;
     Chamber::in_lab(&lab).cut_link();
     lab.restart_daemon(WAIT).await.unwrap();
@@ -300,4 +308,78 @@ async fn a_chamber_down_when_the_daemon_starts_is_unsafe_to_its_channels_until_i
     let (summary, dir, _temp) = lab.stop(WAIT).await.unwrap();
     assert_eq!(summary.lost(), 0);
     harness::assert_every_sample_once(&dir.join("hub.sqlite"), &[test]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_power_cut_a_test_waits_for_its_chamber_and_resumes_once_it_reads_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = harness::Hub::start(&dir.path().join("hub.sqlite")).await;
+    let speed = 500.0;
+    let anchor = Clock::real().unix_time_s();
+    let clock = Clock::anchored(speed, anchor);
+    let control = harness::free_addr();
+    let air = Air::new(25.0);
+    let mut sims = Vec::new();
+    // A generous communication timeout: the test restores the chamber well within it.
+    let chamber = demo::chamber_sim(DemoChamber::Binder, air.clone(), &clock, &mut sims)
+        .await
+        .unwrap()
+        .replace("comm_timeout_ms = 5000", "comm_timeout_ms = 60000");
+    let cell = CellParams {
+        air: Some(air),
+        ..CellParams::new(Chemistry::Nmc, 2.5)
+    };
+    let psb = PsbSim::spawn(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        SimConfig::psb_10060_60("C1", cell),
+        clock.clone(),
+    )
+    .unwrap();
+    let config = dir.path().join("lab.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nname = \"chamber-test\"\n\
+             [store]\npath = {store:?}\ncommit_interval_ms = 50\n[hub]\naddress = \"http://{hub}\"\n\
+             [control]\nlisten = \"{control}\"\n\
+             [limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\ntemperature_max = 60.0\n\
+             [[device]]\nname = \"psb1\"\nfamily = \"ea-psb\"\naddress = \"{psb}\"\n[[channel]]\nid = \"psb1/1\"\n\
+             [[chamber]]\nname = \"chamber1\"\n{chamber}\nchannels = [\"psb1/1\"]\n",
+            store = dir.path().join("outbox.sqlite").display().to_string(),
+            hub = hub.addr,
+            psb = psb.endpoint(),
+        ),
+    )
+    .unwrap();
+    let binder = sims[0].downcast_ref::<binder::SimHandle>().unwrap();
+
+    let (daemon, mut control_client) = harness::run_daemon(&config, speed, anchor, control).await;
+    let test = harness::start_on(&mut control_client, "psb1/1", DEMO_PROTOCOL).await;
+    harness::watch_until(&mut control_client, |s| s.samples >= 500).await;
+    daemon.kill().await;
+    binder.cut_link();
+
+    let (daemon, mut control_client) = harness::run_daemon(&config, speed, anchor, control).await;
+    let waiting = harness::watch_until(&mut control_client, |s| {
+        s.state == "offline" && s.reason.starts_with(&format!("test {test} waits"))
+    })
+    .await;
+    assert!(
+        waiting.reason.contains("chamber1") && waiting.reason.contains("does not answer"),
+        "{}",
+        waiting.reason
+    );
+    binder.restore_link();
+    let resumed = harness::watch_until(&mut control_client, |s| s.state == "running").await;
+    assert_eq!(resumed.test_id, test);
+    harness::wait_all_ended(&mut control_client, &["psb1/1".to_string()]).await;
+    assert!(daemon.terminate().await);
+    hub.stop().await;
+    harness::assert_every_sample_once(&dir.path().join("hub.sqlite"), std::slice::from_ref(&test));
+    let row = HubStore::open(dir.path().join("hub.sqlite"))
+        .unwrap()
+        .test(&test)
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.outcome.as_deref(), Some("finished"), "{row:?}");
 }
