@@ -795,15 +795,20 @@ fn samples(
     match reader {
         Reader::Db(store) => {
             let mut failed = None;
-            crate::query::read_batches(&store, test_id, &cols, 0, window, |b| {
-                match csv.batch(&b) {
+            crate::query::read_batches(
+                &store,
+                test_id,
+                &cols,
+                (0, u64::MAX),
+                window,
+                |b| match csv.batch(&b) {
                     Ok(()) => true,
                     Err(e) => {
                         failed = Some(e);
                         false
                     }
-                }
-            })?;
+                },
+            )?;
             if let Some(e) = failed {
                 return Err(e.into());
             }

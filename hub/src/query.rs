@@ -28,6 +28,9 @@ use crate::store::{CellRow, HubStore, SampleRow, StoreError, TestRow};
 
 /// Samples per streamed batch.
 const BATCH: usize = 4096;
+/// Samples a stream reads between two checks of its token: a revoked token ends a long read
+/// within a page (about a tenth of a second of reading), not at its end.
+pub const PAGE: u64 = 16 * BATCH as u64;
 
 /// The columns a `ReadSamples` may select, by their `SampleBatch` names.
 pub const COLUMNS: [&str; 12] = [
@@ -422,16 +425,17 @@ fn column<'a>(b: &'a SampleBatch, name: &str) -> Column<'a> {
 
 /// Reads the samples of `test_id` with `seq >= from_seq` inside the test-time window, in
 /// batches of at most [`BATCH`] (a batch also ends where the window leaves a gap), handing each
-/// to `send` (which returns `false` to stop); returns the next seq to read. Blocking: call from
-/// a blocking thread.
+/// to `send` (which returns `false` to stop). Stops after `page` samples (whether in the window
+/// or not), so that a stream can check its token between pages. Returns the next seq to read
+/// and whether a full page stopped it (more may follow). Blocking: call from a blocking thread.
 pub fn read_batches(
     store: &HubStore,
     test_id: &str,
     cols: &Columns,
-    from_seq: u64,
+    (from_seq, page): (u64, u64),
     window: (f64, f64),
     mut send: impl FnMut(SampleBatch) -> bool,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, bool), StoreError> {
     let mut batch = SampleBatch {
         test_id: test_id.into(),
         ..Default::default()
@@ -455,6 +459,9 @@ pub fn read_batches(
             send(full)
         };
     let read = store.for_each_sample_from(test_id, from_seq, |s| -> Result<(), ReadStop> {
+        if s.seq.saturating_sub(from_seq) >= page {
+            return Err(ReadStop::PageFull);
+        }
         next = s.seq + 1;
         let (from, to) = window;
         if to > 0.0 && s.test_time_s > to {
@@ -477,14 +484,15 @@ pub fn read_batches(
         expected = Some(s.seq + 1);
         Ok(())
     });
+    let more = matches!(read, Err(ReadStop::PageFull));
     match read {
-        Ok(_) | Err(ReadStop::PastWindow) => {
+        Ok(_) | Err(ReadStop::PastWindow | ReadStop::PageFull) => {
             flush(&mut batch, &mut len, &mut send);
         }
         Err(ReadStop::Closed) => {}
         Err(ReadStop::Store(e)) => return Err(e),
     }
-    Ok(next)
+    Ok((next, more))
 }
 
 /// Why [`read_batches`] stopped reading before the end of the test.
@@ -493,6 +501,8 @@ enum ReadStop {
     Closed,
     /// Past the end of the time window.
     PastWindow,
+    /// A page was read; the caller goes on from where it stopped.
+    PageFull,
     /// The store failed.
     Store(StoreError),
 }
@@ -620,18 +630,44 @@ impl Query for QueryService {
     ) -> Result<Response<Self::ReadSamplesStream>, Status> {
         self.readable(request.metadata(), &request.get_ref().test_id)
             .await?;
+        // A long read outlives a revoked token by one page at most.
+        let mut recheck = Recheck::new(
+            self.auth.clone(),
+            request.metadata().clone(),
+            self.token_recheck,
+        );
         let r = request.into_inner();
         let cols = Columns::parse(&r.columns).map_err(Status::invalid_argument)?;
         let window = (r.from_test_time_s, r.to_test_time_s);
         check_window(window.0, window.1).map_err(Status::invalid_argument)?;
         let store = self.store.clone();
         let (tx, rx) = mpsc::channel(4);
-        tokio::task::spawn_blocking(move || {
-            let result = read_batches(&store, &r.test_id, &cols, 0, window, |b| {
-                tx.blocking_send(Ok(b)).is_ok()
-            });
-            if let Err(e) = result {
-                let _ = tx.blocking_send(Err(status(e)));
+        tokio::spawn(async move {
+            let mut from = 0;
+            loop {
+                if let Err(status) = recheck.still_valid().await {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                let (s, id, c, out) = (store.clone(), r.test_id.clone(), cols.clone(), tx.clone());
+                let page = tokio::task::spawn_blocking(move || {
+                    read_batches(&s, &id, &c, (from, PAGE), window, |b| {
+                        out.blocking_send(Ok(b)).is_ok()
+                    })
+                })
+                .await;
+                match page {
+                    Ok(Ok((next, true))) if !tx.is_closed() => from = next,
+                    Ok(Ok(_)) => return,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(status(e))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -665,24 +701,30 @@ impl Query for QueryService {
                 }
                 applied.borrow_and_update();
                 let (s, id, c, out) = (store.clone(), r.test_id.clone(), cols.clone(), tx.clone());
-                let step =
-                    tokio::task::spawn_blocking(move || -> Result<(u64, bool), StoreError> {
+                let step = tokio::task::spawn_blocking(
+                    move || -> Result<(u64, bool, bool), StoreError> {
                         let t = s
                             .test(&id)?
                             .ok_or_else(|| StoreError::NoSuchTest(id.clone()))?;
-                        let next = read_batches(&s, &id, &c, from, (0.0, 0.0), |b| {
-                            out.blocking_send(Ok(b)).is_ok()
-                        })?;
+                        let (next, more) =
+                            read_batches(&s, &id, &c, (from, PAGE), (0.0, 0.0), |b| {
+                                out.blocking_send(Ok(b)).is_ok()
+                            })?;
                         let ended =
                             t.outcome.is_some() && t.expected_samples.is_some_and(|n| next >= n);
-                        Ok((next, ended))
-                    })
-                    .await;
+                        Ok((next, more, ended))
+                    },
+                )
+                .await;
                 match step {
-                    Ok(Ok((next, ended))) => {
+                    Ok(Ok((next, more, ended))) => {
                         from = next;
                         if ended || tx.is_closed() {
                             return;
+                        }
+                        if more {
+                            // Catching up: the next page at once (after the token check).
+                            continue;
                         }
                     }
                     Ok(Err(e)) => {

@@ -737,6 +737,51 @@ async fn revoking_a_reader_token_ends_the_tail_it_follows_a_test_with(backend: B
     hub.shutdown().await;
 }
 
+async fn revoking_a_reader_token_ends_a_long_read_within_a_page(backend: Backend) {
+    let (mut hub, _, mut up) = revocation_hub(backend, std::time::Duration::ZERO).await;
+    let reader = hub
+        .store
+        .issue_token("cell-ageing", "ana", Role::Reader)
+        .unwrap();
+    let per_batch = 30_000;
+    up.send_entries((0..6).map(|k| samples(2 + k, T1, k * per_batch, per_batch as usize)))
+        .await;
+    up.until_ack(7).await;
+    let total = 6 * per_batch;
+    assert!(total > 2 * cyclerhub::query::PAGE, "more than two pages");
+    let mut read = QueryClient::new(hub.channel().await)
+        .read_samples(bearer(
+            ReadSamplesRequest {
+                test_id: T1.into(),
+                ..Default::default()
+            },
+            Some(&reader),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(WAIT, read.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the first batch");
+    hub.store.revoke_token("ana").unwrap();
+    let mut got = first.voltage_v.len() as u64;
+    let ended = loop {
+        match tokio::time::timeout(WAIT, read.message()).await.unwrap() {
+            Ok(Some(b)) => got += b.voltage_v.len() as u64,
+            Ok(None) => panic!("the read ran to its end ({got} samples) with a revoked token"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(
+        got <= 2 * cyclerhub::query::PAGE,
+        "{got} samples after revocation"
+    );
+    hub.shutdown().await;
+}
+
 async fn idle_streams_end_after_their_token_is_revoked(backend: Backend) {
     let (mut hub, daemon, mut up) =
         revocation_hub(backend, std::time::Duration::from_millis(100)).await;
@@ -766,6 +811,7 @@ async fn idle_streams_end_after_their_token_is_revoked(backend: Backend) {
 on_both_backends!(
     idle_streams_end_after_their_token_is_revoked,
     revoking_a_reader_token_ends_the_tail_it_follows_a_test_with,
+    revoking_a_reader_token_ends_a_long_read_within_a_page,
     revoking_a_token_ends_the_upload_stream_already_open_with_it,
     a_token_cannot_claim_a_daemon_that_uploaded_before_tokens_until_it_is_assigned,
     a_daemon_names_its_lab_to_a_hub_without_tokens_and_must_match_its_token,
