@@ -34,6 +34,8 @@ pub struct ChamberSpec {
     /// The air must stay within these, degC; outside them the chamber counts as unsafe.
     pub temperature_min_c: f64,
     pub temperature_max_c: f64,
+    /// Where the set point goes when its owner's test ends; `None`: it stays.
+    pub idle_set_point_c: Option<f64>,
 }
 
 /// The chamber as its channels see it.
@@ -377,13 +379,18 @@ impl<C: Chamber> ChamberRunner<C> {
                     .then_some(temperature_c);
             }
             ChamberCmd::Release { test_id } => {
-                self.state.send_if_modified(|s| {
+                let released = self.state.send_if_modified(|s| {
                     let owned = s.owner.as_deref() == Some(test_id.as_str());
                     if owned {
                         s.owner = None;
                     }
                     owned
                 });
+                if let (true, Some(idle)) = (released, self.spec.idle_set_point_c) {
+                    tracing::info!(chamber = %self.spec.name, %test_id, "test ended: back to the idle set point {idle} degC");
+                    self.pending_set_point =
+                        self.apply_set_point(idle).await.is_err().then_some(idle);
+                }
             }
         }
     }

@@ -91,6 +91,10 @@ pub struct ChamberConfig {
     /// Wall-time bound on one exchange with the controller.
     #[serde(default = "default_chamber_timeout_ms")]
     pub timeout_ms: u64,
+    /// Set point (degC) the chamber returns to when the test that owned its set point ends, in
+    /// whatever way (a faulted test at 60 degC would otherwise leave its cells hot). Unset: the
+    /// chamber keeps the last set point.
+    pub idle_set_point: Option<f64>,
 }
 
 fn default_chamber_poll_ms() -> u64 {
@@ -770,6 +774,15 @@ impl Config {
                     c.name
                 ));
             }
+            if let Some(t) = c.idle_set_point
+                && !(lo..=hi).contains(&t)
+            {
+                return fail(format!(
+                    "chamber[{i}] {:?}: idle_set_point ({t}) must be within the chamber's limits \
+                     {lo} to {hi} degC",
+                    c.name
+                ));
+            }
             if c.poll_interval_ms == 0 || c.comm_timeout_ms == 0 {
                 return fail(format!(
                     "chamber[{i}] {:?}: poll_interval_ms and comm_timeout_ms must be at least 1",
@@ -976,6 +989,10 @@ mod tests {
             ),
             ("channels = [\"psb1/1\"]\nloop_number = 2", "watlow only"),
             (
+                "channels = [\"psb1/1\"]\nidle_set_point = 80.0",
+                "idle_set_point (80) must be within the chamber's limits -40 to 60",
+            ),
+            (
                 "channels = [\"psb1/1\"]\nport = \"/dev/ttyUSB1\"",
                 "not both",
             ),
@@ -993,6 +1010,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("two chambers"), "{e}");
+    }
+
+    #[test]
+    fn every_example_lab_configuration_shipped_in_deploy_is_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if let Err(e) = Config::from_toml(&text, &path.display().to_string()) {
+                    panic!("{e}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 4,
+            "{checked} example configurations in {}",
+            dir.display()
+        );
     }
 
     #[test]

@@ -166,6 +166,8 @@ pub struct LabOptions {
     pub poll_interval_ms: Option<u64>,
     /// The simulated chamber every cell sits in, if any.
     pub chamber: Option<DemoChamber>,
+    /// More lines for its `[[chamber]]` entry (e.g. `idle_set_point = 25.0`).
+    pub chamber_config: String,
 }
 
 impl Default for LabOptions {
@@ -183,6 +185,7 @@ impl Default for LabOptions {
             device: DemoDevice::EaPsb,
             poll_interval_ms: None,
             chamber: None,
+            chamber_config: String::new(),
         }
     }
 }
@@ -249,6 +252,7 @@ impl SimLab {
             device,
             poll_interval_ms,
             chamber,
+            chamber_config,
         } = options;
         let poll = poll_interval_ms
             .map(|ms| format!("poll_interval_ms = {ms}\n"))
@@ -344,7 +348,7 @@ impl SimLab {
             let entry = chamber_sim(family, air, &clock, &mut other_sims).await?;
             let inside: Vec<String> = channel_ids.iter().map(|id| format!("{id:?}")).collect();
             devices.push_str(&format!(
-                "[[chamber]]\nname = \"chamber1\"\n{entry}\nchannels = [{}]\n",
+                "[[chamber]]\nname = \"chamber1\"\n{entry}\nchannels = [{}]\n{chamber_config}\n",
                 inside.join(", ")
             ));
         }

@@ -384,6 +384,7 @@ pub async fn spawn_chamber(
         comm_timeout: Duration::from_millis(config.comm_timeout_ms),
         temperature_min_c,
         temperature_max_c,
+        idle_set_point_c: config.idle_set_point,
     };
     let (mut task, link) = Unconnected::new(spec, clock);
     let first = match connect_chamber(config).await {

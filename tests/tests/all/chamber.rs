@@ -383,3 +383,49 @@ async fn after_a_power_cut_a_test_waits_for_its_chamber_and_resumes_once_it_read
         .unwrap();
     assert_eq!(row.outcome.as_deref(), Some("finished"), "{row:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chamber_returns_to_its_idle_set_point_when_the_test_that_owned_it_ends() {
+    const WARM_SOAK: &str = r#"
+protocol: Warm soak
+version: 1
+params: {capacity: 2.5 Ah}
+safety: {voltage: [2.5 V, 4.25 V], current: 5 A, temperature: 60 degC}
+steps:
+  - chamber: 40 degC
+    wait: {within: 0.5 degC, for: 1 min}
+    timeout: 2 h
+  - "Rest for 1 minute"
+"#;
+    let lab = SimLab::start_with(LabOptions {
+        channels: 1,
+        speed: SPEED,
+        chamber: Some(DemoChamber::Weiss),
+        chamber_config: "idle_set_point = 20.0".into(),
+        extra_config: "commit_interval_ms = 50".into(),
+        ..LabOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut chamber = lab.daemon.chambers()[0].watch();
+    let test = lab.start_on(0, WARM_SOAK, "warm-soak.yaml").await.unwrap();
+    let near = |t: Option<f64>, target: f64| t.is_some_and(|t| (t - target).abs() < 0.05);
+    tokio::time::timeout(WAIT, chamber.wait_for(|s| near(s.set_point_c, 40.0)))
+        .await
+        .expect("the test sets the chamber")
+        .unwrap();
+    wait_done(&lab).await;
+    assert_eq!(lab.daemon.snapshots()[0].state, "finished");
+    let idle = tokio::time::timeout(
+        WAIT,
+        chamber.wait_for(|s| s.owner.is_none() && near(s.set_point_c, 20.0)),
+    )
+    .await
+    .expect("the chamber goes back to its idle set point")
+    .unwrap()
+    .clone();
+    assert_eq!(idle.fault, None);
+    let (summary, dir, _temp) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0);
+    harness::assert_every_sample_once(&dir.join("hub.sqlite"), &[test]);
+}
