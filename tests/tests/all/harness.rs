@@ -80,6 +80,30 @@ impl Hub {
         let listener = TcpListener::bind(self.addr).await.unwrap();
         self.serve(listener);
     }
+
+    /// Waits until the hub holds sample `seq` of `test_id` (and so, the daemon's outbox being
+    /// first in, first out, everything the daemon queued before it), following the test with
+    /// a Tail.
+    pub async fn wait_for_sample(&self, test_id: &str, seq: u64) {
+        use cyclerd::proto::hub::TailRequest;
+        use cyclerd::proto::hub::query_client::QueryClient;
+        let mut q = QueryClient::connect(format!("http://{}", self.addr))
+            .await
+            .unwrap();
+        let mut tail = q
+            .tail(TailRequest {
+                test_id: test_id.into(),
+                from_seq: seq,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        tokio::time::timeout(WAIT, tail.message())
+            .await
+            .expect("the sample reaches the hub")
+            .unwrap()
+            .expect("a tail of a running test stays open");
+    }
 }
 
 /// A child process of one of this package's binaries, with its stderr watched for a line.
