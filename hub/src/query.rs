@@ -495,6 +495,31 @@ pub fn read_batches(
     Ok((next, more))
 }
 
+/// Reads a page of a stream's samples from `from_seq` on a blocking thread into `tx`: the test
+/// as it was before the read, the next seq to read and whether more may follow.
+async fn read_page(
+    store: &HubStore,
+    test_id: &str,
+    cols: &Columns,
+    from_seq: u64,
+    window: (f64, f64),
+    tx: &mpsc::Sender<Result<SampleBatch, Status>>,
+) -> Result<(TestRow, u64, bool), Status> {
+    let (s, id, c, out) = (store.clone(), test_id.to_string(), cols.clone(), tx.clone());
+    tokio::task::spawn_blocking(move || {
+        let t = s
+            .test(&id)?
+            .ok_or_else(|| StoreError::NoSuchTest(id.clone()))?;
+        let (next, more) = read_batches(&s, &id, &c, (from_seq, PAGE), window, |b| {
+            out.blocking_send(Ok(b)).is_ok()
+        })?;
+        Ok((t, next, more))
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))?
+    .map_err(status)
+}
+
 /// Why [`read_batches`] stopped reading before the end of the test.
 enum ReadStop {
     /// The receiver went away: reading on would be for nobody.
@@ -649,22 +674,11 @@ impl Query for QueryService {
                     let _ = tx.send(Err(status)).await;
                     return;
                 }
-                let (s, id, c, out) = (store.clone(), r.test_id.clone(), cols.clone(), tx.clone());
-                let page = tokio::task::spawn_blocking(move || {
-                    read_batches(&s, &id, &c, (from, PAGE), window, |b| {
-                        out.blocking_send(Ok(b)).is_ok()
-                    })
-                })
-                .await;
-                match page {
-                    Ok(Ok((next, true))) if !tx.is_closed() => from = next,
-                    Ok(Ok(_)) => return,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(status(e))).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                match read_page(&store, &r.test_id, &cols, from, window, &tx).await {
+                    Ok((_, next, true)) if !tx.is_closed() => from = next,
+                    Ok(_) => return,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
                 }
@@ -700,25 +714,11 @@ impl Query for QueryService {
                     return;
                 }
                 applied.borrow_and_update();
-                let (s, id, c, out) = (store.clone(), r.test_id.clone(), cols.clone(), tx.clone());
-                let step = tokio::task::spawn_blocking(
-                    move || -> Result<(u64, bool, bool), StoreError> {
-                        let t = s
-                            .test(&id)?
-                            .ok_or_else(|| StoreError::NoSuchTest(id.clone()))?;
-                        let (next, more) =
-                            read_batches(&s, &id, &c, (from, PAGE), (0.0, 0.0), |b| {
-                                out.blocking_send(Ok(b)).is_ok()
-                            })?;
+                match read_page(&store, &r.test_id, &cols, from, (0.0, 0.0), &tx).await {
+                    Ok((t, next, more)) => {
+                        from = next;
                         let ended =
                             t.outcome.is_some() && t.expected_samples.is_some_and(|n| next >= n);
-                        Ok((next, more, ended))
-                    },
-                )
-                .await;
-                match step {
-                    Ok(Ok((next, more, ended))) => {
-                        from = next;
                         if ended || tx.is_closed() {
                             return;
                         }
@@ -727,12 +727,8 @@ impl Query for QueryService {
                             continue;
                         }
                     }
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(status(e))).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
                 }

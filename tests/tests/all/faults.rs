@@ -36,26 +36,12 @@ steps:
       - "Rest for 5 minutes"
 "#;
 
-/// Ten cycles, for tests that interrupt many times and then stop the test: long enough that it
-/// cannot end first however slow the machine (a restart lets the cell run on alone).
-const LONG_PROTOCOL: &str = r#"
-protocol: Fault test cycling, long
-version: 1
-params:
-  capacity: 2.5 Ah
-safety:
-  voltage: [2.5 V, 4.25 V]
-  current: 7 A
-steps:
-  - "Rest for 2 minutes"
-  - repeat: 10
-    cycle: true
-    steps:
-      - "Charge at 2C until 4.1 V"
-      - "Rest for 5 minutes"
-      - "Discharge at 2C until 3.3 V"
-      - "Rest for 5 minutes"
-"#;
+/// [`PROTOCOL`] with ten cycles, for tests that interrupt many times and then stop the test:
+/// long enough that it cannot end first however slow the machine (a restart lets the cell run
+/// on alone).
+fn long_protocol() -> String {
+    PROTOCOL.replace("repeat: 2", "repeat: 10")
+}
 
 const SPEED: f64 = 500.0;
 
@@ -147,7 +133,7 @@ async fn the_daemon_killed_twenty_times_loses_and_duplicates_nothing() {
     let (mut daemon, mut control) = lab.daemon().await;
     let mut tests = Vec::new();
     for channel in &lab.channels {
-        tests.push(harness::start_on(&mut control, channel, LONG_PROTOCOL).await);
+        tests.push(harness::start_on(&mut control, channel, &long_protocol()).await);
     }
     let mut rng = rng();
     for _ in 0..20 {
@@ -272,7 +258,7 @@ async fn hub_killed_mid_commit_five_times(dir: &std::path::Path, db: &str) {
     .await
     .unwrap();
     let tests = lab
-        .start_everywhere(LONG_PROTOCOL, "fault protocol")
+        .start_everywhere(&long_protocol(), "fault protocol")
         .await
         .unwrap();
     let mut acked = lab.daemon.outbox().acked();

@@ -32,20 +32,11 @@ steps:
   - "Rest for 5 minutes"
 "#;
 
-/// For a channel that a test trips or stops: still running however slowly the others started.
-const HELD_PROTOCOL: &str = r#"
-protocol: Native cycler test, held
-version: 1
-params:
-  capacity: 2.5 Ah
-safety:
-  voltage: [2.5 V, 4.25 V]
-  current: 7 A
-steps:
-  - "Rest for 2 minutes"
-  - "Charge at 2C until 4.1 V"
-  - "Rest for 10 hours"
-"#;
+/// [`PROTOCOL`] for a channel that a test trips or stops: still running however slowly the
+/// others started.
+fn held_protocol() -> String {
+    PROTOCOL.replacen("Rest for 5 minutes", "Rest for 10 hours", 1)
+}
 
 const SPEED: f64 = 1000.0;
 const FAMILIES: [DemoDevice; 3] = [DemoDevice::Neware, DemoDevice::Maccor, DemoDevice::Arbin];
@@ -317,13 +308,18 @@ async fn sixteen_channels_in_different_states_each_get_their_own_records() {
         let mut tests = Vec::new();
         for (k, channel) in ids[..12].iter().enumerate() {
             let protocol = if k == 4 || k == 7 {
-                HELD_PROTOCOL
+                held_protocol()
             } else {
-                PROTOCOL
+                PROTOCOL.to_string()
             };
             tests.push(
                 lab.daemon
-                    .start_test(channel, protocol, "native.yaml", harness::metadata(channel))
+                    .start_test(
+                        channel,
+                        &protocol,
+                        "native.yaml",
+                        harness::metadata(channel),
+                    )
                     .await
                     .unwrap(),
             );
