@@ -191,7 +191,7 @@ pub fn cells_of(store: &HubStore, lab: &str) -> Result<Vec<CellRow>, StoreError>
     let tested: HashSet<String> = filter
         .select(store)?
         .into_iter()
-        .filter_map(|(t, _)| t.metadata.get("cell_id").cloned())
+        .filter_map(|(t, _)| t.metadata.get("cell_id").map(|id| id.trim().to_string()))
         .collect();
     Ok(cells
         .into_iter()
@@ -460,6 +460,8 @@ pub fn read_batches(
         };
     let read = store.for_each_sample_from(test_id, from_seq, |s| -> Result<(), ReadStop> {
         if s.seq.saturating_sub(from_seq) >= page {
+            // The next page starts here: past `from_seq` however far the seqs jump.
+            next = s.seq;
             return Err(ReadStop::PageFull);
         }
         next = s.seq + 1;

@@ -229,7 +229,55 @@ async fn a_client_that_stops_reading_a_long_stream_does_not_stall_other_queries(
     hub.shutdown().await;
 }
 
+async fn a_read_and_a_tail_cross_a_gap_in_seqs_wider_than_a_page(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    let far = 3 * cyclerhub::query::PAGE;
+    up.send_entries([
+        registered(1, T1),
+        samples(2, T1, 0, 10),
+        samples(3, T1, far, 10),
+    ])
+    .await;
+    up.until_ack(3).await;
+    let mut q = query(&hub).await;
+    let mut read = q
+        .read_samples(ReadSamplesRequest {
+            test_id: T1.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut firsts = Vec::new();
+    while let Some(b) = tokio::time::timeout(WAIT, read.message())
+        .await
+        .expect("the read ends")
+        .unwrap()
+    {
+        firsts.push((b.first_seq, b.voltage_v.len()));
+    }
+    assert_eq!(firsts, [(0, 10), (far, 10)]);
+    let mut tail = q
+        .tail(TailRequest {
+            test_id: T1.into(),
+            from_seq: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let next = tokio::time::timeout(WAIT, tail.message())
+        .await
+        .expect("the tail reaches the samples after the gap")
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.first_seq, far);
+    drop((tail, read, q));
+    hub.shutdown().await;
+}
+
 on_both_backends!(
+    a_read_and_a_tail_cross_a_gap_in_seqs_wider_than_a_page,
     a_client_that_stops_reading_a_long_stream_does_not_stall_other_queries,
     cells_are_known_from_the_metadata_of_the_tests_that_ran_them,
     tests_are_listed_by_cell_and_state_and_one_comes_with_its_metadata_and_events,
