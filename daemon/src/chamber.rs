@@ -150,8 +150,9 @@ pub struct ChamberRunner<C> {
     state: watch::Sender<ChamberState>,
     cmds: mpsc::UnboundedReceiver<ChamberCmd>,
     history: Arc<Mutex<VecDeque<(f64, f64)>>>,
-    /// The set point the owner asked for and the chamber has not confirmed yet.
-    pending_set_point: Option<f64>,
+    /// The set point the chamber has not confirmed yet, and whether to start the chamber with
+    /// it (not an idle set point for a chamber in alarm).
+    pending_set_point: Option<(f64, bool)>,
     /// When the daemon started asking for readings: the last good one counts from here.
     since: Instant,
 }
@@ -248,8 +249,10 @@ impl Waiting for Unconnected {
 }
 
 impl<C: Chamber> ChamberRunner<C> {
-    /// Polls the chamber and serves its channels until `shutdown`. The chamber keeps its set
-    /// point when the daemon stops (the cells inside stay at their test temperature).
+    /// Polls the chamber and serves its channels until `shutdown`, then serves what they asked
+    /// before it (the ends of their tests). The chamber keeps its set point when the daemon
+    /// stops (the cells inside stay at their test temperature) unless a test that ended gives
+    /// it back to its idle set point.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut ticks = pacer(self.clock.wall(self.spec.poll_interval_s));
         let mut last_good = self.since;
@@ -260,8 +263,8 @@ impl<C: Chamber> ChamberRunner<C> {
                 _ = shutdown.changed() => break,
                 Some(cmd) = self.cmds.recv() => self.command(cmd).await,
                 _ = ticks.tick() => {
-                    if let Some(t) = self.pending_set_point
-                        && self.apply_set_point(t).await.is_ok()
+                    if let Some((t, start)) = self.pending_set_point
+                        && self.apply_set_point(t, start).await.is_ok()
                     {
                         self.pending_set_point = None;
                     }
@@ -315,6 +318,9 @@ impl<C: Chamber> ChamberRunner<C> {
             if *shutdown.borrow() {
                 break;
             }
+        }
+        while let Ok(cmd) = self.cmds.try_recv() {
+            self.command(cmd).await;
         }
     }
 
@@ -373,32 +379,52 @@ impl<C: Chamber> ChamberRunner<C> {
                 tracing::info!(chamber = %self.spec.name, %test_id, "set point {temperature_c} degC");
                 // Retried on every poll until the chamber takes it.
                 self.pending_set_point = self
-                    .apply_set_point(temperature_c)
+                    .apply_set_point(temperature_c, true)
                     .await
                     .is_err()
-                    .then_some(temperature_c);
+                    .then_some((temperature_c, true));
             }
             ChamberCmd::Release { test_id } => {
-                let released = self.state.send_if_modified(|s| {
-                    let owned = s.owner.as_deref() == Some(test_id.as_str());
-                    if owned {
-                        s.owner = None;
+                // Free after this: its owner ended, or nobody owned it (an interrupted owner
+                // that was not resumed has not claimed it again).
+                let free = {
+                    let owner = self.state.borrow().owner.clone();
+                    match owner {
+                        Some(owner) if owner == test_id => {
+                            self.state.send_modify(|s| s.owner = None);
+                            true
+                        }
+                        Some(_) => false,
+                        None => true,
                     }
-                    owned
-                });
-                if let (true, Some(idle)) = (released, self.spec.idle_set_point_c) {
+                };
+                if !free {
+                    return;
+                }
+                // The ended test's set point is no longer wanted.
+                self.pending_set_point = None;
+                if let Some(idle) = self.spec.idle_set_point_c {
                     tracing::info!(chamber = %self.spec.name, %test_id, "test ended: back to the idle set point {idle} degC");
-                    self.pending_set_point =
-                        self.apply_set_point(idle).await.is_err().then_some(idle);
+                    // A chamber in alarm gets the set point but is not started again.
+                    let start = self.state.borrow().fault.is_none();
+                    self.pending_set_point = self
+                        .apply_set_point(idle, start)
+                        .await
+                        .is_err()
+                        .then_some((idle, start));
                 }
             }
         }
     }
 
-    async fn apply_set_point(&mut self, temperature_c: f64) -> Result<(), ()> {
+    /// Sets `temperature_c`, and starts the chamber (regulating to it) when `start`.
+    async fn apply_set_point(&mut self, temperature_c: f64, start: bool) -> Result<(), ()> {
         let result = async {
             self.chamber.set_temperature(temperature_c).await?;
-            self.chamber.start().await
+            if start {
+                self.chamber.start().await?;
+            }
+            Ok::<(), cyclerd_drivers::DriverError>(())
         }
         .await;
         result.map_err(|e| {

@@ -92,8 +92,9 @@ pub struct ChamberConfig {
     #[serde(default = "default_chamber_timeout_ms")]
     pub timeout_ms: u64,
     /// Set point (degC) the chamber returns to when the test that owned its set point ends, in
-    /// whatever way (a faulted test at 60 degC would otherwise leave its cells hot). Unset: the
-    /// chamber keeps the last set point.
+    /// whatever way, also at a clean shutdown (a faulted test at 60 degC would otherwise leave
+    /// its cells hot), and when a test in it ends while no test owns it. A chamber in alarm
+    /// gets the set point but is not started. Unset: the chamber keeps the last set point.
     pub idle_set_point: Option<f64>,
 }
 

@@ -39,16 +39,26 @@ struct Inner {
     schemas: LabSchemas,
     /// Tells runners to end their tests and switch outputs off.
     stop_runners: watch::Sender<bool>,
+    /// Tells the chambers to stop; sent after the runners ended, so that the chambers hear
+    /// their tests end (and go to their idle set points).
+    stop_chambers: watch::Sender<bool>,
     /// Tells the uploader to stop; sent only after the backlog drained (or the drain timed out).
     stop_uploader: watch::Sender<bool>,
-    /// Runner and uploader tasks, awaited at shutdown.
-    tasks: Mutex<Option<(JoinSet<()>, tokio::task::JoinHandle<()>)>>,
+    /// Runner, chamber and uploader tasks, awaited at shutdown.
+    tasks: Mutex<Option<Tasks>>,
 }
 
 impl Inner {
     fn channel(&self, id: &str) -> Option<&ChannelHandle> {
         self.channels.iter().find(|h| h.id == id)
     }
+}
+
+/// The daemon's tasks, in the order shutdown stops them.
+struct Tasks {
+    runners: JoinSet<()>,
+    chambers: JoinSet<()>,
+    uploader: tokio::task::JoinHandle<()>,
 }
 
 struct ChannelHandle {
@@ -109,6 +119,8 @@ impl Daemon {
             acquired: Arc::new(Default::default()),
         };
         let (stop_runners, runners_rx) = watch::channel(false);
+        let (stop_chambers, chambers_rx) = watch::channel(false);
+        let mut chamber_tasks = JoinSet::new();
         let (stop_uploader, uploader_rx) = watch::channel(false);
         let mut runners = JoinSet::new();
         let mut chambers = BTreeMap::new();
@@ -117,8 +129,8 @@ impl Daemon {
                 c,
                 &config.limits,
                 shared.clock.clone(),
-                runners_rx.clone(),
-                &mut runners,
+                chambers_rx.clone(),
+                &mut chamber_tasks,
             )
             .await
             .map_err(|e| {
@@ -273,8 +285,13 @@ impl Daemon {
                 uploader: status,
                 schemas,
                 stop_runners,
+                stop_chambers,
                 stop_uploader,
-                tasks: Mutex::new(Some((runners, uploader))),
+                tasks: Mutex::new(Some(Tasks {
+                    runners,
+                    chambers: chamber_tasks,
+                    uploader,
+                })),
             }),
         })
     }
@@ -479,18 +496,20 @@ impl Daemon {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let Some((mut runners, uploader)) = tasks else {
+        let Some(mut tasks) = tasks else {
             return self.summary();
         };
         let _ = self.inner.stop_runners.send(true);
-        while runners.join_next().await.is_some() {}
+        while tasks.runners.join_next().await.is_some() {}
+        let _ = self.inner.stop_chambers.send(true);
+        while tasks.chambers.join_next().await.is_some() {}
         let _ = self.outbox().flush().await;
         let _ = self
             .outbox()
             .caught_up(tokio::time::Instant::now() + drain)
             .await;
         let _ = self.inner.stop_uploader.send(true);
-        let _ = uploader.await;
+        let _ = tasks.uploader.await;
         self.summary()
     }
 

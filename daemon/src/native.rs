@@ -280,11 +280,15 @@ impl<C: Cycler> CyclerRunner<C> {
         Engine::new(plan.clone(), &slot.spec.limits)
             .map_err(|e| StartError::Protocol(e.to_string()))?;
         let test_id = uuid::Uuid::now_v7().to_string();
-        claim_chamber(&slot.spec, &plan, &test_id).await?;
         let name = cycler_test_name(&test_id);
         let schedule = schedule_file(&plan, self.target, &name).map_err(StartError::Protocol)?;
+        // Claimed only for a test that compiled, and given back if the cycler refuses it.
+        claim_chamber(&slot.spec, &plan, &test_id).await?;
         let addr = slot.addr;
         if let Err(e) = self.cycler.start(addr, &schedule, &name).await {
+            if let Some(chamber) = &self.slots[k].spec.chamber {
+                chamber.release(&test_id);
+            }
             return Err(StartError::Device(format!(
                 "{} refused to start {} on channel {} ({addr}): {e}",
                 self.device, schedule.file_name, slot.spec.id

@@ -205,7 +205,7 @@ const MIGRATIONS: &[&str] = &[
         CHECK (role IN ('daemon', 'reader'));
     "#,
     // 6: each lab names its own cells: keyed by (lab, cell id); a cell two labs shared becomes
-    // one per lab (each with what was merged so far).
+    // one per lab (each with what was merged so far, first tested when that lab first did).
     r#"
     CREATE TABLE cells_by_lab (
         lab                 text NOT NULL,    -- labs.lab of the tests' daemon; '' for none
@@ -220,11 +220,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (lab, cell_id)
     );
     INSERT INTO cells_by_lab
-        SELECT DISTINCT coalesce(l.lab, ''), c.cell_id, c.manufacturer, c.model, c.chemistry,
-            c.form_factor, c.nominal_capacity_ah, c.nominal_voltage_v, c.first_test_unix_s
+        SELECT coalesce(l.lab, ''), c.cell_id, c.manufacturer, c.model, c.chemistry,
+            c.form_factor, c.nominal_capacity_ah, c.nominal_voltage_v,
+            coalesce(min(t.start_unix_s), c.first_test_unix_s)
         FROM cells c
         LEFT JOIN tests t ON t.cell_id = c.cell_id
-        LEFT JOIN daemon_labs l ON l.daemon_id = t.daemon_id;
+        LEFT JOIN daemon_labs l ON l.daemon_id = t.daemon_id
+        GROUP BY coalesce(l.lab, ''), c.cell_id, c.manufacturer, c.model, c.chemistry,
+            c.form_factor, c.nominal_capacity_ah, c.nominal_voltage_v, c.first_test_unix_s;
     DROP TABLE cells;
     ALTER TABLE cells_by_lab RENAME TO cells;
     "#,
@@ -695,7 +698,14 @@ impl PgStore {
     ) -> Result<Option<Option<String>>, StoreError> {
         self.with_writer(|w| {
             let mut tx = w.client.transaction()?;
-            let known: bool = tx.query_one(sql::KNOWN_DAEMON, &[&daemon_id])?.try_get(0)?;
+            // Locks the daemon's rows as a batch does: a batch in flight commits first (its
+            // tests and cells are then seen below), and the next one sees the new lab.
+            let known = !tx
+                .query(
+                    "SELECT daemon_id FROM daemons WHERE daemon_id = $1 FOR UPDATE",
+                    &[&daemon_id],
+                )?
+                .is_empty();
             if !known {
                 return Ok(None);
             }
@@ -708,6 +718,7 @@ impl PgStore {
             tx.execute(sql::ASSIGN_TEAMS, &[&daemon_id, &lab])?;
             let former = before.as_deref().unwrap_or_default();
             tx.execute(sql::ASSIGN_CELLS, &[&daemon_id, &lab, &former])?;
+            tx.execute(sql::PRUNE_CELLS, &[&daemon_id, &former])?;
             tx.commit()?;
             Ok(Some(before))
         })

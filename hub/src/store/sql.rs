@@ -49,6 +49,12 @@ pub(super) const UPSERT_CELL: &str = concat!(
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ",
     merge_cell!()
 );
+/// After a daemon ($1) left lab $2 ('' for none): that lab's cells of the daemon's tests that
+/// no test of the lab ran any more.
+pub(super) const PRUNE_CELLS: &str = "DELETE FROM cells WHERE lab = $2 \
+     AND cell_id IN (SELECT cell_id FROM tests WHERE daemon_id = $1) \
+     AND NOT EXISTS (SELECT 1 FROM tests t LEFT JOIN daemon_labs l ON l.daemon_id = t.daemon_id \
+     WHERE t.cell_id = cells.cell_id AND coalesce(l.lab, '') = $2)";
 /// A daemon assigned to lab $2: the cells its tests ran, as its former lab ($3, '' for none)
 /// knew them, become cells of the new lab too (merged with any it has of the same id).
 pub(super) const ASSIGN_CELLS: &str = concat!(

@@ -183,7 +183,7 @@ const MIGRATIONS: &[&str] = &[
         CHECK (role IN ('daemon', 'reader'));
     "#,
     // 7: each lab names its own cells: keyed by (lab, cell id); a cell two labs shared becomes
-    // one per lab (each with what was merged so far).
+    // one per lab (each with what was merged so far, first tested when that lab first did).
     r#"
     CREATE TABLE cells_by_lab (
         lab                 TEXT NOT NULL,   -- labs.lab of the tests' daemon; '' for none
@@ -198,11 +198,14 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (lab, cell_id)
     ) WITHOUT ROWID;
     INSERT INTO cells_by_lab
-        SELECT DISTINCT coalesce(l.lab, ''), c.cell_id, c.manufacturer, c.model, c.chemistry,
-            c.form_factor, c.nominal_capacity_ah, c.nominal_voltage_v, c.first_test_unix_s
+        SELECT coalesce(l.lab, ''), c.cell_id, c.manufacturer, c.model, c.chemistry,
+            c.form_factor, c.nominal_capacity_ah, c.nominal_voltage_v,
+            coalesce(min(t.start_unix_s), c.first_test_unix_s)
         FROM cells c
         LEFT JOIN tests t ON t.cell_id = c.cell_id
-        LEFT JOIN daemon_labs l ON l.daemon_id = t.daemon_id;
+        LEFT JOIN daemon_labs l ON l.daemon_id = t.daemon_id
+        GROUP BY coalesce(l.lab, ''), c.cell_id, c.manufacturer, c.model, c.chemistry,
+            c.form_factor, c.nominal_capacity_ah, c.nominal_voltage_v, c.first_test_unix_s;
     DROP TABLE cells;
     ALTER TABLE cells_by_lab RENAME TO cells;
     "#,
@@ -436,10 +439,12 @@ impl SqliteStore {
         tx.execute(&sql::sqlite(sql::INSERT_LAB), params![lab, now])?;
         tx.execute(&sql::sqlite(sql::ASSIGN_DAEMON), params![daemon_id, lab])?;
         tx.execute(&sql::sqlite(sql::ASSIGN_TEAMS), params![daemon_id, lab])?;
+        let former = before.as_deref().unwrap_or_default();
         tx.execute(
             &sql::sqlite(sql::ASSIGN_CELLS),
-            params![daemon_id, lab, before.as_deref().unwrap_or_default()],
+            params![daemon_id, lab, former],
         )?;
+        tx.execute(&sql::sqlite(sql::PRUNE_CELLS), params![daemon_id, former])?;
         tx.commit()?;
         Ok(Some(before))
     }

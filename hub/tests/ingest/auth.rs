@@ -564,6 +564,11 @@ async fn a_token_cannot_claim_a_daemon_that_uploaded_before_tokens_until_it_is_a
         cells_of("cell-ageing").is_empty(),
         "the lab it left no longer tested the cell"
     );
+    assert_eq!(
+        cells_of(""),
+        [("formation".to_string(), "NMC-0042".to_string())],
+        "nor keeps a row of it"
+    );
     hub.shutdown().await;
 }
 

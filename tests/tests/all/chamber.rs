@@ -425,7 +425,22 @@ steps:
     .unwrap()
     .clone();
     assert_eq!(idle.fault, None);
-    let (summary, dir, _temp) = lab.stop(WAIT).await.unwrap();
+    // A test that owns the chamber when the daemon shuts down ends, and gives it back too.
+    let held = WARM_SOAK.replace("Rest for 1 minute", "Rest for 10 hours");
+    let stopped = lab.start_on(0, &held, "warm-soak.yaml").await.unwrap();
+    tokio::time::timeout(WAIT, chamber.wait_for(|s| near(s.set_point_c, 40.0)))
+        .await
+        .expect("the second test sets the chamber")
+        .unwrap();
+    let weiss = lab.sim::<weiss::SimHandle>(0).unwrap();
+    assert!((weiss.set_point_c() - 40.0).abs() < 0.05);
+    let summary = lab.daemon.shutdown(WAIT).await;
+    assert!(
+        (weiss.set_point_c() - 20.0).abs() < 0.05,
+        "after the shutdown the chamber is at {} degC",
+        weiss.set_point_c()
+    );
     assert_eq!(summary.lost(), 0);
-    harness::assert_every_sample_once(&dir.join("hub.sqlite"), &[test]);
+    let (_, dir, _temp) = lab.stop(WAIT).await.unwrap();
+    harness::assert_every_sample_once(&dir.join("hub.sqlite"), &[test, stopped]);
 }
