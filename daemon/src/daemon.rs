@@ -13,6 +13,7 @@ use crate::runner::{ChannelCmd, ChannelSpec, Shared, StartError, TestRequest};
 use crate::uploader::{self, UploaderConfig, UploaderStatus};
 use cyclerd_drivers::Clock;
 use cyclerd_protocols::Plan;
+use futures::future::join_all;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -123,22 +124,40 @@ impl Daemon {
         let mut chamber_tasks = JoinSet::new();
         let (stop_uploader, uploader_rx) = watch::channel(false);
         let mut runners = JoinSet::new();
+        // Every device is tried at once: a lab whose devices are all off after a power cut
+        // waits one timeout at start, not one per device.
+        let tried = join_all(config.chambers.iter().enumerate().map(|(i, c)| {
+            let (clock, stop) = (shared.clock.clone(), chambers_rx.clone());
+            async move {
+                devices::chamber_task(c, &config.limits, clock, stop)
+                    .await
+                    .map_err(|e| {
+                        let what =
+                            devices::describe("chamber", &c.name, c.address, c.port.as_deref());
+                        anyhow::anyhow!("{origin}: chamber[{i}]: {what}: {e}")
+                    })
+            }
+        }))
+        .await;
         let mut chambers = BTreeMap::new();
-        for (i, c) in config.chambers.iter().enumerate() {
-            let link = devices::spawn_chamber(
-                c,
-                &config.limits,
-                shared.clock.clone(),
-                chambers_rx.clone(),
-                &mut chamber_tasks,
-            )
-            .await
-            .map_err(|e| {
-                let what = devices::describe("chamber", &c.name, c.address, c.port.as_deref());
-                anyhow::anyhow!("{origin}: chamber[{i}]: {what}: {e}")
-            })?;
-            chambers.insert(c.name.clone(), link);
+        let mut first_readings = Vec::new();
+        for (c, task) in config.chambers.iter().zip(tried) {
+            let task = task?;
+            chamber_tasks.spawn(task.run);
+            if task.connected {
+                first_readings.push(task.link.watch());
+            }
+            chambers.insert(c.name.clone(), task.link);
         }
+        // Channels start with each answering chamber's reading (or its verdict that it is
+        // unsafe, at most its communication timeout away), not with one that said nothing yet.
+        join_all(
+            first_readings
+                .iter_mut()
+                .map(|state| state.wait_for(|s| s.unread.is_none() || s.fault.is_some())),
+        )
+        .await;
+        let mut stages = Vec::new();
         let mut channels = Vec::new();
         // Native channels by cycler: one connection and one runner per cycler.
         let mut cyclers: BTreeMap<String, (usize, Vec<PendingNative>)> = BTreeMap::new();
@@ -199,23 +218,27 @@ impl Daemon {
                 continue;
             }
             let load = ch.load.as_deref().and_then(|name| config.device(name));
-            devices::spawn_channel(device, load, start, &mut runners)
-                .await
-                .map_err(|e| device_error(origin, index, device, e))?;
+            stages.push(async move {
+                devices::channel_task(device, load, start)
+                    .await
+                    .map_err(|e| device_error(origin, index, device, e))
+            });
         }
+        let mut followed = Vec::new();
         for (name, (index, pending)) in cyclers {
             let Some(device) = config.device(&name) else {
                 continue;
             };
-            devices::spawn_cycler(
-                device,
-                pending,
-                shared.clone(),
-                runners_rx.clone(),
-                &mut runners,
-            )
-            .await
-            .map_err(|e| device_error(origin, index, device, e))?;
+            let (shared, stop) = (shared.clone(), runners_rx.clone());
+            followed.push(async move {
+                devices::cycler_task(device, pending, shared, stop)
+                    .await
+                    .map_err(|e| device_error(origin, index, device, e))
+            });
+        }
+        let (stages, followed) = futures::join!(join_all(stages), join_all(followed));
+        for task in stages.into_iter().chain(followed) {
+            runners.spawn(task?);
         }
         for (channel, c) in interrupted {
             // Its channel is gone from the configuration: the test cannot continue anywhere.

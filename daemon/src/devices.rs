@@ -32,7 +32,6 @@ use futures::future::BoxFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 
 /// SCPI dialect names accepted in `[[device]] dialect`.
 pub const SCPI_DIALECTS: [(&str, Dialect); 5] = [
@@ -63,22 +62,18 @@ pub struct ChannelStart {
 /// A connected power stage, waiting for the channel it is to run.
 type StageRun = Box<dyn FnOnce(ChannelStart) -> BoxFuture<'static, ()> + Send>;
 
-/// Connects `device` (with `load`, the electronic load paired with it, if any) and spawns the
-/// channel's runner on `tasks`. A device that does not answer is waited for in the background
+/// Connects `device` (with `load`, the electronic load paired with it, if any); returns the
+/// channel's task, its runner. A device that does not answer is waited for in that task
 /// ([`offline`]); any other error is returned.
-pub async fn spawn_channel(
+pub async fn channel_task(
     device: &DeviceConfig,
     load: Option<&DeviceConfig>,
     mut start: ChannelStart,
-    tasks: &mut JoinSet<()>,
-) -> Result<(), DriverError> {
+) -> Result<BoxFuture<'static, ()>, DriverError> {
     let clock = start.shared.clock.clone();
     let id = start.spec.id.clone();
     let first = match connect_stage(device, load, &id, &clock).await {
-        Ok(run) => {
-            tasks.spawn(run(start));
-            return Ok(());
-        }
+        Ok(run) => return Ok(run(start)),
         Err(e) if e.is_link_lost() => e,
         Err(e) => return Err(e),
     };
@@ -90,7 +85,7 @@ pub async fn spawn_channel(
     );
     offline::begin(&what, &first, &mut vec![&mut start]);
     let (device, load) = (device.clone(), load.cloned());
-    tasks.spawn(async move {
+    Ok(async move {
         let mut stop = start.stop.clone();
         let connect = || connect_stage(&device, load.as_ref(), &id, &clock);
         if let Some(run) =
@@ -98,8 +93,8 @@ pub async fn spawn_channel(
         {
             run(start).await;
         }
-    });
-    Ok(())
+    }
+    .boxed())
 }
 
 /// How messages name a device: its configured name and where it is.
@@ -182,25 +177,21 @@ type CyclerRun = Box<
     dyn FnOnce(Vec<PendingNative>, Shared, watch::Receiver<bool>) -> BoxFuture<'static, ()> + Send,
 >;
 
-/// Connects the cycler `device`, finds each channel's address on it, re-attaches and follows
-/// them all from one task on `tasks`. A cycler that does not answer is waited for in the
-/// background ([`offline`]); any other error is returned.
-pub async fn spawn_cycler(
+/// Connects the cycler `device` and finds each channel's address on it; returns the one task
+/// that re-attaches and follows them all. A cycler that does not answer is waited for in that
+/// task ([`offline`]); any other error is returned.
+pub async fn cycler_task(
     device: &DeviceConfig,
     mut channels: Vec<PendingNative>,
     shared: Shared,
     mut stop: watch::Receiver<bool>,
-    tasks: &mut JoinSet<()>,
-) -> Result<(), DriverError> {
+) -> Result<BoxFuture<'static, ()>, DriverError> {
     let wanted: Vec<(String, u32)> = channels
         .iter()
         .map(|p| (p.start.spec.id.clone(), p.number))
         .collect();
     let first = match connect_cycler(device, &wanted).await {
-        Ok(run) => {
-            tasks.spawn(run(channels, shared, stop));
-            return Ok(());
-        }
+        Ok(run) => return Ok(run(channels, shared, stop)),
         Err(e) if e.is_link_lost() => e,
         Err(e) => return Err(e),
     };
@@ -213,7 +204,7 @@ pub async fn spawn_cycler(
     let mut starts: Vec<&mut ChannelStart> = channels.iter_mut().map(|p| &mut p.start).collect();
     offline::begin(&what, &first, &mut starts);
     let device = device.clone();
-    tasks.spawn(async move {
+    Ok(async move {
         let mut starts: Vec<&mut ChannelStart> =
             channels.iter_mut().map(|p| &mut p.start).collect();
         let connect = || connect_cycler(&device, &wanted);
@@ -221,8 +212,8 @@ pub async fn spawn_cycler(
         if let Some(run) = connected {
             run(channels, shared, stop).await;
         }
-    });
-    Ok(())
+    }
+    .boxed())
 }
 
 /// Connects the cycler `device` and finds the addresses of the `wanted` channels (id and N of
@@ -367,16 +358,24 @@ fn stage<D: PowerStage + 'static>(device: D) -> StageRun {
     })
 }
 
-/// Connects the chamber `config` describes and spawns its task on `tasks`; returns the link its
-/// channels use. A chamber that does not answer is waited for in the background ([`offline`]),
-/// unsafe to its channels meanwhile; any other error is returned.
-pub async fn spawn_chamber(
+/// A chamber's task and the link its channels use.
+pub struct ChamberTask {
+    pub link: ChamberLink,
+    /// Polls the chamber (or first waits for it to answer).
+    pub run: BoxFuture<'static, ()>,
+    /// The chamber answered the first attempt: its first reading is moments away.
+    pub connected: bool,
+}
+
+/// Connects the chamber `config` describes; returns its task. A chamber that does not answer is
+/// waited for in that task ([`offline`]), unread to its channels meanwhile; any other error is
+/// returned.
+pub async fn chamber_task(
     config: &ChamberConfig,
     lab: &Limits,
     clock: Clock,
     mut stop: watch::Receiver<bool>,
-    tasks: &mut JoinSet<()>,
-) -> Result<ChamberLink, DriverError> {
+) -> Result<ChamberTask, DriverError> {
     let (temperature_min_c, temperature_max_c) = config.limits(lab);
     let spec = ChamberSpec {
         name: config.name.clone(),
@@ -389,14 +388,11 @@ pub async fn spawn_chamber(
     let (mut task, link) = Unconnected::new(spec, clock);
     let first = match connect_chamber(config).await {
         Ok(run) => {
-            tasks.spawn(run(task, stop));
-            // Its channels start with a reading (or the verdict that it is unsafe, at most its
-            // communication timeout away), not with a chamber that has said nothing yet.
-            let _ = link
-                .watch()
-                .wait_for(|s| s.unread.is_none() || s.fault.is_some())
-                .await;
-            return Ok(link);
+            return Ok(ChamberTask {
+                link,
+                run: run(task, stop),
+                connected: true,
+            });
         }
         Err(e) if e.is_link_lost() => e,
         Err(e) => return Err(e),
@@ -409,13 +405,17 @@ pub async fn spawn_chamber(
     );
     offline::begin(&what, &first, &mut task);
     let config = config.clone();
-    tasks.spawn(async move {
+    let run = async move {
         let connect = || connect_chamber(&config);
         if let Some(run) = offline::wait_for(&what, first, connect, &mut task, &mut stop).await {
             run(task, stop).await;
         }
-    });
-    Ok(link)
+    };
+    Ok(ChamberTask {
+        link,
+        run: run.boxed(),
+        connected: false,
+    })
 }
 
 /// A connected chamber, waiting for its task.
