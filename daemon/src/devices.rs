@@ -83,13 +83,19 @@ pub async fn channel_task(
         device.address,
         device.port.as_deref(),
     );
-    offline::begin(&what, &first, &mut vec![&mut start]);
+    offline::begin(&what, &first, &mut offline::Channels::stepped(&mut start));
     let (device, load) = (device.clone(), load.cloned());
     Ok(async move {
         let mut stop = start.stop.clone();
         let connect = || connect_stage(&device, load.as_ref(), &id, &clock);
-        if let Some(run) =
-            offline::wait_for(&what, first, connect, &mut vec![&mut start], &mut stop).await
+        if let Some(run) = offline::wait_for(
+            &what,
+            first,
+            connect,
+            &mut offline::Channels::stepped(&mut start),
+            &mut stop,
+        )
+        .await
         {
             run(start).await;
         }
@@ -201,19 +207,28 @@ pub async fn cycler_task(
         device.address,
         device.port.as_deref(),
     );
-    let mut starts: Vec<&mut ChannelStart> = channels.iter_mut().map(|p| &mut p.start).collect();
-    offline::begin(&what, &first, &mut starts);
+    offline::begin(&what, &first, &mut waiting(&mut channels));
     let device = device.clone();
     Ok(async move {
-        let mut starts: Vec<&mut ChannelStart> =
-            channels.iter_mut().map(|p| &mut p.start).collect();
         let connect = || connect_cycler(&device, &wanted);
-        let connected = offline::wait_for(&what, first, connect, &mut starts, &mut stop).await;
+        let connected = offline::wait_for(
+            &what,
+            first,
+            connect,
+            &mut waiting(&mut channels),
+            &mut stop,
+        )
+        .await;
         if let Some(run) = connected {
             run(channels, shared, stop).await;
         }
     }
     .boxed())
+}
+
+/// A cycler's channels while it does not answer.
+fn waiting(channels: &mut [PendingNative]) -> offline::Channels<'_> {
+    offline::Channels::native(channels.iter_mut().map(|p| &mut p.start))
 }
 
 /// Connects the cycler `device` and finds the addresses of the `wanted` channels (id and N of

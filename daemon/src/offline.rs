@@ -9,7 +9,8 @@
 //! the configuration says, or an entry missing a key, still stops the daemon at start.
 
 use crate::devices::ChannelStart;
-use crate::runner::{ChannelCmd, StartError};
+use crate::outbox::Checkpoint;
+use crate::runner::{ChannelCmd, StartError, end_interrupted};
 use cyclerd_drivers::DriverError;
 use std::future::{Future, poll_fn};
 use std::task::{Context, Poll};
@@ -113,9 +114,34 @@ async fn serve_while<W: Future>(
 }
 
 /// The channels of a device that does not answer.
-impl Waiting for Vec<&mut ChannelStart> {
+pub struct Channels<'a> {
+    pub starts: Vec<&'a mut ChannelStart>,
+    /// A test waiting here may be stopped: a stepped channel's test is the daemon's alone (a
+    /// cycler runs its own, which only the cycler can stop).
+    pub stoppable: bool,
+}
+
+impl<'a> Channels<'a> {
+    /// A stepped channel: its waiting test may be stopped.
+    pub fn stepped(start: &'a mut ChannelStart) -> Channels<'a> {
+        Channels {
+            starts: vec![start],
+            stoppable: true,
+        }
+    }
+
+    /// A cycler's channels: their tests run on the cycler.
+    pub fn native(starts: impl Iterator<Item = &'a mut ChannelStart>) -> Channels<'a> {
+        Channels {
+            starts: starts.collect(),
+            stoppable: false,
+        }
+    }
+}
+
+impl Waiting for Channels<'_> {
     fn offline(&mut self, why: &str) {
-        for c in self.iter() {
+        for c in self.starts.iter() {
             c.live.send_modify(|s| {
                 s.state = "offline".into();
                 s.reason = why.into();
@@ -128,11 +154,16 @@ impl Waiting for Vec<&mut ChannelStart> {
     }
 
     fn online(&mut self) {
-        for c in self.iter() {
+        let stoppable = self.stoppable;
+        for c in self.starts.iter() {
             c.live.send_modify(|s| match &c.resume {
                 // Still not idle: the runner resumes (or ends) the test next.
                 Some((checkpoint, _)) => {
                     s.reason = format!("the device answers; resuming test {}", checkpoint.test_id);
+                }
+                // A stepped channel is idle once its runner has switched the output off.
+                None if stoppable => {
+                    s.reason = "the device answers; switching its output off".into();
                 }
                 None => {
                     s.state = "idle".into();
@@ -143,7 +174,7 @@ impl Waiting for Vec<&mut ChannelStart> {
     }
 
     fn refuse(&mut self, cx: &mut Context<'_>, why: &str) -> Poll<()> {
-        for c in self.iter_mut() {
+        for c in self.starts.iter_mut() {
             loop {
                 let refusal =
                     || StartError::Device(format!("channel {} cannot act: {why}", c.spec.id));
@@ -153,12 +184,47 @@ impl Waiting for Vec<&mut ChannelStart> {
                     Poll::Ready(Some(ChannelCmd::Start { reply, .. })) => {
                         let _ = reply.send(Err(refusal()));
                     }
-                    Poll::Ready(Some(ChannelCmd::Stop { reply, .. })) => {
-                        let _ = reply.send(Err(refusal()));
+                    Poll::Ready(Some(ChannelCmd::Stop { reason, reply })) => {
+                        let answer = match c.resume.take() {
+                            Some((cp, _)) if self.stoppable => {
+                                stop_waiting(c, &cp, &reason, why);
+                                // Ended, but the channel itself still waits for its device.
+                                c.live.send_modify(|s| {
+                                    s.state = "offline".into();
+                                    s.test_id.clear();
+                                    s.reason = why.into();
+                                });
+                                Ok(())
+                            }
+                            Some(waiting) => {
+                                c.resume = Some(waiting);
+                                Err(refusal())
+                            }
+                            None => Err(StartError::NotRunning(c.spec.id.clone())),
+                        };
+                        let _ = reply.send(answer);
                     }
                 }
             }
         }
         Poll::Pending
     }
+}
+
+/// Ends the test that waits on `c` for its device, as the operator asked (`reason`): the
+/// device will find no test to resume when it answers.
+fn stop_waiting(c: &ChannelStart, cp: &Checkpoint, reason: &str, why: &str) {
+    if let Some(chamber) = &c.spec.chamber {
+        chamber.release(&cp.test_id);
+    }
+    let asked = if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    };
+    let reason = format!(
+        "stopped{asked} while waiting after a restart: {why}; its output could not be \
+         switched off then, and is switched off when the device answers"
+    );
+    end_interrupted(&c.shared, &c.live, cp, "stopped", reason);
 }

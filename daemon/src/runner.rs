@@ -202,6 +202,17 @@ impl<D: PowerStage> ChannelRunner<D> {
         mut shutdown: watch::Receiver<bool>,
     ) {
         self.switch_off("at startup").await;
+        if resume.is_none() {
+            // Waited for its device since the daemon started (see `offline`): idle only now.
+            self.live.send_if_modified(|s| {
+                let waited = s.state == "offline";
+                if waited {
+                    s.state = "idle".into();
+                    s.reason.clear();
+                }
+                waited
+            });
+        }
         if let Some((checkpoint, policy)) = resume {
             self.resume(checkpoint, policy, &mut cmds, &mut shutdown)
                 .await;
@@ -429,36 +440,7 @@ impl<D: PowerStage> ChannelRunner<D> {
             chamber.release(&cp.test_id);
         }
         let reason = format!("not resumed after the daemon restarted: {why}");
-        tracing::warn!(channel = %self.spec.id, test_id = %cp.test_id, "{reason}");
-        let now = self.shared.clock.unix_time_s();
-        self.append(
-            Body::Event(Event {
-                test_id: cp.test_id.clone(),
-                unix_time_s: now,
-                test_time_s: now - cp.start_unix_s,
-                kind: "interruption".into(),
-                message: reason.clone(),
-                ..Default::default()
-            }),
-            None,
-        );
-        self.append(
-            Body::TestEnded(TestEnded {
-                test_id: cp.test_id.clone(),
-                unix_time_s: now,
-                outcome: "faulted".into(),
-                reason: reason.clone(),
-                sample_count: cp.progress.next_seq,
-            }),
-            Some(CheckpointOp::End {
-                test_id: cp.test_id.clone(),
-            }),
-        );
-        self.live.send_modify(|s| {
-            s.state = "faulted".into();
-            s.test_id = cp.test_id.clone();
-            s.reason = reason;
-        });
+        end_interrupted(&self.shared, &self.live, cp, "faulted", reason);
     }
 
     /// Polls until the test ends, is stopped, or the daemon shuts down.
@@ -853,6 +835,55 @@ impl<D: PowerStage> ChannelRunner<D> {
             tracing::error!(channel = %self.spec.id, "cannot queue to the outbox: {e}");
         }
     }
+}
+
+/// Ends the interrupted test of checkpoint `cp` with `outcome` and `reason`, recorded as an
+/// interruption event and the test's end (nothing of it runs: no runner drives it).
+pub(crate) fn end_interrupted(
+    shared: &Shared,
+    live: &watch::Sender<ChannelSnapshot>,
+    cp: &Checkpoint,
+    outcome: &str,
+    reason: String,
+) {
+    tracing::warn!(channel = %cp.channel_id, test_id = %cp.test_id, "{reason}");
+    let now = shared.clock.unix_time_s();
+    let appended = shared
+        .outbox
+        .append_with(
+            Body::Event(Event {
+                test_id: cp.test_id.clone(),
+                unix_time_s: now,
+                test_time_s: now - cp.start_unix_s,
+                kind: "interruption".into(),
+                message: reason.clone(),
+                ..Default::default()
+            }),
+            None,
+        )
+        .and_then(|()| {
+            shared.outbox.append_with(
+                Body::TestEnded(TestEnded {
+                    test_id: cp.test_id.clone(),
+                    unix_time_s: now,
+                    outcome: outcome.into(),
+                    reason: reason.clone(),
+                    sample_count: cp.progress.next_seq,
+                }),
+                Some(CheckpointOp::End {
+                    test_id: cp.test_id.clone(),
+                }),
+            )
+        });
+    if let Err(e) = appended {
+        // Only happens when the writer thread is gone, i.e. the daemon is going down.
+        tracing::error!(channel = %cp.channel_id, "cannot queue to the outbox: {e}");
+    }
+    live.send_modify(|s| {
+        s.state = outcome.into();
+        s.test_id = cp.test_id.clone();
+        s.reason = reason;
+    });
 }
 
 /// Takes the chamber's set point for `test_id` when `plan` has chamber steps: refused when the

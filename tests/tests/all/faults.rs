@@ -668,3 +668,58 @@ async fn after_a_power_cut_a_test_whose_device_boots_late_resumes_when_it_answer
     let row = hub.test(&test).unwrap().unwrap();
     assert_eq!(row.outcome.as_deref(), Some("finished"), "{counts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_waiting_for_its_device_can_be_stopped_and_the_output_goes_off_when_it_answers() {
+    let lab = ProcessLab::start(1).await;
+    let (daemon, mut control) = lab.daemon().await;
+    let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
+    harness::watch_until(&mut control, |s| s.samples >= 500 && s.current_a > 1.0).await;
+    daemon.kill().await;
+    assert!(
+        lab.sims[0].snapshot().output_on,
+        "a killed daemon leaves the supply as it was"
+    );
+    lab.sims[0].cut_link();
+
+    let (daemon, mut control) = lab.daemon().await;
+    harness::watch_until(&mut control, |s| s.state == "offline" && s.test_id == test).await;
+    control
+        .stop_test(StopTestRequest {
+            channel_id: "psb1/1".into(),
+            reason: "cell replaced".into(),
+        })
+        .await
+        .unwrap();
+    let refused = control
+        .stop_test(StopTestRequest {
+            channel_id: "psb1/1".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    lab.sims[0].restore_link();
+    harness::watch_until(&mut control, |s| s.state == "idle").await;
+    assert!(
+        !lab.sims[0].snapshot().output_on,
+        "the output is off once the device answers"
+    );
+    assert!(daemon.terminate().await);
+    harness::assert_every_sample_once(&lab.hub.db, std::slice::from_ref(&test));
+    let row = HubStore::open(&lab.hub.db)
+        .unwrap()
+        .test(&test)
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.outcome.as_deref(), Some("stopped"), "{row:?}");
+    let reason = row.reason.unwrap_or_default();
+    assert!(
+        reason.contains("cell replaced") && reason.contains("does not answer"),
+        "{reason}"
+    );
+}
