@@ -170,6 +170,9 @@ pub struct Unconnected {
     since: Instant,
     /// Fires when the chamber has not answered for its communication timeout.
     unsafe_at: Pin<Box<Sleep>>,
+    /// A test in the chamber ended meanwhile: the idle set point goes to the chamber once it
+    /// answers.
+    released: bool,
 }
 
 impl Unconnected {
@@ -196,12 +199,19 @@ impl Unconnected {
             cmds,
             history,
             since,
+            released: false,
         };
         (task, link)
     }
 
     /// The runner, now that `chamber` answers.
     pub fn connected<C: Chamber>(self, chamber: C) -> ChamberRunner<C> {
+        // Set, not started: whether the chamber is in alarm is not known yet.
+        let pending_set_point = self
+            .spec
+            .idle_set_point_c
+            .filter(|_| self.released)
+            .map(|t| (t, false));
         ChamberRunner {
             spec: self.spec,
             chamber,
@@ -209,7 +219,7 @@ impl Unconnected {
             state: self.state,
             cmds: self.cmds,
             history: self.history,
-            pending_set_point: None,
+            pending_set_point,
             since: self.since,
         }
     }
@@ -241,8 +251,9 @@ impl Waiting for Unconnected {
                 Poll::Ready(Some(ChamberCmd::Claim { reply, .. })) => {
                     let _ = reply.send(Err(why.into()));
                 }
-                // Only an owner sets or releases, and no claim succeeds while it is offline.
-                Poll::Ready(Some(ChamberCmd::SetPoint { .. } | ChamberCmd::Release { .. })) => {}
+                // No claim succeeds while it is offline, so nobody owns the set point.
+                Poll::Ready(Some(ChamberCmd::SetPoint { .. })) => {}
+                Poll::Ready(Some(ChamberCmd::Release { .. })) => self.released = true,
             }
         }
     }

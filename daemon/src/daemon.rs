@@ -13,7 +13,8 @@ use crate::runner::{ChannelCmd, ChannelSpec, Shared, StartError, TestRequest};
 use crate::uploader::{self, UploaderConfig, UploaderStatus};
 use cyclerd_drivers::Clock;
 use cyclerd_protocols::Plan;
-use futures::future::join_all;
+use futures::FutureExt;
+use futures::future::{BoxFuture, join_all};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -83,6 +84,18 @@ impl Summary {
     }
 }
 
+/// A stepped channel before its device is connected: its device's index in the
+/// configuration, the device, its paired load, and what its runner needs.
+type StageStart<'a> = (
+    usize,
+    &'a DeviceConfig,
+    Option<&'a DeviceConfig>,
+    ChannelStart,
+);
+
+/// How long a start that failed waits for the runners it had started to switch off.
+const STOP_AFTER_FAILED_START: Duration = Duration::from_secs(30);
+
 /// A device that could not be used, named as the configuration names it.
 fn device_error(
     origin: &str,
@@ -120,6 +133,7 @@ impl Daemon {
             acquired: Arc::new(Default::default()),
         };
         let (stop_runners, runners_rx) = watch::channel(false);
+        let (started, started_rx) = watch::channel(false);
         let (stop_chambers, chambers_rx) = watch::channel(false);
         let mut chamber_tasks = JoinSet::new();
         let (stop_uploader, uploader_rx) = watch::channel(false);
@@ -157,7 +171,9 @@ impl Daemon {
                 .map(|state| state.wait_for(|s| s.unread.is_none() || s.fault.is_some())),
         )
         .await;
-        let mut stages = Vec::new();
+        // Stepped channels by device, in configuration order: the channels of one device connect
+        // one after the other (an instrument may take one session at a time), devices at once.
+        let mut stages: BTreeMap<&str, Vec<StageStart<'_>>> = BTreeMap::new();
         let mut channels = Vec::new();
         // Native channels by cycler: one connection and one runner per cycler.
         let mut cyclers: BTreeMap<String, (usize, Vec<PendingNative>)> = BTreeMap::new();
@@ -199,6 +215,7 @@ impl Daemon {
                     .map(|c| (c, config.daemon.resume)),
                 cmds: cmd_rx,
                 stop: runners_rx.clone(),
+                started: started_rx.clone(),
             };
             channels.push(ChannelHandle {
                 id: ch.id.clone(),
@@ -218,28 +235,81 @@ impl Daemon {
                 continue;
             }
             let load = ch.load.as_deref().and_then(|name| config.device(name));
-            stages.push(async move {
-                devices::channel_task(device, load, start)
-                    .await
-                    .map_err(|e| device_error(origin, index, device, e))
-            });
+            stages
+                .entry(device.name.as_str())
+                .or_default()
+                .push((index, device, load, start));
         }
-        let mut followed = Vec::new();
+        // Each runner starts as soon as its device answered (an output left on by a crash is
+        // switched off at once, a Maccor's direct-mode watchdog is fed), not when the slowest
+        // device has been tried.
+        let (ready, mut ready_rx) = mpsc::unbounded_channel::<BoxFuture<'static, ()>>();
+        let mut tries: Vec<BoxFuture<'_, Vec<anyhow::Error>>> = Vec::new();
+        for (_, group) in stages {
+            let ready = ready.clone();
+            tries.push(
+                async move {
+                    let mut errors = Vec::new();
+                    for (index, device, load, start) in group {
+                        match devices::channel_task(device, load, start).await {
+                            Ok(run) => {
+                                let _ = ready.send(run);
+                            }
+                            Err(e) => errors.push(device_error(origin, index, device, e)),
+                        }
+                    }
+                    errors
+                }
+                .boxed(),
+            );
+        }
         for (name, (index, pending)) in cyclers {
             let Some(device) = config.device(&name) else {
                 continue;
             };
-            let (shared, stop) = (shared.clone(), runners_rx.clone());
-            followed.push(async move {
-                devices::cycler_task(device, pending, shared, stop)
-                    .await
-                    .map_err(|e| device_error(origin, index, device, e))
-            });
+            let (ready, shared, stop) = (ready.clone(), shared.clone(), runners_rx.clone());
+            tries.push(
+                async move {
+                    match devices::cycler_task(device, pending, shared, stop).await {
+                        Ok(run) => {
+                            let _ = ready.send(run);
+                            Vec::new()
+                        }
+                        Err(e) => vec![device_error(origin, index, device, e)],
+                    }
+                }
+                .boxed(),
+            );
         }
-        let (stages, followed) = futures::join!(join_all(stages), join_all(followed));
-        for task in stages.into_iter().chain(followed) {
-            runners.spawn(task?);
+        drop(ready);
+        let (errors, ()) = futures::join!(join_all(tries), async {
+            while let Some(run) = ready_rx.recv().await {
+                runners.spawn(run);
+            }
+        });
+        let errors: Vec<String> = errors
+            .into_iter()
+            .flatten()
+            .map(|e| e.to_string())
+            .collect();
+        if !errors.is_empty() {
+            // The runners already started switch their outputs off and end, keeping their
+            // tests' checkpoints for a corrected configuration.
+            let _ = stop_runners.send(true);
+            let _ = stop_chambers.send(true);
+            let ended = async {
+                while runners.join_next().await.is_some() {}
+                while chamber_tasks.join_next().await.is_some() {}
+            };
+            if tokio::time::timeout(STOP_AFTER_FAILED_START, ended)
+                .await
+                .is_err()
+            {
+                tracing::error!("some devices did not confirm their outputs off in time");
+            }
+            anyhow::bail!("{}", errors.join("\n"));
         }
+        let _ = started.send(true);
         for (channel, c) in interrupted {
             // Its channel is gone from the configuration: the test cannot continue anywhere.
             tracing::error!(

@@ -57,6 +57,9 @@ pub struct ChannelStart {
     pub resume: Option<(Checkpoint, ResumePolicy)>,
     pub cmds: mpsc::Receiver<ChannelCmd>,
     pub stop: watch::Receiver<bool>,
+    /// Turns true once every device was tried at start: an interrupted test resumes only
+    /// then, so that a start that fails on another device keeps it for the next one.
+    pub started: watch::Receiver<bool>,
 }
 
 /// A connected power stage, waiting for the channel it is to run.
@@ -369,7 +372,8 @@ fn missing(key: &str) -> DriverError {
 fn stage<D: PowerStage + 'static>(device: D) -> StageRun {
     Box::new(move |start: ChannelStart| {
         let runner = ChannelRunner::new(start.spec, device, start.shared, start.live);
-        runner.run(start.resume, start.cmds, start.stop).boxed()
+        let stop = (start.stop, start.started);
+        runner.run(start.resume, start.cmds, stop).boxed()
     })
 }
 

@@ -119,6 +119,9 @@ pub struct Channels<'a> {
     /// A test waiting here may be stopped: a stepped channel's test is the daemon's alone (a
     /// cycler runs its own, which only the cycler can stop).
     pub stoppable: bool,
+    /// Per channel, the test stopped while waiting: its output is switched off only when the
+    /// device answers, which the channel keeps saying until then.
+    stopped: Vec<Option<String>>,
 }
 
 impl<'a> Channels<'a> {
@@ -127,24 +130,37 @@ impl<'a> Channels<'a> {
         Channels {
             starts: vec![start],
             stoppable: true,
+            stopped: vec![None],
         }
     }
 
     /// A cycler's channels: their tests run on the cycler.
     pub fn native(starts: impl Iterator<Item = &'a mut ChannelStart>) -> Channels<'a> {
+        let starts: Vec<_> = starts.collect();
         Channels {
-            starts: starts.collect(),
+            stopped: vec![None; starts.len()],
+            starts,
             stoppable: false,
         }
     }
 }
 
+/// What an offline channel says: why its device does not answer, and what waits on it.
+fn offline_reason(stopped: &Option<String>, why: &str) -> String {
+    match stopped {
+        Some(test) => format!(
+            "test {test} was stopped; its output is switched off when the device answers. {why}"
+        ),
+        None => why.into(),
+    }
+}
+
 impl Waiting for Channels<'_> {
     fn offline(&mut self, why: &str) {
-        for c in self.starts.iter() {
+        for (c, stopped) in self.starts.iter().zip(&self.stopped) {
             c.live.send_modify(|s| {
                 s.state = "offline".into();
-                s.reason = why.into();
+                s.reason = offline_reason(stopped, why);
                 // An interrupted test waits for the device, and the channel says which.
                 if let Some((checkpoint, _)) = &c.resume {
                     s.test_id.clone_from(&checkpoint.test_id);
@@ -174,7 +190,7 @@ impl Waiting for Channels<'_> {
     }
 
     fn refuse(&mut self, cx: &mut Context<'_>, why: &str) -> Poll<()> {
-        for c in self.starts.iter_mut() {
+        for (c, stopped) in self.starts.iter_mut().zip(&mut self.stopped) {
             loop {
                 let refusal =
                     || StartError::Device(format!("channel {} cannot act: {why}", c.spec.id));
@@ -189,10 +205,11 @@ impl Waiting for Channels<'_> {
                             Some((cp, _)) if self.stoppable => {
                                 stop_waiting(c, &cp, &reason, why);
                                 // Ended, but the channel itself still waits for its device.
+                                *stopped = Some(cp.test_id.clone());
                                 c.live.send_modify(|s| {
                                     s.state = "offline".into();
                                     s.test_id.clear();
-                                    s.reason = why.into();
+                                    s.reason = offline_reason(stopped, why);
                                 });
                                 Ok(())
                             }

@@ -193,25 +193,27 @@ impl<D: PowerStage> ChannelRunner<D> {
         }
     }
 
-    /// Puts the output in its safe state, resumes an interrupted test if there is one, then
-    /// serves commands until `shutdown` turns true. The output is off whenever no test runs.
+    /// Puts the output in its safe state, resumes an interrupted test if there is one (once
+    /// `started`: the daemon's whole start succeeded), then serves commands until `shutdown`
+    /// turns true. The output is off whenever no test runs.
     pub async fn run(
         mut self,
         resume: Option<(Checkpoint, ResumePolicy)>,
         mut cmds: mpsc::Receiver<ChannelCmd>,
-        mut shutdown: watch::Receiver<bool>,
+        (mut shutdown, mut started): (watch::Receiver<bool>, watch::Receiver<bool>),
     ) {
         self.switch_off("at startup").await;
+        tokio::select! {
+            _ = started.wait_for(|s| *s) => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+        if *shutdown.borrow() || !*started.borrow() {
+            // The daemon's start failed elsewhere: output off, and an interrupted test keeps
+            // its checkpoint for the next start.
+            return;
+        }
         if resume.is_none() {
-            // Waited for its device since the daemon started (see `offline`): idle only now.
-            self.live.send_if_modified(|s| {
-                let waited = s.state == "offline";
-                if waited {
-                    s.state = "idle".into();
-                    s.reason.clear();
-                }
-                waited
-            });
+            self.idle_once_off();
         }
         if let Some((checkpoint, policy)) = resume {
             self.resume(checkpoint, policy, &mut cmds, &mut shutdown)
@@ -233,6 +235,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                 _ = retry_off => {
                     if self.device.reconnect().await.is_ok() {
                         self.switch_off("after regaining the device").await;
+                        self.idle_once_off();
                     }
                 }
                 cmd = cmds.recv() => match cmd {
@@ -273,6 +276,24 @@ impl<D: PowerStage> ChannelRunner<D> {
             }
         }
         self.switch_off("at shutdown").await;
+    }
+
+    /// A channel that waited for its device since the daemon started (see `offline`) is idle
+    /// once its output is confirmed off, not before.
+    fn idle_once_off(&self) {
+        let confirmed = !self.output_unconfirmed;
+        self.live.send_if_modified(|s| {
+            if s.state != "offline" {
+                return false;
+            }
+            if confirmed {
+                s.state = "idle".into();
+                s.reason.clear();
+            } else {
+                s.reason = "the device answers, but its output is not confirmed off yet".into();
+            }
+            true
+        });
     }
 
     async fn switch_off(&mut self, when: &str) {

@@ -2,7 +2,7 @@
 //! acquired and committed, exactly once, numbered contiguously per test from 0.
 
 use super::harness::{self, Hub, Process, WAIT};
-use cyclerd::demo::{LabOptions, SimLab};
+use cyclerd::demo::{self, DemoDevice, LabOptions, SimLab};
 use cyclerd::proto::control::control_client::ControlClient;
 use cyclerd::proto::control::{GetStatusRequest, StartTestRequest, StopTestRequest};
 use cyclerd_drivers::Clock;
@@ -722,4 +722,65 @@ async fn a_test_waiting_for_its_device_can_be_stopped_and_the_output_goes_off_wh
         reason.contains("cell replaced") && reason.contains("does not answer"),
         "{reason}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_on_one_device_switches_the_outputs_it_reached_off_and_keeps_the_tests()
+{
+    let lab = ProcessLab::start(1).await;
+    let (daemon, mut control) = lab.daemon().await;
+    let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
+    harness::watch_until(&mut control, |s| s.samples >= 500 && s.current_a > 1.0).await;
+    daemon.kill().await;
+    assert!(lab.sims[0].snapshot().output_on, "left as it was");
+
+    // A cycler whose configured channel does not exist: a mistake the start refuses.
+    let clock = Clock::anchored(SPEED, lab.anchor);
+    let mut cyclers = Vec::new();
+    let cells = vec![CellParams::new(Chemistry::Nmc, 2.5)];
+    let (name, entry) = demo::cycler_sim(
+        DemoDevice::Neware,
+        cells,
+        &clock,
+        lab.dir.path(),
+        &mut cyclers,
+    )
+    .await
+    .unwrap();
+    let good = std::fs::read_to_string(&lab.config).unwrap();
+    std::fs::write(
+        &lab.config,
+        format!("{good}[[device]]\nname = \"{name}\"\n{entry}\n[[channel]]\nid = \"{name}/9\"\n"),
+    )
+    .unwrap();
+    let args = [
+        "run".to_string(),
+        "--config".into(),
+        lab.config.display().to_string(),
+        "--speed".into(),
+        SPEED.to_string(),
+        "--clock-anchor".into(),
+        lab.anchor.to_string(),
+    ];
+    let mut refused = Process::spawn(env!("CARGO_BIN_EXE_cyclerd-under-test"), &args);
+    refused
+        .wait_for_line(&format!("channel {name}/9 does not exist"))
+        .await;
+    let status = tokio::time::timeout(WAIT, refused.child.wait())
+        .await
+        .expect("the refused start exits")
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        !lab.sims[0].snapshot().output_on,
+        "the supply it reached was switched off"
+    );
+
+    std::fs::write(&lab.config, good).unwrap();
+    let (daemon, mut control) = lab.daemon().await;
+    let resumed = harness::watch_until(&mut control, |s| s.state == "running").await;
+    assert_eq!(resumed.test_id, test, "the test kept its checkpoint");
+    harness::wait_all_ended(&mut control, &lab.channels).await;
+    assert!(daemon.terminate().await);
+    harness::assert_every_sample_once(&lab.hub.db, std::slice::from_ref(&test));
 }
