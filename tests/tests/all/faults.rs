@@ -125,6 +125,20 @@ impl ProcessLab {
     async fn daemon(&self) -> (Process, ControlClient<tonic::transport::Channel>) {
         harness::run_daemon(&self.config, SPEED, self.anchor, self.control).await
     }
+
+    /// Starts a test on `psb1/1` and kills the daemon (SIGKILL) once it has charged for
+    /// `samples`, leaving the supply on; returns the test's id.
+    async fn killed_mid_charge(&self, samples: u64) -> String {
+        let (daemon, mut control) = self.daemon().await;
+        let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
+        harness::watch_until(&mut control, |s| s.samples >= samples && s.current_a > 1.0).await;
+        daemon.kill().await;
+        assert!(
+            self.sims[0].snapshot().output_on,
+            "a killed daemon leaves the supply as it was"
+        );
+        test
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,14 +206,7 @@ async fn the_daemon_killed_twenty_times_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_resume_abort_an_interrupted_test_ends_faulted_and_the_output_stays_off() {
     let lab = ProcessLab::start_with(1, "abort").await;
-    let (daemon, mut control) = lab.daemon().await;
-    let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
-    harness::watch_until(&mut control, |s| s.samples >= 1000 && s.current_a > 1.0).await;
-    daemon.kill().await;
-    assert!(
-        lab.sims[0].snapshot().output_on,
-        "a killed daemon leaves the supply as it was"
-    );
+    let test = lab.killed_mid_charge(1000).await;
     let (daemon, mut control) = lab.daemon().await;
     let ended = harness::watch_until(&mut control, |s| s.state == "faulted").await;
     assert!(
@@ -646,10 +653,7 @@ async fn a_device_down_when_the_daemon_starts_is_waited_for_while_the_others_run
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_power_cut_a_test_whose_device_boots_late_resumes_when_it_answers() {
     let lab = ProcessLab::start(1).await;
-    let (daemon, mut control) = lab.daemon().await;
-    let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
-    harness::watch_until(&mut control, |s| s.samples >= 500).await;
-    daemon.kill().await;
+    let test = lab.killed_mid_charge(500).await;
     lab.sims[0].cut_link();
 
     let (daemon, mut control) = lab.daemon().await;
@@ -672,14 +676,7 @@ async fn after_a_power_cut_a_test_whose_device_boots_late_resumes_when_it_answer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_waiting_for_its_device_can_be_stopped_and_the_output_goes_off_when_it_answers() {
     let lab = ProcessLab::start(1).await;
-    let (daemon, mut control) = lab.daemon().await;
-    let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
-    harness::watch_until(&mut control, |s| s.samples >= 500 && s.current_a > 1.0).await;
-    daemon.kill().await;
-    assert!(
-        lab.sims[0].snapshot().output_on,
-        "a killed daemon leaves the supply as it was"
-    );
+    let test = lab.killed_mid_charge(500).await;
     lab.sims[0].cut_link();
 
     let (daemon, mut control) = lab.daemon().await;
@@ -728,11 +725,7 @@ async fn a_test_waiting_for_its_device_can_be_stopped_and_the_output_goes_off_wh
 async fn a_start_that_fails_on_one_device_switches_the_outputs_it_reached_off_and_keeps_the_tests()
 {
     let lab = ProcessLab::start(1).await;
-    let (daemon, mut control) = lab.daemon().await;
-    let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
-    harness::watch_until(&mut control, |s| s.samples >= 500 && s.current_a > 1.0).await;
-    daemon.kill().await;
-    assert!(lab.sims[0].snapshot().output_on, "left as it was");
+    let test = lab.killed_mid_charge(500).await;
 
     // A cycler whose configured channel does not exist: a mistake the start refuses.
     let clock = Clock::anchored(SPEED, lab.anchor);
@@ -753,15 +746,7 @@ async fn a_start_that_fails_on_one_device_switches_the_outputs_it_reached_off_an
         format!("{good}[[device]]\nname = \"{name}\"\n{entry}\n[[channel]]\nid = \"{name}/9\"\n"),
     )
     .unwrap();
-    let args = [
-        "run".to_string(),
-        "--config".into(),
-        lab.config.display().to_string(),
-        "--speed".into(),
-        SPEED.to_string(),
-        "--clock-anchor".into(),
-        lab.anchor.to_string(),
-    ];
+    let args = harness::daemon_args(&lab.config, SPEED, lab.anchor);
     let mut refused = Process::spawn(env!("CARGO_BIN_EXE_cyclerd-under-test"), &args);
     refused
         .wait_for_line(&format!("channel {name}/9 does not exist"))

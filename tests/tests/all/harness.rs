@@ -297,7 +297,18 @@ pub async fn run_daemon(
     anchor: f64,
     control: SocketAddr,
 ) -> (Process, ControlClient<tonic::transport::Channel>) {
-    let args = [
+    let args = daemon_args(config, speed, anchor);
+    let mut process = Process::spawn(env!("CARGO_BIN_EXE_cyclerd-under-test"), &args);
+    process.wait_for_line("cyclerd running").await;
+    let control = ControlClient::connect(format!("http://{control}"))
+        .await
+        .unwrap();
+    (process, control)
+}
+
+/// The arguments of `cyclerd run --config CONFIG` on a clock at `speed` anchored at `anchor`.
+pub fn daemon_args(config: &Path, speed: f64, anchor: f64) -> Vec<String> {
+    vec![
         "run".to_string(),
         "--config".into(),
         config.display().to_string(),
@@ -305,13 +316,7 @@ pub async fn run_daemon(
         speed.to_string(),
         "--clock-anchor".into(),
         anchor.to_string(),
-    ];
-    let mut process = Process::spawn(env!("CARGO_BIN_EXE_cyclerd-under-test"), &args);
-    process.wait_for_line("cyclerd running").await;
-    let control = ControlClient::connect(format!("http://{control}"))
-        .await
-        .unwrap();
-    (process, control)
+    ]
 }
 
 /// A free loopback port (bound, then released for a child process to take).
