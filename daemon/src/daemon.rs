@@ -121,6 +121,44 @@ impl Daemon {
         for alarm in outbox.startup_alarms() {
             tracing::error!("{alarm}");
         }
+        // The hub's settings first: an error in them must not come after devices were reached.
+        let hub_ca_pem =
+            match &config.hub.ca_file {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("{origin}: hub.ca_file {}: {e}", path.display())
+                })?),
+                None => None,
+            };
+        let hub_token = match &config.hub.token_file {
+            Some(path) => {
+                let token = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("{origin}: hub.token_file {}: {e}", path.display())
+                })?;
+                let token = token.trim().to_string();
+                anyhow::ensure!(
+                    !token.is_empty(),
+                    "{origin}: hub.token_file {} is empty; put the token `cyclerhub token issue` printed in it",
+                    path.display()
+                );
+                Some(token)
+            }
+            None => None,
+        };
+        if hub_token.is_some() && crate::proto::in_clear_to_another_host(&config.hub.address) {
+            tracing::warn!(
+                address = config.hub.address,
+                "the hub address is plain http: the daemon's token crosses the network in clear; \
+                 serve the hub over TLS and use https:// with hub.ca_file"
+            );
+        }
+        let schemas = LabSchemas::new(
+            uploader::hub_endpoint(&config.hub.address, hub_ca_pem.as_deref())
+                .map_err(|e| anyhow::anyhow!("{origin}: hub.address: {e}"))?
+                .connect_lazy(),
+            config.hub.lab.clone(),
+            hub_token.clone(),
+            outbox.clone(),
+        );
         let mut interrupted: HashMap<String, Checkpoint> = outbox
             .reader()?
             .checkpoints()?
@@ -155,22 +193,20 @@ impl Daemon {
         .await;
         let mut chambers = BTreeMap::new();
         let mut first_readings = Vec::new();
+        // Refusals of every kind, reported together once every device was tried.
+        let mut refusals = Vec::new();
         for (c, task) in config.chambers.iter().zip(tried) {
-            let task = task?;
-            chamber_tasks.spawn(task.run);
-            if task.connected {
-                first_readings.push(task.link.watch());
+            match task {
+                Ok(task) => {
+                    chamber_tasks.spawn(task.run);
+                    if task.connected {
+                        first_readings.push(task.link.watch());
+                    }
+                    chambers.insert(c.name.clone(), task.link);
+                }
+                Err(e) => refusals.push(e.to_string()),
             }
-            chambers.insert(c.name.clone(), task.link);
         }
-        // Channels start with each answering chamber's reading (or its verdict that it is
-        // unsafe, at most its communication timeout away), not with one that said nothing yet.
-        join_all(
-            first_readings
-                .iter_mut()
-                .map(|state| state.wait_for(|s| s.unread.is_none() || s.fault.is_some())),
-        )
-        .await;
         // Stepped channels by device, in configuration order: the channels of one device connect
         // one after the other (an instrument may take one session at a time), devices at once.
         let mut stages: BTreeMap<&str, Vec<StageStart<'_>>> = BTreeMap::new();
@@ -241,24 +277,26 @@ impl Daemon {
                 .push((index, device, load, start));
         }
         // Each runner starts as soon as its device answered (an output left on by a crash is
-        // switched off at once, a Maccor's direct-mode watchdog is fed), not when the slowest
-        // device has been tried.
+        // switched off at once), not when the slowest device has been tried; interrupted tests
+        // resume once every device was tried (`started`).
         let (ready, mut ready_rx) = mpsc::unbounded_channel::<BoxFuture<'static, ()>>();
         let mut tries: Vec<BoxFuture<'_, Vec<anyhow::Error>>> = Vec::new();
         for (_, group) in stages {
             let ready = ready.clone();
             tries.push(
                 async move {
-                    let mut errors = Vec::new();
+                    // A device found down is not asked again for each of its channels.
+                    let mut down: Option<String> = None;
                     for (index, device, load, start) in group {
-                        match devices::channel_task(device, load, start).await {
-                            Ok(run) => {
+                        match devices::channel_task(device, load, start, down.as_deref()).await {
+                            Ok((run, not_answering)) => {
+                                down = not_answering;
                                 let _ = ready.send(run);
                             }
-                            Err(e) => errors.push(device_error(origin, index, device, e)),
+                            Err(e) => return vec![device_error(origin, index, device, e)],
                         }
                     }
-                    errors
+                    Vec::new()
                 }
                 .boxed(),
             );
@@ -287,18 +325,14 @@ impl Daemon {
                 runners.spawn(run);
             }
         });
-        let errors: Vec<String> = errors
-            .into_iter()
-            .flatten()
-            .map(|e| e.to_string())
-            .collect();
-        if !errors.is_empty() {
+        refusals.extend(errors.into_iter().flatten().map(|e| e.to_string()));
+        if !refusals.is_empty() {
             // The runners already started switch their outputs off and end, keeping their
-            // tests' checkpoints for a corrected configuration.
+            // tests' checkpoints for a corrected configuration; the chambers hear the ends.
             let _ = stop_runners.send(true);
-            let _ = stop_chambers.send(true);
             let ended = async {
                 while runners.join_next().await.is_some() {}
+                let _ = stop_chambers.send(true);
                 while chamber_tasks.join_next().await.is_some() {}
             };
             if tokio::time::timeout(STOP_AFTER_FAILED_START, ended)
@@ -307,8 +341,17 @@ impl Daemon {
             {
                 tracing::error!("some devices did not confirm their outputs off in time");
             }
-            anyhow::bail!("{}", errors.join("\n"));
+            let _ = outbox.flush().await;
+            anyhow::bail!("{}", refusals.join("\n"));
         }
+        // Tests resume with each answering chamber's reading (or its verdict that it is unsafe,
+        // at most its communication timeout away), not with one that said nothing yet.
+        join_all(
+            first_readings
+                .iter_mut()
+                .map(|state| state.wait_for(|s| s.unread.is_none() || s.fault.is_some())),
+        )
+        .await;
         let _ = started.send(true);
         for (channel, c) in interrupted {
             // Its channel is gone from the configuration: the test cannot continue anywhere.
@@ -318,43 +361,6 @@ impl Daemon {
                 c.test_id
             );
         }
-        let hub_ca_pem =
-            match &config.hub.ca_file {
-                Some(path) => Some(std::fs::read(path).map_err(|e| {
-                    anyhow::anyhow!("{origin}: hub.ca_file {}: {e}", path.display())
-                })?),
-                None => None,
-            };
-        let hub_token = match &config.hub.token_file {
-            Some(path) => {
-                let token = std::fs::read_to_string(path).map_err(|e| {
-                    anyhow::anyhow!("{origin}: hub.token_file {}: {e}", path.display())
-                })?;
-                let token = token.trim().to_string();
-                anyhow::ensure!(
-                    !token.is_empty(),
-                    "{origin}: hub.token_file {} is empty; put the token `cyclerhub token issue` printed in it",
-                    path.display()
-                );
-                Some(token)
-            }
-            None => None,
-        };
-        if hub_token.is_some() && crate::proto::in_clear_to_another_host(&config.hub.address) {
-            tracing::warn!(
-                address = config.hub.address,
-                "the hub address is plain http: the daemon's token crosses the network in clear; \
-                 serve the hub over TLS and use https:// with hub.ca_file"
-            );
-        }
-        let schemas = LabSchemas::new(
-            uploader::hub_endpoint(&config.hub.address, hub_ca_pem.as_deref())
-                .map_err(|e| anyhow::anyhow!("{origin}: hub.address: {e}"))?
-                .connect_lazy(),
-            config.hub.lab.clone(),
-            hub_token.clone(),
-            outbox.clone(),
-        );
         let status = Arc::new(UploaderStatus::default());
         let uploader = tokio::spawn(uploader::run(
             UploaderConfig {

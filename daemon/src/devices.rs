@@ -66,20 +66,30 @@ pub struct ChannelStart {
 type StageRun = Box<dyn FnOnce(ChannelStart) -> BoxFuture<'static, ()> + Send>;
 
 /// Connects `device` (with `load`, the electronic load paired with it, if any); returns the
-/// channel's task, its runner. A device that does not answer is waited for in that task
-/// ([`offline`]); any other error is returned.
+/// channel's task, its runner, and why the device does not answer if it does not: then the task
+/// waits for it ([`offline`]). `down` is why another channel found the device not answering:
+/// then it is not asked again now. Any other error is returned.
 pub async fn channel_task(
     device: &DeviceConfig,
     load: Option<&DeviceConfig>,
     mut start: ChannelStart,
-) -> Result<BoxFuture<'static, ()>, DriverError> {
+    down: Option<&str>,
+) -> Result<(BoxFuture<'static, ()>, Option<String>), DriverError> {
     let clock = start.shared.clock.clone();
     let id = start.spec.id.clone();
-    let first = match connect_stage(device, load, &id, &clock).await {
-        Ok(run) => return Ok(run(start)),
+    let tried = match down {
+        Some(why) => Err(DriverError::Link {
+            during: "connecting (found by another of its channels)",
+            message: why.into(),
+        }),
+        None => connect_stage(device, load, &id, &clock).await,
+    };
+    let first = match tried {
+        Ok(run) => return Ok((run(start), None)),
         Err(e) if e.is_link_lost() => e,
         Err(e) => return Err(e),
     };
+    let not_answering = first.to_string();
     let what = describe(
         "device",
         &device.name,
@@ -88,7 +98,7 @@ pub async fn channel_task(
     );
     offline::begin(&what, &first, &mut offline::Channels::stepped(&mut start));
     let (device, load) = (device.clone(), load.cloned());
-    Ok(async move {
+    let run = async move {
         let mut stop = start.stop.clone();
         let connect = || connect_stage(&device, load.as_ref(), &id, &clock);
         if let Some(run) = offline::wait_for(
@@ -102,8 +112,8 @@ pub async fn channel_task(
         {
             run(start).await;
         }
-    }
-    .boxed())
+    };
+    Ok((run.boxed(), Some(not_answering)))
 }
 
 /// How messages name a device: its configured name and where it is.
@@ -325,6 +335,7 @@ async fn follow<C: Cycler + 'static>(
         .collect::<Result<Vec<_>, _>>()?;
     let name = device.name.clone();
     Ok(Box::new(move |pending, shared, stop| {
+        let started = pending.first().map(|p| p.start.started.clone());
         let channels: Vec<NativeChannel> = pending
             .into_iter()
             .zip(addrs)
@@ -340,7 +351,21 @@ async fn follow<C: Cycler + 'static>(
             })
             .collect();
         let runner = CyclerRunner::new(name, cycler, target, shared, &channels);
-        runner.run(channels, stop).boxed()
+        async move {
+            // Re-attached (and recorded) only once the daemon's whole start succeeded.
+            if let Some(mut started) = started {
+                let mut stopping = stop.clone();
+                tokio::select! {
+                    _ = started.wait_for(|s| *s) => {}
+                    _ = stopping.wait_for(|s| *s) => {}
+                }
+                if *stop.borrow() || !*started.borrow() {
+                    return;
+                }
+            }
+            runner.run(channels, stop).await;
+        }
+        .boxed()
     }))
 }
 
