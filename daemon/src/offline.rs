@@ -1,9 +1,10 @@
 //! Devices that do not answer when the daemon starts: a cycler still booting after a power
 //! cut, a cable out, a serial adapter not yet enumerated. The daemon starts anyway; the
-//! device's channels show `offline` with the reason and refuse tests naming it (a chamber
-//! counts as unsafe, so no test starts in it), and a task retries the connection. Once the
-//! device answers, its runner starts as if it had been there from the start (an interrupted
-//! test is resumed then, by the usual rules).
+//! device's channels show `offline` with the reason and refuse tests naming it (no test starts
+//! in a chamber that has not answered, and it counts as unsafe after its communication
+//! timeout), and a task retries the connection. Once the device answers, its runner starts as
+//! if it had been there from the start (an interrupted test is resumed then, by the usual
+//! rules; a stepped one waiting may be stopped meanwhile).
 //!
 //! Only a lost link waits ([`DriverError::is_link_lost`]); a device that answers but is not what
 //! the configuration says, or an entry missing a key, still stops the daemon at start.
