@@ -246,3 +246,78 @@ fn stop_waiting(c: &ChannelStart, cp: &Checkpoint, reason: &str, why: &str) {
     );
     end_interrupted(&c.shared, &c.live, cp, "stopped", reason);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use tokio::time::Instant;
+
+    /// Records what a waiting channel was told.
+    #[derive(Default)]
+    struct Told(Vec<String>);
+
+    impl Waiting for Told {
+        fn offline(&mut self, why: &str) {
+            self.0.push(why.into());
+        }
+        fn online(&mut self) {
+            self.0.push("online".into());
+        }
+        fn refuse(&mut self, _: &mut Context<'_>, _: &str) -> Poll<()> {
+            Poll::Pending
+        }
+    }
+
+    fn refused() -> DriverError {
+        DriverError::Link {
+            during: "connecting",
+            message: "refused".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_from_one_second_to_ten_and_the_answer_ends_the_wait() {
+        let began = Instant::now();
+        let attempts = RefCell::new(Vec::new());
+        let connect = || {
+            attempts.borrow_mut().push(began.elapsed().as_secs());
+            let n = attempts.borrow().len();
+            async move {
+                match n {
+                    3 => Err(DriverError::Identity("lists 2 channels".into())),
+                    7 => Ok(n),
+                    _ => Err(refused()),
+                }
+            }
+        };
+        let mut told = Told::default();
+        let (_stop_tx, mut stop) = watch::channel(false);
+        let answered = wait_for("device \"psb1\"", refused(), connect, &mut told, &mut stop).await;
+        assert_eq!(answered, Some(7));
+        assert_eq!(*attempts.borrow(), [1, 3, 7, 15, 25, 35, 45]);
+        assert_eq!(
+            told.0,
+            [
+                "device \"psb1\" answers, but: the device is not what the configuration says: \
+                 lists 2 channels (retrying)",
+                "device \"psb1\" does not answer: link to the device failed while connecting: \
+                 refused (retrying)",
+                "online",
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopping_daemon_ends_the_wait_without_a_device() {
+        let (stop_tx, mut stop) = watch::channel(false);
+        let connect = || async {
+            let _ = stop_tx.send(true);
+            Err::<(), _>(refused())
+        };
+        let mut told = Told::default();
+        let answered = wait_for("device \"psb1\"", refused(), connect, &mut told, &mut stop).await;
+        assert_eq!(answered, None);
+        assert!(!told.0.contains(&"online".to_string()));
+    }
+}
