@@ -601,22 +601,22 @@ impl PgStore {
         })
     }
 
+    /// Every row of `statement` that `row` reads, on the reader.
+    fn select<T: Send>(
+        &self,
+        statement: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+        row: impl Fn(&Row) -> Result<T, StoreError> + Send,
+    ) -> Result<Vec<T>, StoreError> {
+        self.with_reader(|c| c.query(statement, params)?.iter().map(row).collect())
+    }
+
     pub(super) fn labs(&self) -> Result<Vec<(String, f64)>, StoreError> {
-        self.with_reader(|c| {
-            c.query(sql::LABS, &[])?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect()
-        })
+        self.select(sql::LABS, &[], |r| Ok((r.try_get(0)?, r.try_get(1)?)))
     }
 
     pub(super) fn teams(&self) -> Result<Vec<TeamRow>, StoreError> {
-        self.with_reader(|c| {
-            c.query(sql::TEAMS, &[])?
-                .iter()
-                .map(|r| Ok(team_row!(r.try_get)))
-                .collect()
-        })
+        self.select(sql::TEAMS, &[], |r| Ok(team_row!(r.try_get)))
     }
 
     pub(super) fn set_schema(
@@ -640,20 +640,12 @@ impl PgStore {
     }
 
     pub(super) fn schemas(&self, lab: &str) -> Result<Vec<SchemaRow>, StoreError> {
-        self.with_reader(|c| {
-            c.query(sql::SCHEMAS, &[&lab])?
-                .iter()
-                .map(|r| Ok(schema_row!(r.try_get)))
-                .collect()
-        })
+        self.select(sql::SCHEMAS, &[&lab], |r| Ok(schema_row!(r.try_get)))
     }
 
     pub(super) fn test_equipment(&self, test_id: &str) -> Result<Vec<Equipment>, StoreError> {
-        self.with_reader(|c| {
-            c.query(sql::TEST_EQUIPMENT, &[&test_id])?
-                .iter()
-                .map(|r| Ok(equipment_row!(r.try_get)))
-                .collect()
+        self.select(sql::TEST_EQUIPMENT, &[&test_id], |r| {
+            Ok(equipment_row!(r.try_get))
         })
     }
 
@@ -662,12 +654,7 @@ impl PgStore {
     }
 
     pub(super) fn tokens(&self) -> Result<Vec<(TokenRow, String)>, StoreError> {
-        self.with_reader(|c| {
-            c.query(sql::TOKENS, &[])?
-                .iter()
-                .map(|r| Ok(token_row!(r.try_get)))
-                .collect()
-        })
+        self.select(sql::TOKENS, &[], |r| Ok(token_row!(r.try_get)))
     }
 
     pub(super) fn bind_daemon(
@@ -814,20 +801,12 @@ impl PgStore {
     }
 
     pub(super) fn cells(&self) -> Result<Vec<CellRow>, StoreError> {
-        self.with_reader(|c| {
-            c.query(sql::CELLS, &[])?
-                .iter()
-                .map(|r| Ok(cell_row!(r.try_get)))
-                .collect()
-        })
+        self.select(sql::CELLS, &[], |r| Ok(cell_row!(r.try_get)))
     }
 
     pub(super) fn daemon_labs(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.with_reader(|c| {
-            c.query(sql::DAEMON_LABS, &[])?
-                .iter()
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .collect()
+        self.select(sql::DAEMON_LABS, &[], |r| {
+            Ok((r.try_get(0)?, r.try_get(1)?))
         })
     }
 

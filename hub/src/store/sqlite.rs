@@ -341,18 +341,25 @@ impl SqliteStore {
         Ok(inserted)
     }
 
-    pub(super) fn labs(&self) -> Result<Vec<(String, f64)>, StoreError> {
+    /// Every row of `statement` (written for both backends) that `row` reads, on the reader.
+    fn select<T>(
+        &self,
+        statement: &str,
+        params: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
         let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(sql::LABS)?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut stmt = conn.prepare_cached(&sql::sqlite(statement))?;
+        let rows = stmt.query_map(params, row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    pub(super) fn labs(&self) -> Result<Vec<(String, f64)>, StoreError> {
+        self.select(sql::LABS, [], |r| Ok((r.get(0)?, r.get(1)?)))
+    }
+
     pub(super) fn teams(&self) -> Result<Vec<TeamRow>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(sql::TEAMS)?;
-        let rows = stmt.query_map([], |r| Ok(team_row!(r.get)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.select(sql::TEAMS, [], |r| Ok(team_row!(r.get)))
     }
 
     pub(super) fn set_schema(
@@ -378,17 +385,13 @@ impl SqliteStore {
     }
 
     pub(super) fn schemas(&self, lab: &str) -> Result<Vec<SchemaRow>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(&sql::sqlite(sql::SCHEMAS))?;
-        let rows = stmt.query_map([lab], |r| Ok(schema_row!(r.get)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.select(sql::SCHEMAS, [lab], |r| Ok(schema_row!(r.get)))
     }
 
     pub(super) fn test_equipment(&self, test_id: &str) -> Result<Vec<Equipment>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(&sql::sqlite(sql::TEST_EQUIPMENT))?;
-        let rows = stmt.query_map([test_id], |r| Ok(equipment_row!(r.get)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.select(sql::TEST_EQUIPMENT, [test_id], |r| {
+            Ok(equipment_row!(r.get))
+        })
     }
 
     pub(super) fn revoke_token(&self, name: &str, now: f64) -> Result<bool, StoreError> {
@@ -396,10 +399,7 @@ impl SqliteStore {
     }
 
     pub(super) fn tokens(&self) -> Result<Vec<(TokenRow, String)>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(sql::TOKENS)?;
-        let rows = stmt.query_map([], |r| Ok(token_row!(r.get)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.select(sql::TOKENS, [], |r| Ok(token_row!(r.get)))
     }
 
     pub(super) fn bind_daemon(
@@ -542,17 +542,11 @@ impl SqliteStore {
     }
 
     pub(super) fn cells(&self) -> Result<Vec<CellRow>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(sql::CELLS)?;
-        let rows = stmt.query_map([], |r| Ok(cell_row!(r.get)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.select(sql::CELLS, [], |r| Ok(cell_row!(r.get)))
     }
 
     pub(super) fn daemon_labs(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(sql::DAEMON_LABS)?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.select(sql::DAEMON_LABS, [], |r| Ok((r.get(0)?, r.get(1)?)))
     }
 
     pub(super) fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError> {

@@ -690,6 +690,16 @@ async fn revocation_hub(backend: Backend, recheck: std::time::Duration) -> (Hub,
     (hub, token, up)
 }
 
+/// [`revocation_hub`] checking tokens at every use, with a reader token ("ana") of its lab.
+async fn reader_hub(backend: Backend) -> (Hub, String, Upload) {
+    let (hub, _, up) = revocation_hub(backend, std::time::Duration::ZERO).await;
+    let reader = hub
+        .store
+        .issue_token("cell-ageing", "ana", Role::Reader)
+        .unwrap();
+    (hub, reader, up)
+}
+
 async fn revoking_a_token_ends_the_upload_stream_already_open_with_it(backend: Backend) {
     // Checked again before every batch, so the test needs no clock.
     let (mut hub, _, mut up) = revocation_hub(backend, std::time::Duration::ZERO).await;
@@ -707,11 +717,7 @@ async fn revoking_a_token_ends_the_upload_stream_already_open_with_it(backend: B
 }
 
 async fn revoking_a_reader_token_ends_the_tail_it_follows_a_test_with(backend: Backend) {
-    let (mut hub, _, mut up) = revocation_hub(backend, std::time::Duration::ZERO).await;
-    let reader = hub
-        .store
-        .issue_token("cell-ageing", "ana", Role::Reader)
-        .unwrap();
+    let (mut hub, reader, mut up) = reader_hub(backend).await;
     up.send_entries([samples(2, T1, 0, 10)]).await;
     up.until_ack(2).await;
     let mut tail = QueryClient::new(hub.channel().await)
@@ -743,11 +749,7 @@ async fn revoking_a_reader_token_ends_the_tail_it_follows_a_test_with(backend: B
 }
 
 async fn revoking_a_reader_token_ends_a_long_read_within_a_page(backend: Backend) {
-    let (mut hub, _, mut up) = revocation_hub(backend, std::time::Duration::ZERO).await;
-    let reader = hub
-        .store
-        .issue_token("cell-ageing", "ana", Role::Reader)
-        .unwrap();
+    let (mut hub, reader, mut up) = reader_hub(backend).await;
     let per_batch = 30_000;
     up.send_entries((0..6).map(|k| samples(2 + k, T1, k * per_batch, per_batch as usize)))
         .await;
