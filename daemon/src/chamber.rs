@@ -6,8 +6,7 @@
 //! faults its test; a native channel stops its test through the cycler), so the chamber task
 //! never waits on a channel and a slow channel never delays the chamber's verdict.
 
-use crate::offline::Waiting;
-use crate::runner::pacer;
+use crate::retry::Waiting;
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::chamber::Chamber;
 use std::collections::VecDeque;
@@ -265,7 +264,7 @@ impl<C: Chamber> ChamberRunner<C> {
     /// stops (the cells inside stay at their test temperature) unless a test that ended gives
     /// it back to its idle set point.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut ticks = pacer(self.clock.wall(self.spec.poll_interval_s));
+        let mut ticks = self.clock.pacer(self.spec.poll_interval_s);
         let mut last_good = self.since;
         let mut link_error: Option<String> = None;
         loop {

@@ -4,6 +4,7 @@
 //! Every struct denies unknown keys, so a typo is an error naming the key rather than a
 //! silently ignored setting.
 
+use cyclerd_drivers::scpi::wire::Dialect;
 use cyclerd_protocols::Safety;
 use serde::Deserialize;
 use std::collections::HashSet;
@@ -684,11 +685,11 @@ impl Config {
                 }
             }
             if let Some(dialect) = &d.dialect
-                && crate::devices::scpi_dialect(dialect).is_none()
+                && Dialect::from_name(dialect).is_none()
             {
                 return fail(format!(
                     "device[{i}].dialect {dialect:?} is not one of: {}",
-                    crate::devices::SCPI_DIALECTS.map(|(n, _)| n).join(", ")
+                    Dialect::names().collect::<Vec<_>>().join(", ")
                 ));
             }
         }

@@ -1,9 +1,9 @@
 //! The Control gRPC service (`cyclerd.daemon.v1.Control`), with gRPC health and reflection.
 
+use crate::channel::StartError;
 use crate::daemon::Daemon;
 use crate::proto::control::control_server::{Control, ControlServer};
 use crate::proto::control::*;
-use crate::runner::StartError;
 use futures::Stream;
 use std::future::Future;
 use std::pin::Pin;

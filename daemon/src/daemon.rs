@@ -2,14 +2,14 @@
 //! `cyclerd run` and `cyclerd demo` use.
 
 use crate::chamber::ChamberLink;
+use crate::channel::{ChannelCmd, ChannelSpec, ChannelStart, Shared, StartError, TestRequest};
 use crate::config::Config;
 use crate::config::DeviceConfig;
-use crate::devices::{self, ChannelStart, PendingNative};
+use crate::devices::{self, PendingNative};
 use crate::lab_schemas::LabSchemas;
 use crate::metadata::check_metadata;
 use crate::outbox::{Checkpoint, Outbox};
 use crate::proto::control::{ChannelSnapshot, OutboxStatus, Status};
-use crate::runner::{ChannelCmd, ChannelSpec, Shared, StartError, TestRequest};
 use crate::uploader::{self, UploaderConfig, UploaderStatus};
 use cyclerd_drivers::Clock;
 use cyclerd_protocols::Plan;
@@ -114,7 +114,7 @@ fn device_error(
 
 impl Daemon {
     /// Opens the store, connects every device, and starts the uploader and the channel runners.
-    /// A device that does not answer is waited for in the background ([`crate::offline`]); one
+    /// A device that does not answer is waited for in the background ([`crate::retry`]); one
     /// that answers but is not what the configuration says is an error naming it and where.
     pub async fn start(config: Config, origin: &str, clock: Clock) -> anyhow::Result<Daemon> {
         let outbox = Outbox::open_with(config.store.outbox_options(config.daemon.id.clone()))?;

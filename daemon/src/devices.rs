@@ -2,13 +2,12 @@
 //! place that knows every device family.
 
 use crate::chamber::{ChamberLink, ChamberSpec, Unconnected};
-use crate::config::ResumePolicy;
+use crate::channel::native::{CyclerRunner, NativeChannel};
+use crate::channel::offline;
+use crate::channel::stepped::ChannelRunner;
+use crate::channel::{ChannelStart, Shared};
 use crate::config::{ChamberConfig, ChamberFamily, DeviceConfig, Family, Limits};
-use crate::native::{CyclerRunner, NativeChannel};
-use crate::offline;
-use crate::outbox::Checkpoint;
-use crate::proto::control::ChannelSnapshot;
-use crate::runner::{ChannelCmd, ChannelRunner, ChannelSpec, Shared};
+use crate::retry;
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::DriverError;
 use cyclerd_drivers::arbin::{ArbinClient, ArbinConfig};
@@ -31,36 +30,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-
-/// SCPI dialect names accepted in `[[device]] dialect`.
-pub const SCPI_DIALECTS: [(&str, Dialect); 5] = [
-    ("ea-psb", Dialect::EaPsb),
-    ("keithley-24xx", Dialect::Keithley24xx),
-    ("keysight-b2900", Dialect::KeysightB2900),
-    ("itech-it6000", Dialect::ItechIt6000),
-    ("bk-8600", Dialect::Bk8600),
-];
-
-pub fn scpi_dialect(name: &str) -> Option<Dialect> {
-    SCPI_DIALECTS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, d)| *d)
-}
-
-/// Everything a channel task needs besides its device.
-pub struct ChannelStart {
-    pub spec: ChannelSpec,
-    pub shared: Shared,
-    pub live: watch::Sender<ChannelSnapshot>,
-    pub resume: Option<(Checkpoint, ResumePolicy)>,
-    pub cmds: mpsc::Receiver<ChannelCmd>,
-    pub stop: watch::Receiver<bool>,
-    /// Turns true once every device was tried at start: an interrupted test resumes only
-    /// then, so that a start that fails on another device keeps it for the next one.
-    pub started: watch::Receiver<bool>,
-}
+use tokio::sync::watch;
 
 /// A connected power stage, waiting for the channel it is to run.
 type StageRun = Box<dyn FnOnce(ChannelStart) -> BoxFuture<'static, ()> + Send>;
@@ -96,12 +66,12 @@ pub async fn channel_task(
         device.address,
         device.port.as_deref(),
     );
-    offline::begin(&what, &first, &mut offline::Channels::stepped(&mut start));
+    retry::begin(&what, &first, &mut offline::Channels::stepped(&mut start));
     let (device, load) = (device.clone(), load.cloned());
     let run = async move {
         let mut stop = start.stop.clone();
         let connect = || connect_stage(&device, load.as_ref(), &id, &clock);
-        if let Some(run) = offline::wait_for(
+        if let Some(run) = retry::wait_for(
             &what,
             first,
             connect,
@@ -220,11 +190,11 @@ pub async fn cycler_task(
         device.address,
         device.port.as_deref(),
     );
-    offline::begin(&what, &first, &mut waiting(&mut channels));
+    retry::begin(&what, &first, &mut waiting(&mut channels));
     let device = device.clone();
     Ok(async move {
         let connect = || connect_cycler(&device, &wanted);
-        let connected = offline::wait_for(
+        let connected = retry::wait_for(
             &what,
             first,
             connect,
@@ -372,7 +342,7 @@ async fn follow<C: Cycler + 'static>(
 async fn connect_scpi(device: &DeviceConfig) -> Result<ScpiClient, DriverError> {
     let options = ScpiOptions {
         timeout: device.timeout(),
-        dialect: device.dialect.as_deref().and_then(scpi_dialect),
+        dialect: device.dialect.as_deref().and_then(Dialect::from_name),
         ..ScpiOptions::default()
     };
     ScpiClient::connect(endpoint(device, 9600)?, options).await
@@ -447,11 +417,11 @@ pub async fn chamber_task(
         config.address,
         config.port.as_deref(),
     );
-    offline::begin(&what, &first, &mut task);
+    retry::begin(&what, &first, &mut task);
     let config = config.clone();
     let run = async move {
         let connect = || connect_chamber(&config);
-        if let Some(run) = offline::wait_for(&what, first, connect, &mut task, &mut stop).await {
+        if let Some(run) = retry::wait_for(&what, first, connect, &mut task, &mut stop).await {
             run(task, stop).await;
         }
     };

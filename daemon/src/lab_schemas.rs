@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::channel::StartError;
 use crate::outbox::Outbox;
 use crate::proto::hub::GetMetadataSchemasRequest;
 use crate::proto::hub::query_client::QueryClient;
-use crate::runner::StartError;
 
 /// How long a start waits for the hub's answer before using the kept copy.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(3);

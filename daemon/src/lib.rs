@@ -27,6 +27,7 @@
 //! The binaries `cyclerd` and `cyclerctl` are thin command-line shells over these modules.
 
 pub mod chamber;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -35,10 +36,8 @@ pub mod demo;
 pub mod devices;
 pub mod lab_schemas;
 pub mod metadata;
-pub mod native;
-pub mod offline;
 pub mod outbox;
-pub mod runner;
+pub mod retry;
 pub mod simulate;
 pub mod uploader;
 

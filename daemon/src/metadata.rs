@@ -4,7 +4,7 @@
 //! All three tiers travel in one string map: primary keys as they are, the others prefixed
 //! `secondary.` or `tertiary.`, so the daemon, the outbox and the hub carry them unchanged.
 
-use crate::runner::StartError;
+use crate::channel::StartError;
 use std::collections::HashMap;
 
 /// Metadata a test cannot start without (DESIGN.md: "metadata are as important as performance

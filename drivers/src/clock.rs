@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 /// Shared, cheap to clone.
 #[derive(Clone, Debug)]
@@ -135,6 +135,34 @@ impl Clock {
             }
         }
     }
+
+    /// Ticks every `sim_seconds` of this clock's time: what paces a channel's polls.
+    pub fn pacer(&self, sim_seconds: f64) -> Interval {
+        pacer(self.wall(sim_seconds))
+    }
+
+    /// Ticks every `sim_seconds` of this clock's time, but never more often than every
+    /// `min_wall`: a device that logs on its own gains nothing from faster polls on a fast
+    /// simulated clock.
+    pub fn pacer_at_most_every(&self, sim_seconds: f64, min_wall: Duration) -> Interval {
+        pacer(self.wall(sim_seconds).max(min_wall))
+    }
+}
+
+/// Ticks every `period` of wall time.
+///
+/// On a fast simulated clock the period can be shorter than the timer's 1 ms resolution; then
+/// missed ticks are made up in bursts, so the average rate still matches the configured one
+/// (and when the link cannot keep up, polls simply run back to back). At real speed a late tick
+/// delays the following ones instead of bunching them.
+fn pacer(period: Duration) -> Interval {
+    let mut ticks = tokio::time::interval(period.max(Duration::from_micros(1)));
+    ticks.set_missed_tick_behavior(if period < Duration::from_millis(1) {
+        MissedTickBehavior::Burst
+    } else {
+        MissedTickBehavior::Delay
+    });
+    ticks
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ mod faults;
 mod harness;
 #[path = "all/lab_schemas.rs"]
 mod lab_schemas;
+#[path = "all/layout.rs"]
+mod layout;
 #[path = "all/native.rs"]
 mod native;
 #[path = "all/tls.rs"]

@@ -109,12 +109,13 @@ impl Writer {
             s.acked.fetch_max(up_to, Ordering::AcqRel);
             s.samples_acked.fetch_add(e.acked_samples, Ordering::AcqRel);
         }
+        // Before the waiters wake: one that sees the backlog drained sees its parked entries.
+        let dead = s.dead_letters.load(Ordering::Acquire) as i64 + e.parked;
+        s.dead_letters.store(dead.max(0) as u64, Ordering::Release);
         if e.acked_up_to.is_some() || e.released_entries > 0 || e.new_identity.is_some() {
             // Wakes whoever waits for the backlog to drain, parked entries included.
             self.acked.send_replace(s.acked.load(Ordering::Acquire));
         }
-        let dead = s.dead_letters.load(Ordering::Acquire) as i64 + e.parked;
-        s.dead_letters.store(dead.max(0) as u64, Ordering::Release);
         if let Some(identity) = &e.new_identity {
             *self.identity.write().unwrap_or_else(|p| p.into_inner()) = identity.clone();
         }

@@ -60,6 +60,8 @@ pub enum MeasureForm {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DialectTable {
     pub dialect: Dialect,
+    /// How a lab's configuration names it (`[[device]] dialect`).
+    pub name: &'static str,
     pub role: Role,
     /// Sent once per session after `*CLS` (remote lock, reply format), each checked.
     pub session: &'static [&'static str],
@@ -81,6 +83,7 @@ pub struct DialectTable {
 pub const DIALECTS: [DialectTable; 5] = [
     DialectTable {
         dialect: Dialect::EaPsb,
+        name: "ea-psb",
         role: Role::Bidirectional,
         session: &["SYST:LOCK ON"],
         output_on: "OUTP ON",
@@ -94,6 +97,7 @@ pub const DIALECTS: [DialectTable; 5] = [
     },
     DialectTable {
         dialect: Dialect::Keithley24xx,
+        name: "keithley-24xx",
         role: Role::Bidirectional,
         session: &[],
         output_on: ":OUTP ON",
@@ -109,6 +113,7 @@ pub const DIALECTS: [DialectTable; 5] = [
     },
     DialectTable {
         dialect: Dialect::KeysightB2900,
+        name: "keysight-b2900",
         role: Role::Bidirectional,
         session: &[":FORM:ELEM:SENS VOLT,CURR"],
         output_on: ":OUTP ON",
@@ -121,6 +126,7 @@ pub const DIALECTS: [DialectTable; 5] = [
     },
     DialectTable {
         dialect: Dialect::ItechIt6000,
+        name: "itech-it6000",
         role: Role::Bidirectional,
         // CV priority: the voltage setpoint with source and sink current limits, like EA.
         session: &["SYST:REM", "SOUR:FUNC VOLT"],
@@ -137,6 +143,7 @@ pub const DIALECTS: [DialectTable; 5] = [
     },
     DialectTable {
         dialect: Dialect::Bk8600,
+        name: "bk-8600",
         role: Role::SinkOnly,
         session: &["SYST:REM"],
         output_on: "INP ON",
@@ -153,6 +160,16 @@ pub const DIALECTS: [DialectTable; 5] = [
 ];
 
 impl Dialect {
+    /// The dialect a configuration names, if it is one.
+    pub fn from_name(name: &str) -> Option<Dialect> {
+        DIALECTS.iter().find(|t| t.name == name).map(|t| t.dialect)
+    }
+
+    /// Every name [`Dialect::from_name`] knows, in table order.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        DIALECTS.iter().map(|t| t.name)
+    }
+
     pub fn table(self) -> &'static DialectTable {
         DIALECTS
             .iter()

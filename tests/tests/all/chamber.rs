@@ -3,10 +3,10 @@
 //! temperature; an unsafe chamber stops every channel inside it; one test owns the set point.
 
 use super::harness::{self, WAIT};
+use cyclerd::channel::StartError;
 use cyclerd::demo::{
     self, CHAMBER_PROTOCOL, DEMO_PROTOCOL, DemoChamber, DemoDevice, LabOptions, SimLab,
 };
-use cyclerd::runner::StartError;
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::chamber::thermal::Air;

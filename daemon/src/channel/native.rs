@@ -13,19 +13,16 @@
 //! protection. Lost communication is recorded but does not end the test (the cycler keeps
 //! running it); the daemon reconnects and catches up.
 
-use crate::outbox::{Checkpoint, CheckpointOp, Progress};
-use crate::proto::control::ChannelSnapshot;
-use crate::proto::ingest::{TestEnded, TestRegistered, entry::Body};
-use crate::runner::{
-    BATCH_SAMPLES, Batch, ChannelCmd, ChannelSpec, Sample, Shared, StartError, TestRequest,
-    claim_chamber, event_body, pacer,
+use super::journal::{RunnerState, Sample, TestJournal};
+use super::{
+    ChannelCmd, ChannelSpec, Ending, Live, Shared, StartError, TestRequest, claim_chamber,
 };
+use crate::outbox::Checkpoint;
 use cyclerd_drivers::DriverError;
 use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, ChannelStatus, Cycler, Record, Schedule};
 use cyclerd_protocols::compile::{self, Target};
 use cyclerd_protocols::{Engine, Plan};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{StreamExt, StreamMap};
@@ -47,7 +44,7 @@ pub struct NativeChannel {
     pub spec: ChannelSpec,
     /// Where the channel is on the cycler.
     pub addr: ChannelAddr,
-    pub live: watch::Sender<ChannelSnapshot>,
+    pub live: Live,
     pub cmds: mpsc::Receiver<ChannelCmd>,
     /// The test this channel followed when the daemon last stopped, to re-attach to.
     pub resume: Option<Checkpoint>,
@@ -100,15 +97,13 @@ impl FollowState {
 
 /// A test this daemon follows on a channel.
 struct Follow {
-    test_id: String,
-    /// Unix time (of the clock) at which the test started; records' test time counts from it.
-    start_unix_s: f64,
+    /// The test's record; records' test time counts from its start.
+    journal: TestJournal,
     state: FollowState,
-    batch: Batch,
     /// The cycler's state at the last poll, to record changes once.
     last_state: ChannelState,
-    /// Why the operator stopped the test, once a stop was sent.
-    stop_reason: Option<String>,
+    /// The operator's stop (with why), once it was sent to the cycler.
+    stop_reason: Option<Ending>,
     /// Polls since the start that showed the channel idle.
     idle_polls: u32,
     /// Why the daemon stopped the test on the cycler for safety (its chamber), once it did:
@@ -116,16 +111,20 @@ struct Follow {
     fault: Option<String>,
 }
 
-impl Follow {
-    fn progress(&self) -> Progress {
-        let t = self.state.last.map_or(0.0, |(t, _, _)| t);
-        Progress {
-            engine_json: serde_json::to_string(&self.state).unwrap_or_default(),
-            next_seq: self.batch.next_seq,
-            test_time_s: t,
-            unix_s: self.start_unix_s + t,
+impl FollowState {
+    /// The follow state as the checkpoint keeps it.
+    fn runner_state(&self) -> RunnerState {
+        RunnerState {
+            json: serde_json::to_string(self).unwrap_or_default(),
             paused_s: 0.0,
         }
+    }
+}
+
+impl Follow {
+    /// Test time now, by `clock`.
+    fn now(&self, clock: &cyclerd_drivers::Clock) -> f64 {
+        clock.unix_time_s() - self.journal.start_unix_s()
     }
 }
 
@@ -133,7 +132,7 @@ impl Follow {
 struct Slot {
     spec: ChannelSpec,
     addr: ChannelAddr,
-    live: watch::Sender<ChannelSnapshot>,
+    live: Live,
     run: Option<Follow>,
 }
 
@@ -228,12 +227,10 @@ impl<C: Cycler> CyclerRunner<C> {
         }
         // A cycler logs on its own: polling it faster than every few ms of wall time (as a fast
         // simulated clock would ask) only burns CPU; the download catches up in pages.
-        let period = self
+        let mut ticks = self
             .shared
             .clock
-            .wall(self.poll_interval_s)
-            .max(MIN_POLL_WALL);
-        let mut ticks = pacer(period);
+            .pacer_at_most_every(self.poll_interval_s, MIN_POLL_WALL);
         loop {
             tokio::select! {
                 biased;
@@ -271,7 +268,7 @@ impl<C: Cycler> CyclerRunner<C> {
         if let Some(run) = &slot.run {
             return Err(StartError::Busy {
                 channel: slot.spec.id.clone(),
-                test_id: run.test_id.clone(),
+                test_id: run.journal.test_id().into(),
             });
         }
         // The lab's limits go into the schedule's own protection: the cycler enforces them.
@@ -301,52 +298,25 @@ impl<C: Cycler> CyclerRunner<C> {
             cycle: 1,
             ..FollowState::default()
         };
-        let run = Follow {
-            test_id: test_id.clone(),
-            start_unix_s,
-            batch: Batch::new(&test_id, 0),
+        let slot = &self.slots[k];
+        let journal = TestJournal::register(
+            &self.shared,
+            &slot.spec,
+            &slot.live,
+            (test_id.clone(), start_unix_s),
+            test,
+            state.runner_state(),
+            ((0, 1), String::new()),
+        );
+        tracing::info!(channel = %slot.spec.id, %test_id, "started {} on {} as {name}", schedule.file_name, self.device);
+        self.slots[k].run = Some(Follow {
+            journal,
             state,
             last_state: ChannelState::Idle,
             stop_reason: None,
             idle_polls: 0,
             fault: None,
-        };
-        let slot = &self.slots[k];
-        let checkpoint = Checkpoint {
-            test_id: test_id.clone(),
-            channel_id: slot.spec.id.clone(),
-            protocol_source: test.source.clone(),
-            origin: test.origin,
-            metadata: test.metadata.clone(),
-            start_unix_s,
-            progress: run.progress(),
-        };
-        self.append(
-            k,
-            Body::TestRegistered(TestRegistered {
-                test_id: test_id.clone(),
-                channel_id: slot.spec.id.clone(),
-                metadata: test.metadata,
-                protocol_name: test.plan.name.clone(),
-                plan_json: test.plan.to_json(),
-                protocol_source: test.source,
-                start_unix_s,
-                equipment: slot.spec.equipment.clone(),
-            }),
-            Some(CheckpointOp::Begin(Box::new(checkpoint))),
-        );
-        tracing::info!(channel = %slot.spec.id, %test_id, "started {} on {} as {name}", schedule.file_name, self.device);
-        slot.live.send_modify(|s| {
-            s.state = "running".into();
-            s.test_id = test_id.clone();
-            s.protocol_name = test.plan.name;
-            s.reason.clear();
-            s.samples = 0;
-            s.step = 0;
-            s.cycle = 1;
-            s.step_description.clear();
         });
-        self.slots[k].run = Some(run);
         self.event(
             k,
             0.0,
@@ -371,13 +341,8 @@ impl<C: Cycler> CyclerRunner<C> {
                 self.device, slot.spec.id
             )));
         }
-        let reason = if reason.is_empty() {
-            "stopped by the operator".to_string()
-        } else {
-            reason
-        };
         if let Some(run) = self.slots[k].run.as_mut() {
-            run.stop_reason = Some(reason);
+            run.stop_reason = Some(Ending::stopped_by(reason));
         }
         Ok(())
     }
@@ -394,20 +359,7 @@ impl<C: Cycler> CyclerRunner<C> {
                     self.device
                 );
                 tracing::error!(channel = %slot.spec.id, test_id = %cp.test_id, "{reason}");
-                let now = self.shared.clock.unix_time_s();
-                self.append(
-                    k,
-                    Body::TestEnded(TestEnded {
-                        test_id: cp.test_id.clone(),
-                        unix_time_s: now,
-                        outcome: "faulted".into(),
-                        reason,
-                        sample_count: cp.progress.next_seq,
-                    }),
-                    Some(CheckpointOp::End {
-                        test_id: cp.test_id,
-                    }),
-                );
+                TestJournal::reopen(&self.shared, &cp).end_unread(Ending::Faulted(reason));
                 return;
             }
         };
@@ -417,16 +369,14 @@ impl<C: Cycler> CyclerRunner<C> {
         );
         tracing::info!(channel = %slot.spec.id, test_id = %cp.test_id, "{message}");
         let run = Follow {
-            test_id: cp.test_id.clone(),
-            start_unix_s: cp.start_unix_s,
-            batch: Batch::new(&cp.test_id, cp.progress.next_seq),
+            journal: TestJournal::reopen(&self.shared, &cp),
             last_state: ChannelState::Running,
             stop_reason: None,
             idle_polls: 0,
             fault: None,
             state,
         };
-        let (samples, step, cycle) = (run.batch.next_seq, run.state.step, run.state.cycle);
+        let (samples, step, cycle) = (run.journal.samples(), run.state.step, run.state.cycle);
         let plan_name = Plan::from_yaml(&cp.protocol_source, &cp.origin)
             .map(|p| p.name)
             .unwrap_or_default();
@@ -463,7 +413,7 @@ impl<C: Cycler> CyclerRunner<C> {
             tracing::info!(device = %self.device, "communication restored after {gap:.1} s");
             for k in 0..self.slots.len() {
                 if let Some(run) = &self.slots[k].run {
-                    let t = self.shared.clock.unix_time_s() - run.start_unix_s;
+                    let t = run.now(&self.shared.clock);
                     self.event(
                         k,
                         t,
@@ -492,7 +442,7 @@ impl<C: Cycler> CyclerRunner<C> {
                 let Some(run) = &self.slots[k].run else {
                     continue;
                 };
-                let t = now - run.start_unix_s;
+                let t = now - run.journal.start_unix_s();
                 self.send_batch(k);
                 self.event(k, t, "state", message.into());
                 let reason = if room {
@@ -549,7 +499,7 @@ impl<C: Cycler> CyclerRunner<C> {
                 run.state.cycler_test,
                 run.state.next_index - 1
             );
-            self.end(k, "faulted", reason);
+            self.end(k, Ending::Faulted(reason));
             return Ok(());
         }
         self.guard_chamber(k).await;
@@ -579,7 +529,7 @@ impl<C: Cycler> CyclerRunner<C> {
         };
         let caught_up = run.state.next_index > status.last_record;
         let previous = std::mem::replace(&mut run.last_state, status.state.clone());
-        let t = self.shared.clock.unix_time_s() - run.start_unix_s;
+        let t = run.now(&self.shared.clock);
         match &status.state {
             ChannelState::Running => {
                 run.state.seen_active = true;
@@ -602,36 +552,38 @@ impl<C: Cycler> CyclerRunner<C> {
             ChannelState::Idle => {
                 run.idle_polls += 1;
                 if let Some(fault) = run.fault.clone() {
-                    self.end(k, "faulted", fault);
+                    self.end(k, Ending::Faulted(fault));
                 } else if run.state.seen_active || run.stop_reason.is_some() {
-                    let reason = run.stop_reason.clone().unwrap_or_else(|| {
-                        "the channel went idle on the cycler (test cleared there)".into()
+                    let ending = run.stop_reason.clone().unwrap_or_else(|| {
+                        Ending::Stopped(
+                            "the channel went idle on the cycler (test cleared there)".into(),
+                        )
                     });
-                    self.end(k, "stopped", reason);
+                    self.end(k, ending);
                 } else if run.idle_polls > START_GRACE_POLLS {
                     let reason = format!(
                         "the cycler still shows the channel idle {START_GRACE_POLLS} polls after \
                          the start: the test did not start"
                     );
-                    self.end(k, "faulted", reason);
+                    self.end(k, Ending::Faulted(reason));
                 }
             }
             terminal if caught_up => {
-                let (outcome, reason) = match terminal {
-                    _ if run.fault.is_some() => ("faulted", run.fault.clone().unwrap_or_default()),
-                    ChannelState::Finished => ("finished", String::new()),
-                    ChannelState::Fault { reason } => (
-                        "faulted",
-                        format!("{} reports a fault on the channel: {reason}", self.device),
-                    ),
-                    _ => (
-                        "stopped",
-                        run.stop_reason
-                            .clone()
-                            .unwrap_or_else(|| "stopped on the cycler".into()),
-                    ),
+                let ending = match terminal {
+                    _ if run.fault.is_some() => {
+                        Ending::Faulted(run.fault.clone().unwrap_or_default())
+                    }
+                    ChannelState::Finished => Ending::Finished,
+                    ChannelState::Fault { reason } => Ending::Faulted(format!(
+                        "{} reports a fault on the channel: {reason}",
+                        self.device
+                    )),
+                    _ => run
+                        .stop_reason
+                        .clone()
+                        .unwrap_or_else(|| Ending::Stopped("stopped on the cycler".into())),
                 };
-                self.end(k, outcome, reason);
+                self.end(k, ending);
             }
             _ => {}
         }
@@ -660,7 +612,7 @@ impl<C: Cycler> CyclerRunner<C> {
             tracing::error!(channel = %self.slots[k].spec.id, "cannot stop the test on the cycler: {e}");
             return;
         }
-        let t = self.shared.clock.unix_time_s() - run.start_unix_s;
+        let t = run.now(&self.shared.clock);
         self.send_batch(k);
         self.event(k, t, "alarm", reason.clone());
         if let Some(run) = self.slots[k].run.as_mut() {
@@ -715,9 +667,10 @@ impl<C: Cycler> CyclerRunner<C> {
             run.state.next_index = r.index + 1;
             run.state.seen_active = true;
             let s = &run.state;
-            run.batch.push(Sample {
+            let start_unix_s = run.journal.start_unix_s();
+            run.journal.push(Sample {
                 test_time_s: r.test_time_s,
-                unix_time_s: run.start_unix_s + r.test_time_s,
+                unix_time_s: start_unix_s + r.test_time_s,
                 voltage_v: r.voltage_v,
                 current_a: r.current_a,
                 cycle: r.cycle,
@@ -729,16 +682,15 @@ impl<C: Cycler> CyclerRunner<C> {
                 temperature_c: r.temperature_c,
                 ambient_c: air
                     .as_ref()
-                    .and_then(|h| h.at(run.start_unix_s + r.test_time_s, AMBIENT_MAX_AGE_S)),
+                    .and_then(|h| h.at(start_unix_s + r.test_time_s, AMBIENT_MAX_AGE_S)),
             });
-            self.shared.acquired.fetch_add(1, Ordering::Relaxed);
-            if run.batch.len() >= BATCH_SAMPLES {
+            if run.journal.is_full() {
                 self.send_batch(k);
             }
         }
         let slot = &self.slots[k];
         if let (Some(run), Some(r)) = (&slot.run, records.last()) {
-            let (samples, s) = (run.batch.next_seq, &run.state);
+            let (samples, s) = (run.journal.samples(), &run.state);
             slot.live.send_modify(|snap| {
                 snap.voltage_v = r.voltage_v;
                 snap.current_a = r.current_a;
@@ -768,7 +720,7 @@ impl<C: Cycler> CyclerRunner<C> {
                 let Some(run) = &self.slots[k].run else {
                     continue;
                 };
-                let t = now - run.start_unix_s;
+                let t = now - run.journal.start_unix_s();
                 self.send_batch(k);
                 self.event(
                     k,
@@ -793,60 +745,32 @@ impl<C: Cycler> CyclerRunner<C> {
     }
 
     /// Records the end of the test on channel `k` and forgets it.
-    fn end(&mut self, k: usize, outcome: &'static str, reason: String) {
+    fn end(&mut self, k: usize, ending: Ending) {
         self.send_batch(k);
         let Some(run) = self.slots[k].run.take() else {
             return;
         };
-        let now = self.shared.clock.unix_time_s();
-        let t = run.state.last.map_or(now - run.start_unix_s, |(t, _, _)| t);
-        if !reason.is_empty() {
-            let kind = if outcome == "faulted" {
-                "alarm"
-            } else {
-                "state"
-            };
-            let place = (run.state.step, run.state.cycle);
-            let body = event_body(
-                &run.test_id,
-                (run.start_unix_s, t),
-                kind,
-                reason.clone(),
-                place,
-            );
-            self.append(k, body, None);
-        }
-        self.append(
-            k,
-            Body::TestEnded(TestEnded {
-                test_id: run.test_id.clone(),
-                unix_time_s: run.start_unix_s + t,
-                outcome: outcome.into(),
-                reason: reason.clone(),
-                sample_count: run.batch.next_seq,
-            }),
-            Some(CheckpointOp::End {
-                test_id: run.test_id.clone(),
-            }),
-        );
+        let t = run
+            .state
+            .last
+            .map_or_else(|| run.now(&self.shared.clock), |(t, _, _)| t);
         let slot = &self.slots[k];
-        match outcome {
-            "faulted" => {
-                tracing::warn!(channel = %slot.spec.id, test_id = %run.test_id, "test faulted: {reason}")
+        let test_id = run.journal.test_id();
+        match &ending {
+            Ending::Faulted(reason) => {
+                tracing::warn!(channel = %slot.spec.id, %test_id, "test faulted: {reason}")
             }
-            _ => tracing::info!(channel = %slot.spec.id, test_id = %run.test_id, "test {outcome}"),
+            _ => tracing::info!(channel = %slot.spec.id, %test_id, "test {}", ending.outcome()),
         }
-        slot.live.send_modify(|s| {
-            s.state = outcome.into();
-            s.reason = reason;
-        });
+        let place = (run.state.step, run.state.cycle);
+        run.journal.end(&slot.live, t, place, ending);
     }
 
     /// Sends the batch when it is full or old enough.
     fn maybe_send(&mut self, k: usize) {
         let commit = self.slots[k].spec.commit_interval;
         if let Some(run) = &self.slots[k].run
-            && (run.batch.len() >= BATCH_SAMPLES || run.batch.age() >= commit)
+            && run.journal.is_due(commit)
         {
             self.send_batch(k);
         }
@@ -854,31 +778,16 @@ impl<C: Cycler> CyclerRunner<C> {
 
     /// Sends channel `k`'s batch with the follow state that accounts for exactly its records.
     fn send_batch(&mut self, k: usize) {
-        let Some(run) = self.slots[k].run.as_mut() else {
-            return;
-        };
-        if let Some(body) = run.batch.take() {
-            let checkpoint = CheckpointOp::Progress {
-                test_id: run.test_id.clone(),
-                progress: run.progress(),
-            };
-            self.append(k, Body::Samples(body), Some(checkpoint));
+        if let Some(run) = self.slots[k].run.as_mut() {
+            let state = &run.state;
+            run.journal.flush(|| state.runner_state());
         }
     }
 
     fn event(&self, k: usize, test_time_s: f64, kind: &str, message: String) {
-        let Some(run) = &self.slots[k].run else {
-            return;
-        };
-        let at = (run.start_unix_s, test_time_s);
-        let place = (run.state.step, run.state.cycle);
-        self.append(k, event_body(&run.test_id, at, kind, message, place), None);
-    }
-
-    fn append(&self, k: usize, body: Body, checkpoint: Option<CheckpointOp>) {
-        if let Err(e) = self.shared.outbox.append_with(body, checkpoint) {
-            // Only happens when the writer thread is gone, i.e. the daemon is going down.
-            tracing::error!(channel = %self.slots[k].spec.id, "cannot queue to the outbox: {e}");
+        if let Some(run) = &self.slots[k].run {
+            let place = (run.state.step, run.state.cycle);
+            run.journal.event(test_time_s, kind, message, place);
         }
     }
 }

@@ -1,0 +1,385 @@
+//! A test's journal: the only code that builds a test's outbox entries and checkpoints.
+//!
+//! Every test, stepped or native, is recorded the same way: a `TestRegistered` with the Begin
+//! checkpoint; events; columnar sample batches, each with the Progress checkpoint that accounts
+//! for exactly its samples (same transaction, so a restart resumes after the last committed
+//! sample); and a `TestEnded` with the End checkpoint that retires it. The runners say what
+//! happened; the journal says how it is written, and moves the channel's live state between
+//! running and ended with it.
+
+use super::{ChannelSpec, Ending, Live, Shared, TestRequest};
+use crate::outbox::{Checkpoint, CheckpointOp, Outbox, Progress};
+use crate::proto::ingest::{Event, SampleBatch, TestEnded, TestRegistered, entry::Body};
+use cyclerd_drivers::Clock;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Samples per outbox entry before a batch is sent regardless of its age.
+pub const BATCH_SAMPLES: usize = 2048;
+
+/// Step and cycle an event or a sample belongs to.
+pub type Place = (u32, u32);
+
+/// What a runner needs to continue its test after the samples stored so far: its own state
+/// (the engine's checkpoint, a cycler's follow state) and the test time it left out.
+pub struct RunnerState {
+    pub json: String,
+    pub paused_s: f64,
+}
+
+/// One test's record in the outbox.
+pub struct TestJournal {
+    outbox: Outbox,
+    /// The daemon's clock, for the time of an end that no sample dates.
+    clock: Clock,
+    /// Every sample read since the daemon started, counted as it is pushed.
+    acquired: Arc<AtomicU64>,
+    /// The channel, for messages.
+    channel_id: String,
+    test_id: String,
+    /// Unix time (of the clock) at which the test started; test time counts from it.
+    start_unix_s: f64,
+    batch: Batch,
+}
+
+impl TestJournal {
+    /// Registers a new test on the channel `spec` describes, started at `start_unix_s`, with the
+    /// runner's first `state`; the channel shows it running from `place`.
+    pub fn register(
+        shared: &Shared,
+        spec: &ChannelSpec,
+        live: &Live,
+        (test_id, start_unix_s): (String, f64),
+        test: TestRequest,
+        state: RunnerState,
+        (place, description): (Place, String),
+    ) -> TestJournal {
+        let journal = TestJournal {
+            outbox: shared.outbox.clone(),
+            clock: shared.clock.clone(),
+            acquired: Arc::clone(&shared.acquired),
+            channel_id: spec.id.clone(),
+            test_id: test_id.clone(),
+            start_unix_s,
+            batch: Batch::new(&test_id, 0),
+        };
+        let checkpoint = Checkpoint {
+            test_id: test_id.clone(),
+            channel_id: spec.id.clone(),
+            protocol_source: test.source.clone(),
+            origin: test.origin,
+            metadata: test.metadata.clone(),
+            start_unix_s,
+            progress: journal.progress(state, 0.0),
+        };
+        journal.append(
+            Body::TestRegistered(TestRegistered {
+                test_id: test_id.clone(),
+                channel_id: spec.id.clone(),
+                metadata: test.metadata,
+                protocol_name: test.plan.name.clone(),
+                plan_json: test.plan.to_json(),
+                protocol_source: test.source,
+                start_unix_s,
+                equipment: spec.equipment.clone(),
+            }),
+            Some(CheckpointOp::Begin(Box::new(checkpoint))),
+        );
+        live.send_modify(|s| {
+            s.state = "running".into();
+            s.test_id = test_id;
+            s.protocol_name = test.plan.name;
+            s.reason.clear();
+            s.samples = 0;
+            (s.step, s.cycle) = place;
+            s.step_description = description;
+        });
+        journal
+    }
+
+    /// Takes up the test of checkpoint `cp` again, after its last committed sample.
+    pub fn reopen(shared: &Shared, cp: &Checkpoint) -> TestJournal {
+        TestJournal {
+            outbox: shared.outbox.clone(),
+            clock: shared.clock.clone(),
+            acquired: Arc::clone(&shared.acquired),
+            channel_id: cp.channel_id.clone(),
+            test_id: cp.test_id.clone(),
+            start_unix_s: cp.start_unix_s,
+            batch: Batch::new(&cp.test_id, cp.progress.next_seq),
+        }
+    }
+
+    pub fn test_id(&self) -> &str {
+        &self.test_id
+    }
+
+    pub fn start_unix_s(&self) -> f64 {
+        self.start_unix_s
+    }
+
+    /// Samples recorded so far (the sequence number the next one gets).
+    pub fn samples(&self) -> u64 {
+        self.batch.next_seq
+    }
+
+    /// An event at `test_time_s` in `place`.
+    pub fn event(&self, test_time_s: f64, kind: &str, message: String, place: Place) {
+        let body = self.event_body(test_time_s, kind, message, place);
+        self.append(body, None);
+    }
+
+    /// An event that also checkpoints the runner's `state` as of `test_time_s` (a step that
+    /// began, a test resumed).
+    pub fn checkpointed_event(
+        &self,
+        test_time_s: f64,
+        (kind, message): (&str, String),
+        place: Place,
+        state: RunnerState,
+    ) {
+        let body = self.event_body(test_time_s, kind, message, place);
+        let checkpoint = CheckpointOp::Progress {
+            test_id: self.test_id.clone(),
+            progress: self.progress(state, test_time_s),
+        };
+        self.append(body, Some(checkpoint));
+    }
+
+    /// Adds a sample to the batch (and to the daemon's count of samples acquired).
+    pub fn push(&mut self, sample: Sample) {
+        self.acquired.fetch_add(1, Ordering::Relaxed);
+        self.batch.push(sample);
+    }
+
+    /// The batch holds as many samples as one entry takes.
+    pub fn is_full(&self) -> bool {
+        self.batch.len() >= BATCH_SAMPLES
+    }
+
+    /// The batch is full, or its oldest sample has waited `commit_interval`.
+    pub fn is_due(&self, commit_interval: Duration) -> bool {
+        self.is_full() || self.batch.age() >= commit_interval
+    }
+
+    /// Sends the batch, if it holds anything, with the runner's `state` as of its last sample:
+    /// a checkpoint that accounts for exactly its samples.
+    pub fn flush(&mut self, state: impl FnOnce() -> RunnerState) {
+        if let Some(body) = self.batch.take() {
+            let last = body.test_time_s.last().copied().unwrap_or_default();
+            let progress = self.progress(state(), last);
+            let checkpoint = CheckpointOp::Progress {
+                test_id: self.test_id.clone(),
+                progress,
+            };
+            self.append(Body::Samples(body), Some(checkpoint));
+        }
+    }
+
+    /// Records the end at `test_time_s` in `place` (the runner flushed its last samples): why,
+    /// as an event, then the end marker that retires the checkpoint; the channel shows it.
+    pub fn end(self, live: &Live, test_time_s: f64, place: Place, ending: Ending) {
+        if !ending.reason().is_empty() {
+            self.event(
+                test_time_s,
+                ending.event_kind(),
+                ending.reason().into(),
+                place,
+            );
+        }
+        let reason = ending.reason().to_string();
+        let outcome = ending.outcome();
+        let unix_time_s = self.start_unix_s + test_time_s;
+        self.end_quietly(unix_time_s, ending);
+        live.send_modify(|s| {
+            s.state = outcome.into();
+            s.reason = reason;
+        });
+    }
+
+    /// Ends a test that was interrupted and is not continued (nothing of it runs now): an
+    /// interruption event saying why, then the end marker; the channel shows it.
+    pub fn end_interrupted(self, live: &Live, ending: Ending) {
+        tracing::warn!(channel = %self.channel_id, test_id = %self.test_id, "{}", ending.reason());
+        let now = self.clock.unix_time_s();
+        self.append(
+            Body::Event(Event {
+                test_id: self.test_id.clone(),
+                unix_time_s: now,
+                test_time_s: now - self.start_unix_s,
+                kind: "interruption".into(),
+                message: ending.reason().into(),
+                ..Default::default()
+            }),
+            None,
+        );
+        let (outcome, reason) = (ending.outcome(), ending.reason().to_string());
+        let test_id = self.test_id.clone();
+        self.end_quietly(now, ending);
+        live.send_modify(|s| {
+            s.state = outcome.into();
+            s.test_id = test_id;
+            s.reason = reason;
+        });
+    }
+
+    /// The end marker alone, now: for a test the channel never took up again (its checkpoint
+    /// is unreadable), so its live state is not the test's.
+    pub fn end_unread(self, ending: Ending) {
+        let now = self.clock.unix_time_s();
+        self.end_quietly(now, ending);
+    }
+
+    fn end_quietly(self, unix_time_s: f64, ending: Ending) {
+        self.append(
+            Body::TestEnded(TestEnded {
+                test_id: self.test_id.clone(),
+                unix_time_s,
+                outcome: ending.outcome().into(),
+                reason: ending.reason().into(),
+                sample_count: self.batch.next_seq,
+            }),
+            Some(CheckpointOp::End {
+                test_id: self.test_id.clone(),
+            }),
+        );
+    }
+
+    fn progress(&self, state: RunnerState, test_time_s: f64) -> Progress {
+        Progress {
+            engine_json: state.json,
+            next_seq: self.batch.next_seq,
+            test_time_s,
+            unix_s: self.start_unix_s + test_time_s,
+            paused_s: state.paused_s,
+        }
+    }
+
+    fn event_body(&self, test_time_s: f64, kind: &str, message: String, place: Place) -> Body {
+        Body::Event(Event {
+            test_id: self.test_id.clone(),
+            unix_time_s: self.start_unix_s + test_time_s,
+            test_time_s,
+            kind: kind.into(),
+            message,
+            step: place.0,
+            cycle: place.1,
+        })
+    }
+
+    fn append(&self, body: Body, checkpoint: Option<CheckpointOp>) {
+        if let Err(e) = self.outbox.append_with(body, checkpoint) {
+            // Only happens when the writer thread is gone, i.e. the daemon is going down.
+            tracing::error!(channel = %self.channel_id, "cannot queue to the outbox: {e}");
+        }
+    }
+}
+
+/// One sample as a runner assembles it.
+pub struct Sample {
+    pub test_time_s: f64,
+    pub unix_time_s: f64,
+    pub voltage_v: f64,
+    pub current_a: f64,
+    pub cycle: u32,
+    pub step: u32,
+    pub charge_ah: f64,
+    pub discharge_ah: f64,
+    pub charge_wh: f64,
+    pub discharge_wh: f64,
+    pub temperature_c: Option<f64>,
+    /// Air temperature of the chamber the cell is in, when it is in one.
+    pub ambient_c: Option<f64>,
+}
+
+/// Pushes sample `n - 1`'s value of an optional column: the column stays empty until a sample
+/// has a value, and is then as long as the others, with NaN in the gaps.
+fn push_optional(column: &mut Vec<f64>, n: usize, value: Option<f64>) {
+    match value {
+        Some(v) => {
+            column.resize(n - 1, f64::NAN);
+            column.push(v);
+        }
+        None if !column.is_empty() => column.push(f64::NAN),
+        None => {}
+    }
+}
+
+/// Columns being filled; sent as one outbox entry.
+struct Batch {
+    columns: SampleBatch,
+    /// Sequence number the next sample gets; contiguous per test from 0.
+    next_seq: u64,
+    /// When the oldest sample in the batch was taken (wall), to bound its wait.
+    started: Instant,
+}
+
+impl Batch {
+    fn new(test_id: &str, next_seq: u64) -> Batch {
+        Batch {
+            columns: Batch::empty(test_id, next_seq),
+            next_seq,
+            started: Instant::now(),
+        }
+    }
+
+    fn empty(test_id: &str, first_seq: u64) -> SampleBatch {
+        let col = || Vec::with_capacity(BATCH_SAMPLES);
+        SampleBatch {
+            test_id: test_id.into(),
+            first_seq,
+            test_time_s: col(),
+            unix_time_s: col(),
+            voltage_v: col(),
+            current_a: col(),
+            cycle: Vec::with_capacity(BATCH_SAMPLES),
+            step: Vec::with_capacity(BATCH_SAMPLES),
+            charge_capacity_ah: col(),
+            discharge_capacity_ah: col(),
+            charge_energy_wh: col(),
+            discharge_energy_wh: col(),
+            temperature_c: Vec::new(),
+            ambient_temperature_c: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.columns.voltage_v.len()
+    }
+
+    fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn push(&mut self, s: Sample) {
+        if self.len() == 0 {
+            self.started = Instant::now();
+        }
+        let c = &mut self.columns;
+        c.test_time_s.push(s.test_time_s);
+        c.unix_time_s.push(s.unix_time_s);
+        c.voltage_v.push(s.voltage_v);
+        c.current_a.push(s.current_a);
+        c.cycle.push(s.cycle);
+        c.step.push(s.step);
+        c.charge_capacity_ah.push(s.charge_ah);
+        c.discharge_capacity_ah.push(s.discharge_ah);
+        c.charge_energy_wh.push(s.charge_wh);
+        c.discharge_energy_wh.push(s.discharge_wh);
+        let n = c.voltage_v.len();
+        push_optional(&mut c.temperature_c, n, s.temperature_c);
+        push_optional(&mut c.ambient_temperature_c, n, s.ambient_c);
+        self.next_seq += 1;
+    }
+
+    /// The filled columns, leaving empty ones that continue the sequence.
+    fn take(&mut self) -> Option<SampleBatch> {
+        if self.len() == 0 {
+            return None;
+        }
+        let next = Batch::empty(&self.columns.test_id, self.next_seq);
+        Some(std::mem::replace(&mut self.columns, next))
+    }
+}
