@@ -28,11 +28,9 @@
 
 pub mod chamber;
 pub mod channel;
-pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod demo;
 pub mod devices;
 pub mod lab_schemas;
 pub mod metadata;

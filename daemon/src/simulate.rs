@@ -258,7 +258,11 @@ mod tests {
 
     #[test]
     fn the_demo_protocol_simulates_to_completion_with_two_cycles() {
-        let plan = Plan::from_yaml(crate::demo::DEMO_PROTOCOL, "demo.yaml").unwrap();
+        let plan = Plan::from_yaml(
+            include_str!("../../deploy/protocols/demo.yaml"),
+            "demo.yaml",
+        )
+        .unwrap();
         let cell = CellParams::new(Chemistry::Nmc, 2.5);
         let mut n = 0;
         let report = simulate(plan, cell, &SimOptions::default(), |_| n += 1).unwrap();

@@ -4,7 +4,7 @@
 
 use super::harness::{self, WAIT};
 use cyclerd::channel::StartError;
-use cyclerd::demo::{
+use cyclerd_cli::demo::{
     self, CHAMBER_PROTOCOL, DEMO_PROTOCOL, DemoChamber, DemoDevice, LabOptions, SimLab,
 };
 use cyclerd_drivers::Clock;

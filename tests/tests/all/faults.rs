@@ -2,9 +2,9 @@
 //! acquired and committed, exactly once, numbered contiguously per test from 0.
 
 use super::harness::{self, Hub, Process, WAIT};
-use cyclerd::demo::{self, DemoDevice, LabOptions, SimLab};
 use cyclerd::proto::control::control_client::ControlClient;
 use cyclerd::proto::control::{GetStatusRequest, StartTestRequest, StopTestRequest};
+use cyclerd_cli::demo::{self, DemoDevice, LabOptions, SimLab};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::ea_psb::sim::SimConfig;
@@ -201,6 +201,43 @@ async fn the_daemon_killed_twenty_times_loses_and_duplicates_nothing() {
         .filter(|e| e.kind == "interruption")
         .count();
     assert_eq!(interruptions, 20, "every restart is recorded with its gap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_while_the_daemon_starts_with_an_interrupted_test_leaves_the_output_off() {
+    let lab = ProcessLab::start(1).await;
+    lab.killed_mid_charge(500).await;
+    // A chamber that takes the connection and never answers holds the start for its timeout,
+    // before the supply (still charging) is reached: the SIGTERM lands in the middle.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let good = std::fs::read_to_string(&lab.config).unwrap();
+    std::fs::write(
+        &lab.config,
+        format!(
+            "{good}[[chamber]]\nname = \"silent\"\nfamily = \"espec\"\naddress = \"{}\"\n\
+             channels = []\ntimeout_ms = 3000\n",
+            silent.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let args = harness::daemon_args(&lab.config, SPEED, lab.anchor);
+    let daemon = Process::spawn(env!("CARGO_BIN_EXE_cyclerd-under-test"), &args);
+    let (_held, _) = tokio::time::timeout(WAIT, silent.accept())
+        .await
+        .expect("the starting daemon reaches the chamber")
+        .unwrap();
+    assert!(
+        lab.sims[0].snapshot().output_on,
+        "the supply still charges while the daemon starts"
+    );
+    assert!(daemon.terminate().await, "the daemon stops cleanly");
+    assert!(
+        !lab.sims[0].snapshot().output_on,
+        "a SIGTERM during the start still switches the output off"
+    );
+    // Whether the test resumed before the stop (and ended stopped) or kept its checkpoint for
+    // the next start depends on when the signal came; either way the hub has all it recorded.
+    assert_eq!(harness::outbox_pending(&lab.outbox()), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,9 +4,9 @@
 //! cycler's own order, with no gap in test time.
 
 use super::harness::{self, Hub, Process, WAIT};
-use cyclerd::demo::{self, CYCLER_RECORD_INTERVAL_S, DemoDevice, KeptSim, LabOptions, SimLab};
 use cyclerd::proto::control::control_client::ControlClient;
 use cyclerd::proto::control::{ChannelSnapshot, StopTestRequest};
+use cyclerd_cli::demo::{self, CYCLER_RECORD_INTERVAL_S, DemoDevice, KeptSim, LabOptions, SimLab};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::cycler::ChannelAddr;

@@ -1,5 +1,5 @@
 //! `cyclerd`: the acquisition daemon.
 
 fn main() -> std::process::ExitCode {
-    cyclerd::cli::main()
+    cyclerd_cli::cyclerd::main()
 }

@@ -5,8 +5,8 @@
 //! (real gRPC on loopback, SQLite storage), all on one scaled clock. It prints live progress and
 //! ends with a summary line that says whether every acquired sample reached the hub.
 
-use crate::config::Config;
-use crate::daemon::{Daemon, Summary};
+use cyclerd::config::Config;
+use cyclerd::{Daemon, Summary};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::chamber::thermal::Air;
@@ -21,10 +21,10 @@ use tokio::net::TcpListener;
 
 /// The demo protocol shipped in `deploy/protocols/demo.yaml`, built in so the demo runs from
 /// any directory.
-pub const DEMO_PROTOCOL: &str = include_str!("../../deploy/protocols/demo.yaml");
+pub const DEMO_PROTOCOL: &str = include_str!("../../../deploy/protocols/demo.yaml");
 
 /// The demo protocol for charge-only supplies (`deploy/protocols/demo-charge.yaml`).
-pub const DEMO_CHARGE_PROTOCOL: &str = include_str!("../../deploy/protocols/demo-charge.yaml");
+pub const DEMO_CHARGE_PROTOCOL: &str = include_str!("../../../deploy/protocols/demo-charge.yaml");
 
 /// Which simulated device family the lab is built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -69,7 +69,7 @@ impl DemoDevice {
 pub const CYCLER_RECORD_INTERVAL_S: f64 = 2.0;
 
 /// The demo protocol with chamber steps (`deploy/protocols/chamber-25-45-25.yaml`).
-pub const CHAMBER_PROTOCOL: &str = include_str!("../../deploy/protocols/chamber-25-45-25.yaml");
+pub const CHAMBER_PROTOCOL: &str = include_str!("../../../deploy/protocols/chamber-25-45-25.yaml");
 
 /// Which simulated thermal chamber the lab's cells sit in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -643,7 +643,7 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
     };
     let control_addr = control_listener.local_addr()?;
     let (control_stop, control_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(crate::control::serve(
+    tokio::spawn(cyclerd::control::serve(
         lab.daemon.clone(),
         control_listener,
         async {

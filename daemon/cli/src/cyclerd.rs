@@ -1,0 +1,263 @@
+//! The `cyclerd` command line: `run`, `demo`, and `sim FAMILY` ([`crate::sim`]). A library
+//! module so that tests can run the real binary's code as a child process (and kill it).
+
+use crate::demo::{self, DemoOptions};
+use crate::signal::StopSignal;
+use crate::sim::{self, SimDevice};
+use clap::{Parser, Subcommand};
+use cyclerd::config::Config;
+use cyclerd::{Daemon, control};
+use cyclerd_drivers::Clock;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(version, about = "cyclerd: battery cycler acquisition daemon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon with a lab configuration.
+    Run {
+        /// The lab configuration (TOML); see deploy/ for examples.
+        #[arg(long)]
+        config: PathBuf,
+        /// Simulation only: run the clock this many times faster than wall time.
+        #[arg(long, hide = true, default_value_t = 1.0)]
+        speed: f64,
+        /// Simulation only: the unix time at which the scaled clock equals wall time, so that
+        /// restarted daemons agree on the time (see Clock::anchored).
+        #[arg(long, hide = true)]
+        clock_anchor: Option<f64>,
+    },
+    /// Run a simulated lab, the daemon and an embedded hub in one process, live.
+    Demo {
+        /// Number of simulated channels.
+        #[arg(long, default_value_t = 4)]
+        channels: usize,
+        /// Simulated seconds per wall second.
+        #[arg(long, default_value_t = 500.0)]
+        speed: f64,
+        /// Stop after this much wall time (e.g. 30s, 5m).
+        #[arg(long = "for", value_parser = demo::parse_duration)]
+        wall_limit: Option<Duration>,
+        /// Protocol file (YAML); defaults to deploy/protocols/demo.yaml.
+        #[arg(long)]
+        protocol: Option<PathBuf>,
+        /// Directory for the outbox and hub databases; a temporary one by default.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Control API address (an ephemeral port is used if this one is taken).
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        control: SocketAddr,
+        /// The simulated device family.
+        #[arg(long, value_enum, default_value = "ea-psb")]
+        device: demo::DemoDevice,
+        /// Put every cell in one simulated thermal chamber of this family; the first channel
+        /// then runs deploy/protocols/chamber-25-45-25.yaml (unless --protocol is given).
+        #[arg(long, value_enum)]
+        chamber: Option<demo::DemoChamber>,
+    },
+    /// Run one simulated device standalone, on its real wire protocol, until Ctrl-C.
+    Sim {
+        #[command(subcommand)]
+        device: SimDevice,
+    },
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Parses the process arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run_command(cli)),
+        Err(e) => {
+            eprintln!("cyclerd: cannot start the async runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_command(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Run {
+            config,
+            speed,
+            clock_anchor,
+        } => {
+            init_logging("info");
+            let clock = match clock_anchor {
+                Some(anchor) => Clock::anchored(speed, anchor),
+                None => Clock::scaled(speed),
+            };
+            run(config, clock).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Sim { device } => {
+            init_logging("info");
+            sim::sim(device).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            channels,
+            speed,
+            wall_limit,
+            protocol,
+            data_dir,
+            control,
+            device,
+            chamber,
+        } => {
+            init_logging("warn");
+            let options = DemoOptions {
+                channels,
+                speed,
+                wall_limit,
+                protocol,
+                data_dir,
+                control,
+                device,
+                chamber,
+                ..DemoOptions::default()
+            };
+            let mut stdout = std::io::stdout();
+            demo::run(options, &mut stdout).await.map(|summary| {
+                if summary.lost() == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            })
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("cyclerd: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+async fn run(path: PathBuf, clock: Clock) -> anyhow::Result<()> {
+    // First of all: a SIGTERM from here on (systemd stopping a unit that is still starting)
+    // waits for the start to end and then switches every output off; with the default action
+    // it would kill the process with an interrupted test's output on.
+    let stop = StopSignal::new()?;
+    // A write past the file-size limit (RLIMIT_FSIZE, a quota) would kill the process with
+    // SIGXFSZ; handled, it becomes a failed commit, which pauses acquisition until space returns.
+    #[cfg(unix)]
+    let _file_size_signal =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))?;
+    let config = Config::load(&path)?;
+    let origin = path.display().to_string();
+    let listen = config.control.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("{origin}: control.listen = {listen}: {e}"))?;
+    let daemon = Daemon::start(config, &origin, clock).await?;
+    tracing::info!(
+        daemon_id = %daemon.outbox().identity().daemon_id,
+        "cyclerd running; control API on {listen}"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(control::serve(daemon.clone(), listener, async {
+        let _ = stop_rx.await;
+    }));
+    stop.wait().await;
+    tracing::info!("shutting down: switching outputs off and flushing the outbox");
+    let summary = daemon.shutdown(Duration::from_secs(5)).await;
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    tracing::info!(
+        "stopped; {} samples not yet acknowledged by the hub stay in the outbox",
+        summary.lost()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use cyclerd_drivers::cell::{CellParams, Chemistry};
+
+    fn sim(args: &[&str]) -> SimDevice {
+        let cli = Cli::try_parse_from([&["cyclerd", "sim"], args].concat()).unwrap();
+        match cli.command {
+            Command::Sim { device } => device,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn simulated_cyclers_listen_on_their_vendors_ports_by_default() {
+        use cyclerd_drivers::{arbin, maccor, neware};
+        let SimDevice::Neware { listen, .. } = sim(&["neware"]) else {
+            unreachable!()
+        };
+        assert_eq!(listen.port(), neware::wire::DEFAULT_PORT);
+        let SimDevice::Maccor {
+            listen,
+            binary_port,
+            ..
+        } = sim(&["maccor"])
+        else {
+            unreachable!()
+        };
+        assert_eq!(listen.port(), maccor::wire::DEFAULT_JSON_PORT);
+        assert_eq!(binary_port, maccor::wire::DEFAULT_BINARY_PORT);
+        let SimDevice::Arbin {
+            listen,
+            file_port,
+            user,
+            password,
+            ..
+        } = sim(&["arbin"])
+        else {
+            unreachable!()
+        };
+        assert_eq!(listen.port(), arbin::wire::DEFAULT_CONTROL_PORT);
+        assert_eq!(file_port, arbin::wire::DEFAULT_FILE_PORT);
+        let defaults = arbin::SimConfig::new(1, CellParams::new(Chemistry::Nmc, 1.0));
+        assert_eq!((user, password), (defaults.username, defaults.password));
+    }
+
+    #[test]
+    fn simulated_chambers_listen_on_their_vendors_ports_by_default() {
+        use cyclerd_drivers::{binder, espec, watlow, weiss};
+        let SimDevice::Espec { listen, .. } = sim(&["espec"]) else {
+            unreachable!()
+        };
+        assert_eq!(listen.port(), espec::wire::DEFAULT_PORT);
+        let SimDevice::Weiss { listen, .. } = sim(&["weiss"]) else {
+            unreachable!()
+        };
+        assert_eq!(listen.port(), weiss::wire::DEFAULT_PORT);
+        assert!(listen.ip().is_loopback());
+        let SimDevice::Watlow { listen, .. } = sim(&["watlow"]) else {
+            unreachable!()
+        };
+        assert_eq!(listen, ([127, 0, 0, 1], watlow::wire::DEFAULT_PORT).into());
+        let SimDevice::Binder { listen, .. } = sim(&["binder"]) else {
+            unreachable!()
+        };
+        assert_eq!(listen, ([127, 0, 0, 1], binder::wire::BRIDGE_PORT).into());
+    }
+}

@@ -1,0 +1,24 @@
+//! The `cyclerd` and `cyclerctl` command lines, and what joins the daemon and the hub.
+//!
+//! The daemon (`cyclerd`, the library) and the hub (`cyclerhub`) are peers: neither depends on
+//! the other. What needs both sits here, above them: the demo's embedded hub and the pipeline
+//! benchmark; and so do the binaries, thin shells over the daemon's library.
+//!
+//! # Layout
+//!
+//! - [`cyclerd`]: the `cyclerd` command line (`run`, `demo`, `sim FAMILY`); `src/bin/cyclerd.rs`
+//!   just calls [`cyclerd::main`]. `run` listens for the stop signal before anything can resume
+//!   a test, so a SIGTERM at any point of a start still switches every output off.
+//! - [`sim`](crate::sim): `cyclerd sim FAMILY`, one simulated device standalone on its real
+//!   wire protocol (TCP, or a pseudo-terminal linked from a path).
+//! - [`demo`]: `cyclerd demo`: simulators, the daemon and an embedded hub in one process, on
+//!   one accelerated clock.
+//! - [`signal`]: Ctrl-C and SIGTERM, listened for from the moment they are asked for.
+//! - `src/bin/cyclerctl.rs`: `cyclerctl`, the daemon's control client (status, watch, start,
+//!   stop, outbox) and the protocol tools (check, compile, import, simulate).
+//! - `benches/pipeline.rs`: outbox, uploader and hub rates against baselines in the same run.
+
+pub mod cyclerd;
+pub mod demo;
+pub mod signal;
+mod sim;
