@@ -1,30 +1,34 @@
-//! cyclerd: the acquisition daemon that runs next to the cyclers.
+//! cyclerd: the acquisition daemon that runs next to the cyclers, as a library.
+//!
+//! The binaries (`cyclerd`, `cyclerctl`), the command line, the demo and its embedded hub live in
+//! `daemon/cli` (crate `cyclerd-cli`): this library does not depend on the hub, its peer.
 //!
 //! # Layout
+//!
+//! Lower modules first; a module uses only those above it in this list (or its own parent),
+//! never a sibling that uses it back (`tests/tests/all/layout.rs` checks).
+//!
+//! - [`outbox`]: the SQLite outbox; one writer thread, one commit per batch, acked entries deleted.
 //! - [`config`]: the lab configuration (TOML via `config`, `CYCLERD_*` overrides).
+//! - [`retry`]: waiting for a device that does not answer (1 s doubling to 10 s), for whoever
+//!   implements [`retry::Waiting`]; knows nothing of channels.
 //! - [`chamber`]: one task per thermal chamber: readings shared with the channels inside, set
 //!   point ownership, and the verdict that stops those channels when the chamber is unsafe.
-//! - [`outbox`]: the SQLite outbox; one writer thread, one commit per batch, acked entries deleted.
-//! - [`devices`]: `[[device]]` entries to connected power stages (EA PSB, SCPI, Riden, Maccor
-//!   direct mode) and cyclers (Neware, Maccor, Arbin).
-//! - [`offline`]: devices that do not answer at start: their channels wait, offline, while the
-//!   daemon retries.
-//! - [`runner`]: the stepped channel runner (engine + power stage + safety + sample batches).
+//! - [`channel`]: a channel's shared vocabulary (spec, commands, start errors, how a test ends)
+//!   and its children: [`channel::journal`] (the one writer of a test's outbox entries and
+//!   checkpoints), [`channel::stepped`] (engine + power stage + safety), [`channel::native`]
+//!   (compile, deliver, start, follow and backfill a dedicated cycler's channels; re-attach after
+//!   a restart), [`channel::offline`] (the channels of a device that does not answer yet).
 //! - [`metadata`]: a test's primary metadata (required) and its secondary and tertiary tiers.
 //! - [`lab_schemas`]: the lab's JSON Schemas for those tiers, from the hub (a copy kept in the
 //!   outbox), checked before a test starts.
-//! - [`native`]: the native channel runner (compile, deliver, start, follow and backfill a
-//!   dedicated cycler's channels; re-attach after a restart).
+//! - [`devices`]: `[[device]]` and `[[chamber]]` entries to connected power stages (EA PSB,
+//!   SCPI, Riden, Maccor direct mode), cyclers (Neware, Maccor, Arbin) and chambers, and their
+//!   channels' tasks: the one place that knows every device family.
 //! - [`uploader`]: the gRPC stream from the outbox to the hub (resume, pipelining, acks, backoff).
 //! - [`daemon`]: wires the above into a running daemon and its handle.
 //! - [`control`]: the `cyclerd.daemon.v1.Control` gRPC service used by `cyclerctl`.
 //! - [`simulate`]: a protocol against the cell model with no device (`cyclerctl protocol simulate`).
-//! - [`demo`]: `cyclerd demo`: simulators, the daemon and an embedded hub in one process.
-//!
-//! - [`cli`]: the `cyclerd` command line (`run`, `demo`, `sim FAMILY`: one simulated device
-//!   standalone); `src/bin/cyclerd.rs` just calls it.
-//!
-//! The binaries `cyclerd` and `cyclerctl` are thin command-line shells over these modules.
 
 pub mod chamber;
 pub mod channel;
