@@ -197,7 +197,7 @@ async fn uploader_drain(dir: &std::path::Path, outbox: Outbox) -> f64 {
 /// counts from the start until the hub acknowledged the last sample.
 async fn end_to_end(channels: usize) -> (f64, u64) {
     let protocol = include_str!("../../../deploy/protocols/cccv-3-cycles.yaml");
-    let lab = cyclerd_cli::demo::SimLab::start(channels, 2.5, 20_000.0, None)
+    let lab = cyclerd_cli::lab::SimLab::start(channels, 2.5, 20_000.0, None)
         .await
         .unwrap();
     let start = Instant::now();
@@ -217,14 +217,14 @@ async fn end_to_end(channels: usize) -> (f64, u64) {
 /// Polls per second one channel achieves on a simulator of `device` with its poll interval set
 /// to 10 ms (100 Hz), at real speed for `wall` seconds; a protocol without recording rules
 /// stores every poll, so the samples acquired count the polls.
-async fn poll_rate(device: cyclerd_cli::demo::DemoDevice, wall: Duration) -> f64 {
+async fn poll_rate(device: cyclerd_cli::lab::DemoDevice, wall: Duration) -> f64 {
     let protocol = "protocol: poll rate\nversion: 1\nsafety:\n  voltage: [2.5 V, 4.25 V]\n  current: 5 A\nsteps:\n  - Rest for 1 hour\n";
-    let lab = cyclerd_cli::demo::SimLab::start_with(cyclerd_cli::demo::LabOptions {
+    let lab = cyclerd_cli::lab::SimLab::start_with(cyclerd_cli::lab::LabOptions {
         channels: 1,
         speed: 1.0,
         device,
         poll_interval_ms: Some(10),
-        ..cyclerd_cli::demo::LabOptions::default()
+        ..cyclerd_cli::lab::LabOptions::default()
     })
     .await
     .unwrap();
@@ -284,9 +284,9 @@ fn main() {
         e2e
     );
     for device in [
-        cyclerd_cli::demo::DemoDevice::EaPsb,
-        cyclerd_cli::demo::DemoDevice::Scpi,
-        cyclerd_cli::demo::DemoDevice::Riden,
+        cyclerd_cli::lab::DemoDevice::EaPsb,
+        cyclerd_cli::lab::DemoDevice::Scpi,
+        cyclerd_cli::lab::DemoDevice::Riden,
     ] {
         let hz = rt.block_on(poll_rate(device, Duration::from_secs(3)));
         println!(

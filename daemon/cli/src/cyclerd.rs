@@ -2,6 +2,7 @@
 //! module so that tests can run the real binary's code as a child process (and kill it).
 
 use crate::demo::{self, DemoOptions};
+use crate::lab;
 use crate::signal::StopSignal;
 use crate::sim::{self, SimDevice};
 use clap::{Parser, Subcommand};
@@ -57,11 +58,11 @@ enum Command {
         control: SocketAddr,
         /// The simulated device family.
         #[arg(long, value_enum, default_value = "ea-psb")]
-        device: demo::DemoDevice,
+        device: lab::DemoDevice,
         /// Put every cell in one simulated thermal chamber of this family; the first channel
         /// then runs deploy/protocols/chamber-25-45-25.yaml (unless --protocol is given).
         #[arg(long, value_enum)]
-        chamber: Option<demo::DemoChamber>,
+        chamber: Option<lab::DemoChamber>,
     },
     /// Run one simulated device standalone, on its real wire protocol, until Ctrl-C.
     Sim {

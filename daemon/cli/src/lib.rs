@@ -11,8 +11,9 @@
 //!   a test, so a SIGTERM at any point of a start still switches every output off.
 //! - [`sim`](crate::sim): `cyclerd sim FAMILY`, one simulated device standalone on its real
 //!   wire protocol (TCP, or a pseudo-terminal linked from a path).
-//! - [`demo`]: `cyclerd demo`: simulators, the daemon and an embedded hub in one process, on
-//!   one accelerated clock.
+//! - [`lab`]: a simulated lab (simulators of one family, optionally a chamber, the daemon and an
+//!   embedded hub on one scaled clock), for the demo, the end-to-end tests and the benchmark.
+//! - [`demo`]: `cyclerd demo`: a simulated lab run live, with progress lines and a summary.
 //! - [`signal`]: Ctrl-C and SIGTERM, listened for from the moment they are asked for.
 //! - `src/bin/cyclerctl.rs`: `cyclerctl`, the daemon's control client (status, watch, start,
 //!   stop, outbox) and the protocol tools (check, compile, import, simulate).
@@ -20,5 +21,6 @@
 
 pub mod cyclerd;
 pub mod demo;
+pub mod lab;
 pub mod signal;
 mod sim;

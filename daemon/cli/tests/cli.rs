@@ -4,7 +4,7 @@
 use cyclerd::proto::control::control_client::ControlClient;
 use cyclerd::proto::control::*;
 use cyclerd::proto::ingest::{Event, entry::Body};
-use cyclerd_cli::demo::SimLab;
+use cyclerd_cli::lab::SimLab;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::net::TcpListener;

@@ -4,7 +4,7 @@
 
 use super::harness::{self, WAIT};
 use cyclerd::channel::StartError;
-use cyclerd_cli::demo::{
+use cyclerd_cli::lab::{
     self, CHAMBER_PROTOCOL, DEMO_PROTOCOL, DemoChamber, DemoDevice, LabOptions, SimLab,
 };
 use cyclerd_drivers::Clock;
@@ -321,7 +321,7 @@ async fn after_a_power_cut_a_test_waits_for_its_chamber_and_resumes_once_it_read
     let air = Air::new(25.0);
     let mut sims = Vec::new();
     // A generous communication timeout: the test restores the chamber well within it.
-    let chamber = demo::chamber_sim(DemoChamber::Binder, air.clone(), &clock, &mut sims)
+    let chamber = lab::chamber_sim(DemoChamber::Binder, air.clone(), &clock, &mut sims)
         .await
         .unwrap()
         .replace("comm_timeout_ms = 5000", "comm_timeout_ms = 60000");

@@ -1,7 +1,7 @@
 //! End to end: simulated EA PSB supplies (real Modbus TCP on loopback) -> daemon (engine,
 //! stepped runners, SQLite outbox, uploader) -> real gRPC -> hub (SQLite), on a scaled clock.
 
-use cyclerd_cli::demo::SimLab;
+use cyclerd_cli::lab::SimLab;
 use cyclerhub::HubStore;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -161,7 +161,7 @@ fn check_cutoffs(test_id: &str, samples: &[cyclerhub::SampleRow], steps: &HashMa
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scpi_and_riden_channels_carry_every_sample_to_the_hub() {
-    use cyclerd_cli::demo::{DEMO_CHARGE_PROTOCOL, DemoDevice, LabOptions};
+    use cyclerd_cli::lab::{DEMO_CHARGE_PROTOCOL, DemoDevice, LabOptions};
     for device in [DemoDevice::Scpi, DemoDevice::Riden] {
         let lab = SimLab::start_with(LabOptions {
             channels: 2,

@@ -4,7 +4,7 @@
 use super::harness::{self, Hub, Process, WAIT};
 use cyclerd::proto::control::control_client::ControlClient;
 use cyclerd::proto::control::{GetStatusRequest, StartTestRequest, StopTestRequest};
-use cyclerd_cli::demo::{self, DemoDevice, LabOptions, SimLab};
+use cyclerd_cli::lab::{self, DemoDevice, LabOptions, SimLab};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::ea_psb::sim::SimConfig;
@@ -768,7 +768,7 @@ async fn a_start_that_fails_on_one_device_switches_the_outputs_it_reached_off_an
     let clock = Clock::anchored(SPEED, lab.anchor);
     let mut cyclers = Vec::new();
     let cells = vec![CellParams::new(Chemistry::Nmc, 2.5)];
-    let (name, entry) = demo::cycler_sim(
+    let (name, entry) = lab::cycler_sim(
         DemoDevice::Neware,
         cells,
         &clock,

@@ -3,7 +3,7 @@
 //! problem, and keeps doing so from its kept copy while the hub is down, across a restart.
 
 use super::harness::{self, WAIT};
-use cyclerd_cli::demo::{LabOptions, SimLab};
+use cyclerd_cli::lab::{LabOptions, SimLab};
 use cyclerhub::HubStore;
 use std::collections::HashMap;
 use std::path::Path;

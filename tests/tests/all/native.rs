@@ -6,7 +6,7 @@
 use super::harness::{self, Hub, Process, WAIT};
 use cyclerd::proto::control::control_client::ControlClient;
 use cyclerd::proto::control::{ChannelSnapshot, StopTestRequest};
-use cyclerd_cli::demo::{self, CYCLER_RECORD_INTERVAL_S, DemoDevice, KeptSim, LabOptions, SimLab};
+use cyclerd_cli::lab::{self, CYCLER_RECORD_INTERVAL_S, DemoDevice, KeptSim, LabOptions, SimLab};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::cycler::ChannelAddr;
@@ -407,7 +407,7 @@ impl ProcessLab {
             })
             .collect();
         let mut sims = Vec::new();
-        let (name, entry) = demo::cycler_sim(device, cells, &clock, dir.path(), &mut sims)
+        let (name, entry) = lab::cycler_sim(device, cells, &clock, dir.path(), &mut sims)
             .await
             .unwrap();
         let channel_ids: Vec<String> = (1..=channels).map(|n| format!("{name}/{n}")).collect();

@@ -2,7 +2,7 @@
 //! its `hub.ca_file`.
 
 use super::harness::{self, Process, WAIT};
-use cyclerd_cli::demo::{LabOptions, SimLab};
+use cyclerd_cli::lab::{LabOptions, SimLab};
 use cyclerhub::HubStore;
 use cyclerhub::auth::Role;
 use cyclerhub::server::ServeOptions;

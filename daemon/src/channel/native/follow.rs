@@ -1,0 +1,363 @@
+//! Following a cycler: one status call per poll for all its channels, then each followed
+//! test's new records downloaded from the index after the last one stored; the cycler's states
+//! become events and the test's end.
+
+use super::{
+    AMBIENT_MAX_AGE_S, CyclerRunner, PAGE_RECORDS, PAGES_PER_POLL, START_GRACE_POLLS, state_name,
+};
+use crate::channel::Ending;
+use crate::channel::journal::Sample;
+use cyclerd_drivers::DriverError;
+use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, ChannelStatus, Cycler, Record};
+
+impl<C: Cycler> CyclerRunner<C> {
+    /// One poll: every channel's status in one call, then each followed test's new records.
+    pub(super) async fn poll(&mut self) {
+        let addrs: Vec<ChannelAddr> = self.slots.iter().map(|s| s.addr).collect();
+        let statuses = match self.cycler.status(&addrs).await {
+            Ok(s) if s.len() == addrs.len() => s,
+            Ok(s) => {
+                let e = DriverError::BadReply {
+                    during: "reading channel status",
+                    message: format!("{} statuses for {} channels", s.len(), addrs.len()),
+                };
+                return self.link_trouble(e).await;
+            }
+            Err(e) => return self.link_trouble(e).await,
+        };
+        if let Some((since, _)) = self.link_lost.take() {
+            let gap = self.shared.clock.unix_time_s() - since;
+            tracing::info!(device = %self.device, "communication restored after {gap:.1} s");
+            for k in 0..self.slots.len() {
+                if let Some(run) = &self.slots[k].run {
+                    let t = run.now(&self.shared.clock);
+                    self.event(
+                        k,
+                        t,
+                        "link",
+                        format!(
+                            "communication restored after {gap:.1} s; downloading what the \
+                             cycler logged meanwhile"
+                        ),
+                    );
+                    self.slots[k].live.send_modify(|s| s.reason.clear());
+                }
+            }
+        }
+        let room = *self.shared.outbox.space().borrow();
+        if room == self.deferred {
+            self.deferred = !room;
+            let message = if room {
+                "the outbox has room again: downloading the records the cycler kept"
+            } else {
+                "downloads wait: the outbox is full (store.max_bytes or disk); the cycler keeps \
+                 logging and nothing is lost"
+            };
+            tracing::warn!(device = %self.device, "{message}");
+            let now = self.shared.clock.unix_time_s();
+            for k in 0..self.slots.len() {
+                let Some(run) = &self.slots[k].run else {
+                    continue;
+                };
+                let t = now - run.journal.start_unix_s();
+                self.send_batch(k);
+                self.event(k, t, "state", message.into());
+                let reason = if room {
+                    ""
+                } else {
+                    "outbox full: downloads wait"
+                };
+                self.slots[k].live.send_modify(|s| s.reason = reason.into());
+            }
+        }
+        for (k, status) in statuses.into_iter().enumerate() {
+            if let Err(e) = self.follow(k, status).await {
+                return self.link_trouble(e).await;
+            }
+        }
+    }
+
+    /// Downloads what is new on channel `k` and acts on its state.
+    async fn follow(&mut self, k: usize, status: ChannelStatus) -> Result<(), DriverError> {
+        let slot = &self.slots[k];
+        let Some(run) = &slot.run else {
+            // A channel someone else started shows as busy; cyclerd's own ended tests keep
+            // their outcome on display until the next start.
+            let foreign = status.test.as_ref().filter(|t| !t.starts_with("cyclerd-"));
+            let (state, reason) = match (&status.state, foreign) {
+                (ChannelState::Idle, _) => ("idle".to_string(), String::new()),
+                (s, Some(test)) => (
+                    "busy".to_string(),
+                    format!(
+                        "{} on the cycler: {test}, not started by cyclerd",
+                        state_name(s)
+                    ),
+                ),
+                _ => return Ok(()),
+            };
+            slot.live.send_if_modified(|s| {
+                let ended_here = matches!(s.state.as_str(), "finished" | "stopped" | "faulted");
+                if (state == "idle" && ended_here) || (s.state == state && s.reason == reason) {
+                    return false;
+                }
+                s.state = state;
+                s.reason = reason;
+                true
+            });
+            return Ok(());
+        };
+        if let Some(other) = &status.test
+            && *other != run.state.cycler_test
+        {
+            let reason = format!(
+                "the channel now runs {other:?} on {}, not this test ({}); records after {} \
+                 stay in the cycler's own data",
+                self.device,
+                run.state.cycler_test,
+                run.state.next_index - 1
+            );
+            self.end(k, Ending::Faulted(reason));
+            return Ok(());
+        }
+        self.guard_chamber(k).await;
+        if !self.deferred {
+            let mut pages = 0;
+            while pages < PAGES_PER_POLL {
+                let Some(run) = &self.slots[k].run else {
+                    break;
+                };
+                if run.state.next_index > status.last_record {
+                    break;
+                }
+                let from = run.state.next_index;
+                let records = self
+                    .cycler
+                    .records(self.slots[k].addr, from, PAGE_RECORDS)
+                    .await?;
+                if records.is_empty() {
+                    break;
+                }
+                self.store(k, &records);
+                pages += 1;
+            }
+        }
+        let Some(run) = self.slots[k].run.as_mut() else {
+            return Ok(());
+        };
+        let caught_up = run.state.next_index > status.last_record;
+        let previous = std::mem::replace(&mut run.last_state, status.state.clone());
+        let t = run.now(&self.shared.clock);
+        match &status.state {
+            ChannelState::Running => {
+                run.state.seen_active = true;
+                if previous == ChannelState::Paused {
+                    self.event(k, t, "state", "resumed on the cycler".into());
+                    self.slots[k]
+                        .live
+                        .send_modify(|s| s.state = "running".into());
+                }
+            }
+            ChannelState::Paused => {
+                run.state.seen_active = true;
+                if previous != ChannelState::Paused {
+                    self.event(k, t, "state", "paused on the cycler".into());
+                    self.slots[k]
+                        .live
+                        .send_modify(|s| s.state = "paused".into());
+                }
+            }
+            ChannelState::Idle => {
+                run.idle_polls += 1;
+                if let Some(fault) = run.fault.clone() {
+                    self.end(k, Ending::Faulted(fault));
+                } else if run.state.seen_active || run.stop_reason.is_some() {
+                    let ending = run.stop_reason.clone().unwrap_or_else(|| {
+                        Ending::Stopped(
+                            "the channel went idle on the cycler (test cleared there)".into(),
+                        )
+                    });
+                    self.end(k, ending);
+                } else if run.idle_polls > START_GRACE_POLLS {
+                    let reason = format!(
+                        "the cycler still shows the channel idle {START_GRACE_POLLS} polls after \
+                         the start: the test did not start"
+                    );
+                    self.end(k, Ending::Faulted(reason));
+                }
+            }
+            terminal if caught_up => {
+                let ending = match terminal {
+                    _ if run.fault.is_some() => {
+                        Ending::Faulted(run.fault.clone().unwrap_or_default())
+                    }
+                    ChannelState::Finished => Ending::Finished,
+                    ChannelState::Fault { reason } => Ending::Faulted(format!(
+                        "{} reports a fault on the channel: {reason}",
+                        self.device
+                    )),
+                    _ => run
+                        .stop_reason
+                        .clone()
+                        .unwrap_or_else(|| Ending::Stopped("stopped on the cycler".into())),
+                };
+                self.end(k, ending);
+            }
+            _ => {}
+        }
+        self.maybe_send(k);
+        Ok(())
+    }
+
+    /// Stops the test on channel `k` through the cycler when its chamber is unsafe (once; the
+    /// test ends as faulted when the cycler reports it stopped, after its last records).
+    async fn guard_chamber(&mut self, k: usize) {
+        let slot = &self.slots[k];
+        let (Some(chamber), Some(run)) = (&slot.spec.chamber, &slot.run) else {
+            return;
+        };
+        if run.fault.is_some() {
+            return;
+        }
+        let Some(fault) = chamber.state().fault.clone() else {
+            return;
+        };
+        let addr = slot.addr;
+        let reason = format!("stopped on the cycler for safety: {fault}");
+        tracing::warn!(channel = %slot.spec.id, "{reason}");
+        if let Err(e) = self.cycler.stop(addr).await {
+            // Tried again on the next poll.
+            tracing::error!(channel = %self.slots[k].spec.id, "cannot stop the test on the cycler: {e}");
+            return;
+        }
+        let t = run.now(&self.shared.clock);
+        self.send_batch(k);
+        self.event(k, t, "alarm", reason.clone());
+        if let Some(run) = self.slots[k].run.as_mut() {
+            run.fault = Some(reason);
+        }
+    }
+
+    /// Stores downloaded records under their sequence numbers, recording step changes.
+    fn store(&mut self, k: usize, records: &[Record]) {
+        let chamber = self.slots[k].spec.chamber.clone();
+        let air = chamber.as_ref().map(|c| c.history());
+        for r in records {
+            let Some(run) = self.slots[k].run.as_mut() else {
+                return;
+            };
+            if r.index < run.state.next_index {
+                continue;
+            }
+            if r.index > run.state.next_index {
+                let (from, to) = (run.state.next_index, r.index - 1);
+                let t = r.test_time_s;
+                self.send_batch(k);
+                self.event(
+                    k,
+                    t,
+                    "gap",
+                    format!(
+                        "records {from}..={to} cannot be downloaded from {} (its protocol has \
+                         no way to read them); they stay in the cycler's own data file",
+                        self.device
+                    ),
+                );
+            }
+            let run = self.slots[k].run.as_mut().expect("checked above");
+            let first = run.state.last.is_none();
+            if !first && (r.step != run.state.step || r.cycle != run.state.cycle) {
+                let step_changed = r.step != run.state.step;
+                run.state.step = r.step;
+                run.state.cycle = r.cycle;
+                self.send_batch(k);
+                if step_changed {
+                    let message = format!("cycler step {} (cycle {})", r.step, r.cycle);
+                    self.event(k, r.test_time_s, "step", message);
+                }
+            }
+            let run = self.slots[k].run.as_mut().expect("checked above");
+            if first {
+                run.state.step = r.step;
+                run.state.cycle = r.cycle;
+            }
+            run.state.integrate(r);
+            run.state.next_index = r.index + 1;
+            run.state.seen_active = true;
+            let s = &run.state;
+            let start_unix_s = run.journal.start_unix_s();
+            run.journal.push(Sample {
+                test_time_s: r.test_time_s,
+                unix_time_s: start_unix_s + r.test_time_s,
+                voltage_v: r.voltage_v,
+                current_a: r.current_a,
+                cycle: r.cycle,
+                step: r.step,
+                charge_ah: s.charge_ah,
+                discharge_ah: s.discharge_ah,
+                charge_wh: s.charge_wh,
+                discharge_wh: s.discharge_wh,
+                temperature_c: r.temperature_c,
+                ambient_c: air
+                    .as_ref()
+                    .and_then(|h| h.at(start_unix_s + r.test_time_s, AMBIENT_MAX_AGE_S)),
+            });
+            if run.journal.is_full() {
+                self.send_batch(k);
+            }
+        }
+        let slot = &self.slots[k];
+        if let (Some(run), Some(r)) = (&slot.run, records.last()) {
+            let (samples, s) = (run.journal.samples(), &run.state);
+            slot.live.send_modify(|snap| {
+                snap.voltage_v = r.voltage_v;
+                snap.current_a = r.current_a;
+                snap.temperature_c = r.temperature_c.unwrap_or(f64::NAN);
+                snap.ambient_temperature_c = chamber
+                    .as_ref()
+                    .and_then(|c| c.state().temperature_c)
+                    .unwrap_or(f64::NAN);
+                snap.test_time_s = r.test_time_s;
+                snap.step = r.step;
+                snap.cycle = r.cycle;
+                snap.step_description = format!("cycler step {}", r.step);
+                snap.charge_capacity_ah = s.charge_ah;
+                snap.discharge_capacity_ah = s.discharge_ah;
+                snap.samples = samples;
+            });
+        }
+    }
+
+    /// The cycler did not answer (or answered nonsense): record it once, try to reconnect.
+    async fn link_trouble(&mut self, e: DriverError) {
+        let now = self.shared.clock.unix_time_s();
+        if self.link_lost.is_none() {
+            tracing::warn!(device = %self.device, "cannot follow the cycler: {e}");
+            self.link_lost = Some((now, e.to_string()));
+            for k in 0..self.slots.len() {
+                let Some(run) = &self.slots[k].run else {
+                    continue;
+                };
+                let t = now - run.journal.start_unix_s();
+                self.send_batch(k);
+                self.event(
+                    k,
+                    t,
+                    "link",
+                    format!(
+                        "communication with {} lost: {e}; the cycler goes on with the test and \
+                         what it logs meanwhile is downloaded when the link is back",
+                        self.device
+                    ),
+                );
+                self.slots[k]
+                    .live
+                    .send_modify(|s| s.reason = "link to the cycler lost".into());
+            }
+        }
+        if e.is_link_lost()
+            && let Err(e) = self.cycler.reconnect().await
+        {
+            tracing::debug!(device = %self.device, "reconnect failed: {e}");
+        }
+    }
+}

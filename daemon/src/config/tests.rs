@@ -1,0 +1,260 @@
+use super::*;
+
+const GOOD: &str = r#"
+    [store]
+    path = "outbox.sqlite"
+    [hub]
+    address = "http://127.0.0.1:50051"
+    [limits]
+    voltage_min = 2.5
+    voltage_max = 4.25
+    current_max = 10.0
+    [[device]]
+    name = "psb1"
+    family = "ea-psb"
+    address = "127.0.0.1:502"
+    [[channel]]
+    id = "psb1/1"
+"#;
+
+#[test]
+fn a_minimal_config_gets_sensible_defaults() {
+    let c = Config::from_toml(GOOD, "lab.toml").unwrap();
+    assert_eq!(c.store.commit_interval_ms, 250);
+    assert_eq!(c.channels[0].poll_interval_ms, 100);
+    assert_eq!(c.devices[0].unit, 1);
+    assert_eq!(c.control.listen.port(), 50052);
+}
+
+#[test]
+fn unknown_key_is_an_error_naming_file_and_key() {
+    let text = GOOD.replace("current_max = 10.0", "current_max = 10.0\ncurent = 3");
+    let e = Config::from_toml(&text, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("lab.toml:"), "{e}");
+    assert!(e.contains("curent"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_an_error_naming_the_key() {
+    let text = GOOD.replace("voltage_max = 4.25", "voltage_max = \"high\"");
+    let e = Config::from_toml(&text, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("voltage_max"), "{e}");
+}
+
+#[test]
+fn a_device_is_either_networked_or_serial_and_a_riden_takes_no_baud() {
+    let both = GOOD.replace(
+        "address = \"127.0.0.1:502\"",
+        "address = \"127.0.0.1:502\"\nport = \"/dev/ttyUSB0\"",
+    );
+    let e = Config::from_toml(&both, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not both or neither"), "{e}");
+    let serial = GOOD.replace(
+        "address = \"127.0.0.1:502\"",
+        "port = \"/dev/ttyUSB0\"\nbaud = 57600",
+    );
+    let c = Config::from_toml(&serial, "lab.toml").unwrap();
+    assert_eq!(c.devices[0].baud, Some(57600));
+    let riden = serial.replace("family = \"ea-psb\"", "family = \"riden\"");
+    let e = Config::from_toml(&riden, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("115200"), "{e}");
+}
+
+#[test]
+fn cyclers_are_networked_and_name_what_they_need() {
+    let neware = GOOD.replace("family = \"ea-psb\"", "family = \"neware\"");
+    let e = Config::from_toml(&neware, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("step_folder"), "{e}");
+    let with_folder = neware.replace(
+        "address = \"127.0.0.1:502\"",
+        "address = \"127.0.0.1:502\"\nstep_folder = \"/tmp/steps\"",
+    );
+    let c = Config::from_toml(&with_folder, "lab.toml").unwrap();
+    assert!(c.devices[0].family.is_native());
+    assert_eq!(c.devices[0].timeout().as_millis(), 5000);
+    let arbin = GOOD.replace("family = \"ea-psb\"", "family = \"arbin\"");
+    let e = Config::from_toml(&arbin, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("username and password"), "{e}");
+    let serial = GOOD
+        .replace("family = \"ea-psb\"", "family = \"maccor\"")
+        .replace("address = \"127.0.0.1:502\"", "port = \"/dev/ttyUSB0\"");
+    let e = Config::from_toml(&serial, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("over the network"), "{e}");
+    let direct = GOOD.replace("family = \"ea-psb\"", "family = \"maccor-direct\"");
+    let e = Config::from_toml(&direct, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nominal_current"), "{e}");
+    let misplaced = with_folder.replace("family = \"neware\"", "family = \"ea-psb\"");
+    let e = Config::from_toml(&misplaced, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("step_folder does not apply to a ea-psb"), "{e}");
+}
+
+#[test]
+fn a_chamber_names_existing_channels_each_in_one_chamber_and_sensible_limits() {
+    let chamber = |extra: &str| {
+        format!(
+            "{GOOD}\n[[chamber]]\nname = \"c1\"\nfamily = \"espec\"\naddress = \"127.0.0.1:10001\"\n{extra}"
+        )
+    };
+    let c = Config::from_toml(&chamber("channels = [\"psb1/1\"]"), "lab.toml").unwrap();
+    assert_eq!(c.chamber_of("psb1/1").unwrap().name, "c1");
+    assert_eq!(c.chambers[0].limits(&c.limits), (-40.0, 60.0));
+    for (extra, expected) in [
+        ("channels = [\"psb9/1\"]", "no [[channel]] defines"),
+        (
+            "channels = [\"psb1/1\"]\ntemperature_min = 50.0\ntemperature_max = 40.0",
+            "must be below",
+        ),
+        ("channels = [\"psb1/1\"]\nloop_number = 2", "watlow only"),
+        (
+            "channels = [\"psb1/1\"]\nidle_set_point = 80.0",
+            "idle_set_point (80) must be within the chamber's limits -40 to 60",
+        ),
+        (
+            "channels = [\"psb1/1\"]\nport = \"/dev/ttyUSB1\"",
+            "not both",
+        ),
+    ] {
+        let e = Config::from_toml(&chamber(extra), "lab.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(expected), "{extra}: {e}");
+    }
+    let twice = format!(
+        "{}\n[[chamber]]\nname = \"c2\"\nfamily = \"weiss\"\naddress = \"127.0.0.1:2049\"\nchannels = [\"psb1/1\"]",
+        chamber("channels = [\"psb1/1\"]")
+    );
+    let e = Config::from_toml(&twice, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("two chambers"), "{e}");
+}
+
+#[test]
+fn every_example_lab_configuration_shipped_in_deploy_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Err(e) = Config::from_toml(&text, &path.display().to_string()) {
+                panic!("{e}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 4,
+        "{checked} example configurations in {}",
+        dir.display()
+    );
+}
+
+#[test]
+fn a_tls_hub_address_needs_the_lab_ca_and_a_ca_needs_tls() {
+    let tls = GOOD.replace("http://127.0.0.1:50051", "https://hub.lab:50051");
+    let e = Config::from_toml(&tls, "lab.toml").unwrap_err().to_string();
+    assert!(e.contains("hub.ca_file"), "{e}");
+    let with_ca = tls.replace(
+        "address = \"https://hub.lab:50051\"",
+        "address = \"https://hub.lab:50051\"\nca_file = \"/etc/cyclerd/lab-ca.pem\"",
+    );
+    Config::from_toml(&with_ca, "lab.toml").unwrap();
+    let clear = with_ca.replace("https://", "http://");
+    let e = Config::from_toml(&clear, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("use https://"), "{e}");
+}
+
+#[test]
+fn a_hub_lab_is_a_printable_name() {
+    let with_lab = |lab: &str| {
+        GOOD.replace(
+            "address = \"http://127.0.0.1:50051\"",
+            &format!("address = \"http://127.0.0.1:50051\"\nlab = {lab:?}"),
+        )
+    };
+    Config::from_toml(&with_lab("cell-ageing"), "lab.toml").unwrap();
+    for bad in ["", " cell-ageing", "cell\nageing"] {
+        let e = Config::from_toml(&with_lab(bad), "lab.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hub.lab"), "{bad:?}: {e}");
+    }
+}
+
+#[test]
+fn channel_on_an_undefined_device_is_refused() {
+    let text = GOOD.replace("id = \"psb1/1\"", "id = \"psb9/1\"");
+    let e = Config::from_toml(&text, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("channel[0].id") && e.contains("psb9"), "{e}");
+}
+
+#[test]
+fn the_example_lab_configs_in_deploy_load() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&deploy).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            Config::from_toml(&text, &path.display().to_string()).unwrap();
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "deploy/ has example configurations");
+}
+
+#[test]
+fn channel_limits_can_only_narrow_the_lab_limits() {
+    let c = Config::from_toml(GOOD, "lab.toml").unwrap();
+    let narrowed = c.limits.stricter(&ChannelLimits {
+        voltage_max: Some(4.5),
+        current_max: Some(2.0),
+        ..ChannelLimits::default()
+    });
+    assert_eq!(narrowed.voltage_max, 4.25);
+    assert_eq!(narrowed.current_max, 2.0);
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_is_an_error_or_a_config_never_a_panic(text in "\\PC{0,200}") {
+            let _ = Config::from_toml(&text, "fuzz.toml");
+        }
+
+        #[test]
+        fn mutated_configs_never_panic(cut in 0usize..400, insert in "[a-z_=\"\\[\\]0-9. \n]{0,20}") {
+            let mut text = GOOD.to_string();
+            let at = cut.min(text.len());
+            let at = (0..=at).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+            text.insert_str(at, &insert);
+            let _ = Config::from_toml(&text, "fuzz.toml");
+        }
+    }
+}
