@@ -1,4 +1,4 @@
-//! Pipeline benchmark (run in release: `cargo bench -p cyclerd --bench pipeline`).
+//! Pipeline benchmark (run in release: `cargo bench -p cyclerd-cli --bench pipeline`).
 //!
 //! Prints, each against a baseline measured in the same run:
 //! 1. outbox ingest samples/s next to a bare rusqlite insert loop (row per sample) and a bare

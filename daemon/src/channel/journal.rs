@@ -87,16 +87,28 @@ impl TestJournal {
             }),
             Some(CheckpointOp::Begin(Box::new(checkpoint))),
         );
+        journal.show_running(live, test.plan.name, (place, description));
+        journal
+    }
+
+    /// Shows the test running on the channel: its protocol (`protocol_name`), where it is
+    /// (`place`, described), and how many samples it has; at a start and when a runner takes an
+    /// interrupted test up again.
+    pub fn show_running(
+        &self,
+        live: &Live,
+        protocol_name: String,
+        (place, description): (Place, String),
+    ) {
         live.send_modify(|s| {
             s.state = "running".into();
-            s.test_id = test_id;
-            s.protocol_name = test.plan.name;
+            s.test_id.clone_from(&self.test_id);
+            s.protocol_name = protocol_name;
             s.reason.clear();
-            s.samples = 0;
+            s.samples = self.batch.next_seq;
             (s.step, s.cycle) = place;
             s.step_description = description;
         });
-        journal
     }
 
     /// Takes up the test of checkpoint `cp` again, after its last committed sample.

@@ -2,7 +2,7 @@
 //! environment overrides (`CYCLERD_HUB__ADDRESS=...`).
 //!
 //! Every struct denies unknown keys, so a typo is an error naming the key rather than a
-//! silently ignored setting. The types and loading are here; [`validate`] the checks.
+//! silently ignored setting. The types and loading are here; `validate.rs` the checks.
 
 mod validate;
 

@@ -13,7 +13,7 @@
 //! protection. Lost communication is recorded but does not end the test (the cycler keeps
 //! running it); the daemon reconnects and catches up.
 //!
-//! This file holds the runner's life (start, stop, re-attach, end); [`follow`] the polls.
+//! This file holds the runner's life (start, stop, re-attach, end); `follow.rs` the polls.
 
 mod follow;
 
@@ -379,19 +379,12 @@ impl<C: Cycler> CyclerRunner<C> {
             fault: None,
             state,
         };
-        let (samples, step, cycle) = (run.journal.samples(), run.state.step, run.state.cycle);
         let plan_name = Plan::from_yaml(&cp.protocol_source, &cp.origin)
             .map(|p| p.name)
             .unwrap_or_default();
-        slot.live.send_modify(|s| {
-            s.state = "running".into();
-            s.test_id = cp.test_id.clone();
-            s.protocol_name = plan_name;
-            s.samples = samples;
-            s.step = step;
-            s.cycle = cycle;
-            s.reason.clear();
-        });
+        let place = (run.state.step, run.state.cycle);
+        run.journal
+            .show_running(&slot.live, plan_name, (place, String::new()));
         let t = run.state.last.map_or(0.0, |(t, _, _)| t);
         self.slots[k].run = Some(run);
         self.event(k, t, "interruption", message);

@@ -8,7 +8,7 @@
 //! shutdown the output goes off first and the reason is recorded second. When the outbox is full
 //! the channel pauses at rest, output off, and resumes when there is room again.
 //!
-//! This file holds the runner's life (start, resume, end, safe stops); [`poll`] its poll loop.
+//! This file holds the runner's life (start, resume, end, safe stops); `poll.rs` its poll loop.
 
 mod poll;
 
@@ -340,19 +340,11 @@ impl<D: PowerStage> ChannelRunner<D> {
             run.state(),
         );
         let plan_name = run.engine.plan().name.clone();
-        let (step, cycle, description) =
-            (status.step_count, status.cycle, status.description.clone());
-        let samples = run.journal.samples();
-        self.live.send_modify(|s| {
-            s.state = "running".into();
-            s.test_id = cp.test_id.clone();
-            s.protocol_name = plan_name;
-            s.step = step;
-            s.cycle = cycle;
-            s.step_description = description;
-            s.samples = samples;
-            s.reason.clear();
-        });
+        let place = (
+            (status.step_count, status.cycle),
+            status.description.clone(),
+        );
+        run.journal.show_running(&self.live, plan_name, place);
         // The engine asks for its setpoint again on the first measurement; until then: off.
         self.drive(run, cmds, shutdown).await;
     }
