@@ -50,6 +50,7 @@ pub mod plan;
 pub mod pybamm;
 mod to_yaml;
 pub mod units;
+pub mod xml;
 
 pub use engine::{
     Command, Engine, EngineState, Measurement, Outcome, Phase, Status, StepSummary, Update,

@@ -14,10 +14,10 @@ use crate::compile::maccor::{
     REPORT_VOLTAGE, ROOT, TYPE_ADV_CYCLE, TYPE_CHARGE, TYPE_DISCHARGE, TYPE_END, TYPE_REST,
 };
 use crate::compile::native::{parse_number, sha256_hex};
-use crate::compile::xml::{self, Element};
 use crate::plan::{
     ActionStep, Condition, Control, Goto, Plan, PlanStep, Record, Safety, Termination,
 };
+use crate::xml::{self, Element};
 
 /// What a `TestStep` is, before gotos are resolved.
 enum Kind<'a> {

@@ -14,8 +14,8 @@ use crate::compile::neware::{
     COND_VOLTAGE, CONFIG, CONFIG_TYPE, CV_CHARGE, CV_DISCHARGE, CYCLE, END, JUMP_NEXT,
     JUMP_PROTECT, JUMP_STOP, MA_PER_A, MS_PER_S, PAUSE, REST, ROOT, TENTH_MV_PER_V,
 };
-use crate::compile::xml::{self, Element};
 use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep, Safety, Termination};
+use crate::xml::{self, Element};
 
 /// Step children that only concern logging, and are left to the daemon's own record rules.
 const IGNORED_STEP_CHILDREN: [&str; 1] = ["Record"];
