@@ -77,7 +77,7 @@ pub enum Outcome {
     Faulted(String),
 }
 
-/// The result of one [`Engine::update`].
+/// The result of one [`Engine::update`](super::Engine::update).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Update {
     /// What to apply to the channel now (sent every time, so re-applying is idempotent).
@@ -111,7 +111,7 @@ pub struct StepSummary {
 /// Where the engine is in its life.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Phase {
-    /// Created or restored before [`Engine::start`].
+    /// Created or restored before [`Engine::start`](super::Engine::start).
     NotStarted,
     /// Executing an action step.
     Running,
@@ -148,6 +148,6 @@ pub struct Status {
     pub step_energy_wh: f64,
     /// The current step as written in the protocol, for display.
     pub description: String,
-    /// The plan ran to its end (a fault is reported through [`Engine::phase`]).
+    /// The plan ran to its end (a fault is reported through [`Engine::phase`](super::Engine::phase)).
     pub finished: bool,
 }
