@@ -17,7 +17,7 @@ use crate::compile::native::{parse_number, sha256_hex};
 use crate::plan::{
     ActionStep, Condition, Control, Goto, Plan, PlanStep, Record, Safety, Termination,
 };
-use crate::xml::{self, Element};
+use crate::xml::Element;
 
 /// What a `TestStep` is, before gotos are resolved.
 enum Kind<'a> {
@@ -33,19 +33,8 @@ enum Kind<'a> {
 
 /// Reads a Maccor procedure; `origin` (the file name) prefixes errors.
 pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
-    let err = |location: String, message: String| ImportError {
-        kind: SourceKind::Maccor,
-        origin: origin.to_owned(),
-        location: Some(location),
-        message,
-    };
-    let root = xml::parse(text).map_err(|e| err(e.location, e.message))?;
-    if root.name != ROOT {
-        return Err(err(
-            "root element".into(),
-            format!("expected <{ROOT}>, found <{}>", root.name),
-        ));
-    }
+    let err = ImportError::builder(SourceKind::Maccor, origin);
+    let root = super::xml_root(text, ROOT, &err)?;
     let name = root
         .find("header")
         .and_then(|h| h.find("ProcDesc"))

@@ -15,7 +15,7 @@ use crate::compile::neware::{
     JUMP_PROTECT, JUMP_STOP, MA_PER_A, MS_PER_S, PAUSE, REST, ROOT, TENTH_MV_PER_V,
 };
 use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep, Safety, Termination};
-use crate::xml::{self, Element};
+use crate::xml::Element;
 
 /// Step children that only concern logging, and are left to the daemon's own record rules.
 const IGNORED_STEP_CHILDREN: [&str; 1] = ["Record"];
@@ -29,19 +29,8 @@ struct Cycle {
 
 /// Reads a Neware step file; `origin` (the file name) prefixes errors.
 pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
-    let err = |location: String, message: String| ImportError {
-        kind: SourceKind::Neware,
-        origin: origin.to_owned(),
-        location: Some(location),
-        message,
-    };
-    let root = xml::parse(text).map_err(|e| err(e.location, e.message))?;
-    if root.name != ROOT {
-        return Err(err(
-            "root element".into(),
-            format!("expected <{ROOT}>, found <{}>", root.name),
-        ));
-    }
+    let err = ImportError::builder(SourceKind::Neware, origin);
+    let root = super::xml_root(text, ROOT, &err)?;
     let config = root
         .find(CONFIG)
         .ok_or_else(|| err(ROOT.into(), format!("expected a <{CONFIG}> element")))?;
