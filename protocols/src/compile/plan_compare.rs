@@ -316,3 +316,33 @@ pub fn three_steps() -> Plan {
     };
     p
 }
+
+/// A two-pass loop of a CC charge to 4.2 V and a CV hold whose cutoff jumps back to the loop's
+/// start: the valid schedule the text importers' tests compile and then damage.
+pub(crate) fn cc_cv_loop() -> Plan {
+    plan(vec![
+        looped(2, true, 3),
+        act(
+            Control::Current { amps: 1.0 },
+            &[(Condition::VoltageAtLeast(4.2), Goto::Next)],
+        ),
+        act(
+            Control::Voltage { volts: 4.2 },
+            &[(Condition::CurrentMagnitudeAtMost(0.05), Goto::Step(0))],
+        ),
+        PlanStep::LoopEnd { start: 0 },
+        PlanStep::End,
+    ])
+}
+
+/// `text` with each cut applied in turn: at the place, up to four characters replaced by the
+/// insert (the damage of the importers' never-panic properties).
+pub(crate) fn damaged(text: &str, cuts: Vec<(proptest::sample::Index, String)>) -> String {
+    let mut text: Vec<char> = text.chars().collect();
+    for (at, insert) in cuts {
+        let i = at.index(text.len() + 1);
+        let end = (i + insert.chars().count() % 5).min(text.len());
+        text.splice(i..end, insert.chars());
+    }
+    text.into_iter().collect()
+}

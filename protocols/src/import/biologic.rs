@@ -577,24 +577,11 @@ fn build(origin: &str, seqs: &[Seq]) -> Result<Vec<PlanStep>, ImportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::plan_compare::{act, looped, plan};
+    use crate::compile::plan_compare::{cc_cv_loop, damaged};
     use proptest::prelude::*;
 
     fn valid() -> String {
-        let p = plan(vec![
-            looped(2, true, 3),
-            act(
-                Control::Current { amps: 1.0 },
-                &[(Condition::VoltageAtLeast(4.2), Goto::Next)],
-            ),
-            act(
-                Control::Voltage { volts: 4.2 },
-                &[(Condition::CurrentMagnitudeAtMost(0.05), Goto::Step(0))],
-            ),
-            PlanStep::LoopEnd { start: 0 },
-            PlanStep::End,
-        ]);
-        crate::compile::biologic::compile(&p).unwrap()
+        crate::compile::biologic::compile(&cc_cv_loop()).unwrap()
     }
 
     fn message(text: &str) -> String {
@@ -659,13 +646,7 @@ mod tests {
 
         #[test]
         fn mutated_valid_files_never_panic(cuts in proptest::collection::vec((any::<prop::sample::Index>(), "\\PC{0,8}"), 1..6)) {
-            let mut text: Vec<char> = valid().chars().collect();
-            for (at, insert) in cuts {
-                let i = at.index(text.len() + 1);
-                let end = (i + insert.chars().count() % 5).min(text.len());
-                text.splice(i..end, insert.chars());
-            }
-            let _ = import(&text.into_iter().collect::<String>(), "t.mps");
+            let _ = import(&damaged(&valid(), cuts), "t.mps");
         }
 
         #[test]
