@@ -37,31 +37,53 @@ proptest! {
     ) {
         let mut e = engine("  - repeat: 3\n    steps:\n      - cccv: 1 A\n        voltage: 4.1 V\n        for: 7 s\n      - cr: 2 Ohm\n        for: 5 s\n      - chamber: 30 degC\n        wait: {within: 5 degC, for: 3 s}\n      - rest: 4 s\n        until: \"dV/dt <= 1 mV/s\"\n");
         e.start(0.0);
-        let (mut q_in, mut q_out, mut energy) = (0.0, 0.0, 0.0);
-        let mut t = 0.0;
-        for (dt, i, v, temp) in polls {
-            t += dt;
-            let u = e.update(&with_temp(at(t, v, i), Some(temp)));
-            if let Some(s) = u.ended_step {
-                q_in += s.charge_ah;
-                q_out += s.discharge_ah;
-                energy += s.energy_wh;
-            }
-            if u.outcome.is_some() {
-                break;
-            }
-        }
-        let s = e.status();
-        if !s.finished {
-            q_in += s.step_charge_ah;
-            q_out += s.step_discharge_ah;
-            energy += s.step_energy_wh;
-        }
-        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()));
-        prop_assert!(close(q_in, s.charge_capacity_ah));
-        prop_assert!(close(q_out, s.discharge_capacity_ah));
-        prop_assert!(close(energy, s.charge_energy_wh + s.discharge_energy_wh));
+        let polls = polls.into_iter().scan(0.0, |t, (dt, i, v, temp)| {
+            *t += dt;
+            Some(with_temp(at(*t, v, i), Some(temp)))
+        });
+        summaries_add_up(&mut e, polls)?;
     }
+}
+
+/// Feeds `polls` to a started engine until the test ends, and checks that the summaries of
+/// the ended steps, plus the open step's counters, add up to the test's totals.
+fn summaries_add_up(
+    e: &mut Engine,
+    polls: impl IntoIterator<Item = Measurement>,
+) -> Result<Status, TestCaseError> {
+    let (mut q_in, mut q_out, mut energy) = (0.0, 0.0, 0.0);
+    for m in polls {
+        let u = e.update(&m);
+        if let Some(s) = u.ended_step {
+            q_in += s.charge_ah;
+            q_out += s.discharge_ah;
+            energy += s.energy_wh;
+        }
+        if u.outcome.is_some() {
+            break;
+        }
+    }
+    let s = e.status().clone();
+    if !s.finished {
+        q_in += s.step_charge_ah;
+        q_out += s.step_discharge_ah;
+        energy += s.step_energy_wh;
+    }
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()));
+    prop_assert!(
+        close(q_in, s.charge_capacity_ah),
+        "{} vs {}",
+        q_in,
+        s.charge_capacity_ah
+    );
+    prop_assert!(
+        close(q_out, s.discharge_capacity_ah),
+        "{} vs {}",
+        q_out,
+        s.discharge_capacity_ah
+    );
+    prop_assert!(close(energy, s.charge_energy_wh + s.discharge_energy_wh));
+    Ok(s)
 }
 
 #[derive(Debug, Clone)]
@@ -167,30 +189,11 @@ proptest! {
         }).collect();
         let mut e = engine(&format!("  - repeat: 2\n    steps:\n{}", yaml.replace("  - ", "      - ")));
         e.start(0.0);
-        let (mut q_in, mut q_out, mut energy) = (0.0, 0.0, 0.0);
-        let mut t = 0.0;
-        for (dt, i, v) in polls {
-            t += dt;
-            let u = e.update(&at(t, v, i));
-            if let Some(s) = u.ended_step {
-                q_in += s.charge_ah;
-                q_out += s.discharge_ah;
-                energy += s.energy_wh;
-            }
-            if u.outcome.is_some() {
-                break;
-            }
-        }
-        let s = e.status();
-        if !s.finished {
-            q_in += s.step_charge_ah;
-            q_out += s.step_discharge_ah;
-            energy += s.step_energy_wh;
-        }
-        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()));
-        prop_assert!(close(q_in, s.charge_capacity_ah), "{} vs {}", q_in, s.charge_capacity_ah);
-        prop_assert!(close(q_out, s.discharge_capacity_ah), "{} vs {}", q_out, s.discharge_capacity_ah);
-        prop_assert!(close(energy, s.charge_energy_wh + s.discharge_energy_wh));
+        let polls = polls.into_iter().scan(0.0, |t, (dt, i, v)| {
+            *t += dt;
+            Some(at(*t, v, i))
+        });
+        let s = summaries_add_up(&mut e, polls)?;
         prop_assert!(s.charge_capacity_ah >= 0.0 && s.discharge_capacity_ah >= 0.0);
     }
 
