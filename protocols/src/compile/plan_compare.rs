@@ -1,6 +1,6 @@
-//! Test helpers for compile -> import round trips: the protocols to try, and a comparison
-//! of what runs (controls, terminations, loops, gotos, record rules) with float tolerance that
-//! ignores names, paths, descriptions and hashes.
+//! Test helpers for round trips (compile -> import, plan -> YAML -> plan): the protocols to
+//! try, small plans, and comparisons of what runs (controls, terminations, loops, gotos, record
+//! rules) that ignore names, paths, descriptions and hashes.
 
 use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep, Safety, Termination};
 
@@ -345,4 +345,19 @@ pub(crate) fn damaged(text: &str, cuts: Vec<(proptest::sample::Index, String)>) 
         text.splice(i..end, insert.chars());
     }
     text.into_iter().collect()
+}
+
+/// `p` without what names it rather than what it runs: the source hash, and the steps' paths,
+/// descriptions and labels (labels are names; jumps are compared by their resolved indices).
+pub(crate) fn without_names(p: &Plan) -> Plan {
+    let mut p = p.clone();
+    p.source_sha256.clear();
+    for s in &mut p.steps {
+        if let PlanStep::Action(a) = s {
+            a.path.clear();
+            a.description.clear();
+            a.label = None;
+        }
+    }
+    p
 }
