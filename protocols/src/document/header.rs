@@ -3,10 +3,9 @@
 
 use serde_saphyr::Spanned;
 
-use super::text::sha256_hex;
 use super::{Compiler, Node, is_identifier, join};
 use crate::error::ProtocolError;
-use crate::plan::{Goto, Plan, PlanStep, Safety};
+use crate::plan::{Goto, Plan, PlanStep, Safety, sha256_hex};
 use crate::units::Unit;
 
 /// The only language version this crate reads.

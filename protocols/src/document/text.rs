@@ -1,7 +1,5 @@
 //! The texts inside values, parsed without the YAML around them: termination conditions,
-//! loop conditions, CSV profiles, `${name}` substitution, and the source hash.
-
-use sha2::{Digest, Sha256};
+//! loop conditions, CSV profiles, `${name}` substitution.
 
 use crate::plan::{Condition, LoopCondition};
 use crate::pybamm::Params;
@@ -286,11 +284,4 @@ pub(super) fn reference_name(text: &str) -> Option<&str> {
         .or_else(|| t.strip_prefix('{'))?
         .strip_suffix('}')?;
     Some(inner.trim())
-}
-
-pub(super) fn sha256_hex(source: &str) -> String {
-    Sha256::digest(source.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

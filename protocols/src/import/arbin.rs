@@ -20,7 +20,6 @@ use crate::compile::arbin::{
     EQUATIONS_PER_LIMIT, GOTO_END, GOTO_NEXT, INCREMENT_CYCLE_INDEX, PV_CURRENT, PV_STEP_TIME,
     PV_TEST_TIME, PV_VOLTAGE, TC_COUNTERS, VOLTAGE_SCOPE, increment_mask, reset_mask,
 };
-use crate::compile::native::sha256_hex;
 use crate::plan::{
     ActionStep, Condition, Control, Goto, Plan, PlanStep, Record, Safety, Termination,
 };
@@ -78,13 +77,7 @@ pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
         .filter(|c| !c.is_empty())
         .unwrap_or(origin)
         .to_owned();
-    let plan = Plan {
-        name,
-        source_sha256: sha256_hex(text),
-        capacity_ah: None,
-        safety,
-        steps,
-    };
+    let plan = super::imported(name, text, safety, steps);
     plan.validate().map_err(|e| {
         r.error(
             None,

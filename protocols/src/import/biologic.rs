@@ -19,7 +19,6 @@ use crate::compile::biologic::{
     CC, CHARGE, COLUMN, CV, DISCHARGE, GOTO, HEADER, LIM_ABS_I, LIM_ECELL, LIM_TIME, LOOP, NEXT,
     REC_ECELL, REC_I, REC_TIME, REST, STOP, TECHNIQUE,
 };
-use crate::compile::native::sha256_hex;
 use crate::plan::{
     ActionStep, Condition, Control, Goto, Plan, PlanStep, Record, Safety, Termination,
 };
@@ -177,13 +176,12 @@ pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
         .map(|j| table.sequence(j))
         .collect::<Result<Vec<_>, _>>()?;
     let steps = build(origin, &seqs)?;
-    let plan = Plan {
-        name: name.unwrap_or_else(|| origin.to_owned()),
-        source_sha256: sha256_hex(text),
-        capacity_ah: None,
+    let plan = super::imported(
+        name.unwrap_or_else(|| origin.to_owned()),
+        text,
         safety,
         steps,
-    };
+    );
     plan.validate().map_err(|e| {
         error(
             origin,

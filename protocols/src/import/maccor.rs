@@ -13,7 +13,7 @@ use crate::compile::maccor::{
     MODE_POWER, MODE_VOLTAGE, OPER_EQ, OPER_GE, OPER_LE, REPORT_CURRENT, REPORT_STEP_TIME,
     REPORT_VOLTAGE, ROOT, TYPE_ADV_CYCLE, TYPE_CHARGE, TYPE_DISCHARGE, TYPE_END, TYPE_REST,
 };
-use crate::compile::native::{parse_number, sha256_hex};
+use crate::compile::native::parse_number;
 use crate::plan::{
     ActionStep, Condition, Control, Goto, Plan, PlanStep, Record, Safety, Termination,
 };
@@ -166,13 +166,7 @@ pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
             Kind::End => steps.push(PlanStep::End),
         }
     }
-    let plan = Plan {
-        name,
-        source_sha256: sha256_hex(text),
-        capacity_ah: None,
-        safety: Safety::default(),
-        steps,
-    };
+    let plan = super::imported(name, text, Safety::default(), steps);
     plan.validate()
         .map_err(|e| err("procedure".into(), e.to_string()))?;
     Ok(plan)

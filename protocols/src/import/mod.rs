@@ -1,7 +1,7 @@
 //! Importers: a cycler's native schedule -> a plan, so a simulator can run what it was sent and
 //! compile -> import is checked on every protocol.
 
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanStep, Safety, sha256_hex};
 use crate::xml::{self, Element};
 use std::fmt;
 
@@ -103,6 +103,18 @@ fn xml_root(
         ));
     }
     Ok(element)
+}
+
+/// The plan an importer read from `text`, still to be validated: native files state no
+/// capacity, and the plan carries its source's hash as a parsed one does.
+fn imported(name: String, text: &str, safety: Safety, steps: Vec<PlanStep>) -> Plan {
+    Plan {
+        name,
+        source_sha256: sha256_hex(text),
+        capacity_ah: None,
+        safety,
+        steps,
+    }
 }
 
 /// Reads a native schedule of `kind`; `origin` (the file name) prefixes errors.

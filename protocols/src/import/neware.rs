@@ -7,7 +7,7 @@
 //! is an [`ImportError`] naming the step, never a guess.
 
 use super::{ImportError, SourceKind};
-use crate::compile::native::{parse_number, sha256_hex};
+use crate::compile::native::parse_number;
 use crate::compile::neware::{
     CC_CHARGE, CC_DISCHARGE, CCCV_CHARGE, CCCV_DISCHARGE, CMP_GE, CMP_GT, CMP_LE, CMP_LT,
     COND_COMPARE, COND_CURRENT, COND_JUMP, COND_PREFIX, COND_TIME, COND_TYPE, COND_VALUE,
@@ -222,13 +222,7 @@ pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
             }
         }
     }
-    let plan = Plan {
-        name,
-        source_sha256: sha256_hex(text),
-        capacity_ah: None,
-        safety,
-        steps,
-    };
+    let plan = super::imported(name, text, safety, steps);
     plan.validate()
         .map_err(|e| err("Step_Info".into(), e.to_string()))?;
     Ok(plan)

@@ -1,10 +1,9 @@
 //! The document compiler's tests: errors that name file, line, column and path, the top
 //! level, and (in `steps`) what each kind of step compiles to; `properties`: no input panics.
 
-use super::text::{
-    parse_condition, parse_loop_condition, parse_profile_csv, sha256_hex, substitute,
-};
+use super::text::{parse_condition, parse_loop_condition, parse_profile_csv, substitute};
 use super::*;
+use crate::plan::sha256_hex;
 use crate::plan::{
     ActionStep, Condition, Control, Goto, LoopCondition, ProfileKind, Record, Safety, Termination,
 };
