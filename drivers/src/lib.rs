@@ -17,8 +17,9 @@
 //!   table and scaling), `client` (the driver) and `sim` (a Modbus TCP server backed by a cell).
 //! - [`riden`]: Riden RD60xx charge-only supplies over Modbus RTU on a serial line, in the same
 //!   three parts (the simulator serves a pseudo-terminal).
-//! - [`neware`]: Neware BTS cyclers through the BTS API (XML over TCP): `wire` (framing and one
-//!   codec per message), `client` (the [`cycler::Cycler`] driver: login, status, start with a
+//! - [`neware`]: Neware BTS cyclers through the BTS API (XML over TCP): `wire` (a folder:
+//!   framing, the message envelope over [`cyclerd_protocols::xml`], one file per message
+//!   group, device tables), `client` (the [`cycler::Cycler`] driver: login, status, start with a
 //!   step file delivered to a folder the BTS PC reads, paged record download) and `sim` (a BTS
 //!   server running the step files it is sent on simulated cells).
 //! - [`arbin`]: Arbin cyclers through CTI (binary frames over TCP): `wire` (frames, one codec

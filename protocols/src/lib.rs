@@ -34,11 +34,17 @@
 //!   column-accurate errors.
 //! * `document` (private): the YAML document (`protocol`, `version`, `params`, `safety`,
 //!   `steps`) checked node by node and compiled into a plan; reached through
-//!   [`Plan::from_yaml`].
+//!   [`Plan::from_yaml`]. A folder: the YAML node tree, the top level, steps, blocks and
+//!   macros, scalar values, and the texts inside values (conditions, CSV, substitution).
 //! * [`plan`]: the plan (IR) types, their JSON form and structural validation.
-//! * [`engine`]: the stepping state machine: measurement in, command out, checkpointable.
+//! * [`engine`]: the stepping state machine: measurement in, command out, checkpointable. A
+//!   folder: the public vocabulary (`types`), one step of the machine (`run`), the safety
+//!   limits (`limits`).
 //! * [`compile`]: plan -> native schedules (Maccor, Neware, Arbin, BioLogic, PyBaMM).
 //! * [`import`]: native schedules -> plan.
+//! * [`xml`]: the workspace's one XML element tree, written and read whole: the Maccor and
+//!   Neware compilers and importers use it, and so does the Neware BTS wire in
+//!   `cyclerd-drivers` (with a streamed element for its large download pages).
 //! * [`error`]: [`ProtocolError`], whose messages say what, where and what to do.
 
 pub mod compile;
@@ -50,6 +56,7 @@ pub mod plan;
 pub mod pybamm;
 mod to_yaml;
 pub mod units;
+pub mod xml;
 
 pub use engine::{
     Command, Engine, EngineState, Measurement, Outcome, Phase, Status, StepSummary, Update,

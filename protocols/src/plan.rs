@@ -350,6 +350,16 @@ pub enum Goto {
     Step(usize),
 }
 
+/// Lowercase hex SHA-256 of a source text: what [`Plan::source_sha256`] holds, for parsed and
+/// imported plans alike.
+pub(crate) fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl Plan {
     /// Parses a YAML protocol document; `origin` (usually the file name) prefixes error messages.
     ///

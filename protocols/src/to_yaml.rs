@@ -323,23 +323,11 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compile::plan_compare::without_names;
 
     /// Two plans are the same protocol: same steps, controls, terminations and limits.
     fn same_protocol(a: &Plan, b: &Plan) -> bool {
-        let strip = |p: &Plan| {
-            let mut p = p.clone();
-            p.source_sha256.clear();
-            for s in &mut p.steps {
-                if let PlanStep::Action(a) = s {
-                    a.path.clear();
-                    a.description.clear();
-                    // Labels are names; jumps are compared by their resolved indices.
-                    a.label = None;
-                }
-            }
-            p
-        };
-        strip(a) == strip(b)
+        without_names(a) == without_names(b)
     }
 
     #[test]

@@ -1,23 +1,15 @@
 //! The standard protocol library shipped in `deploy/protocols` must always compile and be
 //! runnable with the limits it declares.
 
-use std::path::Path;
+mod common;
 
 use cyclerd_protocols::{Command, Engine, Measurement, Outcome, Plan, Safety};
 
 #[test]
 fn every_deployed_protocol_parses_and_is_runnable() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/protocols");
+    let dir = common::library_dir();
     let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).expect("deploy/protocols exists") {
-        let path = entry.expect("readable directory entry").path();
-        if !matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            continue;
-        }
-        let source = std::fs::read_to_string(&path).expect("readable protocol file");
+    for (path, source) in common::library() {
         let origin = path.display().to_string();
         let plan = Plan::from_yaml(&source, &origin).unwrap_or_else(|e| panic!("{e}"));
         Engine::new(plan, &Safety::default()).unwrap_or_else(|e| panic!("{origin}: {e}"));
@@ -114,21 +106,15 @@ impl Cell {
 }
 
 fn library() -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/protocols");
-    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .expect("deploy/protocols exists")
-        .map(|e| e.expect("readable directory entry").path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-        .map(|p| {
+    let mut out: Vec<(String, String)> = common::library()
+        .into_iter()
+        .map(|(p, source)| {
             let name = p
                 .file_name()
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            (
-                name,
-                std::fs::read_to_string(&p).expect("readable protocol file"),
-            )
+            (name, source)
         })
         .collect();
     out.sort();

@@ -7,7 +7,7 @@
 //! `jsonschema` crate, whose dependency tree is large and not needed for this subset. An
 //! unknown keyword fails the test, so the schema cannot silently outgrow the validator.
 
-use std::path::Path;
+mod common;
 
 use serde_json::Value;
 
@@ -153,17 +153,9 @@ fn errors_of(yaml: &str) -> Vec<String> {
 
 #[test]
 fn every_library_protocol_validates_against_the_schema() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/protocols");
+    let dir = common::library_dir();
     let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).expect("deploy/protocols exists") {
-        let path = entry.expect("readable directory entry").path();
-        if !matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            continue;
-        }
-        let source = std::fs::read_to_string(&path).expect("readable protocol file");
+    for (path, source) in common::library() {
         let errors = errors_of(&source);
         assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
         checked += 1;

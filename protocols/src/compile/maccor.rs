@@ -11,9 +11,9 @@
 //! `Loop N` when the loop counts cycles; `End` is `End`.
 
 use super::native::{decimal, step_name, voltage_step_charges};
-use super::xml::Element;
 use super::{CompileError, Target};
 use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep};
+use crate::xml::Element;
 
 /// `<?maccor-application ...?>`: the processing instruction that marks a procedure file.
 pub(crate) const PROLOG: &str = r#"maccor-application progid="Maccor Procedure File""#;

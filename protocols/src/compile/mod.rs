@@ -17,7 +17,6 @@ pub(crate) mod plan_compare;
 pub mod pybamm;
 #[cfg(test)]
 mod roundtrip;
-pub(crate) mod xml;
 
 /// A native schedule format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -47,16 +47,6 @@ pub(crate) fn inside_loop(plan: &Plan, start: usize, i: usize) -> bool {
     }
 }
 
-/// Lowercase hex SHA-256 of an imported file: an imported plan carries the hash of its source
-/// like a parsed one does.
-pub(crate) fn sha256_hex(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// The step path and description a compile error names for plan index `i`: an action names
 /// itself; a loop marker names the loop by the first action of its body.
 pub(crate) fn step_name(plan: &Plan, i: usize) -> (String, String) {

@@ -14,9 +14,9 @@
 //! `CndN` in `Limit/Other`, in order, with its jump.
 
 use super::native::{inside_loop, step_name, voltage_step_charges};
-use super::xml::Element;
 use super::{CompileError, Target};
 use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep};
+use crate::xml::Element;
 
 pub(crate) const ROOT: &str = "root";
 pub(crate) const CONFIG: &str = "config";

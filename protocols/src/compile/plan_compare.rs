@@ -1,6 +1,6 @@
-//! Test helpers for compile -> import round trips: the protocols to try, and a comparison
-//! of what runs (controls, terminations, loops, gotos, record rules) with float tolerance that
-//! ignores names, paths, descriptions and hashes.
+//! Test helpers for round trips (compile -> import, plan -> YAML -> plan): the protocols to
+//! try, small plans, and comparisons of what runs (controls, terminations, loops, gotos, record
+//! rules) that ignore names, paths, descriptions and hashes.
 
 use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep, Safety, Termination};
 
@@ -314,5 +314,50 @@ pub fn three_steps() -> Plan {
         current_max: Some(5.0),
         ..Safety::default()
     };
+    p
+}
+
+/// A two-pass loop of a CC charge to 4.2 V and a CV hold whose cutoff jumps back to the loop's
+/// start: the valid schedule the text importers' tests compile and then damage.
+pub(crate) fn cc_cv_loop() -> Plan {
+    plan(vec![
+        looped(2, true, 3),
+        act(
+            Control::Current { amps: 1.0 },
+            &[(Condition::VoltageAtLeast(4.2), Goto::Next)],
+        ),
+        act(
+            Control::Voltage { volts: 4.2 },
+            &[(Condition::CurrentMagnitudeAtMost(0.05), Goto::Step(0))],
+        ),
+        PlanStep::LoopEnd { start: 0 },
+        PlanStep::End,
+    ])
+}
+
+/// `text` with each cut applied in turn: at the place, up to four characters replaced by the
+/// insert (the damage of the importers' never-panic properties).
+pub(crate) fn damaged(text: &str, cuts: Vec<(proptest::sample::Index, String)>) -> String {
+    let mut text: Vec<char> = text.chars().collect();
+    for (at, insert) in cuts {
+        let i = at.index(text.len() + 1);
+        let end = (i + insert.chars().count() % 5).min(text.len());
+        text.splice(i..end, insert.chars());
+    }
+    text.into_iter().collect()
+}
+
+/// `p` without what names it rather than what it runs: the source hash, and the steps' paths,
+/// descriptions and labels (labels are names; jumps are compared by their resolved indices).
+pub(crate) fn without_names(p: &Plan) -> Plan {
+    let mut p = p.clone();
+    p.source_sha256.clear();
+    for s in &mut p.steps {
+        if let PlanStep::Action(a) = s {
+            a.path.clear();
+            a.description.clear();
+            a.label = None;
+        }
+    }
     p
 }

@@ -20,7 +20,6 @@ use crate::compile::arbin::{
     EQUATIONS_PER_LIMIT, GOTO_END, GOTO_NEXT, INCREMENT_CYCLE_INDEX, PV_CURRENT, PV_STEP_TIME,
     PV_TEST_TIME, PV_VOLTAGE, TC_COUNTERS, VOLTAGE_SCOPE, increment_mask, reset_mask,
 };
-use crate::compile::native::sha256_hex;
 use crate::plan::{
     ActionStep, Condition, Control, Goto, Plan, PlanStep, Record, Safety, Termination,
 };
@@ -78,13 +77,7 @@ pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
         .filter(|c| !c.is_empty())
         .unwrap_or(origin)
         .to_owned();
-    let plan = Plan {
-        name,
-        source_sha256: sha256_hex(text),
-        capacity_ah: None,
-        safety,
-        steps,
-    };
+    let plan = super::imported(name, text, safety, steps);
     plan.validate().map_err(|e| {
         r.error(
             None,
@@ -672,24 +665,11 @@ enum Limit<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::plan_compare::{act, looped, plan};
+    use crate::compile::plan_compare::{cc_cv_loop, damaged};
     use proptest::prelude::*;
 
     fn valid() -> String {
-        let p = plan(vec![
-            looped(2, true, 3),
-            act(
-                Control::Current { amps: 1.0 },
-                &[(Condition::VoltageAtLeast(4.2), Goto::Next)],
-            ),
-            act(
-                Control::Voltage { volts: 4.2 },
-                &[(Condition::CurrentMagnitudeAtMost(0.05), Goto::Step(0))],
-            ),
-            PlanStep::LoopEnd { start: 0 },
-            PlanStep::End,
-        ]);
-        crate::compile::arbin::compile(&p).unwrap()
+        crate::compile::arbin::compile(&cc_cv_loop()).unwrap()
     }
 
     fn message(text: &str) -> String {
@@ -759,13 +739,7 @@ mod tests {
 
         #[test]
         fn mutated_valid_files_never_panic(cuts in proptest::collection::vec((any::<prop::sample::Index>(), "\\PC{0,8}"), 1..6)) {
-            let mut text: Vec<char> = valid().chars().collect();
-            for (at, insert) in cuts {
-                let i = at.index(text.len() + 1);
-                let end = (i + insert.chars().count() % 5).min(text.len());
-                text.splice(i..end, insert.chars());
-            }
-            let _ = import(&text.into_iter().collect::<String>(), "t.sdu");
+            let _ = import(&damaged(&valid(), cuts), "t.sdu");
         }
 
         #[test]

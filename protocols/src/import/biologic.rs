@@ -19,7 +19,6 @@ use crate::compile::biologic::{
     CC, CHARGE, COLUMN, CV, DISCHARGE, GOTO, HEADER, LIM_ABS_I, LIM_ECELL, LIM_TIME, LOOP, NEXT,
     REC_ECELL, REC_I, REC_TIME, REST, STOP, TECHNIQUE,
 };
-use crate::compile::native::sha256_hex;
 use crate::plan::{
     ActionStep, Condition, Control, Goto, Plan, PlanStep, Record, Safety, Termination,
 };
@@ -177,13 +176,12 @@ pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
         .map(|j| table.sequence(j))
         .collect::<Result<Vec<_>, _>>()?;
     let steps = build(origin, &seqs)?;
-    let plan = Plan {
-        name: name.unwrap_or_else(|| origin.to_owned()),
-        source_sha256: sha256_hex(text),
-        capacity_ah: None,
+    let plan = super::imported(
+        name.unwrap_or_else(|| origin.to_owned()),
+        text,
         safety,
         steps,
-    };
+    );
     plan.validate().map_err(|e| {
         error(
             origin,
@@ -577,24 +575,11 @@ fn build(origin: &str, seqs: &[Seq]) -> Result<Vec<PlanStep>, ImportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::plan_compare::{act, looped, plan};
+    use crate::compile::plan_compare::{cc_cv_loop, damaged};
     use proptest::prelude::*;
 
     fn valid() -> String {
-        let p = plan(vec![
-            looped(2, true, 3),
-            act(
-                Control::Current { amps: 1.0 },
-                &[(Condition::VoltageAtLeast(4.2), Goto::Next)],
-            ),
-            act(
-                Control::Voltage { volts: 4.2 },
-                &[(Condition::CurrentMagnitudeAtMost(0.05), Goto::Step(0))],
-            ),
-            PlanStep::LoopEnd { start: 0 },
-            PlanStep::End,
-        ]);
-        crate::compile::biologic::compile(&p).unwrap()
+        crate::compile::biologic::compile(&cc_cv_loop()).unwrap()
     }
 
     fn message(text: &str) -> String {
@@ -659,13 +644,7 @@ mod tests {
 
         #[test]
         fn mutated_valid_files_never_panic(cuts in proptest::collection::vec((any::<prop::sample::Index>(), "\\PC{0,8}"), 1..6)) {
-            let mut text: Vec<char> = valid().chars().collect();
-            for (at, insert) in cuts {
-                let i = at.index(text.len() + 1);
-                let end = (i + insert.chars().count() % 5).min(text.len());
-                text.splice(i..end, insert.chars());
-            }
-            let _ = import(&text.into_iter().collect::<String>(), "t.mps");
+            let _ = import(&damaged(&valid(), cuts), "t.mps");
         }
 
         #[test]

@@ -13,11 +13,11 @@ use crate::compile::maccor::{
     MODE_POWER, MODE_VOLTAGE, OPER_EQ, OPER_GE, OPER_LE, REPORT_CURRENT, REPORT_STEP_TIME,
     REPORT_VOLTAGE, ROOT, TYPE_ADV_CYCLE, TYPE_CHARGE, TYPE_DISCHARGE, TYPE_END, TYPE_REST,
 };
-use crate::compile::native::{parse_number, sha256_hex};
-use crate::compile::xml::{self, Element};
+use crate::compile::native::parse_number;
 use crate::plan::{
     ActionStep, Condition, Control, Goto, Plan, PlanStep, Record, Safety, Termination,
 };
+use crate::xml::Element;
 
 /// What a `TestStep` is, before gotos are resolved.
 enum Kind<'a> {
@@ -33,19 +33,8 @@ enum Kind<'a> {
 
 /// Reads a Maccor procedure; `origin` (the file name) prefixes errors.
 pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
-    let err = |location: String, message: String| ImportError {
-        kind: SourceKind::Maccor,
-        origin: origin.to_owned(),
-        location: Some(location),
-        message,
-    };
-    let root = xml::parse(text).map_err(|e| err(e.location, e.message))?;
-    if root.name != ROOT {
-        return Err(err(
-            "root element".into(),
-            format!("expected <{ROOT}>, found <{}>", root.name),
-        ));
-    }
+    let err = ImportError::builder(SourceKind::Maccor, origin);
+    let root = super::xml_root(text, ROOT, &err)?;
     let name = root
         .find("header")
         .and_then(|h| h.find("ProcDesc"))
@@ -177,13 +166,7 @@ pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
             Kind::End => steps.push(PlanStep::End),
         }
     }
-    let plan = Plan {
-        name,
-        source_sha256: sha256_hex(text),
-        capacity_ah: None,
-        safety: Safety::default(),
-        steps,
-    };
+    let plan = super::imported(name, text, Safety::default(), steps);
     plan.validate()
         .map_err(|e| err("procedure".into(), e.to_string()))?;
     Ok(plan)

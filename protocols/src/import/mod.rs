@@ -1,7 +1,8 @@
 //! Importers: a cycler's native schedule -> a plan, so a simulator can run what it was sent and
 //! compile -> import is checked on every protocol.
 
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanStep, Safety, sha256_hex};
+use crate::xml::{self, Element};
 use std::fmt;
 
 mod arbin;
@@ -73,6 +74,47 @@ pub struct ImportError {
     /// Where in the file (line, element or section), when known.
     pub location: Option<String>,
     pub message: String,
+}
+
+impl ImportError {
+    /// An importer's error builder: `kind` and `origin` fixed, location and message given.
+    fn builder(kind: SourceKind, origin: &str) -> impl Fn(String, String) -> ImportError + '_ {
+        move |location, message| ImportError {
+            kind,
+            origin: origin.to_owned(),
+            location: Some(location),
+            message,
+        }
+    }
+}
+
+/// The root element of an XML schedule (Maccor, Neware), which must be `<root>`; XML errors
+/// keep their byte location.
+fn xml_root(
+    text: &str,
+    root: &str,
+    err: impl Fn(String, String) -> ImportError,
+) -> Result<Element, ImportError> {
+    let element = xml::parse(text).map_err(|e| err(e.location, e.message))?;
+    if element.name != root {
+        return Err(err(
+            "root element".into(),
+            format!("expected <{root}>, found <{}>", element.name),
+        ));
+    }
+    Ok(element)
+}
+
+/// The plan an importer read from `text`, still to be validated: native files state no
+/// capacity, and the plan carries its source's hash as a parsed one does.
+fn imported(name: String, text: &str, safety: Safety, steps: Vec<PlanStep>) -> Plan {
+    Plan {
+        name,
+        source_sha256: sha256_hex(text),
+        capacity_ah: None,
+        safety,
+        steps,
+    }
 }
 
 /// Reads a native schedule of `kind`; `origin` (the file name) prefixes errors.

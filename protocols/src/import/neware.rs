@@ -7,15 +7,15 @@
 //! is an [`ImportError`] naming the step, never a guess.
 
 use super::{ImportError, SourceKind};
-use crate::compile::native::{parse_number, sha256_hex};
+use crate::compile::native::parse_number;
 use crate::compile::neware::{
     CC_CHARGE, CC_DISCHARGE, CCCV_CHARGE, CCCV_DISCHARGE, CMP_GE, CMP_GT, CMP_LE, CMP_LT,
     COND_COMPARE, COND_CURRENT, COND_JUMP, COND_PREFIX, COND_TIME, COND_TYPE, COND_VALUE,
     COND_VOLTAGE, CONFIG, CONFIG_TYPE, CV_CHARGE, CV_DISCHARGE, CYCLE, END, JUMP_NEXT,
     JUMP_PROTECT, JUMP_STOP, MA_PER_A, MS_PER_S, PAUSE, REST, ROOT, TENTH_MV_PER_V,
 };
-use crate::compile::xml::{self, Element};
 use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep, Safety, Termination};
+use crate::xml::Element;
 
 /// Step children that only concern logging, and are left to the daemon's own record rules.
 const IGNORED_STEP_CHILDREN: [&str; 1] = ["Record"];
@@ -29,19 +29,8 @@ struct Cycle {
 
 /// Reads a Neware step file; `origin` (the file name) prefixes errors.
 pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
-    let err = |location: String, message: String| ImportError {
-        kind: SourceKind::Neware,
-        origin: origin.to_owned(),
-        location: Some(location),
-        message,
-    };
-    let root = xml::parse(text).map_err(|e| err(e.location, e.message))?;
-    if root.name != ROOT {
-        return Err(err(
-            "root element".into(),
-            format!("expected <{ROOT}>, found <{}>", root.name),
-        ));
-    }
+    let err = ImportError::builder(SourceKind::Neware, origin);
+    let root = super::xml_root(text, ROOT, &err)?;
     let config = root
         .find(CONFIG)
         .ok_or_else(|| err(ROOT.into(), format!("expected a <{CONFIG}> element")))?;
@@ -233,13 +222,7 @@ pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
             }
         }
     }
-    let plan = Plan {
-        name,
-        source_sha256: sha256_hex(text),
-        capacity_ah: None,
-        safety,
-        steps,
-    };
+    let plan = super::imported(name, text, safety, steps);
     plan.validate()
         .map_err(|e| err("Step_Info".into(), e.to_string()))?;
     Ok(plan)
