@@ -19,6 +19,7 @@ use super::wire::{
 };
 use crate::DriverError;
 use crate::cycler::{ChannelAddr, ChannelState, ChannelStatus, Cycler, Record, Schedule};
+use crate::transport::network;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -185,12 +186,7 @@ async fn session(
     buf: &mut Vec<u8>,
 ) -> Result<(TcpStream, LoginFeedback), DriverError> {
     let timeout = config.timeout;
-    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| timeout_error("connecting", timeout))?
-        .map_err(|source| DriverError::Connect { addr, source })?;
-    // Requests are single small writes waiting for their feedback: send them at once.
-    let _ = stream.set_nodelay(true);
+    let mut stream = network::connect(addr, timeout).await?;
     let during = "logging in";
     let login = Login {
         username: config.username.clone(),
