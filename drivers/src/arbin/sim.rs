@@ -39,6 +39,7 @@ use super::wire::{
 use crate::Clock;
 use crate::cell::CellParams;
 use crate::cycler_sim::{ChannelCell, PlanRun, RunState, Sample, ScheduleError, load_schedule};
+use crate::transport::faults::Faults;
 use crate::transport::network::{Link, accept_while_linked, delay_unless_cut, unless_cut};
 use cyclerd_protocols::import::SourceKind;
 use cyclerd_protocols::{Outcome, PlanStep, Safety};
@@ -278,14 +279,6 @@ impl Channel {
     }
 }
 
-/// Faults injected through the handle.
-struct Faults {
-    /// Wall time every reply waits before it goes out.
-    reply_delay: Duration,
-    /// How many of the next commands with a result are refused (see [`SimHandle::fail_next`]).
-    failing: u32,
-}
-
 /// A file being uploaded on one connection.
 struct Partial {
     path: String,
@@ -365,16 +358,6 @@ impl Console {
         usize::try_from(channel)
             .ok()
             .filter(|&i| i < self.channels.len())
-    }
-
-    /// Takes one refusal from the fail-next budget.
-    fn failing(&mut self) -> bool {
-        if self.faults.failing > 0 {
-            self.faults.failing -= 1;
-            true
-        } else {
-            false
-        }
     }
 
     fn handle(&mut self, session: &mut Session, frame: &Frame) -> Reply {
@@ -479,7 +462,7 @@ impl Console {
 
     fn assign(&mut self, r: &AssignSchedule) -> Reply {
         let reply = |code| Self::common(cmd::ASSIGN_SCHEDULE, r.channel, code);
-        if self.failing() {
+        if self.faults.failing() {
             return reply(result::MONITOR_BUSY);
         }
         let targets: Vec<usize> = if r.all {
@@ -512,7 +495,7 @@ impl Console {
 
     fn start(&mut self, r: &StartTest) -> Reply {
         let first = r.channels.first().map_or(-1, |&c| i32::from(c));
-        if self.failing() {
+        if self.faults.failing() {
             return Self::common(cmd::START, first, result::MONITOR_BUSY);
         }
         if r.channels.is_empty() {
@@ -569,7 +552,7 @@ impl Console {
 
     fn stop(&mut self, r: &StopTest) -> Reply {
         let channel = i32::try_from(r.channel).unwrap_or(-1);
-        if self.failing() {
+        if self.faults.failing() {
             return Self::common(cmd::STOP, channel, result::MONITOR_BUSY);
         }
         let targets: Vec<usize> = if r.all {
@@ -625,7 +608,7 @@ impl Console {
                 .to_frame(),
             )
         };
-        if self.failing() {
+        if self.faults.failing() {
             session.upload = None;
             return reply(upload_result::FAILED);
         }
@@ -730,10 +713,7 @@ impl ArbinSim {
             config,
             clock,
             files: HashMap::new(),
-            faults: Faults {
-                reply_delay: Duration::ZERO,
-                failing: 0,
-            },
+            faults: Faults::none(),
         }));
         let link = Link::up();
         let mut stops = Vec::new();
@@ -815,7 +795,7 @@ async fn connection(
             Reply::Silent => continue,
             Reply::Close => return,
         };
-        let delay = lock(&console).faults.reply_delay;
+        let delay = lock(&console).faults.reply_delay();
         if !delay_unless_cut(delay, &mut link).await {
             return;
         }
@@ -956,13 +936,13 @@ impl SimHandle {
 
     /// Delays every reply by `delay` of wall time (zero for none), for timeout tests.
     pub fn set_reply_delay(&self, delay: Duration) {
-        lock(&self.console).faults.reply_delay = delay;
+        lock(&self.console).faults.set_reply_delay(delay);
     }
 
     /// Refuses the next `n` commands that carry a result: ASSIGN_SCHEDULE, START and STOP with
     /// 0x11 (the Monitor & Control window is busy, the usual transient refusal), UPLOAD with
     /// "failed".
     pub fn fail_next(&self, n: u32) {
-        lock(&self.console).faults.failing = n;
+        lock(&self.console).faults.fail_next(n, ());
     }
 }

@@ -32,6 +32,7 @@ use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::cycler_sim::{Log, load_schedule};
 use crate::stage::ideal_current;
+use crate::transport::faults::Faults;
 use crate::transport::network::{
     Link, accept_while_linked, delay_unless_cut, read_until_unless_cut, unless_cut,
 };
@@ -170,16 +171,6 @@ struct Channel {
     refused_outputs: u32,
 }
 
-/// Faults injected through the handle.
-struct Faults {
-    /// Wall time every reply waits before it goes out.
-    reply_delay: Duration,
-    /// How many of the next requests fail ("MacNet error" in JSON, an empty binary reply).
-    failing: u32,
-    /// The next (4,7) is answered with this channel's reading (and number).
-    misroute: Option<u16>,
-}
-
 struct Tester {
     config: SimConfig,
     clock: Clock,
@@ -190,7 +181,11 @@ struct Tester {
     names: HashSet<String>,
     /// For "Random" test names.
     random_names: u32,
+    /// Injected through the handle: the reply delay, and requests that fail ("MacNet error" in
+    /// JSON, an empty binary reply).
     faults: Faults,
+    /// The next (4,7) is answered with this channel's reading (and number).
+    misroute: Option<u16>,
 }
 
 /// A request, whichever encoding it came in.
@@ -594,7 +589,7 @@ impl Tester {
                     return Response::Illegal;
                 };
                 let mut chan = chan;
-                if let Some(other) = self.faults.misroute.take()
+                if let Some(other) = self.misroute.take()
                     && let Some(o) = self.channel(other)
                 {
                     (c, chan) = (o, other);
@@ -812,16 +807,6 @@ impl Tester {
         ch.rf1 = ch.active_rf1();
         wire::result::OK
     }
-
-    /// Takes one failure off the injected count.
-    fn failing(&mut self) -> bool {
-        if self.faults.failing > 0 {
-            self.faults.failing -= 1;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -881,7 +866,7 @@ fn json_reply(tester: &mut Tester, line: &str) -> String {
         Ok(req) => req,
         Err((id, e)) => return wire::json_error_line(&id, e),
     };
-    if tester.failing() {
+    if tester.faults.failing() {
         return wire::json_error_line(&req.id, json_error::MACNET_ERROR);
     }
     let request = match json_request(&req) {
@@ -1103,7 +1088,7 @@ fn transfer(tester: &mut Tester, session: &mut Session, frame: &Frame) -> Option
 }
 
 fn binary_reply(tester: &mut Tester, session: &mut Session, frame: &Frame) -> Option<Frame> {
-    if tester.failing() {
+    if tester.faults.failing() {
         return Some(empty(frame));
     }
     if frame.function == wire::FILE_TRANSFER {
@@ -1166,11 +1151,8 @@ impl MaccorSim {
             procedures: HashMap::new(),
             names: HashSet::new(),
             random_names: 0,
-            faults: Faults {
-                reply_delay: Duration::ZERO,
-                failing: 0,
-                misroute: None,
-            },
+            faults: Faults::none(),
+            misroute: None,
         }));
         let link = Link::up();
         let mut stops = Vec::new();
@@ -1214,7 +1196,7 @@ async fn serve(
 
 /// Waits out the injected reply delay; false when the link was cut meanwhile.
 async fn delay(tester: &Mutex<Tester>, link: &mut watch::Receiver<bool>) -> bool {
-    let delay = lock(tester).faults.reply_delay;
+    let delay = lock(tester).faults.reply_delay();
     delay_unless_cut(delay, link).await
 }
 
@@ -1383,19 +1365,19 @@ impl SimHandle {
 
     /// Delays every reply by `delay` of wall time (zero for none), for timeout tests.
     pub fn set_reply_delay(&self, delay: Duration) {
-        lock(&self.tester).faults.reply_delay = delay;
+        lock(&self.tester).faults.set_reply_delay(delay);
     }
 
     /// Answers the next `n` requests (either protocol) with an error: JSON "MacNet error",
     /// binary an empty reply.
     pub fn fail_next(&self, n: u32) {
-        lock(&self.tester).faults.failing = n;
+        lock(&self.tester).faults.fail_next(n, ());
     }
 
     /// Answers the next (4,7) reading with channel `other`'s reading and number, as a confused
     /// server might; a client must not take it for the channel it asked for.
     pub fn misroute_next_reading(&self, other: u16) {
-        lock(&self.tester).faults.misroute = Some(other);
+        lock(&self.tester).misroute = Some(other);
     }
 }
 
@@ -1455,11 +1437,8 @@ mod tests {
             procedures: HashMap::new(),
             names: HashSet::new(),
             random_names: 0,
-            faults: Faults {
-                reply_delay: Duration::ZERO,
-                failing: 0,
-                misroute: None,
-            },
+            faults: Faults::none(),
+            misroute: None,
         }
     }
 
@@ -1483,7 +1462,7 @@ mod tests {
         assert_eq!(ask(&mut t, &req(4, 7, r#","Chan":7"#)), "Illegal value");
         let rest = r#","Chan":0,"Current":0,"Voltage":4.2,"Power":10,"ChMode":"R""#;
         assert_eq!(ask(&mut t, &req(6, 8, rest)), "Illegal value");
-        t.faults.failing = 1;
+        t.faults.fail_next(1, ());
         assert_eq!(ask(&mut t, &req(1, 2, "")), "MacNet error");
     }
 

@@ -24,6 +24,7 @@ use crate::Clock;
 use crate::cell::CellParams;
 use crate::cycler::{ChannelAddr, Record};
 use crate::cycler_sim::{ChannelCell, PlanRun, RunState, load_schedule};
+use crate::transport::faults::Faults;
 use crate::transport::network::{Link, accept_while_linked, delay_unless_cut, unless_cut};
 use cyclerd_protocols::import::SourceKind;
 use cyclerd_protocols::{Control, Outcome, PlanStep, Safety};
@@ -214,14 +215,6 @@ impl Channel {
     }
 }
 
-/// Faults injected through the handle.
-struct Faults {
-    /// Wall time every reply waits before it goes out.
-    reply_delay: Duration,
-    /// How many of the next requests are refused (`<result>false</result>`).
-    failing: u32,
-}
-
 struct SimState {
     config: SimConfig,
     /// The only time source: every request integrates the channels up to its `now`.
@@ -232,6 +225,8 @@ struct SimState {
     channels: Vec<Channel>,
     /// Test ids are unique on the server, as BTS numbers them.
     next_testid: u64,
+    /// Injected through the handle: the reply delay, and requests refused
+    /// (`<result>false</result>`).
     faults: Faults,
 }
 
@@ -262,8 +257,7 @@ impl SimState {
         logged_in: &mut bool,
     ) -> String {
         self.advance();
-        if self.faults.failing > 0 {
-            self.faults.failing -= 1;
+        if self.faults.failing() {
             return wire::refusal_reply(request.command());
         }
         if !*logged_in && !matches!(request, Request::Connect { .. }) {
@@ -576,10 +570,7 @@ impl NewareSim {
             clock,
             channels,
             next_testid: 1,
-            faults: Faults {
-                reply_delay: Duration::ZERO,
-                failing: 0,
-            },
+            faults: Faults::none(),
             config,
         }));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -646,7 +637,7 @@ async fn connection(
             }
         };
         let files = step_files(&state, &request).await;
-        let delay = lock(&state).faults.reply_delay;
+        let delay = lock(&state).faults.reply_delay();
         if !delay_unless_cut(delay, &mut link).await {
             return;
         }
@@ -767,12 +758,12 @@ impl SimHandle {
 
     /// Delays every reply by `delay` of wall time (zero for none), for timeout tests.
     pub fn set_reply_delay(&self, delay: Duration) {
-        lock(&self.state).faults.reply_delay = delay;
+        lock(&self.state).faults.set_reply_delay(delay);
     }
 
     /// Refuses the next `n` requests, whatever they are, with `<result>false</result>`.
     pub fn fail_next(&self, n: u32) {
-        lock(&self.state).faults.failing = n;
+        lock(&self.state).faults.fail_next(n, ());
     }
 }
 

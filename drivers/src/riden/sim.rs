@@ -16,6 +16,7 @@
 use super::wire::{self, Model, Round, protection, reg};
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
+use crate::transport::faults::Faults;
 use crate::transport::line::{Line, LineControl};
 use crate::transport::modbus;
 use crate::transport::pty::Pty;
@@ -81,9 +82,9 @@ struct SimState {
     ah: f64,
     wh: f64,
     transactions: u64,
-    /// How many of the next requests are answered with `exception` instead.
-    failing: u32,
-    exception: ExceptionCode,
+    /// Requests answered with a Modbus exception instead (the reply delay is the handle's
+    /// watch, so that a held reply is abandoned when it changes).
+    faults: Faults<ExceptionCode>,
 }
 
 impl SimState {
@@ -201,9 +202,8 @@ impl SimState {
     fn handle(&mut self, req: Request<'static>) -> Result<Response, ExceptionCode> {
         self.transactions += 1;
         self.advance();
-        if self.failing > 0 {
-            self.failing -= 1;
-            return Err(self.exception);
+        if let Some(exception) = self.faults.refusal() {
+            return Err(exception);
         }
         let response = match req {
             Request::ReadHoldingRegisters(start, count) => {
@@ -308,8 +308,7 @@ impl RidenSim {
             ah: 0.0,
             wh: 0.0,
             transactions: 0,
-            failing: 0,
-            exception: ExceptionCode::ServerDeviceFailure,
+            faults: Faults::new(ExceptionCode::ServerDeviceFailure),
         }));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (delay_tx, delay_rx) = watch::channel(Duration::ZERO);
@@ -426,9 +425,7 @@ impl SimHandle {
 
     /// Answers the next `n` requests with the Modbus exception `code`.
     pub fn fail_next(&self, n: u32, code: ExceptionCode) {
-        let mut s = lock(&self.state);
-        s.failing = n;
-        s.exception = code;
+        lock(&self.state).faults.fail_next(n, code);
     }
 
     /// Sends the next `n` replies with a broken CRC (the client discards them: it sees no

@@ -2,15 +2,18 @@
 //!
 //! - [`Endpoint`]: where a device is, on the network or on a serial port; [`SimPort`]: where a
 //!   simulator serves, for the families that come both ways.
+//! - `faults`: the reply faults a simulator's handle injects (reply delay, refusing the next
+//!   requests).
 //! - `modbus`: the timed, checked transaction helpers every Modbus client uses.
 //! - `network`: the link a simulator's handle cuts, and the accept loops every network
 //!   simulator shares (cut links close connections); [`SimPort`] serves a simulator's sessions
-//!   on either kind of port.
+//!   on either kind of port. Also the connect with a timeout every network client uses.
 //! - [`pty`] (unix): pseudo-terminal pairs, so a simulator can serve a serial protocol on the
 //!   master while a driver opens the slave path as if it were a USB-serial adapter.
 //! - [`line`] (unix): a simulated serial line on a pseudo-terminal, with cable pulls and
 //!   corrupted replies, shared by every serial simulator.
 
+pub(crate) mod faults;
 #[cfg(unix)]
 pub mod line;
 pub(crate) mod modbus;
