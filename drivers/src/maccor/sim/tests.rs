@@ -5,8 +5,8 @@ use crate::Clock;
 use crate::cell::{Cell, Chemistry};
 use crate::maccor::wire::{self, Frame, Function, Mode, Output};
 use crate::transport::faults::Faults;
-use std::collections::{HashMap, HashSet};
 use serde_json::Map;
+use std::collections::{HashMap, HashSet};
 
 fn config() -> SimConfig {
     SimConfig::new(
