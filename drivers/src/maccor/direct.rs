@@ -2,7 +2,8 @@
 //! cyclerd's engine: (6,7) to enter, (6,8) outputs at least 100 ms apart, re-sent to keep the
 //! tester's watchdog fed.
 
-use super::client::{KnownTest, MaccorClient, refused_unless_ok};
+use super::client::{KnownTest, MaccorClient};
+use super::convert::refused_unless_ok;
 use super::wire::{self, DirectStart, Mode, Output, ResultKind, stat};
 use crate::cycler::ChannelAddr;
 use crate::stage::{self, PowerStage};

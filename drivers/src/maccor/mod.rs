@@ -5,7 +5,8 @@
 //! - `link`: the JSON and the binary connection, each exchange under the timeout; a failed one
 //!   poisons its connection until the client reconnects.
 //! - [`client`]: [`MaccorClient`], the driver, implementing [`crate::cycler::Cycler`] (native
-//!   mode: procedures compiled by cyclerd run on the tester).
+//!   mode: procedures compiled by cyclerd run on the tester), with `convert` (what replies
+//!   mean in cyclerd's terms: refusals, records, procedure names).
 //! - [`direct`]: [`MaccorDirect`], one channel in MacNet direct mode as a
 //!   [`crate::stage::PowerStage`] (stepped mode: cyclerd's engine drives the channel).
 //! - [`sim`]: [`MaccorSim`], a tester with many channels serving both protocols on real
@@ -60,6 +61,7 @@
 //! configuration requires it; the client does not log in.
 
 pub mod client;
+mod convert;
 pub mod direct;
 mod link;
 pub mod sim;
