@@ -22,9 +22,11 @@
 //!   step file delivered to a folder the BTS PC reads, paged record download) and `sim` (a BTS
 //!   server running the step files it is sent on simulated cells).
 //! - [`arbin`]: Arbin cyclers through CTI (binary frames over TCP): `wire/` (framing, field
-//!   encoding, one file per message group, the status and result tables), `client` (the [`cycler::Cycler`] driver: login,
-//!   channel info matched by index, schedule upload, assign and start, record download) and
-//!   `sim` (a MITS console serving CTI, running the schedules it is sent on simulated cells).
+//!   encoding, one file per message group, the status and result tables), `link` (one exchange
+//!   under the timeout), `convert` (what feedbacks mean: errors, states, records), `client` (the
+//!   [`cycler::Cycler`] driver: login, channel info matched by index, schedule upload, assign
+//!   and start, record download) and `sim/` (a MITS console serving CTI, running the schedules
+//!   it is sent on simulated cells: channel, console state, serving).
 //! - [`transport`]: transports shared by families: the connect with a timeout every network
 //!   client uses, the link a simulator's handle cuts and the reply faults it injects,
 //!   pseudo-terminals and serial lines for serial simulators.
@@ -34,8 +36,9 @@
 //!   with a supply + load pair stage and a multi-dialect simulator.
 //! - [`maccor`]: Maccor testers over MacNet (JSON and binary TCP): `wire/` (binary frames, one
 //!   file per function group, JSON-RPC lines, code tables), `link` (the JSON and binary
-//!   connections), `client` (the [`cycler::Cycler`] driver), `direct` (direct mode as a
-//!   [`stage::PowerStage`]) and `sim` (a many-channel tester running the procedures it is sent).
+//!   connections), `convert` (what replies mean), `client` (the [`cycler::Cycler`] driver),
+//!   `direct` (direct mode as a [`stage::PowerStage`]) and `sim/` (a many-channel tester running
+//!   the procedures it is sent: channel, tester state, one file per encoding, serving).
 //! - [`espec`]: Espec chambers (P300 / SCP-220 controllers), ASCII lines over TCP or serial:
 //!   `wire` (framing, one codec per message, mode and refusal tables), `client` (the
 //!   [`chamber::Chamber`] driver) and `sim` (a controller on a socket or pseudo-terminal moving

@@ -1,5 +1,5 @@
 //! [`MaccorClient`], the MacNet driver of native tests: the [`Cycler`] implementation over a
-//! JSON and a binary connection ([`super::link`]), with the record download.
+//! JSON and a binary connection (`link`), with the record download.
 
 use super::convert::{channel_name, expect_ack, procedure_name, record, refused_unless_ok};
 use super::link::{BinaryLink, JsonLink, bad_reply};

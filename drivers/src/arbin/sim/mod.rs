@@ -6,7 +6,7 @@
 //! control port answers channel info, assign, start and stop, the file port answers uploads.
 //! Uploaded schedules are kept by file name; START imports the assigned schedule back into a
 //! plan (`import(.., SourceKind::Arbin, ..)`) and runs cyclerd's engine against the channel's
-//! cell. Time is the [`Clock`]'s, integrated lazily on every request and handle call in
+//! cell. Time is the [`Clock`](crate::Clock)'s, integrated lazily on every request and handle call in
 //! sub-steps; a record is logged every `record_interval_s` of test time, at every step change
 //! and when a test ends, numbered from 1 without gaps, in a device-side log that the cyclerd
 //! extension GET_RECORDS reads from any index (see the `arbin` module doc).

@@ -169,7 +169,7 @@ pub struct SimHandle {
 /// One simulated channel seen from outside, for tests and the demo.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelSnapshot {
-    /// The status code GET_CHANNELS_INFO reports ([`status`]).
+    /// The status code GET_CHANNELS_INFO reports ([`status`](crate::arbin::wire::status)).
     pub status: i16,
     /// The assigned schedule and the test (running or last) on the channel.
     pub schedule: Option<String>,

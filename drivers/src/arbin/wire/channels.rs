@@ -12,9 +12,9 @@ pub struct ChannelsInfoRequest {
     /// The channel (from 0), or -1 for all. Real servers have been seen to answer every
     /// channel even when one is asked for, so replies are matched by their own index.
     pub channel: i16,
-    /// Which channels an all-channels request lists ([`selection`]).
+    /// Which channels an all-channels request lists ([`selection`](super::selection)).
     pub selection: i16,
-    /// What each channel block adds ([`need`]).
+    /// What each channel block adds ([`need`](super::need)).
     pub need: u32,
 }
 
@@ -58,7 +58,7 @@ pub struct AuxValue {
 pub struct ChannelInfo {
     /// The channel's own index, from 0: what a reply is matched by.
     pub channel: u32,
-    /// See [`status`].
+    /// See [`status`](super::status).
     pub status: i16,
     /// MITS lost contact with the channel's unit; the other fields are the last known.
     pub comm_failure: bool,
@@ -94,7 +94,7 @@ pub struct ChannelInfo {
     pub acr_ohm: f32,
     pub aci_ohm: f32,
     pub aci_phase_deg: f32,
-    /// Aux readings by kind ([`aux`]); empty unless asked for with [`need::AUX`].
+    /// Aux readings by kind ([`aux`]); empty unless asked for with [`need::AUX`](super::need::AUX).
     pub aux: [Vec<AuxValue>; aux::KINDS],
 }
 

@@ -35,7 +35,7 @@ impl Login {
 /// fields between the serial number and the version are not kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginFeedback {
-    /// See [`login_result`].
+    /// See [`login_result`](super::login_result).
     pub result: u32,
     /// The cycler's serial number.
     pub serial: String,

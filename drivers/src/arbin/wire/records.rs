@@ -90,7 +90,7 @@ impl DataRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordsFeedback {
     pub channel: i32,
-    /// See [`result::RECORDS`].
+    /// See [`result::RECORDS`](super::result::RECORDS).
     pub result: u8,
     /// The newest record index of the test (0: none yet).
     pub last: u64,

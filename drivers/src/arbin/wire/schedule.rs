@@ -134,7 +134,7 @@ pub struct CommonFeedback {
     pub command: u32,
     /// The channel the result is for.
     pub channel: i32,
-    /// See [`result`].
+    /// See [`result`](super::result).
     pub result: u8,
 }
 

@@ -85,7 +85,7 @@ impl Upload {
 /// The UPLOAD feedback, one per package.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UploadFeedback {
-    /// See [`upload_result`].
+    /// See [`upload_result`](super::upload_result).
     pub result: u32,
     pub time: f64,
     pub package_count: u32,

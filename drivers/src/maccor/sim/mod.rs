@@ -3,7 +3,7 @@
 //!
 //! Procedures arrive by (1,6) file transfer and are kept by name; a start imports the procedure
 //! back into a plan (`import(.., SourceKind::Maccor, ..)`) and runs cyclerd's engine against
-//! the channel's cell. Time is the [`Clock`]'s: every request first integrates every channel up
+//! the channel's cell. Time is the [`Clock`](crate::Clock)'s: every request first integrates every channel up
 //! to `clock.now()` in sub-steps, logging a record every `record_interval_s` of test time and at
 //! every step change, numbered from 1 without gaps (`LastRec`), in a device-side log that the
 //! record-log read request (see the `maccor` module doc) downloads from any index.

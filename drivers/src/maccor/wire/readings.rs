@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 /// One channel's entry in (4,1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelStat {
-    /// What the channel does ([`rf1`]), why its last step ended ([`rf2`]), its state ([`stat`]).
+    /// What the channel does ([`rf1`]), why its last step ended ([`rf2`](super::rf2)), its state ([`stat`](super::stat)).
     pub rf1: u8,
     pub rf2: u8,
     pub stat: u16,
@@ -114,7 +114,7 @@ impl StatusBlock {
 }
 
 /// (4,7): one channel's status and reading. Also the layout of one logged record in the
-/// record-log transfer (see [`Packet::Read`]), where `last_rec` is the record's own index.
+/// record-log transfer (see [`Packet::Read`](super::Packet::Read)), where `last_rec` is the record's own index.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reading {
     /// The channel's codes, as in [`ChannelStat`].
