@@ -7,6 +7,7 @@
 use super::thermal::{Air, ThermalModel, ThermalParams};
 use crate::Clock;
 use crate::transport::faults::Faults;
+use crate::transport::lock;
 use crate::transport::network::Link;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
@@ -59,12 +60,6 @@ pub(crate) trait ChamberState: Send + 'static {
 
     /// The core inside.
     fn core(&mut self) -> &mut SimCore<Self::Refusal>;
-}
-
-/// Locks a controller shared by a handle and its connections. A panic while holding the lock
-/// cannot leave the state half-written in a way that matters for a simulator; keep serving.
-pub(crate) fn lock<C>(state: &Mutex<C>) -> MutexGuard<'_, C> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What every chamber simulator's handle holds and does; dropping it stops the server.

@@ -14,13 +14,14 @@ use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::transport::Endpoint;
 use crate::transport::faults::Faults;
+use crate::transport::lock;
 use crate::transport::network::{Link, delay_unless_cut, spawn_modbus_while_linked};
 #[cfg(unix)]
 use crate::transport::{line::Line, pty::Pty};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -282,12 +283,6 @@ impl Service for PsbService {
             lock(&state).handle(req).map(Some)
         })
     }
-}
-
-fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
-    // A panic while holding the lock cannot leave the state half-written in a way that matters
-    // for a simulator; keep serving.
-    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts simulated PSBs.

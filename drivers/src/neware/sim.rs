@@ -25,13 +25,14 @@ use crate::cell::CellParams;
 use crate::cycler::{ChannelAddr, Record};
 use crate::cycler_sim::{ChannelCell, PlanRun, RunState, load_schedule};
 use crate::transport::faults::Faults;
+use crate::transport::lock;
 use crate::transport::network::{Link, accept_while_linked, delay_unless_cut, unless_cut};
 use cyclerd_protocols::import::SourceKind;
 use cyclerd_protocols::{Control, Outcome, PlanStep, Safety};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -529,12 +530,6 @@ fn step_info(step: &PlanStep) -> (u32, &'static str) {
 /// and its neighbours one way and the next interval record the other, 10.001 s apart.
 fn on_tick(clock_s: f64) -> f64 {
     (clock_s / wire::units::S_PER_TESTTIME).floor() * wire::units::S_PER_TESTTIME
-}
-
-fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
-    // A panic while holding the lock cannot leave the state half-written in a way that matters
-    // for a simulator; keep serving.
-    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts simulated BTS servers.

@@ -18,13 +18,14 @@ use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::transport::faults::Faults;
 use crate::transport::line::{Line, LineControl};
+use crate::transport::lock;
 use crate::transport::modbus;
 use crate::transport::pty::Pty;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio_modbus::server::Service;
@@ -269,12 +270,6 @@ impl Service for RidenService {
             lock(&state).handle(req.request).map(Some)
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave the state half-written in a way that matters
-    // for a simulator; keep serving.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts simulated Ridens.

@@ -7,21 +7,16 @@ use crate::arbin::client::ArbinConfig;
 use crate::arbin::wire::{self, DataRecord, Direction, WireError};
 use crate::cycler_sim::ChannelCell;
 use crate::transport::faults::Faults;
+use crate::transport::lock;
 use crate::transport::network::{Link, accept_while_linked, delay_unless_cut, unless_cut};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
-
-pub(super) fn lock(console: &Mutex<Console>) -> MutexGuard<'_, Console> {
-    // A panic while holding the lock cannot leave the state half-written in a way that matters
-    // for a simulator; keep serving.
-    console.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Starts simulated consoles.
 pub struct ArbinSim;

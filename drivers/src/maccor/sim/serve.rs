@@ -6,23 +6,18 @@ use crate::Clock;
 use crate::maccor::client::MaccorConfig;
 use crate::maccor::wire::{self, Reading, rf1, stat};
 use crate::transport::faults::Faults;
+use crate::transport::lock;
 use crate::transport::network::{
     Link, accept_while_linked, delay_unless_cut, read_until_unless_cut, unless_cut,
 };
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
-
-pub(super) fn lock(tester: &Mutex<Tester>) -> MutexGuard<'_, Tester> {
-    // A panic while holding the lock cannot leave the state half-written in a way that matters
-    // for a simulator; keep serving.
-    tester.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 #[derive(Clone, Copy)]
 pub(super) enum Protocol {
