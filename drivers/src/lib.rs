@@ -22,16 +22,24 @@
 //!   group, device tables), `client` (the [`cycler::Cycler`] driver: login, status, start with a
 //!   step file delivered to a folder the BTS PC reads, paged record download) and `sim` (a BTS
 //!   server running the step files it is sent on simulated cells).
-//! - [`arbin`]: Arbin cyclers through CTI (binary frames over TCP): `wire` (frames, one codec
-//!   per message, status and result tables), `client` (the [`cycler::Cycler`] driver: login,
-//!   channel info matched by index, schedule upload, assign and start, record download) and
-//!   `sim` (a MITS console serving CTI, running the schedules it is sent on simulated cells).
-//! - [`transport`]: transports shared by families (pseudo-terminals for serial simulators).
+//! - [`arbin`]: Arbin cyclers through CTI (binary frames over TCP): `wire/` (framing, field
+//!   encoding, one file per message group, the status and result tables), `link` (one exchange
+//!   under the timeout), `convert` (what feedbacks mean: errors, states, records), `client` (the
+//!   [`cycler::Cycler`] driver: login, channel info matched by index, schedule upload, assign
+//!   and start, record download) and `sim/` (a MITS console serving CTI, running the schedules
+//!   it is sent on simulated cells: channel, console state, serving).
+//! - [`transport`]: transports shared by families: the connect with a timeout every network
+//!   client uses, the link a simulator's handle cuts and the reply faults it injects,
+//!   pseudo-terminals and serial lines for serial simulators.
+//! - `codec` (internal): what the little-endian binary codecs (Arbin, Maccor) share: a byte
+//!   cursor that fails on short input instead of panicking, and fixed-width text fields.
 //! - [`scpi`]: SCPI SMUs, supplies and loads over raw TCP (dialect table chosen by `*IDN?`),
 //!   with a supply + load pair stage and a multi-dialect simulator.
-//! - [`maccor`]: Maccor testers over MacNet (JSON and binary TCP): `wire` (frames, messages,
-//!   code tables), `client` (the [`cycler::Cycler`] driver, and direct mode as a
-//!   [`stage::PowerStage`]) and `sim` (a many-channel tester running the procedures it is sent).
+//! - [`maccor`]: Maccor testers over MacNet (JSON and binary TCP): `wire/` (binary frames, one
+//!   file per function group, JSON-RPC lines, code tables), `link` (the JSON and binary
+//!   connections), `convert` (what replies mean), `client` (the [`cycler::Cycler`] driver),
+//!   `direct` (direct mode as a [`stage::PowerStage`]) and `sim/` (a many-channel tester running
+//!   the procedures it is sent: channel, tester state, one file per encoding, serving).
 //! - [`espec`]: Espec chambers (P300 / SCP-220 controllers), ASCII lines over TCP or serial:
 //!   `wire` (framing, one codec per message, mode and refusal tables), `client` (the
 //!   [`chamber::Chamber`] driver) and `sim` (a controller on a socket or pseudo-terminal moving
@@ -54,6 +62,7 @@ pub mod binder;
 pub mod cell;
 pub mod chamber;
 pub mod clock;
+mod codec;
 pub mod cycler;
 mod cycler_sim;
 pub mod ea_psb;

@@ -11,18 +11,19 @@
 //! sixteen channels, and the open client that took the first block reported channel 1's data
 //! for channel 6.
 
+use super::convert::{check_result, present_record, record, schedule_file_name, state_of};
+use super::link::{bad_reply, decode_error, exchange_on};
 use super::wire::{
-    self, AssignSchedule, ChannelInfo, ChannelsInfo, ChannelsInfoRequest, CommonFeedback,
-    DataRecord, Direction, Frame, Login, LoginFeedback, RecordsFeedback, RecordsRequest, StartTest,
-    StopTest, Upload, UploadFeedback, WireError, cmd, login_result, need, result, selection,
-    status, upload_result,
+    self, AssignSchedule, ChannelInfo, ChannelsInfo, ChannelsInfoRequest, CommonFeedback, Frame,
+    Login, LoginFeedback, RecordsFeedback, RecordsRequest, StartTest, StopTest, Upload,
+    UploadFeedback, cmd, login_result, need, result, selection, upload_result,
 };
 use crate::DriverError;
-use crate::cycler::{ChannelAddr, ChannelState, ChannelStatus, Cycler, Record, Schedule};
+use crate::cycler::{ChannelAddr, ChannelStatus, Cycler, Record, Schedule};
+use crate::transport::network;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Default bound on connecting and on each exchange.
@@ -101,83 +102,6 @@ pub struct ArbinClient {
     polled: HashMap<u32, Polled>,
 }
 
-/// How an exchange failed below the message level.
-enum Transport {
-    Io(std::io::Error),
-    Closed,
-    Frame(WireError),
-}
-
-fn timeout_error(during: &'static str, timeout: Duration) -> DriverError {
-    DriverError::Timeout {
-        during,
-        timeout_ms: timeout.as_millis() as u64,
-    }
-}
-
-fn bad_reply(during: &'static str, message: impl Into<String>) -> DriverError {
-    DriverError::BadReply {
-        during,
-        message: message.into(),
-    }
-}
-
-fn decode_error(during: &'static str) -> impl Fn(WireError) -> DriverError {
-    move |e| bad_reply(during, e.to_string())
-}
-
-/// Writes `request` and reads one whole feedback frame.
-async fn transact(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    request: &[u8],
-) -> Result<Frame, Transport> {
-    buf.clear();
-    stream.write_all(request).await.map_err(Transport::Io)?;
-    loop {
-        if let Some((frame, used)) =
-            wire::split_frame(buf, Direction::Feedback).map_err(Transport::Frame)?
-        {
-            // One request, one feedback: anything after it would be out of step.
-            if used != buf.len() {
-                return Err(Transport::Frame(WireError::Field {
-                    field: "frame",
-                    problem: format!("{} bytes follow the feedback", buf.len() - used),
-                }));
-            }
-            return Ok(frame);
-        }
-        buf.reserve(64 * 1024);
-        if stream.read_buf(buf).await.map_err(Transport::Io)? == 0 {
-            return Err(Transport::Closed);
-        }
-    }
-}
-
-/// One exchange on `stream` under `timeout`; on any failure the stream must be dropped.
-async fn exchange_on(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    request: &Frame,
-    timeout: Duration,
-    during: &'static str,
-) -> Result<Frame, DriverError> {
-    let bytes = request.encode(Direction::Request);
-    match tokio::time::timeout(timeout, transact(stream, buf, &bytes)).await {
-        Ok(Ok(frame)) => Ok(frame),
-        Ok(Err(Transport::Io(e))) => Err(DriverError::Link {
-            during,
-            message: e.to_string(),
-        }),
-        Ok(Err(Transport::Closed)) => Err(DriverError::Link {
-            during,
-            message: "the CTI server closed the connection".into(),
-        }),
-        Ok(Err(Transport::Frame(e))) => Err(bad_reply(during, e.to_string())),
-        Err(_) => Err(timeout_error(during, timeout)),
-    }
-}
-
 /// Connects to `addr` and logs in as the configured user.
 async fn session(
     config: &ArbinConfig,
@@ -185,12 +109,7 @@ async fn session(
     buf: &mut Vec<u8>,
 ) -> Result<(TcpStream, LoginFeedback), DriverError> {
     let timeout = config.timeout;
-    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| timeout_error("connecting", timeout))?
-        .map_err(|source| DriverError::Connect { addr, source })?;
-    // Requests are single small writes waiting for their feedback: send them at once.
-    let _ = stream.set_nodelay(true);
+    let mut stream = network::connect(addr, timeout).await?;
     let during = "logging in";
     let login = Login {
         username: config.username.clone(),
@@ -209,124 +128,6 @@ async fn session(
             ),
         }),
         other => Err(bad_reply(during, format!("login result {other}"))),
-    }
-}
-
-/// Refuses `command`'s non-zero result `code` with a clear error: a bad channel index is a
-/// configuration error, the rest are refusals with what to do.
-fn check_result(
-    command: u32,
-    code: u8,
-    channel: u32,
-    during: &'static str,
-) -> Result<(), DriverError> {
-    let described = result::describe(command, code);
-    let hint = match code {
-        result::OK => return Ok(()),
-        result::BAD_CHANNEL => {
-            return Err(DriverError::Identity(format!(
-                "the Arbin has no channel index {channel} ({described}); CTI counts channels \
-                 from 0"
-            )));
-        }
-        result::MONITOR_BUSY => {
-            "; close the dialog open in MITS Pro's Monitor & Control window, then try again"
-        }
-        _ if command == cmd::START => match code {
-            result::START_CHANNEL_RUNNING => "; stop the test on the channel first",
-            result::START_NOT_CONNECTED => "; check the unit's connection to MITS Pro",
-            result::START_NO_SCHEDULE => "; the schedule was not assigned to the channel",
-            _ => "",
-        },
-        _ => "",
-    };
-    Err(DriverError::Refused {
-        during,
-        message: format!("channel {channel}: {described}{hint}"),
-    })
-}
-
-/// What a channel block says about its test.
-fn state_of(info: &ChannelInfo) -> Result<ChannelState, DriverError> {
-    let Some((name, class)) = status::lookup(info.status) else {
-        return Err(bad_reply(
-            "reading channel status",
-            format!(
-                "channel {} reports status 0x{:02X}, which is not in the CTI status table",
-                info.channel, info.status
-            ),
-        ));
-    };
-    Ok(match class {
-        // A channel that ran no test since MITS started has no test name; one whose test was
-        // stopped keeps it.
-        status::Class::Free if info.test_name.is_empty() => ChannelState::Idle,
-        status::Class::Free => ChannelState::Stopped,
-        status::Class::Running => ChannelState::Running,
-        status::Class::Paused => ChannelState::Paused,
-        status::Class::Finished => ChannelState::Finished,
-        status::Class::Unsafe | status::Class::Error => {
-            let mut reason = format!("{name} (status 0x{:02X})", info.status);
-            if !info.exit_condition.is_empty() {
-                reason = format!("{reason}: {}", info.exit_condition);
-            }
-            ChannelState::Fault { reason }
-        }
-    })
-}
-
-fn record(r: &DataRecord) -> Record {
-    Record {
-        index: r.index,
-        test_time_s: r.test_time_s,
-        voltage_v: f64::from(r.voltage_v),
-        current_a: f64::from(r.current_a),
-        temperature_c: Some(f64::from(r.temperature_c)).filter(|t| t.is_finite()),
-        step: r.step,
-        cycle: r.cycle,
-        capacity_ah: f64::from(r.step_capacity_ah),
-        energy_wh: f64::from(r.step_energy_wh),
-    }
-}
-
-/// A record made of the present values of a channel block (the fallback), numbered `index`.
-/// Capacity and energy are the test's counters (charge plus discharge), which is all the
-/// block has.
-fn present_record(info: &ChannelInfo, index: u64) -> Record {
-    let (step, cycle) = info.step_and_cycle();
-    Record {
-        index,
-        test_time_s: info.test_time_s,
-        voltage_v: f64::from(info.voltage_v),
-        current_a: f64::from(info.current_a),
-        temperature_c: info.temperature_c(),
-        step,
-        cycle,
-        capacity_ah: f64::from(info.charge_capacity_ah) + f64::from(info.discharge_capacity_ah),
-        energy_wh: f64::from(info.charge_energy_wh) + f64::from(info.discharge_energy_wh),
-    }
-}
-
-/// The file name a schedule is uploaded and assigned under: the (fitted) test name first,
-/// so starts of one schedule for different tests never collide, characters Windows refuses
-/// replaced by `_`, fitted to the schedule field with its extension kept.
-fn schedule_file_name(test: &str, file_name: &str) -> String {
-    let safe: String = format!("{test}_{file_name}")
-        .chars()
-        .map(|c| {
-            if c.is_control() || r#"<>:"/\|?*"#.contains(c) {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    match safe.rsplit_once('.') {
-        Some((stem, ext)) if ext.len() <= 8 => {
-            let room = wire::SCHEDULE_CHARS - 1 - ext.encode_utf16().count();
-            format!("{}.{ext}", wire::fit(stem, room))
-        }
-        _ => wire::fit(&safe, wire::SCHEDULE_CHARS),
     }
 }
 
@@ -784,111 +585,5 @@ impl Cycler for ArbinClient {
 
     async fn reconnect(&mut self) -> Result<(), DriverError> {
         self.open().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn info(status: i16, test: &str, exit: &str) -> ChannelInfo {
-        ChannelInfo {
-            channel: 3,
-            status,
-            test_name: test.into(),
-            exit_condition: exit.into(),
-            ..ChannelInfo::default()
-        }
-    }
-
-    #[test]
-    fn statuses_map_to_states_with_their_reasons() {
-        assert_eq!(
-            state_of(&info(status::IDLE, "", "")).unwrap(),
-            ChannelState::Idle
-        );
-        assert_eq!(
-            state_of(&info(status::IDLE, "t", "Stopped by CTI")).unwrap(),
-            ChannelState::Stopped
-        );
-        for code in [
-            status::CHARGE,
-            status::DISCHARGE,
-            status::REST,
-            status::RUNNING,
-        ] {
-            assert_eq!(
-                state_of(&info(code, "t", "")).unwrap(),
-                ChannelState::Running
-            );
-        }
-        assert_eq!(
-            state_of(&info(status::PAUSE, "t", "")).unwrap(),
-            ChannelState::Paused
-        );
-        assert_eq!(
-            state_of(&info(status::FINISHED, "t", "")).unwrap(),
-            ChannelState::Finished
-        );
-        assert_eq!(
-            state_of(&info(status::UNSAFE, "t", "Voltage safety")).unwrap(),
-            ChannelState::Fault {
-                reason: "Unsafe (status 0x08): Voltage safety".into()
-            }
-        );
-        assert_eq!(
-            state_of(&info(status::ERROR, "t", "")).unwrap(),
-            ChannelState::Fault {
-                reason: "Error (status 0x0E)".into()
-            }
-        );
-        let err = state_of(&info(99, "t", "")).unwrap_err();
-        assert!(err.to_string().contains("0x63"), "{err}");
-    }
-
-    #[test]
-    fn result_codes_become_clear_errors() {
-        let err = check_result(cmd::START, 0x10, 6, "starting the test").unwrap_err();
-        assert!(matches!(err, DriverError::Identity(_)), "{err}");
-        assert!(err.to_string().contains("index 6"), "{err}");
-        for (code, words) in [
-            (0x11, "Monitor & Control"),
-            (0x12, "running or unsafe"),
-            (0x13, "not connected"),
-            (0x15, "no schedule is assigned"),
-        ] {
-            let err = check_result(cmd::START, code, 2, "starting the test").unwrap_err();
-            assert!(matches!(err, DriverError::Refused { .. }), "{err}");
-            assert!(err.to_string().contains(words), "{code}: {err}");
-            assert!(!err.is_link_lost());
-        }
-        // The same code means something else for ASSIGN_SCHEDULE.
-        let err = check_result(cmd::ASSIGN_SCHEDULE, 0x12, 2, "assigning").unwrap_err();
-        assert!(err.to_string().contains("schedule name is empty"), "{err}");
-        assert!(check_result(cmd::STOP, 0, 2, "stopping").is_ok());
-    }
-
-    #[test]
-    fn schedule_file_names_are_safe_on_windows_and_fit_the_field() {
-        assert_eq!(
-            schedule_file_name("cell 7: a/b?", "cccv.sdu"),
-            "cell 7_ a_b__cccv.sdu"
-        );
-        let long = schedule_file_name(&"x".repeat(300), "p.sdu");
-        assert!(long.ends_with(".sdu"));
-        assert!(long.encode_utf16().count() < wire::SCHEDULE_CHARS);
-    }
-
-    #[test]
-    fn present_values_become_a_record_with_step_and_cycle() {
-        let mut i = info(status::CHARGE, "t", "");
-        i.step_and_cycle_text = "Step 4, Cycle 2".into();
-        i.test_time_s = 30.0;
-        i.charge_capacity_ah = 1.0;
-        i.discharge_capacity_ah = 0.5;
-        let r = present_record(&i, 9);
-        assert_eq!((r.index, r.step, r.cycle), (9, 4, 2));
-        assert_eq!(r.capacity_ah, 1.5);
-        assert_eq!(r.temperature_c, None);
     }
 }

@@ -5,7 +5,9 @@
 //!   the device facts, no I/O.
 //! - [`client`]: [`ArbinClient`], the driver: logs in, reads channel info matched by channel
 //!   index, uploads compiled schedules on the file port, assigns and starts them, stops, and
-//!   implements [`crate::cycler::Cycler`].
+//!   implements [`crate::cycler::Cycler`]; over `link` (one exchange on the control
+//!   connection under the timeout) and `convert` (what feedbacks mean in cyclerd's terms:
+//!   errors, channel states, records).
 //! - [`sim`]: [`ArbinSim`], a MITS console with many channels serving CTI on two sockets,
 //!   running the schedules it is sent (imported back into a plan) on one cell per channel.
 //!
@@ -56,6 +58,8 @@
 //!   (never asked for) are refused, their layout not being public.
 
 pub mod client;
+mod convert;
+mod link;
 pub mod sim;
 pub mod wire;
 

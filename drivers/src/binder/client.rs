@@ -15,7 +15,7 @@
 use super::wire::{self, Exception, Reply, mode, reg};
 use crate::DriverError;
 use crate::chamber::{Chamber, ChamberReading};
-use crate::transport::Endpoint;
+use crate::transport::{Endpoint, network};
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -309,21 +309,7 @@ fn refused(during: &'static str, exception: Exception) -> DriverError {
 async fn open(endpoint: &Endpoint, timeout: Duration) -> Result<Box<dyn Link>, DriverError> {
     match endpoint {
         Endpoint::Serial { path, baud } => Ok(Box::new(Endpoint::open_serial(path, *baud)?)),
-        Endpoint::Tcp(addr) => {
-            let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
-                .await
-                .map_err(|_| DriverError::Timeout {
-                    during: "connecting",
-                    timeout_ms: timeout.as_millis() as u64,
-                })?
-                .map_err(|source| DriverError::Connect {
-                    addr: *addr,
-                    source,
-                })?;
-            // Requests are small and each waits for its reply.
-            let _ = stream.set_nodelay(true);
-            Ok(Box::new(stream))
-        }
+        Endpoint::Tcp(addr) => Ok(Box::new(network::connect(*addr, timeout).await?)),
     }
 }
 

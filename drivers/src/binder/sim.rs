@@ -21,8 +21,9 @@
 
 use super::wire::{self, Exception, Reply, Request, mode, reg};
 use crate::Clock;
-use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods, lock};
+use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods};
 use crate::chamber::thermal::{Air, ThermalParams};
+use crate::transport::lock;
 use crate::transport::network::unless_cut;
 use crate::transport::{Endpoint, SimPort};
 use std::io;

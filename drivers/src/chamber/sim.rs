@@ -6,6 +6,8 @@
 
 use super::thermal::{Air, ThermalModel, ThermalParams};
 use crate::Clock;
+use crate::transport::faults::Faults;
+use crate::transport::lock;
 use crate::transport::network::Link;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
@@ -19,10 +21,8 @@ pub(crate) struct SimCore<R> {
     /// The alarm raised through the handle, in the words given; each family puts it on the
     /// wire its own way (a code, a status bit, a state, a word).
     alarm: Option<String>,
-    /// How many of the next requests are refused...
-    failing: u32,
-    /// ...and with what refusal, in the family's terms.
-    fail_with: R,
+    /// Requests refused, and with what refusal in the family's terms.
+    faults: Faults<R>,
 }
 
 impl<R: Clone> SimCore<R> {
@@ -33,8 +33,7 @@ impl<R: Clone> SimCore<R> {
             model: ThermalModel::new(thermal, air, clock.now()),
             clock,
             alarm: None,
-            failing: 0,
-            fail_with,
+            faults: Faults::new(fail_with),
         }
     }
 
@@ -50,11 +49,7 @@ impl<R: Clone> SimCore<R> {
 
     /// The refusal for the request at hand, when it is one of those the handle asked to refuse.
     pub(crate) fn refusal(&mut self) -> Option<R> {
-        if self.failing == 0 {
-            return None;
-        }
-        self.failing -= 1;
-        Some(self.fail_with.clone())
+        self.faults.refusal()
     }
 }
 
@@ -65,12 +60,6 @@ pub(crate) trait ChamberState: Send + 'static {
 
     /// The core inside.
     fn core(&mut self) -> &mut SimCore<Self::Refusal>;
-}
-
-/// Locks a controller shared by a handle and its connections. A panic while holding the lock
-/// cannot leave the state half-written in a way that matters for a simulator; keep serving.
-pub(crate) fn lock<C>(state: &Mutex<C>) -> MutexGuard<'_, C> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What every chamber simulator's handle holds and does; dropping it stops the server.
@@ -146,10 +135,7 @@ impl<C: ChamberState> ChamberSim<C> {
 
     /// Refuses the next `n` requests with `refusal`.
     pub(crate) fn fail_next(&self, n: u32, refusal: C::Refusal) {
-        let mut c = self.lock();
-        let core = c.core();
-        core.failing = n;
-        core.fail_with = refusal;
+        self.lock().core().faults.fail_next(n, refusal);
     }
 }
 

@@ -13,13 +13,15 @@ use super::wire::{self, Nominal, coil, reg, state};
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
 use crate::transport::Endpoint;
+use crate::transport::faults::Faults;
+use crate::transport::lock;
 use crate::transport::network::{Link, delay_unless_cut, spawn_modbus_while_linked};
 #[cfg(unix)]
 use crate::transport::{line::Line, pty::Pty};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -73,16 +75,9 @@ struct SimState {
     current_a: f64,
     alarm: bool,
     transactions: u64,
-    faults: Faults,
-}
-
-/// Faults injected through the handle, for tests of the driver's and the daemon's error paths.
-struct Faults {
-    /// Wall time every reply waits before it goes out.
-    reply_delay: Duration,
-    /// How many of the next requests are answered with `exception` instead.
-    failing: u32,
-    exception: ExceptionCode,
+    /// Injected through the handle, for tests of the driver's and the daemon's error paths:
+    /// the reply delay, and requests answered with a Modbus exception instead.
+    faults: Faults<ExceptionCode>,
 }
 
 impl SimState {
@@ -178,9 +173,8 @@ impl SimState {
     fn handle(&mut self, req: Request<'static>) -> Result<Response, ExceptionCode> {
         self.transactions += 1;
         self.advance();
-        if self.faults.failing > 0 {
-            self.faults.failing -= 1;
-            return Err(self.faults.exception);
+        if let Some(exception) = self.faults.refusal() {
+            return Err(exception);
         }
         match req {
             Request::ReadHoldingRegisters(start, count) => {
@@ -279,7 +273,7 @@ impl Service for PsbService {
     fn call(&self, req: Self::Request) -> Self::Future {
         let state = Arc::clone(&self.state);
         let mut link = self.link.clone();
-        let delay = lock(&state).faults.reply_delay;
+        let delay = lock(&state).faults.reply_delay();
         Box::pin(async move {
             if !delay_unless_cut(delay, &mut link).await {
                 return Ok(None);
@@ -289,12 +283,6 @@ impl Service for PsbService {
             lock(&state).handle(req).map(Some)
         })
     }
-}
-
-fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
-    // A panic while holding the lock cannot leave the state half-written in a way that matters
-    // for a simulator; keep serving.
-    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts simulated PSBs.
@@ -377,11 +365,7 @@ fn new_state(config: SimConfig, clock: Clock) -> Arc<Mutex<SimState>> {
         current_a: 0.0,
         alarm: false,
         transactions: 0,
-        faults: Faults {
-            reply_delay: Duration::ZERO,
-            failing: 0,
-            exception: ExceptionCode::ServerDeviceFailure,
-        },
+        faults: Faults::new(ExceptionCode::ServerDeviceFailure),
     }))
 }
 
@@ -474,13 +458,11 @@ impl SimHandle {
 
     /// Delays every reply by `delay` of wall time (zero for none), for timeout tests.
     pub fn set_reply_delay(&self, delay: Duration) {
-        lock(&self.state).faults.reply_delay = delay;
+        lock(&self.state).faults.set_reply_delay(delay);
     }
 
     /// Answers the next `n` requests with the Modbus exception `code`.
     pub fn fail_next(&self, n: u32, code: ExceptionCode) {
-        let mut s = lock(&self.state);
-        s.faults.failing = n;
-        s.faults.exception = code;
+        lock(&self.state).faults.fail_next(n, code);
     }
 }

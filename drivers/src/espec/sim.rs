@@ -20,10 +20,11 @@
 
 use super::wire::{self, LoopStatus, Mode, Monitor, Na, Request, TypeInfo};
 use crate::Clock;
-use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods, lock};
+use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods};
 use crate::chamber::thermal::{Air, ROOM_C, ThermalParams};
 use crate::transport::Endpoint;
 pub use crate::transport::SimPort;
+use crate::transport::lock;
 use crate::transport::network::read_until_unless_cut;
 use std::io;
 use std::sync::{Arc, Mutex};

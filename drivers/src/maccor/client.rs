@@ -1,30 +1,24 @@
-//! The MacNet driver: a JSON and a binary TCP connection to the tester, the
-//! [`Cycler`] implementation for native tests, and [`MaccorDirect`] for direct mode.
+//! [`MaccorClient`], the MacNet driver of native tests: the [`Cycler`] implementation over a
+//! JSON and a binary connection (`link`), with the record download.
 
+use super::convert::{channel_name, expect_ack, procedure_name, record, refused_unless_ok};
+use super::link::{BinaryLink, JsonLink, bad_reply};
 use super::wire::{
-    self, DirectStart, Frame, Function, JsonReply, Mode, Output, Packet, Reading, ResultKind,
-    StartTest, StatusBlock, SystemInfo, Version, stat,
+    self, Frame, Function, Packet, Reading, ResultKind, StartTest, StatusBlock, SystemInfo,
+    Version, stat,
 };
+use crate::DriverError;
 use crate::cycler::{ChannelAddr, ChannelState, ChannelStatus, Cycler, Record, Schedule};
-use crate::stage::{self, PowerStage};
-use crate::{Clock, DriverError};
-use cyclerd_protocols::Command;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 /// Default bound on one exchange.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most records asked for in one download, so a transfer stays well inside the u16 block
 /// counter and one timeout per block.
 pub const MAX_RECORDS_PER_DOWNLOAD: usize = 10_000;
-/// Margin added to the 100 ms output spacing, against rounding in the tester's tick clock.
-const OUTPUT_SPACING_MARGIN_S: f64 = 0.001;
-/// How often an output refused as "too fast" or "not ready" is tried again.
-const OUTPUT_ATTEMPTS: usize = 3;
 
 /// Where the tester is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,228 +46,14 @@ impl MaccorConfig {
     }
 }
 
-fn timeout_error(during: &'static str, timeout: Duration) -> DriverError {
-    DriverError::Timeout {
-        during,
-        timeout_ms: timeout.as_millis() as u64,
-    }
-}
-
-fn link_error(during: &'static str, message: impl Into<String>) -> DriverError {
-    DriverError::Link {
-        during,
-        message: message.into(),
-    }
-}
-
-fn bad_reply(during: &'static str, message: impl Into<String>) -> DriverError {
-    DriverError::BadReply {
-        during,
-        message: message.into(),
-    }
-}
-
-async fn open(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, DriverError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| timeout_error("connecting", timeout))?
-        .map_err(|source| DriverError::Connect { addr, source })?;
-    // Small request/reply messages: waiting to coalesce them only adds latency.
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
-
-/// The JSON connection. A failed or timed-out exchange poisons it (a late reply would be read
-/// as the answer to the next request) until the client reconnects.
-struct JsonLink {
-    stream: BufReader<TcpStream>,
-    next_id: u64,
-    poisoned: bool,
-}
-
-impl JsonLink {
-    async fn call(
-        &mut self,
-        function: Function,
-        chan: Option<u16>,
-        params: Map<String, Value>,
-        timeout: Duration,
-        during: &'static str,
-    ) -> Result<(Option<u16>, Map<String, Value>), DriverError> {
-        if self.poisoned {
-            return Err(link_error(
-                during,
-                "an earlier exchange failed; reconnect first",
-            ));
-        }
-        self.poisoned = true;
-        self.next_id += 1;
-        let id = self.next_id;
-        let line = wire::json_request(id, function, chan, params);
-        let stream = &mut self.stream;
-        let exchange = async {
-            stream.get_mut().write_all(line.as_bytes()).await?;
-            let mut buf = Vec::new();
-            let mut limited = stream.take(wire::MAX_JSON_LINE as u64);
-            let n = limited.read_until(b'\n', &mut buf).await?;
-            Ok::<_, std::io::Error>((n, buf))
-        };
-        let (n, buf) = tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| timeout_error(during, timeout))?
-            .map_err(|e| link_error(during, e.to_string()))?;
-        if n == 0 {
-            return Err(link_error(during, "the tester closed the connection"));
-        }
-        if buf.last() != Some(&b'\n') {
-            return Err(bad_reply(during, "a reply line without its terminator"));
-        }
-        let reply = wire::parse_json_reply(&String::from_utf8_lossy(&buf))
-            .map_err(|e| bad_reply(during, e.to_string()))?;
-        if reply.id() != Some(id) {
-            return Err(bad_reply(
-                during,
-                format!("a reply to request {:?}, expected {id}", reply.id()),
-            ));
-        }
-        self.poisoned = false;
-        match reply {
-            JsonReply::Error { code, message, .. } => {
-                Err(json_failure(during, function, code, &message))
-            }
-            JsonReply::Result {
-                function: f,
-                chan,
-                fields,
-                ..
-            } => {
-                if f != function {
-                    self.poisoned = true;
-                    return Err(bad_reply(
-                        during,
-                        format!("a reply to {f}, expected {function}"),
-                    ));
-                }
-                Ok((chan, fields))
-            }
-        }
-    }
-}
-
-/// A JSON-RPC error as a driver error: unknown functions are what the tester cannot do, the
-/// rest are refusals with MacNet's own text.
-fn json_failure(during: &'static str, function: Function, code: i64, message: &str) -> DriverError {
-    if message == wire::json_error::INVALID_FCLASS.1 || message == wire::json_error::INVALID_FNUM.1
-    {
-        DriverError::Unsupported(format!(
-            "the tester's MacNet does not offer {function} (\"{message}\") while {during}; \
-             check the MacTest version"
-        ))
-    } else {
-        DriverError::Refused {
-            during,
-            message: format!("MacNet answered \"{message}\" (JSON-RPC error {code})"),
-        }
-    }
-}
-
-/// The binary connection, poisoned like [`JsonLink`].
-struct BinaryLink {
-    stream: TcpStream,
-    /// Bytes received past the last frame.
-    buf: Vec<u8>,
-    poisoned: bool,
-}
-
-impl BinaryLink {
-    async fn send(
-        &mut self,
-        frame: &Frame,
-        timeout: Duration,
-        during: &'static str,
-    ) -> Result<(), DriverError> {
-        if self.poisoned {
-            return Err(link_error(
-                during,
-                "an earlier exchange failed; reconnect first",
-            ));
-        }
-        self.poisoned = true;
-        tokio::time::timeout(timeout, self.stream.write_all(&frame.encode()))
-            .await
-            .map_err(|_| timeout_error(during, timeout))?
-            .map_err(|e| link_error(during, e.to_string()))?;
-        self.poisoned = false;
-        Ok(())
-    }
-
-    async fn receive(
-        &mut self,
-        timeout: Duration,
-        during: &'static str,
-    ) -> Result<Frame, DriverError> {
-        self.poisoned = true;
-        let read = async {
-            loop {
-                if let Some((frame, used)) = wire::split_frame(&self.buf, wire::Direction::Reply) {
-                    self.buf.drain(..used);
-                    return Ok(frame);
-                }
-                let mut chunk = [0u8; 4096];
-                let n = self.stream.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the tester closed the connection",
-                    ));
-                }
-                self.buf.extend_from_slice(&chunk[..n]);
-            }
-        };
-        let frame = tokio::time::timeout(timeout, read)
-            .await
-            .map_err(|_| timeout_error(during, timeout))?
-            .map_err(|e| link_error(during, e.to_string()))?;
-        self.poisoned = false;
-        Ok(frame)
-    }
-
-    async fn transact(
-        &mut self,
-        frame: &Frame,
-        timeout: Duration,
-        during: &'static str,
-    ) -> Result<Frame, DriverError> {
-        self.send(frame, timeout, during).await?;
-        let reply = self.receive(timeout, during).await?;
-        if reply.function != frame.function {
-            self.poisoned = true;
-            return Err(bad_reply(
-                during,
-                format!("a reply to {}, expected {}", reply.function, frame.function),
-            ));
-        }
-        if reply.chan != frame.chan {
-            return Err(bad_reply(
-                during,
-                format!(
-                    "a reply for channel {}, to a request for channel {}",
-                    reply.chan, frame.chan
-                ),
-            ));
-        }
-        Ok(reply)
-    }
-}
-
 /// What this client knows about a channel's test beyond what MacNet reports (MacNet's status
 /// carries no test name).
 #[derive(Debug, Clone)]
-struct KnownTest {
+pub(super) struct KnownTest {
     /// The name the test has on the tester.
-    name: String,
+    pub(super) name: String,
     /// Seen completed or in a problem state, so a later "available" is a reset, not a stop.
-    ended: bool,
+    pub(super) ended: bool,
 }
 
 /// A connected Maccor tester.
@@ -283,7 +63,7 @@ pub struct MaccorClient {
     binary: BinaryLink,
     info: SystemInfo,
     /// Tests this client started, by channel, so status can name them and tell a stop.
-    tests: HashMap<u16, KnownTest>,
+    pub(super) tests: HashMap<u16, KnownTest>,
     /// Whether the tester serves the record-log download; `None` until first tried.
     record_log: Option<bool>,
 }
@@ -312,19 +92,9 @@ impl MaccorClient {
     }
 
     async fn open_links(config: &MaccorConfig) -> Result<(JsonLink, BinaryLink), DriverError> {
-        let json = open(
-            SocketAddr::new(config.address, config.json_port),
-            config.timeout,
-        )
-        .await?;
-        Ok((
-            JsonLink {
-                stream: BufReader::new(json),
-                next_id: 0,
-                poisoned: false,
-            },
-            open_binary(config).await?,
-        ))
+        let json_addr = SocketAddr::new(config.address, config.json_port);
+        let json = JsonLink::open(json_addr, config.timeout).await?;
+        Ok((json, open_binary(config).await?))
     }
 
     /// What the tester reported at the last connect (or [`Cycler::channels`]).
@@ -399,7 +169,7 @@ impl MaccorClient {
     }
 
     /// A JSON command whose reply is a result code.
-    async fn command_json(
+    pub(super) async fn command_json(
         &mut self,
         function: Function,
         chan: u16,
@@ -420,7 +190,7 @@ impl MaccorClient {
     }
 
     /// A binary command whose reply is a result code.
-    async fn command_binary(
+    pub(super) async fn command_binary(
         &mut self,
         frame: &Frame,
         during: &'static str,
@@ -450,7 +220,11 @@ impl MaccorClient {
         refused_unless_ok(code, ResultKind::Command, during, "")
     }
 
-    async fn reset(&mut self, chan: u16, during: &'static str) -> Result<(), DriverError> {
+    pub(super) async fn reset(
+        &mut self,
+        chan: u16,
+        during: &'static str,
+    ) -> Result<(), DriverError> {
         let code = self
             .command_json(wire::RESET, chan, Map::new(), during)
             .await?;
@@ -607,7 +381,7 @@ impl MaccorClient {
         Ok(Some(records))
     }
 
-    fn chan(&self, addr: ChannelAddr) -> Result<u16, DriverError> {
+    pub(super) fn chan(&self, addr: ChannelAddr) -> Result<u16, DriverError> {
         let chan = u16::try_from(addr.channel)
             .ok()
             .filter(|&c| addr.unit == 0 && addr.sub_unit == 0 && c < self.info.test_channels);
@@ -656,7 +430,7 @@ impl MaccorClient {
         }
     }
 
-    async fn reconnect_links(&mut self) -> Result<(), DriverError> {
+    pub(super) async fn reconnect_links(&mut self) -> Result<(), DriverError> {
         let (json, binary) = Self::open_links(&self.config).await?;
         self.json = json;
         self.binary = binary;
@@ -666,81 +440,8 @@ impl MaccorClient {
 }
 
 async fn open_binary(config: &MaccorConfig) -> Result<BinaryLink, DriverError> {
-    let stream = open(
-        SocketAddr::new(config.address, config.binary_port),
-        config.timeout,
-    )
-    .await?;
-    Ok(BinaryLink {
-        stream,
-        buf: Vec::new(),
-        poisoned: false,
-    })
-}
-
-/// A reply's channel for a message.
-fn channel_name(chan: Option<u16>) -> String {
-    chan.map_or_else(|| "no channel".into(), |c| format!("channel {c}"))
-}
-
-fn expect_ack(
-    reply: &Frame,
-    block: u16,
-    name: &str,
-    during: &'static str,
-) -> Result<(), DriverError> {
-    match Packet::from_frame(reply).map_err(|e| bad_reply(during, e.to_string()))? {
-        Packet::Ack { block: b } if b == block => Ok(()),
-        Packet::Error { code, message } => Err(DriverError::Refused {
-            during,
-            message: format!("the tester refused {name}: {message} (transfer error {code})"),
-        }),
-        other => Err(bad_reply(
-            during,
-            format!("expected the acknowledgement of block {block}, got {other:?}"),
-        )),
-    }
-}
-
-fn refused_unless_ok(
-    code: u32,
-    kind: ResultKind,
-    during: &'static str,
-    context: &str,
-) -> Result<(), DriverError> {
-    if code == wire::result::OK {
-        Ok(())
-    } else {
-        Err(DriverError::Refused {
-            during,
-            message: format!("{context}{}", wire::describe_result(kind, code)),
-        })
-    }
-}
-
-/// A logged reading as a cyclerd record.
-fn record(r: &Reading) -> Record {
-    Record {
-        index: u64::from(r.last_rec),
-        test_time_s: f64::from(r.test_time_s),
-        voltage_v: f64::from(r.voltage_v),
-        current_a: r.signed_current(),
-        temperature_c: None,
-        step: u32::from(r.step),
-        // MacNet counts cycles from 0, cyclerd from 1.
-        cycle: r.cycle.saturating_add(1),
-        capacity_ah: f64::from(r.capacity_ah),
-        energy_wh: f64::from(r.energy_wh),
-    }
-}
-
-/// The procedure name for a schedule file (`CCCV.000` -> `CCCV`), fitted to 25 bytes.
-fn procedure_name(file_name: &str) -> String {
-    let stem = match file_name.rsplit_once('.') {
-        Some((stem, ext)) if ext.eq_ignore_ascii_case("000") => stem,
-        _ => file_name,
-    };
-    wire::short_name(stem)
+    let addr = SocketAddr::new(config.address, config.binary_port);
+    BinaryLink::open(addr, config.timeout).await
 }
 
 impl Cycler for MaccorClient {
@@ -911,298 +612,5 @@ impl Cycler for MaccorClient {
 
     async fn reconnect(&mut self) -> Result<(), DriverError> {
         self.reconnect_links().await
-    }
-}
-
-/// How a [`MaccorDirect`] stage drives its channel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DirectConfig {
-    /// The channel's current rating, A. Direct mode needs every limit "active" (inside the
-    /// channel's range) from (6,7) on, so the ratings stand for "no limit" instead of an
-    /// out-of-range value.
-    pub max_current_a: f32,
-    /// The channel's voltage rating, V (the (6,7) voltage limit).
-    pub max_voltage_v: f32,
-    /// The channel's power rating, W (the power limit of current and voltage outputs).
-    pub max_power_w: f32,
-    /// Current range of every output, 1 to 4 (default 4, the highest).
-    pub current_range: u8,
-    /// Clock seconds after which a read re-sends the last output, to keep the tester's
-    /// `MacNetDirectModeWD` watchdog fed; keep it below the watchdog's setting. Default 1 s.
-    pub keepalive_s: f64,
-    /// Seconds between records in the tester's own data file of the direct-mode test (0 for
-    /// none). Default 1 s.
-    pub record_every_s: f32,
-}
-
-impl DirectConfig {
-    /// A channel rated `max_current_a`, `max_voltage_v`, with the defaults above.
-    pub fn new(max_current_a: f32, max_voltage_v: f32) -> DirectConfig {
-        DirectConfig {
-            max_current_a,
-            max_voltage_v,
-            max_power_w: max_current_a * max_voltage_v,
-            current_range: 4,
-            keepalive_s: 1.0,
-            record_every_s: 1.0,
-        }
-    }
-}
-
-/// One tester channel in MacNet direct mode, stepped by cyclerd's engine.
-pub struct MaccorDirect {
-    client: MaccorClient,
-    chan: u16,
-    config: DirectConfig,
-    clock: Clock,
-    /// The command last applied and the output it became: a repeated command keeps its
-    /// output (a CV step keeps the direction it started in).
-    applied: Option<(Command, Output)>,
-    /// The output the tester last accepted.
-    sent: Option<Output>,
-    /// Clock time of the last direct-mode command's reply, for the 100 ms spacing and the
-    /// keep-alive.
-    sent_at: Option<f64>,
-    /// Latest voltage read, to choose the direction of a CV step that follows a rest.
-    voltage_v: f64,
-}
-
-impl MaccorDirect {
-    /// Starts a direct-mode test named `test` on `channel` (6,7), output at 0 A. The name is
-    /// shortened like [`Cycler::start`] does.
-    pub async fn enter(
-        mut client: MaccorClient,
-        channel: ChannelAddr,
-        test: &str,
-        config: DirectConfig,
-        clock: Clock,
-    ) -> Result<MaccorDirect, DriverError> {
-        let chan = client.chan(channel)?;
-        let name = wire::short_name(test);
-        // The open client could not start in rest; charge at 0 A is the same output.
-        let output = Output {
-            current_a: 0.0,
-            voltage_v: config.max_voltage_v,
-            power_w: config.max_power_w,
-            resistance_ohm: 0.0,
-            range: config.current_range,
-            mode: Mode::Charge,
-        };
-        let start = DirectStart {
-            test_name: name.clone(),
-            output,
-            record_every_s: config.record_every_s,
-            record_dv: 0.0,
-            record_di: 0.0,
-        };
-        let during = "starting direct mode (6,7)";
-        let code = client
-            .command_json(wire::DIRECT_START, chan, start.to_json(), during)
-            .await?;
-        let sent_at = clock.now();
-        refused_unless_ok(
-            code,
-            ResultKind::Command,
-            during,
-            &format!(
-                "direct-mode test {test:?} (named {name:?} on the tester) on channel {chan}: "
-            ),
-        )?;
-        client.tests.insert(chan, KnownTest { name, ended: false });
-        Ok(MaccorDirect {
-            client,
-            chan,
-            config,
-            clock,
-            applied: None,
-            sent: Some(output),
-            sent_at: Some(sent_at),
-            voltage_v: 0.0,
-        })
-    }
-
-    /// Ends the direct-mode test (6,5), switching the channel off.
-    pub async fn finish(&mut self) -> Result<(), DriverError> {
-        self.client
-            .reset(self.chan, "ending direct mode (6,5)")
-            .await
-    }
-
-    /// The (6,8) output for `command`.
-    fn output_for(&self, command: &Command) -> Output {
-        let c = &self.config;
-        let out = |current_a: f64, voltage_v: f64, power_w: f32, mode| Output {
-            current_a: current_a as f32,
-            voltage_v: voltage_v as f32,
-            power_w,
-            resistance_ohm: 0.0,
-            range: c.current_range,
-            mode,
-        };
-        match *command {
-            Command::Off | Command::Chamber { .. } => Output::rest(c.current_range),
-            Command::Current {
-                amps, voltage_max, ..
-            } if amps >= 0.0 => out(amps, voltage_max, c.max_power_w, Mode::Charge),
-            Command::Current {
-                amps, voltage_min, ..
-            } => out(-amps, voltage_min, c.max_power_w, Mode::Discharge),
-            // A channel regulates in one direction at a time: a hold keeps the direction of the
-            // step before it (the CV phase of a charge charges); from rest, the direction
-            // toward the target.
-            Command::Voltage { volts, current_max } => {
-                let mode = match self.applied.map(|(_, o)| o.mode) {
-                    Some(m @ (Mode::Charge | Mode::Discharge)) => m,
-                    _ if self.voltage_v <= volts => Mode::Charge,
-                    _ => Mode::Discharge,
-                };
-                let amps = current_max.min(f64::from(c.max_current_a));
-                out(amps, volts, c.max_power_w, mode)
-            }
-            Command::Power {
-                watts, voltage_max, ..
-            } if watts >= 0.0 => out(
-                f64::from(c.max_current_a),
-                voltage_max,
-                watts as f32,
-                Mode::Charge,
-            ),
-            Command::Power {
-                watts, voltage_min, ..
-            } => out(
-                f64::from(c.max_current_a),
-                voltage_min,
-                -watts as f32,
-                Mode::Discharge,
-            ),
-        }
-    }
-
-    /// Waits until 100 ms of clock time have passed since the last command's reply.
-    async fn pace(&self) {
-        if let Some(at) = self.sent_at {
-            let wait =
-                at + wire::MIN_OUTPUT_INTERVAL_S + OUTPUT_SPACING_MARGIN_S - self.clock.now();
-            if wait > 0.0 {
-                self.clock.sleep(wait).await;
-            }
-        }
-    }
-
-    /// Sends `output` over binary (6,8), never sooner than 100 ms after the last command.
-    async fn send(&mut self, output: Output) -> Result<(), DriverError> {
-        let during = "setting the direct-mode output (6,8)";
-        for attempt in 1..=OUTPUT_ATTEMPTS {
-            self.pace().await;
-            let code = self
-                .client
-                .command_binary(&output.to_frame(self.chan), during)
-                .await?;
-            self.sent_at = Some(self.clock.now());
-            match code {
-                wire::direct_result::OK => {
-                    self.sent = Some(output);
-                    return Ok(());
-                }
-                // The tester's tick clock or its start-up may disagree with ours: try again
-                // after another interval.
-                wire::direct_result::TOO_FAST | wire::direct_result::NOT_READY
-                    if attempt < OUTPUT_ATTEMPTS => {}
-                other => {
-                    return refused_unless_ok(
-                        other,
-                        ResultKind::DirectOutput,
-                        during,
-                        &format!("channel {}: ", self.chan),
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn keepalive_due(&self) -> bool {
-        self.sent_at
-            .is_some_and(|at| self.clock.now() - at >= self.config.keepalive_s)
-    }
-}
-
-impl PowerStage for MaccorDirect {
-    async fn read(&mut self) -> Result<stage::Reading, DriverError> {
-        if self.keepalive_due()
-            && let Some(output) = self.sent
-        {
-            self.send(output).await?;
-        }
-        let r = self.client.reading(self.chan).await?;
-        self.voltage_v = f64::from(r.voltage_v);
-        Ok(stage::Reading {
-            voltage_v: f64::from(r.voltage_v),
-            current_a: r.signed_current(),
-            temperature_c: None,
-            output_on: r.stat == stat::ACTIVE
-                && matches!(r.rf1, wire::rf1::CHARGE | wire::rf1::DISCHARGE),
-            alarm: r.stat == stat::PROBLEM || r.rf1 == wire::rf1::PROBLEM,
-        })
-    }
-
-    async fn apply(&mut self, command: &Command) -> Result<(), DriverError> {
-        let output = match self.applied {
-            Some((c, o)) if c == *command => o,
-            _ => self.output_for(command),
-        };
-        if self.sent != Some(output) || self.keepalive_due() {
-            self.send(output).await?;
-        }
-        self.applied = Some((*command, output));
-        Ok(())
-    }
-
-    async fn output_off(&mut self) -> Result<(), DriverError> {
-        let rest = Output::rest(self.config.current_range);
-        self.send(rest).await?;
-        self.applied = Some((Command::Off, rest));
-        Ok(())
-    }
-
-    async fn reconnect(&mut self) -> Result<(), DriverError> {
-        self.client.reconnect_links().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn procedure_names_drop_the_extension_and_fit_the_field() {
-        assert_eq!(procedure_name("CCCV.000"), "CCCV");
-        assert_eq!(procedure_name("cccv"), "cccv");
-        let long = procedure_name("a-very-long-procedure-name-for-a-cycle-life-test.000");
-        assert!(long.len() <= wire::NAME_LEN);
-    }
-
-    #[test]
-    fn records_take_the_sign_from_rf1_and_count_cycles_from_one() {
-        let r = Reading {
-            rf1: wire::rf1::DISCHARGE,
-            rf2: 0,
-            stat: stat::ACTIVE,
-            last_rec: 12,
-            cycle: 0,
-            step: 3,
-            test_time_s: 60.0,
-            step_time_s: 30.0,
-            capacity_ah: 0.5,
-            energy_wh: 1.8,
-            current_a: 2.5,
-            voltage_v: 3.6,
-            tester_time_ms: None,
-        };
-        let rec = record(&r);
-        assert_eq!(rec.index, 12);
-        assert_eq!(rec.current_a, -2.5);
-        assert_eq!(rec.cycle, 1);
-        assert_eq!(rec.step, 3);
     }
 }

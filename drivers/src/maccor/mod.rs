@@ -2,10 +2,13 @@
 //!
 //! - [`wire`]: binary frames and JSON-RPC lines, one encoder and decoder per function, the
 //!   status, RF1/RF2 and result-code tables. No I/O.
+//! - `link`: the JSON and the binary connection, each exchange under the timeout; a failed one
+//!   poisons its connection until the client reconnects.
 //! - [`client`]: [`MaccorClient`], the driver, implementing [`crate::cycler::Cycler`] (native
-//!   mode: procedures compiled by cyclerd run on the tester), and [`MaccorDirect`], one channel
-//!   in MacNet direct mode as a [`crate::stage::PowerStage`] (stepped mode: cyclerd's engine
-//!   drives the channel).
+//!   mode: procedures compiled by cyclerd run on the tester), with `convert` (what replies
+//!   mean in cyclerd's terms: refusals, records, procedure names).
+//! - [`direct`]: [`MaccorDirect`], one channel in MacNet direct mode as a
+//!   [`crate::stage::PowerStage`] (stepped mode: cyclerd's engine drives the channel).
 //! - [`sim`]: [`MaccorSim`], a tester with many channels serving both protocols on real
 //!   sockets, running the procedures it receives (imported back into a plan) against one cell
 //!   per channel.
@@ -58,8 +61,12 @@
 //! configuration requires it; the client does not log in.
 
 pub mod client;
+mod convert;
+pub mod direct;
+mod link;
 pub mod sim;
 pub mod wire;
 
-pub use client::{DirectConfig, MaccorClient, MaccorConfig, MaccorDirect};
+pub use client::{MaccorClient, MaccorConfig};
+pub use direct::{DirectConfig, MaccorDirect};
 pub use sim::{MaccorSim, RecordLog, SimConfig, SimHandle};

@@ -14,6 +14,7 @@
 use super::wire::{self, ChannelRef, DownloadRequest, PathMap, StartItem, WireError, WorkStatus};
 use crate::DriverError;
 use crate::cycler::{ChannelAddr, ChannelState, ChannelStatus, Cycler, Record, Schedule};
+use crate::transport::network;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -106,14 +107,8 @@ impl NewareClient {
     async fn open(&mut self) -> Result<(), DriverError> {
         self.stream = None;
         let (addr, timeout) = (self.config.addr, self.config.timeout);
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| DriverError::Timeout {
-                during: "connecting",
-                timeout_ms: timeout.as_millis() as u64,
-            })?
-            .map_err(|source| DriverError::Connect { addr, source })?;
-        // Requests are single small writes waiting for their reply: send them at once.
+        let stream = network::connect(addr, timeout).await?;
+        // connect sets nodelay as best it can; here a socket that refuses it is a failed connect.
         stream
             .set_nodelay(true)
             .map_err(|source| DriverError::Connect { addr, source })?;

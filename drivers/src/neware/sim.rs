@@ -24,13 +24,15 @@ use crate::Clock;
 use crate::cell::CellParams;
 use crate::cycler::{ChannelAddr, Record};
 use crate::cycler_sim::{ChannelCell, PlanRun, RunState, load_schedule};
+use crate::transport::faults::Faults;
+use crate::transport::lock;
 use crate::transport::network::{Link, accept_while_linked, delay_unless_cut, unless_cut};
 use cyclerd_protocols::import::SourceKind;
 use cyclerd_protocols::{Control, Outcome, PlanStep, Safety};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -214,14 +216,6 @@ impl Channel {
     }
 }
 
-/// Faults injected through the handle.
-struct Faults {
-    /// Wall time every reply waits before it goes out.
-    reply_delay: Duration,
-    /// How many of the next requests are refused (`<result>false</result>`).
-    failing: u32,
-}
-
 struct SimState {
     config: SimConfig,
     /// The only time source: every request integrates the channels up to its `now`.
@@ -232,6 +226,8 @@ struct SimState {
     channels: Vec<Channel>,
     /// Test ids are unique on the server, as BTS numbers them.
     next_testid: u64,
+    /// Injected through the handle: the reply delay, and requests refused
+    /// (`<result>false</result>`).
     faults: Faults,
 }
 
@@ -262,8 +258,7 @@ impl SimState {
         logged_in: &mut bool,
     ) -> String {
         self.advance();
-        if self.faults.failing > 0 {
-            self.faults.failing -= 1;
+        if self.faults.failing() {
             return wire::refusal_reply(request.command());
         }
         if !*logged_in && !matches!(request, Request::Connect { .. }) {
@@ -537,12 +532,6 @@ fn on_tick(clock_s: f64) -> f64 {
     (clock_s / wire::units::S_PER_TESTTIME).floor() * wire::units::S_PER_TESTTIME
 }
 
-fn lock(state: &Mutex<SimState>) -> MutexGuard<'_, SimState> {
-    // A panic while holding the lock cannot leave the state half-written in a way that matters
-    // for a simulator; keep serving.
-    state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Starts simulated BTS servers.
 pub struct NewareSim;
 
@@ -576,10 +565,7 @@ impl NewareSim {
             clock,
             channels,
             next_testid: 1,
-            faults: Faults {
-                reply_delay: Duration::ZERO,
-                failing: 0,
-            },
+            faults: Faults::none(),
             config,
         }));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -646,7 +632,7 @@ async fn connection(
             }
         };
         let files = step_files(&state, &request).await;
-        let delay = lock(&state).faults.reply_delay;
+        let delay = lock(&state).faults.reply_delay();
         if !delay_unless_cut(delay, &mut link).await {
             return;
         }
@@ -767,12 +753,12 @@ impl SimHandle {
 
     /// Delays every reply by `delay` of wall time (zero for none), for timeout tests.
     pub fn set_reply_delay(&self, delay: Duration) {
-        lock(&self.state).faults.reply_delay = delay;
+        lock(&self.state).faults.set_reply_delay(delay);
     }
 
     /// Refuses the next `n` requests, whatever they are, with `<result>false</result>`.
     pub fn fail_next(&self, n: u32) {
-        lock(&self.state).faults.failing = n;
+        lock(&self.state).faults.fail_next(n, ());
     }
 }
 

@@ -16,14 +16,16 @@
 use super::wire::{self, Model, Round, protection, reg};
 use crate::Clock;
 use crate::cell::{Cell, CellParams};
+use crate::transport::faults::Faults;
 use crate::transport::line::{Line, LineControl};
+use crate::transport::lock;
 use crate::transport::modbus;
 use crate::transport::pty::Pty;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio_modbus::server::Service;
@@ -81,9 +83,9 @@ struct SimState {
     ah: f64,
     wh: f64,
     transactions: u64,
-    /// How many of the next requests are answered with `exception` instead.
-    failing: u32,
-    exception: ExceptionCode,
+    /// Requests answered with a Modbus exception instead (the reply delay is the handle's
+    /// watch, so that a held reply is abandoned when it changes).
+    faults: Faults<ExceptionCode>,
 }
 
 impl SimState {
@@ -201,9 +203,8 @@ impl SimState {
     fn handle(&mut self, req: Request<'static>) -> Result<Response, ExceptionCode> {
         self.transactions += 1;
         self.advance();
-        if self.failing > 0 {
-            self.failing -= 1;
-            return Err(self.exception);
+        if let Some(exception) = self.faults.refusal() {
+            return Err(exception);
         }
         let response = match req {
             Request::ReadHoldingRegisters(start, count) => {
@@ -271,12 +272,6 @@ impl Service for RidenService {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave the state half-written in a way that matters
-    // for a simulator; keep serving.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Starts simulated Ridens.
 pub struct RidenSim;
 
@@ -308,8 +303,7 @@ impl RidenSim {
             ah: 0.0,
             wh: 0.0,
             transactions: 0,
-            failing: 0,
-            exception: ExceptionCode::ServerDeviceFailure,
+            faults: Faults::new(ExceptionCode::ServerDeviceFailure),
         }));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (delay_tx, delay_rx) = watch::channel(Duration::ZERO);
@@ -426,9 +420,7 @@ impl SimHandle {
 
     /// Answers the next `n` requests with the Modbus exception `code`.
     pub fn fail_next(&self, n: u32, code: ExceptionCode) {
-        let mut s = lock(&self.state);
-        s.failing = n;
-        s.exception = code;
+        lock(&self.state).faults.fail_next(n, code);
     }
 
     /// Sends the next `n` replies with a broken CRC (the client discards them: it sees no

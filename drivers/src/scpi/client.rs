@@ -4,11 +4,10 @@
 use super::wire::{self, Dialect, DialectTable, Identity, MeasureForm, Ratings, Role, ScpiError};
 use crate::DriverError;
 use crate::stage::{PowerStage, Reading};
-use crate::transport::Endpoint;
+use crate::transport::{Endpoint, network};
 use cyclerd_protocols::Command;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 /// Longest reply line accepted; a device that streams garbage without a terminator is a bad
 /// reply, not an out-of-memory.
@@ -214,20 +213,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> LineTransport<S> {
 /// Opens the byte stream to an instrument (or any line device: the Espec driver shares it).
 pub(crate) async fn open(endpoint: &Endpoint, timeout: Duration) -> Result<BoxStream, DriverError> {
     match endpoint {
-        Endpoint::Tcp(addr) => {
-            let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-                .await
-                .map_err(|_| DriverError::Timeout {
-                    during: "connecting",
-                    timeout_ms: timeout.as_millis() as u64,
-                })?
-                .map_err(|source| DriverError::Connect {
-                    addr: *addr,
-                    source,
-                })?;
-            let _ = stream.set_nodelay(true);
-            Ok(Box::new(stream))
-        }
+        Endpoint::Tcp(addr) => Ok(Box::new(network::connect(*addr, timeout).await?)),
         Endpoint::Serial { path, baud } => Ok(Box::new(Endpoint::open_serial(path, *baud)?)),
     }
 }

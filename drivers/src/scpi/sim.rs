@@ -17,11 +17,12 @@ use crate::cell::{Cell, CellParams};
 pub use crate::transport::SimPort;
 #[cfg(unix)]
 use crate::transport::line::LineControl;
+use crate::transport::lock;
 use crate::transport::network::{Link, delay_unless_cut, read_until_unless_cut};
 use crate::transport::{Endpoint, Served};
 use std::collections::VecDeque;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{oneshot, watch};
@@ -560,10 +561,6 @@ fn execute(inst: &mut Instrument, part: &str, voltage: f64) -> Option<String> {
         }
     }
     None
-}
-
-fn lock(bench: &Mutex<Bench>) -> MutexGuard<'_, Bench> {
-    bench.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Starts simulated SCPI instruments.

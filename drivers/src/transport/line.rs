@@ -4,11 +4,12 @@
 //! A serial device has no connection to drop: a pulled USB cable or a noisy RS-485 line shows
 //! as lost or broken bytes. The relay models exactly that, for every serial simulator alike.
 
+use super::lock;
 use super::network::Link;
 use super::pty::{Pty, SlaveHold};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio_serial::SerialStream;
@@ -66,10 +67,6 @@ impl LineControl {
     pub fn corrupt_next(&self, n: u32) {
         *lock(&self.corrupting) = n;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Line {

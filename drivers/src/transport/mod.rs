@@ -2,15 +2,19 @@
 //!
 //! - [`Endpoint`]: where a device is, on the network or on a serial port; [`SimPort`]: where a
 //!   simulator serves, for the families that come both ways.
+//! - `faults`: the reply faults a simulator's handle injects (reply delay, refusing the next
+//!   requests).
 //! - `modbus`: the timed, checked transaction helpers every Modbus client uses.
 //! - `network`: the link a simulator's handle cuts, and the accept loops every network
 //!   simulator shares (cut links close connections); [`SimPort`] serves a simulator's sessions
-//!   on either kind of port.
+//!   on either kind of port. Also the connect with a timeout every network client uses.
 //! - [`pty`] (unix): pseudo-terminal pairs, so a simulator can serve a serial protocol on the
 //!   master while a driver opens the slave path as if it were a USB-serial adapter.
+//! - `lock`: the simulators' lock on their shared state, which a panic does not poison.
 //! - [`line`] (unix): a simulated serial line on a pseudo-terminal, with cable pulls and
 //!   corrupted replies, shared by every serial simulator.
 
+pub(crate) mod faults;
 #[cfg(unix)]
 pub mod line;
 pub(crate) mod modbus;
@@ -22,8 +26,16 @@ use network::Link;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, watch};
+
+/// Locks a simulated device's state, shared by its handle and its connections. A panic while
+/// holding the lock cannot leave the state half-written in a way that matters for a simulator;
+/// keep serving.
+pub(crate) fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Where a device is: a network address, or a serial port (USB-serial adapter, RS-232/485).
 #[derive(Debug, Clone, PartialEq, Eq)]

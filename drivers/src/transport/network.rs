@@ -1,5 +1,6 @@
 //! The network side every simulator shares: the link a handle cuts, an accept loop that honours
-//! it, a Modbus TCP server that does too, and a stream that closes when the link is cut.
+//! it, a Modbus TCP server that does too, and a stream that closes when the link is cut. And
+//! the one thing every network client shares: [`connect`], bounded by its timeout.
 
 use std::future::Future;
 use std::io;
@@ -13,6 +14,22 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio_modbus::server::Service;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
+
+use crate::DriverError;
+
+/// Connects to a device at `addr`, giving up after `timeout`. Nodelay is set when it can be:
+/// requests are small and each waits for its reply, so coalescing them only adds latency.
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, DriverError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| DriverError::Timeout {
+            during: "connecting",
+            timeout_ms: timeout.as_millis() as u64,
+        })?
+        .map_err(|source| DriverError::Connect { addr, source })?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
 
 /// A simulated device's cable, switched by its handle's `cut_link` / `restore_link` and
 /// watched by its connections (or by a serial line's relay). Clones are the same cable; when

@@ -17,8 +17,9 @@
 
 use super::wire::{self, Loop, alarm, mode, reg};
 use crate::Clock;
-use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods, lock};
+use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods};
 use crate::chamber::thermal::{Air, ThermalParams};
+use crate::transport::lock;
 use crate::transport::network::{Link, spawn_modbus_while_linked};
 use crate::transport::{Endpoint, modbus};
 use std::io;

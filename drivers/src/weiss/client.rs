@@ -3,6 +3,7 @@
 use super::wire::{self, Request, WireError};
 use crate::DriverError;
 use crate::chamber::{Chamber, ChamberReading};
+use crate::transport::network;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -31,15 +32,7 @@ fn bad_reply(during: &'static str) -> impl Fn(WireError) -> DriverError {
 }
 
 async fn open(addr: SocketAddr, timeout: Duration) -> Result<BufReader<TcpStream>, DriverError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| DriverError::Timeout {
-            during: "connecting",
-            timeout_ms: timeout.as_millis() as u64,
-        })?
-        .map_err(|source| DriverError::Connect { addr, source })?;
-    let _ = stream.set_nodelay(true);
-    Ok(BufReader::new(stream))
+    Ok(BufReader::new(network::connect(addr, timeout).await?))
 }
 
 /// Reads one reply frame: line ends before it are skipped (a CR LF reply leaves its LF),

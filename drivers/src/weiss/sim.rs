@@ -16,8 +16,9 @@
 
 use super::wire::{self, Refusal, Request};
 use crate::Clock;
-use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods, lock};
+use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods};
 use crate::chamber::thermal::{Air, ROOM_C, ThermalParams};
+use crate::transport::lock;
 use crate::transport::network::{Link, accept_while_linked, read_until_unless_cut};
 use std::io;
 use std::net::SocketAddr;

@@ -1,0 +1,98 @@
+//! Names that fit MacNet's fields and Windows file names, and the tester's ISO 8601 times.
+
+use super::NAME_LEN;
+
+/// A name that fits a 25-byte MacNet field and a Windows file name, and stays unique: kept as
+/// it is when it already fits (ASCII letters, digits, `-`, `_`; at most 25 bytes; not MacNet's
+/// reserved `Random`), otherwise the first 16 safe characters, `-` and 8 hex digits of a hash
+/// of the whole name. Deterministic, so a restarted daemon derives the same name.
+pub fn short_name(name: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if !name.is_empty()
+        && name.len() <= NAME_LEN
+        && name.chars().all(safe)
+        && !name.eq_ignore_ascii_case("Random")
+    {
+        return name.to_string();
+    }
+    let prefix: String = name
+        .chars()
+        .map(|c| if safe(c) { c } else { '_' })
+        .take(NAME_LEN - 9)
+        .collect();
+    format!("{prefix}-{:08x}", fnv1a32(name.as_bytes()))
+}
+
+/// FNV-1a, 32 bits: small, stable across builds and platforms.
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h: u32, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) for ms since the epoch, as the tester writes TesterTime.
+pub fn iso8601_from_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Reads `YYYY-MM-DDTHH:MM:SS[.fff][Z]` (UTC assumed) back to ms since the epoch.
+pub fn ms_from_iso8601(s: &str) -> Option<u64> {
+    let s = s.trim().trim_end_matches('Z');
+    let (date, time) = s.split_once(['T', ' '])?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let ms_frac: u64 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(3).collect();
+        let v: u64 = digits.parse().ok()?;
+        v * 10u64.pow(3 - digits.len() as u32)
+    };
+    let days = u64::try_from(days_from_civil(y, m, day)).ok()?;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms_frac)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
