@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`clock`]: the only source of time; real, or scaled by a speed factor so a 20-hour protocol
-//!   runs in seconds through real sockets.
+//!   runs in seconds through real sockets; its pacer ticks a poll loop at an interval of clock
+//!   time.
 //! - [`cell`]: an equivalent-circuit cell (OCV(SOC), series resistance, one RC pair, coulomb
 //!   counting, lumped thermal model) that backs every simulator.
 //! - [`chamber`]: the [`chamber::Chamber`] trait of a thermal chamber's controller, and the
