@@ -40,6 +40,7 @@ use cyclerd_proto::ingest::{Entry, Hello};
 use ingest::{BatchWrites, Registration, RejectionRecord};
 
 use crate::token::{self, Role, TokenRow, check_name};
+// The backends read rows with the row macros, which name these.
 use rows::{TestRowRaw, epoch_from_sql, epoch_to_sql, u32_from_sql, u64_from_sql};
 
 /// Samples read per page when streaming a test out (about 1 MB of rows).
