@@ -8,7 +8,7 @@ use cyclerd_proto::ingest::Rejection;
 
 use super::StoreError;
 
-/// One test as listed by [`HubStore::list_tests`].
+/// One test as listed by [`super::HubStore::list_tests`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TestRow {
     /// The daemon's UUIDv7 for the test: the id users pass to `export`.
@@ -134,7 +134,7 @@ pub struct RejectionRow {
     pub reason: String,
 }
 
-/// What [`HubStore::apply_batch`] did; the server turns it into Rejections and one Ack.
+/// What [`super::HubStore::apply_batch`] did; the server turns it into Rejections and one Ack.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchOutcome {
     /// Highest entry id of the batch: the cumulative Ack to send (0 for an empty batch).
