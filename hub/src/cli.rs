@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::auth::Role;
 use crate::export::{ExportError, Format, Pseudonymiser};
 use crate::query::{Columns, CsvWriter, TestFilter};
 use crate::remote::Remote;
 use crate::store::{HubStore, StoreError};
+use crate::token::Role;
 use crate::utc::Utc;
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};

@@ -12,9 +12,18 @@
 //! # Layout
 //!
 //! - [`store`]: [`HubStore`], the database, SQLite (a file) or PostgreSQL (a `postgres://`
-//!   URL, optionally over TLS): schema and migrations, the batched apply of ingest entries
-//!   (which also records labs' teams, instruments, and metadata that breaks a lab's JSON
-//!   Schemas), the labs' schemas, and the queries (tests, samples, events, rejections).
+//!   URL, optionally over TLS), behind one narrow trait per concern:
+//!   - `store/mod.rs`: the facade ([`HubStore`]: open/connect and the public methods), which
+//!     holds its backend behind the `Backend` trait (queries, tokens, labs, schemas, Hello);
+//!   - `store/ingest.rs`: what every ingest entry means (validation, ownership, rejections,
+//!     the resume point, and the labs' teams, instruments, cells and metadata that breaks a
+//!     lab's JSON Schemas), written once against `BatchWrites`, the statements of a batch;
+//!   - `store/rows.rs`: the row types the reads return ([`TestRow`], [`SampleRow`], ...) and a
+//!     macro per row type from a result row; `store/error.rs`: [`StoreError`];
+//!     `store/sql.rs`: the statements both backends run as they are;
+//!   - `store/sqlite/` and `store/pg/`: each backend as `mod.rs` (its connections), `schema.rs`
+//!     (migrations), `writes.rs` (`BatchWrites`, the hot path: multi-row inserts, binary
+//!     COPY) and `queries.rs` (`Backend`); `pg/tls.rs`: TLS to the server, as with libpq.
 //! - [`server`]: [`server::run`], the gRPC server: the ingest stream (one task per stream, batching
 //!   what is ready and handing it to the store's single writer off the async executor), plus gRPC
 //!   health and reflection.
@@ -22,8 +31,10 @@
 //!   tail a running test (woken by each commit, not by polling); with tokens, a lab's only.
 //! - [`export`]: a test as Battery Data Format CSV or Parquet, or as Battery Archive CSV, each
 //!   with a metadata JSON beside it, optionally anonymised ([`export::export_files`]).
-//! - [`auth`]: tokens (`cyh_<id>_<secret>`, stored as a hash), their labs and roles (daemon or
-//!   reader), and the one check of a request's token that ingest and queries share.
+//! - [`token`]: tokens as text and as stored (`cyh_<id>_<secret>`, kept as a hash), their
+//!   roles (daemon or reader) and the rule for lab and token names; no storage.
+//! - [`auth`]: the one check of a request's token, against the store, that ingest and
+//!   queries share.
 //! - [`cli`]: the `cyclerhub` command line (`serve`, `token`, `schema`, `labs`, `tests`,
 //!   `show`, `samples`, `cells`, `export`),
 //!   the only place that turns errors into `anyhow` messages for people; `src/main.rs` just
@@ -39,6 +50,7 @@ pub mod server;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod token;
 mod utc;
 
 pub use store::{CellRow, EventRow, HubStore, RejectionRow, SampleRow, StoreError, TestRow};

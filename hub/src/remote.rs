@@ -202,7 +202,7 @@ fn read_token(file: &Path) -> Result<MetadataValue<Ascii>> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read the token file {}", file.display()))?;
     let token = text.trim();
-    if crate::auth::parse(token).is_none() {
+    if crate::token::parse(token).is_none() {
         bail!(
             "the token file {} does not hold a cyclerhub token (cyh_...); put in it what \
              `cyclerhub token issue` printed",

@@ -25,9 +25,10 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{Authenticator, Recheck, Role};
+use crate::auth::{Authenticator, Recheck};
 use crate::query::QueryService;
 use crate::store::{BatchOutcome, HubStore, error_chain};
+use crate::token::Role;
 use cyclerd_proto::hub::query_server::QueryServer;
 
 /// Most entries applied in one transaction: big enough to amortise the commit (an fsync with
@@ -418,7 +419,7 @@ impl Session {
         let daemon_id = &hello.daemon_id;
         let named = hello.lab.as_str();
         if !named.is_empty() {
-            crate::auth::check_name("Hello.lab (the daemon's hub.lab)", named)
+            crate::token::check_name("Hello.lab (the daemon's hub.lab)", named)
                 .map_err(Status::invalid_argument)?;
         }
         let token_lab = self.lab.as_ref().or(self.presented_lab.as_ref());

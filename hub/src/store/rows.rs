@@ -1,6 +1,222 @@
-//! From a result row to each row type, written once for both backends: `$r.$get(i)` reads
-//! column `i` (`get` on a rusqlite row, `try_get` on a postgres one), and `?` turns either
-//! library's error into the caller's. The column order is the one the queries select.
+//! The rows the hub's reads return, written once for both backends: the row types, the
+//! conversions of their columns from SQL's signed integers, and a macro per row type from a
+//! result row to the row (below).
+
+use std::collections::BTreeMap;
+
+use cyclerd_proto::ingest::Rejection;
+
+use super::StoreError;
+
+/// One test as listed by [`super::HubStore::list_tests`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestRow {
+    /// The daemon's UUIDv7 for the test: the id users pass to `export`.
+    pub test_id: String,
+    /// Which daemon ran it, to tell labs and benches apart.
+    pub daemon_id: String,
+    /// `DEVICE/N` channel the test ran on.
+    pub channel_id: String,
+    /// Name of the protocol, as the engineer called it.
+    pub protocol_name: String,
+    /// Primary metadata (cell id, operator, chemistry, ...), sorted by key.
+    pub metadata: BTreeMap<String, String>,
+    /// When the test started (Unix seconds).
+    pub start_unix_s: f64,
+    /// When it ended; `None` while the hub has not seen it end.
+    pub end_unix_s: Option<f64>,
+    /// `finished`, `stopped` or `faulted`; `None` while running.
+    pub outcome: Option<String>,
+    /// Why it ended, in words (e.g. the alarm that faulted it).
+    pub reason: Option<String>,
+    /// Samples the hub holds for the test.
+    pub sample_count: u64,
+    /// Samples the daemon said the test produced, once ended; compare with `sample_count`.
+    pub expected_samples: Option<u64>,
+    /// The team its metadata names (`team`), if any.
+    pub team: Option<String>,
+    /// Where its metadata did not follow its lab's schemas when it registered; empty when it
+    /// did (or the lab has none).
+    pub metadata_problems: Vec<String>,
+}
+
+impl TestRow {
+    /// `running` until the test ends, then its outcome.
+    pub fn state(&self) -> &str {
+        self.outcome.as_deref().unwrap_or("running")
+    }
+}
+
+/// A team of a lab, as the hub first saw it in a test's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeamRow {
+    /// The lab of the daemon that ran the team's test.
+    pub lab: String,
+    /// The metadata's `team`.
+    pub team: String,
+    /// When the first test of the team the hub stored started (Unix seconds).
+    pub first_test_unix_s: f64,
+}
+
+/// A lab's JSON Schema for one metadata tier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaRow {
+    /// `secondary` or `tertiary`.
+    pub tier: String,
+    /// The schema document as registered.
+    pub schema_json: String,
+    /// When it was registered (Unix seconds): daemons show which version they checked against.
+    pub updated_unix_s: f64,
+}
+
+/// One sample, in BDF units; current positive when charging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRow {
+    /// Sequence number, contiguous per test from 0: gaps mean missing data.
+    pub seq: u64,
+    /// Seconds since the test started.
+    pub test_time_s: f64,
+    /// Wall-clock time of the sample (Unix seconds).
+    pub unix_time_s: f64,
+    /// Cell voltage, V.
+    pub voltage_v: f64,
+    /// Current, A; positive = charging (BDF sign).
+    pub current_a: f64,
+    /// Cycle counter of the protocol.
+    pub cycle: u32,
+    /// Step counter of the protocol.
+    pub step: u32,
+    /// Cumulative charge capacity, Ah.
+    pub charge_capacity_ah: f64,
+    /// Cumulative discharge capacity, Ah.
+    pub discharge_capacity_ah: f64,
+    /// Cumulative charge energy, Wh.
+    pub charge_energy_wh: f64,
+    /// Cumulative discharge energy, Wh.
+    pub discharge_energy_wh: f64,
+    /// Cell (surface) temperature, °C; `None` when the channel has no sensor.
+    pub temperature_c: Option<f64>,
+    /// Air temperature of the chamber the cell sits in, °C; `None` outside a chamber.
+    pub ambient_temperature_c: Option<f64>,
+}
+
+/// One event of a test (step change, state change, alarm, info).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// Wall-clock time (Unix seconds).
+    pub unix_time_s: f64,
+    /// Seconds since the test started.
+    pub test_time_s: f64,
+    /// `step`, `state`, `alarm` or `info`.
+    pub kind: String,
+    /// Human-readable text.
+    pub message: String,
+    /// Protocol step at the time.
+    pub step: u32,
+    /// Protocol cycle at the time.
+    pub cycle: u32,
+}
+
+/// An entry the hub refused, as recorded in the `rejections` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectionRow {
+    /// Daemon that sent it.
+    pub daemon_id: String,
+    /// Store epoch the entry id belongs to.
+    pub store_epoch: u64,
+    /// The entry's id in the daemon's outbox, to find the parked copy there.
+    pub entry_id: u64,
+    /// Entry type (`test_registered`, `samples`, `event`, `test_ended`, `none`).
+    pub kind: String,
+    /// Test the entry was about, when it named one.
+    pub test_id: Option<String>,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// What [`super::HubStore::apply_batch`] did; the server turns it into Rejections and one Ack.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchOutcome {
+    /// Highest entry id of the batch: the cumulative Ack to send (0 for an empty batch).
+    pub up_to: u64,
+    /// Entries applied now.
+    pub applied: usize,
+    /// Entries skipped because the hub had already handled them (id <= applied_up_to).
+    pub duplicates: usize,
+    /// Entries refused now; each is recorded and must be answered with a Rejection.
+    pub rejections: Vec<Rejection>,
+    /// Sample rows actually inserted (re-sent samples are not counted).
+    pub samples_inserted: u64,
+}
+
+/// A cell under test, as the hub knows it from the metadata of the tests that ran it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellRow {
+    /// The lab whose tests ran the cell (empty for tests of a daemon not bound to a lab): each
+    /// lab names its own cells, so two labs' `NMC-0042` are two cells.
+    pub lab: String,
+    /// The lab's identifier of the cell (primary metadata `cell_id`).
+    pub cell_id: String,
+    /// From secondary metadata (`secondary.manufacturer`, `.model`, `.form_factor`,
+    /// `.nominal_voltage_v`) and primary (`chemistry`, `nominal_capacity_ah`); a later test
+    /// fills what an earlier one left out, never overwrites.
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub chemistry: Option<String>,
+    pub form_factor: Option<String>,
+    pub nominal_capacity_ah: Option<f64>,
+    pub nominal_voltage_v: Option<f64>,
+    /// When the hub first saw a test of the cell start (Unix seconds).
+    pub first_test_unix_s: f64,
+}
+
+/// A `tests` row before its metadata JSON is parsed (which can fail outside the database
+/// driver).
+pub(super) struct TestRowRaw {
+    /// Everything but the metadata and its problems.
+    pub(super) row: TestRow,
+    /// The metadata as stored.
+    pub(super) metadata_json: String,
+    /// The metadata problems as stored (a JSON array), `None` when there are none.
+    pub(super) problems_json: Option<String>,
+}
+
+impl TestRowRaw {
+    pub(super) fn finish(mut self) -> Result<TestRow, StoreError> {
+        let corrupt = |what: &str, e: serde_json::Error| {
+            StoreError::Corrupt(format!("{what} of test {}: {e}", self.row.test_id))
+        };
+        self.row.metadata = serde_json::from_str(&self.metadata_json)
+            .map_err(|e| corrupt("metadata is not a JSON object of strings", e))?;
+        if let Some(problems) = &self.problems_json {
+            self.row.metadata_problems = serde_json::from_str(problems)
+                .map_err(|e| corrupt("metadata problems are not a JSON array of strings", e))?;
+        }
+        Ok(self.row)
+    }
+}
+
+/// Store epochs are opaque u64 tags, never compared: bit-cast to fit the databases' i64.
+pub(super) fn epoch_to_sql(epoch: u64) -> i64 {
+    i64::from_ne_bytes(epoch.to_ne_bytes())
+}
+
+pub(super) fn epoch_from_sql(epoch: i64) -> u64 {
+    u64::from_ne_bytes(epoch.to_ne_bytes())
+}
+
+/// Counters are non-negative in the database; a negative one would be our own corruption.
+pub(super) fn u64_from_sql(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(super) fn u32_from_sql(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+// From a result row to each row type: `$r.$get(i)` reads column `i` (`get` on a rusqlite row,
+// `try_get` on a postgres one), and `?` turns either library's error into the caller's. The
+// column order is the one the queries select.
 
 macro_rules! test_row_raw {
     ($r:ident . $get:ident) => {
@@ -82,7 +298,7 @@ macro_rules! token_row {
                 name: $r.$get(2)?,
                 created_unix_s: $r.$get(3)?,
                 revoked_unix_s: $r.$get(4)?,
-                role: crate::auth::Role::from_stored(&$r.$get::<_, String>(6)?),
+                role: crate::token::Role::from_stored(&$r.$get::<_, String>(6)?),
             },
             $r.$get(5)?,
         )

@@ -1,0 +1,560 @@
+//! What every ingest entry means, written once for both backends: validation, ownership of
+//! tests, the registration's derived records (cell, channel, team, instruments, metadata
+//! problems under the lab's schemas), samples, events, the end of a test, rejections and the
+//! resume point. The backends only run the statements, through [`BatchWrites`].
+//!
+//! Idempotence comes from the schema: samples are keyed by `(test_key, seq)`, events by the
+//! entry that carried them `(daemon_id, store_epoch, entry_id)`, tests by `test_id`, and every
+//! insert skips the rows already held. Re-applying any entry is therefore a no-op.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cyclerd_proto::ingest::{
+    Entry, Event, Rejection, SampleBatch, TestEnded, TestRegistered, entry::Body,
+};
+use cyclerd_proto::metadata::MAX_KEY_BYTES;
+use prost::Message as _;
+
+use super::{BatchOutcome, CellRow, Source, StoreError};
+
+/// What the hub derives from a registration, stored with the test.
+pub(super) struct Registration<'a> {
+    /// The metadata, sorted by key, as JSON.
+    pub(super) metadata_json: String,
+    /// The team the metadata names.
+    pub(super) team: Option<&'a str>,
+    /// The metadata's problems under its lab's schemas, as a JSON array; `None` when none.
+    pub(super) problems_json: Option<String>,
+}
+
+/// One rejected entry, as the backends record it.
+pub(super) struct RejectionRecord<'a> {
+    /// The entry's id (checked to fit i64).
+    pub(super) entry_id: i64,
+    /// Entry type, from [`body_kind`].
+    pub(super) kind: &'static str,
+    /// The test the entry named, NUL characters replaced so any database can store it.
+    pub(super) test_id: Option<String>,
+    /// Why it was refused.
+    pub(super) reason: &'a str,
+    /// The whole entry, encoded, so a person can look at exactly what was sent.
+    pub(super) entry: Vec<u8>,
+}
+
+/// The statements one batch runs inside its transaction; each backend implements them with
+/// conflict-ignoring inserts, so that every one of them is idempotent.
+pub(super) trait BatchWrites {
+    /// Creates the daemon store's row if Hello did not, and reads its resume point (the highest
+    /// entry id applied) inside the transaction: another stream of the same store may have
+    /// moved it. PostgreSQL also locks the row until commit.
+    fn resume_point(&mut self, source: &Source<'_>) -> Result<u64, StoreError>;
+    /// Moves the store's resume point forward to `up_to` (never back).
+    fn set_applied(&mut self, source: &Source<'_>, up_to: i64) -> Result<(), StoreError>;
+    /// `(test_key, owning daemon_id)` of a test, if the hub has it.
+    fn test_owner(&mut self, test_id: &str) -> Result<Option<(i64, String)>, StoreError>;
+    /// Inserts a test (ignored when its id exists).
+    fn insert_test(
+        &mut self,
+        source: &Source<'_>,
+        t: &TestRegistered,
+        r: &Registration<'_>,
+    ) -> Result<(), StoreError>;
+    /// The lab the daemon is bound to, if any.
+    fn daemon_lab(&mut self, daemon_id: &str) -> Result<Option<String>, StoreError>;
+    /// The lab's metadata schemas as `(tier, document)`.
+    fn lab_schemas(&mut self, lab: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Records that `team` of `lab` ran a test (the first time only).
+    fn record_team(&mut self, lab: &str, team: &str, start_unix_s: f64) -> Result<(), StoreError>;
+    /// Records the instruments of a test: the daemon's inventory and what the test used.
+    fn record_equipment(
+        &mut self,
+        source: &Source<'_>,
+        t: &TestRegistered,
+    ) -> Result<(), StoreError>;
+    /// Records the test's cell (merging what is known of it) and channel, and links the test
+    /// to its cell.
+    fn record_cell_and_channel(
+        &mut self,
+        source: &Source<'_>,
+        t: &TestRegistered,
+        cell: &CellRow,
+    ) -> Result<(), StoreError>;
+    /// Inserts the samples of a validated batch (rows already held are ignored), adds the
+    /// number inserted to the test's `sample_count`, and returns it.
+    fn insert_samples(&mut self, test_key: i64, b: &SampleBatch) -> Result<u64, StoreError>;
+    /// Inserts an event keyed by the entry that carried it (ignored when present).
+    fn insert_event(
+        &mut self,
+        test_key: i64,
+        source: &Source<'_>,
+        entry_id: i64,
+        e: &Event,
+    ) -> Result<(), StoreError>;
+    /// Records the end of a test; returns the number of samples the hub holds for it.
+    fn end_test(&mut self, test_key: i64, e: &TestEnded, expected: i64) -> Result<i64, StoreError>;
+    /// Records a rejected entry (ignored when already recorded).
+    fn insert_rejection(
+        &mut self,
+        source: &Source<'_>,
+        r: &RejectionRecord<'_>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Why one entry did not apply: refused (answer with a Rejection) or storage failed (abort).
+enum ApplyError {
+    Reject(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for ApplyError {
+    fn from(e: StoreError) -> Self {
+        ApplyError::Store(e)
+    }
+}
+
+fn reject<T>(reason: impl Into<String>) -> Result<T, ApplyError> {
+    Err(ApplyError::Reject(reason.into()))
+}
+
+/// Applies a batch through `w`, inside the batch's transaction (which the backend opens, and
+/// commits after this returns `Ok`): the entries after the store's resume point, then the new
+/// resume point `up_to` (the batch's last entry id, checked to fit i64). Only a storage
+/// failure returns `Err`.
+pub(super) fn apply_batch(
+    w: &mut dyn BatchWrites,
+    source: &Source<'_>,
+    up_to: i64,
+    entries: &[Entry],
+) -> Result<BatchOutcome, StoreError> {
+    // Normally created by Hello; created here too so a batch can never be acked without its
+    // resume point being stored.
+    let applied = w.resume_point(source)?;
+    let out = apply_entries(w, source, applied, entries)?;
+    w.set_applied(source, up_to)?;
+    Ok(out)
+}
+
+/// Applies the entries of a batch after the resume point `applied`, through `w`. Only a
+/// storage failure returns `Err`.
+fn apply_entries(
+    w: &mut dyn BatchWrites,
+    source: &Source<'_>,
+    applied: u64,
+    entries: &[Entry],
+) -> Result<BatchOutcome, StoreError> {
+    let mut out = BatchOutcome {
+        up_to: entries.last().map_or(0, |e| e.id),
+        ..BatchOutcome::default()
+    };
+    for entry in entries {
+        if entry.id <= applied {
+            out.duplicates += 1;
+            continue;
+        }
+        match apply_entry(w, source, entry) {
+            Ok(inserted) => {
+                out.applied += 1;
+                out.samples_inserted += inserted;
+            }
+            Err(ApplyError::Reject(reason)) => {
+                record_rejection(w, source, entry, &reason)?;
+                out.rejections.push(Rejection {
+                    entry_id: entry.id,
+                    reason,
+                });
+            }
+            Err(ApplyError::Store(e)) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+fn body_kind(body: Option<&Body>) -> (&'static str, Option<&str>) {
+    match body {
+        Some(Body::TestRegistered(t)) => ("test_registered", Some(&t.test_id)),
+        Some(Body::Samples(s)) => ("samples", Some(&s.test_id)),
+        Some(Body::Event(e)) => ("event", Some(&e.test_id)),
+        Some(Body::TestEnded(e)) => ("test_ended", Some(&e.test_id)),
+        None => ("none", None),
+    }
+}
+
+fn record_rejection(
+    w: &mut dyn BatchWrites,
+    source: &Source<'_>,
+    entry: &Entry,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let (kind, test_id) = body_kind(entry.body.as_ref());
+    let entry_id = i64::try_from(entry.id).map_err(|_| StoreError::OutOfRange("entry id"))?;
+    w.insert_rejection(
+        source,
+        &RejectionRecord {
+            entry_id,
+            kind,
+            // PostgreSQL text cannot hold NUL; the encoded entry keeps the exact bytes.
+            test_id: test_id.map(|t| t.replace('\0', "\u{FFFD}")),
+            reason,
+            entry: entry.encode_to_vec(),
+        },
+    )?;
+    tracing::warn!(
+        daemon_id = source.daemon_id,
+        entry_id = entry.id,
+        kind,
+        reason,
+        "rejected entry"
+    );
+    Ok(())
+}
+
+/// Applies one entry; returns the number of sample rows inserted. Validates everything before
+/// writing anything, so a rejected entry leaves no trace but its rejection record.
+fn apply_entry(
+    w: &mut dyn BatchWrites,
+    source: &Source<'_>,
+    entry: &Entry,
+) -> Result<u64, ApplyError> {
+    match &entry.body {
+        None => reject("entry has no body (an entry type this hub does not know? upgrade the hub)"),
+        Some(Body::TestRegistered(t)) => apply_test_registered(w, source, t).map(|()| 0),
+        Some(Body::Samples(b)) => apply_samples(w, source, b),
+        Some(Body::Event(e)) => apply_event(w, source, entry.id, e).map(|()| 0),
+        Some(Body::TestEnded(e)) => apply_test_ended(w, source, e).map(|()| 0),
+    }
+}
+
+/// Refuses text that a database cannot store the same way everywhere: PostgreSQL's text
+/// cannot hold a NUL character, so neither backend accepts one.
+fn check_text(what: &str, fields: &[(&str, &str)]) -> Result<(), ApplyError> {
+    match fields.iter().find(|(_, v)| v.contains('\0')) {
+        Some((name, _)) => reject(format!(
+            "{what}: {name} contains a NUL character, which the hub does not store"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The test's key, if the hub knows the test and it belongs to the writing daemon.
+fn owned_test_key(
+    w: &mut dyn BatchWrites,
+    source: &Source<'_>,
+    test_id: &str,
+) -> Result<i64, ApplyError> {
+    match w.test_owner(test_id)? {
+        None => reject(format!(
+            "unknown test {test_id:?}: the hub has no TestRegistered for it"
+        )),
+        Some((_, owner)) if owner != source.daemon_id => reject(format!(
+            "test {test_id:?} belongs to daemon {owner}, not to {}",
+            source.daemon_id
+        )),
+        Some((key, _)) => Ok(key),
+    }
+}
+
+fn apply_test_registered(
+    w: &mut dyn BatchWrites,
+    source: &Source<'_>,
+    t: &TestRegistered,
+) -> Result<(), ApplyError> {
+    if t.test_id.is_empty() {
+        return reject("TestRegistered has an empty test_id");
+    }
+    let what = format!("TestRegistered of test {:?}", t.test_id);
+    check_text(
+        &what,
+        &[
+            ("test_id", &t.test_id),
+            ("channel_id", &t.channel_id),
+            ("protocol_name", &t.protocol_name),
+            ("protocol_source", &t.protocol_source),
+            ("plan_json", &t.plan_json),
+        ],
+    )?;
+    for (k, v) in &t.metadata {
+        check_text(&what, &[("a metadata key", k), ("metadata value", v)])?;
+    }
+    for e in &t.equipment {
+        check_text(
+            &what,
+            &[
+                ("equipment name", &e.name),
+                ("equipment family", &e.family),
+                ("equipment address", &e.address),
+                ("equipment role", &e.role),
+            ],
+        )?;
+        if e.name.is_empty() {
+            return reject(format!("{what}: an equipment entry has an empty name"));
+        }
+    }
+    if t.channel_id.is_empty() {
+        return reject(format!("test {:?} has an empty channel_id", t.test_id));
+    }
+    let meta = |k: &str| t.metadata.get(k).map_or("", String::as_str);
+    let mut keys = vec![
+        ("test_id", t.test_id.as_str()),
+        ("channel_id", &t.channel_id),
+        ("cell_id", meta("cell_id")),
+        ("team", meta("team")),
+    ];
+    keys.extend(
+        t.equipment
+            .iter()
+            .map(|e| ("equipment name", e.name.as_str())),
+    );
+    // Refused before any write, so an oversized key is a rejection rather than a failed batch
+    // that blocks the entries behind it.
+    if let Some((name, value)) = keys.iter().find(|(_, v)| v.len() > MAX_KEY_BYTES) {
+        return reject(format!(
+            "{what}: {name} is {} bytes long; the hub keys its tables by it and takes at most \
+             {MAX_KEY_BYTES}",
+            value.len()
+        ));
+    }
+    if !t.start_unix_s.is_finite() {
+        return reject(format!("test {:?} has a non-finite start time", t.test_id));
+    }
+    match w.test_owner(&t.test_id)? {
+        // Re-sent registration: already applied.
+        Some((_, owner)) if owner == source.daemon_id => return Ok(()),
+        Some((_, owner)) => {
+            return reject(format!(
+                "test id {:?} is already registered by daemon {owner}",
+                t.test_id
+            ));
+        }
+        None => {}
+    }
+    // Sorted keys: stable, diffable JSON.
+    let metadata: BTreeMap<&str, &str> = t
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let metadata_json = match serde_json::to_string(&metadata) {
+        Ok(json) => json,
+        Err(e) => return reject(format!("metadata cannot be stored as JSON: {e}")),
+    };
+    let team = t
+        .metadata
+        .get("team")
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty());
+    let lab = w.daemon_lab(source.daemon_id)?;
+    let problems = match &lab {
+        Some(lab) => metadata_problems(&w.lab_schemas(lab)?, &t.metadata),
+        None => Vec::new(),
+    };
+    let registration = Registration {
+        metadata_json,
+        team,
+        problems_json: (!problems.is_empty())
+            .then(|| serde_json::to_string(&problems).ok())
+            .flatten(),
+    };
+    w.insert_test(source, t, &registration)?;
+    let cell_lab = lab.as_deref().unwrap_or_default();
+    if let Some(cell) = CellRow::from_metadata(&t.metadata, t.start_unix_s, cell_lab) {
+        w.record_cell_and_channel(source, t, &cell)?;
+    }
+    if let (Some(lab), Some(team)) = (&lab, team) {
+        w.record_team(lab, team, t.start_unix_s)?;
+    }
+    w.record_equipment(source, t)?;
+    Ok(())
+}
+
+/// The problems of `metadata` under a lab's stored schemas. The data is kept either way (the
+/// daemon checked it against the schemas it had when the test started; what the hub finds when
+/// it stores the registration is recorded with the test for a person to look at). A stored
+/// schema that cannot be used is itself reported rather than failing the registration.
+fn metadata_problems(
+    schemas: &[(String, String)],
+    metadata: &HashMap<String, String>,
+) -> Vec<String> {
+    let checked = cyclerd_proto::metadata::check(schemas, metadata);
+    let mut problems = checked.problems;
+    problems.extend(
+        checked
+            .unusable
+            .into_iter()
+            .map(|e| format!("the lab's schema is unusable: {e}")),
+    );
+    if !problems.is_empty() {
+        tracing::warn!(?problems, "test metadata does not follow the lab's schemas");
+    }
+    problems
+}
+
+impl CellRow {
+    fn from_metadata(
+        metadata: &HashMap<String, String>,
+        start_unix_s: f64,
+        lab: &str,
+    ) -> Option<CellRow> {
+        let text = |k: &str| {
+            metadata
+                .get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let number = |k: &str| {
+            text(k)
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite())
+        };
+        Some(CellRow {
+            lab: lab.into(),
+            cell_id: text("cell_id")?,
+            manufacturer: text("secondary.manufacturer"),
+            model: text("secondary.model"),
+            chemistry: text("chemistry"),
+            form_factor: text("secondary.form_factor"),
+            nominal_capacity_ah: number("nominal_capacity_ah"),
+            nominal_voltage_v: number("secondary.nominal_voltage_v"),
+            first_test_unix_s: start_unix_s,
+        })
+    }
+}
+
+/// Checks a sample batch's shape and values, so the insert loop cannot fail on them.
+fn validate_samples(b: &SampleBatch) -> Result<(), String> {
+    if b.test_id.contains('\0') {
+        return Err(format!(
+            "sample batch of test {:?}: test_id contains a NUL character, which the hub does not \
+             store",
+            b.test_id
+        ));
+    }
+    let n = b.test_time_s.len();
+    let lens = [
+        ("unix_time_s", b.unix_time_s.len()),
+        ("voltage_v", b.voltage_v.len()),
+        ("current_a", b.current_a.len()),
+        ("cycle", b.cycle.len()),
+        ("step", b.step.len()),
+        ("charge_capacity_ah", b.charge_capacity_ah.len()),
+        ("discharge_capacity_ah", b.discharge_capacity_ah.len()),
+        ("charge_energy_wh", b.charge_energy_wh.len()),
+        ("discharge_energy_wh", b.discharge_energy_wh.len()),
+    ];
+    let optional = [
+        ("temperature_c", b.temperature_c.len()),
+        ("ambient_temperature_c", b.ambient_temperature_c.len()),
+    ];
+    let optional_ok = optional.iter().all(|&(_, len)| len == 0 || len == n);
+    if lens.iter().any(|&(_, len)| len != n) || !optional_ok {
+        let mut detail = format!("test_time_s {n}");
+        for (name, len) in lens.iter().chain(&optional) {
+            detail.push_str(&format!(", {name} {len}"));
+        }
+        return Err(format!(
+            "sample batch columns have unequal lengths ({detail}); every column must have one \
+             value per sample (temperature_c and ambient_temperature_c may be empty)"
+        ));
+    }
+    let last = (n as u64)
+        .checked_sub(1)
+        .and_then(|d| b.first_seq.checked_add(d))
+        .unwrap_or(b.first_seq);
+    if i64::try_from(last).is_err() {
+        return Err(format!("sample seq {last} is out of range (max 2^63-1)"));
+    }
+    // SQLite stores NaN as NULL, which the NOT NULL columns would refuse mid-batch.
+    let float_cols: [(&str, &[f64]); 8] = [
+        ("test_time_s", &b.test_time_s),
+        ("unix_time_s", &b.unix_time_s),
+        ("voltage_v", &b.voltage_v),
+        ("current_a", &b.current_a),
+        ("charge_capacity_ah", &b.charge_capacity_ah),
+        ("discharge_capacity_ah", &b.discharge_capacity_ah),
+        ("charge_energy_wh", &b.charge_energy_wh),
+        ("discharge_energy_wh", &b.discharge_energy_wh),
+    ];
+    for (name, col) in float_cols {
+        if let Some(i) = col.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "non-finite {name} ({}) at seq {}",
+                col[i],
+                b.first_seq.saturating_add(i as u64)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn apply_samples(
+    w: &mut dyn BatchWrites,
+    source: &Source<'_>,
+    b: &SampleBatch,
+) -> Result<u64, ApplyError> {
+    validate_samples(b).map_err(ApplyError::Reject)?;
+    let key = owned_test_key(w, source, &b.test_id)?;
+    if b.test_time_s.is_empty() {
+        return Ok(0);
+    }
+    Ok(w.insert_samples(key, b)?)
+}
+
+fn apply_event(
+    w: &mut dyn BatchWrites,
+    source: &Source<'_>,
+    entry_id: u64,
+    e: &Event,
+) -> Result<(), ApplyError> {
+    check_text(
+        &format!("event of test {:?}", e.test_id),
+        &[
+            ("test_id", &e.test_id),
+            ("kind", &e.kind),
+            ("message", &e.message),
+        ],
+    )?;
+    if !e.unix_time_s.is_finite() || !e.test_time_s.is_finite() {
+        return reject(format!(
+            "event of test {:?} has a non-finite time",
+            e.test_id
+        ));
+    }
+    let key = owned_test_key(w, source, &e.test_id)?;
+    let Ok(entry_id) = i64::try_from(entry_id) else {
+        return reject("entry id out of range");
+    };
+    w.insert_event(key, source, entry_id, e)?;
+    Ok(())
+}
+
+fn apply_test_ended(
+    w: &mut dyn BatchWrites,
+    source: &Source<'_>,
+    e: &TestEnded,
+) -> Result<(), ApplyError> {
+    check_text(
+        &format!("end of test {:?}", e.test_id),
+        &[
+            ("test_id", &e.test_id),
+            ("outcome", &e.outcome),
+            ("reason", &e.reason),
+        ],
+    )?;
+    if !e.unix_time_s.is_finite() {
+        return reject(format!("end of test {:?} has a non-finite time", e.test_id));
+    }
+    let Ok(expected) = i64::try_from(e.sample_count) else {
+        return reject(format!("sample_count {} is out of range", e.sample_count));
+    };
+    let key = owned_test_key(w, source, &e.test_id)?;
+    let held = w.end_test(key, e, expected)?;
+    // Samples precede the end in the daemon's log, so by now they should all be here.
+    if held != expected {
+        tracing::warn!(
+            test_id = e.test_id,
+            held,
+            expected,
+            "test ended but the hub holds a different number of samples than the daemon produced"
+        );
+    }
+    Ok(())
+}

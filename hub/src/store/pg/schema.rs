@@ -1,0 +1,240 @@
+//! The PostgreSQL schema: its migrations, and bringing a database up to date.
+
+use postgres::Client;
+
+use super::StoreError;
+
+/// Schema migrations; `MIGRATIONS[i]` is schema version `i + 1`, recorded in
+/// `schema_migrations` by the transaction that applies it. Append only: a released migration is
+/// never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: the SQLite schema (both of its migrations) in PostgreSQL's types. Foreign keys are
+    // documented in comments but not declared: the apply path checks the parent test itself,
+    // and per-row FK lookups would tax the COPY path.
+    r#"
+    -- One row per daemon store (a recreated store gets a new epoch and starts its ids at 1).
+    CREATE TABLE daemons (
+        daemon_id     text   NOT NULL,
+        store_epoch   bigint NOT NULL,            -- u64 bit-cast to i64
+        name          text   NOT NULL,
+        applied_up_to bigint NOT NULL DEFAULT 0,  -- the resume point
+        PRIMARY KEY (daemon_id, store_epoch)
+    );
+
+    CREATE TABLE tests (
+        test_key         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- for samples/events
+        test_id          text   NOT NULL UNIQUE,
+        daemon_id        text   NOT NULL,
+        store_epoch      bigint NOT NULL,
+        channel_id       text   NOT NULL,
+        protocol_name    text   NOT NULL,
+        protocol_source  text   NOT NULL,
+        plan_json        text   NOT NULL,  -- as the daemon sent it
+        metadata         jsonb  NOT NULL,  -- primary metadata, an object of strings
+        start_unix_s     double precision NOT NULL,
+        end_unix_s       double precision,  -- NULL while running
+        outcome          text,
+        reason           text,
+        expected_samples bigint,            -- as the daemon counted at test end
+        sample_count     bigint NOT NULL DEFAULT 0  -- rows actually held, kept by the apply
+    );
+    CREATE INDEX tests_by_start ON tests (start_unix_s);
+
+    CREATE TABLE samples (
+        test_key              bigint NOT NULL,  -- tests.test_key
+        seq                   bigint NOT NULL,
+        test_time_s           double precision NOT NULL,
+        unix_time_s           double precision NOT NULL,
+        voltage_v             double precision NOT NULL,
+        current_a             double precision NOT NULL,  -- positive = charging
+        cycle                 bigint NOT NULL,  -- u32 on the wire
+        step                  bigint NOT NULL,  -- u32 on the wire
+        charge_capacity_ah    double precision NOT NULL,
+        discharge_capacity_ah double precision NOT NULL,
+        charge_energy_wh      double precision NOT NULL,
+        discharge_energy_wh   double precision NOT NULL,
+        temperature_c         double precision,  -- NULL without a sensor
+        ambient_temperature_c double precision,  -- NULL outside a chamber
+        PRIMARY KEY (test_key, seq)
+    );
+
+    CREATE TABLE events (
+        event_key   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        test_key    bigint NOT NULL,  -- tests.test_key
+        daemon_id   text   NOT NULL,  -- (daemon_id, store_epoch, entry_id): the entry that
+        store_epoch bigint NOT NULL,  -- carried the event, so re-sending it is a no-op
+        entry_id    bigint NOT NULL,
+        unix_time_s double precision NOT NULL,
+        test_time_s double precision NOT NULL,
+        kind        text   NOT NULL,
+        message     text   NOT NULL,
+        step        bigint NOT NULL,
+        cycle       bigint NOT NULL,
+        UNIQUE (daemon_id, store_epoch, entry_id)
+    );
+    CREATE INDEX events_by_test ON events (test_key, unix_time_s);
+
+    -- Entries the hub could not apply, kept (with the encoded entry) for a person to look at.
+    CREATE TABLE rejections (
+        rejection_key bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- recording order
+        daemon_id     text   NOT NULL,
+        store_epoch   bigint NOT NULL,
+        entry_id      bigint NOT NULL,
+        kind          text   NOT NULL,
+        test_id       text,
+        reason        text   NOT NULL,
+        entry         bytea  NOT NULL,
+        recorded_at   timestamptz NOT NULL DEFAULT now(),
+        UNIQUE (daemon_id, store_epoch, entry_id)
+    );
+    "#,
+    // 2: daemon tokens (the secret only as its SHA-256) and the lab each daemon belongs to.
+    r#"
+    CREATE TABLE tokens (
+        token_id       text PRIMARY KEY,      -- public part of the token
+        lab            text NOT NULL,
+        name           text NOT NULL UNIQUE,
+        secret_hash    text NOT NULL,
+        created_unix_s double precision NOT NULL,
+        revoked_unix_s double precision       -- NULL while valid
+    );
+    CREATE TABLE daemon_labs (
+        daemon_id text PRIMARY KEY,           -- bound at its first authenticated upload
+        lab       text NOT NULL
+    );
+    "#,
+    // 3: the cells under test and the channels tests ran on, from the tests' metadata.
+    r#"
+    CREATE TABLE cells (
+        cell_id             text PRIMARY KEY,
+        manufacturer        text,
+        model               text,
+        chemistry           text,
+        form_factor         text,
+        nominal_capacity_ah double precision,
+        nominal_voltage_v   double precision,
+        first_test_unix_s   double precision NOT NULL
+    );
+    CREATE TABLE channels (
+        daemon_id         text NOT NULL,
+        channel_id        text NOT NULL,      -- DEVICE/N as the daemon's configuration names it
+        first_test_unix_s double precision NOT NULL,
+        PRIMARY KEY (daemon_id, channel_id)
+    );
+    ALTER TABLE tests ADD COLUMN cell_id text; -- cells.cell_id
+    CREATE INDEX tests_by_cell ON tests (cell_id);
+    "#,
+    // 4: labs and their teams, the instruments tests ran on, the labs' metadata schemas.
+    r#"
+    CREATE TABLE labs (
+        lab            text PRIMARY KEY,
+        created_unix_s double precision NOT NULL
+    );
+    INSERT INTO labs (lab, created_unix_s)
+        SELECT lab, min(created_unix_s) FROM tokens GROUP BY lab;
+    CREATE TABLE teams (
+        lab               text NOT NULL,      -- labs.lab
+        team              text NOT NULL,      -- as the tests' metadata `team` names it
+        first_test_unix_s double precision NOT NULL,
+        PRIMARY KEY (lab, team)
+    );
+    CREATE TABLE equipment (
+        daemon_id        text NOT NULL,
+        name             text NOT NULL,       -- as the daemon's configuration names it
+        family           text NOT NULL,
+        address          text NOT NULL,
+        last_test_unix_s double precision NOT NULL,  -- family and address are this test's
+        PRIMARY KEY (daemon_id, name)
+    );
+    CREATE TABLE test_equipment (
+        test_key bigint NOT NULL,             -- tests.test_key
+        name     text NOT NULL,               -- equipment.name of the test's daemon
+        family   text NOT NULL,               -- as it was for this test
+        address  text NOT NULL,
+        role     text NOT NULL,               -- cycler, source, load or chamber
+        PRIMARY KEY (test_key, name)
+    );
+    CREATE TABLE metadata_schemas (
+        lab            text NOT NULL,         -- labs.lab
+        tier           text NOT NULL,         -- secondary or tertiary
+        schema_json    text NOT NULL,
+        updated_unix_s double precision NOT NULL,
+        PRIMARY KEY (lab, tier)
+    );
+    ALTER TABLE tests ADD COLUMN team text;
+    ALTER TABLE tests ADD COLUMN metadata_problems text;  -- JSON array; NULL when none
+    "#,
+    // 5: what a token allows: a daemon's uploads and reads its lab, a reader's only reads.
+    r#"
+    ALTER TABLE tokens ADD COLUMN role text NOT NULL DEFAULT 'daemon'
+        CHECK (role IN ('daemon', 'reader'));
+    "#,
+    // 6: each lab names its own cells: keyed by (lab, cell id); a cell two labs shared becomes
+    // one per lab (each with what was merged so far, first tested when that lab first did).
+    r#"
+    CREATE TABLE cells_by_lab (
+        lab                 text NOT NULL,    -- labs.lab of the tests' daemon; '' for none
+        cell_id             text NOT NULL,
+        manufacturer        text,
+        model               text,
+        chemistry           text,
+        form_factor         text,
+        nominal_capacity_ah double precision,
+        nominal_voltage_v   double precision,
+        first_test_unix_s   double precision NOT NULL,
+        PRIMARY KEY (lab, cell_id)
+    );
+    INSERT INTO cells_by_lab
+        SELECT coalesce(l.lab, ''), c.cell_id, c.manufacturer, c.model, c.chemistry,
+            c.form_factor, c.nominal_capacity_ah, c.nominal_voltage_v,
+            coalesce(min(t.start_unix_s), c.first_test_unix_s)
+        FROM cells c
+        LEFT JOIN tests t ON t.cell_id = c.cell_id
+        LEFT JOIN daemon_labs l ON l.daemon_id = t.daemon_id
+        GROUP BY coalesce(l.lab, ''), c.cell_id, c.manufacturer, c.model, c.chemistry,
+            c.form_factor, c.nominal_capacity_ah, c.nominal_voltage_v, c.first_test_unix_s;
+    DROP TABLE cells;
+    ALTER TABLE cells_by_lab RENAME TO cells;
+    "#,
+];
+
+/// Advisory lock key ("cyclerhb") held while migrating, so that hubs starting at once on one
+/// database migrate one after the other.
+const MIGRATION_LOCK: i64 = 0x6379_636c_6572_6862;
+
+/// Brings the schema up to date in one transaction, under [`MIGRATION_LOCK`]; refuses a
+/// database whose schema is newer than this build.
+pub(super) fn migrate(client: &mut Client, url: &str) -> Result<(), StoreError> {
+    let supported = MIGRATIONS.len() as i64;
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    bigint      PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )?;
+    let found: i64 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0)::bigint FROM schema_migrations",
+            &[],
+        )?
+        .try_get(0)?;
+    if found > supported {
+        return Err(StoreError::SchemaTooNew {
+            database: url.to_owned(),
+            found,
+            supported,
+        });
+    }
+    for (version, sql) in (1i64..).zip(MIGRATIONS).skip(found.max(0) as usize) {
+        tx.batch_execute(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&version],
+        )?;
+        tracing::info!(url, version, "migrated hub schema");
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! The SQLite schema: its migrations, and bringing a file up to date.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Schema migrations; `MIGRATIONS[i]` takes `PRAGMA user_version` from `i` to `i + 1`.
+/// Append only: a released migration is never edited.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema. Foreign keys are documented in comments but not declared: the
+    // apply path checks the parent test itself, and per-row FK lookups would tax the sample
+    // hot path.
+    r#"
+    -- One row per daemon store (a recreated store gets a new epoch and starts its ids at 1).
+    CREATE TABLE daemons (
+        daemon_id     TEXT    NOT NULL,
+        store_epoch   INTEGER NOT NULL,   -- u64 bit-cast to i64
+        name          TEXT    NOT NULL,
+        applied_up_to INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (daemon_id, store_epoch)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE tests (
+        test_key         INTEGER PRIMARY KEY,  -- compact key for samples/events
+        test_id          TEXT    NOT NULL UNIQUE,
+        daemon_id        TEXT    NOT NULL,
+        store_epoch      INTEGER NOT NULL,
+        channel_id       TEXT    NOT NULL,
+        protocol_name    TEXT    NOT NULL,
+        protocol_source  TEXT    NOT NULL,
+        plan_json        TEXT    NOT NULL,
+        metadata_json    TEXT    NOT NULL,
+        start_unix_s     REAL    NOT NULL,
+        end_unix_s       REAL,               -- NULL while running
+        outcome          TEXT,
+        reason           TEXT,
+        expected_samples INTEGER,            -- as the daemon counted at test end
+        sample_count     INTEGER NOT NULL DEFAULT 0  -- rows actually held, kept by the apply
+    );
+    CREATE INDEX tests_by_start ON tests (start_unix_s);
+
+    CREATE TABLE samples (
+        test_key              INTEGER NOT NULL,  -- tests.test_key
+        seq                   INTEGER NOT NULL,
+        test_time_s           REAL    NOT NULL,
+        unix_time_s           REAL    NOT NULL,
+        voltage_v             REAL    NOT NULL,
+        current_a             REAL    NOT NULL,  -- positive = charging
+        cycle                 INTEGER NOT NULL,
+        step                  INTEGER NOT NULL,
+        charge_capacity_ah    REAL    NOT NULL,
+        discharge_capacity_ah REAL    NOT NULL,
+        charge_energy_wh      REAL    NOT NULL,
+        discharge_energy_wh   REAL    NOT NULL,
+        temperature_c         REAL,              -- NULL without a sensor
+        PRIMARY KEY (test_key, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE events (
+        event_key   INTEGER PRIMARY KEY,
+        test_key    INTEGER NOT NULL,  -- tests.test_key
+        daemon_id   TEXT    NOT NULL,  -- (daemon_id, store_epoch, entry_id): the entry that
+        store_epoch INTEGER NOT NULL,  -- carried the event, so re-sending it is a no-op
+        entry_id    INTEGER NOT NULL,
+        unix_time_s REAL    NOT NULL,
+        test_time_s REAL    NOT NULL,
+        kind        TEXT    NOT NULL,
+        message     TEXT    NOT NULL,
+        step        INTEGER NOT NULL,
+        cycle       INTEGER NOT NULL,
+        UNIQUE (daemon_id, store_epoch, entry_id)
+    );
+    CREATE INDEX events_by_test ON events (test_key, unix_time_s);
+
+    -- Entries the hub could not apply, kept (with the encoded entry) for a person to look at.
+    CREATE TABLE rejections (
+        daemon_id       TEXT    NOT NULL,
+        store_epoch     INTEGER NOT NULL,
+        entry_id        INTEGER NOT NULL,
+        kind            TEXT    NOT NULL,
+        test_id         TEXT,
+        reason          TEXT    NOT NULL,
+        entry           BLOB    NOT NULL,
+        recorded_unix_s REAL    NOT NULL DEFAULT (unixepoch('subsec')),
+        UNIQUE (daemon_id, store_epoch, entry_id)
+    );
+    "#,
+    // 2: the air temperature of the chamber a cell sits in (BDF "Ambient Temperature / degC").
+    r#"
+    ALTER TABLE samples ADD COLUMN ambient_temperature_c REAL;  -- NULL outside a chamber
+    "#,
+    // 3: daemon tokens (the secret only as its SHA-256) and the lab each daemon belongs to.
+    r#"
+    CREATE TABLE tokens (
+        token_id       TEXT PRIMARY KEY,   -- public part of the token
+        lab            TEXT NOT NULL,
+        name           TEXT NOT NULL UNIQUE,
+        secret_hash    TEXT NOT NULL,
+        created_unix_s REAL NOT NULL,
+        revoked_unix_s REAL                -- NULL while valid
+    ) WITHOUT ROWID;
+    CREATE TABLE daemon_labs (
+        daemon_id TEXT PRIMARY KEY,        -- bound at its first authenticated upload
+        lab       TEXT NOT NULL
+    ) WITHOUT ROWID;
+    "#,
+    // 4: the cells under test and the channels tests ran on, from the tests' metadata.
+    r#"
+    CREATE TABLE cells (
+        cell_id             TEXT PRIMARY KEY,
+        manufacturer        TEXT,
+        model               TEXT,
+        chemistry           TEXT,
+        form_factor         TEXT,
+        nominal_capacity_ah REAL,
+        nominal_voltage_v   REAL,
+        first_test_unix_s   REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE channels (
+        daemon_id         TEXT NOT NULL,
+        channel_id        TEXT NOT NULL,   -- DEVICE/N as the daemon's configuration names it
+        first_test_unix_s REAL NOT NULL,
+        PRIMARY KEY (daemon_id, channel_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE tests ADD COLUMN cell_id TEXT;   -- cells.cell_id
+    CREATE INDEX tests_by_cell ON tests (cell_id);
+    "#,
+    // 5: labs and their teams, the instruments tests ran on, the labs' metadata schemas.
+    r#"
+    CREATE TABLE labs (
+        lab            TEXT PRIMARY KEY,
+        created_unix_s REAL NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO labs (lab, created_unix_s)
+        SELECT lab, min(created_unix_s) FROM tokens GROUP BY lab;
+    CREATE TABLE teams (
+        lab               TEXT NOT NULL,   -- labs.lab
+        team              TEXT NOT NULL,   -- as the tests' metadata `team` names it
+        first_test_unix_s REAL NOT NULL,
+        PRIMARY KEY (lab, team)
+    ) WITHOUT ROWID;
+    CREATE TABLE equipment (
+        daemon_id        TEXT NOT NULL,
+        name             TEXT NOT NULL,    -- as the daemon's configuration names it
+        family           TEXT NOT NULL,
+        address          TEXT NOT NULL,
+        last_test_unix_s REAL NOT NULL,    -- family and address are those of this test
+        PRIMARY KEY (daemon_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE test_equipment (
+        test_key INTEGER NOT NULL,         -- tests.test_key
+        name     TEXT NOT NULL,            -- equipment.name of the test's daemon
+        family   TEXT NOT NULL,            -- as it was for this test
+        address  TEXT NOT NULL,
+        role     TEXT NOT NULL,            -- cycler, source, load or chamber
+        PRIMARY KEY (test_key, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE metadata_schemas (
+        lab            TEXT NOT NULL,      -- labs.lab
+        tier           TEXT NOT NULL,      -- secondary or tertiary
+        schema_json    TEXT NOT NULL,
+        updated_unix_s REAL NOT NULL,
+        PRIMARY KEY (lab, tier)
+    ) WITHOUT ROWID;
+    ALTER TABLE tests ADD COLUMN team TEXT;
+    ALTER TABLE tests ADD COLUMN metadata_problems TEXT;  -- JSON array; NULL when none
+    "#,
+    // 6: what a token allows: a daemon's uploads and reads its lab, a reader's only reads.
+    r#"
+    ALTER TABLE tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'daemon'
+        CHECK (role IN ('daemon', 'reader'));
+    "#,
+    // 7: each lab names its own cells: keyed by (lab, cell id); a cell two labs shared becomes
+    // one per lab (each with what was merged so far, first tested when that lab first did).
+    r#"
+    CREATE TABLE cells_by_lab (
+        lab                 TEXT NOT NULL,   -- labs.lab of the tests' daemon; '' for none
+        cell_id             TEXT NOT NULL,
+        manufacturer        TEXT,
+        model               TEXT,
+        chemistry           TEXT,
+        form_factor         TEXT,
+        nominal_capacity_ah REAL,
+        nominal_voltage_v   REAL,
+        first_test_unix_s   REAL NOT NULL,
+        PRIMARY KEY (lab, cell_id)
+    ) WITHOUT ROWID;
+    INSERT INTO cells_by_lab
+        SELECT coalesce(l.lab, ''), c.cell_id, c.manufacturer, c.model, c.chemistry,
+            c.form_factor, c.nominal_capacity_ah, c.nominal_voltage_v,
+            coalesce(min(t.start_unix_s), c.first_test_unix_s)
+        FROM cells c
+        LEFT JOIN tests t ON t.cell_id = c.cell_id
+        LEFT JOIN daemon_labs l ON l.daemon_id = t.daemon_id
+        GROUP BY coalesce(l.lab, ''), c.cell_id, c.manufacturer, c.model, c.chemistry,
+            c.form_factor, c.nominal_capacity_ah, c.nominal_voltage_v, c.first_test_unix_s;
+    DROP TABLE cells;
+    ALTER TABLE cells_by_lab RENAME TO cells;
+    "#,
+];
+
+/// Brings the schema up to date, one transaction per migration.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let supported = MIGRATIONS.len() as i64;
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > supported {
+        return Err(StoreError::SchemaTooNew {
+            database: path.display().to_string(),
+            found,
+            supported,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version as i64 + 1)?;
+        tx.commit()?;
+        tracing::info!(path = %path.display(), version = version + 1, "migrated hub schema");
+    }
+    Ok(())
+}
