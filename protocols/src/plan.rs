@@ -361,32 +361,6 @@ pub(crate) fn sha256_hex(text: &str) -> String {
 }
 
 impl Plan {
-    /// Parses a YAML protocol document; `origin` (usually the file name) prefixes error messages.
-    ///
-    /// Profile steps that name a CSV file need [`Plan::from_yaml_with`]; here they are an
-    /// error saying so.
-    pub fn from_yaml(source: &str, origin: &str) -> Result<Plan, ProtocolError> {
-        let none = |name: &str| -> Result<String, String> {
-            Err(format!(
-                "cannot read \"{name}\": this caller reads no files (load the protocol with a CSV resolver, e.g. `cyclerctl`, or Plan::from_yaml_with)"
-            ))
-        };
-        crate::document::compile(source, origin, &none)
-    }
-
-    /// Like [`Plan::from_yaml`], with `resolver` returning the text of a CSV file named by a
-    /// profile step (`profile: us06.csv`, `"Run US06 (A)"`), or a message why it cannot.
-    /// The crate does no I/O: the caller decides where names resolve (usually next to the
-    /// protocol file). The profile data is copied into the plan, so the plan (and its hash
-    /// of the YAML) is self-contained.
-    pub fn from_yaml_with(
-        source: &str,
-        origin: &str,
-        resolver: &dyn Fn(&str) -> Result<String, String>,
-    ) -> Result<Plan, ProtocolError> {
-        crate::document::compile(source, origin, resolver)
-    }
-
     /// The plan as JSON (the form stored with a test and sent between processes).
     pub fn to_json(&self) -> String {
         // A plan holds only strings, finite numbers and enums, which JSON always represents;

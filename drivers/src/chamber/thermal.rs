@@ -1,7 +1,7 @@
 //! The simulated inside of a chamber: its air and how the controller moves it.
 //!
 //! [`Air`] is shared by a chamber simulator and the simulated cells inside it (through
-//! [`crate::cell::CellParams::air`]): cells see its temperature as their ambient and put their
+//! the cell model's `CellParams::air`): cells see its temperature as their ambient and put their
 //! heat into it; the chamber's [`ThermalModel`] pulls it toward the set point as a first-order
 //! lag whose rate is capped by the controller's ramp limit, and lets it drift back to the room
 //! when it is off. Faults for tests: a failed compressor or heater that drives the air away at a

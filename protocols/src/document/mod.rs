@@ -234,3 +234,33 @@ pub(super) fn is_identifier(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// A protocol document read into a plan: the document's side of [`Plan`], so that the plan
+/// (the IR every target reads) knows nothing of the document language.
+impl Plan {
+    /// Parses a YAML protocol document; `origin` (usually the file name) prefixes error messages.
+    ///
+    /// Profile steps that name a CSV file need [`Plan::from_yaml_with`]; here they are an
+    /// error saying so.
+    pub fn from_yaml(source: &str, origin: &str) -> Result<Plan, ProtocolError> {
+        let none = |name: &str| -> Result<String, String> {
+            Err(format!(
+                "cannot read \"{name}\": this caller reads no files (load the protocol with a CSV resolver, e.g. `cyclerctl`, or Plan::from_yaml_with)"
+            ))
+        };
+        compile(source, origin, &none)
+    }
+
+    /// Like [`Plan::from_yaml`], with `resolver` returning the text of a CSV file named by a
+    /// profile step (`profile: us06.csv`, `"Run US06 (A)"`), or a message why it cannot.
+    /// The crate does no I/O: the caller decides where names resolve (usually next to the
+    /// protocol file). The profile data is copied into the plan, so the plan (and its hash
+    /// of the YAML) is self-contained.
+    pub fn from_yaml_with(
+        source: &str,
+        origin: &str,
+        resolver: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<Plan, ProtocolError> {
+        compile(source, origin, resolver)
+    }
+}

@@ -125,7 +125,14 @@ fn crate_src(dir: &str) -> PathBuf {
 #[test]
 fn no_crate_has_modules_that_import_each_other_in_a_circle() {
     let mut problems = Vec::new();
-    for dir in ["daemon", "daemon/cli", "hub"] {
+    for dir in [
+        "daemon",
+        "daemon/cli",
+        "hub",
+        "drivers",
+        "protocols",
+        "proto",
+    ] {
         let src = crate_src(dir);
         if !src.exists() {
             continue;
