@@ -48,6 +48,10 @@ enum Command {
         /// each token's queries about its own lab only.
         #[arg(long)]
         require_tokens: bool,
+        /// Serve on an address reachable from other machines without TLS or without required
+        /// tokens (a closed lab network you trust); without it such a start is refused.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Issue, list and revoke tokens (daemons', and read-only ones for people).
     Token {
@@ -249,7 +253,8 @@ fn run(cli: Cli) -> Result<()> {
             tls_cert,
             tls_key,
             require_tokens,
-        } => serve(db, listen, tls_cert.zip(tls_key), require_tokens),
+            insecure,
+        } => serve(db, listen, tls_cert.zip(tls_key), require_tokens, insecure),
         Command::Token { action } => token(action),
         Command::Schema { action } => schema(action),
         Command::Labs { db } => labs(&db),
@@ -548,7 +553,18 @@ fn serve(
     listen: SocketAddr,
     tls: Option<(PathBuf, PathBuf)>,
     require_tokens: bool,
+    insecure: bool,
 ) -> Result<()> {
+    let open_to = open_to_the_network(listen, tls.is_some(), require_tokens);
+    if let Some(missing) = &open_to
+        && !insecure
+    {
+        anyhow::bail!(
+            "refusing to serve on {listen}, which other machines can reach, without {missing}: \
+             give --tls-cert FILE --tls-key FILE and --require-tokens (see `cyclerhub token \
+             issue`), listen on 127.0.0.1, or say --insecure for a network you trust"
+        );
+    }
     let read = |path: &PathBuf, what: &str| {
         std::fs::read(path)
             .with_context(|| format!("cannot read the TLS {what} {}", path.display()))
@@ -567,6 +583,12 @@ fn serve(
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(missing) = &open_to {
+        tracing::warn!(
+            "--insecure: serving on {listen}, which other machines can reach, without {missing}: \
+             anyone who reaches the port can upload as a daemon and read every lab's data"
+        );
+    }
     let store = open(&db, false)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -584,6 +606,21 @@ fn serve(
         };
         crate::server::run_with(listener, store, options, shutdown).await
     })
+}
+
+/// What a hub serving on `listen` lacks to be closed to strangers, when other machines can
+/// reach it: TLS (else tokens and data cross the network in clear) and required tokens (else
+/// anyone may upload and read). `None` on loopback, where only this machine's users reach it.
+fn open_to_the_network(listen: SocketAddr, tls: bool, require_tokens: bool) -> Option<String> {
+    if listen.ip().is_loopback() {
+        return None;
+    }
+    match (tls, require_tokens) {
+        (true, true) => None,
+        (false, true) => Some("TLS".into()),
+        (true, false) => Some("required tokens".into()),
+        (false, false) => Some("TLS and required tokens".into()),
+    }
 }
 
 /// Ctrl-C, or SIGTERM (what systemd and `kill` send) on unix; the daemon stops on the same.

@@ -1034,6 +1034,49 @@ async fn cyclerhub_serve_ingests_into_postgresql() {
     assert_eq!(hub.store.test(T1).unwrap().unwrap().state(), "finished");
 }
 
+#[test]
+fn serving_where_other_machines_reach_it_needs_tls_and_tokens_or_insecure_said_aloud() {
+    use std::io::BufRead as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.sqlite").display().to_string();
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["serve", "--db", db.as_str(), "--listen", "0.0.0.0:0"];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for extra in [&[][..], &["--require-tokens"][..]] {
+        let refused = serve(extra).wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{said}");
+        assert!(said.contains("refusing to serve on 0.0.0.0:0"), "{said}");
+        assert!(said.contains("TLS"), "{said}");
+        assert!(said.contains("--insecure"), "{said}");
+    }
+    assert!(
+        !dir.path().join("hub.sqlite").exists(),
+        "a refused hub creates no database"
+    );
+    let mut child = serve(&["--insecure"]);
+    let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut warned = false;
+    for line in lines {
+        let line = line.unwrap();
+        warned |= line.contains("--insecure") && line.contains("without TLS and required tokens");
+        if line.contains("cyclerhub serving") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned, "an insecure hub says so when it starts");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Health and reflection
 
