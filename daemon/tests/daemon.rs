@@ -68,6 +68,22 @@ mod outbox {
         assert_eq!(stored.samples, 100);
     }
 
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_outbox_and_its_wal_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let outbox = Outbox::open(&path).unwrap();
+        outbox.append(registered("t")).unwrap();
+        outbox.flush().await.unwrap();
+        let wal = dir.path().join("outbox.sqlite-wal");
+        for file in [&path, &wal] {
+            let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
+    }
+
     #[tokio::test]
     async fn a_new_store_gets_a_new_identity() {
         let a = tempfile::tempdir().unwrap();

@@ -887,6 +887,25 @@ fn bdf_export_from_postgresql_equals_the_sqlite_export_byte_for_byte() {
     }
 }
 
+#[cfg(unix)]
+#[test]
+fn a_new_sqlite_hub_database_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.sqlite");
+    let store = HubStore::open(&path).unwrap();
+    store
+        .apply_batch("daemon-a", 1, &whole_test(0, T1))
+        .unwrap();
+    for name in ["hub.sqlite", "hub.sqlite-wal"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+}
+
 #[test]
 fn a_sqlite_database_with_a_newer_schema_is_refused() {
     let db = Database::new(Backend::Sqlite);

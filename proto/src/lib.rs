@@ -6,6 +6,7 @@
 //! - [`hub`]: `cyclerd.hub.v1.Query`, the hub's API for finding, reading and following tests.
 //! - [`metadata`]: what a test's metadata map means: its tiers, and their validation against
 //!   the JSON Schemas a lab registers in its hub (shared by the daemon and the hub).
+//! - [`files`]: data files created private (the outbox, the hub's database), for both peers.
 //! - [`FILE_DESCRIPTOR_SET`]: both contracts' descriptors, for gRPC reflection.
 
 /// `cyclerd.ingest.v1`: the hub's ingest stream.
@@ -27,6 +28,7 @@ pub mod hub {
     tonic::include_proto!("cyclerd.hub.v1");
 }
 
+pub mod files;
 pub mod metadata;
 
 /// The `authorization` header value that carries a hub token (`Bearer <token>`); `None` when

@@ -235,6 +235,11 @@ impl Outbox {
                 source,
             })?;
         }
+        // Every sample and the lab's metadata: the owner's only (SQLite's WAL files follow it).
+        crate::proto::files::create_private(&path).map_err(|source| OutboxError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let err = |source| OutboxError::Sqlite {
             path: path.clone(),
             source,

@@ -16,6 +16,12 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// The database file could not be created private to its owner (or made so).
+    #[error("cannot create hub database {} readable by its owner only", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The PostgreSQL server could not be reached or refused the connection.
     #[error(
         "cannot connect to the hub database {url}; check the URL, that PostgreSQL runs there and \

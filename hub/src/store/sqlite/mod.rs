@@ -43,6 +43,12 @@ impl SqliteStore {
             path: path.clone(),
             source,
         };
+        // Every lab's samples and metadata, and the tokens' hashes: the owner's only (SQLite's
+        // WAL files take the database file's permissions).
+        cyclerd_proto::files::create_private(&path).map_err(|source| StoreError::Create {
+            path: path.clone(),
+            source,
+        })?;
         let mut writer = Connection::open(&path).map_err(open_err)?;
         writer
             .busy_timeout(std::time::Duration::from_secs(10))
