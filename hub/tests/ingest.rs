@@ -635,11 +635,25 @@ async fn a_daemon_cannot_write_another_daemons_test(backend: Backend) {
     a.until_ack(1).await;
 
     let (mut b, _) = hub.upload("daemon-b", 1).await;
-    b.send_entries([registered(1, T1), samples(2, T1, 0, 10)])
-        .await;
-    let rejected: Vec<u64> = b.until_ack(2).await.iter().map(|r| r.entry_id).collect();
-    assert_eq!(rejected, [1, 2]);
+    b.send_entries([
+        registered(1, T1),
+        samples(2, T1, 0, 10),
+        samples(3, "no-such-test", 0, 10),
+    ])
+    .await;
+    let rejections = b.until_ack(3).await;
+    let rejected: Vec<u64> = rejections.iter().map(|r| r.entry_id).collect();
+    assert_eq!(rejected, [1, 2, 3]);
     assert_eq!(hub.store.sample_count(T1).unwrap(), 0);
+    // The refusals name no other daemon, and another daemon's test reads as an unknown one.
+    assert!(
+        rejections.iter().all(|r| !r.reason.contains("daemon-a")),
+        "{rejections:?}"
+    );
+    assert_eq!(
+        rejections[1].reason.replace(T1, "ID"),
+        rejections[2].reason.replace("no-such-test", "ID"),
+    );
     hub.shutdown().await;
 }
 

@@ -242,14 +242,12 @@ fn owned_test_key(
     test_id: &str,
 ) -> Result<i64, ApplyError> {
     match w.test_owner(test_id)? {
-        None => reject(format!(
-            "unknown test {test_id:?}: the hub has no TestRegistered for it"
+        Some((key, owner)) if owner == source.daemon_id => Ok(key),
+        // Another daemon's test is answered as an unknown one: a rejection must not tell a
+        // writer which tests exist, nor name another lab's daemons.
+        _ => reject(format!(
+            "unknown test {test_id:?}: the hub has no TestRegistered for it from this daemon"
         )),
-        Some((_, owner)) if owner != source.daemon_id => reject(format!(
-            "test {test_id:?} belongs to daemon {owner}, not to {}",
-            source.daemon_id
-        )),
-        Some((key, _)) => Ok(key),
     }
 }
 
@@ -319,9 +317,11 @@ fn apply_test_registered(
     match w.test_owner(&t.test_id)? {
         // Re-sent registration: already applied.
         Some((_, owner)) if owner == source.daemon_id => return Ok(()),
-        Some((_, owner)) => {
+        // Said without the owner: a rejection must not name another lab's daemons.
+        Some(_) => {
             return reject(format!(
-                "test id {:?} is already registered by daemon {owner}",
+                "test id {:?} cannot be registered by this daemon; test ids are unique (a UUID \
+                 per test)",
                 t.test_id
             ));
         }
