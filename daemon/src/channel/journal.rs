@@ -191,8 +191,12 @@ impl TestJournal {
     }
 
     /// Records the end at `test_time_s` in `place` (the runner flushed its last samples): why,
-    /// as an event, then the end marker that retires the checkpoint; the channel shows it.
+    /// as an event, then the end marker that retires the checkpoint; the channel shows it. An
+    /// [`Ending::Interrupted`] is no end: see [`TestJournal::interrupt`].
     pub fn end(self, live: &Live, test_time_s: f64, place: Place, ending: Ending) {
+        if let Ending::Interrupted(reason) = &ending {
+            return self.interrupt(live, test_time_s, place, reason);
+        }
         if !ending.reason().is_empty() {
             self.event(
                 test_time_s,
@@ -208,6 +212,18 @@ impl TestJournal {
         live.send_modify(|s| {
             s.state = outcome.into();
             s.reason = reason;
+        });
+    }
+
+    /// Leaves the test interrupted at `test_time_s` in `place` (the runner switched the output
+    /// off and flushed its last samples): an event saying why, and no end marker, so that its
+    /// checkpoint stays and the next start takes it up, as after a crash; the channel shows it.
+    pub fn interrupt(self, live: &Live, test_time_s: f64, place: Place, reason: &str) {
+        tracing::warn!(channel = %self.channel_id, test_id = %self.test_id, "{reason}");
+        self.event(test_time_s, "state", reason.into(), place);
+        live.send_modify(|s| {
+            s.state = "interrupted".into();
+            s.reason = reason.into();
         });
     }
 
