@@ -178,6 +178,17 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_device_answering_garbage_is_waited_for_but_one_that_is_not_the_configured_one_is_not() {
+        let garbage = DriverError::BadReply {
+            during: "clearing the error queue",
+            message: "\"#~*\" is not an error-queue entry".into(),
+        };
+        assert!(waits(&refused()) && waits(&garbage));
+        assert!(!waits(&DriverError::Identity("lists 2 channels".into())));
+        assert!(!waits(&DriverError::Unsupported("a dialect".into())));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_stopping_daemon_ends_the_wait_without_a_device() {
         let (stop_tx, mut stop) = watch::channel(false);
