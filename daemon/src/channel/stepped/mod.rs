@@ -370,6 +370,12 @@ impl<D: PowerStage> ChannelRunner<D> {
         let now = run.now(&self.shared.clock);
         run.flush();
         let place = run.place();
+        if let Ending::Interrupted(reason) = &ending {
+            let state = run.state();
+            return run
+                .journal
+                .interrupt(&self.live, (now, place), reason, state);
+        }
         run.journal.end(&self.live, now, place, ending);
     }
 
