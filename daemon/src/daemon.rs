@@ -42,7 +42,7 @@ struct Inner {
     /// Tells runners to switch outputs off and leave their tests interrupted, for the next start.
     stop_runners: watch::Sender<bool>,
     /// Tells the chambers to stop; sent after the runners ended, so that the chambers hear
-    /// their tests end (and go to their idle set points).
+    /// their tests end or stop (and go to their idle set points).
     stop_chambers: watch::Sender<bool>,
     /// Tells the uploader to stop; sent only after the backlog drained (or the drain timed out).
     stop_uploader: watch::Sender<bool>,

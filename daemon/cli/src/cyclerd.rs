@@ -181,7 +181,10 @@ async fn run(path: PathBuf, clock: Clock) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     }));
     stop.wait().await;
-    tracing::info!("shutting down: switching outputs off and flushing the outbox");
+    tracing::info!(
+        "shutting down: switching outputs off and flushing the outbox; running stepped tests \
+         stay interrupted and the next start resumes them"
+    );
     let summary = daemon.shutdown(Duration::from_secs(5)).await;
     let _ = stop_tx.send(());
     let _ = server.await;
