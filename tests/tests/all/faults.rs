@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 
 /// Two short cycles: long enough to be interrupted many times, short enough for CI.
-const PROTOCOL: &str = r#"
+pub(super) const PROTOCOL: &str = r#"
 protocol: Fault test cycling
 version: 1
 params:
@@ -51,18 +51,18 @@ fn rng() -> rand::rngs::StdRng {
 }
 
 /// The daemon as a child process (the real `cyclerd run`), simulators and hub in this process.
-struct ProcessLab {
+pub(super) struct ProcessLab {
     dir: tempfile::TempDir,
-    hub: Hub,
-    sims: Vec<SimHandle>,
-    config: PathBuf,
-    control: SocketAddr,
+    pub(super) hub: Hub,
+    pub(super) sims: Vec<SimHandle>,
+    pub(super) config: PathBuf,
+    pub(super) control: SocketAddr,
     anchor: f64,
-    channels: Vec<String>,
+    pub(super) channels: Vec<String>,
 }
 
 impl ProcessLab {
-    async fn start(channels: usize) -> ProcessLab {
+    pub(super) async fn start(channels: usize) -> ProcessLab {
         ProcessLab::start_with(channels, "continue").await
     }
 
@@ -117,18 +117,18 @@ impl ProcessLab {
         }
     }
 
-    fn outbox(&self) -> PathBuf {
+    pub(super) fn outbox(&self) -> PathBuf {
         self.dir.path().join("outbox.sqlite")
     }
 
     /// Starts `cyclerd run` on the lab and waits until its control API is up.
-    async fn daemon(&self) -> (Process, ControlClient<tonic::transport::Channel>) {
+    pub(super) async fn daemon(&self) -> (Process, ControlClient<tonic::transport::Channel>) {
         harness::run_daemon(&self.config, SPEED, self.anchor, self.control).await
     }
 
     /// Starts a test on `psb1/1` and kills the daemon (SIGKILL) once it has charged for
     /// `samples`, leaving the supply on; returns the test's id.
-    async fn killed_mid_charge(&self, samples: u64) -> String {
+    pub(super) async fn killed_mid_charge(&self, samples: u64) -> String {
         let (daemon, mut control) = self.daemon().await;
         let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
         harness::watch_until(&mut control, |s| s.samples >= samples && s.current_a > 1.0).await;
@@ -138,6 +138,29 @@ impl ProcessLab {
             "a killed daemon leaves the supply as it was"
         );
         test
+    }
+
+    /// Runs `cyclerd run`, which must refuse to start: it exits non-zero, and the supply a
+    /// killed daemon left charging is off by then.
+    pub(super) async fn refused_start_switches_the_output_off(&self) {
+        assert!(
+            self.sims[0].snapshot().output_on,
+            "the supply still charges"
+        );
+        let args = harness::daemon_args(&self.config, SPEED, self.anchor);
+        let mut refused = Process::spawn(env!("CARGO_BIN_EXE_cyclerd-under-test"), &args);
+        refused
+            .wait_for_line("switched off the output of channel psb1/1")
+            .await;
+        let status = tokio::time::timeout(WAIT, refused.child.wait())
+            .await
+            .expect("the refused start exits")
+            .unwrap();
+        assert!(!status.success(), "{status:?}");
+        assert!(
+            !self.sims[0].snapshot().output_on,
+            "the supply the killed daemon left charging is off"
+        );
     }
 }
 
@@ -805,151 +828,4 @@ async fn a_start_that_fails_on_one_device_switches_the_outputs_it_reached_off_an
     harness::wait_all_ended(&mut control, &lab.channels).await;
     assert!(daemon.terminate().await);
     harness::assert_every_sample_once(&lab.hub.db, std::slice::from_ref(&test));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clean_sigterm_leaves_the_test_interrupted_and_the_next_start_resumes_it() {
-    let lab = ProcessLab::start(1).await;
-    let (daemon, mut control) = lab.daemon().await;
-    let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
-    let before =
-        harness::watch_until(&mut control, |s| s.samples >= 500 && s.current_a > 1.0).await;
-    assert!(lab.sims[0].snapshot().output_on, "charging");
-    assert!(daemon.terminate().await, "the daemon stops cleanly");
-    assert!(
-        !lab.sims[0].snapshot().output_on,
-        "a clean shutdown switches the output off"
-    );
-    assert_eq!(
-        harness::outbox_pending(&lab.outbox()),
-        0,
-        "the last samples and the event reached the hub"
-    );
-    let kept = harness::assert_interrupted_samples_once(&lab.hub.db, &lab.outbox(), &test);
-    assert!(kept >= before.samples, "{kept} < {}", before.samples);
-
-    let (daemon, mut control) = lab.daemon().await;
-    let resumed = harness::watch_until(&mut control, |s| s.state == "running").await;
-    assert_eq!(resumed.test_id, test, "the next start resumes the test");
-    harness::wait_all_ended(&mut control, &lab.channels).await;
-    assert!(daemon.terminate().await);
-    harness::assert_every_sample_once(&lab.hub.db, std::slice::from_ref(&test));
-    let hub = HubStore::open(&lab.hub.db).unwrap();
-    let row = hub.test(&test).unwrap().unwrap();
-    assert_eq!(row.outcome.as_deref(), Some("finished"), "{row:?}");
-    let interruptions: Vec<String> = hub
-        .events(&test)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == "interruption")
-        .map(|e| e.message)
-        .collect();
-    assert_eq!(interruptions.len(), 1, "{interruptions:?}");
-    assert!(
-        interruptions[0].contains("continuing step"),
-        "{interruptions:?}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_start_refused_by_a_corrupt_outbox_switches_off_the_output_a_killed_daemon_left_on() {
-    let lab = ProcessLab::start(1).await;
-    lab.killed_mid_charge(500).await;
-    // Garbage over the outbox: not SQLite any more.
-    let outbox = lab.outbox();
-    std::fs::write(&outbox, vec![0xa5u8; 64 * 1024]).unwrap();
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", outbox.display()));
-    }
-    let args = harness::daemon_args(&lab.config, SPEED, lab.anchor);
-    let mut refused = Process::spawn(env!("CARGO_BIN_EXE_cyclerd-under-test"), &args);
-    refused
-        .wait_for_line("switched off the output of channel psb1/1")
-        .await;
-    let status = tokio::time::timeout(WAIT, refused.child.wait())
-        .await
-        .expect("the refused start exits")
-        .unwrap();
-    assert!(!status.success(), "{status:?}");
-    assert!(
-        !lab.sims[0].snapshot().output_on,
-        "the supply the killed daemon left charging is off"
-    );
-}
-
-/// Serves SCPI on `listener` with garbage for every answer: a device that answers, but
-/// nothing that makes sense.
-async fn garbage_scpi(listener: TcpListener) {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            return;
-        };
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut lines = BufReader::new(read).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains('?') && write.write_all(b"#~*garbage~#\n").await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_answering_garbage_at_start_is_offline_with_the_reason_while_the_others_run() {
-    let lab = ProcessLab::start(1).await;
-    let noisy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let noisy_addr = noisy.local_addr().unwrap();
-    tokio::spawn(garbage_scpi(noisy));
-    let good = std::fs::read_to_string(&lab.config).unwrap();
-    std::fs::write(
-        &lab.config,
-        format!(
-            "{good}[[device]]\nname = \"noisy\"\nfamily = \"scpi\"\ndialect = \"keithley-24xx\"\n\
-             address = \"{noisy_addr}\"\n[[channel]]\nid = \"noisy/1\"\n"
-        ),
-    )
-    .unwrap();
-    let (daemon, mut control) = lab.daemon().await;
-    let offline = harness::watch_until(&mut control, |s| {
-        s.channel_id == "noisy/1" && s.state == "offline"
-    })
-    .await;
-    assert!(
-        offline.reason.contains("device \"noisy\" at")
-            && offline.reason.contains("answers, but")
-            && offline.reason.contains("does not make sense"),
-        "{}",
-        offline.reason
-    );
-    let status = control
-        .get_status(GetStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        status
-            .alarms
-            .iter()
-            .any(|a| a.starts_with("offline channels noisy/1:")),
-        "{:?}",
-        status.alarms
-    );
-    let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
-    harness::watch_until(&mut control, |s| {
-        s.channel_id == "psb1/1" && s.state == "running" && s.samples > 0
-    })
-    .await;
-    control
-        .stop_test(StopTestRequest {
-            channel_id: "psb1/1".into(),
-            reason: "enough".into(),
-        })
-        .await
-        .unwrap();
-    harness::wait_all_ended(&mut control, &lab.channels).await;
-    assert!(daemon.terminate().await);
-    harness::assert_every_sample_once(&lab.hub.db, &[test]);
 }
