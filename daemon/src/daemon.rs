@@ -39,10 +39,10 @@ struct Inner {
     uploader: Arc<UploaderStatus>,
     /// The lab's metadata schemas, checked before every test starts.
     schemas: LabSchemas,
-    /// Tells runners to end their tests and switch outputs off.
+    /// Tells runners to switch outputs off and leave their tests interrupted, for the next start.
     stop_runners: watch::Sender<bool>,
     /// Tells the chambers to stop; sent after the runners ended, so that the chambers hear
-    /// their tests end (and go to their idle set points).
+    /// their tests end or stop (and go to their idle set points).
     stop_chambers: watch::Sender<bool>,
     /// Tells the uploader to stop; sent only after the backlog drained (or the drain timed out).
     stop_uploader: watch::Sender<bool>,
@@ -586,8 +586,9 @@ impl Daemon {
         }
     }
 
-    /// Shuts down: every output off (runners end their tests), everything queued committed,
-    /// then up to `drain` for the hub to acknowledge the backlog.
+    /// Shuts down: every output off (stepped tests are left interrupted, their checkpoints kept
+    /// for the next start; native ones go on on their cyclers), everything queued committed, then
+    /// up to `drain` for the hub to acknowledge the backlog.
     pub async fn shutdown(&self, drain: Duration) -> Summary {
         let tasks = self
             .inner

@@ -52,11 +52,11 @@ pub async fn channel_task(
             during: "connecting (found by another of its channels)",
             message: why.into(),
         }),
-        None => connect_stage(device, load, &id, &clock).await,
+        None => connect_stage(device, load, &id, &clock, Runs).await,
     };
     let first = match tried {
         Ok(run) => return Ok((run(start), None)),
-        Err(e) if e.is_link_lost() => e,
+        Err(e) if retry::waits(&e) => e,
         Err(e) => return Err(e),
     };
     let not_answering = first.to_string();
@@ -70,7 +70,7 @@ pub async fn channel_task(
     let (device, load) = (device.clone(), load.cloned());
     let run = async move {
         let mut stop = start.stop.clone();
-        let connect = || connect_stage(&device, load.as_ref(), &id, &clock);
+        let connect = || connect_stage(&device, load.as_ref(), &id, &clock, Runs);
         if let Some(run) = retry::wait_for(
             &what,
             first,
@@ -95,17 +95,36 @@ pub fn describe(kind: &str, name: &str, address: Option<SocketAddr>, port: Optio
     }
 }
 
-async fn connect_stage(
+/// What is done with a power stage once it is connected: whatever the family, the same.
+pub(crate) trait OnStage {
+    type Out;
+    fn connected<D: PowerStage + 'static>(self, device: D) -> Self::Out;
+}
+
+/// A connected stage runs its channel.
+struct Runs;
+
+impl OnStage for Runs {
+    type Out = StageRun;
+    fn connected<D: PowerStage + 'static>(self, device: D) -> StageRun {
+        stage(device)
+    }
+}
+
+/// Connects the power stage of channel `channel_id` on `device` (with its paired `load`) and
+/// hands it to `on`.
+pub(crate) async fn connect_stage<O: OnStage>(
     device: &DeviceConfig,
     load: Option<&DeviceConfig>,
     channel_id: &str,
     clock: &Clock,
-) -> Result<StageRun, DriverError> {
+    on: O,
+) -> Result<O::Out, DriverError> {
     let timeout = device.timeout();
     if let Some(load) = load {
         let supply = connect_scpi(device).await?;
         let load = connect_scpi(load).await?;
-        return Ok(stage(PairStage::new(supply, load)));
+        return Ok(on.connected(PairStage::new(supply, load)));
     }
     Ok(match device.family {
         Family::EaPsb => {
@@ -120,12 +139,12 @@ async fn connect_stage(
             let client =
                 PsbClient::connect(endpoint(device, 115_200)?, device.unit, timeout, nominal)
                     .await?;
-            stage(client)
+            on.connected(client)
         }
-        Family::Scpi => stage(connect_scpi(device).await?),
+        Family::Scpi => on.connected(connect_scpi(device).await?),
         Family::Riden => {
             let port = device.port.as_deref().ok_or_else(|| missing("port"))?;
-            stage(RidenClient::connect(port, device.unit, timeout, None).await?)
+            on.connected(RidenClient::connect(port, device.unit, timeout, None).await?)
         }
         Family::MaccorDirect => {
             let n = channel_number(channel_id);
@@ -143,7 +162,7 @@ async fn connect_stage(
                 channel: n.saturating_sub(1),
             };
             let test = format!("cyclerd-direct-{n}");
-            stage(MaccorDirect::enter(client, addr, &test, direct, clock.clone()).await?)
+            on.connected(MaccorDirect::enter(client, addr, &test, direct, clock.clone()).await?)
         }
         Family::Neware | Family::Maccor | Family::Arbin => {
             return Err(DriverError::Identity(format!(
@@ -181,7 +200,7 @@ pub async fn cycler_task(
         .collect();
     let first = match connect_cycler(device, &wanted).await {
         Ok(run) => return Ok(run(channels, shared, stop)),
-        Err(e) if e.is_link_lost() => e,
+        Err(e) if retry::waits(&e) => e,
         Err(e) => return Err(e),
     };
     let what = describe(
@@ -408,7 +427,7 @@ pub async fn chamber_task(
                 connected: true,
             });
         }
-        Err(e) if e.is_link_lost() => e,
+        Err(e) if retry::waits(&e) => e,
         Err(e) => return Err(e),
     };
     let what = describe(

@@ -25,6 +25,8 @@
 //! - [`devices`]: `[[device]]` and `[[chamber]]` entries to connected power stages (EA PSB,
 //!   SCPI, Riden, Maccor direct mode), cyclers (Neware, Maccor, Arbin) and chambers, and their
 //!   channels' tasks: the one place that knows every device family.
+//! - [`failsafe`]: a start that fails after the configuration was read switches every reachable
+//!   stepped output off before the process exits.
 //! - [`uploader`]: the gRPC stream from the outbox to the hub (resume, pipelining, acks, backoff).
 //! - [`daemon`]: wires the above into a running daemon and its handle.
 //! - [`control`]: the `cyclerd.daemon.v1.Control` gRPC service used by `cyclerctl`.
@@ -36,6 +38,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod devices;
+pub mod failsafe;
 pub mod lab_schemas;
 pub mod metadata;
 pub mod outbox;

@@ -2,8 +2,9 @@
 //! answers or the daemon stops, while whoever depends on it is told why and its requests are
 //! refused. Knows nothing of channels or chambers: they implement [`Waiting`].
 //!
-//! Only a lost link is waited for ([`DriverError::is_link_lost`]); a device that answers but is
-//! not what the configuration says, or an entry missing a key, still stops the daemon at start.
+//! A lost link and a device that answers garbage are waited for ([`waits`]): both may be a
+//! device still booting or a cable that picks up noise. A device that clearly is not what the
+//! configuration says, or an entry missing a key, still stops the daemon at start.
 
 use cyclerd_drivers::DriverError;
 use std::future::{Future, poll_fn};
@@ -27,12 +28,21 @@ pub trait Waiting {
     fn refuse(&mut self, cx: &mut Context<'_>, why: &str) -> Poll<()>;
 }
 
+/// Whether a device that failed the daemon's first attempt with `error` is waited for: its link
+/// is lost, or it answered something that makes no sense (garbage on the line, a reply of the
+/// wrong shape). An identity mismatch, a missing key or a refusal of the configured setup is
+/// a mistake in the configuration that waiting would hide.
+pub fn waits(error: &DriverError) -> bool {
+    error.is_link_lost() || matches!(error, DriverError::BadReply { .. })
+}
+
 /// Says that the device named by `what` did not answer the daemon's first attempt (`first`),
 /// in the log and to `waiting`, before [`wait_for`] runs in the background: the status is
 /// right as soon as the daemon has started.
 pub fn begin(what: &str, first: &DriverError, waiting: &mut impl Waiting) {
-    tracing::error!("{what} does not answer: {first}; waiting for it");
-    waiting.offline(&why(what, first));
+    let why = why(what, first);
+    tracing::error!("{why}; waiting for it");
+    waiting.offline(&why);
 }
 
 fn why(what: &str, error: &DriverError) -> String {
@@ -166,6 +176,17 @@ mod tests {
                 "online",
             ]
         );
+    }
+
+    #[test]
+    fn a_device_answering_garbage_is_waited_for_but_one_that_is_not_the_configured_one_is_not() {
+        let garbage = DriverError::BadReply {
+            during: "clearing the error queue",
+            message: "\"#~*\" is not an error-queue entry".into(),
+        };
+        assert!(waits(&refused()) && waits(&garbage));
+        assert!(!waits(&DriverError::Identity("lists 2 channels".into())));
+        assert!(!waits(&DriverError::Unsupported("a dialect".into())));
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,5 +17,8 @@ mod lab_schemas;
 mod layout;
 #[path = "all/native.rs"]
 mod native;
+#[cfg(unix)]
+#[path = "all/restart.rs"]
+mod restart;
 #[path = "all/tls.rs"]
 mod tls;

@@ -162,12 +162,16 @@ async fn run(path: PathBuf, clock: Clock) -> anyhow::Result<()> {
     let _file_size_signal =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))?;
     let config = Config::load(&path)?;
-    let origin = path.display().to_string();
-    let listen = config.control.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("{origin}: control.listen = {listen}: {e}"))?;
-    let daemon = Daemon::start(config, &origin, clock).await?;
+    // From here on a failed start may leave the outputs of a killed daemon's tests on: they are
+    // switched off before the process exits (a unit restarted on failure would loop with them on).
+    let (daemon, listener, listen) = match start(config.clone(), &path, clock.clone()).await {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!("cyclerd cannot start: {e:#}; switching every reachable output off");
+            cyclerd::failsafe::outputs_off(&config, &clock).await;
+            return Err(e);
+        }
+    };
     tracing::info!(
         daemon_id = %daemon.outbox().identity().daemon_id,
         "cyclerd running; control API on {listen}"
@@ -177,7 +181,10 @@ async fn run(path: PathBuf, clock: Clock) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     }));
     stop.wait().await;
-    tracing::info!("shutting down: switching outputs off and flushing the outbox");
+    tracing::info!(
+        "shutting down: switching outputs off and flushing the outbox; running stepped tests \
+         stay interrupted and the next start resumes them"
+    );
     let summary = daemon.shutdown(Duration::from_secs(5)).await;
     let _ = stop_tx.send(());
     let _ = server.await;
@@ -186,6 +193,21 @@ async fn run(path: PathBuf, clock: Clock) -> anyhow::Result<()> {
         summary.lost()
     );
     Ok(())
+}
+
+/// Takes the control port and starts the daemon on `config` (read from `path`).
+async fn start(
+    config: Config,
+    path: &std::path::Path,
+    clock: Clock,
+) -> anyhow::Result<(Daemon, tokio::net::TcpListener, SocketAddr)> {
+    let origin = path.display().to_string();
+    let listen = config.control.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("{origin}: control.listen = {listen}: {e}"))?;
+    let daemon = Daemon::start(config, &origin, clock).await?;
+    Ok((daemon, listener, listen))
 }
 
 #[cfg(test)]

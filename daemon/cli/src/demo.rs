@@ -176,14 +176,13 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
             }
         }
     }
-    if options.device.is_cycler() {
-        // A cycler would run its tests on after the daemon stops; the demo's cycler stops with
-        // the demo, so end them there first (their records up to the stop are downloaded).
-        for channel in lab.channel_ids() {
-            let _ = daemon.stop_test(&channel, "the demo was stopped").await;
-        }
-        let _ = tokio::time::timeout(DRAIN, daemon.wait_all_done()).await;
+    // A shutdown leaves stepped tests interrupted for the next start, and a cycler runs its
+    // tests on; the demo's lab ends with it, so its tests end first (a cycler's records up to the
+    // stop are downloaded).
+    for channel in lab.channel_ids() {
+        let _ = daemon.stop_test(&channel, "the demo was stopped").await;
     }
+    let _ = tokio::time::timeout(DRAIN, daemon.wait_all_done()).await;
     let (summary, _, _temp) = lab.stop(DRAIN).await?;
     print_progress(&daemon, &clock, wall_start, out)?;
     let _ = control_stop.send(());

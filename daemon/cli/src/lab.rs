@@ -345,7 +345,8 @@ impl SimLab {
         })
     }
 
-    /// Shuts the daemon down (tests end, outputs off, at most `drain` for the hub) and starts
+    /// Shuts the daemon down (outputs off, stepped tests left interrupted, at most `drain` for
+    /// the hub) and starts
     /// it again on the same store and devices, as after a restart of the service; returns the
     /// first daemon's summary.
     pub async fn restart_daemon(&mut self, drain: Duration) -> anyhow::Result<Summary> {
@@ -405,8 +406,9 @@ impl SimLab {
             .await?)
     }
 
-    /// Ends every test (outputs off), lets the hub catch up for at most `drain`, stops the
-    /// hub and returns the daemon's summary.
+    /// Shuts the daemon down (outputs off; a stepped test still running is left interrupted, as
+    /// by a clean SIGTERM), lets the hub catch up for at most `drain`, stops the hub and returns
+    /// the daemon's summary.
     pub async fn stop(
         self,
         drain: Duration,

@@ -3,7 +3,8 @@
 //! Every test, stepped or native, is recorded the same way: a `TestRegistered` with the Begin
 //! checkpoint; events; columnar sample batches, each with the Progress checkpoint that accounts
 //! for exactly its samples (same transaction, so a restart resumes after the last committed
-//! sample); and a `TestEnded` with the End checkpoint that retires it. The runners say what
+//! sample); and a `TestEnded` with the End checkpoint that retires it, unless the daemon stops
+//! under the test: then an event with a last checkpoint, and no end. The runners say what
 //! happened; the journal says how it is written, and moves the channel's live state between
 //! running and ended with it.
 
@@ -191,8 +192,12 @@ impl TestJournal {
     }
 
     /// Records the end at `test_time_s` in `place` (the runner flushed its last samples): why,
-    /// as an event, then the end marker that retires the checkpoint; the channel shows it.
+    /// as an event, then the end marker that retires the checkpoint; the channel shows it. An
+    /// [`Ending::Interrupted`] is no end: see [`TestJournal::interrupt`].
     pub fn end(self, live: &Live, test_time_s: f64, place: Place, ending: Ending) {
+        if let Ending::Interrupted(reason) = &ending {
+            return self.interrupted(live, (test_time_s, place), reason, None);
+        }
         if !ending.reason().is_empty() {
             self.event(
                 test_time_s,
@@ -208,6 +213,41 @@ impl TestJournal {
         live.send_modify(|s| {
             s.state = outcome.into();
             s.reason = reason;
+        });
+    }
+
+    /// Leaves the test interrupted at `test_time_s` in `place` (the runner switched the output
+    /// off and flushed its last samples): an event saying why that checkpoints the runner's
+    /// `state` (nothing of its progress since the last sample is lost), and no end marker, so
+    /// that the checkpoint stays and the next start takes the test up, as after a crash; the
+    /// channel shows it.
+    pub fn interrupt(
+        self,
+        live: &Live,
+        (test_time_s, place): (f64, Place),
+        reason: &str,
+        state: RunnerState,
+    ) {
+        self.interrupted(live, (test_time_s, place), reason, Some(state));
+    }
+
+    fn interrupted(
+        self,
+        live: &Live,
+        (test_time_s, place): (f64, Place),
+        reason: &str,
+        state: Option<RunnerState>,
+    ) {
+        tracing::warn!(channel = %self.channel_id, test_id = %self.test_id, "{reason}");
+        match state {
+            Some(state) => {
+                self.checkpointed_event(test_time_s, ("state", reason.into()), place, state)
+            }
+            None => self.event(test_time_s, "state", reason.into(), place),
+        }
+        live.send_modify(|s| {
+            s.state = "interrupted".into();
+            s.reason = reason.into();
         });
     }
 

@@ -123,10 +123,14 @@ pub struct ChannelStart {
 pub enum Ending {
     /// The protocol ran to its end.
     Finished,
-    /// Someone or something stopped it: the operator, the cycler, the daemon shutting down.
+    /// Someone or something stopped it: the operator, the cycler.
     Stopped(String),
     /// A fault ended it: a limit, an alarm, lost communication, an unsafe chamber.
     Faulted(String),
+    /// Not ended: the daemon stopped under it (a clean shutdown, e.g. `systemctl restart` for an
+    /// upgrade). Its output is off and its checkpoint stays, so the next start takes it up by
+    /// the `[daemon] resume` policy, exactly as after a crash; ending it is `cyclerctl stop`.
+    Interrupted(String),
 }
 
 impl Ending {
@@ -136,13 +140,16 @@ impl Ending {
             Ending::Finished => "finished",
             Ending::Stopped(_) => "stopped",
             Ending::Faulted(_) => "faulted",
+            Ending::Interrupted(_) => "interrupted",
         }
     }
 
     pub fn reason(&self) -> &str {
         match self {
             Ending::Finished => "",
-            Ending::Stopped(reason) | Ending::Faulted(reason) => reason,
+            Ending::Stopped(reason) | Ending::Faulted(reason) | Ending::Interrupted(reason) => {
+                reason
+            }
         }
     }
 
@@ -152,6 +159,15 @@ impl Ending {
             Ending::Faulted(_) => "alarm",
             _ => "state",
         }
+    }
+
+    /// The daemon shuts down while the test runs: it is left interrupted, for the next start.
+    pub fn daemon_stopped() -> Ending {
+        Ending::Interrupted(
+            "the daemon stopped with the test running: output off, the test interrupted; the \
+             next start takes it up by the [daemon] resume policy"
+                .into(),
+        )
     }
 
     /// A stop asked with `reason`, or the operator's stop when it gives none.

@@ -425,9 +425,10 @@ steps:
     .unwrap()
     .clone();
     assert_eq!(idle.fault, None);
-    // A test that owns the chamber when the daemon shuts down ends, and gives it back too.
+    // A test that owns the chamber when the daemon shuts down is left interrupted (for the next
+    // start), and gives the chamber back too.
     let held = WARM_SOAK.replace("Rest for 1 minute", "Rest for 10 hours");
-    let stopped = lab.start_on(0, &held, "warm-soak.yaml").await.unwrap();
+    let interrupted = lab.start_on(0, &held, "warm-soak.yaml").await.unwrap();
     tokio::time::timeout(WAIT, chamber.wait_for(|s| near(s.set_point_c, 40.0)))
         .await
         .expect("the second test sets the chamber")
@@ -441,6 +442,12 @@ steps:
         weiss.set_point_c()
     );
     assert_eq!(summary.lost(), 0);
+    assert_eq!(lab.daemon.snapshots()[0].state, "interrupted");
     let (_, dir, _temp) = lab.stop(WAIT).await.unwrap();
-    harness::assert_every_sample_once(&dir.join("hub.sqlite"), &[test, stopped]);
+    harness::assert_every_sample_once(&dir.join("hub.sqlite"), &[test]);
+    harness::assert_interrupted_samples_once(
+        &dir.join("hub.sqlite"),
+        &dir.join("outbox.sqlite"),
+        &interrupted,
+    );
 }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use tokio::net::TcpListener;
 
 /// Two short cycles: long enough to be interrupted many times, short enough for CI.
-const PROTOCOL: &str = r#"
+pub(super) const PROTOCOL: &str = r#"
 protocol: Fault test cycling
 version: 1
 params:
@@ -51,18 +51,18 @@ fn rng() -> rand::rngs::StdRng {
 }
 
 /// The daemon as a child process (the real `cyclerd run`), simulators and hub in this process.
-struct ProcessLab {
+pub(super) struct ProcessLab {
     dir: tempfile::TempDir,
-    hub: Hub,
-    sims: Vec<SimHandle>,
-    config: PathBuf,
-    control: SocketAddr,
+    pub(super) hub: Hub,
+    pub(super) sims: Vec<SimHandle>,
+    pub(super) config: PathBuf,
+    pub(super) control: SocketAddr,
     anchor: f64,
-    channels: Vec<String>,
+    pub(super) channels: Vec<String>,
 }
 
 impl ProcessLab {
-    async fn start(channels: usize) -> ProcessLab {
+    pub(super) async fn start(channels: usize) -> ProcessLab {
         ProcessLab::start_with(channels, "continue").await
     }
 
@@ -117,18 +117,18 @@ impl ProcessLab {
         }
     }
 
-    fn outbox(&self) -> PathBuf {
+    pub(super) fn outbox(&self) -> PathBuf {
         self.dir.path().join("outbox.sqlite")
     }
 
     /// Starts `cyclerd run` on the lab and waits until its control API is up.
-    async fn daemon(&self) -> (Process, ControlClient<tonic::transport::Channel>) {
+    pub(super) async fn daemon(&self) -> (Process, ControlClient<tonic::transport::Channel>) {
         harness::run_daemon(&self.config, SPEED, self.anchor, self.control).await
     }
 
     /// Starts a test on `psb1/1` and kills the daemon (SIGKILL) once it has charged for
     /// `samples`, leaving the supply on; returns the test's id.
-    async fn killed_mid_charge(&self, samples: u64) -> String {
+    pub(super) async fn killed_mid_charge(&self, samples: u64) -> String {
         let (daemon, mut control) = self.daemon().await;
         let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
         harness::watch_until(&mut control, |s| s.samples >= samples && s.current_a > 1.0).await;
@@ -138,6 +138,29 @@ impl ProcessLab {
             "a killed daemon leaves the supply as it was"
         );
         test
+    }
+
+    /// Runs `cyclerd run`, which must refuse to start: it exits non-zero, and the supply a
+    /// killed daemon left charging is off by then.
+    pub(super) async fn refused_start_switches_the_output_off(&self) {
+        assert!(
+            self.sims[0].snapshot().output_on,
+            "the supply still charges"
+        );
+        let args = harness::daemon_args(&self.config, SPEED, self.anchor);
+        let mut refused = Process::spawn(env!("CARGO_BIN_EXE_cyclerd-under-test"), &args);
+        refused
+            .wait_for_line("switched off the output of channel psb1/1")
+            .await;
+        let status = tokio::time::timeout(WAIT, refused.child.wait())
+            .await
+            .expect("the refused start exits")
+            .unwrap();
+        assert!(!status.success(), "{status:?}");
+        assert!(
+            !self.sims[0].snapshot().output_on,
+            "the supply the killed daemon left charging is off"
+        );
     }
 }
 
@@ -235,8 +258,8 @@ async fn a_sigterm_while_the_daemon_starts_with_an_interrupted_test_leaves_the_o
         !lab.sims[0].snapshot().output_on,
         "a SIGTERM during the start still switches the output off"
     );
-    // Whether the test resumed before the stop (and ended stopped) or kept its checkpoint for
-    // the next start depends on when the signal came; either way the hub has all it recorded.
+    // Whether the test resumed before the stop or not, it is left interrupted with its
+    // checkpoint for the next start; either way the hub has all it recorded.
     assert_eq!(harness::outbox_pending(&lab.outbox()), 0);
 }
 

@@ -278,6 +278,39 @@ pub fn assert_every_sample_once_in(hub: &HubStore, tests: &[String]) -> HashMap<
     counts
 }
 
+/// For a test left interrupted by a clean shutdown (not ended, so the hub has no count of its
+/// samples): the hub holds exactly the samples its checkpoint in the daemon's `outbox` accounts
+/// for, each once, numbered contiguously from 0; and an event says the daemon stopped. Returns
+/// the count.
+pub fn assert_interrupted_samples_once(hub_db: &Path, outbox: &Path, test_id: &str) -> u64 {
+    let hub = HubStore::open(hub_db).unwrap();
+    let row = hub.test(test_id).unwrap().expect("the hub knows the test");
+    assert_eq!(row.outcome, None, "test {test_id} did not end: {row:?}");
+    let conn = rusqlite::Connection::open(outbox).unwrap();
+    let next_seq: i64 = conn
+        .query_row(
+            "SELECT next_seq FROM checkpoints WHERE test_id = ?1",
+            [test_id],
+            |r| r.get(0),
+        )
+        .expect("the interrupted test keeps its checkpoint");
+    let samples = hub.samples(test_id).unwrap();
+    let seqs: Vec<u64> = samples.iter().map(|s| s.seq).collect();
+    let expected: Vec<u64> = (0..next_seq as u64).collect();
+    assert_eq!(
+        seqs, expected,
+        "test {test_id}: every sample its checkpoint accounts for, once"
+    );
+    let events = hub.events(test_id).unwrap();
+    assert!(
+        events.iter().any(|e| e
+            .message
+            .starts_with("the daemon stopped with the test running")),
+        "{events:?}"
+    );
+    seqs.len() as u64
+}
+
 /// Entries the daemon's outbox still holds for the hub (0 once everything was acknowledged).
 pub fn outbox_pending(outbox: &Path) -> i64 {
     let conn = rusqlite::Connection::open(outbox).unwrap();

@@ -5,8 +5,10 @@
 //! the outbox when it is full or `commit_interval` old, together with a checkpoint of the engine
 //! (same transaction), so a restarted daemon resumes exactly after the last committed sample.
 //! Safety is the engine's first check on every poll; on any fault, on lost communication and on
-//! shutdown the output goes off first and the reason is recorded second. When the outbox is full
-//! the channel pauses at rest, output off, and resumes when there is room again.
+//! shutdown the output goes off first and the reason is recorded second. A shutdown does not end
+//! the test: it stays interrupted, its checkpoint kept, and the next start resumes it by the
+//! `[daemon] resume` policy as after a crash. When the outbox is full the channel pauses at rest,
+//! output off, and resumes when there is room again.
 //!
 //! This file holds the runner's life (start, resume, end, safe stops); `poll.rs` its poll loop.
 
@@ -267,7 +269,7 @@ impl<D: PowerStage> ChannelRunner<D> {
         run
     }
 
-    /// Picks up a test that was running when the daemon stopped uncleanly.
+    /// Picks up a test that was running when the daemon stopped (killed, or shut down cleanly).
     async fn resume(
         &mut self,
         cp: Checkpoint,
@@ -358,7 +360,9 @@ impl<D: PowerStage> ChannelRunner<D> {
         TestJournal::reopen(&self.shared, cp).end_interrupted(&self.live, Ending::Faulted(reason));
     }
 
-    /// Records the end: last samples, why, and the end marker (which retires the checkpoint).
+    /// Records the end: last samples, why, and the end marker (which retires the checkpoint); an
+    /// interrupted test keeps its checkpoint instead (the chamber is given back either way: a
+    /// resumed test claims it again).
     fn finish(&mut self, mut run: Run, ending: Ending) {
         if let Some(chamber) = &self.spec.chamber {
             chamber.release(run.journal.test_id());
@@ -366,6 +370,12 @@ impl<D: PowerStage> ChannelRunner<D> {
         let now = run.now(&self.shared.clock);
         run.flush();
         let place = run.place();
+        if let Ending::Interrupted(reason) = &ending {
+            let state = run.state();
+            return run
+                .journal
+                .interrupt(&self.live, (now, place), reason, state);
+        }
         run.journal.end(&self.live, now, place, ending);
     }
 
@@ -376,7 +386,7 @@ impl<D: PowerStage> ChannelRunner<D> {
         Ending::Faulted(reason)
     }
 
-    /// Output off, then the test ends as `Stopped` for `why`.
+    /// Output off, then the test ends (or is interrupted) for `why`.
     async fn safe_stop(&mut self, why: Ending) -> Ending {
         self.switch_off("when stopping").await;
         why

@@ -37,7 +37,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => {
-                        break 'test self.safe_stop(Ending::Stopped("the daemon shut down".into())).await;
+                        break 'test self.safe_stop(Ending::daemon_stopped()).await;
                     }
                     Some(cmd) = cmds.recv() => match cmd {
                         ChannelCmd::Stop { reason, reply } => {
@@ -240,7 +240,7 @@ impl<D: PowerStage> ChannelRunner<D> {
         tracing::warn!(channel = %self.spec.id, "paused: the outbox is full");
         let ending = loop {
             tokio::select! {
-                _ = shutdown.changed() => break Some(self.safe_stop(Ending::Stopped("the daemon shut down".into())).await),
+                _ = shutdown.changed() => break Some(self.safe_stop(Ending::daemon_stopped()).await),
                 Some(cmd) = cmds.recv() => match cmd {
                     ChannelCmd::Stop { reason, reply } => {
                         let _ = reply.send(Ok(()));
