@@ -31,6 +31,9 @@ pub struct Daemon {
 struct Inner {
     config: Config,
     shared: Shared,
+    /// Samples the store held (acknowledged or waiting) when the daemon started: with those
+    /// acquired since, the acquired count spans the store's life, as the acknowledged one does.
+    acquired_before: u64,
     /// One entry per configured channel, in the configuration's order (`psb2/1` before
     /// `psb10/1`, as the lab wrote them).
     channels: Vec<ChannelHandle>,
@@ -165,6 +168,7 @@ impl Daemon {
             .into_iter()
             .map(|c| (c.channel_id.clone(), c))
             .collect();
+        let acquired_before = outbox.stats().samples_appended.load(Ordering::Acquire);
         let shared = Shared {
             clock,
             outbox: outbox.clone(),
@@ -379,6 +383,7 @@ impl Daemon {
             inner: Arc::new(Inner {
                 config,
                 shared,
+                acquired_before,
                 channels,
                 chambers: chambers.into_values().collect(),
                 uploader: status,
@@ -540,7 +545,7 @@ impl Daemon {
             hub_address: self.inner.config.hub.address.clone(),
             hub_connected: connected,
             backlog_entries: stats.backlog(),
-            samples_acquired: self.inner.shared.acquired.load(Ordering::Acquire),
+            samples_acquired: self.samples_acquired(),
             samples_acknowledged: stats.samples_acked.load(Ordering::Acquire),
             channels: self.snapshots(),
             alarms,
@@ -566,9 +571,10 @@ impl Daemon {
         })
     }
 
-    /// Samples read from devices since this daemon started.
+    /// Samples read from devices over the store's life (those it held when this daemon started
+    /// and those read since): the span the acknowledged count covers.
     pub fn samples_acquired(&self) -> u64 {
-        self.inner.shared.acquired.load(Ordering::Acquire)
+        self.inner.acquired_before + self.inner.shared.acquired.load(Ordering::Acquire)
     }
 
     /// Waits until no channel runs a test (a paused test still runs, and so does one waiting

@@ -385,6 +385,29 @@ mod recording {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_restart_acquired_and_acknowledged_samples_count_over_the_same_span() {
+        let mut lab = SimLab::start(1, 2.5, 500.0, None).await.unwrap();
+        let protocol = r#"
+protocol: Short rest
+version: 1
+params: {capacity: 2.5 Ah}
+safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
+steps: ["Rest for 2 minutes"]
+"#;
+        lab.start_everywhere(protocol, "rest.yaml").await.unwrap();
+        tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+            .await
+            .unwrap();
+        let first = lab.restart_daemon(WAIT).await.unwrap();
+        assert_eq!(first.lost(), 0);
+        assert!(first.samples_acknowledged > 0);
+        let status = lab.daemon.status();
+        assert_eq!(status.samples_acquired, first.samples_acquired);
+        assert_eq!(status.samples_acknowledged, first.samples_acknowledged);
+        lab.stop(WAIT).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn recording_rules_keep_the_step_ends_and_one_sample_a_minute() {
         // 100x: a 60 ms stall of a loaded machine is 6 s of test time, well inside the margin.
         let lab = SimLab::start(1, 2.5, 100.0, None).await.unwrap();
