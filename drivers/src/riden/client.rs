@@ -285,6 +285,7 @@ impl PowerStage for RidenClient {
             temperature_c: (-40.0..=150.0).contains(&t).then_some(t),
             output_on: s.output_on,
             alarm: s.alarm(),
+            setpoints: None,
         })
     }
 

@@ -424,6 +424,7 @@ impl PowerStage for ScpiClient {
             temperature_c: None,
             output_on,
             alarm,
+            setpoints: None,
         })
     }
 
@@ -529,6 +530,7 @@ impl<S: PowerStage, L: PowerStage> PowerStage for PairStage<S, L> {
             temperature_c: s.temperature_c.or(l.temperature_c),
             output_on: s.output_on || l.output_on,
             alarm: s.alarm || l.alarm || (s.output_on && l.output_on),
+            setpoints: None,
         })
     }
 
