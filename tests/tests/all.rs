@@ -17,5 +17,7 @@ mod lab_schemas;
 mod layout;
 #[path = "all/native.rs"]
 mod native;
+#[path = "all/outputs.rs"]
+mod outputs;
 #[path = "all/tls.rs"]
 mod tls;
