@@ -143,7 +143,17 @@ async fn connect_stage(
                 channel: n.saturating_sub(1),
             };
             let test = format!("cyclerd-direct-{n}");
-            stage(MaccorDirect::enter(client, addr, &test, direct, clock.clone()).await?)
+            // Only the tester knows how many channels it has: a channel beyond them is refused
+            // here, naming the tester and the channel.
+            let direct = MaccorDirect::enter(client, addr, &test, direct, clock.clone())
+                .await
+                .map_err(|e| match e {
+                    DriverError::Identity(m) => {
+                        DriverError::Identity(format!("channel {channel_id:?}: {m}"))
+                    }
+                    e => e,
+                })?;
+            stage(direct)
         }
         Family::Neware | Family::Maccor | Family::Arbin => {
             return Err(DriverError::Identity(format!(

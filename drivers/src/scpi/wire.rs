@@ -77,6 +77,9 @@ pub struct DialectTable {
     pub alarm_query: Option<&'static str>,
     /// Whether the ratings are asked from the device (`SYST:NOM:VOLT?` etc.).
     pub nominal_queries: Option<[&'static str; 3]>,
+    /// Outputs cyclerd drives in this dialect: channel `DEVICE/1` up to this. Every dialect
+    /// here addresses one (a two-channel B2902 is driven on its channel 1 only).
+    pub outputs: u32,
 }
 
 /// The dialect table.
@@ -94,6 +97,7 @@ pub const DIALECTS: [DialectTable; 5] = [
         // Uncertain: EA reports protection alarms in the questionable status register.
         alarm_query: Some("STAT:QUES:COND?"),
         nominal_queries: Some(["SYST:NOM:VOLT?", "SYST:NOM:CURR?", "SYST:NOM:POW?"]),
+        outputs: 1,
     },
     DialectTable {
         dialect: Dialect::Keithley24xx,
@@ -110,6 +114,7 @@ pub const DIALECTS: [DialectTable; 5] = [
         current_is_magnitude: false,
         alarm_query: None,
         nominal_queries: None,
+        outputs: 1,
     },
     DialectTable {
         dialect: Dialect::KeysightB2900,
@@ -123,6 +128,7 @@ pub const DIALECTS: [DialectTable; 5] = [
         current_is_magnitude: false,
         alarm_query: None,
         nominal_queries: None,
+        outputs: 1,
     },
     DialectTable {
         dialect: Dialect::ItechIt6000,
@@ -140,6 +146,7 @@ pub const DIALECTS: [DialectTable; 5] = [
         current_is_magnitude: false,
         alarm_query: None,
         nominal_queries: None,
+        outputs: 1,
     },
     DialectTable {
         dialect: Dialect::Bk8600,
@@ -156,6 +163,7 @@ pub const DIALECTS: [DialectTable; 5] = [
         current_is_magnitude: true,
         alarm_query: None,
         nominal_queries: None,
+        outputs: 1,
     },
 ];
 
@@ -175,6 +183,12 @@ impl Dialect {
             .iter()
             .find(|t| t.dialect == self)
             .unwrap_or(&DIALECTS[0])
+    }
+
+    /// The most outputs any dialect drives: what a channel of a device whose dialect comes
+    /// from `*IDN?` at connect may use.
+    pub fn most_outputs() -> u32 {
+        DIALECTS.iter().map(|t| t.outputs).max().unwrap_or(1)
     }
 
     /// Whether cyclerd can drive this dialect yet (all table rows can; kept so a recognised
