@@ -1,6 +1,8 @@
 //! The power-stage trait: what a stepped channel needs from a device.
 //!
 //! Small required core (read, apply, output off); families add capabilities in their clients.
+//! A stage whose device reports its setpoints returns them in every [`Reading`] and what it
+//! wrote from [`PowerStage::written`], so the runner sees a change made by another client.
 
 use crate::DriverError;
 use cyclerd_protocols::Command;
@@ -175,6 +177,48 @@ mod tests {
         let full = cell(0.999);
         let i = ideal_current(&full, &cmd);
         assert!(i < 2.5 && (full.terminal_voltage(i) - 4.2).abs() < 1e-9);
+    }
+
+    fn written(current_a: f64) -> Written {
+        Written {
+            setpoints: Setpoints {
+                voltage_v: Some(4.2),
+                current_a: Some(current_a),
+                ..Setpoints::default()
+            },
+            // One count of a 60 V / 60 A PSB.
+            resolution: Setpoints {
+                voltage_v: Some(60.0 / f64::from(0xCCCC_u16)),
+                current_a: Some(60.0 / f64::from(0xCCCC_u16)),
+                ..Setpoints::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_read_back_within_the_devices_resolution_is_no_change() {
+        let step = 60.0 / f64::from(0xCCCC_u16);
+        let read = Setpoints {
+            voltage_v: Some(4.2 - step),
+            current_a: Some(1.0 + step),
+            // A field only one side has is not compared.
+            power_w: Some(1500.0),
+            ..Setpoints::default()
+        };
+        assert_eq!(written(1.0).changes(&read), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_setpoint_changed_by_more_than_the_resolution_is_named_with_both_values() {
+        let read = Setpoints {
+            voltage_v: Some(4.2),
+            current_a: Some(1.0),
+            ..Setpoints::default()
+        };
+        assert_eq!(
+            written(0.0).changes(&read),
+            ["current setpoint 0.000 A -> 1.000 A"]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The stepped channel's poll loop: read the stage, step the engine, record, write setpoints,
-//! and rest with the output off while the outbox is full.
+//! The stepped channel's poll loop: read the stage, check that its output and setpoints are
+//! still the ones written (another client may have changed them), step the engine, record,
+//! write setpoints, and rest with the output off while the outbox is full.
 
 use super::{ChannelRunner, Run};
 use crate::channel::journal::Sample;
