@@ -435,7 +435,15 @@ impl PowerStage for ScpiClient {
         let program = wire::program(self.table.dialect, self.ratings, command)
             .map_err(|wire::Unsupported(m)| DriverError::Unsupported(m))?;
         if !program.output {
-            return self.output_off().await;
+            // Off first, then the rest's setpoints.
+            self.output_off().await?;
+            if program.setpoints.is_empty() {
+                return Ok(());
+            }
+            return self
+                .link
+                .write_checked(&program.setpoints, "zeroing the setpoints")
+                .await;
         }
         if let Err(e) = self
             .link

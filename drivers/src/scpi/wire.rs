@@ -426,7 +426,8 @@ pub fn num(x: f64) -> String {
 /// What [`program`] asks of the device for one command.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Program {
-    /// Setpoint commands, sent (and checked) before the output is switched.
+    /// Setpoint commands, sent (and checked) before the output is switched on; when it goes
+    /// off, after it (the setpoints a rest zeroes).
     pub setpoints: Vec<String>,
     /// Whether the output goes on afterwards (else off, before anything else).
     pub output: bool,
@@ -461,7 +462,21 @@ pub fn program(
         )))
     };
     if !command.output_on() {
-        return Ok(off);
+        // A rest leaves nothing loaded that a foreign "output on" could drive into the cell
+        // (EA; the other dialects' setpoints stay until their next program).
+        return Ok(match dialect {
+            Dialect::EaPsb => Program {
+                setpoints: ea(&[
+                    ("CURR", 0.0),
+                    ("POW", 0.0),
+                    ("SINK:CURR", 0.0),
+                    ("SINK:POW", 0.0),
+                    ("VOLT", 0.0),
+                ]),
+                ..off
+            },
+            _ => off,
+        });
     }
     let r = ratings;
     match dialect {
@@ -838,6 +853,16 @@ mod tests {
         };
         assert!(program(Dialect::Keithley24xx, EA, &power).is_err());
         assert!(!program(Dialect::Bk8600, EA, &Command::Off).unwrap().output);
+    }
+
+    #[test]
+    fn at_rest_the_ea_dialect_zeroes_every_setpoint() {
+        let rest = program(Dialect::EaPsb, EA, &Command::Off).unwrap();
+        assert!(!rest.output);
+        assert_eq!(
+            rest.setpoints,
+            ["CURR 0", "POW 0", "SINK:CURR 0", "SINK:POW 0", "VOLT 0"]
+        );
     }
 }
 

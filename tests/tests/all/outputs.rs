@@ -120,9 +120,14 @@ async fn a_psb_setpoint_changed_by_another_client_during_rest_faults_the_test_na
 async fn an_scpi_output_switched_on_by_another_client_during_rest_faults_the_test_and_switches_it_off()
  {
     use cyclerd_drivers::scpi::SimHandle;
+    use cyclerd_drivers::scpi::wire::parse_number;
     let lab = lab(DemoDevice::Scpi).await;
     let test = resting(&lab).await;
     let sim = lab.sim::<SimHandle>(0).expect("the SCPI simulator");
+    for query in ["CURR?", "SINK:CURR?", "VOLT?"] {
+        let held = sim.line_from_another_client(query).unwrap_or_default();
+        assert_eq!(parse_number(&held), Some(0.0), "{query} at rest: {held}");
+    }
     sim.line_from_another_client("OUTP ON");
     let events = faulted_keeping(&lab, &test).await;
     assert!(!lab.sim::<SimHandle>(0).unwrap().snapshot().output_on);
