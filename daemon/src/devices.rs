@@ -162,7 +162,17 @@ pub(crate) async fn connect_stage<O: OnStage>(
                 channel: n.saturating_sub(1),
             };
             let test = format!("cyclerd-direct-{n}");
-            on.connected(MaccorDirect::enter(client, addr, &test, direct, clock.clone()).await?)
+            // Only the tester knows how many channels it has: a channel beyond them is refused
+            // here, naming the tester and the channel.
+            let direct = MaccorDirect::enter(client, addr, &test, direct, clock.clone())
+                .await
+                .map_err(|e| match e {
+                    DriverError::Identity(m) => {
+                        DriverError::Identity(format!("channel {channel_id:?}: {m}"))
+                    }
+                    e => e,
+                })?;
+            on.connected(direct)
         }
         Family::Neware | Family::Maccor | Family::Arbin => {
             return Err(DriverError::Identity(format!(

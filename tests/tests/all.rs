@@ -17,6 +17,8 @@ mod lab_schemas;
 mod layout;
 #[path = "all/native.rs"]
 mod native;
+#[path = "all/outputs.rs"]
+mod outputs;
 #[cfg(unix)]
 #[path = "all/restart.rs"]
 mod restart;

@@ -258,3 +258,71 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_second_channel_on_a_single_output_psb_is_a_config_error_naming_the_model() {
+    let text = format!("{GOOD}\n[[channel]]\nid = \"psb1/2\"\n");
+    let e = Config::from_toml(&text, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"psb1/2\""), "{e}");
+    assert!(e.contains("EA PSB with 1 output"), "{e}");
+}
+
+#[test]
+fn channel_zero_of_a_stepped_device_is_a_config_error() {
+    let text = GOOD.replace("id = \"psb1/1\"", "id = \"psb1/0\"");
+    let e = Config::from_toml(&text, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outputs count from 1"), "{e}");
+}
+
+#[test]
+fn a_second_channel_on_a_riden_or_a_scpi_instrument_is_a_config_error_naming_the_model() {
+    let riden = GOOD
+        .replace("family = \"ea-psb\"", "family = \"riden\"")
+        .replace("address = \"127.0.0.1:502\"", "port = \"/dev/ttyUSB0\"")
+        + "\n[[channel]]\nid = \"psb1/2\"\n";
+    let e = Config::from_toml(&riden, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Riden RD60xx with 1 output"), "{e}");
+    let scpi = GOOD.replace(
+        "family = \"ea-psb\"",
+        "family = \"scpi\"\ndialect = \"keithley-24xx\"",
+    ) + "\n[[channel]]\nid = \"psb1/2\"\n";
+    let e = Config::from_toml(&scpi, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("keithley-24xx dialect with 1 output"), "{e}");
+}
+
+#[test]
+fn an_electronic_load_serves_one_channel() {
+    let pair = |second: &str| {
+        GOOD.replace("family = \"ea-psb\"", "family = \"scpi\"")
+            + r#"
+    [[device]]
+    name = "supply2"
+    family = "scpi"
+    address = "127.0.0.1:5026"
+    [[device]]
+    name = "load1"
+    family = "scpi"
+    address = "127.0.0.1:5027"
+    [[channel]]
+    id = "supply2/1"
+    load = "load1"
+"# + second
+    };
+    let shared = pair("").replace("id = \"psb1/1\"", "id = \"psb1/1\"\n    load = \"load1\"");
+    let e = Config::from_toml(&shared, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a load serves one channel"), "{e}");
+    let own = pair("[[channel]]\nid = \"load1/1\"\n");
+    let e = Config::from_toml(&own, "lab.toml").unwrap_err().to_string();
+    assert!(e.contains("a load serves one channel"), "{e}");
+    assert!(Config::from_toml(&pair(""), "lab.toml").is_ok());
+}

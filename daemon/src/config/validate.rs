@@ -207,17 +207,50 @@ impl Config {
                     c.id
                 ));
             };
-            if n.parse::<u32>().is_err() {
+            let Ok(n) = n.parse::<u32>() else {
                 return fail(format!("channel[{i}].id {:?}: N must be a number", c.id));
-            }
+            };
             if !names.contains(device) {
                 return fail(format!(
                     "channel[{i}].id {:?} names device {device:?}, which no [[device]] defines",
                     c.id
                 ));
             }
+            if let Some(d) = self.device(device).filter(|d| !d.family.is_native()) {
+                if n == 0 {
+                    return fail(format!(
+                        "channel[{i}].id {:?}: outputs count from 1 ({device}/1 is the first)",
+                        c.id
+                    ));
+                }
+                if let Some((outputs, model)) = outputs_of(d)
+                    && n > outputs
+                {
+                    return fail(format!(
+                        "channel[{i}].id {:?}: device {device:?} is {model} with {outputs} \
+                         output{}; channel {n} is beyond it (two channels on one output would \
+                         fight over it)",
+                        c.id,
+                        if outputs == 1 { "" } else { "s" }
+                    ));
+                }
+            }
             if !ids.insert(c.id.as_str()) {
                 return fail(format!("channel[{i}].id {:?} is used twice", c.id));
+            }
+            // A load is one more output: it serves one channel, and no channel of its own.
+            let shares = |o: &ChannelConfig| {
+                let load = c.load.as_deref();
+                (load.is_some()
+                    && (o.load.as_deref() == load || load == o.id.split_once('/').map(|(d, _)| d)))
+                    || o.load.as_deref() == Some(device)
+            };
+            if let Some(other) = self.channels[..i].iter().find(|o| shares(o)) {
+                return fail(format!(
+                    "channel[{i}].id {:?} shares an electronic load's output with channel \
+                     {:?}; a load serves one channel",
+                    c.id, other.id
+                ));
             }
             if let Some(load) = &c.load {
                 match self.device(load) {
@@ -314,5 +347,27 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// How many outputs a stepped device has, and how messages name its model, where its family
+/// (and dialect) alone decide; `None` when only the device can say (a Maccor tester's channel
+/// count, checked when direct mode starts).
+fn outputs_of(d: &DeviceConfig) -> Option<(u32, String)> {
+    use cyclerd_drivers::{ea_psb, riden};
+    match d.family {
+        Family::EaPsb => Some((ea_psb::wire::OUTPUTS, "an EA PSB".into())),
+        Family::Riden => Some((riden::wire::OUTPUTS, "a Riden RD60xx".into())),
+        Family::Scpi => Some(match d.dialect.as_deref().and_then(Dialect::from_name) {
+            Some(dialect) => (
+                dialect.table().outputs,
+                format!("a SCPI instrument in the {} dialect", dialect.table().name),
+            ),
+            None => (
+                Dialect::most_outputs(),
+                "a SCPI instrument (its dialect from *IDN?)".into(),
+            ),
+        }),
+        _ => None,
     }
 }

@@ -3,7 +3,7 @@
 
 use super::wire::{self, Nominal, Round, coil, reg, state};
 use crate::DriverError;
-use crate::stage::{PowerStage, Reading};
+use crate::stage::{PowerStage, Reading, Setpoints, Written};
 use crate::transport::Endpoint;
 use crate::transport::modbus::{flatten, read_holding};
 use cyclerd_protocols::Command;
@@ -31,6 +31,8 @@ pub struct PsbClient {
     identity: Identity,
     /// Wall-time bound on each transaction; past it the link counts as lost.
     timeout: Duration,
+    /// The setpoint block last written, raw: what a read-back must still show.
+    written: Option<[u16; reg::SETPOINT_BLOCK_LEN as usize]>,
 }
 
 impl PsbClient {
@@ -61,6 +63,7 @@ impl PsbClient {
                 serial: String::new(),
             },
             timeout,
+            written: None,
         };
         client.identity = client.read_identity().await?;
         client.nominal = match nominal_override {
@@ -146,6 +149,22 @@ impl PsbClient {
         flatten(reply, self.timeout, during)
     }
 
+    /// The setpoint block 498..=502 in physical units.
+    fn physical(&self, block: &[u16]) -> Setpoints {
+        let n = self.nominal;
+        let at = |r: u16, nominal: f64| {
+            let raw = block[usize::from(r - reg::SETPOINT_BLOCK)];
+            Some(wire::from_raw(raw, nominal))
+        };
+        Setpoints {
+            voltage_v: at(reg::SET_VOLTAGE, n.voltage_v),
+            current_a: at(reg::SET_CURRENT, n.current_a),
+            power_w: at(reg::SET_POWER, n.power_w),
+            sink_current_a: at(reg::SET_SINK_CURRENT, n.current_a),
+            sink_power_w: at(reg::SET_SINK_POWER, n.power_w),
+        }
+    }
+
     /// The setpoint block 498..=502 for a command, and whether the output should be on.
     fn setpoints(&self, command: &Command) -> ([u16; reg::SETPOINT_BLOCK_LEN as usize], bool) {
         let n = self.nominal;
@@ -193,6 +212,9 @@ impl PowerStage for PsbClient {
             .read_registers(reg::READ_BLOCK, reg::READ_BLOCK_LEN, during)
             .await?;
         let word = wire::state_word(regs[0], regs[1]);
+        let block = self
+            .read_registers(reg::SETPOINT_BLOCK, reg::SETPOINT_BLOCK_LEN, during)
+            .await?;
         let magnitude = wire::from_raw(regs[3], self.nominal.current_a);
         Ok(Reading {
             voltage_v: wire::from_raw(regs[2], self.nominal.voltage_v),
@@ -204,18 +226,43 @@ impl PowerStage for PsbClient {
             temperature_c: None,
             output_on: word & state::OUTPUT_ON != 0,
             alarm: word & state::ALARM != 0,
+            setpoints: Some(self.physical(&block)),
         })
     }
 
     async fn apply(&mut self, command: &Command) -> Result<(), DriverError> {
         let (block, output) = self.setpoints(command);
         if !output {
-            return self.output_off().await;
+            // Off first; then no setpoint stays loaded that another client's "output on"
+            // could drive into the cell.
+            self.output_off().await?;
+            self.written = None;
+            self.write_registers(reg::SETPOINT_BLOCK, &block, "zeroing the setpoints")
+                .await?;
+            self.written = Some(block);
+            return Ok(());
         }
+        self.written = None;
         self.write_registers(reg::SETPOINT_BLOCK, &block, "writing setpoints")
             .await?;
+        self.written = Some(block);
         self.write_coil(coil::OUTPUT, true, "switching the output on")
             .await
+    }
+
+    fn written(&self) -> Option<Written> {
+        let n = self.nominal;
+        let step = |nominal: f64| Some(nominal / f64::from(wire::FULL_SCALE));
+        Some(Written {
+            setpoints: self.physical(&self.written?),
+            resolution: Setpoints {
+                voltage_v: step(n.voltage_v),
+                current_a: step(n.current_a),
+                power_w: step(n.power_w),
+                sink_current_a: step(n.current_a),
+                sink_power_w: step(n.power_w),
+            },
+        })
     }
 
     async fn output_off(&mut self) -> Result<(), DriverError> {

@@ -461,6 +461,20 @@ impl SimHandle {
         lock(&self.state).faults.set_reply_delay(delay);
     }
 
+    /// Serves `request` as if another Modbus client on the device had sent it (a second
+    /// connection, a PLC, a script): same rules as any client, remote control included.
+    pub fn request_from_another_client(
+        &self,
+        request: Request<'static>,
+    ) -> Result<Response, ExceptionCode> {
+        lock(&self.state).handle(request)
+    }
+
+    /// The setpoint block 498..=502 as the device holds it, raw.
+    pub fn setpoints(&self) -> [u16; reg::SETPOINT_BLOCK_LEN as usize] {
+        lock(&self.state).setpoints
+    }
+
     /// Answers the next `n` requests with the Modbus exception `code`.
     pub fn fail_next(&self, n: u32, code: ExceptionCode) {
         lock(&self.state).faults.fail_next(n, code);

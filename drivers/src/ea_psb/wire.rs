@@ -7,6 +7,11 @@
 pub const DEFAULT_PORT: u16 = 502;
 pub const DEFAULT_UNIT: u8 = 1;
 
+/// Outputs of every PSB model (a master-slave bank is one output too): channel `DEVICE/1` only.
+pub const OUTPUTS: u32 = 1;
+/// How messages name the family's models.
+pub const MODEL_NAME: &str = "EA PSB";
+
 /// Holding registers.
 pub mod reg {
     /// Device class, u16.

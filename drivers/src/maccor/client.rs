@@ -387,8 +387,11 @@ impl MaccorClient {
             .filter(|&c| addr.unit == 0 && addr.sub_unit == 0 && c < self.info.test_channels);
         chan.ok_or_else(|| {
             DriverError::Identity(format!(
-                "channel {addr} is not on this tester: it has channels 0-0-0 to 0-0-{} \
-                 (MacNet counts channels from 0)",
+                "channel {addr} is not on Maccor tester {:?} (system type {}): it has {} test \
+                 channels, 0-0-0 to 0-0-{} (MacNet counts channels from 0)",
+                self.info.system_id,
+                self.info.system_type,
+                self.info.test_channels,
                 self.info.test_channels.saturating_sub(1)
             ))
         })

@@ -244,6 +244,7 @@ impl PowerStage for MaccorDirect {
             output_on: r.stat == stat::ACTIVE
                 && matches!(r.rf1, wire::rf1::CHARGE | wire::rf1::DISCHARGE),
             alarm: r.stat == stat::PROBLEM || r.rf1 == wire::rf1::PROBLEM,
+            setpoints: None,
         })
     }
 

@@ -11,7 +11,7 @@
 
 use super::wire::{self, IdentityRegs, Model, Round, Status, reg};
 use crate::DriverError;
-use crate::stage::{PowerStage, Reading};
+use crate::stage::{PowerStage, Reading, Setpoints, Written};
 use crate::transport::Endpoint;
 use crate::transport::modbus::{flatten, read_holding};
 use cyclerd_protocols::Command;
@@ -61,6 +61,9 @@ pub struct RidenClient {
     /// Wall-time bound on each transaction; past it the link counts as lost.
     timeout: Duration,
     known: Option<Known>,
+    /// Voltage and current setpoints last written, raw: what a read-back must still show
+    /// (`known` follows the device; this follows the daemon).
+    written: Option<(u16, u16)>,
     /// Terminal voltage of the last reading, for the constant-power emulation.
     last_voltage_v: Option<f64>,
 }
@@ -90,6 +93,7 @@ impl RidenClient {
             },
             timeout,
             known: None,
+            written: None,
             last_voltage_v: None,
         };
         client.identity = client.read_identity().await?;
@@ -208,6 +212,7 @@ impl RidenClient {
     /// lower limit never meets a higher voltage), then switches the output on.
     async fn write_setpoints(&mut self, target: Known) -> Result<(), DriverError> {
         let known = self.known;
+        self.written = None;
         if known.map(|k| k.current_raw) != Some(target.current_raw) {
             self.write_register(
                 reg::SET_CURRENT,
@@ -224,6 +229,7 @@ impl RidenClient {
             )
             .await?;
         }
+        self.written = Some((target.voltage_raw, target.current_raw));
         if known.map(|k| k.output_on) != Some(true) {
             self.write_register(reg::OUTPUT, 1, "switching the output on")
                 .await?;
@@ -285,12 +291,31 @@ impl PowerStage for RidenClient {
             temperature_c: (-40.0..=150.0).contains(&t).then_some(t),
             output_on: s.output_on,
             alarm: s.alarm(),
+            setpoints: Some(Setpoints {
+                voltage_v: Some(self.model.voltage(s.set_voltage_raw)),
+                current_a: Some(self.model.current(s.set_current_raw)),
+                ..Setpoints::default()
+            }),
         })
     }
 
     async fn apply(&mut self, command: &Command) -> Result<(), DriverError> {
         if !command.output_on() {
-            return self.output_off().await;
+            // Off first; then no setpoint stays loaded that a foreign "output on" could drive
+            // into the cell.
+            self.output_off().await?;
+            self.written = None;
+            let known = self.known;
+            if known.map(|k| k.current_raw) != Some(0) {
+                self.write_register(reg::SET_CURRENT, 0, "zeroing the current limit")
+                    .await?;
+            }
+            if known.map(|k| k.voltage_raw) != Some(0) {
+                self.write_register(reg::SET_VOLTAGE, 0, "zeroing the voltage setpoint")
+                    .await?;
+            }
+            self.written = Some((0, 0));
+            return Ok(());
         }
         // Refuse discharge before touching the device.
         self.setpoints(command, 1.0)?;
@@ -300,6 +325,23 @@ impl PowerStage for RidenClient {
         };
         let target = self.setpoints(command, voltage_now)?;
         self.write_setpoints(target).await
+    }
+
+    fn written(&self) -> Option<Written> {
+        let (v, i) = self.written?;
+        let m = self.model;
+        Some(Written {
+            setpoints: Setpoints {
+                voltage_v: Some(m.voltage(v)),
+                current_a: Some(m.current(i)),
+                ..Setpoints::default()
+            },
+            resolution: Setpoints {
+                voltage_v: Some(m.voltage(1)),
+                current_a: Some(m.current(1)),
+                ..Setpoints::default()
+            },
+        })
     }
 
     async fn output_off(&mut self) -> Result<(), DriverError> {

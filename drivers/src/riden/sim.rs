@@ -418,6 +418,21 @@ impl SimHandle {
         self.delay.send_replace(delay);
     }
 
+    /// Serves `request` as if another client had sent it (the WiFi board or a second program
+    /// on the same Modbus line): the device's rules, not the daemon's.
+    pub fn request_from_another_client(
+        &self,
+        request: Request<'static>,
+    ) -> Result<Response, ExceptionCode> {
+        lock(&self.state).handle(request)
+    }
+
+    /// The voltage and current setpoints as the device holds them, raw.
+    pub fn setpoints(&self) -> (u16, u16) {
+        let s = lock(&self.state);
+        (s.set_voltage_raw, s.set_current_raw)
+    }
+
     /// Answers the next `n` requests with the Modbus exception `code`.
     pub fn fail_next(&self, n: u32, code: ExceptionCode) {
         lock(&self.state).faults.fail_next(n, code);

@@ -66,6 +66,9 @@ pub mod protection {
     pub const OCP: u16 = 2;
 }
 
+/// Outputs of every RD60xx model: channel `DEVICE/1` only.
+pub const OUTPUTS: u32 = 1;
+
 /// A Riden model and the scaling of its registers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Model {

@@ -424,6 +424,7 @@ impl PowerStage for ScpiClient {
             temperature_c: None,
             output_on,
             alarm,
+            setpoints: None,
         })
     }
 
@@ -434,7 +435,15 @@ impl PowerStage for ScpiClient {
         let program = wire::program(self.table.dialect, self.ratings, command)
             .map_err(|wire::Unsupported(m)| DriverError::Unsupported(m))?;
         if !program.output {
-            return self.output_off().await;
+            // Off first, then the rest's setpoints.
+            self.output_off().await?;
+            if program.setpoints.is_empty() {
+                return Ok(());
+            }
+            return self
+                .link
+                .write_checked(&program.setpoints, "zeroing the setpoints")
+                .await;
         }
         if let Err(e) = self
             .link
@@ -529,6 +538,7 @@ impl<S: PowerStage, L: PowerStage> PowerStage for PairStage<S, L> {
             temperature_c: s.temperature_c.or(l.temperature_c),
             output_on: s.output_on || l.output_on,
             alarm: s.alarm || l.alarm || (s.output_on && l.output_on),
+            setpoints: None,
         })
     }
 

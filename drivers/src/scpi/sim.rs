@@ -747,6 +747,13 @@ impl SimHandle {
         lock(&self.bench).instruments[self.idx].reply_delay = delay;
     }
 
+    /// Executes `line` (e.g. `OUTP ON`) as if another client had sent it: a second socket, the
+    /// front panel's equivalent, a colleague's script. Returns the replies of its queries.
+    pub fn line_from_another_client(&self, line: &str) -> Option<String> {
+        let mut b = lock(&self.bench);
+        b.handle_line(self.idx, line)
+    }
+
     /// Puts an entry into the error queue, answered by the next `SYST:ERR?`.
     pub fn push_error(&self, code: i32, message: &str) {
         lock(&self.bench).instruments[self.idx].push_error(code, message);

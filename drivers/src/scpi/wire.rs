@@ -77,6 +77,9 @@ pub struct DialectTable {
     pub alarm_query: Option<&'static str>,
     /// Whether the ratings are asked from the device (`SYST:NOM:VOLT?` etc.).
     pub nominal_queries: Option<[&'static str; 3]>,
+    /// Outputs cyclerd drives in this dialect: channel `DEVICE/1` up to this. Every dialect
+    /// here addresses one (a two-channel B2902 is driven on its channel 1 only).
+    pub outputs: u32,
 }
 
 /// The dialect table.
@@ -94,6 +97,7 @@ pub const DIALECTS: [DialectTable; 5] = [
         // Uncertain: EA reports protection alarms in the questionable status register.
         alarm_query: Some("STAT:QUES:COND?"),
         nominal_queries: Some(["SYST:NOM:VOLT?", "SYST:NOM:CURR?", "SYST:NOM:POW?"]),
+        outputs: 1,
     },
     DialectTable {
         dialect: Dialect::Keithley24xx,
@@ -110,6 +114,7 @@ pub const DIALECTS: [DialectTable; 5] = [
         current_is_magnitude: false,
         alarm_query: None,
         nominal_queries: None,
+        outputs: 1,
     },
     DialectTable {
         dialect: Dialect::KeysightB2900,
@@ -123,6 +128,7 @@ pub const DIALECTS: [DialectTable; 5] = [
         current_is_magnitude: false,
         alarm_query: None,
         nominal_queries: None,
+        outputs: 1,
     },
     DialectTable {
         dialect: Dialect::ItechIt6000,
@@ -140,6 +146,7 @@ pub const DIALECTS: [DialectTable; 5] = [
         current_is_magnitude: false,
         alarm_query: None,
         nominal_queries: None,
+        outputs: 1,
     },
     DialectTable {
         dialect: Dialect::Bk8600,
@@ -156,6 +163,7 @@ pub const DIALECTS: [DialectTable; 5] = [
         current_is_magnitude: true,
         alarm_query: None,
         nominal_queries: None,
+        outputs: 1,
     },
 ];
 
@@ -175,6 +183,12 @@ impl Dialect {
             .iter()
             .find(|t| t.dialect == self)
             .unwrap_or(&DIALECTS[0])
+    }
+
+    /// The most outputs any dialect drives: what a channel of a device whose dialect comes
+    /// from `*IDN?` at connect may use.
+    pub fn most_outputs() -> u32 {
+        DIALECTS.iter().map(|t| t.outputs).max().unwrap_or(1)
     }
 
     /// Whether cyclerd can drive this dialect yet (all table rows can; kept so a recognised
@@ -412,7 +426,8 @@ pub fn num(x: f64) -> String {
 /// What [`program`] asks of the device for one command.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Program {
-    /// Setpoint commands, sent (and checked) before the output is switched.
+    /// Setpoint commands, sent (and checked) before the output is switched on; when it goes
+    /// off, after it (the setpoints a rest zeroes).
     pub setpoints: Vec<String>,
     /// Whether the output goes on afterwards (else off, before anything else).
     pub output: bool,
@@ -447,7 +462,21 @@ pub fn program(
         )))
     };
     if !command.output_on() {
-        return Ok(off);
+        // A rest leaves nothing loaded that a foreign "output on" could drive into the cell
+        // (EA; the other dialects' setpoints stay until their next program).
+        return Ok(match dialect {
+            Dialect::EaPsb => Program {
+                setpoints: ea(&[
+                    ("CURR", 0.0),
+                    ("POW", 0.0),
+                    ("SINK:CURR", 0.0),
+                    ("SINK:POW", 0.0),
+                    ("VOLT", 0.0),
+                ]),
+                ..off
+            },
+            _ => off,
+        });
     }
     let r = ratings;
     match dialect {
@@ -824,6 +853,16 @@ mod tests {
         };
         assert!(program(Dialect::Keithley24xx, EA, &power).is_err());
         assert!(!program(Dialect::Bk8600, EA, &Command::Off).unwrap().output);
+    }
+
+    #[test]
+    fn at_rest_the_ea_dialect_zeroes_every_setpoint() {
+        let rest = program(Dialect::EaPsb, EA, &Command::Off).unwrap();
+        assert!(!rest.output);
+        assert_eq!(
+            rest.setpoints,
+            ["CURR 0", "POW 0", "SINK:CURR 0", "SINK:POW 0", "VOLT 0"]
+        );
     }
 }
 

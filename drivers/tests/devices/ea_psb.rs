@@ -320,3 +320,65 @@ async fn over_modbus_rtu_a_pulled_cable_times_out_and_the_other_units_stay_silen
     within("reconnecting", client.reconnect()).await.unwrap();
     within("reading", client.read()).await.unwrap();
 }
+
+#[tokio::test]
+async fn setpoints_read_back_as_written_within_the_scaling_and_zero_at_rest() {
+    let clock = Clock::real();
+    let sim = sim(&clock, 0.5).await;
+    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
+        .await
+        .unwrap();
+    // Values that do not fall on a register step.
+    client
+        .apply(&Command::Current {
+            amps: 1.2345,
+            voltage_max: 4.2031,
+            voltage_min: 2.5,
+        })
+        .await
+        .unwrap();
+    let read = client.read().await.unwrap().setpoints.unwrap();
+    assert_eq!(
+        client.written().unwrap().changes(&read),
+        Vec::<String>::new()
+    );
+    assert!((read.current_a.unwrap() - 1.2345).abs() < 60.0 / f64::from(wire::FULL_SCALE));
+    client.apply(&Command::Off).await.unwrap();
+    assert_eq!(sim.setpoints(), [0; 5], "nothing stays loaded at rest");
+    let r = client.read().await.unwrap();
+    assert!(!r.output_on);
+    assert_eq!(
+        client.written().unwrap().changes(&r.setpoints.unwrap()),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn a_second_modbus_client_switching_the_output_and_a_setpoint_is_seen_in_the_reading() {
+    let clock = Clock::real();
+    let sim = sim(&clock, 0.5).await;
+    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
+        .await
+        .unwrap();
+    client.apply(&Command::Off).await.unwrap();
+    let mut other = tcp::connect_slave(sim.endpoint().tcp_addr().unwrap(), Slave(1))
+        .await
+        .unwrap();
+    let one_amp = wire::to_raw(1.0, 60.0, wire::Round::Nearest);
+    other
+        .write_single_register(wire::reg::SET_CURRENT, one_amp)
+        .await
+        .unwrap()
+        .unwrap();
+    other
+        .write_single_coil(wire::coil::OUTPUT, true)
+        .await
+        .unwrap()
+        .unwrap();
+    let r = client.read().await.unwrap();
+    assert!(r.output_on, "the output the other client switched on");
+    assert_eq!(
+        client.written().unwrap().changes(&r.setpoints.unwrap()),
+        ["current setpoint 0.000 A -> 1.000 A"]
+    );
+}

@@ -623,6 +623,25 @@ async fn direct_mode_needs_a_free_channel_and_a_unique_name() {
     assert!(err.to_string().contains("not unique"), "{err}");
 }
 
+#[tokio::test]
+async fn direct_mode_on_a_channel_beyond_the_testers_channels_is_an_error_naming_the_tester() {
+    let clock = Clock::manual();
+    let sim = tester(&clock, SimConfig::new(2, cell(0.5))).await;
+    let err = MaccorDirect::enter(
+        connect(&sim).await,
+        addr(2),
+        "direct",
+        DirectConfig::new(10.0, 5.0),
+        clock.clone(),
+    )
+    .await
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("is not on Maccor tester"), "{err}");
+    assert!(err.contains("it has 2 test channels"), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Malformed input
 // ---------------------------------------------------------------------------------------------

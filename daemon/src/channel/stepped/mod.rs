@@ -5,10 +5,13 @@
 //! the outbox when it is full or `commit_interval` old, together with a checkpoint of the engine
 //! (same transaction), so a restarted daemon resumes exactly after the last committed sample.
 //! Safety is the engine's first check on every poll; on any fault, on lost communication and on
-//! shutdown the output goes off first and the reason is recorded second. A shutdown does not end
-//! the test: it stays interrupted, its checkpoint kept, and the next start resumes it by the
-//! `[daemon] resume` policy as after a crash. When the outbox is full the channel pauses at rest,
-//! output off, and resumes when there is room again.
+//! shutdown the output goes off first and the reason is recorded second. Every poll also reads
+//! back the output state and (where the device reports them) the setpoints: an output on while
+//! the step keeps it off, or a setpoint other than the one written (beyond the device's
+//! resolution), is a change made by someone else and faults the test, naming what changed. A
+//! shutdown does not end the test: it stays interrupted, its checkpoint kept, and the next start
+//! resumes it by the `[daemon] resume` policy as after a crash. When the outbox is full the
+//! channel pauses at rest, output off, and resumes when there is room again.
 //!
 //! This file holds the runner's life (start, resume, end, safe stops); `poll.rs` its poll loop.
 

@@ -1,5 +1,6 @@
-//! The stepped channel's poll loop: read the stage, step the engine, record, write setpoints,
-//! and rest with the output off while the outbox is full.
+//! The stepped channel's poll loop: read the stage, check that its output and setpoints are
+//! still the ones written (another client may have changed them), step the engine, record,
+//! write setpoints, and rest with the output off while the outbox is full.
 
 use super::{ChannelRunner, Run};
 use crate::channel::journal::Sample;
@@ -130,6 +131,8 @@ impl<D: PowerStage> ChannelRunner<D> {
             }
             None => (None, None),
         };
+        // Judged against the command in force when the device was read, before the engine moves.
+        let foreign = self.foreign_change(run, reading);
         let update = run.engine.update(&Measurement {
             chamber_c,
             test_time_s: test_time_s - run.paused_s,
@@ -139,6 +142,7 @@ impl<D: PowerStage> ChannelRunner<D> {
         });
         let status = run.engine.status();
         let fired = update.step_changed
+            || foreign.is_some()
             || update.outcome.is_some()
             || chamber_fault.is_some()
             || reading.alarm
@@ -190,6 +194,9 @@ impl<D: PowerStage> ChannelRunner<D> {
         if !reading.output_on && run.command.output_on() {
             return Err("the device switched its output off by itself".into());
         }
+        if let Some(change) = foreign {
+            return Err(change);
+        }
         if let Some(outcome) = update.outcome {
             return match outcome {
                 Outcome::Finished => {
@@ -218,6 +225,25 @@ impl<D: PowerStage> ChannelRunner<D> {
             run.flush();
         }
         Ok(None)
+    }
+
+    /// A change of the output or the setpoints that the runner did not make (another client on
+    /// the device's bus, a front panel): what changed, for the fault.
+    fn foreign_change(&self, run: &Run, reading: &Reading) -> Option<String> {
+        if reading.output_on && !run.command.output_on() {
+            return Some(format!(
+                "the output was switched on by another client while the step ({}) keeps it off",
+                run.engine.status().description
+            ));
+        }
+        let (read, written) = (reading.setpoints?, self.device.written()?);
+        let changes = written.changes(&read);
+        (!changes.is_empty()).then(|| {
+            format!(
+                "the setpoints were changed by another client: {}",
+                changes.join(", ")
+            )
+        })
     }
 
     /// The outbox is full: rest with the output off until there is room again.
