@@ -68,6 +68,26 @@ mod outbox {
         assert_eq!(stored.samples, 100);
     }
 
+    #[tokio::test]
+    async fn the_outbox_size_counts_its_write_ahead_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let outbox = Outbox::open(&path).unwrap();
+        outbox.append(registered("t")).unwrap();
+        outbox.append(samples("t", 0, 2000)).unwrap();
+        outbox.flush().await.unwrap();
+        let on_disk: u64 = ["outbox.sqlite", "outbox.sqlite-wal", "outbox.sqlite-shm"]
+            .iter()
+            .map(|f| std::fs::metadata(dir.path().join(f)).map_or(0, |m| m.len()))
+            .sum();
+        let wal = std::fs::metadata(dir.path().join("outbox.sqlite-wal"))
+            .unwrap()
+            .len();
+        assert!(wal > 0, "the commits sit in the write-ahead log");
+        let summary = outbox.reader().unwrap().summary().unwrap();
+        assert_eq!(summary.file_bytes, on_disk);
+    }
+
     #[cfg(unix)]
     #[tokio::test]
     async fn the_outbox_and_its_wal_are_readable_by_their_owner_only() {

@@ -58,6 +58,7 @@ mod to_yaml;
 pub mod units;
 pub mod xml;
 
+pub use document::{MAX_DOCUMENT_BYTES, check_size};
 pub use engine::{
     Command, Engine, EngineState, Measurement, Outcome, Phase, Status, StepSummary, Update,
 };

@@ -169,6 +169,53 @@ steps:
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_protocol_over_the_size_limit_is_refused_alike_by_check_and_start() {
+        let lab = SimLab::start(1, 2.5, 10.0, None).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let control = listener.local_addr().unwrap();
+        tokio::spawn(cyclerd::control::serve(
+            lab.daemon.clone(),
+            listener,
+            std::future::pending(),
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let protocol = dir.path().join("big.yaml");
+        // Past the gRPC message limit too: a start used to fail inside the transport.
+        let padding = "# a comment line that pads the protocol\n".repeat(130_000);
+        std::fs::write(&protocol, format!("{PROTOCOL}{padding}")).unwrap();
+        let path = protocol.display().to_string();
+        let run = |args: Vec<&str>| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerctl"))
+                .args(args)
+                .output()
+        };
+        let daemon = format!("http://{control}");
+        let checked = run(vec!["protocol", "check", &path]).await.unwrap();
+        let started = run(vec![
+            "--daemon",
+            &daemon,
+            "start",
+            "psb1/1",
+            "--protocol",
+            &path,
+            "--cell",
+            "C1",
+        ])
+        .await
+        .unwrap();
+        for out in [&checked, &started] {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{err}");
+            assert!(
+                err.contains("a protocol document takes at most 2097152 bytes"),
+                "{err}"
+            );
+        }
+        assert_eq!(lab.daemon.snapshot("psb1/1").unwrap().state, "idle");
+        lab.stop(WAIT).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cyclerctl_start_takes_a_metadata_file_and_names_what_is_missing() {
         let lab = SimLab::start(1, 2.5, 10.0, None).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -136,7 +136,16 @@ impl OutboxReader {
                 |r| r.get(0),
             )
             .map_err(self.err())?;
-        let file_bytes = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        // What the store takes on disk: the database and its write-ahead log (which holds
+        // every commit until a checkpoint folds it in) and shared-memory index.
+        let file_bytes = ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| {
+                let mut path = self.path.clone().into_os_string();
+                path.push(suffix);
+                std::fs::metadata(path).map_or(0, |m| m.len())
+            })
+            .sum();
         Ok(OutboxSummary {
             pending_entries: pending_entries as u64,
             pending_samples: pending_samples as u64,

@@ -55,12 +55,40 @@ use crate::pybamm::Params;
 
 use node::{Node, yaml_error};
 
+/// The largest protocol document read, in bytes: the same limit wherever a protocol is read
+/// (`cyclerctl protocol check`, a test's start, the daemon's control API), far above any
+/// schedule a cycler takes.
+pub const MAX_DOCUMENT_BYTES: usize = 2 << 20;
+
+/// Refuses a document over [`MAX_DOCUMENT_BYTES`], saying so: what every reader of a protocol
+/// checks first, and what a client checks before sending one.
+pub fn check_size(source: &str, origin: &str) -> Result<(), ProtocolError> {
+    if source.len() > MAX_DOCUMENT_BYTES {
+        return Err(ProtocolError::Document {
+            at: SourceLocation {
+                origin: origin.into(),
+                line: None,
+                column: None,
+            },
+            path: "(document)".into(),
+            message: format!(
+                "the protocol is {} bytes; a protocol document takes at most {} bytes ({} MiB)",
+                source.len(),
+                MAX_DOCUMENT_BYTES,
+                MAX_DOCUMENT_BYTES >> 20
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Compiles a YAML protocol document into a validated plan.
 pub(crate) fn compile(
     source: &str,
     origin: &str,
     resolver: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<Plan, ProtocolError> {
+    check_size(source, origin)?;
     let root: Spanned<Node> = serde_saphyr::from_str(source).map_err(|e| yaml_error(&e, origin))?;
     let mut c = Compiler {
         origin,

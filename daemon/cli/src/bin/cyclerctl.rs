@@ -226,6 +226,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let protocol_yaml = std::fs::read_to_string(&protocol)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", protocol.display()))?;
+            // Refused here as `protocol check` refuses it, not by the transport on the way.
+            cyclerd_protocols::check_size(&protocol_yaml, &protocol.display().to_string())?;
             let mut metadata: HashMap<String, String> = match &meta_file {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)

@@ -11,6 +11,9 @@ use cyclerd_protocols::{Command, Measurement, Outcome, PlanStep};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+/// How often a link that stays down is logged again (the event records its loss once).
+const LINK_SUMMARY: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl<D: PowerStage> ChannelRunner<D> {
     /// Polls until the test ends, is stopped, or the daemon shuts down.
     pub(super) async fn drive(
@@ -34,6 +37,8 @@ impl<D: PowerStage> ChannelRunner<D> {
             let mut last_good = Instant::now();
             // Test time at which the link went quiet, while it is.
             let mut link_lost_at: Option<f64> = None;
+            // When the lost link was last logged, while it is.
+            let mut link_warned: Option<Instant> = None;
             loop {
                 tokio::select! {
                     biased;
@@ -69,6 +74,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                 let reading = match self.device.read().await {
                     Ok(r) => {
                         last_good = Instant::now();
+                        link_warned = None;
                         if let Some(since) = link_lost_at.take() {
                             let now = run.now(&clock);
                             run.event(
@@ -94,11 +100,19 @@ impl<D: PowerStage> ChannelRunner<D> {
                                 ))
                                 .await;
                         }
-                        tracing::warn!(channel = %self.spec.id, "read failed, retrying: {e}");
+                        // Said once when the link goes (above, as an event and here), then
+                        // every LINK_SUMMARY while it stays down, not once per poll.
+                        if link_warned.is_none_or(|at: Instant| at.elapsed() >= LINK_SUMMARY) {
+                            let down = last_good.elapsed().as_secs_f64();
+                            tracing::warn!(channel = %self.spec.id, "no good reply for {down:.1} s, retrying: {e}");
+                            link_warned = Some(Instant::now());
+                        } else {
+                            tracing::debug!(channel = %self.spec.id, "read failed, retrying: {e}");
+                        }
                         if e.is_link_lost()
                             && let Err(e) = self.device.reconnect().await
                         {
-                            tracing::warn!(channel = %self.spec.id, "reconnect failed: {e}");
+                            tracing::debug!(channel = %self.spec.id, "reconnect failed: {e}");
                         }
                         continue;
                     }
