@@ -53,6 +53,29 @@ enum Command {
         #[arg(long)]
         insecure: bool,
     },
+    /// Set up a lab's hub securely in one go: a lab CA, the hub's TLS certificate for the names
+    /// daemons reach it by, and the first tokens, written into --dir (keys and tokens readable
+    /// by their owner only; nothing is overwritten). Prints how to serve and what a daemon needs.
+    Setup {
+        /// Hub database: a SQLite file (created if missing) or a PostgreSQL URL.
+        #[arg(long)]
+        db: String,
+        /// Where the certificates, keys and tokens go (e.g. /etc/cyclerhub).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The lab the tokens belong to.
+        #[arg(long)]
+        lab: String,
+        /// A name or address daemons reach the hub by (repeat: --host hub.lab --host 192.0.2.10).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// A daemon to issue a token for (repeat for each lab PC).
+        #[arg(long = "daemon")]
+        daemons: Vec<String>,
+        /// A person to issue a read-only token for (repeat).
+        #[arg(long = "reader")]
+        readers: Vec<String>,
+    },
     /// Issue, list and revoke tokens (daemons', and read-only ones for people).
     Token {
         #[command(subcommand)]
@@ -247,6 +270,52 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Setup {
+            db,
+            dir,
+            lab,
+            hosts,
+            daemons,
+            readers,
+        } => {
+            let store = open(&db, false)?;
+            let setup = crate::setup::Setup {
+                dir: &dir,
+                lab: &lab,
+                hosts: &hosts,
+                daemons: &daemons,
+                readers: &readers,
+            };
+            let w = crate::setup::setup(&store, &setup)?;
+            let port = 50051;
+            println!("lab {lab:?} set up in {}:", dir.display());
+            println!("  lab CA (every daemon's hub.ca_file): {}", w.ca.display());
+            println!(
+                "  lab CA key (signs a new hub certificate; keep it offline): {}",
+                w.ca_key.display()
+            );
+            println!(
+                "  hub certificate and key: {} {}",
+                w.cert.display(),
+                w.key.display()
+            );
+            for (name, role, file) in &w.tokens {
+                println!("  {} token {name:?}: {}", role.as_str(), file.display());
+            }
+            println!("serve it:");
+            println!(
+                "  cyclerhub serve --db {db} --listen 0.0.0.0:{port} --tls-cert {} --tls-key {} --require-tokens",
+                w.cert.display(),
+                w.key.display()
+            );
+            println!("and in each daemon's configuration (with its own token file):");
+            println!(
+                "  [hub]\n  address = \"https://{}:{port}\"\n  ca_file = \"{}\"\n  token_file = \"/etc/cyclerd/hub.token\"",
+                hosts[0],
+                w.ca.display()
+            );
+            Ok(())
+        }
         Command::Serve {
             db,
             listen,

@@ -35,7 +35,9 @@
 //!   roles (daemon or reader) and the rule for lab and token names; no storage.
 //! - [`auth`]: the one check of a request's token, against the store, that ingest and
 //!   queries share.
-//! - [`cli`]: the `cyclerhub` command line (`serve`, `token`, `schema`, `labs`, `tests`,
+//! - [`setup`]: `cyclerhub setup`, a lab's hub secure in one command (lab CA, the hub's
+//!   certificate, the first tokens, private files, nothing overwritten).
+//! - [`cli`]: the `cyclerhub` command line (`serve`, `setup`, `token`, `schema`, `labs`, `tests`,
 //!   `show`, `samples`, `cells`, `export`),
 //!   the only place that turns errors into `anyhow` messages for people; `src/main.rs` just
 //!   calls it. `remote`: its `--hub URL` reads, over the query service.
@@ -47,6 +49,7 @@ pub mod export;
 pub mod query;
 mod remote;
 pub mod server;
+pub mod setup;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

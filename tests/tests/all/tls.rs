@@ -249,7 +249,60 @@ fn cyclerhub_fails(args: &[&str]) -> String {
 async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
     use cyclerd_drivers::cell::{CellParams, Chemistry};
     use cyclerd_drivers::ea_psb::{PsbSim, sim::SimConfig};
-    let (ca_file, _) = lab_pki(dir, "lab-ca");
+    // The lab's hub set up as the README says: one command makes the CA, the hub's certificate
+    // and the first tokens, keys and tokens readable by their owner only.
+    let pki = dir.join("pki");
+    let pki_dir = pki.display().to_string();
+    let said = cyclerhub(&[
+        "setup",
+        "--db",
+        db,
+        "--dir",
+        &pki_dir,
+        "--lab",
+        "cell-ageing",
+        "--host",
+        "localhost",
+        "--host",
+        "127.0.0.1",
+        "--daemon",
+        "pc-1",
+        "--reader",
+        "ana",
+    ]);
+    assert!(said.contains("--require-tokens"), "{said}");
+    let ca_file = pki.join("lab-ca.pem");
+    let token_file = pki.join("tokens/pc-1.token");
+    let analyst = pki.join("tokens/ana.token");
+    #[cfg(unix)]
+    for secret in [
+        "lab-ca-key.pem",
+        "hub-key.pem",
+        "tokens/pc-1.token",
+        "tokens/ana.token",
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(pki.join(secret))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{secret}");
+    }
+    let again = run_cyclerhub(&[
+        "setup",
+        "--db",
+        db,
+        "--dir",
+        &pki_dir,
+        "--lab",
+        "cell-ageing",
+        "--host",
+        "localhost",
+    ]);
+    assert!(
+        !again.status.success(),
+        "a second setup never overwrites the lab's keys"
+    );
     let issue = |lab: &str, name: &str, role: &[&str]| {
         let args = [
             &["token", "issue", "--db", db, "--lab", lab, "--name", name],
@@ -260,8 +313,6 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
         std::fs::write(&file, cyclerhub(&args).trim()).unwrap();
         file
     };
-    let token_file = issue("cell-ageing", "pc-1", &[]);
-    let analyst = issue("cell-ageing", "ana", &["--reader"]);
     let outsider = issue("formation", "bo", &["--reader"]);
     // The lab pins its secondary metadata down; the daemon holds its tests to it.
     let schema = dir.join("secondary.schema.json");
@@ -301,9 +352,9 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
         "--listen",
         &hub_addr.to_string(),
         "--tls-cert",
-        &pem("lab-ca-hub.pem"),
+        &pem("pki/hub.pem"),
         "--tls-key",
-        &pem("lab-ca-hub-key.pem"),
+        &pem("pki/hub-key.pem"),
         "--require-tokens",
     ]
     .map(String::from);
