@@ -52,6 +52,13 @@ enum Command {
         /// tokens (a closed lab network you trust); without it such a start is refused.
         #[arg(long)]
         insecure: bool,
+        /// Upload streams served at once; one more is refused with RESOURCE_EXHAUSTED and its
+        /// daemon retries later.
+        #[arg(long, default_value_t = 64)]
+        max_upload_streams: usize,
+        /// Bytes of entries applied at once, all streams together (more waits for room).
+        #[arg(long, default_value_t = 256 << 20)]
+        max_bytes_in_flight: usize,
     },
     /// Set up a lab's hub securely in one go: a lab CA, the hub's TLS certificate for the names
     /// daemons reach it by, and the first tokens, written into --dir (keys and tokens readable
@@ -323,7 +330,19 @@ fn run(cli: Cli) -> Result<()> {
             tls_key,
             require_tokens,
             insecure,
-        } => serve(db, listen, tls_cert.zip(tls_key), require_tokens, insecure),
+            max_upload_streams,
+            max_bytes_in_flight,
+        } => {
+            let limits = (max_upload_streams.max(1), max_bytes_in_flight.max(1024));
+            serve(
+                db,
+                listen,
+                tls_cert.zip(tls_key),
+                require_tokens,
+                insecure,
+                limits,
+            )
+        }
         Command::Token { action } => token(action),
         Command::Schema { action } => schema(action),
         Command::Labs { db } => labs(&db),
@@ -623,6 +642,7 @@ fn serve(
     tls: Option<(PathBuf, PathBuf)>,
     require_tokens: bool,
     insecure: bool,
+    (max_upload_streams, max_bytes_in_flight): (usize, usize),
 ) -> Result<()> {
     let open_to = open_to_the_network(listen, tls.is_some(), require_tokens);
     if let Some(missing) = &open_to
@@ -671,6 +691,8 @@ fn serve(
         let options = crate::server::ServeOptions {
             tls,
             require_tokens,
+            max_upload_streams,
+            max_bytes_in_flight,
             ..crate::server::ServeOptions::default()
         };
         crate::server::run_with(listener, store, options, shutdown).await

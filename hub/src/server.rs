@@ -18,8 +18,9 @@ use cyclerd_proto::ingest::{
 };
 use futures::{FutureExt as _, StreamExt as _};
 use prost::Message as _;
+use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -73,6 +74,12 @@ pub struct ServeOptions {
     /// How long an open upload or tail stream's token is trusted before it is checked again,
     /// so that revoking it ends streams already open.
     pub token_recheck: std::time::Duration,
+    /// Upload streams served at once; one more is answered `RESOURCE_EXHAUSTED` (its daemon
+    /// retries later), so a crowd of clients cannot take the hub's memory.
+    pub max_upload_streams: usize,
+    /// Bytes of decoded entries being applied at once, all streams together; a batch beyond
+    /// waits for room (its stream stops reading, so its daemon stops sending).
+    pub max_bytes_in_flight: usize,
 }
 
 impl Default for ServeOptions {
@@ -81,6 +88,8 @@ impl Default for ServeOptions {
             tls: None,
             require_tokens: false,
             token_recheck: std::time::Duration::from_secs(30),
+            max_upload_streams: 64,
+            max_bytes_in_flight: 256 << 20,
         }
     }
 }
@@ -119,6 +128,10 @@ pub async fn run_with(
         applied: std::sync::Arc::new(applied_tx),
         auth,
         token_recheck: options.token_recheck,
+        streams: Arc::new(Semaphore::new(options.max_upload_streams)),
+        max_streams: options.max_upload_streams,
+        in_flight: Arc::new(Semaphore::new(kib(options.max_bytes_in_flight))),
+        in_flight_total: kib(options.max_bytes_in_flight),
     })
     .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
 
@@ -168,6 +181,17 @@ struct IngestService {
     auth: Authenticator,
     /// How long an open stream's token holds before it is checked again.
     token_recheck: std::time::Duration,
+    /// One permit per upload stream served ([`ServeOptions::max_upload_streams`]).
+    streams: Arc<Semaphore>,
+    max_streams: usize,
+    /// One permit per KiB of entries being applied ([`ServeOptions::max_bytes_in_flight`]).
+    in_flight: Arc<Semaphore>,
+    in_flight_total: usize,
+}
+
+/// Bytes as KiB permits, at least one, within what a semaphore can hold.
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024).clamp(1, Semaphore::MAX_PERMITS)
 }
 
 type ResponseTx = mpsc::Sender<Result<UploadResponse, Status>>;
@@ -210,6 +234,18 @@ impl Ingest for IngestService {
             },
         };
         let lab = caller.map(|c| c.lab);
+        let Ok(stream_permit) = self.streams.clone().try_acquire_owned() else {
+            tracing::warn!(
+                ?peer,
+                "refused an upload stream: {} already open",
+                self.max_streams
+            );
+            return Err(Status::resource_exhausted(format!(
+                "the hub serves {} upload streams at once and all are taken; retry later \
+                 (`cyclerhub serve --max-upload-streams N` serves more)",
+                self.max_streams
+            )));
+        };
         let inbound = request.into_inner();
         // Small: acks are cumulative, so a slow reader only delays them, never loses any.
         let (tx, rx) = mpsc::channel(64);
@@ -221,6 +257,9 @@ impl Ingest for IngestService {
             presented_lab,
             recheck,
             tx,
+            in_flight: self.in_flight.clone(),
+            in_flight_total: self.in_flight_total,
+            _stream_permit: stream_permit,
         };
         // Answer headers at once and do the work in a task, so a client may open the stream
         // before it has anything to send.
@@ -249,6 +288,12 @@ struct Session {
     recheck: Option<Recheck>,
     /// Responses to the daemon.
     tx: ResponseTx,
+    /// Room for entries being applied, shared by every stream, and all of it (a batch larger
+    /// than all of it takes all of it).
+    in_flight: Arc<Semaphore>,
+    in_flight_total: usize,
+    /// This stream's place among those served at once, given back when it ends.
+    _stream_permit: OwnedSemaphorePermit,
 }
 
 /// How the stream ended after the current batch: everything after it is not applied.
@@ -395,6 +440,16 @@ impl Session {
                 return End::Refused(status);
             }
             if !batch.is_empty() {
+                // Waits while other streams' batches fill the hub's room for entries.
+                let Ok(_room) = self
+                    .in_flight
+                    .acquire_many(
+                        u32::try_from(kib(bytes).min(self.in_flight_total)).unwrap_or(u32::MAX),
+                    )
+                    .await
+                else {
+                    return End::Refused(shutting_down());
+                };
                 match self.apply(hello, batch).await {
                     Ok(outcome) => {
                         if !self.respond(outcome).await {

@@ -658,6 +658,62 @@ async fn a_daemon_cannot_write_another_daemons_test(backend: Backend) {
 }
 
 #[tokio::test]
+async fn upload_streams_beyond_the_limit_are_refused_as_resource_exhausted_until_one_ends() {
+    let options = cyclerhub::server::ServeOptions {
+        max_upload_streams: 1,
+        ..cyclerhub::server::ServeOptions::default()
+    };
+    let mut hub = Hub::start_with(Backend::Sqlite, options).await;
+    let (first, _) = hub.upload("daemon-a", 1).await;
+    let (_tx, rx) = mpsc::channel::<UploadRequest>(1);
+    let refused = hub
+        .client()
+        .await
+        .upload(ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("--max-upload-streams"),
+        "{refused:?}"
+    );
+    drop(first);
+    // The place is given back when the stream ends (its task sees the end a moment later):
+    // a new stream is then served, its Hello answered with the resume point.
+    let resumed = tokio::time::timeout(WAIT, async {
+        loop {
+            let (tx, rx) = mpsc::channel(1);
+            tx.send(UploadRequest {
+                msg: Some(upload_request::Msg::Hello(Hello {
+                    daemon_id: "daemon-a".into(),
+                    store_epoch: 1,
+                    ..Hello::default()
+                })),
+            })
+            .await
+            .unwrap();
+            match hub.client().await.upload(ReceiverStream::new(rx)).await {
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    tokio::task::yield_now().await
+                }
+                Err(s) => panic!("{s:?}"),
+                Ok(responses) => break responses.into_inner().message().await.unwrap(),
+            }
+        }
+    })
+    .await
+    .expect("a new stream is served once the first ended");
+    assert!(
+        matches!(
+            resumed.and_then(|r| r.msg),
+            Some(upload_response::Msg::Resume(_))
+        ),
+        "the new stream is answered with its resume point"
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
 async fn first_message_other_than_hello_is_refused() {
     let mut hub = Hub::start(Backend::Sqlite).await;
     let mut up = hub.open_stream().await;
