@@ -685,19 +685,7 @@ async fn a_device_down_when_the_daemon_starts_is_waited_for_while_the_others_run
         "{}",
         refused.message()
     );
-    let status = control
-        .get_status(GetStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        status
-            .alarms
-            .iter()
-            .any(|a| a.starts_with("offline channels psb2/1:")),
-        "{:?}",
-        status.alarms
-    );
+    harness::assert_alarm(&mut control, "offline channels psb2/1:").await;
 
     lab.sims[1].restore_link();
     harness::watch_until(&mut control, |s| {

@@ -2,7 +2,7 @@
 //! can be stopped and restarted on its address, and the end-of-test check.
 
 use cyclerd::proto::control::control_client::ControlClient;
-use cyclerd::proto::control::{ChannelSnapshot, StartTestRequest, WatchRequest};
+use cyclerd::proto::control::{ChannelSnapshot, GetStatusRequest, StartTestRequest, WatchRequest};
 use cyclerhub::HubStore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -358,4 +358,18 @@ pub fn free_addr() -> SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap()
+}
+
+/// Fails the test unless the daemon's status lists an alarm starting with `prefix`.
+pub async fn assert_alarm(control: &mut ControlClient<tonic::transport::Channel>, prefix: &str) {
+    let status = control
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.alarms.iter().any(|a| a.starts_with(prefix)),
+        "{:?}",
+        status.alarms
+    );
 }

@@ -4,7 +4,7 @@
 
 use super::faults::{PROTOCOL, ProcessLab};
 use super::harness;
-use cyclerd::proto::control::{GetStatusRequest, StopTestRequest};
+use cyclerd::proto::control::StopTestRequest;
 use cyclerhub::HubStore;
 use tokio::net::TcpListener;
 
@@ -120,19 +120,7 @@ async fn a_device_answering_garbage_at_start_is_offline_with_the_reason_while_th
         "{}",
         offline.reason
     );
-    let status = control
-        .get_status(GetStatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        status
-            .alarms
-            .iter()
-            .any(|a| a.starts_with("offline channels noisy/1:")),
-        "{:?}",
-        status.alarms
-    );
+    harness::assert_alarm(&mut control, "offline channels noisy/1:").await;
     let test = harness::start_on(&mut control, "psb1/1", PROTOCOL).await;
     harness::watch_until(&mut control, |s| {
         s.channel_id == "psb1/1" && s.state == "running" && s.samples > 0

@@ -253,23 +253,28 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
     // and the first tokens, keys and tokens readable by their owner only.
     let pki = dir.join("pki");
     let pki_dir = pki.display().to_string();
-    let said = cyclerhub(&[
-        "setup",
-        "--db",
-        db,
-        "--dir",
-        &pki_dir,
-        "--lab",
-        "cell-ageing",
-        "--host",
-        "localhost",
+    let setup = |more: &[&'static str]| {
+        let base = [
+            "setup",
+            "--db",
+            db,
+            "--dir",
+            &pki_dir,
+            "--lab",
+            "cell-ageing",
+            "--host",
+            "localhost",
+        ];
+        [&base[..], more].concat()
+    };
+    let said = cyclerhub(&setup(&[
         "--host",
         "127.0.0.1",
         "--daemon",
         "pc-1",
         "--reader",
         "ana",
-    ]);
+    ]));
     assert!(said.contains("--require-tokens"), "{said}");
     let ca_file = pki.join("lab-ca.pem");
     let token_file = pki.join("tokens/pc-1.token");
@@ -288,17 +293,7 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{secret}");
     }
-    let again = run_cyclerhub(&[
-        "setup",
-        "--db",
-        db,
-        "--dir",
-        &pki_dir,
-        "--lab",
-        "cell-ageing",
-        "--host",
-        "localhost",
-    ]);
+    let again = run_cyclerhub(&setup(&[]));
     assert!(
         !again.status.success(),
         "a second setup never overwrites the lab's keys"
