@@ -216,12 +216,18 @@ pub struct ControlSection {
     /// Where the control API (cyclerctl) listens.
     #[serde(default = "default_control_listen")]
     pub listen: SocketAddr,
+    /// Listen where other machines reach it although the API has no credential yet (anyone
+    /// who reaches the port may start and stop tests): for a closed network you trust. Without
+    /// it such an address is refused.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 impl Default for ControlSection {
     fn default() -> Self {
         ControlSection {
             listen: default_control_listen(),
+            insecure: false,
         }
     }
 }

@@ -186,6 +186,30 @@ fn a_tls_hub_address_needs_the_lab_ca_and_a_ca_needs_tls() {
 }
 
 #[test]
+fn a_control_api_other_machines_reach_is_refused_unless_said_insecure() {
+    let open = format!("{GOOD}\n[control]\nlisten = \"0.0.0.0:50052\"\n");
+    let e = Config::from_toml(&open, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("control.listen = 0.0.0.0:50052"), "{e}");
+    assert!(e.contains("control.insecure"), "{e}");
+    let said = format!("{open}insecure = true\n");
+    assert!(
+        Config::from_toml(&said, "lab.toml")
+            .unwrap()
+            .control
+            .insecure
+    );
+    let local = format!("{GOOD}\n[control]\nlisten = \"127.0.0.1:50052\"\n");
+    assert!(
+        !Config::from_toml(&local, "lab.toml")
+            .unwrap()
+            .control
+            .insecure
+    );
+}
+
+#[test]
 fn a_hub_lab_is_a_printable_name() {
     let with_lab = |lab: &str| {
         GOOD.replace(

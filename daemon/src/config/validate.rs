@@ -27,6 +27,16 @@ impl Config {
                 ));
             }
         }
+        let control = &self.control;
+        if !control.listen.ip().is_loopback() && !control.insecure {
+            return fail(format!(
+                "control.listen = {}: other machines could reach the control API, which has no \
+                 credential yet (anyone reaching it may start and stop tests); listen on \
+                 127.0.0.1 and reach it over `ssh -L`, or set control.insecure = true on a \
+                 network you trust",
+                control.listen
+            ));
+        }
         let l = &self.limits;
         if l.voltage_min.is_nan() || l.voltage_max.is_nan() || l.voltage_min >= l.voltage_max {
             return fail(format!(
