@@ -37,10 +37,11 @@
 //!   queries share.
 //! - [`setup`]: `cyclerhub setup`, a lab's hub secure in one command (lab CA, the hub's
 //!   certificate, the first tokens, private files, nothing overwritten).
-//! - [`cli`]: the `cyclerhub` command line (`serve`, `setup`, `token`, `schema`, `labs`, `tests`,
-//!   `show`, `samples`, `cells`, `export`),
-//!   the only place that turns errors into `anyhow` messages for people; `src/main.rs` just
-//!   calls it. `remote`: its `--hub URL` reads, over the query service.
+//! - [`cli`]: the `cyclerhub` command line, the only place that turns errors into `anyhow`
+//!   messages for people; `src/main.rs` just calls it. `cli/mod.rs` holds the commands and
+//!   their arguments, `cli/serve.rs` runs `serve`, `cli/admin.rs` `setup`, `token`, `schema`
+//!   and `labs`, `cli/read.rs` `tests`, `show`, `cells`, `samples` and `export` (from the
+//!   database, or through `remote`, the `--hub URL` client of the query service).
 //! - `testing` (feature `testing`): a throwaway PostgreSQL cluster for tests and benches.
 
 pub mod auth;

@@ -1,0 +1,502 @@
+//! The `cyclerhub` command line: serve the lab hub, issue its tokens, list its tests and read
+//! their samples (from the database, or from a running hub with `--hub`), export a test. A
+//! library module so that tests can run the real binary's code as a child process (and kill it).
+//!
+//! This file holds the commands, their arguments and the dispatch; `serve`, `admin` (setup,
+//! tokens, schemas, labs) and `read` (tests, samples, exports) do the work.
+
+mod admin;
+mod read;
+mod serve;
+
+pub use serve::shutdown_signal;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::export::Format;
+use crate::query::TestFilter;
+use crate::remote::Remote;
+use crate::store::HubStore;
+use crate::utc::Utc;
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+/// The cyclerd lab hub: receives daemons' upload streams, stores tests, exports them.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the ingest API (plus gRPC health and reflection) until Ctrl-C.
+    Serve {
+        /// Hub database: a SQLite file (created if missing) or a PostgreSQL URL
+        /// (`postgres://USER@HOST/DB`; the database must exist). Migrations run on start. TLS to
+        /// PostgreSQL as with libpq: `?sslmode=verify-full&sslrootcert=CA.pem` (also `disable`,
+        /// `prefer`, the default, `require`, `verify-ca`).
+        #[arg(long)]
+        db: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// TLS certificate chain (PEM); with --tls-key, daemons connect with https://.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM) of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Refuse uploads and queries without a valid token (see `cyclerhub token`), and answer
+        /// each token's queries about its own lab only.
+        #[arg(long)]
+        require_tokens: bool,
+        /// Serve on an address reachable from other machines without TLS or without required
+        /// tokens (a closed lab network you trust); without it such a start is refused.
+        #[arg(long)]
+        insecure: bool,
+        /// Upload streams served at once; one more is refused with RESOURCE_EXHAUSTED and its
+        /// daemon retries later.
+        #[arg(long, default_value_t = 64)]
+        max_upload_streams: usize,
+        /// Bytes of entries applied at once, all streams together (more waits for room).
+        #[arg(long, default_value_t = 256 << 20)]
+        max_bytes_in_flight: usize,
+    },
+    /// Set up a lab's hub securely in one go: a lab CA, the hub's TLS certificate for the names
+    /// daemons reach it by, and the first tokens, written into --dir (keys and tokens readable
+    /// by their owner only; nothing is overwritten). Prints how to serve and what a daemon needs.
+    Setup {
+        /// Hub database: a SQLite file (created if missing) or a PostgreSQL URL.
+        #[arg(long)]
+        db: String,
+        /// Where the certificates, keys and tokens go (e.g. /etc/cyclerhub).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The lab the tokens belong to.
+        #[arg(long)]
+        lab: String,
+        /// A name or address daemons reach the hub by (repeat: --host hub.lab --host 192.0.2.10).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// A daemon to issue a token for (repeat for each lab PC).
+        #[arg(long = "daemon")]
+        daemons: Vec<String>,
+        /// A person to issue a read-only token for (repeat).
+        #[arg(long = "reader")]
+        readers: Vec<String>,
+    },
+    /// Issue, list and revoke tokens (daemons', and read-only ones for people).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Register, show and remove a lab's JSON Schemas for secondary and tertiary metadata.
+    Schema {
+        #[command(subcommand)]
+        action: SchemaAction,
+    },
+    /// List the labs, with their teams, daemons, tokens and metadata schemas.
+    Labs {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+    },
+    /// Assign a daemon, and every test it uploaded, to a lab (or move it to another): for a
+    /// daemon that uploaded before the hub required tokens (its token may then write for it).
+    Assign {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        /// The daemon's id (see `cyclerhub tests`).
+        #[arg(long)]
+        daemon: String,
+        /// Its lab.
+        #[arg(long)]
+        lab: String,
+    },
+    /// List the tests in the hub, one per line.
+    Tests {
+        #[command(flatten)]
+        source: ReadFrom,
+        /// Only tests of this cell (`cell_id`).
+        #[arg(long, default_value = "")]
+        cell: String,
+        /// Only tests of this chemistry.
+        #[arg(long, default_value = "")]
+        chemistry: String,
+        /// Only tests in this state: running, finished, stopped or faulted.
+        #[arg(long, default_value = "")]
+        state: String,
+        /// Only tests of this daemon.
+        #[arg(long, default_value = "")]
+        daemon: String,
+        /// Only tests of this lab's daemons.
+        #[arg(long, default_value = "")]
+        lab: String,
+        /// Only tests of this team (metadata `team`).
+        #[arg(long, default_value = "")]
+        team: String,
+        /// Only tests started at or after this Unix time (s).
+        #[arg(long, default_value_t = 0.0)]
+        since: f64,
+        /// Only tests started before this Unix time (s).
+        #[arg(long, default_value_t = 0.0)]
+        until: f64,
+    },
+    /// List the cells the hub has seen tests of, with what their tests' metadata says.
+    Cells {
+        #[command(flatten)]
+        source: ReadFrom,
+        /// Only cells with a test of this lab (with --hub and a token: the token's lab).
+        #[arg(long, default_value = "")]
+        lab: String,
+    },
+    /// Show one test: its state, metadata (and where it breaks the lab's schemas), instruments
+    /// and events.
+    Show {
+        #[command(flatten)]
+        source: ReadFrom,
+        /// The test (see `cyclerhub tests`).
+        test_id: String,
+    },
+    /// Print a test's samples as CSV (seq and the chosen columns).
+    Samples {
+        #[command(flatten)]
+        source: ReadFrom,
+        /// The test (see `cyclerhub tests`).
+        test_id: String,
+        /// Columns, comma-separated (default: all): test_time_s, unix_time_s, voltage_v,
+        /// current_a, cycle, step, charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
+        /// discharge_energy_wh, temperature_c, ambient_temperature_c.
+        #[arg(long, value_delimiter = ',')]
+        columns: Vec<String>,
+        /// From this test time (s).
+        #[arg(long, default_value_t = 0.0)]
+        from: f64,
+        /// To this test time (s); 0 = the end.
+        #[arg(long, default_value_t = 0.0)]
+        to: f64,
+        /// With --hub: keep printing the test's new samples as the hub stores them, until the
+        /// test ends (a whole test; not with --from or --to).
+        #[arg(long, conflicts_with_all = ["db", "from", "to"])]
+        follow: bool,
+    },
+    /// Export one test: BDF CSV or Parquet, or Battery Archive CSV, with a metadata JSON beside.
+    Export {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        /// The test to export (see `cyclerhub tests --db FILE`).
+        test_id: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::BdfCsv)]
+        format: Format,
+        /// Output file (BDF), or file-name prefix (Battery Archive: PREFIX_timeseries.csv and
+        /// PREFIX_cycle_data.csv); the metadata JSON goes beside it (OUTPUT.metadata.json,
+        /// PREFIX.metadata.json). When absent, BDF CSV goes to standard output, without metadata.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Replace the test id and the owner, operator and cell identifiers in the metadata by
+        /// stable pseudonyms (needs --salt).
+        #[arg(long, alias = "anonymize")]
+        anonymise: bool,
+        /// File holding the lab's secret for --anonymise: at least 16 random bytes, kept private
+        /// and the same for every export, so that a cell keeps its pseudonym.
+        #[arg(long, env = "CYCLERHUB_SALT_FILE", value_name = "FILE")]
+        salt: Option<PathBuf>,
+    },
+}
+
+/// Where `tests` and `samples` read: the hub database itself, or a running hub.
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Issue a token for a daemon of LAB; prints it once (the hub keeps only its hash).
+    Issue {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        /// The lab whose tests the token may read, and its daemon write.
+        #[arg(long)]
+        lab: String,
+        /// A unique name for the token (the daemon's, or the person's), to revoke it by.
+        #[arg(long)]
+        name: String,
+        /// A read-only token, for `cyclerhub tests|samples --hub`: it reads the lab's tests
+        /// but cannot upload.
+        #[arg(long)]
+        reader: bool,
+    },
+    /// Revoke the token named NAME: its uploads and queries are refused from now on.
+    Revoke {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        name: String,
+    },
+    /// List the tokens (never their secrets).
+    List {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaAction {
+    /// Register FILE as LAB's JSON Schema for TIER (replacing the one it had); daemons check
+    /// the metadata of every test they start against it.
+    Set {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        /// The lab whose tests it applies to.
+        #[arg(long)]
+        lab: String,
+        /// `secondary` or `tertiary`.
+        #[arg(long)]
+        tier: String,
+        /// The JSON Schema document (any draft; one self-contained document).
+        file: PathBuf,
+    },
+    /// Print LAB's schemas.
+    Show {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        /// The lab.
+        #[arg(long)]
+        lab: String,
+    },
+    /// Remove LAB's schema for TIER: that tier accepts anything again.
+    Remove {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        /// The lab.
+        #[arg(long)]
+        lab: String,
+        /// `secondary` or `tertiary`.
+        #[arg(long)]
+        tier: String,
+    },
+}
+
+#[derive(Args)]
+struct ReadFrom {
+    #[command(flatten)]
+    origin: Origin,
+    /// With an https:// --hub: the lab CA (PEM) that signed the hub's certificate.
+    #[arg(long, conflicts_with = "db", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// With --hub: a file holding a token of your lab (`cyclerhub token issue --reader`), for a
+    /// hub that requires tokens.
+    #[arg(long, conflicts_with = "db", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+/// Exactly one of the database and a hub's address.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct Origin {
+    /// Hub database: a SQLite file or a `postgres://` URL.
+    #[arg(long)]
+    db: Option<String>,
+    /// A running hub to ask instead: http://HOST:PORT, or https://HOST:PORT with --ca-file.
+    #[arg(long, value_name = "URL")]
+    hub: Option<String>,
+}
+
+/// What `tests` and `samples` read from.
+enum Reader {
+    /// The database, opened directly.
+    Db(HubStore),
+    /// A hub's query service (boxed: it holds a runtime, the store is one pointer).
+    Hub(Box<Remote>),
+}
+
+impl ReadFrom {
+    fn open(&self) -> Result<Reader> {
+        match (&self.origin.db, &self.origin.hub) {
+            (Some(db), _) => Ok(Reader::Db(open(db, true)?)),
+            (None, Some(url)) => Ok(Reader::Hub(Box::new(Remote::connect(
+                url,
+                self.ca_file.as_deref(),
+                self.token_file.as_deref(),
+            )?))),
+            // clap's group requires one of the two.
+            (None, None) => bail!("give --db FILE or --hub URL"),
+        }
+    }
+}
+
+/// Parses the process arguments and runs the command.
+pub fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // Output piped into `head` that stopped reading: not an error of ours.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // `{:#}`: the whole context chain on one line, without a backtrace dump.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Setup {
+            db,
+            dir,
+            lab,
+            hosts,
+            daemons,
+            readers,
+        } => admin::setup(&db, &dir, &lab, &hosts, (&daemons, &readers)),
+        Command::Serve {
+            db,
+            listen,
+            tls_cert,
+            tls_key,
+            require_tokens,
+            insecure,
+            max_upload_streams,
+            max_bytes_in_flight,
+        } => {
+            let limits = (max_upload_streams.max(1), max_bytes_in_flight.max(1024));
+            serve::serve(
+                db,
+                listen,
+                tls_cert.zip(tls_key),
+                require_tokens,
+                insecure,
+                limits,
+            )
+        }
+        Command::Token { action } => admin::token(action),
+        Command::Schema { action } => admin::schema(action),
+        Command::Labs { db } => admin::labs(&db),
+        Command::Assign { db, daemon, lab } => {
+            let before = open(&db, true)?.assign_daemon(&daemon, &lab)?;
+            let moved = match before {
+                Some(before) if before != lab => format!(" (moved from lab {before:?})"),
+                _ => String::new(),
+            };
+            eprintln!("daemon {daemon} and its tests belong to lab {lab:?}{moved}");
+            Ok(())
+        }
+        Command::Cells { source, lab } => {
+            let cells = match source.open()? {
+                Reader::Db(store) => crate::query::cells_of(&store, &lab)?
+                    .iter()
+                    .map(crate::query::cell)
+                    .collect(),
+                Reader::Hub(mut hub) => hub.list_cells(&lab)?,
+            };
+            read::print_cells(&mut std::io::stdout().lock(), &cells)
+        }
+        Command::Tests {
+            source,
+            cell,
+            chemistry,
+            state,
+            daemon,
+            lab,
+            team,
+            since,
+            until,
+        } => read::list_tests(
+            &source,
+            TestFilter {
+                lab,
+                team,
+                daemon_id: daemon,
+                cell_id: cell,
+                chemistry,
+                state,
+                started_after_unix_s: since,
+                started_before_unix_s: until,
+            },
+        ),
+        Command::Show { source, test_id } => read::show(&source, &test_id),
+        Command::Samples {
+            source,
+            test_id,
+            columns,
+            from,
+            to,
+            follow,
+        } => read::samples(&source, &test_id, &columns, (from, to), follow),
+        Command::Export {
+            db,
+            test_id,
+            format,
+            output,
+            anonymise,
+            salt,
+        } => read::export(db, &test_id, format, output, anonymise.then_some(salt)),
+    }
+}
+
+/// Opens the hub database `db` (a file or a URL). `must_exist`: a missing SQLite file is an
+/// error rather than a new empty hub (a PostgreSQL database must exist anyway).
+fn open(db: &str, must_exist: bool) -> Result<HubStore> {
+    if must_exist && !crate::store::is_postgres_url(db) && !Path::new(db).exists() {
+        bail!("hub database {db} does not exist; `cyclerhub serve --db {db}` creates it");
+    }
+    Ok(HubStore::connect(db)?)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC, from Unix seconds; `?` when not finite.
+fn utc(unix_s: f64) -> String {
+    Utc::from_unix_s(unix_s).map_or_else(|| "?".into(), |t| t.seconds())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn tests_and_samples_read_from_exactly_one_of_a_database_and_a_hub() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["cyclerhub"], args].concat());
+        for ok in [
+            &["tests", "--db", "hub.sqlite"][..],
+            &["tests", "--hub", "https://hub:50051", "--ca-file", "ca.pem"],
+            &[
+                "samples",
+                "--hub",
+                "http://hub:50051",
+                "--token-file",
+                "t",
+                "ID",
+            ],
+        ] {
+            assert!(parse(ok).is_ok(), "{ok:?}");
+        }
+        for refused in [
+            &["tests"][..],
+            &["tests", "--db", "hub.sqlite", "--hub", "http://hub:50051"],
+            &["tests", "--db", "hub.sqlite", "--ca-file", "ca.pem"],
+            &["samples", "--db", "hub.sqlite", "--token-file", "t", "ID"],
+        ] {
+            assert!(parse(refused).is_err(), "{refused:?}");
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Reading the hub: `tests`, `show`, `cells`, `samples` and `export`, from the database or from
+//! a running hub (`--hub URL`).
+
+use super::{ReadFrom, Reader, open, utc};
+use crate::export::{ExportError, Format, Pseudonymiser};
+use crate::query::{Columns, CsvWriter, TestFilter};
+use crate::store::StoreError;
+use anyhow::{Context as _, Result, anyhow, bail};
+use cyclerd_proto::hub::{Cell, TestDetail, TestSummary};
+use std::path::PathBuf;
+
+pub(super) fn list_tests(from: &ReadFrom, filter: TestFilter) -> Result<()> {
+    // Checked here too, so that --db and --hub refuse the same filters with the same words.
+    filter.check().map_err(anyhow::Error::msg)?;
+    let (tests, place) = match from.open()? {
+        Reader::Db(store) => {
+            let tests = filter.select(&store)?;
+            let tests = tests
+                .iter()
+                .map(|(t, lab)| crate::query::summary(t, lab))
+                .collect();
+            (tests, store.path().display().to_string())
+        }
+        Reader::Hub(mut hub) => (hub.list_tests(&filter)?, format!("hub {}", hub.url())),
+    };
+    if tests.is_empty() {
+        eprintln!("no matching tests in {place}");
+        return Ok(());
+    }
+    print_tests(&mut std::io::stdout().lock(), &tests)
+}
+
+pub(super) fn show(from: &ReadFrom, test_id: &str) -> Result<()> {
+    let detail = match from.open()? {
+        Reader::Db(store) => {
+            let Some(t) = store.test(test_id)? else {
+                bail!(
+                    "{}; `cyclerhub tests --db {}` lists the test ids",
+                    StoreError::NoSuchTest(test_id.to_owned()),
+                    store.path().display()
+                );
+            };
+            let lab = store
+                .daemon_labs()?
+                .remove(&t.daemon_id)
+                .unwrap_or_default();
+            crate::query::detail(&store, &t, &lab)?
+        }
+        Reader::Hub(mut hub) => hub.get_test(test_id)?,
+    };
+    print_detail(&mut std::io::stdout().lock(), &detail)
+}
+
+/// What `cyclerhub show` prints of a test.
+pub(super) fn print_detail(out: &mut impl std::io::Write, d: &TestDetail) -> Result<()> {
+    let s = d.summary.clone().unwrap_or_default();
+    let or_dash = |v: &str| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.to_owned()
+        }
+    };
+    writeln!(out, "test      {}", s.test_id)?;
+    writeln!(
+        out,
+        "lab       {}  team {}",
+        or_dash(&s.lab),
+        or_dash(&s.team)
+    )?;
+    writeln!(out, "daemon    {}  channel {}", s.daemon_id, s.channel_id)?;
+    writeln!(out, "protocol  {}", s.protocol_name)?;
+    let reason = if d.reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", d.reason)
+    };
+    writeln!(out, "state     {}{reason}", s.state)?;
+    let end = if s.end_unix_s > 0.0 {
+        format!("  ended {} UTC", utc(s.end_unix_s))
+    } else {
+        String::new()
+    };
+    writeln!(out, "started   {} UTC{end}", utc(s.start_unix_s))?;
+    let expected = if d.expected_samples > 0 {
+        format!(" of {} the daemon counted", d.expected_samples)
+    } else {
+        String::new()
+    };
+    writeln!(out, "samples   {}{expected}", s.sample_count)?;
+    writeln!(out, "metadata")?;
+    let mut metadata: Vec<_> = d.metadata.iter().collect();
+    metadata.sort();
+    for (k, v) in metadata {
+        writeln!(out, "  {k} = {v}")?;
+    }
+    if !d.metadata_problems.is_empty() {
+        writeln!(out, "metadata problems (against the lab's schemas)")?;
+        for p in &d.metadata_problems {
+            writeln!(out, "  {p}")?;
+        }
+    }
+    writeln!(out, "instruments")?;
+    for e in &d.equipment {
+        writeln!(
+            out,
+            "  {:<12}  {:<14}  {:<8}  {}",
+            e.name, e.family, e.role, e.address
+        )?;
+    }
+    writeln!(out, "events")?;
+    for e in &d.events {
+        writeln!(
+            out,
+            "  {} UTC  {:>10.1} s  {:<6}  cycle {} step {}: {}",
+            utc(e.unix_time_s),
+            e.test_time_s,
+            e.kind,
+            e.cycle,
+            e.step,
+            e.message
+        )?;
+    }
+    Ok(())
+}
+
+/// The cell table `cyclerhub cells` prints, whatever it read the cells from.
+pub(super) fn print_cells(out: &mut impl std::io::Write, cells: &[Cell]) -> Result<()> {
+    writeln!(
+        out,
+        "{:<14}  {:<20}  {:<12}  {:<16}  {:<14}  {:<10}  {:>8}  {:>7}  FIRST TEST (UTC)",
+        "LAB", "CELL", "MANUFACTURER", "MODEL", "CHEMISTRY", "FORM", "Q / Ah", "U / V"
+    )?;
+    let text = |v: &str| if v.is_empty() { "-" } else { v }.to_owned();
+    let num = |v: f64| if v > 0.0 { v.to_string() } else { "-".into() };
+    for c in cells {
+        writeln!(
+            out,
+            "{:<14}  {:<20}  {:<12}  {:<16}  {:<14}  {:<10}  {:>8}  {:>7}  {}",
+            text(&c.lab),
+            c.cell_id,
+            text(&c.manufacturer),
+            text(&c.model),
+            text(&c.chemistry),
+            text(&c.form_factor),
+            num(c.nominal_capacity_ah),
+            num(c.nominal_voltage_v),
+            utc(c.first_test_unix_s)
+        )?;
+    }
+    Ok(())
+}
+
+/// The test table `cyclerhub tests` prints, whatever it read the tests from.
+pub(super) fn print_tests(out: &mut impl std::io::Write, tests: &[TestSummary]) -> Result<()> {
+    writeln!(
+        out,
+        "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  START (UTC)",
+        "TEST ID", "LAB", "CHANNEL", "PROTOCOL", "STATE", "SAMPLES"
+    )?;
+    for t in tests {
+        writeln!(
+            out,
+            "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  {}",
+            t.test_id,
+            if t.lab.is_empty() { "-" } else { &t.lab },
+            t.channel_id,
+            t.protocol_name,
+            t.state,
+            t.sample_count,
+            utc(t.start_unix_s)
+        )?;
+    }
+    Ok(())
+}
+
+/// `cyclerhub samples`: the test's samples in the window as CSV on standard output.
+pub(super) fn samples(
+    from: &ReadFrom,
+    test_id: &str,
+    columns: &[String],
+    window: (f64, f64),
+    follow: bool,
+) -> Result<()> {
+    let cols = Columns::parse(columns).map_err(anyhow::Error::msg)?;
+    crate::query::check_window(window.0, window.1).map_err(anyhow::Error::msg)?;
+    let reader = from.open()?;
+    if let Reader::Db(store) = &reader
+        && store.test(test_id)?.is_none()
+    {
+        bail!(
+            "{}; `cyclerhub tests --db {}` lists the test ids",
+            StoreError::NoSuchTest(test_id.to_owned()),
+            store.path().display()
+        );
+    }
+    let stdout = std::io::stdout();
+    let mut csv = CsvWriter::new(&cols, std::io::BufWriter::new(stdout.lock()));
+    match reader {
+        Reader::Db(store) => {
+            let mut failed = None;
+            crate::query::read_batches(
+                &store,
+                test_id,
+                &cols,
+                (0, u64::MAX),
+                window,
+                |b| match csv.batch(&b) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                },
+            )?;
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+        }
+        Reader::Hub(mut hub) if follow => hub.tail(test_id, |b| {
+            csv.batch(b)?;
+            csv.flush()
+        })?,
+        Reader::Hub(mut hub) => hub.read_samples(test_id, &cols, window, |b| csv.batch(b))?,
+    }
+    csv.finish()?;
+    Ok(())
+}
+
+/// `anonymise` is `Some(salt file, if any)` with `--anonymise`.
+pub(super) fn export(
+    db: String,
+    test_id: &str,
+    format: Format,
+    output: Option<PathBuf>,
+    anonymise: Option<Option<PathBuf>>,
+) -> Result<()> {
+    // Arguments first: a refused command touches neither the database nor the output.
+    let pseudonymiser = anonymise.map(pseudonymiser).transpose()?;
+    match (&output, format, &pseudonymiser) {
+        (Some(_), _, _) | (None, Format::BdfCsv, None) => {}
+        (None, Format::BdfCsv, Some(_)) => bail!(
+            "--anonymise applies to the metadata JSON, which is written beside an output file: \
+             give -o FILE"
+        ),
+        (None, _, _) => bail!(
+            "--format {} writes files: give -o {}",
+            format.name(),
+            if format == Format::BatteryArchive {
+                "PREFIX"
+            } else {
+                "FILE"
+            }
+        ),
+    }
+    let store = open(&db, true)?;
+    // Check first, so a typo does not leave an empty output file behind.
+    if store.test(test_id)?.is_none() {
+        bail!(
+            "{}; `cyclerhub tests --db {}` lists the test ids",
+            StoreError::NoSuchTest(test_id.to_owned()),
+            store.path().display()
+        );
+    }
+    let Some(output) = output else {
+        return match crate::export::write_bdf_csv(&store, test_id, std::io::stdout().lock()) {
+            Ok(_) => Ok(()),
+            // A closed pipe (`| head`) is not an error worth a message.
+            Err(ExportError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("exporting test {test_id}")),
+        };
+    };
+    let exported =
+        crate::export::export_files(&store, test_id, format, &output, pseudonymiser.as_ref())
+            .with_context(|| format!("exporting test {test_id}"))?;
+    let files: Vec<String> = exported
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    eprintln!(
+        "wrote {} samples of {test_id}{} to {}",
+        exported.samples,
+        if pseudonymiser.is_some() {
+            " (anonymised)"
+        } else {
+            ""
+        },
+        files.join(", ")
+    );
+    Ok(())
+}
+
+/// The pseudonymiser keyed with the lab secret in `salt`; refuses to go without one.
+pub(super) fn pseudonymiser(salt: Option<PathBuf>) -> Result<Pseudonymiser> {
+    let Some(salt) = salt else {
+        bail!(
+            "--anonymise needs the lab's secret: --salt FILE (or CYCLERHUB_SALT_FILE). Without \
+             one, a pseudonym would be a plain hash of the cell id that anyone can reverse by \
+             hashing candidate ids. Create it once, keep it private and reuse it: \
+             head -c 32 /dev/urandom | base64 > lab-secret"
+        );
+    };
+    let secret = std::fs::read(&salt)
+        .with_context(|| format!("cannot read the salt file {}", salt.display()))?;
+    Pseudonymiser::new(&secret).map_err(|e| anyhow!("salt file {}: {e}", salt.display()))
+}

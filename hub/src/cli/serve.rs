@@ -1,0 +1,104 @@
+//! `cyclerhub serve`: the hub on its address, closed to other machines unless TLS and tokens
+//! (or `--insecure`) open it, until Ctrl-C or SIGTERM.
+
+use super::open;
+use anyhow::{Context as _, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub(super) fn serve(
+    db: String,
+    listen: SocketAddr,
+    tls: Option<(PathBuf, PathBuf)>,
+    require_tokens: bool,
+    insecure: bool,
+    (max_upload_streams, max_bytes_in_flight): (usize, usize),
+) -> Result<()> {
+    let open_to = open_to_the_network(listen, tls.is_some(), require_tokens);
+    if let Some(missing) = &open_to
+        && !insecure
+    {
+        anyhow::bail!(
+            "refusing to serve on {listen}, which other machines can reach, without {missing}: \
+             give --tls-cert FILE --tls-key FILE and --require-tokens (see `cyclerhub token \
+             issue`), listen on 127.0.0.1, or say --insecure for a network you trust"
+        );
+    }
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read(path)
+            .with_context(|| format!("cannot read the TLS {what} {}", path.display()))
+    };
+    let tls = match tls {
+        Some((cert, key)) => Some(tonic::transport::Identity::from_pem(
+            read(&cert, "certificate")?,
+            read(&key, "key")?,
+        )),
+        None => None,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(missing) = &open_to {
+        tracing::warn!(
+            "--insecure: serving on {listen}, which other machines can reach, without {missing}: \
+             anyone who reaches the port can upload as a daemon and read every lab's data"
+        );
+    }
+    let store = open(&db, false)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (in use? try --listen ADDR)"))?;
+        let shutdown = async {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+        };
+        let options = crate::server::ServeOptions {
+            tls,
+            require_tokens,
+            max_upload_streams,
+            max_bytes_in_flight,
+            ..crate::server::ServeOptions::default()
+        };
+        crate::server::run_with(listener, store, options, shutdown).await
+    })
+}
+
+/// What a hub serving on `listen` lacks to be closed to strangers, when other machines can
+/// reach it: TLS (else tokens and data cross the network in clear) and required tokens (else
+/// anyone may upload and read). `None` on loopback, where only this machine's users reach it.
+fn open_to_the_network(listen: SocketAddr, tls: bool, require_tokens: bool) -> Option<String> {
+    if listen.ip().is_loopback() {
+        return None;
+    }
+    match (tls, require_tokens) {
+        (true, true) => None,
+        (false, true) => Some("TLS".into()),
+        (true, false) => Some("required tokens".into()),
+        (false, false) => Some("TLS and required tokens".into()),
+    }
+}
+
+/// Ctrl-C, or SIGTERM (what systemd and `kill` send) on unix; the daemon stops on the same.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::error!(error = %e, "cannot wait for Ctrl-C; stop the hub with SIGKILL");
+        std::future::pending::<()>().await;
+    }
+}
