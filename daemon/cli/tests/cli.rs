@@ -45,9 +45,10 @@ steps:
         .collect()
     }
 
-    async fn lab_with_control() -> (
+    /// A one-channel lab whose control API serves on a loopback port until the sender drops.
+    async fn lab_serving_control() -> (
         SimLab,
-        ControlClient<tonic::transport::Channel>,
+        std::net::SocketAddr,
         tokio::sync::oneshot::Sender<()>,
     ) {
         let lab = SimLab::start(1, 2.5, 10.0, None).await.unwrap();
@@ -61,6 +62,15 @@ steps:
                 let _ = stopped.await;
             },
         ));
+        (lab, addr, stop)
+    }
+
+    async fn lab_with_control() -> (
+        SimLab,
+        ControlClient<tonic::transport::Channel>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (lab, addr, stop) = lab_serving_control().await;
         let client = ControlClient::connect(format!("http://{addr}"))
             .await
             .unwrap();
@@ -170,14 +180,7 @@ steps:
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_protocol_over_the_size_limit_is_refused_alike_by_check_and_start() {
-        let lab = SimLab::start(1, 2.5, 10.0, None).await.unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let control = listener.local_addr().unwrap();
-        tokio::spawn(cyclerd::control::serve(
-            lab.daemon.clone(),
-            listener,
-            std::future::pending(),
-        ));
+        let (lab, control, _stop) = lab_serving_control().await;
         let dir = tempfile::tempdir().unwrap();
         let protocol = dir.path().join("big.yaml");
         // Past the gRPC message limit too: a start used to fail inside the transport.
@@ -217,14 +220,7 @@ steps:
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cyclerctl_start_takes_a_metadata_file_and_names_what_is_missing() {
-        let lab = SimLab::start(1, 2.5, 10.0, None).await.unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let control = listener.local_addr().unwrap();
-        tokio::spawn(cyclerd::control::serve(
-            lab.daemon.clone(),
-            listener,
-            std::future::pending(),
-        ));
+        let (lab, control, _stop) = lab_serving_control().await;
         let dir = tempfile::tempdir().unwrap();
         let protocol = dir.path().join("p.yaml");
         std::fs::write(&protocol, PROTOCOL).unwrap();
