@@ -23,6 +23,15 @@ async fn sim(clock: &Clock, soc: f64) -> SimHandle {
     .unwrap()
 }
 
+/// A simulated PSB with its cell at `soc`, and the driver connected to it as unit 1.
+async fn connected(clock: &Clock, soc: f64) -> (SimHandle, PsbClient) {
+    let sim = sim(clock, soc).await;
+    let client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
+        .await
+        .unwrap();
+    (sim, client)
+}
+
 #[tokio::test]
 async fn client_identifies_the_device_and_takes_remote_control() {
     let clock = Clock::real();
@@ -71,10 +80,7 @@ async fn setpoint_writes_without_remote_control_are_refused() {
 #[tokio::test]
 async fn charging_crosses_over_from_constant_current_to_constant_voltage() {
     let clock = Clock::manual();
-    let sim = sim(&clock, 0.5).await;
-    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
-        .await
-        .unwrap();
+    let (_sim, mut client) = connected(&clock, 0.5).await;
     client
         .apply(&Command::Voltage {
             volts: 4.1,
@@ -104,10 +110,7 @@ async fn charging_crosses_over_from_constant_current_to_constant_voltage() {
 #[tokio::test]
 async fn discharge_current_reads_back_negative() {
     let clock = Clock::manual();
-    let sim = sim(&clock, 0.8).await;
-    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
-        .await
-        .unwrap();
+    let (sim, mut client) = connected(&clock, 0.8).await;
     client
         .apply(&Command::Current {
             amps: -1.25,
@@ -125,10 +128,7 @@ async fn discharge_current_reads_back_negative() {
 #[tokio::test]
 async fn output_off_stops_the_current_and_an_alarm_is_reported() {
     let clock = Clock::real();
-    let sim = sim(&clock, 0.5).await;
-    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
-        .await
-        .unwrap();
+    let (sim, mut client) = connected(&clock, 0.5).await;
     client
         .apply(&Command::Current {
             amps: 1.0,
@@ -162,10 +162,7 @@ async fn an_unreachable_device_is_a_connect_error_naming_the_address() {
 #[tokio::test]
 async fn a_cut_link_drops_connections_and_refuses_new_ones_until_restored() {
     let clock = Clock::manual();
-    let sim = sim(&clock, 0.5).await;
-    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
-        .await
-        .unwrap();
+    let (sim, mut client) = connected(&clock, 0.5).await;
     client
         .apply(&Command::Current {
             amps: 2.5,
@@ -231,10 +228,7 @@ async fn delayed_replies_time_out_as_lost_links() {
 #[tokio::test]
 async fn injected_exceptions_are_reported_and_do_not_break_the_link() {
     let clock = Clock::manual();
-    let sim = sim(&clock, 0.5).await;
-    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
-        .await
-        .unwrap();
+    let (sim, mut client) = connected(&clock, 0.5).await;
 
     sim.fail_next(2, ExceptionCode::ServerDeviceBusy);
     for _ in 0..2 {
@@ -324,10 +318,7 @@ async fn over_modbus_rtu_a_pulled_cable_times_out_and_the_other_units_stay_silen
 #[tokio::test]
 async fn setpoints_read_back_as_written_within_the_scaling_and_zero_at_rest() {
     let clock = Clock::real();
-    let sim = sim(&clock, 0.5).await;
-    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
-        .await
-        .unwrap();
+    let (sim, mut client) = connected(&clock, 0.5).await;
     // Values that do not fall on a register step.
     client
         .apply(&Command::Current {
@@ -356,10 +347,7 @@ async fn setpoints_read_back_as_written_within_the_scaling_and_zero_at_rest() {
 #[tokio::test]
 async fn a_second_modbus_client_switching_the_output_and_a_setpoint_is_seen_in_the_reading() {
     let clock = Clock::real();
-    let sim = sim(&clock, 0.5).await;
-    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
-        .await
-        .unwrap();
+    let (sim, mut client) = connected(&clock, 0.5).await;
     client.apply(&Command::Off).await.unwrap();
     let mut other = tcp::connect_slave(sim.endpoint().tcp_addr().unwrap(), Slave(1))
         .await
