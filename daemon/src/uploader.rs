@@ -2,7 +2,8 @@
 //!
 //! Hello with (daemon_id, store_epoch) -> the hub's resume point -> entries pipelined from there,
 //! at most `window` in flight -> cumulative acks delete entries locally; rejections park them in
-//! the dead-letter table without stopping the stream. Any error ends the session; the next one
+//! the dead-letter table without stopping the stream. The Hello carries the store's secret, to
+//! which the hub binds the daemon id at the first upload. Any error ends the session; the next one
 //! starts after a jittered exponential backoff, forever.
 
 use crate::outbox::{Outbox, OutboxReader, PageItem};
@@ -155,6 +156,7 @@ async fn session(
             store_epoch: identity.epoch,
             daemon_name: config.daemon_name.clone(),
             lab: config.hub_lab.clone().unwrap_or_default(),
+            daemon_secret: identity.secret.expose().to_owned(),
         })),
     };
     tx.send(hello)
@@ -207,6 +209,10 @@ async fn session(
         );
     }
     let mut sent = resume.max(local_acked);
+    // The last id the hub has of this store: an entry after a gap (entries parked here as
+    // unreadable, or acknowledged ones the hub lost) says how many it skipped, or the hub
+    // refuses it as jumping ahead.
+    let mut hub_has = resume;
     let mut in_flight: VecDeque<u64> = VecDeque::with_capacity(config.window);
     let mut committed = outbox.committed();
     let mut progressed = false;
@@ -230,9 +236,12 @@ async fn session(
             for item in page {
                 match item {
                     PageItem::Entry(stored) => {
-                        let id = stored.entry.id;
+                        let mut entry = stored.entry;
+                        let id = entry.id;
+                        entry.skipped_before = id.saturating_sub(hub_has + 1);
+                        hub_has = id;
                         let msg = UploadRequest {
-                            msg: Some(upload_request::Msg::Entry(stored.entry)),
+                            msg: Some(upload_request::Msg::Entry(entry)),
                         };
                         if tx.send(msg).await.is_err() {
                             return Err(SessionError::Protocol("the hub closed the stream".into()));

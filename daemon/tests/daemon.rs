@@ -105,12 +105,29 @@ mod outbox {
     }
 
     #[tokio::test]
-    async fn a_new_store_gets_a_new_identity() {
+    async fn a_new_store_gets_a_new_identity_and_credential_which_no_debug_output_shows() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
         let one = Outbox::open(&a.path().join("o.sqlite")).unwrap();
         let two = Outbox::open(&b.path().join("o.sqlite")).unwrap();
         assert_ne!(one.identity().daemon_id, two.identity().daemon_id);
+        assert_ne!(one.identity().secret, two.identity().secret);
+        let secret = one.identity().secret.expose().to_owned();
+        assert_eq!(secret.len(), 64);
+        assert!(!format!("{:?}", one.identity()).contains(&secret));
+    }
+
+    #[tokio::test]
+    async fn a_new_epoch_keeps_the_daemons_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("o.sqlite")).unwrap();
+        let before = outbox.identity();
+        let after = outbox.new_epoch().await.unwrap();
+        assert!(after.epoch > before.epoch);
+        assert_eq!(
+            after.secret, before.secret,
+            "the hub knows the daemon by it"
+        );
     }
 
     #[tokio::test]

@@ -71,6 +71,7 @@ fn test_entries(test_id: &str) -> (Entry, Vec<Vec<Entry>>) {
             start_unix_s: 1.7e9,
             equipment: Vec::new(),
         })),
+        skipped_before: 0,
     };
     let mut id = 1;
     let batches = (0..BATCHES)
@@ -82,6 +83,7 @@ fn test_entries(test_id: &str) -> (Entry, Vec<Vec<Entry>>) {
                     Entry {
                         id,
                         body: Some(Body::Samples(samples(test_id, first_seq))),
+                        skipped_before: 0,
                     }
                 })
                 .collect()

@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Recheck};
 use crate::query::QueryService;
-use crate::store::{BatchOutcome, HubStore, error_chain};
+use crate::store::{BatchOutcome, HubStore, StoreError, error_chain};
 use crate::token::Role;
 use cyclerd_proto::hub::query_server::QueryServer;
 
@@ -350,6 +350,12 @@ impl Session {
             return;
         }
 
+        // The credential first: nothing of a Hello that is not the daemon's is recorded.
+        if let Err(status) = self.claim(&hello).await {
+            tracing::warn!(?peer, daemon_id = hello.daemon_id, "{}", status.message());
+            let _ = self.tx.send(Err(status)).await;
+            return;
+        }
         if let Err(status) = self.bind(&hello).await {
             tracing::warn!(?peer, daemon_id = hello.daemon_id, "{}", status.message());
             let _ = self.tx.send(Err(status)).await;
@@ -451,9 +457,13 @@ impl Session {
                     return End::Refused(shutting_down());
                 };
                 match self.apply(hello, batch).await {
-                    Ok(outcome) => {
+                    Ok(mut outcome) => {
+                        let refused = outcome.refused.take();
                         if !self.respond(outcome).await {
                             return End::Closed;
+                        }
+                        if let Some(why) = refused {
+                            return End::Refused(Status::failed_precondition(why));
                         }
                     }
                     Err(status) => return End::Refused(status),
@@ -523,6 +533,21 @@ impl Session {
         }
     }
 
+    /// Checks the Hello's daemon credential ([`HubStore::claim_daemon`]).
+    async fn claim(&self, hello: &Hello) -> Result<(), Status> {
+        let store = self.store.clone();
+        let hello = hello.clone();
+        match tokio::task::spawn_blocking(move || store.claim_daemon(&hello)).await {
+            Err(e) => Err(Status::internal(format!("hub storage task failed: {e}"))),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(StoreError::Refused(why))) => Err(Status::permission_denied(why)),
+            Ok(Err(e)) => Err(Status::unavailable(format!(
+                "hub storage failed, retry later: {}",
+                error_chain(&e)
+            ))),
+        }
+    }
+
     async fn hello(&self, hello: Hello) -> Result<u64, Status> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.hello(&hello))
@@ -554,6 +579,10 @@ impl Session {
             if !self.send(upload_response::Msg::Rejection(rejection)).await {
                 return false;
             }
+        }
+        // Nothing handled (an entry jumped ahead at once): nothing to acknowledge.
+        if outcome.up_to == 0 {
+            return true;
         }
         self.send(upload_response::Msg::Ack(Ack {
             up_to: outcome.up_to,

@@ -191,6 +191,7 @@ impl Hub {
         up.send(UploadRequest {
             msg: Some(upload_request::Msg::Hello(Hello {
                 daemon_id: daemon_id.into(),
+                daemon_secret: secret_of(daemon_id),
                 store_epoch: epoch,
                 daemon_name: format!("bench of {daemon_id}"),
                 lab: String::new(),
@@ -286,7 +287,13 @@ fn entry(id: u64, body: Body) -> Entry {
     Entry {
         id,
         body: Some(body),
+        skipped_before: 0,
     }
+}
+
+/// The credential a test's daemon `daemon_id` presents: its own, always the same.
+fn secret_of(daemon_id: &str) -> String {
+    format!("test-credential-of-{daemon_id}-0123456789abcdef")
 }
 
 fn registered(id: u64, test_id: &str) -> Entry {
@@ -574,130 +581,5 @@ mod exports;
 // ---------------------------------------------------------------------------------------------
 // Hostile input: whatever a peer sends, the store answers without panicking and loses nothing
 
-mod hostile {
-    use super::*;
-    use proptest::prelude::*;
-    use prost::Message;
-
-    /// Entries with arbitrary column lengths, values (NaN, infinities), ids and test ids.
-    fn arbitrary_entry() -> impl Strategy<Value = Entry> {
-        let value = prop_oneof![
-            any::<f64>(),
-            Just(f64::NAN),
-            Just(f64::INFINITY),
-            -5.0f64..5.0
-        ];
-        let column = proptest::collection::vec(value, 0..6);
-        let test_id = prop_oneof![Just(T1.to_string()), Just(T2.to_string()), "\\PC{0,8}"];
-        let samples = (
-            test_id.clone(),
-            any::<u64>(),
-            column.clone(),
-            column.clone(),
-            column,
-        )
-            .prop_map(|(test_id, first_seq, v, i, t)| {
-                let n = v.len();
-                let mut b = batch(&test_id, first_seq % 1000, n, false);
-                b.voltage_v = v;
-                b.current_a = i;
-                b.temperature_c = t;
-                Body::Samples(b)
-            });
-        let body = prop_oneof![
-            samples,
-            test_id
-                .clone()
-                .prop_map(|t| registered(0, &t).body.unwrap()),
-            test_id
-                .clone()
-                .prop_map(|t| event(0, &t, "x").body.unwrap()),
-            (test_id, any::<u64>()).prop_map(|(t, n)| ended(0, &t, n).body.unwrap()),
-        ];
-        (1u64..40, proptest::option::weighted(0.9, body)).prop_map(|(id, body)| Entry { id, body })
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-
-        #[test]
-        fn arbitrary_entries_are_applied_or_rejected_and_never_lose_stored_samples(
-            entries in proptest::collection::vec(arbitrary_entry(), 0..12)
-        ) {
-            let dir = tempfile::tempdir().unwrap();
-            let store = HubStore::open(dir.path().join("hub.sqlite")).unwrap();
-            store.apply_batch("d", 1, &whole_test(100, T1)).unwrap();
-            let before = store.samples(T1).unwrap();
-            for chunk in entries.chunks(3) {
-                // Ids need not increase here: the store must cope with anything it is handed.
-                let _ = store.apply_batch("d", 1, chunk);
-            }
-            let after = store.samples(T1).unwrap();
-            prop_assert!(after.len() >= before.len());
-            prop_assert_eq!(&after[..before.len()], &before[..]);
-        }
-
-        #[test]
-        fn arbitrary_bytes_never_decode_into_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            if let Ok(entry) = Entry::decode(&bytes[..]) {
-                let dir = tempfile::tempdir().unwrap();
-                let store = HubStore::open(dir.path().join("hub.sqlite")).unwrap();
-                let _ = store.apply_batch("d", 1, &[entry]);
-            }
-        }
-    }
-
-    /// Differential: whatever a peer sends, both backends answer and store the same. A runner
-    /// rather than `proptest!`, so that one PostgreSQL database serves every case, emptied
-    /// before each.
-    #[test]
-    fn arbitrary_entries_have_the_same_effect_on_postgresql_as_on_sqlite() {
-        let db = Database::new(Backend::Postgres);
-        let pg = db.connect();
-        // In a RefCell: the runner takes an `Fn`.
-        let admin = std::cell::RefCell::new(
-            postgres::Client::connect(&db.location, postgres::NoTls).unwrap(),
-        );
-        let config = ProptestConfig {
-            cases: 64,
-            ..ProptestConfig::default()
-        };
-        let entries = proptest::collection::vec(arbitrary_entry(), 0..12);
-        let mut runner = proptest::test_runner::TestRunner::new(config);
-        let result = runner.run(&entries, |entries| {
-            let sqlite = Database::new(Backend::Sqlite);
-            let sqlite = sqlite.connect();
-            admin
-                .borrow_mut()
-                .batch_execute(
-                    "TRUNCATE daemons, tests, samples, events, rejections RESTART IDENTITY",
-                )
-                .unwrap();
-            for store in [&sqlite, &pg] {
-                store.apply_batch("d", 1, &whole_test(100, T1)).unwrap();
-            }
-            for chunk in entries.chunks(3) {
-                match (
-                    sqlite.apply_batch("d", 1, chunk),
-                    pg.apply_batch("d", 1, chunk),
-                ) {
-                    (Ok(s), Ok(p)) => prop_assert_eq!(s, p),
-                    (Err(_), Err(_)) => {}
-                    (s, p) => prop_assert!(false, "SQLite {:?}, PostgreSQL {:?}", s, p),
-                }
-            }
-            let tests = sqlite.list_tests().unwrap();
-            prop_assert_eq!(&tests, &pg.list_tests().unwrap());
-            for test in &tests {
-                let id = &test.test_id;
-                prop_assert_eq!(sqlite.samples(id).unwrap(), pg.samples(id).unwrap());
-                prop_assert_eq!(sqlite.events(id).unwrap(), pg.events(id).unwrap());
-            }
-            prop_assert_eq!(sqlite.rejections().unwrap(), pg.rejections().unwrap());
-            Ok(())
-        });
-        if let Err(e) = result {
-            panic!("{e}");
-        }
-    }
-}
+#[path = "ingest/hostile.rs"]
+mod hostile;

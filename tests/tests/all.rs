@@ -11,6 +11,8 @@ mod e2e;
 mod faults;
 #[path = "all/harness.rs"]
 mod harness;
+#[path = "all/identity.rs"]
+mod identity;
 #[path = "all/lab_schemas.rs"]
 mod lab_schemas;
 #[path = "all/layout.rs"]

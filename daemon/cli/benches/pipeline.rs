@@ -142,12 +142,14 @@ fn hub_apply(dir: &std::path::Path) -> f64 {
             protocol_name: "bench".into(),
             ..Default::default()
         })),
+        skipped_before: 0,
     };
     store.apply_batch("bench", 1, &[register]).unwrap();
     let entries: Vec<Entry> = (0..SAMPLES / BATCH)
         .map(|b| Entry {
             id: 2 + b as u64,
             body: Some(Body::Samples(batch("bench", (b * BATCH) as u64, BATCH))),
+            skipped_before: 0,
         })
         .collect();
     let start = Instant::now();

@@ -91,6 +91,38 @@ pub struct StoreIdentity {
     /// Changes whenever the store is created anew (or finds it is behind the hub), so ids that
     /// start again from 1 are never taken for duplicates of an earlier history.
     pub epoch: u64,
+    /// Proves to the hub that uploads for `daemon_id` come from this store: the hub binds the id
+    /// to it at the first upload. Kept across epochs; made anew with a new daemon id.
+    pub secret: DaemonSecret,
+}
+
+/// The daemon's credential at the hub: 256 random bits as hex, kept in the (owner-only) store.
+/// Its `Debug` hides it, so no log or status shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DaemonSecret(String);
+
+impl DaemonSecret {
+    fn generate() -> DaemonSecret {
+        let bytes: [u8; 32] = rand::random();
+        DaemonSecret(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// A stored secret, if it still looks like one this store made.
+    fn from_stored(text: String) -> Option<DaemonSecret> {
+        (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then_some(DaemonSecret(text))
+    }
+
+    /// The secret itself, for the Hello only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DaemonSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DaemonSecret(..)")
+    }
 }
 
 /// What a restarted daemon needs to resume a stepped test.
@@ -416,6 +448,7 @@ impl Outbox {
         let bytes = Entry {
             id: 0,
             body: Some(body),
+            skipped_before: 0,
         }
         .encode_to_vec();
         let crc = crc32fast::hash(&bytes);
@@ -476,14 +509,23 @@ fn load_identity(conn: &Connection, configured: Option<&str>) -> rusqlite::Resul
     let stored = meta(conn, "daemon_id")?;
     let epoch = meta_u64(conn, "epoch")?;
     match (stored, configured) {
-        (Some(id), None) if epoch > 0 => Ok(StoreIdentity {
-            daemon_id: id,
-            epoch,
-        }),
-        (Some(id), Some(want)) if id == want && epoch > 0 => Ok(StoreIdentity {
-            daemon_id: id,
-            epoch,
-        }),
+        (Some(id), want) if epoch > 0 && want.is_none_or(|want| want == id) => {
+            // A store from before daemons had credentials gets one now; the hub binds it at
+            // the next upload.
+            let secret = match meta(conn, "daemon_secret")?.and_then(DaemonSecret::from_stored) {
+                Some(secret) => secret,
+                None => {
+                    let secret = DaemonSecret::generate();
+                    set_meta(conn, "daemon_secret", secret.expose())?;
+                    secret
+                }
+            };
+            Ok(StoreIdentity {
+                daemon_id: id,
+                epoch,
+                secret,
+            })
+        }
         (_, configured) => {
             // A new store, or one that now belongs to another configured daemon id: a new
             // history, with an epoch no earlier store of this daemon had.
@@ -492,9 +534,11 @@ fn load_identity(conn: &Connection, configured: Option<&str>) -> rusqlite::Resul
                     .map(str::to_string)
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                 epoch: next_epoch(epoch),
+                secret: DaemonSecret::generate(),
             };
             set_meta(conn, "daemon_id", &identity.daemon_id)?;
             set_meta(conn, "epoch", &identity.epoch.to_string())?;
+            set_meta(conn, "daemon_secret", identity.secret.expose())?;
             Ok(identity)
         }
     }

@@ -376,8 +376,42 @@ async fn upload_all(outbox: &Outbox, addr: std::net::SocketAddr) {
     task.await.unwrap();
 }
 
+/// Runs the uploader of `outbox` against the hub at `addr` until its session fails; the error.
+async fn upload_refusal(outbox: &Outbox, addr: std::net::SocketAddr) -> String {
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let status = Arc::new(UploaderStatus::default());
+    let task = tokio::spawn(uploader::run(
+        UploaderConfig {
+            hub_address: format!("http://{addr}"),
+            hub_ca_pem: None,
+            hub_token: None,
+            daemon_name: "lab-pc-1".into(),
+            hub_lab: None,
+            window: 4,
+        },
+        outbox.clone(),
+        Arc::clone(&status),
+        stop_rx,
+    ));
+    let error = tokio::time::timeout(WAIT, async {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_millis(10));
+        loop {
+            ticks.tick().await;
+            let error = status.last_error.lock().unwrap().clone();
+            if !error.is_empty() {
+                return error;
+            }
+        }
+    })
+    .await
+    .expect("the upload session fails");
+    let _ = stop.send(true);
+    task.await.unwrap();
+    error
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_recreated_store_with_the_same_daemon_id_gets_a_new_epoch_and_the_hub_keeps_both_histories()
+async fn a_recreated_store_with_the_same_daemon_id_is_refused_until_a_hub_admin_rebinds_it_and_then_the_hub_keeps_both_histories()
  {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hub.sqlite");
@@ -429,6 +463,14 @@ async fn a_recreated_store_with_the_same_daemon_id_gets_a_new_epoch_and_the_hub_
         matches!(&page[0], PageItem::Entry(s) if s.entry.id == 1),
         "ids start again at 1"
     );
+    // A new store made a new credential: the hub takes it for someone else using the id.
+    let refusal = upload_refusal(&b, addr).await;
+    assert!(refusal.contains("another credential"), "{refusal}");
+    assert!(refusal.contains("cyclerhub rebind"), "{refusal}");
+    assert_eq!(b.stats().acked.load(Ordering::Acquire), 0);
+    // A hub admin who knows it is the same PC lets it bind its new credential.
+    let admin = cyclerhub::HubStore::open(&db).unwrap();
+    assert!(admin.forget_daemon_credential("lab-pc-1").unwrap());
     upload_all(&b, addr).await;
 
     let _ = stop_hub.send(());

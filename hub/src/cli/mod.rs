@@ -118,6 +118,17 @@ enum Command {
         #[arg(long)]
         lab: String,
     },
+    /// Let a daemon bind a new credential: for a daemon whose store was recreated (a new disk, a
+    /// deleted outbox), which the hub otherwise refuses as someone else using its id. Only for a
+    /// daemon you trust: its next Hello binds whatever credential it presents.
+    Rebind {
+        /// Hub database: a SQLite file or a `postgres://` URL.
+        #[arg(long)]
+        db: String,
+        /// The daemon's id (as the refusal in the hub's log names it).
+        #[arg(long)]
+        daemon: String,
+    },
     /// List the tests in the hub, one per line.
     Tests {
         #[command(flatten)]
@@ -395,6 +406,17 @@ fn run(cli: Cli) -> Result<()> {
             };
             eprintln!("daemon {daemon} and its tests belong to lab {lab:?}{moved}");
             Ok(())
+        }
+        Command::Rebind { db, daemon } => {
+            if open(&db, true)?.forget_daemon_credential(&daemon)? {
+                eprintln!(
+                    "daemon {daemon} binds a new credential at its next upload (restart it, or \
+                     wait for its next reconnect)"
+                );
+                Ok(())
+            } else {
+                anyhow::bail!("daemon {daemon:?} has no credential bound at this hub")
+            }
         }
         Command::Cells { source, lab } => {
             let cells = match source.open()? {

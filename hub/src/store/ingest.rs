@@ -118,39 +118,72 @@ fn reject<T>(reason: impl Into<String>) -> Result<T, ApplyError> {
 
 /// Applies a batch through `w`, inside the batch's transaction (which the backend opens, and
 /// commits after this returns `Ok`): the entries after the store's resume point, then the new
-/// resume point `up_to` (the batch's last entry id, checked to fit i64). Only a storage
-/// failure returns `Err`.
+/// resume point, the last entry handled. Only a storage failure returns `Err`.
 pub(super) fn apply_batch(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
-    up_to: i64,
     entries: &[Entry],
 ) -> Result<BatchOutcome, StoreError> {
     // Normally created by Hello; created here too so a batch can never be acked without its
     // resume point being stored.
     let applied = w.resume_point(source)?;
     let out = apply_entries(w, source, applied, entries)?;
-    w.set_applied(source, up_to)?;
+    // Ids were checked to fit i64 before the transaction began.
+    let up_to = i64::try_from(out.up_to).map_err(|_| StoreError::OutOfRange("entry id"))?;
+    if out.up_to > applied {
+        w.set_applied(source, up_to)?;
+    }
     Ok(out)
 }
 
-/// Applies the entries of a batch after the resume point `applied`, through `w`. Only a
-/// storage failure returns `Err`.
+/// Applies the entries of a batch after the resume point `applied`, through `w`, and stops at
+/// an entry whose id jumps ahead of the sequence (more than its `skipped_before` says): the
+/// resume point must never pass entries the hub did not store. Only a storage failure returns
+/// `Err`.
 fn apply_entries(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
     applied: u64,
     entries: &[Entry],
 ) -> Result<BatchOutcome, StoreError> {
-    let mut out = BatchOutcome {
-        up_to: entries.last().map_or(0, |e| e.id),
-        ..BatchOutcome::default()
-    };
+    let mut out = BatchOutcome::default();
+    let mut previous = applied;
     for entry in entries {
-        if entry.id <= applied {
+        // Handled before (or earlier in this batch, should ids not increase).
+        if entry.id <= previous {
             out.duplicates += 1;
+            out.up_to = out.up_to.max(entry.id);
             continue;
         }
+        let allowed = previous
+            .saturating_add(1)
+            .saturating_add(entry.skipped_before);
+        if entry.id > allowed {
+            tracing::warn!(
+                daemon_id = source.daemon_id,
+                entry_id = entry.id,
+                previous,
+                skipped_before = entry.skipped_before,
+                "refused an entry that jumps ahead of its daemon's sequence"
+            );
+            out.refused = Some(format!(
+                "entry {} jumps ahead of this store's sequence: the hub holds everything up to \
+                 {previous}, and the entry says it skipped {} ids before it; the next entry must \
+                 be {allowed} or lower",
+                entry.id, entry.skipped_before
+            ));
+            break;
+        }
+        if entry.id > previous + 1 {
+            tracing::warn!(
+                daemon_id = source.daemon_id,
+                from = previous + 1,
+                to = entry.id - 1,
+                "the daemon skipped entries it could not send (see its dead letters)"
+            );
+        }
+        previous = entry.id;
+        out.up_to = entry.id;
         match apply_entry(w, source, entry) {
             Ok(inserted) => {
                 out.applied += 1;

@@ -43,6 +43,12 @@ use crate::token::{self, Role, TokenRow, check_name};
 // The backends read rows with the row macros, which name these.
 use rows::{TestRowRaw, epoch_from_sql, epoch_to_sql, u32_from_sql, u64_from_sql};
 
+/// Shortest daemon credential the hub binds: the daemon makes 64 hex digits (256 bits); anything
+/// much shorter could be guessed.
+pub const MIN_DAEMON_SECRET: usize = 32;
+/// Longest daemon credential: enough for any encoding of a strong secret.
+pub const MAX_DAEMON_SECRET: usize = 256;
+
 /// Samples read per page when streaming a test out (about 1 MB of rows).
 const SAMPLE_PAGE: i64 = 8192;
 
@@ -108,6 +114,43 @@ impl HubStore {
         self.backend.hello(&source, &hello.daemon_name)
     }
 
+    /// Checks a Hello's credential: the first Hello of a daemon id binds the id to its
+    /// `daemon_secret` (only its SHA-256 is kept); every later one must carry the same secret.
+    /// [`StoreError::Refused`] says why not, without revealing anything of the bound secret.
+    pub fn claim_daemon(&self, hello: &Hello) -> Result<(), StoreError> {
+        let secret = hello.daemon_secret.as_str();
+        if secret.len() < MIN_DAEMON_SECRET
+            || secret.len() > MAX_DAEMON_SECRET
+            || !secret.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(StoreError::Refused(format!(
+                "Hello.daemon_secret must be {MIN_DAEMON_SECRET} to {MAX_DAEMON_SECRET} printable \
+                 characters (the daemon makes one with its store; upgrade a daemon that sends none)"
+            )));
+        }
+        let hash = token::secret_hash(secret);
+        let bound = self
+            .backend
+            .claim_daemon(&hello.daemon_id, &hash, now_unix_s())?;
+        if token::secret_matches(secret, &bound) {
+            Ok(())
+        } else {
+            Err(StoreError::Refused(format!(
+                "daemon {:?} is bound to another credential: this hub took the secret of its \
+                 first upload, and this Hello carries a different one. If the daemon's store was \
+                 recreated (a new disk, a deleted outbox), a hub admin who trusts it runs \
+                 `cyclerhub rebind --db DB --daemon {}`",
+                hello.daemon_id, hello.daemon_id
+            )))
+        }
+    }
+
+    /// Forgets the credential `daemon_id` is bound to, so that its next Hello binds it anew
+    /// (a daemon whose store was recreated); `false` when it had none.
+    pub fn forget_daemon_credential(&self, daemon_id: &str) -> Result<bool, StoreError> {
+        self.backend.forget_daemon_credential(daemon_id)
+    }
+
     /// Highest entry id applied for `(daemon_id, store_epoch)`; 0 when none.
     pub fn applied_up_to(&self, daemon_id: &str, store_epoch: u64) -> Result<u64, StoreError> {
         let source = Source::new(daemon_id, store_epoch);
@@ -116,10 +159,12 @@ impl HubStore {
 
     /// Applies a batch of entries from one daemon store in ONE transaction, together with the
     /// new `applied_up_to`, and commits. Entries the hub already handled are skipped; entries it
-    /// cannot apply are recorded in `rejections` and reported in the outcome. Only a storage
-    /// failure returns `Err`, and then nothing of the batch is kept (so nothing may be acked).
+    /// cannot apply are recorded in `rejections` and reported in the outcome. An entry whose id
+    /// jumps ahead of the store's sequence stops the batch there ([`BatchOutcome::refused`]):
+    /// the resume point never passes an entry the hub did not store. Only a storage failure
+    /// returns `Err`, and then nothing of the batch is kept (so nothing may be acked).
     ///
-    /// `entries` must have strictly increasing ids (the server checks this on the stream).
+    /// `entries` should have strictly increasing ids (the server checks this on the stream).
     pub fn apply_batch(
         &self,
         daemon_id: &str,
@@ -130,10 +175,10 @@ impl HubStore {
             return Ok(BatchOutcome::default());
         };
         // Checked before touching the database, so SQL comparisons of ids stay meaningful.
-        let up_to = i64::try_from(last.id).map_err(|_| StoreError::OutOfRange("entry id"))?;
+        i64::try_from(last.id).map_err(|_| StoreError::OutOfRange("entry id"))?;
         let source = Source::new(daemon_id, store_epoch);
         self.backend
-            .write_batch(&mut |w| ingest::apply_batch(w, &source, up_to, entries))
+            .write_batch(&mut |w| ingest::apply_batch(w, &source, entries))
     }
 
     /// Issues a token with `role` for `lab` named `name` (unique); returns the token text,
@@ -413,6 +458,16 @@ trait Backend: Send + Sync {
         lab: &str,
         now: f64,
     ) -> Result<Option<String>, StoreError>;
+    /// Binds `daemon_id` to `secret_hash` unless it is bound already; returns the hash it is
+    /// bound to.
+    fn claim_daemon(
+        &self,
+        daemon_id: &str,
+        secret_hash: &str,
+        now: f64,
+    ) -> Result<String, StoreError>;
+    /// Unbinds a daemon's credential; `false` when it had none.
+    fn forget_daemon_credential(&self, daemon_id: &str) -> Result<bool, StoreError>;
     /// See [`HubStore::assign_daemon`]; `None` for a daemon never heard from, else the lab it
     /// belonged to before.
     fn assign_daemon(

@@ -137,7 +137,8 @@ pub struct RejectionRow {
 /// What [`super::HubStore::apply_batch`] did; the server turns it into Rejections and one Ack.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BatchOutcome {
-    /// Highest entry id of the batch: the cumulative Ack to send (0 for an empty batch).
+    /// Highest entry id handled (applied, rejected or already held): the cumulative Ack to send
+    /// (0 when none). The batch's last id unless an entry jumped ahead ([`Self::refused`]).
     pub up_to: u64,
     /// Entries applied now.
     pub applied: usize,
@@ -147,6 +148,9 @@ pub struct BatchOutcome {
     pub rejections: Vec<Rejection>,
     /// Sample rows actually inserted (re-sent samples are not counted).
     pub samples_inserted: u64,
+    /// Why the batch stopped before its end: an entry whose id jumps ahead of the store's
+    /// sequence. Nothing from it on was looked at; the server acks `up_to` and ends the stream.
+    pub refused: Option<String>,
 }
 
 /// A cell under test, as the hub knows it from the metadata of the tests that ran it.

@@ -13,6 +13,13 @@ pub(super) const TOKENS: &str = "SELECT token_id, lab, name, created_unix_s, rev
 pub(super) const BIND_NEW_DAEMON: &str = "INSERT INTO daemon_labs (daemon_id, lab) \
      SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM tests WHERE daemon_id = $1) \
      ON CONFLICT DO NOTHING";
+/// Binds a daemon id to its credential's hash, the first time only.
+pub(super) const CLAIM_DAEMON: &str = "INSERT INTO daemon_credentials (daemon_id, secret_hash, \
+     bound_unix_s) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+pub(super) const DAEMON_CREDENTIAL: &str =
+    "SELECT secret_hash FROM daemon_credentials WHERE daemon_id = $1";
+pub(super) const FORGET_DAEMON_CREDENTIAL: &str =
+    "DELETE FROM daemon_credentials WHERE daemon_id = $1";
 pub(super) const KNOWN_DAEMON: &str = "SELECT EXISTS (SELECT 1 FROM daemons WHERE daemon_id = $1)";
 /// A person's assignment: binds or moves the daemon.
 pub(super) const ASSIGN_DAEMON: &str = "INSERT INTO daemon_labs (daemon_id, lab) VALUES ($1, $2) \

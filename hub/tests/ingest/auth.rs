@@ -26,6 +26,7 @@ async fn hello_with(hub: &Hub, token: Option<&str>, daemon_id: &str) -> Result<u
     tx.send(UploadRequest {
         msg: Some(upload_request::Msg::Hello(Hello {
             daemon_id: daemon_id.into(),
+            daemon_secret: secret_of(daemon_id),
             store_epoch: 1,
             daemon_name: daemon_id.into(),
             lab: String::new(),
@@ -190,6 +191,7 @@ pub(super) async fn upload_as(hub: &Hub, token: &str, daemon_id: &str) -> Upload
     up.send(UploadRequest {
         msg: Some(upload_request::Msg::Hello(Hello {
             daemon_id: daemon_id.into(),
+            daemon_secret: secret_of(daemon_id),
             store_epoch: 1,
             daemon_name: daemon_id.into(),
             lab: String::new(),
@@ -379,6 +381,7 @@ async fn a_reader_token_reads_but_cannot_upload_and_its_upload_stores_nothing(ba
     tx.send(UploadRequest {
         msg: Some(upload_request::Msg::Hello(Hello {
             daemon_id: "daemon-r".into(),
+            daemon_secret: secret_of("daemon-r"),
             store_epoch: 1,
             daemon_name: "analyst's laptop".into(),
             lab: String::new(),
@@ -458,6 +461,7 @@ async fn hello_as(
     tx.send(UploadRequest {
         msg: Some(upload_request::Msg::Hello(Hello {
             daemon_id: daemon_id.into(),
+            daemon_secret: secret_of(daemon_id),
             store_epoch: 1,
             daemon_name: daemon_id.into(),
             lab: lab.into(),

@@ -167,7 +167,11 @@ async fn malformed_batch_is_rejected_and_does_not_block_later_entries(backend: B
         samples(2, T1, 0, 100),
         entry(3, Body::Samples(unequal)),
         samples(4, "no-such-test", 0, 10),
-        Entry { id: 5, body: None },
+        Entry {
+            id: 5,
+            body: None,
+            skipped_before: 0,
+        },
         entry(6, Body::Samples(nan)),
         entry(7, Body::Samples(wrong_temp)),
         event(8, "no-such-test", "lost"),
@@ -299,6 +303,7 @@ async fn upload_streams_beyond_the_limit_are_refused_as_resource_exhausted_until
             tx.send(UploadRequest {
                 msg: Some(upload_request::Msg::Hello(Hello {
                     daemon_id: "daemon-a".into(),
+                    daemon_secret: secret_of("daemon-a"),
                     store_epoch: 1,
                     ..Hello::default()
                 })),
@@ -358,6 +363,7 @@ async fn hello_with_a_nul_character_is_refused() {
     up.send(UploadRequest {
         msg: Some(upload_request::Msg::Hello(Hello {
             daemon_id: "daemon\0a".into(),
+            daemon_secret: secret_of("daemon\0a"),
             store_epoch: 1,
             daemon_name: String::new(),
             lab: String::new(),

@@ -115,6 +115,31 @@ impl Backend for PgStore {
         })
     }
 
+    fn claim_daemon(
+        &self,
+        daemon_id: &str,
+        secret_hash: &str,
+        now: f64,
+    ) -> Result<String, StoreError> {
+        self.with_writer(|w| {
+            let mut tx = w.client.transaction()?;
+            tx.execute(sql::CLAIM_DAEMON, &[&daemon_id, &secret_hash, &now])?;
+            let bound = tx
+                .query_one(sql::DAEMON_CREDENTIAL, &[&daemon_id])?
+                .try_get(0)?;
+            tx.commit()?;
+            Ok(bound)
+        })
+    }
+
+    fn forget_daemon_credential(&self, daemon_id: &str) -> Result<bool, StoreError> {
+        self.with_writer(|w| {
+            Ok(w.client
+                .execute(sql::FORGET_DAEMON_CREDENTIAL, &[&daemon_id])?
+                > 0)
+        })
+    }
+
     fn assign_daemon(
         &self,
         daemon_id: &str,

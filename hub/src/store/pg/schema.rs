@@ -196,6 +196,15 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE cells;
     ALTER TABLE cells_by_lab RENAME TO cells;
     "#,
+    // 7: each daemon id bound to its credential (the SHA-256 of the secret its store made) at
+    // its first Hello, so nobody else can write as it or move its resume point.
+    r#"
+    CREATE TABLE daemon_credentials (
+        daemon_id    text PRIMARY KEY,
+        secret_hash  text NOT NULL,
+        bound_unix_s double precision NOT NULL
+    );
+    "#,
 ];
 
 /// Advisory lock key ("cyclerhb") held while migrating, so that hubs starting at once on one

@@ -121,6 +121,30 @@ impl Backend for SqliteStore {
         Ok(bound)
     }
 
+    fn claim_daemon(
+        &self,
+        daemon_id: &str,
+        secret_hash: &str,
+        now: f64,
+    ) -> Result<String, StoreError> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            &sql::sqlite(sql::CLAIM_DAEMON),
+            params![daemon_id, secret_hash, now],
+        )?;
+        let bound = tx.query_row(&sql::sqlite(sql::DAEMON_CREDENTIAL), [daemon_id], |r| {
+            r.get(0)
+        })?;
+        tx.commit()?;
+        Ok(bound)
+    }
+
+    fn forget_daemon_credential(&self, daemon_id: &str) -> Result<bool, StoreError> {
+        let conn = lock(&self.writer);
+        Ok(conn.execute(&sql::sqlite(sql::FORGET_DAEMON_CREDENTIAL), [daemon_id])? > 0)
+    }
+
     fn assign_daemon(
         &self,
         daemon_id: &str,

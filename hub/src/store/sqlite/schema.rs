@@ -199,6 +199,15 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE cells;
     ALTER TABLE cells_by_lab RENAME TO cells;
     "#,
+    // 8: each daemon id bound to its credential (the SHA-256 of the secret its store made) at
+    // its first Hello, so nobody else can write as it or move its resume point.
+    r#"
+    CREATE TABLE daemon_credentials (
+        daemon_id    TEXT PRIMARY KEY,
+        secret_hash  TEXT NOT NULL,
+        bound_unix_s REAL NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per migration.
