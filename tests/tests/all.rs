@@ -17,6 +17,8 @@ mod identity;
 mod lab_schemas;
 #[path = "all/layout.rs"]
 mod layout;
+#[path = "all/logs.rs"]
+mod logs;
 #[path = "all/native.rs"]
 mod native;
 #[path = "all/outputs.rs"]

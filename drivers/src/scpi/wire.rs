@@ -462,21 +462,19 @@ pub fn program(
         )))
     };
     if !command.output_on() {
-        // A rest leaves nothing loaded that a foreign "output on" could drive into the cell
-        // (EA; the other dialects' setpoints stay until their next program).
-        return Ok(match dialect {
-            Dialect::EaPsb => Program {
-                setpoints: ea(&[
-                    ("CURR", 0.0),
-                    ("POW", 0.0),
-                    ("SINK:CURR", 0.0),
-                    ("SINK:POW", 0.0),
-                    ("VOLT", 0.0),
-                ]),
-                ..off
-            },
-            _ => off,
-        });
+        // A rest leaves nothing loaded that a foreign "output on" could drive into the cell:
+        // every level the dialect has goes to zero (limits an instrument cannot set to zero,
+        // like an SMU's compliance, stay; with the levels at zero they drive nothing).
+        let zero = |headers: &[&str]| headers.iter().map(|h| format!("{h} 0")).collect();
+        let setpoints = match dialect {
+            Dialect::EaPsb => zero(&["CURR", "POW", "SINK:CURR", "SINK:POW", "VOLT"]),
+            Dialect::Keithley24xx | Dialect::KeysightB2900 => zero(&[":SOUR:CURR", ":SOUR:VOLT"]),
+            Dialect::ItechIt6000 => {
+                zero(&["CURR:LIM", "CURR:LIM:NEG", "POW:LIM", "POW:LIM:NEG", "VOLT"])
+            }
+            Dialect::Bk8600 => zero(&["CURR", "POW"]),
+        };
+        return Ok(Program { setpoints, ..off });
     }
     let r = ratings;
     match dialect {
@@ -856,13 +854,66 @@ mod tests {
     }
 
     #[test]
-    fn at_rest_the_ea_dialect_zeroes_every_setpoint() {
-        let rest = program(Dialect::EaPsb, EA, &Command::Off).unwrap();
-        assert!(!rest.output);
-        assert_eq!(
-            rest.setpoints,
-            ["CURR 0", "POW 0", "SINK:CURR 0", "SINK:POW 0", "VOLT 0"]
-        );
+    fn at_rest_every_dialect_zeroes_every_level_its_programs_set() {
+        let (v, i) = (4.2, 2.0);
+        let commands = [
+            Command::Current {
+                amps: i,
+                voltage_max: v,
+                voltage_min: 2.5,
+            },
+            Command::Current {
+                amps: -i,
+                voltage_max: v,
+                voltage_min: 2.5,
+            },
+            Command::Voltage {
+                volts: v,
+                current_max: i,
+            },
+            Command::Power {
+                watts: 5.0,
+                voltage_max: v,
+                voltage_min: 2.5,
+            },
+            Command::Power {
+                watts: -5.0,
+                voltage_max: v,
+                voltage_min: 2.5,
+            },
+        ];
+        let header = |line: &String| line.split(' ').next().unwrap_or_default().to_string();
+        for dialect in [
+            Dialect::EaPsb,
+            Dialect::Keithley24xx,
+            Dialect::KeysightB2900,
+            Dialect::ItechIt6000,
+            Dialect::Bk8600,
+        ] {
+            let rest = program(dialect, EA, &Command::Off).unwrap();
+            assert!(!rest.output);
+            assert!(rest.setpoints.iter().all(|l| l.ends_with(" 0")), "{rest:?}");
+            let zeroed: Vec<String> = rest.setpoints.iter().map(header).collect();
+            // Every level a program drives; the source function and an SMU's compliance (which
+            // cannot be zero) are not levels.
+            for command in &commands {
+                let Ok(p) = program(dialect, EA, command) else {
+                    continue;
+                };
+                for level in p.setpoints.iter().map(header).filter(|h| {
+                    !h.contains("FUNC")
+                        && !h.contains("LIM:")
+                        && !h.ends_with("PROT")
+                        && !h.ends_with("VLIM")
+                        && !h.ends_with("ILIM")
+                }) {
+                    assert!(
+                        zeroed.contains(&level),
+                        "{dialect:?} rest leaves {level} set"
+                    );
+                }
+            }
+        }
     }
 }
 
