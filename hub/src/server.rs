@@ -309,6 +309,9 @@ enum End {
     Closed,
     /// The daemon broke the protocol; tell it why.
     Refused(Status),
+    /// The stream failed under the daemon (its connection, most likely): the status goes back
+    /// in case it still listens, so the stream never looks like it ended cleanly.
+    Failed(Status),
 }
 
 impl Session {
@@ -332,8 +335,11 @@ impl Session {
                     ))).await;
                     return;
                 }
+                // Undecodable, too large, or the connection failed: the daemon hears why
+                // (ending the response stream instead would tell it OK).
                 Some(Err(status)) => {
                     tracing::debug!(?peer, %status, "upload stream failed before Hello");
+                    let _ = self.tx.send(Err(status)).await;
                     return;
                 }
                 None => return,
@@ -389,6 +395,10 @@ impl Session {
             End::Closed => tracing::info!(daemon_id = hello.daemon_id, "daemon disconnected"),
             End::Refused(status) => {
                 tracing::warn!(daemon_id = hello.daemon_id, %status, "upload stream ended by the hub");
+                let _ = self.tx.send(Err(status)).await;
+            }
+            End::Failed(status) => {
+                tracing::debug!(daemon_id = hello.daemon_id, %status, "upload stream failed");
                 let _ = self.tx.send(Err(status)).await;
             }
         }
@@ -592,11 +602,7 @@ fn check(
         {
             return Err(End::Refused(status));
         }
-        // The daemon went away.
-        Some(Err(status)) => {
-            tracing::debug!(%status, "upload stream ended with an error");
-            return Err(End::Closed);
-        }
+        Some(Err(status)) => return Err(End::Failed(status)),
         Some(Ok(UploadRequest {
             msg: Some(upload_request::Msg::Entry(entry)),
         })) => entry,
