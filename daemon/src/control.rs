@@ -4,22 +4,35 @@ use crate::channel::StartError;
 use crate::daemon::Daemon;
 use crate::proto::control::control_server::{Control, ControlServer};
 use crate::proto::control::*;
+use cyclerd_proto::incoming::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, Limits, incoming};
 use futures::Stream;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{TcpListenerStream, WatchStream};
+use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status as GrpcStatus};
 
 /// Fastest rate at which Watch sends one channel's snapshots.
 const WATCH_PERIOD: Duration = Duration::from_millis(100);
 
-/// Serves the control API on `listener` until `shutdown` completes.
+/// Serves the control API on `listener` until `shutdown` completes, with the default
+/// connection [`Limits`].
 pub async fn serve(
     daemon: Daemon,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    serve_with(daemon, listener, Limits::default(), shutdown).await
+}
+
+/// [`serve`] within `limits`: connections open at once, and how long a new one may stay silent
+/// (see [`cyclerd_proto::incoming`]), so a crowd of idle clients cannot take the port.
+pub async fn serve_with(
+    daemon: Daemon,
+    listener: TcpListener,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -33,11 +46,14 @@ pub async fn serve(
         })
         .ok();
     let router = tonic::transport::Server::builder()
+        // A client that stops answering (its machine gone) is dropped, with its Watch streams.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_optional_service(reflection)
         .add_service(ControlServer::new(ControlService { daemon }));
     router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener, limits), shutdown)
         .await
 }
 

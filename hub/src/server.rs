@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use cyclerd_proto::incoming::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, Limits, incoming};
 use cyclerd_proto::ingest::ingest_server::{Ingest, IngestServer};
 use cyclerd_proto::ingest::{
     Ack, Entry, Hello, ResumePoint, UploadRequest, UploadResponse, upload_request, upload_response,
@@ -23,7 +24,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Recheck};
@@ -80,6 +80,9 @@ pub struct ServeOptions {
     /// Bytes of decoded entries being applied at once, all streams together; a batch beyond
     /// waits for room (its stream stops reading, so its daemon stops sending).
     pub max_bytes_in_flight: usize,
+    /// Connections open at once, and how long a new one may stay silent
+    /// ([`cyclerd_proto::incoming`]), so a crowd of idle peers cannot take every descriptor.
+    pub connections: Limits,
 }
 
 impl Default for ServeOptions {
@@ -90,6 +93,7 @@ impl Default for ServeOptions {
             token_recheck: std::time::Duration::from_secs(30),
             max_upload_streams: 64,
             max_bytes_in_flight: 256 << 20,
+            connections: Limits::default(),
         }
     }
 }
@@ -158,11 +162,14 @@ pub async fn run_with(
     builder
         .initial_stream_window_size(INITIAL_STREAM_WINDOW)
         .initial_connection_window_size(INITIAL_CONNECTION_WINDOW)
+        // A daemon whose network went away answers no ping: its connection is dropped.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ingest)
         .add_service(query)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal)
+        .serve_with_incoming_shutdown(incoming(listener, options.connections), signal)
         .await?;
     tracing::info!("cyclerhub stopped");
     Ok(())
@@ -302,6 +309,9 @@ enum End {
     Closed,
     /// The daemon broke the protocol; tell it why.
     Refused(Status),
+    /// The stream failed under the daemon (its connection, most likely): the status goes back
+    /// in case it still listens, so the stream never looks like it ended cleanly.
+    Failed(Status),
 }
 
 impl Session {
@@ -325,8 +335,11 @@ impl Session {
                     ))).await;
                     return;
                 }
+                // Undecodable, too large, or the connection failed: the daemon hears why
+                // (ending the response stream instead would tell it OK).
                 Some(Err(status)) => {
                     tracing::debug!(?peer, %status, "upload stream failed before Hello");
+                    let _ = self.tx.send(Err(status)).await;
                     return;
                 }
                 None => return,
@@ -388,6 +401,10 @@ impl Session {
             End::Closed => tracing::info!(daemon_id = hello.daemon_id, "daemon disconnected"),
             End::Refused(status) => {
                 tracing::warn!(daemon_id = hello.daemon_id, %status, "upload stream ended by the hub");
+                let _ = self.tx.send(Err(status)).await;
+            }
+            End::Failed(status) => {
+                tracing::debug!(daemon_id = hello.daemon_id, %status, "upload stream failed");
                 let _ = self.tx.send(Err(status)).await;
             }
         }
@@ -614,11 +631,7 @@ fn check(
         {
             return Err(End::Refused(status));
         }
-        // The daemon went away.
-        Some(Err(status)) => {
-            tracing::debug!(%status, "upload stream ended with an error");
-            return Err(End::Closed);
-        }
+        Some(Err(status)) => return Err(End::Failed(status)),
         Some(Ok(UploadRequest {
             msg: Some(upload_request::Msg::Entry(entry)),
         })) => entry,

@@ -428,6 +428,8 @@ mod catalog;
 mod pg_tls;
 #[path = "ingest/query.rs"]
 mod query;
+#[path = "ingest/undecodable.rs"]
+mod undecodable;
 #[path = "ingest/upload.rs"]
 mod upload;
 

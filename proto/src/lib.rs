@@ -7,6 +7,8 @@
 //! - [`metadata`]: what a test's metadata map means: its tiers, and their validation against
 //!   the JSON Schemas a lab registers in its hub (shared by the daemon and the hub).
 //! - [`files`]: data files created private (the outbox, the hub's database), for both peers.
+//! - [`incoming`]: the accept loop both servers use: accept errors back off, silent connections
+//!   are closed, connections open at once are capped; and the open-file limit raised at start.
 //! - [`FILE_DESCRIPTOR_SET`]: both contracts' descriptors, for gRPC reflection.
 
 /// `cyclerd.ingest.v1`: the hub's ingest stream.
@@ -29,6 +31,7 @@ pub mod hub {
 }
 
 pub mod files;
+pub mod incoming;
 pub mod metadata;
 
 /// The `authorization` header value that carries a hub token (`Bearer <token>`); `None` when

@@ -23,6 +23,9 @@ mod logs;
 mod native;
 #[path = "all/outputs.rs"]
 mod outputs;
+#[cfg(target_os = "linux")]
+#[path = "all/resources.rs"]
+mod resources;
 #[cfg(unix)]
 #[path = "all/restart.rs"]
 mod restart;

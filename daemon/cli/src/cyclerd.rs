@@ -96,6 +96,8 @@ pub fn main() -> ExitCode {
 }
 
 async fn run_command(cli: Cli) -> ExitCode {
+    // The unit's LimitNOFILE (the hard limit) is what counts, as for a Go program.
+    let open_files = cyclerd::proto::incoming::raise_open_file_limit();
     let result = match cli.command {
         Command::Run {
             config,
@@ -107,7 +109,9 @@ async fn run_command(cli: Cli) -> ExitCode {
                 Some(anchor) => Clock::anchored(speed, anchor),
                 None => Clock::scaled(speed),
             };
-            run(config, clock).await.map(|()| ExitCode::SUCCESS)
+            run(config, clock, open_files)
+                .await
+                .map(|()| ExitCode::SUCCESS)
         }
         Command::Sim { device } => {
             init_logging("info");
@@ -151,7 +155,7 @@ async fn run_command(cli: Cli) -> ExitCode {
     })
 }
 
-async fn run(path: PathBuf, clock: Clock) -> anyhow::Result<()> {
+async fn run(path: PathBuf, clock: Clock, open_files: Option<u64>) -> anyhow::Result<()> {
     // First of all: a SIGTERM from here on (systemd stopping a unit that is still starting)
     // waits for the start to end and then switches every output off; with the default action
     // it would kill the process with an interrupted test's output on.
@@ -176,10 +180,29 @@ async fn run(path: PathBuf, clock: Clock) -> anyhow::Result<()> {
         daemon_id = %daemon.outbox().identity().daemon_id,
         "cyclerd running; control API on {listen}"
     );
+    let limits = cyclerd::proto::incoming::Limits {
+        max_connections: config.control.max_connections.unwrap_or_else(|| {
+            cyclerd::proto::incoming::max_connections_within(
+                cyclerd::proto::incoming::DEFAULT_MAX_CONNECTIONS,
+                open_files,
+            )
+        }),
+        ..Default::default()
+    };
+    tracing::debug!(
+        ?open_files,
+        ?limits,
+        "open-file limit and control connections"
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(control::serve(daemon.clone(), listener, async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(control::serve_with(
+        daemon.clone(),
+        listener,
+        limits,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     stop.wait().await;
     tracing::info!(
         "shutting down: switching outputs off and flushing the outbox; running stepped tests \

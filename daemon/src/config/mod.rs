@@ -221,6 +221,10 @@ pub struct ControlSection {
     /// it such an address is refused.
     #[serde(default)]
     pub insecure: bool,
+    /// Connections open at once (default 512, at most half the open-file limit); at the cap a
+    /// newcomer closes the oldest connection that has sent nothing yet, or waits for one.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 impl Default for ControlSection {
@@ -228,6 +232,7 @@ impl Default for ControlSection {
         ControlSection {
             listen: default_control_listen(),
             insecure: false,
+            max_connections: None,
         }
     }
 }

@@ -210,6 +210,25 @@ fn a_control_api_other_machines_reach_is_refused_unless_said_insecure() {
 }
 
 #[test]
+fn the_control_connection_cap_is_read_and_zero_is_refused() {
+    assert_eq!(
+        Config::from_toml(GOOD, "lab.toml")
+            .unwrap()
+            .control
+            .max_connections,
+        None
+    );
+    let capped = format!("{GOOD}\n[control]\nmax_connections = 64\n");
+    let config = Config::from_toml(&capped, "lab.toml").unwrap();
+    assert_eq!(config.control.max_connections, Some(64));
+    let zero = format!("{GOOD}\n[control]\nmax_connections = 0\n");
+    let e = Config::from_toml(&zero, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("control.max_connections"), "{e}");
+}
+
+#[test]
 fn a_hub_lab_is_a_printable_name() {
     let with_lab = |lab: &str| {
         GOOD.replace(

@@ -37,6 +37,11 @@ impl Config {
                 control.listen
             ));
         }
+        if control.max_connections == Some(0) {
+            return fail(
+                "control.max_connections = 0 would refuse every client; at least 1".into(),
+            );
+        }
         let l = &self.limits;
         if l.voltage_min.is_nan() || l.voltage_max.is_nan() || l.voltage_min >= l.voltage_max {
             return fail(format!(

@@ -65,6 +65,10 @@ enum Command {
         /// Bytes of entries applied at once, all streams together (more waits for room).
         #[arg(long, default_value_t = 256 << 20)]
         max_bytes_in_flight: usize,
+        /// Connections open at once (default 512, at most half the open-file limit); at the cap
+        /// a newcomer closes the oldest connection that has sent nothing yet, or waits.
+        #[arg(long)]
+        max_connections: Option<usize>,
     },
     /// Set up a lab's hub securely in one go: a lab CA, the hub's TLS certificate for the names
     /// daemons reach it by, and the first tokens, written into --dir (keys and tokens readable
@@ -384,8 +388,13 @@ fn run(cli: Cli) -> Result<()> {
             insecure,
             max_upload_streams,
             max_bytes_in_flight,
+            max_connections,
         } => {
-            let limits = (max_upload_streams.max(1), max_bytes_in_flight.max(1024));
+            let limits = serve::Limits {
+                max_upload_streams: max_upload_streams.max(1),
+                max_bytes_in_flight: max_bytes_in_flight.max(1024),
+                max_connections,
+            };
             serve::serve(
                 db,
                 listen,

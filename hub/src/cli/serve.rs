@@ -6,14 +6,30 @@ use anyhow::{Context as _, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// What `serve` lets in at once.
+pub(super) struct Limits {
+    pub max_upload_streams: usize,
+    pub max_bytes_in_flight: usize,
+    /// `None`: the default, within the open-file limit.
+    pub max_connections: Option<usize>,
+}
+
 pub(super) fn serve(
     db: String,
     listen: SocketAddr,
     tls: Option<(PathBuf, PathBuf)>,
     require_tokens: bool,
     insecure: bool,
-    (max_upload_streams, max_bytes_in_flight): (usize, usize),
+    limits: Limits,
 ) -> Result<()> {
+    // Before anything opens a file: the unit's LimitNOFILE (the hard limit) is what counts.
+    let open_files = cyclerd_proto::incoming::raise_open_file_limit();
+    let max_connections = limits.max_connections.unwrap_or_else(|| {
+        cyclerd_proto::incoming::max_connections_within(
+            cyclerd_proto::incoming::DEFAULT_MAX_CONNECTIONS,
+            open_files,
+        )
+    });
     let open_to = open_to_the_network(listen, tls.is_some(), require_tokens);
     if let Some(missing) = &open_to
         && !insecure
@@ -48,6 +64,7 @@ pub(super) fn serve(
              anyone who reaches the port can upload as a daemon and read every lab's data"
         );
     }
+    tracing::debug!(?open_files, max_connections, "open-file limit");
     let store = open(&db, false)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -61,8 +78,12 @@ pub(super) fn serve(
         let options = crate::server::ServeOptions {
             tls,
             require_tokens,
-            max_upload_streams,
-            max_bytes_in_flight,
+            max_upload_streams: limits.max_upload_streams,
+            max_bytes_in_flight: limits.max_bytes_in_flight,
+            connections: cyclerd_proto::incoming::Limits {
+                max_connections: max_connections.max(1),
+                ..cyclerd_proto::incoming::Limits::default()
+            },
             ..crate::server::ServeOptions::default()
         };
         crate::server::run_with(listener, store, options, shutdown).await

@@ -115,8 +115,37 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(binary: &str, args: &[String]) -> Process {
-        let mut child = Command::new(binary)
-            .args(args)
+        let mut command = Command::new(binary);
+        command.args(args);
+        Process::start(command)
+    }
+
+    /// [`Process::spawn`] with both the soft and the hard limit on open files set to `limit`
+    /// in the child (so the binary cannot raise it).
+    #[cfg(unix)]
+    pub fn spawn_with_open_files(binary: &str, args: &[String], limit: u64) -> Process {
+        let mut command = Command::new(binary);
+        command.args(args);
+        #[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux, not everywhere
+        let limit = libc::rlimit {
+            rlim_cur: limit.try_into().unwrap(),
+            rlim_max: limit.try_into().unwrap(),
+        };
+        // SAFETY: setrlimit is async-signal-safe, and the closure allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        Process::start(command)
+    }
+
+    fn start(mut command: Command) -> Process {
+        let mut child = command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
