@@ -20,6 +20,11 @@ pub struct Plan {
     /// Nominal capacity (`params.capacity`) in Ah, kept because compilers for cyclers that take
     /// C-rates natively and capacity-based loop exits need it.
     pub capacity_ah: Option<f64>,
+    /// The parameters the plan was resolved with (`params` of the document, with the values
+    /// given at start over them), as text with units, so a stored test says what its C-rates
+    /// and thresholds meant.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, String>,
     /// The protocol's own safety limits (combined with the lab's by [`Safety::stricter`]).
     pub safety: Safety,
     /// The flat step list; always ends with [`PlanStep::End`].
@@ -549,6 +554,7 @@ mod tests {
             name: "x".into(),
             source_sha256: String::new(),
             capacity_ah: None,
+            params: Default::default(),
             safety: Safety::default(),
             steps: vec![],
         };

@@ -17,8 +17,14 @@ impl Plan {
         let mut out = String::new();
         let _ = writeln!(out, "protocol: {}", quote(&self.name));
         out.push_str("version: 1\n");
-        if let Some(c) = self.capacity_ah {
-            let _ = writeln!(out, "params:\n  capacity: {c} Ah");
+        if !self.params.is_empty() || self.capacity_ah.is_some() {
+            out.push_str("params:\n");
+            for (name, value) in &self.params {
+                let _ = writeln!(out, "  {name}: {}", quote(value));
+            }
+            if let (Some(c), false) = (self.capacity_ah, self.params.contains_key("capacity")) {
+                let _ = writeln!(out, "  capacity: {c} Ah");
+            }
         }
         let s = &self.safety;
         let mut safety = String::new();

@@ -33,6 +33,7 @@ pub(crate) fn plan(steps: Vec<PlanStep>) -> Plan {
         name: "test".into(),
         source_sha256: String::new(),
         capacity_ah: None,
+        params: Default::default(),
         safety: Default::default(),
         steps,
     };

@@ -175,6 +175,7 @@ fn plan(steps: Vec<PlanStep>) -> Plan {
         name: "test".into(),
         source_sha256: String::new(),
         capacity_ah: Some(2.5),
+        params: Default::default(),
         safety: Safety {
             voltage_min: Some(2.5),
             voltage_max: Some(4.25),

@@ -4,9 +4,10 @@
 use serde_saphyr::Spanned;
 
 use super::{Compiler, Node, is_identifier, join};
+use crate::SourceLocation;
 use crate::error::ProtocolError;
 use crate::plan::{Goto, Plan, PlanStep, Safety, sha256_hex};
-use crate::units::Unit;
+use crate::units::{self, Unit};
 
 /// The only language version this crate reads.
 const VERSION: i128 = 1;
@@ -81,6 +82,7 @@ impl Compiler<'_> {
             Some(n) => self.params(n)?,
             None => None,
         };
+        let capacity_ah = self.apply_overrides(capacity_ah)?;
         let safety = match get("safety") {
             Some(n) => self.safety(n)?,
             None => Safety::default(),
@@ -127,9 +129,64 @@ impl Compiler<'_> {
             name,
             source_sha256: sha256_hex(source),
             capacity_ah,
+            params: self.params.clone(),
             safety,
             steps,
         })
+    }
+
+    /// Puts the values given at start over the document's parameters; returns the capacity
+    /// then in force. A name the document does not define is refused (a typo would otherwise
+    /// silently change nothing), except `capacity`.
+    fn apply_overrides(&mut self, capacity_ah: Option<f64>) -> Result<Option<f64>, ProtocolError> {
+        let mut capacity_ah = capacity_ah;
+        for (name, value) in self.overrides {
+            let refuse = |message: String| ProtocolError::Document {
+                at: SourceLocation {
+                    origin: self.origin.to_owned(),
+                    line: None,
+                    column: None,
+                },
+                path: join("params", name),
+                message,
+            };
+            if !is_identifier(name) {
+                return Err(refuse(format!(
+                    "parameter {name:?} given at start: a name is letters, digits and _ (not \
+                     starting with a digit)"
+                )));
+            }
+            if name == "capacity" {
+                let ah = units::parse_quantity(value)
+                    .ok()
+                    .filter(|q| q.unit == Unit::AmpHour && q.value.is_finite() && q.value > 0.0)
+                    .ok_or_else(|| {
+                        refuse(format!(
+                            "capacity given at start must be a capacity such as \"5 Ah\", not \
+                             {value:?}"
+                        ))
+                    })?;
+                capacity_ah = Some(ah.value);
+            } else if !self.params.contains_key(name) {
+                let known: Vec<&str> = self
+                    .params
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|k| *k != "capacity")
+                    .collect();
+                return Err(refuse(format!(
+                    "unknown parameter \"{name}\" given at start; the protocol defines {} \
+                     (capacity may always be given)",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+            self.params.insert(name.clone(), value.trim().to_owned());
+        }
+        Ok(capacity_ah)
     }
 
     /// Reads `params`; returns the nominal capacity in Ah when `capacity` is among them.

@@ -87,6 +87,7 @@ pub(crate) fn compile(
     source: &str,
     origin: &str,
     resolver: &dyn Fn(&str) -> Result<String, String>,
+    overrides: &Params,
 ) -> Result<Plan, ProtocolError> {
     check_size(source, origin)?;
     let root: Spanned<Node> = serde_saphyr::from_str(source).map_err(|e| yaml_error(&e, origin))?;
@@ -98,6 +99,7 @@ pub(crate) fn compile(
         gotos: Vec::new(),
         record: Record::default(),
         resolver,
+        overrides,
         steps: Vec::new(),
     };
     let plan = c.document(&root, source)?;
@@ -119,6 +121,8 @@ struct Compiler<'a> {
     record: Record,
     /// Loads CSV files named by profile steps (the crate does no I/O).
     resolver: &'a dyn Fn(&str) -> Result<String, String>,
+    /// Parameter values given at start (`--param`), over the document's.
+    overrides: &'a Params,
     steps: Vec<PlanStep>,
 }
 
@@ -276,7 +280,7 @@ impl Plan {
                 "cannot read \"{name}\": this caller reads no files (load the protocol with a CSV resolver, e.g. `cyclerctl`, or Plan::from_yaml_with)"
             ))
         };
-        compile(source, origin, &none)
+        compile(source, origin, &none, &Params::new())
     }
 
     /// Like [`Plan::from_yaml`], with `resolver` returning the text of a CSV file named by a
@@ -289,6 +293,19 @@ impl Plan {
         origin: &str,
         resolver: &dyn Fn(&str) -> Result<String, String>,
     ) -> Result<Plan, ProtocolError> {
-        compile(source, origin, resolver)
+        compile(source, origin, resolver, &Params::new())
+    }
+
+    /// Like [`Plan::from_yaml_with`], with parameter values given at start over the document's
+    /// `params` (`cyclerctl start --param NAME=VALUE`, or the cell's nominal capacity): each must
+    /// name a parameter the document defines, except `capacity`, which C-rates resolve against
+    /// and which may always be given. [`Plan::params`] then holds the values used.
+    pub fn from_yaml_with_params(
+        source: &str,
+        origin: &str,
+        resolver: &dyn Fn(&str) -> Result<String, String>,
+        params: &BTreeMap<String, String>,
+    ) -> Result<Plan, ProtocolError> {
+        compile(source, origin, resolver, params)
     }
 }

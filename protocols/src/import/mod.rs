@@ -112,6 +112,7 @@ fn imported(name: String, text: &str, safety: Safety, steps: Vec<PlanStep>) -> P
         name,
         source_sha256: sha256_hex(text),
         capacity_ah: None,
+        params: Default::default(),
         safety,
         steps,
     }

@@ -368,3 +368,49 @@ fn params_substitute_in_every_structured_field() {
         "{m}"
     );
 }
+
+fn with_params(steps: &str, given: &[(&str, &str)]) -> Result<Plan, ProtocolError> {
+    let given = given
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let none = |_: &str| Err("no files".to_string());
+    Plan::from_yaml_with_params(&format!("{HEAD}steps:\n{steps}"), "t.yaml", &none, &given)
+}
+
+#[test]
+fn a_capacity_given_at_start_resolves_c_rates_instead_of_the_protocols() {
+    let steps = "  - \"Charge at C/4 for 1 hour\"\n";
+    let own = with_params(steps, &[]).unwrap();
+    assert_eq!(action(&own, 0).control, Control::Current { amps: 0.625 });
+    assert_eq!(own.params["capacity"], "2.5 Ah");
+    let given = with_params(steps, &[("capacity", "5 Ah")]).unwrap();
+    assert_eq!(action(&given, 0).control, Control::Current { amps: 1.25 });
+    assert_eq!(given.capacity_ah, Some(5.0));
+    assert_eq!(
+        given.params["capacity"], "5 Ah",
+        "the plan says what it used"
+    );
+    assert_eq!(given.params["v_max"], "4.2 V");
+}
+
+#[test]
+fn a_parameter_given_at_start_replaces_the_documents_everywhere_it_is_used() {
+    let p = with_params(
+        "  - \"Charge at 1 A until {v_max}\"\n",
+        &[("v_max", "4.1 V")],
+    )
+    .unwrap();
+    assert_eq!(conditions(action(&p, 0)), [Condition::VoltageAtLeast(4.1)]);
+    assert_eq!(p.params["v_max"], "4.1 V");
+}
+
+#[test]
+fn a_parameter_given_at_start_that_the_protocol_does_not_define_is_refused_naming_those_it_does() {
+    let m = message(with_params("  - \"Rest for 1 s\"\n", &[("vmax", "4.1 V")]));
+    assert!(m.contains("params.vmax"), "{m}");
+    assert!(m.contains("unknown parameter \"vmax\""), "{m}");
+    assert!(m.contains("v_max"), "{m}");
+    let m = message(with_params("  - \"Rest for 1 s\"\n", &[("capacity", "5")]));
+    assert!(m.contains("such as \"5 Ah\""), "{m}");
+}

@@ -21,6 +21,7 @@ fn gotos_jump_to_steps_and_out_of_loops() {
         name: "g".into(),
         source_sha256: "x".into(),
         capacity_ah: None,
+        params: Default::default(),
         safety: Safety {
             voltage_min: Some(2.0),
             voltage_max: Some(4.5),
