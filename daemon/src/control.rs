@@ -113,12 +113,22 @@ impl Control for ControlService {
         request: Request<StartTestRequest>,
     ) -> Result<Response<StartTestResponse>, GrpcStatus> {
         let r = request.into_inner();
-        let test_id = self
+        let params = r.params.into_iter().collect();
+        let started = self
             .daemon
-            .start_test(&r.channel_id, &r.protocol_yaml, "protocol", r.metadata)
+            .start_test_with(
+                &r.channel_id,
+                &r.protocol_yaml,
+                "protocol",
+                r.metadata,
+                &params,
+            )
             .await
             .map_err(to_status)?;
-        Ok(Response::new(StartTestResponse { test_id }))
+        Ok(Response::new(StartTestResponse {
+            test_id: started.test_id,
+            notes: started.notes,
+        }))
     }
 
     async fn stop_test(

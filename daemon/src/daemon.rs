@@ -9,10 +9,10 @@ use crate::devices::{self, PendingNative};
 use crate::lab_schemas::LabSchemas;
 use crate::metadata::check_metadata;
 use crate::outbox::{Checkpoint, Outbox};
+use crate::params::plan_for_start;
 use crate::proto::control::{ChannelSnapshot, OutboxStatus, Status};
 use crate::uploader::{self, UploaderConfig, UploaderStatus};
 use cyclerd_drivers::Clock;
-use cyclerd_protocols::Plan;
 use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +23,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 /// A running daemon; cheap to clone.
+/// A test the daemon started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Started {
+    pub test_id: String,
+    /// What the operator should know of how it was set up ([`crate::params::plan_for_start`]).
+    pub notes: Vec<String>,
+}
+
 #[derive(Clone)]
 pub struct Daemon {
     inner: Arc<Inner>,
@@ -416,13 +424,34 @@ impl Daemon {
         origin: &str,
         metadata: HashMap<String, String>,
     ) -> Result<String, StartError> {
+        self.start_test_with(
+            channel_id,
+            protocol_yaml,
+            origin,
+            metadata,
+            &BTreeMap::new(),
+        )
+        .await
+        .map(|started| started.test_id)
+    }
+
+    /// [`Daemon::start_test`] with values for the protocol's parameters (`--param`); C-rates
+    /// resolve against the cell's nominal capacity unless `params` gives one
+    /// ([`crate::params`]).
+    pub async fn start_test_with(
+        &self,
+        channel_id: &str,
+        protocol_yaml: &str,
+        origin: &str,
+        metadata: HashMap<String, String>,
+        params: &BTreeMap<String, String>,
+    ) -> Result<Started, StartError> {
         let handle = self
             .inner
             .channel(channel_id)
             .ok_or_else(|| StartError::NoSuchChannel(channel_id.into()))?;
         check_metadata(&metadata)?;
-        let plan = Plan::from_yaml(protocol_yaml, origin)
-            .map_err(|e| StartError::Protocol(e.to_string()))?;
+        let (plan, notes) = plan_for_start(protocol_yaml, origin, &metadata, params)?;
         self.inner.schemas.check(&metadata).await?;
         let (reply, answer) = oneshot::channel();
         let test = Box::new(TestRequest {
@@ -430,15 +459,17 @@ impl Daemon {
             source: protocol_yaml.into(),
             origin: origin.into(),
             metadata,
+            notes: notes.clone(),
         });
         handle
             .cmds
             .send(ChannelCmd::Start { test, reply })
             .await
             .map_err(|_| StartError::ChannelGone(channel_id.into()))?;
-        answer
+        let test_id = answer
             .await
-            .map_err(|_| StartError::ChannelGone(channel_id.into()))?
+            .map_err(|_| StartError::ChannelGone(channel_id.into()))??;
+        Ok(Started { test_id, notes })
     }
 
     /// Stops the test on `channel_id`: output off, then recorded as stopped with `reason`.

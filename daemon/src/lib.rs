@@ -19,6 +19,8 @@
 //!   checkpoints), [`channel::stepped`] (engine + power stage + safety), [`channel::native`]
 //!   (compile, deliver, start, follow and backfill a dedicated cycler's channels; re-attach after
 //!   a restart), [`channel::offline`] (the channels of a device that does not answer yet).
+//! - [`params`]: the plan a test runs: its protocol resolved with the parameters given at start
+//!   and the cell's nominal capacity (and again when it resumes).
 //! - [`metadata`]: a test's primary metadata (required) and its secondary and tertiary tiers.
 //! - [`lab_schemas`]: the lab's JSON Schemas for those tiers, from the hub (a copy kept in the
 //!   outbox), checked before a test starts.
@@ -42,6 +44,7 @@ pub mod failsafe;
 pub mod lab_schemas;
 pub mod metadata;
 pub mod outbox;
+pub mod params;
 pub mod retry;
 pub mod simulate;
 pub mod uploader;

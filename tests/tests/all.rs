@@ -23,6 +23,8 @@ mod logs;
 mod native;
 #[path = "all/outputs.rs"]
 mod outputs;
+#[path = "all/params.rs"]
+mod params;
 #[cfg(target_os = "linux")]
 #[path = "all/resources.rs"]
 mod resources;

@@ -4,12 +4,13 @@
 //! end-to-end tests and the pipeline benchmark.
 
 use cyclerd::config::Config;
+use cyclerd::daemon::Started;
 use cyclerd::{Daemon, Summary};
 use cyclerd_drivers::Clock;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_drivers::chamber::thermal::Air;
 use cyclerd_drivers::ea_psb::{PsbSim, SimHandle, sim::SimConfig};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -160,6 +161,9 @@ pub struct SimLab {
     other_sims: Vec<KeptSim>,
     /// Capacity of each channel's cell.
     capacities: Vec<f64>,
+    /// The cells' nominal capacity (their datasheet's, which the cells vary around): the
+    /// `nominal_capacity_ah` of every test's metadata, which C-rates resolve against.
+    nominal_capacity_ah: f64,
     /// The channels' ids, in the order of `capacities`.
     channel_ids: Vec<String>,
     pub data_dir: PathBuf,
@@ -335,6 +339,7 @@ impl SimLab {
             sims,
             other_sims,
             capacities,
+            nominal_capacity_ah: capacity_ah,
             channel_ids,
             data_dir,
             hub_addr,
@@ -387,8 +392,22 @@ impl SimLab {
 
     /// Starts `protocol` on the `k`th channel with demo metadata; returns the test id.
     pub async fn start_on(&self, k: usize, protocol: &str, origin: &str) -> anyhow::Result<String> {
+        Ok(self
+            .start_on_with(k, protocol, origin, &BTreeMap::new())
+            .await?
+            .test_id)
+    }
+
+    /// [`SimLab::start_on`] with values for the protocol's parameters; the start's answer.
+    pub async fn start_on_with(
+        &self,
+        k: usize,
+        protocol: &str,
+        origin: &str,
+        params: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Started> {
         let channel = &self.channel_ids[k];
-        let capacity = self.capacities[k];
+        let capacity = self.nominal_capacity_ah;
         let metadata: HashMap<String, String> = [
             ("cell_id", format!("SIM-NMC-{:03}", k + 1)),
             ("operator", "demo".into()),
@@ -402,7 +421,7 @@ impl SimLab {
         .collect();
         Ok(self
             .daemon
-            .start_test(channel, protocol, origin, metadata)
+            .start_test_with(channel, protocol, origin, metadata, params)
             .await?)
     }
 

@@ -88,6 +88,7 @@ steps:
                 channel_id: "psb1/1".into(),
                 protocol_yaml: PROTOCOL.into(),
                 metadata: meta,
+                params: Default::default(),
             })
             .await
             .unwrap_err();
@@ -102,6 +103,7 @@ steps:
                 channel_id: "psb9/1".into(),
                 protocol_yaml: PROTOCOL.into(),
                 metadata: metadata(),
+                params: Default::default(),
             })
             .await
             .unwrap_err();
@@ -117,6 +119,7 @@ steps:
                 channel_id: "psb1/1".into(),
                 protocol_yaml: PROTOCOL.into(),
                 metadata: metadata(),
+                params: Default::default(),
             })
             .await
             .unwrap()
@@ -141,6 +144,7 @@ steps:
                 channel_id: "psb1/1".into(),
                 protocol_yaml: PROTOCOL.into(),
                 metadata: metadata(),
+                params: Default::default(),
             })
             .await
             .unwrap_err();
@@ -270,6 +274,87 @@ steps:
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cyclerctl_start_param_capacity_sets_the_c_rates_and_prints_which_capacity_was_used() {
+        let (lab, control, _stop) = lab_serving_control().await;
+        let dir = tempfile::tempdir().unwrap();
+        let protocol = dir.path().join("p.yaml");
+        std::fs::write(&protocol, PROTOCOL).unwrap();
+        let mut args = vec![
+            "--daemon".to_string(),
+            format!("http://{control}"),
+            "start".into(),
+            "psb1/1".into(),
+            "--protocol".into(),
+            protocol.display().to_string(),
+        ];
+        for (k, v) in metadata() {
+            args.extend(["--meta".to_string(), format!("{k}={v}")]);
+        }
+        args.extend(["--param".to_string(), "capacity=2Ah".to_string()]);
+        let started = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerctl"))
+            .args(&args)
+            .output()
+            .await
+            .unwrap();
+        let out = String::from_utf8_lossy(&started.stdout);
+        assert!(
+            started.status.success(),
+            "{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        assert!(
+            out.contains(
+                "note: C-rates use 2 Ah (given at start), not the protocol's capacity of 2.5 Ah"
+            ),
+            "{out}"
+        );
+        let test_id = lab.daemon.snapshot("psb1/1").unwrap().test_id;
+        lab.daemon.stop_test("psb1/1", "").await.unwrap();
+        let (_, dir, _tmp) = lab.stop(WAIT).await.unwrap();
+        let hub = cyclerhub::HubStore::open(dir.join("hub.sqlite")).unwrap();
+        let (_, plan_json) = hub.protocol(&test_id).unwrap().unwrap();
+        let plan: serde_json::Value = serde_json::from_str(&plan_json).unwrap();
+        assert_eq!(plan["params"]["capacity"], "2Ah", "{plan_json}");
+        let events = hub.events(&test_id).unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.message.contains("C-rates use 2 Ah")),
+            "{events:?}"
+        );
+        // C/10 of 2 Ah.
+        let samples = hub.samples(&test_id).unwrap();
+        assert!(
+            samples.iter().any(|s| (s.current_a - 0.2).abs() < 0.01),
+            "{:?}",
+            samples.iter().map(|s| s.current_a).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cyclerctl_protocol_check_takes_param_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let protocol = dir.path().join("p.yaml");
+        std::fs::write(&protocol, PROTOCOL).unwrap();
+        let check = |extra: &[&str]| {
+            let mut args = vec!["protocol".to_string(), "check".into()];
+            args.push(protocol.display().to_string());
+            args.extend(extra.iter().map(|s| s.to_string()));
+            std::process::Command::new(env!("CARGO_BIN_EXE_cyclerctl"))
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let given = check(&["--param", "capacity=5 Ah"]);
+        let out = String::from_utf8_lossy(&given.stdout);
+        assert!(out.contains("capacity 5 Ah"), "{out}");
+        let typo = check(&["--param", "vmax=4.1V"]);
+        assert!(!typo.status.success());
+        let err = String::from_utf8_lossy(&typo.stderr);
+        assert!(err.contains("unknown parameter \"vmax\""), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_entry_the_hub_rejects_is_shown_as_a_dead_letter_and_can_be_retried() {
         let (lab, mut client, _stop) = lab_with_control().await;
         let outbox = lab.daemon.outbox().clone();
@@ -328,6 +413,7 @@ steps:
                 channel_id: "psb1/1".into(),
                 protocol_yaml: PROTOCOL.into(),
                 metadata: metadata(),
+                params: Default::default(),
             })
             .await
             .unwrap();

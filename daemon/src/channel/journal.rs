@@ -72,6 +72,7 @@ impl TestJournal {
             protocol_source: test.source.clone(),
             origin: test.origin,
             metadata: test.metadata.clone(),
+            params: test.plan.params.clone(),
             start_unix_s,
             progress: journal.progress(state, 0.0),
         };
@@ -88,6 +89,9 @@ impl TestJournal {
             }),
             Some(CheckpointOp::Begin(Box::new(checkpoint))),
         );
+        for note in test.notes {
+            journal.event(0.0, "info", note, place);
+        }
         journal.show_running(live, test.plan.name, (place, description));
         journal
     }

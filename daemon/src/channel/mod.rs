@@ -89,11 +89,15 @@ pub enum ChannelCmd {
 
 /// A validated request to run a protocol.
 pub struct TestRequest {
+    /// The plan, resolved with the test's parameters ([`Plan::params`]).
     pub plan: Plan,
     pub source: String,
     /// Where the protocol came from, for messages.
     pub origin: String,
     pub metadata: HashMap<String, String>,
+    /// What the operator should know of how the test was set up (which capacity its C-rates
+    /// use, parameters given at start): answered to the start and recorded as events.
+    pub notes: Vec<String>,
 }
 
 /// Handles shared by every channel of a daemon.

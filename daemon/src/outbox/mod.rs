@@ -134,6 +134,9 @@ pub struct Checkpoint {
     pub protocol_source: String,
     pub origin: String,
     pub metadata: HashMap<String, String>,
+    /// The parameters the plan was resolved with ([`cyclerd_protocols::Plan::params`]), so a
+    /// resumed test rebuilds the same plan.
+    pub params: std::collections::BTreeMap<String, String>,
     pub start_unix_s: f64,
     pub progress: Progress,
 }
@@ -294,6 +297,17 @@ impl Outbox {
             });
         }
         conn.execute_batch(schema::CREATE).map_err(err)?;
+        // A store written by an older daemon: CREATE left its tables as they were. Each upgrade
+        // commits with its version, so a crash between two leaves a store the next open takes
+        // on from there.
+        if version >= 1 {
+            for (to, upgrade) in (version + 1..).zip(&schema::UPGRADES[(version - 1) as usize..]) {
+                conn.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {upgrade} PRAGMA user_version = {to}; COMMIT;"
+                ))
+                .map_err(err)?;
+            }
+        }
         conn.execute_batch(&format!("PRAGMA user_version = {}", schema::VERSION))
             .map_err(err)?;
 

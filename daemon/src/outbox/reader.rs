@@ -168,19 +168,21 @@ impl OutboxReader {
             .conn
             .prepare(
                 "SELECT test_id, channel_id, protocol_source, origin, metadata_json, start_unix_s,
-                        engine_json, next_seq, test_time_s, unix_s, paused_s
+                        engine_json, next_seq, test_time_s, unix_s, paused_s, params_json
                  FROM checkpoints ORDER BY channel_id",
             )
             .map_err(self.err())?;
         let rows = stmt
             .query_map([], |r| {
                 let metadata: String = r.get(4)?;
+                let params: String = r.get(11)?;
                 Ok(Checkpoint {
                     test_id: r.get(0)?,
                     channel_id: r.get(1)?,
                     protocol_source: r.get(2)?,
                     origin: r.get(3)?,
                     metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+                    params: serde_json::from_str(&params).unwrap_or_default(),
                     start_unix_s: r.get(5)?,
                     progress: Progress {
                         engine_json: r.get(6)?,

@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// Schema version in `PRAGMA user_version`; a file from a newer daemon is refused.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// `auto_vacuum` must be chosen before the first table exists: incremental, so the file shrinks
 /// as acknowledged entries are deleted, a few pages at a time.
@@ -41,9 +41,16 @@ pub const CREATE: &str = "
         next_seq INTEGER NOT NULL,
         test_time_s REAL NOT NULL,
         unix_s REAL NOT NULL,
-        paused_s REAL NOT NULL
+        paused_s REAL NOT NULL,
+        -- The protocol parameters the test's plan was resolved with (JSON object).
+        params_json TEXT NOT NULL DEFAULT '{}'
     );
 ";
+
+/// What each older version lacks, by the version it takes the store to: `UPGRADES[i]` takes
+/// version `i + 1` to `i + 2`.
+pub const UPGRADES: &[&str] =
+    &["ALTER TABLE checkpoints ADD COLUMN params_json TEXT NOT NULL DEFAULT '{}';"];
 
 /// How hard a commit pushes data to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]

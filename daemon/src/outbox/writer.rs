@@ -280,11 +280,13 @@ fn write_checkpoint(tx: &Transaction<'_>, op: &CheckpointOp) -> rusqlite::Result
     match op {
         CheckpointOp::Begin(c) => {
             let metadata = serde_json::to_string(&c.metadata).unwrap_or_else(|_| "{}".into());
+            let params = serde_json::to_string(&c.params).unwrap_or_else(|_| "{}".into());
             let p = &c.progress;
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO checkpoints (test_id, channel_id, protocol_source, origin,
-                   metadata_json, start_unix_s, engine_json, next_seq, test_time_s, unix_s, paused_s)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                   metadata_json, start_unix_s, engine_json, next_seq, test_time_s, unix_s, paused_s,
+                   params_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 c.test_id,
@@ -297,7 +299,8 @@ fn write_checkpoint(tx: &Transaction<'_>, op: &CheckpointOp) -> rusqlite::Result
                 p.next_seq as i64,
                 p.test_time_s,
                 p.unix_s,
-                p.paused_s
+                p.paused_s,
+                params
             ])?;
         }
         CheckpointOp::Progress {

@@ -676,6 +676,7 @@ async fn a_device_down_when_the_daemon_starts_is_waited_for_while_the_others_run
             channel_id: "psb2/1".into(),
             protocol_yaml: PROTOCOL.into(),
             metadata: harness::metadata("cell-psb2"),
+            params: Default::default(),
         })
         .await
         .unwrap_err();

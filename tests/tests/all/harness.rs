@@ -271,6 +271,7 @@ pub async fn start_on(
             channel_id: channel.into(),
             protocol_yaml: protocol.into(),
             metadata: metadata(&format!("cell-{channel}")),
+            params: Default::default(),
         })
         .await
         .unwrap()

@@ -391,6 +391,7 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
             channel_id: "psb1/1".into(),
             protocol_yaml: PROTOCOL.into(),
             metadata: off_schema,
+            params: Default::default(),
         })
         .await
         .unwrap_err();

@@ -54,6 +54,11 @@ enum Command {
         /// tables for the other tiers.
         #[arg(long)]
         meta_file: Option<PathBuf>,
+        /// A value for one of the protocol's parameters, NAME=VALUE with its unit (e.g.
+        /// `--param v_max=4.1V`); repeatable. `capacity`, which C-rates use, defaults to the
+        /// cell's nominal_capacity_ah.
+        #[arg(long = "param", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
     },
     /// The outbox: backlog, oldest unacknowledged entry, dead letters.
     Outbox {
@@ -62,6 +67,10 @@ enum Command {
     },
     /// Check, compile, import and simulate protocols (works without a daemon).
     Protocol {
+        /// A value for one of the protocol's parameters, NAME=VALUE with its unit (e.g.
+        /// `--param capacity=5Ah`); repeatable; as `start --param` gives it.
+        #[arg(long = "param", global = true, value_parser = parse_kv)]
+        params: Vec<(String, String)>,
         #[command(subcommand)]
         action: ProtocolAction,
     },
@@ -160,8 +169,8 @@ fn quiet_broken_pipe(result: std::io::Result<()>) -> anyhow::Result<bool> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Protocol { action } = cli.command {
-        return protocol(action);
+    if let Command::Protocol { action, params } = cli.command {
+        return protocol(action, &params.into_iter().collect());
     }
     let mut client = connect(&cli.daemon).await?;
     match cli.command {
@@ -223,6 +232,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cell,
             meta,
             meta_file,
+            params,
         } => {
             let protocol_yaml = std::fs::read_to_string(&protocol)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", protocol.display()))?;
@@ -246,11 +256,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     channel_id: channel.clone(),
                     protocol_yaml,
                     metadata,
+                    params: params.into_iter().collect(),
                 })
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                 .into_inner();
             println!("started test {} on {channel}", r.test_id);
+            for note in &r.notes {
+                println!("  note: {note}");
+            }
         }
         Command::Outbox { action: None } => {
             let o = client.get_outbox(GetOutboxRequest {}).await?.into_inner();
@@ -297,7 +311,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_plan(file: &std::path::Path) -> anyhow::Result<(String, Plan)> {
+fn read_plan(
+    file: &std::path::Path,
+    params: &BTreeMap<String, String>,
+) -> anyhow::Result<(String, Plan)> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     // Drive-cycle profiles (CSV) are named relative to the protocol file.
@@ -309,7 +326,7 @@ fn read_plan(file: &std::path::Path) -> anyhow::Result<(String, Plan)> {
         let path = dir.join(name);
         std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
-    let plan = Plan::from_yaml_with(&text, &file.display().to_string(), &resolver)?;
+    let plan = Plan::from_yaml_with_params(&text, &file.display().to_string(), &resolver, params)?;
     Ok((text, plan))
 }
 
@@ -324,10 +341,10 @@ fn write_out(output: Option<&std::path::Path>, text: &str) -> anyhow::Result<()>
     }
 }
 
-fn protocol(action: ProtocolAction) -> anyhow::Result<()> {
+fn protocol(action: ProtocolAction, params: &BTreeMap<String, String>) -> anyhow::Result<()> {
     match action {
         ProtocolAction::Check { file } => {
-            let (_, plan) = read_plan(&file)?;
+            let (_, plan) = read_plan(&file, params)?;
             let actions = plan
                 .steps
                 .iter()
@@ -364,7 +381,7 @@ fn protocol(action: ProtocolAction) -> anyhow::Result<()> {
                     Target::ALL.map(|t| t.name()).join(", ")
                 )
             })?;
-            let (_, plan) = read_plan(&file)?;
+            let (_, plan) = read_plan(&file, params)?;
             let text = compile::compile(&plan, target)?;
             write_out(output.as_deref(), &text)?;
         }
@@ -399,7 +416,7 @@ fn protocol(action: ProtocolAction) -> anyhow::Result<()> {
             csv,
             svg,
         } => {
-            let (_, plan) = read_plan(&file)?;
+            let (_, plan) = read_plan(&file, params)?;
             let chemistry = match cell.as_str() {
                 "nmc" => Chemistry::Nmc,
                 "lfp" => Chemistry::Lfp,

@@ -379,7 +379,7 @@ impl<C: Cycler> CyclerRunner<C> {
             fault: None,
             state,
         };
-        let plan_name = Plan::from_yaml(&cp.protocol_source, &cp.origin)
+        let plan_name = crate::params::plan_of(&cp)
             .map(|p| p.name)
             .unwrap_or_default();
         let place = (run.state.step, run.state.cycle);

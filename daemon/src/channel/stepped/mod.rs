@@ -300,7 +300,7 @@ impl<D: PowerStage> ChannelRunner<D> {
         let clock = self.shared.clock.clone();
         let test_time_s = clock.unix_time_s() - cp.start_unix_s;
         let gap_s = (test_time_s - cp.progress.test_time_s).max(0.0);
-        let restored = Plan::from_yaml(&cp.protocol_source, &cp.origin)
+        let restored = crate::params::plan_of(&cp)
             .map_err(|e| e.to_string())
             .and_then(|plan| {
                 let state: EngineState =
