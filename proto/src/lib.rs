@@ -7,6 +7,7 @@
 //! - [`metadata`]: what a test's metadata map means: its tiers, and their validation against
 //!   the JSON Schemas a lab registers in its hub (shared by the daemon and the hub).
 //! - [`files`]: data files created private (the outbox, the hub's database), for both peers.
+//! - [`token`]: bearer tokens as text (format, generation, hashed secrets), for both peers.
 //! - [`FILE_DESCRIPTOR_SET`]: both contracts' descriptors, for gRPC reflection.
 
 /// `cyclerd.ingest.v1`: the hub's ingest stream.
@@ -30,8 +31,9 @@ pub mod hub {
 
 pub mod files;
 pub mod metadata;
+pub mod token;
 
-/// The `authorization` header value that carries a hub token (`Bearer <token>`); `None` when
+/// The `authorization` header value that carries a token (the hub's or the control API's) (`Bearer <token>`); `None` when
 /// the token has characters a header cannot carry.
 pub fn bearer(token: &str) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
     format!("Bearer {}", token.trim()).parse().ok()

@@ -1,0 +1,269 @@
+//! The Control gRPC service (`cyclerd.daemon.v1.Control`), with gRPC health and reflection.
+//!
+//! Every call passes the [`access::Access`] check first (the token its role needs, on a
+//! listener that requires tokens); [`tokens`] keeps the tokens. TLS, when configured, wraps
+//! the whole listener. Health and reflection stay open: they say nothing about the lab.
+
+pub mod access;
+pub mod tokens;
+
+use crate::channel::StartError;
+use crate::config::Config;
+use crate::daemon::Daemon;
+use crate::proto::control::control_server::{Control, ControlServer};
+use crate::proto::control::*;
+use access::Access;
+use futures::Stream;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use tokens::{Role, TokenStore};
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{TcpListenerStream, WatchStream};
+use tonic::{Request, Response, Status as GrpcStatus};
+
+/// Fastest rate at which Watch sends one channel's snapshots.
+const WATCH_PERIOD: Duration = Duration::from_millis(100);
+
+/// A long Watch checks its token again once this has passed, so a revocation ends it.
+const RECHECK_PERIOD: Duration = Duration::from_secs(1);
+
+/// How the control API serves: TLS or not, tokens required or not.
+#[derive(Debug, Default)]
+pub struct ServeOptions {
+    /// The daemon's certificate and key; `None`: plain HTTP/2.
+    pub tls: Option<tonic::transport::Identity>,
+    /// Which calls need which token; `None`: every call allowed (a loopback listener).
+    pub access: Option<Access>,
+}
+
+impl ServeOptions {
+    /// As `config` (read from `origin`) says: TLS from `[control] tls_cert`/`tls_key`, tokens
+    /// from `[control] tokens_file` when [`Config::control_requires_tokens`].
+    pub fn from_config(config: &Config, origin: &str) -> anyhow::Result<ServeOptions> {
+        let read = |path: &std::path::Path, key: &str| {
+            std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "{origin}: control.{key} = {}: cannot read it: {e}",
+                    path.display()
+                )
+            })
+        };
+        let c = &config.control;
+        let tls = match (&c.tls_cert, &c.tls_key) {
+            (Some(cert), Some(key)) => Some(tonic::transport::Identity::from_pem(
+                read(cert, "tls_cert")?,
+                read(key, "tls_key")?,
+            )),
+            _ => None,
+        };
+        let access = config
+            .control_requires_tokens()
+            .then(|| Access::with_tokens(TokenStore::new(config.control_tokens_file())));
+        Ok(ServeOptions { tls, access })
+    }
+}
+
+/// Serves the control API on `listener`, open and without TLS (a loopback listener), until
+/// `shutdown` completes.
+pub async fn serve(
+    daemon: Daemon,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    serve_with(daemon, listener, ServeOptions::default(), shutdown).await
+}
+
+/// Serves the control API on `listener` as `options` say until `shutdown` completes.
+pub async fn serve_with(
+    daemon: Daemon,
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ControlServer<ControlService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| {
+            tracing::error!("reflection service: {e}");
+            e
+        })
+        .ok();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(identity) = options.tls {
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let access = options.access.unwrap_or_else(Access::open);
+    let router = builder
+        .add_service(health_service)
+        .add_optional_service(reflection)
+        .add_service(ControlServer::new(ControlService { daemon, access }));
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// The service; all state lives in the daemon handle.
+pub struct ControlService {
+    daemon: Daemon,
+    /// Who may call what.
+    access: Access,
+}
+
+fn to_status(e: StartError) -> GrpcStatus {
+    match e {
+        StartError::NoSuchChannel(_) => GrpcStatus::not_found(e.to_string()),
+        StartError::Busy { .. } | StartError::NotRunning(_) | StartError::Chamber(_) => {
+            GrpcStatus::failed_precondition(e.to_string())
+        }
+        StartError::Protocol(_) | StartError::MissingMetadata(_) | StartError::Metadata(_) => {
+            GrpcStatus::invalid_argument(e.to_string())
+        }
+        StartError::ChannelGone(_) | StartError::Device(_) => {
+            GrpcStatus::unavailable(e.to_string())
+        }
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<ChannelSnapshot, GrpcStatus>> + Send>>;
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn get_status(
+        &self,
+        request: Request<GetStatusRequest>,
+    ) -> Result<Response<Status>, GrpcStatus> {
+        self.access
+            .check(request.metadata(), Role::Reader, "GetStatus")?;
+        Ok(Response::new(self.daemon.status()))
+    }
+
+    async fn list_channels(
+        &self,
+        request: Request<ListChannelsRequest>,
+    ) -> Result<Response<ListChannelsResponse>, GrpcStatus> {
+        self.access
+            .check(request.metadata(), Role::Reader, "ListChannels")?;
+        Ok(Response::new(ListChannelsResponse {
+            channels: self.daemon.snapshots(),
+        }))
+    }
+
+    async fn get_channel(
+        &self,
+        request: Request<GetChannelRequest>,
+    ) -> Result<Response<ChannelSnapshot>, GrpcStatus> {
+        self.access
+            .check(request.metadata(), Role::Reader, "GetChannel")?;
+        let id = request.into_inner().channel_id;
+        self.daemon
+            .snapshot(&id)
+            .map(Response::new)
+            .ok_or_else(|| to_status(StartError::NoSuchChannel(id)))
+    }
+
+    async fn start_test(
+        &self,
+        request: Request<StartTestRequest>,
+    ) -> Result<Response<StartTestResponse>, GrpcStatus> {
+        self.access
+            .check(request.metadata(), Role::Operator, "StartTest")?;
+        let r = request.into_inner();
+        let test_id = self
+            .daemon
+            .start_test(&r.channel_id, &r.protocol_yaml, "protocol", r.metadata)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(StartTestResponse { test_id }))
+    }
+
+    async fn stop_test(
+        &self,
+        request: Request<StopTestRequest>,
+    ) -> Result<Response<StopTestResponse>, GrpcStatus> {
+        self.access
+            .check(request.metadata(), Role::Operator, "StopTest")?;
+        let r = request.into_inner();
+        self.daemon
+            .stop_test(&r.channel_id, &r.reason)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(StopTestResponse {}))
+    }
+
+    async fn get_outbox(
+        &self,
+        request: Request<GetOutboxRequest>,
+    ) -> Result<Response<OutboxStatus>, GrpcStatus> {
+        self.access
+            .check(request.metadata(), Role::Reader, "GetOutbox")?;
+        self.daemon
+            .outbox_status()
+            .await
+            .map(Response::new)
+            .map_err(|e| GrpcStatus::internal(format!("{e:#}")))
+    }
+
+    async fn retry_dead_letters(
+        &self,
+        request: Request<RetryDeadLettersRequest>,
+    ) -> Result<Response<RetryDeadLettersResponse>, GrpcStatus> {
+        self.access
+            .check(request.metadata(), Role::Operator, "RetryDeadLetters")?;
+        let requeued = self
+            .daemon
+            .outbox()
+            .requeue_dead_letters()
+            .await
+            .map_err(|e| GrpcStatus::unavailable(e.to_string()))?;
+        Ok(Response::new(RetryDeadLettersResponse { requeued }))
+    }
+
+    type WatchStream = SnapshotStream;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, GrpcStatus> {
+        let caller = self
+            .access
+            .check(request.metadata(), Role::Reader, "Watch")?;
+        // Each channel's stream starts with its current snapshot and then yields the latest one
+        // at most every WATCH_PERIOD, so a slow client never builds a backlog.
+        let streams = self.daemon.watchers().into_iter().map(|rx| {
+            Box::pin(WatchStream::new(rx).throttle(WATCH_PERIOD).map(Ok))
+                as Pin<Box<dyn Stream<Item = Result<ChannelSnapshot, GrpcStatus>> + Send>>
+        });
+        let all = futures::stream::select_all(streams);
+        if caller.is_none() {
+            return Ok(Response::new(Box::pin(all)));
+        }
+        // The token is checked again before a snapshot once RECHECK_PERIOD has passed: a
+        // revoked token's Watch ends with the refusal.
+        let (access, metadata) = (self.access.clone(), request.metadata().clone());
+        let mut checked = tokio::time::Instant::now();
+        let mut ended = false;
+        let rechecked = futures::StreamExt::scan(all, (), move |(), item| {
+            let item = if ended {
+                None
+            } else if checked.elapsed() < RECHECK_PERIOD {
+                Some(item)
+            } else {
+                checked = tokio::time::Instant::now();
+                match access.check(&metadata, Role::Reader, "Watch") {
+                    Ok(_) => Some(item),
+                    Err(refused) => {
+                        ended = true;
+                        Some(Err(refused))
+                    }
+                }
+            };
+            futures::future::ready(item)
+        });
+        Ok(Response::new(Box::pin(rechecked)))
+    }
+}
