@@ -1,4 +1,5 @@
-//! The daemon's parts through real SQLite files, real Modbus and gRPC sockets on loopback.
+//! The daemon's parts through real SQLite files, real Modbus and gRPC sockets on loopback, and
+//! the control API's tokens file.
 
 use cyclerd::outbox::{Outbox, PageItem};
 use cyclerd::proto::ingest::{Event, SampleBatch, TestRegistered, entry::Body};
@@ -302,3 +303,6 @@ mod uploader_and_hub {
 
 #[path = "daemon/outbox_model.rs"]
 mod outbox_model;
+
+#[path = "daemon/control_tokens.rs"]
+mod control_tokens;

@@ -4,9 +4,8 @@
 //!
 //! A token is `cyh_<id>_<secret>`: the 12-hex-digit id finds the token's row, the 64-hex-digit
 //! secret (256 random bits) proves it. The hub keeps only the SHA-256 of the secret, so a copy
-//! of the database lets nobody in; a high-entropy secret needs no slow hash.
-
-use sha2::{Digest, Sha256};
+//! of the database lets nobody in; a high-entropy secret needs no slow hash. The format's code
+//! is shared with the daemon's control tokens, in [`cyclerd_proto::token`].
 
 /// What a token allows, besides reading its lab's tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,56 +53,21 @@ pub struct TokenRow {
     pub role: Role,
 }
 
-/// A token split into its parts; `None` when the text is not a token at all.
+/// What starts every hub token: `cyh_<id>_<secret>`.
+pub const PREFIX: &str = "cyh";
+
+/// A token split into its parts; `None` when the text is not a hub token at all.
 pub fn parse(token: &str) -> Option<(&str, &str)> {
-    let rest = token.trim().strip_prefix("cyh_")?;
-    let (id, secret) = rest.split_once('_')?;
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex(id, 12) && hex(secret, 64)).then_some((id, secret))
+    cyclerd_proto::token::parse(PREFIX, token)
 }
 
 /// A new token's id, secret and full text.
 pub fn generate() -> (String, String, String) {
-    let id: [u8; 6] = rand::random();
-    let secret: [u8; 32] = rand::random();
-    let (id, secret) = (to_hex(&id), to_hex(&secret));
-    let text = format!("cyh_{id}_{secret}");
-    (id, secret, text)
+    cyclerd_proto::token::generate(PREFIX)
 }
 
-/// What the hub stores of a secret.
-pub fn secret_hash(secret: &str) -> String {
-    to_hex(&Sha256::digest(secret.as_bytes()))
-}
-
-/// Compares a presented secret with a stored hash in time independent of where they differ.
-pub fn secret_matches(secret: &str, stored_hash: &str) -> bool {
-    let presented = secret_hash(secret);
-    presented.len() == stored_hash.len()
-        && presented
-            .bytes()
-            .zip(stored_hash.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Checks a lab or token name: printable, no surrounding blanks, at most 100 characters.
-pub fn check_name(what: &str, name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name.len() > 100
-        || name.trim() != name
-        || name.chars().any(|c| c.is_control())
-    {
-        return Err(format!(
-            "{what} {name:?} must be 1 to 100 printable characters without surrounding spaces"
-        ));
-    }
-    Ok(())
-}
+// The secret's hash and check, and the name rule, are shared with the daemon's control tokens.
+pub use cyclerd_proto::token::{check_name, secret_hash, secret_matches};
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,8 @@
 //!
 //! The daemon's outbox and the hub's database hold every sample and the lab's metadata; a
 //! process's usual umask would leave them world-readable. SQLite gives its `-wal` and `-shm`
-//! files the permissions of the database file, so creating that one private is enough.
+//! files the permissions of the database file, so creating that one private is enough. Small
+//! files of secrets (the daemon's control tokens) are replaced whole with [`replace_private`].
 
 use std::io;
 use std::path::Path;
@@ -39,6 +40,28 @@ pub fn create_private(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Replaces `path` with `contents` at once (written to a private file beside it, then renamed
+/// over it): a reader sees the old file or the new one, never half of it, and the new file is
+/// private (0600 on unix) whatever the old one was.
+pub fn replace_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let temporary = path.with_file_name(name);
+    let _ = std::fs::remove_file(&temporary);
+    create_private(&temporary)?;
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&temporary)
+        .and_then(|mut f| f.write_all(contents).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
@@ -68,5 +91,18 @@ mod tests {
             b"data",
             "an existing file is not touched"
         );
+    }
+
+    #[test]
+    fn a_replaced_file_is_private_and_holds_only_the_new_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        std::fs::write(&path, b"old and longer").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        replace_private(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(mode(&path), 0o600);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left: {left:?}");
     }
 }

@@ -9,6 +9,7 @@
 //! - [`files`]: data files created private (the outbox, the hub's database), for both peers.
 //! - [`incoming`]: the accept loop both servers use: accept errors back off, silent connections
 //!   are closed, connections open at once are capped; and the open-file limit raised at start.
+//! - [`token`]: bearer tokens as text (format, generation, hashed secrets), for both peers.
 //! - [`FILE_DESCRIPTOR_SET`]: both contracts' descriptors, for gRPC reflection.
 
 /// `cyclerd.ingest.v1`: the hub's ingest stream.
@@ -33,8 +34,9 @@ pub mod hub {
 pub mod files;
 pub mod incoming;
 pub mod metadata;
+pub mod token;
 
-/// The `authorization` header value that carries a hub token (`Bearer <token>`); `None` when
+/// The `authorization` header value that carries a token (the hub's or the control API's) (`Bearer <token>`); `None` when
 /// the token has characters a header cannot carry.
 pub fn bearer(token: &str) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
     format!("Bearer {}", token.trim()).parse().ok()

@@ -1,10 +1,12 @@
-//! The `cyclerd` command line: `run`, `demo`, and `sim FAMILY` ([`crate::sim`]). A library
-//! module so that tests can run the real binary's code as a child process (and kill it).
+//! The `cyclerd` command line: `run`, `demo`, `sim FAMILY` ([`crate::sim`]) and `token`
+//! ([`crate::token`]). A library module so that tests can run the real binary's code as a
+//! child process (and kill it).
 
 use crate::demo::{self, DemoOptions};
 use crate::lab;
 use crate::signal::StopSignal;
 use crate::sim::{self, SimDevice};
+use crate::token;
 use clap::{Parser, Subcommand};
 use cyclerd::config::Config;
 use cyclerd::{Daemon, control};
@@ -69,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         device: SimDevice,
     },
+    /// Issue, list and revoke the control API's tokens (for cyclerctl --token).
+    Token {
+        #[command(subcommand)]
+        action: token::TokenAction,
+    },
 }
 
 fn init_logging(default: &str) {
@@ -112,6 +119,9 @@ async fn run_command(cli: Cli) -> ExitCode {
             run(config, clock, open_files)
                 .await
                 .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Token { action } => {
+            token::run(action, &mut std::io::stdout()).map(|()| ExitCode::SUCCESS)
         }
         Command::Sim { device } => {
             init_logging("info");
@@ -168,7 +178,7 @@ async fn run(path: PathBuf, clock: Clock, open_files: Option<u64>) -> anyhow::Re
     let config = Config::load(&path)?;
     // From here on a failed start may leave the outputs of a killed daemon's tests on: they are
     // switched off before the process exits (a unit restarted on failure would loop with them on).
-    let (daemon, listener, listen) = match start(config.clone(), &path, clock.clone()).await {
+    let started = match start(config.clone(), &path, clock.clone()).await {
         Ok(started) => started,
         Err(e) => {
             tracing::error!("cyclerd cannot start: {e:#}; switching every reachable output off");
@@ -176,8 +186,26 @@ async fn run(path: PathBuf, clock: Clock, open_files: Option<u64>) -> anyhow::Re
             return Err(e);
         }
     };
+    let (daemon, listener, listen, mut options) = started;
+    if config.control.beyond_loopback() && config.control.insecure {
+        tracing::warn!(
+            "control.insecure: the control API on {listen} is reachable from other machines{}{}",
+            if config.control.missing_tls() {
+                ", without TLS"
+            } else {
+                ""
+            },
+            if options.access.is_none() {
+                ", and without tokens: anyone who reaches the port may start and stop tests"
+            } else {
+                ""
+            }
+        );
+    }
     tracing::info!(
         daemon_id = %daemon.outbox().identity().daemon_id,
+        tls = options.tls.is_some(),
+        tokens_required = options.access.is_some(),
         "cyclerd running; control API on {listen}"
     );
     let limits = cyclerd::proto::incoming::Limits {
@@ -194,11 +222,12 @@ async fn run(path: PathBuf, clock: Clock, open_files: Option<u64>) -> anyhow::Re
         ?limits,
         "open-file limit and control connections"
     );
+    options.limits = limits;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(control::serve_with(
         daemon.clone(),
         listener,
-        limits,
+        options,
         async {
             let _ = stop_rx.await;
         },
@@ -218,19 +247,27 @@ async fn run(path: PathBuf, clock: Clock, open_files: Option<u64>) -> anyhow::Re
     Ok(())
 }
 
-/// Takes the control port and starts the daemon on `config` (read from `path`).
+/// Reads the control API's TLS files, takes its port and starts the daemon on `config` (read
+/// from `path`); the address is the one bound (a port 0 in the configuration is chosen here).
 async fn start(
     config: Config,
     path: &std::path::Path,
     clock: Clock,
-) -> anyhow::Result<(Daemon, tokio::net::TcpListener, SocketAddr)> {
+) -> anyhow::Result<(
+    Daemon,
+    tokio::net::TcpListener,
+    SocketAddr,
+    control::ServeOptions,
+)> {
     let origin = path.display().to_string();
+    let options = control::ServeOptions::from_config(&config, &origin)?;
     let listen = config.control.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("{origin}: control.listen = {listen}: {e}"))?;
+    let listen = listener.local_addr().unwrap_or(listen);
     let daemon = Daemon::start(config, &origin, clock).await?;
-    Ok((daemon, listener, listen))
+    Ok((daemon, listener, listen, options))
 }
 
 #[cfg(test)]

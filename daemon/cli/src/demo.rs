@@ -61,6 +61,13 @@ impl Default for DemoOptions {
 
 /// Runs the demo, writing progress to `out`; returns the summary.
 pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::Result<Summary> {
+    // The demo's control API is open, without TLS or tokens: so on loopback only.
+    anyhow::ensure!(
+        options.control.ip().is_loopback(),
+        "--control {}: the demo's control API is open to anyone who reaches it; give a loopback \
+         address (127.0.0.1:PORT), or run a lab configuration with TLS and tokens",
+        options.control
+    );
     let (protocol, origin) = match &options.protocol {
         Some(path) => (
             std::fs::read_to_string(path)

@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //!
-//! - [`cyclerd`]: the `cyclerd` command line (`run`, `demo`, `sim FAMILY`); `src/bin/cyclerd.rs`
+//! - [`cyclerd`]: the `cyclerd` command line (`run`, `demo`, `sim FAMILY`, `token`); `src/bin/cyclerd.rs`
 //!   just calls [`cyclerd::main`]. `run` listens for the stop signal before anything can resume
 //!   a test, so a SIGTERM at any point of a start still switches every output off.
 //! - [`sim`](crate::sim): `cyclerd sim FAMILY`, one simulated device standalone on its real
@@ -15,6 +15,7 @@
 //!   embedded hub on one scaled clock), for the demo, the end-to-end tests and the benchmark.
 //! - [`demo`]: `cyclerd demo`: a simulated lab run live, with progress lines and a summary.
 //! - [`signal`]: Ctrl-C and SIGTERM, listened for from the moment they are asked for.
+//! - [`token`]: `cyclerd token issue|list|revoke`, the control API's tokens.
 //! - `src/bin/cyclerctl.rs`: `cyclerctl`, the daemon's control client (status, watch, start,
 //!   stop, outbox) and the protocol tools (check, compile, import, simulate).
 //! - `benches/pipeline.rs`: outbox, uploader and hub rates against baselines in the same run.
@@ -24,3 +25,4 @@ pub mod demo;
 pub mod lab;
 pub mod signal;
 mod sim;
+pub mod token;

@@ -1,5 +1,6 @@
 //! The binaries and the simulated lab: the daemon in process with its control API, `cyclerctl`
-//! and `cyclerd` as child processes, over real sockets, files and pseudo-terminals.
+//! and `cyclerd` as child processes, over real sockets, files and pseudo-terminals; the control
+//! API's tokens and TLS in `cli/control_auth.rs`.
 
 use cyclerd::proto::control::control_client::ControlClient;
 use cyclerd::proto::control::*;
@@ -434,6 +435,9 @@ steps:
         lab.stop(WAIT).await.unwrap();
     }
 }
+
+#[path = "cli/control_auth.rs"]
+mod control_auth;
 
 mod pair {
     use super::*;

@@ -210,15 +210,29 @@ fn default_window() -> usize {
     256
 }
 
+/// The control API (cyclerctl's). A listener other machines can reach needs TLS and tokens:
+/// every call then presents a token (`cyclerd token issue`), an operator's to start and stop
+/// tests and requeue dead letters, a reader's or an operator's for the rest.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlSection {
     /// Where the control API (cyclerctl) listens.
     #[serde(default = "default_control_listen")]
     pub listen: SocketAddr,
-    /// Listen where other machines reach it although the API has no credential yet (anyone
-    /// who reaches the port may start and stop tests): for a closed network you trust. Without
-    /// it such an address is refused.
+    /// The daemon's TLS certificate chain and key (PEM); with them, cyclerctl connects with
+    /// https:// and `--ca` (the CA that signed the certificate). Required beyond loopback.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Where the tokens' hashes are kept (`cyclerd token issue|list|revoke`). Default:
+    /// `control-tokens.toml` beside the outbox (`store.path`).
+    pub tokens_file: Option<PathBuf>,
+    /// Require a token on loopback too (a lab PC several people log in to). Beyond loopback
+    /// tokens are always required, unless `insecure`.
+    #[serde(default)]
+    pub require_tokens: bool,
+    /// Listen where other machines reach it without TLS and without tokens (anyone who
+    /// reaches the port may start and stop tests): for a closed network you trust. Without it
+    /// such an address needs `tls_cert`, `tls_key` and at least one token.
     #[serde(default)]
     pub insecure: bool,
     /// Connections open at once (default 512, at most half the open-file limit); at the cap a
@@ -231,9 +245,25 @@ impl Default for ControlSection {
     fn default() -> Self {
         ControlSection {
             listen: default_control_listen(),
+            tls_cert: None,
+            tls_key: None,
+            tokens_file: None,
+            require_tokens: false,
             insecure: false,
             max_connections: None,
         }
+    }
+}
+
+impl ControlSection {
+    /// Whether other machines can reach the listener.
+    pub fn beyond_loopback(&self) -> bool {
+        !self.listen.ip().is_loopback()
+    }
+
+    /// Whether the listener serves without TLS (no certificate and key).
+    pub fn missing_tls(&self) -> bool {
+        self.tls_cert.is_none() || self.tls_key.is_none()
     }
 }
 
@@ -467,6 +497,14 @@ impl StoreSection {
 impl Config {
     /// Reads `path`, applies `CYCLERD_*` overrides, and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::read(path)?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
+    }
+
+    /// Reads `path` and applies `CYCLERD_*` overrides, without the checks: for `cyclerd token`,
+    /// which must work on a configuration that still waits for its first token.
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let fail = |message: String| ConfigError {
             origin: origin.clone(),
@@ -489,9 +527,7 @@ impl Config {
             )
             .build()
             .map_err(|e| fail(e.to_string()))?;
-        let config: Config = built.try_deserialize().map_err(|e| fail(e.to_string()))?;
-        config.validate(&origin)?;
-        Ok(config)
+        built.try_deserialize().map_err(|e| fail(e.to_string()))
     }
 
     /// Parses TOML text (no environment overrides), for built-in configurations and tests.
@@ -557,6 +593,21 @@ impl Config {
         self.chambers
             .iter()
             .find(|c| c.channels.iter().any(|ch| ch == channel_id))
+    }
+
+    /// The control tokens file: `[control] tokens_file`, or `control-tokens.toml` beside the
+    /// outbox.
+    pub fn control_tokens_file(&self) -> PathBuf {
+        self.control
+            .tokens_file
+            .clone()
+            .unwrap_or_else(|| self.store.path.with_file_name("control-tokens.toml"))
+    }
+
+    /// Whether every control call needs a token: beyond loopback unless `insecure`, and
+    /// anywhere with `require_tokens`.
+    pub fn control_requires_tokens(&self) -> bool {
+        self.control.require_tokens || (self.control.beyond_loopback() && !self.control.insecure)
     }
 
     pub fn device(&self, name: &str) -> Option<&DeviceConfig> {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::control::tokens::{Role, TokenStore};
 
 const GOOD: &str = r#"
     [store]
@@ -185,27 +186,96 @@ fn a_tls_hub_address_needs_the_lab_ca_and_a_ca_needs_tls() {
     assert!(e.contains("use https://"), "{e}");
 }
 
+/// `GOOD` with a `[control]` section of `lines`, its tokens file in `dir`.
+fn with_control(dir: &Path, lines: &str) -> String {
+    let tokens = dir.join("control-tokens.toml");
+    format!("{GOOD}\n[control]\ntokens_file = {tokens:?}\n{lines}\n")
+}
+
 #[test]
-fn a_control_api_other_machines_reach_is_refused_unless_said_insecure() {
-    let open = format!("{GOOD}\n[control]\nlisten = \"0.0.0.0:50052\"\n");
+fn a_control_api_other_machines_reach_is_refused_without_tls_and_a_token_unless_said_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = with_control(dir.path(), "listen = \"0.0.0.0:50052\"");
     let e = Config::from_toml(&open, "lab.toml")
         .unwrap_err()
         .to_string();
     assert!(e.contains("control.listen = 0.0.0.0:50052"), "{e}");
-    assert!(e.contains("control.insecure"), "{e}");
-    let said = format!("{open}insecure = true\n");
     assert!(
-        Config::from_toml(&said, "lab.toml")
-            .unwrap()
-            .control
-            .insecure
+        e.contains("control.tls_cert") && e.contains("control.insecure"),
+        "{e}"
     );
-    let local = format!("{GOOD}\n[control]\nlisten = \"127.0.0.1:50052\"\n");
+    let tls = format!("{open}tls_cert = \"daemon.pem\"\ntls_key = \"daemon-key.pem\"\n");
+    let e = Config::from_toml(&tls, "lab.toml").unwrap_err().to_string();
     assert!(
-        !Config::from_toml(&local, "lab.toml")
-            .unwrap()
-            .control
-            .insecure
+        e.contains("holds none") && e.contains("cyclerd token issue"),
+        "{e}"
+    );
+    let store = TokenStore::new(dir.path().join("control-tokens.toml"));
+    store.issue("alice", Role::Operator).unwrap();
+    let ready = Config::from_toml(&tls, "lab.toml").unwrap();
+    assert!(ready.control_requires_tokens());
+    store.revoke("alice").unwrap();
+    let e = Config::from_toml(&tls, "lab.toml").unwrap_err().to_string();
+    assert!(
+        e.contains("holds none"),
+        "a revoked token does not count: {e}"
+    );
+
+    let said = Config::from_toml(&format!("{open}insecure = true\n"), "lab.toml").unwrap();
+    assert!(said.control.insecure && !said.control_requires_tokens());
+}
+
+#[test]
+fn a_tls_certificate_without_its_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let half = with_control(dir.path(), "tls_cert = \"daemon.pem\"");
+    let e = Config::from_toml(&half, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("control.tls_cert and control.tls_key go together"),
+        "{e}"
+    );
+}
+
+#[test]
+fn whether_control_calls_need_a_token_follows_the_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    TokenStore::new(dir.path().join("control-tokens.toml"))
+        .issue("alice", Role::Reader)
+        .unwrap();
+    let tls = "tls_cert = \"d.pem\"\ntls_key = \"k.pem\"";
+    for (lines, required) in [
+        ("listen = \"127.0.0.1:50052\"", false),
+        ("listen = \"[::1]:50052\"", false),
+        ("listen = \"127.0.0.1:50052\"\nrequire_tokens = true", true),
+        (&format!("listen = \"0.0.0.0:50052\"\n{tls}"), true),
+        (&format!("listen = \"192.0.2.7:50052\"\n{tls}"), true),
+        (&format!("listen = \"[::]:50052\"\n{tls}"), true),
+        ("listen = \"0.0.0.0:50052\"\ninsecure = true", false),
+    ] {
+        let c = Config::from_toml(&with_control(dir.path(), lines), "lab.toml").unwrap();
+        assert_eq!(c.control_requires_tokens(), required, "{lines}");
+    }
+    let default = Config::from_toml(GOOD, "lab.toml").unwrap();
+    assert!(!default.control_requires_tokens());
+    assert_eq!(
+        default.control_tokens_file(),
+        Path::new("control-tokens.toml"),
+        "beside the outbox"
+    );
+}
+
+#[test]
+fn tokens_required_on_loopback_need_a_token_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = with_control(dir.path(), "require_tokens = true");
+    let e = Config::from_toml(&closed, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("control.require_tokens") && e.contains("holds none"),
+        "{e}"
     );
 }
 

@@ -2,6 +2,7 @@
 //! the file, the entry and the key.
 
 use super::*;
+use crate::control::tokens::TokenStore;
 
 impl Config {
     pub(super) fn validate(&self, origin: &str) -> Result<(), ConfigError> {
@@ -27,17 +28,11 @@ impl Config {
                 ));
             }
         }
-        let control = &self.control;
-        if !control.listen.ip().is_loopback() && !control.insecure {
-            return fail(format!(
-                "control.listen = {}: other machines could reach the control API, which has no \
-                 credential yet (anyone reaching it may start and stop tests); listen on \
-                 127.0.0.1 and reach it over `ssh -L`, or set control.insecure = true on a \
-                 network you trust",
-                control.listen
-            ));
-        }
-        if control.max_connections == Some(0) {
+        self.validate_control().map_err(|message| ConfigError {
+            origin: origin.into(),
+            message,
+        })?;
+        if self.control.max_connections == Some(0) {
             return fail(
                 "control.max_connections = 0 would refuse every client; at least 1".into(),
             );
@@ -359,6 +354,51 @@ impl Config {
                         c.name
                     ));
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The control API's listener: TLS and tokens beyond loopback (unless `insecure`), and a
+    /// token to present wherever tokens are required.
+    fn validate_control(&self) -> Result<(), String> {
+        let control = &self.control;
+        let issue = "issue one on this machine with `cyclerd token issue --config FILE --role \
+                     operator --name NAME` (as the daemon's user)";
+        if control.tls_cert.is_some() != control.tls_key.is_some() {
+            return Err(
+                "control.tls_cert and control.tls_key go together: give both PEM files, or neither"
+                    .into(),
+            );
+        }
+        if control.beyond_loopback() && !control.insecure && control.missing_tls() {
+            return Err(format!(
+                "control.listen = {}: other machines could reach the control API, so it needs \
+                 TLS and tokens: set control.tls_cert and control.tls_key (PEM) and {issue}; or \
+                 listen on 127.0.0.1 and reach it over `ssh -L`, or set control.insecure = true \
+                 on a network you trust (no TLS, no tokens: anyone reaching the port may start \
+                 and stop tests)",
+                control.listen
+            ));
+        }
+        if self.control_requires_tokens() {
+            let file = self.control_tokens_file();
+            let why = if control.beyond_loopback() {
+                format!("control.listen = {} is beyond loopback", control.listen)
+            } else {
+                "control.require_tokens is set".to_string()
+            };
+            match TokenStore::new(&file).valid_count() {
+                Ok(0) => {
+                    return Err(format!(
+                        "{why}, so every control call needs a token, and {} holds none: {issue}",
+                        file.display()
+                    ));
+                }
+                Err(e) => return Err(format!("{why}, so control calls need tokens: {e:#}")),
+                Ok(_) => {}
             }
         }
         Ok(())

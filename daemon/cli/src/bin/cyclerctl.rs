@@ -12,7 +12,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tonic::transport::Channel;
+use tonic::codegen::InterceptedService;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
 
 #[derive(Parser)]
 #[command(version, about = "cyclerctl: control a running cyclerd")]
@@ -25,6 +29,13 @@ struct Cli {
         env = "CYCLERD_CONTROL"
     )]
     daemon: String,
+    /// The control token (`cyclerd token issue`), needed where the daemon requires one; better
+    /// given in CYCLERD_TOKEN than on the command line, which other users can see.
+    #[arg(long, global = true, env = "CYCLERD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The CA (PEM) that signed the daemon's certificate, for an https:// --daemon.
+    #[arg(long, global = true, env = "CYCLERD_CA")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -151,12 +162,73 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn connect(address: &str) -> anyhow::Result<ControlClient<Channel>> {
-    ControlClient::connect(address.to_string())
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("cannot reach cyclerd at {address}: {e} (is it running? set --daemon)")
-        })
+/// Adds the token, if any, to every call.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = ControlClient<InterceptedService<Channel, Bearer>>;
+
+async fn connect(cli: &Cli) -> anyhow::Result<Client> {
+    let address = cli.daemon.as_str();
+    let bearer = match &cli.token {
+        Some(token) => Some(cyclerd::proto::bearer(token).ok_or_else(|| {
+            anyhow::anyhow!("the token has characters a token never has; copy it again")
+        })?),
+        None => None,
+    };
+    if bearer.is_some() && cyclerd::proto::in_clear_to_another_host(address) {
+        eprintln!(
+            "warning: {address} is plain http: the token crosses the network in clear; serve the \
+             control API with TLS ([control] tls_cert, tls_key) and use https://"
+        );
+    }
+    let mut endpoint = Endpoint::from_shared(address.to_owned())
+        .map_err(|_| anyhow::anyhow!("--daemon {address} is not a URL (http://HOST:PORT)"))?;
+    match (address.split_once("://").map(|(s, _)| s), &cli.ca) {
+        (Some("https"), Some(ca)) => {
+            let pem = std::fs::read(ca)
+                .map_err(|e| anyhow::anyhow!("cannot read the CA file {}: {e}", ca.display()))?;
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+                .map_err(|e| anyhow::anyhow!("the CA file {} is unusable: {e}", ca.display()))?;
+        }
+        (Some("https"), None) => anyhow::bail!(
+            "--daemon {address} needs --ca FILE: the CA (PEM) that signed the daemon's certificate"
+        ),
+        (Some("http"), None) => {}
+        (Some("http"), Some(_)) => anyhow::bail!(
+            "--ca is for a daemon serving TLS: give its https:// address, not {address}"
+        ),
+        _ => anyhow::bail!("--daemon {address} must start with http:// or https://"),
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach cyclerd at {address}: {e} (is it running? set --daemon; for https://, \
+             did --ca sign its certificate?)"
+        )
+    })?;
+    Ok(ControlClient::with_interceptor(channel, Bearer(bearer)))
+}
+
+/// A refused call said as the daemon says it (what to do), not as a transport error dump.
+fn refused(status: Status) -> anyhow::Error {
+    match status.code() {
+        Code::Unauthenticated | Code::PermissionDenied => {
+            anyhow::anyhow!("refused: {}", status.message())
+        }
+        _ => status.into(),
+    }
 }
 
 /// Output piped into `head` or a closed terminal ends `watch` quietly.
@@ -172,11 +244,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Protocol { action, params } = cli.command {
         return protocol(action, &params.into_iter().collect());
     }
-    let mut client = connect(&cli.daemon).await?;
+    let mut client = connect(&cli).await?;
     match cli.command {
         Command::Protocol { .. } => unreachable!("handled above"),
         Command::Status => {
-            let s = client.get_status(GetStatusRequest {}).await?.into_inner();
+            let s = client
+                .get_status(GetStatusRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
             println!("daemon   {} (store epoch {})", s.daemon_id, s.store_epoch);
             println!(
                 "hub      {} {}",
@@ -199,11 +275,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Watch => {
-            let mut stream = client.watch(WatchRequest {}).await?.into_inner();
+            let mut stream = client
+                .watch(WatchRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
             let mut lines: BTreeMap<String, String> = BTreeMap::new();
             let tty = std::io::stdout().is_terminal();
             let mut out = std::io::stdout();
-            while let Some(snapshot) = stream.message().await? {
+            while let Some(snapshot) = stream.message().await.map_err(refused)? {
                 let line = channel_line(&snapshot);
                 let written = if tty {
                     // Redraw the block in place: one line per channel.
@@ -267,7 +347,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Outbox { action: None } => {
-            let o = client.get_outbox(GetOutboxRequest {}).await?.into_inner();
+            let o = client
+                .get_outbox(GetOutboxRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner();
             println!("outbox        {}", o.path);
             println!(
                 "backlog       {} entries, {} samples, {} bytes{}",
@@ -293,7 +377,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let r = client
                 .retry_dead_letters(RetryDeadLettersRequest {})
-                .await?
+                .await
+                .map_err(refused)?
                 .into_inner();
             println!("requeued {} dead letters", r.requeued);
         }
