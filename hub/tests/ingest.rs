@@ -424,6 +424,8 @@ mod auth;
 mod backends;
 #[path = "ingest/catalog.rs"]
 mod catalog;
+#[path = "ingest/cycles.rs"]
+mod cycles;
 #[path = "ingest/pg_tls.rs"]
 mod pg_tls;
 #[path = "ingest/query.rs"]

@@ -6,6 +6,8 @@
 //! - [`hub`]: `cyclerd.hub.v1.Query`, the hub's API for finding, reading and following tests.
 //! - [`metadata`]: what a test's metadata map means: its tiers, and their validation against
 //!   the JSON Schemas a lab registers in its hub (shared by the daemon and the hub).
+//! - [`cycles`]: what a cycle's numbers mean (throughput, efficiency, retention, resistance),
+//!   from a test's samples, for the daemon that computes them and the hub that serves them.
 //! - [`files`]: data files created private (the outbox, the hub's database), for both peers.
 //! - [`incoming`]: the accept loop both servers use: accept errors back off, silent connections
 //!   are closed, connections open at once are capped; and the open-file limit raised at start.
@@ -31,6 +33,7 @@ pub mod hub {
     tonic::include_proto!("cyclerd.hub.v1");
 }
 
+pub mod cycles;
 pub mod files;
 pub mod incoming;
 pub mod metadata;

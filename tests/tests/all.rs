@@ -4,6 +4,8 @@
 
 #[path = "all/chamber.rs"]
 mod chamber;
+#[path = "all/cycles.rs"]
+mod cycles;
 #[path = "all/e2e.rs"]
 mod e2e;
 #[cfg(unix)]

@@ -10,7 +10,10 @@
 
 use super::{ChannelSpec, Ending, Live, Shared, TestRequest};
 use crate::outbox::{Checkpoint, CheckpointOp, Outbox, Progress};
-use crate::proto::ingest::{Event, SampleBatch, TestEnded, TestRegistered, entry::Body};
+use crate::proto::cycles::{CycleTracker, Point};
+use crate::proto::ingest::{
+    CycleSummary, Event, SampleBatch, TestEnded, TestRegistered, entry::Body,
+};
 use cyclerd_drivers::Clock;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +46,10 @@ pub struct TestJournal {
     /// Unix time (of the clock) at which the test started; test time counts from it.
     start_unix_s: f64,
     batch: Batch,
+    /// The test's cycles so far, from its samples; checkpointed with them.
+    cycles: CycleTracker,
+    /// Cycle summaries the last samples settled, sent before the batch that holds them.
+    settled: Vec<CycleSummary>,
 }
 
 impl TestJournal {
@@ -65,6 +72,8 @@ impl TestJournal {
             test_id: test_id.clone(),
             start_unix_s,
             batch: Batch::new(&test_id, 0),
+            cycles: CycleTracker::default(),
+            settled: Vec::new(),
         };
         let checkpoint = Checkpoint {
             test_id: test_id.clone(),
@@ -126,6 +135,9 @@ impl TestJournal {
             test_id: cp.test_id.clone(),
             start_unix_s: cp.start_unix_s,
             batch: Batch::new(&cp.test_id, cp.progress.next_seq),
+            // A checkpoint from before cycles were tracked starts a tracker at the next sample.
+            cycles: serde_json::from_str(&cp.progress.cycles_json).unwrap_or_default(),
+            settled: Vec::new(),
         }
     }
 
@@ -168,6 +180,21 @@ impl TestJournal {
     /// Adds a sample to the batch (and to the daemon's count of samples acquired).
     pub fn push(&mut self, sample: Sample) {
         self.acquired.fetch_add(1, Ordering::Relaxed);
+        let point = Point {
+            seq: self.batch.next_seq,
+            test_time_s: sample.test_time_s,
+            voltage_v: sample.voltage_v,
+            current_a: sample.current_a,
+            cycle: sample.cycle,
+            step: sample.step,
+            charge_capacity_ah: sample.charge_ah,
+            discharge_capacity_ah: sample.discharge_ah,
+            charge_energy_wh: sample.charge_wh,
+            discharge_energy_wh: sample.discharge_wh,
+            temperature_c: sample.temperature_c,
+        };
+        let settled = self.cycles.observe(&self.test_id, &point);
+        self.settled.extend(settled);
         self.batch.push(sample);
     }
 
@@ -184,6 +211,9 @@ impl TestJournal {
     /// Sends the batch, if it holds anything, with the runner's `state` as of its last sample:
     /// a checkpoint that accounts for exactly its samples.
     pub fn flush(&mut self, state: impl FnOnce() -> RunnerState) {
+        // Before the samples: should the daemon stop between the two, the resumed tracker
+        // settles the cycles again from the checkpoint, and the hub keeps the latest.
+        self.send_settled();
         if let Some(body) = self.batch.take() {
             let last = body.test_time_s.last().copied().unwrap_or_default();
             let progress = self.progress(state(), last);
@@ -288,7 +318,18 @@ impl TestJournal {
         self.end_quietly(now, ending);
     }
 
-    fn end_quietly(self, unix_time_s: f64, ending: Ending) {
+    fn send_settled(&mut self) {
+        for summary in std::mem::take(&mut self.settled) {
+            self.append(Body::Cycle(summary), None);
+        }
+    }
+
+    fn end_quietly(mut self, unix_time_s: f64, ending: Ending) {
+        // The last cycle ends with the test.
+        self.send_settled();
+        if let Some(last) = self.cycles.current(&self.test_id, true) {
+            self.append(Body::Cycle(last), None);
+        }
         self.append(
             Body::TestEnded(TestEnded {
                 test_id: self.test_id.clone(),
@@ -310,6 +351,7 @@ impl TestJournal {
             test_time_s,
             unix_s: self.start_unix_s + test_time_s,
             paused_s: state.paused_s,
+            cycles_json: serde_json::to_string(&self.cycles).unwrap_or_default(),
         }
     }
 

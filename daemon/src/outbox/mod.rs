@@ -153,6 +153,9 @@ pub struct Progress {
     pub unix_s: f64,
     /// Time the test spent paused or interrupted, which the engine's clock leaves out.
     pub paused_s: f64,
+    /// The test's per-cycle tracker ([`crate::proto::cycles::CycleTracker`]), as JSON, as of
+    /// the same sample; empty for none yet.
+    pub cycles_json: String,
 }
 
 /// Checkpoint work riding along with an append, in the same transaction.

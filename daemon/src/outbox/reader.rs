@@ -168,7 +168,7 @@ impl OutboxReader {
             .conn
             .prepare(
                 "SELECT test_id, channel_id, protocol_source, origin, metadata_json, start_unix_s,
-                        engine_json, next_seq, test_time_s, unix_s, paused_s, params_json
+                        engine_json, next_seq, test_time_s, unix_s, paused_s, params_json, cycles_json
                  FROM checkpoints ORDER BY channel_id",
             )
             .map_err(self.err())?;
@@ -190,6 +190,7 @@ impl OutboxReader {
                         test_time_s: r.get(8)?,
                         unix_s: r.get(9)?,
                         paused_s: r.get(10)?,
+                        cycles_json: r.get(12)?,
                     },
                 })
             })

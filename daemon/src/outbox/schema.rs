@@ -43,14 +43,18 @@ pub const CREATE: &str = "
         unix_s REAL NOT NULL,
         paused_s REAL NOT NULL,
         -- The protocol parameters the test's plan was resolved with (JSON object).
-        params_json TEXT NOT NULL DEFAULT '{}'
+        params_json TEXT NOT NULL DEFAULT '{}',
+        -- The test's per-cycle tracker as of the same sample (JSON; empty for none yet).
+        cycles_json TEXT NOT NULL DEFAULT ''
     );
 ";
 
 /// What each older version lacks, by the version it takes the store to: `UPGRADES[i]` takes
 /// version `i + 1` to `i + 2`.
-pub const UPGRADES: &[&str] =
-    &["ALTER TABLE checkpoints ADD COLUMN params_json TEXT NOT NULL DEFAULT '{}';"];
+pub const UPGRADES: &[&str] = &[
+    "ALTER TABLE checkpoints ADD COLUMN params_json TEXT NOT NULL DEFAULT '{}';
+     ALTER TABLE checkpoints ADD COLUMN cycles_json TEXT NOT NULL DEFAULT '';",
+];
 
 /// How hard a commit pushes data to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use cyclerd_proto::ingest::{
-    Entry, Event, Rejection, SampleBatch, TestEnded, TestRegistered, entry::Body,
+    CycleSummary, Entry, Event, Rejection, SampleBatch, TestEnded, TestRegistered, entry::Body,
 };
 use cyclerd_proto::metadata::MAX_KEY_BYTES;
 use prost::Message as _;
@@ -25,6 +25,23 @@ pub(super) struct Registration<'a> {
     pub(super) team: Option<&'a str>,
     /// The metadata's problems under its lab's schemas, as a JSON array; `None` when none.
     pub(super) problems_json: Option<String>,
+}
+
+/// A validated cycle summary as the backends store it: integers that fit the columns, NULL
+/// for a temperature or resistance the cycle has none of.
+pub(super) struct CycleRecord {
+    pub(super) cycle: i64,
+    pub(super) complete: i64,
+    pub(super) start_test_time_s: f64,
+    pub(super) end_test_time_s: f64,
+    pub(super) charge_capacity_ah: f64,
+    pub(super) discharge_capacity_ah: f64,
+    pub(super) charge_energy_wh: f64,
+    pub(super) discharge_energy_wh: f64,
+    pub(super) max_temperature_c: Option<f64>,
+    pub(super) dcir_ohm: Option<f64>,
+    pub(super) first_seq: i64,
+    pub(super) last_seq: i64,
 }
 
 /// One rejected entry, as the backends record it.
@@ -90,6 +107,8 @@ pub(super) trait BatchWrites {
         entry_id: i64,
         e: &Event,
     ) -> Result<(), StoreError>;
+    /// Stores a cycle's summary (replacing an earlier one of the same cycle).
+    fn upsert_cycle(&mut self, test_key: i64, c: &CycleRecord) -> Result<(), StoreError>;
     /// Records the end of a test; returns the number of samples the hub holds for it.
     fn end_test(&mut self, test_key: i64, e: &TestEnded, expected: i64) -> Result<i64, StoreError>;
     /// Records a rejected entry (ignored when already recorded).
@@ -208,6 +227,7 @@ fn body_kind(body: Option<&Body>) -> (&'static str, Option<&str>) {
         Some(Body::Samples(s)) => ("samples", Some(&s.test_id)),
         Some(Body::Event(e)) => ("event", Some(&e.test_id)),
         Some(Body::TestEnded(e)) => ("test_ended", Some(&e.test_id)),
+        Some(Body::Cycle(c)) => ("cycle", Some(&c.test_id)),
         None => ("none", None),
     }
 }
@@ -254,6 +274,7 @@ fn apply_entry(
         Some(Body::Samples(b)) => apply_samples(w, source, b),
         Some(Body::Event(e)) => apply_event(w, source, entry.id, e).map(|()| 0),
         Some(Body::TestEnded(e)) => apply_test_ended(w, source, e).map(|()| 0),
+        Some(Body::Cycle(c)) => apply_cycle(w, source, c).map(|()| 0),
     }
 }
 
@@ -589,5 +610,53 @@ fn apply_test_ended(
             "test ended but the hub holds a different number of samples than the daemon produced"
         );
     }
+    Ok(())
+}
+
+fn apply_cycle(
+    w: &mut dyn BatchWrites,
+    source: &Source<'_>,
+    c: &CycleSummary,
+) -> Result<(), ApplyError> {
+    let what = format!("cycle {} of test {:?}", c.cycle, c.test_id);
+    check_text(&what, &[("test_id", &c.test_id)])?;
+    let required = [
+        ("start_test_time_s", c.start_test_time_s),
+        ("end_test_time_s", c.end_test_time_s),
+        ("charge_capacity_ah", c.charge_capacity_ah),
+        ("discharge_capacity_ah", c.discharge_capacity_ah),
+        ("charge_energy_wh", c.charge_energy_wh),
+        ("discharge_energy_wh", c.discharge_energy_wh),
+    ];
+    if let Some((name, v)) = required.iter().find(|(_, v)| !v.is_finite()) {
+        return reject(format!(
+            "{what}: {name} is {v}, not a number the hub stores"
+        ));
+    }
+    let (Ok(first_seq), Ok(last_seq)) = (i64::try_from(c.first_seq), i64::try_from(c.last_seq))
+    else {
+        return reject(format!(
+            "{what}: a sequence number is out of range (max 2^63-1)"
+        ));
+    };
+    let key = owned_test_key(w, source, &c.test_id)?;
+    let optional = |v: f64| v.is_finite().then_some(v);
+    w.upsert_cycle(
+        key,
+        &CycleRecord {
+            cycle: i64::from(c.cycle),
+            complete: i64::from(c.complete),
+            start_test_time_s: c.start_test_time_s,
+            end_test_time_s: c.end_test_time_s,
+            charge_capacity_ah: c.charge_capacity_ah,
+            discharge_capacity_ah: c.discharge_capacity_ah,
+            charge_energy_wh: c.charge_energy_wh,
+            discharge_energy_wh: c.discharge_energy_wh,
+            max_temperature_c: optional(c.max_temperature_c),
+            dcir_ohm: optional(c.dcir_ohm),
+            first_seq,
+            last_seq,
+        },
+    )?;
     Ok(())
 }

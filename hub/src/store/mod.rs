@@ -35,9 +35,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cyclerd_proto::ingest::{Entry, Hello};
+use cyclerd_proto::ingest::{CycleSummary, Entry, Hello};
 // The backends implement the statements of a batch; they take them from here.
-use ingest::{BatchWrites, Registration, RejectionRecord};
+use ingest::{BatchWrites, CycleRecord, Registration, RejectionRecord};
 
 use crate::token::{self, Role, TokenRow, check_name};
 // The backends read rows with the row macros, which name these.
@@ -405,6 +405,12 @@ impl HubStore {
         self.backend.events(test_id)
     }
 
+    /// The per-cycle results of a test, in cycle order, as its daemon computed them
+    /// ([`cyclerd_proto::cycles`] derives efficiency, mean voltages and retention from them).
+    pub fn cycles(&self, test_id: &str) -> Result<Vec<CycleSummary>, StoreError> {
+        self.backend.cycles(test_id)
+    }
+
     /// Every rejected entry, in the order they were recorded.
     pub fn rejections(&self) -> Result<Vec<RejectionRow>, StoreError> {
         self.backend.rejections()
@@ -502,5 +508,7 @@ trait Backend: Send + Sync {
     ) -> Result<Vec<SampleRow>, StoreError>;
     fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError>;
     fn events(&self, test_id: &str) -> Result<Vec<EventRow>, StoreError>;
+    /// The test's cycles in order (none for an unknown test).
+    fn cycles(&self, test_id: &str) -> Result<Vec<CycleSummary>, StoreError>;
     fn rejections(&self) -> Result<Vec<RejectionRow>, StoreError>;
 }

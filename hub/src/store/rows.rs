@@ -279,6 +279,26 @@ macro_rules! event_row {
     };
 }
 
+macro_rules! cycle_row {
+    ($test_id:expr, $r:ident . $get:ident) => {
+        cyclerd_proto::ingest::CycleSummary {
+            test_id: $test_id.to_owned(),
+            cycle: u32_from_sql($r.$get(0)?),
+            complete: $r.$get::<_, i64>(1)? != 0,
+            start_test_time_s: $r.$get(2)?,
+            end_test_time_s: $r.$get(3)?,
+            charge_capacity_ah: $r.$get(4)?,
+            discharge_capacity_ah: $r.$get(5)?,
+            charge_energy_wh: $r.$get(6)?,
+            discharge_energy_wh: $r.$get(7)?,
+            max_temperature_c: $r.$get::<_, Option<f64>>(8)?.unwrap_or(f64::NAN),
+            dcir_ohm: $r.$get::<_, Option<f64>>(9)?.unwrap_or(f64::NAN),
+            first_seq: u64_from_sql($r.$get(10)?),
+            last_seq: u64_from_sql($r.$get(11)?),
+        }
+    };
+}
+
 macro_rules! rejection_row {
     ($r:ident . $get:ident) => {
         RejectionRow {

@@ -101,6 +101,25 @@ pub(super) const TEST_EQUIPMENT: &str = "SELECT e.name, e.family, e.address, e.r
      FROM test_equipment e JOIN tests t ON t.test_key = e.test_key WHERE t.test_id = $1 \
      ORDER BY e.name";
 
+/// A cycle's summary; a later one of the same cycle replaces it (the cycle went on).
+pub(super) const UPSERT_CYCLE: &str = "INSERT INTO cycles (test_key, cycle, complete, \
+     start_test_time_s, end_test_time_s, charge_capacity_ah, discharge_capacity_ah, \
+     charge_energy_wh, discharge_energy_wh, max_temperature_c, dcir_ohm, first_seq, last_seq) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     ON CONFLICT (test_key, cycle) DO UPDATE SET complete = excluded.complete, \
+     start_test_time_s = excluded.start_test_time_s, end_test_time_s = excluded.end_test_time_s, \
+     charge_capacity_ah = excluded.charge_capacity_ah, \
+     discharge_capacity_ah = excluded.discharge_capacity_ah, \
+     charge_energy_wh = excluded.charge_energy_wh, \
+     discharge_energy_wh = excluded.discharge_energy_wh, \
+     max_temperature_c = excluded.max_temperature_c, dcir_ohm = excluded.dcir_ohm, \
+     first_seq = excluded.first_seq, last_seq = excluded.last_seq";
+/// A test's cycles in order.
+pub(super) const CYCLES: &str = "SELECT c.cycle, c.complete, c.start_test_time_s, \
+     c.end_test_time_s, c.charge_capacity_ah, c.discharge_capacity_ah, c.charge_energy_wh, \
+     c.discharge_energy_wh, c.max_temperature_c, c.dcir_ohm, c.first_seq, c.last_seq \
+     FROM cycles c JOIN tests t ON t.test_key = c.test_key WHERE t.test_id = $1 ORDER BY c.cycle";
+
 /// `statement` with SQLite's parameter markers.
 pub(super) fn sqlite(statement: &str) -> String {
     statement.replace('$', "?")

@@ -29,7 +29,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use postgres::{Client, Row};
 
 use super::{
-    Backend, BatchOutcome, BatchWrites, CellRow, Equipment, EventRow, Registration,
+    Backend, BatchOutcome, BatchWrites, CellRow, CycleRecord, Equipment, EventRow, Registration,
     RejectionRecord, RejectionRow, SampleRow, SchemaRow, Source, StoreError, TeamRow, TestRow,
     TestRowRaw, WriteBatch, epoch_from_sql, sql, u32_from_sql, u64_from_sql,
 };

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use cyclerd_proto::ingest::CycleSummary;
+
 use postgres::{GenericClient, Row};
 
 use super::{
@@ -51,6 +53,12 @@ impl Backend for PgStore {
 
     fn labs(&self) -> Result<Vec<(String, f64)>, StoreError> {
         self.select(sql::LABS, &[], |r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    }
+
+    fn cycles(&self, test_id: &str) -> Result<Vec<CycleSummary>, StoreError> {
+        self.select(sql::CYCLES, &[&test_id], |r| {
+            Ok(cycle_row!(test_id, r.try_get))
+        })
     }
 
     fn teams(&self) -> Result<Vec<TeamRow>, StoreError> {

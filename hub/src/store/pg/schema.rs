@@ -205,6 +205,26 @@ const MIGRATIONS: &[&str] = &[
         bound_unix_s double precision NOT NULL
     );
     "#,
+    // 8: per-cycle results of each test, as its daemon computed them (cyclerd_proto::cycles);
+    // NULL temperature or resistance where the cycle has none.
+    r#"
+    CREATE TABLE cycles (
+        test_key              bigint NOT NULL,   -- tests.test_key
+        cycle                 bigint NOT NULL,
+        complete              bigint NOT NULL,   -- 0 while the cycle goes on
+        start_test_time_s     double precision NOT NULL,
+        end_test_time_s       double precision NOT NULL,
+        charge_capacity_ah    double precision NOT NULL,
+        discharge_capacity_ah double precision NOT NULL,
+        charge_energy_wh      double precision NOT NULL,
+        discharge_energy_wh   double precision NOT NULL,
+        max_temperature_c     double precision,
+        dcir_ohm              double precision,
+        first_seq             bigint NOT NULL,
+        last_seq              bigint NOT NULL,
+        PRIMARY KEY (test_key, cycle)
+    );
+    "#,
 ];
 
 /// Advisory lock key ("cyclerhb") held while migrating, so that hubs starting at once on one

@@ -7,8 +7,8 @@ use postgres::types::Type;
 use postgres::{Client, Statement, Transaction};
 
 use super::{
-    BatchOutcome, BatchWrites, CellRow, Registration, RejectionRecord, Source, StoreError,
-    WriteBatch, Writer, sql, u64_from_sql,
+    BatchOutcome, BatchWrites, CellRow, CycleRecord, Registration, RejectionRecord, Source,
+    StoreError, WriteBatch, Writer, sql, u64_from_sql,
 };
 
 /// The sample columns, in the order of [`SAMPLE_TYPES`] and of the COPY rows.
@@ -62,6 +62,8 @@ pub(super) struct Statements {
     move_samples: Statement,
     /// Inserts an event.
     insert_event: Statement,
+    /// Stores a cycle's summary.
+    upsert_cycle: Statement,
     /// Records a test's end; returns the samples held.
     end_test: Statement,
     /// Records a rejected entry.
@@ -124,6 +126,7 @@ impl Statements {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                  ON CONFLICT (daemon_id, store_epoch, entry_id) DO NOTHING",
             )?,
+            upsert_cycle: client.prepare(sql::UPSERT_CYCLE)?,
             end_test: client.prepare(
                 "UPDATE tests SET end_unix_s = $2, outcome = $3, reason = $4, expected_samples = $5
                  WHERE test_key = $1 RETURNING sample_count",
@@ -390,6 +393,28 @@ impl BatchWrites for PgBatch<'_, '_> {
                 &e.message,
                 &i64::from(e.step),
                 &i64::from(e.cycle),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn upsert_cycle(&mut self, key: i64, c: &CycleRecord) -> Result<(), StoreError> {
+        self.tx.execute(
+            &self.stmts.upsert_cycle,
+            &[
+                &key,
+                &c.cycle,
+                &c.complete,
+                &c.start_test_time_s,
+                &c.end_test_time_s,
+                &c.charge_capacity_ah,
+                &c.discharge_capacity_ah,
+                &c.charge_energy_wh,
+                &c.discharge_energy_wh,
+                &c.max_temperature_c,
+                &c.dcir_ohm,
+                &c.first_seq,
+                &c.last_seq,
             ],
         )?;
         Ok(())

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use cyclerd_proto::ingest::CycleSummary;
+
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
@@ -57,6 +59,10 @@ impl Backend for SqliteStore {
 
     fn labs(&self) -> Result<Vec<(String, f64)>, StoreError> {
         self.select(sql::LABS, [], |r| Ok((r.get(0)?, r.get(1)?)))
+    }
+
+    fn cycles(&self, test_id: &str) -> Result<Vec<CycleSummary>, StoreError> {
+        self.select(sql::CYCLES, [test_id], |r| Ok(cycle_row!(test_id, r.get)))
     }
 
     fn teams(&self) -> Result<Vec<TeamRow>, StoreError> {

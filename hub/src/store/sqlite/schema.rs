@@ -208,6 +208,26 @@ const MIGRATIONS: &[&str] = &[
         bound_unix_s REAL NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 9: per-cycle results of each test, as its daemon computed them (cyclerd_proto::cycles);
+    // NULL temperature or resistance where the cycle has none.
+    r#"
+    CREATE TABLE cycles (
+        test_key              INTEGER NOT NULL,   -- tests.test_key
+        cycle                 INTEGER NOT NULL,
+        complete              INTEGER NOT NULL,   -- 0 while the cycle goes on
+        start_test_time_s     REAL    NOT NULL,
+        end_test_time_s       REAL    NOT NULL,
+        charge_capacity_ah    REAL    NOT NULL,
+        discharge_capacity_ah REAL    NOT NULL,
+        charge_energy_wh      REAL    NOT NULL,
+        discharge_energy_wh   REAL    NOT NULL,
+        max_temperature_c     REAL,
+        dcir_ohm              REAL,
+        first_seq             INTEGER NOT NULL,
+        last_seq              INTEGER NOT NULL,
+        PRIMARY KEY (test_key, cycle)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per migration.

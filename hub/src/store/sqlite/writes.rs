@@ -7,7 +7,8 @@ use cyclerd_proto::ingest::{Event, SampleBatch, TestEnded, TestRegistered};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{
-    BatchWrites, CellRow, Registration, RejectionRecord, Source, StoreError, applied_up_to_in, sql,
+    BatchWrites, CellRow, CycleRecord, Registration, RejectionRecord, Source, StoreError,
+    applied_up_to_in, sql,
 };
 
 /// Samples inserted per multi-row `INSERT`: one statement step per 32 rows instead of per row
@@ -210,6 +211,26 @@ impl BatchWrites for Transaction<'_> {
             e.step,
             e.cycle
         ])?;
+        Ok(())
+    }
+
+    fn upsert_cycle(&mut self, key: i64, c: &CycleRecord) -> Result<(), StoreError> {
+        self.prepare_cached(&sql::sqlite(sql::UPSERT_CYCLE))?
+            .execute(params![
+                key,
+                c.cycle,
+                c.complete,
+                c.start_test_time_s,
+                c.end_test_time_s,
+                c.charge_capacity_ah,
+                c.discharge_capacity_ah,
+                c.charge_energy_wh,
+                c.discharge_energy_wh,
+                c.max_temperature_c,
+                c.dcir_ohm,
+                c.first_seq,
+                c.last_seq
+            ])?;
         Ok(())
     }
 
