@@ -1,37 +1,53 @@
 //! `cyclerctl protocol simulate`: a protocol run by the engine against the cell model, with no
 //! device and no clock: the fastest way to see what a protocol does before it touches a cell.
 
+use crate::channel::stepped::Recorder;
 use cyclerd_drivers::cell::{Cell, CellParams};
 use cyclerd_drivers::stage::ideal_current;
-use cyclerd_protocols::{Command, Engine, Measurement, Outcome, Plan, Safety};
+use cyclerd_protocols::bdf::{self, Sequence, StepType};
+use cyclerd_protocols::plan::Record;
+use cyclerd_protocols::{Command, Engine, Measurement, Outcome, Plan, PlanStep, Safety};
 use std::io::Write;
 
-/// One simulated sample.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SimSample {
-    pub t_s: f64,
-    pub voltage_v: f64,
-    pub current_a: f64,
-    pub temperature_c: f64,
-    pub step: u32,
-    pub cycle: u32,
-    pub charge_ah: f64,
-    pub discharge_ah: f64,
-}
+/// One recorded row: a BDF row, the same columns and values the hub's exports write (the
+/// cell's temperature is always known; there is no chamber air).
+pub type SimSample = bdf::Row;
 
 /// What a simulation found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimReport {
     pub duration_s: f64,
-    /// "finished", or the fault that ended it, or "time limit".
+    /// "finished", or the fault that ended it, or "time limit", or "stopped after N cycles".
     pub outcome: String,
     pub steps: u32,
+    /// The cycle the simulation ended in (the engine's numbering).
     pub cycles: u32,
-    /// Discharge capacity of each cycle, Ah (cycle 1 first).
+    /// Cycles simulated (each distinct cycle number counts once, the last one even if cut).
+    pub cycles_simulated: u32,
+    /// Discharge capacity of each cycle simulated, Ah (the first first). The per-cycle table
+    /// (`cyclerctl protocol simulate`) is to be built from the per-cycle calculator; this is
+    /// what the summary prints from meanwhile.
     pub discharge_per_cycle_ah: Vec<f64>,
     pub charge_ah: f64,
     pub discharge_ah: f64,
+    /// Measurements simulated (one per `dt_s`).
     pub samples: usize,
+    /// Rows recorded (handed to the sink) under the recording rules.
+    pub rows: u64,
+}
+
+/// Which simulated measurements become rows.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Recording {
+    /// The protocol's `record` rules, applied as the stepped runner applies them (a step's
+    /// first and last sample always; every sample when the protocol has no rule).
+    #[default]
+    Protocol,
+    /// One row every this many seconds (and a step's first and last), replacing the
+    /// protocol's rules.
+    Every(f64),
+    /// Every simulated measurement.
+    All,
 }
 
 /// Simulation settings.
@@ -43,6 +59,12 @@ pub struct SimOptions {
     pub max_s: f64,
     /// The lab limits the protocol runs under.
     pub limits: Safety,
+    /// Which measurements are recorded.
+    pub recording: Recording,
+    /// Stop once this many cycles were simulated (at the end of the last one).
+    pub cycles: Option<u32>,
+    /// Unix time of test time 0, for the `Unix Time / s` column.
+    pub start_unix_s: f64,
 }
 
 impl Default for SimOptions {
@@ -57,11 +79,14 @@ impl Default for SimOptions {
                 temperature_max: Some(80.0),
                 capacity_max: None,
             },
+            recording: Recording::Protocol,
+            cycles: None,
+            start_unix_s: 0.0,
         }
     }
 }
 
-/// Runs `plan` on a simulated cell; every sample goes to `sink` (for CSV or plotting).
+/// Runs `plan` on a simulated cell; every recorded row goes to `sink` (for CSV or plotting).
 pub fn simulate(
     plan: Plan,
     cell: CellParams,
@@ -75,6 +100,12 @@ pub fn simulate(
     let mut per_cycle: Vec<f64> = Vec::new();
     let mut cycle_start_discharge = 0.0;
     let mut samples = 0usize;
+    let mut rows = 0u64;
+    // Keeps the first sample (nothing kept yet), then as the stepped runner keeps them.
+    let mut recorder = Recorder::default();
+    let mut sequence = Sequence::default();
+    // The step the last measurement belonged to, and its BDF type.
+    let mut typed: Option<(u32, StepType)> = None;
     let outcome = loop {
         if t > options.max_s {
             break "time limit".to_string();
@@ -87,28 +118,73 @@ pub fn simulate(
             current_a: current,
             temperature_c: Some(cell.temperature_c()),
         };
-        let before = engine.status().cycle;
+        let (step_before, cycle_before, action) = {
+            let s = engine.status();
+            let action = match engine.plan().steps.get(s.plan_index) {
+                Some(PlanStep::Action(a)) => Some(a.clone()),
+                _ => None,
+            };
+            (s.step_count, s.cycle, action)
+        };
+        let rule = match options.recording {
+            Recording::Protocol => action.as_ref().map(|a| a.record).unwrap_or_default(),
+            Recording::Every(every_s) => Record {
+                every_s: Some(every_s),
+                ..Record::default()
+            },
+            Recording::All => Record::default(),
+        };
+        let step_type = match typed {
+            Some((step, step_type)) if step == step_before => step_type,
+            _ => {
+                let step_type = action.as_ref().map_or(StepType::Rest, |a| {
+                    StepType::of_action(a, Some(m.voltage_v))
+                });
+                typed = Some((step_before, step_type));
+                step_type
+            }
+        };
         let update = engine.update(&m);
         let status = engine.status();
-        sink(&SimSample {
-            t_s: t,
-            voltage_v: m.voltage_v,
-            current_a: current,
-            temperature_c: cell.temperature_c(),
-            step: status.step_count,
-            cycle: before,
-            charge_ah: status.charge_capacity_ah,
-            discharge_ah: status.discharge_capacity_ah,
-        });
         samples += 1;
-        if status.cycle != before {
+        let cycle_ends = status.cycle != cycle_before;
+        if cycle_ends {
             per_cycle.push(status.discharge_capacity_ah - cycle_start_discharge);
             cycle_start_discharge = status.discharge_capacity_ah;
+        }
+        let stop_here = cycle_ends && options.cycles == Some(per_cycle.len() as u32);
+        let fired = update.step_changed || update.outcome.is_some() || stop_here;
+        if recorder.keep(&rule, t, m.voltage_v, current, fired) {
+            let (record_index, step_time_s) = sequence.next(step_before, t);
+            sink(&bdf::Row {
+                test_time_s: t,
+                unix_time_s: options.start_unix_s + t,
+                voltage_v: m.voltage_v,
+                current_a: current,
+                cycle: cycle_before,
+                step: step_before,
+                step_type,
+                step_time_s,
+                record_index,
+                charge_ah: status.charge_capacity_ah,
+                discharge_ah: status.discharge_capacity_ah,
+                charge_wh: status.charge_energy_wh,
+                discharge_wh: status.discharge_energy_wh,
+                temperature_c: m.temperature_c,
+                ambient_c: None,
+            });
+            rows += 1;
+        }
+        if update.step_changed {
+            recorder.step_began = true;
         }
         match update.outcome {
             Some(Outcome::Finished) => break "finished".to_string(),
             Some(Outcome::Faulted(reason)) => break format!("faulted: {reason}"),
             None => {}
+        }
+        if stop_here {
+            break format!("stopped after {} cycles", per_cycle.len());
         }
         command = update.command;
         if command == Command::Off {
@@ -120,40 +196,32 @@ pub fn simulate(
         t += options.dt_s;
     };
     let status = engine.status();
-    per_cycle.push(status.discharge_capacity_ah - cycle_start_discharge);
+    if !outcome.starts_with("stopped after") {
+        per_cycle.push(status.discharge_capacity_ah - cycle_start_discharge);
+    }
     Ok(SimReport {
         duration_s: t,
         outcome,
         steps: status.step_count,
         cycles: status.cycle,
+        cycles_simulated: per_cycle.len() as u32,
         discharge_per_cycle_ah: per_cycle,
         charge_ah: status.charge_capacity_ah,
         discharge_ah: status.discharge_capacity_ah,
         samples,
+        rows,
     })
 }
 
-/// Writes the CSV header for [`write_csv_row`].
+/// Writes the CSV header for [`write_csv_row`]: the hub's BDF export columns for a test with a
+/// cell temperature and no chamber ([`bdf::csv_header`]).
 pub fn write_csv_header(out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "Test Time / s,Voltage / V,Current / A,Cycle Count / 1,Step Count / 1,Charging Capacity / Ah,Discharging Capacity / Ah,Temperature T1 / degC"
-    )
+    writeln!(out, "{}", bdf::csv_header(true, false))
 }
 
+/// Writes one row as the hub's BDF CSV export writes it.
 pub fn write_csv_row(out: &mut impl Write, s: &SimSample) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{},{},{},{},{},{},{},{}",
-        s.t_s,
-        s.voltage_v,
-        s.current_a,
-        s.cycle,
-        s.step,
-        s.charge_ah,
-        s.discharge_ah,
-        s.temperature_c
-    )
+    s.write_csv(out, true, false)
 }
 
 /// Keeps at most about `max` evenly spaced samples for a plot.
@@ -194,7 +262,7 @@ pub fn svg(samples: &[SimSample], title: &str) -> String {
     const W: f64 = 1000.0;
     const H: f64 = 500.0;
     const M: f64 = 60.0;
-    let t_max = samples.last().map_or(1.0, |s| s.t_s).max(1e-9);
+    let t_max = samples.last().map_or(1.0, |s| s.test_time_s).max(1e-9);
     let (v_lo, v_hi) = range(samples.iter().map(|s| s.voltage_v));
     let (i_lo, i_hi) = range(samples.iter().map(|s| s.current_a));
     let x = |t: f64| M + t / t_max * (W - 2.0 * M);
@@ -209,8 +277,8 @@ pub fn svg(samples: &[SimSample], title: &str) -> String {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let volts = line(&|s| (x(s.t_s), y(s.voltage_v, v_lo, v_hi)));
-    let amps = line(&|s| (x(s.t_s), y(s.current_a, i_lo, i_hi)));
+    let volts = line(&|s| (x(s.test_time_s), y(s.voltage_v, v_lo, v_hi)));
+    let amps = line(&|s| (x(s.test_time_s), y(s.current_a, i_lo, i_hi)));
     let hours = t_max / 3600.0;
     format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">
@@ -268,7 +336,7 @@ mod tests {
         let report = simulate(plan, cell, &SimOptions::default(), |_| n += 1).unwrap();
         assert_eq!(report.outcome, "finished");
         assert_eq!(report.cycles, 2);
-        assert_eq!(report.samples, n);
+        assert_eq!(report.rows, n);
         // A full 1C discharge of a 2.5 Ah cell gives most of its capacity.
         let last = *report.discharge_per_cycle_ah.last().unwrap();
         assert!(last > 2.0 && last < 2.6, "{report:?}");
@@ -279,18 +347,25 @@ mod tests {
         let mut d = Decimator::new(100);
         for i in 0..10_000 {
             d.push(&SimSample {
-                t_s: i as f64,
+                test_time_s: i as f64,
+                unix_time_s: i as f64,
                 voltage_v: 3.7,
                 current_a: 0.0,
-                temperature_c: 25.0,
-                step: 1,
                 cycle: 1,
+                step: 1,
+                step_type: StepType::Rest,
+                step_time_s: i as f64,
+                record_index: i + 1,
                 charge_ah: 0.0,
                 discharge_ah: 0.0,
+                charge_wh: 0.0,
+                discharge_wh: 0.0,
+                temperature_c: Some(25.0),
+                ambient_c: None,
             });
         }
         assert!(d.kept.len() <= 100 && d.kept.len() >= 50);
-        assert_eq!(d.kept[0].t_s, 0.0);
+        assert_eq!(d.kept[0].test_time_s, 0.0);
         let svg = svg(&d.kept, "a <test>");
         assert!(svg.starts_with("<svg") && svg.contains("a &lt;test&gt;"));
     }

@@ -4,14 +4,41 @@
 //!
 //! # BDF CSV and BDF Parquet
 //!
-//! One row per sample in `seq` order, columns [`BDF_COLUMNS`] (names and order pinned: tools that
-//! read BDF match on the exact header text), plus [`BDF_CELL_TEMPERATURE_COLUMN`] when any sample
-//! of the test has a cell temperature and [`BDF_AMBIENT_TEMPERATURE_COLUMN`] when any has a
-//! chamber air temperature. Units are already BDF's (SI, current positive when charging;
-//! capacities and energies cumulative since the test started), so values are written as stored:
-//! in CSV with Rust's shortest round-trip float formatting, a missing temperature as an empty
-//! cell; in Parquet as `DOUBLE` (times and values), `INT64` (cycle and step counts) and nullable
-//! `DOUBLE` (temperatures), Snappy-compressed, see [`write_bdf_parquet`].
+//! Battery Data Format 1.3. One row per sample in `seq` order, the columns of
+//! [`cyclerd_protocols::bdf`] (names and order pinned there, the one place the labels live, which
+//! `cyclerctl protocol simulate` writes too: tools that read BDF match on the exact header
+//! text):
+//!
+//! `Test Time / s`, `Voltage / V`, `Current / A` (positive = charging), `Unix Time / s`,
+//! `Cycle Count / 1`, `Step Count / 1`, `Step Type`, `Step Time / s`, `Record Index / 1`,
+//! `Power / W`, `Charging Capacity / Ah`, `Discharging Capacity / Ah`, `Net Capacity / Ah`,
+//! `Cumulative Capacity / Ah`, `Charging Energy / Wh`, `Discharging Energy / Wh`,
+//! `Net Energy / Wh`, `Cumulative Energy / Wh`; then `Temperature T1 / degC` (the channel's
+//! sensor on the cell; BDF 1.3's preferred label, `Surface Temperature T1` being only an alias
+//! now) when any sample has a cell temperature, and `Ambient Temperature / degC` (the chamber's
+//! air) when any has one.
+//!
+//! Stored values are written as stored (SI, capacities and energies cumulative since the test
+//! started). Derived: power = voltage × current; step time = test time since the first row of
+//! the step (a step begins where `Step Count` changes); record index = row number from 1; net =
+//! charging − discharging, cumulative = charging + discharging.
+//!
+//! The step type follows the rule documented on [`cyclerd_protocols::bdf::StepType`]: each step
+//! count is matched to the plan step it ran (the plan JSON stored with the test, and the
+//! description the step's `step` event carries) and typed by that step's control (`CC_CHG`,
+//! `CC_DCH`, `CV_CHG` / `CV_DCH` by the target against the voltage the step began at,
+//! `CCCV_CHG`, `REST`, `OCV` for a rest tagged `ocv`, ...); a step the plan does not name is
+//! typed from the sign and shape of its current (no current: `REST`; constant: `CC_*`; held
+//! voltage: `CV_*`; constant then falling at held voltage: `CCCV_*`). The samples of one step
+//! are read ahead to type it, so memory grows with the longest step, not the test.
+//!
+//! In CSV: Rust's shortest round-trip float formatting, a missing temperature as an empty cell.
+//! In Parquet: `DOUBLE` for measurements and derived values, `INT64` for the cycle and step
+//! counts and the record index, UTF-8 `BYTE_ARRAY` for the step type, nullable `DOUBLE` for
+//! the temperatures, Snappy-compressed, see [`write_bdf_parquet`].
+//!
+//! Files are named with the suffixes BDF's validator accepts, `.bdf.csv` and `.bdf.parquet`
+//! (see [`bdf_file`]).
 //!
 //! # Battery Archive
 //!
@@ -48,6 +75,10 @@ use std::ffi::OsString;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+
+use cyclerd_protocols::bdf;
+use cyclerd_protocols::{ActionStep, Plan, PlanStep};
 use serde::Serialize;
 
 use crate::store::{HubStore, SampleRow, StoreError};
@@ -88,6 +119,8 @@ pub enum ValueType {
     Int64,
     /// A UTC date-time as text, `YYYY-MM-DD HH:MM:SS.fff`.
     DateTime,
+    /// A word of a vocabulary, as text (Parquet UTF-8 `BYTE_ARRAY`): BDF's `Step Type`.
+    Text,
 }
 
 /// One column of an export, as the metadata JSON describes it.
@@ -114,21 +147,26 @@ impl Column {
         }
     }
 
-    const fn count(name: &'static str) -> Column {
-        Column {
-            name,
-            unit: Some("1"),
-            value_type: ValueType::Int64,
-            nullable: false,
-        }
-    }
-
     pub(crate) const fn temperature(name: &'static str, unit: &'static str) -> Column {
         Column {
             name,
             unit: Some(unit),
             value_type: ValueType::Float64,
             nullable: true,
+        }
+    }
+
+    /// A BDF column as the metadata JSON describes it.
+    pub fn from_bdf(c: bdf::Column) -> Column {
+        Column {
+            name: c.label,
+            unit: c.unit,
+            value_type: match c.kind {
+                bdf::Kind::Double => ValueType::Float64,
+                bdf::Kind::Int64 => ValueType::Int64,
+                bdf::Kind::Text => ValueType::Text,
+            },
+            nullable: c.nullable,
         }
     }
 
@@ -143,26 +181,14 @@ impl Column {
     }
 }
 
-/// The BDF columns every BDF export has, in order.
-pub const BDF_COLUMNS: [Column; 10] = [
-    Column::float("Test Time / s", "s"),
-    Column::float("Voltage / V", "V"),
-    Column::float("Current / A", "A"),
-    Column::float("Unix Time / s", "s"),
-    Column::count("Cycle Count / 1"),
-    Column::count("Step Count / 1"),
-    Column::float("Charging Capacity / Ah", "Ah"),
-    Column::float("Discharging Capacity / Ah", "Ah"),
-    Column::float("Charging Energy / Wh", "Wh"),
-    Column::float("Discharging Energy / Wh", "Wh"),
-];
-
-/// Added when any sample of the test has a cell temperature (the channel's sensor on the cell).
-pub const BDF_CELL_TEMPERATURE_COLUMN: Column =
-    Column::temperature("Surface Temperature T1 / degC", "degC");
-/// Added (last) when any sample of the test has a chamber air temperature.
-pub const BDF_AMBIENT_TEMPERATURE_COLUMN: Column =
-    Column::temperature("Ambient Temperature / degC", "degC");
+/// The BDF columns of an export: [`bdf::COLUMNS`], then `Temperature T1 / degC` when `cell` and
+/// `Ambient Temperature / degC` when `ambient` (see [`bdf::columns`], where the labels live).
+pub fn bdf_columns(cell: bool, ambient: bool) -> Vec<Column> {
+    bdf::columns(cell, ambient)
+        .into_iter()
+        .map(Column::from_bdf)
+        .collect()
+}
 
 /// Which optional BDF temperature columns a test's export has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,21 +207,111 @@ impl Temperatures {
 
     /// The BDF columns of the export, in order.
     fn bdf_columns(self) -> Vec<Column> {
-        let mut columns = BDF_COLUMNS.to_vec();
-        columns.extend(self.cell.then_some(BDF_CELL_TEMPERATURE_COLUMN));
-        columns.extend(self.ambient.then_some(BDF_AMBIENT_TEMPERATURE_COLUMN));
-        columns
+        bdf_columns(self.cell, self.ambient)
+    }
+}
+
+/// What the hub knows about the steps of a test: the plan steps each step count ran, by the
+/// description its `step` event carries.
+struct StepPlan {
+    /// Per step count, the plan steps whose description its event names (usually one).
+    by_step: HashMap<u32, Vec<ActionStep>>,
+}
+
+impl StepPlan {
+    fn of(store: &HubStore, test_id: &str) -> Result<StepPlan, StoreError> {
+        // A plan the hub cannot read (another version's, a damaged one) types steps from their
+        // samples alone.
+        let plan = store
+            .protocol(test_id)?
+            .and_then(|(_, json)| Plan::from_json(&json).ok());
+        let Some(plan) = plan else {
+            return Ok(StepPlan {
+                by_step: HashMap::new(),
+            });
+        };
+        let mut by_description: HashMap<&str, Vec<&ActionStep>> = HashMap::new();
+        for step in &plan.steps {
+            if let PlanStep::Action(a) = step {
+                by_description.entry(&a.description).or_default().push(a);
+            }
+        }
+        let by_step = store
+            .events(test_id)?
+            .into_iter()
+            .filter(|e| e.kind == "step")
+            .filter_map(|e| {
+                let actions = by_description.get(e.message.as_str())?;
+                Some((e.step, actions.iter().map(|a| (*a).clone()).collect()))
+            })
+            .collect();
+        Ok(StepPlan { by_step })
     }
 
-    /// The sample's temperatures for the columns the export has, in column order.
-    fn values(self, s: &SampleRow) -> impl Iterator<Item = Option<f64>> {
-        [
-            (self.cell, s.temperature_c),
-            (self.ambient, s.ambient_temperature_c),
-        ]
-        .into_iter()
-        .filter_map(|(with, value)| with.then_some(value))
+    /// The BDF step type of step `step`, whose samples are `rows`: from its plan step when the
+    /// candidates agree, else from the samples (the rule is [`bdf::StepType`]'s).
+    fn step_type(&self, step: u32, rows: &[SampleRow]) -> bdf::StepType {
+        let v0 = rows.first().map(|r| r.voltage_v);
+        let from_plan = self.by_step.get(&step).and_then(|actions| {
+            let mut types = actions.iter().map(|a| bdf::StepType::of_action(a, v0));
+            let first = types.next()?;
+            types.all(|t| t == first).then_some(first)
+        });
+        from_plan.unwrap_or_else(|| {
+            let samples: Vec<(f64, f64)> =
+                rows.iter().map(|r| (r.voltage_v, r.current_a)).collect();
+            bdf::StepType::of_samples(&samples)
+        })
     }
+}
+
+/// Calls `f` with every sample of `test_id` as a BDF row, in `seq` order: the samples of one
+/// step are read ahead (a step's type depends on all of them) and then handed over with their
+/// step type, step time and record index. Returns the number of rows.
+fn for_each_bdf_row(
+    store: &HubStore,
+    test_id: &str,
+    mut f: impl FnMut(&bdf::Row) -> Result<(), ExportError>,
+) -> Result<u64, ExportError> {
+    let plan = StepPlan::of(store, test_id)?;
+    let mut sequence = bdf::Sequence::default();
+    let mut step: Vec<SampleRow> = Vec::new();
+    let mut emit = |step: &mut Vec<SampleRow>| -> Result<(), ExportError> {
+        let Some(first) = step.first() else {
+            return Ok(());
+        };
+        let step_type = plan.step_type(first.step, step);
+        for s in step.drain(..) {
+            let (record_index, step_time_s) = sequence.next(s.step, s.test_time_s);
+            f(&bdf::Row {
+                test_time_s: s.test_time_s,
+                unix_time_s: s.unix_time_s,
+                voltage_v: s.voltage_v,
+                current_a: s.current_a,
+                cycle: s.cycle,
+                step: s.step,
+                step_type,
+                step_time_s,
+                record_index,
+                charge_ah: s.charge_capacity_ah,
+                discharge_ah: s.discharge_capacity_ah,
+                charge_wh: s.charge_energy_wh,
+                discharge_wh: s.discharge_energy_wh,
+                temperature_c: s.temperature_c,
+                ambient_c: s.ambient_temperature_c,
+            })?;
+        }
+        Ok(())
+    };
+    let rows = store.for_each_sample(test_id, |s: &SampleRow| -> Result<(), ExportError> {
+        if step.first().is_some_and(|first| first.step != s.step) {
+            emit(&mut step)?;
+        }
+        step.push(s.clone());
+        Ok(())
+    })?;
+    emit(&mut step)?;
+    Ok(rows)
 }
 
 /// Errors of an export.
@@ -241,38 +357,18 @@ pub fn write_bdf_csv(
 
 fn bdf_csv(store: &HubStore, test_id: &str, writer: impl Write) -> Result<Written, ExportError> {
     let temperatures = Temperatures::of(store, test_id)?;
-    let columns = temperatures.bdf_columns();
+    let Temperatures { cell, ambient } = temperatures;
     let mut out = BufWriter::with_capacity(1 << 16, writer);
-
-    let header: Vec<&str> = columns.iter().map(|c| c.name).collect();
-    writeln!(out, "{}", header.join(","))?;
-
-    let rows = store.for_each_sample(test_id, |s: &SampleRow| -> Result<(), ExportError> {
-        write!(
-            out,
-            "{},{},{},{},{},{},{},{},{},{}",
-            s.test_time_s,
-            s.voltage_v,
-            s.current_a,
-            s.unix_time_s,
-            s.cycle,
-            s.step,
-            s.charge_capacity_ah,
-            s.discharge_capacity_ah,
-            s.charge_energy_wh,
-            s.discharge_energy_wh
-        )?;
-        for value in temperatures.values(s) {
-            match value {
-                Some(t) => write!(out, ",{t}")?,
-                None => out.write_all(b",")?,
-            }
-        }
-        out.write_all(b"\n")?;
+    writeln!(out, "{}", bdf::csv_header(cell, ambient))?;
+    let rows = for_each_bdf_row(store, test_id, |row| {
+        row.write_csv(&mut out, cell, ambient)?;
         Ok(())
     })?;
     out.flush()?;
-    Ok(Written { rows, columns })
+    Ok(Written {
+        rows,
+        columns: temperatures.bdf_columns(),
+    })
 }
 
 /// What [`export_files`] wrote.
@@ -284,9 +380,10 @@ pub struct Exported {
     pub samples: u64,
 }
 
-/// The files an export to `output` writes, the metadata JSON last: `OUTPUT` and
-/// `OUTPUT.metadata.json` for BDF; for Battery Archive, `output` is a prefix (a trailing `.csv`
-/// is dropped) and the files are `PREFIX_timeseries.csv`, `PREFIX_cycle_data.csv` and
+/// The files an export to `output` writes, the metadata JSON last: for BDF the data file, named
+/// with the suffix BDF's validator requires ([`bdf_file`]: `.bdf.csv` or `.bdf.parquet`), and
+/// `DATAFILE.metadata.json`; for Battery Archive, `output` is a prefix (a trailing `.csv` is
+/// dropped) and the files are `PREFIX_timeseries.csv`, `PREFIX_cycle_data.csv` and
 /// `PREFIX.metadata.json`.
 pub fn output_files(format: Format, output: &Path) -> Vec<PathBuf> {
     let with_suffix = |base: &Path, suffix: &str| {
@@ -296,7 +393,9 @@ pub fn output_files(format: Format, output: &Path) -> Vec<PathBuf> {
     };
     match format {
         Format::BdfCsv | Format::BdfParquet => {
-            vec![output.to_path_buf(), with_suffix(output, ".metadata.json")]
+            let data = bdf_file(format, output);
+            let metadata = with_suffix(&data, ".metadata.json");
+            vec![data, metadata]
         }
         Format::BatteryArchive => {
             let prefix = match output.extension() {
@@ -310,6 +409,38 @@ pub fn output_files(format: Format, output: &Path) -> Vec<PathBuf> {
             ]
         }
     }
+}
+
+/// The BDF data file for `output`: BDF's readers and validator accept only `.bdf.csv` (or plain
+/// `.bdf`) for CSV and `.bdf.parquet` for Parquet, so a name that already ends so is kept, a
+/// plain `.csv` / `.parquet` becomes `.bdf.csv` / `.bdf.parquet`, and any other name gets the
+/// suffix appended (`run` -> `run.bdf.csv`). Other formats: `output` as given.
+pub fn bdf_file(format: Format, output: &Path) -> PathBuf {
+    let (accepted, plain, suffix): (&[&str], &str, &str) = match format {
+        Format::BdfCsv => (&[".bdf.csv", ".bdf"], ".csv", ".bdf.csv"),
+        Format::BdfParquet => (&[".bdf.parquet"], ".parquet", ".bdf.parquet"),
+        Format::BatteryArchive => return output.to_path_buf(),
+    };
+    if output.is_dir() {
+        // Kept, so that staging refuses it with "it is a directory; give a file name".
+        return output.to_path_buf();
+    }
+    let Some(name) = output.file_name().and_then(|n| n.to_str()) else {
+        // Not UTF-8 (or no file name, which staging refuses with a clear error): append.
+        let mut name = OsString::from(output.as_os_str());
+        name.push(suffix);
+        return PathBuf::from(name);
+    };
+    let lower = name.to_ascii_lowercase();
+    if accepted.iter().any(|a| lower.ends_with(a)) {
+        return output.to_path_buf();
+    }
+    let stem = if lower.ends_with(plain) {
+        &name[..name.len() - plain.len()]
+    } else {
+        name
+    };
+    output.with_file_name(format!("{stem}{suffix}"))
 }
 
 /// Exports `test_id` in `format` to the files [`output_files`] names, with the metadata JSON;

@@ -492,9 +492,11 @@ async fn reflection_lists_the_ingest_service() {
 // ---------------------------------------------------------------------------------------------
 // Export
 
+/// BDF 1.3, pinned here as a reader matches on it.
 const BDF_HEADER: &str = "Test Time / s,Voltage / V,Current / A,Unix Time / s,Cycle Count / 1,\
-Step Count / 1,Charging Capacity / Ah,Discharging Capacity / Ah,Charging Energy / Wh,\
-Discharging Energy / Wh";
+Step Count / 1,Step Type,Step Time / s,Record Index / 1,Power / W,Charging Capacity / Ah,\
+Discharging Capacity / Ah,Net Capacity / Ah,Cumulative Capacity / Ah,Charging Energy / Wh,\
+Discharging Energy / Wh,Net Energy / Wh,Cumulative Energy / Wh";
 
 async fn bdf_export_has_pinned_columns_and_one_row_per_sample(backend: Backend) {
     let mut hub = Hub::start(backend).await;
@@ -509,18 +511,25 @@ async fn bdf_export_has_pinned_columns_and_one_row_per_sample(backend: Backend) 
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], BDF_HEADER);
     assert_eq!(lines.len(), 1 + 300);
-    // seq 0 and seq 3 in order, values as Display prints them, current positive (charging).
-    assert_eq!(lines[1], "0,3.7,1.25,1700000000,1,2,0,0,0,0");
+    // seq 0 and seq 3 in order, values as Display prints them, current positive (charging):
+    // a constant-current charge (the test's plan names no step, so judged by its current),
+    // record index from 1, power = V x I, net and cumulative from charging and discharging.
+    assert_eq!(
+        lines[1],
+        format!(
+            "0,3.7,1.25,1700000000,1,2,CC_CHG,0,1,{},0,0,0,0,0,0,0,0",
+            3.7 * 1.25
+        )
+    );
+    let (v, ah, wh) = (3.7 + 3.0 * 1e-4, 3.0 / 3600.0, 3.0 * 3.7 / 3600.0);
     assert_eq!(
         lines[4],
         format!(
-            "3,{},1.25,1700000003,1,2,{},0,{},0",
-            3.7 + 3.0 * 1e-4,
-            3.0 / 3600.0,
-            3.0 * 3.7 / 3600.0
+            "3,{v},1.25,1700000003,1,2,CC_CHG,3,4,{},{ah},0,{ah},{ah},{wh},0,{wh},{wh}",
+            v * 1.25
         )
     );
-    assert!(lines[1..].iter().all(|l| l.split(',').count() == 10));
+    assert!(lines[1..].iter().all(|l| l.split(',').count() == 18));
     hub.shutdown().await;
 }
 
@@ -551,12 +560,9 @@ async fn bdf_export_adds_the_temperature_columns_only_when_a_sample_has_one(back
     cyclerhub::export::write_bdf_csv(&hub.store, T2, &mut csv).unwrap();
     let csv = String::from_utf8(csv).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(
-        lines[0],
-        format!("{BDF_HEADER},Surface Temperature T1 / degC")
-    );
+    assert_eq!(lines[0], format!("{BDF_HEADER},Temperature T1 / degC"));
     assert!(lines[1].ends_with(",25.5"));
-    assert!(lines[2].ends_with(",0,")); // missing reading: empty cell
+    assert!(lines[2].ends_with(',')); // missing reading: empty cell
 
     let mut csv = Vec::new();
     cyclerhub::export::write_bdf_csv(&hub.store, T3, &mut csv).unwrap();
@@ -564,7 +570,7 @@ async fn bdf_export_adds_the_temperature_columns_only_when_a_sample_has_one(back
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], format!("{BDF_HEADER},Ambient Temperature / degC"));
     assert!(lines[1].ends_with(",45"));
-    assert!(lines[2].ends_with(",0,"));
+    assert!(lines[2].ends_with(','));
     hub.shutdown().await;
 }
 

@@ -45,8 +45,11 @@
 //! * [`xml`]: the workspace's one XML element tree, written and read whole: the Maccor and
 //!   Neware compilers and importers use it, and so does the Neware BTS wire in
 //!   `cyclerd-drivers` (with a streamed element for its large download pages).
+//! * [`bdf`]: the Battery Data Format columns every BDF file cyclerd writes has (hub exports,
+//!   `cyclerctl protocol simulate`), and the rule that gives a step its BDF step type.
 //! * [`error`]: [`ProtocolError`], whose messages say what, where and what to do.
 
+pub mod bdf;
 pub mod compile;
 mod document;
 pub mod engine;

@@ -210,9 +210,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::BdfCsv)]
         format: Format,
-        /// Output file (BDF), or file-name prefix (Battery Archive: PREFIX_timeseries.csv and
-        /// PREFIX_cycle_data.csv); the metadata JSON goes beside it (OUTPUT.metadata.json,
-        /// PREFIX.metadata.json). When absent, BDF CSV goes to standard output, without metadata.
+        /// Output file (BDF: named to end .bdf.csv or .bdf.parquet, the suffixes BDF's validator
+        /// accepts; `run.csv` is written as `run.bdf.csv`), or file-name prefix (Battery Archive:
+        /// PREFIX_timeseries.csv and PREFIX_cycle_data.csv); the metadata JSON goes beside it
+        /// (FILE.metadata.json, PREFIX.metadata.json). When absent, BDF CSV goes to standard output, without metadata.
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Replace the test id and the owner, operator and cell identifiers in the metadata by

@@ -3,16 +3,17 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use parquet::basic::{Compression, Repetition, Type as PhysicalType};
-use parquet::data_type::{DoubleType, Int64Type};
+use cyclerd_protocols::bdf::Value;
+use parquet::basic::{Compression, LogicalType, Repetition, Type as PhysicalType};
+use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
 
-use super::{Column, ExportError, Temperatures, ValueType, Written};
-use crate::store::{HubStore, SampleRow};
+use super::{Column, ExportError, Temperatures, ValueType, Written, for_each_bdf_row};
+use crate::store::HubStore;
 
-/// Samples per row group: bounds the memory an export buffers (about 12 MB for 12 columns)
+/// Samples per row group: bounds the memory an export buffers (about 25 MB for 20 columns)
 /// while keeping row groups large enough for readers to scan efficiently.
 const ROW_GROUP_ROWS: usize = 1 << 17;
 
@@ -22,6 +23,8 @@ enum Buffer {
     Double(Vec<f64>),
     /// A required `INT64`.
     Int64(Vec<i64>),
+    /// A required UTF-8 `BYTE_ARRAY` (the step type).
+    Text(Vec<ByteArray>),
     /// An optional `DOUBLE`: the present values only, and per row 1 (present) or 0 (null).
     Nullable {
         /// The values of the rows that have one.
@@ -35,6 +38,7 @@ impl Buffer {
     fn for_column(c: &Column) -> Buffer {
         match (c.value_type, c.nullable) {
             (ValueType::Int64, _) => Buffer::Int64(Vec::with_capacity(ROW_GROUP_ROWS)),
+            (ValueType::Text, _) => Buffer::Text(Vec::with_capacity(ROW_GROUP_ROWS)),
             (ValueType::Float64, false) => Buffer::Double(Vec::with_capacity(ROW_GROUP_ROWS)),
             (ValueType::Float64, true) => Buffer::Nullable {
                 values: Vec::with_capacity(ROW_GROUP_ROWS),
@@ -45,11 +49,31 @@ impl Buffer {
     }
 
     /// How the column is declared in the file's schema.
-    fn parquet_type(&self) -> (PhysicalType, Repetition) {
+    fn parquet_type(&self) -> (PhysicalType, Repetition, Option<LogicalType>) {
         match self {
-            Buffer::Double(_) => (PhysicalType::DOUBLE, Repetition::REQUIRED),
-            Buffer::Int64(_) => (PhysicalType::INT64, Repetition::REQUIRED),
-            Buffer::Nullable { .. } => (PhysicalType::DOUBLE, Repetition::OPTIONAL),
+            Buffer::Double(_) => (PhysicalType::DOUBLE, Repetition::REQUIRED, None),
+            Buffer::Int64(_) => (PhysicalType::INT64, Repetition::REQUIRED, None),
+            Buffer::Text(_) => (
+                PhysicalType::BYTE_ARRAY,
+                Repetition::REQUIRED,
+                Some(LogicalType::String),
+            ),
+            Buffer::Nullable { .. } => (PhysicalType::DOUBLE, Repetition::OPTIONAL, None),
+        }
+    }
+
+    /// Appends the row's value for this column.
+    fn push(&mut self, value: Value) {
+        match (self, value) {
+            (Buffer::Double(v), Value::Double(x)) => v.push(x),
+            (Buffer::Int64(v), Value::Int64(n)) => v.push(n),
+            (Buffer::Text(v), Value::Text(s)) => v.push(ByteArray::from(s)),
+            (Buffer::Nullable { values, defined }, Value::Double(x)) => {
+                values.push(x);
+                defined.push(1);
+            }
+            (Buffer::Nullable { defined, .. }, Value::Null) => defined.push(0),
+            (_, value) => unreachable!("bdf::Row::values gives {value:?} for another column kind"),
         }
     }
 
@@ -57,6 +81,7 @@ impl Buffer {
         match self {
             Buffer::Double(v) => v.clear(),
             Buffer::Int64(v) => v.clear(),
+            Buffer::Text(v) => v.clear(),
             Buffer::Nullable { values, defined } => {
                 values.clear();
                 defined.clear();
@@ -70,10 +95,11 @@ fn schema(columns: &[Column], buffers: &[Buffer]) -> Result<Type, ExportError> {
         .iter()
         .zip(buffers)
         .map(|(c, buffer)| {
-            let (physical, repetition) = buffer.parquet_type();
+            let (physical, repetition, logical) = buffer.parquet_type();
             Ok(Arc::new(
                 Type::primitive_type_builder(c.name, physical)
                     .with_repetition(repetition)
+                    .with_logical_type(logical)
                     .build()?,
             ))
         })
@@ -84,9 +110,10 @@ fn schema(columns: &[Column], buffers: &[Buffer]) -> Result<Type, ExportError> {
 }
 
 /// Writes every sample of `test_id` as BDF Parquet to `writer`: the CSV's columns and values,
-/// `DOUBLE` for times and values, `INT64` for the cycle and step counts, optional `DOUBLE` for
-/// the temperature columns (null where a sample has no reading), Snappy-compressed, in row
-/// groups of up to 131 072 samples.
+/// `DOUBLE` for times and measured or derived values, `INT64` for the cycle and step counts and
+/// the record index, UTF-8 `BYTE_ARRAY` for the step type, optional `DOUBLE` for the
+/// temperature columns (null where a sample has no reading), Snappy-compressed, in row groups of
+/// up to 131 072 samples.
 pub fn write_bdf_parquet(
     store: &HubStore,
     test_id: &str,
@@ -106,8 +133,11 @@ pub fn write_bdf_parquet(
     let mut file = SerializedFileWriter::new(writer, schema, Arc::new(properties))?;
     let mut buffered = 0;
 
-    let rows = store.for_each_sample(test_id, |s: &SampleRow| -> Result<(), ExportError> {
-        push(&mut buffers, s, temperatures);
+    let Temperatures { cell, ambient } = temperatures;
+    let rows = for_each_bdf_row(store, test_id, |row| {
+        for (buffer, value) in buffers.iter_mut().zip(row.values(cell, ambient)) {
+            buffer.push(value);
+        }
         buffered += 1;
         if buffered == ROW_GROUP_ROWS {
             write_row_group(&mut file, &mut buffers)?;
@@ -120,38 +150,6 @@ pub fn write_bdf_parquet(
     }
     file.close()?;
     Ok(Written { rows, columns })
-}
-
-/// Appends one sample to the buffers, which are in [`Temperatures::bdf_columns`] order.
-fn push(buffers: &mut [Buffer], s: &SampleRow, temperatures: Temperatures) {
-    let doubles = [
-        s.test_time_s,
-        s.voltage_v,
-        s.current_a,
-        s.unix_time_s,
-        s.charge_capacity_ah,
-        s.discharge_capacity_ah,
-        s.charge_energy_wh,
-        s.discharge_energy_wh,
-    ];
-    let counts = [i64::from(s.cycle), i64::from(s.step)];
-    let (mut doubles, mut counts) = (doubles.into_iter(), counts.into_iter());
-    let mut temperatures = temperatures.values(s);
-    for buffer in buffers {
-        match buffer {
-            Buffer::Double(v) => v.push(doubles.next().expect("8 value columns")),
-            Buffer::Int64(v) => v.push(counts.next().expect("2 count columns")),
-            Buffer::Nullable { values, defined } => {
-                match temperatures.next().expect("one per temperature column") {
-                    Some(t) => {
-                        values.push(t);
-                        defined.push(1);
-                    }
-                    None => defined.push(0),
-                }
-            }
-        }
-    }
 }
 
 fn write_row_group<W: Write + Send>(
@@ -169,6 +167,9 @@ fn write_row_group<W: Write + Send>(
             }
             Buffer::Int64(v) => {
                 column.typed::<Int64Type>().write_batch(v, None, None)?;
+            }
+            Buffer::Text(v) => {
+                column.typed::<ByteArrayType>().write_batch(v, None, None)?;
             }
             Buffer::Nullable { values, defined } => {
                 column

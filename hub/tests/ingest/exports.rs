@@ -162,7 +162,7 @@ async fn bdf_parquet_read_back_has_the_pinned_columns_and_every_sample(backend: 
     let mut hub = hub_with_cycling_test(backend, LONG_HALF_CYCLE).await;
     let samples = CYCLES as usize * 2 * LONG_HALF_CYCLE;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cycling.parquet");
+    let path = dir.path().join("cycling.bdf.parquet");
     let exported =
         export::export_files(&hub.store, TEST_ID, Format::BdfParquet, &path, None).expect("export");
     assert_eq!(exported.samples, samples as u64);
@@ -184,30 +184,48 @@ async fn bdf_parquet_read_back_has_the_pinned_columns_and_every_sample(backend: 
             )
         })
         .collect();
-    let mut expected: Vec<(String, PhysicalType, Repetition)> = export::BDF_COLUMNS
+    // DOUBLE for measurements, INT64 for counts, text for the step type; temperatures nullable.
+    let physical = |name: &str| match name {
+        "Cycle Count / 1" | "Step Count / 1" | "Record Index / 1" => PhysicalType::INT64,
+        "Step Type" => PhysicalType::BYTE_ARRAY,
+        _ => PhysicalType::DOUBLE,
+    };
+    let expected: Vec<(String, PhysicalType, Repetition)> = export::bdf_columns(true, true)
         .iter()
         .map(|c| {
-            let physical = if c.name.ends_with("Count / 1") {
-                PhysicalType::INT64
+            let repetition = if c.name.contains("Temperature") {
+                Repetition::OPTIONAL
             } else {
-                PhysicalType::DOUBLE
+                Repetition::REQUIRED
             };
-            (c.name.to_owned(), physical, Repetition::REQUIRED)
+            (c.name.to_owned(), physical(c.name), repetition)
         })
         .collect();
-    for name in [
-        "Surface Temperature T1 / degC",
-        "Ambient Temperature / degC",
-    ] {
-        expected.push((name.into(), PhysicalType::DOUBLE, Repetition::OPTIONAL));
-    }
     assert_eq!(columns, expected);
+    assert_eq!(
+        expected[expected.len() - 2..]
+            .iter()
+            .map(|c| c.0.as_str())
+            .collect::<Vec<_>>(),
+        ["Temperature T1 / degC", "Ambient Temperature / degC"]
+    );
 
     let stored = hub.store.samples(TEST_ID).unwrap();
     let mut rows = 0;
+    let mut step_start = 0.0;
     for (row, s) in reader.get_row_iter(None).unwrap().zip(&stored) {
         let row = row.unwrap();
         let fields: Vec<&Field> = row.get_column_iter().map(|(_, f)| f).collect();
+        if s.seq == 0 || stored[s.seq as usize - 1].step != s.step {
+            step_start = s.test_time_s;
+        }
+        let step_type = if s.current_a > 0.0 {
+            "CC_CHG"
+        } else {
+            "CC_DCH"
+        };
+        let (c, d) = (s.charge_capacity_ah, s.discharge_capacity_ah);
+        let (ce, de) = (s.charge_energy_wh, s.discharge_energy_wh);
         let expected = [
             Field::Double(s.test_time_s),
             Field::Double(s.voltage_v),
@@ -215,10 +233,18 @@ async fn bdf_parquet_read_back_has_the_pinned_columns_and_every_sample(backend: 
             Field::Double(s.unix_time_s),
             Field::Long(s.cycle.into()),
             Field::Long(s.step.into()),
-            Field::Double(s.charge_capacity_ah),
-            Field::Double(s.discharge_capacity_ah),
-            Field::Double(s.charge_energy_wh),
-            Field::Double(s.discharge_energy_wh),
+            Field::Str(step_type.into()),
+            Field::Double(s.test_time_s - step_start),
+            Field::Long(s.seq as i64 + 1),
+            Field::Double(s.voltage_v * s.current_a),
+            Field::Double(c),
+            Field::Double(d),
+            Field::Double(c - d),
+            Field::Double(c + d),
+            Field::Double(ce),
+            Field::Double(de),
+            Field::Double(ce - de),
+            Field::Double(ce + de),
             s.temperature_c.map_or(Field::Null, Field::Double),
             s.ambient_temperature_c.map_or(Field::Null, Field::Double),
         ];
@@ -415,8 +441,8 @@ async fn an_anonymised_export_contains_no_identifier_anywhere_and_gives_the_same
         // A fresh pseudonymiser each time, as in two runs of the command.
         let p = Pseudonymiser::new(SECRET.as_bytes()).unwrap();
         for (format, name) in [
-            (Format::BdfCsv, "shared.csv"),
-            (Format::BdfParquet, "shared.parquet"),
+            (Format::BdfCsv, "shared.bdf.csv"),
+            (Format::BdfParquet, "shared.bdf.parquet"),
             (Format::BatteryArchive, "shared"),
         ] {
             export::export_files(
@@ -432,7 +458,7 @@ async fn an_anonymised_export_contains_no_identifier_anywhere_and_gives_the_same
         assert_no_identifier_in(dir.path());
     }
 
-    let json = read_json(&first.path().join("shared.parquet.metadata.json"));
+    let json = read_json(&first.path().join("shared.bdf.parquet.metadata.json"));
     assert_eq!(json["export"]["anonymised"], true);
     let pseudonym = |v: &Value, prefix: &str| {
         let s = v.as_str().unwrap().to_owned();
@@ -480,8 +506,8 @@ async fn an_anonymised_export_contains_no_identifier_anywhere_and_gives_the_same
 
     // The same secret gives the same pseudonyms, run after run: the files are identical.
     for name in [
-        "shared.csv.metadata.json",
-        "shared.parquet.metadata.json",
+        "shared.bdf.csv.metadata.json",
+        "shared.bdf.parquet.metadata.json",
         "shared.metadata.json",
         "shared_cycle_data.csv",
     ] {
@@ -494,9 +520,9 @@ async fn an_anonymised_export_contains_no_identifier_anywhere_and_gives_the_same
     // Another lab's secret gives other pseudonyms.
     let other = Pseudonymiser::new(b"another lab's secret, also long").unwrap();
     let third = tempfile::tempdir().unwrap();
-    let path = third.path().join("x.csv");
+    let path = third.path().join("x.bdf.csv");
     export::export_files(&hub.store, TEST_ID, Format::BdfCsv, &path, Some(&other)).unwrap();
-    let other_json = read_json(&third.path().join("x.csv.metadata.json"));
+    let other_json = read_json(&third.path().join("x.bdf.csv.metadata.json"));
     assert_ne!(other_json["metadata"]["primary"]["cell_id"], cell.as_str());
     hub.shutdown().await;
 }
@@ -559,24 +585,25 @@ async fn exporting_through_the_cyclerhub_binary_writes_every_format_end_to_end()
     assert_eq!(
         written,
         [
-            "run.csv",
-            "run.csv.metadata.json",
+            "run.bdf.csv",
+            "run.bdf.csv.metadata.json",
+            "run.bdf.parquet",
+            "run.bdf.parquet.metadata.json",
             "run.metadata.json",
-            "run.parquet",
-            "run.parquet.metadata.json",
             "run_cycle_data.csv",
             "run_timeseries.csv",
         ]
     );
-    assert_eq!(fs::read(at("run.csv")).unwrap(), expected);
-    let reader = SerializedFileReader::new(fs::File::open(at("run.parquet")).unwrap()).unwrap();
+    // `run.csv` and `run.parquet` were named with the suffixes BDF's validator accepts.
+    assert_eq!(fs::read(at("run.bdf.csv")).unwrap(), expected);
+    let reader = SerializedFileReader::new(fs::File::open(at("run.bdf.parquet")).unwrap()).unwrap();
     assert_eq!(reader.metadata().file_metadata().num_rows(), SAMPLES as i64);
 
     // Anonymised, with the salt from --salt and from the environment: the same pseudonyms.
     fs::write(dir.path().join("lab-secret"), SECRET).unwrap();
     let anonymised = tempfile::tempdir().unwrap();
-    let a = anonymised.path().join("a.parquet");
-    let b = anonymised.path().join("b.parquet");
+    let a = anonymised.path().join("a.bdf.parquet");
+    let b = anonymised.path().join("b.bdf.parquet");
     let out = cyclerhub(&[
         "export",
         "--db",
@@ -600,8 +627,8 @@ async fn exporting_through_the_cyclerhub_binary_writes_every_format_end_to_end()
     assert!(out.status.success(), "{}", stderr(&out));
     assert_no_identifier_in(anonymised.path());
     let (ja, jb) = (
-        read_json(&anonymised.path().join("a.parquet.metadata.json")),
-        read_json(&anonymised.path().join("b.parquet.metadata.json")),
+        read_json(&anonymised.path().join("a.bdf.parquet.metadata.json")),
+        read_json(&anonymised.path().join("b.bdf.parquet.metadata.json")),
     );
     assert_eq!(ja, jb);
     assert!(ja["test_id"].as_str().unwrap().starts_with("test-"));
@@ -617,7 +644,7 @@ async fn the_binary_refuses_unknown_tests_unwritable_outputs_and_anonymising_wit
     fs::write(at("short-secret"), "too short\n").unwrap();
     fs::write(at("lab-secret"), SECRET).unwrap();
     fs::create_dir(at("a-directory")).unwrap();
-    let missing_dir = at("no/such/dir/x.parquet");
+    let missing_dir = at("no/such/dir/x.bdf.parquet");
 
     for (args, message) in [
         (
@@ -701,6 +728,268 @@ async fn the_binary_refuses_unknown_tests_unwritable_outputs_and_anonymising_wit
     left.sort();
     assert_eq!(left, ["a-directory", "lab-secret", "short-secret"]);
     assert_eq!(fs::read_dir(at("a-directory")).unwrap().count(), 0);
+}
+
+/// A BDF file read back: its header and, per column, the values as numbers (`NaN` for an empty
+/// cell or a null) or as text.
+struct BdfTable {
+    header: Vec<String>,
+    numbers: HashMap<String, Vec<f64>>,
+    texts: HashMap<String, Vec<String>>,
+}
+
+impl BdfTable {
+    fn from_csv(path: &Path) -> BdfTable {
+        let mut rows = read_csv(path);
+        let header = rows.remove(0);
+        let mut table = BdfTable::new(header);
+        for row in rows {
+            assert_eq!(row.len(), table.header.len(), "{row:?}");
+            for (name, cell) in table.header.clone().iter().zip(row) {
+                if name == "Step Type" {
+                    table.texts.entry(name.clone()).or_default().push(cell);
+                } else {
+                    let x = if cell.is_empty() {
+                        f64::NAN
+                    } else {
+                        cell.parse().unwrap_or_else(|_| panic!("{name}: {cell:?}"))
+                    };
+                    table.numbers.entry(name.clone()).or_default().push(x);
+                }
+            }
+        }
+        table
+    }
+
+    fn from_parquet(path: &Path) -> BdfTable {
+        let reader = SerializedFileReader::new(fs::File::open(path).unwrap()).unwrap();
+        let schema = reader.metadata().file_metadata().schema_descr_ptr();
+        let header: Vec<String> = schema.columns().iter().map(|c| c.name().into()).collect();
+        let mut table = BdfTable::new(header);
+        for row in reader.get_row_iter(None).unwrap() {
+            for (name, field) in row.unwrap().get_column_iter() {
+                match field {
+                    Field::Str(s) => table.texts.entry(name.clone()).or_default().push(s.clone()),
+                    Field::Double(x) => table.numbers.entry(name.clone()).or_default().push(*x),
+                    Field::Long(n) => table
+                        .numbers
+                        .entry(name.clone())
+                        .or_default()
+                        .push(*n as f64),
+                    Field::Null => table
+                        .numbers
+                        .entry(name.clone())
+                        .or_default()
+                        .push(f64::NAN),
+                    other => panic!("{name}: unexpected {other:?}"),
+                }
+            }
+        }
+        table
+    }
+
+    fn new(header: Vec<String>) -> BdfTable {
+        BdfTable {
+            header,
+            numbers: HashMap::new(),
+            texts: HashMap::new(),
+        }
+    }
+
+    fn column(&self, name: &str) -> &[f64] {
+        self.numbers
+            .get(name)
+            .unwrap_or_else(|| panic!("no column {name:?} in {:?}", self.header))
+    }
+
+    /// The identities BDF's validator warns about.
+    fn check_validator_identities(&self) {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()));
+        let non_decreasing = |name: &str| {
+            let c = self.column(name);
+            assert!(c.windows(2).all(|w| w[0] <= w[1]), "{name} decreases");
+        };
+        non_decreasing("Test Time / s");
+        let (test, unix) = (self.column("Test Time / s"), self.column("Unix Time / s"));
+        assert!(
+            test.iter()
+                .zip(unix)
+                .all(|(t, u)| close(u - t, unix[0] - test[0])),
+            "Unix Time and Test Time advance at different rates"
+        );
+        for (quantity, unit) in [("Capacity", "Ah"), ("Energy", "Wh")] {
+            let col = |kind: &str| self.column(&format!("{kind} {quantity} / {unit}"));
+            let (charging, discharging) = (col("Charging"), col("Discharging"));
+            let (net, cumulative) = (col("Net"), col("Cumulative"));
+            for i in 0..charging.len() {
+                assert!(
+                    close(cumulative[i], charging[i] + discharging[i]),
+                    "row {i}"
+                );
+                assert!(close(net[i], charging[i] - discharging[i]), "row {i}");
+            }
+            non_decreasing(&format!("Cumulative {quantity} / {unit}"));
+            non_decreasing(&format!("Charging {quantity} / {unit}"));
+            non_decreasing(&format!("Discharging {quantity} / {unit}"));
+        }
+        let cycles = self.column("Cycle Count / 1");
+        assert!(cycles.iter().all(|c| *c >= 0.0 && c.fract() == 0.0));
+        non_decreasing("Cycle Count / 1");
+        let index = self.column("Record Index / 1");
+        assert!(
+            index.iter().enumerate().all(|(i, x)| *x == i as f64 + 1.0),
+            "Record Index is not 1, 2, 3, ..."
+        );
+        assert!(!index.is_empty());
+        let vocabulary = [
+            "CC_CHG", "CC_DCH", "CV_CHG", "CV_DCH", "CCCV_CHG", "CCCV_DCH", "CP_CHG", "CP_DCH",
+            "CR_DCH", "REST", "OCV", "PROFILE",
+        ];
+        let types = &self.texts["Step Type"];
+        assert_eq!(types.len(), index.len());
+        assert!(types.iter().all(|t| vocabulary.contains(&t.as_str())));
+        let (step, step_time) = (self.column("Step Count / 1"), self.column("Step Time / s"));
+        for i in 0..step.len() {
+            let began = (0..=i)
+                .rev()
+                .take_while(|&j| step[j] == step[i])
+                .last()
+                .unwrap();
+            assert!(
+                close(step_time[i], test[i] - test[began]),
+                "step time, row {i}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_bdf_export_format_passes_the_bdf_validator_identities() {
+    let mut hub = hub_with_cycling_test(Backend::Sqlite, HALF_CYCLE).await;
+    let dir = tempfile::tempdir().unwrap();
+    for format in [Format::BdfCsv, Format::BdfParquet] {
+        let exported = export::export_files(
+            &hub.store,
+            TEST_ID,
+            format,
+            &dir.path().join("cycling"),
+            None,
+        )
+        .expect("export");
+        let data = &exported.files[0];
+        let name = data.file_name().unwrap().to_str().unwrap();
+        let table = match format {
+            Format::BdfCsv => {
+                assert_eq!(name, "cycling.bdf.csv");
+                BdfTable::from_csv(data)
+            }
+            _ => {
+                assert_eq!(name, "cycling.bdf.parquet");
+                BdfTable::from_parquet(data)
+            }
+        };
+        assert_eq!(table.column("Record Index / 1").len(), SAMPLES, "{name}");
+        table.check_validator_identities();
+        // The test's plan names no step: charges and discharges are typed by their current.
+        let types = &table.texts["Step Type"];
+        assert_eq!(types[0], "CC_CHG");
+        assert_eq!(types[HALF_CYCLE], "CC_DCH");
+        let header: Vec<&str> = table.header.iter().map(String::as_str).collect();
+        assert!(header.contains(&"Temperature T1 / degC"), "{name}");
+        assert!(!header.contains(&"Surface Temperature T1 / degC"), "{name}");
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_step_named_in_the_test_plan_takes_its_step_type_from_the_plan_step_not_the_current() {
+    const T: &str = "0190a0c0-0000-7000-8000-0000000000f1";
+    let yaml = r#"
+protocol: Discharge and hold
+version: 1
+params: {capacity: 1 Ah}
+safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
+steps: ["Discharge at 1 A until 3.2 V", "Hold at 3.0 V until 100 mA"]
+"#;
+    let plan = cyclerd_protocols::Plan::from_yaml(yaml, "hold.yaml").unwrap();
+    let descriptions: Vec<String> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            cyclerd_protocols::PlanStep::Action(a) => Some(a.description.clone()),
+            _ => None,
+        })
+        .collect();
+    let Some(Body::TestRegistered(mut test)) = registered(1, T).body else {
+        unreachable!("registered builds a TestRegistered")
+    };
+    test.plan_json = plan.to_json();
+    // Step 1: 10 s at -1 A, 3.5 V down to 3.2 V. Step 2, the hold at 3.0 V, caught while the
+    // voltage still falls and the current decays: by its samples alone it would be a PROFILE.
+    let n = 20;
+    let mut b = batch(T, 0, n, false);
+    let mut discharged = 0.0;
+    for i in 0..n {
+        let (v, a) = if i < 10 {
+            (3.5 - 0.03 * i as f64, -1.0)
+        } else {
+            (3.2 - 0.02 * (i - 10) as f64, -1.0 + 0.09 * (i - 10) as f64)
+        };
+        discharged += -a / 3600.0;
+        b.voltage_v[i] = v;
+        b.current_a[i] = a;
+        b.step[i] = if i < 10 { 1 } else { 2 };
+        b.charge_capacity_ah[i] = 0.0;
+        b.charge_energy_wh[i] = 0.0;
+        b.discharge_capacity_ah[i] = discharged;
+        b.discharge_energy_wh[i] = discharged * 3.2;
+    }
+    let step_event = |id: u64, step: u32| {
+        let mut e = event(id, T, &descriptions[step as usize - 1]);
+        if let Some(Body::Event(ev)) = &mut e.body {
+            ev.step = step;
+        }
+        e
+    };
+    let mut up_hub = Hub::start(Backend::Sqlite).await;
+    let (mut up, _) = up_hub.upload("daemon-a", 1).await;
+    up.send_entries([
+        entry(1, Body::TestRegistered(test)),
+        step_event(2, 1),
+        entry(3, Body::Samples(b)),
+        step_event(4, 2),
+    ])
+    .await;
+    up.until_ack(4).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let exported = export::export_files(
+        &up_hub.store,
+        T,
+        Format::BdfCsv,
+        &dir.path().join("hold.csv"),
+        None,
+    )
+    .unwrap();
+    let table = BdfTable::from_csv(&exported.files[0]);
+    table.check_validator_identities();
+    let types = &table.texts["Step Type"];
+    assert!(types[..10].iter().all(|t| t == "CC_DCH"), "{types:?}");
+    assert!(types[10..].iter().all(|t| t == "CV_DCH"), "{types:?}");
+    // Without the plan, the same samples are typed by their current.
+    let shape: Vec<(f64, f64)> = (10..n)
+        .map(|i| {
+            (
+                table.column("Voltage / V")[i],
+                table.column("Current / A")[i],
+            )
+        })
+        .collect();
+    assert_eq!(
+        cyclerd_protocols::bdf::StepType::of_samples(&shape).label(),
+        "PROFILE"
+    );
+    up_hub.shutdown().await;
 }
 
 on_both_backends!(

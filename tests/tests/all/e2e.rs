@@ -81,10 +81,18 @@ async fn four_channels_cycle_cccv_and_every_sample_reaches_the_hub_exactly_once(
                 .unwrap()
                 .starts_with("Test Time / s,Voltage / V,Current / A")
         );
+        let rows: Vec<&str> = lines.collect();
         assert_eq!(
-            lines.count(),
+            rows.len(),
             samples.len(),
             "BDF export has one row per sample"
+        );
+        // Every step is typed, from the plan step it ran: the demo charges and discharges.
+        let types: std::collections::HashSet<&str> =
+            rows.iter().map(|r| r.split(',').nth(6).unwrap()).collect();
+        assert!(
+            types.contains("CC_DCH") && types.iter().any(|t| t.ends_with("_CHG")),
+            "{types:?}"
         );
     }
     assert_eq!(

@@ -475,7 +475,7 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
         "{refused}"
     );
     assert!(hub.terminate().await);
-    let csv = dir.join("export.csv").display().to_string();
+    let csv = dir.join("export.bdf.csv").display().to_string();
     cyclerhub(&[
         "export", "--db", db, &test_id, "--format", "bdf-csv", "-o", &csv,
     ]);
@@ -499,7 +499,7 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
     for (args, files) in [
         (
             vec!["--format", "bdf-parquet", "-o", &out("t.parquet")],
-            vec!["t.parquet", "t.parquet.metadata.json"],
+            vec!["t.bdf.parquet", "t.bdf.parquet.metadata.json"],
         ),
         (
             vec!["--format", "battery-archive", "-o", &out("ba")],
@@ -513,7 +513,7 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
                 "--salt",
                 &out("lab-secret"),
             ],
-            vec!["shared.csv", "shared.csv.metadata.json"],
+            vec!["shared.bdf.csv", "shared.bdf.csv.metadata.json"],
         ),
     ] {
         cyclerhub(
@@ -526,7 +526,7 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
             assert!(dir.join(f).is_file(), "{f}");
         }
     }
-    let shared = std::fs::read_to_string(dir.join("shared.csv.metadata.json")).unwrap();
+    let shared = std::fs::read_to_string(dir.join("shared.bdf.csv.metadata.json")).unwrap();
     assert!(
         !shared.contains(&test_id) && !shared.contains("cell-psb1/1"),
         "an anonymised export names neither the test nor the cell: {shared}"

@@ -129,9 +129,22 @@ enum ProtocolAction {
         /// Seconds between simulated measurements.
         #[arg(long, default_value_t = 1.0)]
         dt: f64,
-        /// Write every sample as CSV (BDF column names).
+        /// Write the recorded rows as CSV: the columns of the hub's BDF CSV export. Rows are
+        /// kept by the protocol's `record` rules, as a stepped channel keeps them (see --every
+        /// and --all-samples).
         #[arg(long)]
         csv: Option<PathBuf>,
+        /// Record one row every SECONDS (and each step's first and last) instead of the
+        /// protocol's `record` rules.
+        #[arg(long, value_name = "SECONDS", conflicts_with = "all_samples")]
+        every: Option<f64>,
+        /// Record every simulated measurement (one per --dt) instead of the protocol's
+        /// `record` rules.
+        #[arg(long)]
+        all_samples: bool,
+        /// Stop once N cycles were simulated (at the end of the Nth).
+        #[arg(long, value_name = "N")]
+        cycles: Option<u32>,
         /// Draw voltage and current against time as SVG.
         #[arg(long)]
         svg: Option<PathBuf>,
@@ -499,6 +512,9 @@ fn protocol(action: ProtocolAction, params: &BTreeMap<String, String>) -> anyhow
             capacity,
             dt,
             csv,
+            every,
+            all_samples,
+            cycles,
             svg,
         } => {
             let (_, plan) = read_plan(&file, params)?;
@@ -519,6 +535,21 @@ fn protocol(action: ProtocolAction, params: &BTreeMap<String, String>) -> anyhow
                 dt > 0.0 && dt.is_finite(),
                 "--dt must be a positive number of seconds"
             );
+            let recording = match (every, all_samples) {
+                (Some(every), _) => {
+                    anyhow::ensure!(
+                        every > 0.0 && every.is_finite(),
+                        "--every must be a positive number of seconds"
+                    );
+                    simulate::Recording::Every(every)
+                }
+                (None, true) => simulate::Recording::All,
+                (None, false) => simulate::Recording::Protocol,
+            };
+            anyhow::ensure!(
+                cycles != Some(0),
+                "--cycles must be at least 1 (the number of cycles to simulate)"
+            );
             let mut csv_out = match &csv {
                 Some(path) => {
                     let file = std::fs::File::create(path)
@@ -534,6 +565,9 @@ fn protocol(action: ProtocolAction, params: &BTreeMap<String, String>) -> anyhow
             let name = plan.name.clone();
             let options = simulate::SimOptions {
                 dt_s: dt,
+                recording,
+                cycles,
+                start_unix_s: cyclerd_drivers::Clock::real().unix_time_s(),
                 ..Default::default()
             };
             let report = simulate::simulate(
@@ -559,25 +593,40 @@ fn protocol(action: ProtocolAction, params: &BTreeMap<String, String>) -> anyhow
                 std::fs::write(path, simulate::svg(&plot.kept, &name))
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
             }
-            println!("{name}: {}", report.outcome);
-            println!(
-                "duration   {:.2} h ({} samples every {dt} s)",
-                report.duration_s / 3600.0,
-                report.samples
-            );
-            println!("steps      {}", report.steps);
-            println!("cycles     {}", report.cycles);
-            println!("charged    {:.4} Ah", report.charge_ah);
-            println!("discharged {:.4} Ah", report.discharge_ah);
-            let caps: Vec<String> = report
-                .discharge_per_cycle_ah
-                .iter()
-                .map(|c| format!("{c:.4}"))
-                .collect();
-            println!("discharge capacity per cycle (Ah): {}", caps.join(" "));
+            print_summary(&name, &report, dt);
         }
     }
     Ok(())
+}
+
+/// What `cyclerctl protocol simulate` prints: a few lines whatever the number of cycles.
+///
+/// A per-cycle table (from the per-cycle calculator) belongs here, after the summary; until
+/// then [`simulate::SimReport::discharge_per_cycle_ah`] gives the first and last cycle's
+/// discharge capacity.
+fn print_summary(name: &str, report: &simulate::SimReport, dt: f64) {
+    println!("{name}: {}", report.outcome);
+    println!(
+        "duration   {:.2} h ({} measurements every {dt} s, {} rows recorded)",
+        report.duration_s / 3600.0,
+        report.samples,
+        report.rows
+    );
+    println!("steps      {}", report.steps);
+    println!("cycles     {}", report.cycles_simulated);
+    println!("charged    {:.4} Ah", report.charge_ah);
+    println!("discharged {:.4} Ah", report.discharge_ah);
+    let caps = &report.discharge_per_cycle_ah;
+    if let (Some(first), Some(last)) = (caps.first(), caps.last()) {
+        if caps.len() > 1 && *first > 0.0 {
+            println!(
+                "discharge capacity: first cycle {first:.4} Ah, last cycle {last:.4} Ah ({:.1} % of the first)",
+                100.0 * last / first
+            );
+        } else {
+            println!("discharge capacity: {last:.4} Ah");
+        }
+    }
 }
 
 fn channel_line(c: &ChannelSnapshot) -> String {

@@ -59,16 +59,24 @@ struct Run {
 /// Applies the protocol's recording rules. A protocol without any rule keeps every poll; with
 /// rules, a sample is kept when one fires, and always at a step's first and last sample and
 /// whenever something fired (a termination, the end, an alarm). Live monitoring sees every poll.
+/// `cyclerctl protocol simulate` keeps its rows with the same recorder.
 #[derive(Debug, Default)]
-struct Recorder {
+pub(crate) struct Recorder {
     /// Test time, voltage and current of the last kept sample.
     last_kept: Option<(f64, f64, f64)>,
     /// The next sample is the first of a step.
-    step_began: bool,
+    pub(crate) step_began: bool,
 }
 
 impl Recorder {
-    fn keep(&mut self, rule: &Record, t: f64, v: f64, i: f64, something_fired: bool) -> bool {
+    pub(crate) fn keep(
+        &mut self,
+        rule: &Record,
+        t: f64,
+        v: f64,
+        i: f64,
+        something_fired: bool,
+    ) -> bool {
         let keep = rule.is_empty()
             || something_fired
             || std::mem::take(&mut self.step_began)
