@@ -24,10 +24,11 @@ pub struct SimReport {
     pub cycles: u32,
     /// Cycles simulated (each distinct cycle number counts once, the last one even if cut).
     pub cycles_simulated: u32,
-    /// Discharge capacity of each cycle simulated, Ah (the first first). The per-cycle table
-    /// (`cyclerctl protocol simulate`) is to be built from the per-cycle calculator; this is
-    /// what the summary prints from meanwhile.
+    /// Discharge capacity of each cycle simulated, Ah (the first first).
     pub discharge_per_cycle_ah: Vec<f64>,
+    /// Each cycle's results from the recorded rows, as a daemon computes them for a real test
+    /// ([`crate::proto::cycles`]).
+    pub per_cycle: Vec<crate::proto::ingest::CycleSummary>,
     pub charge_ah: f64,
     pub discharge_ah: f64,
     /// Measurements simulated (one per `dt_s`).
@@ -97,8 +98,9 @@ pub fn simulate(
     let mut cell = Cell::new(cell);
     let mut command = engine.start(0.0);
     let mut t = 0.0;
-    let mut per_cycle: Vec<f64> = Vec::new();
-    let mut cycle_start_discharge = 0.0;
+    let mut cycles_done = 0u32;
+    let mut tracker = crate::proto::cycles::CycleTracker::default();
+    let mut per_cycle = Vec::new();
     let mut samples = 0usize;
     let mut rows = 0u64;
     // Keeps the first sample (nothing kept yet), then as the stepped runner keeps them.
@@ -149,13 +151,31 @@ pub fn simulate(
         samples += 1;
         let cycle_ends = status.cycle != cycle_before;
         if cycle_ends {
-            per_cycle.push(status.discharge_capacity_ah - cycle_start_discharge);
-            cycle_start_discharge = status.discharge_capacity_ah;
+            cycles_done += 1;
         }
-        let stop_here = cycle_ends && options.cycles == Some(per_cycle.len() as u32);
+        let stop_here = cycle_ends && options.cycles == Some(cycles_done);
         let fired = update.step_changed || update.outcome.is_some() || stop_here;
         if recorder.keep(&rule, t, m.voltage_v, current, fired) {
             let (record_index, step_time_s) = sequence.next(step_before, t);
+            let point = crate::proto::cycles::Point {
+                seq: rows,
+                test_time_s: t,
+                voltage_v: m.voltage_v,
+                current_a: current,
+                cycle: cycle_before,
+                step: step_before,
+                charge_capacity_ah: status.charge_capacity_ah,
+                discharge_capacity_ah: status.discharge_capacity_ah,
+                charge_energy_wh: status.charge_energy_wh,
+                discharge_energy_wh: status.discharge_energy_wh,
+                temperature_c: m.temperature_c,
+            };
+            per_cycle.extend(
+                tracker
+                    .observe("simulation", &point)
+                    .into_iter()
+                    .filter(|c| c.complete),
+            );
             sink(&bdf::Row {
                 test_time_s: t,
                 unix_time_s: options.start_unix_s + t,
@@ -184,7 +204,7 @@ pub fn simulate(
             None => {}
         }
         if stop_here {
-            break format!("stopped after {} cycles", per_cycle.len());
+            break format!("stopped after {cycles_done} cycles");
         }
         command = update.command;
         if command == Command::Off {
@@ -196,16 +216,15 @@ pub fn simulate(
         t += options.dt_s;
     };
     let status = engine.status();
-    if !outcome.starts_with("stopped after") {
-        per_cycle.push(status.discharge_capacity_ah - cycle_start_discharge);
-    }
+    per_cycle.extend(tracker.current("simulation", true));
     Ok(SimReport {
         duration_s: t,
         outcome,
         steps: status.step_count,
         cycles: status.cycle,
         cycles_simulated: per_cycle.len() as u32,
-        discharge_per_cycle_ah: per_cycle,
+        discharge_per_cycle_ah: per_cycle.iter().map(|c| c.discharge_capacity_ah).collect(),
+        per_cycle,
         charge_ah: status.charge_capacity_ah,
         discharge_ah: status.discharge_capacity_ah,
         samples,

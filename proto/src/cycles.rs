@@ -225,6 +225,39 @@ pub fn first_full(rows: &[CycleSummary]) -> Option<&CycleSummary> {
     rows.iter().find(|r| r.complete && r.is_full())
 }
 
+/// `rows` as a text table of at most 80 columns, a header line first: cycle, duration, charge
+/// and discharge capacity, coulombic and energy efficiency, mean charge and discharge voltage,
+/// highest temperature and retention; blank where a cycle has no such value.
+pub fn table(rows: &[CycleSummary]) -> Vec<String> {
+    let first = first_full(rows);
+    let mut out = vec![format!(
+        "{:>5} {:>7} {:>8} {:>8} {:>6} {:>6} {:>6} {:>6} {:>5} {:>6}",
+        "cycle", "hours", "chg Ah", "dch Ah", "CE %", "EE %", "V chg", "V dch", "T max", "ret %"
+    )];
+    let opt = |v: Option<f64>, width: usize, digits: usize| match v {
+        Some(v) if v.is_finite() => format!("{v:>width$.digits$}"),
+        _ => format!("{:>width$}", ""),
+    };
+    for r in rows {
+        let pct = |v: Option<f64>| v.map(|v| 100.0 * v);
+        out.push(format!(
+            "{:>4}{} {:>7.3} {:>8.4} {:>8.4} {} {} {} {} {} {}",
+            r.cycle,
+            if r.complete { ' ' } else { '*' },
+            r.duration_s() / 3600.0,
+            r.charge_capacity_ah,
+            r.discharge_capacity_ah,
+            opt(pct(r.coulombic_efficiency()), 6, 2),
+            opt(pct(r.energy_efficiency()), 6, 2),
+            opt(r.mean_charge_voltage_v(), 6, 3),
+            opt(r.mean_discharge_voltage_v(), 6, 3),
+            opt(r.max_temperature(), 5, 1),
+            opt(pct(first.and_then(|f| r.retention(f))), 6, 2),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +338,20 @@ mod tests {
             assert!((r.retention(&rows[0]).unwrap() - 1.0).abs() < 1e-9);
         }
         assert_eq!(first_full(&rows), Some(&rows[0]));
+    }
+
+    #[test]
+    fn the_table_fits_80_columns_and_marks_the_cycle_still_going_on() {
+        let mut rows = run(&samples(3, 0.975));
+        rows[2].complete = false;
+        let table = table(&rows);
+        assert_eq!(table.len(), 4);
+        assert!(table.iter().all(|l| l.chars().count() <= 80), "{table:#?}");
+        assert!(
+            table[1].contains("97.50") && table[1].contains("100.00"),
+            "{table:#?}"
+        );
+        assert!(table[3].starts_with("   3*"), "{table:#?}");
     }
 
     #[test]

@@ -1115,7 +1115,7 @@ mod protocol_simulate {
     }
 
     #[test]
-    fn simulate_stops_after_the_cycles_asked_for_and_prints_a_short_summary() {
+    fn simulate_stops_after_the_cycles_asked_for_and_prints_a_summary_and_a_per_cycle_table() {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("three.csv");
         let (ok, out, err) = simulate(&["--cycles", "3", "--csv", csv.to_str().unwrap()]);
@@ -1126,8 +1126,17 @@ mod protocol_simulate {
         assert_eq!(cycles.len(), 3, "{cycles:?}");
         assert!(out.contains("stopped after 3 cycles"), "{out}");
         assert!(out.contains("cycles     3"), "{out}");
-        assert!(out.lines().count() <= 10, "{out}");
-        assert!(out.lines().all(|l| l.len() < 120), "{out}");
+        // Six summary lines, a blank one, the table's header and one row per cycle.
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 6 + 1 + 1 + 3, "{out}");
+        assert!(
+            lines[7].starts_with("cycle") && lines[7].contains("CE %"),
+            "{out}"
+        );
+        for (k, row) in lines[8..].iter().enumerate() {
+            assert!(row.trim_start().starts_with(&(k + 1).to_string()), "{out}");
+        }
+        assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
 
         for (args, message) in [
             (["--cycles", "0"], "--cycles must be at least 1"),

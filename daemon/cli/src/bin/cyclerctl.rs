@@ -599,11 +599,8 @@ fn protocol(action: ProtocolAction, params: &BTreeMap<String, String>) -> anyhow
     Ok(())
 }
 
-/// What `cyclerctl protocol simulate` prints: a few lines whatever the number of cycles.
-///
-/// A per-cycle table (from the per-cycle calculator) belongs here, after the summary; until
-/// then [`simulate::SimReport::discharge_per_cycle_ah`] gives the first and last cycle's
-/// discharge capacity.
+/// What `cyclerctl protocol simulate` prints: a few summary lines, then the per-cycle table
+/// (the same numbers a real test's cycles get at the hub).
 fn print_summary(name: &str, report: &simulate::SimReport, dt: f64) {
     println!("{name}: {}", report.outcome);
     println!(
@@ -616,16 +613,9 @@ fn print_summary(name: &str, report: &simulate::SimReport, dt: f64) {
     println!("cycles     {}", report.cycles_simulated);
     println!("charged    {:.4} Ah", report.charge_ah);
     println!("discharged {:.4} Ah", report.discharge_ah);
-    let caps = &report.discharge_per_cycle_ah;
-    if let (Some(first), Some(last)) = (caps.first(), caps.last()) {
-        if caps.len() > 1 && *first > 0.0 {
-            println!(
-                "discharge capacity: first cycle {first:.4} Ah, last cycle {last:.4} Ah ({:.1} % of the first)",
-                100.0 * last / first
-            );
-        } else {
-            println!("discharge capacity: {last:.4} Ah");
-        }
+    println!();
+    for line in cyclerd::proto::cycles::table(&report.per_cycle) {
+        println!("{line}");
     }
 }
 
