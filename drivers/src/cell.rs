@@ -68,8 +68,14 @@ pub struct CellParams {
     pub air: Option<crate::chamber::thermal::Air>,
     /// State of charge at start, 0..1.
     pub initial_soc: f64,
-    /// Fraction of capacity lost per full equivalent cycle, so long tests show fade.
+    /// Fraction of capacity lost per full equivalent cycle (throughput / twice the capacity),
+    /// so long tests show fade. The charge that goes with the lost capacity is lost too (the
+    /// state of charge is kept), as lithium lost to the SEI takes its share of the stored charge.
     pub fade_per_cycle: f64,
+    /// Fraction of the charge put in that is stored (the rest feeds side reactions), 0..=1.
+    /// Discharge gives back what is stored, so a cycle's coulombic efficiency (discharge Ah /
+    /// charge Ah) is about this, a little less with fade.
+    pub coulombic_efficiency: f64,
 }
 
 impl CellParams {
@@ -89,6 +95,7 @@ impl CellParams {
             air: None,
             initial_soc: 0.3,
             fade_per_cycle: 2e-4,
+            coulombic_efficiency: 0.998,
         }
     }
 }
@@ -163,8 +170,15 @@ impl Cell {
             return;
         }
         let ah = current_a * dt_s / 3600.0;
-        self.stored_ah += ah;
+        let before = self.capacity_ah();
+        self.stored_ah += if ah > 0.0 {
+            ah * self.params.coulombic_efficiency.clamp(0.0, 1.0)
+        } else {
+            ah
+        };
         self.throughput_ah += ah.abs();
+        // Fade takes its share of the stored charge with it: the SOC stays where it was.
+        self.stored_ah *= self.capacity_ah() / before;
         // Exact solution of the RC pair for a constant current over dt.
         let tau = self.params.r1_ohm * self.params.c1_farad;
         let target = current_a * self.params.r1_ohm;
@@ -251,6 +265,134 @@ mod tests {
         let c = cell(Chemistry::Nmc, 0.6);
         let i = c.current_for_voltage(4.0);
         assert!((c.terminal_voltage(i) - 4.0).abs() < 1e-9);
+    }
+
+    /// Charges to 4.2 V, holds there to C/20, rests, discharges to 3.0 V, rests; returns the
+    /// (charge Ah, discharge Ah) of the cycle. 1 s steps.
+    fn cccv_cycle(c: &mut Cell) -> (f64, f64) {
+        let (mut q_in, mut q_out) = (0.0, 0.0);
+        let cap = c.params().capacity_ah;
+        loop {
+            let i = c.current_for_voltage(4.2).min(cap);
+            if i <= cap / 20.0 {
+                break;
+            }
+            c.step(i, 1.0);
+            q_in += i / 3600.0;
+        }
+        c.step(0.0, 600.0);
+        while c.terminal_voltage(-cap) > 3.0 {
+            c.step(-cap, 1.0);
+            q_out += cap / 3600.0;
+        }
+        c.step(0.0, 600.0);
+        (q_in, q_out)
+    }
+
+    #[test]
+    fn a_cycles_coulombic_efficiency_is_below_100_percent_and_above_99() {
+        let mut c = cell(Chemistry::Nmc, 0.3);
+        cccv_cycle(&mut c);
+        for n in 2..=10 {
+            let (q_in, q_out) = cccv_cycle(&mut c);
+            let ce = q_out / q_in;
+            assert!((0.99..1.0).contains(&ce), "cycle {n}: {ce}");
+        }
+    }
+
+    #[test]
+    fn capacity_fades_slowly_with_throughput_and_the_discharge_capacity_with_it() {
+        let mut c = cell(Chemistry::Nmc, 0.3);
+        cccv_cycle(&mut c);
+        let (_, first) = cccv_cycle(&mut c);
+        for _ in 0..48 {
+            cccv_cycle(&mut c);
+        }
+        let (_, fiftieth) = cccv_cycle(&mut c);
+        // 2e-4 per cycle: about 1 % in 50 cycles.
+        assert!(
+            fiftieth < first * 0.995 && fiftieth > first * 0.98,
+            "{first} -> {fiftieth}"
+        );
+        assert!(c.capacity_ah() < 2.5 * 0.995);
+    }
+
+    #[test]
+    fn without_side_reactions_or_fade_charge_is_conserved() {
+        let mut c = Cell::new(CellParams {
+            initial_soc: 0.3,
+            coulombic_efficiency: 1.0,
+            fade_per_cycle: 0.0,
+            ..CellParams::new(Chemistry::Nmc, 2.5)
+        });
+        let stored = c.soc() * 2.5;
+        c.step(2.0, 1800.0);
+        c.step(-2.0, 1800.0);
+        assert!((c.soc() * 2.5 - stored).abs() < 1e-12);
+    }
+
+    /// A 1C discharge to 3.0 V run by the engine at the demo's 500x, polled every `poll_wall_s`
+    /// of wall time (so every 500 x that of cell time), the cell integrated in 0.5 s sub-steps
+    /// as the simulators do: (voltage at which the step ended, voltage change over its last poll).
+    fn discharge_to_cutoff_at_500x(poll_wall_s: f64) -> (f64, f64) {
+        use cyclerd_protocols::{Engine, Measurement, Plan, Safety};
+        let source = "protocol: d\nversion: 1\nparams: {capacity: 2.5 Ah}\nsafety:\n  voltage: [2.5 V, 4.25 V]\n  current: 5 A\nsteps:\n  - \"Discharge at 1C until 3.0 V\"\n  - \"Rest for 1 s\"\n";
+        let mut engine = Engine::new(
+            Plan::from_yaml(source, "d.yaml").unwrap(),
+            &Safety::default(),
+        )
+        .unwrap();
+        let mut c = cell(Chemistry::Nmc, 0.4);
+        let poll_s = poll_wall_s * 500.0;
+        let mut cmd = engine.start(0.0);
+        let mut last_v = c.terminal_voltage(0.0);
+        for n in 1..100_000 {
+            let mut left = poll_s;
+            while left > 0.0 {
+                let dt = left.min(0.5);
+                c.step(crate::stage::ideal_current(&c, &cmd), dt);
+                left -= dt;
+            }
+            let i = crate::stage::ideal_current(&c, &cmd);
+            let v = c.terminal_voltage(i);
+            let u = engine.update(&Measurement {
+                test_time_s: f64::from(n) * poll_s,
+                voltage_v: v,
+                current_a: i,
+                temperature_c: Some(c.temperature_c()),
+                chamber_c: None,
+            });
+            if u.step_changed {
+                return (v, last_v - v);
+            }
+            last_v = v;
+            cmd = u.command;
+        }
+        panic!("the discharge never reached its cutoff");
+    }
+
+    #[test]
+    fn at_500x_a_discharge_stops_past_its_cutoff_by_at_most_one_polls_voltage_change() {
+        // The bound stated in README's demo section: at most the voltage change of one poll,
+        // which for this cell at 1C near 3.0 V is under 3 mV per second of cell time: 15 mV for
+        // a poll every 10 ms of wall time at 500x (5 s of cell time), 30 mV for one every 20 ms.
+        for (poll_wall_s, bound_v) in [(0.002, 0.003), (0.01, 0.015), (0.02, 0.030)] {
+            let (v, last_change) = discharge_to_cutoff_at_500x(poll_wall_s);
+            let overshoot = 3.0 - v;
+            assert!(overshoot >= 0.0);
+            assert!(
+                overshoot <= last_change,
+                "{overshoot} V past, last poll {last_change} V"
+            );
+            assert!(
+                overshoot <= bound_v,
+                "{poll_wall_s} s polls: {overshoot} V past 3.0 V"
+            );
+            assert!(
+                last_change <= bound_v,
+                "{poll_wall_s} s polls: {last_change} V a poll"
+            );
+        }
     }
 
     #[test]

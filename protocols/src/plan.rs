@@ -80,7 +80,8 @@ pub enum PlanStep {
     LoopStart {
         /// How many times the body runs at most (at least 1).
         count: u32,
-        /// Whether each pass after the first starts a new cycle (cycle numbering for data).
+        /// Whether each pass is one cycle (cycle numbering for data); of nested cycling loops
+        /// only the innermost counts. The full rule is the engine's (`docs/protocols.md`).
         cycle: bool,
         /// Index of the matching [`PlanStep::LoopEnd`], so a loop can be skipped or exited
         /// without scanning.

@@ -184,3 +184,61 @@ fn every_library_protocol_runs_to_completion_on_a_simple_cell() {
         }
     }
 }
+
+/// Runs a library protocol on the simple cell (2 s polls) and counts, per cycle, the charge
+/// and discharge steps it entered (CV holds belong to their charge and are not counted).
+fn charges_and_discharges_per_cycle(name: &str) -> std::collections::BTreeMap<u32, (u32, u32)> {
+    use cyclerd_protocols::{Control, PlanStep};
+    let (_, source) = library()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("{name} missing"));
+    let plan = Plan::from_yaml(&source, name).unwrap();
+    let mut engine = Engine::new(plan, &Safety::default()).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    let note = |e: &Engine, out: &mut std::collections::BTreeMap<u32, (u32, u32)>| {
+        if let PlanStep::Action(a) = &e.plan().steps[e.status().plan_index] {
+            let entry = out.entry(e.status().cycle).or_insert((0, 0));
+            match a.control {
+                Control::Current { amps } | Control::Cccv { amps, .. } if amps > 0.0 => {
+                    entry.0 += 1
+                }
+                Control::Current { amps } | Control::Cccv { amps, .. } if amps < 0.0 => {
+                    entry.1 += 1
+                }
+                _ => {}
+            }
+        }
+    };
+    let mut cell = Cell::new();
+    let mut cmd = engine.start(0.0);
+    note(&engine, &mut out);
+    for n in 1..=3_000_000u32 {
+        let u = engine.update(&cell.apply(cmd, f64::from(n) * 2.0, 2.0));
+        if u.outcome.is_some() {
+            assert_eq!(u.outcome, Some(Outcome::Finished), "{name}");
+            return out;
+        }
+        if u.step_changed {
+            note(&engine, &mut out);
+        }
+        cmd = u.command;
+    }
+    panic!("{name} did not end");
+}
+
+#[test]
+fn library_cycling_protocols_have_one_charge_and_one_discharge_in_every_cycle() {
+    for (name, cycles) in [
+        ("formation.yaml", 4),
+        ("chamber-25-45-25.yaml", 3),
+        ("cccv-3-cycles.yaml", 3),
+        ("demo.yaml", 2),
+    ] {
+        let expected = (1..=cycles).map(|c| (c, (1, 1))).collect();
+        assert_eq!(charges_and_discharges_per_cycle(name), expected, "{name}");
+    }
+    let life = charges_and_discharges_per_cycle("cycle-life-1c.yaml");
+    assert!(life.len() > 20, "{life:?}");
+    assert!(life.values().all(|&c| c == (1, 1)), "{life:?}");
+}

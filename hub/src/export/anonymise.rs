@@ -16,8 +16,9 @@
 //!
 //! Key names are compared case-insensitively with `-` and spaces read as `_`. Then every other
 //! string of the test's metadata (free-form values, the protocol name, the reason the test ended,
-//! tier key names) has any occurrence of a replaced value, in any ASCII case, replaced by its
-//! pseudonym: a note "cell NMC-0042 from ada" would otherwise give both away.
+//! tier key names) has any occurrence of a replaced value as a whole word, in any ASCII case,
+//! replaced by its pseudonym: a note "cell NMC-0042 from ada" would otherwise give both away,
+//! while an operator "demo" leaves "demonstration" alone.
 
 use std::collections::HashSet;
 
@@ -160,8 +161,9 @@ impl<'a> Anonymiser<'a> {
         pseudonym
     }
 
-    /// `s` with each occurrence of a replaced identifier (ASCII case-insensitively) replaced by
-    /// its pseudonym, in one left-to-right pass so that a pseudonym just written is never
+    /// `s` with each occurrence of a replaced identifier (ASCII case-insensitively) as a whole
+    /// word (no letter, digit or `_` right before or after it: the operator "demo" is not
+    /// replaced inside "demonstration") replaced by its pseudonym, in one left-to-right pass so that a pseudonym just written is never
     /// matched again; a pseudonym itself is returned as it is.
     pub(crate) fn scrub(&self, s: &str) -> String {
         if self.pseudonyms.contains(s) {
@@ -180,10 +182,16 @@ impl<'a> Anonymiser<'a> {
         let mut out = String::with_capacity(s.len());
         let mut i = 0;
         while i < s.len() {
-            if let Some((original, pseudonym)) = needles
-                .iter()
-                .find(|(original, _)| lower[i..].starts_with(original.as_str()))
-            {
+            let starts_word = !s[..i].chars().next_back().is_some_and(is_word_char);
+            let found = needles.iter().find(|(original, _)| {
+                starts_word
+                    && lower[i..].starts_with(original.as_str())
+                    && !s[i + original.len()..]
+                        .chars()
+                        .next()
+                        .is_some_and(is_word_char)
+            });
+            if let Some((original, pseudonym)) = found {
                 out.push_str(pseudonym);
                 i += original.len();
             } else {
@@ -194,6 +202,11 @@ impl<'a> Anonymiser<'a> {
         }
         out
     }
+}
+
+/// Letters, digits and `_`: an identifier is only replaced where neither neighbour is one.
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
 }
 
 #[cfg(test)]
@@ -264,5 +277,23 @@ mod tests {
         );
         assert_eq!(a.scrub(&cell), cell);
         assert_eq!(a.scrub("Zoë's note"), "Zoë's note");
+    }
+
+    #[test]
+    fn scrub_replaces_identifiers_only_as_whole_words_never_inside_other_words() {
+        let p = Pseudonymiser::new(SECRET).unwrap();
+        let mut a = Anonymiser::new(&p);
+        let operator = a.replace(Kind::Operator, "demo");
+        let owner = a.replace(Kind::Owner, "cyclerd");
+        assert_eq!(
+            a.scrub("demonstration of the cyclerd data path"),
+            format!("demonstration of the {owner} data path")
+        );
+        assert_eq!(a.scrub("demo"), operator);
+        assert_eq!(
+            a.scrub("run by demo; cyclerd_lab, cyclerdx and démo stay, (demo) goes"),
+            format!("run by {operator}; cyclerd_lab, cyclerdx and démo stay, ({operator}) goes")
+        );
+        assert_eq!(a.scrub("ademo demo2 démo"), "ademo demo2 démo");
     }
 }

@@ -16,6 +16,7 @@
 //!
 //! This module keeps the engine, its checkpointable state and the public API.
 
+mod cycles;
 mod limits;
 mod run;
 mod types;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;
 use crate::plan::{Goto, Plan, PlanStep, Safety};
+use cycles::{CycleMap, CycleOwner};
 
 pub use types::{Command, Measurement, Outcome, Phase, Status, StepSummary, Update};
 
@@ -64,6 +66,10 @@ pub struct EngineState {
     /// In a chamber step: since when (test time, s) the temperature has been in the band.
     #[serde(default)]
     band_since: Option<f64>,
+    /// What the cycle in progress is (a loop pass, or charging steps outside loops); `None`
+    /// until something begins cycle 1. See `cycles` for the rule.
+    #[serde(default)]
+    cycle_owner: Option<CycleOwner>,
 }
 
 /// The limits the engine enforces, with the ones it cannot run without unpacked.
@@ -82,6 +88,8 @@ pub struct Engine {
     plan: Plan,
     effective: Safety,
     limits: Limits,
+    /// Which loops count cycles (derived from the plan).
+    cycles: CycleMap,
     state: EngineState,
 }
 
@@ -116,8 +124,10 @@ impl Engine {
             last: None,
             outcome_pending: false,
             band_since: None,
+            cycle_owner: None,
         };
         Ok(Engine {
+            cycles: CycleMap::new(&plan.steps),
             plan,
             effective,
             limits,
@@ -268,6 +278,15 @@ impl Engine {
             }
         }
         engine.state = state;
+        // A checkpoint from before the cycle rule was recorded: a cycle is in progress once
+        // the count has grown or the test is inside a counting loop.
+        if engine.state.cycle_owner.is_none()
+            && engine.state.phase != Phase::NotStarted
+            && (engine.state.status.cycle > 1
+                || engine.cycles.inside(engine.state.status.plan_index))
+        {
+            engine.state.cycle_owner = Some(CycleOwner::Pass);
+        }
         Ok(engine)
     }
 

@@ -95,18 +95,18 @@ impl Engine {
                         pass_start_discharge_ah: q,
                         first_pass_discharge_ah: None,
                     });
+                    if self.cycles.counts(i) {
+                        self.begin_pass();
+                    }
                     i += 1;
                 }
                 Some(&PlanStep::LoopEnd { start }) => {
-                    let (count, cycle, until) = match self.plan.steps.get(start) {
-                        Some(PlanStep::LoopStart {
-                            count,
-                            cycle,
-                            until,
-                            ..
-                        }) => (*count, *cycle, until.as_slice()),
+                    let (count, until) = match self.plan.steps.get(start) {
+                        Some(PlanStep::LoopStart { count, until, .. }) => {
+                            (*count, until.as_slice())
+                        }
                         // Unreachable for a validated plan; leaving the loop is the safe reading.
-                        _ => (1, false, &[][..]),
+                        _ => (1, &[][..]),
                     };
                     let q = self.state.status.discharge_capacity_ah;
                     let cycle_now = self.state.status.cycle;
@@ -138,8 +138,8 @@ impl Engine {
                         }
                     });
                     if frame == Some(true) {
-                        if cycle {
-                            self.state.status.cycle += 1;
+                        if self.cycles.counts(start) {
+                            self.begin_pass();
                         }
                         i = start + 1;
                     } else {
@@ -148,6 +148,9 @@ impl Engine {
                     }
                 }
                 Some(PlanStep::Action(a)) => {
+                    let description = a.description.clone();
+                    let moves_charge = super::cycles::moves_charge(a);
+                    self.enter_for_cycles(i, moves_charge);
                     let s = &mut self.state.status;
                     s.plan_index = i;
                     s.step_count += 1;
@@ -155,7 +158,7 @@ impl Engine {
                     s.step_charge_ah = 0.0;
                     s.step_discharge_ah = 0.0;
                     s.step_energy_wh = 0.0;
-                    s.description.clone_from(&a.description);
+                    s.description = description;
                     self.state.band_since = None;
                     return;
                 }

@@ -128,7 +128,10 @@ pub struct Status {
     pub plan_index: usize,
     /// Steps entered so far (1 = first step); the per-test step number in the data.
     pub step_count: u32,
-    /// Cycle number, from 1; grows by one on every pass after the first of a `cycle: true` loop.
+    /// Cycle number, from 1. Every pass of a counting `cycle: true` loop (the innermost, when
+    /// cycling loops nest) is one cycle; charging or discharging steps outside such loops are a
+    /// cycle of their own; rests and chamber waits outside them stay in the cycle in progress
+    /// (cycle 1 before anything else). The rule in full: `docs/protocols.md`, "Cycles".
     pub cycle: u32,
     /// Test time at which the current step started, in s.
     pub step_start_s: f64,

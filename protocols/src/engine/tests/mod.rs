@@ -6,6 +6,7 @@ use super::*;
 use crate::plan::{ActionStep, Condition, Control, Termination};
 use proptest::prelude::*;
 
+mod cycles;
 mod properties;
 mod steps;
 

@@ -88,24 +88,26 @@ fn summaries_add_up(
 
 #[derive(Debug, Clone)]
 enum Block {
-    Step,
+    /// A 1 s step: a charge when true, else a rest.
+    Step(bool),
     Repeat(u32, bool, Vec<Block>),
 }
 
 fn blocks() -> impl Strategy<Value = Vec<Block>> {
-    let block = Just(Block::Step).prop_recursive(3, 24, 3, |inner| {
-        (
-            1u32..4,
-            any::<bool>(),
-            proptest::collection::vec(inner, 1..3),
-        )
-            .prop_map(|(n, cycle, body)| Block::Repeat(n, cycle, body))
-    });
+    let block = any::<bool>()
+        .prop_map(Block::Step)
+        .prop_recursive(3, 24, 3, |inner| {
+            (
+                1u32..4,
+                any::<bool>(),
+                proptest::collection::vec(inner, 1..3),
+            )
+                .prop_map(|(n, cycle, body)| Block::Repeat(n, cycle, body))
+        });
     proptest::collection::vec(block, 1..4)
 }
 
-/// Writes the blocks as YAML and records, per step path, how often it must run, and how
-/// many cycle increments the loops must produce.
+/// Writes the blocks as YAML and records, per step path, how often it must run.
 fn emit(
     blocks: &[Block],
     path: &str,
@@ -113,23 +115,20 @@ fn emit(
     passes: u32,
     out: &mut String,
     expected: &mut Vec<(String, u32)>,
-    cycles: &mut u32,
 ) {
     let pad = " ".repeat(indent);
     for (i, b) in blocks.iter().enumerate() {
         let p = format!("{path}[{i}]");
         match b {
-            Block::Step => {
-                out.push_str(&format!("{pad}- \"Rest for 1 s\"\n"));
+            Block::Step(charge) => {
+                let step = if *charge { "Charge at 1 A" } else { "Rest" };
+                out.push_str(&format!("{pad}- \"{step} for 1 s\"\n"));
                 expected.push((p, passes));
             }
             Block::Repeat(n, cycle, body) => {
                 out.push_str(&format!(
                     "{pad}- repeat: {n}\n{pad}  cycle: {cycle}\n{pad}  steps:\n"
                 ));
-                if *cycle {
-                    *cycles += passes * (n - 1);
-                }
                 emit(
                     body,
                     &format!("{p}.steps"),
@@ -137,8 +136,50 @@ fn emit(
                     passes * n,
                     out,
                     expected,
-                    cycles,
                 );
+            }
+        }
+    }
+}
+
+/// The cycle rule of `docs/protocols.md`, written over the block tree: the cycle of every
+/// step in the order the steps run. `owner`: 0 nothing has begun a cycle, 1 a counting
+/// loop's pass, 2 charging steps outside counting loops.
+fn cycle_of_each_step(
+    blocks: &[Block],
+    inside: bool,
+    owner: &mut u8,
+    cycle: &mut u32,
+    out: &mut Vec<u32>,
+) {
+    fn has_cycling(blocks: &[Block]) -> bool {
+        blocks.iter().any(|b| match b {
+            Block::Step(_) => false,
+            Block::Repeat(_, cycle, body) => *cycle || has_cycling(body),
+        })
+    }
+    for b in blocks {
+        match b {
+            Block::Step(charge) => {
+                if !inside && *charge {
+                    if *owner == 1 {
+                        *cycle += 1;
+                    }
+                    *owner = 2;
+                }
+                out.push(*cycle);
+            }
+            Block::Repeat(n, c, body) => {
+                let counting = *c && !has_cycling(body);
+                for _ in 0..*n {
+                    if counting {
+                        if *owner != 0 {
+                            *cycle += 1;
+                        }
+                        *owner = 1;
+                    }
+                    cycle_of_each_step(body, inside || counting, owner, cycle, out);
+                }
             }
         }
     }
@@ -146,11 +187,30 @@ fn emit(
 
 proptest! {
     #[test]
+    fn every_step_is_in_the_cycle_the_rule_gives(tree in blocks()) {
+        let mut yaml = String::new();
+        emit(&tree, "steps", 2, 1, &mut yaml, &mut Vec::new());
+        let mut expected = Vec::new();
+        cycle_of_each_step(&tree, false, &mut 0, &mut 1, &mut expected);
+        let mut e = engine(&yaml);
+        e.start(0.0);
+        let mut seen = vec![e.status().cycle];
+        for n in 1..=expected.len() {
+            let u = e.update(&at(f64::from(u32::try_from(n).unwrap()), 3.7, 0.0));
+            if u.outcome.is_some() {
+                break;
+            }
+            seen.push(e.status().cycle);
+        }
+        prop_assert!(e.status().finished);
+        prop_assert_eq!(seen, expected, "{}", yaml);
+    }
+
+    #[test]
     fn loop_body_runs_exactly_count_times(tree in blocks()) {
         let mut yaml = String::new();
         let mut expected = Vec::new();
-        let mut cycles = 0;
-        emit(&tree, "steps", 2, 1, &mut yaml, &mut expected, &mut cycles);
+        emit(&tree, "steps", 2, 1, &mut yaml, &mut expected);
         let mut e = engine(&yaml);
         e.start(0.0);
         let path = |e: &Engine| match &e.plan().steps[e.status().plan_index] {
@@ -171,7 +231,6 @@ proptest! {
         }
         prop_assert!(e.status().finished);
         prop_assert_eq!(e.status().step_count, total);
-        prop_assert_eq!(e.status().cycle, 1 + cycles);
         for (p, n) in expected {
             prop_assert_eq!(runs.get(&p).copied(), Some(n), "{}", p);
         }
