@@ -3,7 +3,7 @@
 //! library module so that tests can run the real binary's code as a child process (and kill it).
 //!
 //! This file holds the commands, their arguments and the dispatch; `serve`, `admin` (setup,
-//! tokens, schemas, labs) and `read` (tests, samples, exports) do the work.
+//! tokens, schemas, labs) and `read` (tests, samples, cycles, exports) do the work.
 
 mod admin;
 mod read;
@@ -199,6 +199,19 @@ enum Command {
         /// test ends (a whole test; not with --from or --to).
         #[arg(long, conflicts_with_all = ["db", "from", "to"])]
         follow: bool,
+    },
+    /// Print a test's per-cycle results: duration, charge and discharge, coulombic and energy
+    /// efficiency, mean voltages, highest temperature, capacity retention (against the first
+    /// full cycle) and DC internal resistance; blank where a cycle has no such value.
+    Cycles {
+        #[command(flatten)]
+        source: ReadFrom,
+        /// The test (see `cyclerhub tests`).
+        test_id: String,
+        /// Print CSV instead of the table: the columns of the per-cycle file written beside a
+        /// BDF export (SI units, ratios as fractions).
+        #[arg(long)]
+        csv: bool,
     },
     /// Export one test: BDF CSV or Parquet, or Battery Archive CSV, with a metadata JSON beside.
     Export {
@@ -470,6 +483,11 @@ fn run(cli: Cli) -> Result<()> {
             to,
             follow,
         } => read::samples(&source, &test_id, &columns, (from, to), follow),
+        Command::Cycles {
+            source,
+            test_id,
+            csv,
+        } => read::cycles(&source, &test_id, csv),
         Command::Export {
             db,
             test_id,
