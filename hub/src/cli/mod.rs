@@ -226,7 +226,9 @@ enum Command {
         /// Output file (BDF: named to end .bdf.csv or .bdf.parquet, the suffixes BDF's validator
         /// accepts; `run.csv` is written as `run.bdf.csv`), or file-name prefix (Battery Archive:
         /// PREFIX_timeseries.csv and PREFIX_cycle_data.csv); the metadata JSON goes beside it
-        /// (FILE.metadata.json, PREFIX.metadata.json). When absent, BDF CSV goes to standard output, without metadata.
+        /// (FILE.metadata.json, PREFIX.metadata.json), and beside a BDF file its per-cycle table
+        /// (NAME.cycles.csv or NAME.cycles.parquet). When absent, BDF CSV goes to standard
+        /// output, without metadata or per-cycle table.
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Replace the test id and the owner, operator and cell identifiers in the metadata by
