@@ -40,11 +40,22 @@
 //! Files are named with the suffixes BDF's validator accepts, `.bdf.csv` and `.bdf.parquet`
 //! (see [`bdf_file`]).
 //!
+//! # Per-cycle table
+//!
+//! Beside every BDF file, one row per cycle in the same format: `NAME.cycles.csv` beside
+//! `NAME.bdf.csv`, `NAME.cycles.parquet` beside `NAME.bdf.parquet` (see [`cycles_file`]), with
+//! the columns of [`CYCLE_COLUMNS`] (`Cycle Count / 1`, `Start Test Time / s`, `Duration / s`,
+//! the cycle's charging and discharging capacity and energy, `Coulombic Efficiency / 1`,
+//! `Energy Efficiency / 1`, `Mean Charge Voltage / V`, `Mean Discharge Voltage / V`, `Max
+//! Temperature / degC`, `Capacity Retention / 1`, `DC Internal Resistance / ohm`, `Cycle
+//! Complete / 1`); see [`cycles`]. BDF CSV written to standard output (no `-o`) has none.
+//!
 //! # Battery Archive
 //!
 //! Two CSV files, `PREFIX_timeseries.csv` and `PREFIX_cycle_data.csv`, the names
 //! batteryarchive.org serves its own data under; see [`battery_archive`] for the columns, where
-//! they come from and how the hub's data maps onto them.
+//! they come from and how the hub's data maps onto them. The cycle file's capacities, energies
+//! and efficiencies are the per-cycle table's ([`crate::cycles`]), so every export agrees.
 //!
 //! # Metadata JSON
 //!
@@ -68,6 +79,7 @@
 pub mod anonymise;
 pub mod battery_archive;
 mod bdf_parquet;
+pub mod cycles;
 pub mod metadata;
 mod staged;
 
@@ -85,6 +97,7 @@ use crate::store::{HubStore, SampleRow, StoreError};
 pub use anonymise::Pseudonymiser;
 pub use battery_archive::write_battery_archive;
 pub use bdf_parquet::write_bdf_parquet;
+pub use cycles::{CYCLE_COLUMNS, write_cycles_csv, write_cycles_parquet};
 use staged::Staged;
 
 /// An export format, as `cyclerhub export --format` names it.
@@ -381,8 +394,8 @@ pub struct Exported {
 }
 
 /// The files an export to `output` writes, the metadata JSON last: for BDF the data file, named
-/// with the suffix BDF's validator requires ([`bdf_file`]: `.bdf.csv` or `.bdf.parquet`), and
-/// `DATAFILE.metadata.json`; for Battery Archive, `output` is a prefix (a trailing `.csv` is
+/// with the suffix BDF's validator requires ([`bdf_file`]: `.bdf.csv` or `.bdf.parquet`), the
+/// per-cycle table beside it ([`cycles_file`]) and `DATAFILE.metadata.json`; for Battery Archive, `output` is a prefix (a trailing `.csv` is
 /// dropped) and the files are `PREFIX_timeseries.csv`, `PREFIX_cycle_data.csv` and
 /// `PREFIX.metadata.json`.
 pub fn output_files(format: Format, output: &Path) -> Vec<PathBuf> {
@@ -394,8 +407,9 @@ pub fn output_files(format: Format, output: &Path) -> Vec<PathBuf> {
     match format {
         Format::BdfCsv | Format::BdfParquet => {
             let data = bdf_file(format, output);
+            let cycles = cycles_file(&data);
             let metadata = with_suffix(&data, ".metadata.json");
-            vec![data, metadata]
+            vec![data, cycles, metadata]
         }
         Format::BatteryArchive => {
             let prefix = match output.extension() {
@@ -443,6 +457,29 @@ pub fn bdf_file(format: Format, output: &Path) -> PathBuf {
     output.with_file_name(format!("{stem}{suffix}"))
 }
 
+/// The per-cycle table beside the BDF data file `data`: `NAME.bdf.csv` (or `NAME.bdf`) ->
+/// `NAME.cycles.csv`, `NAME.bdf.parquet` -> `NAME.cycles.parquet`; any other name gets
+/// `.cycles.csv` appended.
+pub fn cycles_file(data: &Path) -> PathBuf {
+    let name = data.file_name().and_then(|n| n.to_str());
+    let lower = name.map(str::to_ascii_lowercase).unwrap_or_default();
+    for (suffix, cycles) in [
+        (".bdf.csv", ".cycles.csv"),
+        (".bdf", ".cycles.csv"),
+        (".bdf.parquet", ".cycles.parquet"),
+    ] {
+        if let Some(name) = name
+            && lower.ends_with(suffix)
+        {
+            let stem = &name[..name.len() - suffix.len()];
+            return data.with_file_name(format!("{stem}{cycles}"));
+        }
+    }
+    let mut name = OsString::from(data.as_os_str());
+    name.push(".cycles.csv");
+    PathBuf::from(name)
+}
+
 /// Exports `test_id` in `format` to the files [`output_files`] names, with the metadata JSON;
 /// anonymised when `pseudonymiser` is given. Nothing is put in place unless everything was
 /// written.
@@ -467,12 +504,29 @@ pub fn export_files(
         Format::BdfCsv => {
             let written =
                 bdf_csv(store, test_id, staged[0].file()).map_err(|e| staged[0].output_error(e))?;
-            (written.rows, vec![metadata::File::samples(written.columns)])
+            let rows = crate::cycles::rows(&crate::cycles::summaries(store, test_id)?.0);
+            write_cycles_csv(&rows, staged[1].file())
+                .map_err(|e| staged[1].output_error(e.into()))?;
+            (
+                written.rows,
+                vec![
+                    metadata::File::samples(written.columns),
+                    metadata::File::cycles(),
+                ],
+            )
         }
         Format::BdfParquet => {
             let written = write_bdf_parquet(store, test_id, staged[0].file())
                 .map_err(|e| staged[0].output_error(e))?;
-            (written.rows, vec![metadata::File::samples(written.columns)])
+            let rows = crate::cycles::rows(&crate::cycles::summaries(store, test_id)?.0);
+            write_cycles_parquet(&rows, staged[1].file()).map_err(|e| staged[1].output_error(e))?;
+            (
+                written.rows,
+                vec![
+                    metadata::File::samples(written.columns),
+                    metadata::File::cycles(),
+                ],
+            )
         }
         Format::BatteryArchive => {
             let [timeseries, cycles, _] = &mut staged[..] else {

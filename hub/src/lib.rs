@@ -28,7 +28,12 @@
 //!   what is ready and handing it to the store's single writer off the async executor), plus gRPC
 //!   health and reflection.
 //! - [`query`]: `cyclerd.hub.v1.Query`: list and get tests, read samples (columns, time range),
-//!   tail a running test (woken by each commit, not by polling); with tokens, a lab's only.
+//!   tail a running test (woken by each commit, not by polling), list its cycles; with tokens,
+//!   a lab's only. `query/mod.rs` is the service, `query/samples.rs` the sample reads,
+//!   `query/catalog.rs` the test and cell lists.
+//! - [`cycles`]: a test's per-cycle results with their derived values (efficiency, mean
+//!   voltages, retention), as `ListCycles`, `cyclerhub cycles` and the exports give them: the
+//!   daemon's summaries, or computed from the samples for a test stored before it sent any.
 //! - [`export`]: a test as Battery Data Format CSV or Parquet, or as Battery Archive CSV, each
 //!   with a metadata JSON beside it, optionally anonymised ([`export::export_files`]).
 //! - [`token`]: tokens as text and as stored (`cyh_<id>_<secret>`, kept as a hash), their
@@ -46,6 +51,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cycles;
 pub mod export;
 pub mod query;
 mod remote;

@@ -1,4 +1,4 @@
-//! `cyclerhub tests|samples --hub URL`: the same reads as `--db`, asked of a running hub over
+//! `cyclerhub tests|show|cells|samples|cycles --hub URL`: the same reads as `--db`, asked of a running hub over
 //! its `cyclerd.hub.v1.Query` service (TLS with the lab CA, a token when the hub requires one),
 //! for people who may read the lab's data but not open its database.
 
@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use cyclerd_proto::hub::query_client::QueryClient;
 use cyclerd_proto::hub::{
-    Cell, GetTestRequest, ListCellsRequest, ListTestsRequest, ReadSamplesRequest, TailRequest,
-    TestDetail, TestSummary,
+    Cell, GetTestRequest, ListCellsRequest, ListCyclesRequest, ListCyclesResponse,
+    ListTestsRequest, ReadSamplesRequest, TailRequest, TestDetail, TestSummary,
 };
 use cyclerd_proto::ingest::SampleBatch;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -130,6 +130,15 @@ impl Remote {
             test_id: test_id.to_owned(),
         });
         let answer = self.runtime.block_on(self.client.get_test(request));
+        Ok(answer.map_err(|s| refusal(&self.url, &s))?.into_inner())
+    }
+
+    /// `ListCycles` of `test_id`.
+    pub fn list_cycles(&mut self, test_id: &str) -> Result<ListCyclesResponse> {
+        let request = self.request(ListCyclesRequest {
+            test_id: test_id.to_owned(),
+        });
+        let answer = self.runtime.block_on(self.client.list_cycles(request));
         Ok(answer.map_err(|s| refusal(&self.url, &s))?.into_inner())
     }
 

@@ -3,7 +3,7 @@
 //! library module so that tests can run the real binary's code as a child process (and kill it).
 //!
 //! This file holds the commands, their arguments and the dispatch; `serve`, `admin` (setup,
-//! tokens, schemas, labs) and `read` (tests, samples, exports) do the work.
+//! tokens, schemas, labs) and `read` (tests, samples, cycles, exports) do the work.
 
 mod admin;
 mod read;
@@ -200,6 +200,19 @@ enum Command {
         #[arg(long, conflicts_with_all = ["db", "from", "to"])]
         follow: bool,
     },
+    /// Print a test's per-cycle results: duration, charge and discharge, coulombic and energy
+    /// efficiency, mean voltages, highest temperature, capacity retention (against the first
+    /// full cycle) and DC internal resistance; blank where a cycle has no such value.
+    Cycles {
+        #[command(flatten)]
+        source: ReadFrom,
+        /// The test (see `cyclerhub tests`).
+        test_id: String,
+        /// Print CSV instead of the table: the columns of the per-cycle file written beside a
+        /// BDF export (SI units, ratios as fractions).
+        #[arg(long)]
+        csv: bool,
+    },
     /// Export one test: BDF CSV or Parquet, or Battery Archive CSV, with a metadata JSON beside.
     Export {
         /// Hub database: a SQLite file or a `postgres://` URL.
@@ -213,7 +226,9 @@ enum Command {
         /// Output file (BDF: named to end .bdf.csv or .bdf.parquet, the suffixes BDF's validator
         /// accepts; `run.csv` is written as `run.bdf.csv`), or file-name prefix (Battery Archive:
         /// PREFIX_timeseries.csv and PREFIX_cycle_data.csv); the metadata JSON goes beside it
-        /// (FILE.metadata.json, PREFIX.metadata.json). When absent, BDF CSV goes to standard output, without metadata.
+        /// (FILE.metadata.json, PREFIX.metadata.json), and beside a BDF file its per-cycle table
+        /// (NAME.cycles.csv or NAME.cycles.parquet). When absent, BDF CSV goes to standard
+        /// output, without metadata or per-cycle table.
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Replace the test id and the owner, operator and cell identifiers in the metadata by
@@ -470,6 +485,11 @@ fn run(cli: Cli) -> Result<()> {
             to,
             follow,
         } => read::samples(&source, &test_id, &columns, (from, to), follow),
+        Command::Cycles {
+            source,
+            test_id,
+            csv,
+        } => read::cycles(&source, &test_id, csv),
         Command::Export {
             db,
             test_id,

@@ -21,9 +21,17 @@
 //!   restarts the integration per cycle, and a cycle row holds the cycle's totals), while the
 //!   hub's count from the start of the test. The timeseries file therefore holds the hub's values
 //!   minus their value at the last sample of the previous cycle (zero before the first), and a
-//!   cycle row holds those per-cycle values at the cycle's last sample. Charge that flowed
-//!   before the first exported sample (a test whose first samples never reached the hub) is
-//!   counted in the first exported cycle.
+//!   cycle row holds the cycle's throughputs: the per-cycle results every export shares
+//!   ([`crate::cycles`], the summaries the daemon sent, computed with the same definition), so
+//!   they equal the timeseries' values at the cycle's last sample. A test stored before daemons
+//!   sent summaries (or a cycle they miss) takes the timeseries' values at the cycle's last
+//!   sample, which is what computing its summary from the samples gives. Charge that flowed before the first exported
+//!   sample (a test whose first samples never reached the hub) is counted in the first
+//!   exported cycle.
+//! - The cycle file ends with `Coulombic_Efficiency` and `Energy_Efficiency`, Battery Archive's
+//!   per-cycle efficiency statistics (discharge over charge capacity, and energy), as ratios
+//!   (1 = 100 %), from the same per-cycle results; an empty cell for a cycle without a charge.
+//!   Battery Archive's importer reads the twelve columns before them and ignores these two.
 //! - A cycle is a run of consecutive samples with the same cycle number (the engine's counter
 //!   only grows). Battery Archive's importer drops cycle 0; the engine counts from 1.
 //! - `Date_Time`, `Start_Time` and `End_Time` are UTC, `YYYY-MM-DD HH:MM:SS.fff`.
@@ -34,6 +42,11 @@
 //!   cells as 0, so a test without a sensor shows 0 °C there: read it as "not measured".
 
 use std::io::{BufWriter, Write};
+
+use std::collections::HashMap;
+
+use cyclerd_proto::hub::CycleRow;
+use cyclerd_proto::ingest::CycleSummary;
 
 use super::{Column, ExportError, ValueType};
 use crate::store::{HubStore, SampleRow};
@@ -55,7 +68,7 @@ pub const BA_TIMESERIES_COLUMNS: [Column; 11] = [
 ];
 
 /// The cycle file's columns, in order: one row per cycle.
-pub const BA_CYCLE_COLUMNS: [Column; 12] = [
+pub const BA_CYCLE_COLUMNS: [Column; 14] = [
     Column::unitless("Cycle_Index", ValueType::Int64),
     Column::unitless("Start_Time", ValueType::DateTime),
     Column::unitless("End_Time", ValueType::DateTime),
@@ -68,6 +81,8 @@ pub const BA_CYCLE_COLUMNS: [Column; 12] = [
     Column::float("Discharge_Capacity (Ah)", "Ah"),
     Column::float("Charge_Energy (Wh)", "Wh"),
     Column::float("Discharge_Energy (Wh)", "Wh"),
+    Column::nullable("Coulombic_Efficiency", "1"),
+    Column::nullable("Energy_Efficiency", "1"),
 ];
 
 /// Charge capacity, discharge capacity, charge energy, discharge energy: the four counters that
@@ -130,11 +145,40 @@ impl Cycle {
         self.counters = counters;
     }
 
-    fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
-        let [qc, qd, ec, ed] = self.counters;
+    /// Writes the row; throughputs and efficiencies from `stored`, the cycle's per-cycle
+    /// result, when there is one.
+    fn write(&self, out: &mut impl Write, stored: Option<&CycleRow>) -> std::io::Result<()> {
+        let (counters, efficiency) = match stored {
+            Some(r) => (
+                [
+                    r.charge_capacity_ah,
+                    r.discharge_capacity_ah,
+                    r.charge_energy_wh,
+                    r.discharge_energy_wh,
+                ],
+                [r.coulombic_efficiency, r.energy_efficiency],
+            ),
+            None => {
+                let [qc, qd, ec, ed] = self.counters;
+                // The same definitions, applied to the timeseries' counters.
+                let c = CycleSummary {
+                    charge_capacity_ah: qc,
+                    discharge_capacity_ah: qd,
+                    charge_energy_wh: ec,
+                    discharge_energy_wh: ed,
+                    ..CycleSummary::default()
+                };
+                (
+                    self.counters,
+                    [c.coulombic_efficiency(), c.energy_efficiency()],
+                )
+            }
+        };
+        let [qc, qd, ec, ed] = counters;
+        let [ce, ee] = efficiency.map(|x| x.map_or_else(String::new, |x| x.to_string()));
         writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{qc},{qd},{ec},{ed}",
+            "{},{},{},{},{},{},{},{},{qc},{qd},{ec},{ed},{ce},{ee}",
             self.index,
             date_time(self.start_unix_s),
             date_time(self.end_unix_s),
@@ -159,7 +203,8 @@ fn header(columns: &[Column]) -> String {
 }
 
 /// Writes every sample of `test_id` to `timeseries` and one row per cycle to `cycles`, as Battery
-/// Archive CSV (both buffered here); returns the number of samples.
+/// Archive CSV (both buffered here); returns the number of samples. A cycle row's throughputs
+/// and efficiencies are the test's per-cycle results ([`crate::cycles`]).
 pub fn write_battery_archive(
     store: &HubStore,
     test_id: &str,
@@ -170,6 +215,12 @@ pub fn write_battery_archive(
     let mut cy = BufWriter::new(cycles);
     writeln!(ts, "{}", header(&BA_TIMESERIES_COLUMNS))?;
     writeln!(cy, "{}", header(&BA_CYCLE_COLUMNS))?;
+    // The daemon's summaries; a test without (stored before daemons sent them) has its cycle
+    // rows from the timeseries' counters, which is how they would be computed from the samples.
+    let stored: HashMap<u32, CycleRow> = crate::cycles::rows(&store.cycles(test_id)?)
+        .into_iter()
+        .map(|r| (r.cycle, r))
+        .collect();
 
     let mut current: Option<Cycle> = None;
     // The hub's counters at the last sample of the previous cycle.
@@ -180,7 +231,7 @@ pub fn write_battery_archive(
             Some(c) if c.index == s.cycle => c,
             _ => {
                 if let Some(done) = current.take() {
-                    done.write(&mut cy)?;
+                    done.write(&mut cy, stored.get(&done.index))?;
                     baseline = last;
                 }
                 current.insert(Cycle::start(s))
@@ -211,7 +262,7 @@ pub fn write_battery_archive(
         Ok(())
     })?;
     if let Some(done) = current {
-        done.write(&mut cy)?;
+        done.write(&mut cy, stored.get(&done.index))?;
     }
     ts.flush()?;
     cy.flush()?;

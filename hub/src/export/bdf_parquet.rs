@@ -1,4 +1,5 @@
-//! BDF as Parquet, with the `parquet` crate's low-level column writer (no arrow).
+//! BDF as Parquet, with the `parquet` crate's low-level column writer (no arrow); also the
+//! small per-cycle table beside it ([`write_table`]).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -73,7 +74,7 @@ impl Buffer {
                 defined.push(1);
             }
             (Buffer::Nullable { defined, .. }, Value::Null) => defined.push(0),
-            (_, value) => unreachable!("bdf::Row::values gives {value:?} for another column kind"),
+            (_, value) => unreachable!("a row gives {value:?} for another column kind"),
         }
     }
 
@@ -90,7 +91,7 @@ impl Buffer {
     }
 }
 
-fn schema(columns: &[Column], buffers: &[Buffer]) -> Result<Type, ExportError> {
+fn schema(name: &str, columns: &[Column], buffers: &[Buffer]) -> Result<Type, ExportError> {
     let fields = columns
         .iter()
         .zip(buffers)
@@ -104,9 +105,7 @@ fn schema(columns: &[Column], buffers: &[Buffer]) -> Result<Type, ExportError> {
             ))
         })
         .collect::<Result<Vec<_>, ExportError>>()?;
-    Ok(Type::group_type_builder("bdf")
-        .with_fields(fields)
-        .build()?)
+    Ok(Type::group_type_builder(name).with_fields(fields).build()?)
 }
 
 /// Writes every sample of `test_id` as BDF Parquet to `writer`: the CSV's columns and values,
@@ -121,15 +120,9 @@ pub fn write_bdf_parquet(
 ) -> Result<Written, ExportError> {
     let temperatures = Temperatures::of(store, test_id)?;
     let columns = temperatures.bdf_columns();
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_created_by(format!(
-            "cyclerhub {} (parquet-rs)",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .build();
+    let properties = properties();
     let mut buffers: Vec<Buffer> = columns.iter().map(Buffer::for_column).collect();
-    let schema = Arc::new(schema(&columns, &buffers)?);
+    let schema = Arc::new(schema("bdf", &columns, &buffers)?);
     let mut file = SerializedFileWriter::new(writer, schema, Arc::new(properties))?;
     let mut buffered = 0;
 
@@ -150,6 +143,42 @@ pub fn write_bdf_parquet(
     }
     file.close()?;
     Ok(Written { rows, columns })
+}
+
+/// How every Parquet file of an export is written: Snappy, naming its writer.
+fn properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_created_by(format!(
+            "cyclerhub {} (parquet-rs)",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .build()
+}
+
+/// Writes a small table (one row group) of `columns` to `writer`, the schema named `name`:
+/// each row gives its values in column order, as BDF rows do. Returns the number of rows.
+pub(super) fn write_table(
+    writer: impl Write + Send,
+    name: &str,
+    columns: &[Column],
+    rows: impl IntoIterator<Item = Vec<Value>>,
+) -> Result<u64, ExportError> {
+    let mut buffers: Vec<Buffer> = columns.iter().map(Buffer::for_column).collect();
+    let schema = Arc::new(schema(name, columns, &buffers)?);
+    let mut file = SerializedFileWriter::new(writer, schema, Arc::new(properties()))?;
+    let mut n = 0;
+    for row in rows {
+        for (buffer, value) in buffers.iter_mut().zip(row) {
+            buffer.push(value);
+        }
+        n += 1;
+    }
+    if n > 0 {
+        write_row_group(&mut file, &mut buffers)?;
+    }
+    file.close()?;
+    Ok(n)
 }
 
 fn write_row_group<W: Write + Send>(

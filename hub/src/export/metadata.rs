@@ -41,6 +41,7 @@ use serde::Serialize;
 
 use super::anonymise::{Anonymiser, Kind, Pseudonymiser};
 use super::battery_archive::{BA_CYCLE_COLUMNS, BA_TIMESERIES_COLUMNS};
+use super::cycles::CYCLE_COLUMNS;
 use super::{Column, Format};
 use crate::store::{Equipment, TestRow};
 use crate::utc::Utc;
@@ -48,7 +49,8 @@ use crate::utc::Utc;
 /// One exported file, as the metadata JSON lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct File {
-    /// What the file holds: `samples` (BDF), `timeseries` or `cycle_data` (Battery Archive).
+    /// What the file holds: `samples` or `cycles` (BDF and its per-cycle table), `timeseries`
+    /// or `cycle_data` (Battery Archive).
     pub role: &'static str,
     /// Its columns, in order.
     pub columns: Vec<Column>,
@@ -60,6 +62,14 @@ impl File {
         File {
             role: "samples",
             columns,
+        }
+    }
+
+    /// The per-cycle table beside a BDF file.
+    pub fn cycles() -> File {
+        File {
+            role: "cycles",
+            columns: CYCLE_COLUMNS.to_vec(),
         }
     }
 

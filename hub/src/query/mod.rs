@@ -1,0 +1,326 @@
+//! `cyclerd.hub.v1.Query`: find tests, read their samples (columns and a time range of them),
+//! and follow a running test live.
+//!
+//! Reads go through [`HubStore`]'s reader on blocking threads, never the ingest writer. `Tail`
+//! sleeps on the server's "something was applied" signal rather than polling the database.
+//!
+//! When the hub requires tokens, every call needs one (`UNAUTHENTICATED` otherwise) and sees
+//! only the token's lab: `ListTests` lists that lab's tests, and a test of another lab is
+//! `PERMISSION_DENIED`, exactly like an id the hub does not have (AIP-211: permission is checked
+//! before existence, so one lab cannot probe for another's test ids).
+//!
+//! The service and its access rule are here; `samples.rs` reads samples (columns, windows,
+//! pages, CSV), `catalog.rs` lists tests and cells and details a test, and [`crate::cycles`]
+//! gives a test's per-cycle results.
+
+mod catalog;
+mod samples;
+
+use std::pin::Pin;
+
+use cyclerd_proto::hub::query_server::Query;
+use cyclerd_proto::hub::{
+    GetMetadataSchemasRequest, GetTestRequest, ListCellsRequest, ListCellsResponse,
+    ListCyclesRequest, ListCyclesResponse, ListTestsRequest, ListTestsResponse, MetadataSchema,
+    MetadataSchemas, ReadSamplesRequest, TailRequest, TestDetail,
+};
+use cyclerd_proto::ingest::SampleBatch;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{Authenticator, Caller, Recheck};
+use crate::store::{HubStore, StoreError, TestRow};
+pub use catalog::{TestFilter, cell, cells_of, detail, summary};
+use samples::read_page;
+pub use samples::{COLUMNS, Columns, CsvWriter, PAGE, check_window, read_batches};
+
+fn status(e: StoreError) -> Status {
+    match e {
+        StoreError::NoSuchTest(_) => Status::not_found(e.to_string()),
+        e => Status::internal(crate::store::error_chain(&e)),
+    }
+}
+
+type BatchStream = Pin<Box<dyn futures::Stream<Item = Result<SampleBatch, Status>> + Send>>;
+
+/// The service; `applied` changes whenever the ingest side committed something.
+#[derive(Clone)]
+pub struct QueryService {
+    /// Where the tests are (read through its reader connection).
+    pub store: HubStore,
+    /// Bumped after every ingest commit: wakes the tails.
+    pub applied: watch::Receiver<u64>,
+    /// Checks each call's token and says whose lab it may read, when the hub requires tokens.
+    pub auth: Authenticator,
+    /// How long a tail's token holds before it is checked again.
+    pub token_recheck: std::time::Duration,
+}
+
+/// The test `test_id` and its lab, if `caller` may read it. With a caller, another lab's test
+/// and an unknown id get the same `PERMISSION_DENIED`; without (no tokens required), an unknown
+/// id is `NOT_FOUND`. Blocking.
+fn readable_test(
+    store: &HubStore,
+    test_id: &str,
+    caller: Option<&Caller>,
+) -> Result<(TestRow, String), Status> {
+    let test = store.test(test_id).map_err(status)?;
+    let lab = match &test {
+        Some(t) => store
+            .daemon_labs()
+            .map_err(status)?
+            .remove(&t.daemon_id)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    match (test, caller) {
+        (Some(t), Some(c)) if lab == c.lab => Ok((t, lab)),
+        (_, Some(c)) => Err(Status::permission_denied(format!(
+            "test {test_id:?} is not a test of lab {:?}, the only lab token {:?} may read",
+            c.lab, c.name
+        ))),
+        (Some(t), None) => Ok((t, lab)),
+        (None, None) => Err(status(StoreError::NoSuchTest(test_id.into()))),
+    }
+}
+
+impl QueryService {
+    /// Authenticates the call and checks that its caller may read `test_id`; the test and its
+    /// lab.
+    async fn readable(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        test_id: &str,
+    ) -> Result<(TestRow, String), Status> {
+        let caller = self.auth.caller(metadata).await?;
+        let (store, id) = (self.store.clone(), test_id.to_owned());
+        tokio::task::spawn_blocking(move || readable_test(&store, &id, caller.as_ref()))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+#[tonic::async_trait]
+impl Query for QueryService {
+    async fn list_tests(
+        &self,
+        request: Request<ListTestsRequest>,
+    ) -> Result<Response<ListTestsResponse>, Status> {
+        let caller = self.auth.caller(request.metadata()).await?;
+        let mut filter = TestFilter::from(request.into_inner());
+        if let Some(c) = caller {
+            if !filter.lab.is_empty() && filter.lab != c.lab {
+                return Err(Status::permission_denied(format!(
+                    "token {:?} may list only the tests of lab {:?}, not of lab {:?}",
+                    c.name, c.lab, filter.lab
+                )));
+            }
+            filter.lab = c.lab;
+        }
+        filter.check().map_err(Status::invalid_argument)?;
+        let store = self.store.clone();
+        let tests = tokio::task::spawn_blocking(move || filter.select(&store))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        Ok(Response::new(ListTestsResponse {
+            tests: tests.iter().map(|(t, lab)| summary(t, lab)).collect(),
+        }))
+    }
+
+    async fn get_test(
+        &self,
+        request: Request<GetTestRequest>,
+    ) -> Result<Response<TestDetail>, Status> {
+        let (t, lab) = self
+            .readable(request.metadata(), &request.get_ref().test_id)
+            .await?;
+        let store = self.store.clone();
+        let detail = tokio::task::spawn_blocking(move || detail(&store, &t, &lab))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        Ok(Response::new(detail))
+    }
+
+    type ReadSamplesStream = BatchStream;
+
+    async fn read_samples(
+        &self,
+        request: Request<ReadSamplesRequest>,
+    ) -> Result<Response<Self::ReadSamplesStream>, Status> {
+        self.readable(request.metadata(), &request.get_ref().test_id)
+            .await?;
+        // A long read outlives a revoked token by one page at most.
+        let mut recheck = Recheck::new(
+            self.auth.clone(),
+            request.metadata().clone(),
+            self.token_recheck,
+        );
+        let r = request.into_inner();
+        let cols = Columns::parse(&r.columns).map_err(Status::invalid_argument)?;
+        let window = (r.from_test_time_s, r.to_test_time_s);
+        check_window(window.0, window.1).map_err(Status::invalid_argument)?;
+        let store = self.store.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut from = 0;
+            loop {
+                if let Err(status) = recheck.still_valid().await {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                match read_page(&store, &r.test_id, &cols, from, window, &tx).await {
+                    Ok((_, next, true)) if !tx.is_closed() => from = next,
+                    Ok(_) => return,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type TailStream = BatchStream;
+
+    async fn tail(
+        &self,
+        request: Request<TailRequest>,
+    ) -> Result<Response<Self::TailStream>, Status> {
+        self.readable(request.metadata(), &request.get_ref().test_id)
+            .await?;
+        // A tail may follow a test for days: a revoked token ends it.
+        let mut recheck = Recheck::new(
+            self.auth.clone(),
+            request.metadata().clone(),
+            self.token_recheck,
+        );
+        let r = request.into_inner();
+        let store = self.store.clone();
+        let mut applied = self.applied.clone();
+        let (tx, rx) = mpsc::channel(4);
+        let cols = Columns::parse(&[]).map_err(Status::invalid_argument)?;
+        tokio::spawn(async move {
+            let mut from = r.from_seq;
+            loop {
+                if let Err(status) = recheck.still_valid().await {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+                applied.borrow_and_update();
+                match read_page(&store, &r.test_id, &cols, from, (0.0, 0.0), &tx).await {
+                    Ok((t, next, more)) => {
+                        from = next;
+                        let ended =
+                            t.outcome.is_some() && t.expected_samples.is_some_and(|n| next >= n);
+                        if ended || tx.is_closed() {
+                            return;
+                        }
+                        if more {
+                            // Catching up: the next page at once (after the token check).
+                            continue;
+                        }
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+                tokio::select! {
+                    changed = applied.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                    () = recheck.due() => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_cycles(
+        &self,
+        request: Request<ListCyclesRequest>,
+    ) -> Result<Response<ListCyclesResponse>, Status> {
+        let (t, _) = self
+            .readable(request.metadata(), &request.get_ref().test_id)
+            .await?;
+        let store = self.store.clone();
+        let cycles = tokio::task::spawn_blocking(move || crate::cycles::list(&store, &t.test_id))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        Ok(Response::new(cycles))
+    }
+
+    async fn list_cells(
+        &self,
+        request: Request<ListCellsRequest>,
+    ) -> Result<Response<ListCellsResponse>, Status> {
+        let caller = self.auth.caller(request.metadata()).await?;
+        let mut lab = request.into_inner().lab;
+        if let Some(c) = caller {
+            if !lab.is_empty() && lab != c.lab {
+                return Err(Status::permission_denied(format!(
+                    "token {:?} may list only the cells of lab {:?}, not of lab {lab:?}",
+                    c.name, c.lab
+                )));
+            }
+            lab = c.lab;
+        }
+        let store = self.store.clone();
+        let cells = tokio::task::spawn_blocking(move || cells_of(&store, &lab))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        Ok(Response::new(ListCellsResponse {
+            cells: cells.iter().map(cell).collect(),
+        }))
+    }
+
+    async fn get_metadata_schemas(
+        &self,
+        request: Request<GetMetadataSchemasRequest>,
+    ) -> Result<Response<MetadataSchemas>, Status> {
+        let caller = match self.auth.caller(request.metadata()).await? {
+            Some(c) => Some(c),
+            // A hub without tokens ignores one that is not valid, as its uploads do.
+            None => self.auth.presented(request.metadata()).await.ok().flatten(),
+        };
+        let mut lab = request.into_inner().lab;
+        match caller {
+            Some(c) if !lab.is_empty() && lab != c.lab => {
+                return Err(Status::permission_denied(format!(
+                    "token {:?} may read only the metadata schemas of lab {:?}, not of lab {lab:?}",
+                    c.name, c.lab
+                )));
+            }
+            Some(c) => lab = c.lab,
+            None if lab.is_empty() => {
+                return Err(Status::invalid_argument(
+                    "name the lab whose metadata schemas you want (without a token the hub does \
+                     not know the caller's lab; set the daemon's hub.lab)",
+                ));
+            }
+            None => {}
+        }
+        let store = self.store.clone();
+        let name = lab.clone();
+        let schemas = tokio::task::spawn_blocking(move || store.metadata_schemas(&name))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        Ok(Response::new(MetadataSchemas {
+            lab,
+            schemas: schemas
+                .into_iter()
+                .map(|s| MetadataSchema {
+                    tier: s.tier,
+                    schema_json: s.schema_json,
+                    updated_unix_s: s.updated_unix_s,
+                })
+                .collect(),
+        }))
+    }
+}
