@@ -230,12 +230,14 @@ impl MaccorDirect {
 
 impl PowerStage for MaccorDirect {
     async fn read(&mut self) -> Result<stage::Reading, DriverError> {
+        // Read before the keep-alive re-sends our output: an output another client set since
+        // the last poll shows in this reading instead of being quietly overwritten.
+        let r = self.client.reading(self.chan).await?;
         if self.keepalive_due()
             && let Some(output) = self.sent
         {
             self.send(output).await?;
         }
-        let r = self.client.reading(self.chan).await?;
         self.voltage_v = f64::from(r.voltage_v);
         Ok(stage::Reading {
             voltage_v: f64::from(r.voltage_v),

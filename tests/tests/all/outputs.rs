@@ -190,3 +190,126 @@ async fn faulted_keeping(lab: &SimLab, test: &str) -> Faulted {
         .unwrap();
     Faulted(test.to_string())
 }
+
+/// A Maccor channel in direct mode (stepped by the daemon) that another MacNet client sets to
+/// charge during a rest: the daemon's next poll sees it, faults the test and rests the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maccor_direct_output_set_to_charge_by_another_client_during_rest_faults_the_test() {
+    use cyclerd_drivers::Clock;
+    use cyclerd_drivers::cell::{CellParams, Chemistry};
+    use cyclerd_drivers::maccor::{self, wire};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = super::harness::Hub::start(&dir.path().join("hub.sqlite")).await;
+    let clock = Clock::scaled(20.0);
+    let cell = CellParams {
+        initial_soc: 0.5,
+        ..CellParams::new(Chemistry::Nmc, 2.5)
+    };
+    let json = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let binary = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim =
+        maccor::MaccorSim::spawn(json, binary, maccor::SimConfig::new(2, cell), clock.clone())
+            .unwrap();
+    let text = format!(
+        "[store]\npath = {store:?}\ncommit_interval_ms = 50\n[hub]\naddress = \"http://{hub}\"\n\
+         [limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\n\
+         [[device]]\nname = \"mdirect\"\nfamily = \"maccor-direct\"\naddress = \"{json}\"\n\
+         binary_port = {binary}\nnominal_current = 10.0\nnominal_voltage = 5.0\n\
+         [[channel]]\nid = \"mdirect/2\"\npoll_interval_ms = 1000\n",
+        store = dir.path().join("outbox.sqlite").display().to_string(),
+        hub = hub.addr,
+        json = sim.json_addr(),
+        binary = sim.binary_addr().port(),
+    );
+    let config = cyclerd::config::Config::from_toml(&text, "direct.toml").unwrap();
+    let daemon = cyclerd::Daemon::start(config, "direct.toml", clock.clone())
+        .await
+        .unwrap();
+    let test = daemon
+        .start_test(
+            "mdirect/2",
+            CHARGE_THEN_REST,
+            "foreign.yaml",
+            super::harness::metadata("direct"),
+        )
+        .await
+        .unwrap();
+    let mut live = daemon.watchers().remove(0);
+    let samples = tokio::time::timeout(WAIT, live.wait_for(|s| s.step_description == REST))
+        .await
+        .expect("the rest begins")
+        .unwrap()
+        .samples;
+    tokio::time::timeout(WAIT, live.wait_for(|s| s.samples >= samples + 2))
+        .await
+        .expect("the rest goes on")
+        .unwrap();
+
+    // Another client on the tester's binary port: (6,8) charge at 1 A on the same channel
+    // (MacNet counts channels from 0).
+    let charge = wire::Output {
+        current_a: 1.0,
+        voltage_v: 4.2,
+        power_w: wire::IGNORE,
+        resistance_ohm: 0.0,
+        range: 4,
+        mode: wire::Mode::Charge,
+    };
+    let mut other = tokio::net::TcpStream::connect(sim.binary_addr())
+        .await
+        .unwrap();
+    let mut taken = false;
+    for _ in 0..20 {
+        other.write_all(&charge.to_frame(1).encode()).await.unwrap();
+        let mut buf = Vec::new();
+        let reply = loop {
+            if let Some((frame, _)) = wire::split_frame(&buf, wire::Direction::Reply) {
+                break frame;
+            }
+            let mut chunk = [0u8; 64];
+            let n = other.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the tester answers the other client");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        match wire::decode_result(&reply).unwrap() {
+            wire::direct_result::OK => {
+                taken = true;
+                break;
+            }
+            // The daemon's own output was less than 100 ms ago (tester time): the spacing
+            // the tester asks of every client.
+            wire::direct_result::TOO_FAST => clock.sleep(0.15).await,
+            other => panic!("the tester refused the other client's output: {other}"),
+        }
+    }
+    assert!(taken, "the tester took the other client's output");
+
+    let snap = tokio::time::timeout(WAIT, live.wait_for(|s| s.state != "running"))
+        .await
+        .expect("the test ends")
+        .unwrap()
+        .clone();
+    assert_eq!(snap.state, "faulted", "{snap:?}");
+    assert!(
+        snap.reason.contains("another client"),
+        "the fault says what happened: {snap:?}"
+    );
+    let summary = daemon.shutdown(WAIT).await;
+    assert_eq!(summary.lost(), 0);
+    let channel = sim.snapshot(1);
+    assert!(
+        !matches!(channel.rf1, wire::rf1::CHARGE | wire::rf1::DISCHARGE),
+        "the channel rests again: {channel:?}"
+    );
+    hub.stop().await;
+    let events: Vec<String> = HubStore::open(dir.path().join("hub.sqlite"))
+        .unwrap()
+        .events(&test)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_named(&events, "the output was switched on by another client");
+}
