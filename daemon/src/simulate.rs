@@ -344,7 +344,7 @@ mod tests {
     use cyclerd_drivers::cell::Chemistry;
 
     #[test]
-    fn the_demo_protocol_simulates_to_completion_with_two_cycles() {
+    fn the_demo_protocol_simulates_to_completion_with_two_full_cycles_after_its_discharge() {
         let plan = Plan::from_yaml(
             include_str!("../../deploy/protocols/demo.yaml"),
             "demo.yaml",
@@ -354,7 +354,12 @@ mod tests {
         let mut n = 0;
         let report = simulate(plan, cell, &SimOptions::default(), |_| n += 1).unwrap();
         assert_eq!(report.outcome, "finished");
-        assert_eq!(report.cycles, 2);
+        assert_eq!(report.cycles, 3);
+        assert!(!report.per_cycle[0].is_full(), "cycle 1 only discharges");
+        for cycle in &report.per_cycle[1..] {
+            let ce = cycle.coulombic_efficiency().unwrap();
+            assert!((0.99..1.0).contains(&ce), "{cycle:?}");
+        }
         assert_eq!(report.rows, n);
         // A full 1C discharge of a 2.5 Ah cell gives most of its capacity.
         let last = *report.discharge_per_cycle_ah.last().unwrap();

@@ -9,7 +9,7 @@
 //! mean voltages, duration, retention against the first full cycle) come from the same module.
 
 use cyclerd_proto::cycles::{CycleTracker, Point, first_full};
-use cyclerd_proto::hub::{CycleRow, ListCyclesResponse};
+use cyclerd_proto::hub::ListCyclesResponse;
 use cyclerd_proto::ingest::CycleSummary;
 
 use crate::store::{HubStore, SampleRow, StoreError};
@@ -77,34 +77,7 @@ fn point(s: &SampleRow) -> Point {
     }
 }
 
-/// The rows of `summaries` (in cycle order) with their derived values: retention against the
-/// first complete full cycle among them.
-pub fn rows(summaries: &[CycleSummary]) -> Vec<CycleRow> {
-    let first = first_full(summaries);
-    summaries
-        .iter()
-        .map(|c| CycleRow {
-            cycle: c.cycle,
-            complete: c.complete,
-            start_test_time_s: c.start_test_time_s,
-            end_test_time_s: c.end_test_time_s,
-            duration_s: c.duration_s(),
-            charge_capacity_ah: c.charge_capacity_ah,
-            discharge_capacity_ah: c.discharge_capacity_ah,
-            charge_energy_wh: c.charge_energy_wh,
-            discharge_energy_wh: c.discharge_energy_wh,
-            coulombic_efficiency: c.coulombic_efficiency(),
-            energy_efficiency: c.energy_efficiency(),
-            mean_charge_voltage_v: c.mean_charge_voltage_v(),
-            mean_discharge_voltage_v: c.mean_discharge_voltage_v(),
-            max_temperature_c: c.max_temperature(),
-            capacity_retention: first.and_then(|f| c.retention(f)),
-            dcir_ohm: c.dcir(),
-            first_seq: c.first_seq,
-            last_seq: c.last_seq,
-        })
-        .collect()
-}
+pub use cyclerd_proto::cycles::rows;
 
 /// Everything `ListCycles` answers about `test_id` (which must exist). Blocking.
 pub fn list(store: &HubStore, test_id: &str) -> Result<ListCyclesResponse, StoreError> {

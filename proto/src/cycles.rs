@@ -19,6 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::hub::CycleRow;
 use crate::ingest::CycleSummary;
 
 /// Below this current magnitude (A) a sample counts as rest for the resistance.
@@ -225,36 +226,99 @@ pub fn first_full(rows: &[CycleSummary]) -> Option<&CycleSummary> {
     rows.iter().find(|r| r.complete && r.is_full())
 }
 
-/// `rows` as a text table of at most 80 columns, a header line first: cycle, duration, charge
-/// and discharge capacity, coulombic and energy efficiency, mean charge and discharge voltage,
-/// highest temperature and retention; blank where a cycle has no such value.
-pub fn table(rows: &[CycleSummary]) -> Vec<String> {
-    let first = first_full(rows);
-    let mut out = vec![format!(
-        "{:>5} {:>7} {:>8} {:>8} {:>6} {:>6} {:>6} {:>6} {:>5} {:>6}",
-        "cycle", "hours", "chg Ah", "dch Ah", "CE %", "EE %", "V chg", "V dch", "T max", "ret %"
-    )];
-    let opt = |v: Option<f64>, width: usize, digits: usize| match v {
-        Some(v) if v.is_finite() => format!("{v:>width$.digits$}"),
-        _ => format!("{:>width$}", ""),
+/// The rows of `summaries` (in cycle order) with their derived values, as the hub serves them:
+/// retention against the first complete full cycle among them.
+pub fn rows(summaries: &[CycleSummary]) -> Vec<CycleRow> {
+    let first = first_full(summaries);
+    summaries
+        .iter()
+        .map(|c| CycleRow {
+            cycle: c.cycle,
+            complete: c.complete,
+            start_test_time_s: c.start_test_time_s,
+            end_test_time_s: c.end_test_time_s,
+            duration_s: c.duration_s(),
+            charge_capacity_ah: c.charge_capacity_ah,
+            discharge_capacity_ah: c.discharge_capacity_ah,
+            charge_energy_wh: c.charge_energy_wh,
+            discharge_energy_wh: c.discharge_energy_wh,
+            coulombic_efficiency: c.coulombic_efficiency(),
+            energy_efficiency: c.energy_efficiency(),
+            mean_charge_voltage_v: c.mean_charge_voltage_v(),
+            mean_discharge_voltage_v: c.mean_discharge_voltage_v(),
+            max_temperature_c: c.max_temperature(),
+            capacity_retention: first.and_then(|f| c.retention(f)),
+            dcir_ohm: c.dcir(),
+            first_seq: c.first_seq,
+            last_seq: c.last_seq,
+        })
+        .collect()
+}
+
+/// The table's columns: title, unit line, width. 77 characters with the spaces between.
+const TABLE: [(&str, &str, usize); 11] = [
+    ("cycle", "", 5),
+    ("duration", "h", 8),
+    ("charge", "Ah", 7),
+    ("dischg", "Ah", 7),
+    ("CE", "%", 6),
+    ("EE", "%", 6),
+    ("V chg", "V", 5),
+    ("V dch", "V", 5),
+    ("max T", "°C", 5),
+    ("retent.", "%", 7),
+    ("DCIR", "mΩ", 6),
+];
+
+/// `v` with at most `decimals` decimals, as many as fit `width` (fewer for large values).
+fn fit(v: f64, width: usize, decimals: usize) -> String {
+    (0..=decimals)
+        .rev()
+        .map(|d| format!("{v:.d$}"))
+        .find(|s| s.chars().count() <= width)
+        .unwrap_or_else(|| format!("{v:.0}"))
+}
+
+/// One table row's cells, in [`TABLE`] order; empty where the cycle has no such value.
+fn cells(c: &CycleRow) -> [String; 11] {
+    let opt = |v: Option<f64>, scale: f64, width: usize, decimals: usize| {
+        v.map_or_else(String::new, |v| fit(v * scale, width, decimals))
     };
-    for r in rows {
-        let pct = |v: Option<f64>| v.map(|v| 100.0 * v);
-        out.push(format!(
-            "{:>4}{} {:>7.3} {:>8.4} {:>8.4} {} {} {} {} {} {}",
-            r.cycle,
-            if r.complete { ' ' } else { '*' },
-            r.duration_s() / 3600.0,
-            r.charge_capacity_ah,
-            r.discharge_capacity_ah,
-            opt(pct(r.coulombic_efficiency()), 6, 2),
-            opt(pct(r.energy_efficiency()), 6, 2),
-            opt(r.mean_charge_voltage_v(), 6, 3),
-            opt(r.mean_discharge_voltage_v(), 6, 3),
-            opt(r.max_temperature(), 5, 1),
-            opt(pct(first.and_then(|f| r.retention(f))), 6, 2),
-        ));
-    }
+    [
+        format!("{}{}", c.cycle, if c.complete { "" } else { "*" }),
+        fit(c.duration_s / 3600.0, 8, 2),
+        fit(c.charge_capacity_ah, 7, 4),
+        fit(c.discharge_capacity_ah, 7, 4),
+        opt(c.coulombic_efficiency, 100.0, 6, 2),
+        opt(c.energy_efficiency, 100.0, 6, 2),
+        opt(c.mean_charge_voltage_v, 1.0, 5, 3),
+        opt(c.mean_discharge_voltage_v, 1.0, 5, 3),
+        opt(c.max_temperature_c, 1.0, 5, 1),
+        opt(c.capacity_retention, 100.0, 7, 2),
+        opt(c.dcir_ohm, 1000.0, 6, 2),
+    ]
+}
+
+/// `rows` as the per-cycle table `cyclerhub cycles` and `cyclerctl protocol simulate` print:
+/// a title line, a unit line, a line per cycle (a `*` marks the cycle still going on), within
+/// 80 columns; blank where a cycle has no such value.
+pub fn table(rows: &[CycleRow]) -> Vec<String> {
+    let line = |cells: &mut dyn Iterator<Item = String>| {
+        let mut text = String::new();
+        for (cell, (_, _, width)) in cells.zip(TABLE) {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(&format!("{cell:>width$}"));
+        }
+        // A blank last column leaves no trailing spaces.
+        text.trim_end().to_owned()
+    };
+    let mut out = vec![
+        line(&mut TABLE.iter().map(|c| c.0.to_owned())),
+        line(&mut TABLE.iter().map(|c| c.1.to_owned())),
+    ];
+    out.extend(rows.iter().map(|c| line(&mut cells(c).into_iter())));
     out
 }
 
@@ -342,16 +406,16 @@ mod tests {
 
     #[test]
     fn the_table_fits_80_columns_and_marks_the_cycle_still_going_on() {
-        let mut rows = run(&samples(3, 0.975));
-        rows[2].complete = false;
-        let table = table(&rows);
-        assert_eq!(table.len(), 4);
+        let mut summaries = run(&samples(3, 0.975));
+        summaries[2].complete = false;
+        let table = table(&rows(&summaries));
+        assert_eq!(table.len(), 5);
         assert!(table.iter().all(|l| l.chars().count() <= 80), "{table:#?}");
         assert!(
-            table[1].contains("97.50") && table[1].contains("100.00"),
+            table[2].contains("97.50") && table[2].contains("100.00"),
             "{table:#?}"
         );
-        assert!(table[3].starts_with("   3*"), "{table:#?}");
+        assert!(table[4].trim_start().starts_with("3*"), "{table:#?}");
     }
 
     #[test]

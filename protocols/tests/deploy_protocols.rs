@@ -233,11 +233,16 @@ fn library_cycling_protocols_have_one_charge_and_one_discharge_in_every_cycle() 
         ("formation.yaml", 4),
         ("chamber-25-45-25.yaml", 3),
         ("cccv-3-cycles.yaml", 3),
-        ("demo.yaml", 2),
     ] {
         let expected = (1..=cycles).map(|c| (c, (1, 1))).collect();
         assert_eq!(charges_and_discharges_per_cycle(name), expected, "{name}");
     }
+    // The demo first discharges every cell to the cutoff (a cycle of its own), then cycles.
+    let demo = charges_and_discharges_per_cycle("demo.yaml");
+    let expected = [(1, (0, 1)), (2, (1, 1)), (3, (1, 1))]
+        .into_iter()
+        .collect();
+    assert_eq!(demo, expected);
     let life = charges_and_discharges_per_cycle("cycle-life-1c.yaml");
     assert!(life.len() > 20, "{life:?}");
     assert!(life.values().all(|&c| c == (1, 1)), "{life:?}");

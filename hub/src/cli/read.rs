@@ -6,7 +6,7 @@ use crate::export::{ExportError, Format, Pseudonymiser};
 use crate::query::{Columns, CsvWriter, TestFilter};
 use crate::store::StoreError;
 use anyhow::{Context as _, Result, anyhow, bail};
-use cyclerd_proto::hub::{Cell, CycleRow, ListCyclesResponse, TestDetail, TestSummary};
+use cyclerd_proto::hub::{Cell, ListCyclesResponse, TestDetail, TestSummary};
 use std::path::PathBuf;
 
 pub(super) fn list_tests(from: &ReadFrom, filter: TestFilter) -> Result<()> {
@@ -253,76 +253,11 @@ pub(super) fn cycles(from: &ReadFrom, test_id: &str, csv: bool) -> Result<()> {
     print_cycles(&mut std::io::BufWriter::new(out), &list)
 }
 
-/// The table's columns: title, unit line, width. 77 characters with the spaces between.
-const CYCLE_TABLE: [(&str, &str, usize); 11] = [
-    ("cycle", "", 5),
-    ("duration", "h", 8),
-    ("charge", "Ah", 7),
-    ("dischg", "Ah", 7),
-    ("CE", "%", 6),
-    ("EE", "%", 6),
-    ("V chg", "V", 5),
-    ("V dch", "V", 5),
-    ("max T", "°C", 5),
-    ("retent.", "%", 7),
-    ("DCIR", "mΩ", 6),
-];
-
-/// `v` with at most `decimals` decimals, as many as fit `width` (fewer for large values).
-fn fit(v: f64, width: usize, decimals: usize) -> String {
-    (0..=decimals)
-        .rev()
-        .map(|d| format!("{v:.d$}"))
-        .find(|s| s.chars().count() <= width)
-        .unwrap_or_else(|| format!("{v:.0}"))
-}
-
-/// One table row's cells, in [`CYCLE_TABLE`] order; empty where the cycle has no such value.
-fn cycle_cells(c: &CycleRow) -> [String; 11] {
-    let opt = |v: Option<f64>, scale: f64, width: usize, decimals: usize| {
-        v.map_or_else(String::new, |v| fit(v * scale, width, decimals))
-    };
-    [
-        format!("{}{}", c.cycle, if c.complete { "" } else { "*" }),
-        fit(c.duration_s / 3600.0, 8, 2),
-        fit(c.charge_capacity_ah, 7, 4),
-        fit(c.discharge_capacity_ah, 7, 4),
-        opt(c.coulombic_efficiency, 100.0, 6, 2),
-        opt(c.energy_efficiency, 100.0, 6, 2),
-        opt(c.mean_charge_voltage_v, 1.0, 5, 3),
-        opt(c.mean_discharge_voltage_v, 1.0, 5, 3),
-        opt(c.max_temperature_c, 1.0, 5, 1),
-        opt(c.capacity_retention, 100.0, 7, 2),
-        opt(c.dcir_ohm, 1000.0, 6, 2),
-    ]
-}
-
 /// The cycle table `cyclerhub cycles` prints (80 columns), whatever it read the cycles from,
 /// and what the marks in it mean.
 pub(super) fn print_cycles(out: &mut impl std::io::Write, list: &ListCyclesResponse) -> Result<()> {
-    let line = |cells: &mut dyn Iterator<Item = String>| {
-        let mut text = String::new();
-        for (cell, (_, _, width)) in cells.zip(CYCLE_TABLE) {
-            if !text.is_empty() {
-                text.push(' ');
-            }
-            text.push_str(&format!("{cell:>width$}"));
-        }
-        // A blank last column leaves no trailing spaces.
-        text.trim_end().to_owned()
-    };
-    writeln!(
-        out,
-        "{}",
-        line(&mut CYCLE_TABLE.iter().map(|c| c.0.to_owned()))
-    )?;
-    writeln!(
-        out,
-        "{}",
-        line(&mut CYCLE_TABLE.iter().map(|c| c.1.to_owned()))
-    )?;
-    for c in &list.cycles {
-        writeln!(out, "{}", line(&mut cycle_cells(c).into_iter()))?;
+    for line in cyclerd_proto::cycles::table(&list.cycles) {
+        writeln!(out, "{line}")?;
     }
     if list.cycles.iter().any(|c| !c.complete) {
         writeln!(out, "* still going on")?;

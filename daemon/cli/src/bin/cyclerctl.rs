@@ -614,7 +614,8 @@ fn print_summary(name: &str, report: &simulate::SimReport, dt: f64) {
     println!("charged    {:.4} Ah", report.charge_ah);
     println!("discharged {:.4} Ah", report.discharge_ah);
     println!();
-    for line in cyclerd::proto::cycles::table(&report.per_cycle) {
+    let rows = cyclerd::proto::cycles::rows(&report.per_cycle);
+    for line in cyclerd::proto::cycles::table(&rows) {
         println!("{line}");
     }
 }
