@@ -227,7 +227,8 @@ pub fn first_full(rows: &[CycleSummary]) -> Option<&CycleSummary> {
 }
 
 /// The rows of `summaries` (in cycle order) with their derived values, as the hub serves them:
-/// retention against the first complete full cycle among them.
+/// retention of each full cycle against the first complete full cycle among them (a cycle that
+/// only charges or only discharges has none).
 pub fn rows(summaries: &[CycleSummary]) -> Vec<CycleRow> {
     let first = first_full(summaries);
     summaries
@@ -247,7 +248,7 @@ pub fn rows(summaries: &[CycleSummary]) -> Vec<CycleRow> {
             mean_charge_voltage_v: c.mean_charge_voltage_v(),
             mean_discharge_voltage_v: c.mean_discharge_voltage_v(),
             max_temperature_c: c.max_temperature(),
-            capacity_retention: first.and_then(|f| c.retention(f)),
+            capacity_retention: first.filter(|_| c.is_full()).and_then(|f| c.retention(f)),
             dcir_ohm: c.dcir(),
             first_seq: c.first_seq,
             last_seq: c.last_seq,
@@ -416,6 +417,12 @@ mod tests {
             "{table:#?}"
         );
         assert!(table[4].trim_start().starts_with("3*"), "{table:#?}");
+        // A cycle that only discharges has no retention.
+        let mut discharge_only = summaries[0].clone();
+        discharge_only.charge_capacity_ah = 0.0;
+        let with = rows(&[discharge_only, summaries[1].clone()]);
+        assert_eq!(with[0].capacity_retention, None);
+        assert_eq!(with[1].capacity_retention, Some(1.0));
     }
 
     #[test]
