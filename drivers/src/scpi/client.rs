@@ -3,7 +3,7 @@
 
 use super::wire::{self, Dialect, DialectTable, Identity, MeasureForm, Ratings, Role, ScpiError};
 use crate::DriverError;
-use crate::stage::{PowerStage, Reading};
+use crate::stage::{PowerStage, Reading, Setpoints, Written};
 use crate::transport::{Endpoint, network};
 use cyclerd_protocols::Command;
 use std::time::Duration;
@@ -252,9 +252,19 @@ pub struct ScpiClient {
     ratings: Ratings,
     /// Whether the program applied last can only sink, to sign magnitude readings.
     sinking: bool,
+    /// The setpoints the last program left on the device, where the dialect reads them back
+    /// ([`wire::setpoint_queries`]); `None` before the first.
+    written: Option<Setpoints>,
 }
 
 impl ScpiClient {
+    /// Notes the setpoints `lines` left on the device, where the dialect reads them back.
+    fn remember(&mut self, lines: &[String]) {
+        if !wire::setpoint_queries(self.table.dialect).is_empty() {
+            self.written = Some(wire::written_setpoints(lines));
+        }
+    }
+
     /// Connects, identifies the device, picks its dialect and sets up the session (`*CLS`,
     /// remote lock where the device needs it, ratings).
     pub async fn connect(
@@ -293,6 +303,7 @@ impl ScpiClient {
             identity,
             options,
             sinking: false,
+            written: None,
         };
         client.start_session().await?;
         client.ratings = match client.options.ratings {
@@ -384,6 +395,13 @@ impl ScpiClient {
 }
 
 impl PowerStage for ScpiClient {
+    fn written(&self) -> Option<Written> {
+        Some(Written {
+            setpoints: self.written?,
+            resolution: wire::READBACK_RESOLUTION,
+        })
+    }
+
     async fn read(&mut self) -> Result<Reading, DriverError> {
         let during = "reading actual values";
         let t = self.table;
@@ -409,11 +427,25 @@ impl PowerStage for ScpiClient {
         } else {
             current
         };
-        let reply = self.link.query(t.output_query, during).await?;
-        let output_on = wire::parse_bool(&reply).ok_or_else(|| DriverError::BadReply {
+        // The output and, where the dialect reports them, the setpoints: one line, one reply.
+        let readback = wire::setpoint_queries(t.dialect);
+        let query = std::iter::once(t.output_query)
+            .chain(readback.iter().copied())
+            .collect::<Vec<_>>()
+            .join(";");
+        let reply = self.link.query(&query, during).await?;
+        let bad = || DriverError::BadReply {
             during,
-            message: format!("{} answered {reply:?}", t.output_query),
-        })?;
+            message: format!("{query} answered {reply:?}"),
+        };
+        let mut parts = reply.split(';').map(str::trim);
+        let output_on = parts.next().and_then(wire::parse_bool).ok_or_else(bad)?;
+        let setpoints = if readback.is_empty() {
+            None
+        } else {
+            let replies: Vec<&str> = parts.collect();
+            Some(wire::read_setpoints(&replies).ok_or_else(bad)?)
+        };
         let alarm = match t.alarm_query {
             Some(q) => self.query_number(q, during).await? != 0.0,
             None => false,
@@ -424,7 +456,7 @@ impl PowerStage for ScpiClient {
             temperature_c: None,
             output_on,
             alarm,
-            setpoints: None,
+            setpoints,
         })
     }
 
@@ -440,10 +472,11 @@ impl PowerStage for ScpiClient {
             if program.setpoints.is_empty() {
                 return Ok(());
             }
-            return self
-                .link
+            self.link
                 .write_checked(&program.setpoints, "zeroing the setpoints")
-                .await;
+                .await?;
+            self.remember(&program.setpoints);
+            return Ok(());
         }
         if let Err(e) = self
             .link
@@ -456,6 +489,7 @@ impl PowerStage for ScpiClient {
             return Err(e);
         }
         self.sinking = program.sinking;
+        self.remember(&program.setpoints);
         self.link
             .write_checked(
                 &[self.table.output_on.to_string()],

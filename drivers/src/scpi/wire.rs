@@ -5,6 +5,7 @@
 //! differently changes one table entry. Facts marked "uncertain" come from third-party drivers
 //! or are not stated in `shared/devices/scpi.md`; parsing is tolerant around them.
 
+use crate::stage::Setpoints;
 use cyclerd_protocols::Command;
 
 /// Raw SCPI socket port of most instruments.
@@ -420,6 +421,65 @@ pub fn num(x: f64) -> String {
         "0".to_string()
     } else {
         s.to_string()
+    }
+}
+
+/// The setpoint queries a dialect answers, in [`Setpoints`] order (voltage, current, power,
+/// sink current, sink power), asked with the output query in one line every poll so a change
+/// made by another client is seen; empty where the dialect's are not read back (the SMUs and
+/// loads keep one level per source function, which the output query already covers).
+pub fn setpoint_queries(dialect: Dialect) -> &'static [&'static str] {
+    match dialect {
+        Dialect::EaPsb => &["VOLT?", "CURR?", "POW?", "SINK:CURR?", "SINK:POW?"],
+        _ => &[],
+    }
+}
+
+/// How finely the read-back answers: EA gives volts and amps with two decimals, watts with one.
+pub const READBACK_RESOLUTION: Setpoints = Setpoints {
+    voltage_v: Some(0.01),
+    current_a: Some(0.01),
+    power_w: Some(0.1),
+    sink_current_a: Some(0.01),
+    sink_power_w: Some(0.1),
+};
+
+/// The setpoints the lines of a [`Program`] leave on the device, as [`setpoint_queries`]
+/// reports them; a field no line sets is `None`.
+pub fn written_setpoints(lines: &[String]) -> Setpoints {
+    let mut s = Setpoints::default();
+    for line in lines {
+        let Some((header, value)) = line.split_once(' ') else {
+            continue;
+        };
+        let value = parse_number(value);
+        match header {
+            "VOLT" => s.voltage_v = value,
+            "CURR" => s.current_a = value,
+            "POW" => s.power_w = value,
+            "SINK:CURR" => s.sink_current_a = value,
+            "SINK:POW" => s.sink_power_w = value,
+            _ => {}
+        }
+    }
+    s
+}
+
+/// The setpoints in the replies to [`setpoint_queries`]; `None` when one does not parse.
+pub fn read_setpoints(replies: &[&str]) -> Option<Setpoints> {
+    let v: Vec<f64> = replies
+        .iter()
+        .map(|r| parse_number(r))
+        .collect::<Option<_>>()?;
+    match v[..] {
+        [voltage, current, power, sink_current, sink_power] => Some(Setpoints {
+            voltage_v: Some(voltage),
+            current_a: Some(current),
+            power_w: Some(power),
+            sink_current_a: Some(sink_current),
+            sink_power_w: Some(sink_power),
+        }),
+        _ => None,
     }
 }
 
@@ -851,6 +911,26 @@ mod tests {
         };
         assert!(program(Dialect::Keithley24xx, EA, &power).is_err());
         assert!(!program(Dialect::Bk8600, EA, &Command::Off).unwrap().output);
+    }
+
+    #[test]
+    fn an_ea_program_reads_back_as_the_setpoints_it_wrote() {
+        let p = program(
+            Dialect::EaPsb,
+            EA,
+            &Command::Current {
+                amps: 2.5,
+                voltage_max: 4.2,
+                voltage_min: 2.5,
+            },
+        )
+        .unwrap();
+        let written = written_setpoints(&p.setpoints);
+        let replies = ["4.20 V", "2.50 A", "1500.0 W", "0.00 A", "0.0 W"];
+        assert_eq!(read_setpoints(&replies), Some(written));
+        assert_eq!(read_setpoints(&replies[..4]), None);
+        assert_eq!(read_setpoints(&["4.20 V", "x", "1", "2", "3"]), None);
+        assert!(setpoint_queries(Dialect::Keithley24xx).is_empty());
     }
 
     #[test]

@@ -135,6 +135,18 @@ async fn an_scpi_output_switched_on_by_another_client_during_rest_faults_the_tes
     assert_named(&events, "the output was switched on by another client");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_scpi_setpoint_changed_by_another_client_during_rest_faults_the_test_naming_it() {
+    use cyclerd_drivers::scpi::SimHandle;
+    let lab = lab(DemoDevice::Scpi).await;
+    let test = resting(&lab).await;
+    let sim = lab.sim::<SimHandle>(0).expect("the SCPI simulator");
+    sim.line_from_another_client("CURR 1");
+    let events = faulted(lab, &test).await;
+    assert_named(&events, "current setpoint");
+    assert_named(&events, REST);
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_riden_output_switched_on_by_another_client_during_rest_faults_the_test_and_switches_it_off()
