@@ -343,6 +343,46 @@ mod tests {
     use super::*;
     use cyclerd_drivers::cell::Chemistry;
 
+    /// `< 99.9% first` is decided by the engine as the test runs; the per-cycle rows are
+    /// computed from the recorded samples afterwards. They must agree: the loop ends at the
+    /// first cycle whose row says its discharge fell below 99.9 % of the loop's first cycle's.
+    #[test]
+    fn a_loop_exit_on_a_fraction_of_the_first_agrees_with_the_per_cycle_rows() {
+        let plan = Plan::from_yaml(
+            "protocol: Fade\nversion: 1\nparams: {capacity: 2.5 Ah}\n\
+             safety: {voltage: [2.5 V, 4.25 V], current: 5 A}\nsteps:\n\
+             - \"Discharge at 1C until 3.0 V\"\n\
+             - repeat: 100\n  cycle: true\n  until: discharge_capacity < 99.9% first\n  steps:\n\
+             \x20   - \"Charge at 1C until 4.2 V\"\n\
+             \x20   - \"Hold at 4.2 V until C/20\"\n\
+             \x20   - \"Discharge at 1C until 3.0 V\"\n",
+            "fade.yaml",
+        )
+        .unwrap();
+        let cell = CellParams::new(Chemistry::Nmc, 2.5);
+        let options = SimOptions {
+            dt_s: 10.0,
+            ..SimOptions::default()
+        };
+        let report = simulate(plan, cell, &options, |_| {}).unwrap();
+        assert_eq!(report.outcome, "finished");
+        // Cycle 1 is the discharge before the loop; the loop's cycles follow.
+        let looped = &report.per_cycle[1..];
+        assert!(looped.len() > 2, "{:?}", report.per_cycle);
+        let first = looped[0].discharge_capacity_ah;
+        let (last, before) = looped.split_last().unwrap();
+        assert!(
+            last.discharge_capacity_ah < 0.999 * first,
+            "the loop ended at a cycle at 99.9 % or more: {last:?} vs {first}"
+        );
+        for c in before {
+            assert!(
+                c.discharge_capacity_ah >= 0.999 * first,
+                "the loop went on past a cycle below 99.9 %: {c:?} vs {first}"
+            );
+        }
+    }
+
     #[test]
     fn the_demo_protocol_simulates_to_completion_with_two_full_cycles_after_its_discharge() {
         let plan = Plan::from_yaml(
