@@ -96,6 +96,9 @@ async fn impersonate(
         .await
         .unwrap();
     }
+    // The request ends after these: a server that answers before reading all of a request
+    // still open resets it, which a client under load may see before the answer's status.
+    drop(tx);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     if let Some(token) = token {
         request
