@@ -310,6 +310,12 @@ steps:
             "{out}"
         );
         let test_id = lab.daemon.snapshot("psb1/1").unwrap().test_id;
+        // Some samples at C/10 before the stop.
+        let mut live = lab.daemon.watchers().remove(0);
+        tokio::time::timeout(WAIT, live.wait_for(|s| s.samples >= 3))
+            .await
+            .expect("the charge records samples")
+            .unwrap();
         lab.daemon.stop_test("psb1/1", "").await.unwrap();
         let (_, dir, _tmp) = lab.stop(WAIT).await.unwrap();
         let hub = cyclerhub::HubStore::open(dir.join("hub.sqlite")).unwrap();
