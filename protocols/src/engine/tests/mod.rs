@@ -90,7 +90,7 @@ fn run(engine: &mut Engine, cell: &mut Cell, max_polls: usize) -> (Update, usize
 }
 
 #[test]
-fn demo_protocol_runs_to_completion_with_two_cycles() {
+fn demo_protocol_runs_to_completion_with_a_discharge_then_two_full_cycles() {
     let plan = Plan::from_yaml(
         include_str!("../../../../deploy/protocols/demo.yaml"),
         "demo.yaml",
@@ -107,8 +107,9 @@ fn demo_protocol_runs_to_completion_with_two_cycles() {
     assert_eq!(u.command, Command::Off);
     let s = e.status();
     assert!(s.finished);
-    assert_eq!(s.cycle, 2);
-    assert_eq!(s.step_count, 11);
+    // The discharge to 3.0 V is cycle 1; the two CCCV cycles are 2 and 3.
+    assert_eq!(s.cycle, 3);
+    assert_eq!(s.step_count, 13);
     // A full CCCV charge and CC discharge each move most of the capacity.
     assert!(s.discharge_capacity_ah > 2.0 * 1.5, "{s:?}");
     assert!(s.charge_capacity_ah > 2.0 * 1.5, "{s:?}");
