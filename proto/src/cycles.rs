@@ -487,13 +487,19 @@ mod tests {
         let s = tracker.so_far(2, 3, p.charge_capacity_ah, p.discharge_capacity_ah);
         assert!((s.step_charge_ah).abs() < 1e-9, "{s:?}");
         assert!((s.cycle_charge_ah - 1.0).abs() < 1e-9, "{s:?}");
-        assert!((s.step_discharge_ah - s.cycle_discharge_ah).abs() < 1e-9, "{s:?}");
+        assert!(
+            (s.step_discharge_ah - s.cycle_discharge_ah).abs() < 1e-9,
+            "{s:?}"
+        );
         // A reading in the next step, before any of its samples: counts from the last sample.
         let s = tracker.so_far(2, 4, p.charge_capacity_ah, p.discharge_capacity_ah + 0.01);
         assert!((s.step_discharge_ah - 0.01).abs() < 1e-9, "{s:?}");
         // The state survives the checkpoint's JSON, and an old checkpoint still reads.
         let json = serde_json::to_string(&tracker).unwrap();
-        assert_eq!(serde_json::from_str::<CycleTracker>(&json).unwrap(), tracker);
+        assert_eq!(
+            serde_json::from_str::<CycleTracker>(&json).unwrap(),
+            tracker
+        );
         let old = r#"{"open":null,"baseline":[0.0,0.0,0.0,0.0]}"#;
         assert_eq!(
             serde_json::from_str::<CycleTracker>(old).unwrap(),

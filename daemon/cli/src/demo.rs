@@ -5,11 +5,11 @@
 //! (real gRPC on loopback, SQLite storage), all on one scaled clock. It prints live progress and
 //! ends with a summary line that says whether every acquired sample reached the hub.
 
-use crate::view;
 use crate::lab::{
     CHAMBER_PROTOCOL, DEMO_CHARGE_PROTOCOL, DEMO_PROTOCOL, DemoChamber, DemoDevice, LabOptions,
     SimLab,
 };
+use crate::view;
 use cyclerd::{Daemon, Summary};
 use cyclerd_drivers::Clock;
 use cyclerd_protocols::Plan;

@@ -5,18 +5,18 @@
 //!
 //! ```text
 //! psb1/2     running       3:12:05   4.1234 V   +1.2500 A   25.1 °C  air  25.0 °C
-//!   4c5d6e7f  NMC-042  Demo cycling  cycle 12 step 34: Charge at C/2 until 4.2 V
-//!   Ah step +0.512 -0.000  cycle +1.234 -0.000  last full 11: -2.401 CE 99.80%
+//!   4c5d6e7f  NMC-042  Demo cycling › Charge at C/2 until 4.2 V
+//!   Ah step 34 +0.512 -0.000  cycle 12 +1.234 -0.000  last 11: -2.401 CE 99.80%
 //! psb1/10    idle                    3.6712 V   +0.0000 A
 //! ```
 //!
 //! The first line: channel, state, test time, voltage (the open-circuit voltage of an idle
 //! stepped channel; blank when unknown), current, cell temperature and the chamber's air (only
 //! for a channel in a chamber). With a test (running or ended), the second: the test id's last
-//! eight hex digits, the cell, the protocol, and where the test is; the third its throughput,
-//! charge `+` and discharge `-` in Ah, within the current step and cycle, then the last full
-//! cycle's discharge capacity and coulombic efficiency. Last, why the channel stopped, faulted
-//! or is offline, when it says.
+//! eight hex digits, the cell, the protocol and the step's text; the third the step and cycle
+//! numbers with their throughput so far, charge `+` and discharge `-` in Ah, then the last full
+//! cycle (with both a charge and a discharge): its discharge capacity and coulombic efficiency.
+//! Last, why the channel stopped, faulted or is offline, when it says.
 
 use cyclerd::proto::control::ChannelSnapshot;
 use std::cmp::Ordering;
@@ -69,24 +69,23 @@ pub fn channel_lines(c: &ChannelSnapshot) -> Vec<String> {
                 who.push_str(&fit(text, width));
             }
         }
-        if c.step > 0 || !c.step_description.is_empty() {
-            who.push_str(&format!("  cycle {} step {}", c.cycle, c.step));
-            if !c.step_description.is_empty() {
-                who.push_str(": ");
-                who.push_str(&c.step_description);
-            }
+        if !c.step_description.is_empty() {
+            who.push_str(" › ");
+            who.push_str(&c.step_description);
         }
         lines.push(who);
         let mut ah = format!(
-            "  Ah step {} {}  cycle {} {}",
+            "  Ah step {} {} {}  cycle {} {} {}",
+            c.step,
             amp_hours('+', c.step_charge_ah),
             amp_hours('-', c.step_discharge_ah),
+            c.cycle,
             amp_hours('+', c.cycle_charge_ah),
             amp_hours('-', c.cycle_discharge_ah),
         );
         if c.last_full_cycle > 0 {
             ah.push_str(&format!(
-                "  last full {}: {}",
+                "  last {}: {}",
                 c.last_full_cycle,
                 amp_hours('-', c.last_full_discharge_ah)
             ));
@@ -247,8 +246,8 @@ mod tests {
             lines,
             [
                 "psb1/2     running       3:12:05   4.1234 V   +1.2500 A   25.1 °C  air  25.0 °C",
-                "  4c5d6e7f  NMC-042  Demo cycling  cycle 12 step 34: Charge at C/2 until 4.2 V",
-                "  Ah step +0.512 -0.000  cycle +1.234 -0.000  last full 11: -2.401 CE 99.80%",
+                "  4c5d6e7f  NMC-042  Demo cycling › Charge at C/2 until 4.2 V",
+                "  Ah step 34 +0.512 -0.000  cycle 12 +1.234 -0.000  last 11: -2.401 CE 99.80%",
             ]
         );
     }
@@ -270,7 +269,10 @@ mod tests {
         );
         idle.voltage_v = f64::NAN;
         let lines = channel_lines(&idle);
-        assert_eq!(lines, ["psb1/10    idle                         - V   +0.0000 A"]);
+        assert_eq!(
+            lines,
+            ["psb1/10    idle                         - V   +0.0000 A"]
+        );
         assert!(!lines[0].contains("NaN") && !lines[0].contains("air"));
     }
 
@@ -304,10 +306,13 @@ mod tests {
             assert!(line.chars().count() <= WIDTH, "{} > 80: {line}", line.len());
             assert!(!line.contains('\n'));
         }
-        assert!(lines[1].ends_with('…') && lines[3].ends_with('…'), "{lines:#?}");
+        assert!(
+            lines[1].ends_with('…') && lines[3].ends_with('…'),
+            "{lines:#?}"
+        );
         // The channel id is cut, and its step text; the step's numbers stay in view.
         assert!(lines[0].starts_with("a-very-lo… "), "{lines:#?}");
-        assert!(lines[1].contains("cycle 123456 step 1234567"), "{lines:#?}");
+        assert!(lines[2].starts_with("  Ah step 1234567 +"), "{lines:#?}");
     }
 
     #[test]
@@ -318,7 +323,9 @@ mod tests {
         ids.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(
             ids,
-            ["neware", "psb1", "psb1/1", "psb1/2", "psb1/10", "psb02", "psb2", "psb10"]
+            [
+                "neware", "psb1", "psb1/1", "psb1/2", "psb1/10", "psb02", "psb2", "psb10"
+            ]
         );
         let snapshots: Vec<ChannelSnapshot> = ["psb10/1", "psb2/1", "psb1/10", "psb1/2"]
             .into_iter()
@@ -340,7 +347,10 @@ mod tests {
         let alarm = format!("ALARM    {}", "word ".repeat(40).trim_end());
         let lines = wrap(&alarm, "         ");
         assert!(lines.len() > 2, "{lines:#?}");
-        assert!(lines.iter().all(|l| l.chars().count() <= WIDTH), "{lines:#?}");
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= WIDTH),
+            "{lines:#?}"
+        );
         assert!(lines[1..].iter().all(|l| l.starts_with("         word")));
         assert_eq!(lines.join(" ").split_whitespace().count(), 41);
     }
@@ -350,8 +360,14 @@ mod tests {
         assert_eq!(elapsed(0.0), "0:00:00");
         assert_eq!(elapsed(3725.9), "1:02:05");
         assert_eq!(elapsed(99.0 * 3600.0 + 59.0 * 60.0), "99:59:00");
-        assert_eq!(elapsed(41.0 * 86400.0 + 16.0 * 3600.0 + 40.0 * 60.0), "41d16h40m");
-        assert_eq!(short_test_id("0190d2c4-5b7a-7cc3-9e1f-2a3b4c5d6e7f"), "4c5d6e7f");
+        assert_eq!(
+            elapsed(41.0 * 86400.0 + 16.0 * 3600.0 + 40.0 * 60.0),
+            "41d16h40m"
+        );
+        assert_eq!(
+            short_test_id("0190d2c4-5b7a-7cc3-9e1f-2a3b4c5d6e7f"),
+            "4c5d6e7f"
+        );
         assert_eq!(short_test_id("t1"), "t1");
     }
 }

@@ -144,7 +144,12 @@ impl TestJournal {
         self.show_cycles(snapshot, place, total);
     }
 
-    fn show_cycles(&self, s: &mut ChannelSnapshot, (step, cycle): Place, (charge, discharge): (f64, f64)) {
+    fn show_cycles(
+        &self,
+        s: &mut ChannelSnapshot,
+        (step, cycle): Place,
+        (charge, discharge): (f64, f64),
+    ) {
         let so_far = self.cycles.so_far(cycle, step, charge, discharge);
         s.step_charge_ah = so_far.step_charge_ah;
         s.step_discharge_ah = so_far.step_discharge_ah;

@@ -262,7 +262,11 @@ impl<D: PowerStage> ChannelRunner<D> {
     /// with why, until it answers again.
     async fn read_idle(&mut self) {
         let reading = self.device.read().await;
-        let air = self.spec.chamber.as_ref().and_then(|c| c.state().temperature_c);
+        let air = self
+            .spec
+            .chamber
+            .as_ref()
+            .and_then(|c| c.state().temperature_c);
         match reading {
             Ok(r) => {
                 let was_offline = std::mem::replace(&mut self.idle_read, (Instant::now(), false)).1;
