@@ -249,8 +249,13 @@ impl Daemon {
             let (live_tx, live) = watch::channel(ChannelSnapshot {
                 channel_id: ch.id.clone(),
                 state: "idle".into(),
+                // Unknown until read: a stepped channel reads it with its output off, a cycler's
+                // channel once a test runs.
+                voltage_v: f64::NAN,
                 temperature_c: f64::NAN,
                 ambient_temperature_c: f64::NAN,
+                last_full_discharge_ah: f64::NAN,
+                last_full_coulombic_efficiency: f64::NAN,
                 ..Default::default()
             });
             let (cmds, cmd_rx) = mpsc::channel(16);

@@ -69,6 +69,10 @@ struct Open {
     /// Voltage and current of its last sample, for the resistance.
     last_v: f64,
     last_i: f64,
+    /// Cumulative values at the previous step's last sample: where its step's throughput
+    /// counts from (absent in a checkpoint from before it was kept: then the cycle's start).
+    #[serde(default)]
+    step_base: Option<[f64; 4]>,
 }
 
 /// Turns a test's samples, in order, into per-cycle summaries. Its state is small and
@@ -78,6 +82,18 @@ pub struct CycleTracker {
     open: Option<Open>,
     /// Cumulative values at the previous cycle's last sample (zero at the test's start).
     baseline: [f64; 4],
+    /// The last complete cycle with both a charge and a discharge, and its baseline.
+    #[serde(default)]
+    last_full: Option<(Open, [f64; 4])>,
+}
+
+/// Charge and discharge capacity (Ah) within the step and within the cycle a reading is in.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SoFar {
+    pub step_charge_ah: f64,
+    pub step_discharge_ah: f64,
+    pub cycle_charge_ah: f64,
+    pub cycle_discharge_ah: f64,
 }
 
 impl CycleTracker {
@@ -94,6 +110,7 @@ impl CycleTracker {
             Some(open) if open.cycle == p.cycle => {
                 if open.step != p.step {
                     out.push(summary(test_id, open, &self.baseline, false));
+                    open.step_base = Some(open.cumulative);
                     // A change of step out of rest into a current: the cycle's resistance.
                     if open.dcir_ohm.is_none()
                         && open.last_i.abs() < REST_A
@@ -108,7 +125,11 @@ impl CycleTracker {
             }
             _ => {
                 if let Some(done) = self.open.take() {
-                    out.push(summary(test_id, &done, &self.baseline, true));
+                    let row = summary(test_id, &done, &self.baseline, true);
+                    if row.is_full() {
+                        self.last_full = Some((done.clone(), self.baseline));
+                    }
+                    out.push(row);
                     self.baseline = done.cumulative;
                 }
                 self.open = Some(Open {
@@ -123,6 +144,7 @@ impl CycleTracker {
                     dcir_ohm: None,
                     last_v: p.voltage_v,
                     last_i: p.current_a,
+                    step_base: Some(self.baseline),
                 });
             }
         }
@@ -134,6 +156,33 @@ impl CycleTracker {
         self.open
             .as_ref()
             .map(|open| summary(test_id, open, &self.baseline, complete))
+    }
+
+    /// The last complete cycle with both a charge and a discharge (see [`CycleSummary::is_full`]).
+    pub fn last_full(&self, test_id: &str) -> Option<CycleSummary> {
+        self.last_full
+            .as_ref()
+            .map(|(open, baseline)| summary(test_id, open, baseline, true))
+    }
+
+    /// The step's and the cycle's throughput so far for a reading in `cycle` and `step` whose
+    /// cumulative charge and discharge capacity are `charge_ah` and `discharge_ah`: the reading
+    /// may be newer than the last sample observed (a live reading the recording rules skip). A
+    /// step or cycle no sample of which was observed yet counts from the last sample observed.
+    pub fn so_far(&self, cycle: u32, step: u32, charge_ah: f64, discharge_ah: f64) -> SoFar {
+        let (cycle_base, step_base) = match &self.open {
+            None => (self.baseline, self.baseline),
+            Some(open) if open.cycle != cycle => (open.cumulative, open.cumulative),
+            Some(open) if open.step != step => (self.baseline, open.cumulative),
+            Some(open) => (self.baseline, open.step_base.unwrap_or(self.baseline)),
+        };
+        let delta = |now: f64, base: f64| (now - base).max(0.0);
+        SoFar {
+            step_charge_ah: delta(charge_ah, step_base[0]),
+            step_discharge_ah: delta(discharge_ah, step_base[1]),
+            cycle_charge_ah: delta(charge_ah, cycle_base[0]),
+            cycle_discharge_ah: delta(discharge_ah, cycle_base[1]),
+        }
     }
 }
 
@@ -472,6 +521,61 @@ mod tests {
         }
         rows.extend(tracker.current("t", true));
         assert_eq!(rows, straight);
+    }
+
+    #[test]
+    fn live_readings_count_the_step_and_the_cycle_so_far_and_the_last_full_cycle_stays() {
+        let points = samples(2, 0.9);
+        let mut tracker = CycleTracker::default();
+        assert_eq!(tracker.last_full("t"), None);
+        // Before any sample: everything since the test's start.
+        let first = tracker.so_far(1, 1, 0.25, 0.0);
+        assert!((first.step_charge_ah - 0.25).abs() < 1e-9 && first.cycle_charge_ah == 0.25);
+        // Cycle 1 up to the middle of its charge (step 2): 0.5 Ah in the step and the cycle.
+        for p in &points[..181] {
+            tracker.observe("t", p);
+        }
+        let mid = points[180];
+        let s = tracker.so_far(1, 2, mid.charge_capacity_ah, mid.discharge_capacity_ah);
+        assert!((s.step_charge_ah - 0.5).abs() < 1e-9, "{s:?}");
+        assert!((s.cycle_charge_ah - 0.5).abs() < 1e-9, "{s:?}");
+        // A reading newer than the samples observed, still in the step, counts too.
+        let s = tracker.so_far(1, 2, mid.charge_capacity_ah + 0.1, 0.0);
+        assert!((s.step_charge_ah - 0.6).abs() < 1e-9, "{s:?}");
+        // Through cycle 1 and into cycle 2's discharge: cycle 1 is the last full cycle, and the
+        // step counts only the discharge while the cycle counts its charge as well.
+        // Cycle 1: rest 1 + charge 360 + discharge 324 samples; then cycle 2 likewise.
+        let cycle2_discharge = 685 + 1 + 360 + 100;
+        for p in &points[181..cycle2_discharge] {
+            tracker.observe("t", p);
+        }
+        let last = tracker.last_full("t").expect("cycle 1 is full");
+        assert_eq!(last.cycle, 1);
+        assert!((last.discharge_capacity_ah - 0.9).abs() < 1e-9);
+        assert!((last.coulombic_efficiency().unwrap() - 0.9).abs() < 1e-9);
+        let p = points[cycle2_discharge - 1];
+        assert_eq!((p.cycle, p.step), (2, 3));
+        let s = tracker.so_far(2, 3, p.charge_capacity_ah, p.discharge_capacity_ah);
+        assert!((s.step_charge_ah).abs() < 1e-9, "{s:?}");
+        assert!((s.cycle_charge_ah - 1.0).abs() < 1e-9, "{s:?}");
+        assert!(
+            (s.step_discharge_ah - s.cycle_discharge_ah).abs() < 1e-9,
+            "{s:?}"
+        );
+        // A reading in the next step, before any of its samples: counts from the last sample.
+        let s = tracker.so_far(2, 4, p.charge_capacity_ah, p.discharge_capacity_ah + 0.01);
+        assert!((s.step_discharge_ah - 0.01).abs() < 1e-9, "{s:?}");
+        // The state survives the checkpoint's JSON, and an old checkpoint still reads.
+        let json = serde_json::to_string(&tracker).unwrap();
+        assert_eq!(
+            serde_json::from_str::<CycleTracker>(&json).unwrap(),
+            tracker
+        );
+        let old = r#"{"open":null,"baseline":[0.0,0.0,0.0,0.0]}"#;
+        assert_eq!(
+            serde_json::from_str::<CycleTracker>(old).unwrap(),
+            CycleTracker::default()
+        );
     }
 
     proptest! {

@@ -9,6 +9,7 @@ use crate::lab::{
     CHAMBER_PROTOCOL, DEMO_CHARGE_PROTOCOL, DEMO_PROTOCOL, DemoChamber, DemoDevice, LabOptions,
     SimLab,
 };
+use crate::view;
 use cyclerd::{Daemon, Summary};
 use cyclerd_drivers::Clock;
 use cyclerd_protocols::Plan;
@@ -217,32 +218,12 @@ fn print_progress(
         wall_start.elapsed().as_secs_f64(),
         format_hms(sim_s)
     )?;
-    for s in daemon.snapshots() {
-        writeln!(
-            out,
-            "  {:<8} {:<9} cycle {:>2} step {:>3} {:<28} V {:6.4}  I {:+7.3} A  air {:5.1}  Q+ {:6.3} Ah  Q- {:6.3} Ah  samples {}{}",
-            s.channel_id,
-            s.state,
-            s.cycle,
-            s.step,
-            truncate(&s.step_description, 28),
-            s.voltage_v,
-            s.current_a,
-            s.ambient_temperature_c,
-            s.charge_capacity_ah,
-            s.discharge_capacity_ah,
-            s.samples,
-            if s.reason.is_empty() {
-                String::new()
-            } else {
-                format!("  ({})", s.reason)
-            },
-        )?;
+    for line in view::render(&daemon.snapshots()) {
+        writeln!(out, "{line}")?;
     }
     let st = daemon.status();
-    writeln!(
-        out,
-        "  outbox: {} entries waiting, {} of {} samples acknowledged by the hub{}",
+    let outbox = format!(
+        "outbox: {} entries waiting, {} of {} samples acknowledged by the hub{}",
         st.backlog_entries,
         st.samples_acknowledged,
         daemon.summary().samples_acquired,
@@ -251,17 +232,8 @@ fn print_progress(
         } else {
             " (hub not connected)"
         }
-    )
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n - 1).collect();
-        t.push('…');
-        t
-    }
+    );
+    writeln!(out, "{}", view::fit(&outbox, view::WIDTH))
 }
 
 fn format_hms(seconds: f64) -> String {

@@ -16,6 +16,8 @@
 //! - [`demo`]: `cyclerd demo`: a simulated lab run live, with progress lines and a summary.
 //! - [`signal`]: Ctrl-C and SIGTERM, listened for from the moment they are asked for.
 //! - [`token`]: `cyclerd token issue|list|revoke`, the control API's tokens.
+//! - [`view`]: the channels' live view (natural order, at most 80 columns), as `cyclerctl
+//!   status`, `cyclerctl watch` and the demo print it.
 //! - `src/bin/cyclerctl.rs`: `cyclerctl`, the daemon's control client (status, watch, start,
 //!   stop, outbox) and the protocol tools (check, compile, import, simulate).
 //! - `benches/pipeline.rs`: outbox, uploader and hub rates against baselines in the same run.
@@ -26,3 +28,4 @@ pub mod lab;
 pub mod signal;
 mod sim;
 pub mod token;
+pub mod view;

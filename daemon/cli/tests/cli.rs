@@ -183,6 +183,129 @@ steps:
         assert_eq!(summary.lost(), 0);
     }
 
+    const CYCLES: &str = r#"
+protocol: Short cycles
+version: 1
+params:
+  capacity: 2.5 Ah
+safety:
+  voltage: [2.5 V, 4.25 V]
+  current: 5 A
+steps:
+  - repeat: 3
+    cycle: true
+    steps:
+      - "Charge at 1C for 6 minutes"
+      - "Discharge at 1C for 5 minutes"
+"#;
+
+    /// The next snapshot from `watch` that `done` accepts.
+    async fn watch_for(
+        watch: &mut tonic::Streaming<ChannelSnapshot>,
+        what: &str,
+        done: impl Fn(&ChannelSnapshot) -> bool,
+    ) -> ChannelSnapshot {
+        let mut last = None;
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let s = watch.message().await.unwrap().unwrap();
+                if done(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no snapshot with {what} in time; the last: {last:?}"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_channel_shows_its_cells_open_circuit_voltage_when_idle_and_its_capacities_while_cycling()
+     {
+        let lab = SimLab::start(1, 2.5, 500.0, None).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(cyclerd::control::serve(
+            lab.daemon.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let mut client = ControlClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let mut watch = client.watch(WatchRequest {}).await.unwrap().into_inner();
+        let idle = watch_for(&mut watch, "an open-circuit voltage", |s| {
+            s.voltage_v.is_finite()
+        })
+        .await;
+        assert_eq!(idle.state, "idle");
+        assert!((3.0..4.3).contains(&idle.voltage_v), "{idle:?}");
+        assert_eq!(idle.current_a, 0.0);
+        assert!(
+            !lab.sims[0].snapshot().output_on,
+            "reading it leaves the output off"
+        );
+
+        let started = client
+            .start_test(StartTestRequest {
+                channel_id: "psb1/1".into(),
+                protocol_yaml: CYCLES.into(),
+                metadata: metadata(),
+                params: Default::default(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        // 1C = 2.5 A: 0.25 Ah charged and 0.2083 Ah discharged per cycle, CE 5/6.
+        let discharging = watch_for(&mut watch, "cycle 2's discharge under way", |s| {
+            s.cycle == 2 && s.step_discharge_ah > 0.05 && s.current_a < 0.0
+        })
+        .await;
+        assert_eq!(discharging.test_id, started.test_id);
+        assert_eq!(discharging.cell_id, "C1");
+        assert_eq!(discharging.protocol_name, "Short cycles");
+        assert!(
+            discharging.step_description.contains("Discharge"),
+            "{discharging:?}"
+        );
+        // Only what the poll that switched to the discharge still charged.
+        assert!(discharging.step_charge_ah < 1e-3, "{discharging:?}");
+        assert!(
+            (discharging.cycle_charge_ah - 0.25).abs() < 0.01,
+            "{discharging:?}"
+        );
+        assert!(
+            (discharging.cycle_discharge_ah - discharging.step_discharge_ah).abs() < 1e-3,
+            "{discharging:?}"
+        );
+        assert!(discharging.charge_capacity_ah > 0.45, "{discharging:?}");
+        assert_eq!(discharging.last_full_cycle, 1, "{discharging:?}");
+        assert!(
+            (discharging.last_full_discharge_ah - 0.2083).abs() < 0.01,
+            "{discharging:?}"
+        );
+        assert!(
+            (discharging.last_full_coulombic_efficiency - 5.0 / 6.0).abs() < 0.02,
+            "{discharging:?}"
+        );
+
+        let finished = watch_for(&mut watch, "the end", |s| s.state == "finished").await;
+        assert_eq!(finished.current_a, 0.0, "an ended test shows no current");
+        assert_eq!(finished.last_full_cycle, 3, "{finished:?}");
+        // The cell's voltage goes on being read, with the output off.
+        let later = watch_for(&mut watch, "a reading after the end", |s| {
+            s.voltage_v != finished.voltage_v
+        })
+        .await;
+        assert_eq!(later.current_a, 0.0);
+        assert!(!lab.sims[0].snapshot().output_on);
+        let (summary, _, _tmp) = lab.stop(WAIT).await.unwrap();
+        assert_eq!(summary.lost(), 0);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_protocol_over_the_size_limit_is_refused_alike_by_check_and_start() {
         let (lab, control, _stop) = lab_serving_control().await;
@@ -995,6 +1118,107 @@ steps: ["Rest for 1 hour"]
             child.try_wait().unwrap().is_none(),
             "the daemon keeps running"
         );
+    }
+
+    #[tokio::test]
+    async fn cyclerctl_watch_shows_the_demos_channels_in_80_columns_and_ends_with_one_line_when_the_daemon_dies()
+     {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        use tokio::process::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut demo = Command::new(env!("CARGO_BIN_EXE_cyclerd"))
+            .args(["demo", "--channels", "2", "--speed", "20", "--control"])
+            .arg(port.to_string())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut demo_out = tokio::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+        let mut next_demo_line = async || {
+            tokio::time::timeout_at(super::deadline(), demo_out.next_line())
+                .await
+                .expect("a demo line in time")
+                .unwrap()
+                .expect("the demo goes on")
+        };
+        let control = loop {
+            let line = next_demo_line().await;
+            if let Some((_, rest)) = line.split_once("control: ") {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // The demo's own progress: the same lines, both channels, within 80 columns.
+        let mut progress = Vec::new();
+        while !progress.iter().any(|l: &String| l.contains("SIM-NMC-002")) {
+            let line = next_demo_line().await;
+            if line.starts_with('[') || !progress.is_empty() {
+                progress.push(line);
+            }
+        }
+        for line in &progress {
+            assert!(line.chars().count() <= 80, "{line}");
+            assert!(
+                !line.contains("NaN"),
+                "no air NaN without a chamber: {line}"
+            );
+        }
+        assert!(
+            progress
+                .iter()
+                .any(|l| l.starts_with("psb1/1 ") && l.contains("running")),
+            "{progress:#?}"
+        );
+
+        let mut watch = Command::new(env!("CARGO_BIN_EXE_cyclerctl"))
+            .args(["--daemon", &control, "watch"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        while !seen.iter().any(|l: &String| l.contains("SIM-NMC-001")) {
+            let line = tokio::time::timeout_at(super::deadline(), lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no test line from watch in time: {seen:#?}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("watch ended early: {seen:#?}"));
+            seen.push(line);
+        }
+        demo.kill().await.unwrap();
+        let status = tokio::time::timeout(super::WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                seen.push(line);
+            }
+            watch.wait().await.unwrap()
+        })
+        .await
+        .expect("watch ends when the daemon dies");
+        let mut err = String::new();
+        watch
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .await
+            .unwrap();
+        assert_eq!(
+            err,
+            format!("cyclerctl: cyclerd stopped: the control API at {control} closed the stream\n")
+        );
+        assert_eq!(status.code(), Some(1), "the daemon going away is an error");
+        for line in &seen {
+            assert!(line.chars().count() <= 80, "{line}");
+            assert!(!line.contains("NaN") && !line.contains('\x1b'), "{line}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use super::{ChannelSpec, Ending, Live, Shared, TestRequest};
 use crate::outbox::{Checkpoint, CheckpointOp, Outbox, Progress};
+use crate::proto::control::ChannelSnapshot;
 use crate::proto::cycles::{CycleTracker, Point};
 use crate::proto::ingest::{
     CycleSummary, Event, SampleBatch, TestEnded, TestRegistered, entry::Body,
@@ -43,6 +44,8 @@ pub struct TestJournal {
     /// The channel, for messages.
     channel_id: String,
     test_id: String,
+    /// The cell under test (its `cell_id` metadata), for the live view.
+    cell_id: String,
     /// Unix time (of the clock) at which the test started; test time counts from it.
     start_unix_s: f64,
     batch: Batch,
@@ -70,6 +73,7 @@ impl TestJournal {
             acquired: Arc::clone(&shared.acquired),
             channel_id: spec.id.clone(),
             test_id: test_id.clone(),
+            cell_id: test.metadata.get("cell_id").cloned().unwrap_or_default(),
             start_unix_s,
             batch: Batch::new(&test_id, 0),
             cycles: CycleTracker::default(),
@@ -117,12 +121,41 @@ impl TestJournal {
         live.send_modify(|s| {
             s.state = "running".into();
             s.test_id.clone_from(&self.test_id);
+            s.cell_id.clone_from(&self.cell_id);
             s.protocol_name = protocol_name;
             s.reason.clear();
             s.samples = self.batch.next_seq;
             (s.step, s.cycle) = place;
             s.step_description = description;
+            // Until the first reading: nothing of the previous test's numbers.
+            s.test_time_s = 0.0;
+            s.current_a = 0.0;
+            s.charge_capacity_ah = 0.0;
+            s.discharge_capacity_ah = 0.0;
+            self.show_cycles(s, place, (0.0, 0.0));
         });
+    }
+
+    /// Shows the test's throughput in `snapshot` for a reading in `place` with the cumulative
+    /// charge and discharge capacity (Ah) of the test `total`: the test's, the step's and the
+    /// cycle's so far, and the last full cycle's discharge capacity and coulombic efficiency.
+    pub fn show_throughput(&self, snapshot: &mut ChannelSnapshot, place: Place, total: (f64, f64)) {
+        (snapshot.charge_capacity_ah, snapshot.discharge_capacity_ah) = total;
+        self.show_cycles(snapshot, place, total);
+    }
+
+    fn show_cycles(
+        &self,
+        s: &mut ChannelSnapshot,
+        (step, cycle): Place,
+        (charge, discharge): (f64, f64),
+    ) {
+        let so_far = self.cycles.so_far(cycle, step, charge, discharge);
+        s.step_charge_ah = so_far.step_charge_ah;
+        s.step_discharge_ah = so_far.step_discharge_ah;
+        s.cycle_charge_ah = so_far.cycle_charge_ah;
+        s.cycle_discharge_ah = so_far.cycle_discharge_ah;
+        show_last_full(s, self.cycles.last_full(&self.test_id));
     }
 
     /// Takes up the test of checkpoint `cp` again, after its last committed sample.
@@ -133,6 +166,7 @@ impl TestJournal {
             acquired: Arc::clone(&shared.acquired),
             channel_id: cp.channel_id.clone(),
             test_id: cp.test_id.clone(),
+            cell_id: cp.metadata.get("cell_id").cloned().unwrap_or_default(),
             start_unix_s: cp.start_unix_s,
             batch: Batch::new(&cp.test_id, cp.progress.next_seq),
             // A checkpoint from before cycles were tracked starts a tracker at the next sample.
@@ -243,10 +277,16 @@ impl TestJournal {
         let reason = ending.reason().to_string();
         let outcome = ending.outcome();
         let unix_time_s = self.start_unix_s + test_time_s;
+        // The cycle the test ends in is complete now: the last full one, if it is full.
+        let last_full = (self.cycles.current(&self.test_id, true))
+            .filter(CycleSummary::is_full)
+            .or_else(|| self.cycles.last_full(&self.test_id));
         self.end_quietly(unix_time_s, ending);
         live.send_modify(|s| {
             s.state = outcome.into();
             s.reason = reason;
+            s.current_a = 0.0;
+            show_last_full(s, last_full);
         });
     }
 
@@ -282,6 +322,7 @@ impl TestJournal {
         live.send_modify(|s| {
             s.state = "interrupted".into();
             s.reason = reason.into();
+            s.current_a = 0.0;
         });
     }
 
@@ -308,6 +349,7 @@ impl TestJournal {
             s.state = outcome.into();
             s.test_id = test_id;
             s.reason = reason;
+            s.current_a = 0.0;
         });
     }
 
@@ -373,6 +415,14 @@ impl TestJournal {
             tracing::error!(channel = %self.channel_id, "cannot queue to the outbox: {e}");
         }
     }
+}
+
+/// Shows `last` as the snapshot's last full cycle (none: no such cycle yet).
+fn show_last_full(s: &mut ChannelSnapshot, last: Option<CycleSummary>) {
+    let ce = last.as_ref().and_then(CycleSummary::coulombic_efficiency);
+    s.last_full_cycle = last.as_ref().map_or(0, |c| c.cycle);
+    s.last_full_discharge_ah = last.as_ref().map_or(f64::NAN, |c| c.discharge_capacity_ah);
+    s.last_full_coulombic_efficiency = ce.unwrap_or(f64::NAN);
 }
 
 /// One sample as a runner assembles it.

@@ -62,6 +62,11 @@ impl Waiting for Channels<'_> {
                 // An interrupted test waits for the device, and the channel says which.
                 if let Some((checkpoint, _)) = &c.resume {
                     s.test_id.clone_from(&checkpoint.test_id);
+                    s.cell_id = checkpoint
+                        .metadata
+                        .get("cell_id")
+                        .cloned()
+                        .unwrap_or_default();
                 }
             });
         }

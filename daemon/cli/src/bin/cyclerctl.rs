@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use cyclerd::proto::control::control_client::ControlClient;
 use cyclerd::proto::control::*;
 use cyclerd::simulate;
+use cyclerd_cli::view;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
 use cyclerd_protocols::compile::{self, Target};
 use cyclerd_protocols::import::{self, SourceKind};
@@ -44,7 +45,10 @@ struct Cli {
 enum Command {
     /// The daemon, its uplink to the hub, and every channel.
     Status,
-    /// A live line per channel: state, step, cycle, V, I, T.
+    /// The channels live, in at most 80 columns (redrawn in place on a terminal, appended
+    /// otherwise): state, test time, V, I, T, the test, cell and protocol, the step, and the
+    /// step's and cycle's capacity. Ends when the daemon stops, with one line saying so on
+    /// standard error and exit status 1 (the daemon went away under it).
     Watch,
     /// Start a protocol on a channel.
     Start {
@@ -266,59 +270,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(refused)?
                 .into_inner();
-            println!("daemon   {} (store epoch {})", s.daemon_id, s.store_epoch);
-            println!(
-                "hub      {} {}",
-                s.hub_address,
-                if s.hub_connected {
-                    "connected"
-                } else {
-                    "NOT CONNECTED"
-                }
-            );
-            println!(
-                "outbox   {} entries waiting; {} samples acquired, {} acknowledged",
-                s.backlog_entries, s.samples_acquired, s.samples_acknowledged
-            );
-            for a in &s.alarms {
-                println!("ALARM    {a}");
-            }
-            for c in &s.channels {
-                println!("{}", channel_line(c));
-            }
-        }
-        Command::Watch => {
-            let mut stream = client
-                .watch(WatchRequest {})
-                .await
-                .map_err(refused)?
-                .into_inner();
-            let mut lines: BTreeMap<String, String> = BTreeMap::new();
-            let tty = std::io::stdout().is_terminal();
-            let mut out = std::io::stdout();
-            while let Some(snapshot) = stream.message().await.map_err(refused)? {
-                let line = channel_line(&snapshot);
-                let written = if tty {
-                    // Redraw the block in place: one line per channel.
-                    let shown = lines.len();
-                    lines.insert(snapshot.channel_id.clone(), line);
-                    let mut block = if shown > 0 {
-                        format!("\x1b[{shown}A")
+            let mut lines = vec![
+                format!("daemon   {} (store epoch {})", s.daemon_id, s.store_epoch),
+                format!(
+                    "hub      {} {}",
+                    s.hub_address,
+                    if s.hub_connected {
+                        "connected"
                     } else {
-                        String::new()
-                    };
-                    for l in lines.values() {
-                        block.push_str(&format!("\x1b[2K{l}\n"));
+                        "NOT CONNECTED"
                     }
-                    out.write_all(block.as_bytes()).and_then(|()| out.flush())
-                } else {
-                    writeln!(out, "{line}").and_then(|()| out.flush())
-                };
-                if !quiet_broken_pipe(written)? {
-                    break;
-                }
+                ),
+                format!(
+                    "outbox   {} entries waiting; {} samples acquired, {} acknowledged",
+                    s.backlog_entries, s.samples_acquired, s.samples_acknowledged
+                ),
+            ];
+            // An alarm is said in full (it says what to do), over as many lines as it takes.
+            for a in &s.alarms {
+                lines.extend(view::wrap(&format!("ALARM    {a}"), "         "));
+            }
+            lines.extend(view::render(&s.channels));
+            for line in lines {
+                println!("{}", view::fit(&line, view::WIDTH));
             }
         }
+        Command::Watch => watch(&mut client, &cli.daemon).await?,
         Command::Start {
             channel,
             protocol,
@@ -620,21 +597,64 @@ fn print_summary(name: &str, report: &simulate::SimReport, dt: f64) {
     }
 }
 
-fn channel_line(c: &ChannelSnapshot) -> String {
-    let t = if c.temperature_c.is_nan() {
-        "    -  ".to_string()
-    } else {
-        format!("{:5.1} °C", c.temperature_c)
-    };
-    let mut line = format!(
-        "{:<10} {:<9} step {:>3} cycle {:>3}  V {:7.4}  I {:+8.4} A  T {}  {}",
-        c.channel_id, c.state, c.step, c.cycle, c.voltage_v, c.current_a, t, c.step_description
-    );
-    if c.state == "offline" && !c.test_id.is_empty() {
-        line.push_str(&format!("  test {} waits", c.test_id));
+/// `cyclerctl watch`: every channel's lines as the daemon's snapshots come, redrawn in place
+/// when standard output is a terminal (every line fits its 80 columns, so moving the cursor up
+/// by the lines drawn lands on the first), each changed channel appended otherwise. The daemon
+/// going away (stopped, killed, its host gone) ends it with one plain line, as an error.
+async fn watch(client: &mut Client, address: &str) -> anyhow::Result<()> {
+    let mut stream = client
+        .watch(WatchRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let mut channels: HashMap<String, ChannelSnapshot> = HashMap::new();
+    let tty = std::io::stdout().is_terminal();
+    let mut out = std::io::stdout();
+    // Lines of the block drawn last (on a terminal).
+    let mut shown = 0;
+    let stopped =
+        || anyhow::anyhow!("cyclerd stopped: the control API at {address} closed the stream");
+    loop {
+        let snapshot = match stream.message().await {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => return Err(stopped()),
+            Err(status) => {
+                return Err(match status.code() {
+                    Code::Unauthenticated | Code::PermissionDenied => refused(status),
+                    // The connection or the stream broke under it: the daemon went away.
+                    Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled => {
+                        stopped()
+                    }
+                    _ => anyhow::anyhow!("the watch ended: {}", status.message()),
+                });
+            }
+        };
+        let written = if tty {
+            channels.insert(snapshot.channel_id.clone(), snapshot);
+            let lines = view::render(channels.values());
+            let mut block = if shown > 0 {
+                format!("\x1b[{shown}A\r")
+            } else {
+                String::new()
+            };
+            for line in &lines {
+                block.push_str("\x1b[2K");
+                block.push_str(line);
+                block.push('\n');
+            }
+            // Whatever a longer block before left below.
+            block.push_str("\x1b[J");
+            shown = lines.len();
+            out.write_all(block.as_bytes()).and_then(|()| out.flush())
+        } else {
+            let block: String = view::channel_lines(&snapshot)
+                .into_iter()
+                .map(|line| line + "\n")
+                .collect();
+            out.write_all(block.as_bytes()).and_then(|()| out.flush())
+        };
+        if !quiet_broken_pipe(written)? {
+            return Ok(());
+        }
     }
-    if !c.reason.is_empty() {
-        line.push_str(&format!("  ({})", c.reason));
-    }
-    line
 }

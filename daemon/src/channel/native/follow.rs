@@ -320,8 +320,8 @@ impl<C: Cycler> CyclerRunner<C> {
                 snap.step = r.step;
                 snap.cycle = r.cycle;
                 snap.step_description = format!("cycler step {}", r.step);
-                snap.charge_capacity_ah = s.charge_ah;
-                snap.discharge_capacity_ah = s.discharge_ah;
+                let total = (s.charge_ah, s.discharge_ah);
+                run.journal.show_throughput(snap, (r.step, r.cycle), total);
                 snap.samples = samples;
             });
         }

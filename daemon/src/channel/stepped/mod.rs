@@ -28,9 +28,12 @@ use cyclerd_protocols::plan::Record;
 use cyclerd_protocols::{Command, Control, Engine, EngineState, Plan, PlanStep};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
 /// How often a channel that lost its device tries again to switch the output off.
 const OFF_RETRY: Duration = Duration::from_secs(1);
+/// How often a channel without a test reads its cell's open-circuit voltage (wall time).
+pub(crate) const IDLE_READ: Duration = Duration::from_secs(2);
 
 /// One channel's task.
 pub struct ChannelRunner<D> {
@@ -40,6 +43,9 @@ pub struct ChannelRunner<D> {
     live: Live,
     /// The output could not be confirmed off (device unreachable): keep trying while idle.
     output_unconfirmed: bool,
+    /// When the device last answered an idle reading, and whether the channel shows it
+    /// offline since (it stopped answering for longer than `comm_timeout`).
+    idle_read: (tokio::time::Instant, bool),
 }
 
 /// A test in progress on this channel.
@@ -135,6 +141,7 @@ impl<D: PowerStage> ChannelRunner<D> {
             shared,
             live,
             output_unconfirmed: false,
+            idle_read: (tokio::time::Instant::now(), false),
         }
     }
 
@@ -164,6 +171,11 @@ impl<D: PowerStage> ChannelRunner<D> {
             self.resume(checkpoint, policy, &mut cmds, &mut shutdown)
                 .await;
         }
+        // Without a test the channel shows its cell's open-circuit voltage, read with the
+        // output off; a read never switches it on.
+        let mut idle_reads = tokio::time::interval(IDLE_READ);
+        idle_reads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.idle_read.0 = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
                 break;
@@ -177,6 +189,7 @@ impl<D: PowerStage> ChannelRunner<D> {
             };
             tokio::select! {
                 _ = shutdown.changed() => break,
+                _ = idle_reads.tick(), if !self.output_unconfirmed => self.read_idle().await,
                 _ = retry_off => {
                     if self.device.reconnect().await.is_ok() {
                         self.switch_off("after regaining the device").await;
@@ -216,6 +229,9 @@ impl<D: PowerStage> ChannelRunner<D> {
                         let run = self.begin(test_id.clone(), *test, engine);
                         let _ = reply.send(Ok(test_id));
                         self.drive(run, &mut cmds, &mut shutdown).await;
+                        // The cell's voltage at once after the test, then every IDLE_READ.
+                        idle_reads.reset_immediately();
+                        self.idle_read.0 = tokio::time::Instant::now();
                     }
                 },
             }
@@ -239,6 +255,54 @@ impl<D: PowerStage> ChannelRunner<D> {
             }
             true
         });
+    }
+
+    /// Reads the idle channel's device (its output off) and shows the cell's open-circuit
+    /// voltage; a device that has not answered for `comm_timeout` shows the channel offline,
+    /// with why, until it answers again.
+    async fn read_idle(&mut self) {
+        let reading = self.device.read().await;
+        let air = self
+            .spec
+            .chamber
+            .as_ref()
+            .and_then(|c| c.state().temperature_c);
+        match reading {
+            Ok(r) => {
+                let was_offline = std::mem::replace(&mut self.idle_read, (Instant::now(), false)).1;
+                self.live.send_modify(|s| {
+                    s.voltage_v = r.voltage_v;
+                    // No test drives a current; an output someone else switched on does.
+                    s.current_a = if r.output_on { r.current_a } else { 0.0 };
+                    s.temperature_c = r.temperature_c.unwrap_or(f64::NAN);
+                    s.ambient_temperature_c = air.unwrap_or(f64::NAN);
+                    if was_offline && s.state == "offline" {
+                        s.state = "idle".into();
+                        s.reason.clear();
+                    }
+                });
+            }
+            Err(e) => {
+                let silent = self.idle_read.0.elapsed() >= self.spec.comm_timeout;
+                let newly = silent && !self.idle_read.1;
+                if newly {
+                    tracing::warn!(channel = %self.spec.id, "the idle channel's device does not answer: {e}");
+                    self.idle_read.1 = true;
+                    let reason = format!("the device does not answer: {e}");
+                    self.live.send_modify(|s| {
+                        s.state = "offline".into();
+                        s.reason = reason;
+                        s.voltage_v = f64::NAN;
+                        s.current_a = 0.0;
+                    });
+                }
+                if e.is_link_lost()
+                    && let Err(e) = self.device.reconnect().await
+                {
+                    tracing::debug!(channel = %self.spec.id, "reconnect failed: {e}");
+                }
+            }
+        }
     }
 
     async fn switch_off(&mut self, when: &str) {

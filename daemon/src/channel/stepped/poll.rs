@@ -188,15 +188,15 @@ impl<D: PowerStage> ChannelRunner<D> {
             });
         }
         let samples = run.journal.samples();
-        let (charge, discharge) = (status.charge_capacity_ah, status.discharge_capacity_ah);
+        let total = (status.charge_capacity_ah, status.discharge_capacity_ah);
+        let place = (status.step_count, status.cycle);
         self.live.send_modify(|s| {
             s.voltage_v = reading.voltage_v;
             s.current_a = reading.current_a;
             s.temperature_c = reading.temperature_c.unwrap_or(f64::NAN);
             s.ambient_temperature_c = chamber_c.unwrap_or(f64::NAN);
             s.test_time_s = test_time_s;
-            s.charge_capacity_ah = charge;
-            s.discharge_capacity_ah = discharge;
+            run.journal.show_throughput(s, place, total);
             s.samples = samples;
         });
         if let Some(fault) = chamber_fault {
@@ -276,6 +276,7 @@ impl<D: PowerStage> ChannelRunner<D> {
         self.live.send_modify(|s| {
             s.state = "paused".into();
             s.reason = "outbox full".into();
+            s.current_a = 0.0;
         });
         tracing::warn!(channel = %self.spec.id, "paused: the outbox is full");
         let ending = loop {
