@@ -63,7 +63,7 @@ pub mod xml;
 
 pub use document::{MAX_DOCUMENT_BYTES, check_size};
 pub use engine::{
-    Command, Engine, EngineState, Measurement, Outcome, Phase, Status, StepSummary, Update,
+    Command, CycleFollower, Engine, Placed, StepFollower, EngineState, Measurement, Outcome, Phase, Status, StepSummary, Update,
 };
 pub use error::{ProtocolError, SourceLocation};
 pub use plan::{
