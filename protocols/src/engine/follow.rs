@@ -90,6 +90,26 @@ impl CycleFollower {
     }
 }
 
+/// Whether plan step `i` is the only action of the innermost loop around it.
+fn alone_in_loop(plan: &Plan, i: usize) -> bool {
+    let innermost = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(s, step)| match *step {
+            PlanStep::LoopStart { end, .. } if s < i && i < end => Some((s, end)),
+            _ => None,
+        })
+        .last();
+    innermost.is_some_and(|(s, end)| {
+        plan.steps[s + 1..end]
+            .iter()
+            .filter(|x| matches!(x, PlanStep::Action(_)))
+            .count()
+            == 1
+    })
+}
+
 /// Follows a native run's records through the plan (see the module documentation). Its
 /// state is serialisable, so a runner checkpoints it with the records it accounts for.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -145,8 +165,14 @@ impl StepFollower {
         match self.native.replace(native) {
             None => self.enter(plan, i, None),
             Some(before) if before == native => self.last().expect("a step was entered"),
+            // The same cycler step with another cycle number: the cycler's counter moved on,
+            // which is a new step only where a loop's body is this one step (it ran again).
+            // Elsewhere it is no change: a record that closes a step may already carry the
+            // next pass's cycle number.
+            Some((step_before, _)) if step_before == native_step && !alone_in_loop(plan, i) => {
+                self.last().expect("a step was entered")
+            }
             Some((step_before, _)) => {
-                // The same cycler step with another cycle number: it ran again (one-step loop).
                 let again = step_before == native_step;
                 let previous = self.plan_step;
                 let mut placed = self.enter(plan, i, previous.map(|p| (p, again)));
@@ -187,7 +213,8 @@ mod tests {
         let mut f = StepFollower::new(map);
         // Maccor: 1 Charge, 2 Do, 3 Dischrge, 4 Charge, 5 AdvCycle, 6 Loop, 7 Rest, 8 End; its
         // own cycle counter from 0, advanced by AdvCycle at the end of every pass.
-        let records = [(1, 0), (1, 0), (3, 0), (4, 0), (3, 1), (4, 1), (6, 2), (7, 2)];
+        // The record that closes a pass's last step may carry the next pass's cycle already.
+        let records = [(1, 0), (1, 0), (3, 0), (4, 0), (4, 1), (3, 1), (4, 1), (6, 2), (7, 2)];
         let placed: Vec<(usize, u32, u32, bool)> = records
             .iter()
             .map(|&(step, cycle)| {
@@ -202,6 +229,7 @@ mod tests {
                 (0, 1, 1, false),
                 (2, 2, 2, true),
                 (3, 3, 2, true),
+                (3, 3, 2, false),
                 (2, 4, 3, true),
                 (3, 5, 3, true),
                 // A record of the Loop step stays in the step before it.
