@@ -265,9 +265,7 @@ macro_rules! sample_row {
             discharge_energy_wh: $r.$get(10)?,
             temperature_c: $r.$get(11)?,
             ambient_temperature_c: $r.$get(12)?,
-            plan_step: $r
-                .$get::<_, Option<i64>>(13)?
-                .map(u32_from_sql),
+            plan_step: $r.$get::<_, Option<i64>>(13)?.map(u32_from_sql),
         }
     };
 }

@@ -239,7 +239,11 @@ mod step_map_tests {
                     .trim_start_matches(|c: char| !c.is_ascii_digit())
                     .parse()
                     .unwrap();
-                let native = if target == Target::Arbin { number + 1 } else { number };
+                let native = if target == Target::Arbin {
+                    number + 1
+                } else {
+                    number
+                };
                 let i = compiled.step_map.plan_step(native).expect("an action");
                 assert_eq!(
                     described(&original, i),

@@ -53,12 +53,16 @@ impl CycleFollower {
     /// Returns the cycle step `i` is in.
     pub fn enter(&mut self, plan: &Plan, i: usize, previous: Option<usize>, again: bool) -> u32 {
         let cycles = CycleMap::new(&plan.steps);
-        let counting = plan.steps.iter().enumerate().find_map(|(s, step)| match *step {
-            PlanStep::LoopStart { end, .. } if cycles.counts(s) && s < i && i < end => {
-                Some((s, end))
-            }
-            _ => None,
-        });
+        let counting = plan
+            .steps
+            .iter()
+            .enumerate()
+            .find_map(|(s, step)| match *step {
+                PlanStep::LoopStart { end, .. } if cycles.counts(s) && s < i && i < end => {
+                    Some((s, end))
+                }
+                _ => None,
+            });
         match counting {
             Some((start, end)) => {
                 // A new pass: the loop entered from outside, or its body started over.
@@ -100,7 +104,7 @@ fn alone_in_loop(plan: &Plan, i: usize) -> bool {
             PlanStep::LoopStart { end, .. } if s < i && i < end => Some((s, end)),
             _ => None,
         })
-        .last();
+        .next_back();
     innermost.is_some_and(|(s, end)| {
         plan.steps[s + 1..end]
             .iter()
@@ -214,7 +218,17 @@ mod tests {
         // Maccor: 1 Charge, 2 Do, 3 Dischrge, 4 Charge, 5 AdvCycle, 6 Loop, 7 Rest, 8 End; its
         // own cycle counter from 0, advanced by AdvCycle at the end of every pass.
         // The record that closes a pass's last step may carry the next pass's cycle already.
-        let records = [(1, 0), (1, 0), (3, 0), (4, 0), (4, 1), (3, 1), (4, 1), (6, 2), (7, 2)];
+        let records = [
+            (1, 0),
+            (1, 0),
+            (3, 0),
+            (4, 0),
+            (4, 1),
+            (3, 1),
+            (4, 1),
+            (6, 2),
+            (7, 2),
+        ];
         let placed: Vec<(usize, u32, u32, bool)> = records
             .iter()
             .map(|&(step, cycle)| {

@@ -107,7 +107,10 @@ async fn one_protocol_gives_the_same_cycles_plan_steps_and_step_counts_stepped_a
         DemoDevice::Arbin,
     ] {
         let (places, steps, events) = run(device).await;
-        assert_eq!(places, expected, "{device:?}: (cycle, plan step) of the samples");
+        assert_eq!(
+            places, expected,
+            "{device:?}: (cycle, plan step) of the samples"
+        );
         assert_eq!(
             steps,
             (1..=8).collect::<Vec<u32>>(),

@@ -200,6 +200,12 @@ fn the_cycle_a_native_runner_derives_from_plan_steps_is_the_engines_even_for_one
 ";
     assert_eq!(
         per_cycle(steps),
-        BTreeMap::from([(1, (1, 0)), (2, (0, 1)), (3, (0, 1)), (4, (0, 1)), (5, (1, 0))])
+        BTreeMap::from([
+            (1, (1, 0)),
+            (2, (0, 1)),
+            (3, (0, 1)),
+            (4, (0, 1)),
+            (5, (1, 0))
+        ])
     );
 }
