@@ -36,6 +36,7 @@ fn samples(test_id: &str, first_seq: u64, n: usize) -> Body {
         discharge_energy_wh: col(0.0),
         temperature_c: Vec::new(),
         ambient_temperature_c: Vec::new(),
+        plan_step: Vec::new(),
     })
 }
 

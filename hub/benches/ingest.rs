@@ -54,6 +54,7 @@ fn samples(test_id: &str, first_seq: u64) -> SampleBatch {
         discharge_energy_wh: f(0.0),
         temperature_c: f(25.0),
         ambient_temperature_c: Vec::new(),
+        plan_step: Vec::new(),
     }
 }
 

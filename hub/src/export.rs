@@ -224,9 +224,12 @@ impl Temperatures {
     }
 }
 
-/// What the hub knows about the steps of a test: the plan steps each step count ran, by the
-/// description its `step` event carries.
+/// What the hub knows about the steps of a test: its plan, whose step each sample names
+/// (`plan_step`); for samples from daemons that did not send it, the plan steps each step count
+/// ran, by the description its `step` event carries.
 struct StepPlan {
+    /// The test's plan steps, when its plan is readable.
+    steps: Vec<PlanStep>,
     /// Per step count, the plan steps whose description its event names (usually one).
     by_step: HashMap<u32, Vec<ActionStep>>,
 }
@@ -240,6 +243,7 @@ impl StepPlan {
             .and_then(|(_, json)| Plan::from_json(&json).ok());
         let Some(plan) = plan else {
             return Ok(StepPlan {
+                steps: Vec::new(),
                 by_step: HashMap::new(),
             });
         };
@@ -258,14 +262,25 @@ impl StepPlan {
                 Some((e.step, actions.iter().map(|a| (*a).clone()).collect()))
             })
             .collect();
-        Ok(StepPlan { by_step })
+        Ok(StepPlan {
+            by_step,
+            steps: plan.steps,
+        })
     }
 
     /// The BDF step type of step `step`, whose samples are `rows`: from its plan step when the
     /// candidates agree, else from the samples (the rule is [`bdf::StepType`]'s).
     fn step_type(&self, step: u32, rows: &[SampleRow]) -> bdf::StepType {
         let v0 = rows.first().map(|r| r.voltage_v);
-        let from_plan = self.by_step.get(&step).and_then(|actions| {
+        // The plan step the samples name, when they name one.
+        let named = rows.first().and_then(|r| r.plan_step).and_then(|i| {
+            match self.steps.get(usize::try_from(i).ok()?) {
+                Some(PlanStep::Action(a)) => Some(bdf::StepType::of_action(a, v0)),
+                _ => None,
+            }
+        });
+        let from_plan = named.or_else(|| {
+            let actions = self.by_step.get(&step)?;
             let mut types = actions.iter().map(|a| bdf::StepType::of_action(a, v0));
             let first = types.next()?;
             types.all(|t| t == first).then_some(first)

@@ -338,6 +338,7 @@ fn batch(test_id: &str, first_seq: u64, n: usize, temp: bool) -> SampleBatch {
         discharge_energy_wh: vec![0.0; n],
         temperature_c: if temp { vec![25.5; n] } else { Vec::new() },
         ambient_temperature_c: Vec::new(),
+        plan_step: Vec::new(),
     }
 }
 

@@ -63,7 +63,8 @@ pub mod xml;
 
 pub use document::{MAX_DOCUMENT_BYTES, check_size};
 pub use engine::{
-    Command, Engine, EngineState, Measurement, Outcome, Phase, Status, StepSummary, Update,
+    Command, CycleFollower, Engine, EngineState, Measurement, Outcome, Phase, Placed, Status,
+    StepFollower, StepSummary, Update,
 };
 pub use error::{ProtocolError, SourceLocation};
 pub use plan::{

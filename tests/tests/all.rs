@@ -33,5 +33,7 @@ mod resources;
 #[cfg(unix)]
 #[path = "all/restart.rs"]
 mod restart;
+#[path = "all/steps.rs"]
+mod steps;
 #[path = "all/tls.rs"]
 mod tls;

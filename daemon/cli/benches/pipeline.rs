@@ -34,6 +34,7 @@ fn batch(test_id: &str, first_seq: u64, n: usize) -> SampleBatch {
         discharge_energy_wh: f(0.0),
         temperature_c: Vec::new(),
         ambient_temperature_c: Vec::new(),
+        plan_step: Vec::new(),
     }
 }
 

@@ -432,7 +432,10 @@ pub struct Sample {
     pub voltage_v: f64,
     pub current_a: f64,
     pub cycle: u32,
+    /// Step count of the test (one more at every step change).
     pub step: u32,
+    /// Index of the plan step the sample was taken in.
+    pub plan_step: u32,
     pub charge_ah: f64,
     pub discharge_ah: f64,
     pub charge_wh: f64,
@@ -490,6 +493,7 @@ impl Batch {
             discharge_energy_wh: col(),
             temperature_c: Vec::new(),
             ambient_temperature_c: Vec::new(),
+            plan_step: Vec::with_capacity(BATCH_SAMPLES),
         }
     }
 
@@ -512,6 +516,7 @@ impl Batch {
         c.current_a.push(s.current_a);
         c.cycle.push(s.cycle);
         c.step.push(s.step);
+        c.plan_step.push(s.plan_step);
         c.charge_capacity_ah.push(s.charge_ah);
         c.discharge_capacity_ah.push(s.discharge_ah);
         c.charge_energy_wh.push(s.charge_wh);

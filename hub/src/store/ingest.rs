@@ -497,6 +497,7 @@ fn validate_samples(b: &SampleBatch) -> Result<(), String> {
     let optional = [
         ("temperature_c", b.temperature_c.len()),
         ("ambient_temperature_c", b.ambient_temperature_c.len()),
+        ("plan_step", b.plan_step.len()),
     ];
     let optional_ok = optional.iter().all(|&(_, len)| len == 0 || len == n);
     if lens.iter().any(|&(_, len)| len != n) || !optional_ok {
@@ -506,7 +507,7 @@ fn validate_samples(b: &SampleBatch) -> Result<(), String> {
         }
         return Err(format!(
             "sample batch columns have unequal lengths ({detail}); every column must have one \
-             value per sample (temperature_c and ambient_temperature_c may be empty)"
+             value per sample (temperature_c, ambient_temperature_c and plan_step may be empty)"
         ));
     }
     let last = (n as u64)

@@ -98,6 +98,9 @@ pub struct SampleRow {
     pub temperature_c: Option<f64>,
     /// Air temperature of the chamber the cell sits in, °C; `None` outside a chamber.
     pub ambient_temperature_c: Option<f64>,
+    /// Index of the plan step the sample was taken in (the same on every cycler); `None` for
+    /// samples from daemons that did not send it.
+    pub plan_step: Option<u32>,
 }
 
 /// One event of a test (step change, state change, alarm, info).
@@ -262,6 +265,7 @@ macro_rules! sample_row {
             discharge_energy_wh: $r.$get(10)?,
             temperature_c: $r.$get(11)?,
             ambient_temperature_c: $r.$get(12)?,
+            plan_step: $r.$get::<_, Option<i64>>(13)?.map(u32_from_sql),
         }
     };
 }

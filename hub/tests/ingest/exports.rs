@@ -1228,3 +1228,86 @@ on_both_backends!(
     a_per_cycle_table_is_written_beside_every_bdf_export_with_the_documented_columns,
     the_battery_archive_cycle_file_carries_efficiency_from_the_daemons_cycle_rows,
 );
+
+#[tokio::test]
+async fn samples_that_name_their_plan_step_keep_it_and_take_their_step_type_from_it_without_events()
+{
+    const T: &str = "0190a0c0-0000-7000-8000-0000000000f2";
+    const OLD: &str = "0190a0c0-0000-7000-8000-0000000000f3";
+    let yaml = r#"
+protocol: Discharge and hold
+version: 1
+params: {capacity: 1 Ah}
+safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
+steps: ["Discharge at 1 A until 3.2 V", "Hold at 3.0 V until 100 mA"]
+"#;
+    let plan = cyclerd_protocols::Plan::from_yaml(yaml, "hold.yaml").unwrap();
+    let Some(Body::TestRegistered(mut test)) = registered(1, T).body else {
+        unreachable!("registered builds a TestRegistered")
+    };
+    test.plan_json = plan.to_json();
+    // The hold, caught while the voltage still falls and the current decays, would be a
+    // PROFILE by its samples; no step event names it, only the samples' plan_step.
+    let n = 20;
+    let mut b = batch(T, 0, n, false);
+    let mut discharged = 0.0;
+    for i in 0..n {
+        let (v, a) = if i < 10 {
+            (3.5 - 0.03 * i as f64, -1.0)
+        } else {
+            (3.2 - 0.02 * (i - 10) as f64, -1.0 + 0.09 * (i - 10) as f64)
+        };
+        discharged += -a / 3600.0;
+        b.voltage_v[i] = v;
+        b.current_a[i] = a;
+        b.step[i] = if i < 10 { 1 } else { 2 };
+        b.charge_capacity_ah[i] = 0.0;
+        b.charge_energy_wh[i] = 0.0;
+        b.discharge_capacity_ah[i] = discharged;
+        b.discharge_energy_wh[i] = discharged * 3.2;
+    }
+    b.plan_step = (0..n).map(|i| u32::from(i >= 10)).collect();
+    let Some(Body::TestRegistered(old_test)) = registered(3, OLD).body else {
+        unreachable!("registered builds a TestRegistered")
+    };
+    let mut up_hub = Hub::start(Backend::Sqlite).await;
+    let (mut up, _) = up_hub.upload("daemon-a", 1).await;
+    up.send_entries([
+        entry(1, Body::TestRegistered(test)),
+        entry(2, Body::Samples(b)),
+        entry(3, Body::TestRegistered(old_test)),
+        entry(4, Body::Samples(batch(OLD, 0, 3, false))),
+    ])
+    .await;
+    up.until_ack(4).await;
+
+    let stored: Vec<Option<u32>> = up_hub
+        .store
+        .samples(T)
+        .unwrap()
+        .iter()
+        .map(|s| s.plan_step)
+        .collect();
+    assert_eq!(stored[..10], [Some(0); 10]);
+    assert_eq!(stored[10..], [Some(1); 10]);
+    let old = up_hub.store.samples(OLD).unwrap();
+    assert!(
+        old.iter().all(|s| s.plan_step.is_none()),
+        "a batch without the column stores no plan step: {old:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let exported = export::export_files(
+        &up_hub.store,
+        T,
+        Format::BdfCsv,
+        &dir.path().join("hold.csv"),
+        None,
+    )
+    .unwrap();
+    let table = BdfTable::from_csv(&exported.files[0]);
+    let types = &table.texts["Step Type"];
+    assert!(types[..10].iter().all(|t| t == "CC_DCH"), "{types:?}");
+    assert!(types[10..].iter().all(|t| t == "CV_DCH"), "{types:?}");
+    up_hub.shutdown().await;
+}

@@ -15,7 +15,7 @@
 
 use std::fmt::Write as _;
 
-use super::{CompileError, Target};
+use super::{CompileError, StepMap, Target};
 use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep, Safety};
 
 /// The schedule version written in `[Version Section]` (the oldest MITS Pro 7 layout seen in
@@ -131,18 +131,28 @@ fn plan_error(message: impl Into<String>) -> CompileError {
 }
 
 /// Compiles `plan` to an Arbin schedule.
+#[cfg(test)]
 pub fn compile(plan: &Plan) -> Result<String, CompileError> {
+    compile_mapped(plan).map(|(text, _)| text)
+}
+
+/// Compiles `plan` to an Arbin schedule, with the map from its step numbers
+/// (`[Schedule_StepN]` is step N + 1, as Arbin counts them in its data) to plan steps.
+pub fn compile_mapped(plan: &Plan) -> Result<(String, StepMap), CompileError> {
     plan.validate().map_err(|e| plan_error(e.to_string()))?;
     let last = plan.steps.len().saturating_sub(1);
     let mut steps = Vec::new();
+    let mut step_map = StepMap::default();
     // Per open loop: (plan index of LoopStart, its counter).
     let mut open: Vec<(usize, u32)> = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {
         if let Some(s) = compile_step(plan, i, last, step, &mut open)? {
             steps.push(s);
+            let action = matches!(step, PlanStep::Action(_));
+            step_map.plan_steps.push(action.then_some(i));
         }
     }
-    render(plan, &steps)
+    Ok((render(plan, &steps)?, step_map))
 }
 
 #[allow(unreachable_patterns)] // the IR grows: new step kinds must land in the error arm

@@ -11,7 +11,7 @@
 //! `Loop N` when the loop counts cycles; `End` is `End`.
 
 use super::native::{decimal, step_name, voltage_step_charges};
-use super::{CompileError, Target};
+use super::{CompileError, StepMap, Target};
 use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep};
 use crate::xml::Element;
 
@@ -92,8 +92,8 @@ pub(crate) fn duration(seconds: f64) -> String {
     format!("{:02}:{:02}:{sec}", h as u64, m as u64)
 }
 
-/// Compiles `plan` to a Maccor procedure.
-pub fn compile(plan: &Plan) -> Result<String, CompileError> {
+/// Compiles `plan` to a Maccor procedure, with the map from its step numbers to plan steps.
+pub fn compile(plan: &Plan) -> Result<(String, StepMap), CompileError> {
     let err = |i: usize, message: String| {
         let (step, description) = step_name(plan, i);
         CompileError {
@@ -162,6 +162,14 @@ pub fn compile(plan: &Plan) -> Result<String, CompileError> {
         ));
     }
     let end_number = number.last().copied().unwrap_or(1);
+    let mut step_map = StepMap {
+        plan_steps: vec![None; total],
+    };
+    for (i, step) in plan.steps.iter().enumerate() {
+        if matches!(step, PlanStep::Action(_)) {
+            step_map.plan_steps[number[i] - 1] = Some(i);
+        }
+    }
 
     // Pass 2: the steps.
     let mut steps = Element::new("ProcSteps");
@@ -225,10 +233,11 @@ pub fn compile(plan: &Plan) -> Result<String, CompileError> {
         .child(version)
         .child(Element::new("FileFormatVersion").child(Element::text("BTVersion", BT_VERSION)))
         .child(Element::new("ProcDesc").child(Element::text("desc", plan.name.as_str())));
-    Ok(Element::new(ROOT)
+    let text = Element::new(ROOT)
         .child(header)
         .child(steps)
-        .to_document(&[PROLOG]))
+        .to_document(&[PROLOG]);
+    Ok((text, step_map))
 }
 
 /// A `TestStep` with no setpoint (Do, Loop, AdvCycle, End), laid out as Maccor writes them.
@@ -447,6 +456,6 @@ mod tests {
   </ProcSteps>
 </MaccorTestProcedure>
 "#;
-        assert_eq!(super::compile(&plan).expect("compiles"), golden);
+        assert_eq!(super::compile(&plan).expect("compiles").0, golden);
     }
 }

@@ -14,7 +14,7 @@
 //! `CndN` in `Limit/Other`, in order, with its jump.
 
 use super::native::{inside_loop, step_name, voltage_step_charges};
-use super::{CompileError, Target};
+use super::{CompileError, StepMap, Target};
 use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep};
 use crate::xml::Element;
 
@@ -94,8 +94,8 @@ fn value(name: &str, v: String) -> Element {
     Element::new(name).attr("Value", v)
 }
 
-/// Compiles `plan` to a Neware step file.
-pub fn compile(plan: &Plan) -> Result<String, CompileError> {
+/// Compiles `plan` to a Neware step file, with the map from its `Step_ID`s to plan steps.
+pub fn compile(plan: &Plan) -> Result<(String, StepMap), CompileError> {
     let err = |i: usize, message: String| {
         let (step, description) = step_name(plan, i);
         CompileError {
@@ -144,6 +144,14 @@ pub fn compile(plan: &Plan) -> Result<String, CompileError> {
         ));
     }
 
+    let mut step_map = StepMap {
+        plan_steps: vec![None; next - 1],
+    };
+    for (i, step) in plan.steps.iter().enumerate() {
+        if matches!(step, PlanStep::Action(_)) {
+            step_map.plan_steps[id[i] - 1] = Some(i);
+        }
+    }
     let mut info = Element::new("Step_Info").attr("Num", (next - 1).to_string());
     for (i, step) in plan.steps.iter().enumerate() {
         let element = |code: u32| {
@@ -212,7 +220,7 @@ pub fn compile(plan: &Plan) -> Result<String, CompileError> {
         .child(head)
         .child(whole_prt)
         .child(info);
-    Ok(Element::new(ROOT).child(config).to_document(&[]))
+    Ok((Element::new(ROOT).child(config).to_document(&[]), step_map))
 }
 
 /// `Whole_Prt/Protect/Main`: the plan's voltage window and current limit. Temperature and
@@ -423,6 +431,6 @@ mod tests {
   </config>
 </root>
 "#;
-        assert_eq!(super::compile(&plan).expect("compiles"), golden);
+        assert_eq!(super::compile(&plan).expect("compiles").0, golden);
     }
 }

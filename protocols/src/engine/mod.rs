@@ -17,6 +17,7 @@
 //! This module keeps the engine, its checkpointable state and the public API.
 
 mod cycles;
+mod follow;
 mod limits;
 mod run;
 mod types;
@@ -27,6 +28,7 @@ use crate::error::ProtocolError;
 use crate::plan::{Goto, Plan, PlanStep, Safety};
 use cycles::{CycleMap, CycleOwner};
 
+pub use follow::{CycleFollower, Placed, StepFollower};
 pub use types::{Command, Measurement, Outcome, Phase, Status, StepSummary, Update};
 
 /// One open loop: which loop and which pass of it is running.

@@ -4,6 +4,7 @@
 
 use super::{
     AMBIENT_MAX_AGE_S, CyclerRunner, PAGE_RECORDS, PAGES_PER_POLL, START_GRACE_POLLS, state_name,
+    step_text,
 };
 use crate::channel::Ending;
 use crate::channel::journal::Sample;
@@ -263,23 +264,18 @@ impl<C: Cycler> CyclerRunner<C> {
                     ),
                 );
             }
+            // The cycler's step number becomes the plan step; the step count and the cycle
+            // are the plan's (the cycler's own counters differ per target).
             let run = self.slots[k].run.as_mut().expect("checked above");
-            let first = run.state.last.is_none();
-            if !first && (r.step != run.state.step || r.cycle != run.state.cycle) {
-                let step_changed = r.step != run.state.step;
-                run.state.step = r.step;
-                run.state.cycle = r.cycle;
+            let placed = run.state.steps.place(&run.plan, r.step, r.cycle);
+            run.state.step = placed.step_count;
+            run.state.cycle = placed.cycle;
+            if placed.changed {
+                let message = step_text(&run.plan, placed.plan_step);
                 self.send_batch(k);
-                if step_changed {
-                    let message = format!("cycler step {} (cycle {})", r.step, r.cycle);
-                    self.event(k, r.test_time_s, "step", message);
-                }
+                self.event(k, r.test_time_s, "step", message);
             }
             let run = self.slots[k].run.as_mut().expect("checked above");
-            if first {
-                run.state.step = r.step;
-                run.state.cycle = r.cycle;
-            }
             run.state.integrate(r);
             run.state.next_index = r.index + 1;
             run.state.seen_active = true;
@@ -290,8 +286,9 @@ impl<C: Cycler> CyclerRunner<C> {
                 unix_time_s: start_unix_s + r.test_time_s,
                 voltage_v: r.voltage_v,
                 current_a: r.current_a,
-                cycle: r.cycle,
-                step: r.step,
+                cycle: placed.cycle,
+                step: placed.step_count,
+                plan_step: u32::try_from(placed.plan_step).unwrap_or(u32::MAX),
                 charge_ah: s.charge_ah,
                 discharge_ah: s.discharge_ah,
                 charge_wh: s.charge_wh,
@@ -308,6 +305,11 @@ impl<C: Cycler> CyclerRunner<C> {
         let slot = &self.slots[k];
         if let (Some(run), Some(r)) = (&slot.run, records.last()) {
             let (samples, s) = (run.journal.samples(), &run.state);
+            let description = s
+                .steps
+                .last()
+                .map(|p| step_text(&run.plan, p.plan_step))
+                .unwrap_or_default();
             slot.live.send_modify(|snap| {
                 snap.voltage_v = r.voltage_v;
                 snap.current_a = r.current_a;
@@ -317,11 +319,11 @@ impl<C: Cycler> CyclerRunner<C> {
                     .and_then(|c| c.state().temperature_c)
                     .unwrap_or(f64::NAN);
                 snap.test_time_s = r.test_time_s;
-                snap.step = r.step;
-                snap.cycle = r.cycle;
-                snap.step_description = format!("cycler step {}", r.step);
+                snap.step = s.step;
+                snap.cycle = s.cycle;
+                snap.step_description = description;
                 let total = (s.charge_ah, s.discharge_ah);
-                run.journal.show_throughput(snap, (r.step, r.cycle), total);
+                run.journal.show_throughput(snap, (s.step, s.cycle), total);
                 snap.samples = samples;
             });
         }

@@ -23,8 +23,8 @@ use super::{
 };
 use crate::outbox::Checkpoint;
 use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, Cycler, Record, Schedule};
-use cyclerd_protocols::compile::{self, Target};
-use cyclerd_protocols::{Engine, Plan};
+use cyclerd_protocols::compile::{self, StepMap, Target};
+use cyclerd_protocols::{Engine, Plan, PlanStep, StepFollower};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -60,9 +60,15 @@ struct FollowState {
     cycler_test: String,
     /// The cycler's index of the next record to download (records count from 1).
     next_index: u64,
-    /// Step and cycle of the last stored record, to record step changes as events.
+    /// Step count and cycle of the last stored record (by the plan, not the cycler's own
+    /// counters), for events and the live view.
     step: u32,
     cycle: u32,
+    /// Places the cycler's records in the plan: the compiler's map from the schedule's step
+    /// numbers to plan steps, the step count and the cycle by the engine's rule. Kept here so
+    /// a re-attached test goes on counting where it left off.
+    #[serde(default)]
+    steps: StepFollower,
     /// Test time, voltage and current of the last stored record, for the integrals.
     last: Option<(f64, f64, f64)>,
     /// Charge and energy into and out of the cell since the test started, integrated from the
@@ -102,6 +108,8 @@ impl FollowState {
 struct Follow {
     /// The test's record; records' test time counts from its start.
     journal: TestJournal,
+    /// The test's plan: the step texts and the loops the records are placed in.
+    plan: Plan,
     state: FollowState,
     /// The cycler's state at the last poll, to record changes once.
     last_state: ChannelState,
@@ -156,13 +164,27 @@ pub struct CyclerRunner<C> {
     deferred: bool,
 }
 
-/// The schedule format a cycler family takes.
-pub fn schedule_file(plan: &Plan, target: Target, test_name: &str) -> Result<Schedule, String> {
-    let text = compile::compile(plan, target).map_err(|e| e.to_string())?;
-    Ok(Schedule {
+/// The schedule format a cycler family takes, with the map from its step numbers to plan
+/// steps.
+pub fn schedule_file(
+    plan: &Plan,
+    target: Target,
+    test_name: &str,
+) -> Result<(Schedule, StepMap), String> {
+    let compiled = compile::compile_mapped(plan, target).map_err(|e| e.to_string())?;
+    let schedule = Schedule {
         file_name: format!("{test_name}.{}", target.extension()),
-        text,
-    })
+        text: compiled.text,
+    };
+    Ok((schedule, compiled.step_map))
+}
+
+/// The text of plan step `i` as the protocol wrote it (the live view and step events show it).
+fn step_text(plan: &Plan, i: usize) -> String {
+    match plan.steps.get(i) {
+        Some(PlanStep::Action(a)) => a.description.clone(),
+        _ => String::new(),
+    }
 }
 
 /// The name a test runs under on the cycler: short and plain enough for every vendor's field
@@ -281,7 +303,8 @@ impl<C: Cycler> CyclerRunner<C> {
             .map_err(|e| StartError::Protocol(e.to_string()))?;
         let test_id = uuid::Uuid::now_v7().to_string();
         let name = cycler_test_name(&test_id);
-        let schedule = schedule_file(&plan, self.target, &name).map_err(StartError::Protocol)?;
+        let (schedule, step_map) =
+            schedule_file(&plan, self.target, &name).map_err(StartError::Protocol)?;
         // Claimed only for a test that compiled, and given back if the cycler refuses it.
         claim_chamber(&slot.spec, &plan, &test_id).await?;
         let addr = slot.addr;
@@ -299,8 +322,15 @@ impl<C: Cycler> CyclerRunner<C> {
             cycler_test: name.clone(),
             next_index: 1,
             cycle: 1,
+            steps: StepFollower::new(step_map),
             ..FollowState::default()
         };
+        let first_step = plan
+            .steps
+            .iter()
+            .position(|s| matches!(s, PlanStep::Action(_)))
+            .map(|i| step_text(&plan, i))
+            .unwrap_or_default();
         let slot = &self.slots[k];
         let journal = TestJournal::register(
             &self.shared,
@@ -309,11 +339,12 @@ impl<C: Cycler> CyclerRunner<C> {
             (test_id.clone(), start_unix_s),
             test,
             state.runner_state(),
-            ((0, 1), String::new()),
+            ((0, 1), first_step),
         );
         tracing::info!(channel = %slot.spec.id, %test_id, "started {} on {} as {name}", schedule.file_name, self.device);
         self.slots[k].run = Some(Follow {
             journal,
+            plan,
             state,
             last_state: ChannelState::Idle,
             stop_reason: None,
@@ -353,7 +384,7 @@ impl<C: Cycler> CyclerRunner<C> {
     /// Follows a test that was running when the daemon stopped.
     fn reattach(&mut self, k: usize, cp: Checkpoint) {
         let slot = &self.slots[k];
-        let state: FollowState = match serde_json::from_str(&cp.progress.engine_json) {
+        let mut state: FollowState = match serde_json::from_str(&cp.progress.engine_json) {
             Ok(s) => s,
             Err(e) => {
                 let reason = format!(
@@ -366,25 +397,45 @@ impl<C: Cycler> CyclerRunner<C> {
                 return;
             }
         };
+        // The test's plan, as stored with it; a test whose plan cannot be read any more is
+        // followed with an empty one (its records keep the cycler's place, no step texts).
+        let plan = crate::params::plan_of(&cp).unwrap_or_else(|_| Plan {
+            name: String::new(),
+            source_sha256: String::new(),
+            capacity_ah: None,
+            params: Default::default(),
+            safety: Default::default(),
+            steps: vec![PlanStep::End],
+        });
+        // A checkpoint from before step maps were kept: the map of the schedule the plan
+        // compiles to (the numbering does not depend on the limits merged into it).
+        if state.steps.map().plan_steps.is_empty()
+            && let Ok((_, map)) = schedule_file(&plan, self.target, &state.cycler_test)
+        {
+            state.steps = StepFollower::new(map);
+        }
         let message = format!(
             "daemon restarted: re-attached to {} on {}, downloading from record {}",
             state.cycler_test, self.device, state.next_index
         );
         tracing::info!(channel = %slot.spec.id, test_id = %cp.test_id, "{message}");
+        let description = state
+            .steps
+            .last()
+            .map(|p| step_text(&plan, p.plan_step))
+            .unwrap_or_default();
         let run = Follow {
             journal: TestJournal::reopen(&self.shared, &cp),
+            plan,
             last_state: ChannelState::Running,
             stop_reason: None,
             idle_polls: 0,
             fault: None,
             state,
         };
-        let plan_name = crate::params::plan_of(&cp)
-            .map(|p| p.name)
-            .unwrap_or_default();
         let place = (run.state.step, run.state.cycle);
         run.journal
-            .show_running(&slot.live, plan_name, (place, String::new()));
+            .show_running(&slot.live, run.plan.name.clone(), (place, description));
         let t = run.state.last.map_or(0.0, |(t, _, _)| t);
         self.slots[k].run = Some(run);
         self.event(k, t, "interruption", message);

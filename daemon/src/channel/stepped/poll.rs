@@ -130,13 +130,13 @@ impl<D: PowerStage> ChannelRunner<D> {
     /// One poll's worth of work after a good reading; `Ok(Some)` when the test ends.
     async fn step(&mut self, run: &mut Run, reading: &Reading) -> Result<Option<Ending>, String> {
         let test_time_s = run.now(&self.shared.clock);
-        let (step_before, cycle_before, rule) = {
+        let (step_before, cycle_before, plan_step_before, rule) = {
             let s = run.engine.status();
             let rule = match run.engine.plan().steps.get(s.plan_index) {
                 Some(PlanStep::Action(a)) => a.record,
                 _ => Record::default(),
             };
-            (s.step_count, s.cycle, rule)
+            (s.step_count, s.cycle, s.plan_index, rule)
         };
         let (chamber_c, chamber_fault) = match &self.spec.chamber {
             Some(link) => {
@@ -179,6 +179,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                 current_a: reading.current_a,
                 cycle: cycle_before,
                 step: step_before,
+                plan_step: u32::try_from(plan_step_before).unwrap_or(u32::MAX),
                 charge_ah: status.charge_capacity_ah,
                 discharge_ah: status.discharge_capacity_ah,
                 charge_wh: status.charge_energy_wh,

@@ -125,7 +125,7 @@ impl Channel {
                     let s = engine.status();
                     (
                         s.cycle.saturating_sub(1),
-                        (s.plan_index + 1) as u16,
+                        procedure_step(engine, s.plan_index),
                         t.test_time_s,
                         t.test_time_s - s.step_start_s,
                         s.step_charge_ah + s.step_discharge_ah,
@@ -242,7 +242,7 @@ impl Channel {
                     });
                     *command = update.command;
                     let ended = update.ended_step.map(|s| StepEnd {
-                        step: (s.plan_index + 1) as u16,
+                        step: procedure_step(engine, s.plan_index),
                         duration_s: s.duration_s,
                         capacity_ah: s.charge_ah + s.discharge_ah,
                         energy_wh: s.energy_wh,
@@ -351,5 +351,19 @@ pub(super) fn direct_current(cell: &Cell, out: &Output, config: &SimConfig) -> f
             }
             -i.max(0.0)
         }
+    }
+}
+
+/// The procedure's own step number (from 1, counting its `Do`, `Loop` and `AdvCycle` steps, as
+/// a Maccor logs it) of plan step `plan_index` of the imported procedure: its action steps
+/// keep their procedure step as their path (`step 7`); anything else, the plan index + 1.
+fn procedure_step(engine: &Engine, plan_index: usize) -> u16 {
+    match engine.plan().steps.get(plan_index) {
+        Some(cyclerd_protocols::PlanStep::Action(a)) => a
+            .path
+            .strip_prefix("step ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or((plan_index + 1) as u16),
+        _ => (plan_index + 1) as u16,
     }
 }

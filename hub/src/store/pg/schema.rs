@@ -225,6 +225,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (test_key, cycle)
     );
     "#,
+    // 9: the plan step each sample was taken in (its index in the test's plan, the same on
+    // every cycler); NULL for samples from daemons that did not send it.
+    r#"
+    ALTER TABLE samples ADD COLUMN plan_step bigint;  -- u32 on the wire
+    "#,
 ];
 
 /// Advisory lock key ("cyclerhb") held while migrating, so that hubs starting at once on one

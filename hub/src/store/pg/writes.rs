@@ -14,10 +14,10 @@ use super::{
 /// The sample columns, in the order of [`SAMPLE_TYPES`] and of the COPY rows.
 const SAMPLE_COLUMNS: &str = "test_key, seq, test_time_s, unix_time_s, voltage_v, current_a, \
     cycle, step, charge_capacity_ah, discharge_capacity_ah, charge_energy_wh, \
-    discharge_energy_wh, temperature_c, ambient_temperature_c";
+    discharge_energy_wh, temperature_c, ambient_temperature_c, plan_step";
 
 /// Types of [`SAMPLE_COLUMNS`], for the binary COPY.
-const SAMPLE_TYPES: [Type; 14] = [
+const SAMPLE_TYPES: [Type; 15] = [
     Type::INT8,
     Type::INT8,
     Type::FLOAT8,
@@ -32,6 +32,7 @@ const SAMPLE_TYPES: [Type; 14] = [
     Type::FLOAT8,
     Type::FLOAT8,
     Type::FLOAT8,
+    Type::INT8,
 ];
 
 /// The writer's prepared statements.
@@ -191,6 +192,8 @@ fn copy_samples(
             .copied()
             .filter(|t| t.is_finite());
         let x = |col: &[f64]| unsigned_zero(col[i]);
+        // No column at all (an older daemon): NULL.
+        let plan_step = b.plan_step.get(i).map(|&p| i64::from(p));
         writer.write(&[
             &key,
             &seq,
@@ -206,6 +209,7 @@ fn copy_samples(
             &x(&b.discharge_energy_wh),
             &temp.map(unsigned_zero),
             &ambient.map(unsigned_zero),
+            &plan_step,
         ])?;
     }
     writer.finish()?;

@@ -247,7 +247,7 @@ impl Backend for SqliteStore {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, test_time_s, unix_time_s, voltage_v, current_a, cycle, step,
                     charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
-                    discharge_energy_wh, temperature_c, ambient_temperature_c
+                    discharge_energy_wh, temperature_c, ambient_temperature_c, plan_step
              FROM samples WHERE test_key = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![key, from_seq, limit], sample_row)?;

@@ -228,6 +228,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (test_key, cycle)
     ) WITHOUT ROWID;
     "#,
+    // 10: the plan step each sample was taken in (its index in the test's plan, the same on
+    // every cycler); NULL for samples from daemons that did not send it.
+    r#"
+    ALTER TABLE samples ADD COLUMN plan_step INTEGER;
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per migration.

@@ -12,10 +12,10 @@ use super::{
 };
 
 /// Samples inserted per multi-row `INSERT`: one statement step per 32 rows instead of per row
-/// roughly halves the per-sample cost; 32 x 14 parameters stays far below SQLite's limit.
+/// roughly halves the per-sample cost; 32 x 15 parameters stays far below SQLite's limit.
 const ROWS_PER_INSERT: usize = 32;
 /// Columns of one sample row, in the order [`bind_sample`] binds them.
-const SAMPLE_COLUMNS: usize = 14;
+const SAMPLE_COLUMNS: usize = 15;
 
 /// The statements' text, built once (it is also the prepared-statement cache key).
 static INSERT_SAMPLES_MULTI: LazyLock<String> =
@@ -27,13 +27,13 @@ fn insert_samples_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT OR IGNORE INTO samples (test_key, seq, test_time_s, unix_time_s, voltage_v, \
          current_a, cycle, step, charge_capacity_ah, discharge_capacity_ah, charge_energy_wh, \
-         discharge_energy_wh, temperature_c, ambient_temperature_c) VALUES ",
+         discharge_energy_wh, temperature_c, ambient_temperature_c, plan_step) VALUES ",
     );
     for r in 0..rows {
         if r > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
     }
     sql
 }
@@ -269,7 +269,7 @@ impl BatchWrites for Transaction<'_> {
     }
 }
 
-/// Binds sample `i` of `b` to the 14 parameters after `offset`. `i` must be in range
+/// Binds sample `i` of `b` to the 15 parameters after `offset`. `i` must be in range
 /// ([`validate_samples`] checked every column's length and the seq range).
 fn bind_sample(
     stmt: &mut rusqlite::CachedStatement<'_>,
@@ -300,5 +300,7 @@ fn bind_sample(
     stmt.raw_bind_parameter(offset + 12, b.discharge_energy_wh[i])?;
     stmt.raw_bind_parameter(offset + 13, temp)?;
     stmt.raw_bind_parameter(offset + 14, ambient)?;
+    // No column at all (an older daemon): NULL.
+    stmt.raw_bind_parameter(offset + 15, b.plan_step.get(i).copied())?;
     Ok(())
 }

@@ -8,6 +8,22 @@ use super::*;
 /// Charge and discharge steps entered per cycle.
 type PerCycle = BTreeMap<u32, (u32, u32)>;
 
+/// The engine's cycle of the step just entered, checked against what a native runner derives
+/// from the plan steps alone ([`CycleFollower`]).
+fn follow(e: &Engine, f: &mut CycleFollower, previous: &mut Option<usize>) {
+    let i = e.status().plan_index;
+    if !matches!(e.plan().steps.get(i), Some(PlanStep::Action(_))) {
+        return;
+    }
+    let derived = f.enter(e.plan(), i, *previous, *previous == Some(i));
+    assert_eq!(
+        derived,
+        e.status().cycle,
+        "the cycle derived from plan step {i} (after {previous:?}) is the engine's"
+    );
+    *previous = Some(i);
+}
+
 fn note(e: &Engine, out: &mut PerCycle) {
     let PlanStep::Action(a) = &e.plan().steps[e.status().plan_index] else {
         return;
@@ -30,8 +46,10 @@ fn per_cycle(steps: &str) -> PerCycle {
         r: 0.05,
     };
     let mut out = PerCycle::new();
+    let (mut follower, mut previous) = (CycleFollower::default(), None);
     let mut cmd = e.start(0.0);
     note(&e, &mut out);
+    follow(&e, &mut follower, &mut previous);
     let mut air = 25.0;
     for n in 1..2_000_000 {
         if let Command::Chamber { temperature_c } = cmd {
@@ -48,6 +66,7 @@ fn per_cycle(steps: &str) -> PerCycle {
         }
         if u.step_changed {
             note(&e, &mut out);
+            follow(&e, &mut follower, &mut previous);
         }
         cmd = u.command;
     }
@@ -165,4 +184,28 @@ fn loop_exit_on_a_fraction_of_the_first_compares_with_the_first_pass_of_that_loo
     // Passes at 0.5, 0.45, 0.405 (81 %), 0.3645 (72.9 %): the fourth is below 80 % of the first.
     assert_eq!(second_loop_passes, 4);
     assert_eq!(e.status().cycle, 1 + 2 + 4);
+}
+
+#[test]
+fn the_cycle_a_native_runner_derives_from_plan_steps_is_the_engines_even_for_one_step_loops() {
+    // `per_cycle` checks every step entered against `CycleFollower`; a loop of one step enters
+    // the same plan step on every pass, after a charging preamble and before a closing step.
+    let steps = "  - \"Charge at 1 A for 60 s\"
+  - repeat: 3
+    cycle: true
+    steps:
+      - \"Discharge at 1 A for 20 s\"
+  - \"Rest for 10 s\"
+  - \"Charge at 1 A for 30 s\"
+";
+    assert_eq!(
+        per_cycle(steps),
+        BTreeMap::from([
+            (1, (1, 0)),
+            (2, (0, 1)),
+            (3, (0, 1)),
+            (4, (0, 1)),
+            (5, (1, 0))
+        ])
+    );
 }
