@@ -5,7 +5,7 @@
 //! {
 //!   "test_id": "0190a0c0-0000-7000-8000-000000000001",
 //!   "channel_id": "psb1/1",
-//!   "protocol": { "name": "C/3 capacity check" },
+//!   "protocol": { "name": "C/3 capacity check", "source": "...", "parameters": { "capacity": "5 Ah" }, "plan": { "...": "..." } },
 //!   "start": { "unix_s": 1700000000.0, "utc": "2023-11-14T22:13:20.000Z" },
 //!   "end": { "unix_s": 1700003600.0, "utc": "2023-11-14T23:13:20.000Z" },
 //!   "outcome": "finished",
@@ -32,7 +32,7 @@
 //!
 //! `end`, `outcome` and `reason` are `null` while the test runs. The tiers are the test's
 //! metadata map split on its `secondary.` and `tertiary.` key prefixes. The protocol carries its
-//! name only: the hub's read API does not return the plan. An anonymised export lists the keys
+//! name, source, the parameters it ran with and its plan. An anonymised export lists the keys
 //! it replaced by pseudonyms in `pseudonymised` (see [`super::anonymise`]).
 
 use std::collections::BTreeMap;
@@ -143,6 +143,9 @@ struct Protocol {
     name: String,
     /// The protocol document as started (YAML).
     source: String,
+    /// The parameter values the test ran with (the protocol's own, with those given at start
+    /// and the cell's nominal capacity over them): what its C-rates and thresholds meant.
+    parameters: serde_json::Value,
     /// The plan the daemon compiled from it and ran, step by step.
     plan: serde_json::Value,
 }
@@ -242,11 +245,19 @@ pub fn metadata_json(
     let metadata = Metadata {
         test_id,
         channel_id: scrub(&test.channel_id),
-        protocol: Protocol {
-            name: scrub(&test.protocol_name),
-            source: scrub(&protocol.0),
+        protocol: {
             // Scrubbed as text: pseudonyms are plain words, so the JSON stays valid.
-            plan: serde_json::from_str(&scrub(&protocol.1)).unwrap_or(serde_json::Value::Null),
+            let plan: serde_json::Value =
+                serde_json::from_str(&scrub(&protocol.1)).unwrap_or(serde_json::Value::Null);
+            Protocol {
+                name: scrub(&test.protocol_name),
+                source: scrub(&protocol.0),
+                parameters: plan
+                    .get("params")
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({})),
+                plan,
+            }
         },
         start: Instant::new(test.start_unix_s),
         end: test.end_unix_s.map(Instant::new),

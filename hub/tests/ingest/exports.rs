@@ -904,6 +904,38 @@ async fn every_bdf_export_format_passes_the_bdf_validator_identities() {
     hub.shutdown().await;
 }
 
+#[test]
+fn the_metadata_json_says_which_parameters_the_test_ran_with() {
+    const T: &str = "0190a0c0-0000-7000-8000-0000000000f2";
+    let yaml = "protocol: p\nversion: 1\nparams: {capacity: 2.5 Ah, v_max: 4.2 V}\n\
+                safety: {voltage: [2.5 V, 4.25 V], current: 5 A}\n\
+                steps: [\"Charge at C/2 until {v_max}\"]\n";
+    let given = [("capacity".to_string(), "5 Ah".to_string())].into();
+    let none = |_: &str| Err("no files".to_string());
+    let plan =
+        cyclerd_protocols::Plan::from_yaml_with_params(yaml, "p.yaml", &none, &given).unwrap();
+    let Some(Body::TestRegistered(mut test)) = registered(1, T).body else {
+        unreachable!("registered builds a TestRegistered")
+    };
+    test.plan_json = plan.to_json();
+    let db = Database::new(Backend::Sqlite);
+    let store = db.connect();
+    store
+        .apply_batch(
+            "daemon-a",
+            1,
+            &[entry(1, Body::TestRegistered(test)), samples(2, T, 0, 10)],
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let exported =
+        export::export_files(&store, T, Format::BdfCsv, &dir.path().join("p.csv"), None).unwrap();
+    let json = read_json(exported.files.last().unwrap());
+    let parameters = &json["protocol"]["parameters"];
+    assert_eq!(parameters["capacity"], "5 Ah", "{json:#}");
+    assert_eq!(parameters["v_max"], "4.2 V", "{json:#}");
+}
+
 #[tokio::test]
 async fn a_step_named_in_the_test_plan_takes_its_step_type_from_the_plan_step_not_the_current() {
     const T: &str = "0190a0c0-0000-7000-8000-0000000000f1";
