@@ -403,3 +403,41 @@ pub async fn assert_alarm(control: &mut ControlClient<tonic::transport::Channel>
         status.alarms
     );
 }
+
+/// A Maccor tester simulator with two channels on `clock` (its direct-mode watchdog set to
+/// `watchdog_s`, if any) and a daemon stepping its channel 2 (`mdirect/2`, the tester's
+/// channel 1) in MacNet direct mode, polled every second, uploading to `hub`; its outbox in
+/// `dir`.
+pub async fn maccor_direct(
+    dir: &Path,
+    hub: SocketAddr,
+    clock: &cyclerd_drivers::Clock,
+    watchdog_s: Option<f64>,
+) -> (cyclerd_drivers::maccor::SimHandle, cyclerd::Daemon) {
+    use cyclerd_drivers::cell::{CellParams, Chemistry};
+    use cyclerd_drivers::maccor;
+    let cell = CellParams {
+        initial_soc: 0.5,
+        ..CellParams::new(Chemistry::Nmc, 2.5)
+    };
+    let mut config = maccor::SimConfig::new(2, cell);
+    config.direct_watchdog_s = watchdog_s;
+    let json = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let binary = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = maccor::MaccorSim::spawn(json, binary, config, clock.clone()).unwrap();
+    let text = format!(
+        "[store]\npath = {store:?}\ncommit_interval_ms = 50\n[hub]\naddress = \"http://{hub}\"\n\
+         [limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\n\
+         [[device]]\nname = \"mdirect\"\nfamily = \"maccor-direct\"\naddress = \"{json}\"\n\
+         binary_port = {binary}\nnominal_current = 10.0\nnominal_voltage = 5.0\n\
+         [[channel]]\nid = \"mdirect/2\"\npoll_interval_ms = 1000\n",
+        store = dir.join("outbox.sqlite").display().to_string(),
+        json = sim.json_addr(),
+        binary = sim.binary_addr().port(),
+    );
+    let config = cyclerd::config::Config::from_toml(&text, "direct.toml").unwrap();
+    let daemon = cyclerd::Daemon::start(config, "direct.toml", clock.clone())
+        .await
+        .unwrap();
+    (sim, daemon)
+}

@@ -557,32 +557,9 @@ async fn a_maccor_channel_in_direct_mode_is_stepped_with_outputs_100_ms_apart_an
     let mut hub = Hub::start(&dir.path().join("hub.sqlite")).await;
     // 50x: the watchdog's 60 s are 1.2 s of wall time, which a loaded machine does not miss.
     let clock = Clock::scaled(50.0);
-    let cell = CellParams {
-        initial_soc: 0.5,
-        ..CellParams::new(Chemistry::Nmc, 2.5)
-    };
-    let mut config = maccor::SimConfig::new(2, cell);
     // The tester suspends a direct-mode channel not updated for 60 s; the 3-minute steps set
     // one output each, so the test only finishes if the daemon keeps the watchdog fed.
-    config.direct_watchdog_s = Some(60.0);
-    let json = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let binary = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = maccor::MaccorSim::spawn(json, binary, config, clock.clone()).unwrap();
-    let text = format!(
-        "[store]\npath = {store:?}\ncommit_interval_ms = 50\n[hub]\naddress = \"http://{hub}\"\n\
-         [limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\n\
-         [[device]]\nname = \"mdirect\"\nfamily = \"maccor-direct\"\naddress = \"{json}\"\n\
-         binary_port = {binary}\nnominal_current = 10.0\nnominal_voltage = 5.0\n\
-         [[channel]]\nid = \"mdirect/2\"\npoll_interval_ms = 1000\n",
-        store = dir.path().join("outbox.sqlite").display().to_string(),
-        hub = hub.addr,
-        json = sim.json_addr(),
-        binary = sim.binary_addr().port(),
-    );
-    let config = cyclerd::config::Config::from_toml(&text, "direct.toml").unwrap();
-    let daemon = cyclerd::Daemon::start(config, "direct.toml", clock.clone())
-        .await
-        .unwrap();
+    let (sim, daemon) = harness::maccor_direct(dir.path(), hub.addr, &clock, Some(60.0)).await;
     let test = daemon
         .start_test(
             "mdirect/2",

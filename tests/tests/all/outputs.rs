@@ -208,37 +208,13 @@ async fn faulted_keeping(lab: &SimLab, test: &str) -> Faulted {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_maccor_direct_output_set_to_charge_by_another_client_during_rest_faults_the_test() {
     use cyclerd_drivers::Clock;
-    use cyclerd_drivers::cell::{CellParams, Chemistry};
-    use cyclerd_drivers::maccor::{self, wire};
+    use cyclerd_drivers::maccor::wire;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     let dir = tempfile::tempdir().unwrap();
     let mut hub = super::harness::Hub::start(&dir.path().join("hub.sqlite")).await;
     let clock = Clock::scaled(20.0);
-    let cell = CellParams {
-        initial_soc: 0.5,
-        ..CellParams::new(Chemistry::Nmc, 2.5)
-    };
-    let json = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let binary = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim =
-        maccor::MaccorSim::spawn(json, binary, maccor::SimConfig::new(2, cell), clock.clone())
-            .unwrap();
-    let text = format!(
-        "[store]\npath = {store:?}\ncommit_interval_ms = 50\n[hub]\naddress = \"http://{hub}\"\n\
-         [limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\n\
-         [[device]]\nname = \"mdirect\"\nfamily = \"maccor-direct\"\naddress = \"{json}\"\n\
-         binary_port = {binary}\nnominal_current = 10.0\nnominal_voltage = 5.0\n\
-         [[channel]]\nid = \"mdirect/2\"\npoll_interval_ms = 1000\n",
-        store = dir.path().join("outbox.sqlite").display().to_string(),
-        hub = hub.addr,
-        json = sim.json_addr(),
-        binary = sim.binary_addr().port(),
-    );
-    let config = cyclerd::config::Config::from_toml(&text, "direct.toml").unwrap();
-    let daemon = cyclerd::Daemon::start(config, "direct.toml", clock.clone())
-        .await
-        .unwrap();
+    let (sim, daemon) = super::harness::maccor_direct(dir.path(), hub.addr, &clock, None).await;
     let test = daemon
         .start_test(
             "mdirect/2",
