@@ -3,7 +3,7 @@
 //! keeps them.
 
 use super::harness::WAIT;
-use cyclerd_cli::lab::{DemoDevice, LabOptions, SimLab};
+use cyclerd_cli::lab::DemoDevice;
 use cyclerhub::HubStore;
 
 const PROTOCOL: &str = r#"
@@ -28,22 +28,7 @@ steps:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cycle_of_a_stepped_or_native_test_reaches_the_hub_as_a_row_that_adds_up() {
     for device in [DemoDevice::EaPsb, DemoDevice::Neware] {
-        let lab = SimLab::start_with(LabOptions {
-            channels: 1,
-            speed: 1000.0,
-            device,
-            ..LabOptions::default()
-        })
-        .await
-        .unwrap();
-        let test = lab
-            .start_everywhere(PROTOCOL, "three.yaml")
-            .await
-            .unwrap()
-            .remove(0);
-        tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
-            .await
-            .expect("the test ends");
+        let (lab, test) = super::harness::ran_to_end(device, PROTOCOL, "three.yaml").await;
         let (summary, dir, _keep) = lab.stop(WAIT).await.unwrap();
         assert_eq!(summary.lost(), 0);
         let hub = HubStore::open(dir.join("hub.sqlite")).unwrap();

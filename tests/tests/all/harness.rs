@@ -441,3 +441,28 @@ pub async fn maccor_direct(
         .unwrap();
     (sim, daemon)
 }
+
+/// A one-channel lab of `device` at 1000x that has run `protocol` to its end, and the test's id.
+pub async fn ran_to_end(
+    device: cyclerd_cli::lab::DemoDevice,
+    protocol: &str,
+    origin: &str,
+) -> (cyclerd_cli::lab::SimLab, String) {
+    let lab = cyclerd_cli::lab::SimLab::start_with(cyclerd_cli::lab::LabOptions {
+        channels: 1,
+        speed: 1000.0,
+        device,
+        ..cyclerd_cli::lab::LabOptions::default()
+    })
+    .await
+    .unwrap();
+    let test = lab
+        .start_everywhere(protocol, origin)
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+        .await
+        .expect("the test ends");
+    (lab, test)
+}

@@ -3,7 +3,7 @@
 //! step) and step counts in the hub, and names each step by the protocol's own text.
 
 use super::harness::WAIT;
-use cyclerd_cli::lab::{DemoDevice, LabOptions, SimLab};
+use cyclerd_cli::lab::DemoDevice;
 use cyclerd_protocols::{Plan, PlanStep};
 use cyclerhub::HubStore;
 
@@ -32,22 +32,7 @@ steps:
 /// deduplicated consecutive (cycle, plan step) pairs, the step counts and the step events'
 /// messages.
 async fn run(device: DemoDevice) -> (Vec<(u32, Option<u32>)>, Vec<u32>, Vec<String>) {
-    let lab = SimLab::start_with(LabOptions {
-        channels: 1,
-        speed: 1000.0,
-        device,
-        ..LabOptions::default()
-    })
-    .await
-    .unwrap();
-    let test = lab
-        .start_everywhere(PROTOCOL, "steps.yaml")
-        .await
-        .unwrap()
-        .remove(0);
-    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
-        .await
-        .expect("the test ends");
+    let (lab, test) = super::harness::ran_to_end(device, PROTOCOL, "steps.yaml").await;
     let snapshot = lab.daemon.snapshots().remove(0);
     assert_eq!(snapshot.state, "finished", "{device:?}: {snapshot:?}");
     assert_eq!(
