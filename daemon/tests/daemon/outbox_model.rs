@@ -354,8 +354,16 @@ async fn acknowledged_entries_are_kept_for_keep_acked_then_deleted_and_the_file_
     );
 }
 
-/// Opens the outbox, streams it to the hub at `addr` until caught up, and stops the uploader.
-async fn upload_all(outbox: &Outbox, addr: std::net::SocketAddr) {
+/// The uploader of `outbox` streaming to the hub at `addr`, reporting to `status`; stops when the
+/// sender is told `true`.
+fn spawn_uploader(
+    outbox: &Outbox,
+    addr: std::net::SocketAddr,
+    status: Arc<UploaderStatus>,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(uploader::run(
         UploaderConfig {
@@ -367,9 +375,15 @@ async fn upload_all(outbox: &Outbox, addr: std::net::SocketAddr) {
             window: 4,
         },
         outbox.clone(),
-        Arc::new(UploaderStatus::default()),
+        status,
         stop_rx,
     ));
+    (stop, task)
+}
+
+/// Opens the outbox, streams it to the hub at `addr` until caught up, and stops the uploader.
+async fn upload_all(outbox: &Outbox, addr: std::net::SocketAddr) {
+    let (stop, task) = spawn_uploader(outbox, addr, Arc::default());
     outbox.flush().await.unwrap();
     assert!(outbox.caught_up(deadline()).await, "the backlog drains");
     let _ = stop.send(true);
@@ -378,21 +392,8 @@ async fn upload_all(outbox: &Outbox, addr: std::net::SocketAddr) {
 
 /// Runs the uploader of `outbox` against the hub at `addr` until its session fails; the error.
 async fn upload_refusal(outbox: &Outbox, addr: std::net::SocketAddr) -> String {
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let status = Arc::new(UploaderStatus::default());
-    let task = tokio::spawn(uploader::run(
-        UploaderConfig {
-            hub_address: format!("http://{addr}"),
-            hub_ca_pem: None,
-            hub_token: None,
-            daemon_name: "lab-pc-1".into(),
-            hub_lab: None,
-            window: 4,
-        },
-        outbox.clone(),
-        Arc::clone(&status),
-        stop_rx,
-    ));
+    let (stop, task) = spawn_uploader(outbox, addr, Arc::clone(&status));
     let error = tokio::time::timeout(WAIT, async {
         let mut ticks = tokio::time::interval(std::time::Duration::from_millis(10));
         loop {

@@ -936,9 +936,8 @@ fn the_metadata_json_says_which_parameters_the_test_ran_with() {
     assert_eq!(parameters["v_max"], "4.2 V", "{json:#}");
 }
 
-#[tokio::test]
-async fn a_step_named_in_the_test_plan_takes_its_step_type_from_the_plan_step_not_the_current() {
-    const T: &str = "0190a0c0-0000-7000-8000-0000000000f1";
+/// A discharge to 3.2 V, then a hold at 3.0 V until 100 mA.
+fn discharge_and_hold_plan() -> cyclerd_protocols::Plan {
     let yaml = r#"
 protocol: Discharge and hold
 version: 1
@@ -946,23 +945,14 @@ params: {capacity: 1 Ah}
 safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
 steps: ["Discharge at 1 A until 3.2 V", "Hold at 3.0 V until 100 mA"]
 "#;
-    let plan = cyclerd_protocols::Plan::from_yaml(yaml, "hold.yaml").unwrap();
-    let descriptions: Vec<String> = plan
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            cyclerd_protocols::PlanStep::Action(a) => Some(a.description.clone()),
-            _ => None,
-        })
-        .collect();
-    let Some(Body::TestRegistered(mut test)) = registered(1, T).body else {
-        unreachable!("registered builds a TestRegistered")
-    };
-    test.plan_json = plan.to_json();
-    // Step 1: 10 s at -1 A, 3.5 V down to 3.2 V. Step 2, the hold at 3.0 V, caught while the
-    // voltage still falls and the current decays: by its samples alone it would be a PROFILE.
-    let n = 20;
-    let mut b = batch(T, 0, n, false);
+    cyclerd_protocols::Plan::from_yaml(yaml, "hold.yaml").unwrap()
+}
+
+/// `n` samples of [`discharge_and_hold_plan`] for `test_id`: ten of step 1, 1 s apart at -1 A
+/// from 3.5 V down to 3.2 V; then step 2, the hold at 3.0 V, caught while the voltage still
+/// falls and the current decays, so that its samples alone would make it a PROFILE.
+fn discharge_and_hold_samples(test_id: &str, n: usize) -> SampleBatch {
+    let mut b = batch(test_id, 0, n, false);
     let mut discharged = 0.0;
     for i in 0..n {
         let (v, a) = if i < 10 {
@@ -979,6 +969,27 @@ steps: ["Discharge at 1 A until 3.2 V", "Hold at 3.0 V until 100 mA"]
         b.discharge_capacity_ah[i] = discharged;
         b.discharge_energy_wh[i] = discharged * 3.2;
     }
+    b
+}
+
+#[tokio::test]
+async fn a_step_named_in_the_test_plan_takes_its_step_type_from_the_plan_step_not_the_current() {
+    const T: &str = "0190a0c0-0000-7000-8000-0000000000f1";
+    let plan = discharge_and_hold_plan();
+    let descriptions: Vec<String> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            cyclerd_protocols::PlanStep::Action(a) => Some(a.description.clone()),
+            _ => None,
+        })
+        .collect();
+    let Some(Body::TestRegistered(mut test)) = registered(1, T).body else {
+        unreachable!("registered builds a TestRegistered")
+    };
+    test.plan_json = plan.to_json();
+    let n = 20;
+    let b = discharge_and_hold_samples(T, n);
     let step_event = |id: u64, step: u32| {
         let mut e = event(id, T, &descriptions[step as usize - 1]);
         if let Some(Body::Event(ev)) = &mut e.body {
@@ -1266,14 +1277,7 @@ async fn samples_that_name_their_plan_step_keep_it_and_take_their_step_type_from
 {
     const T: &str = "0190a0c0-0000-7000-8000-0000000000f2";
     const OLD: &str = "0190a0c0-0000-7000-8000-0000000000f3";
-    let yaml = r#"
-protocol: Discharge and hold
-version: 1
-params: {capacity: 1 Ah}
-safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
-steps: ["Discharge at 1 A until 3.2 V", "Hold at 3.0 V until 100 mA"]
-"#;
-    let plan = cyclerd_protocols::Plan::from_yaml(yaml, "hold.yaml").unwrap();
+    let plan = discharge_and_hold_plan();
     let Some(Body::TestRegistered(mut test)) = registered(1, T).body else {
         unreachable!("registered builds a TestRegistered")
     };
@@ -1281,23 +1285,7 @@ steps: ["Discharge at 1 A until 3.2 V", "Hold at 3.0 V until 100 mA"]
     // The hold, caught while the voltage still falls and the current decays, would be a
     // PROFILE by its samples; no step event names it, only the samples' plan_step.
     let n = 20;
-    let mut b = batch(T, 0, n, false);
-    let mut discharged = 0.0;
-    for i in 0..n {
-        let (v, a) = if i < 10 {
-            (3.5 - 0.03 * i as f64, -1.0)
-        } else {
-            (3.2 - 0.02 * (i - 10) as f64, -1.0 + 0.09 * (i - 10) as f64)
-        };
-        discharged += -a / 3600.0;
-        b.voltage_v[i] = v;
-        b.current_a[i] = a;
-        b.step[i] = if i < 10 { 1 } else { 2 };
-        b.charge_capacity_ah[i] = 0.0;
-        b.charge_energy_wh[i] = 0.0;
-        b.discharge_capacity_ah[i] = discharged;
-        b.discharge_energy_wh[i] = discharged * 3.2;
-    }
+    let mut b = discharge_and_hold_samples(T, n);
     b.plan_step = (0..n).map(|i| u32::from(i >= 10)).collect();
     let Some(Body::TestRegistered(old_test)) = registered(3, OLD).body else {
         unreachable!("registered builds a TestRegistered")
