@@ -387,11 +387,11 @@ mod tests {
         assert!(start.ends_with(",ON"), "{start}");
         assert_eq!(c.handle("TEMP, S45.0").as_deref(), Some("OK:TEMP, S45.0"));
         assert_eq!(c.handle("CONSTANT SET?,TEMP").as_deref(), Some("45.0,ON"));
+        assert_eq!(wire::parse_constant_set("45.0,ON"), Ok((45.0, true)));
         assert_eq!(
-            wire::parse_constant_set("45.0,ON"),
-            Ok((45.0, true))
+            c.handle("CONSTANT SET?,NOPE").as_deref(),
+            Some("NA:PARA ERR")
         );
-        assert_eq!(c.handle("CONSTANT SET?,NOPE").as_deref(), Some("NA:PARA ERR"));
     }
 
     #[test]
@@ -409,7 +409,10 @@ mod tests {
             humidity_pct: Some(50.0),
             ..SimConfig::standalone()
         });
-        assert_eq!(humid.handle("CONSTANT SET?,HUMI").as_deref(), Some("50.0,ON"));
+        assert_eq!(
+            humid.handle("CONSTANT SET?,HUMI").as_deref(),
+            Some("50.0,ON")
+        );
     }
 
     #[test]
@@ -485,7 +488,10 @@ mod tests {
         // get_loop_power: %? -> dry output in the second field.
         f(&library_reads(&mut c, "%?").unwrap()[1]);
         // get_refrig: CONSTANT SET?,REF; get_event: RELAY? and CONSTANT SET?,RELAY.
-        assert_eq!(library_reads(&mut c, "CONSTANT SET?,REF").unwrap(), ["AUTO"]);
+        assert_eq!(
+            library_reads(&mut c, "CONSTANT SET?,REF").unwrap(),
+            ["AUTO"]
+        );
         assert_eq!(library_reads(&mut c, "RELAY?").unwrap(), ["0"]);
         assert_eq!(library_reads(&mut c, "CONSTANT SET?,RELAY").unwrap(), ["0"]);
         // Commands the library sends for the temperature loop and constant mode.

@@ -140,7 +140,7 @@ pub enum Request {
     Alarms,
     /// `MODE,OFF|STANDBY|CONSTANT`.
     SetMode(ModeSetting),
-    /// `TEMP,S25.0` (with optional `H..` and `L..`).
+    /// `TEMP, S25.0` (with optional `H..` and `L..`; the space after the comma optional).
     SetTemperature(TempSetting),
     /// `POWER,ON`.
     PowerOn,
@@ -230,7 +230,8 @@ impl Request {
                 .into_iter()
                 .filter_map(|(letter, v)| v.map(|v| format!("{letter}{}", tenths(v))))
                 .collect();
-            return format!("TEMP,{}", fields.join(" "));
+            // Spelled as the facts and Espec's own library do: `TEMP, S25.0 H50.0 L-10.0`.
+            return format!("TEMP, {}", fields.join(" "));
         }
         FIXED
             .iter()
@@ -534,7 +535,11 @@ pub fn encode_loop(l: &LoopStatus) -> String {
 /// Encodes a `CONSTANT SET?,TEMP` (or `,HUMI`) reply: `25.0,ON`, the constant set point and
 /// whether the loop is enabled (as Espec's own library reads it).
 pub fn encode_constant_set(set_point: f64, enabled: bool) -> String {
-    format!("{},{}", tenths(set_point), if enabled { "ON" } else { "OFF" })
+    format!(
+        "{},{}",
+        tenths(set_point),
+        if enabled { "ON" } else { "OFF" }
+    )
 }
 
 /// Decodes a `CONSTANT SET?,TEMP` reply: the set point and whether the loop is enabled
@@ -606,14 +611,14 @@ mod tests {
             upper_c: None,
             lower_c: None,
         });
-        assert_eq!(set.encode(), "TEMP,S25.0");
+        assert_eq!(set.encode(), "TEMP, S25.0");
         assert_eq!(Request::parse("TEMP, S25.0"), Ok(set));
         let limits = Request::SetTemperature(TempSetting {
             set_point_c: Some(-10.0),
             upper_c: Some(50.0),
             lower_c: Some(-20.5),
         });
-        assert_eq!(limits.encode(), "TEMP,S-10.0 H50.0 L-20.5");
+        assert_eq!(limits.encode(), "TEMP, S-10.0 H50.0 L-20.5");
         assert_eq!(Request::parse(&limits.encode()), Ok(limits));
         for (word, r) in FIXED {
             assert_eq!(r.encode(), *word);

@@ -471,7 +471,11 @@ async fn pretty_tester(sim: &SimHandle) -> MaccorConfig {
                         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
                         let pretty = serde_json::to_string_pretty(&v).unwrap().into_bytes();
                         let third = pretty.len() / 3;
-                        for piece in [&pretty[..third], &pretty[third..2 * third], &pretty[2 * third..]] {
+                        for piece in [
+                            &pretty[..third],
+                            &pretty[third..2 * third],
+                            &pretty[2 * third..],
+                        ] {
                             wr.write_all(piece).await.unwrap();
                             wr.flush().await.unwrap();
                             tokio::task::yield_now().await;
@@ -494,7 +498,9 @@ async fn the_client_reads_pretty_printed_replies_split_across_several_writes() {
     let clock = Clock::manual();
     let sim = tester(&clock, SimConfig::new(4, cell(0.5))).await;
     let config = pretty_tester(&sim).await;
-    let mut client = within("connecting", MaccorClient::connect(config)).await.unwrap();
+    let mut client = within("connecting", MaccorClient::connect(config))
+        .await
+        .unwrap();
     assert_eq!(client.system_info().test_channels, 4);
     assert_eq!(client.version().await.unwrap().api, 1);
     let status = client.status(&[addr(0), addr(3)]).await.unwrap();
