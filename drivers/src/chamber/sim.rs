@@ -47,6 +47,11 @@ impl<R: Clone> SimCore<R> {
         self.alarm.as_deref()
     }
 
+    /// Raises an alarm with `alarm`'s words, or clears it with `None`.
+    pub(crate) fn set_alarm(&mut self, alarm: Option<&str>) {
+        self.alarm = alarm.map(str::to_string);
+    }
+
     /// The refusal for the request at hand, when it is one of those the handle asked to refuse.
     pub(crate) fn refusal(&mut self) -> Option<R> {
         self.faults.refusal()
@@ -121,7 +126,7 @@ impl<C: ChamberState> ChamberSim<C> {
 
     /// Raises an alarm with `alarm`'s words, or clears it with `None`.
     pub(crate) fn set_alarm(&self, alarm: Option<&str>) {
-        self.lock().core().alarm = alarm.map(str::to_string);
+        self.lock().core().set_alarm(alarm);
     }
 
     /// Makes the air run away at `c_per_min` (see [`ThermalModel::set_runaway`]), from the

@@ -131,7 +131,9 @@ impl Chamber for EspecClient {
     /// `MON?` and `TEMP?`, and `ALARM?` only while `MON?` counts alarms.
     async fn read(&mut self) -> Result<ChamberReading, DriverError> {
         let during = "reading the chamber";
-        let reply = self.exchange(Request::Monitor, during).await?;
+        let reply = self
+            .exchange(Request::Monitor { detail: false }, during)
+            .await?;
         let monitor = wire::parse_monitor(&reply).map_err(bad_reply(during))?;
         let reply = self.exchange(Request::Temperature, during).await?;
         let temp = wire::parse_loop(&reply).map_err(bad_reply(during))?;

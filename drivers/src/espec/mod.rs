@@ -4,9 +4,12 @@
 //! Facts used: CR LF ends every request and reply, both ways; on RS-485 a request starts with
 //! `ADDR,`; the queries `ROM?`, `TYPE?`, `MODE?` (`MODE?,DETAIL`), `MON?` (temperature,
 //! humidity, mode, alarm count), `TEMP?` (process value, set point, upper, lower), `HUMI?`,
-//! `ALARM?`; the commands `MODE,OFF|STANDBY|CONSTANT`, `TEMP,S25.0` (with optional `H`/`L`
+//! `ALARM?`; the commands `MODE,OFF|STANDBY|CONSTANT`, `TEMP, S25.0` (with optional `H`/`L`
 //! limits) and `POWER,ON`; refusals `NA:` + `CMD ERR`, `ADDR ERR`, `PARA ERR`,
-//! `DATA OUT OF RANGE`, `CONT NOT READY-n` or `PROTECT ON`.
+//! `DATA OUT OF RANGE`, `CONT NOT READY-n` or `PROTECT ON`; `CONSTANT SET?,TEMP` -> `25.0,ON`
+//! (and `,HUMI`, `,REF`, `,RELAY`, `,PTC`), as Espec's own Python library (the reference
+//! client) reads the constant set point; the simulator answers every query that library sends
+//! for a temperature-only chamber.
 //!
 //! Interpretations where the facts are silent:
 //! - A successful command's reply is unconfirmed: the driver accepts `OK:...`, a bare `OK` and

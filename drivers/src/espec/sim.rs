@@ -10,6 +10,14 @@
 //! answers `ADDR ERR` to requests without one (an interpretation). Programs are not
 //! simulated: `MODE,RUN n` gets `PARA ERR`.
 //!
+//! It answers every query Espec's own Python library (chamberconnectlibrary, its P300 class
+//! driven by the `Espec` controller class) sends for a temperature chamber, in the form that
+//! library parses: `ROM?`, `TEMP PTC?` (refused `CONT NOT READY-1`: no product control, which
+//! is how the library learns it), `HUMI?` (likewise without humidity), `TEMP?`,
+//! `CONSTANT SET?,TEMP` (`25.0,ON`) and `,HUMI`/`,REF`/`,RELAY`/`,PTC`, `MODE?` and
+//! `MODE?,DETAIL`, `MON?` and `MON?,DETAIL`, `ALARM?`, `%?` (heater output) and `RELAY?`.
+//! Its date, time, timers and programs are not simulated.
+//!
 //! The air moves to [`Clock::now`] on every request and handle call. Faults are injected
 //! through the [`SimHandle`]: a cut link (on the network open connections close and new ones
 //! are closed on arrival; on a serial line requests and replies are lost), an alarm (reported
@@ -18,7 +26,7 @@
 //!
 //! [`ThermalModel`]: crate::chamber::thermal::ThermalModel
 
-use super::wire::{self, LoopStatus, Mode, Monitor, Na, Request, TypeInfo};
+use super::wire::{self, ConstantItem, LoopStatus, Mode, Monitor, Na, Request, TypeInfo};
 use crate::Clock;
 use crate::chamber::sim::{ChamberSim, ChamberState, SimCore, chamber_handle_methods};
 use crate::chamber::thermal::{Air, ROOM_C, ThermalParams};
@@ -118,6 +126,15 @@ impl Controller {
             .collect()
     }
 
+    /// The dry heater's output, %: an interpretation (the model has no heater), proportional
+    /// to how far the air is below the set point while regulating, 0 otherwise.
+    fn heater_pct(&self, temperature_c: f64) -> f64 {
+        if !self.mode.regulating() {
+            return 0.0;
+        }
+        ((self.core.model.set_point_c() - temperature_c) * 10.0).clamp(0.0, 100.0)
+    }
+
     /// Answers one request line; `None` when it is addressed to another controller.
     fn handle(&mut self, line: &str) -> Option<String> {
         self.core.advance();
@@ -149,7 +166,7 @@ impl Controller {
                 max_c: hi,
             }),
             Request::Mode { .. } => wire::encode_mode(self.mode),
-            Request::Monitor => wire::encode_monitor(&Monitor {
+            Request::Monitor { .. } => wire::encode_monitor(&Monitor {
                 temperature_c,
                 humidity_pct: self.config.humidity_pct,
                 mode: self.mode,
@@ -198,6 +215,30 @@ impl Controller {
                     self.mode = Mode::Standby;
                 }
                 wire::encode_acceptance(body)
+            }
+            // The temperature loop is always enabled (Espec's library reads it so too).
+            Request::ConstantSet(ConstantItem::Temperature) => {
+                wire::encode_constant_set(self.core.model.set_point_c(), true)
+            }
+            Request::ConstantSet(ConstantItem::Humidity) => match self.config.humidity_pct {
+                Some(h) => wire::encode_constant_set(h, true),
+                None => return Err(Na::ContNotReady(1)),
+            },
+            // No refrigeration capacity setting is simulated: the controller chooses.
+            Request::ConstantSet(ConstantItem::Refrigeration) => "AUTO".into(),
+            // No time-signal relays are simulated: none on.
+            Request::ConstantSet(ConstantItem::Relays) | Request::Relays => "0".into(),
+            // No product temperature control: CONT NOT READY-1 is Espec's "does not support
+            // PTCON/Humidity".
+            Request::ConstantSet(ConstantItem::Ptc) | Request::TemperaturePtc => {
+                return Err(Na::ContNotReady(1));
+            }
+            Request::HeaterOutput => {
+                let dry = self.heater_pct(temperature_c);
+                match self.config.humidity_pct {
+                    Some(_) => wire::encode_heater_output(&[dry, 0.0]),
+                    None => wire::encode_heater_output(&[dry]),
+                }
             }
         })
     }
@@ -327,5 +368,146 @@ mod tests {
         assert_eq!(c.handle("MODE,OFF").as_deref(), Some("OK:MODE,OFF"));
         assert_eq!(c.handle("POWER,ON").as_deref(), Some("OK:POWER,ON"));
         assert_eq!(c.handle("MON?").as_deref(), Some("23.0,,STANDBY,0"));
+    }
+
+    /// What Espec's own library (chamberconnectlibrary, P300 class) would make of a reply:
+    /// `NA:` is an error, anything else a reply split on commas.
+    fn library_reads(c: &mut Controller, query: &str) -> Result<Vec<String>, String> {
+        let reply = c.handle(query).expect("answered");
+        match reply.strip_prefix("NA:") {
+            Some(reason) => Err(reason.to_string()),
+            None => Ok(reply.split(',').map(str::to_string).collect()),
+        }
+    }
+
+    #[test]
+    fn constant_set_temp_answers_the_set_point_and_on_as_especs_library_reads_it() {
+        let mut c = controller(SimConfig::standalone());
+        let start = c.handle("CONSTANT SET?,TEMP").unwrap();
+        assert!(start.ends_with(",ON"), "{start}");
+        assert_eq!(c.handle("TEMP, S45.0").as_deref(), Some("OK:TEMP, S45.0"));
+        assert_eq!(c.handle("CONSTANT SET?,TEMP").as_deref(), Some("45.0,ON"));
+        assert_eq!(wire::parse_constant_set("45.0,ON"), Ok((45.0, true)));
+        assert_eq!(
+            c.handle("CONSTANT SET?,NOPE").as_deref(),
+            Some("NA:PARA ERR")
+        );
+    }
+
+    #[test]
+    fn constant_set_humi_and_ptc_are_refused_by_a_temperature_only_chamber() {
+        let mut c = controller(SimConfig::standalone());
+        assert_eq!(
+            c.handle("CONSTANT SET?,HUMI").as_deref(),
+            Some("NA:CONT NOT READY-1")
+        );
+        assert_eq!(
+            c.handle("CONSTANT SET?,PTC").as_deref(),
+            Some("NA:CONT NOT READY-1")
+        );
+        let mut humid = controller(SimConfig {
+            humidity_pct: Some(50.0),
+            ..SimConfig::standalone()
+        });
+        assert_eq!(
+            humid.handle("CONSTANT SET?,HUMI").as_deref(),
+            Some("50.0,ON")
+        );
+    }
+
+    #[test]
+    fn constant_set_ref_answers_a_mode_word_and_constant_set_relay_no_relays() {
+        let mut c = controller(SimConfig::standalone());
+        assert_eq!(c.handle("CONSTANT SET?,REF").as_deref(), Some("AUTO"));
+        assert_eq!(c.handle("CONSTANT SET?,RELAY").as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn temp_ptc_is_refused_so_especs_library_finds_no_product_control() {
+        let mut c = controller(SimConfig::standalone());
+        assert_eq!(
+            c.handle("TEMP PTC?").as_deref(),
+            Some("NA:CONT NOT READY-1")
+        );
+    }
+
+    #[test]
+    fn heater_output_query_answers_a_count_then_the_dry_output() {
+        let mut c = controller(SimConfig::standalone());
+        assert_eq!(c.handle("%?").as_deref(), Some("1,0.0"));
+        c.handle("TEMP, S45.0");
+        c.handle("MODE,CONSTANT");
+        assert_eq!(c.handle("%?").as_deref(), Some("1,100.0"));
+    }
+
+    #[test]
+    fn relay_query_answers_no_relays_on() {
+        let mut c = controller(SimConfig::standalone());
+        assert_eq!(c.handle("RELAY?").as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn mode_detail_and_monitor_detail_queries_answer_like_their_plain_forms() {
+        let mut c = controller(SimConfig::standalone());
+        c.handle("MODE,CONSTANT");
+        assert_eq!(c.handle("MODE?,DETAIL").as_deref(), Some("CONSTANT"));
+        assert_eq!(c.handle("MON?,DETAIL"), c.handle("MON?"));
+    }
+
+    /// Every query the library's `Espec` class sends for a temperature chamber (set point,
+    /// reading, mode and run state, alarms, heater, events, controller discovery), checked
+    /// the way the library parses each reply.
+    #[test]
+    fn every_query_especs_library_sends_for_a_temperature_chamber_is_answered_as_it_parses() {
+        let mut c = controller(SimConfig::standalone());
+        c.core.set_alarm(Some("12"));
+        let f = |v: &str| v.parse::<f64>().unwrap();
+        // process_controller: ROM? starts with P3 (a P300); TEMP PTC? and HUMI? refused.
+        assert!(library_reads(&mut c, "ROM?").unwrap()[0].starts_with("P3"));
+        assert!(library_reads(&mut c, "TEMP PTC?").is_err());
+        assert!(library_reads(&mut c, "HUMI?").is_err());
+        // get_loop_sp / get_loop_pv / get_loop_range: TEMP? and CONSTANT SET?,TEMP.
+        let temp = library_reads(&mut c, "TEMP?").unwrap();
+        assert_eq!(temp.len(), 4);
+        temp.iter().for_each(|v| {
+            f(v);
+        });
+        let constant = library_reads(&mut c, "CONSTANT SET?,TEMP").unwrap();
+        assert_eq!(f(&constant[0]), f(&temp[1]));
+        assert_eq!(constant[1], "ON");
+        // get_loop_mode: MODE?; get_status: MON? (alarm count) and MODE?,DETAIL.
+        assert_eq!(library_reads(&mut c, "MODE?").unwrap(), ["STANDBY"]);
+        let mon = library_reads(&mut c, "MON?").unwrap();
+        f(&mon[0]);
+        assert_eq!(mon[3].parse::<u32>().unwrap(), 1);
+        assert_eq!(library_reads(&mut c, "MODE?,DETAIL").unwrap(), ["STANDBY"]);
+        // get_alarm_status: ALARM? -> count, then integer codes.
+        let alarms = library_reads(&mut c, "ALARM?").unwrap();
+        let codes: Vec<i64> = alarms[1..].iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(codes, [12]);
+        // get_loop_power: %? -> dry output in the second field.
+        f(&library_reads(&mut c, "%?").unwrap()[1]);
+        // get_refrig: CONSTANT SET?,REF; get_event: RELAY? and CONSTANT SET?,RELAY.
+        assert_eq!(
+            library_reads(&mut c, "CONSTANT SET?,REF").unwrap(),
+            ["AUTO"]
+        );
+        assert_eq!(library_reads(&mut c, "RELAY?").unwrap(), ["0"]);
+        assert_eq!(library_reads(&mut c, "CONSTANT SET?,RELAY").unwrap(), ["0"]);
+        // Commands the library sends for the temperature loop and constant mode.
+        for command in [
+            "TEMP, S30.0 H100.0 L-20.0",
+            "TEMP, S31.0",
+            "TEMP, L-30.0",
+            "TEMP, H110.0",
+            "MODE,CONSTANT",
+            "MODE,STANDBY",
+        ] {
+            assert!(library_reads(&mut c, command).is_ok(), "{command}");
+        }
+        assert_eq!(
+            library_reads(&mut c, "TEMP?").unwrap()[1..],
+            ["31.0", "110.0", "-30.0"]
+        );
     }
 }

@@ -130,8 +130,8 @@ pub enum Request {
     Type,
     /// `MODE?`, or `MODE?,DETAIL`.
     Mode { detail: bool },
-    /// `MON?`: temperature, humidity, mode and alarm count in one reply.
-    Monitor,
+    /// `MON?` (or `MON?,DETAIL`): temperature, humidity, mode and alarm count in one reply.
+    Monitor { detail: bool },
     /// `TEMP?`: process value, set point, upper and lower limit.
     Temperature,
     /// `HUMI?`: the same for humidity.
@@ -140,10 +140,36 @@ pub enum Request {
     Alarms,
     /// `MODE,OFF|STANDBY|CONSTANT`.
     SetMode(ModeSetting),
-    /// `TEMP,S25.0` (with optional `H..` and `L..`).
+    /// `TEMP, S25.0` (with optional `H..` and `L..`; the space after the comma optional).
     SetTemperature(TempSetting),
     /// `POWER,ON`.
     PowerOn,
+    /// `CONSTANT SET?,TEMP|HUMI|REF|RELAY|PTC`: the constant-mode settings, as Espec's own
+    /// library reads the set point (`25.0,ON`: set point, loop enabled).
+    ConstantSet(ConstantItem),
+    /// `TEMP PTC?`: product temperature control; refused by a chamber without it, which is
+    /// how Espec's library finds out.
+    TemperaturePtc,
+    /// `%?`: heater outputs, % (`1,45.0`; `2,45.0,10.0` with humidity).
+    HeaterOutput,
+    /// `RELAY?`: the time-signal relays on now (`0` for none; relay numbers follow the first
+    /// field).
+    Relays,
+}
+
+/// What `CONSTANT SET?,...` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConstantItem {
+    /// `TEMP`: `25.0,ON`.
+    Temperature,
+    /// `HUMI`: `50,ON` or `..,OFF`; refused without humidity.
+    Humidity,
+    /// `REF`: the refrigeration setting (a capacity % or `AUTO`/`OFF`).
+    Refrigeration,
+    /// `RELAY`: relays on in constant mode, as `RELAY?`.
+    Relays,
+    /// `PTC`: product temperature control; refused without it.
+    Ptc,
 }
 
 /// Requests spelled as fixed words.
@@ -152,11 +178,32 @@ const FIXED: &[(&str, Request)] = &[
     ("TYPE?", Request::Type),
     ("MODE?", Request::Mode { detail: false }),
     ("MODE?,DETAIL", Request::Mode { detail: true }),
-    ("MON?", Request::Monitor),
+    ("MON?", Request::Monitor { detail: false }),
     ("TEMP?", Request::Temperature),
     ("HUMI?", Request::Humidity),
     ("ALARM?", Request::Alarms),
     ("POWER,ON", Request::PowerOn),
+    ("MON?,DETAIL", Request::Monitor { detail: true }),
+    (
+        "CONSTANT SET?,TEMP",
+        Request::ConstantSet(ConstantItem::Temperature),
+    ),
+    (
+        "CONSTANT SET?,HUMI",
+        Request::ConstantSet(ConstantItem::Humidity),
+    ),
+    (
+        "CONSTANT SET?,REF",
+        Request::ConstantSet(ConstantItem::Refrigeration),
+    ),
+    (
+        "CONSTANT SET?,RELAY",
+        Request::ConstantSet(ConstantItem::Relays),
+    ),
+    ("CONSTANT SET?,PTC", Request::ConstantSet(ConstantItem::Ptc)),
+    ("TEMP PTC?", Request::TemperaturePtc),
+    ("%?", Request::HeaterOutput),
+    ("RELAY?", Request::Relays),
     ("MODE,OFF", Request::SetMode(ModeSetting::Off)),
     ("MODE,STANDBY", Request::SetMode(ModeSetting::Standby)),
     ("MODE,CONSTANT", Request::SetMode(ModeSetting::Constant)),
@@ -183,7 +230,8 @@ impl Request {
                 .into_iter()
                 .filter_map(|(letter, v)| v.map(|v| format!("{letter}{}", tenths(v))))
                 .collect();
-            return format!("TEMP,{}", fields.join(" "));
+            // Spelled as the facts and Espec's own library do: `TEMP, S25.0 H50.0 L-10.0`.
+            return format!("TEMP, {}", fields.join(" "));
         }
         FIXED
             .iter()
@@ -201,7 +249,7 @@ impl Request {
         let (head, arg) = body.split_once(',').ok_or(Na::CmdErr)?;
         match head.trim() {
             // A known command with an argument it does not take.
-            "MODE" | "POWER" => Err(Na::ParaErr),
+            "MODE" | "POWER" | "CONSTANT SET?" => Err(Na::ParaErr),
             "TEMP" => parse_temp_setting(arg).map(Request::SetTemperature),
             _ => Err(Na::CmdErr),
         }
@@ -484,6 +532,32 @@ pub fn encode_loop(l: &LoopStatus) -> String {
     )
 }
 
+/// Encodes a `CONSTANT SET?,TEMP` (or `,HUMI`) reply: `25.0,ON`, the constant set point and
+/// whether the loop is enabled (as Espec's own library reads it).
+pub fn encode_constant_set(set_point: f64, enabled: bool) -> String {
+    format!(
+        "{},{}",
+        tenths(set_point),
+        if enabled { "ON" } else { "OFF" }
+    )
+}
+
+/// Decodes a `CONSTANT SET?,TEMP` reply: the set point and whether the loop is enabled
+/// (anything but `ON` is off, as Espec's library reads it; a missing flag is on).
+pub fn parse_constant_set(reply: &str) -> Result<(f64, bool), WireError> {
+    let mut fields = reply.split(',').map(str::trim);
+    let set_point = number(fields.next().unwrap_or(""), "set point", reply)?;
+    let enabled = fields.next().is_none_or(|f| f.eq_ignore_ascii_case("ON"));
+    Ok((set_point, enabled))
+}
+
+/// Encodes a `%?` reply: the number of heater outputs, then each, % (dry, then wet).
+pub fn encode_heater_output(outputs_pct: &[f64]) -> String {
+    let mut fields = vec![outputs_pct.len().to_string()];
+    fields.extend(outputs_pct.iter().map(|&p| tenths(p)));
+    fields.join(",")
+}
+
 /// Decodes a `TEMP?` or `HUMI?` reply.
 pub fn parse_loop(reply: &str) -> Result<LoopStatus, WireError> {
     let fields: Vec<&str> = reply.split(',').map(str::trim).collect();
@@ -537,14 +611,14 @@ mod tests {
             upper_c: None,
             lower_c: None,
         });
-        assert_eq!(set.encode(), "TEMP,S25.0");
+        assert_eq!(set.encode(), "TEMP, S25.0");
         assert_eq!(Request::parse("TEMP, S25.0"), Ok(set));
         let limits = Request::SetTemperature(TempSetting {
             set_point_c: Some(-10.0),
             upper_c: Some(50.0),
             lower_c: Some(-20.5),
         });
-        assert_eq!(limits.encode(), "TEMP,S-10.0 H50.0 L-20.5");
+        assert_eq!(limits.encode(), "TEMP, S-10.0 H50.0 L-20.5");
         assert_eq!(Request::parse(&limits.encode()), Ok(limits));
         for (word, r) in FIXED {
             assert_eq!(r.encode(), *word);

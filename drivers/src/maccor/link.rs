@@ -1,4 +1,4 @@
-//! The two MacNet connections a client holds, JSON-RPC lines and binary frames, each exchange
+//! The two MacNet connections a client holds, JSON-RPC objects and binary frames, each exchange
 //! bounded by the timeout; a failed or timed-out exchange poisons its connection until the
 //! client reconnects. And the errors the whole driver words the same way.
 
@@ -8,7 +8,7 @@ use crate::transport::network;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub(super) fn timeout_error(during: &'static str, timeout: Duration) -> DriverError {
@@ -35,7 +35,9 @@ pub(super) fn bad_reply(during: &'static str, message: impl Into<String>) -> Dri
 /// The JSON connection. A failed or timed-out exchange poisons it (a late reply would be read
 /// as the answer to the next request) until the client reconnects.
 pub(super) struct JsonLink {
-    stream: BufReader<TcpStream>,
+    stream: TcpStream,
+    /// Replies are framed by complete object (pretty-printed, any or no terminator).
+    objects: wire::JsonSplitter,
     next_id: u64,
     pub(super) poisoned: bool,
 }
@@ -44,7 +46,8 @@ impl JsonLink {
     /// Connects to the JSON protocol at `addr`.
     pub(super) async fn open(addr: SocketAddr, timeout: Duration) -> Result<JsonLink, DriverError> {
         Ok(JsonLink {
-            stream: BufReader::new(network::connect(addr, timeout).await?),
+            stream: network::connect(addr, timeout).await?,
+            objects: wire::JsonSplitter::new(wire::MAX_JSON_OBJECT),
             next_id: 0,
             poisoned: false,
         })
@@ -69,24 +72,36 @@ impl JsonLink {
         let id = self.next_id;
         let line = wire::json_request(id, function, chan, params);
         let stream = &mut self.stream;
+        let objects = &mut self.objects;
         let exchange = async {
-            stream.get_mut().write_all(line.as_bytes()).await?;
-            let mut buf = Vec::new();
-            let mut limited = stream.take(wire::MAX_JSON_LINE as u64);
-            let n = limited.read_until(b'\n', &mut buf).await?;
-            Ok::<_, std::io::Error>((n, buf))
+            stream.write_all(line.as_bytes()).await?;
+            loop {
+                match objects.next_object() {
+                    Ok(Some(object)) => return Ok(Ok(object)),
+                    Ok(None) => {}
+                    Err(e) => return Ok(Err(e)),
+                }
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        if objects.has_partial() {
+                            "the tester closed the connection inside a reply"
+                        } else {
+                            "the tester closed the connection"
+                        },
+                    ));
+                }
+                objects.push(&chunk[..n]);
+            }
         };
-        let (n, buf) = tokio::time::timeout(timeout, exchange)
+        let object = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| timeout_error(during, timeout))?
-            .map_err(|e| link_error(during, e.to_string()))?;
-        if n == 0 {
-            return Err(link_error(during, "the tester closed the connection"));
-        }
-        if buf.last() != Some(&b'\n') {
-            return Err(bad_reply(during, "a reply line without its terminator"));
-        }
-        let reply = wire::parse_json_reply(&String::from_utf8_lossy(&buf))
+            .map_err(|e| link_error(during, e.to_string()))?
+            .map_err(|e| bad_reply(during, e.to_string()))?;
+        let reply = wire::parse_json_reply(&String::from_utf8_lossy(&object))
             .map_err(|e| bad_reply(during, e.to_string()))?;
         if reply.id() != Some(id) {
             return Err(bad_reply(

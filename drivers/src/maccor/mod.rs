@@ -1,7 +1,7 @@
 //! Maccor testers over MacNet (facts: `shared/devices/maccor-macnet.md`).
 //!
-//! - [`wire`]: binary frames and JSON-RPC lines, one encoder and decoder per function, the
-//!   status, RF1/RF2 and result-code tables. No I/O.
+//! - [`wire`]: binary frames and JSON-RPC objects (framed by object, not line), one encoder
+//!   and decoder per function, the status, RF1/RF2 and result-code tables. No I/O.
 //! - `link`: the JSON and the binary connection, each exchange under the timeout; a failed one
 //!   poisons its connection until the client reconnects.
 //! - [`client`]: [`MaccorClient`], the driver, implementing [`crate::cycler::Cycler`] (native

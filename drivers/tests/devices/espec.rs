@@ -79,7 +79,7 @@ async fn a_cut_link_is_a_lost_link_until_reconnected_while_the_chamber_keeps_reg
 async fn a_set_point_outside_the_range_is_refused_with_the_controllers_reason() {
     let sim = sim(SimConfig::standalone(), &Clock::manual()).await;
     let mut client = connect(&sim, options()).await;
-    let reason = ["NA:DATA OUT OF RANGE", "TEMP,S200.0"];
+    let reason = ["NA:DATA OUT OF RANGE", "TEMP, S200.0"];
     a_set_point_outside_the_range_is_refused(&mut client, &sim, 200.0, &reason).await;
 }
 

@@ -1,5 +1,5 @@
-//! The JSON protocol: a request line to a [`Request`] and the tester's [`Response`] to a
-//! reply line.
+//! The JSON protocol: a request object to a [`Request`] and the tester's [`Response`] to a
+//! reply object (compact, ended by CR LF), echoing the request's `id`.
 
 use super::{Request, Response, Tester};
 use crate::maccor::wire::{
@@ -55,8 +55,8 @@ pub(super) fn json_request(req: &JsonRequest) -> Result<Request, (i64, &'static 
     })
 }
 
-pub(super) fn json_reply(tester: &mut Tester, line: &str) -> String {
-    let req = match wire::parse_json_request(line) {
+pub(super) fn json_reply(tester: &mut Tester, object: &str) -> String {
+    let req = match wire::parse_json_request(object) {
         Ok(req) => req,
         Err((id, e)) => return wire::json_error_line(&id, e),
     };

@@ -7,15 +7,13 @@ use crate::maccor::client::MaccorConfig;
 use crate::maccor::wire::{self, Reading, rf1, stat};
 use crate::transport::faults::Faults;
 use crate::transport::lock;
-use crate::transport::network::{
-    Link, accept_while_linked, delay_unless_cut, read_until_unless_cut, unless_cut,
-};
+use crate::transport::network::{Link, accept_while_linked, delay_unless_cut, unless_cut};
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 
@@ -105,21 +103,41 @@ pub(super) async fn json_connection(
     tester: Arc<Mutex<Tester>>,
     mut link: watch::Receiver<bool>,
 ) {
-    let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::new(rd);
-    let mut buf = Vec::new();
+    let (mut rd, mut wr) = stream.into_split();
+    // Framed by complete object (facts): pretty-printed over lines, with or without a
+    // terminator, several in one read.
+    let mut objects = wire::JsonSplitter::new(wire::MAX_JSON_OBJECT);
     loop {
-        // A cut link (or a dropped handle) ends the connection, closing the socket; so does a
-        // line too long.
-        if !read_until_unless_cut(&mut rd, b'\n', wire::MAX_JSON_LINE, &mut buf, &mut link).await
-            || buf.last() != Some(&b'\n')
-        {
-            return;
+        loop {
+            let (reply, last) = match objects.next_object() {
+                Ok(None) => break,
+                Ok(Some(object)) => {
+                    let text = String::from_utf8_lossy(&object).into_owned();
+                    (json_reply(&mut lock(&tester), &text), false)
+                }
+                // Bytes that start no object get one "Parse error" each run of them.
+                Err(wire::SplitError::Garbage(_)) => (
+                    wire::json_error_line(&serde_json::Value::Null, wire::json_error::PARSE_ERROR),
+                    false,
+                ),
+                // An object that never closes: answer, then close (its end cannot be found).
+                Err(wire::SplitError::TooLong(_)) => (
+                    wire::json_error_line(&serde_json::Value::Null, wire::json_error::PARSE_ERROR),
+                    true,
+                ),
+            };
+            if !delay(&tester, &mut link).await
+                || wr.write_all(reply.as_bytes()).await.is_err()
+                || last
+            {
+                return;
+            }
         }
-        let line = String::from_utf8_lossy(&buf).into_owned();
-        let reply = json_reply(&mut lock(&tester), &line);
-        if !delay(&tester, &mut link).await || wr.write_all(reply.as_bytes()).await.is_err() {
-            return;
+        // A cut link (or a dropped handle) ends the connection, closing the socket.
+        let mut chunk = [0u8; 4096];
+        match unless_cut(&mut link, rd.read(&mut chunk)).await {
+            None | Some(Ok(0) | Err(_)) => return,
+            Some(Ok(n)) => objects.push(&chunk[..n]),
         }
     }
 }

@@ -1,11 +1,12 @@
-//! JSON-RPC 2.0 lines: requests, results, errors, and a command's result field.
+//! JSON-RPC 2.0 messages (one object each; see `split` for the framing): requests, results,
+//! errors, and a command's result field.
 
 use super::{
     Function, JSON_TERMINATOR, WireError, as_u16, as_u32, field, json_error, required, result,
 };
 use serde_json::{Map, Value, json};
 
-/// A JSON request line (with its terminator) for `function` on `chan` with `params`.
+/// A compact JSON request (ended by CR LF) for `function` on `chan` with `params`.
 pub fn json_request(
     id: u64,
     function: Function,
@@ -39,7 +40,7 @@ pub struct JsonRequest {
 /// A JSON-RPC error to answer with: the code and MacNet's text.
 pub type JsonRpcError = (i64, &'static str);
 
-/// Reads a request line; the error carries the id to answer with (null when unreadable).
+/// Reads a request object (pretty or compact, any terminator); the error carries the id to answer with (null when unreadable).
 pub fn parse_json_request(line: &str) -> Result<JsonRequest, (Value, JsonRpcError)> {
     let v: Value = serde_json::from_str(line.trim_end_matches(['\r', '\n']))
         .map_err(|_| (Value::Null, json_error::PARSE_ERROR))?;
@@ -131,7 +132,7 @@ impl JsonReply {
     }
 }
 
-/// Reads a reply line.
+/// Reads a reply object (pretty or compact, any terminator).
 pub fn parse_json_reply(line: &str) -> Result<JsonReply, WireError> {
     let v: Value = serde_json::from_str(line.trim_end_matches(['\r', '\n']))
         .map_err(|e| WireError::Json(e.to_string()))?;

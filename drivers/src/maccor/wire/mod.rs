@@ -5,9 +5,10 @@
 //! ([`carries_data`]), whose Len counts the data bytes (as the (6,8) frame `<HHHHffffBB`, Len
 //! 18, shows); in replies Len always counts bytes.
 //!
-//! **JSON** (TCP 57570): JSON-RPC 2.0, one object per `\r\n`-terminated line, method `MacNet`,
-//! `params` holding FClass, FNum, Chan and the function's fields; results echo FClass, FNum and
-//! Chan.
+//! **JSON** (TCP 57570): JSON-RPC 2.0 framed by complete object, not by line (`split`): a
+//! peer may pretty-print over several lines and end with `\r\n`, `\n` or nothing; we send
+//! compact objects ended by `\r\n`. Method `MacNet`, `params` holding FClass, FNum, Chan and the
+//! function's fields; results echo FClass, FNum and Chan, and every reply the request's `id`.
 //!
 //! Every function has one encoder and one decoder per encoding. Where the public material gives
 //! a layout, it is followed exactly; where it gives only the JSON fields, the binary layout is
@@ -37,7 +38,7 @@
 //! - `frame`: the binary frame and its split off a stream, fixed-width text, result codes.
 //! - `system`, `readings`, `control`, `transfer`: one file per group of functions, (1,x)
 //!   system, (4,x) readings, (6,x) control, (1,6) file transfer.
-//! - `json`: JSON-RPC lines; `names`: test names and the tester's times.
+//! - `json`: JSON-RPC messages; `split`: complete objects off a stream; `names`: test names and the tester's times.
 //! - `tables`: the state, RF1/RF2, result and JSON error code tables.
 //!
 //! This file holds what they all share: ports and field widths, the functions, [`WireError`].
@@ -47,6 +48,7 @@ mod frame;
 mod json;
 mod names;
 mod readings;
+mod split;
 mod system;
 mod tables;
 mod transfer;
@@ -56,6 +58,7 @@ pub use frame::*;
 pub use json::*;
 pub use names::*;
 pub use readings::*;
+pub use split::*;
 pub use system::*;
 pub use tables::*;
 pub use transfer::*;
@@ -68,11 +71,11 @@ use std::fmt;
 pub const DEFAULT_BINARY_PORT: u16 = 57560;
 /// Default TCP port of the JSON protocol (System.ini).
 pub const DEFAULT_JSON_PORT: u16 = 57570;
-/// Every JSON message ends with CR LF.
+/// Ends every JSON message we send (peers may send `\n` or nothing instead).
 pub const JSON_TERMINATOR: &str = "\r\n";
-/// Longest JSON line accepted; a peer that streams without a terminator is malformed, not an
+/// Longest JSON object accepted; a peer that never closes its object is malformed, not an
 /// out-of-memory.
-pub const MAX_JSON_LINE: usize = 256 * 1024;
+pub const MAX_JSON_OBJECT: usize = 256 * 1024;
 /// Binary header: FClass, FNum, Chan, Len, each u16 LE.
 pub const HEADER_LEN: usize = 8;
 /// Channels one (4,1) request may cover.
