@@ -85,7 +85,10 @@ fn the_native_default_logs_every_10_s_and_every_10_mv() {
             di_a: None
         }
     );
-    assert_eq!(Record::default().or_native_default(), Record::NATIVE_DEFAULT);
+    assert_eq!(
+        Record::default().or_native_default(),
+        Record::NATIVE_DEFAULT
+    );
     assert_eq!(FIVE_S_FIVE_MV.or_native_default(), FIVE_S_FIVE_MV);
 }
 
@@ -153,7 +156,10 @@ fn maccor_reports_read_back_as_the_record_rule() {
 /// The `Whole_Prt/Record/Main` fields as (name, value).
 fn neware_record(text: &str) -> Vec<(String, String)> {
     let lines = lines_of(text);
-    let start = lines.iter().position(|l| *l == "<Record>").expect("a Record");
+    let start = lines
+        .iter()
+        .position(|l| *l == "<Record>")
+        .expect("a Record");
     lines[start + 2..]
         .iter()
         .take_while(|l| **l != "</Main>")

@@ -725,11 +725,10 @@ mod tests {
         let head = "[Schedule_Step2]\r\nm_uLimitNum=";
         let at = valid.find(head).unwrap() + head.len();
         let n: usize = valid[at..].split('\r').next().unwrap().parse().unwrap();
-        let text = valid.replacen(
-            &format!("{head}{n}"),
-            &format!("{head}{}", n + 1),
-            1,
-        ) + &format!("[Schedule_Step2_Limit{n}]\r\nm_bStepLimit=0\r\nm_bLogDataLimit=1\r\nm_szGotoStep=Next Step\r\nEquation0_szLeft=DV_Current\r\nEquation0_szCompareSign=>\r\nEquation0_szRight=0.5\r\n");
+        let text = valid.replacen(&format!("{head}{n}"), &format!("{head}{}", n + 1), 1)
+            + &format!(
+                "[Schedule_Step2_Limit{n}]\r\nm_bStepLimit=0\r\nm_bLogDataLimit=1\r\nm_szGotoStep=Next Step\r\nEquation0_szLeft=DV_Current\r\nEquation0_szCompareSign=>\r\nEquation0_szRight=0.5\r\n"
+            );
         let p = import(&text, "t.sdu").unwrap();
         let PlanStep::Action(a) = &p.steps[2] else {
             panic!()
