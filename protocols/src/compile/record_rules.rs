@@ -299,8 +299,7 @@ fn biologic_row(text: &str, row: &str) -> Vec<String> {
         .lines()
         .find(|l| l.len() >= 20 && l[..20].trim_end() == row)
         .unwrap_or_else(|| panic!("row {row}"));
-    line[20..]
-        .as_bytes()
+    line.as_bytes()[20..]
         .chunks(20)
         .map(|c| String::from_utf8_lossy(c).trim().to_owned())
         .collect()
