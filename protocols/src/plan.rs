@@ -155,6 +155,26 @@ impl Record {
         *self == Record::default()
     }
 
+    /// What a dedicated cycler logs by on a step whose `record` sets no rule: a point every
+    /// 10 s and at every 10 mV change. A native schedule always holds a periodic rule (a
+    /// procedure with no reports logs no data between step changes), and these two fields are
+    /// ones every native target writes (docs/protocols.md, "Recording").
+    pub const NATIVE_DEFAULT: Record = Record {
+        every_s: Some(10.0),
+        dv_v: Some(0.01),
+        di_a: None,
+    };
+
+    /// The rule a native schedule writes for a step with this `record`: the rule itself, or
+    /// [`Record::NATIVE_DEFAULT`] when it sets none.
+    pub fn or_native_default(&self) -> Record {
+        if self.is_empty() {
+            Record::NATIVE_DEFAULT
+        } else {
+            *self
+        }
+    }
+
     /// Field by field, `over` where it sets a rule, else `self`: how a step's `record`
     /// overrides the document's.
     pub fn overridden_by(&self, over: &Record) -> Record {

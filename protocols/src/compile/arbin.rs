@@ -284,7 +284,8 @@ fn action(plan: &Plan, i: usize, last: usize, a: &ActionStep) -> Result<Step, Co
             equations,
         });
     }
-    let r = &a.record;
+    // Log limits: the step's `record`, or the native default when it sets none.
+    let r = a.record.or_native_default();
     for (variable, value) in [
         (DV_TIME, r.every_s),
         (DV_VOLTAGE, r.dv_v),
@@ -453,7 +454,7 @@ m_bCheckCurrentSafety=1
 m_CurrentSafetyScope=-5^5
 m_uStepNum=3
 [Schedule_Step0]
-m_uLimitNum=1
+m_uLimitNum=3
 m_szLabel=Step 0
 m_szStepCtrlType=Rest
 m_szCtrlValue=
@@ -472,8 +473,34 @@ Equation1_szRight=
 Equation2_szLeft=
 Equation2_szCompareSign=
 Equation2_szRight=
+[Schedule_Step0_Limit1]
+m_bStepLimit=0
+m_bLogDataLimit=1
+m_szGotoStep=Next Step
+Equation0_szLeft=DV_Time
+Equation0_szCompareSign=>
+Equation0_szRight=10
+Equation1_szLeft=
+Equation1_szCompareSign=
+Equation1_szRight=
+Equation2_szLeft=
+Equation2_szCompareSign=
+Equation2_szRight=
+[Schedule_Step0_Limit2]
+m_bStepLimit=0
+m_bLogDataLimit=1
+m_szGotoStep=Next Step
+Equation0_szLeft=DV_Voltage
+Equation0_szCompareSign=>
+Equation0_szRight=0.01
+Equation1_szLeft=
+Equation1_szCompareSign=
+Equation1_szRight=
+Equation2_szLeft=
+Equation2_szCompareSign=
+Equation2_szRight=
 [Schedule_Step1]
-m_uLimitNum=1
+m_uLimitNum=3
 m_szLabel=Step 1
 m_szStepCtrlType=Current(A)
 m_szCtrlValue=1.25
@@ -492,8 +519,34 @@ Equation1_szRight=
 Equation2_szLeft=
 Equation2_szCompareSign=
 Equation2_szRight=
+[Schedule_Step1_Limit1]
+m_bStepLimit=0
+m_bLogDataLimit=1
+m_szGotoStep=Next Step
+Equation0_szLeft=DV_Time
+Equation0_szCompareSign=>
+Equation0_szRight=10
+Equation1_szLeft=
+Equation1_szCompareSign=
+Equation1_szRight=
+Equation2_szLeft=
+Equation2_szCompareSign=
+Equation2_szRight=
+[Schedule_Step1_Limit2]
+m_bStepLimit=0
+m_bLogDataLimit=1
+m_szGotoStep=Next Step
+Equation0_szLeft=DV_Voltage
+Equation0_szCompareSign=>
+Equation0_szRight=0.01
+Equation1_szLeft=
+Equation1_szCompareSign=
+Equation1_szRight=
+Equation2_szLeft=
+Equation2_szCompareSign=
+Equation2_szRight=
 [Schedule_Step2]
-m_uLimitNum=2
+m_uLimitNum=4
 m_szLabel=Step 2
 m_szStepCtrlType=Voltage(V)
 m_szCtrlValue=4.2
@@ -519,6 +572,32 @@ m_szGotoStep=End Test
 Equation0_szLeft=PV_CHAN_Step_Time
 Equation0_szCompareSign=>=
 Equation0_szRight=7200
+Equation1_szLeft=
+Equation1_szCompareSign=
+Equation1_szRight=
+Equation2_szLeft=
+Equation2_szCompareSign=
+Equation2_szRight=
+[Schedule_Step2_Limit2]
+m_bStepLimit=0
+m_bLogDataLimit=1
+m_szGotoStep=Next Step
+Equation0_szLeft=DV_Time
+Equation0_szCompareSign=>
+Equation0_szRight=10
+Equation1_szLeft=
+Equation1_szCompareSign=
+Equation1_szRight=
+Equation2_szLeft=
+Equation2_szCompareSign=
+Equation2_szRight=
+[Schedule_Step2_Limit3]
+m_bStepLimit=0
+m_bLogDataLimit=1
+m_szGotoStep=Next Step
+Equation0_szLeft=DV_Voltage
+Equation0_szCompareSign=>
+Equation0_szRight=0.01
 Equation1_szLeft=
 Equation1_szCompareSign=
 Equation1_szRight=

@@ -313,8 +313,10 @@ fn action(
     Ok(())
 }
 
+/// The sequence's record settings: the step's `record`, or
+/// [`crate::plan::Record::NATIVE_DEFAULT`] when it sets none (never `rec_nb 0`).
 fn records(a: &ActionStep) -> Vec<(&'static str, String, &'static str)> {
-    let r = &a.record;
+    let r = a.record.or_native_default();
     [
         (REC_TIME, r.every_s.map(num), "s"),
         (REC_ECELL, r.dv_v.map(|v| num(v * 1000.0)), "mV"),

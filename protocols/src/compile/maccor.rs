@@ -57,8 +57,9 @@ pub(crate) const OPER_LE: &str = "<= ";
 /// `Step` goto targets are 3-digit step numbers, so a procedure holds at most 999 steps.
 pub(crate) const MAX_STEPS: usize = 999;
 
-/// `ReportType` values (padded to 8), one `ReportEntry` per rule of the step's `record`:
-/// time since the last record, |dV|, |dI|.
+/// `ReportType` values (padded to 8), one `ReportEntry` per rule of the step's `record` (or
+/// of [`crate::plan::Record::NATIVE_DEFAULT`] when it sets none): time since the last record,
+/// |dV|, |dI|.
 pub(crate) const REPORT_STEP_TIME: &str = "StepTime";
 pub(crate) const REPORT_VOLTAGE: &str = "Voltage ";
 pub(crate) const REPORT_CURRENT: &str = "Current ";
@@ -319,10 +320,11 @@ fn action_step(
         ends.children.push(end_entry(end_type, oper, goto, value));
     }
     let mut reports = Element::new("Reports");
+    let record = a.record.or_native_default();
     let rules = [
-        (REPORT_STEP_TIME, a.record.every_s.map(duration)),
-        (REPORT_VOLTAGE, a.record.dv_v.map(decimal)),
-        (REPORT_CURRENT, a.record.di_a.map(decimal)),
+        (REPORT_STEP_TIME, record.every_s.map(duration)),
+        (REPORT_VOLTAGE, record.dv_v.map(decimal)),
+        (REPORT_CURRENT, record.di_a.map(decimal)),
     ];
     for (report_type, value) in rules {
         if let Some(value) = value {
@@ -389,7 +391,16 @@ mod tests {
           <Value>4.2</Value>
         </EndEntry>
       </Ends>
-      <Reports/>
+      <Reports>
+        <ReportEntry>
+          <ReportType>StepTime</ReportType>
+          <Value>00:00:10</Value>
+        </ReportEntry>
+        <ReportEntry>
+          <ReportType>Voltage </ReportType>
+          <Value>0.01</Value>
+        </ReportEntry>
+      </Reports>
       <Range>A</Range>
       <Option1>N</Option1>
       <Option2>N</Option2>
@@ -412,7 +423,16 @@ mod tests {
           <Value>0.125</Value>
         </EndEntry>
       </Ends>
-      <Reports/>
+      <Reports>
+        <ReportEntry>
+          <ReportType>StepTime</ReportType>
+          <Value>00:00:10</Value>
+        </ReportEntry>
+        <ReportEntry>
+          <ReportType>Voltage </ReportType>
+          <Value>0.01</Value>
+        </ReportEntry>
+      </Reports>
       <Range>A</Range>
       <Option1>N</Option1>
       <Option2>N</Option2>
@@ -433,7 +453,16 @@ mod tests {
           <Value>00:10:00</Value>
         </EndEntry>
       </Ends>
-      <Reports/>
+      <Reports>
+        <ReportEntry>
+          <ReportType>StepTime</ReportType>
+          <Value>00:00:10</Value>
+        </ReportEntry>
+        <ReportEntry>
+          <ReportType>Voltage </ReportType>
+          <Value>0.01</Value>
+        </ReportEntry>
+      </Reports>
       <Range>A</Range>
       <Option1>N</Option1>
       <Option2>N</Option2>

@@ -17,6 +17,8 @@ pub(crate) mod neware;
 pub(crate) mod plan_compare;
 pub mod pybamm;
 #[cfg(test)]
+mod record_rules;
+#[cfg(test)]
 mod roundtrip;
 
 /// A native schedule format.

@@ -15,7 +15,7 @@
 
 use super::native::{inside_loop, step_name, voltage_step_charges};
 use super::{CompileError, StepMap, Target};
-use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep};
+use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep, Record};
 use crate::xml::Element;
 
 pub(crate) const ROOT: &str = "root";
@@ -69,8 +69,11 @@ const OPERATE: &str = "66";
 const SCALE: &str = "1";
 const CREATOR: &str = "cyclerd";
 pub(crate) const RATE_TYPE_ABSOLUTE: &str = "103";
-/// Until plans carry record rules, log once a second (the daemon keeps what the cycler logs).
-const RECORD_MS: &str = "1000";
+/// `Whole_Prt/Record/Main` fields: log a point every `Time` ms, at every `Volt` (0.1 mV)
+/// change, at every `Curr` (mA) change.
+pub(crate) const RECORD_TIME: &str = "Time";
+pub(crate) const RECORD_VOLT: &str = "Volt";
+pub(crate) const RECORD_CURR: &str = "Curr";
 
 /// `value * unit` as the whole number Neware stores; refuses a value the unit's resolution
 /// would change (a silently different setpoint).
@@ -210,10 +213,7 @@ pub fn compile(plan: &Plan) -> Result<(String, StepMap), CompileError> {
         .child(value("RateType", RATE_TYPE_ABSOLUTE.into()));
     let whole_prt = Element::new("Whole_Prt")
         .child(Element::new("Protect").child(protect(plan).map_err(|m| err(0, m))?))
-        .child(
-            Element::new("Record")
-                .child(Element::new("Main").child(value("Time", RECORD_MS.into()))),
-        );
+        .child(record(plan).map_err(|(i, m)| err(i, m))?);
     let config = Element::new(CONFIG)
         .attr("type", CONFIG_TYPE)
         .attr("version", CONFIG_VERSION)
@@ -221,6 +221,49 @@ pub fn compile(plan: &Plan) -> Result<(String, StepMap), CompileError> {
         .child(whole_prt)
         .child(info);
     Ok((Element::new(ROOT).child(config).to_document(&[]), step_map))
+}
+
+/// `Whole_Prt/Record`: one rule for the whole file (per-step record fields are not confirmed
+/// in public step files), so each field is the finest any action step asks for, with
+/// [`Record::NATIVE_DEFAULT`] standing in for a step that sets no rule. Steps asking for a
+/// coarser rule (or none of a kind) are logged finer than asked: more points, never fewer.
+/// A value Neware's units cannot hold exactly is an error naming the step that asks for it.
+fn record(plan: &Plan) -> Result<Element, (usize, String)> {
+    let mut rules: Vec<(usize, Record)> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s {
+            PlanStep::Action(a) => Some((i, a.record.or_native_default())),
+            _ => None,
+        })
+        .collect();
+    if rules.is_empty() {
+        rules.push((0, Record::NATIVE_DEFAULT));
+    }
+    let finest = |field: fn(&Record) -> Option<f64>| {
+        rules
+            .iter()
+            .filter_map(|(i, r)| field(r).map(|x| (*i, x)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    };
+    let mut main = Element::new("Main");
+    if let Some((i, s)) = finest(|r| r.every_s) {
+        main.children.push(value(
+            RECORD_TIME,
+            whole(s, MS_PER_S, "record interval (s)").map_err(|m| (i, m))?,
+        ));
+    }
+    if let Some((i, v)) = finest(|r| r.dv_v) {
+        main.children.push(value(
+            RECORD_VOLT,
+            whole(v, TENTH_MV_PER_V, "record voltage change (V)").map_err(|m| (i, m))?,
+        ));
+    }
+    if let Some((_, a)) = finest(|r| r.di_a) {
+        main.children.push(value(RECORD_CURR, milliamps(a)));
+    }
+    Ok(Element::new("Record").child(main))
 }
 
 /// `Whole_Prt/Protect/Main`: the plan's voltage window and current limit. Temperature and
@@ -397,7 +440,8 @@ mod tests {
       </Protect>
       <Record>
         <Main>
-          <Time Value="1000"/>
+          <Time Value="10000"/>
+          <Volt Value="100"/>
         </Main>
       </Record>
     </Whole_Prt>

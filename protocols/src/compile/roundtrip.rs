@@ -108,6 +108,17 @@ fn assert_same_plan(plan: &Plan, back: &Plan, target: Target) {
                         ctx()
                     );
                 }
+                // Maccor logs per step: the rule written (the native default for a step
+                // without one) reads back. Neware's one file-wide rule is checked in
+                // `record_rules`.
+                if target == Target::Maccor {
+                    assert_eq!(
+                        x.record.or_native_default(),
+                        y.record,
+                        "step {i} record; {}",
+                        ctx()
+                    );
+                }
             }
             (
                 PlanStep::LoopStart {

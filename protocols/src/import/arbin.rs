@@ -719,16 +719,27 @@ mod tests {
 
     #[test]
     fn log_only_limits_become_the_steps_record_rule() {
-        let text = valid().replacen(
-            "[Schedule_Step2]\r\nm_uLimitNum=1",
-            "[Schedule_Step2]\r\nm_uLimitNum=2",
-            1,
-        ) + "[Schedule_Step2_Limit1]\r\nm_bStepLimit=0\r\nm_bLogDataLimit=1\r\nm_szGotoStep=Next Step\r\nEquation0_szLeft=DV_Time\r\nEquation0_szCompareSign=>\r\nEquation0_szRight=10\r\n";
+        // The compiled file logs step 2 by DV_Time and DV_Voltage (the native default); a
+        // log-only DV_Current limit added by hand joins them.
+        let valid = valid();
+        let head = "[Schedule_Step2]\r\nm_uLimitNum=";
+        let at = valid.find(head).unwrap() + head.len();
+        let n: usize = valid[at..].split('\r').next().unwrap().parse().unwrap();
+        let text = valid.replacen(&format!("{head}{n}"), &format!("{head}{}", n + 1), 1)
+            + &format!(
+                "[Schedule_Step2_Limit{n}]\r\nm_bStepLimit=0\r\nm_bLogDataLimit=1\r\nm_szGotoStep=Next Step\r\nEquation0_szLeft=DV_Current\r\nEquation0_szCompareSign=>\r\nEquation0_szRight=0.5\r\n"
+            );
         let p = import(&text, "t.sdu").unwrap();
         let PlanStep::Action(a) = &p.steps[2] else {
             panic!()
         };
-        assert_eq!(a.record.every_s, Some(10.0));
+        assert_eq!(
+            a.record,
+            Record {
+                di_a: Some(0.5),
+                ..Record::NATIVE_DEFAULT
+            }
+        );
     }
 
     proptest! {

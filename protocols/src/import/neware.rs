@@ -2,7 +2,8 @@
 //!
 //! Reads what [`crate::compile::neware`] writes and the plain step files BTS writes: CC, CV and
 //! rest steps with their stop fields (`Stop_Volt`, `Stop_Curr`, `Time`) and conditions, cycle
-//! steps, end steps, and the `Whole_Prt/Protect` voltage window and current limit. Anything
+//! steps, end steps, the `Whole_Prt/Protect` voltage window and current limit, and the
+//! `Whole_Prt/Record` logging rule (a step's own `Record` overrides it). Anything
 //! else (CCCV in one step, pause, C-rate-only values, capacity stops, per-step protection...)
 //! is an [`ImportError`] naming the step, never a guess.
 
@@ -12,12 +13,15 @@ use crate::compile::neware::{
     CC_CHARGE, CC_DISCHARGE, CCCV_CHARGE, CCCV_DISCHARGE, CMP_GE, CMP_GT, CMP_LE, CMP_LT,
     COND_COMPARE, COND_CURRENT, COND_JUMP, COND_PREFIX, COND_TIME, COND_TYPE, COND_VALUE,
     COND_VOLTAGE, CONFIG, CONFIG_TYPE, CV_CHARGE, CV_DISCHARGE, CYCLE, END, JUMP_NEXT,
-    JUMP_PROTECT, JUMP_STOP, MA_PER_A, MS_PER_S, PAUSE, REST, ROOT, TENTH_MV_PER_V,
+    JUMP_PROTECT, JUMP_STOP, MA_PER_A, MS_PER_S, PAUSE, RECORD_CURR, RECORD_TIME, RECORD_VOLT,
+    REST, ROOT, TENTH_MV_PER_V,
 };
-use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep, Safety, Termination};
+use crate::plan::{
+    ActionStep, Condition, Control, Goto, Plan, PlanStep, Record, Safety, Termination,
+};
 use crate::xml::Element;
 
-/// Step children that only concern logging, and are left to the daemon's own record rules.
+/// Step children beside `Limit`: a step's own logging rule (read like `Whole_Prt/Record`).
 const IGNORED_STEP_CHILDREN: [&str; 1] = ["Record"];
 
 /// A cycle step: body from Neware step `start` to the step before `end` (1-based ids).
@@ -58,6 +62,14 @@ pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
         .map(protect)
         .transpose()
         .map_err(|m| err("Whole_Prt/Protect".into(), m))?
+        .unwrap_or_default();
+    // The file's logging rule: every action step's record, unless the step has its own.
+    let whole_record = config
+        .find("Whole_Prt")
+        .and_then(|w| w.find("Record"))
+        .map(record)
+        .transpose()
+        .map_err(|m| err("Whole_Prt/Record".into(), m))?
         .unwrap_or_default();
     let info = config
         .find("Step_Info")
@@ -215,8 +227,15 @@ pub fn import(text: &str, origin: &str) -> Result<Plan, ImportError> {
             END => steps.push(PlanStep::End),
             code => {
                 let action = action(e, code, |t| resolve(k, t)).map_err(|m| err(at(k), m))?;
+                let own = e
+                    .find("Record")
+                    .map(record)
+                    .transpose()
+                    .map_err(|m| err(at(k), m))?
+                    .unwrap_or_default();
                 steps.push(PlanStep::Action(ActionStep {
                     path: at(k),
+                    record: whole_record.overridden_by(&own),
                     ..action
                 }));
             }
@@ -237,6 +256,27 @@ fn number(parent: &Element, name: &str) -> Result<Option<f64>, String> {
     parse_number(v)
         .map(Some)
         .ok_or_else(|| format!("{name} Value={v:?}: expected a number"))
+}
+
+/// A `Record` element (`Whole_Prt/Record` or a step's own) as a record rule: `Main/Time` ms,
+/// `Main/Volt` 0.1 mV, `Main/Curr` mA; a zero or absent field sets no rule of its kind.
+fn record(e: &Element) -> Result<Record, String> {
+    let empty = Element::default();
+    let main = e.find("Main").unwrap_or(&empty);
+    let field = |name: &str, unit: f64| -> Result<Option<f64>, String> {
+        match number(main, name)? {
+            Some(v) if v < 0.0 => Err(format!(
+                "Record/Main/{name} {v}: expected a non-negative value"
+            )),
+            Some(v) if v > 0.0 => Ok(Some(v / unit)),
+            _ => Ok(None),
+        }
+    };
+    Ok(Record {
+        every_s: field(RECORD_TIME, MS_PER_S)?,
+        dv_v: field(RECORD_VOLT, TENTH_MV_PER_V)?,
+        di_a: field(RECORD_CURR, MA_PER_A)?,
+    })
 }
 
 fn protect(main: &Element) -> Result<Safety, String> {
