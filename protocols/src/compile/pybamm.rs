@@ -674,6 +674,27 @@ mod tests {
     }
 
     #[test]
+    fn c_rates_are_kept_from_source_strings_and_structured_steps_are_written_in_amps() {
+        let p = Plan::from_yaml(
+            "protocol: t\nversion: 1\nparams:\n  capacity: 2.5 Ah\n  v_max: 4.2 V\nsteps:\n  - \"Charge at C/2 until ${v_max}\"\n  - \"Hold at ${v_max} until C/20\"\n  - cc: 1C\n    direction: discharge\n    until: [\"V <= 3 V\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            compile(&p).unwrap(),
+            "[\n    \"Charge at C/2 until 4.2 V\",\n    \"Hold at 4.2 V until C/20\",\n    \"Discharge at 2.5 A until 3 V\",\n]\n"
+        );
+        let json: Value = serde_json::from_str(&compile_json(&p).unwrap()).unwrap();
+        assert_eq!(json["cycles"][0][0]["type"], "c-rate");
+        assert_eq!(json["cycles"][0][0]["value"], -0.5);
+        assert_eq!(
+            json["cycles"][1][0]["terminations"],
+            json!([{"type": "c-rate", "value": 0.05}])
+        );
+        assert_eq!(json["cycles"][2][0]["type"], "current");
+    }
+
+    #[test]
     fn nested_loops_unroll_inside_a_repeated_cycle() {
         let mut p = plan(vec![
             looped(500, true, 7),
