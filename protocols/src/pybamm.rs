@@ -38,6 +38,21 @@ pub struct ParsedStep {
     pub period_s: Option<f64>,
     /// `Run NAME (A)`: the drive cycle to load. `control` is then [`Control::Profile`].
     pub run: Option<RunProfile>,
+    /// How the string wrote what `control` and `terminations` resolve, for targets that must
+    /// say it the same way (PyBaMM: a C-rate is not the same step as its amps on a model of
+    /// another capacity).
+    pub written: Written,
+}
+
+/// What a step string said that its resolved form no longer shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Written {
+    /// The setpoint was a C-rate (`1C`, `C/3`): its magnitude as written.
+    pub c_rate: Option<f64>,
+    /// The `until` current was a C-rate (`C/20`): its magnitude as written.
+    pub until_c_rate: Option<f64>,
+    /// The `until` carried an explicit `<` or `>`.
+    pub until_operator: bool,
 }
 
 /// A drive-cycle reference from a `Run` step; the caller loads the file.
@@ -77,6 +92,7 @@ pub fn parse_step(text: &str, params: &Params) -> Result<ParsedStep, StepError> 
         text,
         pos: 0,
         params,
+        written: Written::default(),
     }
     .step()
 }
@@ -86,6 +102,8 @@ struct Parser<'a> {
     /// Byte offset of the next unread character.
     pos: usize,
     params: &'a Params,
+    /// Filled in while parsing; returned in [`ParsedStep::written`].
+    written: Written,
 }
 
 /// A value with the column it was written at, so later checks can point at it.
@@ -172,6 +190,9 @@ impl<'a> Parser<'a> {
                 self.expect_word("at")?;
                 self.skip_ws();
                 let v = self.value()?;
+                if v.q.unit == Unit::CRate {
+                    self.written.c_rate = Some(v.q.value);
+                }
                 self.control(verb, &v)?
             }
         };
@@ -273,6 +294,7 @@ impl<'a> Parser<'a> {
             tags,
             period_s,
             run,
+            written: self.written,
         })
     }
 
@@ -533,11 +555,15 @@ impl<'a> Parser<'a> {
                     self.pos += 1;
                 }
                 self.skip_ws();
+                self.written.until_operator = true;
                 Some(c)
             }
             _ => None,
         };
         let v = self.value()?;
+        if v.q.unit == Unit::CRate {
+            self.written.until_c_rate = Some(v.q.value);
+        }
         match v.q.unit {
             Unit::Volt => match (op, verb) {
                 (Some('>'), _) | (None, Verb::Charge) => Ok(Condition::VoltageAtLeast(v.q.value)),

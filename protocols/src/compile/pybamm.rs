@@ -7,13 +7,29 @@
 //! cycle repeated with Python list multiplication (`*[("...", "...")] * 500`), with loops
 //! nested inside it unrolled into the cycle, since PyBaMM cycles are flat.
 //!
-//! The JSON form follows `pybamm.Experiment.to_config()` / `Serialise.deserialise_experiment`
-//! of current PyBaMM: `{"cycles": [[step, ...], ...]}` with every cycle written out, and each
-//! step `{"type", "value", "duration", "termination", "period", "tags", "description"}`:
-//! `type` is `rest`, `current`, `voltage`, `power` or `resistance`; `value` in A, V, W or Ohm
-//! (PyBaMM sign); `duration` and `period` in s or null; `termination` a list of PyBaMM
-//! termination strings (`"> 4.2 V"`, `"0.125 A"`); `description` the step string, which
-//! PyBaMM reads on its own too.
+//! The JSON form is what `pybamm.Experiment.to_config()` writes (PyBaMM 26.10,
+//! `Serialise.serialise_experiment`), so `Experiment.from_config` reads back every field:
+//! `{"cycles": [[step, ...], ...]}` with every cycle written out, and each step
+//! `{"type", "duration"?, "value"?, "terminations"?, "period"?, "tags"?, "description"}`:
+//! `type` is `rest`, `current`, `c-rate`, `voltage`, `power` or `resistance`; `value` (absent
+//! on a rest) in A, C, V, W or Ohm with PyBaMM's sign; `duration` and `period` in s, absent
+//! when the step has none; `terminations` a list of `{"type": "voltage" | "current" |
+//! "c-rate", "value", "operator"?}` with `operator` (`<` / `>`) only where the string writes
+//! one. `from_config` ignores unknown keys, so any other spelling silently loses the field.
+//!
+//! The strings and the JSON mean what the source means to PyBaMM:
+//! - A C-rate stays a C-rate (`Charge at C/3`), not its amps, which are wrong on a model of
+//!   another capacity and change PyBaMM's default cap (2/C h for a C-rate step, 24 h
+//!   otherwise). The plan holds amps only; the C-rate comes from re-parsing the step's
+//!   `description` (the source string) with the plan's params, used only when it resolves to
+//!   exactly the plan step's control and terminations. Structured steps (`cc: 1C`) and
+//!   imported plans have no such source and are written in amps.
+//! - A step without a duration is written without one, so PyBaMM applies the same default
+//!   cap it applies to the source and keeps `uses_default_duration` (reaching that cap makes
+//!   PyBaMM stop the experiment as infeasible; an explicit `for 2 hours` would not).
+//! - A voltage `until` keeps `<` / `>` wherever the step's verb does not imply it, and
+//!   wherever the source wrote one.
+//! - Tags go to the JSON only: PyBaMM 26 no longer reads `[tag]` in a step string.
 //!
 //! PyBaMM cannot express jumps (any goto other than next), test-time, capacity, energy,
 //! temperature or dV/dt terminations, more than one duration or one `until` per step (in the
@@ -26,6 +42,7 @@ use serde_json::{Value, json};
 
 use super::{CompileError, Target};
 use crate::plan::{ActionStep, Condition, Control, Goto, Plan, PlanStep, Termination};
+use crate::pybamm::{Params, Written, parse_step};
 
 /// PyBaMM's step verbs.
 const REST: &str = "Rest";
@@ -35,6 +52,7 @@ const HOLD: &str = "Hold";
 /// JSON step `type` values.
 const TYPE_REST: &str = "rest";
 const TYPE_CURRENT: &str = "current";
+const TYPE_C_RATE: &str = "c-rate";
 const TYPE_VOLTAGE: &str = "voltage";
 const TYPE_POWER: &str = "power";
 const TYPE_RESISTANCE: &str = "resistance";
@@ -62,6 +80,8 @@ struct Sink {
     target: Target,
     lossy: bool,
     dropped: Vec<String>,
+    /// The plan's params, to re-read step descriptions with.
+    params: Params,
 }
 
 impl Sink {
@@ -145,6 +165,7 @@ fn build(
         target,
         lossy,
         dropped: Vec::new(),
+        params: plan.params.clone(),
     };
     let mut items = Vec::new();
     let mut i = 0;
@@ -257,25 +278,62 @@ fn unrolled(
     Ok(out)
 }
 
-/// The instruction (verb and value), the JSON type and the PyBaMM-signed value.
+/// A C-rate as people write it: `C/n` where exact, else `xC`.
+fn c_rate(c: f64) -> String {
+    let n = (1.0 / c).round();
+    if c < 1.0 && n > 1.0 && 1.0 / n == c {
+        format!("C/{}", num(n))
+    } else {
+        format!("{}C", num(c))
+    }
+}
+
+/// What the source string wrote (C-rates, operators), when the step's description is a
+/// PyBaMM string that resolves to exactly this step; nothing otherwise (structured or
+/// imported steps, the halves of a CCCV).
+fn written(a: &ActionStep, params: &Params) -> Written {
+    match parse_step(&a.description, params) {
+        Ok(p) if p.control == a.control && p.terminations == a.terminations => p.written,
+        _ => Written::default(),
+    }
+}
+
+/// The instruction (verb and value), the JSON type and the PyBaMM-signed value (`None` for a
+/// rest, which PyBaMM writes without one).
 #[allow(unreachable_patterns)] // the IR grows: new controls must land in the error arm
-fn instruction(control: Control) -> Option<(String, &'static str, f64)> {
-    let signed = |x: f64, unit: &str| {
-        if x < 0.0 {
-            format!("{DISCHARGE} at {} {unit}", num(-x))
-        } else {
-            format!("{CHARGE} at {} {unit}", num(x))
-        }
-    };
+fn instruction(
+    control: Control,
+    written_c_rate: Option<f64>,
+) -> Option<(String, &'static str, Option<f64>)> {
+    let verb = |x: f64| if x < 0.0 { DISCHARGE } else { CHARGE };
     Some(match control {
-        Control::Rest => (REST.into(), TYPE_REST, 0.0),
-        Control::Current { amps } => (signed(amps, "A"), TYPE_CURRENT, -amps),
-        Control::Voltage { volts } => (format!("{HOLD} at {} V", num(volts)), TYPE_VOLTAGE, volts),
-        Control::Power { watts } => (signed(watts, "W"), TYPE_POWER, -watts),
+        Control::Rest => (REST.into(), TYPE_REST, None),
+        Control::Current { amps } => match written_c_rate {
+            Some(c) => (
+                format!("{} at {}", verb(amps), c_rate(c)),
+                TYPE_C_RATE,
+                Some(if amps < 0.0 { c } else { -c }),
+            ),
+            None => (
+                format!("{} at {} A", verb(amps), num(amps.abs())),
+                TYPE_CURRENT,
+                Some(-amps),
+            ),
+        },
+        Control::Voltage { volts } => (
+            format!("{HOLD} at {} V", num(volts)),
+            TYPE_VOLTAGE,
+            Some(volts),
+        ),
+        Control::Power { watts } => (
+            format!("{} at {} W", verb(watts), num(watts.abs())),
+            TYPE_POWER,
+            Some(-watts),
+        ),
         Control::Resistance { ohms } => (
             format!("{DISCHARGE} at {} Ohm", num(ohms)),
             TYPE_RESISTANCE,
-            ohms,
+            Some(ohms),
         ),
         _ => return None,
     })
@@ -340,13 +398,14 @@ fn single(
     target: Target,
     sink: &mut Sink,
 ) -> Result<Option<Step>, CompileError> {
-    let Some((instr, kind, value)) = instruction(control) else {
+    let w = written(a, &sink.params);
+    let Some((instr, kind, value)) = instruction(control, w.c_rate) else {
         sink.refuse_step(a, "PyBaMM has no step of this kind (chamber, profile and CCCV-in-one are not expressible)".into())?;
         return Ok(None);
     };
     let verb = instr.split(' ').next().unwrap_or(REST);
     let mut duration_s: Option<f64> = None;
-    let mut untils: Vec<(String, String)> = Vec::new(); // (in the string, in JSON)
+    let mut untils: Vec<(String, Value)> = Vec::new(); // (in the string, in JSON)
     for t in &a.terminations {
         if t.goto != Goto::Next {
             sink.refuse_step(
@@ -358,13 +417,17 @@ fn single(
             )?;
         }
         let volts = |v: f64, op: &str, default_verb: &str| {
-            let json = format!("{op} {} V", num(v));
-            let text = if verb == default_verb {
-                format!("{} V", num(v))
+            if verb == default_verb && !w.until_operator {
+                (
+                    format!("{} V", num(v)),
+                    json!({"type": TYPE_VOLTAGE, "value": v}),
+                )
             } else {
-                json.clone()
-            };
-            (text, json)
+                (
+                    format!("{op} {} V", num(v)),
+                    json!({"type": TYPE_VOLTAGE, "value": v, "operator": op}),
+                )
+            }
         };
         match t.condition {
             Condition::StepTime(s) => match duration_s {
@@ -376,10 +439,13 @@ fn single(
             },
             Condition::VoltageAtLeast(v) => untils.push(volts(v, ">", CHARGE)),
             Condition::VoltageAtMost(v) => untils.push(volts(v, "<", DISCHARGE)),
-            Condition::CurrentMagnitudeAtMost(x) => {
-                let s = format!("{} A", num(x));
-                untils.push((s.clone(), s));
-            }
+            Condition::CurrentMagnitudeAtMost(x) => untils.push(match w.until_c_rate {
+                Some(c) => (c_rate(c), json!({"type": TYPE_C_RATE, "value": c})),
+                None => (
+                    format!("{} A", num(x)),
+                    json!({"type": TYPE_CURRENT, "value": x}),
+                ),
+            }),
             other => sink.refuse_step(
                 a,
                 format!("{other:?}: PyBaMM steps end on a duration, a voltage or a current only"),
@@ -419,18 +485,29 @@ fn single(
     if let Some(p) = r.every_s {
         text += &format!(" ({} period)", duration(p));
     }
-    if !a.tags.is_empty() {
-        text += &format!(" [{}]", a.tags.join(","));
+    // The keys `to_config()` writes, each only where PyBaMM writes it.
+    let mut json = serde_json::Map::new();
+    json.insert("type".into(), kind.into());
+    if let Some(d) = duration_s {
+        json.insert("duration".into(), d.into());
     }
-    let json = json!({
-        "type": kind,
-        "value": value,
-        "duration": duration_s,
-        "termination": untils.iter().map(|(_, j)| j.clone()).collect::<Vec<_>>(),
-        "period": r.every_s,
-        "tags": a.tags,
-        "description": text,
-    });
+    if let Some(v) = value {
+        json.insert("value".into(), v.into());
+    }
+    if !untils.is_empty() {
+        json.insert(
+            "terminations".into(),
+            untils.iter().map(|(_, j)| j.clone()).collect(),
+        );
+    }
+    if let Some(p) = r.every_s {
+        json.insert("period".into(), p.into());
+    }
+    if !a.tags.is_empty() {
+        json.insert("tags".into(), a.tags.clone().into());
+    }
+    json.insert("description".into(), text.clone().into());
+    let json = Value::Object(json);
     Ok(Some(Step { text, json }))
 }
 
@@ -478,7 +555,6 @@ mod tests {
         act, deploy_plans, looped, plan, split_cccv, unrolled_actions,
     };
     use crate::plan::{Record, Safety};
-    use crate::pybamm::{Params, parse_step};
 
     fn three_steps() -> Plan {
         plan(vec![
@@ -530,8 +606,7 @@ mod tests {
         let got = strings(python);
         assert_eq!(got.len(), expected.len(), "{python}");
         for (text, a) in got.iter().zip(&expected) {
-            let parsed =
-                parse_step(text, &Params::new()).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+            let parsed = parse_step(text, &p.params).unwrap_or_else(|e| panic!("{text}: {e:?}"));
             assert_eq!(parsed.control, a.control, "{text}");
             let mut want: Vec<String> = a
                 .terminations
@@ -559,14 +634,14 @@ mod tests {
     }
 
     #[test]
-    fn three_step_protocol_compiles_to_pybamm_json_with_pybamm_signs() {
+    fn three_step_protocol_compiles_to_the_json_pybamm_to_config_writes() {
         let json: Value = serde_json::from_str(&compile_json(&three_steps()).unwrap()).unwrap();
         assert_eq!(
             json,
             json!({"cycles": [
-                [{"type": "rest", "value": 0.0, "duration": 600.0, "termination": [], "period": null, "tags": [], "description": "Rest for 10 minutes"}],
-                [{"type": "current", "value": -1.25, "duration": null, "termination": ["> 4.2 V"], "period": null, "tags": [], "description": "Charge at 1.25 A until 4.2 V"}],
-                [{"type": "voltage", "value": 4.2, "duration": 7200.0, "termination": ["0.125 A"], "period": null, "tags": [], "description": "Hold at 4.2 V for 2 hours or until 0.125 A"}],
+                [{"type": "rest", "duration": 600.0, "description": "Rest for 10 minutes"}],
+                [{"type": "current", "value": -1.25, "terminations": [{"type": "voltage", "value": 4.2}], "description": "Charge at 1.25 A until 4.2 V"}],
+                [{"type": "voltage", "duration": 7200.0, "value": 4.2, "terminations": [{"type": "current", "value": 0.125}], "description": "Hold at 4.2 V for 2 hours or until 0.125 A"}],
             ]})
         );
     }
@@ -596,6 +671,27 @@ mod tests {
             }
         }
         assert!(compiled >= 2, "only {compiled} deploy protocols compiled");
+    }
+
+    #[test]
+    fn c_rates_are_kept_from_source_strings_and_structured_steps_are_written_in_amps() {
+        let p = Plan::from_yaml(
+            "protocol: t\nversion: 1\nparams:\n  capacity: 2.5 Ah\n  v_max: 4.2 V\nsteps:\n  - \"Charge at C/2 until ${v_max}\"\n  - \"Hold at ${v_max} until C/20\"\n  - cc: 1C\n    direction: discharge\n    until: [\"V <= 3 V\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            compile(&p).unwrap(),
+            "[\n    \"Charge at C/2 until 4.2 V\",\n    \"Hold at 4.2 V until C/20\",\n    \"Discharge at 2.5 A until 3 V\",\n]\n"
+        );
+        let json: Value = serde_json::from_str(&compile_json(&p).unwrap()).unwrap();
+        assert_eq!(json["cycles"][0][0]["type"], "c-rate");
+        assert_eq!(json["cycles"][0][0]["value"], -0.5);
+        assert_eq!(
+            json["cycles"][1][0]["terminations"],
+            json!([{"type": "c-rate", "value": 0.05}])
+        );
+        assert_eq!(json["cycles"][2][0]["type"], "current");
     }
 
     #[test]
