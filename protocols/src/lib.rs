@@ -57,6 +57,7 @@ pub mod error;
 pub mod import;
 pub mod plan;
 pub mod pybamm;
+pub mod supervise;
 mod to_yaml;
 pub mod units;
 pub mod xml;
