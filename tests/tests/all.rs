@@ -35,5 +35,7 @@ mod resources;
 mod restart;
 #[path = "all/steps.rs"]
 mod steps;
+#[path = "all/supervised.rs"]
+mod supervised;
 #[path = "all/tls.rs"]
 mod tls;

@@ -126,6 +126,10 @@ pub struct StepFollower {
     plan_step: Option<usize>,
     step_count: u32,
     cycles: CycleFollower,
+    /// A new schedule (the next segment of a supervised test) numbers its steps anew: its
+    /// first record is a step change from the last plan step, whatever its native numbers.
+    #[serde(default)]
+    restarted: bool,
 }
 
 impl StepFollower {
@@ -139,6 +143,14 @@ impl StepFollower {
     /// The compiler's step map this follower translates with.
     pub fn map(&self) -> &StepMap {
         &self.map
+    }
+
+    /// Follows the records of a new schedule (the next segment of a supervised test), whose
+    /// step numbers `map` places: step count and cycles go on from the last record.
+    pub fn restart(&mut self, map: StepMap) {
+        self.map = map;
+        self.native = None;
+        self.restarted = true;
     }
 
     /// Where the last record was, once there was one.
@@ -166,7 +178,14 @@ impl StepFollower {
             });
         };
         let native = (native_step, native_cycle);
+        let restarted = std::mem::take(&mut self.restarted);
         match self.native.replace(native) {
+            None if restarted && self.plan_step.is_some() => {
+                let previous = self.plan_step;
+                let mut placed = self.enter(plan, i, previous.map(|p| (p, p == i)));
+                placed.changed = true;
+                placed
+            }
             None => self.enter(plan, i, None),
             Some(before) if before == native => self.last().expect("a step was entered"),
             // The same cycler step with another cycle number: the cycler's counter moved on,

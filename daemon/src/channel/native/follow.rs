@@ -2,14 +2,16 @@
 //! test's new records downloaded from the index after the last one stored; the cycler's states
 //! become events and the test's end.
 
+use super::segments::Decision;
 use super::{
-    AMBIENT_MAX_AGE_S, CyclerRunner, PAGE_RECORDS, PAGES_PER_POLL, START_GRACE_POLLS, state_name,
-    step_text,
+    AMBIENT_MAX_AGE_S, CyclerRunner, PAGE_RECORDS, PAGES_PER_POLL, START_GRACE_POLLS,
+    cycler_test_name, state_name, step_text,
 };
 use crate::channel::Ending;
 use crate::channel::journal::Sample;
 use cyclerd_drivers::DriverError;
 use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, ChannelStatus, Cycler, Record};
+use cyclerd_protocols::supervise::Reading;
 
 impl<C: Cycler> CyclerRunner<C> {
     /// One poll: every channel's status in one call, then each followed test's new records.
@@ -110,6 +112,11 @@ impl<C: Cycler> CyclerRunner<C> {
         if let Some(other) = &status.test
             && *other != run.state.cycler_test
         {
+            if other.starts_with(&cycler_test_name(run.journal.test_id())) {
+                // An earlier segment of this test still shows: the cycler is loading the
+                // next one.
+                return self.not_started_yet(k);
+            }
             let reason = format!(
                 "the channel now runs {other:?} on {}, not this test ({}); records after {} \
                  stay in the cycler's own data",
@@ -121,6 +128,13 @@ impl<C: Cycler> CyclerRunner<C> {
             return Ok(());
         }
         self.guard_chamber(k).await;
+        if self.slots[k].run.as_ref().is_some_and(|r| r.stop_pending) {
+            let addr = self.slots[k].addr;
+            self.cycler.stop(addr).await?;
+            if let Some(run) = self.slots[k].run.as_mut() {
+                run.stop_pending = false;
+            }
+        }
         if !self.deferred {
             let mut pages = 0;
             while pages < PAGES_PER_POLL {
@@ -138,7 +152,9 @@ impl<C: Cycler> CyclerRunner<C> {
                 if records.is_empty() {
                     break;
                 }
-                self.store(k, &records);
+                if let Some(decision) = self.store(k, &records) {
+                    self.decide(k, decision).await;
+                }
                 pages += 1;
             }
         }
@@ -171,6 +187,12 @@ impl<C: Cycler> CyclerRunner<C> {
                 run.idle_polls += 1;
                 if let Some(fault) = run.fault.clone() {
                     self.end(k, Ending::Faulted(fault));
+                } else if run.state.seg.exit.is_some()
+                    && run.stop_reason.is_none()
+                    && run.state.seen_active
+                {
+                    let exit = run.state.seg.exit;
+                    self.segment_over(k, exit).await;
                 } else if run.state.seen_active || run.stop_reason.is_some() {
                     let ending = run.stop_reason.clone().unwrap_or_else(|| {
                         Ending::Stopped(
@@ -187,19 +209,32 @@ impl<C: Cycler> CyclerRunner<C> {
                 }
             }
             terminal if caught_up => {
+                // The segment is over: the test ends, or goes on where the daemon's decision
+                // or the segment's own end leads.
                 let ending = match terminal {
                     _ if run.fault.is_some() => {
                         Ending::Faulted(run.fault.clone().unwrap_or_default())
                     }
-                    ChannelState::Finished => Ending::Finished,
                     ChannelState::Fault { reason } => Ending::Faulted(format!(
                         "{} reports a fault on the channel: {reason}",
                         self.device
                     )),
-                    _ => run
+                    _ if run.stop_reason.is_some() => run
                         .stop_reason
                         .clone()
                         .unwrap_or_else(|| Ending::Stopped("stopped on the cycler".into())),
+                    _ if run.state.seg.exit.is_some() => {
+                        let exit = run.state.seg.exit;
+                        self.segment_over(k, exit).await;
+                        self.maybe_send(k);
+                        return Ok(());
+                    }
+                    ChannelState::Finished => {
+                        self.segment_over(k, None).await;
+                        self.maybe_send(k);
+                        return Ok(());
+                    }
+                    _ => Ending::Stopped("stopped on the cycler".into()),
                 };
                 self.end(k, ending);
             }
@@ -238,13 +273,20 @@ impl<C: Cycler> CyclerRunner<C> {
         }
     }
 
-    /// Stores downloaded records under their sequence numbers, recording step changes.
-    fn store(&mut self, k: usize, records: &[Record]) {
+    /// Stores downloaded records under their sequence numbers, recording step changes; the
+    /// first decision a watched condition brought, if one did.
+    fn store(&mut self, k: usize, records: &[Record]) -> Option<Decision> {
         let chamber = self.slots[k].spec.chamber.clone();
         let air = chamber.as_ref().map(|c| c.history());
+        let mut decision = None;
         for r in records {
             let Some(run) = self.slots[k].run.as_mut() else {
-                return;
+                return decision;
+            };
+            // The cycler counts each segment's test time from 0.
+            let r = &Record {
+                test_time_s: run.state.seg.time_base_s + r.test_time_s,
+                ..*r
             };
             if r.index < run.state.next_index {
                 continue;
@@ -271,6 +313,9 @@ impl<C: Cycler> CyclerRunner<C> {
             run.state.step = placed.step_count;
             run.state.cycle = placed.cycle;
             if placed.changed {
+                run.state.seg.step_start_s = r.test_time_s;
+            }
+            if placed.changed {
                 let message = step_text(&run.plan, placed.plan_step);
                 self.send_batch(k);
                 self.event(k, r.test_time_s, "step", message);
@@ -279,8 +324,23 @@ impl<C: Cycler> CyclerRunner<C> {
             run.state.integrate(r);
             run.state.next_index = r.index + 1;
             run.state.seen_active = true;
-            let s = &run.state;
             let start_unix_s = run.journal.start_unix_s();
+            let ambient_c = air
+                .as_ref()
+                .and_then(|h| h.at(start_unix_s + r.test_time_s, AMBIENT_MAX_AGE_S));
+            if decision.is_none() && run.fault.is_none() {
+                let reading = Reading {
+                    test_time_s: r.test_time_s,
+                    voltage_v: r.voltage_v,
+                    current_a: r.current_a,
+                    temperature_c: r.temperature_c,
+                    chamber_c: ambient_c,
+                };
+                decision = run
+                    .state
+                    .watch(&run.course, &run.plan, placed.plan_step, reading);
+            }
+            let s = &run.state;
             run.journal.push(Sample {
                 test_time_s: r.test_time_s,
                 unix_time_s: start_unix_s + r.test_time_s,
@@ -294,9 +354,7 @@ impl<C: Cycler> CyclerRunner<C> {
                 charge_wh: s.charge_wh,
                 discharge_wh: s.discharge_wh,
                 temperature_c: r.temperature_c,
-                ambient_c: air
-                    .as_ref()
-                    .and_then(|h| h.at(start_unix_s + r.test_time_s, AMBIENT_MAX_AGE_S)),
+                ambient_c,
             });
             if run.journal.is_full() {
                 self.send_batch(k);
@@ -327,6 +385,23 @@ impl<C: Cycler> CyclerRunner<C> {
                 snap.samples = samples;
             });
         }
+        decision
+    }
+
+    /// A freshly started segment does not show on the cycler yet: wait a few polls, then the
+    /// start counts as failed.
+    fn not_started_yet(&mut self, k: usize) -> Result<(), DriverError> {
+        if let Some(run) = self.slots[k].run.as_mut() {
+            run.idle_polls += 1;
+            if run.idle_polls > START_GRACE_POLLS {
+                let reason = format!(
+                    "the cycler still shows the previous segment {START_GRACE_POLLS} polls after \
+                     the next one was started: it did not start"
+                );
+                self.end(k, Ending::Faulted(reason));
+            }
+        }
+        Ok(())
     }
 
     /// The cycler did not answer (or answered nonsense): record it once, try to reconnect.

@@ -13,9 +13,14 @@
 //! protection. Lost communication is recorded but does not end the test (the cycler keeps
 //! running it); the daemon reconnects and catches up.
 //!
-//! This file holds the runner's life (start, stop, re-attach, end); `follow.rs` the polls.
+//! What the cycler's schedule format cannot say, the daemon supervises: the test runs as a
+//! sequence of segments (`segments.rs`); a plan the format says whole is one segment.
+//!
+//! This file holds the runner's life (start, stop, re-attach, end); `follow.rs` the polls;
+//! `segments.rs` supervised execution.
 
 mod follow;
+mod segments;
 
 use super::journal::{RunnerState, TestJournal};
 use super::{
@@ -25,6 +30,7 @@ use crate::outbox::Checkpoint;
 use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, Cycler, Record, Schedule};
 use cyclerd_protocols::compile::{self, StepMap, Target};
 use cyclerd_protocols::{Engine, Plan, PlanStep, StepFollower};
+use segments::{Course, SegmentState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -80,6 +86,9 @@ struct FollowState {
     discharge_wh: f64,
     /// The cycler has shown the test active; an idle channel after that means it was cleared.
     seen_active: bool,
+    /// The segment running and the daemon's part of the plan.
+    #[serde(default)]
+    seg: SegmentState,
 }
 
 impl FollowState {
@@ -120,6 +129,11 @@ struct Follow {
     /// Why the daemon stopped the test on the cycler for safety (its chamber), once it did:
     /// the test then ends as faulted.
     fault: Option<String>,
+    /// The plan sorted for the cycler and the segment it runs.
+    course: Course,
+    /// The daemon decided to stop the cycler's step but the stop did not get through: tried
+    /// again every poll.
+    stop_pending: bool,
 }
 
 impl FollowState {
@@ -302,11 +316,17 @@ impl<C: Cycler> CyclerRunner<C> {
         Engine::new(plan.clone(), &slot.spec.limits)
             .map_err(|e| StartError::Protocol(e.to_string()))?;
         let test_id = uuid::Uuid::now_v7().to_string();
-        let name = cycler_test_name(&test_id);
-        let (schedule, step_map) =
-            schedule_file(&plan, self.target, &name).map_err(StartError::Protocol)?;
+        let name = segments::segment_name(&test_id, 1);
+        let (course, walker) = segments::first_course(&plan, self.target)?;
+        let schedule = segments::schedule_of(&course.segment, self.target, &name);
         // Claimed only for a test that compiled, and given back if the cycler refuses it.
         claim_chamber(&slot.spec, &plan, &test_id).await?;
+        if let (Some(t), Some(chamber)) = (
+            segments::chamber_set_point(&plan, &course.segment),
+            &slot.spec.chamber,
+        ) {
+            chamber.set_point(&test_id, t);
+        }
         let addr = slot.addr;
         if let Err(e) = self.cycler.start(addr, &schedule, &name).await {
             if let Some(chamber) = &self.slots[k].spec.chamber {
@@ -322,9 +342,16 @@ impl<C: Cycler> CyclerRunner<C> {
             cycler_test: name.clone(),
             next_index: 1,
             cycle: 1,
-            steps: StepFollower::new(step_map),
+            steps: StepFollower::new(course.segment.compiled.step_map.clone()),
+            seg: SegmentState {
+                number: 1,
+                from: course.segment.from,
+                walker,
+                ..SegmentState::default()
+            },
             ..FollowState::default()
         };
+        let supervised = course.sup.needs_supervision();
         let first_step = plan
             .steps
             .iter()
@@ -350,13 +377,21 @@ impl<C: Cycler> CyclerRunner<C> {
             stop_reason: None,
             idle_polls: 0,
             fault: None,
+            course,
+            stop_pending: false,
         });
+        let how = if supervised {
+            "; the daemon supervises what the schedule format cannot say and runs the test as \
+             segments (this is segment 1)"
+        } else {
+            ""
+        };
         self.event(
             k,
             0.0,
             "state",
             format!(
-                "started on {} as {name} ({})",
+                "started on {} as {name} ({}){how}",
                 self.device, schedule.file_name
             ),
         );
@@ -414,6 +449,41 @@ impl<C: Cycler> CyclerRunner<C> {
         {
             state.steps = StepFollower::new(map);
         }
+        // The segment it runs, compiled again (the same plan compiles the same way); a
+        // checkpoint from before segments ran the whole plan, its first segment.
+        let course = match segments::first_course(&plan, self.target) {
+            Ok((mut course, walker)) => {
+                if state.seg.number == 0 {
+                    state.seg = SegmentState {
+                        number: 1,
+                        from: course.segment.from,
+                        walker,
+                        ..SegmentState::default()
+                    };
+                }
+                match course.sup.segment(&plan, state.seg.from) {
+                    Ok(segment) => {
+                        course.segment = segment;
+                        Ok(course)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let course = match course {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = format!(
+                    "not re-attached after the daemon restarted: its segment does not compile \
+                     any more ({e}); the records stay in {}'s own data",
+                    self.device
+                );
+                tracing::error!(channel = %slot.spec.id, test_id = %cp.test_id, "{reason}");
+                TestJournal::reopen(&self.shared, &cp).end_unread(Ending::Faulted(reason));
+                return;
+            }
+        };
         let message = format!(
             "daemon restarted: re-attached to {} on {}, downloading from record {}",
             state.cycler_test, self.device, state.next_index
@@ -431,6 +501,8 @@ impl<C: Cycler> CyclerRunner<C> {
             stop_reason: None,
             idle_polls: 0,
             fault: None,
+            course,
+            stop_pending: false,
             state,
         };
         let place = (run.state.step, run.state.cycle);
@@ -460,6 +532,9 @@ impl<C: Cycler> CyclerRunner<C> {
             _ => tracing::info!(channel = %slot.spec.id, %test_id, "test {}", ending.outcome()),
         }
         let place = (run.state.step, run.state.cycle);
+        if let Some(chamber) = &slot.spec.chamber {
+            chamber.release(test_id);
+        }
         run.journal.end(&slot.live, t, place, ending);
     }
 
