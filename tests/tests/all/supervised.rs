@@ -224,3 +224,79 @@ steps:
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_daemon_re_attaches_to_the_segment_on_the_cycler_and_finishes_the_loop() {
+    let reference = run(DemoDevice::EaPsb, None, LOOP_PROTOCOL).await;
+    for device in FAMILIES {
+        let mut lab = SimLab::start_with(LabOptions {
+            channels: 1,
+            speed: SPEED,
+            device,
+            extra_config: "commit_interval_ms = 50".into(),
+            ..LabOptions::default()
+        })
+        .await
+        .unwrap();
+        let channel = lab.channel_ids()[0].clone();
+        let test_id = lab
+            .daemon
+            .start_test(
+                &channel,
+                LOOP_PROTOCOL,
+                "supervised.yaml",
+                harness::metadata(&channel),
+            )
+            .await
+            .unwrap();
+        // Into the second pass: segments have started and the daemon counts the loop.
+        let mut live = lab.daemon.watchers().remove(0);
+        tokio::time::timeout(WAIT, live.wait_for(|s| s.cycle >= 2))
+            .await
+            .expect("the second cycle came")
+            .unwrap();
+        lab.restart_daemon(WAIT).await.unwrap();
+        // The restarted daemon re-attaches once its devices were tried.
+        let mut live = lab.daemon.watchers().remove(0);
+        tokio::time::timeout(
+            WAIT,
+            live.wait_for(|s| s.test_id == test_id && s.state != "idle"),
+        )
+        .await
+        .expect("the test was re-attached")
+        .unwrap();
+        tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+            .await
+            .expect("the test ends");
+        let (summary, dir, _temp) = lab.stop(WAIT).await.unwrap();
+        assert_eq!(summary.lost(), 0, "{device:?}");
+        let hub = HubStore::open(dir.join("hub.sqlite")).unwrap();
+        harness::assert_every_sample_once_in(&hub, std::slice::from_ref(&test_id));
+        let events: Vec<String> = hub
+            .events(&test_id)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert!(
+            events.iter().any(|m| m.contains("re-attached")),
+            "{device:?}: {events:?}"
+        );
+        let native = Run {
+            outcome: hub.test(&test_id).unwrap().unwrap().outcome,
+            discharge: hub
+                .cycles(&test_id)
+                .unwrap()
+                .iter()
+                .map(|c| c.discharge_capacity_ah)
+                .collect(),
+            events: Vec::new(),
+        };
+        assert_eq!(
+            native.outcome.as_deref(),
+            Some("finished"),
+            "{device:?}: {events:?}"
+        );
+        assert_same_cycles(device, &reference, &native);
+    }
+}
