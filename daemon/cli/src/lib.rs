@@ -25,6 +25,7 @@
 pub mod cyclerd;
 pub mod demo;
 pub mod lab;
+pub mod protocol_check;
 pub mod signal;
 mod sim;
 pub mod token;

@@ -179,27 +179,26 @@ impl Supervision {
             };
             let why = if !until.is_empty() {
                 Some(format!(
-                    "the daemon checks the loop's exit ({}) at the end of every pass and starts \
-                     the next pass",
+                    "its exit ({})",
                     until
                         .iter()
                         .map(loop_condition_text)
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(" or ")
                 ))
             } else if let Some(inner) = (start + 1..*end).find(|&j| roles[j] != Role::Native) {
-                let what = match &roles[inner] {
-                    Role::Watched { chamber: true, .. } => "a chamber step",
-                    Role::Watched { .. } => "a step the daemon ends",
-                    _ => "a loop the daemon counts",
-                };
-                Some(format!(
-                    "the daemon counts the passes: the loop holds {what}"
-                ))
+                Some(
+                    match &roles[inner] {
+                        Role::Watched { chamber: true, .. } => "it holds a chamber step",
+                        Role::Watched { .. } => "it holds a step the daemon ends",
+                        _ => "it holds a loop the daemon counts",
+                    }
+                    .to_string(),
+                )
             } else {
                 probe_loop(plan, target, *count, *cycle)
                     .err()
-                    .map(|e| format!("the daemon counts the passes ({})", e.message))
+                    .map(|e| e.message)
             };
             if let Some(why) = why {
                 roles[start] = Role::DaemonLoop(why.clone());
@@ -208,18 +207,32 @@ impl Supervision {
         }
         let sup = Supervision { target, roles };
         if sup.needs_supervision() && !can_supervise(target) {
-            for f in sup.findings(plan) {
-                if let How::Supervised(what) = f.how {
-                    errors.push(CompileError {
-                        target,
-                        step: f.path,
-                        description: f.description,
-                        message: format!(
-                            "the format cannot say this and cyclerd has no {target} driver to \
-                             supervise it ({what})"
-                        ),
-                    });
-                }
+            for (i, step) in plan.steps.iter().enumerate() {
+                let (path, description, what) = match (step, sup.role(i)) {
+                    (PlanStep::Action(a), Role::Watched { watched, chamber }) => {
+                        let what = if *chamber {
+                            "a chamber step".to_string()
+                        } else {
+                            format!("the end on {}", watched_text(a, watched))
+                        };
+                        (a.path.clone(), a.description.clone(), what)
+                    }
+                    (PlanStep::LoopStart { count, .. }, Role::DaemonLoop(why)) => (
+                        loop_path(plan, i),
+                        format!("loop of at most {count} passes"),
+                        format!("a loop whose passes the daemon would count ({why})"),
+                    ),
+                    _ => continue,
+                };
+                errors.push(CompileError {
+                    target,
+                    step: path,
+                    description,
+                    message: format!(
+                        "the format cannot say {what}, and cyclerd has no {target} driver to \
+                         supervise it"
+                    ),
+                });
             }
         }
         (sup, errors)
@@ -266,16 +279,11 @@ impl Supervision {
                         );
                     }
                     if !watched.is_empty() {
-                        let conditions: Vec<String> = watched
-                            .iter()
-                            .filter_map(|&n| a.terminations.get(n))
-                            .map(|t| condition_text(&t.condition))
-                            .collect();
                         parts.push(format!(
-                            "the daemon checks {} on every record it downloads (each poll; \
-                             records as the step's recording rule logs them: {}) and stops the \
-                             cycler's step when it holds",
-                            conditions.join(", "),
+                            "the daemon checks {} on every record it downloads and stops the \
+                             cycler's step when it holds (reaction: one poll, 100 ms by default, \
+                             after the cycler logs the record; this step logs {})",
+                            watched_text(a, watched),
                             record_text(a)
                         ));
                     }
@@ -286,14 +294,13 @@ impl Supervision {
                     });
                 }
                 (PlanStep::LoopStart { count, .. }, Role::DaemonLoop(why)) => {
-                    let first = plan.steps.get(i + 1).and_then(|s| match s {
-                        PlanStep::Action(a) => Some(a.path.clone()),
-                        _ => None,
-                    });
                     out.push(Finding {
-                        path: first.unwrap_or_else(|| format!("plan index {i}")),
+                        path: loop_path(plan, i),
                         description: format!("loop of at most {count} passes"),
-                        how: How::Supervised(why.clone()),
+                        how: How::Supervised(format!(
+                            "the daemon counts the passes ({why}) at the end of every pass and \
+                             starts the next one; the cycler runs each pass's steps"
+                        )),
                     });
                 }
                 _ => {}
@@ -348,6 +355,43 @@ impl Supervision {
             },
             watched,
         })
+    }
+
+    /// Every segment the test can run, in plan order: the stretches a linear reading gives,
+    /// and those that begin where a jump out of a segment lands. What `compile` writes.
+    pub fn segments(&self, plan: &Plan) -> Result<Vec<Segment>, CompileError> {
+        let mut starts = std::collections::BTreeSet::new();
+        let mut i = 0;
+        while i < plan.steps.len() {
+            let begins = match plan.steps[i] {
+                PlanStep::Action(_) => true,
+                PlanStep::LoopStart { .. } => !self.is_daemon_loop(i),
+                _ => false,
+            };
+            if begins {
+                let seg = self.segment(plan, i)?;
+                starts.insert(i);
+                i = seg.to;
+            } else {
+                i += 1;
+            }
+        }
+        for step in &plan.steps {
+            if let PlanStep::Action(a) = step {
+                for t in &a.terminations {
+                    if let Goto::Step(j) = t.goto
+                        && matches!(plan.steps.get(j), Some(PlanStep::Action(_)))
+                        && !starts.iter().any(|&s| {
+                            self.segment(plan, s)
+                                .is_ok_and(|seg| (seg.from..seg.to).contains(&j))
+                        })
+                    {
+                        starts.insert(j);
+                    }
+                }
+            }
+        }
+        starts.into_iter().map(|s| self.segment(plan, s)).collect()
     }
 
     /// Plan indices `from..to` as a plan of their own: jumps inside kept, jumps out become the
@@ -534,6 +578,27 @@ fn probe_loop(plan: &Plan, target: Target, count: u32, cycle: bool) -> Result<()
         ..plan.clone()
     };
     compile::compile(&probe, target).map(|_| ())
+}
+
+/// Where a loop is in the protocol: its first step's path.
+fn loop_path(plan: &Plan, start: usize) -> String {
+    plan.steps[start..]
+        .iter()
+        .find_map(|s| match s {
+            PlanStep::Action(a) => Some(format!("the loop at {}", a.path)),
+            _ => None,
+        })
+        .unwrap_or_else(|| format!("the loop at plan index {start}"))
+}
+
+/// The watched conditions of `a`, as a phrase.
+fn watched_text(a: &ActionStep, watched: &[usize]) -> String {
+    watched
+        .iter()
+        .filter_map(|&n| a.terminations.get(n))
+        .map(|t| condition_text(&t.condition))
+        .collect::<Vec<_>>()
+        .join(" or ")
 }
 
 fn condition_text(c: &Condition) -> String {

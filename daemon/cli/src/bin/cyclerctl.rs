@@ -6,7 +6,7 @@ use cyclerd::proto::control::*;
 use cyclerd::simulate;
 use cyclerd_cli::view;
 use cyclerd_drivers::cell::{CellParams, Chemistry};
-use cyclerd_protocols::compile::{self, Target};
+use cyclerd_protocols::compile::Target;
 use cyclerd_protocols::import::{self, SourceKind};
 use cyclerd_protocols::{Plan, PlanStep};
 use std::collections::{BTreeMap, HashMap};
@@ -99,8 +99,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ProtocolAction {
-    /// Parse a protocol, show its plan in brief, and say which targets can express it.
-    Check { file: PathBuf },
+    /// Parse a protocol, show its plan in brief, and say which targets can run it: natively,
+    /// supervised by the daemon, or not at all (every problem, not the first).
+    Check {
+        file: PathBuf,
+        /// List every step on this target: native, supervised (and how), or impossible.
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Compile a protocol to a cycler's native schedule.
     Compile {
         file: PathBuf,
@@ -405,6 +411,15 @@ fn read_plan(
     Ok((text, plan))
 }
 
+fn parse_target(name: &str) -> anyhow::Result<Target> {
+    Target::from_name(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown target {name:?}; use one of: {}",
+            Target::ALL.map(|t| t.name()).join(", ")
+        )
+    })
+}
+
 fn write_out(output: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
     match output {
         Some(path) => std::fs::write(path, text)
@@ -418,7 +433,8 @@ fn write_out(output: Option<&std::path::Path>, text: &str) -> anyhow::Result<()>
 
 fn protocol(action: ProtocolAction, params: &BTreeMap<String, String>) -> anyhow::Result<()> {
     match action {
-        ProtocolAction::Check { file } => {
+        ProtocolAction::Check { file, target } => {
+            let target = target.map(|t| parse_target(&t)).transpose()?;
             let (_, plan) = read_plan(&file, params)?;
             let actions = plan
                 .steps
@@ -438,27 +454,23 @@ fn protocol(action: ProtocolAction, params: &BTreeMap<String, String>) -> anyhow
                     .map_or("not given".into(), |c| format!("{c} Ah")),
                 &plan.source_sha256[..12.min(plan.source_sha256.len())],
             );
-            for target in Target::ALL {
-                match compile::compile(&plan, target) {
-                    Ok(_) => println!("  {target}: ok"),
-                    Err(e) => println!("  {e}"),
-                }
-            }
+            print!("{}", cyclerd_cli::protocol_check::check(&plan, target));
         }
         ProtocolAction::Compile {
             file,
             target,
             output,
         } => {
-            let target = Target::from_name(&target).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown target {target:?}; use one of: {}",
-                    Target::ALL.map(|t| t.name()).join(", ")
-                )
-            })?;
+            let target = parse_target(&target)?;
             let (_, plan) = read_plan(&file, params)?;
-            let text = compile::compile(&plan, target)?;
-            write_out(output.as_deref(), &text)?;
+            let (files, note) =
+                cyclerd_cli::protocol_check::compile_files(&plan, target, output.as_deref())?;
+            for (path, text) in files {
+                write_out(path.as_deref(), &text)?;
+            }
+            if let Some(note) = note {
+                eprint!("{note}");
+            }
         }
         ProtocolAction::Import { file, from, output } => {
             let bytes = std::fs::read(&file)
