@@ -40,6 +40,10 @@ pub(crate) const CCCV_CHARGE: u32 = 7;
 pub(crate) const PAUSE: u32 = 13;
 pub(crate) const CV_DISCHARGE: u32 = 19;
 pub(crate) const CCCV_DISCHARGE: u32 = 20;
+/// Voltage scan (linear sweep), as aurora-unicycler writes it: a `Slope` child holding
+/// `Slope1 StartValue EndValue` (0.1 mV) and `Value` (scan rate, mV/s). Read by the importer;
+/// not written (a plan has no ramp control).
+pub(crate) const VOLTAGE_SCAN: u32 = 25;
 
 /// Units: currents in mA, voltages in 0.1 mV, times in ms.
 pub(crate) const MA_PER_A: f64 = 1000.0;

@@ -9,6 +9,7 @@ mod arbin;
 mod biologic;
 mod maccor;
 mod neware;
+mod sweep;
 
 /// A native schedule format that can be read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
