@@ -402,8 +402,22 @@ fn neware_nests_loops_that_do_not_count_cycles_inside_and_around_cycling_loops()
             }
         }
         let back = round_trip(&p, Target::Neware);
-        assert!(matches!(back.steps[1], PlanStep::LoopStart { count: 3, end: 8, .. }));
-        assert!(matches!(back.steps[3], PlanStep::LoopStart { count: 2, end: 6, .. }));
+        assert!(matches!(
+            back.steps[1],
+            PlanStep::LoopStart {
+                count: 3,
+                end: 8,
+                ..
+            }
+        ));
+        assert!(matches!(
+            back.steps[3],
+            PlanStep::LoopStart {
+                count: 2,
+                end: 6,
+                ..
+            }
+        ));
     }
 }
 
@@ -439,9 +453,13 @@ fn gitt_hppc_and_rpt_compile_for_neware_and_import_back() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/protocols/");
     let read = |name: &str| std::fs::read_to_string(format!("{dir}{name}")).expect(name);
     let rpt = read("rpt.yaml");
-    let chamber = "  - chamber: 25 degC\n    wait: {within: 1 degC, for: 30 min}\n    timeout: 4 h\n";
+    let chamber =
+        "  - chamber: 25 degC\n    wait: {within: 1 degC, for: 30 min}\n    timeout: 4 h\n";
     let dvdt = "        until: [\"dV/dt <= 0.1 mV/min\"]\n";
-    assert!(rpt.contains(chamber) && rpt.contains(dvdt), "rpt.yaml changed");
+    assert!(
+        rpt.contains(chamber) && rpt.contains(dvdt),
+        "rpt.yaml changed"
+    );
     let rpt = rpt.replace(chamber, "").replace(dvdt, "");
     for (name, text) in [
         ("gitt.yaml", read("gitt.yaml")),
@@ -551,4 +569,3 @@ proptest! {
         import_checked(&text, kind);
     }
 }
-

@@ -130,8 +130,7 @@ pub(super) fn neware_scan(e: &Element, ignored: [&str; 1]) -> Result<ActionStep,
     let start = attr("StartValue")? / TENTH_MV_PER_V;
     let end = attr("EndValue")? / TENTH_MV_PER_V;
     let rate_mv_s = attr("Value")?;
-    let step = voltage_sweep(start, end, rate_mv_s / 1000.0)
-        .map_err(|m| format!("{what}: {m}"))?;
+    let step = voltage_sweep(start, end, rate_mv_s / 1000.0).map_err(|m| format!("{what}: {m}"))?;
     Ok(ActionStep {
         description: format!("{what}: {start} V to {end} V at {rate_mv_s} mV/s"),
         ..step
@@ -173,7 +172,12 @@ mod tests {
         assert!((sweeps[2].1.points[1200].0 - 2400.0).abs() < 1e-9);
         assert!(matches!(
             plan.steps[3],
-            PlanStep::LoopStart { count: 3, cycle: true, end: 6, .. }
+            PlanStep::LoopStart {
+                count: 3,
+                cycle: true,
+                end: 6,
+                ..
+            }
         ));
         // The plan runs: the engine accepts it within the file's own limits.
         crate::Engine::new(plan, &crate::plan::Safety::default()).expect("runnable plan");
@@ -189,16 +193,43 @@ mod tests {
             )
         };
         for (text, says) in [
-            (with(r#"<Slope SlopeType="2" Cycle_Count="1" ItemCount="1"><Slope1 StartValue="30000.0" EndValue="40000.0" Value="1.0"/>"#), "SlopeType"),
-            (with(r#"<Slope SlopeType="1" Cycle_Count="3" ItemCount="1"><Slope1 StartValue="30000.0" EndValue="40000.0" Value="1.0"/>"#), "Cycle_Count"),
-            (with(r#"<Slope><Slope1 StartValue="30000.0" EndValue="30000.0" Value="1.0"/>"#), "two voltages"),
-            (with(r#"<Slope><Slope1 StartValue="30000.0" EndValue="40000.0" Value="0"/>"#), "positive rate"),
-            (with(r#"<Slope><Slope1 StartValue="30000.0" EndValue="40000.0"/>"#), "Value"),
-            (with(r#"<Slope><Slope1 StartValue="30000.0" EndValue="40000.0" Value="1"/><Slope2 StartValue="30000.0" EndValue="40000.0" Value="1"/>"#), "2 items"),
+            (
+                with(
+                    r#"<Slope SlopeType="2" Cycle_Count="1" ItemCount="1"><Slope1 StartValue="30000.0" EndValue="40000.0" Value="1.0"/>"#,
+                ),
+                "SlopeType",
+            ),
+            (
+                with(
+                    r#"<Slope SlopeType="1" Cycle_Count="3" ItemCount="1"><Slope1 StartValue="30000.0" EndValue="40000.0" Value="1.0"/>"#,
+                ),
+                "Cycle_Count",
+            ),
+            (
+                with(r#"<Slope><Slope1 StartValue="30000.0" EndValue="30000.0" Value="1.0"/>"#),
+                "two voltages",
+            ),
+            (
+                with(r#"<Slope><Slope1 StartValue="30000.0" EndValue="40000.0" Value="0"/>"#),
+                "positive rate",
+            ),
+            (
+                with(r#"<Slope><Slope1 StartValue="30000.0" EndValue="40000.0"/>"#),
+                "Value",
+            ),
+            (
+                with(
+                    r#"<Slope><Slope1 StartValue="30000.0" EndValue="40000.0" Value="1"/><Slope2 StartValue="30000.0" EndValue="40000.0" Value="1"/>"#,
+                ),
+                "2 items",
+            ),
         ] {
             let e = import(&text, SourceKind::Neware, "lsv.xml").unwrap_err();
             assert_eq!(e.location.as_deref(), Some("Step2"), "{e}");
-            assert!(e.message.contains("Step_Type 25") || e.message.contains("Slope"), "{e}");
+            assert!(
+                e.message.contains("Step_Type 25") || e.message.contains("Slope"),
+                "{e}"
+            );
             assert!(e.message.contains(says), "{e} should say {says:?}");
         }
     }
