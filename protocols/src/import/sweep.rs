@@ -184,6 +184,34 @@ mod tests {
     }
 
     #[test]
+    fn an_imported_voltage_scan_writes_yaml_that_reads_back_the_same_staircase() {
+        let plan = import(UNICYCLER_SCAN, SourceKind::Neware, "lsv.xml").expect("imports");
+        let yaml = plan.to_yaml();
+        let back = crate::Plan::from_yaml(&yaml, "back.yaml")
+            .unwrap_or_else(|e| panic!("{e}\n{}", &yaml[..yaml.len().min(2000)]));
+        let profiles = |p: &crate::Plan| -> Vec<Profile> {
+            p.steps
+                .iter()
+                .filter_map(|s| match s {
+                    PlanStep::Action(a) => a.profile.clone(),
+                    _ => None,
+                })
+                .collect()
+        };
+        let (a, b) = (profiles(&plan), profiles(&back));
+        assert_eq!(a.len(), b.len());
+        for (p, q) in a.iter().zip(&b) {
+            assert_eq!(p.points.len(), q.points.len());
+            for (x, y) in p.points.iter().zip(&q.points) {
+                assert!(
+                    (x.0 - y.0).abs() < 1e-6 && (x.1 - y.1).abs() < 1e-9,
+                    "{x:?} {y:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn voltage_scans_the_importer_cannot_confirm_are_errors_naming_the_step() {
         let with = |slope: &str| {
             UNICYCLER_SCAN.replace(

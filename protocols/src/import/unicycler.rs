@@ -33,7 +33,9 @@ const STEP_TYPES: [&str; 7] = [
     "voltage_scan",
 ];
 
-/// One `method` entry, before loops are placed.
+/// One `method` entry, before loops are placed (a few per protocol, so the size difference
+/// between an action and a marker does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Item {
     Action(ActionStep),
     Tag(String),
@@ -239,8 +241,7 @@ fn c_rate(m: &Map<String, Value>, key: &str) -> Result<Option<f64>, String> {
 fn positive(m: &Map<String, Value>, key: &str) -> Result<Option<f64>, String> {
     match number(m, key)? {
         Some(x) if x < 0.0 => Err(format!("{key} {x}: expected a positive value")),
-        Some(x) if x == 0.0 => Ok(None),
-        x => Ok(x),
+        x => Ok(x.filter(|x| *x != 0.0)),
     }
 }
 
@@ -258,9 +259,9 @@ fn read_record(m: &Map<String, Value>) -> Result<Record, String> {
 
 /// Safety limits. The plan has one |I| limit: the larger magnitude of `max_current_mA` and
 /// `min_current_mA` (so no step unicycler allows is faulted; the lab's own limit still
-/// applies). `max_capacity_mAh` is the per-step throughput limit (Neware applies its whole-file
-/// capacity protection per step). `delay_s` is not kept: a plan faults on the first sample
-/// beyond a limit.
+/// applies). `max_capacity_mAh` becomes the per-step throughput limit, the plan's only capacity
+/// limit (unicycler does not say whether its limit is per step or per test). `delay_s` is not
+/// kept: a plan faults on the first sample beyond a limit.
 fn read_safety(m: &Map<String, Value>) -> Result<Safety, String> {
     known(
         m,
