@@ -305,4 +305,24 @@ mod tests {
             assert!(voltage_sweep(a, b, r).is_err(), "{a} {b} {r}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_numbers_in_a_voltage_scan_import_as_a_valid_plan_or_an_error(
+            start in proptest::prelude::any::<f64>(),
+            end in -1e6f64..1e6,
+            rate in proptest::prop_oneof![proptest::prelude::any::<f64>(), 1e-9f64..1e4],
+        ) {
+            let text = UNICYCLER_SCAN.replace(
+                r#"StartValue="30000.0" EndValue="40000.0" Value="1.0""#,
+                &format!(r#"StartValue="{start}" EndValue="{end}" Value="{rate}""#),
+            );
+            match import(&text, SourceKind::Neware, "lsv.xml") {
+                Ok(plan) => plan.validate().expect("imported plans are valid"),
+                Err(e) => proptest::prop_assert_eq!(e.location.as_deref(), Some("Step2")),
+            }
+        }
+    }
 }

@@ -456,7 +456,11 @@ fn step(v: &Value, capacity_mah: Option<f64>, record: Record) -> Result<Item, St
                 }
             };
             let count = match m.get("cycle_count") {
-                Some(Value::Number(n)) => n.as_u64(),
+                // A whole float (3.0) is a count, as pydantic takes it.
+                Some(Value::Number(n)) => n.as_u64().or(n
+                    .as_f64()
+                    .filter(|x| x.fract() == 0.0 && *x >= 0.0 && *x < 1e10)
+                    .map(|x| x as u64)),
                 Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
                 _ => None,
             }
