@@ -382,8 +382,8 @@ impl<E> PlanRun<E> {
 mod tests {
     use super::*;
     use crate::cell::Chemistry;
-    use cyclerd_protocols::Plan;
     use cyclerd_protocols::compile::{Target, compile};
+    use cyclerd_protocols::{Plan, PlanStep};
 
     /// How the tests tell ends apart.
     #[derive(Debug, Clone, PartialEq)]
@@ -484,5 +484,38 @@ mod tests {
         let text = compile(&plan, Target::Maccor).unwrap();
         let err = load_schedule(&text, SourceKind::Maccor, "T.000", &Safety::default());
         assert!(matches!(err, Err(ScheduleError::Refused(_))), "{err:?}");
+    }
+
+    #[test]
+    fn gitt_and_hppc_compiled_for_neware_load_into_the_simulator_with_their_loops_counting_cycles()
+    {
+        for yaml in [
+            include_str!("../../deploy/protocols/gitt.yaml"),
+            include_str!("../../deploy/protocols/hppc.yaml"),
+        ] {
+            let plan = Plan::from_yaml(yaml, "p.yaml").unwrap();
+            let text = compile(&plan, Target::Neware).unwrap();
+            let engine = load_schedule(&text, SourceKind::Neware, "p.xml", &Safety::default())
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            let back = &engine.plan().steps;
+            assert_eq!(back.len(), plan.steps.len());
+            for (a, b) in plan.steps.iter().zip(back) {
+                match (a, b) {
+                    (
+                        PlanStep::LoopStart {
+                            count, end, cycle, ..
+                        },
+                        PlanStep::LoopStart {
+                            count: c,
+                            end: e,
+                            cycle: y,
+                            ..
+                        },
+                    ) => assert!(!cycle && (count, end, true) == (c, e, *y)),
+                    (PlanStep::Action(_), PlanStep::Action(_)) => {}
+                    _ => assert_eq!(a, b),
+                }
+            }
+        }
     }
 }

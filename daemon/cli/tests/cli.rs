@@ -165,3 +165,6 @@ mod command_line;
 
 #[path = "cli/protocol_simulate.rs"]
 mod protocol_simulate;
+
+#[path = "cli/protocol_import.rs"]
+mod protocol_import;

@@ -1,5 +1,5 @@
-//! Any bytes as a native schedule of every kind: an error naming where, or a plan that is valid;
-//! never a panic.
+//! Any bytes as a native schedule of every kind (and an aurora-unicycler protocol): an error
+//! naming where, or a plan that is valid; never a panic.
 #![no_main]
 
 use cyclerd_protocols::import::{SourceKind, import};

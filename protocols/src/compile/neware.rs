@@ -6,8 +6,13 @@
 //! each with `Limit/Main` setpoints and stops and `Limit/Other` loop fields or conditions.
 //!
 //! Mapping: an action step is one Neware step; a loop is a cycle step (type 5) after its body
-//! with `Start_Step` = the body's first step and `Cycle_Count` = passes (a Neware cycle step
-//! always counts cycles, so only `cycle: true` loops compile); `End` is an end step (type 6).
+//! with `Start_Step` = the body's first step and `Cycle_Count` = passes; `End` is an end step
+//! (type 6). A Neware cycle step counts a cycle on every pass, and there is no other loop step,
+//! so a `cycle: false` loop (GITT pulses, HPPC SOC levels) is written as a cycle step too: the
+//! cycler's own file then counts each of its passes as a cycle, while cyclerd's record numbers
+//! cycles by the protocol (the daemon derives every record's cycle from the plan steps, see
+//! docs/protocols.md, "Cycles on dedicated cyclers"). Reading the file back gives the loop
+//! `cycle: true`, which is what the file says.
 //! Terminations that all continue with the next step and fit the step type's own stop fields
 //! (`Stop_Volt` in the step's direction, `Stop_Curr` on CV steps, `Time`) are written there,
 //! as BTS users write them; otherwise every termination of the step becomes a condition
@@ -35,6 +40,10 @@ pub(crate) const CCCV_CHARGE: u32 = 7;
 pub(crate) const PAUSE: u32 = 13;
 pub(crate) const CV_DISCHARGE: u32 = 19;
 pub(crate) const CCCV_DISCHARGE: u32 = 20;
+/// Voltage scan (linear sweep), as aurora-unicycler writes it: a `Slope` child holding
+/// `Slope1 StartValue EndValue` (0.1 mV) and `Value` (scan rate, mV/s). Read by the importer;
+/// not written (a plan has no ramp control).
+pub(crate) const VOLTAGE_SCAN: u32 = 25;
 
 /// Units: currents in mA, voltages in 0.1 mV, times in ms.
 pub(crate) const MA_PER_A: f64 = 1000.0;
@@ -117,13 +126,6 @@ pub fn compile(plan: &Plan) -> Result<(String, StepMap), CompileError> {
         id[i] = next;
         #[allow(unreachable_patterns)] // the IR grows; new step kinds are refused here
         match step {
-            PlanStep::LoopStart { cycle: false, .. } => {
-                return Err(err(
-                    i,
-                    "a Neware cycle step counts a cycle on every pass; this loop has cycle: false"
-                        .into(),
-                ));
-            }
             PlanStep::LoopStart { until, .. } if !until.is_empty() => {
                 return Err(err(
                     i,
@@ -185,6 +187,9 @@ pub fn compile(plan: &Plan) -> Result<(String, StepMap), CompileError> {
             }
             PlanStep::LoopStart { .. } => {}
             &PlanStep::LoopEnd { start } => {
+                // Every loop, `cycle: false` ones included, is a cycle step: the only loop step
+                // Neware has. Its cycle counter is the cycler file's numbering only; cyclerd
+                // numbers cycles from the plan steps the records show.
                 let Some(&PlanStep::LoopStart { count, .. }) = plan.steps.get(start) else {
                     return Err(err(i, "loop end without its loop start".into()));
                 };

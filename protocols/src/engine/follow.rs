@@ -287,4 +287,32 @@ mod tests {
             .collect();
         assert_eq!(placed, [(1, 1), (2, 2), (3, 3), (4, 3)]);
     }
+
+    #[test]
+    fn a_neware_cycle_step_written_for_a_loop_that_does_not_count_cycles_leaves_the_protocols_cycles_alone()
+     {
+        // Neware: 1 charge, 2 discharge, 3 rest, 4 cycle (x3, cycle: false), 5 rest, 6 end; the
+        // cycler's counter moves on at every pass of the loop.
+        let source = "protocol: f\nversion: 1\nparams: {capacity: 2.5 Ah}\nsafety: {voltage: [2.5 V, 4.25 V], current: 5 A}\nsteps:\n  - \"Charge at C/2 until 4.1 V\"\n  - repeat: 3\n    steps:\n      - \"Discharge at C/2 for 1 minute\"\n      - \"Rest for 1 minute\"\n  - \"Rest for 10 minutes\"\n";
+        let plan = Plan::from_yaml(source, "f.yaml").unwrap();
+        let map = compile_mapped(&plan, Target::Neware).unwrap().step_map;
+        let steps = [1, 2, 3, 2, 3, 2, 3, 5];
+        let follow = |counter: &dyn Fn(usize) -> u32| -> Vec<(usize, u32, u32)> {
+            let mut f = StepFollower::new(map.clone());
+            steps
+                .iter()
+                .enumerate()
+                .map(|(k, &s)| {
+                    let p = f.place(&plan, s, counter(k));
+                    (p.plan_step, p.step_count, p.cycle)
+                })
+                .collect()
+        };
+        let counting = follow(&|k| [1, 1, 1, 2, 2, 3, 3, 4][k]);
+        assert_eq!(counting, follow(&|_| 1));
+        assert_eq!(
+            counting.iter().map(|p| p.1).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6, 7, 8]
+        );
+    }
 }

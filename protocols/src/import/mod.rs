@@ -1,4 +1,4 @@
-//! Importers: a cycler's native schedule -> a plan, so a simulator can run what it was sent and
+//! Importers: a cycler's native schedule (or aurora-unicycler's JSON protocol) -> a plan, so a simulator can run what it was sent and
 //! compile -> import is checked on every protocol.
 
 use crate::plan::{Plan, PlanStep, Safety, sha256_hex};
@@ -9,6 +9,8 @@ mod arbin;
 mod biologic;
 mod maccor;
 mod neware;
+mod sweep;
+mod unicycler;
 
 /// A native schedule format that can be read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,14 +19,17 @@ pub enum SourceKind {
     Neware,
     Arbin,
     Biologic,
+    /// aurora-unicycler's JSON protocol (Empa's open cross-vendor schema).
+    Unicycler,
 }
 
 impl SourceKind {
-    pub const ALL: [SourceKind; 4] = [
+    pub const ALL: [SourceKind; 5] = [
         SourceKind::Maccor,
         SourceKind::Neware,
         SourceKind::Arbin,
         SourceKind::Biologic,
+        SourceKind::Unicycler,
     ];
 
     pub fn name(self) -> &'static str {
@@ -33,6 +38,7 @@ impl SourceKind {
             SourceKind::Neware => "neware",
             SourceKind::Arbin => "arbin",
             SourceKind::Biologic => "biologic",
+            SourceKind::Unicycler => "unicycler",
         }
     }
 
@@ -53,6 +59,9 @@ impl SourceKind {
             Some(SourceKind::Arbin)
         } else if head.contains("BT-LAB SETTING FILE") || head.contains("EC-LAB SETTING FILE") {
             Some(SourceKind::Biologic)
+        } else if head.trim_start().starts_with('{') && head.contains("\"method\"") {
+            // A JSON object with a method list: what aurora-unicycler writes.
+            Some(SourceKind::Unicycler)
         } else {
             None
         }
@@ -125,5 +134,6 @@ pub fn import(text: &str, kind: SourceKind, origin: &str) -> Result<Plan, Import
         SourceKind::Neware => neware::import(text, origin),
         SourceKind::Arbin => arbin::import(text, origin),
         SourceKind::Biologic => biologic::import(text, origin),
+        SourceKind::Unicycler => unicycler::import(text, origin),
     }
 }

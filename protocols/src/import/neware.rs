@@ -3,8 +3,9 @@
 //! Reads what [`crate::compile::neware`] writes and the plain step files BTS writes: CC, CV and
 //! rest steps with their stop fields (`Stop_Volt`, `Stop_Curr`, `Time`) and conditions, cycle
 //! steps, end steps, the `Whole_Prt/Protect` voltage window and current limit, and the
-//! `Whole_Prt/Record` logging rule (a step's own `Record` overrides it). Anything
-//! else (CCCV in one step, pause, C-rate-only values, capacity stops, per-step protection...)
+//! `Whole_Prt/Record` logging rule (a step's own `Record` overrides it), and voltage-scan steps
+//! (Step_Type 25, written by aurora-unicycler) as a voltage staircase ([`super::sweep`]).
+//! Anything else (CCCV in one step, pause, C-rate-only values, capacity stops, per-step protection...)
 //! is an [`ImportError`] naming the step, never a guess.
 
 use super::{ImportError, SourceKind};
@@ -14,7 +15,7 @@ use crate::compile::neware::{
     COND_COMPARE, COND_CURRENT, COND_JUMP, COND_PREFIX, COND_TIME, COND_TYPE, COND_VALUE,
     COND_VOLTAGE, CONFIG, CONFIG_TYPE, CV_CHARGE, CV_DISCHARGE, CYCLE, END, JUMP_NEXT,
     JUMP_PROTECT, JUMP_STOP, MA_PER_A, MS_PER_S, PAUSE, RECORD_CURR, RECORD_TIME, RECORD_VOLT,
-    REST, ROOT, TENTH_MV_PER_V,
+    REST, ROOT, TENTH_MV_PER_V, VOLTAGE_SCAN,
 };
 use crate::plan::{
     ActionStep, Condition, Control, Goto, Plan, PlanStep, Record, Safety, Termination,
@@ -298,6 +299,9 @@ fn action(
     code: u32,
     resolve: impl Fn(u32) -> Result<Goto, String>,
 ) -> Result<ActionStep, String> {
+    if code == VOLTAGE_SCAN {
+        return super::sweep::neware_scan(e, IGNORED_STEP_CHILDREN);
+    }
     for c in &e.children {
         if c.name != "Limit" && !IGNORED_STEP_CHILDREN.contains(&c.name.as_str()) {
             return Err(format!(
@@ -322,7 +326,7 @@ fn action(
         }
         _ => {
             return Err(format!(
-                "Step_Type {code}: expected {CC_CHARGE} CC charge, {CC_DISCHARGE} CC discharge, {CV_CHARGE} CV charge, {CV_DISCHARGE} CV discharge, {REST} rest, {CYCLE} cycle or {END} end"
+                "Step_Type {code}: expected {CC_CHARGE} CC charge, {CC_DISCHARGE} CC discharge, {CV_CHARGE} CV charge, {CV_DISCHARGE} CV discharge, {REST} rest, {VOLTAGE_SCAN} voltage scan, {CYCLE} cycle or {END} end"
             ));
         }
     };

@@ -117,10 +117,12 @@ enum ProtocolAction {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Read a cycler's native schedule and write it as a protocol (YAML).
+    /// Read a cycler's native schedule (or an aurora-unicycler protocol) and write it as a
+    /// protocol (YAML).
     Import {
         file: PathBuf,
-        /// maccor, neware, arbin or biologic; guessed from the file when absent.
+        /// maccor, neware, arbin, biologic or unicycler (aurora-unicycler JSON); guessed from
+        /// the file when absent.
         #[arg(long)]
         from: Option<String>,
         /// Output file; standard output when absent.
