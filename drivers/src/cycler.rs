@@ -100,7 +100,8 @@ pub struct Schedule {
     pub text: String,
 }
 
-/// A dedicated cycler the daemon follows. Small required core; futures are `Send` so a runner
+/// A dedicated cycler the daemon follows. Small required core, then optional capabilities
+/// with defaults that a vendor overrides where it can do more; futures are `Send` so a runner
 /// can live on any worker.
 pub trait Cycler: Send {
     /// The channels the cycler has, as it numbers them.
@@ -134,4 +135,17 @@ pub trait Cycler: Send {
     ) -> impl Future<Output = Result<Vec<Record>, DriverError>> + Send;
     /// Re-establishes a lost link, logging in again where the vendor needs it.
     fn reconnect(&mut self) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Optional: the cell temperature on `channel` now, degC, read from the channel's
+    /// auxiliary input, so the daemon can supervise temperature terminations on cyclers whose
+    /// records carry none ([`Record::temperature_c`] is `None`). `Ok(None)` when there is no
+    /// reading: no input wired, or the cycler cannot tell. The default is `Ok(None)`; cyclers
+    /// whose records already carry the temperature keep it.
+    fn cell_temperature(
+        &mut self,
+        channel: ChannelAddr,
+    ) -> impl Future<Output = Result<Option<f64>, DriverError>> + Send {
+        let _ = channel;
+        std::future::ready(Ok(None))
+    }
 }

@@ -32,6 +32,9 @@ pub struct MaccorConfig {
     /// Bound on every exchange: a request and its reply, or one file-transfer block; past it
     /// the link counts as lost. Default 5 s.
     pub timeout: Duration,
+    /// Which (4,4) aux value is the cell temperature, degC, from 0; `None` reads none. Default
+    /// 0, an assumption (MacNet does not say what an input measures): check the tester's setup.
+    pub temperature_aux: Option<usize>,
 }
 
 impl MaccorConfig {
@@ -42,6 +45,7 @@ impl MaccorConfig {
             binary_port: wire::DEFAULT_BINARY_PORT,
             json_port: wire::DEFAULT_JSON_PORT,
             timeout: DEFAULT_TIMEOUT,
+            temperature_aux: Some(0),
         }
     }
 }
@@ -58,7 +62,7 @@ pub(super) struct KnownTest {
 
 /// A connected Maccor tester.
 pub struct MaccorClient {
-    config: MaccorConfig,
+    pub(super) config: MaccorConfig,
     json: JsonLink,
     binary: BinaryLink,
     info: SystemInfo,
@@ -102,7 +106,7 @@ impl MaccorClient {
         &self.info
     }
 
-    async fn call(
+    pub(super) async fn call(
         &mut self,
         function: Function,
         chan: Option<u16>,
@@ -615,5 +619,12 @@ impl Cycler for MaccorClient {
 
     async fn reconnect(&mut self) -> Result<(), DriverError> {
         self.reconnect_links().await
+    }
+
+    /// From (4,4), tolerantly (no values, or no (4,4) on the tester: `Ok(None)`); see
+    /// [`MaccorClient::temperature`].
+    async fn cell_temperature(&mut self, channel: ChannelAddr) -> Result<Option<f64>, DriverError> {
+        let chan = self.chan(channel)?;
+        self.temperature(chan).await
     }
 }

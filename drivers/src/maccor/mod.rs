@@ -6,7 +6,8 @@
 //!   poisons its connection until the client reconnects.
 //! - [`client`]: [`MaccorClient`], the driver, implementing [`crate::cycler::Cycler`] (native
 //!   mode: procedures compiled by cyclerd run on the tester), with `convert` (what replies
-//!   mean in cyclerd's terms: refusals, records, procedure names).
+//!   mean in cyclerd's terms: refusals, records, procedure names) and `auxiliary` (the
+//!   (4,4) aux values and the cell temperature read from them).
 //! - [`direct`]: [`MaccorDirect`], one channel in MacNet direct mode as a
 //!   [`crate::stage::PowerStage`] (stepped mode: cyclerd's engine drives the channel).
 //! - [`sim`]: [`MaccorSim`], a tester with many channels serving both protocols on real
@@ -60,6 +61,7 @@
 //! (8,1) login: its fields are not public, and MacNet works without it unless the tester's
 //! configuration requires it; the client does not log in.
 
+mod auxiliary;
 pub mod client;
 mod convert;
 pub mod direct;

@@ -15,6 +15,7 @@ pub(super) fn binary_request(frame: &Frame) -> Option<Request> {
             count: frame.len,
         },
         wire::READING => Request::Reading { chan },
+        wire::AUX_VALUES => Request::AuxValues { chan },
         wire::SELECT => Request::Select { chan },
         wire::START => Request::Start {
             chan,
@@ -219,6 +220,7 @@ pub(super) fn binary_reply(
         Response::SystemInfo(s) => Frame::with_data(f, frame.chan, s.to_bytes()),
         Response::Status(block) => block.to_frame(),
         Response::Reading { chan, reading } => reading.to_frame(chan),
+        Response::AuxValues { chan, aux } => aux.to_frame(chan),
         Response::Result { chan, code } => wire::result_frame(f, chan, code),
         Response::Illegal => empty(frame),
     })

@@ -82,6 +82,24 @@ impl Channel {
         }
     }
 
+    /// What `inputs` aux inputs read now: the cell's temperature, then the air around it.
+    pub(super) fn aux_values(&self, inputs: u16) -> Vec<f64> {
+        let params = self.cell.params();
+        let air = params
+            .air
+            .as_ref()
+            .map_or(params.ambient_c, |a| a.temperature_c());
+        (0..inputs)
+            .map(|i| {
+                if i == 0 {
+                    self.cell.temperature_c()
+                } else {
+                    air
+                }
+            })
+            .collect()
+    }
+
     /// The current the channel drives now.
     pub(super) fn regulated(&self, config: &SimConfig) -> f64 {
         match (&self.test, self.stat) {

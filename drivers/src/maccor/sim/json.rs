@@ -24,6 +24,7 @@ pub(super) fn json_request(req: &JsonRequest) -> Result<Request, (i64, &'static 
                 .ok_or(json_error::INVALID_PARAMS)?,
         },
         wire::READING => Request::Reading { chan: chan()? },
+        wire::AUX_VALUES => Request::AuxValues { chan: chan()? },
         wire::SELECT => Request::Select { chan: chan()? },
         wire::START => Request::Start {
             chan: chan()?,
@@ -76,6 +77,7 @@ pub(super) fn json_reply(tester: &mut Tester, object: &str) -> String {
         Response::Reading { chan, reading } => {
             wire::json_result(&req.id, f, None, reading.to_json(chan))
         }
+        Response::AuxValues { chan, aux } => wire::json_result(&req.id, f, None, aux.to_json(chan)),
         Response::Result { chan, code } => {
             wire::json_result(&req.id, f, Some(chan), wire::json_result_field(code))
         }

@@ -8,11 +8,12 @@
 //! every step change, numbered from 1 without gaps (`LastRec`), in a device-side log that the
 //! record-log read request (see the `maccor` module doc) downloads from any index.
 //!
-//! It keeps what a client depends on: status and RF1/RF2 codes, result codes (19/20 name not
-//! unique, 23 channel in use, 24 no channel selected), JSON-RPC errors with MacNet's texts,
-//! binary start only after a select, direct mode with outputs refused when less than 100 ms of
-//! clock time apart (result 3), the JSON (6,8) unable to set rest ("Illegal value"), and the
-//! `MacNetDirectModeWD` watchdog suspending an unfed direct-mode channel.
+//! It keeps what a client depends on: status and RF1/RF2 codes, (4,4) aux values (the cell's
+//! temperature first), result codes (19/20 name not unique, 23 channel in use, 24 no channel
+//! selected), JSON-RPC errors with MacNet's texts, binary start only after a select, direct
+//! mode with outputs refused when less than 100 ms of clock time apart (result 3), the JSON
+//! (6,8) unable to set rest ("Illegal value"), and the `MacNetDirectModeWD` watchdog
+//! suspending an unfed direct-mode channel.
 //!
 //! Where the real tester's answer is not public, the simulator's choice is documented at the
 //! item: a refused binary request gets an empty reply (Len 0), a start naming a missing
@@ -76,11 +77,17 @@ pub struct SimConfig {
     pub record_log: RecordLog,
     /// Reported by (1,2).
     pub system_id: String,
+    /// Auxiliary inputs wired to each channel, by channel (channels past the list have none).
+    /// (4,4) answers one value per input: the first the cell's temperature, any further ones
+    /// the air around the cell (the chamber's, or the cell's ambient). A channel with none
+    /// answers Len 0 and an empty list.
+    pub aux_inputs: Vec<u16>,
 }
 
 impl SimConfig {
     /// `channels` channels, each with a copy of `cell`; records every 10 s; limits 2.0-4.4 V,
-    /// 10 A, 80 degC; channels rated 10 A and 5 V; no watchdog; the record log served.
+    /// 10 A, 80 degC; channels rated 10 A and 5 V; no watchdog; the record log served; one
+    /// aux input per channel (its cell's temperature).
     pub fn new(channels: usize, cell: CellParams) -> SimConfig {
         SimConfig {
             cells: vec![cell; channels],
@@ -97,6 +104,7 @@ impl SimConfig {
             direct_watchdog_s: None,
             record_log: RecordLog::Served,
             system_id: "MacTest sim".into(),
+            aux_inputs: vec![1; channels],
         }
     }
 }

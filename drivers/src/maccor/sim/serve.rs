@@ -193,6 +193,8 @@ pub struct ChannelSnapshot {
     pub current_a: f64,
     /// The cell's state of charge, to check that the channel really drove it.
     pub soc: f64,
+    /// The cell's temperature, degC, what the channel's first aux input reads.
+    pub temperature_c: f64,
     /// Why the engine faulted, when it did.
     pub fault: Option<String>,
 }
@@ -213,6 +215,7 @@ impl SimHandle {
             binary_port: self.binary_addr.port(),
             json_port: self.json_addr.port(),
             timeout,
+            ..MaccorConfig::new(self.json_addr.ip())
         }
     }
 
@@ -229,6 +232,7 @@ impl SimHandle {
             voltage_v: c.cell.terminal_voltage(c.current_a),
             current_a: c.current_a,
             soc: c.cell.soc(),
+            temperature_c: c.cell.temperature_c(),
             fault: c.fault.clone(),
         }
     }

@@ -5,8 +5,8 @@ use super::{Channel, Control, SimConfig, Test};
 use crate::Clock;
 use crate::cycler_sim::load_schedule;
 use crate::maccor::wire::{
-    self, ChannelStat, DirectStart, Output, Reading, StartTest, StatusBlock, SystemInfo, Version,
-    rf1, rf2, stat,
+    self, AuxValues, ChannelStat, DirectStart, Output, Reading, StartTest, StatusBlock, SystemInfo,
+    Version, rf1, rf2, stat,
 };
 use crate::transport::faults::Faults;
 use cyclerd_protocols::import::SourceKind;
@@ -39,6 +39,9 @@ pub(super) enum Request {
         count: u16,
     },
     Reading {
+        chan: u16,
+    },
+    AuxValues {
         chan: u16,
     },
     Select {
@@ -79,6 +82,10 @@ pub(super) enum Response {
         chan: u16,
         reading: Reading,
     },
+    AuxValues {
+        chan: u16,
+        aux: AuxValues,
+    },
     Result {
         chan: u16,
         code: u32,
@@ -114,8 +121,8 @@ impl Tester {
                 system_type: 0,
                 controller_boards: self.channels.len().div_ceil(16) as u16,
                 test_channels: self.channels.len() as u16,
-                aux_boards: 0,
-                aux_channels: 0,
+                aux_boards: self.aux_channels().div_ceil(16),
+                aux_channels: self.aux_channels(),
             }),
             Request::Status { first, count } => {
                 let end = usize::from(first) + usize::from(count);
@@ -147,6 +154,18 @@ impl Tester {
                 Response::Reading {
                     chan,
                     reading: self.channels[c].reading(&self.clock, None),
+                }
+            }
+            Request::AuxValues { chan } => {
+                let Some(c) = self.channel(chan) else {
+                    return Response::Illegal;
+                };
+                let inputs = self.config.aux_inputs.get(c).copied().unwrap_or(0);
+                Response::AuxValues {
+                    chan,
+                    aux: AuxValues {
+                        values: self.channels[c].aux_values(inputs),
+                    },
                 }
             }
             Request::Select { chan } => self.with_channel(chan, |_, ch| {
@@ -268,6 +287,12 @@ impl Tester {
                 Response::Result { chan, code }
             }
         }
+    }
+
+    /// Aux inputs of the tester's channels, all told.
+    fn aux_channels(&self) -> u16 {
+        let inputs = self.config.aux_inputs.iter().take(self.channels.len());
+        inputs.fold(0u16, |n, &i| n.saturating_add(i))
     }
 
     pub(super) fn with_channel(

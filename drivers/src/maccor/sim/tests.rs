@@ -3,7 +3,7 @@
 use super::*;
 use crate::Clock;
 use crate::cell::{Cell, Chemistry};
-use crate::maccor::wire::{self, Frame, Function, Mode, Output};
+use crate::maccor::wire::{self, AuxValues, Frame, Function, Mode, Output};
 use crate::transport::faults::Faults;
 use serde_json::Map;
 use std::collections::{HashMap, HashSet};
@@ -103,6 +103,50 @@ fn fclass_0_echoes_in_both_encodings() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn aux_values_answer_the_cell_temperature_first_and_nothing_without_inputs() {
+    let mut t = tester();
+    t.config.aux_inputs = vec![2];
+    let cell_c = t.channels[0].cell.temperature_c();
+    let mut session = Session::default();
+    let ask = |t: &mut Tester, chan: u16| {
+        let line = wire::json_request(5, wire::AUX_VALUES, Some(chan), Map::new());
+        match wire::parse_json_reply(&json_reply(t, &line)).unwrap() {
+            wire::JsonReply::Result {
+                chan: got, fields, ..
+            } => {
+                assert_eq!(got, Some(chan));
+                (
+                    fields["Len"].clone(),
+                    AuxValues::from_json(&fields).unwrap().values,
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let ambient = t.config.cells[0].ambient_c;
+    assert_eq!(ask(&mut t, 0), (2.into(), vec![cell_c, ambient]));
+    // Channel 1 has no aux inputs configured: Len 0, an empty list.
+    assert_eq!(ask(&mut t, 1), (0.into(), vec![]));
+    let reply = binary_reply(&mut t, &mut session, &AuxValues::request(1)).unwrap();
+    assert_eq!(
+        (reply.function, reply.chan, reply.len),
+        (wire::AUX_VALUES, 1, 0)
+    );
+    let reply = binary_reply(&mut t, &mut session, &AuxValues::request(0)).unwrap();
+    assert_eq!(reply.len, 8);
+    assert_eq!(
+        AuxValues::from_frame(&reply).unwrap().values[0],
+        cell_c as f32 as f64
+    );
+    // A channel the tester does not have.
+    let line = wire::json_request(6, wire::AUX_VALUES, Some(7), Map::new());
+    assert!(matches!(
+        wire::parse_json_reply(&json_reply(&mut t, &line)),
+        Ok(wire::JsonReply::Error { .. })
+    ));
 }
 
 proptest::proptest! {

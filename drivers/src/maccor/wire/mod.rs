@@ -22,6 +22,7 @@
 //! | (1,2) system info | u16 type, boards, channels, aux boards, aux channels; 16-byte id | inferred |
 //! | (1,6) file transfer | TFTP-like packets, 500-byte blocks ([`Packet`]) | facts + inferred packet fields |
 //! | (4,1) status | per channel RF1 u8, RF2 u8, Stat u16 | facts |
+//! | (4,4) aux values | [`AuxValues`]: f32 per aux input, Len 4 x inputs | inferred (JSON: open client) |
 //! | (4,7) reading | [`Reading`], 46 bytes | facts |
 //! | (6,1) (6,3) (6,4) (6,5) | header only; reply: result code | facts |
 //! | (6,2) start | [`StartTest`], Len 186 | facts + 51 reserved bytes |
@@ -36,13 +37,22 @@
 //!
 //! # Layout
 //! - `frame`: the binary frame and its split off a stream, fixed-width text, result codes.
-//! - `system`, `readings`, `control`, `transfer`: one file per group of functions, (1,x)
-//!   system, (4,x) readings, (6,x) control, (1,6) file transfer.
+//! - `system`, `readings`, `auxiliary`, `control`, `transfer`: one file per group of
+//!   functions, (1,x) system, (4,x) readings ((4,4) auxiliary inputs apart, with its facts),
+//!   (6,x) control, (1,6) file transfer.
 //! - `json`: JSON-RPC messages; `split`: complete objects off a stream; `names`: test names and the tester's times.
 //! - `tables`: the state, RF1/RF2, result and JSON error code tables.
 //!
+//! # Facts beyond `maccor-macnet.md`
+//!
+//! - (4,4) read auxiliary values (from the open client `pymacnet`): request
+//!   `{"FClass":4,"FNum":4,"Chan":1}`, result `{"FClass":4,"FNum":4,"Chan":93,"Len":1,
+//!   "AuxValues":[24.7545490264893]}`, one number per auxiliary input of the channel (details
+//!   and what is inferred: `auxiliary`).
+//!
 //! This file holds what they all share: ports and field widths, the functions, [`WireError`].
 
+mod auxiliary;
 mod control;
 mod frame;
 mod json;
@@ -53,6 +63,7 @@ mod system;
 mod tables;
 mod transfer;
 
+pub use auxiliary::*;
 pub use control::*;
 pub use frame::*;
 pub use json::*;
@@ -122,6 +133,8 @@ pub const SYSTEM_INFO: Function = function(1, 2);
 /// Binary protocol only.
 pub const FILE_TRANSFER: Function = function(1, 6);
 pub const STATUS: Function = function(4, 1);
+/// Read auxiliary values: one channel's aux inputs (temperatures, voltages).
+pub const AUX_VALUES: Function = function(4, 4);
 pub const READING: Function = function(4, 7);
 pub const SELECT: Function = function(6, 1);
 pub const START: Function = function(6, 2);

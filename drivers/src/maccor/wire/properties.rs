@@ -9,6 +9,7 @@ fn decode_all_binary(frame: &Frame) {
     let _ = decode_result(frame);
     let _ = StatusBlock::from_frame(frame);
     let _ = Reading::from_frame(frame);
+    let _ = AuxValues::from_frame(frame);
     let _ = StartTest::from_frame(frame);
     let _ = Output::from_frame(frame);
     let _ = DirectStart::from_frame(frame);
@@ -26,6 +27,7 @@ fn decode_all_json(m: &Map<String, Value>) {
     let _ = SystemInfo::from_json(m);
     let _ = StatusBlock::from_json(m);
     let _ = Reading::from_json(m);
+    let _ = AuxValues::from_json(m);
     let _ = StartTest::from_json(m);
     let _ = Output::from_json(m);
     let _ = DirectStart::from_json(m);
@@ -66,6 +68,7 @@ const KEYS: &[&str] = &[
     "TestChannels",
     "APIVersion",
     "SystemID",
+    "AuxValues",
 ];
 
 fn any_value() -> impl Strategy<Value = Value> {
@@ -99,8 +102,38 @@ proptest! {
                 decode_all_binary(&frame);
             }
         }
-        for function in [STATUS, READING, START, DIRECT_OUTPUT, DIRECT_START, FILE_TRANSFER, SELECT] {
+        for function in [STATUS, READING, AUX_VALUES, START, DIRECT_OUTPUT, DIRECT_START, FILE_TRANSFER, SELECT] {
             decode_all_binary(&Frame::with_data(function, 0, bytes.clone()));
+        }
+    }
+
+    #[test]
+    fn aux_values_round_trip_whatever_len_says(
+        values in proptest::collection::vec(any::<f32>().prop_filter("finite", |x| x.is_finite()), 0..40),
+        len in proptest::option::of(any::<u16>()),
+        chan in any::<u16>(),
+    ) {
+        let aux = AuxValues { values: values.iter().map(|&v| f64::from(v)).collect() };
+        let frame = aux.to_frame(chan);
+        let (split, used) = split_frame(&frame.encode(), Direction::Reply).unwrap();
+        prop_assert_eq!(used, HEADER_LEN + 4 * values.len());
+        prop_assert_eq!(AuxValues::from_frame(&split).unwrap(), aux.clone());
+        // JSON: the list is what was measured, whatever Len claims (or when it is absent).
+        let mut m = aux.to_json(chan);
+        match len {
+            Some(n) => { m.insert("Len".into(), n.into()); }
+            None => { m.remove("Len"); }
+        }
+        let line = json_result(&json!(1), AUX_VALUES, None, m);
+        let Ok(JsonReply::Result { fields, chan: got, .. }) = parse_json_reply(&line) else {
+            return Err(TestCaseError::fail("the reply did not parse"));
+        };
+        prop_assert_eq!(got, Some(chan));
+        let back = AuxValues::from_json(&fields).unwrap();
+        prop_assert_eq!(back.values.len(), values.len());
+        for (b, v) in back.values.iter().zip(&values) {
+            // Through JSON text: the value, to within its last bit.
+            prop_assert!((b - f64::from(*v)).abs() <= f64::from(v.abs()) * 1e-15, "{} vs {}", b, v);
         }
     }
 

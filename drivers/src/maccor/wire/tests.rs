@@ -270,3 +270,93 @@ fn tester_times_convert_both_ways() {
     assert_eq!(ms_from_iso8601("yesterday"), None);
     assert_eq!(ms_from_iso8601("2022-13-01T00:00:00"), None);
 }
+
+#[test]
+fn the_public_aux_values_example_decodes() {
+    let line = r#"{"jsonrpc":"2.0","result":{"FClass":4,"FNum":4,"Chan":93,"Len":1,"AuxValues":[24.7545490264893]},"id":1987}"#;
+    match parse_json_reply(line).unwrap() {
+        JsonReply::Result {
+            id,
+            function,
+            chan,
+            fields,
+        } => {
+            assert_eq!((id, function, chan), (Some(1987), AUX_VALUES, Some(93)));
+            let aux = AuxValues::from_json(&fields).unwrap();
+            assert_eq!(aux.values, vec![24.7545490264893]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let request = json_request(1987, AUX_VALUES, Some(1), Map::new());
+    let v: Value = serde_json::from_str(request.trim_end()).unwrap();
+    assert_eq!(
+        v,
+        json!({"jsonrpc":"2.0","method":"MacNet","params":{"FClass":4,"FNum":4,"Chan":1},"id":1987})
+    );
+}
+
+#[test]
+fn aux_values_round_trip_in_both_encodings() {
+    for values in [vec![], vec![24.75], vec![24.75, -5.5, 1000.125]] {
+        let aux = AuxValues { values };
+        let frame = aux.to_frame(7);
+        assert_eq!((frame.function, frame.chan), (AUX_VALUES, 7));
+        assert_eq!(usize::from(frame.len), 4 * aux.values.len());
+        let (split, used) = split_frame(&frame.encode(), Direction::Reply).unwrap();
+        assert_eq!(used, HEADER_LEN + frame.data.len());
+        assert_eq!(AuxValues::from_frame(&split).unwrap(), aux);
+        let m = aux.to_json(7);
+        assert_eq!(m["Chan"], json!(7));
+        assert_eq!(m["Len"], json!(aux.values.len()));
+        assert_eq!(AuxValues::from_json(&m).unwrap(), aux);
+    }
+    let request = AuxValues::request(3).encode();
+    assert_eq!(request, [4, 0, 4, 0, 3, 0, 1, 0]);
+}
+
+#[test]
+fn malformed_aux_values_are_errors_or_no_values_never_panics() {
+    let decode = |v: Value| AuxValues::from_json(v.as_object().unwrap());
+    let none = AuxValues { values: vec![] };
+    // Tolerated: no list, null, empty, and a Len that disagrees with the list.
+    assert_eq!(decode(json!({"Chan": 1, "Len": 0})).unwrap(), none);
+    assert_eq!(decode(json!({"Chan": 1, "AuxValues": null})).unwrap(), none);
+    assert_eq!(decode(json!({"Len": 2, "AuxValues": []})).unwrap(), none);
+    let three = decode(json!({"Len": 1, "AuxValues": [1.5, 2, 3e1]})).unwrap();
+    assert_eq!(three.values, vec![1.5, 2.0, 30.0]);
+    // Errors, naming the field.
+    for bad in [
+        json!({"AuxValues": 24.7}),
+        json!({"AuxValues": "24.7"}),
+        json!({"AuxValues": [24.7, "hot"]}),
+        json!({"AuxValues": [null]}),
+        json!({"AuxValues": {"0": 24.7}}),
+    ] {
+        let e = decode(bad.clone()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WireError::Field {
+                    field: "AuxValues",
+                    ..
+                }
+            ),
+            "{bad}: {e}"
+        );
+    }
+    // Binary: a partial value, and a reply to another function.
+    let partial = Frame::with_data(AUX_VALUES, 0, vec![0, 0, 128]);
+    assert!(matches!(
+        AuxValues::from_frame(&partial),
+        Err(WireError::Length {
+            got: 3,
+            need: 4,
+            ..
+        })
+    ));
+    let other = Frame::with_data(READING, 0, vec![0; 4]);
+    assert!(matches!(
+        AuxValues::from_frame(&other),
+        Err(WireError::Function { .. })
+    ));
+}
