@@ -253,6 +253,25 @@ impl Supervision {
         self.roles.iter().any(|r| *r != Role::Native)
     }
 
+    /// Whether the daemon checks a cell-temperature end of plan step `i` (a cycler whose
+    /// records carry no temperature is then asked for a live reading).
+    pub fn watches_temperature(&self, plan: &Plan, i: usize) -> bool {
+        let (Role::Watched { watched, .. }, Some(PlanStep::Action(a))) =
+            (self.role(i), plan.steps.get(i))
+        else {
+            return false;
+        };
+        watched
+            .iter()
+            .filter_map(|&n| a.terminations.get(n))
+            .any(|t| {
+                matches!(
+                    t.condition,
+                    Condition::TemperatureAtLeast(_) | Condition::TemperatureAtMost(_)
+                )
+            })
+    }
+
     fn is_daemon_loop(&self, i: usize) -> bool {
         matches!(self.role(i), Role::DaemonLoop(_))
     }

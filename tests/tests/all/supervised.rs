@@ -157,14 +157,14 @@ async fn a_loop_exit_and_a_relaxation_end_run_on_every_cycler_family_as_on_the_p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_temperature_end_no_cycler_format_says_ends_the_test_from_the_records() {
+async fn a_temperature_end_no_cycler_format_says_ends_the_test_from_what_the_daemon_reads() {
     // The cell warms a little in a 2C discharge; the end fires during the first one.
     let protocol = LOOP_PROTOCOL.replace(
         "until: [\"V <= 3.3 V\"]",
         "until: [\"V <= 3.3 V\", \"Temp >= 25.3 degC -> end\"]",
     );
-    // Maccor's records carry no cell temperature: its live reading is the next step.
-    for device in [DemoDevice::Neware, DemoDevice::Arbin] {
+    // Maccor's records carry no cell temperature: the daemon reads its auxiliary input live.
+    for device in FAMILIES {
         let native = run(device, None, &protocol).await;
         assert_eq!(
             native.outcome.as_deref(),

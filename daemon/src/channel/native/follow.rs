@@ -158,6 +158,7 @@ impl<C: Cycler> CyclerRunner<C> {
                 pages += 1;
             }
         }
+        self.watch_live_temperature(k).await?;
         let Some(run) = self.slots[k].run.as_mut() else {
             return Ok(());
         };
@@ -322,6 +323,7 @@ impl<C: Cycler> CyclerRunner<C> {
             }
             let run = self.slots[k].run.as_mut().expect("checked above");
             run.state.integrate(r);
+            run.state.last_temperature_c = r.temperature_c;
             run.state.next_index = r.index + 1;
             run.state.seen_active = true;
             let start_unix_s = run.journal.start_unix_s();

@@ -77,6 +77,9 @@ struct FollowState {
     steps: StepFollower,
     /// Test time, voltage and current of the last stored record, for the integrals.
     last: Option<(f64, f64, f64)>,
+    /// The cell temperature of the last stored record, when the cycler logs one.
+    #[serde(default)]
+    last_temperature_c: Option<f64>,
     /// Charge and energy into and out of the cell since the test started, integrated from the
     /// records, so every vendor's data has the same cumulative columns whatever its own
     /// counters mean.

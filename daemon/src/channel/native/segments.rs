@@ -11,6 +11,7 @@
 
 use super::{CyclerRunner, FollowState, Slot, cycler_test_name, step_text};
 use crate::channel::{Ending, StartError};
+use cyclerd_drivers::DriverError;
 use cyclerd_drivers::cycler::{Cycler, Schedule};
 use cyclerd_protocols::compile::Target;
 use cyclerd_protocols::supervise::{
@@ -183,6 +184,49 @@ impl<C: Cycler> CyclerRunner<C> {
                 run.stop_pending = true;
             }
         }
+    }
+
+    /// A cycler whose records carry no cell temperature (Maccor) is asked for a live reading
+    /// while the daemon watches a temperature end of the step in progress; the reading is
+    /// checked with the last record's other values.
+    pub(super) async fn watch_live_temperature(&mut self, k: usize) -> Result<(), DriverError> {
+        let Some(run) = self.slots[k].run.as_ref() else {
+            return Ok(());
+        };
+        let (Some(placed), Some((t, v, i))) = (run.state.steps.last(), run.state.last) else {
+            return Ok(());
+        };
+        if run.fault.is_some()
+            || run.state.seg.exit.is_some()
+            || run.state.last_temperature_c.is_some()
+            || !run
+                .course
+                .sup
+                .watches_temperature(&run.plan, placed.plan_step)
+        {
+            return Ok(());
+        }
+        let addr = self.slots[k].addr;
+        let Some(temperature) = self.cycler.cell_temperature(addr).await? else {
+            return Ok(());
+        };
+        let Some(run) = self.slots[k].run.as_mut() else {
+            return Ok(());
+        };
+        let reading = Reading {
+            test_time_s: t,
+            voltage_v: v,
+            current_a: i,
+            temperature_c: Some(temperature),
+            chamber_c: None,
+        };
+        let decision = run
+            .state
+            .watch(&run.course, &run.plan, placed.plan_step, reading);
+        if let Some(decision) = decision {
+            self.decide(k, decision).await;
+        }
+        Ok(())
     }
 
     /// The segment on channel `k` is over (the cycler ended it, or the daemon did): the test
