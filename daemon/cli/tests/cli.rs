@@ -166,5 +166,7 @@ mod command_line;
 #[path = "cli/protocol_simulate.rs"]
 mod protocol_simulate;
 
+#[path = "cli/protocol_check.rs"]
+mod protocol_check;
 #[path = "cli/protocol_import.rs"]
 mod protocol_import;

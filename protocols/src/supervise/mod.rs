@@ -316,10 +316,17 @@ impl Supervision {
                     out.push(Finding {
                         path: loop_path(plan, i),
                         description: format!("loop of at most {count} passes"),
-                        how: How::Supervised(format!(
-                            "the daemon counts the passes ({why}) at the end of every pass and \
-                             starts the next one; the cycler runs each pass's steps"
-                        )),
+                        how: How::Supervised(if why.starts_with("its exit") {
+                            format!(
+                                "the daemon counts the passes and checks {why} at the end of \
+                                 every pass; the cycler runs each pass's steps"
+                            )
+                        } else {
+                            format!(
+                                "the daemon counts the passes ({why}); the cycler runs each \
+                                 pass's steps"
+                            )
+                        }),
                     });
                 }
                 _ => {}
