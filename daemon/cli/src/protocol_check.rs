@@ -108,6 +108,9 @@ fn steps(plan: &Plan, target: Target) -> String {
     out
 }
 
+/// A file `compile` writes (standard output when `None`) and its text.
+pub type OutputFile = (Option<PathBuf>, String);
+
 /// The schedule files `compile` writes for `plan` on `target`: one, or one per segment
 /// (`NAME.segN.EXT` beside `output`) when the daemon supervises the test. Returns the files
 /// with their texts, and a note for the operator when there are segments.
@@ -115,7 +118,7 @@ pub fn compile_files(
     plan: &Plan,
     target: Target,
     output: Option<&Path>,
-) -> anyhow::Result<(Vec<(Option<PathBuf>, String)>, Option<String>)> {
+) -> anyhow::Result<(Vec<OutputFile>, Option<String>)> {
     let sup = match Supervision::new(plan, target) {
         Ok(sup) => sup,
         Err(errors) => {
