@@ -25,8 +25,13 @@
 //!
 //! [`compile`]: crate::compile::compile
 
+mod probe;
+mod report;
 mod walk;
 mod watch;
+
+use probe::{probe, probe_loop};
+use report::{condition_text, loop_condition_text, loop_path, watched_text};
 
 pub use walk::{Next, Walker};
 pub use watch::{Reading, StepWatch, Verdict};
@@ -276,65 +281,6 @@ impl Supervision {
         matches!(self.role(i), Role::DaemonLoop(_))
     }
 
-    /// What runs natively, what the daemon decides (and how fast) and what is impossible, step
-    /// by step; impossible steps come from [`Supervision::new`]'s errors, so a caller lists
-    /// both.
-    pub fn findings(&self, plan: &Plan) -> Vec<Finding> {
-        let mut out = Vec::new();
-        for (i, step) in plan.steps.iter().enumerate() {
-            match (step, self.role(i)) {
-                (PlanStep::Action(a), Role::Native) => out.push(Finding {
-                    path: a.path.clone(),
-                    description: a.description.clone(),
-                    how: How::Native,
-                }),
-                (PlanStep::Action(a), Role::Watched { watched, chamber }) => {
-                    let mut parts = Vec::new();
-                    if *chamber {
-                        parts.push(
-                            "the daemon sets the chamber and waits for it to settle while the \
-                             cycler rests the cell, then starts the next segment"
-                                .to_string(),
-                        );
-                    }
-                    if !watched.is_empty() {
-                        parts.push(format!(
-                            "the daemon checks {} on every record it downloads and stops the \
-                             cycler's step when it holds (reaction: one poll, 100 ms by default, \
-                             after the cycler logs the record; this step logs {})",
-                            watched_text(a, watched),
-                            record_text(a)
-                        ));
-                    }
-                    out.push(Finding {
-                        path: a.path.clone(),
-                        description: a.description.clone(),
-                        how: How::Supervised(parts.join("; ")),
-                    });
-                }
-                (PlanStep::LoopStart { count, .. }, Role::DaemonLoop(why)) => {
-                    out.push(Finding {
-                        path: loop_path(plan, i),
-                        description: format!("loop of at most {count} passes"),
-                        how: How::Supervised(if why.starts_with("its exit") {
-                            format!(
-                                "the daemon counts the passes and checks {why} at the end of \
-                                 every pass; the cycler runs each pass's steps"
-                            )
-                        } else {
-                            format!(
-                                "the daemon counts the passes ({why}); the cycler runs each \
-                                 pass's steps"
-                            )
-                        }),
-                    });
-                }
-                _ => {}
-            }
-        }
-        out
-    }
-
     /// The segment that starts at plan index `from` (an action or a native loop's start).
     pub fn segment(&self, plan: &Plan, from: usize) -> Result<Segment, CompileError> {
         let mut to = from;
@@ -531,142 +477,6 @@ pub struct LastRecord {
     pub voltage_v: f64,
     pub current_a: f64,
     pub step_time_s: f64,
-}
-
-/// Compiles `a` alone with `control` and `conditions` (none: a step-time end) as a one-step
-/// plan: whether `target` can say it.
-fn probe(
-    plan: &Plan,
-    target: Target,
-    a: &ActionStep,
-    control: Control,
-    conditions: &[Condition],
-) -> Result<(), CompileError> {
-    // A control alone is tried with the end it is usually given.
-    let usual = match control {
-        Control::Cccv { amps, .. } => Condition::CurrentMagnitudeAtMost(amps.abs() / 10.0),
-        Control::Voltage { .. } => Condition::CurrentMagnitudeAtMost(0.01),
-        _ => Condition::StepTime(60.0),
-    };
-    let conditions = if conditions.is_empty() {
-        &[usual][..]
-    } else {
-        conditions
-    };
-    let step = ActionStep {
-        control,
-        terminations: conditions
-            .iter()
-            .map(|&condition| Termination {
-                condition,
-                goto: Goto::Next,
-            })
-            .collect(),
-        ..a.clone()
-    };
-    let probe = Plan {
-        steps: vec![PlanStep::Action(step), PlanStep::End],
-        ..plan.clone()
-    };
-    compile::compile(&probe, target)
-        .map(|_| ())
-        .map_err(|mut e| {
-            e.step = a.path.clone();
-            e.description = a.description.clone();
-            e
-        })
-}
-
-/// Whether `target` can say a loop of `count` passes (`cycle` or not) around a rest.
-fn probe_loop(plan: &Plan, target: Target, count: u32, cycle: bool) -> Result<(), CompileError> {
-    let rest = ActionStep {
-        path: "probe".into(),
-        description: "rest".into(),
-        control: Control::Rest,
-        terminations: vec![Termination {
-            condition: Condition::StepTime(60.0),
-            goto: Goto::Next,
-        }],
-        ..ActionStep::default()
-    };
-    let probe = Plan {
-        steps: vec![
-            PlanStep::LoopStart {
-                count,
-                cycle,
-                end: 2,
-                until: Vec::new(),
-            },
-            PlanStep::Action(rest),
-            PlanStep::LoopEnd { start: 0 },
-            PlanStep::End,
-        ],
-        ..plan.clone()
-    };
-    compile::compile(&probe, target).map(|_| ())
-}
-
-/// Where a loop is in the protocol: its first step's path.
-fn loop_path(plan: &Plan, start: usize) -> String {
-    plan.steps[start..]
-        .iter()
-        .find_map(|s| match s {
-            PlanStep::Action(a) => Some(format!("the loop at {}", a.path)),
-            _ => None,
-        })
-        .unwrap_or_else(|| format!("the loop at plan index {start}"))
-}
-
-/// The watched conditions of `a`, as a phrase.
-fn watched_text(a: &ActionStep, watched: &[usize]) -> String {
-    watched
-        .iter()
-        .filter_map(|&n| a.terminations.get(n))
-        .map(|t| condition_text(&t.condition))
-        .collect::<Vec<_>>()
-        .join(" or ")
-}
-
-fn condition_text(c: &Condition) -> String {
-    match *c {
-        Condition::VoltageAtLeast(v) => format!("V >= {v} V"),
-        Condition::VoltageAtMost(v) => format!("V <= {v} V"),
-        Condition::CurrentMagnitudeAtMost(x) => format!("|I| <= {x} A"),
-        Condition::StepTime(s) => format!("t >= {s} s"),
-        Condition::TestTime(s) => format!("test time >= {s} s"),
-        Condition::StepCapacity(q) => format!("step capacity >= {q} Ah"),
-        Condition::StepEnergy(e) => format!("step energy >= {e} Wh"),
-        Condition::TemperatureAtLeast(x) => format!("T >= {x} degC"),
-        Condition::TemperatureAtMost(x) => format!("T <= {x} degC"),
-        Condition::VoltageRateMagnitudeAtMost(x) => format!("|dV/dt| <= {x} V/s"),
-        Condition::VoltageRateMagnitudeAtLeast(x) => format!("|dV/dt| >= {x} V/s"),
-    }
-}
-
-fn loop_condition_text(c: &crate::plan::LoopCondition) -> String {
-    use crate::plan::LoopCondition as L;
-    match *c {
-        L::DischargeCapacityBelowFractionOfFirst(x) => {
-            format!("discharge capacity < {}% of the first pass's", x * 100.0)
-        }
-        L::DischargeCapacityBelow(q) => format!("discharge capacity < {q} Ah"),
-        L::CycleAtLeast(n) => format!("cycle >= {n}"),
-    }
-}
-
-fn record_text(a: &ActionStep) -> String {
-    let r = a.record.or_native_default();
-    let mut parts = Vec::new();
-    if let Some(s) = r.every_s {
-        parts.push(format!("every {s} s"));
-    }
-    if let Some(v) = r.dv_v {
-        parts.push(format!("on {} mV", v * 1000.0));
-    }
-    if let Some(i) = r.di_a {
-        parts.push(format!("on {} mA", i * 1000.0));
-    }
-    parts.join(", ")
 }
 
 #[cfg(test)]
