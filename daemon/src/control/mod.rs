@@ -5,6 +5,7 @@
 //! the whole listener. Health and reflection stay open: they say nothing about the lab.
 
 pub mod access;
+mod coalesce;
 pub mod tokens;
 
 use crate::channel::StartError;
@@ -21,11 +22,11 @@ use std::time::Duration;
 use tokens::{Role, TokenStore};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status as GrpcStatus};
 
-/// Fastest rate at which Watch sends one channel's snapshots.
-const WATCH_PERIOD: Duration = Duration::from_millis(100);
+/// Shortest gap between two of one channel's snapshots on a Watch: a change goes out at once
+/// unless the last went out less than this ago (50 a second at most per channel).
+const WATCH_GAP: Duration = Duration::from_millis(20);
 
 /// A long Watch checks its token again once this has passed, so a revocation ends it.
 const RECHECK_PERIOD: Duration = Duration::from_secs(1);
@@ -253,10 +254,10 @@ impl Control for ControlService {
         let caller = self
             .access
             .check(request.metadata(), Role::Reader, "Watch")?;
-        // Each channel's stream starts with its current snapshot and then yields the latest one
-        // at most every WATCH_PERIOD, so a slow client never builds a backlog.
+        // Each channel's stream starts with its current snapshot and then yields each change at
+        // once, coalesced to one per WATCH_GAP, so a slow client never builds a backlog.
         let streams = self.daemon.watchers().into_iter().map(|rx| {
-            Box::pin(WatchStream::new(rx).throttle(WATCH_PERIOD).map(Ok))
+            Box::pin(coalesce::coalesced(rx, WATCH_GAP).map(Ok))
                 as Pin<Box<dyn Stream<Item = Result<ChannelSnapshot, GrpcStatus>> + Send>>
         });
         let all = futures::stream::select_all(streams);
