@@ -136,32 +136,42 @@ impl Clock {
         }
     }
 
-    /// Ticks every `sim_seconds` of this clock's time: what paces a channel's polls.
+    /// Ticks every `sim_seconds` of this clock's time: what paces a channel's polls. Ticks
+    /// of equal periods fall on the same instants (multiples of the period since the clock's
+    /// origin), so a daemon's channels wake together, once per period, not each on its own
+    /// phase.
     pub fn pacer(&self, sim_seconds: f64) -> Interval {
-        pacer(self.wall(sim_seconds))
+        pacer(self.wall(sim_seconds), self.inner.origin)
     }
 
     /// Ticks every `sim_seconds` of this clock's time, but never more often than every
     /// `min_wall`: a device that logs on its own gains nothing from faster polls on a fast
     /// simulated clock.
     pub fn pacer_at_most_every(&self, sim_seconds: f64, min_wall: Duration) -> Interval {
-        pacer(self.wall(sim_seconds).max(min_wall))
+        pacer(self.wall(sim_seconds).max(min_wall), self.inner.origin)
     }
 }
 
-/// Ticks every `period` of wall time.
+/// Ticks every `period` of wall time, on multiples of `period` since `origin`.
 ///
 /// On a fast simulated clock the period can be shorter than the timer's 1 ms resolution; then
 /// missed ticks are made up in bursts, so the average rate still matches the configured one
 /// (and when the link cannot keep up, polls simply run back to back). At real speed a late tick
-/// delays the following ones instead of bunching them.
-fn pacer(period: Duration) -> Interval {
-    let mut ticks = tokio::time::interval(period.max(Duration::from_micros(1)));
-    ticks.set_missed_tick_behavior(if period < Duration::from_millis(1) {
-        MissedTickBehavior::Burst
-    } else {
-        MissedTickBehavior::Delay
-    });
+/// is skipped, not bunched, and the ticks stay on their instants.
+fn pacer(period: Duration, origin: Instant) -> Interval {
+    let period = period.max(Duration::from_micros(1));
+    if period < Duration::from_millis(1) {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        return ticks;
+    }
+    let now = Instant::now();
+    let since = now.saturating_duration_since(origin).as_nanos();
+    let step = period.as_nanos();
+    let next = since.div_ceil(step) * step;
+    let first = origin + Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX));
+    let mut ticks = tokio::time::interval_at(first.max(now), period);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     ticks
 }
 
@@ -177,6 +187,21 @@ mod tests {
         let before = clock.unix_time_s();
         clock.sleep(5.0).await;
         assert!((clock.unix_time_s() - before - 5.0).abs() < 1e-6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacers_of_one_period_tick_on_the_same_instants_whenever_they_were_made() {
+        let clock = Clock::scaled(1.0);
+        tokio::time::advance(Duration::from_millis(37)).await;
+        let mut a = clock.pacer(0.1);
+        tokio::time::advance(Duration::from_millis(41)).await;
+        let mut b = clock.pacer(0.1);
+        let origin = clock.inner.origin;
+        for _ in 0..5 {
+            let (ta, tb) = (a.tick().await, b.tick().await);
+            assert_eq!(ta, tb);
+            assert_eq!((ta - origin).as_millis() % 100, 0, "{:?}", ta - origin);
+        }
     }
 
     #[tokio::test]

@@ -237,9 +237,13 @@ impl TestJournal {
         self.batch.len() >= BATCH_SAMPLES
     }
 
-    /// The batch is full, or its oldest sample has waited `commit_interval`.
+    /// The batch is full, or a commit slot began since its oldest sample (so it waited at most
+    /// `commit_interval`). Slots are the same for every channel of the daemon: their batches
+    /// fall due together and meet in one commit.
     pub fn is_due(&self, commit_interval: Duration) -> bool {
-        self.is_full() || self.batch.age() >= commit_interval
+        self.is_full()
+            || commit_slot(self.batch.started, commit_interval)
+                != commit_slot(Instant::now(), commit_interval)
     }
 
     /// Sends the batch, if it holds anything, with the runner's `state` as of its last sample:
@@ -458,6 +462,14 @@ fn push_optional(column: &mut Vec<f64>, n: usize, value: Option<f64>) {
     }
 }
 
+/// The commit slot `at` falls in: wall time cut into `interval`s from one instant of the
+/// process.
+fn commit_slot(at: Instant, interval: Duration) -> u128 {
+    static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let anchor = *ANCHOR.get_or_init(Instant::now);
+    at.saturating_duration_since(anchor).as_nanos() / interval.as_nanos().max(1)
+}
+
 /// Columns being filled; sent as one outbox entry.
 struct Batch {
     columns: SampleBatch,
@@ -499,10 +511,6 @@ impl Batch {
 
     fn len(&self) -> usize {
         self.columns.voltage_v.len()
-    }
-
-    fn age(&self) -> Duration {
-        self.started.elapsed()
     }
 
     fn push(&mut self, s: Sample) {

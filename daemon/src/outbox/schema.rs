@@ -84,11 +84,11 @@ pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
 }
 
 pub fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [key, value],
-    )
+    )?
+    .execute([key, value])
     .map(|_| ())
 }
 

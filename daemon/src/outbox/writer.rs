@@ -14,6 +14,9 @@ use tokio::sync::{mpsc, watch};
 const MAX_OPS_PER_COMMIT: usize = 4096;
 /// Free pages above which a commit that deleted rows also gives pages back to the file system.
 const VACUUM_ABOVE_PAGES: i64 = 1024;
+/// How long the writer lets a commit's operations gather after the first arrives: the
+/// channels of a daemon flush on the same aligned tick, within a millisecond or two.
+const GATHER: Duration = Duration::from_millis(3);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -47,7 +50,17 @@ impl Writer {
     pub fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
         let mut ops = Vec::with_capacity(MAX_OPS_PER_COMMIT);
         while let Some(first) = rx.blocking_recv() {
+            // Someone waits on these: commit at once. Otherwise let the other channels' batches
+            // of the same tick arrive, so they meet in one commit (one fsync) instead of one
+            // each.
+            let waited_on = matches!(
+                first,
+                WriteOp::Flush(_) | WriteOp::Requeue(_) | WriteOp::NewEpoch(_)
+            );
             ops.push(first);
+            if !waited_on {
+                std::thread::sleep(GATHER);
+            }
             while ops.len() < MAX_OPS_PER_COMMIT {
                 match rx.try_recv() {
                     Ok(op) => ops.push(op),
@@ -160,19 +173,18 @@ impl Writer {
                 }
                 WriteOp::Ack { up_to } => {
                     let up_to = *up_to as i64;
-                    let (entries, samples, bytes): (i64, i64, i64) = tx.query_row(
-                        "SELECT COUNT(*), COALESCE(SUM(samples), 0), COALESCE(SUM(LENGTH(body)), 0)
-                         FROM outbox WHERE id <= ?1 AND acked_unix_s IS NULL",
+                    let (entries, samples, bytes): (i64, i64, i64) = tx.prepare_cached("SELECT COUNT(*), COALESCE(SUM(samples), 0), COALESCE(SUM(LENGTH(body)), 0)
+                         FROM outbox WHERE id <= ?1 AND acked_unix_s IS NULL")?.query_row(
                         [up_to],
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )?;
                     e.released_entries += entries as u64;
                     if keep_acked.is_zero() {
-                        tx.execute("DELETE FROM outbox WHERE id <= ?1", [up_to])?;
+                        tx.prepare_cached("DELETE FROM outbox WHERE id <= ?1")?
+                            .execute([up_to])?;
                         e.deleted_rows = true;
                     } else {
-                        tx.execute(
-                            "UPDATE outbox SET acked_unix_s = ?2 WHERE id <= ?1 AND acked_unix_s IS NULL",
+                        tx.prepare_cached("UPDATE outbox SET acked_unix_s = ?2 WHERE id <= ?1 AND acked_unix_s IS NULL")?.execute(
                             params![up_to, now],
                         )?;
                     }
@@ -186,34 +198,33 @@ impl Writer {
                     e.acked_up_to = Some(best);
                 }
                 WriteOp::Park { id, reason } => {
-                    let (entries, bytes): (i64, i64) = tx.query_row(
-                        "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0)
+                    let (entries, bytes): (i64, i64) = tx
+                        .prepare_cached(
+                            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0)
                          FROM outbox WHERE id = ?1 AND acked_unix_s IS NULL",
-                        [*id as i64],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )?;
+                        )?
+                        .query_row([*id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     e.released_entries += entries as u64;
-                    let moved = tx.execute(
-                        "INSERT OR IGNORE INTO dead_letters (id, samples, body, crc, reason, parked_unix_s)
-                         SELECT id, samples, body, crc, ?2, ?3 FROM outbox WHERE id = ?1",
+                    let moved = tx.prepare_cached("INSERT OR IGNORE INTO dead_letters (id, samples, body, crc, reason, parked_unix_s)
+                         SELECT id, samples, body, crc, ?2, ?3 FROM outbox WHERE id = ?1")?.execute(
                         params![*id as i64, reason, now],
                     )?;
-                    tx.execute("DELETE FROM outbox WHERE id = ?1", [*id as i64])?;
+                    tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+                        .execute([*id as i64])?;
                     e.parked += moved as i64;
                     e.released_bytes += bytes as u64;
                 }
                 WriteOp::Requeue(_) => {
-                    let moved = tx.execute(
-                        "INSERT INTO outbox (samples, body, crc, created_unix_s)
+                    let moved = tx
+                        .prepare_cached(
+                            "INSERT INTO outbox (samples, body, crc, created_unix_s)
                          SELECT samples, body, crc, ?1 FROM dead_letters ORDER BY id",
-                        [now],
-                    )?;
-                    let bytes: i64 = tx.query_row(
-                        "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM dead_letters",
-                        [],
-                        |r| r.get(0),
-                    )?;
-                    tx.execute("DELETE FROM dead_letters", [])?;
+                        )?
+                        .execute([now])?;
+                    let bytes: i64 = tx
+                        .prepare_cached("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM dead_letters")?
+                        .query_row([], |r| r.get(0))?;
+                    tx.prepare_cached("DELETE FROM dead_letters")?.execute([])?;
                     if moved > 0 {
                         e.last_id = Some(tx.last_insert_rowid() as u64);
                     }
@@ -242,10 +253,11 @@ impl Writer {
             }
         }
         if !keep_acked.is_zero() {
-            let expired = tx.execute(
-                "DELETE FROM outbox WHERE acked_unix_s IS NOT NULL AND acked_unix_s < ?1",
-                [now - keep_acked.as_secs_f64()],
-            )?;
+            let expired = tx
+                .prepare_cached(
+                    "DELETE FROM outbox WHERE acked_unix_s IS NOT NULL AND acked_unix_s < ?1",
+                )?
+                .execute([now - keep_acked.as_secs_f64()])?;
             e.deleted_rows |= expired > 0;
         }
         if let Some(up_to) = e.acked_up_to {

@@ -262,8 +262,12 @@ impl Engine {
         a.terminations
             .iter()
             .find(|t| match t.condition {
-                Condition::VoltageAtLeast(v) => m.voltage_v >= v,
-                Condition::VoltageAtMost(v) => m.voltage_v <= v,
+                Condition::VoltageAtLeast(v) => {
+                    m.voltage_v >= v || self.held_at_compliance(m, v, true)
+                }
+                Condition::VoltageAtMost(v) => {
+                    m.voltage_v <= v || self.held_at_compliance(m, v, false)
+                }
                 Condition::CurrentMagnitudeAtMost(i) => m.current_a.abs() <= i,
                 Condition::StepTime(d) => step_time >= d,
                 Condition::TestTime(d) => m.test_time_s >= d,
@@ -275,6 +279,45 @@ impl Engine {
                 Condition::VoltageRateMagnitudeAtLeast(x) => slope.is_some_and(|d| d.abs() >= x),
             })
             .map(|t| t.goto)
+    }
+
+    /// Whether a constant current or power step whose voltage end `cut` lies at the lab's
+    /// limit has reached it as far as a stage can tell: the stage holds the cell at its
+    /// compliance voltage (which it can set only to its own resolution, so the reading may stay
+    /// a fraction of a millivolt short of the limit forever) and the current has collapsed to
+    /// less than half the commanded one. The cell cannot be driven further at the step's
+    /// current without crossing the limit: the step's end is reached, as on a cycler.
+    fn held_at_compliance(&self, m: &Measurement, cut: f64, charging: bool) -> bool {
+        let Some(PlanStep::Action(a)) = self.plan.steps.get(self.state.status.plan_index) else {
+            return false;
+        };
+        let (commanded_a, limit) = match (a.control, self.command()) {
+            (
+                Control::Current { .. },
+                Command::Current {
+                    amps,
+                    voltage_max,
+                    voltage_min,
+                },
+            ) => (amps, if charging { voltage_max } else { voltage_min }),
+            (
+                Control::Power { .. },
+                Command::Power {
+                    watts,
+                    voltage_max,
+                    voltage_min,
+                },
+            ) => {
+                let limit = if charging { voltage_max } else { voltage_min };
+                (watts / limit.max(0.1), limit)
+            }
+            _ => return false,
+        };
+        if charging != (commanded_a > 0.0) || (cut - limit).abs() > COMPLIANCE_BAND_V {
+            return false;
+        }
+        (m.voltage_v - limit).abs() <= COMPLIANCE_BAND_V
+            && m.current_a.abs() < 0.5 * commanded_a.abs()
     }
 
     pub(super) fn summary(&self, t: f64) -> StepSummary {
@@ -289,6 +332,11 @@ impl Engine {
         }
     }
 }
+
+/// How close to the lab's voltage limit a step's voltage end must lie, and the cell be held,
+/// for [`Engine::held_at_compliance`]: a few of a stage's setpoint steps (1.1 mV on an EA PSB
+/// 10060, 10 mV on a Riden is the coarsest).
+const COMPLIANCE_BAND_V: f64 = 0.01;
 
 /// Trapezoid integral of a linearly interpolated signal from `a` to `b` over `h` hours, split
 /// into its positive and negative parts (both returned >= 0) at the zero crossing.

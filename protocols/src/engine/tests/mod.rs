@@ -148,6 +148,34 @@ fn commands_carry_the_effective_limits_as_compliance() {
 }
 
 #[test]
+fn a_discharge_to_the_labs_floor_ends_when_the_stage_holds_the_cell_a_setpoint_step_above_it() {
+    // An EA PSB sets its floor to the register step nearest 2.5 V: 2.50057 V. The cell is
+    // held there, the current collapses, and the reading never goes to 2.5 V.
+    let mut e = engine("  - \"Discharge at 1C until 2.5 V\"\n  - \"Rest for 1 minute\"\n");
+    e.start(0.0);
+    assert!(!e.update(&at(1.0, 2.62, -2.5)).step_changed);
+    assert!(
+        !e.update(&at(2.0, 2.5006, -2.4)).step_changed,
+        "still at full current"
+    );
+    let u = e.update(&at(3.0, 2.50057, -0.6));
+    assert!(
+        u.step_changed,
+        "held at the floor with the current collapsed"
+    );
+    assert_eq!(u.command, Command::Off);
+}
+
+#[test]
+fn a_discharge_to_a_cutoff_well_above_the_floor_does_not_end_when_the_current_dips() {
+    let mut e = engine("  - \"Discharge at 1C until 3.0 V\"\n  - \"Rest for 1 minute\"\n");
+    e.start(0.0);
+    assert!(!e.update(&at(1.0, 3.2, -2.5)).step_changed);
+    assert!(!e.update(&at(2.0, 3.1, -0.5)).step_changed);
+    assert!(e.update(&at(3.0, 3.0, -2.5)).step_changed);
+}
+
+#[test]
 fn missing_limits_are_an_error() {
     let plan = Plan::from_yaml(
         "protocol: x\nversion: 1\nsteps: [\"Rest for 1 s\"]\n",

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# What a daemon costs at rest-of-the-lab scale, measured from outside with the release binaries:
+# N simulated EA PSB supplies (separate processes, real Modbus TCP), a hub, `cyclerd run` with
+# one channel per supply polled at 10 Hz with every poll stored (`record: every 0.1 s`,
+# sync = full), a test running on every channel. The daemon's CPU (utime + stime from
+# /proc) and RSS are read over a steady window after the tests started; repeated, median with
+# min and max. Linux only.
+#
+#   cargo build --release -p cyclerd-cli --bin cyclerd --bin cyclerctl -p cyclerhub --bin cyclerhub
+#   scripts/bench-acquisition.sh [CHANNELS=64] [SECONDS=20] [REPEATS=3]
+set -euo pipefail
+channels=${1:-64}
+seconds=${2:-20}
+repeats=${3:-3}
+bin=${BIN:-target/release}
+for b in cyclerd cyclerctl cyclerhub; do
+    [[ -x $bin/$b ]] || { echo "build the release binaries first ($bin/$b missing)" >&2; exit 1; }
+done
+tick=$(getconf CLK_TCK)
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+one_run() {
+    local dir pids=() base hubport ctlport
+    dir=$(mktemp -d /tmp/cyclerd-bench-acq.XXXXXX)
+    base=$((20000 + RANDOM % 20000))
+    hubport=$((base + 1000)); ctlport=$((base + 1001))
+    "$bin/cyclerhub" serve --db "$dir/hub.sqlite" --listen "127.0.0.1:$hubport" >"$dir/hub.log" 2>&1 &
+    pids+=($!)
+    {
+        printf '[daemon]\nname = "bench"\n[store]\npath = "%s/outbox.sqlite"\ncommit_interval_ms = 250\nsync = "full"\n' "$dir"
+        printf '[hub]\naddress = "http://127.0.0.1:%s"\n[control]\nlisten = "127.0.0.1:%s"\n' "$hubport" "$ctlport"
+        printf '[limits]\nvoltage_min = 2.5\nvoltage_max = 4.25\ncurrent_max = 10.0\ntemperature_max = 60.0\n'
+    } >"$dir/cyclerd.toml"
+    for k in $(seq 1 "$channels"); do
+        "$bin/cyclerd" sim ea-psb --listen "127.0.0.1:$((base + k))" --serial "SIM$k" --soc 0.3 >/dev/null 2>&1 &
+        pids+=($!)
+        printf '[[device]]\nname = "psb%s"\nfamily = "ea-psb"\naddress = "127.0.0.1:%s"\n[[channel]]\nid = "psb%s/1"\npoll_interval_ms = 100\n' \
+            "$k" "$((base + k))" "$k" >>"$dir/cyclerd.toml"
+    done
+    cat >"$dir/slow.yaml" <<'EOF'
+protocol: Slow charge, every poll stored
+version: 1
+params: {capacity: 2.5 Ah}
+safety: {voltage: [2.5 V, 4.25 V], current: 5 A}
+record: {every: 0.1 s}
+steps:
+  - "Charge at C/20 until 4.1 V"
+EOF
+    sleep 1
+    "$bin/cyclerd" run --config "$dir/cyclerd.toml" >"$dir/cyclerd.log" 2>&1 &
+    local daemon=$!
+    pids+=($daemon)
+    for _ in $(seq 1 100); do
+        "$bin/cyclerctl" --daemon "http://127.0.0.1:$ctlport" status >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    for k in $(seq 1 "$channels"); do
+        "$bin/cyclerctl" --daemon "http://127.0.0.1:$ctlport" start "psb$k/1" --protocol "$dir/slow.yaml" \
+            --meta cell_id="cell$k" --meta operator=bench --meta owner=bench --meta objective=bench \
+            --meta chemistry=NMC --meta nominal_capacity_ah=2.5 >/dev/null
+    done
+    sleep 3
+    local t0 c0 t1 c1
+    t0=$(date +%s.%N); c0=$(cpu_ticks "$daemon")
+    sleep "$seconds"
+    t1=$(date +%s.%N); c1=$(cpu_ticks "$daemon")
+    local rss
+    rss=$(rss_kb "$daemon")
+    kill "${pids[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+    awk -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v tick="$tick" -v rss="$rss" \
+        'BEGIN { printf "%.3f %.1f\n", 100 * (c1 - c0) / tick / (t1 - t0), rss / 1024 }'
+    rm -rf "$dir"
+}
+
+results=()
+for r in $(seq 1 "$repeats"); do
+    line=$(one_run)
+    echo "run $r: daemon CPU ${line% *} % of a core, RSS ${line#* } MB" >&2
+    results+=("$line")
+done
+printf '%s\n' "${results[@]}" | sort -n | awk -v n="$channels" '
+    { cpu[NR] = $1; rss[NR] = $2 }
+    END {
+        m = int((NR + 1) / 2)
+        printf "daemon, %d channels at 10 Hz, every poll stored, sync full: CPU %.2f %% of a core (median of %d; min %.2f, max %.2f), RSS %.1f MB; goal < 2 %% and < 30 MB: %s\n",
+            n, cpu[m], NR, cpu[1], cpu[NR], rss[m], (cpu[m] < 2 && rss[m] < 30) ? "met" : "NOT met"
+    }'
