@@ -256,7 +256,8 @@ impl SimLab {
         let air = chamber.map(|_| Air::new(25.0));
         let cells: Vec<CellParams> = (0..channels)
             .map(|k| {
-                let cell = CellParams::new(Chemistry::Nmc, capacity_ah * (1.0 - 0.01 * (k % 5) as f64));
+                let cell =
+                    CellParams::new(Chemistry::Nmc, capacity_ah * (1.0 - 0.01 * (k % 5) as f64));
                 CellParams {
                     initial_soc: 0.15 + 0.1 * (k % 4) as f64,
                     air: air.clone(),
