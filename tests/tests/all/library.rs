@@ -53,15 +53,15 @@ const FAMILIES: [DemoDevice; 4] = [
     DemoDevice::Arbin,
 ];
 
-/// What a protocol needs of its lab.
+/// What a protocol needs of its lab (every protocol has a lab of its own on each family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Needs {
-    /// Nothing: it shares the lab of the other plain protocols, on a channel of its own.
+    /// Nothing more than a channel.
     Plain,
-    /// A loop until the capacity fades: a lab of aged cells.
+    /// A loop until the capacity fades: an aged cell, so it ends in a handful of cycles.
     AgedCell,
-    /// Chamber steps: a lab with a chamber of its own (one test owns a chamber's set point,
-    /// and a chamber's air heats every cell inside).
+    /// Chamber steps: a chamber (of its own: one test owns a chamber's set point, and a
+    /// chamber's air heats every cell inside).
     Chamber,
 }
 
@@ -202,7 +202,7 @@ async fn start_lab(device: DemoDevice, library: &[Protocol], i: usize, speed: f6
 
 /// Waits until every test of `running` has ended (within `bound`), stops the lab and reads
 /// each test's run from its hub, by library index.
-async fn finish_group(running: Running, bound: Duration) -> Vec<(usize, Run)> {
+async fn finish_lab(running: Running, bound: Duration) -> Vec<(usize, Run)> {
     let Running { device, lab, tests } = running;
     // A test still running after `bound` is reported as such (with where it is), not waited on.
     let _ = tokio::time::timeout(bound, lab.daemon.wait_all_done()).await;
@@ -304,7 +304,7 @@ fn run_on_thread(
             .unwrap()
             .block_on(async {
                 let running = start_lab(device, &library, i, speed).await;
-                finish_group(running, bound).await
+                finish_lab(running, bound).await
             })
     })
 }
