@@ -19,6 +19,8 @@ mod identity;
 mod lab_schemas;
 #[path = "all/layout.rs"]
 mod layout;
+#[path = "all/library.rs"]
+mod library;
 #[path = "all/logs.rs"]
 mod logs;
 #[path = "all/native.rs"]

@@ -124,6 +124,10 @@ pub struct LabOptions {
     pub chamber: Option<DemoChamber>,
     /// More lines for its `[[chamber]]` entry (e.g. `idle_set_point = 25.0`).
     pub chamber_config: String,
+    /// Every cell's capacity fade per full equivalent cycle, instead of the cell model's
+    /// (2e-4): an aged cell, so end-of-life protocols (a loop until the capacity falls below
+    /// a share of the first cycle's) finish in a test.
+    pub fade_per_cycle: Option<f64>,
 }
 
 impl Default for LabOptions {
@@ -142,6 +146,7 @@ impl Default for LabOptions {
             poll_interval_ms: None,
             chamber: None,
             chamber_config: String::new(),
+            fade_per_cycle: None,
         }
     }
 }
@@ -212,6 +217,7 @@ impl SimLab {
             poll_interval_ms,
             chamber,
             chamber_config,
+            fade_per_cycle,
         } = options;
         let poll = poll_interval_ms
             .map(|ms| format!("poll_interval_ms = {ms}\n"))
@@ -249,10 +255,15 @@ impl SimLab {
         let mut other_sims: Vec<KeptSim> = Vec::new();
         let air = chamber.map(|_| Air::new(25.0));
         let cells: Vec<CellParams> = (0..channels)
-            .map(|k| CellParams {
-                initial_soc: 0.15 + 0.1 * (k % 4) as f64,
-                air: air.clone(),
-                ..CellParams::new(Chemistry::Nmc, capacity_ah * (1.0 - 0.01 * (k % 5) as f64))
+            .map(|k| {
+                let cell =
+                    CellParams::new(Chemistry::Nmc, capacity_ah * (1.0 - 0.01 * (k % 5) as f64));
+                CellParams {
+                    initial_soc: 0.15 + 0.1 * (k % 4) as f64,
+                    air: air.clone(),
+                    fade_per_cycle: fade_per_cycle.unwrap_or(cell.fade_per_cycle),
+                    ..cell
+                }
             })
             .collect();
         let capacities = cells.iter().map(|c| c.capacity_ah).collect();
@@ -362,6 +373,11 @@ impl SimLab {
 
     pub fn channel_ids(&self) -> Vec<String> {
         self.channel_ids.clone()
+    }
+
+    /// Each channel's cell capacity (at the start of its life), Ah, in channel order.
+    pub fn capacities(&self) -> Vec<f64> {
+        self.capacities.clone()
     }
 
     /// The simulator of another family than the PSB, e.g. the cycler of a Neware lab
