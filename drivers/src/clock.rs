@@ -152,17 +152,29 @@ impl Clock {
     }
 }
 
-/// Ticks every `period` of wall time, on multiples of `period` since `origin`.
+/// Periods from which ticks are aligned (every real-time poll interval; a fast simulated
+/// clock's periods are shorter).
+const ALIGNED_FROM: Duration = Duration::from_millis(20);
+
+/// Ticks every `period` of wall time, on multiples of `period` since `origin` (from
+/// [`ALIGNED_FROM`]; shorter periods tick from now).
 ///
 /// On a fast simulated clock the period can be shorter than the timer's 1 ms resolution; then
 /// missed ticks are made up in bursts, so the average rate still matches the configured one
-/// (and when the link cannot keep up, polls simply run back to back). At real speed a late tick
-/// is skipped, not bunched, and the ticks stay on their instants.
+/// (and when the link cannot keep up, polls simply run back to back); up to 20 ms a late tick
+/// delays the next. At real speed a late tick is skipped, not bunched, and the ticks stay on
+/// their instants.
 fn pacer(period: Duration, origin: Instant) -> Interval {
     let period = period.max(Duration::from_micros(1));
-    if period < Duration::from_millis(1) {
+    if period < ALIGNED_FROM {
+        // A fast simulated clock: polls run as fast as they can; skipping to the next aligned
+        // instant after a late one would only leave the channel idle.
         let mut ticks = tokio::time::interval(period);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        ticks.set_missed_tick_behavior(if period < Duration::from_millis(1) {
+            MissedTickBehavior::Burst
+        } else {
+            MissedTickBehavior::Delay
+        });
         return ticks;
     }
     let now = Instant::now();

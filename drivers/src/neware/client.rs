@@ -318,7 +318,7 @@ async fn transact(
             return Ok(end);
         }
         // Resume the scan where `</bts>` could still start.
-        scanned = buf.len().saturating_sub(wire::BTS_CLOSE.len());
+        scanned = wire::resume_scan(buf);
         buf.reserve(64 * 1024);
         if stream.read_buf(buf).await.map_err(Transport::Io)? == 0 {
             return Err(Transport::Closed);

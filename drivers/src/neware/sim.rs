@@ -607,7 +607,7 @@ async fn connection(
         let end = match wire::frame_end(&buf, scanned) {
             Ok(Some(end)) => end,
             Ok(None) => {
-                scanned = buf.len().saturating_sub(wire::BTS_CLOSE.len());
+                scanned = wire::resume_scan(&buf);
                 // A cut link (or a dropped handle) ends the connection, closing the socket.
                 match unless_cut(&mut link, rd.read_buf(&mut buf)).await {
                     None | Some(Ok(0) | Err(_)) => return,

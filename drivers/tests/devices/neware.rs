@@ -551,3 +551,29 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_channel_takes_test_after_test_each_started_when_the_last_ended() {
+    // A supervised test runs as many segments, one after the other, on one channel.
+    let clock = Clock::manual();
+    let (sim, dir) = sim(&clock, 1, 1, |_| {}).await;
+    let mut client = connect(&sim, dir.path()).await;
+    let a = chl(1, 1);
+    for n in 1..=20u32 {
+        let name = format!("cyclerd-0123456789ab-{n:x}");
+        client
+            .start(a, &schedule(SHORT_REST), &name)
+            .await
+            .unwrap_or_else(|e| panic!("start {n}: {e}"));
+        clock.advance(1000.0);
+        let s = client.status(&[a]).await.unwrap();
+        assert_eq!(s[0].state, ChannelState::Finished, "test {n}");
+        // The daemon downloads each test's records and stops some of them itself.
+        assert!(
+            !client.records(a, 1, 1000).await.unwrap().is_empty(),
+            "test {n}"
+        );
+        client.stop(a).await.unwrap();
+        assert_eq!(s[0].test.as_deref(), Some(name.as_str()), "test {n}");
+    }
+}

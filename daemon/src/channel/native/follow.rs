@@ -115,7 +115,8 @@ impl<C: Cycler> CyclerRunner<C> {
             if other.starts_with(&cycler_test_name(run.journal.test_id())) {
                 // An earlier segment of this test still shows: the cycler is loading the
                 // next one.
-                return self.not_started_yet(k);
+                self.not_started_yet(k).await;
+                return Ok(());
             }
             let reason = format!(
                 "the channel now runs {other:?} on {}, not this test ({}); records after {} \
@@ -201,6 +202,10 @@ impl<C: Cycler> CyclerRunner<C> {
                         )
                     });
                     self.end(k, ending);
+                } else if run.state.seg.number > 1 {
+                    // A later segment not showing yet (its start may be unanswered).
+                    run.idle_polls -= 1;
+                    self.not_started_yet(k).await;
                 } else if run.idle_polls > START_GRACE_POLLS {
                     let reason = format!(
                         "the cycler still shows the channel idle {START_GRACE_POLLS} polls after \
@@ -388,22 +393,6 @@ impl<C: Cycler> CyclerRunner<C> {
             });
         }
         decision
-    }
-
-    /// A freshly started segment does not show on the cycler yet: wait a few polls, then the
-    /// start counts as failed.
-    fn not_started_yet(&mut self, k: usize) -> Result<(), DriverError> {
-        if let Some(run) = self.slots[k].run.as_mut() {
-            run.idle_polls += 1;
-            if run.idle_polls > START_GRACE_POLLS {
-                let reason = format!(
-                    "the cycler still shows the previous segment {START_GRACE_POLLS} polls after \
-                     the next one was started: it did not start"
-                );
-                self.end(k, Ending::Faulted(reason));
-            }
-        }
-        Ok(())
     }
 
     /// The cycler did not answer (or answered nonsense): record it once, try to reconnect.

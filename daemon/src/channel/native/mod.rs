@@ -137,6 +137,8 @@ struct Follow {
     /// The daemon decided to stop the cycler's step but the stop did not get through: tried
     /// again every poll.
     stop_pending: bool,
+    /// The cycler did not answer the start of the segment: sent again if it does not show.
+    start_unconfirmed: bool,
 }
 
 impl FollowState {
@@ -382,6 +384,7 @@ impl<C: Cycler> CyclerRunner<C> {
             fault: None,
             course,
             stop_pending: false,
+            start_unconfirmed: false,
         });
         let how = if supervised {
             "; the daemon supervises what the schedule format cannot say and runs the test as \
@@ -506,6 +509,7 @@ impl<C: Cycler> CyclerRunner<C> {
             fault: None,
             course,
             stop_pending: false,
+            start_unconfirmed: false,
             state,
         };
         let place = (run.state.step, run.state.cycle);

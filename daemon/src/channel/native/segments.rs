@@ -9,7 +9,7 @@
 //! segment started), placed in the one plan by the segment's step map, with the step count,
 //! cycles and capacity going on across segments.
 
-use super::{CyclerRunner, FollowState, Slot, cycler_test_name, step_text};
+use super::{CyclerRunner, FollowState, START_GRACE_POLLS, Slot, cycler_test_name, step_text};
 use crate::channel::{Ending, StartError};
 use cyclerd_drivers::DriverError;
 use cyclerd_drivers::cycler::{Cycler, Schedule};
@@ -229,6 +229,41 @@ impl<C: Cycler> CyclerRunner<C> {
         Ok(())
     }
 
+    /// A freshly started segment does not show on the cycler yet: wait a few polls; a start
+    /// the cycler did not answer is sent again halfway; then the start counts as failed.
+    pub(super) async fn not_started_yet(&mut self, k: usize) {
+        let addr = self.slots[k].addr;
+        let Some(run) = self.slots[k].run.as_mut() else {
+            return;
+        };
+        run.idle_polls += 1;
+        if run.start_unconfirmed && run.idle_polls == START_GRACE_POLLS / 2 {
+            let name = run.state.cycler_test.clone();
+            let schedule = schedule_of(&run.course.segment, self.target, &name);
+            match self.cycler.start(addr, &schedule, &name).await {
+                Ok(()) => {
+                    if let Some(run) = self.slots[k].run.as_mut() {
+                        run.start_unconfirmed = false;
+                        let t = run.now(&self.shared.clock);
+                        self.event(k, t, "state", format!("{name} sent again and started"));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %self.slots[k].spec.id, "{name} sent again: {e}")
+                }
+            }
+            return;
+        }
+        if run.idle_polls > START_GRACE_POLLS {
+            let reason = format!(
+                "the cycler does not show {} running {START_GRACE_POLLS} polls after it was \
+                 started: it did not start",
+                run.state.cycler_test
+            );
+            self.end(k, Ending::Faulted(reason));
+        }
+    }
+
     /// The segment on channel `k` is over (the cycler ended it, or the daemon did): the test
     /// ends, or the next segment starts where `goto` leads.
     pub(super) async fn segment_over(&mut self, k: usize, goto: Option<Goto>) {
@@ -272,16 +307,19 @@ impl<C: Cycler> CyclerRunner<C> {
             chamber.set_point(run.journal.test_id(), t);
         }
         let schedule = schedule_of(&segment, self.target, &name);
-        self.cycler
-            .start(*addr, &schedule, &name)
-            .await
-            .map_err(|e| {
-                format!(
+        // A start the cycler did not answer may have been carried out: the next polls tell
+        // (the channel runs the segment's name), and the start is sent again if not.
+        let unconfirmed = match self.cycler.start(*addr, &schedule, &name).await {
+            Ok(()) => None,
+            Err(e) if e.is_link_lost() => Some(e.to_string()),
+            Err(e) => {
+                return Err(format!(
                     "{} refused to start the next segment ({}) of the test: {e}; the channel \
                      is off",
                     self.device, schedule.file_name
-                )
-            })?;
+                ));
+            }
+        };
         let now = run.now(&clock);
         let s = &mut run.state;
         s.cycler_test = name.clone();
@@ -295,12 +333,20 @@ impl<C: Cycler> CyclerRunner<C> {
         s.seg.exit = None;
         run.idle_polls = 0;
         run.stop_pending = false;
+        run.start_unconfirmed = unconfirmed.is_some();
         run.last_state = cyclerd_drivers::cycler::ChannelState::Idle;
         let first = step_text(&run.plan, segment.from);
-        let message = format!(
-            "segment {number} started on {} as {name}: plan steps from \"{first}\"",
-            self.device
-        );
+        let message = match &unconfirmed {
+            None => format!(
+                "segment {number} started on {} as {name}: plan steps from \"{first}\"",
+                self.device
+            ),
+            Some(e) => format!(
+                "segment {number} sent to {} as {name} (plan steps from \"{first}\"), but the \
+                 start was not answered ({e}): the next polls tell whether it runs",
+                self.device
+            ),
+        };
         run.course.segment = segment;
         tracing::debug!(channel = %spec.id, "{message}");
         self.send_batch(k);

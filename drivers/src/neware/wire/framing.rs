@@ -64,6 +64,19 @@ pub fn frame_end(buf: &[u8], search_from: usize) -> Result<Option<FrameEnd>, Wir
     }
 }
 
+/// Where to resume scanning a growing buffer after [`frame_end`] found no complete frame:
+/// at a `</bts>` that is already there (its terminator is still to come: a scan resumed past
+/// it would never find the frame's end), else where `</bts>` could still start.
+pub fn resume_scan(buf: &[u8]) -> usize {
+    let close = BTS_CLOSE.as_bytes();
+    // The close tag, whitespace and a partial terminator fit in the last bytes.
+    let from = buf.len().saturating_sub(close.len() + 64);
+    buf[from..]
+        .windows(close.len())
+        .rposition(|w| w == close)
+        .map_or(buf.len().saturating_sub(close.len()), |p| from + p)
+}
+
 /// The document of a frame, without its terminator.
 pub(super) fn document(frame: &str) -> &str {
     let t = frame.trim_end();
@@ -93,5 +106,30 @@ mod tests {
         assert!(frame_end(b"<bts></bts>garbage", 0).is_err());
         // A scan resumed past the start still finds the end tag.
         assert!(frame_end(full, 5).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_frame_whose_terminator_arrives_in_a_later_read_is_found() {
+        // Read by read, as the client and the simulator scan: split after `</bts>` and its
+        // blank lines, before `#` (a start request of one length did this and was never
+        // answered).
+        let frame = b"<bts><cmd>start</cmd></bts>\n\n#\r\n";
+        for split in 1..frame.len() {
+            let mut buf = Vec::new();
+            let mut scanned = 0;
+            let mut found = None;
+            for part in [&frame[..split], &frame[split..]] {
+                buf.extend_from_slice(part);
+                match frame_end(&buf, scanned).unwrap() {
+                    Some(end) => found = Some(end),
+                    None => scanned = resume_scan(&buf),
+                }
+            }
+            assert_eq!(
+                found.map(|f| f.frame),
+                Some(frame.len()),
+                "split at {split}"
+            );
+        }
     }
 }

@@ -30,7 +30,7 @@ mod tables;
 
 pub use download::{DataRow, DownloadHeader, download_reply, parse_download_reply};
 pub use framing::{
-    BTS_CLOSE, BTS_OPEN, FrameEnd, MAX_FRAME_BYTES, TERMINATOR, XML_DECL, frame_end,
+    BTS_CLOSE, BTS_OPEN, FrameEnd, MAX_FRAME_BYTES, TERMINATOR, XML_DECL, frame_end, resume_scan,
 };
 pub use paths::{BARCODE_MAX_CHARS, PathMap, barcode};
 pub use replies::{
