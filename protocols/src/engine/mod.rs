@@ -25,7 +25,7 @@ mod types;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;
-use crate::plan::{Goto, Plan, PlanStep, Safety};
+use crate::plan::{Condition, Goto, Plan, PlanStep, Safety};
 use cycles::{CycleMap, CycleOwner};
 
 pub use follow::{CycleFollower, Placed, StepFollower};
@@ -229,6 +229,27 @@ impl Engine {
     }
 
     /// The live status.
+    /// The engine time at which a time end of the step in progress holds (its step time or
+    /// the test time), the earliest of them: a runner polls then, so a timed step lasts its
+    /// time and not up to a poll interval more.
+    pub fn next_timed_end(&self) -> Option<f64> {
+        if self.state.phase != Phase::Running {
+            return None;
+        }
+        let s = &self.state.status;
+        let Some(PlanStep::Action(a)) = self.plan.steps.get(s.plan_index) else {
+            return None;
+        };
+        a.terminations
+            .iter()
+            .filter_map(|t| match t.condition {
+                Condition::StepTime(d) => Some(s.step_start_s + d),
+                Condition::TestTime(d) => Some(d),
+                _ => None,
+            })
+            .min_by(f64::total_cmp)
+    }
+
     pub fn status(&self) -> &Status {
         &self.state.status
     }

@@ -110,3 +110,55 @@ async fn one_protocol_gives_the_same_cycles_plan_steps_and_step_counts_stepped_a
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_step_on_a_stepped_channel_ends_at_its_time_not_at_the_next_poll() {
+    use cyclerd_cli::lab::{LabOptions, SimLab};
+    // Polled once a second, 2.5 s steps: without a poll at the step's end they would last 3 s.
+    let protocol = "protocol: pulses\nversion: 1\nparams: {capacity: 2.5 Ah}\nsafety: {voltage: [2.5 V, 4.25 V], current: 5 A}\nsteps:\n  - \"Discharge at 1C for 2.5 seconds\"\n  - \"Rest for 2.5 seconds\"\n  - \"Charge at 1C for 2.5 seconds\"\n";
+    let lab = SimLab::start_with(LabOptions {
+        channels: 1,
+        speed: 10.0,
+        poll_interval_ms: Some(1000),
+        extra_config: "commit_interval_ms = 50".into(),
+        ..LabOptions::default()
+    })
+    .await
+    .unwrap();
+    let channel = lab.channel_ids()[0].clone();
+    let test_id = lab
+        .daemon
+        .start_test(
+            &channel,
+            protocol,
+            "pulses.yaml",
+            super::harness::metadata(&channel),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+        .await
+        .expect("the test ends");
+    let (_, dir, _temp) = lab.stop(WAIT).await.unwrap();
+    let samples = HubStore::open(dir.join("hub.sqlite"))
+        .unwrap()
+        .samples(&test_id)
+        .unwrap();
+    // The last sample of each step: the poll that ended it (the next step's first sample is
+    // the next poll).
+    let mut ends: Vec<f64> = samples
+        .windows(2)
+        .filter(|w| w[1].step != w[0].step)
+        .map(|w| w[0].test_time_s)
+        .collect();
+    ends.push(samples.last().unwrap().test_time_s);
+    assert_eq!(ends.len(), 3, "{samples:?}");
+    for (n, w) in ends.windows(2).enumerate() {
+        let lasted = w[1] - w[0];
+        assert!(
+            (2.5..2.7).contains(&lasted),
+            "step {} lasted {lasted} s, not 2.5 s: steps ended at {ends:?}",
+            n + 2
+        );
+    }
+}

@@ -40,6 +40,18 @@ impl<D: PowerStage> ChannelRunner<D> {
             // When the lost link was last logged, while it is.
             let mut link_warned: Option<Instant> = None;
             loop {
+                // A timed end due before the next tick gets a poll of its own, at its time.
+                let timed_end = run
+                    .engine
+                    .next_timed_end()
+                    .map(|t| t + run.paused_s - run.now(&clock))
+                    .filter(|wait| *wait > 0.0 && *wait < self.spec.poll_interval_s);
+                let at_timed_end = async {
+                    match timed_end {
+                        Some(wait) => clock.sleep(wait).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => {
@@ -59,6 +71,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                         }
                     },
                     _ = ticks.tick() => {}
+                    _ = at_timed_end => {}
                 }
                 let has_room = *space.borrow_and_update();
                 if !has_room {
