@@ -18,6 +18,7 @@
 
 #[macro_use]
 mod rows;
+mod chunk;
 mod error;
 mod ingest;
 mod pg;
