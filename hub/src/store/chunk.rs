@@ -190,9 +190,12 @@ pub(crate) fn encode(c: &Columns<'_>) -> Encoded {
     put_optional(&mut body, c.temperature_c, &mut scratch, |b, v, s| {
         put_floats(b, v, s)
     });
-    put_optional(&mut body, c.ambient_temperature_c, &mut scratch, |b, v, s| {
-        put_floats(b, v, s)
-    });
+    put_optional(
+        &mut body,
+        c.ambient_temperature_c,
+        &mut scratch,
+        |b, v, s| put_floats(b, v, s),
+    );
     put_optional(&mut body, c.plan_step, &mut scratch, |b, v: &[u32], s| {
         s.clear();
         s.extend(v.iter().map(|&p| i64::from(p)));
@@ -240,7 +243,10 @@ pub(crate) fn decode(data: &[u8], first_seq: u64, out: &mut Vec<SampleRow>) -> R
         return Err(format!("chunk claims {n} samples"));
     }
     let n = n as usize;
-    if first_seq.checked_add(n as u64 - 1).is_none_or(|l| l > i64::MAX as u64) {
+    if first_seq
+        .checked_add(n as u64 - 1)
+        .is_none_or(|l| l > i64::MAX as u64)
+    {
         return Err("chunk seqs out of range".into());
     }
     let unpacked;

@@ -3,7 +3,8 @@
 //! problems under the lab's schemas), samples, events, the end of a test, rejections and the
 //! resume point. The backends only run the statements, through [`BatchWrites`].
 //!
-//! Idempotence comes from the schema: samples are keyed by `(test_key, seq)`, events by the
+//! Idempotence comes from the schema: samples are kept in chunks keyed by `(test_key,
+//! first_seq)` and only seqs no chunk holds are stored (`samples`), events by the
 //! entry that carried them `(daemon_id, store_epoch, entry_id)`, tests by `test_id`, and every
 //! insert skips the rows already held. Re-applying any entry is therefore a no-op.
 
@@ -15,6 +16,7 @@ use cyclerd_proto::ingest::{
 use cyclerd_proto::metadata::MAX_KEY_BYTES;
 use prost::Message as _;
 
+use super::chunk::Encoded;
 use super::{BatchOutcome, CellRow, Source, StoreError};
 
 /// What the hub derives from a registration, stored with the test.
@@ -96,9 +98,24 @@ pub(super) trait BatchWrites {
         t: &TestRegistered,
         cell: &CellRow,
     ) -> Result<(), StoreError>;
-    /// Inserts the samples of a validated batch (rows already held are ignored), adds the
-    /// number inserted to the test's `sample_count`, and returns it.
-    fn insert_samples(&mut self, test_key: i64, b: &SampleBatch) -> Result<u64, StoreError>;
+    /// `(first_seq, last_seq)` of the test's chunks that hold any seq in `[first, last]`, in
+    /// seq order (chunks never overlap).
+    fn held_chunks(
+        &mut self,
+        test_key: i64,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError>;
+    /// Inserts a chunk of samples from `first_seq` on; `false` (ignored) when the test has a
+    /// chunk at `first_seq` already.
+    fn insert_chunk(
+        &mut self,
+        test_key: i64,
+        first_seq: i64,
+        c: &Encoded,
+    ) -> Result<bool, StoreError>;
+    /// Adds `n` to the test's `sample_count`.
+    fn add_samples(&mut self, test_key: i64, n: i64) -> Result<(), StoreError>;
     /// Inserts an event keyed by the entry that carried it (ignored when present).
     fn insert_event(
         &mut self,
@@ -550,7 +567,7 @@ fn apply_samples(
     if b.test_time_s.is_empty() {
         return Ok(0);
     }
-    Ok(w.insert_samples(key, b)?)
+    Ok(super::samples::insert_batch(w, key, b)?)
 }
 
 fn apply_event(

@@ -22,6 +22,7 @@ mod chunk;
 mod error;
 mod ingest;
 mod pg;
+mod samples;
 mod sql;
 mod sqlite;
 
@@ -50,8 +51,8 @@ pub const MIN_DAEMON_SECRET: usize = 32;
 /// Longest daemon credential: enough for any encoding of a strong secret.
 pub const MAX_DAEMON_SECRET: usize = 256;
 
-/// Samples read per page when streaming a test out (about 1 MB of rows).
-const SAMPLE_PAGE: i64 = 8192;
+/// Chunks read per page when streaming a test out (a daemon's batch is up to 2048 samples).
+const CHUNK_PAGE: i64 = 8;
 
 fn now_unix_s() -> f64 {
     std::time::SystemTime::now()
@@ -361,10 +362,10 @@ impl HubStore {
         self.for_each_sample_from(test_id, 0, f)
     }
 
-    /// [`HubStore::for_each_sample`] from sequence number `from_seq` on (index range scans,
-    /// so following a long test costs only its new samples).
+    /// [`HubStore::for_each_sample`] from sequence number `from_seq` on (an index seek to the
+    /// chunk that holds it, so following a long test costs only its new samples).
     ///
-    /// Reads a page of rows at a time and holds the reader connection only while reading a
+    /// Reads a page of chunks at a time and holds the reader connection only while reading a
     /// page, never while `f` runs: a slow consumer (a client that stopped reading its stream)
     /// must not stall the queries and token checks that share the connection.
     pub fn for_each_sample_from<E: From<StoreError>>(
@@ -379,20 +380,33 @@ impl HubStore {
             return Ok(0);
         };
         let mut n = 0;
+        let mut rows = Vec::new();
         loop {
-            let page = self.backend.sample_page(key, next, SAMPLE_PAGE)?;
-            for sample in &page {
-                f(sample)?;
-                n += 1;
+            let page = self.backend.chunk_page(key, next, CHUNK_PAGE)?;
+            for (first_seq, data) in &page {
+                rows.clear();
+                samples::decode(test_id, *first_seq, data, &mut rows)?;
+                for sample in rows.iter().filter(|s| s.seq >= from_seq) {
+                    f(sample)?;
+                    n += 1;
+                }
             }
-            match page
+            match rows
                 .last()
                 .map(|last| i64::try_from(last.seq).ok()?.checked_add(1))
             {
-                Some(Some(after)) if page.len() as i64 == SAMPLE_PAGE => next = after,
+                Some(Some(after)) if page.len() as i64 == CHUNK_PAGE => next = after,
                 _ => return Ok(n),
             }
         }
+    }
+
+    /// The seq of the first sample of a test at or after test time `t` can be no earlier
+    /// than this (the first seq of the first chunk that reaches `t`); `None` when no sample
+    /// reaches `t`. An index seek: a time window starts reading there, not at the beginning.
+    pub fn first_seq_at(&self, test_id: &str, t: f64) -> Result<Option<u64>, StoreError> {
+        let key = self.backend.test_key(test_id)?;
+        Ok(self.backend.first_seq_at(key, t)?.map(u64_from_sql))
     }
 
     /// The protocol a test ran, as its YAML source and its compiled plan (JSON); `None` for an
@@ -500,13 +514,16 @@ trait Backend: Send + Sync {
     fn has_temperatures(&self, test_id: &str) -> Result<(bool, bool), StoreError>;
     /// The test's key in `samples` and `events`; [`StoreError::NoSuchTest`] when unknown.
     fn test_key(&self, test_id: &str) -> Result<i64, StoreError>;
-    /// Up to `limit` samples of a test from `from_seq` on, in `seq` order.
-    fn sample_page(
+    /// Up to `limit` chunks `(first_seq, data)` of a test, in seq order, from the one that
+    /// holds `from_seq` (or the first after it) on.
+    fn chunk_page(
         &self,
         key: i64,
         from_seq: i64,
         limit: i64,
-    ) -> Result<Vec<SampleRow>, StoreError>;
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
+    /// The first seq of the first chunk whose largest test time is at least `t`.
+    fn first_seq_at(&self, key: i64, t: f64) -> Result<Option<i64>, StoreError>;
     fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError>;
     fn events(&self, test_id: &str) -> Result<Vec<EventRow>, StoreError>;
     /// The test's cycles in order (none for an unknown test).

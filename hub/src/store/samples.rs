@@ -1,0 +1,219 @@
+//! How the hub keeps samples, written once for both backends: a test's samples live in
+//! `sample_chunks`, one row per run of contiguous seqs (an incoming batch, or a part of it),
+//! encoded by [`chunk`]. Here: a validated batch to chunks (only the seqs not held yet, so a
+//! re-sent or overlapping batch stays exact), chunk rows back to samples, and the conversion
+//! of a hub that still holds the former one-row-per-sample `samples` table.
+
+use std::borrow::Cow;
+
+use cyclerd_proto::ingest::SampleBatch;
+
+use super::chunk::{self, Columns, Encoded, MAX_CHUNK, Opt, OwnedColumns};
+use super::ingest::BatchWrites;
+use super::{SampleRow, StoreError};
+
+/// Samples per chunk when converting the former table (a daemon's batch holds up to 2048).
+pub(super) const CONVERT_CHUNK: usize = 2048;
+
+/// What SQL keeps of a float, as the former one-row-per-sample table did on both backends: a
+/// zero without its sign (SQLite reads `-0.0` back as `0.0`; PostgreSQL's copy dropped it).
+fn unsigned_zeros(col: &[f64]) -> Cow<'_, [f64]> {
+    if col.iter().any(|v| v.to_bits() == (-0.0f64).to_bits()) {
+        Cow::Owned(col.iter().map(|v| v + 0.0).collect())
+    } else {
+        Cow::Borrowed(col)
+    }
+}
+
+/// An optional temperature column of a batch: empty = no sensor, a non-finite value = no
+/// reading for that sample (stored as NULL before).
+enum Temperature<'a> {
+    Absent,
+    All(Cow<'a, [f64]>),
+    Mixed(Vec<Option<f64>>),
+}
+
+impl<'a> Temperature<'a> {
+    fn of(col: &'a [f64]) -> Temperature<'a> {
+        if col.is_empty() {
+            Temperature::Absent
+        } else if col.iter().all(|v| v.is_finite()) {
+            Temperature::All(unsigned_zeros(col))
+        } else {
+            Temperature::Mixed(
+                col.iter()
+                    .map(|&v| v.is_finite().then_some(v + 0.0))
+                    .collect(),
+            )
+        }
+    }
+
+    fn opt(&self) -> Opt<'_, f64> {
+        match self {
+            Temperature::Absent => Opt::Absent,
+            Temperature::All(v) => Opt::All(v),
+            Temperature::Mixed(v) => Opt::Mixed(v),
+        }
+    }
+}
+
+/// Stores the samples of a validated, non-empty batch of test `key` that the hub does not
+/// hold yet (a re-sent batch adds nothing; one that overlaps held chunks adds only its new
+/// seqs, as chunks of their own), adds their number to the test's count and returns it.
+pub(super) fn insert_batch(
+    w: &mut dyn BatchWrites,
+    key: i64,
+    b: &SampleBatch,
+) -> Result<u64, StoreError> {
+    let n = b.test_time_s.len();
+    // In range: validation checked the seq range.
+    let first = b.first_seq as i64;
+    let last = first + n as i64 - 1;
+    let held = w.held_chunks(key, first, last)?;
+    let floats = [
+        &b.test_time_s,
+        &b.unix_time_s,
+        &b.voltage_v,
+        &b.current_a,
+        &b.charge_capacity_ah,
+        &b.discharge_capacity_ah,
+        &b.charge_energy_wh,
+        &b.discharge_energy_wh,
+    ]
+    .map(|c| unsigned_zeros(c));
+    let (temperature, ambient) = (
+        Temperature::of(&b.temperature_c),
+        Temperature::of(&b.ambient_temperature_c),
+    );
+    let cols = Columns {
+        head: [&floats[0], &floats[1], &floats[2], &floats[3]],
+        cycle: &b.cycle,
+        step: &b.step,
+        tail: [&floats[4], &floats[5], &floats[6], &floats[7]],
+        temperature_c: temperature.opt(),
+        ambient_temperature_c: ambient.opt(),
+        plan_step: if b.plan_step.is_empty() {
+            Opt::Absent
+        } else {
+            Opt::All(&b.plan_step)
+        },
+    };
+    let mut inserted = 0u64;
+    for (from, to) in gaps(first, last, &held) {
+        let (from, to) = ((from - first) as usize, (to - first) as usize + 1);
+        for start in (from..to).step_by(MAX_CHUNK) {
+            let end = (start + MAX_CHUNK).min(to);
+            let enc = chunk::encode(&cols.slice(start..end));
+            if w.insert_chunk(key, first + start as i64, &enc)? {
+                inserted += enc.count as u64;
+            }
+        }
+    }
+    if inserted > 0 {
+        w.add_samples(key, inserted as i64)?;
+    }
+    Ok(inserted)
+}
+
+/// The runs of `[first, last]` outside the held ranges (sorted, disjoint, inclusive).
+fn gaps(first: i64, last: i64, held: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut next = first;
+    for &(lo, hi) in held {
+        if lo > next {
+            out.push((next, (lo - 1).min(last)));
+        }
+        next = next.max(hi.saturating_add(1));
+        if next > last {
+            return out;
+        }
+    }
+    if next <= last {
+        out.push((next, last));
+    }
+    out
+}
+
+/// Appends the samples of the chunk at `first_seq` of test `test_id` to `out`.
+pub(super) fn decode(
+    test_id: &str,
+    first_seq: i64,
+    data: &[u8],
+    out: &mut Vec<SampleRow>,
+) -> Result<(), StoreError> {
+    let first = u64::try_from(first_seq)
+        .map_err(|_| StoreError::Corrupt(format!("a sample chunk of test {test_id}: seq")))?;
+    chunk::decode(data, first, out).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "the sample chunk at seq {first_seq} of test {test_id}: {e}"
+        ))
+    })
+}
+
+/// The former `samples` table of a hub, as a backend reads and replaces it.
+pub(super) trait LegacySamples {
+    /// The smallest test key above `after` that has rows in the former table.
+    fn next_legacy_test(&mut self, after: i64) -> Result<Option<i64>, StoreError>;
+    /// Whether the test has chunks already (converted before an interruption).
+    fn has_chunks(&mut self, key: i64) -> Result<bool, StoreError>;
+    /// Up to `limit` former rows of a test from `from_seq` on, in seq order.
+    fn legacy_page(
+        &mut self,
+        key: i64,
+        from_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<SampleRow>, StoreError>;
+    /// Inserts a chunk (ignored when its key is held).
+    fn put_chunk(&mut self, key: i64, first_seq: i64, c: &Encoded) -> Result<bool, StoreError>;
+}
+
+/// Converts the former rows of test `key` to chunks, runs of contiguous seqs of at most
+/// [`CONVERT_CHUNK`] samples; returns the number of samples converted.
+pub(super) fn convert_test(w: &mut dyn LegacySamples, key: i64) -> Result<u64, StoreError> {
+    if w.has_chunks(key)? {
+        return Ok(0);
+    }
+    const PAGE: i64 = 64 * CONVERT_CHUNK as i64;
+    let mut run: Vec<SampleRow> = Vec::with_capacity(CONVERT_CHUNK);
+    let mut next = 0i64;
+    let mut converted = 0u64;
+    let mut flush = |w: &mut dyn LegacySamples, run: &mut Vec<SampleRow>| {
+        if let Some(first) = run.first() {
+            let enc = chunk::encode(&OwnedColumns::from_rows(run).columns());
+            w.put_chunk(key, first.seq as i64, &enc)?;
+            converted += run.len() as u64;
+            run.clear();
+        }
+        Ok::<_, StoreError>(())
+    };
+    loop {
+        let page = w.legacy_page(key, next, PAGE)?;
+        for s in &page {
+            let contiguous = run.last().is_none_or(|l| l.seq + 1 == s.seq);
+            if !contiguous || run.len() == CONVERT_CHUNK {
+                flush(w, &mut run)?;
+            }
+            run.push(s.clone());
+        }
+        match page.last() {
+            Some(l) if page.len() as i64 == PAGE => next = l.seq as i64 + 1,
+            _ => break,
+        }
+    }
+    flush(w, &mut run)?;
+    Ok(converted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gaps;
+
+    #[test]
+    fn gaps_are_the_seqs_no_held_chunk_covers() {
+        assert_eq!(gaps(0, 9, &[]), vec![(0, 9)]);
+        assert_eq!(gaps(0, 9, &[(0, 9)]), vec![]);
+        assert_eq!(gaps(5, 14, &[(0, 9)]), vec![(10, 14)]);
+        assert_eq!(gaps(0, 9, &[(3, 4), (7, 7)]), vec![(0, 2), (5, 6), (8, 9)]);
+        assert_eq!(gaps(0, 9, &[(5, 20)]), vec![(0, 4)]);
+    }
+}
