@@ -432,6 +432,36 @@ impl HubStore {
     }
 }
 
+/// A sample batch as the chunk row the hub stores it as: for benchmarks (a bare insert of the
+/// same rows as the baseline of the hub's apply).
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct ChunkRow {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub n_samples: i64,
+    pub t_min: f64,
+    pub t_max: f64,
+    pub temps: i64,
+    pub data: Vec<u8>,
+}
+
+/// `b` (validated, at most 65536 samples) as the chunk row [`HubStore::apply_batch`] stores.
+#[doc(hidden)]
+pub fn chunk_row(b: &cyclerd_proto::ingest::SampleBatch) -> ChunkRow {
+    let e = samples::encode_batch(b);
+    let n = e.count as i64;
+    ChunkRow {
+        first_seq: b.first_seq as i64,
+        last_seq: b.first_seq as i64 + n - 1,
+        n_samples: n,
+        t_min: e.t_min,
+        t_max: e.t_max,
+        temps: e.temps,
+        data: e.data,
+    }
+}
+
 /// Who is writing: the daemon store an entry came from.
 struct Source<'a> {
     /// The daemon's id from its Hello.

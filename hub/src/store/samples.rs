@@ -70,6 +70,29 @@ pub(super) fn insert_batch(
     let first = b.first_seq as i64;
     let last = first + n as i64 - 1;
     let held = w.held_chunks(key, first, last)?;
+    let mut inserted = 0u64;
+    with_columns(b, |cols| {
+        for (from, to) in gaps(first, last, &held) {
+            let (from, to) = ((from - first) as usize, (to - first) as usize + 1);
+            for start in (from..to).step_by(MAX_CHUNK) {
+                let end = (start + MAX_CHUNK).min(to);
+                let enc = chunk::encode(&cols.slice(start..end));
+                if w.insert_chunk(key, first + start as i64, &enc)? {
+                    inserted += enc.count as u64;
+                }
+            }
+        }
+        Ok::<_, StoreError>(())
+    })?;
+    if inserted > 0 {
+        w.add_samples(key, inserted as i64)?;
+    }
+    Ok(inserted)
+}
+
+/// Calls `f` with the columns of a validated batch as the hub stores them: zeros without
+/// their sign and non-finite temperatures as none, as the former one-row-per-sample table did.
+fn with_columns<R>(b: &SampleBatch, f: impl FnOnce(&Columns<'_>) -> R) -> R {
     let floats = [
         &b.test_time_s,
         &b.unix_time_s,
@@ -98,21 +121,13 @@ pub(super) fn insert_batch(
             Opt::All(&b.plan_step)
         },
     };
-    let mut inserted = 0u64;
-    for (from, to) in gaps(first, last, &held) {
-        let (from, to) = ((from - first) as usize, (to - first) as usize + 1);
-        for start in (from..to).step_by(MAX_CHUNK) {
-            let end = (start + MAX_CHUNK).min(to);
-            let enc = chunk::encode(&cols.slice(start..end));
-            if w.insert_chunk(key, first + start as i64, &enc)? {
-                inserted += enc.count as u64;
-            }
-        }
-    }
-    if inserted > 0 {
-        w.add_samples(key, inserted as i64)?;
-    }
-    Ok(inserted)
+    f(&cols)
+}
+
+/// A whole validated batch (at most [`MAX_CHUNK`] samples) as one chunk, as
+/// [`insert_batch`] stores it.
+pub(super) fn encode_batch(b: &SampleBatch) -> Encoded {
+    with_columns(b, |cols| chunk::encode(cols))
 }
 
 /// The runs of `[first, last]` outside the held ranges (sorted, disjoint, inclusive).

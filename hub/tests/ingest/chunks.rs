@@ -258,9 +258,7 @@ fn converted_hub_reads_back_every_sample(db: &Database) {
     // Opening again finds nothing left to convert, and the hub goes on ingesting.
     drop(store);
     let store = db.connect();
-    let out = store
-        .apply_batch("d", 1, &[samples(1, T2, 5, 10)])
-        .unwrap();
+    let out = store.apply_batch("d", 1, &[samples(1, T2, 5, 10)]).unwrap();
     assert!(out.rejections.is_empty(), "{:?}", out.rejections);
     assert_eq!(out.samples_inserted, 5);
     assert_eq!(store.samples(T2).unwrap().len(), 15);
