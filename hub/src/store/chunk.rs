@@ -31,6 +31,10 @@ use std::ops::Range;
 
 use super::SampleRow;
 
+#[path = "chunk_floats.rs"]
+mod floats;
+use floats::{Predict, Refs};
+
 /// Most samples in one chunk; a longer run is stored as several chunks.
 pub(crate) const MAX_CHUNK: usize = 1 << 16;
 /// Format version in the first byte.
@@ -174,33 +178,48 @@ pub(crate) fn encode(c: &Columns<'_>) -> Encoded {
     let n = c.len();
     debug_assert!((1..=MAX_CHUNK).contains(&n));
     let mut body = Vec::with_capacity(n * 16 + 64);
-    let mut ints = Vec::with_capacity(n);
-    for col in c.head {
-        put_floats(&mut body, col, &mut ints);
+    let (mut ints, mut alt) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let refs = Refs {
+        t: c.head[0],
+        v: c.head[2],
+        i: c.head[3],
+    };
+    for (k, col) in c.head.into_iter().enumerate() {
+        let predict = if k == 1 {
+            Predict::FromTestTime
+        } else {
+            Predict::None
+        };
+        floats::put(&mut body, col, (&mut ints, &mut alt), predict, Some(&refs));
     }
     for col in [c.cycle, c.step] {
         ints.clear();
         ints.extend(col.iter().map(|&v| i64::from(v)));
         put_ints(&mut body, &ints);
     }
-    for col in c.tail {
-        put_floats(&mut body, col, &mut ints);
+    for (k, col) in c.tail.into_iter().enumerate() {
+        let predict = Predict::Integral {
+            power: k >= 2,
+            discharge: k % 2 == 1,
+        };
+        floats::put(&mut body, col, (&mut ints, &mut alt), predict, Some(&refs));
     }
-    let mut scratch = Vec::new();
-    put_optional(&mut body, c.temperature_c, &mut scratch, |b, v, s| {
-        put_floats(b, v, s)
-    });
+    let mut scratch = (Vec::new(), Vec::new());
+    for col in [c.temperature_c, c.ambient_temperature_c] {
+        put_optional(&mut body, col, &mut scratch, |b, v, (s, a)| {
+            floats::put(b, v, (s, a), Predict::None, None)
+        });
+    }
     put_optional(
         &mut body,
-        c.ambient_temperature_c,
+        c.plan_step,
         &mut scratch,
-        |b, v, s| put_floats(b, v, s),
+        |b, v: &[u32], (s, _)| {
+            s.clear();
+            s.extend(v.iter().map(|&p| i64::from(p)));
+            put_ints(b, s)
+        },
     );
-    put_optional(&mut body, c.plan_step, &mut scratch, |b, v: &[u32], s| {
-        s.clear();
-        s.extend(v.iter().map(|&p| i64::from(p)));
-        put_ints(b, s)
-    });
 
     let mut data = Vec::with_capacity(body.len() / 2 + 16);
     let compressed = if body.len() > 64 {
@@ -262,19 +281,43 @@ pub(crate) fn decode(data: &[u8], first_seq: u64, out: &mut Vec<SampleRow>) -> R
     }
     let mut ints = Vec::with_capacity(n);
     let mut head_cols: [Vec<f64>; 4] = Default::default();
-    for col in &mut head_cols {
-        r.floats(n, col, &mut ints)?;
+    for k in 0..4 {
+        let (done, rest) = head_cols.split_at_mut(k);
+        let refs = Refs {
+            t: done.first().map_or(&[], Vec::as_slice),
+            v: &[],
+            i: &[],
+        };
+        let predict = if k == 1 {
+            Predict::FromTestTime
+        } else {
+            Predict::None
+        };
+        r.floats(n, &mut rest[0], &mut ints, predict, Some(&refs))?;
     }
     let (mut cycle, mut step) = (Vec::new(), Vec::new());
     r.ints(n, &mut cycle)?;
     r.ints(n, &mut step)?;
     let mut tail_cols: [Vec<f64>; 4] = Default::default();
-    for col in &mut tail_cols {
-        r.floats(n, col, &mut ints)?;
+    let refs = Refs {
+        t: &head_cols[0],
+        v: &head_cols[2],
+        i: &head_cols[3],
+    };
+    for (k, col) in tail_cols.iter_mut().enumerate() {
+        let predict = Predict::Integral {
+            power: k >= 2,
+            discharge: k % 2 == 1,
+        };
+        r.floats(n, col, &mut ints, predict, Some(&refs))?;
     }
-    let temperature = r.optional(n, |r, k, v: &mut Vec<f64>| r.floats(k, v, &mut ints))?;
+    let temperature = r.optional(n, |r, k, v: &mut Vec<f64>| {
+        r.floats(k, v, &mut ints, Predict::None, None)
+    })?;
     let mut ints2 = Vec::new();
-    let ambient = r.optional(n, |r, k, v: &mut Vec<f64>| r.floats(k, v, &mut ints2))?;
+    let ambient = r.optional(n, |r, k, v: &mut Vec<f64>| {
+        r.floats(k, v, &mut ints2, Predict::None, None)
+    })?;
     let plan = r.optional(n, |r, k, v: &mut Vec<i64>| r.ints(k, v))?;
     if !r.buf.is_empty() {
         return Err(format!("{} bytes after the chunk's columns", r.buf.len()));
@@ -323,8 +366,8 @@ fn varint_len(v: i64) -> usize {
     bits.div_ceil(7).max(1)
 }
 
-/// An integer column (see the module doc), order chosen by size.
-fn put_ints(out: &mut Vec<u8>, v: &[i64]) {
+/// The order an integer column is written in (see the module doc), and its size in bytes.
+fn int_plan(v: &[i64]) -> (u8, usize) {
     let (mut size1, mut size2) = (0usize, 0usize);
     let mut constant = true;
     let mut prev_d = 0i64;
@@ -335,17 +378,23 @@ fn put_ints(out: &mut Vec<u8>, v: &[i64]) {
         size2 += varint_len(if i == 1 { d } else { d.wrapping_sub(prev_d) });
         prev_d = d;
     }
+    let head = 1 + v.first().map_or(0, |&f| varint_len(f));
+    if constant {
+        (0, head)
+    } else if size2 < size1 {
+        (2, head + size2)
+    } else {
+        (1, head + size1)
+    }
+}
+
+/// An integer column (see the module doc), order chosen by size.
+fn put_ints(out: &mut Vec<u8>, v: &[i64]) {
     let Some(&first) = v.first() else {
         out.push(0);
         return;
     };
-    let order = if constant {
-        0
-    } else if size2 < size1 {
-        2
-    } else {
-        1
-    };
+    let (order, _) = int_plan(v);
     out.push(order);
     put_varint(out, zigzag(first));
     if order == 0 {
@@ -376,23 +425,6 @@ fn decimals(v: &[f64]) -> Option<u8> {
         };
         exact(first) && v.iter().all(|&x| exact(x))
     })
-}
-
-/// A float column (see the module doc); `ints` is scratch.
-fn put_floats(out: &mut Vec<u8>, v: &[f64], ints: &mut Vec<i64>) {
-    ints.clear();
-    match decimals(v) {
-        Some(d) => {
-            out.push(d + 1);
-            let p = POW10[usize::from(d)];
-            ints.extend(v.iter().map(|&x| (x * p).round() as i64));
-        }
-        None => {
-            out.push(0);
-            ints.extend(v.iter().map(|&x| x.to_bits() as i64));
-        }
-    }
-    put_ints(out, ints);
 }
 
 fn put_optional<T: Copy, S>(
@@ -499,22 +531,6 @@ impl Reader<'_> {
             };
             prev = prev.wrapping_add(d);
             out.push(prev);
-        }
-        Ok(())
-    }
-
-    fn floats(&mut self, n: usize, out: &mut Vec<f64>, ints: &mut Vec<i64>) -> Result<(), String> {
-        let mode = self.byte()?;
-        if mode > MAX_DECIMALS + 1 {
-            return Err(format!("float column mode {mode} is unknown"));
-        }
-        self.ints(n, ints)?;
-        out.clear();
-        if mode == 0 {
-            out.extend(ints.iter().map(|&b| f64::from_bits(b as u64)));
-        } else {
-            let p = POW10[usize::from(mode - 1)];
-            out.extend(ints.iter().map(|&k| k as f64 / p));
         }
         Ok(())
     }

@@ -163,3 +163,73 @@ fn an_unknown_format_version_is_an_error() {
     let err = decode(&data, 0, &mut Vec::new()).unwrap_err();
     assert!(err.contains("format 9"), "{err}");
 }
+
+#[path = "../../benches/demo_data.rs"]
+#[allow(dead_code)]
+mod demo_data;
+
+#[test]
+fn demo_like_samples_take_at_most_16_bytes_each() {
+    let mut demo = demo_data::Demo::new(3);
+    let (mut bytes, mut n) = (0, 0);
+    for _ in 0..64 {
+        let b = demo.batch("t", 2048);
+        let enc = super::super::samples::encode_batch(&b);
+        bytes += enc.data.len();
+        n += enc.count;
+    }
+    let per_sample = bytes as f64 / n as f64;
+    eprintln!("{per_sample:.2} bytes per sample");
+    assert!(per_sample <= 16.0, "{per_sample:.2} bytes per sample");
+}
+
+fn rows_of(b: &cyclerd_proto::ingest::SampleBatch) -> Vec<SampleRow> {
+    (0..b.test_time_s.len())
+        .map(|i| SampleRow {
+            seq: b.first_seq + i as u64,
+            test_time_s: b.test_time_s[i],
+            unix_time_s: b.unix_time_s[i],
+            voltage_v: b.voltage_v[i],
+            current_a: b.current_a[i],
+            cycle: b.cycle[i],
+            step: b.step[i],
+            charge_capacity_ah: b.charge_capacity_ah[i],
+            discharge_capacity_ah: b.discharge_capacity_ah[i],
+            charge_energy_wh: b.charge_energy_wh[i],
+            discharge_energy_wh: b.discharge_energy_wh[i],
+            temperature_c: None,
+            ambient_temperature_c: None,
+            plan_step: b.plan_step.get(i).copied(),
+        })
+        .collect()
+}
+
+proptest! {
+    /// Demo-like columns take the predicted and fixed-point modes; damaged values (NaN, -0.0,
+    /// any bits) in them must still come back exactly.
+    #[test]
+    fn demo_like_samples_with_odd_values_round_trip_bit_exactly(
+        seed in any::<u64>(),
+        skip in 0usize..20_000,
+        n in 1usize..600,
+        odd in proptest::collection::vec((0usize..600, 0usize..8, any_f64()), 0..4),
+    ) {
+        let mut demo = demo_data::Demo::new(seed);
+        demo.batch("t", skip);
+        let mut rows = rows_of(&demo.batch("t", n));
+        for (i, col, v) in odd {
+            let r = &mut rows[i % n];
+            *[
+                &mut r.test_time_s,
+                &mut r.unix_time_s,
+                &mut r.voltage_v,
+                &mut r.current_a,
+                &mut r.charge_capacity_ah,
+                &mut r.discharge_capacity_ah,
+                &mut r.charge_energy_wh,
+                &mut r.discharge_energy_wh,
+            ][col] = v;
+        }
+        prop_assert!(same(&roundtrip(&rows), &rows));
+    }
+}
