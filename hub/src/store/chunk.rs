@@ -103,7 +103,37 @@ impl<'a, T: Copy> Opt<'a, T> {
     }
 }
 
+impl<T: Copy> Opt<'_, T> {
+    fn get(&self, i: usize) -> Option<T> {
+        match self {
+            Opt::Absent => None,
+            Opt::All(v) => Some(v[i]),
+            Opt::Mixed(v) => v[i],
+        }
+    }
+}
+
 impl<'a> Columns<'a> {
+    /// Sample `i`, numbered `seq`.
+    pub(crate) fn row(&self, i: usize, seq: u64) -> SampleRow {
+        SampleRow {
+            seq,
+            test_time_s: self.head[0][i],
+            unix_time_s: self.head[1][i],
+            voltage_v: self.head[2][i],
+            current_a: self.head[3][i],
+            cycle: self.cycle[i],
+            step: self.step[i],
+            charge_capacity_ah: self.tail[0][i],
+            discharge_capacity_ah: self.tail[1][i],
+            charge_energy_wh: self.tail[2][i],
+            discharge_energy_wh: self.tail[3][i],
+            temperature_c: self.temperature_c.get(i),
+            ambient_temperature_c: self.ambient_temperature_c.get(i),
+            plan_step: self.plan_step.get(i),
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.head[0].len()
     }

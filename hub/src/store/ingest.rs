@@ -114,6 +114,21 @@ pub(super) trait BatchWrites {
         first_seq: i64,
         c: &Encoded,
     ) -> Result<bool, StoreError>;
+    /// `(first_seq, data)` of the test's chunk that ends at seq `last` if it holds at most
+    /// `max_samples` samples.
+    fn chunk_ending_at(
+        &mut self,
+        test_key: i64,
+        last: i64,
+        max_samples: i64,
+    ) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+    /// Replaces the chunk at `first_seq` with `c` (the same first seq, more samples).
+    fn replace_chunk(
+        &mut self,
+        test_key: i64,
+        first_seq: i64,
+        c: &Encoded,
+    ) -> Result<(), StoreError>;
     /// Adds `n` to the test's `sample_count`.
     fn add_samples(&mut self, test_key: i64, n: i64) -> Result<(), StoreError>;
     /// Inserts an event keyed by the entry that carried it (ignored when present).

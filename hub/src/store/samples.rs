@@ -57,9 +57,17 @@ impl<'a> Temperature<'a> {
     }
 }
 
+/// A batch smaller than this (a live test's, sent after the daemon's batch interval rather
+/// than full) that continues the test's last chunk is merged into it, re-encoded ...
+const SMALL_BATCH: usize = 256;
+/// ... as long as the merged chunk stays within this many samples: a few re-encodings per
+/// sample, instead of a chunk row's overhead for every few samples.
+const MERGED_CHUNK: usize = 1024;
+
 /// Stores the samples of a validated, non-empty batch of test `key` that the hub does not
 /// hold yet (a re-sent batch adds nothing; one that overlaps held chunks adds only its new
-/// seqs, as chunks of their own), adds their number to the test's count and returns it.
+/// seqs, as chunks of their own; a small one that continues a small chunk is merged into
+/// it), adds their number to the test's count and returns it.
 pub(super) fn insert_batch(
     w: &mut dyn BatchWrites,
     key: i64,
@@ -70,6 +78,24 @@ pub(super) fn insert_batch(
     let first = b.first_seq as i64;
     let last = first + n as i64 - 1;
     let held = w.held_chunks(key, first, last)?;
+    if held.is_empty() && n < SMALL_BATCH {
+        let room = (MERGED_CHUNK - n) as i64;
+        if let Some((prev_first, data)) = w.chunk_ending_at(key, first - 1, room)? {
+            let mut rows = Vec::with_capacity(MERGED_CHUNK);
+            chunk::decode(&data, prev_first as u64, &mut rows).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "the sample chunk at seq {prev_first} of test key {key}: {e}"
+                ))
+            })?;
+            with_columns(b, |cols| {
+                rows.extend((0..n).map(|i| cols.row(i, b.first_seq + i as u64)));
+            });
+            let enc = chunk::encode(&OwnedColumns::from_rows(&rows).columns());
+            w.replace_chunk(key, prev_first, &enc)?;
+            w.add_samples(key, n as i64)?;
+            return Ok(n as u64);
+        }
+    }
     let mut inserted = 0u64;
     with_columns(b, |cols| {
         for (from, to) in gaps(first, last, &held) {

@@ -139,6 +139,13 @@ pub(super) const HELD_CHUNKS: &str = concat!(
 pub(super) const INSERT_CHUNK: &str = "INSERT INTO sample_chunks (test_key, first_seq, \
      last_seq, n_samples, t_min, t_max, temps, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
      ON CONFLICT DO NOTHING";
+/// `(first_seq, data)` of the chunk of test $1 that ends at seq $2, if it holds at most $3.
+pub(super) const CHUNK_ENDING_AT: &str = "SELECT first_seq, data FROM sample_chunks \
+     WHERE test_key = $1 AND last_seq = $2 AND n_samples <= $3 AND first_seq = \
+     (SELECT max(first_seq) FROM sample_chunks WHERE test_key = $1 AND first_seq <= $2)";
+/// The chunk of test $1 at first seq $2, grown.
+pub(super) const REPLACE_CHUNK: &str = "UPDATE sample_chunks SET last_seq = $3, n_samples = $4, \
+     t_min = $5, t_max = $6, temps = $7, data = $8 WHERE test_key = $1 AND first_seq = $2";
 pub(super) const ADD_SAMPLES: &str =
     "UPDATE tests SET sample_count = sample_count + $2 WHERE test_key = $1";
 /// Up to $3 chunks of test $1, `(first_seq, data)`, from the one holding seq $2 on.

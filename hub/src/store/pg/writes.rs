@@ -29,6 +29,10 @@ pub(super) struct Statements {
     held_chunks: Statement,
     /// Inserts a chunk.
     insert_chunk: Statement,
+    /// The chunk a small batch continues.
+    chunk_ending_at: Statement,
+    /// Grows a chunk.
+    replace_chunk: Statement,
     /// Adds to a test's `sample_count`.
     add_samples: Statement,
     /// Inserts an event.
@@ -71,6 +75,8 @@ impl Statements {
             )?,
             held_chunks: client.prepare(sql::HELD_CHUNKS)?,
             insert_chunk: client.prepare(sql::INSERT_CHUNK)?,
+            chunk_ending_at: client.prepare(sql::CHUNK_ENDING_AT)?,
+            replace_chunk: client.prepare(sql::REPLACE_CHUNK)?,
             add_samples: client.prepare(sql::ADD_SAMPLES)?,
             insert_event: client.prepare(
                 "INSERT INTO events (test_key, daemon_id, store_epoch, entry_id, unix_time_s,
@@ -264,6 +270,30 @@ impl BatchWrites for PgBatch<'_, '_> {
 
     fn insert_chunk(&mut self, key: i64, first_seq: i64, c: &Encoded) -> Result<bool, StoreError> {
         insert_chunk(&mut *self.tx, &self.stmts.insert_chunk, key, first_seq, c)
+    }
+
+    fn chunk_ending_at(
+        &mut self,
+        key: i64,
+        last: i64,
+        max_samples: i64,
+    ) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        self.tx
+            .query_opt(&self.stmts.chunk_ending_at, &[&key, &last, &max_samples])?
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()
+    }
+
+    fn replace_chunk(&mut self, key: i64, first_seq: i64, c: &Encoded) -> Result<(), StoreError> {
+        let n = c.count as i64;
+        let last = first_seq + n - 1;
+        self.tx.execute(
+            &self.stmts.replace_chunk,
+            &[
+                &key, &first_seq, &last, &n, &c.t_min, &c.t_max, &c.temps, &c.data,
+            ],
+        )?;
+        Ok(())
     }
 
     fn add_samples(&mut self, key: i64, n: i64) -> Result<(), StoreError> {

@@ -141,6 +141,36 @@ impl BatchWrites for Transaction<'_> {
         insert_chunk(self, key, first_seq, c)
     }
 
+    fn chunk_ending_at(
+        &mut self,
+        key: i64,
+        last: i64,
+        max_samples: i64,
+    ) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .prepare_cached(&sql::sqlite(sql::CHUNK_ENDING_AT))?
+            .query_row(params![key, last, max_samples], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    fn replace_chunk(&mut self, key: i64, first_seq: i64, c: &Encoded) -> Result<(), StoreError> {
+        let n = c.count as i64;
+        self.prepare_cached(&sql::sqlite(sql::REPLACE_CHUNK))?
+            .execute(params![
+                key,
+                first_seq,
+                first_seq + n - 1,
+                n,
+                c.t_min,
+                c.t_max,
+                c.temps,
+                c.data
+            ])?;
+        Ok(())
+    }
+
     fn add_samples(&mut self, key: i64, n: i64) -> Result<(), StoreError> {
         self.prepare_cached(&sql::sqlite(sql::ADD_SAMPLES))?
             .execute(params![key, n])?;
