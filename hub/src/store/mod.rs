@@ -6,7 +6,11 @@
 //!   once, and a *reader* for queries, which in WAL mode sees committed data without blocking
 //!   (or being blocked by) the writer;
 //! - `pg` (a `postgres://` URL; a real deployment): the same two connections to a PostgreSQL
-//!   database, samples bulk-loaded with binary COPY.
+//!   database.
+//!
+//! Samples are kept in chunks, a row per run of contiguous seqs of one test with its columns
+//! encoded into one blob (`chunk`), indexed by `(test, first_seq)` and `(test, t_max)` so that
+//! a seq range or a time window decodes only the chunks it needs (`samples`).
 //!
 //! Every method is blocking; async callers run them on `spawn_blocking`.
 //!

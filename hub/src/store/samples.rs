@@ -153,7 +153,7 @@ fn with_columns<R>(b: &SampleBatch, f: impl FnOnce(&Columns<'_>) -> R) -> R {
 /// A whole validated batch (at most [`MAX_CHUNK`] samples) as one chunk, as
 /// [`insert_batch`] stores it.
 pub(super) fn encode_batch(b: &SampleBatch) -> Encoded {
-    with_columns(b, |cols| chunk::encode(cols))
+    with_columns(b, chunk::encode)
 }
 
 /// The runs of `[first, last]` outside the held ranges (sorted, disjoint, inclusive).
