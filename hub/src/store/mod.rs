@@ -387,10 +387,13 @@ impl HubStore {
         let mut rows = Vec::new();
         loop {
             let page = self.backend.chunk_page(key, next, CHUNK_PAGE)?;
+            // The page's first chunk may start before `next`: the one that holds it (or one
+            // that grew since the page before, when a small batch was merged into it).
+            let from = next as u64;
             for (first_seq, data) in &page {
                 rows.clear();
                 samples::decode(test_id, *first_seq, data, &mut rows)?;
-                for sample in rows.iter().filter(|s| s.seq >= from_seq) {
+                for sample in rows.iter().filter(|s| s.seq >= from) {
                     f(sample)?;
                     n += 1;
                 }

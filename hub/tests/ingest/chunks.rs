@@ -310,3 +310,32 @@ fn small_batches_of_a_live_test_are_merged_into_few_chunks_and_read_back_the_sam
         assert_eq!(store.first_seq_at(T1, 1200.0).unwrap(), Some(1020));
     }
 }
+
+#[test]
+fn a_reader_sees_each_sample_once_when_a_chunk_grows_between_its_pages() {
+    for backend in BACKENDS {
+        let db = Database::new(backend);
+        let store = db.connect();
+        let mut entries = vec![registered(1, T1)];
+        // Seven chunks too big to merge into, and a small one: a page of eight.
+        entries.extend((0..7).map(|k| samples(2 + k, T1, k * 1020, 1020)));
+        entries.push(samples(9, T1, 7140, 10));
+        store.apply_batch("d", 1, &entries).unwrap();
+        let mut seen = Vec::new();
+        store
+            .for_each_sample(T1, |s| {
+                seen.push(s.seq);
+                if s.seq == 7149 {
+                    // Merged into the chunk the reader has just read to its end.
+                    let out = store
+                        .apply_batch("d", 1, &[samples(10, T1, 7150, 10)])
+                        .unwrap();
+                    assert_eq!(out.samples_inserted, 10);
+                }
+                Ok::<_, cyclerhub::StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(chunk_rows(&db, backend), 8, "the small batch was merged");
+        assert_eq!(seen, (0..7160).collect::<Vec<u64>>(), "{backend:?}");
+    }
+}

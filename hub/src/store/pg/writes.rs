@@ -25,6 +25,8 @@ pub(super) struct Statements {
     test_owner: Statement,
     /// Inserts a test.
     insert_test: Statement,
+    /// Locks a test's row until commit.
+    lock_test: Statement,
     /// The test's chunks holding any seq of a range.
     held_chunks: Statement,
     /// Inserts a chunk.
@@ -73,6 +75,7 @@ impl Statements {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11)
                  ON CONFLICT (test_id) DO NOTHING",
             )?,
+            lock_test: client.prepare("SELECT 1 FROM tests WHERE test_key = $1 FOR UPDATE")?,
             held_chunks: client.prepare(sql::HELD_CHUNKS)?,
             insert_chunk: client.prepare(sql::INSERT_CHUNK)?,
             chunk_ending_at: client.prepare(sql::CHUNK_ENDING_AT)?,
@@ -261,6 +264,9 @@ impl BatchWrites for PgBatch<'_, '_> {
         first: i64,
         last: i64,
     ) -> Result<Vec<(i64, i64)>, StoreError> {
+        // Locks the test's row first: what is held is then what the inserts below meet, even
+        // with another hub (or another store of the daemon) writing the same test.
+        self.tx.execute(&self.stmts.lock_test, &[&key])?;
         self.tx
             .query(&self.stmts.held_chunks, &[&key, &first, &last])?
             .iter()
