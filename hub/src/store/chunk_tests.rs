@@ -169,7 +169,7 @@ fn an_unknown_format_version_is_an_error() {
 mod demo_data;
 
 #[test]
-fn demo_like_samples_take_at_most_16_bytes_each() {
+fn demo_like_samples_take_at_most_8_bytes_each() {
     let mut demo = demo_data::Demo::new(3);
     let (mut bytes, mut n) = (0, 0);
     for _ in 0..64 {
@@ -179,8 +179,9 @@ fn demo_like_samples_take_at_most_16_bytes_each() {
         n += enc.count;
     }
     let per_sample = bytes as f64 / n as f64;
-    eprintln!("{per_sample:.2} bytes per sample");
-    assert!(per_sample <= 16.0, "{per_sample:.2} bytes per sample");
+    // The goal is 16; the codec takes about 5.8 (a test time costs 2.7, a voltage and a
+    // current 1.2 each, the rest little).
+    assert!(per_sample <= 8.0, "{per_sample:.2} bytes per sample");
 }
 
 fn rows_of(b: &cyclerd_proto::ingest::SampleBatch) -> Vec<SampleRow> {
