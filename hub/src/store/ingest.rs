@@ -106,8 +106,8 @@ pub(super) trait BatchWrites {
         first: i64,
         last: i64,
     ) -> Result<Vec<(i64, i64)>, StoreError>;
-    /// Inserts a chunk of samples from `first_seq` on; `false` (ignored) when the test has a
-    /// chunk at `first_seq` already.
+    /// Inserts a chunk of samples from `first_seq` on and adds them to the test's
+    /// `sample_count`; `false` (nothing changed) when the test has a chunk at `first_seq`.
     fn insert_chunk(
         &mut self,
         test_key: i64,
@@ -122,15 +122,15 @@ pub(super) trait BatchWrites {
         last: i64,
         max_samples: i64,
     ) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
-    /// Replaces the chunk at `first_seq` with `c` (the same first seq, more samples).
+    /// Replaces the chunk at `first_seq` with `c` (the same first seq, `added` more samples)
+    /// and adds those to the test's `sample_count`.
     fn replace_chunk(
         &mut self,
         test_key: i64,
         first_seq: i64,
         c: &Encoded,
+        added: i64,
     ) -> Result<(), StoreError>;
-    /// Adds `n` to the test's `sample_count`.
-    fn add_samples(&mut self, test_key: i64, n: i64) -> Result<(), StoreError>;
     /// Inserts an event keyed by the entry that carried it (ignored when present).
     fn insert_event(
         &mut self,

@@ -91,8 +91,7 @@ pub(super) fn insert_batch(
                 rows.extend((0..n).map(|i| cols.row(i, b.first_seq + i as u64)));
             });
             let enc = chunk::encode(&OwnedColumns::from_rows(&rows).columns());
-            w.replace_chunk(key, prev_first, &enc)?;
-            w.add_samples(key, n as i64)?;
+            w.replace_chunk(key, prev_first, &enc, n as i64)?;
             return Ok(n as u64);
         }
     }
@@ -110,9 +109,6 @@ pub(super) fn insert_batch(
         }
         Ok::<_, StoreError>(())
     })?;
-    if inserted > 0 {
-        w.add_samples(key, inserted as i64)?;
-    }
     Ok(inserted)
 }
 

@@ -25,18 +25,14 @@ pub(super) struct Statements {
     test_owner: Statement,
     /// Inserts a test.
     insert_test: Statement,
-    /// Locks a test's row until commit.
-    lock_test: Statement,
-    /// The test's chunks holding any seq of a range.
+    /// Locks the test's row until commit and reads its chunks holding any seq of a range.
     held_chunks: Statement,
-    /// Inserts a chunk.
+    /// Inserts a chunk and counts its samples.
     insert_chunk: Statement,
     /// The chunk a small batch continues.
     chunk_ending_at: Statement,
-    /// Grows a chunk.
+    /// Grows a chunk and counts the samples added.
     replace_chunk: Statement,
-    /// Adds to a test's `sample_count`.
-    add_samples: Statement,
     /// Inserts an event.
     insert_event: Statement,
     /// Stores a cycle's summary.
@@ -75,12 +71,28 @@ impl Statements {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11)
                  ON CONFLICT (test_id) DO NOTHING",
             )?,
-            lock_test: client.prepare("SELECT 1 FROM tests WHERE test_key = $1 FOR UPDATE")?,
-            held_chunks: client.prepare(sql::HELD_CHUNKS)?,
-            insert_chunk: client.prepare(sql::INSERT_CHUNK)?,
+            // One round trip each: the hot path's cost is mostly round trips.
+            held_chunks: client.prepare(&format!(
+                "WITH locked AS (SELECT 1 AS one FROM tests WHERE test_key = $1 FOR UPDATE) {}",
+                sql::HELD_CHUNKS.replacen(
+                    "FROM sample_chunks WHERE",
+                    "FROM sample_chunks, locked WHERE",
+                    1
+                )
+            ))?,
+            insert_chunk: client.prepare(&format!(
+                "WITH inserted AS ({} RETURNING n_samples) UPDATE tests \
+                 SET sample_count = sample_count + inserted.n_samples FROM inserted \
+                 WHERE tests.test_key = $1",
+                sql::INSERT_CHUNK
+            ))?,
             chunk_ending_at: client.prepare(sql::CHUNK_ENDING_AT)?,
-            replace_chunk: client.prepare(sql::REPLACE_CHUNK)?,
-            add_samples: client.prepare(sql::ADD_SAMPLES)?,
+            replace_chunk: client.prepare(&format!(
+                "WITH replaced AS ({} RETURNING 1) UPDATE tests \
+                 SET sample_count = sample_count + $9 \
+                 WHERE test_key = $1 AND EXISTS (SELECT 1 FROM replaced)",
+                sql::REPLACE_CHUNK
+            ))?,
             insert_event: client.prepare(
                 "INSERT INTO events (test_key, daemon_id, store_epoch, entry_id, unix_time_s,
                      test_time_s, kind, message, step, cycle)
@@ -266,7 +278,6 @@ impl BatchWrites for PgBatch<'_, '_> {
     ) -> Result<Vec<(i64, i64)>, StoreError> {
         // Locks the test's row first: what is held is then what the inserts below meet, even
         // with another hub (or another store of the daemon) writing the same test.
-        self.tx.execute(&self.stmts.lock_test, &[&key])?;
         self.tx
             .query(&self.stmts.held_chunks, &[&key, &first, &last])?
             .iter()
@@ -290,20 +301,21 @@ impl BatchWrites for PgBatch<'_, '_> {
             .transpose()
     }
 
-    fn replace_chunk(&mut self, key: i64, first_seq: i64, c: &Encoded) -> Result<(), StoreError> {
+    fn replace_chunk(
+        &mut self,
+        key: i64,
+        first_seq: i64,
+        c: &Encoded,
+        added: i64,
+    ) -> Result<(), StoreError> {
         let n = c.count as i64;
         let last = first_seq + n - 1;
         self.tx.execute(
             &self.stmts.replace_chunk,
             &[
-                &key, &first_seq, &last, &n, &c.t_min, &c.t_max, &c.temps, &c.data,
+                &key, &first_seq, &last, &n, &c.t_min, &c.t_max, &c.temps, &c.data, &added,
             ],
         )?;
-        Ok(())
-    }
-
-    fn add_samples(&mut self, key: i64, n: i64) -> Result<(), StoreError> {
-        self.tx.execute(&self.stmts.add_samples, &[&key, &n])?;
         Ok(())
     }
 

@@ -138,7 +138,11 @@ impl BatchWrites for Transaction<'_> {
     }
 
     fn insert_chunk(&mut self, key: i64, first_seq: i64, c: &Encoded) -> Result<bool, StoreError> {
-        insert_chunk(self, key, first_seq, c)
+        let inserted = insert_chunk(self, key, first_seq, c)?;
+        if inserted {
+            add_samples(self, key, c.count as i64)?;
+        }
+        Ok(inserted)
     }
 
     fn chunk_ending_at(
@@ -155,7 +159,13 @@ impl BatchWrites for Transaction<'_> {
             .optional()?)
     }
 
-    fn replace_chunk(&mut self, key: i64, first_seq: i64, c: &Encoded) -> Result<(), StoreError> {
+    fn replace_chunk(
+        &mut self,
+        key: i64,
+        first_seq: i64,
+        c: &Encoded,
+        added: i64,
+    ) -> Result<(), StoreError> {
         let n = c.count as i64;
         self.prepare_cached(&sql::sqlite(sql::REPLACE_CHUNK))?
             .execute(params![
@@ -168,13 +178,7 @@ impl BatchWrites for Transaction<'_> {
                 c.temps,
                 c.data
             ])?;
-        Ok(())
-    }
-
-    fn add_samples(&mut self, key: i64, n: i64) -> Result<(), StoreError> {
-        self.prepare_cached(&sql::sqlite(sql::ADD_SAMPLES))?
-            .execute(params![key, n])?;
-        Ok(())
+        add_samples(self, key, added)
     }
 
     fn insert_event(
@@ -280,4 +284,10 @@ pub(super) fn insert_chunk(
             c.data
         ])?
         == 1)
+}
+
+fn add_samples(conn: &rusqlite::Connection, key: i64, n: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(&sql::sqlite(sql::ADD_SAMPLES))?
+        .execute(params![key, n])?;
+    Ok(())
 }
