@@ -170,15 +170,19 @@ fn reject<T>(reason: impl Into<String>) -> Result<T, ApplyError> {
 /// Applies a batch through `w`, inside the batch's transaction (which the backend opens, and
 /// commits after this returns `Ok`): the entries after the store's resume point, then the new
 /// resume point, the last entry handled. Only a storage failure returns `Err`.
+///
+/// `encoded[i]`, when there is one, is the sample batch of `entries[i]` encoded ahead as one
+/// chunk ([`super::samples::encode_ahead`]), used when the hub holds none of its seqs.
 pub(super) fn apply_batch(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
     entries: &[Entry],
+    encoded: &[Option<Encoded>],
 ) -> Result<BatchOutcome, StoreError> {
     // Normally created by Hello; created here too so a batch can never be acked without its
     // resume point being stored.
     let applied = w.resume_point(source)?;
-    let out = apply_entries(w, source, applied, entries)?;
+    let out = apply_entries(w, source, applied, entries, encoded)?;
     // Ids were checked to fit i64 before the transaction began.
     let up_to = i64::try_from(out.up_to).map_err(|_| StoreError::OutOfRange("entry id"))?;
     if out.up_to > applied {
@@ -196,10 +200,11 @@ fn apply_entries(
     source: &Source<'_>,
     applied: u64,
     entries: &[Entry],
+    encoded: &[Option<Encoded>],
 ) -> Result<BatchOutcome, StoreError> {
     let mut out = BatchOutcome::default();
     let mut previous = applied;
-    for entry in entries {
+    for (i, entry) in entries.iter().enumerate() {
         // Handled before (or earlier in this batch, should ids not increase).
         if entry.id <= previous {
             out.duplicates += 1;
@@ -235,7 +240,8 @@ fn apply_entries(
         }
         previous = entry.id;
         out.up_to = entry.id;
-        match apply_entry(w, source, entry) {
+        let encoded = encoded.get(i).and_then(Option::as_ref);
+        match apply_entry(w, source, entry, encoded) {
             Ok(inserted) => {
                 out.applied += 1;
                 out.samples_inserted += inserted;
@@ -299,11 +305,12 @@ fn apply_entry(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
     entry: &Entry,
+    encoded: Option<&Encoded>,
 ) -> Result<u64, ApplyError> {
     match &entry.body {
         None => reject("entry has no body (an entry type this hub does not know? upgrade the hub)"),
         Some(Body::TestRegistered(t)) => apply_test_registered(w, source, t).map(|()| 0),
-        Some(Body::Samples(b)) => apply_samples(w, source, b),
+        Some(Body::Samples(b)) => apply_samples(w, source, b, encoded),
         Some(Body::Event(e)) => apply_event(w, source, entry.id, e).map(|()| 0),
         Some(Body::TestEnded(e)) => apply_test_ended(w, source, e).map(|()| 0),
         Some(Body::Cycle(c)) => apply_cycle(w, source, c).map(|()| 0),
@@ -506,7 +513,7 @@ impl CellRow {
 }
 
 /// Checks a sample batch's shape and values, so the insert loop cannot fail on them.
-fn validate_samples(b: &SampleBatch) -> Result<(), String> {
+pub(super) fn validate_samples(b: &SampleBatch) -> Result<(), String> {
     if b.test_id.contains('\0') {
         return Err(format!(
             "sample batch of test {:?}: test_id contains a NUL character, which the hub does not \
@@ -576,13 +583,14 @@ fn apply_samples(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
     b: &SampleBatch,
+    encoded: Option<&Encoded>,
 ) -> Result<u64, ApplyError> {
     validate_samples(b).map_err(ApplyError::Reject)?;
     let key = owned_test_key(w, source, &b.test_id)?;
     if b.test_time_s.is_empty() {
         return Ok(0);
     }
-    Ok(super::samples::insert_batch(w, key, b)?)
+    Ok(super::samples::insert_batch(w, key, b, encoded)?)
 }
 
 fn apply_event(

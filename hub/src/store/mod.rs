@@ -56,7 +56,7 @@ pub const MIN_DAEMON_SECRET: usize = 32;
 pub const MAX_DAEMON_SECRET: usize = 256;
 
 /// Chunks read per page when streaming a test out (a daemon's batch is up to 2048 samples).
-const CHUNK_PAGE: i64 = 8;
+const CHUNK_PAGE: i64 = 16;
 
 fn now_unix_s() -> f64 {
     std::time::SystemTime::now()
@@ -68,6 +68,14 @@ fn now_unix_s() -> f64 {
 /// as [`HubStore::connect`] decides.
 pub fn is_postgres_url(db: &str) -> bool {
     pg::is_url(db)
+}
+
+/// Where the page after a full page of chunks starts; `None` after the last page.
+fn page_after(page: &[(i64, i64, Vec<u8>)]) -> Option<i64> {
+    let (_, last_seq, _) = page.last()?;
+    (page.len() as i64 == CHUNK_PAGE)
+        .then(|| last_seq.checked_add(1))
+        .flatten()
 }
 
 /// A handle on the hub database; cheap to clone, shareable between threads.
@@ -183,8 +191,9 @@ impl HubStore {
         // Checked before touching the database, so SQL comparisons of ids stay meaningful.
         i64::try_from(last.id).map_err(|_| StoreError::OutOfRange("entry id"))?;
         let source = Source::new(daemon_id, store_epoch);
+        let encoded = samples::encode_ahead(entries);
         self.backend
-            .write_batch(&mut |w| ingest::apply_batch(w, &source, entries))
+            .write_batch(&mut |w| ingest::apply_batch(w, &source, entries, &encoded))
     }
 
     /// Issues a token with `role` for `lab` named `name` (unique); returns the token text,
@@ -380,32 +389,55 @@ impl HubStore {
     ) -> Result<u64, E> {
         let key = self.backend.test_key(test_id)?;
         // Beyond any seq the hub stores (at most i64::MAX): nothing to read.
-        let Ok(mut next) = i64::try_from(from_seq) else {
+        let Ok(start) = i64::try_from(from_seq) else {
             return Ok(0);
         };
         let mut n = 0;
         let mut rows = Vec::new();
-        loop {
-            let page = self.backend.chunk_page(key, next, CHUNK_PAGE)?;
-            // The page's first chunk may start before `next`: the one that holds it (or one
+        let mut visit = |from: i64, page: &[(i64, i64, Vec<u8>)]| -> Result<u64, E> {
+            let mut n = 0;
+            // The page's first chunk may start before `from`: the one that holds it (or one
             // that grew since the page before, when a small batch was merged into it).
-            let from = next as u64;
-            for (first_seq, data) in &page {
+            for (first_seq, _, data) in page {
                 rows.clear();
                 samples::decode(test_id, *first_seq, data, &mut rows)?;
-                for sample in rows.iter().filter(|s| s.seq >= from) {
+                for sample in rows.iter().filter(|s| s.seq >= from as u64) {
                     f(sample)?;
                     n += 1;
                 }
             }
-            match rows
-                .last()
-                .map(|last| i64::try_from(last.seq).ok()?.checked_add(1))
-            {
-                Some(Some(after)) if page.len() as i64 == CHUNK_PAGE => next = after,
-                _ => return Ok(n),
+            Ok(n)
+        };
+        let first = self.backend.chunk_page(key, start, CHUNK_PAGE)?;
+        n += visit(start, &first)?;
+        let Some(next) = page_after(&first) else {
+            return Ok(n);
+        };
+        // A longer read: the next page is read on a thread of its own while this one decodes,
+        // one page ahead at most.
+        let backend = &*self.backend;
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            s.spawn(move || {
+                let mut next = next;
+                loop {
+                    let page = backend.chunk_page(key, next, CHUNK_PAGE);
+                    let after = page.as_ref().ok().and_then(|p| page_after(p));
+                    if tx.send(page.map(|p| (next, p))).is_err() {
+                        return;
+                    }
+                    match after {
+                        Some(a) => next = a,
+                        None => return,
+                    }
+                }
+            });
+            for page in rx {
+                let (from, page) = page?;
+                n += visit(from, &page)?;
             }
-        }
+            Ok(n)
+        })
     }
 
     /// The seq of the first sample of a test at or after test time `t` can be no earlier
@@ -551,14 +583,14 @@ trait Backend: Send + Sync {
     fn has_temperatures(&self, test_id: &str) -> Result<(bool, bool), StoreError>;
     /// The test's key in `samples` and `events`; [`StoreError::NoSuchTest`] when unknown.
     fn test_key(&self, test_id: &str) -> Result<i64, StoreError>;
-    /// Up to `limit` chunks `(first_seq, data)` of a test, in seq order, from the one that
-    /// holds `from_seq` (or the first after it) on.
+    /// Up to `limit` chunks `(first_seq, last_seq, data)` of a test, in seq order, from the
+    /// one that holds `from_seq` (or the first after it) on.
     fn chunk_page(
         &self,
         key: i64,
         from_seq: i64,
         limit: i64,
-    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<(i64, i64, Vec<u8>)>, StoreError>;
     /// The first seq of the first chunk whose largest test time is at least `t`.
     fn first_seq_at(&self, key: i64, t: f64) -> Result<Option<i64>, StoreError>;
     fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError>;

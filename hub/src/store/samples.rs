@@ -6,10 +6,10 @@
 
 use std::borrow::Cow;
 
-use cyclerd_proto::ingest::SampleBatch;
+use cyclerd_proto::ingest::{Entry, SampleBatch, entry::Body};
 
 use super::chunk::{self, Columns, Encoded, MAX_CHUNK, Opt, OwnedColumns};
-use super::ingest::BatchWrites;
+use super::ingest::{BatchWrites, validate_samples};
 use super::{SampleRow, StoreError};
 
 /// Samples per chunk when converting the former table (a daemon's batch holds up to 2048).
@@ -68,16 +68,24 @@ const MERGED_CHUNK: usize = 1024;
 /// hold yet (a re-sent batch adds nothing; one that overlaps held chunks adds only its new
 /// seqs, as chunks of their own; a small one that continues a small chunk is merged into
 /// it), adds their number to the test's count and returns it.
+///
+/// `encoded` is the batch as one chunk, encoded ahead ([`encode_ahead`]), if it was.
 pub(super) fn insert_batch(
     w: &mut dyn BatchWrites,
     key: i64,
     b: &SampleBatch,
+    encoded: Option<&Encoded>,
 ) -> Result<u64, StoreError> {
     let n = b.test_time_s.len();
     // In range: validation checked the seq range.
     let first = b.first_seq as i64;
     let last = first + n as i64 - 1;
     let held = w.held_chunks(key, first, last)?;
+    if let (true, Some(enc)) = (held.is_empty(), encoded) {
+        // The usual case: a new batch, stored as it came.
+        let inserted = w.insert_chunk(key, first, enc)?;
+        return Ok(if inserted { enc.count as u64 } else { 0 });
+    }
     if held.is_empty() && n < SMALL_BATCH {
         let room = (MERGED_CHUNK - n) as i64;
         if let Some((prev_first, data)) = w.chunk_ending_at(key, first - 1, room)? {
@@ -110,6 +118,40 @@ pub(super) fn insert_batch(
         Ok::<_, StoreError>(())
     })?;
     Ok(inserted)
+}
+
+/// The sample batches of `entries` that will most likely be stored whole (valid, at most
+/// [`MAX_CHUNK`] samples, too big to be merged), each encoded as one chunk, on the machine's
+/// cores (up to 4), ahead of the batch's transaction: encoding is most of an apply's work,
+/// and the transaction itself is single-threaded. `None` for every other entry.
+pub(super) fn encode_ahead(entries: &[Entry]) -> Vec<Option<Encoded>> {
+    let wanted = |e: &Entry| match &e.body {
+        Some(Body::Samples(b)) => {
+            let n = b.test_time_s.len();
+            (SMALL_BATCH..=MAX_CHUNK).contains(&n) && validate_samples(b).is_ok()
+        }
+        _ => false,
+    };
+    let encode = |e: &Entry| match &e.body {
+        Some(Body::Samples(b)) if wanted(e) => Some(encode_batch(b)),
+        _ => None,
+    };
+    let todo = entries.iter().filter(|e| wanted(e)).count();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    if todo < 2 || threads < 2 {
+        return entries.iter().map(encode).collect();
+    }
+    let per = entries.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = entries
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(encode).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// Calls `f` with the columns of a validated batch as the hub stores them: zeros without

@@ -148,9 +148,9 @@ pub(super) const REPLACE_CHUNK: &str = "UPDATE sample_chunks SET last_seq = $3, 
      t_min = $5, t_max = $6, temps = $7, data = $8 WHERE test_key = $1 AND first_seq = $2";
 pub(super) const ADD_SAMPLES: &str =
     "UPDATE tests SET sample_count = sample_count + $2 WHERE test_key = $1";
-/// Up to $3 chunks of test $1, `(first_seq, data)`, from the one holding seq $2 on.
+/// Up to $3 chunks of test $1, `(first_seq, last_seq, data)`, from the one holding seq $2 on.
 pub(super) const CHUNK_PAGE: &str = concat!(
-    "SELECT first_seq, data FROM sample_chunks WHERE test_key = $1 AND last_seq >= $2 AND ",
+    "SELECT first_seq, last_seq, data FROM sample_chunks WHERE test_key = $1 AND last_seq >= $2 AND ",
     chunk_floor!(),
     " ORDER BY first_seq LIMIT $3"
 );

@@ -317,25 +317,25 @@ fn a_reader_sees_each_sample_once_when_a_chunk_grows_between_its_pages() {
         let db = Database::new(backend);
         let store = db.connect();
         let mut entries = vec![registered(1, T1)];
-        // Seven chunks too big to merge into, and a small one: a page of eight.
-        entries.extend((0..7).map(|k| samples(2 + k, T1, k * 1020, 1020)));
-        entries.push(samples(9, T1, 7140, 10));
+        // Fifteen chunks too big to merge into, and a small one: a page of sixteen.
+        entries.extend((0..15).map(|k| samples(2 + k, T1, k * 1020, 1020)));
+        entries.push(samples(17, T1, 15300, 10));
         store.apply_batch("d", 1, &entries).unwrap();
         let mut seen = Vec::new();
         store
             .for_each_sample(T1, |s| {
                 seen.push(s.seq);
-                if s.seq == 7149 {
+                if s.seq == 15309 {
                     // Merged into the chunk the reader has just read to its end.
                     let out = store
-                        .apply_batch("d", 1, &[samples(10, T1, 7150, 10)])
+                        .apply_batch("d", 1, &[samples(18, T1, 15310, 10)])
                         .unwrap();
                     assert_eq!(out.samples_inserted, 10);
                 }
                 Ok::<_, cyclerhub::StoreError>(())
             })
             .unwrap();
-        assert_eq!(chunk_rows(&db, backend), 8, "the small batch was merged");
-        assert_eq!(seen, (0..7160).collect::<Vec<u64>>(), "{backend:?}");
+        assert_eq!(chunk_rows(&db, backend), 16, "the small batch was merged");
+        assert_eq!(seen, (0..15320).collect::<Vec<u64>>(), "{backend:?}");
     }
 }

@@ -270,9 +270,9 @@ impl Backend for PgStore {
         key: i64,
         from_seq: i64,
         limit: i64,
-    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<(i64, i64, Vec<u8>)>, StoreError> {
         self.select(sql::CHUNK_PAGE, &[&key, &from_seq, &limit], |r| {
-            Ok((r.try_get(0)?, r.try_get(1)?))
+            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
         })
     }
 

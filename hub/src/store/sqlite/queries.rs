@@ -237,9 +237,9 @@ impl Backend for SqliteStore {
         key: i64,
         from_seq: i64,
         limit: i64,
-    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<(i64, i64, Vec<u8>)>, StoreError> {
         self.select(sql::CHUNK_PAGE, params![key, from_seq, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
     }
 
