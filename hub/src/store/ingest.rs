@@ -512,80 +512,13 @@ impl CellRow {
     }
 }
 
-/// Checks a sample batch's shape and values, so the insert loop cannot fail on them.
-pub(super) fn validate_samples(b: &SampleBatch) -> Result<(), String> {
-    if b.test_id.contains('\0') {
-        return Err(format!(
-            "sample batch of test {:?}: test_id contains a NUL character, which the hub does not \
-             store",
-            b.test_id
-        ));
-    }
-    let n = b.test_time_s.len();
-    let lens = [
-        ("unix_time_s", b.unix_time_s.len()),
-        ("voltage_v", b.voltage_v.len()),
-        ("current_a", b.current_a.len()),
-        ("cycle", b.cycle.len()),
-        ("step", b.step.len()),
-        ("charge_capacity_ah", b.charge_capacity_ah.len()),
-        ("discharge_capacity_ah", b.discharge_capacity_ah.len()),
-        ("charge_energy_wh", b.charge_energy_wh.len()),
-        ("discharge_energy_wh", b.discharge_energy_wh.len()),
-    ];
-    let optional = [
-        ("temperature_c", b.temperature_c.len()),
-        ("ambient_temperature_c", b.ambient_temperature_c.len()),
-        ("plan_step", b.plan_step.len()),
-    ];
-    let optional_ok = optional.iter().all(|&(_, len)| len == 0 || len == n);
-    if lens.iter().any(|&(_, len)| len != n) || !optional_ok {
-        let mut detail = format!("test_time_s {n}");
-        for (name, len) in lens.iter().chain(&optional) {
-            detail.push_str(&format!(", {name} {len}"));
-        }
-        return Err(format!(
-            "sample batch columns have unequal lengths ({detail}); every column must have one \
-             value per sample (temperature_c, ambient_temperature_c and plan_step may be empty)"
-        ));
-    }
-    let last = (n as u64)
-        .checked_sub(1)
-        .and_then(|d| b.first_seq.checked_add(d))
-        .unwrap_or(b.first_seq);
-    if i64::try_from(last).is_err() {
-        return Err(format!("sample seq {last} is out of range (max 2^63-1)"));
-    }
-    // SQLite stores NaN as NULL, which the NOT NULL columns would refuse mid-batch.
-    let float_cols: [(&str, &[f64]); 8] = [
-        ("test_time_s", &b.test_time_s),
-        ("unix_time_s", &b.unix_time_s),
-        ("voltage_v", &b.voltage_v),
-        ("current_a", &b.current_a),
-        ("charge_capacity_ah", &b.charge_capacity_ah),
-        ("discharge_capacity_ah", &b.discharge_capacity_ah),
-        ("charge_energy_wh", &b.charge_energy_wh),
-        ("discharge_energy_wh", &b.discharge_energy_wh),
-    ];
-    for (name, col) in float_cols {
-        if let Some(i) = col.iter().position(|v| !v.is_finite()) {
-            return Err(format!(
-                "non-finite {name} ({}) at seq {}",
-                col[i],
-                b.first_seq.saturating_add(i as u64)
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn apply_samples(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
     b: &SampleBatch,
     encoded: Option<&Encoded>,
 ) -> Result<u64, ApplyError> {
-    validate_samples(b).map_err(ApplyError::Reject)?;
+    super::samples::validate_samples(b).map_err(ApplyError::Reject)?;
     let key = owned_test_key(w, source, &b.test_id)?;
     if b.test_time_s.is_empty() {
         return Ok(0);
