@@ -7,13 +7,17 @@
 //!    an identical table, with the same entries per transaction and the same commits.
 //!    [`ROUNDS`] rounds each, alternating; median, min and max;
 //! 2. size: bytes per stored sample (the chunks' blobs, and the table with its indexes);
-//! 3. read: samples/s of `for_each_sample` over one whole test of [`READ_SAMPLES`] samples.
+//! 3. read: samples/s of `for_each_sample` over one whole test of [`READ_SAMPLES`] samples;
+//! 4. gRPC -> hub: the same samples uploaded on one stream to the hub's server on loopback
+//!    (entries pipelined, timed to the last Ack), median of 3.
 //!
 //! PostgreSQL runs on a throwaway cluster with the server's default, durable settings;
 //! SQLite as the hub opens it (`synchronous=FULL`, WAL).
 
 #[path = "demo_data.rs"]
 mod demo_data;
+#[path = "grpc.rs"]
+mod grpc;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -71,6 +75,36 @@ fn test_batches(test_id: &str, seed: u64) -> Vec<Vec<Entry>> {
                 .collect()
         })
         .collect()
+}
+
+/// The batches as one test `test_id`'s entries (registration first).
+fn renamed(batches: &[Vec<Entry>], test_id: &str) -> Vec<Entry> {
+    let mut entries = vec![registered(test_id)];
+    for entry in batches.iter().flatten() {
+        let mut entry = entry.clone();
+        if let Some(Body::Samples(b)) = &mut entry.body {
+            b.test_id = test_id.into();
+        }
+        entries.push(entry);
+    }
+    entries
+}
+
+/// Median of 3 uploads of `batches` through gRPC into `store`.
+fn grpc_upload(store: &HubStore, backend: &str, batches: &[Vec<Entry>]) {
+    let rates = (0..3)
+        .map(|r| {
+            let entries = renamed(batches, &format!("grpc-test-{r}"));
+            grpc::upload(store, &format!("grpc-{r}"), entries, SAMPLES)
+        })
+        .collect();
+    let (med, min, max) = stats(rates);
+    println!(
+        "{backend:<10} gRPC -> hub, one upload stream: {:.2} M samples/s (min {:.2}, max {:.2})",
+        med / 1e6,
+        min / 1e6,
+        max / 1e6
+    );
 }
 
 /// Samples/s of `apply_batch` for a new test (daemon store `round`).
@@ -301,6 +335,7 @@ fn main() {
         .unwrap();
     size_line("SQLite", blob, table, samples);
     read_whole_test(&store, "SQLite");
+    grpc_upload(&store, "SQLite", &batches);
     drop((store, conn, db));
 
     let cluster = PgCluster::start_durable();
@@ -330,4 +365,5 @@ fn main() {
         .unwrap();
     size_line("PostgreSQL", r.get(0), r.get(1), r.get(2));
     read_whole_test(&store, "PostgreSQL");
+    grpc_upload(&store, "PostgreSQL", &batches);
 }
