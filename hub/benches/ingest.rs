@@ -1,66 +1,47 @@
-//! Hub ingest benchmark (run in release: `cargo bench -p cyclerhub --bench ingest`).
+//! Hub storage benchmark (run in release: `cargo bench -p cyclerhub --bench ingest`).
 //!
-//! Prints samples/s of `HubStore::apply_batch` on each backend next to the raw ceiling measured
-//! in the same run, with the same rows in transactions of the same size:
-//! 1. PostgreSQL (a throwaway cluster with the server's default, durable settings): the hub's
-//!    apply (binary COPY into staging, then a conflict-ignoring move into `samples`) next to a
-//!    bare binary COPY into an identical table;
-//! 2. SQLite (`synchronous=FULL`, WAL, as the hub opens it): the hub's apply next to a bare
-//!    rusqlite insert loop (one prepared statement, a row per sample) into an identical table.
+//! On demo-like samples ([`demo_data`]), for each backend:
+//! 1. apply: samples/s of `HubStore::apply_batch` (validation, the overlap probe, encoding
+//!    each batch into a chunk, the insert, the counts, the resume point) next to the bare
+//!    ceiling measured in the same run: a prepared `INSERT` of the same encoded chunk rows into
+//!    an identical table, with the same entries per transaction and the same commits.
+//!    [`ROUNDS`] rounds each, alternating; median, min and max;
+//! 2. size: bytes per stored sample (the chunks' blobs, and the table with its indexes);
+//! 3. read: samples/s of `for_each_sample` over one whole test of [`READ_SAMPLES`] samples;
+//! 4. gRPC -> hub: the same samples uploaded on one stream to the hub's server on loopback
+//!    (entries pipelined, timed to the last Ack), median of 3.
 //!
-//! Each side runs [`ROUNDS`] times, alternating, and the best round counts: the machine is
-//! shared, and the best round is the one least disturbed. A last line per backend re-sends rows
-//! the hub already holds under new entry ids (a backfill overlapping what is there), once.
+//! PostgreSQL runs on a throwaway cluster with the server's default, durable settings;
+//! SQLite as the hub opens it (`synchronous=FULL`, WAL).
+
+#[path = "demo_data.rs"]
+mod demo_data;
+#[path = "grpc.rs"]
+mod grpc;
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use cyclerd_proto::ingest::{Entry, SampleBatch, TestRegistered, entry::Body};
+use cyclerd_proto::ingest::{Entry, TestRegistered, entry::Body};
 use cyclerhub::HubStore;
+use cyclerhub::store::{ChunkRow, chunk_row};
 use cyclerhub::testing::PgCluster;
-use postgres::binary_copy::BinaryCopyInWriter;
-use postgres::types::Type;
+use demo_data::Demo;
 
-/// Samples per entry, as a daemon's outbox packs them.
+/// Samples per entry, as a daemon's outbox packs them (`BATCH_SAMPLES`).
 const SAMPLES_PER_ENTRY: usize = 2048;
 /// Entries per transaction: about 6.5 MB encoded, under the server's 8 MiB batch limit.
 const ENTRIES_PER_BATCH: usize = 32;
 /// Transactions per measurement: 2^20 samples.
 const BATCHES: usize = 16;
 /// Measurements per side.
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 5;
 const SAMPLES: usize = SAMPLES_PER_ENTRY * ENTRIES_PER_BATCH * BATCHES;
+/// The whole test the read measurement reads.
+const READ_SAMPLES: usize = 10_000_000;
 
-/// The samples table's columns, in the order both bare loaders write them.
-const COLUMNS: &str = "test_key, seq, test_time_s, unix_time_s, voltage_v, current_a, cycle, \
-    step, charge_capacity_ah, discharge_capacity_ah, charge_energy_wh, discharge_energy_wh, \
-    temperature_c, ambient_temperature_c";
-
-fn samples(test_id: &str, first_seq: u64) -> SampleBatch {
-    let n = SAMPLES_PER_ENTRY;
-    let f = |k: f64| (0..n).map(|i| k + i as f64 * 1e-3).collect::<Vec<f64>>();
-    SampleBatch {
-        test_id: test_id.into(),
-        first_seq,
-        test_time_s: f(first_seq as f64),
-        unix_time_s: f(1.7e9 + first_seq as f64),
-        voltage_v: f(3.7),
-        current_a: f(1.25),
-        cycle: vec![1; n],
-        step: vec![2; n],
-        charge_capacity_ah: f(0.5),
-        discharge_capacity_ah: f(0.0),
-        charge_energy_wh: f(1.8),
-        discharge_energy_wh: f(0.0),
-        temperature_c: f(25.0),
-        ambient_temperature_c: Vec::new(),
-        plan_step: Vec::new(),
-    }
-}
-
-/// One test's registration (entry 1) and its samples in batches (entries 2..).
-fn test_entries(test_id: &str) -> (Entry, Vec<Vec<Entry>>) {
-    let registered = Entry {
+fn registered(test_id: &str) -> Entry {
+    Entry {
         id: 1,
         body: Some(Body::TestRegistered(TestRegistered {
             test_id: test_id.into(),
@@ -73,31 +54,72 @@ fn test_entries(test_id: &str) -> (Entry, Vec<Vec<Entry>>) {
             equipment: Vec::new(),
         })),
         skipped_before: 0,
-    };
+    }
+}
+
+/// One test's samples in transactions of entries (ids 2..), demo-like from `seed`.
+fn test_batches(test_id: &str, seed: u64) -> Vec<Vec<Entry>> {
+    let mut demo = Demo::new(seed);
     let mut id = 1;
-    let batches = (0..BATCHES)
-        .map(|b| {
+    (0..BATCHES)
+        .map(|_| {
             (0..ENTRIES_PER_BATCH)
-                .map(|e| {
+                .map(|_| {
                     id += 1;
-                    let first_seq = ((b * ENTRIES_PER_BATCH + e) * SAMPLES_PER_ENTRY) as u64;
                     Entry {
                         id,
-                        body: Some(Body::Samples(samples(test_id, first_seq))),
+                        body: Some(Body::Samples(demo.batch(test_id, SAMPLES_PER_ENTRY))),
                         skipped_before: 0,
                     }
                 })
                 .collect()
         })
-        .collect();
-    (registered, batches)
+        .collect()
 }
 
-/// Samples/s of `apply_batch` for a new test in `store` (daemon store `round`).
-fn hub_apply(store: &HubStore, round: usize) -> f64 {
+/// The batches as one test `test_id`'s entries (registration first).
+fn renamed(batches: &[Vec<Entry>], test_id: &str) -> Vec<Entry> {
+    let mut entries = vec![registered(test_id)];
+    for entry in batches.iter().flatten() {
+        let mut entry = entry.clone();
+        if let Some(Body::Samples(b)) = &mut entry.body {
+            b.test_id = test_id.into();
+        }
+        entries.push(entry);
+    }
+    entries
+}
+
+/// Median of 3 uploads of `batches` through gRPC into `store`.
+fn grpc_upload(store: &HubStore, backend: &str, batches: &[Vec<Entry>]) {
+    let rates = (0..3)
+        .map(|r| {
+            let entries = renamed(batches, &format!("grpc-test-{r}"));
+            grpc::upload(store, &format!("grpc-{r}"), entries, SAMPLES)
+        })
+        .collect();
+    let (med, min, max) = stats(rates);
+    println!(
+        "{backend:<10} gRPC -> hub, one upload stream: {:.2} M samples/s (min {:.2}, max {:.2})",
+        med / 1e6,
+        min / 1e6,
+        max / 1e6
+    );
+}
+
+/// Samples/s of `apply_batch` for a new test (daemon store `round`).
+fn hub_apply(store: &HubStore, round: usize, batches: &[Vec<Entry>]) -> f64 {
     let daemon = format!("bench-{round}");
-    let (registered, batches) = test_entries(&format!("test-{round}"));
-    store.apply_batch(&daemon, 1, &[registered]).unwrap();
+    let test_id = format!("test-{round}");
+    store
+        .apply_batch(&daemon, 1, &[registered(&test_id)])
+        .unwrap();
+    let mut batches = batches.to_vec();
+    for entry in batches.iter_mut().flatten() {
+        if let Some(Body::Samples(b)) = &mut entry.body {
+            b.test_id.clone_from(&test_id);
+        }
+    }
     let start = Instant::now();
     for batch in &batches {
         let out = store.apply_batch(&daemon, 1, batch).unwrap();
@@ -110,182 +132,173 @@ fn hub_apply(store: &HubStore, round: usize) -> f64 {
     SAMPLES as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Samples/s of `apply_batch` re-sending the samples of round 0 under new entry ids, as after a
-/// backfill that overlaps what the hub holds: every row is already there (for PostgreSQL, the
-/// staging path).
-fn hub_resend(store: &HubStore) -> f64 {
-    let (_, mut batches) = test_entries("test-0");
-    for entry in batches.iter_mut().flatten() {
-        entry.id += 1_000_000;
-    }
-    let start = Instant::now();
-    for batch in &batches {
-        let out = store.apply_batch("bench-0", 1, batch).unwrap();
-        assert_eq!(out.samples_inserted, 0);
-    }
-    SAMPLES as f64 / start.elapsed().as_secs_f64()
+/// The chunk rows of `batches`, encoded (outside the timing) as the hub encodes them.
+fn chunk_rows(batches: &[Vec<Entry>]) -> Vec<Vec<ChunkRow>> {
+    batches
+        .iter()
+        .map(|batch| {
+            batch
+                .iter()
+                .map(|e| match &e.body {
+                    Some(Body::Samples(b)) => chunk_row(b),
+                    _ => unreachable!("bench batches hold samples only"),
+                })
+                .collect()
+        })
+        .collect()
 }
 
-/// Calls `row` with the seq, the batch and the index of every sample in `batch`.
-fn for_each_row(batch: &[Entry], mut row: impl FnMut(i64, &SampleBatch, usize)) {
-    for entry in batch {
-        let Some(Body::Samples(b)) = &entry.body else {
-            unreachable!("bench batches hold samples only")
-        };
-        for i in 0..b.test_time_s.len() {
-            row(b.first_seq as i64 + i as i64, b, i);
-        }
-    }
-}
+const BARE_INSERT: &str = "INSERT INTO bare_chunks (test_key, first_seq, last_seq, n_samples, \
+    t_min, t_max, temps, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
-/// Samples/s of a bare binary COPY of the same rows into `bare_samples`, a transaction per
-/// batch and a COPY per entry (as the hub's apply does).
-fn bare_copy(client: &mut postgres::Client, round: usize) -> f64 {
-    let types = [
-        Type::INT8,
-        Type::INT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::INT8,
-        Type::INT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::FLOAT8,
-    ];
+/// Samples/s of a bare prepared INSERT of the same chunk rows, a transaction per batch.
+fn bare_pg(client: &mut postgres::Client, round: usize, rows: &[Vec<ChunkRow>]) -> f64 {
     let key = round as i64;
-    let (_, batches) = test_entries("bare");
-    let copy = client
-        .prepare(&format!(
-            "COPY bare_samples ({COLUMNS}) FROM STDIN (FORMAT binary)"
-        ))
-        .unwrap();
+    let insert = client.prepare(BARE_INSERT).unwrap();
     let start = Instant::now();
-    for batch in &batches {
+    for batch in rows {
         let mut tx = client.transaction().unwrap();
-        for entry in batch {
-            let mut writer = BinaryCopyInWriter::new(tx.copy_in(&copy).unwrap(), &types);
-            for_each_row(std::slice::from_ref(entry), |seq, b, i| {
-                let (cycle, step) = (i64::from(b.cycle[i]), i64::from(b.step[i]));
-                writer
-                    .write(&[
-                        &key,
-                        &seq,
-                        &b.test_time_s[i],
-                        &b.unix_time_s[i],
-                        &b.voltage_v[i],
-                        &b.current_a[i],
-                        &cycle,
-                        &step,
-                        &b.charge_capacity_ah[i],
-                        &b.discharge_capacity_ah[i],
-                        &b.charge_energy_wh[i],
-                        &b.discharge_energy_wh[i],
-                        &b.temperature_c.get(i),
-                        &b.ambient_temperature_c.get(i),
-                    ])
-                    .unwrap();
-            });
-            writer.finish().unwrap();
+        for c in batch {
+            tx.execute(
+                &insert,
+                &[
+                    &key,
+                    &c.first_seq,
+                    &c.last_seq,
+                    &c.n_samples,
+                    &c.t_min,
+                    &c.t_max,
+                    &c.temps,
+                    &c.data,
+                ],
+            )
+            .unwrap();
         }
         tx.commit().unwrap();
     }
     SAMPLES as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Samples/s of a bare rusqlite loop inserting the same rows into `samples` of its own file,
-/// a row per statement and a transaction per batch.
-fn bare_rusqlite(conn: &mut rusqlite::Connection, round: usize) -> f64 {
+/// As [`bare_pg`], with rusqlite on a file opened as the hub opens its own.
+fn bare_sqlite(conn: &mut rusqlite::Connection, round: usize, rows: &[Vec<ChunkRow>]) -> f64 {
     let key = round as i64;
-    let (_, batches) = test_entries("bare");
     let start = Instant::now();
-    for batch in &batches {
+    for batch in rows {
         let tx = conn.transaction().unwrap();
         {
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO samples ({COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-                ))
-                .unwrap();
-            for_each_row(batch, |seq, b, i| {
+            let mut stmt = tx.prepare_cached(&BARE_INSERT.replace('$', "?")).unwrap();
+            for c in batch {
                 stmt.execute(rusqlite::params![
                     key,
-                    seq,
-                    b.test_time_s[i],
-                    b.unix_time_s[i],
-                    b.voltage_v[i],
-                    b.current_a[i],
-                    b.cycle[i],
-                    b.step[i],
-                    b.charge_capacity_ah[i],
-                    b.discharge_capacity_ah[i],
-                    b.charge_energy_wh[i],
-                    b.discharge_energy_wh[i],
-                    b.temperature_c.get(i),
-                    b.ambient_temperature_c.get(i),
+                    c.first_seq,
+                    c.last_seq,
+                    c.n_samples,
+                    c.t_min,
+                    c.t_max,
+                    c.temps,
+                    c.data
                 ])
                 .unwrap();
-            });
+            }
         }
         tx.commit().unwrap();
     }
     SAMPLES as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Runs `ours` and `bare` alternately [`ROUNDS`] times; the best of each.
-fn best_of(mut ours: impl FnMut(usize) -> f64, mut bare: impl FnMut(usize) -> f64) -> (f64, f64) {
-    let (mut best_ours, mut best_bare) = (0f64, 0f64);
-    for round in 0..ROUNDS {
-        best_ours = best_ours.max(ours(round));
-        best_bare = best_bare.max(bare(round));
-    }
-    (best_ours, best_bare)
+/// Median, min and max.
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
-fn report(backend: &str, ours: f64, bare_name: &str, bare: f64) {
+/// Runs `ours` and `bare` alternately [`ROUNDS`] times and prints both.
+fn compare(backend: &str, mut ours: impl FnMut(usize) -> f64, mut bare: impl FnMut(usize) -> f64) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        a.push(ours(round));
+        b.push(bare(round));
+    }
+    let (a, b) = (stats(a), stats(b));
+    let m = |x: f64| x / 1e6;
     println!(
-        "{backend:<10}  apply_batch {:>9.0} samples/s   {bare_name:<17} {:>9.0} samples/s   \
-         ratio {:.2}",
-        ours,
-        bare,
-        ours / bare
+        "{backend:<10} apply_batch {:>6.2} M samples/s (min {:.2}, max {:.2})   bare INSERT of \
+         the same chunks {:>6.2} M/s (min {:.2}, max {:.2})   ratio {:.2}",
+        m(a.0),
+        m(a.1),
+        m(a.2),
+        m(b.0),
+        m(b.1),
+        m(b.2),
+        a.0 / b.0
     );
 }
 
-fn report_resend(backend: &str, resend: f64, bare: f64) {
+/// Samples/s of reading a whole test of [`READ_SAMPLES`] samples, stored first.
+fn read_whole_test(store: &HubStore, backend: &str) {
+    let test_id = "read-test";
+    store
+        .apply_batch("reader", 1, &[registered(test_id)])
+        .unwrap();
+    let mut demo = Demo::new(99);
+    let mut id = 1;
+    let mut left = READ_SAMPLES;
+    while left > 0 {
+        let entries: Vec<Entry> = (0..ENTRIES_PER_BATCH)
+            .filter_map(|_| {
+                let n = left.min(SAMPLES_PER_ENTRY);
+                left -= n;
+                id += 1;
+                (n > 0).then(|| Entry {
+                    id,
+                    body: Some(Body::Samples(demo.batch(test_id, n))),
+                    skipped_before: 0,
+                })
+            })
+            .collect();
+        store.apply_batch("reader", 1, &entries).unwrap();
+    }
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut sum = 0.0;
+        let n = store
+            .for_each_sample(test_id, |s| {
+                sum += s.voltage_v;
+                Ok::<_, cyclerhub::StoreError>(())
+            })
+            .unwrap();
+        assert_eq!(n, READ_SAMPLES as u64);
+        assert!(sum > 0.0);
+        times.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    let (med, min, max) = stats(times);
     println!(
-        "{backend:<10}  re-sent rows, all already held: apply_batch {resend:>9.0} samples/s   \
-         ratio to bare {:.2}",
-        resend / bare
+        "{backend:<10} read a whole {READ_SAMPLES}-sample test: {:.2} M samples/s (min {:.2}, \
+         max {:.2})",
+        med / 1e6,
+        min / 1e6,
+        max / 1e6
+    );
+}
+
+fn size_line(backend: &str, blob: i64, table: i64, samples: i64) {
+    println!(
+        "{backend:<10} stored: {:.2} bytes/sample in the chunks' blobs, {:.2} bytes/sample with \
+         the table and its indexes (SQLite: the whole file) ({samples} samples)",
+        blob as f64 / samples as f64,
+        table as f64 / samples as f64
     );
 }
 
 fn main() {
     println!(
-        "hub ingest: {SAMPLES} samples per measurement, {BATCHES} transactions of \
-         {ENTRIES_PER_BATCH} entries x {SAMPLES_PER_ENTRY} samples, best of {ROUNDS}"
+        "hub storage, demo-like samples: {SAMPLES} samples per measurement, {BATCHES} \
+         transactions of {ENTRIES_PER_BATCH} entries x {SAMPLES_PER_ENTRY} samples, median of \
+         {ROUNDS}"
     );
-
-    let cluster = PgCluster::start_durable();
-    let url = cluster.create_database();
-    let store = HubStore::connect(&url).unwrap();
-    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    client
-        .batch_execute("CREATE TABLE bare_samples (LIKE samples INCLUDING ALL)")
-        .unwrap();
-    let (ours, bare) = best_of(
-        |round| hub_apply(&store, round),
-        |round| bare_copy(&mut client, round),
-    );
-    report("PostgreSQL", ours, "bare binary COPY", bare);
-    report_resend("PostgreSQL", hub_resend(&store), bare);
-    drop((store, client));
-    drop(cluster);
+    let batches = test_batches("test", 7);
+    let rows = chunk_rows(&batches);
 
     let dir = tempfile::tempdir().unwrap();
     let store = HubStore::open(dir.path().join("hub.sqlite")).unwrap();
@@ -293,13 +306,64 @@ fn main() {
     drop(HubStore::open(dir.path().join("bare.sqlite")).unwrap());
     let mut conn = rusqlite::Connection::open(dir.path().join("bare.sqlite")).unwrap();
     conn.execute_batch(
-        "PRAGMA synchronous = FULL; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
+        "PRAGMA synchronous = FULL; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;
+         CREATE TABLE bare_chunks (chunk_key INTEGER PRIMARY KEY, test_key INTEGER NOT NULL,
+             first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, n_samples INTEGER NOT NULL,
+             t_min REAL NOT NULL, t_max REAL NOT NULL, temps INTEGER NOT NULL,
+             data BLOB NOT NULL, UNIQUE (test_key, first_seq));
+         CREATE INDEX bare_time ON bare_chunks (test_key, t_max);",
     )
     .unwrap();
-    let (ours, bare) = best_of(
-        |round| hub_apply(&store, round),
-        |round| bare_rusqlite(&mut conn, round),
+    compare(
+        "SQLite",
+        |round| hub_apply(&store, round, &batches),
+        |round| bare_sqlite(&mut conn, round, &rows),
     );
-    report("SQLite", ours, "bare insert loop", bare);
-    report_resend("SQLite", hub_resend(&store), bare);
+    let db = rusqlite::Connection::open(dir.path().join("hub.sqlite")).unwrap();
+    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    // The whole file (every table, mostly chunks) over the samples in it.
+    let (blob, table, samples): (i64, i64, i64) = db
+        .query_row(
+            "SELECT (SELECT sum(length(data)) FROM sample_chunks),
+                    (SELECT (page_count - freelist_count) * page_size
+                     FROM pragma_page_count, pragma_freelist_count, pragma_page_size),
+                    (SELECT sum(n_samples) FROM sample_chunks)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    size_line("SQLite", blob, table, samples);
+    read_whole_test(&store, "SQLite");
+    grpc_upload(&store, "SQLite", &batches);
+    drop((store, conn, db));
+
+    let cluster = PgCluster::start_durable();
+    let url = cluster.create_database();
+    let store = HubStore::connect(&url).unwrap();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE bare_chunks (LIKE sample_chunks INCLUDING ALL);
+             ALTER TABLE bare_chunks ALTER COLUMN data SET STORAGE EXTERNAL;",
+        )
+        .unwrap();
+    compare(
+        "PostgreSQL",
+        |round| hub_apply(&store, round, &batches),
+        |round| bare_pg(&mut client, round, &rows),
+    );
+    client
+        .batch_execute("VACUUM ANALYZE sample_chunks")
+        .unwrap();
+    let r = client
+        .query_one(
+            "SELECT sum(length(data))::bigint, pg_total_relation_size('sample_chunks'),
+                    sum(n_samples)::bigint FROM sample_chunks",
+            &[],
+        )
+        .unwrap();
+    size_line("PostgreSQL", r.get(0), r.get(1), r.get(2));
+    read_whole_test(&store, "PostgreSQL");
+    grpc_upload(&store, "PostgreSQL", &batches);
 }

@@ -18,12 +18,20 @@
 //!   - `store/ingest.rs`: what every ingest entry means (validation, ownership, rejections,
 //!     the resume point, and the labs' teams, instruments, cells and metadata that breaks a
 //!     lab's JSON Schemas), written once against `BatchWrites`, the statements of a batch;
+//!   - `store/samples.rs`: how samples are kept, written once: a batch becomes a chunk row
+//!     (only the seqs not held yet, so re-applying stays exact; a small batch continuing a
+//!     small chunk is merged into it), chunks are read back a page at a time, and a hub made
+//!     before chunks (one row per sample) is converted on open, a transaction per test;
+//!     `store/chunk.rs` (with `chunk_floats.rs`): the chunk codec, each column delta or
+//!     delta-of-delta varints of its smallest exact form (bits, decimal, binary fixed point,
+//!     or predicted with ulp residuals), snappy when it pays; bit-exact, and any bytes decode
+//!     to samples or an error;
 //!   - `store/rows.rs`: the row types the reads return ([`TestRow`], [`SampleRow`], ...) and a
 //!     macro per row type from a result row; `store/error.rs`: [`StoreError`];
 //!     `store/sql.rs`: the statements both backends run as they are;
 //!   - `store/sqlite/` and `store/pg/`: each backend as `mod.rs` (its connections), `schema.rs`
-//!     (migrations), `writes.rs` (`BatchWrites`, the hot path: multi-row inserts, binary
-//!     COPY) and `queries.rs` (`Backend`); `pg/tls.rs`: TLS to the server, as with libpq.
+//!     (migrations), `writes.rs` (`BatchWrites`, the hot path: a chunk row per batch) and
+//!     `queries.rs` (`Backend`); `pg/tls.rs`: TLS to the server, as with libpq.
 //! - [`server`]: [`server::run`], the gRPC server: the ingest stream (one task per stream, batching
 //!   what is ready and handing it to the store's single writer off the async executor), plus gRPC
 //!   health and reflection.

@@ -425,6 +425,8 @@ mod auth;
 mod backends;
 #[path = "ingest/catalog.rs"]
 mod catalog;
+#[path = "ingest/chunks.rs"]
+mod chunks;
 #[path = "ingest/cycles.rs"]
 mod cycles;
 #[path = "ingest/pg_tls.rs"]

@@ -258,6 +258,12 @@ pub fn read_batches(
         ..Default::default()
     };
     let mut len = 0usize;
+    // Test time only grows with seq: the samples before the first chunk that reaches the
+    // window's start are all before the window, and are not even decoded.
+    let from_seq = match store.first_seq_at(test_id, window.0)? {
+        Some(at) if window.0 > 0.0 => from_seq.max(at),
+        _ => from_seq,
+    };
     let mut next = from_seq;
     let mut expected = None;
     let flush =

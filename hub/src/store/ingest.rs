@@ -3,7 +3,8 @@
 //! problems under the lab's schemas), samples, events, the end of a test, rejections and the
 //! resume point. The backends only run the statements, through [`BatchWrites`].
 //!
-//! Idempotence comes from the schema: samples are keyed by `(test_key, seq)`, events by the
+//! Idempotence comes from the schema: samples are kept in chunks keyed by `(test_key,
+//! first_seq)` and only seqs no chunk holds are stored (`samples`), events by the
 //! entry that carried them `(daemon_id, store_epoch, entry_id)`, tests by `test_id`, and every
 //! insert skips the rows already held. Re-applying any entry is therefore a no-op.
 
@@ -15,6 +16,7 @@ use cyclerd_proto::ingest::{
 use cyclerd_proto::metadata::MAX_KEY_BYTES;
 use prost::Message as _;
 
+use super::chunk::Encoded;
 use super::{BatchOutcome, CellRow, Source, StoreError};
 
 /// What the hub derives from a registration, stored with the test.
@@ -96,9 +98,39 @@ pub(super) trait BatchWrites {
         t: &TestRegistered,
         cell: &CellRow,
     ) -> Result<(), StoreError>;
-    /// Inserts the samples of a validated batch (rows already held are ignored), adds the
-    /// number inserted to the test's `sample_count`, and returns it.
-    fn insert_samples(&mut self, test_key: i64, b: &SampleBatch) -> Result<u64, StoreError>;
+    /// `(first_seq, last_seq)` of the test's chunks that hold any seq in `[first, last]`, in
+    /// seq order (chunks never overlap).
+    fn held_chunks(
+        &mut self,
+        test_key: i64,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError>;
+    /// Inserts a chunk of samples from `first_seq` on and adds them to the test's
+    /// `sample_count`; `false` (nothing changed) when the test has a chunk at `first_seq`.
+    fn insert_chunk(
+        &mut self,
+        test_key: i64,
+        first_seq: i64,
+        c: &Encoded,
+    ) -> Result<bool, StoreError>;
+    /// `(first_seq, data)` of the test's chunk that ends at seq `last` if it holds at most
+    /// `max_samples` samples.
+    fn chunk_ending_at(
+        &mut self,
+        test_key: i64,
+        last: i64,
+        max_samples: i64,
+    ) -> Result<Option<(i64, Vec<u8>)>, StoreError>;
+    /// Replaces the chunk at `first_seq` with `c` (the same first seq, `added` more samples)
+    /// and adds those to the test's `sample_count`.
+    fn replace_chunk(
+        &mut self,
+        test_key: i64,
+        first_seq: i64,
+        c: &Encoded,
+        added: i64,
+    ) -> Result<(), StoreError>;
     /// Inserts an event keyed by the entry that carried it (ignored when present).
     fn insert_event(
         &mut self,
@@ -138,15 +170,19 @@ fn reject<T>(reason: impl Into<String>) -> Result<T, ApplyError> {
 /// Applies a batch through `w`, inside the batch's transaction (which the backend opens, and
 /// commits after this returns `Ok`): the entries after the store's resume point, then the new
 /// resume point, the last entry handled. Only a storage failure returns `Err`.
+///
+/// `encoded[i]`, when there is one, is the sample batch of `entries[i]` encoded ahead as one
+/// chunk ([`super::samples::encode_ahead`]), used when the hub holds none of its seqs.
 pub(super) fn apply_batch(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
     entries: &[Entry],
+    encoded: &[Option<Encoded>],
 ) -> Result<BatchOutcome, StoreError> {
     // Normally created by Hello; created here too so a batch can never be acked without its
     // resume point being stored.
     let applied = w.resume_point(source)?;
-    let out = apply_entries(w, source, applied, entries)?;
+    let out = apply_entries(w, source, applied, entries, encoded)?;
     // Ids were checked to fit i64 before the transaction began.
     let up_to = i64::try_from(out.up_to).map_err(|_| StoreError::OutOfRange("entry id"))?;
     if out.up_to > applied {
@@ -164,10 +200,11 @@ fn apply_entries(
     source: &Source<'_>,
     applied: u64,
     entries: &[Entry],
+    encoded: &[Option<Encoded>],
 ) -> Result<BatchOutcome, StoreError> {
     let mut out = BatchOutcome::default();
     let mut previous = applied;
-    for entry in entries {
+    for (i, entry) in entries.iter().enumerate() {
         // Handled before (or earlier in this batch, should ids not increase).
         if entry.id <= previous {
             out.duplicates += 1;
@@ -203,7 +240,8 @@ fn apply_entries(
         }
         previous = entry.id;
         out.up_to = entry.id;
-        match apply_entry(w, source, entry) {
+        let encoded = encoded.get(i).and_then(Option::as_ref);
+        match apply_entry(w, source, entry, encoded) {
             Ok(inserted) => {
                 out.applied += 1;
                 out.samples_inserted += inserted;
@@ -267,11 +305,12 @@ fn apply_entry(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
     entry: &Entry,
+    encoded: Option<&Encoded>,
 ) -> Result<u64, ApplyError> {
     match &entry.body {
         None => reject("entry has no body (an entry type this hub does not know? upgrade the hub)"),
         Some(Body::TestRegistered(t)) => apply_test_registered(w, source, t).map(|()| 0),
-        Some(Body::Samples(b)) => apply_samples(w, source, b),
+        Some(Body::Samples(b)) => apply_samples(w, source, b, encoded),
         Some(Body::Event(e)) => apply_event(w, source, entry.id, e).map(|()| 0),
         Some(Body::TestEnded(e)) => apply_test_ended(w, source, e).map(|()| 0),
         Some(Body::Cycle(c)) => apply_cycle(w, source, c).map(|()| 0),
@@ -473,84 +512,18 @@ impl CellRow {
     }
 }
 
-/// Checks a sample batch's shape and values, so the insert loop cannot fail on them.
-fn validate_samples(b: &SampleBatch) -> Result<(), String> {
-    if b.test_id.contains('\0') {
-        return Err(format!(
-            "sample batch of test {:?}: test_id contains a NUL character, which the hub does not \
-             store",
-            b.test_id
-        ));
-    }
-    let n = b.test_time_s.len();
-    let lens = [
-        ("unix_time_s", b.unix_time_s.len()),
-        ("voltage_v", b.voltage_v.len()),
-        ("current_a", b.current_a.len()),
-        ("cycle", b.cycle.len()),
-        ("step", b.step.len()),
-        ("charge_capacity_ah", b.charge_capacity_ah.len()),
-        ("discharge_capacity_ah", b.discharge_capacity_ah.len()),
-        ("charge_energy_wh", b.charge_energy_wh.len()),
-        ("discharge_energy_wh", b.discharge_energy_wh.len()),
-    ];
-    let optional = [
-        ("temperature_c", b.temperature_c.len()),
-        ("ambient_temperature_c", b.ambient_temperature_c.len()),
-        ("plan_step", b.plan_step.len()),
-    ];
-    let optional_ok = optional.iter().all(|&(_, len)| len == 0 || len == n);
-    if lens.iter().any(|&(_, len)| len != n) || !optional_ok {
-        let mut detail = format!("test_time_s {n}");
-        for (name, len) in lens.iter().chain(&optional) {
-            detail.push_str(&format!(", {name} {len}"));
-        }
-        return Err(format!(
-            "sample batch columns have unequal lengths ({detail}); every column must have one \
-             value per sample (temperature_c, ambient_temperature_c and plan_step may be empty)"
-        ));
-    }
-    let last = (n as u64)
-        .checked_sub(1)
-        .and_then(|d| b.first_seq.checked_add(d))
-        .unwrap_or(b.first_seq);
-    if i64::try_from(last).is_err() {
-        return Err(format!("sample seq {last} is out of range (max 2^63-1)"));
-    }
-    // SQLite stores NaN as NULL, which the NOT NULL columns would refuse mid-batch.
-    let float_cols: [(&str, &[f64]); 8] = [
-        ("test_time_s", &b.test_time_s),
-        ("unix_time_s", &b.unix_time_s),
-        ("voltage_v", &b.voltage_v),
-        ("current_a", &b.current_a),
-        ("charge_capacity_ah", &b.charge_capacity_ah),
-        ("discharge_capacity_ah", &b.discharge_capacity_ah),
-        ("charge_energy_wh", &b.charge_energy_wh),
-        ("discharge_energy_wh", &b.discharge_energy_wh),
-    ];
-    for (name, col) in float_cols {
-        if let Some(i) = col.iter().position(|v| !v.is_finite()) {
-            return Err(format!(
-                "non-finite {name} ({}) at seq {}",
-                col[i],
-                b.first_seq.saturating_add(i as u64)
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn apply_samples(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
     b: &SampleBatch,
+    encoded: Option<&Encoded>,
 ) -> Result<u64, ApplyError> {
-    validate_samples(b).map_err(ApplyError::Reject)?;
+    super::samples::validate_samples(b).map_err(ApplyError::Reject)?;
     let key = owned_test_key(w, source, &b.test_id)?;
     if b.test_time_s.is_empty() {
         return Ok(0);
     }
-    Ok(w.insert_samples(key, b)?)
+    Ok(super::samples::insert_batch(w, key, b, encoded)?)
 }
 
 fn apply_event(

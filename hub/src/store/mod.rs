@@ -6,7 +6,11 @@
 //!   once, and a *reader* for queries, which in WAL mode sees committed data without blocking
 //!   (or being blocked by) the writer;
 //! - `pg` (a `postgres://` URL; a real deployment): the same two connections to a PostgreSQL
-//!   database, samples bulk-loaded with binary COPY.
+//!   database.
+//!
+//! Samples are kept in chunks, a row per run of contiguous seqs of one test with its columns
+//! encoded into one blob (`chunk`), indexed by `(test, first_seq)` and `(test, t_max)` so that
+//! a seq range or a time window decodes only the chunks it needs (`samples`).
 //!
 //! Every method is blocking; async callers run them on `spawn_blocking`.
 //!
@@ -18,9 +22,11 @@
 
 #[macro_use]
 mod rows;
+mod chunk;
 mod error;
 mod ingest;
 mod pg;
+mod samples;
 mod sql;
 mod sqlite;
 
@@ -49,8 +55,8 @@ pub const MIN_DAEMON_SECRET: usize = 32;
 /// Longest daemon credential: enough for any encoding of a strong secret.
 pub const MAX_DAEMON_SECRET: usize = 256;
 
-/// Samples read per page when streaming a test out (about 1 MB of rows).
-const SAMPLE_PAGE: i64 = 8192;
+/// Chunks read per page when streaming a test out (a daemon's batch is up to 2048 samples).
+const CHUNK_PAGE: i64 = 16;
 
 fn now_unix_s() -> f64 {
     std::time::SystemTime::now()
@@ -62,6 +68,14 @@ fn now_unix_s() -> f64 {
 /// as [`HubStore::connect`] decides.
 pub fn is_postgres_url(db: &str) -> bool {
     pg::is_url(db)
+}
+
+/// Where the page after a full page of chunks starts; `None` after the last page.
+fn page_after(page: &[(i64, i64, Vec<u8>)]) -> Option<i64> {
+    let (_, last_seq, _) = page.last()?;
+    (page.len() as i64 == CHUNK_PAGE)
+        .then(|| last_seq.checked_add(1))
+        .flatten()
 }
 
 /// A handle on the hub database; cheap to clone, shareable between threads.
@@ -177,8 +191,9 @@ impl HubStore {
         // Checked before touching the database, so SQL comparisons of ids stay meaningful.
         i64::try_from(last.id).map_err(|_| StoreError::OutOfRange("entry id"))?;
         let source = Source::new(daemon_id, store_epoch);
+        let encoded = samples::encode_ahead(entries);
         self.backend
-            .write_batch(&mut |w| ingest::apply_batch(w, &source, entries))
+            .write_batch(&mut |w| ingest::apply_batch(w, &source, entries, &encoded))
     }
 
     /// Issues a token with `role` for `lab` named `name` (unique); returns the token text,
@@ -360,10 +375,10 @@ impl HubStore {
         self.for_each_sample_from(test_id, 0, f)
     }
 
-    /// [`HubStore::for_each_sample`] from sequence number `from_seq` on (index range scans,
-    /// so following a long test costs only its new samples).
+    /// [`HubStore::for_each_sample`] from sequence number `from_seq` on (an index seek to the
+    /// chunk that holds it, so following a long test costs only its new samples).
     ///
-    /// Reads a page of rows at a time and holds the reader connection only while reading a
+    /// Reads a page of chunks at a time and holds the reader connection only while reading a
     /// page, never while `f` runs: a slow consumer (a client that stopped reading its stream)
     /// must not stall the queries and token checks that share the connection.
     pub fn for_each_sample_from<E: From<StoreError>>(
@@ -374,24 +389,63 @@ impl HubStore {
     ) -> Result<u64, E> {
         let key = self.backend.test_key(test_id)?;
         // Beyond any seq the hub stores (at most i64::MAX): nothing to read.
-        let Ok(mut next) = i64::try_from(from_seq) else {
+        let Ok(start) = i64::try_from(from_seq) else {
             return Ok(0);
         };
         let mut n = 0;
-        loop {
-            let page = self.backend.sample_page(key, next, SAMPLE_PAGE)?;
-            for sample in &page {
-                f(sample)?;
-                n += 1;
+        let mut rows = Vec::new();
+        let mut visit = |from: i64, page: &[(i64, i64, Vec<u8>)]| -> Result<u64, E> {
+            let mut n = 0;
+            // The page's first chunk may start before `from`: the one that holds it (or one
+            // that grew since the page before, when a small batch was merged into it).
+            for (first_seq, _, data) in page {
+                rows.clear();
+                samples::decode(test_id, *first_seq, data, &mut rows)?;
+                for sample in rows.iter().filter(|s| s.seq >= from as u64) {
+                    f(sample)?;
+                    n += 1;
+                }
             }
-            match page
-                .last()
-                .map(|last| i64::try_from(last.seq).ok()?.checked_add(1))
-            {
-                Some(Some(after)) if page.len() as i64 == SAMPLE_PAGE => next = after,
-                _ => return Ok(n),
+            Ok(n)
+        };
+        let first = self.backend.chunk_page(key, start, CHUNK_PAGE)?;
+        n += visit(start, &first)?;
+        let Some(next) = page_after(&first) else {
+            return Ok(n);
+        };
+        // A longer read: the next page is read on a thread of its own while this one decodes,
+        // one page ahead at most.
+        let backend = &*self.backend;
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            s.spawn(move || {
+                let mut next = next;
+                loop {
+                    let page = backend.chunk_page(key, next, CHUNK_PAGE);
+                    let after = page.as_ref().ok().and_then(|p| page_after(p));
+                    if tx.send(page.map(|p| (next, p))).is_err() {
+                        return;
+                    }
+                    match after {
+                        Some(a) => next = a,
+                        None => return,
+                    }
+                }
+            });
+            for page in rx {
+                let (from, page) = page?;
+                n += visit(from, &page)?;
             }
-        }
+            Ok(n)
+        })
+    }
+
+    /// The seq of the first sample of a test at or after test time `t` can be no earlier
+    /// than this (the first seq of the first chunk that reaches `t`); `None` when no sample
+    /// reaches `t`. An index seek: a time window starts reading there, not at the beginning.
+    pub fn first_seq_at(&self, test_id: &str, t: f64) -> Result<Option<u64>, StoreError> {
+        let key = self.backend.test_key(test_id)?;
+        Ok(self.backend.first_seq_at(key, t)?.map(u64_from_sql))
     }
 
     /// The protocol a test ran, as its YAML source and its compiled plan (JSON); `None` for an
@@ -414,6 +468,36 @@ impl HubStore {
     /// Every rejected entry, in the order they were recorded.
     pub fn rejections(&self) -> Result<Vec<RejectionRow>, StoreError> {
         self.backend.rejections()
+    }
+}
+
+/// A sample batch as the chunk row the hub stores it as: for benchmarks (a bare insert of the
+/// same rows as the baseline of the hub's apply).
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct ChunkRow {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub n_samples: i64,
+    pub t_min: f64,
+    pub t_max: f64,
+    pub temps: i64,
+    pub data: Vec<u8>,
+}
+
+/// `b` (validated, at most 65536 samples) as the chunk row [`HubStore::apply_batch`] stores.
+#[doc(hidden)]
+pub fn chunk_row(b: &cyclerd_proto::ingest::SampleBatch) -> ChunkRow {
+    let e = samples::encode_batch(b);
+    let n = e.count as i64;
+    ChunkRow {
+        first_seq: b.first_seq as i64,
+        last_seq: b.first_seq as i64 + n - 1,
+        n_samples: n,
+        t_min: e.t_min,
+        t_max: e.t_max,
+        temps: e.temps,
+        data: e.data,
     }
 }
 
@@ -499,13 +583,16 @@ trait Backend: Send + Sync {
     fn has_temperatures(&self, test_id: &str) -> Result<(bool, bool), StoreError>;
     /// The test's key in `samples` and `events`; [`StoreError::NoSuchTest`] when unknown.
     fn test_key(&self, test_id: &str) -> Result<i64, StoreError>;
-    /// Up to `limit` samples of a test from `from_seq` on, in `seq` order.
-    fn sample_page(
+    /// Up to `limit` chunks `(first_seq, last_seq, data)` of a test, in seq order, from the
+    /// one that holds `from_seq` (or the first after it) on.
+    fn chunk_page(
         &self,
         key: i64,
         from_seq: i64,
         limit: i64,
-    ) -> Result<Vec<SampleRow>, StoreError>;
+    ) -> Result<Vec<(i64, i64, Vec<u8>)>, StoreError>;
+    /// The first seq of the first chunk whose largest test time is at least `t`.
+    fn first_seq_at(&self, key: i64, t: f64) -> Result<Option<i64>, StoreError>;
     fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError>;
     fn events(&self, test_id: &str) -> Result<Vec<EventRow>, StoreError>;
     /// The test's cycles in order (none for an unknown test).

@@ -120,6 +120,57 @@ pub(super) const CYCLES: &str = "SELECT c.cycle, c.complete, c.start_test_time_s
      c.discharge_energy_wh, c.max_temperature_c, c.dcir_ohm, c.first_seq, c.last_seq \
      FROM cycles c JOIN tests t ON t.test_key = c.test_key WHERE t.test_id = $1 ORDER BY c.cycle";
 
+/// The lowest `first_seq` a chunk of test $1 holding seq $2 or later can have: the start of
+/// the chunk that holds $2 (chunks never overlap), else $2 itself. An index seek.
+macro_rules! chunk_floor {
+    () => {
+        "first_seq >= coalesce((SELECT max(first_seq) FROM sample_chunks \
+         WHERE test_key = $1 AND first_seq <= $2), $2)"
+    };
+}
+/// `(first_seq, last_seq)` of the chunks of test $1 holding any seq in [$2, $3].
+pub(super) const HELD_CHUNKS: &str = concat!(
+    "SELECT first_seq, last_seq FROM sample_chunks \
+     WHERE test_key = $1 AND first_seq <= $3 AND last_seq >= $2 AND ",
+    chunk_floor!(),
+    " ORDER BY first_seq"
+);
+/// A chunk; ignored when the test has one at the same first seq.
+pub(super) const INSERT_CHUNK: &str = "INSERT INTO sample_chunks (test_key, first_seq, \
+     last_seq, n_samples, t_min, t_max, temps, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT DO NOTHING";
+/// `(first_seq, data)` of the chunk of test $1 that ends at seq $2, if it holds at most $3.
+pub(super) const CHUNK_ENDING_AT: &str = "SELECT first_seq, data FROM sample_chunks \
+     WHERE test_key = $1 AND last_seq = $2 AND n_samples <= $3 AND first_seq = \
+     (SELECT max(first_seq) FROM sample_chunks WHERE test_key = $1 AND first_seq <= $2)";
+/// The chunk of test $1 at first seq $2, grown.
+pub(super) const REPLACE_CHUNK: &str = "UPDATE sample_chunks SET last_seq = $3, n_samples = $4, \
+     t_min = $5, t_max = $6, temps = $7, data = $8 WHERE test_key = $1 AND first_seq = $2";
+pub(super) const ADD_SAMPLES: &str =
+    "UPDATE tests SET sample_count = sample_count + $2 WHERE test_key = $1";
+/// Up to $3 chunks of test $1, `(first_seq, last_seq, data)`, from the one holding seq $2 on.
+pub(super) const CHUNK_PAGE: &str = concat!(
+    "SELECT first_seq, last_seq, data FROM sample_chunks WHERE test_key = $1 AND last_seq >= $2 AND ",
+    chunk_floor!(),
+    " ORDER BY first_seq LIMIT $3"
+);
+/// The first seq of the first chunk of test $1 that reaches test time $2 (an index seek).
+pub(super) const FIRST_SEQ_AT: &str = "SELECT min(first_seq) FROM sample_chunks \
+     WHERE test_key = $1 AND t_max >= $2";
+/// Whether any sample of test $1 has a cell temperature, and an ambient one.
+pub(super) const HAS_TEMPERATURES: &str = "SELECT \
+     EXISTS (SELECT 1 FROM sample_chunks WHERE test_key = $1 AND (temps & 1) <> 0), \
+     EXISTS (SELECT 1 FROM sample_chunks WHERE test_key = $1 AND (temps & 2) <> 0)";
+/// The former one-row-per-sample table (before chunks), read to convert it.
+pub(super) const NEXT_LEGACY_TEST: &str =
+    "SELECT test_key FROM samples WHERE test_key > $1 ORDER BY test_key LIMIT 1";
+pub(super) const HAS_CHUNKS: &str =
+    "SELECT EXISTS (SELECT 1 FROM sample_chunks WHERE test_key = $1)";
+pub(super) const LEGACY_PAGE: &str = "SELECT seq, test_time_s, unix_time_s, voltage_v, \
+     current_a, cycle, step, charge_capacity_ah, discharge_capacity_ah, charge_energy_wh, \
+     discharge_energy_wh, temperature_c, ambient_temperature_c, plan_step \
+     FROM samples WHERE test_key = $1 AND seq >= $2 ORDER BY seq LIMIT $3";
+
 /// `statement` with SQLite's parameter markers.
 pub(super) fn sqlite(statement: &str) -> String {
     statement.replace('$', "?")

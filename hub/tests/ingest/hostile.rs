@@ -98,7 +98,9 @@ fn arbitrary_entries_have_the_same_effect_on_postgresql_as_on_sqlite() {
         let sqlite = sqlite.connect();
         admin
             .borrow_mut()
-            .batch_execute("TRUNCATE daemons, tests, samples, events, rejections RESTART IDENTITY")
+            .batch_execute(
+                "TRUNCATE daemons, tests, sample_chunks, events, rejections RESTART IDENTITY",
+            )
             .unwrap();
         for store in [&sqlite, &pg] {
             store.apply_batch("d", 1, &whole_test(0, T1)).unwrap();

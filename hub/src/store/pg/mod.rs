@@ -2,14 +2,9 @@
 //! mutex (the hub stays a single writer) and one read-only *reader* connection for queries;
 //! each reconnects on its next use after it broke (the server restarted, the network went).
 //!
-//! Samples are bulk-loaded with binary COPY inside the batch's transaction. When none of a
-//! batch's rows is held yet (an index range probe says so) they are copied straight into
-//! `samples`; otherwise (a re-send, a backfill overlapping what is held) into a temporary
-//! staging table, from which one statement moves them into `samples` ignoring the rows already
-//! there (`ON CONFLICT DO NOTHING`) and adds the number actually inserted to the test's
-//! `sample_count`. That keeps the apply idempotent (a plain COPY would fail on a re-sent row)
-//! and the counts exact, at COPY's speed in the usual case: `INSERT ... ON CONFLICT` costs about
-//! twice a plain insert per row.
+//! Samples are kept as encoded chunks (`store::chunk`), a row per run of contiguous seqs of a
+//! test, inserted with a prepared statement inside the batch's transaction; their `data` is
+//! stored without TOAST compression (it is compressed already).
 //!
 //! The sync `postgres` client runs its connection on a small runtime of its own, which tokio
 //! refuses to start (or drop) on a thread that runs an async runtime; see [`off_runtime`].
@@ -28,6 +23,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use postgres::{Client, Row};
 
+use super::chunk::Encoded;
+use super::samples::{LegacySamples, convert_test};
 use super::{
     Backend, BatchOutcome, BatchWrites, CellRow, CycleRecord, Equipment, EventRow, Registration,
     RejectionRecord, RejectionRow, SampleRow, SchemaRow, Source, StoreError, TeamRow, TestRow,
@@ -59,7 +56,7 @@ pub(super) struct PgStore {
 
 /// The writer connection with the statements the apply runs thousands of times.
 struct Writer {
-    /// The connection, with the `samples_staging` temporary table created on it.
+    /// The connection.
     client: Client,
     /// Prepared once per connection.
     stmts: Statements,
@@ -196,11 +193,6 @@ impl PgStore {
             client.batch_execute("SET synchronous_commit = on")?;
         }
         migrate(&mut client, &self.url)?;
-        // Rows are moved out by every apply; ON COMMIT DELETE ROWS truncates what the moves
-        // left dead (temporary tables are never vacuumed).
-        client.batch_execute(
-            "CREATE TEMPORARY TABLE samples_staging (LIKE samples) ON COMMIT DELETE ROWS",
-        )?;
         let stmts = Statements::prepare(&mut client)?;
         Ok(Writer { client, stmts })
     }

@@ -9,9 +9,9 @@ use cyclerd_proto::ingest::CycleSummary;
 use postgres::{GenericClient, Row};
 
 use super::{
-    Backend, BatchOutcome, CellRow, Equipment, EventRow, PgStore, RejectionRow, SampleRow,
-    SchemaRow, Source, StoreError, TeamRow, TestRow, TestRowRaw, TokenRow, WriteBatch,
-    epoch_from_sql, sql, u32_from_sql, u64_from_sql,
+    Backend, BatchOutcome, CellRow, Equipment, EventRow, PgStore, RejectionRow, SchemaRow, Source,
+    StoreError, TeamRow, TestRow, TestRowRaw, TokenRow, WriteBatch, epoch_from_sql, sql,
+    u32_from_sql, u64_from_sql,
 };
 
 /// The `tests` columns [`test_row_raw`] reads, in its order.
@@ -238,13 +238,7 @@ impl Backend for PgStore {
     fn has_temperatures(&self, test_id: &str) -> Result<(bool, bool), StoreError> {
         self.with_reader(|c| {
             let key = test_key(c, test_id)?;
-            let row = c.query_one(
-                "SELECT EXISTS (SELECT 1 FROM samples
-                                WHERE test_key = $1 AND temperature_c IS NOT NULL),
-                        EXISTS (SELECT 1 FROM samples
-                                WHERE test_key = $1 AND ambient_temperature_c IS NOT NULL)",
-                &[&key],
-            )?;
+            let row = c.query_one(sql::HAS_TEMPERATURES, &[&key])?;
             Ok((row.try_get(0)?, row.try_get(1)?))
         })
     }
@@ -271,24 +265,19 @@ impl Backend for PgStore {
         self.with_reader(|c| test_key(c, test_id))
     }
 
-    fn sample_page(
+    fn chunk_page(
         &self,
         key: i64,
         from_seq: i64,
         limit: i64,
-    ) -> Result<Vec<SampleRow>, StoreError> {
-        self.with_reader(|c| {
-            c.query(
-                "SELECT seq, test_time_s, unix_time_s, voltage_v, current_a, cycle, step,
-                        charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
-                        discharge_energy_wh, temperature_c, ambient_temperature_c, plan_step
-                 FROM samples WHERE test_key = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
-                &[&key, &from_seq, &limit],
-            )?
-            .iter()
-            .map(sample_row)
-            .collect()
+    ) -> Result<Vec<(i64, i64, Vec<u8>)>, StoreError> {
+        self.select(sql::CHUNK_PAGE, &[&key, &from_seq, &limit], |r| {
+            Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
         })
+    }
+
+    fn first_seq_at(&self, key: i64, t: f64) -> Result<Option<i64>, StoreError> {
+        self.with_reader(|c| Ok(c.query_one(sql::FIRST_SEQ_AT, &[&key, &t])?.try_get(0)?))
     }
 
     fn events(&self, test_id: &str) -> Result<Vec<EventRow>, StoreError> {
@@ -328,8 +317,4 @@ fn test_key(c: &mut impl GenericClient, test_id: &str) -> Result<i64, StoreError
 
 fn test_row_raw(r: &Row) -> Result<TestRowRaw, StoreError> {
     Ok(test_row_raw!(r.try_get))
-}
-
-fn sample_row(r: &Row) -> Result<SampleRow, StoreError> {
-    Ok(sample_row!(r.try_get))
 }

@@ -1,8 +1,11 @@
 //! The PostgreSQL schema: its migrations, and bringing a database up to date.
 
-use postgres::Client;
+use postgres::{Client, Transaction};
 
-use super::StoreError;
+use super::writes::insert_chunk;
+use super::{
+    Encoded, LegacySamples, SampleRow, StoreError, convert_test, sql, u32_from_sql, u64_from_sql,
+};
 
 /// Schema migrations; `MIGRATIONS[i]` is schema version `i + 1`, recorded in
 /// `schema_migrations` by the transaction that applies it. Append only: a released migration is
@@ -230,6 +233,25 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE samples ADD COLUMN plan_step bigint;  -- u32 on the wire
     "#,
+    // 10: samples in chunks: a row per run of contiguous seqs of one test (an incoming batch),
+    // its columns encoded into one blob (`store::chunk`), which TOAST stores as it is (it is
+    // compressed already). The rows of `samples` are converted by `convert_samples` (a
+    // transaction per test), which then drops that table.
+    r#"
+    CREATE TABLE sample_chunks (
+        test_key  bigint NOT NULL,            -- tests.test_key
+        first_seq bigint NOT NULL,
+        last_seq  bigint NOT NULL,            -- chunks of a test never overlap
+        n_samples bigint NOT NULL,            -- last_seq - first_seq + 1
+        t_min     double precision NOT NULL,  -- test time range of the chunk
+        t_max     double precision NOT NULL,
+        temps     bigint NOT NULL,            -- 1: a cell temperature in it, 2: an ambient one
+        data      bytea  NOT NULL,
+        PRIMARY KEY (test_key, first_seq)
+    );
+    ALTER TABLE sample_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+    CREATE INDEX sample_chunks_by_time ON sample_chunks (test_key, t_max);
+    "#,
 ];
 
 /// Advisory lock key ("cyclerhb") held while migrating, so that hubs starting at once on one
@@ -270,5 +292,81 @@ pub(super) fn migrate(client: &mut Client, url: &str) -> Result<(), StoreError> 
         tracing::info!(url, version, "migrated hub schema");
     }
     tx.commit()?;
-    Ok(())
+    convert_samples(client, url)
+}
+
+/// Converts the rows of the former `samples` table to chunks, a transaction per test under
+/// [`MIGRATION_LOCK`] (an interrupted conversion, or one another hub started, goes on with the
+/// tests not finished), then drops the table.
+fn convert_samples(client: &mut Client, url: &str) -> Result<(), StoreError> {
+    let legacy = |c: &mut Client| -> Result<bool, StoreError> {
+        Ok(
+            c.query_one("SELECT to_regclass('samples') IS NOT NULL", &[])?
+                .try_get(0)?,
+        )
+    };
+    if !legacy(client)? {
+        return Ok(());
+    }
+    let mut after = i64::MIN;
+    loop {
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        if tx
+            .query_one("SELECT to_regclass('samples') IS NULL", &[])?
+            .try_get(0)?
+        {
+            // Another hub finished the conversion.
+            return Ok(());
+        }
+        let mut legacy = Legacy(&mut tx);
+        let Some(key) = legacy.next_legacy_test(after)? else {
+            tx.batch_execute("DROP TABLE samples")?;
+            tx.commit()?;
+            return Ok(());
+        };
+        let n = convert_test(&mut legacy, key)?;
+        tx.commit()?;
+        tracing::info!(
+            url,
+            test_key = key,
+            samples = n,
+            "converted samples to chunks"
+        );
+        after = key;
+    }
+}
+
+/// The former table on a conversion's transaction.
+struct Legacy<'a, 'c>(&'a mut Transaction<'c>);
+
+impl LegacySamples for Legacy<'_, '_> {
+    fn next_legacy_test(&mut self, after: i64) -> Result<Option<i64>, StoreError> {
+        self.0
+            .query_opt(sql::NEXT_LEGACY_TEST, &[&after])?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(StoreError::from)
+    }
+
+    fn has_chunks(&mut self, key: i64) -> Result<bool, StoreError> {
+        Ok(self.0.query_one(sql::HAS_CHUNKS, &[&key])?.try_get(0)?)
+    }
+
+    fn legacy_page(
+        &mut self,
+        key: i64,
+        from_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<SampleRow>, StoreError> {
+        self.0
+            .query(sql::LEGACY_PAGE, &[&key, &from_seq, &limit])?
+            .iter()
+            .map(|r| Ok(sample_row!(r.try_get)))
+            .collect()
+    }
+
+    fn put_chunk(&mut self, key: i64, first_seq: i64, c: &Encoded) -> Result<bool, StoreError> {
+        insert_chunk(&mut *self.0, sql::INSERT_CHUNK, key, first_seq, c)
+    }
 }

@@ -1,39 +1,14 @@
 //! A batch's statements on PostgreSQL ([`BatchWrites`] on the writer's transaction), with
-//! the writer's prepared statements; samples through binary COPY: the hot path of the ingest.
+//! the writer's prepared statements; samples as encoded chunks, a row each: the hot path of
+//! the ingest.
 
-use cyclerd_proto::ingest::{Event, SampleBatch, TestEnded, TestRegistered};
-use postgres::binary_copy::BinaryCopyInWriter;
-use postgres::types::Type;
-use postgres::{Client, Statement, Transaction};
+use cyclerd_proto::ingest::{Event, TestEnded, TestRegistered};
+use postgres::{Client, GenericClient, Statement, ToStatement, Transaction};
 
 use super::{
-    BatchOutcome, BatchWrites, CellRow, CycleRecord, Registration, RejectionRecord, Source,
-    StoreError, WriteBatch, Writer, sql, u64_from_sql,
+    BatchOutcome, BatchWrites, CellRow, CycleRecord, Encoded, Registration, RejectionRecord,
+    Source, StoreError, WriteBatch, Writer, sql, u64_from_sql,
 };
-
-/// The sample columns, in the order of [`SAMPLE_TYPES`] and of the COPY rows.
-const SAMPLE_COLUMNS: &str = "test_key, seq, test_time_s, unix_time_s, voltage_v, current_a, \
-    cycle, step, charge_capacity_ah, discharge_capacity_ah, charge_energy_wh, \
-    discharge_energy_wh, temperature_c, ambient_temperature_c, plan_step";
-
-/// Types of [`SAMPLE_COLUMNS`], for the binary COPY.
-const SAMPLE_TYPES: [Type; 15] = [
-    Type::INT8,
-    Type::INT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::INT8,
-    Type::INT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::INT8,
-];
 
 /// The writer's prepared statements.
 pub(super) struct Statements {
@@ -50,17 +25,14 @@ pub(super) struct Statements {
     test_owner: Statement,
     /// Inserts a test.
     insert_test: Statement,
-    /// Whether any sample of a test is held in a seq range `[$2, $3)`.
-    any_held: Statement,
-    /// Binary COPY straight into `samples`, when none of the rows is held yet.
-    copy_samples: Statement,
-    /// Adds to a test's `sample_count`.
-    add_samples: Statement,
-    /// Binary COPY into the staging table, when some rows are held already.
-    copy_staging: Statement,
-    /// Staging -> samples, ignoring rows already held; bumps `sample_count` by what it
-    /// inserted and returns that number (no row when nothing was new).
-    move_samples: Statement,
+    /// Locks the test's row until commit and reads its chunks holding any seq of a range.
+    held_chunks: Statement,
+    /// Inserts a chunk and counts its samples.
+    insert_chunk: Statement,
+    /// The chunk a small batch continues.
+    chunk_ending_at: Statement,
+    /// Grows a chunk and counts the samples added.
+    replace_chunk: Statement,
     /// Inserts an event.
     insert_event: Statement,
     /// Stores a cycle's summary.
@@ -99,27 +71,27 @@ impl Statements {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10, $11)
                  ON CONFLICT (test_id) DO NOTHING",
             )?,
-            any_held: client.prepare(
-                "SELECT EXISTS (SELECT 1 FROM samples
-                                WHERE test_key = $1 AND seq >= $2 AND seq < $3)",
-            )?,
-            copy_samples: client.prepare(&format!(
-                "COPY samples ({SAMPLE_COLUMNS}) FROM STDIN (FORMAT binary)"
+            // One round trip each: the hot path's cost is mostly round trips.
+            held_chunks: client.prepare(&format!(
+                "WITH locked AS (SELECT 1 AS one FROM tests WHERE test_key = $1 FOR UPDATE) {}",
+                sql::HELD_CHUNKS.replacen(
+                    "FROM sample_chunks WHERE",
+                    "FROM sample_chunks, locked WHERE",
+                    1
+                )
             ))?,
-            add_samples: client
-                .prepare("UPDATE tests SET sample_count = sample_count + $2 WHERE test_key = $1")?,
-            copy_staging: client.prepare(&format!(
-                "COPY samples_staging ({SAMPLE_COLUMNS}) FROM STDIN (FORMAT binary)"
+            insert_chunk: client.prepare(&format!(
+                "WITH inserted AS ({} RETURNING n_samples) UPDATE tests \
+                 SET sample_count = sample_count + inserted.n_samples FROM inserted \
+                 WHERE tests.test_key = $1",
+                sql::INSERT_CHUNK
             ))?,
-            move_samples: client.prepare(&format!(
-                "WITH moved AS (DELETE FROM samples_staging RETURNING {SAMPLE_COLUMNS}),
-                      inserted AS (INSERT INTO samples ({SAMPLE_COLUMNS})
-                                   SELECT {SAMPLE_COLUMNS} FROM moved
-                                   ON CONFLICT DO NOTHING RETURNING 1),
-                      counted AS (SELECT count(*) AS n FROM inserted)
-                 UPDATE tests SET sample_count = sample_count + counted.n FROM counted
-                 WHERE tests.test_key = $1 AND counted.n > 0
-                 RETURNING counted.n"
+            chunk_ending_at: client.prepare(sql::CHUNK_ENDING_AT)?,
+            replace_chunk: client.prepare(&format!(
+                "WITH replaced AS ({} RETURNING 1) UPDATE tests \
+                 SET sample_count = sample_count + $9 \
+                 WHERE test_key = $1 AND EXISTS (SELECT 1 FROM replaced)",
+                sql::REPLACE_CHUNK
             ))?,
             insert_event: client.prepare(
                 "INSERT INTO events (test_key, daemon_id, store_epoch, entry_id, unix_time_s,
@@ -163,57 +135,6 @@ impl Writer {
         tx.commit()?;
         Ok(out)
     }
-}
-
-/// `-0.0` as `0.0`, every other value as it is. SQLite stores a zero REAL as an integer and so
-/// reads `-0.0` back as `0.0`; PostgreSQL would keep the sign and an export would print `-0`.
-/// Dropping it here keeps both backends' data, and exports, identical.
-fn unsigned_zero(v: f64) -> f64 {
-    v + 0.0
-}
-
-/// Writes the samples of the validated batch `b` (test key `key`) with the binary COPY `copy`.
-fn copy_samples(
-    tx: &mut Transaction<'_>,
-    copy: &Statement,
-    key: i64,
-    b: &SampleBatch,
-) -> Result<(), StoreError> {
-    let mut writer = BinaryCopyInWriter::new(tx.copy_in(copy)?, &SAMPLE_TYPES);
-    for i in 0..b.test_time_s.len() {
-        // In range: validation checked every column's length and the seq range.
-        let seq = b.first_seq as i64 + i as i64;
-        let (cycle, step) = (i64::from(b.cycle[i]), i64::from(b.step[i]));
-        // A missing (NaN) temperature reading is stored as NULL; no column at all, too.
-        let temp = b.temperature_c.get(i).copied().filter(|t| t.is_finite());
-        let ambient = b
-            .ambient_temperature_c
-            .get(i)
-            .copied()
-            .filter(|t| t.is_finite());
-        let x = |col: &[f64]| unsigned_zero(col[i]);
-        // No column at all (an older daemon): NULL.
-        let plan_step = b.plan_step.get(i).map(|&p| i64::from(p));
-        writer.write(&[
-            &key,
-            &seq,
-            &x(&b.test_time_s),
-            &x(&b.unix_time_s),
-            &x(&b.voltage_v),
-            &x(&b.current_a),
-            &cycle,
-            &step,
-            &x(&b.charge_capacity_ah),
-            &x(&b.discharge_capacity_ah),
-            &x(&b.charge_energy_wh),
-            &x(&b.discharge_energy_wh),
-            &temp.map(unsigned_zero),
-            &ambient.map(unsigned_zero),
-            &plan_step,
-        ])?;
-    }
-    writer.finish()?;
-    Ok(())
 }
 
 /// One batch's transaction on the writer.
@@ -349,32 +270,53 @@ impl BatchWrites for PgBatch<'_, '_> {
         Ok(())
     }
 
-    fn insert_samples(&mut self, key: i64, b: &SampleBatch) -> Result<u64, StoreError> {
-        // In range: validation checked the seq range.
-        let n = b.test_time_s.len() as i64;
-        let (first, end) = (b.first_seq as i64, b.first_seq as i64 + n);
-        let any_held: bool = self
-            .tx
-            .query_one(&self.stmts.any_held, &[&key, &first, &end])?
-            .try_get(0)?;
-        if !any_held {
-            // The usual case: none of these rows is here yet, so they go straight in at COPY's
-            // speed. Batches of one store cannot race (`lock_daemon`); should another session
-            // insert the same rows in between, the primary key fails this batch as a whole, and
-            // the daemon's re-send takes the path below.
-            copy_samples(self.tx, &self.stmts.copy_samples, key, b)?;
-            self.tx.execute(&self.stmts.add_samples, &[&key, &n])?;
-            return Ok(n as u64);
-        }
-        // Re-sent, or a backfill overlapping what is held: through staging, ignoring the rows
-        // already there, counting the others.
-        copy_samples(self.tx, &self.stmts.copy_staging, key, b)?;
-        let inserted = self
-            .tx
-            .query_opt(&self.stmts.move_samples, &[&key])?
-            .map(|r| r.try_get::<_, i64>(0))
-            .transpose()?;
-        Ok(inserted.map_or(0, u64_from_sql))
+    fn held_chunks(
+        &mut self,
+        key: i64,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        // Locks the test's row first: what is held is then what the inserts below meet, even
+        // with another hub (or another store of the daemon) writing the same test.
+        self.tx
+            .query(&self.stmts.held_chunks, &[&key, &first, &last])?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    fn insert_chunk(&mut self, key: i64, first_seq: i64, c: &Encoded) -> Result<bool, StoreError> {
+        insert_chunk(&mut *self.tx, &self.stmts.insert_chunk, key, first_seq, c)
+    }
+
+    fn chunk_ending_at(
+        &mut self,
+        key: i64,
+        last: i64,
+        max_samples: i64,
+    ) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        self.tx
+            .query_opt(&self.stmts.chunk_ending_at, &[&key, &last, &max_samples])?
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()
+    }
+
+    fn replace_chunk(
+        &mut self,
+        key: i64,
+        first_seq: i64,
+        c: &Encoded,
+        added: i64,
+    ) -> Result<(), StoreError> {
+        let n = c.count as i64;
+        let last = first_seq + n - 1;
+        self.tx.execute(
+            &self.stmts.replace_chunk,
+            &[
+                &key, &first_seq, &last, &n, &c.t_min, &c.t_max, &c.temps, &c.data, &added,
+            ],
+        )?;
+        Ok(())
     }
 
     fn insert_event(
@@ -453,4 +395,22 @@ impl BatchWrites for PgBatch<'_, '_> {
         )?;
         Ok(())
     }
+}
+
+/// Inserts a chunk row with `stmt` ([`sql::INSERT_CHUNK`], prepared or not) on `client`.
+pub(super) fn insert_chunk<T: ToStatement + ?Sized>(
+    client: &mut impl GenericClient,
+    stmt: &T,
+    key: i64,
+    first_seq: i64,
+    c: &Encoded,
+) -> Result<bool, StoreError> {
+    let n = c.count as i64;
+    let last = first_seq + n - 1;
+    Ok(client.execute(
+        stmt,
+        &[
+            &key, &first_seq, &last, &n, &c.t_min, &c.t_max, &c.temps, &c.data,
+        ],
+    )? == 1)
 }

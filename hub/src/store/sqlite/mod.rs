@@ -11,6 +11,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use super::chunk::Encoded;
+use super::samples::{LegacySamples, convert_test};
 use super::{
     Backend, BatchOutcome, BatchWrites, CellRow, CycleRecord, Equipment, EventRow, Registration,
     RejectionRecord, RejectionRow, SampleRow, SchemaRow, Source, StoreError, TeamRow, TestRow,

@@ -9,9 +9,9 @@ use cyclerd_proto::ingest::CycleSummary;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Backend, BatchOutcome, CellRow, Equipment, EventRow, RejectionRow, SampleRow, SchemaRow,
-    Source, SqliteStore, StoreError, TeamRow, TestRow, TestRowRaw, TokenRow, WriteBatch,
-    applied_up_to_in, epoch_from_sql, lock, sql, u32_from_sql, u64_from_sql,
+    Backend, BatchOutcome, CellRow, Equipment, EventRow, RejectionRow, SchemaRow, Source,
+    SqliteStore, StoreError, TeamRow, TestRow, TestRowRaw, TokenRow, WriteBatch, applied_up_to_in,
+    epoch_from_sql, lock, sql, u32_from_sql, u64_from_sql,
 };
 
 impl Backend for SqliteStore {
@@ -224,12 +224,7 @@ impl Backend for SqliteStore {
         let conn = lock(&self.reader);
         let key = test_key_in(&conn, test_id)?;
         Ok(conn
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM samples
-                                WHERE test_key = ?1 AND temperature_c IS NOT NULL),
-                        EXISTS (SELECT 1 FROM samples
-                                WHERE test_key = ?1 AND ambient_temperature_c IS NOT NULL)",
-            )?
+            .prepare_cached(&sql::sqlite(sql::HAS_TEMPERATURES))?
             .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))?)
     }
 
@@ -237,21 +232,21 @@ impl Backend for SqliteStore {
         test_key_in(&lock(&self.reader), test_id)
     }
 
-    fn sample_page(
+    fn chunk_page(
         &self,
         key: i64,
         from_seq: i64,
         limit: i64,
-    ) -> Result<Vec<SampleRow>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, test_time_s, unix_time_s, voltage_v, current_a, cycle, step,
-                    charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
-                    discharge_energy_wh, temperature_c, ambient_temperature_c, plan_step
-             FROM samples WHERE test_key = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![key, from_seq, limit], sample_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    ) -> Result<Vec<(i64, i64, Vec<u8>)>, StoreError> {
+        self.select(sql::CHUNK_PAGE, params![key, from_seq, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+    }
+
+    fn first_seq_at(&self, key: i64, t: f64) -> Result<Option<i64>, StoreError> {
+        Ok(lock(&self.reader)
+            .prepare_cached(&sql::sqlite(sql::FIRST_SEQ_AT))?
+            .query_row(params![key, t], |r| r.get(0))?)
     }
 
     fn cells(&self) -> Result<Vec<CellRow>, StoreError> {
@@ -309,8 +304,4 @@ const TEST_COLUMNS: &str = "test_id, daemon_id, channel_id, protocol_name, metad
 
 fn test_row_raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<TestRowRaw> {
     Ok(test_row_raw!(r.get))
-}
-
-fn sample_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SampleRow> {
-    Ok(sample_row!(r.get))
 }

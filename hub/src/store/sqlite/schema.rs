@@ -2,9 +2,12 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::StoreError;
+use super::writes::insert_chunk;
+use super::{
+    Encoded, LegacySamples, SampleRow, StoreError, convert_test, sql, u32_from_sql, u64_from_sql,
+};
 
 /// Schema migrations; `MIGRATIONS[i]` takes `PRAGMA user_version` from `i` to `i + 1`.
 /// Append only: a released migration is never edited.
@@ -233,6 +236,24 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE samples ADD COLUMN plan_step INTEGER;
     "#,
+    // 11: samples in chunks: a row per run of contiguous seqs of one test (an incoming batch),
+    // its columns encoded into one blob (`store::chunk`). The rows of `samples` are converted
+    // by `convert_samples` (a transaction per test), which then drops that table.
+    r#"
+    CREATE TABLE sample_chunks (
+        chunk_key INTEGER PRIMARY KEY,
+        test_key  INTEGER NOT NULL,   -- tests.test_key
+        first_seq INTEGER NOT NULL,
+        last_seq  INTEGER NOT NULL,   -- chunks of a test never overlap
+        n_samples INTEGER NOT NULL,   -- last_seq - first_seq + 1
+        t_min     REAL    NOT NULL,   -- test time range of the chunk
+        t_max     REAL    NOT NULL,
+        temps     INTEGER NOT NULL,   -- 1: a cell temperature in it, 2: an ambient one
+        data      BLOB    NOT NULL,   -- last: read only when decoding
+        UNIQUE (test_key, first_seq)
+    );
+    CREATE INDEX sample_chunks_by_time ON sample_chunks (test_key, t_max);
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per migration.
@@ -253,5 +274,67 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         tx.commit()?;
         tracing::info!(path = %path.display(), version = version + 1, "migrated hub schema");
     }
+    convert_samples(conn, path)
+}
+
+/// Converts the rows of the former `samples` table to chunks, a transaction per test (an
+/// interrupted conversion goes on with the tests it had not finished), then drops the table.
+fn convert_samples(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let legacy: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'samples')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !legacy {
+        return Ok(());
+    }
+    let mut after = i64::MIN;
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut legacy = Legacy(&tx);
+        let Some(key) = legacy.next_legacy_test(after)? else {
+            break;
+        };
+        let n = convert_test(&mut legacy, key)?;
+        tx.commit()?;
+        tracing::info!(path = %path.display(), test_key = key, samples = n, "converted samples to chunks");
+        after = key;
+    }
+    conn.execute_batch("DROP TABLE samples")?;
     Ok(())
+}
+
+/// The former table on a conversion's transaction.
+struct Legacy<'a>(&'a Connection);
+
+impl LegacySamples for Legacy<'_> {
+    fn next_legacy_test(&mut self, after: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached(&sql::sqlite(sql::NEXT_LEGACY_TEST))?
+            .query_row([after], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn has_chunks(&mut self, key: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .0
+            .prepare_cached(&sql::sqlite(sql::HAS_CHUNKS))?
+            .query_row([key], |r| r.get(0))?)
+    }
+
+    fn legacy_page(
+        &mut self,
+        key: i64,
+        from_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<SampleRow>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&sql::sqlite(sql::LEGACY_PAGE))?;
+        let rows = stmt.query_map(params![key, from_seq, limit], |r| Ok(sample_row!(r.get)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_chunk(&mut self, key: i64, first_seq: i64, c: &Encoded) -> Result<bool, StoreError> {
+        insert_chunk(self.0, key, first_seq, c)
+    }
 }

@@ -1,42 +1,13 @@
 //! A batch's statements on SQLite ([`BatchWrites`] on the writer's transaction), samples
-//! through a cached multi-row `INSERT OR IGNORE`: the hot path of the ingest.
+//! as encoded chunks, a row each: the hot path of the ingest.
 
-use std::sync::LazyLock;
-
-use cyclerd_proto::ingest::{Event, SampleBatch, TestEnded, TestRegistered};
+use cyclerd_proto::ingest::{Event, TestEnded, TestRegistered};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{
-    BatchWrites, CellRow, CycleRecord, Registration, RejectionRecord, Source, StoreError,
+    BatchWrites, CellRow, CycleRecord, Encoded, Registration, RejectionRecord, Source, StoreError,
     applied_up_to_in, sql,
 };
-
-/// Samples inserted per multi-row `INSERT`: one statement step per 32 rows instead of per row
-/// roughly halves the per-sample cost; 32 x 15 parameters stays far below SQLite's limit.
-const ROWS_PER_INSERT: usize = 32;
-/// Columns of one sample row, in the order [`bind_sample`] binds them.
-const SAMPLE_COLUMNS: usize = 15;
-
-/// The statements' text, built once (it is also the prepared-statement cache key).
-static INSERT_SAMPLES_MULTI: LazyLock<String> =
-    LazyLock::new(|| insert_samples_sql(ROWS_PER_INSERT));
-static INSERT_SAMPLE_ONE: LazyLock<String> = LazyLock::new(|| insert_samples_sql(1));
-
-/// `INSERT OR IGNORE` of `rows` sample rows in one statement.
-fn insert_samples_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT OR IGNORE INTO samples (test_key, seq, test_time_s, unix_time_s, voltage_v, \
-         current_a, cycle, step, charge_capacity_ah, discharge_capacity_ah, charge_energy_wh, \
-         discharge_energy_wh, temperature_c, ambient_temperature_c, plan_step) VALUES ",
-    );
-    for r in 0..rows {
-        if r > 0 {
-            sql.push(',');
-        }
-        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-    }
-    sql
-}
 
 impl BatchWrites for Transaction<'_> {
     fn resume_point(&mut self, source: &Source<'_>) -> Result<u64, StoreError> {
@@ -155,36 +126,59 @@ impl BatchWrites for Transaction<'_> {
         Ok(())
     }
 
-    fn insert_samples(&mut self, key: i64, b: &SampleBatch) -> Result<u64, StoreError> {
-        let n = b.test_time_s.len();
-        let mut inserted = 0u64;
-        // The hot path: cached statements, all inside the batch's transaction, most rows
-        // through the multi-row statement. Validation guarantees every index and every seq is
-        // in range.
-        let full = n / ROWS_PER_INSERT * ROWS_PER_INSERT;
-        if full > 0 {
-            let mut stmt = self.prepare_cached(&INSERT_SAMPLES_MULTI)?;
-            for start in (0..full).step_by(ROWS_PER_INSERT) {
-                for r in 0..ROWS_PER_INSERT {
-                    bind_sample(&mut stmt, r * SAMPLE_COLUMNS, key, b, start + r)?;
-                }
-                inserted += stmt.raw_execute()? as u64;
-            }
-        }
-        if full < n {
-            let mut stmt = self.prepare_cached(&INSERT_SAMPLE_ONE)?;
-            for i in full..n {
-                bind_sample(&mut stmt, 0, key, b, i)?;
-                inserted += stmt.raw_execute()? as u64;
-            }
-        }
-        if inserted > 0 {
-            self.prepare_cached(
-                "UPDATE tests SET sample_count = sample_count + ?2 WHERE test_key = ?1",
-            )?
-            .execute(params![key, inserted as i64])?;
+    fn held_chunks(
+        &mut self,
+        key: i64,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        let mut stmt = self.prepare_cached(&sql::sqlite(sql::HELD_CHUNKS))?;
+        let rows = stmt.query_map(params![key, first, last], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn insert_chunk(&mut self, key: i64, first_seq: i64, c: &Encoded) -> Result<bool, StoreError> {
+        let inserted = insert_chunk(self, key, first_seq, c)?;
+        if inserted {
+            add_samples(self, key, c.count as i64)?;
         }
         Ok(inserted)
+    }
+
+    fn chunk_ending_at(
+        &mut self,
+        key: i64,
+        last: i64,
+        max_samples: i64,
+    ) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .prepare_cached(&sql::sqlite(sql::CHUNK_ENDING_AT))?
+            .query_row(params![key, last, max_samples], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    fn replace_chunk(
+        &mut self,
+        key: i64,
+        first_seq: i64,
+        c: &Encoded,
+        added: i64,
+    ) -> Result<(), StoreError> {
+        let n = c.count as i64;
+        self.prepare_cached(&sql::sqlite(sql::REPLACE_CHUNK))?
+            .execute(params![
+                key,
+                first_seq,
+                first_seq + n - 1,
+                n,
+                c.t_min,
+                c.t_max,
+                c.temps,
+                c.data
+            ])?;
+        add_samples(self, key, added)
     }
 
     fn insert_event(
@@ -269,38 +263,31 @@ impl BatchWrites for Transaction<'_> {
     }
 }
 
-/// Binds sample `i` of `b` to the 15 parameters after `offset`. `i` must be in range
-/// ([`validate_samples`] checked every column's length and the seq range).
-fn bind_sample(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    offset: usize,
+/// Inserts a chunk row on `conn` (the batch's transaction, or the conversion's).
+pub(super) fn insert_chunk(
+    conn: &rusqlite::Connection,
     key: i64,
-    b: &SampleBatch,
-    i: usize,
-) -> rusqlite::Result<()> {
-    // A missing (NaN) temperature reading is stored as NULL; no column at all, too.
-    let temp = b.temperature_c.get(i).copied().filter(|t| t.is_finite());
-    let ambient = b
-        .ambient_temperature_c
-        .get(i)
-        .copied()
-        .filter(|t| t.is_finite());
-    let seq = b.first_seq as i64 + i as i64;
-    stmt.raw_bind_parameter(offset + 1, key)?;
-    stmt.raw_bind_parameter(offset + 2, seq)?;
-    stmt.raw_bind_parameter(offset + 3, b.test_time_s[i])?;
-    stmt.raw_bind_parameter(offset + 4, b.unix_time_s[i])?;
-    stmt.raw_bind_parameter(offset + 5, b.voltage_v[i])?;
-    stmt.raw_bind_parameter(offset + 6, b.current_a[i])?;
-    stmt.raw_bind_parameter(offset + 7, b.cycle[i])?;
-    stmt.raw_bind_parameter(offset + 8, b.step[i])?;
-    stmt.raw_bind_parameter(offset + 9, b.charge_capacity_ah[i])?;
-    stmt.raw_bind_parameter(offset + 10, b.discharge_capacity_ah[i])?;
-    stmt.raw_bind_parameter(offset + 11, b.charge_energy_wh[i])?;
-    stmt.raw_bind_parameter(offset + 12, b.discharge_energy_wh[i])?;
-    stmt.raw_bind_parameter(offset + 13, temp)?;
-    stmt.raw_bind_parameter(offset + 14, ambient)?;
-    // No column at all (an older daemon): NULL.
-    stmt.raw_bind_parameter(offset + 15, b.plan_step.get(i).copied())?;
+    first_seq: i64,
+    c: &Encoded,
+) -> Result<bool, StoreError> {
+    let n = c.count as i64;
+    Ok(conn
+        .prepare_cached(&sql::sqlite(sql::INSERT_CHUNK))?
+        .execute(params![
+            key,
+            first_seq,
+            first_seq + n - 1,
+            n,
+            c.t_min,
+            c.t_max,
+            c.temps,
+            c.data
+        ])?
+        == 1)
+}
+
+fn add_samples(conn: &rusqlite::Connection, key: i64, n: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(&sql::sqlite(sql::ADD_SAMPLES))?
+        .execute(params![key, n])?;
     Ok(())
 }

@@ -1,0 +1,236 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn roundtrip(rows: &[SampleRow]) -> Vec<SampleRow> {
+    let owned = OwnedColumns::from_rows(rows);
+    let enc = encode(&owned.columns());
+    let mut out = Vec::new();
+    decode(&enc.data, rows[0].seq, &mut out).unwrap();
+    out
+}
+
+/// Bit-exact comparison (NaN == NaN when the bits agree, -0.0 != 0.0).
+fn same(a: &[SampleRow], b: &[SampleRow]) -> bool {
+    let bits = |s: &SampleRow| {
+        (
+            s.seq,
+            [
+                s.test_time_s,
+                s.unix_time_s,
+                s.voltage_v,
+                s.current_a,
+                s.charge_capacity_ah,
+                s.discharge_capacity_ah,
+                s.charge_energy_wh,
+                s.discharge_energy_wh,
+            ]
+            .map(f64::to_bits),
+            (s.cycle, s.step, s.plan_step),
+            s.temperature_c.map(f64::to_bits),
+            s.ambient_temperature_c.map(f64::to_bits),
+        )
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| bits(x) == bits(y))
+}
+
+fn any_f64() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<u64>().prop_map(f64::from_bits),
+        (-5000i64..5000).prop_map(|k| k as f64 / 1000.0),
+        Just(-0.0),
+        Just(f64::NAN),
+        Just(0.0),
+        (0.0f64..5.0),
+    ]
+}
+
+fn any_row() -> impl Strategy<Value = SampleRow> {
+    (
+        proptest::array::uniform8(any_f64()),
+        any::<u32>(),
+        prop_oneof![Just(0u32), any::<u32>()],
+        proptest::option::of(any_f64()),
+        proptest::option::of(any_f64()),
+        proptest::option::of(any::<u32>()),
+    )
+        .prop_map(|(f, cycle, step, t, a, p)| SampleRow {
+            seq: 0,
+            test_time_s: f[0],
+            unix_time_s: f[1],
+            voltage_v: f[2],
+            current_a: f[3],
+            cycle,
+            step,
+            charge_capacity_ah: f[4],
+            discharge_capacity_ah: f[5],
+            charge_energy_wh: f[6],
+            discharge_energy_wh: f[7],
+            temperature_c: t,
+            ambient_temperature_c: a,
+            plan_step: p,
+        })
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_samples_round_trip_bit_exactly(
+        mut rows in proptest::collection::vec(any_row(), 1..300),
+        first in 0u64..(1 << 62),
+    ) {
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.seq = first + i as u64;
+        }
+        prop_assert!(same(&roundtrip(&rows), &rows));
+    }
+
+    #[test]
+    fn arbitrary_bytes_decode_to_samples_or_an_error_never_a_panic(
+        data in proptest::collection::vec(any::<u8>(), 0..400),
+        first in any::<u64>(),
+    ) {
+        let mut out = Vec::new();
+        let _ = decode(&data, first, &mut out);
+    }
+
+    #[test]
+    fn a_damaged_chunk_decodes_to_an_error_or_other_samples_never_a_panic(
+        rows in proptest::collection::vec(any_row(), 1..50),
+        flip in any::<usize>(),
+        bit in 0u8..8,
+        cut in any::<usize>(),
+    ) {
+        let owned = OwnedColumns::from_rows(&rows);
+        let mut data = encode(&owned.columns()).data;
+        let i = flip % data.len();
+        data[i] ^= 1 << bit;
+        let _ = decode(&data, 0, &mut Vec::new());
+        data.truncate(cut % data.len());
+        let _ = decode(&data, 0, &mut Vec::new());
+    }
+}
+
+fn ramp(n: usize) -> Vec<SampleRow> {
+    (0..n)
+        .map(|i| {
+            let t = i as f64 * 0.1;
+            SampleRow {
+                seq: i as u64,
+                test_time_s: t,
+                unix_time_s: 1.7e9 + t,
+                voltage_v: ((3.6 + (i % 97) as f64 * 1e-4) * 1e4).round() / 1e4,
+                current_a: 1.25,
+                cycle: 3,
+                step: 2,
+                charge_capacity_ah: 1.25 * t / 3600.0,
+                discharge_capacity_ah: 0.0,
+                charge_energy_wh: 4.6 * t / 3600.0,
+                discharge_energy_wh: 0.0,
+                temperature_c: Some(25.0 + (i / 50) as f64 * 0.1),
+                ambient_temperature_c: None,
+                plan_step: Some(4),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_steady_charge_takes_a_few_bytes_per_sample() {
+    let rows = ramp(2048);
+    let enc = encode(&OwnedColumns::from_rows(&rows).columns());
+    assert!(same(&roundtrip(&rows), &rows));
+    let per_sample = enc.data.len() as f64 / rows.len() as f64;
+    assert!(per_sample < 8.0, "{per_sample} bytes per sample");
+    assert_eq!((enc.t_min, enc.t_max), (0.0, 204.70000000000002));
+    assert_eq!(enc.temps, 1);
+}
+
+#[test]
+fn none_and_some_of_optional_columns_stay_apart() {
+    let mut rows = ramp(20);
+    rows[3].temperature_c = None;
+    rows[7].ambient_temperature_c = Some(f64::NAN);
+    rows[9].plan_step = None;
+    rows[11].temperature_c = Some(-0.0);
+    assert!(same(&roundtrip(&rows), &rows));
+}
+
+#[test]
+fn an_unknown_format_version_is_an_error() {
+    let rows = ramp(4);
+    let mut data = encode(&OwnedColumns::from_rows(&rows).columns()).data;
+    data[0] = 9;
+    let err = decode(&data, 0, &mut Vec::new()).unwrap_err();
+    assert!(err.contains("format 9"), "{err}");
+}
+
+#[path = "../../benches/demo_data.rs"]
+#[allow(dead_code)]
+mod demo_data;
+
+#[test]
+fn demo_like_samples_take_at_most_8_bytes_each() {
+    let mut demo = demo_data::Demo::new(3);
+    let (mut bytes, mut n) = (0, 0);
+    for _ in 0..64 {
+        let b = demo.batch("t", 2048);
+        let enc = super::super::samples::encode_batch(&b);
+        bytes += enc.data.len();
+        n += enc.count;
+    }
+    let per_sample = bytes as f64 / n as f64;
+    // The goal is 16; the codec takes about 5.8 (a test time costs 2.7, a voltage and a
+    // current 1.2 each, the rest little).
+    assert!(per_sample <= 8.0, "{per_sample:.2} bytes per sample");
+}
+
+fn rows_of(b: &cyclerd_proto::ingest::SampleBatch) -> Vec<SampleRow> {
+    (0..b.test_time_s.len())
+        .map(|i| SampleRow {
+            seq: b.first_seq + i as u64,
+            test_time_s: b.test_time_s[i],
+            unix_time_s: b.unix_time_s[i],
+            voltage_v: b.voltage_v[i],
+            current_a: b.current_a[i],
+            cycle: b.cycle[i],
+            step: b.step[i],
+            charge_capacity_ah: b.charge_capacity_ah[i],
+            discharge_capacity_ah: b.discharge_capacity_ah[i],
+            charge_energy_wh: b.charge_energy_wh[i],
+            discharge_energy_wh: b.discharge_energy_wh[i],
+            temperature_c: None,
+            ambient_temperature_c: None,
+            plan_step: b.plan_step.get(i).copied(),
+        })
+        .collect()
+}
+
+proptest! {
+    /// Demo-like columns take the predicted and fixed-point modes; damaged values (NaN, -0.0,
+    /// any bits) in them must still come back exactly.
+    #[test]
+    fn demo_like_samples_with_odd_values_round_trip_bit_exactly(
+        seed in any::<u64>(),
+        skip in 0usize..20_000,
+        n in 1usize..600,
+        odd in proptest::collection::vec((0usize..600, 0usize..8, any_f64()), 0..4),
+    ) {
+        let mut demo = demo_data::Demo::new(seed);
+        demo.batch("t", skip);
+        let mut rows = rows_of(&demo.batch("t", n));
+        for (i, col, v) in odd {
+            let r = &mut rows[i % n];
+            *[
+                &mut r.test_time_s,
+                &mut r.unix_time_s,
+                &mut r.voltage_v,
+                &mut r.current_a,
+                &mut r.charge_capacity_ah,
+                &mut r.discharge_capacity_ah,
+                &mut r.charge_energy_wh,
+                &mut r.discharge_energy_wh,
+            ][col] = v;
+        }
+        prop_assert!(same(&roundtrip(&rows), &rows));
+    }
+}
