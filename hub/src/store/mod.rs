@@ -16,12 +16,13 @@
 //!
 //! What an entry means (validation, ownership, rejections, the resume point) is decided once,
 //! in `ingest`, against the narrow trait of the statements a batch runs
-//! (`ingest::BatchWrites`); the store holds its backend behind `Backend`, the rest of what
+//! (`batch_writes::BatchWrites`); the store holds its backend behind `Backend`, the rest of what
 //! the facade asks of it. `rows` has the row types, `error` the errors, `sql` the statements
 //! both backends run as they are.
 
 #[macro_use]
 mod rows;
+mod batch_writes;
 mod chunk;
 mod error;
 mod ingest;
@@ -43,7 +44,7 @@ use std::sync::Arc;
 
 use cyclerd_proto::ingest::{CycleSummary, Entry, Hello};
 // The backends implement the statements of a batch; they take them from here.
-use ingest::{BatchWrites, CycleRecord, Registration, RejectionRecord};
+use batch_writes::{BatchWrites, CycleRecord, Registration, RejectionRecord};
 
 use crate::token::{self, Role, TokenRow, check_name};
 // The backends read rows with the row macros, which name these.

@@ -8,8 +8,8 @@ use std::borrow::Cow;
 
 use cyclerd_proto::ingest::{Entry, SampleBatch, entry::Body};
 
+use super::batch_writes::BatchWrites;
 use super::chunk::{self, Columns, Encoded, MAX_CHUNK, Opt, OwnedColumns};
-use super::ingest::BatchWrites;
 use super::{SampleRow, StoreError};
 
 /// Samples per chunk when converting the former table (a daemon's batch holds up to 2048).
