@@ -19,8 +19,6 @@ mod identity;
 mod lab_schemas;
 #[path = "all/layout.rs"]
 mod layout;
-#[path = "all/library.rs"]
-mod library;
 #[path = "all/logs.rs"]
 mod logs;
 #[path = "all/native.rs"]
