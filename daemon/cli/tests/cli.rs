@@ -14,6 +14,25 @@ use tokio::net::TcpListener;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Runs `cyclerctl protocol ARGS`: success, standard output, error (the protocol subcommands'
+/// tests share it).
+fn cyclerctl_protocol<I, S>(args: I) -> (bool, String, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyclerctl"))
+        .arg("protocol")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn deadline() -> tokio::time::Instant {
     tokio::time::Instant::now() + WAIT
 }

@@ -2,7 +2,6 @@
 //! every step on a target, and one schedule file per segment where the daemon supervises.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn library(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -12,16 +11,7 @@ fn library(name: &str) -> PathBuf {
 
 /// Runs `cyclerctl protocol ARGS`: success, standard output, error.
 fn protocol(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cyclerctl"))
-        .arg("protocol")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    super::cyclerctl_protocol(args)
 }
 
 #[test]

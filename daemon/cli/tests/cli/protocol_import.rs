@@ -1,7 +1,6 @@
 //! `cyclerctl protocol import`: formats guessed from the content or named with `--from`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -11,16 +10,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// Runs `cyclerctl protocol import ARGS`: success, standard output, error.
 fn import(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cyclerctl"))
-        .args(["protocol", "import"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    super::cyclerctl_protocol(["import"].iter().chain(args))
 }
 
 #[test]
@@ -32,18 +22,9 @@ fn an_aurora_unicycler_protocol_imports_to_a_protocol_that_checks() {
     assert!(ok, "{err}");
     let text = std::fs::read_to_string(&yaml).unwrap();
     assert!(text.contains("repeat: 100"), "{text}");
-    let check = Command::new(env!("CARGO_BIN_EXE_cyclerctl"))
-        .args(["protocol", "check"])
-        .arg(&yaml)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let (ok, _, err) = super::cyclerctl_protocol([std::ffi::OsStr::new("check"), yaml.as_os_str()]);
+    assert!(ok, "{err}");
 }
-
 #[test]
 fn an_unknown_import_format_lists_unicycler_and_an_eis_step_is_named() {
     let json = fixture("unicycler_cycling.json");

@@ -1,7 +1,6 @@
 //! `cyclerctl protocol simulate`: recording rules, cycles, the per-cycle table, BDF columns.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The standard cycle-life protocol: a 1 h rest, then up to 1000 cycles of 1C CCCV charge
 /// and 1C discharge with rests, recorded every 60 s or on 10 mV or 100 mA.
@@ -11,17 +10,10 @@ fn cycle_life() -> PathBuf {
 
 /// Runs `cyclerctl protocol simulate PROTOCOL ARGS`: success, standard output, error.
 fn simulate(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cyclerctl"))
-        .args(["protocol", "simulate"])
-        .arg(cycle_life())
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let protocol = cycle_life();
+    let mut all = vec!["simulate", protocol.to_str().unwrap()];
+    all.extend_from_slice(args);
+    super::cyclerctl_protocol(all)
 }
 
 /// The CSV's header and its rows split into cells.
