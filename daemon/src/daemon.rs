@@ -155,17 +155,33 @@ impl Daemon {
             }
             None => None,
         };
-        if hub_token.is_some() && crate::proto::in_clear_to_another_host(&config.hub.address) {
+        if let Some(address) = config
+            .hub
+            .address
+            .list()
+            .iter()
+            .find(|a| hub_token.is_some() && crate::proto::in_clear_to_another_host(a))
+        {
             tracing::warn!(
-                address = config.hub.address,
+                address,
                 "the hub address is plain http: the daemon's token crosses the network in clear; \
                  serve the hub over TLS and use https:// with hub.ca_file"
             );
         }
+        let endpoints = config
+            .hub
+            .address
+            .list()
+            .iter()
+            .map(|a| uploader::hub_endpoint(a, hub_ca_pem.as_deref()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("{origin}: hub.address: {e}"))?;
         let schemas = LabSchemas::new(
-            uploader::hub_endpoint(&config.hub.address, hub_ca_pem.as_deref())
-                .map_err(|e| anyhow::anyhow!("{origin}: hub.address: {e}"))?
-                .connect_lazy(),
+            // One hub: a lazy connection to it; several: balanced over those that answer.
+            match <[_; 1]>::try_from(endpoints) {
+                Ok([one]) => one.connect_lazy(),
+                Err(many) => tonic::transport::Channel::balance_list(many.into_iter()),
+            },
             config.hub.lab.clone(),
             hub_token.clone(),
             outbox.clone(),
@@ -381,7 +397,7 @@ impl Daemon {
         let status = Arc::new(UploaderStatus::default());
         let uploader = tokio::spawn(uploader::run(
             UploaderConfig {
-                hub_address: config.hub.address.clone(),
+                hub_addresses: config.hub.address.list().to_vec(),
                 hub_ca_pem,
                 hub_token,
                 daemon_name: config.daemon.name.clone(),
@@ -578,7 +594,7 @@ impl Daemon {
         Status {
             daemon_id: outbox.identity().daemon_id.clone(),
             store_epoch: outbox.identity().epoch,
-            hub_address: self.inner.config.hub.address.clone(),
+            hub_address: self.inner.config.hub.address.to_string(),
             hub_connected: connected,
             backlog_entries: stats.backlog(),
             samples_acquired: self.samples_acquired(),

@@ -5,6 +5,11 @@
 //! the dead-letter table without stopping the stream. The Hello carries the store's secret, to
 //! which the hub binds the daemon id at the first upload. Any error ends the session; the next one
 //! starts after a jittered exponential backoff, forever.
+//!
+//! With several hub addresses (hub processes on one PostgreSQL database) a session that fails to
+//! connect or breaks moves to the next address; the backoff grows only once every address has
+//! failed in a row. The hello's resume point comes from the database, so the stream resumes
+//! exactly wherever it lands.
 
 use crate::outbox::{Outbox, OutboxReader, PageItem};
 use crate::proto::ingest::{
@@ -37,7 +42,8 @@ pub struct UploaderStatus {
 /// Uploader settings.
 #[derive(Debug, Clone)]
 pub struct UploaderConfig {
-    pub hub_address: String,
+    /// The hub's addresses, tried in order (at least one).
+    pub hub_addresses: Vec<String>,
     /// PEM of the CA the hub's certificate must chain to (https:// addresses).
     pub hub_ca_pem: Option<Vec<u8>>,
     /// The daemon's hub token (`cyclerhub token issue`), sent as a bearer token with every
@@ -76,34 +82,49 @@ pub async fn run(
             return;
         }
     };
+    let addresses = config.hub_addresses.len().max(1);
     let mut backoff = BACKOFF_MIN;
+    // The address the next session uses, and how many sessions in a row ended without an ack.
+    let mut current = 0;
+    let mut fruitless = 0;
     loop {
         if *shutdown.borrow() {
             return;
         }
+        let address = config.hub_addresses.get(current).map_or("", String::as_str);
         let result = tokio::select! {
-            r = session(&config, &outbox, &reader, &status) => r,
+            r = session(address, &config, &outbox, &reader, &status) => r,
             _ = shutdown.changed() => return,
         };
         status.connected.store(false, Ordering::Release);
-        match result {
-            Ok(progressed) => {
-                if progressed {
-                    backoff = BACKOFF_MIN;
-                }
-            }
+        let progressed = match result {
+            Ok(progressed) => progressed,
             Err(e) => {
-                tracing::warn!("upload session ended: {e}");
-                *status.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                tracing::warn!(address, "upload session ended: {e}");
+                *status.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    format!("{address}: {e}");
+                false
             }
+        };
+        if progressed {
+            backoff = BACKOFF_MIN;
+            fruitless = 0;
+        } else {
+            fruitless += 1;
         }
+        // The next hub process; a single hub is simply tried again.
+        current = (current + 1) % addresses;
         // Full jitter: a lab's daemons do not reconnect in lockstep after a hub restart.
         let wait = rand::rng().random_range(backoff / 2..=backoff);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        if fruitless >= addresses {
+            // Every address failed since the last ack: back off before the next round.
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            fruitless = 0;
+        }
     }
 }
 
@@ -142,12 +163,13 @@ async fn connect(
 
 /// One stream; returns Ok(true) if it got any ack before ending.
 async fn session(
+    address: &str,
     config: &UploaderConfig,
     outbox: &Outbox,
     reader: &Arc<Mutex<OutboxReader>>,
     status: &UploaderStatus,
 ) -> Result<bool, SessionError> {
-    let mut client = connect(&config.hub_address, config.hub_ca_pem.as_deref()).await?;
+    let mut client = connect(address, config.hub_ca_pem.as_deref()).await?;
     let (tx, rx) = mpsc::channel::<UploadRequest>(config.window + 1);
     let identity = outbox.identity();
     let hello = UploadRequest {

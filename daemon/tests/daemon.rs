@@ -247,7 +247,7 @@ mod uploader_and_hub {
         let status = Arc::new(UploaderStatus::default());
         let task = tokio::spawn(uploader::run(
             UploaderConfig {
-                hub_address: format!("http://{addr}"),
+                hub_addresses: vec![format!("http://{addr}")],
                 hub_ca_pem: None,
                 hub_token: None,
                 daemon_name: "test".into(),

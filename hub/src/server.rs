@@ -83,6 +83,9 @@ pub struct ServeOptions {
     /// Connections open at once, and how long a new one may stay silent
     /// ([`cyclerd_proto::incoming`]), so a crowd of idle peers cannot take every descriptor.
     pub connections: Limits,
+    /// Where queries read (`--read-db`, a streaming replica of the store's PostgreSQL
+    /// database); `None`: the store itself. Uploads and tokens always use the store.
+    pub read_store: Option<HubStore>,
 }
 
 impl Default for ServeOptions {
@@ -94,6 +97,7 @@ impl Default for ServeOptions {
             max_upload_streams: 64,
             max_bytes_in_flight: 256 << 20,
             connections: Limits::default(),
+            read_store: None,
         }
     }
 }
@@ -120,7 +124,7 @@ pub async fn run_with(
     let (applied_tx, applied) = watch::channel(0u64);
     let auth = Authenticator::new(store.clone(), options.require_tokens);
     let query = QueryServer::new(QueryService {
-        store: store.clone(),
+        store: options.read_store.clone().unwrap_or_else(|| store.clone()),
         applied,
         auth: auth.clone(),
         token_recheck: options.token_recheck,

@@ -106,8 +106,65 @@ impl PgCluster {
         shared(&SHARED_TLS, PgCluster::start_tls)
     }
 
-    /// `tls`: listen on TCP too, with TLS only (see [`PgCluster::start_tls`]).
-    fn start_with(settings: &str, tls: bool) -> PgCluster {
+    /// Starts a primary for [`PgCluster::standby`]: as [`PgCluster::start`], with every standby
+    /// synchronous (`synchronous_standby_names = '*'`) for the databases of
+    /// [`PgCluster::create_replicated_database`]; the others commit locally.
+    ///
+    /// # Panics
+    /// As [`PgCluster::start`].
+    pub fn start_primary() -> PgCluster {
+        PgCluster::start_with(
+            &format!(
+                "-c fsync=off {SMALL_WAL} -c synchronous_standby_names='*' \
+                 -c synchronous_commit=local"
+            ),
+            false,
+        )
+    }
+
+    /// Creates a database (returning its name) whose commits wait until the standby has
+    /// replayed them (`synchronous_commit = remote_apply`): once a hub acknowledged an entry,
+    /// a query on the standby sees it. Create it before [`PgCluster::standby`], which copies it;
+    /// on a cluster from [`PgCluster::start_primary`].
+    ///
+    /// # Panics
+    /// When `createdb` or `psql` fails.
+    pub fn create_replicated_database(&self) -> String {
+        let name = self.create_named_database();
+        run(self
+            .command("psql")
+            .arg("-h")
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", &name])
+            .args(["-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(format!(
+                "ALTER DATABASE {name} SET synchronous_commit = remote_apply"
+            )));
+        name
+    }
+
+    /// A streaming standby of this cluster (`pg_basebackup -R`), serving read-only queries
+    /// on its own socket; its databases have this cluster's names ([`PgCluster::url`]).
+    ///
+    /// # Panics
+    /// When a program fails.
+    pub fn standby(&self) -> PgCluster {
+        let mut standby = PgCluster::empty(SOCKET_PORT);
+        let data = standby.data();
+        run(standby
+            .command("pg_basebackup")
+            .arg("-h")
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-D"])
+            .arg(&data)
+            .args(["-R", "-X", "stream", "--checkpoint=fast", "--no-sync"]));
+        standby.next_db = AtomicU32::new(self.next_db.load(Ordering::Relaxed));
+        standby.start_server(&format!("-c listen_addresses='' -c fsync=off {SMALL_WAL}"));
+        standby
+    }
+
+    /// A cluster's temporary directory (owned by [`PgCluster::run_as`]), no server yet.
+    fn empty(port: u16) -> PgCluster {
         let bin = pg_bin();
         // SAFETY: geteuid has no preconditions and cannot fail.
         let run_as = (unsafe { libc::geteuid() } == 0).then_some(SUPERUSER);
@@ -115,16 +172,7 @@ impl PgCluster {
             .prefix("cyclerhub-pg-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temporary directory for PostgreSQL: {e}"));
-        let port = match tls {
-            // Free now and the server's moments later; should another process take it in
-            // between, `pg_ctl start` fails and the panic shows the server log saying so.
-            true => std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .unwrap_or_else(|e| panic!("cannot find a free TCP port: {e}"))
-                .port(),
-            false => SOCKET_PORT,
-        };
-        let mut cluster = PgCluster {
+        let cluster = PgCluster {
             dir,
             bin,
             run_as,
@@ -137,6 +185,42 @@ impl PgCluster {
                 .arg(format!("{user}:"))
                 .arg(cluster.dir.path()));
         }
+        cluster
+    }
+
+    /// `pg_ctl start` on the data directory with `options` (and the socket in the directory).
+    fn start_server(&self, options: &str) {
+        let options = format!(
+            "{options} -k {} -p {}",
+            self.dir.path().display(),
+            self.port
+        );
+        let log = self.dir.path().join("server.log");
+        if let Err(e) = try_run(
+            self.command("pg_ctl")
+                .arg("-D")
+                .arg(self.data())
+                .arg("-l")
+                .arg(&log)
+                .args(["-w", "-o", &options, "start"]),
+        ) {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("{e}\nserver log:\n{log}");
+        }
+    }
+
+    /// `tls`: listen on TCP too, with TLS only (see [`PgCluster::start_tls`]).
+    fn start_with(settings: &str, tls: bool) -> PgCluster {
+        let port = match tls {
+            // Free now and the server's moments later; should another process take it in
+            // between, `pg_ctl start` fails and the panic shows the server log saying so.
+            true => std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap_or_else(|e| panic!("cannot find a free TCP port: {e}"))
+                .port(),
+            false => SOCKET_PORT,
+        };
+        let mut cluster = PgCluster::empty(port);
         let data = cluster.data();
         run(cluster
             .command("initdb")
@@ -157,23 +241,7 @@ impl PgCluster {
             }
             false => "-c listen_addresses=''".to_owned(),
         };
-        let options = format!(
-            "{listen} -k {} -p {port} {settings}",
-            cluster.dir.path().display()
-        );
-        let log = cluster.dir.path().join("server.log");
-        if let Err(e) = try_run(
-            cluster
-                .command("pg_ctl")
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(&log)
-                .args(["-w", "-o", &options, "start"]),
-        ) {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("{e}\nserver log:\n{log}");
-        }
+        cluster.start_server(&format!("{listen} {settings}"));
         cluster
     }
 

@@ -13,6 +13,9 @@ mod e2e;
 mod faults;
 #[path = "all/harness.rs"]
 mod harness;
+#[cfg(unix)]
+#[path = "all/hubs.rs"]
+mod hubs;
 #[path = "all/identity.rs"]
 mod identity;
 #[path = "all/lab_schemas.rs"]

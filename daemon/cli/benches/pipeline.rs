@@ -173,7 +173,7 @@ async fn uploader_drain(dir: &std::path::Path, outbox: Outbox) -> f64 {
     let start = Instant::now();
     let task = tokio::spawn(uploader::run(
         UploaderConfig {
-            hub_address: format!("http://{addr}"),
+            hub_addresses: vec![format!("http://{addr}")],
             hub_ca_pem: None,
             hub_token: None,
             daemon_name: "bench".into(),

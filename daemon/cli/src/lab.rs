@@ -107,6 +107,8 @@ pub struct LabOptions {
     pub data_dir: Option<PathBuf>,
     /// Use this hub instead of starting an embedded one.
     pub hub_address: Option<SocketAddr>,
+    /// Further hub processes (on the same database), tried after `hub_address`.
+    pub more_hub_addresses: Vec<SocketAddr>,
     /// That hub serves TLS with a certificate for `localhost` signed by the CA in this PEM
     /// file: the daemon connects to `https://localhost:PORT` and checks the chain against it.
     pub hub_ca_file: Option<PathBuf>,
@@ -138,6 +140,7 @@ impl Default for LabOptions {
             speed: 500.0,
             data_dir: None,
             hub_address: None,
+            more_hub_addresses: Vec::new(),
             hub_ca_file: None,
             hub_token_file: None,
             hub_lab: None,
@@ -209,6 +212,7 @@ impl SimLab {
             speed,
             data_dir,
             hub_address,
+            more_hub_addresses,
             hub_ca_file,
             hub_token_file,
             hub_lab,
@@ -332,7 +336,13 @@ impl SimLab {
                     hub_addr.port(),
                     ca.display().to_string()
                 ),
-                None => format!("address = \"http://{hub_addr}\""),
+                None => format!(
+                    "address = {:?}",
+                    std::iter::once(hub_addr)
+                        .chain(more_hub_addresses)
+                        .map(|a| format!("http://{a}"))
+                        .collect::<Vec<_>>()
+                ),
             } + &hub_token_file
                 .as_ref()
                 .map(|f| format!("\ntoken_file = {:?}", f.display().to_string()))

@@ -190,8 +190,10 @@ fn default_commit_interval_ms() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubSection {
-    /// gRPC address of the hub, e.g. "http://hub.lab:50051".
-    pub address: String,
+    /// gRPC address of the hub, e.g. "http://hub.lab:50051", or a list of them: hub processes
+    /// on one PostgreSQL database, tried in order; the uploader moves to the next when a connect
+    /// fails or a stream breaks, and resumes there where the database says it stopped.
+    pub address: HubAddresses,
     /// Entries in flight before the uploader waits for acks.
     #[serde(default = "default_window")]
     pub window: usize,
@@ -208,6 +210,40 @@ pub struct HubSection {
 
 fn default_window() -> usize {
     256
+}
+
+/// `hub.address`: one address (a string) or several (a list), in the order they are tried.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "OneOrMany")]
+pub struct HubAddresses(Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for HubAddresses {
+    fn from(value: OneOrMany) -> Self {
+        match value {
+            OneOrMany::One(a) => Self(vec![a]),
+            OneOrMany::Many(list) => Self(list),
+        }
+    }
+}
+
+impl HubAddresses {
+    /// The addresses in the order the uploader tries them (never empty once validated).
+    pub fn list(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for HubAddresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
 }
 
 /// The control API (cyclerctl's). A listener other machines can reach needs TLS and tokens:

@@ -439,3 +439,34 @@ fn an_electronic_load_serves_one_channel() {
     assert!(e.contains("a load serves one channel"), "{e}");
     assert!(Config::from_toml(&pair(""), "lab.toml").is_ok());
 }
+
+#[test]
+fn the_hub_address_is_one_address_or_a_list_tried_in_order() {
+    let one = Config::from_toml(GOOD, "lab.toml").unwrap();
+    assert_eq!(one.hub.address.list(), ["http://127.0.0.1:50051"]);
+    let two = GOOD.replace(
+        "address = \"http://127.0.0.1:50051\"",
+        "address = [\"http://hub-a.lab:50051\", \"http://hub-b.lab:50051\"]",
+    );
+    let c = Config::from_toml(&two, "lab.toml").unwrap();
+    assert_eq!(
+        c.hub.address.list(),
+        ["http://hub-a.lab:50051", "http://hub-b.lab:50051"]
+    );
+    assert_eq!(
+        c.hub.address.to_string(),
+        "http://hub-a.lab:50051, http://hub-b.lab:50051"
+    );
+    for bad in [
+        "address = []",
+        "address = [\"http://hub-a.lab:50051\", \"hub-b.lab:50051\"]",
+        "address = [\"http://hub-a.lab:50051\", \"https://hub-b.lab:50051\"]",
+        "address = 50051",
+    ] {
+        let text = GOOD.replace("address = \"http://127.0.0.1:50051\"", bad);
+        let e = Config::from_toml(&text, "lab.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hub"), "{bad}: {e}");
+    }
+}

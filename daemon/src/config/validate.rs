@@ -77,24 +77,26 @@ impl Config {
                 "hub.lab {lab:?} must be 1 to 100 printable characters without surrounding spaces"
             ));
         }
-        if self.hub.address.starts_with("https://") && self.hub.ca_file.is_none() {
-            return fail(format!(
-                "hub.address {:?} uses TLS: set hub.ca_file to the PEM file of the CA that signed \
-                 the hub's certificate",
-                self.hub.address
-            ));
+        if self.hub.address.list().is_empty() {
+            return fail("hub.address is an empty list: give at least one hub address".into());
         }
-        if self.hub.address.starts_with("http://") && self.hub.ca_file.is_some() {
-            return fail(format!(
-                "hub.ca_file is set but hub.address {:?} is plain http://; use https://",
-                self.hub.address
-            ));
-        }
-        if !(self.hub.address.starts_with("http://") || self.hub.address.starts_with("https://")) {
-            return fail(format!(
-                "hub.address {:?} must start with http:// or https://",
-                self.hub.address
-            ));
+        for address in self.hub.address.list() {
+            if address.starts_with("https://") && self.hub.ca_file.is_none() {
+                return fail(format!(
+                    "hub.address {address:?} uses TLS: set hub.ca_file to the PEM file of the CA \
+                     that signed the hub's certificate"
+                ));
+            }
+            if address.starts_with("http://") && self.hub.ca_file.is_some() {
+                return fail(format!(
+                    "hub.ca_file is set but hub.address {address:?} is plain http://; use https://"
+                ));
+            }
+            if !(address.starts_with("http://") || address.starts_with("https://")) {
+                return fail(format!(
+                    "hub.address {address:?} must start with http:// or https://"
+                ));
+            }
         }
         let mut names = HashSet::new();
         for (i, d) in self.devices.iter().enumerate() {

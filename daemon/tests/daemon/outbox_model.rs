@@ -367,7 +367,7 @@ fn spawn_uploader(
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(uploader::run(
         UploaderConfig {
-            hub_address: format!("http://{addr}"),
+            hub_addresses: vec![format!("http://{addr}")],
             hub_ca_pem: None,
             hub_token: None,
             daemon_name: "lab-pc-1".into(),

@@ -41,6 +41,10 @@ enum Command {
         /// `prefer`, the default, `require`, `verify-ca`).
         #[arg(long)]
         db: String,
+        /// Serve queries from this PostgreSQL database instead, a streaming replica of --db
+        /// (same URL syntax); uploads, tokens and migrations stay on --db.
+        #[arg(long)]
+        read_db: Option<String>,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
@@ -397,6 +401,7 @@ fn run(cli: Cli) -> Result<()> {
         } => admin::setup(&db, &dir, &lab, &hosts, (&daemons, &readers)),
         Command::Serve {
             db,
+            read_db,
             listen,
             tls_cert,
             tls_key,
@@ -412,7 +417,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_connections,
             };
             serve::serve(
-                db,
+                (db, read_db),
                 listen,
                 tls_cert.zip(tls_key),
                 require_tokens,

@@ -15,7 +15,7 @@ pub(super) struct Limits {
 }
 
 pub(super) fn serve(
-    db: String,
+    (db, read_db): (String, Option<String>),
     listen: SocketAddr,
     tls: Option<(PathBuf, PathBuf)>,
     require_tokens: bool,
@@ -66,6 +66,13 @@ pub(super) fn serve(
     }
     tracing::debug!(?open_files, max_connections, "open-file limit");
     let store = open(&db, false)?;
+    let read_store = match &read_db {
+        Some(url) if !crate::store::is_postgres_url(url) => {
+            anyhow::bail!("--read-db {url} is not a PostgreSQL URL: give a streaming replica's")
+        }
+        Some(url) => Some(crate::HubStore::connect_read_only(url)?),
+        None => None,
+    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -84,6 +91,7 @@ pub(super) fn serve(
                 max_connections: max_connections.max(1),
                 ..cyclerd_proto::incoming::Limits::default()
             },
+            read_store,
             ..crate::server::ServeOptions::default()
         };
         crate::server::run_with(listener, store, options, shutdown).await

@@ -117,6 +117,19 @@ impl HubStore {
         }
     }
 
+    /// A store for queries only on the PostgreSQL database at `url`, typically a streaming
+    /// replica of the hub's database (`cyclerhub serve --read-db`): no migrations, no writes.
+    pub fn connect_read_only(url: &str) -> Result<HubStore, StoreError> {
+        if !is_postgres_url(url) {
+            return Err(StoreError::Refused(format!(
+                "a read-only hub database is a PostgreSQL URL (a streaming replica), not {url:?}"
+            )));
+        }
+        Ok(HubStore {
+            backend: Arc::new(pg::PgStore::connect_read_only(url)?),
+        })
+    }
+
     /// The SQLite file; for PostgreSQL, the URL without its password.
     pub fn path(&self) -> &Path {
         self.backend.path()

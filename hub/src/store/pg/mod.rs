@@ -164,6 +164,25 @@ impl PgStore {
         Ok(store)
     }
 
+    /// A store for queries only, on a database that may be a streaming standby: connects the
+    /// reading side right away and never migrates (the primary's hub does); a write through it
+    /// fails as the server refuses it.
+    pub(super) fn connect_read_only(db: &str) -> Result<PgStore, StoreError> {
+        let url = redact(db);
+        let mut target = tls::Target::parse(db, &url)?;
+        if target.config.get_application_name().is_none() {
+            target.config.application_name("cyclerhub-reader");
+        }
+        let store = PgStore {
+            target,
+            url,
+            writer: Mutex::new(None),
+            reader: Mutex::new(None),
+        };
+        store.with_reader(|_| Ok(()))?;
+        Ok(store)
+    }
+
     fn connect_client(&self) -> Result<Client, StoreError> {
         self.target.connect().map_err(|source| {
             let url = self.url.clone();
