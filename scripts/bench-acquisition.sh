@@ -81,10 +81,20 @@ for r in $(seq 1 "$repeats"); do
     echo "run $r: daemon CPU ${line% *} % of a core, RSS ${line#* } MB" >&2
     results+=("$line")
 done
-printf '%s\n' "${results[@]}" | sort -n | awk -v n="$channels" '
-    { cpu[NR] = $1; rss[NR] = $2 }
-    END {
-        m = int((NR + 1) / 2)
-        printf "daemon, %d channels at 10 Hz, every poll stored, sync full: CPU %.2f %% of a core (median of %d; min %.2f, max %.2f), RSS %.1f MB; goal < 2 %% and < 30 MB: %s\n",
-            n, cpu[m], NR, cpu[1], cpu[NR], rss[m], (cpu[m] < 2 && rss[m] < 30) ? "met" : "NOT met"
-    }'
+# One row each for CPU and RSS, as the benches' rows (scripts/bench_table.rs): printed, and
+# appended to $CYCLERD_BENCH_TABLE when set.
+row() { # what unit goal_op goal column
+    printf '%s\n' "${results[@]}" | awk -v col="$5" '{ print $col }' | sort -n | awk \
+        -v what="$1" -v unit="$2" -v op="$3" -v goal="$4" -v table="${CYCLERD_BENCH_TABLE:-}" '
+        { v[NR] = $1 }
+        END {
+            m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            met = (op == "<=") ? (m <= goal) : (m >= goal)
+            measured = sprintf("%.2f (%.2f-%.2f, n=%d)", m, v[1], v[NR], NR)
+            line = sprintf("daemon\t%s\t%s\t%s\t-\t-\t-\t%s %s %s\t%s", what, measured, unit, op, goal, unit, met ? "yes" : "NO")
+            print line
+            if (table != "") print line >> table
+        }'
+}
+row "$channels PSB channels at 10 Hz, every poll stored, sync full: CPU" "% of a core" "<=" 2 1
+row "$channels PSB channels at 10 Hz: resident memory" "MB" "<=" 30 2

@@ -1,9 +1,11 @@
 //! Device benchmarks against the simulators (run in release: `cargo bench -p cyclerd-drivers
-//! --bench devices`), each next to a baseline measured in the same run: a bare TCP echo round
-//! trip on loopback, the floor under any request/reply protocol.
+//! --bench devices`), each next to a baseline measured in the same run.
 //!
-//! 1. Modbus TCP transactions/s (one PSB state + actual-values read each).
-//! 2. SCPI query round trips/s (one `MEAS:ARR?` read each).
+//! 1. Polls/s of the PSB's Modbus client (`PowerStage::read`, as fast as it can go), next to a
+//!    raw-socket client sending the very same request bytes (captured through a proxy from
+//!    one `read`) to the same simulator and reading the reply bytes, parsing nothing: the
+//!    ratio is the client's own cost over the simulator's round trip.
+//! 2. The same for the SCPI client (EA dialect) on its simulator.
 //! 3. Stepping latency: from the poll whose measurement crosses a cutoff to the next setpoint
 //!    written, p50 and p99.
 //! 4. Backfill: records/s downloading a whole device-side log of a Neware, Arbin and Maccor
@@ -16,6 +18,7 @@ use cyclerd_drivers::cycler::{ChannelAddr, ChannelState, Cycler, Schedule};
 use cyclerd_drivers::ea_psb::{PsbClient, PsbSim, sim::SimConfig};
 use cyclerd_drivers::scpi::{self, ScpiClient, ScpiOptions, ScpiSim, SimDialect};
 use cyclerd_drivers::stage::PowerStage;
+use cyclerd_drivers::transport::Endpoint;
 use cyclerd_drivers::{Clock, arbin, maccor, neware};
 use cyclerd_protocols::compile::{Target, compile};
 use cyclerd_protocols::{Engine, Measurement, Plan, Safety};
@@ -25,37 +28,20 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const ROUND_TRIPS: usize = 20_000;
+#[path = "../../scripts/bench_table.rs"]
+mod table;
+use table::{Goal, Row, Stats, report};
+
+/// Polls per measurement.
+const ROUND_TRIPS: usize = 5_000;
+/// Measurements per side, alternating client and raw.
+const ROUNDS: usize = 5;
 
 fn cell(soc: f64) -> CellParams {
     CellParams {
         initial_soc: soc,
         ..CellParams::new(Chemistry::Nmc, 2.5)
     }
-}
-
-async fn echo_round_trips() -> f64 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        s.set_nodelay(true).unwrap();
-        let mut buf = [0u8; 64];
-        while let Ok(n) = s.read(&mut buf).await {
-            if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    c.set_nodelay(true).unwrap();
-    let mut buf = [0u8; 12];
-    let start = Instant::now();
-    for _ in 0..ROUND_TRIPS {
-        c.write_all(&[0u8; 12]).await.unwrap();
-        c.read_exact(&mut buf).await.unwrap();
-    }
-    ROUND_TRIPS as f64 / start.elapsed().as_secs_f64()
 }
 
 async fn reads_per_second(stage: &mut impl PowerStage) -> f64 {
@@ -111,6 +97,21 @@ steps:
     (pick(0.5), pick(0.99), latencies.len())
 }
 
+/// Stepping latency of either client behind one type (p50, p99, crossings).
+trait StepLatency {
+    fn latency(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = (Duration, Duration, usize)> + '_>>;
+}
+
+impl<T: PowerStage> StepLatency for T {
+    fn latency(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = (Duration, Duration, usize)> + '_>> {
+        Box::pin(stepping_latency(self))
+    }
+}
+
 /// The protocol whose log is backfilled: about ten hours of CCCV cycling, logged every second.
 const CCCV_3_CYCLES: &str = include_str!("../../deploy/protocols/cccv-3-cycles.yaml");
 /// Simulated seconds per wall second while the log fills: the ten hours take well under one.
@@ -124,11 +125,6 @@ const BACKFILL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Timed passes of each backfill and of its raw replay; the median is reported, since one pass
 /// takes only milliseconds and a machine shared with others disturbs single ones.
 const BACKFILL_PASSES: usize = 7;
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
 
 /// [`CCCV_3_CYCLES`] compiled for `target`, as the file `name` with the target's extension.
 fn schedule(target: Target, name: &str) -> Schedule {
@@ -180,8 +176,8 @@ async fn backfill(
     elapsed
 }
 
-/// One direction's chunk of a conversation: from the client (true) or the server, in bytes.
-type Chunk = (bool, usize);
+/// One direction's chunk of a conversation: from the client (true) or the server, its bytes.
+type Chunk = (bool, Vec<u8>);
 
 /// A loopback proxy to `upstream` noting every chunk it forwards while `recording` is on, in
 /// the order they pass: a reply is noted before it is forwarded, so the request that answers
@@ -216,19 +212,27 @@ impl Proxy {
     }
 
     /// The conversation since [`Proxy::record`] as turns: a request's bytes and its reply's
-    /// (0 when the server answered nothing).
-    fn turns(&self) -> Vec<(usize, usize)> {
+    /// length (0 when the server answered nothing).
+    fn exchanges(&self) -> Vec<(Vec<u8>, usize)> {
         let chunks = self.recording.lock().unwrap().take().unwrap_or_default();
-        let mut turns: Vec<(usize, usize)> = Vec::new();
-        for (from_client, n) in chunks {
+        let mut turns: Vec<(Vec<u8>, usize)> = Vec::new();
+        for (from_client, bytes) in chunks {
             match turns.last_mut() {
-                Some((request, 0)) if from_client => *request += n,
-                Some((_, reply)) if !from_client => *reply += n,
-                _ if from_client => turns.push((n, 0)),
+                Some((request, 0)) if from_client => request.extend_from_slice(&bytes),
+                Some((_, reply)) if !from_client => *reply += bytes.len(),
+                _ if from_client => turns.push((bytes, 0)),
                 _ => panic!("a reply before any request"),
             }
         }
         turns
+    }
+
+    /// [`Proxy::exchanges`] as byte counts.
+    fn turns(&self) -> Vec<(usize, usize)> {
+        self.exchanges()
+            .into_iter()
+            .map(|(q, r)| (q.len(), r))
+            .collect()
     }
 }
 
@@ -244,7 +248,7 @@ async fn pump(
             return;
         }
         if let Some(chunks) = log.lock().unwrap().as_mut() {
-            chunks.push((from_client, n));
+            chunks.push((from_client, buf[..n].to_vec()));
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
@@ -254,8 +258,8 @@ async fn pump(
 
 /// The raw cost of `turns` on loopback TCP: a client writing each request's bytes and reading
 /// its reply's, a server reading and writing them, nothing parsed or computed; the median of
-/// [`BACKFILL_PASSES`] passes over one connection.
-async fn replay(turns: &[(usize, usize)]) -> Duration {
+/// [`BACKFILL_PASSES`] passes over one connection, each pass's time.
+async fn replay(turns: &[(usize, usize)]) -> Vec<Duration> {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let largest = turns.iter().map(|&(q, r)| q.max(r)).max().unwrap_or(0);
@@ -284,7 +288,54 @@ async fn replay(turns: &[(usize, usize)]) -> Duration {
         times.push(start.elapsed());
     }
     server.await.unwrap();
-    median(times)
+    times
+}
+
+/// Polls/s of a raw-socket client on `device` sending `exchanges` (one poll's requests,
+/// captured) and reading each reply's bytes, [`ROUND_TRIPS`] polls.
+async fn raw_polls(device: SocketAddr, exchanges: &[(Vec<u8>, usize)]) -> f64 {
+    let mut c = TcpStream::connect(device).await.unwrap();
+    c.set_nodelay(true).unwrap();
+    let largest = exchanges.iter().map(|(_, r)| *r).max().unwrap_or(0);
+    let mut buf = vec![0u8; largest];
+    let start = Instant::now();
+    for _ in 0..ROUND_TRIPS {
+        for (request, reply) in exchanges {
+            c.write_all(request).await.unwrap();
+            c.read_exact(&mut buf[..*reply]).await.unwrap();
+        }
+    }
+    ROUND_TRIPS as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One row: `client`'s polls/s next to the raw-socket client's on the same device, the
+/// exchanges of one poll captured through `proxied` (a client of the same device behind
+/// `proxy`).
+async fn poll_row(
+    what: &str,
+    device: SocketAddr,
+    client: &mut impl PowerStage,
+    proxied: &mut impl PowerStage,
+    proxy: &Proxy,
+) {
+    proxied.read().await.unwrap();
+    proxy.record();
+    proxied.read().await.unwrap();
+    let exchanges = proxy.exchanges();
+    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        ours.push(reads_per_second(client).await);
+        raw.push(raw_polls(device, &exchanges).await);
+    }
+    let what = format!("{what} ({} exchange(s) per poll)", exchanges.len());
+    report(Row {
+        section: "poll",
+        what: &what,
+        unit: "polls/s",
+        measured: Stats::of(&ours),
+        baseline: Some(("raw socket, same bytes, same sim", Stats::of(&raw))),
+        goal: Goal::None,
+    });
 }
 
 /// Times the backfill of `channel`'s finished log through `client` (the median of
@@ -299,25 +350,32 @@ async fn backfill_row(
     page: usize,
 ) {
     let last = finished_log(client, channel).await;
-    let mut times = Vec::new();
+    let mut rates = Vec::new();
     for _ in 0..BACKFILL_PASSES {
-        times.push(backfill(client, channel, last, page).await);
+        rates.push(last as f64 / backfill(client, channel, last, page).await.as_secs_f64());
     }
-    let took = median(times);
     proxy.record();
     backfill(proxied, channel, last, page).await;
     let turns = proxy.turns();
-    let raw = replay(&turns).await;
-    let rate = last as f64 / took.as_secs_f64();
-    let raw_rate = last as f64 / raw.as_secs_f64();
+    let raw = replay(&turns)
+        .await
+        .into_iter()
+        .map(|t| last as f64 / t.as_secs_f64())
+        .collect::<Vec<_>>();
     let bytes: usize = turns.iter().map(|&(q, r)| q + r).sum();
-    println!(
-        "backfill  {family:<7} {last} records, calls of {page:<5} {rate:>10.0} /s   {:.2} of the \
-         same {} exchanges ({:.1} MB) replayed raw: {raw_rate:.0} /s",
-        rate / raw_rate,
+    let what = format!(
+        "{family} {last} records in calls of {page} ({} exchanges, {:.1} MB)",
         turns.len(),
-        bytes as f64 / 1e6,
+        bytes as f64 / 1e6
     );
+    report(Row {
+        section: "backfill",
+        what: &what,
+        unit: "records/s",
+        measured: Stats::of(&rates),
+        baseline: Some(("same exchanges replayed raw", Stats::of(&raw))),
+        goal: Goal::None,
+    });
 }
 
 async fn neware_backfill() {
@@ -399,20 +457,33 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let echo = echo_round_trips().await;
-        println!("baseline  TCP echo round trips        {echo:>10.0} /s");
-
         let clock = Clock::scaled(200.0);
+        let timeout = Duration::from_secs(2);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let psb = PsbSim::spawn(listener, SimConfig::psb_10060_60("B1", cell(0.55)), clock.clone()).unwrap();
-        let mut client = PsbClient::connect(psb.endpoint(), 1, Duration::from_secs(2), None)
+        let psb = PsbSim::spawn(
+            listener,
+            SimConfig::psb_10060_60("B1", cell(0.55)),
+            clock.clone(),
+        )
+        .unwrap();
+        let Endpoint::Tcp(psb_addr) = psb.endpoint() else {
+            unreachable!("a TCP simulator")
+        };
+        let mut client = PsbClient::connect(psb.endpoint(), 1, timeout, None)
             .await
             .unwrap();
-        let modbus = reads_per_second(&mut client).await;
-        println!(
-            "modbus    PSB reads (TCP)            {modbus:>10.0} /s   {:.2} of the echo baseline",
-            modbus / echo
-        );
+        let proxy = Proxy::spawn(psb_addr).await;
+        let mut proxied = PsbClient::connect(Endpoint::Tcp(proxy.addr), 1, timeout, None)
+            .await
+            .unwrap();
+        poll_row(
+            "EA PSB, Modbus TCP client",
+            psb_addr,
+            &mut client,
+            &mut proxied,
+            &proxy,
+        )
+        .await;
 
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim = ScpiSim::spawn(
@@ -422,19 +493,49 @@ fn main() {
             clock.clone(),
         )
         .unwrap();
+        let Endpoint::Tcp(scpi_addr) = sim.endpoint() else {
+            unreachable!("a TCP simulator")
+        };
         let mut scpi_client = ScpiClient::connect(sim.endpoint(), ScpiOptions::default())
             .await
             .unwrap();
-        let scpi_rate = reads_per_second(&mut scpi_client).await;
-        println!(
-            "scpi      MEAS:ARR? round trips      {scpi_rate:>10.0} /s   {:.2} of the echo baseline",
-            scpi_rate / echo
-        );
+        let proxy = Proxy::spawn(scpi_addr).await;
+        let mut scpi_proxied =
+            ScpiClient::connect(Endpoint::Tcp(proxy.addr), ScpiOptions::default())
+                .await
+                .unwrap();
+        poll_row(
+            "EA PSB, SCPI client",
+            scpi_addr,
+            &mut scpi_client,
+            &mut scpi_proxied,
+            &proxy,
+        )
+        .await;
+        drop(scpi_proxied);
 
-        let (p50, p99, n) = stepping_latency(&mut client).await;
-        println!("stepping  PSB Modbus, {n} crossings   p50 {p50:?}   p99 {p99:?}   (poll period at 100 Hz: 10 ms)");
-        let (p50, p99, n) = stepping_latency(&mut scpi_client).await;
-        println!("stepping  PSB SCPI, {n} crossings     p50 {p50:?}   p99 {p99:?}");
+        for (what, stage) in [
+            ("PSB Modbus", &mut client as &mut dyn StepLatency),
+            ("PSB SCPI", &mut scpi_client as &mut dyn StepLatency),
+        ] {
+            let mut p99 = Vec::new();
+            let mut crossings = 0;
+            for _ in 0..3 {
+                let (_, q, n) = stage.latency().await;
+                p99.push(q.as_secs_f64() * 1e3);
+                crossings = n;
+            }
+            let what =
+                format!("{what}: cutoff crossed -> next setpoint written, p99 of {crossings}");
+            report(Row {
+                section: "stepping",
+                what: &what,
+                unit: "ms",
+                measured: Stats::of(&p99),
+                baseline: None,
+                goal: Goal::AtMost(10.0),
+            });
+        }
 
         neware_backfill().await;
         arbin_backfill().await;

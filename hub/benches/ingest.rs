@@ -18,6 +18,9 @@
 mod demo_data;
 #[path = "grpc.rs"]
 mod grpc;
+#[path = "../../scripts/bench_table.rs"]
+mod table;
+use table::{Goal, Row, Stats, report};
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -90,21 +93,24 @@ fn renamed(batches: &[Vec<Entry>], test_id: &str) -> Vec<Entry> {
     entries
 }
 
-/// Median of 3 uploads of `batches` through gRPC into `store`.
-fn grpc_upload(store: &HubStore, backend: &str, batches: &[Vec<Entry>]) {
-    let rates = (0..3)
+/// 3 uploads of `batches` through gRPC into `store`, next to `apply` (the same store's
+/// `apply_batch` without gRPC, measured before).
+fn grpc_upload(store: &HubStore, backend: &str, batches: &[Vec<Entry>], apply: Stats) {
+    let rates: Vec<f64> = (0..3)
         .map(|r| {
             let entries = renamed(batches, &format!("grpc-test-{r}"));
             grpc::upload(store, &format!("grpc-{r}"), entries, SAMPLES)
         })
         .collect();
-    let (med, min, max) = stats(rates);
-    println!(
-        "{backend:<10} gRPC -> hub, one upload stream: {:.2} M samples/s (min {:.2}, max {:.2})",
-        med / 1e6,
-        min / 1e6,
-        max / 1e6
-    );
+    let what = format!("{backend}: one gRPC upload stream -> hub commit");
+    report(Row {
+        section: "hub",
+        what: &what,
+        unit: "samples/s",
+        measured: Stats::of(&rates),
+        baseline: Some(("apply_batch without gRPC", apply)),
+        goal: Goal::AtLeast(1e6),
+    });
 }
 
 /// Samples/s of `apply_batch` for a new test (daemon store `round`).
@@ -206,36 +212,34 @@ fn bare_sqlite(conn: &mut rusqlite::Connection, round: usize, rows: &[Vec<ChunkR
     SAMPLES as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Median, min and max.
-fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
-/// Runs `ours` and `bare` alternately [`ROUNDS`] times and prints both.
-fn compare(backend: &str, mut ours: impl FnMut(usize) -> f64, mut bare: impl FnMut(usize) -> f64) {
+/// Runs `ours` and `bare` alternately [`ROUNDS`] times and reports both; `ours`' figures.
+fn compare(
+    backend: &str,
+    goal: f64,
+    mut ours: impl FnMut(usize) -> f64,
+    mut bare: impl FnMut(usize) -> f64,
+) -> Stats {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         a.push(ours(round));
         b.push(bare(round));
     }
-    let (a, b) = (stats(a), stats(b));
-    let m = |x: f64| x / 1e6;
-    println!(
-        "{backend:<10} apply_batch {:>6.2} M samples/s (min {:.2}, max {:.2})   bare INSERT of \
-         the same chunks {:>6.2} M/s (min {:.2}, max {:.2})   ratio {:.2}",
-        m(a.0),
-        m(a.1),
-        m(a.2),
-        m(b.0),
-        m(b.1),
-        m(b.2),
-        a.0 / b.0
-    );
+    let what = format!("{backend}: apply_batch (demo-like samples)");
+    let measured = Stats::of(&a);
+    report(Row {
+        section: "hub",
+        what: &what,
+        unit: "samples/s",
+        measured,
+        baseline: Some(("bare INSERT of the same chunks", Stats::of(&b))),
+        goal: Goal::AtLeast(goal),
+    });
+    measured
 }
 
-/// Samples/s of reading a whole test of [`READ_SAMPLES`] samples, stored first.
-fn read_whole_test(store: &HubStore, backend: &str) {
+/// Samples/s of reading a whole test of [`READ_SAMPLES`] samples, stored first, next to
+/// `bare`: reading the same chunks' bytes and decoding nothing (it returns the bytes read).
+fn read_whole_test(store: &HubStore, backend: &str, mut bare: impl FnMut() -> i64) {
     let test_id = "read-test";
     store
         .apply_batch("reader", 1, &[registered(test_id)])
@@ -258,7 +262,7 @@ fn read_whole_test(store: &HubStore, backend: &str) {
             .collect();
         store.apply_batch("reader", 1, &entries).unwrap();
     }
-    let mut times = Vec::new();
+    let (mut times, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         let start = Instant::now();
         let mut sum = 0.0;
@@ -271,24 +275,35 @@ fn read_whole_test(store: &HubStore, backend: &str) {
         assert_eq!(n, READ_SAMPLES as u64);
         assert!(sum > 0.0);
         times.push(n as f64 / start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        assert!(bare() > 0);
+        raw.push(READ_SAMPLES as f64 / start.elapsed().as_secs_f64());
     }
-    let (med, min, max) = stats(times);
-    println!(
-        "{backend:<10} read a whole {READ_SAMPLES}-sample test: {:.2} M samples/s (min {:.2}, \
-         max {:.2})",
-        med / 1e6,
-        min / 1e6,
-        max / 1e6
+    let what = format!(
+        "{backend}: read a whole {}M-sample test",
+        READ_SAMPLES / 1_000_000
     );
+    report(Row {
+        section: "hub",
+        what: &what,
+        unit: "samples/s",
+        measured: Stats::of(&times),
+        baseline: Some(("SELECT of its chunks' bytes, no decoding", Stats::of(&raw))),
+        goal: Goal::AtLeast(10e6),
+    });
 }
 
 fn size_line(backend: &str, blob: i64, table: i64, samples: i64) {
-    println!(
-        "{backend:<10} stored: {:.2} bytes/sample in the chunks' blobs, {:.2} bytes/sample with \
-         the table and its indexes (SQLite: the whole file) ({samples} samples)",
-        blob as f64 / samples as f64,
-        table as f64 / samples as f64
-    );
+    let what = format!("{backend}: stored size with the table's indexes ({samples} samples)");
+    let per = |b: i64| b as f64 / samples as f64;
+    report(Row {
+        section: "hub",
+        what: &what,
+        unit: "B/sample",
+        measured: Stats::of(&[per(table)]),
+        baseline: Some(("the chunks' blobs alone", Stats::of(&[per(blob)]))),
+        goal: Goal::AtMost(16.0),
+    });
 }
 
 fn main() {
@@ -314,8 +329,9 @@ fn main() {
          CREATE INDEX bare_time ON bare_chunks (test_key, t_max);",
     )
     .unwrap();
-    compare(
+    let apply = compare(
         "SQLite",
+        3e6,
         |round| hub_apply(&store, round, &batches),
         |round| bare_sqlite(&mut conn, round, &rows),
     );
@@ -334,8 +350,16 @@ fn main() {
         )
         .unwrap();
     size_line("SQLite", blob, table, samples);
-    read_whole_test(&store, "SQLite");
-    grpc_upload(&store, "SQLite", &batches);
+    read_whole_test(&store, "SQLite", || {
+        db.query_row(
+            "SELECT sum(length(c.data)) FROM sample_chunks c JOIN tests t ON t.test_key = c.test_key
+             WHERE t.test_id = 'read-test'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    });
+    grpc_upload(&store, "SQLite", &batches, apply);
     drop((store, conn, db));
 
     let cluster = PgCluster::start_durable();
@@ -348,8 +372,9 @@ fn main() {
              ALTER TABLE bare_chunks ALTER COLUMN data SET STORAGE EXTERNAL;",
         )
         .unwrap();
-    compare(
+    let apply = compare(
         "PostgreSQL",
+        2e6,
         |round| hub_apply(&store, round, &batches),
         |round| bare_pg(&mut client, round, &rows),
     );
@@ -364,6 +389,19 @@ fn main() {
         )
         .unwrap();
     size_line("PostgreSQL", r.get(0), r.get(1), r.get(2));
-    read_whole_test(&store, "PostgreSQL");
-    grpc_upload(&store, "PostgreSQL", &batches);
+    read_whole_test(&store, "PostgreSQL", || {
+        let mut n = 0i64;
+        let rows = client
+            .query(
+                "SELECT c.data FROM sample_chunks c JOIN tests t ON t.test_key = c.test_key
+                 WHERE t.test_id = 'read-test' ORDER BY c.first_seq",
+                &[],
+            )
+            .unwrap();
+        for r in rows {
+            n += r.get::<_, &[u8]>(0).len() as i64;
+        }
+        n
+    });
+    grpc_upload(&store, "PostgreSQL", &batches, apply);
 }

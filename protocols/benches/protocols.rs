@@ -10,6 +10,15 @@ use cyclerd_protocols::{Engine, Measurement, Plan, Safety};
 use std::hint::black_box;
 use std::time::Instant;
 
+#[path = "../../scripts/bench_table.rs"]
+mod table;
+use table::{Goal, Row, Stats, report};
+
+/// Measurements per side, alternating ours and the baseline.
+const ROUNDS: usize = 5;
+/// A protocol every target expresses: the fallback for a target the big one is beyond.
+const CCCV_3_CYCLES: &str = include_str!("../../deploy/protocols/cccv-3-cycles.yaml");
+
 /// 1000 action steps: 250 passes of a 4-step CCCV cycle, written out flat.
 fn big_protocol() -> String {
     let mut yaml = String::from(
@@ -35,51 +44,64 @@ fn main() {
     }
     let yaml = big_protocol();
     const PARSES: usize = 20;
-
-    let started = Instant::now();
-    for _ in 0..PARSES {
-        let value: serde_json::Value = serde_saphyr::from_str(black_box(&yaml)).unwrap();
-        black_box(value);
-    }
-    let raw = per_second(PARSES, started);
-    let started = Instant::now();
+    let (mut raw, mut ours) = (Vec::new(), Vec::new());
     let mut plan = None;
-    for _ in 0..PARSES {
-        plan = Some(Plan::from_yaml(black_box(&yaml), "big.yaml").unwrap());
-    }
-    let ours = per_second(PARSES, started);
-    let plan = plan.unwrap();
-    println!(
-        "parse     1000-step protocol       {:>10.1} /s   baseline YAML -> generic value {:>10.1} /s   ratio {:.2}",
-        ours,
-        raw,
-        ours / raw
-    );
-
-    const COMPILES: usize = 20;
-    let started = Instant::now();
-    for _ in 0..COMPILES {
-        black_box(plan.to_json());
-    }
-    let json = per_second(COMPILES, started);
-    for target in Target::ALL {
+    for _ in 0..ROUNDS {
         let started = Instant::now();
-        let mut result = Ok(String::new());
-        for _ in 0..COMPILES {
-            result = compile(black_box(&plan), target);
+        for _ in 0..PARSES {
+            let value: serde_json::Value = serde_saphyr::from_str(black_box(&yaml)).unwrap();
+            black_box(value);
         }
-        let rate = per_second(COMPILES, started);
-        match result {
-            Ok(text) => println!(
-                "compile   {:<12} {:>10.1} /s   baseline plan -> JSON {:>10.1} /s   ratio {:.2}   ({} bytes)",
-                target.name(),
-                rate,
-                json,
-                rate / json,
-                text.len()
-            ),
-            Err(e) => println!("compile   {:<12} not expressible: {e}", target.name()),
+        raw.push(per_second(PARSES, started));
+        let started = Instant::now();
+        for _ in 0..PARSES {
+            plan = Some(Plan::from_yaml(black_box(&yaml), "big.yaml").unwrap());
         }
+        ours.push(per_second(PARSES, started));
+    }
+    let plan = plan.unwrap();
+    report(Row {
+        section: "parse",
+        what: "1000-step protocol -> plan",
+        unit: "/s",
+        measured: Stats::of(&ours),
+        baseline: Some(("YAML -> generic value", Stats::of(&raw))),
+        goal: Goal::None,
+    });
+
+    let small = Plan::from_yaml(CCCV_3_CYCLES, "cccv-3-cycles.yaml").unwrap();
+    const COMPILES: usize = 20;
+    for target in Target::ALL {
+        // The big protocol where the target expresses it, else the library's CCCV cycling.
+        let (plan, name) = match compile(&plan, target) {
+            Ok(_) => (&plan, "1000-step protocol"),
+            Err(_) => (&small, "cccv-3-cycles"),
+        };
+        let (mut json, mut rate) = (Vec::new(), Vec::new());
+        let mut bytes = 0;
+        for _ in 0..ROUNDS {
+            let started = Instant::now();
+            for _ in 0..COMPILES {
+                black_box(plan.to_json());
+            }
+            json.push(per_second(COMPILES, started));
+            let started = Instant::now();
+            for _ in 0..COMPILES {
+                bytes = compile(black_box(plan), target)
+                    .expect("the target expresses the protocol")
+                    .len();
+            }
+            rate.push(per_second(COMPILES, started));
+        }
+        let what = format!("{name} -> {} ({bytes} bytes)", target.name());
+        report(Row {
+            section: "compile",
+            what: &what,
+            unit: "/s",
+            measured: Stats::of(&rate),
+            baseline: Some(("the same plan -> JSON", Stats::of(&json))),
+            goal: Goal::None,
+        });
     }
 
     let limits = Safety {
@@ -89,24 +111,32 @@ fn main() {
         temperature_max: None,
         capacity_max: None,
     };
-    let mut engine = Engine::new(plan, &limits).unwrap();
+    let mut engine = Engine::new(plan.clone(), &limits).unwrap();
     engine.start(0.0);
-    const UPDATES: usize = 2_000_000;
-    let started = Instant::now();
-    for i in 0..UPDATES {
-        // A charge that never reaches its cutoff: the cost of the common, uneventful poll.
-        let m = Measurement {
-            chamber_c: None,
-            test_time_s: i as f64 * 1e-3,
-            voltage_v: 3.7,
-            current_a: 2.5,
-            temperature_c: None,
-        };
-        black_box(engine.update(black_box(&m)));
+    const UPDATES: usize = 400_000;
+    let mut ns = Vec::new();
+    for round in 0..ROUNDS {
+        let started = Instant::now();
+        for i in 0..UPDATES {
+            // A charge that never reaches its cutoff: the cost of the common, uneventful poll.
+            let m = Measurement {
+                chamber_c: None,
+                test_time_s: (round * UPDATES + i) as f64 * 1e-3,
+                voltage_v: 3.7,
+                current_a: 2.5,
+                temperature_c: None,
+            };
+            black_box(engine.update(black_box(&m)));
+        }
+        ns.push(started.elapsed().as_nanos() as f64 / UPDATES as f64);
     }
-    let ns = started.elapsed().as_nanos() as f64 / UPDATES as f64;
-    println!(
-        "engine    update                   {ns:>10.1} ns/sample   {:.6} of a 100 Hz poll period",
-        ns / 10_000_000.0
-    );
+    let ns = Stats::of(&ns);
+    report(Row {
+        section: "engine",
+        what: "update per sample (a 100 Hz poll period is 1e7 ns)",
+        unit: "ns",
+        measured: ns,
+        baseline: None,
+        goal: Goal::None,
+    });
 }

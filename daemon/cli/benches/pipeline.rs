@@ -1,21 +1,35 @@
 //! Pipeline benchmark (run in release: `cargo bench -p cyclerd-cli --bench pipeline`).
 //!
-//! Prints, each against a baseline measured in the same run:
-//! 1. outbox ingest samples/s next to a bare rusqlite insert loop (row per sample) and a bare
-//!    packed-blob loop: the ratios say how close the outbox gets to the raw SQLite ceiling;
-//! 2. the drain after an outage: a filled outbox, then the hub comes back; entries/s and
-//!    samples/s from the outbox to the hub's commit, next to the ingest rate of step 1;
-//! 3. end to end, channel runners stepping simulated PSBs over Modbus TCP -> hub commit.
+//! Every line is the median of [`ROUNDS`] repetitions with min and max, next to a baseline
+//! measured in the same run doing the same work:
+//! 1. outbox ingest samples/s next to a bare rusqlite loop committing the same encoded blobs
+//!    with the same entries per transaction (the outbox's own average, read from its stats),
+//!    a producer thread handing them to a writer thread as the outbox does; and the outbox's
+//!    bytes per sample on disk;
+//! 2. the drain after an outage, outbox -> gRPC -> hub commit, next to the hub's apply of the
+//!    same entries without gRPC;
+//! 3. end to end, channel runners stepping simulated PSBs over Modbus TCP -> hub commit, on a
+//!    fast clock, long enough to be steady (every sample acknowledged);
+//! 4. live: 64 PSB channels at 10 Hz in real time, every poll stored: the age of each reading
+//!    when a Watch client (gRPC over loopback) gets it, and of each sample when a hub Tail
+//!    client gets it (after the hub's commit), p50 and p99 per window.
 
 use cyclerd::outbox::Outbox;
 use cyclerd::proto::ingest::{SampleBatch, TestRegistered, entry::Body};
 use cyclerd::uploader::{self, UploaderConfig, UploaderStatus};
 use rusqlite::{Connection, params};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+#[path = "../../../scripts/bench_table.rs"]
+mod table;
+use table::{Goal, Row, Stats, report};
 
 const SAMPLES: usize = 2_000_000;
 const BATCH: usize = 2048;
+/// Repetitions of every measurement.
+const ROUNDS: usize = 3;
 
 fn batch(test_id: &str, first_seq: u64, n: usize) -> SampleBatch {
     let f = |k: f64| (0..n).map(|i| k + i as f64 * 1e-3).collect::<Vec<f64>>();
@@ -44,8 +58,8 @@ fn pragmas(conn: &Connection) {
 }
 
 /// Bare rusqlite, one row per sample, one transaction per batch: the row-per-sample ceiling.
-fn bare_rows(dir: &std::path::Path) -> f64 {
-    let conn = Connection::open(dir.join("bare-rows.sqlite")).unwrap();
+fn bare_rows(dir: &std::path::Path, round: usize) -> f64 {
+    let conn = Connection::open(dir.join(format!("bare-rows-{round}.sqlite"))).unwrap();
     pragmas(&conn);
     conn.execute_batch(
         "CREATE TABLE s (seq INTEGER PRIMARY KEY, t REAL, u REAL, v REAL, i REAL, c INTEGER,
@@ -83,35 +97,59 @@ fn bare_rows(dir: &std::path::Path) -> f64 {
     SAMPLES as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Bare rusqlite, one blob per batch of the same size as an encoded outbox entry, 64 blobs per
-/// transaction (the outbox's group commit folds many entries into one commit too): the packed
-/// ceiling, without encoding or checksums.
-fn bare_packed(dir: &std::path::Path) -> f64 {
+/// Bare rusqlite, the same encoded blobs as the outbox's entries, `per_commit` of them per
+/// transaction (the outbox's average), handed by a producer thread to a writer thread as the
+/// outbox's are: the packed ceiling, without the outbox's encoding, CRC or bookkeeping.
+fn bare_packed(dir: &std::path::Path, round: usize, per_commit: usize) -> f64 {
     use prost::Message;
-    let mut conn = Connection::open(dir.join("bare-packed.sqlite")).unwrap();
+    let conn = Connection::open(dir.join(format!("bare-packed-{round}.sqlite"))).unwrap();
     pragmas(&conn);
-    conn.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, body BLOB)")
+    conn.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, body BLOB, crc INTEGER)")
         .unwrap();
     let blob = batch("bench", 0, BATCH).encode_to_vec();
+    let entries = SAMPLES / BATCH;
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let start = Instant::now();
-    for chunk in 0..(SAMPLES / BATCH).div_ceil(64) {
-        let tx = conn.transaction().unwrap();
-        {
-            let mut stmt = tx
-                .prepare_cached("INSERT INTO b (body) VALUES (?1)")
-                .unwrap();
-            for _ in chunk * 64..((chunk + 1) * 64).min(SAMPLES / BATCH) {
-                stmt.execute([&blob]).unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut conn = conn;
+        let mut left = entries;
+        while left > 0 {
+            let n = per_commit.min(left);
+            let t = conn.transaction().unwrap();
+            {
+                let mut stmt = t
+                    .prepare_cached("INSERT INTO b (body, crc) VALUES (?1, 0)")
+                    .unwrap();
+                for _ in 0..n {
+                    stmt.execute([rx.recv().unwrap()]).unwrap();
+                }
             }
+            t.commit().unwrap();
+            left -= n;
         }
-        tx.commit().unwrap();
+    });
+    for _ in 0..entries {
+        tx.send(blob.clone()).unwrap();
     }
+    writer.join().unwrap();
     SAMPLES as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn outbox_ingest(dir: &std::path::Path) -> (f64, Outbox) {
-    let outbox = Outbox::open(&dir.join("outbox.sqlite")).unwrap();
+/// What one outbox ingest measured.
+struct Ingest {
+    rate: f64,
+    outbox: Outbox,
+    /// Entries per transaction, on average.
+    per_commit: f64,
+    /// Bytes on disk per sample (file and WAL, before anything is acknowledged).
+    bytes_per_sample: f64,
+}
+
+async fn outbox_ingest(dir: &std::path::Path, round: usize) -> Ingest {
+    let path = dir.join(format!("outbox-{round}.sqlite"));
+    let outbox = Outbox::open(&path).unwrap();
     let template = batch("bench", 0, BATCH);
+    let commits_before = outbox.stats().commits.load(Ordering::Relaxed);
     let start = Instant::now();
     outbox
         .append(Body::TestRegistered(TestRegistered {
@@ -128,13 +166,24 @@ async fn outbox_ingest(dir: &std::path::Path) -> (f64, Outbox) {
         outbox.append(Body::Samples(body)).unwrap();
     }
     outbox.flush().await.unwrap();
-    (SAMPLES as f64 / start.elapsed().as_secs_f64(), outbox)
+    let rate = SAMPLES as f64 / start.elapsed().as_secs_f64();
+    let commits = outbox.stats().commits.load(Ordering::Relaxed) - commits_before;
+    let size = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    let bytes = size(path.clone()) + size(wal.into());
+    Ingest {
+        rate,
+        outbox,
+        per_commit: (SAMPLES / BATCH + 1) as f64 / commits.max(1) as f64,
+        bytes_per_sample: bytes as f64 / SAMPLES as f64,
+    }
 }
 
 /// The hub's apply path called directly (no gRPC), the same entries in 256-entry transactions.
-fn hub_apply(dir: &std::path::Path) -> f64 {
+fn hub_apply(dir: &std::path::Path, round: usize) -> f64 {
     use cyclerd::proto::ingest::Entry;
-    let store = cyclerhub::HubStore::open(dir.join("hub-direct.sqlite")).unwrap();
+    let store = cyclerhub::HubStore::open(dir.join(format!("hub-direct-{round}.sqlite"))).unwrap();
     let register = Entry {
         id: 1,
         body: Some(Body::TestRegistered(TestRegistered {
@@ -160,9 +209,9 @@ fn hub_apply(dir: &std::path::Path) -> f64 {
     SAMPLES as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn uploader_drain(dir: &std::path::Path, outbox: Outbox) -> f64 {
+async fn uploader_drain(dir: &std::path::Path, round: usize, outbox: Outbox) -> f64 {
     // The hub must know the test before it accepts its samples.
-    let hub_store = cyclerhub::HubStore::open(dir.join("hub.sqlite")).unwrap();
+    let hub_store = cyclerhub::HubStore::open(dir.join(format!("hub-{round}.sqlite"))).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_hub, hub_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -217,27 +266,127 @@ async fn end_to_end(channels: usize) -> (f64, u64) {
     )
 }
 
-/// Polls per second one channel achieves on a simulator of `device` with its poll interval set
-/// to 10 ms (100 Hz), at real speed for `wall` seconds; a protocol without recording rules
-/// stores every poll, so the samples acquired count the polls.
-async fn poll_rate(device: cyclerd_cli::lab::DemoDevice, wall: Duration) -> f64 {
-    let protocol = "protocol: poll rate\nversion: 1\nsafety:\n  voltage: [2.5 V, 4.25 V]\n  current: 5 A\nsteps:\n  - Rest for 1 hour\n";
+/// Ages (ms) of what a Watch client and a hub Tail client receive, per window.
+struct Live {
+    watch_p50: Vec<f64>,
+    watch_p99: Vec<f64>,
+    tail_p50: Vec<f64>,
+    tail_p99: Vec<f64>,
+    channels: usize,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q) as usize]
+}
+
+/// `channels` PSB channels polled at 10 Hz in real time with every poll stored; after a
+/// warm-up, [`ROUNDS`] windows of `window` each.
+async fn live_latency(channels: usize, window: Duration) -> Live {
+    use cyclerd::proto::control::WatchRequest;
+    use cyclerd::proto::control::control_client::ControlClient;
+    use cyclerd::proto::hub::TailRequest;
+    use cyclerd::proto::hub::query_client::QueryClient;
+    let protocol = "protocol: Slow charge, every poll stored\nversion: 1\nparams: {capacity: 2.5 Ah}\nsafety: {voltage: [2.5 V, 4.25 V], current: 5 A}\nrecord: {every: 0.1 s}\nsteps:\n  - \"Charge at C/20 until 4.1 V\"\n";
     let lab = cyclerd_cli::lab::SimLab::start_with(cyclerd_cli::lab::LabOptions {
-        channels: 1,
+        channels,
+        capacity_ah: 2.5,
         speed: 1.0,
-        device,
-        poll_interval_ms: Some(10),
+        poll_interval_ms: Some(100),
         ..cyclerd_cli::lab::LabOptions::default()
     })
     .await
     .unwrap();
-    lab.start_everywhere(protocol, "poll-rate.yaml")
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control = listener.local_addr().unwrap();
+    let (stop_control, control_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(cyclerd::control::serve(
+        lab.daemon.clone(),
+        listener,
+        async {
+            let _ = control_stopped.await;
+        },
+    ));
+    let ids = lab.start_everywhere(protocol, "slow.yaml").await.unwrap();
+
+    // Ages land in the current window's vectors; the main task swaps them out.
+    type Ages = Arc<std::sync::Mutex<Vec<f64>>>;
+    let watch_ages: Ages = Arc::default();
+    let tail_ages: Ages = Arc::default();
+    let mut watch = ControlClient::connect(format!("http://{control}"))
+        .await
+        .unwrap()
+        .watch(WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let ages = Arc::clone(&watch_ages);
+    tokio::spawn(async move {
+        let mut seen = std::collections::HashMap::new();
+        while let Ok(Some(s)) = watch.message().await {
+            let now = unix_now();
+            // A reading counts once, when it first arrives.
+            if s.state == "running"
+                && s.reading_unix_s > 0.0
+                && seen.insert(s.channel_id.clone(), s.reading_unix_s) != Some(s.reading_unix_s)
+            {
+                ages.lock().unwrap().push((now - s.reading_unix_s) * 1e3);
+            }
+        }
+    });
+    let hub = QueryClient::connect(format!("http://{}", lab.hub_addr))
         .await
         .unwrap();
-    let start = Instant::now();
-    tokio::time::sleep(wall).await;
+    for id in ids {
+        let mut hub = hub.clone();
+        let ages = Arc::clone(&tail_ages);
+        tokio::spawn(async move {
+            let mut tail = hub
+                .tail(TailRequest {
+                    test_id: id,
+                    from_seq: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            while let Ok(Some(b)) = tail.message().await {
+                let now = unix_now();
+                let mut ages = ages.lock().unwrap();
+                ages.extend(b.unix_time_s.iter().map(|t| (now - t) * 1e3));
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut live = Live {
+        watch_p50: Vec::new(),
+        watch_p99: Vec::new(),
+        tail_p50: Vec::new(),
+        tail_p99: Vec::new(),
+        channels,
+    };
+    watch_ages.lock().unwrap().clear();
+    tail_ages.lock().unwrap().clear();
+    for _ in 0..ROUNDS {
+        tokio::time::sleep(window).await;
+        let mut w = std::mem::take(&mut *watch_ages.lock().unwrap());
+        let mut t = std::mem::take(&mut *tail_ages.lock().unwrap());
+        assert!(!w.is_empty() && !t.is_empty(), "no live data in a window");
+        live.watch_p50.push(quantile(&mut w, 0.5));
+        live.watch_p99.push(quantile(&mut w, 0.99));
+        live.tail_p50.push(quantile(&mut t, 0.5));
+        live.tail_p99.push(quantile(&mut t, 0.99));
+    }
+    let _ = stop_control.send(());
     let (summary, _, _tmp) = lab.stop(Duration::from_secs(30)).await.unwrap();
-    summary.samples_acquired as f64 / start.elapsed().as_secs_f64()
+    assert_eq!(summary.lost(), 0);
+    live
 }
 
 fn main() {
@@ -250,53 +399,96 @@ fn main() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let rows = bare_rows(dir.path());
-    let packed = bare_packed(dir.path());
-    let (ingest, outbox) = rt.block_on(outbox_ingest(dir.path()));
-    println!(
-        "baseline  bare rusqlite, row per sample     {:>12.0} samples/s",
-        rows
-    );
-    println!(
-        "baseline  bare rusqlite, packed blobs       {:>12.0} samples/s",
-        packed
-    );
-    println!(
-        "outbox    ingest (encode + CRC + commit)    {:>12.0} samples/s   ratio {:.2}x row-per-sample, {:.2} of packed",
-        ingest,
-        ingest / rows,
-        ingest / packed
-    );
-    let direct = hub_apply(dir.path());
-    println!(
-        "hub       apply without gRPC                {:>12.0} samples/s   ratio {:.2} of the row-per-sample ceiling",
-        direct,
-        direct / rows
-    );
-    let drain = rt.block_on(uploader_drain(dir.path(), outbox));
-    println!(
-        "drain     after an outage, outbox -> hub    {:>12.0} samples/s   {:.0} entries/s; {:.2} of the ingest rate, {:.2} of the row-per-sample ceiling",
-        drain,
-        drain / BATCH as f64,
-        drain / ingest,
-        drain / rows
-    );
-    let (e2e, acquired) = rt.block_on(end_to_end(4));
-    println!(
-        "e2e       4 PSB sims -> runner -> hub       {:>12.0} samples/s   ({acquired} samples, every one acknowledged; one Modbus round trip per sample)",
-        e2e
-    );
-    for device in [
-        cyclerd_cli::lab::DemoDevice::EaPsb,
-        cyclerd_cli::lab::DemoDevice::Scpi,
-        cyclerd_cli::lab::DemoDevice::Riden,
+    let (mut rows, mut packed, mut ingest, mut bytes) = (vec![], vec![], vec![], vec![]);
+    let (mut direct, mut drain) = (vec![], vec![]);
+    let mut per_commit = 0.0;
+    for round in 0..ROUNDS {
+        let i = rt.block_on(outbox_ingest(dir.path(), round));
+        per_commit = i.per_commit;
+        ingest.push(i.rate);
+        bytes.push(i.bytes_per_sample);
+        rows.push(bare_rows(dir.path(), round));
+        packed.push(bare_packed(
+            dir.path(),
+            round,
+            i.per_commit.round().max(1.0) as usize,
+        ));
+        direct.push(hub_apply(dir.path(), round));
+        drain.push(rt.block_on(uploader_drain(dir.path(), round, i.outbox)));
+    }
+    let what = format!("ingest: encode + CRC + commit ({per_commit:.0} entries/commit)");
+    report(Row {
+        section: "outbox",
+        what: &what,
+        unit: "samples/s",
+        measured: Stats::of(&ingest),
+        baseline: Some(("bare blobs, same commits, 2 threads", Stats::of(&packed))),
+        goal: Goal::None,
+    });
+    report(Row {
+        section: "outbox",
+        what: "ingest, against one row per sample",
+        unit: "samples/s",
+        measured: Stats::of(&ingest),
+        baseline: Some(("bare rusqlite, row per sample", Stats::of(&rows))),
+        goal: Goal::None,
+    });
+    report(Row {
+        section: "outbox",
+        what: "bytes on disk per sample (file + WAL)",
+        unit: "B/sample",
+        measured: Stats::of(&bytes),
+        baseline: None,
+        goal: Goal::AtMost(16.0),
+    });
+    report(Row {
+        section: "pipeline",
+        what: "drain after an outage: outbox -> gRPC -> hub commit",
+        unit: "samples/s",
+        measured: Stats::of(&drain),
+        baseline: Some(("hub apply of the same entries, no gRPC", Stats::of(&direct))),
+        goal: Goal::AtLeast(1e6),
+    });
+    let mut e2e = Vec::new();
+    let mut acquired = 0;
+    for _ in 0..ROUNDS {
+        let (rate, n) = rt.block_on(end_to_end(8));
+        e2e.push(rate);
+        acquired = n;
+    }
+    let what = format!("8 PSB sims -> runners -> hub commit ({acquired} samples each run)");
+    report(Row {
+        section: "e2e",
+        what: &what,
+        unit: "samples/s",
+        measured: Stats::of(&e2e),
+        baseline: Some(("drain of the outbox alone", Stats::of(&drain))),
+        goal: Goal::None,
+    });
+    let live = rt.block_on(live_latency(64, Duration::from_secs(5)));
+    let n = live.channels;
+    for (what, p50, p99, goal) in [
+        (
+            "acquisition -> Watch client",
+            &live.watch_p50,
+            &live.watch_p99,
+            50.0,
+        ),
+        (
+            "acquisition -> hub commit -> Tail client",
+            &live.tail_p50,
+            &live.tail_p99,
+            1000.0,
+        ),
     ] {
-        let hz = rt.block_on(poll_rate(device, Duration::from_secs(3)));
-        println!(
-            "poll      one channel at 100 Hz, {:<44} {:>6.1} polls/s   ratio {:.2} of the configured rate",
-            device.label(),
-            hz,
-            hz / 100.0
-        );
+        let what = format!("{what}, p99 ({n} channels at 10 Hz)");
+        report(Row {
+            section: "live",
+            what: &what,
+            unit: "ms",
+            measured: Stats::of(p99),
+            baseline: Some(("its p50", Stats::of(p50))),
+            goal: Goal::AtMost(goal),
+        });
     }
 }

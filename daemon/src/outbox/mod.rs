@@ -215,6 +215,9 @@ pub struct OutboxStats {
     pub dead_letters: AtomicU64,
     /// The last commit failed (disk full, I/O error); the writer keeps retrying.
     pub failing: AtomicBool,
+    /// Transactions committed by the writer: how well appends group into commits (the
+    /// benchmark's bare baseline uses the same commit size).
+    pub commits: AtomicU64,
 }
 
 impl OutboxStats {

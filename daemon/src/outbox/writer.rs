@@ -88,6 +88,7 @@ impl Writer {
                 }
             };
             self.stats.failing.store(false, Ordering::Release);
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
             self.publish(&effects);
             for op in ops.drain(..) {
                 match op {

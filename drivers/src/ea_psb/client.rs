@@ -33,6 +33,9 @@ pub struct PsbClient {
     timeout: Duration,
     /// The setpoint block last written, raw: what a read-back must still show.
     written: Option<[u16; reg::SETPOINT_BLOCK_LEN as usize]>,
+    /// Whether a poll reads `POLL_SPAN` in one transaction; false once the device answered
+    /// that read with an exception (firmware that does not map 503-504).
+    span: bool,
 }
 
 impl PsbClient {
@@ -64,6 +67,7 @@ impl PsbClient {
             },
             timeout,
             written: None,
+            span: true,
         };
         client.identity = client.read_identity().await?;
         client.nominal = match nominal_override {
@@ -149,6 +153,44 @@ impl PsbClient {
         flatten(reply, self.timeout, during)
     }
 
+    /// The state + actual values block (505..=509) and the setpoint block (498..=502): in one
+    /// transaction where the device answers the span between them, else in two.
+    async fn poll_registers(
+        &mut self,
+        during: &'static str,
+    ) -> Result<(Vec<u16>, Vec<u16>), DriverError> {
+        if self.span {
+            match self
+                .read_registers(reg::POLL_SPAN, reg::POLL_SPAN_LEN, during)
+                .await
+            {
+                Ok(mut span) => {
+                    let values = span.split_off(usize::from(reg::READ_BLOCK - reg::POLL_SPAN));
+                    span.truncate(usize::from(reg::SETPOINT_BLOCK_LEN));
+                    return Ok((values, span));
+                }
+                // Only "not mapped" means the span is the problem; any other exception is the
+                // device's answer to every read and is reported as it is.
+                Err(DriverError::Exception { code, .. }) if code == "IllegalDataAddress" => {
+                    tracing::info!(
+                        endpoint = %self.endpoint,
+                        %code,
+                        "the PSB refuses one read of registers 498-509; reading two blocks per poll"
+                    );
+                    self.span = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let values = self
+            .read_registers(reg::READ_BLOCK, reg::READ_BLOCK_LEN, during)
+            .await?;
+        let block = self
+            .read_registers(reg::SETPOINT_BLOCK, reg::SETPOINT_BLOCK_LEN, during)
+            .await?;
+        Ok((values, block))
+    }
+
     /// The setpoint block 498..=502 in physical units.
     fn physical(&self, block: &[u16]) -> Setpoints {
         let n = self.nominal;
@@ -208,13 +250,8 @@ impl PsbClient {
 impl PowerStage for PsbClient {
     async fn read(&mut self) -> Result<Reading, DriverError> {
         let during = "reading state and actual values";
-        let regs = self
-            .read_registers(reg::READ_BLOCK, reg::READ_BLOCK_LEN, during)
-            .await?;
+        let (regs, block) = self.poll_registers(during).await?;
         let word = wire::state_word(regs[0], regs[1]);
-        let block = self
-            .read_registers(reg::SETPOINT_BLOCK, reg::SETPOINT_BLOCK_LEN, during)
-            .await?;
         let magnitude = wire::from_raw(regs[3], self.nominal.current_a);
         Ok(Reading {
             voltage_v: wire::from_raw(regs[2], self.nominal.voltage_v),

@@ -42,6 +42,9 @@ pub struct SimConfig {
     /// does).
     pub unit: u8,
     pub cell: CellParams,
+    /// Whether registers 503-504 answer (with 0), so that one read spans the setpoints, the
+    /// state and the actual values; false plays firmware that does not map them.
+    pub gap_mapped: bool,
 }
 
 impl SimConfig {
@@ -57,6 +60,7 @@ impl SimConfig {
             },
             unit: 1,
             cell,
+            gap_mapped: true,
         }
     }
 }
@@ -152,6 +156,7 @@ impl SimState {
             reg::SET_SINK_POWER..=reg::SET_POWER => {
                 self.setpoints[usize::from(addr - reg::SETPOINT_BLOCK)]
             }
+            503 | 504 if self.config.gap_mapped => 0,
             reg::STATE => (self.state_word() >> 16) as u16,
             506 => self.state_word() as u16,
             reg::ACTUAL_VOLTAGE => wire::to_raw(

@@ -42,6 +42,12 @@ pub mod reg {
     /// First register of the state + actual values block read in one transaction (505..=509).
     pub const READ_BLOCK: u16 = STATE;
     pub const READ_BLOCK_LEN: u16 = 5;
+    /// One read of everything a poll needs, 498..=509: the setpoint block, 503-504 (a
+    /// resistance setpoint and a reserved word in EA's map: unverified, never interpreted),
+    /// the state and the actual values. One round trip per poll instead of two; a device that
+    /// refuses the span (an exception) is read as the two blocks above from then on.
+    pub const POLL_SPAN: u16 = SETPOINT_BLOCK;
+    pub const POLL_SPAN_LEN: u16 = READ_BLOCK + READ_BLOCK_LEN - SETPOINT_BLOCK;
 }
 
 /// Coils: write 0xFF00 for on, 0x0000 for off.

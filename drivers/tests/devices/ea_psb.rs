@@ -243,6 +243,64 @@ async fn injected_exceptions_are_reported_and_do_not_break_the_link() {
     assert!(!r.output_on && !r.alarm, "{r:?}");
 }
 
+#[tokio::test]
+async fn a_poll_is_one_modbus_transaction_when_the_device_maps_the_whole_span() {
+    let clock = Clock::manual();
+    let (sim, mut client) = connected(&clock, 0.5).await;
+    client
+        .apply(&Command::Current {
+            amps: 1.0,
+            voltage_max: 4.2,
+            voltage_min: 2.5,
+        })
+        .await
+        .unwrap();
+    clock.advance(1.0);
+    let before = sim.snapshot().transactions;
+    let r = client.read().await.unwrap();
+    assert_eq!(sim.snapshot().transactions - before, 1);
+    assert!(r.output_on, "{r:?}");
+    let set = r.setpoints.unwrap();
+    assert!((set.current_a.unwrap() - 1.0).abs() < 0.01, "{set:?}");
+    assert!((set.voltage_v.unwrap() - 4.2).abs() < 0.01, "{set:?}");
+}
+
+#[tokio::test]
+async fn firmware_that_does_not_map_503_and_504_is_read_in_two_blocks_with_the_same_values() {
+    let clock = Clock::manual();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = PsbSim::spawn(
+        listener,
+        SimConfig {
+            gap_mapped: false,
+            ..SimConfig::psb_10060_60("T1", cell(0.5))
+        },
+        clock.clone(),
+    )
+    .unwrap();
+    let mut client = PsbClient::connect(sim.endpoint(), 1, TIMEOUT, None)
+        .await
+        .unwrap();
+    client
+        .apply(&Command::Current {
+            amps: -2.0,
+            voltage_max: 4.2,
+            voltage_min: 2.5,
+        })
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        clock.advance(1.0);
+        let r = client.read().await.unwrap();
+        assert!((r.current_a + 2.0).abs() < 0.01, "{r:?}");
+        let sink = r.setpoints.unwrap().sink_current_a.unwrap();
+        assert!((sink - 2.0).abs() < 0.01, "{r:?}");
+    }
+    let before = sim.snapshot().transactions;
+    client.read().await.unwrap();
+    assert_eq!(sim.snapshot().transactions - before, 2);
+}
+
 /// A PSB on its USB port, a virtual serial port speaking Modbus RTU.
 #[cfg(unix)]
 fn serial_sim(clock: &Clock, soc: f64) -> SimHandle {

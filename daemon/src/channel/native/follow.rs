@@ -375,7 +375,9 @@ impl<C: Cycler> CyclerRunner<C> {
                 .last()
                 .map(|p| step_text(&run.plan, p.plan_step))
                 .unwrap_or_default();
+            let read_at = run.journal.start_unix_s() + r.test_time_s;
             slot.live.send_modify(|snap| {
+                snap.reading_unix_s = read_at;
                 snap.voltage_v = r.voltage_v;
                 snap.current_a = r.current_a;
                 snap.temperature_c = r.temperature_c.unwrap_or(f64::NAN);

@@ -270,7 +270,9 @@ impl<D: PowerStage> ChannelRunner<D> {
         match reading {
             Ok(r) => {
                 let was_offline = std::mem::replace(&mut self.idle_read, (Instant::now(), false)).1;
+                let read_at = self.shared.clock.unix_time_s();
                 self.live.send_modify(|s| {
+                    s.reading_unix_s = read_at;
                     s.voltage_v = r.voltage_v;
                     // No test drives a current; an output someone else switched on does.
                     s.current_a = if r.output_on { r.current_a } else { 0.0 };

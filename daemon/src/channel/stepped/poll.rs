@@ -204,7 +204,9 @@ impl<D: PowerStage> ChannelRunner<D> {
         let samples = run.journal.samples();
         let total = (status.charge_capacity_ah, status.discharge_capacity_ah);
         let place = (status.step_count, status.cycle);
+        let read_at = run.journal.start_unix_s() + test_time_s;
         self.live.send_modify(|s| {
+            s.reading_unix_s = read_at;
             s.voltage_v = reading.voltage_v;
             s.current_a = reading.current_a;
             s.temperature_c = reading.temperature_c.unwrap_or(f64::NAN);
