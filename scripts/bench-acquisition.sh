@@ -8,6 +8,7 @@
 #
 #   cargo build --release -p cyclerd-cli --bin cyclerd --bin cyclerctl -p cyclerhub --bin cyclerhub
 #   scripts/bench-acquisition.sh [CHANNELS=64] [SECONDS=20] [REPEATS=3]
+#   PROFILE=/tmp/acq.perf scripts/bench-acquisition.sh 64 10 1   # and a perf profile of the window
 set -euo pipefail
 channels=${1:-64}
 seconds=${2:-20}
@@ -64,7 +65,12 @@ EOF
     sleep 3
     local t0 c0 t1 c1
     t0=$(date +%s.%N); c0=$(cpu_ticks "$daemon")
-    sleep "$seconds"
+    if [[ -n ${PROFILE:-} ]]; then
+        # A CPU profile of the daemon over the window (software clock: works in VMs).
+        perf record -q -e cpu-clock -F 1999 -g -p "$daemon" -o "$PROFILE" -- sleep "$seconds" >/dev/null 2>&1
+    else
+        sleep "$seconds"
+    fi
     t1=$(date +%s.%N); c1=$(cpu_ticks "$daemon")
     local rss
     rss=$(rss_kb "$daemon")

@@ -122,9 +122,12 @@ pub async fn run_with(
 
     // Bumped after every commit, so live tails wake without polling the database.
     let (applied_tx, applied) = watch::channel(0u64);
+    // Other processes on the same database commit too: their samples wake the tails here.
+    let read_store = options.read_store.clone().unwrap_or_else(|| store.clone());
+    read_store.follow_commits(applied_tx.clone());
     let auth = Authenticator::new(store.clone(), options.require_tokens);
     let query = QueryServer::new(QueryService {
-        store: options.read_store.clone().unwrap_or_else(|| store.clone()),
+        store: read_store,
         applied,
         auth: auth.clone(),
         token_recheck: options.token_recheck,

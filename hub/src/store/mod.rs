@@ -135,6 +135,14 @@ impl HubStore {
         self.backend.path()
     }
 
+    /// Bumps `applied` whenever another process commits samples to this database, until
+    /// nobody receives from it: on PostgreSQL a thread of its own hears the commits (LISTEN on
+    /// the primary, the replay position on a standby). SQLite has one hub process; nothing to
+    /// do.
+    pub fn follow_commits(&self, applied: tokio::sync::watch::Sender<u64>) {
+        self.backend.follow_commits(applied);
+    }
+
     /// Records a daemon's Hello and returns its resume point: the highest entry id applied for
     /// `(daemon_id, store_epoch)`, 0 when the hub has never seen that store.
     pub fn hello(&self, hello: &Hello) -> Result<u64, StoreError> {
@@ -542,6 +550,8 @@ type WriteBatch<'a> =
 trait Backend: Send + Sync {
     /// The SQLite file; for PostgreSQL, the URL without its password.
     fn path(&self) -> &Path;
+    /// See [`HubStore::follow_commits`].
+    fn follow_commits(&self, _applied: tokio::sync::watch::Sender<u64>) {}
     /// Records a Hello (the daemon's name) and returns the store's resume point.
     fn hello(&self, source: &Source<'_>, name: &str) -> Result<u64, StoreError>;
     /// The store's resume point, 0 when unknown.

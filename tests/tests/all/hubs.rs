@@ -153,3 +153,77 @@ async fn a_hub_process_reading_from_a_streaming_standby_answers_queries_with_wha
     }
     assert!(reader.terminate().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_on_one_hub_process_follows_what_another_process_commits_without_waiting_for_its_token_recheck()
+ {
+    use cyclerd::proto::hub::query_client::QueryClient;
+    use cyclerd::proto::hub::{GetTestRequest, TailRequest};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = PgCluster::shared();
+    let db = cluster.create_database();
+    let (ingest, query) = (harness::free_addr(), harness::free_addr());
+    let writer = serve(&db, ingest).await;
+    let reader = serve(&db, query).await;
+    let lab = SimLab::start_with(LabOptions {
+        channels: 1,
+        // Slow enough that the test runs for the whole check.
+        speed: 20.0,
+        data_dir: Some(dir.path().join("daemon")),
+        hub_address: Some(ingest),
+        extra_config: "commit_interval_ms = 20".into(),
+        ..LabOptions::default()
+    })
+    .await
+    .unwrap();
+    let test_id = lab
+        .start_everywhere(&PROTOCOL.replace("repeat: 2", "repeat: 10"), "tail")
+        .await
+        .unwrap()
+        .remove(0);
+    let mut client = QueryClient::connect(format!("http://{query}"))
+        .await
+        .unwrap();
+    let known = async {
+        while client
+            .get_test(GetTestRequest {
+                test_id: test_id.clone(),
+            })
+            .await
+            .is_err()
+        {
+            acked_more(&lab, 1).await;
+        }
+    };
+    tokio::time::timeout(WAIT, known).await.unwrap();
+    let mut tail = client
+        .tail(TailRequest {
+            test_id: test_id.clone(),
+            from_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The process serving the tail took in none of these samples itself; its recheck of the
+    // token is 30 s away. Each new batch comes within a few seconds anyway.
+    let mut next = 0;
+    for _ in 0..5 {
+        let batch = tokio::time::timeout(Duration::from_secs(5), tail.message())
+            .await
+            .expect("the tail wakes when the other process commits")
+            .unwrap()
+            .expect("the tail goes on while the test runs");
+        assert_eq!(batch.first_seq, next, "samples in order, none twice");
+        next += batch.voltage_v.len() as u64;
+    }
+    drop(tail);
+    lab.daemon
+        .stop_test(&lab.channel_ids()[0], "enough")
+        .await
+        .unwrap();
+    let (summary, _, _) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0, "{summary:?}");
+    assert!(writer.terminate().await);
+    assert!(reader.terminate().await);
+}

@@ -14,6 +14,7 @@
 //!
 //! TLS to the server follows the URL's `sslmode` and `sslrootcert`, as with libpq; see [`tls`].
 
+mod follow;
 mod queries;
 mod schema;
 mod tls;
@@ -52,6 +53,9 @@ pub(super) struct PgStore {
     writer: Mutex<Option<Writer>>,
     /// Read-only connection for queries, so that they never wait for a batch to commit.
     reader: Mutex<Option<Client>>,
+    /// Opened with `connect_read_only` (a standby, typically): commits are followed by the
+    /// replay position, since a standby delivers no notifications.
+    read_only: bool,
 }
 
 /// The writer connection with the statements the apply runs thousands of times.
@@ -158,6 +162,7 @@ impl PgStore {
             url,
             writer: Mutex::new(None),
             reader: Mutex::new(None),
+            read_only: false,
         };
         store.with_writer(|_| Ok(()))?;
         store.with_reader(|_| Ok(()))?;
@@ -178,6 +183,7 @@ impl PgStore {
             url,
             writer: Mutex::new(None),
             reader: Mutex::new(None),
+            read_only: true,
         };
         store.with_reader(|_| Ok(()))?;
         Ok(store)
@@ -195,6 +201,17 @@ impl PgStore {
                 None => StoreError::Connect { url, source },
             }
         })
+    }
+
+    /// See [`super::HubStore::follow_commits`].
+    pub(super) fn follow_commits(&self, applied: tokio::sync::watch::Sender<u64>) {
+        let (target, standby) = (self.target.clone(), self.read_only);
+        let spawned = std::thread::Builder::new()
+            .name("cyclerhub-commits".into())
+            .spawn(move || follow::follow(target, standby, applied));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the thread that hears other hub processes' commits: {e}");
+        }
     }
 
     fn connect_writer(&self) -> Result<Writer, StoreError> {

@@ -24,6 +24,10 @@ impl Backend for PgStore {
         Path::new(&self.url)
     }
 
+    fn follow_commits(&self, applied: tokio::sync::watch::Sender<u64>) {
+        PgStore::follow_commits(self, applied);
+    }
+
     fn hello(&self, source: &Source<'_>, name: &str) -> Result<u64, StoreError> {
         self.with_writer(|w| w.hello(source, name))
     }

@@ -105,6 +105,7 @@ impl SslMode {
 
 /// Where and how the hub connects: parsed from the URL once and used for every connection,
 /// so that a reconnect is as encrypted and as verified as the first connection.
+#[derive(Clone)]
 pub(super) struct Target {
     /// Everything but the TLS parameters, as tokio-postgres reads them; its ssl mode is set
     /// from ours (`verify-*` is `require` there, the verifying is ours).

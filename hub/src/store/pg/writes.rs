@@ -132,6 +132,8 @@ impl Writer {
         let Writer { client, stmts } = self;
         let mut tx = client.transaction()?;
         let out = apply(&mut PgBatch { tx: &mut tx, stmts })?;
+        // Delivered at the commit, to every hub process on this database (their live tails).
+        tx.batch_execute(&format!("NOTIFY {}", super::follow::CHANNEL))?;
         tx.commit()?;
         Ok(out)
     }
