@@ -188,7 +188,15 @@ async fn events(
         };
         return (StatusCode::UNAUTHORIZED, why).into_response();
     }
-    sse::events(&s.0.daemon, q.channel.as_deref(), s.0.stopping.clone()).into_response()
+    let (state, headers) = (s.clone(), headers.clone());
+    let allowed = move || state.0.auth.check(&headers, Role::Reader).is_ok();
+    sse::events(
+        &s.0.daemon,
+        q.channel.as_deref(),
+        s.0.stopping.clone(),
+        allowed,
+    )
+    .into_response()
 }
 
 async fn monitor_js() -> Response {

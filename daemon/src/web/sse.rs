@@ -6,7 +6,7 @@
 //! - `channel`: a [`ChannelView`] as JSON, one per change (the current state first);
 //! - `status`: the daemon's alarms and hub connection, every [`STATUS_EVERY`].
 //!
-//! Every stream ends when the monitor shuts down.
+//! Every stream ends when the monitor shuts down, or when its caller's token is revoked.
 
 use super::templates::ChannelView;
 use crate::control::coalesce::coalesced;
@@ -25,6 +25,9 @@ pub const WATCH_GAP: Duration = Duration::from_millis(20);
 
 /// How often the daemon's alarms and hub connection are sent.
 pub const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// An open stream checks its caller's token again this often, so a revocation ends it.
+pub const RECHECK_PERIOD: Duration = Duration::from_secs(1);
 
 /// The daemon-wide part of the overview.
 #[derive(Debug, Serialize)]
@@ -56,11 +59,13 @@ pub fn hub_text(connected: bool, backlog: u64) -> String {
 
 type Events = Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 
-/// The events of every channel, or of `only` that one, until `stopping` turns true.
+/// The events of every channel, or of `only` that one, until `stopping` turns true or, checked
+/// every [`RECHECK_PERIOD`], `allowed` says the caller's token was revoked.
 pub fn events(
     daemon: &Daemon,
     only: Option<&str>,
     mut stopping: watch::Receiver<bool>,
+    allowed: impl Fn() -> bool + Send + 'static,
 ) -> impl axum::response::IntoResponse {
     let channels = daemon
         .watchers()
@@ -91,7 +96,15 @@ pub fn events(
     .boxed();
     let all = futures::stream::select_all(channels.chain(std::iter::once(status)));
     let stopped = async move {
-        let _ = stopping.wait_for(|s| *s).await;
+        let mut every = tokio::time::interval(RECHECK_PERIOD);
+        loop {
+            tokio::select! {
+                _ = stopping.wait_for(|s| *s) => return,
+                _ = every.tick() => if !allowed() {
+                    return;
+                },
+            }
+        }
     };
     let stream: Events = Box::pin(all.take_until(stopped));
     Sse::new(stream).keep_alive(KeepAlive::default())

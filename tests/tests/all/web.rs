@@ -116,18 +116,26 @@ async fn the_monitor_lists_every_channel_and_its_values_change_as_samples_arrive
         .wait_for_text("#live", "connected", WAIT)
         .await
         .unwrap();
-    let points = || async {
+    let drawn = || async {
         let n = browser
             .client()
             .execute(
-                "var u = document.querySelectorAll('#plot-v .uplot'); \
-                 return u.length ? document.querySelectorAll('#plot-v canvas').length : 0;",
+                "return Number(document.getElementById('plot-v').dataset.points || 0);",
                 vec![],
             )
             .await?;
-        Ok(n.as_u64().filter(|n| *n > 0))
+        Ok::<_, Error>(n.as_u64())
     };
-    wait_until("the voltage plot", WAIT, points).await.unwrap();
+    let first_drawn = wait_until("points on the voltage plot", WAIT, || async {
+        Ok(drawn().await?.filter(|n| *n > 0))
+    })
+    .await
+    .unwrap();
+    wait_until("more points as samples arrive", WAIT, || async {
+        Ok(drawn().await?.filter(|n| *n > first_drawn))
+    })
+    .await
+    .unwrap();
     browser
         .wait_for_text("#now [data-field=\"state\"]", "running", WAIT)
         .await
