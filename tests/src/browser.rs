@@ -18,9 +18,9 @@
 //!   directory, no network beyond what the page asks for, and the browser's console log kept.
 //!   It returns `None`, after a loud message on stderr, only when `chromedriver` is absent;
 //!   any other failure panics (CI installs Chromium, see `.ci/run`).
-//! - [`Browser::js_errors`] is every uncaught JavaScript error and `console.error` line and
-//!   every failed resource load the page logged since the session started (the browser's
-//!   SEVERE log entries), so a test can assert there are none.
+//! - [`Browser::js_errors`] is every uncaught JavaScript error and `console.error` line the
+//!   pages logged since the session started (the browser's SEVERE log entries), so a test can
+//!   assert there are none; [`Browser::failed_loads`] the failed loads (4xx/5xx answers).
 //! - [`Browser::screenshot`] writes `target/screenshots/NAME.png` (under `CARGO_TARGET_DIR`
 //!   when set) and returns its path.
 //! - [`Browser::client`] is the fantoccini client for anything else (forms, clicks, scripts).
@@ -52,8 +52,9 @@ pub struct Browser {
     driver: Child,
     /// The fresh profile directory Chromium uses, removed when the browser is dropped.
     _profile: tempfile::TempDir,
-    /// SEVERE browser-log entries read so far (the log is drained on every read).
-    errors: Mutex<Vec<String>>,
+    /// SEVERE browser-log entries read so far, each with whether it is a failed load (the
+    /// log is drained on every read).
+    errors: Mutex<Vec<(bool, String)>>,
 }
 
 /// What went wrong talking to the browser.
@@ -167,14 +168,40 @@ impl Browser {
         Ok(self.client.goto(url).await?)
     }
 
-    /// Every JavaScript error, `console.error` line and failed load the browser logged since
-    /// the session started.
+    /// Every uncaught JavaScript error and `console.error` line the browser logged since the
+    /// session started (failed loads, such as a page answered 4xx, are [`Browser::failed_loads`]).
     pub async fn js_errors(&self) -> Result<Vec<String>, Error> {
+        Ok(self
+            .severe()
+            .await?
+            .into_iter()
+            .filter(|(network, _)| !network)
+            .map(|(_, m)| m)
+            .collect())
+    }
+
+    /// Every failed load (an HTTP error status, a refused connection) the browser logged since
+    /// the session started.
+    pub async fn failed_loads(&self) -> Result<Vec<String>, Error> {
+        Ok(self
+            .severe()
+            .await?
+            .into_iter()
+            .filter(|(network, _)| *network)
+            .map(|(_, m)| m)
+            .collect())
+    }
+
+    /// The SEVERE log entries so far, each with whether it is a network one.
+    async fn severe(&self) -> Result<Vec<(bool, String)>, Error> {
         let log = self.client.issue_cmd(BrowserLog).await?;
         let mut errors = self.errors.lock().map_err(|_| "poisoned")?;
         for entry in log.as_array().into_iter().flatten() {
             if entry["level"] == "SEVERE" {
-                errors.push(entry["message"].as_str().unwrap_or_default().to_string());
+                let message = entry["message"].as_str().unwrap_or_default().to_string();
+                let network =
+                    entry["source"] == "network" || message.contains("Failed to load resource");
+                errors.push((network, message));
             }
         }
         Ok(errors.clone())

@@ -383,13 +383,14 @@ async fn a_missing_or_bad_token_is_refused_where_the_monitor_requires_tokens() {
     // The session cookie is out of the page's reach.
     let cookies = c.execute("return document.cookie;", vec![]).await.unwrap();
     assert_eq!(cookies.as_str(), Some(""), "the session cookie is HttpOnly");
-    // The browser logged the refusals (401, 403) as failed loads; nothing else.
-    let errors = browser.js_errors().await.unwrap();
+    assert_no_js_errors(&browser).await;
+    // The refusals (401, 403) were the only failed loads.
+    let failed = browser.failed_loads().await.unwrap();
     assert!(
-        errors
+        failed
             .iter()
             .all(|e| e.contains("401") || e.contains("403")),
-        "{errors:#?}"
+        "{failed:#?}"
     );
     browser.close().await;
     lab.stop(Duration::from_secs(30)).await.unwrap();
