@@ -461,3 +461,41 @@ async fn a_sample_reaches_the_event_stream_within_200_ms() {
     );
     lab.stop(Duration::from_secs(30)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_its_monitors_address_on_a_line_of_its_own_and_serves_it_there() {
+    use tokio::io::AsyncBufReadExt;
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd-under-test"))
+        .args(["demo", "--channels", "2", "--speed", "50", "--for", "60s"])
+        .args(["--control", "127.0.0.1:0", "--web", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(WAIT, async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("the demo goes on");
+            if let Some(url) = line.strip_prefix("monitor: ") {
+                return url.to_string();
+            }
+        }
+    })
+    .await
+    .expect("the demo prints its monitor's address");
+    let addr: SocketAddr = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{url:?} is http://ADDR/"));
+    let (status, page) = http(addr, "GET", "/", &[]).await;
+    assert_eq!(status, 200, "{page}");
+    for channel in ["psb1/1", "psb2/1"] {
+        assert!(
+            page.contains(&format!("data-channel=\"{channel}\"")),
+            "{page}"
+        );
+    }
+    demo.kill().await.unwrap();
+}
