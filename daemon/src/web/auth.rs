@@ -218,6 +218,23 @@ pub fn same_origin(headers: &HeaderMap) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the request names this machine by a loopback name (`localhost`, `127.0.0.1`,
+/// `[::1]`). An open loopback monitor answers only those: a page of another site whose name
+/// was re-pointed at 127.0.0.1 (DNS rebinding) names itself, and is refused.
+pub fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +263,25 @@ mod tests {
         let cross = headers(&[("host", "127.0.0.1:8620"), ("sec-fetch-site", "cross-site")]);
         assert!(same_origin(&cross).is_err());
         assert_eq!(same_origin(&headers(&[("host", "h")])), Ok(()));
+    }
+
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        for (host, loopback) in [
+            ("127.0.0.1:8620", true),
+            ("localhost:8620", true),
+            ("[::1]:8620", true),
+            ("127.0.0.1", true),
+            ("evil.example:8620", false),
+            ("192.0.2.1:8620", false),
+        ] {
+            assert_eq!(
+                loopback_host(&headers(&[("host", host)])),
+                loopback,
+                "{host}"
+            );
+        }
+        assert!(!loopback_host(&HeaderMap::new()));
     }
 
     #[test]

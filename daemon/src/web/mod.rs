@@ -107,7 +107,14 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let (stop_tx, stopping) = watch::channel(false);
     let recorder = history::History::record(&daemon);
-    let state = routes::AppState::new(daemon, options.clone(), recorder.clone(), stopping);
+    let loopback = listener.local_addr()?.ip().is_loopback();
+    let state = routes::AppState::new(
+        daemon,
+        options.clone(),
+        recorder.clone(),
+        stopping,
+        loopback,
+    );
     let app = routes::router(state);
     let shutdown = async move {
         shutdown.await;

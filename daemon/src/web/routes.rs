@@ -48,6 +48,8 @@ struct Inner {
     history: History,
     /// Turns true when the monitor shuts down, ending the event streams.
     stopping: watch::Receiver<bool>,
+    /// An open monitor on loopback: only requests naming a loopback host are answered.
+    loopback_hosts_only: bool,
 }
 
 impl AppState {
@@ -56,10 +58,12 @@ impl AppState {
         options: WebOptions,
         history: History,
         stopping: watch::Receiver<bool>,
+        loopback: bool,
     ) -> AppState {
         let secure = options.tls.is_some();
         AppState(Arc::new(Inner {
             daemon,
+            loopback_hosts_only: loopback && options.tokens.is_none(),
             auth: Auth::new(options.tokens, secure),
             history,
             stopping,
@@ -150,7 +154,31 @@ pub fn router(state: AppState) -> Router {
         .route("/channel/{device}/{n}/start", get(start_form).post(start))
         .route("/channel/{device}/{n}/stop", axum::routing::post(stop))
         .merge(cyclerd_web::assets_router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            loopback_hosts,
+        ))
         .with_state(state)
+}
+
+/// On an open loopback monitor, refuses a request that names another host (DNS rebinding).
+async fn loopback_hosts(
+    State(s): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if s.0.loopback_hosts_only && !auth::loopback_host(request.headers()) {
+        return page(
+            StatusCode::MISDIRECTED_REQUEST,
+            Message {
+                title: "Wrong address".into(),
+                text: "this monitor answers on this machine only: open it as \
+                       http://127.0.0.1:PORT/ or http://localhost:PORT/"
+                    .into(),
+            },
+        );
+    }
+    next.run(request).await
 }
 
 async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Response {
