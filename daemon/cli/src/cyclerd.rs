@@ -258,6 +258,25 @@ async fn run(path: PathBuf, clock: Clock, open_files: Option<u64>) -> anyhow::Re
             "http"
         };
         if let Ok(addr) = web_listener.local_addr() {
+            if !addr.ip().is_loopback()
+                && (web_options.tls.is_none() || web_options.tokens.is_none())
+            {
+                tracing::warn!(
+                    "control.insecure: the web monitor on {addr} is reachable from other \
+                     machines{}{}",
+                    if web_options.tls.is_none() {
+                        ", without TLS"
+                    } else {
+                        ""
+                    },
+                    if web_options.tokens.is_none() {
+                        ", and without tokens: anyone who reaches the port may start and stop \
+                         tests"
+                    } else {
+                        ""
+                    }
+                );
+            }
             tracing::info!(
                 tokens_required = web_options.tokens.is_some(),
                 "web monitor on {scheme}://{addr}/"
