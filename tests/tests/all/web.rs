@@ -265,10 +265,21 @@ async fn http(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    http_on(stream, &addr.to_string(), method, path, headers).await
+}
+
+/// [`http`] over `stream` (plain or TLS), naming `host`.
+async fn http_on(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        request.push_str(&format!("Host: {addr}\r\n"));
+        request.push_str(&format!("Host: {host}\r\n"));
     }
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
@@ -282,15 +293,17 @@ async fn http(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
         .await
-        .expect("a response")
-        .unwrap();
+        .expect("a response or a close");
+    let response = String::from_utf8_lossy(&response).into_owned();
     let status = response
-        .split_whitespace()
-        .nth(1)
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, response)
@@ -508,4 +521,67 @@ async fn the_demo_prints_its_monitors_address_on_a_line_of_its_own_and_serves_it
         );
     }
     demo.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_loopback_the_monitor_serves_tls_with_the_control_certificate_and_wants_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file) = (dir.path().join("d.pem"), dir.path().join("d-key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let tokens_file = dir.path().join("control-tokens.toml");
+    let (_, operator) = TokenStore::new(&tokens_file)
+        .issue("otto", Role::Operator)
+        .unwrap();
+    let text = format!(
+        "[store]\npath = {store:?}\n[hub]\naddress = \"http://127.0.0.1:50051\"\n\
+         [control]\ntls_cert = {cert_file:?}\ntls_key = {key_file:?}\ntokens_file = {tokens_file:?}\n\
+         [web]\nlisten = \"0.0.0.0:8620\"\n\
+         [limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\n",
+        store = dir.path().join("outbox.sqlite"),
+    );
+    let config = cyclerd::config::Config::from_toml(&text, "lab.toml").unwrap();
+    let options = WebOptions::from_config(&config, "lab.toml").unwrap();
+    assert!(options.tls.is_some() && options.tokens.is_some());
+
+    let lab = lab(1, 50.0).await;
+    let monitor = Monitor::start(&lab, options).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tls = async || {
+        let tcp = TcpStream::connect(monitor.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        connector.connect(name, tcp).await.unwrap()
+    };
+    let host = format!("localhost:{}", monitor.addr.port());
+    let bearer = format!("Bearer {operator}");
+    let (status, page) = http_on(
+        tls().await,
+        &host,
+        "GET",
+        "/",
+        &[("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("data-channel=\"psb1/1\""), "{page}");
+    let (status, _) = http_on(tls().await, &host, "GET", "/events", &[]).await;
+    assert_eq!(status, 401, "no token, no events");
+    // Plain HTTP on the TLS port gets no page.
+    let (status, _) = http(monitor.addr, "GET", "/", &[("Authorization", &bearer)]).await;
+    assert_eq!(status, 0);
+    lab.stop(Duration::from_secs(30)).await.unwrap();
 }
