@@ -13,6 +13,20 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// A protocol the start test uploads (long enough to be stopped while it runs).
+const UPLOADED: &str = r#"
+protocol: Uploaded from the browser
+version: 1
+params:
+  capacity: 2.5 Ah
+safety:
+  voltage: [2.5 V, 4.25 V]
+  current: 5 A
+steps:
+  - "Rest for 10 minutes"
+  - "Charge at C/2 for 2 hours"
+"#;
+
 /// The monitor of a running lab, stopped when dropped.
 struct Monitor {
     /// Where it listens.
@@ -106,6 +120,10 @@ async fn the_monitor_lists_every_channel_and_its_values_change_as_samples_arrive
         Some("running")
     );
     browser.screenshot("monitor-overview").await.unwrap();
+    // On a phone's screen the table scrolls sideways inside the page.
+    browser.client().set_window_size(390, 844).await.unwrap();
+    browser.screenshot("monitor-overview-phone").await.unwrap();
+    browser.client().set_window_size(1280, 900).await.unwrap();
 
     // The channel page: its plots fill as samples arrive.
     browser
@@ -208,11 +226,20 @@ async fn a_start_through_the_form_runs_a_test_and_a_stop_ends_it() {
     let capacity = c.find(Locator::Id("nominal_capacity_ah")).await.unwrap();
     capacity.clear().await.unwrap();
     capacity.send_keys("2.5").await.unwrap();
-    // A file input cannot keep its file across a refused submit: the library is chosen again.
+    // This time the protocol is a file of the operator's own, uploaded.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mine.yaml");
+    std::fs::write(&file, UPLOADED).unwrap();
     c.find(Locator::Id("protocol"))
         .await
         .unwrap()
-        .select_by_value("demo.yaml")
+        .select_by_value("")
+        .await
+        .unwrap();
+    c.find(Locator::Id("protocol_file"))
+        .await
+        .unwrap()
+        .send_keys(&file.display().to_string())
         .await
         .unwrap();
     c.find(Locator::Id("start"))
@@ -227,6 +254,7 @@ async fn a_start_through_the_form_runs_a_test_and_a_stop_ends_it() {
         .unwrap();
     let snapshot = lab.daemon.snapshot(&channel).unwrap();
     assert_eq!(snapshot.cell_id, "WEB-001");
+    assert_eq!(snapshot.protocol_name, "Uploaded from the browser");
     assert_eq!(snapshot.state, "running");
 
     c.find(Locator::Id("reason"))
