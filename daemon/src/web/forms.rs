@@ -62,12 +62,17 @@ pub struct StartForm {
     pub protocol: String,
     /// The uploaded file's name and text, if one was given.
     pub upload: Option<(String, String)>,
-    /// Primary metadata, one field each.
+    /// The cell under test (primary metadata, as each field below).
     pub cell_id: String,
+    /// Who runs the test.
     pub operator: String,
+    /// Whose test it is.
     pub owner: String,
+    /// What the test is for.
     pub objective: String,
+    /// The cell's chemistry (e.g. NMC/graphite).
     pub chemistry: String,
+    /// The cell's nominal capacity in Ah (C-rates resolve against it).
     pub nominal_capacity_ah: String,
     /// Optional primary metadata.
     pub team: String,
