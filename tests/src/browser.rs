@@ -218,11 +218,17 @@ impl Browser {
         Ok(path)
     }
 
-    /// The text of the first element matching the CSS `selector`, if there is one.
+    /// The text of the first element matching the CSS `selector`, if there is one (`None`
+    /// too when the page went away between finding it and reading it: a form was submitted).
     pub async fn text(&self, selector: &str) -> Result<Option<String>, Error> {
-        match self.client.find(Locator::Css(selector)).await {
-            Ok(e) => Ok(Some(e.text().await?)),
-            Err(e) if e.is_no_such_element() => Ok(None),
+        let element = match self.client.find(Locator::Css(selector)).await {
+            Ok(element) => element,
+            Err(e) if e.is_no_such_element() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match element.text().await {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.is_stale_element_reference() || e.is_no_such_element() => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
