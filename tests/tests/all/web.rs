@@ -1,7 +1,7 @@
 //! The daemon's web monitor against a simulated lab: in headless Chromium (skipped, loudly, only
 //! when chromedriver is absent) and over plain HTTP for what a browser cannot measure.
 
-use crate::harness::WAIT;
+use crate::harness::{WAIT, http, http_on};
 use cyclerd::control::tokens::{Role, TokenStore};
 use cyclerd::web::WebOptions;
 use cyclerd_cli::lab::{DEMO_PROTOCOL, LabOptions, SimLab};
@@ -284,57 +284,6 @@ async fn a_start_through_the_form_runs_a_test_and_a_stop_ends_it() {
     assert_no_js_errors(&browser).await;
     browser.close().await;
     lab.stop(Duration::from_secs(30)).await.unwrap();
-}
-
-/// One HTTP/1.1 request; the status and the body (the connection closes after it).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    http_on(stream, &addr.to_string(), method, path, headers).await
-}
-
-/// [`http`] over `stream` (plain or TLS), naming `host`.
-async fn http_on(
-    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    host: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, String) {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        request.push_str(&format!("Host: {host}\r\n"));
-    }
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let body = if method == "POST" { "reason=x" } else { "" };
-    if method == "POST" {
-        request.push_str(&format!(
-            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return (0, String::new());
-    }
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("a response or a close");
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let status = response
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, response)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
