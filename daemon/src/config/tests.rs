@@ -470,3 +470,57 @@ fn the_hub_address_is_one_address_or_a_list_tried_in_order() {
         assert!(e.contains("hub"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn the_web_monitor_listens_on_loopback_by_default_and_can_be_switched_off() {
+    let c = Config::from_toml(GOOD, "lab.toml").unwrap();
+    assert_eq!(
+        c.web.address(),
+        Ok(Some(DEFAULT_WEB_LISTEN.parse().unwrap()))
+    );
+    assert!(!c.web_requires_tokens());
+    for off in ["\"\"", "\"off\""] {
+        let c = Config::from_toml(&format!("{GOOD}\n[web]\nlisten = {off}\n"), "lab.toml").unwrap();
+        assert_eq!(c.web.address(), Ok(None), "{off}");
+    }
+    let e = Config::from_toml(
+        &format!("{GOOD}\n[web]\nlisten = \"nowhere\"\n"),
+        "lab.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("web.listen") && e.contains("host:port"), "{e}");
+}
+
+#[test]
+fn a_web_monitor_other_machines_reach_is_refused_without_tls_and_a_token_unless_said_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = format!(
+        "{}\n[web]\nlisten = \"0.0.0.0:8620\"\n",
+        with_control(dir.path(), "")
+    );
+    let e = Config::from_toml(&open, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("web.listen = 0.0.0.0:8620") && e.contains("control.tls_cert"),
+        "{e}"
+    );
+    let tls = open.replace("[web]", "tls_cert = \"d.pem\"\ntls_key = \"k.pem\"\n[web]");
+    let e = Config::from_toml(&tls, "lab.toml").unwrap_err().to_string();
+    assert!(e.contains("holds none"), "{e}");
+    TokenStore::new(dir.path().join("control-tokens.toml"))
+        .issue("alice", Role::Operator)
+        .unwrap();
+    let ready = Config::from_toml(&tls, "lab.toml").unwrap();
+    assert!(ready.web_requires_tokens() && !ready.control_requires_tokens());
+    let said =
+        Config::from_toml(&open.replace("[web]", "insecure = true\n[web]"), "lab.toml").unwrap();
+    assert!(!said.web_requires_tokens());
+    let closed = with_control(dir.path(), "require_tokens = true");
+    assert!(
+        Config::from_toml(&closed, "lab.toml")
+            .unwrap()
+            .web_requires_tokens()
+    );
+}

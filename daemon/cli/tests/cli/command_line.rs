@@ -387,6 +387,7 @@ async fn an_unreachable_device_does_not_keep_the_daemon_down_and_is_named_with_i
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
         .args(["run", "--config"])
         .arg(&path)
+        .env("CYCLERD_WEB__LISTEN", "127.0.0.1:0")
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()

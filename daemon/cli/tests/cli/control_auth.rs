@@ -380,6 +380,7 @@ async fn cyclerd_token_issues_lists_and_revokes_and_cyclerd_run_never_logs_a_sec
     let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
         .args(["run", "--config"])
         .arg(&config)
+        .env("CYCLERD_WEB__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "debug")
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -472,6 +473,7 @@ fn cyclerd_run_refuses_a_control_api_beyond_loopback_without_tls_and_a_token() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
         .args(["run", "--config"])
         .arg(&config)
+        .env("CYCLERD_WEB__LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
