@@ -32,6 +32,7 @@
 //! - [`uploader`]: the gRPC stream from the outbox to the hub (resume, pipelining, acks, backoff).
 //! - [`daemon`]: wires the above into a running daemon and its handle.
 //! - [`control`]: the `cyclerd.daemon.v1.Control` gRPC service used by `cyclerctl`.
+//! - [`web`]: the web monitor: the same live state, start and stop, in a browser.
 //! - [`simulate`]: a protocol against the cell model with no device (`cyclerctl protocol simulate`).
 
 pub mod chamber;
@@ -48,6 +49,7 @@ pub mod params;
 pub mod retry;
 pub mod simulate;
 pub mod uploader;
+pub mod web;
 
 pub use cyclerd_proto as proto;
 pub use daemon::{Daemon, Summary};

@@ -42,3 +42,5 @@ mod steps;
 mod supervised;
 #[path = "all/tls.rs"]
 mod tls;
+#[path = "all/web.rs"]
+mod web;

@@ -58,6 +58,9 @@ enum Command {
         /// Control API address (an ephemeral port is used if this one is taken).
         #[arg(long, default_value = "127.0.0.1:50052")]
         control: SocketAddr,
+        /// Web monitor address (an ephemeral port is used if this one is taken), or "off".
+        #[arg(long, default_value = "127.0.0.1:8620", value_parser = parse_web)]
+        web: WebAddress,
         /// The simulated device family.
         #[arg(long, value_enum, default_value = "ea-psb")]
         device: lab::DemoDevice,
@@ -134,6 +137,7 @@ async fn run_command(cli: Cli) -> ExitCode {
             protocol,
             data_dir,
             control,
+            web,
             device,
             chamber,
         } => {
@@ -145,6 +149,7 @@ async fn run_command(cli: Cli) -> ExitCode {
                 protocol,
                 data_dir,
                 control,
+                web: web.0,
                 device,
                 chamber,
                 ..DemoOptions::default()
@@ -163,6 +168,19 @@ async fn run_command(cli: Cli) -> ExitCode {
         eprintln!("cyclerd: {e:#}");
         ExitCode::from(2)
     })
+}
+
+/// `--web ADDR`, or `--web off` (`None`).
+#[derive(Debug, Clone, Copy)]
+pub struct WebAddress(Option<SocketAddr>);
+
+fn parse_web(text: &str) -> Result<WebAddress, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(WebAddress(None));
+    }
+    text.parse()
+        .map(|a| WebAddress(Some(a)))
+        .map_err(|_| format!("{text:?} is not host:port (e.g. 127.0.0.1:8620) or \"off\""))
 }
 
 async fn run(path: PathBuf, clock: Clock, open_files: Option<u64>) -> anyhow::Result<()> {
@@ -186,7 +204,7 @@ async fn run(path: PathBuf, clock: Clock, open_files: Option<u64>) -> anyhow::Re
             return Err(e);
         }
     };
-    let (daemon, listener, listen, mut options) = started;
+    let (daemon, listener, listen, mut options, web) = started;
     if config.control.beyond_loopback() && config.control.insecure {
         tracing::warn!(
             "control.insecure: the control API on {listen} is reachable from other machines{}{}",
@@ -232,7 +250,33 @@ async fn run(path: PathBuf, clock: Clock, open_files: Option<u64>) -> anyhow::Re
             let _ = stop_rx.await;
         },
     ));
+    let (web_stop_tx, web_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let web_server = web.map(|(web_listener, web_options)| {
+        let scheme = if web_options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        if let Ok(addr) = web_listener.local_addr() {
+            tracing::info!(
+                tokens_required = web_options.tokens.is_some(),
+                "web monitor on {scheme}://{addr}/"
+            );
+        }
+        tokio::spawn(cyclerd::web::run(
+            daemon.clone(),
+            web_listener,
+            web_options,
+            async {
+                let _ = web_stop_rx.await;
+            },
+        ))
+    });
     stop.wait().await;
+    let _ = web_stop_tx.send(());
+    if let Some(web_server) = web_server {
+        let _ = web_server.await;
+    }
     tracing::info!(
         "shutting down: switching outputs off and flushing the outbox; running stepped tests \
          stay interrupted and the next start resumes them"
@@ -247,8 +291,9 @@ async fn run(path: PathBuf, clock: Clock, open_files: Option<u64>) -> anyhow::Re
     Ok(())
 }
 
-/// Reads the control API's TLS files, takes its port and starts the daemon on `config` (read
-/// from `path`); the address is the one bound (a port 0 in the configuration is chosen here).
+/// Reads the control API's TLS files, takes its port (and the web monitor's, unless it is off)
+/// and starts the daemon on `config` (read from `path`); the address is the one bound (a port 0
+/// in the configuration is chosen here).
 async fn start(
     config: Config,
     path: &std::path::Path,
@@ -258,6 +303,7 @@ async fn start(
     tokio::net::TcpListener,
     SocketAddr,
     control::ServeOptions,
+    Option<(tokio::net::TcpListener, cyclerd::web::WebOptions)>,
 )> {
     let origin = path.display().to_string();
     let options = control::ServeOptions::from_config(&config, &origin)?;
@@ -266,8 +312,22 @@ async fn start(
         .await
         .map_err(|e| anyhow::anyhow!("{origin}: control.listen = {listen}: {e}"))?;
     let listen = listener.local_addr().unwrap_or(listen);
+    let web = match config
+        .web
+        .address()
+        .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?
+    {
+        Some(address) => {
+            let web_options = cyclerd::web::WebOptions::from_config(&config, &origin)?;
+            let web_listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| anyhow::anyhow!("{origin}: web.listen = {address}: {e}"))?;
+            Some((web_listener, web_options))
+        }
+        None => None,
+    };
     let daemon = Daemon::start(config, &origin, clock).await?;
-    Ok((daemon, listener, listen, options))
+    Ok((daemon, listener, listen, options, web))
 }
 
 #[cfg(test)]

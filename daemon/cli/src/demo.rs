@@ -36,6 +36,9 @@ pub struct DemoOptions {
     pub data_dir: Option<PathBuf>,
     /// Where the control API listens (for `cyclerctl watch` in another terminal).
     pub control: SocketAddr,
+    /// Where the web monitor listens (an ephemeral port is used if this one is taken); `None`:
+    /// no monitor.
+    pub web: Option<SocketAddr>,
     /// The simulated device family.
     pub device: DemoDevice,
     /// The simulated chamber every cell sits in, if any.
@@ -53,6 +56,7 @@ impl Default for DemoOptions {
             protocol: None,
             data_dir: None,
             control: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            web: Some(SocketAddr::from(([127, 0, 0, 1], 8620))),
             device: DemoDevice::EaPsb,
             chamber: None,
             progress_every: Duration::from_secs(1),
@@ -69,6 +73,14 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
          address (127.0.0.1:PORT), or run a lab configuration with TLS and tokens",
         options.control
     );
+    if let Some(web) = options.web {
+        anyhow::ensure!(
+            web.ip().is_loopback(),
+            "--web {web}: the demo's monitor is open to anyone who reaches it (start and stop \
+             included); give a loopback address (127.0.0.1:PORT), or run a lab configuration \
+             with TLS and tokens"
+        );
+    }
     let (protocol, origin) = match &options.protocol {
         Some(path) => (
             std::fs::read_to_string(path)
@@ -112,6 +124,30 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
         },
     ));
 
+    // The web monitor, open like the control API (loopback only).
+    let (web_stop, web_stopped) = tokio::sync::oneshot::channel::<()>();
+    let web_addr = match options.web {
+        Some(web) => {
+            let listener = match TcpListener::bind(web).await {
+                Ok(l) => l,
+                Err(_) => TcpListener::bind("127.0.0.1:0").await?,
+            };
+            let addr = listener.local_addr()?;
+            tokio::spawn(cyclerd::web::run(
+                lab.daemon.clone(),
+                listener,
+                cyclerd::web::WebOptions::default(),
+                async {
+                    let _ = web_stopped.await;
+                },
+            ));
+            Some(addr)
+        }
+        None => None,
+    };
+    if let Some(addr) = web_addr {
+        writeln!(out, "monitor: http://{addr}/")?;
+    }
     writeln!(
         out,
         "cyclerd demo: {n} simulated {device} channel(s) at {speed}x, protocol {name:?}\n\
@@ -197,6 +233,7 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
     let (summary, _, _temp) = lab.stop(DRAIN).await?;
     print_progress(&daemon, &clock, wall_start, out)?;
     let _ = control_stop.send(());
+    let _ = web_stop.send(());
     writeln!(
         out,
         "summary: channels={} samples_acquired={} samples_acknowledged={} lost={}",

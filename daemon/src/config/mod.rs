@@ -32,6 +32,9 @@ pub struct Config {
     pub hub: HubSection,
     #[serde(default)]
     pub control: ControlSection,
+    /// The web monitor (`[web] listen`): the lab's channels in a browser, live.
+    #[serde(default)]
+    pub web: WebSection,
     /// The lab's hard limits: apply to every channel; a protocol can only narrow them.
     pub limits: Limits,
     #[serde(default, rename = "device")]
@@ -300,6 +303,48 @@ impl ControlSection {
     /// Whether the listener serves without TLS (no certificate and key).
     pub fn missing_tls(&self) -> bool {
         self.tls_cert.is_none() || self.tls_key.is_none()
+    }
+}
+
+/// The web monitor: every channel live in a browser, and start and stop forms. It shares the
+/// control API's tokens (`[control] tokens_file`), TLS files and `insecure`/`require_tokens`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    /// Where the monitor listens (`host:port`); `""` or `"off"` switches it off.
+    #[serde(default = "default_web_listen")]
+    pub listen: String,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        WebSection {
+            listen: default_web_listen(),
+        }
+    }
+}
+
+/// The monitor's port when `[web] listen` is not given (loopback only).
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8620";
+
+fn default_web_listen() -> String {
+    DEFAULT_WEB_LISTEN.into()
+}
+
+impl WebSection {
+    /// The address to listen on; `None` when the monitor is off.
+    pub fn address(&self) -> Result<Option<SocketAddr>, String> {
+        let text = self.listen.trim();
+        if text.is_empty() || text.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            format!(
+                "web.listen = {:?} is not an address: give host:port (e.g. {DEFAULT_WEB_LISTEN}), \
+                 or \"off\"",
+                self.listen
+            )
+        })
     }
 }
 
@@ -644,6 +689,13 @@ impl Config {
     /// anywhere with `require_tokens`.
     pub fn control_requires_tokens(&self) -> bool {
         self.control.require_tokens || (self.control.beyond_loopback() && !self.control.insecure)
+    }
+
+    /// Whether the web monitor needs a token to read and an operator's to start and stop:
+    /// beyond loopback unless `[control] insecure`, and anywhere with `require_tokens`.
+    pub fn web_requires_tokens(&self) -> bool {
+        let beyond = matches!(self.web.address(), Ok(Some(a)) if !a.ip().is_loopback());
+        self.control.require_tokens || (beyond && !self.control.insecure)
     }
 
     pub fn device(&self, name: &str) -> Option<&DeviceConfig> {

@@ -32,6 +32,10 @@ impl Config {
             origin: origin.into(),
             message,
         })?;
+        self.validate_web().map_err(|message| ConfigError {
+            origin: origin.into(),
+            message,
+        })?;
         if self.control.max_connections == Some(0) {
             return fail(
                 "control.max_connections = 0 would refuse every client; at least 1".into(),
@@ -400,6 +404,41 @@ impl Config {
                     ));
                 }
                 Err(e) => return Err(format!("{why}, so control calls need tokens: {e:#}")),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The web monitor's listener: beyond loopback it needs the control API's TLS files and
+    /// tokens, unless `[control] insecure`.
+    fn validate_web(&self) -> Result<(), String> {
+        let Some(listen) = self.web.address()? else {
+            return Ok(());
+        };
+        if !listen.ip().is_loopback() && !self.control.insecure && self.control.missing_tls() {
+            return Err(format!(
+                "web.listen = {listen}: other machines could reach the web monitor, so it needs \
+                 TLS and tokens: set control.tls_cert and control.tls_key (PEM; the monitor \
+                 serves the control API's certificate) and issue tokens with `cyclerd token \
+                 issue`; or listen on 127.0.0.1 and reach it over `ssh -L`, or set \
+                 control.insecure = true on a network you trust"
+            ));
+        }
+        if self.web_requires_tokens() && !self.control_requires_tokens() {
+            let file = self.control_tokens_file();
+            match TokenStore::new(&file).valid_count() {
+                Ok(0) => {
+                    return Err(format!(
+                        "web.listen = {listen} is beyond loopback, so the web monitor needs \
+                         tokens, and {} holds none: issue one with `cyclerd token issue \
+                         --config FILE --role operator --name NAME`",
+                        file.display()
+                    ));
+                }
+                Err(e) => return Err(format!("the web monitor needs tokens: {e:#}")),
                 Ok(_) => {}
             }
         }

@@ -5,7 +5,7 @@
 //! the whole listener. Health and reflection stay open: they say nothing about the lab.
 
 pub mod access;
-mod coalesce;
+pub(crate) mod coalesce;
 pub mod tokens;
 
 use crate::channel::StartError;

@@ -1,0 +1,98 @@
+//! The event stream (`GET /events`, server-sent events) the pages update from.
+//!
+//! Each channel's snapshots come through the gRPC Watch's coalescing
+//! ([`crate::control::coalesce`]): a new sample goes out at once, at most one per channel per
+//! [`WATCH_GAP`], the newest never lost. Events:
+//! - `channel`: a [`ChannelView`] as JSON, one per change (the current state first);
+//! - `status`: the daemon's alarms and hub connection, every [`STATUS_EVERY`].
+//!
+//! Every stream ends when the monitor shuts down.
+
+use super::templates::ChannelView;
+use crate::control::coalesce::coalesced;
+use crate::daemon::Daemon;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use futures::StreamExt;
+use serde::Serialize;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Shortest gap between two of one channel's events (as the gRPC Watch's).
+pub const WATCH_GAP: Duration = Duration::from_millis(20);
+
+/// How often the daemon's alarms and hub connection are sent.
+pub const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// The daemon-wide part of the overview.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    /// The daemon's alarms.
+    pub alarms: Vec<String>,
+    /// "connected", or what the daemon does without its hub.
+    pub hub: String,
+}
+
+impl StatusView {
+    pub fn of(daemon: &Daemon) -> StatusView {
+        let status = daemon.status();
+        StatusView {
+            alarms: status.alarms,
+            hub: hub_text(status.hub_connected, status.backlog_entries),
+        }
+    }
+}
+
+/// The hub line: connected, or how much waits for it.
+pub fn hub_text(connected: bool, backlog: u64) -> String {
+    if connected {
+        "connected".into()
+    } else {
+        format!("not connected ({backlog} entries wait in the outbox)")
+    }
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
+
+/// The events of every channel, or of `only` that one, until `stopping` turns true.
+pub fn events(
+    daemon: &Daemon,
+    only: Option<&str>,
+    mut stopping: watch::Receiver<bool>,
+) -> impl axum::response::IntoResponse {
+    let channels = daemon
+        .watchers()
+        .into_iter()
+        .filter(|rx| only.is_none_or(|id| rx.borrow().channel_id == id))
+        .map(|rx| {
+            coalesced(rx, WATCH_GAP)
+                .map(|s| {
+                    Ok(Event::default()
+                        .event("channel")
+                        .json_data(ChannelView::of(&s))
+                        .unwrap_or_else(|_| Event::default().comment("unserialisable")))
+                })
+                .boxed()
+        });
+    let daemon = daemon.clone();
+    let status = futures::stream::unfold(tokio::time::interval(STATUS_EVERY), move |mut every| {
+        let daemon = daemon.clone();
+        async move {
+            every.tick().await;
+            let event = Event::default()
+                .event("status")
+                .json_data(StatusView::of(&daemon))
+                .unwrap_or_else(|_| Event::default().comment("unserialisable"));
+            Some((Ok(event), every))
+        }
+    })
+    .boxed();
+    let all = futures::stream::select_all(channels.chain(std::iter::once(status)));
+    let stopped = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    let stream: Events = Box::pin(all.take_until(stopped));
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
