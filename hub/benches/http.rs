@@ -8,6 +8,10 @@
 //!    and to the full data, against the time of the bare read; and a zoomed window (1 %);
 //! 3. Parquet: `GET /api/v1/tests/ID/samples?format=parquet` read to its end by an HTTP client
 //!    (samples/s, and the ratio to the bare read).
+//!
+//! The hub requires tokens, and every request carries a reader token. With `PANDAS_PYTHON` set
+//! to a Python that has pandas and pyarrow, `pandas.read_parquet(URL, storage_options=...)`
+//! reads the whole test once more, as the README shows it, and its rows are checked.
 
 #[path = "demo_data.rs"]
 mod demo_data;
@@ -59,7 +63,7 @@ fn ms(d: Duration) -> f64 {
 /// Time to the first byte of the body and to its end, and the bytes, of `GET url`.
 async fn timed_get(client: &reqwest::Client, url: &str) -> (Duration, Duration, usize) {
     let start = Instant::now();
-    let mut response = client.get(url).send().await.unwrap();
+    let mut response = client.get(url).bearer_auth(token()).send().await.unwrap();
     assert_eq!(response.status(), 200, "{url}");
     let mut first = None;
     let mut bytes = 0;
@@ -71,9 +75,49 @@ async fn timed_get(client: &reqwest::Client, url: &str) -> (Duration, Duration, 
     (first.unwrap_or(total), total, bytes)
 }
 
+/// The reader token every request carries.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn token() -> &'static str {
+    TOKEN.get().map(String::as_str).unwrap_or_default()
+}
+
+/// Reads the test with pandas, as the README says, when `PANDAS_PYTHON` names a Python.
+fn pandas(url: &str) {
+    let Some(python) = std::env::var_os("PANDAS_PYTHON") else {
+        println!("pandas: skipped (set PANDAS_PYTHON to a Python with pandas and pyarrow)");
+        return;
+    };
+    let script = format!(
+        "import time, pandas as pd\nt = time.time()\n\
+         df = pd.read_parquet({url:?}, storage_options={{'Authorization': 'Bearer {}'}})\n\
+         print(len(df), round(time.time() - t, 2), pd.__version__, list(df.columns)[:4])",
+        token()
+    );
+    let out = std::process::Command::new(python)
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: usize = text.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(rows, SAMPLES);
+    println!(
+        "pandas.read_parquet(URL, storage_options=Bearer): rows, seconds, pandas, columns: {text}"
+    );
+}
+
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let store = HubStore::open(dir.path().join("hub.sqlite")).unwrap();
+    let reader = store
+        .issue_token("bench-lab", "bench-reader", cyclerhub::auth::Role::Reader)
+        .unwrap();
+    TOKEN.set(reader).unwrap();
     let loading = Instant::now();
     store.apply_batch("bench", 1, &[registered()]).unwrap();
     let mut demo = Demo::new(7);
@@ -94,6 +138,7 @@ fn main() {
             .collect();
         store.apply_batch("bench", 1, &entries).unwrap();
     }
+    store.assign_daemon("bench", "bench-lab").unwrap();
     println!(
         "hub HTTP, SQLite, one test of {SAMPLES} demo-like samples (loaded in {:.1} s), \
          median of {ROUNDS} (min, max)",
@@ -113,7 +158,10 @@ fn main() {
                 tls: None,
             }),
             store.clone(),
-            cyclerhub::server::ServeOptions::default(),
+            cyclerhub::server::ServeOptions {
+                require_tokens: true,
+                ..cyclerhub::server::ServeOptions::default()
+            },
             async {
                 let _ = stopped.await;
             },
@@ -179,6 +227,8 @@ fn main() {
             parquet_bytes as f64 / 1e6,
             r / br
         );
+        let url = format!("{base}/samples?format=parquet");
+        tokio::task::spawn_blocking(move || pandas(&url)).await.unwrap();
         let _ = stop.send(());
         let _ = server.await;
     });

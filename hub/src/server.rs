@@ -146,10 +146,8 @@ pub async fn serve_all(
         let state = crate::http::HttpState {
             store: options.read_store.clone().unwrap_or_else(|| store.clone()),
             auth: auth.clone(),
-            applied: applied.clone(),
             sessions: crate::http::Sessions::default(),
             tls: http.tls.is_some(),
-            require_tokens: options.require_tokens,
         };
         let at = http
             .listener

@@ -8,7 +8,8 @@
 //!   request is (a bearer token, or the session cookie of a signed-in page), checked by the same
 //!   [`Authenticator`] gRPC uses;
 //! - `api.rs`: the JSON routes, answering `{"error": ...}` with a proper status on failure;
-//! - `stream.rs`: samples as CSV, Parquet or Arrow IPC, streamed from the store a page at a time;
+//! - `stream.rs`: samples as CSV or Parquet (and the exports), streamed from the store a page
+//!   at a time;
 //! - `plot.rs`: a time window reduced to min/max per pixel column, for plots of any size;
 //! - `openapi.rs`: the OpenAPI 3 document of the API;
 //! - `session.rs`: the app's server-side sessions (cookie, expiry, sign out);
@@ -30,7 +31,6 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tonic::Status;
 
 use crate::auth::{Authenticator, Caller};
@@ -45,14 +45,10 @@ pub struct HttpState {
     pub store: HubStore,
     /// The token check gRPC uses too.
     pub auth: Authenticator,
-    /// Bumped after every ingest commit: live views wake on it instead of polling the database.
-    pub applied: watch::Receiver<u64>,
     /// The web app's signed-in sessions.
     pub sessions: Sessions,
     /// Whether the listener speaks TLS: the session cookie is then `Secure`.
     pub tls: bool,
-    /// Whether every request needs a token (`--require-tokens`): the app then needs a sign in.
-    pub require_tokens: bool,
 }
 
 /// The router of the whole HTTP side: API, app and the shared assets.
