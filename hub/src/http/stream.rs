@@ -265,6 +265,9 @@ impl ParquetSamples {
         let properties = Arc::new(
             WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
+                // Measurements rarely repeat: a dictionary would cost a hash per value for
+                // nothing.
+                .set_dictionary_enabled(false)
                 .set_created_by("cyclerhub".into())
                 .build(),
         );
@@ -276,24 +279,27 @@ impl ParquetSamples {
         })
     }
 
+    /// Appends a batch column by column (a row group may end up a batch longer than
+    /// [`ROW_GROUP`]: batches are never split).
     fn batch(&mut self, b: &SampleBatch) -> std::io::Result<()> {
         let n = self
             .names
             .first()
             .map_or(b.test_time_s.len(), |c| column(b, c).len());
-        for i in 0..n {
-            if let Values::Int(seq) = &mut self.values[0] {
-                seq.push(b.first_seq.saturating_add(i as u64) as i64);
-            }
-            for (name, values) in self.names.iter().zip(&mut self.values[1..]) {
-                match (column(b, name), values) {
-                    (Column::Count(c), Values::Int(v)) => {
-                        v.push(c.get(i).copied().map_or(0, i64::from))
-                    }
-                    (Column::Real(c), Values::Real(v)) => {
-                        v.push(c.get(i).copied().unwrap_or(f64::NAN))
-                    }
-                    (Column::Real(c), Values::Optional(v, defined)) => {
+        if let Values::Int(seq) = &mut self.values[0] {
+            seq.extend((0..n).map(|i| b.first_seq.saturating_add(i as u64) as i64));
+        }
+        for (name, values) in self.names.iter().zip(&mut self.values[1..]) {
+            // A short column (a broken peer's) is padded, so every column has `n` rows.
+            match (column(b, name), values) {
+                (Column::Count(c), Values::Int(v)) => {
+                    v.extend((0..n).map(|i| c.get(i).copied().map_or(0, i64::from)))
+                }
+                (Column::Real(c), Values::Real(v)) => {
+                    v.extend((0..n).map(|i| c.get(i).copied().unwrap_or(f64::NAN)))
+                }
+                (Column::Real(c), Values::Optional(v, defined)) => {
+                    for i in 0..n {
                         match c.get(i).copied().filter(|x| !x.is_nan()) {
                             Some(x) => {
                                 v.push(x);
@@ -302,13 +308,13 @@ impl ParquetSamples {
                             None => defined.push(0),
                         }
                     }
-                    _ => {}
                 }
+                _ => {}
             }
-            self.rows += 1;
-            if self.rows >= ROW_GROUP {
-                self.row_group().map_err(std::io::Error::other)?;
-            }
+        }
+        self.rows += n;
+        if self.rows >= ROW_GROUP {
+            self.row_group().map_err(std::io::Error::other)?;
         }
         Ok(())
     }
