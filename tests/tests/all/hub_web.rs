@@ -55,7 +55,9 @@ async fn the_hub_app_plots_a_finished_and_a_running_test_and_refuses_a_bad_token
     })
     .await
     .unwrap();
-    let app = lab.hub_app_addr.expect("the demo lab's embedded hub serves its app");
+    let app = lab
+        .hub_app_addr
+        .expect("the demo lab's embedded hub serves its app");
     let url = |path: &str| format!("http://{app}{path}");
     let finished = lab
         .start_on(0, DEMO_PROTOCOL, "deploy/protocols/demo.yaml")
@@ -101,8 +103,14 @@ async fn the_hub_app_plots_a_finished_and_a_running_test_and_refuses_a_bad_token
     .unwrap();
 
     browser.goto(&url("/")).await.unwrap();
-    browser.wait_for_text("#tests", &finished[..8], WAIT).await.unwrap();
-    browser.wait_for_text("#tests", &running[..8], WAIT).await.unwrap();
+    browser
+        .wait_for_text("#tests", &finished[..8], WAIT)
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#tests", &running[..8], WAIT)
+        .await
+        .unwrap();
     browser.screenshot("hub-tests").await.unwrap();
     assert_no_js_errors(&browser, "the test list").await;
 
@@ -114,10 +122,18 @@ async fn the_hub_app_plots_a_finished_and_a_running_test_and_refuses_a_bad_token
         .await
         .unwrap();
     assert!(points > 100, "{points} points");
-    for id in ["plot-capacity", "plot-efficiency", "plot-retention", "plot-dqdv"] {
+    for id in [
+        "plot-capacity",
+        "plot-efficiency",
+        "plot-retention",
+        "plot-dqdv",
+    ] {
         wait_until(id, WAIT, || drawn(&browser, id)).await.unwrap();
     }
-    assert_eq!(browser.text("#state").await.unwrap().as_deref(), Some("finished"));
+    assert_eq!(
+        browser.text("#state").await.unwrap().as_deref(),
+        Some("finished")
+    );
     browser.screenshot("hub-test-finished").await.unwrap();
     assert_no_js_errors(&browser, "the finished test's page").await;
 
@@ -131,14 +147,14 @@ async fn the_hub_app_plots_a_finished_and_a_running_test_and_refuses_a_bad_token
         .unwrap();
     let before = browser.text("#samples").await.unwrap().unwrap_or_default();
     let after = wait_until("the sample count to grow", WAIT, || async {
-        Ok(browser
-            .text("#samples")
-            .await?
-            .filter(|n| *n != before))
+        Ok(browser.text("#samples").await?.filter(|n| *n != before))
     })
     .await
     .unwrap();
-    assert_eq!(browser.text("#state").await.unwrap().as_deref(), Some("running"));
+    assert_eq!(
+        browser.text("#state").await.unwrap().as_deref(),
+        Some("running")
+    );
     assert!(
         after.parse::<u64>().unwrap() > before.parse::<u64>().unwrap_or(0),
         "{before} -> {after}"
