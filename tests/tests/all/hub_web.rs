@@ -38,9 +38,12 @@ async fn drawn(browser: &Browser, id: &str) -> Result<Option<()>, Error> {
     Ok(found.as_bool().filter(|b| *b).map(|_| ()))
 }
 
-async fn assert_no_js_errors(browser: &Browser, page: &str) {
+/// Asserts that no error was logged after the first `known` (the harness keeps every error
+/// since the session started).
+async fn assert_no_js_errors(browser: &Browser, page: &str, known: usize) {
     let errors = browser.js_errors().await.unwrap();
-    assert!(errors.is_empty(), "{page} logged errors: {errors:#?}");
+    let new = errors.get(known..).unwrap_or_default();
+    assert!(new.is_empty(), "{page} logged errors: {new:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +92,15 @@ async fn the_hub_app_plots_a_finished_and_a_running_test_and_refuses_a_bad_token
         .await
         .unwrap();
     browser.screenshot("hub-signin-refused").await.unwrap();
-    let _ = browser.js_errors().await.unwrap();
+    let known = wait_until("the refusal in the browser's log", WAIT, || async {
+        let errors = browser.js_errors().await?;
+        Ok(errors
+            .iter()
+            .any(|e| e.contains("401"))
+            .then_some(errors.len()))
+    })
+    .await
+    .unwrap();
 
     // The finished test, once the hub holds its end.
     let store = cyclerhub::HubStore::open(lab.hub_db()).unwrap();
@@ -112,7 +123,7 @@ async fn the_hub_app_plots_a_finished_and_a_running_test_and_refuses_a_bad_token
         .await
         .unwrap();
     browser.screenshot("hub-tests").await.unwrap();
-    assert_no_js_errors(&browser, "the test list").await;
+    assert_no_js_errors(&browser, "the test list", known).await;
 
     browser
         .goto(&url(&format!("/tests/{finished}")))
@@ -135,7 +146,7 @@ async fn the_hub_app_plots_a_finished_and_a_running_test_and_refuses_a_bad_token
         Some("finished")
     );
     browser.screenshot("hub-test-finished").await.unwrap();
-    assert_no_js_errors(&browser, "the finished test's page").await;
+    assert_no_js_errors(&browser, "the finished test's page", known).await;
 
     // The running test: plotted, and followed as samples arrive.
     browser
@@ -160,7 +171,7 @@ async fn the_hub_app_plots_a_finished_and_a_running_test_and_refuses_a_bad_token
         "{before} -> {after}"
     );
     browser.screenshot("hub-test-running").await.unwrap();
-    assert_no_js_errors(&browser, "the running test's page").await;
+    assert_no_js_errors(&browser, "the running test's page", known).await;
 
     browser.goto(&url("/cells")).await.unwrap();
     browser
@@ -177,7 +188,7 @@ async fn the_hub_app_plots_a_finished_and_a_running_test_and_refuses_a_bad_token
     .await
     .unwrap();
     browser.screenshot("hub-compare").await.unwrap();
-    assert_no_js_errors(&browser, "the cells and comparison pages").await;
+    assert_no_js_errors(&browser, "the cells and comparison pages", known).await;
 
     browser.close().await;
     lab.stop(Duration::from_secs(30)).await.unwrap();
