@@ -581,3 +581,26 @@ pub fn export_files(
         samples,
     })
 }
+
+/// The metadata JSON a BDF export of `test_id` in `format` carries beside its data (as
+/// [`export_files`] writes it, not anonymised), for a download that serves the files one by one.
+pub fn bdf_metadata_json(
+    store: &HubStore,
+    test_id: &str,
+    format: Format,
+) -> Result<String, ExportError> {
+    let missing = || StoreError::NoSuchTest(test_id.to_owned());
+    let test = store.test(test_id)?.ok_or_else(missing)?;
+    let columns = Temperatures::of(store, test_id)?.bdf_columns();
+    let protocol = store.protocol(test_id)?.ok_or_else(missing)?;
+    let equipment = store.test_equipment(test_id)?;
+    Ok(metadata::metadata_json(
+        &test,
+        &equipment,
+        &protocol,
+        format,
+        test.sample_count,
+        vec![metadata::File::samples(columns), metadata::File::cycles()],
+        None,
+    ))
+}

@@ -39,6 +39,9 @@
 //!   tail a running test (woken by each commit, not by polling), list its cycles; with tokens,
 //!   a lab's only. `query/mod.rs` is the service, `query/samples.rs` the sample reads,
 //!   `query/catalog.rs` the test and cell lists.
+//! - [`http`]: the HTTP side beside gRPC (`--http`): the `/api/v1` API (JSON, samples
+//!   streamed as CSV or Parquet, plots reduced per pixel, an OpenAPI document) and the web app
+//!   (sessions, pages, plots), through the same query functions as gRPC.
 //! - [`cycles`]: a test's per-cycle results with their derived values (efficiency, mean
 //!   voltages, retention), as `ListCycles`, `cyclerhub cycles` and the exports give them: the
 //!   daemon's summaries, or computed from the samples for a test stored before it sent any.
@@ -61,6 +64,7 @@ pub mod auth;
 pub mod cli;
 pub mod cycles;
 pub mod export;
+pub mod http;
 pub mod query;
 mod remote;
 pub mod server;

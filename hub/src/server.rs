@@ -109,6 +109,25 @@ pub async fn run_with(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_all(listener, None, store, options, shutdown).await
+}
+
+/// The hub's HTTP listener (API and web app), beside gRPC.
+pub struct HttpListener {
+    /// Already bound, so tests can bind port 0 and read it.
+    pub listener: TcpListener,
+    /// Its TLS (`None`: plain HTTP), from the same certificate and key as gRPC's.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// [`run_with`], and the HTTP API and web app on `http` when given, both until `shutdown`.
+pub async fn serve_all(
+    listener: TcpListener,
+    http: Option<HttpListener>,
+    store: HubStore,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .map_or_else(|e| format!("? ({e})"), |a| a.to_string());
@@ -126,6 +145,28 @@ pub async fn run_with(
     let read_store = options.read_store.clone().unwrap_or_else(|| store.clone());
     read_store.follow_commits(applied_tx.clone());
     let auth = Authenticator::new(store.clone(), options.require_tokens);
+    if let Some(http) = http {
+        let state = crate::http::HttpState {
+            store: options.read_store.clone().unwrap_or_else(|| store.clone()),
+            auth: auth.clone(),
+            sessions: crate::http::Sessions::default(),
+            tls: http.tls.is_some(),
+        };
+        let at = http
+            .listener
+            .local_addr()
+            .map_or_else(|e| format!("? ({e})"), |a| a.to_string());
+        tracing::info!(addr = %at, tls = state.tls, "cyclerhub serving HTTP (API and web app)");
+        let mut stop = stop_rx.clone();
+        tokio::spawn(crate::http::serve(
+            http.listener,
+            crate::http::router(state),
+            http.tls,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
+    }
     let query = QueryServer::new(QueryService {
         store: read_store,
         applied,

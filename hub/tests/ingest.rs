@@ -105,6 +105,8 @@ on_both_backends!(
 struct Hub {
     /// Where the hub listens (an ephemeral loopback port).
     addr: SocketAddr,
+    /// Where its HTTP API and web app listen (another ephemeral loopback port).
+    http: SocketAddr,
     /// A clone of the server's store, to check what was applied.
     store: HubStore,
     /// The database's location, to connect to it again.
@@ -140,9 +142,17 @@ impl Hub {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind HTTP");
+        let http_addr = http.local_addr().expect("HTTP local addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(cyclerhub::server::run_with(
+        let task = tokio::spawn(cyclerhub::server::serve_all(
             listener,
+            Some(cyclerhub::server::HttpListener {
+                listener: http,
+                tls: None,
+            }),
             store.clone(),
             options,
             async move {
@@ -151,6 +161,7 @@ impl Hub {
         ));
         Hub {
             addr,
+            http: http_addr,
             store,
             db: db.location.clone(),
             stop: Some(stop),
@@ -429,6 +440,8 @@ mod catalog;
 mod chunks;
 #[path = "ingest/cycles.rs"]
 mod cycles;
+#[path = "ingest/http.rs"]
+mod http;
 #[path = "ingest/pg_tls.rs"]
 mod pg_tls;
 #[path = "ingest/query.rs"]

@@ -13,6 +13,8 @@ mod e2e;
 mod faults;
 #[path = "all/harness.rs"]
 mod harness;
+#[path = "all/hub_web.rs"]
+mod hub_web;
 #[cfg(unix)]
 #[path = "all/hubs.rs"]
 mod hubs;

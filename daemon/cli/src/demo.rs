@@ -179,6 +179,9 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
         },
         hub = lab.hub_addr,
     )?;
+    if let Some(app) = lab.hub_app_addr {
+        writeln!(out, "hub app: http://{app}/")?;
+    }
     // Chamber steps need a stepped channel (no cycler schedule format expresses them).
     let chamber_test = options.chamber.is_some() && !options.device.is_cycler();
     match options.chamber {

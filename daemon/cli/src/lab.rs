@@ -176,6 +176,8 @@ pub struct SimLab {
     channel_ids: Vec<String>,
     pub data_dir: PathBuf,
     pub hub_addr: SocketAddr,
+    /// The embedded hub's web app and HTTP API; `None` when the lab uses an external hub.
+    pub hub_app_addr: Option<SocketAddr>,
     /// The daemon's configuration, for [`SimLab::restart_daemon`].
     config: Config,
     hub_stop: tokio::sync::oneshot::Sender<()>,
@@ -242,16 +244,27 @@ impl SimLab {
         let clock = Clock::scaled(speed);
 
         let (hub_stop, hub_stopped) = tokio::sync::oneshot::channel::<()>();
-        let (hub_addr, hub) = match hub_address {
-            Some(addr) => (addr, None),
+        let (hub_addr, hub_app_addr, hub) = match hub_address {
+            Some(addr) => (addr, None, None),
             None => {
                 let hub_store = cyclerhub::HubStore::open(data_dir.join("hub.sqlite"))?;
                 let hub_listener = TcpListener::bind("127.0.0.1:0").await?;
                 let addr = hub_listener.local_addr()?;
-                let task = tokio::spawn(cyclerhub::server::run(hub_listener, hub_store, async {
-                    let _ = hub_stopped.await;
-                }));
-                (addr, Some(task))
+                let app_listener = TcpListener::bind("127.0.0.1:0").await?;
+                let app_addr = app_listener.local_addr()?;
+                let task = tokio::spawn(cyclerhub::server::serve_all(
+                    hub_listener,
+                    Some(cyclerhub::server::HttpListener {
+                        listener: app_listener,
+                        tls: None,
+                    }),
+                    hub_store,
+                    cyclerhub::server::ServeOptions::default(),
+                    async {
+                        let _ = hub_stopped.await;
+                    },
+                ));
+                (addr, Some(app_addr), Some(task))
             }
         };
 
@@ -364,6 +377,7 @@ impl SimLab {
             channel_ids,
             data_dir,
             hub_addr,
+            hub_app_addr,
             config,
             hub_stop,
             hub,

@@ -48,6 +48,11 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
+        /// Also serve the HTTP API (`/api/v1`, OpenAPI at `/api/v1/openapi.json`) and the web
+        /// app on this address (`--http` alone: 127.0.0.1:8621), with the same TLS and token
+        /// rules as gRPC.
+        #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8621")]
+        http: Option<SocketAddr>,
         /// TLS certificate chain (PEM); with --tls-key, daemons connect with https://.
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -403,6 +408,7 @@ fn run(cli: Cli) -> Result<()> {
             db,
             read_db,
             listen,
+            http,
             tls_cert,
             tls_key,
             require_tokens,
@@ -418,7 +424,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             serve::serve(
                 (db, read_db),
-                listen,
+                (listen, http),
                 tls_cert.zip(tls_key),
                 require_tokens,
                 insecure,

@@ -16,7 +16,7 @@ pub(super) struct Limits {
 
 pub(super) fn serve(
     (db, read_db): (String, Option<String>),
-    listen: SocketAddr,
+    (listen, http): (SocketAddr, Option<SocketAddr>),
     tls: Option<(PathBuf, PathBuf)>,
     require_tokens: bool,
     insecure: bool,
@@ -30,12 +30,16 @@ pub(super) fn serve(
             open_files,
         )
     });
-    let open_to = open_to_the_network(listen, tls.is_some(), require_tokens);
-    if let Some(missing) = &open_to
+    // The HTTP listener follows the same rule as gRPC's: the more open of the two decides.
+    let open_to = [Some(listen), http]
+        .into_iter()
+        .flatten()
+        .find_map(|at| open_to_the_network(at, tls.is_some(), require_tokens).map(|m| (at, m)));
+    if let Some((at, missing)) = &open_to
         && !insecure
     {
         anyhow::bail!(
-            "refusing to serve on {listen}, which other machines can reach, without {missing}: \
+            "refusing to serve on {at}, which other machines can reach, without {missing}: \
              give --tls-cert FILE --tls-key FILE and --require-tokens (see `cyclerhub token \
              issue`), listen on 127.0.0.1, or say --insecure for a network you trust"
         );
@@ -44,12 +48,19 @@ pub(super) fn serve(
         std::fs::read(path)
             .with_context(|| format!("cannot read the TLS {what} {}", path.display()))
     };
-    let tls = match tls {
-        Some((cert, key)) => Some(tonic::transport::Identity::from_pem(
-            read(&cert, "certificate")?,
-            read(&key, "key")?,
-        )),
-        None => None,
+    let (tls, http_tls) = match tls {
+        Some((cert, key)) => {
+            let (cert, key) = (read(&cert, "certificate")?, read(&key, "key")?);
+            let http_tls = match http {
+                Some(_) => Some(crate::http::tls_config(&cert, &key)?),
+                None => None,
+            };
+            (
+                Some(tonic::transport::Identity::from_pem(cert, key)),
+                http_tls,
+            )
+        }
+        None => (None, None),
     };
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -58,9 +69,9 @@ pub(super) fn serve(
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Some(missing) = &open_to {
+    if let Some((at, missing)) = &open_to {
         tracing::warn!(
-            "--insecure: serving on {listen}, which other machines can reach, without {missing}: \
+            "--insecure: serving on {at}, which other machines can reach, without {missing}: \
              anyone who reaches the port can upload as a daemon and read every lab's data"
         );
     }
@@ -78,6 +89,15 @@ pub(super) fn serve(
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (in use? try --listen ADDR)"))?;
+        let http = match http {
+            Some(at) => Some(crate::server::HttpListener {
+                listener: tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("cannot listen on {at} (in use? try --http ADDR)"))?,
+                tls: http_tls,
+            }),
+            None => None,
+        };
         let shutdown = async {
             shutdown_signal().await;
             tracing::info!("shutting down");
@@ -94,7 +114,7 @@ pub(super) fn serve(
             read_store,
             ..crate::server::ServeOptions::default()
         };
-        crate::server::run_with(listener, store, options, shutdown).await
+        crate::server::serve_all(listener, http, store, options, shutdown).await
     })
 }
 

@@ -291,7 +291,8 @@ pub fn metadata_json(
 }
 
 /// The metadata tiers.
-enum Tier {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tier {
     /// Keys without a tier prefix.
     Primary,
     /// `secondary.KEY`.
@@ -300,8 +301,19 @@ enum Tier {
     Tertiary,
 }
 
+impl Tier {
+    /// The tier's name, as the metadata JSON and the HTTP API call it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Tier::Primary => "primary",
+            Tier::Secondary => "secondary",
+            Tier::Tertiary => "tertiary",
+        }
+    }
+}
+
 /// A metadata key's tier and its name within the tier.
-fn tier_of(key: &str) -> (Tier, &str) {
+pub(crate) fn tier_of(key: &str) -> (Tier, &str) {
     if let Some(name) = key.strip_prefix("secondary.") {
         (Tier::Secondary, name)
     } else if let Some(name) = key.strip_prefix("tertiary.") {

@@ -33,9 +33,10 @@ use crate::auth::{Authenticator, Caller, Recheck};
 use crate::store::{HubStore, StoreError, TestRow};
 pub use catalog::{TestFilter, cell, cells_of, detail, summary};
 use samples::read_page;
-pub use samples::{COLUMNS, Columns, CsvWriter, PAGE, check_window, read_batches};
+pub use samples::{COLUMNS, Column, Columns, CsvWriter, PAGE, check_window, column, read_batches};
 
-fn status(e: StoreError) -> Status {
+/// A store failure as a gRPC status (an unknown test is `NOT_FOUND`); HTTP maps it on.
+pub fn status(e: StoreError) -> Status {
     match e {
         StoreError::NoSuchTest(_) => Status::not_found(e.to_string()),
         e => Status::internal(crate::store::error_chain(&e)),
@@ -59,8 +60,8 @@ pub struct QueryService {
 
 /// The test `test_id` and its lab, if `caller` may read it. With a caller, another lab's test
 /// and an unknown id get the same `PERMISSION_DENIED`; without (no tokens required), an unknown
-/// id is `NOT_FOUND`. Blocking.
-fn readable_test(
+/// id is `NOT_FOUND`. Blocking. The one access rule of a test, for gRPC and HTTP alike.
+pub fn readable_test(
     store: &HubStore,
     test_id: &str,
     caller: Option<&Caller>,
@@ -82,6 +83,25 @@ fn readable_test(
         ))),
         (Some(t), None) => Ok((t, lab)),
         (None, None) => Err(status(StoreError::NoSuchTest(test_id.into()))),
+    }
+}
+
+/// The lab a list of `what` (tests, cells) asked for `requested` (empty: any) covers: with a
+/// caller, its token's lab only (another lab is `PERMISSION_DENIED`); without, as asked.
+pub fn scoped_lab(
+    caller: Option<&Caller>,
+    requested: String,
+    what: &str,
+) -> Result<String, Status> {
+    match caller {
+        Some(c) if !requested.is_empty() && requested != c.lab => {
+            Err(Status::permission_denied(format!(
+                "token {:?} may list only the {what} of lab {:?}, not of lab {requested:?}",
+                c.name, c.lab
+            )))
+        }
+        Some(c) => Ok(c.lab.clone()),
+        None => Ok(requested),
     }
 }
 
@@ -109,15 +129,7 @@ impl Query for QueryService {
     ) -> Result<Response<ListTestsResponse>, Status> {
         let caller = self.auth.caller(request.metadata()).await?;
         let mut filter = TestFilter::from(request.into_inner());
-        if let Some(c) = caller {
-            if !filter.lab.is_empty() && filter.lab != c.lab {
-                return Err(Status::permission_denied(format!(
-                    "token {:?} may list only the tests of lab {:?}, not of lab {:?}",
-                    c.name, c.lab, filter.lab
-                )));
-            }
-            filter.lab = c.lab;
-        }
+        filter.lab = scoped_lab(caller.as_ref(), filter.lab, "tests")?;
         filter.check().map_err(Status::invalid_argument)?;
         let store = self.store.clone();
         let tests = tokio::task::spawn_blocking(move || filter.select(&store))
@@ -259,16 +271,7 @@ impl Query for QueryService {
         request: Request<ListCellsRequest>,
     ) -> Result<Response<ListCellsResponse>, Status> {
         let caller = self.auth.caller(request.metadata()).await?;
-        let mut lab = request.into_inner().lab;
-        if let Some(c) = caller {
-            if !lab.is_empty() && lab != c.lab {
-                return Err(Status::permission_denied(format!(
-                    "token {:?} may list only the cells of lab {:?}, not of lab {lab:?}",
-                    c.name, c.lab
-                )));
-            }
-            lab = c.lab;
-        }
+        let lab = scoped_lab(caller.as_ref(), request.into_inner().lab, "cells")?;
         let store = self.store.clone();
         let cells = tokio::task::spawn_blocking(move || cells_of(&store, &lab))
             .await

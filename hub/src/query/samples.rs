@@ -78,7 +78,8 @@ impl Columns {
             .map(Columns)
     }
 
-    fn has(&self, c: &str) -> bool {
+    /// Whether column `c` is selected.
+    pub fn has(&self, c: &str) -> bool {
         self.0.contains(c)
     }
 
@@ -195,7 +196,7 @@ impl<W: std::io::Write> CsvWriter<W> {
 }
 
 /// One column of a [`SampleBatch`].
-enum Column<'a> {
+pub enum Column<'a> {
     /// A measured or accumulated value (NaN where a temperature is missing).
     Real(&'a [f64]),
     /// A protocol counter (cycle, step).
@@ -203,7 +204,13 @@ enum Column<'a> {
 }
 
 impl Column<'_> {
-    fn len(&self) -> usize {
+    /// Whether it holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many values it holds.
+    pub fn len(&self) -> usize {
         match self {
             Column::Real(v) => v.len(),
             Column::Count(v) => v.len(),
@@ -223,7 +230,7 @@ impl Column<'_> {
 }
 
 /// The column of `b` named `name` (one of [`COLUMNS`]).
-fn column<'a>(b: &'a SampleBatch, name: &str) -> Column<'a> {
+pub fn column<'a>(b: &'a SampleBatch, name: &str) -> Column<'a> {
     match name {
         "test_time_s" => Column::Real(&b.test_time_s),
         "unix_time_s" => Column::Real(&b.unix_time_s),

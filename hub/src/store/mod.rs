@@ -470,6 +470,13 @@ impl HubStore {
         Ok(self.backend.first_seq_at(key, t)?.map(u64_from_sql))
     }
 
+    /// The test time of a test's last sample, from the chunk index (no decoding); `None`
+    /// while it has no samples.
+    pub fn last_test_time(&self, test_id: &str) -> Result<Option<f64>, StoreError> {
+        let key = self.backend.test_key(test_id)?;
+        self.backend.last_test_time(key)
+    }
+
     /// The protocol a test ran, as its YAML source and its compiled plan (JSON); `None` for an
     /// unknown test.
     pub fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError> {
@@ -617,6 +624,8 @@ trait Backend: Send + Sync {
     ) -> Result<Vec<(i64, i64, Vec<u8>)>, StoreError>;
     /// The first seq of the first chunk whose largest test time is at least `t`.
     fn first_seq_at(&self, key: i64, t: f64) -> Result<Option<i64>, StoreError>;
+    /// The largest test time of the test's chunks.
+    fn last_test_time(&self, key: i64) -> Result<Option<f64>, StoreError>;
     fn protocol(&self, test_id: &str) -> Result<Option<(String, String)>, StoreError>;
     fn events(&self, test_id: &str) -> Result<Vec<EventRow>, StoreError>;
     /// The test's cycles in order (none for an unknown test).

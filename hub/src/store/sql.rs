@@ -157,6 +157,8 @@ pub(super) const CHUNK_PAGE: &str = concat!(
 /// The first seq of the first chunk of test $1 that reaches test time $2 (an index seek).
 pub(super) const FIRST_SEQ_AT: &str = "SELECT min(first_seq) FROM sample_chunks \
      WHERE test_key = $1 AND t_max >= $2";
+/// The largest test time of test $1's samples (an index read: the chunks' `t_max`).
+pub(super) const LAST_TEST_TIME: &str = "SELECT max(t_max) FROM sample_chunks WHERE test_key = $1";
 /// Whether any sample of test $1 has a cell temperature, and an ambient one.
 pub(super) const HAS_TEMPERATURES: &str = "SELECT \
      EXISTS (SELECT 1 FROM sample_chunks WHERE test_key = $1 AND (temps & 1) <> 0), \

@@ -178,6 +178,8 @@ async fn cyclerhub_serve_ingests_into_postgresql() {
 
     let hub = Hub {
         addr,
+        // This hub serves no HTTP (no --http): the address is never used.
+        http: addr,
         store: db.connect(),
         db: db.location.clone(),
         stop: None,

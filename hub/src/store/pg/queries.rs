@@ -284,6 +284,10 @@ impl Backend for PgStore {
         self.with_reader(|c| Ok(c.query_one(sql::FIRST_SEQ_AT, &[&key, &t])?.try_get(0)?))
     }
 
+    fn last_test_time(&self, key: i64) -> Result<Option<f64>, StoreError> {
+        self.with_reader(|c| Ok(c.query_one(sql::LAST_TEST_TIME, &[&key])?.try_get(0)?))
+    }
+
     fn events(&self, test_id: &str) -> Result<Vec<EventRow>, StoreError> {
         self.with_reader(|c| {
             let key = test_key(c, test_id)?;

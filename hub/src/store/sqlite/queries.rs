@@ -249,6 +249,12 @@ impl Backend for SqliteStore {
             .query_row(params![key, t], |r| r.get(0))?)
     }
 
+    fn last_test_time(&self, key: i64) -> Result<Option<f64>, StoreError> {
+        Ok(lock(&self.reader)
+            .prepare_cached(&sql::sqlite(sql::LAST_TEST_TIME))?
+            .query_row(params![key], |r| r.get(0))?)
+    }
+
     fn cells(&self) -> Result<Vec<CellRow>, StoreError> {
         self.select(sql::CELLS, [], |r| Ok(cell_row!(r.get)))
     }
