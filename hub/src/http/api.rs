@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::plot::{MAX_WIDTH, PlotRequest, SERIES};
 use super::stream::{SampleFormat, SampleRead};
-use super::{ApiError, HttpState, blocking, caller, credentials};
+use super::{ApiError, EXPORTS, HttpState, blocking, caller, credentials};
 use crate::auth::Caller;
 use crate::export::metadata::tier_of;
 use crate::query::{Columns, TestFilter, check_window, detail, readable_test, scoped_lab};
@@ -422,20 +422,6 @@ async fn dqdv(
     let curves = blocking(move || Ok(super::plot::dqdv(&store, &test_id, &cycles)?)).await?;
     Ok(axum::Json(curves).into_response())
 }
-
-/// The export formats a test downloads in, by the name in the URL.
-pub const EXPORTS: [(&str, &str); 7] = [
-    ("bdf-csv", "Battery Data Format, CSV"),
-    ("bdf-parquet", "Battery Data Format, Parquet"),
-    ("cycles-csv", "per-cycle table, CSV"),
-    ("cycles-parquet", "per-cycle table, Parquet"),
-    (
-        "battery-archive-timeseries",
-        "Battery Archive timeseries CSV",
-    ),
-    ("battery-archive-cycles", "Battery Archive cycle CSV"),
-    ("metadata-json", "metadata JSON"),
-];
 
 async fn export(
     State(state): State<HttpState>,

@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 
-use super::api::{EXPORTS, readable, select_tests};
+use super::EXPORTS;
+use super::api::{readable, select_tests};
 use super::session::{clear_cookie, set_cookie};
 use super::{ApiError, HttpState, blocking, caller};
 use crate::export::metadata::tier_of;

@@ -234,3 +234,17 @@ pub async fn blocking<T: Send + 'static>(
         .await
         .map_err(ApiError::internal)?
 }
+
+/// The export formats a test downloads in, by the name in the URL.
+pub const EXPORTS: [(&str, &str); 7] = [
+    ("bdf-csv", "Battery Data Format, CSV"),
+    ("bdf-parquet", "Battery Data Format, Parquet"),
+    ("cycles-csv", "per-cycle table, CSV"),
+    ("cycles-parquet", "per-cycle table, Parquet"),
+    (
+        "battery-archive-timeseries",
+        "Battery Archive timeseries CSV",
+    ),
+    ("battery-archive-cycles", "Battery Archive cycle CSV"),
+    ("metadata-json", "metadata JSON"),
+];

@@ -143,7 +143,7 @@ pub fn document() -> String {
             json!({"type": "string"}),
         ),
     ];
-    let export_names: Vec<&str> = super::api::EXPORTS.iter().map(|(n, _)| *n).collect();
+    let export_names: Vec<&str> = super::EXPORTS.iter().map(|(n, _)| *n).collect();
     let mut paths = serde_json::Map::new();
     let mut add = |path: &str, op: Value| {
         paths.insert(path.to_string(), op);

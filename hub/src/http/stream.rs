@@ -359,7 +359,7 @@ impl ParquetSamples {
     }
 }
 
-/// The response body streaming export `format` of `test_id` (one of [`super::api::EXPORTS`]),
+/// The response body streaming export `format` of `test_id` (one of [`super::EXPORTS`]),
 /// written by the export code `cyclerhub export` runs, into the body as it goes.
 pub fn export(store: HubStore, test_id: String, format: String) -> Body {
     use crate::export::{self, Format};

@@ -92,15 +92,14 @@ async fn the_hub_app_plots_a_finished_and_a_running_test_and_refuses_a_bad_token
         .await
         .unwrap();
     browser.screenshot("hub-signin-refused").await.unwrap();
-    let known = wait_until("the refusal in the browser's log", WAIT, || async {
-        let errors = browser.js_errors().await?;
-        Ok(errors
-            .iter()
-            .any(|e| e.contains("401"))
-            .then_some(errors.len()))
+    // The refused sign-in is a failed load (401), not a JavaScript error.
+    wait_until("the refusal in the browser's log", WAIT, || async {
+        let loads = browser.failed_loads().await?;
+        Ok(loads.iter().any(|e| e.contains("401")).then_some(()))
     })
     .await
     .unwrap();
+    let known = browser.js_errors().await.unwrap().len();
 
     // The finished test, once the hub holds its end.
     let store = cyclerhub::HubStore::open(lab.hub_db()).unwrap();
