@@ -348,14 +348,20 @@ async fn live_latency(channels: usize, window: Duration) -> Live {
         let mut hub = hub.clone();
         let ages = Arc::clone(&tail_ages);
         tokio::spawn(async move {
-            let mut tail = hub
-                .tail(TailRequest {
-                    test_id: id,
+            // The hub knows the test once the daemon uploaded its registration.
+            let mut tail = loop {
+                let request = TailRequest {
+                    test_id: id.clone(),
                     from_seq: 0,
-                })
-                .await
-                .unwrap()
-                .into_inner();
+                };
+                match hub.tail(request).await {
+                    Ok(tail) => break tail.into_inner(),
+                    Err(s) if s.code() == tonic::Code::NotFound => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(s) => panic!("tail: {s}"),
+                }
+            };
             while let Ok(Some(b)) = tail.message().await {
                 let now = unix_now();
                 let mut ages = ages.lock().unwrap();
