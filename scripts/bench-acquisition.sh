@@ -53,10 +53,17 @@ EOF
     "$bin/cyclerd" run --config "$dir/cyclerd.toml" >"$dir/cyclerd.log" 2>&1 &
     local daemon=$!
     pids+=($daemon)
+    local up=
     for _ in $(seq 1 100); do
-        "$bin/cyclerctl" --daemon "http://127.0.0.1:$ctlport" status >/dev/null 2>&1 && break
+        "$bin/cyclerctl" --daemon "http://127.0.0.1:$ctlport" status >/dev/null 2>&1 && { up=1; break; }
         sleep 0.1
     done
+    if [[ -z $up ]]; then
+        echo "cyclerd did not start; its log:" >&2
+        cat "$dir/cyclerd.log" >&2
+        kill "${pids[@]}" 2>/dev/null || true
+        exit 1
+    fi
     for k in $(seq 1 "$channels"); do
         "$bin/cyclerctl" --daemon "http://127.0.0.1:$ctlport" start "psb$k/1" --protocol "$dir/slow.yaml" \
             --meta cell_id="cell$k" --meta operator=bench --meta owner=bench --meta objective=bench \
@@ -88,10 +95,10 @@ for r in $(seq 1 "$repeats"); do
     results+=("$line")
 done
 # One row each for CPU and RSS, as the benches' rows (scripts/bench_table.rs): printed, and
-# appended to $CYCLERD_BENCH_TABLE when set.
+# appended to $BENCH_TABLE_TSV when set.
 row() { # what unit goal_op goal column
     printf '%s\n' "${results[@]}" | awk -v col="$5" '{ print $col }' | sort -n | awk \
-        -v what="$1" -v unit="$2" -v op="$3" -v goal="$4" -v table="${CYCLERD_BENCH_TABLE:-}" '
+        -v what="$1" -v unit="$2" -v op="$3" -v goal="$4" -v table="${BENCH_TABLE_TSV:-}" '
         { v[NR] = $1 }
         END {
             m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2

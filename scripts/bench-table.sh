@@ -13,7 +13,8 @@ export CARGO_TERM_COLOR=never
 table="$PWD/target/bench-table.tsv"
 mkdir -p target
 : >"$table"
-export CYCLERD_BENCH_TABLE="$table"
+# Not CYCLERD_*: the daemon reads every such variable as a configuration key.
+export BENCH_TABLE_TSV="$table"
 
 cargo build --release -q -p cyclerd-cli --bin cyclerd --bin cyclerctl -p cyclerhub --bin cyclerhub
 for b in "cyclerd-drivers devices" "cyclerd-protocols protocols" "cyclerhub ingest" "cyclerd-cli pipeline"; do

@@ -3,7 +3,7 @@
 //! Each measurement is repeated; a row gives its median with min and max, the baseline measured
 //! in the same run doing the same work (when there is one) and the ratio of the two medians,
 //! and the goal it is held to (when the issue set one). A row is printed for a human and, when
-//! `CYCLERD_BENCH_TABLE` names a file, appended to it as one tab-separated line, which
+//! `BENCH_TABLE_TSV` names a file, appended to it as one tab-separated line, which
 //! `scripts/bench-table.sh` gathers into one table.
 
 #![allow(dead_code)]
@@ -120,7 +120,7 @@ pub fn report(row: Row<'_>) {
         "{:<9} {:<52} {:>28} {:<10} baseline {:<34} {:>22}  ratio {:>6}  goal {} {}",
         row.section, row.what, measured, row.unit, base_name, base, ratio, goal, met
     );
-    if let Ok(path) = std::env::var("CYCLERD_BENCH_TABLE") {
+    if let Ok(path) = std::env::var("BENCH_TABLE_TSV") {
         let line = [
             row.section,
             row.what,
