@@ -168,6 +168,16 @@ impl Browser {
         Ok(self.client.goto(url).await?)
     }
 
+    /// Types `text` into the element at `at` (a form field; for a file input, a path).
+    pub async fn type_into(&self, at: Locator<'_>, text: &str) -> Result<(), Error> {
+        Ok(self.client.find(at).await?.send_keys(text).await?)
+    }
+
+    /// Clicks the element at `at`.
+    pub async fn click(&self, at: Locator<'_>) -> Result<(), Error> {
+        Ok(self.client.find(at).await?.click().await?)
+    }
+
     /// Every uncaught JavaScript error and `console.error` line the browser logged since the
     /// session started (failed loads, such as a page answered 4xx, are [`Browser::failed_loads`]).
     pub async fn js_errors(&self) -> Result<Vec<String>, Error> {

@@ -72,11 +72,12 @@ async fn the_hub_stores_into_postgresql_over_tls_verified_by_the_labs_ca() {
     assert_eq!(store.samples(T1).unwrap().len(), 300);
     assert_eq!(store.list_tests().unwrap()[0].state(), "finished");
 
-    // The hub's writer and reader and the second store's: all over TLS.
+    // The hub's writer, reader and commit listener (it hears other hub processes' commits,
+    // connected at start) and the second store's writer and reader: all over TLS.
     let (sessions, encrypted) = tokio::task::spawn_blocking(move || hub_sessions(&cluster, &name))
         .await
         .unwrap();
-    assert_eq!(sessions, 4);
+    assert_eq!(sessions, 5);
     assert_eq!(encrypted, sessions);
     hub.shutdown().await;
 }

@@ -74,17 +74,12 @@ async fn the_hub_app_plots_a_finished_and_a_running_test_and_refuses_a_bad_token
     // A bad token is refused at sign in (the refusal's 401 is logged by the browser as a failed
     // load: read off before the pages whose logs must be clean).
     browser.goto(&url("/signin")).await.unwrap();
-    let c = browser.client();
-    c.find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys("cyh_0123456789ab_not-a-token")
+    browser
+        .type_into(Locator::Id("token"), "cyh_0123456789ab_not-a-token")
         .await
         .unwrap();
-    c.find(Locator::Css("form.stack button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
+    browser
+        .click(Locator::Css("form.stack button[type=submit]"))
         .await
         .unwrap();
     browser

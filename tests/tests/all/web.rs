@@ -191,19 +191,9 @@ async fn a_start_through_the_form_runs_a_test_and_a_stop_ends_it() {
         ("chemistry", "NMC/graphite"),
         ("nominal_capacity_ah", "two and a half"),
     ] {
-        c.find(Locator::Id(field))
-            .await
-            .unwrap()
-            .send_keys(value)
-            .await
-            .unwrap();
+        browser.type_into(Locator::Id(field), value).await.unwrap();
     }
-    c.find(Locator::Id("start"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click(Locator::Id("start")).await.unwrap();
     // Refused as cyclerctl start would refuse it, on the form, with the values kept.
     let error = browser
         .wait_for_text("#error", "nominal_capacity_ah", WAIT)
@@ -236,18 +226,11 @@ async fn a_start_through_the_form_runs_a_test_and_a_stop_ends_it() {
         .select_by_value("")
         .await
         .unwrap();
-    c.find(Locator::Id("protocol_file"))
-        .await
-        .unwrap()
-        .send_keys(&file.display().to_string())
+    browser
+        .type_into(Locator::Id("protocol_file"), &file.display().to_string())
         .await
         .unwrap();
-    c.find(Locator::Id("start"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click(Locator::Id("start")).await.unwrap();
     browser
         .wait_for_text("#now [data-field=\"state\"]", "running", WAIT)
         .await
@@ -257,18 +240,11 @@ async fn a_start_through_the_form_runs_a_test_and_a_stop_ends_it() {
     assert_eq!(snapshot.protocol_name, "Uploaded from the browser");
     assert_eq!(snapshot.state, "running");
 
-    c.find(Locator::Id("reason"))
-        .await
-        .unwrap()
-        .send_keys("ended by the browser test")
+    browser
+        .type_into(Locator::Id("reason"), "ended by the browser test")
         .await
         .unwrap();
-    c.find(Locator::Id("stop"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    browser.click(Locator::Id("stop")).await.unwrap();
     browser
         .wait_for_text("#now [data-field=\"state\"]", "stopped", WAIT)
         .await
@@ -345,12 +321,7 @@ async fn a_missing_or_bad_token_is_refused_where_the_monitor_requires_tokens() {
         let field = c.find(Locator::Id("token")).await.unwrap();
         field.clear().await.unwrap();
         field.send_keys(token).await.unwrap();
-        c.find(Locator::Id("signin"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        browser.click(Locator::Id("signin")).await.unwrap();
     };
     sign_in("cyd_0000_wrong").await;
     browser
