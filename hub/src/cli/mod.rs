@@ -48,11 +48,13 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
-        /// Also serve the HTTP API (`/api/v1`, OpenAPI at `/api/v1/openapi.json`) and the web
-        /// app on this address (`--http` alone: 127.0.0.1:8621), with the same TLS and token
-        /// rules as gRPC.
-        #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8621")]
-        http: Option<SocketAddr>,
+        /// Address of the HTTP API (`/api/v1`, OpenAPI at `/api/v1/openapi.json`) and the web
+        /// app, served with the same TLS and token rules as gRPC.
+        #[arg(long, default_value = "127.0.0.1:8621", conflicts_with = "no_http")]
+        http: SocketAddr,
+        /// Serve no HTTP API and no web app (gRPC only).
+        #[arg(long)]
+        no_http: bool,
         /// TLS certificate chain (PEM); with --tls-key, daemons connect with https://.
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -409,6 +411,7 @@ fn run(cli: Cli) -> Result<()> {
             read_db,
             listen,
             http,
+            no_http,
             tls_cert,
             tls_key,
             require_tokens,
@@ -424,7 +427,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             serve::serve(
                 (db, read_db),
-                (listen, http),
+                (listen, (!no_http).then_some(http)),
                 tls_cert.zip(tls_key),
                 require_tokens,
                 insecure,

@@ -17,6 +17,7 @@
 
 mod api;
 mod app;
+mod arrow;
 mod openapi;
 mod plot;
 mod session;

@@ -82,8 +82,9 @@ pub fn document() -> String {
     ));
     samples.push(query(
         "format",
-        "csv or parquet; absent: the Accept header decides (default csv).",
-        json!({ "type": "string", "enum": ["csv", "parquet"] }),
+        "csv, parquet or arrow (an Arrow IPC stream); absent: the Accept header decides \
+         (default csv).",
+        json!({ "type": "string", "enum": ["csv", "parquet", "arrow"] }),
     ));
     let mut plot = vec![test_id()];
     plot.extend(window());
@@ -188,7 +189,11 @@ pub fn document() -> String {
         get_file(
             "Samples, streamed: a column selection in a test-time window.",
             samples,
-            &["text/csv", "application/vnd.apache.parquet"],
+            &[
+                "text/csv",
+                "application/vnd.apache.parquet",
+                "application/vnd.apache.arrow.stream",
+            ],
         ),
     );
     add(

@@ -17,6 +17,7 @@ use parquet::schema::types::Type;
 use tokio::sync::mpsc;
 
 use super::ApiError;
+use super::arrow::ArrowSamples;
 use crate::auth::{Authenticator, Recheck};
 use crate::query::{Column, Columns, CsvWriter, PAGE, column, read_batches};
 use crate::store::HubStore;
@@ -35,6 +36,8 @@ pub enum SampleFormat {
     Csv,
     /// Apache Parquet, Snappy-compressed, a row group per 65 536 samples.
     Parquet,
+    /// An Apache Arrow IPC stream, a record batch per page read.
+    Arrow,
 }
 
 impl SampleFormat {
@@ -44,9 +47,10 @@ impl SampleFormat {
         match format.map(str::to_ascii_lowercase).as_deref() {
             Some("csv") => return Ok(SampleFormat::Csv),
             Some("parquet") => return Ok(SampleFormat::Parquet),
+            Some("arrow") => return Ok(SampleFormat::Arrow),
             Some(other) => {
                 return Err(ApiError::bad_request(format!(
-                    "format {other:?} is not one the hub writes: give csv or parquet"
+                    "format {other:?} is not one the hub writes: give csv, parquet or arrow"
                 )));
             }
             None => {}
@@ -54,6 +58,8 @@ impl SampleFormat {
         let accept = accept.unwrap_or_default();
         if accept.contains("application/vnd.apache.parquet") || accept.contains("parquet") {
             Ok(SampleFormat::Parquet)
+        } else if accept.contains("application/vnd.apache.arrow") {
+            Ok(SampleFormat::Arrow)
         } else {
             Ok(SampleFormat::Csv)
         }
@@ -64,6 +70,7 @@ impl SampleFormat {
         match self {
             SampleFormat::Csv => "text/csv; charset=utf-8",
             SampleFormat::Parquet => "application/vnd.apache.parquet",
+            SampleFormat::Arrow => "application/vnd.apache.arrow.stream",
         }
     }
 
@@ -72,6 +79,7 @@ impl SampleFormat {
         match self {
             SampleFormat::Csv => "csv",
             SampleFormat::Parquet => "parquet",
+            SampleFormat::Arrow => "arrows",
         }
     }
 }
@@ -115,6 +123,12 @@ pub fn body(
                 .and_then(|mut p| {
                     produce(&store, &read, &handle, &mut recheck, |b| p.batch(b))?;
                     p.finish().map_err(|e| e.to_string())
+                }),
+            SampleFormat::Arrow => ArrowSamples::new(&read.columns, out)
+                .map_err(|e| e.to_string())
+                .and_then(|mut a| {
+                    produce(&store, &read, &handle, &mut recheck, |b| a.batch(b))?;
+                    a.finish().map_err(|e| e.to_string())
                 }),
         };
         if let Err(e) = result {

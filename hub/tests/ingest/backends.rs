@@ -147,7 +147,14 @@ async fn cyclerhub_serve_ingests_into_postgresql() {
         .and_then(|l| l.local_addr())
         .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
-        .args(["serve", "--db", &db.location, "--listen", &addr.to_string()])
+        .args([
+            "serve",
+            "--db",
+            &db.location,
+            "--listen",
+            &addr.to_string(),
+            "--no-http",
+        ])
         .env("NO_COLOR", "1")
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -178,7 +185,7 @@ async fn cyclerhub_serve_ingests_into_postgresql() {
 
     let hub = Hub {
         addr,
-        // This hub serves no HTTP (no --http): the address is never used.
+        // This hub serves no HTTP (--no-http): the address is never used.
         http: addr,
         store: db.connect(),
         db: db.location.clone(),
@@ -201,7 +208,14 @@ fn serving_where_other_machines_reach_it_needs_tls_and_tokens_or_insecure_said_a
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hub.sqlite").display().to_string();
     let serve = |extra: &[&str]| {
-        let mut args = vec!["serve", "--db", db.as_str(), "--listen", "0.0.0.0:0"];
+        let mut args = vec![
+            "serve",
+            "--db",
+            db.as_str(),
+            "--listen",
+            "0.0.0.0:0",
+            "--no-http",
+        ];
         args.extend_from_slice(extra);
         std::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
             .args(args)

@@ -1,5 +1,5 @@
-//! The HTTP API and web app over loopback with a real HTTP client (reqwest): Parquet and CSV
-//! downloads hold what the gRPC read gives, a download is streamed (it starts before the test
+//! The HTTP API and web app over loopback with a real HTTP client (reqwest): Parquet, Arrow and
+//! CSV downloads hold what the gRPC read gives, a download is streamed (it starts before the test
 //! is read to its end), plots are reduced per pixel, every path of the OpenAPI document answers,
 //! and a bad token is refused on the API (401) and at sign in.
 
@@ -96,6 +96,32 @@ fn parquet_table(bytes: impl parquet::file::reader::ChunkReader + 'static) -> Ta
     table
 }
 
+/// An Arrow IPC stream's columns as a [`Table`].
+fn arrow_table(bytes: &[u8]) -> Table {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type};
+    use arrow_schema::DataType;
+    let reader = arrow_ipc::reader::StreamReader::try_new(bytes, None).expect("an Arrow stream");
+    let mut table = Table::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        for (field, array) in batch.schema().fields().iter().zip(batch.columns()) {
+            let values = table.entry(field.name().clone()).or_default();
+            match field.data_type() {
+                DataType::Int64 => values.extend(
+                    array
+                        .as_primitive::<Int64Type>()
+                        .iter()
+                        .map(|v| v.map(|v| v as f64)),
+                ),
+                DataType::Float64 => values.extend(array.as_primitive::<Float64Type>().iter()),
+                other => panic!("column {} holds {other}", field.name()),
+            }
+        }
+    }
+    table
+}
+
 /// A CSV download as a [`Table`] (empty fields missing).
 fn csv_table(text: &str) -> Table {
     let mut lines = text.lines();
@@ -121,7 +147,7 @@ async fn get(hub: &Hub, path: &str) -> reqwest::Response {
     client().get(url(hub, path)).send().await.unwrap()
 }
 
-async fn parquet_and_csv_downloads_hold_what_the_grpc_read_gives(backend: Backend) {
+async fn parquet_arrow_and_csv_downloads_hold_what_the_grpc_read_gives(backend: Backend) {
     let hub = Hub::start(backend).await;
     let mut entries = vec![registered(1, T1)];
     entries.extend(many_samples(2, T1, 0, 150_000));
@@ -159,6 +185,21 @@ async fn parquet_and_csv_downloads_hold_what_the_grpc_read_gives(backend: Backen
     assert_eq!(parquet.len(), 4, "seq and the three columns");
     assert_eq!(parquet["seq"].len(), 20_000);
     assert_eq!(parquet, grpc);
+
+    // The same as an Arrow IPC stream.
+    let response = get(
+        &hub,
+        &format!("/api/v1/tests/{T1}/samples?format=arrow&columns=voltage_v,temperature_c,cycle&from=70000.5&to=90000"),
+    )
+    .await;
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    assert_eq!(arrow_table(&response.bytes().await.unwrap()), grpc);
+    let whole = get(&hub, &format!("/api/v1/tests/{T1}/samples?format=arrow")).await;
+    let whole = arrow_table(&whole.bytes().await.unwrap());
+    assert_eq!(whole, grpc_table(&hub, T1, &[], (0.0, 0.0)).await);
 
     let csv = get(
         &hub,
@@ -452,7 +493,7 @@ async fn a_bad_token_is_refused_on_the_api_and_at_sign_in(backend: Backend) {
 }
 
 on_both_backends!(
-    parquet_and_csv_downloads_hold_what_the_grpc_read_gives,
+    parquet_arrow_and_csv_downloads_hold_what_the_grpc_read_gives,
     a_download_starts_before_the_test_is_read_to_its_end,
     a_plot_is_reduced_to_two_points_per_pixel_column_keeping_the_extremes,
     every_path_of_the_openapi_document_answers,

@@ -307,6 +307,7 @@ async fn hub_killed_mid_commit_five_times(dir: &std::path::Path, db: &str) {
         db.to_string(),
         "--listen".into(),
         addr.to_string(),
+        "--no-http".into(),
     ];
     let spawn_hub = || async {
         let mut hub = Process::spawn(env!("CARGO_BIN_EXE_cyclerhub-under-test"), &hub_args);

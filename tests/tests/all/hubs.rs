@@ -23,6 +23,7 @@ async fn serve_with(db: &str, addr: SocketAddr, more: &[String]) -> Process {
         db.to_string(),
         "--listen".into(),
         addr.to_string(),
+        "--no-http".into(),
     ];
     args.extend_from_slice(more);
     let mut hub = Process::spawn(env!("CARGO_BIN_EXE_cyclerhub-under-test"), &args);

@@ -70,6 +70,7 @@ fn hub_args(dir: &std::path::Path, addr: SocketAddr, extra: &[&str]) -> Vec<Stri
         dir.join("hub.sqlite").display().to_string(),
         "--listen".into(),
         addr.to_string(),
+        "--no-http".into(),
     ];
     args.extend(extra.iter().map(|a| a.to_string()));
     args

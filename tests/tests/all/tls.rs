@@ -351,6 +351,7 @@ async fn real_binaries_over_tls_with_tokens(dir: &Path, db: &str) {
         "--tls-key",
         &pem("pki/hub-key.pem"),
         "--require-tokens",
+        "--no-http",
     ]
     .map(String::from);
     let mut hub = Process::spawn(env!("CARGO_BIN_EXE_cyclerhub-under-test"), &hub_args);
