@@ -9,11 +9,13 @@
 //! - [`routes`]: the router and the pages' handlers.
 //! - [`auth`]: tokens (a bearer header or a sign-in session cookie) and the same-origin check.
 //! - [`forms`]: the start form, parsed and passed to [`Daemon::start_test_with`].
-//! - [`sse`]: the event stream of channel snapshots.
+//! - [`sse`]: the event streams of channel snapshots.
+//! - [`feed`]: the overview's stream, encoded once for all its pages.
 //! - [`history`]: the points and cycles of each channel's running test, for its plots.
 //! - [`templates`]: the pages (askama, autoescaped) and the views they show.
 
 mod auth;
+mod feed;
 mod forms;
 mod history;
 mod routes;
@@ -107,11 +109,18 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let (stop_tx, stopping) = watch::channel(false);
     let recorder = history::History::record(&daemon);
+    let status_of = daemon.clone();
+    let feed = feed::Feed::start(
+        daemon.watchers(),
+        Box::new(move || sse::StatusView::of(&status_of)),
+        stopping.clone(),
+    );
     let loopback = listener.local_addr()?.ip().is_loopback();
     let state = routes::AppState::new(
         daemon,
         options.clone(),
         recorder.clone(),
+        feed,
         stopping,
         loopback,
     );

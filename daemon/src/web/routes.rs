@@ -17,6 +17,7 @@
 use super::WebOptions;
 use super::auth::{self, Auth, Refused};
 use super::forms::{LIBRARY, StartForm};
+use super::feed::Feed;
 use super::history::History;
 use super::sse;
 use super::templates::{ChannelPage, ChannelView, Chrome, Message, Overview, SignIn, StartPage};
@@ -46,6 +47,8 @@ struct Inner {
     auth: Auth,
     /// Each channel's running test, for its plots.
     history: History,
+    /// The overview's event blocks, encoded once for every page.
+    feed: Feed,
     /// Turns true when the monitor shuts down, ending the event streams.
     stopping: watch::Receiver<bool>,
     /// An open monitor on loopback: only requests naming a loopback host are answered.
@@ -57,6 +60,7 @@ impl AppState {
         daemon: Daemon,
         options: WebOptions,
         history: History,
+        feed: Feed,
         stopping: watch::Receiver<bool>,
         loopback: bool,
     ) -> AppState {
@@ -66,6 +70,7 @@ impl AppState {
             loopback_hosts_only: loopback && options.tokens.is_none(),
             auth: Auth::new(options.tokens, secure),
             history,
+            feed,
             stopping,
         }))
     }
@@ -218,13 +223,12 @@ async fn events(
     }
     let (state, headers) = (s.clone(), headers.clone());
     let allowed = move || state.0.auth.check(&headers, Role::Reader).is_ok();
-    sse::events(
-        &s.0.daemon,
-        q.channel.as_deref(),
-        s.0.stopping.clone(),
-        allowed,
-    )
-    .into_response()
+    match q.channel.as_deref() {
+        None => sse::overview(&s.0.feed, s.0.stopping.clone(), allowed).into_response(),
+        Some(only) => {
+            sse::events(&s.0.daemon, Some(only), s.0.stopping.clone(), allowed).into_response()
+        }
+    }
 }
 
 async fn monitor_js() -> Response {

@@ -1,6 +1,7 @@
 //! The event stream (`GET /events`, server-sent events) the pages update from.
 //!
-//! Each channel's snapshots come through the gRPC Watch's coalescing
+//! The overview's stream (every channel) is the shared [`Feed`]'s blocks. A channel page's
+//! (`?channel=`) is its own: its snapshots come through the gRPC Watch's coalescing
 //! ([`crate::control::coalesce`]): a new sample goes out at once, at most one per channel per
 //! [`WATCH_GAP`], the newest never lost. Events:
 //! - `channel`: a [`ChannelView`] as JSON, one per change (the current state first);
@@ -8,7 +9,9 @@
 //!
 //! Every stream ends when the monitor shuts down, or when its caller's token is revoked.
 
+use super::feed::Feed;
 use super::templates::ChannelView;
+use axum::http::header;
 use crate::control::coalesce::coalesced;
 use crate::daemon::Daemon;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -64,7 +67,7 @@ type Events = Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 pub fn events(
     daemon: &Daemon,
     only: Option<&str>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
     allowed: impl Fn() -> bool + Send + 'static,
 ) -> impl axum::response::IntoResponse {
     let channels = daemon
@@ -95,17 +98,41 @@ pub fn events(
     })
     .boxed();
     let all = futures::stream::select_all(channels.chain(std::iter::once(status)));
-    let stopped = async move {
-        let mut every = tokio::time::interval(RECHECK_PERIOD);
-        loop {
-            tokio::select! {
-                _ = stopping.wait_for(|s| *s) => return,
-                _ = every.tick() => if !allowed() {
-                    return;
-                },
-            }
-        }
-    };
-    let stream: Events = Box::pin(all.take_until(stopped));
+    let stream: Events = Box::pin(all.take_until(stopped(stopping, allowed)));
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Every channel's events from the shared [`Feed`] (the overview's stream), ending as
+/// [`events`] does.
+pub fn overview(
+    feed: &Feed,
+    stopping: watch::Receiver<bool>,
+    allowed: impl Fn() -> bool + Send + 'static,
+) -> impl axum::response::IntoResponse {
+    let blocks = futures::stream::unfold(feed.subscribe(), |mut page| async move {
+        let block = page.next().await?;
+        Some((Ok::<_, Infallible>(block), page))
+    });
+    let body = axum::body::Body::from_stream(blocks.take_until(stopped(stopping, allowed)));
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+}
+
+/// Resolves when the monitor shuts down or, checked every [`RECHECK_PERIOD`], `allowed` says
+/// the caller's token was revoked.
+async fn stopped(mut stopping: watch::Receiver<bool>, allowed: impl Fn() -> bool) {
+    let mut every = tokio::time::interval(RECHECK_PERIOD);
+    loop {
+        tokio::select! {
+            _ = stopping.wait_for(|s| *s) => return,
+            _ = every.tick() => if !allowed() {
+                return;
+            },
+        }
+    }
 }
