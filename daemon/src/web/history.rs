@@ -13,8 +13,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinSet;
 
-/// Points kept per channel before the record is thinned to half.
-pub const MAX_POINTS: usize = 20_000;
+/// Points kept per channel before the record is thinned to half: about two per pixel column
+/// of a wide plot. With the readings as `f32` (plenty for a plot) 64 channels hold at most
+/// about 5 MB.
+pub const MAX_POINTS: usize = 4096;
 
 /// One channel's running test as recorded.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -24,11 +26,11 @@ pub struct TestRecord {
     /// Test time (s) of each point.
     pub t: Vec<f64>,
     /// Cell voltage (V) at each point.
-    pub v: Vec<f64>,
+    pub v: Vec<f32>,
     /// Current (A, positive charging) at each point.
-    pub i: Vec<f64>,
+    pub i: Vec<f32>,
     /// Cell temperature (°C) at each point; NaN (null in JSON) without a sensor.
-    pub temp: Vec<f64>,
+    pub temp: Vec<f32>,
     /// Each finished cycle with a charge and a discharge, in order.
     pub cycles: Vec<CycleRow>,
     /// The sample count of the last point, so a snapshot without a new sample adds none.
@@ -63,16 +65,13 @@ impl TestRecord {
         if s.samples > self.samples && s.voltage_v.is_finite() {
             self.samples = s.samples;
             self.t.push(s.test_time_s);
-            self.v.push(s.voltage_v);
-            self.i.push(s.current_a);
-            self.temp.push(s.temperature_c);
+            self.v.push(s.voltage_v as f32);
+            self.i.push(s.current_a as f32);
+            self.temp.push(s.temperature_c as f32);
             if self.t.len() > MAX_POINTS {
-                for column in [&mut self.t, &mut self.v, &mut self.i, &mut self.temp] {
-                    let mut k = 0;
-                    column.retain(|_| {
-                        k += 1;
-                        k % 2 == 1
-                    });
+                thin(&mut self.t);
+                for column in [&mut self.v, &mut self.i, &mut self.temp] {
+                    thin(column);
                 }
             }
         }
@@ -89,6 +88,15 @@ impl TestRecord {
             });
         }
     }
+}
+
+/// Drops every other point (the first stays).
+fn thin<T>(column: &mut Vec<T>) {
+    let mut k = 0;
+    column.retain(|_| {
+        k += 1;
+        k % 2 == 1
+    });
 }
 
 /// Every channel's record, kept up to date by one task per channel.

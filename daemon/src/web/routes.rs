@@ -16,8 +16,8 @@
 
 use super::WebOptions;
 use super::auth::{self, Auth, Refused};
-use super::forms::{LIBRARY, StartForm};
 use super::feed::Feed;
+use super::forms::{LIBRARY, StartForm};
 use super::history::History;
 use super::sse;
 use super::templates::{ChannelPage, ChannelView, Chrome, Message, Overview, SignIn, StartPage};

@@ -11,9 +11,9 @@
 
 use super::feed::Feed;
 use super::templates::ChannelView;
-use axum::http::header;
 use crate::control::coalesce::coalesced;
 use crate::daemon::Daemon;
+use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use futures::StreamExt;
