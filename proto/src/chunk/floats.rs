@@ -13,9 +13,8 @@
 //! Predictions use only IEEE operations in a fixed order, so the decoder recomputes them
 //! exactly; a prediction that misses only costs bytes, never exactness.
 
-use super::{
-    MAX_DECIMALS, POW10, Reader, decimals, int_plan, put_ints, put_varint, unzigzag, zigzag,
-};
+use super::ints::{Reader, int_plan, put_ints, put_varint, unzigzag, zigzag};
+use super::{ChunkError, MAX_DECIMALS, POW10, decimals};
 
 /// What a column can be predicted from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -202,7 +201,7 @@ impl Reader<'_> {
         ints: &mut Vec<i64>,
         predict: Predict,
         refs: Option<&Refs<'_>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChunkError> {
         let mode = self.byte()?;
         out.clear();
         match mode {
@@ -218,7 +217,7 @@ impl Reader<'_> {
             POW2 => {
                 let e = unzigzag(self.varint()?);
                 if !(-1074..=971).contains(&e) {
-                    return Err(format!("binary exponent {e} out of range"));
+                    return Err(format!("binary exponent {e} out of range").into());
                 }
                 self.ints(n, ints)?;
                 let p = pow2(e as i32);
@@ -253,19 +252,11 @@ impl Reader<'_> {
                     Predict::None => unreachable!("refused above"),
                 }
             }
-            _ => return Err(format!("float column mode {mode} is unknown")),
+            _ => return Err(format!("float column mode {mode} is unknown").into()),
         }
         Ok(())
     }
 
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        if self.buf.len() < N {
-            return Err("chunk ends early".into());
-        }
-        let (head, rest) = self.buf.split_at(N);
-        self.buf = rest;
-        Ok(head.try_into().expect("N bytes"))
-    }
 }
 
 #[cfg(test)]
