@@ -2,8 +2,9 @@
 //!
 //! One writer thread owns the write connection and commits everything queued in one transaction
 //! (group commit), so producers never wait on the disk and the disk sees one commit per batch.
-//! Sample batches are one row each (many samples per row), stored as the encoded protobuf
-//! `Entry` the uploader sends, with a CRC-32 over it. Entries leave only after the hub
+//! Sample batches are one row each (many samples per row), column-encoded with the codec the
+//! hub stores its samples with; other entries as the encoded protobuf `Entry` the uploader
+//! sends (see [`stored`]); a CRC-32 over the stored bytes either way. Entries leave only after the hub
 //! acknowledged them (or `keep_acked` later). Stepped tests' checkpoints are written in the same
 //! transaction as the samples they account for.
 //!
@@ -11,16 +12,17 @@
 //! - [`schema`]: tables, pragmas, the sync modes.
 //! - `writer`: the writer thread (group commit, acks, parking, quota, vacuum).
 //! - `reader`: pages for the uploader, summaries and checkpoints for the daemon.
+//! - [`stored`]: an entry as a row's bytes and back.
 
 mod reader;
 pub mod schema;
+pub mod stored;
 mod writer;
 
 pub use reader::{OutboxReader, OutboxSummary, PageItem, StoredEntry};
 pub use schema::SyncMode;
 
-use crate::proto::ingest::{Entry, entry::Body};
-use prost::Message;
+use crate::proto::ingest::entry::Body;
 use rusqlite::Connection;
 use schema::{meta, meta_u64, set_meta};
 use std::collections::HashMap;
@@ -168,8 +170,9 @@ pub enum CheckpointOp {
 
 /// What is sent to the writer thread.
 enum WriteOp {
-    /// An encoded `Entry` (id 0; the row id becomes its id) with its CRC-32.
+    /// An entry as stored ([`stored`]; the row id becomes its id) with its CRC-32.
     Append {
+        format: i64,
         bytes: Vec<u8>,
         crc: u32,
         samples: u64,
@@ -465,17 +468,13 @@ impl Outbox {
             Body::Samples(b) => b.voltage_v.len() as u64,
             _ => 0,
         };
-        let bytes = Entry {
-            id: 0,
-            body: Some(body),
-            skipped_before: 0,
-        }
-        .encode_to_vec();
+        let (format, bytes) = stored::encode(body);
         let crc = crc32fast::hash(&bytes);
         self.stats
             .samples_appended
             .fetch_add(samples, Ordering::AcqRel);
         self.send(WriteOp::Append {
+            format,
             bytes,
             crc,
             samples,
@@ -575,18 +574,20 @@ fn verify_tail(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut bad = Vec::new();
     {
         let mut stmt = conn.prepare(
-            "SELECT id, body, crc FROM outbox WHERE acked_unix_s IS NULL ORDER BY id DESC LIMIT ?1",
+            "SELECT id, body, crc, format FROM outbox WHERE acked_unix_s IS NULL
+             ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map([VERIFY_TAIL], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, Vec<u8>>(1)?,
                 r.get::<_, u32>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })?;
         for row in rows {
-            let (id, body, crc) = row?;
-            if crc32fast::hash(&body) != crc || Entry::decode(&body[..]).is_err() {
+            let (id, body, crc, format) = row?;
+            if crc32fast::hash(&body) != crc || stored::decode(format, &body).is_err() {
                 bad.push(id);
             }
         }
@@ -595,8 +596,9 @@ fn verify_tail(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     for id in bad {
         let reason = "corrupt at startup: checksum mismatch (quarantined)";
         conn.execute(
-            "INSERT OR REPLACE INTO dead_letters (id, samples, body, crc, reason, parked_unix_s)
-             SELECT id, samples, body, crc, ?2, ?3 FROM outbox WHERE id = ?1",
+            "INSERT OR REPLACE INTO dead_letters (id, samples, body, crc, format, reason,
+                                                  parked_unix_s)
+             SELECT id, samples, body, crc, format, ?2, ?3 FROM outbox WHERE id = ?1",
             rusqlite::params![id, reason, unix_now()],
         )?;
         conn.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
@@ -607,3 +609,6 @@ fn verify_tail(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     }
     Ok(alarms)
 }
+
+#[cfg(test)]
+mod tests;

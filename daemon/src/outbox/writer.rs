@@ -156,15 +156,17 @@ impl Writer {
         for op in ops {
             match op {
                 WriteOp::Append {
+                    format,
                     bytes,
                     crc,
                     samples,
                     checkpoint,
                 } => {
                     tx.prepare_cached(
-                        "INSERT INTO outbox (samples, body, crc, created_unix_s) VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT INTO outbox (samples, body, crc, format, created_unix_s)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
-                    .execute(params![*samples as i64, &bytes[..], crc, now])?;
+                    .execute(params![*samples as i64, &bytes[..], crc, format, now])?;
                     e.last_id = Some(tx.last_insert_rowid() as u64);
                     e.appended_bytes += bytes.len() as u64;
                     e.appended_entries += 1;
@@ -206,8 +208,8 @@ impl Writer {
                         )?
                         .query_row([*id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     e.released_entries += entries as u64;
-                    let moved = tx.prepare_cached("INSERT OR IGNORE INTO dead_letters (id, samples, body, crc, reason, parked_unix_s)
-                         SELECT id, samples, body, crc, ?2, ?3 FROM outbox WHERE id = ?1")?.execute(
+                    let moved = tx.prepare_cached("INSERT OR IGNORE INTO dead_letters (id, samples, body, crc, format, reason, parked_unix_s)
+                         SELECT id, samples, body, crc, format, ?2, ?3 FROM outbox WHERE id = ?1")?.execute(
                         params![*id as i64, reason, now],
                     )?;
                     tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
@@ -218,8 +220,8 @@ impl Writer {
                 WriteOp::Requeue(_) => {
                     let moved = tx
                         .prepare_cached(
-                            "INSERT INTO outbox (samples, body, crc, created_unix_s)
-                         SELECT samples, body, crc, ?1 FROM dead_letters ORDER BY id",
+                            "INSERT INTO outbox (samples, body, crc, format, created_unix_s)
+                         SELECT samples, body, crc, format, ?1 FROM dead_letters ORDER BY id",
                         )?
                         .execute([now])?;
                     let bytes: i64 = tx
