@@ -300,6 +300,72 @@ mod uploader_and_hub {
         assert!(rows.iter().enumerate().all(|(i, r)| r.seq == i as u64));
         assert_eq!(store.events("t").unwrap().len(), 1);
     }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outbox_written_before_column_encoding_still_uploads_every_entry() {
+        use cyclerd::proto::ingest::Entry;
+        use prost::Message;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let db = dir.path().join("hub.sqlite");
+        {
+            // Rows as a daemon of schema 2 wrote them: every entry a protobuf Entry.
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(cyclerd::outbox::schema::SCHEMA_2).unwrap();
+            let mut bodies = vec![(0, registered("t"))];
+            bodies.extend((0..5).map(|k| (100, samples("t", k * 100, 100))));
+            for (n, body) in bodies {
+                let bytes = Entry {
+                    id: 0,
+                    body: Some(body),
+                    skipped_before: 0,
+                }
+                .encode_to_vec();
+                conn.execute(
+                    "INSERT INTO outbox (samples, body, crc, created_unix_s) VALUES (?1, ?2, ?3, 0)",
+                    rusqlite::params![n, bytes, crc32fast::hash(&bytes)],
+                )
+                .unwrap();
+            }
+        }
+        let outbox = Outbox::open(&path).unwrap();
+        // And new ones, column-encoded, after them.
+        for k in 5..10 {
+            outbox.append(samples("t", k * 100, 100)).unwrap();
+        }
+        outbox.flush().await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_hub, hub) = start_hub(listener, &db).await;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(uploader::run(
+            UploaderConfig {
+                hub_addresses: vec![format!("http://{addr}")],
+                hub_ca_pem: None,
+                hub_token: None,
+                daemon_name: "test".into(),
+                hub_lab: None,
+                window: 4,
+            },
+            outbox.clone(),
+            Arc::new(UploaderStatus::default()),
+            stop_rx,
+        ));
+        assert!(outbox.caught_up(deadline()).await);
+        let _ = stop.send(true);
+        task.await.unwrap();
+        let _ = stop_hub.send(());
+        hub.await.unwrap().unwrap();
+        let rows = cyclerhub::HubStore::open(&db).unwrap().samples("t").unwrap();
+        assert_eq!(rows.len(), 1000, "every sample exactly once");
+        let want = |s: u64| (s as f64, 1.7e9 + (s % 100) as f64, 3.0 + (s % 100) as f64);
+        assert!(
+            rows.iter()
+                .enumerate()
+                .all(|(i, r)| r.seq == i as u64
+                    && (r.test_time_s, r.unix_time_s, r.voltage_v) == want(r.seq)),
+            "every sample as it was stored"
+        );
+    }
 }
 
 #[path = "daemon/outbox_model.rs"]

@@ -2,10 +2,12 @@
 //!
 //! Every line is the median of [`ROUNDS`] repetitions with min and max, next to a baseline
 //! measured in the same run doing the same work:
-//! 1. outbox ingest samples/s next to a bare rusqlite loop committing the same encoded blobs
-//!    with the same entries per transaction (the outbox's own average, read from its stats),
-//!    a producer thread handing them to a writer thread as the outbox does; and the outbox's
-//!    bytes per sample on disk;
+//! 1. outbox ingest samples/s of demo-like samples ([`cyclerd_proto::demo_data`], as the hub's
+//!    benches use) next to a bare rusqlite loop committing the same encoded blobs with the same
+//!    entries per transaction (the outbox's own average, read from its stats), a producer
+//!    thread handing them to a writer thread as the outbox does; the encoding's cost per
+//!    sample next to the protobuf the outbox stored before; the outbox's bytes per sample on
+//!    disk, for full batches and for a live channel's small ones;
 //! 2. the drain after an outage, outbox -> gRPC -> hub commit, next to the hub's apply of the
 //!    same entries without gRPC;
 //! 3. end to end, channel runners stepping simulated PSBs over Modbus TCP -> hub commit, on a
@@ -16,6 +18,8 @@
 
 use cyclerd::outbox::Outbox;
 use cyclerd::proto::ingest::{SampleBatch, TestRegistered, entry::Body};
+use cyclerd_proto::chunk::encode_sample_batch;
+use cyclerd_proto::demo_data::Demo;
 use cyclerd::uploader::{self, UploaderConfig, UploaderStatus};
 use rusqlite::{Connection, params};
 use std::sync::Arc;
@@ -31,25 +35,17 @@ const BATCH: usize = 2048;
 /// Repetitions of every measurement.
 const ROUNDS: usize = 3;
 
-fn batch(test_id: &str, first_seq: u64, n: usize) -> SampleBatch {
-    let f = |k: f64| (0..n).map(|i| k + i as f64 * 1e-3).collect::<Vec<f64>>();
-    SampleBatch {
-        test_id: test_id.into(),
-        first_seq,
-        test_time_s: f(0.0),
-        unix_time_s: f(1.7e9),
-        voltage_v: f(3.7),
-        current_a: f(1.25),
-        cycle: vec![1; n],
-        step: vec![2; n],
-        charge_capacity_ah: f(0.5),
-        discharge_capacity_ah: f(0.0),
-        charge_energy_wh: f(1.8),
-        discharge_energy_wh: f(0.0),
-        temperature_c: Vec::new(),
-        ambient_temperature_c: Vec::new(),
-        plan_step: Vec::new(),
-    }
+/// A test id as the daemon makes them (UUIDv7), stored with every batch.
+const TEST_ID: &str = "0190f1a2-7b3c-7def-8123-456789abcdef";
+/// Samples in a live channel's entry: 10 Hz, flushed every 250 ms.
+const LIVE_BATCH: usize = 3;
+
+/// [`SAMPLES`] demo-like samples of one test, in batches of [`BATCH`].
+fn demo_batches() -> Vec<SampleBatch> {
+    let mut demo = Demo::new(1);
+    (0..SAMPLES / BATCH)
+        .map(|_| demo.batch(TEST_ID, BATCH))
+        .collect()
 }
 
 fn pragmas(conn: &Connection) {
@@ -100,14 +96,21 @@ fn bare_rows(dir: &std::path::Path, round: usize) -> f64 {
 /// Bare rusqlite, the same encoded blobs as the outbox's entries, `per_commit` of them per
 /// transaction (the outbox's average), handed by a producer thread to a writer thread as the
 /// outbox's are: the packed ceiling, without the outbox's encoding, CRC or bookkeeping.
-fn bare_packed(dir: &std::path::Path, round: usize, per_commit: usize) -> f64 {
-    use prost::Message;
+fn bare_packed(
+    dir: &std::path::Path,
+    round: usize,
+    per_commit: usize,
+    batches: &[SampleBatch],
+) -> f64 {
     let conn = Connection::open(dir.join(format!("bare-packed-{round}.sqlite"))).unwrap();
     pragmas(&conn);
     conn.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, body BLOB, crc INTEGER)")
         .unwrap();
-    let blob = batch("bench", 0, BATCH).encode_to_vec();
-    let entries = SAMPLES / BATCH;
+    let blobs: Vec<Vec<u8>> = batches
+        .iter()
+        .map(|b| encode_sample_batch(b).unwrap())
+        .collect();
+    let entries = blobs.len();
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let start = Instant::now();
     let writer = std::thread::spawn(move || {
@@ -128,8 +131,8 @@ fn bare_packed(dir: &std::path::Path, round: usize, per_commit: usize) -> f64 {
             left -= n;
         }
     });
-    for _ in 0..entries {
-        tx.send(blob.clone()).unwrap();
+    for blob in blobs {
+        tx.send(blob).unwrap();
     }
     writer.join().unwrap();
     SAMPLES as f64 / start.elapsed().as_secs_f64()
@@ -145,25 +148,22 @@ struct Ingest {
     bytes_per_sample: f64,
 }
 
-async fn outbox_ingest(dir: &std::path::Path, round: usize) -> Ingest {
+async fn outbox_ingest(dir: &std::path::Path, round: usize, batches: &[SampleBatch]) -> Ingest {
     let path = dir.join(format!("outbox-{round}.sqlite"));
     let outbox = Outbox::open(&path).unwrap();
-    let template = batch("bench", 0, BATCH);
     let commits_before = outbox.stats().commits.load(Ordering::Relaxed);
     let start = Instant::now();
     outbox
         .append(Body::TestRegistered(TestRegistered {
-            test_id: "bench".into(),
+            test_id: TEST_ID.into(),
             channel_id: "bench/1".into(),
             protocol_name: "bench".into(),
             ..Default::default()
         }))
         .unwrap();
-    for b in 0..SAMPLES / BATCH {
+    for b in batches {
         // Building the batch is part of the cost a runner pays.
-        let mut body = template.clone();
-        body.first_seq = (b * BATCH) as u64;
-        outbox.append(Body::Samples(body)).unwrap();
+        outbox.append(Body::Samples(b.clone())).unwrap();
     }
     outbox.flush().await.unwrap();
     let rate = SAMPLES as f64 / start.elapsed().as_secs_f64();
@@ -181,13 +181,13 @@ async fn outbox_ingest(dir: &std::path::Path, round: usize) -> Ingest {
 }
 
 /// The hub's apply path called directly (no gRPC), the same entries in 256-entry transactions.
-fn hub_apply(dir: &std::path::Path, round: usize) -> f64 {
+fn hub_apply(dir: &std::path::Path, round: usize, batches: &[SampleBatch]) -> f64 {
     use cyclerd::proto::ingest::Entry;
     let store = cyclerhub::HubStore::open(dir.join(format!("hub-direct-{round}.sqlite"))).unwrap();
     let register = Entry {
         id: 1,
         body: Some(Body::TestRegistered(TestRegistered {
-            test_id: "bench".into(),
+            test_id: TEST_ID.into(),
             channel_id: "bench/1".into(),
             protocol_name: "bench".into(),
             ..Default::default()
@@ -195,10 +195,12 @@ fn hub_apply(dir: &std::path::Path, round: usize) -> f64 {
         skipped_before: 0,
     };
     store.apply_batch("bench", 1, &[register]).unwrap();
-    let entries: Vec<Entry> = (0..SAMPLES / BATCH)
-        .map(|b| Entry {
+    let entries: Vec<Entry> = batches
+        .iter()
+        .enumerate()
+        .map(|(b, batch)| Entry {
             id: 2 + b as u64,
-            body: Some(Body::Samples(batch("bench", (b * BATCH) as u64, BATCH))),
+            body: Some(Body::Samples(batch.clone())),
             skipped_before: 0,
         })
         .collect();
@@ -410,21 +412,76 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // `BENCH_ONLY=live`: the live section alone.
-    if std::env::var("BENCH_ONLY").as_deref() != Ok("live") {
-        throughput(&rt);
+    // `BENCH_ONLY=live`: the live section alone; `BENCH_ONLY=outbox`: section 1 alone.
+    let only = std::env::var("BENCH_ONLY").ok();
+    if only.as_deref() != Some("live") {
+        throughput(&rt, only.as_deref() == Some("outbox"));
     }
-    live(&rt);
+    if only.is_none() || only.as_deref() == Some("live") {
+        live(&rt);
+    }
 }
 
-/// Sections 1 to 3.
-fn throughput(rt: &tokio::runtime::Runtime) {
+/// Encoding and checksum of every batch, ns per sample: as the outbox stores a batch (columns)
+/// and as it stored one before (its protobuf `Entry`).
+fn encode_cost(batches: &[SampleBatch]) -> (f64, f64) {
+    use cyclerd::proto::ingest::Entry;
+    use prost::Message;
+    let time = |f: &dyn Fn(&SampleBatch) -> Vec<u8>| {
+        let start = Instant::now();
+        let mut sink = 0u32;
+        for b in batches {
+            sink ^= crc32fast::hash(&f(b));
+        }
+        std::hint::black_box(sink);
+        start.elapsed().as_secs_f64() * 1e9 / SAMPLES as f64
+    };
+    let columns = time(&|b| encode_sample_batch(b).unwrap());
+    let protobuf = time(&|b| {
+        Entry {
+            id: 0,
+            body: Some(Body::Samples(b.clone())),
+            skipped_before: 0,
+        }
+        .encode_to_vec()
+    });
+    (columns, protobuf)
+}
+
+/// Bytes per sample in the outbox's rows (`LENGTH(body)`, what the quota counts) for a live
+/// channel's entries of [`LIVE_BATCH`] samples, and the database file's pages for them.
+async fn live_entries_size(dir: &std::path::Path) -> (f64, f64) {
+    let path = dir.join("outbox-live.sqlite");
+    let outbox = Outbox::open(&path).unwrap();
+    let mut demo = Demo::new(2);
+    let n = 20_000 * LIVE_BATCH;
+    for _ in 0..n / LIVE_BATCH {
+        let b = demo.batch(TEST_ID, LIVE_BATCH);
+        outbox.append(Body::Samples(b)).unwrap();
+    }
+    outbox.flush().await.unwrap();
+    let summary = outbox.reader().unwrap().summary().unwrap();
+    let conn = Connection::open(&path).unwrap();
+    let pages: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .and_then(|()| conn.query_row("PRAGMA page_count", [], |r| r.get(0)))
+        .unwrap();
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+    (
+        summary.pending_bytes as f64 / n as f64,
+        (pages * page_size) as f64 / n as f64,
+    )
+}
+
+/// Sections 1 to 3 (1 alone with `outbox_only`).
+fn throughput(rt: &tokio::runtime::Runtime, outbox_only: bool) {
     let dir = tempfile::tempdir().unwrap();
+    let batches = demo_batches();
     let (mut rows, mut packed, mut ingest, mut bytes) = (vec![], vec![], vec![], vec![]);
     let (mut direct, mut drain) = (vec![], vec![]);
     let mut per_commit = 0.0;
     for round in 0..ROUNDS {
-        let i = rt.block_on(outbox_ingest(dir.path(), round));
+        let i = rt.block_on(outbox_ingest(dir.path(), round, &batches));
         per_commit = i.per_commit;
         ingest.push(i.rate);
         bytes.push(i.bytes_per_sample);
@@ -433,10 +490,20 @@ fn throughput(rt: &tokio::runtime::Runtime) {
             dir.path(),
             round,
             i.per_commit.round().max(1.0) as usize,
+            &batches,
         ));
-        direct.push(hub_apply(dir.path(), round));
-        drain.push(rt.block_on(uploader_drain(dir.path(), round, i.outbox)));
+        if !outbox_only {
+            direct.push(hub_apply(dir.path(), round, &batches));
+            drain.push(rt.block_on(uploader_drain(dir.path(), round, i.outbox)));
+        }
     }
+    let (mut columns, mut protobuf) = (vec![], vec![]);
+    for _ in 0..ROUNDS {
+        let (c, p) = encode_cost(&batches);
+        columns.push(c);
+        protobuf.push(p);
+    }
+    let (live_stored, live_file) = rt.block_on(live_entries_size(dir.path()));
     let what = format!("ingest: encode + CRC + commit ({per_commit:.0} entries/commit)");
     report(Row {
         section: "outbox",
@@ -456,12 +523,32 @@ fn throughput(rt: &tokio::runtime::Runtime) {
     });
     report(Row {
         section: "outbox",
-        what: "bytes on disk per sample (file + WAL)",
+        what: "encode + CRC of a batch of 2048, per sample: columns",
+        unit: "ns",
+        measured: Stats::of(&columns),
+        baseline: Some(("protobuf Entry, as stored before", Stats::of(&protobuf))),
+        goal: Goal::None,
+    });
+    report(Row {
+        section: "outbox",
+        what: "bytes on disk per sample (file + WAL), batches of 2048",
         unit: "B/sample",
         measured: Stats::of(&bytes),
         baseline: None,
         goal: Goal::AtMost(16.0),
     });
+    let what = format!("bytes stored per sample, live entries of {LIVE_BATCH} samples");
+    report(Row {
+        section: "outbox",
+        what: &what,
+        unit: "B/sample",
+        measured: Stats::of(&[live_stored]),
+        baseline: Some(("database pages per sample", Stats::of(&[live_file]))),
+        goal: Goal::AtMost(16.0),
+    });
+    if outbox_only {
+        return;
+    }
     report(Row {
         section: "pipeline",
         what: "drain after an outage: outbox -> gRPC -> hub commit",

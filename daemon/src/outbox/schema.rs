@@ -62,6 +62,26 @@ pub const UPGRADES: &[&str] = &[
      ALTER TABLE dead_letters ADD COLUMN format INTEGER NOT NULL DEFAULT 0;",
 ];
 
+/// The tables as schema 2 made them (before rows had a format): tests open such a store to
+/// check that an upgraded daemon still reads and uploads what is in it.
+#[doc(hidden)]
+pub const SCHEMA_2: &str = "
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, samples INTEGER NOT NULL,
+        body BLOB NOT NULL, crc INTEGER NOT NULL, created_unix_s REAL NOT NULL,
+        acked_unix_s REAL);
+    CREATE INDEX outbox_acked ON outbox (acked_unix_s) WHERE acked_unix_s IS NOT NULL;
+    CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, samples INTEGER NOT NULL,
+        body BLOB NOT NULL, crc INTEGER NOT NULL, reason TEXT NOT NULL,
+        parked_unix_s REAL NOT NULL);
+    CREATE TABLE checkpoints (test_id TEXT PRIMARY KEY, channel_id TEXT NOT NULL,
+        protocol_source TEXT NOT NULL, origin TEXT NOT NULL, metadata_json TEXT NOT NULL,
+        start_unix_s REAL NOT NULL, engine_json TEXT NOT NULL, next_seq INTEGER NOT NULL,
+        test_time_s REAL NOT NULL, unix_s REAL NOT NULL, paused_s REAL NOT NULL,
+        params_json TEXT NOT NULL DEFAULT '{}', cycles_json TEXT NOT NULL DEFAULT '');
+    PRAGMA user_version = 2;
+";
+
 /// How hard a commit pushes data to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

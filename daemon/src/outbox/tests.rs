@@ -44,23 +44,6 @@ fn encoded(entries: &[Entry]) -> Vec<Vec<u8>> {
     entries.iter().map(Message::encode_to_vec).collect()
 }
 
-/// The outbox of schema 2 (before column encoding), as a daemon of then created it.
-const SCHEMA_2: &str = "
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, samples INTEGER NOT NULL,
-        body BLOB NOT NULL, crc INTEGER NOT NULL, created_unix_s REAL NOT NULL,
-        acked_unix_s REAL);
-    CREATE INDEX outbox_acked ON outbox (acked_unix_s) WHERE acked_unix_s IS NOT NULL;
-    CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, samples INTEGER NOT NULL,
-        body BLOB NOT NULL, crc INTEGER NOT NULL, reason TEXT NOT NULL,
-        parked_unix_s REAL NOT NULL);
-    CREATE TABLE checkpoints (test_id TEXT PRIMARY KEY, channel_id TEXT NOT NULL,
-        protocol_source TEXT NOT NULL, origin TEXT NOT NULL, metadata_json TEXT NOT NULL,
-        start_unix_s REAL NOT NULL, engine_json TEXT NOT NULL, next_seq INTEGER NOT NULL,
-        test_time_s REAL NOT NULL, unix_s REAL NOT NULL, paused_s REAL NOT NULL,
-        params_json TEXT NOT NULL DEFAULT '{}', cycles_json TEXT NOT NULL DEFAULT '');
-    PRAGMA user_version = 2;
-";
 
 fn odd_batch() -> SampleBatch {
     let mut b = Demo::new(7).batch("0190f1a2-7b3c-7def-8123-456789abcdef", 300);
@@ -92,7 +75,7 @@ async fn an_outbox_written_before_column_encoding_still_reads_every_entry_as_sto
     ];
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(SCHEMA_2).unwrap();
+        conn.execute_batch(schema::SCHEMA_2).unwrap();
         for e in &old {
             let bytes = e.encode_to_vec();
             let samples = match &e.body {
