@@ -40,6 +40,39 @@ fn samples(test_id: &str, first_seq: u64, n: usize) -> Body {
     })
 }
 
+/// Like [`samples`], but every value is noise (random mantissas), which no column encoding
+/// shrinks: for tests about sizes on disk and the quota, not about the codec.
+fn noisy_samples(test_id: &str, first_seq: u64, n: usize) -> Body {
+    let noise = |seq: u64, col: u64| {
+        let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ col.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 31;
+        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 29;
+        f64::from_bits(0x3ff0_0000_0000_0000 | (x >> 12))
+    };
+    let Body::Samples(mut b) = samples(test_id, first_seq, n) else {
+        unreachable!("samples() makes a sample batch")
+    };
+    for (col, values) in [
+        &mut b.test_time_s,
+        &mut b.unix_time_s,
+        &mut b.voltage_v,
+        &mut b.current_a,
+        &mut b.charge_capacity_ah,
+        &mut b.discharge_capacity_ah,
+        &mut b.charge_energy_wh,
+        &mut b.discharge_energy_wh,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = noise(first_seq + i as u64, col as u64);
+        }
+    }
+    Body::Samples(b)
+}
+
 fn deadline() -> tokio::time::Instant {
     tokio::time::Instant::now() + WAIT
 }
