@@ -44,7 +44,8 @@ fn samples(test_id: &str, first_seq: u64, n: usize) -> Body {
 /// shrinks: for tests about sizes on disk and the quota, not about the codec.
 fn noisy_samples(test_id: &str, first_seq: u64, n: usize) -> Body {
     let noise = |seq: u64, col: u64| {
-        let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ col.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let mut x =
+            seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ col.wrapping_mul(0xbf58_476d_1ce4_e5b9);
         x ^= x >> 31;
         x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
         x ^= x >> 29;
@@ -343,7 +344,8 @@ mod uploader_and_hub {
         {
             // Rows as a daemon of schema 2 wrote them: every entry a protobuf Entry.
             let conn = rusqlite::Connection::open(&path).unwrap();
-            conn.execute_batch(cyclerd::outbox::schema::SCHEMA_2).unwrap();
+            conn.execute_batch(cyclerd::outbox::schema::SCHEMA_2)
+                .unwrap();
             let mut bodies = vec![(0, registered("t"))];
             bodies.extend((0..5).map(|k| (100, samples("t", k * 100, 100))));
             for (n, body) in bodies {
@@ -388,14 +390,15 @@ mod uploader_and_hub {
         task.await.unwrap();
         let _ = stop_hub.send(());
         hub.await.unwrap().unwrap();
-        let rows = cyclerhub::HubStore::open(&db).unwrap().samples("t").unwrap();
+        let rows = cyclerhub::HubStore::open(&db)
+            .unwrap()
+            .samples("t")
+            .unwrap();
         assert_eq!(rows.len(), 1000, "every sample exactly once");
         let want = |s: u64| (s as f64, 1.7e9 + (s % 100) as f64, 3.0 + (s % 100) as f64);
         assert!(
-            rows.iter()
-                .enumerate()
-                .all(|(i, r)| r.seq == i as u64
-                    && (r.test_time_s, r.unix_time_s, r.voltage_v) == want(r.seq)),
+            rows.iter().enumerate().all(|(i, r)| r.seq == i as u64
+                && (r.test_time_s, r.unix_time_s, r.voltage_v) == want(r.seq)),
             "every sample as it was stored"
         );
     }

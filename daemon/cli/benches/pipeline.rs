@@ -18,9 +18,9 @@
 
 use cyclerd::outbox::Outbox;
 use cyclerd::proto::ingest::{SampleBatch, TestRegistered, entry::Body};
+use cyclerd::uploader::{self, UploaderConfig, UploaderStatus};
 use cyclerd_proto::chunk::encode_sample_batch;
 use cyclerd_proto::demo_data::Demo;
-use cyclerd::uploader::{self, UploaderConfig, UploaderStatus};
 use rusqlite::{Connection, params};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -466,7 +466,9 @@ async fn live_entries_size(dir: &std::path::Path) -> (f64, f64) {
         .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .and_then(|()| conn.query_row("PRAGMA page_count", [], |r| r.get(0)))
         .unwrap();
-    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
     (
         summary.pending_bytes as f64 / n as f64,
         (pages * page_size) as f64 / n as f64,

@@ -44,7 +44,6 @@ fn encoded(entries: &[Entry]) -> Vec<Vec<u8>> {
     entries.iter().map(Message::encode_to_vec).collect()
 }
 
-
 fn odd_batch() -> SampleBatch {
     let mut b = Demo::new(7).batch("0190f1a2-7b3c-7def-8123-456789abcdef", 300);
     b.voltage_v[3] = f64::NAN;
@@ -195,10 +194,7 @@ async fn quota_and_acks_count_the_bytes_as_stored() {
         .query_row("SELECT SUM(LENGTH(body)) FROM outbox", [], |r| r.get(0))
         .unwrap();
     let stats = outbox.stats();
-    assert_eq!(
-        stats.pending_bytes.load(Ordering::Acquire),
-        on_disk as u64
-    );
+    assert_eq!(stats.pending_bytes.load(Ordering::Acquire), on_disk as u64);
     outbox.ack(3).unwrap();
     outbox.flush().await.unwrap();
     assert_eq!(stats.samples_acked.load(Ordering::Acquire), 1000);

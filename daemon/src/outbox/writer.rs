@@ -166,7 +166,13 @@ impl Writer {
                         "INSERT INTO outbox (samples, body, crc, format, created_unix_s)
                          VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
-                    .execute(params![*samples as i64, &bytes[..], crc, format, now])?;
+                    .execute(params![
+                        *samples as i64,
+                        &bytes[..],
+                        crc,
+                        format,
+                        now
+                    ])?;
                     e.last_id = Some(tx.last_insert_rowid() as u64);
                     e.appended_bytes += bytes.len() as u64;
                     e.appended_entries += 1;

@@ -1,8 +1,8 @@
 //! The hub's side of the sample chunk codec ([`cyclerd_proto::chunk`], shared with the
 //! daemon's outbox): a chunk's samples as rows, numbered from the seq its row keeps.
 
-pub(crate) use cyclerd_proto::chunk::{Columns, Encoded, MAX_CHUNK, Opt, OwnedColumns, encode};
 use cyclerd_proto::chunk::OptVec;
+pub(crate) use cyclerd_proto::chunk::{Columns, Encoded, MAX_CHUNK, Opt, OwnedColumns, encode};
 
 use super::SampleRow;
 

@@ -256,7 +256,6 @@ impl Reader<'_> {
         }
         Ok(())
     }
-
 }
 
 #[cfg(test)]

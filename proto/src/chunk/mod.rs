@@ -168,17 +168,12 @@ impl<'a> Columns<'a> {
 }
 
 /// An owned optional column.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum OptVec<T> {
+    #[default]
     Absent,
     All(Vec<T>),
     Mixed(Vec<Option<T>>),
-}
-
-impl<T> Default for OptVec<T> {
-    fn default() -> OptVec<T> {
-        OptVec::Absent
-    }
 }
 
 impl<T: Copy> OptVec<T> {
