@@ -335,6 +335,76 @@ mod uploader_and_hub {
         assert_eq!(store.events("t").unwrap().len(), 1);
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_entries_merged_while_the_hub_is_down_upload_every_sample_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("hub.sqlite");
+        let outbox = Outbox::open_with(cyclerd::outbox::OutboxOptions {
+            compact_after: Duration::ZERO,
+            ..cyclerd::outbox::OutboxOptions::new(&dir.path().join("outbox.sqlite"))
+        })
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_hub, hub) = start_hub(listener, &db).await;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(uploader::run(
+            UploaderConfig {
+                hub_addresses: vec![format!("http://{addr}")],
+                hub_ca_pem: None,
+                hub_token: None,
+                daemon_name: "test".into(),
+                hub_lab: None,
+                window: 4,
+            },
+            outbox.clone(),
+            Arc::new(UploaderStatus::default()),
+            stop_rx,
+        ));
+        // Two channels flushing 3 samples each on the same tick.
+        let mut next = 0u64;
+        let mut flush_ticks = |outbox: &Outbox, ticks: usize| {
+            for _ in 0..ticks {
+                outbox.append(samples("a", next, 3)).unwrap();
+                outbox.append(samples("b", next, 3)).unwrap();
+                next += 3;
+            }
+        };
+        outbox.append(registered("a")).unwrap();
+        outbox.append(registered("b")).unwrap();
+        flush_ticks(&outbox, 50);
+        outbox.flush().await.unwrap();
+        assert!(outbox.caught_up(deadline()).await);
+
+        // The hub goes away; the backlog of small entries is merged.
+        let _ = stop_hub.send(());
+        hub.await.unwrap().unwrap();
+        flush_ticks(&outbox, 300);
+        outbox.flush().await.unwrap();
+        outbox.flush().await.unwrap();
+        outbox.append(registered("c")).unwrap();
+        outbox.flush().await.unwrap();
+        assert!(
+            outbox.stats().backlog() < 100,
+            "{} entries wait",
+            outbox.stats().backlog()
+        );
+
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let (stop_hub, hub) = start_hub(listener, &db).await;
+        assert!(outbox.caught_up(deadline()).await);
+        let _ = stop.send(true);
+        task.await.unwrap();
+        let _ = stop_hub.send(());
+        hub.await.unwrap().unwrap();
+        let store = cyclerhub::HubStore::open(&db).unwrap();
+        for test in ["a", "b"] {
+            let rows = store.samples(test).unwrap();
+            assert_eq!(rows.len(), 350 * 3, "every sample of {test} exactly once");
+            assert!(rows.iter().enumerate().all(|(i, r)| r.seq == i as u64));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_outbox_written_before_column_encoding_still_uploads_every_entry() {
         use cyclerd::proto::ingest::Entry;
         use prost::Message;

@@ -13,7 +13,9 @@
 //! - `writer`: the writer thread (group commit, acks, parking, quota, vacuum).
 //! - `reader`: pages for the uploader, summaries and checkpoints for the daemon.
 //! - [`stored`]: an entry as a row's bytes and back.
+//! - `compact`: a backlog of small sample entries merged into larger ones.
 
+mod compact;
 mod reader;
 pub mod schema;
 pub mod stored;
@@ -71,6 +73,9 @@ pub struct OutboxOptions {
     pub keep_acked: Duration,
     /// The daemon's configured identity; `None` makes one with a new store.
     pub daemon_id: Option<String>,
+    /// Unacknowledged small sample entries older than this are merged into larger ones
+    /// (`compact`); a pass runs at most every tenth of it.
+    pub compact_after: Duration,
 }
 
 impl OutboxOptions {
@@ -82,6 +87,7 @@ impl OutboxOptions {
             max_bytes: None,
             keep_acked: Duration::ZERO,
             daemon_id: None,
+            compact_after: Duration::from_secs(30),
         }
     }
 }
@@ -374,6 +380,8 @@ impl Outbox {
             acked: acked_tx,
             space: space_tx,
             identity: Arc::clone(&identity),
+            compact_cursor: 0,
+            last_compact: f64::NEG_INFINITY,
         };
         std::thread::Builder::new()
             .name("outbox-writer".into())

@@ -254,3 +254,136 @@ fn a_row_of_an_unknown_format_is_an_error() {
     let err = stored::decode(9, &[]).unwrap_err();
     assert!(err.contains("unknown entry format 9"), "{err}");
 }
+
+/// Samples of `entries` of test `test_id`, in the order they come, as one batch.
+fn samples_of(entries: &[Entry], test_id: &str) -> SampleBatch {
+    let mut all = SampleBatch {
+        test_id: test_id.into(),
+        ..Default::default()
+    };
+    for e in entries {
+        if let Some(Body::Samples(b)) = &e.body
+            && b.test_id == test_id
+        {
+            assert_eq!(b.first_seq, all.test_time_s.len() as u64, "contiguous");
+            all.test_time_s.extend(&b.test_time_s);
+            all.unix_time_s.extend(&b.unix_time_s);
+            all.voltage_v.extend(&b.voltage_v);
+            all.current_a.extend(&b.current_a);
+            all.cycle.extend(&b.cycle);
+            all.step.extend(&b.step);
+            all.charge_capacity_ah.extend(&b.charge_capacity_ah);
+            all.discharge_capacity_ah.extend(&b.discharge_capacity_ah);
+            all.charge_energy_wh.extend(&b.charge_energy_wh);
+            all.discharge_energy_wh.extend(&b.discharge_energy_wh);
+            all.temperature_c.extend(&b.temperature_c);
+            all.ambient_temperature_c.extend(&b.ambient_temperature_c);
+            all.plan_step.extend(&b.plan_step);
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_backlog_of_small_sample_entries_is_merged_keeping_every_sample_and_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.sqlite");
+    let outbox = Outbox::open_with(OutboxOptions {
+        compact_after: Duration::ZERO,
+        ..OutboxOptions::new(&path)
+    })
+    .unwrap();
+    // Two channels flushing 3 samples on the same tick, an event of one halfway.
+    let (mut a, mut b) = (Demo::new(1), Demo::new(2));
+    let mut appended = Vec::new();
+    let mut push = |body: Body| {
+        outbox.append(body.clone()).unwrap();
+        appended.push(entry(body));
+    };
+    push(registered("a"));
+    push(registered("b"));
+    for k in 0..400 {
+        push(Body::Samples(a.batch("a", 3)));
+        push(Body::Samples(b.batch("b", 3)));
+        if k == 200 {
+            push(Body::Event(Event {
+                test_id: "a".into(),
+                kind: "step".into(),
+                message: "halfway".into(),
+                ..Default::default()
+            }));
+        }
+    }
+    outbox.flush().await.unwrap();
+    // Rows merge once they are older than compact_after: at the next commit.
+    outbox.flush().await.unwrap();
+    outbox.append(registered("c")).unwrap();
+    outbox.flush().await.unwrap();
+
+    let (entries, ids) = read_all(&outbox);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(*ids.last().unwrap(), appended.len() as u64 + 1);
+    assert!(entries.len() < 20, "{} entries left", entries.len());
+    for test in ["a", "b"] {
+        let want = samples_of(&appended, test);
+        let got = samples_of(&entries, test);
+        assert_eq!(
+            encoded(&[entry(Body::Samples(got))]),
+            encoded(&[entry(Body::Samples(want))])
+        );
+    }
+    // The event still comes after the samples taken before it and before those after it.
+    let event = entries
+        .iter()
+        .position(|e| matches!(e.body, Some(Body::Event(_))))
+        .unwrap();
+    assert_eq!(
+        samples_of(&entries[..event], "a").test_time_s.len(),
+        201 * 3
+    );
+    let stats = outbox.stats();
+    assert_eq!(stats.backlog(), entries.len() as u64);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let bytes: i64 = conn
+        .query_row("SELECT SUM(LENGTH(body)) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stats.pending_bytes.load(Ordering::Acquire), bytes as u64);
+    let per_sample = bytes as f64 / 2400.0;
+    assert!(per_sample <= 16.0, "{per_sample:.1} bytes per sample");
+}
+
+#[tokio::test]
+async fn young_or_acknowledged_entries_are_not_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&dir.path().join("o.sqlite")).unwrap();
+    let mut a = Demo::new(1);
+    for _ in 0..10 {
+        outbox.append(Body::Samples(a.batch("a", 3))).unwrap();
+    }
+    outbox.flush().await.unwrap();
+    outbox.flush().await.unwrap();
+    let (entries, _) = read_all(&outbox);
+    assert_eq!(entries.len(), 10, "younger than compact_after (30 s)");
+    drop(outbox);
+
+    let path = dir.path().join("kept.sqlite");
+    let outbox = Outbox::open_with(OutboxOptions {
+        compact_after: Duration::ZERO,
+        keep_acked: Duration::from_secs(3600),
+        ..OutboxOptions::new(&path)
+    })
+    .unwrap();
+    for _ in 0..10 {
+        outbox.append(Body::Samples(a.batch("a", 3))).unwrap();
+    }
+    outbox.ack(10).unwrap();
+    outbox.flush().await.unwrap();
+    outbox.flush().await.unwrap();
+    outbox.append(registered("b")).unwrap();
+    outbox.flush().await.unwrap();
+    let summary = outbox.reader().unwrap().summary().unwrap();
+    assert_eq!(
+        summary.kept_acked, 10,
+        "acknowledged rows are kept as they are"
+    );
+}

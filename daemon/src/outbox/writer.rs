@@ -2,7 +2,7 @@
 
 use super::schema::set_meta;
 use super::{
-    CheckpointOp, OutboxOptions, OutboxStats, StoreIdentity, WriteOp, next_epoch, unix_now,
+    CheckpointOp, OutboxOptions, OutboxStats, StoreIdentity, WriteOp, compact, next_epoch, unix_now,
 };
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 use std::sync::atomic::Ordering;
@@ -28,6 +28,10 @@ pub(super) struct Writer {
     pub acked: watch::Sender<u64>,
     pub space: watch::Sender<bool>,
     pub identity: Arc<RwLock<StoreIdentity>>,
+    /// Rows up to this id were looked at by compaction passes.
+    pub compact_cursor: u64,
+    /// When the last compaction pass ran (Unix seconds).
+    pub last_compact: f64,
 }
 
 /// What one transaction changed, applied to the shared counters only after it committed.
@@ -44,6 +48,7 @@ struct Effects {
     deleted_rows: bool,
     requeued: u64,
     new_identity: Option<StoreIdentity>,
+    compact_cursor: Option<u64>,
 }
 
 impl Writer {
@@ -129,6 +134,9 @@ impl Writer {
         if e.acked_up_to.is_some() || e.released_entries > 0 || e.new_identity.is_some() {
             // Wakes whoever waits for the backlog to drain, parked entries included.
             self.acked.send_replace(s.acked.load(Ordering::Acquire));
+        }
+        if let Some(cursor) = e.compact_cursor {
+            self.compact_cursor = cursor;
         }
         if let Some(identity) = &e.new_identity {
             *self.identity.write().unwrap_or_else(|p| p.into_inner()) = identity.clone();
@@ -260,6 +268,20 @@ impl Writer {
                 }
                 WriteOp::Flush(_) => {}
             }
+        }
+        let compact_after = self.options.compact_after.as_secs_f64();
+        if now - self.last_compact >= compact_after / 10.0 {
+            self.last_compact = now;
+            let acked = e
+                .acked_up_to
+                .unwrap_or(0)
+                .max(self.stats.acked.load(Ordering::Acquire));
+            let m = compact::merge_runs(&tx, self.compact_cursor.max(acked), now - compact_after)?;
+            e.released_entries += m.rows_removed;
+            e.released_bytes += m.bytes_before;
+            e.appended_bytes += m.bytes_after;
+            e.deleted_rows |= m.rows_removed > 0;
+            e.compact_cursor = Some(m.resume_after);
         }
         if !keep_acked.is_zero() {
             let expired = tx
