@@ -4,15 +4,16 @@
 //! (group commit), so producers never wait on the disk and the disk sees one commit per batch.
 //! Sample batches are one row each (many samples per row), column-encoded with the codec the
 //! hub stores its samples with; other entries as the encoded protobuf `Entry` the uploader
-//! sends (see [`stored`]); a CRC-32 over the stored bytes either way. Entries leave only after the hub
-//! acknowledged them (or `keep_acked` later). Stepped tests' checkpoints are written in the same
-//! transaction as the samples they account for.
+//! sends (see [`stored`]); a CRC-32 over the stored bytes either way. Entries leave only after
+//! the hub acknowledged them (or `keep_acked` later); a backlog of small sample entries the hub
+//! has not taken is merged into larger ones. Stepped tests' checkpoints are written in the
+//! same transaction as the samples they account for.
 //!
 //! # Layout
 //! - [`schema`]: tables, pragmas, the sync modes.
 //! - `writer`: the writer thread (group commit, acks, parking, quota, vacuum).
 //! - `reader`: pages for the uploader, summaries and checkpoints for the daemon.
-//! - [`stored`]: an entry as a row's bytes and back.
+//! - [`stored`]: an entry as a row's bytes and back, and the check of the newest at startup.
 //! - `compact`: a backlog of small sample entries merged into larger ones.
 
 mod compact;
@@ -327,7 +328,7 @@ impl Outbox {
             .map_err(err)?;
 
         let identity = load_identity(&conn, options.daemon_id.as_deref()).map_err(err)?;
-        let startup_alarms = verify_tail(&conn).map_err(err)?;
+        let startup_alarms = stored::verify_tail(&conn, VERIFY_TAIL).map_err(err)?;
         let stats = Arc::new(OutboxStats::default());
         stats.acked.store(
             meta_u64(&conn, "acked_up_to").map_err(err)?,
@@ -574,48 +575,6 @@ fn load_identity(conn: &Connection, configured: Option<&str>) -> rusqlite::Resul
 /// Milliseconds since the Unix epoch, and always above `previous`.
 fn next_epoch(previous: u64) -> u64 {
     ((unix_now() * 1000.0) as u64).max(previous + 1)
-}
-
-/// Checks the newest unacknowledged entries' checksums and moves damaged ones to the
-/// dead-letter table, so the rest of the log keeps flowing. Returns one alarm per entry moved.
-fn verify_tail(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut bad = Vec::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT id, body, crc, format FROM outbox WHERE acked_unix_s IS NULL
-             ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([VERIFY_TAIL], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, u32>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, body, crc, format) = row?;
-            if crc32fast::hash(&body) != crc || stored::decode(format, &body).is_err() {
-                bad.push(id);
-            }
-        }
-    }
-    let mut alarms = Vec::new();
-    for id in bad {
-        let reason = "corrupt at startup: checksum mismatch (quarantined)";
-        conn.execute(
-            "INSERT OR REPLACE INTO dead_letters (id, samples, body, crc, format, reason,
-                                                  parked_unix_s)
-             SELECT id, samples, body, crc, format, ?2, ?3 FROM outbox WHERE id = ?1",
-            rusqlite::params![id, reason, unix_now()],
-        )?;
-        conn.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
-        tracing::error!("outbox entry {id} is corrupt; moved to the dead-letter table");
-        alarms.push(format!(
-            "outbox entry {id} was corrupt at startup and is quarantined in dead_letters"
-        ));
-    }
-    Ok(alarms)
 }
 
 #[cfg(test)]

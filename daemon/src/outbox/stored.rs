@@ -13,6 +13,7 @@
 use crate::proto::chunk::{decode_sample_batch, encode_sample_batch};
 use crate::proto::ingest::{Entry, entry::Body};
 use prost::Message;
+use rusqlite::Connection;
 
 /// The encoded protobuf `Entry`.
 pub const PROTOBUF: i64 = 0;
@@ -49,4 +50,47 @@ pub fn decode(format: i64, body: &[u8]) -> Result<Entry, String> {
             .map_err(|e| format!("sample columns: {e}")),
         other => Err(format!("unknown entry format {other}")),
     }
+}
+
+/// Checks the newest `limit` unacknowledged entries (checksum, and that they decode) and
+/// moves damaged ones to the dead-letter table, so the rest of the log keeps flowing. Returns
+/// one alarm per entry moved.
+pub(super) fn verify_tail(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<String>> {
+    let mut bad = Vec::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT id, body, crc, format FROM outbox WHERE acked_unix_s IS NULL
+             ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, body, crc, format) = row?;
+            if crc32fast::hash(&body) != crc || decode(format, &body).is_err() {
+                bad.push(id);
+            }
+        }
+    }
+    let mut alarms = Vec::new();
+    for id in bad {
+        let reason = "corrupt at startup: checksum mismatch (quarantined)";
+        conn.execute(
+            "INSERT OR REPLACE INTO dead_letters (id, samples, body, crc, format, reason,
+                                                  parked_unix_s)
+             SELECT id, samples, body, crc, format, ?2, ?3 FROM outbox WHERE id = ?1",
+            rusqlite::params![id, reason, super::unix_now()],
+        )?;
+        conn.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
+        tracing::error!("outbox entry {id} is corrupt; moved to the dead-letter table");
+        alarms.push(format!(
+            "outbox entry {id} was corrupt at startup and is quarantined in dead_letters"
+        ));
+    }
+    Ok(alarms)
 }
