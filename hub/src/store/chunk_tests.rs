@@ -172,3 +172,24 @@ fn demo_like_samples_take_at_most_8_bytes_each() {
     // The goal is 16; the codec takes about 5.8 (the codec's own tests in cyclerd-proto).
     assert!(per_sample <= 8.0, "{per_sample:.2} bytes per sample");
 }
+
+/// A chunk of `ramp(8)` as hubs have stored it since chunks began: the codec that moved to
+/// cyclerd-proto must keep writing and reading these very bytes.
+const STORED: [u8; 144] = [
+    1, 8, 0, 2, 0, 180, 230, 204, 153, 179, 230, 204, 185, 127, 179, 230, 204, 153, 179, 230, 204,
+    169, 127, 203, 153, 179, 230, 204, 153, 179, 6, 231, 204, 153, 179, 230, 204, 153, 3, 0, 227,
+    204, 153, 179, 230, 204, 153, 3, 1, 33, 0, 0, 0, 64, 252, 84, 217, 65, 0, 0, 5, 1, 192, 178, 4,
+    2, 2, 2, 2, 2, 2, 2, 3, 0, 250, 1, 0, 6, 0, 4, 33, 1, 0, 0, 0, 2, 3, 4, 1, 1, 0, 0, 0, 33, 2,
+    0, 166, 200, 247, 194, 192, 201, 46, 207, 217, 176, 128, 254, 241, 69, 144, 228, 187, 161, 224,
+    164, 23, 163, 238, 225, 166, 228, 204, 11, 244, 196, 224, 244, 210, 206, 11, 3, 2, 0, 0, 0, 1,
+    1, 0, 50, 0, 1, 0, 8,
+];
+
+#[test]
+fn chunks_are_written_and_read_byte_for_byte_as_hubs_have_stored_them() {
+    let rows = ramp(8);
+    assert_eq!(encode(&from_rows(&rows).columns()).data, STORED);
+    let mut out = Vec::new();
+    decode(&STORED, 0, &mut out).unwrap();
+    assert!(same(&out, &rows));
+}
