@@ -19,22 +19,35 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Bytes of a varint by the leading zeros of its value (a table: this is the encoder's
+/// hottest loop).
+const VARINT_LEN: [u8; 65] = {
+    let mut t = [0u8; 65];
+    let mut lz = 0;
+    while lz <= 64 {
+        let bits = 64 - lz;
+        t[lz] = if bits == 0 { 1 } else { bits.div_ceil(7) as u8 };
+        lz += 1;
+    }
+    t
+};
+
 /// Bytes of `v` as a zigzag varint.
 fn varint_len(v: i64) -> usize {
-    let bits = 64 - zigzag(v).leading_zeros() as usize;
-    bits.div_ceil(7).max(1)
+    usize::from(VARINT_LEN[zigzag(v).leading_zeros() as usize])
 }
 
 /// The order an integer column is written in (see the module doc), and its size in bytes.
 pub(super) fn int_plan(v: &[i64]) -> (u8, usize) {
     let (mut size1, mut size2) = (0usize, 0usize);
     let mut constant = true;
+    // The first delta stands for itself in order 2 too: as if the delta before it were 0.
     let mut prev_d = 0i64;
-    for i in 1..v.len() {
-        let d = v[i].wrapping_sub(v[i - 1]);
+    for w in v.windows(2) {
+        let d = w[1].wrapping_sub(w[0]);
         constant &= d == 0;
         size1 += varint_len(d);
-        size2 += varint_len(if i == 1 { d } else { d.wrapping_sub(prev_d) });
+        size2 += varint_len(d.wrapping_sub(prev_d));
         prev_d = d;
     }
     let head = 1 + v.first().map_or(0, |&f| varint_len(f));
@@ -49,11 +62,15 @@ pub(super) fn int_plan(v: &[i64]) -> (u8, usize) {
 
 /// An integer column (see the module doc), order chosen by size.
 pub(super) fn put_ints(out: &mut Vec<u8>, v: &[i64]) {
+    put_ints_as(out, v, int_plan(v).0);
+}
+
+/// An integer column in `order`, which [`int_plan`] chose for `v`.
+pub(super) fn put_ints_as(out: &mut Vec<u8>, v: &[i64], order: u8) {
     let Some(&first) = v.first() else {
         out.push(0);
         return;
     };
-    let (order, _) = int_plan(v);
     out.push(order);
     put_varint(out, zigzag(first));
     if order == 0 {
@@ -139,5 +156,31 @@ impl Reader<'_> {
             out.push(prev);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_lengths_are_the_bytes_put_varint_writes() {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            8191,
+            8192,
+            i64::MAX,
+            i64::MIN,
+            1 << 40,
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, zigzag(v));
+            assert_eq!(varint_len(v), out.len(), "{v}");
+        }
     }
 }
