@@ -450,7 +450,8 @@ async fn a_cut_device_link_is_recorded_and_the_test_carries_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_pauses_the_channels_at_rest_until_the_hub_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut hub, lab) = lab_with_own_hub(dir.path(), "max_bytes = 400000").await;
+    // A few thousand samples: the outbox keeps about 8 bytes of each (column-encoded).
+    let (mut hub, lab) = lab_with_own_hub(dir.path(), "max_bytes = 40000").await;
     let tests = lab
         .start_everywhere(PROTOCOL, "fault protocol")
         .await
