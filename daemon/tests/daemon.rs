@@ -40,6 +40,40 @@ fn samples(test_id: &str, first_seq: u64, n: usize) -> Body {
     })
 }
 
+/// Like [`samples`], but every value is noise (random mantissas), which no column encoding
+/// shrinks: for tests about sizes on disk and the quota, not about the codec.
+fn noisy_samples(test_id: &str, first_seq: u64, n: usize) -> Body {
+    let noise = |seq: u64, col: u64| {
+        let mut x =
+            seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ col.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 31;
+        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 29;
+        f64::from_bits(0x3ff0_0000_0000_0000 | (x >> 12))
+    };
+    let Body::Samples(mut b) = samples(test_id, first_seq, n) else {
+        unreachable!("samples() makes a sample batch")
+    };
+    for (col, values) in [
+        &mut b.test_time_s,
+        &mut b.unix_time_s,
+        &mut b.voltage_v,
+        &mut b.current_a,
+        &mut b.charge_capacity_ah,
+        &mut b.discharge_capacity_ah,
+        &mut b.charge_energy_wh,
+        &mut b.discharge_energy_wh,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = noise(first_seq + i as u64, col as u64);
+        }
+    }
+    Body::Samples(b)
+}
+
 fn deadline() -> tokio::time::Instant {
     tokio::time::Instant::now() + WAIT
 }
@@ -299,6 +333,144 @@ mod uploader_and_hub {
         assert_eq!(rows.len(), 2000, "every sample exactly once");
         assert!(rows.iter().enumerate().all(|(i, r)| r.seq == i as u64));
         assert_eq!(store.events("t").unwrap().len(), 1);
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_entries_merged_while_the_hub_is_down_upload_every_sample_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("hub.sqlite");
+        let outbox = Outbox::open_with(cyclerd::outbox::OutboxOptions {
+            compact_after: Duration::ZERO,
+            ..cyclerd::outbox::OutboxOptions::new(&dir.path().join("outbox.sqlite"))
+        })
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_hub, hub) = start_hub(listener, &db).await;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(uploader::run(
+            UploaderConfig {
+                hub_addresses: vec![format!("http://{addr}")],
+                hub_ca_pem: None,
+                hub_token: None,
+                daemon_name: "test".into(),
+                hub_lab: None,
+                window: 4,
+            },
+            outbox.clone(),
+            Arc::new(UploaderStatus::default()),
+            stop_rx,
+        ));
+        // Two channels flushing 3 samples each on the same tick.
+        let mut next = 0u64;
+        let mut flush_ticks = |outbox: &Outbox, ticks: usize| {
+            for _ in 0..ticks {
+                outbox.append(samples("a", next, 3)).unwrap();
+                outbox.append(samples("b", next, 3)).unwrap();
+                next += 3;
+            }
+        };
+        outbox.append(registered("a")).unwrap();
+        outbox.append(registered("b")).unwrap();
+        flush_ticks(&outbox, 50);
+        outbox.flush().await.unwrap();
+        assert!(outbox.caught_up(deadline()).await);
+
+        // The hub goes away; the backlog of small entries is merged.
+        let _ = stop_hub.send(());
+        hub.await.unwrap().unwrap();
+        flush_ticks(&outbox, 300);
+        outbox.flush().await.unwrap();
+        outbox.flush().await.unwrap();
+        outbox.append(registered("c")).unwrap();
+        outbox.flush().await.unwrap();
+        assert!(
+            outbox.stats().backlog() < 100,
+            "{} entries wait",
+            outbox.stats().backlog()
+        );
+
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let (stop_hub, hub) = start_hub(listener, &db).await;
+        assert!(outbox.caught_up(deadline()).await);
+        let _ = stop.send(true);
+        task.await.unwrap();
+        let _ = stop_hub.send(());
+        hub.await.unwrap().unwrap();
+        let store = cyclerhub::HubStore::open(&db).unwrap();
+        for test in ["a", "b"] {
+            let rows = store.samples(test).unwrap();
+            assert_eq!(rows.len(), 350 * 3, "every sample of {test} exactly once");
+            assert!(rows.iter().enumerate().all(|(i, r)| r.seq == i as u64));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outbox_written_before_column_encoding_still_uploads_every_entry() {
+        use cyclerd::proto::ingest::Entry;
+        use prost::Message;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let db = dir.path().join("hub.sqlite");
+        {
+            // Rows as a daemon of schema 2 wrote them: every entry a protobuf Entry.
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(cyclerd::outbox::schema::SCHEMA_2)
+                .unwrap();
+            let mut bodies = vec![(0, registered("t"))];
+            bodies.extend((0..5).map(|k| (100, samples("t", k * 100, 100))));
+            for (n, body) in bodies {
+                let bytes = Entry {
+                    id: 0,
+                    body: Some(body),
+                    skipped_before: 0,
+                }
+                .encode_to_vec();
+                conn.execute(
+                    "INSERT INTO outbox (samples, body, crc, created_unix_s) VALUES (?1, ?2, ?3, 0)",
+                    rusqlite::params![n, bytes, crc32fast::hash(&bytes)],
+                )
+                .unwrap();
+            }
+        }
+        let outbox = Outbox::open(&path).unwrap();
+        // And new ones, column-encoded, after them.
+        for k in 5..10 {
+            outbox.append(samples("t", k * 100, 100)).unwrap();
+        }
+        outbox.flush().await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_hub, hub) = start_hub(listener, &db).await;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(uploader::run(
+            UploaderConfig {
+                hub_addresses: vec![format!("http://{addr}")],
+                hub_ca_pem: None,
+                hub_token: None,
+                daemon_name: "test".into(),
+                hub_lab: None,
+                window: 4,
+            },
+            outbox.clone(),
+            Arc::new(UploaderStatus::default()),
+            stop_rx,
+        ));
+        assert!(outbox.caught_up(deadline()).await);
+        let _ = stop.send(true);
+        task.await.unwrap();
+        let _ = stop_hub.send(());
+        hub.await.unwrap().unwrap();
+        let rows = cyclerhub::HubStore::open(&db)
+            .unwrap()
+            .samples("t")
+            .unwrap();
+        assert_eq!(rows.len(), 1000, "every sample exactly once");
+        let want = |s: u64| (s as f64, 1.7e9 + (s % 100) as f64, 3.0 + (s % 100) as f64);
+        assert!(
+            rows.iter().enumerate().all(|(i, r)| r.seq == i as u64
+                && (r.test_time_s, r.unix_time_s, r.voltage_v) == want(r.seq)),
+            "every sample as it was stored"
+        );
     }
 }
 

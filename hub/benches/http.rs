@@ -13,8 +13,7 @@
 //! to a Python that has pandas and pyarrow, `pandas.read_parquet(URL, storage_options=...)`
 //! reads the whole test once more, as the README shows it, and its rows are checked.
 
-#[path = "demo_data.rs"]
-mod demo_data;
+use cyclerd_proto::demo_data;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -14,8 +14,7 @@
 //! PostgreSQL runs on a throwaway cluster with the server's default, durable settings;
 //! SQLite as the hub opens it (`synchronous=FULL`, WAL).
 
-#[path = "demo_data.rs"]
-mod demo_data;
+use cyclerd_proto::demo_data;
 #[path = "grpc.rs"]
 mod grpc;
 #[path = "../../scripts/bench_table.rs"]

@@ -22,10 +22,10 @@
 //!     (only the seqs not held yet, so re-applying stays exact; a small batch continuing a
 //!     small chunk is merged into it), chunks are read back a page at a time, and a hub made
 //!     before chunks (one row per sample) is converted on open, a transaction per test;
-//!     `store/chunk.rs` (with `chunk_floats.rs`): the chunk codec, each column delta or
-//!     delta-of-delta varints of its smallest exact form (bits, decimal, binary fixed point,
-//!     or predicted with ulp residuals), snappy when it pays; bit-exact, and any bytes decode
-//!     to samples or an error;
+//!     `store/chunk.rs`: chunks as rows of samples, through the chunk codec
+//!     (`cyclerd_proto::chunk`, shared with the daemon's outbox: each column delta or
+//!     delta-of-delta varints of its smallest exact form, snappy when it pays; bit-exact, and
+//!     any bytes decode to samples or an error);
 //!   - `store/rows.rs`: the row types the reads return ([`TestRow`], [`SampleRow`], ...) and a
 //!     macro per row type from a result row; `store/error.rs`: [`StoreError`];
 //!     `store/sql.rs`: the statements both backends run as they are;

@@ -6,6 +6,8 @@
 //! - [`hub`]: `cyclerd.hub.v1.Query`, the hub's API for finding, reading and following tests.
 //! - [`metadata`]: what a test's metadata map means: its tiers, and their validation against
 //!   the JSON Schemas a lab registers in its hub (shared by the daemon and the hub).
+//! - [`chunk`]: many samples of one test encoded column by column into one compact blob, for
+//!   the hub's storage and the daemon's outbox.
 //! - [`cycles`]: what a cycle's numbers mean (throughput, efficiency, retention, resistance),
 //!   from a test's samples, for the daemon that computes them and the hub that serves them.
 //! - [`files`]: data files created private (the outbox, the hub's database), for both peers.
@@ -33,7 +35,11 @@ pub mod hub {
     tonic::include_proto!("cyclerd.hub.v1");
 }
 
+pub mod chunk;
 pub mod cycles;
+/// Samples like those of `cyclerd demo`, for the peers' benchmarks and tests.
+#[cfg(any(test, feature = "demo-data"))]
+pub mod demo_data;
 pub mod files;
 pub mod incoming;
 pub mod metadata;

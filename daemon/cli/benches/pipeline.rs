@@ -2,10 +2,12 @@
 //!
 //! Every line is the median of [`ROUNDS`] repetitions with min and max, next to a baseline
 //! measured in the same run doing the same work:
-//! 1. outbox ingest samples/s next to a bare rusqlite loop committing the same encoded blobs
-//!    with the same entries per transaction (the outbox's own average, read from its stats),
-//!    a producer thread handing them to a writer thread as the outbox does; and the outbox's
-//!    bytes per sample on disk;
+//! 1. outbox ingest samples/s of demo-like samples ([`cyclerd_proto::demo_data`], as the hub's
+//!    benches use) next to a bare rusqlite loop committing the same encoded blobs with the same
+//!    entries per transaction (the outbox's own average, read from its stats), a producer
+//!    thread handing them to a writer thread as the outbox does; the encoding's cost per
+//!    sample next to the protobuf the outbox stored before; the outbox's bytes per sample on
+//!    disk, for full batches and for a live channel's small ones;
 //! 2. the drain after an outage, outbox -> gRPC -> hub commit, next to the hub's apply of the
 //!    same entries without gRPC;
 //! 3. end to end, channel runners stepping simulated PSBs over Modbus TCP -> hub commit, on a
@@ -17,13 +19,16 @@
 use cyclerd::outbox::Outbox;
 use cyclerd::proto::ingest::{SampleBatch, TestRegistered, entry::Body};
 use cyclerd::uploader::{self, UploaderConfig, UploaderStatus};
-use rusqlite::{Connection, params};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
+#[path = "pipeline/outbox.rs"]
+mod outbox_part;
 #[path = "../../../scripts/bench_table.rs"]
 mod table;
+use outbox_part::{
+    bare_packed, bare_rows, demo_batches, encode_cost, live_entries_size, outbox_ingest,
+};
 use table::{Goal, Row, Stats, report};
 
 const SAMPLES: usize = 2_000_000;
@@ -31,163 +36,19 @@ const BATCH: usize = 2048;
 /// Repetitions of every measurement.
 const ROUNDS: usize = 3;
 
-fn batch(test_id: &str, first_seq: u64, n: usize) -> SampleBatch {
-    let f = |k: f64| (0..n).map(|i| k + i as f64 * 1e-3).collect::<Vec<f64>>();
-    SampleBatch {
-        test_id: test_id.into(),
-        first_seq,
-        test_time_s: f(0.0),
-        unix_time_s: f(1.7e9),
-        voltage_v: f(3.7),
-        current_a: f(1.25),
-        cycle: vec![1; n],
-        step: vec![2; n],
-        charge_capacity_ah: f(0.5),
-        discharge_capacity_ah: f(0.0),
-        charge_energy_wh: f(1.8),
-        discharge_energy_wh: f(0.0),
-        temperature_c: Vec::new(),
-        ambient_temperature_c: Vec::new(),
-        plan_step: Vec::new(),
-    }
-}
-
-fn pragmas(conn: &Connection) {
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
-        .unwrap();
-}
-
-/// Bare rusqlite, one row per sample, one transaction per batch: the row-per-sample ceiling.
-fn bare_rows(dir: &std::path::Path, round: usize) -> f64 {
-    let conn = Connection::open(dir.join(format!("bare-rows-{round}.sqlite"))).unwrap();
-    pragmas(&conn);
-    conn.execute_batch(
-        "CREATE TABLE s (seq INTEGER PRIMARY KEY, t REAL, u REAL, v REAL, i REAL, c INTEGER,
-         st INTEGER, qc REAL, qd REAL, ec REAL, ed REAL)",
-    )
-    .unwrap();
-    let start = Instant::now();
-    let mut conn = conn;
-    for b in 0..SAMPLES / BATCH {
-        let tx = conn.transaction().unwrap();
-        {
-            let mut stmt = tx
-                .prepare_cached("INSERT INTO s VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)")
-                .unwrap();
-            for i in 0..BATCH {
-                let x = i as f64;
-                stmt.execute(params![
-                    (b * BATCH + i) as i64,
-                    x,
-                    x,
-                    3.7,
-                    1.2,
-                    1,
-                    2,
-                    x,
-                    0.0,
-                    x,
-                    0.0
-                ])
-                .unwrap();
-            }
-        }
-        tx.commit().unwrap();
-    }
-    SAMPLES as f64 / start.elapsed().as_secs_f64()
-}
-
-/// Bare rusqlite, the same encoded blobs as the outbox's entries, `per_commit` of them per
-/// transaction (the outbox's average), handed by a producer thread to a writer thread as the
-/// outbox's are: the packed ceiling, without the outbox's encoding, CRC or bookkeeping.
-fn bare_packed(dir: &std::path::Path, round: usize, per_commit: usize) -> f64 {
-    use prost::Message;
-    let conn = Connection::open(dir.join(format!("bare-packed-{round}.sqlite"))).unwrap();
-    pragmas(&conn);
-    conn.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, body BLOB, crc INTEGER)")
-        .unwrap();
-    let blob = batch("bench", 0, BATCH).encode_to_vec();
-    let entries = SAMPLES / BATCH;
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let start = Instant::now();
-    let writer = std::thread::spawn(move || {
-        let mut conn = conn;
-        let mut left = entries;
-        while left > 0 {
-            let n = per_commit.min(left);
-            let t = conn.transaction().unwrap();
-            {
-                let mut stmt = t
-                    .prepare_cached("INSERT INTO b (body, crc) VALUES (?1, 0)")
-                    .unwrap();
-                for _ in 0..n {
-                    stmt.execute([rx.recv().unwrap()]).unwrap();
-                }
-            }
-            t.commit().unwrap();
-            left -= n;
-        }
-    });
-    for _ in 0..entries {
-        tx.send(blob.clone()).unwrap();
-    }
-    writer.join().unwrap();
-    SAMPLES as f64 / start.elapsed().as_secs_f64()
-}
-
-/// What one outbox ingest measured.
-struct Ingest {
-    rate: f64,
-    outbox: Outbox,
-    /// Entries per transaction, on average.
-    per_commit: f64,
-    /// Bytes on disk per sample (file and WAL, before anything is acknowledged).
-    bytes_per_sample: f64,
-}
-
-async fn outbox_ingest(dir: &std::path::Path, round: usize) -> Ingest {
-    let path = dir.join(format!("outbox-{round}.sqlite"));
-    let outbox = Outbox::open(&path).unwrap();
-    let template = batch("bench", 0, BATCH);
-    let commits_before = outbox.stats().commits.load(Ordering::Relaxed);
-    let start = Instant::now();
-    outbox
-        .append(Body::TestRegistered(TestRegistered {
-            test_id: "bench".into(),
-            channel_id: "bench/1".into(),
-            protocol_name: "bench".into(),
-            ..Default::default()
-        }))
-        .unwrap();
-    for b in 0..SAMPLES / BATCH {
-        // Building the batch is part of the cost a runner pays.
-        let mut body = template.clone();
-        body.first_seq = (b * BATCH) as u64;
-        outbox.append(Body::Samples(body)).unwrap();
-    }
-    outbox.flush().await.unwrap();
-    let rate = SAMPLES as f64 / start.elapsed().as_secs_f64();
-    let commits = outbox.stats().commits.load(Ordering::Relaxed) - commits_before;
-    let size = |p: std::path::PathBuf| std::fs::metadata(p).map_or(0, |m| m.len());
-    let mut wal = path.clone().into_os_string();
-    wal.push("-wal");
-    let bytes = size(path.clone()) + size(wal.into());
-    Ingest {
-        rate,
-        outbox,
-        per_commit: (SAMPLES / BATCH + 1) as f64 / commits.max(1) as f64,
-        bytes_per_sample: bytes as f64 / SAMPLES as f64,
-    }
-}
+/// A test id as the daemon makes them (UUIDv7), stored with every batch.
+const TEST_ID: &str = "0190f1a2-7b3c-7def-8123-456789abcdef";
+/// Samples in a live channel's entry: 10 Hz, flushed every 250 ms.
+const LIVE_BATCH: usize = 3;
 
 /// The hub's apply path called directly (no gRPC), the same entries in 256-entry transactions.
-fn hub_apply(dir: &std::path::Path, round: usize) -> f64 {
+fn hub_apply(dir: &std::path::Path, round: usize, batches: &[SampleBatch]) -> f64 {
     use cyclerd::proto::ingest::Entry;
     let store = cyclerhub::HubStore::open(dir.join(format!("hub-direct-{round}.sqlite"))).unwrap();
     let register = Entry {
         id: 1,
         body: Some(Body::TestRegistered(TestRegistered {
-            test_id: "bench".into(),
+            test_id: TEST_ID.into(),
             channel_id: "bench/1".into(),
             protocol_name: "bench".into(),
             ..Default::default()
@@ -195,10 +56,12 @@ fn hub_apply(dir: &std::path::Path, round: usize) -> f64 {
         skipped_before: 0,
     };
     store.apply_batch("bench", 1, &[register]).unwrap();
-    let entries: Vec<Entry> = (0..SAMPLES / BATCH)
-        .map(|b| Entry {
+    let entries: Vec<Entry> = batches
+        .iter()
+        .enumerate()
+        .map(|(b, batch)| Entry {
             id: 2 + b as u64,
-            body: Some(Body::Samples(batch("bench", (b * BATCH) as u64, BATCH))),
+            body: Some(Body::Samples(batch.clone())),
             skipped_before: 0,
         })
         .collect();
@@ -410,21 +273,25 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // `BENCH_ONLY=live`: the live section alone.
-    if std::env::var("BENCH_ONLY").as_deref() != Ok("live") {
-        throughput(&rt);
+    // `BENCH_ONLY=live`: the live section alone; `BENCH_ONLY=outbox`: section 1 alone.
+    let only = std::env::var("BENCH_ONLY").ok();
+    if only.as_deref() != Some("live") {
+        throughput(&rt, only.as_deref() == Some("outbox"));
     }
-    live(&rt);
+    if only.is_none() || only.as_deref() == Some("live") {
+        live(&rt);
+    }
 }
 
-/// Sections 1 to 3.
-fn throughput(rt: &tokio::runtime::Runtime) {
+/// Sections 1 to 3 (1 alone with `outbox_only`).
+fn throughput(rt: &tokio::runtime::Runtime, outbox_only: bool) {
     let dir = tempfile::tempdir().unwrap();
+    let batches = demo_batches();
     let (mut rows, mut packed, mut ingest, mut bytes) = (vec![], vec![], vec![], vec![]);
     let (mut direct, mut drain) = (vec![], vec![]);
     let mut per_commit = 0.0;
     for round in 0..ROUNDS {
-        let i = rt.block_on(outbox_ingest(dir.path(), round));
+        let i = rt.block_on(outbox_ingest(dir.path(), round, &batches));
         per_commit = i.per_commit;
         ingest.push(i.rate);
         bytes.push(i.bytes_per_sample);
@@ -433,10 +300,21 @@ fn throughput(rt: &tokio::runtime::Runtime) {
             dir.path(),
             round,
             i.per_commit.round().max(1.0) as usize,
+            &batches,
         ));
-        direct.push(hub_apply(dir.path(), round));
-        drain.push(rt.block_on(uploader_drain(dir.path(), round, i.outbox)));
+        if !outbox_only {
+            direct.push(hub_apply(dir.path(), round, &batches));
+            drain.push(rt.block_on(uploader_drain(dir.path(), round, i.outbox)));
+        }
     }
+    let (mut columns, mut protobuf) = (vec![], vec![]);
+    for _ in 0..ROUNDS {
+        let (c, p) = encode_cost(&batches);
+        columns.push(c);
+        protobuf.push(p);
+    }
+    let (live_stored, live_file) = rt.block_on(live_entries_size(dir.path(), false));
+    let (merged_stored, merged_file) = rt.block_on(live_entries_size(dir.path(), true));
     let what = format!("ingest: encode + CRC + commit ({per_commit:.0} entries/commit)");
     report(Row {
         section: "outbox",
@@ -456,12 +334,40 @@ fn throughput(rt: &tokio::runtime::Runtime) {
     });
     report(Row {
         section: "outbox",
-        what: "bytes on disk per sample (file + WAL)",
+        what: "encode + CRC of a batch of 2048, per sample: columns",
+        unit: "ns",
+        measured: Stats::of(&columns),
+        baseline: Some(("protobuf Entry, as stored before", Stats::of(&protobuf))),
+        goal: Goal::None,
+    });
+    report(Row {
+        section: "outbox",
+        what: "bytes on disk per sample (file + WAL), batches of 2048",
         unit: "B/sample",
         measured: Stats::of(&bytes),
         baseline: None,
         goal: Goal::AtMost(16.0),
     });
+    let what = format!("bytes stored per sample, live entries of {LIVE_BATCH} samples");
+    report(Row {
+        section: "outbox",
+        what: &what,
+        unit: "B/sample",
+        measured: Stats::of(&[live_stored]),
+        baseline: Some(("database pages per sample", Stats::of(&[live_file]))),
+        goal: Goal::AtMost(16.0),
+    });
+    report(Row {
+        section: "outbox",
+        what: "the same, merged as a backlog the hub has not taken (compact_after)",
+        unit: "B/sample",
+        measured: Stats::of(&[merged_stored]),
+        baseline: Some(("database pages per sample", Stats::of(&[merged_file]))),
+        goal: Goal::AtMost(16.0),
+    });
+    if outbox_only {
+        return;
+    }
     report(Row {
         section: "pipeline",
         what: "drain after an outage: outbox -> gRPC -> hub commit",

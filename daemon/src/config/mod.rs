@@ -571,6 +571,7 @@ impl StoreSection {
             max_bytes: self.max_bytes,
             keep_acked: std::time::Duration::from_secs(self.keep_acked_s),
             daemon_id,
+            ..crate::outbox::OutboxOptions::new(&self.path)
         }
     }
 }

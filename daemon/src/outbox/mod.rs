@@ -2,25 +2,30 @@
 //!
 //! One writer thread owns the write connection and commits everything queued in one transaction
 //! (group commit), so producers never wait on the disk and the disk sees one commit per batch.
-//! Sample batches are one row each (many samples per row), stored as the encoded protobuf
-//! `Entry` the uploader sends, with a CRC-32 over it. Entries leave only after the hub
-//! acknowledged them (or `keep_acked` later). Stepped tests' checkpoints are written in the same
-//! transaction as the samples they account for.
+//! Sample batches are one row each (many samples per row), column-encoded with the codec the
+//! hub stores its samples with; other entries as the encoded protobuf `Entry` the uploader
+//! sends (see [`stored`]); a CRC-32 over the stored bytes either way. Entries leave only after
+//! the hub acknowledged them (or `keep_acked` later); a backlog of small sample entries the hub
+//! has not taken is merged into larger ones. Stepped tests' checkpoints are written in the
+//! same transaction as the samples they account for.
 //!
 //! # Layout
 //! - [`schema`]: tables, pragmas, the sync modes.
 //! - `writer`: the writer thread (group commit, acks, parking, quota, vacuum).
 //! - `reader`: pages for the uploader, summaries and checkpoints for the daemon.
+//! - [`stored`]: an entry as a row's bytes and back, and the check of the newest at startup.
+//! - `compact`: a backlog of small sample entries merged into larger ones.
 
+mod compact;
 mod reader;
 pub mod schema;
+pub mod stored;
 mod writer;
 
 pub use reader::{OutboxReader, OutboxSummary, PageItem, StoredEntry};
 pub use schema::SyncMode;
 
-use crate::proto::ingest::{Entry, entry::Body};
-use prost::Message;
+use crate::proto::ingest::entry::Body;
 use rusqlite::Connection;
 use schema::{meta, meta_u64, set_meta};
 use std::collections::HashMap;
@@ -69,6 +74,9 @@ pub struct OutboxOptions {
     pub keep_acked: Duration,
     /// The daemon's configured identity; `None` makes one with a new store.
     pub daemon_id: Option<String>,
+    /// Unacknowledged small sample entries older than this are merged into larger ones
+    /// (`compact`); a pass runs at most every tenth of it.
+    pub compact_after: Duration,
 }
 
 impl OutboxOptions {
@@ -80,6 +88,7 @@ impl OutboxOptions {
             max_bytes: None,
             keep_acked: Duration::ZERO,
             daemon_id: None,
+            compact_after: Duration::from_secs(30),
         }
     }
 }
@@ -168,8 +177,9 @@ pub enum CheckpointOp {
 
 /// What is sent to the writer thread.
 enum WriteOp {
-    /// An encoded `Entry` (id 0; the row id becomes its id) with its CRC-32.
+    /// An entry as stored ([`stored`]; the row id becomes its id) with its CRC-32.
     Append {
+        format: i64,
         bytes: Vec<u8>,
         crc: u32,
         samples: u64,
@@ -318,7 +328,7 @@ impl Outbox {
             .map_err(err)?;
 
         let identity = load_identity(&conn, options.daemon_id.as_deref()).map_err(err)?;
-        let startup_alarms = verify_tail(&conn).map_err(err)?;
+        let startup_alarms = stored::verify_tail(&conn, VERIFY_TAIL).map_err(err)?;
         let stats = Arc::new(OutboxStats::default());
         stats.acked.store(
             meta_u64(&conn, "acked_up_to").map_err(err)?,
@@ -371,6 +381,8 @@ impl Outbox {
             acked: acked_tx,
             space: space_tx,
             identity: Arc::clone(&identity),
+            compact_cursor: 0,
+            last_compact: f64::NEG_INFINITY,
         };
         std::thread::Builder::new()
             .name("outbox-writer".into())
@@ -465,17 +477,13 @@ impl Outbox {
             Body::Samples(b) => b.voltage_v.len() as u64,
             _ => 0,
         };
-        let bytes = Entry {
-            id: 0,
-            body: Some(body),
-            skipped_before: 0,
-        }
-        .encode_to_vec();
+        let (format, bytes) = stored::encode(body);
         let crc = crc32fast::hash(&bytes);
         self.stats
             .samples_appended
             .fetch_add(samples, Ordering::AcqRel);
         self.send(WriteOp::Append {
+            format,
             bytes,
             crc,
             samples,
@@ -569,41 +577,5 @@ fn next_epoch(previous: u64) -> u64 {
     ((unix_now() * 1000.0) as u64).max(previous + 1)
 }
 
-/// Checks the newest unacknowledged entries' checksums and moves damaged ones to the
-/// dead-letter table, so the rest of the log keeps flowing. Returns one alarm per entry moved.
-fn verify_tail(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut bad = Vec::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT id, body, crc FROM outbox WHERE acked_unix_s IS NULL ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map([VERIFY_TAIL], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, u32>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, body, crc) = row?;
-            if crc32fast::hash(&body) != crc || Entry::decode(&body[..]).is_err() {
-                bad.push(id);
-            }
-        }
-    }
-    let mut alarms = Vec::new();
-    for id in bad {
-        let reason = "corrupt at startup: checksum mismatch (quarantined)";
-        conn.execute(
-            "INSERT OR REPLACE INTO dead_letters (id, samples, body, crc, reason, parked_unix_s)
-             SELECT id, samples, body, crc, ?2, ?3 FROM outbox WHERE id = ?1",
-            rusqlite::params![id, reason, unix_now()],
-        )?;
-        conn.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
-        tracing::error!("outbox entry {id} is corrupt; moved to the dead-letter table");
-        alarms.push(format!(
-            "outbox entry {id} was corrupt at startup and is quarantined in dead_letters"
-        ));
-    }
-    Ok(alarms)
-}
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,6 @@
 
 use super::{Checkpoint, OutboxError, Progress};
 use crate::proto::ingest::Entry;
-use prost::Message;
 use rusqlite::{Connection, params};
 use std::path::PathBuf;
 
@@ -69,7 +68,7 @@ impl OutboxReader {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, samples, body, crc FROM outbox
+                "SELECT id, samples, body, crc, format FROM outbox
                  WHERE id > ?1 AND acked_unix_s IS NULL ORDER BY id LIMIT ?2",
             )
             .map_err(err)?;
@@ -80,12 +79,13 @@ impl OutboxReader {
                     r.get::<_, i64>(1)? as u64,
                     r.get::<_, Vec<u8>>(2)?,
                     r.get::<_, u32>(3)?,
+                    r.get::<_, i64>(4)?,
                 ))
             })
             .map_err(err)?;
         let mut page = Vec::new();
         for row in rows {
-            let (id, samples, body, crc) = row.map_err(err)?;
+            let (id, samples, body, crc, format) = row.map_err(err)?;
             if crc32fast::hash(&body) != crc {
                 page.push(PageItem::Corrupt {
                     id,
@@ -93,7 +93,7 @@ impl OutboxReader {
                 });
                 continue;
             }
-            match Entry::decode(&body[..]) {
+            match super::stored::decode(format, &body) {
                 Ok(mut entry) => {
                     entry.id = id;
                     page.push(PageItem::Entry(StoredEntry { entry, samples }));

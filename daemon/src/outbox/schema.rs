@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// Schema version in `PRAGMA user_version`; a file from a newer daemon is refused.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// `auto_vacuum` must be chosen before the first table exists: incremental, so the file shrinks
 /// as acknowledged entries are deleted, a few pages at a time.
@@ -15,6 +15,8 @@ pub const CREATE: &str = "
         samples INTEGER NOT NULL,
         body BLOB NOT NULL,
         crc INTEGER NOT NULL,
+        -- How body encodes the entry (outbox::stored): 0 protobuf, 1 sample columns.
+        format INTEGER NOT NULL DEFAULT 0,
         created_unix_s REAL NOT NULL,
         -- Set when the hub acknowledged the entry and store.keep_acked keeps it a while.
         acked_unix_s REAL
@@ -25,6 +27,7 @@ pub const CREATE: &str = "
         samples INTEGER NOT NULL,
         body BLOB NOT NULL,
         crc INTEGER NOT NULL,
+        format INTEGER NOT NULL DEFAULT 0,
         reason TEXT NOT NULL,
         parked_unix_s REAL NOT NULL
     );
@@ -54,7 +57,30 @@ pub const CREATE: &str = "
 pub const UPGRADES: &[&str] = &[
     "ALTER TABLE checkpoints ADD COLUMN params_json TEXT NOT NULL DEFAULT '{}';
      ALTER TABLE checkpoints ADD COLUMN cycles_json TEXT NOT NULL DEFAULT '';",
+    // Every row so far holds a protobuf entry (format 0); nothing stored is rewritten.
+    "ALTER TABLE outbox ADD COLUMN format INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE dead_letters ADD COLUMN format INTEGER NOT NULL DEFAULT 0;",
 ];
+
+/// The tables as schema 2 made them (before rows had a format): tests open such a store to
+/// check that an upgraded daemon still reads and uploads what is in it.
+#[doc(hidden)]
+pub const SCHEMA_2: &str = "
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, samples INTEGER NOT NULL,
+        body BLOB NOT NULL, crc INTEGER NOT NULL, created_unix_s REAL NOT NULL,
+        acked_unix_s REAL);
+    CREATE INDEX outbox_acked ON outbox (acked_unix_s) WHERE acked_unix_s IS NOT NULL;
+    CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, samples INTEGER NOT NULL,
+        body BLOB NOT NULL, crc INTEGER NOT NULL, reason TEXT NOT NULL,
+        parked_unix_s REAL NOT NULL);
+    CREATE TABLE checkpoints (test_id TEXT PRIMARY KEY, channel_id TEXT NOT NULL,
+        protocol_source TEXT NOT NULL, origin TEXT NOT NULL, metadata_json TEXT NOT NULL,
+        start_unix_s REAL NOT NULL, engine_json TEXT NOT NULL, next_seq INTEGER NOT NULL,
+        test_time_s REAL NOT NULL, unix_s REAL NOT NULL, paused_s REAL NOT NULL,
+        params_json TEXT NOT NULL DEFAULT '{}', cycles_json TEXT NOT NULL DEFAULT '');
+    PRAGMA user_version = 2;
+";
 
 /// How hard a commit pushes data to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]

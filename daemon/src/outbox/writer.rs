@@ -2,7 +2,7 @@
 
 use super::schema::set_meta;
 use super::{
-    CheckpointOp, OutboxOptions, OutboxStats, StoreIdentity, WriteOp, next_epoch, unix_now,
+    CheckpointOp, OutboxOptions, OutboxStats, StoreIdentity, WriteOp, compact, next_epoch, unix_now,
 };
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 use std::sync::atomic::Ordering;
@@ -28,6 +28,10 @@ pub(super) struct Writer {
     pub acked: watch::Sender<u64>,
     pub space: watch::Sender<bool>,
     pub identity: Arc<RwLock<StoreIdentity>>,
+    /// Rows up to this id were looked at by compaction passes.
+    pub compact_cursor: u64,
+    /// When the last compaction pass ran (Unix seconds).
+    pub last_compact: f64,
 }
 
 /// What one transaction changed, applied to the shared counters only after it committed.
@@ -44,6 +48,7 @@ struct Effects {
     deleted_rows: bool,
     requeued: u64,
     new_identity: Option<StoreIdentity>,
+    compact_cursor: Option<u64>,
 }
 
 impl Writer {
@@ -130,6 +135,9 @@ impl Writer {
             // Wakes whoever waits for the backlog to drain, parked entries included.
             self.acked.send_replace(s.acked.load(Ordering::Acquire));
         }
+        if let Some(cursor) = e.compact_cursor {
+            self.compact_cursor = cursor;
+        }
         if let Some(identity) = &e.new_identity {
             *self.identity.write().unwrap_or_else(|p| p.into_inner()) = identity.clone();
         }
@@ -156,15 +164,23 @@ impl Writer {
         for op in ops {
             match op {
                 WriteOp::Append {
+                    format,
                     bytes,
                     crc,
                     samples,
                     checkpoint,
                 } => {
                     tx.prepare_cached(
-                        "INSERT INTO outbox (samples, body, crc, created_unix_s) VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT INTO outbox (samples, body, crc, format, created_unix_s)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
-                    .execute(params![*samples as i64, &bytes[..], crc, now])?;
+                    .execute(params![
+                        *samples as i64,
+                        &bytes[..],
+                        crc,
+                        format,
+                        now
+                    ])?;
                     e.last_id = Some(tx.last_insert_rowid() as u64);
                     e.appended_bytes += bytes.len() as u64;
                     e.appended_entries += 1;
@@ -206,8 +222,8 @@ impl Writer {
                         )?
                         .query_row([*id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     e.released_entries += entries as u64;
-                    let moved = tx.prepare_cached("INSERT OR IGNORE INTO dead_letters (id, samples, body, crc, reason, parked_unix_s)
-                         SELECT id, samples, body, crc, ?2, ?3 FROM outbox WHERE id = ?1")?.execute(
+                    let moved = tx.prepare_cached("INSERT OR IGNORE INTO dead_letters (id, samples, body, crc, format, reason, parked_unix_s)
+                         SELECT id, samples, body, crc, format, ?2, ?3 FROM outbox WHERE id = ?1")?.execute(
                         params![*id as i64, reason, now],
                     )?;
                     tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
@@ -218,8 +234,8 @@ impl Writer {
                 WriteOp::Requeue(_) => {
                     let moved = tx
                         .prepare_cached(
-                            "INSERT INTO outbox (samples, body, crc, created_unix_s)
-                         SELECT samples, body, crc, ?1 FROM dead_letters ORDER BY id",
+                            "INSERT INTO outbox (samples, body, crc, format, created_unix_s)
+                         SELECT samples, body, crc, format, ?1 FROM dead_letters ORDER BY id",
                         )?
                         .execute([now])?;
                     let bytes: i64 = tx
@@ -252,6 +268,20 @@ impl Writer {
                 }
                 WriteOp::Flush(_) => {}
             }
+        }
+        let compact_after = self.options.compact_after.as_secs_f64();
+        if now - self.last_compact >= compact_after / 10.0 {
+            self.last_compact = now;
+            let acked = e
+                .acked_up_to
+                .unwrap_or(0)
+                .max(self.stats.acked.load(Ordering::Acquire));
+            let m = compact::merge_runs(&tx, self.compact_cursor.max(acked), now - compact_after)?;
+            e.released_entries += m.rows_removed;
+            e.released_bytes += m.bytes_before;
+            e.appended_bytes += m.bytes_after;
+            e.deleted_rows |= m.rows_removed > 0;
+            e.compact_cursor = Some(m.resume_after);
         }
         if !keep_acked.is_zero() {
             let expired = tx

@@ -329,7 +329,7 @@ async fn acknowledged_entries_are_kept_for_keep_acked_then_deleted_and_the_file_
     outbox.append(registered("t")).unwrap();
     let batches = 250u64;
     for k in 0..batches {
-        outbox.append(samples("t", k * 1000, 1000)).unwrap();
+        outbox.append(noisy_samples("t", k * 1000, 1000)).unwrap();
     }
     outbox.flush().await.unwrap();
     let full = file_bytes(&path);
@@ -506,7 +506,7 @@ async fn quota_closes_and_reopens_the_space_watch() {
     assert!(*space.borrow_and_update(), "an empty store has room");
 
     outbox.append(registered("t")).unwrap();
-    outbox.append(samples("t", 0, 100)).unwrap();
+    outbox.append(noisy_samples("t", 0, 100)).unwrap();
     outbox.flush().await.unwrap();
     assert!(
         *space.borrow_and_update(),
@@ -514,7 +514,7 @@ async fn quota_closes_and_reopens_the_space_watch() {
         outbox.stats().pending_bytes.load(Ordering::Acquire)
     );
     for k in 1..4 {
-        outbox.append(samples("t", k * 100, 100)).unwrap();
+        outbox.append(noisy_samples("t", k * 100, 100)).unwrap();
     }
     outbox.flush().await.unwrap();
     tokio::time::timeout(WAIT, space.wait_for(|room| !*room))

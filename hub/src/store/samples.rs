@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use cyclerd_proto::ingest::{Entry, SampleBatch, entry::Body};
 
 use super::batch_writes::BatchWrites;
-use super::chunk::{self, Columns, Encoded, MAX_CHUNK, Opt, OwnedColumns};
+use super::chunk::{self, Columns, Encoded, MAX_CHUNK, Opt};
 use super::{SampleRow, StoreError};
 
 /// Samples per chunk when converting the former table (a daemon's batch holds up to 2048).
@@ -163,9 +163,9 @@ pub(super) fn insert_batch(
                 ))
             })?;
             with_columns(b, |cols| {
-                rows.extend((0..n).map(|i| cols.row(i, b.first_seq + i as u64)));
+                rows.extend((0..n).map(|i| chunk::row(cols, i, b.first_seq + i as u64)));
             });
-            let enc = chunk::encode(&OwnedColumns::from_rows(&rows).columns());
+            let enc = chunk::encode(&chunk::from_rows(&rows).columns());
             w.replace_chunk(key, prev_first, &enc, n as i64)?;
             return Ok(n as u64);
         }
@@ -325,7 +325,7 @@ pub(super) fn convert_test(w: &mut dyn LegacySamples, key: i64) -> Result<u64, S
     let mut converted = 0u64;
     let mut flush = |w: &mut dyn LegacySamples, run: &mut Vec<SampleRow>| {
         if let Some(first) = run.first() {
-            let enc = chunk::encode(&OwnedColumns::from_rows(run).columns());
+            let enc = chunk::encode(&chunk::from_rows(run).columns());
             w.put_chunk(key, first.seq as i64, &enc)?;
             converted += run.len() as u64;
             run.clear();

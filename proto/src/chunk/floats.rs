@@ -13,9 +13,8 @@
 //! Predictions use only IEEE operations in a fixed order, so the decoder recomputes them
 //! exactly; a prediction that misses only costs bytes, never exactness.
 
-use super::{
-    MAX_DECIMALS, POW10, Reader, decimals, int_plan, put_ints, put_varint, unzigzag, zigzag,
-};
+use super::ints::{Reader, int_plan, put_ints_as, put_varint, unzigzag, zigzag};
+use super::{ChunkError, MAX_DECIMALS, POW10, decimals};
 
 /// What a column can be predicted from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -120,11 +119,6 @@ fn pow2(e: i32) -> f64 {
     }
 }
 
-/// Bytes of an integer column.
-fn size(v: &[i64]) -> usize {
-    int_plan(v).1
-}
-
 /// Writes float column `v` in its smallest representation; `ints` and `alt` are scratch.
 pub(super) fn put(
     out: &mut Vec<u8>,
@@ -137,11 +131,14 @@ pub(super) fn put(
     ints.clear();
     ints.extend(v.iter().map(|&x| x.to_bits() as i64));
     let (mut mode, mut header) = (BITS, Vec::new());
-    let mut best = size(ints);
+    // The order each candidate's integers are written in comes with its size.
+    let (mut order, mut best) = int_plan(ints);
     let mut consider = |m: u8, h: Vec<u8>, alt: &mut Vec<i64>, ints: &mut Vec<i64>| {
-        let s = size(alt) + h.len();
+        let (o, s) = int_plan(alt);
+        let s = s + h.len();
         if s < best {
             best = s;
+            order = o;
             mode = m;
             header = h;
             std::mem::swap(ints, alt);
@@ -190,7 +187,7 @@ pub(super) fn put(
     }
     out.push(mode);
     out.extend_from_slice(&header);
-    put_ints(out, ints);
+    put_ints_as(out, ints, order);
 }
 
 impl Reader<'_> {
@@ -202,7 +199,7 @@ impl Reader<'_> {
         ints: &mut Vec<i64>,
         predict: Predict,
         refs: Option<&Refs<'_>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ChunkError> {
         let mode = self.byte()?;
         out.clear();
         match mode {
@@ -218,7 +215,7 @@ impl Reader<'_> {
             POW2 => {
                 let e = unzigzag(self.varint()?);
                 if !(-1074..=971).contains(&e) {
-                    return Err(format!("binary exponent {e} out of range"));
+                    return Err(format!("binary exponent {e} out of range").into());
                 }
                 self.ints(n, ints)?;
                 let p = pow2(e as i32);
@@ -253,18 +250,9 @@ impl Reader<'_> {
                     Predict::None => unreachable!("refused above"),
                 }
             }
-            _ => return Err(format!("float column mode {mode} is unknown")),
+            _ => return Err(format!("float column mode {mode} is unknown").into()),
         }
         Ok(())
-    }
-
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        if self.buf.len() < N {
-            return Err("chunk ends early".into());
-        }
-        let (head, rest) = self.buf.split_at(N);
-        self.buf = rest;
-        Ok(head.try_into().expect("N bytes"))
     }
 }
 

@@ -4,7 +4,7 @@
 //! of a scaled clock, capacities and energies integrated as the protocol engine does, no
 //! temperature sensor, plan steps.
 
-use cyclerd_proto::ingest::SampleBatch;
+use crate::ingest::SampleBatch;
 
 /// The EA PSB's register full scale, and the demo's nominal ratings.
 const FULL_SCALE: f64 = 52428.0;
