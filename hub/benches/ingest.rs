@@ -7,7 +7,8 @@
 //!    an identical table, with the same entries per transaction and the same commits.
 //!    [`ROUNDS`] rounds each, alternating; median, min and max;
 //! 2. size: bytes per stored sample (the chunks' blobs, and the table with its indexes);
-//! 3. read: samples/s of `for_each_sample` over one whole test of [`READ_SAMPLES`] samples;
+//! 3. read: samples/s of the read API's `read_batches` (every column) over one whole test of
+//!    [`READ_SAMPLES`] samples;
 //! 4. gRPC -> hub: the same samples uploaded on one stream to the hub's server on loopback
 //!    (entries pipelined, timed to the last Ack), median of 3.
 //!
@@ -264,13 +265,29 @@ fn read_whole_test(store: &HubStore, backend: &str, mut bare: impl FnMut() -> i6
     let (mut times, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..3 {
         let start = Instant::now();
-        let mut sum = 0.0;
-        let n = store
-            .for_each_sample(test_id, |s| {
-                sum += s.voltage_v;
-                Ok::<_, cyclerhub::StoreError>(())
-            })
+        // As the read API (gRPC ReadSamples, HTTP downloads) reads it: every column, in
+        // batches, a page between token checks.
+        let columns = cyclerhub::query::Columns::parse(&[]).unwrap();
+        let (mut sum, mut n, mut from) = (0.0, 0u64, 0u64);
+        loop {
+            let (next, more) = cyclerhub::query::read_batches(
+                store,
+                test_id,
+                &columns,
+                (from, cyclerhub::query::PAGE),
+                (0.0, 0.0),
+                |b| {
+                    n += b.voltage_v.len() as u64;
+                    sum += b.voltage_v.iter().sum::<f64>();
+                    true
+                },
+            )
             .unwrap();
+            if !more {
+                break;
+            }
+            from = next;
+        }
         assert_eq!(n, READ_SAMPLES as u64);
         assert!(sum > 0.0);
         times.push(n as f64 / start.elapsed().as_secs_f64());

@@ -6,7 +6,9 @@
 
 use serde_json::{Value, json};
 
-use crate::store::{HubStore, SampleRow, StoreError};
+use cyclerd_proto::chunk::{Columns, Opt};
+
+use crate::store::{HubStore, StoreError};
 
 /// Widest plot served, in pixel columns.
 pub const MAX_WIDTH: usize = 8192;
@@ -39,18 +41,33 @@ pub struct PlotRequest {
     pub series: Vec<&'static str>,
 }
 
-/// The value of series `name` in sample `s` (NaN where a temperature is missing).
-fn value(s: &SampleRow, name: &str) -> f64 {
+/// Series `name` of a run of samples: its values, or the values with a NaN where a
+/// temperature is missing (into `scratch`), or the cycle numbers as floats.
+fn series<'a>(c: &Columns<'a>, name: &str, scratch: &'a mut Vec<f64>) -> &'a [f64] {
+    let optional = |o: Opt<'a, f64>, scratch: &'a mut Vec<f64>| -> &'a [f64] {
+        match o {
+            Opt::All(v) => v,
+            o => {
+                scratch.clear();
+                scratch.extend((0..c.len()).map(|i| o.get(i).unwrap_or(f64::NAN)));
+                scratch
+            }
+        }
+    };
     match name {
-        "voltage_v" => s.voltage_v,
-        "current_a" => s.current_a,
-        "temperature_c" => s.temperature_c.unwrap_or(f64::NAN),
-        "ambient_temperature_c" => s.ambient_temperature_c.unwrap_or(f64::NAN),
-        "charge_capacity_ah" => s.charge_capacity_ah,
-        "discharge_capacity_ah" => s.discharge_capacity_ah,
-        "charge_energy_wh" => s.charge_energy_wh,
-        "discharge_energy_wh" => s.discharge_energy_wh,
-        _ => f64::from(s.cycle),
+        "voltage_v" => c.head[2],
+        "current_a" => c.head[3],
+        "temperature_c" => optional(c.temperature_c, scratch),
+        "ambient_temperature_c" => optional(c.ambient_temperature_c, scratch),
+        "charge_capacity_ah" => c.tail[0],
+        "discharge_capacity_ah" => c.tail[1],
+        "charge_energy_wh" => c.tail[2],
+        "discharge_energy_wh" => c.tail[3],
+        _ => {
+            scratch.clear();
+            scratch.extend(c.cycle.iter().map(|&k| f64::from(k)));
+            scratch
+        }
     }
 }
 
@@ -110,31 +127,39 @@ pub fn reduce(store: &HubStore, r: &PlotRequest) -> Result<Value, StoreError> {
     let raw_limit = 2 * r.width;
     let mut raw: Vec<(f64, Vec<f64>)> = Vec::new();
     let mut n = 0u64;
-    let read = store.for_each_sample_from(&r.test_id, start_seq, |s| -> Result<(), Stop> {
-        if s.test_time_s > to {
+    let mut scratch: Vec<Vec<f64>> = vec![Vec::new(); k];
+    let read = store.for_each_chunk_from(&r.test_id, start_seq, |_, c| -> Result<(), Stop> {
+        let t = c.head[0];
+        // The run's samples up to the window's end (test time only grows with seq).
+        let end = t.partition_point(|&x| x <= to || x.is_nan());
+        let values: Vec<&[f64]> = r
+            .series
+            .iter()
+            .zip(scratch.iter_mut())
+            .map(|(name, s)| series(&c, name, s))
+            .collect();
+        for i in (0..end).filter(|&i| t[i] >= r.from) {
+            n += 1;
+            let b = &mut buckets
+                [((((t[i] - r.from) / span) * r.width as f64) as usize).min(r.width - 1)];
+            if b.n == 0 {
+                b.first_t = t[i];
+            }
+            b.n += 1;
+            b.last_t = t[i];
+            for (j, v) in values.iter().enumerate() {
+                // `min`/`max` of f64 skip NaN, so a missing reading never hides the others.
+                b.min[j] = b.min[j].min(v[i]);
+                b.max[j] = b.max[j].max(v[i]);
+            }
+            if raw.len() < raw_limit {
+                raw.push((t[i], values.iter().map(|v| v[i]).collect()));
+            } else if raw.len() == raw_limit {
+                raw.push((f64::NAN, Vec::new()));
+            }
+        }
+        if end < t.len() {
             return Err(Stop::Past);
-        }
-        if s.test_time_s < r.from {
-            return Ok(());
-        }
-        n += 1;
-        let values: Vec<f64> = r.series.iter().map(|c| value(s, c)).collect();
-        let i = (((s.test_time_s - r.from) / span) * r.width as f64) as usize;
-        let b = &mut buckets[i.min(r.width - 1)];
-        if b.n == 0 {
-            b.first_t = s.test_time_s;
-        }
-        b.n += 1;
-        b.last_t = s.test_time_s;
-        for (j, v) in values.iter().enumerate() {
-            // `min`/`max` of f64 skip NaN, so a missing reading never hides the others.
-            b.min[j] = b.min[j].min(*v);
-            b.max[j] = b.max[j].max(*v);
-        }
-        if raw.len() < raw_limit {
-            raw.push((s.test_time_s, values));
-        } else if raw.len() == raw_limit {
-            raw.push((f64::NAN, Vec::new()));
         }
         Ok(())
     });

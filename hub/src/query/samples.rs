@@ -2,19 +2,21 @@
 //! store (a time window, pages between token checks), and the CSV `cyclerhub samples` prints.
 
 use std::collections::HashSet;
+use std::ops::Range;
 
 use cyclerd_proto::ingest::SampleBatch;
 use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::status;
-use crate::store::{HubStore, SampleRow, StoreError, TestRow};
+use crate::store::{HubStore, StoreError, TestRow};
+use cyclerd_proto::chunk;
 
 /// Samples per streamed batch.
 const BATCH: usize = 4096;
 /// Samples a stream reads between two checks of its token: a revoked token ends a long read
-/// within a page (about a tenth of a second of reading), not at its end.
-pub const PAGE: u64 = 16 * BATCH as u64;
+/// within a page (a few tens of milliseconds of reading), not at its end.
+pub const PAGE: u64 = 64 * BATCH as u64;
 
 /// The columns a `ReadSamples` may select, by their `SampleBatch` names.
 pub const COLUMNS: [&str; 12] = [
@@ -89,52 +91,49 @@ impl Columns {
     }
 }
 
-/// Appends `s` to `b`, filling only the selected columns; batches hold contiguous samples.
-fn push(b: &mut SampleBatch, cols: &Columns, s: &SampleRow) {
-    let f = |name: &str, col: &mut Vec<f64>, v: f64| {
+/// Appends samples `r` of `c` to `b`, filling only the selected columns (a missing
+/// temperature as NaN); batches hold contiguous samples.
+fn extend(b: &mut SampleBatch, cols: &Columns, c: &chunk::Columns<'_>, r: Range<usize>) {
+    let reals: [(&str, &mut Vec<f64>, &[f64]); 8] = [
+        ("test_time_s", &mut b.test_time_s, c.head[0]),
+        ("unix_time_s", &mut b.unix_time_s, c.head[1]),
+        ("voltage_v", &mut b.voltage_v, c.head[2]),
+        ("current_a", &mut b.current_a, c.head[3]),
+        ("charge_capacity_ah", &mut b.charge_capacity_ah, c.tail[0]),
+        (
+            "discharge_capacity_ah",
+            &mut b.discharge_capacity_ah,
+            c.tail[1],
+        ),
+        ("charge_energy_wh", &mut b.charge_energy_wh, c.tail[2]),
+        ("discharge_energy_wh", &mut b.discharge_energy_wh, c.tail[3]),
+    ];
+    for (name, out, values) in reals {
         if cols.has(name) {
-            col.push(v);
+            out.extend_from_slice(&values[r.clone()]);
         }
-    };
-    f("test_time_s", &mut b.test_time_s, s.test_time_s);
-    f("unix_time_s", &mut b.unix_time_s, s.unix_time_s);
-    f("voltage_v", &mut b.voltage_v, s.voltage_v);
-    f("current_a", &mut b.current_a, s.current_a);
-    f(
-        "charge_capacity_ah",
-        &mut b.charge_capacity_ah,
-        s.charge_capacity_ah,
-    );
-    f(
-        "discharge_capacity_ah",
-        &mut b.discharge_capacity_ah,
-        s.discharge_capacity_ah,
-    );
-    f(
-        "charge_energy_wh",
-        &mut b.charge_energy_wh,
-        s.charge_energy_wh,
-    );
-    f(
-        "discharge_energy_wh",
-        &mut b.discharge_energy_wh,
-        s.discharge_energy_wh,
-    );
-    f(
-        "temperature_c",
-        &mut b.temperature_c,
-        s.temperature_c.unwrap_or(f64::NAN),
-    );
-    f(
-        "ambient_temperature_c",
-        &mut b.ambient_temperature_c,
-        s.ambient_temperature_c.unwrap_or(f64::NAN),
-    );
+    }
+    let optional = [
+        ("temperature_c", &mut b.temperature_c, c.temperature_c),
+        (
+            "ambient_temperature_c",
+            &mut b.ambient_temperature_c,
+            c.ambient_temperature_c,
+        ),
+    ];
+    for (name, out, values) in optional {
+        if cols.has(name) {
+            match values {
+                chunk::Opt::All(v) => out.extend_from_slice(&v[r.clone()]),
+                _ => out.extend(r.clone().map(|i| values.get(i).unwrap_or(f64::NAN))),
+            }
+        }
+    }
     if cols.has("cycle") {
-        b.cycle.push(s.cycle);
+        b.cycle.extend_from_slice(&c.cycle[r.clone()]);
     }
     if cols.has("step") {
-        b.step.push(s.step);
+        b.step.extend_from_slice(&c.step[r]);
     }
 }
 
@@ -288,32 +287,56 @@ pub fn read_batches(
             );
             send(full)
         };
-    let read = store.for_each_sample_from(test_id, from_seq, |s| -> Result<(), ReadStop> {
-        if s.seq.saturating_sub(from_seq) >= page {
-            // The next page starts here: past `from_seq` however far the seqs jump.
-            next = s.seq;
-            return Err(ReadStop::PageFull);
-        }
-        next = s.seq + 1;
+    // The page ends before this seq, however far the seqs jump.
+    let page_end = from_seq.saturating_add(page);
+    let read = store.for_each_chunk_from(test_id, from_seq, |first, c| -> Result<(), ReadStop> {
+        let t = c.head[0];
+        // The part of this run inside the page.
+        let in_page = (page_end.saturating_sub(first) as usize).min(c.len());
         let (from, to) = window;
-        if to > 0.0 && s.test_time_s > to {
-            // Test time only grows with seq: nothing after this is in the window.
+        let mut i = 0;
+        let mut past = false;
+        while i < in_page {
+            // A run of samples inside the window, from `i` on.
+            while i < in_page && t[i] < from && !(to > 0.0 && t[i] > to) {
+                i += 1;
+            }
+            let start = i;
+            // A NaN time is in every window, as it always was.
+            while i < in_page && (t[i] >= from || t[i].is_nan()) && !(to > 0.0 && t[i] > to) {
+                i += 1;
+            }
+            let mut run = start..i;
+            while !run.is_empty() {
+                let seq = first + run.start as u64;
+                if (expected.is_some_and(|e| e != seq) || len == BATCH)
+                    && !flush(&mut batch, &mut len, &mut send)
+                {
+                    return Err(ReadStop::Closed);
+                }
+                if len == 0 {
+                    batch.first_seq = seq;
+                }
+                let take = run.len().min(BATCH - len);
+                extend(&mut batch, cols, &c, run.start..run.start + take);
+                len += take;
+                run.start += take;
+                expected = Some(first + run.start as u64);
+            }
+            if i < in_page && to > 0.0 && t[i] > to {
+                // Test time only grows with seq: nothing after this is in the window.
+                past = true;
+                break;
+            }
+        }
+        next = first + i as u64;
+        if past {
             return Err(ReadStop::PastWindow);
         }
-        if s.test_time_s < from {
-            return Ok(());
+        if in_page < c.len() {
+            // The next page starts here.
+            return Err(ReadStop::PageFull);
         }
-        if (expected.is_some_and(|e| e != s.seq) || len == BATCH)
-            && !flush(&mut batch, &mut len, &mut send)
-        {
-            return Err(ReadStop::Closed);
-        }
-        if len == 0 {
-            batch.first_seq = s.seq;
-        }
-        push(&mut batch, cols, s);
-        len += 1;
-        expected = Some(s.seq + 1);
         Ok(())
     });
     let more = matches!(read, Err(ReadStop::PageFull));

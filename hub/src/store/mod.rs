@@ -27,6 +27,7 @@ mod chunk;
 mod error;
 mod ingest;
 mod pg;
+mod read;
 mod samples;
 mod sql;
 mod sqlite;
@@ -56,9 +57,6 @@ pub const MIN_DAEMON_SECRET: usize = 32;
 /// Longest daemon credential: enough for any encoding of a strong secret.
 pub const MAX_DAEMON_SECRET: usize = 256;
 
-/// Chunks read per page when streaming a test out (a daemon's batch is up to 2048 samples).
-const CHUNK_PAGE: i64 = 16;
-
 fn now_unix_s() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -69,14 +67,6 @@ fn now_unix_s() -> f64 {
 /// as [`HubStore::connect`] decides.
 pub fn is_postgres_url(db: &str) -> bool {
     pg::is_url(db)
-}
-
-/// Where the page after a full page of chunks starts; `None` after the last page.
-fn page_after(page: &[(i64, i64, Vec<u8>)]) -> Option<i64> {
-    let (_, last_seq, _) = page.last()?;
-    (page.len() as i64 == CHUNK_PAGE)
-        .then(|| last_seq.checked_add(1))
-        .flatten()
 }
 
 /// A handle on the hub database; cheap to clone, shareable between threads.
@@ -385,81 +375,6 @@ impl HubStore {
             Ok::<_, StoreError>(())
         })?;
         Ok(rows)
-    }
-
-    /// Streams the samples of a test in `seq` order through `f`, without loading them all;
-    /// returns how many were visited. Stops at the first error `f` returns.
-    pub fn for_each_sample<E: From<StoreError>>(
-        &self,
-        test_id: &str,
-        f: impl FnMut(&SampleRow) -> Result<(), E>,
-    ) -> Result<u64, E> {
-        self.for_each_sample_from(test_id, 0, f)
-    }
-
-    /// [`HubStore::for_each_sample`] from sequence number `from_seq` on (an index seek to the
-    /// chunk that holds it, so following a long test costs only its new samples).
-    ///
-    /// Reads a page of chunks at a time and holds the reader connection only while reading a
-    /// page, never while `f` runs: a slow consumer (a client that stopped reading its stream)
-    /// must not stall the queries and token checks that share the connection.
-    pub fn for_each_sample_from<E: From<StoreError>>(
-        &self,
-        test_id: &str,
-        from_seq: u64,
-        mut f: impl FnMut(&SampleRow) -> Result<(), E>,
-    ) -> Result<u64, E> {
-        let key = self.backend.test_key(test_id)?;
-        // Beyond any seq the hub stores (at most i64::MAX): nothing to read.
-        let Ok(start) = i64::try_from(from_seq) else {
-            return Ok(0);
-        };
-        let mut n = 0;
-        let mut rows = Vec::new();
-        let mut visit = |from: i64, page: &[(i64, i64, Vec<u8>)]| -> Result<u64, E> {
-            let mut n = 0;
-            // The page's first chunk may start before `from`: the one that holds it (or one
-            // that grew since the page before, when a small batch was merged into it).
-            for (first_seq, _, data) in page {
-                rows.clear();
-                samples::decode(test_id, *first_seq, data, &mut rows)?;
-                for sample in rows.iter().filter(|s| s.seq >= from as u64) {
-                    f(sample)?;
-                    n += 1;
-                }
-            }
-            Ok(n)
-        };
-        let first = self.backend.chunk_page(key, start, CHUNK_PAGE)?;
-        n += visit(start, &first)?;
-        let Some(next) = page_after(&first) else {
-            return Ok(n);
-        };
-        // A longer read: the next page is read on a thread of its own while this one decodes,
-        // one page ahead at most.
-        let backend = &*self.backend;
-        std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            s.spawn(move || {
-                let mut next = next;
-                loop {
-                    let page = backend.chunk_page(key, next, CHUNK_PAGE);
-                    let after = page.as_ref().ok().and_then(|p| page_after(p));
-                    if tx.send(page.map(|p| (next, p))).is_err() {
-                        return;
-                    }
-                    match after {
-                        Some(a) => next = a,
-                        None => return,
-                    }
-                }
-            });
-            for page in rx {
-                let (from, page) = page?;
-                n += visit(from, &page)?;
-            }
-            Ok(n)
-        })
     }
 
     /// The seq of the first sample of a test at or after test time `t` can be no earlier

@@ -280,22 +280,6 @@ fn gaps(first: i64, last: i64, held: &[(i64, i64)]) -> Vec<(i64, i64)> {
     out
 }
 
-/// Appends the samples of the chunk at `first_seq` of test `test_id` to `out`.
-pub(super) fn decode(
-    test_id: &str,
-    first_seq: i64,
-    data: &[u8],
-    out: &mut Vec<SampleRow>,
-) -> Result<(), StoreError> {
-    let first = u64::try_from(first_seq)
-        .map_err(|_| StoreError::Corrupt(format!("a sample chunk of test {test_id}: seq")))?;
-    chunk::decode(data, first, out).map_err(|e| {
-        StoreError::Corrupt(format!(
-            "the sample chunk at seq {first_seq} of test {test_id}: {e}"
-        ))
-    })
-}
-
 /// The former `samples` table of a hub, as a backend reads and replaces it.
 pub(super) trait LegacySamples {
     /// The smallest test key above `after` that has rows in the former table.

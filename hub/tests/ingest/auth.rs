@@ -754,11 +754,11 @@ async fn revoking_a_reader_token_ends_the_tail_it_follows_a_test_with(backend: B
 
 async fn revoking_a_reader_token_ends_a_long_read_within_a_page(backend: Backend) {
     let (mut hub, reader, mut up) = reader_hub(backend).await;
-    let per_batch = 30_000;
-    up.send_entries((0..6).map(|k| samples(2 + k, T1, k * per_batch, per_batch as usize)))
+    let (per_batch, batches) = (30_000, 20);
+    up.send_entries((0..batches).map(|k| samples(2 + k, T1, k * per_batch, per_batch as usize)))
         .await;
-    up.until_ack(7).await;
-    let total = 6 * per_batch;
+    up.until_ack(batches + 1).await;
+    let total = batches * per_batch;
     assert!(total > 2 * cyclerhub::query::PAGE, "more than two pages");
     let mut read = QueryClient::new(hub.channel().await)
         .read_samples(bearer(
