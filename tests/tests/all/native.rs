@@ -607,7 +607,8 @@ async fn with_the_outbox_full_downloads_wait_and_the_cycler_keeps_the_records_un
         device: DemoDevice::Neware,
         data_dir: Some(dir.path().join("daemon")),
         hub_address: Some(hub.addr),
-        extra_config: "commit_interval_ms = 50\nmax_bytes = 40000".into(),
+        // A few hundred records: the outbox keeps 10 to 60 bytes of each (column-encoded).
+        extra_config: "commit_interval_ms = 50\nmax_bytes = 4000".into(),
         ..LabOptions::default()
     })
     .await
