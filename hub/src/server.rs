@@ -172,6 +172,7 @@ pub async fn serve_all(
         applied,
         auth: auth.clone(),
         token_recheck: options.token_recheck,
+        stop: stop_rx.clone(),
     })
     .max_decoding_message_size(MAX_QUERY_REQUEST_SIZE);
     let ingest = IngestServer::new(IngestService {

@@ -56,6 +56,9 @@ pub struct QueryService {
     pub auth: Authenticator,
     /// How long a tail's token holds before it is checked again.
     pub token_recheck: std::time::Duration,
+    /// Turns true when the hub shuts down: a tail follows a running test for days and would
+    /// hold the server's graceful shutdown forever, so it ends itself.
+    pub stop: watch::Receiver<bool>,
 }
 
 /// The test `test_id` and its lab, if `caller` may read it. With a caller, another lab's test
@@ -213,6 +216,7 @@ impl Query for QueryService {
         let r = request.into_inner();
         let store = self.store.clone();
         let mut applied = self.applied.clone();
+        let mut stop = self.stop.clone();
         let (tx, rx) = mpsc::channel(4);
         let cols = Columns::parse(&[]).map_err(Status::invalid_argument)?;
         tokio::spawn(async move {
@@ -241,10 +245,18 @@ impl Query for QueryService {
                         return;
                     }
                 }
-                tokio::select! {
-                    changed = applied.changed() => if changed.is_err() { return },
+                let stopping = tokio::select! {
+                    changed = applied.changed() => if changed.is_err() { return } else { false },
                     _ = tx.closed() => return,
-                    () = recheck.due() => {}
+                    () = recheck.due() => false,
+                    _ = stop.wait_for(|s| *s) => true,
+                };
+                if stopping {
+                    let why = format!(
+                        "the hub is shutting down; tail again from seq {from} once it is back"
+                    );
+                    let _ = tx.send(Err(Status::unavailable(why))).await;
+                    return;
                 }
             }
         });

@@ -103,6 +103,36 @@ async fn samples_are_read_with_only_the_chosen_columns_inside_the_time_window(ba
     hub.shutdown().await;
 }
 
+async fn a_hub_stops_with_a_tail_open_and_tells_its_client_why(backend: Backend) {
+    let mut hub = Hub::start(backend).await;
+    let (mut up, _) = hub.upload("daemon-a", 1).await;
+    up.send_entries([registered(1, T1), samples(2, T1, 0, 10)])
+        .await;
+    up.until_ack(2).await;
+    let mut tail = query(&hub)
+        .await
+        .tail(TailRequest {
+            test_id: T1.into(),
+            from_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(WAIT, tail.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("what the hub holds");
+    // The test runs on: the tail would follow it for days.
+    hub.shutdown().await; // would hang while the tail kept the server alive
+    let ended = tokio::time::timeout(WAIT, tail.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(ended.message().contains("shutting down"), "{ended:?}");
+}
+
 async fn a_tail_sends_what_is_stored_then_each_new_batch_and_ends_with_the_test(backend: Backend) {
     let mut hub = Hub::start(backend).await;
     let (mut up, _) = hub.upload("daemon-a", 1).await;
@@ -283,6 +313,7 @@ on_both_backends!(
     tests_are_listed_by_cell_and_state_and_one_comes_with_its_metadata_and_events,
     samples_are_read_with_only_the_chosen_columns_inside_the_time_window,
     a_tail_sends_what_is_stored_then_each_new_batch_and_ends_with_the_test,
+    a_hub_stops_with_a_tail_open_and_tells_its_client_why,
 );
 
 #[tokio::test]
