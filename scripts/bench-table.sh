@@ -17,7 +17,7 @@ mkdir -p target
 export BENCH_TABLE_TSV="$table"
 
 cargo build --release -q -p cyclerd-cli --bin cyclerd --bin cyclerctl -p cyclerhub --bin cyclerhub
-for b in "cyclerd-drivers devices" "cyclerd-protocols protocols" "cyclerhub ingest" "cyclerd-cli pipeline"; do
+for b in "cyclerd-drivers devices" "cyclerd-protocols protocols" "cyclerhub ingest" "cyclerhub http" "cyclerd-cli pipeline"; do
     set -- $b
     echo "== cargo bench -p $1 --bench $2" >&2
     cargo bench -q -p "$1" --bench "$2" >&2

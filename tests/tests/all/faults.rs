@@ -817,3 +817,36 @@ async fn a_start_that_fails_on_one_device_switches_the_outputs_it_reached_off_an
     assert!(daemon.terminate().await);
     harness::assert_every_sample_once(&lab.hub.db, std::slice::from_ref(&test));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_stops_the_daemon_while_a_client_watches_its_channels() {
+    let lab = ProcessLab::start(1).await;
+    let (daemon, mut control) = lab.daemon().await;
+    // An operator's `cyclerctl watch` left open: the stream has no end of its own.
+    let mut stream = control
+        .watch(cyclerd::proto::control::WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("a snapshot comes")
+        .unwrap();
+    assert!(first.is_some(), "the stream opens with the channel's state");
+    assert!(
+        daemon.terminate().await,
+        "the daemon stops cleanly with a Watch stream open"
+    );
+    // The watcher is told the stream ended rather than left hanging.
+    let end = tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the watch stream ends when the daemon stops");
+    assert!(!matches!(end, Ok(Some(_))));
+}
