@@ -822,7 +822,8 @@ async fn a_start_that_fails_on_one_device_switches_the_outputs_it_reached_off_an
 async fn a_sigterm_stops_the_daemon_while_a_client_watches_its_channels() {
     let lab = ProcessLab::start(1).await;
     let (daemon, mut control) = lab.daemon().await;
-    // An operator's `cyclerctl watch` left open: the stream has no end of its own.
+    // An operator's `cyclerctl watch` left open: the graceful stop of the control server waits
+    // for it, so it must end when the channels' runners do.
     let mut stream = control
         .watch(cyclerd::proto::control::WatchRequest {})
         .await
