@@ -25,16 +25,16 @@ fn yaml_blocks(markdown: &str) -> Vec<(usize, String)> {
     blocks
 }
 
-/// A whole document as it is; a `steps:` excerpt under the header; a bare step list under
-/// the header and `steps:`.
+/// A whole document as it is; an excerpt of top-level keys (`steps:`, `record:` ...) under the
+/// header; a bare step list under the header and `steps:`.
 fn as_document(block: &str) -> String {
     let first = block.trim_start();
     if first.starts_with("protocol:") {
         block.to_owned()
-    } else if first.starts_with("steps:") {
-        format!("{HEADER}{block}")
-    } else {
+    } else if first.starts_with('-') {
         format!("{HEADER}steps:\n{block}")
+    } else {
+        format!("{HEADER}{block}")
     }
 }
 
