@@ -417,7 +417,10 @@ mod tests {
         let lines = alert_lines(&alerts);
         let firsts: Vec<&String> = lines.iter().filter(|l| l.starts_with("ALERT")).collect();
         assert_eq!(firsts.len(), 1 + ALERTS_SHOWN + 1, "{lines:#?}");
-        assert!(lines.iter().all(|l| l.chars().count() <= WIDTH), "{lines:#?}");
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= WIDTH),
+            "{lines:#?}"
+        );
         let first = lines[..2].join(" ");
         assert_eq!(
             first.split_whitespace().collect::<Vec<_>>().join(" "),

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use store::{AlertView, StoredAlert, Store};
+use store::{AlertView, Store, StoredAlert};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -296,9 +296,8 @@ impl Alerts {
                 if changes.is_empty() {
                     return std::future::pending::<bool>().await;
                 }
-                let any = futures::future::select_all(
-                    changes.iter_mut().map(|c| Box::pin(c.changed())),
-                );
+                let any =
+                    futures::future::select_all(changes.iter_mut().map(|c| Box::pin(c.changed())));
                 any.await.0.is_ok()
             };
             let lost = tokio::select! {
@@ -348,9 +347,7 @@ impl Alerts {
                             "alert delivered: {}",
                             alert.text
                         );
-                        self.inner
-                            .store
-                            .delivered(alert.id, target, unix_ms_now())
+                        self.inner.store.delivered(alert.id, target, unix_ms_now())
                     }
                     Err(e) => {
                         let at = Instant::now() + backoff(attempts + 1, self.inner.max_retry);

@@ -141,17 +141,19 @@ impl Engine {
     ) -> Vec<Raised> {
         let kind = rule.kind;
         let after = Duration::from_secs(rule.after_s.unwrap_or(DEFAULT_AFTER_S));
-        let watched = |name: &str| rule.channels.is_empty() || rule.channels.iter().any(|c| c == name);
-        let raised = |key: String, channel: &str, test_id: &str, reason: &str, text: String| Raised {
-            kind,
-            key: format!("{}/{key}#{i}", kind.name()),
-            channel: channel.into(),
-            test_id: test_id.into(),
-            reason: reason.into(),
-            text,
-            targets: Vec::new(),
-            raised_unix_ms: unix_ms,
-        };
+        let watched =
+            |name: &str| rule.channels.is_empty() || rule.channels.iter().any(|c| c == name);
+        let raised =
+            |key: String, channel: &str, test_id: &str, reason: &str, text: String| Raised {
+                kind,
+                key: format!("{}/{key}#{i}", kind.name()),
+                channel: channel.into(),
+                test_id: test_id.into(),
+                reason: reason.into(),
+                text,
+                targets: Vec::new(),
+                raised_unix_ms: unix_ms,
+            };
         let mut out = Vec::new();
         match kind {
             AlertKind::TestEnded | AlertKind::TestFaulted => {
@@ -206,8 +208,7 @@ impl Engine {
             }
             AlertKind::HubUnreachable => {
                 if !o.hub_connected
-                    && let Some(episode) =
-                        self.lasted("hub".into(), after, now, unix_ms, lasting)
+                    && let Some(episode) = self.lasted("hub".into(), after, now, unix_ms, lasting)
                 {
                     let text = format!(
                         "the hub has been unreachable for over {} s: {}",
@@ -321,14 +322,21 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].kind, AlertKind::TestFaulted);
         assert_eq!(first[0].test_id, "t1");
-        assert!(first[0].text.contains("faulted: voltage 4.31 V"), "{}", first[0].text);
+        assert!(
+            first[0].text.contains("faulted: voltage 4.31 V"),
+            "{}",
+            first[0].text
+        );
         assert_eq!(first[0].targets, vec![Target::Webhook, Target::Email]);
         assert!(e.observe(&o, now, 2000).is_empty());
     }
 
     #[test]
     fn a_finished_test_raises_test_ended_but_not_test_faulted() {
-        let mut e = engine(vec![rule(AlertKind::TestEnded), rule(AlertKind::TestFaulted)]);
+        let mut e = engine(vec![
+            rule(AlertKind::TestEnded),
+            rule(AlertKind::TestFaulted),
+        ]);
         let o = Observation {
             channels: vec![channel("a/1", "finished", "t1")],
             ..Default::default()
@@ -345,7 +353,10 @@ mod tests {
         r.send_to = vec![Target::Email];
         let mut e = engine(vec![r]);
         let o = Observation {
-            channels: vec![channel("a/1", "faulted", "t1"), channel("a/2", "faulted", "t2")],
+            channels: vec![
+                channel("a/1", "faulted", "t1"),
+                channel("a/2", "faulted", "t2"),
+            ],
             ..Default::default()
         };
         let raised = e.observe(&o, Instant::now(), 0);
@@ -369,14 +380,26 @@ mod tests {
         };
         let t0 = Instant::now();
         assert!(e.observe(&offline, t0, 0).is_empty());
-        assert!(e.observe(&offline, t0 + Duration::from_secs(59), 0).is_empty());
+        assert!(
+            e.observe(&offline, t0 + Duration::from_secs(59), 0)
+                .is_empty()
+        );
         // Back before the minute: the next outage starts counting again.
-        assert!(e.observe(&online, t0 + Duration::from_secs(59), 0).is_empty());
-        assert!(e.observe(&offline, t0 + Duration::from_secs(61), 61_000).is_empty());
+        assert!(
+            e.observe(&online, t0 + Duration::from_secs(59), 0)
+                .is_empty()
+        );
+        assert!(
+            e.observe(&offline, t0 + Duration::from_secs(61), 61_000)
+                .is_empty()
+        );
         let raised = e.observe(&offline, t0 + Duration::from_secs(121), 121_000);
         assert_eq!(raised.len(), 1);
         assert_eq!(raised[0].key, "channel_offline/a/1/61000#0");
-        assert!(e.observe(&offline, t0 + Duration::from_secs(500), 0).is_empty());
+        assert!(
+            e.observe(&offline, t0 + Duration::from_secs(500), 0)
+                .is_empty()
+        );
     }
 
     #[test]

@@ -261,10 +261,19 @@ impl Store {
     }
 
     /// Keeps a test's retention reference unless one is kept already.
-    pub fn keep_baseline(&self, test_id: &str, cycle: u32, discharge_ah: f64) -> rusqlite::Result<()> {
+    pub fn keep_baseline(
+        &self,
+        test_id: &str,
+        cycle: u32,
+        discharge_ah: f64,
+    ) -> rusqlite::Result<()> {
         let conn = self.conn();
         let known: Option<i64> = conn
-            .query_row("SELECT 1 FROM baselines WHERE test_id = ?1", [test_id], |r| r.get(0))
+            .query_row(
+                "SELECT 1 FROM baselines WHERE test_id = ?1",
+                [test_id],
+                |r| r.get(0),
+            )
             .optional()?;
         if known.is_none() {
             conn.execute(

@@ -285,18 +285,34 @@ async fn a_faulted_test_sends_one_webhook_and_one_logged_in_email_to_local_recei
     );
     assert_eq!(body["id"], hook.idempotency_key.as_str());
     let raised_at = body["raised_at"].as_str().unwrap();
-    assert!(raised_at.len() == 24 && raised_at.ends_with('Z'), "{raised_at}");
+    assert!(
+        raised_at.len() == 24 && raised_at.ends_with('Z'),
+        "{raised_at}"
+    );
 
     let mail = next(&mut mails).await;
     assert_eq!(mail.login.as_deref(), Some("cyclerd\0s3cret-pw"));
-    assert!(mail.data.contains("Subject: [lab-a / bench-3] test t-0042"), "{}", mail.data);
-    assert!(mail.data.contains("To: oncall@lab.example"), "{}", mail.data);
     assert!(
-        mail.data.contains(&format!("<{}@cyclerd>", hook.idempotency_key)),
+        mail.data.contains("Subject: [lab-a / bench-3] test t-0042"),
         "{}",
         mail.data
     );
-    assert!(mail.data.contains("reason: voltage 4.31 V"), "{}", mail.data);
+    assert!(
+        mail.data.contains("To: oncall@lab.example"),
+        "{}",
+        mail.data
+    );
+    assert!(
+        mail.data
+            .contains(&format!("<{}@cyclerd>", hook.idempotency_key)),
+        "{}",
+        mail.data
+    );
+    assert!(
+        mail.data.contains("reason: voltage 4.31 V"),
+        "{}",
+        mail.data
+    );
 
     until(&alerts, all_delivered).await;
     let _ = stop.send(true);
@@ -324,7 +340,9 @@ async fn an_alert_raised_while_the_receivers_are_down_arrives_once_when_they_com
     let mut engine = alerts.engine().unwrap();
     assert_eq!(alerts.observe(&mut engine, &faulted()), 1);
     until(&alerts, |d| {
-        d.len() == 2 && d.iter().all(|d| d.attempts >= 1 && !d.last_error.is_empty())
+        d.len() == 2
+            && d.iter()
+                .all(|d| d.attempts >= 1 && !d.last_error.is_empty())
     })
     .await;
 
@@ -376,13 +394,20 @@ async fn starttls_is_required_by_default_so_a_server_without_it_gets_no_mail() {
     delivery.await.unwrap();
     let session = next(&mut sessions).await;
     assert!(
-        !session.commands.iter().any(|c| c.starts_with("MAIL") || c.starts_with("AUTH")),
+        !session
+            .commands
+            .iter()
+            .any(|c| c.starts_with("MAIL") || c.starts_with("AUTH")),
         "{:?}",
         session.commands
     );
     let d = &alerts.recent()[0].deliveries[0];
     assert!(d.delivered_unix_ms.is_none());
-    assert!(d.last_error.to_ascii_lowercase().contains("starttls"), "{}", d.last_error);
+    assert!(
+        d.last_error.to_ascii_lowercase().contains("starttls"),
+        "{}",
+        d.last_error
+    );
 }
 
 /// A CA and a certificate for `localhost` it signed: the CA's PEM and the server's TLS
@@ -410,10 +435,7 @@ fn tls_for_localhost() -> (String, tokio_rustls::TlsAcceptor) {
             rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         )
         .unwrap();
-    (
-        ca.pem(),
-        tokio_rustls::TlsAcceptor::from(Arc::new(server)),
-    )
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
 #[tokio::test]
@@ -443,7 +465,11 @@ async fn the_email_goes_over_starttls_with_the_labs_ca_and_logs_in_only_inside_i
     let mut engine = alerts.engine().unwrap();
     alerts.observe(&mut engine, &faulted());
     let session = next(&mut sessions).await;
-    assert!(session.commands.iter().any(|c| c == "STARTTLS"), "{:?}", session.commands);
+    assert!(
+        session.commands.iter().any(|c| c == "STARTTLS"),
+        "{:?}",
+        session.commands
+    );
     assert_eq!(session.login.as_deref(), Some("u\0tls-pw"));
     assert!(session.login_encrypted);
     assert!(session.data.contains("t-0042"));
@@ -500,7 +526,10 @@ async fn the_webhook_url_and_the_smtp_password_never_appear_in_debug_or_logs() {
     let delivery = tokio::spawn(alerts.clone().deliver(stopped));
     let mut engine = alerts.engine().unwrap();
     alerts.observe(&mut engine, &faulted());
-    until(&alerts, |d| d.len() == 2 && d.iter().all(|d| d.attempts >= 1)).await;
+    until(&alerts, |d| {
+        d.len() == 2 && d.iter().all(|d| d.attempts >= 1)
+    })
+    .await;
     let _ = stop.send(true);
     delivery.await.unwrap();
 
@@ -587,8 +616,9 @@ async fn a_daemon_whose_test_trips_a_safety_limit_posts_one_webhook_and_shows_it
     };
     let json = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let binary = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = maccor::MaccorSim::spawn(json, binary, maccor::SimConfig::new(2, cell), clock.clone())
-        .unwrap();
+    let sim =
+        maccor::MaccorSim::spawn(json, binary, maccor::SimConfig::new(2, cell), clock.clone())
+            .unwrap();
     let hook_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook = hook_listener.local_addr().unwrap();
     let mut hooks = receiver(hook_listener);
@@ -605,10 +635,19 @@ async fn a_daemon_whose_test_trips_a_safety_limit_posts_one_webhook_and_shows_it
         binary = sim.binary_addr().port(),
     );
     let config = Config::from_toml(&text, "lab.toml").unwrap();
-    let daemon = crate::Daemon::start(config, "lab.toml", clock).await.unwrap();
+    let daemon = crate::Daemon::start(config, "lab.toml", clock)
+        .await
+        .unwrap();
     let metadata = crate::metadata::PRIMARY_METADATA
         .iter()
-        .map(|k| (k.to_string(), format!("{k}-1")))
+        .map(|k| {
+            let v = if *k == "nominal_capacity_ah" {
+                "2.5".into()
+            } else {
+                format!("{k}-1")
+            };
+            (k.to_string(), v)
+        })
         .collect();
     let protocol = "protocol: Trip\nversion: 1\nsafety:\n  voltage: [2.5 V, 3.9 V]\n  \
                     current: 7 A\nsteps:\n  - \"Charge at 5 A for 2 hr\"\n";
@@ -632,5 +671,8 @@ async fn a_daemon_whose_test_trips_a_safety_limit_posts_one_webhook_and_shows_it
     assert_eq!(status.alerts[0].id, hook.idempotency_key);
     assert!(status.alerts[0].deliveries[0].delivered);
     daemon.shutdown(Duration::ZERO).await;
-    assert!(hooks.try_recv().is_err(), "one webhook only (a fault is not also an end)");
+    assert!(
+        hooks.try_recv().is_err(),
+        "one webhook only (a fault is not also an end)"
+    );
 }

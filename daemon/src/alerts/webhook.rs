@@ -53,9 +53,8 @@ impl Webhook {
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read(path)
                 .map_err(|e| anyhow::anyhow!("alerts.webhook.ca_file {}: {e}", path.display()))?;
-            let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                anyhow::anyhow!("alerts.webhook.ca_file {}: {e}", path.display())
-            })?;
+            let ca = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("alerts.webhook.ca_file {}: {e}", path.display()))?;
             builder = builder.add_root_certificate(ca);
         }
         let client = builder

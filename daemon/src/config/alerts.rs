@@ -239,8 +239,7 @@ impl EmailConfig {
 /// Whether `host` (a name or an address) is this machine.
 pub fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 impl AlertsSection {
@@ -270,7 +269,9 @@ impl AlertsSection {
             if let Some(p) = r.percent
                 && !(p > 0.0 && p <= 100.0)
             {
-                return Err(format!("{at}.percent must be above 0 and at most 100, not {p}"));
+                return Err(format!(
+                    "{at}.percent must be above 0 and at most 100, not {p}"
+                ));
             }
             if let Some(b) = r.below
                 && !(b > 0.0 && b < 1.0)
@@ -278,7 +279,9 @@ impl AlertsSection {
                 return Err(format!("{at}.below must be between 0 and 1, not {b}"));
             }
             if r.kind == AlertKind::OutboxFull && quota.is_none() {
-                return Err(format!("{at} needs store.max_bytes (the quota it is a percentage of)"));
+                return Err(format!(
+                    "{at} needs store.max_bytes (the quota it is a percentage of)"
+                ));
             }
             for t in &r.send_to {
                 let configured = match t {
@@ -340,9 +343,7 @@ impl AlertsSection {
                     .map_err(|err| format!("alerts.email.{key} {address:?}: {err}"))?;
             }
             if e.password_file.is_some() && e.password_env.is_some() {
-                return Err(
-                    "alerts.email: give password_file or password_env, not both".into(),
-                );
+                return Err("alerts.email: give password_file or password_env, not both".into());
             }
             if (e.password_file.is_some() || e.password_env.is_some()) != e.username.is_some() {
                 return Err(
@@ -363,17 +364,14 @@ pub fn check_webhook_url(url: &str, insecure: bool) -> Result<(), String> {
         .map_err(|e| format!("alerts.webhook url is not a URL ({e})"))?;
     match parsed.scheme() {
         "https" => Ok(()),
-        "http"
-            if insecure
-                || parsed.host_str().is_some_and(is_loopback_host) =>
-        {
-            Ok(())
-        }
+        "http" if insecure || parsed.host_str().is_some_and(is_loopback_host) => Ok(()),
         "http" => Err(
             "alerts.webhook url is plain http to another machine: use https (or \
              alerts.webhook.insecure = true on a network you trust)"
                 .into(),
         ),
-        other => Err(format!("alerts.webhook url has scheme {other:?}: use https")),
+        other => Err(format!(
+            "alerts.webhook url has scheme {other:?}: use https"
+        )),
     }
 }
