@@ -1,6 +1,7 @@
 //! Wiring: the outbox, the uploader, one runner per channel, and the handle the control API,
 //! `cyclerd run` and `cyclerd demo` use.
 
+use crate::alerts::{Alerts, Origin, rules::Observation};
 use crate::chamber::ChamberLink;
 use crate::channel::{ChannelCmd, ChannelSpec, ChannelStart, Shared, StartError, TestRequest};
 use crate::config::Config;
@@ -10,7 +11,7 @@ use crate::lab_schemas::LabSchemas;
 use crate::metadata::check_metadata;
 use crate::outbox::{Checkpoint, Outbox};
 use crate::params::plan_for_start;
-use crate::proto::control::{ChannelSnapshot, OutboxStatus, Status};
+use crate::proto::control::{Alert, AlertDelivery, ChannelSnapshot, OutboxStatus, Status};
 use crate::uploader::{self, UploaderConfig, UploaderStatus};
 use cyclerd_drivers::Clock;
 use futures::FutureExt;
@@ -57,6 +58,11 @@ struct Inner {
     stop_chambers: watch::Sender<bool>,
     /// Tells the uploader to stop; sent only after the backlog drained (or the drain timed out).
     stop_uploader: watch::Sender<bool>,
+    /// The alert service, when `[alerts]` has rules.
+    alerts: Option<Alerts>,
+    /// Tells the alert monitor and delivery to stop; sent last, after the runners' ends were
+    /// seen.
+    stop_alerts: watch::Sender<bool>,
     /// Runner, chamber and uploader tasks, awaited at shutdown.
     tasks: Mutex<Option<Tasks>>,
 }
@@ -72,6 +78,8 @@ struct Tasks {
     runners: JoinSet<()>,
     chambers: JoinSet<()>,
     uploader: tokio::task::JoinHandle<()>,
+    /// The alert monitor and delivery.
+    alerts: JoinSet<()>,
 }
 
 struct ChannelHandle {
@@ -168,6 +176,16 @@ impl Daemon {
                  serve the hub over TLS and use https:// with hub.ca_file"
             );
         }
+        // The alert store and secrets, also before any device is reached.
+        let alerts = Alerts::open(
+            &config.alerts,
+            &config.alerts_store_path(),
+            Origin {
+                daemon: config.daemon.name.clone(),
+                lab: config.hub.lab.clone().unwrap_or_default(),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{origin}: {e:#}"))?;
         let endpoints = config
             .hub
             .address
@@ -395,6 +413,20 @@ impl Daemon {
             );
         }
         let status = Arc::new(UploaderStatus::default());
+        let chambers: Vec<ChamberLink> = chambers.into_values().collect();
+        let (stop_alerts, alerts_rx) = watch::channel(false);
+        let mut alert_tasks = JoinSet::new();
+        if let Some(alerts) = &alerts {
+            let watchers: Vec<_> = channels.iter().map(|h| h.live.clone()).collect();
+            let observe = observer(
+                watchers.clone(),
+                chambers.clone(),
+                Arc::clone(&status),
+                outbox.clone(),
+            );
+            alert_tasks.spawn(alerts.clone().monitor(observe, watchers, alerts_rx.clone()));
+            alert_tasks.spawn(alerts.clone().deliver(alerts_rx));
+        }
         let uploader = tokio::spawn(uploader::run(
             UploaderConfig {
                 hub_addresses: config.hub.address.list().to_vec(),
@@ -414,16 +446,19 @@ impl Daemon {
                 shared,
                 acquired_before,
                 channels,
-                chambers: chambers.into_values().collect(),
+                chambers,
                 uploader: status,
                 schemas,
                 stop_runners,
                 stop_chambers,
                 stop_uploader,
+                alerts,
+                stop_alerts,
                 tasks: Mutex::new(Some(Tasks {
                     runners,
                     chambers: chamber_tasks,
                     uploader,
+                    alerts: alert_tasks,
                 })),
             }),
         })
@@ -601,7 +636,42 @@ impl Daemon {
             samples_acknowledged: stats.samples_acked.load(Ordering::Acquire),
             channels: self.snapshots(),
             alarms,
+            alerts: self.alerts_status(),
         }
+    }
+
+    /// The alert service, when `[alerts]` has rules.
+    pub fn alerts(&self) -> Option<&Alerts> {
+        self.inner.alerts.as_ref()
+    }
+
+    /// The newest alerts as the control API shows them.
+    fn alerts_status(&self) -> Vec<Alert> {
+        let Some(alerts) = &self.inner.alerts else {
+            return Vec::new();
+        };
+        alerts
+            .recent()
+            .into_iter()
+            .map(|v| Alert {
+                kind: v.alert.kind.name().into(),
+                text: v.alert.text,
+                channel_id: v.alert.channel,
+                test_id: v.alert.test_id,
+                raised_unix_s: v.alert.raised_unix_ms as f64 / 1000.0,
+                id: v.alert.uuid,
+                deliveries: v
+                    .deliveries
+                    .into_iter()
+                    .map(|d| AlertDelivery {
+                        target: d.target.name().into(),
+                        delivered: d.delivered_unix_ms.is_some(),
+                        attempts: d.attempts,
+                        last_error: d.last_error,
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     /// The outbox's backlog, ages and dead letters.
@@ -668,6 +738,8 @@ impl Daemon {
             .await;
         let _ = self.inner.stop_uploader.send(true);
         let _ = tasks.uploader.await;
+        let _ = self.inner.stop_alerts.send(true);
+        while tasks.alerts.join_next().await.is_some() {}
         self.summary()
     }
 
@@ -677,6 +749,33 @@ impl Daemon {
             channels: self.inner.channels.len(),
             samples_acquired: stats.samples_appended.load(Ordering::Acquire),
             samples_acknowledged: stats.samples_acked.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// What the alert rules look at, read from the daemon's parts.
+fn observer(
+    channels: Vec<watch::Receiver<ChannelSnapshot>>,
+    chambers: Vec<ChamberLink>,
+    uploader: Arc<UploaderStatus>,
+    outbox: Outbox,
+) -> impl FnMut() -> Observation + Send + 'static {
+    move || {
+        let stats = outbox.stats();
+        Observation {
+            channels: channels.iter().map(|c| c.borrow().clone()).collect(),
+            chambers: chambers
+                .iter()
+                .map(|c| (c.name().to_string(), c.state().fault.clone()))
+                .collect(),
+            hub_connected: uploader.connected.load(Ordering::Acquire),
+            hub_error: uploader
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            outbox_pending_bytes: stats.pending_bytes.load(Ordering::Acquire),
+            outbox_quota: outbox.options().max_bytes,
         }
     }
 }

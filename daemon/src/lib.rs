@@ -30,11 +30,15 @@
 //! - [`failsafe`]: a start that fails after the configuration was read switches every reachable
 //!   stepped output off before the process exits.
 //! - [`uploader`]: the gRPC stream from the outbox to the hub (resume, pipelining, acks, backoff).
+//! - [`alerts`]: rules over what the daemon sees (tests ending or faulting, channels and the
+//!   hub lost, the outbox filling, chamber alarms, capacity fading), kept in a small SQLite file
+//!   and delivered by webhook and e-mail, retried, once.
 //! - [`daemon`]: wires the above into a running daemon and its handle.
 //! - [`control`]: the `cyclerd.daemon.v1.Control` gRPC service used by `cyclerctl`.
 //! - [`web`]: the web monitor: the same live state, start and stop, in a browser.
 //! - [`simulate`]: a protocol against the cell model with no device (`cyclerctl protocol simulate`).
 
+pub mod alerts;
 pub mod chamber;
 pub mod channel;
 pub mod config;

@@ -18,7 +18,7 @@
 //! cycle (with both a charge and a discharge): its discharge capacity and coulombic efficiency.
 //! Last, why the channel stopped, faulted or is offline, when it says.
 
-use cyclerd::proto::control::ChannelSnapshot;
+use cyclerd::proto::control::{Alert, ChannelSnapshot};
 use std::cmp::Ordering;
 
 /// Columns no line passes: an 80-column terminal.
@@ -105,6 +105,31 @@ pub fn channel_lines(c: &ChannelSnapshot) -> Vec<String> {
         lines.push(format!("  ({})", c.reason));
     }
     lines.into_iter().map(|l| fit(&l, WIDTH)).collect()
+}
+
+/// How many delivered alerts `cyclerctl status` shows (every undelivered one is shown).
+pub const ALERTS_SHOWN: usize = 5;
+
+/// The newest alerts (newest first, as the daemon sends them) in full, over as many lines as
+/// they take: every one not yet delivered, and the newest [`ALERTS_SHOWN`] delivered ones. Each
+/// says when it was raised (UTC) and how each target's delivery went.
+pub fn alert_lines(alerts: &[Alert]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut delivered = 0;
+    for a in alerts {
+        let done = a.deliveries.iter().all(|d| d.delivered);
+        if done {
+            delivered += 1;
+            if delivered > ALERTS_SHOWN {
+                continue;
+            }
+        }
+        lines.extend(wrap(
+            &format!("ALERT    {}", cyclerd::alerts::line(a)),
+            "         ",
+        ));
+    }
+    lines
 }
 
 /// `text` in at most `width` characters: cut, with an ellipsis, when longer.
@@ -369,5 +394,40 @@ mod tests {
             "4c5d6e7f"
         );
         assert_eq!(short_test_id("t1"), "t1");
+    }
+
+    #[test]
+    fn status_shows_every_undelivered_alert_and_the_newest_delivered_ones_with_their_fate() {
+        use cyclerd::proto::control::AlertDelivery;
+        let alert = |text: &str, delivered: bool| Alert {
+            kind: "test_faulted".into(),
+            text: text.into(),
+            raised_unix_s: 1_700_000_000.0,
+            deliveries: vec![AlertDelivery {
+                target: "webhook".into(),
+                delivered,
+                attempts: 3,
+                last_error: if delivered { "" } else { "connection refused" }.into(),
+            }],
+            ..Default::default()
+        };
+        let mut alerts = vec![alert("down", false)];
+        alerts.extend((0..8).map(|i| alert(&format!("old {i}"), true)));
+        alerts.push(alert("older, still pending", false));
+        let lines = alert_lines(&alerts);
+        let firsts: Vec<&String> = lines.iter().filter(|l| l.starts_with("ALERT")).collect();
+        assert_eq!(firsts.len(), 1 + ALERTS_SHOWN + 1, "{lines:#?}");
+        assert!(
+            lines.iter().all(|l| l.chars().count() <= WIDTH),
+            "{lines:#?}"
+        );
+        let first = lines[..2].join(" ");
+        assert_eq!(
+            first.split_whitespace().collect::<Vec<_>>().join(" "),
+            "ALERT 2023-11-14 22:13 UTC down [webhook NOT SENT after 3 attempts: connection \
+             refused]"
+        );
+        assert!(firsts[1].ends_with("[webhook sent]"), "{lines:#?}");
+        assert!(firsts.last().unwrap().contains("older, still pending"));
     }
 }

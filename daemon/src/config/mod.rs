@@ -4,6 +4,7 @@
 //! Every struct denies unknown keys, so a typo is an error naming the key rather than a
 //! silently ignored setting. The types and loading are here; `validate.rs` the checks.
 
+pub mod alerts;
 mod validate;
 
 use cyclerd_drivers::scpi::wire::Dialect;
@@ -43,6 +44,10 @@ pub struct Config {
     pub channels: Vec<ChannelConfig>,
     #[serde(default, rename = "chamber")]
     pub chambers: Vec<ChamberConfig>,
+    /// `[alerts]`: who is told when a test ends or faults, a channel or the hub is lost, and so
+    /// on (none by default).
+    #[serde(default)]
+    pub alerts: alerts::AlertsSection,
 }
 
 /// Thermal chamber families.
@@ -697,6 +702,15 @@ impl Config {
     pub fn web_requires_tokens(&self) -> bool {
         let beyond = matches!(self.web.address(), Ok(Some(a)) if !a.ip().is_loopback());
         self.control.require_tokens || (beyond && !self.control.insecure)
+    }
+
+    /// Where alerts wait until delivered: `[alerts] store_path`, or `alerts.sqlite` beside the
+    /// outbox.
+    pub fn alerts_store_path(&self) -> PathBuf {
+        self.alerts
+            .store_path
+            .clone()
+            .unwrap_or_else(|| self.store.path.with_file_name("alerts.sqlite"))
     }
 
     pub fn device(&self, name: &str) -> Option<&DeviceConfig> {

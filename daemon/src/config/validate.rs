@@ -32,6 +32,14 @@ impl Config {
             origin: origin.into(),
             message,
         })?;
+        let channels: Vec<&str> = self.channels.iter().map(|c| c.id.as_str()).collect();
+        let chambers: Vec<&str> = self.chambers.iter().map(|c| c.name.as_str()).collect();
+        self.alerts
+            .validate(&channels, &chambers, self.store.max_bytes)
+            .map_err(|message| ConfigError {
+                origin: origin.into(),
+                message,
+            })?;
         self.validate_web().map_err(|message| ConfigError {
             origin: origin.into(),
             message,

@@ -201,6 +201,7 @@ mod tests {
     fn status() -> Box<StatusFn> {
         Box::new(|| StatusView {
             alarms: Vec::new(),
+            alerts: Vec::new(),
             hub: "connected".into(),
         })
     }

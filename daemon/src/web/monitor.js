@@ -26,6 +26,7 @@ var cyclerdMonitor = (function () {
   function showStatus(st) {
     var hub = document.getElementById("hub");
     if (hub) hub.textContent = st.hub;
+    showAlerts(st.alerts || []);
     var alarms = document.getElementById("alarms");
     if (!alarms) return;
     var now = st.alarms.join("\n");
@@ -37,6 +38,26 @@ var cyclerdMonitor = (function () {
       p.className = "alarm";
       p.textContent = a;
       alarms.appendChild(p);
+    });
+  }
+
+  // The alerts section: a heading and one paragraph per alert, redrawn only when they change.
+  function showAlerts(list) {
+    var box = document.getElementById("alerts");
+    if (!box) return;
+    var now = list.join("\n");
+    if (box.dataset.shown === now) return;
+    box.dataset.shown = now;
+    box.textContent = "";
+    if (list.length === 0) return;
+    var h = document.createElement("h2");
+    h.textContent = "Alerts";
+    box.appendChild(h);
+    list.forEach(function (a) {
+      var p = document.createElement("p");
+      if (a.indexOf("NOT SENT") >= 0) p.className = "alarm";
+      p.textContent = a;
+      box.appendChild(p);
     });
   }
 

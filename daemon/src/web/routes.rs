@@ -198,6 +198,7 @@ async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Response {
             chrome,
             channels: s.0.daemon.snapshots().iter().map(ChannelView::of).collect(),
             alarms: status.alarms,
+            alerts: status.alerts,
             hub: status.hub,
         },
     )

@@ -37,6 +37,8 @@ pub const RECHECK_PERIOD: Duration = Duration::from_secs(1);
 pub struct StatusView {
     /// The daemon's alarms.
     pub alarms: Vec<String>,
+    /// The newest alerts (`[alerts]`) and how their delivery went, newest first.
+    pub alerts: Vec<String>,
     /// "connected", or what the daemon does without its hub.
     pub hub: String,
 }
@@ -46,6 +48,7 @@ impl StatusView {
         let status = daemon.status();
         StatusView {
             alarms: status.alarms,
+            alerts: status.alerts.iter().map(crate::alerts::line).collect(),
             hub: hub_text(status.hub_connected, status.backlog_entries),
         }
     }

@@ -129,6 +129,8 @@ pub struct Overview {
     pub channels: Vec<ChannelView>,
     /// The daemon's alarms (outbox, chambers, devices).
     pub alarms: Vec<String>,
+    /// The newest alerts and how their delivery went (`[alerts]`), newest first.
+    pub alerts: Vec<String>,
     /// "connected" or why not, for the hub line.
     pub hub: String,
 }

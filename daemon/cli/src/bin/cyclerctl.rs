@@ -298,6 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for a in &s.alarms {
                 lines.extend(view::wrap(&format!("ALARM    {a}"), "         "));
             }
+            lines.extend(view::alert_lines(&s.alerts));
             lines.extend(view::render(&s.channels));
             for line in lines {
                 println!("{}", view::fit(&line, view::WIDTH));
