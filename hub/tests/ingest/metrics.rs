@@ -66,8 +66,14 @@ async fn an_upload_is_counted_in_samples_and_entries_stored_and_its_stream_as_op
 
     let response = scrape(&hub, None).await;
     assert_eq!(response.status(), 200);
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
     let metrics = parse(&response.text().await.unwrap());
     assert_eq!(metrics["cyclerhub_ingest_samples_total"], 300.0);
     assert_eq!(

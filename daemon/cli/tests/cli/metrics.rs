@@ -20,8 +20,7 @@ steps: ["Rest for 2 minutes"]
 async fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
@@ -110,7 +109,22 @@ async fn after_a_run_the_metrics_of_daemon_and_hub_agree_with_what_the_hub_holds
     tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
         .await
         .unwrap();
-    assert!(lab.daemon.outbox().caught_up(deadline()).await);
+    // Every sample read is acknowledged (woken by each ack, not by polling).
+    let mut acked = lab.daemon.outbox().acked();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            acked.borrow_and_update();
+            let status = lab.daemon.status();
+            if status.samples_acquired > 0
+                && status.samples_acknowledged == status.samples_acquired
+            {
+                break;
+            }
+            acked.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the hub acknowledges every sample");
     let hub = cyclerhub::HubStore::open(lab.hub_db()).unwrap();
     let held: u64 = tests
         .iter()
@@ -122,8 +136,14 @@ async fn after_a_run_the_metrics_of_daemon_and_hub_agree_with_what_the_hub_holds
     let (status, text) = get(web, "/metrics", None).await;
     assert_eq!(status, 200, "{text}");
     let daemon = parse(&text);
-    assert_eq!(value(&daemon, "cyclerd_samples_acknowledged_total"), held as f64);
-    assert_eq!(value(&daemon, "cyclerd_samples_acquired_total"), held as f64);
+    assert_eq!(
+        value(&daemon, "cyclerd_samples_acknowledged_total"),
+        held as f64
+    );
+    assert_eq!(
+        value(&daemon, "cyclerd_samples_acquired_total"),
+        held as f64
+    );
     assert_eq!(value(&daemon, "cyclerd_outbox_entries"), 0.0);
     assert_eq!(value(&daemon, "cyclerd_outbox_bytes"), 0.0);
     assert_eq!(
@@ -138,19 +158,22 @@ async fn after_a_run_the_metrics_of_daemon_and_hub_agree_with_what_the_hub_holds
     let per_channel: f64 = lab
         .channel_ids()
         .iter()
-        .map(|c| value(&daemon, &format!(r#"cyclerd_channel_test_samples{{channel="{c}"}}"#)))
+        .map(|c| {
+            value(
+                &daemon,
+                &format!(r#"cyclerd_channel_test_samples{{channel="{c}"}}"#),
+            )
+        })
         .sum();
     assert_eq!(per_channel, held as f64);
 
     // A query of each API, so that both are timed.
     let hub_http = lab.hub_app_addr.expect("the embedded hub serves HTTP");
     assert_eq!(get(hub_http, "/api/v1/tests", None).await.0, 200);
-    let mut query = cyclerd::proto::hub::query_client::QueryClient::connect(format!(
-        "http://{}",
-        lab.hub_addr
-    ))
-    .await
-    .unwrap();
+    let mut query =
+        cyclerd::proto::hub::query_client::QueryClient::connect(format!("http://{}", lab.hub_addr))
+            .await
+            .unwrap();
     query
         .list_tests(cyclerd::proto::hub::ListTestsRequest::default())
         .await
