@@ -115,8 +115,7 @@ async fn after_a_run_the_metrics_of_daemon_and_hub_agree_with_what_the_hub_holds
         loop {
             acked.borrow_and_update();
             let status = lab.daemon.status();
-            if status.samples_acquired > 0
-                && status.samples_acknowledged == status.samples_acquired
+            if status.samples_acquired > 0 && status.samples_acknowledged == status.samples_acquired
             {
                 break;
             }
