@@ -7,11 +7,15 @@ const QUERY: &str = "proto/cyclerd/hub/v1/query.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    let all = protox::compile([INGEST, CONTROL, QUERY], ["proto"])?;
-    std::fs::write(
-        out.join("cyclerd_descriptor.bin"),
-        prost::Message::encode_to_vec(&all),
-    )?;
+    // One descriptor set per port, for its reflection: the daemon's control API, and the hub's
+    // ingest and query APIs (a port lists only what it serves).
+    for (name, files) in [("daemon", &[CONTROL][..]), ("hub", &[INGEST, QUERY][..])] {
+        let set = protox::compile(files, ["proto"])?;
+        std::fs::write(
+            out.join(format!("{name}_descriptor.bin")),
+            prost::Message::encode_to_vec(&set),
+        )?;
+    }
     tonic_prost_build::configure().compile_fds(protox::compile([INGEST, CONTROL], ["proto"])?)?;
     // The hub's query API streams ingest batches: generated against the ingest module rather
     // than a second copy of its types, so only the query file itself is generated here.

@@ -215,6 +215,8 @@ impl Daemon {
             clock,
             outbox: outbox.clone(),
             acquired: Arc::new(Default::default()),
+            device_errors: Arc::new(Default::default()),
+            reconnects: Arc::new(Default::default()),
         };
         let (stop_runners, runners_rx) = watch::channel(false);
         let (started, started_rx) = watch::channel(false);
@@ -691,6 +693,20 @@ impl Daemon {
             max_bytes: outbox.options().max_bytes.unwrap_or(0),
             full: !*outbox.space().borrow(),
         })
+    }
+
+    /// Failed device reads and links made again, since the daemon started.
+    pub fn device_link_counts(&self) -> (u64, u64) {
+        let shared = &self.inner.shared;
+        (
+            shared.device_errors.load(Ordering::Acquire),
+            shared.reconnects.load(Ordering::Acquire),
+        )
+    }
+
+    /// Whether an upload stream to the hub is open now.
+    pub fn hub_connected(&self) -> bool {
+        self.inner.uploader.connected.load(Ordering::Acquire)
     }
 
     /// Samples read from devices over the store's life (those it held when this daemon started

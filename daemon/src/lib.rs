@@ -34,6 +34,7 @@
 //!   hub lost, the outbox filling, chamber alarms, capacity fading), kept in a small SQLite file
 //!   and delivered by webhook and e-mail, retried, once.
 //! - [`daemon`]: wires the above into a running daemon and its handle.
+//! - [`metrics`]: `/metrics` for Prometheus, read from the daemon's own counters.
 //! - [`control`]: the `cyclerd.daemon.v1.Control` gRPC service used by `cyclerctl`.
 //! - [`web`]: the web monitor: the same live state, start and stop, in a browser.
 //! - [`simulate`]: a protocol against the cell model with no device (`cyclerctl protocol simulate`).
@@ -48,6 +49,7 @@ pub mod devices;
 pub mod failsafe;
 pub mod lab_schemas;
 pub mod metadata;
+pub mod metrics;
 pub mod outbox;
 pub mod params;
 pub mod retry;

@@ -49,6 +49,8 @@
 //!   with a metadata JSON beside it, optionally anonymised ([`export::export_files`]).
 //! - [`token`]: tokens as text and as stored (`cyh_<id>_<secret>`, kept as a hash), their
 //!   roles (daemon or reader) and the rule for lab and token names; no storage.
+//! - [`metrics`]: `/metrics` for Prometheus on the HTTP listener: ingest, upload streams,
+//!   query durations.
 //! - [`auth`]: the one check of a request's token, against the store, that ingest and
 //!   queries share.
 //! - [`setup`]: `cyclerhub setup`, a lab's hub secure in one command (lab CA, the hub's
@@ -65,6 +67,7 @@ pub mod cli;
 pub mod cycles;
 pub mod export;
 pub mod http;
+pub mod metrics;
 pub mod query;
 mod remote;
 pub mod server;

@@ -145,8 +145,11 @@ pub async fn serve_all(
     let read_store = options.read_store.clone().unwrap_or_else(|| store.clone());
     read_store.follow_commits(applied_tx.clone());
     let auth = Authenticator::new(store.clone(), options.require_tokens);
+    let streams = Arc::new(Semaphore::new(options.max_upload_streams));
+    let metrics = crate::metrics::HubMetrics::new(streams.clone(), options.max_upload_streams);
     if let Some(http) = http {
         let state = crate::http::HttpState {
+            metrics: metrics.clone(),
             store: options.read_store.clone().unwrap_or_else(|| store.clone()),
             auth: auth.clone(),
             sessions: crate::http::Sessions::default(),
@@ -173,6 +176,7 @@ pub async fn serve_all(
         auth: auth.clone(),
         token_recheck: options.token_recheck,
         stop: stop_rx.clone(),
+        metrics: metrics.clone(),
     })
     .max_decoding_message_size(MAX_QUERY_REQUEST_SIZE);
     let ingest = IngestServer::new(IngestService {
@@ -181,25 +185,23 @@ pub async fn serve_all(
         applied: std::sync::Arc::new(applied_tx),
         auth,
         token_recheck: options.token_recheck,
-        streams: Arc::new(Semaphore::new(options.max_upload_streams)),
+        streams,
+        metrics,
         max_streams: options.max_upload_streams,
         in_flight: Arc::new(Semaphore::new(kib(options.max_bytes_in_flight))),
         in_flight_total: kib(options.max_bytes_in_flight),
     })
     .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<IngestServer<IngestService>>().await;
-
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(cyclerd_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        // Only what this server serves: the descriptor set also holds the daemon's API.
-        .with_service_name("cyclerd.ingest.v1.Ingest")
-        .with_service_name("cyclerd.hub.v1.Query")
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection")
-        .build_v1()?;
+    // Health and reflection for every service of this port, the hub's contract only.
+    let conventions = cyclerd_proto::grpc::conventions(
+        cyclerd_proto::HUB_DESCRIPTOR_SET,
+        &[
+            <IngestServer<IngestService> as tonic::server::NamedService>::NAME,
+            <QueryServer<QueryService> as tonic::server::NamedService>::NAME,
+        ],
+    )
+    .await?;
 
     tracing::info!(%addr, tls = options.tls.is_some(), "cyclerhub serving");
     let mut builder = Server::builder();
@@ -214,8 +216,9 @@ pub async fn serve_all(
         // A daemon whose network went away answers no ping: its connection is dropped.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(health_service)
-        .add_service(reflection)
+        .add_service(conventions.health)
+        .add_service(conventions.reflection_v1)
+        .add_service(conventions.reflection_v1alpha)
         .add_service(ingest)
         .add_service(query)
         .serve_with_incoming_shutdown(incoming(listener, options.connections), signal)
@@ -240,6 +243,8 @@ struct IngestService {
     /// One permit per upload stream served ([`ServeOptions::max_upload_streams`]).
     streams: Arc<Semaphore>,
     max_streams: usize,
+    /// Counts what is stored, for `/metrics`.
+    metrics: crate::metrics::HubMetrics,
     /// One permit per KiB of entries being applied ([`ServeOptions::max_bytes_in_flight`]).
     in_flight: Arc<Semaphore>,
     in_flight_total: usize,
@@ -315,6 +320,7 @@ impl Ingest for IngestService {
             tx,
             in_flight: self.in_flight.clone(),
             in_flight_total: self.in_flight_total,
+            metrics: self.metrics.clone(),
             _stream_permit: stream_permit,
         };
         // Answer headers at once and do the work in a task, so a client may open the stream
@@ -348,6 +354,8 @@ struct Session {
     /// than all of it takes all of it).
     in_flight: Arc<Semaphore>,
     in_flight_total: usize,
+    /// Counts what is stored, for `/metrics`.
+    metrics: crate::metrics::HubMetrics,
     /// This stream's place among those served at once, given back when it ends.
     _stream_permit: OwnedSemaphorePermit,
 }
@@ -626,6 +634,7 @@ impl Session {
         let store = self.store.clone();
         let daemon_id = hello.daemon_id.clone();
         let epoch = hello.store_epoch;
+        let started = std::time::Instant::now();
         let outcome =
             tokio::task::spawn_blocking(move || store.apply_batch(&daemon_id, epoch, &batch))
                 .await
@@ -636,6 +645,7 @@ impl Session {
                     Status::unavailable(format!("hub storage failed, retry later: {e}"))
                 })?;
         self.applied.send_modify(|n| *n += 1);
+        self.metrics.batch(&outcome, started.elapsed());
         Ok(outcome)
     }
 

@@ -438,10 +438,14 @@ mod backends;
 mod catalog;
 #[path = "ingest/chunks.rs"]
 mod chunks;
+#[path = "ingest/conventions.rs"]
+mod conventions;
 #[path = "ingest/cycles.rs"]
 mod cycles;
 #[path = "ingest/http.rs"]
 mod http;
+#[path = "ingest/metrics.rs"]
+mod metrics;
 #[path = "ingest/pg_tls.rs"]
 mod pg_tls;
 #[path = "ingest/query.rs"]
@@ -450,60 +454,6 @@ mod query;
 mod undecodable;
 #[path = "ingest/upload.rs"]
 mod upload;
-
-// ---------------------------------------------------------------------------------------------
-// Health and reflection
-
-#[tokio::test]
-async fn health_reports_ingest_serving() {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-    let mut hub = Hub::start(Backend::Sqlite).await;
-    let mut health = HealthClient::new(hub.channel().await);
-    let resp = health
-        .check(HealthCheckRequest {
-            service: "cyclerd.ingest.v1.Ingest".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(resp.status(), ServingStatus::Serving);
-    hub.shutdown().await;
-}
-
-#[tokio::test]
-async fn reflection_lists_the_ingest_service() {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-
-    let mut hub = Hub::start(Backend::Sqlite).await;
-    let mut client = ServerReflectionClient::new(hub.channel().await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let resp = tokio::time::timeout(WAIT, responses.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
-        panic!("unexpected reflection response {resp:?}");
-    };
-    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
-    assert!(names.contains(&"cyclerd.ingest.v1.Ingest"), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
-    assert!(!names.contains(&"cyclerd.daemon.v1.Control"), "{names:?}");
-    hub.shutdown().await;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Export

@@ -14,7 +14,11 @@
 //! - [`incoming`]: the accept loop both servers use: accept errors back off, silent connections
 //!   are closed, connections open at once are capped; and the open-file limit raised at start.
 //! - [`token`]: bearer tokens as text (format, generation, hashed secrets), for both peers.
-//! - [`FILE_DESCRIPTOR_SET`]: both contracts' descriptors, for gRPC reflection.
+//! - [`grpc`]: gRPC health and reflection as both peers serve them: every service a port
+//!   serves, and only those, in reflection v1 and v1alpha.
+//! - [`logs`]: the log both binaries write (plain text, JSON, journald levels).
+//! - [`DAEMON_DESCRIPTOR_SET`], [`HUB_DESCRIPTOR_SET`]: each port's descriptors, for gRPC
+//!   reflection.
 
 /// `cyclerd.ingest.v1`: the hub's ingest stream.
 // Generated code: an Entry is large next to a Hello, and boxing it would cost an allocation per
@@ -41,7 +45,9 @@ pub mod cycles;
 #[cfg(any(test, feature = "demo-data"))]
 pub mod demo_data;
 pub mod files;
+pub mod grpc;
 pub mod incoming;
+pub mod logs;
 pub mod metadata;
 pub mod token;
 
@@ -68,9 +74,15 @@ pub fn in_clear_to_another_host(address: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback()))
 }
 
-/// Encoded `FileDescriptorSet` of every contract, served by gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/cyclerd_descriptor.bin"));
+/// Encoded `FileDescriptorSet` of the daemon's control API (`cyclerd.daemon.v1`), for its
+/// port's gRPC reflection.
+pub const DAEMON_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/daemon_descriptor.bin"));
+
+/// Encoded `FileDescriptorSet` of the hub's APIs (`cyclerd.ingest.v1` and `cyclerd.hub.v1`), for
+/// its port's gRPC reflection.
+pub const HUB_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/hub_descriptor.bin"));
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ use crate::sim::{self, SimDevice};
 use crate::token;
 use clap::{Parser, Subcommand};
 use cyclerd::config::Config;
+use cyclerd::proto::logs::{LogFormat, init as init_logging};
 use cyclerd::{Daemon, control};
 use cyclerd_drivers::Clock;
 use std::net::SocketAddr;
@@ -21,6 +22,10 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How the log is written to stderr: `text` (coloured only on a terminal) or `json` (one
+    /// object per line). Under journald each line starts with its syslog priority.
+    #[arg(long, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -81,15 +86,6 @@ enum Command {
     },
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// Parses the process arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -114,13 +110,14 @@ pub fn main() -> ExitCode {
 async fn run_command(cli: Cli) -> ExitCode {
     // The unit's LimitNOFILE (the hard limit) is what counts, as for a Go program.
     let open_files = cyclerd::proto::incoming::raise_open_file_limit();
+    let log = cli.log_format;
     let result = match cli.command {
         Command::Run {
             config,
             speed,
             clock_anchor,
         } => {
-            init_logging("info");
+            init_logging("info", log);
             let clock = match clock_anchor {
                 Some(anchor) => Clock::anchored(speed, anchor),
                 None => Clock::scaled(speed),
@@ -133,7 +130,7 @@ async fn run_command(cli: Cli) -> ExitCode {
             token::run(action, &mut std::io::stdout()).map(|()| ExitCode::SUCCESS)
         }
         Command::Sim { device } => {
-            init_logging("info");
+            init_logging("info", log);
             sim::sim(device).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -147,7 +144,7 @@ async fn run_command(cli: Cli) -> ExitCode {
             device,
             chamber,
         } => {
-            init_logging("warn");
+            init_logging("warn", log);
             let options = DemoOptions {
                 channels,
                 speed,

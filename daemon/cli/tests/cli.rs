@@ -43,6 +43,12 @@ mod control;
 #[path = "cli/control_auth.rs"]
 mod control_auth;
 
+#[path = "cli/conventions.rs"]
+mod conventions;
+
+#[path = "cli/metrics.rs"]
+mod metrics;
+
 mod pair {
     use super::*;
     use cyclerd::Daemon;

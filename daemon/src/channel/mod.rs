@@ -107,6 +107,27 @@ pub struct Shared {
     pub outbox: Outbox,
     /// Every sample read from any device since the daemon started.
     pub acquired: Arc<AtomicU64>,
+    /// Failed reads of any channel's device (each failed poll) since the daemon started.
+    pub device_errors: Arc<AtomicU64>,
+    /// Links to a device made again after it was lost, since the daemon started.
+    pub reconnects: Arc<AtomicU64>,
+}
+
+impl Shared {
+    /// Counts a failed read of a device.
+    pub fn device_error(&self) {
+        self.device_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a reconnection when `result` says it was made.
+    pub fn reconnected<E>(&self, result: Result<(), E>) -> Result<(), E> {
+        if result.is_ok() {
+            self.reconnects
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
 }
 
 /// Everything a channel task needs besides its device.

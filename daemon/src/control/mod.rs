@@ -91,16 +91,18 @@ pub async fn serve_with(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<ControlServer<ControlService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| {
-            tracing::error!("reflection service: {e}");
-            e
-        })
-        .ok();
+    // Health and reflection for this port's one service; reflection describes the control API
+    // only (the hub's contract is the hub's to describe).
+    let conventions = cyclerd_proto::grpc::conventions(
+        cyclerd_proto::DAEMON_DESCRIPTOR_SET,
+        &[<ControlServer<ControlService> as tonic::server::NamedService>::NAME],
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!("reflection service: {e}");
+        e
+    })
+    .ok();
     let mut builder = tonic::transport::Server::builder();
     if let Some(identity) = options.tls {
         builder =
@@ -111,8 +113,9 @@ pub async fn serve_with(
         // A client that stops answering (its machine gone) is dropped, with its Watch streams.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
-        .add_service(health_service)
-        .add_optional_service(reflection)
+        .add_optional_service(conventions.as_ref().map(|c| c.health.clone()))
+        .add_optional_service(conventions.as_ref().map(|c| c.reflection_v1.clone()))
+        .add_optional_service(conventions.map(|c| c.reflection_v1alpha))
         .add_service(ControlServer::new(ControlService { daemon, access }));
     router
         .serve_with_incoming_shutdown(incoming(listener, options.limits), shutdown)

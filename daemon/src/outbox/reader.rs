@@ -2,7 +2,7 @@
 
 use super::{Checkpoint, OutboxError, Progress};
 use crate::proto::ingest::Entry;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 use std::path::PathBuf;
 
 /// One stored entry as the uploader reads it.
@@ -155,6 +155,21 @@ impl OutboxReader {
             kept_acked: kept_acked as u64,
             file_bytes,
         })
+    }
+
+    /// Age of the oldest entry the hub has not acknowledged, seconds; 0 when none. Cheaper than
+    /// [`Self::summary`] (no sums over the backlog), for every scrape of `/metrics`.
+    pub fn oldest_pending_age_s(&self) -> Result<f64, OutboxError> {
+        let oldest: Option<f64> = self
+            .conn
+            .query_row(
+                "SELECT created_unix_s FROM outbox WHERE acked_unix_s IS NULL ORDER BY id LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(oldest.map_or(0.0, |t| (super::unix_now() - t).max(0.0)))
     }
 
     /// A setting stored with [`super::Outbox::set_meta`].

@@ -6,6 +6,7 @@
 //! | `GET /events[?channel=ID]` | reader | server-sent events ([`super::sse`]) |
 //! | `GET /channel/{device}/{n}` | reader | a channel: plots, cycles, stop form |
 //! | `GET /channel/{device}/{n}/history` | reader | its running test's points and cycles (JSON) |
+//! | `GET /metrics` | reader | Prometheus metrics ([`crate::metrics`]) |
 //! | `GET /channel/{device}/{n}/start` | operator | the start form |
 //! | `POST /channel/{device}/{n}/start` | operator | start (multipart form) |
 //! | `POST /channel/{device}/{n}/stop` | operator | stop with a reason |
@@ -156,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .route("/signout", axum::routing::post(signout))
         .route("/channel/{device}/{n}", get(channel))
         .route("/channel/{device}/{n}/history", get(history))
+        .route("/metrics", get(metrics))
         .route("/channel/{device}/{n}/start", get(start_form).post(start))
         .route("/channel/{device}/{n}/stop", axum::routing::post(stop))
         .merge(cyclerd_web::assets_router())
@@ -230,6 +232,26 @@ async fn events(
             sse::events(&s.0.daemon, Some(only), s.0.stopping.clone(), allowed).into_response()
         }
     }
+}
+
+/// The daemon's metrics, for a reader as the pages are; a scraper gets 401 with why, never the
+/// sign-in page.
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = s.0.auth.check(&headers, Role::Reader) {
+        let why = match refused {
+            Refused::SignIn => "send Authorization: Bearer TOKEN (a reader token)".into(),
+            Refused::Invalid(why) | Refused::Forbidden(why) => why,
+        };
+        return (StatusCode::UNAUTHORIZED, why).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        )],
+        crate::metrics::render(&s.0.daemon).await,
+    )
+        .into_response()
 }
 
 async fn monitor_js() -> Response {

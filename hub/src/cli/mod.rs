@@ -29,6 +29,10 @@ use clap::{Args, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How `serve` writes its log to stderr: `text` (coloured only on a terminal) or `json`
+    /// (one object per line). Under journald each line starts with its syslog priority.
+    #[arg(long, global = true, default_value_t = cyclerd_proto::logs::LogFormat::Text)]
+    log_format: cyclerd_proto::logs::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -397,6 +401,7 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let log_format = cli.log_format;
     match cli.command {
         Command::Setup {
             db,
@@ -431,7 +436,7 @@ fn run(cli: Cli) -> Result<()> {
                 tls_cert.zip(tls_key),
                 require_tokens,
                 insecure,
-                limits,
+                (limits, log_format),
             )
         }
         Command::Token { action } => admin::token(action),

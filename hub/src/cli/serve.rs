@@ -20,7 +20,7 @@ pub(super) fn serve(
     tls: Option<(PathBuf, PathBuf)>,
     require_tokens: bool,
     insecure: bool,
-    limits: Limits,
+    (limits, log_format): (Limits, cyclerd_proto::logs::LogFormat),
 ) -> Result<()> {
     // Before anything opens a file: the unit's LimitNOFILE (the hard limit) is what counts.
     let open_files = cyclerd_proto::incoming::raise_open_file_limit();
@@ -62,13 +62,7 @@ pub(super) fn serve(
         }
         None => (None, None),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    cyclerd_proto::logs::init("info", log_format);
     if let Some((at, missing)) = &open_to {
         tracing::warn!(
             "--insecure: serving on {at}, which other machines can reach, without {missing}: \

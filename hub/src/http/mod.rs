@@ -50,15 +50,49 @@ pub struct HttpState {
     pub sessions: Sessions,
     /// Whether the listener speaks TLS: the session cookie is then `Secure`.
     pub tls: bool,
+    /// The hub's counters: served at `/metrics`, and the API's durations go there.
+    pub metrics: crate::metrics::HubMetrics,
 }
 
 /// The router of the whole HTTP side: API, app and the shared assets.
 pub fn router(state: HttpState) -> Router {
     Router::new()
-        .merge(api::routes())
+        .merge(
+            api::routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), timed)),
+        )
         .merge(app::routes())
+        .route("/metrics", axum::routing::get(metrics))
         .merge(cyclerd_web::assets_router())
         .with_state(state)
+}
+
+/// Times an API request to its response's head (a streamed body is not waited for), by route
+/// template, so no id ends up in a label.
+async fn timed(
+    axum::extract::State(state): axum::extract::State<HttpState>,
+    route: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let _timer = state.metrics.query("http", route.as_str().to_owned());
+    next.run(request).await
+}
+
+/// The hub's metrics, for any valid token when the hub requires them (as the API's reads); the
+/// series carry no lab's data.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<HttpState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller(&state, &headers).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        state.metrics.render(),
+    )
+        .into_response())
 }
 
 /// Serves `router` on `listener` (with TLS when `tls` holds a server config) until `shutdown`

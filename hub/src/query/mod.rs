@@ -59,6 +59,8 @@ pub struct QueryService {
     /// Turns true when the hub shuts down: a tail follows a running test for days and would
     /// hold the server's graceful shutdown forever, so it ends itself.
     pub stop: watch::Receiver<bool>,
+    /// Times each call, for `/metrics`.
+    pub metrics: crate::metrics::HubMetrics,
 }
 
 /// The test `test_id` and its lab, if `caller` may read it. With a caller, another lab's test
@@ -130,6 +132,7 @@ impl Query for QueryService {
         &self,
         request: Request<ListTestsRequest>,
     ) -> Result<Response<ListTestsResponse>, Status> {
+        let _timer = self.metrics.query("grpc", "ListTests");
         let caller = self.auth.caller(request.metadata()).await?;
         let mut filter = TestFilter::from(request.into_inner());
         filter.lab = scoped_lab(caller.as_ref(), filter.lab, "tests")?;
@@ -148,6 +151,7 @@ impl Query for QueryService {
         &self,
         request: Request<GetTestRequest>,
     ) -> Result<Response<TestDetail>, Status> {
+        let _timer = self.metrics.query("grpc", "GetTest");
         let (t, lab) = self
             .readable(request.metadata(), &request.get_ref().test_id)
             .await?;
@@ -165,6 +169,7 @@ impl Query for QueryService {
         &self,
         request: Request<ReadSamplesRequest>,
     ) -> Result<Response<Self::ReadSamplesStream>, Status> {
+        let _timer = self.metrics.query("grpc", "ReadSamples");
         self.readable(request.metadata(), &request.get_ref().test_id)
             .await?;
         // A long read outlives a revoked token by one page at most.
@@ -205,6 +210,7 @@ impl Query for QueryService {
         &self,
         request: Request<TailRequest>,
     ) -> Result<Response<Self::TailStream>, Status> {
+        let _timer = self.metrics.query("grpc", "Tail");
         self.readable(request.metadata(), &request.get_ref().test_id)
             .await?;
         // A tail may follow a test for days: a revoked token ends it.
@@ -267,6 +273,7 @@ impl Query for QueryService {
         &self,
         request: Request<ListCyclesRequest>,
     ) -> Result<Response<ListCyclesResponse>, Status> {
+        let _timer = self.metrics.query("grpc", "ListCycles");
         let (t, _) = self
             .readable(request.metadata(), &request.get_ref().test_id)
             .await?;
@@ -282,6 +289,7 @@ impl Query for QueryService {
         &self,
         request: Request<ListCellsRequest>,
     ) -> Result<Response<ListCellsResponse>, Status> {
+        let _timer = self.metrics.query("grpc", "ListCells");
         let caller = self.auth.caller(request.metadata()).await?;
         let lab = scoped_lab(caller.as_ref(), request.into_inner().lab, "cells")?;
         let store = self.store.clone();
@@ -298,6 +306,7 @@ impl Query for QueryService {
         &self,
         request: Request<GetMetadataSchemasRequest>,
     ) -> Result<Response<MetadataSchemas>, Status> {
+        let _timer = self.metrics.query("grpc", "GetMetadataSchemas");
         let caller = match self.auth.caller(request.metadata()).await? {
             Some(c) => Some(c),
             // A hub without tokens ignores one that is not valid, as its uploads do.

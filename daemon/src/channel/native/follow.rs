@@ -399,6 +399,7 @@ impl<C: Cycler> CyclerRunner<C> {
 
     /// The cycler did not answer (or answered nonsense): record it once, try to reconnect.
     async fn link_trouble(&mut self, e: DriverError) {
+        self.shared.device_error();
         let now = self.shared.clock.unix_time_s();
         if self.link_lost.is_none() {
             tracing::warn!(device = %self.device, "cannot follow the cycler: {e}");
@@ -425,7 +426,7 @@ impl<C: Cycler> CyclerRunner<C> {
             }
         }
         if e.is_link_lost()
-            && let Err(e) = self.cycler.reconnect().await
+            && let Err(e) = self.shared.reconnected(self.cycler.reconnect().await)
         {
             tracing::debug!(device = %self.device, "reconnect failed: {e}");
         }

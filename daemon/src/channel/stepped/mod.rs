@@ -191,7 +191,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                 _ = shutdown.changed() => break,
                 _ = idle_reads.tick(), if !self.output_unconfirmed => self.read_idle().await,
                 _ = retry_off => {
-                    if self.device.reconnect().await.is_ok() {
+                    if self.shared.reconnected(self.device.reconnect().await).is_ok() {
                         self.switch_off("after regaining the device").await;
                         self.idle_once_off();
                     }
@@ -285,6 +285,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                 });
             }
             Err(e) => {
+                self.shared.device_error();
                 let silent = self.idle_read.0.elapsed() >= self.spec.comm_timeout;
                 let newly = silent && !self.idle_read.1;
                 if newly {
@@ -299,7 +300,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                     });
                 }
                 if e.is_link_lost()
-                    && let Err(e) = self.device.reconnect().await
+                    && let Err(e) = self.shared.reconnected(self.device.reconnect().await)
                 {
                     tracing::debug!(channel = %self.spec.id, "reconnect failed: {e}");
                 }

@@ -99,6 +99,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                         r
                     }
                     Err(e) => {
+                        self.shared.device_error();
                         if link_lost_at.is_none() {
                             let now = run.now(&clock);
                             link_lost_at = Some(now);
@@ -123,7 +124,7 @@ impl<D: PowerStage> ChannelRunner<D> {
                             tracing::debug!(channel = %self.spec.id, "read failed, retrying: {e}");
                         }
                         if e.is_link_lost()
-                            && let Err(e) = self.device.reconnect().await
+                            && let Err(e) = self.shared.reconnected(self.device.reconnect().await)
                         {
                             tracing::debug!(channel = %self.spec.id, "reconnect failed: {e}");
                         }
