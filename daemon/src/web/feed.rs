@@ -7,8 +7,7 @@
 //! [`STATUS_EVERY`]) once into one block of server-sent-event text, and hands the block to every
 //! page. A page starts from the whole current state and gets it whole again if it fell behind.
 
-use super::sse::{STATUS_EVERY, StatusView};
-use super::templates::ChannelView;
+use super::templates::{ChannelView, STATUS_EVERY, StatusView};
 use crate::proto::control::ChannelSnapshot;
 use axum::body::Bytes;
 use serde::Serialize;
@@ -83,6 +82,8 @@ impl Feed {
 
     async fn run(self, mut stopping: watch::Receiver<bool>) {
         let mut channels = self.0.channels.clone();
+        // A channel whose runner is gone (the daemon stopping) has nothing more to say.
+        let mut open = vec![true; channels.len()];
         let mut status_due = tokio::time::interval(STATUS_EVERY);
         status_due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -98,9 +99,9 @@ impl Feed {
                 }
                 continue;
             }
-            let mut status = false;
+            let (mut status, mut woke) = (false, None);
             tokio::select! {
-                _ = any_changed(&mut channels) => {}
+                changed = any_changed(&mut channels, &mut open) => woke = changed,
                 _ = status_due.tick() => status = true,
                 _ = stopping.wait_for(|s| *s) => return,
                 // A page left or came: look at the count again.
@@ -110,8 +111,9 @@ impl Feed {
                 tokio::time::sleep(GATHER).await;
             }
             let mut text = String::new();
-            for rx in &mut channels {
-                if rx.has_changed().unwrap_or(false) {
+            for (k, rx) in channels.iter_mut().enumerate() {
+                // The channel that woke the task was marked seen by `changed()`.
+                if woke == Some(k) || rx.has_changed().unwrap_or(false) {
                     let view = ChannelView::of(&rx.borrow_and_update());
                     push_event(&mut text, "channel", &view);
                 }
@@ -127,13 +129,27 @@ impl Feed {
     }
 }
 
-/// Resolves when any of `channels` changed (never, for a daemon without channels).
-async fn any_changed(channels: &mut [watch::Receiver<ChannelSnapshot>]) {
-    if channels.is_empty() {
+/// Resolves with the index of a channel of `channels` that changed (never, while none is
+/// open); a channel found closed is marked so in `open` and resolves with `None`.
+async fn any_changed(
+    channels: &mut [watch::Receiver<ChannelSnapshot>],
+    open: &mut [bool],
+) -> Option<usize> {
+    let changes: Vec<_> = channels
+        .iter_mut()
+        .enumerate()
+        .filter(|(k, _)| open[*k])
+        .map(|(k, rx)| Box::pin(async move { (k, rx.changed().await.is_ok()) }))
+        .collect();
+    if changes.is_empty() {
         return std::future::pending().await;
     }
-    let changes = channels.iter_mut().map(|rx| Box::pin(rx.changed()));
-    let _ = futures::future::select_all(changes).await;
+    let ((k, ok), _, _) = futures::future::select_all(changes).await;
+    if !ok {
+        open[k] = false;
+        return None;
+    }
+    Some(k)
 }
 
 /// Appends one server-sent event: `event: NAME`, then `data:` with the value as JSON (one line).
@@ -240,6 +256,31 @@ mod tests {
         assert_eq!(channel_events.len(), 2, "{channel_events:?}");
         assert!(channel_events[0].contains("psb0/1") && channel_events[0].contains("3.5"));
         assert!(channel_events[1].contains("psb2/1") && channel_events[1].contains("3.7"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_channels_sample_reaches_the_page_within_the_gather_time() {
+        let (tx, rx) = watch::channel(snapshot("psb1/1", 3.0));
+        let (_stop, stopping) = watch::channel(false);
+        let feed = Feed::start(vec![rx], status(), stopping);
+        let mut page = feed.subscribe();
+        page.next().await.unwrap();
+        for k in 1..=3 {
+            // One channel, one sample: the change that wakes the feed is the one it must send.
+            let volts = 3.0 + f64::from(k) / 10.0;
+            tx.send(snapshot("psb1/1", volts)).unwrap();
+            let sent = tokio::time::timeout(GATHER * 5, async {
+                loop {
+                    let block = events(&page.next().await.unwrap());
+                    if let Some(e) = block.iter().find(|e| e.starts_with("event: channel")) {
+                        return e.clone();
+                    }
+                }
+            })
+            .await
+            .expect("the sample is pushed within a few gather periods");
+            assert!(sent.contains(&format!("{volts:.3} V")), "{sent}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -112,7 +112,7 @@ pub async fn run(
     let status_of = daemon.clone();
     let feed = feed::Feed::start(
         daemon.watchers(),
-        Box::new(move || sse::StatusView::of(&status_of)),
+        Box::new(move || templates::StatusView::of(&status_of)),
         stopping.clone(),
     );
     let loopback = listener.local_addr()?.ip().is_loopback();

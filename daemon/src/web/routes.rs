@@ -21,7 +21,9 @@ use super::feed::Feed;
 use super::forms::{LIBRARY, StartForm};
 use super::history::History;
 use super::sse;
-use super::templates::{ChannelPage, ChannelView, Chrome, Message, Overview, SignIn, StartPage};
+use super::templates::{
+    ChannelPage, ChannelView, Chrome, Message, Overview, SignIn, StartPage, StatusView,
+};
 use crate::control::tokens::{Caller, Role};
 use crate::daemon::Daemon;
 use askama::Template;
@@ -193,7 +195,7 @@ async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Response {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let status = sse::StatusView::of(&s.0.daemon);
+    let status = StatusView::of(&s.0.daemon);
     page(
         StatusCode::OK,
         Overview {

@@ -10,14 +10,13 @@
 //! Every stream ends when the monitor shuts down, or when its caller's token is revoked.
 
 use super::feed::Feed;
-use super::templates::ChannelView;
+use super::templates::{ChannelView, STATUS_EVERY, StatusView};
 use crate::control::coalesce::coalesced;
 use crate::daemon::Daemon;
 use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use futures::StreamExt;
-use serde::Serialize;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::time::Duration;
@@ -26,42 +25,8 @@ use tokio::sync::watch;
 /// Shortest gap between two of one channel's events (as the gRPC Watch's).
 pub const WATCH_GAP: Duration = Duration::from_millis(20);
 
-/// How often the daemon's alarms and hub connection are sent.
-pub const STATUS_EVERY: Duration = Duration::from_secs(1);
-
 /// An open stream checks its caller's token again this often, so a revocation ends it.
 pub const RECHECK_PERIOD: Duration = Duration::from_secs(1);
-
-/// The daemon-wide part of the overview.
-#[derive(Debug, Serialize)]
-pub struct StatusView {
-    /// The daemon's alarms.
-    pub alarms: Vec<String>,
-    /// The newest alerts (`[alerts]`) and how their delivery went, newest first.
-    pub alerts: Vec<String>,
-    /// "connected", or what the daemon does without its hub.
-    pub hub: String,
-}
-
-impl StatusView {
-    pub fn of(daemon: &Daemon) -> StatusView {
-        let status = daemon.status();
-        StatusView {
-            alarms: status.alarms,
-            alerts: status.alerts.iter().map(crate::alerts::line).collect(),
-            hub: hub_text(status.hub_connected, status.backlog_entries),
-        }
-    }
-}
-
-/// The hub line: connected, or how much waits for it.
-pub fn hub_text(connected: bool, backlog: u64) -> String {
-    if connected {
-        "connected".into()
-    } else {
-        format!("not connected ({backlog} entries wait in the outbox)")
-    }
-}
 
 type Events = Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 

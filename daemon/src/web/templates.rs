@@ -5,6 +5,7 @@
 use crate::proto::control::ChannelSnapshot;
 use askama::Template;
 use serde::Serialize;
+use std::time::Duration;
 
 /// One channel as the pages show it: text already formatted, plus the raw numbers the plots
 /// need.
@@ -183,4 +184,38 @@ pub struct Message {
     pub title: String,
     /// What happened and what to do.
     pub text: String,
+}
+
+/// How often the daemon's alarms and hub connection are sent.
+pub const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// The daemon-wide part of the overview.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    /// The daemon's alarms.
+    pub alarms: Vec<String>,
+    /// The newest alerts (`[alerts]`) and how their delivery went, newest first.
+    pub alerts: Vec<String>,
+    /// "connected", or what the daemon does without its hub.
+    pub hub: String,
+}
+
+impl StatusView {
+    pub fn of(daemon: &crate::daemon::Daemon) -> StatusView {
+        let status = daemon.status();
+        StatusView {
+            alarms: status.alarms,
+            alerts: status.alerts.iter().map(crate::alerts::line).collect(),
+            hub: hub_text(status.hub_connected, status.backlog_entries),
+        }
+    }
+}
+
+/// The hub line: connected, or how much waits for it.
+pub fn hub_text(connected: bool, backlog: u64) -> String {
+    if connected {
+        "connected".into()
+    } else {
+        format!("not connected ({backlog} entries wait in the outbox)")
+    }
 }
