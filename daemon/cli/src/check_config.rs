@@ -132,7 +132,10 @@ mod tests {
         let report = String::from_utf8(out).unwrap();
         assert!(ok, "{report}");
         assert!(report.contains("OK (devices, the outbox and the hub were not contacted)"));
-        assert!(report.contains("outbox: /var/lib/cyclerd/outbox.sqlite"), "{report}");
+        assert!(
+            report.contains("outbox: /var/lib/cyclerd/outbox.sqlite"),
+            "{report}"
+        );
     }
 
     #[test]
@@ -170,7 +173,10 @@ mod tests {
         let mut out = Vec::new();
         assert!(!check(&files, &mut out).unwrap());
         let report = String::from_utf8(out).unwrap();
-        assert!(report.contains("control.tls_cert = /nonexistent/cyclerd.pem"), "{report}");
+        assert!(
+            report.contains("control.tls_cert = /nonexistent/cyclerd.pem"),
+            "{report}"
+        );
         assert!(report.contains("hub.token_file"), "{report}");
         assert!(report.contains("is empty"), "{report}");
         assert!(report.ends_with("NOT OK\n"), "{report}");

@@ -37,9 +37,13 @@ fn notify(states: &[sd_notify::NotifyState]) {
 /// The unit's `WatchdogSec` (from `WATCHDOG_USEC`), when the service manager watches us.
 pub fn watchdog_interval() -> Option<Duration> {
     #[cfg(unix)]
-    return sd_notify::watchdog_enabled().filter(|d| !d.is_zero());
+    {
+        sd_notify::watchdog_enabled().filter(|d| !d.is_zero())
+    }
     #[cfg(not(unix))]
-    None
+    {
+        None
+    }
 }
 
 /// Feeds the watchdog for as long as every channel loop of `daemon` answers a ping: four

@@ -10,8 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use windows_service::service::{
-    ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus,
-    ServiceType,
+    ServiceControl, ServiceControlAccept, ServiceExitCode, ServiceState, ServiceStatus, ServiceType,
 };
 use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
 use windows_service::{define_windows_service, service_dispatcher};
@@ -96,6 +95,10 @@ fn serve() -> anyhow::Result<()> {
     ));
     // 1064: ERROR_EXCEPTION_IN_SERVICE, the SCM's "the service failed" (its recovery acts on it).
     let exit_code = if result.is_ok() { 0 } else { 1064 };
-    report(ServiceState::Stopped, ServiceControlAccept::empty(), exit_code)?;
+    report(
+        ServiceState::Stopped,
+        ServiceControlAccept::empty(),
+        exit_code,
+    )?;
     result
 }

@@ -62,7 +62,10 @@ async fn systemd_hears_ready_once_the_control_port_accepts_then_watchdog_pings_u
     }
     assert!(stopped.await.unwrap(), "the daemon exits cleanly");
     for sim in &lab.sims {
-        assert!(!sim.snapshot().output_on, "every output is off after the stop");
+        assert!(
+            !sim.snapshot().output_on,
+            "every output is off after the stop"
+        );
     }
 }
 
@@ -103,7 +106,9 @@ async fn check_config_exits_non_zero_naming_the_problem_and_reaches_no_device() 
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        lab("[control]\ntls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n"),
+        lab(
+            "[control]\ntls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n",
+        ),
     )
     .unwrap();
     let (ok, report) = check_config(&bad).await;
