@@ -131,24 +131,29 @@ fn device_error(
     anyhow::anyhow!("{origin}: device[{index}]: {what}: {e}")
 }
 
-impl Daemon {
-    /// Opens the store, connects every device, and starts the uploader and the channel runners.
-    /// A device that does not answer is waited for in the background ([`crate::retry`]); one
-    /// that answers but is not what the configuration says is an error naming it and where.
-    pub async fn start(config: Config, origin: &str, clock: Clock) -> anyhow::Result<Daemon> {
-        let outbox = Outbox::open_with(config.store.outbox_options(config.daemon.id.clone()))?;
-        for alarm in outbox.startup_alarms() {
-            tracing::error!("{alarm}");
-        }
-        // The hub's settings first: an error in them must not come after devices were reached.
-        let hub_ca_pem =
+/// What the daemon needs of `[hub]` before any device is reached: the CA and the token read
+/// from their files, and the endpoints parsed (nothing is connected). `cyclerd check-config`
+/// checks the same.
+pub struct HubSettings {
+    /// The CA that signed the hub's certificate (`hub.ca_file`), PEM.
+    pub ca_pem: Option<Vec<u8>>,
+    /// This daemon's token (`hub.token_file`), trimmed, never empty.
+    pub token: Option<String>,
+    /// One per `hub.address`, in the order they are tried.
+    pub endpoints: Vec<tonic::transport::Endpoint>,
+}
+
+impl HubSettings {
+    /// Reads and checks `config`'s `[hub]`; errors name `origin` and the key.
+    pub fn read(config: &Config, origin: &str) -> anyhow::Result<HubSettings> {
+        let ca_pem =
             match &config.hub.ca_file {
                 Some(path) => Some(std::fs::read(path).map_err(|e| {
                     anyhow::anyhow!("{origin}: hub.ca_file {}: {e}", path.display())
                 })?),
                 None => None,
             };
-        let hub_token = match &config.hub.token_file {
+        let token = match &config.hub.token_file {
             Some(path) => {
                 let token = std::fs::read_to_string(path).map_err(|e| {
                     anyhow::anyhow!("{origin}: hub.token_file {}: {e}", path.display())
@@ -168,7 +173,7 @@ impl Daemon {
             .address
             .list()
             .iter()
-            .find(|a| hub_token.is_some() && crate::proto::in_clear_to_another_host(a))
+            .find(|a| token.is_some() && crate::proto::in_clear_to_another_host(a))
         {
             tracing::warn!(
                 address,
@@ -191,9 +196,32 @@ impl Daemon {
             .address
             .list()
             .iter()
-            .map(|a| uploader::hub_endpoint(a, hub_ca_pem.as_deref()))
+            .map(|a| uploader::hub_endpoint(a, ca_pem.as_deref()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow::anyhow!("{origin}: hub.address: {e}"))?;
+        Ok(HubSettings {
+            ca_pem,
+            token,
+            endpoints,
+        })
+    }
+}
+
+impl Daemon {
+    /// Opens the store, connects every device, and starts the uploader and the channel runners.
+    /// A device that does not answer is waited for in the background ([`crate::retry`]); one
+    /// that answers but is not what the configuration says is an error naming it and where.
+    pub async fn start(config: Config, origin: &str, clock: Clock) -> anyhow::Result<Daemon> {
+        let outbox = Outbox::open_with(config.store.outbox_options(config.daemon.id.clone()))?;
+        for alarm in outbox.startup_alarms() {
+            tracing::error!("{alarm}");
+        }
+        // The hub's settings first: an error in them must not come after devices were reached.
+        let HubSettings {
+            ca_pem: hub_ca_pem,
+            token: hub_token,
+            endpoints,
+        } = HubSettings::read(&config, origin)?;
         let schemas = LabSchemas::new(
             // One hub: a lazy connection to it; several: balanced over those that answer.
             match <[_; 1]>::try_from(endpoints) {
@@ -548,6 +576,24 @@ impl Daemon {
         answer
             .await
             .map_err(|_| StartError::ChannelGone(channel_id.into()))?
+    }
+
+    /// The channels whose loop did not answer a ping within `within`: stuck (a device call
+    /// that never returns, a runner that ended). Empty when every loop is turning; the service
+    /// watchdog (systemd's WATCHDOG=1) is fed only then, so a stuck loop gets the daemon
+    /// restarted, and the restart switches its output off first.
+    pub async fn stuck_channels(&self, within: Duration) -> Vec<String> {
+        let answers = self.inner.channels.iter().map(|h| async move {
+            let (reply, answer) = oneshot::channel();
+            let asked = async {
+                h.cmds.send(ChannelCmd::Ping { reply }).await.is_ok() && answer.await.is_ok()
+            };
+            match tokio::time::timeout(within, asked).await {
+                Ok(true) => None,
+                _ => Some(h.id.clone()),
+            }
+        });
+        join_all(answers).await.into_iter().flatten().collect()
     }
 
     /// Every channel's latest snapshot, in id order.

@@ -58,4 +58,4 @@ pub mod uploader;
 pub mod web;
 
 pub use cyclerd_proto as proto;
-pub use daemon::{Daemon, Summary};
+pub use daemon::{Daemon, HubSettings, Summary};

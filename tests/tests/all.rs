@@ -38,6 +38,9 @@ mod resources;
 #[cfg(unix)]
 #[path = "all/restart.rs"]
 mod restart;
+#[cfg(unix)]
+#[path = "all/service.rs"]
+mod service;
 #[path = "all/steps.rs"]
 mod steps;
 #[path = "all/supervised.rs"]

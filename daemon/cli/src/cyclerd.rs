@@ -1,5 +1,6 @@
-//! The `cyclerd` command line: `run`, `demo`, `sim FAMILY` ([`crate::sim`]) and `token`
-//! ([`crate::token`]). A library module so that tests can run the real binary's code as a
+//! The `cyclerd` command line: `run`, `check-config` ([`crate::check_config`]), `demo`, `sim
+//! FAMILY` ([`crate::sim`]), `token` ([`crate::token`]) and, on Windows, `service run`
+//! ([`crate::windows`]). A library module so that tests can run the real binary's code as a
 //! child process (and kill it).
 
 use crate::demo::{self, DemoOptions};
@@ -13,7 +14,7 @@ use cyclerd::proto::logs::{LogFormat, init as init_logging};
 use cyclerd::{Daemon, control};
 use cyclerd_drivers::Clock;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -28,12 +29,20 @@ struct Cli {
     log_format: LogFormat,
 }
 
+/// Where `run` and `check-config` look for the lab configuration when none is given.
+#[cfg(not(windows))]
+pub const DEFAULT_CONFIG: &str = "/etc/cyclerd/cyclerd.toml";
+/// Where `run`, `check-config` and the service look for the lab configuration when none is
+/// given.
+#[cfg(windows)]
+pub const DEFAULT_CONFIG: &str = r"C:\ProgramData\cyclerd\cyclerd.toml";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon with a lab configuration.
     Run {
         /// The lab configuration (TOML); see deploy/ for examples.
-        #[arg(long)]
+        #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Simulation only: run the clock this many times faster than wall time.
         #[arg(long, hide = true, default_value_t = 1.0)]
@@ -42,6 +51,19 @@ enum Command {
         /// restarted daemons agree on the time (see Clock::anchored).
         #[arg(long, hide = true)]
         clock_anchor: Option<f64>,
+    },
+    /// Check a lab configuration as `run` would before it reaches a device, without reaching
+    /// any (devices, outbox and hub are left alone); exits non-zero on a problem.
+    CheckConfig {
+        /// The lab configuration (TOML).
+        #[arg(default_value = DEFAULT_CONFIG)]
+        file: PathBuf,
+    },
+    /// Run as a Windows service (what `sc create` starts; see docs/windows.md).
+    #[cfg(windows)]
+    Service {
+        #[command(subcommand)]
+        action: crate::windows::ServiceAction,
     },
     /// Run a simulated lab, the daemon and an embedded hub in one process, live.
     Demo {
@@ -122,10 +144,26 @@ async fn run_command(cli: Cli) -> ExitCode {
                 Some(anchor) => Clock::anchored(speed, anchor),
                 None => Clock::scaled(speed),
             };
-            run(config, clock, open_files)
-                .await
-                .map(|()| ExitCode::SUCCESS)
+            // First of all: a SIGTERM from here on (systemd stopping a unit that is still
+            // starting) waits for the start to end and then switches every output off; with the
+            // default action it would kill the process with an interrupted test's output on.
+            match StopSignal::new() {
+                Ok(stop) => run(&config, clock, open_files, stop.wait(), || {})
+                    .await
+                    .map(|()| ExitCode::SUCCESS),
+                Err(e) => Err(e),
+            }
         }
+        Command::CheckConfig { file } => {
+            init_logging("warn");
+            match crate::check_config::check(&file, &mut std::io::stdout()) {
+                Ok(true) => Ok(ExitCode::SUCCESS),
+                Ok(false) => Ok(ExitCode::FAILURE),
+                Err(e) => Err(e.into()),
+            }
+        }
+        #[cfg(windows)]
+        Command::Service { action } => crate::windows::run(action).map(|()| ExitCode::SUCCESS),
         Command::Token { action } => {
             token::run(action, &mut std::io::stdout()).map(|()| ExitCode::SUCCESS)
         }
@@ -186,20 +224,26 @@ fn parse_web(text: &str) -> Result<WebAddress, String> {
         .map_err(|_| format!("{text:?} is not host:port (e.g. 127.0.0.1:8620) or \"off\""))
 }
 
-async fn run(path: PathBuf, clock: Clock, open_files: Option<u64>) -> anyhow::Result<()> {
-    // First of all: a SIGTERM from here on (systemd stopping a unit that is still starting)
-    // waits for the start to end and then switches every output off; with the default action
-    // it would kill the process with an interrupted test's output on.
-    let stop = StopSignal::new()?;
+/// Runs the daemon on the configuration at `path` until `stop` completes (listened for
+/// before this is called, so that a stop during the start still switches outputs off); `ready`
+/// is called once every device was tried and the control port listens (the Windows service
+/// reports itself running then; systemd hears READY=1 here too).
+pub(crate) async fn run(
+    path: &Path,
+    clock: Clock,
+    open_files: Option<u64>,
+    stop: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
     // A write past the file-size limit (RLIMIT_FSIZE, a quota) would kill the process with
     // SIGXFSZ; handled, it becomes a failed commit, which pauses acquisition until space returns.
     #[cfg(unix)]
     let _file_size_signal =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))?;
-    let config = Config::load(&path)?;
+    let config = Config::load(path)?;
     // From here on a failed start may leave the outputs of a killed daemon's tests on: they are
     // switched off before the process exits (a unit restarted on failure would loop with them on).
-    let started = match start(config.clone(), &path, clock.clone()).await {
+    let started = match start(config.clone(), path, clock.clone()).await {
         Ok(started) => started,
         Err(e) => {
             tracing::error!("cyclerd cannot start: {e:#}; switching every reachable output off");
@@ -294,7 +338,16 @@ async fn run(path: PathBuf, clock: Clock, open_files: Option<u64>) -> anyhow::Re
             },
         ))
     });
-    stop.wait().await;
+    crate::systemd::ready(&format!("running; control API on {listen}"));
+    ready();
+    // The watchdog is fed from the channel loops themselves (see systemd::feed_watchdog).
+    let watchdog = crate::systemd::watchdog_interval()
+        .map(|interval| tokio::spawn(crate::systemd::feed_watchdog(daemon.clone(), interval)));
+    stop.await;
+    crate::systemd::stopping();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     let _ = web_stop_tx.send(());
     if let Some(web_server) = web_server {
         let _ = web_server.await;

@@ -15,6 +15,11 @@
 //!   embedded hub on one scaled clock), for the demo, the end-to-end tests and the benchmark.
 //! - [`demo`]: `cyclerd demo`: a simulated lab run live, with progress lines and a summary.
 //! - [`signal`]: Ctrl-C and SIGTERM, listened for from the moment they are asked for.
+//! - [`check_config`]: `cyclerd check-config [FILE]`, a configuration checked as `run` would,
+//!   without reaching devices, the outbox or the hub.
+//! - [`systemd`]: `Type=notify` for `cyclerd run`: READY=1, and WATCHDOG=1 while every channel
+//!   loop answers (no-ops outside systemd and off unix).
+//! - `windows` (Windows only): `cyclerd service run`, the daemon as a Windows service.
 //! - [`token`]: `cyclerd token issue|list|revoke`, the control API's tokens.
 //! - [`view`]: the channels' live view (natural order, at most 80 columns), as `cyclerctl
 //!   status`, `cyclerctl watch` and the demo print it.
@@ -22,11 +27,15 @@
 //!   stop, outbox) and the protocol tools (check, compile, import, simulate).
 //! - `benches/pipeline.rs`: outbox, uploader and hub rates against baselines in the same run.
 
+pub mod check_config;
 pub mod cyclerd;
 pub mod demo;
 pub mod lab;
 pub mod protocol_check;
 pub mod signal;
 mod sim;
+pub mod systemd;
 pub mod token;
 pub mod view;
+#[cfg(windows)]
+pub mod windows;

@@ -85,6 +85,9 @@ pub enum ChannelCmd {
         reason: String,
         reply: oneshot::Sender<Result<(), StartError>>,
     },
+    /// Answered from the channel's loop between two of its steps: a loop that answers is not
+    /// stuck (the service watchdog, [`crate::Daemon::stuck_channels`]).
+    Ping { reply: oneshot::Sender<()> },
 }
 
 /// A validated request to run a protocol.

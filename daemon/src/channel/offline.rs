@@ -103,6 +103,9 @@ impl Waiting for Channels<'_> {
                     Poll::Ready(Some(ChannelCmd::Start { reply, .. })) => {
                         let _ = reply.send(Err(refusal()));
                     }
+                    Poll::Ready(Some(ChannelCmd::Ping { reply })) => {
+                        let _ = reply.send(());
+                    }
                     Poll::Ready(Some(ChannelCmd::Stop { reason, reply })) => {
                         let answer = match c.resume.take() {
                             Some((cp, _)) if self.stoppable => {

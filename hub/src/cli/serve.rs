@@ -92,9 +92,16 @@ pub(super) fn serve(
             }),
             None => None,
         };
+        // systemd (`Type=notify`): up once the ports listen and the database is migrated.
+        #[cfg(unix)]
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::warn!("cannot notify the service manager (NOTIFY_SOCKET): {e}");
+        }
         let shutdown = async {
             shutdown_signal().await;
             tracing::info!("shutting down");
+            #[cfg(unix)]
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         };
         let options = crate::server::ServeOptions {
             tls,

@@ -121,6 +121,14 @@ impl ProcessLab {
         self.dir.path().join("outbox.sqlite")
     }
 
+    /// The arguments of `cyclerd run` on the lab, and its control API's address.
+    pub(super) fn run_args(&self) -> (Vec<String>, SocketAddr) {
+        (
+            harness::daemon_args(&self.config, SPEED, self.anchor),
+            self.control,
+        )
+    }
+
     /// Starts `cyclerd run` on the lab and waits until its control API is up.
     pub(super) async fn daemon(&self) -> (Process, ControlClient<tonic::transport::Channel>) {
         harness::run_daemon(&self.config, SPEED, self.anchor, self.control).await

@@ -120,6 +120,16 @@ impl Process {
         Process::start(command)
     }
 
+    /// [`Process::spawn`] with `env` added to the child's environment.
+    pub fn spawn_with_env(binary: &str, args: &[String], env: &[(&str, String)]) -> Process {
+        let mut command = Command::new(binary);
+        command.args(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Process::start(command)
+    }
+
     /// [`Process::spawn`] with both the soft and the hard limit on open files set to `limit`
     /// in the child (so the binary cannot raise it).
     #[cfg(unix)]

@@ -304,6 +304,9 @@ impl<C: Cycler> CyclerRunner<C> {
             ChannelCmd::Stop { reason, reply } => {
                 let _ = reply.send(self.stop(k, reason).await);
             }
+            ChannelCmd::Ping { reply } => {
+                let _ = reply.send(());
+            }
         }
     }
 

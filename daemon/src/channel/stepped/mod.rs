@@ -201,6 +201,9 @@ impl<D: PowerStage> ChannelRunner<D> {
                     Some(ChannelCmd::Stop { reply, .. }) => {
                         let _ = reply.send(Err(StartError::NotRunning(self.spec.id.clone())));
                     }
+                    Some(ChannelCmd::Ping { reply }) => {
+                        let _ = reply.send(());
+                    }
                     Some(ChannelCmd::Start { test, reply }) => {
                         if !self.device.can_discharge()
                             && let Some(step) = first_discharge(&test.plan)

@@ -69,6 +69,10 @@ impl<D: PowerStage> ChannelRunner<D> {
                             }));
                             continue;
                         }
+                        ChannelCmd::Ping { reply } => {
+                            let _ = reply.send(());
+                            continue;
+                        }
                     },
                     _ = ticks.tick() => {}
                     _ = at_timed_end => {}
@@ -306,6 +310,9 @@ impl<D: PowerStage> ChannelRunner<D> {
                     }
                     ChannelCmd::Start { reply, .. } => {
                         let _ = reply.send(Err(StartError::Busy { channel: self.spec.id.clone(), test_id: run.journal.test_id().into() }));
+                    }
+                    ChannelCmd::Ping { reply } => {
+                        let _ = reply.send(());
                     }
                 },
                 room = async { space.wait_for(|room| *room).await.is_ok() } => {

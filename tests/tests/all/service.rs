@@ -1,0 +1,127 @@
+//! Running under a service manager: systemd's notify protocol as `cyclerd run` speaks it to a
+//! real unix datagram socket given as NOTIFY_SOCKET, and `cyclerd check-config` as a unit's
+//! operator runs it.
+
+use super::faults::ProcessLab;
+use super::harness::{Process, WAIT};
+use std::path::Path;
+use tokio::net::UnixDatagram;
+
+/// The next datagram on `socket`, as text; fails the test if none comes within [`WAIT`].
+async fn next_message(socket: &UnixDatagram) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, socket.recv(&mut buf))
+        .await
+        .expect("a notification within the wait")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn systemd_hears_ready_once_the_control_port_accepts_then_watchdog_pings_until_stopping() {
+    let lab = ProcessLab::start(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let (args, control) = lab.run_args();
+    // A short watchdog: a check of every channel loop each 100 ms.
+    let daemon = Process::spawn_with_env(
+        env!("CARGO_BIN_EXE_cyclerd-under-test"),
+        &args,
+        &[
+            ("NOTIFY_SOCKET", path.display().to_string()),
+            ("WATCHDOG_USEC", "400000".into()),
+        ],
+    );
+    let first = next_message(&socket).await;
+    assert!(
+        first.lines().any(|l| l == "READY=1"),
+        "the first notification is READY=1, not {first:?}"
+    );
+    // Devices were tried and the control API listens before READY=1 was sent.
+    tokio::net::TcpStream::connect(control)
+        .await
+        .expect("the control port accepts as soon as READY=1 is heard");
+    let mut pings = 0;
+    while pings < 5 {
+        let message = next_message(&socket).await;
+        assert!(
+            !message.contains("READY=1"),
+            "READY=1 is sent once, then {message:?}"
+        );
+        if message.lines().any(|l| l == "WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    let stopped = tokio::spawn(daemon.terminate());
+    loop {
+        let message = next_message(&socket).await;
+        if message.lines().any(|l| l == "STOPPING=1") {
+            break;
+        }
+    }
+    assert!(stopped.await.unwrap(), "the daemon exits cleanly");
+    for sim in &lab.sims {
+        assert!(
+            !sim.snapshot().output_on,
+            "every output is off after the stop"
+        );
+    }
+}
+
+/// Runs `cyclerd check-config FILE`; its exit success and standard output.
+async fn check_config(file: &Path) -> (bool, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd-under-test"))
+        .arg("check-config")
+        .arg(file)
+        .output();
+    let output = tokio::time::timeout(WAIT, output).await.unwrap().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn check_config_exits_non_zero_naming_the_problem_and_reaches_no_device() {
+    let dir = tempfile::tempdir().unwrap();
+    // A device that would see a connection if the check reached it.
+    let device = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    device.set_nonblocking(true).unwrap();
+    let outbox = dir.path().join("outbox.sqlite");
+    let lab = |extra: &str| {
+        format!(
+            "[store]\npath = {outbox:?}\n[hub]\naddress = \"http://127.0.0.1:50051\"\n{extra}\
+             [limits]\nvoltage_min = 2.5\nvoltage_max = 4.3\ncurrent_max = 10.0\n\
+             [[device]]\nname = \"psb1\"\nfamily = \"ea-psb\"\naddress = \"{}\"\n\
+             [[channel]]\nid = \"psb1/1\"\n",
+            device.local_addr().unwrap()
+        )
+    };
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, lab("")).unwrap();
+    let (ok, report) = check_config(&good).await;
+    assert!(ok, "a good configuration passes: {report}");
+    assert!(report.contains("channels (1): psb1/1"), "{report}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        lab(
+            "[control]\ntls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n",
+        ),
+    )
+    .unwrap();
+    let (ok, report) = check_config(&bad).await;
+    assert!(!ok, "a missing TLS file fails the check");
+    assert!(report.contains("control.tls_cert"), "{report}");
+    assert!(report.contains("NOT OK"), "{report}");
+    assert!(
+        matches!(device.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the check never connects to a device"
+    );
+    assert!(!outbox.exists(), "the check never opens the outbox");
+    // A file that is not there is named.
+    let none = dir.path().join("missing.toml");
+    let (ok, report) = check_config(&none).await;
+    assert!(!ok && report.contains("missing.toml"), "{report}");
+}
