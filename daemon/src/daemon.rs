@@ -181,16 +181,6 @@ impl HubSettings {
                  serve the hub over TLS and use https:// with hub.ca_file"
             );
         }
-        // The alert store and secrets, also before any device is reached.
-        let alerts = Alerts::open(
-            &config.alerts,
-            &config.alerts_store_path(),
-            Origin {
-                daemon: config.daemon.name.clone(),
-                lab: config.hub.lab.clone().unwrap_or_default(),
-            },
-        )
-        .map_err(|e| anyhow::anyhow!("{origin}: {e:#}"))?;
         let endpoints = config
             .hub
             .address
@@ -222,6 +212,16 @@ impl Daemon {
             token: hub_token,
             endpoints,
         } = HubSettings::read(&config, origin)?;
+        // The alert store and secrets, also before any device is reached.
+        let alerts = Alerts::open(
+            &config.alerts,
+            &config.alerts_store_path(),
+            Origin {
+                daemon: config.daemon.name.clone(),
+                lab: config.hub.lab.clone().unwrap_or_default(),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{origin}: {e:#}"))?;
         let schemas = LabSchemas::new(
             // One hub: a lazy connection to it; several: balanced over those that answer.
             match <[_; 1]>::try_from(endpoints) {

@@ -155,7 +155,7 @@ async fn run_command(cli: Cli) -> ExitCode {
             }
         }
         Command::CheckConfig { file } => {
-            init_logging("warn");
+            init_logging("warn", log);
             match crate::check_config::check(&file, &mut std::io::stdout()) {
                 Ok(true) => Ok(ExitCode::SUCCESS),
                 Ok(false) => Ok(ExitCode::FAILURE),
