@@ -386,7 +386,10 @@ pub fn write_bdf_csv(
 }
 
 /// [`write_bdf_csv`] of the test `source` reads (from the database or a running hub).
-pub fn write_bdf_csv_from(source: &mut impl Source, writer: impl Write) -> Result<u64, ExportError> {
+pub fn write_bdf_csv_from(
+    source: &mut impl Source,
+    writer: impl Write,
+) -> Result<u64, ExportError> {
     Ok(bdf_csv(source, writer)?.rows)
 }
 
@@ -512,7 +515,12 @@ pub fn export_files(
     output: &Path,
     pseudonymiser: Option<&Pseudonymiser>,
 ) -> Result<Exported, ExportError> {
-    export_files_from(&mut Stored { store, test_id }, format, output, pseudonymiser)
+    export_files_from(
+        &mut Stored { store, test_id },
+        format,
+        output,
+        pseudonymiser,
+    )
 }
 
 /// [`export_files`] of the test `source` reads (from the database or a running hub).
@@ -564,8 +572,8 @@ pub fn export_files_from(
             };
             let samples =
                 battery_archive::battery_archive(source, timeseries.file(), cycles.file())
-                // Either file may have failed: name the prefix the user gave.
-                .map_err(|e| staged::output_error(output, e))?;
+                    // Either file may have failed: name the prefix the user gave.
+                    .map_err(|e| staged::output_error(output, e))?;
             (samples, metadata::File::battery_archive())
         }
     };

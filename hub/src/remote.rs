@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use cyclerd_proto::hub::query_client::QueryClient;
 use cyclerd_proto::hub::{
-    Cell, GetMetadataSchemasRequest, GetTestRequest, ListCellsRequest, ListCyclesRequest, ListCyclesResponse,
-    ListTestsRequest, ReadSamplesRequest, TailRequest, TestDetail, TestSummary,
+    Cell, GetMetadataSchemasRequest, GetTestRequest, ListCellsRequest, ListCyclesRequest,
+    ListCyclesResponse, ListTestsRequest, ReadSamplesRequest, TailRequest, TestDetail, TestSummary,
 };
 use cyclerd_proto::ingest::SampleBatch;
 use tonic::metadata::{Ascii, MetadataValue};

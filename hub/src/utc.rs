@@ -121,7 +121,8 @@ pub(crate) fn parse_time(text: &str) -> Result<f64, String> {
         None => (t, None),
     };
     let mut parts = date.split('-');
-    let (Some(y), Some(m), Some(d), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(refuse());
     };
@@ -130,7 +131,20 @@ pub(crate) fn parse_time(text: &str) -> Result<f64, String> {
     }
     let (year, month, day) = (digits(y)?, digits(m)?, digits(d)?);
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&month) || day < 1 || day > month_days[(month - 1) as usize] {
         return Err(format!("{text:?}: there is no such day"));
     }
@@ -200,20 +214,37 @@ mod tests {
         assert_eq!(parse_time("2000-02-29"), Ok(951_782_400.0));
         assert_eq!(parse_time("1700000000"), Ok(1_700_000_000.0));
         assert_eq!(parse_time("1700000000.5"), Ok(1_700_000_000.5));
-        assert_eq!(utc(parse_time("2026-12-01").unwrap()).seconds(), "2026-12-01 00:00:00");
+        assert_eq!(
+            utc(parse_time("2026-12-01").unwrap()).seconds(),
+            "2026-12-01 00:00:00"
+        );
     }
 
     #[test]
     fn malformed_times_are_refused_with_the_forms_that_work() {
         for bad in [
-            "", "tomorrow", "2026-13-01", "2026-02-29", "2026-12-1", "2026-12-01T08:30",
-            "2026-12-01T08:30:00", "2026-12-01T25:00:00Z", "2026-12-01T08:30:00+1", "12/01/2026",
-            "2026-12-01T08:30:00.xZ", "2026-12-01T08:30:00+01:00:00", "-2026-12-01",
+            "",
+            "tomorrow",
+            "2026-13-01",
+            "2026-02-29",
+            "2026-12-1",
+            "2026-12-01T08:30",
+            "2026-12-01T08:30:00",
+            "2026-12-01T25:00:00Z",
+            "2026-12-01T08:30:00+1",
+            "12/01/2026",
+            "2026-12-01T08:30:00.xZ",
+            "2026-12-01T08:30:00+01:00:00",
+            "-2026-12-01",
         ] {
             let e = parse_time(bad).expect_err(bad);
             assert!(e.contains(bad), "{bad}: {e}");
         }
-        assert!(parse_time("2026-12-01T08:30:00").unwrap_err().contains("time zone"));
+        assert!(
+            parse_time("2026-12-01T08:30:00")
+                .unwrap_err()
+                .contains("time zone")
+        );
     }
 
     fn utc(unix_s: f64) -> Utc {

@@ -135,7 +135,10 @@ mod tests {
         assert!(said.contains("does not resolve"), "{said}");
         let tls = std::io::Error::other("invalid peer certificate: UnknownIssuer");
         let said = super::connect_failure("https://hub.lab:50051", &tls);
-        assert!(said.starts_with("TLS failed") && said.contains("UnknownIssuer"), "{said}");
+        assert!(
+            said.starts_with("TLS failed") && said.contains("UnknownIssuer"),
+            "{said}"
+        );
     }
 
     #[test]

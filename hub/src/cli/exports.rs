@@ -58,13 +58,25 @@ pub(super) fn export(
                 store: &store,
                 test_id: &test_id,
             };
-            export_one(&mut source, &test_id, format, output, pseudonymiser.as_ref())
+            export_one(
+                &mut source,
+                &test_id,
+                format,
+                output,
+                pseudonymiser.as_ref(),
+            )
         }
         Reader::Hub(mut hub) => {
             let mut source = RemoteTest::new(&mut hub, &test_id);
             // Asked first, so a test the hub does not have writes nothing.
             source.test().map_err(anyhow::Error::from)?;
-            export_one(&mut source, &test_id, format, output, pseudonymiser.as_ref())
+            export_one(
+                &mut source,
+                &test_id,
+                format,
+                output,
+                pseudonymiser.as_ref(),
+            )
         }
     }
 }

@@ -38,16 +38,18 @@ pub(super) fn resolve(reader: &mut Reader, id: &str) -> Result<String> {
         .collect();
     match matching[..] {
         [one] => Ok(one.clone()),
-        [] => bail!(
-            "no test has an id starting with {id:?}; `cyclerhub tests` lists the test ids"
-        ),
+        [] => bail!("no test has an id starting with {id:?}; `cyclerhub tests` lists the test ids"),
         ref many => {
             let shown: Vec<&str> = many.iter().take(5).map(|t| t.as_str()).collect();
             bail!(
                 "{} tests have an id starting with {id:?} ({}{}); give more of it",
                 many.len(),
                 shown.join(", "),
-                if many.len() > shown.len() { ", ..." } else { "" }
+                if many.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
             )
         }
     }
@@ -60,9 +62,9 @@ pub(super) fn labs(hub: &mut Remote) -> Result<()> {
     // Lab -> (first test's start, teams, daemons).
     let mut labs: BTreeMap<String, (f64, BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
     for t in tests.iter().filter(|t| !t.lab.is_empty()) {
-        let lab = labs
-            .entry(t.lab.clone())
-            .or_insert((f64::INFINITY, BTreeSet::new(), BTreeSet::new()));
+        let lab =
+            labs.entry(t.lab.clone())
+                .or_insert((f64::INFINITY, BTreeSet::new(), BTreeSet::new()));
         lab.0 = lab.0.min(t.start_unix_s);
         if !t.team.is_empty() {
             lab.1.insert(t.team.clone());

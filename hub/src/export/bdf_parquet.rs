@@ -11,7 +11,9 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
 
-use super::{Column, ExportError, Source, Stored, Temperatures, ValueType, Written, for_each_bdf_row};
+use super::{
+    Column, ExportError, Source, Stored, Temperatures, ValueType, Written, for_each_bdf_row,
+};
 use crate::store::HubStore;
 
 /// Samples per row group: bounds the memory an export buffers (about 25 MB for 20 columns)

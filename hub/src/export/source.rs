@@ -46,7 +46,10 @@ impl Stored<'_> {
 
 impl Source for Stored<'_> {
     fn test(&mut self) -> Result<TestRow, ExportError> {
-        Ok(self.store.test(self.test_id)?.ok_or_else(|| self.missing())?)
+        Ok(self
+            .store
+            .test(self.test_id)?
+            .ok_or_else(|| self.missing())?)
     }
 
     fn protocol(&mut self) -> Result<(String, String), ExportError> {

@@ -158,7 +158,9 @@ fn extend(
             b.plan_step.resize(len, NO_PLAN_STEP);
         }
         if any || !b.plan_step.is_empty() {
-            let steps = r.clone().map(|i| c.plan_step.get(i).unwrap_or(NO_PLAN_STEP));
+            let steps = r
+                .clone()
+                .map(|i| c.plan_step.get(i).unwrap_or(NO_PLAN_STEP));
             b.plan_step.extend(steps);
         }
     }

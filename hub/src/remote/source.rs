@@ -36,7 +36,10 @@ impl<'a> RemoteTest<'a> {
 
     fn detail(&mut self) -> Result<&TestDetail, ExportError> {
         if self.detail.is_none() {
-            let d = self.hub.get_test(&self.test_id).map_err(ExportError::Remote)?;
+            let d = self
+                .hub
+                .get_test(&self.test_id)
+                .map_err(ExportError::Remote)?;
             self.detail = Some(d);
         }
         Ok(self.detail.as_ref().expect("just asked"))

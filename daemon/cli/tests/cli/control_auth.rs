@@ -277,7 +277,12 @@ async fn cyclerctl_over_https_with_the_ca_and_a_reader_token_reads_and_is_refuse
     let daemon = format!("https://127.0.0.1:{}", addr.port());
     let cyclerctl = |args: &[&str], token: Option<&str>| {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerctl"));
-        command.args(args).arg("--daemon").arg(&daemon).arg("--ca").arg(&ca);
+        command
+            .args(args)
+            .arg("--daemon")
+            .arg(&daemon)
+            .arg("--ca")
+            .arg(&ca);
         command.env_remove("CYCLERD_TOKEN");
         if let Some(token) = token {
             command.env("CYCLERD_TOKEN", token);

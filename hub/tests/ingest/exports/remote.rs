@@ -158,7 +158,11 @@ async fn a_bulk_export_writes_one_file_set_per_matching_test_named_as_bdf_names_
         ];
         let done = run(strings(&args)).await;
         assert!(done.status.success(), "{from}: {}", stderr(&done));
-        assert!(stderr(&done).contains("exported 2 tests"), "{}", stderr(&done));
+        assert!(
+            stderr(&done).contains("exported 2 tests"),
+            "{}",
+            stderr(&done)
+        );
         exported.push(files(&folder));
     }
     let names: Vec<&String> = exported[0].keys().collect();
@@ -175,16 +179,21 @@ async fn a_bulk_export_writes_one_file_set_per_matching_test_named_as_bdf_names_
         "the running test (the day's third) and the day before's are not exported"
     );
     assert_eq!(exported[0], exported[1]);
-    let json: Value =
-        serde_json::from_slice(&exported[0]["cell-lab__NMC-42__20261201_001.bdf.csv.metadata.json"])
-            .unwrap();
+    let json: Value = serde_json::from_slice(
+        &exported[0]["cell-lab__NMC-42__20261201_001.bdf.csv.metadata.json"],
+    )
+    .unwrap();
     assert_eq!(json["test_id"], A1);
 
     // A filter that matches nothing exports nothing, and says so.
     let args = ["export", "--db", &db, "--cell", "LFP-1", "-o", "unused"];
     let done = run(strings(&args)).await;
     assert!(done.status.success(), "{}", stderr(&done));
-    assert!(stderr(&done).contains("no test matches"), "{}", stderr(&done));
+    assert!(
+        stderr(&done).contains("no test matches"),
+        "{}",
+        stderr(&done)
+    );
     assert!(!Path::new("unused").exists());
     hub.shutdown().await;
 }
@@ -203,7 +212,10 @@ async fn tests_filter_by_dates_and_states_the_same_from_the_database_and_a_hub()
         assert!(december.contains(A1) && december.contains(A2) && december.contains(B1));
         assert!(!december.contains(OLD), "{december}");
         let after_nine = list(&["--since", "2026-12-01T10:00:00+01:00"]).await;
-        assert!(!after_nine.contains(A1) && after_nine.contains(A2), "{after_nine}");
+        assert!(
+            !after_nine.contains(A1) && after_nine.contains(A2),
+            "{after_nine}"
+        );
         let running = list(&["--state", "running"]).await;
         assert!(running.contains(B1) && !running.contains(A1), "{running}");
         let ended = list(&["--state", "ended"]).await;
@@ -223,14 +235,15 @@ async fn tests_filter_by_dates_and_states_the_same_from_the_database_and_a_hub()
 async fn a_unique_prefix_of_a_test_id_names_the_test_everywhere() {
     let mut hub = hub_with_a_lab().await;
     let (db, url) = (hub.db.clone(), format!("http://{}", hub.addr));
-    let unique = &A1[..A1.len() - 1];
+    // The only id starting so (A1 and A2 share all but their last character).
+    let unique = &B1[..B1.len() - 1];
     for (from, id) in [("--db", db.as_str()), ("--hub", url.as_str())] {
         for command in ["show", "samples", "cycles"] {
             let done = run(strings(&[command, from, id, unique])).await;
             assert!(done.status.success(), "{command} {from}: {}", stderr(&done));
         }
         let shown = run(strings(&["show", from, id, unique])).await;
-        assert!(String::from_utf8_lossy(&shown.stdout).contains(A1));
+        assert!(String::from_utf8_lossy(&shown.stdout).contains(B1));
         // A prefix of several tests names none of them, and says which.
         let done = run(strings(&["show", from, id, "0190a0c0-0000"])).await;
         assert!(!done.status.success());
@@ -293,10 +306,7 @@ async fn read_samples_sends_the_plan_steps_an_export_needs_when_asked() {
     };
     assert_eq!(read(false).await, (8, vec![]));
     let none = u32::MAX;
-    assert_eq!(
-        read(true).await,
-        (8, vec![0, 0, 1, 1, 2, none, none, none])
-    );
+    assert_eq!(read(true).await, (8, vec![0, 0, 1, 1, 2, none, none, none]));
     hub.shutdown().await;
 }
 
@@ -308,7 +318,12 @@ async fn a_hub_that_cannot_be_reached_is_named_with_the_cause() {
         .local_addr()
         .unwrap()
         .port();
-    let refused = run(strings(&["tests", "--hub", &format!("http://127.0.0.1:{port}")])).await;
+    let refused = run(strings(&[
+        "tests",
+        "--hub",
+        &format!("http://127.0.0.1:{port}"),
+    ]))
+    .await;
     assert!(!refused.status.success());
     let e = stderr(&refused);
     assert!(
