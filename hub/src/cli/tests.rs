@@ -102,8 +102,7 @@ fn export_takes_a_test_or_filters_but_not_both() {
 #[test]
 fn a_missing_database_folder_is_named_as_such() {
     let e = open("/no/such/folder/hub.sqlite", false)
-        .err()
-        .expect("no folder")
+        .expect_err("no folder")
         .to_string();
     assert!(e.contains("the folder /no/such/folder"), "{e}");
 }
