@@ -13,7 +13,7 @@ export CARGO_TERM_COLOR=never
 table="$PWD/target/bench-table.tsv"
 mkdir -p target
 : >"$table"
-# Not CYCLERD_*: the daemon reads every such variable as a configuration key.
+# Not CYCLERD__*: the daemon reads every such variable as a configuration key.
 export BENCH_TABLE_TSV="$table"
 
 cargo build --release -q -p cyclerd-cli --bin cyclerd --bin cyclerctl -p cyclerhub --bin cyclerhub

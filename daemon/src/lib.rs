@@ -9,7 +9,7 @@
 //! never a sibling that uses it back (`tests/tests/all/layout.rs` checks).
 //!
 //! - [`outbox`]: the SQLite outbox; one writer thread, one commit per batch, acked entries deleted.
-//! - [`config`]: the lab configuration (TOML via `config`, `CYCLERD_*` overrides).
+//! - [`config`]: the lab configuration (TOML via `config`, `CYCLERD__*` overrides).
 //! - [`retry`]: waiting for a device that does not answer (1 s doubling to 10 s), for whoever
 //!   implements [`retry::Waiting`]; knows nothing of channels.
 //! - [`chamber`]: one task per thermal chamber: readings shared with the channels inside, set

@@ -81,6 +81,7 @@ pub mod battery_archive;
 mod bdf_parquet;
 pub mod cycles;
 pub mod metadata;
+pub mod source;
 mod staged;
 
 use std::ffi::OsString;
@@ -98,6 +99,7 @@ pub use anonymise::Pseudonymiser;
 pub use battery_archive::write_battery_archive;
 pub use bdf_parquet::write_bdf_parquet;
 pub use cycles::{CYCLE_COLUMNS, write_cycles_csv, write_cycles_parquet};
+pub use source::{Source, Stored};
 use staged::Staged;
 
 /// An export format, as `cyclerhub export --format` names it.
@@ -213,8 +215,8 @@ struct Temperatures {
 }
 
 impl Temperatures {
-    fn of(store: &HubStore, test_id: &str) -> Result<Temperatures, StoreError> {
-        let (cell, ambient) = store.has_temperatures(test_id)?;
+    fn of(source: &mut impl Source) -> Result<Temperatures, ExportError> {
+        let (cell, ambient) = source.temperatures()?;
         Ok(Temperatures { cell, ambient })
     }
 
@@ -235,12 +237,10 @@ struct StepPlan {
 }
 
 impl StepPlan {
-    fn of(store: &HubStore, test_id: &str) -> Result<StepPlan, StoreError> {
+    fn of(source: &mut impl Source) -> Result<StepPlan, ExportError> {
         // A plan the hub cannot read (another version's, a damaged one) types steps from their
         // samples alone.
-        let plan = store
-            .protocol(test_id)?
-            .and_then(|(_, json)| Plan::from_json(&json).ok());
+        let plan = Plan::from_json(&source.protocol()?.1).ok();
         let Some(plan) = plan else {
             return Ok(StepPlan {
                 steps: Vec::new(),
@@ -253,8 +253,8 @@ impl StepPlan {
                 by_description.entry(&a.description).or_default().push(a);
             }
         }
-        let by_step = store
-            .events(test_id)?
+        let by_step = source
+            .events()?
             .into_iter()
             .filter(|e| e.kind == "step")
             .filter_map(|e| {
@@ -297,11 +297,10 @@ impl StepPlan {
 /// step are read ahead (a step's type depends on all of them) and then handed over with their
 /// step type, step time and record index. Returns the number of rows.
 fn for_each_bdf_row(
-    store: &HubStore,
-    test_id: &str,
+    source: &mut impl Source,
     mut f: impl FnMut(&bdf::Row) -> Result<(), ExportError>,
 ) -> Result<u64, ExportError> {
-    let plan = StepPlan::of(store, test_id)?;
+    let plan = StepPlan::of(source)?;
     let mut sequence = bdf::Sequence::default();
     let mut step: Vec<SampleRow> = Vec::new();
     let mut emit = |step: &mut Vec<SampleRow>| -> Result<(), ExportError> {
@@ -331,7 +330,7 @@ fn for_each_bdf_row(
         }
         Ok(())
     };
-    let rows = store.for_each_sample(test_id, |s: &SampleRow| -> Result<(), ExportError> {
+    let rows = source.for_each_sample(&mut |s: &SampleRow| -> Result<(), ExportError> {
         if step.first().is_some_and(|first| first.step != s.step) {
             emit(&mut step)?;
         }
@@ -348,6 +347,9 @@ pub enum ExportError {
     /// Reading the test from the hub failed (or the test does not exist).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Reading the test from a running hub failed (or the test does not exist there).
+    #[error(transparent)]
+    Remote(anyhow::Error),
     /// Writing the output failed.
     #[error("writing the export failed")]
     Io(#[from] io::Error),
@@ -380,15 +382,23 @@ pub fn write_bdf_csv(
     test_id: &str,
     writer: impl Write,
 ) -> Result<u64, ExportError> {
-    Ok(bdf_csv(store, test_id, writer)?.rows)
+    write_bdf_csv_from(&mut Stored { store, test_id }, writer)
 }
 
-fn bdf_csv(store: &HubStore, test_id: &str, writer: impl Write) -> Result<Written, ExportError> {
-    let temperatures = Temperatures::of(store, test_id)?;
+/// [`write_bdf_csv`] of the test `source` reads (from the database or a running hub).
+pub fn write_bdf_csv_from(
+    source: &mut impl Source,
+    writer: impl Write,
+) -> Result<u64, ExportError> {
+    Ok(bdf_csv(source, writer)?.rows)
+}
+
+fn bdf_csv(source: &mut impl Source, writer: impl Write) -> Result<Written, ExportError> {
+    let temperatures = Temperatures::of(source)?;
     let Temperatures { cell, ambient } = temperatures;
     let mut out = BufWriter::with_capacity(1 << 16, writer);
     writeln!(out, "{}", bdf::csv_header(cell, ambient))?;
-    let rows = for_each_bdf_row(store, test_id, |row| {
+    let rows = for_each_bdf_row(source, |row| {
         row.write_csv(&mut out, cell, ambient)?;
         Ok(())
     })?;
@@ -505,10 +515,23 @@ pub fn export_files(
     output: &Path,
     pseudonymiser: Option<&Pseudonymiser>,
 ) -> Result<Exported, ExportError> {
+    export_files_from(
+        &mut Stored { store, test_id },
+        format,
+        output,
+        pseudonymiser,
+    )
+}
+
+/// [`export_files`] of the test `source` reads (from the database or a running hub).
+pub fn export_files_from(
+    source: &mut impl Source,
+    format: Format,
+    output: &Path,
+    pseudonymiser: Option<&Pseudonymiser>,
+) -> Result<Exported, ExportError> {
     // Look the test up first, so a typo creates no file at all.
-    let test = store
-        .test(test_id)?
-        .ok_or_else(|| StoreError::NoSuchTest(test_id.to_owned()))?;
+    let test = source.test()?;
     let paths = output_files(format, output);
     let mut staged = paths
         .iter()
@@ -518,8 +541,8 @@ pub fn export_files(
     let (samples, files) = match format {
         Format::BdfCsv => {
             let written =
-                bdf_csv(store, test_id, staged[0].file()).map_err(|e| staged[0].output_error(e))?;
-            let rows = crate::cycles::rows(&crate::cycles::summaries(store, test_id)?.0);
+                bdf_csv(source, staged[0].file()).map_err(|e| staged[0].output_error(e))?;
+            let rows = source.cycle_rows()?;
             write_cycles_csv(&rows, staged[1].file())
                 .map_err(|e| staged[1].output_error(e.into()))?;
             (
@@ -531,9 +554,9 @@ pub fn export_files(
             )
         }
         Format::BdfParquet => {
-            let written = write_bdf_parquet(store, test_id, staged[0].file())
+            let written = bdf_parquet::bdf_parquet(source, staged[0].file())
                 .map_err(|e| staged[0].output_error(e))?;
-            let rows = crate::cycles::rows(&crate::cycles::summaries(store, test_id)?.0);
+            let rows = source.cycle_rows()?;
             write_cycles_parquet(&rows, staged[1].file()).map_err(|e| staged[1].output_error(e))?;
             (
                 written.rows,
@@ -547,17 +570,16 @@ pub fn export_files(
             let [timeseries, cycles, _] = &mut staged[..] else {
                 unreachable!("output_files names three Battery Archive files")
             };
-            let samples = write_battery_archive(store, test_id, timeseries.file(), cycles.file())
-                // Either file may have failed: name the prefix the user gave.
-                .map_err(|e| staged::output_error(output, e))?;
+            let samples =
+                battery_archive::battery_archive(source, timeseries.file(), cycles.file())
+                    // Either file may have failed: name the prefix the user gave.
+                    .map_err(|e| staged::output_error(output, e))?;
             (samples, metadata::File::battery_archive())
         }
     };
 
-    let protocol = store
-        .protocol(test_id)?
-        .ok_or_else(|| StoreError::NoSuchTest(test_id.to_owned()))?;
-    let equipment = store.test_equipment(test_id)?;
+    let protocol = source.protocol()?;
+    let equipment = source.equipment()?;
     let json = metadata::metadata_json(
         &test,
         &equipment,
@@ -591,7 +613,7 @@ pub fn bdf_metadata_json(
 ) -> Result<String, ExportError> {
     let missing = || StoreError::NoSuchTest(test_id.to_owned());
     let test = store.test(test_id)?.ok_or_else(missing)?;
-    let columns = Temperatures::of(store, test_id)?.bdf_columns();
+    let columns = Temperatures::of(&mut Stored { store, test_id })?.bdf_columns();
     let protocol = store.protocol(test_id)?.ok_or_else(missing)?;
     let equipment = store.test_equipment(test_id)?;
     Ok(metadata::metadata_json(

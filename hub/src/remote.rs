@@ -8,14 +8,17 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use cyclerd_proto::hub::query_client::QueryClient;
 use cyclerd_proto::hub::{
-    Cell, GetTestRequest, ListCellsRequest, ListCyclesRequest, ListCyclesResponse,
-    ListTestsRequest, ReadSamplesRequest, TailRequest, TestDetail, TestSummary,
+    Cell, GetMetadataSchemasRequest, GetTestRequest, ListCellsRequest, ListCyclesRequest,
+    ListCyclesResponse, ListTestsRequest, ReadSamplesRequest, TailRequest, TestDetail, TestSummary,
 };
 use cyclerd_proto::ingest::SampleBatch;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::query::{Columns, TestFilter};
+
+mod source;
+pub use source::RemoteTest;
 
 /// Largest answer accepted from the hub: a long test list comes in one message.
 const MAX_RESPONSE_SIZE: usize = 64 << 20;
@@ -74,10 +77,10 @@ impl Remote {
                     .tcp_nodelay(true)
                     .connect(),
             )
-            .with_context(|| {
-                format!(
-                    "cannot connect to the hub at {url}; check the address, that `cyclerhub \
-                     serve` runs there, and for https:// that --ca-file signed its certificate"
+            .map_err(|e| {
+                anyhow!(
+                    "cannot reach the hub at {url}: {}",
+                    cyclerd_proto::connect_failure(url, &e)
                 )
             })?;
         Ok(Remote {
@@ -133,6 +136,23 @@ impl Remote {
         Ok(answer.map_err(|s| refusal(&self.url, &s))?.into_inner())
     }
 
+    /// The tiers `lab` has a metadata schema for (`GetMetadataSchemas`).
+    pub fn metadata_schemas(&mut self, lab: &str) -> Result<Vec<String>> {
+        let request = self.request(GetMetadataSchemasRequest {
+            lab: lab.to_owned(),
+        });
+        let answer = self
+            .runtime
+            .block_on(self.client.get_metadata_schemas(request));
+        Ok(answer
+            .map_err(|s| refusal(&self.url, &s))?
+            .into_inner()
+            .schemas
+            .into_iter()
+            .map(|s| s.tier)
+            .collect())
+    }
+
     /// `ListCycles` of `test_id`.
     pub fn list_cycles(&mut self, test_id: &str) -> Result<ListCyclesResponse> {
         let request = self.request(ListCyclesRequest {
@@ -150,11 +170,24 @@ impl Remote {
         window: (f64, f64),
         each: impl FnMut(&SampleBatch) -> std::io::Result<()>,
     ) -> Result<()> {
+        self.read_samples_with(test_id, cols, window, false, each)
+    }
+
+    /// [`Remote::read_samples`], with each sample's plan step when `plan_step` (for exports).
+    pub fn read_samples_with(
+        &mut self,
+        test_id: &str,
+        cols: &Columns,
+        window: (f64, f64),
+        plan_step: bool,
+        each: impl FnMut(&SampleBatch) -> std::io::Result<()>,
+    ) -> Result<()> {
         let request = self.request(ReadSamplesRequest {
             test_id: test_id.to_owned(),
             columns: cols.names().into_iter().map(String::from).collect(),
             from_test_time_s: window.0,
             to_test_time_s: window.1,
+            with_plan_step: plan_step,
         });
         let mut client = self.client.clone();
         self.batches(async move { client.read_samples(request).await }, each)

@@ -84,8 +84,79 @@ pub const DAEMON_DESCRIPTOR_SET: &[u8] =
 pub const HUB_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/hub_descriptor.bin"));
 
+/// Why a connection to a hub or a daemon at `address` failed, in words that say what to check:
+/// refused (nothing listens there), a name that does not resolve, TLS (the CA or the
+/// certificate's names), no answer; else the innermost error's own words. `error` is the
+/// transport's error, its causes chained by `source()`.
+pub fn connect_failure(address: &str, error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = Vec::new();
+    let mut refused = false;
+    let mut timed_out = false;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        chain.push(e.to_string());
+        next = e.source();
+    }
+    let innermost = chain.last().cloned().unwrap_or_default();
+    let text = chain.join(": ").to_ascii_lowercase();
+    let host = address
+        .split_once("://")
+        .map_or(address, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if refused || text.contains("connection refused") {
+        format!("connection refused: nothing listens at {host} (is it running, on that port?)")
+    } else if text.contains("dns error")
+        || text.contains("lookup address")
+        || text.contains("name or service not known")
+        || text.contains("nodename nor servname")
+        || text.contains("no such host")
+    {
+        format!("the name in {host} does not resolve ({innermost}); check the host name")
+    } else if text.contains("certificate")
+        || text.contains("tls")
+        || text.contains("handshake")
+        || text.contains("invalid peer")
+    {
+        format!(
+            "TLS failed ({innermost}): is the CA file the one that signed its certificate, and is \
+             the host name one the certificate names?"
+        )
+    } else if timed_out || text.contains("timed out") || text.contains("elapsed") {
+        format!("no answer from {host} in time (a firewall, or the wrong address?)")
+    } else {
+        innermost
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every contract, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/cyclerd_descriptor.bin"));
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_failed_connect_is_said_by_its_cause() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let said = super::connect_failure("http://127.0.0.1:9", &refused);
+        assert!(said.starts_with("connection refused"), "{said}");
+        assert!(said.contains("127.0.0.1:9"), "{said}");
+        let name = std::io::Error::other("dns error: failed to lookup address information");
+        let said = super::connect_failure("http://hub.invalid:50051", &name);
+        assert!(said.contains("does not resolve"), "{said}");
+        let tls = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        let said = super::connect_failure("https://hub.lab:50051", &tls);
+        assert!(
+            said.starts_with("TLS failed") && said.contains("UnknownIssuer"),
+            "{said}"
+        );
+    }
+
     #[test]
     fn only_plain_http_to_another_machine_is_in_clear() {
         for (address, clear) in [

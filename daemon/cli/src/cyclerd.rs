@@ -19,7 +19,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(version, about = "cyclerd: battery cycler acquisition daemon")]
+#[command(
+    name = "cyclerd",
+    version,
+    about = "cyclerd: battery cycler acquisition daemon"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -422,6 +426,31 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every argument of `command` and its subcommands, with the path of subcommands to it.
+    fn arguments(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in command.get_arguments() {
+            out.push((path.to_owned(), arg.clone()));
+        }
+        for sub in command.get_subcommands() {
+            arguments(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_argument_is_described_in_help_and_the_version_names_cyclerd() {
+        let mut all = Vec::new();
+        arguments(&Cli::command(), "cyclerd", &mut all);
+        for (path, arg) in all {
+            let id = arg.get_id().as_str();
+            if ["help", "version"].contains(&id) {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "{path}: {id} has no help");
+        }
+        let version = Cli::command().render_version();
+        assert!(version.starts_with("cyclerd "), "{version}");
     }
 
     #[test]

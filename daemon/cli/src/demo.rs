@@ -152,7 +152,7 @@ pub async fn run(options: DemoOptions, out: &mut (dyn Write + Send)) -> anyhow::
         out,
         "cyclerd demo: {n} simulated {device} channel(s) at {speed}x, protocol {name:?}\n\
          {chamber}data: {dir}{kept}\nhub: http://{hub}   control: http://{control_addr} \
-         (try: cyclerctl --daemon http://{control_addr} watch)",
+         (try: cyclerctl watch --daemon http://{control_addr})",
         n = options.channels,
         device = options.device.label(),
         speed = options.speed,

@@ -24,11 +24,13 @@ pub enum TokenAction {
     },
     /// The issued tokens: id, role, name, when issued, and whether revoked (never secrets).
     List {
+        /// The lab configuration, whose [control] tokens_file keeps the tokens.
         #[arg(long)]
         config: PathBuf,
     },
     /// Revoke a token by name or id; the daemon refuses it from the next call on.
     Revoke {
+        /// The lab configuration, whose [control] tokens_file keeps the tokens.
         #[arg(long)]
         config: PathBuf,
         /// The token's name or id.

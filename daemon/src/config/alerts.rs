@@ -169,7 +169,7 @@ impl std::fmt::Debug for Secret {
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// The webhook's URL; it holds the webhook's secret, so prefer `url_file` (or the
-    /// `CYCLERD_ALERTS__WEBHOOK__URL` environment variable). Never logged.
+    /// `CYCLERD__ALERTS__WEBHOOK__URL` environment variable). Never logged.
     pub url: Option<Secret>,
     /// A file holding the URL (readable by the daemon's user only).
     pub url_file: Option<PathBuf>,

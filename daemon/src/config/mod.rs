@@ -1,5 +1,5 @@
-//! The daemon's configuration: a TOML file (through the `config` crate) with `CYCLERD_*`
-//! environment overrides (`CYCLERD_HUB__ADDRESS=...`).
+//! The daemon's configuration: a TOML file (through the `config` crate) with `CYCLERD__*`
+//! environment overrides (`CYCLERD__HUB__ADDRESS=...`, see [`ENV_PREFIX`]).
 //!
 //! Every struct denies unknown keys, so a typo is an error naming the key rather than a
 //! silently ignored setting. The types and loading are here; `validate.rs` the checks.
@@ -329,6 +329,13 @@ impl Default for WebSection {
     }
 }
 
+/// How an environment variable names a configuration key to override: this prefix, then the
+/// key's path with `__` between its parts (`CYCLERD__HUB__ADDRESS=https://hub.lab:50051`,
+/// `CYCLERD__WEB__LISTEN=0.0.0.0:8620`). A double underscore, because the clients' own
+/// variables (`CYCLERD_CONTROL`, `CYCLERD_TOKEN`, `CYCLERD_CA` of `cyclerctl`) have a single
+/// one: a shell that sets them for `cyclerctl` can also start `cyclerd run`.
+pub const ENV_PREFIX: &str = "CYCLERD__";
+
 /// The monitor's port when `[web] listen` is not given (loopback only).
 pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8620";
 
@@ -582,16 +589,24 @@ impl StoreSection {
 }
 
 impl Config {
-    /// Reads `path`, applies `CYCLERD_*` overrides, and validates.
+    /// Reads `path`, applies `CYCLERD__*` overrides, and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let config = Config::read(path)?;
         config.validate(&path.display().to_string())?;
         Ok(config)
     }
 
-    /// Reads `path` and applies `CYCLERD_*` overrides, without the checks: for `cyclerd token`,
+    /// Reads `path` and applies `CYCLERD__*` overrides, without the checks: for `cyclerd token`,
     /// which must work on a configuration that still waits for its first token.
     pub fn read(path: &Path) -> Result<Config, ConfigError> {
+        Config::read_with_env(path, None)
+    }
+
+    /// [`Config::read`] with the environment `env` (`None`: the process's).
+    fn read_with_env(
+        path: &Path,
+        env: Option<config::Map<String, String>>,
+    ) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let fail = |message: String| ConfigError {
             origin: origin.clone(),
@@ -607,10 +622,12 @@ impl Config {
         let built = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
+                // ENV_PREFIX: `CYCLERD` and a double underscore.
                 config::Environment::with_prefix("CYCLERD")
-                    .prefix_separator("_")
+                    .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .source(env),
             )
             .build()
             .map_err(|e| fail(e.to_string()))?;

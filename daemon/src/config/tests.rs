@@ -28,6 +28,27 @@ fn a_minimal_config_gets_sensible_defaults() {
 }
 
 #[test]
+fn a_config_override_uses_a_prefix_the_clients_do_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lab.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    // What a shell that also runs cyclerctl has set: its variables are not configuration.
+    let env = [
+        ("CYCLERD_CONTROL", "http://127.0.0.1:50052"),
+        ("CYCLERD_TOKEN", "cyd_0123456789abcdef"),
+        ("CYCLERD_CA", "/etc/cyclerd/ca.pem"),
+        ("CYCLERD__HUB__WINDOW", "7"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let c = Config::read_with_env(&path, Some(env)).unwrap();
+    assert_eq!(c.hub.window, 7);
+    assert_eq!(c.control.listen.port(), 50052);
+    assert!(ENV_PREFIX.ends_with("__"), "{ENV_PREFIX}");
+}
+
+#[test]
 fn unknown_key_is_an_error_naming_file_and_key() {
     let text = GOOD.replace("current_max = 10.0", "current_max = 10.0\ncurent = 3");
     let e = Config::from_toml(&text, "lab.toml")

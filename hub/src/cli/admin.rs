@@ -1,6 +1,7 @@
 //! Running a hub's lab: `setup`, `token`, `schema` and `labs`.
 
 use super::{SchemaAction, TokenAction, open, utc};
+use crate::store::HubStore;
 use crate::token::Role;
 use anyhow::{Context as _, Result};
 use std::io::Write as _;
@@ -99,8 +100,7 @@ pub(super) fn schema(action: SchemaAction) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn labs(db: &str) -> Result<()> {
-    let store = open(db, true)?;
+pub(super) fn labs(store: &HubStore) -> Result<()> {
     let (teams, daemons, tokens) = (store.teams()?, store.daemon_labs()?, store.tokens()?);
     let mut out = std::io::stdout().lock();
     let labs = store.labs()?;

@@ -6,6 +6,7 @@
 //! tokens, schemas, labs) and `read` (tests, samples, cycles, exports) do the work.
 
 mod admin;
+mod exports;
 mod read;
 mod serve;
 
@@ -37,7 +38,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the ingest API (plus gRPC health and reflection) until Ctrl-C.
+    /// Serve the hub until Ctrl-C: daemons' uploads, queries (gRPC, and the HTTP API with
+    /// --http) and the web app, plus gRPC health and reflection.
     Serve {
         /// Hub database: a SQLite file (created if missing) or a PostgreSQL URL
         /// (`postgres://USER@HOST/DB`; the database must exist). Migrations run on start. TLS to
@@ -49,7 +51,7 @@ enum Command {
         /// (same URL syntax); uploads, tokens and migrations stay on --db.
         #[arg(long)]
         read_db: Option<String>,
-        /// Address to listen on.
+        /// Address of the gRPC services (uploads, queries, health) to listen on.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
         /// Address of the HTTP API (`/api/v1`, OpenAPI at `/api/v1/openapi.json`) and the web
@@ -118,11 +120,11 @@ enum Command {
         #[command(subcommand)]
         action: SchemaAction,
     },
-    /// List the labs, with their teams, daemons, tokens and metadata schemas.
+    /// List the labs, with their teams, daemons, tokens and metadata schemas (with --hub: the
+    /// labs whose tests you may read, from their tests, without tokens).
     Labs {
-        /// Hub database: a SQLite file or a `postgres://` URL.
-        #[arg(long)]
-        db: String,
+        #[command(flatten)]
+        source: ReadFrom,
     },
     /// Assign a daemon, and every test it uploaded, to a lab (or move it to another): for a
     /// daemon that uploaded before the hub required tokens (its token may then write for it).
@@ -152,30 +154,8 @@ enum Command {
     Tests {
         #[command(flatten)]
         source: ReadFrom,
-        /// Only tests of this cell (`cell_id`).
-        #[arg(long, default_value = "")]
-        cell: String,
-        /// Only tests of this chemistry.
-        #[arg(long, default_value = "")]
-        chemistry: String,
-        /// Only tests in this state: running, finished, stopped or faulted.
-        #[arg(long, default_value = "")]
-        state: String,
-        /// Only tests of this daemon.
-        #[arg(long, default_value = "")]
-        daemon: String,
-        /// Only tests of this lab's daemons.
-        #[arg(long, default_value = "")]
-        lab: String,
-        /// Only tests of this team (metadata `team`).
-        #[arg(long, default_value = "")]
-        team: String,
-        /// Only tests started at or after this Unix time (s).
-        #[arg(long, default_value_t = 0.0)]
-        since: f64,
-        /// Only tests started before this Unix time (s).
-        #[arg(long, default_value_t = 0.0)]
-        until: f64,
+        #[command(flatten)]
+        filters: Filters,
     },
     /// List the cells the hub has seen tests of, with what their tests' metadata says.
     Cells {
@@ -190,14 +170,14 @@ enum Command {
     Show {
         #[command(flatten)]
         source: ReadFrom,
-        /// The test (see `cyclerhub tests`).
+        /// The test: its id, or enough of its start to name one test (see `cyclerhub tests`).
         test_id: String,
     },
     /// Print a test's samples as CSV (seq and the chosen columns).
     Samples {
         #[command(flatten)]
         source: ReadFrom,
-        /// The test (see `cyclerhub tests`).
+        /// The test: its id, or enough of its start to name one test (see `cyclerhub tests`).
         test_id: String,
         /// Columns, comma-separated (default: all): test_time_s, unix_time_s, voltage_v,
         /// current_a, cycle, step, charge_capacity_ah, discharge_capacity_ah, charge_energy_wh,
@@ -221,20 +201,28 @@ enum Command {
     Cycles {
         #[command(flatten)]
         source: ReadFrom,
-        /// The test (see `cyclerhub tests`).
+        /// The test: its id, or enough of its start to name one test (see `cyclerhub tests`).
         test_id: String,
         /// Print CSV instead of the table: the columns of the per-cycle file written beside a
         /// BDF export (SI units, ratios as fractions).
         #[arg(long)]
         csv: bool,
     },
-    /// Export one test: BDF CSV or Parquet, or Battery Archive CSV, with a metadata JSON beside.
+    /// Export a test, or every test the filters match: BDF CSV or Parquet, or Battery Archive
+    /// CSV, with a metadata JSON beside; from the database or, with --hub, from a running hub
+    /// (the same files, byte for byte).
     Export {
-        /// Hub database: a SQLite file or a `postgres://` URL.
-        #[arg(long)]
-        db: String,
-        /// The test to export (see `cyclerhub tests --db FILE`).
-        test_id: String,
+        #[command(flatten)]
+        source: ReadFrom,
+        /// The test to export: its id, or enough of its start to name one test (see `cyclerhub
+        /// tests`). Without it, every test the filters match goes into the folder -o, one file
+        /// set per test, named as BDF names files: LAB__CELL__YYYYMMDD_NNN (the lab, the cell
+        /// id, the start date in UTC and the test's number among that cell's tests of that day,
+        /// from 001).
+        #[arg(conflicts_with = "Filters")]
+        test_id: Option<String>,
+        #[command(flatten)]
+        filters: Filters,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::BdfCsv)]
         format: Format,
@@ -243,7 +231,8 @@ enum Command {
         /// PREFIX_timeseries.csv and PREFIX_cycle_data.csv); the metadata JSON goes beside it
         /// (FILE.metadata.json, PREFIX.metadata.json), and beside a BDF file its per-cycle table
         /// (NAME.cycles.csv or NAME.cycles.parquet). When absent, BDF CSV goes to standard
-        /// output, without metadata or per-cycle table.
+        /// output, without metadata or per-cycle table. Without a test id: the folder every
+        /// test's files go into. Missing folders are created (private to you).
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Replace the test id and the owner, operator and cell identifiers in the metadata by
@@ -257,7 +246,57 @@ enum Command {
     },
 }
 
-/// Where `tests` and `samples` read: the hub database itself, or a running hub.
+/// Which tests `tests` lists and `export` exports; an absent filter matches every test.
+#[derive(Args, Default)]
+struct Filters {
+    /// Only tests of this cell (`cell_id`).
+    #[arg(long, default_value = "")]
+    cell: String,
+    /// Only tests of this chemistry.
+    #[arg(long, default_value = "")]
+    chemistry: String,
+    /// Only tests in this state; `ended`: finished, stopped or faulted.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::query::STATES))]
+    state: Option<String>,
+    /// Only tests of this daemon.
+    #[arg(long, default_value = "")]
+    daemon: String,
+    /// Only tests of this lab's daemons.
+    #[arg(long, default_value = "")]
+    lab: String,
+    /// Only tests of this team (metadata `team`).
+    #[arg(long, default_value = "")]
+    team: String,
+    /// Only tests started at or after this time: a date (2026-12-01, its midnight UTC), an RFC
+    /// 3339 time (2026-12-01T08:30:00Z, or with an offset: +01:00) or Unix seconds.
+    #[arg(long, value_name = "TIME", value_parser = time_value)]
+    since: Option<f64>,
+    /// Only tests started before this time (same forms as --since; a date is its midnight, so
+    /// `--since 2026-12-01 --until 2026-12-02` is the 1st of December).
+    #[arg(long, value_name = "TIME", value_parser = time_value)]
+    until: Option<f64>,
+}
+
+impl Filters {
+    fn into_filter(self) -> TestFilter {
+        TestFilter {
+            lab: self.lab,
+            team: self.team,
+            daemon_id: self.daemon,
+            cell_id: self.cell,
+            chemistry: self.chemistry,
+            state: self.state.unwrap_or_default(),
+            started_after_unix_s: self.since.unwrap_or(0.0),
+            started_before_unix_s: self.until.unwrap_or(0.0),
+        }
+    }
+}
+
+/// `--since` and `--until`.
+fn time_value(text: &str) -> Result<f64, String> {
+    crate::utc::parse_time(text)
+}
+
 #[derive(Subcommand)]
 enum TokenAction {
     /// Issue a token for a daemon of LAB; prints it once (the hub keeps only its hash).
@@ -281,6 +320,7 @@ enum TokenAction {
         /// Hub database: a SQLite file or a `postgres://` URL.
         #[arg(long)]
         db: String,
+        /// The token's name (see `cyclerhub token list`).
         name: String,
     },
     /// List the tokens (never their secrets).
@@ -441,7 +481,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Token { action } => admin::token(action),
         Command::Schema { action } => admin::schema(action),
-        Command::Labs { db } => admin::labs(&db),
+        Command::Labs { source } => match source.open()? {
+            Reader::Db(store) => admin::labs(&store),
+            Reader::Hub(mut hub) => read::labs(&mut hub),
+        },
         Command::Assign { db, daemon, lab } => {
             let before = open(&db, true)?.assign_daemon(&daemon, &lab)?;
             let moved = match before {
@@ -472,29 +515,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             read::print_cells(&mut std::io::stdout().lock(), &cells)
         }
-        Command::Tests {
-            source,
-            cell,
-            chemistry,
-            state,
-            daemon,
-            lab,
-            team,
-            since,
-            until,
-        } => read::list_tests(
-            &source,
-            TestFilter {
-                lab,
-                team,
-                daemon_id: daemon,
-                cell_id: cell,
-                chemistry,
-                state,
-                started_after_unix_s: since,
-                started_before_unix_s: until,
-            },
-        ),
+        Command::Tests { source, filters } => read::list_tests(&source, filters.into_filter()),
         Command::Show { source, test_id } => read::show(&source, &test_id),
         Command::Samples {
             source,
@@ -510,19 +531,40 @@ fn run(cli: Cli) -> Result<()> {
             csv,
         } => read::cycles(&source, &test_id, csv),
         Command::Export {
-            db,
+            source,
             test_id,
+            filters,
             format,
             output,
             anonymise,
             salt,
-        } => read::export(db, &test_id, format, output, anonymise.then_some(salt)),
+        } => {
+            let anonymise = anonymise.then_some(salt);
+            match test_id {
+                Some(id) => exports::export(&source, &id, format, output, anonymise),
+                None => {
+                    exports::export_all(&source, &filters.into_filter(), format, output, anonymise)
+                }
+            }
+        }
     }
 }
 
 /// Opens the hub database `db` (a file or a URL). `must_exist`: a missing SQLite file is an
 /// error rather than a new empty hub (a PostgreSQL database must exist anyway).
 fn open(db: &str, must_exist: bool) -> Result<HubStore> {
+    if !crate::store::is_postgres_url(db)
+        && let Some(folder) = Path::new(db).parent()
+        && !folder.as_os_str().is_empty()
+        && !folder.is_dir()
+    {
+        bail!(
+            "the folder {} of the hub database {db} does not exist: create it (mkdir -p {}) or \
+             give --db a file in a folder that exists",
+            folder.display(),
+            folder.display()
+        );
+    }
     if must_exist && !crate::store::is_postgres_url(db) && !Path::new(db).exists() {
         bail!("hub database {db} does not exist; `cyclerhub serve --db {db}` creates it");
     }
@@ -535,39 +577,4 @@ fn utc(unix_s: f64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory as _;
-
-    #[test]
-    fn the_command_line_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn tests_and_samples_read_from_exactly_one_of_a_database_and_a_hub() {
-        let parse = |args: &[&str]| Cli::try_parse_from([&["cyclerhub"], args].concat());
-        for ok in [
-            &["tests", "--db", "hub.sqlite"][..],
-            &["tests", "--hub", "https://hub:50051", "--ca-file", "ca.pem"],
-            &[
-                "samples",
-                "--hub",
-                "http://hub:50051",
-                "--token-file",
-                "t",
-                "ID",
-            ],
-        ] {
-            assert!(parse(ok).is_ok(), "{ok:?}");
-        }
-        for refused in [
-            &["tests"][..],
-            &["tests", "--db", "hub.sqlite", "--hub", "http://hub:50051"],
-            &["tests", "--db", "hub.sqlite", "--ca-file", "ca.pem"],
-            &["samples", "--db", "hub.sqlite", "--token-file", "t", "ID"],
-        ] {
-            assert!(parse(refused).is_err(), "{refused:?}");
-        }
-    }
-}
+mod tests;

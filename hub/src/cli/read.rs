@@ -1,13 +1,104 @@
 //! Reading the hub: `tests`, `show`, `cells`, `samples`, `cycles` and `export`, from the
 //! database or from a running hub (`--hub URL`).
 
-use super::{ReadFrom, Reader, open, utc};
-use crate::export::{ExportError, Format, Pseudonymiser};
+use super::{ReadFrom, Reader, utc};
+use crate::export::Pseudonymiser;
 use crate::query::{Columns, CsvWriter, TestFilter};
+use crate::remote::Remote;
 use crate::store::StoreError;
 use anyhow::{Context as _, Result, anyhow, bail};
 use cyclerd_proto::hub::{Cell, ListCyclesResponse, TestDetail, TestSummary};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
 use std::path::PathBuf;
+
+/// The whole id of the test `id` names: `id` itself when it is a whole id (36 characters),
+/// else the one test of `reader` whose id starts with it (ids are UUIDv7: their start is the
+/// time the test began, so a few characters more than the common start of a day's tests do).
+pub(super) fn resolve(reader: &mut Reader, id: &str) -> Result<String> {
+    let id = id.trim();
+    if id.is_empty() {
+        bail!("give a test id (`cyclerhub tests` lists them)");
+    }
+    if id.len() >= 36 {
+        return Ok(id.to_owned());
+    }
+    let ids: Vec<String> = match reader {
+        Reader::Db(store) => store.list_tests()?.into_iter().map(|t| t.test_id).collect(),
+        Reader::Hub(hub) => hub
+            .list_tests(&TestFilter::default())?
+            .into_iter()
+            .map(|t| t.test_id)
+            .collect(),
+    };
+    let prefix = id.to_ascii_lowercase();
+    let matching: Vec<&String> = ids
+        .iter()
+        .filter(|t| t.to_ascii_lowercase().starts_with(&prefix))
+        .collect();
+    match matching[..] {
+        [one] => Ok(one.clone()),
+        [] => bail!("no test has an id starting with {id:?}; `cyclerhub tests` lists the test ids"),
+        ref many => {
+            let shown: Vec<&str> = many.iter().take(5).map(|t| t.as_str()).collect();
+            bail!(
+                "{} tests have an id starting with {id:?} ({}{}); give more of it",
+                many.len(),
+                shown.join(", "),
+                if many.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            )
+        }
+    }
+}
+
+/// `cyclerhub labs --hub`: the labs of the tests the caller may read, with their teams and
+/// daemons (from those tests) and metadata schemas; tokens are the hub administrator's to see.
+pub(super) fn labs(hub: &mut Remote) -> Result<()> {
+    let tests = hub.list_tests(&TestFilter::default())?;
+    // Lab -> (first test's start, teams, daemons).
+    let mut labs: BTreeMap<String, (f64, BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for t in tests.iter().filter(|t| !t.lab.is_empty()) {
+        let lab =
+            labs.entry(t.lab.clone())
+                .or_insert((f64::INFINITY, BTreeSet::new(), BTreeSet::new()));
+        lab.0 = lab.0.min(t.start_unix_s);
+        if !t.team.is_empty() {
+            lab.1.insert(t.team.clone());
+        }
+        lab.2.insert(t.daemon_id.clone());
+    }
+    if labs.is_empty() {
+        eprintln!("no lab has tests you may read at hub {}", hub.url());
+    }
+    let mut out = std::io::stdout().lock();
+    let list = |v: &BTreeSet<String>| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.iter().cloned().collect::<Vec<_>>().join(", ")
+        }
+    };
+    for (lab, (first, teams, daemons)) in &labs {
+        let schemas = hub.metadata_schemas(lab)?;
+        writeln!(out, "{lab} (first test {} UTC)", utc(*first))?;
+        writeln!(out, "  teams:    {}", list(teams))?;
+        writeln!(out, "  daemons:  {}", list(daemons))?;
+        writeln!(
+            out,
+            "  metadata schemas: {}",
+            if schemas.is_empty() {
+                "-".into()
+            } else {
+                schemas.join(", ")
+            }
+        )?;
+    }
+    Ok(())
+}
 
 pub(super) fn list_tests(from: &ReadFrom, filter: TestFilter) -> Result<()> {
     // Checked here too, so that --db and --hub refuse the same filters with the same words.
@@ -31,7 +122,9 @@ pub(super) fn list_tests(from: &ReadFrom, filter: TestFilter) -> Result<()> {
 }
 
 pub(super) fn show(from: &ReadFrom, test_id: &str) -> Result<()> {
-    let detail = match from.open()? {
+    let mut reader = from.open()?;
+    let test_id = &resolve(&mut reader, test_id)?;
+    let detail = match reader {
         Reader::Db(store) => {
             let Some(t) = store.test(test_id)? else {
                 bail!(
@@ -184,7 +277,8 @@ pub(super) fn samples(
 ) -> Result<()> {
     let cols = Columns::parse(columns).map_err(anyhow::Error::msg)?;
     crate::query::check_window(window.0, window.1).map_err(anyhow::Error::msg)?;
-    let reader = from.open()?;
+    let mut reader = from.open()?;
+    let test_id = &resolve(&mut reader, test_id)?;
     if let Reader::Db(store) = &reader
         && store.test(test_id)?.is_none()
     {
@@ -229,7 +323,9 @@ pub(super) fn samples(
 
 /// `cyclerhub cycles`: the test's per-cycle results as a table, or as CSV with `csv`.
 pub(super) fn cycles(from: &ReadFrom, test_id: &str, csv: bool) -> Result<()> {
-    let list = match from.open()? {
+    let mut reader = from.open()?;
+    let test_id = &resolve(&mut reader, test_id)?;
+    let list = match reader {
         Reader::Db(store) => {
             if store.test(test_id)?.is_none() {
                 bail!(
@@ -279,70 +375,6 @@ pub(super) fn print_cycles(out: &mut impl std::io::Write, list: &ListCyclesRespo
         )?;
     }
     out.flush()?;
-    Ok(())
-}
-
-/// `anonymise` is `Some(salt file, if any)` with `--anonymise`.
-pub(super) fn export(
-    db: String,
-    test_id: &str,
-    format: Format,
-    output: Option<PathBuf>,
-    anonymise: Option<Option<PathBuf>>,
-) -> Result<()> {
-    // Arguments first: a refused command touches neither the database nor the output.
-    let pseudonymiser = anonymise.map(pseudonymiser).transpose()?;
-    match (&output, format, &pseudonymiser) {
-        (Some(_), _, _) | (None, Format::BdfCsv, None) => {}
-        (None, Format::BdfCsv, Some(_)) => bail!(
-            "--anonymise applies to the metadata JSON, which is written beside an output file: \
-             give -o FILE"
-        ),
-        (None, _, _) => bail!(
-            "--format {} writes files: give -o {}",
-            format.name(),
-            if format == Format::BatteryArchive {
-                "PREFIX"
-            } else {
-                "FILE"
-            }
-        ),
-    }
-    let store = open(&db, true)?;
-    // Check first, so a typo does not leave an empty output file behind.
-    if store.test(test_id)?.is_none() {
-        bail!(
-            "{}; `cyclerhub tests --db {}` lists the test ids",
-            StoreError::NoSuchTest(test_id.to_owned()),
-            store.path().display()
-        );
-    }
-    let Some(output) = output else {
-        return match crate::export::write_bdf_csv(&store, test_id, std::io::stdout().lock()) {
-            Ok(_) => Ok(()),
-            // A closed pipe (`| head`) is not an error worth a message.
-            Err(ExportError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("exporting test {test_id}")),
-        };
-    };
-    let exported =
-        crate::export::export_files(&store, test_id, format, &output, pseudonymiser.as_ref())
-            .with_context(|| format!("exporting test {test_id}"))?;
-    let files: Vec<String> = exported
-        .files
-        .iter()
-        .map(|f| f.display().to_string())
-        .collect();
-    eprintln!(
-        "wrote {} samples of {test_id}{} to {}",
-        exported.samples,
-        if pseudonymiser.is_some() {
-            " (anonymised)"
-        } else {
-            ""
-        },
-        files.join(", ")
-    );
     Ok(())
 }
 

@@ -48,7 +48,7 @@ use std::collections::HashMap;
 use cyclerd_proto::hub::CycleRow;
 use cyclerd_proto::ingest::CycleSummary;
 
-use super::{Column, ExportError, ValueType};
+use super::{Column, ExportError, Source, Stored, ValueType};
 use crate::store::{HubStore, SampleRow};
 use crate::utc::Utc;
 
@@ -211,13 +211,23 @@ pub fn write_battery_archive(
     timeseries: impl Write,
     cycles: impl Write,
 ) -> Result<u64, ExportError> {
+    battery_archive(&mut Stored { store, test_id }, timeseries, cycles)
+}
+
+/// [`write_battery_archive`] of the test `source` reads.
+pub(super) fn battery_archive(
+    source: &mut impl Source,
+    timeseries: impl Write,
+    cycles: impl Write,
+) -> Result<u64, ExportError> {
     let mut ts = BufWriter::with_capacity(1 << 16, timeseries);
     let mut cy = BufWriter::new(cycles);
     writeln!(ts, "{}", header(&BA_TIMESERIES_COLUMNS))?;
     writeln!(cy, "{}", header(&BA_CYCLE_COLUMNS))?;
     // The daemon's summaries; a test without (stored before daemons sent them) has its cycle
     // rows from the timeseries' counters, which is how they would be computed from the samples.
-    let stored: HashMap<u32, CycleRow> = crate::cycles::rows(&store.cycles(test_id)?)
+    let stored: HashMap<u32, CycleRow> = source
+        .daemon_cycle_rows()?
         .into_iter()
         .map(|r| (r.cycle, r))
         .collect();
@@ -226,7 +236,7 @@ pub fn write_battery_archive(
     // The hub's counters at the last sample of the previous cycle.
     let mut baseline: Counters = [0.0; 4];
     let mut last: Counters = [0.0; 4];
-    let samples = store.for_each_sample(test_id, |s: &SampleRow| -> Result<(), ExportError> {
+    let samples = source.for_each_sample(&mut |s: &SampleRow| -> Result<(), ExportError> {
         let cycle = match &mut current {
             Some(c) if c.index == s.cycle => c,
             _ => {

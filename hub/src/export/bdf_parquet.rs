@@ -11,7 +11,9 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::Type;
 
-use super::{Column, ExportError, Temperatures, ValueType, Written, for_each_bdf_row};
+use super::{
+    Column, ExportError, Source, Stored, Temperatures, ValueType, Written, for_each_bdf_row,
+};
 use crate::store::HubStore;
 
 /// Samples per row group: bounds the memory an export buffers (about 25 MB for 20 columns)
@@ -118,7 +120,15 @@ pub fn write_bdf_parquet(
     test_id: &str,
     writer: impl Write + Send,
 ) -> Result<Written, ExportError> {
-    let temperatures = Temperatures::of(store, test_id)?;
+    bdf_parquet(&mut Stored { store, test_id }, writer)
+}
+
+/// [`write_bdf_parquet`] of the test `source` reads.
+pub(super) fn bdf_parquet(
+    source: &mut impl Source,
+    writer: impl Write + Send,
+) -> Result<Written, ExportError> {
+    let temperatures = Temperatures::of(source)?;
     let columns = temperatures.bdf_columns();
     let properties = properties();
     let mut buffers: Vec<Buffer> = columns.iter().map(Buffer::for_column).collect();
@@ -127,7 +137,7 @@ pub fn write_bdf_parquet(
     let mut buffered = 0;
 
     let Temperatures { cell, ambient } = temperatures;
-    let rows = for_each_bdf_row(store, test_id, |row| {
+    let rows = for_each_bdf_row(source, |row| {
         for (buffer, value) in buffers.iter_mut().zip(row.values(cell, ambient)) {
             buffer.push(value);
         }

@@ -119,8 +119,8 @@ pub fn document() -> String {
         ),
         query(
             "state",
-            "running, finished, stopped or faulted.",
-            json!({"type": "string", "enum": ["running", "finished", "stopped", "faulted"]}),
+            "running, finished, stopped or faulted; ended: any of the last three.",
+            json!({"type": "string", "enum": crate::query::STATES}),
         ),
         query("team", "The metadata's team.", json!({"type": "string"})),
         query(

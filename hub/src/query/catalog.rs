@@ -19,13 +19,18 @@ pub struct TestFilter {
     pub cell_id: String,
     /// Primary metadata `chemistry`.
     pub chemistry: String,
-    /// "running", "finished", "stopped" or "faulted".
+    /// One of [`STATES`]: "running", "finished", "stopped", "faulted", or "ended" (any of the
+    /// three ways a test ends).
     pub state: String,
     /// Start of the start-time window, Unix seconds (0 = open).
     pub started_after_unix_s: f64,
     /// End of the start-time window, Unix seconds (0 = open).
     pub started_before_unix_s: f64,
 }
+
+/// The states a filter may ask for: a test runs, then ends in one of three ways; `ended` is any
+/// of them.
+pub const STATES: [&str; 5] = ["running", "finished", "stopped", "faulted", "ended"];
 
 impl From<ListTestsRequest> for TestFilter {
     fn from(r: ListTestsRequest) -> TestFilter {
@@ -46,6 +51,13 @@ impl TestFilter {
     /// Refuses a start-time window that cannot mean anything: negative, not a number, or ending
     /// before it begins.
     pub fn check(&self) -> Result<(), String> {
+        if !self.state.is_empty() && !STATES.contains(&self.state.as_str()) {
+            return Err(format!(
+                "no test is in state {:?}: give one of {}",
+                self.state,
+                STATES.join(", ")
+            ));
+        }
         let (after, before) = (self.started_after_unix_s, self.started_before_unix_s);
         for (name, v) in [("started after", after), ("started before", before)] {
             if !v.is_finite() || v < 0.0 {
@@ -69,7 +81,11 @@ impl TestFilter {
             && (self.team.is_empty() || t.team.as_deref() == Some(self.team.as_str()))
             && (self.cell_id.is_empty() || meta("cell_id") == self.cell_id)
             && (self.chemistry.is_empty() || meta("chemistry") == self.chemistry)
-            && (self.state.is_empty() || t.state() == self.state)
+            && match self.state.as_str() {
+                "" => true,
+                "ended" => t.outcome.is_some(),
+                state => t.state() == state,
+            }
             && (self.started_after_unix_s == 0.0 || t.start_unix_s >= self.started_after_unix_s)
             && (self.started_before_unix_s == 0.0 || t.start_unix_s < self.started_before_unix_s)
     }
@@ -94,6 +110,8 @@ impl TestFilter {
 /// show` give it. Blocking.
 pub fn detail(store: &HubStore, t: &TestRow, lab: &str) -> Result<TestDetail, StoreError> {
     let events = store.events(&t.test_id)?;
+    let (protocol_source, plan_json) = store.protocol(&t.test_id)?.unwrap_or_default();
+    let (has_cell_temperature, has_ambient_temperature) = store.has_temperatures(&t.test_id)?;
     Ok(TestDetail {
         summary: Some(summary(t, lab)),
         metadata: t.metadata.clone().into_iter().collect(),
@@ -112,6 +130,10 @@ pub fn detail(store: &HubStore, t: &TestRow, lab: &str) -> Result<TestDetail, St
             .collect(),
         metadata_problems: t.metadata_problems.clone(),
         equipment: store.test_equipment(&t.test_id)?,
+        protocol_source,
+        plan_json,
+        has_cell_temperature,
+        has_ambient_temperature,
     })
 }
 

@@ -31,9 +31,11 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{Authenticator, Caller, Recheck};
 use crate::store::{HubStore, StoreError, TestRow};
-pub use catalog::{TestFilter, cell, cells_of, detail, summary};
+pub use catalog::{STATES, TestFilter, cell, cells_of, detail, summary};
 use samples::read_page;
-pub use samples::{COLUMNS, Column, Columns, CsvWriter, PAGE, check_window, column, read_batches};
+pub use samples::{
+    COLUMNS, Column, Columns, CsvWriter, NO_PLAN_STEP, PAGE, check_window, column, read_batches,
+};
 
 /// A store failure as a gRPC status (an unknown test is `NOT_FOUND`); HTTP maps it on.
 pub fn status(e: StoreError) -> Status {
@@ -179,7 +181,10 @@ impl Query for QueryService {
             self.token_recheck,
         );
         let r = request.into_inner();
-        let cols = Columns::parse(&r.columns).map_err(Status::invalid_argument)?;
+        let mut cols = Columns::parse(&r.columns).map_err(Status::invalid_argument)?;
+        if r.with_plan_step {
+            cols = cols.with_plan_step();
+        }
         let window = (r.from_test_time_s, r.to_test_time_s);
         check_window(window.0, window.1).map_err(Status::invalid_argument)?;
         let store = self.store.clone();

@@ -89,11 +89,30 @@ impl Columns {
     pub fn names(&self) -> Vec<&'static str> {
         COLUMNS.iter().copied().filter(|c| self.has(c)).collect()
     }
+
+    /// These columns and each sample's plan step (`ReadSamplesRequest.with_plan_step`), which
+    /// an export needs and no listing shows.
+    pub fn with_plan_step(mut self) -> Columns {
+        self.0.insert(PLAN_STEP);
+        self
+    }
 }
 
+/// The plan-step column, sent only on request ([`Columns::with_plan_step`]).
+const PLAN_STEP: &str = "plan_step";
+
+/// A sample without a plan step, in a batch whose other samples have one.
+pub const NO_PLAN_STEP: u32 = u32::MAX;
+
 /// Appends samples `r` of `c` to `b`, filling only the selected columns (a missing
-/// temperature as NaN); batches hold contiguous samples.
-fn extend(b: &mut SampleBatch, cols: &Columns, c: &chunk::Columns<'_>, r: Range<usize>) {
+/// temperature as NaN); batches hold contiguous samples, `len` of them so far.
+fn extend(
+    b: &mut SampleBatch,
+    cols: &Columns,
+    c: &chunk::Columns<'_>,
+    r: Range<usize>,
+    len: usize,
+) {
     let reals: [(&str, &mut Vec<f64>, &[f64]); 8] = [
         ("test_time_s", &mut b.test_time_s, c.head[0]),
         ("unix_time_s", &mut b.unix_time_s, c.head[1]),
@@ -131,6 +150,19 @@ fn extend(b: &mut SampleBatch, cols: &Columns, c: &chunk::Columns<'_>, r: Range<
     }
     if cols.has("cycle") {
         b.cycle.extend_from_slice(&c.cycle[r.clone()]);
+    }
+    if cols.has(PLAN_STEP) {
+        // One value per sample once any sample of the batch has one.
+        let any = r.clone().any(|i| c.plan_step.get(i).is_some());
+        if any && b.plan_step.len() < len {
+            b.plan_step.resize(len, NO_PLAN_STEP);
+        }
+        if any || !b.plan_step.is_empty() {
+            let steps = r
+                .clone()
+                .map(|i| c.plan_step.get(i).unwrap_or(NO_PLAN_STEP));
+            b.plan_step.extend(steps);
+        }
     }
     if cols.has("step") {
         b.step.extend_from_slice(&c.step[r]);
@@ -318,7 +350,7 @@ pub fn read_batches(
                     batch.first_seq = seq;
                 }
                 let take = run.len().min(BATCH - len);
-                extend(&mut batch, cols, &c, run.start..run.start + take);
+                extend(&mut batch, cols, &c, run.start..run.start + take, len);
                 len += take;
                 run.start += take;
                 expected = Some(first + run.start as u64);

@@ -687,3 +687,5 @@ mod bdf;
 mod binary;
 #[path = "exports/cycles.rs"]
 mod cycles;
+#[path = "exports/remote.rs"]
+mod remote;

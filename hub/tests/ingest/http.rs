@@ -47,6 +47,7 @@ async fn grpc_table(hub: &Hub, test_id: &str, columns: &[&str], window: (f64, f6
             columns: columns.iter().map(|c| c.to_string()).collect(),
             from_test_time_s: window.0,
             to_test_time_s: window.1,
+            with_plan_step: false,
         })
         .await
         .unwrap()

@@ -76,6 +76,7 @@ async fn samples_are_read_with_only_the_chosen_columns_inside_the_time_window(ba
             columns: vec!["test_time_s".into(), "voltage_v".into()],
             from_test_time_s: 50.0,
             to_test_time_s: 249.0,
+            with_plan_step: false,
         })
         .await
         .unwrap()

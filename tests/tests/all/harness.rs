@@ -159,7 +159,7 @@ impl Process {
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             // Each daemon's web monitor on a port of its own (tests run side by side).
-            .env("CYCLERD_WEB__LISTEN", "127.0.0.1:0")
+            .env("CYCLERD__WEB__LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

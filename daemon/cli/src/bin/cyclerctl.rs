@@ -1,6 +1,6 @@
 //! `cyclerctl`: talks to a running cyclerd over its control API.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use cyclerd::proto::control::control_client::ControlClient;
 use cyclerd::proto::control::*;
 use cyclerd::simulate;
@@ -20,38 +20,91 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 #[derive(Parser)]
-#[command(version, about = "cyclerctl: control a running cyclerd")]
+#[command(
+    name = "cyclerctl",
+    version,
+    about = "cyclerctl: control a running cyclerd"
+)]
 struct Cli {
-    /// The daemon's control address.
-    #[arg(
-        long,
-        global = true,
-        default_value = "http://127.0.0.1:50052",
-        env = "CYCLERD_CONTROL"
-    )]
-    daemon: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the daemon's control API is when none is said.
+const DEFAULT_CONTROL: &str = "http://127.0.0.1:50052";
+
+/// How to reach the daemon, for the commands that talk to one.
+#[derive(Args)]
+struct DaemonArgs {
+    /// The daemon's control address, http://HOST:PORT or https://HOST:PORT [default:
+    /// http://127.0.0.1:50052, or the one --config says].
+    #[arg(long, global = true, env = "CYCLERD_CONTROL", value_name = "URL")]
+    daemon: Option<String>,
+    /// The daemon's lab configuration (TOML), to find it without --daemon: its `[control]
+    /// listen` address (loopback for an unspecified one), https:// when it serves TLS.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The control token (`cyclerd token issue`), needed where the daemon requires one; better
     /// given in CYCLERD_TOKEN than on the command line, which other users can see.
     #[arg(long, global = true, env = "CYCLERD_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// The CA (PEM) that signed the daemon's certificate, for an https:// --daemon.
-    #[arg(long, global = true, env = "CYCLERD_CA")]
+    #[arg(long, global = true, env = "CYCLERD_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
+}
+
+impl DaemonArgs {
+    /// The control address: --daemon (or CYCLERD_CONTROL), else the one --config gives, else
+    /// the default.
+    fn address(&self) -> anyhow::Result<String> {
+        if let Some(address) = &self.daemon {
+            return Ok(address.clone());
+        }
+        let Some(path) = &self.config else {
+            return Ok(DEFAULT_CONTROL.to_owned());
+        };
+        let config = cyclerd::config::Config::read(path)?;
+        Ok(control_address(&config.control))
+    }
+}
+
+/// The URL a client on this machine reaches the control API `control` at.
+fn control_address(control: &cyclerd::config::ControlSection) -> String {
+    let mut listen = control.listen;
+    // Listening everywhere: this machine reaches it on loopback.
+    if listen.ip().is_unspecified() {
+        listen.set_ip(match listen {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if control.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{listen}")
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// The daemon, its uplink to the hub, and every channel.
-    Status,
+    Status {
+        #[command(flatten)]
+        to: DaemonArgs,
+    },
     /// The channels live, in at most 80 columns (redrawn in place on a terminal, appended
     /// otherwise): state, test time, V, I, T, the test, cell and protocol, the step, and the
     /// step's and cycle's capacity. Ends when the daemon stops, with one line saying so on
     /// standard error and exit status 1 (the daemon went away under it).
-    Watch,
+    Watch {
+        #[command(flatten)]
+        to: DaemonArgs,
+    },
     /// Start a protocol on a channel.
     Start {
+        #[command(flatten)]
+        to: DaemonArgs,
         /// Channel id, DEVICE/N.
         channel: String,
         /// Protocol file (YAML).
@@ -77,6 +130,8 @@ enum Command {
     },
     /// The outbox: backlog, oldest unacknowledged entry, dead letters.
     Outbox {
+        #[command(flatten)]
+        to: DaemonArgs,
         #[command(subcommand)]
         action: Option<OutboxAction>,
     },
@@ -91,7 +146,11 @@ enum Command {
     },
     /// Stop the test on a channel (output off, recorded as stopped).
     Stop {
+        #[command(flatten)]
+        to: DaemonArgs,
+        /// Channel id, DEVICE/N.
         channel: String,
+        /// Why, in words: recorded with the test's end.
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -102,6 +161,7 @@ enum ProtocolAction {
     /// Parse a protocol, show its plan in brief, and say which targets can run it: natively,
     /// supervised by the daemon, or not at all (every problem, not the first).
     Check {
+        /// The protocol file (YAML).
         file: PathBuf,
         /// List every step on this target: native, supervised (and how), or impossible.
         #[arg(long)]
@@ -109,6 +169,7 @@ enum ProtocolAction {
     },
     /// Compile a protocol to a cycler's native schedule.
     Compile {
+        /// The protocol file (YAML).
         file: PathBuf,
         /// maccor, neware, arbin, biologic, pybamm or pybamm-json.
         #[arg(long)]
@@ -120,6 +181,7 @@ enum ProtocolAction {
     /// Read a cycler's native schedule (or an aurora-unicycler protocol) and write it as a
     /// protocol (YAML).
     Import {
+        /// The cycler's schedule file (or the aurora-unicycler JSON).
         file: PathBuf,
         /// maccor, neware, arbin, biologic or unicycler (aurora-unicycler JSON); guessed from
         /// the file when absent.
@@ -131,6 +193,7 @@ enum ProtocolAction {
     },
     /// Run a protocol against the cell model and report what it does.
     Simulate {
+        /// The protocol file (YAML).
         file: PathBuf,
         /// nmc or lfp.
         #[arg(long, default_value = "nmc")]
@@ -204,9 +267,8 @@ impl Interceptor for Bearer {
 
 type Client = ControlClient<InterceptedService<Channel, Bearer>>;
 
-async fn connect(cli: &Cli) -> anyhow::Result<Client> {
-    let address = cli.daemon.as_str();
-    let bearer = match &cli.token {
+async fn connect(to: &DaemonArgs, address: &str) -> anyhow::Result<Client> {
+    let bearer = match &to.token {
         Some(token) => Some(cyclerd::proto::bearer(token).ok_or_else(|| {
             anyhow::anyhow!("the token has characters a token never has; copy it again")
         })?),
@@ -220,7 +282,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     }
     let mut endpoint = Endpoint::from_shared(address.to_owned())
         .map_err(|_| anyhow::anyhow!("--daemon {address} is not a URL (http://HOST:PORT)"))?;
-    match (address.split_once("://").map(|(s, _)| s), &cli.ca) {
+    match (address.split_once("://").map(|(s, _)| s), &to.ca) {
         (Some("https"), Some(ca)) => {
             let pem = std::fs::read(ca)
                 .map_err(|e| anyhow::anyhow!("cannot read the CA file {}: {e}", ca.display()))?;
@@ -239,8 +301,9 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
     }
     let channel = endpoint.connect().await.map_err(|e| {
         anyhow::anyhow!(
-            "cannot reach cyclerd at {address}: {e} (is it running? set --daemon; for https://, \
-             did --ca sign its certificate?)"
+            "cannot reach cyclerd at {address}: {} (set --daemon, or --config with the lab \
+             configuration)",
+            cyclerd::proto::connect_failure(address, &e)
         )
     })?;
     Ok(ControlClient::with_interceptor(channel, Bearer(bearer)))
@@ -269,10 +332,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Protocol { action, params } = cli.command {
         return protocol(action, &params.into_iter().collect());
     }
-    let mut client = connect(&cli).await?;
+    let to = match &cli.command {
+        Command::Status { to }
+        | Command::Watch { to }
+        | Command::Start { to, .. }
+        | Command::Outbox { to, .. }
+        | Command::Stop { to, .. } => to,
+        Command::Protocol { .. } => unreachable!("handled above"),
+    };
+    let address = to.address()?;
+    let mut client = connect(to, &address).await?;
     match cli.command {
         Command::Protocol { .. } => unreachable!("handled above"),
-        Command::Status => {
+        Command::Status { .. } => {
             let s = client
                 .get_status(GetStatusRequest {})
                 .await
@@ -304,8 +376,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", view::fit(&line, view::WIDTH));
             }
         }
-        Command::Watch => watch(&mut client, &cli.daemon).await?,
+        Command::Watch { .. } => watch(&mut client, &address).await?,
         Command::Start {
+            to: _,
             channel,
             protocol,
             cell,
@@ -345,7 +418,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  note: {note}");
             }
         }
-        Command::Outbox { action: None } => {
+        Command::Outbox { action: None, .. } => {
             let o = client
                 .get_outbox(GetOutboxRequest {})
                 .await
@@ -373,6 +446,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Outbox {
             action: Some(OutboxAction::Retry),
+            ..
         } => {
             let r = client
                 .retry_dead_letters(RetryDeadLettersRequest {})
@@ -381,7 +455,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .into_inner();
             println!("requeued {} dead letters", r.requeued);
         }
-        Command::Stop { channel, reason } => {
+        Command::Stop {
+            channel, reason, ..
+        } => {
             client
                 .stop_test(StopTestRequest {
                     channel_id: channel.clone(),
@@ -673,3 +749,7 @@ async fn watch(client: &mut Client, address: &str) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "cyclerctl/tests.rs"]
+mod tests;

@@ -94,6 +94,7 @@ pub(crate) enum SimDevice {
         /// Serve on a pseudo-terminal instead (any baud rate), linked from this path (unix).
         #[arg(long, conflicts_with = "listen")]
         pty: Option<PathBuf>,
+        /// Serial number the instrument reports (`*IDN?`).
         #[arg(long, default_value = "SIM0001")]
         serial: String,
         #[command(flatten)]
@@ -108,6 +109,7 @@ pub(crate) enum SimDevice {
         /// configuration can name a stable port.
         #[arg(long)]
         pty: Option<PathBuf>,
+        /// Serial number the supply reports.
         #[arg(long, default_value_t = 1)]
         serial: u32,
         #[command(flatten)]

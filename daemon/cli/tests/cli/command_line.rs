@@ -387,7 +387,7 @@ async fn an_unreachable_device_does_not_keep_the_daemon_down_and_is_named_with_i
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
         .args(["run", "--config"])
         .arg(&path)
-        .env("CYCLERD_WEB__LISTEN", "127.0.0.1:0")
+        .env("CYCLERD__WEB__LISTEN", "127.0.0.1:0")
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -472,7 +472,7 @@ async fn cyclerctl_watch_shows_the_demos_channels_in_80_columns_and_ends_with_on
     );
 
     let mut watch = Command::new(env!("CARGO_BIN_EXE_cyclerctl"))
-        .args(["--daemon", &control, "watch"])
+        .args(["watch", "--daemon", &control])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

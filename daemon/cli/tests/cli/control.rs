@@ -307,9 +307,9 @@ async fn a_protocol_over_the_size_limit_is_refused_alike_by_check_and_start() {
     let daemon = format!("http://{control}");
     let checked = run(vec!["protocol", "check", &path]).await.unwrap();
     let started = run(vec![
+        "start",
         "--daemon",
         &daemon,
-        "start",
         "psb1/1",
         "--protocol",
         &path,
@@ -345,9 +345,9 @@ async fn cyclerctl_start_takes_a_metadata_file_and_names_what_is_missing() {
     .unwrap();
     let cyclerctl = |extra: &[&str]| {
         let mut args = vec![
-            "--daemon".to_string(),
+            "start".to_string(),
+            "--daemon".into(),
             format!("http://{control}"),
-            "start".into(),
             "psb1/1".into(),
             "--protocol".into(),
             protocol.display().to_string(),
@@ -388,9 +388,9 @@ async fn cyclerctl_start_param_capacity_sets_the_c_rates_and_prints_which_capaci
     let protocol = dir.path().join("p.yaml");
     std::fs::write(&protocol, PROTOCOL).unwrap();
     let mut args = vec![
-        "--daemon".to_string(),
+        "start".to_string(),
+        "--daemon".into(),
         format!("http://{control}"),
-        "start".into(),
         "psb1/1".into(),
         "--protocol".into(),
         protocol.display().to_string(),

@@ -277,8 +277,13 @@ async fn cyclerctl_over_https_with_the_ca_and_a_reader_token_reads_and_is_refuse
     let daemon = format!("https://127.0.0.1:{}", addr.port());
     let cyclerctl = |args: &[&str], token: Option<&str>| {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerctl"));
-        command.arg("--daemon").arg(&daemon).arg("--ca").arg(&ca);
-        command.args(args).env_remove("CYCLERD_TOKEN");
+        command
+            .args(args)
+            .arg("--daemon")
+            .arg(&daemon)
+            .arg("--ca")
+            .arg(&ca);
+        command.env_remove("CYCLERD_TOKEN");
         if let Some(token) = token {
             command.env("CYCLERD_TOKEN", token);
         }
@@ -305,7 +310,7 @@ async fn cyclerctl_over_https_with_the_ca_and_a_reader_token_reads_and_is_refuse
         "{err}"
     );
     let without_ca = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerctl"))
-        .args(["--daemon", &daemon, "status"])
+        .args(["status", "--daemon", &daemon])
         .env_remove("CYCLERD_CA")
         .output()
         .await
@@ -380,7 +385,7 @@ async fn cyclerd_token_issues_lists_and_revokes_and_cyclerd_run_never_logs_a_sec
     let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
         .args(["run", "--config"])
         .arg(&config)
-        .env("CYCLERD_WEB__LISTEN", "127.0.0.1:0")
+        .env("CYCLERD__WEB__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "debug")
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -411,8 +416,8 @@ async fn cyclerd_token_issues_lists_and_revokes_and_cyclerd_run_never_logs_a_sec
         .expect("cyclerd run logs its control address before it ends");
     let cyclerctl = async |args: &[&str], token: &str| {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerctl"))
-            .args(["--daemon", &format!("http://{addr}")])
             .args(args)
+            .args(["--daemon", &format!("http://{addr}")])
             .env("CYCLERD_TOKEN", token)
             .output();
         tokio::time::timeout_at(deadline(), output)
@@ -473,7 +478,7 @@ fn cyclerd_run_refuses_a_control_api_beyond_loopback_without_tls_and_a_token() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyclerd"))
         .args(["run", "--config"])
         .arg(&config)
-        .env("CYCLERD_WEB__LISTEN", "127.0.0.1:0")
+        .env("CYCLERD__WEB__LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -145,7 +145,7 @@ async fn daemon_log_until_running(extra: &[&str]) -> Vec<String> {
         .args(extra)
         .args(["run", "--config"])
         .arg(&path)
-        .env("CYCLERD_WEB__LISTEN", "127.0.0.1:0")
+        .env("CYCLERD__WEB__LISTEN", "127.0.0.1:0")
         .env_remove("RUST_LOG")
         .env_remove("JOURNAL_STREAM")
         .stdin(std::process::Stdio::null())

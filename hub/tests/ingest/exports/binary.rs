@@ -108,7 +108,8 @@ async fn the_binary_refuses_unknown_tests_unwritable_outputs_and_anonymising_wit
     fs::write(at("short-secret"), "too short\n").unwrap();
     fs::write(at("lab-secret"), SECRET).unwrap();
     fs::create_dir(at("a-directory")).unwrap();
-    let missing_dir = at("no/such/dir/x.bdf.parquet");
+    // A missing folder is created; one that cannot be (a file is in the way) is an error.
+    let under_a_file = at("lab-secret/x.bdf.parquet");
 
     for (args, message) in [
         (
@@ -165,7 +166,10 @@ async fn the_binary_refuses_unknown_tests_unwritable_outputs_and_anonymising_wit
         assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
     }
     for (output, message) in [
-        (missing_dir.as_str(), format!("cannot write {missing_dir}")),
+        (
+            under_a_file.as_str(),
+            format!("cannot create the folder {}", at("lab-secret")),
+        ),
         (
             &at("a-directory"),
             format!("cannot write {}: it is a directory", at("a-directory")),

@@ -1,0 +1,135 @@
+use super::*;
+use clap::CommandFactory as _;
+
+#[test]
+fn the_command_line_definition_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+/// Every argument of `command` and its subcommands, with the path of subcommands to it.
+fn arguments(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+    for arg in command.get_arguments() {
+        out.push((path.to_owned(), arg.clone()));
+    }
+    for sub in command.get_subcommands() {
+        arguments(sub, &format!("{path} {}", sub.get_name()), out);
+    }
+}
+
+#[test]
+fn every_argument_is_described_in_help() {
+    let mut all = Vec::new();
+    arguments(&Cli::command(), "cyclerhub", &mut all);
+    for (path, arg) in all {
+        let id = arg.get_id().as_str();
+        if ["help", "version"].contains(&id) {
+            continue;
+        }
+        assert!(arg.get_help().is_some(), "{path}: {id} has no help");
+    }
+}
+
+#[test]
+fn serve_help_says_it_serves_queries_and_the_web_app() {
+    let mut cli = Cli::command();
+    let serve = cli.find_subcommand_mut("serve").unwrap();
+    let help = serve.render_help().to_string();
+    assert!(
+        help.contains("queries") && help.contains("web app"),
+        "{help}"
+    );
+    assert!(Cli::command().render_version().starts_with("cyclerhub "));
+}
+
+#[test]
+fn a_state_no_test_can_be_in_is_refused_with_the_states_there_are() {
+    let parse = |args: &[&str]| Cli::try_parse_from([&["cyclerhub"], args].concat());
+    let e = parse(&["tests", "--db", "hub.sqlite", "--state", "done"])
+        .err()
+        .expect("done is no state")
+        .to_string();
+    assert!(e.contains("finished") && e.contains("ended"), "{e}");
+    assert!(parse(&["tests", "--db", "hub.sqlite", "--state", "ended"]).is_ok());
+    // The query service refuses it too, for clients other than this one.
+    let filter = TestFilter {
+        state: "done".into(),
+        ..TestFilter::default()
+    };
+    assert!(filter.check().unwrap_err().contains("running"));
+}
+
+#[test]
+fn since_and_until_take_dates_and_rfc_3339_times() {
+    let parse = |args: &[&str]| Cli::try_parse_from([&["cyclerhub"], args].concat());
+    let Ok(Cli {
+        command: Command::Tests { filters, .. },
+    }) = parse(&[
+        "tests",
+        "--db",
+        "hub.sqlite",
+        "--since",
+        "2026-12-01",
+        "--until",
+        "2026-12-02T06:00:00+01:00",
+    ])
+    else {
+        panic!("a date and an RFC 3339 time are times");
+    };
+    assert_eq!(filters.since, Some(1_796_083_200.0));
+    assert_eq!(
+        filters.until,
+        Some(1_796_083_200.0 + 86_400.0 + 5.0 * 3600.0)
+    );
+    let e = parse(&["tests", "--db", "hub.sqlite", "--since", "2026-12-32"])
+        .err()
+        .expect("no such day")
+        .to_string();
+    assert!(e.contains("2026-12-32"), "{e}");
+    assert!(!e.contains("float"), "{e}");
+}
+
+#[test]
+fn export_takes_a_test_or_filters_but_not_both() {
+    let parse = |args: &[&str]| Cli::try_parse_from([&["cyclerhub"], args].concat());
+    assert!(parse(&["export", "--hub", "http://hub:50051", "0190a0c0", "-o", "x"]).is_ok());
+    let bulk = [
+        "export", "--db", "h.sqlite", "--lab", "L", "--state", "ended", "-o", "out",
+    ];
+    assert!(parse(&bulk).is_ok());
+    assert!(parse(&["export", "--db", "h.sqlite", "ID", "--lab", "L"]).is_err());
+}
+
+#[test]
+fn a_missing_database_folder_is_named_as_such() {
+    let e = open("/no/such/folder/hub.sqlite", false)
+        .expect_err("no folder")
+        .to_string();
+    assert!(e.contains("the folder /no/such/folder"), "{e}");
+}
+
+#[test]
+fn tests_and_samples_read_from_exactly_one_of_a_database_and_a_hub() {
+    let parse = |args: &[&str]| Cli::try_parse_from([&["cyclerhub"], args].concat());
+    for ok in [
+        &["tests", "--db", "hub.sqlite"][..],
+        &["tests", "--hub", "https://hub:50051", "--ca-file", "ca.pem"],
+        &[
+            "samples",
+            "--hub",
+            "http://hub:50051",
+            "--token-file",
+            "t",
+            "ID",
+        ],
+    ] {
+        assert!(parse(ok).is_ok(), "{ok:?}");
+    }
+    for refused in [
+        &["tests"][..],
+        &["tests", "--db", "hub.sqlite", "--hub", "http://hub:50051"],
+        &["tests", "--db", "hub.sqlite", "--ca-file", "ca.pem"],
+        &["samples", "--db", "hub.sqlite", "--token-file", "t", "ID"],
+    ] {
+        assert!(parse(refused).is_err(), "{refused:?}");
+    }
+}
