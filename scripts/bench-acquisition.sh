@@ -58,7 +58,7 @@ EOF
     pids+=($daemon)
     local up=
     for _ in $(seq 1 100); do
-        "$bin/cyclerctl" --daemon "http://127.0.0.1:$ctlport" status >/dev/null 2>&1 && { up=1; break; }
+        "$bin/cyclerctl" status --daemon "http://127.0.0.1:$ctlport" >/dev/null 2>&1 && { up=1; break; }
         sleep 0.1
     done
     if [[ -z $up ]]; then
@@ -68,7 +68,7 @@ EOF
         exit 1
     fi
     for k in $(seq 1 "$channels"); do
-        "$bin/cyclerctl" --daemon "http://127.0.0.1:$ctlport" start "psb$k/1" --protocol "$dir/slow.yaml" \
+        "$bin/cyclerctl" start --daemon "http://127.0.0.1:$ctlport" "psb$k/1" --protocol "$dir/slow.yaml" \
             --meta cell_id="cell$k" --meta operator=bench --meta owner=bench --meta objective=bench \
             --meta chemistry=NMC --meta nominal_capacity_ah=2.5 >/dev/null
     done
