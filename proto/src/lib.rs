@@ -134,10 +134,6 @@ pub fn connect_failure(address: &str, error: &(dyn std::error::Error + 'static))
     }
 }
 
-/// Encoded `FileDescriptorSet` of every contract, served by gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/cyclerd_descriptor.bin"));
-
 #[cfg(test)]
 mod tests {
     #[test]

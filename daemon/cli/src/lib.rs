@@ -9,6 +9,8 @@
 //! - [`cyclerd`]: the `cyclerd` command line (`run`, `demo`, `sim FAMILY`, `token`); `src/bin/cyclerd.rs`
 //!   just calls [`cyclerd::main`]. `run` listens for the stop signal before anything can resume
 //!   a test, so a SIGTERM at any point of a start still switches every output off.
+//! - [`run`]: `cyclerd run` itself, from the start to the stop; the command line and the Windows
+//!   service both call it.
 //! - [`sim`](crate::sim): `cyclerd sim FAMILY`, one simulated device standalone on its real
 //!   wire protocol (TCP, or a pseudo-terminal linked from a path).
 //! - [`lab`]: a simulated lab (simulators of one family, optionally a chamber, the daemon and an
@@ -32,6 +34,7 @@ pub mod cyclerd;
 pub mod demo;
 pub mod lab;
 pub mod protocol_check;
+pub mod run;
 pub mod signal;
 mod sim;
 pub mod systemd;

@@ -24,7 +24,7 @@ pub enum ServiceAction {
     /// Run under the Service Control Manager (its binPath); not for a console.
     Run {
         /// The lab configuration (TOML).
-        #[arg(long, default_value = crate::cyclerd::DEFAULT_CONFIG)]
+        #[arg(long, default_value = crate::run::DEFAULT_CONFIG)]
         config: PathBuf,
     },
 }
@@ -78,10 +78,10 @@ fn serve() -> anyhow::Result<()> {
     let path = CONFIG
         .get()
         .cloned()
-        .unwrap_or_else(|| crate::cyclerd::DEFAULT_CONFIG.into());
+        .unwrap_or_else(|| crate::run::DEFAULT_CONFIG.into());
     let open_files = cyclerd::proto::incoming::raise_open_file_limit();
     let runtime = tokio::runtime::Runtime::new()?;
-    let result = runtime.block_on(crate::cyclerd::run(
+    let result = runtime.block_on(crate::run::run(
         &path,
         Clock::scaled(1.0),
         open_files,

@@ -63,6 +63,7 @@ fn since_and_until_take_dates_and_rfc_3339_times() {
     let parse = |args: &[&str]| Cli::try_parse_from([&["cyclerhub"], args].concat());
     let Ok(Cli {
         command: Command::Tests { filters, .. },
+        ..
     }) = parse(&[
         "tests",
         "--db",
