@@ -161,34 +161,15 @@ fn test_row(d: &TestDetail) -> TestRow {
 /// The number of samples in `b`, or an error when its columns disagree on it (a batch no
 /// hub sends: reading it would index past a column's end).
 fn well_formed(b: &SampleBatch) -> std::io::Result<usize> {
-    let n = b.test_time_s.len();
-    let required = [
-        b.unix_time_s.len(),
-        b.voltage_v.len(),
-        b.current_a.len(),
-        b.cycle.len(),
-        b.step.len(),
-        b.charge_capacity_ah.len(),
-        b.discharge_capacity_ah.len(),
-        b.charge_energy_wh.len(),
-        b.discharge_energy_wh.len(),
-    ];
-    let optional = [
-        b.temperature_c.len(),
-        b.ambient_temperature_c.len(),
-        b.plan_step.len(),
-    ];
-    if required.iter().all(|l| *l == n) && optional.iter().all(|l| *l == 0 || *l == n) {
-        Ok(n)
-    } else {
-        Err(std::io::Error::new(
+    cyclerd_proto::chunk::batch_len(b).ok_or_else(|| {
+        std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
                 "the hub sent a batch of samples from seq {} whose columns differ in length",
                 b.first_seq
             ),
-        ))
-    }
+        )
+    })
 }
 
 /// Sample `i` of batch `b` as the database reads it: a missing temperature (NaN, or no column)

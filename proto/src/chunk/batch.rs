@@ -11,9 +11,10 @@ use super::ints::{Reader, put_varint};
 use super::{ChunkError, Columns, MAX_CHUNK, Opt, OptVec, decode, encode};
 use crate::ingest::SampleBatch;
 
-/// The columns of `b` as they are, when its shape fits a chunk: 1 ..= [`MAX_CHUNK`] samples,
-/// every column as long, the optional ones empty or as long. `None` otherwise.
-pub fn batch_columns(b: &SampleBatch) -> Option<Columns<'_>> {
+/// The number of samples of `b` when its columns agree on it: every column as long, the
+/// optional ones empty or as long. `None` for a batch whose columns differ in length (reading
+/// it would index past a column's end).
+pub fn batch_len(b: &SampleBatch) -> Option<usize> {
     let n = b.test_time_s.len();
     let full = [
         b.unix_time_s.len(),
@@ -31,10 +32,13 @@ pub fn batch_columns(b: &SampleBatch) -> Option<Columns<'_>> {
         b.ambient_temperature_c.len(),
         b.plan_step.len(),
     ];
-    let fits = (1..=MAX_CHUNK).contains(&n)
-        && full.iter().all(|&l| l == n)
-        && optional.iter().all(|&l| l == 0 || l == n);
-    if !fits {
+    (full.iter().all(|&l| l == n) && optional.iter().all(|&l| l == 0 || l == n)).then_some(n)
+}
+
+/// The columns of `b` as they are, when its shape fits a chunk: 1 ..= [`MAX_CHUNK`] samples,
+/// every column as long, the optional ones empty or as long. `None` otherwise.
+pub fn batch_columns(b: &SampleBatch) -> Option<Columns<'_>> {
+    if !batch_len(b).is_some_and(|n| (1..=MAX_CHUNK).contains(&n)) {
         return None;
     }
     fn opt<T>(v: &[T]) -> Opt<'_, T> {

@@ -37,7 +37,7 @@ mod batch;
 mod floats;
 mod ints;
 
-pub use batch::{batch_columns, decode_sample_batch, encode_sample_batch};
+pub use batch::{batch_columns, batch_len, decode_sample_batch, encode_sample_batch};
 use floats::{Predict, Refs};
 use ints::{Reader, put_ints, put_varint};
 
