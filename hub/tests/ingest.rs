@@ -448,6 +448,8 @@ mod http;
 mod metrics;
 #[path = "ingest/pg_tls.rs"]
 mod pg_tls;
+#[path = "ingest/plots.rs"]
+mod plots;
 #[path = "ingest/query.rs"]
 mod query;
 #[path = "ingest/undecodable.rs"]

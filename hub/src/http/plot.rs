@@ -1,30 +1,19 @@
 //! A time window of a test reduced to what a plot `width` pixels wide can show: per pixel
 //! column the first and last sample's time and each series' min and max, drawn as a vertical
-//! stroke, so a 10-million-sample test plots from a few thousand points. The chunk index seeks
-//! to the window's start and the read stops past its end, so a zoomed-in window decodes only
-//! the chunks it covers; a window of at most two points per pixel comes back unreduced.
+//! stroke, so a 10-million-sample test plots from a few thousand points. A chunk that falls
+//! inside one pixel column is taken from its stored summary (`store::summary`) without decoding
+//! it; only the chunks that straddle two columns (or the window's edges) are decoded. A window
+//! of at most two points per pixel comes back unreduced.
 
 use serde_json::{Value, json};
 
-use cyclerd_proto::chunk::{Columns, Opt};
-
+use crate::store::summary::{self, PlotWindow, Summary};
 use crate::store::{HubStore, StoreError};
+
+pub use crate::store::summary::SERIES;
 
 /// Widest plot served, in pixel columns.
 pub const MAX_WIDTH: usize = 8192;
-
-/// The series a plot may draw, by their sample column names.
-pub const SERIES: [&str; 9] = [
-    "voltage_v",
-    "current_a",
-    "temperature_c",
-    "ambient_temperature_c",
-    "charge_capacity_ah",
-    "discharge_capacity_ah",
-    "charge_energy_wh",
-    "discharge_energy_wh",
-    "cycle",
-];
 
 /// What to plot.
 #[derive(Debug, Clone)]
@@ -41,36 +30,6 @@ pub struct PlotRequest {
     pub series: Vec<&'static str>,
 }
 
-/// Series `name` of a run of samples: its values, or the values with a NaN where a
-/// temperature is missing (into `scratch`), or the cycle numbers as floats.
-fn series<'a>(c: &Columns<'a>, name: &str, scratch: &'a mut Vec<f64>) -> &'a [f64] {
-    let optional = |o: Opt<'a, f64>, scratch: &'a mut Vec<f64>| -> &'a [f64] {
-        match o {
-            Opt::All(v) => v,
-            o => {
-                scratch.clear();
-                scratch.extend((0..c.len()).map(|i| o.get(i).unwrap_or(f64::NAN)));
-                scratch
-            }
-        }
-    };
-    match name {
-        "voltage_v" => c.head[2],
-        "current_a" => c.head[3],
-        "temperature_c" => optional(c.temperature_c, scratch),
-        "ambient_temperature_c" => optional(c.ambient_temperature_c, scratch),
-        "charge_capacity_ah" => c.tail[0],
-        "discharge_capacity_ah" => c.tail[1],
-        "charge_energy_wh" => c.tail[2],
-        "discharge_energy_wh" => c.tail[3],
-        _ => {
-            scratch.clear();
-            scratch.extend(c.cycle.iter().map(|&k| f64::from(k)));
-            scratch
-        }
-    }
-}
-
 /// One pixel column's samples, summarised.
 #[derive(Clone)]
 struct Bucket {
@@ -84,17 +43,27 @@ struct Bucket {
     max: Vec<f64>,
 }
 
-/// Why the read stopped early.
-enum Stop {
-    /// Past the window's end.
-    Past,
-    /// The store failed.
-    Store(StoreError),
-}
-
-impl From<StoreError> for Stop {
-    fn from(e: StoreError) -> Self {
-        Stop::Store(e)
+impl Bucket {
+    /// Adds samples from `first_t` to `last_t` (later than any before) whose series `j` spans
+    /// `lo(j)..=hi(j)`.
+    fn add(
+        &mut self,
+        n: u64,
+        first_t: f64,
+        last_t: f64,
+        lo: impl Fn(usize) -> f64,
+        hi: impl Fn(usize) -> f64,
+    ) {
+        if self.n == 0 {
+            self.first_t = first_t;
+        }
+        self.n += n;
+        self.last_t = last_t;
+        for j in 0..self.min.len() {
+            // `min`/`max` of f64 skip NaN, so a missing reading never hides the others.
+            self.min[j] = self.min[j].min(lo(j));
+            self.max[j] = self.max[j].max(hi(j));
+        }
     }
 }
 
@@ -114,7 +83,23 @@ pub fn reduce(store: &HubStore, r: &PlotRequest) -> Result<Value, StoreError> {
         None => return Ok(plot_json(r, r.from, to, 0, false, &[], &[])),
     };
     let span = (to - r.from).max(f64::MIN_POSITIVE);
-    let k = r.series.len();
+    let window = PlotWindow {
+        from: r.from,
+        to,
+        scale: r.width as f64 / span,
+    };
+    // Each requested series' index in a summary.
+    let index: Vec<usize> = r
+        .series
+        .iter()
+        .map(|name| {
+            SERIES
+                .iter()
+                .position(|s| s == name)
+                .unwrap_or(SERIES.len() - 1)
+        })
+        .collect();
+    let k = index.len();
     let empty = Bucket {
         n: 0,
         first_t: 0.0,
@@ -123,51 +108,71 @@ pub fn reduce(store: &HubStore, r: &PlotRequest) -> Result<Value, StoreError> {
         max: vec![f64::NAN; k],
     };
     let mut buckets = vec![empty; r.width];
-    // The first samples also kept as they are, in case the window holds few enough.
+    // The first samples also kept as they are, in case the window holds few enough; complete
+    // only while every chunk so far was decoded.
     let raw_limit = 2 * r.width;
     let mut raw: Vec<(f64, Vec<f64>)> = Vec::new();
+    let mut raw_complete = true;
     let mut n = 0u64;
     let mut scratch: Vec<Vec<f64>> = vec![Vec::new(); k];
-    let read = store.for_each_chunk_from(&r.test_id, start_seq, |_, c| -> Result<(), Stop> {
+    let corrupt = |first_seq: i64, e: String| {
+        StoreError::Corrupt(format!(
+            "the sample chunk at seq {first_seq} of test {}: {e}",
+            r.test_id
+        ))
+    };
+    store.for_each_plot_chunk(&r.test_id, start_seq, &window, |chunk| {
+        if chunk.t_min > to {
+            return Ok(false);
+        }
+        let Some(data) = chunk.data else {
+            // Inside the window and one pixel column: the store sends data otherwise.
+            let s = chunk
+                .summary
+                .as_deref()
+                .ok_or_else(|| corrupt(chunk.first_seq, "no data and no summary".into()))
+                .and_then(|b| Summary::from_bytes(b).map_err(|e| corrupt(chunk.first_seq, e)))?;
+            let count = (chunk.last_seq - chunk.first_seq + 1).max(0) as u64;
+            n += count;
+            raw_complete = false;
+            buckets[window.column(chunk.t_min, r.width)].add(
+                count,
+                chunk.t_min,
+                chunk.t_max,
+                |j| s.min[index[j]],
+                |j| s.max[index[j]],
+            );
+            return Ok(true);
+        };
+        let owned =
+            cyclerd_proto::chunk::decode(&data).map_err(|e| corrupt(chunk.first_seq, e.0))?;
+        let c = owned.columns();
         let t = c.head[0];
-        // The run's samples up to the window's end (test time only grows with seq).
-        let end = t.partition_point(|&x| x <= to || x.is_nan());
-        let values: Vec<&[f64]> = r
-            .series
+        let values: Vec<&[f64]> = index
             .iter()
             .zip(scratch.iter_mut())
-            .map(|(name, s)| series(&c, name, s))
+            .map(|(&j, s)| summary::series(&c, j, s))
             .collect();
-        for i in (0..end).filter(|&i| t[i] >= r.from) {
+        for i in (0..t.len()).filter(|&i| t[i] >= r.from && t[i] <= to) {
             n += 1;
-            let b = &mut buckets
-                [((((t[i] - r.from) / span) * r.width as f64) as usize).min(r.width - 1)];
-            if b.n == 0 {
-                b.first_t = t[i];
-            }
-            b.n += 1;
-            b.last_t = t[i];
-            for (j, v) in values.iter().enumerate() {
-                // `min`/`max` of f64 skip NaN, so a missing reading never hides the others.
-                b.min[j] = b.min[j].min(v[i]);
-                b.max[j] = b.max[j].max(v[i]);
-            }
-            if raw.len() < raw_limit {
+            buckets[window.column(t[i], r.width)].add(
+                1,
+                t[i],
+                t[i],
+                |j| values[j][i],
+                |j| values[j][i],
+            );
+            if raw.len() <= raw_limit {
                 raw.push((t[i], values.iter().map(|v| v[i]).collect()));
-            } else if raw.len() == raw_limit {
-                raw.push((f64::NAN, Vec::new()));
             }
         }
-        if end < t.len() {
-            return Err(Stop::Past);
+        Ok::<_, StoreError>(true)
+    })?;
+    if n as usize <= raw_limit {
+        if !raw_complete {
+            // Few samples, some of them only summarised: read them all.
+            return decoded(store, r, to, start_seq);
         }
-        Ok(())
-    });
-    match read {
-        Ok(_) | Err(Stop::Past) => {}
-        Err(Stop::Store(e)) => return Err(e),
-    }
-    if raw.len() <= raw_limit {
         let t: Vec<f64> = raw.iter().map(|(t, _)| *t).collect();
         let columns: Vec<Vec<f64>> = (0..k)
             .map(|j| raw.iter().map(|(_, v)| v[j]).collect())
@@ -189,6 +194,71 @@ pub fn reduce(store: &HubStore, r: &PlotRequest) -> Result<Value, StoreError> {
         }
     }
     Ok(plot_json(r, r.from, to, n, true, &t, &columns))
+}
+
+/// Why a read stopped early.
+enum Stop {
+    /// Past the window's end.
+    Past,
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Stop::Store(e)
+    }
+}
+
+/// The samples of a window of few samples (at most two per pixel), all decoded.
+fn decoded(
+    store: &HubStore,
+    r: &PlotRequest,
+    to: f64,
+    start_seq: u64,
+) -> Result<Value, StoreError> {
+    let index: Vec<usize> = r
+        .series
+        .iter()
+        .map(|name| {
+            SERIES
+                .iter()
+                .position(|s| s == name)
+                .unwrap_or(SERIES.len() - 1)
+        })
+        .collect();
+    let mut t = Vec::new();
+    let mut columns = vec![Vec::new(); index.len()];
+    let mut scratch = Vec::new();
+    let read = store.for_each_chunk_from(&r.test_id, start_seq, |_, c| -> Result<(), Stop> {
+        let ts = c.head[0];
+        for (j, col) in index.iter().zip(columns.iter_mut()) {
+            let v = summary::series(&c, *j, &mut scratch);
+            col.extend(
+                (0..ts.len())
+                    .filter(|&i| ts[i] >= r.from && ts[i] <= to)
+                    .map(|i| v[i]),
+            );
+        }
+        t.extend(ts.iter().copied().filter(|&x| x >= r.from && x <= to));
+        if ts.last().is_some_and(|&x| x > to) {
+            return Err(Stop::Past);
+        }
+        Ok(())
+    });
+    match read {
+        Ok(_) | Err(Stop::Past) => {}
+        Err(Stop::Store(e)) => return Err(e),
+    }
+    Ok(plot_json(
+        r,
+        r.from,
+        to,
+        t.len() as u64,
+        false,
+        &t,
+        &columns,
+    ))
 }
 
 fn plot_json(

@@ -119,6 +119,14 @@ pub(super) trait BatchWrites {
         c: &Encoded,
         added: i64,
     ) -> Result<(), StoreError>;
+    /// Stores the summary of the test's chunk at `first_seq` (`summary::Summary` bytes),
+    /// replacing the one it had.
+    fn set_summary(
+        &mut self,
+        test_key: i64,
+        first_seq: i64,
+        summary: &[u8],
+    ) -> Result<(), StoreError>;
     /// Inserts an event keyed by the entry that carried it (ignored when present).
     fn insert_event(
         &mut self,

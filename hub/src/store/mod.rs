@@ -10,7 +10,9 @@
 //!
 //! Samples are kept in chunks, a row per run of contiguous seqs of one test with its columns
 //! encoded into one blob (`chunk`), indexed by `(test, first_seq)` and `(test, t_max)` so that
-//! a seq range or a time window decodes only the chunks it needs (`samples`).
+//! a seq range or a time window decodes only the chunks it needs (`samples`). Beside each chunk
+//! its summary (each plot series' min and max, `summary`), so that a plot of a long test decodes
+//! only the chunks that straddle two of its pixel columns.
 //!
 //! Every method is blocking; async callers run them on `spawn_blocking`.
 //!
@@ -31,6 +33,7 @@ mod read;
 mod samples;
 mod sql;
 mod sqlite;
+pub mod summary;
 
 pub use cyclerd_proto::ingest::Equipment;
 pub use error::{StoreError, error_chain};
@@ -46,6 +49,7 @@ use std::sync::Arc;
 use cyclerd_proto::ingest::{CycleSummary, Entry, Hello};
 // The backends implement the statements of a batch; they take them from here.
 use batch_writes::{BatchWrites, CycleRecord, Registration, RejectionRecord};
+use summary::{PlotChunk, PlotWindow};
 
 use crate::token::{self, Role, TokenRow, check_name};
 // The backends read rows with the row macros, which name these.
@@ -537,6 +541,14 @@ trait Backend: Send + Sync {
         from_seq: i64,
         limit: i64,
     ) -> Result<Vec<(i64, i64, Vec<u8>)>, StoreError>;
+    /// Up to `limit` chunks of a test from `from_seq` on for a plot ([`sql::PLOT_PAGE_PG`]).
+    fn plot_page(
+        &self,
+        key: i64,
+        from_seq: i64,
+        limit: i64,
+        w: &PlotWindow,
+    ) -> Result<Vec<PlotChunk>, StoreError>;
     /// The first seq of the first chunk whose largest test time is at least `t`.
     fn first_seq_at(&self, key: i64, t: f64) -> Result<Option<i64>, StoreError>;
     /// The largest test time of the test's chunks.

@@ -10,10 +10,14 @@
 use cyclerd_proto::chunk::Columns;
 
 use super::chunk::{self, OwnedColumns};
+use super::summary::{PlotChunk, PlotWindow};
 use super::{HubStore, SampleRow, StoreError, u64_from_sql};
 
 /// Chunks read per page when streaming a test out (a daemon's batch is up to 2048 samples).
 const CHUNK_PAGE: i64 = 16;
+
+/// Chunks read per page for a plot (most come without their data).
+const PLOT_PAGE: i64 = 512;
 
 /// Where the page after a full page of chunks starts; `None` after the last page.
 fn page_after(page: &[(i64, i64, Vec<u8>)]) -> Option<i64> {
@@ -72,6 +76,38 @@ impl HubStore {
             }
             Ok(())
         })
+    }
+
+    /// The chunks of a test from `from_seq` on as a plot of window `w` reads them (a summary,
+    /// and the data only where the plot must decode it), in seq order, while `f` returns
+    /// `true`.
+    pub fn for_each_plot_chunk<E: From<StoreError>>(
+        &self,
+        test_id: &str,
+        from_seq: u64,
+        w: &PlotWindow,
+        mut f: impl FnMut(PlotChunk) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let key = self.backend.test_key(test_id)?;
+        let Ok(mut next) = i64::try_from(from_seq) else {
+            return Ok(());
+        };
+        loop {
+            let page = self.backend.plot_page(key, next, PLOT_PAGE, w)?;
+            let full = page.len() as i64 == PLOT_PAGE;
+            let Some(last) = page.last().map(|c| c.first_seq) else {
+                return Ok(());
+            };
+            for c in page {
+                if !f(c)? {
+                    return Ok(());
+                }
+            }
+            match last.checked_add(1) {
+                Some(after) if full => next = after,
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// The samples of a test from `from_seq` on, a run of consecutive seqs at a time as

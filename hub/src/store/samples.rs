@@ -10,6 +10,7 @@ use cyclerd_proto::ingest::{Entry, SampleBatch, entry::Body};
 
 use super::batch_writes::BatchWrites;
 use super::chunk::{self, Columns, Encoded, MAX_CHUNK, Opt};
+use super::summary::Summary;
 use super::{SampleRow, StoreError};
 
 /// Samples per chunk when converting the former table (a daemon's batch holds up to 2048).
@@ -151,7 +152,12 @@ pub(super) fn insert_batch(
     if let (true, Some(enc)) = (held.is_empty(), encoded) {
         // The usual case: a new batch, stored as it came.
         let inserted = w.insert_chunk(key, first, enc)?;
-        return Ok(if inserted { enc.count as u64 } else { 0 });
+        if !inserted {
+            return Ok(0);
+        }
+        let summary = with_columns(b, |cols| Summary::of(cols).to_bytes());
+        w.set_summary(key, first, &summary)?;
+        return Ok(enc.count as u64);
     }
     if held.is_empty() && n < SMALL_BATCH {
         let room = (MERGED_CHUNK - n) as i64;
@@ -165,8 +171,10 @@ pub(super) fn insert_batch(
             with_columns(b, |cols| {
                 rows.extend((0..n).map(|i| chunk::row(cols, i, b.first_seq + i as u64)));
             });
-            let enc = chunk::encode(&chunk::from_rows(&rows).columns());
+            let merged = chunk::from_rows(&rows);
+            let enc = chunk::encode(&merged.columns());
             w.replace_chunk(key, prev_first, &enc, n as i64)?;
+            w.set_summary(key, prev_first, &Summary::of(&merged.columns()).to_bytes())?;
             return Ok(n as u64);
         }
     }
@@ -176,9 +184,12 @@ pub(super) fn insert_batch(
             let (from, to) = ((from - first) as usize, (to - first) as usize + 1);
             for start in (from..to).step_by(MAX_CHUNK) {
                 let end = (start + MAX_CHUNK).min(to);
-                let enc = chunk::encode(&cols.slice(start..end));
+                let part = cols.slice(start..end);
+                let enc = chunk::encode(&part);
                 if w.insert_chunk(key, first + start as i64, &enc)? {
                     inserted += enc.count as u64;
+                    let summary = Summary::of(&part).to_bytes();
+                    w.set_summary(key, first + start as i64, &summary)?;
                 }
             }
         }

@@ -159,6 +159,44 @@ pub(super) const FIRST_SEQ_AT: &str = "SELECT min(first_seq) FROM sample_chunks 
      WHERE test_key = $1 AND t_max >= $2";
 /// The largest test time of test $1's samples (an index read: the chunks' `t_max`).
 pub(super) const LAST_TEST_TIME: &str = "SELECT max(t_max) FROM sample_chunks WHERE test_key = $1";
+/// Stores the summary of the chunk of test $1 at first seq $2 (replacing one it had).
+pub(super) const SET_SUMMARY: &str = "INSERT INTO chunk_summaries (test_key, first_seq, summary) \
+     VALUES ($1, $2, $3) ON CONFLICT (test_key, first_seq) DO UPDATE SET summary = excluded.summary";
+/// Up to $3 chunks of test $1 from first seq $2 on, for a plot of test time $4 to $5 with
+/// $6 pixel columns per second: `(first_seq, last_seq, t_min, t_max, summary, data)`, the data
+/// only when the chunk has no summary or does not fall inside one pixel column of the window
+/// (the column of time t is trunc((t - $4) * $6), as `http::plot` computes it). `$trunc` is the
+/// backend's truncation of a non-negative float.
+macro_rules! plot_page {
+    ($open:literal, $close:literal) => {
+        concat!(
+            "SELECT c.first_seq, c.last_seq, c.t_min, c.t_max, s.summary, \
+             CASE WHEN s.summary IS NULL OR c.t_min < $4 OR c.t_max > $5 OR ",
+            $open,
+            "(c.t_min - $4) * $6",
+            $close,
+            " <> ",
+            $open,
+            "(c.t_max - $4) * $6",
+            $close,
+            " THEN c.data END \
+             FROM sample_chunks c LEFT JOIN chunk_summaries s \
+             ON s.test_key = c.test_key AND s.first_seq = c.first_seq \
+             WHERE c.test_key = $1 AND c.first_seq >= $2 ORDER BY c.first_seq LIMIT $3"
+        )
+    };
+}
+pub(super) const PLOT_PAGE_SQLITE: &str = plot_page!("CAST(", " AS INTEGER)");
+pub(super) const PLOT_PAGE_PG: &str = plot_page!("trunc(", ")");
+/// Where the summary backfill stands (no row: done).
+pub(super) const BACKFILL_CURSOR: &str = "SELECT test_key, first_seq FROM summary_backfill";
+/// Up to $3 chunks after `(test_key, first_seq)` = ($1, $2), in that order.
+pub(super) const CHUNKS_AFTER: &str = "SELECT test_key, first_seq, data FROM sample_chunks \
+     WHERE (test_key, first_seq) > ($1, $2) ORDER BY test_key, first_seq LIMIT $3";
+pub(super) const BACKFILL_SUMMARY: &str = "INSERT INTO chunk_summaries (test_key, first_seq, \
+     summary) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+pub(super) const MOVE_BACKFILL: &str = "UPDATE summary_backfill SET test_key = $1, first_seq = $2";
+pub(super) const END_BACKFILL: &str = "DELETE FROM summary_backfill";
 /// Whether any sample of test $1 has a cell temperature, and an ambient one.
 pub(super) const HAS_TEMPERATURES: &str = "SELECT \
      EXISTS (SELECT 1 FROM sample_chunks WHERE test_key = $1 AND (temps & 1) <> 0), \

@@ -1,6 +1,6 @@
 //! The HTTP API and web app over loopback with a real HTTP client (reqwest): Parquet, Arrow and
 //! CSV downloads hold what the gRPC read gives, a download is streamed (it starts before the test
-//! is read to its end), plots are reduced per pixel, every path of the OpenAPI document answers,
+//! is read to its end), every path of the OpenAPI document answers,
 //! and a bad token is refused on the API (401) and at sign in.
 
 use std::collections::BTreeMap;
@@ -14,21 +14,21 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 
 /// Columns by name, each value as f64 (`None`: missing), in seq order.
-type Table = BTreeMap<String, Vec<Option<f64>>>;
+pub(super) type Table = BTreeMap<String, Vec<Option<f64>>>;
 
-fn client() -> reqwest::Client {
+pub(super) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
 }
 
-fn url(hub: &Hub, path: &str) -> String {
+pub(super) fn url(hub: &Hub, path: &str) -> String {
     format!("http://{}{path}", hub.http)
 }
 
 /// `n` samples of `test_id` from seq `first` as store entries of 10 000 samples, ids from `id`.
-fn many_samples(id: u64, test_id: &str, first: u64, n: u64) -> Vec<Entry> {
+pub(super) fn many_samples(id: u64, test_id: &str, first: u64, n: u64) -> Vec<Entry> {
     (0..n.div_ceil(10_000))
         .map(|i| {
             let from = first + i * 10_000;
@@ -39,7 +39,12 @@ fn many_samples(id: u64, test_id: &str, first: u64, n: u64) -> Vec<Entry> {
 }
 
 /// What gRPC's ReadSamples gives for the columns and window, as a [`Table`] with `seq`.
-async fn grpc_table(hub: &Hub, test_id: &str, columns: &[&str], window: (f64, f64)) -> Table {
+pub(super) async fn grpc_table(
+    hub: &Hub,
+    test_id: &str,
+    columns: &[&str],
+    window: (f64, f64),
+) -> Table {
     let mut q = QueryClient::new(hub.channel().await);
     let mut stream = q
         .read_samples(ReadSamplesRequest {
@@ -144,7 +149,7 @@ fn csv_table(text: &str) -> Table {
     table
 }
 
-async fn get(hub: &Hub, path: &str) -> reqwest::Response {
+pub(super) async fn get(hub: &Hub, path: &str) -> reqwest::Response {
     client().get(url(hub, path)).send().await.unwrap()
 }
 
@@ -262,69 +267,6 @@ async fn a_download_starts_before_the_test_is_read_to_its_end(backend: Backend) 
 /// Bytes a Parquet reader reads.
 fn bytes_of(v: Vec<u8>) -> impl parquet::file::reader::ChunkReader + 'static {
     bytes::Bytes::from(v)
-}
-
-async fn a_plot_is_reduced_to_two_points_per_pixel_column_keeping_the_extremes(backend: Backend) {
-    let hub = Hub::start(backend).await;
-    let mut entries = vec![registered(1, T1)];
-    entries.extend(many_samples(2, T1, 0, 100_000));
-    hub.store.apply_batch("daemon-a", 1, &entries).unwrap();
-    let plot: serde_json::Value = serde_json::from_str(
-        &get(
-            &hub,
-            &format!("/api/v1/tests/{T1}/plot?width=300&series=voltage_v,temperature_c"),
-        )
-        .await
-        .text()
-        .await
-        .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(plot["samples"], 100_000);
-    assert_eq!(plot["reduced"], true);
-    let t = plot["t"].as_array().unwrap();
-    assert!(t.len() <= 600 && t.len() >= 300, "{} points", t.len());
-    let v: Vec<f64> = plot["series"]["voltage_v"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
-    let grpc = grpc_table(&hub, T1, &["voltage_v"], (0.0, 0.0)).await;
-    let max = grpc["voltage_v"]
-        .iter()
-        .flatten()
-        .fold(f64::MIN, |a, b| a.max(*b));
-    let min = grpc["voltage_v"]
-        .iter()
-        .flatten()
-        .fold(f64::MAX, |a, b| a.min(*b));
-    assert_eq!(v.iter().fold(f64::MIN, |a, b| a.max(*b)), max);
-    assert_eq!(v.iter().fold(f64::MAX, |a, b| a.min(*b)), min);
-
-    // Zoomed in to fewer samples than pixels: the samples themselves.
-    let zoom: serde_json::Value = serde_json::from_str(
-        &get(
-            &hub,
-            &format!("/api/v1/tests/{T1}/plot?from=500&to=599&width=300"),
-        )
-        .await
-        .text()
-        .await
-        .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(zoom["reduced"], false);
-    assert_eq!(zoom["t"].as_array().unwrap().len(), 100);
-    assert_eq!(zoom["t"][0], 500.0);
-
-    let bad = get(&hub, &format!("/api/v1/tests/{T1}/plot?width=0")).await;
-    assert_eq!(bad.status(), 400);
-    let error: serde_json::Value = serde_json::from_str(&bad.text().await.unwrap()).unwrap();
-    assert!(
-        error["error"].as_str().unwrap().contains("width"),
-        "{error}"
-    );
 }
 
 async fn every_path_of_the_openapi_document_answers(backend: Backend) {
@@ -496,7 +438,6 @@ async fn a_bad_token_is_refused_on_the_api_and_at_sign_in(backend: Backend) {
 on_both_backends!(
     parquet_arrow_and_csv_downloads_hold_what_the_grpc_read_gives,
     a_download_starts_before_the_test_is_read_to_its_end,
-    a_plot_is_reduced_to_two_points_per_pixel_column_keeping_the_extremes,
     every_path_of_the_openapi_document_answers,
     a_bad_token_is_refused_on_the_api_and_at_sign_in,
 );

@@ -8,6 +8,8 @@ use cyclerd_proto::ingest::CycleSummary;
 
 use postgres::{GenericClient, Row};
 
+use crate::store::summary::{PlotChunk, PlotWindow};
+
 use super::{
     Backend, BatchOutcome, CellRow, Equipment, EventRow, PgStore, RejectionRow, SchemaRow, Source,
     StoreError, TeamRow, TestRow, TestRowRaw, TokenRow, WriteBatch, epoch_from_sql, sql,
@@ -278,6 +280,29 @@ impl Backend for PgStore {
         self.select(sql::CHUNK_PAGE, &[&key, &from_seq, &limit], |r| {
             Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
         })
+    }
+
+    fn plot_page(
+        &self,
+        key: i64,
+        from_seq: i64,
+        limit: i64,
+        w: &PlotWindow,
+    ) -> Result<Vec<PlotChunk>, StoreError> {
+        self.select(
+            sql::PLOT_PAGE_PG,
+            &[&key, &from_seq, &limit, &w.from, &w.to, &w.scale],
+            |r| {
+                Ok(PlotChunk {
+                    first_seq: r.try_get(0)?,
+                    last_seq: r.try_get(1)?,
+                    t_min: r.try_get(2)?,
+                    t_max: r.try_get(3)?,
+                    summary: r.try_get(4)?,
+                    data: r.try_get(5)?,
+                })
+            },
+        )
     }
 
     fn first_seq_at(&self, key: i64, t: f64) -> Result<Option<i64>, StoreError> {

@@ -1,5 +1,6 @@
 //! The PostgreSQL schema: its migrations, and bringing a database up to date.
 
+use crate::store::summary::{Backfill, backfill};
 use postgres::{Client, Transaction};
 
 use super::writes::insert_chunk;
@@ -252,6 +253,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sample_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
     CREATE INDEX sample_chunks_by_time ON sample_chunks (test_key, t_max);
     "#,
+    // 11: per chunk, each plot series' min and max (`store::summary`), so that a plot of a long
+    // test reads summaries instead of decoding every chunk. Chunks stored before get theirs
+    // from the backfill, which goes on from `summary_backfill` after the last chunk it did.
+    r#"
+    CREATE TABLE chunk_summaries (
+        test_key  bigint NOT NULL,
+        first_seq bigint NOT NULL,  -- the chunk's
+        summary   bytea  NOT NULL,
+        PRIMARY KEY (test_key, first_seq)
+    );
+    CREATE TABLE summary_backfill (test_key bigint NOT NULL, first_seq bigint NOT NULL);
+    INSERT INTO summary_backfill VALUES (-9223372036854775808, -9223372036854775808);
+    "#,
 ];
 
 /// Advisory lock key ("cyclerhb") held while migrating, so that hubs starting at once on one
@@ -292,7 +306,58 @@ pub(super) fn migrate(client: &mut Client, url: &str) -> Result<(), StoreError> 
         tracing::info!(url, version, "migrated hub schema");
     }
     tx.commit()?;
-    convert_samples(client, url)
+    convert_samples(client, url)?;
+    backfill(&mut PgBackfill(client), url)?;
+    Ok(())
+}
+
+/// The summary backfill, a transaction per page under [`MIGRATION_LOCK`], so that hubs starting
+/// at once take turns (each page goes on from where the last one, of any hub, stopped).
+struct PgBackfill<'a>(&'a mut Client);
+
+impl Backfill for PgBackfill<'_> {
+    fn cursor(&mut self) -> Result<Option<(i64, i64)>, StoreError> {
+        self.0
+            .query_opt(sql::BACKFILL_CURSOR, &[])?
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()
+    }
+
+    fn chunks_after(
+        &mut self,
+        after: (i64, i64),
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, Vec<u8>)>, StoreError> {
+        self.0
+            .query(sql::CHUNKS_AFTER, &[&after.0, &after.1, &limit])?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    fn store(
+        &mut self,
+        summaries: &[(i64, i64, Vec<u8>)],
+        to: Option<(i64, i64)>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.0.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        let put = tx.prepare(sql::BACKFILL_SUMMARY)?;
+        for (key, first_seq, summary) in summaries {
+            tx.execute(&put, &[key, first_seq, summary])?;
+        }
+        match to {
+            // Never back: another hub may have gone further meanwhile.
+            Some((key, seq)) => tx.execute(
+                "UPDATE summary_backfill SET test_key = $1, first_seq = $2 \
+                 WHERE (test_key, first_seq) < ($1, $2)",
+                &[&key, &seq],
+            )?,
+            None => tx.execute(sql::END_BACKFILL, &[])?,
+        };
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 /// Converts the rows of the former `samples` table to chunks, a transaction per test under

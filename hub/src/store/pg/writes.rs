@@ -33,6 +33,8 @@ pub(super) struct Statements {
     chunk_ending_at: Statement,
     /// Grows a chunk and counts the samples added.
     replace_chunk: Statement,
+    /// Stores a chunk's summary.
+    set_summary: Statement,
     /// Inserts an event.
     insert_event: Statement,
     /// Stores a cycle's summary.
@@ -93,6 +95,7 @@ impl Statements {
                  WHERE test_key = $1 AND EXISTS (SELECT 1 FROM replaced)",
                 sql::REPLACE_CHUNK
             ))?,
+            set_summary: client.prepare(sql::SET_SUMMARY)?,
             insert_event: client.prepare(
                 "INSERT INTO events (test_key, daemon_id, store_epoch, entry_id, unix_time_s,
                      test_time_s, kind, message, step, cycle)
@@ -318,6 +321,12 @@ impl BatchWrites for PgBatch<'_, '_> {
                 &key, &first_seq, &last, &n, &c.t_min, &c.t_max, &c.temps, &c.data, &added,
             ],
         )?;
+        Ok(())
+    }
+
+    fn set_summary(&mut self, key: i64, first_seq: i64, summary: &[u8]) -> Result<(), StoreError> {
+        self.tx
+            .execute(&self.stmts.set_summary, &[&key, &first_seq, &summary])?;
         Ok(())
     }
 

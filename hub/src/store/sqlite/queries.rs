@@ -8,6 +8,8 @@ use cyclerd_proto::ingest::CycleSummary;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::store::summary::{PlotChunk, PlotWindow};
+
 use super::{
     Backend, BatchOutcome, CellRow, Equipment, EventRow, RejectionRow, SchemaRow, Source,
     SqliteStore, StoreError, TeamRow, TestRow, TestRowRaw, TokenRow, WriteBatch, applied_up_to_in,
@@ -241,6 +243,29 @@ impl Backend for SqliteStore {
         self.select(sql::CHUNK_PAGE, params![key, from_seq, limit], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
+    }
+
+    fn plot_page(
+        &self,
+        key: i64,
+        from_seq: i64,
+        limit: i64,
+        w: &PlotWindow,
+    ) -> Result<Vec<PlotChunk>, StoreError> {
+        self.select(
+            sql::PLOT_PAGE_SQLITE,
+            params![key, from_seq, limit, w.from, w.to, w.scale],
+            |r| {
+                Ok(PlotChunk {
+                    first_seq: r.get(0)?,
+                    last_seq: r.get(1)?,
+                    t_min: r.get(2)?,
+                    t_max: r.get(3)?,
+                    summary: r.get(4)?,
+                    data: r.get(5)?,
+                })
+            },
+        )
     }
 
     fn first_seq_at(&self, key: i64, t: f64) -> Result<Option<i64>, StoreError> {

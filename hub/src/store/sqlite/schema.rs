@@ -8,6 +8,7 @@ use super::writes::insert_chunk;
 use super::{
     Encoded, LegacySamples, SampleRow, StoreError, convert_test, sql, u32_from_sql, u64_from_sql,
 };
+use crate::store::summary::{Backfill, backfill};
 
 /// Schema migrations; `MIGRATIONS[i]` takes `PRAGMA user_version` from `i` to `i + 1`.
 /// Append only: a released migration is never edited.
@@ -254,6 +255,20 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sample_chunks_by_time ON sample_chunks (test_key, t_max);
     "#,
+    // 12: per chunk, each plot series' min and max (`store::summary`), so that a plot of a long
+    // test reads summaries instead of decoding every chunk; a table of its own so that reading
+    // them never walks a chunk's overflow pages. Chunks stored before get theirs from the
+    // backfill, which goes on from `summary_backfill` after the last chunk it did.
+    r#"
+    CREATE TABLE chunk_summaries (
+        test_key  INTEGER NOT NULL,
+        first_seq INTEGER NOT NULL,   -- the chunk's
+        summary   BLOB    NOT NULL,
+        PRIMARY KEY (test_key, first_seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE summary_backfill (test_key INTEGER NOT NULL, first_seq INTEGER NOT NULL);
+    INSERT INTO summary_backfill VALUES (-9223372036854775808, -9223372036854775808);
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per migration.
@@ -274,7 +289,55 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         tx.commit()?;
         tracing::info!(path = %path.display(), version = version + 1, "migrated hub schema");
     }
-    convert_samples(conn, path)
+    convert_samples(conn, path)?;
+    backfill(&mut SqliteBackfill(conn), &path.display().to_string())?;
+    Ok(())
+}
+
+/// The summary backfill on the writer, a transaction per page.
+struct SqliteBackfill<'a>(&'a mut Connection);
+
+impl Backfill for SqliteBackfill<'_> {
+    fn cursor(&mut self) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(self
+            .0
+            .query_row(sql::BACKFILL_CURSOR, [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    fn chunks_after(
+        &mut self,
+        after: (i64, i64),
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, Vec<u8>)>, StoreError> {
+        let mut stmt = self.0.prepare_cached(&sql::sqlite(sql::CHUNKS_AFTER))?;
+        let rows = stmt.query_map(params![after.0, after.1, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn store(
+        &mut self,
+        summaries: &[(i64, i64, Vec<u8>)],
+        to: Option<(i64, i64)>,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .0
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut put = tx.prepare_cached(&sql::sqlite(sql::BACKFILL_SUMMARY))?;
+            for (key, first_seq, summary) in summaries {
+                put.execute(params![key, first_seq, summary])?;
+            }
+        }
+        match to {
+            Some((key, seq)) => tx.execute(&sql::sqlite(sql::MOVE_BACKFILL), params![key, seq])?,
+            None => tx.execute(sql::END_BACKFILL, [])?,
+        };
+        tx.commit()?;
+        Ok(())
+    }
 }
 
 /// Converts the rows of the former `samples` table to chunks, a transaction per test (an

@@ -181,6 +181,12 @@ impl BatchWrites for Transaction<'_> {
         add_samples(self, key, added)
     }
 
+    fn set_summary(&mut self, key: i64, first_seq: i64, summary: &[u8]) -> Result<(), StoreError> {
+        self.prepare_cached(&sql::sqlite(sql::SET_SUMMARY))?
+            .execute(params![key, first_seq, summary])?;
+        Ok(())
+    }
+
     fn insert_event(
         &mut self,
         key: i64,
