@@ -51,6 +51,9 @@
 //!   roles (daemon or reader) and the rule for lab and token names; no storage.
 //! - [`metrics`]: `/metrics` for Prometheus on the HTTP listener: ingest, upload streams,
 //!   query durations.
+//! - [`alerts`]: lab-wide alert rules (`--alerts FILE`: tests ending or faulting on any lab
+//!   PC, capacity retention, a daemon gone silent) over the store and the upload streams,
+//!   delivered by `cyclerd_alerts` as the daemon's are.
 //! - [`auth`]: the one check of a request's token, against the store, that ingest and
 //!   queries share.
 //! - [`setup`]: `cyclerhub setup`, a lab's hub secure in one command (lab CA, the hub's
@@ -62,6 +65,7 @@
 //!   database, or through `remote`, the `--hub URL` client of the query service).
 //! - `testing` (feature `testing`): a throwaway PostgreSQL cluster for tests and benches.
 
+pub mod alerts;
 pub mod auth;
 pub mod cli;
 pub mod cycles;

@@ -86,6 +86,8 @@ pub struct ServeOptions {
     /// Where queries read (`--read-db`, a streaming replica of the store's PostgreSQL
     /// database); `None`: the store itself. Uploads and tokens always use the store.
     pub read_store: Option<HubStore>,
+    /// Lab-wide alert rules (`--alerts FILE`), run while the hub serves.
+    pub alerts: Option<crate::alerts::HubAlerts>,
 }
 
 impl Default for ServeOptions {
@@ -98,6 +100,7 @@ impl Default for ServeOptions {
             max_bytes_in_flight: 256 << 20,
             connections: Limits::default(),
             read_store: None,
+            alerts: None,
         }
     }
 }
@@ -145,6 +148,13 @@ pub async fn serve_all(
     let read_store = options.read_store.clone().unwrap_or_else(|| store.clone());
     read_store.follow_commits(applied_tx.clone());
     let auth = Authenticator::new(store.clone(), options.require_tokens);
+    // Which daemons have a stream open: the alerts' daemon_offline rule reads it.
+    let presence = crate::alerts::Presence::default();
+    if let Some(alerts) = options.alerts.clone() {
+        alerts
+            .start(store.clone(), presence.clone(), stop_rx.clone())
+            .await;
+    }
     let streams = Arc::new(Semaphore::new(options.max_upload_streams));
     let metrics = crate::metrics::HubMetrics::new(streams.clone(), options.max_upload_streams);
     if let Some(http) = http {
@@ -182,6 +192,7 @@ pub async fn serve_all(
     let ingest = IngestServer::new(IngestService {
         store,
         stop: stop_rx,
+        presence,
         applied: std::sync::Arc::new(applied_tx),
         auth,
         token_recheck: options.token_recheck,
@@ -234,6 +245,8 @@ struct IngestService {
     store: HubStore,
     /// Becomes `true` when the server shuts down, so streams end instead of holding it open.
     stop: watch::Receiver<bool>,
+    /// Which daemons have a stream open.
+    presence: crate::alerts::Presence,
     /// Bumped after each applied batch, for the query side's live tails.
     applied: std::sync::Arc<watch::Sender<u64>>,
     /// Checks the stream's token, when the hub requires them.
@@ -313,6 +326,7 @@ impl Ingest for IngestService {
         let session = Session {
             store: self.store.clone(),
             stop: self.stop.clone(),
+            presence: self.presence.clone(),
             applied: self.applied.clone(),
             lab,
             presented_lab,
@@ -338,6 +352,8 @@ struct Session {
     store: HubStore,
     /// Server shutdown flag.
     stop: watch::Receiver<bool>,
+    /// Which daemons have a stream open.
+    presence: crate::alerts::Presence,
     /// Bumped after each applied batch.
     applied: std::sync::Arc<watch::Sender<u64>>,
     /// The lab of the stream's token, when the hub requires tokens.
@@ -452,6 +468,7 @@ impl Session {
         {
             return;
         }
+        let _connected = self.presence.connected(&hello.daemon_id);
 
         let end = self.entries(&hello, &mut inbound).await;
         match end {

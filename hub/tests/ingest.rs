@@ -430,6 +430,8 @@ fn survives_dropped_connections(store: &HubStore, admin_url: &str) {
     assert_eq!(count, 300);
 }
 
+#[path = "ingest/alerts.rs"]
+mod alerts;
 #[path = "ingest/auth.rs"]
 mod auth;
 #[path = "ingest/backends.rs"]

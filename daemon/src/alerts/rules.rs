@@ -6,6 +6,7 @@ use crate::config::alerts::{
     AlertKind, AlertRule, DEFAULT_AFTER_S, DEFAULT_BELOW, DEFAULT_PERCENT, Target,
 };
 use crate::proto::control::ChannelSnapshot;
+pub use cyclerd_alerts::Raised;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -23,27 +24,6 @@ pub struct Observation {
     /// Bytes waiting for the hub, and `store.max_bytes`.
     pub outbox_pending_bytes: u64,
     pub outbox_quota: Option<u64>,
-}
-
-/// An alert a rule raised.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Raised {
-    pub kind: AlertKind,
-    /// Unique per occurrence (a test's end, an episode of a condition): the store keeps one
-    /// alert per key, so seeing the same thing again, also after a restart, raises nothing new.
-    pub key: String,
-    /// The channel (or chamber) it is about; empty for the hub and the outbox.
-    pub channel: String,
-    /// The test it is about, if any.
-    pub test_id: String,
-    /// The reason the daemon gave (a fault's text, the hub's error), if any.
-    pub reason: String,
-    /// One sentence for a person.
-    pub text: String,
-    /// Where it goes.
-    pub targets: Vec<Target>,
-    /// When it was raised (Unix ms).
-    pub raised_unix_ms: i64,
 }
 
 /// The rules and what they remember between observations.
@@ -183,6 +163,8 @@ impl Engine {
                     ));
                 }
             }
+            // The hub's rule; the configuration refuses it here.
+            AlertKind::DaemonOffline => {}
             AlertKind::ChannelOffline => {
                 for c in o.channels.iter().filter(|c| watched(&c.channel_id)) {
                     if c.state != "offline" {
@@ -287,6 +269,7 @@ mod tests {
         AlertRule {
             kind,
             channels: Vec::new(),
+            labs: Vec::new(),
             after_s: None,
             percent: None,
             below: None,

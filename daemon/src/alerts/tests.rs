@@ -5,6 +5,7 @@ use super::*;
 use crate::config::Config;
 use crate::config::alerts::Secret;
 use base64::Engine as _;
+use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -364,7 +365,7 @@ async fn an_alert_raised_while_the_receivers_are_down_arrives_once_when_they_com
     let mut engine = alerts.engine().unwrap();
     assert_eq!(alerts.observe(&mut engine, &faulted()), 0);
     assert!(all_delivered(&alerts.recent()[0].deliveries));
-    assert_eq!(alerts.inner.store.pending().unwrap().len(), 0);
+    assert_eq!(alerts.delivery.store().pending().unwrap().len(), 0);
     let _ = stop.send(true);
     delivery.await.unwrap();
     assert!(hooks.try_recv().is_err(), "one webhook only");
@@ -535,12 +536,7 @@ async fn the_webhook_url_and_the_smtp_password_never_appear_in_debug_or_logs() {
 
     let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(logged.contains("alert not delivered"), "{logged}");
-    let debug = format!(
-        "{config:?} {:?} {:?} {:?}",
-        alerts.inner.webhook,
-        alerts.inner.mailer,
-        alerts.recent()
-    );
+    let debug = format!("{config:?} {:?} {:?}", alerts.delivery, alerts.recent());
     for secret in ["SECRET", "url-SECRET-7", "pw-SECRET-9"] {
         assert!(!logged.contains(secret), "{secret} in the logs: {logged}");
         assert!(!debug.contains(secret), "{secret} in Debug: {debug}");

@@ -4,7 +4,8 @@
 //! Every struct denies unknown keys, so a typo is an error naming the key rather than a
 //! silently ignored setting. The types and loading are here; `validate.rs` the checks.
 
-pub mod alerts;
+/// `[alerts]`: the section the hub's alerts file shares (`cyclerd_alerts::config`).
+pub use cyclerd_alerts::config as alerts;
 mod validate;
 
 use cyclerd_drivers::scpi::wire::Dialect;

@@ -86,6 +86,12 @@ enum Command {
         /// a newcomer closes the oldest connection that has sent nothing yet, or waits.
         #[arg(long)]
         max_connections: Option<usize>,
+        /// Lab-wide alert rules: a TOML file with the daemon's `[alerts]` section (rules
+        /// test_ended, test_faulted, capacity_retention, daemon_offline; `[alerts.webhook]`,
+        /// `[alerts.email]`). Raised alerts wait in `alerts.store_path` (default: alerts.sqlite
+        /// beside a SQLite --db). Give it to one hub process of several.
+        #[arg(long)]
+        alerts: Option<PathBuf>,
     },
     /// Set up a lab's hub securely in one go: a lab CA, the hub's TLS certificate for the names
     /// daemons reach it by, and the first tokens, written into --dir (keys and tokens readable
@@ -464,11 +470,13 @@ fn run(cli: Cli) -> Result<()> {
             max_upload_streams,
             max_bytes_in_flight,
             max_connections,
+            alerts,
         } => {
             let limits = serve::Limits {
                 max_upload_streams: max_upload_streams.max(1),
                 max_bytes_in_flight: max_bytes_in_flight.max(1024),
                 max_connections,
+                alerts,
             };
             serve::serve(
                 (db, read_db),

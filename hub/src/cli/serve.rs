@@ -12,6 +12,8 @@ pub(super) struct Limits {
     pub max_bytes_in_flight: usize,
     /// `None`: the default, within the open-file limit.
     pub max_connections: Option<usize>,
+    /// `--alerts FILE`.
+    pub alerts: Option<PathBuf>,
 }
 
 pub(super) fn serve(
@@ -62,6 +64,12 @@ pub(super) fn serve(
         }
         None => (None, None),
     };
+    // Checked before anything listens: a bad alerts file is a failed start, not a silent hub.
+    let alerts_section = limits
+        .alerts
+        .as_deref()
+        .map(crate::alerts::load)
+        .transpose()?;
     cyclerd_proto::logs::init("info", log_format);
     if let Some((at, missing)) = &open_to {
         tracing::warn!(
@@ -71,6 +79,10 @@ pub(super) fn serve(
     }
     tracing::debug!(?open_files, max_connections, "open-file limit");
     let store = open(&db, false)?;
+    let alerts = match &alerts_section {
+        Some(section) => crate::alerts::HubAlerts::open(section, &db, "cyclerhub")?,
+        None => None,
+    };
     let read_store = match &read_db {
         Some(url) if !crate::store::is_postgres_url(url) => {
             anyhow::bail!("--read-db {url} is not a PostgreSQL URL: give a streaming replica's")
@@ -113,6 +125,7 @@ pub(super) fn serve(
                 ..cyclerd_proto::incoming::Limits::default()
             },
             read_store,
+            alerts,
             ..crate::server::ServeOptions::default()
         };
         crate::server::serve_all(listener, http, store, options, shutdown).await

@@ -52,7 +52,7 @@ pub(super) struct PgStore {
     /// makes the hub a single writer, as with SQLite.
     writer: Mutex<Option<Writer>>,
     /// Read-only connection for queries, so that they never wait for a batch to commit.
-    reader: Mutex<Option<Client>>,
+    reader: Mutex<Option<Reader>>,
     /// Opened with `connect_read_only` (a standby, typically): commits are followed by the
     /// replay position, since a standby delivers no notifications.
     read_only: bool,
@@ -64,6 +64,15 @@ struct Writer {
     client: Client,
     /// Prepared once per connection.
     stmts: Statements,
+}
+
+/// The reader connection with the statements [`PgStore::select`] prepared on it: a long read
+/// runs the same page query hundreds of times, and an unprepared one costs a parse, a plan
+/// and a second round trip each time.
+struct Reader {
+    client: Client,
+    /// By statement text; gone with the connection.
+    prepared: std::collections::HashMap<&'static str, postgres::Statement>,
 }
 
 /// Runs `f` where the sync client may block: right here, or, when this thread runs an async
@@ -258,23 +267,46 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
+        self.with_prepared_reader(|r| f(&mut r.client))
+    }
+
+    fn with_prepared_reader<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Reader) -> Result<T, StoreError> + Send,
+    ) -> Result<T, StoreError> {
         let mut guard = lock(&self.reader);
-        let slot: &mut Option<Client> = &mut guard;
-        let result = off_runtime(|| f(ensure(slot, |c| c, || self.connect_reader())?));
+        let slot: &mut Option<Reader> = &mut guard;
+        let connect = || {
+            Ok(Reader {
+                client: self.connect_reader()?,
+                prepared: Default::default(),
+            })
+        };
+        let result = off_runtime(|| f(ensure(slot, |r| &r.client, connect)?));
         if result.as_ref().is_err_and(connection_broke) {
             *guard = None;
         }
         result
     }
 
-    /// Every row of `statement` that `row` reads, on the reader.
+    /// Every row of `statement` that `row` reads, on the reader, prepared once per connection.
     fn select<T: Send>(
         &self,
-        statement: &str,
+        statement: &'static str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
         row: impl Fn(&Row) -> Result<T, StoreError> + Send,
     ) -> Result<Vec<T>, StoreError> {
-        self.with_reader(|c| c.query(statement, params)?.iter().map(row).collect())
+        self.with_prepared_reader(|r| {
+            let stmt = match r.prepared.get(statement) {
+                Some(stmt) => stmt.clone(),
+                None => {
+                    let stmt = r.client.prepare(statement)?;
+                    r.prepared.insert(statement, stmt.clone());
+                    stmt
+                }
+            };
+            r.client.query(&stmt, params)?.iter().map(row).collect()
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! `[alerts]`: who is told, and how, when a test ends or faults, a channel or the hub is lost,
-//! the outbox fills, a chamber alarms, or a cell's capacity fades.
+//! the outbox fills, a chamber alarms, or a cell's capacity fades; the same section in the
+//! daemon's configuration and in the hub's alerts file (lab-wide rules, `daemon_offline`).
 //!
 //! ```toml
 //! [[alerts.rule]]
@@ -62,6 +63,9 @@ pub enum AlertKind {
     ChamberAlarm,
     /// A test's last full cycle discharged less than `below` times its first full cycle.
     CapacityRetention,
+    /// The hub's: a daemon that uploaded to it has had no upload stream open for `after_s`
+    /// (its PC is down, or its network).
+    DaemonOffline,
 }
 
 impl AlertKind {
@@ -75,6 +79,7 @@ impl AlertKind {
             AlertKind::OutboxFull => "outbox_full",
             AlertKind::ChamberAlarm => "chamber_alarm",
             AlertKind::CapacityRetention => "capacity_retention",
+            AlertKind::DaemonOffline => "daemon_offline",
         }
     }
 
@@ -88,6 +93,7 @@ impl AlertKind {
             AlertKind::OutboxFull,
             AlertKind::ChamberAlarm,
             AlertKind::CapacityRetention,
+            AlertKind::DaemonOffline,
         ]
         .into_iter()
         .find(|k| k.name() == name)
@@ -119,11 +125,15 @@ pub struct AlertRule {
     /// What raises the alert.
     pub kind: AlertKind,
     /// The channels (`DEVICE/N`) the rule watches (test_*, channel_offline,
-    /// capacity_retention); default: all. The chambers (`name`) for chamber_alarm.
+    /// capacity_retention); default: all. The chambers (`name`) for chamber_alarm. Daemon only.
     #[serde(default)]
     pub channels: Vec<String>,
-    /// channel_offline, hub_unreachable: seconds the condition lasts before the alert is
-    /// raised; default 300.
+    /// The labs the rule watches (test_*, capacity_retention, daemon_offline); default: all.
+    /// Hub only.
+    #[serde(default)]
+    pub labs: Vec<String>,
+    /// channel_offline, hub_unreachable, daemon_offline: seconds the condition lasts before the
+    /// alert is raised; default 300.
     pub after_s: Option<u64>,
     /// outbox_full: percent of `store.max_bytes`; default 90.
     pub percent: Option<f64>,
@@ -242,9 +252,17 @@ pub fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
+/// The kinds only the daemon sees.
+const DAEMON_KINDS: [AlertKind; 4] = [
+    AlertKind::ChannelOffline,
+    AlertKind::HubUnreachable,
+    AlertKind::OutboxFull,
+    AlertKind::ChamberAlarm,
+];
+
 impl AlertsSection {
-    /// The checks, each naming its key; `channels` and `chambers` are the configured names,
-    /// `quota` is `store.max_bytes`.
+    /// The daemon's checks, each naming its key; `channels` and `chambers` are the configured
+    /// names, `quota` is `store.max_bytes`.
     pub fn validate(
         &self,
         channels: &[&str],
@@ -253,6 +271,17 @@ impl AlertsSection {
     ) -> Result<(), String> {
         for (i, r) in self.rules.iter().enumerate() {
             let at = format!("alerts.rule[{i}] ({})", r.kind.name());
+            if r.kind == AlertKind::DaemonOffline {
+                return Err(format!(
+                    "{at}: daemon_offline is the hub's rule (a daemon cannot see itself go \
+                     silent): put it in the hub's alerts file"
+                ));
+            }
+            if !r.labs.is_empty() {
+                return Err(format!(
+                    "{at}.labs is for the hub's rules: a daemon watches its own channels"
+                ));
+            }
             let names: &[&str] = if r.kind == AlertKind::ChamberAlarm {
                 chambers
             } else {
@@ -263,6 +292,39 @@ impl AlertsSection {
                     "{at}.channels names {n:?}, which is not configured"
                 ));
             }
+            if r.kind == AlertKind::OutboxFull && quota.is_none() {
+                return Err(format!(
+                    "{at} needs store.max_bytes (the quota it is a percentage of)"
+                ));
+            }
+        }
+        self.validate_common()
+    }
+
+    /// The hub's checks (`cyclerhub serve --alerts FILE`): lab-wide rules only.
+    pub fn validate_for_hub(&self) -> Result<(), String> {
+        for (i, r) in self.rules.iter().enumerate() {
+            let at = format!("alerts.rule[{i}] ({})", r.kind.name());
+            if DAEMON_KINDS.contains(&r.kind) {
+                return Err(format!(
+                    "{at}: only a daemon sees this; put the rule in the daemon's configuration \
+                     (the hub's rules: test_ended, test_faulted, capacity_retention, \
+                     daemon_offline)"
+                ));
+            }
+            if !r.channels.is_empty() {
+                return Err(format!(
+                    "{at}.channels is for a daemon's rules: the hub's rules take labs"
+                ));
+            }
+        }
+        self.validate_common()
+    }
+
+    /// What both check: the rules' values, where alerts go, the delivery settings.
+    fn validate_common(&self) -> Result<(), String> {
+        for (i, r) in self.rules.iter().enumerate() {
+            let at = format!("alerts.rule[{i}] ({})", r.kind.name());
             if r.after_s == Some(0) {
                 return Err(format!("{at}.after_s must be at least 1"));
             }
@@ -277,11 +339,6 @@ impl AlertsSection {
                 && !(b > 0.0 && b < 1.0)
             {
                 return Err(format!("{at}.below must be between 0 and 1, not {b}"));
-            }
-            if r.kind == AlertKind::OutboxFull && quota.is_none() {
-                return Err(format!(
-                    "{at} needs store.max_bytes (the quota it is a percentage of)"
-                ));
             }
             for t in &r.send_to {
                 let configured = match t {

@@ -2,8 +2,8 @@
 //! outbox), so an alert raised while the network is down is sent when it returns, once, also
 //! across a restart of the daemon.
 
-use super::rules::Raised;
-use crate::config::alerts::{AlertKind, Target};
+use super::Raised;
+use crate::config::{AlertKind, Target};
 use anyhow::Context as _;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -116,7 +116,7 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(at)?;
         }
-        crate::proto::files::create_private(path).with_context(at)?;
+        cyclerd_proto::files::create_private(path).with_context(at)?;
         let conn = Connection::open(path).with_context(at)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .with_context(at)?;

@@ -3,7 +3,7 @@
 
 use super::Origin;
 use super::store::StoredAlert;
-use crate::config::alerts::{EmailConfig, EmailTls, Secret, is_loopback_host};
+use crate::config::{EmailConfig, EmailTls, Secret, is_loopback_host};
 use lettre::message::{Mailbox, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};

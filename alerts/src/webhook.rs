@@ -4,7 +4,7 @@
 
 use super::Origin;
 use super::store::StoredAlert;
-use crate::config::alerts::{Secret, WebhookConfig, check_webhook_url};
+use crate::config::{Secret, WebhookConfig, check_webhook_url};
 use std::time::Duration;
 
 /// A configured webhook; its URL (which holds the webhook's secret) never reaches a log.
