@@ -164,6 +164,7 @@ pub async fn serve_all(
             auth: auth.clone(),
             sessions: crate::http::Sessions::default(),
             tls: http.tls.is_some(),
+            alerts: options.alerts.clone(),
         };
         let at = http
             .listener

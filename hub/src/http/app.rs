@@ -32,6 +32,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/tests/{test_id}", get(test_page))
         .route("/cells", get(cells_page))
         .route("/compare", get(compare_page))
+        .route("/alerts", get(alerts_page))
         .route("/app/hub.js", get(script))
 }
 
@@ -469,5 +470,97 @@ async fn compare_page(
         signed_in: state.sessions.signed_in(&headers),
         tests_csv: ids.join(","),
         tests: ids,
+    })
+}
+
+/// An alert as the alerts page lists it.
+struct AlertLine {
+    /// When, `YYYY-MM-DD HH:MM` UTC.
+    raised: String,
+    kind: &'static str,
+    /// The sentence receivers got.
+    text: String,
+    /// Each target's delivery: sent, pending, or not sent with the last error.
+    deliveries: String,
+}
+
+#[derive(Template)]
+#[template(path = "alerts.html")]
+struct AlertsPage {
+    /// Whether a session is open.
+    signed_in: bool,
+    /// Whether the hub runs alert rules (`--alerts`).
+    configured: bool,
+    /// The newest alerts about the caller's lab, newest first.
+    alerts: Vec<AlertLine>,
+}
+
+/// The hub's newest lab-wide alerts: with tokens, those about the caller's lab's tests and
+/// daemons only.
+async fn alerts_page(State(state): State<HttpState>, headers: HeaderMap) -> Page {
+    let caller = match caller(&state, &headers).await {
+        Ok(c) => c,
+        Err(e) => return e.into(),
+    };
+    let signed_in = state.sessions.signed_in(&headers);
+    let Some(alerts) = state.alerts.clone() else {
+        return render(AlertsPage {
+            signed_in,
+            configured: false,
+            alerts: Vec::new(),
+        });
+    };
+    let store = state.store.clone();
+    let lab = caller.map(|c| c.lab);
+    let visible = blocking(move || {
+        let recent = alerts.recent();
+        let Some(lab) = lab else {
+            return Ok(recent);
+        };
+        let labs = store.daemon_labs()?;
+        let mut kept = Vec::new();
+        for a in recent {
+            // A test's alert belongs to its daemon's lab; daemon_offline names the daemon.
+            let daemon = match a.alert.test_id.as_str() {
+                "" => Some(a.alert.channel.clone()),
+                test_id => store.test(test_id)?.map(|t| t.daemon_id),
+            };
+            if daemon.and_then(|d| labs.get(&d).cloned()).as_deref() == Some(lab.as_str()) {
+                kept.push(a);
+            }
+        }
+        Ok(kept)
+    })
+    .await;
+    let visible = match visible {
+        Ok(v) => v,
+        Err(e) => return e.into(),
+    };
+    let alerts = visible
+        .iter()
+        .map(|a| AlertLine {
+            raised: cyclerd_alerts::rfc3339(a.alert.raised_unix_ms)[..16].replace('T', " "),
+            kind: a.alert.kind.name(),
+            text: a.alert.text.clone(),
+            deliveries: a
+                .deliveries
+                .iter()
+                .map(|d| match (d.delivered_unix_ms, d.last_error.as_str()) {
+                    (Some(_), _) => format!("{} sent", d.target.name()),
+                    (None, "") => format!("{} pending", d.target.name()),
+                    (None, e) => format!(
+                        "{} NOT SENT after {} attempts: {e}",
+                        d.target.name(),
+                        d.attempts
+                    ),
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+        .collect();
+    render(AlertsPage {
+        signed_in,
+        configured: true,
+        alerts,
     })
 }

@@ -52,6 +52,8 @@ pub struct HttpState {
     pub tls: bool,
     /// The hub's counters: served at `/metrics`, and the API's durations go there.
     pub metrics: crate::metrics::HubMetrics,
+    /// The lab-wide alerts (`--alerts`), for the alerts page.
+    pub alerts: Option<crate::alerts::HubAlerts>,
 }
 
 /// The router of the whole HTTP side: API, app and the shared assets.

@@ -104,6 +104,18 @@ async fn a_test_that_faults_on_any_lab_pc_is_announced_once_by_the_hub(backend: 
     let quiet = tokio::time::timeout(Duration::from_millis(500), hooks.recv()).await;
     assert!(quiet.is_err(), "one alert only: {quiet:?}");
     assert_eq!(alerts.recent().len(), 1);
+    // The web app's alerts page lists it with its delivery.
+    let page = reqwest::get(format!("http://{}/alerts", hub.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("test_faulted") && page.contains("webhook sent"),
+        "{page}"
+    );
+    assert!(page.contains(T2), "{page}");
 }
 
 async fn a_daemon_whose_uploads_stop_is_announced_after_its_silence_lasts(backend: Backend) {
