@@ -43,7 +43,8 @@ pub struct Point {
 }
 
 impl Point {
-    fn cumulative(&self) -> [f64; 4] {
+    /// The four cumulative columns: charge and discharge capacity, charge and discharge energy.
+    pub(crate) fn cumulative(&self) -> [f64; 4] {
         [
             self.charge_capacity_ah,
             self.discharge_capacity_ah,

@@ -49,6 +49,7 @@ pub mod grpc;
 pub mod incoming;
 pub mod logs;
 pub mod metadata;
+pub mod quality;
 pub mod token;
 
 /// The `authorization` header value that carries a token (the hub's or the control API's) (`Bearer <token>`); `None` when

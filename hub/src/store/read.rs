@@ -4,8 +4,8 @@
 //! A page of chunks is read at a time and the reader connection is held only while reading a
 //! page, never while the caller's function runs: a slow consumer (a client that stopped reading
 //! its stream) must not stall the queries and token checks that share the connection. A longer
-//! read decodes on a second thread, one page ahead of the caller, so reading and decoding use
-//! two cores.
+//! read fetches on one thread and decodes on another, each a page ahead of the caller, so the
+//! database's round trips, the decoding and the caller's work overlap.
 
 use cyclerd_proto::chunk::Columns;
 
@@ -146,23 +146,32 @@ impl HubStore {
         let Some(next) = next else {
             return Ok(n);
         };
-        // A longer read: the next page is read and decoded on a thread of its own while the
-        // caller works on this one, one page ahead at most.
+        // A longer read: the next pages are read on one thread and decoded on another while
+        // the caller works on this one, each stage one page ahead at most, so the database's
+        // round trips overlap the decoding (PostgreSQL's are most of a page's time otherwise).
         let backend = &*self.backend;
         std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel(1);
             s.spawn(move || {
                 let mut next = next;
                 loop {
                     let page = backend.chunk_page(key, next, CHUNK_PAGE);
                     let after = page.as_ref().ok().and_then(|p| page_after(p));
-                    let decoded = page.and_then(|p| decode_page(test_id, &p));
-                    if tx.send(decoded.map(|p| (next, p))).is_err() {
+                    if raw_tx.send(page.map(|p| (next, p))).is_err() {
                         return;
                     }
                     match after {
                         Some(a) => next = a,
                         None => return,
+                    }
+                }
+            });
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            s.spawn(move || {
+                for page in raw_rx {
+                    let decoded = page.and_then(|(next, p)| Ok((next, decode_page(test_id, &p)?)));
+                    if tx.send(decoded).is_err() {
+                        return;
                     }
                 }
             });

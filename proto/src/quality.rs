@@ -1,0 +1,586 @@
+//! Plausibility checks of a test's samples as they are recorded, written once for both peers:
+//! the daemon runs a [`Checker`] over every sample it records (stepped and native channels
+//! alike, since it reads only the samples' columns) and the hub can run the same over what it
+//! receives. A finding names the check, the run of samples it holds for (first and last seq)
+//! and why, in words; the samples themselves are never corrected.
+//!
+//! The checks, each over a run of consecutive samples (one finding per run):
+//! - `time_not_increasing`: test time did not grow from the sample before;
+//! - `time_gap`: more than `max_gap_s` of test time since the sample before;
+//! - `voltage_range`, `current_range`, `temperature_range`: a value outside the plausible range
+//!   (or not a number);
+//! - `voltage_stuck`: the voltage exactly the same for `stuck_samples` samples or more while
+//!   current flows (a frozen reading: under current a cell's voltage moves);
+//! - `current_sign`: the current's sign is not the one the step commands (charge positive,
+//!   discharge negative), when the caller says which;
+//! - `accounting`: a cumulative capacity or energy went down, or charge capacity grew while
+//!   discharging (or discharge capacity while charging): the BDF identities break;
+//! - `temperature_rate`: the cell temperature changed faster than `max_temperature_rate_c_per_s`.
+
+use serde::Deserialize;
+
+use crate::cycles::Point;
+
+/// The thresholds of the checks; every one has a documented default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    /// Plausible voltage range, V (default -0.1 to 5.5: any single cell, with headroom).
+    pub voltage_min_v: f64,
+    pub voltage_max_v: f64,
+    /// Largest plausible current magnitude, A (default 1000).
+    pub current_max_a: f64,
+    /// Plausible cell temperature range, °C (default -40 to 100).
+    pub temperature_min_c: f64,
+    pub temperature_max_c: f64,
+    /// Longest step in test time between two samples before it is a gap, s (default 60).
+    pub max_gap_s: f64,
+    /// Samples of exactly the same voltage under current before it is stuck (default 300).
+    pub stuck_samples: u32,
+    /// Current magnitude from which the voltage must move, and from which the sign and the
+    /// accounting are checked, A (default 0.01).
+    pub min_current_a: f64,
+    /// Fastest plausible cell temperature change, °C/s (default 1).
+    pub max_temperature_rate_c_per_s: f64,
+    /// Slack of the accounting, Ah and Wh (default 1e-6): rounding never counts.
+    pub accounting_slack: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            voltage_min_v: -0.1,
+            voltage_max_v: 5.5,
+            current_max_a: 1000.0,
+            temperature_min_c: -40.0,
+            temperature_max_c: 100.0,
+            max_gap_s: 60.0,
+            stuck_samples: 300,
+            min_current_a: 0.01,
+            max_temperature_rate_c_per_s: 1.0,
+            accounting_slack: 1e-6,
+        }
+    }
+}
+
+impl Thresholds {
+    /// Whether the thresholds make sense; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let finite = [
+            ("voltage_min_v", self.voltage_min_v),
+            ("voltage_max_v", self.voltage_max_v),
+            ("current_max_a", self.current_max_a),
+            ("temperature_min_c", self.temperature_min_c),
+            ("temperature_max_c", self.temperature_max_c),
+            ("max_gap_s", self.max_gap_s),
+            ("min_current_a", self.min_current_a),
+            (
+                "max_temperature_rate_c_per_s",
+                self.max_temperature_rate_c_per_s,
+            ),
+            ("accounting_slack", self.accounting_slack),
+        ];
+        if let Some((key, v)) = finite.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(format!("quality.{key} must be a number, not {v}"));
+        }
+        if self.voltage_min_v >= self.voltage_max_v {
+            return Err("quality.voltage_min_v must be below voltage_max_v".into());
+        }
+        if self.temperature_min_c >= self.temperature_max_c {
+            return Err("quality.temperature_min_c must be below temperature_max_c".into());
+        }
+        let positive = [
+            ("current_max_a", self.current_max_a),
+            ("max_gap_s", self.max_gap_s),
+            (
+                "max_temperature_rate_c_per_s",
+                self.max_temperature_rate_c_per_s,
+            ),
+        ];
+        if let Some((key, v)) = positive.iter().find(|(_, v)| *v <= 0.0) {
+            return Err(format!("quality.{key} must be above 0, not {v}"));
+        }
+        if self.min_current_a < 0.0 || self.accounting_slack < 0.0 {
+            return Err("quality.min_current_a and accounting_slack must not be negative".into());
+        }
+        if self.stuck_samples < 2 {
+            return Err("quality.stuck_samples must be at least 2".into());
+        }
+        Ok(())
+    }
+}
+
+/// Which check a finding is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Check {
+    TimeNotIncreasing,
+    TimeGap,
+    VoltageRange,
+    CurrentRange,
+    TemperatureRange,
+    VoltageStuck,
+    CurrentSign,
+    Accounting,
+    TemperatureRate,
+}
+
+/// Every check, in the order findings of one sample are given.
+const CHECKS: [Check; 9] = [
+    Check::TimeNotIncreasing,
+    Check::TimeGap,
+    Check::VoltageRange,
+    Check::CurrentRange,
+    Check::TemperatureRange,
+    Check::VoltageStuck,
+    Check::CurrentSign,
+    Check::Accounting,
+    Check::TemperatureRate,
+];
+
+impl Check {
+    /// As events, exports and the configuration spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::TimeNotIncreasing => "time_not_increasing",
+            Check::TimeGap => "time_gap",
+            Check::VoltageRange => "voltage_range",
+            Check::CurrentRange => "current_range",
+            Check::TemperatureRange => "temperature_range",
+            Check::VoltageStuck => "voltage_stuck",
+            Check::CurrentSign => "current_sign",
+            Check::Accounting => "accounting",
+            Check::TemperatureRate => "temperature_rate",
+        }
+    }
+
+    /// Parses [`Check::name`] back.
+    pub fn from_name(name: &str) -> Option<Check> {
+        CHECKS.into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// What the step commands, for the sign check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Charge,
+    Discharge,
+}
+
+/// A check that held for a run of samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub check: Check,
+    /// The run's first and last sample.
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Why, about the run's first sample, in words.
+    pub reason: String,
+}
+
+impl Finding {
+    /// The finding as one line: `check seq A..B: reason`.
+    pub fn message(&self) -> String {
+        format!(
+            "{} seq {}..{}: {}",
+            self.check.name(),
+            self.first_seq,
+            self.last_seq,
+            self.reason
+        )
+    }
+}
+
+/// A run being followed: its first and last seq and why it started.
+#[derive(Debug, Clone)]
+struct Run {
+    first_seq: u64,
+    last_seq: u64,
+    reason: String,
+}
+
+/// The checks over one test's samples, in seq order.
+#[derive(Debug, Clone)]
+pub struct Checker {
+    t: Thresholds,
+    /// The sample before.
+    last: Option<Point>,
+    /// Open runs, by check.
+    open: Vec<(Check, Run)>,
+    /// Samples in a row with the same voltage under current, and the first of them.
+    same_voltage: (u32, u64),
+}
+
+impl Checker {
+    pub fn new(t: Thresholds) -> Checker {
+        Checker {
+            t,
+            last: None,
+            open: Vec::new(),
+            same_voltage: (0, 0),
+        }
+    }
+
+    /// Takes the next sample (`expected`: the step's direction, when known); returns the
+    /// findings whose runs ended before it.
+    pub fn observe(&mut self, p: &Point, expected: Option<Direction>) -> Vec<Finding> {
+        let holding = self.conditions(p, expected);
+        let mut ended = Vec::new();
+        // Runs that do not hold at this sample end at the one before.
+        self.open.retain(|(check, run)| {
+            let goes_on = holding.iter().any(|(c, _)| c == check);
+            if !goes_on {
+                ended.push(Finding {
+                    check: *check,
+                    first_seq: run.first_seq,
+                    last_seq: run.last_seq,
+                    reason: run.reason.clone(),
+                });
+            }
+            goes_on
+        });
+        for (check, reason) in holding {
+            match self.open.iter_mut().find(|(c, _)| *c == check) {
+                Some((_, run)) => run.last_seq = p.seq,
+                None => self.open.push((
+                    check,
+                    Run {
+                        first_seq: first_seq_of(check, p.seq, self.same_voltage.1),
+                        last_seq: p.seq,
+                        reason,
+                    },
+                )),
+            }
+        }
+        self.last = Some(*p);
+        ended.sort_by_key(|f| f.check);
+        ended
+    }
+
+    /// The findings of the runs still open (the test ended).
+    pub fn finish(&mut self) -> Vec<Finding> {
+        let mut out: Vec<Finding> = self
+            .open
+            .drain(..)
+            .map(|(check, run)| Finding {
+                check,
+                first_seq: run.first_seq,
+                last_seq: run.last_seq,
+                reason: run.reason,
+            })
+            .collect();
+        out.sort_by_key(|f| f.check);
+        out
+    }
+
+    /// The checks that hold at `p`, each with why.
+    fn conditions(&mut self, p: &Point, expected: Option<Direction>) -> Vec<(Check, String)> {
+        let t = &self.t;
+        let mut out = Vec::new();
+        let flowing = p.current_a.abs() >= t.min_current_a;
+        if let Some(prev) = &self.last {
+            let dt = p.test_time_s - prev.test_time_s;
+            if dt.is_nan() || dt <= 0.0 {
+                out.push((
+                    Check::TimeNotIncreasing,
+                    format!("test time {} s after {} s", p.test_time_s, prev.test_time_s),
+                ));
+            } else if dt > t.max_gap_s {
+                out.push((
+                    Check::TimeGap,
+                    format!("{dt:.1} s without a sample (max_gap_s {})", t.max_gap_s),
+                ));
+            }
+            let slack = t.accounting_slack;
+            let went_down = p
+                .cumulative()
+                .iter()
+                .zip(prev.cumulative())
+                .zip([
+                    "charge capacity",
+                    "discharge capacity",
+                    "charge energy",
+                    "discharge energy",
+                ])
+                .find(|((now, before), _)| **now < before - slack)
+                .map(|((now, before), what)| format!("{what} went down from {before} to {now}"));
+            let wrong_side = if p.current_a <= -t.min_current_a
+                && p.charge_capacity_ah > prev.charge_capacity_ah + slack
+            {
+                Some(format!(
+                    "charge capacity grew while discharging at {} A",
+                    p.current_a
+                ))
+            } else if p.current_a >= t.min_current_a
+                && p.discharge_capacity_ah > prev.discharge_capacity_ah + slack
+            {
+                Some(format!(
+                    "discharge capacity grew while charging at {} A",
+                    p.current_a
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = went_down.or(wrong_side) {
+                out.push((Check::Accounting, why));
+            }
+            if let (Some(now), Some(before)) = (p.temperature_c, prev.temperature_c)
+                && dt > 0.0
+            {
+                let rate = (now - before) / dt;
+                if rate.abs() > t.max_temperature_rate_c_per_s {
+                    out.push((
+                        Check::TemperatureRate,
+                        format!(
+                            "temperature changed {rate:.2} °C/s (max_temperature_rate_c_per_s {})",
+                            t.max_temperature_rate_c_per_s
+                        ),
+                    ));
+                }
+            }
+            let same = p.voltage_v == prev.voltage_v;
+            self.same_voltage = match (same && flowing, self.same_voltage.0) {
+                (true, 0) => (2, prev.seq),
+                (true, n) => (n + 1, self.same_voltage.1),
+                (false, _) => (0, 0),
+            };
+        }
+        if !(t.voltage_min_v..=t.voltage_max_v).contains(&p.voltage_v) {
+            out.push((
+                Check::VoltageRange,
+                format!(
+                    "voltage {} V outside {} to {} V",
+                    p.voltage_v, t.voltage_min_v, t.voltage_max_v
+                ),
+            ));
+        }
+        // NaN is out of range too.
+        if p.current_a.is_nan() || p.current_a.abs() > t.current_max_a {
+            out.push((
+                Check::CurrentRange,
+                format!("current {} A beyond ±{} A", p.current_a, t.current_max_a),
+            ));
+        }
+        if let Some(c) = p.temperature_c
+            && !(t.temperature_min_c..=t.temperature_max_c).contains(&c)
+        {
+            out.push((
+                Check::TemperatureRange,
+                format!(
+                    "temperature {c} °C outside {} to {} °C",
+                    t.temperature_min_c, t.temperature_max_c
+                ),
+            ));
+        }
+        if self.same_voltage.0 >= t.stuck_samples {
+            out.push((
+                Check::VoltageStuck,
+                format!(
+                    "voltage {} V unchanged for {} samples under {} A",
+                    p.voltage_v, self.same_voltage.0, p.current_a
+                ),
+            ));
+        }
+        let sign_wrong = match expected {
+            Some(Direction::Charge) => p.current_a <= -t.min_current_a,
+            Some(Direction::Discharge) => p.current_a >= t.min_current_a,
+            None => false,
+        };
+        if sign_wrong {
+            out.push((
+                Check::CurrentSign,
+                format!(
+                    "current {} A in a {} step",
+                    p.current_a,
+                    if expected == Some(Direction::Charge) {
+                        "charge"
+                    } else {
+                        "discharge"
+                    }
+                ),
+            ));
+        }
+        out
+    }
+}
+
+/// Where a run that starts at `seq` begins: a stuck voltage began with the first of its equal
+/// samples.
+fn first_seq_of(check: Check, seq: u64, same_since: u64) -> u64 {
+    if check == Check::VoltageStuck {
+        same_since
+    } else {
+        seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A clean charge at 1 A, a sample per second: voltage rising, capacity accounted.
+    fn clean(n: u64) -> Vec<Point> {
+        (0..n)
+            .map(|i| {
+                let t = i as f64;
+                Point {
+                    seq: i + 1,
+                    test_time_s: t,
+                    voltage_v: 3.5 + t * 1e-4,
+                    current_a: 1.0,
+                    cycle: 1,
+                    step: 1,
+                    charge_capacity_ah: t / 3600.0,
+                    discharge_capacity_ah: 0.0,
+                    charge_energy_wh: t * 3.6 / 3600.0,
+                    discharge_energy_wh: 0.0,
+                    temperature_c: Some(25.0 + t * 1e-3),
+                }
+            })
+            .collect()
+    }
+
+    fn run(points: &[Point], expected: Option<Direction>, t: Thresholds) -> Vec<Finding> {
+        let mut c = Checker::new(t);
+        let mut out = Vec::new();
+        for p in points {
+            out.extend(c.observe(p, expected));
+        }
+        out.extend(c.finish());
+        out
+    }
+
+    #[test]
+    fn a_clean_charge_has_no_finding() {
+        assert_eq!(
+            run(&clean(2000), Some(Direction::Charge), Thresholds::default()),
+            []
+        );
+    }
+
+    #[test]
+    fn a_stuck_voltage_is_one_finding_from_its_first_equal_sample_to_its_last() {
+        let mut points = clean(1000);
+        for p in &mut points[100..600] {
+            p.voltage_v = 3.51;
+        }
+        let f = run(&points, None, Thresholds::default());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].check, Check::VoltageStuck);
+        // Seqs are index + 1: the equal samples are seqs 101..=600, flagged from the 300th on
+        // but reported from the first.
+        assert_eq!((f[0].first_seq, f[0].last_seq), (101, 600));
+        assert!(
+            f[0].message()
+                .starts_with("voltage_stuck seq 101..600: voltage 3.51 V")
+        );
+    }
+
+    #[test]
+    fn a_current_of_the_wrong_sign_is_flagged_for_the_samples_it_lasts() {
+        let mut points = clean(100);
+        for p in &mut points[10..20] {
+            p.current_a = -1.0;
+        }
+        let f = run(&points, Some(Direction::Charge), Thresholds::default());
+        let sign: Vec<_> = f.iter().filter(|f| f.check == Check::CurrentSign).collect();
+        assert_eq!(sign.len(), 1);
+        assert_eq!((sign[0].first_seq, sign[0].last_seq), (11, 20));
+        assert!(
+            sign[0].reason.contains("in a charge step"),
+            "{}",
+            sign[0].reason
+        );
+    }
+
+    #[test]
+    fn time_running_back_a_gap_and_broken_accounting_are_each_found() {
+        let mut points = clean(50);
+        points[10].test_time_s = 5.0;
+        for p in &mut points[30..] {
+            p.test_time_s += 120.0;
+        }
+        points[40].charge_capacity_ah = 0.0;
+        let checks: Vec<(Check, u64)> = run(&points, None, Thresholds::default())
+            .iter()
+            .map(|f| (f.check, f.first_seq))
+            .collect();
+        assert!(
+            checks.contains(&(Check::TimeNotIncreasing, 11)),
+            "{checks:?}"
+        );
+        assert!(checks.contains(&(Check::TimeGap, 31)), "{checks:?}");
+        assert!(checks.contains(&(Check::Accounting, 41)), "{checks:?}");
+    }
+
+    #[test]
+    fn out_of_range_readings_and_a_temperature_jump_are_found() {
+        let mut points = clean(20);
+        points[3].voltage_v = 12.0;
+        points[5].current_a = f64::NAN;
+        points[8].temperature_c = Some(25.1 + 30.0);
+        let checks: Vec<Check> = run(&points, None, Thresholds::default())
+            .iter()
+            .map(|f| f.check)
+            .collect();
+        for c in [
+            Check::VoltageRange,
+            Check::CurrentRange,
+            Check::TemperatureRate,
+        ] {
+            assert!(checks.contains(&c), "{c:?} in {checks:?}");
+        }
+    }
+
+    #[test]
+    fn thresholds_that_make_no_sense_are_refused_naming_the_key() {
+        let bad = Thresholds {
+            voltage_min_v: 5.0,
+            voltage_max_v: 4.0,
+            ..Thresholds::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("voltage_min_v"));
+        let bad = Thresholds {
+            max_gap_s: f64::NAN,
+            ..Thresholds::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("max_gap_s"));
+        assert_eq!(Thresholds::default().validate(), Ok(()));
+        for c in CHECKS {
+            assert_eq!(Check::from_name(c.name()), Some(c));
+        }
+    }
+
+    proptest! {
+        /// Any samples at all: findings, never a panic, and every run inside the seqs seen.
+        #[test]
+        fn any_samples_give_findings_within_their_seqs(
+            raw in proptest::collection::vec(
+                (any::<f64>(), any::<f64>(), any::<f64>(), any::<f64>(), proptest::option::of(any::<f64>())),
+                0..200,
+            ),
+        ) {
+            let points: Vec<Point> = raw
+                .iter()
+                .enumerate()
+                .map(|(i, (t, v, a, q, temp))| Point {
+                    seq: i as u64 + 1,
+                    test_time_s: *t,
+                    voltage_v: *v,
+                    current_a: *a,
+                    cycle: 1,
+                    step: 1,
+                    charge_capacity_ah: *q,
+                    discharge_capacity_ah: 0.0,
+                    charge_energy_wh: 0.0,
+                    discharge_energy_wh: 0.0,
+                    temperature_c: *temp,
+                })
+                .collect();
+            for f in run(&points, Some(Direction::Discharge), Thresholds::default()) {
+                prop_assert!(f.first_seq >= 1 && f.first_seq <= f.last_seq);
+                prop_assert!(f.last_seq <= points.len() as u64);
+            }
+        }
+    }
+}
