@@ -76,7 +76,7 @@ async fn pinged_within(socket: &UnixDatagram, rounds: u32, round: Duration) -> b
     let pinged = async {
         loop {
             let n = socket.recv(&mut buf).await.unwrap();
-            if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "WATCHDOG=1") {
+            if carries(&String::from_utf8_lossy(&buf[..n]), "WATCHDOG=1") {
                 return;
             }
         }
@@ -84,9 +84,31 @@ async fn pinged_within(socket: &UnixDatagram, rounds: u32, round: Duration) -> b
     tokio::time::timeout(round * rounds, pinged).await.is_ok()
 }
 
-/// Waits for the next `WATCHDOG=1` on `socket`; fails the test if none comes within [`WAIT`].
-async fn next_ping(socket: &UnixDatagram) {
-    while !next_message(socket).await.lines().any(|l| l == "WATCHDOG=1") {}
+/// Runs `work` while dropping whatever comes on `socket` meanwhile, as a service manager reads
+/// its socket at once: a full one (`net.unix.max_dgram_qlen`, often 10 datagrams) would block
+/// the daemon in its next notification.
+async fn draining<T>(socket: &UnixDatagram, work: impl Future<Output = T>) -> T {
+    let mut buf = vec![0u8; 4096];
+    let drain = async {
+        loop {
+            socket.recv(&mut buf).await.unwrap();
+        }
+    };
+    tokio::select! {
+        out = work => out,
+        never = drain => never,
+    }
+}
+
+/// Whether the notification `message` carries the line `state`.
+fn carries(message: &str, state: &str) -> bool {
+    message.lines().any(|l| l == state)
+}
+
+/// Waits for the next notification on `socket` that carries `state`; fails the test if
+/// none comes within [`WAIT`] of the one before.
+async fn wait_for_state(socket: &UnixDatagram, state: &str) {
+    while !carries(&next_message(socket).await, state) {}
 }
 
 #[tokio::test]
@@ -116,13 +138,12 @@ async fn a_channel_loop_stuck_in_a_device_call_stops_the_watchdog_pings_until_it
             ("WATCHDOG_USEC", "1000000".into()),
         ],
     );
-    next_ping(&socket).await;
+    wait_for_state(&socket, "WATCHDOG=1").await;
     // The PSB stops answering: the loop's next idle read (one each 2 s) waits in the call.
     lab.sims[0].set_reply_delay(Duration::from_secs(3600));
-    daemon
-        .wait_for_line("channel loops not answering within 250 ms: psb1/1;")
-        .await;
-    // Pings sent before the loop was stuck are in the socket already; drop them.
+    let stuck = daemon.wait_for_line("channel loops not answering within 250 ms: psb1/1;");
+    draining(&socket, stuck).await;
+    // Pings sent before the loop was stuck may be in the socket still; drop them.
     let mut buf = vec![0u8; 4096];
     while socket.try_recv(&mut buf).is_ok() {}
     assert!(
@@ -132,11 +153,11 @@ async fn a_channel_loop_stuck_in_a_device_call_stops_the_watchdog_pings_until_it
     // The cable is pulled: the withheld call fails at once, and the loop answers again.
     lab.sims[0].set_reply_delay(Duration::ZERO);
     lab.sims[0].cut_link();
-    next_ping(&socket).await;
+    wait_for_state(&socket, "WATCHDOG=1").await;
     lab.sims[0].restore_link();
-    next_ping(&socket).await;
+    wait_for_state(&socket, "WATCHDOG=1").await;
     let stopped = tokio::spawn(daemon.terminate());
-    while !next_message(&socket).await.lines().any(|l| l == "STOPPING=1") {}
+    wait_for_state(&socket, "STOPPING=1").await;
     assert!(stopped.await.unwrap(), "the daemon exits cleanly");
     for sim in &lab.sims {
         assert!(
