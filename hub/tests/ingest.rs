@@ -454,6 +454,10 @@ mod pg_tls;
 mod plots;
 #[path = "ingest/query.rs"]
 mod query;
+// systemd's notify protocol, as `cyclerhub serve` speaks it (unix only).
+#[cfg(unix)]
+#[path = "ingest/service.rs"]
+mod service;
 #[path = "ingest/undecodable.rs"]
 mod undecodable;
 #[path = "ingest/upload.rs"]

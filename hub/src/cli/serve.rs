@@ -104,13 +104,15 @@ pub(super) fn serve(
             }),
             None => None,
         };
+        // Listened for before READY=1: systemd may stop the hub as soon as it is up.
+        let stop = shutdown_signal();
         // systemd (`Type=notify`): up once the ports listen and the database is migrated.
         #[cfg(unix)]
         if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
             tracing::warn!("cannot notify the service manager (NOTIFY_SOCKET): {e}");
         }
         let shutdown = async {
-            shutdown_signal().await;
+            stop.await;
             tracing::info!("shutting down");
             #[cfg(unix)]
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -148,20 +150,32 @@ fn open_to_the_network(listen: SocketAddr, tls: bool, require_tokens: bool) -> O
 }
 
 /// Ctrl-C, or SIGTERM (what systemd and `kill` send) on unix; the daemon stops on the same.
-pub async fn shutdown_signal() {
+/// On unix both are listened for from this call on, not from the first poll: a signal that
+/// comes in between would otherwise kill the hub (the default action) without its cleanup.
+/// Must be called inside a tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let signals = {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+        signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)))
+    };
+    async move {
+        #[cfg(unix)]
+        match signals {
+            Ok((mut term, mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
+                return;
             }
-            return;
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM and SIGINT; waiting for Ctrl-C alone")
+            }
         }
-    }
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        tracing::error!(error = %e, "cannot wait for Ctrl-C; stop the hub with SIGKILL");
-        std::future::pending::<()>().await;
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot wait for Ctrl-C; stop the hub with SIGKILL");
+            std::future::pending::<()>().await;
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! Running under a service manager: systemd's notify protocol as `cyclerd run` speaks it to a
-//! real unix datagram socket given as NOTIFY_SOCKET, and `cyclerd check-config` as a unit's
-//! operator runs it.
+//! real unix datagram socket given as NOTIFY_SOCKET (READY, then watchdog pings only while
+//! every channel loop answers), and `cyclerd check-config` as a unit's operator runs it.
 
 use super::faults::ProcessLab;
 use super::harness::{Process, WAIT};
 use std::path::Path;
+use std::time::Duration;
 use tokio::net::UnixDatagram;
 
 /// The next datagram on `socket`, as text; fails the test if none comes within [`WAIT`].
@@ -60,6 +61,103 @@ async fn systemd_hears_ready_once_the_control_port_accepts_then_watchdog_pings_u
             break;
         }
     }
+    assert!(stopped.await.unwrap(), "the daemon exits cleanly");
+    for sim in &lab.sims {
+        assert!(
+            !sim.snapshot().output_on,
+            "every output is off after the stop"
+        );
+    }
+}
+
+/// Whether a `WATCHDOG=1` comes on `socket` within `rounds` watchdog rounds of `round`.
+async fn pinged_within(socket: &UnixDatagram, rounds: u32, round: Duration) -> bool {
+    let mut buf = vec![0u8; 4096];
+    let pinged = async {
+        loop {
+            let n = socket.recv(&mut buf).await.unwrap();
+            if carries(&String::from_utf8_lossy(&buf[..n]), "WATCHDOG=1") {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(round * rounds, pinged).await.is_ok()
+}
+
+/// Runs `work` while dropping whatever comes on `socket` meanwhile, as a service manager reads
+/// its socket at once: a full one (`net.unix.max_dgram_qlen`, often 10 datagrams) would block
+/// the daemon in its next notification.
+async fn draining<T>(socket: &UnixDatagram, work: impl Future<Output = T>) -> T {
+    let mut buf = vec![0u8; 4096];
+    let drain = async {
+        loop {
+            socket.recv(&mut buf).await.unwrap();
+        }
+    };
+    tokio::select! {
+        out = work => out,
+        never = drain => never,
+    }
+}
+
+/// Whether the notification `message` carries the line `state`.
+fn carries(message: &str, state: &str) -> bool {
+    message.lines().any(|l| l == state)
+}
+
+/// Waits for the next notification on `socket` that carries `state`; fails the test if
+/// none comes within [`WAIT`] of the one before.
+async fn wait_for_state(socket: &UnixDatagram, state: &str) {
+    while !carries(&next_message(socket).await, state) {}
+}
+
+#[tokio::test]
+async fn a_channel_loop_stuck_in_a_device_call_stops_the_watchdog_pings_until_it_answers_again() {
+    let lab = ProcessLab::start(2).await;
+    // psb1's transactions may take a minute: a reply its device withholds keeps the channel
+    // loop in the call for as long as the test lets it.
+    let config = std::fs::read_to_string(&lab.config).unwrap();
+    let patient = config.replacen(
+        "name = \"psb1\"\n",
+        "name = \"psb1\"\ntimeout_ms = 60000\n",
+        1,
+    );
+    assert_ne!(config, patient);
+    std::fs::write(&lab.config, patient).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let (args, _) = lab.run_args();
+    // A watchdog of 1 s: every channel loop is asked each 250 ms.
+    let round = Duration::from_millis(250);
+    let mut daemon = Process::spawn_with_env(
+        env!("CARGO_BIN_EXE_cyclerd-under-test"),
+        &args,
+        &[
+            ("NOTIFY_SOCKET", path.display().to_string()),
+            ("WATCHDOG_USEC", "1000000".into()),
+        ],
+    );
+    wait_for_state(&socket, "WATCHDOG=1").await;
+    // The PSB stops answering: the loop's next idle read (one each 2 s) waits in the call.
+    lab.sims[0].set_reply_delay(Duration::from_secs(3600));
+    let stuck = daemon.wait_for_line("channel loops not answering within 250 ms: psb1/1;");
+    draining(&socket, stuck).await;
+    // Pings sent before the loop was stuck may be in the socket still; drop them.
+    let mut buf = vec![0u8; 4096];
+    while socket.try_recv(&mut buf).is_ok() {}
+    assert!(
+        !pinged_within(&socket, 8, round).await,
+        "no WATCHDOG=1 while a channel loop is stuck"
+    );
+    // The cable is pulled: the withheld call fails at once, and the loop answers again.
+    lab.sims[0].set_reply_delay(Duration::ZERO);
+    lab.sims[0].cut_link();
+    wait_for_state(&socket, "WATCHDOG=1").await;
+    lab.sims[0].restore_link();
+    wait_for_state(&socket, "WATCHDOG=1").await;
+    let stopped = tokio::spawn(daemon.terminate());
+    wait_for_state(&socket, "STOPPING=1").await;
     assert!(stopped.await.unwrap(), "the daemon exits cleanly");
     for sim in &lab.sims {
         assert!(
