@@ -145,6 +145,21 @@ pub struct AlertRule {
     pub send_to: Vec<Target>,
 }
 
+impl AlertRule {
+    /// A rule of `kind` with every setting at its default.
+    pub fn of(kind: AlertKind) -> AlertRule {
+        AlertRule {
+            kind,
+            channels: Vec::new(),
+            labs: Vec::new(),
+            after_s: None,
+            percent: None,
+            below: None,
+            send_to: Vec::new(),
+        }
+    }
+}
+
 /// Default `after_s` of a rule.
 pub const DEFAULT_AFTER_S: u64 = 300;
 /// Default `percent` of an outbox_full rule.

@@ -437,15 +437,7 @@ mod tests {
     use super::*;
 
     fn rule(kind: AlertKind) -> AlertRule {
-        AlertRule {
-            kind,
-            channels: Vec::new(),
-            labs: Vec::new(),
-            after_s: None,
-            percent: None,
-            below: None,
-            send_to: Vec::new(),
-        }
+        AlertRule::of(kind)
     }
 
     fn test(id: &str, lab: &str, outcome: Option<&str>) -> TestView {

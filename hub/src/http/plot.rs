@@ -30,6 +30,21 @@ pub struct PlotRequest {
     pub series: Vec<&'static str>,
 }
 
+impl PlotRequest {
+    /// Each requested series' index in [`SERIES`] (and in a chunk's summary).
+    fn series_index(&self) -> Vec<usize> {
+        self.series
+            .iter()
+            .map(|name| {
+                SERIES
+                    .iter()
+                    .position(|s| s == name)
+                    .unwrap_or(SERIES.len() - 1)
+            })
+            .collect()
+    }
+}
+
 /// One pixel column's samples, summarised.
 #[derive(Clone)]
 struct Bucket {
@@ -88,17 +103,7 @@ pub fn reduce(store: &HubStore, r: &PlotRequest) -> Result<Value, StoreError> {
         to,
         scale: r.width as f64 / span,
     };
-    // Each requested series' index in a summary.
-    let index: Vec<usize> = r
-        .series
-        .iter()
-        .map(|name| {
-            SERIES
-                .iter()
-                .position(|s| s == name)
-                .unwrap_or(SERIES.len() - 1)
-        })
-        .collect();
+    let index = r.series_index();
     let k = index.len();
     let empty = Bucket {
         n: 0,
@@ -217,16 +222,7 @@ fn decoded(
     to: f64,
     start_seq: u64,
 ) -> Result<Value, StoreError> {
-    let index: Vec<usize> = r
-        .series
-        .iter()
-        .map(|name| {
-            SERIES
-                .iter()
-                .position(|s| s == name)
-                .unwrap_or(SERIES.len() - 1)
-        })
-        .collect();
+    let index = r.series_index();
     let mut t = Vec::new();
     let mut columns = vec![Vec::new(); index.len()];
     let mut scratch = Vec::new();
