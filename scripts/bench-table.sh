@@ -23,6 +23,8 @@ for b in "cyclerd-drivers devices" "cyclerd-protocols protocols" "cyclerhub inge
     cargo bench -q -p "$1" --bench "$2" >&2
 done
 echo "== scripts/bench-acquisition.sh" >&2
+# The release binaries just built, wherever CARGO_TARGET_DIR put them.
+export BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
 if [[ -n ${QUICK:-} ]]; then
     scripts/bench-acquisition.sh 64 10 1 >&2
 else
