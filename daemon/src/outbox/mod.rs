@@ -250,6 +250,31 @@ pub struct Outbox {
     options: Arc<OutboxOptions>,
     /// Problems found when the store was opened (quarantined entries), for the status API.
     startup_alarms: Arc<Vec<String>>,
+    /// Waits for the writer thread when the last handle goes (after `tx`, declared first, is
+    /// dropped): the store's file is closed by then.
+    _writer: Arc<WriterThread>,
+}
+
+/// The writer thread's end, awaited when the last [`Outbox`] handle is dropped, so that whoever
+/// opens the file next in this process (a restarted runner, a test that replaced the store)
+/// never meets a connection that is still closing (SQLite shares a file's locks and shared
+/// memory between the connections of one process). Bounded: a writer stuck retrying a commit
+/// on a full disk does not hold a shutdown for more than [`WRITER_CLOSE_WAIT`].
+struct WriterThread(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+
+/// Longest wait for the writer thread to end when the outbox is dropped.
+const WRITER_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        let done = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Disconnected when the thread ended (its sender dropped with it).
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            done.recv_timeout(WRITER_CLOSE_WAIT)
+        {
+            tracing::warn!("the outbox writer did not end within 5 s of the outbox closing");
+        }
+    }
 }
 
 fn unix_now() -> f64 {
@@ -384,9 +409,13 @@ impl Outbox {
             compact_cursor: 0,
             last_compact: f64::NEG_INFINITY,
         };
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("outbox-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                writer.run(rx);
+                drop(done_tx);
+            })
             .map_err(|source| OutboxError::Io {
                 path: path.clone(),
                 source,
@@ -400,6 +429,7 @@ impl Outbox {
             identity,
             options,
             startup_alarms: Arc::new(startup_alarms),
+            _writer: Arc::new(WriterThread(std::sync::Mutex::new(done_rx))),
         })
     }
 
