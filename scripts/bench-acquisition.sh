@@ -23,6 +23,8 @@ tick=$(getconf CLK_TCK)
 pages=${PAGES:-50}
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# A counter of the daemon's /metrics (0 when it cannot be read).
+metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m || $1 == m "_total" { v = $2 } END { print v + 0 }'; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 one_run() {
@@ -75,13 +77,22 @@ EOF
     sleep 3
     local t0 c0 t1 c1
     t0=$(date +%s.%N); c0=$(cpu_ticks "$daemon")
+    local a0 k0 a1 k1
+    a0=$(metric "$webport" cyclerd_samples_acquired); k0=$(metric "$webport" cyclerd_samples_acknowledged)
     if [[ -n ${PROFILE:-} ]]; then
         # A CPU profile of the daemon over the window (software clock: works in VMs).
-        perf record -q -e cpu-clock -F 1999 -g -p "$daemon" -o "$PROFILE" -- sleep "$seconds" >/dev/null 2>&1
+        perf record -q -e cpu-clock -F 1999 ${PERF_CALLGRAPH:--g} -p "$daemon" -o "$PROFILE" -- sleep "$seconds" >/dev/null 2>&1
     else
         sleep "$seconds"
     fi
     t1=$(date +%s.%N); c1=$(cpu_ticks "$daemon")
+    a1=$(metric "$webport" cyclerd_samples_acquired); k1=$(metric "$webport" cyclerd_samples_acknowledged)
+    # The window counts only if every poll was stored and reached the hub.
+    awk -v a="$((a1 - a0))" -v k="$((k1 - k0))" -v t0="$t0" -v t1="$t1" -v n="$channels" 'BEGIN {
+        want = n * 10 * (t1 - t0)
+        printf "window: %.0f samples/s acquired, %.0f/s acknowledged by the hub (every poll: %.0f/s)\n", a / (t1 - t0), k / (t1 - t0), n * 10 > "/dev/stderr"
+        if (a < 0.97 * want || k < 0.9 * want) { print "not every poll was stored and acknowledged" > "/dev/stderr"; exit 1 }
+    }' || { kill "${pids[@]}" 2>/dev/null; exit 1; }
     local rss
     rss=$(rss_kb "$daemon")
     # The same lab watched by monitor pages: each holds the event stream of every channel.

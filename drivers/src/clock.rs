@@ -6,8 +6,9 @@
 //! told to, for tests that talk over real sockets (where paused tokio time would fire I/O
 //! timeouts) yet need exact simulated time.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
@@ -28,6 +29,9 @@ struct Inner {
     speed: f64,
     /// Set for a manual clock: its current time, moved only by [`Clock::advance`].
     manual: Option<watch::Sender<f64>>,
+    /// The shared tick of each aligned period, so that a daemon's channels wait on one timer
+    /// instead of one each (see [`Pacer`]).
+    tickers: Mutex<HashMap<Duration, Ticker>>,
 }
 
 impl Clock {
@@ -54,6 +58,7 @@ impl Clock {
                 origin_unix_s,
                 speed,
                 manual: None,
+                tickers: Mutex::default(),
             }),
         }
     }
@@ -71,6 +76,7 @@ impl Clock {
                 origin_unix_s: anchor_unix_s + (wall_unix - anchor_unix_s) * speed,
                 speed,
                 manual: None,
+                tickers: Mutex::default(),
             }),
         }
     }
@@ -84,6 +90,7 @@ impl Clock {
                 origin_unix_s: real.inner.origin_unix_s,
                 speed: 1.0,
                 manual: Some(watch::channel(0.0).0),
+                tickers: Mutex::default(),
             }),
         }
     }
@@ -139,16 +146,189 @@ impl Clock {
     /// Ticks every `sim_seconds` of this clock's time: what paces a channel's polls. Ticks
     /// of equal periods fall on the same instants (multiples of the period since the clock's
     /// origin), so a daemon's channels wake together, once per period, not each on its own
-    /// phase.
-    pub fn pacer(&self, sim_seconds: f64) -> Interval {
-        pacer(self.wall(sim_seconds), self.inner.origin)
+    /// phase; and they share one timer.
+    pub fn pacer(&self, sim_seconds: f64) -> Pacer {
+        self.pacer_of(self.wall(sim_seconds))
     }
 
     /// Ticks every `sim_seconds` of this clock's time, but never more often than every
     /// `min_wall`: a device that logs on its own gains nothing from faster polls on a fast
     /// simulated clock.
-    pub fn pacer_at_most_every(&self, sim_seconds: f64, min_wall: Duration) -> Interval {
-        pacer(self.wall(sim_seconds).max(min_wall), self.inner.origin)
+    pub fn pacer_at_most_every(&self, sim_seconds: f64, min_wall: Duration) -> Pacer {
+        self.pacer_of(self.wall(sim_seconds).max(min_wall))
+    }
+
+    fn pacer_of(&self, period: Duration) -> Pacer {
+        let origin = self.inner.origin;
+        let own = || Pacer {
+            kind: PacerKind::Own(pacer(period, origin)),
+            period,
+            origin,
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return own();
+        };
+        if period < ALIGNED_FROM {
+            return own();
+        }
+        let mut tickers = self.inner.tickers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tickers.get(&period)
+            && let Some(alive) = t.alive.upgrade()
+            && t.ticks.has_changed().is_ok()
+        {
+            let mut ticks = t.ticks.clone();
+            ticks.mark_unchanged();
+            return Pacer {
+                kind: PacerKind::Shared {
+                    ticks,
+                    _alive: alive,
+                },
+                period,
+                origin,
+            };
+        }
+        tickers.retain(|_, t| t.alive.strong_count() > 0);
+        let alive = Arc::new(());
+        let (tx, ticks) = watch::channel(Instant::now());
+        tickers.insert(
+            period,
+            Ticker {
+                alive: Arc::downgrade(&alive),
+                ticks: ticks.clone(),
+            },
+        );
+        let weak = Arc::downgrade(&alive);
+        // Ends once no pacer of the period is left; dropping `tx` tells the pacers of another
+        // runtime, should this one shut down first, to make a timer of their own.
+        runtime.spawn(async move {
+            let mut ticks = SharedTicks::new(period, origin);
+            loop {
+                let at = ticks.next().await;
+                if weak.strong_count() == 0 {
+                    break;
+                }
+                tx.send_replace(at);
+            }
+        });
+        Pacer {
+            kind: PacerKind::Shared {
+                ticks,
+                _alive: alive,
+            },
+            period,
+            origin,
+        }
+    }
+}
+
+/// The ticks of a shared pacer: on multiples of `period` since `origin`, a late one skipped.
+///
+/// Two timers a period apart take turns, so that when one fires the next tick is already
+/// armed: tokio wakes its I/O driver (a system call) whenever a timer is armed earlier than
+/// the earliest one it knows of, which after a lone timer fired is every timer armed until it
+/// next sleeps, such as the timeouts of the polls this tick starts.
+struct SharedTicks {
+    period: Duration,
+    origin: Instant,
+    /// The instant `sooner` fires at; `later` fires a period after.
+    next: Instant,
+    sooner: std::pin::Pin<Box<tokio::time::Sleep>>,
+    later: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl SharedTicks {
+    fn new(period: Duration, origin: Instant) -> SharedTicks {
+        let next = aligned_after(Instant::now(), period, origin);
+        SharedTicks {
+            period,
+            origin,
+            next,
+            sooner: Box::pin(tokio::time::sleep_until(next)),
+            later: Box::pin(tokio::time::sleep_until(next + period)),
+        }
+    }
+
+    async fn next(&mut self) -> Instant {
+        std::future::poll_fn(|cx| {
+            // Polled to be armed; its own firing is awaited at the next turn.
+            let _ = self.later.as_mut().poll(cx);
+            self.sooner.as_mut().poll(cx)
+        })
+        .await;
+        let at = self.next;
+        let now = Instant::now();
+        if now >= at + self.period {
+            // Late by a whole period or more: skip to the next instant, as Skip does.
+            self.next = aligned_after(now, self.period, self.origin);
+            self.sooner.as_mut().reset(self.next);
+            self.later.as_mut().reset(self.next + self.period);
+        } else {
+            self.next = at + self.period;
+            self.sooner.as_mut().reset(self.next + self.period);
+            std::mem::swap(&mut self.sooner, &mut self.later);
+        }
+        at
+    }
+}
+
+/// The first multiple of `period` since `origin` at or after `now`.
+fn aligned_after(now: Instant, period: Duration, origin: Instant) -> Instant {
+    let since = now.saturating_duration_since(origin).as_nanos();
+    let step = period.as_nanos().max(1);
+    let next = since.div_ceil(step) * step;
+    origin + Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))
+}
+
+/// The shared tick of one period: what a new pacer of it subscribes to.
+#[derive(Debug)]
+struct Ticker {
+    /// Held by every pacer of the period; the tick's task ends when none is left.
+    alive: Weak<()>,
+    /// The instant of the latest tick.
+    ticks: watch::Receiver<Instant>,
+}
+
+/// Paces a loop: [`Pacer::tick`] waits for the next tick. The pacers of one aligned period on
+/// one clock share a timer: with a timer each, every channel re-armed its own after each tick,
+/// and tokio wakes its I/O driver for every timer armed earlier than the one it sleeps for (a
+/// system call per channel and poll, a fifth of an idle daemon's wake-ups).
+#[derive(Debug)]
+pub struct Pacer {
+    kind: PacerKind,
+    /// The period, for a timer of its own should the shared one go away.
+    period: Duration,
+    origin: Instant,
+}
+
+#[derive(Debug)]
+enum PacerKind {
+    /// A timer of its own: periods too short to align, or no runtime to share one on.
+    Own(Interval),
+    /// The period's shared tick.
+    Shared {
+        ticks: watch::Receiver<Instant>,
+        /// Keeps the shared tick going.
+        _alive: Arc<()>,
+    },
+}
+
+impl Pacer {
+    /// Waits for the next tick and returns its instant. A tick missed while the caller was
+    /// busy is skipped, not made up (below [`ALIGNED_FROM`], as the period's interval says).
+    /// Cancel-safe.
+    pub async fn tick(&mut self) -> Instant {
+        loop {
+            match &mut self.kind {
+                PacerKind::Own(interval) => return interval.tick().await,
+                PacerKind::Shared { ticks, .. } => {
+                    if ticks.changed().await.is_ok() {
+                        return *ticks.borrow_and_update();
+                    }
+                    // The runtime that ran the shared tick has shut down.
+                    self.kind = PacerKind::Own(pacer(self.period, self.origin));
+                }
+            }
+        }
     }
 }
 
@@ -178,10 +358,7 @@ fn pacer(period: Duration, origin: Instant) -> Interval {
         return ticks;
     }
     let now = Instant::now();
-    let since = now.saturating_duration_since(origin).as_nanos();
-    let step = period.as_nanos();
-    let next = since.div_ceil(step) * step;
-    let first = origin + Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX));
+    let first = aligned_after(now, period, origin);
     let mut ticks = tokio::time::interval_at(first.max(now), period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     ticks
@@ -214,6 +391,53 @@ mod tests {
             assert_eq!(ta, tb);
             assert_eq!((ta - origin).as_millis() % 100, 0, "{:?}", ta - origin);
         }
+    }
+
+    #[test]
+    fn a_pacer_keeps_ticking_after_the_runtime_that_ran_its_shared_tick_shut_down() {
+        let clock = Clock::real();
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let mut a = first.block_on(async { clock.pacer(0.02) });
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let mut b = second.block_on(async { clock.pacer(0.02) });
+        assert!(matches!(b.kind, PacerKind::Shared { .. }), "{b:?}");
+        first.block_on(async { a.tick().await });
+        drop(first);
+        second.block_on(async {
+            for _ in 0..3 {
+                tokio::time::timeout(Duration::from_secs(5), b.tick())
+                    .await
+                    .expect("the pacer ticks on a timer of its own");
+            }
+        });
+        assert!(matches!(b.kind, PacerKind::Own(_)), "{b:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shared_tick_of_a_period_ends_with_its_last_pacer_and_a_new_pacer_starts_another()
+    {
+        let clock = Clock::scaled(1.0);
+        let mut a = clock.pacer(0.1);
+        let mut b = clock.pacer(0.1);
+        let (ta, tb) = (a.tick().await, b.tick().await);
+        assert_eq!(ta, tb);
+        drop((a, b));
+        // The tick's task sees no pacer left at its next tick and ends.
+        tokio::time::advance(Duration::from_millis(250)).await;
+        tokio::task::yield_now().await;
+        let mut c = clock.pacer(0.1);
+        let tc = tokio::time::timeout(Duration::from_secs(1), c.tick())
+            .await
+            .expect("a new shared tick");
+        assert_eq!((tc - clock.inner.origin).as_millis() % 100, 0);
+        let live = clock.inner.tickers.lock().unwrap().len();
+        assert_eq!(live, 1, "the ended tick's entry was replaced");
     }
 
     #[tokio::test]

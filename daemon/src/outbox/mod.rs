@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 /// How many of the newest unacknowledged entries are checked at startup.
 const VERIFY_TAIL: i64 = 10_000;
@@ -240,7 +240,8 @@ impl OutboxStats {
 /// The producer side: cheap to clone, never blocks on the disk.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<WriteOp>,
+    /// To the writer thread (a std channel: the writer blocks on it with a timeout).
+    tx: std::sync::mpsc::Sender<WriteOp>,
     stats: Arc<OutboxStats>,
     committed: watch::Receiver<u64>,
     acked: watch::Receiver<u64>,
@@ -389,7 +390,7 @@ impl Outbox {
             .map_err(err)?;
         stats.dead_letters.store(dead as u64, Ordering::Release);
 
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = std::sync::mpsc::channel();
         let (committed_tx, committed) = watch::channel(committed_id);
         let (acked_tx, acked) = watch::channel(stats.acked.load(Ordering::Acquire));
         let has_space = options

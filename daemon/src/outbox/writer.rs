@@ -7,8 +7,9 @@ use super::{
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// Most queued operations folded into one transaction; bounds the time one commit takes.
 const MAX_OPS_PER_COMMIT: usize = 4096;
@@ -17,6 +18,11 @@ const VACUUM_ABOVE_PAGES: i64 = 1024;
 /// How long the writer lets a commit's operations gather after the first arrives: the
 /// channels of a daemon flush on the same aligned tick, within a millisecond or two.
 const GATHER: Duration = Duration::from_millis(3);
+/// How long acknowledgements alone wait for something else to commit with. An ack only lets
+/// go of entries the hub already holds, so it can ride with the next tick's batches (the
+/// channels flush every 250 ms) instead of costing a commit and an fsync of its own; the one
+/// cost is that space under the quota comes back that much later.
+const ACK_GATHER: Duration = Duration::from_millis(300);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -52,17 +58,28 @@ struct Effects {
 }
 
 impl Writer {
-    pub fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
+    pub fn run(mut self, rx: mpsc::Receiver<WriteOp>) {
         let mut ops = Vec::with_capacity(MAX_OPS_PER_COMMIT);
-        while let Some(first) = rx.blocking_recv() {
+        while let Ok(first) = rx.recv() {
+            ops.push(first);
+            let until = Instant::now() + ACK_GATHER;
+            while ops.len() < MAX_OPS_PER_COMMIT
+                && ops.iter().all(|op| matches!(op, WriteOp::Ack { .. }))
+            {
+                match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
             // Someone waits on these: commit at once. Otherwise let the other channels' batches
             // of the same tick arrive, so they meet in one commit (one fsync) instead of one
             // each.
-            let waited_on = matches!(
-                first,
-                WriteOp::Flush(_) | WriteOp::Requeue(_) | WriteOp::NewEpoch(_)
-            );
-            ops.push(first);
+            let waited_on = ops.iter().any(|op| {
+                matches!(
+                    op,
+                    WriteOp::Flush(_) | WriteOp::Requeue(_) | WriteOp::NewEpoch(_)
+                )
+            });
             if !waited_on {
                 std::thread::sleep(GATHER);
             }

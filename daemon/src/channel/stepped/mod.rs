@@ -72,9 +72,21 @@ pub(crate) struct Recorder {
     last_kept: Option<(f64, f64, f64)>,
     /// The next sample is the first of a step.
     pub(crate) step_began: bool,
+    /// How much sooner than `every` a sample still counts as due (half the poll interval):
+    /// polls come a period apart give or take the link's jitter, and `record: every 0.1 s`
+    /// at 10 Hz means every poll, not the two thirds that land 0.1 s or more after the last.
+    slack_s: f64,
 }
 
 impl Recorder {
+    /// A recorder for polls every `poll_interval_s`.
+    pub(crate) fn polled_every(poll_interval_s: f64) -> Recorder {
+        Recorder {
+            slack_s: (poll_interval_s / 2.0).max(0.0),
+            ..Recorder::default()
+        }
+    }
+
     pub(crate) fn keep(
         &mut self,
         rule: &Record,
@@ -87,7 +99,8 @@ impl Recorder {
             || something_fired
             || std::mem::take(&mut self.step_began)
             || self.last_kept.is_none_or(|(t0, v0, i0)| {
-                rule.every_s.is_some_and(|e| t - t0 >= e)
+                rule.every_s
+                    .is_some_and(|e| t - t0 >= e - self.slack_s.min(e / 2.0))
                     || rule.dv_v.is_some_and(|d| (v - v0).abs() >= d)
                     || rule.di_a.is_some_and(|d| (i - i0).abs() >= d)
             });
@@ -95,6 +108,44 @@ impl Recorder {
             self.last_kept = Some((t, v, i));
         }
         keep
+    }
+}
+
+#[cfg(test)]
+mod recorder_tests {
+    use super::*;
+
+    fn every(s: f64) -> Record {
+        Record {
+            every_s: Some(s),
+            ..Record::default()
+        }
+    }
+
+    /// Poll times a period apart, each late by 0 to 3 ms (a link's jitter).
+    fn polls(period: f64, n: usize) -> impl Iterator<Item = f64> {
+        (0..n).map(move |k| k as f64 * period + ((k * 7919) % 31) as f64 * 1e-4)
+    }
+
+    #[test]
+    fn recording_every_poll_period_keeps_every_poll_whatever_the_jitter() {
+        let mut r = Recorder::polled_every(0.1);
+        let kept = polls(0.1, 1000)
+            .filter(|&t| r.keep(&every(0.1), t, 3.7, 1.0, false))
+            .count();
+        assert_eq!(kept, 1000);
+    }
+
+    #[test]
+    fn recording_every_second_at_ten_hertz_keeps_one_poll_a_second() {
+        let mut r = Recorder::polled_every(0.1);
+        let kept: Vec<f64> = polls(0.1, 1001)
+            .filter(|&t| r.keep(&every(1.0), t, 3.7, 1.0, false))
+            .collect();
+        assert_eq!(kept.len(), 101, "{kept:?}");
+        for w in kept.windows(2) {
+            assert!((w[1] - w[0] - 1.0).abs() < 0.01, "{w:?}");
+        }
     }
 }
 
@@ -344,7 +395,7 @@ impl<D: PowerStage> ChannelRunner<D> {
             engine,
             paused_s: 0.0,
             command,
-            recorder: Recorder::default(),
+            recorder: Recorder::polled_every(self.spec.poll_interval_s),
         };
         self.step_event(&run, 0.0);
         run
@@ -408,7 +459,7 @@ impl<D: PowerStage> ChannelRunner<D> {
             engine,
             paused_s: cp.progress.paused_s + gap_s,
             command: Command::Off,
-            recorder: Recorder::default(),
+            recorder: Recorder::polled_every(self.spec.poll_interval_s),
         };
         let status = run.engine.status();
         let message = format!(
