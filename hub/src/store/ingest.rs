@@ -17,7 +17,7 @@ use cyclerd_proto::metadata::MAX_KEY_BYTES;
 use prost::Message as _;
 
 use super::batch_writes::{BatchWrites, CycleRecord, Registration, RejectionRecord};
-use super::chunk::Encoded;
+use super::samples::Ahead;
 use super::{BatchOutcome, CellRow, Source, StoreError};
 
 /// Why one entry did not apply: refused (answer with a Rejection) or storage failed (abort).
@@ -46,7 +46,7 @@ pub(super) fn apply_batch(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
     entries: &[Entry],
-    encoded: &[Option<Encoded>],
+    encoded: &[Option<Ahead>],
 ) -> Result<BatchOutcome, StoreError> {
     // Normally created by Hello; created here too so a batch can never be acked without its
     // resume point being stored.
@@ -69,7 +69,7 @@ fn apply_entries(
     source: &Source<'_>,
     applied: u64,
     entries: &[Entry],
-    encoded: &[Option<Encoded>],
+    encoded: &[Option<Ahead>],
 ) -> Result<BatchOutcome, StoreError> {
     let mut out = BatchOutcome::default();
     let mut previous = applied;
@@ -174,7 +174,7 @@ fn apply_entry(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
     entry: &Entry,
-    encoded: Option<&Encoded>,
+    encoded: Option<&Ahead>,
 ) -> Result<u64, ApplyError> {
     match &entry.body {
         None => reject("entry has no body (an entry type this hub does not know? upgrade the hub)"),
@@ -385,7 +385,7 @@ fn apply_samples(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
     b: &SampleBatch,
-    encoded: Option<&Encoded>,
+    encoded: Option<&Ahead>,
 ) -> Result<u64, ApplyError> {
     super::samples::validate_samples(b).map_err(ApplyError::Reject)?;
     let key = owned_test_key(w, source, &b.test_id)?;

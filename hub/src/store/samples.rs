@@ -137,27 +137,27 @@ const MERGED_CHUNK: usize = 1024;
 /// seqs, as chunks of their own; a small one that continues a small chunk is merged into
 /// it), adds their number to the test's count and returns it.
 ///
-/// `encoded` is the batch as one chunk, encoded ahead ([`encode_ahead`]), if it was.
+/// `ahead` is the batch as one chunk with its summary, made ahead ([`encode_ahead`]), if it
+/// was.
 pub(super) fn insert_batch(
     w: &mut dyn BatchWrites,
     key: i64,
     b: &SampleBatch,
-    encoded: Option<&Encoded>,
+    ahead: Option<&Ahead>,
 ) -> Result<u64, StoreError> {
     let n = b.test_time_s.len();
     // In range: validation checked the seq range.
     let first = b.first_seq as i64;
     let last = first + n as i64 - 1;
     let held = w.held_chunks(key, first, last)?;
-    if let (true, Some(enc)) = (held.is_empty(), encoded) {
+    if let (true, Some(ahead)) = (held.is_empty(), ahead) {
         // The usual case: a new batch, stored as it came.
-        let inserted = w.insert_chunk(key, first, enc)?;
+        let inserted = w.insert_chunk(key, first, &ahead.chunk)?;
         if !inserted {
             return Ok(0);
         }
-        let summary = with_columns(b, |cols| Summary::of(cols).to_bytes());
-        w.set_summary(key, first, &summary)?;
-        return Ok(enc.count as u64);
+        w.set_summary(key, first, &ahead.summary)?;
+        return Ok(ahead.chunk.count as u64);
     }
     if held.is_empty() && n < SMALL_BATCH {
         let room = (MERGED_CHUNK - n) as i64;
@@ -198,11 +198,19 @@ pub(super) fn insert_batch(
     Ok(inserted)
 }
 
+/// A sample batch as [`insert_batch`] stores it whole, made ahead of the transaction.
+pub(super) struct Ahead {
+    /// The batch as one chunk.
+    pub chunk: Encoded,
+    /// The chunk's summary ([`Summary::to_bytes`]).
+    pub summary: Vec<u8>,
+}
+
 /// The sample batches of `entries` that will most likely be stored whole (valid, at most
-/// [`MAX_CHUNK`] samples, too big to be merged), each encoded as one chunk, on the machine's
-/// cores (up to 4), ahead of the batch's transaction: encoding is most of an apply's work,
-/// and the transaction itself is single-threaded. `None` for every other entry.
-pub(super) fn encode_ahead(entries: &[Entry]) -> Vec<Option<Encoded>> {
+/// [`MAX_CHUNK`] samples, too big to be merged), each encoded as one chunk with its summary,
+/// on the machine's cores (up to 4), ahead of the batch's transaction: encoding is most of an
+/// apply's work, and the transaction itself is single-threaded. `None` for every other entry.
+pub(super) fn encode_ahead(entries: &[Entry]) -> Vec<Option<Ahead>> {
     let wanted = |e: &Entry| match &e.body {
         Some(Body::Samples(b)) => {
             let n = b.test_time_s.len();
@@ -211,7 +219,10 @@ pub(super) fn encode_ahead(entries: &[Entry]) -> Vec<Option<Encoded>> {
         _ => false,
     };
     let encode = |e: &Entry| match &e.body {
-        Some(Body::Samples(b)) if wanted(e) => Some(encode_batch(b)),
+        Some(Body::Samples(b)) if wanted(e) => Some(with_columns(b, |cols| Ahead {
+            chunk: chunk::encode(cols),
+            summary: Summary::of(cols).to_bytes(),
+        })),
         _ => None,
     };
     let todo = entries.iter().filter(|e| wanted(e)).count();
