@@ -78,6 +78,7 @@
 
 pub mod anonymise;
 pub mod battery_archive;
+pub mod bundle;
 mod bdf_parquet;
 pub mod cycles;
 pub mod metadata;
