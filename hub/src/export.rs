@@ -78,8 +78,8 @@
 
 pub mod anonymise;
 pub mod battery_archive;
-pub mod bundle;
 mod bdf_parquet;
+pub mod bundle;
 pub mod cycles;
 pub mod metadata;
 pub mod source;

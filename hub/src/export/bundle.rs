@@ -82,10 +82,7 @@ pub fn check_destination(out: &Path, force: bool) -> Result<bool, BundleError> {
     if !meta.is_dir() {
         return Err(refuse("it is a file; give a folder for the bundle"));
     }
-    let empty = fs::read_dir(out)
-        .map_err(io_error(out))?
-        .next()
-        .is_none();
+    let empty = fs::read_dir(out).map_err(io_error(out))?.next().is_none();
     if empty {
         return Ok(true);
     }
@@ -162,7 +159,10 @@ impl Bundle {
         pseudonymiser: Option<&Pseudonymiser>,
         extra: Vec<Property>,
     ) -> Result<(), BundleError> {
-        assert!(bdf != Format::BatteryArchive, "the BDF format is CSV or Parquet");
+        assert!(
+            bdf != Format::BatteryArchive,
+            "the BDF format is CSV or Parquet"
+        );
         let base = self.dir().join(name);
         if super::output_files(bdf, &base)[0].exists() {
             return Err(BundleError::Refused {
@@ -192,7 +192,11 @@ impl Bundle {
             "text/csv"
         };
         let described = [
-            ("Battery Data Format (BDF) samples", data_type, Some(BDF_SPEC)),
+            (
+                "Battery Data Format (BDF) samples",
+                data_type,
+                Some(BDF_SPEC),
+            ),
             ("per-cycle table, BDF column names", data_type, None),
             ("metadata of the BDF files (JSON)", "application/json", None),
             ("Battery Archive timeseries", "text/csv", None),
@@ -203,8 +207,7 @@ impl Bundle {
                 None,
             ),
         ];
-        for (path, (description, format, spec)) in
-            bdf_files.iter().chain(&ba_files).zip(described)
+        for (path, (description, format, spec)) in bdf_files.iter().chain(&ba_files).zip(described)
         {
             let mut file = self.describe(path, description, format)?;
             file.conforms_to = spec;
@@ -241,7 +244,11 @@ impl Bundle {
         let readme = self.dir().join(README_FILE);
         fs::write(&readme, readme_text(about, &self.tests, &self.files))
             .map_err(io_error(&readme))?;
-        let file = self.describe(&readme, "what this folder holds, in plain text", "text/plain")?;
+        let file = self.describe(
+            &readme,
+            "what this folder holds, in plain text",
+            "text/plain",
+        )?;
         self.files.push(file);
         let crate_path = self.dir().join(CRATE_FILE);
         fs::write(
@@ -374,9 +381,9 @@ fn test_entity(m: &Value) -> TestEntity {
     TestEntity {
         id,
         name: format!(
-            "{} of cell {}",
-            protocol.as_deref().unwrap_or("test"),
-            cell.as_deref().unwrap_or("unknown")
+            "Cell {}: {}",
+            cell.as_deref().unwrap_or("unknown"),
+            protocol.as_deref().unwrap_or("test")
         ),
         identifier,
         description: text(&primary["objective"]),

@@ -37,7 +37,9 @@ impl Agent {
             None => (text, None),
         };
         if name.is_empty() {
-            return Err(format!("{text:?} names nobody: give NAME or \"NAME <URL>\""));
+            return Err(format!(
+                "{text:?} names nobody: give NAME or \"NAME <URL>\""
+            ));
         }
         if let Some(url) = url
             && !(url.starts_with("https://") || url.starts_with("http://"))
@@ -376,7 +378,11 @@ mod tests {
             Some("https://orcid.org/0000-0002-1825-0097")
         );
         assert_eq!(Agent::parse(" Cell Lab ").unwrap().url, None);
-        assert!(Agent::parse("Ada <orcid>").unwrap_err().contains("not a URL"));
+        assert!(
+            Agent::parse("Ada <orcid>")
+                .unwrap_err()
+                .contains("not a URL")
+        );
         assert!(Agent::parse("  ").is_err());
     }
 
