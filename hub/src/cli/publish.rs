@@ -10,21 +10,11 @@ use cyclerd_proto::hub::TestSummary;
 use super::exports::{bdf_names, list_tests};
 use super::read::{pseudonymiser, resolve};
 use super::{Filters, ReadFrom, Reader};
-use crate::export::Format;
 use crate::export::anonymise::Kind;
-use crate::export::bundle::{self, About, Agent, Bundle, License, Property};
+use crate::export::bundle::{self, About, Agent, BdfFormat, Bundle, License, Property};
 use crate::query::TestFilter;
 use crate::remote::RemoteTest;
 use crate::utc::Utc;
-
-/// The BDF files' format in a bundle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(super) enum BdfFormat {
-    /// `NAME.bdf.csv` and `NAME.cycles.csv`.
-    Csv,
-    /// `NAME.bdf.parquet` and `NAME.cycles.parquet`.
-    Parquet,
-}
 
 /// The arguments of `cyclerhub publish`.
 #[derive(Args)]
@@ -85,10 +75,6 @@ pub(super) fn publish(args: PublishArgs) -> Result<()> {
         .then(|| pseudonymiser(args.salt.clone()))
         .transpose()?;
     bundle::check_destination(&args.out, args.force)?;
-    let bdf = match args.format {
-        BdfFormat::Csv => Format::BdfCsv,
-        BdfFormat::Parquet => Format::BdfParquet,
-    };
 
     let mut reader = args.source.open()?;
     let (mut tests, mut all) = if args.test_ids.is_empty() {
@@ -131,11 +117,23 @@ pub(super) fn publish(args: PublishArgs) -> Result<()> {
                     store,
                     test_id: &t.test_id,
                 };
-                bundle.add_test(&mut source, name, bdf, pseudonymiser.as_ref(), extra)
+                bundle.add_test(
+                    &mut source,
+                    name,
+                    args.format,
+                    pseudonymiser.as_ref(),
+                    extra,
+                )
             }
             Reader::Hub(hub) => {
                 let mut source = RemoteTest::new(hub, &t.test_id);
-                bundle.add_test(&mut source, name, bdf, pseudonymiser.as_ref(), extra)
+                bundle.add_test(
+                    &mut source,
+                    name,
+                    args.format,
+                    pseudonymiser.as_ref(),
+                    extra,
+                )
             }
         };
         added.with_context(|| format!("publishing test {}", t.test_id))?;

@@ -26,6 +26,24 @@ pub const README_FILE: &str = "README.txt";
 /// Where the BDF specification lives: what the BDF files `conformsTo`.
 const BDF_SPEC: &str = "https://github.com/battery-data-alliance/battery-data-format";
 
+/// The format of a bundle's BDF files (Battery Archive's are CSV).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BdfFormat {
+    /// `NAME.bdf.csv` and `NAME.cycles.csv`.
+    Csv,
+    /// `NAME.bdf.parquet` and `NAME.cycles.parquet`.
+    Parquet,
+}
+
+impl BdfFormat {
+    fn format(self) -> Format {
+        match self {
+            BdfFormat::Csv => Format::BdfCsv,
+            BdfFormat::Parquet => Format::BdfParquet,
+        }
+    }
+}
+
 /// Errors of a publish.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -80,7 +98,9 @@ pub fn check_destination(out: &Path, force: bool) -> Result<bool, BundleError> {
         return Ok(false);
     };
     if !meta.is_dir() {
-        return Err(refuse("it is a file; give a folder for the bundle"));
+        return Err(refuse(
+            "it is a file (or a link); give a folder for the bundle",
+        ));
     }
     let empty = fs::read_dir(out).map_err(io_error(out))?.next().is_none();
     if empty {
@@ -155,14 +175,11 @@ impl Bundle {
         &mut self,
         source: &mut impl Source,
         name: &str,
-        bdf: Format,
+        bdf: BdfFormat,
         pseudonymiser: Option<&Pseudonymiser>,
         extra: Vec<Property>,
     ) -> Result<(), BundleError> {
-        assert!(
-            bdf != Format::BatteryArchive,
-            "the BDF format is CSV or Parquet"
-        );
+        let bdf = bdf.format();
         let base = self.dir().join(name);
         if super::output_files(bdf, &base)[0].exists() {
             return Err(BundleError::Refused {

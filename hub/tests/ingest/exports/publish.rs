@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cyclerhub::export::bundle::{Bundle, BundleError};
+use cyclerhub::export::bundle::{BdfFormat, Bundle, BundleError};
 use sha2::{Digest as _, Sha256};
 
 use super::remote::{A1, A2, B1, OLD, files, hub_with_a_lab, run, strings};
@@ -421,7 +421,7 @@ async fn a_failed_or_refused_publish_leaves_no_directory_and_touches_no_other_fo
         store: &hub.store,
         test_id: unknown,
     };
-    let failed = bundle.add_test(&mut source, "x", Format::BdfCsv, None, Vec::new());
+    let failed = bundle.add_test(&mut source, "x", BdfFormat::Csv, None, Vec::new());
     assert!(matches!(failed, Err(BundleError::Export(_))), "{failed:?}");
     drop(bundle);
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
