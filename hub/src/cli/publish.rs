@@ -109,7 +109,10 @@ pub(super) fn publish(args: PublishArgs) -> Result<()> {
 
     let mut bundle = Bundle::create(&args.out, args.force)?;
     for t in &tests {
-        let name = &names[&t.test_id];
+        // Listed twice (the selection, then every test): one gone in between has no name.
+        let Some(name) = names.get(&t.test_id) else {
+            bail!("test {} is no longer listed by the hub", t.test_id);
+        };
         let extra = extra_properties(t);
         let added = match &mut reader {
             Reader::Db(store) => {
