@@ -259,7 +259,8 @@ enum Command {
     Publish(publish::PublishArgs),
 }
 
-/// Which tests `tests` lists, `export` exports and `publish` publishes; an absent filter matches every test.
+/// Which tests `tests` lists, `export` exports and `publish` publishes; an absent filter matches
+/// every test.
 #[derive(Args, Default)]
 struct Filters {
     /// Only tests of this cell (`cell_id`).
