@@ -70,6 +70,11 @@
 //! only by stable pseudonyms (`cell-3f9a1c2e7b04`); the sample files carry no identifiers at all.
 //! See [`anonymise`].
 //!
+//! # Bundles for a public archive
+//!
+//! [`bundle`]: the files of both formats for several tests in one folder, with a README and an
+//! RO-Crate 1.1 `ro-crate-metadata.json` (`cyclerhub publish`).
+//!
 //! # Writing files
 //!
 //! [`export_files`] writes every file under a temporary name beside its destination and renames
@@ -79,6 +84,7 @@
 pub mod anonymise;
 pub mod battery_archive;
 mod bdf_parquet;
+pub mod bundle;
 pub mod cycles;
 pub mod metadata;
 pub mod source;

@@ -144,23 +144,7 @@ pub(super) fn export_all(
         );
     }
     let mut reader = from.open()?;
-    // Every test too, so that a test's number among its cell's tests of the day, and so its
-    // file name, does not depend on the filters.
-    let (mut tests, all) = match &mut reader {
-        Reader::Db(store) => {
-            let summaries = |f: &TestFilter| -> Result<Vec<TestSummary>> {
-                Ok(f.select(store)?
-                    .iter()
-                    .map(|(t, lab)| crate::query::summary(t, lab))
-                    .collect())
-            };
-            (summaries(filter)?, summaries(&TestFilter::default())?)
-        }
-        Reader::Hub(hub) => (
-            hub.list_tests(filter)?,
-            hub.list_tests(&TestFilter::default())?,
-        ),
-    };
+    let (mut tests, all) = list_tests(&mut reader, filter)?;
     if tests.is_empty() {
         eprintln!("no test matches the filters: nothing exported");
         return Ok(());
@@ -207,6 +191,29 @@ pub(super) fn export_all(
         folder.display()
     );
     Ok(())
+}
+
+/// The tests `filter` matches, and every test: a test's number among its cell's tests of the
+/// day, and so its file name ([`bdf_names`]), does not depend on the filters.
+pub(super) fn list_tests(
+    reader: &mut Reader,
+    filter: &TestFilter,
+) -> Result<(Vec<TestSummary>, Vec<TestSummary>)> {
+    Ok(match reader {
+        Reader::Db(store) => {
+            let summaries = |f: &TestFilter| -> Result<Vec<TestSummary>> {
+                Ok(f.select(store)?
+                    .iter()
+                    .map(|(t, lab)| crate::query::summary(t, lab))
+                    .collect())
+            };
+            (summaries(filter)?, summaries(&TestFilter::default())?)
+        }
+        Reader::Hub(hub) => (
+            hub.list_tests(filter)?,
+            hub.list_tests(&TestFilter::default())?,
+        ),
+    })
 }
 
 /// The file name (without suffix) of every test in `tests`, by test id, as BDF names files:

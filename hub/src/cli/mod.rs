@@ -7,6 +7,7 @@
 
 mod admin;
 mod exports;
+mod publish;
 mod read;
 mod serve;
 
@@ -250,9 +251,16 @@ enum Command {
         #[arg(long, env = "CYCLERHUB_SALT_FILE", value_name = "FILE")]
         salt: Option<PathBuf>,
     },
+    /// Publish tests for a public archive, in one folder: per test its BDF files (CSV or
+    /// Parquet, with the per-cycle table), its Battery Archive files and their metadata JSON,
+    /// plus a README.txt and ro-crate-metadata.json (RO-Crate 1.1: every file with its size and
+    /// SHA-256, per test its cell, chemistry, nominal capacity, protocol, instruments, start and
+    /// end). The folder appears only once complete.
+    Publish(publish::PublishArgs),
 }
 
-/// Which tests `tests` lists and `export` exports; an absent filter matches every test.
+/// Which tests `tests` lists, `export` exports and `publish` publishes; an absent filter matches
+/// every test.
 #[derive(Args, Default)]
 struct Filters {
     /// Only tests of this cell (`cell_id`).
@@ -555,6 +563,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Publish(args) => publish::publish(args),
     }
 }
 

@@ -687,5 +687,7 @@ mod bdf;
 mod binary;
 #[path = "exports/cycles.rs"]
 mod cycles;
+#[path = "exports/publish.rs"]
+mod publish;
 #[path = "exports/remote.rs"]
 mod remote;

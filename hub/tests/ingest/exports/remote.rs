@@ -10,7 +10,7 @@ use cyclerd_proto::hub::query_client::QueryClient;
 use super::*;
 
 /// Runs `cyclerhub` off the test's runtime (the hub it asks runs on it).
-async fn run(args: Vec<String>) -> Output {
+pub(super) async fn run(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         cyclerhub(&args)
@@ -19,12 +19,12 @@ async fn run(args: Vec<String>) -> Output {
     .unwrap()
 }
 
-fn strings(args: &[&str]) -> Vec<String> {
+pub(super) fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
 /// Every file under `dir` (relative name -> bytes).
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(super) fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -117,15 +117,15 @@ async fn upload_test(hub: &Hub, daemon: &str, test_id: &str, cell: &str, start: 
 }
 
 /// 2026-12-01 08:00 UTC.
-const DAY: f64 = 1_796_112_000.0;
-const A1: &str = "0190a0c0-0000-7000-8000-00000000a001";
-const A2: &str = "0190a0c0-0000-7000-8000-00000000a002";
-const B1: &str = "0190a0c0-0000-7000-8000-00000000b001";
-const OLD: &str = "0190a0c0-0000-7000-8000-00000000c001";
+pub(super) const DAY: f64 = 1_796_112_000.0;
+pub(super) const A1: &str = "0190a0c0-0000-7000-8000-00000000a001";
+pub(super) const A2: &str = "0190a0c0-0000-7000-8000-00000000a002";
+pub(super) const B1: &str = "0190a0c0-0000-7000-8000-00000000b001";
+pub(super) const OLD: &str = "0190a0c0-0000-7000-8000-00000000c001";
 
 /// A hub with four tests of lab `cell-lab`: two ended ones of cell NMC_42 on 1 December 2026,
 /// one still running that day, and one ended the day before.
-async fn hub_with_a_lab() -> Hub {
+pub(super) async fn hub_with_a_lab() -> Hub {
     let hub = Hub::start(Backend::Sqlite).await;
     upload_test(&hub, "pc-1", A1, "NMC_42", DAY, true).await;
     upload_test(&hub, "pc-1", A2, "NMC_42", DAY + 3600.0, true).await;
