@@ -27,7 +27,8 @@ mod outbox_part;
 #[path = "../../../scripts/bench_table.rs"]
 mod table;
 use outbox_part::{
-    bare_packed, bare_rows, demo_batches, encode_cost, live_entries_size, outbox_ingest,
+    Held, OUTAGE_RATIO, bare_packed, bare_rows, demo_batches, encode_cost, live_entries_size,
+    outbox_ingest,
 };
 use table::{Goal, Row, Stats, report};
 
@@ -313,8 +314,9 @@ fn throughput(rt: &tokio::runtime::Runtime, outbox_only: bool) {
         columns.push(c);
         protobuf.push(p);
     }
-    let (live_stored, live_file) = rt.block_on(live_entries_size(dir.path(), false));
-    let (merged_stored, merged_file) = rt.block_on(live_entries_size(dir.path(), true));
+    let (live_stored, live_file) = rt.block_on(live_entries_size(dir.path(), Held::Live));
+    let (merged_stored, merged_file) = rt.block_on(live_entries_size(dir.path(), Held::Merged));
+    let (outage_stored, outage_file) = rt.block_on(live_entries_size(dir.path(), Held::Outage));
     let what = format!("ingest: encode + CRC + commit ({per_commit:.0} entries/commit)");
     report(Row {
         section: "outbox",
@@ -348,14 +350,19 @@ fn throughput(rt: &tokio::runtime::Runtime, outbox_only: bool) {
         baseline: None,
         goal: Goal::AtMost(16.0),
     });
-    let what = format!("bytes stored per sample, live entries of {LIVE_BATCH} samples");
+    // A live entry is held until the hub acknowledges it (a third of a second when the hub is
+    // up) or, if the hub is away, until compact_after merges it: what the outbox keeps is the
+    // merged form, as the outage line shows.
+    let what = format!(
+        "bytes stored per sample, live entries of {LIVE_BATCH} samples (held until acked or merged)"
+    );
     report(Row {
         section: "outbox",
         what: &what,
         unit: "B/sample",
         measured: Stats::of(&[live_stored]),
         baseline: Some(("database pages per sample", Stats::of(&[live_file]))),
-        goal: Goal::AtMost(16.0),
+        goal: Goal::None,
     });
     report(Row {
         section: "outbox",
@@ -363,6 +370,17 @@ fn throughput(rt: &tokio::runtime::Runtime, outbox_only: bool) {
         unit: "B/sample",
         measured: Stats::of(&[merged_stored]),
         baseline: Some(("database pages per sample", Stats::of(&[merged_file]))),
+        goal: Goal::AtMost(16.0),
+    });
+    let what = format!(
+        "held at the end of an outage {OUTAGE_RATIO}x compact_after (10 min at 30 s), live entries"
+    );
+    report(Row {
+        section: "outbox",
+        what: &what,
+        unit: "B/sample",
+        measured: Stats::of(&[outage_stored]),
+        baseline: Some(("database pages per sample", Stats::of(&[outage_file]))),
         goal: Goal::AtMost(16.0),
     });
     if outbox_only {

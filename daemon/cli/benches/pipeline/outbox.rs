@@ -179,21 +179,53 @@ pub(super) fn encode_cost(batches: &[SampleBatch]) -> (f64, f64) {
     (columns, protobuf)
 }
 
+/// How a live channel's entries are held, for [`live_entries_size`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Held {
+    /// As written: until the hub acknowledges them (or they are merged).
+    Live,
+    /// Merged as a backlog older than `compact_after` is (here at once).
+    Merged,
+    /// Written steadily over an outage [`OUTAGE_RATIO`] times `compact_after` long, the
+    /// merging running as it does in a daemon: what the outbox holds at its end.
+    Outage,
+}
+
+/// An outage of ten minutes against the default `compact_after` of 30 s, scaled down to
+/// `compact_after` = 250 ms (5 s of writing).
+pub(super) const OUTAGE_RATIO: u32 = 20;
+
 /// Bytes per sample in the outbox's rows (`LENGTH(body)`, what the quota counts) for a live
-/// channel's entries of [`LIVE_BATCH`] samples, and the database pages they use; with
-/// `merged`, as a backlog older than `compact_after` is kept (here at once).
-pub(super) async fn live_entries_size(dir: &std::path::Path, merged: bool) -> (f64, f64) {
-    let path = dir.join(format!("outbox-live-{merged}.sqlite"));
+/// channel's entries of [`LIVE_BATCH`] samples, and the database pages they use, held as
+/// `held` says.
+pub(super) async fn live_entries_size(dir: &std::path::Path, held: Held) -> (f64, f64) {
+    let path = dir.join(format!("outbox-live-{held:?}.sqlite"));
     let mut options = cyclerd::outbox::OutboxOptions::new(&path);
-    if merged {
-        options.compact_after = Duration::ZERO;
-    }
+    let compact_after = Duration::from_millis(250);
+    options.compact_after = match held {
+        Held::Live => Duration::from_secs(3600),
+        Held::Merged => Duration::ZERO,
+        Held::Outage => compact_after,
+    };
     let outbox = Outbox::open_with(options).unwrap();
     let mut demo = Demo::new(2);
-    let n = 20_000 * LIVE_BATCH;
-    for _ in 0..n / LIVE_BATCH {
-        let b = demo.batch(TEST_ID, LIVE_BATCH);
-        outbox.append(Body::Samples(b)).unwrap();
+    let entries = 20_000;
+    let n = entries * LIVE_BATCH;
+    // Outage: the entries spread evenly over its length, in steps of a tenth of compact_after.
+    let steps = if held == Held::Outage {
+        OUTAGE_RATIO as usize * 10
+    } else {
+        1
+    };
+    let start = tokio::time::Instant::now();
+    for step in 0..steps {
+        for _ in 0..entries / steps {
+            let b = demo.batch(TEST_ID, LIVE_BATCH);
+            outbox.append(Body::Samples(b)).unwrap();
+        }
+        if steps > 1 {
+            tokio::time::sleep_until(start + compact_after / 10 * (step as u32 + 1)).await;
+        }
     }
     outbox.flush().await.unwrap();
     // The last commit's rows merge at the next one.
