@@ -155,6 +155,8 @@ fn test_row(d: &TestDetail) -> TestRow {
         expected_samples: (d.expected_samples > 0).then_some(d.expected_samples),
         team: text(&s.team),
         metadata_problems: d.metadata_problems.clone(),
+        // The query service does not carry a test's provenance.
+        shared_from: None,
     }
 }
 
