@@ -76,6 +76,7 @@ pub mod query;
 mod remote;
 pub mod server;
 pub mod setup;
+pub mod share;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -10,6 +10,7 @@ mod exports;
 mod read;
 mod serve;
 
+pub(crate) use read::pseudonymiser_from;
 pub use serve::shutdown_signal;
 
 use std::net::SocketAddr;

@@ -388,7 +388,12 @@ pub(super) fn pseudonymiser(salt: Option<PathBuf>) -> Result<Pseudonymiser> {
              head -c 32 /dev/urandom | base64 > lab-secret"
         );
     };
-    let secret = std::fs::read(&salt)
+    pseudonymiser_from(&salt)
+}
+
+/// The pseudonymiser keyed with the lab secret in the file `salt`.
+pub(crate) fn pseudonymiser_from(salt: &std::path::Path) -> Result<Pseudonymiser> {
+    let secret = std::fs::read(salt)
         .with_context(|| format!("cannot read the salt file {}", salt.display()))?;
     Pseudonymiser::new(&secret).map_err(|e| anyhow!("salt file {}: {e}", salt.display()))
 }
