@@ -103,27 +103,45 @@ pub(super) fn labs(hub: &mut Remote) -> Result<()> {
 pub(super) fn list_tests(from: &ReadFrom, filter: TestFilter) -> Result<()> {
     // Checked here too, so that --db and --hub refuse the same filters with the same words.
     filter.check().map_err(anyhow::Error::msg)?;
-    let (tests, place) = match from.open()? {
+    let (tests, shared, place) = match from.open()? {
         Reader::Db(store) => {
             let tests = filter.select(&store)?;
+            let shared = tests
+                .iter()
+                .map(|(t, _)| t.shared_from.as_ref().map(provenance))
+                .collect();
             let tests = tests
                 .iter()
                 .map(|(t, lab)| crate::query::summary(t, lab))
                 .collect();
-            (tests, store.path().display().to_string())
+            (tests, shared, store.path().display().to_string())
         }
-        Reader::Hub(mut hub) => (hub.list_tests(&filter)?, format!("hub {}", hub.url())),
+        Reader::Hub(mut hub) => {
+            let tests = hub.list_tests(&filter)?;
+            (tests, Vec::new(), format!("hub {}", hub.url()))
+        }
     };
     if tests.is_empty() {
         eprintln!("no matching tests in {place}");
         return Ok(());
     }
-    print_tests(&mut std::io::stdout().lock(), &tests)
+    print_tests(&mut std::io::stdout().lock(), &tests, &shared)
+}
+
+/// Where a test another hub shared came from, in a few words.
+fn provenance(f: &crate::store::SharedFrom) -> String {
+    format!(
+        "hub {}, share {}{}",
+        f.hub,
+        f.share,
+        if f.anonymised { ", anonymised" } else { "" }
+    )
 }
 
 pub(super) fn show(from: &ReadFrom, test_id: &str) -> Result<()> {
     let mut reader = from.open()?;
     let test_id = &resolve(&mut reader, test_id)?;
+    let mut shared = None;
     let detail = match reader {
         Reader::Db(store) => {
             let Some(t) = store.test(test_id)? else {
@@ -137,11 +155,21 @@ pub(super) fn show(from: &ReadFrom, test_id: &str) -> Result<()> {
                 .daemon_labs()?
                 .remove(&t.daemon_id)
                 .unwrap_or_default();
+            shared = t.shared_from.as_ref().map(|f| {
+                let since = crate::utc::Utc::from_unix_s(f.since_unix_s)
+                    .map_or_else(String::new, |t| format!(" since {} UTC", t.seconds()));
+                format!("{} ({}){since}", provenance(f), f.selection)
+            });
             crate::query::detail(&store, &t, &lab)?
         }
         Reader::Hub(mut hub) => hub.get_test(test_id)?,
     };
-    print_detail(&mut std::io::stdout().lock(), &detail)
+    let mut out = std::io::stdout().lock();
+    print_detail(&mut out, &detail)?;
+    if let Some(shared) = shared {
+        writeln!(out, "shared from {shared}")?;
+    }
+    Ok(())
 }
 
 /// What `cyclerhub show` prints of a test.
@@ -245,16 +273,34 @@ pub(super) fn print_cells(out: &mut impl std::io::Write, cells: &[Cell]) -> Resu
 }
 
 /// The test table `cyclerhub tests` prints, whatever it read the tests from.
-pub(super) fn print_tests(out: &mut impl std::io::Write, tests: &[TestSummary]) -> Result<()> {
+/// `shared[i]`, when given, says where test `i` came from if another hub shared it: a last
+/// column, only when some test was shared.
+pub(super) fn print_tests(
+    out: &mut impl std::io::Write,
+    tests: &[TestSummary],
+    shared: &[Option<String>],
+) -> Result<()> {
+    let any_shared = shared.iter().any(Option::is_some);
     writeln!(
         out,
-        "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  START (UTC)",
-        "TEST ID", "LAB", "CHANNEL", "PROTOCOL", "STATE", "SAMPLES"
+        "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  START (UTC){}",
+        "TEST ID",
+        "LAB",
+        "CHANNEL",
+        "PROTOCOL",
+        "STATE",
+        "SAMPLES",
+        if any_shared { "            SHARED FROM" } else { "" }
     )?;
-    for t in tests {
+    for (i, t) in tests.iter().enumerate() {
+        let from = match shared.get(i) {
+            Some(Some(from)) => format!("  {from}"),
+            _ if any_shared => "  -".into(),
+            _ => String::new(),
+        };
         writeln!(
             out,
-            "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  {}",
+            "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  {}{from}",
             t.test_id,
             if t.lab.is_empty() { "-" } else { &t.lab },
             t.channel_id,
