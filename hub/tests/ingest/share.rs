@@ -1,0 +1,425 @@
+//! Sharing between hubs (`cyclerhub share`), end to end: two real `cyclerhub serve` processes,
+//! each on its own database (SQLite and PostgreSQL), the share added and removed with the real
+//! `cyclerhub share` commands, and the sending hub's tests written by a second process (this
+//! test, through the store API) as its daemons would. Either hub is killed with SIGKILL and
+//! started again on the same database and port. Waits are for the receiving database to show
+//! what is expected, or for a line of a hub's log, each bounded by a timeout.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use cyclerd_proto::ingest::{Entry, entry::Body};
+use cyclerhub::HubStore;
+use cyclerhub::export::Pseudonymiser;
+use cyclerhub::export::anonymise::Kind;
+use tokio::io::AsyncBufReadExt as _;
+use tokio::net::UnixDatagram;
+use tokio::sync::mpsc;
+
+use super::{Backend, Database, T1, T2, T3};
+
+/// Upper bound for a share to catch up: it includes a reconnection's backoff after a kill.
+const SHARE_WAIT: Duration = Duration::from_secs(60);
+/// The lab secret of the anonymising shares.
+const SECRET: &[u8] = b"the lab secret of the sending hub, 32+ bytes";
+/// The daemon the sending hub's tests come from.
+const DAEMON: &str = "daemon-a";
+
+/// A real `cyclerhub serve` on a database, on a fixed loopback port (kept across restarts,
+/// so a share's target stays valid).
+struct Serve {
+    /// The process; killed when dropped.
+    child: tokio::process::Child,
+    /// Its gRPC address.
+    addr: SocketAddr,
+    /// The lines of its log.
+    log: mpsc::UnboundedReceiver<String>,
+    /// Where systemd's notify socket lives: READY=1 says the hub serves.
+    _dir: tempfile::TempDir,
+}
+
+impl Serve {
+    /// Starts a hub on `db` at `addr` (a free port when `None`) and waits until it serves.
+    async fn start(db: &str, addr: Option<SocketAddr>) -> Serve {
+        let addr = addr.unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let notify = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&notify).unwrap();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
+            .args(["serve", "--db", db, "--listen", &addr.to_string(), "--no-http"])
+            .env("NOTIFY_SOCKET", &notify)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let (tx, log) = mpsc::unbounded_channel();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(SHARE_WAIT, socket.recv(&mut buf))
+                .await
+                .expect("the hub says READY=1 in time")
+                .unwrap();
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                break;
+            }
+        }
+        Serve {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
+    async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// Waits for a log line containing `needle`.
+    async fn logged(&mut self, needle: &str) {
+        tokio::time::timeout(SHARE_WAIT, async {
+            loop {
+                let line = self.log.recv().await.expect("the hub's log goes on");
+                if line.contains(needle) {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the hub logs {needle:?} in time"));
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Runs `cyclerhub ARGS`; returns its stderr, failing the test when it fails.
+async fn cyclerhub(args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "cyclerhub {args:?}: {stderr}");
+    stderr
+}
+
+/// Polls `f` (a read of a database) every 20 ms until it answers, for at most [`SHARE_WAIT`].
+async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    tokio::time::timeout(SHARE_WAIT, async {
+        let mut ticks = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            ticks.tick().await;
+            if let Some(v) = f() {
+                return v;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} within {SHARE_WAIT:?}"))
+}
+
+/// The sending hub's daemon, writing through the store API as an upload stream would.
+struct Daemon {
+    /// The sending hub's database, as a second process opens it.
+    store: HubStore,
+    /// The last entry id written.
+    id: u64,
+}
+
+impl Daemon {
+    fn apply(&mut self, bodies: impl IntoIterator<Item = Body>) {
+        let entries: Vec<Entry> = bodies
+            .into_iter()
+            .map(|b| {
+                self.id += 1;
+                super::entry(self.id, b)
+            })
+            .collect();
+        let out = self.store.apply_batch(DAEMON, 1, &entries).unwrap();
+        assert!(out.rejections.is_empty(), "{:?}", out.rejections);
+    }
+
+    /// Registers `test_id` of `cell` with `chemistry`; the protocol's name names the cell.
+    fn register(&mut self, test_id: &str, cell: &str, chemistry: &str) {
+        let mut e = super::registered(0, test_id);
+        let Some(Body::TestRegistered(t)) = &mut e.body else {
+            unreachable!()
+        };
+        t.metadata.insert("cell_id".into(), cell.into());
+        t.metadata.insert("chemistry".into(), chemistry.into());
+        t.protocol_name = format!("C/3 capacity check of {cell}");
+        self.apply(e.body);
+    }
+
+    /// Samples `from..to` of `test_id`, in batches of 500, and an event naming the cell.
+    fn samples(&mut self, test_id: &str, from: u64, to: u64) {
+        let mut seq = from;
+        while seq < to {
+            let n = (to - seq).min(500);
+            self.apply([Body::Samples(super::batch(test_id, seq, n as usize, false))]);
+            seq += n;
+        }
+        let event = super::event(0, test_id, &format!("{to} samples of cell NMC-0042 by ada"));
+        self.apply(event.body);
+    }
+
+    fn end(&mut self, test_id: &str, samples: u64) {
+        self.apply(super::ended(0, test_id, samples).body);
+    }
+}
+
+/// The tests the receiver holds, by id.
+fn received(store: &HubStore) -> Vec<String> {
+    store
+        .list_tests()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.test_id)
+        .collect()
+}
+
+fn samples_at(store: &HubStore, test_id: &str) -> u64 {
+    store.sample_count(test_id).unwrap_or(0)
+}
+
+/// A salt file for `--anonymise`, in `dir`.
+fn salt_file(dir: &Path) -> PathBuf {
+    let path = dir.join("lab-secret");
+    std::fs::write(&path, SECRET).unwrap();
+    path
+}
+
+/// The whole scenario, from a hub on `from` to a hub on `to`: a continuous, anonymised share
+/// of one chemistry while the sending hub's tests grow, the receiver killed and restarted while
+/// new samples come in, then the sender killed right after new samples came in and started
+/// again; at the end the receiver holds every sample of the shared test once, its events once,
+/// its end, and nothing of the test outside the share, and no id of the sending hub.
+async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (sender_db, receiver_db) = (Database::new(from), Database::new(to));
+    let mut receiver = Serve::start(&receiver_db.location, None).await;
+    let mut sender = Serve::start(&sender_db.location, None).await;
+    let mut daemon = Daemon {
+        store: sender_db.connect(),
+        id: 0,
+    };
+    daemon.register(T1, "NMC-0042", "NMC");
+    daemon.register(T2, "LFP-0007", "LFP");
+    daemon.samples(T1, 0, 3000);
+    daemon.samples(T2, 0, 3000);
+
+    let salt = salt_file(dir.path());
+    let added = cyclerhub(&[
+        "share", "add", "--db", &sender_db.location, "nmc", "--to", &receiver.url(),
+        "--chemistry", "NMC", "--anonymise", "--salt", salt.to_str().unwrap(), "--origin",
+        "lab-a",
+    ])
+    .await;
+    assert!(added.contains("continuous, anonymised"), "{added}");
+    let pseudonyms = Pseudonymiser::new(SECRET).unwrap();
+    let shared = pseudonyms.pseudonym(Kind::Test, T1);
+    let at = receiver_db.connect();
+    until("the receiver holds the first samples", || {
+        (samples_at(&at, &shared) == 3000).then_some(())
+    })
+    .await;
+
+    // The receiver goes down hard while the test goes on; it catches up once it is back.
+    receiver.kill().await;
+    daemon.samples(T1, 3000, 6000);
+    daemon.samples(T2, 3000, 6000);
+    let mut receiver = Serve::start(&receiver_db.location, Some(receiver.addr)).await;
+    until("the receiver catches up after its restart", || {
+        (samples_at(&at, &shared) == 6000).then_some(())
+    })
+    .await;
+
+    // The sender goes down hard right after new samples came in (logged, sent or acked by
+    // then, or not), and more come in while it is down.
+    daemon.samples(T1, 6000, 12_000);
+    sender.kill().await;
+    daemon.samples(T1, 12_000, 15_000);
+    daemon.end(T1, 15_000);
+    daemon.end(T2, 6000);
+    let _sender = Serve::start(&sender_db.location, Some(sender.addr)).await;
+    let t = until("the shared test ends at the receiver", || {
+        at.test(&shared).unwrap().filter(|t| t.outcome.is_some())
+    })
+    .await;
+
+    // Every sample once, as the sender holds it; every event once; nothing else.
+    assert_eq!(t.outcome.as_deref(), Some("finished"));
+    assert_eq!(t.expected_samples, Some(15_000));
+    let mine = daemon.store.samples(T1).unwrap();
+    let theirs = at.samples(&shared).unwrap();
+    assert_eq!(theirs.len(), 15_000);
+    assert_eq!(theirs, mine, "the receiver's samples are the sender's, each once");
+    let events = at.events(&shared).unwrap();
+    assert_eq!(events.len(), daemon.store.events(T1).unwrap().len());
+    assert_eq!(received(&at), vec![shared.clone()], "only the shared test");
+
+    // Anonymised: neither the sender's test ids nor the cell nor the operator appear.
+    let cell = pseudonyms.pseudonym(Kind::Cell, "NMC-0042");
+    assert_eq!(t.metadata.get("cell_id"), Some(&cell));
+    let operator = pseudonyms.pseudonym(Kind::Operator, "ada");
+    assert_eq!(t.metadata.get("operator"), Some(&operator));
+    assert!(events.iter().all(|e| e.message.contains(&cell) && e.message.contains(&operator)));
+    let text = format!("{t:?} {events:?} {:?}", at.test_equipment(&shared).unwrap());
+    for secret in [T1, T2, "NMC-0042", "LFP-0007", "192.0.2.10"] {
+        assert!(!text.contains(secret), "{secret} reached the receiver: {text}");
+    }
+    receiver.kill().await;
+    if let Backend::Sqlite = to {
+        // Not anywhere in the receiver's database either.
+        let mut bytes = std::fs::read(&receiver_db.location).unwrap();
+        bytes.extend(std::fs::read(format!("{}-wal", receiver_db.location)).unwrap_or_default());
+        let bytes = String::from_utf8_lossy(&bytes);
+        for secret in [T1, T2, "NMC-0042", "LFP-0007"] {
+            assert!(!bytes.contains(secret), "{secret} is in the receiver's database");
+        }
+    }
+
+    // The receiver keeps the provenance, and shows it.
+    let from = t.shared_from.expect("the test is shown as shared");
+    assert_eq!((from.hub.as_str(), from.share.as_str()), ("lab-a", "nmc"));
+    assert!(from.anonymised);
+    assert_eq!(from.selection, "chemistry=NMC");
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
+        .args(["tests", "--db", &receiver_db.location])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("SHARED FROM") && listed.contains("hub lab-a, share nmc, anonymised"),
+        "{listed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_from_sqlite_to_postgres_sends_the_subset_live_anonymised_and_once_across_kills_of_either_hub()
+ {
+    shares_live_anonymised_exactly_once_across_kills(Backend::Sqlite, Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_from_postgres_to_sqlite_sends_the_subset_live_anonymised_and_once_across_kills_of_either_hub()
+ {
+    shares_live_anonymised_exactly_once_across_kills(Backend::Postgres, Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_removed_stops_the_flow_while_other_shares_go_on() {
+    let (sender_db, receiver_db) = (Database::new(Backend::Sqlite), Database::new(Backend::Sqlite));
+    let _receiver = Serve::start(&receiver_db.location, None).await;
+    let mut sender = Serve::start(&sender_db.location, None).await;
+    let mut daemon = Daemon {
+        store: sender_db.connect(),
+        id: 0,
+    };
+    daemon.register(T1, "NMC-0042", "NMC");
+    daemon.register(T3, "NMC-0043", "NMC");
+    daemon.samples(T1, 0, 1000);
+    let db = sender_db.location.as_str();
+    let url = _receiver.url();
+    cyclerhub(&["share", "add", "--db", db, "one", "--to", &url, "--test", T1]).await;
+    let at = receiver_db.connect();
+    until("the shared test arrives", || (samples_at(&at, T1) == 1000).then_some(())).await;
+
+    let removed = cyclerhub(&["share", "remove", "--db", db, "one"]).await;
+    assert!(removed.contains("removed"), "{removed}");
+    sender.logged("share removed: its stream stops").await;
+    daemon.samples(T1, 1000, 2000);
+    daemon.end(T1, 2000);
+    // Another share to the same hub goes on; once its test is there, the first would have been
+    // too, had it not stopped.
+    daemon.samples(T3, 0, 500);
+    daemon.end(T3, 500);
+    cyclerhub(&["share", "add", "--db", db, "other", "--to", &url, "--cell", "NMC-0043"]).await;
+    until("the other share's test arrives whole", || {
+        at.test(T3).unwrap().filter(|t| t.outcome.is_some())
+    })
+    .await;
+    assert_eq!(samples_at(&at, T1), 1000, "nothing of T1 after the removal");
+    assert!(at.test(T1).unwrap().unwrap().outcome.is_none());
+    let listed = cyclerhub_stdout(&["share", "list", "--db", db]).await;
+    assert!(!listed.contains("one\t"), "{listed}");
+    assert!(listed.starts_with("other\t"), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_once_sends_what_matched_when_added_and_then_is_done() {
+    let (sender_db, receiver_db) = (Database::new(Backend::Sqlite), Database::new(Backend::Sqlite));
+    let receiver = Serve::start(&receiver_db.location, None).await;
+    let _sender = Serve::start(&sender_db.location, None).await;
+    let mut daemon = Daemon {
+        store: sender_db.connect(),
+        id: 0,
+    };
+    daemon.register(T1, "NMC-0042", "NMC");
+    daemon.samples(T1, 0, 800);
+    daemon.end(T1, 800);
+    let db = sender_db.location.as_str();
+    let url = receiver.url();
+    let added = cyclerhub(&["share", "add", "--db", db, "now", "--to", &url, "--chemistry", "NMC", "--once"]).await;
+    assert!(added.contains("once"), "{added}");
+    let sender_store = sender_db.connect();
+    until("the share is done", || {
+        let shares = sender_store.shares().unwrap();
+        (shares[0].state == "done").then_some(())
+    })
+    .await;
+    assert_eq!(samples_at(&receiver_db.connect(), T1), 800);
+    let done = &sender_store.shares().unwrap()[0];
+    assert_eq!((done.acked, done.logged), (done.logged, done.logged));
+
+    // A test that matches later is not sent: a continuous share of another test arrives, and
+    // the later one still has not.
+    daemon.register(T2, "NMC-0044", "NMC");
+    daemon.samples(T2, 0, 100);
+    daemon.register(T3, "LFP-0007", "LFP");
+    daemon.samples(T3, 0, 100);
+    daemon.end(T3, 100);
+    cyclerhub(&["share", "add", "--db", db, "probe", "--to", &url, "--chemistry", "LFP"]).await;
+    let at = receiver_db.connect();
+    until("the probe share's test arrives whole", || {
+        at.test(T3).unwrap().filter(|t| t.outcome.is_some())
+    })
+    .await;
+    assert_eq!(at.test(T2).unwrap(), None, "the once share sent a later test");
+}
+
+/// Runs `cyclerhub ARGS`; returns its stdout, failing the test when it fails.
+async fn cyclerhub_stdout(args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
