@@ -661,9 +661,9 @@ impl Session {
             }
             Ok::<_, StoreError>(applied)
         })
-            .await
-            .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
-            .map_err(|e| Status::internal(format!("hub storage failed: {}", error_chain(&e))))
+        .await
+        .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
+        .map_err(|e| Status::internal(format!("hub storage failed: {}", error_chain(&e))))
     }
 
     async fn apply(&self, hello: &Hello, batch: Vec<Entry>) -> Result<BatchOutcome, Status> {
@@ -776,7 +776,9 @@ fn share_origin(metadata: &tonic::metadata::MetadataMap) -> Result<Option<ShareO
     let origin: ShareOrigin = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
     let fields = [&origin.hub, &origin.share, &origin.selection];
     if fields.iter().any(|f| f.contains('\0') || f.len() > 4096) {
-        return Err(bad("a field holds a NUL character or is over 4096 bytes".into()));
+        return Err(bad(
+            "a field holds a NUL character or is over 4096 bytes".into()
+        ));
     }
     Ok(Some(origin))
 }

@@ -290,7 +290,11 @@ pub(super) fn print_tests(
         "PROTOCOL",
         "STATE",
         "SAMPLES",
-        if any_shared { "            SHARED FROM" } else { "" }
+        if any_shared {
+            "            SHARED FROM"
+        } else {
+            ""
+        }
     )?;
     for (i, t) in tests.iter().enumerate() {
         let from = match shared.get(i) {

@@ -127,7 +127,15 @@ pub(super) fn share(action: ShareAction) -> Result<()> {
                 ca_file,
                 insecure,
             };
-            add(&db, &name, target, (selection, all), once, origin, anonymise.then_some(salt))
+            add(
+                &db,
+                &name,
+                target,
+                (selection, all),
+                once,
+                origin,
+                anonymise.then_some(salt),
+            )
         }
         ShareAction::List { db } => list(&db),
         ShareAction::Remove { db, name } => {
@@ -202,7 +210,8 @@ fn add(
     let ca_file = target
         .ca_file
         .map(|f| {
-            std::fs::read(&f).with_context(|| format!("cannot read the CA file {}", f.display()))?;
+            std::fs::read(&f)
+                .with_context(|| format!("cannot read the CA file {}", f.display()))?;
             absolute(&f)
         })
         .transpose()?;
@@ -254,7 +263,11 @@ fn add(
         "share {name} added ({}{}{logged}): a running `cyclerhub serve` on this database starts \
          sending it to {url} within a second",
         if once { "once" } else { "continuous" },
-        if row.salt_file.is_some() { ", anonymised" } else { "" },
+        if row.salt_file.is_some() {
+            ", anonymised"
+        } else {
+            ""
+        },
     );
     Ok(())
 }
@@ -276,7 +289,11 @@ fn list(db: &str) -> Result<()> {
             s.name,
             s.target,
             if s.once { "once" } else { "continuous" },
-            if s.salt_file.is_some() { ", anonymised" } else { "" },
+            if s.salt_file.is_some() {
+                ", anonymised"
+            } else {
+                ""
+            },
             selection.describe(None),
             s.state,
             s.acked,

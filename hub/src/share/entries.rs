@@ -6,9 +6,7 @@
 
 use std::collections::HashMap;
 
-use cyclerd_proto::ingest::{
-    Entry, Event, SampleBatch, TestEnded, TestRegistered, entry::Body,
-};
+use cyclerd_proto::ingest::{Entry, Event, SampleBatch, TestEnded, TestRegistered, entry::Body};
 
 use crate::export::Pseudonymiser;
 use crate::export::anonymise::{Anonymiser, Kind};
@@ -65,23 +63,25 @@ impl Materialiser {
                     u64::try_from(logged.a).unwrap_or(0),
                     u64::try_from(logged.b).unwrap_or(0),
                 );
-                Some(Body::Samples(samples(&self.store, test_id, id, first, end)?))
+                Some(Body::Samples(samples(
+                    &self.store,
+                    test_id,
+                    id,
+                    first,
+                    end,
+                )?))
             }
-            "event" => self
-                .store
-                .events(test_id)?
-                .get(index(logged.a))
-                .map(|e| {
-                    Body::Event(Event {
-                        test_id: id,
-                        unix_time_s: e.unix_time_s,
-                        test_time_s: e.test_time_s,
-                        kind: e.kind.clone(),
-                        message: a.scrub(&e.message),
-                        step: e.step,
-                        cycle: e.cycle,
-                    })
-                }),
+            "event" => self.store.events(test_id)?.get(index(logged.a)).map(|e| {
+                Body::Event(Event {
+                    test_id: id,
+                    unix_time_s: e.unix_time_s,
+                    test_time_s: e.test_time_s,
+                    kind: e.kind.clone(),
+                    message: a.scrub(&e.message),
+                    step: e.step,
+                    cycle: e.cycle,
+                })
+            }),
             "cycle" => self
                 .store
                 .cycles(test_id)?

@@ -88,4 +88,3 @@ fn sample_runs(store: &HubStore, test_id: &str, from: u64) -> Result<Vec<(u64, u
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
-

@@ -67,9 +67,15 @@ impl Selection {
             .filter(|s| !s.is_empty())
             .collect();
         self.lab.as_deref().is_none_or(|l| l == lab)
-            && self.team.as_deref().is_none_or(|x| t.team.as_deref() == Some(x))
+            && self
+                .team
+                .as_deref()
+                .is_none_or(|x| t.team.as_deref() == Some(x))
             && (self.cells.is_empty() || self.cells.iter().any(|c| c == meta("cell_id")))
-            && self.chemistry.as_deref().is_none_or(|c| c == meta("chemistry"))
+            && self
+                .chemistry
+                .as_deref()
+                .is_none_or(|c| c == meta("chemistry"))
             && (self.tags.is_empty() || self.tags.iter().any(|x| tags.contains(&x.as_str())))
             && (self.tests.is_empty() || self.tests.contains(&t.test_id))
     }

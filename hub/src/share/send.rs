@@ -113,13 +113,21 @@ async fn stream(store: HubStore, share: ShareRow, mut logged: watch::Receiver<u6
     loop {
         match session(&store, &share, &mut logged, &mut acked).await {
             Ok(()) => {
-                tracing::info!(share = share.name, "share done: everything it selected is acknowledged");
+                tracing::info!(
+                    share = share.name,
+                    "share done: everything it selected is acknowledged"
+                );
                 record(&store, &share.name, acked, "done", None).await;
                 return;
             }
             Err(e) => {
                 let why = format!("{e:#}");
-                tracing::warn!(share = share.name, target = share.target, error = why, "share stream failed; retrying");
+                tracing::warn!(
+                    share = share.name,
+                    target = share.target,
+                    error = why,
+                    "share stream failed; retrying"
+                );
                 record(&store, &share.name, acked, "retrying", Some(why)).await;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -197,7 +205,12 @@ async fn session(
         Err(s) => bail!("the receiver refused the share: {}", s.message()),
     };
     *acked = resume;
-    tracing::info!(share = share.name, target = share.target, resume, "share streaming");
+    tracing::info!(
+        share = share.name,
+        target = share.target,
+        resume,
+        "share streaming"
+    );
     record(store, &share.name, *acked, "streaming", None).await;
     let mut sent = resume;
     let mut materialiser = Some(Materialiser::new(store.clone(), pseudonymiser));
@@ -216,13 +229,16 @@ async fn session(
             let mut m = materialiser.take().expect("put back after every page");
             let (m, page) = tokio::task::spawn_blocking(move || {
                 let page = s.share_log(&name, sent, room).and_then(|page| {
-                    page.iter().map(|l| m.entry(l)).collect::<Result<Vec<_>, _>>()
+                    page.iter()
+                        .map(|l| m.entry(l))
+                        .collect::<Result<Vec<_>, _>>()
                 });
                 (m, page)
             })
             .await?;
             materialiser = Some(m);
-            let page = page.map_err(|e| anyhow!("reading the share's data: {}", error_chain(&e)))?;
+            let page =
+                page.map_err(|e| anyhow!("reading the share's data: {}", error_chain(&e)))?;
             caught_up = page.is_empty();
             for entry in page {
                 sent = entry.id;
@@ -279,8 +295,10 @@ async fn connect(share: &ShareRow) -> Result<Channel> {
             .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
             .with_context(|| format!("the CA file {ca} is unusable"))?;
     }
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| anyhow!("cannot reach {url}: {}", cyclerd_proto::connect_failure(url, &e)))
+    endpoint.connect().await.map_err(|e| {
+        anyhow!(
+            "cannot reach {url}: {}",
+            cyclerd_proto::connect_failure(url, &e)
+        )
+    })
 }

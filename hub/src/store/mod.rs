@@ -39,10 +39,10 @@ pub mod summary;
 pub use cyclerd_proto::ingest::Equipment;
 pub use error::{StoreError, error_chain};
 pub use pg::TlsSettingsError;
-pub use shares::{ShareLogEntry, ShareOrigin, ShareProgress, ShareRow, SharedFrom};
 pub use rows::{
     BatchOutcome, CellRow, EventRow, RejectionRow, SampleRow, SchemaRow, TeamRow, TestRow,
 };
+pub use shares::{ShareLogEntry, ShareOrigin, ShareProgress, ShareRow, SharedFrom};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -364,7 +364,12 @@ impl HubStore {
 
     /// One test, or `None` when the hub does not have it.
     pub fn test(&self, test_id: &str) -> Result<Option<TestRow>, StoreError> {
-        let Some(mut t) = self.backend.test(test_id)?.map(TestRowRaw::finish).transpose()? else {
+        let Some(mut t) = self
+            .backend
+            .test(test_id)?
+            .map(TestRowRaw::finish)
+            .transpose()?
+        else {
             return Ok(None);
         };
         t.shared_from = self.share_origins()?.remove(&t.daemon_id);

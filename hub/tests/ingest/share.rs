@@ -52,7 +52,14 @@ impl Serve {
         let notify = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&notify).unwrap();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
-            .args(["serve", "--db", db, "--listen", &addr.to_string(), "--no-http"])
+            .args([
+                "serve",
+                "--db",
+                db,
+                "--listen",
+                &addr.to_string(),
+                "--no-http",
+            ])
             .env("NOTIFY_SOCKET", &notify)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -235,8 +242,19 @@ async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Bac
 
     let salt = salt_file(dir.path());
     let added = cyclerhub(&[
-        "share", "add", "--db", &sender_db.location, "nmc", "--to", &receiver.url(),
-        "--chemistry", "NMC", "--anonymise", "--salt", salt.to_str().unwrap(), "--origin",
+        "share",
+        "add",
+        "--db",
+        &sender_db.location,
+        "nmc",
+        "--to",
+        &receiver.url(),
+        "--chemistry",
+        "NMC",
+        "--anonymise",
+        "--salt",
+        salt.to_str().unwrap(),
+        "--origin",
         "lab-a",
     ])
     .await;
@@ -278,7 +296,10 @@ async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Bac
     let mine = daemon.store.samples(T1).unwrap();
     let theirs = at.samples(&shared).unwrap();
     assert_eq!(theirs.len(), 15_000);
-    assert_eq!(theirs, mine, "the receiver's samples are the sender's, each once");
+    assert_eq!(
+        theirs, mine,
+        "the receiver's samples are the sender's, each once"
+    );
     let events = at.events(&shared).unwrap();
     assert_eq!(events.len(), daemon.store.events(T1).unwrap().len());
     assert_eq!(received(&at), vec![shared.clone()], "only the shared test");
@@ -288,10 +309,17 @@ async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Bac
     assert_eq!(t.metadata.get("cell_id"), Some(&cell));
     let operator = pseudonyms.pseudonym(Kind::Operator, "ada");
     assert_eq!(t.metadata.get("operator"), Some(&operator));
-    assert!(events.iter().all(|e| e.message.contains(&cell) && e.message.contains(&operator)));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.message.contains(&cell) && e.message.contains(&operator))
+    );
     let text = format!("{t:?} {events:?} {:?}", at.test_equipment(&shared).unwrap());
     for secret in [T1, T2, "NMC-0042", "LFP-0007", "192.0.2.10"] {
-        assert!(!text.contains(secret), "{secret} reached the receiver: {text}");
+        assert!(
+            !text.contains(secret),
+            "{secret} reached the receiver: {text}"
+        );
     }
     receiver.kill().await;
     if let Backend::Sqlite = to {
@@ -300,7 +328,10 @@ async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Bac
         bytes.extend(std::fs::read(format!("{}-wal", receiver_db.location)).unwrap_or_default());
         let bytes = String::from_utf8_lossy(&bytes);
         for secret in [T1, T2, "NMC-0042", "LFP-0007"] {
-            assert!(!bytes.contains(secret), "{secret} is in the receiver's database");
+            assert!(
+                !bytes.contains(secret),
+                "{secret} is in the receiver's database"
+            );
         }
     }
 
@@ -334,7 +365,10 @@ async fn share_from_postgres_to_sqlite_sends_the_subset_live_anonymised_and_once
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn share_removed_stops_the_flow_while_other_shares_go_on() {
-    let (sender_db, receiver_db) = (Database::new(Backend::Sqlite), Database::new(Backend::Sqlite));
+    let (sender_db, receiver_db) = (
+        Database::new(Backend::Sqlite),
+        Database::new(Backend::Sqlite),
+    );
     let _receiver = Serve::start(&receiver_db.location, None).await;
     let mut sender = Serve::start(&sender_db.location, None).await;
     let mut daemon = Daemon {
@@ -346,9 +380,15 @@ async fn share_removed_stops_the_flow_while_other_shares_go_on() {
     daemon.samples(T1, 0, 1000);
     let db = sender_db.location.as_str();
     let url = _receiver.url();
-    cyclerhub(&["share", "add", "--db", db, "one", "--to", &url, "--test", T1]).await;
+    cyclerhub(&[
+        "share", "add", "--db", db, "one", "--to", &url, "--test", T1,
+    ])
+    .await;
     let at = receiver_db.connect();
-    until("the shared test arrives", || (samples_at(&at, T1) == 1000).then_some(())).await;
+    until("the shared test arrives", || {
+        (samples_at(&at, T1) == 1000).then_some(())
+    })
+    .await;
 
     let removed = cyclerhub(&["share", "remove", "--db", db, "one"]).await;
     assert!(removed.contains("removed"), "{removed}");
@@ -359,7 +399,10 @@ async fn share_removed_stops_the_flow_while_other_shares_go_on() {
     // too, had it not stopped.
     daemon.samples(T3, 0, 500);
     daemon.end(T3, 500);
-    cyclerhub(&["share", "add", "--db", db, "other", "--to", &url, "--cell", "NMC-0043"]).await;
+    cyclerhub(&[
+        "share", "add", "--db", db, "other", "--to", &url, "--cell", "NMC-0043",
+    ])
+    .await;
     until("the other share's test arrives whole", || {
         at.test(T3).unwrap().filter(|t| t.outcome.is_some())
     })
@@ -373,7 +416,10 @@ async fn share_removed_stops_the_flow_while_other_shares_go_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn share_once_sends_what_matched_when_added_and_then_is_done() {
-    let (sender_db, receiver_db) = (Database::new(Backend::Sqlite), Database::new(Backend::Sqlite));
+    let (sender_db, receiver_db) = (
+        Database::new(Backend::Sqlite),
+        Database::new(Backend::Sqlite),
+    );
     let receiver = Serve::start(&receiver_db.location, None).await;
     let _sender = Serve::start(&sender_db.location, None).await;
     let mut daemon = Daemon {
@@ -385,7 +431,19 @@ async fn share_once_sends_what_matched_when_added_and_then_is_done() {
     daemon.end(T1, 800);
     let db = sender_db.location.as_str();
     let url = receiver.url();
-    let added = cyclerhub(&["share", "add", "--db", db, "now", "--to", &url, "--chemistry", "NMC", "--once"]).await;
+    let added = cyclerhub(&[
+        "share",
+        "add",
+        "--db",
+        db,
+        "now",
+        "--to",
+        &url,
+        "--chemistry",
+        "NMC",
+        "--once",
+    ])
+    .await;
     assert!(added.contains("once"), "{added}");
     let sender_store = sender_db.connect();
     until("the share is done", || {
@@ -404,13 +462,28 @@ async fn share_once_sends_what_matched_when_added_and_then_is_done() {
     daemon.register(T3, "LFP-0007", "LFP");
     daemon.samples(T3, 0, 100);
     daemon.end(T3, 100);
-    cyclerhub(&["share", "add", "--db", db, "probe", "--to", &url, "--chemistry", "LFP"]).await;
+    cyclerhub(&[
+        "share",
+        "add",
+        "--db",
+        db,
+        "probe",
+        "--to",
+        &url,
+        "--chemistry",
+        "LFP",
+    ])
+    .await;
     let at = receiver_db.connect();
     until("the probe share's test arrives whole", || {
         at.test(T3).unwrap().filter(|t| t.outcome.is_some())
     })
     .await;
-    assert_eq!(at.test(T2).unwrap(), None, "the once share sent a later test");
+    assert_eq!(
+        at.test(T2).unwrap(),
+        None,
+        "the once share sent a later test"
+    );
 }
 
 /// Runs `cyclerhub ARGS`; returns its stdout, failing the test when it fails.
@@ -420,6 +493,10 @@ async fn cyclerhub_stdout(args: &[&str]) -> String {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -320,7 +320,10 @@ impl Backend for SqliteStore {
         Ok(rows)
     }
 
-    fn run(&self, statements: &[(&str, Vec<crate::store::shares::Val>)]) -> Result<Vec<u64>, StoreError> {
+    fn run(
+        &self,
+        statements: &[(&str, Vec<crate::store::shares::Val>)],
+    ) -> Result<Vec<u64>, StoreError> {
         self.run_statements(statements)
     }
 

@@ -47,7 +47,11 @@ impl SqliteStore {
     }
 }
 
-fn rows_on(conn: &Connection, statement: &str, params: &[Val]) -> Result<Vec<Vec<Val>>, StoreError> {
+fn rows_on(
+    conn: &Connection,
+    statement: &str,
+    params: &[Val],
+) -> Result<Vec<Vec<Val>>, StoreError> {
     let mut stmt = conn.prepare_cached(&sql::sqlite(statement))?;
     let n = stmt.column_count();
     let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
