@@ -22,6 +22,9 @@ use crate::store::{HubStore, ShareOrigin, ShareRow, error_chain};
 /// How often the shares table is read again, so that a share added or removed by `cyclerhub
 /// share` (another process) takes effect: a tiny read.
 pub const RESCAN: Duration = Duration::from_secs(1);
+/// Least time between two fills: a hub committing many batches a second fills at this pace,
+/// not once per batch (a fill lists the tests).
+const MIN_FILL_INTERVAL: Duration = Duration::from_millis(200);
 /// Entries sent ahead of the receiver's acks.
 const WINDOW: u64 = 256;
 /// Longest wait before reconnecting to a receiver that is down.
@@ -43,6 +46,7 @@ pub async fn run(
     // By share name: the stream id it runs (a share removed and added again is a new one).
     let mut running: HashMap<String, (String, JoinHandle<()>)> = HashMap::new();
     loop {
+        let started = tokio::time::Instant::now();
         let s = store.clone();
         let shares = match tokio::task::spawn_blocking(move || s.shares()).await {
             Ok(Ok(shares)) => shares,
@@ -89,6 +93,10 @@ pub async fn run(
         .unwrap_or(0);
         if filled > 0 {
             logged_tx.send_modify(|n| *n += filled);
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            () = tokio::time::sleep_until(started + MIN_FILL_INTERVAL) => {}
         }
         let commits_gone = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,

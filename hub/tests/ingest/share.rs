@@ -43,6 +43,11 @@ struct Serve {
 impl Serve {
     /// Starts a hub on `db` at `addr` (a free port when `None`) and waits until it serves.
     async fn start(db: &str, addr: Option<SocketAddr>) -> Serve {
+        Serve::start_with(db, addr, &[]).await
+    }
+
+    /// [`Serve::start`] with more arguments for `serve` (TLS, tokens).
+    async fn start_with(db: &str, addr: Option<SocketAddr>, args: &[&str]) -> Serve {
         let addr = addr.unwrap_or_else(|| {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -60,6 +65,7 @@ impl Serve {
                 &addr.to_string(),
                 "--no-http",
             ])
+            .args(args)
             .env("NOTIFY_SOCKET", &notify)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -499,4 +505,124 @@ async fn cyclerhub_stdout(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_over_tls_needs_the_receivers_token_and_lands_in_its_lab() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sender_db, receiver_db) = (
+        Database::new(Backend::Sqlite),
+        Database::new(Backend::Sqlite),
+    );
+    let pki = dir.path().join("receiver");
+    cyclerhub(&[
+        "setup",
+        "--db",
+        &receiver_db.location,
+        "--dir",
+        pki.to_str().unwrap(),
+        "--lab",
+        "partner",
+        "--host",
+        "127.0.0.1",
+        "--daemon",
+        "from-lab-a",
+    ])
+    .await;
+    let file = |name: &str| pki.join(name).display().to_string();
+    let receiver = Serve::start_with(
+        &receiver_db.location,
+        None,
+        &[
+            "--tls-cert",
+            &file("hub.pem"),
+            "--tls-key",
+            &file("hub-key.pem"),
+            "--require-tokens",
+        ],
+    )
+    .await;
+    let _sender = Serve::start(&sender_db.location, None).await;
+    let mut daemon = Daemon {
+        store: sender_db.connect(),
+        id: 0,
+    };
+    daemon.register(T1, "NMC-0042", "NMC");
+    daemon.samples(T1, 0, 500);
+    daemon.end(T1, 500);
+    let db = sender_db.location.as_str();
+    let url = format!("https://{}", receiver.addr);
+    let ca = file("lab-ca.pem");
+
+    // Plain http to another machine, or https without the receiver's CA: refused at once.
+    for (args, why) in [
+        (&["--to", "http://192.0.2.1:50051"][..], "--insecure"),
+        (&["--to", url.as_str()][..], "--ca-file"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
+            .args(["share", "add", "--db", db, "refused", "--all"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(why), "{stderr}");
+    }
+
+    // Without the receiver's token the stream is refused, and `share list` says why.
+    cyclerhub(&[
+        "share",
+        "add",
+        "--db",
+        db,
+        "tokenless",
+        "--to",
+        &url,
+        "--ca-file",
+        &ca,
+        "--all",
+    ])
+    .await;
+    let store = sender_db.connect();
+    let error = until("the tokenless share is refused", || {
+        store.shares().unwrap()[0].last_error.clone()
+    })
+    .await;
+    assert!(error.contains("token"), "{error}");
+    let listed = cyclerhub_stdout(&["share", "list", "--db", db]).await;
+    assert!(
+        listed.contains("retrying") && listed.contains("last error"),
+        "{listed}"
+    );
+    cyclerhub(&["share", "remove", "--db", db, "tokenless"]).await;
+
+    let token = file("tokens/from-lab-a.token");
+    cyclerhub(&[
+        "share",
+        "add",
+        "--db",
+        db,
+        "tls",
+        "--to",
+        &url,
+        "--ca-file",
+        &ca,
+        "--token-file",
+        &token,
+        "--all",
+    ])
+    .await;
+    let at = receiver_db.connect();
+    let t = until("the shared test arrives whole", || {
+        at.test(T1).unwrap().filter(|t| t.outcome.is_some())
+    })
+    .await;
+    assert_eq!(t.sample_count, 500);
+    let labs = at.daemon_labs().unwrap();
+    assert_eq!(labs.get(&t.daemon_id).map(String::as_str), Some("partner"));
+    let from = t.shared_from.unwrap();
+    assert_eq!((from.share.as_str(), from.anonymised), ("tls", false));
+    // The token never reaches the sending hub's database.
+    let secret = std::fs::read_to_string(&token).unwrap();
+    let stored = std::fs::read(db).unwrap();
+    assert!(!String::from_utf8_lossy(&stored).contains(secret.trim()));
 }
