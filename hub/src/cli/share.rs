@@ -4,76 +4,80 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::open;
 use crate::share::Selection;
 use crate::store::ShareRow;
 use crate::utc::Utc;
 
+/// The arguments of `share add`.
+#[derive(Args)]
+pub(super) struct AddArgs {
+    /// Hub database: a SQLite file or a `postgres://` URL.
+    #[arg(long)]
+    db: String,
+    /// The share's name on this hub (to list and remove it by).
+    name: String,
+    /// The receiving hub's gRPC address: https://HOST:PORT (or http:// on loopback).
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// A daemon token of the receiving hub (`cyclerhub token issue` there), for the lab
+    /// the shared tests go to; read at every connection, never stored or logged.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The receiving hub's CA certificate (PEM), for an https:// --to.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// How this hub names itself to the receiver, which shows it as the tests' provenance
+    /// (default: this machine's host name).
+    #[arg(long)]
+    origin: Option<String>,
+    /// Only tests of this lab's daemons.
+    #[arg(long)]
+    lab: Option<String>,
+    /// Only tests of this team (metadata `team`).
+    #[arg(long)]
+    team: Option<String>,
+    /// Only tests of this cell (`cell_id`; repeat for several).
+    #[arg(long = "cell")]
+    cells: Vec<String>,
+    /// Only tests of this chemistry.
+    #[arg(long)]
+    chemistry: Option<String>,
+    /// Only tests with this tag among the comma-separated words of their metadata `tags`
+    /// (repeat for several).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Only this test (its id; repeat for a list).
+    #[arg(long = "test")]
+    tests: Vec<String>,
+    /// Share every test of this hub (no criterion): said explicitly, never by omission.
+    #[arg(long)]
+    all: bool,
+    /// Share what matches now, then stop (the share stays listed as done).
+    #[arg(long)]
+    once: bool,
+    /// Replace identifiers by the lab's pseudonyms, as the anonymised export does (the test
+    /// id, cell, owner, operator and people; instrument addresses left out). Needs --salt.
+    #[arg(long, alias = "anonymize")]
+    anonymise: bool,
+    /// File holding the lab's secret for --anonymise (the same as for exports, so a cell
+    /// has one pseudonym everywhere).
+    #[arg(long, env = "CYCLERHUB_SALT_FILE", value_name = "FILE")]
+    salt: Option<PathBuf>,
+    /// Allow an http:// --to on another machine: tests and the token cross the network in
+    /// clear.
+    #[arg(long)]
+    insecure: bool,
+}
+
 #[derive(Subcommand)]
 pub(super) enum ShareAction {
     /// Share the tests that match (every criterion given; a repeated one matches any of its
     /// values) with another hub, continuously (the running `serve` sends new samples as they
     /// arrive) or with --once what matches now. A test outside the share never leaves.
-    Add {
-        /// Hub database: a SQLite file or a `postgres://` URL.
-        #[arg(long)]
-        db: String,
-        /// The share's name on this hub (to list and remove it by).
-        name: String,
-        /// The receiving hub's gRPC address: https://HOST:PORT (or http:// on loopback).
-        #[arg(long, value_name = "URL")]
-        to: String,
-        /// A daemon token of the receiving hub (`cyclerhub token issue` there), for the lab
-        /// the shared tests go to; read at every connection, never stored or logged.
-        #[arg(long, value_name = "FILE")]
-        token_file: Option<PathBuf>,
-        /// The receiving hub's CA certificate (PEM), for an https:// --to.
-        #[arg(long, value_name = "FILE")]
-        ca_file: Option<PathBuf>,
-        /// How this hub names itself to the receiver, which shows it as the tests' provenance
-        /// (default: this machine's host name).
-        #[arg(long)]
-        origin: Option<String>,
-        /// Only tests of this lab's daemons.
-        #[arg(long)]
-        lab: Option<String>,
-        /// Only tests of this team (metadata `team`).
-        #[arg(long)]
-        team: Option<String>,
-        /// Only tests of this cell (`cell_id`; repeat for several).
-        #[arg(long = "cell")]
-        cells: Vec<String>,
-        /// Only tests of this chemistry.
-        #[arg(long)]
-        chemistry: Option<String>,
-        /// Only tests with this tag among the comma-separated words of their metadata `tags`
-        /// (repeat for several).
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        /// Only this test (its id; repeat for a list).
-        #[arg(long = "test")]
-        tests: Vec<String>,
-        /// Share every test of this hub (no criterion): said explicitly, never by omission.
-        #[arg(long)]
-        all: bool,
-        /// Share what matches now, then stop (the share stays listed as done).
-        #[arg(long)]
-        once: bool,
-        /// Replace identifiers by the lab's pseudonyms, as the anonymised export does (the test
-        /// id, cell, owner, operator and people; instrument addresses left out). Needs --salt.
-        #[arg(long, alias = "anonymize")]
-        anonymise: bool,
-        /// File holding the lab's secret for --anonymise (the same as for exports, so a cell
-        /// has one pseudonym everywhere).
-        #[arg(long, env = "CYCLERHUB_SALT_FILE", value_name = "FILE")]
-        salt: Option<PathBuf>,
-        /// Allow an http:// --to on another machine: tests and the token cross the network in
-        /// clear.
-        #[arg(long)]
-        insecure: bool,
-    },
+    Add(Box<AddArgs>),
     /// List the shares: where they go, what they select, their state, how far the receiver
     /// has acknowledged of what is logged, and the last error.
     List {
@@ -94,25 +98,26 @@ pub(super) enum ShareAction {
 
 pub(super) fn share(action: ShareAction) -> Result<()> {
     match action {
-        ShareAction::Add {
-            db,
-            name,
-            to,
-            token_file,
-            ca_file,
-            origin,
-            lab,
-            team,
-            cells,
-            chemistry,
-            tags,
-            tests,
-            all,
-            once,
-            anonymise,
-            salt,
-            insecure,
-        } => {
+        ShareAction::Add(args) => {
+            let AddArgs {
+                db,
+                name,
+                to,
+                token_file,
+                ca_file,
+                origin,
+                lab,
+                team,
+                cells,
+                chemistry,
+                tags,
+                tests,
+                all,
+                once,
+                anonymise,
+                salt,
+                insecure,
+            } = *args;
             let selection = Selection {
                 lab,
                 team,
@@ -217,8 +222,8 @@ fn add(
         .transpose()?;
     let salt_file = match anonymise {
         Some(salt) => {
-            let pseudonymiser = super::read::pseudonymiser(salt.clone())?;
-            drop(pseudonymiser);
+            // Checked now: a share that cannot make pseudonyms must not be stored.
+            super::read::pseudonymiser(salt.clone())?;
             Some(absolute(&salt.expect("checked by pseudonymiser"))?)
         }
         None => None,
