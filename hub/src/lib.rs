@@ -66,8 +66,9 @@
 //! - [`cli`]: the `cyclerhub` command line, the only place that turns errors into `anyhow`
 //!   messages for people; `src/main.rs` just calls it. `cli/mod.rs` holds the commands and
 //!   their arguments, `cli/serve.rs` runs `serve`, `cli/admin.rs` `setup`, `token`, `schema`
-//!   and `labs`, `cli/share.rs` `share`, `cli/read.rs` `tests`, `show`, `cells`, `samples` and `export` (from the
-//!   database, or through `remote`, the `--hub URL` client of the query service).
+//!   and `labs`, `cli/share.rs` `share`, `cli/read.rs` `tests`, `show`, `cells`, `samples`
+//!   and `export` (from the database, or through `remote`, the `--hub URL` client of the
+//!   query service).
 //! - `testing` (feature `testing`): a throwaway PostgreSQL cluster for tests and benches.
 
 pub mod alerts;

@@ -6,12 +6,14 @@
 
 use std::collections::HashMap;
 
-use cyclerd_proto::ingest::{Entry, Event, SampleBatch, TestEnded, TestRegistered, entry::Body};
+use cyclerd_proto::ingest::{
+    CycleSummary, Entry, Event, SampleBatch, TestEnded, TestRegistered, entry::Body,
+};
 
 use crate::export::Pseudonymiser;
 use crate::export::anonymise::{Anonymiser, Kind};
 use crate::export::metadata::{Tier, tier_of};
-use crate::store::{HubStore, SampleRow, ShareLogEntry, StoreError, TestRow};
+use crate::store::{EventRow, HubStore, SampleRow, ShareLogEntry, StoreError, TestRow};
 
 /// Turns a share's logged entries into entries to send; keeps each test's row, whose
 /// metadata (what the pseudonyms replace) never changes after registration.
@@ -22,6 +24,11 @@ pub(super) struct Materialiser {
     pseudonymiser: Option<Pseudonymiser>,
     /// Test rows read so far, by this hub's test id.
     tests: HashMap<String, TestRow>,
+    /// Each test's events as last read: read again only for an index beyond them, so a test
+    /// with many events is not read once per event.
+    events: HashMap<String, Vec<EventRow>>,
+    /// Each test's cycles as last read: read again for a cycle not complete in them.
+    cycles: HashMap<String, Vec<CycleSummary>>,
 }
 
 impl Materialiser {
@@ -30,6 +37,8 @@ impl Materialiser {
             store,
             pseudonymiser,
             tests: HashMap::new(),
+            events: HashMap::new(),
+            cycles: HashMap::new(),
         }
     }
 
@@ -52,10 +61,28 @@ impl Materialiser {
             };
             self.tests.insert(test_id.to_owned(), t);
         }
+        let index = |v: i64| usize::try_from(v).unwrap_or(usize::MAX);
+        if logged.kind == "event"
+            && self
+                .events
+                .get(test_id)
+                .is_none_or(|e| e.len() <= index(logged.a))
+        {
+            let events = self.store.events(test_id)?;
+            self.events.insert(test_id.to_owned(), events);
+        }
+        if logged.kind == "cycle"
+            && self.cycles.get(test_id).is_none_or(|c| {
+                !c.iter()
+                    .any(|c| i64::from(c.cycle) == logged.a && c.complete)
+            })
+        {
+            let cycles = self.store.cycles(test_id)?;
+            self.cycles.insert(test_id.to_owned(), cycles);
+        }
         let t = &self.tests[test_id];
         let a = Anon::new(self.pseudonymiser.as_ref(), t);
         let id = a.test_id(test_id);
-        let index = |v: i64| usize::try_from(v).unwrap_or(usize::MAX);
         Ok(match logged.kind.as_str() {
             "registered" => Some(Body::TestRegistered(self.registered(t, &a)?)),
             "samples" => {
@@ -71,23 +98,27 @@ impl Materialiser {
                     end,
                 )?))
             }
-            "event" => self.store.events(test_id)?.get(index(logged.a)).map(|e| {
-                Body::Event(Event {
-                    test_id: id,
-                    unix_time_s: e.unix_time_s,
-                    test_time_s: e.test_time_s,
-                    kind: e.kind.clone(),
-                    message: a.scrub(&e.message),
-                    step: e.step,
-                    cycle: e.cycle,
-                })
-            }),
+            "event" => self
+                .events
+                .get(test_id)
+                .and_then(|events| events.get(index(logged.a)))
+                .map(|e| {
+                    Body::Event(Event {
+                        test_id: id,
+                        unix_time_s: e.unix_time_s,
+                        test_time_s: e.test_time_s,
+                        kind: e.kind.clone(),
+                        message: a.scrub(&e.message),
+                        step: e.step,
+                        cycle: e.cycle,
+                    })
+                }),
             "cycle" => self
-                .store
-                .cycles(test_id)?
-                .into_iter()
-                .find(|c| i64::from(c.cycle) == logged.a)
-                .map(|mut c| {
+                .cycles
+                .get(test_id)
+                .and_then(|cycles| cycles.iter().find(|c| i64::from(c.cycle) == logged.a))
+                .map(|c| {
+                    let mut c = c.clone();
                     c.test_id = id;
                     Body::Cycle(c)
                 }),

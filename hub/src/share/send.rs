@@ -269,7 +269,12 @@ async fn session(
                         }
                     }
                     Some(upload_response::Msg::Rejection(r)) => {
-                        tracing::warn!(share = share.name, entry = r.entry_id, reason = r.reason, "the receiver rejected a shared entry");
+                        tracing::warn!(
+                            share = share.name,
+                            entry = r.entry_id,
+                            reason = r.reason,
+                            "the receiver rejected a shared entry"
+                        );
                     }
                     _ => bail!("the receiver sent a second resume point"),
                 },

@@ -158,8 +158,8 @@ const INSERT_SHARE: &str = "INSERT INTO shares (name, target, ca_file, token_fil
 const DELETE_SHARE: &str = "DELETE FROM shares WHERE name = $1";
 const DELETE_SHARE_LOG: &str = "DELETE FROM share_log WHERE share = $1";
 const DELETE_SHARE_PROGRESS: &str = "DELETE FROM share_progress WHERE share = $1";
-const SHARE_STATE: &str = "UPDATE shares SET acked = $2, state = $3, last_error = $4, updated_unix_s = $5 \
-     WHERE name = $1";
+const SHARE_STATE: &str = "UPDATE shares SET acked = $2, state = $3, last_error = $4, \
+    updated_unix_s = $5 WHERE name = $1";
 /// An entry with the next id of its share, in the transaction that logs it.
 const APPEND_LOG: &str = "INSERT INTO share_log (share, id, test_id, kind, a, b) \
     SELECT CAST($1 AS text), coalesce(max(id), 0) + 1, CAST($2 AS text), CAST($3 AS text), \
