@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use cyclerd_proto::ingest::{Entry, entry::Body};
+use cyclerd_proto::ingest::{CycleSummary, Entry, entry::Body};
 use cyclerhub::HubStore;
 use cyclerhub::export::Pseudonymiser;
 use cyclerhub::export::anonymise::Kind;
@@ -57,14 +57,12 @@ impl Serve {
         let notify = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&notify).unwrap();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
-            .args([
-                "serve",
-                "--db",
-                db,
-                "--listen",
-                &addr.to_string(),
-                "--no-http",
-            ])
+            .args(["serve", "--db", db, "--listen", &addr.to_string()])
+            .args(if args.contains(&"--http") {
+                &[][..]
+            } else {
+                &["--no-http"][..]
+            })
             .args(args)
             .env("NOTIFY_SOCKET", &notify)
             .env("NO_COLOR", "1")
@@ -201,6 +199,25 @@ impl Daemon {
         self.apply(event.body);
     }
 
+    /// Cycle `n` of `test_id` over samples `first..=last`.
+    fn cycle(&mut self, test_id: &str, n: u32, (first, last): (u64, u64), complete: bool) {
+        self.apply([Body::Cycle(CycleSummary {
+            test_id: test_id.into(),
+            cycle: n,
+            complete,
+            start_test_time_s: first as f64,
+            end_test_time_s: last as f64,
+            charge_capacity_ah: (last - first) as f64 / 3600.0,
+            discharge_capacity_ah: 0.5,
+            charge_energy_wh: 1.5,
+            discharge_energy_wh: 1.25,
+            max_temperature_c: f64::NAN,
+            dcir_ohm: 0.02,
+            first_seq: first,
+            last_seq: last,
+        })]);
+    }
+
     fn end(&mut self, test_id: &str, samples: u64) {
         self.apply(super::ended(0, test_id, samples).body);
     }
@@ -244,6 +261,8 @@ async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Bac
     daemon.register(T1, "NMC-0042", "NMC");
     daemon.register(T2, "LFP-0007", "LFP");
     daemon.samples(T1, 0, 3000);
+    daemon.cycle(T1, 1, (0, 2999), true);
+    daemon.cycle(T1, 2, (3000, 3000), false);
     daemon.samples(T2, 0, 3000);
 
     let salt = salt_file(dir.path());
@@ -288,6 +307,7 @@ async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Bac
     daemon.samples(T1, 6000, 12_000);
     sender.kill().await;
     daemon.samples(T1, 12_000, 15_000);
+    daemon.cycle(T1, 2, (3000, 14_999), true);
     daemon.end(T1, 15_000);
     daemon.end(T2, 6000);
     let _sender = Serve::start(&sender_db.location, Some(sender.addr)).await;
@@ -309,6 +329,27 @@ async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Bac
     let events = at.events(&shared).unwrap();
     assert_eq!(events.len(), daemon.store.events(T1).unwrap().len());
     assert_eq!(received(&at), vec![shared.clone()], "only the shared test");
+    let cycles = |store: &HubStore, id: &str| -> Vec<String> {
+        let cycles = store.cycles(id).unwrap();
+        cycles
+            .iter()
+            .map(|c| {
+                format!(
+                    "{:?}",
+                    CycleSummary {
+                        test_id: String::new(),
+                        ..c.clone()
+                    }
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        cycles(&at, &shared),
+        cycles(&daemon.store, T1),
+        "the complete cycles, as sent"
+    );
+    assert_eq!(at.cycles(&shared).unwrap().len(), 2);
 
     // Anonymised: neither the sender's test ids nor the cell nor the operator appear.
     let cell = pseudonyms.pseudonym(Kind::Cell, "NMC-0042");
@@ -426,7 +467,11 @@ async fn share_once_sends_what_matched_when_added_and_then_is_done() {
         Database::new(Backend::Sqlite),
         Database::new(Backend::Sqlite),
     );
-    let receiver = Serve::start(&receiver_db.location, None).await;
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let receiver =
+        Serve::start_with(&receiver_db.location, None, &["--http", &http.to_string()]).await;
     let _sender = Serve::start(&sender_db.location, None).await;
     let mut daemon = Daemon {
         store: sender_db.connect(),
@@ -458,6 +503,25 @@ async fn share_once_sends_what_matched_when_added_and_then_is_done() {
     })
     .await;
     assert_eq!(samples_at(&receiver_db.connect(), T1), 800);
+    // The receiver's HTTP API and web app say where the test came from.
+    let api = reqwest::get(format!("http://{http}/api/v1/tests"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let api: serde_json::Value = serde_json::from_str(&api).unwrap();
+    let from = &api["tests"][0]["shared_from"];
+    assert_eq!(from["share"], "now", "{api}");
+    assert_eq!(from["anonymised"], false, "{api}");
+    assert_eq!(from["selection"], "chemistry=NMC", "{api}");
+    let page = reqwest::get(format!("http://{http}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("shared from hub "), "{page}");
     let done = &sender_store.shares().unwrap()[0];
     assert_eq!((done.acked, done.logged), (done.logged, done.logged));
 
