@@ -246,8 +246,8 @@ fn salt_file(dir: &Path) -> PathBuf {
 
 /// The whole scenario, from a hub on `from` to a hub on `to`: a continuous, anonymised share
 /// of one chemistry while the sending hub's tests grow, the receiver killed and restarted while
-/// new samples come in, then the sender killed right after new samples came in and started
-/// again; at the end the receiver holds every sample of the shared test once, its events once,
+/// new samples come in, then the sender killed mid-stream (once the first of 2000 new entries
+/// reached the receiver) and started again; at the end the receiver holds every sample of the shared test once, its events once,
 /// its end, and nothing of the test outside the share, and no id of the sending hub.
 async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Backend) {
     let dir = tempfile::tempdir().unwrap();
@@ -292,8 +292,9 @@ async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Bac
     })
     .await;
 
-    // The receiver goes down hard while the test goes on; it catches up once it is back.
-    receiver.kill().await;
+    // The receiver goes down hard in the middle of a stream, while the test goes on; it
+    // catches up once it is back.
+    stream_then_kill(&mut daemon, &at, &shared, &mut receiver).await;
     daemon.samples(T1, 3000, 6000);
     daemon.samples(T2, 3000, 6000);
     let mut receiver = Serve::start(&receiver_db.location, Some(receiver.addr)).await;
@@ -302,10 +303,10 @@ async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Bac
     })
     .await;
 
-    // The sender goes down hard right after new samples came in (logged, sent or acked by
-    // then, or not), and more come in while it is down.
+    // The sender goes down hard in the middle of a stream, and more comes in while it is
+    // down.
     daemon.samples(T1, 6000, 12_000);
-    sender.kill().await;
+    stream_then_kill(&mut daemon, &at, &shared, &mut sender).await;
     daemon.samples(T1, 12_000, 15_000);
     daemon.cycle(T1, 2, (3000, 14_999), true);
     daemon.end(T1, 15_000);
@@ -356,8 +357,17 @@ async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Bac
     assert_eq!(t.metadata.get("cell_id"), Some(&cell));
     let operator = pseudonyms.pseudonym(Kind::Operator, "ada");
     assert_eq!(t.metadata.get("operator"), Some(&operator));
+    let naming: Vec<_> = events
+        .iter()
+        .filter(|e| e.message.contains("samples of"))
+        .collect();
+    assert_eq!(
+        naming.len(),
+        4,
+        "the events that named the cell and the operator"
+    );
     assert!(
-        events
+        naming
             .iter()
             .all(|e| e.message.contains(&cell) && e.message.contains(&operator))
     );
@@ -396,6 +406,18 @@ async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Bac
         listed.contains("SHARED FROM") && listed.contains("hub lab-a, share nmc, anonymised"),
         "{listed}"
     );
+}
+
+/// Gives the share many small entries (2000 events of the shared test), and kills `hub` once
+/// the first of them reached the receiver `at`: in the middle of the stream.
+async fn stream_then_kill(daemon: &mut Daemon, at: &HubStore, shared: &str, hub: &mut Serve) {
+    let before = at.events(shared).unwrap().len();
+    daemon.apply((0..2000).map(|i| super::event(0, T1, &format!("note {i}")).body.unwrap()));
+    until("the share streams the new entries", || {
+        (at.events(shared).unwrap().len() > before).then_some(())
+    })
+    .await;
+    hub.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
