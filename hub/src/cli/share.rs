@@ -231,6 +231,12 @@ fn add(
     let origin = origin.unwrap_or_else(host_name);
     crate::token::check_name("--origin", &origin).map_err(anyhow::Error::msg)?;
     let store = open(db, false)?;
+    // A typo in a test id would share nothing, silently.
+    for id in &selection.tests {
+        if store.test(id)?.is_none() {
+            bail!("--test {id}: this hub has no such test (see `cyclerhub tests --db {db}`)");
+        }
+    }
     let (stream_id, stream_secret, epoch) = crate::share::new_stream_identity();
     let row = ShareRow {
         name: name.to_owned(),

@@ -143,3 +143,76 @@ pub(crate) fn selected<'a>(
         t.shared_from.is_none() && selection.matches(t, lab)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test(id: &str, cell: &str, chemistry: &str, tags: &str) -> TestRow {
+        let metadata = [("cell_id", cell), ("chemistry", chemistry), ("tags", tags)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        TestRow {
+            test_id: id.into(),
+            daemon_id: "d".into(),
+            channel_id: "psb1/1".into(),
+            protocol_name: "p".into(),
+            metadata,
+            start_unix_s: 0.0,
+            end_unix_s: None,
+            outcome: None,
+            reason: None,
+            sample_count: 0,
+            expected_samples: None,
+            team: Some("ageing".into()),
+            metadata_problems: Vec::new(),
+            shared_from: None,
+        }
+    }
+
+    #[test]
+    fn a_selection_needs_every_criterion_given_and_any_value_of_a_list() {
+        let s = Selection {
+            lab: Some("cells".into()),
+            cells: vec!["A".into(), "B".into()],
+            tags: vec!["paper".into()],
+            ..Selection::default()
+        };
+        assert!(s.matches(&test("1", "B", "NMC", "x, paper"), "cells"));
+        assert!(!s.matches(&test("2", "B", "NMC", "x, paper"), "other lab"));
+        assert!(!s.matches(&test("3", "C", "NMC", "paper"), "cells"));
+        assert!(!s.matches(&test("4", "A", "NMC", "papers"), "cells"));
+        let every = Selection::default();
+        assert!(every.matches(&test("5", "", "", ""), ""));
+        let listed = Selection {
+            tests: vec!["6".into()],
+            team: Some("ageing".into()),
+            ..Selection::default()
+        };
+        assert!(listed.matches(&test("6", "A", "LFP", ""), ""));
+        assert!(!listed.matches(&test("7", "A", "LFP", ""), ""));
+    }
+
+    #[test]
+    fn an_anonymising_share_describes_its_cells_and_tests_by_their_pseudonyms() {
+        let s = Selection {
+            chemistry: Some("NMC".into()),
+            cells: vec!["NMC-0042".into()],
+            tests: vec!["0190a0c0".into()],
+            ..Selection::default()
+        };
+        assert_eq!(
+            s.describe(None),
+            "cell=NMC-0042 chemistry=NMC test=0190a0c0"
+        );
+        let p = Pseudonymiser::new(b"a lab secret of more than sixteen bytes").unwrap();
+        let described = s.describe(Some(&p));
+        assert!(!described.contains("NMC-0042") && !described.contains("0190a0c0"));
+        assert!(
+            described.contains(&p.pseudonym(Kind::Cell, "NMC-0042")),
+            "{described}"
+        );
+        assert_eq!(Selection::default().describe(None), "every test");
+    }
+}
