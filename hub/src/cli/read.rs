@@ -7,7 +7,7 @@ use crate::query::{Columns, CsvWriter, TestFilter};
 use crate::remote::Remote;
 use crate::store::StoreError;
 use anyhow::{Context as _, Result, anyhow, bail};
-use cyclerd_proto::hub::{Cell, ListCyclesResponse, TestDetail, TestSummary};
+use cyclerd_proto::hub::{Cell, ListCyclesResponse, SharedFrom, TestDetail, TestSummary};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -103,33 +103,26 @@ pub(super) fn labs(hub: &mut Remote) -> Result<()> {
 pub(super) fn list_tests(from: &ReadFrom, filter: TestFilter) -> Result<()> {
     // Checked here too, so that --db and --hub refuse the same filters with the same words.
     filter.check().map_err(anyhow::Error::msg)?;
-    let (tests, shared, place) = match from.open()? {
+    let (tests, place) = match from.open()? {
         Reader::Db(store) => {
             let tests = filter.select(&store)?;
-            let shared = tests
-                .iter()
-                .map(|(t, _)| t.shared_from.as_ref().map(provenance))
-                .collect();
             let tests = tests
                 .iter()
                 .map(|(t, lab)| crate::query::summary(t, lab))
                 .collect();
-            (tests, shared, store.path().display().to_string())
+            (tests, store.path().display().to_string())
         }
-        Reader::Hub(mut hub) => {
-            let tests = hub.list_tests(&filter)?;
-            (tests, Vec::new(), format!("hub {}", hub.url()))
-        }
+        Reader::Hub(mut hub) => (hub.list_tests(&filter)?, format!("hub {}", hub.url())),
     };
     if tests.is_empty() {
         eprintln!("no matching tests in {place}");
         return Ok(());
     }
-    print_tests(&mut std::io::stdout().lock(), &tests, &shared)
+    print_tests(&mut std::io::stdout().lock(), &tests)
 }
 
 /// Where a test another hub shared came from, in a few words.
-fn provenance(f: &crate::store::SharedFrom) -> String {
+fn provenance(f: &SharedFrom) -> String {
     format!(
         "hub {}, share {}{}",
         f.hub,
@@ -141,7 +134,6 @@ fn provenance(f: &crate::store::SharedFrom) -> String {
 pub(super) fn show(from: &ReadFrom, test_id: &str) -> Result<()> {
     let mut reader = from.open()?;
     let test_id = &resolve(&mut reader, test_id)?;
-    let mut shared = None;
     let detail = match reader {
         Reader::Db(store) => {
             let Some(t) = store.test(test_id)? else {
@@ -155,21 +147,11 @@ pub(super) fn show(from: &ReadFrom, test_id: &str) -> Result<()> {
                 .daemon_labs()?
                 .remove(&t.daemon_id)
                 .unwrap_or_default();
-            shared = t.shared_from.as_ref().map(|f| {
-                let since = crate::utc::Utc::from_unix_s(f.since_unix_s)
-                    .map_or_else(String::new, |t| format!(" since {} UTC", t.seconds()));
-                format!("{} ({}){since}", provenance(f), f.selection)
-            });
             crate::query::detail(&store, &t, &lab)?
         }
         Reader::Hub(mut hub) => hub.get_test(test_id)?,
     };
-    let mut out = std::io::stdout().lock();
-    print_detail(&mut out, &detail)?;
-    if let Some(shared) = shared {
-        writeln!(out, "shared from {shared}")?;
-    }
-    Ok(())
+    print_detail(&mut std::io::stdout().lock(), &detail)
 }
 
 /// What `cyclerhub show` prints of a test.
@@ -183,6 +165,15 @@ pub(super) fn print_detail(out: &mut impl std::io::Write, d: &TestDetail) -> Res
         }
     };
     writeln!(out, "test      {}", s.test_id)?;
+    if let Some(f) = &s.shared_from {
+        writeln!(
+            out,
+            "shared    from {} ({}) since {} UTC",
+            provenance(f),
+            f.selection,
+            utc(f.since_unix_s)
+        )?;
+    }
     writeln!(
         out,
         "lab       {}  team {}",
@@ -273,14 +264,9 @@ pub(super) fn print_cells(out: &mut impl std::io::Write, cells: &[Cell]) -> Resu
 }
 
 /// The test table `cyclerhub tests` prints, whatever it read the tests from.
-/// `shared[i]`, when given, says where test `i` came from if another hub shared it: a last
-/// column, only when some test was shared.
-pub(super) fn print_tests(
-    out: &mut impl std::io::Write,
-    tests: &[TestSummary],
-    shared: &[Option<String>],
-) -> Result<()> {
-    let any_shared = shared.iter().any(Option::is_some);
+/// Where a test came from if another hub shared it is a last column, only when some test was.
+pub(super) fn print_tests(out: &mut impl std::io::Write, tests: &[TestSummary]) -> Result<()> {
+    let any_shared = tests.iter().any(|t| t.shared_from.is_some());
     writeln!(
         out,
         "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  START (UTC){}",
@@ -296,11 +282,11 @@ pub(super) fn print_tests(
             ""
         }
     )?;
-    for (i, t) in tests.iter().enumerate() {
-        let from = match shared.get(i) {
-            Some(Some(from)) => format!("  {from}"),
-            _ if any_shared => "  -".into(),
-            _ => String::new(),
+    for t in tests {
+        let from = match &t.shared_from {
+            Some(from) => format!("  {}", provenance(from)),
+            None if any_shared => "  -".into(),
+            None => String::new(),
         };
         writeln!(
             out,

@@ -544,6 +544,17 @@ async fn share_once_sends_what_matched_when_added_and_then_is_done() {
         .await
         .unwrap();
     assert!(page.contains("shared from hub "), "{page}");
+    // So do `cyclerhub tests` and `show` through its query API.
+    let listed = cyclerhub_stdout(&["tests", "--hub", &url]).await;
+    assert!(
+        listed.contains("SHARED FROM") && listed.contains(", share now"),
+        "{listed}"
+    );
+    let shown = cyclerhub_stdout(&["show", "--hub", &url, T1]).await;
+    assert!(
+        shown.contains("shared    from hub ") && shown.contains("(chemistry=NMC) since"),
+        "{shown}"
+    );
     let done = &sender_store.shares().unwrap()[0];
     assert_eq!((done.acked, done.logged), (done.logged, done.logged));
 
