@@ -2,7 +2,7 @@
 //! commits (filling the continuous shares' logs), and one task per share streams its log to
 //! the receiving hub, reconnecting with backoff when it is down.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use cyclerd_proto::incoming::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use cyclerd_proto::ingest::ingest_client::IngestClient;
 use cyclerd_proto::ingest::{Hello, UploadRequest, upload_request, upload_response};
+use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,6 +28,10 @@ pub const RESCAN: Duration = Duration::from_secs(1);
 const MIN_FILL_INTERVAL: Duration = Duration::from_millis(200);
 /// Entries sent ahead of the receiver's acks.
 const WINDOW: u64 = 256;
+/// Bytes of entries sent ahead of the receiver's acks (an entry of samples is up to ~400 KiB).
+const WINDOW_BYTES: usize = 16 << 20;
+/// Entries read and sent at a time.
+const PAGE: u64 = 64;
 /// Longest wait before reconnecting to a receiver that is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Largest message the receiving hub accepts (its `MAX_DECODING_MESSAGE_SIZE`).
@@ -221,6 +226,10 @@ async fn session(
     );
     record(store, &share.name, *acked, "streaming", None).await;
     let mut sent = resume;
+    // The entries sent and not acknowledged yet, `(id, encoded bytes)`, and their bytes.
+    let mut ahead: VecDeque<(u64, usize)> = VecDeque::new();
+    let mut ahead_bytes = 0usize;
+    let mut recorded = *acked;
     let mut materialiser = Some(Materialiser::new(store.clone(), pseudonymiser));
     // For a `--once` share: the end of its log, fixed when it was added.
     let end = share.once.then_some(share.logged);
@@ -229,10 +238,16 @@ async fn session(
         if end.is_some_and(|end| *acked >= end) {
             return Ok(());
         }
+        // All sent is acknowledged: `share list` shows it, however recently it recorded.
+        if sent == *acked && recorded != *acked {
+            recorded = *acked;
+            last_record = std::time::Instant::now();
+            record(store, &share.name, *acked, "streaming", None).await;
+        }
         // Send what the window allows.
         let mut caught_up = false;
-        if sent - *acked < WINDOW {
-            let room = WINDOW - (sent - *acked);
+        let room = WINDOW.saturating_sub(ahead.len() as u64).min(PAGE);
+        if room > 0 && ahead_bytes < WINDOW_BYTES {
             let (s, name) = (store.clone(), share.name.clone());
             let mut m = materialiser.take().expect("put back after every page");
             let (m, page) = tokio::task::spawn_blocking(move || {
@@ -250,6 +265,9 @@ async fn session(
             caught_up = page.is_empty();
             for entry in page {
                 sent = entry.id;
+                let bytes = entry.encoded_len();
+                ahead.push_back((entry.id, bytes));
+                ahead_bytes += bytes;
                 tx.send(UploadRequest {
                     msg: Some(upload_request::Msg::Entry(entry)),
                 })
@@ -257,13 +275,19 @@ async fn session(
                 .map_err(|_| anyhow!("the receiver closed the stream"))?;
             }
         }
-        let full = sent - *acked >= WINDOW;
+        let full = ahead.len() as u64 >= WINDOW || ahead_bytes >= WINDOW_BYTES;
         tokio::select! {
             m = responses.message() => match m {
                 Ok(Some(r)) => match r.msg {
                     Some(upload_response::Msg::Ack(a)) => {
                         *acked = a.up_to.max(*acked);
+                        while ahead.front().is_some_and(|(id, _)| *id <= *acked) {
+                            if let Some((_, bytes)) = ahead.pop_front() {
+                                ahead_bytes -= bytes;
+                            }
+                        }
                         if last_record.elapsed() >= RESCAN {
+                            recorded = *acked;
                             last_record = std::time::Instant::now();
                             record(store, &share.name, *acked, "streaming", None).await;
                         }

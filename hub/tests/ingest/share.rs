@@ -459,6 +459,19 @@ async fn share_removed_stops_the_flow_while_other_shares_go_on() {
     })
     .await;
 
+    // `share list` says how far the receiver got: all of it.
+    let store = sender_db.connect();
+    until(
+        "the sender records that the receiver has everything",
+        || {
+            let s = &store.shares().unwrap()[0];
+            (s.state == "streaming" && s.logged > 0 && s.acked == s.logged).then_some(())
+        },
+    )
+    .await;
+    let listed = cyclerhub_stdout(&["share", "list", "--db", db]).await;
+    assert!(listed.contains("\tstreaming\tacked "), "{listed}");
+
     let removed = cyclerhub(&["share", "remove", "--db", db, "one"]).await;
     assert!(removed.contains("removed"), "{removed}");
     sender.logged("share removed: its stream stops").await;
