@@ -5,250 +5,25 @@
 //! started again on the same database and port. Waits are for the receiving database to show
 //! what is expected, or for a line of a hub's log, each bounded by a timeout.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
-
-use cyclerd_proto::ingest::{CycleSummary, Entry, entry::Body};
+use cyclerd_proto::ingest::CycleSummary;
 use cyclerhub::HubStore;
 use cyclerhub::export::Pseudonymiser;
 use cyclerhub::export::anonymise::Kind;
-use tokio::io::AsyncBufReadExt as _;
-use tokio::net::UnixDatagram;
-use tokio::sync::mpsc;
 
 use super::{Backend, Database, T1, T2, T3};
+use harness::{
+    Daemon, SECRET, Serve, cyclerhub, cyclerhub_stdout, received, salt_file, samples_at, until,
+};
 
-/// Upper bound for a share to catch up: it includes a reconnection's backoff after a kill.
-const SHARE_WAIT: Duration = Duration::from_secs(60);
-/// The lab secret of the anonymising shares.
-const SECRET: &[u8] = b"the lab secret of the sending hub, 32+ bytes";
-/// The daemon the sending hub's tests come from.
-const DAEMON: &str = "daemon-a";
-
-/// A real `cyclerhub serve` on a database, on a fixed loopback port (kept across restarts,
-/// so a share's target stays valid).
-struct Serve {
-    /// The process; killed when dropped.
-    child: tokio::process::Child,
-    /// Its gRPC address.
-    addr: SocketAddr,
-    /// The lines of its log.
-    log: mpsc::UnboundedReceiver<String>,
-    /// Where systemd's notify socket lives: READY=1 says the hub serves.
-    _dir: tempfile::TempDir,
-}
-
-impl Serve {
-    /// Starts a hub on `db` at `addr` (a free port when `None`) and waits until it serves.
-    async fn start(db: &str, addr: Option<SocketAddr>) -> Serve {
-        Serve::start_with(db, addr, &[]).await
-    }
-
-    /// [`Serve::start`] with more arguments for `serve` (TLS, tokens).
-    async fn start_with(db: &str, addr: Option<SocketAddr>, args: &[&str]) -> Serve {
-        let addr = addr.unwrap_or_else(|| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .unwrap()
-        });
-        let dir = tempfile::tempdir().unwrap();
-        let notify = dir.path().join("notify.sock");
-        let socket = UnixDatagram::bind(&notify).unwrap();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
-            .args(["serve", "--db", db, "--listen", &addr.to_string()])
-            .args(if args.contains(&"--http") {
-                &[][..]
-            } else {
-                &["--no-http"][..]
-            })
-            .args(args)
-            .env("NOTIFY_SOCKET", &notify)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let (tx, log) = mpsc::unbounded_channel();
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let n = tokio::time::timeout(SHARE_WAIT, socket.recv(&mut buf))
-                .await
-                .expect("the hub says READY=1 in time")
-                .unwrap();
-            if String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == "READY=1")
-            {
-                break;
-            }
-        }
-        Serve {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
-    async fn kill(&mut self) {
-        self.child.kill().await.unwrap();
-    }
-
-    /// Waits for a log line containing `needle`.
-    async fn logged(&mut self, needle: &str) {
-        tokio::time::timeout(SHARE_WAIT, async {
-            loop {
-                let line = self.log.recv().await.expect("the hub's log goes on");
-                if line.contains(needle) {
-                    return;
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("the hub logs {needle:?} in time"));
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-/// Runs `cyclerhub ARGS`; returns its stderr, failing the test when it fails.
-async fn cyclerhub(args: &[&str]) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "cyclerhub {args:?}: {stderr}");
-    stderr
-}
-
-/// Polls `f` (a read of a database) every 20 ms until it answers, for at most [`SHARE_WAIT`].
-async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    tokio::time::timeout(SHARE_WAIT, async {
-        let mut ticks = tokio::time::interval(Duration::from_millis(20));
-        loop {
-            ticks.tick().await;
-            if let Some(v) = f() {
-                return v;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{what} within {SHARE_WAIT:?}"))
-}
-
-/// The sending hub's daemon, writing through the store API as an upload stream would.
-struct Daemon {
-    /// The sending hub's database, as a second process opens it.
-    store: HubStore,
-    /// The last entry id written.
-    id: u64,
-}
-
-impl Daemon {
-    fn apply(&mut self, bodies: impl IntoIterator<Item = Body>) {
-        let entries: Vec<Entry> = bodies
-            .into_iter()
-            .map(|b| {
-                self.id += 1;
-                super::entry(self.id, b)
-            })
-            .collect();
-        let out = self.store.apply_batch(DAEMON, 1, &entries).unwrap();
-        assert!(out.rejections.is_empty(), "{:?}", out.rejections);
-    }
-
-    /// Registers `test_id` of `cell` with `chemistry`; the protocol's name names the cell.
-    fn register(&mut self, test_id: &str, cell: &str, chemistry: &str) {
-        let mut e = super::registered(0, test_id);
-        let Some(Body::TestRegistered(t)) = &mut e.body else {
-            unreachable!()
-        };
-        t.metadata.insert("cell_id".into(), cell.into());
-        t.metadata.insert("chemistry".into(), chemistry.into());
-        t.protocol_name = format!("C/3 capacity check of {cell}");
-        self.apply(e.body);
-    }
-
-    /// Samples `from..to` of `test_id`, in batches of 500, and an event naming the cell.
-    fn samples(&mut self, test_id: &str, from: u64, to: u64) {
-        let mut seq = from;
-        while seq < to {
-            let n = (to - seq).min(500);
-            self.apply([Body::Samples(super::batch(test_id, seq, n as usize, false))]);
-            seq += n;
-        }
-        let event = super::event(0, test_id, &format!("{to} samples of cell NMC-0042 by ada"));
-        self.apply(event.body);
-    }
-
-    /// Cycle `n` of `test_id` over samples `first..=last`.
-    fn cycle(&mut self, test_id: &str, n: u32, (first, last): (u64, u64), complete: bool) {
-        self.apply([Body::Cycle(CycleSummary {
-            test_id: test_id.into(),
-            cycle: n,
-            complete,
-            start_test_time_s: first as f64,
-            end_test_time_s: last as f64,
-            charge_capacity_ah: (last - first) as f64 / 3600.0,
-            discharge_capacity_ah: 0.5,
-            charge_energy_wh: 1.5,
-            discharge_energy_wh: 1.25,
-            max_temperature_c: f64::NAN,
-            dcir_ohm: 0.02,
-            first_seq: first,
-            last_seq: last,
-        })]);
-    }
-
-    fn end(&mut self, test_id: &str, samples: u64) {
-        self.apply(super::ended(0, test_id, samples).body);
-    }
-}
-
-/// The tests the receiver holds, by id.
-fn received(store: &HubStore) -> Vec<String> {
-    store
-        .list_tests()
-        .unwrap()
-        .into_iter()
-        .map(|t| t.test_id)
-        .collect()
-}
-
-fn samples_at(store: &HubStore, test_id: &str) -> u64 {
-    store.sample_count(test_id).unwrap_or(0)
-}
-
-/// A salt file for `--anonymise`, in `dir`.
-fn salt_file(dir: &Path) -> PathBuf {
-    let path = dir.join("lab-secret");
-    std::fs::write(&path, SECRET).unwrap();
-    path
-}
+#[path = "share_harness.rs"]
+mod harness;
 
 /// The whole scenario, from a hub on `from` to a hub on `to`: a continuous, anonymised share
-/// of one chemistry while the sending hub's tests grow, the receiver killed and restarted while
-/// new samples come in, then the sender killed mid-stream (once the first of 2000 new entries
-/// reached the receiver) and started again; at the end the receiver holds every sample of the shared test once, its events once,
-/// its end, and nothing of the test outside the share, and no id of the sending hub.
+/// of one chemistry while the sending hub's tests grow; the receiver killed mid-stream and
+/// restarted while new samples come in, then the sender killed mid-stream and started again
+/// (each once the first of 2000 new entries reached the receiver). At the end the receiver
+/// holds every sample of the shared test once, its events and cycles once, its end, nothing of
+/// the test outside the share, and no id of the sending hub.
 async fn shares_live_anonymised_exactly_once_across_kills(from: Backend, to: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (sender_db, receiver_db) = (Database::new(from), Database::new(to));
@@ -600,21 +375,6 @@ async fn share_once_sends_what_matched_when_added_and_then_is_done() {
         None,
         "the once share sent a later test"
     );
-}
-
-/// Runs `cyclerhub ARGS`; returns its stdout, failing the test when it fails.
-async fn cyclerhub_stdout(args: &[&str]) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cyclerhub"))
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
