@@ -121,10 +121,17 @@ pub async fn run(
 /// Streams `share` until it is done (a `--once` share whose log is all acknowledged), or
 /// forever, reconnecting after failures.
 async fn stream(store: HubStore, share: ShareRow, mut logged: watch::Receiver<u64>) {
-    let mut backoff = Duration::from_millis(200);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+    let mut backoff = FIRST_BACKOFF;
     let mut acked = share.acked;
     loop {
-        match session(&store, &share, &mut logged, &mut acked).await {
+        let began = tokio::time::Instant::now();
+        let outcome = session(&store, &share, &mut logged, &mut acked).await;
+        // A stream that ran a while failed afresh: retry soon, not after the last backoff.
+        if began.elapsed() > MAX_BACKOFF * 2 {
+            backoff = FIRST_BACKOFF;
+        }
+        match outcome {
             Ok(()) => {
                 tracing::info!(
                     share = share.name,
