@@ -47,6 +47,11 @@
 //!   daemon's summaries, or computed from the samples for a test stored before it sent any.
 //! - [`export`]: a test as Battery Data Format CSV or Parquet, or as Battery Archive CSV, each
 //!   with a metadata JSON beside it, optionally anonymised ([`export::export_files`]).
+//! - [`share`]: sharing between hubs (`cyclerhub share`): a share's log of entries with ids
+//!   fixed once (`share/fill.rs`), each turned into the entry sent, anonymised by the lab's
+//!   pseudonyms when asked (`share/entries.rs`), and the streams `serve` runs to the receiving
+//!   hubs' ingest service (`share/send.rs`); the tables are in `store/shares.rs`, which also
+//!   keeps, on the receiving side, where each share stream comes from.
 //! - [`token`]: tokens as text and as stored (`cyh_<id>_<secret>`, kept as a hash), their
 //!   roles (daemon or reader) and the rule for lab and token names; no storage.
 //! - [`metrics`]: `/metrics` for Prometheus on the HTTP listener: ingest, upload streams,
@@ -61,8 +66,9 @@
 //! - [`cli`]: the `cyclerhub` command line, the only place that turns errors into `anyhow`
 //!   messages for people; `src/main.rs` just calls it. `cli/mod.rs` holds the commands and
 //!   their arguments, `cli/serve.rs` runs `serve`, `cli/admin.rs` `setup`, `token`, `schema`
-//!   and `labs`, `cli/read.rs` `tests`, `show`, `cells`, `samples` and `export` (from the
-//!   database, or through `remote`, the `--hub URL` client of the query service).
+//!   and `labs`, `cli/share.rs` `share`, `cli/read.rs` `tests`, `show`, `cells`, `samples`
+//!   and `export` (from the database, or through `remote`, the `--hub URL` client of the
+//!   query service).
 //! - `testing` (feature `testing`): a throwaway PostgreSQL cluster for tests and benches.
 
 pub mod alerts;
@@ -76,6 +82,7 @@ pub mod query;
 mod remote;
 pub mod server;
 pub mod setup;
+pub mod share;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

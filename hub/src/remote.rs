@@ -240,7 +240,7 @@ impl Remote {
 }
 
 /// `Bearer <token>` from a token file, refusing a file that holds no token.
-fn read_token(file: &Path) -> Result<MetadataValue<Ascii>> {
+pub(crate) fn read_token(file: &Path) -> Result<MetadataValue<Ascii>> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read the token file {}", file.display()))?;
     let token = text.trim();

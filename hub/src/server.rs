@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Recheck};
 use crate::query::QueryService;
-use crate::store::{BatchOutcome, HubStore, StoreError, error_chain};
+use crate::store::{BatchOutcome, HubStore, ShareOrigin, StoreError, error_chain};
 use crate::token::Role;
 use cyclerd_proto::hub::query_server::QueryServer;
 
@@ -147,6 +147,12 @@ pub async fn serve_all(
     // Other processes on the same database commit too: their samples wake the tails here.
     let read_store = options.read_store.clone().unwrap_or_else(|| store.clone());
     read_store.follow_commits(applied_tx.clone());
+    // The hub's shares to other hubs (`cyclerhub share`), filled as the store commits.
+    tokio::spawn(crate::share::send::run(
+        store.clone(),
+        applied_tx.subscribe(),
+        stop_rx.clone(),
+    ));
     let auth = Authenticator::new(store.clone(), options.require_tokens);
     // Which daemons have a stream open: the alerts' daemon_offline rule reads it.
     let presence = crate::alerts::Presence::default();
@@ -309,6 +315,7 @@ impl Ingest for IngestService {
             },
         };
         let lab = caller.map(|c| c.lab);
+        let share_origin = share_origin(request.metadata())?;
         let Ok(stream_permit) = self.streams.clone().try_acquire_owned() else {
             tracing::warn!(
                 ?peer,
@@ -331,6 +338,7 @@ impl Ingest for IngestService {
             applied: self.applied.clone(),
             lab,
             presented_lab,
+            share_origin,
             recheck,
             tx,
             in_flight: self.in_flight.clone(),
@@ -362,6 +370,9 @@ struct Session {
     /// On a hub that does not, the lab of the daemon token the stream presented anyway: taken
     /// as the daemon's claim when its Hello names none.
     presented_lab: Option<String>,
+    /// Where the stream comes from when another hub shares tests over it (`cyclerhub share`):
+    /// recorded with its Hello as the provenance of its tests.
+    share_origin: Option<ShareOrigin>,
     /// The stream's token, checked again now and then: a revoked token ends a stream that is
     /// already open (a daemon's lives for days) within [`ServeOptions::token_recheck`].
     recheck: Option<Recheck>,
@@ -642,10 +653,17 @@ impl Session {
 
     async fn hello(&self, hello: Hello) -> Result<u64, Status> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.hello(&hello))
-            .await
-            .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
-            .map_err(|e| Status::internal(format!("hub storage failed: {}", error_chain(&e))))
+        let origin = self.share_origin.clone();
+        tokio::task::spawn_blocking(move || {
+            let applied = store.hello(&hello)?;
+            if let Some(origin) = &origin {
+                store.record_share_origin(&hello.daemon_id, origin)?;
+            }
+            Ok::<_, StoreError>(applied)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("hub storage task failed: {e}")))?
+        .map_err(|e| Status::internal(format!("hub storage failed: {}", error_chain(&e))))
     }
 
     async fn apply(&self, hello: &Hello, batch: Vec<Entry>) -> Result<BatchOutcome, Status> {
@@ -741,6 +759,28 @@ fn check(
     }
     *last_id = Some(entry.id);
     Ok(entry)
+}
+
+/// The origin a share stream declares (`cyclerd-share-bin`, JSON), if it declares one.
+fn share_origin(metadata: &tonic::metadata::MetadataMap) -> Result<Option<ShareOrigin>, Status> {
+    let Some(value) = metadata.get_bin(crate::share::send::ORIGIN_HEADER) else {
+        return Ok(None);
+    };
+    let bad = |why: String| {
+        Status::invalid_argument(format!(
+            "the {} metadata is not a share's origin: {why}",
+            crate::share::send::ORIGIN_HEADER
+        ))
+    };
+    let bytes = value.to_bytes().map_err(|e| bad(e.to_string()))?;
+    let origin: ShareOrigin = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    let fields = [&origin.hub, &origin.share, &origin.selection];
+    if fields.iter().any(|f| f.contains('\0') || f.len() > 4096) {
+        return Err(bad(
+            "a field holds a NUL character or is over 4096 bytes".into()
+        ));
+    }
+    Ok(Some(origin))
 }
 
 /// Resolves once the server is shutting down (or is gone).

@@ -458,6 +458,11 @@ mod query;
 #[cfg(unix)]
 #[path = "ingest/service.rs"]
 mod service;
+// Sharing between hubs, with real `cyclerhub serve` processes (readiness by systemd's notify
+// protocol: unix only).
+#[cfg(unix)]
+#[path = "ingest/share.rs"]
+mod share;
 #[path = "ingest/undecodable.rs"]
 mod undecodable;
 #[path = "ingest/upload.rs"]

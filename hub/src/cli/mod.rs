@@ -10,7 +10,9 @@ mod exports;
 mod publish;
 mod read;
 mod serve;
+mod share;
 
+pub(crate) use read::pseudonymiser_from;
 pub use serve::shutdown_signal;
 
 use std::net::SocketAddr;
@@ -121,6 +123,12 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: TokenAction,
+    },
+    /// Share a chosen subset of this hub's tests with another hub (`share add|list|remove`),
+    /// continuously or once, optionally anonymised; `serve` sends them.
+    Share {
+        #[command(subcommand)]
+        action: share::ShareAction,
     },
     /// Register, show and remove a lab's JSON Schemas for secondary and tertiary metadata.
     Schema {
@@ -497,6 +505,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Token { action } => admin::token(action),
         Command::Schema { action } => admin::schema(action),
+        Command::Share { action } => share::share(action),
         Command::Labs { source } => match source.open()? {
             Reader::Db(store) => admin::labs(&store),
             Reader::Hub(mut hub) => read::labs(&mut hub),

@@ -7,7 +7,7 @@ use crate::query::{Columns, CsvWriter, TestFilter};
 use crate::remote::Remote;
 use crate::store::StoreError;
 use anyhow::{Context as _, Result, anyhow, bail};
-use cyclerd_proto::hub::{Cell, ListCyclesResponse, TestDetail, TestSummary};
+use cyclerd_proto::hub::{Cell, ListCyclesResponse, SharedFrom, TestDetail, TestSummary};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -121,6 +121,16 @@ pub(super) fn list_tests(from: &ReadFrom, filter: TestFilter) -> Result<()> {
     print_tests(&mut std::io::stdout().lock(), &tests)
 }
 
+/// Where a test another hub shared came from, in a few words.
+fn provenance(f: &SharedFrom) -> String {
+    format!(
+        "hub {}, share {}{}",
+        f.hub,
+        f.share,
+        if f.anonymised { ", anonymised" } else { "" }
+    )
+}
+
 pub(super) fn show(from: &ReadFrom, test_id: &str) -> Result<()> {
     let mut reader = from.open()?;
     let test_id = &resolve(&mut reader, test_id)?;
@@ -155,6 +165,15 @@ pub(super) fn print_detail(out: &mut impl std::io::Write, d: &TestDetail) -> Res
         }
     };
     writeln!(out, "test      {}", s.test_id)?;
+    if let Some(f) = &s.shared_from {
+        writeln!(
+            out,
+            "shared    from {} ({}) since {} UTC",
+            provenance(f),
+            f.selection,
+            utc(f.since_unix_s)
+        )?;
+    }
     writeln!(
         out,
         "lab       {}  team {}",
@@ -245,16 +264,33 @@ pub(super) fn print_cells(out: &mut impl std::io::Write, cells: &[Cell]) -> Resu
 }
 
 /// The test table `cyclerhub tests` prints, whatever it read the tests from.
+/// Where a test came from if another hub shared it is a last column, only when some test was.
 pub(super) fn print_tests(out: &mut impl std::io::Write, tests: &[TestSummary]) -> Result<()> {
+    let any_shared = tests.iter().any(|t| t.shared_from.is_some());
     writeln!(
         out,
-        "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  START (UTC)",
-        "TEST ID", "LAB", "CHANNEL", "PROTOCOL", "STATE", "SAMPLES"
+        "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  START (UTC){}",
+        "TEST ID",
+        "LAB",
+        "CHANNEL",
+        "PROTOCOL",
+        "STATE",
+        "SAMPLES",
+        if any_shared {
+            "            SHARED FROM"
+        } else {
+            ""
+        }
     )?;
     for t in tests {
+        let from = match &t.shared_from {
+            Some(from) => format!("  {}", provenance(from)),
+            None if any_shared => "  -".into(),
+            None => String::new(),
+        };
         writeln!(
             out,
-            "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  {}",
+            "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  {}{from}",
             t.test_id,
             if t.lab.is_empty() { "-" } else { &t.lab },
             t.channel_id,
@@ -388,7 +424,12 @@ pub(super) fn pseudonymiser(salt: Option<PathBuf>) -> Result<Pseudonymiser> {
              head -c 32 /dev/urandom | base64 > lab-secret"
         );
     };
-    let secret = std::fs::read(&salt)
+    pseudonymiser_from(&salt)
+}
+
+/// The pseudonymiser keyed with the lab secret in the file `salt`.
+pub(crate) fn pseudonymiser_from(salt: &std::path::Path) -> Result<Pseudonymiser> {
+    let secret = std::fs::read(salt)
         .with_context(|| format!("cannot read the salt file {}", salt.display()))?;
     Pseudonymiser::new(&secret).map_err(|e| anyhow!("salt file {}: {e}", salt.display()))
 }

@@ -153,6 +153,11 @@ pub fn summary_json(t: &TestRow, lab: &str) -> Value {
         "start_unix_s": s.start_unix_s,
         "end_unix_s": t.end_unix_s, "sample_count": s.sample_count, "cell_id": s.cell_id,
         "chemistry": s.chemistry, "team": t.team,
+        // Set when another hub shared the test with this one (`cyclerhub share`).
+        "shared_from": t.shared_from.as_ref().map(|f| json!({
+            "hub": f.hub, "share": f.share, "anonymised": f.anonymised,
+            "selection": f.selection, "since_unix_s": f.since_unix_s,
+        })),
     })
 }
 

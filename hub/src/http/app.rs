@@ -185,6 +185,9 @@ struct TestView {
     started: String,
     /// Samples the hub holds.
     sample_count: u64,
+    /// Where it came from when another hub shared it (`hub X, share Y`); empty for this hub's
+    /// own tests.
+    shared: String,
 }
 
 fn view(t: &TestRow, lab: &str) -> TestView {
@@ -207,6 +210,14 @@ fn view(t: &TestRow, lab: &str) -> TestView {
             })
             .unwrap_or_default(),
         sample_count: t.sample_count,
+        shared: t.shared_from.as_ref().map_or_else(String::new, |f| {
+            format!(
+                "hub {}, share {}{}",
+                f.hub,
+                f.share,
+                if f.anonymised { ", anonymised" } else { "" }
+            )
+        }),
     }
 }
 

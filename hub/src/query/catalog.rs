@@ -190,5 +190,15 @@ pub fn summary(t: &TestRow, lab: &str) -> TestSummary {
         chemistry: meta("chemistry"),
         lab: lab.into(),
         team: t.team.clone().unwrap_or_default(),
+        shared_from: t
+            .shared_from
+            .as_ref()
+            .map(|f| cyclerd_proto::hub::SharedFrom {
+                hub: f.hub.clone(),
+                share: f.share.clone(),
+                anonymised: f.anonymised,
+                selection: f.selection.clone(),
+                since_unix_s: f.since_unix_s,
+            }),
     }
 }

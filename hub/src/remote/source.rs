@@ -155,6 +155,13 @@ fn test_row(d: &TestDetail) -> TestRow {
         expected_samples: (d.expected_samples > 0).then_some(d.expected_samples),
         team: text(&s.team),
         metadata_problems: d.metadata_problems.clone(),
+        shared_from: s.shared_from.map(|f| crate::store::SharedFrom {
+            hub: f.hub,
+            share: f.share,
+            anonymised: f.anonymised,
+            selection: f.selection,
+            since_unix_s: f.since_unix_s,
+        }),
     }
 }
 

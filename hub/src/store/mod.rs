@@ -31,6 +31,7 @@ mod ingest;
 mod pg;
 mod read;
 mod samples;
+mod shares;
 mod sql;
 mod sqlite;
 pub mod summary;
@@ -41,6 +42,7 @@ pub use pg::TlsSettingsError;
 pub use rows::{
     BatchOutcome, CellRow, EventRow, RejectionRow, SampleRow, SchemaRow, TeamRow, TestRow,
 };
+pub use shares::{ShareLogEntry, ShareOrigin, ShareProgress, ShareRow, SharedFrom};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -350,13 +352,28 @@ impl HubStore {
     /// Every test, oldest first.
     pub fn list_tests(&self) -> Result<Vec<TestRow>, StoreError> {
         let raw = self.backend.list_tests()?;
-        raw.into_iter().map(TestRowRaw::finish).collect()
+        let origins = self.share_origins()?;
+        raw.into_iter()
+            .map(|r| {
+                let mut t = r.finish()?;
+                t.shared_from = origins.get(&t.daemon_id).cloned();
+                Ok(t)
+            })
+            .collect()
     }
 
     /// One test, or `None` when the hub does not have it.
     pub fn test(&self, test_id: &str) -> Result<Option<TestRow>, StoreError> {
-        let raw = self.backend.test(test_id)?;
-        raw.map(TestRowRaw::finish).transpose()
+        let Some(mut t) = self
+            .backend
+            .test(test_id)?
+            .map(TestRowRaw::finish)
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        t.shared_from = self.share_origins()?.remove(&t.daemon_id);
+        Ok(Some(t))
     }
 
     /// Number of samples the hub holds for the test.
@@ -558,4 +575,13 @@ trait Backend: Send + Sync {
     /// The test's cycles in order (none for an unknown test).
     fn cycles(&self, test_id: &str) -> Result<Vec<CycleSummary>, StoreError>;
     fn rejections(&self) -> Result<Vec<RejectionRow>, StoreError>;
+    /// Runs `statements` (written for both backends) in one transaction on the writer;
+    /// returns how many rows each changed.
+    fn run(&self, statements: &[(&str, Vec<shares::Val>)]) -> Result<Vec<u64>, StoreError>;
+    /// Every row of `statement` (written for both backends), on the reader.
+    fn rows(
+        &self,
+        statement: &str,
+        params: &[shares::Val],
+    ) -> Result<Vec<Vec<shares::Val>>, StoreError>;
 }

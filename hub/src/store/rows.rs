@@ -38,6 +38,9 @@ pub struct TestRow {
     /// Where its metadata did not follow its lab's schemas when it registered; empty when it
     /// did (or the lab has none).
     pub metadata_problems: Vec<String>,
+    /// Where the test came from when another hub shared it with this one (`cyclerhub share`);
+    /// `None` for a test of this hub's own daemons.
+    pub shared_from: Option<super::SharedFrom>,
 }
 
 impl TestRow {
@@ -242,6 +245,7 @@ macro_rules! test_row_raw {
                 expected_samples: $r.$get::<_, Option<i64>>(10)?.map(u64_from_sql),
                 team: $r.$get(11)?,
                 metadata_problems: Vec::new(),
+                shared_from: None,
             },
             metadata_json: $r.$get(4)?,
             problems_json: $r.$get(12)?,

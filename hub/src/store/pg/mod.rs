@@ -17,6 +17,7 @@
 mod follow;
 mod queries;
 mod schema;
+mod shares;
 mod tls;
 mod writes;
 

@@ -339,6 +339,21 @@ impl Backend for PgStore {
             .collect()
         })
     }
+
+    fn run(
+        &self,
+        statements: &[(&str, Vec<crate::store::shares::Val>)],
+    ) -> Result<Vec<u64>, StoreError> {
+        self.run_statements(statements)
+    }
+
+    fn rows(
+        &self,
+        statement: &str,
+        params: &[crate::store::shares::Val],
+    ) -> Result<Vec<Vec<crate::store::shares::Val>>, StoreError> {
+        self.select_rows(statement, params)
+    }
 }
 
 fn test_key(c: &mut impl GenericClient, test_id: &str) -> Result<i64, StoreError> {

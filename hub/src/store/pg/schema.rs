@@ -266,6 +266,58 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE summary_backfill (test_key bigint NOT NULL, first_seq bigint NOT NULL);
     INSERT INTO summary_backfill VALUES (-9223372036854775808, -9223372036854775808);
     "#,
+    // 12: shares to other hubs (`cyclerhub share`): what each selects and where it goes
+    // (`shares`), the entries it has logged for sending, ids assigned once so that the
+    // receiving hub's resume point means the same after any restart (`share_log`: the data is
+    // re-read when sent), and how far each shared test is logged (`share_progress`). On the
+    // receiving side, where each share stream comes from (`share_origins`, by its daemon id).
+    r#"
+    CREATE TABLE shares (
+        name           text PRIMARY KEY,
+        target         text   NOT NULL,   -- the receiving hub's URL
+        ca_file        text,              -- its CA (PEM) for https://
+        token_file     text,              -- the receiver's token, read at each connection
+        salt_file      text,              -- the lab secret; NULL: not anonymised
+        selection      text   NOT NULL,   -- JSON (share::Selection)
+        once           bigint NOT NULL,   -- 1: what matched at `share add`, then done
+        origin         text   NOT NULL,   -- how this hub names itself to the receiver
+        stream_id      text   NOT NULL,   -- the daemon id the receiver knows the share by
+        stream_secret  text   NOT NULL,   -- its credential there
+        epoch          bigint NOT NULL,
+        created_unix_s double precision NOT NULL,
+        acked          bigint NOT NULL DEFAULT 0,
+        state          text   NOT NULL DEFAULT 'waiting',
+        last_error     text,
+        updated_unix_s double precision
+    );
+    CREATE TABLE share_log (
+        share   text   NOT NULL,
+        id      bigint NOT NULL,
+        test_id text   NOT NULL,
+        kind    text   NOT NULL,   -- registered, samples, event, cycle, ended
+        a       bigint NOT NULL,   -- samples: first seq; event: its index; cycle: its number
+        b       bigint NOT NULL,   -- samples: the seq after the last
+        PRIMARY KEY (share, id)
+    );
+    CREATE TABLE share_progress (
+        share    text   NOT NULL,
+        test_id  text   NOT NULL,
+        next_seq bigint NOT NULL,
+        events   bigint NOT NULL,
+        cycles   bigint NOT NULL,   -- the last complete cycle logged
+        ended    bigint NOT NULL,
+        PRIMARY KEY (share, test_id)
+    );
+    CREATE TABLE share_origins (
+        daemon_id    text PRIMARY KEY,
+        hub          text   NOT NULL,
+        share        text   NOT NULL,
+        anonymised   bigint NOT NULL,
+        selection    text   NOT NULL,
+        first_unix_s double precision NOT NULL,
+        last_unix_s  double precision NOT NULL
+    );
+    "#,
 ];
 
 /// Advisory lock key ("cyclerhb") held while migrating, so that hubs starting at once on one

@@ -4,6 +4,7 @@
 
 mod queries;
 mod schema;
+mod shares;
 mod writes;
 
 use std::path::{Path, PathBuf};

@@ -319,6 +319,21 @@ impl Backend for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
+
+    fn run(
+        &self,
+        statements: &[(&str, Vec<crate::store::shares::Val>)],
+    ) -> Result<Vec<u64>, StoreError> {
+        self.run_statements(statements)
+    }
+
+    fn rows(
+        &self,
+        statement: &str,
+        params: &[crate::store::shares::Val],
+    ) -> Result<Vec<Vec<crate::store::shares::Val>>, StoreError> {
+        self.select_rows(statement, params)
+    }
 }
 
 fn test_key_in(conn: &Connection, test_id: &str) -> Result<i64, StoreError> {

@@ -269,6 +269,58 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE summary_backfill (test_key INTEGER NOT NULL, first_seq INTEGER NOT NULL);
     INSERT INTO summary_backfill VALUES (-9223372036854775808, -9223372036854775808);
     "#,
+    // 13: shares to other hubs (`cyclerhub share`): what each selects and where it goes
+    // (`shares`), the entries it has logged for sending, ids assigned once so that the
+    // receiving hub's resume point means the same after any restart (`share_log`: the data is
+    // re-read when sent), and how far each shared test is logged (`share_progress`). On the
+    // receiving side, where each share stream comes from (`share_origins`, by its daemon id).
+    r#"
+    CREATE TABLE shares (
+        name           TEXT PRIMARY KEY,
+        target         TEXT    NOT NULL,   -- the receiving hub's URL
+        ca_file        TEXT,               -- its CA (PEM) for https://
+        token_file     TEXT,               -- the receiver's token, read at each connection
+        salt_file      TEXT,               -- the lab secret; NULL: not anonymised
+        selection      TEXT    NOT NULL,   -- JSON (share::Selection)
+        once           INTEGER NOT NULL,   -- 1: what matched at `share add`, then done
+        origin         TEXT    NOT NULL,   -- how this hub names itself to the receiver
+        stream_id      TEXT    NOT NULL,   -- the daemon id the receiver knows the share by
+        stream_secret  TEXT    NOT NULL,   -- its credential there
+        epoch          INTEGER NOT NULL,
+        created_unix_s REAL    NOT NULL,
+        acked          INTEGER NOT NULL DEFAULT 0,
+        state          TEXT    NOT NULL DEFAULT 'waiting',
+        last_error     TEXT,
+        updated_unix_s REAL
+    );
+    CREATE TABLE share_log (
+        share   TEXT    NOT NULL,
+        id      INTEGER NOT NULL,
+        test_id TEXT    NOT NULL,
+        kind    TEXT    NOT NULL,   -- registered, samples, event, cycle, ended
+        a       INTEGER NOT NULL,   -- samples: first seq; event: its index; cycle: its number
+        b       INTEGER NOT NULL,   -- samples: the seq after the last
+        PRIMARY KEY (share, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE share_progress (
+        share    TEXT    NOT NULL,
+        test_id  TEXT    NOT NULL,
+        next_seq INTEGER NOT NULL,
+        events   INTEGER NOT NULL,
+        cycles   INTEGER NOT NULL,   -- the last complete cycle logged
+        ended    INTEGER NOT NULL,
+        PRIMARY KEY (share, test_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE share_origins (
+        daemon_id    TEXT PRIMARY KEY,
+        hub          TEXT    NOT NULL,
+        share        TEXT    NOT NULL,
+        anonymised   INTEGER NOT NULL,
+        selection    TEXT    NOT NULL,
+        first_unix_s REAL    NOT NULL,
+        last_unix_s  REAL    NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per migration.
