@@ -101,7 +101,10 @@ pub fn configure(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
         SyncMode::Normal => "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
     })?;
     // After a checkpoint the WAL is cut back to this size, so a drained backlog frees the disk.
-    conn.execute_batch("PRAGMA journal_size_limit = 16777216;")
+    // The working set is the newest pages (appends, acks, the uploader's reads): 512 KiB of
+    // page cache per connection holds it, where SQLite's default 2 MiB each would fill over
+    // hours with pages nobody reads again.
+    conn.execute_batch("PRAGMA journal_size_limit = 16777216; PRAGMA cache_size = -512;")
 }
 
 pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
