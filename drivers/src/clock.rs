@@ -420,8 +420,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_shared_tick_of_a_period_ends_with_its_last_pacer_and_a_new_pacer_starts_another()
-    {
+    async fn the_shared_tick_of_a_period_ends_with_its_last_pacer_and_a_new_pacer_starts_another() {
         let clock = Clock::scaled(1.0);
         let mut a = clock.pacer(0.1);
         let mut b = clock.pacer(0.1);

@@ -6,8 +6,8 @@ use super::{
 };
 use rusqlite::{Connection, ErrorCode, Transaction, params};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
 use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 

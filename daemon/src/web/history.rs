@@ -185,12 +185,22 @@ mod tests {
     fn a_records_memory_is_taken_at_its_tests_start_and_never_grows() {
         let mut r = TestRecord::default();
         r.observe(&snapshot("a", 1, 0.0));
-        let capacity = [r.t.capacity(), r.v.capacity(), r.i.capacity(), r.temp.capacity()];
+        let capacity = [
+            r.t.capacity(),
+            r.v.capacity(),
+            r.i.capacity(),
+            r.temp.capacity(),
+        ];
         assert_eq!(capacity, [MAX_POINTS + 1; 4]);
         for n in 2..=(3 * MAX_POINTS as u64) {
             r.observe(&snapshot("a", n, n as f64));
         }
-        let after = [r.t.capacity(), r.v.capacity(), r.i.capacity(), r.temp.capacity()];
+        let after = [
+            r.t.capacity(),
+            r.v.capacity(),
+            r.i.capacity(),
+            r.temp.capacity(),
+        ];
         assert_eq!(after, capacity);
     }
 

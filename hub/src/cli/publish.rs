@@ -173,14 +173,19 @@ fn extra_properties(_test: &TestSummary) -> Vec<Property> {
     Vec::new()
 }
 
+/// The distinct non-empty values of one field of the tests, sorted.
+fn distinct<'a>(
+    tests: &'a [TestSummary],
+    field: impl Fn(&'a TestSummary) -> &'a str,
+) -> Vec<&'a str> {
+    let mut values: Vec<&str> = tests.iter().map(field).filter(|v| !v.is_empty()).collect();
+    values.sort_unstable();
+    values.dedup();
+    values
+}
+
 fn default_title(tests: &[TestSummary]) -> String {
-    let mut labs: Vec<&str> = tests
-        .iter()
-        .map(|t| t.lab.as_str())
-        .filter(|l| !l.is_empty())
-        .collect();
-    labs.sort_unstable();
-    labs.dedup();
+    let labs = distinct(tests, |t| t.lab.as_str());
     if labs.is_empty() {
         "Battery cycling tests".to_owned()
     } else {
@@ -189,20 +194,8 @@ fn default_title(tests: &[TestSummary]) -> String {
 }
 
 fn default_description(tests: &[TestSummary], anonymised: bool) -> String {
-    let mut cells: Vec<&str> = tests
-        .iter()
-        .map(|t| t.cell_id.as_str())
-        .filter(|c| !c.is_empty())
-        .collect();
-    cells.sort_unstable();
-    cells.dedup();
-    let mut chemistries: Vec<&str> = tests
-        .iter()
-        .map(|t| t.chemistry.as_str())
-        .filter(|c| !c.is_empty())
-        .collect();
-    chemistries.sort_unstable();
-    chemistries.dedup();
+    let cells = distinct(tests, |t| t.cell_id.as_str());
+    let chemistries = distinct(tests, |t| t.chemistry.as_str());
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     let mut text = format!(
         "{} of {}",

@@ -111,44 +111,6 @@ impl Recorder {
     }
 }
 
-#[cfg(test)]
-mod recorder_tests {
-    use super::*;
-
-    fn every(s: f64) -> Record {
-        Record {
-            every_s: Some(s),
-            ..Record::default()
-        }
-    }
-
-    /// Poll times a period apart, each late by 0 to 3 ms (a link's jitter).
-    fn polls(period: f64, n: usize) -> impl Iterator<Item = f64> {
-        (0..n).map(move |k| k as f64 * period + ((k * 7919) % 31) as f64 * 1e-4)
-    }
-
-    #[test]
-    fn recording_every_poll_period_keeps_every_poll_whatever_the_jitter() {
-        let mut r = Recorder::polled_every(0.1);
-        let kept = polls(0.1, 1000)
-            .filter(|&t| r.keep(&every(0.1), t, 3.7, 1.0, false))
-            .count();
-        assert_eq!(kept, 1000);
-    }
-
-    #[test]
-    fn recording_every_second_at_ten_hertz_keeps_one_poll_a_second() {
-        let mut r = Recorder::polled_every(0.1);
-        let kept: Vec<f64> = polls(0.1, 1001)
-            .filter(|&t| r.keep(&every(1.0), t, 3.7, 1.0, false))
-            .collect();
-        assert_eq!(kept.len(), 101, "{kept:?}");
-        for w in kept.windows(2) {
-            assert!((w[1] - w[0] - 1.0).abs() < 0.01, "{w:?}");
-        }
-    }
-}
-
 /// The engine's state to continue from, and the test time it left out.
 fn runner_state(engine: &Engine, paused_s: f64) -> RunnerState {
     RunnerState {
@@ -561,4 +523,42 @@ fn first_discharge(plan: &Plan) -> Option<String> {
         };
         discharges.then(|| format!("{} ({})", a.path, a.description))
     })
+}
+
+#[cfg(test)]
+mod recorder_tests {
+    use super::*;
+
+    fn every(s: f64) -> Record {
+        Record {
+            every_s: Some(s),
+            ..Record::default()
+        }
+    }
+
+    /// Poll times a period apart, each late by 0 to 3 ms (a link's jitter).
+    fn polls(period: f64, n: usize) -> impl Iterator<Item = f64> {
+        (0..n).map(move |k| k as f64 * period + ((k * 7919) % 31) as f64 * 1e-4)
+    }
+
+    #[test]
+    fn recording_every_poll_period_keeps_every_poll_whatever_the_jitter() {
+        let mut r = Recorder::polled_every(0.1);
+        let kept = polls(0.1, 1000)
+            .filter(|&t| r.keep(&every(0.1), t, 3.7, 1.0, false))
+            .count();
+        assert_eq!(kept, 1000);
+    }
+
+    #[test]
+    fn recording_every_second_at_ten_hertz_keeps_one_poll_a_second() {
+        let mut r = Recorder::polled_every(0.1);
+        let kept: Vec<f64> = polls(0.1, 1001)
+            .filter(|&t| r.keep(&every(1.0), t, 3.7, 1.0, false))
+            .collect();
+        assert_eq!(kept.len(), 101, "{kept:?}");
+        for w in kept.windows(2) {
+            assert!((w[1] - w[0] - 1.0).abs() < 0.01, "{w:?}");
+        }
+    }
 }
