@@ -51,26 +51,7 @@ pub fn unix_ms_now() -> i64 {
 }
 
 /// `unix_ms` as RFC 3339 UTC, `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn rfc3339(unix_ms: i64) -> String {
-    let (secs, ms) = (unix_ms.div_euclid(1000), unix_ms.rem_euclid(1000));
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
-}
+pub use cyclerd_proto::time::rfc3339_ms as rfc3339;
 
 /// The one line a person sees first (the chat message, the mail's subject).
 pub fn headline(alert: &StoredAlert, origin: &Origin) -> String {

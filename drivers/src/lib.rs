@@ -32,6 +32,8 @@
 //! - [`transport`]: transports shared by families: the connect with a timeout every network
 //!   client uses, the link a simulator's handle cuts and the reply faults it injects,
 //!   pseudo-terminals and serial lines for serial simulators.
+//! - `civil` (internal): UTC calendar dates from days since the epoch and back, for the wire
+//!   formats that write dates.
 //! - `codec` (internal): what the little-endian binary codecs (Arbin, Maccor) share: a byte
 //!   cursor that fails on short input instead of panicking, and fixed-width text fields.
 //! - [`scpi`]: SCPI SMUs, supplies and loads over raw TCP (dialect table chosen by `*IDN?`),
@@ -62,6 +64,7 @@ pub mod arbin;
 pub mod binder;
 pub mod cell;
 pub mod chamber;
+mod civil;
 pub mod clock;
 mod codec;
 pub mod cycler;

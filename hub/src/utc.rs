@@ -1,6 +1,8 @@
 //! Calendar dates in UTC from Unix seconds, for listings and exports (civil-from-days, no
 //! time-zone database: the hub writes UTC only).
 
+use cyclerd_proto::time::{civil_from_days, days_from_civil};
+
 /// A Unix time broken down into its UTC calendar date and time of day, to the millisecond.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Utc {
@@ -23,16 +25,7 @@ impl Utc {
         }
         let ms = (unix_s * 1000.0).round() as i64;
         let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-        // Howard Hinnant's days-to-civil algorithm.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (year, month, day) = civil_from_days(days);
         Some(Utc {
             year,
             month,
@@ -82,17 +75,6 @@ impl Utc {
             ms % 1000,
         )
     }
-}
-
-/// Days from 1970-01-01 to the proleptic Gregorian date (Howard Hinnant's days-from-civil).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A time as people give it on the command line, as Unix seconds: an RFC 3339 date-time

@@ -17,6 +17,7 @@
 //! - [`grpc`]: gRPC health and reflection as both peers serve them: every service a port
 //!   serves, and only those, in reflection v1 and v1alpha.
 //! - [`logs`]: the log both binaries write (plain text, JSON, journald levels).
+//! - [`time`]: UTC calendar dates from days since the epoch and back, and RFC 3339 times.
 //! - [`DAEMON_DESCRIPTOR_SET`], [`HUB_DESCRIPTOR_SET`]: each port's descriptors, for gRPC
 //!   reflection.
 
@@ -50,6 +51,7 @@ pub mod incoming;
 pub mod logs;
 pub mod metadata;
 pub mod quality;
+pub mod time;
 pub mod token;
 
 /// The `authorization` header value that carries a token (the hub's or the control API's) (`Bearer <token>`); `None` when

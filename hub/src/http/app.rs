@@ -257,14 +257,7 @@ fn date_unix_s(date: &str) -> Option<f64> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(((era * 146_097 + doe - 719_468) * 86_400) as f64)
+    Some((cyclerd_proto::time::days_from_civil(y, m, d) * 86_400) as f64)
 }
 
 async fn tests_page(

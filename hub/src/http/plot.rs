@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use crate::store::summary::{self, PlotWindow, Summary};
+use crate::store::summary::{self, PlotData, PlotWindow};
 use crate::store::{HubStore, StoreError};
 
 pub use crate::store::summary::SERIES;
@@ -120,37 +120,27 @@ pub fn reduce(store: &HubStore, r: &PlotRequest) -> Result<Value, StoreError> {
     let mut raw_complete = true;
     let mut n = 0u64;
     let mut scratch: Vec<Vec<f64>> = vec![Vec::new(); k];
-    let corrupt = |first_seq: i64, e: String| {
-        StoreError::Corrupt(format!(
-            "the sample chunk at seq {first_seq} of test {}: {e}",
-            r.test_id
-        ))
-    };
     store.for_each_plot_chunk(&r.test_id, start_seq, &window, |chunk| {
         if chunk.t_min > to {
             return Ok(false);
         }
-        let Some(data) = chunk.data else {
-            // Inside the window and one pixel column: the store sends data otherwise.
-            let s = chunk
-                .summary
-                .as_deref()
-                .ok_or_else(|| corrupt(chunk.first_seq, "no data and no summary".into()))
-                .and_then(|b| Summary::from_bytes(b).map_err(|e| corrupt(chunk.first_seq, e)))?;
-            let count = (chunk.last_seq - chunk.first_seq + 1).max(0) as u64;
-            n += count;
-            raw_complete = false;
-            buckets[window.column(chunk.t_min, r.width)].add(
-                count,
-                chunk.t_min,
-                chunk.t_max,
-                |j| s.min[index[j]],
-                |j| s.max[index[j]],
-            );
-            return Ok(true);
+        let owned = match chunk.decode(&r.test_id)? {
+            PlotData::Samples(owned) => owned,
+            PlotData::Summary(s) => {
+                // Inside the window and one pixel column: the store sends data otherwise.
+                let count = (chunk.last_seq - chunk.first_seq + 1).max(0) as u64;
+                n += count;
+                raw_complete = false;
+                buckets[window.column(chunk.t_min, r.width)].add(
+                    count,
+                    chunk.t_min,
+                    chunk.t_max,
+                    |j| s.min[index[j]],
+                    |j| s.max[index[j]],
+                );
+                return Ok(true);
+            }
         };
-        let owned =
-            cyclerd_proto::chunk::decode(&data).map_err(|e| corrupt(chunk.first_seq, e.0))?;
         let c = owned.columns();
         let t = c.head[0];
         let values: Vec<&[f64]> = index

@@ -10,7 +10,7 @@
 use cyclerd_proto::chunk::Columns;
 
 use super::chunk::{self, OwnedColumns};
-use super::summary::{PlotChunk, PlotWindow};
+use super::summary::{PlotChunk, PlotData, PlotWindow, Summary};
 use super::{HubStore, SampleRow, StoreError, u64_from_sql};
 
 /// Chunks read per page when streaming a test out (a daemon's batch is up to 2048 samples).
@@ -32,23 +32,50 @@ type Decoded = Vec<(u64, OwnedColumns)>;
 
 fn decode_page(test_id: &str, page: &[(i64, i64, Vec<u8>)]) -> Result<Decoded, StoreError> {
     page.iter()
-        .map(|(first_seq, _, data)| {
-            let corrupt = |e: String| {
-                StoreError::Corrupt(format!(
-                    "the sample chunk at seq {first_seq} of test {test_id}: {e}"
-                ))
-            };
-            let first = u64::try_from(*first_seq).map_err(|_| corrupt("seq".into()))?;
-            let columns = cyclerd_proto::chunk::decode(data).map_err(|e| corrupt(e.0))?;
-            if first
-                .checked_add(columns.len() as u64 - 1)
-                .is_none_or(|l| l > i64::MAX as u64)
-            {
-                return Err(corrupt("chunk seqs out of range".into()));
-            }
-            Ok((first, columns))
-        })
+        .map(|(first_seq, _, data)| decode_chunk(test_id, *first_seq, data))
         .collect()
+}
+
+/// The error of a stored chunk of `test_id` at `first_seq` that does not read back.
+fn corrupt(test_id: &str, first_seq: i64, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the sample chunk at seq {first_seq} of test {test_id}: {e}"
+    ))
+}
+
+/// A stored chunk of `test_id` that starts at `first_seq`, decoded: its first seq and columns.
+fn decode_chunk(
+    test_id: &str,
+    first_seq: i64,
+    data: &[u8],
+) -> Result<(u64, OwnedColumns), StoreError> {
+    let first = u64::try_from(first_seq).map_err(|_| corrupt(test_id, first_seq, "seq"))?;
+    let columns =
+        cyclerd_proto::chunk::decode(data).map_err(|e| corrupt(test_id, first_seq, e.0))?;
+    if first
+        .checked_add(columns.len() as u64 - 1)
+        .is_none_or(|l| l > i64::MAX as u64)
+    {
+        return Err(corrupt(test_id, first_seq, "chunk seqs out of range"));
+    }
+    Ok((first, columns))
+}
+
+impl PlotChunk {
+    /// What a plot draws of this chunk of `test_id`: its samples when the store sent its data,
+    /// else its summary; the store's error when either does not read back.
+    pub fn decode(&self, test_id: &str) -> Result<PlotData, StoreError> {
+        let corrupt = |e: String| corrupt(test_id, self.first_seq, e);
+        match (&self.data, &self.summary) {
+            (Some(data), _) => Ok(PlotData::Samples(
+                decode_chunk(test_id, self.first_seq, data)?.1,
+            )),
+            (None, Some(summary)) => Summary::from_bytes(summary)
+                .map(PlotData::Summary)
+                .map_err(corrupt),
+            (None, None) => Err(corrupt("no data and no summary".into())),
+        }
+    }
 }
 
 impl HubStore {
@@ -181,5 +208,82 @@ impl HubStore {
             }
             Ok(n)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    fn plot_chunk(summary: Option<Vec<u8>>, data: Option<Vec<u8>>) -> PlotChunk {
+        PlotChunk {
+            first_seq: 7,
+            last_seq: 9,
+            t_min: 0.0,
+            t_max: 2.0,
+            summary,
+            data,
+        }
+    }
+
+    fn samples() -> OwnedColumns {
+        let mut c = OwnedColumns::default();
+        for i in 0..3 {
+            for col in c.head.iter_mut() {
+                col.push(i as f64);
+            }
+            c.cycle.push(1);
+            c.step.push(1);
+            for col in c.tail.iter_mut() {
+                col.push(0.0);
+            }
+        }
+        c
+    }
+
+    fn corrupt_text(r: Result<PlotData, StoreError>) -> String {
+        match r {
+            Err(StoreError::Corrupt(e)) => e,
+            other => panic!("expected a corrupt-data error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plot_chunk_reads_back_as_its_samples_when_sent_with_data_else_as_its_summary() {
+        let c = samples();
+        let data = chunk::encode(&c.columns()).data;
+        let summary = Summary::of(&c.columns());
+        match plot_chunk(Some(summary.to_bytes()), Some(data))
+            .decode("T")
+            .unwrap()
+        {
+            PlotData::Samples(got) => assert_eq!(got.columns().head[0], &[0.0, 1.0, 2.0]),
+            other => panic!("expected samples, got {other:?}"),
+        }
+        match plot_chunk(Some(summary.to_bytes()), None)
+            .decode("T")
+            .unwrap()
+        {
+            PlotData::Summary(got) => assert_eq!(got.max[0], 2.0),
+            other => panic!("expected a summary, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plot_chunk_that_does_not_read_back_is_corrupt_data_naming_its_seq_and_test() {
+        for chunk in [
+            plot_chunk(None, Some(vec![0xff, 1, 2])),
+            plot_chunk(Some(vec![1, 2, 3]), None),
+            plot_chunk(None, None),
+        ] {
+            let e = corrupt_text(chunk.decode("T"));
+            assert!(
+                e.starts_with("the sample chunk at seq 7 of test T: "),
+                "{e}"
+            );
+        }
+        let e = corrupt_text(plot_chunk(None, None).decode("T"));
+        assert!(e.ends_with("no data and no summary"), "{e}");
     }
 }

@@ -8,7 +8,7 @@
 //! Hubs from before summaries get them by [`backfill`], a page of chunks per transaction, at
 //! open; a chunk without one is decoded, so a plot is right before the backfill ends too.
 
-use cyclerd_proto::chunk::{Columns, Opt};
+use cyclerd_proto::chunk::{Columns, Opt, OwnedColumns};
 
 use super::StoreError;
 
@@ -143,6 +143,15 @@ pub struct PlotChunk {
     pub t_max: f64,
     pub summary: Option<Vec<u8>>,
     pub data: Option<Vec<u8>>,
+}
+
+/// A [`PlotChunk`] read back ([`PlotChunk::decode`]).
+#[derive(Debug)]
+pub enum PlotData {
+    /// Its samples, when the plot must look at each.
+    Samples(OwnedColumns),
+    /// Its summary, when it falls inside one pixel column.
+    Summary(Summary),
 }
 
 /// The statements a backfill runs, each backend's own.

@@ -1,6 +1,7 @@
 //! Names that fit MacNet's fields and Windows file names, and the tester's ISO 8601 times.
 
 use super::NAME_LEN;
+use crate::civil::{civil_from_days, days_from_civil};
 
 /// A name that fits a 25-byte MacNet field and a Windows file name, and stays unique: kept as
 /// it is when it already fits (ASCII letters, digits, `-`, `_`; at most 25 bytes; not MacNet's
@@ -64,35 +65,4 @@ pub fn ms_from_iso8601(s: &str) -> Option<u64> {
     };
     let days = u64::try_from(days_from_civil(y, m, day)).ok()?;
     Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms_frac)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
 }

@@ -8,6 +8,7 @@ use quick_xml::events::BytesStart;
 use super::message::{Fields, REPLY_NL, attr, begin, channel, channel_attrs, finish, num, reply};
 use super::tables::{RESP_SUFFIX, cmd, units};
 use super::{ChannelRef, WireError, malformed};
+use crate::civil::civil_from_days;
 use crate::cycler::Record;
 
 /// The header of a `download` reply: which log the records come from.
@@ -87,16 +88,7 @@ fn push_atime(s: &mut String, unix_s: f64) {
         0
     };
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil_from_days(days);
     let _ = write!(
         s,
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
