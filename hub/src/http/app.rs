@@ -254,7 +254,8 @@ struct TestsPage {
 fn date_unix_s(date: &str) -> Option<f64> {
     let mut parts = date.trim().splitn(3, '-').map(|p| p.parse::<i64>().ok());
     let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    // Four-digit years (a longer one would overflow the day count).
+    if !(0..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
     Some((cyclerd_proto::time::days_from_civil(y, m, d) * 86_400) as f64)
@@ -567,4 +568,16 @@ async fn alerts_page(State(state): State<HttpState>, headers: HeaderMap) -> Page
         configured: true,
         alerts,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::date_unix_s;
+
+    #[test]
+    fn a_filter_date_is_midnight_utc_and_a_year_beyond_four_digits_is_no_date_not_a_panic() {
+        assert_eq!(date_unix_s("2024-02-29"), Some(1_709_164_800.0));
+        assert_eq!(date_unix_s("99999999999999999-01-01"), None);
+        assert_eq!(date_unix_s("2024-13-01"), None);
+    }
 }

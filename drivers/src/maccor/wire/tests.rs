@@ -272,6 +272,16 @@ fn tester_times_convert_both_ways() {
 }
 
 #[test]
+fn a_tester_time_with_a_year_beyond_four_digits_is_no_time_not_a_panic() {
+    assert_eq!(ms_from_iso8601("99999999999999999-01-01T00:00:00"), None);
+    assert_eq!(ms_from_iso8601("10000-01-01T00:00:00"), None);
+    assert_eq!(
+        ms_from_iso8601("9999-12-31T23:59:59"),
+        Some(253_402_300_799_000)
+    );
+}
+
+#[test]
 fn the_public_aux_values_example_decodes() {
     let line = r#"{"jsonrpc":"2.0","result":{"FClass":4,"FNum":4,"Chan":93,"Len":1,"AuxValues":[24.7545490264893]},"id":1987}"#;
     match parse_json_reply(line).unwrap() {
