@@ -482,14 +482,18 @@ struct Batch {
 impl Batch {
     fn new(test_id: &str, next_seq: u64) -> Batch {
         Batch {
-            columns: Batch::empty(test_id, next_seq),
+            columns: Batch::empty(test_id, next_seq, 0),
             next_seq,
             started: Instant::now(),
         }
     }
 
-    fn empty(test_id: &str, first_seq: u64) -> SampleBatch {
-        let col = || Vec::with_capacity(BATCH_SAMPLES);
+    /// Empty columns with room for `expected` samples (what the batch before held: a live
+    /// channel flushes a few samples at a time, and room for a full batch in every column of
+    /// every channel would keep megabytes resident for nothing).
+    fn empty(test_id: &str, first_seq: u64, expected: usize) -> SampleBatch {
+        let expected = expected.min(BATCH_SAMPLES);
+        let col = || Vec::with_capacity(expected);
         SampleBatch {
             test_id: test_id.into(),
             first_seq,
@@ -497,15 +501,15 @@ impl Batch {
             unix_time_s: col(),
             voltage_v: col(),
             current_a: col(),
-            cycle: Vec::with_capacity(BATCH_SAMPLES),
-            step: Vec::with_capacity(BATCH_SAMPLES),
+            cycle: Vec::with_capacity(expected),
+            step: Vec::with_capacity(expected),
             charge_capacity_ah: col(),
             discharge_capacity_ah: col(),
             charge_energy_wh: col(),
             discharge_energy_wh: col(),
             temperature_c: Vec::new(),
             ambient_temperature_c: Vec::new(),
-            plan_step: Vec::with_capacity(BATCH_SAMPLES),
+            plan_step: Vec::with_capacity(expected),
         }
     }
 
@@ -540,7 +544,7 @@ impl Batch {
         if self.len() == 0 {
             return None;
         }
-        let next = Batch::empty(&self.columns.test_id, self.next_seq);
+        let next = Batch::empty(&self.columns.test_id, self.next_seq, self.len());
         Some(std::mem::replace(&mut self.columns, next))
     }
 }
