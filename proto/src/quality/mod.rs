@@ -12,17 +12,24 @@
 //! - `voltage_stuck`: the voltage exactly the same for `stuck_samples` samples or more while
 //!   current flows (a frozen reading: under current a cell's voltage moves);
 //! - `current_sign`: the current's sign is not the one the step commands (charge positive,
-//!   discharge negative), when the caller says which;
+//!   discharge negative), when the caller says which; the first sample of a step is not
+//!   checked (it may have been measured as the step before ended);
 //! - `accounting`: a cumulative capacity or energy went down, or charge capacity grew while
 //!   discharging (or discharge capacity while charging): the BDF identities break;
 //! - `temperature_rate`: the cell temperature changed faster than `max_temperature_rate_c_per_s`.
+//!
+//! A run still going is reported too ([`Checker::open_findings`], `open`), so that what is
+//! shown of a running test is live; the finding of the same run when it ends replaces it (same
+//! check and first seq). [`grade`] turns a test's findings, gaps and metadata into a grade.
 
-use serde::Deserialize;
+pub mod grade;
+
+use serde::{Deserialize, Serialize};
 
 use crate::cycles::Point;
 
 /// The thresholds of the checks; every one has a documented default.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Thresholds {
     /// Plausible voltage range, V (default -0.1 to 5.5: any single cell, with headroom).
@@ -111,7 +118,8 @@ impl Thresholds {
 }
 
 /// Which check a finding is of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Check {
     TimeNotIncreasing,
     TimeGap,
@@ -125,7 +133,7 @@ pub enum Check {
 }
 
 /// Every check, in the order findings of one sample are given.
-const CHECKS: [Check; 9] = [
+pub const CHECKS: [Check; 9] = [
     Check::TimeNotIncreasing,
     Check::TimeGap,
     Check::VoltageRange,
@@ -160,10 +168,24 @@ impl Check {
 }
 
 /// What the step commands, for the sign check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Direction {
     Charge,
     Discharge,
+}
+
+impl Direction {
+    /// The direction of a commanded current, power or the like of sign `value` (positive:
+    /// charge); none for zero or not a number.
+    pub fn of_sign(value: f64) -> Option<Direction> {
+        if value > 0.0 {
+            Some(Direction::Charge)
+        } else if value < 0.0 {
+            Some(Direction::Discharge)
+        } else {
+            None
+        }
+    }
 }
 
 /// A check that held for a run of samples.
@@ -175,6 +197,15 @@ pub struct Finding {
     pub last_seq: u64,
     /// Why, about the run's first sample, in words.
     pub reason: String,
+    /// Test time of the run's first and last sample, to place it without reading samples.
+    pub first_test_time_s: f64,
+    pub last_test_time_s: f64,
+    /// Test time without a sample the run covers (a `time_gap` run's gaps; 0 otherwise): the
+    /// grade weighs gaps by the share of the test they took.
+    pub missing_s: f64,
+    /// The run still goes on (a snapshot of [`Checker::open_findings`]); the finding of the
+    /// same check and first seq that comes later replaces it.
+    pub open: bool,
 }
 
 impl Finding {
@@ -191,23 +222,46 @@ impl Finding {
 }
 
 /// A run being followed: its first and last seq and why it started.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Run {
     first_seq: u64,
     last_seq: u64,
     reason: String,
+    first_test_time_s: f64,
+    last_test_time_s: f64,
+    missing_s: f64,
 }
 
-/// The checks over one test's samples, in seq order.
-#[derive(Debug, Clone)]
+impl Run {
+    fn finding(&self, check: Check, open: bool) -> Finding {
+        Finding {
+            check,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            reason: self.reason.clone(),
+            first_test_time_s: self.first_test_time_s,
+            last_test_time_s: self.last_test_time_s,
+            missing_s: self.missing_s,
+            open,
+        }
+    }
+}
+
+/// The checks over one test's samples, in seq order. Its state (everything but the thresholds)
+/// serialises, so that a hub can go on checking a test batch after batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checker {
+    /// Given again after deserialising ([`Checker::with_thresholds`]): where they come from
+    /// decides them, not the state.
+    #[serde(skip)]
     t: Thresholds,
     /// The sample before.
     last: Option<Point>,
     /// Open runs, by check.
     open: Vec<(Check, Run)>,
-    /// Samples in a row with the same voltage under current, and the first of them.
-    same_voltage: (u32, u64),
+    /// Samples in a row with the same voltage under current, and the first of them (seq and
+    /// test time).
+    same_voltage: (u32, u64, f64),
 }
 
 impl Checker {
@@ -216,8 +270,39 @@ impl Checker {
             t,
             last: None,
             open: Vec::new(),
-            same_voltage: (0, 0),
+            same_voltage: (0, 0, 0.0),
         }
+    }
+
+    /// The same state checked with `t` from now on.
+    pub fn with_thresholds(mut self, t: Thresholds) -> Checker {
+        self.t = t;
+        self
+    }
+
+    /// The seq the next sample should have (0 before any), so that a caller can tell a sample
+    /// that does not follow on.
+    pub fn next_seq(&self) -> u64 {
+        self.last.map_or(0, |p| p.seq + 1)
+    }
+
+    /// The runs still going on, as findings marked open, in check order.
+    pub fn open_findings(&self) -> Vec<Finding> {
+        let mut out: Vec<Finding> = self
+            .open
+            .iter()
+            .map(|(check, run)| run.finding(*check, true))
+            .collect();
+        out.sort_by_key(|f| f.check);
+        out
+    }
+
+    /// Ends the runs still going on and forgets the sample before: the next sample does not
+    /// follow on from it (samples are missing). Returns the findings of the runs ended.
+    pub fn restart(&mut self) -> Vec<Finding> {
+        self.last = None;
+        self.same_voltage = (0, 0, 0.0);
+        self.finish()
     }
 
     /// Takes the next sample (`expected`: the step's direction, when known); returns the
@@ -225,30 +310,53 @@ impl Checker {
     pub fn observe(&mut self, p: &Point, expected: Option<Direction>) -> Vec<Finding> {
         let holding = self.conditions(p, expected);
         let mut ended = Vec::new();
+        if holding.is_empty() && self.open.is_empty() {
+            // The usual sample: nothing to follow.
+            self.last = Some(*p);
+            return ended;
+        }
         // Runs that do not hold at this sample end at the one before.
         self.open.retain(|(check, run)| {
             let goes_on = holding.iter().any(|(c, _)| c == check);
             if !goes_on {
-                ended.push(Finding {
-                    check: *check,
-                    first_seq: run.first_seq,
-                    last_seq: run.last_seq,
-                    reason: run.reason.clone(),
-                });
+                ended.push(run.finding(*check, false));
             }
             goes_on
         });
+        let missing = self
+            .last
+            .map_or(0.0, |prev| p.test_time_s - prev.test_time_s);
         for (check, reason) in holding {
+            let missing = if check == Check::TimeGap {
+                missing
+            } else {
+                0.0
+            };
             match self.open.iter_mut().find(|(c, _)| *c == check) {
-                Some((_, run)) => run.last_seq = p.seq,
-                None => self.open.push((
-                    check,
-                    Run {
-                        first_seq: first_seq_of(check, p.seq, self.same_voltage.1),
-                        last_seq: p.seq,
-                        reason,
-                    },
-                )),
+                Some((_, run)) => {
+                    run.last_seq = p.seq;
+                    run.last_test_time_s = p.test_time_s;
+                    run.missing_s += missing;
+                }
+                None => {
+                    let (first_seq, first_test_time_s) = if check == Check::VoltageStuck {
+                        // A stuck voltage began with the first of its equal samples.
+                        (self.same_voltage.1, self.same_voltage.2)
+                    } else {
+                        (p.seq, p.test_time_s)
+                    };
+                    self.open.push((
+                        check,
+                        Run {
+                            first_seq,
+                            last_seq: p.seq,
+                            reason,
+                            first_test_time_s,
+                            last_test_time_s: p.test_time_s,
+                            missing_s: missing,
+                        },
+                    ))
+                }
             }
         }
         self.last = Some(*p);
@@ -261,12 +369,7 @@ impl Checker {
         let mut out: Vec<Finding> = self
             .open
             .drain(..)
-            .map(|(check, run)| Finding {
-                check,
-                first_seq: run.first_seq,
-                last_seq: run.last_seq,
-                reason: run.reason,
-            })
+            .map(|(check, run)| run.finding(check, false))
             .collect();
         out.sort_by_key(|f| f.check);
         out
@@ -339,9 +442,9 @@ impl Checker {
             }
             let same = p.voltage_v == prev.voltage_v;
             self.same_voltage = match (same && flowing, self.same_voltage.0) {
-                (true, 0) => (2, prev.seq),
-                (true, n) => (n + 1, self.same_voltage.1),
-                (false, _) => (0, 0),
+                (true, 0) => (2, prev.seq, prev.test_time_s),
+                (true, n) => (n + 1, self.same_voltage.1, self.same_voltage.2),
+                (false, _) => (0, 0, 0.0),
             };
         }
         if !(t.voltage_min_v..=t.voltage_max_v).contains(&p.voltage_v) {
@@ -380,11 +483,14 @@ impl Checker {
                 ),
             ));
         }
-        let sign_wrong = match expected {
-            Some(Direction::Charge) => p.current_a <= -t.min_current_a,
-            Some(Direction::Discharge) => p.current_a >= t.min_current_a,
-            None => false,
-        };
+        // The first sample of a step may have been measured as the step before ended.
+        let step_began = self.last.is_none_or(|prev| prev.step != p.step);
+        let sign_wrong = !step_began
+            && match expected {
+                Some(Direction::Charge) => p.current_a <= -t.min_current_a,
+                Some(Direction::Discharge) => p.current_a >= t.min_current_a,
+                None => false,
+            };
         if sign_wrong {
             out.push((
                 Check::CurrentSign,
@@ -403,13 +509,20 @@ impl Checker {
     }
 }
 
-/// Where a run that starts at `seq` begins: a stuck voltage began with the first of its equal
-/// samples.
-fn first_seq_of(check: Check, seq: u64, same_since: u64) -> u64 {
-    if check == Check::VoltageStuck {
-        same_since
-    } else {
-        seq
+impl Finding {
+    /// The finding as the ingest entry of test `test_id` carries it.
+    pub fn to_entry(&self, test_id: &str) -> crate::ingest::QualityFinding {
+        crate::ingest::QualityFinding {
+            test_id: test_id.into(),
+            check: self.check.name().into(),
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            reason: self.reason.clone(),
+            open: self.open,
+            first_test_time_s: self.first_test_time_s,
+            last_test_time_s: self.last_test_time_s,
+            missing_s: self.missing_s,
+        }
     }
 }
 
@@ -549,6 +662,67 @@ mod tests {
         for c in CHECKS {
             assert_eq!(Check::from_name(c.name()), Some(c));
         }
+    }
+
+    #[test]
+    fn a_run_still_going_is_reported_open_and_goes_on_after_the_state_is_serialised() {
+        let mut points = clean(700);
+        for p in &mut points[100..] {
+            p.voltage_v = 3.51;
+        }
+        let mut c = Checker::new(Thresholds::default());
+        for p in &points[..500] {
+            assert_eq!(c.observe(p, None), []);
+        }
+        let open = c.open_findings();
+        assert_eq!(open.len(), 1);
+        assert!(open[0].open);
+        assert_eq!((open[0].first_seq, open[0].last_seq), (101, 500));
+        let json = serde_json::to_string(&c).unwrap();
+        let mut c: Checker = serde_json::from_str::<Checker>(&json)
+            .unwrap()
+            .with_thresholds(Thresholds::default());
+        assert_eq!(c.next_seq(), 501);
+        for p in &points[500..] {
+            assert_eq!(c.observe(p, None), []);
+        }
+        let f = c.finish();
+        assert_eq!(
+            (f[0].first_seq, f[0].last_seq, f[0].open),
+            (101, 700, false)
+        );
+        assert_eq!(
+            (f[0].first_test_time_s, f[0].last_test_time_s),
+            (100.0, 699.0)
+        );
+    }
+
+    #[test]
+    fn the_first_sample_of_a_step_is_not_checked_for_its_sign() {
+        let mut points = clean(20);
+        // Step 2 (a discharge) begins at seq 11, measured while the charge ended.
+        for p in &mut points[10..] {
+            p.step = 2;
+            p.current_a = -1.0;
+            p.charge_capacity_ah = points_charge(9);
+        }
+        points[10].current_a = 1.0;
+        let mut c = Checker::new(Thresholds::default());
+        let mut f = Vec::new();
+        for p in &points {
+            let d = if p.step == 1 {
+                Direction::Charge
+            } else {
+                Direction::Discharge
+            };
+            f.extend(c.observe(p, Some(d)));
+        }
+        f.extend(c.finish());
+        assert!(f.iter().all(|f| f.check != Check::CurrentSign), "{f:?}");
+    }
+
+    fn points_charge(i: u64) -> f64 {
+        i as f64 / 3600.0
     }
 
     proptest! {
