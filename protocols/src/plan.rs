@@ -387,6 +387,37 @@ pub(crate) fn sha256_hex(text: &str) -> String {
 }
 
 impl Plan {
+    /// The sign of the current each step commands, indexed like [`Plan::steps`] (a sample's
+    /// plan step): 1 a charge, -1 a discharge, 0 when the step does not say (rest, constant
+    /// voltage, a profile, a chamber step, loop markers). The quality checks compare a
+    /// sample's current with it.
+    pub fn commanded_signs(&self) -> Vec<i8> {
+        let sign = |v: f64| {
+            if v > 0.0 {
+                1
+            } else if v < 0.0 {
+                -1
+            } else {
+                0
+            }
+        };
+        self.steps
+            .iter()
+            .map(|step| match step {
+                PlanStep::Action(a) => match a.control {
+                    Control::Current { amps } | Control::Cccv { amps, .. } => sign(amps),
+                    Control::Power { watts } => sign(watts),
+                    Control::Resistance { .. } => -1,
+                    Control::Rest
+                    | Control::Voltage { .. }
+                    | Control::Profile { .. }
+                    | Control::Chamber { .. } => 0,
+                },
+                _ => 0,
+            })
+            .collect()
+    }
+
     /// The plan as JSON (the form stored with a test and sent between processes).
     pub fn to_json(&self) -> String {
         // A plan holds only strings, finite numbers and enums, which JSON always represents;

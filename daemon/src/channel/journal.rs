@@ -15,7 +15,9 @@ use crate::proto::cycles::{CycleTracker, Point};
 use crate::proto::ingest::{
     CycleSummary, Event, SampleBatch, TestEnded, TestRegistered, entry::Body,
 };
+use crate::proto::quality::{Checker, Direction, Finding, Thresholds};
 use cyclerd_drivers::Clock;
+use cyclerd_protocols::Plan;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -53,6 +55,45 @@ pub struct TestJournal {
     cycles: CycleTracker,
     /// Cycle summaries the last samples settled, sent before the batch that holds them.
     settled: Vec<CycleSummary>,
+    /// The plausibility checks over the test's samples.
+    quality: Quality,
+}
+
+/// The quality checks of a test as the journal runs them: every sample is observed as it is
+/// pushed; what was found is sent after the batch that holds its samples.
+struct Quality {
+    checker: Checker,
+    /// The direction each plan step commands (by plan step index), for the sign check.
+    directions: Vec<Option<Direction>>,
+    /// Findings of runs that ended, not sent yet.
+    ended: Vec<Finding>,
+    /// `(check, first_seq, last_seq)` of the open runs as last sent, so that an open run is
+    /// sent again only when it grew.
+    sent_open: Vec<(crate::proto::quality::Check, u64, u64)>,
+}
+
+impl Quality {
+    /// Checks with the thresholds of `shared`'s `[quality]` for `plan` (the protocol's
+    /// override, if any), and its steps' directions; without a plan, the lab's thresholds and
+    /// no sign check.
+    fn new(shared: &Shared, plan: Option<&Plan>) -> Quality {
+        let thresholds: Thresholds = match plan {
+            Some(plan) => shared.quality.for_name(&plan.name).clone(),
+            None => shared.quality.base.clone(),
+        };
+        let directions = plan.map_or_else(Vec::new, |plan| {
+            plan.commanded_signs()
+                .into_iter()
+                .map(|s| Direction::of_sign(f64::from(s)))
+                .collect()
+        });
+        Quality {
+            checker: Checker::new(thresholds),
+            directions,
+            ended: Vec::new(),
+            sent_open: Vec::new(),
+        }
+    }
 }
 
 impl TestJournal {
@@ -78,6 +119,7 @@ impl TestJournal {
             batch: Batch::new(&test_id, 0),
             cycles: CycleTracker::default(),
             settled: Vec::new(),
+            quality: Quality::new(shared, Some(&test.plan)),
         };
         let checkpoint = Checkpoint {
             test_id: test_id.clone(),
@@ -172,7 +214,16 @@ impl TestJournal {
             // A checkpoint from before cycles were tracked starts a tracker at the next sample.
             cycles: serde_json::from_str(&cp.progress.cycles_json).unwrap_or_default(),
             settled: Vec::new(),
+            // Checks start again at the next sample: a run going on across the restart is
+            // found again as a run of its own (the hub's own checks go on across it).
+            quality: Quality::new(shared, None),
         }
+    }
+
+    /// Checks the samples from now on with the thresholds and step directions of `plan`: for a
+    /// test taken up again ([`TestJournal::reopen`]) once its plan is known.
+    pub fn check_with(&mut self, shared: &Shared, plan: &Plan) {
+        self.quality = Quality::new(shared, Some(plan));
     }
 
     pub fn test_id(&self) -> &str {
@@ -229,6 +280,14 @@ impl TestJournal {
         };
         let settled = self.cycles.observe(&self.test_id, &point);
         self.settled.extend(settled);
+        let q = &mut self.quality;
+        let expected = q
+            .directions
+            .get(sample.plan_step as usize)
+            .copied()
+            .flatten();
+        let ended = q.checker.observe(&point, expected);
+        q.ended.extend(ended);
         self.batch.push(sample);
     }
 
@@ -260,6 +319,33 @@ impl TestJournal {
                 progress,
             };
             self.append(Body::Samples(body), Some(checkpoint));
+            self.send_findings(false);
+        }
+    }
+
+    /// Sends the findings of runs that ended, and the runs still open that grew since they were
+    /// last sent (all of them closed, when the test `ends`). After the samples they are about,
+    /// so a finding never names samples the outbox does not hold.
+    fn send_findings(&mut self, ends: bool) {
+        let mut out = std::mem::take(&mut self.quality.ended);
+        if ends {
+            out.extend(self.quality.checker.finish());
+        } else {
+            let open = self.quality.checker.open_findings();
+            let sent = &mut self.quality.sent_open;
+            out.extend(
+                open.iter()
+                    .filter(|f| !sent.contains(&(f.check, f.first_seq, f.last_seq)))
+                    .cloned(),
+            );
+            *sent = open
+                .iter()
+                .map(|f| (f.check, f.first_seq, f.last_seq))
+                .collect();
+        }
+        for f in out {
+            tracing::info!(channel = %self.channel_id, test_id = %self.test_id, open = f.open, "quality: {}", f.message());
+            self.append(Body::Quality(f.to_entry(&self.test_id)), None);
         }
     }
 
@@ -371,8 +457,9 @@ impl TestJournal {
     }
 
     fn end_quietly(mut self, unix_time_s: f64, ending: Ending) {
-        // The last cycle ends with the test.
+        // The last cycle ends with the test, and so do the runs of the quality checks.
         self.send_settled();
+        self.send_findings(true);
         if let Some(last) = self.cycles.current(&self.test_id, true) {
             self.append(Body::Cycle(last), None);
         }

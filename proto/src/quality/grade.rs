@@ -136,13 +136,19 @@ pub struct Tally {
 impl Tally {
     /// Counts one finding of `check` by `source` covering `missing_s` seconds without a sample.
     pub fn add(&mut self, source: &str, check: Check, missing_s: f64) {
+        self.add_counted(source, check, 1, missing_s);
+    }
+
+    /// Counts `count` findings of `check` by `source` covering `missing_s` seconds without a
+    /// sample together.
+    pub fn add_counted(&mut self, source: &str, check: Check, count: u32, missing_s: f64) {
         let entry = self
             .by_source
             .entry(source.to_string())
             .or_default()
             .entry(check)
             .or_default();
-        entry.0 += 1;
+        entry.0 = entry.0.saturating_add(count);
         if missing_s.is_finite() && missing_s > 0.0 {
             entry.1 += missing_s;
         }

@@ -22,6 +22,7 @@
 //! shown of a running test is live; the finding of the same run when it ends replaces it (same
 //! check and first seq). [`grade`] turns a test's findings, gaps and metadata into a grade.
 
+pub mod config;
 pub mod grade;
 
 use serde::{Deserialize, Serialize};
