@@ -631,3 +631,7 @@ impl Batch {
         Some(std::mem::replace(&mut self.columns, next))
     }
 }
+
+#[cfg(test)]
+#[path = "journal_tests.rs"]
+mod tests;

@@ -116,7 +116,11 @@ async fn a_daemons_finding_is_kept_latest_per_run_closed_at_the_end_and_bad_ones
     ];
     let out = store.apply_batch("daemon-a", 1, &entries).unwrap();
     assert_eq!(out.rejections.len(), 3, "{:?}", out.rejections);
-    assert!(out.rejections[0].reason.contains("first_seq 80 is after last_seq 75"));
+    assert!(
+        out.rejections[0]
+            .reason
+            .contains("first_seq 80 is after last_seq 75")
+    );
     let rows = store.quality_findings(T1).unwrap();
     assert_eq!(
         runs(&rows, "daemon"),
@@ -148,17 +152,17 @@ async fn the_hub_finds_a_stuck_voltage_and_a_sign_error_across_batches_and_grade
     let db = Database::new(backend);
     let store = db.connect();
     let (stuck, flipped) = ((150, 549), (420, 429));
-    let part = |id, first| {
-        entry(
-            id,
-            Body::Samples(charge(T1, first, 150, stuck, flipped)),
-        )
-    };
+    let part = |id, first| entry(id, Body::Samples(charge(T1, first, 150, stuck, flipped)));
     store
         .apply_batch(
             "daemon-a",
             1,
-            &[registered_charge(1, T1), part(2, 0), part(3, 150), part(4, 300)],
+            &[
+                registered_charge(1, T1),
+                part(2, 0),
+                part(3, 150),
+                part(4, 300),
+            ],
         )
         .unwrap();
     // Live: the stuck run (300 samples so far, as many as make it stuck) goes on at the end
@@ -172,7 +176,11 @@ async fn the_hub_finds_a_stuck_voltage_and_a_sign_error_across_batches_and_grade
     );
     // The last part, a part sent again, the end.
     store
-        .apply_batch("daemon-a", 1, &[part(5, 450), part(6, 150), ended(7, T1, 600)])
+        .apply_batch(
+            "daemon-a",
+            1,
+            &[part(5, 450), part(6, 150), ended(7, T1, 600)],
+        )
         .unwrap();
     let rows = store.quality_findings(T1).unwrap();
     assert_eq!(
@@ -184,20 +192,23 @@ async fn the_hub_finds_a_stuck_voltage_and_a_sign_error_across_batches_and_grade
         "{rows:#?}"
     );
     assert!(rows[1].reason.contains("in a charge step"), "{rows:?}");
-    assert_eq!((rows[0].first_test_time_s, rows[0].last_test_time_s), (150.0, 549.0));
+    assert_eq!(
+        (rows[0].first_test_time_s, rows[0].last_test_time_s),
+        (150.0, 549.0)
+    );
 
     // The same test without the faults.
-    let clean = |id, first| {
-        entry(
-            id,
-            Body::Samples(charge(T2, first, 200, NONE, NONE)),
-        )
-    };
+    let clean = |id, first| entry(id, Body::Samples(charge(T2, first, 200, NONE, NONE)));
     store
         .apply_batch(
             "daemon-a",
             1,
-            &[registered_charge(8, T2), clean(9, 0), clean(10, 200), clean(11, 400)],
+            &[
+                registered_charge(8, T2),
+                clean(9, 0),
+                clean(10, 200),
+                clean(11, 400),
+            ],
         )
         .unwrap();
     assert_eq!(store.quality_findings(T2).unwrap(), []);
