@@ -418,6 +418,26 @@ impl Plan {
             .collect()
     }
 
+    /// Whether each step holds the voltage, indexed like [`Plan::steps`]: a constant-voltage
+    /// step, the CV phase of a CCCV step, a voltage profile. There a voltage that does not move
+    /// while current flows is the control working, not a frozen reading.
+    pub fn holds_voltage(&self) -> Vec<bool> {
+        self.steps
+            .iter()
+            .map(|step| match step {
+                PlanStep::Action(a) => matches!(
+                    a.control,
+                    Control::Voltage { .. }
+                        | Control::Cccv { .. }
+                        | Control::Profile {
+                            kind: ProfileKind::Voltage
+                        }
+                ),
+                _ => false,
+            })
+            .collect()
+    }
+
     /// The plan as JSON (the form stored with a test and sent between processes).
     pub fn to_json(&self) -> String {
         // A plan holds only strings, finite numbers and enums, which JSON always represents;

@@ -15,7 +15,7 @@ use crate::proto::cycles::{CycleTracker, Point};
 use crate::proto::ingest::{
     CycleSummary, Event, SampleBatch, TestEnded, TestRegistered, entry::Body,
 };
-use crate::proto::quality::{Checker, Direction, Finding, Thresholds};
+use crate::proto::quality::{Checker, Expected, Finding, Thresholds};
 use cyclerd_drivers::Clock;
 use cyclerd_protocols::Plan;
 use std::sync::Arc;
@@ -63,8 +63,9 @@ pub struct TestJournal {
 /// pushed; what was found is sent after the batch that holds its samples.
 struct Quality {
     checker: Checker,
-    /// The direction each plan step commands (by plan step index), for the sign check.
-    directions: Vec<Option<Direction>>,
+    /// What each plan step commands (by plan step index): the current's direction, whether it
+    /// holds the voltage.
+    expected: Vec<Expected>,
     /// Findings of runs that ended, not sent yet.
     ended: Vec<Finding>,
     /// `(check, first_seq, last_seq)` of the open runs as last sent, so that an open run is
@@ -74,22 +75,19 @@ struct Quality {
 
 impl Quality {
     /// Checks with the thresholds of `shared`'s `[quality]` for `plan` (the protocol's
-    /// override, if any), and its steps' directions; without a plan, the lab's thresholds and
+    /// override, if any), and what its steps command; without a plan, the lab's thresholds and
     /// no sign check.
     fn new(shared: &Shared, plan: Option<&Plan>) -> Quality {
         let thresholds: Thresholds = match plan {
             Some(plan) => shared.quality.for_name(&plan.name).clone(),
             None => shared.quality.base.clone(),
         };
-        let directions = plan.map_or_else(Vec::new, |plan| {
-            plan.commanded_signs()
-                .into_iter()
-                .map(|s| Direction::of_sign(f64::from(s)))
-                .collect()
+        let expected = plan.map_or_else(Vec::new, |plan| {
+            Expected::per_step(&plan.commanded_signs(), &plan.holds_voltage())
         });
         Quality {
             checker: Checker::new(thresholds),
-            directions,
+            expected,
             ended: Vec::new(),
             sent_open: Vec::new(),
         }
@@ -282,10 +280,10 @@ impl TestJournal {
         self.settled.extend(settled);
         let q = &mut self.quality;
         let expected = q
-            .directions
+            .expected
             .get(sample.plan_step as usize)
             .copied()
-            .flatten();
+            .unwrap_or_default();
         let ended = q.checker.observe(&point, expected);
         q.ended.extend(ended);
         self.batch.push(sample);

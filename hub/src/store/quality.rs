@@ -9,7 +9,7 @@
 use cyclerd_proto::cycles::Point;
 use cyclerd_proto::ingest::SampleBatch;
 use cyclerd_proto::quality::config::Layered;
-use cyclerd_proto::quality::{Checker, Direction, Finding, Thresholds};
+use cyclerd_proto::quality::{Checker, Expected, Finding, Thresholds};
 use serde::{Deserialize, Serialize};
 
 use super::batch_writes::{BatchWrites, FindingRecord};
@@ -25,6 +25,8 @@ pub(super) const SOURCE_DAEMON: &str = "daemon";
 struct State {
     /// The sign of the current each plan step commands (`Plan::commanded_signs`).
     signs: Vec<i8>,
+    /// Whether each plan step holds the voltage (`Plan::holds_voltage`).
+    held: Vec<bool>,
     checker: Checker,
 }
 
@@ -44,13 +46,18 @@ pub(super) fn recheck(
     let mut state = match state {
         Some(state) => State {
             checker: state.checker.with_thresholds(thresholds),
-            signs: state.signs,
+            ..state
         },
-        None => State {
-            signs: signs_of(&w.test_plan(key)?),
-            checker: Checker::new(thresholds),
-        },
+        None => {
+            let (signs, held) = commanded(&w.test_plan(key)?);
+            State {
+                signs,
+                held,
+                checker: Checker::new(thresholds),
+            }
+        }
     };
+    let expected = Expected::per_step(&state.signs, &state.held);
     let mut found = Vec::new();
     let next = state.checker.next_seq();
     if b.first_seq > next && next > 0 {
@@ -63,8 +70,9 @@ pub(super) fn recheck(
         let expected = b
             .plan_step
             .get(i)
-            .and_then(|s| state.signs.get(*s as usize))
-            .and_then(|s| Direction::of_sign(f64::from(*s)));
+            .and_then(|s| expected.get(*s as usize))
+            .copied()
+            .unwrap_or_default();
         found.extend(state.checker.observe(&p, expected));
     }
     found.extend(state.checker.open_findings());
@@ -126,10 +134,11 @@ fn thresholds_of(
     Ok(layered.for_name(lab.as_deref().unwrap_or("")).clone())
 }
 
-/// The plan's commanded signs; none when the plan cannot be read (the sign check is skipped).
-fn signs_of(plan_json: &str) -> Vec<i8> {
+/// What the plan's steps command (current signs, held voltages); nothing when the plan cannot
+/// be read (then the sign check is skipped).
+fn commanded(plan_json: &str) -> (Vec<i8>, Vec<bool>) {
     cyclerd_protocols::Plan::from_json(plan_json)
-        .map(|p| p.commanded_signs())
+        .map(|p| (p.commanded_signs(), p.holds_voltage()))
         .unwrap_or_default()
 }
 

@@ -9,8 +9,10 @@
 //! - `time_gap`: more than `max_gap_s` of test time since the sample before;
 //! - `voltage_range`, `current_range`, `temperature_range`: a value outside the plausible range
 //!   (or not a number);
-//! - `voltage_stuck`: the voltage exactly the same for `stuck_samples` samples or more while
-//!   current flows (a frozen reading: under current a cell's voltage moves);
+//! - `voltage_stuck`: the voltage exactly the same for `stuck_samples` samples or more, over
+//!   `stuck_min_s` of test time or more, while current flows (a frozen reading: under current
+//!   a cell's voltage moves), except in a step that holds the voltage (constant voltage, CCCV)
+//!   when the caller says so;
 //! - `current_sign`: the current's sign is not the one the step commands (charge positive,
 //!   discharge negative), when the caller says which; the first sample of a step is not
 //!   checked (it may have been measured as the step before ended);
@@ -45,6 +47,9 @@ pub struct Thresholds {
     pub max_gap_s: f64,
     /// Samples of exactly the same voltage under current before it is stuck (default 300).
     pub stuck_samples: u32,
+    /// Test time the same voltage must last under current before it is stuck, s (default 60):
+    /// an instrument polled faster than it updates repeats its reading for a moment.
+    pub stuck_min_s: f64,
     /// Current magnitude from which the voltage must move, and from which the sign and the
     /// accounting are checked, A (default 0.01).
     pub min_current_a: f64,
@@ -64,6 +69,7 @@ impl Default for Thresholds {
             temperature_max_c: 100.0,
             max_gap_s: 60.0,
             stuck_samples: 300,
+            stuck_min_s: 60.0,
             min_current_a: 0.01,
             max_temperature_rate_c_per_s: 1.0,
             accounting_slack: 1e-6,
@@ -81,6 +87,7 @@ impl Thresholds {
             ("temperature_min_c", self.temperature_min_c),
             ("temperature_max_c", self.temperature_max_c),
             ("max_gap_s", self.max_gap_s),
+            ("stuck_min_s", self.stuck_min_s),
             ("min_current_a", self.min_current_a),
             (
                 "max_temperature_rate_c_per_s",
@@ -108,8 +115,13 @@ impl Thresholds {
         if let Some((key, v)) = positive.iter().find(|(_, v)| *v <= 0.0) {
             return Err(format!("quality.{key} must be above 0, not {v}"));
         }
-        if self.min_current_a < 0.0 || self.accounting_slack < 0.0 {
-            return Err("quality.min_current_a and accounting_slack must not be negative".into());
+        let not_negative = [
+            ("min_current_a", self.min_current_a),
+            ("accounting_slack", self.accounting_slack),
+            ("stuck_min_s", self.stuck_min_s),
+        ];
+        if let Some((key, v)) = not_negative.iter().find(|(_, v)| *v < 0.0) {
+            return Err(format!("quality.{key} must not be negative, not {v}"));
         }
         if self.stuck_samples < 2 {
             return Err("quality.stuck_samples must be at least 2".into());
@@ -185,6 +197,38 @@ impl Direction {
             Some(Direction::Discharge)
         } else {
             None
+        }
+    }
+}
+
+/// What the step a sample was taken in commands, as the checks need it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// The current's direction, when the step commands one (the sign check).
+    pub direction: Option<Direction>,
+    /// The step holds the voltage (constant voltage, CCCV): a voltage that does not move there
+    /// is the control working, not a stuck sensor.
+    pub holds_voltage: bool,
+}
+
+impl Expected {
+    /// Per plan step, from the sign of the current each commands (1 charge, -1 discharge, 0
+    /// none) and whether each holds the voltage (`Plan::commanded_signs`, `holds_voltage`).
+    pub fn per_step(signs: &[i8], holds_voltage: &[bool]) -> Vec<Expected> {
+        (0..signs.len().max(holds_voltage.len()))
+            .map(|i| Expected {
+                direction: signs.get(i).and_then(|s| Direction::of_sign(f64::from(*s))),
+                holds_voltage: holds_voltage.get(i).copied().unwrap_or(false),
+            })
+            .collect()
+    }
+}
+
+impl From<Option<Direction>> for Expected {
+    fn from(direction: Option<Direction>) -> Expected {
+        Expected {
+            direction,
+            holds_voltage: false,
         }
     }
 }
@@ -306,10 +350,10 @@ impl Checker {
         self.finish()
     }
 
-    /// Takes the next sample (`expected`: the step's direction, when known); returns the
-    /// findings whose runs ended before it.
-    pub fn observe(&mut self, p: &Point, expected: Option<Direction>) -> Vec<Finding> {
-        let holding = self.conditions(p, expected);
+    /// Takes the next sample (`expected`: what its step commands, as far as known, e.g. an
+    /// `Option<Direction>`); returns the findings whose runs ended before it.
+    pub fn observe(&mut self, p: &Point, expected: impl Into<Expected>) -> Vec<Finding> {
+        let holding = self.conditions(p, expected.into());
         let mut ended = Vec::new();
         if holding.is_empty() && self.open.is_empty() {
             // The usual sample: nothing to follow.
@@ -377,7 +421,7 @@ impl Checker {
     }
 
     /// The checks that hold at `p`, each with why.
-    fn conditions(&mut self, p: &Point, expected: Option<Direction>) -> Vec<(Check, String)> {
+    fn conditions(&mut self, p: &Point, expected: Expected) -> Vec<(Check, String)> {
         let t = &self.t;
         let mut out = Vec::new();
         let flowing = p.current_a.abs() >= t.min_current_a;
@@ -442,7 +486,8 @@ impl Checker {
                 }
             }
             let same = p.voltage_v == prev.voltage_v;
-            self.same_voltage = match (same && flowing, self.same_voltage.0) {
+            let counts = same && flowing && !expected.holds_voltage;
+            self.same_voltage = match (counts, self.same_voltage.0) {
                 (true, 0) => (2, prev.seq, prev.test_time_s),
                 (true, n) => (n + 1, self.same_voltage.1, self.same_voltage.2),
                 (false, _) => (0, 0, 0.0),
@@ -475,7 +520,9 @@ impl Checker {
                 ),
             ));
         }
-        if self.same_voltage.0 >= t.stuck_samples {
+        if self.same_voltage.0 >= t.stuck_samples
+            && p.test_time_s - self.same_voltage.2 >= t.stuck_min_s
+        {
             out.push((
                 Check::VoltageStuck,
                 format!(
@@ -487,7 +534,7 @@ impl Checker {
         // The first sample of a step may have been measured as the step before ended.
         let step_began = self.last.is_none_or(|prev| prev.step != p.step);
         let sign_wrong = !step_began
-            && match expected {
+            && match expected.direction {
                 Some(Direction::Charge) => p.current_a <= -t.min_current_a,
                 Some(Direction::Discharge) => p.current_a >= t.min_current_a,
                 None => false,
@@ -498,7 +545,7 @@ impl Checker {
                 format!(
                     "current {} A in a {} step",
                     p.current_a,
-                    if expected == Some(Direction::Charge) {
+                    if expected.direction == Some(Direction::Charge) {
                         "charge"
                     } else {
                         "discharge"
@@ -724,6 +771,25 @@ mod tests {
 
     fn points_charge(i: u64) -> f64 {
         i as f64 / 3600.0
+    }
+
+    #[test]
+    fn a_voltage_held_by_its_step_is_not_stuck() {
+        let mut points = clean(1000);
+        for p in &mut points[100..600] {
+            p.voltage_v = 4.2;
+        }
+        let held = Expected {
+            direction: Some(Direction::Charge),
+            holds_voltage: true,
+        };
+        let mut c = Checker::new(Thresholds::default());
+        let mut f = Vec::new();
+        for p in &points {
+            f.extend(c.observe(p, held));
+        }
+        f.extend(c.finish());
+        assert_eq!(f, []);
     }
 
     proptest! {
