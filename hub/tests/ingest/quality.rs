@@ -305,6 +305,22 @@ async fn list_tests_with_a_minimum_grade_keeps_only_tests_graded_that_or_better(
         .collect();
     assert_eq!(ids, [T2]);
     assert_eq!(body["tests"][0]["grade"], "A");
+    // And the web app: the list filtered, the test page with its grade and findings.
+    let page = |path: String| {
+        let url = super::http::url(&hub, &path);
+        async move {
+            let r = super::http::client().get(url).send().await.unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            r.text().await.unwrap()
+        }
+    };
+    let list = page("/?min_grade=B".into()).await;
+    assert!(list.contains(T2) && !list.contains(T1), "{list}");
+    assert!(list.contains("A (100)"), "{list}");
+    let test = page(format!("/tests/{T1}")).await;
+    assert!(test.contains("D (50)"), "{test}");
+    assert!(test.contains("1 voltage_stuck finding(s) (-10)"), "{test}");
+    assert!(test.contains("<td>current_range</td>"), "{test}");
     hub.shutdown().await;
 }
 
