@@ -134,3 +134,55 @@ fn tests_and_samples_read_from_exactly_one_of_a_database_and_a_hub() {
         assert!(parse(refused).is_err(), "{refused:?}");
     }
 }
+
+#[test]
+fn min_grade_takes_a_letter_in_either_case_and_refuses_others() {
+    let parse = |args: &[&str]| Cli::try_parse_from([&["cyclerhub"], args].concat());
+    let Ok(Cli {
+        command: Command::Tests { filters, .. },
+        ..
+    }) = parse(&["tests", "--db", "hub.sqlite", "--min-grade", "b"])
+    else {
+        panic!("b is a grade");
+    };
+    assert_eq!(filters.into_filter().min_grade, "B");
+    let e = parse(&["tests", "--db", "hub.sqlite", "--min-grade", "F"])
+        .err()
+        .expect("F is no grade")
+        .to_string();
+    assert!(e.contains("A (best) to E"), "{e}");
+}
+
+#[test]
+fn a_quality_file_gives_defaults_lab_overrides_and_errors_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quality.toml");
+    std::fs::write(
+        &path,
+        "max_gap_s = 120\n[lab.formation]\nstuck_samples = 50\n",
+    )
+    .unwrap();
+    let q = serve::quality_thresholds(Some(&path)).unwrap();
+    assert_eq!(q.base.max_gap_s, 120.0);
+    let formation = q.for_name("formation");
+    assert_eq!((formation.max_gap_s, formation.stuck_samples), (120.0, 50));
+    assert_eq!(
+        serve::quality_thresholds(None).unwrap(),
+        Default::default()
+    );
+    std::fs::write(&path, "[lab.formation]\nmax_gap_s = -1\n").unwrap();
+    let e = serve::quality_thresholds(Some(&path))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("quality.toml") && e.contains("formation") && e.contains("max_gap_s"),
+        "{e}"
+    );
+    std::fs::write(&path, "max_gap = 5\n").unwrap();
+    let e = serve::quality_thresholds(Some(&path))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("max_gap"), "{e}");
+    std::fs::write(&path, "not toml [").unwrap();
+    assert!(serve::quality_thresholds(Some(&path)).is_err());
+}
