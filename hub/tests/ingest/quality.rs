@@ -232,6 +232,25 @@ async fn the_hub_finds_a_stuck_voltage_and_a_sign_error_across_batches_and_grade
         .collect();
     listed.sort();
     assert_eq!(listed, [(T1.to_string(), 80), (T2.to_string(), 100)]);
+    // Every export's metadata JSON carries the grade.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t1.bdf.csv");
+    let exported = cyclerhub::export::export_files(
+        &store,
+        T1,
+        cyclerhub::export::Format::BdfCsv,
+        &path,
+        None,
+    )
+    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(exported.files.last().unwrap()).unwrap()).unwrap();
+    assert_eq!(json["grade"]["letter"], "B", "{json:#}");
+    assert_eq!(json["grade"]["score"], 80);
+    assert_eq!(
+        json["grade"]["reasons"][0],
+        "1 voltage_stuck finding(s) (-10)"
+    );
 }
 
 async fn list_tests_with_a_minimum_grade_keeps_only_tests_graded_that_or_better(backend: Backend) {
