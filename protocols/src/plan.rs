@@ -671,4 +671,19 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn each_step_says_the_direction_it_commands_and_whether_it_holds_the_voltage() {
+        let plan = Plan::from_yaml(
+            "protocol: p\nversion: 1\nparams: {capacity: 2 Ah}\n\
+             safety: {voltage: [2.5 V, 4.25 V], current: 5 A}\n\
+             steps: [\"Charge at 1 A until 4.1 V\", \"Hold at 4.1 V until 50 mA\", \
+             \"Rest for 1 minute\", \"Discharge at 1 A until 3.0 V\"]\n",
+            "p.yaml",
+        )
+        .unwrap();
+        // The four actions, then the end.
+        assert_eq!(plan.commanded_signs(), [1, 0, 0, -1, 0]);
+        assert_eq!(plan.holds_voltage(), [false, true, false, false, false]);
+    }
 }

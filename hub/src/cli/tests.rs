@@ -166,10 +166,7 @@ fn a_quality_file_gives_defaults_lab_overrides_and_errors_naming_file_and_key() 
     assert_eq!(q.base.max_gap_s, 120.0);
     let formation = q.for_name("formation");
     assert_eq!((formation.max_gap_s, formation.stuck_samples), (120.0, 50));
-    assert_eq!(
-        serve::quality_thresholds(None).unwrap(),
-        Default::default()
-    );
+    assert_eq!(serve::quality_thresholds(None).unwrap(), Default::default());
     std::fs::write(&path, "[lab.formation]\nmax_gap_s = -1\n").unwrap();
     let e = serve::quality_thresholds(Some(&path))
         .unwrap_err()

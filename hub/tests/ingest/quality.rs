@@ -235,14 +235,9 @@ async fn the_hub_finds_a_stuck_voltage_and_a_sign_error_across_batches_and_grade
     // Every export's metadata JSON carries the grade.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t1.bdf.csv");
-    let exported = cyclerhub::export::export_files(
-        &store,
-        T1,
-        cyclerhub::export::Format::BdfCsv,
-        &path,
-        None,
-    )
-    .unwrap();
+    let exported =
+        cyclerhub::export::export_files(&store, T1, cyclerhub::export::Format::BdfCsv, &path, None)
+            .unwrap();
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(exported.files.last().unwrap()).unwrap()).unwrap();
     assert_eq!(json["grade"]["letter"], "B", "{json:#}");
