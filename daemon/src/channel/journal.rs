@@ -71,6 +71,10 @@ struct Quality {
     /// `(check, first_seq, last_seq)` of the open runs as last sent, so that an open run is
     /// sent again only when it grew.
     sent_open: Vec<(crate::proto::quality::Check, u64, u64)>,
+    /// Runs that ended, sent: with the runs going on, what the channel shows.
+    ended_count: u32,
+    /// The latest finding sent, as one line, for the channel's view.
+    last_message: String,
 }
 
 impl Quality {
@@ -90,6 +94,8 @@ impl Quality {
             expected,
             ended: Vec::new(),
             sent_open: Vec::new(),
+            ended_count: 0,
+            last_message: String::new(),
         }
     }
 }
@@ -173,7 +179,16 @@ impl TestJournal {
             s.charge_capacity_ah = 0.0;
             s.discharge_capacity_ah = 0.0;
             self.show_cycles(s, place, (0.0, 0.0));
+            self.show_quality(s);
         });
+    }
+
+    /// Shows the test's quality findings so far (what was sent, runs going on included).
+    fn show_quality(&self, s: &mut ChannelSnapshot) {
+        let q = &self.quality;
+        let open = u32::try_from(q.checker.open_runs()).unwrap_or(u32::MAX);
+        s.quality_findings = q.ended_count.saturating_add(open);
+        s.last_quality_finding.clone_from(&q.last_message);
     }
 
     /// Shows the test's throughput in `snapshot` for a reading in `place` with the cumulative
@@ -182,6 +197,7 @@ impl TestJournal {
     pub fn show_throughput(&self, snapshot: &mut ChannelSnapshot, place: Place, total: (f64, f64)) {
         (snapshot.charge_capacity_ah, snapshot.discharge_capacity_ah) = total;
         self.show_cycles(snapshot, place, total);
+        self.show_quality(snapshot);
     }
 
     fn show_cycles(
@@ -342,6 +358,10 @@ impl TestJournal {
                 .collect();
         }
         for f in out {
+            if !f.open {
+                self.quality.ended_count += 1;
+            }
+            self.quality.last_message = f.message();
             tracing::info!(channel = %self.channel_id, test_id = %self.test_id, open = f.open, "quality: {}", f.message());
             self.append(Body::Quality(f.to_entry(&self.test_id)), None);
         }

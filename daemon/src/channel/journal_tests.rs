@@ -91,8 +91,9 @@ fn sample(seq: u64, stuck: (u64, u64), flipped: (u64, u64), q: &mut (f64, f64)) 
     }
 }
 
-/// Records a test of 400 samples (flushed every 64) and returns the quality entries it sent.
-async fn record(stuck: (u64, u64), flipped: (u64, u64)) -> Vec<QualityFinding> {
+/// Records a test of 400 samples (flushed every 64); returns the quality entries it sent and
+/// what the channel showed of them before the end.
+async fn record(stuck: (u64, u64), flipped: (u64, u64)) -> (Vec<QualityFinding>, ChannelSnapshot) {
     let dir = tempfile::tempdir().unwrap();
     let shared = shared(dir.path());
     let (live, _watch) = tokio::sync::watch::channel(ChannelSnapshot::default());
@@ -122,10 +123,12 @@ async fn record(stuck: (u64, u64), flipped: (u64, u64)) -> Vec<QualityFinding> {
         }
     }
     journal.flush(state);
+    let mut shown = ChannelSnapshot::default();
+    journal.show_throughput(&mut shown, (2, 1), q);
     journal.end(&live, 399.0, (2, 1), Ending::Finished);
     shared.outbox.flush().await.unwrap();
     let mut reader = shared.outbox.reader().unwrap();
-    reader
+    let sent = reader
         .page_after(0, 10_000)
         .unwrap()
         .into_iter()
@@ -136,12 +139,13 @@ async fn record(stuck: (u64, u64), flipped: (u64, u64)) -> Vec<QualityFinding> {
             },
             crate::outbox::PageItem::Corrupt { .. } => None,
         })
-        .collect()
+        .collect();
+    (sent, shown)
 }
 
 #[tokio::test]
 async fn a_stuck_voltage_and_a_sign_error_at_known_seqs_are_sent_with_exactly_those_ranges() {
-    let sent = record((50, 149), (300, 309)).await;
+    let (sent, shown) = record((50, 149), (300, 309)).await;
     let closed: Vec<_> = sent
         .iter()
         .filter(|f| !f.open)
@@ -165,10 +169,20 @@ async fn a_stuck_voltage_and_a_sign_error_at_known_seqs_are_sent_with_exactly_th
         (sign.first_test_time_s, sign.last_test_time_s),
         (300.0, 309.0)
     );
+    // The channel shows them (cyclerctl status).
+    assert_eq!(shown.quality_findings, 2);
+    assert!(
+        shown
+            .last_quality_finding
+            .starts_with("current_sign seq 300..309: current 1 A in a discharge step"),
+        "{shown:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_clean_recording_sends_no_finding() {
     let none = (u64::MAX - 1, u64::MAX - 1);
-    assert_eq!(record(none, none).await, []);
+    let (sent, shown) = record(none, none).await;
+    assert_eq!(sent, []);
+    assert_eq!(shown.quality_findings, 0);
 }

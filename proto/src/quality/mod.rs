@@ -331,6 +331,11 @@ impl Checker {
         self.last.map_or(0, |p| p.seq + 1)
     }
 
+    /// How many runs are going on.
+    pub fn open_runs(&self) -> usize {
+        self.open.len()
+    }
+
     /// The runs still going on, as findings marked open, in check order.
     pub fn open_findings(&self) -> Vec<Finding> {
         let mut out: Vec<Finding> = self
