@@ -8,6 +8,7 @@
 //! happened; the journal says how it is written, and moves the channel's live state between
 //! running and ended with it.
 
+use super::quality::Quality;
 use super::{ChannelSpec, Ending, Live, Shared, TestRequest};
 use crate::outbox::{Checkpoint, CheckpointOp, Outbox, Progress};
 use crate::proto::control::ChannelSnapshot;
@@ -15,7 +16,6 @@ use crate::proto::cycles::{CycleTracker, Point};
 use crate::proto::ingest::{
     CycleSummary, Event, SampleBatch, TestEnded, TestRegistered, entry::Body,
 };
-use crate::proto::quality::{Checker, Expected, Finding, Thresholds};
 use cyclerd_drivers::Clock;
 use cyclerd_protocols::Plan;
 use std::sync::Arc;
@@ -57,47 +57,6 @@ pub struct TestJournal {
     settled: Vec<CycleSummary>,
     /// The plausibility checks over the test's samples.
     quality: Quality,
-}
-
-/// The quality checks of a test as the journal runs them: every sample is observed as it is
-/// pushed; what was found is sent after the batch that holds its samples.
-struct Quality {
-    checker: Checker,
-    /// What each plan step commands (by plan step index): the current's direction, whether it
-    /// holds the voltage.
-    expected: Vec<Expected>,
-    /// Findings of runs that ended, not sent yet.
-    ended: Vec<Finding>,
-    /// `(check, first_seq, last_seq)` of the open runs as last sent, so that an open run is
-    /// sent again only when it grew.
-    sent_open: Vec<(crate::proto::quality::Check, u64, u64)>,
-    /// Runs that ended, sent: with the runs going on, what the channel shows.
-    ended_count: u32,
-    /// The latest finding sent, as one line, for the channel's view.
-    last_message: String,
-}
-
-impl Quality {
-    /// Checks with the thresholds of `shared`'s `[quality]` for `plan` (the protocol's
-    /// override, if any), and what its steps command; without a plan, the lab's thresholds and
-    /// no sign check.
-    fn new(shared: &Shared, plan: Option<&Plan>) -> Quality {
-        let thresholds: Thresholds = match plan {
-            Some(plan) => shared.quality.for_name(&plan.name).clone(),
-            None => shared.quality.base.clone(),
-        };
-        let expected = plan.map_or_else(Vec::new, |plan| {
-            Expected::per_step(&plan.commanded_signs(), &plan.holds_voltage())
-        });
-        Quality {
-            checker: Checker::new(thresholds),
-            expected,
-            ended: Vec::new(),
-            sent_open: Vec::new(),
-            ended_count: 0,
-            last_message: String::new(),
-        }
-    }
 }
 
 impl TestJournal {
@@ -185,10 +144,7 @@ impl TestJournal {
 
     /// Shows the test's quality findings so far (what was sent, runs going on included).
     fn show_quality(&self, s: &mut ChannelSnapshot) {
-        let q = &self.quality;
-        let open = u32::try_from(q.checker.open_runs()).unwrap_or(u32::MAX);
-        s.quality_findings = q.ended_count.saturating_add(open);
-        s.last_quality_finding.clone_from(&q.last_message);
+        self.quality.show(s);
     }
 
     /// Shows the test's throughput in `snapshot` for a reading in `place` with the cumulative
@@ -294,14 +250,7 @@ impl TestJournal {
         };
         let settled = self.cycles.observe(&self.test_id, &point);
         self.settled.extend(settled);
-        let q = &mut self.quality;
-        let expected = q
-            .expected
-            .get(sample.plan_step as usize)
-            .copied()
-            .unwrap_or_default();
-        let ended = q.checker.observe(&point, expected);
-        q.ended.extend(ended);
+        self.quality.observe(&point, sample.plan_step);
         self.batch.push(sample);
     }
 
@@ -341,27 +290,7 @@ impl TestJournal {
     /// last sent (all of them closed, when the test `ends`). After the samples they are about,
     /// so a finding never names samples the outbox does not hold.
     fn send_findings(&mut self, ends: bool) {
-        let mut out = std::mem::take(&mut self.quality.ended);
-        if ends {
-            out.extend(self.quality.checker.finish());
-        } else {
-            let open = self.quality.checker.open_findings();
-            let sent = &mut self.quality.sent_open;
-            out.extend(
-                open.iter()
-                    .filter(|f| !sent.contains(&(f.check, f.first_seq, f.last_seq)))
-                    .cloned(),
-            );
-            *sent = open
-                .iter()
-                .map(|f| (f.check, f.first_seq, f.last_seq))
-                .collect();
-        }
-        for f in out {
-            if !f.open {
-                self.quality.ended_count += 1;
-            }
-            self.quality.last_message = f.message();
+        for f in self.quality.take_to_send(ends) {
             tracing::info!(channel = %self.channel_id, test_id = %self.test_id, open = f.open, "quality: {}", f.message());
             self.append(Body::Quality(f.to_entry(&self.test_id)), None);
         }

@@ -14,6 +14,7 @@
 pub mod journal;
 pub mod native;
 pub mod offline;
+mod quality;
 pub mod stepped;
 
 use crate::chamber::ChamberLink;
