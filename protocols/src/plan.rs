@@ -438,6 +438,22 @@ impl Plan {
             .collect()
     }
 
+    /// The constant current each step commands, A (positive charging), indexed like
+    /// [`Plan::steps`]: a constant-current step's; none for every other step (CCCV, whose CV
+    /// phase lets the current fall, included).
+    pub fn commanded_amps(&self) -> Vec<Option<f64>> {
+        self.steps
+            .iter()
+            .map(|step| match step {
+                PlanStep::Action(a) => match a.control {
+                    Control::Current { amps } => Some(amps),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The plan as JSON (the form stored with a test and sent between processes).
     pub fn to_json(&self) -> String {
         // A plan holds only strings, finite numbers and enums, which JSON always represents;
@@ -685,5 +701,9 @@ mod tests {
         // The four actions, then the end.
         assert_eq!(plan.commanded_signs(), [1, 0, 0, -1, 0]);
         assert_eq!(plan.holds_voltage(), [false, true, false, false, false]);
+        assert_eq!(
+            plan.commanded_amps(),
+            [Some(1.0), None, None, Some(-1.0), None]
+        );
     }
 }

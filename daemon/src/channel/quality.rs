@@ -11,8 +11,8 @@ use cyclerd_protocols::Plan;
 /// One test's checks.
 pub struct Quality {
     checker: Checker,
-    /// What each plan step commands (by plan step index): the current's direction, whether it
-    /// holds the voltage.
+    /// What each plan step commands (by plan step index): the current's direction and
+    /// constant current, whether it holds the voltage.
     expected: Vec<Expected>,
     /// Findings of runs that ended, not sent yet.
     ended: Vec<Finding>,
@@ -35,7 +35,11 @@ impl Quality {
             None => shared.quality.base.clone(),
         };
         let expected = plan.map_or_else(Vec::new, |plan| {
-            Expected::per_step(&plan.commanded_signs(), &plan.holds_voltage())
+            Expected::per_step(
+                &plan.commanded_signs(),
+                &plan.holds_voltage(),
+                &plan.commanded_amps(),
+            )
         });
         Quality {
             checker: Checker::new(thresholds),

@@ -27,6 +27,9 @@ struct State {
     signs: Vec<i8>,
     /// Whether each plan step holds the voltage (`Plan::holds_voltage`).
     held: Vec<bool>,
+    /// The constant current each plan step commands (`Plan::commanded_amps`).
+    #[serde(default)]
+    amps: Vec<Option<f64>>,
     checker: Checker,
 }
 
@@ -49,15 +52,16 @@ pub(super) fn recheck(
             ..state
         },
         None => {
-            let (signs, held) = commanded(&w.test_plan(key)?);
+            let (signs, held, amps) = commanded(&w.test_plan(key)?);
             State {
                 signs,
                 held,
+                amps,
                 checker: Checker::new(thresholds),
             }
         }
     };
-    let expected = Expected::per_step(&state.signs, &state.held);
+    let expected = Expected::per_step(&state.signs, &state.held, &state.amps);
     let mut found = Vec::new();
     let next = state.checker.next_seq();
     if b.first_seq > next && next > 0 {
@@ -134,11 +138,13 @@ fn thresholds_of(
     Ok(layered.for_name(lab.as_deref().unwrap_or("")).clone())
 }
 
-/// What the plan's steps command (current signs, held voltages); nothing when the plan cannot
-/// be read (then the sign check is skipped).
-fn commanded(plan_json: &str) -> (Vec<i8>, Vec<bool>) {
+/// What the plan's steps command (current signs, held voltages, constant currents); nothing
+/// when the plan cannot be read (then the checks that need it are skipped).
+type Commanded = (Vec<i8>, Vec<bool>, Vec<Option<f64>>);
+
+fn commanded(plan_json: &str) -> Commanded {
     cyclerd_protocols::Plan::from_json(plan_json)
-        .map(|p| (p.commanded_signs(), p.holds_voltage()))
+        .map(|p| (p.commanded_signs(), p.holds_voltage(), p.commanded_amps()))
         .unwrap_or_default()
 }
 

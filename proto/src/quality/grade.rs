@@ -55,6 +55,7 @@ pub fn weight(check: Check) -> f64 {
         Check::TemperatureRange => 5.0,
         Check::VoltageStuck => 10.0,
         Check::CurrentSign => 10.0,
+        Check::CurrentMagnitude => 5.0,
         Check::Accounting => 10.0,
         Check::TemperatureRate => 5.0,
     }

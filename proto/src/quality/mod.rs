@@ -16,6 +16,9 @@
 //! - `current_sign`: the current's sign is not the one the step commands (charge positive,
 //!   discharge negative), when the caller says which; the first sample of a step is not
 //!   checked (it may have been measured as the step before ended);
+//! - `current_magnitude`: in a constant-current step, the current is off the commanded one by
+//!   more than `current_tolerance` of it (plus `min_current_a`), when the caller says what it
+//!   is; not the first sample of a step, nor a sample whose sign is already wrong;
 //! - `accounting`: a cumulative capacity or energy went down, or charge capacity grew while
 //!   discharging (or discharge capacity while charging): the BDF identities break;
 //! - `temperature_rate`: the cell temperature changed faster than `max_temperature_rate_c_per_s`.
@@ -53,6 +56,9 @@ pub struct Thresholds {
     /// Current magnitude from which the voltage must move, and from which the sign and the
     /// accounting are checked, A (default 0.01).
     pub min_current_a: f64,
+    /// Share of the commanded current a constant-current step's current may be off by (default
+    /// 0.1: 10 %), beside `min_current_a`.
+    pub current_tolerance: f64,
     /// Fastest plausible cell temperature change, °C/s (default 1).
     pub max_temperature_rate_c_per_s: f64,
     /// Slack of the accounting, Ah and Wh (default 1e-6): rounding never counts.
@@ -71,6 +77,7 @@ impl Default for Thresholds {
             stuck_samples: 300,
             stuck_min_s: 60.0,
             min_current_a: 0.01,
+            current_tolerance: 0.1,
             max_temperature_rate_c_per_s: 1.0,
             accounting_slack: 1e-6,
         }
@@ -89,6 +96,7 @@ impl Thresholds {
             ("max_gap_s", self.max_gap_s),
             ("stuck_min_s", self.stuck_min_s),
             ("min_current_a", self.min_current_a),
+            ("current_tolerance", self.current_tolerance),
             (
                 "max_temperature_rate_c_per_s",
                 self.max_temperature_rate_c_per_s,
@@ -119,6 +127,7 @@ impl Thresholds {
             ("min_current_a", self.min_current_a),
             ("accounting_slack", self.accounting_slack),
             ("stuck_min_s", self.stuck_min_s),
+            ("current_tolerance", self.current_tolerance),
         ];
         if let Some((key, v)) = not_negative.iter().find(|(_, v)| *v < 0.0) {
             return Err(format!("quality.{key} must not be negative, not {v}"));
@@ -141,12 +150,13 @@ pub enum Check {
     TemperatureRange,
     VoltageStuck,
     CurrentSign,
+    CurrentMagnitude,
     Accounting,
     TemperatureRate,
 }
 
 /// Every check, in the order findings of one sample are given.
-pub const CHECKS: [Check; 9] = [
+pub const CHECKS: [Check; 10] = [
     Check::TimeNotIncreasing,
     Check::TimeGap,
     Check::VoltageRange,
@@ -154,6 +164,7 @@ pub const CHECKS: [Check; 9] = [
     Check::TemperatureRange,
     Check::VoltageStuck,
     Check::CurrentSign,
+    Check::CurrentMagnitude,
     Check::Accounting,
     Check::TemperatureRate,
 ];
@@ -169,6 +180,7 @@ impl Check {
             Check::TemperatureRange => "temperature_range",
             Check::VoltageStuck => "voltage_stuck",
             Check::CurrentSign => "current_sign",
+            Check::CurrentMagnitude => "current_magnitude",
             Check::Accounting => "accounting",
             Check::TemperatureRate => "temperature_rate",
         }
@@ -202,23 +214,28 @@ impl Direction {
 }
 
 /// What the step a sample was taken in commands, as the checks need it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Expected {
     /// The current's direction, when the step commands one (the sign check).
     pub direction: Option<Direction>,
     /// The step holds the voltage (constant voltage, CCCV): a voltage that does not move there
     /// is the control working, not a stuck sensor.
     pub holds_voltage: bool,
+    /// The constant current the step commands, A (positive charging), when it commands one.
+    pub amps: Option<f64>,
 }
 
 impl Expected {
     /// Per plan step, from the sign of the current each commands (1 charge, -1 discharge, 0
-    /// none) and whether each holds the voltage (`Plan::commanded_signs`, `holds_voltage`).
-    pub fn per_step(signs: &[i8], holds_voltage: &[bool]) -> Vec<Expected> {
-        (0..signs.len().max(holds_voltage.len()))
+    /// none), whether each holds the voltage and the constant current each commands
+    /// (`Plan::commanded_signs`, `holds_voltage`, `commanded_amps`).
+    pub fn per_step(signs: &[i8], holds_voltage: &[bool], amps: &[Option<f64>]) -> Vec<Expected> {
+        let n = signs.len().max(holds_voltage.len()).max(amps.len());
+        (0..n)
             .map(|i| Expected {
                 direction: signs.get(i).and_then(|s| Direction::of_sign(f64::from(*s))),
                 holds_voltage: holds_voltage.get(i).copied().unwrap_or(false),
+                amps: amps.get(i).copied().flatten().filter(|a| a.is_finite()),
             })
             .collect()
     }
@@ -228,7 +245,7 @@ impl From<Option<Direction>> for Expected {
     fn from(direction: Option<Direction>) -> Expected {
         Expected {
             direction,
-            holds_voltage: false,
+            ..Expected::default()
         }
     }
 }
@@ -544,6 +561,24 @@ impl Checker {
                 Some(Direction::Discharge) => p.current_a >= t.min_current_a,
                 None => false,
             };
+        let off = match expected.amps {
+            Some(amps) if !step_began && !sign_wrong => {
+                let tolerance = t.current_tolerance * amps.abs() + t.min_current_a;
+                (p.current_a - amps).abs() > tolerance
+            }
+            _ => false,
+        };
+        if off {
+            out.push((
+                Check::CurrentMagnitude,
+                format!(
+                    "current {} A where the step commands {} A (current_tolerance {})",
+                    p.current_a,
+                    expected.amps.unwrap_or_default(),
+                    t.current_tolerance
+                ),
+            ));
+        }
         if sign_wrong {
             out.push((
                 Check::CurrentSign,

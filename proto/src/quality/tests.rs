@@ -206,11 +206,61 @@ fn a_voltage_held_by_its_step_is_not_stuck() {
     let held = Expected {
         direction: Some(Direction::Charge),
         holds_voltage: true,
+        amps: None,
     };
     let mut c = Checker::new(Thresholds::default());
     let mut f = Vec::new();
     for p in &points {
         f.extend(c.observe(p, held));
+    }
+    f.extend(c.finish());
+    assert_eq!(f, []);
+}
+
+#[test]
+fn a_current_off_the_commanded_one_is_flagged_but_not_at_a_step_start_nor_twice_with_a_sign_error()
+{
+    let mut points = clean(100);
+    // Half the commanded 1 A over seqs 31..=40; the wrong sign over 61..=65.
+    for p in &mut points[30..40] {
+        p.current_a = 0.5;
+    }
+    for p in &mut points[60..65] {
+        p.current_a = -1.0;
+    }
+    let commanded = Expected {
+        direction: Some(Direction::Charge),
+        amps: Some(1.0),
+        ..Expected::default()
+    };
+    let mut c = Checker::new(Thresholds::default());
+    let mut f = Vec::new();
+    for p in &points {
+        f.extend(c.observe(p, commanded));
+    }
+    f.extend(c.finish());
+    let runs: Vec<_> = f
+        .iter()
+        .map(|f| (f.check, f.first_seq, f.last_seq))
+        .collect();
+    assert!(runs.contains(&(Check::CurrentMagnitude, 31, 40)), "{f:?}");
+    assert!(runs.contains(&(Check::CurrentSign, 61, 65)), "{f:?}");
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.0 == Check::CurrentMagnitude)
+            .count(),
+        1,
+        "{f:?}"
+    );
+    // 5 % off is within the default 10 %.
+    let mut close = clean(50);
+    for p in &mut close {
+        p.current_a = 0.95;
+    }
+    let mut c = Checker::new(Thresholds::default());
+    let mut f = Vec::new();
+    for p in &close {
+        f.extend(c.observe(p, commanded));
     }
     f.extend(c.finish());
     assert_eq!(f, []);
