@@ -183,3 +183,48 @@ fn a_quality_file_gives_defaults_lab_overrides_and_errors_naming_file_and_key() 
     std::fs::write(&path, "not toml [").unwrap();
     assert!(serve::quality_thresholds(Some(&path)).is_err());
 }
+
+#[test]
+fn show_and_tests_print_the_grade_its_reasons_and_the_findings() {
+    use cyclerd_proto::hub::{QualityFindingRow, TestDetail, TestSummary};
+    let summary = TestSummary {
+        test_id: "0190a0c0-0000-7000-8000-000000000001".into(),
+        state: "finished".into(),
+        sample_count: 600,
+        grade: "B".into(),
+        grade_score: 80,
+        ..TestSummary::default()
+    };
+    let detail = TestDetail {
+        summary: Some(summary.clone()),
+        grade_reasons: vec!["1 voltage_stuck finding(s) (-10)".into()],
+        quality_findings: vec![QualityFindingRow {
+            source: "hub".into(),
+            check: "voltage_stuck".into(),
+            first_seq: 150,
+            last_seq: 549,
+            open: true,
+            reason: "voltage 3.8 V unchanged for 300 samples under 1.25 A".into(),
+            ..QualityFindingRow::default()
+        }],
+        ..TestDetail::default()
+    };
+    let mut out = Vec::new();
+    read::print_detail(&mut out, &detail).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("grade     B (80 of 100)\n  1 voltage_stuck finding(s) (-10)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  hub     voltage_stuck        seq 150..549 (going on): voltage 3.8 V unchanged"
+        ),
+        "{text}"
+    );
+    let mut out = Vec::new();
+    read::print_tests(&mut out, &[summary]).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.lines().next().unwrap().contains("GRADE"), "{text}");
+    assert!(text.contains("B (80)"), "{text}");
+}
