@@ -245,6 +245,7 @@ impl Daemon {
             acquired: Arc::new(Default::default()),
             device_errors: Arc::new(Default::default()),
             reconnects: Arc::new(Default::default()),
+            quality: Arc::new(config.quality.0.clone()),
         };
         let (stop_runners, runners_rx) = watch::channel(false);
         let (started, started_rx) = watch::channel(false);

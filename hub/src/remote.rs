@@ -107,6 +107,7 @@ impl Remote {
             started_before_unix_s: filter.started_before_unix_s,
             lab: filter.lab.clone(),
             team: filter.team.clone(),
+            min_grade: filter.min_grade.clone(),
         });
         let answer = self.runtime.block_on(self.client.list_tests(request));
         Ok(answer

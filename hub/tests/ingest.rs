@@ -452,6 +452,8 @@ mod metrics;
 mod pg_tls;
 #[path = "ingest/plots.rs"]
 mod plots;
+#[path = "ingest/quality.rs"]
+mod quality;
 #[path = "ingest/query.rs"]
 mod query;
 // systemd's notify protocol, as `cyclerhub serve` speaks it (unix only).

@@ -26,7 +26,7 @@ use crate::ingest::CycleSummary;
 const REST_A: f64 = 1e-3;
 
 /// One sample as the tracker reads it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     pub seq: u64,
     pub test_time_s: f64,

@@ -387,6 +387,73 @@ pub(crate) fn sha256_hex(text: &str) -> String {
 }
 
 impl Plan {
+    /// The sign of the current each step commands, indexed like [`Plan::steps`] (a sample's
+    /// plan step): 1 a charge, -1 a discharge, 0 when the step does not say (rest, constant
+    /// voltage, a profile, a chamber step, loop markers). The quality checks compare a
+    /// sample's current with it.
+    pub fn commanded_signs(&self) -> Vec<i8> {
+        let sign = |v: f64| {
+            if v > 0.0 {
+                1
+            } else if v < 0.0 {
+                -1
+            } else {
+                0
+            }
+        };
+        self.steps
+            .iter()
+            .map(|step| match step {
+                PlanStep::Action(a) => match a.control {
+                    Control::Current { amps } | Control::Cccv { amps, .. } => sign(amps),
+                    Control::Power { watts } => sign(watts),
+                    Control::Resistance { .. } => -1,
+                    Control::Rest
+                    | Control::Voltage { .. }
+                    | Control::Profile { .. }
+                    | Control::Chamber { .. } => 0,
+                },
+                _ => 0,
+            })
+            .collect()
+    }
+
+    /// Whether each step holds the voltage, indexed like [`Plan::steps`]: a constant-voltage
+    /// step, the CV phase of a CCCV step, a voltage profile. There a voltage that does not move
+    /// while current flows is the control working, not a frozen reading.
+    pub fn holds_voltage(&self) -> Vec<bool> {
+        self.steps
+            .iter()
+            .map(|step| match step {
+                PlanStep::Action(a) => matches!(
+                    a.control,
+                    Control::Voltage { .. }
+                        | Control::Cccv { .. }
+                        | Control::Profile {
+                            kind: ProfileKind::Voltage
+                        }
+                ),
+                _ => false,
+            })
+            .collect()
+    }
+
+    /// The constant current each step commands, A (positive charging), indexed like
+    /// [`Plan::steps`]: a constant-current step's; none for every other step (CCCV, whose CV
+    /// phase lets the current fall, included).
+    pub fn commanded_amps(&self) -> Vec<Option<f64>> {
+        self.steps
+            .iter()
+            .map(|step| match step {
+                PlanStep::Action(a) => match a.control {
+                    Control::Current { amps } => Some(amps),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The plan as JSON (the form stored with a test and sent between processes).
     pub fn to_json(&self) -> String {
         // A plan holds only strings, finite numbers and enums, which JSON always represents;
@@ -618,6 +685,25 @@ mod tests {
                 dv_v: Some(0.005),
                 di_a: None
             }
+        );
+    }
+
+    #[test]
+    fn each_step_says_the_direction_it_commands_and_whether_it_holds_the_voltage() {
+        let plan = Plan::from_yaml(
+            "protocol: p\nversion: 1\nparams: {capacity: 2 Ah}\n\
+             safety: {voltage: [2.5 V, 4.25 V], current: 5 A}\n\
+             steps: [\"Charge at 1 A until 4.1 V\", \"Hold at 4.1 V until 50 mA\", \
+             \"Rest for 1 minute\", \"Discharge at 1 A until 3.0 V\"]\n",
+            "p.yaml",
+        )
+        .unwrap();
+        // The four actions, then the end.
+        assert_eq!(plan.commanded_signs(), [1, 0, 0, -1, 0]);
+        assert_eq!(plan.holds_voltage(), [false, true, false, false, false]);
+        assert_eq!(
+            plan.commanded_amps(),
+            [Some(1.0), None, None, Some(-1.0), None]
         );
     }
 }

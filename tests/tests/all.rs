@@ -32,6 +32,8 @@ mod native;
 mod outputs;
 #[path = "all/params.rs"]
 mod params;
+#[path = "all/quality.rs"]
+mod quality;
 #[cfg(target_os = "linux")]
 #[path = "all/resources.rs"]
 mod resources;

@@ -130,6 +130,9 @@ pub struct LabOptions {
     /// (2e-4): an aged cell, so end-of-life protocols (a loop until the capacity falls below
     /// a share of the first cycle's) finish in a test.
     pub fade_per_cycle: Option<f64>,
+    /// The thresholds of the quality checks, for the daemon (`[quality]`) and the embedded
+    /// hub alike; the documented defaults unless a test needs others.
+    pub quality: cyclerd::proto::quality::config::Layered,
 }
 
 impl Default for LabOptions {
@@ -150,6 +153,7 @@ impl Default for LabOptions {
             chamber: None,
             chamber_config: String::new(),
             fade_per_cycle: None,
+            quality: Default::default(),
         }
     }
 }
@@ -224,6 +228,7 @@ impl SimLab {
             chamber,
             chamber_config,
             fade_per_cycle,
+            quality,
         } = options;
         let poll = poll_interval_ms
             .map(|ms| format!("poll_interval_ms = {ms}\n"))
@@ -247,7 +252,8 @@ impl SimLab {
         let (hub_addr, hub_app_addr, hub) = match hub_address {
             Some(addr) => (addr, None, None),
             None => {
-                let hub_store = cyclerhub::HubStore::open(data_dir.join("hub.sqlite"))?;
+                let hub_store = cyclerhub::HubStore::open(data_dir.join("hub.sqlite"))?
+                    .with_quality(quality.clone());
                 let hub_listener = TcpListener::bind("127.0.0.1:0").await?;
                 let addr = hub_listener.local_addr()?;
                 let app_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -365,7 +371,8 @@ impl SimLab {
                     .map(|lab| format!("\nlab = {lab:?}"))
                     .unwrap_or_default(),
         );
-        let config = Config::from_toml(&config_text, ORIGIN)?;
+        let mut config = Config::from_toml(&config_text, ORIGIN)?;
+        config.quality.0 = quality;
         let daemon = Daemon::start(config.clone(), ORIGIN, clock.clone()).await?;
         Ok(SimLab {
             daemon,

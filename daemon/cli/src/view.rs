@@ -97,6 +97,12 @@ pub fn channel_lines(c: &ChannelSnapshot) -> Vec<String> {
             }
         }
         lines.push(ah);
+        if c.quality_findings > 0 {
+            lines.push(format!(
+                "  quality: {} finding(s), latest {}",
+                c.quality_findings, c.last_quality_finding
+            ));
+        }
     }
     if c.state == "offline" && has_test {
         lines.push(format!("  test {} waits for its device", c.test_id));
@@ -275,6 +281,20 @@ mod tests {
                 "  Ah step 34 +0.512 -0.000  cycle 12 +1.234 -0.000  last 11: -2.401 CE 99.80%",
             ]
         );
+    }
+
+    #[test]
+    fn a_channel_whose_test_has_quality_findings_shows_how_many_and_the_latest() {
+        let mut c = running();
+        c.quality_findings = 2;
+        c.last_quality_finding =
+            "current_sign seq 300..309: current 1 A in a discharge step".into();
+        let lines = channel_lines(&c);
+        assert!(
+            lines[3].starts_with("  quality: 2 finding(s), latest current_sign seq 300..309"),
+            "{lines:?}"
+        );
+        assert!(lines[3].chars().count() <= WIDTH);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! happened; the journal says how it is written, and moves the channel's live state between
 //! running and ended with it.
 
+use super::quality::Quality;
 use super::{ChannelSpec, Ending, Live, Shared, TestRequest};
 use crate::outbox::{Checkpoint, CheckpointOp, Outbox, Progress};
 use crate::proto::control::ChannelSnapshot;
@@ -16,6 +17,7 @@ use crate::proto::ingest::{
     CycleSummary, Event, SampleBatch, TestEnded, TestRegistered, entry::Body,
 };
 use cyclerd_drivers::Clock;
+use cyclerd_protocols::Plan;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -53,6 +55,8 @@ pub struct TestJournal {
     cycles: CycleTracker,
     /// Cycle summaries the last samples settled, sent before the batch that holds them.
     settled: Vec<CycleSummary>,
+    /// The plausibility checks over the test's samples.
+    quality: Quality,
 }
 
 impl TestJournal {
@@ -78,6 +82,7 @@ impl TestJournal {
             batch: Batch::new(&test_id, 0),
             cycles: CycleTracker::default(),
             settled: Vec::new(),
+            quality: Quality::new(shared, Some(&test.plan)),
         };
         let checkpoint = Checkpoint {
             test_id: test_id.clone(),
@@ -133,7 +138,13 @@ impl TestJournal {
             s.charge_capacity_ah = 0.0;
             s.discharge_capacity_ah = 0.0;
             self.show_cycles(s, place, (0.0, 0.0));
+            self.show_quality(s);
         });
+    }
+
+    /// Shows the test's quality findings so far (what was sent, runs going on included).
+    fn show_quality(&self, s: &mut ChannelSnapshot) {
+        self.quality.show(s);
     }
 
     /// Shows the test's throughput in `snapshot` for a reading in `place` with the cumulative
@@ -142,6 +153,7 @@ impl TestJournal {
     pub fn show_throughput(&self, snapshot: &mut ChannelSnapshot, place: Place, total: (f64, f64)) {
         (snapshot.charge_capacity_ah, snapshot.discharge_capacity_ah) = total;
         self.show_cycles(snapshot, place, total);
+        self.show_quality(snapshot);
     }
 
     fn show_cycles(
@@ -172,7 +184,16 @@ impl TestJournal {
             // A checkpoint from before cycles were tracked starts a tracker at the next sample.
             cycles: serde_json::from_str(&cp.progress.cycles_json).unwrap_or_default(),
             settled: Vec::new(),
+            // Checks start again at the next sample: a run going on across the restart is
+            // found again as a run of its own (the hub's own checks go on across it).
+            quality: Quality::new(shared, None),
         }
+    }
+
+    /// Checks the samples from now on with the thresholds and step directions of `plan`: for a
+    /// test taken up again ([`TestJournal::reopen`]) once its plan is known.
+    pub fn check_with(&mut self, shared: &Shared, plan: &Plan) {
+        self.quality = Quality::new(shared, Some(plan));
     }
 
     pub fn test_id(&self) -> &str {
@@ -229,6 +250,7 @@ impl TestJournal {
         };
         let settled = self.cycles.observe(&self.test_id, &point);
         self.settled.extend(settled);
+        self.quality.observe(&point, sample.plan_step);
         self.batch.push(sample);
     }
 
@@ -260,6 +282,17 @@ impl TestJournal {
                 progress,
             };
             self.append(Body::Samples(body), Some(checkpoint));
+            self.send_findings(false);
+        }
+    }
+
+    /// Sends the findings of runs that ended, and the runs still open that grew since they were
+    /// last sent (all of them closed, when the test `ends`). After the samples they are about,
+    /// so a finding never names samples the outbox does not hold.
+    fn send_findings(&mut self, ends: bool) {
+        for f in self.quality.take_to_send(ends) {
+            tracing::info!(channel = %self.channel_id, test_id = %self.test_id, open = f.open, "quality: {}", f.message());
+            self.append(Body::Quality(f.to_entry(&self.test_id)), None);
         }
     }
 
@@ -371,8 +404,9 @@ impl TestJournal {
     }
 
     fn end_quietly(mut self, unix_time_s: f64, ending: Ending) {
-        // The last cycle ends with the test.
+        // The last cycle ends with the test, and so do the runs of the quality checks.
         self.send_settled();
+        self.send_findings(true);
         if let Some(last) = self.cycles.current(&self.test_id, true) {
             self.append(Body::Cycle(last), None);
         }
@@ -548,3 +582,7 @@ impl Batch {
         Some(std::mem::replace(&mut self.columns, next))
     }
 }
+
+#[cfg(test)]
+#[path = "journal_tests.rs"]
+mod tests;

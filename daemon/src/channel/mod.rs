@@ -14,6 +14,7 @@
 pub mod journal;
 pub mod native;
 pub mod offline;
+mod quality;
 pub mod stepped;
 
 use crate::chamber::ChamberLink;
@@ -114,6 +115,8 @@ pub struct Shared {
     pub device_errors: Arc<AtomicU64>,
     /// Links to a device made again after it was lost, since the daemon started.
     pub reconnects: Arc<AtomicU64>,
+    /// The thresholds of the quality checks (`[quality]`), by protocol.
+    pub quality: Arc<crate::proto::quality::config::Layered>,
 }
 
 impl Shared {

@@ -49,6 +49,26 @@ pub struct Config {
     /// on (none by default).
     #[serde(default)]
     pub alerts: alerts::AlertsSection,
+    /// `[quality]`: thresholds of the plausibility checks run over every sample recorded
+    /// (documented defaults), and `[quality.protocols.NAME]` overrides for a protocol.
+    #[serde(default)]
+    pub quality: QualitySection,
+}
+
+/// `[quality]`: the thresholds of `cyclerd_proto::quality` (docs/quality.md), with
+/// `[quality.protocols.NAME]` tables overriding some of them for the protocol named NAME
+/// (`protocol:` in its document). Checked as it is read: an error names the key.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
+pub struct QualitySection(pub cyclerd_proto::quality::config::Layered);
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for QualitySection {
+    type Error = String;
+
+    fn try_from(table: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        cyclerd_proto::quality::config::Layered::from_table(table, "protocols", "quality")
+            .map(QualitySection)
+    }
 }
 
 /// Thermal chamber families.

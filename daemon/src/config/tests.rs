@@ -545,3 +545,27 @@ fn a_web_monitor_other_machines_reach_is_refused_without_tls_and_a_token_unless_
             .web_requires_tokens()
     );
 }
+
+#[test]
+fn quality_thresholds_default_take_protocol_overrides_and_a_bad_key_is_named() {
+    let c = Config::from_toml(GOOD, "lab.toml").unwrap();
+    assert_eq!(
+        c.quality.0.base,
+        crate::proto::quality::Thresholds::default()
+    );
+    let text = format!(
+        "{GOOD}\n[quality]\nmax_gap_s = 30\n[quality.protocols.\"Slow drift\"]\nstuck_samples = 20\n"
+    );
+    let c = Config::from_toml(&text, "lab.toml").unwrap();
+    let slow = c.quality.0.for_name("Slow drift");
+    assert_eq!((slow.max_gap_s, slow.stuck_samples), (30.0, 20));
+    assert_eq!(c.quality.0.for_name("other").stuck_samples, 300);
+    let bad = format!("{GOOD}\n[quality.protocols.p]\nstuck_samples = 1\n");
+    let e = Config::from_toml(&bad, "lab.toml").unwrap_err().to_string();
+    assert!(e.contains("lab.toml") && e.contains("stuck_samples"), "{e}");
+    let typo = format!("{GOOD}\n[quality]\nmax_gap = 30\n");
+    let e = Config::from_toml(&typo, "lab.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("max_gap"), "{e}");
+}

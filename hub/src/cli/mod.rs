@@ -95,6 +95,11 @@ enum Command {
         /// beside a SQLite --db). Give it to one hub process of several.
         #[arg(long)]
         alerts: Option<PathBuf>,
+        /// Thresholds of the hub's own quality checks of the samples it stores: a TOML file of
+        /// threshold keys (docs/quality.md; the defaults for those left out) and `[lab.NAME]`
+        /// tables overriding some of them for a lab's tests.
+        #[arg(long, value_name = "FILE")]
+        quality: Option<PathBuf>,
     },
     /// Set up a lab's hub securely in one go: a lab CA, the hub's TLS certificate for the names
     /// daemons reach it by, and the first tokens, written into --dir (keys and tokens readable
@@ -297,6 +302,14 @@ struct Filters {
     /// `--since 2026-12-01 --until 2026-12-02` is the 1st of December).
     #[arg(long, value_name = "TIME", value_parser = time_value)]
     until: Option<f64>,
+    /// Only tests graded this letter or better (A best, to E; docs/quality.md).
+    #[arg(long, value_name = "LETTER", value_parser = grade_value)]
+    min_grade: Option<String>,
+}
+
+/// A grade letter as `--min-grade` takes it.
+fn grade_value(text: &str) -> Result<String, String> {
+    cyclerd_proto::quality::grade::parse_letter(text).map(String::from)
 }
 
 impl Filters {
@@ -310,6 +323,7 @@ impl Filters {
             state: self.state.unwrap_or_default(),
             started_after_unix_s: self.since.unwrap_or(0.0),
             started_before_unix_s: self.until.unwrap_or(0.0),
+            min_grade: self.min_grade.unwrap_or_default(),
         }
     }
 }
@@ -487,12 +501,14 @@ fn run(cli: Cli) -> Result<()> {
             max_bytes_in_flight,
             max_connections,
             alerts,
+            quality,
         } => {
             let limits = serve::Limits {
                 max_upload_streams: max_upload_streams.max(1),
                 max_bytes_in_flight: max_bytes_in_flight.max(1024),
                 max_connections,
                 alerts,
+                quality,
             };
             serve::serve(
                 (db, read_db),

@@ -200,6 +200,27 @@ pub(super) fn print_detail(out: &mut impl std::io::Write, d: &TestDetail) -> Res
         String::new()
     };
     writeln!(out, "samples   {}{expected}", s.sample_count)?;
+    if !s.grade.is_empty() {
+        writeln!(out, "grade     {} ({} of 100)", s.grade, s.grade_score)?;
+        for r in &d.grade_reasons {
+            writeln!(out, "  {r}")?;
+        }
+    }
+    if !d.quality_findings.is_empty() {
+        writeln!(out, "quality findings (the samples are kept as measured)")?;
+        for f in &d.quality_findings {
+            writeln!(
+                out,
+                "  {:<6}  {:<19}  seq {}..{}{}: {}",
+                f.source,
+                f.check,
+                f.first_seq,
+                f.last_seq,
+                if f.open { " (going on)" } else { "" },
+                f.reason
+            )?;
+        }
+    }
     writeln!(out, "metadata")?;
     let mut metadata: Vec<_> = d.metadata.iter().collect();
     metadata.sort();
@@ -269,13 +290,14 @@ pub(super) fn print_tests(out: &mut impl std::io::Write, tests: &[TestSummary]) 
     let any_shared = tests.iter().any(|t| t.shared_from.is_some());
     writeln!(
         out,
-        "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  START (UTC){}",
+        "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  {:<9}  START (UTC){}",
         "TEST ID",
         "LAB",
         "CHANNEL",
         "PROTOCOL",
         "STATE",
         "SAMPLES",
+        "GRADE",
         if any_shared {
             "            SHARED FROM"
         } else {
@@ -283,6 +305,11 @@ pub(super) fn print_tests(out: &mut impl std::io::Write, tests: &[TestSummary]) 
         }
     )?;
     for t in tests {
+        let grade = if t.grade.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{} ({})", t.grade, t.grade_score)
+        };
         let from = match &t.shared_from {
             Some(from) => format!("  {}", provenance(from)),
             None if any_shared => "  -".into(),
@@ -290,13 +317,14 @@ pub(super) fn print_tests(out: &mut impl std::io::Write, tests: &[TestSummary]) 
         };
         writeln!(
             out,
-            "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  {}{from}",
+            "{:<36}  {:<14}  {:<14}  {:<24}  {:<9}  {:>10}  {:<9}  {}{from}",
             t.test_id,
             if t.lab.is_empty() { "-" } else { &t.lab },
             t.channel_id,
             t.protocol_name,
             t.state,
             t.sample_count,
+            grade,
             utc(t.start_unix_s)
         )?;
     }

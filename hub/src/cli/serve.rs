@@ -14,6 +14,24 @@ pub(super) struct Limits {
     pub max_connections: Option<usize>,
     /// `--alerts FILE`.
     pub alerts: Option<PathBuf>,
+    /// `--quality FILE`.
+    pub quality: Option<PathBuf>,
+}
+
+/// The thresholds `--quality FILE` gives (the defaults without one); errors name the file and
+/// the key.
+pub(super) fn quality_thresholds(
+    path: Option<&std::path::Path>,
+) -> Result<cyclerd_proto::quality::config::Layered> {
+    let Some(path) = path else {
+        return Ok(Default::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the quality file {}", path.display()))?;
+    let table: serde_json::Map<String, serde_json::Value> =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    cyclerd_proto::quality::config::Layered::from_table(table, "lab", "quality")
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 pub(super) fn serve(
@@ -64,6 +82,8 @@ pub(super) fn serve(
         }
         None => (None, None),
     };
+    // Checked before anything listens, like the alerts file.
+    let quality = quality_thresholds(limits.quality.as_deref())?;
     // Checked before anything listens: a bad alerts file is a failed start, not a silent hub.
     let alerts_section = limits
         .alerts
@@ -78,7 +98,7 @@ pub(super) fn serve(
         );
     }
     tracing::debug!(?open_files, max_connections, "open-file limit");
-    let store = open(&db, false)?;
+    let store = open(&db, false)?.with_quality(quality);
     let alerts = match &alerts_section {
         Some(section) => crate::alerts::HubAlerts::open(section, &db, "cyclerhub")?,
         None => None,

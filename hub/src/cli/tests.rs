@@ -134,3 +134,97 @@ fn tests_and_samples_read_from_exactly_one_of_a_database_and_a_hub() {
         assert!(parse(refused).is_err(), "{refused:?}");
     }
 }
+
+#[test]
+fn min_grade_takes_a_letter_in_either_case_and_refuses_others() {
+    let parse = |args: &[&str]| Cli::try_parse_from([&["cyclerhub"], args].concat());
+    let Ok(Cli {
+        command: Command::Tests { filters, .. },
+        ..
+    }) = parse(&["tests", "--db", "hub.sqlite", "--min-grade", "b"])
+    else {
+        panic!("b is a grade");
+    };
+    assert_eq!(filters.into_filter().min_grade, "B");
+    let e = parse(&["tests", "--db", "hub.sqlite", "--min-grade", "F"])
+        .err()
+        .expect("F is no grade")
+        .to_string();
+    assert!(e.contains("A (best) to E"), "{e}");
+}
+
+#[test]
+fn a_quality_file_gives_defaults_lab_overrides_and_errors_naming_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quality.toml");
+    std::fs::write(
+        &path,
+        "max_gap_s = 120\n[lab.formation]\nstuck_samples = 50\n",
+    )
+    .unwrap();
+    let q = serve::quality_thresholds(Some(&path)).unwrap();
+    assert_eq!(q.base.max_gap_s, 120.0);
+    let formation = q.for_name("formation");
+    assert_eq!((formation.max_gap_s, formation.stuck_samples), (120.0, 50));
+    assert_eq!(serve::quality_thresholds(None).unwrap(), Default::default());
+    std::fs::write(&path, "[lab.formation]\nmax_gap_s = -1\n").unwrap();
+    let e = serve::quality_thresholds(Some(&path))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("quality.toml") && e.contains("formation") && e.contains("max_gap_s"),
+        "{e}"
+    );
+    std::fs::write(&path, "max_gap = 5\n").unwrap();
+    let e = serve::quality_thresholds(Some(&path))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("max_gap"), "{e}");
+    std::fs::write(&path, "not toml [").unwrap();
+    assert!(serve::quality_thresholds(Some(&path)).is_err());
+}
+
+#[test]
+fn show_and_tests_print_the_grade_its_reasons_and_the_findings() {
+    use cyclerd_proto::hub::{QualityFindingRow, TestDetail, TestSummary};
+    let summary = TestSummary {
+        test_id: "0190a0c0-0000-7000-8000-000000000001".into(),
+        state: "finished".into(),
+        sample_count: 600,
+        grade: "B".into(),
+        grade_score: 80,
+        ..TestSummary::default()
+    };
+    let detail = TestDetail {
+        summary: Some(summary.clone()),
+        grade_reasons: vec!["1 voltage_stuck finding(s) (-10)".into()],
+        quality_findings: vec![QualityFindingRow {
+            source: "hub".into(),
+            check: "voltage_stuck".into(),
+            first_seq: 150,
+            last_seq: 549,
+            open: true,
+            reason: "voltage 3.8 V unchanged for 300 samples under 1.25 A".into(),
+            ..QualityFindingRow::default()
+        }],
+        ..TestDetail::default()
+    };
+    let mut out = Vec::new();
+    read::print_detail(&mut out, &detail).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("grade     B (80 of 100)\n  1 voltage_stuck finding(s) (-10)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  hub     voltage_stuck        seq 150..549 (going on): voltage 3.8 V unchanged"
+        ),
+        "{text}"
+    );
+    let mut out = Vec::new();
+    read::print_tests(&mut out, &[summary]).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.lines().next().unwrap().contains("GRADE"), "{text}");
+    assert!(text.contains("B (80)"), "{text}");
+}

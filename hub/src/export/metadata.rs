@@ -11,6 +11,7 @@
 //!   "outcome": "finished",
 //!   "reason": "protocol done",
 //!   "samples": 300,
+//!   "grade": { "letter": "B", "score": 80, "reasons": [ "1 voltage_stuck finding(s) (-10)", "..." ] },
 //!   "metadata": {
 //!     "primary": { "cell_id": "NMC-0042", "chemistry": "NMC811/graphite", "...": "..." },
 //!     "secondary": { "form_factor": "21700" },
@@ -30,7 +31,8 @@
 //! }
 //! ```
 //!
-//! `end`, `outcome` and `reason` are `null` while the test runs. The tiers are the test's
+//! `end`, `outcome` and `reason` are `null` while the test runs. `grade` is the test's grade
+//! when it was exported (docs/quality.md), `null` when the reader gave none. The tiers are the test's
 //! metadata map split on its `secondary.` and `tertiary.` key prefixes. The protocol carries its
 //! name, source, the parameters it ran with and its plan. An anonymised export lists the keys
 //! it replaced by pseudonyms in `pseudonymised` (see [`super::anonymise`]).
@@ -108,6 +110,8 @@ struct Metadata {
     reason: Option<String>,
     /// Samples in the export.
     samples: u64,
+    /// The test's grade as of the export: how fit its record is to share.
+    grade: Option<GradeJson>,
     /// The test's metadata in its three tiers.
     metadata: Tiers,
     /// Where the metadata does not follow the lab's schemas (absent when it does).
@@ -119,6 +123,17 @@ struct Metadata {
     export: Export,
     /// The version of cyclerd (the workspace's, which cyclerhub shares) that wrote the export.
     cyclerd_version: &'static str,
+}
+
+/// A test's grade (`cyclerd_proto::quality::grade`).
+#[derive(Serialize)]
+struct GradeJson {
+    /// `A` (best) to `E`.
+    letter: String,
+    /// 0 to 100.
+    score: u32,
+    /// Each deduction with its points.
+    reasons: Vec<String>,
 }
 
 /// One instrument of a test; an anonymised export leaves out where it is reached (a lab's
@@ -264,6 +279,11 @@ pub fn metadata_json(
         outcome: test.outcome.as_deref().map(scrub),
         reason: test.reason.as_deref().map(scrub),
         samples,
+        grade: test.grade.as_ref().map(|g| GradeJson {
+            letter: g.letter.to_string(),
+            score: g.score,
+            reasons: g.reasons.iter().map(|r| scrub(r)).collect(),
+        }),
         metadata: tiers,
         metadata_problems: test.metadata_problems.iter().map(|p| scrub(p)).collect(),
         equipment: equipment

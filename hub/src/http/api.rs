@@ -109,7 +109,8 @@ async fn cells(
 }
 
 /// The tests a filter of query parameters selects, for a caller: `lab`, `cell`, `chemistry`,
-/// `state`, `team`, `daemon`, `started_after`/`started_before` (Unix seconds) and `q`, a
+/// `state`, `team`, `daemon`, `started_after`/`started_before` (Unix seconds), `min_grade`
+/// (a letter: that grade or better) and `q`, a
 /// case-insensitive search of ids, channel, protocol and metadata values. Newest first.
 pub async fn select_tests(
     state: &HttpState,
@@ -125,6 +126,7 @@ pub async fn select_tests(
         state: text(params, "state"),
         started_after_unix_s: number(params, "started_after")?,
         started_before_unix_s: number(params, "started_before")?,
+        min_grade: text(params, "min_grade"),
     };
     filter.check().map_err(ApiError::bad_request)?;
     let q = text(params, "q").trim().to_lowercase();
@@ -158,6 +160,8 @@ pub fn summary_json(t: &TestRow, lab: &str) -> Value {
             "hub": f.hub, "share": f.share, "anonymised": f.anonymised,
             "selection": f.selection, "since_unix_s": f.since_unix_s,
         })),
+        "grade": t.grade.as_ref().map(|g| g.letter.to_string()),
+        "grade_score": t.grade.as_ref().map(|g| g.score),
     })
 }
 
@@ -219,6 +223,13 @@ pub async fn detail_json(state: &HttpState, t: TestRow, lab: String) -> Result<V
             "name": e.name, "family": e.family, "address": e.address, "role": e.role,
         })).collect::<Vec<_>>(),
         "events": events_json(&d.events),
+        "grade_reasons": d.grade_reasons,
+        "quality_findings": d.quality_findings.iter().map(|f| json!({
+            "source": f.source, "check": f.check, "first_seq": f.first_seq,
+            "last_seq": f.last_seq, "open": f.open, "first_test_time_s": f.first_test_time_s,
+            "last_test_time_s": f.last_test_time_s, "missing_s": f.missing_s,
+            "reason": f.reason,
+        })).collect::<Vec<_>>(),
     }))
 }
 

@@ -188,6 +188,12 @@ struct TestView {
     /// Where it came from when another hub shared it (`hub X, share Y`); empty for this hub's
     /// own tests.
     shared: String,
+    /// Its grade as of now, `B (80)`; empty when none.
+    grade: String,
+    /// Its letter alone, for the cell's class; empty when none.
+    grade_letter: String,
+    /// Why it has that grade.
+    grade_reasons: Vec<String>,
 }
 
 fn view(t: &TestRow, lab: &str) -> TestView {
@@ -218,6 +224,21 @@ fn view(t: &TestRow, lab: &str) -> TestView {
                 if f.anonymised { ", anonymised" } else { "" }
             )
         }),
+        grade: t
+            .grade
+            .as_ref()
+            .map(|g| format!("{} ({})", g.letter, g.score))
+            .unwrap_or_default(),
+        grade_letter: t
+            .grade
+            .as_ref()
+            .map(|g| g.letter.to_string())
+            .unwrap_or_default(),
+        grade_reasons: t
+            .grade
+            .as_ref()
+            .map(|g| g.reasons.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -233,6 +254,8 @@ struct FilterForm {
     from: String,
     /// Start date before which tests started, `YYYY-MM-DD`.
     until: String,
+    /// The lowest grade shown (`A` to `E`; empty: any).
+    min_grade: String,
 }
 
 #[derive(Template)]
@@ -244,6 +267,8 @@ struct TestsPage {
     f: FilterForm,
     /// The state choices.
     states: [&'static str; 5],
+    /// The minimum grade choices.
+    grades: [&'static str; 5],
     /// Matching tests, newest first.
     tests: Vec<TestView>,
     /// Why the filter was refused.
@@ -279,6 +304,7 @@ async fn tests_page(
         state: get("state"),
         from: get("from"),
         until: get("until"),
+        min_grade: get("min_grade"),
     };
     let mut error = None;
     for (value, param) in [
@@ -307,6 +333,7 @@ async fn tests_page(
         signed_in: state.sessions.signed_in(&headers),
         f,
         states: ["", "running", "finished", "stopped", "faulted"],
+        grades: ["", "A", "B", "C", "D"],
         tests: tests.iter().map(|(t, lab)| view(t, lab)).collect(),
         error,
     })
@@ -339,6 +366,8 @@ struct TestPage {
     problems: Vec<String>,
     /// Its events, in order.
     events: Vec<EventView>,
+    /// Its quality findings, by first seq.
+    findings: Vec<crate::store::FindingRow>,
     /// The export downloads: (URL name, label).
     exports: [(&'static str, &'static str); 7],
 }
@@ -354,7 +383,8 @@ async fn test_page(
     };
     let store = state.store.clone();
     let id = t.test_id.clone();
-    let events = match blocking(move || Ok(store.events(&id)?)).await {
+    let read = blocking(move || Ok((store.events(&id)?, store.quality_findings(&id)?)));
+    let (events, findings) = match read.await {
         Ok(e) => e,
         Err(e) => return e.into(),
     };
@@ -386,6 +416,7 @@ async fn test_page(
                 message: e.message,
             })
             .collect(),
+        findings,
         exports: EXPORTS,
     })
 }

@@ -139,6 +139,11 @@ pub fn document() -> String {
             json!({"type": "number"}),
         ),
         query(
+            "min_grade",
+            "Graded this letter or better (A best, to E; docs/quality.md).",
+            json!({"type": "string", "enum": ["A", "B", "C", "D", "E"]}),
+        ),
+        query(
             "q",
             "Search: ids, channel, protocol and metadata values contain it (any case).",
             json!({"type": "string"}),

@@ -2,7 +2,10 @@
 
 use std::collections::HashSet;
 
-use cyclerd_proto::hub::{Cell, ListTestsRequest, TestDetail, TestEvent, TestSummary};
+use cyclerd_proto::hub::{
+    Cell, ListTestsRequest, QualityFindingRow, TestDetail, TestEvent, TestSummary,
+};
+use cyclerd_proto::quality::grade::parse_letter;
 
 use crate::store::{CellRow, HubStore, StoreError, TestRow};
 
@@ -26,6 +29,8 @@ pub struct TestFilter {
     pub started_after_unix_s: f64,
     /// End of the start-time window, Unix seconds (0 = open).
     pub started_before_unix_s: f64,
+    /// Only tests graded this letter or better (`A` best to `E`); empty = any.
+    pub min_grade: String,
 }
 
 /// The states a filter may ask for: a test runs, then ends in one of three ways; `ended` is any
@@ -43,6 +48,7 @@ impl From<ListTestsRequest> for TestFilter {
             state: r.state,
             started_after_unix_s: r.started_after_unix_s,
             started_before_unix_s: r.started_before_unix_s,
+            min_grade: r.min_grade,
         }
     }
 }
@@ -57,6 +63,9 @@ impl TestFilter {
                 self.state,
                 STATES.join(", ")
             ));
+        }
+        if !self.min_grade.is_empty() {
+            parse_letter(&self.min_grade)?;
         }
         let (after, before) = (self.started_after_unix_s, self.started_before_unix_s);
         for (name, v) in [("started after", after), ("started before", before)] {
@@ -88,6 +97,11 @@ impl TestFilter {
             }
             && (self.started_after_unix_s == 0.0 || t.start_unix_s >= self.started_after_unix_s)
             && (self.started_before_unix_s == 0.0 || t.start_unix_s < self.started_before_unix_s)
+            && match parse_letter(&self.min_grade) {
+                Ok(min) => t.grade.as_ref().is_some_and(|g| g.at_least(min)),
+                // Empty (checked elsewhere for anything else): any grade.
+                Err(_) => true,
+            }
     }
 
     /// The store's tests that match, newest first, each with its lab (empty when none).
@@ -134,6 +148,26 @@ pub fn detail(store: &HubStore, t: &TestRow, lab: &str) -> Result<TestDetail, St
         plan_json,
         has_cell_temperature,
         has_ambient_temperature,
+        grade_reasons: t
+            .grade
+            .as_ref()
+            .map(|g| g.reasons.clone())
+            .unwrap_or_default(),
+        quality_findings: store
+            .quality_findings(&t.test_id)?
+            .into_iter()
+            .map(|f| QualityFindingRow {
+                source: f.source,
+                check: f.check,
+                first_seq: f.first_seq,
+                last_seq: f.last_seq,
+                open: f.open,
+                first_test_time_s: f.first_test_time_s,
+                last_test_time_s: f.last_test_time_s,
+                missing_s: f.missing_s,
+                reason: f.reason,
+            })
+            .collect(),
     })
 }
 
@@ -200,5 +234,11 @@ pub fn summary(t: &TestRow, lab: &str) -> TestSummary {
                 selection: f.selection.clone(),
                 since_unix_s: f.since_unix_s,
             }),
+        grade: t
+            .grade
+            .as_ref()
+            .map(|g| g.letter.to_string())
+            .unwrap_or_default(),
+        grade_score: t.grade.as_ref().map_or(0, |g| g.score),
     }
 }

@@ -138,6 +138,7 @@ impl Source for RemoteTest<'_> {
 
 /// The test's row as the database holds it, from what `GetTest` answers.
 fn test_row(d: &TestDetail) -> TestRow {
+    use cyclerd_proto::quality::grade::Grade;
     let s = d.summary.clone().unwrap_or_default();
     let text = |v: &str| (!v.is_empty()).then(|| v.to_owned());
     TestRow {
@@ -153,7 +154,6 @@ fn test_row(d: &TestDetail) -> TestRow {
         reason: text(&d.reason),
         sample_count: s.sample_count,
         expected_samples: (d.expected_samples > 0).then_some(d.expected_samples),
-        team: text(&s.team),
         metadata_problems: d.metadata_problems.clone(),
         shared_from: s.shared_from.map(|f| crate::store::SharedFrom {
             hub: f.hub,
@@ -162,6 +162,12 @@ fn test_row(d: &TestDetail) -> TestRow {
             selection: f.selection,
             since_unix_s: f.since_unix_s,
         }),
+        grade: s.grade.chars().next().map(|letter| Grade {
+            score: s.grade_score,
+            letter,
+            reasons: d.grade_reasons.clone(),
+        }),
+        team: text(&s.team),
     }
 }
 

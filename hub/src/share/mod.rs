@@ -168,6 +168,7 @@ mod tests {
             team: Some("ageing".into()),
             metadata_problems: Vec::new(),
             shared_from: None,
+            grade: None,
         }
     }
 

@@ -34,6 +34,22 @@ pub(super) struct CycleRecord {
     pub(super) last_seq: i64,
 }
 
+/// A validated quality finding as the backends store it.
+pub(super) struct FindingRecord<'a> {
+    /// Who found it: `daemon` (sent with the test) or `hub` (its own re-run).
+    pub(super) source: &'static str,
+    /// The check's name (`cyclerd_proto::quality::Check::name`).
+    pub(super) check: &'a str,
+    pub(super) first_seq: i64,
+    pub(super) last_seq: i64,
+    /// 1 while the run goes on.
+    pub(super) open: i64,
+    pub(super) first_test_time_s: f64,
+    pub(super) last_test_time_s: f64,
+    pub(super) missing_s: f64,
+    pub(super) reason: &'a str,
+}
+
 /// One rejected entry, as the backends record it.
 pub(super) struct RejectionRecord<'a> {
     /// The entry's id (checked to fit i64).
@@ -137,6 +153,16 @@ pub(super) trait BatchWrites {
     ) -> Result<(), StoreError>;
     /// Stores a cycle's summary (replacing an earlier one of the same cycle).
     fn upsert_cycle(&mut self, test_key: i64, c: &CycleRecord) -> Result<(), StoreError>;
+    /// Stores a quality finding (replacing the open one of the same run).
+    fn upsert_finding(&mut self, test_key: i64, f: &FindingRecord<'_>) -> Result<(), StoreError>;
+    /// Marks every finding of the test closed (it ended).
+    fn close_findings(&mut self, test_key: i64) -> Result<(), StoreError>;
+    /// The hub's checker state of the test (JSON), if it has one.
+    fn quality_state(&mut self, test_key: i64) -> Result<Option<String>, StoreError>;
+    /// Stores the hub's checker state of the test; `None` forgets it (the test ended).
+    fn set_quality_state(&mut self, test_key: i64, state: Option<&str>) -> Result<(), StoreError>;
+    /// The plan the test ran, as JSON.
+    fn test_plan(&mut self, test_key: i64) -> Result<String, StoreError>;
     /// Records the end of a test; returns the number of samples the hub holds for it.
     fn end_test(&mut self, test_key: i64, e: &TestEnded, expected: i64) -> Result<i64, StoreError>;
     /// Records a rejected entry (ignored when already recorded).

@@ -11,12 +11,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use cyclerd_proto::ingest::{
-    CycleSummary, Entry, Event, Rejection, SampleBatch, TestEnded, TestRegistered, entry::Body,
+    CycleSummary, Entry, Event, QualityFinding, Rejection, SampleBatch, TestEnded, TestRegistered,
+    entry::Body,
 };
 use cyclerd_proto::metadata::MAX_KEY_BYTES;
+use cyclerd_proto::quality::config::Layered;
 use prost::Message as _;
 
-use super::batch_writes::{BatchWrites, CycleRecord, Registration, RejectionRecord};
+use super::batch_writes::{BatchWrites, CycleRecord, FindingRecord, Registration, RejectionRecord};
 use super::samples::Ahead;
 use super::{BatchOutcome, CellRow, Source, StoreError};
 
@@ -42,16 +44,18 @@ fn reject<T>(reason: impl Into<String>) -> Result<T, ApplyError> {
 ///
 /// `encoded[i]`, when there is one, is the sample batch of `entries[i]` encoded ahead as one
 /// chunk ([`super::samples::encode_ahead`]), used when the hub holds none of its seqs.
+/// `quality`: the thresholds of the hub's own quality checks of the samples, by lab.
 pub(super) fn apply_batch(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
     entries: &[Entry],
     encoded: &[Option<Ahead>],
+    quality: &Layered,
 ) -> Result<BatchOutcome, StoreError> {
     // Normally created by Hello; created here too so a batch can never be acked without its
     // resume point being stored.
     let applied = w.resume_point(source)?;
-    let out = apply_entries(w, source, applied, entries, encoded)?;
+    let out = apply_entries(w, source, applied, (entries, encoded), quality)?;
     // Ids were checked to fit i64 before the transaction began.
     let up_to = i64::try_from(out.up_to).map_err(|_| StoreError::OutOfRange("entry id"))?;
     if out.up_to > applied {
@@ -68,8 +72,8 @@ fn apply_entries(
     w: &mut dyn BatchWrites,
     source: &Source<'_>,
     applied: u64,
-    entries: &[Entry],
-    encoded: &[Option<Ahead>],
+    (entries, encoded): (&[Entry], &[Option<Ahead>]),
+    quality: &Layered,
 ) -> Result<BatchOutcome, StoreError> {
     let mut out = BatchOutcome::default();
     let mut previous = applied;
@@ -110,7 +114,7 @@ fn apply_entries(
         previous = entry.id;
         out.up_to = entry.id;
         let encoded = encoded.get(i).and_then(Option::as_ref);
-        match apply_entry(w, source, entry, encoded) {
+        match apply_entry(w, source, entry, encoded, quality) {
             Ok(inserted) => {
                 out.applied += 1;
                 out.samples_inserted += inserted;
@@ -135,6 +139,7 @@ fn body_kind(body: Option<&Body>) -> (&'static str, Option<&str>) {
         Some(Body::Event(e)) => ("event", Some(&e.test_id)),
         Some(Body::TestEnded(e)) => ("test_ended", Some(&e.test_id)),
         Some(Body::Cycle(c)) => ("cycle", Some(&c.test_id)),
+        Some(Body::Quality(q)) => ("quality", Some(&q.test_id)),
         None => ("none", None),
     }
 }
@@ -175,14 +180,16 @@ fn apply_entry(
     source: &Source<'_>,
     entry: &Entry,
     encoded: Option<&Ahead>,
+    quality: &Layered,
 ) -> Result<u64, ApplyError> {
     match &entry.body {
         None => reject("entry has no body (an entry type this hub does not know? upgrade the hub)"),
         Some(Body::TestRegistered(t)) => apply_test_registered(w, source, t).map(|()| 0),
-        Some(Body::Samples(b)) => apply_samples(w, source, b, encoded),
+        Some(Body::Samples(b)) => apply_samples(w, source, b, encoded, quality),
         Some(Body::Event(e)) => apply_event(w, source, entry.id, e).map(|()| 0),
         Some(Body::TestEnded(e)) => apply_test_ended(w, source, e).map(|()| 0),
         Some(Body::Cycle(c)) => apply_cycle(w, source, c).map(|()| 0),
+        Some(Body::Quality(q)) => apply_quality(w, source, q).map(|()| 0),
     }
 }
 
@@ -386,13 +393,19 @@ fn apply_samples(
     source: &Source<'_>,
     b: &SampleBatch,
     encoded: Option<&Ahead>,
+    quality: &Layered,
 ) -> Result<u64, ApplyError> {
     super::samples::validate_samples(b).map_err(ApplyError::Reject)?;
     let key = owned_test_key(w, source, &b.test_id)?;
     if b.test_time_s.is_empty() {
         return Ok(0);
     }
-    Ok(super::samples::insert_batch(w, key, b, encoded)?)
+    let inserted = super::samples::insert_batch(w, key, b, encoded)?;
+    // Only samples stored now are new to the checks (a re-sent batch checks nothing twice).
+    if inserted > 0 {
+        super::quality::recheck(w, quality, source, key, b)?;
+    }
+    Ok(inserted)
 }
 
 fn apply_event(
@@ -444,6 +457,7 @@ fn apply_test_ended(
     };
     let key = owned_test_key(w, source, &e.test_id)?;
     let held = w.end_test(key, e, expected)?;
+    super::quality::finish(w, key)?;
     // Samples precede the end in the daemon's log, so by now they should all be here.
     if held != expected {
         tracing::warn!(
@@ -499,6 +513,68 @@ fn apply_cycle(
             dcir_ohm: optional(c.dcir_ohm),
             first_seq,
             last_seq,
+        },
+    )?;
+    Ok(())
+}
+
+/// Longest check name the hub stores (names are short words; a longer one is not a check).
+const MAX_CHECK_BYTES: usize = 64;
+
+fn apply_quality(
+    w: &mut dyn BatchWrites,
+    source: &Source<'_>,
+    q: &QualityFinding,
+) -> Result<(), ApplyError> {
+    let what = format!("quality finding of test {:?}", q.test_id);
+    check_text(
+        &what,
+        &[
+            ("test_id", &q.test_id),
+            ("check", &q.check),
+            ("reason", &q.reason),
+        ],
+    )?;
+    // A check this hub does not know (from a newer daemon) is kept as it is named.
+    if q.check.is_empty() || q.check.len() > MAX_CHECK_BYTES {
+        return reject(format!(
+            "{what}: check must be a name of 1 to {MAX_CHECK_BYTES} bytes"
+        ));
+    }
+    let (Ok(first_seq), Ok(last_seq)) = (i64::try_from(q.first_seq), i64::try_from(q.last_seq))
+    else {
+        return reject(format!(
+            "{what}: a sequence number is out of range (max 2^63-1)"
+        ));
+    };
+    if first_seq > last_seq {
+        return reject(format!(
+            "{what}: first_seq {first_seq} is after last_seq {last_seq}"
+        ));
+    }
+    let times = [
+        ("first_test_time_s", q.first_test_time_s),
+        ("last_test_time_s", q.last_test_time_s),
+        ("missing_s", q.missing_s),
+    ];
+    if let Some((name, v)) = times.iter().find(|(_, v)| !v.is_finite()) {
+        return reject(format!(
+            "{what}: {name} is {v}, not a number the hub stores"
+        ));
+    }
+    let key = owned_test_key(w, source, &q.test_id)?;
+    w.upsert_finding(
+        key,
+        &FindingRecord {
+            source: super::quality::SOURCE_DAEMON,
+            check: &q.check,
+            first_seq,
+            last_seq,
+            open: i64::from(q.open),
+            first_test_time_s: q.first_test_time_s,
+            last_test_time_s: q.last_test_time_s,
+            missing_s: q.missing_s.max(0.0),
+            reason: &q.reason,
         },
     )?;
     Ok(())

@@ -27,8 +27,10 @@ mod rows;
 mod batch_writes;
 mod chunk;
 mod error;
+mod grade;
 mod ingest;
 mod pg;
+mod quality;
 mod read;
 mod samples;
 mod shares;
@@ -40,7 +42,8 @@ pub use cyclerd_proto::ingest::Equipment;
 pub use error::{StoreError, error_chain};
 pub use pg::TlsSettingsError;
 pub use rows::{
-    BatchOutcome, CellRow, EventRow, RejectionRow, SampleRow, SchemaRow, TeamRow, TestRow,
+    BatchOutcome, CellRow, EventRow, FindingRow, FindingTally, RejectionRow, SampleRow, SchemaRow,
+    TeamRow, TestRow,
 };
 pub use shares::{ShareLogEntry, ShareOrigin, ShareProgress, ShareRow, SharedFrom};
 
@@ -50,7 +53,7 @@ use std::sync::Arc;
 
 use cyclerd_proto::ingest::{CycleSummary, Entry, Hello};
 // The backends implement the statements of a batch; they take them from here.
-use batch_writes::{BatchWrites, CycleRecord, Registration, RejectionRecord};
+use batch_writes::{BatchWrites, CycleRecord, FindingRecord, Registration, RejectionRecord};
 use summary::{PlotChunk, PlotWindow};
 
 use crate::token::{self, Role, TokenRow, check_name};
@@ -80,6 +83,9 @@ pub fn is_postgres_url(db: &str) -> bool {
 pub struct HubStore {
     /// Shared so that every stream's task and the query side use the same connections.
     backend: Arc<dyn Backend>,
+    /// The thresholds of the hub's own quality checks of the samples it stores, by lab
+    /// (`cyclerhub serve --quality`; the documented defaults otherwise).
+    quality: Arc<cyclerd_proto::quality::config::Layered>,
 }
 
 impl std::fmt::Debug for HubStore {
@@ -95,9 +101,9 @@ impl HubStore {
     /// current schema. WAL mode, `synchronous=FULL`: an Ack is only sent after a commit that
     /// survives power loss, because the daemon deletes what the hub acked.
     pub fn open(path: impl AsRef<Path>) -> Result<HubStore, StoreError> {
-        Ok(HubStore {
-            backend: Arc::new(sqlite::SqliteStore::open(path.as_ref())?),
-        })
+        Ok(HubStore::of(Arc::new(sqlite::SqliteStore::open(
+            path.as_ref(),
+        )?)))
     }
 
     /// Opens the hub database `db` names: a `postgres://` (or `postgresql://`) URL connects to
@@ -105,9 +111,7 @@ impl HubStore {
     /// missing. Either way the schema is migrated to the current version first.
     pub fn connect(db: &str) -> Result<HubStore, StoreError> {
         if is_postgres_url(db) {
-            Ok(HubStore {
-                backend: Arc::new(pg::PgStore::connect(db)?),
-            })
+            Ok(HubStore::of(Arc::new(pg::PgStore::connect(db)?)))
         } else {
             HubStore::open(db)
         }
@@ -121,9 +125,20 @@ impl HubStore {
                 "a read-only hub database is a PostgreSQL URL (a streaming replica), not {url:?}"
             )));
         }
-        Ok(HubStore {
-            backend: Arc::new(pg::PgStore::connect_read_only(url)?),
-        })
+        Ok(HubStore::of(Arc::new(pg::PgStore::connect_read_only(url)?)))
+    }
+
+    fn of(backend: Arc<dyn Backend>) -> HubStore {
+        HubStore {
+            backend,
+            quality: Arc::default(),
+        }
+    }
+
+    /// The same store, checking the samples it stores with `thresholds` (by lab).
+    pub fn with_quality(mut self, thresholds: cyclerd_proto::quality::config::Layered) -> HubStore {
+        self.quality = Arc::new(thresholds);
+        self
     }
 
     /// The SQLite file; for PostgreSQL, the URL without its password.
@@ -210,8 +225,9 @@ impl HubStore {
         i64::try_from(last.id).map_err(|_| StoreError::OutOfRange("entry id"))?;
         let source = Source::new(daemon_id, store_epoch);
         let encoded = samples::encode_ahead(entries);
+        let quality = Arc::clone(&self.quality);
         self.backend
-            .write_batch(&mut |w| ingest::apply_batch(w, &source, entries, &encoded))
+            .write_batch(&mut |w| ingest::apply_batch(w, &source, entries, &encoded, &quality))
     }
 
     /// Issues a token with `role` for `lab` named `name` (unique); returns the token text,
@@ -349,20 +365,23 @@ impl HubStore {
         Ok(pairs.into_iter().collect())
     }
 
-    /// Every test, oldest first.
+    /// Every test, oldest first, graded as of now.
     pub fn list_tests(&self) -> Result<Vec<TestRow>, StoreError> {
         let raw = self.backend.list_tests()?;
         let origins = self.share_origins()?;
-        raw.into_iter()
+        let mut rows = raw
+            .into_iter()
             .map(|r| {
                 let mut t = r.finish()?;
                 t.shared_from = origins.get(&t.daemon_id).cloned();
                 Ok(t)
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.grade_rows(&mut rows)?;
+        Ok(rows)
     }
 
-    /// One test, or `None` when the hub does not have it.
+    /// One test, graded as of now, or `None` when the hub does not have it.
     pub fn test(&self, test_id: &str) -> Result<Option<TestRow>, StoreError> {
         let Some(mut t) = self
             .backend
@@ -373,6 +392,7 @@ impl HubStore {
             return Ok(None);
         };
         t.shared_from = self.share_origins()?.remove(&t.daemon_id);
+        self.grade_rows(std::slice::from_mut(&mut t))?;
         Ok(Some(t))
     }
 
@@ -428,6 +448,17 @@ impl HubStore {
     /// ([`cyclerd_proto::cycles`] derives efficiency, mean voltages and retention from them).
     pub fn cycles(&self, test_id: &str) -> Result<Vec<CycleSummary>, StoreError> {
         self.backend.cycles(test_id)
+    }
+
+    /// The quality findings of a test (both the daemon's and the hub's), by first seq; none for
+    /// an unknown test.
+    pub fn quality_findings(&self, test_id: &str) -> Result<Vec<FindingRow>, StoreError> {
+        self.backend.quality_findings(test_id)
+    }
+
+    /// Every test's findings counted by source and check, for grading many tests at once.
+    pub fn finding_tallies(&self) -> Result<Vec<FindingTally>, StoreError> {
+        self.backend.finding_tallies()
     }
 
     /// Every rejected entry, in the order they were recorded.
@@ -574,6 +605,10 @@ trait Backend: Send + Sync {
     fn events(&self, test_id: &str) -> Result<Vec<EventRow>, StoreError>;
     /// The test's cycles in order (none for an unknown test).
     fn cycles(&self, test_id: &str) -> Result<Vec<CycleSummary>, StoreError>;
+    /// The test's quality findings by first seq (none for an unknown test).
+    fn quality_findings(&self, test_id: &str) -> Result<Vec<FindingRow>, StoreError>;
+    /// Every test's findings counted by source and check.
+    fn finding_tallies(&self) -> Result<Vec<FindingTally>, StoreError>;
     fn rejections(&self) -> Result<Vec<RejectionRow>, StoreError>;
     /// Runs `statements` (written for both backends) in one transaction on the writer;
     /// returns how many rows each changed.

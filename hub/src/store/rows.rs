@@ -41,6 +41,9 @@ pub struct TestRow {
     /// Where the test came from when another hub shared it with this one (`cyclerhub share`);
     /// `None` for a test of this hub's own daemons.
     pub shared_from: Option<super::SharedFrom>,
+    /// Its grade as of the read (`cyclerd_proto::quality::grade`): from its metadata's
+    /// completeness, its quality findings and gaps; `None` where the reader had none to give.
+    pub grade: Option<cyclerd_proto::quality::grade::Grade>,
 }
 
 impl TestRow {
@@ -121,6 +124,38 @@ pub struct EventRow {
     pub step: u32,
     /// Protocol cycle at the time.
     pub cycle: u32,
+}
+
+/// A quality finding of a test's samples (`cyclerd_proto::quality`): where a check held, and
+/// why. The samples themselves are kept as measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindingRow {
+    /// Who found it: `daemon` (as it recorded the samples) or `hub` (as it stored them).
+    pub source: String,
+    /// The check's name (`voltage_stuck`, `current_sign`, ...).
+    pub check: String,
+    /// The run's first and last sample.
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The run still went on when it was last reported (the test runs).
+    pub open: bool,
+    /// Test time of the run's first and last sample.
+    pub first_test_time_s: f64,
+    pub last_test_time_s: f64,
+    /// Test time without samples the run covers (gaps), s.
+    pub missing_s: f64,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// One test's findings of one check by one source, counted: what a grade needs of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FindingTally {
+    pub test_id: String,
+    pub source: String,
+    pub check: String,
+    pub count: u64,
+    pub missing_s: f64,
 }
 
 /// An entry the hub refused, as recorded in the `rejections` table.
@@ -246,6 +281,7 @@ macro_rules! test_row_raw {
                 team: $r.$get(11)?,
                 metadata_problems: Vec::new(),
                 shared_from: None,
+                grade: None,
             },
             metadata_json: $r.$get(4)?,
             problems_json: $r.$get(12)?,
@@ -303,6 +339,34 @@ macro_rules! cycle_row {
             dcir_ohm: $r.$get::<_, Option<f64>>(9)?.unwrap_or(f64::NAN),
             first_seq: u64_from_sql($r.$get(10)?),
             last_seq: u64_from_sql($r.$get(11)?),
+        }
+    };
+}
+
+macro_rules! finding_row {
+    ($r:ident . $get:ident) => {
+        $crate::store::FindingRow {
+            source: $r.$get(0)?,
+            check: $r.$get(1)?,
+            first_seq: u64_from_sql($r.$get(2)?),
+            last_seq: u64_from_sql($r.$get(3)?),
+            open: $r.$get::<_, i64>(4)? != 0,
+            first_test_time_s: $r.$get(5)?,
+            last_test_time_s: $r.$get(6)?,
+            missing_s: $r.$get(7)?,
+            reason: $r.$get(8)?,
+        }
+    };
+}
+
+macro_rules! finding_tally {
+    ($r:ident . $get:ident) => {
+        $crate::store::FindingTally {
+            test_id: $r.$get(0)?,
+            source: $r.$get(1)?,
+            check: $r.$get(2)?,
+            count: u64_from_sql($r.$get(3)?),
+            missing_s: $r.$get::<_, Option<f64>>(4)?.unwrap_or(0.0),
         }
     };
 }

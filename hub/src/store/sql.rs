@@ -120,6 +120,35 @@ pub(super) const CYCLES: &str = "SELECT c.cycle, c.complete, c.start_test_time_s
      c.discharge_energy_wh, c.max_temperature_c, c.dcir_ohm, c.first_seq, c.last_seq \
      FROM cycles c JOIN tests t ON t.test_key = c.test_key WHERE t.test_id = $1 ORDER BY c.cycle";
 
+/// A quality finding; a later one of the same run (test, source, check, first seq) replaces
+/// it while it is open: a closed finding is final.
+pub(super) const UPSERT_FINDING: &str = "INSERT INTO quality_findings (test_key, source, \
+     check_name, first_seq, last_seq, open, first_test_time_s, last_test_time_s, missing_s, \
+     reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+     ON CONFLICT (test_key, source, check_name, first_seq) DO UPDATE SET \
+     last_seq = excluded.last_seq, open = excluded.open, \
+     last_test_time_s = excluded.last_test_time_s, missing_s = excluded.missing_s, \
+     reason = excluded.reason WHERE quality_findings.open = 1";
+/// At a test's end every run of it has ended.
+pub(super) const CLOSE_FINDINGS: &str =
+    "UPDATE quality_findings SET open = 0 WHERE test_key = $1 AND open = 1";
+/// A test's findings, by first seq.
+pub(super) const FINDINGS: &str = "SELECT q.source, q.check_name, q.first_seq, q.last_seq, \
+     q.open, q.first_test_time_s, q.last_test_time_s, q.missing_s, q.reason \
+     FROM quality_findings q JOIN tests t ON t.test_key = q.test_key WHERE t.test_id = $1 \
+     ORDER BY q.first_seq, q.check_name, q.source";
+/// Every test's findings counted by source and check, with their missing time.
+pub(super) const FINDING_TALLIES: &str = "SELECT t.test_id, q.source, q.check_name, \
+     count(*), sum(q.missing_s) FROM quality_findings q JOIN tests t ON t.test_key = q.test_key \
+     GROUP BY t.test_id, q.source, q.check_name";
+/// The hub's own checker state of a test.
+pub(super) const QUALITY_STATE: &str = "SELECT state FROM quality_state WHERE test_key = $1";
+pub(super) const SET_QUALITY_STATE: &str = "INSERT INTO quality_state (test_key, state) \
+     VALUES ($1, $2) ON CONFLICT (test_key) DO UPDATE SET state = excluded.state";
+pub(super) const DROP_QUALITY_STATE: &str = "DELETE FROM quality_state WHERE test_key = $1";
+/// The plan a test ran (JSON), by its key.
+pub(super) const TEST_PLAN: &str = "SELECT plan_json FROM tests WHERE test_key = $1";
+
 /// The lowest `first_seq` a chunk of test $1 holding seq $2 or later can have: the start of
 /// the chunk that holds $2 (chunks never overlap), else $2 itself. An index seek.
 macro_rules! chunk_floor {

@@ -503,8 +503,10 @@ impl<C: Cycler> CyclerRunner<C> {
             .last()
             .map(|p| step_text(&plan, p.plan_step))
             .unwrap_or_default();
+        let mut journal = TestJournal::reopen(&self.shared, &cp);
+        journal.check_with(&self.shared, &plan);
         let run = Follow {
-            journal: TestJournal::reopen(&self.shared, &cp),
+            journal,
             plan,
             last_state: ChannelState::Running,
             stop_reason: None,

@@ -416,8 +416,10 @@ impl<D: PowerStage> ChannelRunner<D> {
             }
             (ResumePolicy::Continue, Ok(engine)) => engine,
         };
+        let mut journal = TestJournal::reopen(&self.shared, &cp);
+        journal.check_with(&self.shared, engine.plan());
         let run = Run {
-            journal: TestJournal::reopen(&self.shared, &cp),
+            journal,
             engine,
             paused_s: cp.progress.paused_s + gap_s,
             command: Command::Off,

@@ -28,9 +28,10 @@ use postgres::{Client, Row};
 use super::chunk::Encoded;
 use super::samples::{LegacySamples, convert_test};
 use super::{
-    Backend, BatchOutcome, BatchWrites, CellRow, CycleRecord, Equipment, EventRow, Registration,
-    RejectionRecord, RejectionRow, SampleRow, SchemaRow, Source, StoreError, TeamRow, TestRow,
-    TestRowRaw, WriteBatch, epoch_from_sql, sql, u32_from_sql, u64_from_sql,
+    Backend, BatchOutcome, BatchWrites, CellRow, CycleRecord, Equipment, EventRow, FindingRecord,
+    FindingRow, FindingTally, Registration, RejectionRecord, RejectionRow, SampleRow, SchemaRow,
+    Source, StoreError, TeamRow, TestRow, TestRowRaw, WriteBatch, epoch_from_sql, sql,
+    u32_from_sql, u64_from_sql,
 };
 use crate::token::TokenRow;
 use schema::migrate;

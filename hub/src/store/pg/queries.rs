@@ -67,6 +67,14 @@ impl Backend for PgStore {
         })
     }
 
+    fn quality_findings(&self, test_id: &str) -> Result<Vec<super::FindingRow>, StoreError> {
+        self.select(sql::FINDINGS, &[&test_id], |r| Ok(finding_row!(r.try_get)))
+    }
+
+    fn finding_tallies(&self) -> Result<Vec<super::FindingTally>, StoreError> {
+        self.select(sql::FINDING_TALLIES, &[], |r| Ok(finding_tally!(r.try_get)))
+    }
+
     fn teams(&self) -> Result<Vec<TeamRow>, StoreError> {
         self.select(sql::TEAMS, &[], |r| Ok(team_row!(r.try_get)))
     }

@@ -318,6 +318,28 @@ const MIGRATIONS: &[&str] = &[
         last_unix_s  double precision NOT NULL
     );
     "#,
+    // 13: quality findings of each test's samples (cyclerd_proto::quality), by who found
+    // them ('daemon' as it recorded them, 'hub' as it stored them), the latest per run; and the
+    // hub's own checker state per test, so its checks go on from batch to batch.
+    r#"
+    CREATE TABLE quality_findings (
+        test_key          bigint NOT NULL,   -- tests.test_key
+        source            text   NOT NULL,   -- daemon or hub
+        check_name        text   NOT NULL,
+        first_seq         bigint NOT NULL,
+        last_seq          bigint NOT NULL,
+        open              bigint NOT NULL,   -- 1 while the run goes on
+        first_test_time_s double precision NOT NULL,
+        last_test_time_s  double precision NOT NULL,
+        missing_s         double precision NOT NULL,
+        reason            text   NOT NULL,
+        PRIMARY KEY (test_key, source, check_name, first_seq)
+    );
+    CREATE TABLE quality_state (
+        test_key bigint PRIMARY KEY,         -- tests.test_key
+        state    text   NOT NULL             -- the checker's state, JSON
+    );
+    "#,
 ];
 
 /// Advisory lock key ("cyclerhb") held while migrating, so that hubs starting at once on one

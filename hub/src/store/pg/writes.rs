@@ -6,8 +6,8 @@ use cyclerd_proto::ingest::{Event, TestEnded, TestRegistered};
 use postgres::{Client, GenericClient, Statement, ToStatement, Transaction};
 
 use super::{
-    BatchOutcome, BatchWrites, CellRow, CycleRecord, Encoded, Registration, RejectionRecord,
-    Source, StoreError, WriteBatch, Writer, sql, u64_from_sql,
+    BatchOutcome, BatchWrites, CellRow, CycleRecord, Encoded, FindingRecord, Registration,
+    RejectionRecord, Source, StoreError, WriteBatch, Writer, sql, u64_from_sql,
 };
 
 /// The writer's prepared statements.
@@ -39,6 +39,16 @@ pub(super) struct Statements {
     insert_event: Statement,
     /// Stores a cycle's summary.
     upsert_cycle: Statement,
+    /// Stores a quality finding.
+    upsert_finding: Statement,
+    /// Closes a test's findings.
+    close_findings: Statement,
+    /// Reads, stores and forgets the hub's checker state of a test.
+    quality_state: Statement,
+    set_quality_state: Statement,
+    drop_quality_state: Statement,
+    /// The plan of a test.
+    test_plan: Statement,
     /// Records a test's end; returns the samples held.
     end_test: Statement,
     /// Records a rejected entry.
@@ -103,6 +113,12 @@ impl Statements {
                  ON CONFLICT (daemon_id, store_epoch, entry_id) DO NOTHING",
             )?,
             upsert_cycle: client.prepare(sql::UPSERT_CYCLE)?,
+            upsert_finding: client.prepare(sql::UPSERT_FINDING)?,
+            close_findings: client.prepare(sql::CLOSE_FINDINGS)?,
+            quality_state: client.prepare(sql::QUALITY_STATE)?,
+            set_quality_state: client.prepare(sql::SET_QUALITY_STATE)?,
+            drop_quality_state: client.prepare(sql::DROP_QUALITY_STATE)?,
+            test_plan: client.prepare(sql::TEST_PLAN)?,
             end_test: client.prepare(
                 "UPDATE tests SET end_unix_s = $2, outcome = $3, reason = $4, expected_samples = $5
                  WHERE test_key = $1 RETURNING sample_count",
@@ -375,6 +391,55 @@ impl BatchWrites for PgBatch<'_, '_> {
             ],
         )?;
         Ok(())
+    }
+
+    fn upsert_finding(&mut self, key: i64, f: &FindingRecord<'_>) -> Result<(), StoreError> {
+        self.tx.execute(
+            &self.stmts.upsert_finding,
+            &[
+                &key,
+                &f.source,
+                &f.check,
+                &f.first_seq,
+                &f.last_seq,
+                &f.open,
+                &f.first_test_time_s,
+                &f.last_test_time_s,
+                &f.missing_s,
+                &f.reason,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn close_findings(&mut self, key: i64) -> Result<(), StoreError> {
+        self.tx.execute(&self.stmts.close_findings, &[&key])?;
+        Ok(())
+    }
+
+    fn quality_state(&mut self, key: i64) -> Result<Option<String>, StoreError> {
+        let row = self.tx.query_opt(&self.stmts.quality_state, &[&key])?;
+        Ok(match row {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
+    }
+
+    fn set_quality_state(&mut self, key: i64, state: Option<&str>) -> Result<(), StoreError> {
+        match state {
+            Some(state) => self
+                .tx
+                .execute(&self.stmts.set_quality_state, &[&key, &state])?,
+            None => self.tx.execute(&self.stmts.drop_quality_state, &[&key])?,
+        };
+        Ok(())
+    }
+
+    fn test_plan(&mut self, key: i64) -> Result<String, StoreError> {
+        Ok(self
+            .tx
+            .query_one(&self.stmts.test_plan, &[&key])?
+            .try_get(0)?)
     }
 
     fn end_test(&mut self, key: i64, e: &TestEnded, expected: i64) -> Result<i64, StoreError> {

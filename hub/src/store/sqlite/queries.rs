@@ -67,6 +67,14 @@ impl Backend for SqliteStore {
         self.select(sql::CYCLES, [test_id], |r| Ok(cycle_row!(test_id, r.get)))
     }
 
+    fn quality_findings(&self, test_id: &str) -> Result<Vec<super::FindingRow>, StoreError> {
+        self.select(sql::FINDINGS, [test_id], |r| Ok(finding_row!(r.get)))
+    }
+
+    fn finding_tallies(&self) -> Result<Vec<super::FindingTally>, StoreError> {
+        self.select(sql::FINDING_TALLIES, [], |r| Ok(finding_tally!(r.get)))
+    }
+
     fn teams(&self) -> Result<Vec<TeamRow>, StoreError> {
         self.select(sql::TEAMS, [], |r| Ok(team_row!(r.get)))
     }

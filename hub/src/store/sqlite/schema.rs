@@ -321,6 +321,28 @@ const MIGRATIONS: &[&str] = &[
         last_unix_s  REAL    NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 14: quality findings of each test's samples (cyclerd_proto::quality), by who found
+    // them ('daemon' as it recorded them, 'hub' as it stored them), the latest per run; and the
+    // hub's own checker state per test, so its checks go on from batch to batch.
+    r#"
+    CREATE TABLE quality_findings (
+        test_key          INTEGER NOT NULL,   -- tests.test_key
+        source            TEXT    NOT NULL,   -- daemon or hub
+        check_name        TEXT    NOT NULL,
+        first_seq         INTEGER NOT NULL,
+        last_seq          INTEGER NOT NULL,
+        open              INTEGER NOT NULL,   -- 1 while the run goes on
+        first_test_time_s REAL    NOT NULL,
+        last_test_time_s  REAL    NOT NULL,
+        missing_s         REAL    NOT NULL,
+        reason            TEXT    NOT NULL,
+        PRIMARY KEY (test_key, source, check_name, first_seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE quality_state (
+        test_key INTEGER PRIMARY KEY,         -- tests.test_key
+        state    TEXT    NOT NULL             -- the checker's state, JSON
+    );
+    "#,
 ];
 
 /// Brings the schema up to date, one transaction per migration.

@@ -5,8 +5,8 @@ use cyclerd_proto::ingest::{Event, TestEnded, TestRegistered};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{
-    BatchWrites, CellRow, CycleRecord, Encoded, Registration, RejectionRecord, Source, StoreError,
-    applied_up_to_in, sql,
+    BatchWrites, CellRow, CycleRecord, Encoded, FindingRecord, Registration, RejectionRecord,
+    Source, StoreError, applied_up_to_in, sql,
 };
 
 impl BatchWrites for Transaction<'_> {
@@ -232,6 +232,54 @@ impl BatchWrites for Transaction<'_> {
                 c.last_seq
             ])?;
         Ok(())
+    }
+
+    fn upsert_finding(&mut self, key: i64, f: &FindingRecord<'_>) -> Result<(), StoreError> {
+        self.prepare_cached(&sql::sqlite(sql::UPSERT_FINDING))?
+            .execute(params![
+                key,
+                f.source,
+                f.check,
+                f.first_seq,
+                f.last_seq,
+                f.open,
+                f.first_test_time_s,
+                f.last_test_time_s,
+                f.missing_s,
+                f.reason
+            ])?;
+        Ok(())
+    }
+
+    fn close_findings(&mut self, key: i64) -> Result<(), StoreError> {
+        self.prepare_cached(&sql::sqlite(sql::CLOSE_FINDINGS))?
+            .execute([key])?;
+        Ok(())
+    }
+
+    fn quality_state(&mut self, key: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .prepare_cached(&sql::sqlite(sql::QUALITY_STATE))?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_quality_state(&mut self, key: i64, state: Option<&str>) -> Result<(), StoreError> {
+        match state {
+            Some(state) => self
+                .prepare_cached(&sql::sqlite(sql::SET_QUALITY_STATE))?
+                .execute(params![key, state])?,
+            None => self
+                .prepare_cached(&sql::sqlite(sql::DROP_QUALITY_STATE))?
+                .execute([key])?,
+        };
+        Ok(())
+    }
+
+    fn test_plan(&mut self, key: i64) -> Result<String, StoreError> {
+        Ok(self
+            .prepare_cached(&sql::sqlite(sql::TEST_PLAN))?
+            .query_row([key], |r| r.get(0))?)
     }
 
     fn end_test(&mut self, key: i64, e: &TestEnded, expected: i64) -> Result<i64, StoreError> {

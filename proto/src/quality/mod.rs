@@ -9,20 +9,33 @@
 //! - `time_gap`: more than `max_gap_s` of test time since the sample before;
 //! - `voltage_range`, `current_range`, `temperature_range`: a value outside the plausible range
 //!   (or not a number);
-//! - `voltage_stuck`: the voltage exactly the same for `stuck_samples` samples or more while
-//!   current flows (a frozen reading: under current a cell's voltage moves);
+//! - `voltage_stuck`: the voltage exactly the same for `stuck_samples` samples or more, over
+//!   `stuck_min_s` of test time or more, while current flows (a frozen reading: under current
+//!   a cell's voltage moves), except in a step that holds the voltage (constant voltage, CCCV)
+//!   when the caller says so;
 //! - `current_sign`: the current's sign is not the one the step commands (charge positive,
-//!   discharge negative), when the caller says which;
+//!   discharge negative), when the caller says which; the first sample of a step is not
+//!   checked (it may have been measured as the step before ended);
+//! - `current_magnitude`: in a constant-current step, the current is off the commanded one by
+//!   more than `current_tolerance` of it (plus `min_current_a`), when the caller says what it
+//!   is; not the first sample of a step, nor a sample whose sign is already wrong;
 //! - `accounting`: a cumulative capacity or energy went down, or charge capacity grew while
 //!   discharging (or discharge capacity while charging): the BDF identities break;
 //! - `temperature_rate`: the cell temperature changed faster than `max_temperature_rate_c_per_s`.
+//!
+//! A run still going is reported too ([`Checker::open_findings`], `open`), so that what is
+//! shown of a running test is live; the finding of the same run when it ends replaces it (same
+//! check and first seq). [`grade`] turns a test's findings, gaps and metadata into a grade.
 
-use serde::Deserialize;
+pub mod config;
+pub mod grade;
+
+use serde::{Deserialize, Serialize};
 
 use crate::cycles::Point;
 
 /// The thresholds of the checks; every one has a documented default.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Thresholds {
     /// Plausible voltage range, V (default -0.1 to 5.5: any single cell, with headroom).
@@ -37,9 +50,15 @@ pub struct Thresholds {
     pub max_gap_s: f64,
     /// Samples of exactly the same voltage under current before it is stuck (default 300).
     pub stuck_samples: u32,
+    /// Test time the same voltage must last under current before it is stuck, s (default 60):
+    /// an instrument polled faster than it updates repeats its reading for a moment.
+    pub stuck_min_s: f64,
     /// Current magnitude from which the voltage must move, and from which the sign and the
     /// accounting are checked, A (default 0.01).
     pub min_current_a: f64,
+    /// Share of the commanded current a constant-current step's current may be off by (default
+    /// 0.1: 10 %), beside `min_current_a`.
+    pub current_tolerance: f64,
     /// Fastest plausible cell temperature change, °C/s (default 1).
     pub max_temperature_rate_c_per_s: f64,
     /// Slack of the accounting, Ah and Wh (default 1e-6): rounding never counts.
@@ -56,7 +75,9 @@ impl Default for Thresholds {
             temperature_max_c: 100.0,
             max_gap_s: 60.0,
             stuck_samples: 300,
+            stuck_min_s: 60.0,
             min_current_a: 0.01,
+            current_tolerance: 0.1,
             max_temperature_rate_c_per_s: 1.0,
             accounting_slack: 1e-6,
         }
@@ -73,7 +94,9 @@ impl Thresholds {
             ("temperature_min_c", self.temperature_min_c),
             ("temperature_max_c", self.temperature_max_c),
             ("max_gap_s", self.max_gap_s),
+            ("stuck_min_s", self.stuck_min_s),
             ("min_current_a", self.min_current_a),
+            ("current_tolerance", self.current_tolerance),
             (
                 "max_temperature_rate_c_per_s",
                 self.max_temperature_rate_c_per_s,
@@ -100,8 +123,14 @@ impl Thresholds {
         if let Some((key, v)) = positive.iter().find(|(_, v)| *v <= 0.0) {
             return Err(format!("quality.{key} must be above 0, not {v}"));
         }
-        if self.min_current_a < 0.0 || self.accounting_slack < 0.0 {
-            return Err("quality.min_current_a and accounting_slack must not be negative".into());
+        let not_negative = [
+            ("min_current_a", self.min_current_a),
+            ("accounting_slack", self.accounting_slack),
+            ("stuck_min_s", self.stuck_min_s),
+            ("current_tolerance", self.current_tolerance),
+        ];
+        if let Some((key, v)) = not_negative.iter().find(|(_, v)| *v < 0.0) {
+            return Err(format!("quality.{key} must not be negative, not {v}"));
         }
         if self.stuck_samples < 2 {
             return Err("quality.stuck_samples must be at least 2".into());
@@ -111,7 +140,8 @@ impl Thresholds {
 }
 
 /// Which check a finding is of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Check {
     TimeNotIncreasing,
     TimeGap,
@@ -120,12 +150,13 @@ pub enum Check {
     TemperatureRange,
     VoltageStuck,
     CurrentSign,
+    CurrentMagnitude,
     Accounting,
     TemperatureRate,
 }
 
 /// Every check, in the order findings of one sample are given.
-const CHECKS: [Check; 9] = [
+pub const CHECKS: [Check; 10] = [
     Check::TimeNotIncreasing,
     Check::TimeGap,
     Check::VoltageRange,
@@ -133,6 +164,7 @@ const CHECKS: [Check; 9] = [
     Check::TemperatureRange,
     Check::VoltageStuck,
     Check::CurrentSign,
+    Check::CurrentMagnitude,
     Check::Accounting,
     Check::TemperatureRate,
 ];
@@ -148,6 +180,7 @@ impl Check {
             Check::TemperatureRange => "temperature_range",
             Check::VoltageStuck => "voltage_stuck",
             Check::CurrentSign => "current_sign",
+            Check::CurrentMagnitude => "current_magnitude",
             Check::Accounting => "accounting",
             Check::TemperatureRate => "temperature_rate",
         }
@@ -160,10 +193,61 @@ impl Check {
 }
 
 /// What the step commands, for the sign check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Direction {
     Charge,
     Discharge,
+}
+
+impl Direction {
+    /// The direction of a commanded current, power or the like of sign `value` (positive:
+    /// charge); none for zero or not a number.
+    pub fn of_sign(value: f64) -> Option<Direction> {
+        if value > 0.0 {
+            Some(Direction::Charge)
+        } else if value < 0.0 {
+            Some(Direction::Discharge)
+        } else {
+            None
+        }
+    }
+}
+
+/// What the step a sample was taken in commands, as the checks need it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Expected {
+    /// The current's direction, when the step commands one (the sign check).
+    pub direction: Option<Direction>,
+    /// The step holds the voltage (constant voltage, CCCV): a voltage that does not move there
+    /// is the control working, not a stuck sensor.
+    pub holds_voltage: bool,
+    /// The constant current the step commands, A (positive charging), when it commands one.
+    pub amps: Option<f64>,
+}
+
+impl Expected {
+    /// Per plan step, from the sign of the current each commands (1 charge, -1 discharge, 0
+    /// none), whether each holds the voltage and the constant current each commands
+    /// (`Plan::commanded_signs`, `holds_voltage`, `commanded_amps`).
+    pub fn per_step(signs: &[i8], holds_voltage: &[bool], amps: &[Option<f64>]) -> Vec<Expected> {
+        let n = signs.len().max(holds_voltage.len()).max(amps.len());
+        (0..n)
+            .map(|i| Expected {
+                direction: signs.get(i).and_then(|s| Direction::of_sign(f64::from(*s))),
+                holds_voltage: holds_voltage.get(i).copied().unwrap_or(false),
+                amps: amps.get(i).copied().flatten().filter(|a| a.is_finite()),
+            })
+            .collect()
+    }
+}
+
+impl From<Option<Direction>> for Expected {
+    fn from(direction: Option<Direction>) -> Expected {
+        Expected {
+            direction,
+            ..Expected::default()
+        }
+    }
 }
 
 /// A check that held for a run of samples.
@@ -175,6 +259,15 @@ pub struct Finding {
     pub last_seq: u64,
     /// Why, about the run's first sample, in words.
     pub reason: String,
+    /// Test time of the run's first and last sample, to place it without reading samples.
+    pub first_test_time_s: f64,
+    pub last_test_time_s: f64,
+    /// Test time without a sample the run covers (a `time_gap` run's gaps; 0 otherwise): the
+    /// grade weighs gaps by the share of the test they took.
+    pub missing_s: f64,
+    /// The run still goes on (a snapshot of [`Checker::open_findings`]); the finding of the
+    /// same check and first seq that comes later replaces it.
+    pub open: bool,
 }
 
 impl Finding {
@@ -191,23 +284,46 @@ impl Finding {
 }
 
 /// A run being followed: its first and last seq and why it started.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Run {
     first_seq: u64,
     last_seq: u64,
     reason: String,
+    first_test_time_s: f64,
+    last_test_time_s: f64,
+    missing_s: f64,
 }
 
-/// The checks over one test's samples, in seq order.
-#[derive(Debug, Clone)]
+impl Run {
+    fn finding(&self, check: Check, open: bool) -> Finding {
+        Finding {
+            check,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            reason: self.reason.clone(),
+            first_test_time_s: self.first_test_time_s,
+            last_test_time_s: self.last_test_time_s,
+            missing_s: self.missing_s,
+            open,
+        }
+    }
+}
+
+/// The checks over one test's samples, in seq order. Its state (everything but the thresholds)
+/// serialises, so that a hub can go on checking a test batch after batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checker {
+    /// Given again after deserialising ([`Checker::with_thresholds`]): where they come from
+    /// decides them, not the state.
+    #[serde(skip)]
     t: Thresholds,
     /// The sample before.
     last: Option<Point>,
     /// Open runs, by check.
     open: Vec<(Check, Run)>,
-    /// Samples in a row with the same voltage under current, and the first of them.
-    same_voltage: (u32, u64),
+    /// Samples in a row with the same voltage under current, and the first of them (seq and
+    /// test time).
+    same_voltage: (u32, u64, f64),
 }
 
 impl Checker {
@@ -216,39 +332,98 @@ impl Checker {
             t,
             last: None,
             open: Vec::new(),
-            same_voltage: (0, 0),
+            same_voltage: (0, 0, 0.0),
         }
     }
 
-    /// Takes the next sample (`expected`: the step's direction, when known); returns the
-    /// findings whose runs ended before it.
-    pub fn observe(&mut self, p: &Point, expected: Option<Direction>) -> Vec<Finding> {
-        let holding = self.conditions(p, expected);
+    /// The same state checked with `t` from now on.
+    pub fn with_thresholds(mut self, t: Thresholds) -> Checker {
+        self.t = t;
+        self
+    }
+
+    /// The seq the next sample should have (0 before any), so that a caller can tell a sample
+    /// that does not follow on.
+    pub fn next_seq(&self) -> u64 {
+        self.last.map_or(0, |p| p.seq + 1)
+    }
+
+    /// How many runs are going on.
+    pub fn open_runs(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The runs still going on, as findings marked open, in check order.
+    pub fn open_findings(&self) -> Vec<Finding> {
+        let mut out: Vec<Finding> = self
+            .open
+            .iter()
+            .map(|(check, run)| run.finding(*check, true))
+            .collect();
+        out.sort_by_key(|f| f.check);
+        out
+    }
+
+    /// Ends the runs still going on and forgets the sample before: the next sample does not
+    /// follow on from it (samples are missing). Returns the findings of the runs ended.
+    pub fn restart(&mut self) -> Vec<Finding> {
+        self.last = None;
+        self.same_voltage = (0, 0, 0.0);
+        self.finish()
+    }
+
+    /// Takes the next sample (`expected`: what its step commands, as far as known, e.g. an
+    /// `Option<Direction>`); returns the findings whose runs ended before it.
+    pub fn observe(&mut self, p: &Point, expected: impl Into<Expected>) -> Vec<Finding> {
+        let holding = self.conditions(p, expected.into());
         let mut ended = Vec::new();
+        if holding.is_empty() && self.open.is_empty() {
+            // The usual sample: nothing to follow.
+            self.last = Some(*p);
+            return ended;
+        }
         // Runs that do not hold at this sample end at the one before.
         self.open.retain(|(check, run)| {
             let goes_on = holding.iter().any(|(c, _)| c == check);
             if !goes_on {
-                ended.push(Finding {
-                    check: *check,
-                    first_seq: run.first_seq,
-                    last_seq: run.last_seq,
-                    reason: run.reason.clone(),
-                });
+                ended.push(run.finding(*check, false));
             }
             goes_on
         });
+        let missing = self
+            .last
+            .map_or(0.0, |prev| p.test_time_s - prev.test_time_s);
         for (check, reason) in holding {
+            let missing = if check == Check::TimeGap {
+                missing
+            } else {
+                0.0
+            };
             match self.open.iter_mut().find(|(c, _)| *c == check) {
-                Some((_, run)) => run.last_seq = p.seq,
-                None => self.open.push((
-                    check,
-                    Run {
-                        first_seq: first_seq_of(check, p.seq, self.same_voltage.1),
-                        last_seq: p.seq,
-                        reason,
-                    },
-                )),
+                Some((_, run)) => {
+                    run.last_seq = p.seq;
+                    run.last_test_time_s = p.test_time_s;
+                    run.missing_s += missing;
+                }
+                None => {
+                    let (first_seq, first_test_time_s) = if check == Check::VoltageStuck {
+                        // A stuck voltage began with the first of its equal samples.
+                        (self.same_voltage.1, self.same_voltage.2)
+                    } else {
+                        (p.seq, p.test_time_s)
+                    };
+                    self.open.push((
+                        check,
+                        Run {
+                            first_seq,
+                            last_seq: p.seq,
+                            reason,
+                            first_test_time_s,
+                            last_test_time_s: p.test_time_s,
+                            missing_s: missing,
+                        },
+                    ))
+                }
             }
         }
         self.last = Some(*p);
@@ -261,19 +436,14 @@ impl Checker {
         let mut out: Vec<Finding> = self
             .open
             .drain(..)
-            .map(|(check, run)| Finding {
-                check,
-                first_seq: run.first_seq,
-                last_seq: run.last_seq,
-                reason: run.reason,
-            })
+            .map(|(check, run)| run.finding(check, false))
             .collect();
         out.sort_by_key(|f| f.check);
         out
     }
 
     /// The checks that hold at `p`, each with why.
-    fn conditions(&mut self, p: &Point, expected: Option<Direction>) -> Vec<(Check, String)> {
+    fn conditions(&mut self, p: &Point, expected: Expected) -> Vec<(Check, String)> {
         let t = &self.t;
         let mut out = Vec::new();
         let flowing = p.current_a.abs() >= t.min_current_a;
@@ -338,10 +508,11 @@ impl Checker {
                 }
             }
             let same = p.voltage_v == prev.voltage_v;
-            self.same_voltage = match (same && flowing, self.same_voltage.0) {
-                (true, 0) => (2, prev.seq),
-                (true, n) => (n + 1, self.same_voltage.1),
-                (false, _) => (0, 0),
+            let counts = same && flowing && !expected.holds_voltage;
+            self.same_voltage = match (counts, self.same_voltage.0) {
+                (true, 0) => (2, prev.seq, prev.test_time_s),
+                (true, n) => (n + 1, self.same_voltage.1, self.same_voltage.2),
+                (false, _) => (0, 0, 0.0),
             };
         }
         if !(t.voltage_min_v..=t.voltage_max_v).contains(&p.voltage_v) {
@@ -371,7 +542,9 @@ impl Checker {
                 ),
             ));
         }
-        if self.same_voltage.0 >= t.stuck_samples {
+        if self.same_voltage.0 >= t.stuck_samples
+            && p.test_time_s - self.same_voltage.2 >= t.stuck_min_s
+        {
             out.push((
                 Check::VoltageStuck,
                 format!(
@@ -380,18 +553,39 @@ impl Checker {
                 ),
             ));
         }
-        let sign_wrong = match expected {
-            Some(Direction::Charge) => p.current_a <= -t.min_current_a,
-            Some(Direction::Discharge) => p.current_a >= t.min_current_a,
-            None => false,
+        // The first sample of a step may have been measured as the step before ended.
+        let step_began = self.last.is_none_or(|prev| prev.step != p.step);
+        let sign_wrong = !step_began
+            && match expected.direction {
+                Some(Direction::Charge) => p.current_a <= -t.min_current_a,
+                Some(Direction::Discharge) => p.current_a >= t.min_current_a,
+                None => false,
+            };
+        let off = match expected.amps {
+            Some(amps) if !step_began && !sign_wrong => {
+                let tolerance = t.current_tolerance * amps.abs() + t.min_current_a;
+                (p.current_a - amps).abs() > tolerance
+            }
+            _ => false,
         };
+        if off {
+            out.push((
+                Check::CurrentMagnitude,
+                format!(
+                    "current {} A where the step commands {} A (current_tolerance {})",
+                    p.current_a,
+                    expected.amps.unwrap_or_default(),
+                    t.current_tolerance
+                ),
+            ));
+        }
         if sign_wrong {
             out.push((
                 Check::CurrentSign,
                 format!(
                     "current {} A in a {} step",
                     p.current_a,
-                    if expected == Some(Direction::Charge) {
+                    if expected.direction == Some(Direction::Charge) {
                         "charge"
                     } else {
                         "discharge"
@@ -403,184 +597,22 @@ impl Checker {
     }
 }
 
-/// Where a run that starts at `seq` begins: a stuck voltage began with the first of its equal
-/// samples.
-fn first_seq_of(check: Check, seq: u64, same_since: u64) -> u64 {
-    if check == Check::VoltageStuck {
-        same_since
-    } else {
-        seq
+impl Finding {
+    /// The finding as the ingest entry of test `test_id` carries it.
+    pub fn to_entry(&self, test_id: &str) -> crate::ingest::QualityFinding {
+        crate::ingest::QualityFinding {
+            test_id: test_id.into(),
+            check: self.check.name().into(),
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            reason: self.reason.clone(),
+            open: self.open,
+            first_test_time_s: self.first_test_time_s,
+            last_test_time_s: self.last_test_time_s,
+            missing_s: self.missing_s,
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// A clean charge at 1 A, a sample per second: voltage rising, capacity accounted.
-    fn clean(n: u64) -> Vec<Point> {
-        (0..n)
-            .map(|i| {
-                let t = i as f64;
-                Point {
-                    seq: i + 1,
-                    test_time_s: t,
-                    voltage_v: 3.5 + t * 1e-4,
-                    current_a: 1.0,
-                    cycle: 1,
-                    step: 1,
-                    charge_capacity_ah: t / 3600.0,
-                    discharge_capacity_ah: 0.0,
-                    charge_energy_wh: t * 3.6 / 3600.0,
-                    discharge_energy_wh: 0.0,
-                    temperature_c: Some(25.0 + t * 1e-3),
-                }
-            })
-            .collect()
-    }
-
-    fn run(points: &[Point], expected: Option<Direction>, t: Thresholds) -> Vec<Finding> {
-        let mut c = Checker::new(t);
-        let mut out = Vec::new();
-        for p in points {
-            out.extend(c.observe(p, expected));
-        }
-        out.extend(c.finish());
-        out
-    }
-
-    #[test]
-    fn a_clean_charge_has_no_finding() {
-        assert_eq!(
-            run(&clean(2000), Some(Direction::Charge), Thresholds::default()),
-            []
-        );
-    }
-
-    #[test]
-    fn a_stuck_voltage_is_one_finding_from_its_first_equal_sample_to_its_last() {
-        let mut points = clean(1000);
-        for p in &mut points[100..600] {
-            p.voltage_v = 3.51;
-        }
-        let f = run(&points, None, Thresholds::default());
-        assert_eq!(f.len(), 1, "{f:?}");
-        assert_eq!(f[0].check, Check::VoltageStuck);
-        // Seqs are index + 1: the equal samples are seqs 101..=600, flagged from the 300th on
-        // but reported from the first.
-        assert_eq!((f[0].first_seq, f[0].last_seq), (101, 600));
-        assert!(
-            f[0].message()
-                .starts_with("voltage_stuck seq 101..600: voltage 3.51 V")
-        );
-    }
-
-    #[test]
-    fn a_current_of_the_wrong_sign_is_flagged_for_the_samples_it_lasts() {
-        let mut points = clean(100);
-        for p in &mut points[10..20] {
-            p.current_a = -1.0;
-        }
-        let f = run(&points, Some(Direction::Charge), Thresholds::default());
-        let sign: Vec<_> = f.iter().filter(|f| f.check == Check::CurrentSign).collect();
-        assert_eq!(sign.len(), 1);
-        assert_eq!((sign[0].first_seq, sign[0].last_seq), (11, 20));
-        assert!(
-            sign[0].reason.contains("in a charge step"),
-            "{}",
-            sign[0].reason
-        );
-    }
-
-    #[test]
-    fn time_running_back_a_gap_and_broken_accounting_are_each_found() {
-        let mut points = clean(50);
-        points[10].test_time_s = 5.0;
-        for p in &mut points[30..] {
-            p.test_time_s += 120.0;
-        }
-        points[40].charge_capacity_ah = 0.0;
-        let checks: Vec<(Check, u64)> = run(&points, None, Thresholds::default())
-            .iter()
-            .map(|f| (f.check, f.first_seq))
-            .collect();
-        assert!(
-            checks.contains(&(Check::TimeNotIncreasing, 11)),
-            "{checks:?}"
-        );
-        assert!(checks.contains(&(Check::TimeGap, 31)), "{checks:?}");
-        assert!(checks.contains(&(Check::Accounting, 41)), "{checks:?}");
-    }
-
-    #[test]
-    fn out_of_range_readings_and_a_temperature_jump_are_found() {
-        let mut points = clean(20);
-        points[3].voltage_v = 12.0;
-        points[5].current_a = f64::NAN;
-        points[8].temperature_c = Some(25.1 + 30.0);
-        let checks: Vec<Check> = run(&points, None, Thresholds::default())
-            .iter()
-            .map(|f| f.check)
-            .collect();
-        for c in [
-            Check::VoltageRange,
-            Check::CurrentRange,
-            Check::TemperatureRate,
-        ] {
-            assert!(checks.contains(&c), "{c:?} in {checks:?}");
-        }
-    }
-
-    #[test]
-    fn thresholds_that_make_no_sense_are_refused_naming_the_key() {
-        let bad = Thresholds {
-            voltage_min_v: 5.0,
-            voltage_max_v: 4.0,
-            ..Thresholds::default()
-        };
-        assert!(bad.validate().unwrap_err().contains("voltage_min_v"));
-        let bad = Thresholds {
-            max_gap_s: f64::NAN,
-            ..Thresholds::default()
-        };
-        assert!(bad.validate().unwrap_err().contains("max_gap_s"));
-        assert_eq!(Thresholds::default().validate(), Ok(()));
-        for c in CHECKS {
-            assert_eq!(Check::from_name(c.name()), Some(c));
-        }
-    }
-
-    proptest! {
-        /// Any samples at all: findings, never a panic, and every run inside the seqs seen.
-        #[test]
-        fn any_samples_give_findings_within_their_seqs(
-            raw in proptest::collection::vec(
-                (any::<f64>(), any::<f64>(), any::<f64>(), any::<f64>(), proptest::option::of(any::<f64>())),
-                0..200,
-            ),
-        ) {
-            let points: Vec<Point> = raw
-                .iter()
-                .enumerate()
-                .map(|(i, (t, v, a, q, temp))| Point {
-                    seq: i as u64 + 1,
-                    test_time_s: *t,
-                    voltage_v: *v,
-                    current_a: *a,
-                    cycle: 1,
-                    step: 1,
-                    charge_capacity_ah: *q,
-                    discharge_capacity_ah: 0.0,
-                    charge_energy_wh: 0.0,
-                    discharge_energy_wh: 0.0,
-                    temperature_c: *temp,
-                })
-                .collect();
-            for f in run(&points, Some(Direction::Discharge), Thresholds::default()) {
-                prop_assert!(f.first_seq >= 1 && f.first_seq <= f.last_seq);
-                prop_assert!(f.last_seq <= points.len() as u64);
-            }
-        }
-    }
-}
+mod tests;
