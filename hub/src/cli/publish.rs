@@ -167,10 +167,22 @@ pub(super) fn publish(args: PublishArgs) -> Result<()> {
     Ok(())
 }
 
-/// Properties of a test the crate carries beyond its metadata JSON's: the place for per-test
-/// results computed at publish time (a grade, a share's origin). None yet.
-fn extra_properties(_test: &TestSummary) -> Vec<Property> {
-    Vec::new()
+/// Properties of a test the crate carries beyond its metadata JSON's: its grade as of the
+/// publish (with the score, out of 100) and, for a test another hub shared with this one,
+/// where it came from.
+fn extra_properties(test: &TestSummary) -> Vec<Property> {
+    let mut extra = Vec::new();
+    if !test.grade.is_empty() {
+        extra.push(Property::new("grade", test.grade.clone()));
+        extra.push(Property::new("grade_score", f64::from(test.grade_score)));
+    }
+    if let Some(from) = &test.shared_from {
+        extra.push(Property::new(
+            "shared_from",
+            format!("hub {}, share {}", from.hub, from.share),
+        ));
+    }
+    extra
 }
 
 /// The distinct non-empty values of one field of the tests, sorted.

@@ -52,6 +52,10 @@ pub(super) struct AddArgs {
     /// Only this test (its id; repeat for a list).
     #[arg(long = "test")]
     tests: Vec<String>,
+    /// Only tests that ended graded this letter or better (A best to E; see docs/quality.md):
+    /// each is sent once it has ended, whole.
+    #[arg(long, value_name = "LETTER", value_parser = grade_letter)]
+    min_grade: Option<char>,
     /// Share every test of this hub (no criterion): said explicitly, never by omission.
     #[arg(long)]
     all: bool,
@@ -112,6 +116,7 @@ pub(super) fn share(action: ShareAction) -> Result<()> {
                 chemistry,
                 tags,
                 tests,
+                min_grade,
                 all,
                 once,
                 anonymise,
@@ -125,6 +130,7 @@ pub(super) fn share(action: ShareAction) -> Result<()> {
                 chemistry,
                 tags,
                 tests,
+                min_grade,
             };
             let target = Target {
                 url: to,
@@ -177,8 +183,8 @@ fn add(
     crate::token::check_name("share name", name).map_err(anyhow::Error::msg)?;
     if selection == Selection::default() && !all {
         bail!(
-            "say what to share: --lab, --team, --cell, --chemistry, --tag or --test (or --all for \
-             every test of this hub)"
+            "say what to share: --lab, --team, --cell, --chemistry, --tag, --test or --min-grade \
+             (or --all for every test of this hub)"
         );
     }
     if selection != Selection::default() && all {
@@ -340,4 +346,9 @@ fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `--min-grade`: a grade letter, A to E.
+fn grade_letter(text: &str) -> Result<char, String> {
+    cyclerd_proto::quality::grade::parse_letter(text)
 }

@@ -55,6 +55,10 @@ pub struct Selection {
     /// These tests only, by id.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<String>,
+    /// Only tests that ended graded this letter or better (`A` best to `E`). A running test's
+    /// grade still moves, so such a share sends a test once it has ended, whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_grade: Option<char>,
 }
 
 impl Selection {
@@ -78,6 +82,9 @@ impl Selection {
                 .is_none_or(|c| c == meta("chemistry"))
             && (self.tags.is_empty() || self.tags.iter().any(|x| tags.contains(&x.as_str())))
             && (self.tests.is_empty() || self.tests.contains(&t.test_id))
+            && self.min_grade.is_none_or(|min| {
+                t.outcome.is_some() && t.grade.as_ref().is_some_and(|g| g.at_least(min))
+            })
     }
 
     /// The selection in words for the receiving hub's listing; an anonymising share names
@@ -107,6 +114,9 @@ impl Selection {
         if !self.tests.is_empty() {
             let tests: Vec<String> = self.tests.iter().map(|t| hide(Kind::Test, t)).collect();
             parts.push(format!("test={}", tests.join(",")));
+        }
+        if let Some(min) = self.min_grade {
+            parts.push(format!("ended graded {min} or better"));
         }
         if parts.is_empty() {
             "every test".into()
@@ -170,6 +180,34 @@ mod tests {
             shared_from: None,
             grade: None,
         }
+    }
+
+    #[test]
+    fn a_share_by_grade_takes_a_test_once_it_ended_graded_that_or_better() {
+        use cyclerd_proto::quality::grade::Grade;
+        let s = Selection {
+            min_grade: Some('B'),
+            ..Selection::default()
+        };
+        let graded = |letter: char, ended: bool| {
+            let mut t = test("1", "A", "NMC", "");
+            t.grade = Some(Grade {
+                score: 0,
+                letter,
+                reasons: Vec::new(),
+            });
+            t.outcome = ended.then(|| "finished".to_owned());
+            t
+        };
+        assert!(s.matches(&graded('A', true), ""));
+        assert!(s.matches(&graded('B', true), ""));
+        assert!(!s.matches(&graded('C', true), ""));
+        assert!(
+            !s.matches(&graded('A', false), ""),
+            "running: its grade still moves"
+        );
+        assert!(!s.matches(&test("2", "A", "NMC", ""), ""), "ungraded");
+        assert_eq!(s.describe(None), "ended graded B or better");
     }
 
     #[test]

@@ -296,6 +296,11 @@ async fn the_ro_crate_metadata_is_ro_crate_1_1_json_ld_listing_every_file_with_i
         format!("1C cycling of {CELL_ID}")
     );
     assert_eq!(properties["outcome"]["value"], "stopped");
+    // The grade as of the publish (docs/quality.md), letter and score.
+    let letter = properties["grade"]["value"].as_str().unwrap();
+    assert!(["A", "B", "C", "D", "E"].contains(&letter), "{letter}");
+    let score = properties["grade_score"]["value"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&score), "{score}");
     let readme = fs::read_to_string(bundle.join("README.txt")).unwrap();
     assert!(
         readme.starts_with("LG M50 ageing\n") && readme.contains("CC-BY-4.0"),
