@@ -82,6 +82,11 @@ struct SimState {
     /// Injected through the handle, for tests of the driver's and the daemon's error paths:
     /// the reply delay, and requests answered with a Modbus exception instead.
     faults: Faults<ExceptionCode>,
+    /// A stuck voltage readback: the raw value every read of the actual voltage gives while
+    /// set (the output keeps regulating on the true voltage), for the quality checks' tests.
+    stuck_voltage: Option<u16>,
+    /// A wrong current sign in the readback: the state word's sink-mode flag inverted.
+    inverted_sign: bool,
 }
 
 impl SimState {
@@ -132,10 +137,19 @@ impl SimState {
         if self.alarm {
             word |= state::ALARM;
         }
-        if self.current_a < 0.0 {
+        if (self.current_a < 0.0) != self.inverted_sign {
             word |= state::SINK_MODE;
         }
         word
+    }
+
+    fn actual_voltage_raw(&self) -> u16 {
+        let n = self.config.nominal;
+        wire::to_raw(
+            self.cell.terminal_voltage(self.current_a),
+            n.voltage_v,
+            wire::Round::Nearest,
+        )
     }
 
     fn read_register(&self, addr: u16) -> Result<u16, ExceptionCode> {
@@ -159,11 +173,9 @@ impl SimState {
             503 | 504 if self.config.gap_mapped => 0,
             reg::STATE => (self.state_word() >> 16) as u16,
             506 => self.state_word() as u16,
-            reg::ACTUAL_VOLTAGE => wire::to_raw(
-                self.cell.terminal_voltage(self.current_a),
-                n.voltage_v,
-                wire::Round::Nearest,
-            ),
+            reg::ACTUAL_VOLTAGE => self
+                .stuck_voltage
+                .unwrap_or_else(|| self.actual_voltage_raw()),
             reg::ACTUAL_CURRENT => {
                 wire::to_raw(self.current_a.abs(), n.current_a, wire::Round::Nearest)
             }
@@ -371,6 +383,8 @@ fn new_state(config: SimConfig, clock: Clock) -> Arc<Mutex<SimState>> {
         alarm: false,
         transactions: 0,
         faults: Faults::new(ExceptionCode::ServerDeviceFailure),
+        stuck_voltage: None,
+        inverted_sign: false,
     }))
 }
 
@@ -483,5 +497,19 @@ impl SimHandle {
     /// Answers the next `n` requests with the Modbus exception `code`.
     pub fn fail_next(&self, n: u32, code: ExceptionCode) {
         lock(&self.state).faults.fail_next(n, code);
+    }
+
+    /// Sticks the voltage readback at what it reads now (a frozen sense input or converter),
+    /// or lets it follow the cell again; the output stage keeps regulating on the true voltage.
+    pub fn stick_voltage(&self, stuck: bool) {
+        let mut s = lock(&self.state);
+        s.advance();
+        s.stuck_voltage = stuck.then(|| s.actual_voltage_raw());
+    }
+
+    /// Reads the current back with the wrong sign (the sink-mode flag of the state word
+    /// inverted, as a faulty readback would), or rightly again.
+    pub fn invert_current_sign(&self, inverted: bool) {
+        lock(&self.state).inverted_sign = inverted;
     }
 }

@@ -273,3 +273,160 @@ async fn a_simulated_stepped_or_native_test_has_no_quality_finding_and_grades_a(
         );
     }
 }
+
+/// Waits until channel `rx`'s snapshot satisfies `ok`; returns it.
+async fn until(
+    rx: &mut tokio::sync::watch::Receiver<ChannelSnapshot>,
+    what: &str,
+    ok: impl FnMut(&ChannelSnapshot) -> bool,
+) -> ChannelSnapshot {
+    tokio::time::timeout(WAIT, rx.wait_for(ok))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: timed out"))
+        .expect("the channel is gone")
+        .clone()
+}
+
+/// The longest run of consecutive samples satisfying `hit`, as inclusive seqs.
+fn longest_run(samples: &[cyclerhub::SampleRow], hit: impl Fn(usize) -> bool) -> (u64, u64) {
+    let (mut best, mut start) = ((0, 0), None);
+    for i in 0..=samples.len() {
+        match (i < samples.len() && hit(i), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                if i - s > best.1 - best.0 {
+                    best = (s, i);
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    (samples[best.0].seq, samples[best.1 - 1].seq)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_run_whose_psb_voltage_readback_sticks_and_current_reads_inverted_is_found_at_those_samples_and_graded_lower()
+ {
+    use cyclerd_cli::lab::{DemoDevice, LabOptions, SimLab};
+    let mut quality = Layered::default();
+    // See a_simulated_stepped_or_native_test_has_no_quality_finding_and_grades_a.
+    quality.base.max_gap_s = 600.0;
+    let lab = SimLab::start_with(LabOptions {
+        channels: 2,
+        speed: 1000.0,
+        device: DemoDevice::EaPsb,
+        poll_interval_ms: Some(1000),
+        quality,
+        ..LabOptions::default()
+    })
+    .await
+    .unwrap();
+    let tests = lab.start_everywhere(DEMO, "demo.yaml").await.unwrap();
+    let (faulty, clean) = (&tests[0], &tests[1]);
+    let mut rx = lab
+        .daemon
+        .watchers()
+        .into_iter()
+        .find(|w| w.borrow().channel_id == "psb1/1")
+        .unwrap();
+    let sim = &lab.sims[0];
+
+    // The voltage readback of psb1 sticks for 400 polls in the first charge ...
+    let charging = until(&mut rx, "the first charge", |s| {
+        s.step_description.starts_with("Charge")
+    })
+    .await;
+    until(&mut rx, "60 polls into it", |s| {
+        s.samples >= charging.samples + 60
+    })
+    .await;
+    sim.stick_voltage(true);
+    let stuck_at = lab.daemon.snapshot("psb1/1").unwrap().samples;
+    until(&mut rx, "400 stuck polls", |s| s.samples >= stuck_at + 400).await;
+    sim.stick_voltage(false);
+    let freed_at = lab.daemon.snapshot("psb1/1").unwrap().samples;
+    // ... and its current reads with the wrong sign for 40 polls in the first discharge.
+    let discharging = until(&mut rx, "the first discharge", |s| {
+        s.step_description.starts_with("Discharge")
+    })
+    .await;
+    until(&mut rx, "60 polls into it", |s| {
+        s.samples >= discharging.samples + 60
+    })
+    .await;
+    sim.invert_current_sign(true);
+    let inverted_at = lab.daemon.snapshot("psb1/1").unwrap().samples;
+    until(&mut rx, "40 inverted polls", |s| {
+        s.samples >= inverted_at + 40
+    })
+    .await;
+    sim.invert_current_sign(false);
+    let righted_at = lab.daemon.snapshot("psb1/1").unwrap().samples;
+
+    tokio::time::timeout(WAIT, lab.daemon.wait_all_done())
+        .await
+        .expect("both tests end");
+    let (summary, dir, _keep) = lab.stop(WAIT).await.unwrap();
+    assert_eq!(summary.lost(), 0);
+    let hub = HubStore::open(dir.join("hub.sqlite")).unwrap();
+    let test = hub.test(faulty).unwrap().unwrap();
+    assert_eq!(test.outcome.as_deref(), Some("finished"), "{test:?}");
+
+    // Where the faults are in what was stored: the run of one voltage under current around the
+    // sticking, and the run of charging current in the first discharge.
+    let samples = hub.samples(faulty).unwrap();
+    let at = |seq: u64| samples.iter().position(|s| s.seq == seq).unwrap();
+    let stuck_v = samples[at(stuck_at + 1)].voltage_v;
+    let stuck = longest_run(&samples, |i| {
+        samples[i].voltage_v == stuck_v && samples[i].current_a.abs() > 0.01
+    });
+    let first_discharge = samples[at(inverted_at)].step;
+    let inverted = longest_run(&samples, |i| {
+        samples[i].step == first_discharge && samples[i].current_a > 0.0
+    });
+    // They are where the faults were injected (a poll or two may pass between a snapshot and
+    // the injection; a stuck run begins with the first sample of its value).
+    assert!(
+        stuck.0 <= stuck_at + 2 && stuck.1 + 1 >= freed_at,
+        "{stuck:?}"
+    );
+    assert!(stuck.1 <= freed_at + 2, "{stuck:?} freed at {freed_at}");
+    assert!(
+        inverted.0 >= inverted_at && inverted.0 <= inverted_at + 2,
+        "{inverted:?} inverted at {inverted_at}"
+    );
+    assert!(
+        inverted.1 + 1 >= righted_at && inverted.1 <= righted_at + 2,
+        "{inverted:?} righted at {righted_at}"
+    );
+
+    // Daemon and hub each found both, at exactly those samples, and nothing outside them.
+    let findings = hub.quality_findings(faulty).unwrap();
+    for source in ["daemon", "hub"] {
+        let of = |check: &str| -> Vec<(u64, u64)> {
+            findings
+                .iter()
+                .filter(|f| f.source == source && f.check == check)
+                .map(|f| (f.first_seq, f.last_seq))
+                .collect()
+        };
+        assert_eq!(of("voltage_stuck"), [stuck], "{source}: {findings:#?}");
+        assert_eq!(of("current_sign"), [inverted], "{source}: {findings:#?}");
+    }
+    for f in &findings {
+        let inside = |(a, b): (u64, u64)| f.first_seq >= a && f.last_seq <= b;
+        assert!(!f.open, "{f:?}");
+        assert!(
+            inside(stuck) || inside(inverted),
+            "a finding outside the faults: {f:?}"
+        );
+    }
+    assert!(hub.quality_findings(clean).unwrap().is_empty());
+    let (bad, good) = (
+        test.grade.unwrap(),
+        hub.test(clean).unwrap().unwrap().grade.unwrap(),
+    );
+    assert_eq!((good.letter, good.score), ('A', 100), "{good:?}");
+    assert!(bad.score < good.score, "{bad:?}");
+}
