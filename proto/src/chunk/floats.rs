@@ -214,7 +214,9 @@ impl Reader<'_> {
             }
             POW2 => {
                 let e = unzigzag(self.varint()?);
-                if !(-1074..=971).contains(&e) {
+                // Every exponent the encoder can write: a finest step of 2^-1074 (subnormal)
+                // up to 2^1023 (the largest power of two a double holds).
+                if !(-1074..=1023).contains(&e) {
                     return Err(format!("binary exponent {e} out of range").into());
                 }
                 self.ints(n, ints)?;
