@@ -315,7 +315,12 @@ fn demo_like_sample_batches_take_at_most_8_bytes_each() {
 fn a_column_whose_finest_binary_step_is_above_2_pow_971_round_trips() {
     // Found by the proptest above: 3.26e307 is k * 2^973 with a small k; the encoder wrote it
     // as such and the decoder refused exponents above 971, so the chunk did not read back.
-    for v in [3.2612670140963374e307, f64::MAX, 2f64.powi(1023), -2f64.powi(1000)] {
+    for v in [
+        3.2612670140963374e307,
+        f64::MAX,
+        2f64.powi(1023),
+        -2f64.powi(1000),
+    ] {
         let mut demo = Demo::new(0);
         let mut b = demo.batch("t", 6);
         b.discharge_capacity_ah[0] = v;
