@@ -57,6 +57,9 @@ pub struct TestJournal {
     settled: Vec<CycleSummary>,
     /// The plausibility checks over the test's samples.
     quality: Quality,
+    /// The checks' state from the checkpoint a reopened journal goes on from, until
+    /// [`TestJournal::check_with`] takes it up.
+    quality_json: String,
 }
 
 impl TestJournal {
@@ -83,6 +86,7 @@ impl TestJournal {
             cycles: CycleTracker::default(),
             settled: Vec::new(),
             quality: Quality::new(shared, Some(&test.plan)),
+            quality_json: String::new(),
         };
         let checkpoint = Checkpoint {
             test_id: test_id.clone(),
@@ -184,16 +188,17 @@ impl TestJournal {
             // A checkpoint from before cycles were tracked starts a tracker at the next sample.
             cycles: serde_json::from_str(&cp.progress.cycles_json).unwrap_or_default(),
             settled: Vec::new(),
-            // Checks start again at the next sample: a run going on across the restart is
-            // found again as a run of its own (the hub's own checks go on across it).
+            // Checks go on from the checkpoint once the plan is known (`check_with`).
             quality: Quality::new(shared, None),
+            quality_json: cp.progress.quality_json.clone(),
         }
     }
 
     /// Checks the samples from now on with the thresholds and step directions of `plan`: for a
     /// test taken up again ([`TestJournal::reopen`]) once its plan is known.
     pub fn check_with(&mut self, shared: &Shared, plan: &Plan) {
-        self.quality = Quality::new(shared, Some(plan));
+        let saved = std::mem::take(&mut self.quality_json);
+        self.quality = Quality::resume(shared, plan, &saved);
     }
 
     pub fn test_id(&self) -> &str {
@@ -432,6 +437,7 @@ impl TestJournal {
             unix_s: self.start_unix_s + test_time_s,
             paused_s: state.paused_s,
             cycles_json: serde_json::to_string(&self.cycles).unwrap_or_default(),
+            quality_json: self.quality.to_json(),
         }
     }
 

@@ -91,13 +91,20 @@ fn sample(seq: u64, stuck: (u64, u64), flipped: (u64, u64), q: &mut (f64, f64)) 
     }
 }
 
-/// Records a test of 400 samples (flushed every 64); returns the quality entries it sent and
-/// what the channel showed of them before the end.
-async fn record(stuck: (u64, u64), flipped: (u64, u64)) -> (Vec<QualityFinding>, ChannelSnapshot) {
+/// Records a test of 400 samples (flushed every 64; with `restart_after`, the journal is taken
+/// up again from its checkpoint after the flush that follows that seq, as a restarted daemon
+/// does); returns the quality entries it sent and what the channel showed of them before the
+/// end.
+async fn record(
+    stuck: (u64, u64),
+    flipped: (u64, u64),
+    restart_after: Option<u64>,
+) -> (Vec<QualityFinding>, ChannelSnapshot) {
     let dir = tempfile::tempdir().unwrap();
     let shared = shared(dir.path());
     let (live, _watch) = tokio::sync::watch::channel(ChannelSnapshot::default());
     let plan = Plan::from_yaml(PROTOCOL, "cd.yaml").unwrap();
+    let restart_plan = plan.clone();
     let metadata = HashMap::from([("cell_id".to_string(), "C1".to_string())]);
     let test = TestRequest {
         plan,
@@ -120,6 +127,13 @@ async fn record(stuck: (u64, u64), flipped: (u64, u64)) -> (Vec<QualityFinding>,
         journal.push(sample(seq, stuck, flipped, &mut q));
         if seq % 64 == 63 {
             journal.flush(state);
+            if restart_after.is_some_and(|r| seq >= r && seq < r + 64) {
+                drop(journal);
+                shared.outbox.flush().await.unwrap();
+                let cps = shared.outbox.reader().unwrap().checkpoints().unwrap();
+                journal = TestJournal::reopen(&shared, &cps[0]);
+                journal.check_with(&shared, &restart_plan);
+            }
         }
     }
     journal.flush(state);
@@ -145,7 +159,7 @@ async fn record(stuck: (u64, u64), flipped: (u64, u64)) -> (Vec<QualityFinding>,
 
 #[tokio::test]
 async fn a_stuck_voltage_and_a_sign_error_at_known_seqs_are_sent_with_exactly_those_ranges() {
-    let (sent, shown) = record((50, 149), (300, 309)).await;
+    let (sent, shown) = record((50, 149), (300, 309), None).await;
     let closed: Vec<_> = sent
         .iter()
         .filter(|f| !f.open)
@@ -182,7 +196,24 @@ async fn a_stuck_voltage_and_a_sign_error_at_known_seqs_are_sent_with_exactly_th
 #[tokio::test]
 async fn a_clean_recording_sends_no_finding() {
     let none = (u64::MAX - 1, u64::MAX - 1);
-    let (sent, shown) = record(none, none).await;
+    let (sent, shown) = record(none, none, None).await;
     assert_eq!(sent, []);
     assert_eq!(shown.quality_findings, 0);
+}
+
+#[tokio::test]
+async fn a_stuck_voltage_going_on_across_a_daemon_restart_is_one_run_not_two() {
+    // The restart comes after the flush of seq 127, in the middle of the stuck run 50..=149.
+    let (sent, shown) = record((50, 149), (300, 309), Some(100)).await;
+    let closed: Vec<_> = sent
+        .iter()
+        .filter(|f| !f.open)
+        .map(|f| (f.check.as_str(), f.first_seq, f.last_seq))
+        .collect();
+    assert_eq!(
+        closed,
+        [("voltage_stuck", 50, 149), ("current_sign", 300, 309)],
+        "{sent:#?}"
+    );
+    assert_eq!(shown.quality_findings, 2);
 }

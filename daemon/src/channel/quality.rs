@@ -7,6 +7,7 @@ use crate::proto::control::ChannelSnapshot;
 use crate::proto::cycles::Point;
 use crate::proto::quality::{Check, Checker, Expected, Finding, Thresholds};
 use cyclerd_protocols::Plan;
+use serde::{Deserialize, Serialize};
 
 /// One test's checks.
 pub struct Quality {
@@ -25,7 +26,47 @@ pub struct Quality {
     last_message: String,
 }
 
+/// What a checkpoint keeps of a test's checks, so that a daemon restarted in a run (a stuck
+/// voltage going on) reports it as one run, not two.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    checker: Checker,
+    /// Findings not sent yet: sent (again) after the restart; the hub keeps the latest.
+    ended: Vec<Finding>,
+    sent_open: Vec<(Check, u64, u64)>,
+    ended_count: u32,
+    last_message: String,
+}
+
 impl Quality {
+    /// The checks' state as of the last sample observed, as JSON, for the test's checkpoint.
+    pub fn to_json(&self) -> String {
+        let saved = Saved {
+            checker: self.checker.clone(),
+            ended: self.ended.clone(),
+            sent_open: self.sent_open.clone(),
+            ended_count: self.ended_count,
+            last_message: self.last_message.clone(),
+        };
+        serde_json::to_string(&saved).unwrap_or_default()
+    }
+
+    /// The checks of `plan`, going on from a checkpoint's `json` ([`Quality::to_json`]); from
+    /// the next sample alone when there is none (a checkpoint from before) or it does not read.
+    pub fn resume(shared: &Shared, plan: &Plan, json: &str) -> Quality {
+        let mut q = Quality::new(shared, Some(plan));
+        if let Ok(saved) = serde_json::from_str::<Saved>(json) {
+            q.checker = saved
+                .checker
+                .with_thresholds(q.checker.thresholds().clone());
+            q.ended = saved.ended;
+            q.sent_open = saved.sent_open;
+            q.ended_count = saved.ended_count;
+            q.last_message = saved.last_message;
+        }
+        q
+    }
+
     /// Checks with the thresholds of `shared`'s `[quality]` for `plan` (the protocol's
     /// override, if any), and what its steps command; without a plan, the lab's thresholds and
     /// no sign check.

@@ -165,6 +165,9 @@ pub struct Progress {
     /// The test's per-cycle tracker ([`crate::proto::cycles::CycleTracker`]), as JSON, as of
     /// the same sample; empty for none yet.
     pub cycles_json: String,
+    /// The test's quality checks (`channel::quality`), as JSON, as of the same sample; empty
+    /// for none.
+    pub quality_json: String,
 }
 
 /// Checkpoint work riding along with an append, in the same transaction.

@@ -183,7 +183,8 @@ impl OutboxReader {
             .conn
             .prepare(
                 "SELECT test_id, channel_id, protocol_source, origin, metadata_json, start_unix_s,
-                        engine_json, next_seq, test_time_s, unix_s, paused_s, params_json, cycles_json
+                        engine_json, next_seq, test_time_s, unix_s, paused_s, params_json, cycles_json,
+                        quality_json
                  FROM checkpoints ORDER BY channel_id",
             )
             .map_err(self.err())?;
@@ -206,6 +207,7 @@ impl OutboxReader {
                         unix_s: r.get(9)?,
                         paused_s: r.get(10)?,
                         cycles_json: r.get(12)?,
+                        quality_json: r.get(13)?,
                     },
                 })
             })

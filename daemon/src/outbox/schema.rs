@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// Schema version in `PRAGMA user_version`; a file from a newer daemon is refused.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// `auto_vacuum` must be chosen before the first table exists: incremental, so the file shrinks
 /// as acknowledged entries are deleted, a few pages at a time.
@@ -48,7 +48,9 @@ pub const CREATE: &str = "
         -- The protocol parameters the test's plan was resolved with (JSON object).
         params_json TEXT NOT NULL DEFAULT '{}',
         -- The test's per-cycle tracker as of the same sample (JSON; empty for none yet).
-        cycles_json TEXT NOT NULL DEFAULT ''
+        cycles_json TEXT NOT NULL DEFAULT '',
+        -- The test's quality checks as of the same sample (JSON; empty for none).
+        quality_json TEXT NOT NULL DEFAULT ''
     );
 ";
 
@@ -60,6 +62,8 @@ pub const UPGRADES: &[&str] = &[
     // Every row so far holds a protobuf entry (format 0); nothing stored is rewritten.
     "ALTER TABLE outbox ADD COLUMN format INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE dead_letters ADD COLUMN format INTEGER NOT NULL DEFAULT 0;",
+    // A test checkpointed before has no quality state: its checks start again at the restart.
+    "ALTER TABLE checkpoints ADD COLUMN quality_json TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The tables as schema 2 made them (before rows had a format): tests open such a store to

@@ -345,8 +345,8 @@ fn write_checkpoint(tx: &Transaction<'_>, op: &CheckpointOp) -> rusqlite::Result
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO checkpoints (test_id, channel_id, protocol_source, origin,
                    metadata_json, start_unix_s, engine_json, next_seq, test_time_s, unix_s, paused_s,
-                   params_json, cycles_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                   params_json, cycles_json, quality_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
             .execute(params![
                 c.test_id,
@@ -361,7 +361,8 @@ fn write_checkpoint(tx: &Transaction<'_>, op: &CheckpointOp) -> rusqlite::Result
                 p.unix_s,
                 p.paused_s,
                 params,
-                p.cycles_json
+                p.cycles_json,
+                p.quality_json
             ])?;
         }
         CheckpointOp::Progress {
@@ -370,7 +371,8 @@ fn write_checkpoint(tx: &Transaction<'_>, op: &CheckpointOp) -> rusqlite::Result
         } => {
             tx.prepare_cached(
                 "UPDATE checkpoints SET engine_json = ?2, next_seq = ?3, test_time_s = ?4,
-                   unix_s = ?5, paused_s = ?6, cycles_json = ?7 WHERE test_id = ?1",
+                   unix_s = ?5, paused_s = ?6, cycles_json = ?7, quality_json = ?8
+                 WHERE test_id = ?1",
             )?
             .execute(params![
                 test_id,
@@ -379,7 +381,8 @@ fn write_checkpoint(tx: &Transaction<'_>, op: &CheckpointOp) -> rusqlite::Result
                 p.test_time_s,
                 p.unix_s,
                 p.paused_s,
-                p.cycles_json
+                p.cycles_json,
+                p.quality_json
             ])?;
         }
         CheckpointOp::End { test_id } => {

@@ -251,7 +251,7 @@ impl From<Option<Direction>> for Expected {
 }
 
 /// A check that held for a run of samples.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     pub check: Check,
     /// The run's first and last sample.
@@ -340,6 +340,11 @@ impl Checker {
     pub fn with_thresholds(mut self, t: Thresholds) -> Checker {
         self.t = t;
         self
+    }
+
+    /// The thresholds it checks with.
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.t
     }
 
     /// The seq the next sample should have (0 before any), so that a caller can tell a sample
