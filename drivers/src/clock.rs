@@ -427,9 +427,14 @@ mod tests {
         let (ta, tb) = (a.tick().await, b.tick().await);
         assert_eq!(ta, tb);
         drop((a, b));
-        // The tick's task sees no pacer left at its next tick and ends.
+        // The tick's task sees no pacer left at its next tick and ends, dropping its sender.
         tokio::time::advance(Duration::from_millis(250)).await;
         tokio::task::yield_now().await;
+        let ended = clock.inner.tickers.lock().unwrap()[&Duration::from_millis(100)]
+            .ticks
+            .has_changed()
+            .is_err();
+        assert!(ended, "the tick's task still runs with no pacer left");
         let mut c = clock.pacer(0.1);
         let tc = tokio::time::timeout(Duration::from_secs(1), c.tick())
             .await

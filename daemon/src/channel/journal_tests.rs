@@ -157,26 +157,24 @@ async fn record(
     (sent, shown)
 }
 
+/// The `(check, first seq, last seq)` of the findings sent open (or closed).
+fn runs(sent: &[QualityFinding], open: bool) -> Vec<(&str, u64, u64)> {
+    sent.iter()
+        .filter(|f| f.open == open)
+        .map(|f| (f.check.as_str(), f.first_seq, f.last_seq))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_stuck_voltage_and_a_sign_error_at_known_seqs_are_sent_with_exactly_those_ranges() {
     let (sent, shown) = record((50, 149), (300, 309), None).await;
-    let closed: Vec<_> = sent
-        .iter()
-        .filter(|f| !f.open)
-        .map(|f| (f.check.as_str(), f.first_seq, f.last_seq))
-        .collect();
     assert_eq!(
-        closed,
+        runs(&sent, false),
         [("voltage_stuck", 50, 149), ("current_sign", 300, 309)],
         "{sent:#?}"
     );
     // While the voltage stayed stuck the run was sent open, as far as it had gone.
-    let open: Vec<_> = sent
-        .iter()
-        .filter(|f| f.open)
-        .map(|f| (f.check.as_str(), f.first_seq, f.last_seq))
-        .collect();
-    assert_eq!(open, [("voltage_stuck", 50, 127)], "{sent:#?}");
+    assert_eq!(runs(&sent, true), [("voltage_stuck", 50, 127)], "{sent:#?}");
     let sign = sent.iter().find(|f| f.check == "current_sign").unwrap();
     assert!(sign.reason.contains("in a discharge step"), "{sign:?}");
     assert_eq!(
@@ -205,13 +203,8 @@ async fn a_clean_recording_sends_no_finding() {
 async fn a_stuck_voltage_going_on_across_a_daemon_restart_is_one_run_not_two() {
     // The restart comes after the flush of seq 127, in the middle of the stuck run 50..=149.
     let (sent, shown) = record((50, 149), (300, 309), Some(100)).await;
-    let closed: Vec<_> = sent
-        .iter()
-        .filter(|f| !f.open)
-        .map(|f| (f.check.as_str(), f.first_seq, f.last_seq))
-        .collect();
     assert_eq!(
-        closed,
+        runs(&sent, false),
         [("voltage_stuck", 50, 149), ("current_sign", 300, 309)],
         "{sent:#?}"
     );
